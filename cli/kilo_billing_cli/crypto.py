@@ -26,6 +26,8 @@ can stop after ``--max-pages`` and resume with ``--start-after`` (the key it pri
 if absent, so a rerun writes nothing twice. Its report names each payment linked (or to link) and the key to resume at.
 
 Table and bus come from the options or the function's variables (``CRYPTO_TABLE_NAME``, ``EVENT_BUS_NAME``).
+``assign`` and ``resolve`` read the bill after their write to show its status; that read failing prints the result
+with ``bill_status`` "unknown" and a note on stderr, exit 0 (the write is done: a rerun would be refused).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.money import decimal_str, money_str
 from kilo_billing_cli.arguments import whole_number
 
@@ -202,7 +205,6 @@ def run(args: argparse.Namespace, console: Console) -> None:
             resolved = settlement.resolve_review(args.payment_id, accept=args.accept)
         except SettlementError as exc:
             raise ValueError(str(exc)) from exc
-        resolved_bill = store.bill(resolved.invoice_id or "")
         decided: dict[str, Any] = {
             "payment_id": resolved.payment_id,
             "decision": "accepted" if args.accept else "refund_owed",
@@ -214,7 +216,7 @@ def run(args: argparse.Namespace, console: Console) -> None:
                 if resolved.refund_owed
                 else None
             ),
-            "bill_status": resolved_bill.status.value if resolved_bill else None,
+            "bill_status": _bill_status(store, resolved.invoice_id or ""),
         }
         _emit(console, [decided], args.json, "Resolved")
         return
@@ -238,7 +240,6 @@ def run(args: argparse.Namespace, console: Console) -> None:
         payment = settlement.assign(args.payment_id, args.account, args.invoice)
     except SettlementError as exc:
         raise ValueError(str(exc)) from exc
-    bill = store.bill(args.invoice)
     row = {
         "payment_id": payment.payment_id,
         "account_id": payment.account_id,
@@ -247,9 +248,23 @@ def run(args: argparse.Namespace, console: Console) -> None:
         "amount_usd": money_str(payment.usd) if payment.usd is not None else None,
         "late": payment.late,
         "manual_review": payment.review,
-        "bill_status": bill.status.value if bill else None,
+        "bill_status": _bill_status(store, args.invoice),
     }
     _emit(console, [row], args.json, "Assigned")
+
+
+def _bill_status(store: DynamoCryptoStore, invoice_id: str) -> str | None:
+    """The bill's status for display after a write (``assign``, ``resolve``): ``None`` without a bill, ``"unknown"``
+    when the read fails - the write is done, so not exit 4 "rerun" (a rerun would be refused: already decided)."""
+    try:
+        found = store.bill(invoice_id)
+    except StorageUnavailableError as exc:
+        sys.stderr.write(
+            f"kilo-billing: saved; reading the bill to show its status failed ({exc}): bill_status unknown - "
+            "do not rerun\n"
+        )
+        return "unknown"
+    return found.status.value if found else None
 
 
 def _emit(console: Console, rows: list[dict[str, Any]], as_json: bool, title: str) -> None:

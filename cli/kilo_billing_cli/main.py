@@ -9,7 +9,12 @@ or for ``invoice refund`` Stripe unreachable (or our Stripe setting wrong: the s
 undecryptable or malformed, the key refused - fix it first): the request stays pending (part may be made at Stripe
 already) and a rerun finishes it, counting what was made - nothing sent twice; ``invoice void-draft`` with Stripe
 unreachable exits 4 too, refused by Stripe (or its invoice paid, uncollectible or in a status we do not know) exits 3,
-nothing voided.
+nothing voided. Storage wrongly configured is bad input, not unavailable: a table or event bus that does not exist
+(``ResourceNotFoundException``: a typo in ``--usage-table`` or its environment variable) or access to it denied
+(``AccessDeniedException``) exits 2 with one line naming the command's table and bus settings - a rerun would fail
+the same way, so a script retrying on 4 does not loop. Exit 1: ``invoice run`` when closing an account's period
+failed (its row carries the error; the other accounts are closed), and ``rating replay --apply`` when a message was
+not replayed (a problem or rejected: its row says which).
 """
 
 from __future__ import annotations
@@ -37,6 +42,23 @@ from kilo_billing_cli.console import make_console
 from kilo_billing_cli.invoices import EXIT_UNAVAILABLE  # one code for a service unavailable (the module docstring)
 
 EXIT_USAGE = 2
+# AWS error codes (``StorageUnavailableError``'s message, ``aws.map_error``) that no rerun can fix: a table or bus that
+# does not exist (a typo in ``--usage-table`` or its environment variable) or credentials not allowed to use it
+_NOT_FOUND = frozenset({"ResourceNotFoundException"})
+_CONFIGURATION = _NOT_FOUND | frozenset({"AccessDeniedException", "AccessDenied"})
+
+
+def _configuration_problem(code: str, args: argparse.Namespace) -> str:
+    """One line naming what to fix: the command's table and bus settings, as given or taken from the environment."""
+    settings = ", ".join(
+        f"--{name.replace('_', '-')} {value!r}"
+        for name, value in sorted(vars(args).items())
+        if (name.endswith("_table") or name == "event_bus") and isinstance(value, str)
+    )
+    named = f" ({settings})" if settings else ""
+    if code in _NOT_FOUND:
+        return f"a table or event bus this command uses does not exist{named}: {code}; fix the name, then rerun"
+    return f"access denied to a table or event bus this command uses{named}: {code}; fix the credentials' permissions"
 
 
 def _non_negative_decimal(name: str) -> Callable[[str], Decimal]:
@@ -327,6 +349,10 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
     except (UnknownTierError, ProjectionError, ValueError) as exc:
         parser.error(str(exc))
     except StorageUnavailableError as exc:  # not the input's fault: one line, no usage banner, exit 4
+        code = str(exc).partition(":")[0].strip()  # the AWS error code (``aws.map_error``)
+        if code in _CONFIGURATION:  # the setting is wrong: a rerun fails the same way (exit 2, the docstring)
+            print(f"{parser.prog}: {_configuration_problem(code, args)}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"{parser.prog}: storage unavailable: {exc}; rerun", file=sys.stderr)
         return EXIT_UNAVAILABLE
     return 0

@@ -243,3 +243,71 @@ def test_given_a_stray_payment_refunded_on_chain_then_recorded_off_the_list_and_
     still = h.store.bill("inv-1")
     assert still is not None
     assert (still.status, still.settled_usd) == (BillStatus.OPEN, Decimal("0"))
+
+
+def _bill_unreadable_after(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """The display read of the bill fails once ``Settlement.<method>`` (the write) is done; reads before it work."""
+    from kilo_billing.aws import StorageUnavailableError  # noqa: PLC0415
+    from kilo_crypto_watch import adapters, settlement  # noqa: PLC0415
+
+    written = {"done": False}
+    write, read = getattr(settlement.Settlement, method), adapters.DynamoCryptoStore.bill
+
+    def after_write(self: object, *args: object, **kwargs: object) -> object:
+        out = write(self, *args, **kwargs)
+        written["done"] = True
+        return out
+
+    def bill_read(self: adapters.DynamoCryptoStore, invoice_id: str) -> object:
+        if written["done"]:
+            raise StorageUnavailableError("ThrottlingException")
+        return read(self, invoice_id)
+
+    monkeypatch.setattr(settlement.Settlement, method, after_write)
+    monkeypatch.setattr(adapters.DynamoCryptoStore, "bill", bill_read)
+
+
+def test_given_the_bill_unreadable_after_an_assignment_then_the_result_with_bill_status_unknown_and_exit_0(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review v2c (4): the assignment was written, then the bill's read for display failed: exit 4 "rerun", and the
+    rerun exited 2 "already attributed". The write stands: its row, bill_status "unknown", a note on stderr, exit 0."""
+    h = harness(stack)
+    h.store.create_bill(bill())
+    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    h.settlement.record_seen(transfer("0xabc", "USDC", 100_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+    bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
+    _bill_unreadable_after(monkeypatch, "assign")
+    code = main(["crypto", "assign", "ethereum:0xabc:0", "acct-1", "inv-1", "--crypto-table", table, *bus, "--json"])
+    out = capsys.readouterr()
+    assert code == 0
+    assert json.loads(out.out) == {
+        "payment_id": "ethereum:0xabc:0",
+        "account_id": "acct-1",
+        "invoice_id": "inv-1",
+        "quote_id": "q-usdc",
+        "amount_usd": "100.00",  # 100 USDC (100,000,000 atomic, 6 decimals) x $1
+        "late": False,
+        "manual_review": False,
+        "bill_status": "unknown",
+    }
+    assert out.err == (
+        "kilo-billing: saved; reading the bill to show its status failed (ThrottlingException): bill_status unknown - "
+        "do not rerun\n"
+    )
+
+
+def test_given_the_bill_unreadable_after_a_resolution_then_the_result_with_bill_status_unknown_and_exit_0(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for `crypto resolve --accept` (the payment in review: 0.04 ETH valued at min(2500, 2600) = $100.00)."""
+    _in_review(stack, "2600.00")
+    bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
+    _bill_unreadable_after(monkeypatch, "resolve_review")
+    code = main(["crypto", "resolve", "ethereum:0xlate:0", "--accept", "--crypto-table", table, *bus, "--json"])
+    out = capsys.readouterr()
+    assert code == 0
+    assert json.loads(out.out)["bill_status"] == "unknown"
+    assert json.loads(out.out)["amount_usd"] == "100.00"
+    assert "do not rerun" in out.err

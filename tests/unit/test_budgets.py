@@ -412,6 +412,40 @@ def test_given_a_change_dated_in_a_month_already_over_then_that_months_bill_refu
     assert upgraded.tier_at(upgrade_at) == "enterprise"
 
 
+def test_given_a_downgrade_dated_back_into_effect_then_the_clock_months_bill_re_rated_with_it_is_checked() -> None:
+    """Review v2c (1): run Dec 3 12:00, `--at` Nov 16, Team -> Personal: the downgrade takes effect Dec 1 00:00,
+    already past. Team, $40 hard limit, 62,000 video minutes Dec 1-3: as Team $29.00 + (62,000 - 50,000) x $0.00072
+    = $29.00 + $8.64 = $37.64; re-rated as Personal (no fee, 5,000 included) (62,000 - 5,000) x $0.00072 = $41.04
+    >= $40: every call would stop at once. Refused, nothing saved; with a $50 limit ($41.04 < $50) accepted."""
+    at, now = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 12, 3, 12, tzinfo=UTC)
+    book = default_catalog().for_period(Period(2026, 11))
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(int(SIGNUP.timestamp()), "video"): 62_000}})
+    with pytest.raises(InvalidBudgetError, match=r"hard limit \$40 is not above \$41\.04, this month's bill") as exc:
+        request_tier_change(directory, book, "acct-1", "personal", at, month=month, read_at=now)
+    assert "$37.64 before the change" in str(exc.value)
+    assert directory.profiles["acct-1"].tier_at(datetime(2026, 12, 1, tzinfo=UTC)) == "team"  # nothing saved
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("50")))
+    downgraded = request_tier_change(directory, book, "acct-1", "personal", at, month=month, read_at=now)
+    assert downgraded.tier_at(datetime(2026, 12, 1, tzinfo=UTC)) == "personal"
+
+
+def test_given_a_downgrade_taking_effect_after_the_clock_then_the_limits_set_before_it_never_refuse_it() -> None:
+    """The same account and usage, run Nov 28: the downgrade takes effect Dec 1, not yet begun; nothing of December
+    is re-rated now (December's usage is then rated as Personal from its first minute), so it is accepted."""
+    at = datetime(2026, 11, 28, tzinfo=UTC)
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(int(SIGNUP.timestamp()), "video"): 62_000}})
+    downgraded = request_tier_change(
+        directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "personal", at, month=month, read_at=at
+    )
+    assert downgraded.tier_at(datetime(2026, 12, 1, tzinfo=UTC)) == "personal"
+
+
 def test_given_the_cli_changing_tier_past_the_hard_limit_then_exit_2_naming_limit_and_bill(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:

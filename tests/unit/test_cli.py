@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from kilo_billing_cli import arguments
+from kilo_billing.aws import StorageUnavailableError
+from kilo_billing_cli import accounts, arguments
 from kilo_billing_cli.main import main
+from tests.conftest import Stack
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
@@ -253,3 +255,43 @@ def test_given_nothing_of_a_pending_refund_made_when_stripe_fails_then_the_line_
         _pending_line(refunded, "0.00")
         == f"Stripe could not be reached (down): the refund of 65.20 is pending; {FINISH}"
     )
+
+
+def test_given_a_table_that_does_not_exist_then_exit_2_naming_the_setting_not_4_rerun(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review v2c (2): `--usage-table kilo-typo` (no such table: ResourceNotFoundException) exited 4 "storage
+    unavailable: ...; rerun", and a script retrying on 4 looped for ever. A rerun fails the same way: exit 2, one
+    line naming the setting, no "rerun"."""
+    code = main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "100", "--usage-table", "kilo-typo"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "kilo-billing: a table or event bus this command uses does not exist (--usage-table 'kilo-typo'): "
+        "ResourceNotFoundException; fix the name, then rerun\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "exit_code", "line"),
+    [
+        (
+            "AccessDeniedException: not authorized",
+            2,
+            "access denied to a table or event bus this command uses (--usage-table 'kilo-usage'): "
+            "AccessDeniedException; fix the credentials' permissions",
+        ),
+        ("ThrottlingException", 4, "storage unavailable: ThrottlingException; rerun"),
+    ],
+)
+def test_given_access_denied_then_exit_2_while_throttling_still_exits_4_rerun(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, code: str, exit_code: int, line: str
+) -> None:
+    """Access denied is configuration too (the credentials' policy): exit 2; a throttled or failing AWS still 4."""
+
+    def refused(_args: argparse.Namespace, _catalog: object) -> None:
+        raise StorageUnavailableError(code)
+
+    monkeypatch.setattr(accounts, "run", refused)
+    assert main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "100", "--usage-table",
+                 "kilo-usage"]) == exit_code  # fmt: skip
+    assert capsys.readouterr().err == f"kilo-billing: {line}\n"

@@ -211,8 +211,9 @@ def hard_limit_not_enforced(
     month's bill is over and nothing of it is stopped - or the account's limit is no longer reached, raised to
     ``limit_now`` or removed (``None``) since. Never that calls are stopping (docs/decisions.md, D-e2-1). Anything
     else - the profile unread (``profile_read`` False), an event of a month after the clock's (skew at a month end:
-    that month's calls will be stopped, whether the limit was raised or removed since: checked first) - says it was
-    reached and no more: not that calls go on."""
+    whether that month's calls are stopped is decided against the limit in force when it begins - raised above the
+    bill or removed since, they are not; checked first) - says it was reached and no more: neither that calls go on
+    nor that they stop."""
     went_on = "so nothing is stopped: your calls go on."
     if period < current_period:
         return _hard_words("was reached", "was reached", f"That month is over, {went_on}", "Month over: calls go on.")
@@ -220,7 +221,7 @@ def hard_limit_not_enforced(
         return _hard_words(
             "was reached", "was reached", "Check your hard limit in your account settings.", "Check your limit."
         )
-    if period > current_period:  # not enforced yet: that month's calls will be, whatever the limit was raised to
+    if period > current_period:  # not enforced yet: stopped or not by the limit in force then - the one now is named
         now = money_text(str(limit_now))
         return _hard_words("was reached", "was reached", f"Your hard limit is now {now}.", f"Limit now {now}.")
     if limit_now is None:

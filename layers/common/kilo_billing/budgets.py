@@ -146,7 +146,9 @@ def check_tier_change(
     - rating's counters and open sessions - rated under ``after`` by the layer's own ``month_to_date``): an upgrade
     mid-month prorates the old tier's allowances and fee, so the usage so far is re-rated upward, and a limit the
     bill then reaches would stop every call at once. A change that does not raise it (a downgrade, which takes
-    effect at the next period start) is never refused for limits set before it. ``read_at``: the clock when the
+    effect at the next period start) is refused only once in effect at ``read_at`` (an ``--at`` in an earlier month):
+    then the clock month's bill re-rated with it must stay under the hard limit (``_check_in_effect``, D150 amended).
+    ``read_at``: the clock when the
     usage is read (default ``now``); open sessions count up to the later of the two: a past change (the CLI's
     ``--at``) to now, what enforcement reads once it is saved; a future one on to its date, since saving it shrinks
     the old tier's allowance at once and the bill must stay under the limit until it takes effect. A change dated in
@@ -160,6 +162,7 @@ def check_tier_change(
     period = Period.containing(at)
     book = (catalog or default_catalog()).for_period(period)
     if fixed_fee(after, at, book) <= fixed_fee(before, at, book):
+        _check_in_effect(before, after, ensure_utc(read_at) if read_at is not None else at, month, catalog)
         return
     tier = after.tier_at(at)
     try:
@@ -194,6 +197,34 @@ def check_tier_change(
             f"month before it): {reached}; raise the hard limit above ${money_str(bill.total)}, or clear it, before "
             "changing tier"
         )
+
+
+def _check_in_effect(
+    before: AccountProfile, after: AccountProfile, clock: datetime, month: MonthToDateSource, catalog: Catalog | None
+) -> None:
+    """D150 amended (e2d) for a change that does not raise the fee: one already in effect at ``clock`` (a downgrade
+    dated back with ``--at`` takes effect at a month start that may be past) re-rates the clock month's bill at once,
+    enforcement reading it from the next batch; refused when that bill, to ``clock``, reaches the hard limit while
+    the bill without the change did not (with the limit already reached, the change stops nothing more)."""
+    hard = after.hard_limit_usd
+    if hard is None or not any(change.at <= clock for change in after.changes if change not in before.changes):
+        return
+    period = Period.containing(clock)
+    book = (catalog or default_catalog()).for_period(period)
+    clock_ms = int(clock.timestamp() * 1000)
+    bill = month_to_date(month, after.account_id, period.key, clock_ms, book, profile=after).rated.total
+    if bill < hard:
+        return
+    was = month_to_date(month, before.account_id, period.key, clock_ms, book, profile=before).rated.total
+    if was >= hard:
+        return
+    tier = after.tier_at(clock)
+    raise InvalidBudgetError(
+        f"changing to {tier}: hard limit ${hard} is not above ${money_str(bill)}, this month's bill so far re-rated "
+        f"with the change (in effect since {max(c.at for c in after.changes if c.at <= clock):%Y-%m-%d %H:%M} UTC; "
+        f"${money_str(was)} before the change): the limit would be reached at once and every call stopped; raise "
+        f"the hard limit above ${money_str(bill)}, or clear it, before changing tier"
+    )
 
 
 def _above_fees(
