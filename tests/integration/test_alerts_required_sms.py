@@ -100,7 +100,7 @@ def test_given_the_hard_limit_alert_whose_email_reaches_nobody_then_one_sms_goes
     assert alerts_stack.sent_mail() == []
     [(phone, sms)] = [(phone, text) for phone, text, *_ in alerts_stack.sent_sms()]
     assert phone == NUMBER
-    # the $150 limit on the profile, reached in the running month: enforced, and the SMS says so (D-e2-1)
+    # the $150 limit on the profile, reached in the running month: enforced, and the SMS says so (D360)
     assert sms.startswith("Kilo: hard limit $150.00 reached (November 2026 bill $150.02). Calls go audio-only")
     recorded = records(alerts_stack, "acct_h")
     assert (recorded["email"]["status"], recorded["email"]["detail"]) == email_record

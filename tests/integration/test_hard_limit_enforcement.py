@@ -139,7 +139,7 @@ def test_given_the_hard_limit_reached_in_a_call_then_audio_only_then_removal_in_
         ("audio_only", "standup", "alice", "done"),
         ("audio_only", "standup", "bob", "done"),
         ("audio_only", "support", "carol", "done"),
-        ("remove", "-", "-", "done"),  # the step ran (D-e1-1 amended): who joins since is removed at once
+        ("remove", "-", "-", "done"),  # the step ran (D361 amended): who joins since is removed at once
         ("remove", "standup", "alice", "done"),
         ("remove", "standup", "bob", "done"),
         ("remove", "support", "carol", "done"),
@@ -548,7 +548,7 @@ def test_given_the_account_erased_mid_call_then_audio_only_and_the_removal_reach
         ("RemoveParticipant", "support", "carol"),
     ]
     assert livekit.rooms == {"standup": [], "support": [("PA_other", "dave")]}  # dave: another account's, kept
-    # 3 audio-only, the step scheduled, 3 removals and the step's own record (D-e1-1 amended)
+    # 3 audio-only, the step scheduled, 3 removals and the step's own record (D361 amended)
     assert [a[3] for a in actions(enforcing)] == ["done"] * 8
 
 

@@ -236,7 +236,7 @@ def test_given_a_claim_another_delivery_holds_then_the_event_is_retried_not_take
     assert ledger.claim(crashed)  # a delivery claimed the host's audio-only step, then its Lambda timed out
 
     # the queue delivers the event again 60 s later: the claim is not a decision - retried; the removal is scheduled
-    # all the same, before anyone is narrowed (D-e1-1: the step that removes or gives back always comes)
+    # all the same, before anyone is narrowed (D361: the step that removes or gives back always comes)
     with pytest.raises(EnforcementIncompleteError) as raised:
         restrict_account(
             "acct_1",
@@ -294,7 +294,7 @@ class RefusingOne(FakeRooms):
 
 
 def test_given_one_participant_roomservice_keeps_refusing_then_the_removal_step_still_removes_everyone() -> None:
-    """D-e1-1 (review re2, b): before, the removal was scheduled only once everyone was narrowed - never, with one
+    """D361 (review re2, b): before, the removal was scheduled only once everyone was narrowed - never, with one
     participant refused at every delivery: after the queue's 5 receives the event was dead-lettered and the call went
     on audio-only, nobody removed. Now the step is scheduled first and the refused one blocks nobody."""
     rooms = RefusingOne({key: dict(BEFORE[key]) for key in (("webinar", "host"), ("webinar", "recorder"))}, HOST)
@@ -345,7 +345,7 @@ def test_given_one_participant_roomservice_keeps_refusing_then_the_removal_step_
 
 
 def test_given_the_limits_removal_step_found_it_lifted_then_a_late_redelivery_narrows_nobody_under_it() -> None:
-    """D-e1-1: a redelivered event that read the $50 limit reached just before the customer raised it to $80 and the
+    """D361: a redelivered event that read the $50 limit reached just before the customer raised it to $80 and the
     removal step gave the recorder its permission back (``lifted``): before, it then narrowed the host, whose first
     narrowing had failed - audio-only for good, the only step that gives back having run. Now nobody is narrowed."""
     rooms = FakeRooms(
@@ -393,7 +393,7 @@ FULL = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": Fal
 
 
 def test_given_the_removal_step_ran_then_a_guest_joining_before_the_redelivery_is_removed_not_left_audio_only() -> None:
-    """D-e1-1 amended (review v1, 1): the step's grace (120 s) is shorter than the queue's redelivery (360 s). The
+    """D361 amended (review v1, 1): the step's grace (120 s) is shorter than the queue's redelivery (360 s). The
     host's narrowing failed at delivery 1; the step removed host and recorder; a guest joined (a token minted before
     the limit, or the index lagging); the event came back. Before, the guest was narrowed under $50 and no second step
     followed (its one step had run): audio-only past the cap for good. Now the step leaves a ``done`` marker and a
@@ -450,7 +450,7 @@ def test_given_the_removal_step_ran_then_a_guest_joining_before_the_redelivery_i
 
 
 def test_given_the_limits_step_superseded_at_the_month_turn_then_a_late_redelivery_narrows_nobody_under_it() -> None:
-    """D-e1-1 (review v1, 2): a step is superseded when another limit - or the same one in a new month - is in force.
+    """D361 (review v1, 2): a step is superseded when another limit - or the same one in a new month - is in force.
     A $20 hard limit, reached on 30 November; the host's narrowing fails; the step arrives on 1 December, where the
     bill is again over $20 (Team's $29): superseded, the December limit enforced by its own steps. The November event,
     delivered again, reads "20" reached (December's bill) and would narrow a guest who joined since under (2026-11,

@@ -284,7 +284,7 @@ def test_given_a_hard_limit_event_nothing_enforces_then_its_alert_says_what_happ
 def test_given_one_participants_narrowing_failing_and_the_limit_raised_then_the_removal_step_gives_permissions_back() -> (
     None
 ):
-    """D-e1-1 (review re2, a): RoomService failed for the host at the hard limit's first delivery; the recorder was
+    """D361 (review re2, a): RoomService failed for the host at the hard limit's first delivery; the recorder was
     narrowed. Before, the removal step was scheduled only after everyone was narrowed: never, here - and the customer
     raising the limit (as the alert tells them) meant the redelivered event found it no longer reached and did
     nothing, the recorder audio-only until it left. Now the step is scheduled first and gives the permission back."""
@@ -331,7 +331,7 @@ def test_given_one_participants_narrowing_failing_and_the_limit_raised_then_the_
 def test_given_the_hard_limit_still_reached_then_a_late_joiner_is_narrowed_and_removed_and_nobody_is_alerted() -> None:
     """Review re2 F2: the crossing's event enforced the limit once (the host: audio-only, removed after the grace);
     a guest who joined afterwards with a token minted before the limit was in none of its steps. The sweeper's
-    ``HardLimitStillReached.v1`` removes it at once (the limit's removal step ran: its grace is over, D-e1-1 amended);
+    ``HardLimitStillReached.v1`` removes it at once (the limit's removal step ran: its grace is over, D361 amended);
     no alert goes again, no second step."""
     signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
     profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))

@@ -209,7 +209,7 @@ def hard_limit_not_enforced(
     """What the hard-limit alert of ``period``'s bill reaching ``limit`` says when nothing enforces it (rightly:
     ``hard_limit_reached`` is None): rating announced a past month (late usage, a call over the month end) - that
     month's bill is over and nothing of it is stopped - or the account's limit is no longer reached, raised to
-    ``limit_now`` or removed (``None``) since. Never that calls are stopping (docs/decisions.md, D-e2-1). Anything
+    ``limit_now`` or removed (``None``) since. Never that calls are stopping (docs/decisions.md, D360). Anything
     else - the profile unread (``profile_read`` False), an event of a month after the clock's (skew at a month end:
     whether that month's calls are stopped is decided against the limit in force when it begins - raised above the
     bill or removed since, they are not; checked first) - says it was reached and no more: neither that calls go on

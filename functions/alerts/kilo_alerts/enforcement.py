@@ -9,11 +9,11 @@ while a limit raised after it was enforced is enforced again when the bill reach
 
 A participant RoomService no longer knows (left meanwhile) is recorded ``gone``; a failure for now (RoomService
 unreachable) is recorded ``retry`` and raised, so the queue delivers the event again and only what is missing is done.
-The removal step is scheduled before anyone is narrowed, so it comes whatever happens to the narrowing (D-e1-1): it
+The removal step is scheduled before anyone is narrowed, so it comes whatever happens to the narrowing (D361): it
 removes everyone still in a call, or - the limit lifted meanwhile - gives every narrowed participant its permission
 back; a participant RoomService keeps failing on blocks nobody else. The step that removed records so (``done``):
 whoever a later restriction of that limit finds in a call (joined since: a redelivered event, the sweeper saying the
-limit is still reached) is removed at once, not narrowed to wait for a step that has run (D-e1-1 amended).
+limit is still reached) is removed at once, not narrowed to wait for a step that has run (D361 amended).
 A claim another delivery holds within its lease is not taken as done: the event is retried too (``ClaimHeldError``).
 
 The records name each participant by D80's pseudonym of its identity (``kilo_billing.accounts.pseudonym``), in the
@@ -239,7 +239,7 @@ def restrict_account(
 def _restrict(
     account_id: str, period: str, limit: str, ports: EnforcementPorts, policy: EnforcementPolicy, now_ms: int
 ) -> list[EnforcementRecord]:
-    """The removal step is claimed and scheduled BEFORE anyone is narrowed (D-e1-1): only that step gives a
+    """The removal step is claimed and scheduled BEFORE anyone is narrowed (D361): only that step gives a
     permission back (the limit lifted) or removes (still reached), so narrowing without it scheduled could leave a
     participant audio-only for good - a redelivered event finding the limit no longer reached does nothing. Not
     scheduled (SQS refusing, its claim held): nobody is narrowed and the event is retried. A participant RoomService
@@ -248,7 +248,7 @@ def _restrict(
     limit reached before that step took the turn, or - superseded at the month's turn - the same limit reached again
     in the new month): nobody is narrowed under it - no step would give it back. The step already ran and removed
     (``done``): whoever is in a call now joined after it (a token minted before the limit, the index lagging) and is
-    removed at once - the grace has passed, and a narrowing would wait for a step that has run (D-e1-1 amended)."""
+    removed at once - the grace has passed, and a narrowing would wait for a step that has run (D361 amended)."""
     held = stored(account_id, ports.ledger.actions(account_id))
     step = {
         record.outcome

@@ -610,7 +610,7 @@ def _still_reached(
     event: HardLimitStillReachedV1, ports: AlertPorts, policy: AlertsPolicy, now_ms: int
 ) -> EventOutcome:
     """The sweeper's run found the hard limit ``event.scope`` still reached with calls going on (D71 amended): whoever
-    joined after its enforcement is enforced too, by the same ``restrict_account`` as the crossing (D-e1-1): before
+    joined after its enforcement is enforced too, by the same ``restrict_account`` as the crossing (D361): before
     the limit's removal step has run, newcomers are narrowed and that step removes them; after it ran, they are
     removed at once (the grace is over). Claims skip whoever was narrowed or removed before. Enforcement only: the
     crossing's alert went once. A limit no longer reached, another limit in force (it has its own crossing) or
