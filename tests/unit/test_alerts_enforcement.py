@@ -9,12 +9,14 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 
 import pytest
 
 from kilo_alerts.enforcement import (
     EnforcementIncompleteError,
     EnforcementPolicy,
+    EnforcementPorts,
     hard_limit_reached,
     remove_account,
     restrict_account,
@@ -54,7 +56,8 @@ def named(identity: str) -> str:
     return NAMES[identity]
 
 
-def restrict(
+def enforce(
+    step: Callable[[str, str, str, EnforcementPorts, EnforcementPolicy, int], list[EnforcementRecord]],
     limit: str,
     at_ms: int,
     sessions: StaticSessions,
@@ -66,27 +69,14 @@ def restrict(
     period: str = "2026-11",
     policy: EnforcementPolicy | None = None,
 ) -> list[EnforcementRecord]:
-    """acct_1's audio-only step under ``limit`` at ``at_ms`` on the fakes (the default policy unless given)."""
+    """``step`` for acct_1 under ``limit`` at ``at_ms`` on the fakes; ``state``: the bill and hard limit the removal
+    step reads; the default policy unless given."""
     ports = enforcement_ports(sessions, rooms, ledger, scheduler, state)
-    return restrict_account("acct_1", period, limit, ports, policy or EnforcementPolicy(), at_ms)
+    return step("acct_1", period, limit, ports, policy or EnforcementPolicy(), at_ms)
 
 
-def remove(
-    limit: str,
-    at_ms: int,
-    sessions: StaticSessions,
-    rooms: FakeRooms,
-    ledger: EnforcementLedger,
-    scheduler: RecordingScheduler,
-    state: EntitlementSource | None = None,
-    *,
-    period: str = "2026-11",
-    policy: EnforcementPolicy | None = None,
-) -> list[EnforcementRecord]:
-    """acct_1's removal step under ``limit`` at ``at_ms``; ``state``: the bill and hard limit it reads."""
-    ports = enforcement_ports(sessions, rooms, ledger, scheduler, state)
-    return remove_account("acct_1", period, limit, ports, policy or EnforcementPolicy(), at_ms)
-
+restrict = partial(enforce, restrict_account)  # step 1: audio only (the removal scheduled)
+remove = partial(enforce, remove_account)  # step 2: the removal step
 
 # what each may do before the limit: the host publishes anything; the viewer only subscribes; the recorder is hidden
 BEFORE: dict[tuple[str, str], dict[str, object]] = {
