@@ -280,6 +280,12 @@ def test_given_an_account_created_with_a_past_signup_when_a_later_month_is_run_t
     assert sorted(invoicing.store.ledger("acct-c").invoices) == ["acct-c/2026-03", "acct-c/2026-04"]
 
 
+def _acct_a_status_and_total(invoicing: Invoicing) -> tuple[InvoiceStatus, str]:
+    """acct-a's invoice as we hold it: its status and total."""
+    ours = invoicing.invoice("acct-a")
+    return ours.status, str(ours.total)
+
+
 def _march_draft(invoicing: Invoicing, capsys: pytest.CaptureFixture[str], card: bool = True) -> tuple[str, ...]:
     """acct-a, Team, card: 60,000 video minutes in March -> 7.20 + 29.00 (March) + 29.00 (April in advance) = 65.20.
     Its stored customer is one Stripe does not know: the close stores March's draft, Stripe refuses its issue, and
@@ -601,10 +607,7 @@ def test_given_stripe_unreachable_when_void_draft_then_exit_4_one_line_and_the_d
         "is not voided (ours unchanged); run again\n"
     )
     assert shown == {"unavailable": said.removeprefix("kilo-billing: ").strip()}
-    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
-        InvoiceStatus.DRAFT,
-        "65.20",
-    )
+    assert _acct_a_status_and_total(invoicing) == (InvoiceStatus.DRAFT, "65.20")  # our draft unchanged
 
     invoicing.http.faults.clear()
     done = _cli(capsys, *void)
@@ -664,10 +667,7 @@ def test_given_stripe_refuses_to_delete_its_draft_when_void_draft_then_exit_3_on
         "2026-03 draft is not voided (ours unchanged)\n"
     )
     assert shown == {"refused": said.removeprefix("kilo-billing: ").strip()}
-    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
-        InvoiceStatus.DRAFT,
-        "65.20",
-    )
+    assert _acct_a_status_and_total(invoicing) == (InvoiceStatus.DRAFT, "65.20")  # our draft unchanged
     assert list(invoicing.http.emulator.objects["invoice"]) == [at_stripe["id"]]
 
 
@@ -700,10 +700,7 @@ def test_given_stripe_holds_its_invoice_in_a_state_that_cannot_be_voided_when_vo
         "2026-03 draft is not voided (ours unchanged)\n"
     )
     assert shown == {"refused": said.removeprefix("kilo-billing: ").strip()}
-    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
-        InvoiceStatus.DRAFT,
-        "65.20",
-    )
+    assert _acct_a_status_and_total(invoicing) == (InvoiceStatus.DRAFT, "65.20")  # our draft unchanged
     assert list(invoicing.http.emulator.objects["invoice"]) == [at_stripe["id"]]
 
 
