@@ -228,6 +228,22 @@ def test_given_a_refund_the_cards_bank_returned_when_refunded_again_then_refused
     assert refunds == [(first, 4000), (second, 2520), (first, 4000)]  # card 2 first, then card 1 as told
 
 
+def _card_1s_refund_answered(
+    invoicing: Invoicing, monkeypatch: pytest.MonkeyPatch, first: str, body: object, status: int, request_id: str = "r"
+) -> Any:
+    """Stripe answers ``body`` with ``status`` to every refund on card 1's payment ``first`` (its retries too); the
+    rest answered. Returns the real answer, to put back."""
+    answer = invoicing.http.request
+
+    def card_1s_refund_answered(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
+            return json.dumps(body), status, {"request-id": request_id}
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", card_1s_refund_answered)
+    return answer
+
+
 def test_given_a_refund_refused_after_part_was_made_then_the_cli_exits_3_and_says_what_was_refunded(
     invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,14 +254,7 @@ def test_given_a_refund_refused_after_part_was_made_then_the_cli_exits_3_and_say
     from tests.unit.test_stripe_refund_partly_refused import CHARGE_DISPUTED  # noqa: PLC0415
 
     first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
-    answer = invoicing.http.request
-
-    def disputed_on_card_1(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
-        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
-            return json.dumps(CHARGE_DISPUTED), 400, {"request-id": "req_disputed"}
-        return answer(method, url, headers, post_data, **kwargs)
-
-    monkeypatch.setattr(invoicing.http, "request", disputed_on_card_1)
+    _card_1s_refund_answered(invoicing, monkeypatch, first, CHARGE_DISPUTED, 400, "req_disputed")
     said, shown = _refused(capsys, *refund, "--to-failed-card", "--json", *table)
     assert "25.20 of 65.20 refunded" in said
     assert (shown["refunded"], shown["refunded_by_this_run"]) == ("25.20", "25.20")
@@ -269,6 +278,12 @@ def test_given_an_account_created_with_a_past_signup_when_a_later_month_is_run_t
         ("2026-04", True, "29.00"),
     ]
     assert sorted(invoicing.store.ledger("acct-c").invoices) == ["acct-c/2026-03", "acct-c/2026-04"]
+
+
+def _acct_a_status_and_total(invoicing: Invoicing) -> tuple[InvoiceStatus, str]:
+    """acct-a's invoice as we hold it: its status and total."""
+    ours = invoicing.invoice("acct-a")
+    return ours.status, str(ours.total)
 
 
 def _march_draft(invoicing: Invoicing, capsys: pytest.CaptureFixture[str], card: bool = True) -> tuple[str, ...]:
@@ -521,14 +536,7 @@ def test_given_a_refund_over_two_cards_when_stripe_fails_after_the_first_then_ex
     (0.00 refunded, 65.20 pending). Stripe back, the same command finishes it: the 25.20 made is counted, card 1
     gets 65.20 - 25.20 = 40.00 (4000 cents), 65.20 refunded, nothing sent twice."""
     first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
-    answer = invoicing.http.request
-
-    def card_1_down(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
-        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
-            return json.dumps({"error": {"message": "down"}}), 503, {"request-id": "r"}
-        return answer(method, url, headers, post_data, **kwargs)
-
-    monkeypatch.setattr(invoicing.http, "request", card_1_down)
+    answer = _card_1s_refund_answered(invoicing, monkeypatch, first, {"error": {"message": "down"}}, 503)
     said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
     assert said.count("\n") == 1
     assert said.startswith("kilo-billing: Stripe could not be reached (25.20 of 65.20 refunded on")
@@ -599,10 +607,7 @@ def test_given_stripe_unreachable_when_void_draft_then_exit_4_one_line_and_the_d
         "is not voided (ours unchanged); run again\n"
     )
     assert shown == {"unavailable": said.removeprefix("kilo-billing: ").strip()}
-    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
-        InvoiceStatus.DRAFT,
-        "65.20",
-    )
+    assert _acct_a_status_and_total(invoicing) == (InvoiceStatus.DRAFT, "65.20")  # our draft unchanged
 
     invoicing.http.faults.clear()
     done = _cli(capsys, *void)
@@ -662,10 +667,7 @@ def test_given_stripe_refuses_to_delete_its_draft_when_void_draft_then_exit_3_on
         "2026-03 draft is not voided (ours unchanged)\n"
     )
     assert shown == {"refused": said.removeprefix("kilo-billing: ").strip()}
-    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
-        InvoiceStatus.DRAFT,
-        "65.20",
-    )
+    assert _acct_a_status_and_total(invoicing) == (InvoiceStatus.DRAFT, "65.20")  # our draft unchanged
     assert list(invoicing.http.emulator.objects["invoice"]) == [at_stripe["id"]]
 
 
@@ -698,25 +700,8 @@ def test_given_stripe_holds_its_invoice_in_a_state_that_cannot_be_voided_when_vo
         "2026-03 draft is not voided (ours unchanged)\n"
     )
     assert shown == {"refused": said.removeprefix("kilo-billing: ").strip()}
-    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
-        InvoiceStatus.DRAFT,
-        "65.20",
-    )
+    assert _acct_a_status_and_total(invoicing) == (InvoiceStatus.DRAFT, "65.20")  # our draft unchanged
     assert list(invoicing.http.emulator.objects["invoice"]) == [at_stripe["id"]]
-
-
-def _card_1_down(invoicing: Invoicing, monkeypatch: pytest.MonkeyPatch, first: str) -> Any:
-    """Stripe answers 503 to every refund on card 1's payment ``first`` (its retries too); the rest answered. Returns
-    the real answer, to put back."""
-    answer = invoicing.http.request
-
-    def card_1_down(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
-        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
-            return json.dumps({"error": {"message": "down"}}), 503, {"request-id": "r"}
-        return answer(method, url, headers, post_data, **kwargs)
-
-    monkeypatch.setattr(invoicing.http, "request", card_1_down)
-    return answer
 
 
 def test_given_the_webhook_recorded_the_made_part_when_a_rerun_meets_stripe_down_then_it_is_not_said_unrecorded(
@@ -729,7 +714,7 @@ def test_given_the_webhook_recorded_the_made_part_when_a_rerun_meets_stripe_down
     before the failure", both times. Stripe back: 25.20 + 40.00 = 65.20."""
     first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
     seen = len(invoicing.http.emulator.events)
-    answer = _card_1_down(invoicing, monkeypatch, first)
+    answer = _card_1s_refund_answered(invoicing, monkeypatch, first, {"error": {"message": "down"}}, 503)
     said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
     assert "(Stripe made 25.20 of it before the failure)" in said
     for event in invoicing.http.emulator.events[seen:]:  # card 2's refund's events delivered meanwhile
@@ -758,7 +743,7 @@ def test_given_the_made_part_failed_at_the_bank_when_a_rerun_meets_stripe_down_t
     6520 asked - 4000 wanted (card 2's 2520 counted for the request: never sent again) - 2520 failed = 0 cents made:
     made_at_stripe 0.00, the line naming the 25.20 made then failed at the card's bank, as a refusal does."""
     first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
-    _card_1_down(invoicing, monkeypatch, first)
+    _card_1s_refund_answered(invoicing, monkeypatch, first, {"error": {"message": "down"}}, 503)
     _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
     [card_2s] = [rid for rid, r in invoicing.http.emulator.objects["refund"].items() if r["payment_intent"] == second]
     invoicing.http.emulator.fail_refund(card_2s)  # card 2's bank returns the 25.20
@@ -783,14 +768,7 @@ def test_given_our_key_refused_after_part_of_a_refund_was_made_then_a_caller_see
     from tests.unit.test_stripe_gateway_refusals import NO_PERMISSION  # noqa: PLC0415
 
     first, _second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
-    answer = invoicing.http.request
-
-    def key_refused_on_card_1(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
-        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
-            return json.dumps(NO_PERMISSION), 403, {"request-id": "r"}
-        return answer(method, url, headers, post_data, **kwargs)
-
-    monkeypatch.setattr(invoicing.http, "request", key_refused_on_card_1)
+    _card_1s_refund_answered(invoicing, monkeypatch, first, NO_PERMISSION, 403)
     with pytest.raises(GatewayMisconfiguredError) as info:
         refund_invoice(invoicing.store, invoicing.gateway(), "acct-a", "acct-a/2026-03", None, to_failed_card=True)
     assert isinstance(info.value, GatewayPartlyUnavailableError)

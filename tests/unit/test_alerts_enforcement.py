@@ -9,20 +9,22 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 
 import pytest
 
 from kilo_alerts.enforcement import (
     EnforcementIncompleteError,
     EnforcementPolicy,
+    EnforcementPorts,
     hard_limit_reached,
     remove_account,
     restrict_account,
 )
 from kilo_alerts.model import EnforcementAction, EnforcementRecord, Narrowing, Participant
-from kilo_alerts.ports import RoomControlFailedError
+from kilo_alerts.ports import EnforcementLedger, RoomControlFailedError
 from kilo_billing.accounts import AccountProfile, TierChange
-from kilo_billing.entitlements import Reading
+from kilo_billing.entitlements import EntitlementSource, Reading
 from tests.fakes import InMemoryAccountDirectory, InMemoryEntitlements
 from tests.unit.alerts_fakes import (
     ENFORCEMENT_LEASE_MS,
@@ -53,6 +55,28 @@ def named(identity: str) -> str:
     """Who a record's pseudonym stands for (a KeyError for an identity kept in the clear)."""
     return NAMES[identity]
 
+
+def enforce(
+    step: Callable[[str, str, str, EnforcementPorts, EnforcementPolicy, int], list[EnforcementRecord]],
+    limit: str,
+    at_ms: int,
+    sessions: StaticSessions,
+    rooms: FakeRooms,
+    ledger: EnforcementLedger,
+    scheduler: RecordingScheduler,
+    state: EntitlementSource | None = None,
+    *,
+    period: str = "2026-11",
+    policy: EnforcementPolicy | None = None,
+) -> list[EnforcementRecord]:
+    """``step`` for acct_1 under ``limit`` at ``at_ms`` on the fakes; ``state``: the bill and hard limit the removal
+    step reads; the default policy unless given."""
+    ports = enforcement_ports(sessions, rooms, ledger, scheduler, state)
+    return step("acct_1", period, limit, ports, policy or EnforcementPolicy(), at_ms)
+
+
+restrict = partial(enforce, restrict_account)  # step 1: audio only (the removal scheduled)
+remove = partial(enforce, remove_account)  # step 2: the removal step
 
 # what each may do before the limit: the host publishes anything; the viewer only subscribes; the recorder is hidden
 BEFORE: dict[tuple[str, str], dict[str, object]] = {
@@ -91,22 +115,8 @@ def test_given_a_past_due_account_over_its_hard_limit_then_its_running_calls_are
     rooms, ledger = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])}), InMemoryEnforcementLedger()
     sessions = StaticSessions(HOST)
     state = entitlements("past_due", "50.40")
-    restrict_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, RecordingScheduler()),
-        EnforcementPolicy(),
-        NOW_MS,
-    )
-    remove_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), state),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    restrict("50", NOW_MS, sessions, rooms, ledger, RecordingScheduler())
+    remove("50", NOW_MS + 120_000, sessions, rooms, ledger, RecordingScheduler(), state)
     assert rooms.calls == [("audio_only", "webinar", "host"), ("remove", "webinar", "host")]
     assert rooms.permissions == {}
 
@@ -115,9 +125,7 @@ def restricted() -> tuple[FakeRooms, InMemoryEnforcementLedger, list[Enforcement
     rooms = FakeRooms({key: dict(value) for key, value in BEFORE.items()})
     ledger, scheduler = InMemoryEnforcementLedger(), RecordingScheduler()
     sessions = StaticSessions(HOST, VIEWER, RECORDER)
-    records = restrict_account(
-        "acct_1", "2026-11", "50", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), NOW_MS
-    )
+    records = restrict("50", NOW_MS, sessions, rooms, ledger, scheduler)
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
     return rooms, ledger, records
 
@@ -162,14 +170,7 @@ def test_given_the_limit_lifted_before_the_removal_then_each_restricted_particip
 ) -> None:
     rooms, ledger, _ = restricted()
     sessions = StaticSessions(HOST, VIEWER, RECORDER)
-    done = remove_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), state),
-        EnforcementPolicy(),
-        at_ms,
-    )
+    done = remove("50", at_ms, sessions, rooms, ledger, RecordingScheduler(), state)
     assert rooms.permissions == BEFORE, reason
     assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
         ("remove", "-", "lifted"),
@@ -181,17 +182,7 @@ def test_given_the_limit_lifted_before_the_removal_then_each_restricted_particip
         ("restore", "webinar", "recorder"),
     ]
     # the removal step delivered again restores nothing twice
-    assert (
-        remove_account(
-            "acct_1",
-            "2026-11",
-            "50",
-            enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), state),
-            EnforcementPolicy(),
-            at_ms + 1000,
-        )
-        == []
-    )
+    assert remove("50", at_ms + 1000, sessions, rooms, ledger, RecordingScheduler(), state) == []
     assert len(rooms.calls) == 5
 
 
@@ -201,23 +192,9 @@ def test_given_a_restore_failing_for_now_then_the_step_is_retried_and_only_the_m
     rooms.failures = [RoomControlFailedError("RoomService 503")]
     state, sessions = entitlements("active", "50.40", hard="80"), StaticSessions(HOST, VIEWER, RECORDER)
     with pytest.raises(EnforcementIncompleteError):
-        remove_account(
-            "acct_1",
-            "2026-11",
-            "50",
-            enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), state),
-            EnforcementPolicy(),
-            NOW_MS + 120_000,
-        )
+        remove("50", NOW_MS + 120_000, sessions, rooms, ledger, RecordingScheduler(), state)
     assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]  # the host's restore failed
-    remove_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), state),
-        EnforcementPolicy(),
-        NOW_MS + 480_000,
-    )
+    remove("50", NOW_MS + 480_000, sessions, rooms, ledger, RecordingScheduler(), state)
     assert rooms.permissions == BEFORE
     restores = [call for call in rooms.calls if call[0] == "restore"]
     assert restores == [
@@ -238,22 +215,13 @@ def test_given_a_claim_another_delivery_holds_then_the_event_is_retried_not_take
     # the queue delivers the event again 60 s later: the claim is not a decision - retried; the removal is scheduled
     # all the same, before anyone is narrowed (D361: the step that removes or gives back always comes)
     with pytest.raises(EnforcementIncompleteError) as raised:
-        restrict_account(
-            "acct_1",
-            "2026-11",
-            "50",
-            enforcement_ports(sessions, rooms, ledger, scheduler),
-            EnforcementPolicy(),
-            NOW_MS + 60_000,
-        )
+        restrict("50", NOW_MS + 60_000, sessions, rooms, ledger, scheduler)
     assert [(named(r.identity), r.outcome) for r in raised.value.records] == [("host", "retry"), ("-", "done")]
     assert (rooms.calls, scheduler.scheduled) == ([], [("acct_1", "2026-11", 120, "50")])
 
     # delivered again once the claim is older than the lease: taken over, done, the removal scheduled
     later = NOW_MS + ENFORCEMENT_LEASE_MS + 1
-    restrict_account(
-        "acct_1", "2026-11", "50", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), later
-    )
+    restrict("50", later, sessions, rooms, ledger, scheduler)
     assert rooms.calls == [("audio_only", "webinar", "host")]
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
 
@@ -301,14 +269,7 @@ def test_given_one_participant_roomservice_keeps_refusing_then_the_removal_step_
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST, RECORDER)
     reached = entitlements("active", "50.40")  # $50.40 >= the $50 hard limit: still reached when the step comes
     with pytest.raises(EnforcementIncompleteError) as first:
-        restrict_account(
-            "acct_1",
-            "2026-11",
-            "50",
-            enforcement_ports(sessions, rooms, ledger, scheduler),
-            EnforcementPolicy(),
-            NOW_MS,
-        )
+        restrict("50", NOW_MS, sessions, rooms, ledger, scheduler)
     assert sorted((named(r.identity), r.action.value, r.outcome) for r in first.value.records) == [
         ("-", "schedule_removal", "done"),
         ("host", "audio_only", "retry"),
@@ -316,14 +277,7 @@ def test_given_one_participant_roomservice_keeps_refusing_then_the_removal_step_
     ]
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
     # the step after the 120 s grace: the limit still reached, both removed - the host never narrowed, all the same
-    removed = remove_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, scheduler, reached),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    removed = remove("50", NOW_MS + 120_000, sessions, rooms, ledger, scheduler, reached)
     assert sorted((named(r.identity), r.outcome) for r in removed) == [
         ("-", "done"),
         ("host", "done"),
@@ -332,14 +286,7 @@ def test_given_one_participant_roomservice_keeps_refusing_then_the_removal_step_
     assert rooms.permissions == {}
     # the event delivered again (the queue's 360 s): the step ran (its "-" record), so whoever is listed is removed
     # at once - host and recorder were: nothing else to do, nothing scheduled twice
-    again = restrict_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, scheduler),
-        EnforcementPolicy(),
-        NOW_MS + 360_000,
-    )
+    again = restrict("50", NOW_MS + 360_000, sessions, rooms, ledger, scheduler)
     assert again == []
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
 
@@ -354,35 +301,14 @@ def test_given_the_limits_removal_step_found_it_lifted_then_a_late_redelivery_na
     )
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST, RECORDER)
     with pytest.raises(EnforcementIncompleteError):
-        restrict_account(
-            "acct_1",
-            "2026-11",
-            "50",
-            enforcement_ports(sessions, rooms, ledger, scheduler),
-            EnforcementPolicy(),
-            NOW_MS,
-        )
+        restrict("50", NOW_MS, sessions, rooms, ledger, scheduler)
     raised = entitlements("active", "50.40", hard="80")  # $50.40 < $80: lifted
-    lifted = remove_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, scheduler, raised),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    lifted = remove("50", NOW_MS + 120_000, sessions, rooms, ledger, scheduler, raised)
     assert [(named(r.identity), r.action.value, r.outcome) for r in lifted] == [
         ("recorder", "restore", "done"),
         ("-", "remove", "lifted"),
     ]
-    late = restrict_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, scheduler),
-        EnforcementPolicy(),
-        NOW_MS + 360_000,
-    )
+    late = restrict("50", NOW_MS + 360_000, sessions, rooms, ledger, scheduler)
     assert late == []
     assert rooms.permissions == {key: BEFORE[key] for key in (("webinar", "host"), ("webinar", "recorder"))}
     assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]  # host failed, recorder, back
@@ -406,23 +332,9 @@ def test_given_the_removal_step_ran_then_a_guest_joining_before_the_redelivery_i
     # Team $29 + 29,723 video min over 50,000 x $0.00072 = $29 + $21.40056 -> $50.40 >= the $50 hard limit
     reached = entitlements("active", "50.40")
     with pytest.raises(EnforcementIncompleteError):
-        restrict_account(
-            "acct_1",
-            "2026-11",
-            "50",
-            enforcement_ports(sessions, rooms, ledger, scheduler),
-            EnforcementPolicy(),
-            NOW_MS,
-        )
+        restrict("50", NOW_MS, sessions, rooms, ledger, scheduler)
     # the step at +120 s: still reached, host and recorder removed, and the step recorded as run
-    step = remove_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, scheduler, reached),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    step = remove("50", NOW_MS + 120_000, sessions, rooms, ledger, scheduler, reached)
     assert [(named(r.identity), r.action.value, r.outcome) for r in step] == [
         ("host", "remove", "done"),
         ("recorder", "remove", "done"),
@@ -432,14 +344,7 @@ def test_given_the_removal_step_ran_then_a_guest_joining_before_the_redelivery_i
     # the guest joins; the event is delivered again at +360 s (or the sweeper says the limit is still reached)
     rooms.permissions[("webinar", "guest")] = dict(FULL)
     sessions.participants = [HOST, RECORDER, GUEST]
-    again = restrict_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, scheduler),
-        EnforcementPolicy(),
-        NOW_MS + 360_000,
-    )
+    again = restrict("50", NOW_MS + 360_000, sessions, rooms, ledger, scheduler)
     assert [(named(r.identity), r.action.value, r.outcome) for r in again] == [("guest", "remove", "done")]
     assert rooms.permissions == {}  # nobody left in the call: the bill stops at the cap
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]  # no step needed after it
@@ -459,18 +364,9 @@ def test_given_the_limits_step_superseded_at_the_month_turn_then_a_late_redelive
     rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])}, RoomControlFailedError("503"))
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
     with pytest.raises(EnforcementIncompleteError):
-        restrict_account(
-            "acct_1", "2026-11", "20", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), at
-        )
+        restrict("20", at, sessions, rooms, ledger, scheduler)
     december = entitlements("active", "29", hard="20", period="2026-12")  # Team's $29 >= $20 on 1 December
-    step = remove_account(
-        "acct_1",
-        "2026-11",
-        "20",
-        enforcement_ports(sessions, rooms, ledger, scheduler, december),
-        EnforcementPolicy(),
-        at + 120_000,  # 00:00:30 on 1 December
-    )
+    step = remove("20", at + 120_000, sessions, rooms, ledger, scheduler, december)
     assert sorted((r.action.value, named(r.identity), r.period, r.outcome) for r in step) == [
         ("audio_only", "host", "2026-12", "done"),
         ("remove", "-", "2026-11", "superseded"),
@@ -479,14 +375,7 @@ def test_given_the_limits_step_superseded_at_the_month_turn_then_a_late_redelive
     # a guest joins at 00:01; the November event comes back at 00:04:30 (the queue's 360 s)
     rooms.permissions[("webinar", "guest")] = dict(FULL)
     sessions.participants = [HOST, GUEST]
-    late = restrict_account(
-        "acct_1",
-        "2026-11",
-        "20",
-        enforcement_ports(sessions, rooms, ledger, scheduler),
-        EnforcementPolicy(),
-        at + 360_000,
-    )
+    late = restrict("20", at + 360_000, sessions, rooms, ledger, scheduler)
     assert late == []
     assert rooms.permissions[("webinar", "guest")] == FULL  # left to December's own steps
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "20"), ("acct_1", "2026-12", 120, "20")]
@@ -498,10 +387,8 @@ def test_given_a_limit_set_again_while_still_narrowed_then_lifting_it_gives_back
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST, RECORDER)
     both = FakeRooms({key: dict(BEFORE[key]) for key in (("webinar", "host"), ("webinar", "recorder"))})
     policy = EnforcementPolicy()
-    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, both, ledger, scheduler), policy, NOW_MS)
-    restrict_account(
-        "acct_1", "2026-11", "60v2", enforcement_ports(sessions, both, ledger, scheduler), policy, NOW_MS + 60_000
-    )
+    restrict("50v1", NOW_MS, sessions, both, ledger, scheduler, policy=policy)
+    restrict("60v2", NOW_MS + 60_000, sessions, both, ledger, scheduler, policy=policy)
     # the second step keeps what the host had before the first, not the microphone-only permission it reads now
     host_saved = {
         r.limit: json.loads(r.saved)
@@ -510,27 +397,13 @@ def test_given_a_limit_set_again_while_still_narrowed_then_lifting_it_gives_back
     }
     assert host_saved == {"50v1": BEFORE[("webinar", "host")], "60v2": BEFORE[("webinar", "host")]}
     lifted = entitlements("active", "70", hard="200")
-    first = remove_account(
-        "acct_1",
-        "2026-11",
-        "50v1",
-        enforcement_ports(sessions, both, ledger, RecordingScheduler(), lifted),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    first = remove("50v1", NOW_MS + 120_000, sessions, both, ledger, RecordingScheduler(), lifted)
     assert sorted((r.action.value, named(r.identity), r.outcome) for r in first) == [
         ("remove", "-", "lifted"),
         ("restore", "host", "done"),
         ("restore", "recorder", "done"),
     ]
-    second = remove_account(
-        "acct_1",
-        "2026-11",
-        "60v2",
-        enforcement_ports(sessions, both, ledger, RecordingScheduler(), lifted),
-        EnforcementPolicy(),
-        NOW_MS + 180_000,
-    )
+    second = remove("60v2", NOW_MS + 180_000, sessions, both, ledger, RecordingScheduler(), lifted)
     assert [(r.action.value, r.outcome) for r in second] == [("remove", "lifted")]  # given back once, not twice
     assert both.permissions == {
         ("webinar", "host"): {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": False},
@@ -546,27 +419,11 @@ def test_given_a_participant_restored_then_a_limit_reached_again_narrows_and_sav
     # restored under 50v1, then the limit lowered again (40v2) and reached: the new step saves what it reads now
     room = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
-    restrict_account(
-        "acct_1", "2026-11", "50v1", enforcement_ports(sessions, room, ledger, scheduler), EnforcementPolicy(), NOW_MS
-    )
+    restrict("50v1", NOW_MS, sessions, room, ledger, scheduler)
     lifted = entitlements("active", "45", hard="200")
-    remove_account(
-        "acct_1",
-        "2026-11",
-        "50v1",
-        enforcement_ports(sessions, room, ledger, RecordingScheduler(), lifted),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    remove("50v1", NOW_MS + 120_000, sessions, room, ledger, RecordingScheduler(), lifted)
     room.permissions[("webinar", "host")] = {**BEFORE[("webinar", "host")], "can_subscribe": False}  # the app's
-    restrict_account(
-        "acct_1",
-        "2026-11",
-        "40v2",
-        enforcement_ports(sessions, room, ledger, scheduler),
-        EnforcementPolicy(),
-        NOW_MS + 180_000,
-    )
+    restrict("40v2", NOW_MS + 180_000, sessions, room, ledger, scheduler)
     [second] = [r for r in ledger.actions("acct_1") if r.action is EnforcementAction.AUDIO_ONLY and r.limit == "40v2"]
     assert json.loads(second.saved) == {"can_publish": True, "can_subscribe": False, "sources": [], "hidden": False}
 
@@ -587,19 +444,10 @@ def test_given_the_limit_replaced_within_the_grace_by_one_also_reached_then_the_
     # limit's own steps (audio-only kept, its own grace), whose removal step removes at the end of that grace
     rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
-    restrict_account(
-        "acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), NOW_MS
-    )
+    restrict("50v1", NOW_MS, sessions, rooms, ledger, scheduler)
     replaced = entitlements("active", "70", hard=hard, version=version)
     new = f"{hard}v{version}"
-    step = remove_account(
-        "acct_1",
-        "2026-11",
-        "50v1",
-        enforcement_ports(sessions, rooms, ledger, scheduler, replaced),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    step = remove("50v1", NOW_MS + 120_000, sessions, rooms, ledger, scheduler, replaced)
     assert ("remove", "webinar", "host") not in rooms.calls, change
     assert rooms.permissions == {  # still narrowed: the new limit is reached
         ("webinar", "host"): {"can_publish": True, "can_subscribe": True, "sources": ["microphone"], "hidden": False}
@@ -618,14 +466,7 @@ def test_given_the_limit_replaced_within_the_grace_by_one_also_reached_then_the_
     assert remove_account("acct_1", "2026-11", "50v1", *args, NOW_MS + 130_000) == []
     assert len(scheduler.scheduled) == 2
     # the new limit's own removal step, at the end of its grace: removed
-    remove_account(
-        "acct_1",
-        "2026-11",
-        new,
-        enforcement_ports(sessions, rooms, ledger, scheduler, replaced),
-        EnforcementPolicy(),
-        NOW_MS + 240_000,
-    )
+    remove(new, NOW_MS + 240_000, sessions, rooms, ledger, scheduler, replaced)
     assert rooms.permissions == {}
     assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "remove"]
 
@@ -635,19 +476,10 @@ def test_given_the_limit_replaced_by_one_the_rating_event_already_enforced_then_
     rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
     policy = EnforcementPolicy()
-    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS)
-    restrict_account(
-        "acct_1", "2026-11", "60v2", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS + 60_000
-    )
+    restrict("50v1", NOW_MS, sessions, rooms, ledger, scheduler, policy=policy)
+    restrict("60v2", NOW_MS + 60_000, sessions, rooms, ledger, scheduler, policy=policy)
     replaced = entitlements("active", "70", hard="60", version=2)
-    step = remove_account(
-        "acct_1",
-        "2026-11",
-        "50v1",
-        enforcement_ports(sessions, rooms, ledger, scheduler, replaced),
-        policy,
-        NOW_MS + 120_000,
-    )
+    step = remove("50v1", NOW_MS + 120_000, sessions, rooms, ledger, scheduler, replaced, policy=policy)
     assert [(r.action.value, r.outcome) for r in step] == [("remove", "superseded")]
     assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only"]
     assert len(scheduler.scheduled) == 2
@@ -659,14 +491,7 @@ def test_given_the_app_changed_a_permission_after_audio_only_then_the_restore_le
     revoked = {"can_publish": False, "can_subscribe": True, "sources": [], "hidden": False}
     rooms.permissions[("webinar", "host")] = dict(revoked)
     lifted, sessions = entitlements("active", "50.40", hard="80"), StaticSessions(HOST, VIEWER, RECORDER)
-    done = remove_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), lifted),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    done = remove("50", NOW_MS + 120_000, sessions, rooms, ledger, RecordingScheduler(), lifted)
     assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
         ("remove", "-", "lifted"),
         ("restore", "host", "kept"),
@@ -691,29 +516,13 @@ def test_given_two_scopes_and_the_app_changing_the_permission_after_both_then_ne
         StaticSessions(HOST),
         EnforcementPolicy(),
     )
-    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS)
-    restrict_account(
-        "acct_1", "2026-11", "60v2", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS + 60_000
-    )
+    restrict("50v1", NOW_MS, sessions, rooms, ledger, scheduler, policy=policy)
+    restrict("60v2", NOW_MS + 60_000, sessions, rooms, ledger, scheduler, policy=policy)
     revoked = {"can_publish": False, "can_subscribe": True, "sources": [], "hidden": False}
     rooms.permissions[("webinar", "host")] = dict(revoked)
     lifted = entitlements("active", "70", hard="200", version=3)
-    remove_account(
-        "acct_1",
-        "2026-11",
-        "60v2",
-        enforcement_ports(sessions, rooms, ledger, scheduler, lifted),
-        policy,
-        NOW_MS + 180_000,
-    )
-    remove_account(
-        "acct_1",
-        "2026-11",
-        "50v1",
-        enforcement_ports(sessions, rooms, ledger, scheduler, lifted),
-        policy,
-        NOW_MS + 190_000,
-    )
+    remove("60v2", NOW_MS + 180_000, sessions, rooms, ledger, scheduler, lifted, policy=policy)
+    remove("50v1", NOW_MS + 190_000, sessions, rooms, ledger, scheduler, lifted, policy=policy)
     assert rooms.permissions == {("webinar", "host"): revoked}
     assert sorted((r.limit, r.outcome) for r in ledger.actions("acct_1") if r.action is EnforcementAction.RESTORE) == [
         ("50v1", "kept"),
@@ -732,32 +541,16 @@ def test_given_the_app_changed_the_permission_between_two_scopes_then_the_second
         StaticSessions(HOST),
         EnforcementPolicy(),
     )
-    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS)
+    restrict("50v1", NOW_MS, sessions, rooms, ledger, scheduler, policy=policy)
     apps = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": True}
     rooms.permissions[("webinar", "host")] = dict(apps)
-    [second] = restrict_account(
-        "acct_1", "2026-11", "60v2", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS + 60_000
-    )[:1]
+    [second] = restrict("60v2", NOW_MS + 60_000, sessions, rooms, ledger, scheduler, policy=policy)[:1]
     assert json.loads(second.saved) == apps
     assert rooms.permissions[("webinar", "host")] == {**apps, "sources": ["microphone"]}
     lifted = entitlements("active", "70", hard="200", version=3)
-    remove_account(
-        "acct_1",
-        "2026-11",
-        "60v2",
-        enforcement_ports(sessions, rooms, ledger, scheduler, lifted),
-        policy,
-        NOW_MS + 180_000,
-    )
+    remove("60v2", NOW_MS + 180_000, sessions, rooms, ledger, scheduler, lifted, policy=policy)
     assert rooms.permissions == {("webinar", "host"): apps}
-    remove_account(
-        "acct_1",
-        "2026-11",
-        "50v1",
-        enforcement_ports(sessions, rooms, ledger, scheduler, lifted),
-        policy,
-        NOW_MS + 190_000,
-    )
+    remove("50v1", NOW_MS + 190_000, sessions, rooms, ledger, scheduler, lifted, policy=policy)
     assert rooms.permissions == {("webinar", "host"): apps}  # 50v1's step gives nothing back a second time
     assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]
 
@@ -767,18 +560,9 @@ def two_scopes_with_the_app_between(apps: dict[str, object]) -> tuple[FakeRooms,
     that and saves it afresh."""
     rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
-    restrict_account(
-        "acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), NOW_MS
-    )
+    restrict("50v1", NOW_MS, sessions, rooms, ledger, scheduler)
     rooms.permissions[("webinar", "host")] = dict(apps)
-    restrict_account(
-        "acct_1",
-        "2026-11",
-        "60v2",
-        enforcement_ports(sessions, rooms, ledger, scheduler),
-        EnforcementPolicy(),
-        NOW_MS + 60_000,
-    )
+    restrict("60v2", NOW_MS + 60_000, sessions, rooms, ledger, scheduler)
     return rooms, ledger
 
 
@@ -786,9 +570,7 @@ def removal_step(
     rooms: FakeRooms, ledger: InMemoryEnforcementLedger, limit: str, in_force: InMemoryEntitlements, at: int
 ) -> list[EnforcementRecord]:
     sessions, scheduler, policy = StaticSessions(HOST), RecordingScheduler(), EnforcementPolicy()
-    return remove_account(
-        "acct_1", "2026-11", limit, enforcement_ports(sessions, rooms, ledger, scheduler, in_force), policy, NOW_MS + at
-    )
+    return remove(limit, NOW_MS + at, sessions, rooms, ledger, scheduler, in_force, policy=policy)
 
 
 @pytest.mark.parametrize(
@@ -828,14 +610,7 @@ def test_given_a_third_scope_after_the_apps_change_then_it_keeps_the_apps_permis
     # then the limit raised to $200: 60v3's step gives back the app's permission
     apps = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": True}
     rooms, ledger = two_scopes_with_the_app_between(apps)
-    restrict_account(
-        "acct_1",
-        "2026-11",
-        "60v3",
-        enforcement_ports(StaticSessions(HOST), rooms, ledger, RecordingScheduler()),
-        EnforcementPolicy(),
-        NOW_MS + 90_000,
-    )
+    restrict("60v3", NOW_MS + 90_000, StaticSessions(HOST), rooms, ledger, RecordingScheduler())
     [third] = [r for r in ledger.actions("acct_1") if r.action is EnforcementAction.AUDIO_ONLY and r.limit == "60v3"]
     assert json.loads(third.saved) == apps
     in_force = entitlements("active", "70", hard="60", version=3)
@@ -888,32 +663,21 @@ def test_given_the_limit_reached_again_while_its_restore_runs_then_the_participa
         StaticSessions(HOST),
         EnforcementPolicy(),
     )
-    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS)
+    restrict("50v1", NOW_MS, sessions, rooms, ledger, scheduler, policy=policy)
     lifted = entitlements("active", "55", hard="60", version=2)  # raised to $60, not reached yet
 
     def reached_again() -> object:  # the bill passed $60 meanwhile: rating's hard-limit event, another delivery
-        return restrict_account(
-            "acct_1", "2026-11", "60v2", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS + 125_000
-        )
+        return restrict("60v2", NOW_MS + 125_000, sessions, rooms, ledger, scheduler, policy=policy)
 
     rooms.concurrent = reached_again
-    remove_account(
-        "acct_1",
-        "2026-11",
-        "50v1",
-        enforcement_ports(sessions, rooms, ledger, scheduler, lifted),
-        policy,
-        NOW_MS + 120_000,
-    )
+    remove("50v1", NOW_MS + 120_000, sessions, rooms, ledger, scheduler, lifted, policy=policy)
     [during] = rooms.during
     assert isinstance(during, EnforcementIncompleteError)  # refused while the restore held the account's turn
     assert [(r.action.value, r.outcome) for r in during.records] == [("audio_only", "retry")]
     assert rooms.permissions[("webinar", "host")] == BEFORE[("webinar", "host")]  # given back, for now
 
     # the queue delivers the hard-limit event again: the host is narrowed afresh, its permission before saved
-    restrict_account(
-        "acct_1", "2026-11", "60v2", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS + 485_000
-    )
+    restrict("60v2", NOW_MS + 485_000, sessions, rooms, ledger, scheduler, policy=policy)
     assert rooms.permissions[("webinar", "host")] == {**BEFORE[("webinar", "host")], "sources": ["microphone"]}
     [step] = [r for r in ledger.actions("acct_1") if r.action is EnforcementAction.AUDIO_ONLY and r.limit == "60v2"]
     assert (step.outcome, json.loads(step.saved)) == ("done", BEFORE[("webinar", "host")])
@@ -934,29 +698,17 @@ def test_given_a_restriction_running_when_the_removal_step_arrives_then_the_step
         StaticSessions(HOST),
         EnforcementPolicy(),
     )
-    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS)
+    restrict("50v1", NOW_MS, sessions, rooms, ledger, scheduler, policy=policy)
     ledger.take_turn("acct_1", "the 60v2 delivery", NOW_MS + 119_000)  # its audio-only step is running
     lifted_then_reached = entitlements("active", "60.10", hard="60", version=2)
     with pytest.raises(EnforcementIncompleteError) as held:
-        remove_account(
-            "acct_1",
-            "2026-11",
-            "50v1",
-            enforcement_ports(sessions, rooms, ledger, scheduler, lifted_then_reached),
-            policy,
-            NOW_MS + 120_000,
-        )
+        remove("50v1", NOW_MS + 120_000, sessions, rooms, ledger, scheduler, lifted_then_reached, policy=policy)
     assert [(r.action.value, r.outcome) for r in held.value.records] == [("remove", "retry")]
     assert [c for c in rooms.calls if c[0] != "audio_only"] == []  # nothing given back, nobody removed
     ledger.end_turn("acct_1", "the 60v2 delivery")
 
-    redelivered = remove_account(
-        "acct_1",
-        "2026-11",
-        "50v1",
-        enforcement_ports(sessions, rooms, ledger, scheduler, lifted_then_reached),
-        policy,
-        NOW_MS + 480_000,
+    redelivered = remove(
+        "50v1", NOW_MS + 480_000, sessions, rooms, ledger, scheduler, lifted_then_reached, policy=policy
     )
     assert [(r.action.value, r.limit, r.outcome) for r in redelivered][-1] == ("remove", "50v1", "superseded")
     assert rooms.permissions[("webinar", "host")] == {**BEFORE[("webinar", "host")], "sources": ["microphone"]}
@@ -972,22 +724,8 @@ def test_given_a_turn_whose_holder_crashed_then_the_redelivery_takes_it_over_aft
     )
     ledger.take_turn("acct_1", "a crashed delivery", NOW_MS)
     with pytest.raises(EnforcementIncompleteError):
-        restrict_account(
-            "acct_1",
-            "2026-11",
-            "50v1",
-            enforcement_ports(sessions, rooms, ledger, scheduler),
-            policy,
-            NOW_MS + ENFORCEMENT_LEASE_MS,
-        )
-    restrict_account(
-        "acct_1",
-        "2026-11",
-        "50v1",
-        enforcement_ports(sessions, rooms, ledger, scheduler),
-        policy,
-        NOW_MS + ENFORCEMENT_LEASE_MS + 1,
-    )
+        restrict("50v1", NOW_MS + ENFORCEMENT_LEASE_MS, sessions, rooms, ledger, scheduler, policy=policy)
+    restrict("50v1", NOW_MS + ENFORCEMENT_LEASE_MS + 1, sessions, rooms, ledger, scheduler, policy=policy)
     assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]
 
 
@@ -1007,14 +745,7 @@ def test_given_enforcement_then_every_record_names_participants_by_pseudonym_and
 
 def test_given_a_participant_roomservice_no_longer_knows_then_its_gone_record_names_it_by_pseudonym() -> None:
     rooms, ledger = FakeRooms({}), InMemoryEnforcementLedger()  # the host left before RoomService was asked
-    done = restrict_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(StaticSessions(HOST), rooms, ledger, RecordingScheduler()),
-        EnforcementPolicy(),
-        NOW_MS,
-    )
+    done = restrict("50", NOW_MS, StaticSessions(HOST), rooms, ledger, RecordingScheduler())
     [gone] = [r for r in done if r.outcome == "gone"]
     # FakeRooms answers "<identity> is not in <room>", as a RoomService message may name the participant
     assert (gone.identity, gone.detail) == (pseudonym_of("host"), f"{pseudonym_of('host')} is not in webinar")
@@ -1024,14 +755,7 @@ def test_given_a_restricted_participant_who_left_before_the_limit_was_lifted_the
     rooms, ledger, _ = restricted()
     del rooms.permissions[("webinar", "recorder")]  # the recorder left: rating closed its session
     lifted, sessions = entitlements("active", "50.40", hard="80"), StaticSessions(HOST, VIEWER)
-    done = remove_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), lifted),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    done = remove("50", NOW_MS + 120_000, sessions, rooms, ledger, RecordingScheduler(), lifted)
     assert sorted((r.action.value, named(r.identity), r.outcome, r.detail) for r in done) == [
         ("remove", "-", "lifted", "the hard limit no longer applies"),
         ("restore", "host", "done", ""),
@@ -1057,17 +781,20 @@ def test_given_no_grace_and_the_open_sessions_index_behind_then_the_lifted_limit
     recorded gone and left audio-only for the rest of its call."""
     rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
     ledger, scheduler = InMemoryEnforcementLedger(), RecordingScheduler()
-    restrict_account(
-        "acct_1", "2026-11", "50", enforcement_ports(StaticSessions(HOST), rooms, ledger, scheduler),
-        EnforcementPolicy(grace_seconds=0), NOW_MS,
-    )  # fmt: skip
+    restrict("50", NOW_MS, StaticSessions(HOST), rooms, ledger, scheduler, policy=EnforcementPolicy(grace_seconds=0))
     assert scheduler.scheduled == [("acct_1", "2026-11", 0, "50")]
     assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]
     lagging, lifted = StaticSessions(), entitlements("active", "50.40", hard="80")  # the index lists nobody yet
-    done = remove_account(
-        "acct_1", "2026-11", "50", enforcement_ports(lagging, rooms, ledger, RecordingScheduler(), lifted),
-        EnforcementPolicy(grace_seconds=0), NOW_MS + 1_000,
-    )  # fmt: skip
+    done = remove(
+        "50",
+        NOW_MS + 1_000,
+        lagging,
+        rooms,
+        ledger,
+        RecordingScheduler(),
+        lifted,
+        policy=EnforcementPolicy(grace_seconds=0),
+    )
     assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
         ("remove", "-", "lifted"),
         ("restore", "host", "done"),
@@ -1082,17 +809,27 @@ def test_given_no_grace_and_the_open_sessions_index_behind_then_the_removal_stil
     audio only, past the hard limit). A narrowed participant no longer in its room is recorded gone."""
     rooms = FakeRooms({key: dict(value) for key, value in BEFORE.items() if key[1] != "viewer-42"})
     ledger = InMemoryEnforcementLedger()
-    restrict_account(
-        "acct_1", "2026-11", "50", enforcement_ports(StaticSessions(HOST, RECORDER), rooms, ledger,
-                                                     RecordingScheduler()),
-        EnforcementPolicy(grace_seconds=0), NOW_MS,
-    )  # fmt: skip
+    restrict(
+        "50",
+        NOW_MS,
+        StaticSessions(HOST, RECORDER),
+        rooms,
+        ledger,
+        RecordingScheduler(),
+        policy=EnforcementPolicy(grace_seconds=0),
+    )
     del rooms.permissions[("webinar", "recorder")]  # the recorder left meanwhile
     still = entitlements("active", "50.40")  # the $50 limit still reached
-    done = remove_account(
-        "acct_1", "2026-11", "50", enforcement_ports(StaticSessions(), rooms, ledger, RecordingScheduler(), still),
-        EnforcementPolicy(grace_seconds=0), NOW_MS + 1_000,
-    )  # fmt: skip
+    done = remove(
+        "50",
+        NOW_MS + 1_000,
+        StaticSessions(),
+        rooms,
+        ledger,
+        RecordingScheduler(),
+        still,
+        policy=EnforcementPolicy(grace_seconds=0),
+    )
     assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
         ("remove", "-", "done"),
         ("remove", "host", "done"),
@@ -1113,14 +850,7 @@ def test_given_records_written_before_with_identities_then_the_restore_finds_the
     )  # fmt: skip
     ledger.record(before)
     lifted = entitlements("active", "50.40", hard="80")
-    done = remove_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(StaticSessions(HOST), rooms, ledger, RecordingScheduler(), lifted),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    done = remove("50", NOW_MS + 120_000, StaticSessions(HOST), rooms, ledger, RecordingScheduler(), lifted)
     assert rooms.permissions == {("webinar", "host"): BEFORE[("webinar", "host")]}  # given back
     assert [(r.action.value, named(r.identity), r.outcome) for r in done] == [
         ("restore", "host", "done"),
@@ -1136,14 +866,7 @@ ERASED = tuple(Participant(p.room, pseudonym_of(p.identity)) for p in (HOST, VIE
 def test_given_the_account_erased_mid_call_then_the_restore_gives_the_live_participants_their_permission_back() -> None:
     rooms, ledger, _ = restricted()  # audio-only before the erasure, by identity
     lifted = entitlements("active", "50.40", hard="80")
-    done = remove_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(StaticSessions(*ERASED), rooms, ledger, RecordingScheduler(), lifted),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    done = remove("50", NOW_MS + 120_000, StaticSessions(*ERASED), rooms, ledger, RecordingScheduler(), lifted)
     assert rooms.permissions == BEFORE  # the host publishes video again (before: recorded gone, left audio-only)
     assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
         ("remove", "-", "lifted"),
@@ -1161,22 +884,13 @@ def test_given_the_account_erased_mid_call_then_the_restore_gives_the_live_parti
 def test_given_an_erased_accounts_live_participants_then_audio_only_and_the_removal_reach_them() -> None:
     rooms = FakeRooms({key: dict(value) for key, value in BEFORE.items()})
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(*ERASED)
-    restricted_after = restrict_account(
-        "acct_1", "2026-11", "50", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), NOW_MS
-    )
+    restricted_after = restrict("50", NOW_MS, sessions, rooms, ledger, scheduler)
     assert sorted((named(r.identity), r.outcome) for r in restricted_after) == [
         ("-", "done"), ("host", "done"), ("recorder", "done"), ("viewer-42", "skipped")
     ]  # fmt: skip
     assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]  # before: skipped as gone
     assert {record.identity for record in ledger.items.values()} == {"-", *(p.identity for p in ERASED)}
-    removed = remove_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(sessions, rooms, ledger, scheduler, entitlements("active", "50.40")),
-        EnforcementPolicy(),
-        NOW_MS + 120_000,
-    )
+    removed = remove("50", NOW_MS + 120_000, sessions, rooms, ledger, scheduler, entitlements("active", "50.40"))
     assert sorted((named(r.identity), r.outcome) for r in removed) == [
         ("-", "done"), ("host", "done"), ("recorder", "done"), ("viewer-42", "done")
     ]  # fmt: skip
@@ -1187,14 +901,7 @@ def test_given_an_erased_accounts_live_participants_then_audio_only_and_the_remo
 def test_given_a_pseudonymised_participant_no_longer_in_its_room_then_it_is_gone_and_no_identity_is_recorded() -> None:
     rooms = FakeRooms({("webinar", "guest"): dict(BEFORE[("webinar", "host")])})  # the host left; a guest stays
     ledger = InMemoryEnforcementLedger()
-    done = restrict_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(StaticSessions(ERASED[0]), rooms, ledger, RecordingScheduler()),
-        EnforcementPolicy(),
-        NOW_MS,
-    )
+    done = restrict("50", NOW_MS, StaticSessions(ERASED[0]), rooms, ledger, RecordingScheduler())
     [gone] = [r for r in done if r.outcome == "gone"]
     assert (named(gone.identity), gone.detail) == (
         "host", f"no participant of webinar has the pseudonym {pseudonym_of('host')}"
@@ -1208,14 +915,7 @@ def test_given_a_live_identity_that_merely_starts_with_erased_then_audio_only_re
     jane = Participant("webinar", "erased-jane")
     rooms = FakeRooms({("webinar", "erased-jane"): dict(BEFORE[("webinar", "host")])})
     ledger = InMemoryEnforcementLedger()
-    done = restrict_account(
-        "acct_1",
-        "2026-11",
-        "50",
-        enforcement_ports(StaticSessions(jane), rooms, ledger, RecordingScheduler()),
-        EnforcementPolicy(),
-        NOW_MS,
-    )
+    done = restrict("50", NOW_MS, StaticSessions(jane), rooms, ledger, RecordingScheduler())
     assert sorted(r.outcome for r in done) == ["done", "done"]  # the account's step and jane's audio-only
     assert rooms.calls == [("audio_only", "webinar", "erased-jane")]  # asked by her identity, no listing
     assert rooms.permissions[("webinar", "erased-jane")]["sources"] == ["microphone"]

@@ -71,6 +71,15 @@ def outcomes(ledger: InMemoryLedger) -> dict[Channel, Outcome]:
     return {d.channel: d.outcome for d in ledger.deliveries("acct_1")}
 
 
+def _hard_limit_50_crossed() -> UsageThresholdCrossedV1:
+    """November's bill $50.40 crossing the $50 hard limit at 10:00 (50.40 / 50 = 100.8 % -> the 100 % threshold)."""
+    return UsageThresholdCrossedV1(
+        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
+        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
+        scope=limit_scope(Decimal(50)),
+    )  # fmt: skip
+
+
 def test_given_a_transient_email_failure_then_sms_is_sent_and_only_email_is_retried() -> None:
     ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(SendFailedError("Throttling")), ScriptedTexter()
 
@@ -195,11 +204,7 @@ def test_given_the_removal_step_cannot_be_scheduled_then_the_hard_limit_alert_st
         directory, ledger, mailer, ScriptedTexter(), spend, spend, StaticSessions(), FakeRooms({}),
         InMemoryEnforcementLedger(), scheduler, InMemoryMonthToDate(directory),
     )  # fmt: skip
-    event = UsageThresholdCrossedV1(
-        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
-        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
-        scope=limit_scope(Decimal(50)),
-    )  # fmt: skip
+    event = _hard_limit_50_crossed()
     now_ms = int(datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC).timestamp() * 1000)
     policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
     for delivery in range(2):
@@ -302,11 +307,7 @@ def test_given_one_participants_narrowing_failing_and_the_limit_raised_then_the_
         directory, InMemoryLedger(), ScriptedMailer(), ScriptedTexter(), spend, spend, StaticSessions(host, recorder),
         rooms, InMemoryEnforcementLedger(), scheduler, InMemoryMonthToDate(directory),
     )  # fmt: skip
-    event = UsageThresholdCrossedV1(
-        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
-        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
-        scope=limit_scope(Decimal(50)),
-    )  # fmt: skip
+    event = _hard_limit_50_crossed()
     now_ms = int(datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC).timestamp() * 1000)
     policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
     # delivery 1: the bill $50.40 >= the $50 hard limit: reached; the host's narrowing fails, the recorder's is done
@@ -346,11 +347,7 @@ def test_given_the_hard_limit_still_reached_then_a_late_joiner_is_narrowed_and_r
     )  # fmt: skip
     policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
     t = int(datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC).timestamp() * 1000)
-    crossed = UsageThresholdCrossedV1(
-        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
-        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
-        scope=limit_scope(Decimal(50)),
-    )  # fmt: skip
+    crossed = _hard_limit_50_crossed()
     handle_event(crossed.DETAIL_TYPE, crossed.model_dump(), ports, policy, t)  # $50.40 >= $50: host audio-only
     step = {"account_id": "acct_1", "period": "2026-11", "step": "remove", "limit": "50"}
     handle_event(ENFORCEMENT_STEP, step, ports, policy, t + 120_000)  # after the 120 s grace: host removed
@@ -400,11 +397,7 @@ def _enforced_50_limit() -> tuple[
         InMemoryEnforcementLedger(), scheduler, InMemoryMonthToDate(directory),
     )  # fmt: skip
     policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
-    crossed = UsageThresholdCrossedV1(
-        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
-        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
-        scope=limit_scope(Decimal(50)),
-    )  # fmt: skip
+    crossed = _hard_limit_50_crossed()
     handle_event(crossed.DETAIL_TYPE, crossed.model_dump(), ports, policy, AT_10_00 + 5_000)
     handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 5_000 + 120_000)
     assert ("webinar", "host") not in rooms.permissions  # removed at 10:02:05
@@ -510,11 +503,7 @@ def test_given_the_removal_step_redelivered_after_a_removed_hosts_session_closed
         scheduler, InMemoryMonthToDate(directory),
     )  # fmt: skip
     policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
-    crossed = UsageThresholdCrossedV1(
-        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
-        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
-        scope=limit_scope(Decimal(50)),
-    )  # fmt: skip
+    crossed = _hard_limit_50_crossed()
     handle_event(crossed.DETAIL_TYPE, crossed.model_dump(), ports, policy, AT_10_00 + 5_000)  # both audio-only
     rooms.failures.append(RoomControlFailedError("RoomService 503"))  # sorted by identity: the guest is first
     with pytest.raises(Exception):  # noqa: B017, PT011 - the step is incomplete: the queue delivers it again
