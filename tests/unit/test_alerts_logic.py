@@ -513,10 +513,61 @@ def test_given_the_removal_step_redelivered_after_a_removed_hosts_session_closed
     calls_before = len(rooms.calls)
     handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 160_000)  # the redelivery at 10:02:40
     assert ("webinar", "guest") not in rooms.permissions
-    assert [call for call in rooms.calls[calls_before:] if call[2] == "host" or call[0] == "identities"] == []
+    # the host looked for in its room (one ListParticipants, e4d: it may have rejoined), not found: not asked again
+    assert rooms.calls[calls_before:] == [("identities", "webinar", ""), ("remove", "webinar", "guest")]
     removals = sorted(
         (record.joined_ms, record.outcome)
         for record in ledger.items.values()
         if record.action is EnforcementAction.REMOVE and record.identity == pseudonym("acct_1", "host")
     )
     assert removals == [(AT_10_00, "done")]  # one session, one claim (not also (0, "gone"))
+
+
+def test_given_the_removal_step_redelivered_after_a_removed_host_rejoined_unlisted_then_the_host_is_removed_again() -> (
+    None
+):
+    """Review v4b (e4d): as above, but the host REJOINS at 10:02:30 (full permissions) while the index lists the guest
+    only. Its room is asked (one ListParticipants): it is there, so the redelivered step at 10:02:40 removes it again
+    - claimed as the presence after its removal at 10:02:05 - not left with video until the sweeper's next run."""
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))
+    directory = InMemoryAccountDirectory(profile)
+    rooms = FakeRooms({("webinar", "host"): dict(FULL), ("webinar", "guest"): dict(FULL)})
+    host, guest = Participant("webinar", "host", AT_10_00), Participant("webinar", "guest", AT_10_00 + MINUTE)
+    sessions, scheduler, spend = StaticSessions(host, guest), RecordingScheduler(), InMemoryEntitlements(directory)
+    ledger = InMemoryEnforcementLedger()
+    ports = AlertPorts(
+        directory, InMemoryLedger(), ScriptedMailer(), ScriptedTexter(), spend, spend, sessions, rooms, ledger,
+        scheduler, InMemoryMonthToDate(directory),
+    )  # fmt: skip
+    policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
+    crossed = UsageThresholdCrossedV1(
+        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
+        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
+        scope=limit_scope(Decimal(50)),
+    )  # fmt: skip
+    handle_event(crossed.DETAIL_TYPE, crossed.model_dump(), ports, policy, AT_10_00 + 5_000)  # both audio-only
+    rooms.failures.append(RoomControlFailedError("RoomService 503"))  # sorted by identity: the guest is first
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the step is incomplete: the queue delivers it again
+        handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 125_000)  # 10:02:05 = 10:00 + 125 s
+    assert ("webinar", "host") not in rooms.permissions  # the host removed at 10:02:05
+    sessions.participants = [guest]  # rating closed the host's removed session; the index does not list its rejoin
+    rooms.permissions[("webinar", "host")] = dict(FULL)  # the host rejoins at 10:02:30, video allowed
+    calls_before = len(rooms.calls)
+    handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 160_000)  # 10:02:40 = 10:00 + 160 s
+    assert ("webinar", "guest") not in rooms.permissions
+    assert ("webinar", "host") not in rooms.permissions  # the rejoined host removed by the redelivered step
+    # one ListParticipants of the room (the host looked for by its pseudonym), then RemoveParticipant in the claims'
+    # order, sorted by the name each is claimed by: the host's pseudonym ("erased-...") before "guest"
+    assert rooms.calls[calls_before:] == [
+        ("identities", "webinar", ""),
+        ("remove", "webinar", "host"),
+        ("remove", "webinar", "guest"),
+    ]
+    removals = sorted(
+        (record.joined_ms, record.outcome)
+        for record in ledger.items.values()
+        if record.action is EnforcementAction.REMOVE and record.identity == pseudonym("acct_1", "host")
+    )
+    # its 10:00 session removed at 10:02:05; the presence after that removal keyed by it: 10:00 + 125 s
+    assert removals == [(AT_10_00, "done"), (AT_10_00 + 125_000, "done")]

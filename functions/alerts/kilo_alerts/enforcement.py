@@ -453,7 +453,7 @@ def _remove_listed(
     (``_narrowed_unlisted``)."""
     live = _LiveIdentities(account_id, ports.rooms)
     listed = ports.sessions.open_participants(account_id)
-    unlisted = _narrowed_unlisted(account_id, period, limit, listed, ports.ledger) if narrowed_too else []
+    unlisted = _narrowed_unlisted(account_id, period, limit, listed, ports.ledger, live) if narrowed_too else []
     return _act(
         account_id,
         period,
@@ -468,24 +468,35 @@ def _remove_listed(
 
 
 def _narrowed_unlisted(
-    account_id: str, period: str, limit: str, listed: list[Participant], ledger: EnforcementLedger
+    account_id: str,
+    period: str,
+    limit: str,
+    listed: list[Participant],
+    ledger: EnforcementLedger,
+    live: _LiveIdentities,
 ) -> list[Participant]:
     """The participants narrowed under ``limit`` that the open sessions (``listed``) do not list, by pseudonym: the
     index is eventually consistent and may not list yet one the audio-only step's read found (a grace of 0 s,
     D262), so each is looked for in its room (``_LiveIdentities``) and removed, or recorded ``gone``. One with a
-    removal under ``limit`` already decided (``done`` or ``gone``, of any join) is not: an unlisted participant has no
-    join (0), so its removal key is not its session's - a redelivered step would claim the removed session again once
-    rating closed it (D71 amended (e4c))."""
+    removal under ``limit`` already decided (``done`` or ``gone``, of any join) is looked for in its room first
+    (one ListParticipants per room): not there, nothing is claimed nor recorded - an unlisted participant has no join
+    (0), so a claim keyed by it would claim the removed session again once rating closed it (D71 amended (e4c));
+    there (rejoined while the index lags), it is removed, claimed as the presence that joined after its latest decided
+    removal (``joined_ms``: that removal's ``at_ms``), so a rerun that finds it again does not claim it again (D71
+    amended (e4d))."""
     records = stored(account_id, ledger.actions(account_id))
     seen = {Participant(found.room, pseudonym(account_id, found.identity)) for found in listed}
-    seen |= {
-        Participant(record.room, record.identity)
-        for record in records
-        if record.action is EnforcementAction.REMOVE
-        and (record.period, record.limit) == (period, limit)
-        and record.outcome in ("done", "gone")
-    }
-    return sorted(
+    removed: dict[Participant, int] = {}  # each participant's latest decided removal under the limit
+    for record in records:
+        if (
+            record.action is EnforcementAction.REMOVE
+            and (record.period, record.limit) == (period, limit)
+            and record.outcome in ("done", "gone")
+            and record.identity != MARKER
+        ):
+            who = Participant(record.room, record.identity)
+            removed[who] = max(removed.get(who, 0), record.at_ms)
+    narrowed = sorted(
         {
             Participant(record.room, record.identity)
             for record in records
@@ -495,6 +506,17 @@ def _narrowed_unlisted(
             and Participant(record.room, record.identity) not in seen
         }
     )
+    unlisted: list[Participant] = []
+    for participant in narrowed:
+        if participant not in removed:
+            unlisted.append(participant)
+            continue
+        try:
+            live.of(participant)  # its pseudonym: matched in its room's participant list
+        except ParticipantGoneError:
+            continue  # not back in its room: its removal stands, nothing recorded
+        unlisted.append(replace(participant, joined_ms=removed[participant]))
+    return unlisted
 
 
 def remove_account(
