@@ -482,15 +482,12 @@ def test_given_a_still_reached_event_of_last_month_then_nothing_is_enforced_unde
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
 
 
-def test_given_the_removal_step_redelivered_after_a_removed_hosts_session_closed_then_the_host_is_not_claimed_again() -> (
-    None
-):
-    """Review v4b: host (joined 10:00) and guest (10:01) narrowed at 10:00:05. The step at 10:02:05 removes the host
-    (its claim keyed by its 10:00 join) but the guest's RemoveParticipant fails (RoomService 503): the step is
-    redelivered. Rating closes the host's removed session meanwhile, so at 10:02:40 the index lists the guest only and
-    the host is "narrowed, unlisted" - an unlisted participant has no join (0), so its removal key was another one:
-    a second claim of the same removed session (LiveKit asked again, a ``gone`` record). One already removed under the
-    limit (done or gone, any join) is not looked for again: the redelivery removes the guest only."""
+def _host_removed_guests_removal_failed() -> tuple[
+    FakeRooms, StaticSessions, InMemoryEnforcementLedger, AlertPorts, AlertsPolicy, Participant
+]:
+    """Team with a $50 hard limit: host (joined 10:00) and guest (10:01) narrowed at 10:00:05 by the $50.40 crossing;
+    the removal step at 10:02:05 (10:00 + 125 s) removes the host, the guest's RemoveParticipant fails (RoomService
+    503, the guest sorted first): the step is incomplete, the queue delivers it again."""
     signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
     profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))
     directory = InMemoryAccountDirectory(profile)
@@ -509,6 +506,19 @@ def test_given_the_removal_step_redelivered_after_a_removed_hosts_session_closed
     with pytest.raises(Exception):  # noqa: B017, PT011 - the step is incomplete: the queue delivers it again
         handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 125_000)
     assert ("webinar", "host") not in rooms.permissions  # the host removed at 10:02:05
+    return rooms, sessions, ledger, ports, policy, guest
+
+
+def test_given_the_removal_step_redelivered_after_a_removed_hosts_session_closed_then_the_host_is_not_claimed_again() -> (
+    None
+):
+    """Review v4b: host (joined 10:00) and guest (10:01) narrowed at 10:00:05. The step at 10:02:05 removes the host
+    (its claim keyed by its 10:00 join) but the guest's RemoveParticipant fails (RoomService 503): the step is
+    redelivered. Rating closes the host's removed session meanwhile, so at 10:02:40 the index lists the guest only and
+    the host is "narrowed, unlisted" - an unlisted participant has no join (0), so its removal key was another one:
+    a second claim of the same removed session (LiveKit asked again, a ``gone`` record). One already removed under the
+    limit (done or gone, any join) is not looked for again: the redelivery removes the guest only."""
+    rooms, sessions, ledger, ports, policy, guest = _host_removed_guests_removal_failed()
     sessions.participants = [guest]  # rating closed the host's removed session
     calls_before = len(rooms.calls)
     handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 160_000)  # the redelivery at 10:02:40
@@ -529,28 +539,7 @@ def test_given_the_removal_step_redelivered_after_a_removed_host_rejoined_unlist
     """Review v4b (e4d): as above, but the host REJOINS at 10:02:30 (full permissions) while the index lists the guest
     only. Its room is asked (one ListParticipants): it is there, so the redelivered step at 10:02:40 removes it again
     - claimed as the presence after its removal at 10:02:05 - not left with video until the sweeper's next run."""
-    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
-    profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))
-    directory = InMemoryAccountDirectory(profile)
-    rooms = FakeRooms({("webinar", "host"): dict(FULL), ("webinar", "guest"): dict(FULL)})
-    host, guest = Participant("webinar", "host", AT_10_00), Participant("webinar", "guest", AT_10_00 + MINUTE)
-    sessions, scheduler, spend = StaticSessions(host, guest), RecordingScheduler(), InMemoryEntitlements(directory)
-    ledger = InMemoryEnforcementLedger()
-    ports = AlertPorts(
-        directory, InMemoryLedger(), ScriptedMailer(), ScriptedTexter(), spend, spend, sessions, rooms, ledger,
-        scheduler, InMemoryMonthToDate(directory),
-    )  # fmt: skip
-    policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
-    crossed = UsageThresholdCrossedV1(
-        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
-        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
-        scope=limit_scope(Decimal(50)),
-    )  # fmt: skip
-    handle_event(crossed.DETAIL_TYPE, crossed.model_dump(), ports, policy, AT_10_00 + 5_000)  # both audio-only
-    rooms.failures.append(RoomControlFailedError("RoomService 503"))  # sorted by identity: the guest is first
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the step is incomplete: the queue delivers it again
-        handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 125_000)  # 10:02:05 = 10:00 + 125 s
-    assert ("webinar", "host") not in rooms.permissions  # the host removed at 10:02:05
+    rooms, sessions, ledger, ports, policy, guest = _host_removed_guests_removal_failed()
     sessions.participants = [guest]  # rating closed the host's removed session; the index does not list its rejoin
     rooms.permissions[("webinar", "host")] = dict(FULL)  # the host rejoins at 10:02:30, video allowed
     calls_before = len(rooms.calls)
