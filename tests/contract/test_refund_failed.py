@@ -308,15 +308,7 @@ def test_given_one_refund_failure_by_two_event_types_either_side_of_month_end_af
     alerts = [detail for kind, detail in bus.published if kind == RefundFailedV1.DETAIL_TYPE]
     # published twice (the first marker was lost), both as of the time the first event stored for re_ours
     assert [(a["event_id"], a["occurred_at"]) for a in alerts] == [("refund-failed:re_ours", dated)] * 2
-    march = _march(ledger)
-    assert (march.refunded, march.kept, "refund_failed:re_ours" in march.announced) == (NONE, Decimal("65.20"), True)
-    mailer, texter = _delivered_a_second_after_each(RefundFailedV1.DETAIL_TYPE, alerts, handled)
-    # the refund's 2000 cents: "$20.00"; a HIGH alert goes by email and SMS, once per key and month
-    assert [text for _, text in texter.sent] == [
-        "Kilo: our refund of $20.00 did not reach your card; the money is back with Kilo. Contact us about it. "
-        "Reply STOP to opt out"
-    ]
-    assert [subject for _, subject, _, _ in mailer.sent] == ["Your refund of $20.00 from Kilo did not reach your card"]
+    _recorded_once_then_one_text_and_one_email(ledger, alerts, handled)
 
 
 def test_given_one_refund_failure_by_two_event_types_handled_concurrently_either_side_of_month_end_then_one_text(
@@ -357,15 +349,7 @@ def test_given_one_refund_failure_by_two_event_types_handled_concurrently_either
     assert [(a["event_id"], a["occurred_at"]) for a in alerts] == [
         ("refund-failed:re_ours", "2026-04-30T23:59:59+00:00")
     ] * 2
-    march = _march(ledger)
-    assert (march.refunded, march.kept, "refund_failed:re_ours" in march.announced) == (NONE, Decimal("65.20"), True)
-    mailer, texter = _delivered_a_second_after_each(RefundFailedV1.DETAIL_TYPE, alerts, handled)
-    # the refund's 2000 cents: "$20.00"; a HIGH alert goes by email and SMS, once per key and month
-    assert [text for _, text in texter.sent] == [
-        "Kilo: our refund of $20.00 did not reach your card; the money is back with Kilo. Contact us about it. "
-        "Reply STOP to opt out"
-    ]
-    assert [subject for _, subject, _, _ in mailer.sent] == ["Your refund of $20.00 from Kilo did not reach your card"]
+    _recorded_once_then_one_text_and_one_email(ledger, alerts, handled)
 
 
 @pytest.mark.parametrize(
@@ -652,3 +636,19 @@ def test_given_a_pending_request_finished_by_a_run_asking_another_amount_then_it
     said = str(raised.value)
     assert "20.00 refunded and 45.20 kept" in said
     assert "the 10.00 asked now was not refunded: run again to refund it" in said
+
+
+def _recorded_once_then_one_text_and_one_email(
+    ledger: Ledger, alerts: list[dict[str, Any]], handled: tuple[datetime, datetime]
+) -> None:
+    """The failure recorded once (20.00 - 20.00 = 0.00 refunded, March keeps 65.20, its marker written), and the two
+    publishes of its alert, delivered a second after each handling, reach the customer once."""
+    march = _march(ledger)
+    assert (march.refunded, march.kept, "refund_failed:re_ours" in march.announced) == (NONE, Decimal("65.20"), True)
+    mailer, texter = _delivered_a_second_after_each(RefundFailedV1.DETAIL_TYPE, alerts, handled)
+    # the refund's 2000 cents: "$20.00"; a HIGH alert goes by email and SMS, once per key and month
+    assert [text for _, text in texter.sent] == [
+        "Kilo: our refund of $20.00 did not reach your card; the money is back with Kilo. Contact us about it. "
+        "Reply STOP to opt out"
+    ]
+    assert [subject for _, subject, _, _ in mailer.sent] == ["Your refund of $20.00 from Kilo did not reach your card"]
