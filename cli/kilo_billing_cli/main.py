@@ -12,9 +12,13 @@ unreachable exits 4 too, refused by Stripe (or its invoice paid, uncollectible o
 nothing voided. Storage wrongly configured is bad input, not unavailable: a table or event bus that does not exist
 (``ResourceNotFoundException``: a typo in ``--usage-table`` or its environment variable) or access to it denied
 (``AccessDeniedException``) exits 2 with one line naming the command's table and bus settings - a rerun would fail
-the same way, so a script retrying on 4 does not loop. Exit 1: ``invoice run`` when closing an account's period
-failed (its row carries the error; the other accounts are closed), and ``rating replay --apply`` when a message was
-not replayed (a problem or rejected: its row says which).
+the same way, so a script retrying on 4 does not loop. An event the bus did not take (``PublishError``) after the
+command wrote - ``crypto assign`` or ``crypto resolve`` saved the decision, and a rerun is refused - exits 2 for a
+bus that does not exist or denied access, 4 for anything else (expired credentials, throttled, a failed entry), with
+one line saying it is saved, its event not sent and what re-sends it (a paid bill's ``CryptoBillSettled.v1``: the
+next crypto watcher run; an assignment's ``CryptoPaymentSeen.v1``: nothing), never "rerun". Exit 1: ``invoice run``
+when closing an account's period failed (its row carries the error; the other accounts are closed), and ``rating
+replay --apply`` when a message was not replayed (a problem or rejected: its row says which).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from kilo_billing.meters import BYTES_PER_GB, METER_UNITS, Meter
 from kilo_billing.money import decimal_str, money_str
 from kilo_billing.periods import Period
 from kilo_billing.projections import Projection, ProjectionError, project_revenue
+from kilo_billing.publisher import PublishError
 from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_period
 from kilo_billing_cli import accounts, arguments, crypto, invoices, preview, replay, reports
 from kilo_billing_cli.arguments import whole_number
@@ -59,6 +64,37 @@ def _configuration_problem(code: str, args: argparse.Namespace) -> str:
     if code in _NOT_FOUND:
         return f"a table or event bus this command uses does not exist{named}: {code}; fix the name, then rerun"
     return f"access denied to a table or event bus this command uses{named}: {code}; fix the credentials' permissions"
+
+
+def _not_published(prog: str, exc: PublishError, args: argparse.Namespace) -> int:
+    """One line on stderr and the exit status for an event the bus did not take (``PublishError``), raised after the
+    command wrote: ``crypto assign``/``resolve`` saved the decision first, and a rerun of either is refused (already
+    decided), so the line says it is saved and what is lost instead of "rerun". A bus that does not exist or access
+    denied exits 2 (the setting is wrong); anything else (throttled, expired credentials, a failed entry) exits 4."""
+    cause = exc.__cause__
+    reason = str(cause) if isinstance(cause, StorageUnavailableError) else str(exc)
+    code = reason.partition(":")[0].strip()  # the AWS error code (``aws.map_error``) or the failed entry's
+    status = EXIT_USAGE if code in _CONFIGURATION else EXIT_UNAVAILABLE
+    fix = f"fix --event-bus {args.event_bus!r}" if status == EXIT_USAGE else "wait until the bus answers"
+    print(f"{prog}: {_not_published_line(reason, fix, args)}", file=sys.stderr)
+    return status
+
+
+def _not_published_line(reason: str, fix: str, args: argparse.Namespace) -> str:
+    if args.command == "crypto" and args.crypto_command == "assign":
+        return (
+            f"crypto assign {args.payment_id}: saved; its event was not sent ({reason}): a rerun is refused (already "
+            f"attributed) and no command re-sends the CryptoPaymentSeen.v1 - tell the customer; {fix} before the next "
+            "command (a bill it paid is announced by the next crypto watcher run)"
+        )
+    if args.command == "crypto" and args.crypto_command == "resolve":
+        return (
+            f"crypto resolve {args.payment_id}: saved; its event was not sent ({reason}): a rerun is refused (not in "
+            f"review); the next crypto watcher run announces the paid bill (CryptoBillSettled.v1) - {fix} before the "
+            "next command"
+        )
+    # ``rating replay --apply``: the message whose re-rating failed to publish stays on the queue (not deleted)
+    return f"an event was not sent ({reason}): what was written before it stays; {fix}, then rerun"
 
 
 def _non_negative_decimal(name: str) -> Callable[[str], Decimal]:
@@ -348,6 +384,8 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
                 _print_projection(console, projection)
     except (UnknownTierError, ProjectionError, ValueError) as exc:
         parser.error(str(exc))
+    except PublishError as exc:  # raised after the command wrote: one line saying what is saved, no traceback
+        return _not_published(parser.prog, exc, args)
     except StorageUnavailableError as exc:  # not the input's fault: one line, no usage banner, exit 4
         code = str(exc).partition(":")[0].strip()  # the AWS error code (``aws.map_error``)
         if code in _CONFIGURATION:  # the setting is wrong: a rerun fails the same way (exit 2, the docstring)

@@ -311,3 +311,64 @@ def test_given_the_bill_unreadable_after_a_resolution_then_the_result_with_bill_
     assert json.loads(out.out)["bill_status"] == "unknown"
     assert json.loads(out.out)["amount_usd"] == "100.00"
     assert "do not rerun" in out.err
+
+
+def test_given_an_event_bus_that_does_not_exist_then_assign_saves_and_exits_2_saying_the_event_was_not_sent(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review fa: ``--event-bus kilo-typo-bus`` - the payment was saved to the bill, then publishing raised
+    ``PublishError``: a traceback (exit 1), no line, and a rerun refused "already attributed". D362 (amended): exit 2,
+    one line saying it is saved, its event not sent, and no "rerun" (a rerun is refused)."""
+    h = harness(stack)
+    h.store.create_bill(bill())
+    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    h.settlement.record_seen(transfer("0xabc", "USDC", 100_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+
+    argv = ["crypto", "assign", "ethereum:0xabc:0", "acct-1", "inv-1", "--crypto-table", table]
+    code = main([*argv, "--event-bus", "kilo-typo-bus", "--json"])
+
+    out = capsys.readouterr()
+    assert code == 2
+    assert out.out == ""
+    [line] = out.err.splitlines()
+    assert line.startswith("kilo-billing: crypto assign ethereum:0xabc:0: saved; its event was not sent (")
+    assert "ResourceNotFoundException" in line
+    assert "--event-bus 'kilo-typo-bus'" in line
+    assert "rerun" not in line.replace("a rerun is refused", "")
+    stored = h.store.payment("ethereum:0xabc:0")
+    assert stored is not None
+    assert (stored.invoice_id, stored.announced) == ("inv-1", False)  # written, its CryptoPaymentSeen.v1 not sent
+
+
+def test_given_the_bus_failing_an_entry_then_resolve_saves_and_exits_4_without_rerun(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publishing failure that is not the setting (a failed entry, ``InternalFailure``): exit 4, and the line still
+    says the decision is saved - not "rerun" (a second decision is refused: not in review)."""
+    from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
+
+    h = _in_review(stack, "2600.00")  # up 4 %: valued at min(2500, 2600) = 2500 -> $100.00, held for review
+
+    def failing(self: EventBridgePublisher, detail_type: str, detail: object) -> None:
+        raise PublishError("InternalFailure")
+
+    monkeypatch.setattr(EventBridgePublisher, "publish", failing)
+    bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
+    code = main(["crypto", "resolve", "ethereum:0xlate:0", "--accept", "--crypto-table", table, *bus, "--json"])
+
+    out = capsys.readouterr()
+    assert code == 4
+    [line] = out.err.splitlines()
+    assert line.startswith(
+        "kilo-billing: crypto resolve ethereum:0xlate:0: saved; its event was not sent (InternalFailure)"
+    )
+    assert "rerun" not in line.replace("a rerun is refused", "")
+    stored = h.store.payment("ethereum:0xlate:0")
+    assert stored is not None
+    assert stored.review is False  # the decision is written
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    # 0.04 ETH x $2,500.00 = $100.00 counted: the $100.00 bill PAID, its CryptoBillSettled.v1 not sent (the next
+    # watcher run sends it: announce_due)
+    assert (paid.status, paid.settled_usd, paid.settled_announced) == (BillStatus.PAID, Decimal("100.00"), False)
