@@ -75,10 +75,12 @@ def deployed(stack: Stack, chain: SolanaTestChain, monkeypatch: pytest.MonkeyPat
     _clear()
 
 
-def run_handler() -> dict[str, object]:
+def run_handler(remaining_ms: int = 120_000) -> dict[str, object]:
     from kilo_crypto_watch.solana_handler import lambda_handler  # noqa: PLC0415
 
-    return lambda_handler({}, LambdaContext())  # type: ignore[arg-type]
+    # default: an invocation at its start, SolanaWatchFunction's Timeout 120 s left (the watcher stops its batch with
+    # less than 30 s left, D91 amended (s3))
+    return lambda_handler({}, LambdaContext(remaining_ms=remaining_ms))  # type: ignore[arg-type]
 
 
 def open_bill(
@@ -123,6 +125,23 @@ def bill_of(store: DynamoCryptoStore) -> Bill:
     found = store.bill("inv-sol-1")
     assert found is not None
     return found
+
+
+def test_given_less_than_30_s_left_of_the_invocation_then_the_run_stops_before_the_payment_and_the_next_records_it(
+    deployed: DynamoCryptoStore, chain: SolanaTestChain
+) -> None:
+    # the handler passes its Lambda context's remaining time to the watcher: 29 s < the 30 s margin at the payment's
+    # slot, so the batch ends before it (recorded nothing, the cursor before its slot); 120 s left: it is read
+    reference = open_bill(deployed, chain, "100.00", "SOL", "200.00", 500_000_000)
+    signature = chain.pay_sol(500_000_000, reference=reference, memo="KB-0001")
+
+    (short,) = run_handler(remaining_ms=29_000)["runs"]  # type: ignore[misc]
+
+    assert (short["out_of_time"], short["caught_up"], short["transfers_seen"]) == (True, False, 0)
+    assert deployed.payment(f"solana:{signature}:0") is None
+    (full,) = run_handler()["runs"]  # type: ignore[misc]
+    assert (full["out_of_time"], full["transfers_seen"]) == (False, 1)
+    assert bill_of(deployed).status is BillStatus.PROCESSING
 
 
 def test_given_a_sol_payment_of_a_quote_reference_then_the_bill_goes_processing_then_paid_with_its_usd(

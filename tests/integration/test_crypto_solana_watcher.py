@@ -7,7 +7,7 @@ which is independent of the watcher."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -67,6 +67,7 @@ class Watch:
         self.references = StaticReferences()
         self.max_transactions = max_transactions
         self.start_block = 0
+        self.time_left: Callable[[], float] | None = None  # the watcher's time budget (a fake clock), none by default
 
     def run(self) -> RunReport:
         async def go() -> RunReport:
@@ -78,6 +79,7 @@ class Watch:
                     self.sink,
                     self.references,
                     self.max_transactions,
+                    time_left=self.time_left,
                 )
                 return await watcher.run()
 
@@ -307,6 +309,67 @@ def test_given_more_new_signatures_than_the_cap_then_runs_resume_until_caught_up
     assert sorted(t.tx_id for t in watch.sink.transfers.values()) == sorted(paid)
     assert sorted(t.atomic_amount for t in watch.sink.transfers.values()) == [SOL // 100 + n for n in range(5)]
     assert len(watch.sink.recorded) == 5
+
+
+class _Clock:
+    """A fake clock for the watcher's time budget: 60 s left at each of the first ``slots`` asks (one a slot, at its
+    start), then 29 s - less than ``solana.TIME_MARGIN`` (30 s) - for good."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.asks = 0
+
+    def __call__(self) -> float:
+        self.asks += 1
+        return 60.0 if self.asks <= self.slots else 29.0
+
+
+def test_given_the_run_runs_out_of_time_mid_batch_then_it_records_the_whole_slots_read_and_the_next_run_the_rest(
+    chain: SolanaTestChain,
+) -> None:
+    # review fc: ~1,103 sequential calls can outlast the 120 s Lambda timeout; killed mid-loop, a run recorded nothing
+    # and left its cursor, so every run after it timed out on the same backlog
+    watch = Watch(chain)
+    watch.start_block = chain.standin.slot  # only the payments below are new
+    paid = [chain.pay_sol(SOL // 100 + n) for n in range(5)]  # one slot each, no reference: the wallet sweep lists them
+    slots = [landed.slot for landed in map(chain.standin.transaction, paid) if landed is not None]
+    assert slots == [watch.start_block + 1 + n for n in range(5)]  # five consecutive slots
+    watch.time_left = _Clock(slots=3)
+
+    first = watch.run()
+
+    # time enough for slots 1-3, 29 s < 30 s at slot 4's start: the batch ends on slot 3, before slot 4
+    assert (first.out_of_time, first.caught_up) == (True, False)
+    assert first.to_block == watch.cursors.cursors["solana"].block_number == slots[3] - 1 == slots[2]
+    assert watch.cursors.cursors["solana"].last_signature == paid[2]  # the wallet sweep resumes after it
+    assert first.transfers_seen == 3
+    # 0.01 SOL = 10_000_000 lamports, plus n for the n-th payment
+    assert sorted(t.atomic_amount for t in watch.sink.transfers.values()) == [10_000_000, 10_000_001, 10_000_002]
+    # getLatestBlockhash + 2 sweeps + 3 getTransaction + 3 getBlock (one per slot with a credit) + 1 statuses (3 pending)
+    assert first.rpc_calls == 1 + 2 + 3 + 3 + 1
+
+    watch.time_left = _Clock(slots=5)  # time enough now
+    second = watch.run()
+
+    assert (second.out_of_time, second.caught_up, second.transfers_seen) == (False, True, 2)
+    assert sorted(t.tx_id for t in watch.sink.transfers.values()) == sorted(paid)
+    assert len(watch.sink.recorded) == 5  # nothing recorded twice
+
+
+def test_given_less_than_the_margin_left_before_the_first_slot_then_nothing_is_read_and_the_cursor_stays(
+    chain: SolanaTestChain,
+) -> None:
+    watch = Watch(chain)
+    watch.start_block = chain.standin.slot
+    chain.pay_sol(SOL // 100)
+    watch.time_left = _Clock(slots=0)  # 29 s at the first slot's start
+
+    report = watch.run()
+
+    assert (report.out_of_time, report.transfers_seen, watch.sink.recorded) == (True, 0, [])
+    assert watch.cursors.cursors["solana"].block_number == watch.start_block  # the first slot - 1: the floor
+    watch.time_left = None  # no budget: the slot is read
+    assert watch.run().transfers_seen == 1
 
 
 def test_given_another_run_moved_the_cursor_then_this_run_stops_with_a_conflict(

@@ -179,6 +179,9 @@ class RunReport:
     # Solana: a listing page refused by a server behind the run's head on every ask (-32016, asked
     # ``BEHIND_ASKS`` times): the run read nothing and left its cursor (D91 amended (s1b)); counted and alarmed
     behind: bool = False
+    # Solana: the run stopped its transaction loop on its time budget (less than ``TIME_MARGIN`` left at a slot's
+    # start): what it read is recorded, the cursor is on the last whole slot read (D91 amended (s3)); logged
+    out_of_time: bool = False
 
 
 # --- Settlement's domain (owned by the core: quotes, bills, chain payments as recorded) ---------------------------

@@ -18,7 +18,10 @@ Each run (scheduled every minute, idempotent):
    cursor's ``last_signature``) and of its USDC associated token account (an SPL transfer names the token account, not
    the wallet), to catch wallets that drop the reference. Only signatures in ``(floor, head]`` are new.
 3. ``getTransaction`` for each new signature, oldest first, at most ``max_transactions`` per run (the cursor then
-   stops at the last whole slot done and the next run resumes). Each transaction is validated by ``credits``: the
+   stops at the last whole slot done and the next run resumes), and only while the run has time left: with
+   ``time_left`` (the handler's Lambda context) below ``TIME_MARGIN`` (30 s) at the start of a slot, the batch ends
+   on the last whole slot read, what was read is recorded and the cursor moves there (``RunReport.out_of_time``;
+   D91, amended (s3)). Each transaction is validated by ``credits``: the
    merchant's lamport delta (SOL) and the merchant's token-balance delta for the configured mint (USDC; any other
    mint is not a payment; only in a transaction naming the wallet or its USDC associated token account - what the
    sweeps list, D324; USDC into another token account of the wallet, read all the same through a reference, is a
@@ -47,7 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -91,6 +94,9 @@ BEHIND_ASKS = 3
 # at most this many asks again in one run (20 x 0.4 s = 8 s of pauses: the run stays well inside its Lambda timeout
 # however many of its up to 102 pages are refused once); past it a refused page makes the run behind at once
 BEHIND_ASKS_AGAIN_PER_RUN = 20
+# seconds a run keeps for what follows its transaction loop: record_batch, the cursor's write and finality (one
+# getSignatureStatuses per 256 pending, plus proofs); less left at a slot's start ends the batch (D91, amended (s3))
+TIME_MARGIN = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +254,12 @@ class SolanaWatcher:
     cursors: CursorStore
     sink: PaymentSink
     references: ReferenceSource
-    max_transactions: int = 500  # bounded work per run (a Lambda never runs into its timeout)
+    max_transactions: int = 500  # bounded work per run (and ``time_left`` below: a slow RPC's run ends in time)
     max_references: int = 100  # references queried on their own per run, in rotation (D290)
     behind_pause: float = 0.4  # seconds between the asks of a page refused by a server behind the head (one slot)
+    # seconds the run has left (the handler passes its Lambda context's remaining time); None: no time budget
+    time_left: Callable[[], float] | None = None
+    time_margin: float = TIME_MARGIN
     _calls: _Calls = field(default_factory=_Calls)
 
     async def run(self, now: datetime | None = None) -> RunReport:
@@ -277,7 +286,17 @@ class SolanaWatcher:
         handled: list[tuple[int, str]] = []  # the wallet signatures handled, (slot, signature), oldest slot first
         reported: list[ObservedTransfer] = []  # recorded together after the batch is read (D216)
         stuck: list[str] = []
-        for info in batch:
+        out_of_time = False
+        for position, info in enumerate(batch):
+            starts_slot = position == 0 or batch[position - 1].slot != info.slot
+            if starts_slot and self.time_left is not None and self.time_left() < self.time_margin:
+                # too little time for another slot and what follows the loop: end on the last whole slot read (as
+                # below); killed mid-loop, the run would record nothing and leave the cursor (D91, amended (s3))
+                out_of_time = True
+                to_slot = info.slot - 1
+                earlier = [signature for slot, signature in handled if slot < info.slot]
+                last_signature = earlier[-1] if earlier else (cursor.last_signature if cursor else None)
+                break
             tx = await self._call(self.rpc.transaction(info.signature))
             if tx is None and not await self._vanished(info, stuck):
                 # listed but not served (a node behind another): stop before its slot; the next run reads it again
@@ -315,6 +334,7 @@ class SolanaWatcher:
             stuck=tuple(stuck),
             unproven=unproven,
             behind=behind,
+            out_of_time=out_of_time,
         )
 
     async def _call(self, call: Awaitable[T]) -> T:

@@ -6,7 +6,9 @@ With no Solana chain configured it returns at once, reading nothing (the secret 
 chain (its RPC, or anything else) fails the invocation after the other chains ran: the asynchronous invocation's
 on-failure destination keeps it and an alarm watches it; the next minute resumes from the cursor. A run whose
 listing server stayed behind the head (``RunReport.behind``) is no failure: it is logged and counted
-(``SolanaListingBehind``, alarmed after 10 minutes of it in a row, D91 amended (s1b)).
+(``SolanaListingBehind``, alarmed after 10 minutes of it in a row, D91 amended (s1b)). The watcher is given the
+invocation's remaining time: with less than 30 s left it ends its batch on its last whole slot, records it and moves
+the cursor (``RunReport.out_of_time``, logged), rather than be killed with nothing kept (D91 amended (s3)).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -49,7 +52,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     for chain in chains:
         settlement = dependencies.settlement()
         try:
-            report = asyncio.run(watch(chain, dependencies.cursors(), settlement, settlement))
+            report = asyncio.run(
+                watch(chain, dependencies.cursors(), settlement, settlement, time_left=partial(_seconds_left, context))
+            )
             expiring = settlement.announce_expiring(chain.key, expiring_window)
             announced = settlement.announce_due()  # what a crash between a bill's save and its event left out
         except CursorConflictError:
@@ -68,6 +73,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         if report.stuck:  # left pending, the others settled: each named for an operator (D285)
             logger.error("payments stuck at finality", extra={"chain": chain.key, "stuck": list(report.stuck)})
             count(SERVICE, Metric.CRYPTO_PAYMENTS_STUCK, len(report.stuck))
+        if report.out_of_time:  # its transaction loop stopped on its time budget: read slots kept (D91 amended (s3))
+            logger.warning(
+                "solana run out of time; stopped on its last whole slot, the next run resumes",
+                extra={"chain": chain.key, "to_block": report.to_block},
+            )
         if report.behind:  # its listing server stayed behind the head: nothing read, the cursor stayed (D91)
             logger.warning(
                 "solana listing server behind the head; the next run lists again",
@@ -84,6 +94,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if failed:
         raise SolanaWatchFailedError(f"solana rpc failed for chains {failed}; the next run resumes from the cursor")
     return {"runs": runs}
+
+
+def _seconds_left(context: LambdaContext) -> float:
+    """Seconds the invocation has left: the watcher's time budget (D91, amended (s3))."""
+    return context.get_remaining_time_in_millis() / 1000
 
 
 def inspector(chain: ChainConfig) -> SolanaTransactionInspector:

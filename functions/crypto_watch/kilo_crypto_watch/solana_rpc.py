@@ -10,7 +10,7 @@ Used inside one ``asyncio.run`` (the scheduled handler; the fast path): ``async 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TypeVar
@@ -314,11 +314,13 @@ async def watch(
     sink: PaymentSink,
     references: ReferenceSource,
     timeout_seconds: float = 10.0,
+    time_left: Callable[[], float] | None = None,
 ) -> RunReport:
     """One watcher run on one Solana chain over its RPC (the scheduled handler's call, inside ``asyncio.run``), with
-    the watcher's own cap on the transactions a run reads (``SolanaWatcher.max_transactions``)."""
+    the watcher's own cap on the transactions a run reads (``SolanaWatcher.max_transactions``) and, given
+    ``time_left`` (seconds the invocation has left), its time budget (``SolanaWatcher.time_left``)."""
     async with SolanaRpcClient(config.rpc_url, timeout_seconds) as rpc:
-        return await SolanaWatcher(config, rpc, cursors, sink, references).run()
+        return await SolanaWatcher(config, rpc, cursors, sink, references, time_left=time_left).run()
 
 
 class SolanaTransactionInspector:
