@@ -273,6 +273,21 @@ def test_given_a_late_event_with_a_forecast_then_its_date_is_from_the_handlers_c
     ]
 
 
+def test_given_a_late_event_with_more_use_since_then_the_forecast_says_the_bill_it_was_made_from() -> None:
+    # Review fd: the 80 % event of Tue 3 Nov noon ($48.00 of $60), handled at Wed 4 Nov 00:00 with the counters read
+    # then: 90,000 video minutes, 40,000 over the 50,000 included x $0.00072 = $28.80, + the $29.00 fee = $57.80 (the
+    # event's $48.00 is the bill at the crossing, a day old). The date: weight 0.4 + 1 + 1 = 2.4, 90,000 / 2.4 =
+    # 37,500 a weekday; $60 needs 93,049 minutes (test_given_usage_growing_...); Wed 4 adds 37,500 -> 127,500 >=
+    # 93,049: Wednesday 4 November - beside "$57.80 so far", the bill it was forecast from, not "$48.00".
+    handled = datetime(2026, 11, 4, tzinfo=UTC)
+    ports = ports_with(TEAM, month(TEAM, 90_000))
+    outcome = handle_event(*budget_event("48.00", 80, NOON), ports, POLICY, ms(handled))
+    forecast = [a.alert.values for a in outcome.alerts if a.alert.kind == "budget_forecast"]
+    assert [(values["used"], values["date_label"]) for values in forecast] == [("$57.80", "Wednesday 4 November")]
+    text = next(text for _, subject, _, text in ports.mailer.sent if subject.startswith("At this rate"))
+    assert "is $57.80 so far" in text
+
+
 def test_given_the_forecasts_sms_failed_for_now_then_the_redelivery_sends_it() -> None:
     # Review v3b (3a): the 80 % event (Tuesday 3 November, test_given_usage_growing_...): the forecast's email goes,
     # its SMS fails for now -> the event comes back; on the redelivery the email row is decided but the SMS row is

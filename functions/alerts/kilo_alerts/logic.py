@@ -699,8 +699,10 @@ def _forecast(
     The month's quantities per meter (rating's counters and the open sessions, as read now) are extrapolated from
     now, the handler's clock (an event handled late or redelivered is not extrapolated from its own time with
     counters read since), and rated (``bill_reached_on``, as the account API, D148): usage of $0 while an allowance
-    lasts still grows. Nothing once now is past the event's month, nor once this month's forecast is decided on
-    every channel (checked before the month is read: a failed read then sends nothing back to the queue)."""
+    lasts still grows; the "$X so far" beside the date is that month's bill as read (the event's ``used`` is the
+    bill at the crossing, older when the event is handled late). Nothing once now is past the event's month, nor
+    once this month's forecast is decided on every channel (checked before the month is read: a failed read then
+    sends nothing back to the queue)."""
     limit, name = (
         (profile.hard_limit_usd, "hard limit") if profile.hard_limit_usd is not None else (profile.budget_usd, "budget")
     )
@@ -721,7 +723,7 @@ def _forecast(
             severity=Severity.MEDIUM,
             values={
                 "period_label": Period.parse(event.period).start.strftime("%B %Y"),
-                "used": money_text(event.used),
+                "used": money_text(str(mtd.rated.total)),  # the bill forecast from, read now (not the crossing's)
                 "limit": money_text(str(limit)),
                 "limit_name": name,
                 "date_label": f"{day:%A} {day.day} {day:%B}",
