@@ -150,7 +150,7 @@ def run(args: argparse.Namespace, console: Console) -> None:
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
     from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.contracts import SOURCE_CRYPTO  # noqa: PLC0415
-    from kilo_billing.publisher import EventBridgePublisher  # noqa: PLC0415
+    from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
     from kilo_crypto_watch.adapters import DynamoCryptoStore  # noqa: PLC0415
     from kilo_crypto_watch.settlement import Settlement, SettlementError, asset_amount  # noqa: PLC0415
 
@@ -240,6 +240,11 @@ def run(args: argparse.Namespace, console: Console) -> None:
         payment = settlement.assign(args.payment_id, args.account, args.invoice)
     except SettlementError as exc:
         raise ValueError(str(exc)) from exc
+    except PublishError:
+        # saved, then an event not sent: the payment's ``CryptoPaymentSeen.v1`` goes before the bill's event, so
+        # whether it went is the payment's ``announced`` - main's line says which one was lost (D362)
+        args.seen_sent = _seen_sent(store, args.payment_id)
+        raise
     row = {
         "payment_id": payment.payment_id,
         "account_id": payment.account_id,
@@ -251,6 +256,16 @@ def run(args: argparse.Namespace, console: Console) -> None:
         "bill_status": _bill_status(store, args.invoice),
     }
     _emit(console, [row], args.json, "Assigned")
+
+
+def _seen_sent(store: DynamoCryptoStore, payment_id: str) -> bool | None:
+    """Whether the payment's ``CryptoPaymentSeen.v1`` was sent (it is marked ``announced`` once published); ``None``
+    when the payment cannot be read."""
+    try:
+        found = store.payment(payment_id)
+    except StorageUnavailableError:
+        return None
+    return found.announced if found is not None else None
 
 
 def _bill_status(store: DynamoCryptoStore, invoice_id: str) -> str | None:

@@ -14,9 +14,12 @@ nothing voided. Storage wrongly configured is bad input, not unavailable: a tabl
 (``AccessDeniedException``) exits 2 with one line naming the command's table and bus settings - a rerun would fail
 the same way, so a script retrying on 4 does not loop. An event the bus did not take (``PublishError``) after the
 command wrote - ``crypto assign`` or ``crypto resolve`` saved the decision, and a rerun is refused - exits 2 for a
-bus that does not exist or denied access, 4 for anything else (expired credentials, throttled, a failed entry), with
-one line saying it is saved, its event not sent and what re-sends it (a paid bill's ``CryptoBillSettled.v1``: the
-next crypto watcher run; an assignment's ``CryptoPaymentSeen.v1``: nothing), never "rerun". Exit 1: ``invoice run``
+bus that does not exist, denied access or a bus name AWS rejects (``ValidationException``), 4 for anything else
+(expired credentials, throttled, a failed entry), with one line saying it is saved, which event was not sent and what
+re-sends it (a paid bill's ``CryptoBillSettled.v1``/``CryptoCreditAdded.v1``: the next crypto watcher run; an
+assignment's ``CryptoPaymentSeen.v1``: nothing - the line says whether it was sent, read back from the payment's
+``announced``), never "rerun"; after ``rating replay --apply`` the line says to rerun after 15 minutes (the messages
+received are hidden that long, ``replay.APPLY_VISIBILITY_SECONDS``). Exit 1: ``invoice run``
 when closing an account's period failed (its row carries the error; the other accounts are closed), and ``rating
 replay --apply`` when a message was not replayed (a problem or rejected: its row says which).
 """
@@ -33,7 +36,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from rich.console import Console
 from rich.table import Table
 
-from kilo_billing.aws import StorageUnavailableError
+from kilo_billing.aws import InvalidRequestError, StorageUnavailableError
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError, default_catalog
 from kilo_billing.meters import BYTES_PER_GB, METER_UNITS, Meter
 from kilo_billing.money import decimal_str, money_str
@@ -69,12 +72,15 @@ def _configuration_problem(code: str, args: argparse.Namespace) -> str:
 def _not_published(prog: str, exc: PublishError, args: argparse.Namespace) -> int:
     """One line on stderr and the exit status for an event the bus did not take (``PublishError``), raised after the
     command wrote: ``crypto assign``/``resolve`` saved the decision first, and a rerun of either is refused (already
-    decided), so the line says it is saved and what is lost instead of "rerun". A bus that does not exist or access
-    denied exits 2 (the setting is wrong); anything else (throttled, expired credentials, a failed entry) exits 4."""
+    decided), so the line says it is saved and what is lost instead of "rerun". A bus that does not exist, access
+    denied or a name AWS rejects exits 2 (the setting is wrong); anything else (throttled, expired credentials, a
+    failed entry) exits 4."""
     cause = exc.__cause__
-    reason = str(cause) if isinstance(cause, StorageUnavailableError) else str(exc)
+    aws_error = isinstance(cause, StorageUnavailableError | InvalidRequestError)
+    reason = str(cause) if aws_error else str(exc)
     code = reason.partition(":")[0].strip()  # the AWS error code (``aws.map_error``) or the failed entry's
-    status = EXIT_USAGE if code in _CONFIGURATION else EXIT_UNAVAILABLE
+    # a bus name AWS rejects (``ValidationException``, an ``InvalidRequestError``) is a setting no wait fixes either
+    status = EXIT_USAGE if code in _CONFIGURATION or isinstance(cause, InvalidRequestError) else EXIT_UNAVAILABLE
     fix = f"fix --event-bus {args.event_bus!r}" if status == EXIT_USAGE else "wait until the bus answers"
     print(f"{prog}: {_not_published_line(reason, fix, args)}", file=sys.stderr)
     return status
@@ -82,6 +88,13 @@ def _not_published(prog: str, exc: PublishError, args: argparse.Namespace) -> in
 
 def _not_published_line(reason: str, fix: str, args: argparse.Namespace) -> str:
     if args.command == "crypto" and args.crypto_command == "assign":
+        # ``crypto.run`` read the payment after the failure: its CryptoPaymentSeen.v1 goes first, then the bill's
+        if getattr(args, "seen_sent", None) is True:
+            return (
+                f"crypto assign {args.payment_id}: saved; its CryptoPaymentSeen.v1 was sent, the paid bill's event "
+                f"(CryptoBillSettled.v1 or CryptoCreditAdded.v1) was not ({reason}): a rerun is refused (already "
+                f"attributed); the next crypto watcher run sends it - {fix} before the next command"
+            )
         return (
             f"crypto assign {args.payment_id}: saved; its event was not sent ({reason}): a rerun is refused (already "
             f"attributed) and no command re-sends the CryptoPaymentSeen.v1 - tell the customer; {fix} before the next "
@@ -93,8 +106,13 @@ def _not_published_line(reason: str, fix: str, args: argparse.Namespace) -> str:
             f"review); the next crypto watcher run announces the paid bill (CryptoBillSettled.v1) - {fix} before the "
             "next command"
         )
-    # ``rating replay --apply``: the message whose re-rating failed to publish stays on the queue (not deleted)
-    return f"an event was not sent ({reason}): what was written before it stays; {fix}, then rerun"
+    # ``rating replay --apply``: the message whose re-rating failed to publish stays on the queue (not deleted), but
+    # hidden with the others received (``replay.APPLY_VISIBILITY_SECONDS``): a rerun sooner finds none of them
+    minutes = replay.APPLY_VISIBILITY_SECONDS // 60
+    return (
+        f"an event was not sent ({reason}): what was written before it stays; {fix}, and rerun after {minutes} "
+        "minutes, when the messages not replayed are visible on the queue again"
+    )
 
 
 def _non_negative_decimal(name: str) -> Callable[[str], Decimal]:

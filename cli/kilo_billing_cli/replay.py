@@ -29,6 +29,10 @@ from rich.table import Table
 
 from kilo_billing_cli.arguments import whole_number
 
+# how long ``--apply`` hides each message it receives (up to --max-messages at once): one not replayed (a publish
+# failed) is received again only after it - a rerun sooner finds none of them (main's line says so, D362)
+APPLY_VISIBILITY_SECONDS = 900
+
 
 def add_parser(sub: Any) -> None:
     rating = sub.add_parser("rating", help="operate rating (replay failed stream batches and poison records)")
@@ -121,7 +125,7 @@ def _replay(args: argparse.Namespace, attribution: str | None) -> list[Any]:
 
     dynamodb, sqs = client("dynamodb"), client("sqs")
     return replay(
-        queue=SqsFailureQueue(sqs, args.queue_url, visibility_timeout=900 if args.apply else 0),
+        queue=SqsFailureQueue(sqs, args.queue_url, visibility_timeout=APPLY_VISIBILITY_SECONDS if args.apply else 0),
         streams=DynamoStreamArchive(client("dynamodbstreams")),
         events=DynamoEventArchive(dynamodb, args.events_table),
         repo=DynamoUsageRepository(dynamodb, args.usage_table, args.events_table),

@@ -341,6 +341,52 @@ def test_given_an_event_bus_that_does_not_exist_then_assign_saves_and_exits_2_sa
     assert (stored.invoice_id, stored.announced) == ("inv-1", False)  # written, its CryptoPaymentSeen.v1 not sent
 
 
+def test_given_only_the_bill_event_failing_then_assign_says_the_payment_event_was_sent_and_the_watcher_sends_the_bill(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review r2 (1): ``assign`` sends the payment's ``CryptoPaymentSeen.v1`` before the bill's event; with only the
+    bill's failing, the line said "no command re-sends the CryptoPaymentSeen.v1 - tell the customer" though it was
+    sent (the payment marked announced). D362 (amended): the line says which event was lost - the
+    ``CryptoBillSettled.v1``, which the next crypto watcher run sends."""
+    from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
+
+    h = harness(stack)
+    h.store.create_bill(bill())
+    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    h.settlement.record_seen(transfer("0xabc", "USDC", 100_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+    h.settlement.finalized("ethereum:0xabc:0")
+    sent: list[str] = []
+
+    def bill_event_failing(self: EventBridgePublisher, detail_type: str, detail: object) -> None:
+        if detail_type != "CryptoPaymentSeen.v1":
+            raise PublishError("InternalFailure")
+        sent.append(detail_type)
+
+    monkeypatch.setattr(EventBridgePublisher, "publish", bill_event_failing)
+    bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
+    code = main(["crypto", "assign", "ethereum:0xabc:0", "acct-1", "inv-1", "--crypto-table", table, *bus, "--json"])
+
+    out = capsys.readouterr()
+    assert code == 4
+    assert sent == ["CryptoPaymentSeen.v1"]
+    stored = h.store.payment("ethereum:0xabc:0")
+    assert stored is not None
+    assert stored.announced is True
+    [line] = out.err.splitlines()
+    assert line.startswith(
+        "kilo-billing: crypto assign ethereum:0xabc:0: saved; its CryptoPaymentSeen.v1 was sent, the paid bill's "
+        "event (CryptoBillSettled.v1 or CryptoCreditAdded.v1) was not (InternalFailure)"
+    )
+    assert "the next crypto watcher run sends it" in line
+    assert "tell the customer" not in line
+    assert "rerun" not in line.replace("a rerun is refused", "")
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    # 100_000_000 atomic USDC / 10^6 = 100 USDC x $1 = $100.00 on the $100.00 bill: PAID, not announced yet
+    assert (paid.status, paid.settled_usd, paid.settled_announced) == (BillStatus.PAID, Decimal("100.00"), False)
+
+
 def test_given_the_bus_failing_an_entry_then_resolve_saves_and_exits_4_without_rerun(
     stack: Stack, table: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -295,3 +295,51 @@ def test_given_access_denied_then_exit_2_while_throttling_still_exits_4_rerun(
     assert main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "100", "--usage-table",
                  "kilo-usage"]) == exit_code  # fmt: skip
     assert capsys.readouterr().err == f"kilo-billing: {line}\n"
+
+
+class _EventsRefusing:
+    """An ``events`` client whose ``put_events`` raises the AWS error ``code`` (as botocore does)."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def put_events(self, **_: object) -> dict[str, Any]:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        raise ClientError({"Error": {"Code": self.code, "Message": "x"}}, "PutEvents")
+
+
+def _not_published(code: str, capsys: pytest.CaptureFixture[str], **command: str) -> tuple[int, str]:
+    """The exit status and stderr line of ``main`` for a ``PublishError`` raised by the real publisher on ``code``."""
+    from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
+    from kilo_billing_cli import main as cli  # noqa: PLC0415
+
+    with pytest.raises(PublishError) as raised:
+        EventBridgePublisher(_EventsRefusing(code), "bad bus!", "s").publish("T", {})
+    status = cli._not_published("kilo-billing", raised.value, argparse.Namespace(event_bus="bad bus!", **command))
+    return status, capsys.readouterr().err
+
+
+def test_given_a_bus_name_aws_rejects_then_a_publish_failure_exits_2_fix_the_bus_not_4_wait(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Review r2 (2): a bus name AWS rejects (``ValidationException``) arrives as ``InvalidRequestError``; the code
+    read was "InvalidRequestError", so it exited 4 "wait until the bus answers" - no wait fixes a bad name: exit 2,
+    "fix --event-bus" (D362 amended)."""
+    status, err = _not_published(
+        "ValidationException", capsys, command="crypto", crypto_command="resolve", payment_id="p"
+    )
+    assert status == 2
+    assert "fix --event-bus 'bad bus!'" in err
+    assert "wait until the bus answers" not in err
+
+
+def test_given_rating_replay_apply_failing_to_publish_then_the_line_says_rerun_after_15_minutes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Review r2 (3): ``rating replay --apply`` receives up to --max-messages at once, each hidden 900 s; the line said
+    "then rerun", but a rerun within 900 s = 15 minutes finds none of them and exits 0. The line says when."""
+    status, err = _not_published("ThrottlingException", capsys, command="rating", rating_command="replay")
+    assert status == 4
+    assert "rerun after 15 minutes" in err  # 900 s / 60 = 15 min, the visibility timeout of --apply
+    assert "then rerun" not in err
