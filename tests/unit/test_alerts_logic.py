@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from kilo_alerts.catalogue import alert_from_event, hard_limit_enforced
+from kilo_alerts.enforcement import EnforcementIncompleteError
 from kilo_alerts.logic import (
     ENFORCEMENT_STEP,
     AlertPorts,
@@ -503,7 +504,7 @@ def _host_removed_guests_removal_failed() -> tuple[
     crossed = _hard_limit_50_crossed()
     handle_event(crossed.DETAIL_TYPE, crossed.model_dump(), ports, policy, AT_10_00 + 5_000)  # both audio-only
     rooms.failures.append(RoomControlFailedError("RoomService 503"))  # sorted by identity: the guest is first
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the step is incomplete: the queue delivers it again
+    with pytest.raises(EnforcementIncompleteError):  # the step is incomplete: the queue delivers it again
         handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 125_000)
     assert ("webinar", "host") not in rooms.permissions  # the host removed at 10:02:05
     return rooms, sessions, ledger, ports, policy, guest
@@ -560,3 +561,39 @@ def test_given_the_removal_step_redelivered_after_a_removed_host_rejoined_unlist
     )
     # its 10:00 session removed at 10:02:05; the presence after that removal keyed by it: 10:00 + 125 s
     assert removals == [(AT_10_00, "done"), (AT_10_00 + 125_000, "done")]
+
+
+def test_given_the_removal_step_redelivered_while_listing_the_unlisted_hosts_room_fails_then_the_guest_is_removed() -> (
+    None
+):
+    """Review of b7d145d (e4e): as above, the host not back; at 10:02:40 the ListParticipants that looks for the
+    unlisted host in its room fails (RoomService 503). Before, that failure went up before anyone was acted on: the
+    guest kept full permissions. A participant RoomService fails on blocks nobody else (D361): the host's presence
+    check is reported ``retry`` (for it alone, nothing written), the guest is removed, and only then is the step
+    incomplete (redelivered); the next delivery finds the host gone and ends the step."""
+    rooms, sessions, ledger, ports, policy, guest = _host_removed_guests_removal_failed()
+    sessions.participants = [guest]  # rating closed the host's removed session
+    rooms.failures.append(RoomControlFailedError("RoomService 503"))  # the next call fails: the room's listing
+    calls_before = len(rooms.calls)
+    with pytest.raises(EnforcementIncompleteError) as incomplete:
+        handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 160_000)  # 10:02:40 = 10:00 + 160 s
+    assert ("webinar", "guest") not in rooms.permissions  # removed although the host's check failed
+    assert rooms.calls[calls_before:] == [("identities", "webinar", ""), ("remove", "webinar", "guest")]
+    host, guest_ref = pseudonym("acct_1", "host"), pseudonym("acct_1", "guest")
+    # the host's check keyed as the presence after its removal at 10:02:05 (10:00 + 125 s); the guest's session by
+    # its 10:01 join (10:00 + 60 s); the step's own marker ("-", join 0) retry: 2 records to retry
+    assert [(r.identity, r.joined_ms, r.outcome) for r in incomplete.value.records] == [
+        (host, AT_10_00 + 125_000, "retry"),
+        (guest_ref, AT_10_00 + MINUTE, "done"),
+        ("-", 0, "retry"),
+    ]
+    host_removals = sorted(
+        (record.joined_ms, record.outcome)
+        for record in ledger.items.values()
+        if record.action is EnforcementAction.REMOVE and record.identity == host
+    )
+    assert host_removals == [(AT_10_00, "done")]  # the failed check claims nothing: no record of its own
+    # the next delivery (10:03:15 = 10:00 + 195 s): the room lists nobody (the host not back): the step is done
+    out = handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 195_000)
+    assert [(r.identity, r.outcome) for r in out.enforcement] == [("-", "done")]
+    assert rooms.calls[calls_before + 2 :] == [("identities", "webinar", "")]

@@ -450,21 +450,30 @@ def _remove_listed(
 ) -> list[EnforcementRecord]:
     """RemoveParticipant for every open participant (each claimed once per period and limit: one removed before is
     not asked again) and, ``narrowed_too``, each narrowed under ``limit`` the open sessions do not list
-    (``_narrowed_unlisted``)."""
+    (``_narrowed_unlisted``). One whose room could not be listed (its presence unknown: ``retry``) blocks nobody
+    else: the others are removed first, then the step is incomplete (D361)."""
     live = _LiveIdentities(account_id, ports.rooms)
     listed = ports.sessions.open_participants(account_id)
-    unlisted = _narrowed_unlisted(account_id, period, limit, listed, ports.ledger, live) if narrowed_too else []
-    return _act(
-        account_id,
-        period,
-        limit,
-        EnforcementAction.REMOVE,
-        [*listed, *unlisted],
-        ports.ledger,
-        lambda pending, participant: _removed(ports.rooms, pending, live.of(participant)),
-        now_ms,
-        live,
+    unlisted, unchecked = (
+        _narrowed_unlisted(account_id, period, limit, listed, ports.ledger, live, now_ms) if narrowed_too else ([], [])
     )
+    try:
+        removed = _act(
+            account_id,
+            period,
+            limit,
+            EnforcementAction.REMOVE,
+            [*listed, *unlisted],
+            ports.ledger,
+            lambda pending, participant: _removed(ports.rooms, pending, live.of(participant)),
+            now_ms,
+            live,
+        )
+    except EnforcementIncompleteError as exc:
+        raise EnforcementIncompleteError([*unchecked, *exc.records]) from exc
+    if unchecked:
+        raise EnforcementIncompleteError([*unchecked, *removed])
+    return removed
 
 
 def _narrowed_unlisted(
@@ -474,7 +483,8 @@ def _narrowed_unlisted(
     listed: list[Participant],
     ledger: EnforcementLedger,
     live: _LiveIdentities,
-) -> list[Participant]:
+    now_ms: int,
+) -> tuple[list[Participant], list[EnforcementRecord]]:
     """The participants narrowed under ``limit`` that the open sessions (``listed``) do not list, by pseudonym: the
     index is eventually consistent and may not list yet one the audio-only step's read found (a grace of 0 s,
     D262), so each is looked for in its room (``_LiveIdentities``) and removed, or recorded ``gone``. One with a
@@ -483,7 +493,9 @@ def _narrowed_unlisted(
     (0), so a claim keyed by it would claim the removed session again once rating closed it (D71 amended (e4c));
     there (rejoined while the index lags), it is removed, claimed as the presence that joined after its latest decided
     removal (``joined_ms``: that removal's ``at_ms``), so a rerun that finds it again does not claim it again (D71
-    amended (e4d))."""
+    amended (e4d)). Its room's listing failing for now (``RoomControlFailedError``: whether it is there unknown), it
+    is returned apart (the second list): a ``retry`` under that presence's key, neither claimed nor written - the
+    redelivery looks again - while the others are removed all the same (D71 amended (e4e))."""
     records = stored(account_id, ledger.actions(account_id))
     seen = {Participant(found.room, pseudonym(account_id, found.identity)) for found in listed}
     removed: dict[Participant, int] = {}  # each participant's latest decided removal under the limit
@@ -507,16 +519,25 @@ def _narrowed_unlisted(
         }
     )
     unlisted: list[Participant] = []
+    unchecked: list[EnforcementRecord] = []
     for participant in narrowed:
         if participant not in removed:
             unlisted.append(participant)
             continue
+        presence = replace(participant, joined_ms=removed[participant])
         try:
             live.of(participant)  # its pseudonym: matched in its room's participant list
         except ParticipantGoneError:
             continue  # not back in its room: its removal stands, nothing recorded
-        unlisted.append(replace(participant, joined_ms=removed[participant]))
-    return unlisted
+        except RoomControlFailedError as exc:  # its room not listed this time: looked for again when redelivered
+            pending = EnforcementRecord(
+                account_id, period, presence.room, presence.identity, EnforcementAction.REMOVE, "", now_ms,
+                limit=limit, joined_ms=presence.joined_ms,
+            )  # fmt: skip
+            unchecked.append(pending.decided("retry", str(exc)))
+            continue
+        unlisted.append(presence)
+    return unlisted, unchecked
 
 
 def remove_account(
