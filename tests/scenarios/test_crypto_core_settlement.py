@@ -28,6 +28,7 @@ from kilo_crypto_watch.settlement import (
     NotAssignableError,
     NotUnderReviewError,
     Settlement,
+    SettlementPolicy,
     remaining_usd,
 )
 from kilo_crypto_watch.wallets import SignInPolicy
@@ -1757,3 +1758,96 @@ def test_given_acct_1s_payment_orphaned_when_another_account_claims_it_then_refu
     assert (stored.invoice_id, stored.status) == ("inv-1", PaymentStatus.ORPHANED)
     assert h.store.bill("inv-x") is not None
     assert h.store.bill("inv-x").payments == ()  # type: ignore[union-attr]
+
+
+DUST_SENDER = "Po1soner1111111111111111111111111111111111"
+
+
+def test_given_three_1_lamport_dust_transfers_from_a_stranger_then_kept_unattributed_without_an_alert(
+    stack: Stack,
+) -> None:
+    """D-fx2-1. Address-poisoning dust: a stranger sends 1 lamport three times. SOL at $150.00 (the feed at the
+    slot's time): 1 lamport = 0.000000001 SOL x 150 = $0.00000015, rounded to the cent $0.00, below the $0.01
+    default: each kept UNATTRIBUTED (on the operator's list) with no alert, counted for the metric. A rerun
+    reporting them again neither alerts nor counts them again."""
+    h = harness(stack)
+    h.rates.prices["SOL"] = Decimal("150.00")
+    dust = [
+        transfer(f"dust{n}", "SOL", 1, T0 + timedelta(minutes=n), sender=DUST_SENDER, chain="solana") for n in (1, 2, 3)
+    ]
+    h.settlement.record_batch(dust)
+
+    assert h.events(UNATTRIBUTED) == []
+    assert sorted(p.payment_id for p in h.store.unattributed()) == [
+        "solana:dust1:0",
+        "solana:dust2:0",
+        "solana:dust3:0",
+    ]
+    assert h.settlement.take_unalerted() == 3
+    assert h.settlement.take_unalerted() == 0  # taken: from 0 again
+
+    h.settlement.record_batch(dust)  # the watcher reports them again
+    assert h.events(UNATTRIBUTED) == []
+    assert h.settlement.take_unalerted() == 0
+
+
+@pytest.mark.parametrize(
+    ("asset", "chain", "atomic", "alerts", "amount"),
+    [
+        # 0.01 SOL = 10_000_000 lamports x $150.00 = $1.50 >= $0.01: alerted
+        ("SOL", "solana", 10_000_000, 1, "0.01"),
+        # ETH at $2,500.00: 1 wei = 10^-18 x 2500 = $0.0000000000000025 -> $0.00: no alert
+        ("ETH", "ethereum", 1, 0, None),
+        # 4 gwei = 4 x 10^-9 ETH x 2500 = $0.00001 -> $0.00: no alert
+        ("ETH", "ethereum", 4_000_000_000, 0, None),
+        # 0.000004 ETH = 4 x 10^12 wei x 2500 = $0.01 exactly: not below, alerted
+        ("ETH", "ethereum", 4_000_000_000_000, 1, "0.000004"),
+        # USDC 1:1: 0.005 USDC = $0.005, half-up to the cent $0.01: not below, alerted
+        ("USDC", "ethereum", 5_000, 1, "0.005"),
+        # 0.004999 USDC = $0.004999 -> $0.00: no alert
+        ("USDC", "ethereum", 4_999, 0, None),
+    ],
+)
+def test_given_an_unattributed_credit_then_alerted_only_from_one_cent_on_every_chain(
+    stack: Stack, asset: str, chain: str, atomic: int, alerts: int, amount: str | None
+) -> None:
+    """D-fx2-1. The $0.01 floor is the same on every chain: what is below it is kept on the operator's list and
+    counted, what is at or above it is alerted as before."""
+    h = harness(stack)
+    h.rates.prices.update({"SOL": Decimal("150.00"), "ETH": Decimal("2500.00")})
+    h.settlement.record_seen(
+        transfer("0xd1", asset, atomic, T0, sender=STRANGER_WALLET, chain=chain)  # type: ignore[arg-type]
+    )
+
+    assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ([amount] if alerts else [])
+    assert [p.payment_id for p in h.store.unattributed()] == [f"{chain}:0xd1:0"]
+    assert h.settlement.take_unalerted() == 1 - alerts
+
+
+def test_given_no_rate_for_an_unattributed_sol_credit_then_it_is_alerted_as_before(stack: Stack) -> None:
+    """D-fx2-1. The feed refuses (no SOL price): the credit's worth is unknown, so the operator is told - 1 lamport,
+    alerted with its amount 0.000000001 - rather than kept quiet."""
+    h = harness(stack)
+    h.settlement.record_seen(transfer("dustx", "SOL", 1, T0, sender=DUST_SENDER, chain="solana"))
+
+    assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ["0.000000001"]
+    assert h.settlement.take_unalerted() == 0
+
+
+def test_given_the_alert_floor_set_to_zero_then_even_1_wei_unattributed_is_alerted(stack: Stack) -> None:
+    """D-fx2-1. UNATTRIBUTED_ALERT_MIN_USD=0: every unattributed credit alerted, as before the floor; 1 wei at
+    $2,500.00 = $0.0000000000000025, alerted with its amount 0.000000000000000001."""
+    h = harness(stack)
+    h.rates.prices["ETH"] = Decimal("2500.00")
+    quiet = Settlement(
+        h.store,
+        h.published,
+        CHAINS,
+        h.rates,
+        SettlementPolicy(unattributed_alert_min_usd=Decimal(0)),
+        clock=h.clock,
+    )
+    quiet.record_seen(transfer("0xd0", "ETH", 1, T0, sender=STRANGER_WALLET))
+
+    assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ["0.000000000000000001"]
+    assert quiet.take_unalerted() == 0

@@ -81,6 +81,10 @@ class SettlementPolicy:
     move_margin: int = 20
     # how long after its quote's expiry a Solana reference is still queried on its own each run (D290)
     reference_margin: timedelta = timedelta(hours=2)
+    # an UNATTRIBUTED credit worth less than this (rounded to the cent) is kept on the operator's list but raises no
+    # alert, only a metric: address-poisoning dust (1 lamport, 1 wei) would otherwise page an operator per transfer.
+    # 0: every one alerted (D-fx2-1)
+    unattributed_alert_min_usd: Decimal = Decimal("0.01")
 
 
 class SettlementError(Exception):
@@ -431,6 +435,15 @@ class Settlement:
         self._attempts = attempts
         # attributed payments to announce when the batch they were seen in ends (``seen_together``), by payment id
         self._together: dict[str, Payment] | None = None
+        # unattributed credits kept without an alert (below ``unattributed_alert_min_usd``) since last taken
+        self._unalerted = 0
+
+    def take_unalerted(self) -> int:
+        """How many UNATTRIBUTED credits were kept without an operator alert (worth less than the policy's
+        ``unattributed_alert_min_usd``) since the last call, and start again from 0: the handlers count them as the
+        ``CryptoUnattributedUnalerted`` metric (D-fx2-1)."""
+        taken, self._unalerted = self._unalerted, 0
+        return taken
 
     # ReferenceSource
     def active_references(self, chain: str) -> Sequence[str]:
@@ -1203,6 +1216,11 @@ class Settlement:
             self._announce_seen([payment])
             return
         transfer = payment.transfer
+        if self._below_alert(transfer):
+            # kept UNATTRIBUTED (on the operator's list), marked so that a rerun neither alerts nor counts it again
+            self._store.mark_payment_announced(payment.payment_id)
+            self._unalerted += 1
+            return
         alert = UnattributedCryptoPaymentV1(
             event_id=payment_event_id("crypto-unattributed", payment),
             chain=transfer.chain,
@@ -1214,6 +1232,23 @@ class Settlement:
         )
         self._publisher.publish(alert.DETAIL_TYPE, alert.model_dump(mode="json"))
         self._store.mark_payment_announced(payment.payment_id)
+
+    def _below_alert(self, transfer: ObservedTransfer) -> bool:
+        """An unattributed credit worth less than ``unattributed_alert_min_usd``: its USD as a late payment's is
+        valued (stablecoins 1:1; ETH / SOL at the feed at its block time, D218), rounded to the cent by
+        ``round_money`` - 1 lamport at $150/SOL is $0.00000015, $0.00: below $0.01. No rate (the feed refused): not
+        below, alerted as before - an operator is told rather than a credit of unknown worth kept quiet (D-fx2-1)."""
+        floor = self._policy.unattributed_alert_min_usd
+        if floor <= 0:
+            return False
+        if transfer.asset in STABLECOINS:
+            rate = Decimal(1)
+        else:
+            try:
+                rate = self._rate_then(transfer)()
+            except RateRefusedError:
+                return False
+        return round_money(usd_value(transfer.atomic_amount, transfer.asset, rate)) < floor
 
     def _announce_seen(self, payments: Sequence[Payment]) -> None:
         """One ``CryptoPaymentSeen.v1`` for ``payments`` (attributed to one bill, seen together), then each marked.
