@@ -8,8 +8,8 @@ locked at 1 and asks 100 USDC = 100_000_000 units. Tolerance: USDC min(0.5 %, $1
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,8 +18,17 @@ import pytest
 from kilo_crypto_watch import logic
 from kilo_crypto_watch.adapters import DynamoCryptoStore
 from kilo_crypto_watch.history import account_history
-from kilo_crypto_watch.model import BillFlag, BillPayment, BillStatus, ObservedTransfer, PaymentStatus, QuoteStatus
-from kilo_crypto_watch.ports import AlreadyExistsError, ConflictError, SettlementChange
+from kilo_crypto_watch.model import (
+    Asset,
+    BillFlag,
+    BillPayment,
+    BillStatus,
+    LockedRate,
+    ObservedTransfer,
+    PaymentStatus,
+    QuoteStatus,
+)
+from kilo_crypto_watch.ports import AlreadyExistsError, ChainBlock, ConflictError, SettlementChange
 from kilo_crypto_watch.quotes import QuotePolicy
 from kilo_crypto_watch.settlement import (
     AlreadyClaimedError,
@@ -38,6 +47,7 @@ from tests.crypto_core_fakes import (
     CUSTOMER_WALLET,
     STRANGER_WALLET,
     T0,
+    FixedRates,
     Harness,
     bill,
     billed,
@@ -1851,3 +1861,58 @@ def test_given_the_alert_floor_set_to_zero_then_even_1_wei_unattributed_is_alert
 
     assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ["0.000000000000000001"]
     assert quiet.take_unalerted() == 0
+
+
+@dataclass
+class CountedRates(FixedRates):
+    """``FixedRates`` that records the moment of every read (``at``/``lock``)."""
+
+    reads: list[datetime] = field(default_factory=list)
+
+    def lock(self, asset: Asset, now: datetime) -> LockedRate:
+        self.reads.append(now)
+        return super().lock(asset, now)
+
+    def at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> LockedRate:
+        self.reads.append(when)
+        return FixedRates.lock(self, asset, when)
+
+
+def test_given_three_sol_dust_credits_in_one_run_then_the_feed_is_read_once_at_now(stack: Stack) -> None:
+    """D-fx2-1 amended. Three 1-lamport credits at T0+1/2/3 min, the run at T0+1 h: the alert floor values them at
+    ONE current SOL rate read once for the run ($150.00 at T0+1 h; 1 lamport x 150 = $0.00000015 -> $0.00 < $0.01),
+    not at each slot's time (3 reads, each a block search on the feed's chain). The next run (after the handler
+    takes its count) reads it again: 2 reads for 2 runs."""
+    h = harness(stack)
+    rates = CountedRates({"SOL": Decimal("150.00")})
+    h.clock.now = T0 + timedelta(hours=1)
+    settlement = Settlement(h.store, h.published, CHAINS, rates, clock=h.clock)
+    dust = [
+        transfer(f"dust{n}", "SOL", 1, T0 + timedelta(minutes=n), sender=DUST_SENDER, chain="solana") for n in (1, 2, 3)
+    ]
+
+    settlement.record_batch(dust)
+
+    assert rates.reads == [T0 + timedelta(hours=1)]
+    assert h.events(UNATTRIBUTED) == []
+    assert settlement.take_unalerted() == 3
+
+    h.clock.now = T0 + timedelta(hours=2)
+    settlement.record_seen(transfer("dust4", "SOL", 1, T0 + timedelta(hours=2), sender=DUST_SENDER, chain="solana"))
+    assert rates.reads == [T0 + timedelta(hours=1), T0 + timedelta(hours=2)]
+    assert settlement.take_unalerted() == 1
+
+
+def test_given_no_sol_rate_for_three_dust_credits_in_one_run_then_one_read_and_all_three_alerted(
+    stack: Stack,
+) -> None:
+    """D-fx2-1 amended. The feed refuses (no SOL price): the refusal is kept for the run too - 1 read, not 3 - and
+    each credit, of unknown worth, is alerted as before (amount 0.000000001 each)."""
+    h = harness(stack)
+    rates = CountedRates()
+    settlement = Settlement(h.store, h.published, CHAINS, rates, clock=h.clock)
+    settlement.record_batch([transfer(f"dust{n}", "SOL", 1, T0, sender=DUST_SENDER, chain="solana") for n in (1, 2, 3)])
+
+    assert rates.reads == [T0]
+    assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ["0.000000001"] * 3
+    assert settlement.take_unalerted() == 0
