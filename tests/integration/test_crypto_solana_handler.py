@@ -406,3 +406,45 @@ def test_given_a_listing_server_behind_on_every_ask_then_the_run_succeeds_behind
     [run] = result["runs"]  # type: ignore[call-overload]
     assert (run["behind"], run["caught_up"]) == (True, False)
     assert flushed_metrics(capfd.readouterr().out).get(Metric.SOLANA_LISTING_BEHIND.value) == 1
+
+
+def test_given_1_lamport_dust_and_a_0_01_sol_stray_then_only_the_stray_is_alerted_and_the_dust_is_counted(
+    deployed: DynamoCryptoStore,
+    chain: SolanaTestChain,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """D-fx2-1. The SOL feed answers $150.00 at any slot's time. A stranger (no reference, no linked wallet) sends
+    0.01 SOL = 10_000_000 lamports x $150.00 = $1.50 (>= $0.01: alerted), then 1 lamport three times: 0.000000001 x
+    150 = $0.00000015 each, $0.00 to the cent (< $0.01): kept UNATTRIBUTED, no alert, CryptoUnattributedUnalerted 3.
+    The four are valued at one current SOL rate, read once for the run (D-fx2-1 amended): 1 feed read, not 4."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+    from tests.unit.payment_alarm_helpers import flushed_metrics  # noqa: PLC0415
+
+    class SolFeed:  # a HistoricalPriceSource: $150.00 now and at any past moment; counts its past reads
+        reads = 0
+
+        def read(self, asset: Asset) -> RateReading:
+            return RateReading("feed", asset, Decimal("150.00"), datetime.now(UTC))
+
+        def read_at(self, asset: Asset, when: datetime, block: object = None) -> RateReading:
+            self.reads += 1
+            return RateReading("feed", asset, Decimal("150.00"), when)
+
+    feed = SolFeed()
+    monkeypatch.setattr(dependencies, "_EXTRA_SOURCES", [feed])
+    published: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(dependencies.publisher(), "publish", lambda kind, detail: published.append((kind, detail)))
+    stray = chain.pay_sol(10_000_000)
+    dust = [chain.pay_sol(1) for _ in range(3)]
+    capfd.readouterr()
+
+    (report,) = run_handler()["runs"]  # type: ignore[misc]
+
+    assert report["transfers_seen"] == 4
+    alerts = [detail for kind, detail in published if kind == "UnattributedCryptoPayment.v1"]
+    assert [(alert["tx_id"], alert["amount"]) for alert in alerts] == [(stray, "0.01")]
+    assert sorted(p.transfer.tx_id for p in deployed.unattributed()) == sorted([stray, *dust])
+    assert flushed_metrics(capfd.readouterr().out).get(Metric.CRYPTO_UNATTRIBUTED_UNALERTED.value) == 3
+    assert feed.reads == 1

@@ -8,8 +8,8 @@ locked at 1 and asks 100 USDC = 100_000_000 units. Tolerance: USDC min(0.5 %, $1
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,8 +18,17 @@ import pytest
 from kilo_crypto_watch import logic
 from kilo_crypto_watch.adapters import DynamoCryptoStore
 from kilo_crypto_watch.history import account_history
-from kilo_crypto_watch.model import BillFlag, BillPayment, BillStatus, ObservedTransfer, PaymentStatus, QuoteStatus
-from kilo_crypto_watch.ports import AlreadyExistsError, ConflictError, SettlementChange
+from kilo_crypto_watch.model import (
+    Asset,
+    BillFlag,
+    BillPayment,
+    BillStatus,
+    LockedRate,
+    ObservedTransfer,
+    PaymentStatus,
+    QuoteStatus,
+)
+from kilo_crypto_watch.ports import AlreadyExistsError, ChainBlock, ConflictError, SettlementChange
 from kilo_crypto_watch.quotes import QuotePolicy
 from kilo_crypto_watch.settlement import (
     AlreadyClaimedError,
@@ -28,6 +37,7 @@ from kilo_crypto_watch.settlement import (
     NotAssignableError,
     NotUnderReviewError,
     Settlement,
+    SettlementPolicy,
     remaining_usd,
 )
 from kilo_crypto_watch.wallets import SignInPolicy
@@ -37,6 +47,7 @@ from tests.crypto_core_fakes import (
     CUSTOMER_WALLET,
     STRANGER_WALLET,
     T0,
+    FixedRates,
     Harness,
     bill,
     billed,
@@ -1757,3 +1768,151 @@ def test_given_acct_1s_payment_orphaned_when_another_account_claims_it_then_refu
     assert (stored.invoice_id, stored.status) == ("inv-1", PaymentStatus.ORPHANED)
     assert h.store.bill("inv-x") is not None
     assert h.store.bill("inv-x").payments == ()  # type: ignore[union-attr]
+
+
+DUST_SENDER = "Po1soner1111111111111111111111111111111111"
+
+
+def test_given_three_1_lamport_dust_transfers_from_a_stranger_then_kept_unattributed_without_an_alert(
+    stack: Stack,
+) -> None:
+    """D-fx2-1. Address-poisoning dust: a stranger sends 1 lamport three times. SOL at $150.00 (the feed at the
+    slot's time): 1 lamport = 0.000000001 SOL x 150 = $0.00000015, rounded to the cent $0.00, below the $0.01
+    default: each kept UNATTRIBUTED (on the operator's list) with no alert, counted for the metric. A rerun
+    reporting them again neither alerts nor counts them again."""
+    h = harness(stack)
+    h.rates.prices["SOL"] = Decimal("150.00")
+    dust = [
+        transfer(f"dust{n}", "SOL", 1, T0 + timedelta(minutes=n), sender=DUST_SENDER, chain="solana") for n in (1, 2, 3)
+    ]
+    h.settlement.record_batch(dust)
+
+    assert h.events(UNATTRIBUTED) == []
+    assert sorted(p.payment_id for p in h.store.unattributed()) == [
+        "solana:dust1:0",
+        "solana:dust2:0",
+        "solana:dust3:0",
+    ]
+    assert h.settlement.take_unalerted() == 3
+    assert h.settlement.take_unalerted() == 0  # taken: from 0 again
+
+    h.settlement.record_batch(dust)  # the watcher reports them again
+    assert h.events(UNATTRIBUTED) == []
+    assert h.settlement.take_unalerted() == 0
+
+
+@pytest.mark.parametrize(
+    ("asset", "chain", "atomic", "alerts", "amount"),
+    [
+        # 0.01 SOL = 10_000_000 lamports x $150.00 = $1.50 >= $0.01: alerted
+        ("SOL", "solana", 10_000_000, 1, "0.01"),
+        # ETH at $2,500.00: 1 wei = 10^-18 x 2500 = $0.0000000000000025 -> $0.00: no alert
+        ("ETH", "ethereum", 1, 0, None),
+        # 4 gwei = 4 x 10^-9 ETH x 2500 = $0.00001 -> $0.00: no alert
+        ("ETH", "ethereum", 4_000_000_000, 0, None),
+        # 0.000004 ETH = 4 x 10^12 wei x 2500 = $0.01 exactly: not below, alerted
+        ("ETH", "ethereum", 4_000_000_000_000, 1, "0.000004"),
+        # USDC 1:1: 0.005 USDC = $0.005, half-up to the cent $0.01: not below, alerted
+        ("USDC", "ethereum", 5_000, 1, "0.005"),
+        # 0.004999 USDC = $0.004999 -> $0.00: no alert
+        ("USDC", "ethereum", 4_999, 0, None),
+    ],
+)
+def test_given_an_unattributed_credit_then_alerted_only_from_one_cent_on_every_chain(
+    stack: Stack, asset: str, chain: str, atomic: int, alerts: int, amount: str | None
+) -> None:
+    """D-fx2-1. The $0.01 floor is the same on every chain: what is below it is kept on the operator's list and
+    counted, what is at or above it is alerted as before."""
+    h = harness(stack)
+    h.rates.prices.update({"SOL": Decimal("150.00"), "ETH": Decimal("2500.00")})
+    h.settlement.record_seen(
+        transfer("0xd1", asset, atomic, T0, sender=STRANGER_WALLET, chain=chain)  # type: ignore[arg-type]
+    )
+
+    assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ([amount] if alerts else [])
+    assert [p.payment_id for p in h.store.unattributed()] == [f"{chain}:0xd1:0"]
+    assert h.settlement.take_unalerted() == 1 - alerts
+
+
+def test_given_no_rate_for_an_unattributed_sol_credit_then_it_is_alerted_as_before(stack: Stack) -> None:
+    """D-fx2-1. The feed refuses (no SOL price): the credit's worth is unknown, so the operator is told - 1 lamport,
+    alerted with its amount 0.000000001 - rather than kept quiet."""
+    h = harness(stack)
+    h.settlement.record_seen(transfer("dustx", "SOL", 1, T0, sender=DUST_SENDER, chain="solana"))
+
+    assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ["0.000000001"]
+    assert h.settlement.take_unalerted() == 0
+
+
+def test_given_the_alert_floor_set_to_zero_then_even_1_wei_unattributed_is_alerted(stack: Stack) -> None:
+    """D-fx2-1. UNATTRIBUTED_ALERT_MIN_USD=0: every unattributed credit alerted, as before the floor; 1 wei at
+    $2,500.00 = $0.0000000000000025, alerted with its amount 0.000000000000000001."""
+    h = harness(stack)
+    h.rates.prices["ETH"] = Decimal("2500.00")
+    quiet = Settlement(
+        h.store,
+        h.published,
+        CHAINS,
+        h.rates,
+        SettlementPolicy(unattributed_alert_min_usd=Decimal(0)),
+        clock=h.clock,
+    )
+    quiet.record_seen(transfer("0xd0", "ETH", 1, T0, sender=STRANGER_WALLET))
+
+    assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ["0.000000000000000001"]
+    assert quiet.take_unalerted() == 0
+
+
+@dataclass
+class CountedRates(FixedRates):
+    """``FixedRates`` that records the moment of every read (``at``/``lock``)."""
+
+    reads: list[datetime] = field(default_factory=list)
+
+    def lock(self, asset: Asset, now: datetime) -> LockedRate:
+        self.reads.append(now)
+        return super().lock(asset, now)
+
+    def at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> LockedRate:
+        self.reads.append(when)
+        return FixedRates.lock(self, asset, when)
+
+
+def test_given_three_sol_dust_credits_in_one_run_then_the_feed_is_read_once_at_now(stack: Stack) -> None:
+    """D-fx2-1 amended. Three 1-lamport credits at T0+1/2/3 min, the run at T0+1 h: the alert floor values them at
+    ONE current SOL rate read once for the run ($150.00 at T0+1 h; 1 lamport x 150 = $0.00000015 -> $0.00 < $0.01),
+    not at each slot's time (3 reads, each a block search on the feed's chain). The next run (after the handler
+    takes its count) reads it again: 2 reads for 2 runs."""
+    h = harness(stack)
+    rates = CountedRates({"SOL": Decimal("150.00")})
+    h.clock.now = T0 + timedelta(hours=1)
+    settlement = Settlement(h.store, h.published, CHAINS, rates, clock=h.clock)
+    dust = [
+        transfer(f"dust{n}", "SOL", 1, T0 + timedelta(minutes=n), sender=DUST_SENDER, chain="solana") for n in (1, 2, 3)
+    ]
+
+    settlement.record_batch(dust)
+
+    assert rates.reads == [T0 + timedelta(hours=1)]
+    assert h.events(UNATTRIBUTED) == []
+    assert settlement.take_unalerted() == 3
+
+    h.clock.now = T0 + timedelta(hours=2)
+    settlement.record_seen(transfer("dust4", "SOL", 1, T0 + timedelta(hours=2), sender=DUST_SENDER, chain="solana"))
+    assert rates.reads == [T0 + timedelta(hours=1), T0 + timedelta(hours=2)]
+    assert settlement.take_unalerted() == 1
+
+
+def test_given_no_sol_rate_for_three_dust_credits_in_one_run_then_one_read_and_all_three_alerted(
+    stack: Stack,
+) -> None:
+    """D-fx2-1 amended. The feed refuses (no SOL price): the refusal is kept for the run too - 1 read, not 3 - and
+    each credit, of unknown worth, is alerted as before (amount 0.000000001 each)."""
+    h = harness(stack)
+    rates = CountedRates()
+    settlement = Settlement(h.store, h.published, CHAINS, rates, clock=h.clock)
+    settlement.record_batch([transfer(f"dust{n}", "SOL", 1, T0, sender=DUST_SENDER, chain="solana") for n in (1, 2, 3)])
+
+    assert rates.reads == [T0]
+    assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ["0.000000001"] * 3
+    assert settlement.take_unalerted() == 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
+from pydantic import ValidationError
 
 from kilo_crypto_watch.settings import ChainConfigError, CryptoSettings, parse_chains
 
@@ -100,3 +102,16 @@ def test_given_base_then_its_reorg_window_default_is_above_its_finality_lag() ->
 
     assert (chains["ethereum"].reorg_window, chains["base"].reorg_window) == (128, 1_800)
     assert configured["base"].reorg_window == 500
+
+
+def test_given_unattributed_alert_min_usd_then_settlement_policy_carries_it_default_one_cent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D-fx2-1: unattributed credits below $0.01 are not alerted unless configured otherwise; negative refused."""
+    monkeypatch.delenv("UNATTRIBUTED_ALERT_MIN_USD", raising=False)
+    assert CryptoSettings().settlement_policy.unattributed_alert_min_usd == Decimal("0.01")
+    monkeypatch.setenv("UNATTRIBUTED_ALERT_MIN_USD", "0.50")
+    assert CryptoSettings().settlement_policy.unattributed_alert_min_usd == Decimal("0.50")
+    monkeypatch.setenv("UNATTRIBUTED_ALERT_MIN_USD", "-0.01")
+    with pytest.raises(ValidationError, match="unattributed_alert_min_usd"):
+        CryptoSettings()

@@ -36,6 +36,7 @@ from kilo_billing.customer_api import ErrorCode, error_response, json_response, 
 from kilo_billing.invoice_keys import EXAMPLE, MalformedInvoiceKeyError, invoice_id_from_key
 from kilo_billing.member_roles import require_stored_role
 from kilo_billing.money import decimal_str, optional_money_str
+from kilo_billing.observability import Metric
 from kilo_crypto_watch import api_schemas as schemas
 from kilo_crypto_watch import dependencies, history, logic
 from kilo_crypto_watch.model import Payment
@@ -183,7 +184,11 @@ def post_quote(account_id: AccountId, invoice: InvoiceKey, body: schemas.QuoteIn
         (202, schemas.TransactionOut), (404, 409, 422, 503))  # fmt: skip
 def post_transaction(account_id: AccountId, invoice: InvoiceKey, body: schemas.TransactionIn) -> Response[str]:
     invoice_id = _bill(account_id, invoice)
-    payments = logic.submit_transaction(dependencies.api(), account_id, invoice_id, body.chain, body.tx_id)
+    ports = dependencies.api()
+    try:
+        payments = logic.submit_transaction(ports, account_id, invoice_id, body.chain, body.tx_id)
+    finally:  # stray dust of the transaction kept unattributed without an alert, refused claim or not (D-fx2-1)
+        observability.count(SERVICE, Metric.CRYPTO_UNATTRIBUTED_UNALERTED, ports.settlement.take_unalerted())
     shown = counted_usd(payments)  # the transaction's counted credits add up to what they count for (D217)
     return json_response(202, {"invoice_id": invoice_id, "payments": [_payment(p, shown) for p in payments]})
 

@@ -81,6 +81,10 @@ class SettlementPolicy:
     move_margin: int = 20
     # how long after its quote's expiry a Solana reference is still queried on its own each run (D290)
     reference_margin: timedelta = timedelta(hours=2)
+    # an UNATTRIBUTED credit worth less than this (rounded to the cent) is kept on the operator's list but raises no
+    # alert, only a metric: address-poisoning dust (1 lamport, 1 wei) would otherwise page an operator per transfer.
+    # 0: every one alerted (D-fx2-1)
+    unattributed_alert_min_usd: Decimal = Decimal("0.01")
 
 
 class SettlementError(Exception):
@@ -431,6 +435,19 @@ class Settlement:
         self._attempts = attempts
         # attributed payments to announce when the batch they were seen in ends (``seen_together``), by payment id
         self._together: dict[str, Payment] | None = None
+        # unattributed credits kept without an alert (below ``unattributed_alert_min_usd``) since last taken
+        self._unalerted = 0
+        # the current rate per asset the alert floor values those credits at (None: refused), read once per run
+        self._alert_rates: dict[Asset, Decimal | None] = {}
+
+    def take_unalerted(self) -> int:
+        """How many UNATTRIBUTED credits were kept without an operator alert (worth less than the policy's
+        ``unattributed_alert_min_usd``) since the last call, and start again from 0: the handlers count them as the
+        ``CryptoUnattributedUnalerted`` metric at the end of each run or request (D-fx2-1). It ends the run for the
+        floor's rates too: the next run reads each asset's current rate again (D-fx2-1 amended)."""
+        taken, self._unalerted = self._unalerted, 0
+        self._alert_rates.clear()
+        return taken
 
     # ReferenceSource
     def active_references(self, chain: str) -> Sequence[str]:
@@ -1203,6 +1220,11 @@ class Settlement:
             self._announce_seen([payment])
             return
         transfer = payment.transfer
+        if self._below_alert(transfer):
+            # kept UNATTRIBUTED (on the operator's list), marked so that a rerun neither alerts nor counts it again
+            self._store.mark_payment_announced(payment.payment_id)
+            self._unalerted += 1
+            return
         alert = UnattributedCryptoPaymentV1(
             event_id=payment_event_id("crypto-unattributed", payment),
             chain=transfer.chain,
@@ -1214,6 +1236,33 @@ class Settlement:
         )
         self._publisher.publish(alert.DETAIL_TYPE, alert.model_dump(mode="json"))
         self._store.mark_payment_announced(payment.payment_id)
+
+    def _below_alert(self, transfer: ObservedTransfer) -> bool:
+        """An unattributed credit worth less than ``unattributed_alert_min_usd``: its USD at the asset's current
+        rate (stablecoins 1:1; ETH / SOL at ``_alert_rate``), rounded to the cent by ``round_money`` - 1 lamport at
+        $150/SOL is $0.00000015, $0.00: below $0.01. No rate (the feed refused): not below, alerted as before - an
+        operator is told rather than a credit of unknown worth kept quiet (D-fx2-1)."""
+        floor = self._policy.unattributed_alert_min_usd
+        if floor <= 0:
+            return False
+        rate = Decimal(1) if transfer.asset in STABLECOINS else self._alert_rate(transfer.asset)
+        if rate is None:
+            return False
+        return round_money(usd_value(transfer.atomic_amount, transfer.asset, rate)) < floor
+
+    def _alert_rate(self, asset: Asset) -> Decimal | None:
+        """The asset's current feed rate for the alert floor only (None: refused), read once per run - not at each
+        credit's block time, which costs a block search on the feed's chain per credit and a burst of poisoning dust
+        would multiply (D-fx2-1 amended). The refusal is kept for the run as well. A credit's recorded USD is not
+        this: ``_rate_then``."""
+        if asset not in self._alert_rates:
+            try:
+                if self._rates is None:
+                    raise RateRefusedError("no rate sources configured")
+                self._alert_rates[asset] = self._rates.at(asset, self._clock()).price
+            except RateRefusedError:
+                self._alert_rates[asset] = None
+        return self._alert_rates[asset]
 
     def _announce_seen(self, payments: Sequence[Payment]) -> None:
         """One ``CryptoPaymentSeen.v1`` for ``payments`` (attributed to one bill, seen together), then each marked.
