@@ -414,10 +414,10 @@ def test_given_1_lamport_dust_and_a_0_01_sol_stray_then_only_the_stray_is_alerte
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    """D-fx2-1. The SOL feed answers $150.00 at any slot's time. A stranger (no reference, no linked wallet) sends
+    """D364. The SOL feed answers $150.00 at any slot's time. A stranger (no reference, no linked wallet) sends
     0.01 SOL = 10_000_000 lamports x $150.00 = $1.50 (>= $0.01: alerted), then 1 lamport three times: 0.000000001 x
     150 = $0.00000015 each, $0.00 to the cent (< $0.01): kept UNATTRIBUTED, no alert, CryptoUnattributedUnalerted 3.
-    The four are valued at one current SOL rate, read once for the run (D-fx2-1 amended): 1 feed read, not 4."""
+    The four are valued at one current SOL rate, read once for the run (D364 amended): 1 feed read, not 4."""
     from kilo_billing.observability import Metric  # noqa: PLC0415
     from kilo_crypto_watch import dependencies  # noqa: PLC0415
     from tests.unit.payment_alarm_helpers import flushed_metrics  # noqa: PLC0415

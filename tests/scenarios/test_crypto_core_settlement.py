@@ -1776,7 +1776,7 @@ DUST_SENDER = "Po1soner1111111111111111111111111111111111"
 def test_given_three_1_lamport_dust_transfers_from_a_stranger_then_kept_unattributed_without_an_alert(
     stack: Stack,
 ) -> None:
-    """D-fx2-1. Address-poisoning dust: a stranger sends 1 lamport three times. SOL at $150.00 (the feed at the
+    """D364. Address-poisoning dust: a stranger sends 1 lamport three times. SOL at $150.00 (the feed at the
     slot's time): 1 lamport = 0.000000001 SOL x 150 = $0.00000015, rounded to the cent $0.00, below the $0.01
     default: each kept UNATTRIBUTED (on the operator's list) with no alert, counted for the metric. A rerun
     reporting them again neither alerts nor counts them again."""
@@ -1821,7 +1821,7 @@ def test_given_three_1_lamport_dust_transfers_from_a_stranger_then_kept_unattrib
 def test_given_an_unattributed_credit_then_alerted_only_from_one_cent_on_every_chain(
     stack: Stack, asset: str, chain: str, atomic: int, alerts: int, amount: str | None
 ) -> None:
-    """D-fx2-1. The $0.01 floor is the same on every chain: what is below it is kept on the operator's list and
+    """D364. The $0.01 floor is the same on every chain: what is below it is kept on the operator's list and
     counted, what is at or above it is alerted as before."""
     h = harness(stack)
     h.rates.prices.update({"SOL": Decimal("150.00"), "ETH": Decimal("2500.00")})
@@ -1835,7 +1835,7 @@ def test_given_an_unattributed_credit_then_alerted_only_from_one_cent_on_every_c
 
 
 def test_given_no_rate_for_an_unattributed_sol_credit_then_it_is_alerted_as_before(stack: Stack) -> None:
-    """D-fx2-1. The feed refuses (no SOL price): the credit's worth is unknown, so the operator is told - 1 lamport,
+    """D364. The feed refuses (no SOL price): the credit's worth is unknown, so the operator is told - 1 lamport,
     alerted with its amount 0.000000001 - rather than kept quiet."""
     h = harness(stack)
     h.settlement.record_seen(transfer("dustx", "SOL", 1, T0, sender=DUST_SENDER, chain="solana"))
@@ -1845,7 +1845,7 @@ def test_given_no_rate_for_an_unattributed_sol_credit_then_it_is_alerted_as_befo
 
 
 def test_given_the_alert_floor_set_to_zero_then_even_1_wei_unattributed_is_alerted(stack: Stack) -> None:
-    """D-fx2-1. UNATTRIBUTED_ALERT_MIN_USD=0: every unattributed credit alerted, as before the floor; 1 wei at
+    """D364. UNATTRIBUTED_ALERT_MIN_USD=0: every unattributed credit alerted, as before the floor; 1 wei at
     $2,500.00 = $0.0000000000000025, alerted with its amount 0.000000000000000001."""
     h = harness(stack)
     h.rates.prices["ETH"] = Decimal("2500.00")
@@ -1879,7 +1879,7 @@ class CountedRates(FixedRates):
 
 
 def test_given_three_sol_dust_credits_in_one_run_then_the_feed_is_read_once_at_now(stack: Stack) -> None:
-    """D-fx2-1 amended. Three 1-lamport credits at T0+1/2/3 min, the run at T0+1 h: the alert floor values them at
+    """D364 amended. Three 1-lamport credits at T0+1/2/3 min, the run at T0+1 h: the alert floor values them at
     ONE current SOL rate read once for the run ($150.00 at T0+1 h; 1 lamport x 150 = $0.00000015 -> $0.00 < $0.01),
     not at each slot's time (3 reads, each a block search on the feed's chain). The next run (after the handler
     takes its count) reads it again: 2 reads for 2 runs."""
@@ -1906,7 +1906,7 @@ def test_given_three_sol_dust_credits_in_one_run_then_the_feed_is_read_once_at_n
 def test_given_no_sol_rate_for_three_dust_credits_in_one_run_then_one_read_and_all_three_alerted(
     stack: Stack,
 ) -> None:
-    """D-fx2-1 amended. The feed refuses (no SOL price): the refusal is kept for the run too - 1 read, not 3 - and
+    """D364 amended. The feed refuses (no SOL price): the refusal is kept for the run too - 1 read, not 3 - and
     each credit, of unknown worth, is alerted as before (amount 0.000000001 each)."""
     h = harness(stack)
     rates = CountedRates()

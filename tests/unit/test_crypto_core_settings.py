@@ -107,7 +107,7 @@ def test_given_base_then_its_reorg_window_default_is_above_its_finality_lag() ->
 def test_given_unattributed_alert_min_usd_then_settlement_policy_carries_it_default_one_cent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-fx2-1: unattributed credits below $0.01 are not alerted unless configured otherwise; negative refused."""
+    """D364: unattributed credits below $0.01 are not alerted unless configured otherwise; negative refused."""
     monkeypatch.delenv("UNATTRIBUTED_ALERT_MIN_USD", raising=False)
     assert CryptoSettings().settlement_policy.unattributed_alert_min_usd == Decimal("0.01")
     monkeypatch.setenv("UNATTRIBUTED_ALERT_MIN_USD", "0.50")

@@ -187,7 +187,7 @@ def post_transaction(account_id: AccountId, invoice: InvoiceKey, body: schemas.T
     ports = dependencies.api()
     try:
         payments = logic.submit_transaction(ports, account_id, invoice_id, body.chain, body.tx_id)
-    finally:  # stray dust of the transaction kept unattributed without an alert, refused claim or not (D-fx2-1)
+    finally:  # stray dust of the transaction kept unattributed without an alert, refused claim or not (D364)
         observability.count(SERVICE, Metric.CRYPTO_UNATTRIBUTED_UNALERTED, ports.settlement.take_unalerted())
     shown = counted_usd(payments)  # the transaction's counted credits add up to what they count for (D217)
     return json_response(202, {"invoice_id": invoice_id, "payments": [_payment(p, shown) for p in payments]})

@@ -98,7 +98,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.exception("EVM watcher run failed; Lambda retries it, then the dead-letter queue")
         count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
         raise
-    finally:  # dust kept unattributed without an alert, counted even when the run failed after keeping it (D-fx2-1)
+    finally:  # dust kept unattributed without an alert, counted even when the run failed after keeping it (D364)
         count(SERVICE, Metric.CRYPTO_UNATTRIBUTED_UNALERTED, settlement.take_unalerted())
     if report.stuck:  # left pending, the others settled: each named for an operator (D285)
         logger.error("payments stuck at finality", extra={"stuck": list(report.stuck)})

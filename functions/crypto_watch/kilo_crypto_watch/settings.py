@@ -98,7 +98,7 @@ class CryptoSettings(FunctionSettings):
     stable_tolerance_cap_usd: Decimal = Field(default=Decimal("1.00"), ge=0)
     volatile_tolerance_rate: Decimal = Field(default=Decimal("0.01"), ge=0, lt=1)
     late_review_move: Decimal = Field(default=Decimal("0.02"), ge=0, lt=1)
-    # an UNATTRIBUTED credit worth less (USD, rounded to the cent) is kept for an operator, not alerted (D-fx2-1)
+    # an UNATTRIBUTED credit worth less (USD, rounded to the cent) is kept for an operator, not alerted (D364)
     unattributed_alert_min_usd: Decimal = Field(default=Decimal("0.01"), ge=0)
     # wallet linking (SIWE / SIWS): the domain and URI messages must name; nonce lifetime
     signin_domain: str = "app.kilo.example"

@@ -83,7 +83,7 @@ class SettlementPolicy:
     reference_margin: timedelta = timedelta(hours=2)
     # an UNATTRIBUTED credit worth less than this (rounded to the cent) is kept on the operator's list but raises no
     # alert, only a metric: address-poisoning dust (1 lamport, 1 wei) would otherwise page an operator per transfer.
-    # 0: every one alerted (D-fx2-1)
+    # 0: every one alerted (D364)
     unattributed_alert_min_usd: Decimal = Decimal("0.01")
 
 
@@ -443,8 +443,8 @@ class Settlement:
     def take_unalerted(self) -> int:
         """How many UNATTRIBUTED credits were kept without an operator alert (worth less than the policy's
         ``unattributed_alert_min_usd``) since the last call, and start again from 0: the handlers count them as the
-        ``CryptoUnattributedUnalerted`` metric at the end of each run or request (D-fx2-1). It ends the run for the
-        floor's rates too: the next run reads each asset's current rate again (D-fx2-1 amended)."""
+        ``CryptoUnattributedUnalerted`` metric at the end of each run or request (D364). It ends the run for the
+        floor's rates too: the next run reads each asset's current rate again (D364 amended)."""
         taken, self._unalerted = self._unalerted, 0
         self._alert_rates.clear()
         return taken
@@ -1241,7 +1241,7 @@ class Settlement:
         """An unattributed credit worth less than ``unattributed_alert_min_usd``: its USD at the asset's current
         rate (stablecoins 1:1; ETH / SOL at ``_alert_rate``), rounded to the cent by ``round_money`` - 1 lamport at
         $150/SOL is $0.00000015, $0.00: below $0.01. No rate (the feed refused): not below, alerted as before - an
-        operator is told rather than a credit of unknown worth kept quiet (D-fx2-1)."""
+        operator is told rather than a credit of unknown worth kept quiet (D364)."""
         floor = self._policy.unattributed_alert_min_usd
         if floor <= 0:
             return False
@@ -1253,7 +1253,7 @@ class Settlement:
     def _alert_rate(self, asset: Asset) -> Decimal | None:
         """The asset's current feed rate for the alert floor only (None: refused), read once per run - not at each
         credit's block time, which costs a block search on the feed's chain per credit and a burst of poisoning dust
-        would multiply (D-fx2-1 amended). The refusal is kept for the run as well. A credit's recorded USD is not
+        would multiply (D364 amended). The refusal is kept for the run as well. A credit's recorded USD is not
         this: ``_rate_then``."""
         if asset not in self._alert_rates:
             try:

@@ -91,7 +91,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         extra = {"quotes_expiring_announced": expiring, "bills_announced": announced}
         logger.info("solana run", extra=asdict(report) | extra)
         runs.append(asdict(report) | extra)
-    # dust kept unattributed without an alert, by any chain's run, failed ones included (D-fx2-1)
+    # dust kept unattributed without an alert, by any chain's run, failed ones included (D364)
     count(SERVICE, Metric.CRYPTO_UNATTRIBUTED_UNALERTED, dependencies.settlement().take_unalerted())
     if failed:
         raise SolanaWatchFailedError(f"solana rpc failed for chains {failed}; the next run resumes from the cursor")

@@ -100,7 +100,7 @@ class Metric(StrEnum):
     # alarmed when every minute's run is for 10 minutes in a row (D91 amended (s1b))
     SOLANA_LISTING_BEHIND = "SolanaListingBehind"
     # an UNATTRIBUTED credit worth less than UNATTRIBUTED_ALERT_MIN_USD (address-poisoning dust): kept on the
-    # operator's list, no UnattributedCryptoPayment alert (D-fx2-1)
+    # operator's list, no UnattributedCryptoPayment alert (D364)
     CRYPTO_UNATTRIBUTED_UNALERTED = "CryptoUnattributedUnalerted"
 
 
