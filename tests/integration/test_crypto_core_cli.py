@@ -20,6 +20,18 @@ def table(stack: Stack) -> str:
     return stack.template.physical_name("CryptoTable")
 
 
+def _stranger_paid_100_usdc(stack: Stack, *, clock_moved: bool = True) -> Harness:
+    """Bill inv-1 (acct-1) with a 100 USDC quote at $1; 100 USDC (100,000,000 units) seen at T0 + 4 min from a
+    wallet no quote names: unattributed (the clock moved on to T0 + 5 min unless ``clock_moved`` is False)."""
+    h = harness(stack)
+    h.store.create_bill(bill())
+    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
+    if clock_moved:
+        h.clock.now = T0 + timedelta(minutes=5)
+    h.settlement.record_seen(transfer("0xabc", "USDC", 100_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+    return h
+
+
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
     assert main([*argv, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -28,11 +40,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
 def test_given_an_unattributed_payment_then_listed_and_assigned_to_the_bill(
     stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    h = harness(stack)
-    h.store.create_bill(bill())
-    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
-    h.clock.now = T0 + timedelta(minutes=5)
-    h.settlement.record_seen(transfer("0xabc", "USDC", 100_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+    h = _stranger_paid_100_usdc(stack)
     bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
 
     listed = _cli(capsys, "crypto", "unattributed", "--crypto-table", table)
@@ -92,10 +100,7 @@ def test_given_a_stray_payment_then_listed_as_stray_beside_the_others(
 def test_given_a_bad_assignment_then_exit_2_naming_the_problem(
     stack: Stack, table: str, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    h = harness(stack)
-    h.store.create_bill(bill())
-    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
-    h.settlement.record_seen(transfer("0xabc", "USDC", 100_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+    h = _stranger_paid_100_usdc(stack, clock_moved=False)
     bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
     with pytest.raises(SystemExit) as exit_info:
         main(["crypto", "assign", *argv, "--crypto-table", table, *bus])
@@ -272,11 +277,7 @@ def test_given_the_bill_unreadable_after_an_assignment_then_the_result_with_bill
 ) -> None:
     """Review v2c (4): the assignment was written, then the bill's read for display failed: exit 4 "rerun", and the
     rerun exited 2 "already attributed". The write stands: its row, bill_status "unknown", a note on stderr, exit 0."""
-    h = harness(stack)
-    h.store.create_bill(bill())
-    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
-    h.clock.now = T0 + timedelta(minutes=5)
-    h.settlement.record_seen(transfer("0xabc", "USDC", 100_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+    _stranger_paid_100_usdc(stack)
     bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
     _bill_unreadable_after(monkeypatch, "assign")
     code = main(["crypto", "assign", "ethereum:0xabc:0", "acct-1", "inv-1", "--crypto-table", table, *bus, "--json"])
@@ -319,11 +320,7 @@ def test_given_an_event_bus_that_does_not_exist_then_assign_saves_and_exits_2_sa
     """Review fa: ``--event-bus kilo-typo-bus`` - the payment was saved to the bill, then publishing raised
     ``PublishError``: a traceback (exit 1), no line, and a rerun refused "already attributed". D362 (amended): exit 2,
     one line saying it is saved, its event not sent, and no "rerun" (a rerun is refused)."""
-    h = harness(stack)
-    h.store.create_bill(bill())
-    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
-    h.clock.now = T0 + timedelta(minutes=5)
-    h.settlement.record_seen(transfer("0xabc", "USDC", 100_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+    h = _stranger_paid_100_usdc(stack)
 
     argv = ["crypto", "assign", "ethereum:0xabc:0", "acct-1", "inv-1", "--crypto-table", table]
     code = main([*argv, "--event-bus", "kilo-typo-bus", "--json"])
@@ -350,11 +347,7 @@ def test_given_only_the_bill_event_failing_then_assign_says_the_payment_event_wa
     ``CryptoBillSettled.v1``, which the next crypto watcher run sends."""
     from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
 
-    h = harness(stack)
-    h.store.create_bill(bill())
-    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
-    h.clock.now = T0 + timedelta(minutes=5)
-    h.settlement.record_seen(transfer("0xabc", "USDC", 100_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+    h = _stranger_paid_100_usdc(stack)
     h.settlement.finalized("ethereum:0xabc:0")
     sent: list[str] = []
 

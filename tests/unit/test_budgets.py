@@ -308,6 +308,15 @@ def test_given_a_soft_budget_then_the_upgrade_holds_it_to_the_fee_alone_never_to
         assert upgraded.tier_at(upgrade_at) == "enterprise"
 
 
+def _cameras_on_since(start_ms: int, count: int, first: int = 0) -> list[OpenSessionFigures]:
+    """``count`` acct-1 participants (PA_<first>, ...) in RM_1 with their cameras on since ``start_ms`` (an open video
+    session each)."""
+    return [
+        OpenSessionFigures("RM_1", f"PA_{i}", "acct-1", start_ms, ROOM_RULE, Fraction(60), True, start_ms + 60_000)
+        for i in range(first, first + count)
+    ]
+
+
 def test_given_a_change_dated_after_the_read_then_open_sessions_count_on_to_its_date() -> None:
     """Review e2 v3 (1): `account change-tier --at` Nov 28 run at Nov 16 02:00 (read_at), Team from Nov 1, $120 hard
     limit, 150,000 video minutes rated and a camera open since Nov 16 00:00. Saving the change prorates Team to 27/30
@@ -320,7 +329,7 @@ def test_given_a_change_dated_after_the_read_then_open_sessions_count_on_to_its_
     at, read_at = datetime(2026, 11, 28, tzinfo=UTC), datetime(2026, 11, 16, 2, tzinfo=UTC)
     book = default_catalog().for_period(Period(2026, 11))
     start_ms = int(datetime(2026, 11, 16, tzinfo=UTC).timestamp() * 1000)
-    camera = OpenSessionFigures("RM_1", "PA_1", "acct-1", start_ms, ROOM_RULE, Fraction(60), True, start_ms + 60_000)
+    [camera] = _cameras_on_since(start_ms, 1, first=1)
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", "team", SIGNUP, TIERS)
     month = InMemoryMonthToDate(
@@ -347,10 +356,7 @@ def test_given_a_change_dated_before_the_read_then_open_sessions_count_up_to_the
     51,840 camera min, 26,840 over = $19.3248 -> $19.32, + $14.50 = $68.02: refused, "already reached"."""
     at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC)
     start_ms = int(at.timestamp() * 1000)
-    cameras = [
-        OpenSessionFigures("RM_1", f"PA_{i}", "acct-1", start_ms, ROOM_RULE, Fraction(60), True, start_ms + 60_000)
-        for i in range(3)
-    ]
+    cameras = _cameras_on_since(start_ms, 3)
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
     set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("60")))
@@ -375,10 +381,7 @@ def test_given_a_change_dated_in_a_later_month_then_that_months_bill_up_to_it_is
     change, read at Oct 28: nothing of November used yet, $29.00. Refused, the bill named by its month."""
     at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 10, 28, tzinfo=UTC)
     start_ms = int(read_at.timestamp() * 1000)
-    cameras = [
-        OpenSessionFigures("RM_1", f"PA_{i}", "acct-1", start_ms, ROOM_RULE, Fraction(60), True, start_ms + 60_000)
-        for i in range(5)
-    ]
+    cameras = _cameras_on_since(start_ms, 5)
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", "team", datetime(2026, 10, 1, tzinfo=UTC), TIERS)
     set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
