@@ -5,7 +5,7 @@ by hand from the price book (team: $29/month, video 50,000 min included, $0.0007
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
@@ -84,9 +84,11 @@ def put_session(
     stack.clients["dynamodb"].put_item(TableName=usage_table(stack), Item=rating_items.session_to_item(stored))
 
 
-def put_counters(stack: Any, account: str, counters: dict[str, int]) -> None:
-    item = {"pk": f"ACCOUNT#{account}", "sk": "PERIOD#2026-11"}
-    item |= {f"c#{SEGMENT}#{meter}": quantity for meter, quantity in counters.items()}
+def put_counters(stack: Any, account: str, counters: dict[str, int], period: str = "2026-11") -> None:
+    """Rating's counters of ``period`` (November by default), keyed by the period's start as its one segment."""
+    segment = int(datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC).timestamp())
+    item = {"pk": f"ACCOUNT#{account}", "sk": f"PERIOD#{period}"}
+    item |= {f"c#{segment}#{meter}": quantity for meter, quantity in counters.items()}
     stack.clients["dynamodb"].put_item(TableName=usage_table(stack), Item=to_item(item))
 
 

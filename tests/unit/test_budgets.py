@@ -415,6 +415,72 @@ def test_given_a_change_dated_in_a_month_already_over_then_that_months_bill_refu
     assert upgraded.tier_at(upgrade_at) == "enterprise"
 
 
+DECEMBER_3 = datetime(2026, 12, 3, 12, tzinfo=UTC)
+DEC_SEGMENT = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())  # December's one segment starts with the period
+TERABYTES_100 = 10**14  # bytes: 100,000.00 GB of data transfer
+
+
+def test_given_an_upgrade_dated_into_an_earlier_month_then_the_clock_months_bill_re_rated_with_it_is_checked() -> None:
+    """D150 amended (up): run Dec 3 12:00, `--at` Nov 25, Personal -> Team, $40 hard limit (above Team's $29 fee),
+    100,000 GB of data transfer Dec 1-3. November is over (skipped, as before), but the change sets December's tier
+    too. As Personal (no fee, 10 GB included): 99,990 GB x $0.00012 = $11.9988 -> $12.00. Re-rated as Team for the
+    whole month: $29.00 + (100,000 - 100) = 99,900 GB x $0.00012 = $11.988 -> $11.99, = $40.99 >= $40: every call
+    would stop at once. Refused naming December, nothing saved; with a $41 limit ($40.99 < $41) accepted."""
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    book = default_catalog().for_period(Period(2026, 11))
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(DEC_SEGMENT, "data_transfer"): TERABYTES_100}})
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(directory, book, "acct-1", "team", at, month=month, read_at=DECEMBER_3)
+    assert str(refused.value) == (
+        "changing to team: hard limit $40 is not above $40.99, December 2026's bill so far re-rated with the change "
+        "(in effect since 2026-11-25 00:00 UTC, team's fee and allowances for the whole month; $12.00 before the "
+        "change): the limit would be reached at once and every call stopped; raise the hard limit above $40.99, or "
+        "clear it, before changing tier"
+    )
+    assert directory.profiles["acct-1"].tier_at(DECEMBER_3) == "personal"  # nothing saved
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("41")))
+    upgraded = request_tier_change(directory, book, "acct-1", "team", at, month=month, read_at=DECEMBER_3)
+    assert upgraded.tier_at(DECEMBER_3) == "team"
+
+
+def test_given_the_limit_already_reached_then_an_upgrade_dated_into_an_earlier_month_is_refused_saying_so() -> None:
+    """As above with 400,000 GB Dec 1-3: as Personal 399,990 GB x $0.00012 = $47.9988 -> $48.00 >= $40, calls
+    stopped already; as Team $29.00 + 399,900 GB x $0.00012 ($47.988 -> $47.99) = $76.99. Refused as any upgrade
+    with the limit reached (it would not lift the stop), the message saying it is reached already."""
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    used = {("acct-1", "2026-12"): {(DEC_SEGMENT, "data_transfer"): 4 * TERABYTES_100}}
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team",
+            datetime(2026, 11, 25, tzinfo=UTC), month=InMemoryMonthToDate(directory, used), read_at=DECEMBER_3,
+        )  # fmt: skip
+    said = str(refused.value)
+    assert said.startswith("changing to team: hard limit $40 is not above $76.99, December 2026's bill so far")
+    assert "$48.00 before the change): the limit is already reached and every call stopped" in said
+
+
+def test_given_an_upgrade_to_enterprise_dated_into_an_earlier_month_then_the_clock_months_flat_fee_passes() -> None:
+    """The finding's own example, written down (passes before and after): Team, $100 hard limit, 300,000 video
+    minutes Dec 1-3 ($29.00 + 250,000 x $0.00072 = $180.00: already stopped), `--at` Nov 25 to Enterprise. Enterprise
+    has no overage, so December re-rated is its fee alone, $99.00 < $100 (the fee rule keeps every hard limit above
+    it): accepted - dating an upgrade back can only lower a month to the new tier's flat fee here."""
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(DEC_SEGMENT, "video"): 300_000}})
+    upgraded = request_tier_change(
+        directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", at, month=month,
+        read_at=DECEMBER_3,
+    )  # fmt: skip
+    assert upgraded.tier_at(DECEMBER_3) == "enterprise"
+
+
 def test_given_a_downgrade_dated_back_into_effect_then_the_clock_months_bill_re_rated_with_it_is_checked() -> None:
     """Review v2c (1): run Dec 3 12:00, `--at` Nov 16, Team -> Personal: the downgrade takes effect Dec 1 00:00,
     already past. Team, $40 hard limit, 62,000 video minutes Dec 1-3: as Team $29.00 + (62,000 - 50,000) x $0.00072
@@ -468,6 +534,29 @@ def test_given_the_cli_changing_tier_past_the_hard_limit_then_exit_2_naming_limi
         main(["account", "change-tier", "acct_a", "enterprise", "--at", "2026-11-16T00:00:00Z", "--usage-table", table])
     assert exited.value.code == 2
     assert "changing to enterprise: hard limit $100 is not above $112.00" in capsys.readouterr().err
+
+
+def test_given_the_cli_dating_an_upgrade_into_an_earlier_month_then_exit_2_naming_the_clock_months_bill(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D150 amended (up), the CLI's own usage read (``dynamo_month`` on the moto usage table): run Dec 3 12:00,
+    Personal, $40 hard limit, 100,000 GB of data transfer Dec 1-3, `--at` Nov 25 to Team. December re-rated as Team:
+    $29.00 + 99,900 GB x $0.00012 ($11.988 -> $11.99) = $40.99 >= $40 (as Personal 99,990 GB -> $12.00): exit 2,
+    one line naming the limit, the bill and December; the account stays on Personal."""
+    table = stack.template.physical_name("UsageTable")
+    assert main(["account", "create", "--account", "acct_a", "--tier", "personal", "--signup", "2026-11-01T00:00Z",
+                 "--usage-table", table]) == 0  # fmt: skip
+    assert main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "40", "--usage-table", table]) == 0
+    put_counters(stack, "acct_a", {"data_transfer": TERABYTES_100}, period="2026-12")
+    capsys.readouterr()
+    with time_machine.travel(DECEMBER_3, tick=False), pytest.raises(SystemExit) as exited:
+        main(["account", "change-tier", "acct_a", "team", "--at", "2026-11-25T00:00:00Z", "--usage-table", table])
+    assert exited.value.code == 2
+    assert (
+        "changing to team: hard limit $40 is not above $40.99, December 2026's bill so far" in capsys.readouterr().err
+    )
+    shown = _cli(capsys, table, "show", "--account", "acct_a")
+    assert shown["tiers"] == [{"from": "2026-11-01T00:00:00+00:00", "tier": "personal"}]  # nothing saved
 
 
 def test_given_the_usage_read_failing_when_the_cli_changes_tier_then_exit_4_with_one_line(

@@ -153,9 +153,10 @@ def check_tier_change(
     ``--at``) to now, what enforcement reads once it is saved; a future one on to its date, since saving it shrinks
     the old tier's allowance at once and the bill must stay under the limit until it takes effect. A change dated in
     a month already over at ``read_at`` is not checked against that month's bill (nothing of a closed month is
-    enforced: ``hard_limit_reached`` reads the clock's month). Refused with the limit already reached before the
-    change (read at ``read_at``), the message says so (calls are stopped already), not that the change would reach
-    it."""
+    enforced: ``hard_limit_reached`` reads the clock's month), but the clock's month, which it sets whole to the new
+    tier, is: its bill to ``read_at`` re-rated with it, the refusal naming the month (D150 amended (up)). Refused
+    with the limit already reached before the change (read at ``read_at``), the message says so (calls are stopped
+    already), not that the change would reach it."""
     if after.budget_usd is None and after.hard_limit_usd is None:
         return
     at = ensure_utc(now)
@@ -173,7 +174,10 @@ def check_tier_change(
     if hard is None:
         return
     clock = ensure_utc(read_at) if read_at is not None else at
-    if Period.containing(clock).key > period.key:  # a closed month: its bill stops nothing
+    if Period.containing(clock).key > period.key:
+        # the change's month (and any between) is over: its bill stops nothing. The clock's month, still open, is
+        # set whole to the new tier by it (its fee and allowances): that bill is checked (D150 amended (up))
+        _check_in_effect(before, after, clock, month, catalog, upgrade=True)
         return
     to_ms = int(max(at, clock).timestamp() * 1000)  # a past change: to now; a future one: on to its date
     bill = month_to_date(month, after.account_id, period.key, to_ms, book, profile=after).rated
@@ -200,12 +204,21 @@ def check_tier_change(
 
 
 def _check_in_effect(
-    before: AccountProfile, after: AccountProfile, clock: datetime, month: MonthToDateSource, catalog: Catalog | None
+    before: AccountProfile,
+    after: AccountProfile,
+    clock: datetime,
+    month: MonthToDateSource,
+    catalog: Catalog | None,
+    *,
+    upgrade: bool = False,
 ) -> None:
     """D150 amended (e2d) for a change that does not raise the fee: one already in effect at ``clock`` (a downgrade
     dated back with ``--at`` takes effect at a month start that may be past) re-rates the clock month's bill at once,
     enforcement reading it from the next batch; refused when that bill, to ``clock``, reaches the hard limit while
-    the bill without the change did not (with the limit already reached, the change stops nothing more)."""
+    the bill without the change did not (with the limit already reached, the change stops nothing more).
+    ``upgrade`` (D150 amended (up)): an upgrade dated into an earlier month, which sets the clock's month whole to
+    the new tier; refused, as any upgrade, also with the limit already reached (it would not lift the stop), the
+    refusal naming the month."""
     hard = after.hard_limit_usd
     if hard is None or not any(change.at <= clock for change in after.changes if change not in before.changes):
         return
@@ -216,14 +229,19 @@ def _check_in_effect(
     if bill < hard:
         return
     was = month_to_date(month, before.account_id, period.key, clock_ms, book, profile=before).rated.total
-    if was >= hard:
+    if was >= hard and not upgrade:
         return
     tier = after.tier_at(clock)
+    since = f"in effect since {max(c.at for c in after.changes if c.at <= clock):%Y-%m-%d %H:%M} UTC"
+    if upgrade:
+        whose, since = f"{period.start:%B %Y}'s", f"{since}, {tier}'s fee and allowances for the whole month"
+    else:
+        whose = "this month's"
+    reached = "is already reached" if was >= hard else "would be reached at once"
     raise InvalidBudgetError(
-        f"changing to {tier}: hard limit ${hard} is not above ${money_str(bill)}, this month's bill so far re-rated "
-        f"with the change (in effect since {max(c.at for c in after.changes if c.at <= clock):%Y-%m-%d %H:%M} UTC; "
-        f"${money_str(was)} before the change): the limit would be reached at once and every call stopped; raise "
-        f"the hard limit above ${money_str(bill)}, or clear it, before changing tier"
+        f"changing to {tier}: hard limit ${hard} is not above ${money_str(bill)}, {whose} bill so far re-rated "
+        f"with the change ({since}; ${money_str(was)} before the change): the limit {reached} and every call "
+        f"stopped; raise the hard limit above ${money_str(bill)}, or clear it, before changing tier"
     )
 
 
