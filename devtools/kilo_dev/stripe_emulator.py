@@ -14,7 +14,8 @@ InvoicePayment naming its payment intent, whose charge names the intent (API 202
 invoice). Events (``invoice.finalized``, ``invoice.paid``, ``invoice.payment_failed``, ``charge.refunded``,
 ``refund.created``, ``refund.failed``/``refund.updated``/``charge.refund.updated`` from ``fail_refund``, and
 ``charge.dispute.created``/``funds_withdrawn``/``closed``/``funds_reinstated`` from ``open_dispute``/``close_dispute``)
-go to ``on_event``. The customer's
+go to ``on_event``. A disputed charge's Disputes are listed by ``disputes.list``; ``refunds.create`` refuses
+(``charge_disputed``) only a charge whose dispute is not refundable (``is_charge_refundable``). The customer's
 invoice balance follows Stripe's rules: a paid invoice's credit note with ``credit_amount`` credits it, finalization
 applies it (and moves below-minimum amounts to it), and a draft's ``starting_balance`` shows it. Line amounts follow
 Stripe's documented rule (``unit_amount_decimal`` x quantity rounded to the nearest cent per line); ties, which
@@ -671,7 +672,9 @@ class StripeEmulator:
                 400, f"Refund amount {amount} is more than what is left to refund", code="amount_too_large"
             )
         charge = self._get("charge", intent["latest_charge"])
-        if charge["disputed"]:  # Stripe: a charged-back charge is not refunded (docs.stripe.com/error-codes)
+        # Stripe: a charged-back charge is not refunded (docs.stripe.com/error-codes); its dispute says so
+        # (``is_charge_refundable`` false: a chargeback open or lost) - an inquiry's or a won dispute's charge is
+        if any(not d["is_charge_refundable"] for d in self._disputes_of(charge["id"])):
             raise StripeApiError(
                 400, f"Charge {charge['id']} has been charged back; cannot issue a refund.", code="charge_disputed"
             )
@@ -714,9 +717,13 @@ class StripeEmulator:
                 self._emit(kind, self._view("refund", refund))
 
     # ------------------------------------------------------------------ disputes (the cardholder's bank's part)
-    def open_dispute(self, payment_intent: str) -> str:
+    def open_dispute(self, payment_intent: str, *, inquiry: bool = False) -> str:
         """The cardholder disputes the payment: ``charge.dispute.created`` (the Dispute names its charge and payment
-        intent, as Stripe's do). Returns the dispute's id."""
+        intent, as Stripe's do; the charge becomes ``disputed``). A chargeback (``needs_response``): its funds are
+        withdrawn at once (``charge.dispute.funds_withdrawn``) and the charge is not refundable
+        (``is_charge_refundable`` false: Stripe refuses its refund, ``charge_disputed``). ``inquiry``: the network's
+        pre-dispute (``warning_needs_response``): nothing withdrawn, the charge still refundable (Stripe's own
+        fixture of an inquiry: ``is_charge_refundable`` true). Returns the dispute's id."""
         with self._lock:
             intent = self._get("payment_intent", payment_intent)
             charge = self._get("charge", intent["latest_charge"])
@@ -729,24 +736,43 @@ class StripeEmulator:
                 currency=charge["currency"],
                 charge=charge["id"],
                 payment_intent=intent["id"],
-                status="needs_response",
+                status="warning_needs_response" if inquiry else "needs_response",
+                is_charge_refundable=inquiry,
                 metadata={},
             )
             self._store("dispute", dispute)
             self._emit("charge.dispute.created", self._view("dispute", dispute))
-            self._emit("charge.dispute.funds_withdrawn", self._view("dispute", dispute))  # a chargeback: taken now
+            if not inquiry:
+                self._emit("charge.dispute.funds_withdrawn", self._view("dispute", dispute))  # a chargeback: taken now
             return str(dispute["id"])
 
     def close_dispute(self, dispute_id: str, *, won: bool) -> None:
         """The bank decides: ``charge.dispute.closed`` with ``won`` (then ``charge.dispute.funds_reinstated``: the
-        funds withdrawn come back) or ``lost`` (the funds stay withdrawn)."""
+        funds withdrawn come back, and the charge is refundable again - ``is_charge_refundable`` true: Stripe refunds
+        a won dispute's charge, its changelog 2014-11-20 keeping such a dispute ``won``) or ``lost`` (the funds stay
+        withdrawn, the charge not refundable). An inquiry closes ``warning_closed`` (nothing was withdrawn: no funds
+        event; still refundable), whatever ``won``."""
         with self._lock:
             dispute = self._get("dispute", dispute_id)
-            dispute["status"] = "won" if won else "lost"
-            dispute["is_charge_refundable"] = False
+            inquiry = str(dispute["status"]).startswith("warning_")
+            dispute["status"] = "warning_closed" if inquiry else "won" if won else "lost"
+            dispute["is_charge_refundable"] = inquiry or won
             self._emit("charge.dispute.closed", self._view("dispute", dispute))
-            if won:
+            if won and not inquiry:
                 self._emit("charge.dispute.funds_reinstated", self._view("dispute", dispute))
+
+    def _disputes_of(self, charge_id: str) -> list[Json]:
+        return [d for d in self.objects.get("dispute", {}).values() if d["charge"] == charge_id]
+
+    def _disputes_list(self, ids: dict[str, str], params: Json) -> Json:
+        """Disputes, newest first, of a charge or a payment intent (either filter, or both)."""
+        charge, intent = params.get("charge"), params.get("payment_intent")
+        return self._list(
+            "dispute",
+            params,
+            lambda obj: charge in (None, obj["charge"]) and intent in (None, obj["payment_intent"]),
+            "/v1/disputes",
+        )
 
     def _charges_list(self, ids: dict[str, str], params: Json) -> Json:
         """Charges, newest first, of a customer or a payment intent; ``expand[]=data.refunds``: each with its Refunds

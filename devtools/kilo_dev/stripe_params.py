@@ -73,6 +73,7 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/v1/refunds", stripe_params.RefundCreateParams, "refunds.create"),
     Route("get", "/v1/refunds", stripe_params.RefundListParams, "refunds.list"),
     Route("get", "/v1/charges", stripe_params.ChargeListParams, "charges.list"),
+    Route("get", "/v1/disputes", stripe_params.DisputeListParams, "disputes.list"),
     Route("post", "/v1/checkout/sessions", checkout_params.SessionCreateParams, "checkout.sessions.create"),
     Route("post", "/v1/billing_portal/sessions", portal_params.SessionCreateParams, "billing_portal.sessions.create"),
 )

@@ -233,3 +233,100 @@ def test_given_a_disputed_charge_when_refunded_at_the_emulator_then_it_refuses_w
         client.v1.refunds.create({"payment_intent": first, "amount": 2520})
     assert (raised.value.http_status, raised.value.code) == (400, "charge_disputed")
     assert _stripe_refunds(http) == []  # before: [(first, 2520)]
+
+
+def test_given_the_first_cards_dispute_won_when_all_65_20_is_refunded_then_both_cards_are_refunded() -> None:
+    """March's 65.20 paid 40.00 by card A (visa) + 25.20 by card B (mastercard); A's charge disputed (its 40.00
+    withdrawn), then the dispute WON (``close_dispute(won=True)``: the 40.00 reinstated). ``disputed`` stays true on
+    A's charge, but its dispute says the charge is refundable again (``is_charge_refundable``: Stripe refunds a won
+    dispute's charge - its changelog 2014-11-20: a won dispute stays ``won`` when the charge is refunded). The
+    operator refunds all of it, 65.20. Hand-worked: oldest payment first, A's whole 40.00 = 4000 cents, then
+    65.20 - 40.00 = 25.20 = 2520 cents on B; 40.00 + 25.20 = 65.20 refunded, 65.20 - 65.20 = 0.00 left at Stripe.
+    Before: A left out as disputed - "cannot refund 65.20 more ...: 25.20 of its payments is left to refund (a
+    disputed payment left out" - and nothing refunded (D359's limit)."""
+    http = DisputedIntent()
+    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
+    dispute = http.emulator.open_dispute(first)
+    http.emulator.close_dispute(dispute, won=True)
+    refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", Decimal("65.20"))
+    assert _stripe_refunds(http) == [(first, 4000), (second, 2520)]
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].refunded == Decimal("65.20")
+
+
+def test_given_the_first_cards_charge_under_an_inquiry_when_all_65_20_is_refunded_then_both_cards_are_refunded() -> (
+    None
+):
+    """An inquiry (``warning_needs_response``: the card network's pre-dispute, nothing withdrawn) on A's 40.00:
+    Stripe still refunds the charge (``is_charge_refundable`` true, as Stripe's own fixture of an inquiry says).
+    Hand-worked: 65.20 asked, nothing withdrawn: 4000 cents on A (its 40.00, oldest first) + 65.20 - 40.00 = 25.20 =
+    2520 cents on B. Before: A left out as disputed, the request refused as a whole (25.20 left of 65.20)."""
+    http = DisputedIntent()
+    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
+    http.emulator.open_dispute(first, inquiry=True)
+    refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", Decimal("65.20"))
+    assert _stripe_refunds(http) == [(first, 4000), (second, 2520)]
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].refunded == Decimal("65.20")
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["needs_response", "lost"])
+def test_given_the_first_cards_chargeback_open_or_lost_when_65_20_is_asked_then_it_is_refused_and_25_20_goes_to_b(
+    lost: bool,
+) -> None:
+    """A chargeback on A's 40.00, still open (``needs_response``) or lost: its dispute says the charge is not
+    refundable, so A stays left out (D359). Hand-worked: 65.20 asked, only B's 25.20 left to refund -> refused as a
+    whole, nothing sent; then 65.20 - 40.00 = 25.20 asked -> 2520 cents on B."""
+    http = DisputedIntent()
+    _ledger, _deps, march, first, second = _march_paid_on_two_cards(http)
+    assert march.gateway_id is not None
+    dispute = http.emulator.open_dispute(first)
+    if lost:
+        http.emulator.close_dispute(dispute, won=False)
+    with pytest.raises(
+        GatewayRejectedError,
+        match=r"cannot refund 65\.20 more .*: 25\.20 of its payments is left to refund \(a disputed payment left out",
+    ):
+        _gateway(http).refund(march.gateway_id, Decimal("65.20"), "all-of-it")
+    assert _stripe_refunds(http) == []
+    _gateway(http).refund(march.gateway_id, Decimal("25.20"), "the-rest")
+    assert _stripe_refunds(http) == [(second, 2520)]
+
+
+@pytest.mark.parametrize(
+    ("inquiry", "won", "refused"),
+    [(False, None, True), (False, False, True), (False, True, False), (True, None, False)],
+    ids=["chargeback-open", "lost", "won", "inquiry"],
+)
+def test_given_a_disputed_charge_at_the_emulator_then_its_dispute_says_if_stripe_refunds_it(
+    inquiry: bool, won: bool | None, refused: bool
+) -> None:
+    """The emulator's Dispute (listed by charge: ``disputes.list``) carries Stripe's ``status`` and
+    ``is_charge_refundable``, and ``refunds.create`` refuses (``charge_disputed``) only a charge whose dispute says
+    it is not refundable: an open chargeback (``needs_response``) or a lost one; a won one (the 40.00 reinstated)
+    and an inquiry (``warning_needs_response``, nothing withdrawn) are refunded - 2520 cents of A's 4000.
+    Before: every disputed charge refused; the won dispute said ``is_charge_refundable`` false, the open chargeback
+    true (the fixture's inquiry value)."""
+    http = DisputedIntent()
+    _ledger, _deps, _march, first, _second = _march_paid_on_two_cards(http)
+    dispute = http.emulator.open_dispute(first, inquiry=inquiry)
+    if won is not None:
+        http.emulator.close_dispute(dispute, won=won)
+    client = stripe.StripeClient("sk_test_unit", max_network_retries=0, http_client=http)
+    charge = http.emulator.objects["payment_intent"][first]["latest_charge"]
+    (listed,) = client.v1.disputes.list({"charge": charge}).data
+    expected_status = {(False, None): "needs_response", (False, False): "lost", (False, True): "won"}.get(
+        (inquiry, won), "warning_needs_response"
+    )
+    assert (listed.id, listed.charge, listed.status, listed.is_charge_refundable) == (
+        dispute,
+        charge,
+        expected_status,
+        not refused,
+    )
+    if refused:
+        with pytest.raises(stripe.InvalidRequestError) as raised:
+            client.v1.refunds.create({"payment_intent": first, "amount": 2520})
+        assert (raised.value.http_status, raised.value.code) == (400, "charge_disputed")
+        assert _stripe_refunds(http) == []
+    else:
+        client.v1.refunds.create({"payment_intent": first, "amount": 2520})
+        assert _stripe_refunds(http) == [(first, 2520)]

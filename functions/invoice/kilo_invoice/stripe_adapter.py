@@ -21,6 +21,7 @@ import stripe
 from stripe.params import (
     ChargeListParams,
     CreditNoteCreateParams,
+    DisputeListParams,
     InvoiceAddLinesParamsLine,
     InvoiceCreateParams,
     RefundCreateParams,
@@ -374,8 +375,9 @@ class StripePaymentGateway:
         another of the invoice or any of the customer's charges, the card told by its fingerprint, else its payment
         method (D355, D356) - gets no new money: the others are taken, and a request they cannot hold is refused as a
         whole before anything is made - unless ``to_failed_card`` (the operator's explicit word), which takes those
-        payments last (D340 amended). A disputed payment (its charge ``disputed``) is left out: Stripe refuses its
-        refund, and the others are taken (D359)."""
+        payments last (D340 amended). A disputed payment whose dispute says its charge is not refundable (a
+        chargeback open or lost: ``is_charge_refundable`` false) is left out: Stripe refuses its refund, and the others
+        are taken (D359); a won dispute's or an inquiry's payment is refunded as any other (D359 amended)."""
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
@@ -403,8 +405,8 @@ class StripePaymentGateway:
             made += [r.id for r in mine]
             undone += [r for r in mine if r.status in _NOT_GIVEN]
             used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
-            # a disputed payment is left out: Stripe refuses a charged-back charge's refund (charge_disputed), which
-            # would refuse the request before the other payments are tried (D359)
+            # a payment whose dispute says it is not refundable is left out: Stripe refuses a charged-back charge's
+            # refund (charge_disputed), which would refuse the request before the other payments are tried (D359)
             left = 0 if intent in disputed else paid_cents - sum(r.amount for r in used)
             card = cards.get(intent, intent)  # a payment whose card is not known stands for itself
             for refund in refunds:  # listed by its payment: counted even if the customer's charges missed it
@@ -456,8 +458,8 @@ class StripePaymentGateway:
         """The customer's charges, one list call with their Refunds (failed ones too): each payment intent's card
         (``_card_of``), and the cards whose bank returned a refund of ours or the dashboard's, on any of the
         customer's invoices (a card whose bank returned our money is suspect for this customer: D355) -> the
-        refund ids and Stripe's ``failure_reason``; and the payment intents whose charge that paid is disputed
-        (``charge.disputed``: Stripe refuses its refund, D359). A charge with more refunds than the expanded
+        refund ids and Stripe's ``failure_reason``; and the payment intents whose charge that paid Stripe will not
+        refund for a dispute (``_not_refundable``: D359 amended). A charge with more refunds than the expanded
         list holds has them listed by its payment intent or charge."""
         cards: dict[str, str] = {}
         returned: dict[str, dict[str, str]] = {}
@@ -472,7 +474,7 @@ class StripePaymentGateway:
                 # the card that paid: a declined attempt on the same intent (an invoice retried with another card)
                 # is listed too, newest first - it never names the intent's card (D355, review 4)
                 cards[intent] = card
-                if getattr(charge, "disputed", False):
+                if getattr(charge, "disputed", False) and self._not_refundable(charge.id):
                     disputed.add(intent)
             listed = getattr(charge, "refunds", None)
             if listed is not None and not listed.has_more:
@@ -483,6 +485,15 @@ class StripePaymentGateway:
                 if _returned_by_bank(refund):
                     returned.setdefault(card, {})[refund.id] = refund.failure_reason or "unknown"
         return cards, returned, disputed
+
+    def _not_refundable(self, charge_id: str) -> bool:
+        """Whether Stripe refuses a refund of a ``disputed`` charge: one of its Disputes says the charge is not
+        refundable (``is_charge_refundable`` false: a chargeback open or lost; a won dispute's and an inquiry's
+        charge is refundable). One list call per disputed charge only (API 2026-10-28: a Charge names no dispute to
+        expand). No Dispute listed: left out all the same (``disputed`` is all that is known)."""
+        params: DisputeListParams = {"charge": charge_id, "limit": 100}
+        disputes = self._listed(lambda: self._client.v1.disputes.list(params))
+        return not disputes or any(not dispute.is_charge_refundable for dispute in disputes)
 
     def _refunds_of_charge(self, charge_id: str) -> list[stripe.Refund]:
         return self._listed(lambda: self._client.v1.refunds.list({"charge": charge_id, "limit": 100}))
@@ -557,7 +568,7 @@ class StripePaymentGateway:
         return stripe_call(operation, GatewayUnavailableError, GatewayRejectedError, GatewayMisconfiguredError)
 
 
-_DISPUTED_LEFT_OUT = " (a disputed payment left out: Stripe refuses its refund)"
+_DISPUTED_LEFT_OUT = " (a disputed payment left out: Stripe refuses its refund)"  # its dispute: not refundable
 
 
 def _returned_by_bank(refund: stripe.Refund) -> bool:
