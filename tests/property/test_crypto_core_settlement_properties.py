@@ -6,6 +6,7 @@ once (D178): many sub-cent credits are drawn to hold it to that."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kilo_crypto_watch.model import Bill, BillPayment, BillStatus, PaymentStatus
-from kilo_crypto_watch.settlement import SettlementPolicy, recompute, remaining_usd, usd_value
+from kilo_crypto_watch.settlement import SettlementPolicy, recompute, remaining_usd, tolerance, usd_value
 
 NOW = datetime(2026, 11, 2, tzinfo=UTC)
 POLICY = SettlementPolicy()
@@ -37,19 +38,23 @@ def half_up(value: Fraction) -> Decimal:
     return Decimal(int(value * 100 + Fraction(1, 2))) / 100
 
 
+def down(value: Fraction) -> Decimal:
+    """A non-negative exact amount rounded down to the cent (what may be written off never exceeds its rule)."""
+    return Decimal(math.floor(value * 100)) / 100
+
+
 def reference_tolerance(total: Decimal, paid: list[tuple[str, Fraction]]) -> Decimal:
     """USDC's band min(0.5 %, $1) for what USDC paid, ETH/SOL's 1 % for what they paid, weighted by the USD paid in
-    each (one class alone: its band as it is; mixed: the weighted mean, half-up to the cent)."""
-    usdc_band = min(total * Decimal("0.005"), Decimal("1.00"))
-    volatile_band = total * Decimal("0.01")
+    each (one class alone: its band; mixed: the weighted mean), rounded down to the cent (D176 amended)."""
+    usdc_band = min(Fraction(total) * Fraction(5, 1000), Fraction(1))
+    volatile_band = Fraction(total) / 100
     in_usdc = sum((usd for asset, usd in paid if asset == "USDC"), Fraction(0))
     in_volatile = sum((usd for asset, usd in paid if asset != "USDC"), Fraction(0))
     if in_volatile == 0:
-        return usdc_band
+        return down(usdc_band)
     if in_usdc == 0:
-        return volatile_band
-    mean = (Fraction(usdc_band) * in_usdc + Fraction(volatile_band) * in_volatile) / (in_usdc + in_volatile)
-    return half_up(mean)
+        return down(volatile_band)
+    return down((usdc_band * in_usdc + volatile_band * in_volatile) / (in_usdc + in_volatile))
 
 
 def bill_with(total: Decimal, drawn: list[tuple[str, Decimal, PaymentStatus, bool]]) -> Bill:
@@ -81,6 +86,26 @@ def test_paid_exactly_when_the_final_payments_cover_the_total_within_tolerance(
         assert moved.status is BillStatus.PROCESSING
     else:
         assert moved.status is BillStatus.OPEN
+
+
+@given(total=cents, drawn=lines)
+def test_the_band_is_whole_cents_never_above_its_rule_and_less_than_a_cent_below(
+    total: Decimal, drawn: list[tuple[str, Decimal, PaymentStatus, bool]]
+) -> None:
+    paid = [(asset, Fraction(usd)) for asset, usd, _, _ in drawn]
+    allowed = tolerance(total, [(asset, usd) for asset, usd, _, _ in drawn], POLICY)  # type: ignore[misc]
+    assert allowed == reference_tolerance(total, paid)
+    # the rule unrounded: each class's band weighted by what it paid (nothing in ETH/SOL: USDC's band)
+    usdc_band = min(Fraction(total) / 200, Fraction(1))
+    in_volatile = sum((usd for asset, usd in paid if asset != "USDC"), Fraction(0))
+    whole = sum((usd for _, usd in paid), Fraction(0))
+    rule = (
+        usdc_band
+        if in_volatile == 0
+        else (usdc_band * (whole - in_volatile) + Fraction(total) / 100 * in_volatile) / whole
+    )
+    assert Fraction(allowed) <= rule < Fraction(allowed) + Fraction(1, 100)
+    assert allowed == allowed.quantize(Decimal("0.01"))
 
 
 @given(total=cents, over=st.integers(min_value=0, max_value=500), drawn=lines, later=lines)

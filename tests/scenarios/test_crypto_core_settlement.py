@@ -1369,10 +1369,13 @@ def test_given_one_bill_paid_by_two_credits_of_a_transaction_re_mined_shifted_up
         # (Before: any ETH among the payments gave the bill ETH's 1 % = $1.00, and 1 wei wrote off $1.00.)
         (99_000_000, 1, BillStatus.OPEN, "0.00", "1.00"),
         # 50 USDC and 0.01968 ETH ($49.20): the band weighted by the value paid in each,
-        # (0.50 x 50.00 + 1.00 x 49.20) / 99.20 = 74.20 / 99.20 = 0.7480 -> $0.75; 99.20 < 99.25: not paid.
+        # (0.50 x 50.00 + 1.00 x 49.20) / 99.20 = 74.20 / 99.20 = 0.7480 -> down $0.74; short 0.80: not paid.
         (50_000_000, 19_680_000_000_000_000, BillStatus.OPEN, "0.00", "0.80"),
-        # 50 USDC and 0.0198 ETH ($49.50): (25.00 + 49.50) / 99.50 = 0.7487 -> $0.75; 99.50 >= 99.25: paid.
+        # 50 USDC and 0.0198 ETH ($49.50): (25.00 + 49.50) / 99.50 = 0.7487 -> down $0.74; short 0.50: paid.
         (50_000_000, 19_800_000_000_000_000, BillStatus.PAID, "0.50", "0.50"),
+        # 50.25 USDC and 0.0196 ETH ($49.00): (0.50 x 50.25 + 1.00 x 49.00) / 99.25 = 74.125 / 99.25 = 0.74685
+        # -> down $0.74; short 0.75: not paid (half-up made it $0.75 and wrote off 0.75, half a cent past the rule)
+        (50_250_000, 19_600_000_000_000_000, BillStatus.OPEN, "0.00", "0.75"),
         # only ETH, 0.0396 ETH ($99.00): ETH's 1 % = $1.00, as before
         (0, 39_600_000_000_000_000, BillStatus.PAID, "1.00", "1.00"),
     ],

@@ -17,6 +17,8 @@ from kilo_billing.money import (
     exact_decimal,
     in_cents,
     is_whole_cents,
+    round_money,
+    round_money_down,
     rounded_sum,
     two_places,
 )
@@ -153,3 +155,27 @@ def test_given_an_amount_in_cents_cannot_count_exactly_then_refused_as_two_place
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         in_cents(Decimal(value))
+
+
+@pytest.mark.parametrize(
+    ("exact", "half_up", "down"),
+    [
+        (Fraction(745, 1000), "0.75", "0.74"),  # 0.745: a tie, half-up goes up a cent, down never
+        (Fraction(74125, 99250), "0.75", "0.74"),  # 74.125 / 99.25 = 0.74685...
+        (Decimal("0.1234"), "0.12", "0.12"),  # $12.34 x 1 %
+        (Decimal("0.1299"), "0.13", "0.12"),  # $12.99 x 1 %
+        (Decimal("0.06495"), "0.06", "0.06"),  # $12.99 x 0.5 %
+        (Decimal("1.00"), "1.00", "1.00"),  # whole cents: nothing to round
+        (Fraction(1, 300), "0.00", "0.00"),  # a third of a cent
+        (Decimal("-0.745"), "-0.75", "-0.74"),  # negative: toward zero (a smaller allowance), never away from it
+    ],
+)
+def test_given_an_allowance_then_it_is_rounded_down_to_the_cent_never_up(
+    exact: Decimal | Fraction, half_up: str, down: str
+) -> None:
+    assert (str(round_money(exact)), str(round_money_down(exact))) == (half_up, down)
+
+
+def test_given_a_float_allowance_then_refused() -> None:
+    with pytest.raises(FloatNotAllowedError):
+        round_money_down(0.745)  # type: ignore[arg-type]

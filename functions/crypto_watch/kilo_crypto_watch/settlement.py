@@ -31,7 +31,16 @@ from kilo_billing.contracts import (
     CryptoSeenTransferV1,
     UnattributedCryptoPaymentV1,
 )
-from kilo_billing.money import ZERO, allocate_cents, decimal_str, exact_amount, money_str, round_money, rounded_sum
+from kilo_billing.money import (
+    ZERO,
+    allocate_cents,
+    decimal_str,
+    exact_amount,
+    money_str,
+    round_money,
+    round_money_down,
+    rounded_sum,
+)
 from kilo_billing.publisher import EventPublisher
 from kilo_crypto_watch.model import (
     DECIMALS,
@@ -184,18 +193,20 @@ def counted_usd(payments: Iterable[Payment]) -> dict[str, Decimal]:
 def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: SettlementPolicy) -> Decimal:
     """The underpayment written off, from the payments counted (asset, USD): paid in stablecoins only (or nothing of
     value in ETH/SOL), min(0.5 %, $1) of the total; in ETH/SOL only, 1 %; both, the two bands weighted by the USD
-    each paid, rounded to the cent - a dust ETH payment beside USDC must not open ETH's band for the whole bill."""
-    stable = min(total * policy.stable_tolerance_rate, policy.stable_tolerance_cap)
-    volatile = total * policy.volatile_tolerance_rate
+    each paid - a dust ETH payment beside USDC must not open ETH's band for the whole bill. Every band is rounded
+    DOWN to the cent (``kilo_billing.money.round_money_down``): a write-off never exceeds its rule ($12.34 in ETH:
+    1 % = 0.1234 -> $0.12; weighted 0.745 -> $0.74, not 0.75). A bill's shortfall is whole cents, so it fits the
+    band rounded down exactly when it fits the exact band (D176)."""
+    stable = min(Fraction(total) * Fraction(policy.stable_tolerance_rate), Fraction(policy.stable_tolerance_cap))
+    volatile = Fraction(total) * Fraction(policy.volatile_tolerance_rate)
     amounts = list(paid)
     whole = sum((Fraction(usd) for _, usd in amounts), Fraction(0))  # exact: credits are not rounded
     in_volatile = sum((Fraction(usd) for asset, usd in amounts if asset not in STABLECOINS), Fraction(0))
     if in_volatile <= 0:
-        return stable
+        return round_money_down(stable)
     if in_volatile >= whole:
-        return volatile
-    weighted = Fraction(stable) * (whole - in_volatile) + Fraction(volatile) * in_volatile
-    return round_money(weighted / whole)
+        return round_money_down(volatile)
+    return round_money_down((stable * (whole - in_volatile) + volatile * in_volatile) / whole)
 
 
 def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:

@@ -1,13 +1,17 @@
-"""Money: Decimal helpers and the one rounding rule of the product.
+"""Money: Decimal helpers and the rounding rules of the product (half-up for amounts; down for allowances).
 
 Rule (billing-policy.md, "Rating"): every invoice line is ``quantity x unit price`` rounded **half-up to the cent**;
-an invoice total is the sum of its (already rounded) lines. :func:`round_money` is the only place that rounds money.
+an invoice total is the sum of its (already rounded) lines. :func:`round_money` rounds every amount billed or counted.
 Exact intermediate values (prorated fees, fractions of a period) are carried as :class:`fractions.Fraction` so nothing
 is rounded twice.
 
 Amounts received rather than billed (crypto credits: token amount x its rate) are kept **exact**
 (:func:`exact_amount`) and rounded once, where they are summed for a bill (:func:`rounded_sum`): rounding each
 credit first would count 1,000 credits of $0.005 as $10.00 (D178).
+
+An allowance - what we may give away, such as the underpayment a crypto bill writes off inside its tolerance - is
+rounded **down** to the cent (:func:`round_money_down`), never half-up: rounded half-up it could give away up to half
+a cent more than its rule allows (D176).
 
 An amount in cents shown or paid out in parts (a bill's counted sum beside each of its credits) is split by
 :func:`allocate_cents`, never by rounding each part: the parts add up to the amount exactly (D217).
@@ -51,8 +55,9 @@ def _as_fraction(value: Exact) -> Fraction:
 def round_money(value: Exact) -> Decimal:
     """Round an exact amount half-up (away from zero on a tie) to the cent.
 
-    The single rounding function of the product. Works on Fractions exactly, so a prorated fee such as
-    ``29 x 10/31`` is rounded once, from its exact value.
+    The rounding of every amount billed or counted (an allowance given away is rounded down instead:
+    :func:`round_money_down`). Works on Fractions exactly, so a prorated fee such as ``29 x 10/31`` is rounded once,
+    from its exact value.
     """
     exact = _as_fraction(value)
     cents = exact * 100
@@ -63,6 +68,18 @@ def round_money(value: Exact) -> Decimal:
         whole += 1
     result = (Decimal(sign * whole) / 100).quantize(CENT, rounding=ROUND_HALF_UP)
     return result if result != 0 else ZERO
+
+
+def round_money_down(value: Exact) -> Decimal:
+    """Round an exact allowance down to the cent, toward zero: what may be given away (a tolerance's write-off band)
+    never exceeds its rule. ``0.745`` -> ``0.74`` (half-up: ``0.75``), ``0.1299`` -> ``0.12``, ``-0.745`` ->
+    ``-0.74``. Works on Fractions exactly, like :func:`round_money`."""
+    exact = _as_fraction(value)
+    magnitude = abs(exact * 100)
+    whole = magnitude.numerator // magnitude.denominator
+    if whole == 0:
+        return ZERO
+    return (Decimal(whole if exact > 0 else -whole) / 100).quantize(CENT)
 
 
 def line_amount(quantity: Exact, unit_price: Exact) -> Decimal:
