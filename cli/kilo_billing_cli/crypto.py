@@ -44,10 +44,23 @@ from rich.table import Table
 
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.money import decimal_str, money_str
+from kilo_billing.publisher import PublishError
 from kilo_billing_cli.arguments import whole_number
 
 if TYPE_CHECKING:
     from kilo_crypto_watch.adapters import DynamoCryptoStore
+
+
+class AssignmentNotPublishedError(Exception):
+    """``crypto assign`` saved the payment to the bill, then an event was not sent (``error``, the publisher's).
+    ``seen_sent``: whether the payment's ``CryptoPaymentSeen.v1`` - published before the bill's event - went, read
+    back from the payment's ``announced``; ``None`` when the payment could not be read. main's line says which was
+    lost (D362)."""
+
+    def __init__(self, error: PublishError, seen_sent: bool | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.seen_sent = seen_sent
 
 
 def add_parser(sub: Any) -> None:
@@ -150,7 +163,7 @@ def run(args: argparse.Namespace, console: Console) -> None:
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
     from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.contracts import SOURCE_CRYPTO  # noqa: PLC0415
-    from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
+    from kilo_billing.publisher import EventBridgePublisher  # noqa: PLC0415
     from kilo_crypto_watch.adapters import DynamoCryptoStore  # noqa: PLC0415
     from kilo_crypto_watch.settlement import Settlement, SettlementError, asset_amount  # noqa: PLC0415
 
@@ -240,11 +253,10 @@ def run(args: argparse.Namespace, console: Console) -> None:
         payment = settlement.assign(args.payment_id, args.account, args.invoice)
     except SettlementError as exc:
         raise ValueError(str(exc)) from exc
-    except PublishError:
+    except PublishError as exc:
         # saved, then an event not sent: the payment's ``CryptoPaymentSeen.v1`` goes before the bill's event, so
         # whether it went is the payment's ``announced`` - main's line says which one was lost (D362)
-        args.seen_sent = _seen_sent(store, args.payment_id)
-        raise
+        raise AssignmentNotPublishedError(exc, _seen_sent(store, args.payment_id)) from exc
     row = {
         "payment_id": payment.payment_id,
         "account_id": payment.account_id,

@@ -13,15 +13,18 @@ nothing voided. Storage wrongly configured is bad input, not unavailable: a tabl
 (``ResourceNotFoundException``: a typo in ``--usage-table`` or its environment variable) or access to it denied
 (``AccessDeniedException``) exits 2 with one line naming the command's table and bus settings - a rerun would fail
 the same way, so a script retrying on 4 does not loop. An event the bus did not take (``PublishError``) after the
-command wrote - ``crypto assign`` or ``crypto resolve`` saved the decision, and a rerun is refused - exits 2 for a
-bus that does not exist, denied access or a bus name AWS rejects (``ValidationException``), 4 for anything else
-(expired credentials, throttled, a failed entry), with one line saying it is saved, which event was not sent and what
-re-sends it (a paid bill's ``CryptoBillSettled.v1``/``CryptoCreditAdded.v1``: the next crypto watcher run; an
-assignment's ``CryptoPaymentSeen.v1``: nothing - the line says whether it was sent, read back from the payment's
-``announced``), never "rerun"; after ``rating replay --apply`` the line says to rerun after 15 minutes (the messages
-received are hidden that long, ``replay.APPLY_VISIBILITY_SECONDS``). Exit 1: ``invoice run``
-when closing an account's period failed (its row carries the error; the other accounts are closed), and ``rating
-replay --apply`` when a message was not replayed (a problem or rejected: its row says which).
+command wrote - ``crypto assign`` or ``crypto resolve`` saved the decision, and a rerun is refused - exits 2 "fix
+--event-bus" for a bus that does not exist, denied access or a bus name AWS rejects (``ValidationException`` of a name
+outside the model's pattern), exits 2 naming EventBridge's own code and message for the event itself refused (a
+``ValidationException`` of a valid bus name - an entry too large -, ``SerializationException``, an entry failed with a
+code the model calls non-retryable), 4 for anything else (expired credentials, throttled, an entry's
+``InternalFailure``), with one line saying it is saved, which event was not sent and what re-sends it (a paid bill's
+``CryptoBillSettled.v1``/``CryptoCreditAdded.v1``: the next crypto watcher run; an assignment's
+``CryptoPaymentSeen.v1``: nothing - the line says whether it was sent, read back from the payment's ``announced``, and
+when it was not, that the bill's was not either), never "rerun"; after ``rating replay --apply`` the line says to
+rerun after 15 minutes (the messages received are hidden that long, ``replay.APPLY_VISIBILITY_SECONDS``). Exit 1:
+``invoice run`` when closing an account's period failed (its row carries the error; the other accounts are closed),
+and ``rating replay --apply`` when a message was not replayed (a problem or rejected: its row says which).
 """
 
 from __future__ import annotations
@@ -69,36 +72,90 @@ def _configuration_problem(code: str, args: argparse.Namespace) -> str:
     return f"access denied to a table or event bus this command uses{named}: {code}; fix the credentials' permissions"
 
 
-def _not_published(prog: str, exc: PublishError, args: argparse.Namespace) -> int:
+def _not_published(
+    prog: str, raised: PublishError | crypto.AssignmentNotPublishedError, args: argparse.Namespace
+) -> int:
     """One line on stderr and the exit status for an event the bus did not take (``PublishError``), raised after the
     command wrote: ``crypto assign``/``resolve`` saved the decision first, and a rerun of either is refused (already
     decided), so the line says it is saved and what is lost instead of "rerun". A bus that does not exist, access
-    denied or a name AWS rejects exits 2 (the setting is wrong); anything else (throttled, expired credentials, a
-    failed entry) exits 4."""
+    denied or a bus name AWS rejects exits 2 "fix --event-bus"; the event itself refused (EventBridge's
+    ``ValidationException`` of a valid bus name - an entry too large -, ``SerializationException``, or an entry failed
+    with a code its model calls non-retryable) exits 2 naming EventBridge's code and message; anything else
+    (throttled, expired credentials, an entry's ``InternalFailure``) exits 4. ``crypto assign`` raises its
+    ``AssignmentNotPublishedError``: the publisher's error and whether the payment's own event was sent."""
+    assigned = raised if isinstance(raised, crypto.AssignmentNotPublishedError) else None
+    exc = assigned.error if assigned is not None else raised
+    seen_sent = assigned.seen_sent if assigned is not None else None
     cause = exc.__cause__
     aws_error = isinstance(cause, StorageUnavailableError | InvalidRequestError)
     reason = str(cause) if aws_error else str(exc)
     code = reason.partition(":")[0].strip()  # the AWS error code (``aws.map_error``) or the failed entry's
-    # a bus name AWS rejects (``ValidationException``, an ``InvalidRequestError``) is a setting no wait fixes either
-    status = EXIT_USAGE if code in _CONFIGURATION or isinstance(cause, InvalidRequestError) else EXIT_UNAVAILABLE
-    fix = f"fix --event-bus {args.event_bus!r}" if status == EXIT_USAGE else "wait until the bus answers"
-    print(f"{prog}: {_not_published_line(reason, fix, args)}", file=sys.stderr)
+    if code in _CONFIGURATION or (isinstance(cause, InvalidRequestError) and _bus_name_refused(code, args.event_bus)):
+        status, fix = EXIT_USAGE, f"fix --event-bus {args.event_bus!r}"
+    elif isinstance(cause, InvalidRequestError) or (cause is None and code in _ENTRY_REFUSED):
+        status, fix = EXIT_USAGE, "EventBridge refused the event itself, not the bus name: report it"
+        reason = f"{code}: {_aws_message(cause)}" if cause is not None else reason
+    else:
+        status, fix = EXIT_UNAVAILABLE, "wait until the bus answers"
+    print(f"{prog}: {_not_published_line(reason, fix, args, seen_sent)}", file=sys.stderr)
     return status
 
 
-def _not_published_line(reason: str, fix: str, args: argparse.Namespace) -> str:
+# ``PutEventsResultEntry.ErrorCode``'s non-retryable codes in botocore's EventBridge model (events/2015-10-07), but
+# ``AccessDeniedException`` (``_CONFIGURATION``: the credentials); its retryable ``InternalFailure`` and
+# ``ThrottlingException``, and a code it does not list, stay exit 4
+_ENTRY_REFUSED = frozenset(
+    {
+        "InvalidAccountIdException",
+        "InvalidArgument",
+        "MalformedDetail",
+        "RedactionFailure",
+        "NotAuthorizedForSourceException",
+        "NotAuthorizedForDetailTypeException",
+    }
+)
+
+
+def _bus_name_refused(code: str, bus: str) -> bool:
+    """Whether AWS's ``ValidationException`` is the bus name's: a name outside the model's
+    ``NonPartnerEventBusNameOrArn`` (1 to 1600 characters of the pattern, which botocore does not check before
+    sending). A valid name refused is the event itself (an entry too large, say)."""
+    import re  # noqa: PLC0415
+
+    import botocore.session  # noqa: PLC0415
+
+    if code != "ValidationException":
+        return False
+    shape = botocore.session.get_session().get_service_model("events").shape_for("NonPartnerEventBusNameOrArn")
+    rules = shape.metadata
+    return not (rules["min"] <= len(bus) <= rules["max"] and re.fullmatch(rules["pattern"], bus))
+
+
+def _aws_message(error: BaseException | None) -> str:
+    """The AWS error's own message: the botocore ``ClientError`` behind ``aws.call``'s domain error."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    client_error = error.__cause__ if error is not None else None
+    if isinstance(client_error, ClientError):
+        return str(client_error.response.get("Error", {}).get("Message") or "no message")
+    return "no message"
+
+
+def _not_published_line(reason: str, fix: str, args: argparse.Namespace, seen_sent: bool | None) -> str:
     if args.command == "crypto" and args.crypto_command == "assign":
         # ``crypto.run`` read the payment after the failure: its CryptoPaymentSeen.v1 goes first, then the bill's
-        if getattr(args, "seen_sent", None) is True:
+        if seen_sent is True:
             return (
                 f"crypto assign {args.payment_id}: saved; its CryptoPaymentSeen.v1 was sent, the paid bill's event "
                 f"(CryptoBillSettled.v1 or CryptoCreditAdded.v1) was not ({reason}): a rerun is refused (already "
                 f"attributed); the next crypto watcher run sends it - {fix} before the next command"
             )
+        # the payment's event not sent (or unknown): the bill's, published after it, was not either
         return (
-            f"crypto assign {args.payment_id}: saved; its event was not sent ({reason}): a rerun is refused (already "
-            f"attributed) and no command re-sends the CryptoPaymentSeen.v1 - tell the customer; {fix} before the next "
-            "command (a bill it paid is announced by the next crypto watcher run)"
+            f"crypto assign {args.payment_id}: saved; its event was not sent ({reason}), nor the paid bill's "
+            "(CryptoBillSettled.v1 or CryptoCreditAdded.v1) if it paid one: a rerun is refused (already attributed); "
+            "no command re-sends the CryptoPaymentSeen.v1 - tell the customer; the next crypto watcher run sends the "
+            f"bill's - {fix} before the next command"
         )
     if args.command == "crypto" and args.crypto_command == "resolve":
         return (
@@ -402,8 +459,8 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
                 _print_projection(console, projection)
     except (UnknownTierError, ProjectionError, ValueError) as exc:
         parser.error(str(exc))
-    except PublishError as exc:  # raised after the command wrote: one line saying what is saved, no traceback
-        return _not_published(parser.prog, exc, args)
+    except (PublishError, crypto.AssignmentNotPublishedError) as exc:  # raised after the command wrote: one line
+        return _not_published(parser.prog, exc, args)  # saying what is saved, no traceback
     except StorageUnavailableError as exc:  # not the input's fault: one line, no usage banner, exit 4
         code = str(exc).partition(":")[0].strip()  # the AWS error code (``aws.map_error``)
         if code in _CONFIGURATION:  # the setting is wrong: a rerun fails the same way (exit 2, the docstring)

@@ -411,3 +411,31 @@ def test_given_the_bus_failing_an_entry_then_resolve_saves_and_exits_4_without_r
     # 0.04 ETH x $2,500.00 = $100.00 counted: the $100.00 bill PAID, its CryptoBillSettled.v1 not sent (the next
     # watcher run sends it: announce_due)
     assert (paid.status, paid.settled_usd, paid.settled_announced) == (BillStatus.PAID, Decimal("100.00"), False)
+
+
+def test_given_the_payment_event_failing_then_the_assign_line_says_the_bill_event_was_not_sent_either(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review cl (c): the payment's ``CryptoPaymentSeen.v1`` goes before the bill's event, so when it fails the bill's
+    (here ``CryptoBillSettled.v1``: the assignment pays the bill) is not sent either; the line said only that the
+    payment's was not, adding nothing of the bill's. It says so now, and that the next watcher run sends it."""
+    h = _stranger_paid_100_usdc(stack)
+    h.settlement.finalized("ethereum:0xabc:0")
+
+    argv = ["crypto", "assign", "ethereum:0xabc:0", "acct-1", "inv-1", "--crypto-table", table]
+    code = main([*argv, "--event-bus", "kilo-typo-bus", "--json"])
+
+    out = capsys.readouterr()
+    assert code == 2
+    assert out.err == (
+        "kilo-billing: crypto assign ethereum:0xabc:0: saved; its event was not sent (ResourceNotFoundException), nor "
+        "the paid bill's (CryptoBillSettled.v1 or CryptoCreditAdded.v1) if it paid one: a rerun is refused (already "
+        "attributed); no command re-sends the CryptoPaymentSeen.v1 - tell the customer; the next crypto watcher run "
+        "sends the bill's - fix --event-bus 'kilo-typo-bus' before the next command\n"
+    )
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    # 100_000_000 atomic USDC / 10^6 = 100 USDC x $1 = $100.00 on the $100.00 bill: PAID, its event not sent
+    assert (paid.status, paid.settled_usd, paid.settled_announced) == (BillStatus.PAID, Decimal("100.00"), False)
+    assert h.settlement.announce_due() == 1  # the next watcher run's announce_due sends it: 1 bill announced
+    assert [detail["invoice_id"] for detail in h.events("CryptoBillSettled.v1")] == ["inv-1"]

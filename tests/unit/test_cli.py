@@ -311,13 +311,7 @@ class _EventsRefusing:
 
 def _not_published(code: str, capsys: pytest.CaptureFixture[str], **command: str) -> tuple[int, str]:
     """The exit status and stderr line of ``main`` for a ``PublishError`` raised by the real publisher on ``code``."""
-    from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
-    from kilo_billing_cli import main as cli  # noqa: PLC0415
-
-    with pytest.raises(PublishError) as raised:
-        EventBridgePublisher(_EventsRefusing(code), "bad bus!", "s").publish("T", {})
-    status = cli._not_published("kilo-billing", raised.value, argparse.Namespace(event_bus="bad bus!", **command))
-    return status, capsys.readouterr().err
+    return _published_on(_EventsRefusing(code), "bad bus!", capsys, **command)
 
 
 def test_given_a_bus_name_aws_rejects_then_a_publish_failure_exits_2_fix_the_bus_not_4_wait(
@@ -343,3 +337,98 @@ def test_given_rating_replay_apply_failing_to_publish_then_the_line_says_rerun_a
     assert status == 4
     assert "rerun after 15 minutes" in err  # 900 s / 60 = 15 min, the visibility timeout of --apply
     assert "then rerun" not in err
+
+
+_RESOLVE = {"command": "crypto", "crypto_command": "resolve", "payment_id": "ethereum:0xlate:0"}
+# the line for ``crypto resolve ethereum:0xlate:0`` around the reason and the fix (main._not_published_line)
+_RESOLVE_LINE = (
+    "kilo-billing: crypto resolve ethereum:0xlate:0: saved; its event was not sent ({reason}): a rerun is refused (not "
+    "in review); the next crypto watcher run announces the paid bill (CryptoBillSettled.v1) - {fix} before the next "
+    "command\n"
+)
+_REFUSED = "EventBridge refused the event itself, not the bus name: report it"
+
+
+def _published_on(
+    client: Any, bus: str, capsys: pytest.CaptureFixture[str], source: str = "kilo.crypto", **command: str
+) -> tuple[int, str]:
+    """The exit status and stderr line of ``main`` for the real publisher's ``PublishError`` on ``client``, for
+    ``command`` (default: ``crypto resolve ethereum:0xlate:0``)."""
+    from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
+    from kilo_billing_cli import main as cli  # noqa: PLC0415
+
+    with pytest.raises(PublishError) as raised:
+        EventBridgePublisher(client, bus, source).publish("CryptoBillSettled.v1", {"invoice_id": "inv-1"})
+    namespace = argparse.Namespace(event_bus=bus, **(command or _RESOLVE))
+    return cli._not_published("kilo-billing", raised.value, namespace), capsys.readouterr().err
+
+
+def _stubbed_events() -> tuple[Any, Any]:
+    """A botocore ``events`` client and its active Stubber (moto checks no entry size and never answers
+    SerializationException: ``moto/events/models.py`` ``put_events``)."""
+    import boto3  # noqa: PLC0415
+    from botocore.stub import Stubber  # noqa: PLC0415
+
+    client = boto3.client("events", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    stubber = Stubber(client)
+    stubber.activate()
+    return client, stubber
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        # an entry over EventBridge's size limit: the request refused as a whole
+        ("ValidationException", "Total size of the entries in the request is over the limit."),
+        # the body not the JSON PutEvents takes (AWS's JSON-protocol wording)
+        ("SerializationException", "Start of structure or map found where not expected."),
+    ],
+)
+def test_given_eventbridge_refusing_the_event_itself_then_the_line_names_its_code_and_message_not_fix_the_bus(
+    capsys: pytest.CaptureFixture[str], code: str, message: str
+) -> None:
+    """Review cl (b): every ``InvalidRequestError`` cause read "fix --event-bus" - but 'kilo-billing-test' is a valid
+    bus name (the model's pattern ``[\\.\\-_A-Za-z0-9]+``): the event itself was refused. Exit 2 still (no rerun sends
+    it, D362), with EventBridge's own code and message."""
+    client, stubber = _stubbed_events()
+    stubber.add_client_error("put_events", code, message, http_status_code=400)
+    status, err = _published_on(client, "kilo-billing-test", capsys)
+    assert status == 2
+    assert err == _RESOLVE_LINE.format(reason=f"{code}: {message}", fix=_REFUSED)
+
+
+def test_given_eventbridge_failing_the_entry_with_a_non_retryable_code_then_exit_2_naming_it_not_4_wait(
+    aws: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review cl (b): moto fails an entry without a Source (``InvalidArgument``, one of the ``PutEventsResultEntry``
+    codes botocore's model documents as non-retryable). Before: exit 4 "wait until the bus answers", code only."""
+    import boto3  # noqa: PLC0415
+
+    status, err = _published_on(boto3.client("events"), "kilo-billing-test", capsys, source="")
+    assert status == 2
+    reason = "InvalidArgument: Parameter Source is not valid. Reason: Source is a required argument."
+    assert err == _RESOLVE_LINE.format(reason=reason, fix=_REFUSED)
+
+
+def test_given_eventbridge_failing_the_entry_with_a_retryable_code_then_exit_4_wait_with_its_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``InternalFailure`` in an entry is retryable (botocore's model): exit 4 as before, the message now named."""
+    client, stubber = _stubbed_events()
+    failed = {"ErrorCode": "InternalFailure", "ErrorMessage": "Internal service error."}
+    stubber.add_response("put_events", {"FailedEntryCount": 1, "Entries": [failed]})
+    status, err = _published_on(client, "kilo-billing-test", capsys)
+    assert status == 4
+    reason = "InternalFailure: Internal service error."
+    assert err == _RESOLVE_LINE.format(reason=reason, fix="wait until the bus answers")
+
+
+def test_given_a_bus_that_does_not_exist_then_fix_the_bus_with_exit_2(
+    aws: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The one refusal that is the setting: moto's ``ResourceNotFoundException`` for a bus never created."""
+    import boto3  # noqa: PLC0415
+
+    status, err = _published_on(boto3.client("events"), "kilo-typo-bus", capsys)
+    assert status == 2
+    assert err == _RESOLVE_LINE.format(reason="ResourceNotFoundException", fix="fix --event-bus 'kilo-typo-bus'")

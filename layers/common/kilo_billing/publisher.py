@@ -35,4 +35,6 @@ class EventBridgePublisher:
         except Exception as exc:  # the domain errors of kilo_billing.aws, all of them mean "not published"
             raise PublishError(f"{type(exc).__name__}: {exc}") from exc
         if response.get("FailedEntryCount", 0):
-            raise PublishError(str(response["Entries"][0].get("ErrorCode", "failed entry")))
+            failed = response["Entries"][0]  # EventBridge's ``ErrorCode`` and ``ErrorMessage`` of the entry
+            code = str(failed.get("ErrorCode") or "failed entry")
+            raise PublishError(f"{code}: {failed['ErrorMessage']}" if failed.get("ErrorMessage") else code)
