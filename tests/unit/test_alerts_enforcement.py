@@ -409,6 +409,31 @@ def test_given_the_index_listing_a_left_session_and_the_rejoin_of_one_identity_t
     assert [call[0] for call in rooms.calls] == ["audio_only", "restore"]  # 1 UpdateParticipant, 1 restore
 
 
+def test_given_a_narrowing_recorded_per_identity_before_then_its_session_is_narrowed_again_keeping_the_saved_one() -> (
+    None
+):
+    """D361 amended (ao), a grace spanning the deploy: the host narrowed at 10:00 under the old key (join 0). A
+    restriction at 10:01 lists its session (joined 09:59): a claim of its own - one more UpdateParticipant, which
+    reads the narrowed permission - and the saved one (video allowed) is kept, so lifting the limit gives video back."""
+    full = dict(BEFORE[("webinar", "host")])
+    narrowed = {**full, "sources": ["microphone"]}
+    rooms = FakeRooms({("webinar", "host"): dict(narrowed)})
+    ledger, scheduler = InMemoryEnforcementLedger(), RecordingScheduler()
+    before = EnforcementRecord(
+        "acct_1", "2026-11", "webinar", pseudonym_of("host"), EnforcementAction.AUDIO_ONLY, "done", NOW_MS,
+        limit="50", saved=json.dumps(full, sort_keys=True), narrowed=json.dumps(narrowed, sort_keys=True),
+    )  # fmt: skip
+    ledger.record(before)
+    again = restrict("50", NOW_MS + 60_000, StaticSessions(HOST_0959), rooms, ledger, scheduler)
+    assert [(named(r.identity), r.action.value, r.outcome, r.saved) for r in again[:1]] == [
+        ("host", "audio_only", "done", json.dumps(full, sort_keys=True))  # the permission before the limit
+    ]
+    remove("50", NOW_MS + 120_000, StaticSessions(HOST_0959), rooms, ledger, scheduler, entitlements("active", "50.40",
+           hard="60"))  # fmt: skip
+    assert rooms.permissions == {("webinar", "host"): full}
+    assert [call[0] for call in rooms.calls] == ["audio_only", "restore"]
+
+
 def test_given_the_limits_step_superseded_at_the_month_turn_then_a_late_redelivery_narrows_nobody_under_it() -> None:
     """D361 (review v1, 2): a step is superseded when another limit - or the same one in a new month - is in force.
     A $20 hard limit, reached on 30 November; the host's narrowing fails; the step arrives on 1 December, where the
