@@ -149,3 +149,22 @@ def test_given_a_removal_decided_then_another_session_of_the_same_identity_is_cl
         (T0 + 60_000, "gone"),
         (0, "pending"),
     ]
+
+
+def test_given_an_audio_only_decided_then_the_rejoined_session_is_claimed_and_both_saved_permissions_read_back(
+    ledger: EnforcementLedger,
+) -> None:
+    """D361 amended (ao): audio-only is claimed per session too: alice narrowed (joined at T0) who rejoins (joined at
+    T0 + 60 s) is a new claim, each session's saved permission read back with its join; the narrowed session is never
+    claimed again."""
+    first = action(T0 + 100, action=EnforcementAction.AUDIO_ONLY, joined_ms=T0)
+    assert ledger.claim(first)
+    ledger.record(replace(first.decided("done"), saved='{"sources": []}', narrowed='{"sources": [1]}'))
+    assert not ledger.claim(action(T0 + 200, action=EnforcementAction.AUDIO_ONLY, joined_ms=T0))
+    rejoined = action(T0 + 200, action=EnforcementAction.AUDIO_ONLY, joined_ms=T0 + 60_000)
+    assert ledger.claim(rejoined)
+    ledger.record(replace(rejoined.decided("done"), saved='{"sources": [3]}', narrowed='{"sources": [1]}'))
+    assert [(r.joined_ms, r.outcome, r.saved) for r in ledger.actions("org:7@x")] == [
+        (T0, "done", '{"sources": []}'),
+        (T0 + 60_000, "done", '{"sources": [3]}'),
+    ]

@@ -32,3 +32,13 @@ def test_given_an_identity_shaped_like_a_pseudonym_and_a_join_in_a_key_other_tha
     assert names_identity(f"ENFORCEMENT#2026-11@50#restore#standup#{shaped}")
     assert not names_identity(f"ENFORCEMENT#2026-11@50#audio_only#standup#{ALICE}")  # a pseudonym alone: kept
     assert not names_identity(f"ENFORCEMENT#2026-10#audio_only#standup#{ALICE}")  # no limit in the scope: kept
+
+
+def test_given_an_audio_only_keyed_per_session_then_its_pseudonym_is_read_before_the_join_and_it_is_kept() -> None:
+    """Finding (ao): audio-only is claimed per session too, its key ending with the session's join (ms since the
+    epoch: 13 digits, 1795168980000 = 2026-11-20 10:03 UTC) after the pseudonym: it names no identity, kept."""
+    assert not names_identity(f"ENFORCEMENT#2026-11@50#audio_only#standup#{ALICE}#1795168980000")
+    assert names_identity("ENFORCEMENT#2026-11@50#audio_only#standup#alice#1795168980000")  # an identity, a join
+    # a join is 13 digits: an identity shaped "erased-<16 hex>#42" is still an identity for every action
+    assert names_identity("ENFORCEMENT#2026-11@50#audio_only#standup#erased-0123456789abcdef#42")
+    assert names_identity("ENFORCEMENT#2026-11@50#remove#standup#erased-0123456789abcdef#42")

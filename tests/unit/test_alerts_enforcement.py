@@ -354,6 +354,86 @@ def test_given_the_removal_step_ran_then_a_guest_joining_before_the_redelivery_i
     assert remove_account("acct_1", "2026-11", "50", *args, NOW_MS + 400_000) == []
 
 
+# the host's sessions: joined 09:59 (narrowed at 10:00) and, after leaving, again at 10:01 with the same identity
+HOST_0959 = Participant("webinar", "host", NOW_MS - 60_000)
+HOST_1001 = Participant("webinar", "host", NOW_MS + 60_000)
+
+
+def test_given_the_host_rejoining_within_the_grace_then_its_new_session_is_narrowed_and_given_back_when_lifted() -> (
+    None
+):
+    """Finding (ao): audio-only is claimed per session (identity + join), as removals are. The host (joined 09:59)
+    is narrowed at 10:00, leaves and rejoins at 10:01 (its token's permission again: video allowed); a restriction
+    at 10:01:30 (the sweeper's still-reached event) narrows the 10:01 session - before, the host's claim was taken
+    and it kept video until the step. The limit raised to $60 before the step (10:02: $50.40 < $60): the step gives
+    the 10:01 session what it had on rejoining (before: found it never narrowed, ``kept``)."""
+    rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST_0959)
+    restrict("50", NOW_MS, sessions, rooms, ledger, scheduler)
+    rooms.permissions[("webinar", "host")] = dict(BEFORE[("webinar", "host")])  # 10:01 rejoined: video again
+    sessions.participants = [HOST_1001]  # rating closed the 09:59 session
+    again = restrict("50", NOW_MS + 90_000, sessions, rooms, ledger, scheduler)
+    assert [(named(r.identity), r.action.value, r.outcome, r.joined_ms) for r in again] == [
+        ("host", "audio_only", "done", NOW_MS + 60_000)  # the 10:01 session's own claim
+    ]
+    assert again[0].detail == "a new session (rejoined) since the earlier narrowing: saved afresh"
+    assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]
+    raised = entitlements("active", "50.40", hard="60")  # $50.40 < $60: the limit no longer reached
+    step = remove("50", NOW_MS + 120_000, sessions, rooms, ledger, scheduler, raised)
+    assert [(named(r.identity), r.action.value, r.outcome) for r in step] == [
+        ("host", "restore", "done"),
+        ("-", "remove", "lifted"),
+    ]
+    assert rooms.permissions == {("webinar", "host"): BEFORE[("webinar", "host")]}
+    # RoomService: 10:00 audio-only (09:59 session), 10:01:30 audio-only (10:01 session), 10:02 restore = 3 calls
+    assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]  # one step
+
+
+def test_given_the_index_listing_a_left_session_and_the_rejoin_of_one_identity_then_it_is_narrowed_once() -> None:
+    """Audio-only per session: at the crossing (10:00) the lagging index lists the host's 09:59 session (left) and
+    its 10:01 rejoin - one participant in LiveKit (one per identity in a room). It is narrowed once, through its
+    latest session: a second UpdateParticipant would read the permission already narrowed and save that, and
+    lifting the limit would give back audio-only. Lifted at 10:02 ($50.40 < $60): the host gets video back."""
+    rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler = InMemoryEnforcementLedger(), RecordingScheduler()
+    sessions = StaticSessions(HOST_0959, HOST_1001)
+    narrowed = restrict("50", NOW_MS, sessions, rooms, ledger, scheduler)
+    assert [(named(r.identity), r.action.value, r.outcome, r.joined_ms) for r in narrowed] == [
+        ("host", "audio_only", "done", NOW_MS + 60_000),  # the latest session only
+        ("-", "schedule_removal", "done", 0),
+    ]
+    raised = entitlements("active", "50.40", hard="60")
+    remove("50", NOW_MS + 120_000, sessions, rooms, ledger, scheduler, raised)
+    assert rooms.permissions == {("webinar", "host"): BEFORE[("webinar", "host")]}  # video back, not audio-only
+    assert [call[0] for call in rooms.calls] == ["audio_only", "restore"]  # 1 UpdateParticipant, 1 restore
+
+
+def test_given_a_narrowing_recorded_per_identity_before_then_its_session_is_narrowed_again_keeping_the_saved_one() -> (
+    None
+):
+    """D361 amended (ao), a grace spanning the deploy: the host narrowed at 10:00 under the old key (join 0). A
+    restriction at 10:01 lists its session (joined 09:59): a claim of its own - one more UpdateParticipant, which
+    reads the narrowed permission - and the saved one (video allowed) is kept, so lifting the limit gives video back."""
+    full = dict(BEFORE[("webinar", "host")])
+    narrowed = {**full, "sources": ["microphone"]}
+    rooms = FakeRooms({("webinar", "host"): dict(narrowed)})
+    ledger, scheduler = InMemoryEnforcementLedger(), RecordingScheduler()
+    before = EnforcementRecord(
+        "acct_1", "2026-11", "webinar", pseudonym_of("host"), EnforcementAction.AUDIO_ONLY, "done", NOW_MS,
+        limit="50", saved=json.dumps(full, sort_keys=True), narrowed=json.dumps(narrowed, sort_keys=True),
+    )  # fmt: skip
+    ledger.record(before)
+    again = restrict("50", NOW_MS + 60_000, StaticSessions(HOST_0959), rooms, ledger, scheduler)
+    assert [(named(r.identity), r.action.value, r.outcome, r.saved) for r in again[:1]] == [
+        ("host", "audio_only", "done", json.dumps(full, sort_keys=True))  # the permission before the limit
+    ]
+    remove("50", NOW_MS + 120_000, StaticSessions(HOST_0959), rooms, ledger, scheduler, entitlements("active", "50.40",
+           hard="60"))  # fmt: skip
+    assert rooms.permissions == {("webinar", "host"): full}
+    assert [call[0] for call in rooms.calls] == ["audio_only", "restore"]
+
+
 def test_given_the_limits_step_superseded_at_the_month_turn_then_a_late_redelivery_narrows_nobody_under_it() -> None:
     """D361 (review v1, 2): a step is superseded when another limit - or the same one in a new month - is in force.
     A $20 hard limit, reached on 30 November; the host's narrowing fails; the step arrives on 1 December, where the

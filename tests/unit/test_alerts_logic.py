@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -382,11 +383,11 @@ MINUTE = 60_000
 REMOVAL_STEP = {"account_id": "acct_1", "period": "2026-11", "step": "remove", "limit": "50"}
 
 
-def _enforced_50_limit() -> tuple[
+def _crossed_50_limit() -> tuple[
     AccountProfile, InMemoryAccountDirectory, FakeRooms, StaticSessions, RecordingScheduler, AlertPorts, AlertsPolicy
 ]:
-    """A $50 hard limit reached at 10:00:05 ($50.40) and enforced: the host (joined 10:00) narrowed by the crossing's
-    event, removed by the limit's removal step at 10:02:05 (the 120 s grace)."""
+    """A $50 hard limit reached at 10:00:05 ($50.40): the host (joined 10:00) narrowed by the crossing's event, the
+    limit's removal step scheduled (due at 10:02:05, the 120 s grace) but not run."""
     signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
     profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))
     directory = InMemoryAccountDirectory(profile)
@@ -400,6 +401,14 @@ def _enforced_50_limit() -> tuple[
     policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
     crossed = _hard_limit_50_crossed()
     handle_event(crossed.DETAIL_TYPE, crossed.model_dump(), ports, policy, AT_10_00 + 5_000)
+    return profile, directory, rooms, sessions, scheduler, ports, policy
+
+
+def _enforced_50_limit() -> tuple[
+    AccountProfile, InMemoryAccountDirectory, FakeRooms, StaticSessions, RecordingScheduler, AlertPorts, AlertsPolicy
+]:
+    """``_crossed_50_limit``, then the limit's removal step at 10:02:05 (the 120 s grace) removes the host."""
+    profile, directory, rooms, sessions, scheduler, ports, policy = _crossed_50_limit()
     handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 5_000 + 120_000)
     assert ("webinar", "host") not in rooms.permissions  # removed at 10:02:05
     return profile, directory, rooms, sessions, scheduler, ports, policy
@@ -437,6 +446,33 @@ def test_given_a_removed_host_rejoining_with_its_identity_then_the_next_still_re
     # RoomService: 10:00 audio-only, 10:02 the step's removal, 10:05 and 10:10 one removal each = 4 calls
     assert [call[0] for call in rooms.calls] == ["audio_only", "remove", "remove", "remove"]
     assert len(scheduler.scheduled) == 1  # the crossing's step only: the grace is over
+
+
+def test_given_the_host_rejoining_within_the_grace_then_the_still_reached_event_narrows_its_new_session() -> None:
+    """Finding (ao): audio-only was claimed per identity, so a host narrowed at 10:00:05 who leaves and rejoins at
+    10:01 (a new session, same identity, full permissions from its token) found its claim taken: the sweeper's run at
+    10:01:30 ($51.10 >= $50, the step due at 10:02:05 not run) asked nothing and the host had video until the step.
+    Audio-only is claimed per session (its join), as removals are: the 10:01 session is narrowed at 10:01:30."""
+    _, _, rooms, sessions, scheduler, ports, policy = _crossed_50_limit()
+    assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]  # narrowed at 10:00:05
+    rooms.permissions[("webinar", "host")] = dict(FULL)  # 10:01 the host leaves and rejoins: video allowed again
+    sessions.participants = [Participant("webinar", "host", AT_10_00 + MINUTE)]  # rating closed the 10:00 session
+    out = handle_event(HardLimitStillReachedV1.DETAIL_TYPE, _still_reached_at(AT_10_00 + 90_000), ports, policy,
+                       AT_10_00 + 90_000)  # fmt: skip
+    # the 10:01 session's own claim (joined 10:00 + 60 s); no second step (the crossing's is pending)
+    assert [(r.action.value, r.outcome, r.joined_ms) for r in out.enforcement] == [
+        ("audio_only", "done", AT_10_00 + MINUTE)
+    ]
+    assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]  # no video from 10:01:30
+    assert json.loads(out.enforcement[0].saved) == FULL  # what its token gave it: given back if the limit lifts
+    handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 125_000)  # the step at 10:02:05
+    assert ("webinar", "host") not in rooms.permissions
+    # RoomService: 10:00:05 audio-only (the 10:00 session), 10:01:30 audio-only (the 10:01 session), 10:02:05 the
+    # step's removal (the 10:01 session, the only one listed) = 3 calls, all for "host"
+    assert rooms.calls == [
+        ("audio_only", "webinar", "host"), ("audio_only", "webinar", "host"), ("remove", "webinar", "host")
+    ]  # fmt: skip
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]  # one step
 
 
 def test_given_a_session_open_in_rating_but_gone_from_livekit_then_roomservice_is_asked_once_not_every_run() -> None:
@@ -561,6 +597,27 @@ def test_given_the_removal_step_redelivered_after_a_removed_host_rejoined_unlist
     )
     # its 10:00 session removed at 10:02:05; the presence after that removal keyed by it: 10:00 + 125 s
     assert removals == [(AT_10_00, "done"), (AT_10_00 + 125_000, "done")]
+
+
+def test_given_a_rejoin_removed_by_the_presence_check_then_listed_later_then_roomservice_is_asked_once_more() -> None:
+    """Finding (ao, b), left as it is (D361 amended (ao)): the rejoined host removed by the 10:02:40 presence check is
+    claimed under 10:02:05 (its latest removal's time: ListParticipants gives no join), so once the index lists that
+    rejoin with its own join (10:02:30) the 10:05 run claims it and asks RemoveParticipant once more (``gone``) - one
+    wasted call per such rejoin, not one per run: the 10:10 run asks nothing."""
+    rooms, sessions, _, ports, policy, guest = _host_removed_guests_removal_failed()
+    sessions.participants = [guest]
+    rooms.permissions[("webinar", "host")] = dict(FULL)  # the host rejoins at 10:02:30, unlisted
+    handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 160_000)  # 10:02:40: host and guest removed
+    rejoin = Participant("webinar", "host", AT_10_00 + 150_000)  # 10:02:30 = 10:00 + 150 s
+    sessions.participants = [rejoin]  # the index lists the rejoin now (its close not seen yet)
+    calls_before = len(rooms.calls)
+    runs = [
+        [(r.action.value, r.outcome, r.joined_ms) for r in handle_event(
+            HardLimitStillReachedV1.DETAIL_TYPE, _still_reached_at(run), ports, policy, run).enforcement]
+        for run in (AT_10_00 + 5 * MINUTE, AT_10_00 + 10 * MINUTE)
+    ]  # fmt: skip
+    assert runs == [[("remove", "gone", AT_10_00 + 150_000)], []]
+    assert rooms.calls[calls_before:] == [("remove", "webinar", "host")]  # 1 call in 2 runs, answered gone
 
 
 def test_given_the_removal_step_redelivered_while_listing_the_unlisted_hosts_room_fails_then_the_guest_is_removed() -> (

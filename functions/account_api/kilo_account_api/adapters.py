@@ -49,28 +49,30 @@ MEMBERS_BY_USER_INDEX: Final = "members_by_user"
 # ``DELIVERY#...``, the contact in ``recipient``, a provider's message in ``detail``
 ALERT_DELIVERY_PREFIX: Final = "DELIVERY#"
 # its records keyed by a participant (D214): enforcement actions ``ENFORCEMENT#<scope>#<action>#<room>#<who>``
-# (a removal of a session whose join is known: ``...#<who>#<joined ms>``)
+# (a removal or audio-only of a session whose join is known: ``...#<who>#<joined ms>``)
 # (the account's own steps: room and who ``-``) and abuse flags ``OPERATOR#abuse_concurrent_sessions#
 # concurrent_sessions:<who>:<YYYY-MM-DD>``; ``who`` is a pseudonym, or an identity in records written before
 ALERT_ENFORCEMENT_PREFIX: Final = "ENFORCEMENT#"
 ALERT_CONCURRENT_PREFIX: Final = "OPERATOR#abuse_concurrent_sessions#concurrent_sessions:"
 _OWN_STEP: Final = "#-#-"
-# the pseudonym ends the key, or - a removal's key only - comes before its session's join (``#<ms>``, D71 amended
-# (e4b)): another action's key ending ``#<pseudonym-shaped>#<digits>`` names an identity (D239, D214 amended (e4c))
+# the pseudonym ends the key, or - a removal's or an audio-only's key only, the actions claimed per session - comes
+# before its session's join (``#<ms>``: 13 digits, the epoch's ms from 2001 to 2286; D71 amended (e4b), D361 amended
+# (ao)): another action's key ending ``#<pseudonym-shaped>#<digits>``, or any key ending so with a join of another
+# length, names an identity (D239, D214 amended (e4c))
 _PSEUDONYM_AT_END: Final = re.compile(rf"#{PSEUDONYM_PATTERN}\Z")
-_PSEUDONYM_BEFORE_JOIN: Final = re.compile(rf"#{PSEUDONYM_PATTERN}(#\d+)?\Z")
-_REMOVAL: Final = "remove"
+_PSEUDONYM_BEFORE_JOIN: Final = re.compile(rf"#{PSEUDONYM_PATTERN}(#\d{{13}})?\Z")
+_PER_SESSION: Final = ("remove", "audio_only")
 _PSEUDONYM_IN_FLAG: Final = re.compile(rf"{PSEUDONYM_PATTERN}:\d{{4}}-\d{{2}}-\d{{2}}\Z")
 
 
 def names_identity(sort_key: str) -> bool:
     """Whether an alerts-table record's key names a participant's identity (not its pseudonym), read from the key
-    alone: an enforcement action not ending in a pseudonym (nor the account's own step; a removal's key, and only
-    a removal's, may add its session's join after it), an abuse flag of one identity whose identity part is not
-    one."""
+    alone: an enforcement action not ending in a pseudonym (nor the account's own step; a removal's or an
+    audio-only's key, and only theirs, may add its session's join after it), an abuse flag of one identity whose
+    identity part is not one."""
     if sort_key.startswith(ALERT_ENFORCEMENT_PREFIX):
         action = sort_key.split("#", 3)[2:3]  # ENFORCEMENT#<scope>#<action>#<room>#<who>[#<join>]
-        at_end = _PSEUDONYM_BEFORE_JOIN if action == [_REMOVAL] else _PSEUDONYM_AT_END
+        at_end = _PSEUDONYM_BEFORE_JOIN if action and action[0] in _PER_SESSION else _PSEUDONYM_AT_END
         return not (sort_key.endswith(_OWN_STEP) or at_end.search(sort_key))
     if sort_key.startswith(ALERT_CONCURRENT_PREFIX):
         return not _PSEUDONYM_IN_FLAG.fullmatch(sort_key.removeprefix(ALERT_CONCURRENT_PREFIX))

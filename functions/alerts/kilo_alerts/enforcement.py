@@ -2,10 +2,10 @@
 sessions who may publish is narrowed to the microphone (video and screen share revoked, every other part of its
 permission kept and saved, the call goes on), then after a grace period they are removed - unless the hard limit was
 lifted meanwhile (raised, removed, or the month turned): then each gets its saved permission back. Every action is
-recorded; each is claimed first (one record per
-(account, period, hard limit, room, identity, action) - a removal per session too: the session's join, so one who
-rejoins with the same identity is removed again), so a redelivered event or step repeats nothing that was done,
-while a limit raised after it was enforced is enforced again when the bill reaches the new one.
+recorded; each is claimed first (one record per (account, period, hard limit, room, identity, action) - a removal and
+an audio-only per session too: the session's join, so one who rejoins with the same identity is narrowed or removed
+again), so a redelivered event or step repeats nothing that was done, while a limit raised after it was enforced is
+enforced again when the bill reaches the new one.
 
 A participant RoomService no longer knows (left meanwhile) is recorded ``gone``; a failure for now (RoomService
 unreachable) is recorded ``retry`` and raised, so the queue delivers the event again and only what is missing is done.
@@ -138,6 +138,22 @@ class _LiveIdentities:
         raise ParticipantGoneError(f"no participant of {participant.room} has the pseudonym {participant.identity}")
 
 
+_PER_SESSION = (EnforcementAction.REMOVE, EnforcementAction.AUDIO_ONLY)  # claimed per session (its join)
+
+
+def _latest_sessions(account_id: str, participants: list[Participant]) -> list[Participant]:
+    """Each participant's latest session (the highest join) of those listed: the lagging index may still list a
+    session that left beside its identity's rejoin, while LiveKit has one participant per identity in a room -
+    narrowing it twice in one step would save the permission the first narrowing left (D146: lifting the limit would
+    give back audio-only). Keyed by (room, pseudonym), as the records are (an erasure may have rewritten one)."""
+    latest: dict[tuple[str, str], Participant] = {}
+    for participant in participants:
+        key = (participant.room, pseudonym(account_id, participant.identity))
+        if key not in latest or participant.joined_ms > latest[key].joined_ms:
+            latest[key] = participant
+    return list(latest.values())
+
+
 def _act(
     account_id: str,
     period: str,
@@ -150,15 +166,15 @@ def _act(
     live: _LiveIdentities,
 ) -> list[EnforcementRecord]:
     """Claim, act (``do`` returns the decided record of the participant, RoomService called with ``live.of`` it),
-    record - per participant, each keyed and recorded by the pseudonym of its identity (D214); a removal per session
-    too (``joined_ms``, D71 amended (e4b)): one who rejoins with the identity of a removed session is another session,
-    claimed and removed afresh, while a session removed (or found gone) is never asked about again. A claim another
-    delivery holds within its lease is left alone and reported ``retry`` (not written): the record is delivered
-    again."""
+    record - per participant, each keyed and recorded by the pseudonym of its identity (D214); a removal and an
+    audio-only per session too (``joined_ms``, D71 amended (e4b), D361 amended (ao)): one who rejoins with the
+    identity of a removed or narrowed session is another session, claimed and removed or narrowed afresh, while a
+    session removed (or found gone) or narrowed is never asked about again. A claim another delivery holds within its
+    lease is left alone and reported ``retry`` (not written): the record is delivered again."""
     records: list[EnforcementRecord] = []
     for participant in sorted(set(participants)):
         ref = pseudonym(account_id, participant.identity)
-        joined = participant.joined_ms if action is EnforcementAction.REMOVE else 0
+        joined = participant.joined_ms if action in _PER_SESSION else 0
         pending = EnforcementRecord(
             account_id, period, participant.room, ref, action, "", now_ms, limit=limit, joined_ms=joined
         )
@@ -212,8 +228,11 @@ def _narrow(
             return replace(pending.decided("done", detail), saved=latest.saved, narrowed=now)
         if narrowing is None:
             return pending.decided("skipped", "may not publish: nothing to narrow")
-        # narrowed afresh: never narrowed this period, or the app changed the permission since (its change is saved)
-        detail = "the app changed the permission since the earlier narrowing: saved afresh" if changed else ""
+        # narrowed afresh: never narrowed this period, or the app changed the permission since (its change is saved),
+        # or a new session of the participant (rejoined, D361 amended (ao)) has its token's permission again
+        rejoined = latest is not None and latest.joined_ms not in (0, pending.joined_ms)
+        again = "a new session (rejoined)" if rejoined else "the app changed the permission"
+        detail = f"{again} since the earlier narrowing: saved afresh" if changed else ""
         return replace(pending.decided("done", detail), saved=narrowing.saved, narrowed=narrowing.narrowed)
 
     return narrow
@@ -268,7 +287,7 @@ def _restrict(
             period,
             limit,
             EnforcementAction.AUDIO_ONLY,
-            ports.sessions.open_participants(account_id),
+            _latest_sessions(account_id, ports.sessions.open_participants(account_id)),
             ports.ledger,
             _narrow(ports.rooms, _latest_unrestored(held, period), live),
             now_ms,

@@ -117,8 +117,9 @@ def turn_item(account_id: str, holder: str, now_ms: int) -> Item:
 
 def enforcement_sort_key(record: EnforcementRecord) -> str:
     """``ENFORCEMENT#<period>@<limit>#...`` (one claim per hard limit enforced); without a limit, as written before.
-    A removal of a session whose join is known ends ``#<joined_ms>``: one claim per session, so a participant who
-    rejoins with the same identity is removed again (D71 amended (e4b)); without it, as written before."""
+    A removal or an audio-only of a session whose join is known ends ``#<joined_ms>``: one claim per session, so a
+    participant who rejoins with the same identity is removed or narrowed again (D71 amended (e4b), D361 amended
+    (ao)); without it, as written before."""
     scoped = f"{record.period}@{record.limit}" if record.limit else record.period
     session = f"#{record.joined_ms}" if record.joined_ms else ""
     return f"ENFORCEMENT#{scoped}#{record.action.value}#{record.room}#{record.identity}{session}"

@@ -151,9 +151,10 @@ class EnforcementRecord:
     ``narrowed``: the permission our update left it with, set back only while it still holds that one (empty on records
     written before it was kept: set back unconditionally). A restore finding the app changed it since is ``kept``.
     ``identity``: the participant's pseudonym (``kilo_billing.accounts.pseudonym``, D214), never the identity
-    RoomService knows it by; ``-`` on the account's own steps. ``joined_ms``: on a removal, when the removed session
-    began (``Participant.joined_ms``; 0 when not known): the removal is claimed per session, so a participant who
-    rejoins with the same identity is removed again (D71 amended (e4b))."""
+    RoomService knows it by; ``-`` on the account's own steps. ``joined_ms``: on a removal or an audio-only, when the
+    session acted on began (``Participant.joined_ms``; 0 when not known): both are claimed per session, so a
+    participant who rejoins with the same identity is removed, or narrowed, again (D71 amended (e4b), D361 amended
+    (ao))."""
 
     account_id: str
     period: str
