@@ -225,3 +225,36 @@ def test_given_one_transaction_paying_two_bills_in_usdc_then_each_transfer_check
         ("USDC", 0, PAYER, 100_000_000, (BILL_1,), True),
         ("USDC", 1, PAYER, 40_000_000, (BILL_2,), True),
     ]
+
+
+def test_given_one_transaction_paying_one_bill_in_sol_and_another_in_usdc_then_each_credit_carries_its_own_reference() -> (
+    None
+):
+    """0.25 SOL with bill 1's reference and 40 USDC with bill 2's in one transaction: one credit per asset, as
+    before, but bill 2's reference is the USDC credit's own, so it no longer goes with the SOL credit (nor bill 1's
+    with the USDC one): before, each carried both, and a claim of either for its own bill was refused (D112)."""
+    ata = str(get_associated_token_address(Pubkey.from_string(MERCHANT), Pubkey.from_string(USDC)))
+    source = str(get_associated_token_address(Pubkey.from_string(PAYER), Pubkey.from_string(USDC)))
+    usdc = Instruction(TOKEN, (source, USDC, ata, PAYER, BILL_2), bytes([12]) + struct.pack("<QB", 40_000_000, 6))
+    tx = ChainTransaction(
+        signature="sol-and-usdc",
+        slot=302,
+        block_time=None,
+        failed=False,
+        account_keys=(PAYER, MERCHANT, source, ata, USDC, BILL_1, BILL_2, SYSTEM, TOKEN),
+        signer_count=1,
+        instructions=(_sol_transfer(250_000_000, BILL_1), usdc),
+        # the merchant: 1 SOL + 0.25 SOL = 1,250,000,000; the payer: 10 SOL - 0.25 SOL - 5,000 = 9,749,995,000
+        pre_balances=(10_000_000_000, 1_000_000_000, 2_039_280, 2_039_280, 1, 0, 0, 1, 1),
+        post_balances=(9_749_995_000, 1_250_000_000, 2_039_280, 2_039_280, 1, 0, 0, 1, 1),
+        pre_token_balances=(TokenBalance(2, USDC, PAYER, 500_000_000), TokenBalance(3, USDC, MERCHANT, 0)),
+        # 500 - 40 = 460 USDC; 0 + 40 = 40 USDC
+        post_token_balances=(TokenBalance(2, USDC, PAYER, 460_000_000), TokenBalance(3, USDC, MERCHANT, 40_000_000)),
+    )
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1, BILL_2}))
+
+    assert [_credit(credit) for credit in found] == [
+        ("SOL", 0, PAYER, 250_000_000, (BILL_1,), True),
+        ("USDC", 1, PAYER, 40_000_000, (BILL_2,), True),
+    ]
