@@ -460,7 +460,9 @@ def _memo(text: str) -> Instruction:
     return Instruction(MEMO_PROGRAM_ID, text.encode(), [])
 
 
-def _sol_quote(quote_id: str, invoice_id: str, account_id: str, lamports: int, reference: str | None) -> Quote:
+def _sol_quote(
+    quote_id: str, invoice_id: str, account_id: str, lamports: int, reference: str | None, amount_usd: str = "37.50"
+) -> Quote:
     """A SOL quote made now, locked at $150.00 (0.25 SOL = $37.50), watched for 72 hours."""
     created = datetime.now(UTC)
     rate = LockedRate("SOL", Decimal("150.00"), (RateReading("fixed", "SOL", Decimal("150.00"), created),), created)
@@ -470,7 +472,7 @@ def _sol_quote(quote_id: str, invoice_id: str, account_id: str, lamports: int, r
         account_id=account_id,
         chain="solana",
         asset="SOL",
-        amount_usd=Decimal("37.50"),
+        amount_usd=Decimal(amount_usd),
         rate=rate,
         atomic_amount=lamports,
         pay_to="merchant",
@@ -832,6 +834,130 @@ def test_given_a_reference_on_another_instruction_when_claimed_for_another_bill_
     with pytest.raises(ClaimRefusedError, match="reference of another bill's quote"):
         h.settlement.check_claim(credit, "inv-B")
     h.settlement.check_claim(credit, "inv-A")
+
+
+def _two_bills(h: Harness) -> tuple[Pubkey, Pubkey]:
+    """acct-1's two bills, each with a SOL quote and its Solana Pay reference, locked at $150.00: inv-1 $225.00 asks
+    1.5 SOL (1.5 x 150 = 225), inv-2 $37.50 asks 0.25 SOL (0.25 x 150 = 37.50)."""
+    first, second = Keypair().pubkey(), Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "225.00"))
+    assert h.store.create_bill(bill("inv-2", "acct-1", "37.50"))
+    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", 1_500_000_000, str(first), amount_usd="225.00"))
+    h.store.add_quote(_sol_quote("q-2", "inv-2", "acct-1", 250_000_000, str(second)))
+    return first, second
+
+
+def test_given_one_transaction_paying_two_bills_by_their_references_then_each_bill_is_paid_once_by_its_own_amount(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """One signed transaction, two System transfers to the merchant: 1,500,000,000 lamports with inv-1's reference,
+    250,000,000 with inv-2's (a wallet paying two invoices at once). Before: one credit of the merchant's net delta,
+    1,750,000,000 lamports, at instruction 0 with both references - inv-1 paid 1.75 x 150 = $262.50 (overpaid by
+    $37.50), inv-2 never paid. Now: a credit per instruction, each matched by its own reference."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    first, second = _two_bills(h)
+    signature = chain.send([_pay(chain, 1_500_000_000, first), _pay(chain, 250_000_000, second)])
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+
+    report = watch.run()
+
+    at_0, at_1 = h.store.payment(f"solana:{signature}:0"), h.store.payment(f"solana:{signature}:1")
+    assert at_0 is not None
+    assert at_1 is not None
+    assert (at_0.transfer.atomic_amount, at_0.transfer.references, at_0.invoice_id, at_0.matched_by, at_0.usd) == (
+        1_500_000_000,
+        (str(first),),
+        "inv-1",
+        "reference",
+        Decimal("225.00"),
+    )
+    assert (at_1.transfer.atomic_amount, at_1.transfer.references, at_1.invoice_id, at_1.matched_by, at_1.usd) == (
+        250_000_000,
+        (str(second),),
+        "inv-2",
+        "reference",
+        Decimal("37.50"),
+    )
+    assert report.transfers_seen == 2
+    assert h.store.unattributed() == []
+
+    chain.standin.advance(LAG)
+    assert watch.run().finalized == 2
+    paid = {invoice_id: h.store.bill(invoice_id) for invoice_id in ("inv-1", "inv-2")}
+    assert {k: (b.status.value, b.settled_usd, b.credit_usd) for k, b in paid.items() if b is not None} == {
+        "inv-1": ("PAID", Decimal("225.00"), Decimal("0.00")),
+        "inv-2": ("PAID", Decimal("37.50"), Decimal("0.00")),
+    }
+
+
+def test_given_one_transaction_paying_two_bills_on_the_fast_path_then_each_credit_is_claimable_for_its_own_bill_only(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """The same transaction read by the fast path (the inspector with the active references): two credits, each
+    carrying only its own reference - the other credit's reference (a watched key elsewhere in the transaction) is
+    that credit's, so it does not tie this one to the other bill (D112 would refuse both claims, D91's "any watched
+    key counts"). Each credit is claimable for its own bill and refused for the other; claimed so, each bill counts
+    its own amount once."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    first, second = _two_bills(h)
+    signature = chain.send([_pay(chain, 1_500_000_000, first), _pay(chain, 250_000_000, second)])
+
+    one, two = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
+
+    assert [(c.index, c.atomic_amount, c.references) for c in (one, two)] == [
+        (0, 1_500_000_000, (str(first),)),
+        (1, 250_000_000, (str(second),)),
+    ]
+    with pytest.raises(ClaimRefusedError, match="reference of another bill's quote"):
+        h.settlement.check_claim(two, "inv-1")
+    with pytest.raises(ClaimRefusedError, match="reference of another bill's quote"):
+        h.settlement.check_claim(one, "inv-2")
+    for credit, invoice_id in ((one, "inv-1"), (two, "inv-2")):
+        h.settlement.check_claim(credit, invoice_id)
+        h.settlement.record(credit, claimed_for=invoice_id)
+    counted = {invoice_id: h.store.bill(invoice_id) for invoice_id in ("inv-1", "inv-2")}
+    assert {k: [(line.payment_id, line.usd) for line in b.payments] for k, b in counted.items() if b is not None} == {
+        "inv-1": [(f"solana:{signature}:0", Decimal("225.00"))],
+        "inv-2": [(f"solana:{signature}:1", Decimal("37.50"))],
+    }
+
+
+def test_given_one_transaction_with_two_usdc_transfers_each_with_its_reference_then_two_credits(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    """Two ``transfer_checked`` into the merchant's associated token account, 100 USDC with one reference and 40 USDC
+    with another. Before: one credit of the token account's delta, 140,000,000, at instruction 0 with both."""
+    first, second = Keypair().pubkey(), Keypair().pubkey()
+    watch.references.keys.extend([str(first), str(second)])
+
+    def transfer_checked(amount: int, reference: Pubkey) -> Instruction:
+        ix = token.transfer_checked(
+            TransferCheckedParams(
+                program_id=TOKEN_PROGRAM_ID,
+                source=token.get_associated_token_address(chain.payer.pubkey(), chain.usdc),
+                mint=chain.usdc,
+                dest=token.get_associated_token_address(chain.merchant.pubkey(), chain.usdc),
+                owner=chain.payer.pubkey(),
+                amount=amount,
+                decimals=6,
+            )
+        )
+        return Instruction(ix.program_id, ix.data, [*ix.accounts, AccountMeta(reference, False, False)])
+
+    signature = chain.send([transfer_checked(100 * USDC, first), transfer_checked(40 * USDC, second)])
+
+    report = watch.run()
+
+    found = sorted(watch.sink.transfers.values(), key=lambda credit: credit.index)
+    assert [(c.tx_id, c.asset, c.index, c.atomic_amount, c.references) for c in found] == [
+        (signature, "USDC", 0, 100_000_000, (str(first),)),
+        (signature, "USDC", 1, 40_000_000, (str(second),)),
+    ]
+    assert report.transfers_seen == 2
 
 
 def test_given_a_failed_transaction_recorded_by_settlement_then_pending_until_its_failure_is_finalized(

@@ -3,13 +3,17 @@ tests/fixtures/solana/README.md says how), parsed by the real client's parser (s
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from solders.pubkey import Pubkey
 from solders.rpc.responses import GetTransactionResp
+from solders.token.associated import get_associated_token_address
 
 from kilo_crypto_watch.model import ObservedTransfer
+from kilo_crypto_watch.ports import ChainTransaction, Instruction, TokenBalance
 from kilo_crypto_watch.solana import Merchant, credits
 from kilo_crypto_watch.solana_rpc import b58decode, chain_transaction
 
@@ -93,3 +97,164 @@ def test_given_a_failed_legacy_sol_transfer_then_it_is_a_failed_credit_of_the_in
 )
 def test_given_base58_text_then_it_decodes_to_its_bytes(text: str, expected: bytes) -> None:
     assert b58decode(text) == expected
+
+
+# -- one transaction, several transfers to the merchant (D91, amended (sp)) ------------------------------------------
+BILL_1 = "4vJ9JU1bJJE96FWSJKvHsmmFADCg4gpZQff4P3bkLKi"  # bytes 0x01 x 32: bill 1's quote reference
+BILL_2 = "8qbHbw2BbbTHBW1sbeqakYXVKRQM8Ne7pLK7m6CVfeR"  # bytes 0x02 x 32: bill 2's
+ELSEWHERE = "CktRuQ2mttgRGkXJtyksdKHjUdc2C4TgDzyB98oEzy8"  # bytes 0x03 x 32: a watched reference on no transfer
+SYSTEM = "11111111111111111111111111111111"
+TOKEN = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
+MEMO = "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr"
+
+
+def _sol_transfer(lamports: int, *references: str) -> Instruction:
+    """A System ``Transfer`` (u32 tag 2, u64 lamports) from the payer to the merchant, references appended."""
+    return Instruction(SYSTEM, (PAYER, MERCHANT, *references), struct.pack("<IQ", 2, lamports))
+
+
+def _two_sol_bills(merchant_post: int, failed: bool = False, *extra: Instruction) -> ChainTransaction:
+    """One transaction paying bill 1 1.5 SOL and bill 2 0.25 SOL, each by its own Solana Pay reference (a wallet
+    paying two invoices at once). The merchant held 1 SOL; keys: payer (the only signer), merchant, the references,
+    the programs."""
+    return ChainTransaction(
+        signature="two-bills",
+        slot=300,
+        block_time=None,
+        failed=failed,
+        account_keys=(PAYER, MERCHANT, BILL_1, BILL_2, ELSEWHERE, SYSTEM, MEMO),
+        signer_count=1,
+        instructions=(_sol_transfer(1_500_000_000, BILL_1), _sol_transfer(250_000_000, BILL_2), *extra),
+        pre_balances=(10_000_000_000, 1_000_000_000, 0, 0, 0, 1, 1),
+        # the payer: 10 - 1.5 - 0.25 SOL - 5,000 lamports of fee = 8,249,995,000
+        post_balances=(8_249_995_000, merchant_post, 0, 0, 0, 1, 1),
+    )
+
+
+def _credit(credit: ObservedTransfer) -> tuple[str, int, str, int, tuple[str, ...], bool]:
+    return credit.asset, credit.index, credit.sender, credit.atomic_amount, credit.references, credit.succeeded
+
+
+def test_given_one_transaction_paying_two_bills_in_sol_then_each_transfer_is_its_own_credit_with_its_reference() -> (
+    None
+):
+    # the merchant's delta: 1,500,000,000 + 250,000,000 = 1,750,000,000 lamports, the instructions' sum
+    tx = _two_sol_bills(merchant_post=1_000_000_000 + 1_750_000_000)
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1, BILL_2}))
+
+    # before: one credit of 1,750,000,000 at index 0 carrying both references (bill 1 overpaid, bill 2 never paid)
+    assert [_credit(credit) for credit in found] == [
+        ("SOL", 0, PAYER, 1_500_000_000, (BILL_1,), True),
+        ("SOL", 1, PAYER, 250_000_000, (BILL_2,), True),
+    ]
+    assert [credit.payment_id for credit in found] == ["solana:two-bills:0", "solana:two-bills:1"]
+
+
+def test_given_two_sol_transfers_and_a_watched_reference_on_another_instruction_then_both_credits_carry_it() -> None:
+    """A watched reference on no transfer (here a memo's key) is nobody's own: it goes with every credit, as it went
+    with the single one (D91, D137: a claim for another bill is still refused); a credit's own reference does not go
+    with the other credit."""
+    memo = Instruction(MEMO, (ELSEWHERE,), b"two bills")
+    tx = _two_sol_bills(1_000_000_000 + 1_750_000_000, False, memo)
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1, BILL_2, ELSEWHERE}))
+
+    assert [credit.references for credit in found] == [(BILL_1, ELSEWHERE), (BILL_2, ELSEWHERE)]
+
+
+def test_given_two_sol_transfers_whose_sum_is_not_the_merchants_delta_then_one_net_credit_as_before() -> None:
+    """The merchant also paid out in it (5,000 lamports, say a fee): 1,750,000,000 - 5,000 = 1,749,995,000 received,
+    not the instructions' 1,750,000,000 - which transfer the 5,000 came off is unknown: the net delta, once, at the
+    first transfer (its reference first, then the other watched one, as before)."""
+    tx = _two_sol_bills(merchant_post=1_000_000_000 + 1_749_995_000)
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1, BILL_2}))
+
+    assert [_credit(credit) for credit in found] == [("SOL", 0, PAYER, 1_749_995_000, (BILL_1, BILL_2), True)]
+
+
+def test_given_a_failed_transaction_with_two_sol_transfers_then_each_is_a_failed_credit_of_its_intended_amount() -> (
+    None
+):
+    tx = _two_sol_bills(merchant_post=1_000_000_000, failed=True)  # nothing moved
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1, BILL_2}))
+
+    # before: one failed credit of 1,500,000,000 + 250,000,000 = 1,750,000,000 at index 0
+    assert [_credit(credit) for credit in found] == [
+        ("SOL", 0, PAYER, 1_500_000_000, (BILL_1,), False),
+        ("SOL", 1, PAYER, 250_000_000, (BILL_2,), False),
+    ]
+
+
+def test_given_one_transaction_paying_two_bills_in_usdc_then_each_transfer_checked_is_its_own_credit() -> None:
+    """Two ``TransferChecked`` (u8 tag 12, u64 amount, u8 decimals) of 100 USDC and 40 USDC into the merchant's
+    associated token account, each with its bill's reference; the account held 5 USDC."""
+    ata = str(get_associated_token_address(Pubkey.from_string(MERCHANT), Pubkey.from_string(USDC)))
+    source = str(get_associated_token_address(Pubkey.from_string(PAYER), Pubkey.from_string(USDC)))
+
+    def transfer_checked(amount: int, reference: str) -> Instruction:
+        return Instruction(TOKEN, (source, USDC, ata, PAYER, reference), bytes([12]) + struct.pack("<QB", amount, 6))
+
+    tx = ChainTransaction(
+        signature="two-usdc-bills",
+        slot=301,
+        block_time=None,
+        failed=False,
+        account_keys=(PAYER, source, ata, USDC, BILL_1, BILL_2, TOKEN),
+        signer_count=1,
+        instructions=(transfer_checked(100_000_000, BILL_1), transfer_checked(40_000_000, BILL_2)),
+        pre_balances=(1_000_000_000, 2_039_280, 2_039_280, 1, 0, 0, 1),
+        post_balances=(999_995_000, 2_039_280, 2_039_280, 1, 0, 0, 1),
+        pre_token_balances=(
+            TokenBalance(1, USDC, PAYER, 500_000_000),
+            TokenBalance(2, USDC, MERCHANT, 5_000_000),
+        ),
+        # the payer: 500 - 100 - 40 = 360 USDC; the merchant: 5 + 100 + 40 = 145 USDC (delta 140,000,000)
+        post_token_balances=(
+            TokenBalance(1, USDC, PAYER, 360_000_000),
+            TokenBalance(2, USDC, MERCHANT, 145_000_000),
+        ),
+    )
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1, BILL_2}))
+
+    # before: one credit of 140,000,000 at index 0 carrying both references
+    assert [_credit(credit) for credit in found] == [
+        ("USDC", 0, PAYER, 100_000_000, (BILL_1,), True),
+        ("USDC", 1, PAYER, 40_000_000, (BILL_2,), True),
+    ]
+
+
+def test_given_one_transaction_paying_one_bill_in_sol_and_another_in_usdc_then_each_credit_carries_its_own_reference() -> (
+    None
+):
+    """0.25 SOL with bill 1's reference and 40 USDC with bill 2's in one transaction: one credit per asset, as
+    before, but bill 2's reference is the USDC credit's own, so it no longer goes with the SOL credit (nor bill 1's
+    with the USDC one): before, each carried both, and a claim of either for its own bill was refused (D112)."""
+    ata = str(get_associated_token_address(Pubkey.from_string(MERCHANT), Pubkey.from_string(USDC)))
+    source = str(get_associated_token_address(Pubkey.from_string(PAYER), Pubkey.from_string(USDC)))
+    usdc = Instruction(TOKEN, (source, USDC, ata, PAYER, BILL_2), bytes([12]) + struct.pack("<QB", 40_000_000, 6))
+    tx = ChainTransaction(
+        signature="sol-and-usdc",
+        slot=302,
+        block_time=None,
+        failed=False,
+        account_keys=(PAYER, MERCHANT, source, ata, USDC, BILL_1, BILL_2, SYSTEM, TOKEN),
+        signer_count=1,
+        instructions=(_sol_transfer(250_000_000, BILL_1), usdc),
+        # the merchant: 1 SOL + 0.25 SOL = 1,250,000,000; the payer: 10 SOL - 0.25 SOL - 5,000 = 9,749,995,000
+        pre_balances=(10_000_000_000, 1_000_000_000, 2_039_280, 2_039_280, 1, 0, 0, 1, 1),
+        post_balances=(9_749_995_000, 1_250_000_000, 2_039_280, 2_039_280, 1, 0, 0, 1, 1),
+        pre_token_balances=(TokenBalance(2, USDC, PAYER, 500_000_000), TokenBalance(3, USDC, MERCHANT, 0)),
+        # 500 - 40 = 460 USDC; 0 + 40 = 40 USDC
+        post_token_balances=(TokenBalance(2, USDC, PAYER, 460_000_000), TokenBalance(3, USDC, MERCHANT, 40_000_000)),
+    )
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1, BILL_2}))
+
+    assert [_credit(credit) for credit in found] == [
+        ("SOL", 0, PAYER, 250_000_000, (BILL_1,), True),
+        ("USDC", 1, PAYER, 40_000_000, (BILL_2,), True),
+    ]

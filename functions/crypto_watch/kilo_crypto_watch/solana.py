@@ -26,7 +26,8 @@ Each run (scheduled every minute, idempotent):
    mint is not a payment; only in a transaction naming the wallet or its USDC associated token account - what the
    sweeps list, D324; USDC into another token account of the wallet, read all the same through a reference, is a
    ``stray`` credit: reported, never matched to a bill, kept for an operator, D341), the transfer
-   instruction's index, sender and reference keys, the memo. A failed
+   instruction's index, sender and reference keys, the memo; several transfers of one asset whose amounts add up to
+   the delta are a credit each, with their own index, sender, amount and references (D91, amended (sp)). A failed
    transaction (``meta.err``) gives its intended transfers with ``succeeded=False`` (recorded FAILED, never credited).
 4. Finality of SEEN payments (``PaymentSink.pending``): ``getSignatureStatuses`` (256 per call) -> ``finalized``
    commitment -> ``PaymentSink.finalized``; an error -> ``orphaned``; unknown although the ``finalized`` slot has
@@ -123,34 +124,43 @@ class Merchant:
 def credits(
     tx: ChainTransaction, merchant: Merchant, block_hash: str = "", watched: frozenset[str] = frozenset()
 ) -> list[ObservedTransfer]:
-    """The credits to ``merchant`` in ``tx``: at most one SOL and one USDC transfer, amounts from the balance deltas
-    (what the merchant really received); for a failed transaction, what its instructions meant to send.
+    """The credits to ``merchant`` in ``tx``, per asset (SOL, USDC): one per transfer instruction to the merchant
+    when each is identifiable - several of them, and (succeeded) their amounts add up to the merchant's balance
+    delta, or (failed) what they meant to send - each with its own index, sender, amount and references (one
+    transaction paying two bills, each by its reference); else at most one, amount from the balance delta (what the
+    merchant really received: a CPI, the merchant also paying), index, sender and references of the first transfer
+    instruction (D91, amended (sp)); for a failed transaction, what its instructions meant to send.
 
-    ``watched``: active references; any of them among the transaction's keys counts as the transfer's reference even
-    where a wallet put it on another instruction.
+    ``watched``: active references; any of them among the transaction's keys counts as the credit's reference even
+    where a wallet put it on another instruction - unless it is another credit's own reference (on that credit's
+    transfer instruction): then it is that credit's, not this one's.
     """
-    found = [transfer for transfer in (_sol(tx, merchant), _usdc(tx, merchant)) if transfer is not None]
+    found = [*_sol(tx, merchant), *_usdc(tx, merchant)]
     memo = _memo(tx)
     keys_watched = tuple(key for key in tx.account_keys if key in watched)
-    return [
-        ObservedTransfer(
-            chain=merchant.chain,
-            asset=asset,
-            tx_id=tx.signature,
-            index=index,
-            block_number=tx.slot,
-            block_hash=block_hash,
-            sender=sender,
-            recipient=merchant.wallet,
-            atomic_amount=amount,
-            succeeded=not tx.failed,
-            references=tuple(dict.fromkeys((*references, *keys_watched))),
-            memo=memo,
-            block_time=tx.block_time,
-            stray=stray,
+    reported: list[ObservedTransfer] = []
+    for position, (asset, index, sender, amount, references, stray) in enumerate(found):
+        others = {key for n, other in enumerate(found) if n != position for key in other[4]}
+        keys = tuple(key for key in keys_watched if key in references or key not in others)
+        reported.append(
+            ObservedTransfer(
+                chain=merchant.chain,
+                asset=asset,
+                tx_id=tx.signature,
+                index=index,
+                block_number=tx.slot,
+                block_hash=block_hash,
+                sender=sender,
+                recipient=merchant.wallet,
+                atomic_amount=amount,
+                succeeded=not tx.failed,
+                references=tuple(dict.fromkeys((*references, *keys))),
+                memo=memo,
+                block_time=tx.block_time,
+                stray=stray,
+            )
         )
-        for asset, index, sender, amount, references, stray in found
-    ]
+    return reported
 
 
 # asset, instruction index, sender, atomic amount, references, stray (into a token account not the payment address)
@@ -163,9 +173,9 @@ def _extra(tx: ChainTransaction, accounts: Sequence[str]) -> tuple[str, ...]:
     return tuple(key for key in accounts if key not in signers)
 
 
-def _sol(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
+def _sol(tx: ChainTransaction, merchant: Merchant) -> list[_Found]:
     if merchant.wallet not in tx.account_keys:
-        return None
+        return []
     position = tx.account_keys.index(merchant.wallet)
     delta = tx.post_balances[position] - tx.pre_balances[position]
     transfers = [
@@ -177,27 +187,34 @@ def _sol(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
         and len(ix.accounts) >= 2
         and ix.accounts[1] == merchant.wallet
     ]
-    intended = sum(struct.unpack_from("<Q", ix.data, 4)[0] for _, ix in transfers)
+    amounts = [struct.unpack_from("<Q", ix.data, 4)[0] for _, ix in transfers]
+    intended = sum(amounts)
+    paid = [(index, ix, lamports) for (index, ix), lamports in zip(transfers, amounts, strict=True) if lamports > 0]
+    if len(paid) > 1 and (tx.failed or intended == delta):  # each transfer identifiable: one credit each
+        return [
+            ("SOL", index, ix.accounts[0], lamports, _extra(tx, ix.accounts[2:]), False) for index, ix, lamports in paid
+        ]
     amount = intended if tx.failed else delta
     if amount <= 0:
-        return None
+        return []
     if transfers:
         index, first = transfers[0]
-        return "SOL", index, first.accounts[0], amount, _extra(tx, first.accounts[2:]), False
-    return "SOL", -1, tx.account_keys[0], amount, (), False  # credited by a program (CPI): the fee payer sent it
+        return [("SOL", index, first.accounts[0], amount, _extra(tx, first.accounts[2:]), False)]
+    return [("SOL", -1, tx.account_keys[0], amount, (), False)]  # credited by a program (CPI): the fee payer sent it
 
 
-def _usdc(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
+def _usdc(tx: ChainTransaction, merchant: Merchant) -> list[_Found]:
     """The merchant's USDC credit: the net delta of every USDC token account its wallet owns (a move between its own
     accounts nets 0), counted only in a transaction that names its associated token account or its wallet - what the
     every-run sweeps list. A transfer into another account the wallet owns (anyone can create one) is no payment on
     any path: neither Solana Pay's (which pays the ATA) nor one the sweeps would see, so counting it would depend on
     whether its reference happened to be looked up (D324). Where such a transaction is read all the same (a
     reference's lookup, the fast path) and succeeded, its net delta is returned as a stray credit: reported, never
-    matched to a bill, kept for an operator - the customer's money is in our account (D341)."""
+    matched to a bill, kept for an operator - the customer's money is in our account (D341). Several transfers whose
+    amounts add up to the delta (or, failed, all of them) are one credit each, as in ``_sol`` (D91, amended (sp))."""
     stray = merchant.usdc_account not in tx.account_keys and merchant.wallet not in tx.account_keys
     if stray and tx.failed:
-        return None  # nothing moved, and it was never a payment: nothing for an operator either
+        return []  # nothing moved, and it was never a payment: nothing for an operator either
     ours = {
         balance.account_index
         for balance in (*tx.pre_token_balances, *tx.post_token_balances)
@@ -222,13 +239,17 @@ def _usdc(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
     if tx.failed:
         # unexecuted: an unchecked Transfer's destination mint is only known from the balances
         transfers = [t for t in transfers if tx.instructions[t[0]].data[0] == TOKEN_TRANSFER_CHECKED or ours]
-    amount = sum(t[2] for t in transfers) if tx.failed else delta
+    intended = sum(t[2] for t in transfers)
+    paid = [t for t in transfers if t[2] > 0]
+    if len(paid) > 1 and (tx.failed or intended == delta):  # each transfer identifiable: one credit each
+        return [("USDC", index, sender, units, _extra(tx, extra), stray) for index, sender, units, extra in paid]
+    amount = intended if tx.failed else delta
     if amount <= 0:
-        return None
+        return []
     if transfers:
         index, sender, _, extra = transfers[0]
-        return "USDC", index, sender, amount, _extra(tx, extra), stray
-    return "USDC", -1, tx.account_keys[0], amount, (), stray
+        return [("USDC", index, sender, amount, _extra(tx, extra), stray)]
+    return [("USDC", -1, tx.account_keys[0], amount, (), stray)]
 
 
 def _memo(tx: ChainTransaction) -> str | None:
