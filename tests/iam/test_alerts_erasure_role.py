@@ -156,7 +156,9 @@ def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participa
     """D214: the enforcement of a hard limit and the abuse flag of one identity in many calls, written by the
     alerts function's code under its role, name the participants by pseudonym only; records written before, keyed
     by the identity, are deleted by the erasure under the account API's role (DeleteItem by key). Another account's
-    records are left alone."""
+    records are left alone. Audio-only is claimed per session (D361 amended (ao)): its key ends with the session's
+    join, 13 digits after the pseudonym, and is kept; one keyed by the identity before D214 is deleted, join or not
+    (D214 amended (ao))."""
     from kilo_alerts import abuse  # noqa: PLC0415
     from kilo_alerts.adapters import DynamoEnforcementLedger, DynamoOperatorLedger  # noqa: PLC0415
     from kilo_alerts.enforcement import EnforcementPolicy, restrict_account  # noqa: PLC0415
@@ -169,11 +171,14 @@ def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participa
     register(alerts_stack, "acct_e", name="Ada", email=ADDRESS, phone=NUMBER, phone_verified=True)
     table = alerts_stack.stack.template.physical_name("AlertsTable")
     now_ms = 1_795_168_800_000  # 2026-11-20 10:00 UTC
+    alice_joined = 1_795_168_680_000  # 09:58 = 10:00 - 120 000 ms: 13 digits; bob's join not known (0, no suffix)
     joined = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": False}
     rooms = FakeRooms({("standup", "alice.smith"): dict(joined), ("standup", "bob.jones"): dict(joined)})
     with roles.acting_as("AlertsFunction") as writing:
         client = boto3.client("dynamodb")
-        sessions = StaticSessions(Participant("standup", "alice.smith"), Participant("standup", "bob.jones"))
+        sessions = StaticSessions(
+            Participant("standup", "alice.smith", alice_joined), Participant("standup", "bob.jones")
+        )
         ports = enforcement_ports(sessions, rooms, DynamoEnforcementLedger(client, table), RecordingScheduler())
         restrict_account("acct_e", "2026-11", "50", ports, EnforcementPolicy(), now_ms)
         calls = [OpenSession("acct_e", "alice.smith", f"room-{n}", now_ms) for n in range(4)]
@@ -189,6 +194,8 @@ def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participa
         EnforcementRecord("acct_e", "2026-10", "standup", "alice.smith", EnforcementAction.REMOVE, "gone", 2,
                           detail="RoomService: participant alice.smith not found", limit="40"),
         EnforcementRecord("acct_e", "2026-10", "a#b", "bob.jones", EnforcementAction.REMOVE, "done", 3),
+        EnforcementRecord("acct_e", "2026-10", "standup", "bob.jones", EnforcementAction.AUDIO_ONLY, "done", 9,
+                          limit="40", joined_ms=1_793_000_000_000),  # an identity before its 13-digit join: deleted
         EnforcementRecord("acct_e", "2026-10", "-", "-", EnforcementAction.SCHEDULE_REMOVAL, "done", 4, limit="40"),
         EnforcementRecord("acct_o", "2026-10", "standup", "carol", EnforcementAction.REMOVE, "done", 5),
     ]  # fmt: skip
@@ -217,7 +224,7 @@ def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participa
     alice, bob = pseudonym_of("alice.smith"), pseudonym_of("bob.jones")
     assert sorted(str(item["sk"]) for item in mine if not str(item["sk"]).startswith("DELIVERY#")) == [
         "ENFORCEMENT#2026-10@40#schedule_removal#-#-",  # the account's own step: no participant
-        f"ENFORCEMENT#2026-11@50#audio_only#standup#{alice}",
+        f"ENFORCEMENT#2026-11@50#audio_only#standup#{alice}#1795168680000",  # per session: kept with its join
         f"ENFORCEMENT#2026-11@50#audio_only#standup#{bob}",
         "ENFORCEMENT#2026-11@50#schedule_removal#-#-",
         f"OPERATOR#abuse_concurrent_sessions#concurrent_sessions:{alice}:2026-11-20",

@@ -113,7 +113,7 @@ class InMemoryEnforcementLedger:
             record.action.value,
             record.room,
             record.identity,
-            record.joined_ms,  # a removal's session (``items.enforcement_sort_key``); 0 otherwise
+            record.joined_ms,  # a removal's or audio-only's session (``items.enforcement_sort_key``); 0 otherwise
         )
 
     def claim(self, record: EnforcementRecord) -> bool:

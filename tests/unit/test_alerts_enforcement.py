@@ -434,6 +434,37 @@ def test_given_a_narrowing_recorded_per_identity_before_then_its_session_is_narr
     assert [call[0] for call in rooms.calls] == ["audio_only", "restore"]
 
 
+@pytest.mark.parametrize(
+    ("session", "detail"),
+    [
+        (HOST_1001, "a new session (rejoined) since the earlier narrowing: saved afresh"),  # 10:01 > 10:00
+        (HOST_0959, "the app changed the permission since the earlier narrowing: saved afresh"),  # 09:59 < 10:00
+    ],
+    ids=["rejoined_at_1001", "narrowed_session_0959"],
+)
+def test_given_a_narrowing_recorded_per_identity_before_then_a_session_joined_after_it_is_told_as_a_rejoin(
+    session: Participant, detail: str
+) -> None:
+    """Review (rao), D361 amended (ao): the host narrowed at 10:00 under the old key (join 0, the join not known).
+    At 10:01:30 it holds its full permission again (video). The session listed joined at 10:01, after that
+    narrowing (10:01 > 10:00): a rejoin, told so (before: "the app changed the permission"). The session listed
+    joined at 09:59, before it (09:59 < 10:00): the one narrowed at 10:00, so the app changed its permission."""
+    full = dict(BEFORE[("webinar", "host")])
+    narrowed = {**full, "sources": ["microphone"]}
+    rooms = FakeRooms({("webinar", "host"): dict(full)})  # video again at 10:01:30
+    ledger, scheduler = InMemoryEnforcementLedger(), RecordingScheduler()
+    before = EnforcementRecord(
+        "acct_1", "2026-11", "webinar", pseudonym_of("host"), EnforcementAction.AUDIO_ONLY, "done", NOW_MS,
+        limit="50", saved=json.dumps(full, sort_keys=True), narrowed=json.dumps(narrowed, sort_keys=True),
+    )  # fmt: skip
+    ledger.record(before)  # 10:00, join 0
+    again = restrict("50", NOW_MS + 90_000, StaticSessions(session), rooms, ledger, scheduler)
+    assert [(named(r.identity), r.action.value, r.outcome, r.detail) for r in again[:1]] == [
+        ("host", "audio_only", "done", detail)
+    ]
+    assert rooms.permissions == {("webinar", "host"): narrowed}  # narrowed afresh either way
+
+
 def test_given_the_limits_step_superseded_at_the_month_turn_then_a_late_redelivery_narrows_nobody_under_it() -> None:
     """D361 (review v1, 2): a step is superseded when another limit - or the same one in a new month - is in force.
     A $20 hard limit, reached on 30 November; the host's narrowing fails; the step arrives on 1 December, where the

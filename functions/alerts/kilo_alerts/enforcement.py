@@ -229,8 +229,11 @@ def _narrow(
         if narrowing is None:
             return pending.decided("skipped", "may not publish: nothing to narrow")
         # narrowed afresh: never narrowed this period, or the app changed the permission since (its change is saved),
-        # or a new session of the participant (rejoined, D361 amended (ao)) has its token's permission again
-        rejoined = latest is not None and latest.joined_ms not in (0, pending.joined_ms)
+        # or a new session of the participant (rejoined, D361 amended (ao)) has its token's permission again: another
+        # join than the earlier narrowing's, or - that narrowing's join not known (keyed before) - a join after it
+        rejoined = latest is not None and (
+            latest.joined_ms != pending.joined_ms if latest.joined_ms else pending.joined_ms > latest.at_ms
+        )
         again = "a new session (rejoined)" if rejoined else "the app changed the permission"
         detail = f"{again} since the earlier narrowing: saved afresh" if changed else ""
         return replace(pending.decided("done", detail), saved=narrowing.saved, narrowed=narrowing.narrowed)

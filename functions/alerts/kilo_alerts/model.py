@@ -123,8 +123,8 @@ class EnforcementAction(StrEnum):
 class Participant:
     """Who to act on through RoomService: the room's name and the participant's identity; ``joined_ms``: when its
     session began (rating's ``open_since``), 0 when not known (a participant named by a record) - it tells a
-    participant who rejoined with the same identity from the session that was removed (a removal is claimed per
-    session, D71 amended (e4b))."""
+    participant who rejoined with the same identity from the session that was removed or narrowed (a removal and an
+    audio-only are claimed per session, D71 amended (e4b), D361 amended (ao))."""
 
     room: str
     identity: str
