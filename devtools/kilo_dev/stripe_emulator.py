@@ -673,7 +673,7 @@ class StripeEmulator:
             )
         charge = self._get("charge", intent["latest_charge"])
         # Stripe: a charged-back charge is not refunded (docs.stripe.com/error-codes); its dispute says so
-        # (``is_charge_refundable`` false: a chargeback open or lost) - an inquiry's or a won dispute's charge is
+        # (``is_charge_refundable`` false: a chargeback open, lost or won, modelled) - an inquiry's charge is
         if any(not d["is_charge_refundable"] for d in self._disputes_of(charge["id"])):
             raise StripeApiError(
                 400, f"Charge {charge['id']} has been charged back; cannot issue a refund.", code="charge_disputed"
@@ -748,15 +748,15 @@ class StripeEmulator:
 
     def close_dispute(self, dispute_id: str, *, won: bool) -> None:
         """The bank decides: ``charge.dispute.closed`` with ``won`` (then ``charge.dispute.funds_reinstated``: the
-        funds withdrawn come back, and the charge is refundable again - ``is_charge_refundable`` true: Stripe refunds
-        a won dispute's charge, its changelog 2014-11-20 keeping such a dispute ``won``) or ``lost`` (the funds stay
-        withdrawn, the charge not refundable). An inquiry closes ``warning_closed`` (nothing was withdrawn: no funds
-        event; still refundable), whatever ``won``."""
+        funds withdrawn come back; the charge stays not refundable, ``is_charge_refundable`` false, as in the one real
+        payload of a won dispute found - Zulip's fixture ``charge_dispute_closed.json``, API 2016-07-06 - unchecked
+        against a test-mode account) or ``lost`` (the funds stay withdrawn, the charge not refundable). An inquiry
+        closes ``warning_closed`` (nothing was withdrawn: no funds event; still refundable), whatever ``won``."""
         with self._lock:
             dispute = self._get("dispute", dispute_id)
             inquiry = str(dispute["status"]).startswith("warning_")
             dispute["status"] = "warning_closed" if inquiry else "won" if won else "lost"
-            dispute["is_charge_refundable"] = inquiry or won
+            dispute["is_charge_refundable"] = inquiry  # a won chargeback: false, as the one real payload found
             self._emit("charge.dispute.closed", self._view("dispute", dispute))
             if won and not inquiry:
                 self._emit("charge.dispute.funds_reinstated", self._view("dispute", dispute))

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from kilo_billing.invoicing import InvoiceStatus, refundable
 from kilo_invoice.logic import refund_invoice
+from kilo_invoice.ports import GatewayRejectedError
 from tests.integration.test_invoice_close import Invoicing, _month, invoicing
 
 __all__ = ["invoicing"]  # the fixture, shared with the close's integration tests
@@ -163,19 +166,20 @@ def test_given_an_invoice_paid_in_two_payments_when_refunded_from_both_then_the_
     assert (invoice.refunded, invoice.kept) == (Decimal("50.00"), Decimal("15.20"))
 
 
-def test_given_a_payment_disputed_and_won_when_the_whole_invoice_is_refunded_then_both_payments_are_refunded(
+def test_given_a_payment_disputed_and_won_when_the_whole_invoice_is_refunded_then_it_is_refused_and_nothing_sent(
     invoicing: Invoicing,
 ) -> None:
     """65.20 paid as 40.00 (payment 1) + 25.20 (payment 2); payment 1 disputed: its 40.00 withdrawn (charged back
-    40.00, 65.20 - 40.00 = 25.20 refundable); the dispute won: the 40.00 reinstated (charged back 0.00, all 65.20
-    refundable again - the ledger already counts a won dispute's payment as kept). ``refund_invoice`` of 65.20:
-    4000 cents on payment 1 (its whole 40.00, oldest first) + 65.20 - 40.00 = 25.20 = 2520 cents on payment 2;
-    recorded 65.20 refunded, 65.20 - 65.20 = 0.00 kept. Before: the adapter left payment 1 out (its charge still
-    ``disputed``) and refused the request ("25.20 of its payments is left to refund"), nothing refunded (D359)."""
+    40.00, 65.20 - 40.00 = 25.20 refundable); the dispute won: the 40.00 reinstated (charged back 0.00, the ledger
+    counts all 65.20 refundable again). Stripe's won dispute says its charge is not refundable (the emulator models
+    ``is_charge_refundable`` false, as the one real payload of a won dispute found, Zulip's fixture, API 2016-07-06),
+    so payment 1 is left out (D359): ``refund_invoice`` of 65.20 is refused as a whole ("25.20 of its payments is
+    left to refund (a disputed payment left out"), nothing sent, nothing recorded refunded. Before (D359 amended
+    (wd)): 4000 + 2520 cents sent, the emulator agreeing with the adapter's reading of a won dispute."""
     _, seen = _closed_and_paid(invoicing)
     gateway = invoicing.store.ledger("acct-a").invoices["acct-a/2026-03"].gateway_id
     assert gateway is not None
-    first, second = invoicing.http.emulator.split_payment(gateway, 4000)
+    first, _second = invoicing.http.emulator.split_payment(gateway, 4000)
     dispute = invoicing.http.emulator.open_dispute(first)
     seen = _deliver(invoicing, seen)
     march = invoicing.invoice("acct-a")
@@ -184,18 +188,54 @@ def test_given_a_payment_disputed_and_won_when_the_whole_invoice_is_refunded_the
         Decimal("25.20"),
     )
     invoicing.http.emulator.close_dispute(dispute, won=True)
-    seen = _deliver(invoicing, seen)
+    _deliver(invoicing, seen)
     march = invoicing.invoice("acct-a")
     assert (march.disputed, march.charged_back) == (False, 0)
+    assert refundable(invoicing.store.ledger("acct-a"), march) == Decimal("65.20")
+    from kilo_invoice.dependencies import closer  # noqa: PLC0415
+
+    with pytest.raises(
+        GatewayRejectedError,
+        match=r"cannot refund 65\.20 more .*: 25\.20 of its payments is left to refund \(a disputed payment left out",
+    ):
+        refund_invoice(invoicing.store, closer().gateway, "acct-a", "acct-a/2026-03", Decimal("65.20"))
+    assert invoicing.http.emulator.objects.get("refund", {}) == {}  # before: 4000 on payment 1 + 2520 on payment 2
+    assert invoicing.invoice("acct-a").refunded == 0
+
+
+def test_given_a_payment_under_an_inquiry_when_the_whole_invoice_is_refunded_then_both_payments_are_refunded(
+    invoicing: Invoicing,
+) -> None:
+    """65.20 paid as 40.00 (payment 1) + 25.20 (payment 2); an inquiry on payment 1 (``warning_needs_response``:
+    nothing withdrawn, the charge refundable - Stripe's documented behaviour): the ledger marks the invoice disputed,
+    charged back 0.00, all 65.20 refundable. ``refund_invoice`` of 65.20: 4000 cents on payment 1 (its whole 40.00,
+    oldest first) + 65.20 - 40.00 = 25.20 = 2520 cents on payment 2. The inquiry then closes (``warning_closed``):
+    recorded 65.20 refunded, 65.20 - 65.20 = 0.00 kept, 0.00 charged back, no longer disputed."""
+    _, seen = _closed_and_paid(invoicing)
+    gateway = invoicing.store.ledger("acct-a").invoices["acct-a/2026-03"].gateway_id
+    assert gateway is not None
+    first, second = invoicing.http.emulator.split_payment(gateway, 4000)
+    dispute = invoicing.http.emulator.open_dispute(first, inquiry=True)
+    seen = _deliver(invoicing, seen)
+    march = invoicing.invoice("acct-a")
+    assert (march.disputed, march.charged_back) == (True, 0)
     assert refundable(invoicing.store.ledger("acct-a"), march) == Decimal("65.20")
     from kilo_invoice.dependencies import closer  # noqa: PLC0415
 
     done = refund_invoice(invoicing.store, closer().gateway, "acct-a", "acct-a/2026-03", Decimal("65.20"))
     made = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
     assert made == [(first, 4000), (second, 2520)]
+    seen = _deliver(invoicing, seen)
+    invoicing.http.emulator.close_dispute(dispute, won=False)
     _deliver(invoicing, seen)
     march = invoicing.invoice("acct-a")
-    assert (done.refunded, march.refunded, march.kept) == (Decimal("65.20"), Decimal("65.20"), 0)
+    assert (done.refunded, march.refunded, march.kept, march.charged_back, march.disputed) == (
+        Decimal("65.20"),
+        Decimal("65.20"),
+        0,
+        0,
+        False,
+    )
 
 
 def test_given_a_credit_note_made_while_a_disputes_funds_were_withdrawn_when_won_then_the_account_is_credited_once(

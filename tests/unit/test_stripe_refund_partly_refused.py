@@ -23,7 +23,7 @@ from kilo_invoice.logic import close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
 from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
 from tests.contract.test_ledger_store import SEG, Ledger
-from tests.unit.test_stripe_gateway_refusals import APR, NONE, Answering, _gateway, march_closed
+from tests.unit.test_stripe_gateway_refusals import APR, NO_PERMISSION, NONE, Answering, _gateway, march_closed
 
 CHARGE_DISPUTED = {  # docs.stripe.com/error-codes#charge-disputed
     "error": {
@@ -36,15 +36,24 @@ CHARGE_DISPUTED = {  # docs.stripe.com/error-codes#charge-disputed
 
 
 class DisputedIntent(Answering):
-    """The emulator, except that a refund on the payment intent ``disputed`` is refused with ``charge_disputed``."""
+    """The emulator, except that a refund on the payment intent ``disputed`` is refused with ``charge_disputed``;
+    ``disputes_answer`` (a status and Stripe's error body), while set, answers ``GET /v1/disputes``, whose requests
+    are counted in ``disputes_asked``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.disputed: str | None = None
+        self.disputes_answer: tuple[int, dict[str, Any]] | None = None
+        self.disputes_asked = 0
 
     def request(
         self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None, **kwargs: Any
     ) -> tuple[str, int, Mapping[str, str]]:
+        if method.lower() == "get" and urlsplit(url).path == "/v1/disputes":
+            self.disputes_asked += 1
+            if self.disputes_answer is not None:
+                status, body = self.disputes_answer
+                return json.dumps(body), status, {"request-id": "req_disputes"}
         if method.lower() == "post" and urlsplit(url).path == "/v1/refunds" and self.disputed is not None:
             params = parse_qs(post_data if isinstance(post_data, str) else (post_data or b"").decode())
             if params.get("payment_intent") == [self.disputed]:
@@ -235,24 +244,6 @@ def test_given_a_disputed_charge_when_refunded_at_the_emulator_then_it_refuses_w
     assert _stripe_refunds(http) == []  # before: [(first, 2520)]
 
 
-def test_given_the_first_cards_dispute_won_when_all_65_20_is_refunded_then_both_cards_are_refunded() -> None:
-    """March's 65.20 paid 40.00 by card A (visa) + 25.20 by card B (mastercard); A's charge disputed (its 40.00
-    withdrawn), then the dispute WON (``close_dispute(won=True)``: the 40.00 reinstated). ``disputed`` stays true on
-    A's charge, but its dispute says the charge is refundable again (``is_charge_refundable``: Stripe refunds a won
-    dispute's charge - its changelog 2014-11-20: a won dispute stays ``won`` when the charge is refunded). The
-    operator refunds all of it, 65.20. Hand-worked: oldest payment first, A's whole 40.00 = 4000 cents, then
-    65.20 - 40.00 = 25.20 = 2520 cents on B; 40.00 + 25.20 = 65.20 refunded, 65.20 - 65.20 = 0.00 left at Stripe.
-    Before: A left out as disputed - "cannot refund 65.20 more ...: 25.20 of its payments is left to refund (a
-    disputed payment left out" - and nothing refunded (D359's limit)."""
-    http = DisputedIntent()
-    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
-    dispute = http.emulator.open_dispute(first)
-    http.emulator.close_dispute(dispute, won=True)
-    refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", Decimal("65.20"))
-    assert _stripe_refunds(http) == [(first, 4000), (second, 2520)]
-    assert ledger.store.ledger("acme").invoices["acme/2026-03"].refunded == Decimal("65.20")
-
-
 def test_given_the_first_cards_charge_under_an_inquiry_when_all_65_20_is_refunded_then_both_cards_are_refunded() -> (
     None
 ):
@@ -268,32 +259,55 @@ def test_given_the_first_cards_charge_under_an_inquiry_when_all_65_20_is_refunde
     assert ledger.store.ledger("acme").invoices["acme/2026-03"].refunded == Decimal("65.20")
 
 
-@pytest.mark.parametrize("lost", [False, True], ids=["needs_response", "lost"])
-def test_given_the_first_cards_chargeback_open_or_lost_when_65_20_is_asked_then_it_is_refused_and_25_20_goes_to_b(
-    lost: bool,
+@pytest.mark.parametrize("won", [None, False, True], ids=["needs_response", "lost", "won"])
+def test_given_the_first_cards_chargeback_open_lost_or_won_when_65_20_is_asked_then_it_is_refused_and_25_20_goes_to_b(
+    won: bool | None,
 ) -> None:
-    """A chargeback on A's 40.00, still open (``needs_response``) or lost: its dispute says the charge is not
-    refundable, so A stays left out (D359). Hand-worked: 65.20 asked, only B's 25.20 left to refund -> refused as a
-    whole, nothing sent; then 65.20 - 40.00 = 25.20 asked -> 2520 cents on B."""
+    """A chargeback on A's 40.00, still open (``needs_response``), lost, or WON (the 40.00 reinstated): its dispute
+    says the charge is not refundable (``is_charge_refundable`` false - for a won one, as in the one real payload of
+    a won dispute found, Zulip's fixture, API 2016-07-06), so A stays left out (D359), though the ledger counts a won
+    dispute's 40.00 as kept. Hand-worked: 65.20 asked, only B's 25.20 left to refund -> refused as a whole, nothing
+    sent; then 65.20 - 40.00 = 25.20 asked -> 2520 cents on B. Won, before (D359 amended (wd)): 4000 on A + 2520 on
+    B, the emulator agreeing with the adapter's reading of a won dispute's charge as refundable."""
     http = DisputedIntent()
     _ledger, _deps, march, first, second = _march_paid_on_two_cards(http)
     assert march.gateway_id is not None
     dispute = http.emulator.open_dispute(first)
-    if lost:
-        http.emulator.close_dispute(dispute, won=False)
+    if won is not None:
+        http.emulator.close_dispute(dispute, won=won)
     with pytest.raises(
         GatewayRejectedError,
         match=r"cannot refund 65\.20 more .*: 25\.20 of its payments is left to refund \(a disputed payment left out",
     ):
         _gateway(http).refund(march.gateway_id, Decimal("65.20"), "all-of-it")
-    assert _stripe_refunds(http) == []
+    assert _stripe_refunds(http) == []  # won, before: [(first, 4000), (second, 2520)]
     _gateway(http).refund(march.gateway_id, Decimal("25.20"), "the-rest")
     assert _stripe_refunds(http) == [(second, 2520)]
 
 
+def test_given_an_inquiry_when_disputes_cannot_be_read_then_nothing_is_sent_and_a_rerun_refunds_both_cards() -> None:
+    """An inquiry on A's 40.00 (refundable); Stripe unreachable on ``GET /v1/disputes`` (503): the refund sends
+    nothing (A's Disputes are read before any refund is made) and the request stays pending; the rerun, Stripe
+    back, finishes it. Hand-worked: 65.20 asked -> 4000 cents on A (its whole 40.00, oldest first) + 65.20 - 40.00
+    = 25.20 = 2520 cents on B, once; recorded 65.20 refunded."""
+    http = DisputedIntent()
+    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
+    http.emulator.open_dispute(first, inquiry=True)
+    http.disputes_answer = (503, {"error": {"type": "api_error", "message": "down"}})
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", Decimal("65.20"))
+    assert _stripe_refunds(http) == []
+    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    assert (march.refund_pending is not None, march.refunded) == (True, 0)
+    http.disputes_answer = None
+    refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", Decimal("65.20"))
+    assert _stripe_refunds(http) == [(first, 4000), (second, 2520)]
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].refunded == Decimal("65.20")
+
+
 @pytest.mark.parametrize(
     ("inquiry", "won", "refused"),
-    [(False, None, True), (False, False, True), (False, True, False), (True, None, False)],
+    [(False, None, True), (False, False, True), (False, True, True), (True, None, False)],
     ids=["chargeback-open", "lost", "won", "inquiry"],
 )
 def test_given_a_disputed_charge_at_the_emulator_then_its_dispute_says_if_stripe_refunds_it(
@@ -301,10 +315,11 @@ def test_given_a_disputed_charge_at_the_emulator_then_its_dispute_says_if_stripe
 ) -> None:
     """The emulator's Dispute (listed by charge: ``disputes.list``) carries Stripe's ``status`` and
     ``is_charge_refundable``, and ``refunds.create`` refuses (``charge_disputed``) only a charge whose dispute says
-    it is not refundable: an open chargeback (``needs_response``) or a lost one; a won one (the 40.00 reinstated)
-    and an inquiry (``warning_needs_response``, nothing withdrawn) are refunded - 2520 cents of A's 4000.
-    Before: every disputed charge refused; the won dispute said ``is_charge_refundable`` false, the open chargeback
-    true (the fixture's inquiry value)."""
+    it is not refundable: an open chargeback (``needs_response``), a lost one or a won one (the 40.00 reinstated;
+    ``is_charge_refundable`` false as in the one real payload of a won dispute found, Zulip's fixture, API
+    2016-07-06 - not checked against a test-mode account); an inquiry (``warning_needs_response``, nothing
+    withdrawn: refundable, Stripe's documented behaviour) is refunded - 2520 cents of A's 4000. Before (D359 as
+    first made): every disputed charge refused; the open chargeback said ``is_charge_refundable`` true."""
     http = DisputedIntent()
     _ledger, _deps, _march, first, _second = _march_paid_on_two_cards(http)
     dispute = http.emulator.open_dispute(first, inquiry=inquiry)
@@ -330,3 +345,27 @@ def test_given_a_disputed_charge_at_the_emulator_then_its_dispute_says_if_stripe
     else:
         client.v1.refunds.create({"payment_intent": first, "amount": 2520})
         assert _stripe_refunds(http) == [(first, 2520)]
+
+
+def test_given_another_invoices_payment_disputed_when_march_is_refunded_then_no_dispute_is_read() -> None:
+    """March's 65.20 paid in one payment by the visa; April closed (May's fee in advance charged to the same visa)
+    and April's payment disputed (a chargeback, open). Refunding 10.00 of March reads no Dispute: only the charges
+    paying March are looked up (none disputed), so a restricted key without Disputes read (``GET /v1/disputes``
+    answering 403) does not block it. Hand-worked: 10.00 = 1000 cents on March's only payment; 0 Dispute lists;
+    recorded 10.00 refunded. Before: April's disputed charge had its Disputes listed (1 call) and the 403 failed
+    March's refund (``GatewayMisconfiguredError``, nothing refunded, the request pending)."""
+    http = DisputedIntent()
+    ledger, deps, _march = march_closed(http, card=True)
+    (march_intent,) = [i["id"] for i in http.emulator.objects["payment_intent"].values() if i["status"] == "succeeded"]
+    close_account(deps, "acme", APR, APR.end)
+    (april_intent,) = [
+        i["id"]
+        for i in http.emulator.objects["payment_intent"].values()
+        if i["status"] == "succeeded" and i["id"] != march_intent
+    ]
+    http.emulator.open_dispute(april_intent)
+    http.disputes_answer = (403, NO_PERMISSION)
+    refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", Decimal("10.00"))
+    assert _stripe_refunds(http) == [(march_intent, 1000)]
+    assert http.disputes_asked == 0  # before: 1 (April's charge)
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].refunded == Decimal("10.00")

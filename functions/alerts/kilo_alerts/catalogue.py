@@ -87,7 +87,7 @@ CATALOGUE: Final[Mapping[str, AlertSpec]] = {
         AlertSpec(
             "dispute_opened",
             DisputeOpenedV1.DETAIL_TYPE,
-            "a payment of the account was disputed (chargeback); once per dispute",
+            "a payment of the account was disputed (a chargeback, or an inquiry: nothing withdrawn); once per dispute",
             Severity.HIGH,
         ),
         AlertSpec(

@@ -375,9 +375,10 @@ class StripePaymentGateway:
         another of the invoice or any of the customer's charges, the card told by its fingerprint, else its payment
         method (D355, D356) - gets no new money: the others are taken, and a request they cannot hold is refused as a
         whole before anything is made - unless ``to_failed_card`` (the operator's explicit word), which takes those
-        payments last (D340 amended). A disputed payment whose dispute says its charge is not refundable (a
-        chargeback open or lost: ``is_charge_refundable`` false) is left out: Stripe refuses its refund, and the others
-        are taken (D359); a won dispute's or an inquiry's payment is refunded as any other (D359 amended)."""
+        payments last (D340 amended). A payment of this invoice whose charge is disputed has its Disputes read (no
+        other charge's): left out when one says the charge is not refundable (``is_charge_refundable`` false: a
+        chargeback open or lost - a won one too, as far as is known): Stripe refuses its refund, and the others are
+        taken (D359); an inquiry's payment (refundable) is refunded as any other (D359 amended)."""
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
@@ -393,7 +394,14 @@ class StripePaymentGateway:
             raise GatewayRejectedError(f"{gateway_id} has no card payment to refund")
         asked = in_cents(amount)
         wanted = asked
-        cards, bank_returned, disputed = self._returned_cards(_field_id(invoice, "customer"))
+        cards, bank_returned, disputed_charges = self._returned_cards(_field_id(invoice, "customer"))
+        # only this invoice's disputed payments have their Disputes read: another invoice's dispute (or a key
+        # without Disputes read) never touches this refund (D359 amended (wd2))
+        disputed = {
+            intent
+            for intent, _ in paid
+            if intent in disputed_charges and self._not_refundable(disputed_charges[intent])
+        }
         made: list[str] = []
         undone: list[stripe.Refund] = []  # this request's refunds made and then failed or canceled (never made again)
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
@@ -454,16 +462,19 @@ class StripePaymentGateway:
         amount refundable again, though only with ``to_failed_card`` (D340 amended, failed card)."""
         return self._listed(lambda: self._client.v1.refunds.list({"payment_intent": intent, "limit": 100}))
 
-    def _returned_cards(self, customer_id: str | None) -> tuple[dict[str, str], dict[str, dict[str, str]], set[str]]:
+    def _returned_cards(
+        self, customer_id: str | None
+    ) -> tuple[dict[str, str], dict[str, dict[str, str]], dict[str, str]]:
         """The customer's charges, one list call with their Refunds (failed ones too): each payment intent's card
         (``_card_of``), and the cards whose bank returned a refund of ours or the dashboard's, on any of the
         customer's invoices (a card whose bank returned our money is suspect for this customer: D355) -> the
-        refund ids and Stripe's ``failure_reason``; and the payment intents whose charge that paid Stripe will not
-        refund for a dispute (``_not_refundable``: D359 amended). A charge with more refunds than the expanded
-        list holds has them listed by its payment intent or charge."""
+        refund ids and Stripe's ``failure_reason``; and the payment intents whose charge that paid is ``disputed``
+        -> that charge's id (its Disputes are read by the caller, for the invoice's own payments only:
+        ``_not_refundable``, D359 amended). A charge with more refunds than the expanded list holds has them listed
+        by its payment intent or charge."""
         cards: dict[str, str] = {}
         returned: dict[str, dict[str, str]] = {}
-        disputed: set[str] = set()
+        disputed: dict[str, str] = {}
         if customer_id is None:
             return cards, returned, disputed
         params: ChargeListParams = {"customer": customer_id, "limit": 100, "expand": ["data.refunds"]}
@@ -474,8 +485,8 @@ class StripePaymentGateway:
                 # the card that paid: a declined attempt on the same intent (an invoice retried with another card)
                 # is listed too, newest first - it never names the intent's card (D355, review 4)
                 cards[intent] = card
-                if getattr(charge, "disputed", False) and self._not_refundable(charge.id):
-                    disputed.add(intent)
+                if getattr(charge, "disputed", False):
+                    disputed[intent] = charge.id
             listed = getattr(charge, "refunds", None)
             if listed is not None and not listed.has_more:
                 refunds = list(listed.data)
@@ -488,9 +499,10 @@ class StripePaymentGateway:
 
     def _not_refundable(self, charge_id: str) -> bool:
         """Whether Stripe refuses a refund of a ``disputed`` charge: one of its Disputes says the charge is not
-        refundable (``is_charge_refundable`` false: a chargeback open or lost; a won dispute's and an inquiry's
-        charge is refundable). One list call per disputed charge only (API 2026-10-28: a Charge names no dispute to
-        expand). No Dispute listed: left out all the same (``disputed`` is all that is known)."""
+        refundable (``is_charge_refundable`` false: a chargeback open or lost; a won one as far as is known - Stripe's
+        field is followed; an inquiry's charge is refundable). One list call per disputed charge of the invoice only
+        (API 2026-10-28: a Charge names no dispute to expand). No Dispute listed: left out all the same (``disputed``
+        is all that is known)."""
         params: DisputeListParams = {"charge": charge_id, "limit": 100}
         disputes = self._listed(lambda: self._client.v1.disputes.list(params))
         return not disputes or any(not dispute.is_charge_refundable for dispute in disputes)
