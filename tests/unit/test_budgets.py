@@ -21,7 +21,7 @@ from kilo_billing.accounts import (
 )
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.budgets import BudgetChange, InvalidBudgetError, apply_budget, check_thresholds, set_budget
-from kilo_billing.catalog import default_catalog
+from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.month_to_date import ROOM_RULE, OpenSessionFigures
 from kilo_billing.periods import Period
 from kilo_billing.usage_signals import Counters
@@ -624,6 +624,35 @@ def test_given_the_cli_dating_an_upgrade_into_an_earlier_month_then_exit_2_namin
     )
     shown = _cli(capsys, table, "show", "--account", "acct_a")
     assert shown["tiers"] == [{"from": "2026-11-01T00:00:00+00:00", "tier": "personal"}]  # nothing saved
+
+
+def test_given_the_cli_run_with_its_own_catalog_then_a_tier_change_is_checked_against_that_catalogs_fees(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review (up) 4: ``main(argv, catalog)`` priced the change with its catalog but checked the limits against the
+    shipped one. A catalog whose Enterprise fee is $150 (shipped: $99): Team, $120 hard limit, no usage, run Nov 20,
+    `change-tier enterprise`: $120 is not above $150.00 - exit 2 naming that fee, Team kept (was exit 0: checked
+    against $99 < $120)."""
+    shipped = default_catalog().for_period(Period(2026, 11))
+    dearer = Catalog([
+        shipped.model_copy(update={"tiers": tuple(
+            tier.model_copy(update={"monthly_fee": Decimal("150")}) if tier.id == "enterprise" else tier
+            for tier in shipped.tiers
+        )})
+    ])  # fmt: skip
+    table = stack.template.physical_name("UsageTable")
+    assert main(["account", "create", "--account", "acct_a", "--tier", "team", "--signup", "2026-11-01T00:00Z",
+                 "--usage-table", table], dearer) == 0  # fmt: skip
+    assert main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "120", "--usage-table", table]) == 0
+    capsys.readouterr()
+    with time_machine.travel(datetime(2026, 11, 20, tzinfo=UTC), tick=False), pytest.raises(SystemExit) as exited:
+        main(["account", "change-tier", "acct_a", "enterprise", "--usage-table", table], dearer)
+    assert exited.value.code == 2
+    assert "changing to enterprise: hard limit $120 is not above the fixed monthly fee of $150.00" in (
+        capsys.readouterr().err
+    )
+    shown = _cli(capsys, table, "show", "--account", "acct_a")
+    assert shown["tiers"] == [{"from": "2026-11-01T00:00:00+00:00", "tier": "team"}]  # nothing saved
 
 
 def test_given_the_usage_read_failing_when_the_cli_changes_tier_then_exit_4_with_one_line(
