@@ -196,7 +196,7 @@ def run(
             closed = (invoiced or (lambda account: invoiced_periods(args.usage_table, account)))(args.account)
             usage = month or dynamo_month(args.usage_table, directory)
             profile = request_tier_change(
-                directory, book, args.account, args.tier, at, closed, month=usage, read_at=now
+                directory, book, args.account, args.tier, at, closed, month=usage, read_at=now, catalog=catalog
             )  # open sessions counted to the later of --at and now (D150)
         elif args.account_command == "budget":
             change = BudgetChange(

@@ -21,7 +21,7 @@ from kilo_billing.accounts import (
 )
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.budgets import BudgetChange, InvalidBudgetError, apply_budget, check_thresholds, set_budget
-from kilo_billing.catalog import default_catalog
+from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.month_to_date import ROOM_RULE, OpenSessionFigures
 from kilo_billing.periods import Period
 from kilo_billing.usage_signals import Counters
@@ -348,18 +348,18 @@ def test_given_a_change_dated_after_the_read_then_open_sessions_count_on_to_its_
 
 
 def test_given_a_change_dated_before_the_read_then_open_sessions_count_up_to_the_read() -> None:
-    """Review e2 v3 (2): Personal from Nov 1 (5,000 included, no fee), $60 hard limit, 50,000 video minutes rated and
-    3 cameras open since Nov 16 00:00; run Nov 28 00:00 (3 x 12 days = 51,840 min), `--at` Nov 16 to Team. Counted
-    only to Nov 16 it was accepted at $48.70 (Personal 15/30: 2,500 included, 47,500 over = $34.20, + Team's $14.50),
-    though read now the bill is past the limit. Read now: before, 101,840 - 5,000 = 96,840 over x $0.00072 =
-    $69.7248 -> $69.72 >= $60 (calls stopped already); with the change $34.20 + Team 15/30 25,000 included of the
-    51,840 camera min, 26,840 over = $19.3248 -> $19.32, + $14.50 = $68.02: refused, "already reached"."""
+    """Review e2 v3 (2): Personal from Nov 1 (5,000 included, no fee), $44 hard limit, 50,000 video minutes rated
+    and a camera open since Nov 16 00:00; run Nov 28 00:00 (12 days = 17,280 min), `--at` Nov 16 to Team. Counted
+    only to Nov 16 the bill before was 45,000 over x $0.00072 = $32.40, not reached. Read now: before, 67,280 - 5,000
+    = 62,280 over = $44.8416 -> $44.84 >= $44 (calls stopped already); with the change Personal 15/30 (2,500
+    included, 47,500 over = $34.20) + Team 15/30 (25,000 included: the 17,280 camera min within it) + its $14.50 fee
+    = $48.70, higher than $44.84: refused, "already reached ($44.84 before the change)", nothing saved."""
     at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC)
     start_ms = int(at.timestamp() * 1000)
-    cameras = _cameras_on_since(start_ms, 3)
+    cameras = _cameras_on_since(start_ms, 1)
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("60")))
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("44")))
     month = InMemoryMonthToDate(
         directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 50_000}}, cameras
     )
@@ -369,9 +369,31 @@ def test_given_a_change_dated_before_the_read_then_open_sessions_count_up_to_the
             read_at=read_at,
         )  # fmt: skip
     said = str(refused.value)
-    assert said.startswith("changing to team: hard limit $60 is not above $68.02,")
-    assert "the limit is already reached ($69.72 before the change) and every call stopped" in said
+    assert said.startswith("changing to team: hard limit $44 is not above $48.70,")
+    assert "the limit is already reached ($44.84 before the change) and every call stopped" in said
     assert directory.registered(["acct-1"])["acct-1"].tier_at(at) == "personal"
+
+
+def test_given_an_upgrade_dated_back_in_the_month_lowering_a_bill_over_the_limit_then_it_is_accepted() -> None:
+    """D150 amended (up2), the same-month side of the rule: Personal from Nov 1, $60 hard limit, 50,000 video minutes
+    rated and 3 cameras open since Nov 16 00:00; run Nov 28 00:00 (3 x 12 days = 51,840 min), `--at` Nov 16 to
+    Team. Before: 101,840 - 5,000 = 96,840 over x $0.00072 = $69.7248 -> $69.72 >= $60 (calls stopped already).
+    With the change: Personal 15/30 (2,500 included, 47,500 over = $34.20) + Team 15/30 (25,000 included, 51,840 -
+    25,000 = 26,840 over = $19.3248 -> $19.32) + $14.50 fee = $68.02: still over $60 but LOWER than $69.72. It stops
+    nothing the limit does not stop already and bills less: accepted (was refused, "already reached")."""
+    at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC)
+    cameras = _cameras_on_since(int(at.timestamp() * 1000), 3)
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("60")))
+    month = InMemoryMonthToDate(
+        directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 50_000}}, cameras
+    )
+    upgraded = request_tier_change(
+        directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team", at, month=month, read_at=read_at
+    )
+    assert upgraded.tier_at(at) == "team"
+    assert directory.profiles["acct-1"].tier_at(read_at) == "team"  # saved
 
 
 def test_given_a_change_dated_in_a_later_month_then_that_months_bill_up_to_it_is_checked_and_named() -> None:
@@ -446,10 +468,11 @@ def test_given_an_upgrade_dated_into_an_earlier_month_then_the_clock_months_bill
     assert upgraded.tier_at(DECEMBER_3) == "team"
 
 
-def test_given_the_limit_already_reached_then_an_upgrade_dated_into_an_earlier_month_is_refused_saying_so() -> None:
+def test_given_the_limit_reached_then_an_upgrade_dated_into_an_earlier_month_raising_the_bill_is_refused() -> None:
     """As above with 400,000 GB Dec 1-3: as Personal 399,990 GB x $0.00012 = $47.9988 -> $48.00 >= $40, calls
-    stopped already; as Team $29.00 + 399,900 GB x $0.00012 ($47.988 -> $47.99) = $76.99. Refused as any upgrade
-    with the limit reached (it would not lift the stop), the message saying it is reached already."""
+    stopped already; as Team $29.00 + 399,900 GB x $0.00012 ($47.988 -> $47.99) = $76.99, HIGHER than $48.00:
+    refused (D150 amended (up2): an already-reached bill may not be raised), the message saying it is reached
+    already; nothing saved."""
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
     set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
@@ -462,13 +485,33 @@ def test_given_the_limit_already_reached_then_an_upgrade_dated_into_an_earlier_m
     said = str(refused.value)
     assert said.startswith("changing to team: hard limit $40 is not above $76.99, December 2026's bill so far")
     assert "$48.00 before the change): the limit is already reached and every call stopped" in said
+    assert directory.profiles["acct-1"].tier_at(DECEMBER_3) == "personal"  # nothing saved
+
+
+def test_given_the_limit_reached_then_an_upgrade_dated_into_an_earlier_month_lowering_the_bill_is_accepted() -> None:
+    """Review (up) 1: run Dec 3 12:00, Personal, $40 hard limit, 70,000 video minutes Dec 1-3, `--at` Nov 25 to
+    Team. As Personal (no fee, 5,000 included): 65,000 x $0.00072 = $46.80 >= $40, calls stopped already. As Team
+    for the whole of December: $29.00 + (70,000 - 50,000) = 20,000 x $0.00072 ($14.40) = $43.40, still >= $40 but
+    LOWER: calls stay stopped either way, and refusing kept the customer billed the higher $46.80. Accepted (was
+    refused, "already reached"), Team saved."""
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    used = {("acct-1", "2026-12"): {(DEC_SEGMENT, "video"): 70_000}}
+    upgraded = request_tier_change(
+        directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team",
+        datetime(2026, 11, 25, tzinfo=UTC), month=InMemoryMonthToDate(directory, used), read_at=DECEMBER_3,
+    )  # fmt: skip
+    assert upgraded.tier_at(DECEMBER_3) == "team"
+    assert directory.profiles["acct-1"].tier_at(DECEMBER_3) == "team"  # saved
 
 
 def test_given_an_upgrade_to_enterprise_dated_into_an_earlier_month_then_the_clock_months_flat_fee_passes() -> None:
     """The finding's own example, written down (passes before and after): Team, $100 hard limit, 300,000 video
-    minutes Dec 1-3 ($29.00 + 250,000 x $0.00072 = $180.00: already stopped), `--at` Nov 25 to Enterprise. Enterprise
-    has no overage, so December re-rated is its fee alone, $99.00 < $100 (the fee rule keeps every hard limit above
-    it): accepted - dating an upgrade back can only lower a month to the new tier's flat fee here."""
+    minutes Dec 1-3 ($29.00 + 250,000 x $0.00072 ($180.00) = $209.00: already stopped), `--at` Nov 25 to
+    Enterprise. Enterprise has no overage, so December re-rated is its fee alone, $99.00 < $100 (the fee rule keeps
+    every hard limit above it): accepted - dating an upgrade back can only lower a month to the new tier's flat fee
+    here."""
     at = datetime(2026, 11, 25, tzinfo=UTC)
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", "team", SIGNUP, TIERS)
@@ -499,6 +542,30 @@ def test_given_a_downgrade_dated_back_into_effect_then_the_clock_months_bill_re_
     set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("50")))
     downgraded = request_tier_change(directory, book, "acct-1", "personal", at, month=month, read_at=now)
     assert downgraded.tier_at(datetime(2026, 12, 1, tzinfo=UTC)) == "personal"
+
+
+def test_given_the_limit_reached_then_a_downgrade_dated_back_raising_the_bill_is_refused() -> None:
+    """D150 amended (up2), the mirror of the upgrade lowering a stopped bill: run Dec 3 12:00, Team, $40 hard limit,
+    70,000 video minutes Dec 1-3, `--at` Nov 16 to Personal (in effect Dec 1, past). As Team: $29.00 + (70,000 -
+    50,000) = 20,000 x $0.00072 ($14.40) = $43.40 >= $40, calls stopped already. As Personal (no fee, 5,000
+    included): 65,000 x $0.00072 = $46.80, HIGHER: refused, "already reached" (was accepted: "stops nothing more",
+    yet it billed the stopped month $3.40 more); nothing saved."""
+    at = datetime(2026, 11, 16, tzinfo=UTC)
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(DEC_SEGMENT, "video"): 70_000}})
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "personal", at, month=month,
+            read_at=DECEMBER_3,
+        )  # fmt: skip
+    assert str(refused.value) == (
+        "changing to personal: hard limit $40 is not above $46.80, this month's bill so far re-rated with the change "
+        "(in effect since 2026-12-01 00:00 UTC; $43.40 before the change): the limit is already reached and every "
+        "call stopped; raise the hard limit above $46.80, or clear it, before changing tier"
+    )
+    assert directory.profiles["acct-1"].tier_at(DECEMBER_3) == "team"  # nothing saved
 
 
 def test_given_a_downgrade_taking_effect_after_the_clock_then_the_limits_set_before_it_never_refuse_it() -> None:
@@ -557,6 +624,35 @@ def test_given_the_cli_dating_an_upgrade_into_an_earlier_month_then_exit_2_namin
     )
     shown = _cli(capsys, table, "show", "--account", "acct_a")
     assert shown["tiers"] == [{"from": "2026-11-01T00:00:00+00:00", "tier": "personal"}]  # nothing saved
+
+
+def test_given_the_cli_run_with_its_own_catalog_then_a_tier_change_is_checked_against_that_catalogs_fees(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review (up) 4: ``main(argv, catalog)`` priced the change with its catalog but checked the limits against the
+    shipped one. A catalog whose Enterprise fee is $150 (shipped: $99): Team, $120 hard limit, no usage, run Nov 20,
+    `change-tier enterprise`: $120 is not above $150.00 - exit 2 naming that fee, Team kept (was exit 0: checked
+    against $99 < $120)."""
+    shipped = default_catalog().for_period(Period(2026, 11))
+    dearer = Catalog([
+        shipped.model_copy(update={"tiers": tuple(
+            tier.model_copy(update={"monthly_fee": Decimal("150")}) if tier.id == "enterprise" else tier
+            for tier in shipped.tiers
+        )})
+    ])  # fmt: skip
+    table = stack.template.physical_name("UsageTable")
+    assert main(["account", "create", "--account", "acct_a", "--tier", "team", "--signup", "2026-11-01T00:00Z",
+                 "--usage-table", table], dearer) == 0  # fmt: skip
+    assert main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "120", "--usage-table", table]) == 0
+    capsys.readouterr()
+    with time_machine.travel(datetime(2026, 11, 20, tzinfo=UTC), tick=False), pytest.raises(SystemExit) as exited:
+        main(["account", "change-tier", "acct_a", "enterprise", "--usage-table", table], dearer)
+    assert exited.value.code == 2
+    assert "changing to enterprise: hard limit $120 is not above the fixed monthly fee of $150.00" in (
+        capsys.readouterr().err
+    )
+    shown = _cli(capsys, table, "show", "--account", "acct_a")
+    assert shown["tiers"] == [{"from": "2026-11-01T00:00:00+00:00", "tier": "team"}]  # nothing saved
 
 
 def test_given_the_usage_read_failing_when_the_cli_changes_tier_then_exit_4_with_one_line(

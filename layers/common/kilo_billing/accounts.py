@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final, Protocol
 
-from kilo_billing.catalog import PriceBook
+from kilo_billing.catalog import Catalog, PriceBook
 from kilo_billing.money import is_whole_cents, two_places
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange, TierSegment, effective_change, segments_for
@@ -349,13 +349,16 @@ def request_tier_change(
     *,
     month: MonthToDateSource,
     read_at: datetime | None = None,
+    catalog: Catalog | None = None,
 ) -> AccountProfile:
     """The tier change the account API and ``kilo-billing account change-tier`` call: an upgrade takes effect at
     ``requested_at`` (prorated), a downgrade at the next period start. ``invoiced_periods`` (the account's period-end
     invoices): a change taking effect in one of them is refused (``check_not_invoiced``); the account API's changes
     are requested now, in the running period, which is never invoiced yet. ``month``: the account's month to date,
     re-rated with the change for the limits' check (``budgets.check_tier_change``, D150); ``read_at``: the clock
-    when it is read (the CLI's now), open sessions counted up to the later of it and ``requested_at``."""
+    when it is read (the CLI's now), open sessions counted up to the later of it and ``requested_at``; ``catalog``:
+    the price books ``book`` comes from (the CLI's), which the limits are checked against (default: the shipped
+    ones)."""
     invoiced = tuple(invoiced_periods)
 
     def changed(found: AccountProfile) -> AccountProfile:
@@ -363,7 +366,7 @@ def request_tier_change(
 
         change = effective_change(book, found.tier_at(requested_at), tier, requested_at)
         after = with_tier_change(found, change, invoiced)
-        check_tier_change(found, after, requested_at, month, read_at=read_at)
+        check_tier_change(found, after, requested_at, month, catalog, read_at=read_at)
         return after
 
     return update_profile(directory, account_id, changed)

@@ -154,9 +154,10 @@ def check_tier_change(
     the old tier's allowance at once and the bill must stay under the limit until it takes effect. A change dated in
     a month already over at ``read_at`` is not checked against that month's bill (nothing of a closed month is
     enforced: ``hard_limit_reached`` reads the clock's month), but the clock's month, which it sets whole to the new
-    tier, is: its bill to ``read_at`` re-rated with it, the refusal naming the month (D150 amended (up)). Refused
-    with the limit already reached before the change (read at ``read_at``), the message says so (calls are stopped
-    already), not that the change would reach it."""
+    tier, is: its bill to ``read_at`` re-rated with it, the refusal naming the month (D150 amended (up)). With the
+    limit already reached before the change (read at ``read_at``) a change is refused only when it makes the bill
+    higher, the message saying the limit is reached already (calls are stopped), not that the change would reach
+    it; one lowering or keeping that bill is accepted (``_reaches``, D150 amended (up2))."""
     if after.budget_usd is None and after.hard_limit_usd is None:
         return
     at = ensure_utc(now)
@@ -184,6 +185,8 @@ def check_tier_change(
     if bill.total >= hard:
         now_ms = int(clock.timestamp() * 1000)
         was = month_to_date(month, before.account_id, period.key, now_ms, book, profile=before).rated.total
+        if not _reaches(was, bill.total, hard):
+            return
         if was >= hard:
             reached = f"the limit is already reached (${money_str(was)} before the change) and every call stopped"
         elif at > clock:
@@ -215,10 +218,9 @@ def _check_in_effect(
     """D150 amended (e2d) for a change that does not raise the fee: one already in effect at ``clock`` (a downgrade
     dated back with ``--at`` takes effect at a month start that may be past) re-rates the clock month's bill at once,
     enforcement reading it from the next batch; refused when that bill, to ``clock``, reaches the hard limit while
-    the bill without the change did not (with the limit already reached, the change stops nothing more).
-    ``upgrade`` (D150 amended (up)): an upgrade dated into an earlier month, which sets the clock's month whole to
-    the new tier; refused, as any upgrade, also with the limit already reached (it would not lift the stop), the
-    refusal naming the month."""
+    the bill without the change did not, or, the limit already reached, is higher than it (``_reaches``, D150
+    amended (up2)). ``upgrade`` (D150 amended (up)): an upgrade dated into an earlier month, which sets the clock's
+    month whole to the new tier, the refusal naming the month."""
     hard = after.hard_limit_usd
     if hard is None or not any(change.at <= clock for change in after.changes if change not in before.changes):
         return
@@ -229,7 +231,7 @@ def _check_in_effect(
     if bill < hard:
         return
     was = month_to_date(month, before.account_id, period.key, clock_ms, book, profile=before).rated.total
-    if was >= hard and not upgrade:
+    if not _reaches(was, bill, hard):
         return
     tier = after.tier_at(clock)
     since = f"in effect since {max(c.at for c in after.changes if c.at <= clock):%Y-%m-%d %H:%M} UTC"
@@ -243,6 +245,15 @@ def _check_in_effect(
         f"with the change ({since}; ${money_str(was)} before the change): the limit {reached} and every call "
         f"stopped; raise the hard limit above ${money_str(bill)}, or clear it, before changing tier"
     )
+
+
+def _reaches(was: Decimal, bill: Decimal, hard: Decimal) -> bool:
+    """D150's one rule for the bill a tier change re-rates, upgrade or downgrade (amended (up2)); ``bill``, with the
+    change, is at or over ``hard`` (the caller's test), ``was`` is the bill without it. Refused when the change makes
+    the bill reach the limit it did not reach, or makes an already-reached bill HIGHER; a change lowering or keeping
+    an already-reached bill is accepted: calls are stopped either way (the spend item enforcement reads is never
+    lowered within the month) and refusing would keep the customer billed the higher amount."""
+    return was < hard or bill > was
 
 
 def _above_fees(
