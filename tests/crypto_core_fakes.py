@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,9 +14,11 @@ from kilo_crypto_watch.adapters import DynamoCryptoStore
 from kilo_crypto_watch.model import (
     Asset,
     Bill,
+    BillPayment,
     ChainConfig,
     LockedRate,
     ObservedTransfer,
+    PaymentStatus,
     Quote,
     QuoteStatus,
     RateReading,
@@ -141,6 +143,16 @@ def bill(invoice_id: str = "inv-1", account_id: str = "acct-1", total: str = "10
         total_usd=Decimal(total),
         issued_at=T0,
     )
+
+
+def bill_with(total: Decimal | str, drawn: Sequence[tuple[str, Decimal | str, PaymentStatus, bool]]) -> Bill:
+    """``bill`` of ``total`` holding one payment line per drawn (asset, USD, status, under review), in order: payment
+    ids p0, p1... of transactions t0, t1..."""
+    payments = tuple(
+        BillPayment(f"p{i}", f"t{i}", asset, Decimal(usd), status, review=review)  # type: ignore[arg-type]
+        for i, (asset, usd, status, review) in enumerate(drawn)
+    )
+    return replace(bill(total=str(total)), payments=payments)
 
 
 def quote(

@@ -372,6 +372,9 @@ def _channels(period: str, kind: str, key: str, percent: int) -> set[ExpectedAle
 #   atomic units (rounded UP, so paying it exactly covers the bill);
 # - a payment is worth atomic / 10^dp x the locked price, half-up to the cent;
 # - an underpayment inside tolerance (stablecoins min(0.5 %, $1); ETH/SOL 1 %) is written off: PAID, flag PARTIAL;
+#   a shortfall is whole cents, compared with the band exactly: one beyond it leaves the bill OPEN, flag PARTIAL,
+#   nothing settled or written off (under $2 a USDC band is under a cent: $1.50 x 0.5 % = 0.0075, so 1 cent short
+#   is outside it);
 # - a late USDC payment (after the quote's expiry, inside its monitoring window) counts 1:1: PAID, flag PAID_LATE.
 CRYPTO_DECIMALS = {"USDC": 6, "ETH": 18, "SOL": 9}
 CRYPTO_SCENARIOS = ("usdc", "eth", "sol", "underpay", "late")
@@ -385,7 +388,7 @@ class CryptoExpectation:
     rate: Decimal  # the locked USD price
     quoted_atomic: int  # what the quote asks
     paid_atomic: int  # what the customer sends
-    settled_usd: Decimal  # the payment's USD value
+    settled_usd: Decimal  # what the bill settled: the payment's USD value when PAID, 0.00 while OPEN
     written_off_usd: Decimal
     status: str  # the bill's final status
     flags: frozenset[str]
@@ -404,16 +407,18 @@ def expected_crypto(scenario: str, total_usd: Decimal, feed_prices: dict[str, De
     rate = Fraction(1) if asset == "USDC" else Fraction(feed_prices[asset])
     scale = 10 ** CRYPTO_DECIMALS[asset]
     quoted = math.ceil(total / rate * scale)
-    paid, flags, shortfall_cents = quoted, set(), 0
-    if scenario == "underpay":  # half the stablecoin tolerance short, in whole cents (at least one)
-        allowed_cents = math.floor(min(total * Fraction(5, 1000), Fraction(1)) * 100)
-        shortfall_cents = max(1, allowed_cents // 2)
+    paid, flags = quoted, set()
+    # the tolerance band, exact: stablecoins min(0.5 %, $1), ETH/SOL 1 %
+    band = min(total * Fraction(5, 1000), Fraction(1)) if asset == "USDC" else total / 100
+    if scenario == "underpay":  # half the stablecoin band short, in whole cents (at least one)
+        shortfall_cents = max(1, math.floor(band * 100) // 2)
         paid = math.ceil((total - Fraction(shortfall_cents, 100)) * scale)
         flags.add("PARTIAL")
     if scenario == "late":
         flags.add("PAID_LATE")
     settled_cents = _cents(Fraction(paid, scale) * rate)
-    written_off = max(0, math.floor(total * 100) - settled_cents)
+    short_cents = max(0, math.floor(total * 100) - settled_cents)
+    paid_off = Fraction(short_cents, 100) <= band  # the shortfall against the exact band
     return CryptoExpectation(
         scenario=scenario,
         chain=chain,
@@ -421,9 +426,9 @@ def expected_crypto(scenario: str, total_usd: Decimal, feed_prices: dict[str, De
         rate=Decimal(rate.numerator) / Decimal(rate.denominator),
         quoted_atomic=quoted,
         paid_atomic=paid,
-        settled_usd=Decimal(settled_cents) / 100,
-        written_off_usd=Decimal(written_off) / 100,
-        status="PAID",
+        settled_usd=Decimal(settled_cents if paid_off else 0) / 100,
+        written_off_usd=Decimal(short_cents if paid_off else 0) / 100,
+        status="PAID" if paid_off else "OPEN",
         flags=frozenset(flags),
         late=scenario == "late",
     )

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from kilo_crypto_watch.model import Bill, BillPayment, BillStatus, PaymentStatus
 from kilo_crypto_watch.settlement import SettlementPolicy, recompute, remaining_usd, tolerance, usd_value
+from tests.crypto_core_fakes import bill_with
 
 NOW = datetime(2026, 11, 2, tzinfo=UTC)
 POLICY = SettlementPolicy()
@@ -55,14 +56,6 @@ def reference_tolerance(total: Decimal, paid: list[tuple[str, Fraction]]) -> Dec
     if in_usdc == 0:
         return down(volatile_band)
     return down((usdc_band * in_usdc + volatile_band * in_volatile) / (in_usdc + in_volatile))
-
-
-def bill_with(total: Decimal, drawn: list[tuple[str, Decimal, PaymentStatus, bool]]) -> Bill:
-    payments = tuple(
-        BillPayment(f"p{i}", f"t{i}", asset, usd, status, review=review)  # type: ignore[arg-type]
-        for i, (asset, usd, status, review) in enumerate(drawn)
-    )
-    return Bill("inv", "acct", "KB-1", "2026-10", total, NOW, payments=payments)
 
 
 @given(total=cents, drawn=lines)

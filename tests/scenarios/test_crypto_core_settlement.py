@@ -489,6 +489,82 @@ def test_given_a_bill_covered_by_a_payment_not_yet_final_when_another_is_claimed
     assert h.store.payment("ethereum:0xs2:0") is None
 
 
+# A claim by the amount alone (an exchange's payment: unlinked wallet, no reference) is accepted within the quote's
+# EXACT tolerance, in the quote's atomic units: the window only ties a transfer to a bill (D112), recompute decides what
+# is written off. With the band rounded down to the cent (D-mx-1 before its mx2 amendment) every USDC quote under $2
+# accepted only its exact amount, and an ETH quote of $12.34 refused payments its bill would have settled.
+
+
+def test_given_a_usdc_quote_under_two_dollars_when_claimed_one_unit_short_then_accepted_and_paid_in_full(
+    stack: Stack,
+) -> None:
+    # $1.99 bill, USDC quote 1.99 = 1_990_000 units. Paid 1_989_999 units (1 unit = $0.000001 short) from an exchange.
+    # Worth 1.989999 -> half-up $1.99: short 0.00, PAID, nothing written off.
+    # Claim window: exact band 0.5 % x 1.99 = 0.00995 -> 1_990_000 x 0.00995 / 1.99 = 9_950 units; |-1| <= 9_950.
+    # (Rounded down to the cent the band was $0.00 -> 0 units: refused.)
+    h = harness(stack)
+    assert h.store.create_bill(bill(total="1.99"))
+    h.store.add_quote(quote("q-usdc", "USDC", 1_990_000, "1", amount_usd="1.99"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    paid = transfer("0xex", "USDC", 1_989_999, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    assert h.settlement.record(paid, claimed_for="inv-1").invoice_id == "inv-1"
+    h.settlement.finalized("ethereum:0xex:0")
+    done = h.store.bill("inv-1")
+    assert done is not None
+    assert (done.status, done.settled_usd, done.written_off_usd) == (
+        BillStatus.PAID,
+        Decimal("1.99"),
+        Decimal("0.00"),
+    )
+
+
+def test_given_a_usdc_quote_under_two_dollars_when_claimed_at_the_edge_of_its_exact_band_then_tied_but_left_open(
+    stack: Stack,
+) -> None:
+    # $1.99 bill, quote 1_990_000 units, exact band 9_950 units (above).
+    # 1_980_049 units: 9_951 short > 9_950: refused (not tied to the bill by its amount).
+    # 1_980_050 units: 9_950 short <= 9_950: tied. Worth 1.98005 -> half-up $1.98: short 0.01 > the bill's band
+    # 0.00995 (-> $0.00): OPEN and PARTIAL, nothing written off - the claim ties, recompute decides.
+    h = harness(stack)
+    assert h.store.create_bill(bill(total="1.99"))
+    h.store.add_quote(quote("q-usdc", "USDC", 1_990_000, "1", amount_usd="1.99"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    beyond = transfer("0xfar", "USDC", 1_980_049, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    with pytest.raises(ClaimRefusedError, match="not the amount of one of its quotes"):
+        h.settlement.record(beyond, claimed_for="inv-1")
+    edge = transfer("0xex", "USDC", 1_980_050, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    assert h.settlement.record(edge, claimed_for="inv-1").invoice_id == "inv-1"
+    h.settlement.finalized("ethereum:0xex:0")
+    still = h.store.bill("inv-1")
+    assert still is not None
+    assert (still.status, still.written_off_usd) == (BillStatus.OPEN, Decimal("0.00"))
+    assert BillFlag.PARTIAL in still.flags
+
+
+def test_given_an_eth_quote_when_claimed_short_by_what_its_bill_writes_off_then_accepted_and_paid(
+    stack: Stack,
+) -> None:
+    # $12.34 bill, ETH at $2,500: quote 12.34 / 2500 = 0.004936 ETH = 4_936_000_000_000_000 wei.
+    # Paid 4_887_000_000_000_000 wei (4.9e13 short): 0.004887 x 2500 = 12.2175 -> half-up $12.22: short 0.12;
+    # the bill's band 1 % x 12.34 = 0.1234 -> $0.12: 0.12 <= 0.12, PAID with $0.12 written off.
+    # Claim window: 4.936e15 x 0.1234 / 12.34 = 4.936e13 wei >= 4.9e13: tied.
+    # (Rounded down: 4.936e15 x 0.12 / 12.34 = 4.8e13 < 4.9e13: refused.)
+    h = harness(stack)
+    assert h.store.create_bill(bill(total="12.34"))
+    h.store.add_quote(quote("q-eth", "ETH", 4_936_000_000_000_000, "2500.00", amount_usd="12.34"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    paid = transfer("0xex", "ETH", 4_887_000_000_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    assert h.settlement.record(paid, claimed_for="inv-1").invoice_id == "inv-1"
+    h.settlement.finalized("ethereum:0xex:0")
+    done = h.store.bill("inv-1")
+    assert done is not None
+    assert (done.status, done.settled_usd, done.written_off_usd) == (
+        BillStatus.PAID,
+        Decimal("12.22"),
+        Decimal("0.12"),
+    )
+
+
 def test_given_a_paid_bill_when_a_payment_with_its_own_quotes_reference_is_claimed_then_it_becomes_credit(
     h: Harness,
 ) -> None:

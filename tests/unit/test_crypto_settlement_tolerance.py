@@ -5,23 +5,17 @@ Hand-worked figures."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
-from kilo_crypto_watch.model import Asset, BillFlag, BillPayment, BillStatus, PaymentStatus
-from kilo_crypto_watch.settlement import SettlementPolicy, recompute, tolerance
-from tests.crypto_core_fakes import T0, bill
+from kilo_crypto_watch.model import Asset, BillFlag, BillStatus, PaymentStatus
+from kilo_crypto_watch.settlement import SettlementPolicy, exact_tolerance, recompute, tolerance
+from tests.crypto_core_fakes import T0, bill_with
 
 POLICY = SettlementPolicy()
-
-
-def final(*paid: tuple[Asset, str]) -> tuple[BillPayment, ...]:
-    return tuple(
-        BillPayment(f"p{i}", f"0xt{i}", asset, Decimal(usd), PaymentStatus.FINALIZED)
-        for i, (asset, usd) in enumerate(paid)
-    )
+FINAL = PaymentStatus.FINALIZED
 
 
 @pytest.mark.parametrize(
@@ -56,13 +50,15 @@ def test_given_usdc_and_eth_short_by_the_half_cent_half_up_added_then_the_bill_s
     # $100.00 bill; 50.25 USDC and $49.00 of ETH final: paid 99.25, short 0.75.
     # Band: (0.50 x 50.25 + 1.00 x 49.00) / 99.25 = 74.125 / 99.25 = 0.74685... -> down $0.74.
     # 0.75 > 0.74: not paid, nothing written off. (Half-up made the band $0.75 and wrote off $0.75: PAID.)
-    moved = recompute(replace(bill(), payments=final(("USDC", "50.25"), ("ETH", "49.00"))), POLICY, T0)
+    moved = recompute(
+        bill_with("100.00", [("USDC", "50.25", FINAL, False), ("ETH", "49.00", FINAL, False)]), POLICY, T0
+    )
     assert (moved.status, moved.written_off_usd) == (BillStatus.OPEN, Decimal("0.00"))
     assert BillFlag.PARTIAL in moved.flags
 
     # one cent more of USDC (50.26): paid 99.26, short 0.74; band (25.13 + 49.00) / 99.26 = 74.13 / 99.26
     # = 0.74682... -> $0.74: 0.74 <= 0.74, PAID with $0.74 written off
-    paid = recompute(replace(bill(), payments=final(("USDC", "50.26"), ("ETH", "49.00"))), POLICY, T0)
+    paid = recompute(bill_with("100.00", [("USDC", "50.26", FINAL, False), ("ETH", "49.00", FINAL, False)]), POLICY, T0)
     assert (paid.status, paid.written_off_usd, paid.settled_usd) == (
         BillStatus.PAID,
         Decimal("0.74"),
@@ -87,5 +83,25 @@ def test_given_one_class_whose_band_is_not_whole_cents_then_the_same_bills_are_p
 ) -> None:
     # a shortfall is whole cents (a whole-cents total less a sum rounded to the cent), so it fits under the exact
     # band exactly when it fits under the band rounded down: one class's decisions do not move
-    moved = recompute(replace(bill(total=total), payments=final((asset, usd))), POLICY, T0)
+    moved = recompute(bill_with(total, [(asset, usd, FINAL, False)]), POLICY, T0)
     assert (moved.status, moved.written_off_usd) == (status, Decimal(written_off))
+
+
+@pytest.mark.parametrize(
+    ("total", "paid", "exact", "band"),
+    [
+        # USDC on $1.99: 0.5 % = 0.00995 exactly; what a bill writes off rounds down to $0.00
+        ("1.99", [("USDC", "1.99")], Fraction(995, 100_000), "0.00"),
+        # ETH on $12.34: 1 % = 0.1234 exactly -> $0.12
+        ("12.34", [("ETH", "12.34")], Fraction(1234, 10_000), "0.12"),
+        # 50.25 USDC + $49.00 ETH on $100.00: (0.50 x 50.25 + 1.00 x 49.00) / 99.25 = 74.125 / 99.25 = 2965 / 3970
+        # = 593 / 794 (0.74685...) -> $0.74
+        ("100.00", [("USDC", "50.25"), ("ETH", "49.00")], Fraction(593, 794), "0.74"),
+    ],
+)
+def test_given_a_band_then_the_exact_band_is_kept_for_claims_and_the_write_off_is_it_rounded_down(
+    total: str, paid: list[tuple[Asset, str]], exact: Fraction, band: str
+) -> None:
+    counted = [(asset, Decimal(usd)) for asset, usd in paid]
+    assert exact_tolerance(Decimal(total), counted, POLICY) == exact
+    assert str(tolerance(Decimal(total), counted, POLICY)) == band

@@ -190,23 +190,30 @@ def counted_usd(payments: Iterable[Payment]) -> dict[str, Decimal]:
     )
 
 
-def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: SettlementPolicy) -> Decimal:
-    """The underpayment written off, from the payments counted (asset, USD): paid in stablecoins only (or nothing of
-    value in ETH/SOL), min(0.5 %, $1) of the total; in ETH/SOL only, 1 %; both, the two bands weighted by the USD
-    each paid - a dust ETH payment beside USDC must not open ETH's band for the whole bill. Every band is rounded
-    DOWN to the cent (``kilo_billing.money.round_money_down``): a write-off never exceeds its rule ($12.34 in ETH:
-    1 % = 0.1234 -> $0.12; weighted 0.745 -> $0.74, not 0.75). A bill's shortfall is whole cents, so it fits the
-    band rounded down exactly when it fits the exact band (D176)."""
+def exact_tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: SettlementPolicy) -> Fraction:
+    """The tolerance band exactly, not rounded, from the payments counted (asset, USD): paid in stablecoins only (or
+    nothing of value in ETH/SOL), min(0.5 %, $1) of the total; in ETH/SOL only, 1 %; both, the two bands weighted by
+    the USD each paid - a dust ETH payment beside USDC must not open ETH's band for the whole bill. A claim by amount
+    alone is tied to a quote within this band (``Settlement._check_claim``); what a bill writes off is ``tolerance``,
+    this band rounded down to the cent. $1.99 in USDC: 0.00995 exactly; $12.34 in ETH: 0.1234."""
     stable = min(Fraction(total) * Fraction(policy.stable_tolerance_rate), Fraction(policy.stable_tolerance_cap))
     volatile = Fraction(total) * Fraction(policy.volatile_tolerance_rate)
     amounts = list(paid)
     whole = sum((Fraction(usd) for _, usd in amounts), Fraction(0))  # exact: credits are not rounded
     in_volatile = sum((Fraction(usd) for asset, usd in amounts if asset not in STABLECOINS), Fraction(0))
     if in_volatile <= 0:
-        return round_money_down(stable)
+        return stable
     if in_volatile >= whole:
-        return round_money_down(volatile)
-    return round_money_down((stable * (whole - in_volatile) + volatile * in_volatile) / whole)
+        return volatile
+    return (stable * (whole - in_volatile) + volatile * in_volatile) / whole
+
+
+def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: SettlementPolicy) -> Decimal:
+    """The underpayment a bill writes off: ``exact_tolerance`` rounded DOWN to the cent
+    (``kilo_billing.money.round_money_down``) - a write-off never exceeds its rule ($12.34 in ETH: 1 % = 0.1234 ->
+    $0.12; weighted 0.745 -> $0.74, not 0.75). A bill's shortfall is whole cents, so it fits the band rounded down
+    exactly when it fits the exact band (D176)."""
+    return round_money_down(exact_tolerance(total, paid, policy))
 
 
 def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
@@ -1085,11 +1092,13 @@ class Settlement:
                 "its quotes (a quote's amount alone counts only while a bill is open); the watcher will match it if "
                 "it is yours, or an operator can assign it"
             )
-        for quote in own:  # the quote's amount, give or take the settlement tolerance (an exchange's fee)
+        for quote in own:  # the quote's amount, give or take its EXACT tolerance (an exchange's fee), D-mx-1
             if quote.amount_usd <= 0:
                 continue
-            allowed = tolerance(quote.amount_usd, [(quote.asset, quote.amount_usd)], self._policy)
-            band = quote.atomic_amount * allowed / quote.amount_usd
+            # exact, not rounded down to the cent: the window only ties the transfer to the bill, recompute decides
+            # what is written off ($1.99 in USDC: 0.00995 -> 9_950 units; rounded down it was 0 units)
+            allowed = exact_tolerance(quote.amount_usd, [(quote.asset, quote.amount_usd)], self._policy)
+            band = quote.atomic_amount * allowed / Fraction(quote.amount_usd)
             if abs(transfer.atomic_amount - quote.atomic_amount) <= band:
                 return
         raise ClaimRefusedError(
