@@ -46,6 +46,7 @@ from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.money import decimal_str, money_str
 from kilo_billing.publisher import PublishError
 from kilo_billing_cli.arguments import whole_number
+from kilo_billing_cli.bus import check_event_bus
 
 if TYPE_CHECKING:
     from kilo_crypto_watch.adapters import DynamoCryptoStore
@@ -211,7 +212,10 @@ def run(args: argparse.Namespace, console: Console) -> None:
         return
     if not args.event_bus:
         raise ValueError("the event bus is required: --event-bus or EVENT_BUS_NAME")
-    publisher = EventBridgePublisher(client("events"), args.event_bus, SOURCE_CRYPTO)
+    events = client("events")
+    if args.crypto_command in ("assign", "resolve"):  # they write, then publish: the bus asked for first
+        check_event_bus(events, args.event_bus)
+    publisher = EventBridgePublisher(events, args.event_bus, SOURCE_CRYPTO)
     settlement = Settlement(store, publisher, {})
     if args.crypto_command == "resolve":
         try:

@@ -376,6 +376,10 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         check_account_id(args.account)
     if not args.event_bus:
         raise ValueError("the billing bus is required: --event-bus or EVENT_BUS_NAME (invoices are announced)")
+    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing_cli.bus import check_event_bus  # noqa: PLC0415
+
+    check_event_bus(client("events"), args.event_bus)  # it writes, then announces: the bus asked for first
     config = InvoiceSettings(
         usage_table_name=args.usage_table,
         event_bus_name=args.event_bus,

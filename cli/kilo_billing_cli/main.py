@@ -12,19 +12,25 @@ unreachable exits 4 too, refused by Stripe (or its invoice paid, uncollectible o
 nothing voided. Storage wrongly configured is bad input, not unavailable: a table or event bus that does not exist
 (``ResourceNotFoundException``: a typo in ``--usage-table`` or its environment variable) or access to it denied
 (``AccessDeniedException``) exits 2 with one line naming the command's table and bus settings - a rerun would fail
-the same way, so a script retrying on 4 does not loop. An event the bus did not take (``PublishError``) after the
-command wrote - ``crypto assign`` or ``crypto resolve`` saved the decision, and a rerun is refused - exits 2 "fix
---event-bus" for a bus that does not exist, denied access or a bus name AWS rejects (``ValidationException`` of a name
-outside the model's pattern), exits 2 naming EventBridge's own code and message for the event itself refused (a
-``ValidationException`` of a valid bus name - an entry too large -, ``SerializationException``, an entry failed with a
-code the model calls non-retryable), 4 for anything else (expired credentials, throttled, an entry's
-``InternalFailure``), with one line saying it is saved, which event was not sent and what re-sends it (a paid bill's
-``CryptoBillSettled.v1``/``CryptoCreditAdded.v1``: the next crypto watcher run; an assignment's
-``CryptoPaymentSeen.v1``: nothing - the line says whether it was sent, read back from the payment's ``announced``, and
-when it was not, that the bill's was not either), never "rerun"; after ``rating replay --apply`` the line says to
-rerun after 15 minutes (the messages received are hidden that long, ``replay.APPLY_VISIBILITY_SECONDS``). Exit 1:
-``invoice run`` when closing an account's period failed (its row carries the error; the other accounts are closed),
-and ``rating replay --apply`` when a message was not replayed (a problem or rejected: its row says which).
+the same way, so a script retrying on 4 does not loop. ``crypto assign``, ``crypto resolve``, ``rating replay
+--apply`` and ``invoice run`` write, then publish: they ask for the bus (``DescribeEventBus``, bus.py) before any write,
+and one that does not exist exits 2 "fix --event-bus", nothing written (EventBridge has been reported to accept
+PutEvents to a bus that does not exist: the events would be lost without an error). An event the bus did not take
+(``PublishError``) after the command wrote - ``crypto assign`` or ``crypto resolve`` saved the decision, and a rerun
+is refused - exits 2 "fix the credentials' permissions" for access denied (``AccessDeniedException``, an entry's
+``NotAuthorizedForSource/DetailTypeException``), 2 "fix --event-bus" for a bus that does not exist (moto's answer) or
+a bus name AWS rejects (``ValidationException`` of a name outside the model's pattern; the model unreadable: the
+same), 2 naming EventBridge's own code and message for the event itself refused (a ``ValidationException`` of a
+valid bus name - an entry too large -, ``SerializationException``, an entry failed with a content code the model
+calls non-retryable) - refused again each time it is sent, so that line says nothing re-sends it: report it -, 4 for
+anything else (expired credentials, throttled, an entry's ``InternalFailure``), with one line saying it is saved,
+which event was not sent and what re-sends it (a paid bill's ``CryptoBillSettled.v1``/``CryptoCreditAdded.v1``: the
+next crypto watcher run; an assignment's ``CryptoPaymentSeen.v1``: nothing - the line says whether it was sent, read
+back from the payment's ``announced``, and when it was not, that the bill's was not either), never "rerun"; after
+``rating replay --apply`` the line says to rerun after 15 minutes (the messages received are hidden that long,
+``replay.APPLY_VISIBILITY_SECONDS``) but for the event itself refused. Exit 1: ``invoice run`` when closing an
+account's period failed (its row carries the error; the other accounts are closed), and ``rating replay --apply``
+when a message was not replayed (a problem or rejected: its row says which).
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from kilo_billing.periods import Period
 from kilo_billing.projections import Projection, ProjectionError, project_revenue
 from kilo_billing.publisher import PublishError
 from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_period
-from kilo_billing_cli import accounts, arguments, crypto, invoices, preview, replay, reports
+from kilo_billing_cli import accounts, arguments, bus, crypto, invoices, preview, replay, reports
 from kilo_billing_cli.arguments import whole_number
 from kilo_billing_cli.console import make_console
 from kilo_billing_cli.invoices import EXIT_UNAVAILABLE  # one code for a service unavailable (the module docstring)
@@ -73,16 +79,23 @@ def _configuration_problem(code: str, args: argparse.Namespace) -> str:
 
 
 def _not_published(
-    prog: str, raised: PublishError | crypto.AssignmentNotPublishedError, args: argparse.Namespace
+    prog: str,
+    raised: PublishError | crypto.AssignmentNotPublishedError | bus.EventBusNotFoundError,
+    args: argparse.Namespace,
 ) -> int:
     """One line on stderr and the exit status for an event the bus did not take (``PublishError``), raised after the
     command wrote: ``crypto assign``/``resolve`` saved the decision first, and a rerun of either is refused (already
-    decided), so the line says it is saved and what is lost instead of "rerun". A bus that does not exist, access
-    denied or a bus name AWS rejects exits 2 "fix --event-bus"; the event itself refused (EventBridge's
-    ``ValidationException`` of a valid bus name - an entry too large -, ``SerializationException``, or an entry failed
-    with a code its model calls non-retryable) exits 2 naming EventBridge's code and message; anything else
-    (throttled, expired credentials, an entry's ``InternalFailure``) exits 4. ``crypto assign`` raises its
-    ``AssignmentNotPublishedError``: the publisher's error and whether the payment's own event was sent."""
+    decided), so the line says it is saved and what is lost instead of "rerun". Access denied (an entry's
+    ``NotAuthorizedFor...`` too) exits 2 "fix the credentials' permissions"; a bus that does not exist or a bus name
+    AWS rejects exits 2 "fix --event-bus"; the event itself refused (EventBridge's ``ValidationException`` of a valid
+    bus name - an entry too large -, ``SerializationException``, or an entry failed with a content code its model
+    calls non-retryable) exits 2 naming EventBridge's code and message, and says nothing re-sends it (each send is
+    refused again: ``_refused_line``); anything else (throttled, expired credentials, an entry's ``InternalFailure``)
+    exits 4. ``crypto assign`` raises its
+    ``AssignmentNotPublishedError``: the publisher's error and whether the payment's own event was sent. The bus not
+    found when asked for before any write (``bus.EventBusNotFoundError``) is ``_bus_not_found``'s line."""
+    if isinstance(raised, bus.EventBusNotFoundError):
+        return _bus_not_found(prog, raised, args)
     assigned = raised if isinstance(raised, crypto.AssignmentNotPublishedError) else None
     exc = assigned.error if assigned is not None else raised
     seen_sent = assigned.seen_sent if assigned is not None else None
@@ -90,45 +103,68 @@ def _not_published(
     aws_error = isinstance(cause, StorageUnavailableError | InvalidRequestError)
     reason = str(cause) if aws_error else str(exc)
     code = reason.partition(":")[0].strip()  # the AWS error code (``aws.map_error``) or the failed entry's
-    if code in _CONFIGURATION or (isinstance(cause, InvalidRequestError) and _bus_name_refused(code, args.event_bus)):
+    refused = False  # the event's content refused: sent again, it is refused again (nothing re-sends it)
+    if code in _DENIED:
+        status, fix = EXIT_USAGE, f"fix the credentials' permissions to send to --event-bus {args.event_bus!r}"
+    elif code in _NOT_FOUND or (isinstance(cause, InvalidRequestError) and _bus_name_refused(code, args.event_bus)):
         status, fix = EXIT_USAGE, f"fix --event-bus {args.event_bus!r}"
     elif isinstance(cause, InvalidRequestError) or (cause is None and code in _ENTRY_REFUSED):
-        status, fix = EXIT_USAGE, "EventBridge refused the event itself, not the bus name: report it"
+        status, fix, refused = EXIT_USAGE, "", True
         reason = f"{code}: {_aws_message(cause)}" if cause is not None else reason
     else:
         status, fix = EXIT_UNAVAILABLE, "wait until the bus answers"
-    print(f"{prog}: {_not_published_line(reason, fix, args, seen_sent)}", file=sys.stderr)
+    line = _refused_line(reason, args, seen_sent) if refused else _not_published_line(reason, fix, args, seen_sent)
+    print(f"{prog}: {line}", file=sys.stderr)
     return status
 
 
-# ``PutEventsResultEntry.ErrorCode``'s non-retryable codes in botocore's EventBridge model (events/2015-10-07), but
-# ``AccessDeniedException`` (``_CONFIGURATION``: the credentials); its retryable ``InternalFailure`` and
-# ``ThrottlingException``, and a code it does not list, stay exit 4
-_ENTRY_REFUSED = frozenset(
-    {
-        "InvalidAccountIdException",
-        "InvalidArgument",
-        "MalformedDetail",
-        "RedactionFailure",
-        "NotAuthorizedForSourceException",
-        "NotAuthorizedForDetailTypeException",
-    }
+# ``PutEventsResultEntry.ErrorCode``'s non-retryable codes in botocore's EventBridge model (events/2015-10-07) that
+# refuse the event's content: sent again, it is refused again. Its permission codes are ``_DENIED``; its retryable
+# ``InternalFailure`` and ``ThrottlingException``, and a code it does not list, stay exit 4
+_ENTRY_REFUSED = frozenset({"InvalidAccountIdException", "InvalidArgument", "MalformedDetail", "RedactionFailure"})
+# the credentials not allowed to send this event to the bus: top-level access denied, or an entry's IAM
+# ``events:source``/``events:detail-type`` condition refusing it (exit 2, the access-denied wording of D362)
+_DENIED = frozenset(
+    {"AccessDeniedException", "AccessDenied", "NotAuthorizedForSourceException", "NotAuthorizedForDetailTypeException"}
 )
 
 
+def _bus_not_found(prog: str, exc: bus.EventBusNotFoundError, args: argparse.Namespace) -> int:
+    """The bus asked for before the command wrote does not exist: nothing was written, a rerun with the name fixed
+    does it all (exit 2)."""
+    bus_name = args.event_bus
+    print(
+        f"{prog}: the event bus {bus_name!r} was not found ({exc}): nothing was written; fix --event-bus {bus_name!r} "
+        "(or EVENT_BUS_NAME), then rerun",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
 def _bus_name_refused(code: str, bus: str) -> bool:
-    """Whether AWS's ``ValidationException`` is the bus name's: a name outside the model's
-    ``NonPartnerEventBusNameOrArn`` (1 to 1600 characters of the pattern, which botocore does not check before
-    sending). A valid name refused is the event itself (an entry too large, say)."""
+    """Whether AWS's ``ValidationException`` is the bus name's: a name outside the shape of the model's
+    ``PutEventsRequestEntry.EventBusName`` (1 to 1600 characters of its pattern, which botocore does not check before
+    sending). A valid name refused is the event itself (an entry too large, say). botocore floats within its minor
+    release: the model not read as expected (a shape renamed, a rule missing) answers True - "fix --event-bus", the
+    answer before the model was read - rather than fail in the handler of a command that already wrote."""
     import re  # noqa: PLC0415
 
     import botocore.session  # noqa: PLC0415
+    from botocore.model import StructureShape  # noqa: PLC0415
 
     if code != "ValidationException":
         return False
-    shape = botocore.session.get_session().get_service_model("events").shape_for("NonPartnerEventBusNameOrArn")
-    rules = shape.metadata
-    return not (rules["min"] <= len(bus) <= rules["max"] and re.fullmatch(rules["pattern"], bus))
+    try:
+        model = botocore.session.get_session().get_service_model("events")
+        entry = model.shape_for("PutEventsRequestEntry")
+        if not isinstance(entry, StructureShape):
+            return True
+        rules = entry.members["EventBusName"].metadata
+        low, high, pattern = int(rules["min"]), int(rules["max"]), str(rules["pattern"])
+        valid = low <= len(bus) <= high and re.fullmatch(pattern, bus) is not None
+    except Exception:  # any failure reading the model: the old answer
+        return True
+    return not valid
 
 
 def _aws_message(error: BaseException | None) -> str:
@@ -169,6 +205,35 @@ def _not_published_line(reason: str, fix: str, args: argparse.Namespace, seen_se
     return (
         f"an event was not sent ({reason}): what was written before it stays; {fix}, and rerun after {minutes} "
         "minutes, when the messages not replayed are visible on the queue again"
+    )
+
+
+def _refused_line(reason: str, args: argparse.Namespace, seen_sent: bool | None) -> str:
+    """The line for an event EventBridge refused for its content (malformed, too large, an invalid argument): each
+    time it is sent it is refused again - a rerun, the crypto watcher's runs - so nothing re-sends it: report it."""
+    never = "EventBridge refused the event itself, not the bus name, and refuses it each time it is sent"
+    if args.command == "crypto" and args.crypto_command == "assign" and seen_sent is True:
+        return (
+            f"crypto assign {args.payment_id}: saved; its CryptoPaymentSeen.v1 was sent, the paid bill's event "
+            f"(CryptoBillSettled.v1 or CryptoCreditAdded.v1) was not ({reason}): a rerun is refused (already "
+            f"attributed); {never} (the crypto watcher's runs too): nothing re-sends it - report it"
+        )
+    if args.command == "crypto" and args.crypto_command == "assign":
+        # the refused one is the payment's (sent first): the bill's was never sent, so the watcher sends it
+        return (
+            f"crypto assign {args.payment_id}: saved; its event was not sent ({reason}), nor the paid bill's "
+            "(CryptoBillSettled.v1 or CryptoCreditAdded.v1) if it paid one: a rerun is refused (already attributed); "
+            f"{never}: nothing re-sends the CryptoPaymentSeen.v1 - report it, tell the customer; the next crypto "
+            "watcher run sends the bill's"
+        )
+    if args.command == "crypto" and args.crypto_command == "resolve":
+        return (
+            f"crypto resolve {args.payment_id}: saved; its event was not sent ({reason}): a rerun is refused (not in "
+            f"review); {never} (the crypto watcher's runs too): nothing re-sends it - report it"
+        )
+    return (
+        f"an event was not sent ({reason}): what was written before it stays; {never} (a rerun too): nothing "
+        "re-sends it - report it"
     )
 
 
@@ -459,8 +524,10 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
                 _print_projection(console, projection)
     except (UnknownTierError, ProjectionError, ValueError) as exc:
         parser.error(str(exc))
-    except (PublishError, crypto.AssignmentNotPublishedError) as exc:  # raised after the command wrote: one line
-        return _not_published(parser.prog, exc, args)  # saying what is saved, no traceback
+    except (bus.EventBusNotFoundError, PublishError, crypto.AssignmentNotPublishedError) as exc:
+        # the bus not found before any write (bus.py: nothing written), or an event not taken after the command wrote:
+        # one line saying what is saved, no traceback
+        return _not_published(parser.prog, exc, args)
     except StorageUnavailableError as exc:  # not the input's fault: one line, no usage banner, exit 4
         code = str(exc).partition(":")[0].strip()  # the AWS error code (``aws.map_error``)
         if code in _CONFIGURATION:  # the setting is wrong: a rerun fails the same way (exit 2, the docstring)

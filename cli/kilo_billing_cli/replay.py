@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kilo_billing_cli.arguments import whole_number
+from kilo_billing_cli.bus import check_event_bus
 
 # how long ``--apply`` hides each message it receives (up to --max-messages at once): one not replayed (a publish
 # failed) is received again only after it - a rerun sooner finds none of them (main's line says so, D362)
@@ -123,13 +124,15 @@ def _replay(args: argparse.Namespace, attribution: str | None) -> list[Any]:
     from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
     from kilo_rate_usage.replay import replay  # noqa: PLC0415
 
-    dynamodb, sqs = client("dynamodb"), client("sqs")
+    dynamodb, sqs, events = client("dynamodb"), client("sqs"), client("events")
+    if args.apply:  # it writes, then publishes: the bus asked for before any message is received
+        check_event_bus(events, args.event_bus)
     return replay(
         queue=SqsFailureQueue(sqs, args.queue_url, visibility_timeout=APPLY_VISIBILITY_SECONDS if args.apply else 0),
         streams=DynamoStreamArchive(client("dynamodbstreams")),
         events=DynamoEventArchive(dynamodb, args.events_table),
         repo=DynamoUsageRepository(dynamodb, args.usage_table, args.events_table),
-        publisher=EventBridgePublisher(client("events"), args.event_bus, SOURCE_RATING),
+        publisher=EventBridgePublisher(events, args.event_bus, SOURCE_RATING),
         poison=SqsPoisonSink(sqs, args.poison_queue_url),
         config=RatingConfig(
             AttributionRule.parse(attribution) if attribution else AttributionRule(), default_catalog().for_period

@@ -119,6 +119,29 @@ def test_given_bad_invoice_cli_input_then_exit_2_naming_the_problem(
     assert invoicing.store.ledger("acct-c").invoices == {}
 
 
+def test_given_an_event_bus_that_does_not_exist_then_invoice_run_closes_nothing_and_exits_2_fix_the_bus(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review cl2 (4): real EventBridge has been reported to answer PutEvents to a bus that does not exist with success
+    (aws/aws-cli#9186, aws/aws-sdk#186): ``--event-bus <typo>`` would close the period and lose its InvoiceIssued.v1.
+    The bus is asked for (``DescribeEventBus``) before any close: exit 2, no invoice, Stripe not asked."""
+    _accounts(invoicing, capsys)
+    posts = invoicing.stripe_posts()
+
+    code = main(["invoice", "run", "--period", "2026-03", "--usage-table", invoicing.table, "--event-bus",
+                 "kilo-typo-bus"])  # fmt: skip
+
+    out = capsys.readouterr()
+    assert (code, out.out) == (2, "")
+    assert out.err == (
+        "kilo-billing: the event bus 'kilo-typo-bus' was not found (ResourceNotFoundException): nothing was written; "
+        "fix --event-bus 'kilo-typo-bus' (or EVENT_BUS_NAME), then rerun\n"
+    )
+    # read back: neither account's March closed, Stripe not asked (0 more posts)
+    assert (invoicing.store.ledger("acct-b").invoices, invoicing.store.ledger("acct-c").invoices) == ({}, {})
+    assert invoicing.stripe_posts() == posts
+
+
 def _march_paid(invoicing: Invoicing, capsys: pytest.CaptureFixture[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """acct-a's March invoice KB-acct-a-00001 paid by its card (visa): 65.20, nothing refunded. Returns the refund
     command's arguments and the table option."""

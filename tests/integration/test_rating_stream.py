@@ -835,3 +835,30 @@ def test_given_a_stream_read_whose_first_record_is_past_the_batchs_end_when_repl
     # nothing of the batch read from the stream: not an empty batch (the message deleted, nothing rated) but not found
     assert (result.plan.source, len(result.plan.usage), result.deleted) == ("events table", 1, True)
     assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}  # EXPECTED, hand-worked, and 1,200
+
+
+def test_given_an_event_bus_that_does_not_exist_then_replay_apply_writes_nothing_and_exits_2_fix_the_bus(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review cl2 (4): real EventBridge has been reported to answer PutEvents to a bus that does not exist with success
+    (aws/aws-cli#9186, aws/aws-sdk#186): ``--apply --event-bus <typo>`` would rate, delete the message and lose the
+    threshold events. The bus is asked for (``DescribeEventBus``) before any message is received: exit 2, nothing
+    rated, the message still on the queue and visible (a dry run lists it)."""
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    video_call(lambda_context)
+    _report_messages(stack, lambda_context)
+    dlq = _fail_batch_into_the_on_failure_queue(stack)
+    capsys.readouterr()
+
+    code = main(["rating", "replay", "--queue-url", dlq, "--apply", "--event-bus", "kilo-typo-bus", "--json"])
+
+    printed = capsys.readouterr()
+    assert (code, printed.out) == (2, "")
+    assert printed.err == (
+        "kilo-billing: the event bus 'kilo-typo-bus' was not found (ResourceNotFoundException): nothing was written; "
+        "fix --event-bus 'kilo-typo-bus' (or EVENT_BUS_NAME), then rerun\n"
+    )
+    assert aggregate(stack) == {}  # nothing rated
+    [message] = _cli("--queue-url", dlq, capsys=capsys)["messages"]  # 1 message, not received by the refused run
+    assert (message["usage_rated"], message["message_deleted"]) == (1, False)
