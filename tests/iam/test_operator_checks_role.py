@@ -84,3 +84,28 @@ def test_given_publish_taken_from_the_operator_checks_role_then_the_margin_alert
         check("margin", "2026-11-15T00:00:00Z")  # the scheduled run fails: Lambda retries it, then its DLQ
     assert enforcement.denied == [("sns:Publish", OPERATOR_TOPIC)]
     assert inbox(operator_env, url) == []
+
+
+def test_given_a_forecast_recheck_due_then_the_run_under_its_role_queues_it_once_on_the_alerts_queue(
+    operator_env: AlertsStack, roles: Roles
+) -> None:
+    """D-fb-1: the row planned (Mon 2 Nov 14:24, of the $36 budget, no day said), the 15-minute run at 14:30 under
+    OperatorChecksFunctionRole reads the sparse index, sends the re-check to the alerts queue and marks it queued;
+    the run at 14:45 finds nothing. One row: its delay is 0 x 900 / 1 = 0."""
+    import json  # noqa: PLC0415
+
+    from kilo_alerts.adapters import DynamoForecastRechecks  # noqa: PLC0415
+    from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck  # noqa: PLC0415
+
+    stack = operator_env.stack
+    due = ForecastRecheck("acct_t", "2026-11", 1_793_629_440_000, "budget", "36", "")  # Mon 2 Nov 2026 14:24 UTC
+    DynamoForecastRechecks(stack.clients["dynamodb"], stack.template.physical_name("AlertsTable")).plan(due, 0)
+    with roles.acting_as(FUNCTION) as enforcement:
+        first = check("forecast", "2026-11-02T14:30:00Z")
+        second = check("forecast", "2026-11-02T14:45:00Z")
+    assert enforcement.denied == []
+    assert (first, second) == ({"check": "forecast", "queued": 1}, {"check": "forecast", "queued": 0})
+    sqs = stack.clients["sqs"]
+    found = sqs.receive_message(QueueUrl=operator_env.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    bodies = [json.loads(message["Body"]) for message in found]
+    assert [(b["detail-type"], ForecastRecheck.from_detail(b["detail"])) for b in bodies] == [(FORECAST_DUE, due)]

@@ -239,3 +239,24 @@ def test_given_40000_minutes_by_tuesday_1_december_0600_then_the_recheck_at_wedn
     kept = rated_december(team, 160_000)
     assert kept.total == Decimal("108.20")
     assert bill_reached_on(kept, DEC_BOOK, Decimal(100), base, FLAT) == date(2026, 12, 2)
+
+
+def test_the_rechecks_moment_is_when_the_base_has_elapsed_since_the_start_or_the_sign_up() -> None:
+    # D-fb-1: the re-check is due at the first instant the weight elapsed reaches the base (one day of the heaviest
+    # weekday). November (starts Sunday), default weights: Sun 0.4 + 0.6 of Monday's 24 h (14 h 24 min): Mon 2 Nov
+    # 14:24. December (starts Tuesday), flat: one whole day: Wed 2 Dec 00:00. Signed up Mon 16 Nov 00:00 (default
+    # weights): Monday weighs 1: Tue 17 Nov 00:00. Signed up Sat 28 Nov 12:00: Sat's half 0.2 + Sun 0.4 + Mon 30's
+    # 0.4 (9 h 36 min): Mon 30 Nov 09:36. Signed up Mon 30 Nov 12:00: half of Monday, then the month ends: None.
+    from kilo_billing.budgets import base_reached_at  # noqa: PLC0415
+
+    assert base_reached_at(datetime(2026, 11, 1, 0, 30, tzinfo=UTC), DEFAULT_WEEKDAY_WEIGHTS) == datetime(
+        2026, 11, 2, 14, 24, tzinfo=UTC
+    )
+    assert base_reached_at(datetime(2026, 12, 1, 6, tzinfo=UTC), FLAT) == datetime(2026, 12, 2, tzinfo=UTC)
+    assert base_reached_at(datetime(2026, 11, 16, 8, tzinfo=UTC), DEFAULT_WEEKDAY_WEIGHTS, NOV_16) == datetime(
+        2026, 11, 17, tzinfo=UTC
+    )
+    sat = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    assert base_reached_at(sat, DEFAULT_WEEKDAY_WEIGHTS, sat) == datetime(2026, 11, 30, 9, 36, tzinfo=UTC)
+    mon = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    assert base_reached_at(mon, DEFAULT_WEEKDAY_WEIGHTS, mon) is None
