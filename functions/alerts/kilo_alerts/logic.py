@@ -543,8 +543,8 @@ def handle_event(
 ) -> EventOutcome:
     """One event of the alerts queue: a threshold event (keep the spend item, enforce a reached hard limit, deliver
     the alert and a forecast), an invoicing event (deliver its alert; a failed payment also feeds the operator
-    checks), an operator event or the delayed removal step of an enforcement. ``last_attempt``: the queue's last
-    delivery of the event (``deliver_alert``)."""
+    checks), an operator event, the delayed removal step of an enforcement or the forecast's re-check (D-fb-1).
+    ``last_attempt``: the queue's last delivery of the event (``deliver_alert``)."""
     if detail_type == ENFORCEMENT_STEP:
         account, period, limit = _step(detail)
         return EventOutcome(
@@ -708,7 +708,8 @@ def _forecast(
     lasts still grows; the "$X so far" beside the date is that month's bill as read (the event's ``used`` is the
     bill at the crossing, older when the event is handled late). Nothing once now is past the event's month, nor
     once this month's forecast is decided on every channel (checked before the month is read: a failed read then
-    sends nothing back to the queue)."""
+    sends nothing back to the queue). Before the base has elapsed (the day from the use spread over the base, or
+    none) it plans the month's one re-check at the base's moment (``ports.rechecks``, D-fb-1: ``_forecast_due``)."""
     limit, name = _limit_in_force(profile)
     now = datetime.fromtimestamp(now_ms / 1000, UTC)
     if limit is None or Period.containing(now).key != event.period or _forecast_decided(ports.ledger, event):
