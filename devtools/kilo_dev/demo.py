@@ -1059,7 +1059,12 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
     settings = LocalSettings.from_env()
     livekit = FakeLiveKit(settings.livekit_keys)  # RoomService for the sweeper, kept current by the simulator
     livekit.start()
-    settings.parameters = {"LiveKitUrl": livekit.url, "LogLevel": "ERROR", "EnforcementGraceSeconds": "2"}
+    settings.parameters = {
+        "LiveKitUrl": livekit.url,
+        "LogLevel": "ERROR",
+        "EnforcementGraceSeconds": "2",
+        "ForecastRecheckSpreadSeconds": "0",  # SQS delays are real time on the local stack (D-fb-1)
+    }
     accounts, everyone, billing, paying_crypto = plan_accounts(args.accounts)
     # while the simulation fast-forwards, the schedules fire on the simulated clock's grid (once a day, at the hour the
     # closed month's grace ends, so the close runs then): how many runs, and when, depends on the seed alone

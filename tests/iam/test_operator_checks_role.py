@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from kilo_alerts.operator import OperatorAlertFailedError
-from tests.conftest import AlertsStack
+from tests.conftest import AlertsStack, LambdaContext
 from tests.iam.conftest import Roles
 from tests.infra.test_generated_iam import OPERATOR_TOPIC, USAGE_TABLE
 from tests.integration.test_operator_alerts import (
@@ -84,3 +84,70 @@ def test_given_publish_taken_from_the_operator_checks_role_then_the_margin_alert
         check("margin", "2026-11-15T00:00:00Z")  # the scheduled run fails: Lambda retries it, then its DLQ
     assert enforcement.denied == [("sns:Publish", OPERATOR_TOPIC)]
     assert inbox(operator_env, url) == []
+
+
+def test_given_a_forecast_recheck_due_then_the_run_under_its_role_queues_it_once_on_the_alerts_queue(
+    operator_env: AlertsStack, roles: Roles
+) -> None:
+    """D-fb-1: the row planned (Mon 2 Nov 14:24, of the $36 budget, no day said), the 15-minute run at 14:30 under
+    OperatorChecksFunctionRole reads the sparse index, sends the re-check to the alerts queue and marks it queued;
+    the run at 14:45 finds nothing. One row: its delay is 0 x 900 / 1 = 0."""
+    import json  # noqa: PLC0415
+
+    from kilo_alerts.adapters import DynamoForecastRechecks  # noqa: PLC0415
+    from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck  # noqa: PLC0415
+
+    stack = operator_env.stack
+    due = ForecastRecheck("acct_t", "2026-11", 1_793_629_440_000, "budget", "36", "")  # Mon 2 Nov 2026 14:24 UTC
+    DynamoForecastRechecks(stack.clients["dynamodb"], stack.template.physical_name("AlertsTable")).plan(due, 0)
+    with roles.acting_as(FUNCTION) as enforcement:
+        first = check("forecast", "2026-11-02T14:30:00Z")
+        second = check("forecast", "2026-11-02T14:45:00Z")
+    assert enforcement.denied == []
+    assert (first, second) == ({"check": "forecast", "queued": 1}, {"check": "forecast", "queued": 0})
+    sqs = stack.clients["sqs"]
+    found = sqs.receive_message(QueueUrl=operator_env.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    bodies = [json.loads(message["Body"]) for message in found]
+    assert [(b["detail-type"], ForecastRecheck.from_detail(b["detail"])) for b in bodies] == [(FORECAST_DUE, due)]
+
+
+def test_given_a_few_minutes_at_the_fee_crossing_then_the_recheck_goes_through_both_roles_and_sends_the_forecast(
+    operator_env: AlertsStack, roles: Roles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-fb-1 end to end on moto, IAM enforced: Team, budget $36; Mon 2 Nov 09:30, 50 video minutes ($29.00, the
+    80 % event): the alerts function (its role) forecasts no day and plans the re-check (conditional PutItem), due
+    14:24. By then 3,000 minutes. The operator checks' run at 14:30 (its role) queues it; the alerts function at
+    14:30 (weight 0.4 + 14.5/24 = 1.00417) forecasts 3,000 / 1.00417 = 2,987.55 a weekday: the rest of Monday
+    (9.5/24) 1,182.6 -> 4,182.6; Tue 3 - Tue 24 weigh 16 weekdays + 6 x 0.4 = 18.4 -> +54,970.9 = 59,153.5 <
+    59,716 ($36 needs $7.00 of usage: 9,716 over); Wed 25 +2,987.55 = 62,141.1: "around Wednesday 25 November"."""
+    from decimal import Decimal  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+    from tests.integration.test_account_api import put_counters  # noqa: PLC0415
+    from tests.integration.test_alerts_delivery import mime, publish, register  # noqa: PLC0415
+
+    register(operator_env, "acct_r", name="R", email="r@example.com", budget_usd=Decimal(36))
+    put_counters(operator_env.stack, "acct_r", {"video": 50})
+    publish(operator_env, "acct_r", "budget", 80, "29.00", "36")
+    clock = SimpleNamespace(time=lambda: datetime(2026, 11, 2, 9, 30, tzinfo=UTC).timestamp())
+    monkeypatch.setattr("kilo_alerts.handler.time", clock)
+    event = operator_env.sqs_event()  # received with the test's own permissions, as Lambda's poller does
+    with roles.acting_as("AlertsFunction") as enforcement:
+        assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert enforcement.denied == []
+    assert [str(mime(mail)["Subject"]) for mail in operator_env.sent_mail()] == [
+        "Your November 2026 bill so far reached 80% of your budget"
+    ]
+    put_counters(operator_env.stack, "acct_r", {"video": 3_000})
+    with roles.acting_as(FUNCTION) as enforcement:
+        assert check("forecast", "2026-11-02T14:30:00Z") == {"check": "forecast", "queued": 1}
+    assert enforcement.denied == []
+    clock.time = lambda: datetime(2026, 11, 2, 14, 30, tzinfo=UTC).timestamp()
+    event = operator_env.sqs_event()  # received with the test's own permissions, as Lambda's poller does
+    with roles.acting_as("AlertsFunction") as enforcement:
+        assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert enforcement.denied == []
+    assert [str(mime(mail)["Subject"]) for mail in operator_env.sent_mail()][1:] == [
+        "At this rate your November 2026 bill passes your budget around Wednesday 25 November"
+    ]

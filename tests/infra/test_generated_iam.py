@@ -58,6 +58,7 @@ SQS_QUEUE_READ = "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutio
 ALERTS_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-alerts-test"
 RATE_LIMIT_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-rate-limits-test"
 ALERTS_QUEUE = f"arn:aws:sqs:{ARN}:kilo-billing-alerts-test"
+FORECAST_RECHECKS_INDEX = f"{ALERTS_TABLE}/index/forecast_rechecks_due"
 SES_SENDER = f"arn:aws:ses:{ARN}:identity/kilo.example"
 SES_CONFIGURATION_SET = f"arn:aws:ses:{ARN}:configuration-set/kilo-billing-alerts-test"
 # SMS straight to a phone number: IAM knows no resource for it, these actions exist only on "*" (the one exception)
@@ -198,7 +199,7 @@ ROLES = {
         ("lambda:InvokeFunction", INVOICE_START_FUNCTION),
         ("sqs:SendMessage", INVOICE_START_DLQ),
     ),
-    # the scheduled operator checks: abuse scan, daily margin
+    # the scheduled operator checks: abuse scan, daily margin, the forecast's re-checks due (D-fb-1)
     "OperatorChecksFunctionRole": role(
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE},
@@ -211,6 +212,9 @@ ROLES = {
         ("dynamodb:Scan", ACCOUNTS_INDEX),  # the registered accounts
         ("dynamodb:Query", ACCOUNT_SESSIONS_INDEX),  # an account's connections since the storm window
         ("sns:Publish", OPERATOR_TOPIC),  # the operator topic only
+        ("dynamodb:Query", FORECAST_RECHECKS_INDEX),  # the re-checks due (the sparse index)
+        ("dynamodb:UpdateItem", ALERTS_TABLE),  # a re-check marked queued (its attributes only)
+        ("sqs:SendMessage", ALERTS_QUEUE),  # the re-check, onto the alerts queue
     ),
     "OperatorChecksFunctionAbuseScanRole": role(
         SCHEDULER,
@@ -219,6 +223,12 @@ ROLES = {
         ("sqs:SendMessage", OPERATOR_CHECKS_DLQ),
     ),
     "OperatorChecksFunctionMarginCheckRole": role(
+        SCHEDULER,
+        set(),
+        ("lambda:InvokeFunction", OPERATOR_CHECKS_FUNCTION),
+        ("sqs:SendMessage", OPERATOR_CHECKS_DLQ),
+    ),
+    "OperatorChecksFunctionForecastRechecksRole": role(
         SCHEDULER,
         set(),
         ("lambda:InvokeFunction", OPERATOR_CHECKS_FUNCTION),
@@ -563,6 +573,46 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
     assert [(s["Resource"], s.get("Condition")) for s in updates] == [
         (USAGE_TABLE, {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "thresholds"]}})
     ]
+
+
+def test_given_the_operator_checks_role_then_its_only_alerts_table_update_marks_a_forecast_recheck_queued(
+    transformed: Transformed,
+) -> None:
+    """D-fb-1: the run queuing the forecast's re-checks sets a row's status and time and removes the sparse index's
+    keys (its condition names `recheck_due_ms`), nothing else; it reads the index only by Query."""
+    statements = role_statements(transformed, "OperatorChecksFunctionRole")
+    updates = [s for s in statements if "dynamodb:UpdateItem" in _listed(s["Action"])]
+    assert [(s["Resource"], s.get("Condition")) for s in updates] == [
+        (
+            ALERTS_TABLE,
+            {
+                "ForAllValues:StringEquals": {
+                    "dynamodb:Attributes": ["pk", "sk", "status", "queued_at_ms", "recheck_period", "recheck_due_ms"]
+                }
+            },
+        )
+    ]
+    on_index = [s for s in statements if s.get("Resource") == FORECAST_RECHECKS_INDEX]
+    assert [_listed(s["Action"]) for s in on_index] == [["dynamodb:Query"]]
+
+
+def test_given_the_alerts_table_then_the_forecast_rechecks_due_index_is_keyed_by_month_and_due_time(
+    transformed: Transformed,
+) -> None:
+    """D-fb-1: the sparse index the operator checks' 15-minute run reads; the run's schedule names the check."""
+    table = transformed.resources["AlertsTable"]["Properties"]
+    assert [(i["IndexName"], i["KeySchema"]) for i in table["GlobalSecondaryIndexes"]] == [
+        (
+            "forecast_rechecks_due",
+            [
+                {"AttributeName": "recheck_period", "KeyType": "HASH"},
+                {"AttributeName": "recheck_due_ms", "KeyType": "RANGE"},
+            ],
+        )
+    ]
+    schedule = transformed.resources["OperatorChecksFunctionForecastRechecks"]["Properties"]
+    assert schedule["ScheduleExpression"] == "rate(15 minutes)"
+    assert '"check": "forecast"' in schedule["Target"]["Input"]
 
 
 def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attributes_it_may_write(

@@ -147,3 +147,116 @@ def test_given_the_fee_crossing_before_the_base_then_the_use_so_far_is_spread_ov
     assert bill_reached_on(rated(team, NOV_1, 2_450), BOOK, Decimal(36), at, DEFAULT_WEEKDAY_WEIGHTS) == date(
         2026, 11, 30
     )
+
+
+# --- the forecast's re-check at the base's moment (D-fb-1: designed, not built yet) --------------------------------
+# These pin, with today's layer (`bill_reached_on`, `projected_total`), what the re-check will read and say at ITS
+# time - the base's moment - for D148's two gaps, so that the re-check's own tests start from figures already held.
+
+DEC_1 = datetime(2026, 12, 1, tzinfo=UTC)  # December 2026 starts on a Tuesday
+DEC_BOOK = default_catalog().for_period(Period.parse("2026-12"))
+
+
+def rated_december(profile: AccountProfile, video_minutes: int) -> RatedPeriod:
+    """December so far: ``video_minutes`` in rating's counters of the segment starting on 1 December."""
+    counters = {(int(DEC_1.timestamp()), "video"): video_minutes}
+    source = InMemoryMonthToDate(InMemoryAccountDirectory(profile), {(profile.account_id, "2026-12"): counters})
+    return month_to_date(source, profile.account_id, "2026-12", 0, DEC_BOOK).rated
+
+
+def test_given_a_few_minutes_at_the_fee_crossing_then_no_day_until_the_recheck_at_the_base() -> None:
+    # D148 gap (1). Team, budget $36 (50/80/100). Mon 2 Nov 09:30, 50 video minutes: the bill is the $29.00 fee,
+    # 80.6 % - the 50 % and 80 % events at once. Weight elapsed 0.4 + 9.5/24 = 0.7958 < the base 1: 50 a weekday
+    # over the base; the whole month weighs 24.6 -> at most ~1,230 minutes, inside the 50,000 included: no day, and
+    # no event below 100 % comes again. The re-check is due at the base's moment, Mon 2 Nov 14:24 (0.4 + 0.6 x 24 h:
+    # the dashboard's projected total is None at 14:23, a figure at 14:24). By then 3,000 minutes (3,000 a weekday).
+    # $36 needs $7.00 of usage as rounded half-up: 9,716 over x $0.00072 = $6.99552 -> $7.00 (9,715: $6.9948 ->
+    # $6.99) -> 59,716 minutes. The rest of Monday (0.4 of its 24 h) 1,200 -> 4,200; Tue 3-Fri 6 +12,000 = 16,200;
+    # Sat/Sun +2,400 = 18,600; Mon 9-Fri 13 33,600; 36,000; Mon 16-Fri 20 51,000; 53,400; Mon 23 56,400; Tue 24
+    # 59,400 < 59,716; Wed 25 62,400 >= 59,716: "around Wednesday 25 November" - the re-check's first forecast.
+    team = AccountProfile("acct_t", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), budget_usd=Decimal(36))
+    crossing = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    assert bill_reached_on(rated(team, NOV_1, 50), BOOK, Decimal(36), crossing, DEFAULT_WEEKDAY_WEIGHTS) is None
+    just_before = datetime(2026, 11, 2, 14, 23, tzinfo=UTC)
+    assert projected_total(rated(team, NOV_1, 3_000), BOOK, just_before, DEFAULT_WEEKDAY_WEIGHTS) is None
+    base = datetime(2026, 11, 2, 14, 24, tzinfo=UTC)
+    assert projected_total(rated(team, NOV_1, 3_000), BOOK, base, DEFAULT_WEEKDAY_WEIGHTS) is not None
+    assert bill_reached_on(rated(team, NOV_1, 3_000), BOOK, Decimal(36), base, DEFAULT_WEEKDAY_WEIGHTS) == date(
+        2026, 11, 25
+    )
+
+
+def test_given_the_floors_day_later_than_the_steady_rate_then_the_recheck_gives_the_earlier_day() -> None:
+    # D148 (e3c): a steady 3,000 minutes a weekday is 2,450 by Mon 2 Nov 10:00 (0.8167 x 3,000): the floor (over
+    # the base 1) says "Monday 30 November" (worked above). At the base's moment, 14:24, 3,000 minutes: "Wednesday
+    # 25 November" (previous test) - five days earlier: the re-check's one corrected forecast. A burst of 3,000 by
+    # 10:00 with nothing more by 14:24: the floor said Tuesday 24, the re-check Wednesday 25 - later: no correction
+    # (the forecast sent errs early; the 100 % alert comes at the crossing).
+    team = AccountProfile("acct_t", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), budget_usd=Decimal(36))
+    early, base = datetime(2026, 11, 2, 10, tzinfo=UTC), datetime(2026, 11, 2, 14, 24, tzinfo=UTC)
+    floor_day = bill_reached_on(rated(team, NOV_1, 2_450), BOOK, Decimal(36), early, DEFAULT_WEEKDAY_WEIGHTS)
+    recheck_day = bill_reached_on(rated(team, NOV_1, 3_000), BOOK, Decimal(36), base, DEFAULT_WEEKDAY_WEIGHTS)
+    assert (floor_day, recheck_day) == (date(2026, 11, 30), date(2026, 11, 25))
+    burst_day = bill_reached_on(rated(team, NOV_1, 3_000), BOOK, Decimal(36), early, DEFAULT_WEEKDAY_WEIGHTS)
+    assert (burst_day, recheck_day) == (date(2026, 11, 24), date(2026, 11, 25))
+
+
+def test_given_40000_minutes_by_tuesday_1_december_0600_then_the_recheck_at_wednesday_0000_reads_its_own_rate() -> None:
+    # D148 limit (fd). Team, flat weights (base 1 day, elapsed from Tue 1 Dec 00:00), hard limit $100: usage must
+    # reach $71.00 as rounded half-up: 98,605 over x $0.00072 = $70.9956 -> $71.00 (98,604: $70.99488 -> $70.99) ->
+    # 148,605 minutes (D148's 148,612 is the exact $71 / $0.00072 = 98,611.1 rounded up; the days are the same).
+    # Tue 1 Dec 06:00, 40,000 minutes, weight 0.25 < 1: spread over the base, 40,000 a day: the rest of Tuesday
+    # (0.75) 30,000 -> 70,000; Wed 2 110,000; Thu 3 150,000 >= 148,605: "Thursday 3 December" (the rate so far,
+    # 160,000 a day, reaches it on Tue 1: 40,000 + 0.75 x 160,000 = 160,000). The re-check is due at the base's
+    # moment, Wed 2 Dec 00:00 (weight 1; the projected total is None at Tue 23:59, a figure at Wed 00:00), and
+    # forecasts from the month read then:
+    # - 120,000 minutes (120,000 a day): $29.00 + 70,000 x $0.00072 = $79.40; by the end of Wed 2 240,000 >=
+    #   148,605: "Wednesday 2 December", earlier than the Thursday sent - the one corrected forecast. Projected
+    #   total 120,000 x 31 = 3,720,000 minutes: $29.00 + 3,670,000 x $0.00072 = $2,671.40.
+    # - 40,000 minutes (nothing since): 40,000 a day: Wed 80,000, Thu 120,000, Fri 4 160,000: "Friday 4 December",
+    #   later than the Thursday sent - nothing.
+    # - 160,000 minutes (the rate kept): $29.00 + 110,000 x $0.00072 = $108.20 >= $100: reached (today, Wed 2) - the
+    #   100 % alert went on Tue 1; the re-check sends nothing.
+    team = AccountProfile(
+        "acct_d", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), hard_limit_usd=Decimal(100)
+    )
+    assert (rated_december(team, 148_604).total, rated_december(team, 148_605).total) == (
+        Decimal("99.99"),
+        Decimal(100),
+    )
+    first = datetime(2026, 12, 1, 6, tzinfo=UTC)
+    assert bill_reached_on(rated_december(team, 40_000), DEC_BOOK, Decimal(100), first, FLAT) == date(2026, 12, 3)
+    assert (
+        projected_total(rated_december(team, 120_000), DEC_BOOK, datetime(2026, 12, 1, 23, 59, tzinfo=UTC), FLAT)
+        is None
+    )
+    base = datetime(2026, 12, 2, tzinfo=UTC)
+    steady = rated_december(team, 120_000)
+    assert steady.total == Decimal("79.40")
+    assert projected_total(steady, DEC_BOOK, base, FLAT) == Decimal("2671.40")
+    assert bill_reached_on(steady, DEC_BOOK, Decimal(100), base, FLAT) == date(2026, 12, 2)
+    assert bill_reached_on(rated_december(team, 40_000), DEC_BOOK, Decimal(100), base, FLAT) == date(2026, 12, 4)
+    kept = rated_december(team, 160_000)
+    assert kept.total == Decimal("108.20")
+    assert bill_reached_on(kept, DEC_BOOK, Decimal(100), base, FLAT) == date(2026, 12, 2)
+
+
+def test_the_rechecks_moment_is_when_the_base_has_elapsed_since_the_start_or_the_sign_up() -> None:
+    # D-fb-1: the re-check is due at the first instant the weight elapsed reaches the base (one day of the heaviest
+    # weekday). November (starts Sunday), default weights: Sun 0.4 + 0.6 of Monday's 24 h (14 h 24 min): Mon 2 Nov
+    # 14:24. December (starts Tuesday), flat: one whole day: Wed 2 Dec 00:00. Signed up Mon 16 Nov 00:00 (default
+    # weights): Monday weighs 1: Tue 17 Nov 00:00. Signed up Sat 28 Nov 12:00: Sat's half 0.2 + Sun 0.4 + Mon 30's
+    # 0.4 (9 h 36 min): Mon 30 Nov 09:36. Signed up Mon 30 Nov 12:00: half of Monday, then the month ends: None.
+    from kilo_billing.budgets import base_reached_at  # noqa: PLC0415
+
+    assert base_reached_at(datetime(2026, 11, 1, 0, 30, tzinfo=UTC), DEFAULT_WEEKDAY_WEIGHTS) == datetime(
+        2026, 11, 2, 14, 24, tzinfo=UTC
+    )
+    assert base_reached_at(datetime(2026, 12, 1, 6, tzinfo=UTC), FLAT) == datetime(2026, 12, 2, tzinfo=UTC)
+    assert base_reached_at(datetime(2026, 11, 16, 8, tzinfo=UTC), DEFAULT_WEEKDAY_WEIGHTS, NOV_16) == datetime(
+        2026, 11, 17, tzinfo=UTC
+    )
+    sat = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    assert base_reached_at(sat, DEFAULT_WEEKDAY_WEIGHTS, sat) == datetime(2026, 11, 30, 9, 36, tzinfo=UTC)
+    mon = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    assert base_reached_at(mon, DEFAULT_WEEKDAY_WEIGHTS, mon) is None

@@ -15,6 +15,7 @@ from kilo_alerts.ports import (
     SendFailedError,
     SendRefusedError,
 )
+from kilo_alerts.rechecks import ForecastRecheck
 from kilo_billing.entitlements import EntitlementSource
 from tests.fakes import InMemoryEntitlements
 
@@ -280,3 +281,38 @@ __all__ = [
     "StaticSessions",
     "enforcement_ports",
 ]
+
+
+class InMemoryForecastRechecks:
+    """``ForecastRechecks`` as the alerts table keeps them: one row per account and month, pending until queued."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], ForecastRecheck] = {}
+        self.pending: set[tuple[str, str]] = set()
+        self.writes = 0  # every write that changed a row
+
+    def plan(self, recheck: ForecastRecheck, at_ms: int) -> None:
+        key = (recheck.account_id, recheck.period)
+        if key not in self.rows or (key in self.pending and recheck.forecast_day):
+            self.rows[key] = recheck
+            self.pending.add(key)
+            self.writes += 1
+
+    def due(self, period: str, now_ms: int, limit: int) -> list[ForecastRecheck]:
+        found = [r for k, r in self.rows.items() if k in self.pending and r.period == period and r.due_ms <= now_ms]
+        return sorted(found, key=lambda r: (r.due_ms, r.account_id))[:limit]
+
+    def queued(self, recheck: ForecastRecheck, at_ms: int) -> bool:
+        key = (recheck.account_id, recheck.period)
+        if key not in self.pending:
+            return False
+        self.pending.discard(key)
+        return True
+
+
+class RecordingRecheckQueue:
+    def __init__(self) -> None:
+        self.sent: list[tuple[ForecastRecheck, int]] = []  # (re-check, delay seconds)
+
+    def send(self, recheck: ForecastRecheck, delay_seconds: int) -> None:
+        self.sent.append((recheck, delay_seconds))

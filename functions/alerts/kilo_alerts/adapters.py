@@ -23,6 +23,7 @@ from kilo_alerts.ports import (
     SendFailedError,
     SendRefusedError,
 )
+from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck
 from kilo_billing.aws import (
     ConditionFailedError,
     InvalidRequestError,
@@ -532,3 +533,64 @@ def _prefixed(client: Any, table: str, pk: str, prefix: str) -> Iterator[dict[st
         ExpressionAttributeValues=to_item({":pk": pk, ":prefix": prefix}),
         ConsistentRead=True,
     )
+
+
+class DynamoForecastRechecks:
+    """``ForecastRechecks`` on the alerts table: the row written by a conditional ``PutItem``, the due ones read from
+    the sparse ``forecast_rechecks_due`` index (only pending rows carry its keys), queued by a conditional
+    ``UpdateItem`` removing them (D-fb-1)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def plan(self, recheck: ForecastRecheck, at_ms: int) -> None:
+        # a day said replaces a pending row's (the forecast a later early event sent); no day never overwrites
+        condition = "attribute_not_exists(pk) OR attribute_exists(recheck_due_ms)" if recheck.forecast_day else None
+        put_if(
+            self._client, self._table, items.recheck_to_item(recheck, at_ms), condition or "attribute_not_exists(pk)"
+        )
+
+    def due(self, period: str, now_ms: int, limit: int) -> list[ForecastRecheck]:
+        answer = call(
+            self._client.query,
+            TableName=self._table,
+            IndexName=items.RECHECK_INDEX,
+            KeyConditionExpression="recheck_period = :period AND recheck_due_ms <= :now",
+            ExpressionAttributeValues=to_item({":period": period, ":now": now_ms}),
+            ScanIndexForward=True,
+            Limit=limit,
+        )
+        return [items.recheck_from_item(item) for item in answer.get("Items", [])]
+
+    def queued(self, recheck: ForecastRecheck, at_ms: int) -> bool:
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.recheck_key(recheck.account_id, recheck.period),
+                UpdateExpression="SET #s = :queued, queued_at_ms = :now REMOVE recheck_period, recheck_due_ms",
+                ConditionExpression="attribute_exists(recheck_due_ms)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_item({":queued": items.RECHECK_QUEUED, ":now": at_ms}),
+            )
+        except ConditionFailedError:
+            return False
+        return True
+
+
+class SqsRecheckQueue:
+    """``RecheckQueue``: the re-check as ``BudgetForecastDue.v1`` on the alerts queue, delayed (at most 900 s)."""
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def send(self, recheck: ForecastRecheck, delay_seconds: int) -> None:
+        body = {"detail-type": FORECAST_DUE, "source": ALERTS_SOURCE, "detail": recheck.detail()}
+        call(
+            self._client.send_message,
+            QueueUrl=self._queue_url,
+            MessageBody=json.dumps(body),
+            DelaySeconds=max(0, min(900, delay_seconds)),
+        )

@@ -67,7 +67,8 @@ CATALOGUE: Final[Mapping[str, AlertSpec]] = {
             "budget_forecast",
             UsageThresholdCrossedV1.DETAIL_TYPE,
             "a budget percentage below 100 % was reached and, at the month-to-date run rate (weekday-weighted), the "
-            "bill passes the hard limit (else the budget) before the month ends; once per month",
+            "bill passes the hard limit (else the budget) before the month ends; once per month, and once more from "
+            "the re-check at the forecast's base when its day is earlier (D-fb-1)",
             Severity.MEDIUM,
         ),
         AlertSpec(

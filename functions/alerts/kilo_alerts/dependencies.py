@@ -14,6 +14,7 @@ from kilo_alerts.settings import AlertSettings, settings
 if TYPE_CHECKING:  # the alert delivery's modules load with it (``alerts()``), not with the operator checks
     from kilo_alerts.adapters import SqsRedelivery
     from kilo_alerts.logic import AlertPorts, AlertsPolicy
+    from kilo_alerts.rechecks import ForecastRechecks, RecheckQueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ def alerts() -> AlertDependencies:
     from kilo_alerts.adapters import (  # noqa: PLC0415
         DynamoDeliveryLedger,
         DynamoEnforcementLedger,
+        DynamoForecastRechecks,
         DynamoOpenSessions,
         LiveKitRoomControl,
         SesMailer,
@@ -72,6 +74,8 @@ def alerts() -> AlertDependencies:
         month=DynamoMonthToDate(
             dynamodb, config.usage_table_name, directory, DynamoUsageSignals(dynamodb, config.usage_table_name)
         ),
+        # the forecast's re-check at its base: the row (conditional PutItem on the alerts table, D-fb-1)
+        rechecks=DynamoForecastRechecks(dynamodb, config.alerts_table_name),
     )
     policy = AlertsPolicy(
         DeliveryPolicy(
@@ -139,3 +143,25 @@ def operator_checks() -> OperatorDependencies:
     """The scheduled operator checks (abuse scan, daily margin): the usage reader and the snapshots too."""
     config = settings()
     return OperatorDependencies(config, operator_ports(config, scheduled=True), operator_policy(config))
+
+
+@dataclass(frozen=True, slots=True)
+class RecheckDependencies:
+    settings: AlertSettings
+    rechecks: ForecastRechecks
+    queue: RecheckQueue
+
+
+@cache
+def forecast_rechecks() -> RecheckDependencies:
+    """The operator checks' run queuing the forecast's re-checks due (D-fb-1): the rows (the alerts table's sparse
+    index) and the alerts queue."""
+    from kilo_alerts.adapters import DynamoForecastRechecks, SqsRecheckQueue  # noqa: PLC0415
+    from kilo_billing.aws import client  # noqa: PLC0415
+
+    config = settings()
+    return RecheckDependencies(
+        config,
+        DynamoForecastRechecks(client("dynamodb", config.call_budget), config.alerts_table_name),
+        SqsRecheckQueue(client("sqs", config.call_budget, lazy=True), config.alerts_queue_url),
+    )

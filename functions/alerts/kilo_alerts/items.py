@@ -7,7 +7,8 @@
   account API's erasure deletes them; the account's own steps have room and identity ``-``);
 - the SMS sent to an account per UTC day ``ACCOUNT#<id>`` / ``SMSDAY#<YYYY-MM-DD>`` (``sms_count``, the daily cap);
 - the enforcement's turn ``ACCOUNT#<id>`` / ``TURN#ENFORCEMENT`` (``holder``, ``taken_at_ms``): one delivery at a
-  time restricts or restores the account's participants (D182)."""
+  time restricts or restores the account's participants (D182);
+- the forecast's re-check ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``: one per account and month (D-fb-1)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from kilo_alerts.model import (
     Outcome,
     Reason,
 )
+from kilo_alerts.rechecks import ForecastRecheck
 from kilo_billing.items import Item, from_item, to_item
 
 RECORD_TTL_DAYS: Final = 400
@@ -225,4 +227,47 @@ def snapshot_from_item(item: Mapping[str, Any]) -> MarginSnapshot:
         revenue=Decimal(str(values["revenue"])),
         cost=Decimal(str(values["cost"])),
         accounts=int(values.get("accounts", 0)),
+    )
+
+
+# the forecast's re-check (D-fb-1): ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``; while pending it carries the
+# sparse index's keys (``recheck_period``, ``recheck_due_ms``), removed when the operator checks queue it
+RECHECK_INDEX: Final = "forecast_rechecks_due"
+RECHECK_PENDING: Final = "due"
+RECHECK_QUEUED: Final = "queued"
+
+
+def recheck_key(account_id: str, period: str) -> Item:
+    return to_item({"pk": partition(account_id), "sk": f"FORECAST_RECHECK#{period}"})
+
+
+def recheck_to_item(recheck: ForecastRecheck, at_ms: int) -> Item:
+    return to_item(
+        {
+            "pk": partition(recheck.account_id),
+            "sk": f"FORECAST_RECHECK#{recheck.period}",
+            "account_id": recheck.account_id,
+            "period": recheck.period,
+            "due_ms": recheck.due_ms,
+            "limit_name": recheck.limit_name,
+            "limit": recheck.limit,
+            "forecast_day": recheck.forecast_day,
+            "status": RECHECK_PENDING,
+            "at_ms": at_ms,
+            "recheck_period": recheck.period,
+            "recheck_due_ms": recheck.due_ms,
+            "expires_at": expires_at(at_ms),
+        }
+    )
+
+
+def recheck_from_item(item: Mapping[str, Any]) -> ForecastRecheck:
+    values = from_item(item)
+    return ForecastRecheck(
+        str(values["account_id"]),
+        str(values["period"]),
+        int(values["due_ms"]),
+        str(values["limit_name"]),
+        str(values["limit"]),
+        str(values.get("forecast_day", "")),
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
@@ -73,6 +73,7 @@ from kilo_alerts.ports import (
     SendRefusedError,
     Texter,
 )
+from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck, ForecastRechecks
 from kilo_alerts.render import render
 from kilo_billing.accounts import (
     REQUIRED_ALERT_KINDS,
@@ -81,7 +82,7 @@ from kilo_billing.accounts import (
     pseudonym,
     pseudonymised_in,
 )
-from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, signed_up_at
+from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, base_reached_at, bill_reached_on, signed_up_at
 from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.contracts import HardLimitStillReachedV1, PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder
@@ -92,6 +93,8 @@ ENFORCEMENT_STEP: Final = "EnforcementStepDue.v1"  # the delayed removal step (a
 HARD: Final = "budget_hard_limit"
 FORECAST: Final = "budget_forecast"  # "at this rate ...": once a month (its key), for the limit in force
 FORECAST_KEY: Final = "forecast"
+# the re-check's corrected forecast, when the day moved earlier: once a month too (D-fb-1)
+FORECAST_UPDATE_KEY: Final = "forecast-update"
 # events with operator checks that also alert the account (the customer alert is delivered besides the checks)
 CUSTOMER_AND_OPERATOR: Final = frozenset({PaymentFailedV1.DETAIL_TYPE})
 NOT_CHOSEN: Final = "not chosen for this alert"
@@ -496,6 +499,7 @@ class AlertPorts:
     scheduler: RemovalScheduler
     month: MonthToDateSource  # the month's quantities per meter, which the forecast extrapolates (D148)
     operator: OperatorPorts | None = None  # operator alerts and the event-driven abuse signals
+    rechecks: ForecastRechecks | None = None  # the forecast's re-check at its base (D-fb-1); none: not planned
 
     @property
     def enforcing(self) -> EnforcementPorts:
@@ -539,13 +543,15 @@ def handle_event(
 ) -> EventOutcome:
     """One event of the alerts queue: a threshold event (keep the spend item, enforce a reached hard limit, deliver
     the alert and a forecast), an invoicing event (deliver its alert; a failed payment also feeds the operator
-    checks), an operator event or the delayed removal step of an enforcement. ``last_attempt``: the queue's last
-    delivery of the event (``deliver_alert``)."""
+    checks), an operator event, the delayed removal step of an enforcement or the forecast's re-check (D-fb-1).
+    ``last_attempt``: the queue's last delivery of the event (``deliver_alert``)."""
     if detail_type == ENFORCEMENT_STEP:
         account, period, limit = _step(detail)
         return EventOutcome(
             enforcement=tuple(remove_account(account, period, limit, ports.enforcing, policy.enforcement, now_ms))
         )
+    if detail_type == FORECAST_DUE:
+        return _forecast_due(ForecastRecheck.from_detail(detail), ports, policy, now_ms, last_attempt)
     if detail_type == HardLimitStillReachedV1.DETAIL_TYPE:
         return _still_reached(HardLimitStillReachedV1.model_validate(detail), ports, policy, now_ms)
     if detail_type in OPERATOR_EVENTS:
@@ -702,42 +708,107 @@ def _forecast(
     lasts still grows; the "$X so far" beside the date is that month's bill as read (the event's ``used`` is the
     bill at the crossing, older when the event is handled late). Nothing once now is past the event's month, nor
     once this month's forecast is decided on every channel (checked before the month is read: a failed read then
-    sends nothing back to the queue)."""
-    limit, name = (
-        (profile.hard_limit_usd, "hard limit") if profile.hard_limit_usd is not None else (profile.budget_usd, "budget")
-    )
+    sends nothing back to the queue). Before the base has elapsed (the day from the use spread over the base, or
+    none) it plans the month's one re-check at the base's moment (``ports.rechecks``, D-fb-1: ``_forecast_due``)."""
+    limit, name = _limit_in_force(profile)
     now = datetime.fromtimestamp(now_ms / 1000, UTC)
     if limit is None or Period.containing(now).key != event.period or _forecast_decided(ports.ledger, event):
         return []
     book = policy.catalog.for_period(Period.parse(event.period))
     mtd = month_to_date(ports.month, event.account_id, event.period, now_ms, book, profile=profile)
     day = bill_reached_on(mtd.rated, book, limit, now, policy.weekday_weights, signed_up_at(profile))
+    base = base_reached_at(now, policy.weekday_weights, signed_up_at(profile))
+    if ports.rechecks is not None and base is not None and now < base:  # the floor, or no day: asked again then
+        due = ForecastRecheck(
+            event.account_id,
+            event.period,
+            int(base.timestamp()) * 1000,
+            name,
+            str(limit),
+            day.isoformat() if day else "",
+        )
+        ports.rechecks.plan(due, now_ms)
     if day is None:
         return []
     return [
-        Alert(
-            kind=FORECAST,
-            account_id=event.account_id,
-            period=event.period,
-            key=FORECAST_KEY,
-            severity=Severity.MEDIUM,
-            values={
-                "period_label": Period.parse(event.period).start.strftime("%B %Y"),
-                "used": money_text(str(mtd.rated.total)),  # the bill forecast from, read now (not the crossing's)
-                "limit": money_text(str(limit)),
-                "limit_name": name,
-                "date_label": f"{day:%A} {day.day} {day:%B}",
-            },
-            event_id=event.event_id,
-        )
+        _forecast_alert(event.account_id, event.period, FORECAST_KEY, mtd.rated.total, limit, name, day, event.event_id)
     ]
+
+
+def _limit_in_force(profile: AccountProfile) -> tuple[Decimal | None, str]:
+    """The limit the forecast is of: the hard limit if set, else the budget."""
+    if profile.hard_limit_usd is not None:
+        return profile.hard_limit_usd, "hard limit"
+    return profile.budget_usd, "budget"
+
+
+def _forecast_alert(
+    account_id: str, period: str, key: str, used: Decimal, limit: Decimal, name: str, day: date, event_id: str
+) -> Alert:
+    return Alert(
+        kind=FORECAST,
+        account_id=account_id,
+        period=period,
+        key=key,
+        severity=Severity.MEDIUM,
+        values={
+            "period_label": Period.parse(period).start.strftime("%B %Y"),
+            "used": money_text(str(used)),  # the bill forecast from, read now (not the crossing's)
+            "limit": money_text(str(limit)),
+            "limit_name": name,
+            "date_label": f"{day:%A} {day.day} {day:%B}",
+        },
+        event_id=event_id,
+    )
+
+
+def _forecast_due(
+    recheck: ForecastRecheck, ports: AlertPorts, policy: AlertsPolicy, now_ms: int, last_attempt: bool
+) -> EventOutcome:
+    """The forecast's re-check (D-fb-1), queued by the operator checks once the base has elapsed: the month read now
+    and forecast at its own run rate (no floor). Nothing when now is past the month, when the limit in force is not
+    the one re-checked (changed since: its thresholds re-arm), or when the bill already reached it (its alert said
+    so). Else, when this month's forecast was not decided on every channel, the forecast on its key; when it was,
+    and the day now is earlier than the one it said, one corrected forecast (``FORECAST_UPDATE_KEY``); a later or
+    the same day: nothing (the day said errs early; the 100 % alert comes at the crossing)."""
+    profile, _ = ports.entitlements.read(recheck.account_id)
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    if profile is None or Period.containing(now).key != recheck.period:
+        return EventOutcome()
+    limit, name = _limit_in_force(profile)
+    if limit is None or (name, str(limit)) != (recheck.limit_name, recheck.limit):
+        return EventOutcome()
+    decided = _decided(ports.ledger, recheck.account_id, recheck.period, FORECAST_KEY)
+    if decided and (
+        not recheck.forecast_day or _decided(ports.ledger, recheck.account_id, recheck.period, FORECAST_UPDATE_KEY)
+    ):
+        return EventOutcome()
+    book = policy.catalog.for_period(Period.parse(recheck.period))
+    mtd = month_to_date(ports.month, recheck.account_id, recheck.period, now_ms, book, profile=profile)
+    if mtd.rated.total >= limit:
+        return EventOutcome()
+    day = bill_reached_on(mtd.rated, book, limit, now, policy.weekday_weights, signed_up_at(profile))
+    if day is None or (decided and day >= date.fromisoformat(recheck.forecast_day)):
+        return EventOutcome()
+    key = FORECAST_UPDATE_KEY if decided else FORECAST_KEY
+    event_id = f"forecast-recheck:{recheck.account_id}:{recheck.period}"
+    alert = _forecast_alert(recheck.account_id, recheck.period, key, mtd.rated.total, limit, name, day, event_id)
+    try:
+        return EventOutcome(alerts=(_deliver(alert, ports, policy, now_ms, last_attempt),))
+    except DeliveryIncompleteError as exc:
+        raise EventIncompleteError(EventOutcome(alerts=(exc.outcome,)), [exc]) from exc
 
 
 def _forecast_decided(ledger: DeliveryLedger, event: UsageThresholdCrossedV1) -> bool:
     """This month's forecast alert was decided (sent, skipped, refused) on every channel by an earlier event."""
+    return _decided(ledger, event.account_id, event.period, FORECAST_KEY)
+
+
+def _decided(ledger: DeliveryLedger, account_id: str, period: str, key: str) -> bool:
+    """The month's forecast alert on ``key`` was decided (sent, skipped, refused) on every channel."""
     decided = {
         found.channel
-        for found in ledger.deliveries(event.account_id, event.period)
-        if (found.kind, found.key) == (FORECAST, FORECAST_KEY) and found.outcome is not Outcome.RETRY
+        for found in ledger.deliveries(account_id, period)
+        if (found.kind, found.key) == (FORECAST, key) and found.outcome is not Outcome.RETRY
     }
     return decided == set(Channel)

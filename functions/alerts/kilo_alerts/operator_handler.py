@@ -1,5 +1,6 @@
 """Lambda handler of the scheduled operator checks (``OperatorChecksFunction``): the abuse scan (every 15 minutes)
-and the daily negative-margin check, chosen by the schedule's input ``{"check": "abuse" | "margin"}``.
+the daily negative-margin check and the forecast's re-checks due (D-fb-1: put on the alerts queue), chosen by the
+schedule's input ``{"check": "abuse" | "margin" | "forecast"}``.
 
 A check that could not announce everything for now raises: the schedule's retry policy runs it again, and what was
 announced already is not announced again (the claims in the alerts table); after the retries the run is in the
@@ -16,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kilo_alerts import dependencies
 from kilo_alerts.operator import Announced, OperatorChecksIncompleteError, check_margin, scan_abuse
+from kilo_alerts.rechecks import queue_due
 from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 
@@ -85,4 +87,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "day": outcome.snapshot.day,
             "negative": outcome.alert is not None,
         }
-    raise ValueError(f"unknown check {check!r}: the schedule's input names 'abuse' or 'margin'")
+    if check == "forecast":  # the forecast's re-checks due (D-fb-1): onto the alerts queue, bounded and spread
+        recheck = dependencies.forecast_rechecks()
+        config = recheck.settings
+        queued = queue_due(
+            recheck.rechecks,
+            recheck.queue,
+            now_ms,
+            config.forecast_rechecks_per_run,
+            config.forecast_recheck_spread_seconds,
+        )
+        logger.info("forecast re-checks queued", extra={"queued": len(queued)})
+        return {"check": "forecast", "queued": len(queued)}
+    raise ValueError(f"unknown check {check!r}: the schedule's input names 'abuse', 'margin' or 'forecast'")

@@ -343,6 +343,26 @@ def forecast_base(weights: Sequence[Decimal]) -> Fraction:
     return MIN_FORECAST_BASE * Fraction(max(weights))
 
 
+def base_reached_at(now: datetime, weights: Sequence[Decimal], signed_up: datetime | None = None) -> datetime | None:
+    """The first instant of ``now``'s period at which the weight elapsed since its start or the sign-up, whichever
+    is later, weighs ``forecast_base`` (rounded up to a whole second): from then on the forecast is the run rate
+    itself, no longer the use spread over the base - the forecast alert's re-check is due then (D-fb-1). ``None``
+    when that instant is not inside the period."""
+    period, _, _ = weighted_elapsed(now, weights)
+    start = period.start if signed_up is None else max(period.start, ensure_utc(signed_up))
+    if start >= period.end:
+        return None
+    target = forecast_base(weights) + (weighted_elapsed(start, weights)[2] if start > period.start else Fraction(0))
+    day, done, last = period.start.date(), Fraction(0), (period.end - _DAY).date()
+    while day <= last:
+        weight = _weight(day, weights)
+        if weight and done + weight >= target:
+            midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return midnight + timedelta(seconds=math.ceil((target - done) / weight * 86_400))
+        day, done = day + _DAY, done + weight
+    return None
+
+
 def _elapsed(rated: RatedPeriod, now: datetime, weights: Sequence[Decimal], signed_up: datetime | None) -> Fraction:
     """The weight elapsed since the period's start or the account's sign-up (``signed_up``: its first tier change),
     whichever is later - the days before the account existed used nothing. ``ValueError`` when ``now`` is not in

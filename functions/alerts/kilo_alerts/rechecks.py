@@ -1,0 +1,93 @@
+"""The forecast alert's re-check (D-fb-1): one per account and month, due at the forecast's base.
+
+A budget event below 100 % handled before the base has elapsed (the month's first calls: the fee crosses every
+threshold it covers at once) forecasts from the use spread over the base, or from too little to give a day. It plans
+one re-check (``ForecastRechecks.plan``: a conditional row, one per account and month whatever the receives); the
+operator checks' scheduled run (``queue_due``) puts the rows now due - a bounded number per run, their delays spread
+over the run's interval - on the alerts queue as ``BudgetForecastDue.v1``, which the alerts function forecasts from
+the month read then (``kilo_alerts.logic``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+from kilo_billing.periods import Period
+
+FORECAST_DUE: Final = "BudgetForecastDue.v1"  # the re-check's message on the alerts queue
+
+
+class RecheckError(ValueError):
+    """A re-check message that does not name what it re-checks (a bug upstream: its queue's dead-letter path)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastRecheck:
+    """The re-check of ``account_id``'s forecast for ``period``, due at ``due_ms``: of the limit forecast then
+    (``limit_name`` "hard limit" or "budget", ``limit`` its amount as written), and the day that forecast said
+    (``forecast_day``, ISO; empty when it gave none)."""
+
+    account_id: str
+    period: str
+    due_ms: int
+    limit_name: str
+    limit: str
+    forecast_day: str = ""
+
+    def detail(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_detail(cls, detail: Mapping[str, Any]) -> ForecastRecheck:
+        names = ("account_id", "period", "limit_name", "limit", "forecast_day")
+        due = detail.get("due_ms")
+        if not all(isinstance(detail.get(name), str) for name in names) or not isinstance(due, int):
+            raise RecheckError(f"a forecast re-check names {', '.join(names)} and due_ms")
+        return cls(
+            str(detail["account_id"]),
+            str(detail["period"]),
+            due,
+            str(detail["limit_name"]),
+            str(detail["limit"]),
+            str(detail["forecast_day"]),
+        )
+
+
+class ForecastRechecks(Protocol):
+    """The re-check rows (the alerts table, ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``)."""
+
+    def plan(self, recheck: ForecastRecheck, at_ms: int) -> None:
+        """Write the account's re-check of the month unless one is there; one still pending takes ``recheck``'s
+        day when it has one (the forecast a later early event sent)."""
+        ...
+
+    def due(self, period: str, now_ms: int, limit: int) -> list[ForecastRecheck]:
+        """At most ``limit`` pending re-checks of ``period`` due at or before ``now_ms``, the earliest first."""
+        ...
+
+    def queued(self, recheck: ForecastRecheck, at_ms: int) -> bool:
+        """Mark ``recheck`` queued (no longer pending) unless another run did; false then."""
+        ...
+
+
+class RecheckQueue(Protocol):
+    def send(self, recheck: ForecastRecheck, delay_seconds: int) -> None:
+        """Put ``recheck`` on the alerts queue, delivered after ``delay_seconds`` (at most 900)."""
+        ...
+
+
+def queue_due(
+    rechecks: ForecastRechecks, queue: RecheckQueue, now_ms: int, per_run: int, spread_seconds: int
+) -> list[ForecastRecheck]:
+    """The operator checks' run: the current month's re-checks due by ``now_ms``, at most ``per_run``, each sent with
+    a delay of its rank x ``spread_seconds`` / their number (the alerts function gets them spread over the run's
+    interval, not all at the base's one instant), then marked queued. A failure raises: the run is retried and what
+    was not marked is sent again (the alerts function's ledger claims make a second one send nothing)."""
+    period = Period.containing(datetime.fromtimestamp(now_ms / 1000, UTC)).key
+    found = rechecks.due(period, now_ms, per_run)
+    for rank, recheck in enumerate(found):
+        queue.send(recheck, rank * spread_seconds // len(found))
+        rechecks.queued(recheck, now_ms)
+    return found

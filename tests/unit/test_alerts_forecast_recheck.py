@@ -1,0 +1,191 @@
+"""The forecast alert's re-check at the forecast's base (D-fb-1; kilo_alerts.logic and kilo_alerts.rechecks on
+in-memory ports): a budget event below 100 % handled before the base has elapsed plans one re-check per account and
+month; the operator checks' run queues the rows due, a bounded number, spread; the alerts function forecasts from
+the month read then - the forecast when none was sent, one corrected forecast when the day moved earlier, else
+nothing. Team: $29 fee, 50,000 video minutes included, then $0.00072 a minute. November 2026 starts on a Sunday,
+December on a Tuesday. Figures worked by hand in each test (the same as tests/scenarios/test_budget_forecast.py's)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from kilo_alerts.logic import AlertPorts, AlertsPolicy, EventOutcome, handle_event
+from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck, queue_due
+from kilo_billing.accounts import AccountProfile, TierChange
+from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
+from tests.account_api_fakes import InMemoryMonthToDate
+from tests.fakes import InMemoryAccountDirectory
+from tests.unit.alerts_fakes import InMemoryForecastRechecks, RecordingRecheckQueue
+from tests.unit.test_alerts_forecast import POLICY, month, ms, ports_with
+
+TEAM_36 = AccountProfile(
+    "acct_t", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), budget_usd=Decimal(36), email="t@example.com"
+)
+# December, flat weights (D148's (fd) case): budget $50 (the $29 fee is 58 %: its 50 % event), hard limit $100
+TEAM_DEC = AccountProfile(
+    "acct_d", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), budget_usd=Decimal(50),
+    hard_limit_usd=Decimal(100), email="d@example.com",
+)  # fmt: skip
+FLAT_POLICY = replace(POLICY, weekday_weights=(Decimal(1),) * 7)
+MON_2_NOV_1424 = datetime(2026, 11, 2, 14, 24, tzinfo=UTC)  # the base's moment: Sun 0.4 + 0.6 of Monday
+WED_2_DEC = datetime(2026, 12, 2, tzinfo=UTC)  # flat weights: one whole day from Tue 1 Dec 00:00
+
+
+def with_rechecks(profile: AccountProfile, month_source: InMemoryMonthToDate) -> AlertPorts:
+    return replace(ports_with(profile, month_source), rechecks=InMemoryForecastRechecks())
+
+
+def rechecks(ports: AlertPorts) -> InMemoryForecastRechecks:
+    assert isinstance(ports.rechecks, InMemoryForecastRechecks)
+    return ports.rechecks
+
+
+def event(profile: AccountProfile, period: str, used: str, percent: int, at: datetime) -> tuple[str, dict[str, object]]:
+    budget = profile.budget_usd or Decimal(0)
+    found = UsageThresholdCrossedV1(
+        event_id=f"e-{used}-{percent}", account_id=profile.account_id, period=period, meter="budget",
+        threshold_percent=percent, used=used, limit=str(budget), occurred_at=at.isoformat(), scope=limit_scope(budget),
+    )  # fmt: skip
+    return found.DETAIL_TYPE, found.model_dump()
+
+
+def december(profile: AccountProfile, video_minutes: int) -> InMemoryMonthToDate:
+    dec_1 = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())
+    return InMemoryMonthToDate(
+        InMemoryAccountDirectory(profile), {(profile.account_id, "2026-12"): {(dec_1, "video"): video_minutes}}
+    )
+
+
+def forecasts(outcome: EventOutcome) -> list[tuple[str, str, str]]:
+    """(key, date, bill so far) of each forecast alert sent (its email)."""
+    return sorted(
+        {
+            (a.alert.key, a.alert.values["date_label"], a.alert.values["used"])
+            for a in outcome.alerts
+            if a.alert.kind == "budget_forecast" and any(d.outcome.value == "sent" for d in a.deliveries)
+        }
+    )
+
+
+def recheck(ports: AlertPorts, at: datetime, policy: AlertsPolicy = POLICY) -> EventOutcome:
+    """The operator checks' run at ``at`` (no spread) and each message it queued handled by the alerts function."""
+    queue = RecordingRecheckQueue()
+    queue_due(rechecks(ports), queue, ms(at), 100, 0)
+    outcomes = [handle_event(FORECAST_DUE, found.detail(), ports, policy, ms(at)) for found, _ in queue.sent]
+    return EventOutcome(alerts=tuple(a for outcome in outcomes for a in outcome.alerts))
+
+
+def test_given_a_few_minutes_at_the_fee_crossing_then_one_recheck_due_at_the_base_sends_the_forecast() -> None:
+    # Mon 2 Nov 09:30, 50 video minutes: $29.00 = 80.6 % of $36 - the 50 % and 80 % events at once, each received
+    # twice. Weight 0.7958 < 1: 50 minutes over the base, about 1,230 by the 30th: no day, no forecast. One
+    # re-check, due Mon 2 Nov 14:24, of the budget $36, no day said. At 14:24, 3,000 minutes (all included: $29.00):
+    # 3,000 a weekday -> 59,716 minutes ($7.00 of usage: 9,716 x $0.00072 = $6.99552) on Wed 25 (Tue 24 59,400,
+    # Wed 25 62,400; tests/scenarios/test_budget_forecast.py): "around Wednesday 25 November", on the month's key.
+    at = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    ports = with_rechecks(TEAM_36, month(TEAM_36, 50))
+    for percent in (50, 80, 50, 80):
+        assert forecasts(handle_event(*event(TEAM_36, "2026-11", "29.00", percent, at), ports, POLICY, ms(at))) == []
+    assert list(rechecks(ports).rows.values()) == [
+        ForecastRecheck("acct_t", "2026-11", ms(MON_2_NOV_1424), "budget", "36", "")
+    ]
+    assert rechecks(ports).writes == 1
+    assert recheck(ports, datetime(2026, 11, 2, 14, 23, tzinfo=UTC)).alerts == ()  # not due yet
+    ports = replace(ports, month=month(TEAM_36, 3_000))
+    assert forecasts(recheck(ports, MON_2_NOV_1424)) == [("forecast", "Wednesday 25 November", "$29.00")]
+    assert recheck(ports, datetime(2026, 11, 2, 14, 39, tzinfo=UTC)).alerts == ()  # queued once: nothing left
+
+
+def test_given_the_floors_day_later_than_the_rate_at_the_base_then_one_corrected_forecast() -> None:
+    # Mon 2 Nov 10:00, 2,450 minutes (a steady 3,000 a weekday x 0.8167): the floor spreads them over the base:
+    # "Monday 30 November" (tests/scenarios). The re-check at 14:24 with 3,000: "Wednesday 25 November", five days
+    # earlier: sent once on its own key; the message delivered again sends nothing.
+    at = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    ports = with_rechecks(TEAM_36, month(TEAM_36, 2_450))
+    sent = forecasts(handle_event(*event(TEAM_36, "2026-11", "29.00", 50, at), ports, POLICY, ms(at)))
+    assert sent == [("forecast", "Monday 30 November", "$29.00")]
+    handle_event(*event(TEAM_36, "2026-11", "29.00", 80, at), ports, POLICY, ms(at))
+    assert list(rechecks(ports).rows.values()) == [
+        ForecastRecheck("acct_t", "2026-11", ms(MON_2_NOV_1424), "budget", "36", "2026-11-30")
+    ]
+    ports = replace(ports, month=month(TEAM_36, 3_000))
+    due = ForecastRecheck("acct_t", "2026-11", ms(MON_2_NOV_1424), "budget", "36", "2026-11-30")
+    assert forecasts(recheck(ports, MON_2_NOV_1424)) == [("forecast-update", "Wednesday 25 November", "$29.00")]
+    assert forecasts(handle_event(FORECAST_DUE, due.detail(), ports, POLICY, ms(MON_2_NOV_1424))) == []
+
+
+def test_given_a_burst_forecast_earlier_than_the_rate_at_the_base_then_the_recheck_sends_nothing() -> None:
+    # 3,000 minutes by Mon 2 Nov 10:00 and nothing more by 14:24: the floor said "Tuesday 24 November", the rate at
+    # the base Wednesday 25 - later: the day sent errs early, nothing is sent (the 100 % alert comes at $36).
+    at = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    ports = with_rechecks(TEAM_36, month(TEAM_36, 3_000))
+    sent = forecasts(handle_event(*event(TEAM_36, "2026-11", "29.00", 50, at), ports, POLICY, ms(at)))
+    assert sent == [("forecast", "Tuesday 24 November", "$29.00")]
+    assert recheck(ports, MON_2_NOV_1424).alerts == ()
+
+
+def test_given_40000_minutes_by_tuesday_1_december_then_the_recheck_reads_the_rate_of_wednesday_0000() -> None:
+    # D148 (fd), flat weights, hard limit $100 (reached at 148,605 minutes: 98,605 x $0.00072 = $70.9956 -> $71.00).
+    # Tue 1 Dec 06:00, 40,000 minutes ($29.00, 58 % of the $50 budget): over the base, 40,000 a day: 70,000 by the
+    # end of Tue, 110,000 Wed, 150,000 Thu: "Thursday 3 December" for the hard limit. Re-check due Wed 2 Dec 00:00:
+    # - 120,000 minutes: $29.00 + 70,000 x $0.00072 = $79.40; 240,000 by the end of Wed: "Wednesday 2 December";
+    # - 40,000 (nothing since): Fri 4 December, later: nothing;
+    # - 160,000: $108.20, the limit reached (its alert went on Tue 1): nothing.
+    at = datetime(2026, 12, 1, 6, tzinfo=UTC)
+    ports = with_rechecks(TEAM_DEC, december(TEAM_DEC, 40_000))
+    sent = forecasts(handle_event(*event(TEAM_DEC, "2026-12", "29.00", 50, at), ports, FLAT_POLICY, ms(at)))
+    assert sent == [("forecast", "Thursday 3 December", "$29.00")]
+    due = ForecastRecheck("acct_d", "2026-12", ms(WED_2_DEC), "hard limit", "100", "2026-12-03")
+    assert list(rechecks(ports).rows.values()) == [due]
+    for minutes, expected in (
+        (40_000, []),
+        (160_000, []),
+        (120_000, [("forecast-update", "Wednesday 2 December", "$79.40")]),
+    ):
+        again = replace(ports, month=december(TEAM_DEC, minutes))
+        found = handle_event(FORECAST_DUE, due.detail(), again, FLAT_POLICY, ms(WED_2_DEC))
+        assert forecasts(found) == expected
+
+
+def test_given_an_event_after_the_base_then_no_recheck_is_planned() -> None:
+    # Mon 2 Nov 14:24 is the base: an event then forecasts from the rate itself (Wednesday 25 November, 3,000
+    # minutes) and plans nothing.
+    ports = with_rechecks(TEAM_36, month(TEAM_36, 3_000))
+    outcome = handle_event(*event(TEAM_36, "2026-11", "29.00", 50, MON_2_NOV_1424), ports, POLICY, ms(MON_2_NOV_1424))
+    assert forecasts(outcome) == [("forecast", "Wednesday 25 November", "$29.00")]
+    assert rechecks(ports).rows == {}
+
+
+def test_given_the_limit_changed_since_the_recheck_was_planned_then_it_sends_nothing() -> None:
+    # The re-check of the $36 budget; the budget is $45 by the base: its own thresholds re-arm (D124), this
+    # re-check is moot.
+    raised = replace(TEAM_36, budget_usd=Decimal(45))
+    ports = with_rechecks(raised, month(raised, 3_000))
+    due = ForecastRecheck("acct_t", "2026-11", ms(MON_2_NOV_1424), "budget", "36", "")
+    assert handle_event(FORECAST_DUE, due.detail(), ports, POLICY, ms(MON_2_NOV_1424)).alerts == ()
+
+
+def test_the_run_queues_a_bounded_number_of_the_months_due_rechecks_spread_over_its_interval() -> None:
+    # Run at Mon 2 Nov 15:00, at most 2 a run, spread over 900 s: due are a (14:24), b (14:24), c (15:00); d is due
+    # Tue 17 Nov; e is October's. Sent: a and b (earliest first; same instant by account), delays 0 x 900 / 2 = 0
+    # and 1 x 900 / 2 = 450. The run at 15:15: c, delay 0. At 15:30: nothing (d not due, e another month's).
+    store, queue = InMemoryForecastRechecks(), RecordingRecheckQueue()
+    rows = {
+        name: ForecastRecheck(f"acct_{name}", period, ms(due), "budget", "36")
+        for name, period, due in (
+            ("b", "2026-11", MON_2_NOV_1424),
+            ("a", "2026-11", MON_2_NOV_1424),
+            ("c", "2026-11", datetime(2026, 11, 2, 15, tzinfo=UTC)),
+            ("d", "2026-11", datetime(2026, 11, 17, tzinfo=UTC)),
+            ("e", "2026-10", datetime(2026, 10, 5, tzinfo=UTC)),
+        )
+    }
+    for row in rows.values():
+        store.plan(row, 0)
+    queue_due(store, queue, ms(datetime(2026, 11, 2, 15, tzinfo=UTC)), 2, 900)
+    assert queue.sent == [(rows["a"], 0), (rows["b"], 450)]
+    queue_due(store, queue, ms(datetime(2026, 11, 2, 15, 15, tzinfo=UTC)), 2, 900)
+    assert queue.sent[2:] == [(rows["c"], 0)]
+    queue_due(store, queue, ms(datetime(2026, 11, 2, 15, 30, tzinfo=UTC)), 2, 900)
+    assert len(queue.sent) == 3
