@@ -10,7 +10,9 @@ on moto (``DynamoCursorStore``; ``Settlement`` over ``DynamoCryptoStore``):
   block moves to that block (FAILED if it reverted there); a FAILED one not final seen in another block moves too
   (SEEN if it succeeded there); an ORPHANED one seen again is recorded afresh, and so is another credit of the
   transaction reported at a SEEN (or FAILED, not final) payment's index in another block (re-mined with its logs
-  shifted, D168). ``finalized`` / ``orphaned`` given a
+  shifted, D168). A credit reported again in its block keeps what is stored (a Solana transaction stored as one net
+  credit before the split and reported split: the stored amount stays, the new siblings are recorded on their own;
+  Settlement keeps them UNATTRIBUTED, D91 amended (sp2)). ``finalized`` / ``orphaned`` given a
   block hash act only while that is still the payment's recorded block.
 """
 

@@ -198,3 +198,19 @@ def test_given_a_batch_of_credits_then_each_is_recorded_as_record_seen_would_and
         pending(block=11, tx="0xdef"),
     ]
     assert sink.status("ethereum:0xdef:3") is PaymentStatus.SEEN
+
+
+def test_given_a_solana_credit_stored_as_one_net_credit_when_reported_split_in_its_block_then_it_keeps_its_amount(
+    sink: Sink,
+) -> None:
+    """D91, amended (sp2): a Solana transaction stored before the split as one net credit of 1,750,000,000 lamports
+    at :0, reported again in the same block as :0 1,500,000,000 and :1 250,000,000 (1.5 + 0.25 = 1.75 SOL). The
+    stored credit wins (same block: unchanged); :1 is recorded, pending, on its own (Settlement keeps it
+    UNATTRIBUTED: its lamports are in :0's amount already)."""
+    net = ObservedTransfer("solana", "SOL", "sig", 0, 300, "h300", "payer", "merchant", 1_750_000_000, True)
+    sink.port.record_batch([net])
+    sink.port.record_batch(
+        [replace(net, atomic_amount=1_500_000_000), replace(net, index=1, atomic_amount=250_000_000)]
+    )
+    assert (sink.amount("solana:sig:0"), sink.amount("solana:sig:1")) == (1_750_000_000, 250_000_000)
+    assert sorted(p.payment_id for p in sink.port.pending("solana")) == ["solana:sig:0", "solana:sig:1"]

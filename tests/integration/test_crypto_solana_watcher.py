@@ -35,7 +35,12 @@ from kilo_crypto_watch.ports import (
     SolanaRpcError,
     TransactionNotFoundError,
 )
-from kilo_crypto_watch.settlement import ClaimRefusedError, NotAssignableError, NotRefundableError
+from kilo_crypto_watch.settlement import (
+    AlreadyClaimedError,
+    ClaimRefusedError,
+    NotAssignableError,
+    NotRefundableError,
+)
 from kilo_crypto_watch.solana import SolanaWatcher, inspect, rotation
 from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspector
 from kilo_dev import solana_standin as standin_module
@@ -893,14 +898,17 @@ def test_given_one_transaction_paying_two_bills_by_their_references_then_each_bi
     }
 
 
-def test_given_one_transaction_paying_two_bills_on_the_fast_path_then_each_credit_is_claimable_for_its_own_bill_only(
+def test_given_one_transaction_paying_two_bills_then_each_credit_passes_the_claim_check_for_its_own_bill_only(
     chain: SolanaTestChain, stack: Stack
 ) -> None:
-    """The same transaction read by the fast path (the inspector with the active references): two credits, each
+    """The same transaction read by the fast path's inspector (with the active references): two credits, each
     carrying only its own reference - the other credit's reference (a watched key elsewhere in the transaction) is
-    that credit's, so it does not tie this one to the other bill (D112 would refuse both claims, D91's "any watched
-    key counts"). Each credit is claimable for its own bill and refused for the other; claimed so, each bill counts
-    its own amount once."""
+    that credit's, so it does not tie this one to the other bill (D91's "any watched key counts"). Credit by credit,
+    ``check_claim`` passes each for its own bill and refuses it (409) for the other; recorded so, each bill counts
+    its own amount once. Through the API (``submit_transaction`` checks every credit against the one bill
+    submitted, D112) neither bill can be claimed: one credit is refused whichever bill - as for an EVM transaction
+    with two bills' logs; the watcher attributes both (D91, amended (sp2)). Re-submitted after the watcher paid
+    both, the other bill's credit is AlreadyClaimedError (409)."""
     h = harness(stack)
     h.clock.now = datetime.now(UTC)
     first, second = _two_bills(h)
@@ -924,6 +932,147 @@ def test_given_one_transaction_paying_two_bills_on_the_fast_path_then_each_credi
         "inv-1": [(f"solana:{signature}:0", Decimal("225.00"))],
         "inv-2": [(f"solana:{signature}:1", Decimal("37.50"))],
     }
+    with pytest.raises(AlreadyClaimedError):  # submitted again for inv-1: :1 pays inv-2 already
+        h.settlement.check_claim(two, "inv-1")
+
+
+def test_given_one_bill_paid_in_two_sol_transfers_with_its_reference_on_the_first_only_then_it_counts_both(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """Review (sp2) finding 1. inv-1 $225.00 asks 1.5 SOL (locked at $150.00); one transaction sends 1.0 SOL with
+    inv-1's reference and 0.5 SOL with none. Before this fix (after the split): inv-1 OPEN with 1.0 x 150 = $150.00
+    at :0, the 500,000,000 lamports at :1 unattributed, the fast path refusing :1 - the customer reminded, may pay
+    twice. Now the reference-less transfer carries the watched reference: :0 1.0 x 150 = $150.00 and :1
+    0.5 x 150 = $75.00, $225.00 in all, PAID at finality; the fast path's check passes both for inv-1."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "225.00"))
+    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", 1_500_000_000, str(reference), amount_usd="225.00"))
+    signature = chain.send([_pay(chain, 1_000_000_000, reference), _pay(chain, 500_000_000)])
+
+    one, two = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
+    assert [(c.index, c.atomic_amount, c.references) for c in (one, two)] == [
+        (0, 1_000_000_000, (str(reference),)),
+        (1, 500_000_000, (str(reference),)),
+    ]
+    h.settlement.check_claim(one, "inv-1")
+    h.settlement.check_claim(two, "inv-1")
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    watch.run()
+
+    counted = h.store.bill("inv-1")
+    assert counted is not None
+    assert [(line.payment_id, line.usd) for line in counted.payments] == [
+        (f"solana:{signature}:0", Decimal("150.00")),
+        (f"solana:{signature}:1", Decimal("75.00")),
+    ]
+    assert h.store.unattributed() == []
+    chain.standin.advance(LAG)
+    watch.run()
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status.value, paid.settled_usd) == ("PAID", Decimal("225.00"))  # 150.00 + 75.00
+
+
+def test_given_a_transaction_stored_as_one_net_credit_before_the_split_when_reported_again_then_nothing_counts_twice(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """Review (sp2) finding 2 (transition). Stored before the split (a run that wrote record_batch but not its cursor,
+    retried after the deploy; or an old fast-path claim the new watcher lists later): one net credit of
+    1,750,000,000 lamports at :0 with both references, on inv-1: 1.75 x 150 = $262.50. The new watcher reports :0
+    (1,500,000,000) and :1 (250,000,000) in the same block. Before this fix: :0 unchanged ($262.50) and :1 new,
+    matched to inv-2 ($37.50): $300.00 counted for $262.50 received. Now the stored credit wins and the new sibling
+    is kept UNATTRIBUTED, the operator alerted (0.25 SOL): $262.50 counted, inv-2 OPEN."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    first, second = _two_bills(h)
+    signature = chain.send([_pay(chain, 1_500_000_000, first), _pay(chain, 250_000_000, second)])
+    at_0, _ = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
+    h.settlement.record_batch([replace(at_0, atomic_amount=1_750_000_000, references=(str(first), str(second)))])
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+
+    watch.run()
+
+    counted = {invoice_id: h.store.bill(invoice_id) for invoice_id in ("inv-1", "inv-2")}
+    assert {k: [(line.payment_id, line.usd) for line in b.payments] for k, b in counted.items() if b is not None} == {
+        "inv-1": [(f"solana:{signature}:0", Decimal("262.50"))],  # 1.75 x 150, as stored
+        "inv-2": [],
+    }
+    stored = h.store.payment(f"solana:{signature}:0")
+    assert stored is not None
+    assert stored.transfer.atomic_amount == 1_750_000_000
+    assert [(p.payment_id, p.transfer.atomic_amount) for p in h.store.unattributed()] == [
+        (f"solana:{signature}:1", 250_000_000)
+    ]
+    assert [(e["tx_id"], e["asset"], e["amount"]) for e in h.events("UnattributedCryptoPayment.v1")] == [
+        (signature, "SOL", "0.25")  # 250,000,000 / 10^9
+    ]
+
+
+def test_given_one_bill_stored_as_one_net_credit_before_the_split_when_submitted_again_then_it_counts_once(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """Review (sp2) finding 2, the fast path: inv-1 ($225.00, 1.5 SOL) paid by 1.0 SOL + 0.5 SOL, the reference on
+    the first; stored before the split as one net credit of 1,500,000,000 at :0 on inv-1 ($225.00). The customer
+    submits the signature again: the new credits (:0 1,000,000,000, :1 500,000,000, both carrying the reference)
+    pass the check; before this fix :1 was matched too - 225.00 + 75.00 = $300.00 for 1.5 SOL. Now :0 keeps
+    its stored $225.00 and :1 is kept UNATTRIBUTED for the operator."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "225.00"))
+    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", 1_500_000_000, str(reference), amount_usd="225.00"))
+    signature = chain.send([_pay(chain, 1_000_000_000, reference), _pay(chain, 500_000_000)])
+    one, two = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
+    h.settlement.record(replace(one, atomic_amount=1_500_000_000), claimed_for="inv-1")
+
+    for credit in (one, two):
+        h.settlement.check_claim(credit, "inv-1")
+    with h.settlement.seen_together():
+        for credit in (one, two):
+            h.settlement.record(credit, claimed_for="inv-1")
+
+    counted = h.store.bill("inv-1")
+    assert counted is not None
+    assert [(line.payment_id, line.usd) for line in counted.payments] == [(f"solana:{signature}:0", Decimal("225.00"))]
+    assert [(p.payment_id, p.transfer.atomic_amount) for p in h.store.unattributed()] == [
+        (f"solana:{signature}:1", 500_000_000)
+    ]
+
+
+def test_given_usdc_paid_into_a_side_account_in_two_transfers_with_the_reference_on_the_first_then_no_reminder(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """D341 with the split (review (sp2)): inv-1's 7 USDC quote (reference R); the customer sends 4 USDC with R and
+    3 USDC without, both into a side token account of the merchant's wallet: two stray credits, 4,000,000 and
+    3,000,000 units, both kept UNATTRIBUTED. Their sum, 4 + 3 = 7 USDC, covers the quote: its "expiring, pay ..."
+    reminder is not sent (before: each credit alone, 4 and 3 < 7, left the reminder - the customer would pay
+    twice)."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "7.00"))
+    h.store.add_quote(_usdc_quote("q-1", "inv-1", "acct-1", 7 * USDC, str(reference)))
+    side = chain.create_token_account(chain.merchant.pubkey(), chain.usdc)
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    signature = chain.send([_usdc_to(chain, side, 4 * USDC, reference), _usdc_to(chain, side, 3 * USDC)])
+
+    watch.run()
+
+    assert sorted((p.payment_id, p.transfer.atomic_amount) for p in h.store.unattributed()) == [
+        (f"solana:{signature}:0", 4_000_000),
+        (f"solana:{signature}:1", 3_000_000),
+    ]
+    h.clock.now += timedelta(minutes=20)  # 10 minutes before the quote's expiry, inside a 15-minute window
+    assert h.settlement.announce_expiring("solana", timedelta(minutes=15)) == 0
+    assert h.events("CryptoQuoteExpiring.v1") == []
 
 
 def test_given_one_transaction_with_two_usdc_transfers_each_with_its_reference_then_two_credits(
@@ -1029,6 +1178,40 @@ def test_given_a_payment_recorded_failed_on_a_dead_fork_when_its_signature_succe
     processing = h.store.bill("inv-1")
     assert processing is not None
     assert processing.status.value == "PROCESSING"
+
+
+def test_given_a_failed_split_whose_signature_succeeded_final_without_a_credit_at_its_index_then_it_is_closed(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    """Review (sp2) finding 5. A FAILED transaction splits into a credit per transfer whatever the amounts: recorded
+    FAILED at :0 (0.25 SOL) and :1 (0.1 SOL) in a fork that did not survive. Where it stands it succeeded with a
+    credit at :0 only (here one transfer; a CPI or the merchant's own debit gives the same: one net credit at the
+    first transfer). Before: :1 stayed FAILED and pending, its transaction read again every run forever. Now, once the
+    succeeded status is finalized, the re-read of a FAILED id with no credit at its index closes it (final, FAILED:
+    it counts nothing); before that it is read again (the landing could still be undone)."""
+    signature = chain.send([_pay(chain, SOL // 4)])
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    (credit,) = SolanaTransactionInspector(chain.config()).transfers(signature)
+    dead = replace(credit, succeeded=False, block_hash="dead-fork-hash")
+    watch.sink.record_batch([dead, replace(dead, index=1, atomic_amount=SOL // 10)])
+    watch.start_block = landed.slot  # the scan covers later slots only
+
+    watch.run()  # not final yet: :0 read again (SEEN), :1 still FAILED and pending
+
+    assert sorted((p.payment_id[-2:], p.failed) for p in watch.sink.pending("solana")) == [(":0", False), (":1", True)]
+    chain.standin.advance(LAG)
+    watch.run()
+
+    assert watch.sink.pending("solana") == []
+    assert (watch.sink.status[f"solana:{signature}:0"], watch.sink.status[f"solana:{signature}:1"]) == (
+        PaymentStatus.FINALIZED,
+        PaymentStatus.FAILED,
+    )
+    assert f"solana:{signature}:1" in watch.sink.final
+    calls = len(watch.sink.calls)
+    watch.run()
+    assert len(watch.sink.calls) == calls  # nothing pending: nothing read again
 
 
 def test_given_250_recent_references_then_a_run_queries_100_and_three_minutes_of_runs_query_them_all(
@@ -1302,9 +1485,9 @@ def test_given_a_stray_payment_the_operator_refunded_then_off_the_list_never_ass
     assert (still.status.value, still.settled_usd, still.payments) == ("OPEN", Decimal("0"), ())
 
 
-def _usdc_to(chain: SolanaTestChain, account: Pubkey, amount: int, reference: Pubkey) -> Instruction:
+def _usdc_to(chain: SolanaTestChain, account: Pubkey, amount: int, reference: Pubkey | None = None) -> Instruction:
     """A ``transfer_checked`` of ``amount`` USDC from the payer into the token account ``account``, ``reference``
-    appended read-only (Solana Pay)."""
+    (if any) appended read-only (Solana Pay)."""
     ix = token.transfer_checked(
         TransferCheckedParams(
             program_id=TOKEN_PROGRAM_ID,
@@ -1316,6 +1499,8 @@ def _usdc_to(chain: SolanaTestChain, account: Pubkey, amount: int, reference: Pu
             decimals=6,
         )
     )
+    if reference is None:
+        return ix
     return Instruction(ix.program_id, ix.data, [*ix.accounts, AccountMeta(reference, False, False)])
 
 

@@ -258,3 +258,53 @@ def test_given_one_transaction_paying_one_bill_in_sol_and_another_in_usdc_then_e
         ("SOL", 0, PAYER, 250_000_000, (BILL_1,), True),
         ("USDC", 1, PAYER, 40_000_000, (BILL_2,), True),
     ]
+
+
+def _one_bill_in_two(first: Instruction, second: Instruction, third: Instruction | None = None) -> ChainTransaction:
+    """One transaction paying bill 1 (1.5 SOL) in two System transfers, 1.0 SOL + 0.5 SOL (``third``: a transfer
+    before them). The merchant held 1 SOL and receives 1,000,000,000 + 500,000,000 = 1,500,000,000 lamports, the
+    instructions' sum: split."""
+    return ChainTransaction(
+        signature="one-bill-in-two",
+        slot=300,
+        block_time=None,
+        failed=False,
+        account_keys=(PAYER, MERCHANT, BILL_1, SYSTEM, MEMO),
+        signer_count=1,
+        instructions=(*((third,) if third else ()), first, second),
+        pre_balances=(10_000_000_000, 1_000_000_000, 0, 1, 1),
+        post_balances=(8_499_995_000, 2_500_000_000, 0, 1, 1),  # 10 - 1.5 SOL - 5,000 fee; 1 + 1.5 SOL
+    )
+
+
+def test_given_one_bill_paid_in_two_sol_transfers_with_its_reference_on_the_first_only_then_both_credits_carry_it() -> (
+    None
+):
+    """Review (sp2) finding 1: a transfer with no reference of its own beside a referenced one carries the watched
+    reference (it is the same payment's other part); before this fix the 0.5 SOL credit had none - bill 1 counted
+    $150 of $225 and the 500,000,000 lamports were left unattributed (a reminder: the customer may pay twice)."""
+    tx = _one_bill_in_two(_sol_transfer(1_000_000_000, BILL_1), _sol_transfer(500_000_000))
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
+
+    assert [_credit(credit) for credit in found] == [
+        ("SOL", 0, PAYER, 1_000_000_000, (BILL_1,), True),
+        ("SOL", 1, PAYER, 500_000_000, (BILL_1,), True),
+    ]
+
+
+def test_given_a_zero_lamport_transfer_carrying_a_reference_beside_two_paying_ones_then_every_credit_carries_it() -> (
+    None
+):
+    """Review (sp2) finding 4: ix0 sends 0 lamports with bill 1's reference (a wallet putting it on its own
+    transfer), ix1 1.0 SOL, ix2 0.5 SOL; bill 1's quote no longer active (not watched: matched late by its reference).
+    Before the split the net credit (1,500,000,000 at :0) carried it; in a split a 0-amount transfer's own references
+    go with every credit, as a watched key on no credited instruction does."""
+    tx = _one_bill_in_two(_sol_transfer(1_000_000_000), _sol_transfer(500_000_000), _sol_transfer(0, BILL_1))
+
+    found = credits(tx, MAINNET, watched=frozenset())
+
+    assert [_credit(credit) for credit in found] == [
+        ("SOL", 1, PAYER, 1_000_000_000, (BILL_1,), True),
+        ("SOL", 2, PAYER, 500_000_000, (BILL_1,), True),
+    ]

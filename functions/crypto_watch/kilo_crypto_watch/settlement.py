@@ -15,6 +15,7 @@ values; ``Settlement`` wires them to the ``SettlementStore`` port and the publis
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -69,6 +70,8 @@ from kilo_crypto_watch.ports import (
 )
 
 STABLECOINS: Final = frozenset({"USDC"})
+_LOG = logging.getLogger(__name__)
+
 COUNTED: Final = frozenset({PaymentStatus.SEEN, PaymentStatus.FINALIZED})
 _T = TypeVar("_T")
 
@@ -457,6 +460,9 @@ class Settlement:
         self._unalerted = 0
         # the current rate per asset the alert floor values those credits at (None: refused), read once per run
         self._alert_rates: dict[Asset, Decimal | None] = {}
+        # Solana transactions (chain, signature, asset) stored as one net credit before the split (D91, amended
+        # (sp2)): their new sibling credits are kept UNATTRIBUTED, never matched, so nothing counts twice
+        self._net_before_split: set[tuple[str, str, str]] = set()
 
     def take_unalerted(self) -> int:
         """How many UNATTRIBUTED credits were kept without an operator alert (worth less than the policy's
@@ -579,6 +585,7 @@ class Settlement:
                     payment = self._record_new(transfer, claimed_for, existing)  # it succeeded: read again
                     self._announce(payment)
                     return payment
+                self._note_net_before_split(existing, transfer)
                 if claimed_for is not None and not existing.attributed:
                     _not_refunded(existing)
                     bill = self._store.bill(claimed_for)
@@ -588,11 +595,45 @@ class Settlement:
                     return self._attribute(existing, bill, "fast_path")
                 self._announce(existing)
                 return existing
+            if existing is None and (transfer.chain, transfer.tx_id, transfer.asset) in self._net_before_split:
+                return self._keep_beside_net(transfer)
             payment = self._record_new(transfer, claimed_for, existing)
             self._announce(payment)
             return payment
 
         return self._retried(transfer.payment_id, attempt)
+
+    def _note_net_before_split(self, existing: Payment, transfer: ObservedTransfer) -> None:
+        """A Solana credit reported again in the block it is stored in, with another amount: impossible since each
+        identifiable transfer is its own credit (an instruction's amount never changes) - except for a transaction
+        stored before that as one net credit (the merchant's whole delta at its first transfer's index) and read
+        again by the new code (a run's record_batch written but not its cursor, retried after the deploy; an old
+        fast-path claim the watcher lists later). The stored credit wins (it stays as it is, as any same-block
+        report); the transaction's new sibling credits of that asset, reported after it (index order), are kept
+        UNATTRIBUTED for an operator (D91, amended (sp2)). EVM: a log's amount never changes; nothing to do."""
+        chain = self._chains.get(transfer.chain)
+        if (
+            chain is not None
+            and chain.kind == "solana"
+            and existing.status is not PaymentStatus.FAILED
+            and transfer.succeeded
+            and existing.transfer.block_hash == transfer.block_hash
+            and existing.transfer.asset == transfer.asset
+            and existing.transfer.atomic_amount != transfer.atomic_amount
+        ):
+            self._net_before_split.add((transfer.chain, transfer.tx_id, transfer.asset))
+
+    def _keep_beside_net(self, transfer: ObservedTransfer) -> Payment:
+        """A new credit of a Solana transaction stored as one net credit before the split (``_note_net_before_split``):
+        its amount is in the stored credit already - kept UNATTRIBUTED (never matched, whatever its reference or the
+        bill it is submitted for), the operator alerted (or counted below the alert floor) and a warning logged."""
+        _LOG.warning(
+            "crypto.net_before_split: %s kept unattributed - transaction %s is stored as one net credit of %s",
+            transfer.payment_id,
+            transfer.tx_id,
+            transfer.asset,
+        )
+        return self._keep_unattributed(transfer)
 
     def _archive(self, displaced: Payment) -> None:
         """Keep an attributed payment whose id another credit of its transaction takes over (D168) under its own id,
@@ -911,9 +952,27 @@ class Settlement:
                 quote is not None
                 and quote.chain == stray.chain
                 and quote.asset == stray.asset
-                and stray.atomic_amount >= quote.atomic_amount
+                and self._stray_paid(stray, reference) >= quote.atomic_amount
             ):
                 self._store.retire_expiring(quote)
+
+    def _stray_paid(self, stray: ObservedTransfer, reference: str) -> int:
+        """What ``stray`` and the stray credits of its transaction at lower indexes (recorded before it: a
+        transaction's credits are reported in index order) carrying ``reference`` moved, in its asset: one payment
+        split into several transfers (D91, amended (sp2)) covers the quote as it did as one net credit. Read by id
+        (unattributed payments have no transaction link); a stray is rare and a transaction's instructions few."""
+        paid = stray.atomic_amount
+        for index in range(max(stray.index, 0)):
+            sibling = self._store.payment(replace(stray, index=index).payment_id)
+            if (
+                sibling is not None
+                and sibling.transfer.stray
+                and sibling.transfer.asset == stray.asset
+                and sibling.status is not PaymentStatus.ORPHANED
+                and reference in sibling.transfer.references
+            ):
+                paid += sibling.transfer.atomic_amount
+        return paid
 
     def _reseen(self, existing: Payment, transfer: ObservedTransfer) -> Payment:
         """An attributed payment seen again after its orphaning (its transaction re-included in another block; or

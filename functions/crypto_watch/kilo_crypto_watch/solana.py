@@ -133,7 +133,9 @@ def credits(
 
     ``watched``: active references; any of them among the transaction's keys counts as the credit's reference even
     where a wallet put it on another instruction - unless it is another credit's own reference (on that credit's
-    transfer instruction): then it is that credit's, not this one's.
+    transfer instruction) and this credit has one of its own: then it is that credit's, not this one's (a transfer
+    with no reference beside a referenced one is the same payment's other part and carries it). In a split, a
+    0-amount transfer's own references go with every credit (D91, amended (sp2)).
     """
     found = [*_sol(tx, merchant), *_usdc(tx, merchant)]
     memo = _memo(tx)
@@ -141,7 +143,9 @@ def credits(
     reported: list[ObservedTransfer] = []
     for position, (asset, index, sender, amount, references, stray) in enumerate(found):
         others = {key for n, other in enumerate(found) if n != position for key in other[4]}
-        keys = tuple(key for key in keys_watched if key in references or key not in others)
+        # another credit's own reference is that credit's - unless this one has none of its own: then it is the same
+        # payment's other part (one bill paid in two transfers, the reference on the first only) and carries it
+        keys = tuple(key for key in keys_watched if key in references or not references or key not in others)
         reported.append(
             ObservedTransfer(
                 chain=merchant.chain,
@@ -191,8 +195,23 @@ def _sol(tx: ChainTransaction, merchant: Merchant) -> list[_Found]:
     intended = sum(amounts)
     paid = [(index, ix, lamports) for (index, ix), lamports in zip(transfers, amounts, strict=True) if lamports > 0]
     if len(paid) > 1 and (tx.failed or intended == delta):  # each transfer identifiable: one credit each
+        # a 0-lamport transfer's own references are nobody's in particular: they go with every credit
+        shared = tuple(
+            key
+            for (_, ix), lamports in zip(transfers, amounts, strict=True)
+            if lamports == 0
+            for key in _extra(tx, ix.accounts[2:])
+        )
         return [
-            ("SOL", index, ix.accounts[0], lamports, _extra(tx, ix.accounts[2:]), False) for index, ix, lamports in paid
+            (
+                "SOL",
+                index,
+                ix.accounts[0],
+                lamports,
+                tuple(dict.fromkeys((*_extra(tx, ix.accounts[2:]), *shared))),
+                False,
+            )
+            for index, ix, lamports in paid
         ]
     amount = intended if tx.failed else delta
     if amount <= 0:
@@ -242,7 +261,11 @@ def _usdc(tx: ChainTransaction, merchant: Merchant) -> list[_Found]:
     intended = sum(t[2] for t in transfers)
     paid = [t for t in transfers if t[2] > 0]
     if len(paid) > 1 and (tx.failed or intended == delta):  # each transfer identifiable: one credit each
-        return [("USDC", index, sender, units, _extra(tx, extra), stray) for index, sender, units, extra in paid]
+        shared = tuple(key for _, _, units, extra in transfers if units == 0 for key in _extra(tx, extra))  # as in _sol
+        return [
+            ("USDC", index, sender, units, tuple(dict.fromkeys((*_extra(tx, extra), *shared))), stray)
+            for index, sender, units, extra in paid
+        ]
     amount = intended if tx.failed else delta
     if amount <= 0:
         return []
@@ -444,7 +467,7 @@ class SolanaWatcher:
                     if status.failed and status.finalized:
                         finalized += settle_alone(stuck, pid, partial(self.sink.finalized, pid, payment.block_hash))
                     elif not status.failed:
-                        await self._reread(payment, merchant, watched, stuck)
+                        finalized += await self._reread(payment, merchant, watched, stuck, status.finalized)
                     continue
                 if status is not None and status.failed:
                     orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
@@ -469,23 +492,30 @@ class SolanaWatcher:
         return finalized, orphaned, unproven
 
     async def _reread(
-        self, payment: PendingPayment, merchant: Merchant, watched: frozenset[str], stuck: list[str]
-    ) -> None:
+        self, payment: PendingPayment, merchant: Merchant, watched: frozenset[str], stuck: list[str], final: bool
+    ) -> int:
         """A transaction recorded FAILED whose status now says it succeeded (its failing fork did not survive; it
         landed again where it succeeds): its credits are read again and reported (settlement re-reads a FAILED
         payment whose block or outcome changed). Not served yet: the next run asks again. The FAILED payment's own
         credit is recorded last: a record that fails leaves it FAILED and pending, read again next run with the
         transaction's other credits (one the failed version lacked, say); it is named ``stuck`` and the others go on
-        (D323, D332)."""
+        (D323, D332).
+        No credit at the FAILED payment's index where it succeeded (a failed transaction is a credit per transfer,
+        one that succeeded may be one net credit, D91 amended (sp)) and that success ``final``: the FAILED payment is
+        closed (``finalized``: FAILED for good, counting nothing; 1 returned) - else it would be read again every run.
+        Not final yet, it is read again: the landing could still be undone."""
         tx = await self._call(self.rpc.transaction(payment.tx_id))
         if tx is None or tx.failed:
-            return
+            return 0
         found = credits(tx, merchant, watched=watched)
+        pid = payment.payment_id
         if found:
             block_hash = await self._call(self.rpc.block_hash(tx.slot))
-            pid = payment.payment_id
             ordered = sorted(found, key=lambda transfer: transfer.payment_id == pid)  # its own credit last
             record_alone(stuck, self.sink, {pid: [_with_hash(transfer, block_hash) for transfer in ordered]})
+        if final and pid not in {transfer.payment_id for transfer in found}:
+            return settle_alone(stuck, pid, partial(self.sink.finalized, pid, payment.block_hash))
+        return 0
 
     async def _listing(
         self, merchant: Merchant, queried: Sequence[str], floor: int, head: int, last_signature: str | None
