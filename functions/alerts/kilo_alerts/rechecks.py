@@ -69,8 +69,9 @@ class ForecastRechecks(Protocol):
     """The re-check rows (the alerts table, ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``)."""
 
     def plan(self, recheck: ForecastRecheck, at_ms: int) -> None:
-        """Write the account's re-check of the month unless one is there; one still pending takes ``recheck``'s
-        day when it has one (the forecast a later early event sent)."""
+        """Write the account's re-check of the month unless one is there; one still pending is replaced when
+        ``recheck`` has a day (the forecast a later early event sent) or is of another limit (name or amount: the
+        limit changed before the base)."""
         ...
 
     def due(self, period: str, now_ms: int, limit: int) -> list[ForecastRecheck]:
