@@ -38,6 +38,23 @@ def test_given_two_early_events_then_one_row_and_a_day_said_later_replaces_none(
     assert rechecks.due("2026-11", NOV_2_1424, 10) == [row("acct_t", day="2026-11-30")]
 
 
+def test_given_a_pending_row_of_another_limit_then_an_early_event_with_no_day_replaces_it(
+    rechecks: ForecastRechecks,
+) -> None:
+    rechecks.plan(row("acct_t"), 0)  # budget $36, no day
+    forty = ForecastRecheck("acct_t", "2026-11", NOV_2_1424, "budget", "40")
+    rechecks.plan(forty, 1)  # the budget changed: the re-check is of the new one
+    assert rechecks.due("2026-11", NOV_2_1424, 10) == [forty]
+    hard = ForecastRecheck("acct_t", "2026-11", NOV_2_1424, "hard limit", "40")
+    rechecks.plan(hard, 2)  # a hard limit of the same amount set: another limit too
+    assert rechecks.due("2026-11", NOV_2_1424, 10) == [hard]
+    rechecks.plan(ForecastRecheck("acct_t", "2026-11", NOV_2_1424 + MINUTE, "hard limit", "40"), 3)  # same: kept
+    assert rechecks.due("2026-11", NOV_2_1424, 10) == [hard]
+    assert rechecks.queued(hard, 4) is True
+    rechecks.plan(row("acct_t"), 5)  # queued: never pending again
+    assert rechecks.due("2026-11", NOV_2_1424, 10) == []
+
+
 def test_given_rows_due_then_the_earliest_of_the_month_first_bounded_and_queued_once(
     rechecks: ForecastRechecks,
 ) -> None:

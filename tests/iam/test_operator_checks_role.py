@@ -104,7 +104,10 @@ def test_given_a_forecast_recheck_due_then_the_run_under_its_role_queues_it_once
         first = check("forecast", "2026-11-02T14:30:00Z")
         second = check("forecast", "2026-11-02T14:45:00Z")
     assert enforcement.denied == []
-    assert (first, second) == ({"check": "forecast", "queued": 1}, {"check": "forecast", "queued": 0})
+    assert (first, second) == (
+        {"check": "forecast", "queued": 1, "dropped": 0},
+        {"check": "forecast", "queued": 0, "dropped": 0},
+    )
     sqs = stack.clients["sqs"]
     found = sqs.receive_message(QueueUrl=operator_env.queue_url, MaxNumberOfMessages=10).get("Messages", [])
     bodies = [json.loads(message["Body"]) for message in found]
@@ -141,7 +144,7 @@ def test_given_a_few_minutes_at_the_fee_crossing_then_the_recheck_goes_through_b
     ]
     put_counters(operator_env.stack, "acct_r", {"video": 3_000})
     with roles.acting_as(FUNCTION) as enforcement:
-        assert check("forecast", "2026-11-02T14:30:00Z") == {"check": "forecast", "queued": 1}
+        assert check("forecast", "2026-11-02T14:30:00Z") == {"check": "forecast", "queued": 1, "dropped": 0}
     assert enforcement.denied == []
     clock.time = lambda: datetime(2026, 11, 2, 14, 30, tzinfo=UTC).timestamp()
     event = operator_env.sqs_event()  # received with the test's own permissions, as Lambda's poller does

@@ -613,6 +613,10 @@ def test_given_the_alerts_table_then_the_forecast_rechecks_due_index_is_keyed_by
     schedule = transformed.resources["OperatorChecksFunctionForecastRechecks"]["Properties"]
     assert schedule["ScheduleExpression"] == "rate(15 minutes)"
     assert '"check": "forecast"' in schedule["Target"]["Input"]
+    # the run's bound (100 a run: at most 4 x 100 = 400 an hour) and the spread over its 15 minutes (900 s)
+    variables = transformed.resources["OperatorChecksFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["FORECAST_RECHECKS_PER_RUN"] == "100"
+    assert variables["FORECAST_RECHECK_SPREAD_SECONDS"] == {"Ref": "ForecastRecheckSpreadSeconds"}
 
 
 def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attributes_it_may_write(

@@ -149,9 +149,9 @@ def test_given_the_fee_crossing_before_the_base_then_the_use_so_far_is_spread_ov
     )
 
 
-# --- the forecast's re-check at the base's moment (D-fb-1: designed, not built yet) --------------------------------
-# These pin, with today's layer (`bill_reached_on`, `projected_total`), what the re-check will read and say at ITS
-# time - the base's moment - for D148's two gaps, so that the re-check's own tests start from figures already held.
+# --- the forecast's re-check at the base's moment (D-fb-1: built, kilo_alerts.rechecks and logic._forecast_due) ----
+# These pin, with the layer alone (`bill_reached_on`, `projected_total`), what the re-check reads and says at ITS
+# time - the base's moment - for D148's two gaps; tests/unit/test_alerts_forecast_recheck.py sends them.
 
 DEC_1 = datetime(2026, 12, 1, tzinfo=UTC)  # December 2026 starts on a Tuesday
 DEC_BOOK = default_catalog().for_period(Period.parse("2026-12"))

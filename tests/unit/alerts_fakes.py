@@ -293,7 +293,9 @@ class InMemoryForecastRechecks:
 
     def plan(self, recheck: ForecastRecheck, at_ms: int) -> None:
         key = (recheck.account_id, recheck.period)
-        if key not in self.rows or (key in self.pending and recheck.forecast_day):
+        found = self.rows.get(key)
+        other_limit = found is not None and (found.limit_name, found.limit) != (recheck.limit_name, recheck.limit)
+        if found is None or (key in self.pending and (recheck.forecast_day or other_limit)):
             self.rows[key] = recheck
             self.pending.add(key)
             self.writes += 1

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from kilo_alerts.logic import AlertPorts, AlertsPolicy, EventOutcome, handle_event
-from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck, queue_due
+from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck, RecheckRun, queue_due
 from kilo_billing.accounts import AccountProfile, TierChange
 from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
 from tests.account_api_fakes import InMemoryMonthToDate
@@ -189,3 +189,75 @@ def test_the_run_queues_a_bounded_number_of_the_months_due_rechecks_spread_over_
     assert queue.sent[2:] == [(rows["c"], 0)]
     queue_due(store, queue, ms(datetime(2026, 11, 2, 15, 30, tzinfo=UTC)), 2, 900)
     assert len(queue.sent) == 3
+
+
+def test_given_the_budget_changed_before_the_base_then_the_recheck_is_of_the_new_one() -> None:
+    # Mon 2 Nov 09:30, 50 minutes, budget $36: its 80 % event plans the row (budget 36, no day). 10:00, the budget
+    # is $40 (a new scope): its 50 % event ($29.00 = 72.5 %), 50 minutes, no day: the row of $36 is replaced by the
+    # $40's (a pending row of another limit is replaced even with no day). At 14:24, 3,000 minutes: $40 needs $11.00
+    # of usage: 15,271 minutes over (15,271 x $0.00072 = $10.99512 -> $11.00; 15,270 x $0.00072 = $10.9944 ->
+    # $10.99), 65,271 in all; 3,000 a weekday: end of Wed 25 62,400, end of Thu 26 65,400 >= 65,271:
+    # "around Thursday 26 November" on the month's key.
+    at = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    ports = with_rechecks(TEAM_36, month(TEAM_36, 50))
+    handle_event(*event(TEAM_36, "2026-11", "29.00", 80, at), ports, POLICY, ms(at))
+    forty = replace(TEAM_36, budget_usd=Decimal(40))
+    ten = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    ports = replace(with_rechecks(forty, month(forty, 50)), rechecks=ports.rechecks, ledger=ports.ledger)
+    assert forecasts(handle_event(*event(forty, "2026-11", "29.00", 50, ten), ports, POLICY, ms(ten))) == []
+    assert list(rechecks(ports).rows.values()) == [
+        ForecastRecheck("acct_t", "2026-11", ms(MON_2_NOV_1424), "budget", "40", "")
+    ]
+    ports = replace(ports, month=month(forty, 3_000))
+    assert forecasts(recheck(ports, MON_2_NOV_1424)) == [("forecast", "Thursday 26 November", "$29.00")]
+
+
+def test_given_the_recheck_message_twice_after_an_undecided_early_forecast_then_one_forecast() -> None:
+    # The row says Monday 30 (2,450 minutes at 10:00) but that forecast was never decided (its event went to the
+    # dead-letter queue); the re-check's message is delivered twice (a run crashed between the send and the mark).
+    # 3,000 minutes at 14:24: the first sends "around Wednesday 25 November" on the month's key (no forecast was
+    # decided); the second finds that forecast decided BY THE RE-CHECK itself: nothing (not a forecast-update of
+    # Monday 30, a day the customer never got).
+    ports = with_rechecks(TEAM_36, month(TEAM_36, 3_000))
+    due = ForecastRecheck("acct_t", "2026-11", ms(MON_2_NOV_1424), "budget", "36", "2026-11-30")
+    first = forecasts(handle_event(FORECAST_DUE, due.detail(), ports, POLICY, ms(MON_2_NOV_1424)))
+    second = handle_event(FORECAST_DUE, due.detail(), ports, POLICY, ms(MON_2_NOV_1424))
+    assert first == [("forecast", "Wednesday 25 November", "$29.00")]
+    assert forecasts(second) == []
+
+
+class RacedByAnotherRun(InMemoryForecastRechecks):
+    """Another run marks the first row found queued between this run's read and its mark."""
+
+    def due(self, period: str, now_ms: int, limit: int) -> list[ForecastRecheck]:
+        found = super().due(period, now_ms, limit)
+        for row in found[:1]:
+            super().queued(row, now_ms)
+        return found
+
+
+def test_the_run_counts_only_the_rechecks_it_marked_queued() -> None:
+    # a and b due at 14:24; another run marks a between this run's read and its mark: this run counts b alone
+    # (a is sent again - the alerts side's claims make it send nothing - but it is the other run's).
+    store, queue = RacedByAnotherRun(), RecordingRecheckQueue()
+    a = ForecastRecheck("acct_a", "2026-11", ms(MON_2_NOV_1424), "budget", "36")
+    b = ForecastRecheck("acct_b", "2026-11", ms(MON_2_NOV_1424), "budget", "36")
+    store.plan(a, 0)
+    store.plan(b, 0)
+    run = queue_due(store, queue, ms(datetime(2026, 11, 2, 14, 30, tzinfo=UTC)), 100, 0)
+    assert run == RecheckRun(queued=(b,), dropped=0)
+
+
+def test_the_months_last_run_counts_the_rechecks_it_leaves_pending() -> None:
+    # a, b and c due Mon 30 Nov 10:00, at most 1 a run. The run at 23:40: the next (23:55) is in November: a
+    # queued, nothing dropped. The run at 23:50: the next (00:05 Tue 1 Dec) is December's, November's re-checks
+    # are moot then: b queued, c left pending - 1 dropped (counted: FORECAST_RECHECKS_DROPPED).
+    store, queue = InMemoryForecastRechecks(), RecordingRecheckQueue()
+    rows = [
+        ForecastRecheck(f"acct_{n}", "2026-11", ms(datetime(2026, 11, 30, 10, tzinfo=UTC)), "budget", "36")
+        for n in "abc"
+    ]
+    for row in rows:
+        store.plan(row, 0)
+    assert queue_due(store, queue, ms(datetime(2026, 11, 30, 23, 40, tzinfo=UTC)), 1, 0) == RecheckRun((rows[0],), 0)
+    assert queue_due(store, queue, ms(datetime(2026, 11, 30, 23, 50, tzinfo=UTC)), 1, 0) == RecheckRun((rows[1],), 1)

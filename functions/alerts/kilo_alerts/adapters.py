@@ -545,10 +545,24 @@ class DynamoForecastRechecks:
         self._table = table
 
     def plan(self, recheck: ForecastRecheck, at_ms: int) -> None:
-        # a day said replaces a pending row's (the forecast a later early event sent); no day never overwrites
-        condition = "attribute_not_exists(pk) OR attribute_exists(recheck_due_ms)" if recheck.forecast_day else None
+        # a pending row is replaced by a day said (the forecast a later early event sent) or by another limit (the
+        # limit changed before the base: the re-check is of the one in force); no day, same limit: never overwritten
+        if recheck.forecast_day:
+            put_if(
+                self._client,
+                self._table,
+                items.recheck_to_item(recheck, at_ms),
+                "attribute_not_exists(pk) OR attribute_exists(recheck_due_ms)",
+            )
+            return
         put_if(
-            self._client, self._table, items.recheck_to_item(recheck, at_ms), condition or "attribute_not_exists(pk)"
+            self._client,
+            self._table,
+            items.recheck_to_item(recheck, at_ms),
+            "attribute_not_exists(pk) OR "
+            "(attribute_exists(recheck_due_ms) AND (limit_name <> :name OR #limit <> :limit))",
+            ExpressionAttributeNames={"#limit": "limit"},
+            ExpressionAttributeValues=to_item({":name": recheck.limit_name, ":limit": recheck.limit}),
         )
 
     def due(self, period: str, now_ms: int, limit: int) -> list[ForecastRecheck]:

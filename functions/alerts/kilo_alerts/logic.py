@@ -778,10 +778,13 @@ def _forecast_due(
     limit, name = _limit_in_force(profile)
     if limit is None or (name, str(limit)) != (recheck.limit_name, recheck.limit):
         return EventOutcome()
+    event_id = f"forecast-recheck:{recheck.account_id}:{recheck.period}"
     decided = _decided(ports.ledger, recheck.account_id, recheck.period, FORECAST_KEY)
     if decided and (
-        not recheck.forecast_day or _decided(ports.ledger, recheck.account_id, recheck.period, FORECAST_UPDATE_KEY)
-    ):
+        not recheck.forecast_day
+        or _decided(ports.ledger, recheck.account_id, recheck.period, FORECAST_UPDATE_KEY)
+        or _decided_by(ports.ledger, recheck.account_id, recheck.period, event_id)
+    ):  # the forecast said no day, was corrected already, or was sent by this re-check (its message again)
         return EventOutcome()
     book = policy.catalog.for_period(Period.parse(recheck.period))
     mtd = month_to_date(ports.month, recheck.account_id, recheck.period, now_ms, book, profile=profile)
@@ -791,12 +794,21 @@ def _forecast_due(
     if day is None or (decided and day >= date.fromisoformat(recheck.forecast_day)):
         return EventOutcome()
     key = FORECAST_UPDATE_KEY if decided else FORECAST_KEY
-    event_id = f"forecast-recheck:{recheck.account_id}:{recheck.period}"
     alert = _forecast_alert(recheck.account_id, recheck.period, key, mtd.rated.total, limit, name, day, event_id)
     try:
         return EventOutcome(alerts=(_deliver(alert, ports, policy, now_ms, last_attempt),))
     except DeliveryIncompleteError as exc:
         raise EventIncompleteError(EventOutcome(alerts=(exc.outcome,)), [exc]) from exc
+
+
+def _decided_by(ledger: DeliveryLedger, account_id: str, period: str, event_id: str) -> bool:
+    """The month's forecast alert (its key ``forecast``) was decided on a channel by ``event_id`` (the re-check:
+    the day it sent is the rate's at the base, not the row's ``forecast_day``, which the customer never got)."""
+    return any(
+        (found.kind, found.key, found.event_id) == (FORECAST, FORECAST_KEY, event_id)
+        and found.outcome is not Outcome.RETRY
+        for found in ledger.deliveries(account_id, period)
+    )
 
 
 def _forecast_decided(ledger: DeliveryLedger, event: UsageThresholdCrossedV1) -> bool:

@@ -90,13 +90,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if check == "forecast":  # the forecast's re-checks due (D-fb-1): onto the alerts queue, bounded and spread
         recheck = dependencies.forecast_rechecks()
         config = recheck.settings
-        queued = queue_due(
+        run = queue_due(
             recheck.rechecks,
             recheck.queue,
             now_ms,
             config.forecast_rechecks_per_run,
             config.forecast_recheck_spread_seconds,
         )
-        logger.info("forecast re-checks queued", extra={"queued": len(queued)})
-        return {"check": "forecast", "queued": len(queued)}
+        # the month's last run: its re-checks still pending are moot once the month is over (counted, not alarmed)
+        count(SERVICE, Metric.FORECAST_RECHECKS_DROPPED, run.dropped)
+        logger.info("forecast re-checks queued", extra={"queued": len(run.queued), "dropped": run.dropped})
+        return {"check": "forecast", "queued": len(run.queued), "dropped": run.dropped}
     raise ValueError(f"unknown check {check!r}: the schedule's input names 'abuse', 'margin' or 'forecast'")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 from kilo_billing.periods import Period
@@ -55,12 +55,23 @@ class ForecastRecheck:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RecheckRun:
+    """One run of ``queue_due``: the re-checks it marked queued (a row another run marked first is that run's), and
+    on the month's last run the month's re-checks it left pending (``dropped``: moot once the month is over; counted
+    up to the run's bound)."""
+
+    queued: tuple[ForecastRecheck, ...]
+    dropped: int = 0
+
+
 class ForecastRechecks(Protocol):
     """The re-check rows (the alerts table, ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``)."""
 
     def plan(self, recheck: ForecastRecheck, at_ms: int) -> None:
-        """Write the account's re-check of the month unless one is there; one still pending takes ``recheck``'s
-        day when it has one (the forecast a later early event sent)."""
+        """Write the account's re-check of the month unless one is there; one still pending is replaced when
+        ``recheck`` has a day (the forecast a later early event sent) or is of another limit (name or amount: the
+        limit changed before the base)."""
         ...
 
     def due(self, period: str, now_ms: int, limit: int) -> list[ForecastRecheck]:
@@ -78,16 +89,27 @@ class RecheckQueue(Protocol):
         ...
 
 
+RUN_INTERVAL_SECONDS: Final = 900  # the operator checks' schedule for the re-checks: rate(15 minutes)
+
+
 def queue_due(
     rechecks: ForecastRechecks, queue: RecheckQueue, now_ms: int, per_run: int, spread_seconds: int
-) -> list[ForecastRecheck]:
+) -> RecheckRun:
     """The operator checks' run: the current month's re-checks due by ``now_ms``, at most ``per_run``, each sent with
     a delay of its rank x ``spread_seconds`` / their number (the alerts function gets them spread over the run's
-    interval, not all at the base's one instant), then marked queued. A failure raises: the run is retried and what
-    was not marked is sent again (the alerts function's ledger claims make a second one send nothing)."""
-    period = Period.containing(datetime.fromtimestamp(now_ms / 1000, UTC)).key
-    found = rechecks.due(period, now_ms, per_run)
+    interval, not all at the base's one instant), then marked queued; only those this run marked count (one another
+    run marked first was sent by it too: the alerts function's ledger claims make the second send nothing). A failure
+    raises: the run is retried and what was not marked is sent again. On the month's last run (the next one,
+    ``RUN_INTERVAL_SECONDS`` later, is in another month) the month's re-checks still pending are counted as dropped."""
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    period = Period.containing(now)
+    found = rechecks.due(period.key, now_ms, per_run)
+    queued = []
     for rank, recheck in enumerate(found):
         queue.send(recheck, rank * spread_seconds // len(found))
-        rechecks.queued(recheck, now_ms)
-    return found
+        if rechecks.queued(recheck, now_ms):
+            queued.append(recheck)
+    dropped = 0
+    if not period.contains(now + timedelta(seconds=RUN_INTERVAL_SECONDS)):
+        dropped = len(rechecks.due(period.key, int(period.end.timestamp()) * 1000 - 1, per_run))
+    return RecheckRun(tuple(queued), dropped)
