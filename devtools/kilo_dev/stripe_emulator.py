@@ -15,7 +15,9 @@ invoice). Events (``invoice.finalized``, ``invoice.paid``, ``invoice.payment_fai
 ``refund.created``, ``refund.failed``/``refund.updated``/``charge.refund.updated`` from ``fail_refund``, and
 ``charge.dispute.created``/``funds_withdrawn``/``closed``/``funds_reinstated`` from ``open_dispute``/``close_dispute``)
 go to ``on_event``. A disputed charge's Disputes are listed by ``disputes.list``; ``refunds.create`` refuses
-(``charge_disputed``) only a charge whose dispute is not refundable (``is_charge_refundable``). The customer's
+(``charge_disputed``) only a charge whose dispute is not refundable (``is_charge_refundable``), and a refund that
+leaves an inquiry's charge refunded in full closes the inquiry (``warning_closed``, ``charge.dispute.closed``), as
+Stripe documents; a partial refund leaves it open. The customer's
 invoice balance follows Stripe's rules: a paid invoice's credit note with ``credit_amount`` credits it, finalization
 applies it (and moves below-minimum amounts to it), and a draft's ``starting_balance`` shows it. Line amounts follow
 Stripe's documented rule (``unit_amount_decimal`` x quantity rounded to the nearest cent per line); ties, which
@@ -49,6 +51,8 @@ MINIMUM_CHARGE_CENTS = {"usd": 50}  # Stripe's minimum charge amount per currenc
 EMBEDDED_LIST_LIMIT = 10  # Stripe: an expanded list inside an object holds 10, with ``has_more`` for the rest
 INVOICE_MAX_ITEMS = 250  # Stripe: "no more than 250 invoice items" on an invoice (changelog 2016-02-22)
 Json = dict[str, Any]
+# an inquiry (the network's pre-dispute) still open: refunding its payment in full closes it ``warning_closed``
+_INQUIRY_OPEN = frozenset({"warning_needs_response", "warning_under_review"})
 # a test card's own details (Stripe's test cards differ by brand, last4 and fingerprint); others keep the fixture's
 CARD_DETAILS: Mapping[str, Json] = {
     "pm_card_mastercard": {"brand": "mastercard", "last4": "4444", "fingerprint": "EmuMastercard4444"},
@@ -695,6 +699,11 @@ class StripeEmulator:
         )
         self._emit("charge.refunded", self._view("charge", charge))
         self._emit("refund.created", refund)
+        if charge["refunded"]:  # Stripe: refunding an inquiry's payment in full resolves it (a partial does not)
+            for dispute in self._disputes_of(charge["id"]):
+                if dispute["status"] in _INQUIRY_OPEN:
+                    dispute["status"] = "warning_closed"
+                    self._emit("charge.dispute.closed", self._view("dispute", dispute))
         return self._view("refund", self._store("refund", refund))
 
     def fail_refund(self, refund_id: str, reason: str = "expired_or_canceled_card") -> None:

@@ -209,8 +209,10 @@ def test_given_a_payment_under_an_inquiry_when_the_whole_invoice_is_refunded_the
     """65.20 paid as 40.00 (payment 1) + 25.20 (payment 2); an inquiry on payment 1 (``warning_needs_response``:
     nothing withdrawn, the charge refundable - Stripe's documented behaviour): the ledger marks the invoice disputed,
     charged back 0.00, all 65.20 refundable. ``refund_invoice`` of 65.20: 4000 cents on payment 1 (its whole 40.00,
-    oldest first) + 65.20 - 40.00 = 25.20 = 2520 cents on payment 2. The inquiry then closes (``warning_closed``):
-    recorded 65.20 refunded, 65.20 - 65.20 = 0.00 kept, 0.00 charged back, no longer disputed."""
+    oldest first) + 65.20 - 40.00 = 25.20 = 2520 cents on payment 2. Payment 1 refunded in full closes the inquiry
+    (``warning_closed``, Stripe's documented behaviour - the emulator sends ``charge.dispute.closed`` after the
+    refund's events; before (wd3) the test closed it by hand): recorded 65.20 refunded, 65.20 - 65.20 = 0.00 kept,
+    0.00 charged back, no longer disputed."""
     _, seen = _closed_and_paid(invoicing)
     gateway = invoicing.store.ledger("acct-a").invoices["acct-a/2026-03"].gateway_id
     assert gateway is not None
@@ -225,8 +227,8 @@ def test_given_a_payment_under_an_inquiry_when_the_whole_invoice_is_refunded_the
     done = refund_invoice(invoicing.store, closer().gateway, "acct-a", "acct-a/2026-03", Decimal("65.20"))
     made = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
     assert made == [(first, 4000), (second, 2520)]
-    seen = _deliver(invoicing, seen)
-    invoicing.http.emulator.close_dispute(dispute, won=False)
+    closed = [e["data"]["object"] for e in invoicing.http.emulator.events[seen:] if e["type"].startswith("charge.dis")]
+    assert [(d["id"], d["status"]) for d in closed] == [(dispute, "warning_closed")]
     _deliver(invoicing, seen)
     march = invoicing.invoice("acct-a")
     assert (done.refunded, march.refunded, march.kept, march.charged_back, march.disputed) == (
@@ -236,6 +238,36 @@ def test_given_a_payment_under_an_inquiry_when_the_whole_invoice_is_refunded_the
         0,
         False,
     )
+
+
+def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_then_nothing_is_charged_back(
+    invoicing: Invoicing,
+) -> None:
+    """65.20 paid as 40.00 (payment 1) + 25.20 (payment 2), an inquiry on payment 1; all 65.20 refunded (4000 +
+    2520: the inquiry closes ``warning_closed``); the issuer escalates it anyway and it closes ``lost`` with no
+    ``charge.dispute.funds_withdrawn`` (Stripe withdraws nothing from a payment refunded in full). Through ingest:
+    the withdrawal inferred is at most 65.20 paid - 65.20 refunded - 0.00 charged back = 0.00 -> 65.20 refunded,
+    0.00 charged back, 0.00 kept, nothing refundable. Before (D359 amended (wd3)): 40.00 charged back, kept 65.20 -
+    65.20 - 40.00 = -40.00."""
+    _, seen = _closed_and_paid(invoicing)
+    gateway = invoicing.store.ledger("acct-a").invoices["acct-a/2026-03"].gateway_id
+    assert gateway is not None
+    emulator = invoicing.http.emulator
+    first, _second = emulator.split_payment(gateway, 4000)
+    dispute = emulator.open_dispute(first, inquiry=True)
+    seen = _deliver(invoicing, seen)
+    from kilo_invoice.dependencies import closer  # noqa: PLC0415
+
+    refund_invoice(invoicing.store, closer().gateway, "acct-a", "acct-a/2026-03", Decimal("65.20"))
+    seen = _deliver(invoicing, seen)
+    assert emulator.objects["dispute"][dispute]["status"] == "warning_closed"
+    emulator.objects["dispute"][dispute]["status"] = "needs_response"  # escalated: nothing more to withdraw
+    emulator.close_dispute(dispute, won=False)
+    assert [e["type"] for e in emulator.events[seen:]] == ["charge.dispute.closed"]
+    _deliver(invoicing, seen)
+    march = invoicing.invoice("acct-a")
+    assert (march.refunded, march.charged_back, march.kept) == (Decimal("65.20"), 0, 0)
+    assert refundable(invoicing.store.ledger("acct-a"), march) == 0
 
 
 def test_given_a_credit_note_made_while_a_disputes_funds_were_withdrawn_when_won_then_the_account_is_credited_once(

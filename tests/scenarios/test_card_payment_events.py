@@ -17,9 +17,11 @@ import pytest
 from kilo_alerts.catalogue import alert_from_event
 from kilo_alerts.logic import deliver_alert
 from kilo_billing.accounts import AccountProfile
+from kilo_billing.catalog import default_catalog
 from kilo_billing.contracts import DisputeOpenedV1, PaymentFailedV1
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_billing.rating import TierChange
+from kilo_billing.reports import account_revenue
 from kilo_billing.stripe_events import StripeEventRecord
 from kilo_dev.stripe_emulator import load_fixtures
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
@@ -748,3 +750,80 @@ def test_given_an_alert_announced_by_event_id_before_the_change_when_redelivered
     )
     _apply(world, events, events.add("evt_pf1", "invoice.payment_failed", _attempt(world, 1)))
     assert _failed_alerts(world) == []
+
+
+# --- a lost dispute whose withdrawal we never saw: counted at most what the payments still hold (D359 amended (wd3)) -
+
+
+def _inquiry_refunded_then_lost(world: World, events: Events, refunded_a: int, refunded_b: int) -> None:
+    """March 65.20 paid as 40.00 (pi_A, ch_A) + 25.20 (pi_B, ch_B); an inquiry on A (``warning_needs_response``:
+    nothing withdrawn); ``refunded_a``/``refunded_b`` cents refunded on each charge; the issuer escalates and the
+    dispute closes ``lost`` with no ``charge.dispute.funds_withdrawn`` ever delivered."""
+    first, second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry))
+    if refunded_a:
+        _apply(world, events, events.add("evt_r1", "charge.refunded", _charge_of(first, "ch_A", 4000, refunded_a)))
+    if refunded_b:
+        _apply(world, events, events.add("evt_r2", "charge.refunded", _charge_of(second, "ch_B", 2520, refunded_b)))
+    lost = events.add("evt_d2", "charge.dispute.closed", inquiry | {"status": "lost"})
+    _apply(world, events, lost)
+    _apply(world, events, lost)  # redelivered: counted once
+
+
+def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_then_nothing_is_charged_back(
+    world: World,
+) -> None:
+    """All 65.20 refunded (4000 on ch_A + 2520 on ch_B) while A was under an inquiry; lost, no withdrawal seen. Stripe
+    withdraws nothing from a fully refunded payment (``is_charge_refundable``: "after the payment has been fully
+    refunded, no further funds are withdrawn"): the withdrawal inferred is at most what the payments still hold,
+    65.20 paid - 65.20 refunded - 0.00 charged back = 0.00 -> charged back 0.00, kept 65.20 - 65.20 - 0.00 = 0.00.
+    Before: the dispute's whole 40.00 charged back, kept 65.20 - 65.20 - 40.00 = -40.00. The revenue report, which
+    reads refunds as total - kept - short paid, agrees: 65.20 - 0.00 - 0.00 = 65.20 given back (before: 105.20, more
+    than was ever paid)."""
+    events = Events()
+    _inquiry_refunded_then_lost(world, events, 4000, 2520)
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.refunded, invoice.charged_back, invoice.kept) == (Decimal("65.20"), 0, 0)
+    assert not invoice.disputed
+    assert account_revenue(world.store.ledger("acme"), MAR, default_catalog()).figures.refunds == Decimal("65.20")
+
+
+def test_given_part_of_the_invoice_refunded_when_an_inquiry_is_lost_unseen_then_at_most_the_rest_is_charged_back(
+    world: World,
+) -> None:
+    """35.20 refunded (1000 on ch_A + 2520 on ch_B) before A's inquiry (40.00) is lost unseen: at most 65.20 - 35.20
+    - 0.00 = 30.00 is left on the payments, so min(40.00, 30.00) = 30.00 charged back, kept 65.20 - 35.20 - 30.00 =
+    0.00 (before: 40.00, kept -10.00). Nothing refunded before it (the usual chargeback lost unseen): min(40.00, 65.20)
+    = 40.00, kept 25.20 - as before."""
+    events = Events()
+    _inquiry_refunded_then_lost(world, events, 1000, 2520)
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.refunded, invoice.charged_back, invoice.kept) == (Decimal("35.20"), Decimal("30.00"), 0)
+    untouched = team_with_march_overage()
+    events = Events()
+    _inquiry_refunded_then_lost(untouched, events, 0, 0)
+    invoice = untouched.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
+
+
+def test_given_a_lost_dispute_counted_unseen_when_its_withdrawal_arrives_late_then_the_seen_amount_stands(
+    world: World,
+) -> None:
+    """The inquiry refunded in full and lost unseen (0.00 inferred, above); then Stripe's ``funds_withdrawn`` for it
+    arrives (40.00: what Stripe says it took stands as recorded) -> charged back 0.00 + 40.00 = 40.00, kept 65.20 -
+    65.20 - 40.00 = -40.00, once though delivered twice; a ``funds_reinstated`` after it gives the 40.00 back:
+    charged back 0.00, kept 0.00. (Passed before too, with the whole 40.00 inferred: it guards that the cap never
+    hides what Stripe says it took.)"""
+    events = Events()
+    _inquiry_refunded_then_lost(world, events, 4000, 2520)
+    taken = _dispute("pi_A", "lost") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    withdrawn = events.add("evt_d3", "charge.dispute.funds_withdrawn", taken)
+    _apply(world, events, withdrawn)
+    _apply(world, events, withdrawn)
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("-40.00"))
+    _apply(world, events, events.add("evt_d4", "charge.dispute.funds_reinstated", taken))
+    _apply(world, events, withdrawn)  # the withdrawal once more after it: nothing moves
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (0, 0)

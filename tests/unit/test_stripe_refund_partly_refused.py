@@ -21,7 +21,7 @@ import stripe
 from kilo_billing.invoicing import InvoiceRecord, refundable
 from kilo_invoice.logic import close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
-from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
+from kilo_invoice.ports import GatewayMisconfiguredError, GatewayRejectedError, GatewayUnavailableError
 from tests.contract.test_ledger_store import SEG, Ledger
 from tests.unit.test_stripe_gateway_refusals import APR, NO_PERMISSION, NONE, Answering, _gateway, march_closed
 
@@ -369,3 +369,85 @@ def test_given_another_invoices_payment_disputed_when_march_is_refunded_then_no_
     assert _stripe_refunds(http) == [(march_intent, 1000)]
     assert http.disputes_asked == 0  # before: 1 (April's charge)
     assert ledger.store.ledger("acme").invoices["acme/2026-03"].refunded == Decimal("10.00")
+
+
+@pytest.mark.parametrize(
+    ("asked", "expected"),
+    [
+        ("10.00", [("second", 1000)]),
+        ("30.00", [("second", 2520), ("first", 480)]),
+        ("50.00", [("first", 4000), ("second", 1000)]),
+    ],
+    ids=["B-alone-holds-it", "B-then-the-rest-on-A", "A-in-full-then-B"],
+)
+def test_given_the_first_cards_charge_under_an_inquiry_when_part_is_refunded_then_a_takes_only_the_rest_or_all_of_it(
+    asked: str, expected: list[tuple[str, int]]
+) -> None:
+    """An inquiry on A's 40.00 (the oldest payment; refundable, nothing withdrawn). Stripe: only a FULL refund of the
+    charge resolves an inquiry - a partial one leaves it open to escalate (a chargeback, with its fee) - so A is taken
+    LAST, unless the request covers what is left of A in full. Hand-worked: 10.00 -> B's 25.20 holds it: 1000 on B,
+    A untouched (before: 1000 on A, the inquiry left open with 30.00 still paid); 30.00 -> 2520 on B, then 30.00 -
+    25.20 = 4.80 = 480 on A (B cannot hold it all); 50.00 >= A's 40.00 -> 4000 on A (its whole payment: the inquiry
+    closes), then 50.00 - 40.00 = 10.00 = 1000 on B."""
+    http = DisputedIntent()
+    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
+    dispute = http.emulator.open_dispute(first, inquiry=True)
+    refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", Decimal(asked))
+    names = {"first": first, "second": second}
+    assert _stripe_refunds(http) == [(names[which], cents) for which, cents in expected]
+    closed = http.emulator.objects["dispute"][dispute]["status"] == "warning_closed"
+    assert closed == (asked == "50.00")  # only A refunded in full closes its inquiry
+
+
+DISPUTES_NO_PERMISSION = {  # 403: a restricted key made before Disputes read was listed for `invoice refund`
+    "error": {
+        "message": "The provided key 'rk_test_*********************perm' does not have the required permissions for "
+        "this endpoint on account 'acct_1Kilo'. Having the 'rak_dispute_read' permission would allow this request "
+        "to continue.",
+        "type": "invalid_request_error",
+    }
+}
+
+
+def test_given_a_key_without_disputes_read_when_an_invoice_with_a_chargeback_is_refunded_then_nothing_is_sent() -> None:
+    """A chargeback on A's 40.00 (withdrawn); the operator's restricted key predates Disputes read (``GET
+    /v1/disputes`` answers 403). 25.20 asked (65.20 - 40.00: all the ledger allows): A's refundability cannot be read,
+    so nothing is sent - ``GatewayMisconfiguredError`` (the CLI's exit 4), the permission named, the request pending
+    - where D359 as first made (``disputed`` alone) sent 2520 on B. Kept on purpose (D359 amended (wd3)): without the
+    Dispute we cannot tell an inquiry (refundable) from a chargeback; README tells such keys to add Disputes read.
+    With it added, the rerun: 2520 on B, once."""
+    http = DisputedIntent()
+    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
+    http.emulator.open_dispute(first)
+    http.disputes_answer = (403, DISPUTES_NO_PERMISSION)
+    with pytest.raises(GatewayMisconfiguredError, match=r"rak_dispute_read"):
+        refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", Decimal("25.20"))
+    assert _stripe_refunds(http) == []
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].refund_pending is not None
+    http.disputes_answer = None
+    refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", Decimal("25.20"))
+    assert _stripe_refunds(http) == [(second, 2520)]
+
+
+def test_given_an_inquiry_at_the_emulator_when_its_charge_is_refunded_in_part_then_in_full_then_it_closes() -> None:
+    """Stripe: refunding an inquiry's payment in full resolves it. A's 40.00 under an inquiry: 1000 refunded ->
+    still ``warning_needs_response``, no event about the dispute; the other 40.00 - 10.00 = 30.00 = 3000 -> A's
+    charge refunded in full: the inquiry ``warning_closed``, ``charge.dispute.closed`` sent after the refund's
+    ``charge.refunded`` and ``refund.created``. Before: it stayed open (``warning_needs_response``) for ever."""
+    http = DisputedIntent()
+    _ledger, _deps, _march, first, _second = _march_paid_on_two_cards(http)
+    dispute = http.emulator.open_dispute(first, inquiry=True)
+    client = stripe.StripeClient("sk_test_unit", max_network_retries=0, http_client=http)
+    seen = len(http.emulator.events)
+    client.v1.refunds.create({"payment_intent": first, "amount": 1000})
+    assert http.emulator.objects["dispute"][dispute]["status"] == "warning_needs_response"
+    assert [e["type"] for e in http.emulator.events[seen:]] == ["charge.refunded", "refund.created"]
+    seen = len(http.emulator.events)
+    client.v1.refunds.create({"payment_intent": first, "amount": 3000})
+    assert [e["type"] for e in http.emulator.events[seen:]] == [
+        "charge.refunded",
+        "refund.created",
+        "charge.dispute.closed",
+    ]
+    closed = http.emulator.events[-1]["data"]["object"]
+    assert (closed["id"], closed["status"], closed["is_charge_refundable"]) == (dispute, "warning_closed", True)

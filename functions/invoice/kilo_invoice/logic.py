@@ -1143,16 +1143,17 @@ def _dispute_event(
     ``funds_reinstated`` (a dispute won after the funds were withdrawn) takes it off again, each once per dispute
     (markers ``dispute_withdrawn:``/``dispute_reinstated:``, in either order); a dispute closed ``lost`` whose
     withdrawal we never saw counts as withdrawn, once (``dispute_lost:``, written before these events were handled,
-    counts as withdrawn too)."""
+    counts as withdrawn too) - for at most what the invoice's payments still hold (paid less refunded less charged
+    back, never below nothing: Stripe withdraws nothing more from a payment refunded in full), recorded with its
+    marker ``dispute_inferred:<id>:<amount>``; a ``funds_withdrawn`` seen after it stands as Stripe recorded it, in
+    its place (D359 amended (wd3))."""
     refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
     _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
     closing = event.type == "charge.dispute.closed"
     dispute_id = str(event.obj.get("id", ""))
     closed_marker, open_marker = f"dispute_closed:{dispute_id}", f"{_DISPUTE_OPEN}{dispute_id}"
-    withdrawn_marker, reinstated_marker = f"dispute_withdrawn:{dispute_id}", f"dispute_reinstated:{dispute_id}"
     # the customer's bank takes the payment's funds (or keeps them: a dispute lost), or gives them back
     takes = event.type == "charge.dispute.funds_withdrawn" or (closing and event.obj.get("status") == "lost")
-    gives = event.type == "charge.dispute.funds_reinstated"
     amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
 
     def dispute(current: InvoiceRecord) -> InvoiceRecord:
@@ -1165,15 +1166,7 @@ def _dispute_event(
             marks.add(closed_marker)
         if event.type == "charge.dispute.created" or closing:  # open while any of its disputes is (D345)
             flag = any(mark.startswith(_DISPUTE_OPEN) for mark in marks)
-        was_withdrawn = withdrawn_marker in marks or f"dispute_lost:{dispute_id}" in marks
-        if takes and not was_withdrawn:
-            marks.add(withdrawn_marker)
-            if reinstated_marker not in marks:  # given back first (out of order): nothing is charged back
-                charged_back += amount
-        if gives and reinstated_marker not in marks:
-            marks.add(reinstated_marker)
-            if was_withdrawn:
-                charged_back -= amount
+        charged_back += _withdrawn_or_reinstated(marks, dispute_id, event.type, amount, takes, current.kept)
         return replace(current, disputed=flag, charged_back=charged_back, announced=frozenset(marks))
 
     before = invoice
@@ -1196,6 +1189,40 @@ def _dispute_event(
         _mark_announced(store, invoice, marker)
         published = (alert.event_id,)
     return event.outcome(invoice.invoice_id, changed, published)
+
+
+def _withdrawn_or_reinstated(
+    marks: set[str], dispute_id: str, event_type: str, amount: Decimal, takes: bool, kept: Decimal
+) -> Decimal:
+    """What a dispute's event adds to the invoice's ``charged_back`` (``marks``: the invoice's markers, updated):
+    ``takes`` (its ``funds_withdrawn``, or a close ``lost``) counts the withdrawal once; a loss whose withdrawal we
+    never saw counts at most what the invoice's payments still hold (``kept``: paid less refunded less charged back,
+    never below nothing - Stripe withdraws nothing more from a payment refunded in full), recorded with its amount;
+    a ``funds_withdrawn`` seen after that stands as Stripe sent it, in its place; ``funds_reinstated`` takes off what
+    was counted (D359 amended (wd3))."""
+    withdrawn_marker, reinstated_marker = f"dispute_withdrawn:{dispute_id}", f"dispute_reinstated:{dispute_id}"
+    inferred_prefix = f"dispute_inferred:{dispute_id}:"
+    seen = event_type == "charge.dispute.funds_withdrawn"
+    was_withdrawn = withdrawn_marker in marks or f"dispute_lost:{dispute_id}" in marks
+    inferred = next((mark for mark in marks if mark.startswith(inferred_prefix)), None)
+    counted = amount if inferred is None else Decimal(inferred.removeprefix(inferred_prefix))
+    change = ZERO
+    if takes and not was_withdrawn:
+        marks.add(withdrawn_marker)
+        if reinstated_marker not in marks:  # given back first (out of order): nothing is charged back
+            change = amount if seen else min(amount, max(ZERO, kept))
+            if not seen:
+                marks.add(f"{inferred_prefix}{change}")
+    elif seen and inferred is not None:  # the withdrawal seen after one inferred: Stripe's amount, in its place
+        marks.discard(inferred)
+        change, counted = amount - counted, amount
+    if event_type == "charge.dispute.funds_reinstated" and reinstated_marker not in marks:
+        marks.add(reinstated_marker)
+        if was_withdrawn:
+            change -= counted
+        if inferred is not None:
+            marks.discard(inferred)
+    return change
 
 
 def _flag_disputed(store: LedgerStore, account_id: str) -> None:

@@ -378,7 +378,8 @@ class StripePaymentGateway:
         payments last (D340 amended). A payment of this invoice whose charge is disputed has its Disputes read (no
         other charge's): left out when one says the charge is not refundable (``is_charge_refundable`` false: a
         chargeback open or lost - a won one too, as far as is known): Stripe refuses its refund, and the others are
-        taken (D359); an inquiry's payment (refundable) is refunded as any other (D359 amended)."""
+        taken (D359); an inquiry's payment (refundable) is refunded too (D359 amended), taken last unless the request
+        covers its rest in full: only a full refund resolves an inquiry (D359 amended (wd3))."""
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
@@ -397,11 +398,13 @@ class StripePaymentGateway:
         cards, bank_returned, disputed_charges = self._returned_cards(_field_id(invoice, "customer"))
         # only this invoice's disputed payments have their Disputes read: another invoice's dispute (or a key
         # without Disputes read) never touches this refund (D359 amended (wd2))
-        disputed = {
-            intent
-            for intent, _ in paid
-            if intent in disputed_charges and self._not_refundable(disputed_charges[intent])
+        read = {
+            intent: self._refundability(disputed_charges[intent]) for intent, _ in paid if intent in disputed_charges
         }
+        disputed = {intent for intent, found in read.items() if found is None}
+        # a payment under an open inquiry is taken last unless refunded in full: only a full refund of its charge
+        # resolves the inquiry, a part leaves it open to escalate (D359 amended (wd3))
+        inquiries = {intent for intent, found in read.items() if found == "inquiry"}
         made: list[str] = []
         undone: list[stripe.Refund] = []  # this request's refunds made and then failed or canceled (never made again)
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
@@ -433,6 +436,7 @@ class StripePaymentGateway:
                 raise GatewayRejectedError(
                     _refused_for_failed_card(gateway_id, wanted, elsewhere, room, bounced, cards, bank_returned)
                 )
+            room = _inquiries_last(room, wanted, inquiries)
             room += bounced  # the operator's explicit word: the returned card's payments last
             for intent, left in room:
                 if wanted <= 0:
@@ -470,7 +474,7 @@ class StripePaymentGateway:
         customer's invoices (a card whose bank returned our money is suspect for this customer: D355) -> the
         refund ids and Stripe's ``failure_reason``; and the payment intents whose charge that paid is ``disputed``
         -> that charge's id (its Disputes are read by the caller, for the invoice's own payments only:
-        ``_not_refundable``, D359 amended). A charge with more refunds than the expanded list holds has them listed
+        ``_refundability``, D359 amended). A charge with more refunds than the expanded list holds has them listed
         by its payment intent or charge."""
         cards: dict[str, str] = {}
         returned: dict[str, dict[str, str]] = {}
@@ -497,15 +501,18 @@ class StripePaymentGateway:
                     returned.setdefault(card, {})[refund.id] = refund.failure_reason or "unknown"
         return cards, returned, disputed
 
-    def _not_refundable(self, charge_id: str) -> bool:
-        """Whether Stripe refuses a refund of a ``disputed`` charge: one of its Disputes says the charge is not
-        refundable (``is_charge_refundable`` false: a chargeback open or lost; a won one as far as is known - Stripe's
-        field is followed; an inquiry's charge is refundable). One list call per disputed charge of the invoice only
-        (API 2026-10-28: a Charge names no dispute to expand). No Dispute listed: left out all the same (``disputed``
-        is all that is known)."""
+    def _refundability(self, charge_id: str) -> str | None:
+        """Whether Stripe refunds a ``disputed`` charge: None when it refuses - one of its Disputes says the charge is
+        not refundable (``is_charge_refundable`` false: a chargeback open or lost; a won one as far as is known -
+        Stripe's field is followed), or none is listed (``disputed`` is all that is known); else ``"inquiry"`` while
+        one of them is an inquiry still open (``warning_needs_response``/``warning_under_review``: refundable, and
+        resolved only by a full refund), ``"refundable"`` otherwise. One list call per disputed charge of the invoice
+        only (API 2026-10-28: a Charge names no dispute to expand)."""
         params: DisputeListParams = {"charge": charge_id, "limit": 100}
         disputes = self._listed(lambda: self._client.v1.disputes.list(params))
-        return not disputes or any(not dispute.is_charge_refundable for dispute in disputes)
+        if not disputes or any(not dispute.is_charge_refundable for dispute in disputes):
+            return None
+        return "inquiry" if any(dispute.status in _INQUIRY_OPEN for dispute in disputes) else "refundable"
 
     def _refunds_of_charge(self, charge_id: str) -> list[stripe.Refund]:
         return self._listed(lambda: self._client.v1.refunds.list({"charge": charge_id, "limit": 100}))
@@ -581,6 +588,27 @@ class StripePaymentGateway:
 
 
 _DISPUTED_LEFT_OUT = " (a disputed payment left out: Stripe refuses its refund)"  # its dispute: not refundable
+_INQUIRY_OPEN: Final = frozenset({"warning_needs_response", "warning_under_review"})
+
+
+def _inquiries_last(room: list[tuple[str, int]], wanted: int, inquiries: set[str]) -> list[tuple[str, int]]:
+    """``room`` (payment intent, cents left on it; oldest first) in the order a refund of ``wanted`` cents takes
+    it: a payment under an open inquiry whose whole rest the request still covers first (refunded in full, the
+    inquiry is resolved), then the others oldest first, then the inquiries it cannot cover - last, so a part goes
+    on them only when the other payments cannot hold it (a partial refund leaves an inquiry open to escalate:
+    Stripe, D359 amended (wd3))."""
+    covered: list[tuple[str, int]] = []
+    others: list[tuple[str, int]] = []
+    partly: list[tuple[str, int]] = []
+    for intent, left in room:
+        if intent not in inquiries:
+            others.append((intent, left))
+        elif 0 < left <= wanted:
+            covered.append((intent, left))
+            wanted -= left
+        else:
+            partly.append((intent, left))
+    return covered + others + partly
 
 
 def _returned_by_bank(refund: stripe.Refund) -> bool:
