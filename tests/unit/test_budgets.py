@@ -348,30 +348,50 @@ def test_given_a_change_dated_after_the_read_then_open_sessions_count_on_to_its_
 
 
 def test_given_a_change_dated_before_the_read_then_open_sessions_count_up_to_the_read() -> None:
-    """Review e2 v3 (2): Personal from Nov 1 (5,000 included, no fee), $44 hard limit, 50,000 video minutes rated
-    and a camera open since Nov 16 00:00; run Nov 28 00:00 (12 days = 17,280 min), `--at` Nov 16 to Team. Counted
-    only to Nov 16 the bill before was 45,000 over x $0.00072 = $32.40, not reached. Read now: before, 67,280 - 5,000
-    = 62,280 over = $44.8416 -> $44.84 >= $44 (calls stopped already); with the change Personal 15/30 (2,500
-    included, 47,500 over = $34.20) + Team 15/30 (25,000 included: the 17,280 camera min within it) + its $14.50 fee
-    = $48.70, higher than $44.84: refused, "already reached ($44.84 before the change)", nothing saved."""
+    """Review e2 v3 (2), as review (up2) found it must be set up to fail with the count cut at `--at`: Personal from
+    Nov 1 (5,000 included, no fee), $30 hard limit (above Team's $29 fee), nothing rated, 3 cameras open since Nov 16
+    00:00; run Nov 28 00:00, `--at` Nov 16 to Team. Cameras: 3 x 12 days x 1,440 = 51,840 video min.
+    Before (Personal all month): 51,840 - 5,000 = 46,840 over x $0.00072 = $33.7248 -> $33.72 >= $30 (reached).
+    With the change: Personal 15/30 (2,500 included) nothing; Team 15/30 (25,000 included) 51,840 - 25,000 = 26,840
+    over = $19.3248 -> $19.32, + $14.50 fee = $33.82, higher than $33.72: refused, "already reached ($33.72 before the
+    change)", nothing saved. Counted only to Nov 16 (the bug review v3 (1) fixed) the bill with the change is the
+    $14.50 fee alone, below $30: accepted."""
     at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC)
-    start_ms = int(at.timestamp() * 1000)
-    cameras = _cameras_on_since(start_ms, 1)
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("44")))
-    month = InMemoryMonthToDate(
-        directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 50_000}}, cameras
-    )
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("30")))
+    month = InMemoryMonthToDate(directory, {}, _cameras_on_since(int(at.timestamp() * 1000), 3))
     with pytest.raises(InvalidBudgetError) as refused:
         request_tier_change(
             directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team", at, month=month,
             read_at=read_at,
         )  # fmt: skip
     said = str(refused.value)
-    assert said.startswith("changing to team: hard limit $44 is not above $48.70,")
-    assert "the limit is already reached ($44.84 before the change) and every call stopped" in said
+    assert said.startswith("changing to team: hard limit $30 is not above $33.82,")
+    assert "the limit is already reached ($33.72 before the change) and every call stopped" in said
     assert directory.registered(["acct-1"])["acct-1"].tier_at(at) == "personal"
+
+
+def test_given_the_limit_reached_then_a_change_keeping_the_bill_is_accepted() -> None:
+    """D150 amended (up2)'s "keeping" side (``after > before``, not ``>=``): Personal from Nov 1, $50 hard limit,
+    52,500 video min rated before Nov 16 and 2 cameras open since Nov 16 00:00; run Nov 23 20:40 (7 days 20 h 40 min
+    = 11,320 min each: 22,640 camera min), `--at` Nov 16 to Team.
+    Before (Personal all month): 52,500 + 22,640 - 5,000 = 70,140 over x $0.00072 = $50.5008 -> $50.50 >= $50.
+    With the change: Personal 15/30 (2,500 included) 50,000 over = $36.00; Team 15/30 (25,000 included) holds the
+    22,640 camera min; + $14.50 fee = $50.50: the same bill, already reached, not raised: accepted, Team saved."""
+    at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 23, 20, 40, tzinfo=UTC)
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("50")))
+    month = InMemoryMonthToDate(
+        directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 52_500}},
+        _cameras_on_since(int(at.timestamp() * 1000), 2),
+    )  # fmt: skip
+    upgraded = request_tier_change(
+        directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team", at, month=month, read_at=read_at
+    )
+    assert upgraded.tier_at(at) == "team"
+    assert directory.profiles["acct-1"].tier_at(read_at) == "team"  # saved
 
 
 def test_given_an_upgrade_dated_back_in_the_month_lowering_a_bill_over_the_limit_then_it_is_accepted() -> None:
