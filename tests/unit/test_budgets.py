@@ -440,21 +440,55 @@ def test_given_a_change_dated_in_a_later_month_then_that_months_bill_up_to_it_is
     assert "the limit would be reached by 2026-11-16 00:00 UTC, while still on team" in said
 
 
-def test_given_a_change_dated_in_a_month_already_over_then_that_months_bill_refuses_nothing() -> None:
-    """Review e2 v3 (3): run Dec 3 12:00, `--at` Nov 16, Team, $100 hard limit, 91,667 video minutes in November.
-    Re-rated with Enterprise, November's bill is $112.00 (see the CLI path test above), but November is over:
-    enforcement reads the clock's month (``hard_limit_reached``), so nothing is stopped, and the refusal's "every call
-    stopped" was false. Accepted (the fee rule still holds: $99 < $100)."""
+def test_given_a_change_dated_in_a_month_over_but_not_invoiced_then_that_months_bill_re_rated_is_checked() -> None:
+    """D150 amended (up3), reversing review e2 v3 (2)'s skip: run Dec 3 12:00, `--at` Nov 16 to Enterprise, Team,
+    $100 hard limit, 91,667 video minutes in November. November before: $29.00 + 41,667 over x $0.00072 ($30.00024
+    -> $30.00) = $59.00 < $100. Re-rated with Enterprise: Team 15/30 (25,000 included), 66,667 over = $48.00024 ->
+    $48.00, + $14.50 + $49.50 fees = $112.00 >= $100 - November is over but not invoiced: its invoice would pass the
+    limit. Refused naming November (was accepted: "refuses nothing"); December as Enterprise is the $99 fee alone."""
     upgrade_at, now = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 12, 3, 12, tzinfo=UTC)
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", "team", SIGNUP, TIERS)
     set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 91_667}})
-    upgraded = request_tier_change(
-        directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", upgrade_at, month=month,
-        read_at=now,
-    )  # fmt: skip
-    assert upgraded.tier_at(upgrade_at) == "enterprise"
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", upgrade_at,
+            month=month, read_at=now,
+        )  # fmt: skip
+    assert str(refused.value) == (
+        "changing to enterprise: hard limit $100 is not above $112.00, November 2026's bill re-rated with the change "
+        "(in effect since 2026-11-16 00:00 UTC; $59.00 before the change): the month is over, not yet invoiced, and "
+        "its invoice would pass the limit; raise the hard limit above $112.00, or clear it, before changing tier"
+    )
+    assert directory.profiles["acct-1"].tier_at(upgrade_at) == "team"  # nothing saved
+
+
+def test_given_an_upgrade_raising_a_bill_past_the_limit_then_it_is_refused_whether_its_month_is_over_or_not() -> None:
+    """Review (up2)'s probe, D150 amended (up3): Personal from Nov 1, $40 hard limit, 60,000 video min rated in
+    November (before Nov 25), none in December; `--at` Nov 25 to Team.
+    November before (Personal, 5,000 included): 55,000 over x $0.00072 = $39.60 < $40.
+    With the change: Personal 24/30 = 4,000 included, 56,000 over = $40.32, + Team's fee 6/30 x $29 = $5.80 ->
+    $46.12 >= $40.
+    Run Nov 28 (November the clock's month): refused. Run Dec 3 12:00 (November over, not invoiced; December as
+    Team the $29.00 fee alone, < $40): refused too, naming November 2026 and $46.12 (was accepted)."""
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    used = {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 60_000}}
+    for read_at, said in (
+        (datetime(2026, 11, 28, tzinfo=UTC), "changing to team: hard limit $40 is not above $46.12, this month's bill"),
+        (DECEMBER_3, "changing to team: hard limit $40 is not above $46.12, November 2026's bill re-rated with the "
+                     "change (in effect since 2026-11-25 00:00 UTC; $39.60 before the change): the month is over"),
+    ):  # fmt: skip
+        directory = InMemoryAccountDirectory()
+        register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
+        set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+        with pytest.raises(InvalidBudgetError) as refused:
+            request_tier_change(
+                directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team", at,
+                month=InMemoryMonthToDate(directory, used), read_at=read_at,
+            )  # fmt: skip
+        assert str(refused.value).startswith(said)
+        assert directory.profiles["acct-1"].tier_at(read_at) == "personal"  # nothing saved
 
 
 DECEMBER_3 = datetime(2026, 12, 3, 12, tzinfo=UTC)
@@ -584,6 +618,29 @@ def test_given_the_limit_reached_then_a_downgrade_dated_back_raising_the_bill_is
         "changing to personal: hard limit $40 is not above $46.80, this month's bill so far re-rated with the change "
         "(in effect since 2026-12-01 00:00 UTC; $43.40 before the change): the limit is already reached and every "
         "call stopped; raise the hard limit above $46.80, or clear it, before changing tier"
+    )
+    assert directory.profiles["acct-1"].tier_at(DECEMBER_3) == "team"  # nothing saved
+
+
+def test_given_a_downgrade_dated_back_two_months_then_the_month_over_it_re_rates_is_checked_and_named() -> None:
+    """D150 amended (up3), the downgrade side: run Dec 3 12:00, Team since Oct 1, $40 hard limit, 62,000 video
+    minutes in November, none in December; `--at` Oct 10 to Personal takes effect Nov 1, re-rating November (over,
+    not invoiced) and December. November as Team: $29.00 + 12,000 x $0.00072 ($8.64) = $37.64; as Personal (no fee,
+    5,000 included): 57,000 x $0.00072 = $41.04 >= $40. December as Personal: $0.00. Refused naming November (was
+    accepted: only December was read), nothing saved."""
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", datetime(2026, 10, 1, tzinfo=UTC), TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 62_000}})
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 10)), "acct-1", "personal",
+            datetime(2026, 10, 10, tzinfo=UTC), month=month, read_at=DECEMBER_3,
+        )  # fmt: skip
+    assert str(refused.value) == (
+        "changing to personal: hard limit $40 is not above $41.04, November 2026's bill re-rated with the change (in "
+        "effect since 2026-11-01 00:00 UTC; $37.64 before the change): the month is over, not yet invoiced, and its "
+        "invoice would pass the limit; raise the hard limit above $41.04, or clear it, before changing tier"
     )
     assert directory.profiles["acct-1"].tier_at(DECEMBER_3) == "team"  # nothing saved
 
