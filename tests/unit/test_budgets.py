@@ -703,6 +703,17 @@ def test_given_the_cli_dating_an_upgrade_into_an_earlier_month_then_exit_2_namin
     assert shown["tiers"] == [{"from": "2026-11-01T00:00:00+00:00", "tier": "personal"}]  # nothing saved
 
 
+def _enterprise_at_150() -> Catalog:
+    """The shipped catalog with Enterprise's monthly fee at $150 (shipped: $99), for ``main(argv, catalog)``."""
+    shipped = default_catalog().for_period(Period(2026, 11))
+    return Catalog([
+        shipped.model_copy(update={"tiers": tuple(
+            tier.model_copy(update={"monthly_fee": Decimal("150")}) if tier.id == "enterprise" else tier
+            for tier in shipped.tiers
+        )})
+    ])  # fmt: skip
+
+
 def test_given_the_cli_run_with_its_own_catalog_then_a_tier_change_is_checked_against_that_catalogs_fees(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -710,13 +721,7 @@ def test_given_the_cli_run_with_its_own_catalog_then_a_tier_change_is_checked_ag
     shipped one. A catalog whose Enterprise fee is $150 (shipped: $99): Team, $120 hard limit, no usage, run Nov 20,
     `change-tier enterprise`: $120 is not above $150.00 - exit 2 naming that fee, Team kept (was exit 0: checked
     against $99 < $120)."""
-    shipped = default_catalog().for_period(Period(2026, 11))
-    dearer = Catalog([
-        shipped.model_copy(update={"tiers": tuple(
-            tier.model_copy(update={"monthly_fee": Decimal("150")}) if tier.id == "enterprise" else tier
-            for tier in shipped.tiers
-        )})
-    ])  # fmt: skip
+    dearer = _enterprise_at_150()
     table = stack.template.physical_name("UsageTable")
     assert main(["account", "create", "--account", "acct_a", "--tier", "team", "--signup", "2026-11-01T00:00Z",
                  "--usage-table", table], dearer) == 0  # fmt: skip
@@ -730,6 +735,24 @@ def test_given_the_cli_run_with_its_own_catalog_then_a_tier_change_is_checked_ag
     )
     shown = _cli(capsys, table, "show", "--account", "acct_a")
     assert shown["tiers"] == [{"from": "2026-11-01T00:00:00+00:00", "tier": "team"}]  # nothing saved
+
+
+def test_given_the_cli_run_with_its_own_catalog_then_a_budget_is_checked_against_that_catalogs_fees(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review (up2) 4, the other caller: `account budget` under ``main(argv, catalog)`` with Enterprise at $150
+    checked the limit against the shipped $99. Enterprise account, run Nov 20, `--hard-limit-usd 120`: $120 is not
+    above $150.00 - exit 2 naming that fee, nothing saved (was exit 0, $120 saved)."""
+    dearer = _enterprise_at_150()
+    table = stack.template.physical_name("UsageTable")
+    assert main(["account", "create", "--account", "acct_a", "--tier", "enterprise", "--signup", "2026-11-01T00:00Z",
+                 "--usage-table", table], dearer) == 0  # fmt: skip
+    capsys.readouterr()
+    with time_machine.travel(datetime(2026, 11, 20, tzinfo=UTC), tick=False), pytest.raises(SystemExit) as exited:
+        main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "120", "--usage-table", table], dearer)
+    assert exited.value.code == 2
+    assert "hard limit $120 is not above the fixed monthly fee of $150.00" in capsys.readouterr().err
+    assert _cli(capsys, table, "show", "--account", "acct_a")["hard_limit_usd"] is None  # nothing saved
 
 
 def test_given_the_usage_read_failing_when_the_cli_changes_tier_then_exit_4_with_one_line(

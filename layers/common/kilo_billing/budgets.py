@@ -305,10 +305,19 @@ def _above_fees(
             )
 
 
-def set_budget(directory: AccountDirectory, account_id: str, change: BudgetChange) -> AccountProfile:
+def set_budget(
+    directory: AccountDirectory,
+    account_id: str,
+    change: BudgetChange,
+    *,
+    now: datetime | None = None,
+    catalog: Catalog | None = None,
+) -> AccountProfile:
     """Change an account's budget (``kilo-billing account budget``; later the account API). Rating announces the soft
-    percentages from its next batch on; the hard level is enforced from the next threshold event (docs/alerts.md)."""
-    return update_profile(directory, account_id, lambda profile: apply_budget(profile, change))
+    percentages from its next batch on; the hard level is enforced from the next threshold event (docs/alerts.md).
+    ``now`` and ``catalog`` as ``apply_budget``'s: the fees the limits must stay above are the caller's catalog's (the
+    CLI's own, D150 amended (up3)), the shipped one by default."""
+    return update_profile(directory, account_id, lambda profile: apply_budget(profile, change, now, catalog))
 
 
 def _weight(day: date, weights: Sequence[Decimal]) -> Fraction:
