@@ -206,7 +206,7 @@ def run(
                 clear_budget=args.no_budget,
                 clear_hard_limit=args.no_hard_limit,
             )
-            profile = set_budget(directory, args.account, change)
+            profile = set_budget(directory, args.account, change, now=now, catalog=catalog)  # its fees (D150)
         elif args.account_command == "status":
             profile = set_status(directory, args.account, args.status)
         elif args.account_command == "progressive":

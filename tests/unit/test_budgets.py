@@ -348,30 +348,50 @@ def test_given_a_change_dated_after_the_read_then_open_sessions_count_on_to_its_
 
 
 def test_given_a_change_dated_before_the_read_then_open_sessions_count_up_to_the_read() -> None:
-    """Review e2 v3 (2): Personal from Nov 1 (5,000 included, no fee), $44 hard limit, 50,000 video minutes rated
-    and a camera open since Nov 16 00:00; run Nov 28 00:00 (12 days = 17,280 min), `--at` Nov 16 to Team. Counted
-    only to Nov 16 the bill before was 45,000 over x $0.00072 = $32.40, not reached. Read now: before, 67,280 - 5,000
-    = 62,280 over = $44.8416 -> $44.84 >= $44 (calls stopped already); with the change Personal 15/30 (2,500
-    included, 47,500 over = $34.20) + Team 15/30 (25,000 included: the 17,280 camera min within it) + its $14.50 fee
-    = $48.70, higher than $44.84: refused, "already reached ($44.84 before the change)", nothing saved."""
+    """Review e2 v3 (2), as review (up2) found it must be set up to fail with the count cut at `--at`: Personal from
+    Nov 1 (5,000 included, no fee), $30 hard limit (above Team's $29 fee), nothing rated, 3 cameras open since Nov 16
+    00:00; run Nov 28 00:00, `--at` Nov 16 to Team. Cameras: 3 x 12 days x 1,440 = 51,840 video min.
+    Before (Personal all month): 51,840 - 5,000 = 46,840 over x $0.00072 = $33.7248 -> $33.72 >= $30 (reached).
+    With the change: Personal 15/30 (2,500 included) nothing; Team 15/30 (25,000 included) 51,840 - 25,000 = 26,840
+    over = $19.3248 -> $19.32, + $14.50 fee = $33.82, higher than $33.72: refused, "already reached ($33.72 before the
+    change)", nothing saved. Counted only to Nov 16 (the bug review v3 (1) fixed) the bill with the change is the
+    $14.50 fee alone, below $30: accepted."""
     at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC)
-    start_ms = int(at.timestamp() * 1000)
-    cameras = _cameras_on_since(start_ms, 1)
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("44")))
-    month = InMemoryMonthToDate(
-        directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 50_000}}, cameras
-    )
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("30")))
+    month = InMemoryMonthToDate(directory, {}, _cameras_on_since(int(at.timestamp() * 1000), 3))
     with pytest.raises(InvalidBudgetError) as refused:
         request_tier_change(
             directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team", at, month=month,
             read_at=read_at,
         )  # fmt: skip
     said = str(refused.value)
-    assert said.startswith("changing to team: hard limit $44 is not above $48.70,")
-    assert "the limit is already reached ($44.84 before the change) and every call stopped" in said
+    assert said.startswith("changing to team: hard limit $30 is not above $33.82,")
+    assert "the limit is already reached ($33.72 before the change) and every call stopped" in said
     assert directory.registered(["acct-1"])["acct-1"].tier_at(at) == "personal"
+
+
+def test_given_the_limit_reached_then_a_change_keeping_the_bill_is_accepted() -> None:
+    """D150 amended (up2)'s "keeping" side (``after > before``, not ``>=``): Personal from Nov 1, $50 hard limit,
+    52,500 video min rated before Nov 16 and 2 cameras open since Nov 16 00:00; run Nov 23 20:40 (7 days 20 h 40 min
+    = 11,320 min each: 22,640 camera min), `--at` Nov 16 to Team.
+    Before (Personal all month): 52,500 + 22,640 - 5,000 = 70,140 over x $0.00072 = $50.5008 -> $50.50 >= $50.
+    With the change: Personal 15/30 (2,500 included) 50,000 over = $36.00; Team 15/30 (25,000 included) holds the
+    22,640 camera min; + $14.50 fee = $50.50: the same bill, already reached, not raised: accepted, Team saved."""
+    at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 23, 20, 40, tzinfo=UTC)
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("50")))
+    month = InMemoryMonthToDate(
+        directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 52_500}},
+        _cameras_on_since(int(at.timestamp() * 1000), 2),
+    )  # fmt: skip
+    upgraded = request_tier_change(
+        directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team", at, month=month, read_at=read_at
+    )
+    assert upgraded.tier_at(at) == "team"
+    assert directory.profiles["acct-1"].tier_at(read_at) == "team"  # saved
 
 
 def test_given_an_upgrade_dated_back_in_the_month_lowering_a_bill_over_the_limit_then_it_is_accepted() -> None:
@@ -420,21 +440,55 @@ def test_given_a_change_dated_in_a_later_month_then_that_months_bill_up_to_it_is
     assert "the limit would be reached by 2026-11-16 00:00 UTC, while still on team" in said
 
 
-def test_given_a_change_dated_in_a_month_already_over_then_that_months_bill_refuses_nothing() -> None:
-    """Review e2 v3 (3): run Dec 3 12:00, `--at` Nov 16, Team, $100 hard limit, 91,667 video minutes in November.
-    Re-rated with Enterprise, November's bill is $112.00 (see the CLI path test above), but November is over:
-    enforcement reads the clock's month (``hard_limit_reached``), so nothing is stopped, and the refusal's "every call
-    stopped" was false. Accepted (the fee rule still holds: $99 < $100)."""
+def test_given_a_change_dated_in_a_month_over_but_not_invoiced_then_that_months_bill_re_rated_is_checked() -> None:
+    """D150 amended (up3), reversing review e2 v3 (2)'s skip: run Dec 3 12:00, `--at` Nov 16 to Enterprise, Team,
+    $100 hard limit, 91,667 video minutes in November. November before: $29.00 + 41,667 over x $0.00072 ($30.00024
+    -> $30.00) = $59.00 < $100. Re-rated with Enterprise: Team 15/30 (25,000 included), 66,667 over = $48.00024 ->
+    $48.00, + $14.50 + $49.50 fees = $112.00 >= $100 - November is over but not invoiced: its invoice would pass the
+    limit. Refused naming November (was accepted: "refuses nothing"); December as Enterprise is the $99 fee alone."""
     upgrade_at, now = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 12, 3, 12, tzinfo=UTC)
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", "team", SIGNUP, TIERS)
     set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 91_667}})
-    upgraded = request_tier_change(
-        directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", upgrade_at, month=month,
-        read_at=now,
-    )  # fmt: skip
-    assert upgraded.tier_at(upgrade_at) == "enterprise"
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", upgrade_at,
+            month=month, read_at=now,
+        )  # fmt: skip
+    assert str(refused.value) == (
+        "changing to enterprise: hard limit $100 is not above $112.00, November 2026's bill re-rated with the change "
+        "(in effect since 2026-11-16 00:00 UTC; $59.00 before the change): the month is over, not yet invoiced, and "
+        "its invoice would pass the limit; raise the hard limit above $112.00, or clear it, before changing tier"
+    )
+    assert directory.profiles["acct-1"].tier_at(upgrade_at) == "team"  # nothing saved
+
+
+def test_given_an_upgrade_raising_a_bill_past_the_limit_then_it_is_refused_whether_its_month_is_over_or_not() -> None:
+    """Review (up2)'s probe, D150 amended (up3): Personal from Nov 1, $40 hard limit, 60,000 video min rated in
+    November (before Nov 25), none in December; `--at` Nov 25 to Team.
+    November before (Personal, 5,000 included): 55,000 over x $0.00072 = $39.60 < $40.
+    With the change: Personal 24/30 = 4,000 included, 56,000 over = $40.32, + Team's fee 6/30 x $29 = $5.80 ->
+    $46.12 >= $40.
+    Run Nov 28 (November the clock's month): refused. Run Dec 3 12:00 (November over, not invoiced; December as
+    Team the $29.00 fee alone, < $40): refused too, naming November 2026 and $46.12 (was accepted)."""
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    used = {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 60_000}}
+    for read_at, said in (
+        (datetime(2026, 11, 28, tzinfo=UTC), "changing to team: hard limit $40 is not above $46.12, this month's bill"),
+        (DECEMBER_3, "changing to team: hard limit $40 is not above $46.12, November 2026's bill re-rated with the "
+                     "change (in effect since 2026-11-25 00:00 UTC; $39.60 before the change): the month is over"),
+    ):  # fmt: skip
+        directory = InMemoryAccountDirectory()
+        register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
+        set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+        with pytest.raises(InvalidBudgetError) as refused:
+            request_tier_change(
+                directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team", at,
+                month=InMemoryMonthToDate(directory, used), read_at=read_at,
+            )  # fmt: skip
+        assert str(refused.value).startswith(said)
+        assert directory.profiles["acct-1"].tier_at(read_at) == "personal"  # nothing saved
 
 
 DECEMBER_3 = datetime(2026, 12, 3, 12, tzinfo=UTC)
@@ -568,6 +622,29 @@ def test_given_the_limit_reached_then_a_downgrade_dated_back_raising_the_bill_is
     assert directory.profiles["acct-1"].tier_at(DECEMBER_3) == "team"  # nothing saved
 
 
+def test_given_a_downgrade_dated_back_two_months_then_the_month_over_it_re_rates_is_checked_and_named() -> None:
+    """D150 amended (up3), the downgrade side: run Dec 3 12:00, Team since Oct 1, $40 hard limit, 62,000 video
+    minutes in November, none in December; `--at` Oct 10 to Personal takes effect Nov 1, re-rating November (over,
+    not invoiced) and December. November as Team: $29.00 + 12,000 x $0.00072 ($8.64) = $37.64; as Personal (no fee,
+    5,000 included): 57,000 x $0.00072 = $41.04 >= $40. December as Personal: $0.00. Refused naming November (was
+    accepted: only December was read), nothing saved."""
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", datetime(2026, 10, 1, tzinfo=UTC), TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 62_000}})
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 10)), "acct-1", "personal",
+            datetime(2026, 10, 10, tzinfo=UTC), month=month, read_at=DECEMBER_3,
+        )  # fmt: skip
+    assert str(refused.value) == (
+        "changing to personal: hard limit $40 is not above $41.04, November 2026's bill re-rated with the change (in "
+        "effect since 2026-11-01 00:00 UTC; $37.64 before the change): the month is over, not yet invoiced, and its "
+        "invoice would pass the limit; raise the hard limit above $41.04, or clear it, before changing tier"
+    )
+    assert directory.profiles["acct-1"].tier_at(DECEMBER_3) == "team"  # nothing saved
+
+
 def test_given_a_downgrade_taking_effect_after_the_clock_then_the_limits_set_before_it_never_refuse_it() -> None:
     """The same account and usage, run Nov 28: the downgrade takes effect Dec 1, not yet begun; nothing of December
     is re-rated now (December's usage is then rated as Personal from its first minute), so it is accepted."""
@@ -626,6 +703,17 @@ def test_given_the_cli_dating_an_upgrade_into_an_earlier_month_then_exit_2_namin
     assert shown["tiers"] == [{"from": "2026-11-01T00:00:00+00:00", "tier": "personal"}]  # nothing saved
 
 
+def _enterprise_at_150() -> Catalog:
+    """The shipped catalog with Enterprise's monthly fee at $150 (shipped: $99), for ``main(argv, catalog)``."""
+    shipped = default_catalog().for_period(Period(2026, 11))
+    return Catalog([
+        shipped.model_copy(update={"tiers": tuple(
+            tier.model_copy(update={"monthly_fee": Decimal("150")}) if tier.id == "enterprise" else tier
+            for tier in shipped.tiers
+        )})
+    ])  # fmt: skip
+
+
 def test_given_the_cli_run_with_its_own_catalog_then_a_tier_change_is_checked_against_that_catalogs_fees(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -633,13 +721,7 @@ def test_given_the_cli_run_with_its_own_catalog_then_a_tier_change_is_checked_ag
     shipped one. A catalog whose Enterprise fee is $150 (shipped: $99): Team, $120 hard limit, no usage, run Nov 20,
     `change-tier enterprise`: $120 is not above $150.00 - exit 2 naming that fee, Team kept (was exit 0: checked
     against $99 < $120)."""
-    shipped = default_catalog().for_period(Period(2026, 11))
-    dearer = Catalog([
-        shipped.model_copy(update={"tiers": tuple(
-            tier.model_copy(update={"monthly_fee": Decimal("150")}) if tier.id == "enterprise" else tier
-            for tier in shipped.tiers
-        )})
-    ])  # fmt: skip
+    dearer = _enterprise_at_150()
     table = stack.template.physical_name("UsageTable")
     assert main(["account", "create", "--account", "acct_a", "--tier", "team", "--signup", "2026-11-01T00:00Z",
                  "--usage-table", table], dearer) == 0  # fmt: skip
@@ -653,6 +735,24 @@ def test_given_the_cli_run_with_its_own_catalog_then_a_tier_change_is_checked_ag
     )
     shown = _cli(capsys, table, "show", "--account", "acct_a")
     assert shown["tiers"] == [{"from": "2026-11-01T00:00:00+00:00", "tier": "team"}]  # nothing saved
+
+
+def test_given_the_cli_run_with_its_own_catalog_then_a_budget_is_checked_against_that_catalogs_fees(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review (up2) 4, the other caller: `account budget` under ``main(argv, catalog)`` with Enterprise at $150
+    checked the limit against the shipped $99. Enterprise account, run Nov 20, `--hard-limit-usd 120`: $120 is not
+    above $150.00 - exit 2 naming that fee, nothing saved (was exit 0, $120 saved)."""
+    dearer = _enterprise_at_150()
+    table = stack.template.physical_name("UsageTable")
+    assert main(["account", "create", "--account", "acct_a", "--tier", "enterprise", "--signup", "2026-11-01T00:00Z",
+                 "--usage-table", table], dearer) == 0  # fmt: skip
+    capsys.readouterr()
+    with time_machine.travel(datetime(2026, 11, 20, tzinfo=UTC), tick=False), pytest.raises(SystemExit) as exited:
+        main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "120", "--usage-table", table], dearer)
+    assert exited.value.code == 2
+    assert "hard limit $120 is not above the fixed monthly fee of $150.00" in capsys.readouterr().err
+    assert _cli(capsys, table, "show", "--account", "acct_a")["hard_limit_usd"] is None  # nothing saved
 
 
 def test_given_the_usage_read_failing_when_the_cli_changes_tier_then_exit_4_with_one_line(

@@ -147,14 +147,15 @@ def check_tier_change(
     mid-month prorates the old tier's allowances and fee, so the usage so far is re-rated upward, and a limit the
     bill then reaches would stop every call at once. A change that does not raise it (a downgrade, which takes
     effect at the next period start) is refused only once in effect at ``read_at`` (an ``--at`` in an earlier month):
-    then the clock month's bill re-rated with it must stay under the hard limit (``_check_in_effect``, D150 amended).
+    then the bills of the months it re-rates, to the clock's, are checked (``_check_in_effect``, D150 amended).
     ``read_at``: the clock when the
     usage is read (default ``now``); open sessions count up to the later of the two: a past change (the CLI's
     ``--at``) to now, what enforcement reads once it is saved; a future one on to its date, since saving it shrinks
     the old tier's allowance at once and the bill must stay under the limit until it takes effect. A change dated in
-    a month already over at ``read_at`` is not checked against that month's bill (nothing of a closed month is
-    enforced: ``hard_limit_reached`` reads the clock's month), but the clock's month, which it sets whole to the new
-    tier, is: its bill to ``read_at`` re-rated with it, the refusal naming the month (D150 amended (up)). With the
+    a month already over at ``read_at`` (over, not invoiced: ``check_not_invoiced`` refuses a change in an invoiced
+    one first) is checked on every month it re-rates, from its own to the clock's, which it sets whole to the new
+    tier: each bill to ``read_at`` re-rated with it, by the same rule, the refusal naming the month (D150 amended
+    (up), (up3): the hard limit is the customer's maximum for a month's bill, invoiced or still running). With the
     limit already reached before the change (read at ``read_at``) a change is refused only when it makes the bill
     higher, the message saying the limit is reached already (calls are stopped), not that the change would reach
     it; one lowering or keeping that bill is accepted (``_reaches``, D150 amended (up2))."""
@@ -176,8 +177,8 @@ def check_tier_change(
         return
     clock = ensure_utc(read_at) if read_at is not None else at
     if Period.containing(clock).key > period.key:
-        # the change's month (and any between) is over: its bill stops nothing. The clock's month, still open, is
-        # set whole to the new tier by it (its fee and allowances): that bill is checked (D150 amended (up))
+        # the change's month (and any between) is over, not invoiced: its invoice is checked; the clock's month,
+        # still open, is set whole to the new tier by it (its fee and allowances): checked too (D150 (up), (up3))
         _check_in_effect(before, after, clock, month, catalog, upgrade=True)
         return
     to_ms = int(max(at, clock).timestamp() * 1000)  # a past change: to now; a future one: on to its date
@@ -216,25 +217,57 @@ def _check_in_effect(
     upgrade: bool = False,
 ) -> None:
     """D150 amended (e2d) for a change that does not raise the fee: one already in effect at ``clock`` (a downgrade
-    dated back with ``--at`` takes effect at a month start that may be past) re-rates the clock month's bill at once,
-    enforcement reading it from the next batch; refused when that bill, to ``clock``, reaches the hard limit while
-    the bill without the change did not, or, the limit already reached, is higher than it (``_reaches``, D150
-    amended (up2)). ``upgrade`` (D150 amended (up)): an upgrade dated into an earlier month, which sets the clock's
-    month whole to the new tier, the refusal naming the month."""
+    dated back with ``--at`` takes effect at a month start that may be past) re-rates the bills of the months from
+    the one it takes effect in to the clock's, each read to ``clock``; refused when one of them reaches the hard limit
+    while the bill without the change did not, or, the limit already reached, is higher than it (``_reaches``, D150
+    amended (up2)), the earliest such month named. ``upgrade`` (D150 amended (up)): an upgrade dated into an earlier
+    month, which sets the clock's month whole to the new tier. A month before the clock's is over but not invoiced
+    (a change dated in an invoiced one is refused before, ``accounts.check_not_invoiced``, and periods are invoiced
+    in order): its invoice is the bill checked (D150 amended (up3)). The months read are those from the change to the
+    clock's - the account's months since its last invoice, one or two - each by the same ``month_to_date`` re-rating
+    under ``after`` and ``before``, the latter only when the former reaches the limit."""
     hard = after.hard_limit_usd
-    if hard is None or not any(change.at <= clock for change in after.changes if change not in before.changes):
+    added = [change.at for change in after.changes if change not in before.changes and change.at <= clock]
+    if hard is None or not added:
         return
-    period = Period.containing(clock)
-    book = (catalog or default_catalog()).for_period(period)
+    current = Period.containing(clock)
     clock_ms = int(clock.timestamp() * 1000)
-    bill = month_to_date(month, after.account_id, period.key, clock_ms, book, profile=after).rated.total
-    if bill < hard:
-        return
-    was = month_to_date(month, before.account_id, period.key, clock_ms, book, profile=before).rated.total
-    if not _reaches(was, bill, hard):
-        return
+    period = Period.containing(min(added))
+    while period.key <= current.key:
+        book = (catalog or default_catalog()).for_period(period)
+        bill = month_to_date(month, after.account_id, period.key, clock_ms, book, profile=after).rated.total
+        if bill >= hard:
+            was = month_to_date(month, before.account_id, period.key, clock_ms, book, profile=before).rated.total
+            if _reaches(was, bill, hard):
+                _refuse_in_effect(after, clock, period, hard, bill, was, upgrade=upgrade)
+        period = period.next()
+
+
+def _refuse_in_effect(
+    after: AccountProfile,
+    clock: datetime,
+    period: Period,
+    hard: Decimal,
+    bill: Decimal,
+    was: Decimal,
+    *,
+    upgrade: bool,
+) -> None:
+    """``_check_in_effect``'s refusal for ``period``'s bill, worded for the clock's month (calls stopped) or for a
+    month already over (its invoice past the limit)."""
     tier = after.tier_at(clock)
-    since = f"in effect since {max(c.at for c in after.changes if c.at <= clock):%Y-%m-%d %H:%M} UTC"
+    raise_it = f"raise the hard limit above ${money_str(bill)}, or clear it, before changing tier"
+    since_at = max(c.at for c in after.changes if c.at <= clock and c.at < period.end)
+    since = f"in effect since {since_at:%Y-%m-%d %H:%M} UTC"
+    if period != Period.containing(clock):
+        outcome = (
+            "its invoice would pass the limit" if was < hard else "its invoice, over the limit already, would be raised"
+        )
+        raise InvalidBudgetError(
+            f"changing to {tier}: hard limit ${hard} is not above ${money_str(bill)}, {period.start:%B %Y}'s bill "
+            f"re-rated with the change ({since}; ${money_str(was)} before the change): the month is over, not yet "
+            f"invoiced, and {outcome}; {raise_it}"
+        )
     if upgrade:
         whose, since = f"{period.start:%B %Y}'s", f"{since}, {tier}'s fee and allowances for the whole month"
     else:
@@ -243,7 +276,7 @@ def _check_in_effect(
     raise InvalidBudgetError(
         f"changing to {tier}: hard limit ${hard} is not above ${money_str(bill)}, {whose} bill so far re-rated "
         f"with the change ({since}; ${money_str(was)} before the change): the limit {reached} and every call "
-        f"stopped; raise the hard limit above ${money_str(bill)}, or clear it, before changing tier"
+        f"stopped; {raise_it}"
     )
 
 
@@ -272,10 +305,19 @@ def _above_fees(
             )
 
 
-def set_budget(directory: AccountDirectory, account_id: str, change: BudgetChange) -> AccountProfile:
+def set_budget(
+    directory: AccountDirectory,
+    account_id: str,
+    change: BudgetChange,
+    *,
+    now: datetime | None = None,
+    catalog: Catalog | None = None,
+) -> AccountProfile:
     """Change an account's budget (``kilo-billing account budget``; later the account API). Rating announces the soft
-    percentages from its next batch on; the hard level is enforced from the next threshold event (docs/alerts.md)."""
-    return update_profile(directory, account_id, lambda profile: apply_budget(profile, change))
+    percentages from its next batch on; the hard level is enforced from the next threshold event (docs/alerts.md).
+    ``now`` and ``catalog`` as ``apply_budget``'s: the fees the limits must stay above are the caller's catalog's (the
+    CLI's own, D150 amended (up3)), the shipped one by default."""
+    return update_profile(directory, account_id, lambda profile: apply_budget(profile, change, now, catalog))
 
 
 def _weight(day: date, weights: Sequence[Decimal]) -> Fraction:
