@@ -14,8 +14,9 @@ nothing voided. Storage wrongly configured is bad input, not unavailable: a tabl
 (``AccessDeniedException``) exits 2 with one line naming the command's table and bus settings - a rerun would fail
 the same way, so a script retrying on 4 does not loop. ``crypto assign``, ``crypto resolve``, ``rating replay
 --apply`` and ``invoice run`` write, then publish: they ask for the bus (``DescribeEventBus``, bus.py) before any write,
-and one that does not exist exits 2 "fix --event-bus", nothing written (EventBridge has been reported to accept
-PutEvents to a bus that does not exist: the events would be lost without an error). An event the bus did not take
+and one that does not exist exits 2 "fix --event-bus", access to it denied exits 2 naming ``events:DescribeEventBus``,
+nothing written (EventBridge has been reported to accept PutEvents to a bus that does not exist: the events would be
+lost without an error; a bus in another account, by ARN, is refused by the check). An event the bus did not take
 (``PublishError``) after the command wrote - ``crypto assign`` or ``crypto resolve`` saved the decision, and a rerun
 is refused - exits 2 "fix the credentials' permissions" for access denied (``AccessDeniedException``, an entry's
 ``NotAuthorizedForSource/DetailTypeException``), 2 "fix --event-bus" for a bus that does not exist (moto's answer) or
@@ -26,9 +27,11 @@ calls non-retryable) - refused again each time it is sent, so that line says not
 anything else (expired credentials, throttled, an entry's ``InternalFailure``), with one line saying it is saved,
 which event was not sent and what re-sends it (a paid bill's ``CryptoBillSettled.v1``/``CryptoCreditAdded.v1``: the
 next crypto watcher run; an assignment's ``CryptoPaymentSeen.v1``: nothing - the line says whether it was sent, read
-back from the payment's ``announced``, and when it was not, that the bill's was not either), never "rerun"; after
+back from the payment's ``announced``, and when it was not, that the bill's was not either; not read back, both
+cases), never "rerun"; after
 ``rating replay --apply`` the line says to rerun after 15 minutes (the messages received are hidden that long,
-``replay.APPLY_VISIBILITY_SECONDS``) but for the event itself refused. Exit 1: ``invoice run`` when closing an
+``replay.APPLY_VISIBILITY_SECONDS``) - the event itself refused too, for the other messages received: the refused
+event's message stays on the queue and stops a run that receives it again. Exit 1: ``invoice run`` when closing an
 account's period failed (its row carries the error; the other accounts are closed), and ``rating replay --apply``
 when a message was not replayed (a problem or rejected: its row says which).
 """
@@ -80,7 +83,10 @@ def _configuration_problem(code: str, args: argparse.Namespace) -> str:
 
 def _not_published(
     prog: str,
-    raised: PublishError | crypto.AssignmentNotPublishedError | bus.EventBusNotFoundError,
+    raised: PublishError
+    | crypto.AssignmentNotPublishedError
+    | bus.EventBusNotFoundError
+    | bus.EventBusAccessDeniedError,
     args: argparse.Namespace,
 ) -> int:
     """One line on stderr and the exit status for an event the bus did not take (``PublishError``), raised after the
@@ -93,9 +99,12 @@ def _not_published(
     refused again: ``_refused_line``); anything else (throttled, expired credentials, an entry's ``InternalFailure``)
     exits 4. ``crypto assign`` raises its
     ``AssignmentNotPublishedError``: the publisher's error and whether the payment's own event was sent. The bus not
-    found when asked for before any write (``bus.EventBusNotFoundError``) is ``_bus_not_found``'s line."""
+    found when asked for before any write (``bus.EventBusNotFoundError``) is ``_bus_not_found``'s line, access to it
+    denied (``bus.EventBusAccessDeniedError``) ``_bus_denied``'s."""
     if isinstance(raised, bus.EventBusNotFoundError):
         return _bus_not_found(prog, raised, args)
+    if isinstance(raised, bus.EventBusAccessDeniedError):
+        return _bus_denied(prog, raised, args)
     assigned = raised if isinstance(raised, crypto.AssignmentNotPublishedError) else None
     exc = assigned.error if assigned is not None else raised
     seen_sent = assigned.seen_sent if assigned is not None else None
@@ -136,6 +145,18 @@ def _bus_not_found(prog: str, exc: bus.EventBusNotFoundError, args: argparse.Nam
     print(
         f"{prog}: the event bus {bus_name!r} was not found ({exc}): nothing was written; fix --event-bus {bus_name!r} "
         "(or EVENT_BUS_NAME), then rerun",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
+def _bus_denied(prog: str, exc: bus.EventBusAccessDeniedError, args: argparse.Namespace) -> int:
+    """The credentials may not ask for the bus before the command writes: AWS's message, which names the action, is
+    dropped by ``aws.map_error``, so the line names it (exit 2, nothing written)."""
+    print(
+        f"{prog}: access denied asking for the event bus {args.event_bus!r} ({exc}): the credentials need "
+        "events:DescribeEventBus on it (asked for before any write): nothing was written; fix the credentials' "
+        "permissions, then rerun",
         file=sys.stderr,
     )
     return EXIT_USAGE
@@ -218,6 +239,16 @@ def _refused_line(reason: str, args: argparse.Namespace, seen_sent: bool | None)
             f"(CryptoBillSettled.v1 or CryptoCreditAdded.v1) was not ({reason}): a rerun is refused (already "
             f"attributed); {never} (the crypto watcher's runs too): nothing re-sends it - report it"
         )
+    if args.command == "crypto" and args.crypto_command == "assign" and seen_sent is None:
+        # the payment not read back: the refused one is either the payment's (then the bill's was never sent, and the
+        # watcher sends it) or, the payment's sent, the bill's (refused again on each watcher run)
+        return (
+            f"crypto assign {args.payment_id}: saved; an event was not sent ({reason}) and the payment could not be "
+            f"read back to say which: a rerun is refused (already attributed); {never}: either the "
+            "CryptoPaymentSeen.v1 (nothing re-sends it - tell the customer; the next crypto watcher run sends the paid "
+            "bill's event, if any) or, that one sent, the paid bill's event (CryptoBillSettled.v1 or "
+            "CryptoCreditAdded.v1: the crypto watcher's runs are refused too) - report it"
+        )
     if args.command == "crypto" and args.crypto_command == "assign":
         # the refused one is the payment's (sent first): the bill's was never sent, so the watcher sends it
         return (
@@ -231,9 +262,14 @@ def _refused_line(reason: str, args: argparse.Namespace, seen_sent: bool | None)
             f"crypto resolve {args.payment_id}: saved; its event was not sent ({reason}): a rerun is refused (not in "
             f"review); {never} (the crypto watcher's runs too): nothing re-sends it - report it"
         )
+    # ``rating replay --apply``: the run stopped at the refused message, which stays on the queue (deleted only once
+    # rated; its rerun re-publishes the refused event); the others received stay hidden ``APPLY_VISIBILITY_SECONDS``
+    minutes = replay.APPLY_VISIBILITY_SECONDS // 60
     return (
         f"an event was not sent ({reason}): what was written before it stays; {never} (a rerun too): nothing "
-        "re-sends it - report it"
+        "re-sends it - report it; its message stays on the queue (not deleted), and a run that receives it stops on "
+        f"it again; the other messages received and not replayed are visible on the queue again after {minutes} "
+        "minutes: rerun then for them"
     )
 
 
@@ -524,7 +560,12 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
                 _print_projection(console, projection)
     except (UnknownTierError, ProjectionError, ValueError) as exc:
         parser.error(str(exc))
-    except (bus.EventBusNotFoundError, PublishError, crypto.AssignmentNotPublishedError) as exc:
+    except (
+        bus.EventBusNotFoundError,
+        bus.EventBusAccessDeniedError,
+        PublishError,
+        crypto.AssignmentNotPublishedError,
+    ) as exc:
         # the bus not found before any write (bus.py: nothing written), or an event not taken after the command wrote:
         # one line saying what is saved, no traceback
         return _not_published(parser.prog, exc, args)
