@@ -55,6 +55,18 @@ def test_given_a_pending_row_of_another_limit_then_an_early_event_with_no_day_re
     assert rechecks.due("2026-11", NOV_2_1424, 10) == []
 
 
+def test_given_the_row_replaced_between_the_runs_read_and_its_mark_then_the_mark_fails_and_the_new_row_stays(
+    rechecks: ForecastRechecks,
+) -> None:
+    rechecks.plan(row("acct_t"), 0)  # $36, no day
+    read = rechecks.due("2026-11", NOV_2_1424, 10)  # the run's read: the $36 row (its message is sent now)
+    forty = ForecastRecheck("acct_t", "2026-11", NOV_2_1424, "budget", "40")
+    rechecks.plan(forty, 1)  # the $40 event's plan lands before the mark
+    assert rechecks.queued(read[0], 2) is False  # the $36 row's mark does not take the $40 row
+    assert rechecks.due("2026-11", NOV_2_1424, 10) == [forty]  # still pending: the next run queues it
+    assert rechecks.queued(forty, 3) is True
+
+
 def test_given_rows_due_then_the_earliest_of_the_month_first_bounded_and_queued_once(
     rechecks: ForecastRechecks,
 ) -> None:

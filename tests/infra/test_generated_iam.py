@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from cfnlint.api import ManualArgs, lint
 
+from kilo_alerts.rechecks import RUN_INTERVAL_SECONDS
 from tests.infra.conftest import ACCOUNT, REGION, Transformed
 
 ARN = f"{REGION}:{ACCOUNT}"
@@ -575,11 +576,17 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
     ]
 
 
+RECHECK_MARK_WRITES = ["pk", "sk", "status", "queued_at_ms", "recheck_period", "recheck_due_ms"]
+RECHECK_MARK_CONDITION_READS = ["limit_name", "limit", "forecast_day"]  # fb3: the row read, not one replaced since
+
+
 def test_given_the_operator_checks_role_then_its_only_alerts_table_update_marks_a_forecast_recheck_queued(
     transformed: Transformed,
 ) -> None:
     """D-fb-1: the run queuing the forecast's re-checks sets a row's status and time and removes the sparse index's
-    keys (its condition names `recheck_due_ms`), nothing else; it reads the index only by Query."""
+    keys (its condition names `recheck_due_ms`), nothing else; it reads the index only by Query. fb3: the mark's
+    condition also reads the row's limit and day (the row read, not one replaced since) - named in the grant, as a
+    request's attributes include its condition's (D223)."""
     statements = role_statements(transformed, "OperatorChecksFunctionRole")
     updates = [s for s in statements if "dynamodb:UpdateItem" in _listed(s["Action"])]
     assert [(s["Resource"], s.get("Condition")) for s in updates] == [
@@ -587,7 +594,7 @@ def test_given_the_operator_checks_role_then_its_only_alerts_table_update_marks_
             ALERTS_TABLE,
             {
                 "ForAllValues:StringEquals": {
-                    "dynamodb:Attributes": ["pk", "sk", "status", "queued_at_ms", "recheck_period", "recheck_due_ms"]
+                    "dynamodb:Attributes": [*RECHECK_MARK_WRITES, *RECHECK_MARK_CONDITION_READS]
                 }
             },
         )
@@ -612,6 +619,8 @@ def test_given_the_alerts_table_then_the_forecast_rechecks_due_index_is_keyed_by
     ]
     schedule = transformed.resources["OperatorChecksFunctionForecastRechecks"]["Properties"]
     assert schedule["ScheduleExpression"] == "rate(15 minutes)"
+    # the run's own idea of its interval (the month's last run, its spread's cap) is the schedule's
+    assert schedule["ScheduleExpression"] == f"rate({RUN_INTERVAL_SECONDS // 60} minutes)"
     assert '"check": "forecast"' in schedule["Target"]["Input"]
     # the run's bound (100 a run: at most 4 x 100 = 400 an hour) and the spread over its 15 minutes (900 s)
     variables = transformed.resources["OperatorChecksFunction"]["Properties"]["Environment"]["Variables"]

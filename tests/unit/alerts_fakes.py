@@ -306,7 +306,11 @@ class InMemoryForecastRechecks:
 
     def queued(self, recheck: ForecastRecheck, at_ms: int) -> bool:
         key = (recheck.account_id, recheck.period)
-        if key not in self.pending:
+        found = self.rows.get(key)
+        same = found is not None and (found.limit_name, found.limit, found.forecast_day) == (
+            recheck.limit_name, recheck.limit, recheck.forecast_day
+        )  # fmt: skip
+        if key not in self.pending or not same:  # another run marked it, or the row was replaced since read
             return False
         self.pending.discard(key)
         return True

@@ -261,3 +261,90 @@ def test_the_months_last_run_counts_the_rechecks_it_leaves_pending() -> None:
         store.plan(row, 0)
     assert queue_due(store, queue, ms(datetime(2026, 11, 30, 23, 40, tzinfo=UTC)), 1, 0) == RecheckRun((rows[0],), 0)
     assert queue_due(store, queue, ms(datetime(2026, 11, 30, 23, 50, tzinfo=UTC)), 1, 0) == RecheckRun((rows[1],), 1)
+
+
+class ReplacedBetweenReadAndMark(InMemoryForecastRechecks):
+    """The alerts function's plan of ``between`` lands between the run's read (or a stale index read) and its mark."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.between: list[ForecastRecheck] = []
+
+    def due(self, period: str, now_ms: int, limit: int) -> list[ForecastRecheck]:
+        found = super().due(period, now_ms, limit)
+        for row in self.between:
+            self.plan(row, now_ms)
+        self.between = []
+        return found
+
+
+def test_given_the_row_replaced_between_the_runs_read_and_its_mark_then_the_next_run_queues_the_new_one() -> None:
+    # $36 row (no day) planned at 09:30; the run at 14:24 reads it; the $40 row replaces it before the mark (its
+    # event's clock read before 14:24). The $36 message sends nothing (the limit changed); the mark of the $36 row
+    # fails (the row is the $40's), so the $40 row stays pending and the run at 14:39 queues it. $40 needs 65,271
+    # minutes (the budget change test); at 14:39 the 3,000 minutes are over Sat/Sun 0.4 + 14 h 39 min of Monday
+    # (14.65 / 24 = 0.610417): 1.010417 weekdays, 3,000 / 1.010417 = 2,969.07 a weekday; to the end of Thu 26
+    # (21.8 weekdays: 18 weekdays + 4 Sundays and 3 Saturdays x 0.4 to Wed 25, + 1) 64,725.8 < 65,271, to the end
+    # of Fri 27 (22.8) 67,694.8 >= 65,271: "around Friday 27 November" on `forecast`, sent once over the runs at
+    # 14:24, 14:39 and 14:54 (before the fix: nothing, the $40 row marked queued by the $36 row's message).
+    store = ReplacedBetweenReadAndMark()
+    ports = replace(with_rechecks(TEAM_36, month(TEAM_36, 50)), rechecks=store)
+    at = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    handle_event(*event(TEAM_36, "2026-11", "29.00", 80, at), ports, POLICY, ms(at))
+    store.between = [ForecastRecheck("acct_t", "2026-11", ms(MON_2_NOV_1424), "budget", "40", "")]
+    forty = replace(TEAM_36, budget_usd=Decimal(40))
+    ports = replace(with_rechecks(forty, month(forty, 3_000)), rechecks=store, ledger=ports.ledger)
+    sent = []
+    for minute in (0, 15, 30):
+        queue = RecordingRecheckQueue()
+        now = ms(MON_2_NOV_1424) + minute * 60_000
+        queue_due(store, queue, now, 100, 0)
+        for found, _ in queue.sent:
+            sent += forecasts(handle_event(FORECAST_DUE, found.detail(), ports, POLICY, now))
+    assert sent == [("forecast", "Friday 27 November", "$29.00")]
+
+
+def test_the_months_last_run_spreads_its_delays_over_the_seconds_left_in_the_month() -> None:
+    # 3 rows due, the month's last run at Mon 30 Nov 23:50 with the template's 900 s spread: 600 s are left in
+    # November (23:50 -> 00:00), so the spread is 600: delays 0 x 600 / 3 = 0, 1 x 600 / 3 = 200, 2 x 600 / 3 = 400
+    # (the last at 23:56:40, in November; uncapped it would be 600, at 00:00 Tue 1 Dec, where the re-check of
+    # November sends nothing). All 3 queued, none left pending: dropped 0.
+    store, queue = InMemoryForecastRechecks(), RecordingRecheckQueue()
+    for n in "abc":
+        store.plan(
+            ForecastRecheck(f"acct_{n}", "2026-11", ms(datetime(2026, 11, 30, 10, tzinfo=UTC)), "budget", "36"), 0
+        )
+    run = queue_due(store, queue, ms(datetime(2026, 11, 30, 23, 50, tzinfo=UTC)), 3, 900)
+    assert [d for _, d in queue.sent] == [0, 200, 400]
+    assert (len(run.queued), run.dropped) == (3, 0)
+
+
+class StaleIndex(InMemoryForecastRechecks):
+    """The index's second read (eventually consistent) still lists the rows the run has just marked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[list[ForecastRecheck]] = []
+
+    def due(self, period: str, now_ms: int, limit: int) -> list[ForecastRecheck]:
+        pending = set(self.pending)
+        self.pending = {(r.account_id, r.period) for r in self.rows.values()} if self.reads else pending
+        found = super().due(period, now_ms, limit)
+        self.pending = pending
+        self.reads.append(found)
+        return found
+
+
+def test_the_months_last_run_does_not_count_as_dropped_the_rows_it_marked_though_the_index_lists_them() -> None:
+    # a, b and c due Mon 30 Nov 10:00, at most 2 a run, the month's last run at 23:50: a and b queued; the stale
+    # second read lists a, b and c (the index has not yet dropped the marks' keys): dropped 3 - 2 marked = 1 (c).
+    store, queue = StaleIndex(), RecordingRecheckQueue()
+    rows = [
+        ForecastRecheck(f"acct_{n}", "2026-11", ms(datetime(2026, 11, 30, 10, tzinfo=UTC)), "budget", "36")
+        for n in "abc"
+    ]
+    for row in rows:
+        store.plan(row, 0)
+    run = queue_due(store, queue, ms(datetime(2026, 11, 30, 23, 50, tzinfo=UTC)), 2, 0)
+    assert run == RecheckRun((rows[0], rows[1]), 1)
+    assert store.reads[1] == rows  # the stale read lists the 2 marked too: read up to 2 + 2 rows, the marked left out

@@ -584,9 +584,20 @@ class DynamoForecastRechecks:
                 TableName=self._table,
                 Key=items.recheck_key(recheck.account_id, recheck.period),
                 UpdateExpression="SET #s = :queued, queued_at_ms = :now REMOVE recheck_period, recheck_due_ms",
-                ConditionExpression="attribute_exists(recheck_due_ms)",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues=to_item({":queued": items.RECHECK_QUEUED, ":now": at_ms}),
+                # the row read, still pending: one replaced since (another limit or day) stays for the next run
+                # (no day said: the row has no forecast_day - an empty string is not written)
+                ConditionExpression="attribute_exists(recheck_due_ms) AND limit_name = :name AND #limit = :limit AND "
+                + ("forecast_day = :day" if recheck.forecast_day else "attribute_not_exists(forecast_day)"),
+                ExpressionAttributeNames={"#s": "status", "#limit": "limit"},
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":queued": items.RECHECK_QUEUED,
+                        ":now": at_ms,
+                        ":name": recheck.limit_name,
+                        ":limit": recheck.limit,
+                        ":day": recheck.forecast_day,  # left out when empty
+                    }
+                ),
             )
         except ConditionFailedError:
             return False

@@ -79,7 +79,8 @@ class ForecastRechecks(Protocol):
         ...
 
     def queued(self, recheck: ForecastRecheck, at_ms: int) -> bool:
-        """Mark ``recheck`` queued (no longer pending) unless another run did; false then."""
+        """Mark ``recheck`` queued (no longer pending) unless another run did or the row is no longer the one read
+        (replaced since: another limit or day - it stays pending for the next run); false then."""
         ...
 
 
@@ -97,19 +98,26 @@ def queue_due(
 ) -> RecheckRun:
     """The operator checks' run: the current month's re-checks due by ``now_ms``, at most ``per_run``, each sent with
     a delay of its rank x ``spread_seconds`` / their number (the alerts function gets them spread over the run's
-    interval, not all at the base's one instant), then marked queued; only those this run marked count (one another
+    interval, not all at the base's one instant; on the month's last run over the seconds left in the month), then
+    marked queued if the row is still the one read; only those this run marked count (one another
     run marked first was sent by it too: the alerts function's ledger claims make the second send nothing). A failure
     raises: the run is retried and what was not marked is sent again. On the month's last run (the next one,
-    ``RUN_INTERVAL_SECONDS`` later, is in another month) the month's re-checks still pending are counted as dropped."""
+    ``RUN_INTERVAL_SECONDS`` later, is in another month) the month's re-checks still pending are counted as dropped
+    (those it marked left out: the index may list them still)."""
     now = datetime.fromtimestamp(now_ms / 1000, UTC)
     period = Period.containing(now)
     found = rechecks.due(period.key, now_ms, per_run)
+    # on the month's last run a delay past midnight would reach the alerts function in the next month (nothing sent)
+    spread = max(0, min(spread_seconds, (int(period.end.timestamp()) * 1000 - now_ms) // 1000))
     queued = []
     for rank, recheck in enumerate(found):
-        queue.send(recheck, rank * spread_seconds // len(found))
+        queue.send(recheck, rank * spread // len(found))
         if rechecks.queued(recheck, now_ms):
             queued.append(recheck)
     dropped = 0
     if not period.contains(now + timedelta(seconds=RUN_INTERVAL_SECONDS)):
-        dropped = len(rechecks.due(period.key, int(period.end.timestamp()) * 1000 - 1, per_run))
+        # the index is read eventually consistent: it may still list the rows just marked - left out
+        marked = {(r.account_id, r.period) for r in queued}
+        pending = rechecks.due(period.key, int(period.end.timestamp()) * 1000 - 1, per_run + len(marked))
+        dropped = min(per_run, len([r for r in pending if (r.account_id, r.period) not in marked]))
     return RecheckRun(tuple(queued), dropped)
