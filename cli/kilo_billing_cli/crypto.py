@@ -186,6 +186,8 @@ def run(args: argparse.Namespace, console: Console) -> None:
                 "seen_at": p.seen_at.isoformat(),
                 # paid into an account of ours that is not the payment address: never matched (D341)
                 "stray": p.transfer.stray,
+                # its amount is counted in that payment already: not to assign (D91 amended (sp3))
+                **({"counted_in": p.counted_in} if p.counted_in else {}),
             }
             for p in store.unattributed()
         ]

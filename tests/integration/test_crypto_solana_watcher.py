@@ -23,7 +23,7 @@ from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.token.constants import TOKEN_PROGRAM_ID
 from spl.token.models import MintToCheckedParams, TransferCheckedParams
 
-from kilo_crypto_watch import solana
+from kilo_crypto_watch import logic, solana
 from kilo_crypto_watch.model import LockedRate, ObservedTransfer, PaymentStatus, Quote, RateReading, RunReport
 from kilo_crypto_watch.ports import (
     SIGNATURES_PAGE,
@@ -35,18 +35,21 @@ from kilo_crypto_watch.ports import (
     SolanaRpcError,
     TransactionNotFoundError,
 )
+from kilo_crypto_watch.quotes import QuotePolicy
 from kilo_crypto_watch.settlement import (
     AlreadyClaimedError,
     ClaimRefusedError,
     NotAssignableError,
     NotRefundableError,
+    Settlement,
 )
 from kilo_crypto_watch.solana import SolanaWatcher, inspect, rotation
 from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspector
+from kilo_crypto_watch.wallets import SignInPolicy
 from kilo_dev import solana_standin as standin_module
 from kilo_dev.solana_standin import SolanaStandin
 from tests.conftest import Stack
-from tests.crypto_core_fakes import Harness, bill, harness
+from tests.crypto_core_fakes import CHAINS, Harness, bill, harness
 from tests.crypto_fakes import MemoryCursorStore, MemoryPaymentSink, StaticReferences
 from tests.crypto_solana_chain import SOL, USDC, SolanaTestChain
 
@@ -1014,35 +1017,115 @@ def test_given_a_transaction_stored_as_one_net_credit_before_the_split_when_repo
     ]
 
 
-def test_given_one_bill_stored_as_one_net_credit_before_the_split_when_submitted_again_then_it_counts_once(
-    chain: SolanaTestChain, stack: Stack
-) -> None:
-    """Review (sp2) finding 2, the fast path: inv-1 ($225.00, 1.5 SOL) paid by 1.0 SOL + 0.5 SOL, the reference on
-    the first; stored before the split as one net credit of 1,500,000,000 at :0 on inv-1 ($225.00). The customer
-    submits the signature again: the new credits (:0 1,000,000,000, :1 500,000,000, both carrying the reference)
-    pass the check; before this fix :1 was matched too - 225.00 + 75.00 = $300.00 for 1.5 SOL. Now :0 keeps
-    its stored $225.00 and :1 is kept UNATTRIBUTED for the operator."""
-    h = harness(stack)
+def _submit(h: Harness, chain: SolanaTestChain, signature: str, settlement: Settlement | None = None) -> None:
+    """The API's ``submit_transaction`` of ``signature`` for acct-1's inv-1 (through ``settlement``, the harness's by
+    default: another container's is another ``Settlement`` on the same store)."""
+    settled = settlement or h.settlement
+    ports = logic.ApiPorts(
+        h.store,
+        settled,
+        h.rates,
+        {**CHAINS, "solana": chain.config()},
+        lambda _: SolanaTransactionInspector(chain.config(), references=settled),
+        QuotePolicy(),
+        SignInPolicy("x", "y"),
+    )
+    logic.submit_transaction(ports, "acct-1", "inv-1", "solana", signature)
+
+
+def _one_bill_stored_net(h: Harness, chain: SolanaTestChain) -> str:
+    """inv-1 ($225.00) asks 1.5 SOL at $150 (1,500,000,000 lamports); paid by 1.0 SOL + 0.5 SOL in one
+    transaction, the reference on the first; stored before the split as one net credit of 1,500,000,000 at :0 on
+    inv-1 (its fast-path claim then: 1.5 x 150 = $225.00). Returns the signature."""
     h.clock.now = datetime.now(UTC)
     reference = Keypair().pubkey()
     assert h.store.create_bill(bill("inv-1", "acct-1", "225.00"))
     h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", 1_500_000_000, str(reference), amount_usd="225.00"))
     signature = chain.send([_pay(chain, 1_000_000_000, reference), _pay(chain, 500_000_000)])
-    one, two = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
+    one, _ = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
     h.settlement.record(replace(one, atomic_amount=1_500_000_000), claimed_for="inv-1")
+    return signature
 
-    for credit in (one, two):
-        h.settlement.check_claim(credit, "inv-1")
-    with h.settlement.seen_together():
-        for credit in (one, two):
-            h.settlement.record(credit, claimed_for="inv-1")
+
+def test_given_one_bill_stored_as_one_net_credit_before_the_split_when_submitted_twice_then_it_counts_once(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """Review (sp2) finding 2 and review (rsp2) F1, the fast path: inv-1 stored as one net credit of 1.5 SOL at :0
+    ($225.00, ``_one_bill_stored_net``). The customer submits the signature: :0 (1,000,000,000) and :1 (500,000,000,
+    carrying the reference) pass the check; :0 keeps its stored amount and :1 is stored counted in :0, UNATTRIBUTED.
+    The client submits it again: before this fix (a note in memory checked for new credits only) the stored :1 was
+    claimed - 225.00 + 75.00 = $300.00 for 1.5 SOL; now 409, naming :0, and $225.00 (1.5 x 150) counted."""
+    h = harness(stack)
+    signature = _one_bill_stored_net(h, chain)
+
+    _submit(h, chain, signature)
+    with pytest.raises(AlreadyClaimedError, match=f"already counted in solana:{signature}:0"):
+        _submit(h, chain, signature)
 
     counted = h.store.bill("inv-1")
     assert counted is not None
     assert [(line.payment_id, line.usd) for line in counted.payments] == [(f"solana:{signature}:0", Decimal("225.00"))]
-    assert [(p.payment_id, p.transfer.atomic_amount) for p in h.store.unattributed()] == [
-        (f"solana:{signature}:1", 500_000_000)
+    assert [(p.payment_id, p.transfer.atomic_amount, p.counted_in) for p in h.store.unattributed()] == [
+        (f"solana:{signature}:1", 500_000_000, f"solana:{signature}:0")
     ]
+
+
+def test_given_the_watcher_kept_a_split_sibling_of_a_stored_net_credit_when_another_container_claims_it_then_409(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """Review (rsp2) F1 and F3: inv-1 stored as one net credit of 1.5 SOL at :0 ($225.00). The watcher reads the
+    transaction again and keeps :1 (0.5 SOL) unattributed; then the customer submits the signature once, served by
+    another container (its own ``Settlement``, nothing in memory). Before: :1 claimed, $300.00 counted. Now the
+    mark is stored with :1: 409 naming :0, $225.00 (1.5 x 150) counted."""
+    h = harness(stack)
+    signature = _one_bill_stored_net(h, chain)
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    watch.run()
+    assert [(p.payment_id, p.counted_in) for p in h.store.unattributed()] == [
+        (f"solana:{signature}:1", f"solana:{signature}:0")
+    ]
+
+    another = Settlement(h.store, h.published, CHAINS, h.rates, clock=h.clock)
+    with pytest.raises(AlreadyClaimedError, match=f"already counted in solana:{signature}:0"):
+        _submit(h, chain, signature, another)
+
+    counted = h.store.bill("inv-1")
+    assert counted is not None
+    assert [(line.payment_id, line.usd) for line in counted.payments] == [(f"solana:{signature}:0", Decimal("225.00"))]
+
+
+def test_given_a_split_sibling_counted_in_a_stored_net_credit_when_the_operator_assigns_it_then_refused_naming_it(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """Review (rsp2) F2: two bills; stored before the split as one net credit of 1.75 SOL at :0 on inv-1
+    (1.75 x 150 = $262.50). The watcher keeps :1 (0.25 SOL, carrying inv-2's reference) unattributed. The alert
+    and the operator's list say it is counted in :0; ``crypto assign(:1, acct-1, inv-2)`` is refused, saying to move
+    the amount from :0's bill. Before: accepted, 262.50 + 37.50 = $300.00 for $262.50 received."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    first, second = _two_bills(h)
+    signature = chain.send([_pay(chain, 1_500_000_000, first), _pay(chain, 250_000_000, second)])
+    at_0, _ = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
+    h.settlement.record_batch([replace(at_0, atomic_amount=1_750_000_000, references=(str(first), str(second)))])
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    watch.run()
+    net = f"solana:{signature}:0"
+    assert [(e["tx_id"], e["amount"], e["counted_in"]) for e in h.events("UnattributedCryptoPayment.v1")] == [
+        (signature, "0.25", net)  # 250,000,000 / 10^9
+    ]
+
+    with pytest.raises(NotAssignableError, match=f"already counted in {net}.*move that amount from the bill of {net}"):
+        h.settlement.assign(f"solana:{signature}:1", "acct-1", "inv-2")
+
+    bills = {invoice_id: h.store.bill(invoice_id) for invoice_id in ("inv-1", "inv-2")}
+    assert {k: [(line.payment_id, line.usd) for line in b.payments] for k, b in bills.items() if b is not None} == {
+        "inv-1": [(net, Decimal("262.50"))],  # 1.75 x 150
+        "inv-2": [],
+    }
 
 
 def test_given_usdc_paid_into_a_side_account_in_two_transfers_with_the_reference_on_the_first_then_no_reminder(

@@ -308,3 +308,52 @@ def test_given_a_zero_lamport_transfer_carrying_a_reference_beside_two_paying_on
         ("SOL", 1, PAYER, 1_000_000_000, (BILL_1,), True),
         ("SOL", 2, PAYER, 500_000_000, (BILL_1,), True),
     ]
+
+
+def test_given_a_zero_lamport_transfer_with_an_unwatched_key_beside_a_bill_paid_in_two_then_both_credits_carry_it() -> (
+    None
+):
+    """Review (rsp2) minor (b): ix0 sends 0 lamports with a key no quote watches (ELSEWHERE), ix1 1.0 SOL with bill
+    1's reference, ix2 0.5 SOL with none. The 0-amount transfer's key goes with every credit; it must not make ix2
+    "have a reference of its own" (only watched keys count there): before this fix ix2 kept only ELSEWHERE and lost
+    bill 1's reference - bill 1 counted $150 of $225 (1.0 x 150), 0.5 SOL left unattributed."""
+    tx = _one_bill_in_two(_sol_transfer(1_000_000_000, BILL_1), _sol_transfer(500_000_000), _sol_transfer(0, ELSEWHERE))
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
+
+    assert [_credit(credit) for credit in found] == [
+        ("SOL", 1, PAYER, 1_000_000_000, (BILL_1, ELSEWHERE), True),
+        ("SOL", 2, PAYER, 500_000_000, (ELSEWHERE, BILL_1), True),
+    ]
+
+
+SECOND_SIGNER = "LbUiWL3xVV8hTFYBVdbTNrpDo41NKS6o3LHHuDzjfcY"  # bytes 0x05 x 32: another party signing the transaction
+
+
+def test_given_two_signers_each_sending_a_transfer_then_the_other_partys_transfer_does_not_carry_the_reference() -> (
+    None
+):
+    """Review (rsp2) minor (a): the payer sends 1.0 SOL with bill 1's reference; a second signer sends 0.5 SOL with
+    none in the same transaction. The merchant held 1 SOL and receives 1,000,000,000 + 500,000,000 = 1,500,000,000
+    (the instructions' sum: split). The reference-less transfer is another party's: it is not the same payment's
+    other part and must not carry bill 1's reference (before this fix it did: 0.5 SOL of someone else counted for
+    bill 1)."""
+    other = Instruction(SYSTEM, (SECOND_SIGNER, MERCHANT), struct.pack("<IQ", 2, 500_000_000))
+    tx = ChainTransaction(
+        signature="two-signers",
+        slot=300,
+        block_time=None,
+        failed=False,
+        account_keys=(PAYER, SECOND_SIGNER, MERCHANT, BILL_1, SYSTEM),
+        signer_count=2,
+        instructions=(_sol_transfer(1_000_000_000, BILL_1), other),
+        pre_balances=(10_000_000_000, 5_000_000_000, 1_000_000_000, 0, 1),
+        post_balances=(8_999_995_000, 4_500_000_000, 2_500_000_000, 0, 1),  # 10 - 1 - fee; 5 - 0.5; 1 + 1.5 SOL
+    )
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
+
+    assert [_credit(credit) for credit in found] == [
+        ("SOL", 0, PAYER, 1_000_000_000, (BILL_1,), True),
+        ("SOL", 1, SECOND_SIGNER, 500_000_000, (), True),
+    ]

@@ -381,6 +381,7 @@ def payment_to_item(payment: Payment) -> Item:
             "generation": payment.generation or None,
             "archived": payment.archived or None,
             "seen_event": payment.seen_event,
+            "counted_in": payment.counted_in,
         }
     )
 
@@ -441,6 +442,7 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
         generation=int(values.get("generation", 0)),
         archived=bool(values.get("archived", False)),
         seen_event=str(values["seen_event"]) if values.get("seen_event") else None,
+        counted_in=str(values["counted_in"]) if values.get("counted_in") else None,
     )
 
 

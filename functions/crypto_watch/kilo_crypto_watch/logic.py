@@ -165,8 +165,12 @@ def submit_transaction(
         ports.settlement.record_batch(strays)  # UNATTRIBUTED, the operator alerted; the claim is refused below
     for transfer in transfers:  # every credit checked first: a refused one leaves the others unrecorded too
         ports.settlement.check_claim(transfer, bill.invoice_id)
+    counted = ports.settlement.nets(transfers)  # a net credit stored before the split counts these (D91, sp3)
     with ports.settlement.seen_together():  # one "payment seen" for the transaction's credits (D216)
-        payments = [ports.settlement.record(transfer, claimed_for=bill.invoice_id) for transfer in transfers]
+        payments = [
+            ports.settlement.record(transfer, claimed_for=bill.invoice_id, counted_in=counted.get(transfer.payment_id))
+            for transfer in transfers
+        ]
     if all(payment.status is PaymentStatus.FAILED for payment in payments):
         raise TransactionRefusedError(f"transaction {tx_id} failed on {chain.key}: nothing was paid")
     return payments

@@ -282,6 +282,10 @@ class Payment:
     # the ``CryptoPaymentSeen.v1`` it is told in, claimed before that event is published: a rerun after a crash before
     # ``announced`` publishes that event again (same id) rather than count it in another (D216)
     seen_event: str | None = None
+    # kept UNATTRIBUTED for good: its amount is counted in that payment already (a Solana transaction stored as one
+    # net credit before the split and recorded split afterwards, D91 amended (sp3)) - never matched, claimed or
+    # assigned
+    counted_in: str | None = None
 
     @property
     def payment_id(self) -> str:

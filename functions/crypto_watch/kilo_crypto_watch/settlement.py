@@ -373,6 +373,14 @@ def _failed_moved(stored: Payment, seen: ObservedTransfer) -> bool:
     return stored.status is PaymentStatus.FAILED and not stored.final and stored.transfer.inclusion != seen.inclusion
 
 
+def _counted_in(payment: Payment) -> str:
+    """Why a payment kept ``counted_in`` another is not claimed or assigned (D91, amended (sp3))."""
+    return (
+        f"payment {payment.payment_id} is already counted in {payment.counted_in} (its transaction was stored as one"
+        " net credit there before the split)"
+    )
+
+
 def _not_refunded(payment: Payment) -> None:
     """A customer's claim of a payment an operator refunded is refused: it was sent back (D341)."""
     if payment.refund_tx is not None:
@@ -460,9 +468,6 @@ class Settlement:
         self._unalerted = 0
         # the current rate per asset the alert floor values those credits at (None: refused), read once per run
         self._alert_rates: dict[Asset, Decimal | None] = {}
-        # Solana transactions (chain, signature, asset) stored as one net credit before the split (D91, amended
-        # (sp2)): their new sibling credits are kept UNATTRIBUTED, never matched, so nothing counts twice
-        self._net_before_split: set[tuple[str, str, str]] = set()
 
     def take_unalerted(self) -> int:
         """How many UNATTRIBUTED credits were kept without an operator alert (worth less than the policy's
@@ -490,20 +495,62 @@ class Settlement:
             for p in self._store.pending_payments(chain)
         ]
 
-    def record_seen(self, transfer: ObservedTransfer) -> None:
+    def record_seen(self, transfer: ObservedTransfer, counted_in: str | None = None) -> None:
         """The watchers' report: never refused. A credit settlement cannot attribute (its bill gone, no quote) is
-        kept UNATTRIBUTED for an operator, so that a watcher's run never stops on one payment."""
+        kept UNATTRIBUTED for an operator, so that a watcher's run never stops on one payment. ``counted_in``: as
+        ``record``'s."""
         try:
-            self.record(transfer)
+            self.record(transfer, counted_in=counted_in)
         except SettlementError:
-            self._retried(transfer.payment_id, lambda: self._keep_unattributed(transfer))
+            self._retried(transfer.payment_id, lambda: self._keep_unattributed(transfer, counted_in))
 
     def record_batch(self, transfers: Sequence[ObservedTransfer]) -> None:
         """The watchers' report of the credits one batch saw (an EVM scan batch, a Solana run): each recorded as by
-        ``record_seen``; the customer is told once per bill (``seen_together``)."""
+        ``record_seen`` (a new sibling of a net credit stored before the split: ``counted_in``, see ``nets``); the
+        customer is told once per bill (``seen_together``)."""
+        counted = self.nets(transfers)
         with self.seen_together():
             for transfer in transfers:
-                self.record_seen(transfer)
+                self.record_seen(transfer, counted.get(transfer.payment_id))
+
+    def nets(self, transfers: Sequence[ObservedTransfer]) -> dict[str, str]:
+        """The credits among ``transfers`` whose amount a stored payment counts already, by payment id -> that
+        payment's id. A Solana transaction is a credit per identifiable transfer (D91, amended (sp)); one stored
+        before that is one net credit (the merchant's whole delta, at its first transfer's index). Read again split
+        (a run's batch written but not its cursor, retried after the deploy; an old fast-path claim the watcher
+        lists), the stored credit of an asset in the same block with another amount than its own split credit is
+        that net credit: it stays as it is (a same-block report changes nothing), and each of the transaction's
+        credits of that asset not stored yet is its amount's part - recorded ``counted_in`` it (persisted: every
+        later path reads it). Deterministic from the store and the transaction; EVM: a log's amount never changes,
+        nothing. Reads one payment per Solana credit."""
+        by_tx: dict[tuple[str, str, str], list[tuple[ObservedTransfer, Payment | None]]] = {}
+        for transfer in transfers:
+            chain = self._chains.get(transfer.chain)
+            if chain is None or chain.kind != "solana" or not transfer.succeeded:
+                continue
+            stored = self._store.payment(transfer.payment_id)
+            by_tx.setdefault((transfer.chain, transfer.tx_id, transfer.asset), []).append((transfer, stored))
+        counted: dict[str, str] = {}
+        for group in by_tx.values():
+            net = next(
+                (
+                    stored
+                    for transfer, stored in group
+                    if stored is not None
+                    and stored.status in COUNTED
+                    and stored.counted_in is None
+                    and stored.transfer.block_hash == transfer.block_hash
+                    and stored.transfer.asset == transfer.asset
+                    and stored.transfer.atomic_amount != transfer.atomic_amount
+                ),
+                None,
+            )
+            if net is None:
+                continue
+            for transfer, stored in group:
+                if stored is None or stored.status is PaymentStatus.ORPHANED:
+                    counted[transfer.payment_id] = net.payment_id
+        return counted
 
     @contextmanager
     def seen_together(self) -> Iterator[None]:
@@ -525,7 +572,7 @@ class Settlement:
             for payments in by_bill.values():
                 self._announce_seen(payments)
 
-    def _keep_unattributed(self, transfer: ObservedTransfer) -> Payment:
+    def _keep_unattributed(self, transfer: ObservedTransfer, counted_in: str | None = None) -> Payment:
         existing = self._store.payment(transfer.payment_id)
         if (
             existing is not None
@@ -535,7 +582,12 @@ class Settlement:
             return existing
         status = PaymentStatus.SEEN if transfer.succeeded else PaymentStatus.FAILED
         kept = Payment(
-            transfer, status, self._clock(), announced=not transfer.succeeded, generation=next_generation(existing)
+            transfer,
+            status,
+            self._clock(),
+            announced=not transfer.succeeded,
+            generation=next_generation(existing),
+            counted_in=counted_in,
         )
         self._store.save(
             SettlementChange(
@@ -554,9 +606,13 @@ class Settlement:
         self._move(payment_id, PaymentStatus.ORPHANED, block_hash)
 
     # the fast path and the watchers' common entry
-    def record(self, transfer: ObservedTransfer, claimed_for: str | None = None) -> Payment:
+    def record(
+        self, transfer: ObservedTransfer, claimed_for: str | None = None, counted_in: str | None = None
+    ) -> Payment:
         """Record a credit (idempotent per payment id) and match it; ``claimed_for``: the bill a customer submitted
-        the transaction for (the fast path). A payment re-seen after an orphaning counts again."""
+        the transaction for (the fast path). A payment re-seen after an orphaning counts again. ``counted_in``: the
+        stored payment that counts this new credit's amount already (``nets``): it is kept UNATTRIBUTED with that
+        mark, never matched; one stored with it is never claimed (``AlreadyClaimedError``)."""
 
         def attempt() -> Payment:
             existing = self._store.payment(transfer.payment_id)
@@ -575,6 +631,8 @@ class Settlement:
                     return payment
                 raise ConflictError(f"payment {transfer.payment_id} changed while its id was taken over")
             if existing is not None and existing.status is not PaymentStatus.ORPHANED:
+                if claimed_for is not None and existing.counted_in is not None:
+                    raise AlreadyClaimedError(_counted_in(existing))
                 if claimed_for is not None and existing.invoice_id not in (None, claimed_for):
                     raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
                 if existing.status is PaymentStatus.SEEN and existing.transfer.inclusion != transfer.inclusion:
@@ -585,7 +643,6 @@ class Settlement:
                     payment = self._record_new(transfer, claimed_for, existing)  # it succeeded: read again
                     self._announce(payment)
                     return payment
-                self._note_net_before_split(existing, transfer)
                 if claimed_for is not None and not existing.attributed:
                     _not_refunded(existing)
                     bill = self._store.bill(claimed_for)
@@ -595,45 +652,26 @@ class Settlement:
                     return self._attribute(existing, bill, "fast_path")
                 self._announce(existing)
                 return existing
-            if existing is None and (transfer.chain, transfer.tx_id, transfer.asset) in self._net_before_split:
-                return self._keep_beside_net(transfer)
+            if counted_in is not None:
+                return self._keep_beside_net(transfer, counted_in)
             payment = self._record_new(transfer, claimed_for, existing)
             self._announce(payment)
             return payment
 
         return self._retried(transfer.payment_id, attempt)
 
-    def _note_net_before_split(self, existing: Payment, transfer: ObservedTransfer) -> None:
-        """A Solana credit reported again in the block it is stored in, with another amount: impossible since each
-        identifiable transfer is its own credit (an instruction's amount never changes) - except for a transaction
-        stored before that as one net credit (the merchant's whole delta at its first transfer's index) and read
-        again by the new code (a run's record_batch written but not its cursor, retried after the deploy; an old
-        fast-path claim the watcher lists later). The stored credit wins (it stays as it is, as any same-block
-        report); the transaction's new sibling credits of that asset, reported after it (index order), are kept
-        UNATTRIBUTED for an operator (D91, amended (sp2)). EVM: a log's amount never changes; nothing to do."""
-        chain = self._chains.get(transfer.chain)
-        if (
-            chain is not None
-            and chain.kind == "solana"
-            and existing.status is not PaymentStatus.FAILED
-            and transfer.succeeded
-            and existing.transfer.block_hash == transfer.block_hash
-            and existing.transfer.asset == transfer.asset
-            and existing.transfer.atomic_amount != transfer.atomic_amount
-        ):
-            self._net_before_split.add((transfer.chain, transfer.tx_id, transfer.asset))
-
-    def _keep_beside_net(self, transfer: ObservedTransfer) -> Payment:
-        """A new credit of a Solana transaction stored as one net credit before the split (``_note_net_before_split``):
-        its amount is in the stored credit already - kept UNATTRIBUTED (never matched, whatever its reference or the
-        bill it is submitted for), the operator alerted (or counted below the alert floor) and a warning logged."""
+    def _keep_beside_net(self, transfer: ObservedTransfer, counted_in: str) -> Payment:
+        """A new credit of a Solana transaction stored as one net credit before the split (``nets``): its amount is
+        in ``counted_in``'s already - kept UNATTRIBUTED with that mark (never matched, claimed or assigned, whatever
+        its reference or the bill it is submitted for), the operator alerted with it (or counted below the alert
+        floor) and a warning logged."""
         _LOG.warning(
-            "crypto.net_before_split: %s kept unattributed - transaction %s is stored as one net credit of %s",
+            "crypto.net_before_split: %s kept unattributed - its amount is counted in %s (one net credit of %s)",
             transfer.payment_id,
+            counted_in,
             transfer.tx_id,
-            transfer.asset,
         )
-        return self._keep_unattributed(transfer)
+        return self._keep_unattributed(transfer, counted_in)
 
     def _archive(self, displaced: Payment) -> None:
         """Keep an attributed payment whose id another credit of its transaction takes over (D168) under its own id,
@@ -713,6 +751,8 @@ class Settlement:
             if refunded is not None:  # re-mined under another id: still sent back
                 _not_refunded(refunded)
         if existing is not None and existing.status is not PaymentStatus.ORPHANED:
+            if existing.counted_in is not None:
+                raise AlreadyClaimedError(_counted_in(existing))
             if existing.invoice_id not in (None, invoice_id):
                 raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
             if existing.attributed:
@@ -747,6 +787,11 @@ class Settlement:
                 raise NotAssignableError(f"payment {payment_id} is {payment.status.value}: it pays nothing")
             if payment.refund_tx is not None:
                 raise NotAssignableError(f"payment {payment_id} was refunded by {payment.refund_tx}: it pays nothing")
+            if payment.counted_in is not None:
+                raise NotAssignableError(
+                    f"{_counted_in(payment)}: to count it for bill {invoice_id}, move that amount from the bill of"
+                    f" {payment.counted_in} (it stays unattributed)"
+                )
             bill = self._store.bill(invoice_id)
             if bill is None:
                 raise BillNotFoundError(f"no crypto bill {invoice_id!r}")
@@ -1312,8 +1357,9 @@ class Settlement:
             tx_id=transfer.tx_id,
             sender=transfer.sender,
             occurred_at=self._clock().isoformat(),
+            counted_in=payment.counted_in,
         )
-        self._publisher.publish(alert.DETAIL_TYPE, alert.model_dump(mode="json"))
+        self._publisher.publish(alert.DETAIL_TYPE, alert.model_dump(mode="json", exclude_none=True))
         self._store.mark_payment_announced(payment.payment_id)
 
     def _below_alert(self, transfer: ObservedTransfer) -> bool:

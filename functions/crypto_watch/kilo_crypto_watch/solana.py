@@ -133,8 +133,9 @@ def credits(
 
     ``watched``: active references; any of them among the transaction's keys counts as the credit's reference even
     where a wallet put it on another instruction - unless it is another credit's own reference (on that credit's
-    transfer instruction) and this credit has one of its own: then it is that credit's, not this one's (a transfer
-    with no reference beside a referenced one is the same payment's other part and carries it). In a split, a
+    transfer instruction) and this credit has a watched one of its own, or another sender: then it is that credit's,
+    not this one's (a transfer with no watched reference beside a referenced one from the same sender is the same
+    payment's other part and carries it; one another signer sent does not, D91 amended (sp3)). In a split, a
     0-amount transfer's own references go with every credit (D91, amended (sp2)).
     """
     found = [*_sol(tx, merchant), *_usdc(tx, merchant)]
@@ -142,10 +143,22 @@ def credits(
     keys_watched = tuple(key for key in tx.account_keys if key in watched)
     reported: list[ObservedTransfer] = []
     for position, (asset, index, sender, amount, references, stray) in enumerate(found):
-        others = {key for n, other in enumerate(found) if n != position for key in other[4]}
-        # another credit's own reference is that credit's - unless this one has none of its own: then it is the same
-        # payment's other part (one bill paid in two transfers, the reference on the first only) and carries it
-        keys = tuple(key for key in keys_watched if key in references or not references or key not in others)
+        # the senders of the other credits each key is on (their own references)
+        owners: dict[str, set[str]] = {}
+        for n, other in enumerate(found):
+            if n != position:
+                for key in other[4]:
+                    owners.setdefault(key, set()).add(other[2])
+        # another credit's own reference is that credit's - unless this one has no WATCHED key of its own (a
+        # 0-amount transfer's unwatched keys do not count) and that credit's sender is this one's: then it is the same
+        # payment's other part (one bill paid in two transfers, the reference on the first only) and carries it; a
+        # transfer another signer sent beside it is another party's (D91, amended (sp3))
+        unreferenced = not any(key in watched for key in references)
+        keys = tuple(
+            key
+            for key in keys_watched
+            if key in references or key not in owners or (unreferenced and owners[key] == {sender})
+        )
         reported.append(
             ObservedTransfer(
                 chain=merchant.chain,

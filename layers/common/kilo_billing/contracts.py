@@ -318,3 +318,6 @@ class UnattributedCryptoPaymentV1(ContractV1):
     tx_id: str
     sender: str
     occurred_at: str
+    # its amount is counted in that payment already (a Solana transaction stored as one net credit before the split,
+    # D91 amended (sp3)): nothing to assign - absent otherwise
+    counted_in: str | None = None
