@@ -4,7 +4,7 @@ moto; account status for the entitlement check."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
 
@@ -444,8 +444,8 @@ def test_given_a_change_dated_in_a_month_over_but_not_invoiced_then_that_months_
     """D150 amended (up3), reversing review e2 v3 (2)'s skip: run Dec 3 12:00, `--at` Nov 16 to Enterprise, Team,
     $100 hard limit, 91,667 video minutes in November. November before: $29.00 + 41,667 over x $0.00072 ($30.00024
     -> $30.00) = $59.00 < $100. Re-rated with Enterprise: Team 15/30 (25,000 included), 66,667 over = $48.00024 ->
-    $48.00, + $14.50 + $49.50 fees = $112.00 >= $100 - November is over but not invoiced: its invoice would pass the
-    limit. Refused naming November (was accepted: "refuses nothing"); December as Enterprise is the $99 fee alone."""
+    $48.00, + $14.50 + $49.50 fees = $112.00 >= $100 - November is over but not invoiced: the month's bill would
+    reach the limit. Refused naming November (was accepted: "refuses nothing"); December as Enterprise is the $99 fee alone."""
     upgrade_at, now = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 12, 3, 12, tzinfo=UTC)
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", "team", SIGNUP, TIERS)
@@ -459,7 +459,7 @@ def test_given_a_change_dated_in_a_month_over_but_not_invoiced_then_that_months_
     assert str(refused.value) == (
         "changing to enterprise: hard limit $100 is not above $112.00, November 2026's bill re-rated with the change "
         "(in effect since 2026-11-16 00:00 UTC; $59.00 before the change): the month is over, not yet invoiced, and "
-        "its invoice would pass the limit; raise the hard limit above $112.00, or clear it, before changing tier"
+        "the month's bill would reach the limit; raise the hard limit above $112.00, or clear it, before changing tier"
     )
     assert directory.profiles["acct-1"].tier_at(upgrade_at) == "team"  # nothing saved
 
@@ -639,8 +639,8 @@ def test_given_a_downgrade_dated_back_two_months_then_the_month_over_it_re_rates
         )  # fmt: skip
     assert str(refused.value) == (
         "changing to personal: hard limit $40 is not above $41.04, November 2026's bill re-rated with the change (in "
-        "effect since 2026-11-01 00:00 UTC; $37.64 before the change): the month is over, not yet invoiced, and its "
-        "invoice would pass the limit; raise the hard limit above $41.04, or clear it, before changing tier"
+        "effect since 2026-11-01 00:00 UTC; $37.64 before the change): the month is over, not yet invoiced, and the "
+        "month's bill would reach the limit; raise the hard limit above $41.04, or clear it, before changing tier"
     )
     assert directory.profiles["acct-1"].tier_at(DECEMBER_3) == "team"  # nothing saved
 
@@ -800,3 +800,95 @@ def test_given_the_cli_creating_an_account_with_a_budget_at_or_below_its_fee_the
     )
     personal = _cli(capsys, table, "create", "--account", "acct-8", "--tier", "personal", "--budget-usd", "5")
     assert personal["budget_usd"] == "5"
+
+
+OCT_1, NOV_1, DEC_1, JAN_1 = (datetime(y, m, 1, tzinfo=UTC) for y, m in ((2026, 10), (2026, 11), (2026, 12), (2027, 1)))
+
+
+def _limited(tier: str, signup: datetime, hard: str) -> InMemoryAccountDirectory:
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", tier, signup, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal(hard)))
+    return directory
+
+
+def test_each_month_its_own_book() -> None:
+    """Review (up3): each month re-rated is rated with its own price book, not the clock's. A December book with
+    markup 2.40 (video $0.00144 a minute, twice November's $0.00072). Personal since Nov 1, $40, 60,000 video minutes
+    in November, `--at` Nov 25 to Team, run Dec 3. November with ITS book: before 55,000 over x $0.00072 = $39.60;
+    with the change 56,000 over x $0.00072 = $40.32 + Team's 6/30 x $29 = $5.80 -> $46.12, refused. With December's
+    book it would read $79.20 -> $86.44 (fails so with the clock's book for every month)."""
+    shipped = default_catalog().for_period(Period(2026, 11))
+    december = shipped.model_copy(update={"effective_from": date(2026, 12, 1), "markup": Decimal("2.40")})
+    catalog = Catalog([shipped, december])
+    directory = _limited("personal", NOV_1, "40")
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(NOV_1.timestamp()), "video"): 60_000}})
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, catalog.for_period(Period(2026, 11)), "acct-1", "team", datetime(2026, 11, 25, tzinfo=UTC),
+            month=month, read_at=DECEMBER_3, catalog=catalog,
+        )  # fmt: skip
+    assert "$46.12, November 2026's bill" in str(refused.value)
+    assert "$39.60 before the change" in str(refused.value)
+
+
+def test_month_over_already_over_and_raised_wording() -> None:
+    """Team since Oct 1, $40, 70,000 video minutes in November; `--at` Oct 10 to Personal (in effect Nov 1), run
+    Dec 3. November as Team: $29 + 20,000 over x $0.00072 ($14.40) = $43.40, over the limit already; as Personal
+    (5,000 included, no fee) 65,000 x $0.00072 = $46.80, higher: refused, saying the bill is raised."""
+    directory = _limited("team", OCT_1, "40")
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(NOV_1.timestamp()), "video"): 70_000}})
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 10)), "acct-1", "personal",
+            datetime(2026, 10, 10, tzinfo=UTC), month=month, read_at=DECEMBER_3,
+        )  # fmt: skip
+    assert str(refused.value) == (
+        "changing to personal: hard limit $40 is not above $46.80, November 2026's bill re-rated with the change (in "
+        "effect since 2026-11-01 00:00 UTC; $43.40 before the change): the month is over, not yet invoiced, and the "
+        "month's bill, over the limit already, would be raised; raise the hard limit above $46.80, or clear it, "
+        "before changing tier"
+    )
+
+
+def test_month_over_already_over_and_lowered_accepted() -> None:
+    """Personal since Oct 1, $40, 70,000 video minutes in November; `--at` Oct 10 to Team, run Dec 3. October: no
+    usage, Team's fee 22/31 x $29 = $20.58 < $40; November as Personal 65,000 x $0.00072 = $46.80 (over) -> as
+    Team $29 + 20,000 x $0.00072 = $43.40, lowered: accepted (fails when a month over is refused at or past the
+    limit whatever it was before); December as Team $29.00."""
+    directory = _limited("personal", OCT_1, "40")
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(NOV_1.timestamp()), "video"): 70_000}})
+    upgraded = request_tier_change(
+        directory, default_catalog().for_period(Period(2026, 10)), "acct-1", "team",
+        datetime(2026, 10, 10, tzinfo=UTC), month=month, read_at=DECEMBER_3,
+    )  # fmt: skip
+    assert upgraded.tier_at(NOV_1) == "team"
+    assert directory.profiles["acct-1"].tier_at(NOV_1) == "team"  # saved
+
+
+def test_year_boundary_month_over_is_december() -> None:
+    """Team since Nov 1, $40, 62,000 video minutes in December 2026; `--at` Nov 10 to Personal (in effect Dec 1),
+    run Jan 3 2027: the month over is December 2026, across the year. December as Team: $29 + 12,000 x $0.00072 =
+    $37.64; as Personal 57,000 x $0.00072 = $41.04 >= $40: refused naming December 2026."""
+    directory = _limited("team", NOV_1, "40")
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(int(DEC_1.timestamp()), "video"): 62_000}})
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "personal",
+            datetime(2026, 11, 10, tzinfo=UTC), month=month, read_at=datetime(2027, 1, 3, tzinfo=UTC),
+        )  # fmt: skip
+    assert "$41.04, December 2026's bill re-rated" in str(refused.value)
+    assert "(in effect since 2026-12-01 00:00 UTC; $37.64 before the change)" in str(refused.value)
+
+
+def test_year_boundary_clock_month_january_checked() -> None:
+    """The same with the 62,000 minutes in January 2027, the clock's month: $37.64 -> $41.04, refused as this
+    month's bill (calls stopped)."""
+    directory = _limited("team", NOV_1, "40")
+    month = InMemoryMonthToDate(directory, {("acct-1", "2027-01"): {(int(JAN_1.timestamp()), "video"): 62_000}})
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "personal",
+            datetime(2026, 11, 10, tzinfo=UTC), month=month, read_at=datetime(2027, 1, 3, tzinfo=UTC),
+        )  # fmt: skip
+    assert "$41.04, this month's bill so far" in str(refused.value)

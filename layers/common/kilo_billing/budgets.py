@@ -177,7 +177,7 @@ def check_tier_change(
         return
     clock = ensure_utc(read_at) if read_at is not None else at
     if Period.containing(clock).key > period.key:
-        # the change's month (and any between) is over, not invoiced: its invoice is checked; the clock's month,
+        # the change's month (and any between) is over, not invoiced: its bill is checked; the clock's month,
         # still open, is set whole to the new tier by it (its fee and allowances): checked too (D150 (up), (up3))
         _check_in_effect(before, after, clock, month, catalog, upgrade=True)
         return
@@ -223,7 +223,7 @@ def _check_in_effect(
     amended (up2)), the earliest such month named. ``upgrade`` (D150 amended (up)): an upgrade dated into an earlier
     month, which sets the clock's month whole to the new tier. A month before the clock's is over but not invoiced
     (a change dated in an invoiced one is refused before, ``accounts.check_not_invoiced``, and periods are invoiced
-    in order): its invoice is the bill checked (D150 amended (up3)). The months read are those from the change to the
+    in order): its bill is checked all the same (D150 amended (up3)). The months read are those from the change to the
     clock's - the account's months since its last invoice, one or two - each by the same ``month_to_date`` re-rating
     under ``after`` and ``before``, the latter only when the former reaches the limit."""
     hard = after.hard_limit_usd
@@ -254,14 +254,18 @@ def _refuse_in_effect(
     upgrade: bool,
 ) -> None:
     """``_check_in_effect``'s refusal for ``period``'s bill, worded for the clock's month (calls stopped) or for a
-    month already over (its invoice past the limit)."""
+    month already over (the month's bill at or past the limit)."""
     tier = after.tier_at(clock)
     raise_it = f"raise the hard limit above ${money_str(bill)}, or clear it, before changing tier"
     since_at = max(c.at for c in after.changes if c.at <= clock and c.at < period.end)
     since = f"in effect since {since_at:%Y-%m-%d %H:%M} UTC"
     if period != Period.containing(clock):
+        # "the month's bill", not "its invoice": open sessions' minutes of a month over can reach a later invoice
+        # as adjustments; at exactly the limit the bill "reaches" it (the check is >=)
         outcome = (
-            "its invoice would pass the limit" if was < hard else "its invoice, over the limit already, would be raised"
+            "the month's bill would reach the limit"
+            if was < hard
+            else "the month's bill, over the limit already, would be raised"
         )
         raise InvalidBudgetError(
             f"changing to {tier}: hard limit ${hard} is not above ${money_str(bill)}, {period.start:%B %Y}'s bill "
