@@ -749,6 +749,8 @@ class StripeEmulator:
                 is_charge_refundable=inquiry,
                 metadata={},
             )
+            if not inquiry:  # a chargeback: its withdrawal listed on the Dispute at once
+                dispute["balance_transactions"] = [self._dispute_transaction(dispute, -1, "dispute")]
             self._store("dispute", dispute)
             self._emit("charge.dispute.created", self._view("dispute", dispute))
             if not inquiry:
@@ -766,9 +768,46 @@ class StripeEmulator:
             inquiry = str(dispute["status"]).startswith("warning_")
             dispute["status"] = "warning_closed" if inquiry else "won" if won else "lost"
             dispute["is_charge_refundable"] = inquiry  # a won chargeback: false, as the one real payload found
+            if won and not inquiry:  # the withdrawal given back: its reinstatement listed after it
+                dispute["balance_transactions"].append(self._dispute_transaction(dispute, 1, "dispute_reversal"))
             self._emit("charge.dispute.closed", self._view("dispute", dispute))
             if won and not inquiry:
                 self._emit("charge.dispute.funds_reinstated", self._view("dispute", dispute))
+
+    def _dispute_transaction(self, dispute: Json, sign: int, category: str) -> Json:
+        """A balance transaction of a Dispute's ``balance_transactions`` (stripe.BalanceTransaction's fields): the
+        withdrawal (``sign`` -1: ``amount`` negative, Stripe's 15.00 dispute fee in ``fee``) or the reinstatement
+        (+1: the amount back, the fee kept). An inquiry has none."""
+        amount, fee = sign * int(dispute["amount"]), 1500 if sign < 0 else 0
+        created = next(self._clock)
+        return {
+            "id": self._new_id("txn"),
+            "object": "balance_transaction",
+            "amount": amount,
+            "available_on": created,
+            "balance_type": "payments",
+            "created": created,
+            "currency": dispute["currency"],
+            "description": f"Chargeback {'withdrawal' if sign < 0 else 'reversal'} for {dispute['charge']}",
+            "exchange_rate": None,
+            "fee": fee,
+            "fee_details": [
+                {
+                    "amount": fee,
+                    "application": None,
+                    "currency": dispute["currency"],
+                    "description": "Dispute fee",
+                    "type": "stripe_fee",
+                }
+            ]
+            if fee
+            else [],
+            "net": amount - fee,
+            "reporting_category": category,
+            "source": dispute["id"],
+            "status": "available",
+            "type": "adjustment",
+        }
 
     def _disputes_of(self, charge_id: str) -> list[Json]:
         return [d for d in self.objects.get("dispute", {}).values() if d["charge"] == charge_id]

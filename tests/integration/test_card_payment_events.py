@@ -12,6 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+import stripe
 
 from kilo_billing.invoicing import InvoiceStatus, refundable
 from kilo_invoice.logic import refund_invoice
@@ -34,6 +35,16 @@ def _paid_intents(invoicing: Invoicing) -> list[str]:
     (``requires_payment_method``, its failed charge on it), as Stripe does."""
     intents = invoicing.http.emulator.objects["payment_intent"].values()
     return [intent["id"] for intent in intents if intent["status"] == "succeeded"]
+
+
+def _listed(invoicing: Invoicing, dispute: str) -> list[tuple[int, int, str]]:
+    """The dispute's ``balance_transactions`` as the last ``charge.dispute.closed`` sent them, read through the SDK's
+    types (stripe.Dispute, stripe.BalanceTransaction): (amount, fee, reporting_category) each."""
+    (closed, *_) = [e for e in reversed(invoicing.http.emulator.events) if e["type"] == "charge.dispute.closed"]
+    typed = stripe.Dispute.construct_from(closed["data"]["object"], "sk_test")
+    assert typed.id == dispute
+    assert all(isinstance(item, stripe.BalanceTransaction) for item in typed.balance_transactions)
+    return [(item.amount, item.fee, item.reporting_category) for item in typed.balance_transactions]
 
 
 def _closed_and_paid(invoicing: Invoicing) -> tuple[str, int]:
@@ -105,6 +116,8 @@ def test_given_a_paid_card_invoice_when_disputed_and_lost_then_flagged_alerted_a
     invoice = invoicing.invoice("acct-a")
     assert not invoicing.store.ledger("acct-a").billing.disputed
     assert (invoice.status, invoice.charged_back, invoice.kept) == (InvoiceStatus.PAID, Decimal("65.20"), 0)
+    # the lost close lists its withdrawal, as Stripe's Dispute does: -6520 (fee 1500 apart) -> 65.20 charged back
+    assert _listed(invoicing, dispute) == [(-6520, 1500, "dispute")]
 
 
 def test_given_a_dispute_delivered_before_invoice_paid_then_stripe_names_the_invoice(invoicing: Invoicing) -> None:
@@ -145,6 +158,8 @@ def test_given_a_paid_card_invoice_when_disputed_and_won_then_the_funds_come_bac
     assert not invoicing.store.ledger("acct-a").billing.disputed
     assert (invoice.status, invoice.disputed, invoice.charged_back) == (InvoiceStatus.PAID, False, 0)
     assert invoice.kept == invoice.total == Decimal("65.20")
+    # the won close lists withdrawal and reinstatement: -(-6520 + 6520) = 0 -> 0.00 charged back
+    assert _listed(invoicing, dispute) == [(-6520, 1500, "dispute"), (6520, 0, "dispute_reversal")]
 
 
 def test_given_an_invoice_paid_in_two_payments_when_refunded_from_both_then_the_invoice_records_the_sum(
@@ -244,11 +259,11 @@ def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_
     invoicing: Invoicing,
 ) -> None:
     """65.20 paid as 40.00 (payment 1) + 25.20 (payment 2), an inquiry on payment 1; all 65.20 refunded (4000 +
-    2520: the inquiry closes ``warning_closed``); the issuer escalates it anyway and it closes ``lost`` with no
-    ``charge.dispute.funds_withdrawn`` (Stripe withdraws nothing from a payment refunded in full). Through ingest:
-    the withdrawal inferred is at most 65.20 paid - 65.20 refunded - 0.00 charged back = 0.00 -> 65.20 refunded,
-    0.00 charged back, 0.00 kept, nothing refundable. Before (D359 amended (wd3)): 40.00 charged back, kept 65.20 -
-    65.20 - 40.00 = -40.00."""
+    2520: the inquiry closes ``warning_closed``); the issuer escalates it and it closes ``lost`` with no
+    ``charge.dispute.funds_withdrawn`` and its ``balance_transactions`` empty (nothing was taken, here: whether Stripe
+    would take a refunded payment's funds is not established - the list says, D359 amended (wd4)). Through ingest:
+    -(sum of nothing) = 0.00 charged back -> 65.20 refunded, 0.00 charged back, 0.00 kept, nothing refundable. Before
+    (D359 amended (wd3)): 40.00 charged back, kept 65.20 - 65.20 - 40.00 = -40.00."""
     _, seen = _closed_and_paid(invoicing)
     gateway = invoicing.store.ledger("acct-a").invoices["acct-a/2026-03"].gateway_id
     assert gateway is not None
@@ -261,7 +276,7 @@ def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_
     refund_invoice(invoicing.store, closer().gateway, "acct-a", "acct-a/2026-03", Decimal("65.20"))
     seen = _deliver(invoicing, seen)
     assert emulator.objects["dispute"][dispute]["status"] == "warning_closed"
-    emulator.objects["dispute"][dispute]["status"] = "needs_response"  # escalated: nothing more to withdraw
+    emulator.objects["dispute"][dispute]["status"] = "needs_response"  # escalated, its list still empty
     emulator.close_dispute(dispute, won=False)
     assert [e["type"] for e in emulator.events[seen:]] == ["charge.dispute.closed"]
     _deliver(invoicing, seen)

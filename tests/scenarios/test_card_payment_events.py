@@ -53,7 +53,12 @@ class Events:
 
 
 def _fixture(resource: str, **values: Any) -> dict[str, Any]:
+    """A Stripe fixture with ``values``. A dispute's comes without ``balance_transactions`` unless given (the
+    fixture's ``[]`` would say a lost dispute withdrew nothing): its close then leaves the ledger to infer the
+    withdrawal (D359 amended (wd4)); tests of what the list says give it."""
     obj = copy.deepcopy(FIXTURES[resource])
+    if resource == "dispute":
+        obj.pop("balance_transactions", None)
     obj.update(values)
     return obj
 
@@ -752,7 +757,7 @@ def test_given_an_alert_announced_by_event_id_before_the_change_when_redelivered
     assert _failed_alerts(world) == []
 
 
-# --- a lost dispute whose withdrawal we never saw: counted at most what the payments still hold (D359 amended (wd3)) -
+# --- a lost dispute whose withdrawal we never saw: counted at most what its charge still holds (D359 amended (wd3, wd4))
 
 
 def _inquiry_refunded_then_lost(world: World, events: Events, refunded_a: int, refunded_b: int) -> None:
@@ -774,10 +779,10 @@ def _inquiry_refunded_then_lost(world: World, events: Events, refunded_a: int, r
 def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_then_nothing_is_charged_back(
     world: World,
 ) -> None:
-    """All 65.20 refunded (4000 on ch_A + 2520 on ch_B) while A was under an inquiry; lost, no withdrawal seen. Stripe
-    withdraws nothing from a fully refunded payment (``is_charge_refundable``: "after the payment has been fully
-    refunded, no further funds are withdrawn"): the withdrawal inferred is at most what the payments still hold,
-    65.20 paid - 65.20 refunded - 0.00 charged back = 0.00 -> charged back 0.00, kept 65.20 - 65.20 - 0.00 = 0.00.
+    """All 65.20 refunded (4000 on ch_A + 2520 on ch_B) while A was under an inquiry; lost, no withdrawal seen and no
+    ``balance_transactions`` in the close's payload to say one (D359 amended (wd4)): the withdrawal inferred is at most
+    what A's charge still holds, max(0, min(40.00, 40.00 - 40.00 refunded)) = 0.00 -> charged back 0.00, kept 65.20 -
+    65.20 - 0.00 = 0.00.
     Before: the dispute's whole 40.00 charged back, kept 65.20 - 65.20 - 40.00 = -40.00. The revenue report, which
     reads refunds as total - kept - short paid, agrees: 65.20 - 0.00 - 0.00 = 65.20 given back (before: 105.20, more
     than was ever paid)."""
@@ -792,10 +797,10 @@ def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_
 def test_given_part_of_the_invoice_refunded_when_an_inquiry_is_lost_unseen_then_at_most_the_rest_is_charged_back(
     world: World,
 ) -> None:
-    """35.20 refunded (1000 on ch_A + 2520 on ch_B) before A's inquiry (40.00) is lost unseen: at most 65.20 - 35.20
-    - 0.00 = 30.00 is left on the payments, so min(40.00, 30.00) = 30.00 charged back, kept 65.20 - 35.20 - 30.00 =
-    0.00 (before: 40.00, kept -10.00). Nothing refunded before it (the usual chargeback lost unseen): min(40.00, 65.20)
-    = 40.00, kept 25.20 - as before."""
+    """35.20 refunded (1000 on ch_A + 2520 on ch_B) before A's inquiry (40.00) is lost unseen: A's charge still holds
+    40.00 - 10.00 = 30.00, so min(40.00, 30.00) = 30.00 charged back, kept 65.20 - 35.20 - 30.00 = 0.00 (before wd3:
+    40.00, kept -10.00). Nothing refunded before it (the usual chargeback lost unseen): min(40.00, 40.00 - 0.00) =
+    40.00, kept 25.20 - as before."""
     events = Events()
     _inquiry_refunded_then_lost(world, events, 1000, 2520)
     invoice = world.store.invoices["acme/2026-03"]
@@ -827,3 +832,120 @@ def test_given_a_lost_dispute_counted_unseen_when_its_withdrawal_arrives_late_th
     _apply(world, events, withdrawn)  # the withdrawal once more after it: nothing moves
     invoice = world.store.invoices["acme/2026-03"]
     assert (invoice.charged_back, invoice.kept) == (0, 0)
+
+
+def _a_lost_unseen(world: World, events: Events, refunded_a: int, refunded_b: int) -> None:
+    """As ``_inquiry_refunded_then_lost``, the close delivered once."""
+    first, second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry))
+    if refunded_a:
+        _apply(world, events, events.add("evt_r1", "charge.refunded", _charge_of(first, "ch_A", 4000, refunded_a)))
+    if refunded_b:
+        _apply(world, events, events.add("evt_r2", "charge.refunded", _charge_of(second, "ch_B", 2520, refunded_b)))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", inquiry | {"status": "lost"}))
+
+
+def test_given_a_refunded_in_full_and_b_not_when_a_is_lost_unseen_then_b_is_not_charged_back(world: World) -> None:
+    """Review wd3 F1: A's 40.00 refunded in full, B's 25.20 not; A lost, no withdrawal seen, no list. The cap is A's
+    own charge, max(0, min(40.00, 40.00 - 40.00)) = 0.00, not the invoice's rest (65.20 - 40.00 = 25.20, which is B's
+    money) -> charged back 0.00, kept 65.20 - 40.00 - 0.00 = 25.20 (wd3: 25.20 charged back, kept 0.00)."""
+    events = Events()
+    _a_lost_unseen(world, events, 4000, 0)
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (0, Decimal("25.20"))
+
+
+def test_given_a_lost_unseen_when_its_charges_refund_arrives_after_then_the_inferred_amount_is_lowered(
+    world: World,
+) -> None:
+    """Review wd3 F2: A's inquiry lost unseen with nothing refunded: 40.00 inferred, kept 65.20 - 40.00 = 25.20; then
+    ``charge.refunded`` says A's charge refunded 40.00 in full: A holds 40.00 - 40.00 = 0.00, so the inferred amount
+    is lowered to 0.00 -> charged back 0.00, kept 65.20 - 40.00 - 0.00 = 25.20 (wd3: 40.00 stayed, kept -14.80);
+    redelivered, nothing moves."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", inquiry | {"status": "lost"}))
+    assert world.store.invoices["acme/2026-03"].charged_back == Decimal("40.00")
+    refunded = events.add("evt_r1", "charge.refunded", _charge_of(first, "ch_A", 4000, 4000))
+    _apply(world, events, refunded)
+    _apply(world, events, refunded)
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.refunded, invoice.charged_back, invoice.kept) == (Decimal("40.00"), 0, Decimal("25.20"))
+
+
+def test_given_a_inferred_nothing_when_b_is_withdrawn_after_then_only_b_is_charged_back(world: World) -> None:
+    """Review wd3 F3: A refunded in full and lost unseen (0.00 inferred, F1); then B's chargeback withdraws 25.20
+    (``funds_withdrawn`` seen) -> charged back 0.00 + 25.20 = 25.20, kept 65.20 - 40.00 - 25.20 = 0.00 (wd3: A had
+    inferred 25.20, so 50.40 charged back, kept -25.20)."""
+    events = Events()
+    _a_lost_unseen(world, events, 4000, 0)
+    chargeback = _dispute("pi_B", "needs_response") | {"id": "dp_B", "charge": "ch_B", "amount": 2520}
+    _apply(world, events, events.add("evt_b1", "charge.dispute.created", chargeback))
+    _apply(world, events, events.add("evt_b2", "charge.dispute.funds_withdrawn", chargeback))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("25.20"), 0)
+
+
+def test_given_an_inferred_loss_when_redelivered_reinstated_and_withdrawn_late_then_never_doubled(
+    world: World,
+) -> None:
+    """Review wd3 guard: 10.00 refunded on A, 25.20 on B; A lost unseen: 40.00 - 10.00 = 30.00 inferred; the close
+    redelivered (30.00 still), reinstated twice (30.00 - 30.00 = 0.00, once), a late ``funds_withdrawn`` (already
+    counted, then given back: nothing) -> charged back 0.00, kept 65.20 - 35.20 - 0.00 = 30.00."""
+    events = Events()
+    _a_lost_unseen(world, events, 1000, 2520)
+    taken = _dispute("pi_A", "lost") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d2b", "charge.dispute.closed", taken))
+    assert world.store.invoices["acme/2026-03"].charged_back == Decimal("30.00")
+    back = events.add("evt_d4", "charge.dispute.funds_reinstated", taken)
+    _apply(world, events, back)
+    _apply(world, events, back)
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", taken))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (0, Decimal("30.00"))
+
+
+def test_given_a_close_listing_its_balance_transactions_then_what_they_withdrew_is_charged_back(world: World) -> None:
+    """Review wd3 F4: the close's ``balance_transactions`` say what Stripe took, fee apart. A refunded in full (40.00)
+    yet its escalated dispute lost with a withdrawal listed (amount -4000, fee 1500): -(-4000) = 4000 -> 40.00
+    charged back, no inference (the cap would say 0.00), the 15.00 fee not counted -> kept 65.20 - 40.00 - 40.00 =
+    -14.80; the close redelivered: still 40.00; a late ``funds_reinstated`` (the close already said what stays
+    withdrawn): still 40.00."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry))
+    _apply(world, events, events.add("evt_r1", "charge.refunded", _charge_of(first, "ch_A", 4000, 4000)))
+    listed = {"status": "lost", "balance_transactions": [{"id": "txn_w", "amount": -4000, "fee": 1500}]}
+    lost = events.add("evt_d2", "charge.dispute.closed", inquiry | listed)
+    _apply(world, events, lost)
+    _apply(world, events, lost)
+    _apply(world, events, events.add("evt_d4", "charge.dispute.funds_reinstated", inquiry | listed))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("-14.80"))
+
+
+def test_given_an_inferred_loss_when_the_close_lists_nothing_withdrawn_then_nothing_is_charged_back(
+    world: World,
+) -> None:
+    """A lost unseen with no list: 40.00 inferred (nothing refunded); the close delivered again, now with its list,
+    empty (nothing taken): the listed 0.00 replaces the inferred 40.00 -> charged back 0.00, kept 65.20; a won
+    dispute's close listing withdrawal -2520 and reinstatement +2520 on B after B's ``funds_withdrawn`` (25.20):
+    -(-2520 + 2520) = 0.00 replaces the 25.20 -> charged back 0.00, kept 65.20."""
+    events = Events()
+    _a_lost_unseen(world, events, 0, 0)
+    assert world.store.invoices["acme/2026-03"].charged_back == Decimal("40.00")
+    listed = _dispute("pi_A", "lost") | {"id": "dp_A", "charge": "ch_A", "amount": 4000, "balance_transactions": []}
+    _apply(world, events, events.add("evt_d2l", "charge.dispute.closed", listed))
+    chargeback = _dispute("pi_B", "needs_response") | {"id": "dp_B", "charge": "ch_B", "amount": 2520}
+    _apply(world, events, events.add("evt_b1", "charge.dispute.created", chargeback))
+    _apply(world, events, events.add("evt_b2", "charge.dispute.funds_withdrawn", chargeback))
+    assert world.store.invoices["acme/2026-03"].charged_back == Decimal("25.20")
+    both = [{"id": "txn_w", "amount": -2520, "fee": 1500}, {"id": "txn_r", "amount": 2520, "fee": -1500}]
+    won = chargeback | {"status": "won", "balance_transactions": both}
+    _apply(world, events, events.add("evt_b3", "charge.dispute.closed", won))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (0, Decimal("65.20"))

@@ -1115,7 +1115,7 @@ def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal, at:
         charge_refunds=tuple(sorted(seen.items())),
         charge_refunds_at=tuple(sorted((c, t) for c, t in sent.items() if t > 0)),
     )
-    return replace(charged, refunded=charged.given_back())
+    return _inferred_recapped(replace(charged, refunded=charged.given_back()), charge, refunded)
 
 
 _DISPUTE_EVENTS: Final = frozenset(
@@ -1143,10 +1143,11 @@ def _dispute_event(
     ``funds_reinstated`` (a dispute won after the funds were withdrawn) takes it off again, each once per dispute
     (markers ``dispute_withdrawn:``/``dispute_reinstated:``, in either order); a dispute closed ``lost`` whose
     withdrawal we never saw counts as withdrawn, once (``dispute_lost:``, written before these events were handled,
-    counts as withdrawn too) - for at most what the invoice's payments still hold (paid less refunded less charged
-    back, never below nothing: Stripe withdraws nothing more from a payment refunded in full), recorded with its
-    marker ``dispute_inferred:<id>:<amount>``; a ``funds_withdrawn`` seen after it stands as Stripe recorded it, in
-    its place (D359 amended (wd3))."""
+    counts as withdrawn too) - for at most what its charge still holds (the dispute's amount less the charge's
+    refunds, never below nothing; whether Stripe takes a refunded payment's funds is not established), lowered again
+    by the charge's later refunds; a ``funds_withdrawn`` seen after it stands as Stripe recorded it, in its place. A
+    close whose payload lists its ``balance_transactions`` says what was withdrawn, no inference: that figure stands
+    for the dispute (``_withdrawn_or_reinstated``, D359 amended (wd3, wd4))."""
     refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
     _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
     closing = event.type == "charge.dispute.closed"
@@ -1155,6 +1156,8 @@ def _dispute_event(
     # the customer's bank takes the payment's funds (or keeps them: a dispute lost), or gives them back
     takes = event.type == "charge.dispute.funds_withdrawn" or (closing and event.obj.get("status") == "lost")
     amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
+    charge = str(_ref(event.obj.get("charge")) or "")
+    listed = _listed_withdrawal(event.obj) if closing else None
 
     def dispute(current: InvoiceRecord) -> InvoiceRecord:
         marks, charged_back, flag = set(current.announced), current.charged_back, current.disputed
@@ -1166,7 +1169,10 @@ def _dispute_event(
             marks.add(closed_marker)
         if event.type == "charge.dispute.created" or closing:  # open while any of its disputes is (D345)
             flag = any(mark.startswith(_DISPUTE_OPEN) for mark in marks)
-        charged_back += _withdrawn_or_reinstated(marks, dispute_id, event.type, amount, takes, current.kept)
+        refunded = dict(current.charge_refunds).get(charge, ZERO)
+        charged_back += _withdrawn_or_reinstated(
+            marks, dispute_id, (event.type, takes, listed), (charge, refunded), amount
+        )
         return replace(current, disputed=flag, charged_back=charged_back, announced=frozenset(marks))
 
     before = invoice
@@ -1192,27 +1198,44 @@ def _dispute_event(
 
 
 def _withdrawn_or_reinstated(
-    marks: set[str], dispute_id: str, event_type: str, amount: Decimal, takes: bool, kept: Decimal
+    marks: set[str],
+    dispute_id: str,
+    event: tuple[str, bool, Decimal | None],
+    charge: tuple[str, Decimal],
+    amount: Decimal,
 ) -> Decimal:
-    """What a dispute's event adds to the invoice's ``charged_back`` (``marks``: the invoice's markers, updated):
-    ``takes`` (its ``funds_withdrawn``, or a close ``lost``) counts the withdrawal once; a loss whose withdrawal we
-    never saw counts at most what the invoice's payments still hold (``kept``: paid less refunded less charged back,
-    never below nothing - Stripe withdraws nothing more from a payment refunded in full), recorded with its amount;
-    a ``funds_withdrawn`` seen after that stands as Stripe sent it, in its place; ``funds_reinstated`` takes off what
-    was counted (D359 amended (wd3))."""
+    """What a dispute's event adds to the invoice's ``charged_back`` (``marks``: the invoice's markers, updated;
+    ``event``: its type, whether it ``takes`` - its ``funds_withdrawn``, or a close ``lost`` - and, on a close, what
+    its ``balance_transactions`` list withdrew, None when the payload has no such list; ``charge``: the disputed
+    charge and what its ``charge.refunded`` recorded refunded). A close whose payload lists its balance transactions
+    says what was withdrawn: that figure stands for the dispute, in place of whatever was counted before, and no later
+    event of it changes it (marker ``dispute_settled:<id>:<amount>``). Otherwise ``takes`` counts the withdrawal once;
+    a loss whose withdrawal we never saw counts at most what its charge still holds (the dispute's amount less the
+    charge's refunded total, never below nothing; marker ``dispute_inferred:<id>:<charge>:<amount>:<counted>``, lowered
+    or raised again by the charge's later ``charge.refunded``); a ``funds_withdrawn`` seen after that stands as Stripe
+    sent it, in its place; ``funds_reinstated`` takes off what was counted (D359 amended (wd3, wd4))."""
+    event_type, takes, listed = event
     withdrawn_marker, reinstated_marker = f"dispute_withdrawn:{dispute_id}", f"dispute_reinstated:{dispute_id}"
-    inferred_prefix = f"dispute_inferred:{dispute_id}:"
+    inferred_prefix, settled_prefix = f"dispute_inferred:{dispute_id}:", f"dispute_settled:{dispute_id}:"
+    if any(mark.startswith(settled_prefix) for mark in marks):
+        return ZERO
     seen = event_type == "charge.dispute.funds_withdrawn"
     was_withdrawn = withdrawn_marker in marks or f"dispute_lost:{dispute_id}" in marks
     inferred = next((mark for mark in marks if mark.startswith(inferred_prefix)), None)
-    counted = amount if inferred is None else Decimal(inferred.removeprefix(inferred_prefix))
+    counted = amount if inferred is None else Decimal(inferred.rsplit(":", 1)[1])
+    if listed is not None:
+        before = counted if was_withdrawn and reinstated_marker not in marks else ZERO
+        if inferred is not None:
+            marks.discard(inferred)
+        marks.add(f"{settled_prefix}{listed}")
+        return listed - before
     change = ZERO
     if takes and not was_withdrawn:
         marks.add(withdrawn_marker)
         if reinstated_marker not in marks:  # given back first (out of order): nothing is charged back
-            change = amount if seen else min(amount, max(ZERO, kept))
+            change = amount if seen else _still_held(amount, charge[1])
             if not seen:
-                marks.add(f"{inferred_prefix}{change}")
+                marks.add(f"{inferred_prefix}{charge[0]}:{amount}:{change}")
     elif seen and inferred is not None:  # the withdrawal seen after one inferred: Stripe's amount, in its place
         marks.discard(inferred)
         change, counted = amount - counted, amount
@@ -1223,6 +1246,42 @@ def _withdrawn_or_reinstated(
         if inferred is not None:
             marks.discard(inferred)
     return change
+
+
+def _still_held(amount: Decimal, refunded: Decimal) -> Decimal:
+    """What a lost dispute of ``amount`` can have withdrawn from its charge when no withdrawal was seen: the charge's
+    amount is not stored, so the dispute's amount stands for it, less what the charge's refunds took, >= 0."""
+    return max(ZERO, min(amount, amount - refunded))
+
+
+def _listed_withdrawal(obj: dict[str, Any]) -> Decimal | None:
+    """A dispute payload's ``balance_transactions`` (a list: none, its withdrawal, or withdrawal and reinstatement,
+    each ``amount`` in cents, negative for a withdrawal; its ``fee`` apart): what stays withdrawn, -(sum of the
+    amounts); None when the payload has no such list."""
+    listed = obj.get("balance_transactions")
+    if not isinstance(listed, list):
+        return None
+    cents = sum(int(item.get("amount", 0)) for item in listed if isinstance(item, dict))
+    return Decimal(-cents).scaleb(-2)
+
+
+def _inferred_recapped(invoice: InvoiceRecord, charge: str, refunded: Decimal) -> InvoiceRecord:
+    """A charge's refunded total changed: each lost dispute of that charge whose withdrawal was inferred counts what
+    the charge still holds now (``_still_held``), ``charged_back`` moved by the difference (D359 amended (wd4))."""
+    marks, charged_back = set(invoice.announced), invoice.charged_back
+    for mark in sorted(invoice.announced):
+        if not mark.startswith("dispute_inferred:"):
+            continue
+        head, of_charge, amount, counted = mark.rsplit(":", 3)
+        if of_charge != charge:
+            continue
+        now = _still_held(Decimal(amount), refunded)
+        marks.discard(mark)
+        marks.add(f"{head}:{of_charge}:{amount}:{now}")
+        charged_back += now - Decimal(counted)
+    if charged_back == invoice.charged_back:
+        return invoice
+    return replace(invoice, charged_back=charged_back, announced=frozenset(marks))
 
 
 def _flag_disputed(store: LedgerStore, account_id: str) -> None:
