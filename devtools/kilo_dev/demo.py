@@ -1063,7 +1063,7 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
         "LiveKitUrl": livekit.url,
         "LogLevel": "ERROR",
         "EnforcementGraceSeconds": "2",
-        "ForecastRecheckSpreadSeconds": "0",  # SQS delays are real time on the local stack (D-fb-1)
+        "ForecastRecheckSpreadSeconds": "0",  # SQS delays are real time on the local stack (D366)
     }
     accounts, everyone, billing, paying_crypto = plan_accounts(args.accounts)
     # while the simulation fast-forwards, the schedules fire on the simulated clock's grid (once a day, at the hour the

@@ -1,4 +1,4 @@
-"""One contract, two implementations of the forecast's re-check rows (D-fb-1): the in-memory fake and DynamoDB (moto,
+"""One contract, two implementations of the forecast's re-check rows (D366): the in-memory fake and DynamoDB (moto,
 the template's alerts table and its sparse ``forecast_rechecks_due`` index); and the re-check's message on the
 template's alerts queue as the alerts handler reads it."""
 

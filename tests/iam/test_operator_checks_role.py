@@ -89,7 +89,7 @@ def test_given_publish_taken_from_the_operator_checks_role_then_the_margin_alert
 def test_given_a_forecast_recheck_due_then_the_run_under_its_role_queues_it_once_on_the_alerts_queue(
     operator_env: AlertsStack, roles: Roles
 ) -> None:
-    """D-fb-1: the row planned (Mon 2 Nov 14:24, of the $36 budget, no day said), the 15-minute run at 14:30 under
+    """D366: the row planned (Mon 2 Nov 14:24, of the $36 budget, no day said), the 15-minute run at 14:30 under
     OperatorChecksFunctionRole reads the sparse index, sends the re-check to the alerts queue and marks it queued;
     the run at 14:45 finds nothing. One row: its delay is 0 x 900 / 1 = 0."""
     import json  # noqa: PLC0415
@@ -117,7 +117,7 @@ def test_given_a_forecast_recheck_due_then_the_run_under_its_role_queues_it_once
 def test_given_a_few_minutes_at_the_fee_crossing_then_the_recheck_goes_through_both_roles_and_sends_the_forecast(
     operator_env: AlertsStack, roles: Roles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """D-fb-1 end to end on moto, IAM enforced: Team, budget $36; Mon 2 Nov 09:30, 50 video minutes ($29.00, the
+    """D366 end to end on moto, IAM enforced: Team, budget $36; Mon 2 Nov 09:30, 50 video minutes ($29.00, the
     80 % event): the alerts function (its role) forecasts no day and plans the re-check (conditional PutItem), due
     14:24. By then 3,000 minutes. The operator checks' run at 14:30 (its role) queues it; the alerts function at
     14:30 (weight 0.4 + 14.5/24 = 1.00417) forecasts 3,000 / 1.00417 = 2,987.55 a weekday: the rest of Monday

@@ -200,7 +200,7 @@ ROLES = {
         ("lambda:InvokeFunction", INVOICE_START_FUNCTION),
         ("sqs:SendMessage", INVOICE_START_DLQ),
     ),
-    # the scheduled operator checks: abuse scan, daily margin, the forecast's re-checks due (D-fb-1)
+    # the scheduled operator checks: abuse scan, daily margin, the forecast's re-checks due (D366)
     "OperatorChecksFunctionRole": role(
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE},
@@ -583,7 +583,7 @@ RECHECK_MARK_CONDITION_READS = ["limit_name", "limit", "forecast_day"]  # fb3: t
 def test_given_the_operator_checks_role_then_its_only_alerts_table_update_marks_a_forecast_recheck_queued(
     transformed: Transformed,
 ) -> None:
-    """D-fb-1: the run queuing the forecast's re-checks sets a row's status and time and removes the sparse index's
+    """D366: the run queuing the forecast's re-checks sets a row's status and time and removes the sparse index's
     keys (its condition names `recheck_due_ms`), nothing else; it reads the index only by Query. fb3: the mark's
     condition also reads the row's limit and day (the row read, not one replaced since) - named in the grant, as a
     request's attributes include its condition's (D223)."""
@@ -606,7 +606,7 @@ def test_given_the_operator_checks_role_then_its_only_alerts_table_update_marks_
 def test_given_the_alerts_table_then_the_forecast_rechecks_due_index_is_keyed_by_month_and_due_time(
     transformed: Transformed,
 ) -> None:
-    """D-fb-1: the sparse index the operator checks' 15-minute run reads; the run's schedule names the check."""
+    """D366: the sparse index the operator checks' 15-minute run reads; the run's schedule names the check."""
     table = transformed.resources["AlertsTable"]["Properties"]
     assert [(i["IndexName"], i["KeySchema"]) for i in table["GlobalSecondaryIndexes"]] == [
         (

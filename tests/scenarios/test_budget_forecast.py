@@ -149,7 +149,7 @@ def test_given_the_fee_crossing_before_the_base_then_the_use_so_far_is_spread_ov
     )
 
 
-# --- the forecast's re-check at the base's moment (D-fb-1: built, kilo_alerts.rechecks and logic._forecast_due) ----
+# --- the forecast's re-check at the base's moment (D366: built, kilo_alerts.rechecks and logic._forecast_due) ----
 # These pin, with the layer alone (`bill_reached_on`, `projected_total`), what the re-check reads and says at ITS
 # time - the base's moment - for D148's two gaps; tests/unit/test_alerts_forecast_recheck.py sends them.
 
@@ -242,7 +242,7 @@ def test_given_40000_minutes_by_tuesday_1_december_0600_then_the_recheck_at_wedn
 
 
 def test_the_rechecks_moment_is_when_the_base_has_elapsed_since_the_start_or_the_sign_up() -> None:
-    # D-fb-1: the re-check is due at the first instant the weight elapsed reaches the base (one day of the heaviest
+    # D366: the re-check is due at the first instant the weight elapsed reaches the base (one day of the heaviest
     # weekday). November (starts Sunday), default weights: Sun 0.4 + 0.6 of Monday's 24 h (14 h 24 min): Mon 2 Nov
     # 14:24. December (starts Tuesday), flat: one whole day: Wed 2 Dec 00:00. Signed up Mon 16 Nov 00:00 (default
     # weights): Monday weighs 1: Tue 17 Nov 00:00. Signed up Sat 28 Nov 12:00: Sat's half 0.2 + Sun 0.4 + Mon 30's

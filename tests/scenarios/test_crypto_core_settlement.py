@@ -491,7 +491,7 @@ def test_given_a_bill_covered_by_a_payment_not_yet_final_when_another_is_claimed
 
 # A claim by the amount alone (an exchange's payment: unlinked wallet, no reference) is accepted within the quote's
 # EXACT tolerance, in the quote's atomic units: the window only ties a transfer to a bill (D112), recompute decides what
-# is written off. With the band rounded down to the cent (D-mx-1 before its mx2 amendment) every USDC quote under $2
+# is written off. With the band rounded down to the cent (D365 before its mx2 amendment) every USDC quote under $2
 # accepted only its exact amount, and an ETH quote of $12.34 refused payments its bill would have settled.
 
 

@@ -1,4 +1,4 @@
-"""The forecast alert's re-check at the forecast's base (D-fb-1; kilo_alerts.logic and kilo_alerts.rechecks on
+"""The forecast alert's re-check at the forecast's base (D366; kilo_alerts.logic and kilo_alerts.rechecks on
 in-memory ports): a budget event below 100 % handled before the base has elapsed plans one re-check per account and
 month; the operator checks' run queues the rows due, a bounded number, spread; the alerts function forecasts from
 the month read then - the forecast when none was sent, one corrected forecast when the day moved earlier, else

@@ -1,5 +1,5 @@
 """The demo's ground truth of a crypto bill (``kilo_dev.ground_truth.expected_crypto``) for a total under $2, checked
-against the tolerance rule worked by hand (D176, D-mx-1): a USDC band is min(0.5 %, $1) of the total, a shortfall is
+against the tolerance rule worked by hand (D176, D365): a USDC band is min(0.5 %, $1) of the total, a shortfall is
 whole cents and is written off only when it is within the band. Under $2 the band is under a cent, so the "underpay"
 scenario's one cent short leaves the bill open; at $2.00 the band is exactly one cent and the cent is written off."""
 

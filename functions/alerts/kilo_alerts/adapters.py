@@ -538,7 +538,7 @@ def _prefixed(client: Any, table: str, pk: str, prefix: str) -> Iterator[dict[st
 class DynamoForecastRechecks:
     """``ForecastRechecks`` on the alerts table: the row written by a conditional ``PutItem``, the due ones read from
     the sparse ``forecast_rechecks_due`` index (only pending rows carry its keys), queued by a conditional
-    ``UpdateItem`` removing them (D-fb-1)."""
+    ``UpdateItem`` removing them (D366)."""
 
     def __init__(self, client: Any, table: str) -> None:
         self._client = client

@@ -68,7 +68,7 @@ CATALOGUE: Final[Mapping[str, AlertSpec]] = {
             UsageThresholdCrossedV1.DETAIL_TYPE,
             "a budget percentage below 100 % was reached and, at the month-to-date run rate (weekday-weighted), the "
             "bill passes the hard limit (else the budget) before the month ends; once per month, and once more from "
-            "the re-check at the forecast's base when its day is earlier (D-fb-1)",
+            "the re-check at the forecast's base when its day is earlier (D366)",
             Severity.MEDIUM,
         ),
         AlertSpec(

@@ -74,7 +74,7 @@ def alerts() -> AlertDependencies:
         month=DynamoMonthToDate(
             dynamodb, config.usage_table_name, directory, DynamoUsageSignals(dynamodb, config.usage_table_name)
         ),
-        # the forecast's re-check at its base: the row (conditional PutItem on the alerts table, D-fb-1)
+        # the forecast's re-check at its base: the row (conditional PutItem on the alerts table, D366)
         rechecks=DynamoForecastRechecks(dynamodb, config.alerts_table_name),
     )
     policy = AlertsPolicy(
@@ -154,7 +154,7 @@ class RecheckDependencies:
 
 @cache
 def forecast_rechecks() -> RecheckDependencies:
-    """The operator checks' run queuing the forecast's re-checks due (D-fb-1): the rows (the alerts table's sparse
+    """The operator checks' run queuing the forecast's re-checks due (D366): the rows (the alerts table's sparse
     index) and the alerts queue."""
     from kilo_alerts.adapters import DynamoForecastRechecks, SqsRecheckQueue  # noqa: PLC0415
     from kilo_billing.aws import client  # noqa: PLC0415

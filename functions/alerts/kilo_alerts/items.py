@@ -8,7 +8,7 @@
 - the SMS sent to an account per UTC day ``ACCOUNT#<id>`` / ``SMSDAY#<YYYY-MM-DD>`` (``sms_count``, the daily cap);
 - the enforcement's turn ``ACCOUNT#<id>`` / ``TURN#ENFORCEMENT`` (``holder``, ``taken_at_ms``): one delivery at a
   time restricts or restores the account's participants (D182);
-- the forecast's re-check ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``: one per account and month (D-fb-1)."""
+- the forecast's re-check ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``: one per account and month (D366)."""
 
 from __future__ import annotations
 
@@ -230,7 +230,7 @@ def snapshot_from_item(item: Mapping[str, Any]) -> MarginSnapshot:
     )
 
 
-# the forecast's re-check (D-fb-1): ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``; while pending it carries the
+# the forecast's re-check (D366): ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``; while pending it carries the
 # sparse index's keys (``recheck_period``, ``recheck_due_ms``), removed when the operator checks queue it
 RECHECK_INDEX: Final = "forecast_rechecks_due"
 RECHECK_PENDING: Final = "due"

@@ -93,7 +93,7 @@ ENFORCEMENT_STEP: Final = "EnforcementStepDue.v1"  # the delayed removal step (a
 HARD: Final = "budget_hard_limit"
 FORECAST: Final = "budget_forecast"  # "at this rate ...": once a month (its key), for the limit in force
 FORECAST_KEY: Final = "forecast"
-# the re-check's corrected forecast, when the day moved earlier: once a month too (D-fb-1)
+# the re-check's corrected forecast, when the day moved earlier: once a month too (D366)
 FORECAST_UPDATE_KEY: Final = "forecast-update"
 # events with operator checks that also alert the account (the customer alert is delivered besides the checks)
 CUSTOMER_AND_OPERATOR: Final = frozenset({PaymentFailedV1.DETAIL_TYPE})
@@ -499,7 +499,7 @@ class AlertPorts:
     scheduler: RemovalScheduler
     month: MonthToDateSource  # the month's quantities per meter, which the forecast extrapolates (D148)
     operator: OperatorPorts | None = None  # operator alerts and the event-driven abuse signals
-    rechecks: ForecastRechecks | None = None  # the forecast's re-check at its base (D-fb-1); none: not planned
+    rechecks: ForecastRechecks | None = None  # the forecast's re-check at its base (D366); none: not planned
 
     @property
     def enforcing(self) -> EnforcementPorts:
@@ -543,7 +543,7 @@ def handle_event(
 ) -> EventOutcome:
     """One event of the alerts queue: a threshold event (keep the spend item, enforce a reached hard limit, deliver
     the alert and a forecast), an invoicing event (deliver its alert; a failed payment also feeds the operator
-    checks), an operator event, the delayed removal step of an enforcement or the forecast's re-check (D-fb-1).
+    checks), an operator event, the delayed removal step of an enforcement or the forecast's re-check (D366).
     ``last_attempt``: the queue's last delivery of the event (``deliver_alert``)."""
     if detail_type == ENFORCEMENT_STEP:
         account, period, limit = _step(detail)
@@ -709,7 +709,7 @@ def _forecast(
     bill at the crossing, older when the event is handled late). Nothing once now is past the event's month, nor
     once this month's forecast is decided on every channel (checked before the month is read: a failed read then
     sends nothing back to the queue). Before the base has elapsed (the day from the use spread over the base, or
-    none) it plans the month's one re-check at the base's moment (``ports.rechecks``, D-fb-1: ``_forecast_due``)."""
+    none) it plans the month's one re-check at the base's moment (``ports.rechecks``, D366: ``_forecast_due``)."""
     limit, name = _limit_in_force(profile)
     now = datetime.fromtimestamp(now_ms / 1000, UTC)
     if limit is None or Period.containing(now).key != event.period or _forecast_decided(ports.ledger, event):
@@ -765,7 +765,7 @@ def _forecast_alert(
 def _forecast_due(
     recheck: ForecastRecheck, ports: AlertPorts, policy: AlertsPolicy, now_ms: int, last_attempt: bool
 ) -> EventOutcome:
-    """The forecast's re-check (D-fb-1), queued by the operator checks once the base has elapsed: the month read now
+    """The forecast's re-check (D366), queued by the operator checks once the base has elapsed: the month read now
     and forecast at its own run rate (no floor). Nothing when now is past the month, when the limit in force is not
     the one re-checked (changed since: its thresholds re-arm), or when the bill already reached it (its alert said
     so). Else, when this month's forecast was not decided on every channel, the forecast on its key; when it was,

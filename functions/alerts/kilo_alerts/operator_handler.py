@@ -1,5 +1,5 @@
 """Lambda handler of the scheduled operator checks (``OperatorChecksFunction``): the abuse scan (every 15 minutes)
-the daily negative-margin check and the forecast's re-checks due (D-fb-1: put on the alerts queue), chosen by the
+the daily negative-margin check and the forecast's re-checks due (D366: put on the alerts queue), chosen by the
 schedule's input ``{"check": "abuse" | "margin" | "forecast"}``.
 
 A check that could not announce everything for now raises: the schedule's retry policy runs it again, and what was
@@ -87,7 +87,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "day": outcome.snapshot.day,
             "negative": outcome.alert is not None,
         }
-    if check == "forecast":  # the forecast's re-checks due (D-fb-1): onto the alerts queue, bounded and spread
+    if check == "forecast":  # the forecast's re-checks due (D366): onto the alerts queue, bounded and spread
         recheck = dependencies.forecast_rechecks()
         config = recheck.settings
         run = queue_due(

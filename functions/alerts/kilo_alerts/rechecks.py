@@ -1,4 +1,4 @@
-"""The forecast alert's re-check (D-fb-1): one per account and month, due at the forecast's base.
+"""The forecast alert's re-check (D366): one per account and month, due at the forecast's base.
 
 A budget event below 100 % handled before the base has elapsed (the month's first calls: the fee crosses every
 threshold it covers at once) forecasts from the use spread over the base, or from too little to give a day. It plans

@@ -38,7 +38,7 @@ class AlertSettings(ForecastSettings, SmsSettings, DashboardSettings):
     # with the audio-only step's read (a participant it narrowed is looked for in its room, D262)
     enforcement_grace_seconds: int = Field(default=120, ge=0, le=900)
     alerts_queue_url: str = ""
-    # the forecast's re-checks (D-fb-1) the operator checks put on the alerts queue per run, their delays spread over
+    # the forecast's re-checks (D366) the operator checks put on the alerts queue per run, their delays spread over
     # this many seconds (the run's 15 minutes; 0 on the local stack, where SQS delays are real time)
     forecast_rechecks_per_run: int = Field(default=100, ge=1, le=1000)
     forecast_recheck_spread_seconds: int = Field(default=900, ge=0, le=900)

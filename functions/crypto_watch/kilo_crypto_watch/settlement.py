@@ -1196,7 +1196,7 @@ class Settlement:
                 "its quotes (a quote's amount alone counts only while a bill is open); the watcher will match it if "
                 "it is yours, or an operator can assign it"
             )
-        for quote in own:  # the quote's amount, give or take its EXACT tolerance (an exchange's fee), D-mx-1
+        for quote in own:  # the quote's amount, give or take its EXACT tolerance (an exchange's fee), D365
             if quote.amount_usd <= 0:
                 continue
             # exact, not rounded down to the cent: the window only ties the transfer to the bill, recompute decides

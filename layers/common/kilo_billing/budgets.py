@@ -392,7 +392,7 @@ def forecast_base(weights: Sequence[Decimal]) -> Fraction:
 def base_reached_at(now: datetime, weights: Sequence[Decimal], signed_up: datetime | None = None) -> datetime | None:
     """The first instant of ``now``'s period at which the weight elapsed since its start or the sign-up, whichever
     is later, weighs ``forecast_base`` (rounded up to a whole second): from then on the forecast is the run rate
-    itself, no longer the use spread over the base - the forecast alert's re-check is due then (D-fb-1). ``None``
+    itself, no longer the use spread over the base - the forecast alert's re-check is due then (D366). ``None``
     when that instant is not inside the period."""
     period, _, _ = weighted_elapsed(now, weights)
     start = period.start if signed_up is None else max(period.start, ensure_utc(signed_up))
