@@ -844,6 +844,26 @@ def test_given_a_reference_on_another_instruction_when_claimed_for_another_bill_
     h.settlement.check_claim(credit, "inv-A")
 
 
+def _settling_watch(chain: SolanaTestChain, h: Harness) -> Watch:
+    """A watcher of ``chain`` recording into, and taking its references from, the harness's ``Settlement``."""
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    return watch
+
+
+def _two_bills_stored_net(h: Harness, chain: SolanaTestChain) -> str:
+    """``_two_bills`` paid in one transaction (1,500,000,000 lamports with inv-1's reference, 250,000,000 with
+    inv-2's), stored before the split as one net credit of 1,750,000,000 at :0 with both references (``record_batch``,
+    on inv-1: 1.75 x 150 = $262.50). Returns the signature."""
+    h.clock.now = datetime.now(UTC)
+    first, second = _two_bills(h)
+    signature = chain.send([_pay(chain, 1_500_000_000, first), _pay(chain, 250_000_000, second)])
+    at_0, _ = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
+    h.settlement.record_batch([replace(at_0, atomic_amount=1_750_000_000, references=(str(first), str(second)))])
+    return signature
+
+
 def _two_bills(h: Harness) -> tuple[Pubkey, Pubkey]:
     """acct-1's two bills, each with a SOL quote and its Solana Pay reference, locked at $150.00: inv-1 $225.00 asks
     1.5 SOL (1.5 x 150 = 225), inv-2 $37.50 asks 0.25 SOL (0.25 x 150 = 37.50)."""
@@ -866,9 +886,7 @@ def test_given_one_transaction_paying_two_bills_by_their_references_then_each_bi
     h.clock.now = datetime.now(UTC)
     first, second = _two_bills(h)
     signature = chain.send([_pay(chain, 1_500_000_000, first), _pay(chain, 250_000_000, second)])
-    watch = Watch(chain)
-    watch.sink = h.settlement  # type: ignore[assignment]
-    watch.references = h.settlement  # type: ignore[assignment]
+    watch = _settling_watch(chain, h)
 
     report = watch.run()
 
@@ -939,6 +957,18 @@ def test_given_one_transaction_paying_two_bills_then_each_credit_passes_the_clai
         h.settlement.check_claim(two, "inv-1")
 
 
+def _one_bill_paid_in_two(h: Harness, chain: SolanaTestChain) -> tuple[Pubkey, str]:
+    """inv-1 ($225.00) asks 1.5 SOL at $150 (1,500,000,000 lamports) by a Solana Pay reference; one transaction pays
+    it 1.0 SOL with the reference + 0.5 SOL with none (1,000,000,000 + 500,000,000). Returns the reference and the
+    signature."""
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "225.00"))
+    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", 1_500_000_000, str(reference), amount_usd="225.00"))
+    signature = chain.send([_pay(chain, 1_000_000_000, reference), _pay(chain, 500_000_000)])
+    return reference, signature
+
+
 def test_given_one_bill_paid_in_two_sol_transfers_with_its_reference_on_the_first_only_then_it_counts_both(
     chain: SolanaTestChain, stack: Stack
 ) -> None:
@@ -948,11 +978,7 @@ def test_given_one_bill_paid_in_two_sol_transfers_with_its_reference_on_the_firs
     twice. Now the reference-less transfer carries the watched reference: :0 1.0 x 150 = $150.00 and :1
     0.5 x 150 = $75.00, $225.00 in all, PAID at finality; the fast path's check passes both for inv-1."""
     h = harness(stack)
-    h.clock.now = datetime.now(UTC)
-    reference = Keypair().pubkey()
-    assert h.store.create_bill(bill("inv-1", "acct-1", "225.00"))
-    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", 1_500_000_000, str(reference), amount_usd="225.00"))
-    signature = chain.send([_pay(chain, 1_000_000_000, reference), _pay(chain, 500_000_000)])
+    reference, signature = _one_bill_paid_in_two(h, chain)
 
     one, two = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
     assert [(c.index, c.atomic_amount, c.references) for c in (one, two)] == [
@@ -961,9 +987,7 @@ def test_given_one_bill_paid_in_two_sol_transfers_with_its_reference_on_the_firs
     ]
     h.settlement.check_claim(one, "inv-1")
     h.settlement.check_claim(two, "inv-1")
-    watch = Watch(chain)
-    watch.sink = h.settlement  # type: ignore[assignment]
-    watch.references = h.settlement  # type: ignore[assignment]
+    watch = _settling_watch(chain, h)
     watch.run()
 
     counted = h.store.bill("inv-1")
@@ -990,14 +1014,8 @@ def test_given_a_transaction_stored_as_one_net_credit_before_the_split_when_repo
     matched to inv-2 ($37.50): $300.00 counted for $262.50 received. Now the stored credit wins and the new sibling
     is kept UNATTRIBUTED, the operator alerted (0.25 SOL): $262.50 counted, inv-2 OPEN."""
     h = harness(stack)
-    h.clock.now = datetime.now(UTC)
-    first, second = _two_bills(h)
-    signature = chain.send([_pay(chain, 1_500_000_000, first), _pay(chain, 250_000_000, second)])
-    at_0, _ = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
-    h.settlement.record_batch([replace(at_0, atomic_amount=1_750_000_000, references=(str(first), str(second)))])
-    watch = Watch(chain)
-    watch.sink = h.settlement  # type: ignore[assignment]
-    watch.references = h.settlement  # type: ignore[assignment]
+    signature = _two_bills_stored_net(h, chain)
+    watch = _settling_watch(chain, h)
 
     watch.run()
 
@@ -1037,11 +1055,7 @@ def _one_bill_stored_net(h: Harness, chain: SolanaTestChain) -> str:
     """inv-1 ($225.00) asks 1.5 SOL at $150 (1,500,000,000 lamports); paid by 1.0 SOL + 0.5 SOL in one
     transaction, the reference on the first; stored before the split as one net credit of 1,500,000,000 at :0 on
     inv-1 (its fast-path claim then: 1.5 x 150 = $225.00). Returns the signature."""
-    h.clock.now = datetime.now(UTC)
-    reference = Keypair().pubkey()
-    assert h.store.create_bill(bill("inv-1", "acct-1", "225.00"))
-    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", 1_500_000_000, str(reference), amount_usd="225.00"))
-    signature = chain.send([_pay(chain, 1_000_000_000, reference), _pay(chain, 500_000_000)])
+    _, signature = _one_bill_paid_in_two(h, chain)
     one, _ = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
     h.settlement.record(replace(one, atomic_amount=1_500_000_000), claimed_for="inv-1")
     return signature
@@ -1079,9 +1093,7 @@ def test_given_the_watcher_kept_a_split_sibling_of_a_stored_net_credit_when_anot
     mark is stored with :1: 409 naming :0, $225.00 (1.5 x 150) counted."""
     h = harness(stack)
     signature = _one_bill_stored_net(h, chain)
-    watch = Watch(chain)
-    watch.sink = h.settlement  # type: ignore[assignment]
-    watch.references = h.settlement  # type: ignore[assignment]
+    watch = _settling_watch(chain, h)
     watch.run()
     assert [(p.payment_id, p.counted_in) for p in h.store.unattributed()] == [
         (f"solana:{signature}:1", f"solana:{signature}:0")
@@ -1104,14 +1116,8 @@ def test_given_a_split_sibling_counted_in_a_stored_net_credit_when_the_operator_
     and the operator's list say it is counted in :0; ``crypto assign(:1, acct-1, inv-2)`` is refused, saying to move
     the amount from :0's bill. Before: accepted, 262.50 + 37.50 = $300.00 for $262.50 received."""
     h = harness(stack)
-    h.clock.now = datetime.now(UTC)
-    first, second = _two_bills(h)
-    signature = chain.send([_pay(chain, 1_500_000_000, first), _pay(chain, 250_000_000, second)])
-    at_0, _ = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
-    h.settlement.record_batch([replace(at_0, atomic_amount=1_750_000_000, references=(str(first), str(second)))])
-    watch = Watch(chain)
-    watch.sink = h.settlement  # type: ignore[assignment]
-    watch.references = h.settlement  # type: ignore[assignment]
+    signature = _two_bills_stored_net(h, chain)
+    watch = _settling_watch(chain, h)
     watch.run()
     net = f"solana:{signature}:0"
     assert [(e["tx_id"], e["amount"], e["counted_in"]) for e in h.events("UnattributedCryptoPayment.v1")] == [
@@ -1142,9 +1148,7 @@ def test_given_usdc_paid_into_a_side_account_in_two_transfers_with_the_reference
     assert h.store.create_bill(bill("inv-1", "acct-1", "7.00"))
     h.store.add_quote(_usdc_quote("q-1", "inv-1", "acct-1", 7 * USDC, str(reference)))
     side = chain.create_token_account(chain.merchant.pubkey(), chain.usdc)
-    watch = Watch(chain)
-    watch.sink = h.settlement  # type: ignore[assignment]
-    watch.references = h.settlement  # type: ignore[assignment]
+    watch = _settling_watch(chain, h)
     signature = chain.send([_usdc_to(chain, side, 4 * USDC, reference), _usdc_to(chain, side, 3 * USDC)])
 
     watch.run()

@@ -760,10 +760,13 @@ def test_given_an_alert_announced_by_event_id_before_the_change_when_redelivered
 # --- a lost dispute whose withdrawal we never saw: counted at most what its charge still holds (D359 amended (wd3, wd4))
 
 
-def _inquiry_refunded_then_lost(world: World, events: Events, refunded_a: int, refunded_b: int) -> None:
+def _inquiry_refunded_then_lost(
+    world: World, events: Events, refunded_a: int, refunded_b: int, *, redelivered: bool = True
+) -> None:
     """March 65.20 paid as 40.00 (pi_A, ch_A) + 25.20 (pi_B, ch_B); an inquiry on A (``warning_needs_response``:
     nothing withdrawn); ``refunded_a``/``refunded_b`` cents refunded on each charge; the issuer escalates and the
-    dispute closes ``lost`` with no ``charge.dispute.funds_withdrawn`` ever delivered."""
+    dispute closes ``lost`` with no ``charge.dispute.funds_withdrawn`` ever delivered (the close delivered twice, or
+    once when not ``redelivered``)."""
     first, second = _paid_in_two(world, events)
     inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
     _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry))
@@ -773,7 +776,8 @@ def _inquiry_refunded_then_lost(world: World, events: Events, refunded_a: int, r
         _apply(world, events, events.add("evt_r2", "charge.refunded", _charge_of(second, "ch_B", 2520, refunded_b)))
     lost = events.add("evt_d2", "charge.dispute.closed", inquiry | {"status": "lost"})
     _apply(world, events, lost)
-    _apply(world, events, lost)  # redelivered: counted once
+    if redelivered:
+        _apply(world, events, lost)  # redelivered: counted once
 
 
 def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_then_nothing_is_charged_back(
@@ -834,24 +838,12 @@ def test_given_a_lost_dispute_counted_unseen_when_its_withdrawal_arrives_late_th
     assert (invoice.charged_back, invoice.kept) == (0, 0)
 
 
-def _a_lost_unseen(world: World, events: Events, refunded_a: int, refunded_b: int) -> None:
-    """As ``_inquiry_refunded_then_lost``, the close delivered once."""
-    first, second = _paid_in_two(world, events)
-    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
-    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry))
-    if refunded_a:
-        _apply(world, events, events.add("evt_r1", "charge.refunded", _charge_of(first, "ch_A", 4000, refunded_a)))
-    if refunded_b:
-        _apply(world, events, events.add("evt_r2", "charge.refunded", _charge_of(second, "ch_B", 2520, refunded_b)))
-    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", inquiry | {"status": "lost"}))
-
-
 def test_given_a_refunded_in_full_and_b_not_when_a_is_lost_unseen_then_b_is_not_charged_back(world: World) -> None:
     """Review wd3 F1: A's 40.00 refunded in full, B's 25.20 not; A lost, no withdrawal seen, no list. The cap is A's
     own charge, max(0, min(40.00, 40.00 - 40.00)) = 0.00, not the invoice's rest (65.20 - 40.00 = 25.20, which is B's
     money) -> charged back 0.00, kept 65.20 - 40.00 - 0.00 = 25.20 (wd3: 25.20 charged back, kept 0.00)."""
     events = Events()
-    _a_lost_unseen(world, events, 4000, 0)
+    _inquiry_refunded_then_lost(world, events, 4000, 0, redelivered=False)
     invoice = world.store.invoices["acme/2026-03"]
     assert (invoice.charged_back, invoice.kept) == (0, Decimal("25.20"))
 
@@ -881,7 +873,7 @@ def test_given_a_inferred_nothing_when_b_is_withdrawn_after_then_only_b_is_charg
     (``funds_withdrawn`` seen) -> charged back 0.00 + 25.20 = 25.20, kept 65.20 - 40.00 - 25.20 = 0.00 (wd3: A had
     inferred 25.20, so 50.40 charged back, kept -25.20)."""
     events = Events()
-    _a_lost_unseen(world, events, 4000, 0)
+    _inquiry_refunded_then_lost(world, events, 4000, 0, redelivered=False)
     chargeback = _dispute("pi_B", "needs_response") | {"id": "dp_B", "charge": "ch_B", "amount": 2520}
     _apply(world, events, events.add("evt_b1", "charge.dispute.created", chargeback))
     _apply(world, events, events.add("evt_b2", "charge.dispute.funds_withdrawn", chargeback))
@@ -896,7 +888,7 @@ def test_given_an_inferred_loss_when_redelivered_reinstated_and_withdrawn_late_t
     redelivered (30.00 still), reinstated twice (30.00 - 30.00 = 0.00, once), a late ``funds_withdrawn`` (already
     counted, then given back: nothing) -> charged back 0.00, kept 65.20 - 35.20 - 0.00 = 30.00."""
     events = Events()
-    _a_lost_unseen(world, events, 1000, 2520)
+    _inquiry_refunded_then_lost(world, events, 1000, 2520, redelivered=False)
     taken = _dispute("pi_A", "lost") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
     _apply(world, events, events.add("evt_d2b", "charge.dispute.closed", taken))
     assert world.store.invoices["acme/2026-03"].charged_back == Decimal("30.00")
@@ -936,7 +928,7 @@ def test_given_an_inferred_loss_when_the_close_lists_nothing_withdrawn_then_noth
     dispute's close listing withdrawal -2520 and reinstatement +2520 on B after B's ``funds_withdrawn`` (25.20):
     -(-2520 + 2520) = 0.00 replaces the 25.20 -> charged back 0.00, kept 65.20."""
     events = Events()
-    _a_lost_unseen(world, events, 0, 0)
+    _inquiry_refunded_then_lost(world, events, 0, 0, redelivered=False)
     assert world.store.invoices["acme/2026-03"].charged_back == Decimal("40.00")
     listed = _dispute("pi_A", "lost") | {"id": "dp_A", "charge": "ch_A", "amount": 4000, "balance_transactions": []}
     _apply(world, events, events.add("evt_d2l", "charge.dispute.closed", listed))

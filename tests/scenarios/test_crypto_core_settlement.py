@@ -20,12 +20,14 @@ from kilo_crypto_watch.adapters import DynamoCryptoStore
 from kilo_crypto_watch.history import account_history
 from kilo_crypto_watch.model import (
     Asset,
+    Bill,
     BillFlag,
     BillPayment,
     BillStatus,
     LockedRate,
     ObservedTransfer,
     PaymentStatus,
+    Quote,
     QuoteStatus,
 )
 from kilo_crypto_watch.ports import AlreadyExistsError, ChainBlock, ConflictError, SettlementChange
@@ -495,6 +497,26 @@ def test_given_a_bill_covered_by_a_payment_not_yet_final_when_another_is_claimed
 # accepted only its exact amount, and an ETH quote of $12.34 refused payments its bill would have settled.
 
 
+def _unlinked_bill(stack: Stack, total: str, quoted: Quote) -> Harness:
+    """The bill ``inv-1`` of ``total`` holding ``quoted``, no wallet linked (an exchange pays it), at T0 + 5 min."""
+    h = harness(stack)
+    assert h.store.create_bill(bill(total=total))
+    h.store.add_quote(quoted)
+    h.clock.now = T0 + timedelta(minutes=5)
+    return h
+
+
+def _claimed_and_finalized(h: Harness, asset: Asset, atomic: int) -> Bill:
+    """``atomic`` units of ``asset`` from a stranger's wallet (0xex, at T0 + 4 min) claimed for inv-1 and tied to it,
+    then final: the bill as stored."""
+    paid = transfer("0xex", asset, atomic, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    assert h.settlement.record(paid, claimed_for="inv-1").invoice_id == "inv-1"
+    h.settlement.finalized("ethereum:0xex:0")
+    stored = h.store.bill("inv-1")
+    assert stored is not None
+    return stored
+
+
 def test_given_a_usdc_quote_under_two_dollars_when_claimed_one_unit_short_then_accepted_and_paid_in_full(
     stack: Stack,
 ) -> None:
@@ -502,15 +524,8 @@ def test_given_a_usdc_quote_under_two_dollars_when_claimed_one_unit_short_then_a
     # Worth 1.989999 -> half-up $1.99: short 0.00, PAID, nothing written off.
     # Claim window: exact band 0.5 % x 1.99 = 0.00995 -> 1_990_000 x 0.00995 / 1.99 = 9_950 units; |-1| <= 9_950.
     # (Rounded down to the cent the band was $0.00 -> 0 units: refused.)
-    h = harness(stack)
-    assert h.store.create_bill(bill(total="1.99"))
-    h.store.add_quote(quote("q-usdc", "USDC", 1_990_000, "1", amount_usd="1.99"))
-    h.clock.now = T0 + timedelta(minutes=5)
-    paid = transfer("0xex", "USDC", 1_989_999, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
-    assert h.settlement.record(paid, claimed_for="inv-1").invoice_id == "inv-1"
-    h.settlement.finalized("ethereum:0xex:0")
-    done = h.store.bill("inv-1")
-    assert done is not None
+    h = _unlinked_bill(stack, "1.99", quote("q-usdc", "USDC", 1_990_000, "1", amount_usd="1.99"))
+    done = _claimed_and_finalized(h, "USDC", 1_989_999)
     assert (done.status, done.settled_usd, done.written_off_usd) == (
         BillStatus.PAID,
         Decimal("1.99"),
@@ -525,18 +540,11 @@ def test_given_a_usdc_quote_under_two_dollars_when_claimed_at_the_edge_of_its_ex
     # 1_980_049 units: 9_951 short > 9_950: refused (not tied to the bill by its amount).
     # 1_980_050 units: 9_950 short <= 9_950: tied. Worth 1.98005 -> half-up $1.98: short 0.01 > the bill's band
     # 0.00995 (-> $0.00): OPEN and PARTIAL, nothing written off - the claim ties, recompute decides.
-    h = harness(stack)
-    assert h.store.create_bill(bill(total="1.99"))
-    h.store.add_quote(quote("q-usdc", "USDC", 1_990_000, "1", amount_usd="1.99"))
-    h.clock.now = T0 + timedelta(minutes=5)
+    h = _unlinked_bill(stack, "1.99", quote("q-usdc", "USDC", 1_990_000, "1", amount_usd="1.99"))
     beyond = transfer("0xfar", "USDC", 1_980_049, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
     with pytest.raises(ClaimRefusedError, match="not the amount of one of its quotes"):
         h.settlement.record(beyond, claimed_for="inv-1")
-    edge = transfer("0xex", "USDC", 1_980_050, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
-    assert h.settlement.record(edge, claimed_for="inv-1").invoice_id == "inv-1"
-    h.settlement.finalized("ethereum:0xex:0")
-    still = h.store.bill("inv-1")
-    assert still is not None
+    still = _claimed_and_finalized(h, "USDC", 1_980_050)
     assert (still.status, still.written_off_usd) == (BillStatus.OPEN, Decimal("0.00"))
     assert BillFlag.PARTIAL in still.flags
 
@@ -549,15 +557,8 @@ def test_given_an_eth_quote_when_claimed_short_by_what_its_bill_writes_off_then_
     # the bill's band 1 % x 12.34 = 0.1234 -> $0.12: 0.12 <= 0.12, PAID with $0.12 written off.
     # Claim window: 4.936e15 x 0.1234 / 12.34 = 4.936e13 wei >= 4.9e13: tied.
     # (Rounded down: 4.936e15 x 0.12 / 12.34 = 4.8e13 < 4.9e13: refused.)
-    h = harness(stack)
-    assert h.store.create_bill(bill(total="12.34"))
-    h.store.add_quote(quote("q-eth", "ETH", 4_936_000_000_000_000, "2500.00", amount_usd="12.34"))
-    h.clock.now = T0 + timedelta(minutes=5)
-    paid = transfer("0xex", "ETH", 4_887_000_000_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
-    assert h.settlement.record(paid, claimed_for="inv-1").invoice_id == "inv-1"
-    h.settlement.finalized("ethereum:0xex:0")
-    done = h.store.bill("inv-1")
-    assert done is not None
+    h = _unlinked_bill(stack, "12.34", quote("q-eth", "ETH", 4_936_000_000_000_000, "2500.00", amount_usd="12.34"))
+    done = _claimed_and_finalized(h, "ETH", 4_887_000_000_000_000)
     assert (done.status, done.settled_usd, done.written_off_usd) == (
         BillStatus.PAID,
         Decimal("12.22"),

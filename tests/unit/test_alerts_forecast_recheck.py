@@ -248,17 +248,23 @@ def test_the_run_counts_only_the_rechecks_it_marked_queued() -> None:
     assert run == RecheckRun(queued=(b,), dropped=0)
 
 
-def test_the_months_last_run_counts_the_rechecks_it_leaves_pending() -> None:
-    # a, b and c due Mon 30 Nov 10:00, at most 1 a run. The run at 23:40: the next (23:55) is in November: a
-    # queued, nothing dropped. The run at 23:50: the next (00:05 Tue 1 Dec) is December's, November's re-checks
-    # are moot then: b queued, c left pending - 1 dropped (counted: FORECAST_RECHECKS_DROPPED).
-    store, queue = InMemoryForecastRechecks(), RecordingRecheckQueue()
+def _abc_due_nov_30_1000(store: InMemoryForecastRechecks) -> list[ForecastRecheck]:
+    """acct_a, acct_b and acct_c's November budget re-checks (36 %), each due Mon 30 Nov 10:00, planned in ``store``."""
     rows = [
         ForecastRecheck(f"acct_{n}", "2026-11", ms(datetime(2026, 11, 30, 10, tzinfo=UTC)), "budget", "36")
         for n in "abc"
     ]
     for row in rows:
         store.plan(row, 0)
+    return rows
+
+
+def test_the_months_last_run_counts_the_rechecks_it_leaves_pending() -> None:
+    # a, b and c due Mon 30 Nov 10:00, at most 1 a run. The run at 23:40: the next (23:55) is in November: a
+    # queued, nothing dropped. The run at 23:50: the next (00:05 Tue 1 Dec) is December's, November's re-checks
+    # are moot then: b queued, c left pending - 1 dropped (counted: FORECAST_RECHECKS_DROPPED).
+    store, queue = InMemoryForecastRechecks(), RecordingRecheckQueue()
+    rows = _abc_due_nov_30_1000(store)
     assert queue_due(store, queue, ms(datetime(2026, 11, 30, 23, 40, tzinfo=UTC)), 1, 0) == RecheckRun((rows[0],), 0)
     assert queue_due(store, queue, ms(datetime(2026, 11, 30, 23, 50, tzinfo=UTC)), 1, 0) == RecheckRun((rows[1],), 1)
 
@@ -339,12 +345,7 @@ def test_the_months_last_run_does_not_count_as_dropped_the_rows_it_marked_though
     # a, b and c due Mon 30 Nov 10:00, at most 2 a run, the month's last run at 23:50: a and b queued; the stale
     # second read lists a, b and c (the index has not yet dropped the marks' keys): dropped 3 - 2 marked = 1 (c).
     store, queue = StaleIndex(), RecordingRecheckQueue()
-    rows = [
-        ForecastRecheck(f"acct_{n}", "2026-11", ms(datetime(2026, 11, 30, 10, tzinfo=UTC)), "budget", "36")
-        for n in "abc"
-    ]
-    for row in rows:
-        store.plan(row, 0)
+    rows = _abc_due_nov_30_1000(store)
     run = queue_due(store, queue, ms(datetime(2026, 11, 30, 23, 50, tzinfo=UTC)), 2, 0)
     assert run == RecheckRun((rows[0], rows[1]), 1)
     assert store.reads[1] == rows  # the stale read lists the 2 marked too: read up to 2 + 2 rows, the marked left out

@@ -238,9 +238,7 @@ def test_given_the_cli_and_a_hard_limit_below_the_fee_then_exit_2_naming_the_fee
 def test_given_the_cli_path_of_a_tier_change_then_limits_below_the_new_fee_refuse_the_upgrade() -> None:
     """``request_tier_change`` (the CLI's ``account change-tier``) holds the same rule as the account API: Team with
     a $50 hard limit upgraded to Enterprise on Nov 20 would start at $99, so it is refused and nothing saved."""
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("50")))
+    directory = _limited("team", SIGNUP, "50")
     with pytest.raises(InvalidBudgetError, match=r"^changing to enterprise: hard limit \$50 is not above .*\$99\.00"):
         request_tier_change(
             directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", NOVEMBER, month=NO_USAGE
@@ -255,9 +253,7 @@ def test_given_the_cli_path_of_a_tier_change_then_the_hard_limit_must_stay_above
     rated the bill is the fees alone ($64.00 < $100) and the same upgrade goes through."""
     upgrade_at = datetime(2026, 11, 16, tzinfo=UTC)
     book = default_catalog().for_period(Period(2026, 11))
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    directory = _limited("team", SIGNUP, "100")
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 91_667}})
     with pytest.raises(InvalidBudgetError, match=r"^changing to enterprise: hard limit \$100 is not above \$112\.00"):
         request_tier_change(directory, book, "acct-1", "enterprise", upgrade_at, month=month)
@@ -272,9 +268,7 @@ def test_given_the_hard_limit_already_reached_then_the_refused_upgrade_says_so_n
     to 15/30: 25,000 included, 135,000 over = $97.20, + $14.50 + $49.50 fees = $161.20: refused (right), but the
     message said the limit "would be reached at once" - it is reached already."""
     upgrade_at = datetime(2026, 11, 16, tzinfo=UTC)
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    directory = _limited("team", SIGNUP, "100")
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 160_000}})
     with pytest.raises(InvalidBudgetError) as refused:
         request_tier_change(
@@ -357,16 +351,9 @@ def test_given_a_change_dated_before_the_read_then_open_sessions_count_up_to_the
     change)", nothing saved. Counted only to Nov 16 (the bug review v3 (1) fixed) the bill with the change is the
     $14.50 fee alone, below $30: accepted."""
     at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC)
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("30")))
+    directory = _limited("personal", SIGNUP, "30")
     month = InMemoryMonthToDate(directory, {}, _cameras_on_since(int(at.timestamp() * 1000), 3))
-    with pytest.raises(InvalidBudgetError) as refused:
-        request_tier_change(
-            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team", at, month=month,
-            read_at=read_at,
-        )  # fmt: skip
-    said = str(refused.value)
+    said = _refused_change(directory, Period(2026, 11), "team", at, month, read_at)
     assert said.startswith("changing to team: hard limit $30 is not above $33.82,")
     assert "the limit is already reached ($33.72 before the change) and every call stopped" in said
     assert directory.registered(["acct-1"])["acct-1"].tier_at(at) == "personal"
@@ -380,9 +367,7 @@ def test_given_the_limit_reached_then_a_change_keeping_the_bill_is_accepted() ->
     With the change: Personal 15/30 (2,500 included) 50,000 over = $36.00; Team 15/30 (25,000 included) holds the
     22,640 camera min; + $14.50 fee = $50.50: the same bill, already reached, not raised: accepted, Team saved."""
     at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 23, 20, 40, tzinfo=UTC)
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("50")))
+    directory = _limited("personal", SIGNUP, "50")
     month = InMemoryMonthToDate(
         directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 52_500}},
         _cameras_on_since(int(at.timestamp() * 1000), 2),
@@ -403,9 +388,7 @@ def test_given_an_upgrade_dated_back_in_the_month_lowering_a_bill_over_the_limit
     nothing the limit does not stop already and bills less: accepted (was refused, "already reached")."""
     at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC)
     cameras = _cameras_on_since(int(at.timestamp() * 1000), 3)
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("60")))
+    directory = _limited("personal", SIGNUP, "60")
     month = InMemoryMonthToDate(
         directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 50_000}}, cameras
     )
@@ -424,16 +407,9 @@ def test_given_a_change_dated_in_a_later_month_then_that_months_bill_up_to_it_is
     at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 10, 28, tzinfo=UTC)
     start_ms = int(read_at.timestamp() * 1000)
     cameras = _cameras_on_since(start_ms, 5)
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "team", datetime(2026, 10, 1, tzinfo=UTC), TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    directory = _limited("team", datetime(2026, 10, 1, tzinfo=UTC), "100")
     month = InMemoryMonthToDate(directory, {}, cameras)
-    with pytest.raises(InvalidBudgetError) as refused:
-        request_tier_change(
-            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", at, month=month,
-            read_at=read_at,
-        )  # fmt: skip
-    said = str(refused.value)
+    said = _refused_change(directory, Period(2026, 11), "enterprise", at, month, read_at)
     assert said.startswith(
         "changing to enterprise: hard limit $100 is not above $123.76, November 2026's bill up to the change"
     )
@@ -447,16 +423,10 @@ def test_given_a_change_dated_in_a_month_over_but_not_invoiced_then_that_months_
     $48.00, + $14.50 + $49.50 fees = $112.00 >= $100 - November is over but not invoiced: the month's bill would
     reach the limit. Refused naming November (was accepted: "refuses nothing"); December as Enterprise is the $99 fee alone."""
     upgrade_at, now = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 12, 3, 12, tzinfo=UTC)
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    directory = _limited("team", SIGNUP, "100")
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 91_667}})
-    with pytest.raises(InvalidBudgetError) as refused:
-        request_tier_change(
-            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", upgrade_at,
-            month=month, read_at=now,
-        )  # fmt: skip
-    assert str(refused.value) == (
+    refusal = _refused_change(directory, Period(2026, 11), "enterprise", upgrade_at, month, now)
+    assert refusal == (
         "changing to enterprise: hard limit $100 is not above $112.00, November 2026's bill re-rated with the change "
         "(in effect since 2026-11-16 00:00 UTC; $59.00 before the change): the month is over, not yet invoiced, and "
         "the month's bill would reach the limit; raise the hard limit above $112.00, or clear it, before changing tier"
@@ -479,15 +449,11 @@ def test_given_an_upgrade_raising_a_bill_past_the_limit_then_it_is_refused_wheth
         (DECEMBER_3, "changing to team: hard limit $40 is not above $46.12, November 2026's bill re-rated with the "
                      "change (in effect since 2026-11-25 00:00 UTC; $39.60 before the change): the month is over"),
     ):  # fmt: skip
-        directory = InMemoryAccountDirectory()
-        register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
-        set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
-        with pytest.raises(InvalidBudgetError) as refused:
-            request_tier_change(
-                directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team", at,
-                month=InMemoryMonthToDate(directory, used), read_at=read_at,
-            )  # fmt: skip
-        assert str(refused.value).startswith(said)
+        directory = _limited("personal", SIGNUP, "40")
+        refusal = _refused_change(
+            directory, Period(2026, 11), "team", at, InMemoryMonthToDate(directory, used), read_at
+        )
+        assert refusal.startswith(said)
         assert directory.profiles["acct-1"].tier_at(read_at) == "personal"  # nothing saved
 
 
@@ -504,9 +470,7 @@ def test_given_an_upgrade_dated_into_an_earlier_month_then_the_clock_months_bill
     would stop at once. Refused naming December, nothing saved; with a $41 limit ($40.99 < $41) accepted."""
     at = datetime(2026, 11, 25, tzinfo=UTC)
     book = default_catalog().for_period(Period(2026, 11))
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    directory = _limited("personal", SIGNUP, "40")
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(DEC_SEGMENT, "data_transfer"): TERABYTES_100}})
     with pytest.raises(InvalidBudgetError) as refused:
         request_tier_change(directory, book, "acct-1", "team", at, month=month, read_at=DECEMBER_3)
@@ -527,16 +491,16 @@ def test_given_the_limit_reached_then_an_upgrade_dated_into_an_earlier_month_rai
     stopped already; as Team $29.00 + 399,900 GB x $0.00012 ($47.988 -> $47.99) = $76.99, HIGHER than $48.00:
     refused (D150 amended (up2): an already-reached bill may not be raised), the message saying it is reached
     already; nothing saved."""
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    directory = _limited("personal", SIGNUP, "40")
     used = {("acct-1", "2026-12"): {(DEC_SEGMENT, "data_transfer"): 4 * TERABYTES_100}}
-    with pytest.raises(InvalidBudgetError) as refused:
-        request_tier_change(
-            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team",
-            datetime(2026, 11, 25, tzinfo=UTC), month=InMemoryMonthToDate(directory, used), read_at=DECEMBER_3,
-        )  # fmt: skip
-    said = str(refused.value)
+    said = _refused_change(
+        directory,
+        Period(2026, 11),
+        "team",
+        datetime(2026, 11, 25, tzinfo=UTC),
+        InMemoryMonthToDate(directory, used),
+        DECEMBER_3,
+    )
     assert said.startswith("changing to team: hard limit $40 is not above $76.99, December 2026's bill so far")
     assert "$48.00 before the change): the limit is already reached and every call stopped" in said
     assert directory.profiles["acct-1"].tier_at(DECEMBER_3) == "personal"  # nothing saved
@@ -548,9 +512,7 @@ def test_given_the_limit_reached_then_an_upgrade_dated_into_an_earlier_month_low
     for the whole of December: $29.00 + (70,000 - 50,000) = 20,000 x $0.00072 ($14.40) = $43.40, still >= $40 but
     LOWER: calls stay stopped either way, and refusing kept the customer billed the higher $46.80. Accepted (was
     refused, "already reached"), Team saved."""
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    directory = _limited("personal", SIGNUP, "40")
     used = {("acct-1", "2026-12"): {(DEC_SEGMENT, "video"): 70_000}}
     upgraded = request_tier_change(
         directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team",
@@ -567,9 +529,7 @@ def test_given_an_upgrade_to_enterprise_dated_into_an_earlier_month_then_the_clo
     every hard limit above it): accepted - dating an upgrade back can only lower a month to the new tier's flat fee
     here."""
     at = datetime(2026, 11, 25, tzinfo=UTC)
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    directory = _limited("team", SIGNUP, "100")
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(DEC_SEGMENT, "video"): 300_000}})
     upgraded = request_tier_change(
         directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", at, month=month,
@@ -585,9 +545,7 @@ def test_given_a_downgrade_dated_back_into_effect_then_the_clock_months_bill_re_
     >= $40: every call would stop at once. Refused, nothing saved; with a $50 limit ($41.04 < $50) accepted."""
     at, now = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 12, 3, 12, tzinfo=UTC)
     book = default_catalog().for_period(Period(2026, 11))
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    directory = _limited("team", SIGNUP, "40")
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(int(SIGNUP.timestamp()), "video"): 62_000}})
     with pytest.raises(InvalidBudgetError, match=r"hard limit \$40 is not above \$41\.04, this month's bill") as exc:
         request_tier_change(directory, book, "acct-1", "personal", at, month=month, read_at=now)
@@ -605,16 +563,10 @@ def test_given_the_limit_reached_then_a_downgrade_dated_back_raising_the_bill_is
     included): 65,000 x $0.00072 = $46.80, HIGHER: refused, "already reached" (was accepted: "stops nothing more",
     yet it billed the stopped month $3.40 more); nothing saved."""
     at = datetime(2026, 11, 16, tzinfo=UTC)
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    directory = _limited("team", SIGNUP, "40")
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(DEC_SEGMENT, "video"): 70_000}})
-    with pytest.raises(InvalidBudgetError) as refused:
-        request_tier_change(
-            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "personal", at, month=month,
-            read_at=DECEMBER_3,
-        )  # fmt: skip
-    assert str(refused.value) == (
+    refusal = _refused_change(directory, Period(2026, 11), "personal", at, month, DECEMBER_3)
+    assert refusal == (
         "changing to personal: hard limit $40 is not above $46.80, this month's bill so far re-rated with the change "
         "(in effect since 2026-12-01 00:00 UTC; $43.40 before the change): the limit is already reached and every "
         "call stopped; raise the hard limit above $46.80, or clear it, before changing tier"
@@ -628,16 +580,12 @@ def test_given_a_downgrade_dated_back_two_months_then_the_month_over_it_re_rates
     not invoiced) and December. November as Team: $29.00 + 12,000 x $0.00072 ($8.64) = $37.64; as Personal (no fee,
     5,000 included): 57,000 x $0.00072 = $41.04 >= $40. December as Personal: $0.00. Refused naming November (was
     accepted: only December was read), nothing saved."""
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "team", datetime(2026, 10, 1, tzinfo=UTC), TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    directory = _limited("team", datetime(2026, 10, 1, tzinfo=UTC), "40")
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 62_000}})
-    with pytest.raises(InvalidBudgetError) as refused:
-        request_tier_change(
-            directory, default_catalog().for_period(Period(2026, 10)), "acct-1", "personal",
-            datetime(2026, 10, 10, tzinfo=UTC), month=month, read_at=DECEMBER_3,
-        )  # fmt: skip
-    assert str(refused.value) == (
+    refusal = _refused_change(
+        directory, Period(2026, 10), "personal", datetime(2026, 10, 10, tzinfo=UTC), month, DECEMBER_3
+    )
+    assert refusal == (
         "changing to personal: hard limit $40 is not above $41.04, November 2026's bill re-rated with the change (in "
         "effect since 2026-11-01 00:00 UTC; $37.64 before the change): the month is over, not yet invoiced, and the "
         "month's bill would reach the limit; raise the hard limit above $41.04, or clear it, before changing tier"
@@ -649,9 +597,7 @@ def test_given_a_downgrade_taking_effect_after_the_clock_then_the_limits_set_bef
     """The same account and usage, run Nov 28: the downgrade takes effect Dec 1, not yet begun; nothing of December
     is re-rated now (December's usage is then rated as Personal from its first minute), so it is accepted."""
     at = datetime(2026, 11, 28, tzinfo=UTC)
-    directory = InMemoryAccountDirectory()
-    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
-    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("40")))
+    directory = _limited("team", SIGNUP, "40")
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(int(SIGNUP.timestamp()), "video"): 62_000}})
     downgraded = request_tier_change(
         directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "personal", at, month=month, read_at=at
@@ -805,6 +751,22 @@ def test_given_the_cli_creating_an_account_with_a_budget_at_or_below_its_fee_the
 OCT_1, NOV_1, DEC_1, JAN_1 = (datetime(y, m, 1, tzinfo=UTC) for y, m in ((2026, 10), (2026, 11), (2026, 12), (2027, 1)))
 
 
+def _refused_change(
+    directory: InMemoryAccountDirectory,
+    book: Period,
+    tier: str,
+    at: datetime,
+    month: InMemoryMonthToDate,
+    read_at: datetime,
+) -> str:
+    """acct-1's change to ``tier`` dated ``at``, checked with the shipped catalog's ``book``: refused, its message."""
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(book), "acct-1", tier, at, month=month, read_at=read_at
+        )
+    return str(refused.value)
+
+
 def _limited(tier: str, signup: datetime, hard: str) -> InMemoryAccountDirectory:
     directory = InMemoryAccountDirectory()
     register_account(directory, "acct-1", tier, signup, TIERS)
@@ -838,12 +800,10 @@ def test_month_over_already_over_and_raised_wording() -> None:
     (5,000 included, no fee) 65,000 x $0.00072 = $46.80, higher: refused, saying the bill is raised."""
     directory = _limited("team", OCT_1, "40")
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(NOV_1.timestamp()), "video"): 70_000}})
-    with pytest.raises(InvalidBudgetError) as refused:
-        request_tier_change(
-            directory, default_catalog().for_period(Period(2026, 10)), "acct-1", "personal",
-            datetime(2026, 10, 10, tzinfo=UTC), month=month, read_at=DECEMBER_3,
-        )  # fmt: skip
-    assert str(refused.value) == (
+    refusal = _refused_change(
+        directory, Period(2026, 10), "personal", datetime(2026, 10, 10, tzinfo=UTC), month, DECEMBER_3
+    )
+    assert refusal == (
         "changing to personal: hard limit $40 is not above $46.80, November 2026's bill re-rated with the change (in "
         "effect since 2026-11-01 00:00 UTC; $43.40 before the change): the month is over, not yet invoiced, and the "
         "month's bill, over the limit already, would be raised; raise the hard limit above $46.80, or clear it, "
@@ -872,13 +832,16 @@ def test_year_boundary_month_over_is_december() -> None:
     $37.64; as Personal 57,000 x $0.00072 = $41.04 >= $40: refused naming December 2026."""
     directory = _limited("team", NOV_1, "40")
     month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(int(DEC_1.timestamp()), "video"): 62_000}})
-    with pytest.raises(InvalidBudgetError) as refused:
-        request_tier_change(
-            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "personal",
-            datetime(2026, 11, 10, tzinfo=UTC), month=month, read_at=datetime(2027, 1, 3, tzinfo=UTC),
-        )  # fmt: skip
-    assert "$41.04, December 2026's bill re-rated" in str(refused.value)
-    assert "(in effect since 2026-12-01 00:00 UTC; $37.64 before the change)" in str(refused.value)
+    refusal = _refused_change(
+        directory,
+        Period(2026, 11),
+        "personal",
+        datetime(2026, 11, 10, tzinfo=UTC),
+        month,
+        datetime(2027, 1, 3, tzinfo=UTC),
+    )
+    assert "$41.04, December 2026's bill re-rated" in refusal
+    assert "(in effect since 2026-12-01 00:00 UTC; $37.64 before the change)" in refusal
 
 
 def test_year_boundary_clock_month_january_checked() -> None:
@@ -886,9 +849,12 @@ def test_year_boundary_clock_month_january_checked() -> None:
     month's bill (calls stopped)."""
     directory = _limited("team", NOV_1, "40")
     month = InMemoryMonthToDate(directory, {("acct-1", "2027-01"): {(int(JAN_1.timestamp()), "video"): 62_000}})
-    with pytest.raises(InvalidBudgetError) as refused:
-        request_tier_change(
-            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "personal",
-            datetime(2026, 11, 10, tzinfo=UTC), month=month, read_at=datetime(2027, 1, 3, tzinfo=UTC),
-        )  # fmt: skip
-    assert "$41.04, this month's bill so far" in str(refused.value)
+    refusal = _refused_change(
+        directory,
+        Period(2026, 11),
+        "personal",
+        datetime(2026, 11, 10, tzinfo=UTC),
+        month,
+        datetime(2027, 1, 3, tzinfo=UTC),
+    )
+    assert "$41.04, this month's bill so far" in refusal
