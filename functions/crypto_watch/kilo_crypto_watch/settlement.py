@@ -787,7 +787,8 @@ class Settlement:
         """The operator's record that an UNATTRIBUTED payment (a stray one, say) was sent back on chain by
         ``refund_tx``: it leaves the unattributed list and is never assigned or claimed afterwards (it pays nothing;
         finalized or orphaned as before). The same refund recorded again returns it; a payment attributed, failed,
-        orphaned or refunded by another transaction is refused (``NotRefundableError``). One conditional update of the
+        orphaned, refunded by another transaction or ``counted_in`` another (its amount counted there already) is
+        refused (``NotRefundableError``). One conditional update of the
         refund alone (``record_refund``): the payment must still be unattributed, unrefunded, in the status read; every
         other write of the payment is conditioned on the refund it read, so none drops it. Re-mined at another index,
         the credit keeps the refund (``_refunded_sibling``)."""
@@ -807,6 +808,12 @@ class Settlement:
                 raise NotRefundableError(f"payment {payment_id} pays bill {payment.invoice_id}: not unattributed")
             if payment.status in (PaymentStatus.FAILED, PaymentStatus.ORPHANED):
                 raise NotRefundableError(f"payment {payment_id} is {payment.status.value}: it paid nothing")
+            if payment.counted_in is not None:
+                # its amount is in that payment's already: sent back too, the bill would keep less than it counts
+                raise NotRefundableError(
+                    f"{_counted_in(payment)}: not refunded - to send this money back, act on the bill of"
+                    f" {payment.counted_in}"
+                )
             # the refund alone, conditioned on the status read, no bill and no refund: a writer holding a copy read
             # before it (an assign, a claim, finality) is refused and re-reads; it reverts none of theirs either
             done = replace(payment, refund_tx=refund)
