@@ -504,16 +504,20 @@ class Settlement:
         that net credit: it stays as it is (a same-block report changes nothing), and each of the transaction's
         credits of that asset not stored yet is its amount's part - recorded ``counted_in`` it (persisted: every
         later path reads it). Deterministic from the store and the transaction; EVM: a log's amount never changes,
-        nothing. Reads one payment per Solana credit."""
-        by_tx: dict[tuple[str, str, str], list[tuple[ObservedTransfer, Payment | None]]] = {}
+        nothing. Reads one payment per Solana credit of a transaction with two or more credits of its asset (a net
+        credit is some of them added up: a credit alone in its transaction and asset, the common case, reads
+        nothing)."""
+        by_tx: dict[tuple[str, str, str], list[ObservedTransfer]] = {}
         for transfer in transfers:
             chain = self._chains.get(transfer.chain)
             if chain is None or chain.kind != "solana" or not transfer.succeeded:
                 continue
-            stored = self._store.payment(transfer.payment_id)
-            by_tx.setdefault((transfer.chain, transfer.tx_id, transfer.asset), []).append((transfer, stored))
+            by_tx.setdefault((transfer.chain, transfer.tx_id, transfer.asset), []).append(transfer)
         counted: dict[str, str] = {}
-        for group in by_tx.values():
+        for split in by_tx.values():
+            if len(split) < 2:
+                continue
+            group = [(transfer, self._store.payment(transfer.payment_id)) for transfer in split]
             net = next(
                 (
                     stored
