@@ -17,7 +17,8 @@ asset amount as owed back to the sender, never counted. Refused, naming why: an 
 ``crypto refunded <payment id> --tx <refund tx>`` records that an unattributed payment (a stray one: paid into an
 account of ours that is not the payment address, D341) was sent back on chain by that transaction
 (``Settlement.refunded``): it leaves the unattributed list, and a later ``assign`` or customer claim of it is refused.
-Refused, naming why: an unknown payment, one attributed, failed, orphaned or refunded by another transaction.
+Refused, naming why: an unknown payment, one attributed, failed, orphaned, refunded by another transaction or counted
+in another payment (``counted_in``: its amount is counted there already; D91 amended (sp4)).
 
 ``crypto backfill-links`` writes the transaction links (``TXN#<chain>#<tx>`` / ``PAY#<payment id>``, D155) that
 payments attributed before D155 lack: without one, a claimed payment whose transaction is re-mined at another log
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace, console: Console) -> None:
                 # paid into an account of ours that is not the payment address: never matched (D341)
                 "stray": p.transfer.stray,
                 # its amount is counted in that payment already: not to assign (D91 amended (sp3))
-                **({"counted_in": p.counted_in} if p.counted_in else {}),
+                "counted_in": p.counted_in,  # every row: the table's columns are the first row's keys
             }
             for p in store.unattributed()
         ]

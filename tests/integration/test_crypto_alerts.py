@@ -157,3 +157,33 @@ def test_given_an_unattributed_crypto_payment_then_the_operators_hear_once(
     assert subject == "Kilo Billing: unattributed crypto payment of 12.5 SOL on solana"
     assert f"12.5 SOL on solana, transaction {TX}, from 7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU" in message
     assert alerts_stack.sent_mail() == []
+
+
+def test_given_an_unattributed_crypto_payment_counted_in_another_then_the_email_names_it_and_says_not_to_refund(
+    alerts_stack: AlertsStack,
+) -> None:
+    """Review (rsp3) F1, D91 amended (sp4): 0.5 SOL at :1, a split sibling of the net credit :0 stored before the
+    split (1.5 SOL on inv-1, $225.00 = 1.5 x 150). Refunding it would leave inv-1 with 1.0 SOL kept ($150.00)
+    against $225.00 counted ($75.00 short). Before: the email said "attribute it ... or refund it to the sender"."""
+    url = topic_queue(alerts_stack)
+    event = UnattributedCryptoPaymentV1(
+        event_id=f"crypto-unattributed:solana:{TX}:1",
+        chain="solana",
+        asset="SOL",
+        amount="0.5",
+        tx_id=TX,
+        sender="7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU",
+        occurred_at="2026-11-02T11:00:00+00:00",
+        counted_in=f"solana:{TX}:0",
+    )
+    bus = alerts_stack.stack.template.physical_name("BillingEventBus")
+    EventBridgePublisher(boto3.client("events"), bus, SOURCE_CRYPTO).publish(
+        event.DETAIL_TYPE, event.model_dump(mode="json", exclude_none=True)
+    )
+    assert run_queue(alerts_stack) == {"batchItemFailures": []}
+    [(subject, message)] = inbox(alerts_stack, url)
+    assert subject == "Kilo Billing: unattributed crypto payment of 0.5 SOL on solana"
+    assert f"already counted in payment solana:{TX}:0" in message
+    assert "do NOT refund it or assign it" in message
+    assert f"act on the bill payment solana:{TX}:0 pays" in message
+    assert "refund it to the sender" not in message

@@ -53,6 +53,7 @@ def test_given_an_unattributed_payment_then_listed_and_assigned_to_the_bill(
             "sender": STRANGER_WALLET,
             "seen_at": (T0 + timedelta(minutes=5)).isoformat(),
             "stray": False,
+            "counted_in": None,
         }
     ]
     assigned = _cli(capsys, "crypto", "assign", "ethereum:0xabc:0", "acct-1", "inv-1", "--crypto-table", table, *bus)
@@ -593,3 +594,50 @@ def test_given_the_payment_event_failing_then_the_assign_line_says_the_bill_even
     assert (paid.status, paid.settled_usd, paid.settled_announced) == (BillStatus.PAID, Decimal("100.00"), False)
     assert h.settlement.announce_due() == 1  # the next watcher run's announce_due sends it: 1 bill announced
     assert [detail["invoice_id"] for detail in h.events("CryptoBillSettled.v1")] == ["inv-1"]
+
+def _sibling_counted_in_a_net_credit(h: Harness) -> None:
+    """0.5 SOL (500,000,000 lamports) at solana:sig-split:1, kept counted in solana:sig-split:0 - the net credit of
+    1.5 SOL stored on inv-1 before the split (1.5 x $150 = $225.00; D91 amended (sp3))."""
+    h.clock.now = T0 + timedelta(minutes=5)
+    sibling = transfer("sig-split", "SOL", 500_000_000, T0 + timedelta(minutes=4), chain="solana", index=1)
+    h.settlement.record_seen(sibling, counted_in="solana:sig-split:0")
+
+
+def test_given_a_payment_counted_in_another_when_recorded_refunded_then_exit_2_and_still_listed(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review (rsp3) F1, D91 amended (sp4): refunding the 0.5 SOL counted in inv-1's 1.5 SOL net would leave
+    1.5 - 0.5 = 1.0 SOL kept = $150.00 against $225.00 counted ($75.00 short). Refused (exit 2, as the CLI's other
+    refusals), naming the payment it is counted in; it stays listed, no refund recorded. Before: recorded."""
+    h = harness(stack)
+    _sibling_counted_in_a_net_credit(h)
+    bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["crypto", "refunded", "solana:sig-split:1", "--tx", "sig-back", "--crypto-table", table, *bus])
+
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "already counted in solana:sig-split:0" in err
+    assert "not refunded - to send this money back, act on the bill of solana:sig-split:0" in err
+    assert [(p.payment_id, p.refund_tx) for p in h.store.unattributed()] == [("solana:sig-split:1", None)]
+
+
+def test_given_a_plain_payment_listed_before_a_counted_in_one_then_the_table_has_a_counted_in_column(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review (rsp3) F3: the table's columns are the first row's keys; a first row without ``counted_in`` dropped
+    the column for every row. Now every row has it (None when absent): 100 USDC from a stranger, then the 0.5 SOL
+    counted in solana:sig-split:0."""
+    h = _stranger_paid_100_usdc(stack)
+    _sibling_counted_in_a_net_credit(h)
+
+    assert main(["crypto", "unattributed", "--crypto-table", table]) == 0
+    out = capsys.readouterr().out
+    assert "counted_in" in out
+    assert "solana:sig-split:0" in out
+    listed = _cli(capsys, "crypto", "unattributed", "--crypto-table", table)
+    assert sorted((row["payment_id"], row["counted_in"]) for row in listed) == [  # type: ignore[union-attr]
+        ("ethereum:0xabc:0", None),
+        ("solana:sig-split:1", "solana:sig-split:0"),
+    ]

@@ -50,6 +50,7 @@ from kilo_dev import solana_standin as standin_module
 from kilo_dev.solana_standin import SolanaStandin
 from tests.conftest import Stack
 from tests.crypto_core_fakes import CHAINS, Harness, bill, harness
+from tests.crypto_core_fakes import transfer as _core_transfer
 from tests.crypto_fakes import MemoryCursorStore, MemoryPaymentSink, StaticReferences
 from tests.crypto_solana_chain import SOL, USDC, SolanaTestChain
 
@@ -1839,3 +1840,38 @@ def test_given_a_leaders_whole_window_of_payments_on_a_dead_fork_then_each_is_pr
     # taken as S + 1 would prove only S + 3's: S+1..S+3 skipped, no parent shown -> 3 unproven)
     assert (report.orphaned, report.unproven, report.stuck) == (4, 0, ())
     assert set(watch.sink.status.values()) == {PaymentStatus.ORPHANED}
+
+
+class _CountingPaymentReads:
+    """The crypto store, counting ``payment`` reads (each one GetItem on DynamoDB)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.reads: list[str] = []
+
+    def payment(self, payment_id: str) -> Any:
+        self.reads.append(payment_id)
+        return self._store.payment(payment_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_given_solana_credits_alone_in_their_transactions_then_nets_reads_no_payment(stack: Stack) -> None:
+    """Review (rsp3) F4: a pre-split net credit needs two or more credits of one asset in a transaction, so ``nets``
+    reads only those groups. Batch: sig-a 1 SOL at :0 alone; sig-b 1 SOL at :0 and 0.5 USDC at :1 (one credit per
+    asset); sig-c 1.0 + 0.5 SOL at :0 and :1. Before: one read per credit = 1 + 2 + 2 = 5; now sig-c's two = 2."""
+    h = harness(stack)
+    counting = _CountingPaymentReads(h.store)
+    settlement = Settlement(counting, h.published, CHAINS, h.rates, clock=h.clock)  # type: ignore[arg-type]
+    at = datetime(2026, 11, 2, 11, 0, tzinfo=UTC)
+    batch = [
+        _core_transfer("sig-a", "SOL", 1_000_000_000, at, chain="solana"),
+        _core_transfer("sig-b", "SOL", 1_000_000_000, at, chain="solana"),
+        _core_transfer("sig-b", "USDC", 500_000, at, chain="solana", index=1),
+        _core_transfer("sig-c", "SOL", 1_000_000_000, at, chain="solana"),
+        _core_transfer("sig-c", "SOL", 500_000_000, at, chain="solana", index=1),
+    ]
+
+    assert settlement.nets(batch) == {}
+    assert counting.reads == ["solana:sig-c:0", "solana:sig-c:1"]

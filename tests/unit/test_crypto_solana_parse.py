@@ -4,6 +4,7 @@ tests/fixtures/solana/README.md says how), parsed by the real client's parser (s
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -357,3 +358,83 @@ def test_given_two_signers_each_sending_a_transfer_then_the_other_partys_transfe
         ("SOL", 0, PAYER, 1_000_000_000, (BILL_1,), True),
         ("SOL", 1, SECOND_SIGNER, 500_000_000, (), True),
     ]
+
+
+def _two_signers(*instructions: Instruction) -> ChainTransaction:
+    """The payer and a second signer each paying the merchant in one transaction: the merchant held 1 SOL and
+    receives 1,000,000,000 (payer) + 500,000,000 (second signer) = 1,500,000,000 lamports, the instructions' sum:
+    split."""
+    return ChainTransaction(
+        signature="two-signers",
+        slot=300,
+        block_time=None,
+        failed=False,
+        account_keys=(PAYER, SECOND_SIGNER, MERCHANT, BILL_1, SYSTEM, MEMO),
+        signer_count=2,
+        instructions=instructions,
+        pre_balances=(10_000_000_000, 5_000_000_000, 1_000_000_000, 0, 1, 1),
+        post_balances=(8_999_995_000, 4_500_000_000, 2_500_000_000, 0, 1, 1),  # 10 - 1 - fee; 5 - 0.5; 1 + 1.5 SOL
+    )
+
+
+SECOND_PAYS = Instruction(SYSTEM, (SECOND_SIGNER, MERCHANT), struct.pack("<IQ", 2, 500_000_000))
+
+
+def test_given_the_payers_reference_on_a_zero_lamport_transfer_then_the_other_signers_transfer_does_not_carry_it() -> (
+    None
+):
+    """Review (rsp3) F2: ix0 the payer's 0-lamport transfer with bill 1's reference, ix1 the payer's 1.0 SOL, ix2 the
+    second signer's 0.5 SOL. Before: the 0-amount transfer's reference went with every credit - the other party's
+    0.5 SOL x $150 = $75.00 counted for bill 1. Now only with the payer's credit."""
+    tx = _two_signers(_sol_transfer(0, BILL_1), _sol_transfer(1_000_000_000), SECOND_PAYS)
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
+
+    assert [_credit(c) for c in found] == [
+        ("SOL", 1, PAYER, 1_000_000_000, (BILL_1,), True),
+        ("SOL", 2, SECOND_SIGNER, 500_000_000, (), True),
+    ]
+
+
+def test_given_the_reference_on_a_memo_no_signer_names_then_only_the_fee_payers_transfer_carries_it() -> None:
+    """Review (rsp3) F2: ix0 the payer's 1.0 SOL, ix1 the second signer's 0.5 SOL, ix2 a memo naming bill 1's
+    reference and no signer. Before: a watched key on no transfer went with every credit ($75.00 of another
+    party's money for bill 1); now with the fee payer's (the first signer's) credits only."""
+    memo = Instruction(MEMO, (BILL_1,), b"inv-1")
+    tx = _two_signers(_sol_transfer(1_000_000_000), SECOND_PAYS, memo)
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
+
+    assert [_credit(c) for c in found] == [
+        ("SOL", 0, PAYER, 1_000_000_000, (BILL_1,), True),
+        ("SOL", 1, SECOND_SIGNER, 500_000_000, (), True),
+    ]
+
+
+def test_given_the_reference_on_a_memo_the_second_signer_signs_then_only_its_transfer_carries_it() -> None:
+    """D91 amended (sp4): the memo naming bill 1's reference is the second signer's (its account among the memo's
+    signers): the reference goes with its 0.5 SOL (0.5 x $150 = $75.00 for bill 1), not with the payer's 1.0 SOL."""
+    memo = Instruction(MEMO, (SECOND_SIGNER, BILL_1), b"inv-1")
+    tx = _two_signers(_sol_transfer(1_000_000_000), SECOND_PAYS, memo)
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
+
+    assert [_credit(c) for c in found] == [
+        ("SOL", 0, PAYER, 1_000_000_000, (), True),
+        ("SOL", 1, SECOND_SIGNER, 500_000_000, (BILL_1,), True),
+    ]
+
+
+def test_given_one_credit_sent_by_a_signer_other_than_the_fee_payer_then_a_memos_reference_still_goes_with_it() -> None:
+    """D91 amended (sp4): the same-sender test needs credits from two senders; one credit (the second signer's
+    0.5 SOL, the payer only paying the fee - a relayer) keeps a watched key on the memo as before. The merchant
+    held 1 SOL and holds 1.5 SOL after: delta 500,000,000 lamports, the instruction's amount."""
+    memo = Instruction(MEMO, (BILL_1,), b"inv-1")
+    tx = replace(
+        _two_signers(SECOND_PAYS, memo),
+        post_balances=(9_999_995_000, 4_500_000_000, 1_500_000_000, 0, 1, 1),  # 10 - fee; 5 - 0.5; 1 + 0.5 SOL
+    )
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
+
+    assert [_credit(c) for c in found] == [("SOL", 0, SECOND_SIGNER, 500_000_000, (BILL_1,), True)]

@@ -308,21 +308,33 @@ def on_unattributed_crypto(
     detail: Mapping[str, Any], ports: OperatorPorts, policy: OperatorPolicy, now_ms: int
 ) -> Announced:
     """A payment to a merchant address that matches no bill (crypto watching keeps it as unattributed): the
-    operators attribute it or refund it. Once per chain payment (the event's id names it)."""
+    operators attribute it or refund it - unless it is ``counted_in`` another payment (its amount counted there
+    already): then neither, the bill that payment pays is where to move money. Once per chain payment (the event's
+    id names it)."""
     event = UnattributedCryptoPaymentV1.model_validate(detail)
     try:
         amount = f"{format(Decimal(event.amount), ',')} {event.asset}"
     except InvalidOperation:
         amount = f"{event.amount} {event.asset}"  # as the watcher wrote it: the operators still need to hear
+    if event.counted_in is not None:
+        # its amount is in that payment's already (D91 amended (sp3)): refunding or assigning it counts it twice
+        todo = (
+            f"Its amount is already counted in payment {event.counted_in} (its transaction was stored as one "
+            f"payment before it was split): do NOT refund it or assign it. To move this money, act on the bill "
+            f"payment {event.counted_in} pays.\n"
+        )
+    else:
+        todo = (
+            "Find the account it belongs to (the sender, the amount, a quote that expired) and attribute it to "
+            "that account's bill, or refund it to the sender.\n"
+        )
     alert = OperatorAlert(
         kind="unattributed_crypto_payment",
         key=event.event_id,
         subject=f"Kilo Billing: unattributed crypto payment of {amount} on {event.chain}",
         message=(
             f"Crypto watching saw a payment that matches no bill: {amount} on {event.chain}, transaction "
-            f"{event.tx_id}, from {event.sender}, at {event.occurred_at}. It is kept in the unattributed list. "
-            f"Find the account it belongs to (the sender, the amount, a quote that expired) and attribute it to "
-            f"that account's bill, or refund it to the sender.\n"
+            f"{event.tx_id}, from {event.sender}, at {event.occurred_at}. It is kept in the unattributed list. " + todo
         ),
     )
     return Announced(alert, announce(alert, ports, policy, now_ms))

@@ -522,16 +522,20 @@ class Settlement:
         that net credit: it stays as it is (a same-block report changes nothing), and each of the transaction's
         credits of that asset not stored yet is its amount's part - recorded ``counted_in`` it (persisted: every
         later path reads it). Deterministic from the store and the transaction; EVM: a log's amount never changes,
-        nothing. Reads one payment per Solana credit."""
-        by_tx: dict[tuple[str, str, str], list[tuple[ObservedTransfer, Payment | None]]] = {}
+        nothing. Reads one payment per Solana credit of a transaction with two or more credits of its asset (a net
+        credit is some of them added up: a credit alone in its transaction and asset, the common case, reads
+        nothing)."""
+        by_tx: dict[tuple[str, str, str], list[ObservedTransfer]] = {}
         for transfer in transfers:
             chain = self._chains.get(transfer.chain)
             if chain is None or chain.kind != "solana" or not transfer.succeeded:
                 continue
-            stored = self._store.payment(transfer.payment_id)
-            by_tx.setdefault((transfer.chain, transfer.tx_id, transfer.asset), []).append((transfer, stored))
+            by_tx.setdefault((transfer.chain, transfer.tx_id, transfer.asset), []).append(transfer)
         counted: dict[str, str] = {}
-        for group in by_tx.values():
+        for split in by_tx.values():
+            if len(split) < 2:
+                continue
+            group = [(transfer, self._store.payment(transfer.payment_id)) for transfer in split]
             net = next(
                 (
                     stored
@@ -805,7 +809,8 @@ class Settlement:
         """The operator's record that an UNATTRIBUTED payment (a stray one, say) was sent back on chain by
         ``refund_tx``: it leaves the unattributed list and is never assigned or claimed afterwards (it pays nothing;
         finalized or orphaned as before). The same refund recorded again returns it; a payment attributed, failed,
-        orphaned or refunded by another transaction is refused (``NotRefundableError``). One conditional update of the
+        orphaned, refunded by another transaction or ``counted_in`` another (its amount counted there already) is
+        refused (``NotRefundableError``). One conditional update of the
         refund alone (``record_refund``): the payment must still be unattributed, unrefunded, in the status read; every
         other write of the payment is conditioned on the refund it read, so none drops it. Re-mined at another index,
         the credit keeps the refund (``_refunded_sibling``)."""
@@ -825,6 +830,12 @@ class Settlement:
                 raise NotRefundableError(f"payment {payment_id} pays bill {payment.invoice_id}: not unattributed")
             if payment.status in (PaymentStatus.FAILED, PaymentStatus.ORPHANED):
                 raise NotRefundableError(f"payment {payment_id} is {payment.status.value}: it paid nothing")
+            if payment.counted_in is not None:
+                # its amount is in that payment's already: sent back too, the bill would keep less than it counts
+                raise NotRefundableError(
+                    f"{_counted_in(payment)}: not refunded - to send this money back, act on the bill of"
+                    f" {payment.counted_in}"
+                )
             # the refund alone, conditioned on the status read, no bill and no refund: a writer holding a copy read
             # before it (an assign, a claim, finality) is refused and re-reads; it reverts none of theirs either
             done = replace(payment, refund_tx=refund)

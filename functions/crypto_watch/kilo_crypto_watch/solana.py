@@ -136,11 +136,17 @@ def credits(
     transfer instruction) and this credit has a watched one of its own, or another sender: then it is that credit's,
     not this one's (a transfer with no watched reference beside a referenced one from the same sender is the same
     payment's other part and carries it; one another signer sent does not, D91 amended (sp3)). In a split, a
-    0-amount transfer's own references go with every credit (D91, amended (sp2)).
+    0-amount transfer's own references go with every credit (D91, amended (sp2)) of its sender when the credits have
+    several senders; so does a watched key on no transfer - with the credits of the signer of an instruction naming
+    it, else the fee payer's (D91, amended (sp4)).
     """
     found = [*_sol(tx, merchant), *_usdc(tx, merchant)]
     memo = _memo(tx)
     keys_watched = tuple(key for key in tx.account_keys if key in watched)
+    # credits from two or more senders: a key on no paying transfer (a memo, another program's instruction, a
+    # 0-amount transfer whose sender pays nothing) goes only with the credits its instruction's signer sent - the fee
+    # payer's for a key no signer's instruction names (D91, amended (sp4)); from one sender, with every credit
+    parties = len({f[2] for f in found}) > 1
     reported: list[ObservedTransfer] = []
     for position, (asset, index, sender, amount, references, stray) in enumerate(found):
         # the senders of the other credits each key is on (their own references)
@@ -157,7 +163,9 @@ def credits(
         keys = tuple(
             key
             for key in keys_watched
-            if key in references or key not in owners or (unreferenced and owners[key] == {sender})
+            if key in references
+            or (key not in owners and (not parties or sender in _signing(tx, key)))
+            or (unreferenced and owners.get(key) == {sender})
         )
         reported.append(
             ObservedTransfer(
@@ -184,6 +192,24 @@ def credits(
 _Found = tuple[Literal["SOL", "USDC"], int, str, int, tuple[str, ...], bool]
 
 
+def _signing(tx: ChainTransaction, key: str) -> set[str]:
+    """Who put ``key`` in ``tx``: the signers among the accounts of each instruction naming it (a memo's signer, a
+    0-amount transfer's sender); the fee payer (the first signer) when no signer's instruction names it."""
+    signers = set(tx.account_keys[: tx.signer_count])
+    named = {account for ix in tx.instructions if key in ix.accounts for account in ix.accounts if account in signers}
+    return named or {tx.account_keys[0]}
+
+
+def _shared(zero: Sequence[tuple[str, tuple[str, ...]]], senders: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The 0-amount transfers' own references (``zero``: each one's sender and keys) each paying sender's credits
+    carry in a split: all of them when one sender paid them all; else only those its own 0-amount transfers name
+    (another party's reference is not its money's, D91 amended (sp4))."""
+    one = len(set(senders)) == 1
+    return {
+        sender: tuple(key for source, keys in zero if one or source == sender for key in keys) for sender in senders
+    }
+
+
 def _extra(tx: ChainTransaction, accounts: Sequence[str]) -> tuple[str, ...]:
     """Solana Pay references: read-only non-signer keys appended after an instruction's own accounts."""
     signers = set(tx.account_keys[: tx.signer_count])
@@ -208,20 +234,21 @@ def _sol(tx: ChainTransaction, merchant: Merchant) -> list[_Found]:
     intended = sum(amounts)
     paid = [(index, ix, lamports) for (index, ix), lamports in zip(transfers, amounts, strict=True) if lamports > 0]
     if len(paid) > 1 and (tx.failed or intended == delta):  # each transfer identifiable: one credit each
-        # a 0-lamport transfer's own references are nobody's in particular: they go with every credit
-        shared = tuple(
-            key
+        # a 0-lamport transfer's own references are no paying transfer's in particular: they go with every credit
+        # of its sender (of every sender when one paid them all)
+        zero = [
+            (ix.accounts[0], _extra(tx, ix.accounts[2:]))
             for (_, ix), lamports in zip(transfers, amounts, strict=True)
             if lamports == 0
-            for key in _extra(tx, ix.accounts[2:])
-        )
+        ]
+        shared = _shared(zero, [ix.accounts[0] for _, ix, _ in paid])
         return [
             (
                 "SOL",
                 index,
                 ix.accounts[0],
                 lamports,
-                tuple(dict.fromkeys((*_extra(tx, ix.accounts[2:]), *shared))),
+                tuple(dict.fromkeys((*_extra(tx, ix.accounts[2:]), *shared[ix.accounts[0]]))),
                 False,
             )
             for index, ix, lamports in paid
@@ -274,9 +301,10 @@ def _usdc(tx: ChainTransaction, merchant: Merchant) -> list[_Found]:
     intended = sum(t[2] for t in transfers)
     paid = [t for t in transfers if t[2] > 0]
     if len(paid) > 1 and (tx.failed or intended == delta):  # each transfer identifiable: one credit each
-        shared = tuple(key for _, _, units, extra in transfers if units == 0 for key in _extra(tx, extra))  # as in _sol
+        zero = [(sender, _extra(tx, extra)) for _, sender, units, extra in transfers if units == 0]  # as in _sol
+        shared = _shared(zero, [sender for _, sender, _, _ in paid])
         return [
-            ("USDC", index, sender, units, tuple(dict.fromkeys((*_extra(tx, extra), *shared))), stray)
+            ("USDC", index, sender, units, tuple(dict.fromkeys((*_extra(tx, extra), *shared[sender]))), stray)
             for index, sender, units, extra in paid
         ]
     amount = intended if tx.failed else delta
