@@ -595,6 +595,7 @@ def test_given_the_payment_event_failing_then_the_assign_line_says_the_bill_even
     assert h.settlement.announce_due() == 1  # the next watcher run's announce_due sends it: 1 bill announced
     assert [detail["invoice_id"] for detail in h.events("CryptoBillSettled.v1")] == ["inv-1"]
 
+
 def _sibling_counted_in_a_net_credit(h: Harness) -> None:
     """0.5 SOL (500,000,000 lamports) at solana:sig-split:1, kept counted in solana:sig-split:0 - the net credit of
     1.5 SOL stored on inv-1 before the split (1.5 x $150 = $225.00; D91 amended (sp3))."""
