@@ -260,10 +260,11 @@ def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_
 ) -> None:
     """65.20 paid as 40.00 (payment 1) + 25.20 (payment 2), an inquiry on payment 1; all 65.20 refunded (4000 +
     2520: the inquiry closes ``warning_closed``); the issuer escalates it and it closes ``lost`` with no
-    ``charge.dispute.funds_withdrawn`` and its ``balance_transactions`` empty (nothing was taken, here: whether Stripe
-    would take a refunded payment's funds is not established - the list says, D359 amended (wd4)). Through ingest:
-    -(sum of nothing) = 0.00 charged back -> 65.20 refunded, 0.00 charged back, 0.00 kept, nothing refundable. Before
-    (D359 amended (wd3)): 40.00 charged back, kept 65.20 - 65.20 - 40.00 = -40.00."""
+    ``charge.dispute.funds_withdrawn`` and its ``balance_transactions`` still empty (nothing taken: "after the payment
+    has been fully refunded, no further funds are withdrawn", the SDK's is_charge_refundable). Through ingest: the
+    list never grows past 0 items, -(sum of nothing) = 0.00 charged back -> 65.20 refunded, 0.00 charged back, 0.00
+    kept, nothing refundable. Before (D359 amended (wd3)): 40.00 charged back, kept 65.20 - 65.20 - 40.00 = -40.00.
+    The next test lists a withdrawal on the lost close: it counts (D359 amended (wd5))."""
     _, seen = _closed_and_paid(invoicing)
     gateway = invoicing.store.ledger("acct-a").invoices["acct-a/2026-03"].gateway_id
     assert gateway is not None
@@ -283,6 +284,33 @@ def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_
     march = invoicing.invoice("acct-a")
     assert (march.refunded, march.charged_back, march.kept) == (Decimal("65.20"), 0, 0)
     assert refundable(invoicing.store.ledger("acct-a"), march) == 0
+
+
+def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_its_lost_close_lists_a_withdrawal_then_it_counts(
+    invoicing: Invoicing,
+) -> None:
+    """Review wd4 F1 through ingest: as above, but the escalated dispute's lost close lists Stripe's withdrawal
+    (-4000, 1 item, more than the 0 items of the ``warning_closed`` close): -(-4000) = 40.00 charged back, kept 65.20 -
+    65.20 - 40.00 = -40.00 (wd4: 0.00, fixed at the first close's empty list)."""
+    _, seen = _closed_and_paid(invoicing)
+    gateway = invoicing.store.ledger("acct-a").invoices["acct-a/2026-03"].gateway_id
+    assert gateway is not None
+    emulator = invoicing.http.emulator
+    first, _second = emulator.split_payment(gateway, 4000)
+    dispute = emulator.open_dispute(first, inquiry=True)
+    seen = _deliver(invoicing, seen)
+    from kilo_invoice.dependencies import closer  # noqa: PLC0415
+
+    refund_invoice(invoicing.store, closer().gateway, "acct-a", "acct-a/2026-03", Decimal("65.20"))
+    seen = _deliver(invoicing, seen)
+    stored = emulator.objects["dispute"][dispute]
+    assert stored["status"] == "warning_closed"
+    stored["status"] = "needs_response"  # escalated: Stripe withdraws the 40.00 and lists it
+    stored["balance_transactions"] = [emulator._dispute_transaction(stored, -1, "dispute")]
+    emulator.close_dispute(dispute, won=False)
+    _deliver(invoicing, seen)
+    march = invoicing.invoice("acct-a")
+    assert (march.refunded, march.charged_back, march.kept) == (Decimal("65.20"), Decimal("40.00"), Decimal("-40.00"))
 
 
 def test_given_a_credit_note_made_while_a_disputes_funds_were_withdrawn_when_won_then_the_account_is_credited_once(

@@ -900,6 +900,13 @@ def test_given_an_inferred_loss_when_redelivered_reinstated_and_withdrawn_late_t
     assert (invoice.charged_back, invoice.kept) == (0, Decimal("30.00"))
 
 
+def _txn(cents: int, currency: str = "usd") -> dict[str, Any]:
+    """A dispute's balance transaction (stripe.BalanceTransaction's fields used): a withdrawal (``cents`` < 0, Stripe's
+    15.00 fee apart) or a reinstatement (> 0); ``currency``: the balance's (settlement) currency."""
+    fee = 1500 if cents < 0 else 0
+    return {"id": f"txn_{cents}", "object": "balance_transaction", "amount": cents, "fee": fee, "currency": currency}
+
+
 def test_given_a_close_listing_its_balance_transactions_then_what_they_withdrew_is_charged_back(world: World) -> None:
     """Review wd3 F4: the close's ``balance_transactions`` say what Stripe took, fee apart. A refunded in full (40.00)
     yet its escalated dispute lost with a withdrawal listed (amount -4000, fee 1500): -(-4000) = 4000 -> 40.00
@@ -911,7 +918,7 @@ def test_given_a_close_listing_its_balance_transactions_then_what_they_withdrew_
     inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
     _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry))
     _apply(world, events, events.add("evt_r1", "charge.refunded", _charge_of(first, "ch_A", 4000, 4000)))
-    listed = {"status": "lost", "balance_transactions": [{"id": "txn_w", "amount": -4000, "fee": 1500}]}
+    listed = {"status": "lost", "balance_transactions": [_txn(-4000)]}
     lost = events.add("evt_d2", "charge.dispute.closed", inquiry | listed)
     _apply(world, events, lost)
     _apply(world, events, lost)
@@ -936,8 +943,101 @@ def test_given_an_inferred_loss_when_the_close_lists_nothing_withdrawn_then_noth
     _apply(world, events, events.add("evt_b1", "charge.dispute.created", chargeback))
     _apply(world, events, events.add("evt_b2", "charge.dispute.funds_withdrawn", chargeback))
     assert world.store.invoices["acme/2026-03"].charged_back == Decimal("25.20")
-    both = [{"id": "txn_w", "amount": -2520, "fee": 1500}, {"id": "txn_r", "amount": 2520, "fee": -1500}]
+    both = [_txn(-2520), _txn(2520)]
     won = chargeback | {"status": "won", "balance_transactions": both}
     _apply(world, events, events.add("evt_b3", "charge.dispute.closed", won))
     invoice = world.store.invoices["acme/2026-03"]
     assert (invoice.charged_back, invoice.kept) == (0, Decimal("65.20"))
+
+
+# --- the longest balance_transactions list a dispute's events carry says what it withdrew (D359 amended (wd5))
+
+
+def test_given_an_inquiry_closed_listing_nothing_when_it_escalates_and_is_lost_then_the_withdrawal_counts(
+    world: World,
+) -> None:
+    """Review wd4 F1: an inquiry on A lists [] when created and when it closes ``warning_closed`` (0 items: 0.00
+    withdrawn). The same dispute escalates: Stripe withdraws 40.00 (``funds_withdrawn`` listing [-4000]: 1 item, more
+    than 0, so -(-4000) = 40.00 replaces 0.00) and it closes ``lost`` listing the same one item (nothing moves) ->
+    charged back 40.00, kept 65.20 - 40.00 = 25.20 (wd4: the [] of the first close fixed 0.00, kept 65.20)."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
+    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    withdrawn = events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took)
+    _apply(world, events, withdrawn)
+    _apply(world, events, events.add("evt_d4", "charge.dispute.closed", inquiry | took | {"status": "lost"}))
+    _apply(world, events, withdrawn)  # redelivered: equal length, nothing moves
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
+
+
+def test_given_a_lost_close_listing_the_withdrawal_when_a_reinstatement_is_listed_after_then_it_counts(
+    world: World,
+) -> None:
+    """Review wd4 F2: 10.00 refunded on A; its 40.00 chargeback withdraws 40.00 (created and ``funds_withdrawn`` list
+    [-4000]); it closes ``lost`` listing [-4000] (40.00); then ``funds_reinstated`` lists [-4000, +1000] (the refunded
+    part given back, 2 items): -(-4000 + 1000) = 30.00 replaces 40.00 -> charged back 30.00, kept 65.20 - 10.00 -
+    30.00 = 25.20 (wd4: the close fixed 40.00, kept 15.20). A close delivered late listing one item: nothing moves."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    chargeback = _dispute(first, "needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_r1", "charge.refunded", _charge_of(first, "ch_A", 4000, 1000)))
+    one = {"balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", chargeback | one))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.funds_withdrawn", chargeback | one))
+    lost = events.add("evt_d3", "charge.dispute.closed", chargeback | one | {"status": "lost"})
+    _apply(world, events, lost)
+    assert world.store.invoices["acme/2026-03"].charged_back == Decimal("40.00")
+    both = {"status": "lost", "balance_transactions": [_txn(-4000), _txn(1000)]}
+    _apply(world, events, events.add("evt_d4", "charge.dispute.funds_reinstated", chargeback | both))
+    _apply(world, events, lost)  # redelivered after: its shorter list changes nothing
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("30.00"), Decimal("25.20"))
+
+
+def test_given_a_partially_won_dispute_when_the_close_lists_both_after_the_reinstatement_then_it_stands(
+    world: World,
+) -> None:
+    """Guard (right in wd4 too): as above, the reinstatement [-4000, +1000] arriving before the close listing the same
+    two items: -(-3000) = 30.00 -> charged back 30.00, kept 65.20 - 10.00 - 30.00 = 25.20."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    chargeback = _dispute(first, "needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_r1", "charge.refunded", _charge_of(first, "ch_A", 4000, 1000)))
+    one = {"balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.funds_withdrawn", chargeback | one))
+    both = {"status": "lost", "balance_transactions": [_txn(-4000), _txn(1000)]}
+    _apply(world, events, events.add("evt_d4", "charge.dispute.funds_reinstated", chargeback | both))
+    _apply(world, events, events.add("evt_d3", "charge.dispute.closed", chargeback | both))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("30.00"), Decimal("25.20"))
+
+
+def test_given_a_list_in_the_settlement_currency_then_the_disputes_own_amount_counts(world: World) -> None:
+    """Review wd4 F3: a 40.00 USD dispute on an account settling in EUR closes lost listing -3700 eur (a balance
+    transaction's amount is in the balance's currency): the list is not read; no withdrawal seen, nothing refunded:
+    min(40.00, 40.00 - 0.00) = 40.00 USD charged back (not 37.00), kept 65.20 - 40.00 = 25.20."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    chargeback = _dispute(first, "needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000, "currency": "usd"}
+    lost = {"status": "lost", "balance_transactions": [_txn(-3700, "eur")]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.closed", chargeback | lost))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
+
+
+def test_given_a_list_of_ids_then_it_reads_as_unknown(world: World) -> None:
+    """Review wd4 F4: A's chargeback withdraws 40.00 (``funds_withdrawn`` seen, no list); the close lists ids only
+    (["txn_1"], not expanded): unknown, not "0.00 withdrawn" -> the 40.00 stays, kept 65.20 - 40.00 = 25.20."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    chargeback = _dispute(first, "needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.funds_withdrawn", chargeback))
+    lost = {"status": "lost", "balance_transactions": ["txn_1"]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.closed", chargeback | lost))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))

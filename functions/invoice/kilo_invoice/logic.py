@@ -1124,6 +1124,7 @@ _DISPUTE_EVENTS: Final = frozenset(
         "charge.dispute.closed",
         "charge.dispute.funds_withdrawn",
         "charge.dispute.funds_reinstated",
+        "charge.dispute.updated",
     }
 )
 _DISPUTE_CLOSED: Final = frozenset({"won", "lost", "warning_closed", "prevented"})
@@ -1144,10 +1145,11 @@ def _dispute_event(
     (markers ``dispute_withdrawn:``/``dispute_reinstated:``, in either order); a dispute closed ``lost`` whose
     withdrawal we never saw counts as withdrawn, once (``dispute_lost:``, written before these events were handled,
     counts as withdrawn too) - for at most what its charge still holds (the dispute's amount less the charge's
-    refunds, never below nothing; whether Stripe takes a refunded payment's funds is not established), lowered again
-    by the charge's later refunds; a ``funds_withdrawn`` seen after it stands as Stripe recorded it, in its place. A
-    close whose payload lists its ``balance_transactions`` says what was withdrawn, no inference: that figure stands
-    for the dispute (``_withdrawn_or_reinstated``, D359 amended (wd3, wd4))."""
+    refunds, never below nothing: "after the payment has been fully refunded, no further funds are withdrawn", the
+    SDK's is_charge_refundable), lowered again by the charge's later refunds; a ``funds_withdrawn`` seen after it
+    stands as Stripe recorded it, in its place. Any event of it whose payload lists its ``balance_transactions`` (in
+    the dispute's currency, objects) says what was withdrawn, no inference; a longer list replaces that figure (the
+    list only grows), so the longest wins in any order (``_withdrawn_or_reinstated``, D359 amended (wd3, wd4, wd5))."""
     refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
     _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
     closing = event.type == "charge.dispute.closed"
@@ -1157,7 +1159,9 @@ def _dispute_event(
     takes = event.type == "charge.dispute.funds_withdrawn" or (closing and event.obj.get("status") == "lost")
     amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
     charge = str(_ref(event.obj.get("charge")) or "")
-    listed = _listed_withdrawal(event.obj) if closing else None
+    listed = _listed_withdrawal(event.obj)
+    if listed is not None and not listed[0] and not closing:  # nothing listed yet: says nothing until it closes
+        listed = None
 
     def dispute(current: InvoiceRecord) -> InvoiceRecord:
         marks, charged_back, flag = set(current.announced), current.charged_back, current.disputed
@@ -1200,25 +1204,32 @@ def _dispute_event(
 def _withdrawn_or_reinstated(
     marks: set[str],
     dispute_id: str,
-    event: tuple[str, bool, Decimal | None],
+    event: tuple[str, bool, tuple[int, Decimal] | None],
     charge: tuple[str, Decimal],
     amount: Decimal,
 ) -> Decimal:
     """What a dispute's event adds to the invoice's ``charged_back`` (``marks``: the invoice's markers, updated;
-    ``event``: its type, whether it ``takes`` - its ``funds_withdrawn``, or a close ``lost`` - and, on a close, what
-    its ``balance_transactions`` list withdrew, None when the payload has no such list; ``charge``: the disputed
-    charge and what its ``charge.refunded`` recorded refunded). A close whose payload lists its balance transactions
-    says what was withdrawn: that figure stands for the dispute, in place of whatever was counted before, and no later
-    event of it changes it (marker ``dispute_settled:<id>:<amount>``). Otherwise ``takes`` counts the withdrawal once;
+    ``event``: its type, whether it ``takes`` - its ``funds_withdrawn``, or a close ``lost`` - and how many items its
+    ``balance_transactions`` list holds and what they withdrew, None when unknown (``_listed_withdrawal``; an empty
+    list counts only on a close); ``charge``: the disputed charge and what its ``charge.refunded`` recorded refunded).
+    A listed figure stands for the dispute, in place of whatever was counted before; a later list with more items
+    replaces it, one no longer (or no list) changes nothing (marker ``dispute_settled:<id>:<items>:<amount>``).
+    Otherwise ``takes`` counts the withdrawal once;
     a loss whose withdrawal we never saw counts at most what its charge still holds (the dispute's amount less the
     charge's refunded total, never below nothing; marker ``dispute_inferred:<id>:<charge>:<amount>:<counted>``, lowered
     or raised again by the charge's later ``charge.refunded``); a ``funds_withdrawn`` seen after that stands as Stripe
-    sent it, in its place; ``funds_reinstated`` takes off what was counted (D359 amended (wd3, wd4))."""
+    sent it, in its place; ``funds_reinstated`` takes off what was counted (D359 amended (wd3, wd4, wd5))."""
     event_type, takes, listed = event
     withdrawn_marker, reinstated_marker = f"dispute_withdrawn:{dispute_id}", f"dispute_reinstated:{dispute_id}"
     inferred_prefix, settled_prefix = f"dispute_inferred:{dispute_id}:", f"dispute_settled:{dispute_id}:"
-    if any(mark.startswith(settled_prefix) for mark in marks):
-        return ZERO
+    settled = next((mark for mark in marks if mark.startswith(settled_prefix)), None)
+    if settled is not None:  # a longer list replaces the figure (a dispute's list only grows), any other nothing
+        items, figure = settled.rsplit(":", 2)[1:]
+        if listed is None or listed[0] <= int(items):
+            return ZERO
+        marks.discard(settled)
+        marks.add(f"{settled_prefix}{listed[0]}:{listed[1]}")
+        return listed[1] - Decimal(figure)
     seen = event_type == "charge.dispute.funds_withdrawn"
     was_withdrawn = withdrawn_marker in marks or f"dispute_lost:{dispute_id}" in marks
     inferred = next((mark for mark in marks if mark.startswith(inferred_prefix)), None)
@@ -1227,8 +1238,8 @@ def _withdrawn_or_reinstated(
         before = counted if was_withdrawn and reinstated_marker not in marks else ZERO
         if inferred is not None:
             marks.discard(inferred)
-        marks.add(f"{settled_prefix}{listed}")
-        return listed - before
+        marks.add(f"{settled_prefix}{listed[0]}:{listed[1]}")
+        return listed[1] - before
     change = ZERO
     if takes and not was_withdrawn:
         marks.add(withdrawn_marker)
@@ -1254,15 +1265,19 @@ def _still_held(amount: Decimal, refunded: Decimal) -> Decimal:
     return max(ZERO, min(amount, amount - refunded))
 
 
-def _listed_withdrawal(obj: dict[str, Any]) -> Decimal | None:
+def _listed_withdrawal(obj: dict[str, Any]) -> tuple[int, Decimal] | None:
     """A dispute payload's ``balance_transactions`` (a list: none, its withdrawal, or withdrawal and reinstatement,
-    each ``amount`` in cents, negative for a withdrawal; its ``fee`` apart): what stays withdrawn, -(sum of the
-    amounts); None when the payload has no such list."""
-    listed = obj.get("balance_transactions")
-    if not isinstance(listed, list):
+    each ``amount`` in cents, negative for a withdrawal; its ``fee`` apart): how many items it lists and what stays
+    withdrawn, -(sum of the amounts). None - unknown, the old rule applies - when the payload has no such list, when
+    an item is not an object (an id, not expanded), or when an item's ``currency`` is not the dispute's own (a
+    BalanceTransaction's amount is in the account's settlement currency, not the charge's; D359 amended (wd5))."""
+    listed, currency = obj.get("balance_transactions"), str(obj.get("currency") or "").lower()
+    if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
         return None
-    cents = sum(int(item.get("amount", 0)) for item in listed if isinstance(item, dict))
-    return Decimal(-cents).scaleb(-2)
+    if not currency or any(str(item.get("currency") or "").lower() != currency for item in listed):
+        return None
+    cents = sum(int(item.get("amount", 0)) for item in listed)
+    return len(listed), Decimal(-cents).scaleb(-2)
 
 
 def _inferred_recapped(invoice: InvoiceRecord, charge: str, refunded: Decimal) -> InvoiceRecord:
