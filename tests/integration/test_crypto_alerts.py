@@ -186,4 +186,6 @@ def test_given_an_unattributed_crypto_payment_counted_in_another_then_the_email_
     assert f"already counted in payment solana:{TX}:0" in message
     assert "do NOT refund it or assign it" in message
     assert f"act on the bill payment solana:{TX}:0 pays" in message
+    # :0 may pay no bill (an unattributed net credit): then it is the payment to move (D91 amended (sp5))
+    assert f"if it pays no bill, assign or refund payment solana:{TX}:0." in message
     assert "refund it to the sender" not in message

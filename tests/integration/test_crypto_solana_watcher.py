@@ -1135,6 +1135,37 @@ def test_given_a_split_sibling_counted_in_a_stored_net_credit_when_the_operator_
     }
 
 
+def test_given_a_split_sibling_counted_in_an_unattributed_net_credit_when_refunded_then_told_to_act_on_that_payment(
+    stack: Stack,
+) -> None:
+    """Review (rsp4) / D91 amended (sp5): stored before the split as one net credit of 1.5 SOL at :0 with no
+    reference (kept UNATTRIBUTED: no bill); after the split :0 is 1.0 SOL and :1 0.5 SOL, kept counted_in :0.
+    ``crypto refunded(:1)`` is refused - but :0 pays no bill, so the refusal says to assign or refund :0 (before: "act
+    on the bill of :0", a bill that does not exist)."""
+    h = harness(stack)
+    at = datetime(2026, 11, 2, 9, 4, tzinfo=UTC)
+    h.clock.now = at + timedelta(minutes=1)
+    h.settlement.record_batch([_core_transfer("sig-n", "SOL", 1_500_000_000, at, chain="solana")])
+    h.settlement.record_batch(
+        [
+            _core_transfer("sig-n", "SOL", 1_000_000_000, at, chain="solana"),
+            _core_transfer("sig-n", "SOL", 500_000_000, at, chain="solana", index=1),
+        ]
+    )
+    sibling = h.store.payment("solana:sig-n:1")
+    assert sibling is not None
+    assert sibling.counted_in == "solana:sig-n:0"
+
+    with pytest.raises(NotRefundableError) as refused:
+        h.settlement.refunded("solana:sig-n:1", "sig-back")
+
+    assert str(refused.value) == (
+        "payment solana:sig-n:1 is already counted in solana:sig-n:0 (its transaction was stored as one net credit"
+        " there before the split): not refunded - to send this money back, assign or refund payment solana:sig-n:0"
+        " (it pays no bill)"
+    )
+
+
 def test_given_usdc_paid_into_a_side_account_in_two_transfers_with_the_reference_on_the_first_then_no_reminder(
     chain: SolanaTestChain, stack: Stack
 ) -> None:

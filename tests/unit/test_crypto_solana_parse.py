@@ -438,3 +438,74 @@ def test_given_one_credit_sent_by_a_signer_other_than_the_fee_payer_then_a_memos
     found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
 
     assert [_credit(c) for c in found] == [("SOL", 0, SECOND_SIGNER, 500_000_000, (BILL_1,), True)]
+
+
+RELAYER = "6TkKqq15wXjqEjNg9zqTKADwuVATR9dW3rkNnsYme1ea"  # a fee payer that pays the merchant nothing
+
+
+def _pays(sender: str, lamports: int) -> Instruction:
+    return Instruction(SYSTEM, (sender, MERCHANT), struct.pack("<IQ", 2, lamports))
+
+
+def test_given_a_relayer_fee_payer_two_paying_signers_and_a_memo_naming_no_signer_then_the_first_payer_carries_it() -> (
+    None
+):
+    """D91 amended (sp5): RELAYER pays the fee and nothing else; PAYER sends 1.0 SOL, SECOND_SIGNER 0.5 SOL; the memo
+    names bill 1's reference and no signer. Before: the reference fell to the fee payer, who has no credit - neither
+    credit carried it (bill 1 $0.00). Now the first signer that has a credit (PAYER, signer 2 of 3) carries it:
+    1.0 x $150 = $150.00 for bill 1; SECOND_SIGNER's 0.5 SOL stays unattributed (no evidence it is bill 1's)."""
+    tx = ChainTransaction(
+        signature="relay-two",
+        slot=300,
+        block_time=None,
+        failed=False,
+        account_keys=(RELAYER, PAYER, SECOND_SIGNER, MERCHANT, BILL_1, SYSTEM, MEMO),
+        signer_count=3,
+        instructions=(
+            _pays(PAYER, 1_000_000_000),
+            _pays(SECOND_SIGNER, 500_000_000),
+            Instruction(MEMO, (BILL_1,), b"inv-1"),
+        ),
+        pre_balances=(1_000_000_000, 10_000_000_000, 5_000_000_000, 1_000_000_000, 0, 1, 1),
+        # 1 SOL - 5,000 fee; 10 - 1.0; 5 - 0.5; the merchant 1 + 1.0 + 0.5 = 2.5 SOL (delta = 1.5 SOL = the sum)
+        post_balances=(999_995_000, 9_000_000_000, 4_500_000_000, 2_500_000_000, 0, 1, 1),
+    )
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
+
+    assert [_credit(c) for c in found] == [
+        ("SOL", 0, PAYER, 1_000_000_000, (BILL_1,), True),
+        ("SOL", 1, SECOND_SIGNER, 500_000_000, (), True),
+    ]
+
+
+def test_given_a_usdc_payer_a_relayer_and_a_program_made_sol_credit_then_the_usdc_carries_the_reference() -> None:
+    """D91 amended (sp5): PAYER sends 100 USDC (TransferChecked, bill 1's reference only among the account keys),
+    RELAYER pays the fee; the merchant's SOL also rises 1.00 -> 1.01 SOL with no System transfer to it (a program's
+    credit: its sender only guessed as the fee payer). Before: the guessed sender counted as a second party, the
+    reference went to the fee payer's 0.01 SOL and the 100 USDC carried nothing. Now only transfer instructions name
+    senders: one sender (PAYER), every credit carries the reference as before sp4 - the 100 USDC too."""
+    ata = str(get_associated_token_address(Pubkey.from_string(MERCHANT), Pubkey.from_string(USDC)))
+    source = str(get_associated_token_address(Pubkey.from_string(PAYER), Pubkey.from_string(USDC)))
+    checked = bytes([12]) + struct.pack("<QB", 100_000_000, 6)  # TransferChecked 100.000000 USDC, 6 decimals
+    tx = ChainTransaction(
+        signature="relay-cpi",
+        slot=301,
+        block_time=None,
+        failed=False,
+        account_keys=(RELAYER, PAYER, source, ata, USDC, BILL_1, MERCHANT, TOKEN),
+        signer_count=2,
+        instructions=(Instruction(TOKEN, (source, USDC, ata, PAYER), checked),),
+        pre_balances=(1_000_000_000, 1, 2_039_280, 2_039_280, 1, 0, 1_000_000_000, 1),
+        # RELAYER 1 - 0.01 - 5,000 fee; the merchant 1 + 0.01 SOL = 1,010,000,000 lamports
+        post_balances=(989_995_000, 1, 2_039_280, 2_039_280, 1, 0, 1_010_000_000, 1),
+        pre_token_balances=(TokenBalance(2, USDC, PAYER, 500_000_000), TokenBalance(3, USDC, MERCHANT, 0)),
+        post_token_balances=(TokenBalance(2, USDC, PAYER, 400_000_000), TokenBalance(3, USDC, MERCHANT, 100_000_000)),
+    )
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
+
+    assert [_credit(c) for c in found] == [
+        ("SOL", -1, RELAYER, 10_000_000, (BILL_1,), True),
+        ("USDC", 0, PAYER, 100_000_000, (BILL_1,), True),
+    ]

@@ -321,7 +321,7 @@ def on_unattributed_crypto(
         todo = (
             f"Its amount is already counted in payment {event.counted_in} (its transaction was stored as one "
             f"payment before it was split): do NOT refund it or assign it. To move this money, act on the bill "
-            f"payment {event.counted_in} pays.\n"
+            f"payment {event.counted_in} pays - or, if it pays no bill, assign or refund payment {event.counted_in}.\n"
         )
     else:
         todo = (

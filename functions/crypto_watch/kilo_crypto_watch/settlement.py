@@ -831,11 +831,15 @@ class Settlement:
             if payment.status in (PaymentStatus.FAILED, PaymentStatus.ORPHANED):
                 raise NotRefundableError(f"payment {payment_id} is {payment.status.value}: it paid nothing")
             if payment.counted_in is not None:
-                # its amount is in that payment's already: sent back too, the bill would keep less than it counts
-                raise NotRefundableError(
-                    f"{_counted_in(payment)}: not refunded - to send this money back, act on the bill of"
-                    f" {payment.counted_in}"
+                # its amount is in that payment's already: sent back too, the bill would keep less than it counts;
+                # that payment stored and paying no bill, it is the one to assign or refund (D91, amended (sp5))
+                net = self._store.payment(payment.counted_in)
+                where = (
+                    f"assign or refund payment {payment.counted_in} (it pays no bill)"
+                    if net is not None and not net.attributed
+                    else f"act on the bill of {payment.counted_in}"
                 )
+                raise NotRefundableError(f"{_counted_in(payment)}: not refunded - to send this money back, {where}")
             # the refund alone, conditioned on the status read, no bill and no refund: a writer holding a copy read
             # before it (an assign, a claim, finality) is refused and re-reads; it reverts none of theirs either
             done = replace(payment, refund_tx=refund)

@@ -138,15 +138,19 @@ def credits(
     payment's other part and carries it; one another signer sent does not, D91 amended (sp3)). In a split, a
     0-amount transfer's own references go with every credit (D91, amended (sp2)) of its sender when the credits have
     several senders; so does a watched key on no transfer - with the credits of the signer of an instruction naming
-    it, else the fee payer's (D91, amended (sp4)).
+    it, else the fee payer's (D91, amended (sp4)), else (a relayer's transaction) the first paying signer's; a
+    program's credit (no transfer instruction) is no sender of its own (D91, amended (sp5)).
     """
     found = [*_sol(tx, merchant), *_usdc(tx, merchant)]
     memo = _memo(tx)
     keys_watched = tuple(key for key in tx.account_keys if key in watched)
     # credits from two or more senders: a key on no paying transfer (a memo, another program's instruction, a
     # 0-amount transfer whose sender pays nothing) goes only with the credits its instruction's signer sent - the fee
-    # payer's for a key no signer's instruction names (D91, amended (sp4)); from one sender, with every credit
-    parties = len({f[2] for f in found}) > 1
+    # payer's for a key no signer's instruction names (D91, amended (sp4)), the first signer with a credit when the fee
+    # payer has none (a relayer, D91 amended (sp5)); from one sender, with every credit. Only a transfer instruction
+    # names a sender: a program's credit (index -1, its sender guessed as the fee payer) is no party (sp5)
+    paying = tuple(dict.fromkeys(f[2] for f in found if f[1] >= 0))
+    parties = len(paying) > 1
     reported: list[ObservedTransfer] = []
     for position, (asset, index, sender, amount, references, stray) in enumerate(found):
         # the senders of the other credits each key is on (their own references)
@@ -164,7 +168,7 @@ def credits(
             key
             for key in keys_watched
             if key in references
-            or (key not in owners and (not parties or sender in _signing(tx, key)))
+            or (key not in owners and (not parties or sender in _signing(tx, key, paying)))
             or (unreferenced and owners.get(key) == {sender})
         )
         reported.append(
@@ -192,12 +196,14 @@ def credits(
 _Found = tuple[Literal["SOL", "USDC"], int, str, int, tuple[str, ...], bool]
 
 
-def _signing(tx: ChainTransaction, key: str) -> set[str]:
+def _signing(tx: ChainTransaction, key: str, paying: Sequence[str]) -> set[str]:
     """Who put ``key`` in ``tx``: the signers among the accounts of each instruction naming it (a memo's signer, a
-    0-amount transfer's sender); the fee payer (the first signer) when no signer's instruction names it."""
-    signers = set(tx.account_keys[: tx.signer_count])
+    0-amount transfer's sender); when no signer's instruction names it, the first signer among ``paying`` (the
+    credits' senders): the fee payer when it pays, else - a relayer paying only the fee - the first paying signer,
+    so that one party's credits, never every party's, carry the key (D91, amended (sp5))."""
+    signers = tx.account_keys[: tx.signer_count]
     named = {account for ix in tx.instructions if key in ix.accounts for account in ix.accounts if account in signers}
-    return named or {tx.account_keys[0]}
+    return named or {next((signer for signer in signers if signer in paying), tx.account_keys[0])}
 
 
 def _shared(zero: Sequence[tuple[str, tuple[str, ...]]], senders: Sequence[str]) -> dict[str, tuple[str, ...]]:
