@@ -11,9 +11,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from kilo_alerts.logic import AlertPorts, AlertsPolicy, EventOutcome, handle_event
+import pytest
+
+from kilo_alerts.logic import AlertPorts, AlertsPolicy, EventIncompleteError, EventOutcome, handle_event
 from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck, RecheckRun, queue_due
 from kilo_billing.accounts import AccountProfile, TierChange
+from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
 from tests.account_api_fakes import InMemoryMonthToDate
 from tests.fakes import InMemoryAccountDirectory
@@ -349,3 +352,52 @@ def test_the_months_last_run_does_not_count_as_dropped_the_rows_it_marked_though
     run = queue_due(store, queue, ms(datetime(2026, 11, 30, 23, 50, tzinfo=UTC)), 2, 0)
     assert run == RecheckRun((rows[0], rows[1]), 1)
     assert store.reads[1] == rows  # the stale read lists the 2 marked too: read up to 2 + 2 rows, the marked left out
+
+
+class PlanThrottled(InMemoryForecastRechecks):
+    """The re-check row's write fails (throttled, a missing grant) the first ``failures`` times, then is written."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def plan(self, recheck: ForecastRecheck, at_ms: int) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StorageUnavailableError("ThrottlingException: rate exceeded")
+        super().plan(recheck, at_ms)
+
+
+def test_given_the_recheck_row_not_written_then_the_forecast_is_delivered_and_the_event_comes_back() -> None:
+    # D366 amended (fb4), review fa3's case. Mon 2 Nov 10:00, 2,450 minutes ($29.00: 80.6 % of $36): the floor's
+    # day is "Monday 30 November" (test_given_the_floors_day_later_than_the_rate_at_the_base_...). The row's write
+    # throttled, on the queue's LAST attempt: the forecast goes with the 50 % alert all the same; the row's failure
+    # is a cause of its own (the event comes back, here its dead-letter queue).
+    at = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    ports = replace(ports_with(TEAM_36, month(TEAM_36, 2_450)), rechecks=PlanThrottled(failures=1))
+    with pytest.raises(EventIncompleteError) as incomplete:
+        handle_event(*event(TEAM_36, "2026-11", "29.00", 50, at), ports, POLICY, ms(at), last_attempt=True)
+    assert forecasts(incomplete.value.outcome) == [("forecast", "Monday 30 November", "$29.00")]
+    assert "ThrottlingException" in str(incomplete.value)
+    assert rechecks(ports).rows == {}
+
+
+def test_given_the_recheck_row_not_written_then_the_redelivery_plans_it_and_sends_no_second_forecast() -> None:
+    # As above, not the last attempt: the first delivery sends "Monday 30 November" and its row's write fails; the
+    # event delivered again at 10:05 (2,450 minutes still) finds the forecast decided BY ITSELF: no second forecast
+    # (the ledger's claims), and the row is written - one, due Mon 2 Nov 14:24, budget $36, "2026-11-30". At 14:24
+    # with 3,000 minutes the re-check corrects it once: "Wednesday 25 November" on forecast-update (D366 4).
+    at, again = datetime(2026, 11, 2, 10, tzinfo=UTC), datetime(2026, 11, 2, 10, 5, tzinfo=UTC)
+    ports = replace(ports_with(TEAM_36, month(TEAM_36, 2_450)), rechecks=PlanThrottled(failures=1))
+    with pytest.raises(EventIncompleteError) as incomplete:
+        handle_event(*event(TEAM_36, "2026-11", "29.00", 50, at), ports, POLICY, ms(at))
+    assert forecasts(incomplete.value.outcome) == [("forecast", "Monday 30 November", "$29.00")]
+    assert forecasts(handle_event(*event(TEAM_36, "2026-11", "29.00", 50, again), ports, POLICY, ms(again))) == []
+    assert list(rechecks(ports).rows.values()) == [
+        ForecastRecheck("acct_t", "2026-11", ms(MON_2_NOV_1424), "budget", "36", "2026-11-30")
+    ]
+    # another event (the 80 %) after the forecast was decided by the 50 % one plans nothing more: one write
+    handle_event(*event(TEAM_36, "2026-11", "29.00", 80, again), ports, POLICY, ms(again))
+    assert rechecks(ports).writes == 1
+    ports = replace(ports, month=month(TEAM_36, 3_000))
+    assert forecasts(recheck(ports, MON_2_NOV_1424)) == [("forecast-update", "Wednesday 25 November", "$29.00")]

@@ -576,10 +576,8 @@ def handle_event(
     if event.meter in ("budget", "hard_limit"):
         profile, _ = ports.entitlements.read(event.account_id)
         if event.meter == "budget" and event.threshold_percent < 100 and profile is not None:
-            try:
-                alerts += _forecast(event, profile, ports, policy, now_ms)
-            except Exception as exc:  # the month's usage could not be read: the rest goes on, the event comes back
-                causes = [*causes, exc]
+            forecast, not_forecast = _forecast_or_cause(event, profile, ports, policy, now_ms)
+            alerts, causes = [*alerts, *forecast], [*causes, *not_forecast]  # raised after the delivery
         reached = hard_limit_reached(event.account_id, ports.entitlements, now_ms)
         if reached is None and event.meter == "hard_limit":  # a past month's bill, or the limit raised or removed since
             current = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
@@ -698,9 +696,19 @@ def _hard_limit_alert(event: UsageThresholdCrossedV1, hard_limit: Decimal, versi
     return alert_from_event(UsageThresholdCrossedV1.DETAIL_TYPE, hard_event.model_dump())
 
 
+def _forecast_or_cause(
+    event: UsageThresholdCrossedV1, profile: AccountProfile, ports: AlertPorts, policy: AlertsPolicy, now_ms: int
+) -> tuple[list[Alert], list[Exception]]:
+    """``_forecast``; the month's usage not read: no alert and the cause (the rest goes on, the event comes back)."""
+    try:
+        return _forecast(event, profile, ports, policy, now_ms)
+    except Exception as exc:
+        return [], [exc]
+
+
 def _forecast(
     event: UsageThresholdCrossedV1, profile: AccountProfile, ports: AlertPorts, policy: AlertsPolicy, now_ms: int
-) -> list[Alert]:
+) -> tuple[list[Alert], list[Exception]]:
     """ "At this rate you will pass your limit around <date>": the hard limit if set, else the budget; once a month.
     The month's quantities per meter (rating's counters and the open sessions, as read now) are extrapolated from
     now, the handler's clock (an event handled late or redelivered is not extrapolated from its own time with
@@ -709,16 +717,24 @@ def _forecast(
     bill at the crossing, older when the event is handled late). Nothing once now is past the event's month, nor
     once this month's forecast is decided on every channel (checked before the month is read: a failed read then
     sends nothing back to the queue). Before the base has elapsed (the day from the use spread over the base, or
-    none) it plans the month's one re-check at the base's moment (``ports.rechecks``, D366: ``_forecast_due``)."""
+    none) it plans the month's one re-check at the base's moment (``ports.rechecks``, D366: ``_forecast_due``).
+    Returns the forecast alert (if a day) and the re-check row's failure, if any: the alert goes all the same and
+    the failure comes back after it (D366 amended (fb4)); the same event delivered again, its forecast decided by
+    itself, plans the row again (the ledger's claims: no second forecast), with the day read then."""
     limit, name = _limit_in_force(profile)
     now = datetime.fromtimestamp(now_ms / 1000, UTC)
-    if limit is None or Period.containing(now).key != event.period or _forecast_decided(ports.ledger, event):
-        return []
+    if limit is None or Period.containing(now).key != event.period:
+        return [], []
+    base = base_reached_at(now, policy.weekday_weights, signed_up_at(profile))
+    early = ports.rechecks is not None and base is not None and now < base  # the floor, or no day: asked again then
+    decided = _forecast_decided(ports.ledger, event)
+    if decided and not (early and _decided_by(ports.ledger, event.account_id, event.period, event.event_id)):
+        return [], []
     book = policy.catalog.for_period(Period.parse(event.period))
     mtd = month_to_date(ports.month, event.account_id, event.period, now_ms, book, profile=profile)
     day = bill_reached_on(mtd.rated, book, limit, now, policy.weekday_weights, signed_up_at(profile))
-    base = base_reached_at(now, policy.weekday_weights, signed_up_at(profile))
-    if ports.rechecks is not None and base is not None and now < base:  # the floor, or no day: asked again then
+    not_planned: list[Exception] = []
+    if ports.rechecks is not None and base is not None and early:
         due = ForecastRecheck(
             event.account_id,
             event.period,
@@ -727,12 +743,16 @@ def _forecast(
             str(limit),
             day.isoformat() if day else "",
         )
-        ports.rechecks.plan(due, now_ms)
-    if day is None:
-        return []
-    return [
-        _forecast_alert(event.account_id, event.period, FORECAST_KEY, mtd.rated.total, limit, name, day, event.event_id)
-    ]
+        try:
+            ports.rechecks.plan(due, now_ms)
+        except Exception as exc:  # throttled, a missing grant: the forecast is not withheld (D366 amended (fb4))
+            not_planned.append(exc)
+    if day is None or decided:
+        return [], not_planned
+    alert = _forecast_alert(
+        event.account_id, event.period, FORECAST_KEY, mtd.rated.total, limit, name, day, event.event_id
+    )
+    return [alert], not_planned
 
 
 def _limit_in_force(profile: AccountProfile) -> tuple[Decimal | None, str]:
