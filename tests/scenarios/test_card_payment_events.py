@@ -1156,3 +1156,20 @@ def test_given_an_inquiry_closed_when_it_escalates_then_the_dispute_is_flagged_a
     invoice = world.store.invoices["acme/2026-03"]
     assert (invoice.disputed, world.store.billing["acme"].disputed) == (False, False)
     assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
+
+
+def test_given_a_lost_close_when_an_older_open_snapshot_arrives_late_then_nothing_reopens(world: World) -> None:
+    """Guard for fa2 #4 (the re-open is only for an inquiry's ``warning_closed``): A's chargeback withdrawn (40.00)
+    and closed lost; Stripe retries an older ``updated`` (status needs_response) after the close: still closed, not
+    flagged, one alert only (its ``created``); charged back 40.00, kept 65.20 - 40.00 = 25.20."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    chargeback = _dispute(first, "needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", chargeback))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.funds_withdrawn", chargeback))
+    _apply(world, events, events.add("evt_d3", "charge.dispute.closed", chargeback | {"status": "lost"}))
+    _apply(world, events, events.add("evt_d1u", "charge.dispute.updated", chargeback))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (False, False)
+    assert len([t for t, _ in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]) == 1
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))

@@ -1149,7 +1149,9 @@ def _dispute_event(
     SDK's is_charge_refundable), lowered again by the charge's later refunds; a ``funds_withdrawn`` seen after it
     stands as Stripe recorded it, in its place. Any event of it whose payload lists its ``balance_transactions`` (in
     the dispute's currency, objects) says what was withdrawn, no inference; a longer list replaces that figure (the
-    list only grows), so the longest wins in any order (``_withdrawn_or_reinstated``, D359 amended (wd3, wd4, wd5))."""
+    list only grows), so the longest wins in any order (``_withdrawn_or_reinstated``, D359 amended (wd3, wd4, wd5)).
+    An inquiry closed ``warning_closed`` that escalates under the same id (``updated`` or ``funds_withdrawn`` with an
+    open status) is open again, flagged and announced once more (D359 amended (wd6))."""
     refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
     _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
     closing = event.type == "charge.dispute.closed"
@@ -1252,7 +1254,9 @@ def _withdrawn_or_reinstated(
     a loss whose withdrawal we never saw counts at most what its charge still holds (the dispute's amount less the
     charge's refunded total, never below nothing; marker ``dispute_inferred:<id>:<charge>:<amount>:<counted>``, lowered
     or raised again by the charge's later ``charge.refunded``); a ``funds_withdrawn`` seen after that stands as Stripe
-    sent it, in its place; ``funds_reinstated`` takes off what was counted (D359 amended (wd3, wd4, wd5))."""
+    sent it, in its place; ``funds_reinstated`` takes off what was counted (D359 amended (wd3, wd4, wd5)). The old
+    rule's figure counts as items too (a seen withdrawal 1, and its reinstatement 2): a list replaces it only with
+    more; a settled figure of 0 items gives way to the old rule when an event that takes has an unknown list (wd6)."""
     event_type, takes, listed = event
     withdrawn_marker, reinstated_marker = f"dispute_withdrawn:{dispute_id}", f"dispute_reinstated:{dispute_id}"
     inferred_prefix, settled_prefix = f"dispute_inferred:{dispute_id}:", f"dispute_settled:{dispute_id}:"
