@@ -1041,3 +1041,135 @@ def test_given_a_list_of_ids_then_it_reads_as_unknown(world: World) -> None:
     _apply(world, events, events.add("evt_d3", "charge.dispute.closed", chargeback | lost))
     invoice = world.store.invoices["acme/2026-03"]
     assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
+
+
+def test_given_an_inquiry_closed_listing_nothing_when_it_escalates_listing_eur_then_the_seen_withdrawal_counts(
+    world: World,
+) -> None:
+    """Review fa2 #1: USD invoice, EUR-settling account. March 65.20 = A 40.00 + B 25.20. Inquiry on A: created [],
+    closed ``warning_closed`` [] (0 items: settled 0.00). The same dispute escalates: ``funds_withdrawn`` listing
+    -3700 eur (unknown list) then ``lost`` listing the same. The 0-item figure gives way to the old rule: the seen
+    withdrawal counts the dispute's 40.00 -> charged back 40.00, kept 65.20 - 0.00 - 40.00 = 25.20 (was 65.20)."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {
+        "id": "dp_A",
+        "charge": "ch_A",
+        "amount": 4000,
+        "currency": "usd",
+    }
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
+    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    took = {"status": "needs_response", "balance_transactions": [_txn(-3700, "eur")]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    _apply(world, events, events.add("evt_d4", "charge.dispute.closed", inquiry | took | {"status": "lost"}))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))  # the [] close redelivered late
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
+
+
+def test_given_a_refund_that_failed_when_a_loss_is_inferred_then_it_counts_what_the_charge_holds(world: World) -> None:
+    """Review fa2 #2: A's 40.00 refunded in full from the dashboard (``refund.created`` re_A + ``charge.refunded``
+    4000 at t=100), then the refund FAILS at t=200 (the 40.00 is back with us: refunded 40.00 - 40.00 = 0.00). A's
+    chargeback closes lost listing EUR (unknown: inferred). A's charge holds 40.00 - 0.00 = 40.00 -> charged back
+    min(40.00, 40.00 - 0.00) = 40.00, kept 65.20 - 0.00 - 40.00 = 25.20 (was 0.00 charged back, kept 65.20)."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    refund = _fixture("refund", id="re_A", payment_intent=first, charge="ch_A", amount=4000, metadata={})
+    _apply(world, events, events.add("r0", "refund.created", refund | {"status": "succeeded"}, created=100))
+    _apply(world, events, events.add("r1", "charge.refunded", _charge_of(first, "ch_A", 4000, 4000), created=100))
+    failed = refund | {"status": "failed", "failure_reason": "expired_or_canceled_card"}
+    _apply(world, events, events.add("r2", "refund.failed", failed, created=200))
+    assert world.store.invoices["acme/2026-03"].refunded == 0
+    chargeback = _dispute(first, "lost") | {"id": "dp_A", "charge": "ch_A", "amount": 4000, "currency": "usd"}
+    lost = chargeback | {"balance_transactions": [_txn(-3700, "eur")]}
+    _apply(world, events, events.add("evt_d4", "charge.dispute.closed", lost, created=300))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.refunded, invoice.charged_back, invoice.kept) == (0, Decimal("40.00"), Decimal("25.20"))
+
+
+def test_given_an_inferred_loss_when_the_refund_fails_after_then_it_is_recapped(world: World) -> None:
+    """Review fa2 #2, the other order: A refunded 40.00 (t=100), A's chargeback closes lost listing EUR: inferred
+    min(40.00, 40.00 - 40.00) = 0.00. Then the refund fails (t=200): A holds 40.00 again -> re-capped to 40.00,
+    refunded 0.00, kept 65.20 - 0.00 - 40.00 = 25.20."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    refund = _fixture("refund", id="re_A", payment_intent=first, charge="ch_A", amount=4000, metadata={})
+    _apply(world, events, events.add("r0", "refund.created", refund | {"status": "succeeded"}, created=100))
+    _apply(world, events, events.add("r1", "charge.refunded", _charge_of(first, "ch_A", 4000, 4000), created=100))
+    chargeback = _dispute(first, "lost") | {"id": "dp_A", "charge": "ch_A", "amount": 4000, "currency": "usd"}
+    lost = chargeback | {"balance_transactions": [_txn(-3700, "eur")]}
+    _apply(world, events, events.add("evt_d4", "charge.dispute.closed", lost, created=150))
+    assert world.store.invoices["acme/2026-03"].charged_back == 0
+    failed = refund | {"status": "failed", "failure_reason": "expired_or_canceled_card"}
+    _apply(world, events, events.add("r2", "refund.failed", failed, created=200))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.refunded, invoice.charged_back, invoice.kept) == (0, Decimal("40.00"), Decimal("25.20"))
+
+
+def test_given_a_dispute_won_under_the_old_rule_when_a_late_one_item_list_arrives_then_nothing_changes(
+    world: World,
+) -> None:
+    """Review fa2 #3: A's dispute withdrawn and reinstated under the old rule (events without a list: markers
+    ``dispute_withdrawn`` + ``dispute_reinstated``, 2 events recorded, charged back 40.00 - 40.00 = 0.00). A late
+    ``funds_withdrawn`` snapshot listing [-4000] (1 item, not more than 2) changes nothing: charged back 0.00, kept
+    65.20 (was 40.00, kept 25.20)."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    plain = _dispute(first, "won") | {"id": "dp_A", "charge": "ch_A", "amount": 4000, "currency": "usd"}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.funds_withdrawn", plain))
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_reinstated", plain))
+    assert world.store.invoices["acme/2026-03"].charged_back == 0
+    late = plain | {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.funds_withdrawn", late))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (0, Decimal("65.20"))
+
+
+def test_given_an_inquiry_closed_when_it_escalates_then_the_dispute_is_flagged_and_alerted_again_once(
+    world: World,
+) -> None:
+    """Review fa2 #4: inquiry on A (alerted once), closed ``warning_closed`` (flag off); the same dispute escalates
+    (``funds_withdrawn`` [-4000] status needs_response, then ``updated``): 40.00 charged back and a chargeback open ->
+    invoice and account disputed, a second ``DisputeOpened.v1`` (40.00) once, redelivery publishing nothing more; the
+    ``lost`` close clears the flag, kept 65.20 - 40.00 = 25.20."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
+    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    assert not world.store.invoices["acme/2026-03"].disputed
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    _apply(world, events, events.add("evt_d3u", "charge.dispute.updated", inquiry | took))
+    _apply(world, events, events.add("evt_d3u", "charge.dispute.updated", inquiry | took))  # redelivered
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+    alerts = [d for t, d in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]
+    assert [(a["dispute_id"], a["amount"]) for a in alerts] == [("dp_A", "40.00"), ("dp_A", "40.00")]
+    assert alerts[1]["event_id"] != alerts[0]["event_id"]
+    lost = inquiry | took | {"status": "lost"}
+    _apply(world, events, events.add("evt_d4", "charge.dispute.closed", lost))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (False, False)
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
+
+
+def test_given_a_lost_close_when_an_older_open_snapshot_arrives_late_then_nothing_reopens(world: World) -> None:
+    """Guard for fa2 #4 (the re-open is only for an inquiry's ``warning_closed``): A's chargeback withdrawn (40.00)
+    and closed lost; Stripe retries an older ``updated`` (status needs_response) after the close: still closed, not
+    flagged, one alert only (its ``created``); charged back 40.00, kept 65.20 - 40.00 = 25.20."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    chargeback = _dispute(first, "needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", chargeback))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.funds_withdrawn", chargeback))
+    _apply(world, events, events.add("evt_d3", "charge.dispute.closed", chargeback | {"status": "lost"}))
+    _apply(world, events, events.add("evt_d1u", "charge.dispute.updated", chargeback))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (False, False)
+    assert len([t for t, _ in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]) == 1
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))

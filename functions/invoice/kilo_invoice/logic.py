@@ -1062,7 +1062,7 @@ def _refund_not_made(
         failed_refunds_at=tuple(sorted((*current.failed_refunds_at, (refund, sent)))),
         refunded=current.refunded - amount,
     )
-    return replace(failed, refunded=failed.given_back())
+    return _recapped_all(replace(failed, refunded=failed.given_back()))
 
 
 def _failed_earlier(invoice: InvoiceRecord, refund: str, sent: tuple[str, int]) -> InvoiceRecord:
@@ -1079,7 +1079,7 @@ def _failed_earlier(invoice: InvoiceRecord, refund: str, sent: tuple[str, int]) 
         return invoice
     dated[refund] = (known_charge or charge, at if earlier else known_at)
     moved = replace(invoice, failed_refunds_at=tuple(sorted(dated.items())))
-    return replace(moved, refunded=moved.given_back())
+    return _recapped_all(replace(moved, refunded=moved.given_back()))
 
 
 def _refunded_outside(invoice: InvoiceRecord, refund: str, amount: Decimal) -> InvoiceRecord:
@@ -1115,7 +1115,7 @@ def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal, at:
         charge_refunds=tuple(sorted(seen.items())),
         charge_refunds_at=tuple(sorted((c, t) for c, t in sent.items() if t > 0)),
     )
-    return _inferred_recapped(replace(charged, refunded=charged.given_back()), charge, refunded)
+    return _inferred_recapped(replace(charged, refunded=charged.given_back()), charge)
 
 
 _DISPUTE_EVENTS: Final = frozenset(
@@ -1149,7 +1149,9 @@ def _dispute_event(
     SDK's is_charge_refundable), lowered again by the charge's later refunds; a ``funds_withdrawn`` seen after it
     stands as Stripe recorded it, in its place. Any event of it whose payload lists its ``balance_transactions`` (in
     the dispute's currency, objects) says what was withdrawn, no inference; a longer list replaces that figure (the
-    list only grows), so the longest wins in any order (``_withdrawn_or_reinstated``, D359 amended (wd3, wd4, wd5))."""
+    list only grows), so the longest wins in any order (``_withdrawn_or_reinstated``, D359 amended (wd3, wd4, wd5)).
+    An inquiry closed ``warning_closed`` that escalates under the same id (``updated`` or ``funds_withdrawn`` with an
+    open status) is open again, flagged and announced once more (D359 amended (wd6))."""
     refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
     _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
     closing = event.type == "charge.dispute.closed"
@@ -1160,6 +1162,14 @@ def _dispute_event(
     amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
     charge = str(_ref(event.obj.get("charge")) or "")
     listed = _listed_withdrawal(event.obj)
+    status = str(event.obj.get("status") or "")
+    inquiry_closed, reopened_marker = f"dispute_inquiry_closed:{dispute_id}", f"dispute_reopened:{dispute_id}"
+    # an inquiry closed ``warning_closed`` escalating under the same id: open again, once (D359 amended (wd6))
+    escalates = (
+        event.type in {"charge.dispute.updated", "charge.dispute.funds_withdrawn"}
+        and status not in _DISPUTE_CLOSED
+        and not status.startswith("warning_")
+    )
     if listed is not None and not listed[0] and not closing:  # nothing listed yet: says nothing until it closes
         listed = None
 
@@ -1171,9 +1181,15 @@ def _dispute_event(
         if closing:
             marks.discard(open_marker)
             marks.add(closed_marker)
-        if event.type == "charge.dispute.created" or closing:  # open while any of its disputes is (D345)
+            if status == "warning_closed" and reopened_marker not in marks:
+                marks.add(inquiry_closed)
+        reopens = escalates and inquiry_closed in marks and reopened_marker not in marks
+        if reopens:
+            marks.difference_update({inquiry_closed, closed_marker})
+            marks.update({open_marker, reopened_marker})
+        if event.type == "charge.dispute.created" or closing or reopens:  # open while any of its disputes is (D345)
             flag = any(mark.startswith(_DISPUTE_OPEN) for mark in marks)
-        refunded = dict(current.charge_refunds).get(charge, ZERO)
+        refunded = _charge_net_refunded(current, charge)
         charged_back += _withdrawn_or_reinstated(
             marks, dispute_id, (event.type, takes, listed), (charge, refunded), amount
         )
@@ -1187,18 +1203,38 @@ def _dispute_event(
     marker = f"dispute:{dispute_id}"
     over = closed_marker in invoice.announced or event.obj.get("status") in _DISPUTE_CLOSED  # nothing to alert
     if event.type == "charge.dispute.created" and marker not in invoice.announced and not over:
-        alert = DisputeOpenedV1(
-            event_id=f"dispute-opened:{dispute_id}",
-            account_id=invoice.account_id,
-            invoice_id=invoice.invoice_id,
-            dispute_id=dispute_id,
-            amount=money_str(amount),
-            occurred_at=event.occurred_at(now),  # redelivered after a month end: still the same month's key
-        )
-        publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
-        _mark_announced(store, invoice, marker)
-        published = (alert.event_id,)
+        published = _dispute_opened(store, publisher, invoice, (f"dispute-opened:{dispute_id}", marker), event, now)
+    escalated = f"dispute_escalated:{dispute_id}"
+    if reopened_marker in invoice.announced and escalated not in invoice.announced and escalates:
+        again = (f"dispute-escalated:{dispute_id}", escalated)
+        published = (*published, *_dispute_opened(store, publisher, invoice, again, event, now))
     return event.outcome(invoice.invoice_id, changed, published)
+
+
+def _dispute_opened(
+    store: LedgerStore,
+    publisher: EventPublisher,
+    invoice: InvoiceRecord,
+    keys: tuple[str, str],
+    event: _StripeEvent,
+    now: datetime,
+) -> tuple[str, ...]:
+    """``DisputeOpened.v1`` for the dispute of ``event`` (``keys``: its event id and the invoice's marker written after
+    the publish): at its ``created``, and again once when an inquiry closed ``warning_closed`` escalates under the same
+    id (D359 amended (wd6)); dated by the event, so redelivered after a month end it is still the same month's key
+    (D348)."""
+    event_id, marker = keys
+    alert = DisputeOpenedV1(
+        event_id=event_id,
+        account_id=invoice.account_id,
+        invoice_id=invoice.invoice_id,
+        dispute_id=str(event.obj.get("id", "")),
+        amount=money_str(Decimal(int(event.obj.get("amount", 0))).scaleb(-2)),
+        occurred_at=event.occurred_at(now),
+    )
+    publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
+    _mark_announced(store, invoice, marker)
+    return (alert.event_id,)
 
 
 def _withdrawn_or_reinstated(
@@ -1218,22 +1254,31 @@ def _withdrawn_or_reinstated(
     a loss whose withdrawal we never saw counts at most what its charge still holds (the dispute's amount less the
     charge's refunded total, never below nothing; marker ``dispute_inferred:<id>:<charge>:<amount>:<counted>``, lowered
     or raised again by the charge's later ``charge.refunded``); a ``funds_withdrawn`` seen after that stands as Stripe
-    sent it, in its place; ``funds_reinstated`` takes off what was counted (D359 amended (wd3, wd4, wd5))."""
+    sent it, in its place; ``funds_reinstated`` takes off what was counted (D359 amended (wd3, wd4, wd5)). The old
+    rule's figure counts as items too (a seen withdrawal 1, and its reinstatement 2): a list replaces it only with
+    more; a settled figure of 0 items gives way to the old rule when an event that takes has an unknown list (wd6)."""
     event_type, takes, listed = event
     withdrawn_marker, reinstated_marker = f"dispute_withdrawn:{dispute_id}", f"dispute_reinstated:{dispute_id}"
     inferred_prefix, settled_prefix = f"dispute_inferred:{dispute_id}:", f"dispute_settled:{dispute_id}:"
     settled = next((mark for mark in marks if mark.startswith(settled_prefix)), None)
     if settled is not None:  # a longer list replaces the figure (a dispute's list only grows), any other nothing
         items, figure = settled.rsplit(":", 2)[1:]
-        if listed is None or listed[0] <= int(items):
+        if listed is None and int(items) == 0 and takes:
+            marks.discard(settled)  # 0 items (0.00): the old rule's one event is more - it counts from here (wd6)
+        elif listed is None or listed[0] <= int(items):
             return ZERO
-        marks.discard(settled)
-        marks.add(f"{settled_prefix}{listed[0]}:{listed[1]}")
-        return listed[1] - Decimal(figure)
+        else:
+            marks.discard(settled)
+            marks.add(f"{settled_prefix}{listed[0]}:{listed[1]}")
+            return listed[1] - Decimal(figure)
     seen = event_type == "charge.dispute.funds_withdrawn"
     was_withdrawn = withdrawn_marker in marks or f"dispute_lost:{dispute_id}" in marks
     inferred = next((mark for mark in marks if mark.startswith(inferred_prefix)), None)
     counted = amount if inferred is None else Decimal(inferred.rsplit(":", 1)[1])
+    # the old rule's own item count: a withdrawal seen = 1, withdrawn and reinstated = 2 (an inferred one: 0)
+    recorded = (1 if was_withdrawn and inferred is None else 0) + (1 if reinstated_marker in marks else 0)
+    if listed is not None and 0 < recorded >= listed[0]:  # a list replaces only with more items than recorded (wd6)
+        return ZERO
     if listed is not None:
         before = counted if was_withdrawn and reinstated_marker not in marks else ZERO
         if inferred is not None:
@@ -1280,9 +1325,36 @@ def _listed_withdrawal(obj: dict[str, Any]) -> tuple[int, Decimal] | None:
     return len(listed), Decimal(-cents).scaleb(-2)
 
 
-def _inferred_recapped(invoice: InvoiceRecord, charge: str, refunded: Decimal) -> InvoiceRecord:
-    """A charge's refunded total changed: each lost dispute of that charge whose withdrawal was inferred counts what
-    the charge still holds now (``_still_held``), ``charged_back`` moved by the difference (D359 amended (wd4))."""
+def _charge_net_refunded(invoice: InvoiceRecord, charge: str) -> Decimal:
+    """What ``charge``'s refunds took from it, net of its refunds that failed: its ``charge.refunded`` total less each
+    failure of that charge the total is not already net of (one Stripe created at or after the total's event, or
+    either time unknown - as ``given_back`` reads them), never below nothing (D359 amended (wd6))."""
+    stored = dict(invoice.charge_refunds).get(charge, ZERO)
+    sent, amounts = dict(invoice.charge_refunds_at).get(charge, 0), dict(invoice.failed_refunds)
+    failed = total(
+        [
+            amounts.get(refund, ZERO)
+            for refund, (of_charge, at) in invoice.failed_refunds_at
+            if of_charge == charge and not (0 < at < sent)
+        ]
+    )
+    return max(ZERO, stored - failed)
+
+
+def _recapped_all(invoice: InvoiceRecord) -> InvoiceRecord:
+    """A refund failed (or its failure was re-dated): every charge with an inferred loss is re-capped (D359 amended
+    (wd6): the 40.00 back with us after a failed refund can be withdrawn again)."""
+    charges = {mark.rsplit(":", 3)[1] for mark in invoice.announced if mark.startswith("dispute_inferred:")}
+    for charge in sorted(charges):
+        invoice = _inferred_recapped(invoice, charge)
+    return invoice
+
+
+def _inferred_recapped(invoice: InvoiceRecord, charge: str) -> InvoiceRecord:
+    """A charge's refunded total changed (or one of its refunds failed): each lost dispute of that charge whose
+    withdrawal was inferred counts what the charge still holds now (``_still_held`` of its refunds net of the failed
+    ones, ``_charge_net_refunded``), ``charged_back`` moved by the difference (D359 amended (wd4, wd6))."""
+    refunded = _charge_net_refunded(invoice, charge)
     marks, charged_back = set(invoice.announced), invoice.charged_back
     for mark in sorted(invoice.announced):
         if not mark.startswith("dispute_inferred:"):
