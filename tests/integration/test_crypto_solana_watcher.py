@@ -1125,8 +1125,15 @@ def test_given_a_split_sibling_counted_in_a_stored_net_credit_when_the_operator_
         (signature, "0.25", net)  # 250,000,000 / 10^9
     ]
 
-    with pytest.raises(NotAssignableError, match=f"already counted in {net}.*move that amount from the bill of {net}"):
+    with pytest.raises(NotAssignableError) as refused:
         h.settlement.assign(f"solana:{signature}:1", "acct-1", "inv-2")
+
+    # D91 amended (sp6): the refusal says what the CLI allows - nothing moves a payment to another bill
+    assert str(refused.value) == (
+        f"payment solana:{signature}:1 is already counted in {net} (its transaction was stored as one net credit there"
+        f" before the split): not assigned (it stays unattributed) - this amount counts for bill inv-1 already, with"
+        f" payment {net}; no command moves a payment to another bill: solana:{signature}:1 needs nothing"
+    )
 
     bills = {invoice_id: h.store.bill(invoice_id) for invoice_id in ("inv-1", "inv-2")}
     assert {k: [(line.payment_id, line.usd) for line in b.payments] for k, b in bills.items() if b is not None} == {
@@ -1143,15 +1150,7 @@ def test_given_a_split_sibling_counted_in_an_unattributed_net_credit_when_refund
     ``crypto refunded(:1)`` is refused - but :0 pays no bill, so the refusal says to assign or refund :0 (before: "act
     on the bill of :0", a bill that does not exist)."""
     h = harness(stack)
-    at = datetime(2026, 11, 2, 9, 4, tzinfo=UTC)
-    h.clock.now = at + timedelta(minutes=1)
-    h.settlement.record_batch([_core_transfer("sig-n", "SOL", 1_500_000_000, at, chain="solana")])
-    h.settlement.record_batch(
-        [
-            _core_transfer("sig-n", "SOL", 1_000_000_000, at, chain="solana"),
-            _core_transfer("sig-n", "SOL", 500_000_000, at, chain="solana", index=1),
-        ]
-    )
+    _sibling_of_an_unattributed_net(h)
     sibling = h.store.payment("solana:sig-n:1")
     assert sibling is not None
     assert sibling.counted_in == "solana:sig-n:0"
@@ -1163,6 +1162,88 @@ def test_given_a_split_sibling_counted_in_an_unattributed_net_credit_when_refund
         "payment solana:sig-n:1 is already counted in solana:sig-n:0 (its transaction was stored as one net credit"
         " there before the split): not refunded - to send this money back, assign or refund payment solana:sig-n:0"
         " (it pays no bill)"
+    )
+
+
+def test_given_a_split_sibling_counted_in_an_unattributed_net_credit_when_the_customer_submits_then_the_net_is_claimed(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """Review (fa1) / D91 amended (sp6): inv-1 asks 1.5 SOL ($225.00); paid 1.0 SOL + 0.5 SOL in one transaction.
+    Stored before the split as one net credit of 1.5 SOL at :0 with no reference (UNATTRIBUTED); the watcher then
+    keeps :1 counted_in :0. The customer submits the signature for inv-1: :1 is left as it is (its amount is :0's)
+    and :0 is claimed, 1.5 x 150 = $225.00. Before: every credit checked first, 409 on :1, nothing claimed."""
+    h = harness(stack)
+    _, signature = _one_bill_paid_in_two(h, chain)
+    one, _ = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
+    h.settlement.record_batch([replace(one, atomic_amount=1_500_000_000, references=())])
+    _settling_watch(chain, h).run()
+    net = f"solana:{signature}:0"
+    assert [(p.payment_id, p.counted_in) for p in h.store.unattributed()] == [
+        (net, None),
+        (f"solana:{signature}:1", net),
+    ]
+
+    _submit(h, chain, signature)
+
+    counted = h.store.bill("inv-1")
+    assert counted is not None
+    assert [(line.payment_id, line.usd) for line in counted.payments] == [(net, Decimal("225.00"))]  # 1.5 x 150
+    assert [(p.payment_id, p.transfer.atomic_amount, p.counted_in) for p in h.store.unattributed()] == [
+        (f"solana:{signature}:1", 500_000_000, net)
+    ]
+
+
+def _sibling_of_an_unattributed_net(h: Harness) -> None:
+    """Stored before the split as one net credit of 1.5 SOL at solana:sig-n:0 with no reference (UNATTRIBUTED);
+    after the split :0 is 1.0 SOL and :1 0.5 SOL, :1 kept counted_in :0."""
+    at = datetime(2026, 11, 2, 9, 4, tzinfo=UTC)
+    h.clock.now = at + timedelta(minutes=1)
+    h.settlement.record_batch([_core_transfer("sig-n", "SOL", 1_500_000_000, at, chain="solana")])
+    h.settlement.record_batch(
+        [
+            _core_transfer("sig-n", "SOL", 1_000_000_000, at, chain="solana"),
+            _core_transfer("sig-n", "SOL", 500_000_000, at, chain="solana", index=1),
+        ]
+    )
+
+
+def test_given_a_split_sibling_whose_unattributed_net_credit_was_refunded_when_refunded_then_told_it_needs_nothing(
+    stack: Stack,
+) -> None:
+    """Review (fa1) / D91 amended (sp6): :0 (the net 1.5 SOL) is recorded refunded by sig-back; ``crypto
+    refunded(:1)`` is refused saying :0 was refunded already and :1 needs nothing (before: "assign or refund payment
+    :0 (it pays no bill)", though :0 is refunded)."""
+    h = harness(stack)
+    _sibling_of_an_unattributed_net(h)
+    h.settlement.refunded("solana:sig-n:0", "sig-back")
+
+    with pytest.raises(NotRefundableError) as refused:
+        h.settlement.refunded("solana:sig-n:1", "sig-back-2")
+
+    assert str(refused.value) == (
+        "payment solana:sig-n:1 is already counted in solana:sig-n:0 (its transaction was stored as one net credit"
+        " there before the split): not refunded - payment solana:sig-n:0 was refunded by sig-back already, this"
+        " amount with it: solana:sig-n:1 needs nothing"
+    )
+
+
+def test_given_a_split_sibling_counted_in_an_unattributed_net_credit_when_assigned_then_told_the_commands_for_the_net(
+    stack: Stack,
+) -> None:
+    """Review (fa1) / D91 amended (sp6): ``crypto assign(:1, acct-1, inv-1)`` is refused naming the CLI commands the
+    operator has: assign :0 (the whole 1.5 SOL) or record its refund (before: "move that amount from the bill of
+    :0", a bill that does not exist and no command)."""
+    h = harness(stack)
+    _sibling_of_an_unattributed_net(h)
+
+    with pytest.raises(NotAssignableError) as refused:
+        h.settlement.assign("solana:sig-n:1", "acct-1", "inv-1")
+
+    assert str(refused.value) == (
+        "payment solana:sig-n:1 is already counted in solana:sig-n:0 (its transaction was stored as one net credit"
+        " there before the split): not assigned (it stays unattributed) - payment solana:sig-n:0 pays no bill:"
+        " `crypto assign solana:sig-n:0 <account> <invoice>` counts this amount with it, or `crypto refunded"
+        " solana:sig-n:0 --tx <refund tx>` records it sent back; solana:sig-n:1 needs nothing"
     )
 
 

@@ -479,6 +479,36 @@ def test_given_a_relayer_fee_payer_two_paying_signers_and_a_memo_naming_no_signe
     ]
 
 
+def test_review_scratch_relayer_signed_memo_two_payers() -> None:
+    """D91 amended (sp6): as above, but the memo is SIGNED by RELAYER (the fee payer, who pays the merchant nothing).
+    The key is named by a signer with no credit; before, sp5's fallback never ran and no credit carried it (bill 1
+    $0.00; main d185367 counted one net 1.5 SOL x $150 = $225.00). Now the named signers having no credit, the first
+    paying signer (PAYER) carries it: 1.0 SOL x $150 = $150.00 for bill 1; SECOND_SIGNER's 0.5 SOL stays unattributed."""
+    tx = ChainTransaction(
+        signature="relay-signed-memo",
+        slot=300,
+        block_time=None,
+        failed=False,
+        account_keys=(RELAYER, PAYER, SECOND_SIGNER, MERCHANT, BILL_1, SYSTEM, MEMO),
+        signer_count=3,
+        instructions=(
+            _pays(PAYER, 1_000_000_000),
+            _pays(SECOND_SIGNER, 500_000_000),
+            Instruction(MEMO, (RELAYER, BILL_1), b"inv-1"),
+        ),
+        pre_balances=(1_000_000_000, 10_000_000_000, 5_000_000_000, 1_000_000_000, 0, 1, 1),
+        # 1 SOL - 5,000 fee; 10 - 1.0; 5 - 0.5; the merchant 1 + 1.0 + 0.5 = 2.5 SOL (delta = 1.5 SOL = the sum)
+        post_balances=(999_995_000, 9_000_000_000, 4_500_000_000, 2_500_000_000, 0, 1, 1),
+    )
+
+    found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
+
+    assert [_credit(c) for c in found] == [
+        ("SOL", 0, PAYER, 1_000_000_000, (BILL_1,), True),
+        ("SOL", 1, SECOND_SIGNER, 500_000_000, (), True),
+    ]
+
+
 def test_given_a_usdc_payer_a_relayer_and_a_program_made_sol_credit_then_the_usdc_carries_the_reference() -> None:
     """D91 amended (sp5): PAYER sends 100 USDC (TransferChecked, bill 1's reference only among the account keys),
     RELAYER pays the fee; the merchant's SOL also rises 1.00 -> 1.01 SOL with no System transfer to it (a program's

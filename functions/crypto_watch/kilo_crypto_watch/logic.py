@@ -19,7 +19,7 @@ from typing import Any, Final, cast
 
 from kilo_billing.contracts import InvoiceIssuedV1
 from kilo_crypto_watch.history import account_history
-from kilo_crypto_watch.model import Asset, Bill, ChainConfig, Payment, PaymentStatus, Quote
+from kilo_crypto_watch.model import Asset, Bill, ChainConfig, ObservedTransfer, Payment, PaymentStatus, Quote
 from kilo_crypto_watch.ports import (
     ContractSignatureVerifier,
     CryptoStore,
@@ -163,17 +163,41 @@ def submit_transaction(
     strays = [transfer for transfer in transfers if transfer.stray]
     if strays:  # paid into an account of ours that is not the payment address: no payment, but our money - kept
         ports.settlement.record_batch(strays)  # UNATTRIBUTED, the operator alerted; the claim is refused below
+    kept = _kept_beside_net(ports, transfers)
     for transfer in transfers:  # every credit checked first: a refused one leaves the others unrecorded too
-        ports.settlement.check_claim(transfer, bill.invoice_id)
+        if transfer.payment_id not in kept:
+            ports.settlement.check_claim(transfer, bill.invoice_id)
     counted = ports.settlement.nets(transfers)  # a net credit stored before the split counts these (D91, sp3)
     with ports.settlement.seen_together():  # one "payment seen" for the transaction's credits (D216)
         payments = [
-            ports.settlement.record(transfer, claimed_for=bill.invoice_id, counted_in=counted.get(transfer.payment_id))
+            kept.get(transfer.payment_id)
+            or ports.settlement.record(
+                transfer, claimed_for=bill.invoice_id, counted_in=counted.get(transfer.payment_id)
+            )
             for transfer in transfers
         ]
     if all(payment.status is PaymentStatus.FAILED for payment in payments):
         raise TransactionRefusedError(f"transaction {tx_id} failed on {chain.key}: nothing was paid")
     return payments
+
+
+def _kept_beside_net(ports: ApiPorts, transfers: Sequence[ObservedTransfer]) -> dict[str, Payment]:
+    """The stored credits of ``transfers`` counted in an UNATTRIBUTED net credit that is one of ``transfers`` too (a
+    transaction stored as one net credit before the split, D91 amended (sp3)): their amount is that payment's, so
+    the claim leaves them as they are and claims the net one (D91, amended (sp6)). Counted in a net credit that pays
+    a bill, or one of another transaction, they are checked - and refused - as before."""
+    ids = {transfer.payment_id for transfer in transfers}
+    kept: dict[str, Payment] = {}
+    for transfer in transfers:
+        stored = ports.store.payment(transfer.payment_id)
+        if stored is None or stored.counted_in is None or stored.counted_in not in ids:
+            continue
+        if stored.status is PaymentStatus.ORPHANED:
+            continue
+        net = ports.store.payment(stored.counted_in)
+        if net is not None and not net.attributed and net.counted_in is None:
+            kept[transfer.payment_id] = stored
+    return kept
 
 
 def wallet_nonce(ports: ApiPorts, account_id: str, now: datetime) -> tuple[str, datetime]:

@@ -373,6 +373,30 @@ def _failed_moved(stored: Payment, seen: ObservedTransfer) -> bool:
     return stored.status is PaymentStatus.FAILED and not stored.final and stored.transfer.inclusion != seen.inclusion
 
 
+def _net_remedy(payment: Payment, net: Payment | None) -> str:
+    """What the operator can do, with the CLI, about a payment kept ``counted_in`` ``net`` (its amount is ``net``'s):
+    refunded, nothing; paying no bill, ``crypto assign`` or ``crypto refunded`` the net one; paying a bill, nothing
+    (no command moves a payment between bills) - D91, amended (sp6)."""
+    name = payment.counted_in
+    if net is None or net.status in (PaymentStatus.FAILED, PaymentStatus.ORPHANED):
+        state = "not stored" if net is None else net.status.value
+        return f"payment {name} is {state}: nothing to assign or refund for {payment.payment_id} now"
+    if net.refund_tx is not None:
+        return (
+            f"payment {name} was refunded by {net.refund_tx} already, this amount with it: {payment.payment_id}"
+            " needs nothing"
+        )
+    if not net.attributed:
+        return (
+            f"payment {name} pays no bill: `crypto assign {name} <account> <invoice>` counts this amount with it, or"
+            f" `crypto refunded {name} --tx <refund tx>` records it sent back; {payment.payment_id} needs nothing"
+        )
+    return (
+        f"this amount counts for bill {net.invoice_id} already, with payment {name}; no command moves a payment to"
+        f" another bill: {payment.payment_id} needs nothing"
+    )
+
+
 def _counted_in(payment: Payment) -> str:
     """Why a payment kept ``counted_in`` another is not claimed or assigned (D91, amended (sp3))."""
     return (
@@ -792,9 +816,10 @@ class Settlement:
             if payment.refund_tx is not None:
                 raise NotAssignableError(f"payment {payment_id} was refunded by {payment.refund_tx}: it pays nothing")
             if payment.counted_in is not None:
+                # what the operator can do with the CLI: act on the net payment, or nothing (D91, amended (sp6))
+                net = self._store.payment(payment.counted_in)
                 raise NotAssignableError(
-                    f"{_counted_in(payment)}: to count it for bill {invoice_id}, move that amount from the bill of"
-                    f" {payment.counted_in} (it stays unattributed)"
+                    f"{_counted_in(payment)}: not assigned (it stays unattributed) - {_net_remedy(payment, net)}"
                 )
             bill = self._store.bill(invoice_id)
             if bill is None:
@@ -834,6 +859,8 @@ class Settlement:
                 # its amount is in that payment's already: sent back too, the bill would keep less than it counts;
                 # that payment stored and paying no bill, it is the one to assign or refund (D91, amended (sp5))
                 net = self._store.payment(payment.counted_in)
+                if net is not None and net.refund_tx is not None:  # sent back with it already (D91, amended (sp6))
+                    raise NotRefundableError(f"{_counted_in(payment)}: not refunded - {_net_remedy(payment, net)}")
                 where = (
                     f"assign or refund payment {payment.counted_in} (it pays no bill)"
                     if net is not None and not net.attributed

@@ -138,7 +138,8 @@ def credits(
     payment's other part and carries it; one another signer sent does not, D91 amended (sp3)). In a split, a
     0-amount transfer's own references go with every credit (D91, amended (sp2)) of its sender when the credits have
     several senders; so does a watched key on no transfer - with the credits of the signer of an instruction naming
-    it, else the fee payer's (D91, amended (sp4)), else (a relayer's transaction) the first paying signer's; a
+    it, else the fee payer's (D91, amended (sp4)), else - or when the signers naming it have none (a relayer signing
+    the memo, sp6) - the first paying signer's (a relayer's transaction); a
     program's credit (no transfer instruction) is no sender of its own (D91, amended (sp5)).
     """
     found = [*_sol(tx, merchant), *_usdc(tx, merchant)]
@@ -198,12 +199,15 @@ _Found = tuple[Literal["SOL", "USDC"], int, str, int, tuple[str, ...], bool]
 
 def _signing(tx: ChainTransaction, key: str, paying: Sequence[str]) -> set[str]:
     """Who put ``key`` in ``tx``: the signers among the accounts of each instruction naming it (a memo's signer, a
-    0-amount transfer's sender); when no signer's instruction names it, the first signer among ``paying`` (the
-    credits' senders): the fee payer when it pays, else - a relayer paying only the fee - the first paying signer,
-    so that one party's credits, never every party's, carry the key (D91, amended (sp5))."""
+    0-amount transfer's sender); when no signer's instruction names it, or none that names it has a credit (a
+    relayer signing the memo, D91 amended (sp6)), the first signer among ``paying`` (the credits' senders): the fee
+    payer when it pays, else - a relayer paying only the fee - the first paying signer, so that one party's credits,
+    never every party's, carry the key (D91, amended (sp5))."""
     signers = tx.account_keys[: tx.signer_count]
     named = {account for ix in tx.instructions if key in ix.accounts for account in ix.accounts if account in signers}
-    return named or {next((signer for signer in signers if signer in paying), tx.account_keys[0])}
+    if named.intersection(paying):
+        return named
+    return {next((signer for signer in signers if signer in paying), tx.account_keys[0])}
 
 
 def _shared(zero: Sequence[tuple[str, tuple[str, ...]]], senders: Sequence[str]) -> dict[str, tuple[str, ...]]:
