@@ -479,7 +479,7 @@ def test_given_a_relayer_fee_payer_two_paying_signers_and_a_memo_naming_no_signe
     ]
 
 
-def test_review_scratch_relayer_signed_memo_two_payers() -> None:
+def test_given_a_relayer_signed_memo_and_two_payers_then_the_first_payer_carries_it() -> None:
     """D91 amended (sp6): as above, but the memo is SIGNED by RELAYER (the fee payer, who pays the merchant nothing).
     The key is named by a signer with no credit; before, sp5's fallback never ran and no credit carried it (bill 1
     $0.00; main d185367 counted one net 1.5 SOL x $150 = $225.00). Now the named signers having no credit, the first
