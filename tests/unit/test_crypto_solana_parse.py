@@ -447,13 +447,22 @@ def _pays(sender: str, lamports: int) -> Instruction:
     return Instruction(SYSTEM, (sender, MERCHANT), struct.pack("<IQ", 2, lamports))
 
 
-def test_given_a_relayer_fee_payer_two_paying_signers_and_a_memo_naming_no_signer_then_the_first_payer_carries_it() -> (
-    None
-):
-    """D91 amended (sp5): RELAYER pays the fee and nothing else; PAYER sends 1.0 SOL, SECOND_SIGNER 0.5 SOL; the memo
-    names bill 1's reference and no signer. Before: the reference fell to the fee payer, who has no credit - neither
-    credit carried it (bill 1 $0.00). Now the first signer that has a credit (PAYER, signer 2 of 3) carries it:
-    1.0 x $150 = $150.00 for bill 1; SECOND_SIGNER's 0.5 SOL stays unattributed (no evidence it is bill 1's)."""
+@pytest.mark.parametrize(
+    "memo_keys",
+    [
+        pytest.param((BILL_1,), id="memo-naming-no-signer"),
+        pytest.param((RELAYER, BILL_1), id="memo-signed-by-the-relayer"),
+    ],
+)
+def test_given_a_relayer_fee_payer_two_paying_signers_and_a_memo_then_the_first_payer_carries_its_reference(
+    memo_keys: tuple[str, ...],
+) -> None:
+    """RELAYER pays the fee and nothing else; PAYER sends 1.0 SOL, SECOND_SIGNER 0.5 SOL; the memo names bill 1's
+    reference. D91 amended (sp5): with no signer named, the reference fell to the fee payer, who has no credit - neither
+    credit carried it (bill 1 $0.00). D91 amended (sp6): the memo SIGNED by RELAYER (a signer with no credit) - sp5's
+    fallback never ran, the same $0.00 (main d185367 counted one net 1.5 SOL x $150 = $225.00). Now, the named signers
+    having no credit, the first signer that has one (PAYER, signer 2 of 3) carries it: 1.0 x $150 = $150.00 for bill 1;
+    SECOND_SIGNER's 0.5 SOL stays unattributed (no evidence it is bill 1's)."""
     tx = ChainTransaction(
         signature="relay-two",
         slot=300,
@@ -464,37 +473,7 @@ def test_given_a_relayer_fee_payer_two_paying_signers_and_a_memo_naming_no_signe
         instructions=(
             _pays(PAYER, 1_000_000_000),
             _pays(SECOND_SIGNER, 500_000_000),
-            Instruction(MEMO, (BILL_1,), b"inv-1"),
-        ),
-        pre_balances=(1_000_000_000, 10_000_000_000, 5_000_000_000, 1_000_000_000, 0, 1, 1),
-        # 1 SOL - 5,000 fee; 10 - 1.0; 5 - 0.5; the merchant 1 + 1.0 + 0.5 = 2.5 SOL (delta = 1.5 SOL = the sum)
-        post_balances=(999_995_000, 9_000_000_000, 4_500_000_000, 2_500_000_000, 0, 1, 1),
-    )
-
-    found = credits(tx, MAINNET, watched=frozenset({BILL_1}))
-
-    assert [_credit(c) for c in found] == [
-        ("SOL", 0, PAYER, 1_000_000_000, (BILL_1,), True),
-        ("SOL", 1, SECOND_SIGNER, 500_000_000, (), True),
-    ]
-
-
-def test_given_a_relayer_signed_memo_and_two_payers_then_the_first_payer_carries_it() -> None:
-    """D91 amended (sp6): as above, but the memo is SIGNED by RELAYER (the fee payer, who pays the merchant nothing).
-    The key is named by a signer with no credit; before, sp5's fallback never ran and no credit carried it (bill 1
-    $0.00; main d185367 counted one net 1.5 SOL x $150 = $225.00). Now the named signers having no credit, the first
-    paying signer (PAYER) carries it: 1.0 SOL x $150 = $150.00 for bill 1; SECOND_SIGNER's 0.5 SOL stays unattributed."""
-    tx = ChainTransaction(
-        signature="relay-signed-memo",
-        slot=300,
-        block_time=None,
-        failed=False,
-        account_keys=(RELAYER, PAYER, SECOND_SIGNER, MERCHANT, BILL_1, SYSTEM, MEMO),
-        signer_count=3,
-        instructions=(
-            _pays(PAYER, 1_000_000_000),
-            _pays(SECOND_SIGNER, 500_000_000),
-            Instruction(MEMO, (RELAYER, BILL_1), b"inv-1"),
+            Instruction(MEMO, memo_keys, b"inv-1"),
         ),
         pre_balances=(1_000_000_000, 10_000_000_000, 5_000_000_000, 1_000_000_000, 0, 1, 1),
         # 1 SOL - 5,000 fee; 10 - 1.0; 5 - 0.5; the merchant 1 + 1.0 + 0.5 = 2.5 SOL (delta = 1.5 SOL = the sum)
