@@ -806,9 +806,7 @@ class Settlement:
         the bill for the payment's chain and asset, with the late policy as for any payment)."""
 
         def attempt() -> Payment:
-            payment = self._store.payment(payment_id)
-            if payment is None:
-                raise PaymentNotFoundError(f"no payment {payment_id!r}")
+            payment = self._stored(payment_id)
             if payment.attributed:
                 raise NotAssignableError(f"payment {payment_id} already pays bill {payment.invoice_id}")
             if payment.status in (PaymentStatus.FAILED, PaymentStatus.ORPHANED):
@@ -844,9 +842,7 @@ class Settlement:
             raise ValueError("the refund's transaction is required")
 
         def attempt() -> Payment:
-            payment = self._store.payment(payment_id)
-            if payment is None:
-                raise PaymentNotFoundError(f"no payment {payment_id!r}")
+            payment = self._stored(payment_id)
             if payment.refund_tx is not None:
                 if payment.refund_tx == refund:
                     return payment
@@ -922,9 +918,7 @@ class Settlement:
         every settlement step."""
 
         def attempt() -> Payment:
-            payment = self._store.payment(payment_id)
-            if payment is None:
-                raise PaymentNotFoundError(f"no payment {payment_id!r}")
+            payment = self._stored(payment_id)
             if not payment.review or payment.invoice_id is None:
                 raise NotUnderReviewError(f"payment {payment_id} is not in manual review")
             bill = self._store.bill(payment.invoice_id)
@@ -1361,6 +1355,13 @@ class Settlement:
             self._announce_bill(new_bill)
 
         self._retried(payment_id, attempt)
+
+    def _stored(self, payment_id: str) -> Payment:
+        """The stored payment an operator's command names, or ``PaymentNotFoundError``."""
+        payment = self._store.payment(payment_id)
+        if payment is None:
+            raise PaymentNotFoundError(f"no payment {payment_id!r}")
+        return payment
 
     def _retried(self, payment_id: str, attempt: Callable[[], _T]) -> _T:
         """Optimistic concurrency, the one loop every settlement step runs in: ``attempt`` reads, decides and writes
