@@ -367,7 +367,10 @@ def _payment_failed(detail: Mapping[str, Any]) -> Alert:
 def _dispute_opened(detail: Mapping[str, Any]) -> Alert:
     event = _parse(DisputeOpenedV1, detail)
     values = {"invoice_id": event.invoice_id, "amount": money_text(event.amount)}
-    return _occurrence_alert("dispute_opened", event, event.dispute_id, Severity.MEDIUM, values)
+    # an inquiry escalated under the same id (event id ``dispute-escalated:<id>``): its own key (D359 amended (wd7))
+    escalated = event.event_id.startswith("dispute-escalated:")
+    key = f"{event.dispute_id}:escalated" if escalated else event.dispute_id
+    return _occurrence_alert("dispute_opened", event, key, Severity.MEDIUM, values)
 
 
 # Stripe's ``failure_reason`` of a refund, for people (any other: the generic wording)

@@ -1151,7 +1151,8 @@ def _dispute_event(
     the dispute's currency, objects) says what was withdrawn, no inference; a longer list replaces that figure (the
     list only grows), so the longest wins in any order (``_withdrawn_or_reinstated``, D359 amended (wd3, wd4, wd5)).
     An inquiry closed ``warning_closed`` that escalates under the same id (``updated`` or ``funds_withdrawn`` with an
-    open status) is open again, flagged and announced once more (D359 amended (wd6))."""
+    open status) is open again, flagged and announced once more (D359 amended (wd6)) - unless its final close
+    (``lost``/``won``) is recorded; an inquiry's ``warning_closed`` received after the re-open changes no flag (wd7)."""
     refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
     _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
     closing = event.type == "charge.dispute.closed"
@@ -1164,6 +1165,8 @@ def _dispute_event(
     listed = _listed_withdrawal(event.obj)
     status = str(event.obj.get("status") or "")
     inquiry_closed, reopened_marker = f"dispute_inquiry_closed:{dispute_id}", f"dispute_reopened:{dispute_id}"
+    # a final close (``lost``/``won``): nothing re-opens the dispute afterwards (D359 amended (wd7))
+    final_marker = f"dispute_final:{dispute_id}"
     # an inquiry closed ``warning_closed`` escalating under the same id: open again, once (D359 amended (wd6))
     escalates = (
         event.type in {"charge.dispute.updated", "charge.dispute.funds_withdrawn"}
@@ -1178,12 +1181,16 @@ def _dispute_event(
         opens = event.type == "charge.dispute.created" and event.obj.get("status") not in _DISPUTE_CLOSED
         if opens and closed_marker not in marks:  # one arriving after its close (recorded or in it) flags nothing
             marks.add(open_marker)
-        if closing:
+        # the inquiry's ``warning_closed`` received after its escalation re-opened it: changes no flag (wd7)
+        if closing and not (status == "warning_closed" and reopened_marker in marks):
             marks.discard(open_marker)
             marks.add(closed_marker)
-            if status == "warning_closed" and reopened_marker not in marks:
+            if status == "warning_closed" and reopened_marker not in marks and final_marker not in marks:
                 marks.add(inquiry_closed)
-        reopens = escalates and inquiry_closed in marks and reopened_marker not in marks
+            if status in {"lost", "won"}:
+                marks.discard(inquiry_closed)
+                marks.add(final_marker)
+        reopens = escalates and inquiry_closed in marks and reopened_marker not in marks and final_marker not in marks
         if reopens:
             marks.difference_update({inquiry_closed, closed_marker})
             marks.update({open_marker, reopened_marker})
@@ -1205,7 +1212,8 @@ def _dispute_event(
     if event.type == "charge.dispute.created" and marker not in invoice.announced and not over:
         published = _dispute_opened(store, publisher, invoice, (f"dispute-opened:{dispute_id}", marker), event, now)
     escalated = f"dispute_escalated:{dispute_id}"
-    if reopened_marker in invoice.announced and escalated not in invoice.announced and escalates:
+    # re-opened, not yet announced again, and no final close recorded (wd7)
+    if escalates and reopened_marker in invoice.announced and not {escalated, final_marker} & invoice.announced:
         again = (f"dispute-escalated:{dispute_id}", escalated)
         published = (*published, *_dispute_opened(store, publisher, invoice, again, event, now))
     return event.outcome(invoice.invoice_id, changed, published)
@@ -1256,7 +1264,8 @@ def _withdrawn_or_reinstated(
     or raised again by the charge's later ``charge.refunded``); a ``funds_withdrawn`` seen after that stands as Stripe
     sent it, in its place; ``funds_reinstated`` takes off what was counted (D359 amended (wd3, wd4, wd5)). The old
     rule's figure counts as items too (a seen withdrawal 1, and its reinstatement 2): a list replaces it only with
-    more; a settled figure of 0 items gives way to the old rule when an event that takes has an unknown list (wd6)."""
+    more; a settled figure of 0 items gives way to the old rule when an event that takes has an unknown list (wd6); an
+    inferred loss gives way to an empty list only on a close that takes (``lost``), never a ``warning_closed`` (wd7)."""
     event_type, takes, listed = event
     withdrawn_marker, reinstated_marker = f"dispute_withdrawn:{dispute_id}", f"dispute_reinstated:{dispute_id}"
     inferred_prefix, settled_prefix = f"dispute_inferred:{dispute_id}:", f"dispute_settled:{dispute_id}:"
@@ -1278,6 +1287,8 @@ def _withdrawn_or_reinstated(
     # the old rule's own item count: a withdrawal seen = 1, withdrawn and reinstated = 2 (an inferred one: 0)
     recorded = (1 if was_withdrawn and inferred is None else 0) + (1 if reinstated_marker in marks else 0)
     if listed is not None and 0 < recorded >= listed[0]:  # a list replaces only with more items than recorded (wd6)
+        return ZERO
+    if listed is not None and listed[0] == 0 and inferred is not None and not takes:  # only a lost close's [] (wd7)
         return ZERO
     if listed is not None:
         before = counted if was_withdrawn and reinstated_marker not in marks else ZERO

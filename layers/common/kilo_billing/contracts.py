@@ -176,7 +176,8 @@ class PaymentFailedV1(InvoiceEventV1):
 
 class DisputeOpenedV1(InvoiceEventV1):
     """A customer disputed a payment: the account is flagged until the dispute closes. ``event_id``:
-    ``dispute-opened:<dispute id>``."""
+    ``dispute-opened:<dispute id>``, or ``dispute-escalated:<dispute id>`` when an inquiry closed ``warning_closed``
+    escalates under the same id (alerted under its own key, D359 amended (wd7))."""
 
     DETAIL_TYPE: ClassVar[str] = "DisputeOpened.v1"
 
