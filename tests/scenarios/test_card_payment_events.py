@@ -1258,3 +1258,27 @@ def test_given_an_escalated_inquiry_when_its_close_is_redelivered_then_the_charg
     invoice = world.store.invoices["acme/2026-03"]
     assert invoice.charged_back == Decimal("40.00")
     assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+
+
+def test_given_an_escalation_lost_at_once_when_the_inquiry_close_and_an_open_snapshot_arrive_late_then_nothing_reopens(
+    world: World,
+) -> None:
+    """Review rwd6 F3, with the inquiry's ``warning_closed`` [] redelivered after the ``lost`` close (and before the
+    escalation's late ``updated``): the final close blocks the re-open still - not flagged, 1 alert, charged back
+    40.00 (the [] is 0 items, not more than the lost close's listed 1), kept 65.20 - 40.00 = 25.20."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
+    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    took = {"balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d4", "charge.dispute.closed", inquiry | took | {"status": "lost"}))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))  # redelivered late
+    _apply(
+        world, events, events.add("evt_d3u", "charge.dispute.updated", inquiry | took | {"status": "needs_response"})
+    )
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (False, False)
+    assert len([t for t, _ in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]) == 1
