@@ -15,6 +15,7 @@ import pytest
 import stripe
 
 from kilo_billing.invoicing import InvoiceStatus, refundable
+from kilo_dev.stripe_emulator import StripeEmulator
 from kilo_invoice.logic import refund_invoice
 from kilo_invoice.ports import GatewayRejectedError
 from tests.integration.test_invoice_close import Invoicing, _month, invoicing
@@ -255,16 +256,9 @@ def test_given_a_payment_under_an_inquiry_when_the_whole_invoice_is_refunded_the
     )
 
 
-def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_then_nothing_is_charged_back(
-    invoicing: Invoicing,
-) -> None:
-    """65.20 paid as 40.00 (payment 1) + 25.20 (payment 2), an inquiry on payment 1; all 65.20 refunded (4000 +
-    2520: the inquiry closes ``warning_closed``); the issuer escalates it and it closes ``lost`` with no
-    ``charge.dispute.funds_withdrawn`` and its ``balance_transactions`` still empty (nothing taken: "after the payment
-    has been fully refunded, no further funds are withdrawn", the SDK's is_charge_refundable). Through ingest: the
-    list never grows past 0 items, -(sum of nothing) = 0.00 charged back -> 65.20 refunded, 0.00 charged back, 0.00
-    kept, nothing refundable. Before (D359 amended (wd3)): 40.00 charged back, kept 65.20 - 65.20 - 40.00 = -40.00.
-    The next test lists a withdrawal on the lost close: it counts (D359 amended (wd5))."""
+def _inquiry_refunded_in_full(invoicing: Invoicing) -> tuple[StripeEmulator, str, int]:
+    """65.20 paid as 40.00 (payment 1) + 25.20 (payment 2), an inquiry on payment 1, then all 65.20 refunded (4000 +
+    2520), each step delivered: the emulator, the inquiry's id and the events seen so far."""
     _, seen = _closed_and_paid(invoicing)
     gateway = invoicing.store.ledger("acct-a").invoices["acct-a/2026-03"].gateway_id
     assert gateway is not None
@@ -276,6 +270,20 @@ def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_
 
     refund_invoice(invoicing.store, closer().gateway, "acct-a", "acct-a/2026-03", Decimal("65.20"))
     seen = _deliver(invoicing, seen)
+    return emulator, dispute, seen
+
+
+def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_is_lost_unseen_then_nothing_is_charged_back(
+    invoicing: Invoicing,
+) -> None:
+    """65.20 paid as 40.00 (payment 1) + 25.20 (payment 2), an inquiry on payment 1; all 65.20 refunded (4000 +
+    2520: the inquiry closes ``warning_closed``); the issuer escalates it and it closes ``lost`` with no
+    ``charge.dispute.funds_withdrawn`` and its ``balance_transactions`` still empty (nothing taken: "after the payment
+    has been fully refunded, no further funds are withdrawn", the SDK's is_charge_refundable). Through ingest: the
+    list never grows past 0 items, -(sum of nothing) = 0.00 charged back -> 65.20 refunded, 0.00 charged back, 0.00
+    kept, nothing refundable. Before (D359 amended (wd3)): 40.00 charged back, kept 65.20 - 65.20 - 40.00 = -40.00.
+    The next test lists a withdrawal on the lost close: it counts (D359 amended (wd5))."""
+    emulator, dispute, seen = _inquiry_refunded_in_full(invoicing)
     assert emulator.objects["dispute"][dispute]["status"] == "warning_closed"
     emulator.objects["dispute"][dispute]["status"] = "needs_response"  # escalated, its list still empty
     emulator.close_dispute(dispute, won=False)
@@ -292,17 +300,7 @@ def test_given_an_inquiry_refunded_in_full_when_it_escalates_and_its_lost_close_
     """Review wd4 F1 through ingest: as above, but the escalated dispute's lost close lists Stripe's withdrawal
     (-4000, 1 item, more than the 0 items of the ``warning_closed`` close): -(-4000) = 40.00 charged back, kept 65.20 -
     65.20 - 40.00 = -40.00 (wd4: 0.00, fixed at the first close's empty list)."""
-    _, seen = _closed_and_paid(invoicing)
-    gateway = invoicing.store.ledger("acct-a").invoices["acct-a/2026-03"].gateway_id
-    assert gateway is not None
-    emulator = invoicing.http.emulator
-    first, _second = emulator.split_payment(gateway, 4000)
-    dispute = emulator.open_dispute(first, inquiry=True)
-    seen = _deliver(invoicing, seen)
-    from kilo_invoice.dependencies import closer  # noqa: PLC0415
-
-    refund_invoice(invoicing.store, closer().gateway, "acct-a", "acct-a/2026-03", Decimal("65.20"))
-    seen = _deliver(invoicing, seen)
+    emulator, dispute, seen = _inquiry_refunded_in_full(invoicing)
     stored = emulator.objects["dispute"][dispute]
     assert stored["status"] == "warning_closed"
     stored["status"] = "needs_response"  # escalated: Stripe withdraws the 40.00 and lists it

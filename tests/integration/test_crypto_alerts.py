@@ -134,20 +134,26 @@ def test_given_a_quote_expiring_then_one_email_and_one_sms_with_amount_time_and_
     assert {c: r["status"] for c, r in records(alerts_stack, ACCOUNT).items()} == {"email": "sent", "sms": "sent"}
 
 
+def _unattributed(index: int, amount: str, counted_in: str | None = None) -> UnattributedCryptoPaymentV1:
+    """Output ``index`` of TX on Solana, ``amount`` SOL from the same sender at 11:00 UTC on 2 November 2026."""
+    return UnattributedCryptoPaymentV1(
+        event_id=f"crypto-unattributed:solana:{TX}:{index}",
+        chain="solana",
+        asset="SOL",
+        amount=amount,
+        tx_id=TX,
+        sender="7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU",
+        occurred_at="2026-11-02T11:00:00+00:00",
+        counted_in=counted_in,
+    )
+
+
 @pytest.mark.parametrize("redelivered", [False, True])
 def test_given_an_unattributed_crypto_payment_then_the_operators_hear_once(
     alerts_stack: AlertsStack, redelivered: bool
 ) -> None:
     url = topic_queue(alerts_stack)
-    event = UnattributedCryptoPaymentV1(
-        event_id=f"crypto-unattributed:solana:{TX}:0",
-        chain="solana",
-        asset="SOL",
-        amount="12.5",
-        tx_id=TX,
-        sender="7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU",
-        occurred_at="2026-11-02T11:00:00+00:00",
-    )
+    event = _unattributed(0, "12.5")
     bus = alerts_stack.stack.template.physical_name("BillingEventBus")
     publisher = EventBridgePublisher(boto3.client("events"), bus, SOURCE_CRYPTO)
     for _ in range(2 if redelivered else 1):
@@ -166,16 +172,7 @@ def test_given_an_unattributed_crypto_payment_counted_in_another_then_the_email_
     split (1.5 SOL on inv-1, $225.00 = 1.5 x 150). Refunding it would leave inv-1 with 1.0 SOL kept ($150.00)
     against $225.00 counted ($75.00 short). Before: the email said "attribute it ... or refund it to the sender"."""
     url = topic_queue(alerts_stack)
-    event = UnattributedCryptoPaymentV1(
-        event_id=f"crypto-unattributed:solana:{TX}:1",
-        chain="solana",
-        asset="SOL",
-        amount="0.5",
-        tx_id=TX,
-        sender="7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU",
-        occurred_at="2026-11-02T11:00:00+00:00",
-        counted_in=f"solana:{TX}:0",
-    )
+    event = _unattributed(1, "0.5", counted_in=f"solana:{TX}:0")
     bus = alerts_stack.stack.template.physical_name("BillingEventBus")
     EventBridgePublisher(boto3.client("events"), bus, SOURCE_CRYPTO).publish(
         event.DETAIL_TYPE, event.model_dump(mode="json", exclude_none=True)

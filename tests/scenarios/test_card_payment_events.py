@@ -900,6 +900,18 @@ def test_given_an_inferred_loss_when_redelivered_reinstated_and_withdrawn_late_t
     assert (invoice.charged_back, invoice.kept) == (0, Decimal("30.00"))
 
 
+def _inquiry_on_a_closed(world: World) -> tuple[Events, dict[str, Any], dict[str, Any]]:
+    """65.20 paid in two (A 40.00, B 25.20); an inquiry on A (dp_A, 40.00) created listing [] and closed
+    ``warning_closed`` listing [] (0 items: 0.00 withdrawn): the events, the inquiry and its close."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
+    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    return events, inquiry, closed
+
+
 def _txn(cents: int, currency: str = "usd") -> dict[str, Any]:
     """A dispute's balance transaction (stripe.BalanceTransaction's fields used): a withdrawal (``cents`` < 0, Stripe's
     15.00 fee apart) or a reinstatement (> 0); ``currency``: the balance's (settlement) currency."""
@@ -960,12 +972,7 @@ def test_given_an_inquiry_closed_listing_nothing_when_it_escalates_and_is_lost_t
     withdrawn). The same dispute escalates: Stripe withdraws 40.00 (``funds_withdrawn`` listing [-4000]: 1 item, more
     than 0, so -(-4000) = 40.00 replaces 0.00) and it closes ``lost`` listing the same one item (nothing moves) ->
     charged back 40.00, kept 65.20 - 40.00 = 25.20 (wd4: the [] of the first close fixed 0.00, kept 65.20)."""
-    events = Events()
-    first, _second = _paid_in_two(world, events)
-    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
-    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
-    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
-    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    events, inquiry, _closed = _inquiry_on_a_closed(world)
     took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
     withdrawn = events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took)
     _apply(world, events, withdrawn)
@@ -1134,12 +1141,7 @@ def test_given_an_inquiry_closed_when_it_escalates_then_the_dispute_is_flagged_a
     (``funds_withdrawn`` [-4000] status needs_response, then ``updated``): 40.00 charged back and a chargeback open ->
     invoice and account disputed, a second ``DisputeOpened.v1`` (40.00) once, redelivery publishing nothing more; the
     ``lost`` close clears the flag, kept 65.20 - 40.00 = 25.20."""
-    events = Events()
-    first, _second = _paid_in_two(world, events)
-    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
-    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
-    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
-    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    events, inquiry, _closed = _inquiry_on_a_closed(world)
     assert not world.store.invoices["acme/2026-03"].disputed
     took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
     _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
@@ -1179,12 +1181,7 @@ def test_given_an_inquiry_escalated_in_the_same_month_then_both_alerts_are_deliv
     """Review rwd6 F1: wd6 #4 says a second DisputeOpened.v1 goes out on escalation. The alerts function keys
     dispute_opened by (period = month of occurred_at, key = dispute_id): the escalation in the same month must still
     reach Ada. Expected 2 emails (the inquiry, then the chargeback); (it was 1: the second was DUPLICATE)."""
-    events = Events()
-    first, _second = _paid_in_two(world, events)
-    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
-    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
-    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
-    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    events, inquiry, _closed = _inquiry_on_a_closed(world)
     took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
     _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
     alerts = [d for t, d in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]
@@ -1222,12 +1219,7 @@ def test_given_an_escalation_lost_at_once_when_its_open_snapshot_arrives_late_th
     accepted at once (Dispute close -> lost, listing [-4000]); the escalation's ``updated`` (needs_response) is handled
     after the lost close (a retried delivery). Expected as the guard test: not flagged, 1 alert, charged back 40.00,
     kept 25.20. (It was: disputed again, a second DisputeOpened.v1 after the loss.)"""
-    events = Events()
-    first, _second = _paid_in_two(world, events)
-    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
-    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
-    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
-    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    events, inquiry, _closed = _inquiry_on_a_closed(world)
     took = {"balance_transactions": [_txn(-4000)]}
     _apply(world, events, events.add("evt_d4", "charge.dispute.closed", inquiry | took | {"status": "lost"}))
     _apply(
@@ -1245,12 +1237,7 @@ def test_given_an_escalated_inquiry_when_its_close_is_redelivered_then_the_charg
     """Review rwd6 F4: wd6 #4 with #1's own redelivery: inquiry closed warning_closed; it escalates (funds_withdrawn
     [-4000], needs_response): disputed again. The [] warning_closed close redelivered late (as in wd6 #1's test) while
     the chargeback is open: expected still disputed (invoice and account), charged back 40.00 (it was: flag cleared)."""
-    events = Events()
-    first, _second = _paid_in_two(world, events)
-    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
-    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
-    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
-    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    events, inquiry, closed = _inquiry_on_a_closed(world)
     took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
     _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
     assert world.store.invoices["acme/2026-03"].disputed
@@ -1266,12 +1253,7 @@ def test_given_an_escalation_lost_at_once_when_the_inquiry_close_and_an_open_sna
     """Review rwd6 F3, with the inquiry's ``warning_closed`` [] redelivered after the ``lost`` close (and before the
     escalation's late ``updated``): the final close blocks the re-open still - not flagged, 1 alert, charged back
     40.00 (the [] is 0 items, not more than the lost close's listed 1), kept 65.20 - 40.00 = 25.20."""
-    events = Events()
-    first, _second = _paid_in_two(world, events)
-    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
-    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
-    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
-    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    events, inquiry, closed = _inquiry_on_a_closed(world)
     took = {"balance_transactions": [_txn(-4000)]}
     _apply(world, events, events.add("evt_d4", "charge.dispute.closed", inquiry | took | {"status": "lost"}))
     _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))  # redelivered late
