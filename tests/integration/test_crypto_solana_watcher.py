@@ -1155,13 +1155,10 @@ def test_given_a_split_sibling_counted_in_an_unattributed_net_credit_when_refund
     assert sibling is not None
     assert sibling.counted_in == "solana:sig-n:0"
 
-    with pytest.raises(NotRefundableError) as refused:
-        h.settlement.refunded("solana:sig-n:1", "sig-back")
+    refusal = _sibling_refused(h, NotRefundableError, "refunded", "solana:sig-n:1", "sig-back")
 
-    assert str(refused.value) == (
-        "payment solana:sig-n:1 is already counted in solana:sig-n:0 (its transaction was stored as one net credit"
-        " there before the split): not refunded - to send this money back, assign or refund payment solana:sig-n:0"
-        " (it pays no bill)"
+    assert refusal == _COUNTED_IN_THE_NET + (
+        "not refunded - to send this money back, assign or refund payment solana:sig-n:0 (it pays no bill)"
     )
 
 
@@ -1193,6 +1190,19 @@ def test_given_a_split_sibling_counted_in_an_unattributed_net_credit_when_the_cu
     ]
 
 
+_COUNTED_IN_THE_NET = (
+    "payment solana:sig-n:1 is already counted in solana:sig-n:0 (its transaction was stored as one net credit"
+    " there before the split): "
+)
+
+
+def _sibling_refused(h: Harness, error: type[Exception], command: str, *args: str) -> str:
+    """The message of ``error`` raised by the operator's ``command`` (``refunded``, ``assign``) with ``args``."""
+    with pytest.raises(error) as refused:
+        getattr(h.settlement, command)(*args)
+    return str(refused.value)
+
+
 def _sibling_of_an_unattributed_net(h: Harness) -> None:
     """Stored before the split as one net credit of 1.5 SOL at solana:sig-n:0 with no reference (UNATTRIBUTED);
     after the split :0 is 1.0 SOL and :1 0.5 SOL, :1 kept counted_in :0."""
@@ -1217,12 +1227,10 @@ def test_given_a_split_sibling_whose_unattributed_net_credit_was_refunded_when_r
     _sibling_of_an_unattributed_net(h)
     h.settlement.refunded("solana:sig-n:0", "sig-back")
 
-    with pytest.raises(NotRefundableError) as refused:
-        h.settlement.refunded("solana:sig-n:1", "sig-back-2")
+    refusal = _sibling_refused(h, NotRefundableError, "refunded", "solana:sig-n:1", "sig-back-2")
 
-    assert str(refused.value) == (
-        "payment solana:sig-n:1 is already counted in solana:sig-n:0 (its transaction was stored as one net credit"
-        " there before the split): not refunded - payment solana:sig-n:0 was refunded by sig-back already, this"
+    assert refusal == _COUNTED_IN_THE_NET + (
+        "not refunded - payment solana:sig-n:0 was refunded by sig-back already, this"
         " amount with it: solana:sig-n:1 needs nothing"
     )
 
@@ -1236,12 +1244,10 @@ def test_given_a_split_sibling_counted_in_an_unattributed_net_credit_when_assign
     h = harness(stack)
     _sibling_of_an_unattributed_net(h)
 
-    with pytest.raises(NotAssignableError) as refused:
-        h.settlement.assign("solana:sig-n:1", "acct-1", "inv-1")
+    refusal = _sibling_refused(h, NotAssignableError, "assign", "solana:sig-n:1", "acct-1", "inv-1")
 
-    assert str(refused.value) == (
-        "payment solana:sig-n:1 is already counted in solana:sig-n:0 (its transaction was stored as one net credit"
-        " there before the split): not assigned (it stays unattributed) - payment solana:sig-n:0 pays no bill:"
+    assert refusal == _COUNTED_IN_THE_NET + (
+        "not assigned (it stays unattributed) - payment solana:sig-n:0 pays no bill:"
         " `crypto assign solana:sig-n:0 <account> <invoice>` counts this amount with it, or `crypto refunded"
         " solana:sig-n:0 --tx <refund tx>` records it sent back; solana:sig-n:1 needs nothing"
     )
