@@ -1212,6 +1212,16 @@ def test_given_an_inferred_loss_when_the_inquiry_empty_close_is_redelivered_then
     assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
 
 
+def _open_snapshot_after_the_loss(world: World, events: Events, lost: dict[str, Any]) -> None:
+    """The escalation's ``updated`` (needs_response, dp_A listing [-4000]) handled after its ``lost`` close: not
+    flagged, 1 alert, charged back 40.00, kept 65.20 - 40.00 = 25.20."""
+    _apply(world, events, events.add("evt_d3u", "charge.dispute.updated", lost | {"status": "needs_response"}))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (False, False)
+    assert len([t for t, _ in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]) == 1
+
+
 def test_given_an_escalation_lost_at_once_when_its_open_snapshot_arrives_late_then_nothing_reopens(
     world: World,
 ) -> None:
@@ -1222,13 +1232,7 @@ def test_given_an_escalation_lost_at_once_when_its_open_snapshot_arrives_late_th
     events, inquiry, _closed = _inquiry_on_a_closed(world)
     took = {"balance_transactions": [_txn(-4000)]}
     _apply(world, events, events.add("evt_d4", "charge.dispute.closed", inquiry | took | {"status": "lost"}))
-    _apply(
-        world, events, events.add("evt_d3u", "charge.dispute.updated", inquiry | took | {"status": "needs_response"})
-    )
-    invoice = world.store.invoices["acme/2026-03"]
-    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
-    assert (invoice.disputed, world.store.billing["acme"].disputed) == (False, False)
-    assert len([t for t, _ in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]) == 1
+    _open_snapshot_after_the_loss(world, events, inquiry | took)
 
 
 def test_given_an_escalated_inquiry_when_its_close_is_redelivered_then_the_chargeback_stays_flagged(
@@ -1257,10 +1261,4 @@ def test_given_an_escalation_lost_at_once_when_the_inquiry_close_and_an_open_sna
     took = {"balance_transactions": [_txn(-4000)]}
     _apply(world, events, events.add("evt_d4", "charge.dispute.closed", inquiry | took | {"status": "lost"}))
     _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))  # redelivered late
-    _apply(
-        world, events, events.add("evt_d3u", "charge.dispute.updated", inquiry | took | {"status": "needs_response"})
-    )
-    invoice = world.store.invoices["acme/2026-03"]
-    assert (invoice.charged_back, invoice.kept) == (Decimal("40.00"), Decimal("25.20"))
-    assert (invoice.disputed, world.store.billing["acme"].disputed) == (False, False)
-    assert len([t for t, _ in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]) == 1
+    _open_snapshot_after_the_loss(world, events, inquiry | took)
