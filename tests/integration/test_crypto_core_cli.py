@@ -527,19 +527,24 @@ def test_given_only_the_bill_event_failing_then_assign_says_the_payment_event_wa
     assert (paid.status, paid.settled_usd, paid.settled_announced) == (BillStatus.PAID, Decimal("100.00"), False)
 
 
-def test_given_the_bus_failing_an_entry_then_resolve_saves_and_exits_4_without_rerun(
-    stack: Stack, table: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A publishing failure that is not the setting (a failed entry, ``InternalFailure``): exit 4, and the line still
-    says the decision is saved - not "rerun" (a second decision is refused: not in review)."""
+def _every_publish_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every EventBridge publish refused with a failed entry, ``InternalFailure`` (retryable: exit 4)."""
     from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
-
-    h = _in_review(stack, "2600.00")  # up 4 %: valued at min(2500, 2600) = 2500 -> $100.00, held for review
 
     def failing(self: EventBridgePublisher, detail_type: str, detail: object) -> None:
         raise PublishError("InternalFailure")
 
     monkeypatch.setattr(EventBridgePublisher, "publish", failing)
+
+
+def test_given_the_bus_failing_an_entry_then_resolve_saves_and_exits_4_without_rerun(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publishing failure that is not the setting (a failed entry, ``InternalFailure``): exit 4, and the line still
+    says the decision is saved - not "rerun" (a second decision is refused: not in review)."""
+    h = _in_review(stack, "2600.00")  # up 4 %: valued at min(2500, 2600) = 2500 -> $100.00, held for review
+
+    _every_publish_fails(monkeypatch)
     bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
     code = main(["crypto", "resolve", "ethereum:0xlate:0", "--accept", "--crypto-table", table, *bus, "--json"])
 
@@ -567,15 +572,10 @@ def test_given_the_payment_event_failing_then_the_assign_line_says_the_bill_even
     (here ``CryptoBillSettled.v1``: the assignment pays the bill) is not sent either; the line said only that the
     payment's was not, adding nothing of the bill's. It says so now, and that the next watcher run sends it. (Every
     publish fails ``InternalFailure``: a missing bus no longer gets this far - asked for before the write.)"""
-    from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
-
     h = _stranger_paid_100_usdc(stack)
     h.settlement.finalized("ethereum:0xabc:0")
 
-    def failing(self: EventBridgePublisher, detail_type: str, detail: object) -> None:
-        raise PublishError("InternalFailure")
-
-    monkeypatch.setattr(EventBridgePublisher, "publish", failing)
+    _every_publish_fails(monkeypatch)
     bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
     code = main(["crypto", "assign", "ethereum:0xabc:0", "acct-1", "inv-1", "--crypto-table", table, *bus, "--json"])
 

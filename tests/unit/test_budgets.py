@@ -826,12 +826,31 @@ def test_month_over_already_over_and_lowered_accepted() -> None:
     assert directory.profiles["acct-1"].tier_at(NOV_1) == "team"  # saved
 
 
-def test_year_boundary_month_over_is_december() -> None:
-    """Team since Nov 1, $40, 62,000 video minutes in December 2026; `--at` Nov 10 to Personal (in effect Dec 1),
-    run Jan 3 2027: the month over is December 2026, across the year. December as Team: $29 + 12,000 x $0.00072 =
-    $37.64; as Personal 57,000 x $0.00072 = $41.04 >= $40: refused naming December 2026."""
+@pytest.mark.parametrize(
+    ("period", "starts", "said"),
+    [
+        # the month over is December 2026, across the year
+        pytest.param(
+            "2026-12",
+            DEC_1,
+            (
+                "$41.04, December 2026's bill re-rated",
+                "(in effect since 2026-12-01 00:00 UTC; $37.64 before the change)",
+            ),
+            id="month-over-december",
+        ),
+        # the minutes in January 2027, the clock's month: refused as this month's bill (calls stopped)
+        pytest.param("2027-01", JAN_1, ("$41.04, this month's bill so far",), id="clock-month-january"),
+    ],
+)
+def test_year_boundary_the_month_the_minutes_fall_in_is_checked(
+    period: str, starts: datetime, said: tuple[str, ...]
+) -> None:
+    """Team since Nov 1, $40, 62,000 video minutes in ``period``; `--at` Nov 10 to Personal (in effect Dec 1), run
+    Jan 3 2027. As Team: $29 + 12,000 x $0.00072 = $37.64; as Personal 57,000 x $0.00072 = $41.04 >= $40: refused
+    naming the month (December 2026, over) or this month's bill (January 2027)."""
     directory = _limited("team", NOV_1, "40")
-    month = InMemoryMonthToDate(directory, {("acct-1", "2026-12"): {(int(DEC_1.timestamp()), "video"): 62_000}})
+    month = InMemoryMonthToDate(directory, {("acct-1", period): {(int(starts.timestamp()), "video"): 62_000}})
     refusal = _refused_change(
         directory,
         Period(2026, 11),
@@ -840,21 +859,5 @@ def test_year_boundary_month_over_is_december() -> None:
         month,
         datetime(2027, 1, 3, tzinfo=UTC),
     )
-    assert "$41.04, December 2026's bill re-rated" in refusal
-    assert "(in effect since 2026-12-01 00:00 UTC; $37.64 before the change)" in refusal
-
-
-def test_year_boundary_clock_month_january_checked() -> None:
-    """The same with the 62,000 minutes in January 2027, the clock's month: $37.64 -> $41.04, refused as this
-    month's bill (calls stopped)."""
-    directory = _limited("team", NOV_1, "40")
-    month = InMemoryMonthToDate(directory, {("acct-1", "2027-01"): {(int(JAN_1.timestamp()), "video"): 62_000}})
-    refusal = _refused_change(
-        directory,
-        Period(2026, 11),
-        "personal",
-        datetime(2026, 11, 10, tzinfo=UTC),
-        month,
-        datetime(2027, 1, 3, tzinfo=UTC),
-    )
-    assert "$41.04, this month's bill so far" in refusal
+    for words in said:
+        assert words in refusal
