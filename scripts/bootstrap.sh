@@ -48,9 +48,25 @@ if [ ! -x .venv/bin/python ]; then
 fi
 log=.venv/install.log
 echo "bootstrap: installing the project and its pinned dependencies into .venv (log: $log)" >&2
-if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[dev]"; } >"$log" 2>&1; then
+# A registry download can be cut off mid-file (seen in CI: pip gave up on a wheel after 6 resume attempts). pip is
+# told to retry and resume more, and the whole install is tried up to three times, waiting between tries; pip keeps
+# what it downloaded in its cache, so a retry fetches only what is missing.
+: >"$log"
+installed=no
+for attempt in 1 2 3; do
+  if { .venv/bin/python -m pip install --retries 10 --timeout 60 --upgrade pip \
+      && .venv/bin/python -m pip install --retries 10 --timeout 60 --resume-retries 20 -e ".[dev]"; } >>"$log" 2>&1; then
+    installed=yes
+    break
+  fi
+  if [ "$attempt" -lt 3 ]; then
+    echo "bootstrap: install attempt $attempt failed (log: $log); retrying in $((attempt * 15)) s" >&2
+    sleep $((attempt * 15))
+  fi
+done
+if [ "$installed" != yes ]; then
   tail -n 40 "$log" >&2
-  echo "bootstrap: install failed, see $log" >&2
+  echo "bootstrap: install failed after 3 attempts, see $log" >&2
   exit 1
 fi
 echo "$want" > "$stamp"

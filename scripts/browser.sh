@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   exit 1
 fi
 echo "browser: installing Debian's chromium for the dashboard's browser tests (apt-get, log: /tmp/kilo-chromium.log)" >&2
-if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } \
+if ! { apt-get -o Acquire::Retries=5 update && DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=5 install -y chromium; } \
     >/tmp/kilo-chromium.log 2>&1; then
   tail -n 20 /tmp/kilo-chromium.log >&2
   echo "browser: installing chromium failed, see /tmp/kilo-chromium.log" >&2

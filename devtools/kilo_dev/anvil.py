@@ -103,6 +103,7 @@ def ensure_installed(node_dir: Path = NODE_DIR) -> Path:
                     "--no-audit",
                     "--no-fund",
                     "--ignore-scripts",  # the binary ships in the platform package; the postinstall is not needed
+                    "--fetch-retries=5",  # a registry download cut off mid-file is tried again (npm's default: 2)
                     "--save-exact",
                     f"@foundry-rs/anvil@{ANVIL_VERSION}",
                 ],
