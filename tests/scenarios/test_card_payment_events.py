@@ -722,7 +722,7 @@ def test_given_a_dispute_redelivered_across_month_end_after_its_marker_was_lost_
     mailer, texter = _delivered_a_second_after_each(DisputeOpenedV1.DETAIL_TYPE, alerts, (first, again))
     # the dispute's whole payment, 6520 cents: "$65.20"; a MEDIUM alert goes by email only (SMS from HIGH)
     assert [(to, subject) for to, subject, _, _ in mailer.sent] == [
-        ("ada@example.com", "A payment of $65.20 to Kilo was disputed")
+        ("ada@example.com", "A payment of $65.20 to Kilo was disputed (a chargeback)")
     ]
     assert texter.sent == []
 
@@ -1262,3 +1262,83 @@ def test_given_an_escalation_lost_at_once_when_the_inquiry_close_and_an_open_sna
     _apply(world, events, events.add("evt_d4", "charge.dispute.closed", inquiry | took | {"status": "lost"}))
     _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))  # redelivered late
     _open_snapshot_after_the_loss(world, events, inquiry | took)
+
+
+# --- what the dispute is: DisputeOpened.v1's ``kind``, and the escalation's date (D359 amended (dk)) -----------------
+
+
+def _kinds(world: World) -> list[tuple[str, str, str]]:
+    return [(a["event_id"], a["kind"], a["amount"]) for t, a in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        ("needs_response", "chargeback"),
+        ("under_review", "chargeback"),
+        ("warning_needs_response", "inquiry"),  # Stripe: an inquiry, no funds withdrawn
+        ("warning_under_review", "inquiry"),
+    ],
+)
+def test_given_a_dispute_created_then_its_alert_says_chargeback_or_inquiry(
+    world: World, status: str, kind: str
+) -> None:
+    """March's 65.20 paid in one payment and disputed whole (6520 cents -> "65.20"): the created's status says which."""
+    events = Events()
+    intent = _close_and_pay(world, events)
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", _dispute(intent, status)))
+    assert _kinds(world) == [("dispute-opened:dp_1Story", kind, "65.20")]
+
+
+def test_given_an_inquiry_escalated_in_the_same_month_then_inquiry_and_chargeback_wording_both_go_out(
+    world: World,
+) -> None:
+    """Inquiry on A (40.00, 4000 cents) closed warning_closed, then escalated (``funds_withdrawn`` [-4000],
+    needs_response) in the same month: two alerts, an inquiry's and an escalation's, two emails worded apart."""
+    events, inquiry, _closed = _inquiry_on_a_closed(world)
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    assert _kinds(world) == [
+        ("dispute-opened:dp_A", "inquiry", "40.00"),
+        ("dispute-escalated:dp_A", "escalation", "40.00"),
+    ]
+    alerts = [d for t, d in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]
+    handled = (datetime(2026, 4, 2, 4, tzinfo=UTC), datetime(2026, 4, 2, 5, tzinfo=UTC))
+    mailer, _texter = _delivered_a_second_after_each(DisputeOpenedV1.DETAIL_TYPE, alerts, handled)
+    assert [subject for _, subject, _, _ in mailer.sent] == [
+        "Your bank asked about a payment of $40.00 to Kilo",
+        "Your bank's inquiry about a payment of $40.00 to Kilo became a chargeback",
+    ]
+
+
+def test_given_an_escalation_published_twice_across_month_end_after_its_marker_was_lost_then_one_email(
+    world: World,
+) -> None:
+    """The dispute dp_A was created (Stripe's ``created`` on the Dispute) 10 April 09:00:00 UTC as an inquiry, closed
+    warning_closed. It escalates: ``updated`` (needs_response) created 30 April 23:59:50, handled at 23:59:55, the
+    escalation's alert published and its ``dispute_escalated:`` marker write lost; ``funds_withdrawn`` created 1 May
+    00:00:20, handled at 00:00:30, publishes it again (no marker). Dated by each event, the two were April and May:
+    the alerts ledger (month + ``dp_A:escalated``) sent two escalation emails. Dated by the Dispute's own
+    ``created`` (the same on every event of it), both are 2026-04-10T09:00:00: one escalation email, 2 in all."""
+    events, inquiry, _closed = _inquiry_on_a_closed(world)
+    dispute_created = int(datetime(2026, 4, 10, 9, 0, 0, tzinfo=UTC).timestamp())
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)], "created": dispute_created}
+    april = int(datetime(2026, 4, 30, 23, 59, 50, tzinfo=UTC).timestamp())
+    may = int(datetime(2026, 5, 1, 0, 0, 20, tzinfo=UTC).timestamp())
+    updated = events.add("evt_d3u", "charge.dispute.updated", inquiry | took, april)
+    withdrawn = events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took, may)
+    first, again = datetime(2026, 4, 30, 23, 59, 55, tzinfo=UTC), datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
+    _marker_write_lost_after_the_first_alert(world.bus, world.store, DisputeOpenedV1.DETAIL_TYPE)
+    with pytest.raises(TimeoutError):
+        apply_stripe_event(world.store, world.bus, events, *updated, first, world.gateway)
+    apply_stripe_event(world.store, world.bus, events, *withdrawn, again, world.gateway)
+    alerts = [d for t, d in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]
+    assert [(a["event_id"], a["kind"], a["occurred_at"]) for a in alerts[1:]] == [
+        ("dispute-escalated:dp_A", "escalation", "2026-04-10T09:00:00+00:00")
+    ] * 2
+    handled = (datetime(2026, 4, 2, 4, tzinfo=UTC), first, again)
+    mailer, _texter = _delivered_a_second_after_each(DisputeOpenedV1.DETAIL_TYPE, alerts, handled)
+    assert [subject for _, subject, _, _ in mailer.sent] == [
+        "Your bank asked about a payment of $40.00 to Kilo",
+        "Your bank's inquiry about a payment of $40.00 to Kilo became a chargeback",
+    ]

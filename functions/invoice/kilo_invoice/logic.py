@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from kilo_billing.accounts import AccountDirectory
 from kilo_billing.contracts import (
+    DisputeKind,
     DisputeOpenedV1,
     InvoiceIssuedV1,
     PaymentFailedV1,
@@ -1210,13 +1211,21 @@ def _dispute_event(
     marker = f"dispute:{dispute_id}"
     over = closed_marker in invoice.announced or event.obj.get("status") in _DISPUTE_CLOSED  # nothing to alert
     if event.type == "charge.dispute.created" and marker not in invoice.announced and not over:
-        published = _dispute_opened(store, publisher, invoice, (f"dispute-opened:{dispute_id}", marker), event, now)
+        published = _dispute_opened(
+            store, publisher, invoice, (f"dispute-opened:{dispute_id}", marker), (event, _opened_kind(status)), now
+        )
     escalated = f"dispute_escalated:{dispute_id}"
     # re-opened, not yet announced again, and no final close recorded (wd7)
     if escalates and reopened_marker in invoice.announced and not {escalated, final_marker} & invoice.announced:
         again = (f"dispute-escalated:{dispute_id}", escalated)
-        published = (*published, *_dispute_opened(store, publisher, invoice, again, event, now))
+        published = (*published, *_dispute_opened(store, publisher, invoice, again, (event, "escalation"), now))
     return event.outcome(invoice.invoice_id, changed, published)
+
+
+def _opened_kind(status: str) -> DisputeKind:
+    """What a dispute created with ``status`` is: an inquiry (``warning_needs_response``/``warning_under_review``: the
+    bank asked, no funds withdrawn - Stripe's Dispute statuses), else a chargeback (D359 amended (dk))."""
+    return "inquiry" if status.startswith("warning_") else "chargeback"
 
 
 def _dispute_opened(
@@ -1224,21 +1233,28 @@ def _dispute_opened(
     publisher: EventPublisher,
     invoice: InvoiceRecord,
     keys: tuple[str, str],
-    event: _StripeEvent,
+    about: tuple[_StripeEvent, DisputeKind],
     now: datetime,
 ) -> tuple[str, ...]:
-    """``DisputeOpened.v1`` for the dispute of ``event`` (``keys``: its event id and the invoice's marker written after
-    the publish): at its ``created``, and again once when an inquiry closed ``warning_closed`` escalates under the same
-    id (D359 amended (wd6)); dated by the event, so redelivered after a month end it is still the same month's key
-    (D348)."""
+    """``DisputeOpened.v1`` for the dispute of the event (``keys``: its event id and the invoice's marker written after
+    the publish; ``about``: the event and what the dispute is): at its ``created``, and again once when an inquiry
+    closed ``warning_closed`` escalates under the same id (D359 amended (wd6)). Dated by the event, so redelivered
+    after a month end it is still the same month's key (D348) - an escalation by the Dispute's own ``created``
+    instead: its ``updated`` and ``funds_withdrawn`` may each publish it (a marker write lost after the first), and
+    dated each by its own event they could fall in two months, two emails (D359 amended (dk))."""
+    event, kind = about
     event_id, marker = keys
+    created = event.obj.get("created")
+    dispute_created = created if isinstance(created, int) and not isinstance(created, bool) else 0
+    dated = _dated(dispute_created, now) if kind == "escalation" and dispute_created > 0 else event.occurred_at(now)
     alert = DisputeOpenedV1(
         event_id=event_id,
         account_id=invoice.account_id,
         invoice_id=invoice.invoice_id,
         dispute_id=str(event.obj.get("id", "")),
         amount=money_str(Decimal(int(event.obj.get("amount", 0))).scaleb(-2)),
-        occurred_at=event.occurred_at(now),
+        occurred_at=dated,
+        kind=kind,
     )
     publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
     _mark_announced(store, invoice, marker)
