@@ -1342,3 +1342,100 @@ def test_given_an_escalation_published_twice_across_month_end_after_its_marker_w
         "Your bank asked about a payment of $40.00 to Kilo",
         "Your bank's inquiry about a payment of $40.00 to Kilo became a chargeback",
     ]
+
+
+def _escalation_subjects(world: World) -> list[str]:
+    """The emails Ada gets for the DisputeOpened.v1 alerts published so far, each handled an hour apart on 2 April."""
+    alerts = [d for t, d in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]
+    handled = tuple(datetime(2026, 4, 2, 4 + n, tzinfo=UTC) for n in range(len(alerts)))
+    mailer, _texter = _delivered_a_second_after_each(DisputeOpenedV1.DETAIL_TYPE, alerts, handled)
+    return [subject for _, subject, _, _ in mailer.sent]
+
+
+@pytest.mark.parametrize("escalating", ["charge.dispute.funds_withdrawn", "charge.dispute.updated"])
+def test_given_an_open_inquiry_when_it_escalates_without_a_close_then_the_escalation_is_alerted_once(
+    world: World, escalating: str
+) -> None:
+    """Review rdk F1: inquiry on A (dp_A, 4000 cents -> 40.00) created warning_needs_response; still open (no
+    warning_closed) the issuer escalates it: ``escalating`` (needs_response, [-4000]), then the other of the two,
+    then ``escalating`` redelivered. Money as before: 40.00 charged back (-(-4000) = 4000 cents), invoice and account
+    disputed. Alerts: the inquiry's, then ONE escalation (``dispute-escalated:dp_A``) - two emails; it was one (the
+    inquiry's "no money withdrawn yet" only)."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    other = next(t for t in ("charge.dispute.funds_withdrawn", "charge.dispute.updated") if t != escalating)
+    _apply(world, events, events.add("evt_d3", escalating, inquiry | took))
+    _apply(world, events, events.add("evt_d3o", other, inquiry | took))
+    _apply(world, events, events.add("evt_d3", escalating, inquiry | took))  # redelivered
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+    assert _kinds(world) == [
+        ("dispute-opened:dp_A", "inquiry", "40.00"),
+        ("dispute-escalated:dp_A", "escalation", "40.00"),
+    ]
+    assert _escalation_subjects(world) == [
+        "Your bank asked about a payment of $40.00 to Kilo",
+        "Your bank's inquiry about a payment of $40.00 to Kilo became a chargeback",
+    ]
+
+
+def test_given_an_escalated_inquiry_when_its_created_is_handled_last_then_no_inquiry_alert_follows(
+    world: World,
+) -> None:
+    """Review rdk F2: the inquiry's ``charge.dispute.created`` (warning_needs_response) handled LAST (its deliveries
+    failed; a redrive): its close warning_closed, then the escalation (``funds_withdrawn`` [-4000], needs_response)
+    first. The escalation's alert goes out; the late created publishes nothing (the dispute is a chargeback by then):
+    one email, the escalation's. It was two, the inquiry's "no money has been withdrawn yet" last. Money: 40.00
+    charged back, disputed (the re-open; unchanged)."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    created = events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []})
+    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    _apply(world, events, created)  # late
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+    assert _kinds(world) == [("dispute-escalated:dp_A", "escalation", "40.00")]
+    assert _escalation_subjects(world) == ["Your bank's inquiry about a payment of $40.00 to Kilo became a chargeback"]
+
+
+def test_given_an_open_inquiry_escalated_when_its_created_is_handled_last_then_the_escalation_is_alerted(
+    world: World,
+) -> None:
+    """F1 and F2 together: no close; the escalation's ``funds_withdrawn`` (needs_response, [-4000]) is handled before
+    the inquiry's ``created`` (warning_needs_response). The ``funds_withdrawn`` cannot tell an inquiry yet (nothing
+    published: a plain chargeback's alert is its created's); the late created finds the dispute already a chargeback:
+    no inquiry alert, the escalation's instead (once: the created redelivered publishes nothing). Money: 40.00
+    charged back; disputed (the created flags it)."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    created = events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []})
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    assert _kinds(world) == []
+    _apply(world, events, created)  # late
+    _apply(world, events, created)  # redelivered
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+    assert _kinds(world) == [("dispute-escalated:dp_A", "escalation", "40.00")]
+
+
+def test_given_an_escalated_inquiry_when_its_created_is_redelivered_then_two_alerts_only(world: World) -> None:
+    """Guard (review rdk): the usual order (created, close warning_closed, ``funds_withdrawn`` [-4000]) then the
+    created redelivered: its ``dispute:`` marker holds - the inquiry's alert and the escalation's, nothing more."""
+    events, inquiry, _closed = _inquiry_on_a_closed(world)
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    redelivered = events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []})
+    _apply(world, events, redelivered)
+    assert [kind for _, kind, _ in _kinds(world)] == ["inquiry", "escalation"]

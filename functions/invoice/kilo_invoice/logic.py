@@ -1153,7 +1153,10 @@ def _dispute_event(
     list only grows), so the longest wins in any order (``_withdrawn_or_reinstated``, D359 amended (wd3, wd4, wd5)).
     An inquiry closed ``warning_closed`` that escalates under the same id (``updated`` or ``funds_withdrawn`` with an
     open status) is open again, flagged and announced once more (D359 amended (wd6)) - unless its final close
-    (``lost``/``won``) is recorded; an inquiry's ``warning_closed`` received after the re-open changes no flag (wd7)."""
+    (``lost``/``won``) is recorded; an inquiry's ``warning_closed`` received after the re-open changes no flag (wd7).
+    The escalation's alert: once any event showed the dispute an inquiry (``warning_*``) and any other a chargeback
+    (an open non-``warning_*`` status), in any order, a close between or not; an inquiry's ``created`` handled after
+    that publishes no inquiry alert (D359 amended (dk2))."""
     refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
     _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
     closing = event.type == "charge.dispute.closed"
@@ -1176,9 +1179,15 @@ def _dispute_event(
     )
     if listed is not None and not listed[0] and not closing:  # nothing listed yet: says nothing until it closes
         listed = None
+    # what its events showed the dispute to be: an inquiry (a ``warning_*`` status) and, open, a chargeback (any other
+    # open status) - both, in any order: an inquiry that escalated, alerted once as such (D359 amended (dk2))
+    inquiry_marker, chargeback_marker = f"dispute_inquiry:{dispute_id}", f"dispute_chargeback:{dispute_id}"
+    open_status = bool(status) and not closing and status not in _DISPUTE_CLOSED
+    shown = {inquiry_marker} if status.startswith("warning_") else {chargeback_marker} if open_status else set[str]()
 
     def dispute(current: InvoiceRecord) -> InvoiceRecord:
         marks, charged_back, flag = set(current.announced), current.charged_back, current.disputed
+        marks.update(shown)
         opens = event.type == "charge.dispute.created" and event.obj.get("status") not in _DISPUTE_CLOSED
         if opens and closed_marker not in marks:  # one arriving after its close (recorded or in it) flags nothing
             marks.add(open_marker)
@@ -1207,19 +1216,36 @@ def _dispute_event(
     invoice = _save_with(store, invoice, dispute, now)
     changed = invoice != before
     _flag_disputed(store, invoice.account_id)
+    published = _dispute_alerts(store, publisher, invoice, event, now)
+    return event.outcome(invoice.invoice_id, changed, published)
+
+
+def _dispute_alerts(
+    store: LedgerStore, publisher: EventPublisher, invoice: InvoiceRecord, event: _StripeEvent, now: datetime
+) -> tuple[str, ...]:
+    """The ``DisputeOpened.v1`` alerts a dispute's event publishes, ``invoice`` saved with its markers: at its
+    ``created`` (an inquiry's: not once the dispute is a chargeback - an escalated inquiry's created handled late, a
+    retry or a redrive: "no money withdrawn yet" is wrong by then), and the escalation once the events showed the
+    dispute both an inquiry (``warning_*``, its ``warning_closed`` close, its re-open: wd6) and a chargeback, a close
+    between or not, by any event but a close (the created too, handled late), unless its final close is recorded
+    (wd7) (D359 amended (dk2))."""
+    dispute_id, status = str(event.obj.get("id", "")), str(event.obj.get("status") or "")
+    announced, kind = invoice.announced, _opened_kind(status)
+    marker, escalated = f"dispute:{dispute_id}", f"dispute_escalated:{dispute_id}"
+    reopened, chargeback = f"dispute_reopened:{dispute_id}", f"dispute_chargeback:{dispute_id}"
+    over = f"dispute_closed:{dispute_id}" in announced or status in _DISPUTE_CLOSED  # nothing to alert
+    over = over or (kind == "inquiry" and bool({chargeback, reopened, escalated} & announced))
     published: tuple[str, ...] = ()
-    marker = f"dispute:{dispute_id}"
-    over = closed_marker in invoice.announced or event.obj.get("status") in _DISPUTE_CLOSED  # nothing to alert
-    if event.type == "charge.dispute.created" and marker not in invoice.announced and not over:
+    if event.type == "charge.dispute.created" and marker not in announced and not over:
         published = _dispute_opened(
-            store, publisher, invoice, (f"dispute-opened:{dispute_id}", marker), (event, _opened_kind(status)), now
+            store, publisher, invoice, (f"dispute-opened:{dispute_id}", marker), (event, kind), now
         )
-    escalated = f"dispute_escalated:{dispute_id}"
-    # re-opened, not yet announced again, and no final close recorded (wd7)
-    if escalates and reopened_marker in invoice.announced and not {escalated, final_marker} & invoice.announced:
+    was_inquiry = {f"dispute_inquiry:{dispute_id}", f"dispute_inquiry_closed:{dispute_id}", reopened} & announced
+    alerted_or_final = {escalated, f"dispute_final:{dispute_id}"} & announced
+    if event.type != "charge.dispute.closed" and was_inquiry and chargeback in announced and not alerted_or_final:
         again = (f"dispute-escalated:{dispute_id}", escalated)
         published = (*published, *_dispute_opened(store, publisher, invoice, again, (event, "escalation"), now))
-    return event.outcome(invoice.invoice_id, changed, published)
+    return published
 
 
 def _opened_kind(status: str) -> DisputeKind:

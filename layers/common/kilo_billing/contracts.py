@@ -181,9 +181,9 @@ an inquiry that became a chargeback under the same dispute id."""
 
 class DisputeOpenedV1(InvoiceEventV1):
     """A customer disputed a payment: the account is flagged until the dispute closes. ``event_id``:
-    ``dispute-opened:<dispute id>``, or ``dispute-escalated:<dispute id>`` when an inquiry closed ``warning_closed``
-    escalates under the same id (alerted under its own key, D359 amended (wd7)). ``kind`` says which (D359 amended
-    (dk)); an event published before the field existed has none: read as ``escalation`` when its id is
+    ``dispute-opened:<dispute id>``, or ``dispute-escalated:<dispute id>`` when an inquiry escalates under the same id
+    (closed ``warning_closed`` first or not; alerted under its own key, D359 amended (wd7, dk2)). ``kind`` says which
+    (D359 amended (dk)); an event published before the field existed has none: read as ``escalation`` when its id is
     ``dispute-escalated:...``, else ``chargeback`` (the old layer did not say, and worded both alike)."""
 
     DETAIL_TYPE: ClassVar[str] = "DisputeOpened.v1"
