@@ -1439,3 +1439,62 @@ def test_given_an_escalated_inquiry_when_its_created_is_redelivered_then_two_ale
     redelivered = events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []})
     _apply(world, events, redelivered)
     assert [kind for _, kind, _ in _kinds(world)] == ["inquiry", "escalation"]
+
+
+def test_given_an_open_inquiry_escalated_when_its_warning_closed_arrives_late_then_the_chargeback_stays_flagged(
+    world: World,
+) -> None:
+    """Review rdk2 (dk3 1): inquiry on A (dp_A, 4000 cents -> 40.00) created warning_needs_response; the escalation
+    (``funds_withdrawn``, needs_response, [-4000]) handled with no close before it; then the inquiry's
+    ``warning_closed`` (sent before the escalation, delivered late). The chargeback is open: invoice and account stay
+    disputed (they were cleared). Money as before: 40.00 charged back (-(-4000) = 4000 cents; the close's empty list,
+    0 items, is shorter than the 1 listed and changes nothing). Alerts as before: the inquiry's and the escalation's."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))  # late
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+    assert [kind for _, kind, _ in _kinds(world)] == ["inquiry", "escalation"]
+    # and its final close still clears both: lost, the same list ([-4000]: 1 item, 40.00 - no more money)
+    lost = inquiry | {"status": "lost", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d4", "charge.dispute.closed", lost))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (False, False)
+
+
+def test_given_an_inquiry_created_and_its_escalation_handled_at_once_then_no_inquiry_alert_after_the_escalation(
+    world: World,
+) -> None:
+    """Review rdk2 (dk3 2): two of the payment-events queue's handlers at once (MaximumConcurrency 2, a DLQ redrive):
+    the inquiry's ``created`` (warning_needs_response, dp_A, 4000 cents) saves its invoice; before it publishes, the
+    escalating ``funds_withdrawn`` (needs_response, [-4000]) is handled whole (it sees the inquiry's marker: publishes
+    the escalation). The created handler publishes no inquiry alert from its stale copy ("no money withdrawn yet" is
+    wrong by then): one alert, the escalation. It was two, the inquiry's after the escalation. Money: -(-4000) cents
+    = 40.00 charged back; disputed."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    created = events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []})
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    withdrawn = events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took)
+    save_flag, done = world.store.save_dispute_flag, []
+
+    def other_handler_meanwhile(account_id: str, disputed: bool, revision_read: int) -> None:
+        save_flag(account_id, disputed, revision_read)
+        if not done:  # the created's invoice is saved; the other handler runs whole before it publishes
+            done.append(1)
+            apply_stripe_event(world.store, world.bus, events, *withdrawn, at(2, 4), world.gateway)
+
+    world.store.save_dispute_flag = other_handler_meanwhile  # type: ignore[method-assign]
+    apply_stripe_event(world.store, world.bus, events, *created, at(2, 4), world.gateway)
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+    assert [kind for _, kind, _ in _kinds(world)] == ["escalation"]

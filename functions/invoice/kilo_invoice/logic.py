@@ -1153,7 +1153,8 @@ def _dispute_event(
     list only grows), so the longest wins in any order (``_withdrawn_or_reinstated``, D359 amended (wd3, wd4, wd5)).
     An inquiry closed ``warning_closed`` that escalates under the same id (``updated`` or ``funds_withdrawn`` with an
     open status) is open again, flagged and announced once more (D359 amended (wd6)) - unless its final close
-    (``lost``/``won``) is recorded; an inquiry's ``warning_closed`` received after the re-open changes no flag (wd7).
+    (``lost``/``won``) is recorded; an inquiry's ``warning_closed`` received after the re-open (wd7), or after any event
+    showed the dispute a chargeback (dk3), changes no flag.
     The escalation's alert: once any event showed the dispute an inquiry (``warning_*``) and any other a chargeback
     (an open non-``warning_*`` status), in any order, a close between or not; an inquiry's ``created`` handled after
     that publishes no inquiry alert (D359 amended (dk2))."""
@@ -1191,8 +1192,9 @@ def _dispute_event(
         opens = event.type == "charge.dispute.created" and event.obj.get("status") not in _DISPUTE_CLOSED
         if opens and closed_marker not in marks:  # one arriving after its close (recorded or in it) flags nothing
             marks.add(open_marker)
-        # the inquiry's ``warning_closed`` received after its escalation re-opened it: changes no flag (wd7)
-        if closing and not (status == "warning_closed" and reopened_marker in marks):
+        # the inquiry's ``warning_closed`` received after its escalation re-opened it (wd7), or after any event showed
+        # it a chargeback (sent before the escalation, delivered late): changes no flag (D359 amended (dk3))
+        if closing and not (status == "warning_closed" and {reopened_marker, chargeback_marker} & marks):
             marks.discard(open_marker)
             marks.add(closed_marker)
             if status == "warning_closed" and reopened_marker not in marks and final_marker not in marks:
@@ -1228,13 +1230,19 @@ def _dispute_alerts(
     retry or a redrive: "no money withdrawn yet" is wrong by then), and the escalation once the events showed the
     dispute both an inquiry (``warning_*``, its ``warning_closed`` close, its re-open: wd6) and a chargeback, a close
     between or not, by any event but a close (the created too, handled late), unless its final close is recorded
-    (wd7) (D359 amended (dk2))."""
+    (wd7) (D359 amended (dk2)). An inquiry's created reads the invoice again before its alert: another handler may
+    have escalated it since the save (two at once) - narrows that window, does not close it (D359 amended (dk3))."""
     dispute_id, status = str(event.obj.get("id", "")), str(event.obj.get("status") or "")
     announced, kind = invoice.announced, _opened_kind(status)
     marker, escalated = f"dispute:{dispute_id}", f"dispute_escalated:{dispute_id}"
     reopened, chargeback = f"dispute_reopened:{dispute_id}", f"dispute_chargeback:{dispute_id}"
     over = f"dispute_closed:{dispute_id}" in announced or status in _DISPUTE_CLOSED  # nothing to alert
     over = over or (kind == "inquiry" and bool({chargeback, reopened, escalated} & announced))
+    if event.type == "charge.dispute.created" and kind == "inquiry" and marker not in announced and not over:
+        # another handler may have escalated it since this one saved (a redrive, two at once): read again (dk3)
+        invoice = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id, invoice)
+        announced = invoice.announced
+        over = bool({chargeback, reopened, escalated, f"dispute_closed:{dispute_id}"} & announced)
     published: tuple[str, ...] = ()
     if event.type == "charge.dispute.created" and marker not in announced and not over:
         published = _dispute_opened(
