@@ -213,7 +213,7 @@ def test_given_a_dispute_then_one_email_with_amount_and_invoice_and_no_sms(alert
 
     [mail] = alerts_stack.sent_mail()
     message = mime(mail)
-    assert message["Subject"] == "A payment of $29.00 to Kilo was disputed"
+    assert message["Subject"] == "A payment of $29.00 to Kilo was disputed (a chargeback)"  # no kind: a chargeback
     text, html = parts(message)
     assert "A payment of $29.00 for invoice in_3 of your account acct_dp was disputed" in text
     assert "<strong>$29.00</strong> for invoice <strong>in_3</strong>" in html

@@ -722,7 +722,7 @@ def test_given_a_dispute_redelivered_across_month_end_after_its_marker_was_lost_
     mailer, texter = _delivered_a_second_after_each(DisputeOpenedV1.DETAIL_TYPE, alerts, (first, again))
     # the dispute's whole payment, 6520 cents: "$65.20"; a MEDIUM alert goes by email only (SMS from HIGH)
     assert [(to, subject) for to, subject, _, _ in mailer.sent] == [
-        ("ada@example.com", "A payment of $65.20 to Kilo was disputed")
+        ("ada@example.com", "A payment of $65.20 to Kilo was disputed (a chargeback)")
     ]
     assert texter.sent == []
 
@@ -1262,3 +1262,239 @@ def test_given_an_escalation_lost_at_once_when_the_inquiry_close_and_an_open_sna
     _apply(world, events, events.add("evt_d4", "charge.dispute.closed", inquiry | took | {"status": "lost"}))
     _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))  # redelivered late
     _open_snapshot_after_the_loss(world, events, inquiry | took)
+
+
+# --- what the dispute is: DisputeOpened.v1's ``kind``, and the escalation's date (D359 amended (dk)) -----------------
+
+
+def _kinds(world: World) -> list[tuple[str, str, str]]:
+    return [(a["event_id"], a["kind"], a["amount"]) for t, a in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        ("needs_response", "chargeback"),
+        ("under_review", "chargeback"),
+        ("warning_needs_response", "inquiry"),  # Stripe: an inquiry, no funds withdrawn
+        ("warning_under_review", "inquiry"),
+    ],
+)
+def test_given_a_dispute_created_then_its_alert_says_chargeback_or_inquiry(
+    world: World, status: str, kind: str
+) -> None:
+    """March's 65.20 paid in one payment and disputed whole (6520 cents -> "65.20"): the created's status says which."""
+    events = Events()
+    intent = _close_and_pay(world, events)
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", _dispute(intent, status)))
+    assert _kinds(world) == [("dispute-opened:dp_1Story", kind, "65.20")]
+
+
+def test_given_an_inquiry_escalated_in_the_same_month_then_inquiry_and_chargeback_wording_both_go_out(
+    world: World,
+) -> None:
+    """Inquiry on A (40.00, 4000 cents) closed warning_closed, then escalated (``funds_withdrawn`` [-4000],
+    needs_response) in the same month: two alerts, an inquiry's and an escalation's, two emails worded apart."""
+    events, inquiry, _closed = _inquiry_on_a_closed(world)
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    assert _kinds(world) == [
+        ("dispute-opened:dp_A", "inquiry", "40.00"),
+        ("dispute-escalated:dp_A", "escalation", "40.00"),
+    ]
+    alerts = [d for t, d in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]
+    handled = (datetime(2026, 4, 2, 4, tzinfo=UTC), datetime(2026, 4, 2, 5, tzinfo=UTC))
+    mailer, _texter = _delivered_a_second_after_each(DisputeOpenedV1.DETAIL_TYPE, alerts, handled)
+    assert [subject for _, subject, _, _ in mailer.sent] == [
+        "Your bank asked about a payment of $40.00 to Kilo",
+        "Your bank's inquiry about a payment of $40.00 to Kilo became a chargeback",
+    ]
+
+
+def test_given_an_escalation_published_twice_across_month_end_after_its_marker_was_lost_then_one_email(
+    world: World,
+) -> None:
+    """The dispute dp_A was created (Stripe's ``created`` on the Dispute) 10 April 09:00:00 UTC as an inquiry, closed
+    warning_closed. It escalates: ``updated`` (needs_response) created 30 April 23:59:50, handled at 23:59:55, the
+    escalation's alert published and its ``dispute_escalated:`` marker write lost; ``funds_withdrawn`` created 1 May
+    00:00:20, handled at 00:00:30, publishes it again (no marker). Dated by each event, the two were April and May:
+    the alerts ledger (month + ``dp_A:escalated``) sent two escalation emails. Dated by the Dispute's own
+    ``created`` (the same on every event of it), both are 2026-04-10T09:00:00: one escalation email, 2 in all."""
+    events, inquiry, _closed = _inquiry_on_a_closed(world)
+    dispute_created = int(datetime(2026, 4, 10, 9, 0, 0, tzinfo=UTC).timestamp())
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)], "created": dispute_created}
+    april = int(datetime(2026, 4, 30, 23, 59, 50, tzinfo=UTC).timestamp())
+    may = int(datetime(2026, 5, 1, 0, 0, 20, tzinfo=UTC).timestamp())
+    updated = events.add("evt_d3u", "charge.dispute.updated", inquiry | took, april)
+    withdrawn = events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took, may)
+    first, again = datetime(2026, 4, 30, 23, 59, 55, tzinfo=UTC), datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
+    _marker_write_lost_after_the_first_alert(world.bus, world.store, DisputeOpenedV1.DETAIL_TYPE)
+    with pytest.raises(TimeoutError):
+        apply_stripe_event(world.store, world.bus, events, *updated, first, world.gateway)
+    apply_stripe_event(world.store, world.bus, events, *withdrawn, again, world.gateway)
+    alerts = [d for t, d in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]
+    assert [(a["event_id"], a["kind"], a["occurred_at"]) for a in alerts[1:]] == [
+        ("dispute-escalated:dp_A", "escalation", "2026-04-10T09:00:00+00:00")
+    ] * 2
+    handled = (datetime(2026, 4, 2, 4, tzinfo=UTC), first, again)
+    mailer, _texter = _delivered_a_second_after_each(DisputeOpenedV1.DETAIL_TYPE, alerts, handled)
+    assert [subject for _, subject, _, _ in mailer.sent] == [
+        "Your bank asked about a payment of $40.00 to Kilo",
+        "Your bank's inquiry about a payment of $40.00 to Kilo became a chargeback",
+    ]
+
+
+def _escalation_subjects(world: World) -> list[str]:
+    """The emails Ada gets for the DisputeOpened.v1 alerts published so far, each handled an hour apart on 2 April."""
+    alerts = [d for t, d in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]
+    handled = tuple(datetime(2026, 4, 2, 4 + n, tzinfo=UTC) for n in range(len(alerts)))
+    mailer, _texter = _delivered_a_second_after_each(DisputeOpenedV1.DETAIL_TYPE, alerts, handled)
+    return [subject for _, subject, _, _ in mailer.sent]
+
+
+@pytest.mark.parametrize("escalating", ["charge.dispute.funds_withdrawn", "charge.dispute.updated"])
+def test_given_an_open_inquiry_when_it_escalates_without_a_close_then_the_escalation_is_alerted_once(
+    world: World, escalating: str
+) -> None:
+    """Review rdk F1: inquiry on A (dp_A, 4000 cents -> 40.00) created warning_needs_response; still open (no
+    warning_closed) the issuer escalates it: ``escalating`` (needs_response, [-4000]), then the other of the two,
+    then ``escalating`` redelivered. Money as before: 40.00 charged back (-(-4000) = 4000 cents), invoice and account
+    disputed. Alerts: the inquiry's, then ONE escalation (``dispute-escalated:dp_A``) - two emails; it was one (the
+    inquiry's "no money withdrawn yet" only)."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    other = next(t for t in ("charge.dispute.funds_withdrawn", "charge.dispute.updated") if t != escalating)
+    _apply(world, events, events.add("evt_d3", escalating, inquiry | took))
+    _apply(world, events, events.add("evt_d3o", other, inquiry | took))
+    _apply(world, events, events.add("evt_d3", escalating, inquiry | took))  # redelivered
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+    assert _kinds(world) == [
+        ("dispute-opened:dp_A", "inquiry", "40.00"),
+        ("dispute-escalated:dp_A", "escalation", "40.00"),
+    ]
+    assert _escalation_subjects(world) == [
+        "Your bank asked about a payment of $40.00 to Kilo",
+        "Your bank's inquiry about a payment of $40.00 to Kilo became a chargeback",
+    ]
+
+
+def test_given_an_escalated_inquiry_when_its_created_is_handled_last_then_no_inquiry_alert_follows(
+    world: World,
+) -> None:
+    """Review rdk F2: the inquiry's ``charge.dispute.created`` (warning_needs_response) handled LAST (its deliveries
+    failed; a redrive): its close warning_closed, then the escalation (``funds_withdrawn`` [-4000], needs_response)
+    first. The escalation's alert goes out; the late created publishes nothing (the dispute is a chargeback by then):
+    one email, the escalation's. It was two, the inquiry's "no money has been withdrawn yet" last. Money: 40.00
+    charged back, disputed (the re-open; unchanged)."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    created = events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []})
+    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    _apply(world, events, created)  # late
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+    assert _kinds(world) == [("dispute-escalated:dp_A", "escalation", "40.00")]
+    assert _escalation_subjects(world) == ["Your bank's inquiry about a payment of $40.00 to Kilo became a chargeback"]
+
+
+def test_given_an_open_inquiry_escalated_when_its_created_is_handled_last_then_the_escalation_is_alerted(
+    world: World,
+) -> None:
+    """F1 and F2 together: no close; the escalation's ``funds_withdrawn`` (needs_response, [-4000]) is handled before
+    the inquiry's ``created`` (warning_needs_response). The ``funds_withdrawn`` cannot tell an inquiry yet (nothing
+    published: a plain chargeback's alert is its created's); the late created finds the dispute already a chargeback:
+    no inquiry alert, the escalation's instead (once: the created redelivered publishes nothing). Money: 40.00
+    charged back; disputed (the created flags it)."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    created = events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []})
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    assert _kinds(world) == []
+    _apply(world, events, created)  # late
+    _apply(world, events, created)  # redelivered
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+    assert _kinds(world) == [("dispute-escalated:dp_A", "escalation", "40.00")]
+
+
+def test_given_an_escalated_inquiry_when_its_created_is_redelivered_then_two_alerts_only(world: World) -> None:
+    """Guard (review rdk): the usual order (created, close warning_closed, ``funds_withdrawn`` [-4000]) then the
+    created redelivered: its ``dispute:`` marker holds - the inquiry's alert and the escalation's, nothing more."""
+    events, inquiry, _closed = _inquiry_on_a_closed(world)
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    redelivered = events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []})
+    _apply(world, events, redelivered)
+    assert [kind for _, kind, _ in _kinds(world)] == ["inquiry", "escalation"]
+
+
+def test_given_an_open_inquiry_escalated_when_its_warning_closed_arrives_late_then_the_chargeback_stays_flagged(
+    world: World,
+) -> None:
+    """Review rdk2 (dk3 1): inquiry on A (dp_A, 4000 cents -> 40.00) created warning_needs_response; the escalation
+    (``funds_withdrawn``, needs_response, [-4000]) handled with no close before it; then the inquiry's
+    ``warning_closed`` (sent before the escalation, delivered late). The chargeback is open: invoice and account stay
+    disputed (they were cleared). Money as before: 40.00 charged back (-(-4000) = 4000 cents; the close's empty list,
+    0 items, is shorter than the 1 listed and changes nothing). Alerts as before: the inquiry's and the escalation's."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []}))
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took))
+    closed = inquiry | {"status": "warning_closed", "balance_transactions": []}
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", closed))  # late
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+    assert [kind for _, kind, _ in _kinds(world)] == ["inquiry", "escalation"]
+    # and its final close still clears both: lost, the same list ([-4000]: 1 item, 40.00 - no more money)
+    lost = inquiry | {"status": "lost", "balance_transactions": [_txn(-4000)]}
+    _apply(world, events, events.add("evt_d4", "charge.dispute.closed", lost))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (False, False)
+
+
+def test_given_an_inquiry_created_and_its_escalation_handled_at_once_then_no_inquiry_alert_after_the_escalation(
+    world: World,
+) -> None:
+    """Review rdk2 (dk3 2): two of the payment-events queue's handlers at once (MaximumConcurrency 2, a DLQ redrive):
+    the inquiry's ``created`` (warning_needs_response, dp_A, 4000 cents) saves its invoice; before it publishes, the
+    escalating ``funds_withdrawn`` (needs_response, [-4000]) is handled whole (it sees the inquiry's marker: publishes
+    the escalation). The created handler publishes no inquiry alert from its stale copy ("no money withdrawn yet" is
+    wrong by then): one alert, the escalation. It was two, the inquiry's after the escalation. Money: -(-4000) cents
+    = 40.00 charged back; disputed."""
+    events = Events()
+    first, _second = _paid_in_two(world, events)
+    inquiry = _dispute(first, "warning_needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    created = events.add("evt_d1", "charge.dispute.created", inquiry | {"balance_transactions": []})
+    took = {"status": "needs_response", "balance_transactions": [_txn(-4000)]}
+    withdrawn = events.add("evt_d3", "charge.dispute.funds_withdrawn", inquiry | took)
+    save_flag, done = world.store.save_dispute_flag, []
+
+    def other_handler_meanwhile(account_id: str, disputed: bool, revision_read: int) -> None:
+        save_flag(account_id, disputed, revision_read)
+        if not done:  # the created's invoice is saved; the other handler runs whole before it publishes
+            done.append(1)
+            apply_stripe_event(world.store, world.bus, events, *withdrawn, at(2, 4), world.gateway)
+
+    world.store.save_dispute_flag = other_handler_meanwhile  # type: ignore[method-assign]
+    apply_stripe_event(world.store, world.bus, events, *created, at(2, 4), world.gateway)
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.charged_back == Decimal("40.00")
+    assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
+    assert [kind for _, kind, _ in _kinds(world)] == ["escalation"]

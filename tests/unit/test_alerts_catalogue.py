@@ -341,14 +341,14 @@ def test_given_a_failed_payment_then_its_sms_says_where_to_pay_without_the_email
             DisputeOpenedV1.DETAIL_TYPE,
             "129",
             "card",
-            "Kilo: a payment of $129.00 was disputed with your bank. Your account is flagged until it closes. See "
+            "Kilo: a $129.00 payment was disputed with your bank (a chargeback). Account flagged while open. See "
             "Billing in your dashboard. Reply STOP to opt out",
         ),
-        (  # the largest figures: 155 characters
+        (  # the largest figures (an event without ``kind``: a chargeback): 154 characters
             DisputeOpenedV1.DETAIL_TYPE,
             "9999999.99",
             "card",
-            "Kilo: a payment of $9,999,999.99 was disputed with your bank. Your account is flagged until it closes. "
+            "Kilo: a $9,999,999.99 payment was disputed with your bank (a chargeback). Account flagged while open. "
             "See Billing in your dashboard. Reply STOP to opt out",
         ),
     ],
@@ -719,3 +719,79 @@ def test_given_a_refund_that_failed_then_the_customer_is_told_it_did_not_arrive_
         "it. Reply STOP to opt out"
     )
     assert len(rendered.sms) <= SMS_LIMIT
+
+
+# --- what a dispute is: DisputeOpened.v1's ``kind`` (D359 amended (dk)) ---------------------------------------------
+
+DISPUTE_SMS_TAIL = " Account flagged while open. See Billing in your dashboard. Reply STOP to opt out"
+
+
+@pytest.mark.parametrize(
+    ("kind", "event_id", "key", "subject", "sms", "what"),
+    [
+        (
+            "inquiry",
+            "dispute-opened:dp_1",
+            "dp_1",
+            "Your bank asked about a payment of $129.00 to Kilo",
+            "Kilo: your bank asked about a $129.00 payment; no money withdrawn yet." + DISPUTE_SMS_TAIL,
+            "was questioned by your bank or card issuer: an inquiry, the bank asked about the payment; no money has "
+            "been withdrawn yet.",
+        ),
+        (
+            "chargeback",
+            "dispute-opened:dp_1",
+            "dp_1",
+            "A payment of $129.00 to Kilo was disputed (a chargeback)",
+            "Kilo: a $129.00 payment was disputed with your bank (a chargeback)." + DISPUTE_SMS_TAIL,
+            "was disputed with your bank or card issuer: a chargeback, the bank takes the payment back while the "
+            "dispute is decided.",
+        ),
+        (  # keeps the key wd7 gave it: a ledger already holding it dedupes the redelivery
+            "escalation",
+            "dispute-escalated:dp_1",
+            "dp_1:escalated",
+            "Your bank's inquiry about a payment of $129.00 to Kilo became a chargeback",
+            "Kilo: your bank's inquiry about a $129.00 payment became a chargeback." + DISPUTE_SMS_TAIL,
+            "was disputed with your bank or card issuer: the bank's inquiry about it became a chargeback, and the "
+            "bank takes the payment back while the dispute is decided.",
+        ),
+    ],
+)
+def test_given_each_kind_of_dispute_then_its_key_and_words_say_what_it_is(
+    kind: str, event_id: str, key: str, subject: str, sms: str, what: str
+) -> None:
+    sent = invoicing_details("129")[DisputeOpenedV1.DETAIL_TYPE] | {"event_id": event_id, "kind": kind}
+    alert = alert_from_event(DisputeOpenedV1.DETAIL_TYPE, sent)
+    assert (alert.kind, alert.period, alert.key) == ("dispute_opened", "2026-10", key)
+    values = {**alert.values, "account_id": "acct_1", "account_name": "Ada", "preferences_url": "https://p"}
+    rendered = render(alert.kind, values)
+    assert (rendered.subject, rendered.sms) == (subject, sms)
+    assert f"A payment of $129.00 for invoice in_1 of your account acct_1 {what}" in rendered.text
+    assert len(rendered.sms) <= SMS_LIMIT
+
+
+def test_given_the_key_follows_kind_then_an_escalation_id_read_as_a_chargeback_keeps_the_dispute_key() -> None:
+    """The key follows ``kind``, not the event id (a field given wins over the prefix)."""
+    sent = invoicing_details("129")[DisputeOpenedV1.DETAIL_TYPE] | {"event_id": "dispute-escalated:dp_1"}
+    assert alert_from_event(DisputeOpenedV1.DETAIL_TYPE, sent | {"kind": "chargeback"}).key == "dp_1"
+    # the old layer's escalation (no field): still its own key, read from the prefix
+    old = alert_from_event(DisputeOpenedV1.DETAIL_TYPE, sent)
+    assert (old.key, old.values["headline"]) == (
+        "dp_1:escalated",
+        "Your bank's inquiry about a payment of $129.00 to Kilo became a chargeback",
+    )
+
+
+@pytest.mark.parametrize("kind", ["inquiry", "chargeback", "escalation"])
+def test_given_the_largest_dispute_of_each_kind_then_its_sms_fits_one_segment(kind: str) -> None:
+    """$9,999,999.99 (13 characters). Fixed parts: "Kilo: " 6, " Account flagged while open." 28, " See Billing in
+    your dashboard." 31, " Reply STOP to opt out" 22 = 87. Inquiry "your bank asked about a " 24 + 13 + " payment;" 9
+    + " no money withdrawn yet." 24 = 70 -> 157; chargeback "a " 2 + 13 + " payment was disputed with your bank (a
+    chargeback)." 52 = 67 -> 154; escalation "your bank's inquiry about a " 28 + 13 + " payment became a
+    chargeback." 29 = 70 -> 157 (each <= 160)."""
+    sent = invoicing_details("9999999.99")[DisputeOpenedV1.DETAIL_TYPE] | {"kind": kind}
+    alert = alert_from_event(DisputeOpenedV1.DETAIL_TYPE, sent)
+    values = {**alert.values, "account_id": LONGEST_ACCOUNT, "account_name": "N" * 200, "preferences_url": "p"}
+    sms = render(alert.kind, values).sms
+    assert len(sms) == {"inquiry": 157, "chargeback": 154, "escalation": 157}[kind], sms

@@ -88,7 +88,9 @@ CATALOGUE: Final[Mapping[str, AlertSpec]] = {
         AlertSpec(
             "dispute_opened",
             DisputeOpenedV1.DETAIL_TYPE,
-            "a payment of the account was disputed (a chargeback, or an inquiry: nothing withdrawn); once per dispute",
+            "a payment of the account was disputed - a chargeback, an inquiry (nothing withdrawn yet), or an inquiry "
+            "that became a chargeback, each worded as such (`kind`); once per dispute, once more when its inquiry "
+            "escalates",
             Severity.HIGH,
         ),
         AlertSpec(
@@ -364,12 +366,38 @@ def _payment_failed(detail: Mapping[str, Any]) -> Alert:
     return _occurrence_alert("payment_failed", event, event.event_id, Severity.HIGH, values)
 
 
+def _dispute_words(kind: str, amount: str) -> dict[str, str]:
+    """What the email's subject (``headline``), its body (``what``, after "A payment of <amount> for invoice ... of
+    your account ...") and the SMS (``sms_what``, one segment for $9,999,999.99) say a dispute of ``kind`` is."""
+    if kind == "inquiry":
+        return {
+            "headline": f"Your bank asked about a payment of {amount} to Kilo",
+            "what": "was questioned by your bank or card issuer: an inquiry, the bank asked about the payment; no "
+            "money has been withdrawn yet",
+            "sms_what": f"your bank asked about a {amount} payment; no money withdrawn yet.",
+        }
+    if kind == "escalation":
+        return {
+            "headline": f"Your bank's inquiry about a payment of {amount} to Kilo became a chargeback",
+            "what": "was disputed with your bank or card issuer: the bank's inquiry about it became a chargeback, and "
+            "the bank takes the payment back while the dispute is decided",
+            "sms_what": f"your bank's inquiry about a {amount} payment became a chargeback.",
+        }
+    return {
+        "headline": f"A payment of {amount} to Kilo was disputed (a chargeback)",
+        "what": "was disputed with your bank or card issuer: a chargeback, the bank takes the payment back while the "
+        "dispute is decided",
+        "sms_what": f"a {amount} payment was disputed with your bank (a chargeback).",
+    }
+
+
 def _dispute_opened(detail: Mapping[str, Any]) -> Alert:
     event = _parse(DisputeOpenedV1, detail)
-    values = {"invoice_id": event.invoice_id, "amount": money_text(event.amount)}
-    # an inquiry escalated under the same id (event id ``dispute-escalated:<id>``): its own key (D359 amended (wd7))
-    escalated = event.event_id.startswith("dispute-escalated:")
-    key = f"{event.dispute_id}:escalated" if escalated else event.dispute_id
+    amount = money_text(event.amount)
+    values = {"invoice_id": event.invoice_id, "amount": amount, **_dispute_words(event.kind, amount)}
+    # the key follows ``kind`` (an old event without it: read from its id by the contract); an escalation keeps the
+    # key wd7 gave it, so a ledger already holding it dedupes a redelivery (D359 amended (wd7, dk))
+    key = f"{event.dispute_id}:escalated" if event.kind == "escalation" else event.dispute_id
     return _occurrence_alert("dispute_opened", event, key, Severity.MEDIUM, values)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from kilo_billing.accounts import AccountDirectory
 from kilo_billing.contracts import (
+    DisputeKind,
     DisputeOpenedV1,
     InvoiceIssuedV1,
     PaymentFailedV1,
@@ -1152,7 +1153,11 @@ def _dispute_event(
     list only grows), so the longest wins in any order (``_withdrawn_or_reinstated``, D359 amended (wd3, wd4, wd5)).
     An inquiry closed ``warning_closed`` that escalates under the same id (``updated`` or ``funds_withdrawn`` with an
     open status) is open again, flagged and announced once more (D359 amended (wd6)) - unless its final close
-    (``lost``/``won``) is recorded; an inquiry's ``warning_closed`` received after the re-open changes no flag (wd7)."""
+    (``lost``/``won``) is recorded; an inquiry's ``warning_closed`` received after the re-open (wd7), or after any event
+    showed the dispute a chargeback (dk3), changes no flag.
+    The escalation's alert: once any event showed the dispute an inquiry (``warning_*``) and any other a chargeback
+    (an open non-``warning_*`` status), in any order, a close between or not; an inquiry's ``created`` handled after
+    that publishes no inquiry alert (D359 amended (dk2))."""
     refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
     _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
     closing = event.type == "charge.dispute.closed"
@@ -1175,14 +1180,21 @@ def _dispute_event(
     )
     if listed is not None and not listed[0] and not closing:  # nothing listed yet: says nothing until it closes
         listed = None
+    # what its events showed the dispute to be: an inquiry (a ``warning_*`` status) and, open, a chargeback (any other
+    # open status) - both, in any order: an inquiry that escalated, alerted once as such (D359 amended (dk2))
+    inquiry_marker, chargeback_marker = f"dispute_inquiry:{dispute_id}", f"dispute_chargeback:{dispute_id}"
+    open_status = bool(status) and not closing and status not in _DISPUTE_CLOSED
+    shown = {inquiry_marker} if status.startswith("warning_") else {chargeback_marker} if open_status else set[str]()
 
     def dispute(current: InvoiceRecord) -> InvoiceRecord:
         marks, charged_back, flag = set(current.announced), current.charged_back, current.disputed
+        marks.update(shown)
         opens = event.type == "charge.dispute.created" and event.obj.get("status") not in _DISPUTE_CLOSED
         if opens and closed_marker not in marks:  # one arriving after its close (recorded or in it) flags nothing
             marks.add(open_marker)
-        # the inquiry's ``warning_closed`` received after its escalation re-opened it: changes no flag (wd7)
-        if closing and not (status == "warning_closed" and reopened_marker in marks):
+        # the inquiry's ``warning_closed`` received after its escalation re-opened it (wd7), or after any event showed
+        # it a chargeback (sent before the escalation, delivered late): changes no flag (D359 amended (dk3))
+        if closing and not (status == "warning_closed" and {reopened_marker, chargeback_marker} & marks):
             marks.discard(open_marker)
             marks.add(closed_marker)
             if status == "warning_closed" and reopened_marker not in marks and final_marker not in marks:
@@ -1206,17 +1218,48 @@ def _dispute_event(
     invoice = _save_with(store, invoice, dispute, now)
     changed = invoice != before
     _flag_disputed(store, invoice.account_id)
-    published: tuple[str, ...] = ()
-    marker = f"dispute:{dispute_id}"
-    over = closed_marker in invoice.announced or event.obj.get("status") in _DISPUTE_CLOSED  # nothing to alert
-    if event.type == "charge.dispute.created" and marker not in invoice.announced and not over:
-        published = _dispute_opened(store, publisher, invoice, (f"dispute-opened:{dispute_id}", marker), event, now)
-    escalated = f"dispute_escalated:{dispute_id}"
-    # re-opened, not yet announced again, and no final close recorded (wd7)
-    if escalates and reopened_marker in invoice.announced and not {escalated, final_marker} & invoice.announced:
-        again = (f"dispute-escalated:{dispute_id}", escalated)
-        published = (*published, *_dispute_opened(store, publisher, invoice, again, event, now))
+    published = _dispute_alerts(store, publisher, invoice, event, now)
     return event.outcome(invoice.invoice_id, changed, published)
+
+
+def _dispute_alerts(
+    store: LedgerStore, publisher: EventPublisher, invoice: InvoiceRecord, event: _StripeEvent, now: datetime
+) -> tuple[str, ...]:
+    """The ``DisputeOpened.v1`` alerts a dispute's event publishes, ``invoice`` saved with its markers: at its
+    ``created`` (an inquiry's: not once the dispute is a chargeback - an escalated inquiry's created handled late, a
+    retry or a redrive: "no money withdrawn yet" is wrong by then), and the escalation once the events showed the
+    dispute both an inquiry (``warning_*``, its ``warning_closed`` close, its re-open: wd6) and a chargeback, a close
+    between or not, by any event but a close (the created too, handled late), unless its final close is recorded
+    (wd7) (D359 amended (dk2)). An inquiry's created reads the invoice again before its alert: another handler may
+    have escalated it since the save (two at once) - narrows that window, does not close it (D359 amended (dk3))."""
+    dispute_id, status = str(event.obj.get("id", "")), str(event.obj.get("status") or "")
+    announced, kind = invoice.announced, _opened_kind(status)
+    marker, escalated = f"dispute:{dispute_id}", f"dispute_escalated:{dispute_id}"
+    reopened, chargeback = f"dispute_reopened:{dispute_id}", f"dispute_chargeback:{dispute_id}"
+    over = f"dispute_closed:{dispute_id}" in announced or status in _DISPUTE_CLOSED  # nothing to alert
+    over = over or (kind == "inquiry" and bool({chargeback, reopened, escalated} & announced))
+    if event.type == "charge.dispute.created" and kind == "inquiry" and marker not in announced and not over:
+        # another handler may have escalated it since this one saved (a redrive, two at once): read again (dk3)
+        invoice = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id, invoice)
+        announced = invoice.announced
+        over = bool({chargeback, reopened, escalated, f"dispute_closed:{dispute_id}"} & announced)
+    published: tuple[str, ...] = ()
+    if event.type == "charge.dispute.created" and marker not in announced and not over:
+        published = _dispute_opened(
+            store, publisher, invoice, (f"dispute-opened:{dispute_id}", marker), (event, kind), now
+        )
+    was_inquiry = {f"dispute_inquiry:{dispute_id}", f"dispute_inquiry_closed:{dispute_id}", reopened} & announced
+    alerted_or_final = {escalated, f"dispute_final:{dispute_id}"} & announced
+    if event.type != "charge.dispute.closed" and was_inquiry and chargeback in announced and not alerted_or_final:
+        again = (f"dispute-escalated:{dispute_id}", escalated)
+        published = (*published, *_dispute_opened(store, publisher, invoice, again, (event, "escalation"), now))
+    return published
+
+
+def _opened_kind(status: str) -> DisputeKind:
+    """What a dispute created with ``status`` is: an inquiry (``warning_needs_response``/``warning_under_review``: the
+    bank asked, no funds withdrawn - Stripe's Dispute statuses), else a chargeback (D359 amended (dk))."""
+    return "inquiry" if status.startswith("warning_") else "chargeback"
 
 
 def _dispute_opened(
@@ -1224,21 +1267,28 @@ def _dispute_opened(
     publisher: EventPublisher,
     invoice: InvoiceRecord,
     keys: tuple[str, str],
-    event: _StripeEvent,
+    about: tuple[_StripeEvent, DisputeKind],
     now: datetime,
 ) -> tuple[str, ...]:
-    """``DisputeOpened.v1`` for the dispute of ``event`` (``keys``: its event id and the invoice's marker written after
-    the publish): at its ``created``, and again once when an inquiry closed ``warning_closed`` escalates under the same
-    id (D359 amended (wd6)); dated by the event, so redelivered after a month end it is still the same month's key
-    (D348)."""
+    """``DisputeOpened.v1`` for the dispute of the event (``keys``: its event id and the invoice's marker written after
+    the publish; ``about``: the event and what the dispute is): at its ``created``, and again once when an inquiry
+    closed ``warning_closed`` escalates under the same id (D359 amended (wd6)). Dated by the event, so redelivered
+    after a month end it is still the same month's key (D348) - an escalation by the Dispute's own ``created``
+    instead: its ``updated`` and ``funds_withdrawn`` may each publish it (a marker write lost after the first), and
+    dated each by its own event they could fall in two months, two emails (D359 amended (dk))."""
+    event, kind = about
     event_id, marker = keys
+    created = event.obj.get("created")
+    dispute_created = created if isinstance(created, int) and not isinstance(created, bool) else 0
+    dated = _dated(dispute_created, now) if kind == "escalation" and dispute_created > 0 else event.occurred_at(now)
     alert = DisputeOpenedV1(
         event_id=event_id,
         account_id=invoice.account_id,
         invoice_id=invoice.invoice_id,
         dispute_id=str(event.obj.get("id", "")),
         amount=money_str(Decimal(int(event.obj.get("amount", 0))).scaleb(-2)),
-        occurred_at=event.occurred_at(now),
+        occurred_at=dated,
+        kind=kind,
     )
     publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
     _mark_announced(store, invoice, marker)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SOURCE_RATING: Final = "kilo.billing.rating"
 
@@ -174,16 +174,35 @@ class PaymentFailedV1(InvoiceEventV1):
     occurred_at: str  # when the processor's event was created (the handler's clock if it says not): D348 amended
 
 
+DisputeKind = Literal["chargeback", "inquiry", "escalation"]
+"""What a dispute is: a chargeback (the payment's funds withdrawn), an inquiry (the bank asked; nothing withdrawn), or
+an inquiry that became a chargeback under the same dispute id."""
+
+
 class DisputeOpenedV1(InvoiceEventV1):
     """A customer disputed a payment: the account is flagged until the dispute closes. ``event_id``:
-    ``dispute-opened:<dispute id>``, or ``dispute-escalated:<dispute id>`` when an inquiry closed ``warning_closed``
-    escalates under the same id (alerted under its own key, D359 amended (wd7))."""
+    ``dispute-opened:<dispute id>``, or ``dispute-escalated:<dispute id>`` when an inquiry escalates under the same id
+    (closed ``warning_closed`` first or not; alerted under its own key, D359 amended (wd7, dk2)). ``kind`` says which
+    (D359 amended (dk)); an event published before the field existed has none: read as ``escalation`` when its id is
+    ``dispute-escalated:...``, else ``chargeback`` (the old layer did not say, and worded both alike)."""
 
     DETAIL_TYPE: ClassVar[str] = "DisputeOpened.v1"
 
     dispute_id: str
     amount: str
-    occurred_at: str  # when the processor's event was created (the handler's clock if it says not): D348 amended
+    # when the processor's event was created (the handler's clock if it says not): D348 amended; an escalation: the
+    # Dispute's own ``created``, the same on each event that may publish it (D359 amended (dk))
+    occurred_at: str
+    kind: DisputeKind = "chargeback"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_of_an_old_event(cls, data: Any) -> Any:
+        """The event id's prefix, read only for an event without ``kind`` (published by the old layer)."""
+        if isinstance(data, dict) and "kind" not in data:
+            escalated = str(data.get("event_id", "")).startswith("dispute-escalated:")
+            return {**data, "kind": "escalation" if escalated else "chargeback"}
+        return data
 
 
 class RefundFailedV1(InvoiceEventV1):
