@@ -207,7 +207,16 @@ def _not_published_line(reason: str, fix: str, args: argparse.Namespace, seen_se
                 f"(CryptoBillSettled.v1 or CryptoCreditAdded.v1) was not ({reason}): a rerun is refused (already "
                 f"attributed); the next crypto watcher run sends it - {fix} before the next command"
             )
-        # the payment's event not sent (or unknown): the bill's, published after it, was not either
+        if seen_sent is None:
+            # the payment not read back: its event may have gone or not; the bill's, published last, did not
+            return (
+                f"crypto assign {args.payment_id}: saved; an event was not sent ({reason}) and the payment could not "
+                "be read back to say whether its CryptoPaymentSeen.v1 was sent: a rerun is refused (already "
+                "attributed); if it was not, nothing re-sends it - tell the customer; the paid bill's event "
+                "(CryptoBillSettled.v1 or CryptoCreditAdded.v1), if it paid one, was not sent either way (it goes "
+                f"last): the next crypto watcher run sends it - {fix} before the next command"
+            )
+        # the payment's event not sent: the bill's, published after it, was not either
         return (
             f"crypto assign {args.payment_id}: saved; its event was not sent ({reason}), nor the paid bill's "
             "(CryptoBillSettled.v1 or CryptoCreditAdded.v1) if it paid one: a rerun is refused (already attributed); "
