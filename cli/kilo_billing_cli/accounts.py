@@ -23,6 +23,7 @@ from kilo_billing.accounts import (
     InvalidAccountIdError,
     InvoicedPeriodError,
     MidPeriodDowngradeError,
+    TierChangeTooFarBackError,
     UnknownAccountError,
     progressive_threshold_problem,
     register_account,
@@ -193,11 +194,19 @@ def run(
         elif args.account_command in ("tier", "change-tier"):
             at = args.at or now
             book = catalog.for_period(Period.containing(at))
-            closed = (invoiced or (lambda account: invoiced_periods(args.usage_table, account)))(args.account)
+            ledger = invoiced or (lambda account: invoiced_periods(args.usage_table, account))
             usage = month or dynamo_month(args.usage_table, directory)
             profile = request_tier_change(
-                directory, book, args.account, args.tier, at, closed, month=usage, read_at=now, catalog=catalog
-            )  # open sessions counted to the later of --at and now (D150)
+                directory,
+                book,
+                args.account,
+                args.tier,
+                at,
+                lambda: ledger(args.account),  # read on each attempt of the profile's retry (D150)
+                month=usage,
+                read_at=now,  # open sessions counted to the later of --at and now; --at at most 2 months back (D150)
+                catalog=catalog,
+            )
         elif args.account_command == "budget":
             change = BudgetChange(
                 budget_usd=args.budget_usd,
@@ -222,6 +231,7 @@ def run(
         RatingError,
         MidPeriodDowngradeError,
         InvoicedPeriodError,
+        TierChangeTooFarBackError,
     ) as exc:
         raise ValueError(str(exc)) from exc
     return profile_json(profile)
