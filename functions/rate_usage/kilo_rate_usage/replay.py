@@ -25,7 +25,7 @@ counted, not made) and publishes nothing, so it reports exactly what ``--apply``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.events import KEY, SORT_KEY, ContractError
 from kilo_billing.livekit_events import LiveKitEventRecord
-from kilo_billing.publisher import EventPublisher
+from kilo_billing.publisher import EventPublisher, PublishError
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import Aggregate, AggregateKey, BatchOutcome, RatingConfig, StoredSession
@@ -317,13 +317,17 @@ def replay(
     apply: bool,
     max_messages: int = 100,
     margin_ms: int = 600_000,
+    refused: Callable[[PublishError], str | None] | None = None,
 ) -> list[ReplayResult]:
     """Plan every message (up to ``max_messages``) of the on-failure queue or the poison queue; with ``apply``,
     re-rate each, send its unratable records' keys to the poison queue and delete its message once it is rated
     whole. A dry run writes, sends and deletes nothing. An
     AWS failure stops the run (a message is deleted only after its own re-rating succeeded); rerunning is safe. A
     message whose re-rating meets stored data this reader cannot decode (``ContractError``) is reported with that
-    problem and kept on the queue; the run goes on with the next."""
+    problem and kept on the queue; the run goes on with the next. So does one whose event the bus refused for its
+    content (``refused``, the caller's reading of the ``PublishError``, answers the reason; ``None``: any other
+    failure, which stops the run): sent again it is refused again, so the message stays on the queue, named, and the
+    others are replayed (D362)."""
     results = []
     target: UsageRepository = repo if apply else DryRunRepository(repo)
     announce: EventPublisher = publisher if apply else _Silent()
@@ -338,6 +342,17 @@ def replay(
             )
         except ContractError as exc:  # stored data this reader cannot read: this message stays, the others go on
             results.append(ReplayResult(replace(found, problem=f"not rated: {exc}"), False, None, False))
+            continue
+        except PublishError as exc:
+            reason = refused(exc) if refused is not None else None
+            if reason is None:  # the bus unavailable, throttled, denied: the run stops (rerun later)
+                raise
+            problem = (
+                f"not replayed: EventBridge refused its event itself ({reason}), and refuses it on every run: what was "
+                "written before it stays; the message stays on the queue (not deleted) and each run skips it the "
+                "same way - report it"
+            )
+            results.append(ReplayResult(replace(found, problem=problem), False, None, False))
             continue
         deleted = False
         if apply and not outcome.rejected:
