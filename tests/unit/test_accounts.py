@@ -139,9 +139,11 @@ def test_given_the_cli_when_creating_and_upgrading_then_the_profile_on_dynamodb_
     table = stack.template.physical_name("UsageTable")
     created = _cli(capsys, table, "create", "--account", "acct-9", "--tier", "team", "--signup", "2026-11-01T00:00Z")
     assert created["tiers"] == [{"from": "2026-11-01T00:00:00+00:00", "tier": "team"}]
-    # an upgrade takes effect when requested; a downgrade at the next period start (D3)
-    _cli(capsys, table, "tier", "--account", "acct-9", "--tier", "enterprise", "--at", "2026-11-16T12:00:00Z")
-    shown = _cli(capsys, table, "tier", "--account", "acct-9", "--tier", "personal", "--at", "2026-11-20T00:00:00Z")
+    # an upgrade takes effect when requested; a downgrade at the next period start (D3). Run on Nov 20 2026: the CLI
+    # dates a change back at most 2 months (D150), so on the real clock November is refused from 1 Feb 2027
+    with time_machine.travel(datetime(2026, 11, 20, 12, tzinfo=UTC), tick=False):
+        _cli(capsys, table, "tier", "--account", "acct-9", "--tier", "enterprise", "--at", "2026-11-16T12:00:00Z")
+        shown = _cli(capsys, table, "tier", "--account", "acct-9", "--tier", "personal", "--at", "2026-11-20T00:00Z")
     assert shown["tiers"] == [
         {"from": "2026-11-01T00:00:00+00:00", "tier": "team"},
         {"from": "2026-11-16T12:00:00+00:00", "tier": "enterprise"},
@@ -350,5 +352,31 @@ def test_given_an_account_never_invoiced_then_a_change_dated_further_back_than_t
     team = InMemoryAccountDirectory(AccountProfile("acct-1", (TierChange(signup, "team"),)))
     with time_machine.travel(DECEMBER_3, tick=False):
         down = cli_accounts.run(_change_tier("personal", datetime(2026, 9, 10, tzinfo=UTC)), default_catalog(),
+                                team, lambda _account: never(), InMemoryMonthToDate(team))  # fmt: skip
+    assert down["tiers"][-1] == {"from": "2026-10-01T00:00:00+00:00", "tier": "personal"}
+
+
+def test_given_a_downgrade_refused_by_the_two_month_bound_then_it_names_the_at_typed_and_earliest_accepted() -> None:
+    """Review (cx) 3: a downgrade takes effect at the next period start, so the bound's message named the effective
+    date as "a tier change at 2026-09-01" (not the --at typed) and advised "date it 2026-10-01 or later" - which, for
+    a downgrade, takes effect on Nov 1, a month later than needed. Team since Jan 1, run Dec 3 2026: the earliest month
+    a change may take effect in is 2026-12 - 2 = 2026-10. `change-tier personal --at 2026-08-15` takes effect Sep 1
+    (2026-09 < 2026-10): refused, naming Aug 15 and Sep 1; a downgrade asked on Sep 1 00:00 (the first instant of
+    2026-10 - 1 = 2026-09) takes effect Oct 1: the earliest --at accepted, and it is."""
+    signup = datetime(2026, 1, 1, tzinfo=UTC)
+    team = InMemoryAccountDirectory(AccountProfile("acct-1", (TierChange(signup, "team"),)))
+    never = set[str]
+    with time_machine.travel(DECEMBER_3, tick=False):
+        with pytest.raises(ValueError, match="takes effect") as refused:
+            cli_accounts.run(_change_tier("personal", datetime(2026, 8, 15, tzinfo=UTC)), default_catalog(),
+                             team, lambda _account: never(), InMemoryMonthToDate(team))  # fmt: skip
+        assert str(refused.value) == (
+            "a downgrade asked for at 2026-08-15T00:00:00+00:00 takes effect at the next period start, "
+            "2026-09-01T00:00:00+00:00, in 2026-09, more than 2 months before the clock's 2026-12: the CLI dates a "
+            "change back at most to 2026-10 (every month from the change on is re-rated for the hard limit); ask for "
+            "the downgrade at 2026-09-01T00:00:00+00:00 or later (in effect from 2026-10-01T00:00:00+00:00)"
+        )
+        assert team.profiles["acct-1"].changes == (TierChange(signup, "team"),)
+        down = cli_accounts.run(_change_tier("personal", datetime(2026, 9, 1, tzinfo=UTC)), default_catalog(),
                                 team, lambda _account: never(), InMemoryMonthToDate(team))  # fmt: skip
     assert down["tiers"][-1] == {"from": "2026-10-01T00:00:00+00:00", "tier": "personal"}

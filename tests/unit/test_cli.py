@@ -552,34 +552,6 @@ def test_given_eventbridge_refusing_the_content_then_no_line_says_a_rerun_or_the
     assert capsys.readouterr().err == f"kilo-billing: {line}\n"
 
 
-def test_given_the_payment_not_read_back_after_a_publish_failure_then_the_exit_4_line_says_what_is_known(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """Review (cx) of D362 cl3 (4): the exit-4 path (an entry's retryable ``InternalFailure``) with the payment not read
-    back (``seen_sent`` None: a plain ``PublishError``, as ``_seen_sent`` answers on a failed read) said "its event was
-    not sent" and "no command re-sends the CryptoPaymentSeen.v1 - tell the customer", though the payment's event may
-    have gone. What is known: the payment is saved (assigned); whether its CryptoPaymentSeen.v1 went could not be read
-    back; a rerun is refused; the bill's event, if it paid one, was not sent either way (it is published last) and the
-    next crypto watcher run sends it."""
-    from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
-    from kilo_billing_cli import main as cli  # noqa: PLC0415
-
-    client, stubber = _stubbed_events()
-    failed = {"ErrorCode": "InternalFailure", "ErrorMessage": "Internal service error."}
-    stubber.add_response("put_events", {"FailedEntryCount": 1, "Entries": [failed]})
-    with pytest.raises(PublishError) as raised:
-        EventBridgePublisher(client, "kilo-billing-test", "kilo.crypto").publish("CryptoPaymentSeen.v1", {"a": 1})
-    namespace = argparse.Namespace(event_bus="kilo-billing-test", **_ASSIGN)
-    assert cli._not_published("kilo-billing", raised.value, namespace) == 4
-    assert capsys.readouterr().err == (
-        "kilo-billing: crypto assign ethereum:0xabc:0: saved; an event was not sent (InternalFailure: Internal service "
-        "error.) and the payment could not be read back to say whether its CryptoPaymentSeen.v1 was sent: a rerun is "
-        "refused (already attributed); if it was not, nothing re-sends it - tell the customer; the paid bill's event "
-        "(CryptoBillSettled.v1 or CryptoCreditAdded.v1), if it paid one, was not sent either way (it goes last): the "
-        "next crypto watcher run sends it - wait until the bus answers before the next command\n"
-    )
-
-
 @pytest.mark.parametrize("code", ["NotAuthorizedForSourceException", "NotAuthorizedForDetailTypeException"])
 def test_given_an_entry_not_authorized_for_its_source_then_the_access_denied_wording_not_the_event_itself(
     capsys: pytest.CaptureFixture[str], code: str

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from kilo_billing.catalog import Catalog, PriceBook
 from kilo_billing.money import is_whole_cents, two_places
-from kilo_billing.periods import Period
+from kilo_billing.periods import Period, ensure_utc
 from kilo_billing.rating import TierChange, TierSegment, effective_change, segments_for
 
 if TYPE_CHECKING:
@@ -349,21 +349,34 @@ class TierChangeTooFarBackError(ValueError):
     clock's month."""
 
 
-def check_not_too_far_back(change: TierChange, now: datetime) -> None:
+def check_not_too_far_back(change: TierChange, now: datetime, requested_at: datetime | None = None) -> None:
     """Refuse a change taking effect before the month ``TIER_CHANGE_MONTHS_BACK`` months before ``now``'s: the limits'
     check re-rates every month from the change's to the clock's, and an account never invoiced could otherwise date
-    one back to its signup. On the change as it takes effect (a downgrade at the next period start)."""
+    one back to its signup. On the change as it takes effect (a downgrade at the next period start); ``requested_at``
+    (the CLI's ``--at``): a downgrade's message names it and the earliest ``--at`` accepted - the first instant of the
+    month before the bound's, in effect at the bound's start (D150 amended (cx2))."""
     clock = Period.containing(now)
     earliest = clock
     for _ in range(TIER_CHANGE_MONTHS_BACK):
         earliest = earliest.previous()
     period = Period.containing(change.at)
-    if period.key < earliest.key:
+    if period.key >= earliest.key:
+        return
+    bound = (
+        f"more than {TIER_CHANGE_MONTHS_BACK} months before the clock's {clock}: the CLI dates a change back at most "
+        f"to {earliest} (every month from the change on is re-rated for the hard limit)"
+    )
+    asked = ensure_utc(requested_at) if requested_at is not None else change.at
+    if asked != change.at:  # a downgrade: in effect at the start of the month after the one asked in
         raise TierChangeTooFarBackError(
-            f"a tier change at {change.at.isoformat()} takes effect in {period}, more than {TIER_CHANGE_MONTHS_BACK} "
-            f"months before the clock's {clock}: the CLI dates a change back at most to {earliest} (every month from "
-            f"the change on is re-rated for the hard limit); date it {earliest.start.isoformat()} or later"
+            f"a downgrade asked for at {asked.isoformat()} takes effect at the next period start, "
+            f"{change.at.isoformat()}, in {period}, {bound}; ask for the downgrade at "
+            f"{earliest.previous().start.isoformat()} or later (in effect from {earliest.start.isoformat()})"
         )
+    raise TierChangeTooFarBackError(
+        f"a tier change at {change.at.isoformat()} takes effect in {period}, {bound}; date it "
+        f"{earliest.start.isoformat()} or later"
+    )
 
 
 def request_tier_change(
@@ -398,7 +411,7 @@ def request_tier_change(
         closed = tuple(invoiced_periods()) if callable(invoiced_periods) else invoiced
         after = with_tier_change(found, change, closed)
         if read_at is not None:
-            check_not_too_far_back(change, read_at)
+            check_not_too_far_back(change, read_at, requested_at)
         check_tier_change(found, after, requested_at, month, catalog, read_at=read_at)
         return after
 
