@@ -875,6 +875,15 @@ def _batch_message(records: list[dict[str, Any]], arn: str, shard: str) -> str:
     })  # fmt: skip
 
 
+# the refused message's row after its reason (D362 amended (cx2)): the batch's other records are not rated either
+_NOT_RATED = (
+    "when it goes before the batch's writes (UnattributedUsage.v1, UnattributedAppUsage.v1), none of the batch's "
+    "other records are rated either, other accounts' usage included; the message stays on the queue (not deleted) and "
+    "each run skips it the same way - do not delete it (its usage would never be rated): report it, and keep it past "
+    "the queue's 14-day retention (README's runbook)"
+)
+
+
 def test_given_a_message_whose_event_eventbridge_refuses_then_replay_apply_skips_it_and_replays_the_others(
     stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -919,8 +928,7 @@ def test_given_a_message_whose_event_eventbridge_refuses_then_replay_apply_skips
     refused, replayed = rows[("RM_ghost01",)], rows[("RM_stream01",)]
     assert refused["problem"] == (
         "not replayed: EventBridge refused its event itself (InvalidArgument: Parameter Source is not valid. Reason: "
-        "Source is a required argument.), and refuses it on every run: what was written before it stays; the message "
-        "stays on the queue (not deleted) and each run skips it the same way - report it"
+        "Source is a required argument.), and refuses it on every run: " + _NOT_RATED
     )
     assert (refused["message_deleted"], replayed["problem"], replayed["message_deleted"]) == (False, "", True)
     assert aggregate(stack) == EXPECTED  # the call (20 video, 45 audio, hand-worked above) is rated
@@ -929,3 +937,50 @@ def test_given_a_message_whose_event_eventbridge_refuses_then_replay_apply_skips
     )["Attributes"]
     # the refused message alone is left, hidden for 900 s by the run that received it
     assert (counts["ApproximateNumberOfMessages"], counts["ApproximateNumberOfMessagesNotVisible"]) == ("0", "1")
+
+
+def test_given_a_refused_event_in_one_batch_with_a_customers_call_then_the_call_stays_unrated_and_its_row_says_so(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review (cx) 2, D362 amended (cx2): ONE batch (as Lambda batches a shard) holding a room of an account nobody
+    registered (its 10 audio minutes go to the unattributed bucket: rating publishes ``UnattributedUsage.v1``) and the
+    registered customer's video call. EventBridge refuses the announcement for its content; it goes before the
+    batch's writes, so nothing of the batch is written - the customer's 20 video + 45 audio minutes (``EXPECTED``,
+    hand-worked above) stay unrated on every run. The row said "what was written before it stays" (and the runbook
+    "until it is removed by hand", which loses that usage for good); it says the batch's other records are not rated
+    and not to delete the message."""
+    from kilo_billing import contracts  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    ghost = lk.Room("RM_ghost01", "ghost", account_id="acct_nobody", created_at=T0)
+    someone = lk.Participant("PA_ghost01", "g", T0 * 1000)
+    for body in (
+        lk.room_started(ghost, T0),
+        lk.participant_joined(ghost, someone),
+        lk.participant_left(ghost, someone, T0 + 600),
+        lk.room_finished(ghost, T0 + 700),
+    ):
+        deliver_webhook(body, lambda_context)
+    video_call(lambda_context)
+    streams = stack.clients["dynamodbstreams"]
+    arn = stack.template.get_att("EventsTable", "StreamArn")
+    [shard] = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
+    records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+    dlq = stack.template.ref("RatingDeadLetterQueue")
+    stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=_batch_message(records, arn, shard["ShardId"]))
+    monkeypatch.setattr(contracts, "SOURCE_RATING", "")  # moto fails every entry: InvalidArgument (no Source)
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", dlq, "--apply", "--json"])
+
+    assert exited.value.code == 1
+    [row] = json.loads(capsys.readouterr().out)["messages"]
+    assert sorted(row["rooms"]) == ["RM_ghost01", "RM_stream01"]
+    assert row["problem"] == (
+        "not replayed: EventBridge refused its event itself (InvalidArgument: Parameter Source is not valid. Reason: "
+        "Source is a required argument.), and refuses it on every run: " + _NOT_RATED
+    )
+    assert row["message_deleted"] is False
+    assert aggregate(stack) == {}  # neither the customer's 20 video + 45 audio minutes nor the bucket's 10 written

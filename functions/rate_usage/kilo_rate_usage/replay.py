@@ -347,10 +347,14 @@ def replay(
             reason = refused(exc) if refused is not None else None
             if reason is None:  # the bus unavailable, throttled, denied: the run stops (rerun later)
                 raise
+            # rating announces unattributed usage before the commit: refused, it leaves the whole chunk unwritten -
+            # every account's records in it (D362 amended (cx2)); a threshold event goes after the writes
             problem = (
-                f"not replayed: EventBridge refused its event itself ({reason}), and refuses it on every run: what was "
-                "written before it stays; the message stays on the queue (not deleted) and each run skips it the "
-                "same way - report it"
+                f"not replayed: EventBridge refused its event itself ({reason}), and refuses it on every run: when it "
+                "goes before the batch's writes (UnattributedUsage.v1, UnattributedAppUsage.v1), none of the batch's "
+                "other records are rated either, other accounts' usage included; the message stays on the queue (not "
+                "deleted) and each run skips it the same way - do not delete it (its usage would never be rated): "
+                "report it, and keep it past the queue's 14-day retention (README's runbook)"
             )
             results.append(ReplayResult(replace(found, problem=problem), False, None, False))
             continue
