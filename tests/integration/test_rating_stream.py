@@ -875,12 +875,14 @@ def _batch_message(records: list[dict[str, Any]], arn: str, shard: str) -> str:
     })  # fmt: skip
 
 
-# the refused message's row after its reason (D362 amended (cx2)): the batch's other records are not rated either
+# the refused message's row after its reason (D362 amended (cx2), (cx3)): its chunk (a stream batch is one) and the
+# chunks after it are not rated
 _NOT_RATED = (
-    "when it goes before the batch's writes (UnattributedUsage.v1, UnattributedAppUsage.v1), none of the batch's "
-    "other records are rated either, other accounts' usage included; the message stays on the queue (not deleted) and "
-    "each run skips it the same way - do not delete it (its usage would never be rated): report it, and keep it past "
-    "the queue's 14-day retention (README's runbook)"
+    "the records of its chunk (up to 500 events: the whole batch when no larger) and of the chunks after it are not "
+    "rated, other accounts' usage included (its chunk's are when the refused event is a threshold event: it goes "
+    "after the writes); the chunks before it are rated; the message stays on the queue (not deleted) and each run "
+    "skips it the same way - do not delete it (that usage would never be rated): report it, and keep it past the "
+    "queue's 14-day retention (README's runbook)"
 )
 
 

@@ -305,6 +305,23 @@ def _chunks(found: ReplayPlan) -> list[tuple[list[LiveKitEventRecord], list[Usag
     return [chunk for chunk in chunks if chunk[0] or chunk[1]]
 
 
+# A refused event's consequence (D362 amended (cx2), (cx3)). Rating announces unattributed usage before a call's
+# commit, a threshold event after it; the calls (``_chunks``) before the refused one have committed.
+_KEEP = (
+    "the message stays on the queue (not deleted) and each run skips it the same way - do not delete it (that usage "
+    "would never be rated): report it, and keep it past the queue's 14-day retention (README's runbook)"
+)
+_REFUSED_CHUNK = (
+    f"the records of its chunk (up to {EVENTS_PER_CALL} events: the whole batch when no larger) and of the chunks "
+    "after it are not rated, other accounts' usage included (its chunk's are when the refused event is a threshold "
+    "event: it goes after the writes); the chunks before it are rated; " + _KEEP
+)
+_REFUSED_EVENT = (
+    "this event is not rated (a room's: none of the room's sessions) when the refused event goes before the writes "
+    "(UnattributedUsage.v1, UnattributedAppUsage.v1); " + _KEEP
+)
+
+
 def replay(
     queue: FailureQueue,
     streams: StreamArchive,
@@ -347,14 +364,9 @@ def replay(
             reason = refused(exc) if refused is not None else None
             if reason is None:  # the bus unavailable, throttled, denied: the run stops (rerun later)
                 raise
-            # rating announces unattributed usage before the commit: refused, it leaves the whole chunk unwritten -
-            # every account's records in it (D362 amended (cx2)); a threshold event goes after the writes
             problem = (
-                f"not replayed: EventBridge refused its event itself ({reason}), and refuses it on every run: when it "
-                "goes before the batch's writes (UnattributedUsage.v1, UnattributedAppUsage.v1), none of the batch's "
-                "other records are rated either, other accounts' usage included; the message stays on the queue (not "
-                "deleted) and each run skips it the same way - do not delete it (its usage would never be rated): "
-                "report it, and keep it past the queue's 14-day retention (README's runbook)"
+                f"not replayed: EventBridge refused its event itself ({reason}), and refuses it on every run: "
+                + (_REFUSED_EVENT if found.source == "poison queue" else _REFUSED_CHUNK)
             )
             results.append(ReplayResult(replace(found, problem=problem), False, None, False))
             continue
