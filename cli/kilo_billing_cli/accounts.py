@@ -17,6 +17,7 @@ from typing import Any
 from kilo_billing.accounts import (
     ACCOUNT_STATUSES,
     BILLING_METHODS,
+    TIER_CHANGE_MONTHS_BACK,
     AccountDirectory,
     AccountExistsError,
     AccountProfile,
@@ -37,6 +38,12 @@ from kilo_billing.catalog import Catalog, UnknownTierError
 from kilo_billing.month_to_date import MonthToDateSource
 from kilo_billing.periods import Period
 from kilo_billing.rating import RatingError, TierChange
+
+_AT_HELP = (
+    "when the change is requested (default: now; not in an invoiced period; in effect at most "
+    f"{TIER_CHANGE_MONTHS_BACK} months before the clock's month: in January 2027 from 2026-11-01 on - a downgrade, in "
+    "effect at the next period start, asked from 2026-10-01 on)"
+)
 
 
 def _instant(text: str) -> datetime:
@@ -63,9 +70,7 @@ def add_parser(sub: Any, decimal: Callable[[str], Any]) -> None:
     tier = commands.add_parser("tier", help="change an account's tier (upgrades now, downgrades at period end)")
     tier.add_argument("--account", required=True)
     tier.add_argument("--tier", required=True)
-    tier.add_argument(
-        "--at", type=_instant, help="when the change is requested (default: now; not in an invoiced period)"
-    )
+    tier.add_argument("--at", type=_instant, help=_AT_HELP)
     budget = commands.add_parser(
         "budget", help="set the monthly budget: alert percentages (soft) and an optional hard limit that stops calls"
     )
@@ -87,9 +92,7 @@ def add_parser(sub: Any, decimal: Callable[[str], Any]) -> None:
     )
     change.add_argument("account", help="account id")
     change.add_argument("tier", help="personal, team or enterprise")
-    change.add_argument(
-        "--at", type=_instant, help="when the change is requested (default: now; not in an invoiced period)"
-    )
+    change.add_argument("--at", type=_instant, help=_AT_HELP)
     progressive = commands.add_parser(
         "progressive",
         help="progressive billing: invoice the overage early once it reaches a threshold amount (decisions D56)",

@@ -380,3 +380,21 @@ def test_given_a_downgrade_refused_by_the_two_month_bound_then_it_names_the_at_t
         down = cli_accounts.run(_change_tier("personal", datetime(2026, 9, 1, tzinfo=UTC)), default_catalog(),
                                 team, lambda _account: never(), InMemoryMonthToDate(team))  # fmt: skip
     assert down["tiers"][-1] == {"from": "2026-10-01T00:00:00+00:00", "tier": "personal"}
+
+
+@pytest.mark.parametrize("command", ["change-tier", "tier"])
+def test_given_tier_change_help_then_at_names_the_two_month_bound(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review (cx2) 5: `--at`'s help said only "not in an invoiced period"; the two-month bound (D150 amended (cx))
+    was learnt from a refusal. Its example, hand-worked: in January 2027 the earliest month is 2027-01 - 2 = 2026-11,
+    a change in effect from 2026-11-01; a downgrade takes effect at the next period start, so asked from 2026-10-01."""
+    with pytest.raises(SystemExit):
+        main(["account", command, "--help"])
+
+    shown = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--at AT when the change is requested (default: now; not in an invoiced period; in effect at most 2 months "
+        "before the clock's month: in January 2027 from 2026-11-01 on - a downgrade, in effect at the next period "
+        "start, asked from 2026-10-01 on)"
+    ) in shown
