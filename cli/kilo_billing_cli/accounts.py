@@ -17,12 +17,14 @@ from typing import Any
 from kilo_billing.accounts import (
     ACCOUNT_STATUSES,
     BILLING_METHODS,
+    TIER_CHANGE_MONTHS_BACK,
     AccountDirectory,
     AccountExistsError,
     AccountProfile,
     InvalidAccountIdError,
     InvoicedPeriodError,
     MidPeriodDowngradeError,
+    TierChangeTooFarBackError,
     UnknownAccountError,
     progressive_threshold_problem,
     register_account,
@@ -36,6 +38,12 @@ from kilo_billing.catalog import Catalog, UnknownTierError
 from kilo_billing.month_to_date import MonthToDateSource
 from kilo_billing.periods import Period
 from kilo_billing.rating import RatingError, TierChange
+
+_AT_HELP = (
+    "when the change is requested (default: now; not in an invoiced period; in effect at most "
+    f"{TIER_CHANGE_MONTHS_BACK} months before the clock's month: in January 2027 from 2026-11-01 on - a downgrade, in "
+    "effect at the next period start, asked from 2026-10-01 on)"
+)
 
 
 def _instant(text: str) -> datetime:
@@ -62,9 +70,7 @@ def add_parser(sub: Any, decimal: Callable[[str], Any]) -> None:
     tier = commands.add_parser("tier", help="change an account's tier (upgrades now, downgrades at period end)")
     tier.add_argument("--account", required=True)
     tier.add_argument("--tier", required=True)
-    tier.add_argument(
-        "--at", type=_instant, help="when the change is requested (default: now; not in an invoiced period)"
-    )
+    tier.add_argument("--at", type=_instant, help=_AT_HELP)
     budget = commands.add_parser(
         "budget", help="set the monthly budget: alert percentages (soft) and an optional hard limit that stops calls"
     )
@@ -86,9 +92,7 @@ def add_parser(sub: Any, decimal: Callable[[str], Any]) -> None:
     )
     change.add_argument("account", help="account id")
     change.add_argument("tier", help="personal, team or enterprise")
-    change.add_argument(
-        "--at", type=_instant, help="when the change is requested (default: now; not in an invoiced period)"
-    )
+    change.add_argument("--at", type=_instant, help=_AT_HELP)
     progressive = commands.add_parser(
         "progressive",
         help="progressive billing: invoice the overage early once it reaches a threshold amount (decisions D56)",
@@ -193,11 +197,19 @@ def run(
         elif args.account_command in ("tier", "change-tier"):
             at = args.at or now
             book = catalog.for_period(Period.containing(at))
-            closed = (invoiced or (lambda account: invoiced_periods(args.usage_table, account)))(args.account)
+            ledger = invoiced or (lambda account: invoiced_periods(args.usage_table, account))
             usage = month or dynamo_month(args.usage_table, directory)
             profile = request_tier_change(
-                directory, book, args.account, args.tier, at, closed, month=usage, read_at=now, catalog=catalog
-            )  # open sessions counted to the later of --at and now (D150)
+                directory,
+                book,
+                args.account,
+                args.tier,
+                at,
+                lambda: ledger(args.account),  # read on each attempt of the profile's retry (D150)
+                month=usage,
+                read_at=now,  # open sessions counted to the later of --at and now; --at at most 2 months back (D150)
+                catalog=catalog,
+            )
         elif args.account_command == "budget":
             change = BudgetChange(
                 budget_usd=args.budget_usd,
@@ -222,6 +234,7 @@ def run(
         RatingError,
         MidPeriodDowngradeError,
         InvoicedPeriodError,
+        TierChangeTooFarBackError,
     ) as exc:
         raise ValueError(str(exc)) from exc
     return profile_json(profile)

@@ -30,8 +30,9 @@ next crypto watcher run; an assignment's ``CryptoPaymentSeen.v1``: nothing - the
 back from the payment's ``announced``, and when it was not, that the bill's was not either; not read back, both
 cases), never "rerun"; after
 ``rating replay --apply`` the line says to rerun after 15 minutes (the messages received are hidden that long,
-``replay.APPLY_VISIBILITY_SECONDS``) - the event itself refused too, for the other messages received: the refused
-event's message stays on the queue and stops a run that receives it again. Exit 1: ``invoice run`` when closing an
+``replay.APPLY_VISIBILITY_SECONDS``); a message whose event EventBridge refused for its content is
+skipped instead: it stays on the queue, its row says why ("report it"), the others are replayed, and the run exits 1.
+Exit 1: ``invoice run`` when closing an
 account's period failed (its row carries the error; the other accounts are closed), and ``rating replay --apply``
 when a message was not replayed (a problem or rejected: its row says which).
 """
@@ -105,26 +106,47 @@ def _not_published(
         return _bus_not_found(prog, raised, args)
     if isinstance(raised, bus.EventBusAccessDeniedError):
         return _bus_denied(prog, raised, args)
-    assigned = raised if isinstance(raised, crypto.AssignmentNotPublishedError) else None
-    exc = assigned.error if assigned is not None else raised
-    seen_sent = assigned.seen_sent if assigned is not None else None
-    cause = exc.__cause__
-    aws_error = isinstance(cause, StorageUnavailableError | InvalidRequestError)
-    reason = str(cause) if aws_error else str(exc)
-    code = reason.partition(":")[0].strip()  # the AWS error code (``aws.map_error``) or the failed entry's
-    refused = False  # the event's content refused: sent again, it is refused again (nothing re-sends it)
-    if code in _DENIED:
+    if isinstance(raised, crypto.AssignmentNotPublishedError):
+        exc, seen_sent = raised.error, raised.seen_sent
+    else:
+        exc, seen_sent = raised, None
+    kind, reason = _publish_failure(exc, args.event_bus)
+    refused = kind == "refused"  # the event's content refused: sent again, it is refused again (nothing re-sends it)
+    if kind == "denied":
         status, fix = EXIT_USAGE, f"fix the credentials' permissions to send to --event-bus {args.event_bus!r}"
-    elif code in _NOT_FOUND or (isinstance(cause, InvalidRequestError) and _bus_name_refused(code, args.event_bus)):
+    elif kind == "bus":
         status, fix = EXIT_USAGE, f"fix --event-bus {args.event_bus!r}"
-    elif isinstance(cause, InvalidRequestError) or (cause is None and code in _ENTRY_REFUSED):
-        status, fix, refused = EXIT_USAGE, "", True
-        reason = f"{code}: {_aws_message(cause)}" if cause is not None else reason
+    elif refused:
+        status, fix = EXIT_USAGE, ""
     else:
         status, fix = EXIT_UNAVAILABLE, "wait until the bus answers"
     line = _refused_line(reason, args, seen_sent) if refused else _not_published_line(reason, fix, args, seen_sent)
     print(f"{prog}: {line}", file=sys.stderr)
     return status
+
+
+def _publish_failure(exc: PublishError, bus_name: str) -> tuple[str, str]:
+    """What a ``PublishError`` is - ``"denied"`` (the credentials), ``"bus"`` (no such bus, or a name AWS rejects),
+    ``"refused"`` (EventBridge refused the event itself: sent again, refused again) or ``"unavailable"`` (anything
+    else: retryable) - and the reason to print (the AWS code, with EventBridge's message for a refused event)."""
+    cause = exc.__cause__
+    aws_error = isinstance(cause, StorageUnavailableError | InvalidRequestError)
+    reason = str(cause) if aws_error else str(exc)
+    code = reason.partition(":")[0].strip()  # the AWS error code (``aws.map_error``) or the failed entry's
+    if code in _DENIED:
+        return "denied", reason
+    if code in _NOT_FOUND or (isinstance(cause, InvalidRequestError) and _bus_name_refused(code, bus_name)):
+        return "bus", reason
+    if isinstance(cause, InvalidRequestError) or (cause is None and code in _ENTRY_REFUSED):
+        return "refused", f"{code}: {_aws_message(cause)}" if cause is not None else reason
+    return "unavailable", reason
+
+
+def _content_refused(exc: PublishError, bus_name: str) -> str | None:
+    """The reason when EventBridge refused the event for its content (``_publish_failure``'s ``"refused"``), else
+    None: ``rating replay --apply`` skips that message and replays the others (D362)."""
+    kind, reason = _publish_failure(exc, bus_name)
+    return reason if kind == "refused" else None
 
 
 # ``PutEventsResultEntry.ErrorCode``'s non-retryable codes in botocore's EventBridge model (events/2015-10-07) that
@@ -207,7 +229,16 @@ def _not_published_line(reason: str, fix: str, args: argparse.Namespace, seen_se
                 f"(CryptoBillSettled.v1 or CryptoCreditAdded.v1) was not ({reason}): a rerun is refused (already "
                 f"attributed); the next crypto watcher run sends it - {fix} before the next command"
             )
-        # the payment's event not sent (or unknown): the bill's, published after it, was not either
+        if seen_sent is None:
+            # the payment not read back: its event may have gone or not; the bill's, published last, did not
+            return (
+                f"crypto assign {args.payment_id}: saved; an event was not sent ({reason}) and the payment could not "
+                "be read back to say whether its CryptoPaymentSeen.v1 was sent: a rerun is refused (already "
+                "attributed); if it was not, nothing re-sends it - tell the customer; the paid bill's event "
+                "(CryptoBillSettled.v1 or CryptoCreditAdded.v1), if it paid one, was not sent either way (it goes "
+                f"last): the next crypto watcher run sends it - {fix} before the next command"
+            )
+        # the payment's event not sent: the bill's, published after it, was not either
         return (
             f"crypto assign {args.payment_id}: saved; its event was not sent ({reason}), nor the paid bill's "
             "(CryptoBillSettled.v1 or CryptoCreditAdded.v1) if it paid one: a rerun is refused (already attributed); "
@@ -262,13 +293,14 @@ def _refused_line(reason: str, args: argparse.Namespace, seen_sent: bool | None)
             f"crypto resolve {args.payment_id}: saved; its event was not sent ({reason}): a rerun is refused (not in "
             f"review); {never} (the crypto watcher's runs too): nothing re-sends it - report it"
         )
-    # ``rating replay --apply``: the run stopped at the refused message, which stays on the queue (deleted only once
-    # rated; its rerun re-publishes the refused event); the others received stay hidden ``APPLY_VISIBILITY_SECONDS``
+    # ``rating replay --apply``: main passes ``_content_refused`` to the replay, which skips a refused message and
+    # goes on (its row names it), so this line is a fallback for a refusal raised outside a message's re-rating. The
+    # message stays on the queue (deleted only once rated); the others received stay hidden ``APPLY_VISIBILITY_SECONDS``
     minutes = replay.APPLY_VISIBILITY_SECONDS // 60
     return (
         f"an event was not sent ({reason}): what was written before it stays; {never} (a rerun too): nothing "
-        "re-sends it - report it; its message stays on the queue (not deleted), and a run that receives it stops on "
-        f"it again; the other messages received and not replayed are visible on the queue again after {minutes} "
+        "re-sends it - report it; its message stays on the queue (not deleted), and a run skips it and replays the "
+        f"others; the other messages received and not replayed are visible on the queue again after {minutes} "
         "minutes: rerun then for them"
     )
 
@@ -542,7 +574,7 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
         elif args.command == "account":
             _emit_profile(console, accounts.run(args, catalog), args.json)
         elif args.command == "rating":
-            replay.run(args, console)
+            replay.run(args, console, lambda exc: _content_refused(exc, args.event_bus))
         elif args.command == "invoice" and args.invoice_command == "preview":
             return preview.run(args, catalog)
         elif args.command == "invoice":

@@ -21,14 +21,17 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 from kilo_billing_cli.arguments import whole_number
 from kilo_billing_cli.bus import check_event_bus
+
+if TYPE_CHECKING:
+    from kilo_billing.publisher import PublishError
 
 # how long ``--apply`` hides each message it receives (up to --max-messages at once): one not replayed (a publish
 # failed) is received again only after it - a rerun sooner finds none of them (main's line says so, D362)
@@ -63,9 +66,13 @@ def add_parser(sub: Any) -> None:
     replay.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def run(args: argparse.Namespace, console: Console) -> None:
+def run(
+    args: argparse.Namespace, console: Console, refused: Callable[[PublishError], str | None] | None = None
+) -> None:
     """Replay; errors a user can fix are ``ValueError``. Exits 1 when a message could not be replayed. With
-    ``--json`` stdout holds the JSON document alone (rating's log lines go to stderr)."""
+    ``--json`` stdout holds the JSON document alone (rating's log lines go to stderr). ``refused``: main's reading of
+    a publish failure, the reason when EventBridge refused the event for its content - that message is skipped (kept
+    on the queue, its row naming why) and the others replayed; any other publish failure stops the run."""
     needed = {"--usage-table": args.usage_table, "--events-table": args.events_table}
     if args.apply:
         needed |= {"--event-bus": args.event_bus, "--poison-queue-url": args.poison_queue_url}
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace, console: Console) -> None:
     attribution = os.environ.get("ATTRIBUTION_RULE")
     out = sys.stdout
     with _logs_to(sys.stderr) if args.json else contextlib.nullcontext():
-        results = _replay(args, attribution)
+        results = _replay(args, attribution, refused)
     rows = [result.as_json() for result in results]
     if args.json:
         out.write(json.dumps({"applied": args.apply, "messages": rows}, indent=2) + "\n")
@@ -109,7 +116,9 @@ def _logs_to(stream: TextIO) -> Iterator[None]:
             handler.stream = before
 
 
-def _replay(args: argparse.Namespace, attribution: str | None) -> list[Any]:
+def _replay(
+    args: argparse.Namespace, attribution: str | None, refused: Callable[[PublishError], str | None] | None
+) -> list[Any]:
     from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
     from kilo_billing.contracts import SOURCE_RATING  # noqa: PLC0415
@@ -141,6 +150,7 @@ def _replay(args: argparse.Namespace, attribution: str | None) -> list[Any]:
         apply=args.apply,
         max_messages=args.max_messages,
         margin_ms=args.window_margin_minutes * 60_000,
+        refused=refused,
     )
 
 

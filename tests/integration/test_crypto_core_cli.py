@@ -596,6 +596,53 @@ def test_given_the_payment_event_failing_then_the_assign_line_says_the_bill_even
     assert [detail["invoice_id"] for detail in h.events("CryptoBillSettled.v1")] == ["inv-1"]
 
 
+def test_given_the_payment_unreadable_after_a_publish_failure_then_the_exit_4_line_says_what_is_known(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review (cx) of D362 cl3 (4), on the real path: every publish fails ``InternalFailure`` (retryable: exit 4), then
+    ``crypto.run``'s read-back of the payment (``_seen_sent``) fails too, so ``AssignmentNotPublishedError`` carries
+    ``seen_sent`` None. The line said "its event was not sent" and "no command re-sends the CryptoPaymentSeen.v1 -
+    tell the customer", though the payment's event may have gone: it says what is known - saved; whether the
+    CryptoPaymentSeen.v1 went is unknown; the bill's event, published last, was not sent either way."""
+    from kilo_billing.aws import StorageUnavailableError  # noqa: PLC0415
+    from kilo_billing.publisher import EventBridgePublisher, PublishError  # noqa: PLC0415
+    from kilo_crypto_watch import adapters  # noqa: PLC0415
+
+    h = _stranger_paid_100_usdc(stack)
+    h.settlement.finalized("ethereum:0xabc:0")
+    failed = {"publish": False}
+    read = adapters.DynamoCryptoStore.payment
+
+    def failing(self: EventBridgePublisher, detail_type: str, detail: object) -> None:
+        failed["publish"] = True
+        raise PublishError("InternalFailure")
+
+    def payment_read(self: adapters.DynamoCryptoStore, payment_id: str) -> object:
+        if failed["publish"]:  # the read-back after the failed publish; the assignment's own reads work
+            raise StorageUnavailableError("ThrottlingException")
+        return read(self, payment_id)
+
+    monkeypatch.setattr(EventBridgePublisher, "publish", failing)
+    monkeypatch.setattr(adapters.DynamoCryptoStore, "payment", payment_read)
+    bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
+    code = main(["crypto", "assign", "ethereum:0xabc:0", "acct-1", "inv-1", "--crypto-table", table, *bus, "--json"])
+
+    out = capsys.readouterr()
+    assert code == 4
+    assert out.err == (
+        "kilo-billing: crypto assign ethereum:0xabc:0: saved; an event was not sent (InternalFailure) and the payment "
+        "could not be read back to say whether its CryptoPaymentSeen.v1 was sent: a rerun is refused (already "
+        "attributed); if it was not, nothing re-sends it - tell the customer; the paid bill's event "
+        "(CryptoBillSettled.v1 or CryptoCreditAdded.v1), if it paid one, was not sent either way (it goes last): the "
+        "next crypto watcher run sends it - wait until the bus answers before the next command\n"
+    )
+    monkeypatch.undo()
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    # 100_000_000 atomic USDC / 10^6 = 100 USDC x $1 = $100.00 on the $100.00 bill: PAID (saved), its event not sent
+    assert (paid.status, paid.settled_usd, paid.settled_announced) == (BillStatus.PAID, Decimal("100.00"), False)
+
+
 def _sibling_counted_in_a_net_credit(h: Harness) -> None:
     """0.5 SOL (500,000,000 lamports) at solana:sig-split:1, kept counted in solana:sig-split:0 - the net credit of
     1.5 SOL stored on inv-1 before the split (1.5 x $150 = $225.00; D91 amended (sp3))."""

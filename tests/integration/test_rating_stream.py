@@ -862,3 +862,127 @@ def test_given_an_event_bus_that_does_not_exist_then_replay_apply_writes_nothing
     assert aggregate(stack) == {}  # nothing rated
     [message] = _cli("--queue-url", dlq, capsys=capsys)["messages"]  # 1 message, not received by the refused run
     assert (message["usage_rated"], message["message_deleted"]) == (1, False)
+
+
+def _batch_message(records: list[dict[str, Any]], arn: str, shard: str) -> str:
+    """The on-failure record Lambda would send for ``records`` (one batch of the shard), in AWS's format."""
+    return json.dumps({
+        "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": 2},
+        "version": "1.0", "timestamp": "2026-11-16T01:00:00.000Z",
+        "DDBStreamBatchInfo": {"shardId": shard, "startSequenceNumber": records[0]["dynamodb"]["SequenceNumber"],
+                               "endSequenceNumber": records[-1]["dynamodb"]["SequenceNumber"],
+                               "batchSize": len(records), "streamArn": arn},
+    })  # fmt: skip
+
+
+# the refused message's row after its reason (D362 amended (cx2), (cx3)): its chunk (a stream batch is one) and the
+# chunks after it are not rated
+_NOT_RATED = (
+    "the records of its chunk (up to 500 events: the whole batch when no larger) and of the chunks after it are not "
+    "rated, other accounts' usage included (its chunk's are when the refused event is a threshold event: it goes "
+    "after the writes); the chunks before it are rated; the message stays on the queue (not deleted) and each run "
+    "skips it the same way - do not delete it (that usage would never be rated): report it, and keep it past the "
+    "queue's 14-day retention (README's runbook)"
+)
+
+
+def test_given_a_message_whose_event_eventbridge_refuses_then_replay_apply_skips_it_and_replays_the_others(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D362 amended (cx): `--apply` stopped at the first message whose event EventBridge refused for its content; the
+    message stays on the queue (deleted only once rated), so every later run stopped on it again and no other message
+    was ever replayed. Two batches on the on-failure queue: the first a room of an account nobody registered (its
+    minutes go to the unattributed bucket and rating publishes ``UnattributedUsage.v1``), the second the registered
+    account's video call (nothing published: no threshold). EventBridge refusing every entry for its content (moto:
+    ``InvalidArgument``, an entry without a Source): the first message is named as not replayed and kept on the queue,
+    the second is rated and deleted; exit 1 (a message not replayed). Was: exit 2 at the first, the second never rated.
+    """
+    from kilo_billing import contracts  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    ghost = lk.Room("RM_ghost01", "ghost", account_id="acct_nobody", created_at=T0)
+    someone = lk.Participant("PA_ghost01", "g", T0 * 1000)
+    for body in (
+        lk.room_started(ghost, T0),
+        lk.participant_joined(ghost, someone),
+        lk.participant_left(ghost, someone, T0 + 600),  # 10 audio minutes, unattributed
+        lk.room_finished(ghost, T0 + 700),
+    ):
+        deliver_webhook(body, lambda_context)
+    video_call(lambda_context)
+    streams = stack.clients["dynamodbstreams"]
+    arn = stack.template.get_att("EventsTable", "StreamArn")
+    [shard] = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
+    records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+    assert len(records) == 4 + 8  # the ghost room's 4 events, then the call's 8
+    dlq = stack.template.ref("RatingDeadLetterQueue")
+    for batch in (records[:4], records[4:]):
+        stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=_batch_message(batch, arn, shard["ShardId"]))
+    monkeypatch.setattr(contracts, "SOURCE_RATING", "")  # moto fails every entry: InvalidArgument (no Source)
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", dlq, "--apply", "--json"])
+
+    assert exited.value.code == 1
+    rows = {tuple(row["rooms"]): row for row in json.loads(capsys.readouterr().out)["messages"]}
+    refused, replayed = rows[("RM_ghost01",)], rows[("RM_stream01",)]
+    assert refused["problem"] == (
+        "not replayed: EventBridge refused its event itself (InvalidArgument: Parameter Source is not valid. Reason: "
+        "Source is a required argument.), and refuses it on every run: " + _NOT_RATED
+    )
+    assert (refused["message_deleted"], replayed["problem"], replayed["message_deleted"]) == (False, "", True)
+    assert aggregate(stack) == EXPECTED  # the call (20 video, 45 audio, hand-worked above) is rated
+    counts = stack.clients["sqs"].get_queue_attributes(
+        QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    # the refused message alone is left, hidden for 900 s by the run that received it
+    assert (counts["ApproximateNumberOfMessages"], counts["ApproximateNumberOfMessagesNotVisible"]) == ("0", "1")
+
+
+def test_given_a_refused_event_in_one_batch_with_a_customers_call_then_the_call_stays_unrated_and_its_row_says_so(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review (cx) 2, D362 amended (cx2): ONE batch (as Lambda batches a shard) holding a room of an account nobody
+    registered (its 10 audio minutes go to the unattributed bucket: rating publishes ``UnattributedUsage.v1``) and the
+    registered customer's video call. EventBridge refuses the announcement for its content; it goes before the
+    batch's writes, so nothing of the batch is written - the customer's 20 video + 45 audio minutes (``EXPECTED``,
+    hand-worked above) stay unrated on every run. The row said "what was written before it stays" (and the runbook
+    "until it is removed by hand", which loses that usage for good); it says the batch's other records are not rated
+    and not to delete the message."""
+    from kilo_billing import contracts  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    ghost = lk.Room("RM_ghost01", "ghost", account_id="acct_nobody", created_at=T0)
+    someone = lk.Participant("PA_ghost01", "g", T0 * 1000)
+    for body in (
+        lk.room_started(ghost, T0),
+        lk.participant_joined(ghost, someone),
+        lk.participant_left(ghost, someone, T0 + 600),
+        lk.room_finished(ghost, T0 + 700),
+    ):
+        deliver_webhook(body, lambda_context)
+    video_call(lambda_context)
+    streams = stack.clients["dynamodbstreams"]
+    arn = stack.template.get_att("EventsTable", "StreamArn")
+    [shard] = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
+    records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+    dlq = stack.template.ref("RatingDeadLetterQueue")
+    stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=_batch_message(records, arn, shard["ShardId"]))
+    monkeypatch.setattr(contracts, "SOURCE_RATING", "")  # moto fails every entry: InvalidArgument (no Source)
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", dlq, "--apply", "--json"])
+
+    assert exited.value.code == 1
+    [row] = json.loads(capsys.readouterr().out)["messages"]
+    assert sorted(row["rooms"]) == ["RM_ghost01", "RM_stream01"]
+    assert row["problem"] == (
+        "not replayed: EventBridge refused its event itself (InvalidArgument: Parameter Source is not valid. Reason: "
+        "Source is a required argument.), and refuses it on every run: " + _NOT_RATED
+    )
+    assert row["message_deleted"] is False
+    assert aggregate(stack) == {}  # neither the customer's 20 video + 45 audio minutes nor the bucket's 10 written

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import (
@@ -24,13 +27,16 @@ from kilo_billing.accounts import (
     register_account,
     request_tier_change,
 )
+from kilo_billing.budgets import BudgetChange, set_budget
 from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import compose_close
 from kilo_billing.periods import Period
 from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing.rating import TierChange
+from kilo_billing.usage_signals import Counters
+from kilo_billing_cli import accounts as cli_accounts
 from kilo_billing_cli.main import main
-from tests.account_api_fakes import NO_USAGE
+from tests.account_api_fakes import NO_USAGE, InMemoryMonthToDate
 from tests.conftest import Stack
 from tests.fakes import InMemoryAccountDirectory
 
@@ -133,9 +139,11 @@ def test_given_the_cli_when_creating_and_upgrading_then_the_profile_on_dynamodb_
     table = stack.template.physical_name("UsageTable")
     created = _cli(capsys, table, "create", "--account", "acct-9", "--tier", "team", "--signup", "2026-11-01T00:00Z")
     assert created["tiers"] == [{"from": "2026-11-01T00:00:00+00:00", "tier": "team"}]
-    # an upgrade takes effect when requested; a downgrade at the next period start (D3)
-    _cli(capsys, table, "tier", "--account", "acct-9", "--tier", "enterprise", "--at", "2026-11-16T12:00:00Z")
-    shown = _cli(capsys, table, "tier", "--account", "acct-9", "--tier", "personal", "--at", "2026-11-20T00:00:00Z")
+    # an upgrade takes effect when requested; a downgrade at the next period start (D3). Run on Nov 20 2026: the CLI
+    # dates a change back at most 2 months (D150), so on the real clock November is refused from 1 Feb 2027
+    with time_machine.travel(datetime(2026, 11, 20, 12, tzinfo=UTC), tick=False):
+        _cli(capsys, table, "tier", "--account", "acct-9", "--tier", "enterprise", "--at", "2026-11-16T12:00:00Z")
+        shown = _cli(capsys, table, "tier", "--account", "acct-9", "--tier", "personal", "--at", "2026-11-20T00:00Z")
     assert shown["tiers"] == [
         {"from": "2026-11-01T00:00:00+00:00", "tier": "team"},
         {"from": "2026-11-16T12:00:00+00:00", "tier": "enterprise"},
@@ -224,11 +232,12 @@ def test_given_a_closed_month_when_the_cli_backdates_a_tier_change_into_it_then_
     draft = compose_close(store.ledger("acct-9"), october, default_catalog(), october.end)
     assert draft is not None
     store.create_invoice(draft)  # October's invoice, as the close writes it
-    with pytest.raises(SystemExit) as exit_info:
-        main(["account", "change-tier", "acct-9", "team", "--at", "2026-10-16T00:00:00Z", "--usage-table", table])
-    assert exit_info.value.code == 2
-    assert "falls in 2026-10, which is already invoiced" in capsys.readouterr().err
-    shown = _cli(capsys, table, "change-tier", "acct-9", "team", "--at", "2026-11-02T00:00:00Z")
+    with time_machine.travel(DECEMBER_3, tick=False):  # the CLI dates a change back at most 2 months (D150)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["account", "change-tier", "acct-9", "team", "--at", "2026-10-16T00:00:00Z", "--usage-table", table])
+        assert exit_info.value.code == 2
+        assert "falls in 2026-10, which is already invoiced" in capsys.readouterr().err
+        shown = _cli(capsys, table, "change-tier", "acct-9", "team", "--at", "2026-11-02T00:00:00Z")
     assert shown["tiers"] == [
         {"from": "2026-10-01T00:00:00+00:00", "tier": "personal"},
         {"from": "2026-11-02T00:00:00+00:00", "tier": "team"},
@@ -253,3 +262,139 @@ def test_given_a_value_that_only_starts_like_a_pseudonym_then_it_gets_one_and_a_
     ]
     assert [is_pseudonym(value) for value in shapes] == [False, False, False, False]
     assert all(pseudonym("acct_1", value) != value for value in shapes)
+
+
+DECEMBER_3 = datetime(2026, 12, 3, 12, tzinfo=UTC)
+
+
+def _change_tier(tier: str, at: datetime) -> argparse.Namespace:
+    """``kilo-billing account change-tier acct-1 <tier> --at <at>``, as parsed."""
+    return argparse.Namespace(account_command="change-tier", account="acct-1", tier=tier, at=at, usage_table="")
+
+
+class _RacedByTheInvoiceRun(InMemoryAccountDirectory):
+    """A directory whose first save finds the profile saved by another writer meanwhile (its version moved on, as an
+    abuse hold or a budget edit would), while the invoice run closed November in between: ``invoiced`` is what the
+    account's ledger answers at each read."""
+
+    def __init__(self, *profiles: AccountProfile) -> None:
+        super().__init__(*profiles)
+        self.invoiced: set[str] = set()
+        self.saves = 0
+
+    def save(self, profile: AccountProfile) -> AccountProfile:
+        self.saves += 1
+        if self.saves == 1:
+            stored = self.profiles[profile.account_id]
+            self.profiles[profile.account_id] = replace(stored, version=stored.version + 1)  # another writer
+            self.invoiced.add("2026-11")  # November's invoice, closed by the invoice run meanwhile
+        return super().save(profile)
+
+
+def test_given_a_period_invoiced_between_the_read_and_the_retry_then_the_cli_tier_change_is_refused() -> None:
+    """D150 amended (cx): the CLI read the invoiced periods once, outside the profile's optimistic retry; a period
+    invoiced between that read and the retry was not seen. Personal since Oct 1, `change-tier team --at 2026-11-20`
+    run Dec 3: the first save meets another writer's save, and November was invoiced meanwhile - the retry re-reads
+    the ledger and refuses the change dated in November (was: saved on the retry, after November's invoice)."""
+    directory = _RacedByTheInvoiceRun(
+        AccountProfile("acct-1", (TierChange(datetime(2026, 10, 1, tzinfo=UTC), "personal"),))
+    )
+    with time_machine.travel(DECEMBER_3, tick=False), pytest.raises(ValueError, match="falls in 2026-11") as refused:
+        cli_accounts.run(
+            _change_tier("team", datetime(2026, 11, 20, tzinfo=UTC)),
+            default_catalog(),
+            directory,
+            lambda _account: set(directory.invoiced),
+            NO_USAGE,
+        )
+    assert "falls in 2026-11, which is already invoiced" in str(refused.value)
+    assert directory.saves == 1  # the retry saved nothing
+    assert directory.profiles["acct-1"].changes == (TierChange(datetime(2026, 10, 1, tzinfo=UTC), "personal"),)
+
+
+@dataclass
+class _CountingMonth(InMemoryMonthToDate):
+    """A month to date recording which months' counters are read."""
+
+    read: list[str] = field(default_factory=list)
+
+    def counters(self, account_id: str, period: str) -> Counters:
+        self.read.append(period)
+        return super().counters(account_id, period)
+
+
+def test_given_an_account_never_invoiced_then_a_change_dated_further_back_than_two_months_is_refused_unread() -> None:
+    """D150 amended (cx): an account never invoiced could date a change back to its signup, and the limits' check
+    re-rated every month since, one by one. The CLI dates a change back at most two months before the clock's month:
+    run Dec 3 2026, the earliest month a change may take effect in is 2026-12 - 2 = 2026-10. Personal since Jan 1,
+    $100 hard limit, `change-tier team --at 2026-09-30T23:00Z` takes effect then (an upgrade: at once), in 2026-09 -
+    refused before any month is read (was: accepted after reading September to December). `--at 2026-10-01T00:00Z`
+    is accepted (the bound's first instant), and a downgrade asked on Sep 10 takes effect on Oct 1: accepted."""
+    signup = datetime(2026, 1, 1, tzinfo=UTC)
+    directory = InMemoryAccountDirectory(AccountProfile("acct-1", (TierChange(signup, "personal"),)))
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    month = _CountingMonth(directory)
+    never = set[str]
+    with time_machine.travel(DECEMBER_3, tick=False):
+        with pytest.raises(ValueError, match="takes effect in 2026-09") as refused:
+            cli_accounts.run(_change_tier("team", datetime(2026, 9, 30, 23, tzinfo=UTC)), default_catalog(),
+                             directory, lambda _account: never(), month)  # fmt: skip
+        assert str(refused.value) == (
+            "a tier change at 2026-09-30T23:00:00+00:00 takes effect in 2026-09, more than 2 months before the "
+            "clock's 2026-12: the CLI dates a change back at most to 2026-10 (every month from the change on is "
+            "re-rated for the hard limit); date it 2026-10-01T00:00:00+00:00 or later"
+        )
+        assert month.read == []  # refused before any month is read
+        assert directory.profiles["acct-1"].changes == (TierChange(signup, "personal"),)
+        shown = cli_accounts.run(_change_tier("team", datetime(2026, 10, 1, tzinfo=UTC)), default_catalog(),
+                                 directory, lambda _account: never(), month)  # fmt: skip
+        assert shown["tiers"][-1] == {"from": "2026-10-01T00:00:00+00:00", "tier": "team"}
+    team = InMemoryAccountDirectory(AccountProfile("acct-1", (TierChange(signup, "team"),)))
+    with time_machine.travel(DECEMBER_3, tick=False):
+        down = cli_accounts.run(_change_tier("personal", datetime(2026, 9, 10, tzinfo=UTC)), default_catalog(),
+                                team, lambda _account: never(), InMemoryMonthToDate(team))  # fmt: skip
+    assert down["tiers"][-1] == {"from": "2026-10-01T00:00:00+00:00", "tier": "personal"}
+
+
+def test_given_a_downgrade_refused_by_the_two_month_bound_then_it_names_the_at_typed_and_earliest_accepted() -> None:
+    """Review (cx) 3: a downgrade takes effect at the next period start, so the bound's message named the effective
+    date as "a tier change at 2026-09-01" (not the --at typed) and advised "date it 2026-10-01 or later" - which, for
+    a downgrade, takes effect on Nov 1, a month later than needed. Team since Jan 1, run Dec 3 2026: the earliest month
+    a change may take effect in is 2026-12 - 2 = 2026-10. `change-tier personal --at 2026-08-15` takes effect Sep 1
+    (2026-09 < 2026-10): refused, naming Aug 15 and Sep 1; a downgrade asked on Sep 1 00:00 (the first instant of
+    2026-10 - 1 = 2026-09) takes effect Oct 1: the earliest --at accepted, and it is."""
+    signup = datetime(2026, 1, 1, tzinfo=UTC)
+    team = InMemoryAccountDirectory(AccountProfile("acct-1", (TierChange(signup, "team"),)))
+    never = set[str]
+    with time_machine.travel(DECEMBER_3, tick=False):
+        with pytest.raises(ValueError, match="takes effect") as refused:
+            cli_accounts.run(_change_tier("personal", datetime(2026, 8, 15, tzinfo=UTC)), default_catalog(),
+                             team, lambda _account: never(), InMemoryMonthToDate(team))  # fmt: skip
+        assert str(refused.value) == (
+            "a downgrade asked for at 2026-08-15T00:00:00+00:00 takes effect at the next period start, "
+            "2026-09-01T00:00:00+00:00, in 2026-09, more than 2 months before the clock's 2026-12: the CLI dates a "
+            "change back at most to 2026-10 (every month from the change on is re-rated for the hard limit); ask for "
+            "the downgrade at 2026-09-01T00:00:00+00:00 or later (in effect from 2026-10-01T00:00:00+00:00)"
+        )
+        assert team.profiles["acct-1"].changes == (TierChange(signup, "team"),)
+        down = cli_accounts.run(_change_tier("personal", datetime(2026, 9, 1, tzinfo=UTC)), default_catalog(),
+                                team, lambda _account: never(), InMemoryMonthToDate(team))  # fmt: skip
+    assert down["tiers"][-1] == {"from": "2026-10-01T00:00:00+00:00", "tier": "personal"}
+
+
+@pytest.mark.parametrize("command", ["change-tier", "tier"])
+def test_given_tier_change_help_then_at_names_the_two_month_bound(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review (cx2) 5: `--at`'s help said only "not in an invoiced period"; the two-month bound (D150 amended (cx))
+    was learnt from a refusal. Its example, hand-worked: in January 2027 the earliest month is 2027-01 - 2 = 2026-11,
+    a change in effect from 2026-11-01; a downgrade takes effect at the next period start, so asked from 2026-10-01."""
+    with pytest.raises(SystemExit):
+        main(["account", command, "--help"])
+
+    shown = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--at AT when the change is requested (default: now; not in an invoiced period; in effect at most 2 months "
+        "before the clock's month: in January 2027 from 2026-11-01 on - a downgrade, in effect at the next period "
+        "start, asked from 2026-10-01 on)"
+    ) in shown

@@ -521,9 +521,9 @@ _REPLAY = {"command": "rating", "rating_command": "replay"}
             None,
             "an event was not sent (MalformedDetail: Detail is malformed.): what was written before it stays; "
             "EventBridge refused the event itself, not the bus name, and refuses it each time it is sent (a rerun "
-            "too): nothing re-sends it - report it; its message stays on the queue (not deleted), and a run that "
-            "receives it stops on it again; the other messages received and not replayed are visible on the queue "
-            "again after 15 minutes: rerun then for them",
+            "too): nothing re-sends it - report it; its message stays on the queue (not deleted), and a run skips it "
+            "and replays the others; the other messages received and not replayed are visible on the queue again "
+            "after 15 minutes: rerun then for them",
         ),
     ],
 )

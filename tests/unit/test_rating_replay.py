@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import jmespath
+import pytest
+
+from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.events import ContractError, Item, StoredEvent
 from kilo_billing.livekit_events import LiveKitEventRecord
+from kilo_billing.publisher import PublishError
+from kilo_billing.rating import TierChange
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_dev import livekit_events as lk
+from kilo_rate_usage import replay as replay_module
 from kilo_rate_usage.items import key_item
 from kilo_rate_usage.model import AttributionRule, RatingConfig
 from kilo_rate_usage.ports import UndecodableItem
 from kilo_rate_usage.replay import BatchInfo, replay
-from tests.fakes import InMemoryPoisonSink, InMemoryUsageRepository, RecordingPublisher
+from tests.fakes import InMemoryAccountDirectory, InMemoryPoisonSink, InMemoryUsageRepository, RecordingPublisher
 
 # The example of AWS Lambda's documentation for a DynamoDB stream's on-failure destination
 AWS_EXAMPLE = json.dumps({
@@ -203,3 +214,116 @@ def test_given_a_poison_message_whose_event_is_still_not_ratable_or_gone_then_it
     assert [r.deleted for r in results] == [False, False]  # kept on the queue, for a person to look at
     assert len(queue.messages) == 2
     assert poison.sent == []  # not sent to the poison queue a second time
+
+
+CONFIG = RatingConfig(AttributionRule(), default_catalog().for_period)
+
+
+class RefusingUnattributed(RecordingPublisher):
+    """EventBridge refusing ``UnattributedAppUsage.v1`` for its content (rating publishes it before the commit)."""
+
+    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        if detail_type.startswith("UnattributedAppUsage"):
+            raise PublishError("MalformedDetail: Detail is malformed.")
+        super().publish(detail_type, detail)
+
+
+def _customer_and_early() -> tuple[InMemoryUsageRepository, Events, UsageEventRecord]:
+    """The customer's 70 messages, then 5 of "late" (signed up Dec 1 2026: its November usage is nobody's, so
+    rating announces ``UnattributedAppUsage.v1``); both received in ``LATER``'s window."""
+    directory = InMemoryAccountDirectory(
+        AccountProfile("late", (TierChange(datetime(2026, 12, 1, tzinfo=UTC), "personal"),))
+    )
+    repo = InMemoryUsageRepository(directory)
+    customer = UsageEventRecord(
+        "kilo-app", "m-1", "acct", "messages", 70, LATER_ARRIVAL_MS, "h1", LATER_ARRIVAL_MS - 2_000
+    )
+    early = UsageEventRecord("kilo-app", "m-2", "late", "messages", 5, LATER_ARRIVAL_MS, "h2", LATER_ARRIVAL_MS - 1_000)
+    for record in (customer, early):
+        repo.store_event(record)
+    return repo, Events(customer, early), early
+
+
+_KEEP = (
+    "the message stays on the queue (not deleted) and each run skips it the same way - do not delete it (that usage "
+    "would never be rated): report it, and keep it past the queue's 14-day retention (README's runbook)"
+)
+
+
+def test_given_a_window_of_two_chunks_whose_second_announcement_is_refused_then_the_first_is_rated_and_the_row_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review (cx2) 2: the row said "none of the batch's other records are rated either", but a window is rated in
+    chunks of ``EVENTS_PER_CALL`` (500) events, each committed: the chunks before the refused one are rated. One event
+    a chunk here (stands for a window of more than 500): the customer's 70 messages (chunk 1) are rated, "late"'s 5
+    (chunk 2, its announcement refused) are not; the message stays."""
+    monkeypatch.setattr(replay_module, "EVENTS_PER_CALL", 1)
+    repo, events, _ = _customer_and_early()
+    queue = Queue(LATER)
+
+    [row] = replay(queue, ExpiredStream(), events, repo, RefusingUnattributed(), InMemoryPoisonSink(), CONFIG,
+                   LATER_ARRIVAL_MS + 86_400_000, apply=True, refused=str)  # fmt: skip
+
+    assert row.plan.problem == (
+        "not replayed: EventBridge refused its event itself (MalformedDetail: Detail is malformed.), and refuses it on "
+        "every run: the records of its chunk (up to 500 events: the whole batch when no larger) and of the chunks "
+        "after it are not rated, other accounts' usage included (its chunk's are when the refused event is a "
+        "threshold event: it goes after the writes); the chunks before it are rated; " + _KEEP
+    )
+    assert repo.totals("acct", "2026-11") == {"messages": 70}  # chunk 1: 70 messages, rated
+    assert repo.unrated_usage(events.events) == [events.events[1]]  # chunk 2: "late"'s 5, not rated
+    assert (row.deleted, list(queue.messages)) == (False, ["r0"])
+
+
+def test_given_a_poison_message_whose_announcement_is_refused_then_its_row_speaks_of_its_one_event() -> None:
+    """Review (cx2) 4: a poison message names one event, but its row spoke of "the batch's other records"."""
+    repo, events, early = _customer_and_early()
+    body = json.dumps({"reason": "DynamoDB refused the usage write: too large", "keys": key_item(*early.key)})
+    queue = Queue(body)
+
+    [row] = replay(queue, ExpiredStream(), events, repo, RefusingUnattributed(), InMemoryPoisonSink(), CONFIG,
+                   LATER_ARRIVAL_MS + 86_400_000, apply=True, refused=str)  # fmt: skip
+
+    assert (row.plan.source, row.plan.event) == ("poison queue", "usage#kilo-app#m-2 / usage")
+    assert row.plan.problem == (
+        "not replayed: EventBridge refused its event itself (MalformedDetail: Detail is malformed.), and refuses it on "
+        "every run: this event is not rated (a room's: none of the room's sessions) when the refused event goes "
+        "before the writes (UnattributedUsage.v1, UnattributedAppUsage.v1); " + _KEEP
+    )
+    assert repo.unrated_usage([early]) == [early]
+    assert list(queue.messages) == ["r0"]
+
+
+def _runbook_block() -> str:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("replace it by a copy of its body")
+    return readme[start : readme.index("```\n", readme.index("```bash", start) + 7)]
+
+
+def test_given_the_runbooks_copy_of_a_refused_batchs_message_then_the_copy_is_the_body_as_sent_and_replays() -> None:
+    """Review (cx2) 1: the runbook's copy (`--message-body '<its Body>'` from receive-message's default JSON output)
+    kept the JSON escapes: the copy was "not JSON" and never rated. The runbook's commands now: its JMESPath picks the
+    message by the row's start sequence among those received (run here with jmespath, as the AWS CLI does), its
+    `--output text` prints the handle and body tab-separated (a list of scalars: one line, raw strings), its `read`
+    line (run in bash) splits them - the body is exactly as sent, and a replay of it rates the batch (the customer's
+    70 messages) and deletes it."""
+    block = _runbook_block()
+    query = re.search(r'--query "([^"]+)" --output text\)', block)
+    read = next(line.strip() for line in block.splitlines() if "read -r HANDLE BODY" in line)
+    assert query is not None
+    other = LATER.replace("800000000003126276362", "800000000003126279999")  # another batch on the queue
+    received = {"Messages": [{"ReceiptHandle": "h-other", "Body": other}, {"ReceiptHandle": "h-ref", "Body": LATER}]}
+    picked = jmespath.search(query.group(1).replace("<start>", "800000000003126276362"), received)
+    printed = "\t".join(picked)  # the AWS CLI's text output of one row of scalars; `$(...)` drops its newline
+    script = f'{read}\nprintf "%s|%s" "$HANDLE" "$BODY"'
+    shell = subprocess.run(["bash", "-c", script], env={"MSG": printed}, capture_output=True, text=True, check=True)
+    handle, body = shell.stdout.split("|", 1)
+    assert (handle, body) == ("h-ref", LATER)
+    repo, events, _ = _customer_and_early()
+    queue = Queue(body)
+
+    [row] = replay(queue, ExpiredStream(), events, repo, RecordingPublisher(), InMemoryPoisonSink(), CONFIG,
+                   LATER_ARRIVAL_MS + 86_400_000, apply=True)  # fmt: skip
+
+    assert (row.plan.problem, row.outcome.usage_rated if row.outcome else None, row.deleted) == ("", 2, True)
+    assert repo.totals("acct", "2026-11") == {"messages": 70}

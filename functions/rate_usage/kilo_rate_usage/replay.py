@@ -25,7 +25,7 @@ counted, not made) and publishes nothing, so it reports exactly what ``--apply``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.events import KEY, SORT_KEY, ContractError
 from kilo_billing.livekit_events import LiveKitEventRecord
-from kilo_billing.publisher import EventPublisher
+from kilo_billing.publisher import EventPublisher, PublishError
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import Aggregate, AggregateKey, BatchOutcome, RatingConfig, StoredSession
@@ -305,6 +305,23 @@ def _chunks(found: ReplayPlan) -> list[tuple[list[LiveKitEventRecord], list[Usag
     return [chunk for chunk in chunks if chunk[0] or chunk[1]]
 
 
+# A refused event's consequence (D362 amended (cx2), (cx3)). Rating announces unattributed usage before a call's
+# commit, a threshold event after it; the calls (``_chunks``) before the refused one have committed.
+_KEEP = (
+    "the message stays on the queue (not deleted) and each run skips it the same way - do not delete it (that usage "
+    "would never be rated): report it, and keep it past the queue's 14-day retention (README's runbook)"
+)
+_REFUSED_CHUNK = (
+    f"the records of its chunk (up to {EVENTS_PER_CALL} events: the whole batch when no larger) and of the chunks "
+    "after it are not rated, other accounts' usage included (its chunk's are when the refused event is a threshold "
+    "event: it goes after the writes); the chunks before it are rated; " + _KEEP
+)
+_REFUSED_EVENT = (
+    "this event is not rated (a room's: none of the room's sessions) when the refused event goes before the writes "
+    "(UnattributedUsage.v1, UnattributedAppUsage.v1); " + _KEEP
+)
+
+
 def replay(
     queue: FailureQueue,
     streams: StreamArchive,
@@ -317,13 +334,17 @@ def replay(
     apply: bool,
     max_messages: int = 100,
     margin_ms: int = 600_000,
+    refused: Callable[[PublishError], str | None] | None = None,
 ) -> list[ReplayResult]:
     """Plan every message (up to ``max_messages``) of the on-failure queue or the poison queue; with ``apply``,
     re-rate each, send its unratable records' keys to the poison queue and delete its message once it is rated
     whole. A dry run writes, sends and deletes nothing. An
     AWS failure stops the run (a message is deleted only after its own re-rating succeeded); rerunning is safe. A
     message whose re-rating meets stored data this reader cannot decode (``ContractError``) is reported with that
-    problem and kept on the queue; the run goes on with the next."""
+    problem and kept on the queue; the run goes on with the next. So does one whose event the bus refused for its
+    content (``refused``, the caller's reading of the ``PublishError``, answers the reason; ``None``: any other
+    failure, which stops the run): sent again it is refused again, so the message stays on the queue, named, and the
+    others are replayed (D362)."""
     results = []
     target: UsageRepository = repo if apply else DryRunRepository(repo)
     announce: EventPublisher = publisher if apply else _Silent()
@@ -338,6 +359,16 @@ def replay(
             )
         except ContractError as exc:  # stored data this reader cannot read: this message stays, the others go on
             results.append(ReplayResult(replace(found, problem=f"not rated: {exc}"), False, None, False))
+            continue
+        except PublishError as exc:
+            reason = refused(exc) if refused is not None else None
+            if reason is None:  # the bus unavailable, throttled, denied: the run stops (rerun later)
+                raise
+            problem = (
+                f"not replayed: EventBridge refused its event itself ({reason}), and refuses it on every run: "
+                + (_REFUSED_EVENT if found.source == "poison queue" else _REFUSED_CHUNK)
+            )
+            results.append(ReplayResult(replace(found, problem=problem), False, None, False))
             continue
         deleted = False
         if apply and not outcome.rejected:

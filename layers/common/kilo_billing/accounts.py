@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from kilo_billing.catalog import Catalog, PriceBook
 from kilo_billing.money import is_whole_cents, two_places
-from kilo_billing.periods import Period
+from kilo_billing.periods import Period, ensure_utc
 from kilo_billing.rating import TierChange, TierSegment, effective_change, segments_for
 
 if TYPE_CHECKING:
@@ -339,13 +339,53 @@ def check_not_invoiced(change: TierChange, invoiced_periods: Iterable[str]) -> N
         )
 
 
+# how far back ``kilo-billing account change-tier --at`` may put a change in effect: at most this many months before
+# the clock's month, each of which the limits' check re-rates (D150 amended (cx))
+TIER_CHANGE_MONTHS_BACK = 2
+
+
+class TierChangeTooFarBackError(ValueError):
+    """A tier change (the CLI's ``--at``) taking effect more than ``TIER_CHANGE_MONTHS_BACK`` months before the
+    clock's month."""
+
+
+def check_not_too_far_back(change: TierChange, now: datetime, requested_at: datetime | None = None) -> None:
+    """Refuse a change taking effect before the month ``TIER_CHANGE_MONTHS_BACK`` months before ``now``'s: the limits'
+    check re-rates every month from the change's to the clock's, and an account never invoiced could otherwise date
+    one back to its signup. On the change as it takes effect (a downgrade at the next period start); ``requested_at``
+    (the CLI's ``--at``): a downgrade's message names it and the earliest ``--at`` accepted - the first instant of the
+    month before the bound's, in effect at the bound's start (D150 amended (cx2))."""
+    clock = Period.containing(now)
+    earliest = clock
+    for _ in range(TIER_CHANGE_MONTHS_BACK):
+        earliest = earliest.previous()
+    period = Period.containing(change.at)
+    if period.key >= earliest.key:
+        return
+    bound = (
+        f"more than {TIER_CHANGE_MONTHS_BACK} months before the clock's {clock}: the CLI dates a change back at most "
+        f"to {earliest} (every month from the change on is re-rated for the hard limit)"
+    )
+    asked = ensure_utc(requested_at) if requested_at is not None else change.at
+    if asked != change.at:  # a downgrade: in effect at the start of the month after the one asked in
+        raise TierChangeTooFarBackError(
+            f"a downgrade asked for at {asked.isoformat()} takes effect at the next period start, "
+            f"{change.at.isoformat()}, in {period}, {bound}; ask for the downgrade at "
+            f"{earliest.previous().start.isoformat()} or later (in effect from {earliest.start.isoformat()})"
+        )
+    raise TierChangeTooFarBackError(
+        f"a tier change at {change.at.isoformat()} takes effect in {period}, {bound}; date it "
+        f"{earliest.start.isoformat()} or later"
+    )
+
+
 def request_tier_change(
     directory: AccountDirectory,
     book: PriceBook,
     account_id: str,
     tier: str,
     requested_at: datetime,
-    invoiced_periods: Iterable[str] = (),
+    invoiced_periods: Iterable[str] | Callable[[], Iterable[str]] = (),
     *,
     month: MonthToDateSource,
     read_at: datetime | None = None,
@@ -354,18 +394,24 @@ def request_tier_change(
     """The tier change the account API and ``kilo-billing account change-tier`` call: an upgrade takes effect at
     ``requested_at`` (prorated), a downgrade at the next period start. ``invoiced_periods`` (the account's period-end
     invoices): a change taking effect in one of them is refused (``check_not_invoiced``); the account API's changes
-    are requested now, in the running period, which is never invoiced yet. ``month``: the account's month to date,
+    are requested now, in the running period, which is never invoiced yet; given as a function (the CLI's ledger
+    read), it is called on each attempt of the profile's optimistic retry, so a period invoiced meanwhile is seen.
+    ``month``: the account's month to date,
     re-rated with the change for the limits' check (``budgets.check_tier_change``, D150); ``read_at``: the clock
     when it is read (the CLI's now), open sessions counted up to the later of it and ``requested_at``; ``catalog``:
     the price books ``book`` comes from (the CLI's), which the limits are checked against (default: the shipped
-    ones)."""
-    invoiced = tuple(invoiced_periods)
+    ones). With ``read_at``, a change taking effect more than ``TIER_CHANGE_MONTHS_BACK`` months before its month is
+    refused (``check_not_too_far_back``) before any month is read."""
+    invoiced = () if callable(invoiced_periods) else tuple(invoiced_periods)
 
     def changed(found: AccountProfile) -> AccountProfile:
         from kilo_billing.budgets import check_tier_change  # noqa: PLC0415 - budgets builds on this module
 
         change = effective_change(book, found.tier_at(requested_at), tier, requested_at)
-        after = with_tier_change(found, change, invoiced)
+        closed = tuple(invoiced_periods()) if callable(invoiced_periods) else invoiced
+        after = with_tier_change(found, change, closed)
+        if read_at is not None:
+            check_not_too_far_back(change, read_at, requested_at)
         check_tier_change(found, after, requested_at, month, catalog, read_at=read_at)
         return after
 
