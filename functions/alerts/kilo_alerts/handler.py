@@ -1,6 +1,8 @@
 """Lambda handler for the alerts queue (the billing bus's alert events, through an EventBridge rule, and the delayed
-removal steps of an enforcement): each SQS record is one event, handled by one logic call (``handle_event``: keep the
-spend item, enforce a reached hard limit, deliver the alerts).
+removal steps of an enforcement) and the forecast's re-checks queue (D366 amended (fq): the operator checks' run puts
+``BudgetForecastDue.v1`` there, and nothing else is taken from it - any other body is refused, toward that queue's
+dead-letter queue): each SQS record is one event, handled by one logic call (``handle_event``: keep the spend item,
+enforce a reached hard limit, deliver the alerts).
 
 Partial batch failures: a record whose delivery failed for now (a channel to retry) or that cannot be read is
 reported failed and redelivered by the queue; after ``maxReceiveCount`` the queue's redrive moves it to the alerts
@@ -21,6 +23,7 @@ from kilo_alerts import dependencies
 from kilo_alerts.enforcement import TURN_RETRY_SECONDS, EnforcementIncompleteError
 from kilo_alerts.logic import AlertOutcome, EventIncompleteError, EventOutcome, handle_event
 from kilo_alerts.model import AlertError, Outcome
+from kilo_alerts.rechecks import FORECAST_DUE, RecheckError
 from kilo_billing import observability
 from kilo_billing.aws import InvalidRequestError, StorageUnavailableError
 from kilo_billing.observability import Metric, count
@@ -54,6 +57,13 @@ def _enforced(outcome: EventOutcome) -> None:
         )
 
 
+def _from_alerts_queue(source_arn: str, alerts_queue_url: str) -> bool:
+    """The record came from the alerts queue: the queue name its ARN ends with is the one the queue's URL ends with
+    (``arn:aws:sqs:<region>:<account>:<name>``, ``https://sqs.<region>.amazonaws.com/<account>/<name>``)."""
+    name = alerts_queue_url.rstrip("/").rsplit("/", 1)[-1]
+    return bool(name) and source_arn.rsplit(":", 1)[-1] == name
+
+
 def _record(record: SQSRecord) -> None:
     deps = dependencies.alerts()
     try:
@@ -63,6 +73,14 @@ def _record(record: SQSRecord) -> None:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         logger.error("event is not an alert; left to the dead-letter queue", extra={"reason": str(exc)[:200]})
         raise
+    # any source but the alerts queue (the forecast's re-checks queue, whose sender - the operator checks' role - could
+    # put any body there): only the re-check is taken; anything else goes that queue's dead-letter path (alarmed)
+    if detail_type != FORECAST_DUE and not _from_alerts_queue(record.event_source_arn, deps.settings.alerts_queue_url):
+        logger.error(
+            "only a forecast re-check is taken from this queue; left to its dead-letter queue",
+            extra={"detail_type": detail_type[:100], "source": record.event_source_arn},
+        )
+        raise RecheckError(f"{detail_type!r} from {record.event_source_arn}: only {FORECAST_DUE} is taken from there")
     observability.correlate(
         SERVICE, account_id=str(account), period=str(detail.get("period")), event_id=str(detail.get("event_id", ""))
     )
