@@ -439,7 +439,7 @@ def _alert_request() -> tuple[Any, str]:
     envelope = {"version": "0", "id": "bench-event", "detail-type": UsageThresholdCrossedV1.DETAIL_TYPE,
                 "source": "kilo.billing.rating", "account": "123456789012", "time": detail["occurred_at"],
                 "region": "us-east-1", "resources": [], "detail": detail}  # fmt: skip
-    # from the alerts queue: the handler takes only a forecast re-check from any other queue (D366 amended (fq))
+    # from the alerts queue, as deployed (the handler takes only a forecast re-check from the re-checks' queue, D366)
     from kilo_dev.template import Template  # noqa: PLC0415
 
     alerts_queue = Template().get_att("AlertsQueue", "Arn")

@@ -665,13 +665,14 @@ def test_given_the_forecast_rechecks_queue_then_the_alerts_function_takes_it_as_
     assert {k: v for k, v in mappings[FORECAST_RECHECKS_QUEUE].items() if k != "EventSourceArn"} == {
         k: v for k, v in mappings[ALERTS_QUEUE].items() if k != "EventSourceArn"
     }
-    # the operator checks know the re-checks' queue only; the alerts function its own queue (the removal step's)
+    # the operator checks know the re-checks' queue only; the alerts function its own queue (the removal step's) and
+    # the re-checks' queue, the one it refuses all but BudgetForecastDue.v1 from (D366 amended (fq2)): both URLs
     operator = resources["OperatorChecksFunction"]["Properties"]["Environment"]["Variables"]
     assert operator["FORECAST_RECHECKS_QUEUE_URL"] == {"Ref": "ForecastRechecksQueue"}
     assert "ALERTS_QUEUE_URL" not in operator
-    assert resources["AlertsFunction"]["Properties"]["Environment"]["Variables"]["ALERTS_QUEUE_URL"] == {
-        "Ref": "AlertsQueue"
-    }
+    alerts_function = resources["AlertsFunction"]["Properties"]["Environment"]["Variables"]
+    assert alerts_function["ALERTS_QUEUE_URL"] == {"Ref": "AlertsQueue"}
+    assert alerts_function["FORECAST_RECHECKS_QUEUE_URL"] == {"Ref": "ForecastRechecksQueue"}
 
 
 def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attributes_it_may_write(

@@ -12,6 +12,7 @@ dead-letter queue (alarmed). Channels already decided are never sent again (the 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -57,11 +58,18 @@ def _enforced(outcome: EventOutcome) -> None:
         )
 
 
-def _from_alerts_queue(source_arn: str, alerts_queue_url: str) -> bool:
-    """The record came from the alerts queue: the queue name its ARN ends with is the one the queue's URL ends with
-    (``arn:aws:sqs:<region>:<account>:<name>``, ``https://sqs.<region>.amazonaws.com/<account>/<name>``)."""
-    name = alerts_queue_url.rstrip("/").rsplit("/", 1)[-1]
-    return bool(name) and source_arn.rsplit(":", 1)[-1] == name
+def _from_rechecks_queue(source_arn: str, rechecks_queue: str, alerts_queue: str) -> bool:
+    """The record came from the forecast's re-checks queue: the queue name its ARN ends with
+    (``arn:aws:sqs:<region>:<account>:<name>``) is the one ``rechecks_queue`` ends with - the queue's URL
+    (``https://sqs.<region>.amazonaws.com/<account>/<name>``) or, a slip forgiven, its ARN - and not the alerts
+    queue's. A setting that names no queue, or names the alerts queue, refuses nothing: a wrong setting must not stop
+    the real alerts (D366 amended (fq2))."""
+
+    def name(queue: str) -> str:
+        return re.split(r"[/:]", queue.rstrip("/"))[-1]
+
+    source = source_arn.rsplit(":", 1)[-1]
+    return bool(source) and source == name(rechecks_queue) and source != name(alerts_queue)
 
 
 def _record(record: SQSRecord) -> None:
@@ -73,9 +81,11 @@ def _record(record: SQSRecord) -> None:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         logger.error("event is not an alert; left to the dead-letter queue", extra={"reason": str(exc)[:200]})
         raise
-    # any source but the alerts queue (the forecast's re-checks queue, whose sender - the operator checks' role - could
-    # put any body there): only the re-check is taken; anything else goes that queue's dead-letter path (alarmed)
-    if detail_type != FORECAST_DUE and not _from_alerts_queue(record.event_source_arn, deps.settings.alerts_queue_url):
+    # the forecast's re-checks queue (whose sender - the operator checks' role - could put any body there): only the
+    # re-check is taken; anything else goes that queue's dead-letter path (alarmed). Named by its own setting, so a
+    # wrong or missing one lets a forgery through rather than refusing every real alert (D366 amended (fq2))
+    queues = deps.settings.forecast_rechecks_queue_url, deps.settings.alerts_queue_url
+    if detail_type != FORECAST_DUE and _from_rechecks_queue(record.event_source_arn, *queues):
         logger.error(
             "only a forecast re-check is taken from this queue; left to its dead-letter queue",
             extra={"detail_type": detail_type[:100], "source": record.event_source_arn},
