@@ -439,14 +439,17 @@ def _alert_request() -> tuple[Any, str]:
     envelope = {"version": "0", "id": "bench-event", "detail-type": UsageThresholdCrossedV1.DETAIL_TYPE,
                 "source": "kilo.billing.rating", "account": "123456789012", "time": detail["occurred_at"],
                 "region": "us-east-1", "resources": [], "detail": detail}  # fmt: skip
-    return _sqs_batch(json.dumps(envelope)), "SQS batch of 1: messages at 50 % (email)"
+    # from the alerts queue, as deployed (the handler takes only a forecast re-check from the re-checks' queue, D366)
+    from kilo_dev.template import Template  # noqa: PLC0415
+
+    alerts_queue = Template().get_att("AlertsQueue", "Arn")
+    return _sqs_batch(json.dumps(envelope), alerts_queue), "SQS batch of 1: messages at 50 % (email)"
 
 
-def _sqs_batch(body: str) -> dict[str, Any]:
+def _sqs_batch(body: str, source_arn: str = "arn:aws:sqs:us-east-1:123456789012:bench") -> dict[str, Any]:
     record = {"messageId": "bench-1", "receiptHandle": "bench", "body": body, "attributes": {},
               "messageAttributes": {}, "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
-              "eventSource": "aws:sqs", "awsRegion": "us-east-1",
-              "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench"}  # fmt: skip
+              "eventSource": "aws:sqs", "awsRegion": "us-east-1", "eventSourceARN": source_arn}  # fmt: skip
     return {"Records": [record]}
 
 

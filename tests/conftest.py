@@ -216,13 +216,17 @@ class AlertsStack:
 
         return list(sns_backends[self.account_id()]["us-east-1"].sms_messages.values())
 
-    def sqs_event(self, max_messages: int = 10, visibility_timeout: int | None = None) -> dict[str, Any]:
+    def sqs_event(
+        self, max_messages: int = 10, visibility_timeout: int | None = None, queue: str = "AlertsQueue"
+    ) -> dict[str, Any]:
         """The queue's messages as Lambda's SQS event source hands them to the function (bodies as EventBridge put
-        them, the receive count as SQS counts it). ``visibility_timeout=0``: received again at once (a redelivery)."""
+        them, the receive count as SQS counts it). ``visibility_timeout=0``: received again at once (a redelivery).
+        ``queue``: the template's name of the function's event source (the alerts queue, or the forecast's re-checks
+        queue, D366 amended (fq))."""
         sqs = self.stack.clients["sqs"]
         hidden = {} if visibility_timeout is None else {"VisibilityTimeout": visibility_timeout}
         answer = sqs.receive_message(
-            QueueUrl=self.queue_url,
+            QueueUrl=self.stack.template.ref(queue),
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=0,
             AttributeNames=["ApproximateReceiveCount"],
@@ -237,7 +241,7 @@ class AlertsStack:
                 "messageAttributes": {},
                 "md5OfBody": message["MD5OfBody"],
                 "eventSource": "aws:sqs",
-                "eventSourceARN": self.stack.template.get_att("AlertsQueue", "Arn"),
+                "eventSourceARN": self.stack.template.get_att(queue, "Arn"),
                 "awsRegion": "us-east-1",
             }
             for message in answer.get("Messages", [])

@@ -82,11 +82,11 @@ def test_given_rows_due_then_the_earliest_of_the_month_first_bounded_and_queued_
     assert [r.account_id for r in rechecks.due("2026-11", NOV_2_1424 + 99 * MINUTE, 10)] == ["acct_c", "acct_d"]
 
 
-def test_the_recheck_goes_on_the_alerts_queue_as_the_handler_reads_it(stack: Stack) -> None:
+def test_the_recheck_goes_on_its_own_queue_as_the_handler_reads_it(stack: Stack) -> None:
     from kilo_alerts.adapters import SqsRecheckQueue  # noqa: PLC0415
 
     sqs = stack.clients["sqs"]
-    url = sqs.get_queue_url(QueueName=stack.template.physical_name("AlertsQueue"))["QueueUrl"]
+    url = sqs.get_queue_url(QueueName=stack.template.physical_name("ForecastRechecksQueue"))["QueueUrl"]
     SqsRecheckQueue(sqs, url).send(row("acct_t", day="2026-11-30"), 0)
     [message] = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
     body = json.loads(message["Body"])

@@ -2,18 +2,24 @@
 the accounts' indexes scanned, an account's sessions queried, the alerts' claims, the free account held) and the
 daily margin check (profiles and aggregates read, the snapshot saved, the alert announced on the operator topic) -
 moto enforcing IAM. Seeds and figures as in test_operator_alerts.py: free-1 flagged twice and held; 15 Nov's margin
--$2.03, negative. The negative control takes ``sns:Publish`` away: the margin alert is refused on it."""
+-$2.03, negative. The negative control takes ``sns:Publish`` away: the margin alert is refused on it. The forecast's
+re-checks (D366) go on their own queue, the only one the role may send to (amended (fq))."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from decimal import Decimal
+from types import SimpleNamespace
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from kilo_alerts.operator import OperatorAlertFailedError
 from tests.conftest import AlertsStack, LambdaContext
 from tests.iam.conftest import Roles
-from tests.infra.test_generated_iam import OPERATOR_TOPIC, USAGE_TABLE
+from tests.infra.test_generated_iam import ALERTS_QUEUE, FORECAST_RECHECKS_QUEUE, OPERATOR_TOPIC, USAGE_TABLE
 from tests.integration.test_operator_alerts import (
     check,
     inbox,
@@ -26,6 +32,7 @@ from tests.integration.test_operator_alerts import (
 
 __all__ = ["operator_env"]
 FUNCTION = "OperatorChecksFunction"
+RECHECKS = "ForecastRechecksQueue"  # the re-checks' own queue (D366 amended (fq))
 
 
 @pytest.fixture
@@ -86,14 +93,13 @@ def test_given_publish_taken_from_the_operator_checks_role_then_the_margin_alert
     assert inbox(operator_env, url) == []
 
 
-def test_given_a_forecast_recheck_due_then_the_run_under_its_role_queues_it_once_on_the_alerts_queue(
+def test_given_a_forecast_recheck_due_then_the_run_under_its_role_queues_it_once_on_its_own_queue(
     operator_env: AlertsStack, roles: Roles
 ) -> None:
     """D366: the row planned (Mon 2 Nov 14:24, of the $36 budget, no day said), the 15-minute run at 14:30 under
-    OperatorChecksFunctionRole reads the sparse index, sends the re-check to the alerts queue and marks it queued;
-    the run at 14:45 finds nothing. One row: its delay is 0 x 900 / 1 = 0."""
-    import json  # noqa: PLC0415
-
+    OperatorChecksFunctionRole reads the sparse index, sends the re-check to the re-checks' queue (amended (fq): not
+    the alerts queue, which stays empty) and marks it queued; the run at 14:45 finds nothing. One row: its delay is
+    0 x 900 / 1 = 0."""
     from kilo_alerts.adapters import DynamoForecastRechecks  # noqa: PLC0415
     from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck  # noqa: PLC0415
 
@@ -104,14 +110,74 @@ def test_given_a_forecast_recheck_due_then_the_run_under_its_role_queues_it_once
         first = check("forecast", "2026-11-02T14:30:00Z")
         second = check("forecast", "2026-11-02T14:45:00Z")
     assert enforcement.denied == []
+    assert ("sqs:SendMessage", FORECAST_RECHECKS_QUEUE) in enforcement.allowed
     assert (first, second) == (
         {"check": "forecast", "queued": 1, "dropped": 0},
         {"check": "forecast", "queued": 0, "dropped": 0},
     )
-    sqs = stack.clients["sqs"]
-    found = sqs.receive_message(QueueUrl=operator_env.queue_url, MaxNumberOfMessages=10).get("Messages", [])
-    bodies = [json.loads(message["Body"]) for message in found]
+    bodies = [json.loads(record["body"]) for record in operator_env.sqs_event(queue=RECHECKS)["Records"]]
     assert [(b["detail-type"], ForecastRecheck.from_detail(b["detail"])) for b in bodies] == [(FORECAST_DUE, due)]
+    assert operator_env.sqs_event()["Records"] == []  # nothing on the alerts queue
+
+
+def test_given_the_operator_checks_role_then_it_cannot_send_to_the_alerts_queue_and_its_own_queue_takes_only_rechecks(
+    operator_env: AlertsStack, roles: Roles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D366 amended (fq): what the operator checks' role could put on the alerts queue (any body: SQS cannot condition
+    a send on it) the alerts function would trust - a forged alert, or an ``EnforcementStepDue.v1`` removing a call's
+    participants. Under the role the alerts queue is refused; the re-checks' queue is allowed, and a forged 80 %
+    budget alert put there is refused by the alerts function (reported failed on each of the queue's 5 receives,
+    then in that queue's dead-letter queue) and sends nothing. The same body from the alerts queue - the billing
+    bus's way - is the customer's "reached 80% of your budget" email (Team, budget $36, $29.00 so far)."""
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+    from kilo_billing.contracts import SOURCE_RATING, UsageThresholdCrossedV1  # noqa: PLC0415
+    from tests.integration.test_alerts_delivery import mime, register  # noqa: PLC0415
+
+    register(operator_env, "acct_x", name="X", email="x@example.com", budget_usd=Decimal(36))
+    forged = UsageThresholdCrossedV1(
+        event_id=UsageThresholdCrossedV1.make_id("acct_x", "2026-11", "budget", 80, None),
+        account_id="acct_x",
+        period="2026-11",
+        meter="budget",
+        threshold_percent=80,
+        used="29.00",
+        limit="36",
+        occurred_at="2026-11-02T09:30:00+00:00",
+    )
+    body = json.dumps({"detail-type": forged.DETAIL_TYPE, "source": SOURCE_RATING, "detail": forged.model_dump()})
+    template = operator_env.stack.template
+    with roles.acting_as(FUNCTION) as enforcement:
+        sqs = boto3.client("sqs")  # the role's credentials
+        with pytest.raises(ClientError):
+            sqs.send_message(QueueUrl=template.ref("AlertsQueue"), MessageBody=body)
+        sqs.send_message(QueueUrl=template.ref(RECHECKS), MessageBody=body)
+    assert enforcement.denied == [("sqs:SendMessage", ALERTS_QUEUE)]
+    assert operator_env.sqs_event()["Records"] == []
+
+    clock = SimpleNamespace(time=lambda: datetime(2026, 11, 2, 9, 30, tzinfo=UTC).timestamp())
+    monkeypatch.setattr("kilo_alerts.handler.time", clock)
+    for receive in range(1, 6):  # the queue's maxReceiveCount: 5
+        event = operator_env.sqs_event(visibility_timeout=0, queue=RECHECKS)
+        [record] = event["Records"]
+        assert record["attributes"]["ApproximateReceiveCount"] == str(receive)
+        with roles.acting_as("AlertsFunction") as enforcement:
+            failed = lambda_handler(event, LambdaContext(remaining_ms=60_000))
+        assert failed == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+        assert enforcement.denied == []
+    assert operator_env.sqs_event(queue=RECHECKS)["Records"] == []  # redriven on the next receive
+    assert [
+        json.loads(r["body"]) for r in operator_env.sqs_event(queue="ForecastRechecksDeadLetterQueue")["Records"]
+    ] == [json.loads(body)]
+    assert operator_env.sent_mail() == []
+
+    operator_env.stack.clients["sqs"].send_message(QueueUrl=template.ref("AlertsQueue"), MessageBody=body)
+    event = operator_env.sqs_event()  # received with the test's own permissions, as Lambda's poller does
+    with roles.acting_as("AlertsFunction") as enforcement:
+        assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert enforcement.denied == []
+    assert [str(mime(mail)["Subject"]) for mail in operator_env.sent_mail()] == [
+        "Your November 2026 bill so far reached 80% of your budget"
+    ]
 
 
 def test_given_a_few_minutes_at_the_fee_crossing_then_the_recheck_goes_through_both_roles_and_sends_the_forecast(
@@ -122,10 +188,8 @@ def test_given_a_few_minutes_at_the_fee_crossing_then_the_recheck_goes_through_b
     14:24. By then 3,000 minutes. The operator checks' run at 14:30 (its role) queues it; the alerts function at
     14:30 (weight 0.4 + 14.5/24 = 1.00417) forecasts 3,000 / 1.00417 = 2,987.55 a weekday: the rest of Monday
     (9.5/24) 1,182.6 -> 4,182.6; Tue 3 - Tue 24 weigh 16 weekdays + 6 x 0.4 = 18.4 -> +54,970.9 = 59,153.5 <
-    59,716 ($36 needs $7.00 of usage: 9,716 over); Wed 25 +2,987.55 = 62,141.1: "around Wednesday 25 November"."""
-    from decimal import Decimal  # noqa: PLC0415
-    from types import SimpleNamespace  # noqa: PLC0415
-
+    59,716 ($36 needs $7.00 of usage: 9,716 over); Wed 25 +2,987.55 = 62,141.1: "around Wednesday 25 November".
+    Amended (fq): the re-check reaches the alerts function from the re-checks' own queue."""
     from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
     from tests.integration.test_account_api import put_counters  # noqa: PLC0415
     from tests.integration.test_alerts_delivery import mime, publish, register  # noqa: PLC0415
@@ -147,7 +211,8 @@ def test_given_a_few_minutes_at_the_fee_crossing_then_the_recheck_goes_through_b
         assert check("forecast", "2026-11-02T14:30:00Z") == {"check": "forecast", "queued": 1, "dropped": 0}
     assert enforcement.denied == []
     clock.time = lambda: datetime(2026, 11, 2, 14, 30, tzinfo=UTC).timestamp()
-    event = operator_env.sqs_event()  # received with the test's own permissions, as Lambda's poller does
+    assert operator_env.sqs_event()["Records"] == []  # not on the alerts queue
+    event = operator_env.sqs_event(queue=RECHECKS)  # received with the test's own permissions, as Lambda's poller does
     with roles.acting_as("AlertsFunction") as enforcement:
         assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
     assert enforcement.denied == []

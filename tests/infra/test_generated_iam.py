@@ -59,6 +59,7 @@ SQS_QUEUE_READ = "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutio
 ALERTS_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-alerts-test"
 RATE_LIMIT_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-rate-limits-test"
 ALERTS_QUEUE = f"arn:aws:sqs:{ARN}:kilo-billing-alerts-test"
+FORECAST_RECHECKS_QUEUE = f"arn:aws:sqs:{ARN}:kilo-billing-forecast-rechecks-test"
 FORECAST_RECHECKS_INDEX = f"{ALERTS_TABLE}/index/forecast_rechecks_due"
 SES_SENDER = f"arn:aws:ses:{ARN}:identity/kilo.example"
 SES_CONFIGURATION_SET = f"arn:aws:ses:{ARN}:configuration-set/kilo-billing-alerts-test"
@@ -215,7 +216,7 @@ ROLES = {
         ("sns:Publish", OPERATOR_TOPIC),  # the operator topic only
         ("dynamodb:Query", FORECAST_RECHECKS_INDEX),  # the re-checks due (the sparse index)
         ("dynamodb:UpdateItem", ALERTS_TABLE),  # a re-check marked queued (its attributes only)
-        ("sqs:SendMessage", ALERTS_QUEUE),  # the re-check, onto the alerts queue
+        ("sqs:SendMessage", FORECAST_RECHECKS_QUEUE),  # the re-check, onto its own queue (not the alerts queue)
     ),
     "OperatorChecksFunctionAbuseScanRole": role(
         SCHEDULER,
@@ -626,6 +627,52 @@ def test_given_the_alerts_table_then_the_forecast_rechecks_due_index_is_keyed_by
     variables = transformed.resources["OperatorChecksFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["FORECAST_RECHECKS_PER_RUN"] == "100"
     assert variables["FORECAST_RECHECK_SPREAD_SECONDS"] == {"Ref": "ForecastRecheckSpreadSeconds"}
+
+
+def test_given_the_forecast_rechecks_queue_then_the_alerts_function_takes_it_as_it_takes_the_alerts_queue(
+    transformed: Transformed,
+) -> None:
+    """D366 amended (fq): the operator checks' run sends its re-checks to a queue of their own (its role may not send
+    to the alerts queue: SQS cannot condition a send on the body). The alerts function consumes it as it consumes the
+    alerts queue - the same batch, window, partial failures and concurrency - and the queue has the alerts queue's
+    visibility timeout (360 s, past the claims' lease) and receives (5: the handler's last receive), then a
+    dead-letter queue alarmed as the alerts one is (one message visible in a minute)."""
+    resources = transformed.resources
+    alerts, rechecks = resources["AlertsQueue"]["Properties"], resources["ForecastRechecksQueue"]["Properties"]
+    dlq = resources["ForecastRechecksDeadLetterQueue"]["Properties"]
+    assert (rechecks["VisibilityTimeout"], rechecks["RedrivePolicy"]["maxReceiveCount"]) == (360, 5)
+    assert {k: v for k, v in rechecks.items() if k not in ("QueueName", "RedrivePolicy")} == {
+        k: v for k, v in alerts.items() if k not in ("QueueName", "RedrivePolicy")
+    }
+    assert transformed.resolve(rechecks["RedrivePolicy"]["deadLetterTargetArn"]) == (
+        f"arn:aws:sqs:{ARN}:kilo-billing-forecast-rechecks-dlq-test"
+    )
+    assert dlq == {**resources["AlertsDeadLetterQueue"]["Properties"], "QueueName": dlq["QueueName"]}
+
+    def alarm(name: str) -> dict[str, Any]:
+        return {k: v for k, v in resources[name]["Properties"].items() if k not in ("AlarmDescription", "Dimensions")}
+
+    assert alarm("ForecastRechecksDeadLetterAlarm") == alarm("AlertsDeadLetterAlarm")
+    assert transformed.resolve(resources["ForecastRechecksDeadLetterAlarm"]["Properties"]["Dimensions"]) == [
+        {"Name": "QueueName", "Value": "kilo-billing-forecast-rechecks-dlq-test"}
+    ]
+    mappings = {
+        transformed.resolve(spec["Properties"]["EventSourceArn"]): spec["Properties"]
+        for spec in transformed.of_type("AWS::Lambda::EventSourceMapping").values()
+        if spec["Properties"]["FunctionName"] == {"Ref": "AlertsFunction"}
+    }
+    assert sorted(mappings) == sorted([ALERTS_QUEUE, FORECAST_RECHECKS_QUEUE])
+    assert {k: v for k, v in mappings[FORECAST_RECHECKS_QUEUE].items() if k != "EventSourceArn"} == {
+        k: v for k, v in mappings[ALERTS_QUEUE].items() if k != "EventSourceArn"
+    }
+    # the operator checks know the re-checks' queue only; the alerts function its own queue (the removal step's) and
+    # the re-checks' queue, the one it refuses all but BudgetForecastDue.v1 from (D366 amended (fq2)): both URLs
+    operator = resources["OperatorChecksFunction"]["Properties"]["Environment"]["Variables"]
+    assert operator["FORECAST_RECHECKS_QUEUE_URL"] == {"Ref": "ForecastRechecksQueue"}
+    assert "ALERTS_QUEUE_URL" not in operator
+    alerts_function = resources["AlertsFunction"]["Properties"]["Environment"]["Variables"]
+    assert alerts_function["ALERTS_QUEUE_URL"] == {"Ref": "AlertsQueue"}
+    assert alerts_function["FORECAST_RECHECKS_QUEUE_URL"] == {"Ref": "ForecastRechecksQueue"}
 
 
 def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attributes_it_may_write(

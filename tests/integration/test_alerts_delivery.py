@@ -259,18 +259,127 @@ def test_given_ses_unreachable_then_the_record_fails_for_redelivery_and_only_ema
 
 
 def test_given_an_event_that_is_not_an_alert_then_its_record_fails_toward_the_dead_letter_queue(
-    alerts_stack: AlertsStack,
+    alerts_stack: AlertsStack, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """From the alerts queue, with its receive count (as Lambda hands a record over): the record reaches the event's
+    validation - an alert without its period - and fails there, nothing sent."""
     from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
 
     body = {"detail-type": "UsageThresholdCrossed.v1", "source": SOURCE_RATING, "detail": {"account_id": "x"}}
-    event = {"Records": [{"messageId": "m-1", "receiptHandle": "r", "body": json.dumps(body), "attributes": {},
-                          "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                          "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"}]}  # fmt: skip
+    arn = alerts_stack.stack.template.get_att("AlertsQueue", "Arn")
+    event = {"Records": [{"messageId": "m-1", "receiptHandle": "r", "body": json.dumps(body),
+                          "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "",
+                          "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": "us-east-1"}]}  # fmt: skip
 
     assert lambda_handler(event, LambdaContext()) == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
     assert alerts_stack.sent_mail() == []
     assert alerts_stack.sent_sms() == []
+    # the refusal is the event's validation (not the body's parse, a KeyError on the receive count or the source)
+    [refusal] = [r for r in caplog.records if r.getMessage().startswith("event is not an alert")]
+    assert str(getattr(refusal, "reason", "")).startswith("not a UsageThresholdCrossed.v1: ")
+
+
+RECHECKS_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/kilo-billing-forecast-rechecks-test"
+RECHECKS_ARN = "arn:aws:sqs:us-east-1:123456789012:kilo-billing-forecast-rechecks-test"
+ALERTS_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/kilo-billing-alerts-test"
+ALERTS_ARN = "arn:aws:sqs:us-east-1:123456789012:kilo-billing-alerts-test"
+
+
+@pytest.mark.parametrize(
+    ("source", "rechecks_setting", "alerts_setting", "from_rechecks"),
+    [
+        (RECHECKS_ARN, RECHECKS_URL, ALERTS_URL, True),  # as deployed
+        (RECHECKS_ARN, RECHECKS_URL + "/", ALERTS_URL, True),
+        (RECHECKS_ARN, RECHECKS_ARN, ALERTS_URL, True),  # the ARN for the URL (!GetAtt for !Ref): the same queue
+        (RECHECKS_ARN, "", ALERTS_URL, False),  # no setting names no queue: nothing refused
+        (ALERTS_ARN, RECHECKS_URL, ALERTS_URL, False),  # the alerts queue
+        (ALERTS_ARN, RECHECKS_URL, "", False),
+        (ALERTS_ARN, RECHECKS_URL, ALERTS_ARN, False),
+        (ALERTS_ARN, ALERTS_URL, ALERTS_URL, False),  # the re-checks setting naming the alerts queue: not trusted
+        (ALERTS_ARN, ALERTS_ARN, ALERTS_URL, False),
+    ],
+)
+def test_the_records_of_the_rechecks_queue_are_told_by_its_setting(
+    source: str, rechecks_setting: str, alerts_setting: str, from_rechecks: bool
+) -> None:
+    from kilo_alerts.handler import _from_rechecks_queue  # noqa: PLC0415
+
+    assert _from_rechecks_queue(source, rechecks_setting, alerts_setting) is from_rechecks
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("ALERTS_QUEUE_URL", "AlertsQueue.Arn"),  # the slip !GetAtt AlertsQueue.Arn for !Ref AlertsQueue
+        ("ALERTS_QUEUE_URL", ""),
+        ("FORECAST_RECHECKS_QUEUE_URL", ""),
+        ("FORECAST_RECHECKS_QUEUE_URL", "ForecastRechecksQueue.Arn"),
+        ("FORECAST_RECHECKS_QUEUE_URL", "AlertsQueue"),  # !Ref of the wrong queue
+        ("FORECAST_RECHECKS_QUEUE_URL", "AlertsQueue.Arn"),
+    ],
+)
+def test_given_a_queue_setting_wrong_then_a_real_alert_from_the_alerts_queue_is_still_delivered(
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch, setting: str, value: str
+) -> None:
+    """A misconfiguration must not stop the real alerts (D366 amended (fq2)): 48,000 of 60,000 included video
+    minutes is 80 %, one email (no phone), whatever either queue setting says."""
+    from tests.conftest import _clear_caches  # noqa: PLC0415
+
+    template = alerts_stack.stack.template
+    resolved = template.get_att(*value.split(".")) if ".Arn" in value else template.ref(value) if value else ""
+    monkeypatch.setenv(setting, resolved)
+    _clear_caches()
+    register(alerts_stack, "acct_m", email="m@example.com")
+    publish(alerts_stack, "acct_m", "video", 80, "48000", "60000")
+
+    assert run(alerts_stack) == {"batchItemFailures": []}
+    [message] = alerts_stack.sent_mail()
+    assert mime(message)["Subject"] == "80% of your included video minutes used for November 2026"
+
+
+@pytest.mark.parametrize(("value", "refused"), [("ForecastRechecksQueue", True), ("ForecastRechecksQueue.Arn", True),
+                                                 ("", False)])  # fmt: skip
+def test_given_an_alert_forged_onto_the_rechecks_queue_then_it_is_refused_while_the_setting_names_that_queue(
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch, value: str, refused: bool
+) -> None:
+    """The same 80 % alert put on the re-checks' queue (by its sender's role): refused - reported failed, toward that
+    queue's dead-letter queue, nothing sent - when FORECAST_RECHECKS_QUEUE_URL names the queue (its URL, or its ARN by
+    a slip); with the setting missing nothing tells that queue and it is delivered (the cost of D366 amended (fq2))."""
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+    from tests.conftest import _clear_caches  # noqa: PLC0415
+
+    template = alerts_stack.stack.template
+    resolved = template.get_att(*value.split(".")) if ".Arn" in value else template.ref(value) if value else ""
+    monkeypatch.setenv("FORECAST_RECHECKS_QUEUE_URL", resolved)
+    _clear_caches()
+    register(alerts_stack, "acct_m", email="m@example.com")
+    publish(alerts_stack, "acct_m", "video", 80, "48000", "60000")
+    [record] = alerts_stack.sqs_event()["Records"]
+    sqs = alerts_stack.stack.clients["sqs"]
+    sqs.send_message(QueueUrl=template.ref("ForecastRechecksQueue"), MessageBody=record["body"])
+
+    event = alerts_stack.sqs_event(queue="ForecastRechecksQueue")
+    failed = [{"itemIdentifier": event["Records"][0]["messageId"]}] if refused else []
+    assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": failed}
+    assert len(alerts_stack.sent_mail()) == (0 if refused else 1)
+
+
+def test_given_a_recheck_queued_on_the_alerts_queue_before_the_deploy_then_it_is_still_taken(
+    alerts_stack: AlertsStack,
+) -> None:
+    """A re-check the operator checks put on the alerts queue before the re-checks had their own (at most a run's,
+    delayed up to 900 s) is handled, not refused: of an account with no profile, nothing to send - and no failure."""
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+    from kilo_alerts.rechecks import FORECAST_DUE  # noqa: PLC0415
+
+    detail = {"account_id": "acct_gone", "period": "2026-11", "due_ms": 1, "forecast_day": "",
+              "limit_name": "budget", "limit": "36"}  # fmt: skip
+    body = json.dumps({"detail-type": FORECAST_DUE, "source": "kilo.billing.alerts", "detail": detail})
+    alerts_stack.stack.clients["sqs"].send_message(QueueUrl=alerts_stack.queue_url, MessageBody=body)
+    event = alerts_stack.sqs_event()
+    assert len(event["Records"]) == 1
+    assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert alerts_stack.sent_mail() == []
 
 
 def test_given_a_budget_percentage_below_100_then_the_weekday_forecast_of_the_hard_limit_is_delivered(

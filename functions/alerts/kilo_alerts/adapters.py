@@ -605,7 +605,8 @@ class DynamoForecastRechecks:
 
 
 class SqsRecheckQueue:
-    """``RecheckQueue``: the re-check as ``BudgetForecastDue.v1`` on the alerts queue, delayed (at most 900 s)."""
+    """``RecheckQueue``: the re-check as ``BudgetForecastDue.v1`` on the re-checks' own queue (the alerts function
+    takes only that from it, D366 amended (fq)), delayed (at most 900 s)."""
 
     def __init__(self, client: Any, queue_url: str) -> None:
         self._client = client

@@ -155,7 +155,7 @@ class RecheckDependencies:
 @cache
 def forecast_rechecks() -> RecheckDependencies:
     """The operator checks' run queuing the forecast's re-checks due (D366): the rows (the alerts table's sparse
-    index) and the alerts queue."""
+    index) and the re-checks' own queue (amended (fq): not the alerts queue)."""
     from kilo_alerts.adapters import DynamoForecastRechecks, SqsRecheckQueue  # noqa: PLC0415
     from kilo_billing.aws import client  # noqa: PLC0415
 
@@ -163,5 +163,5 @@ def forecast_rechecks() -> RecheckDependencies:
     return RecheckDependencies(
         config,
         DynamoForecastRechecks(client("dynamodb", config.call_budget), config.alerts_table_name),
-        SqsRecheckQueue(client("sqs", config.call_budget, lazy=True), config.alerts_queue_url),
+        SqsRecheckQueue(client("sqs", config.call_budget, lazy=True), config.forecast_rechecks_queue_url),
     )

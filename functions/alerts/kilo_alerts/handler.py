@@ -1,6 +1,8 @@
 """Lambda handler for the alerts queue (the billing bus's alert events, through an EventBridge rule, and the delayed
-removal steps of an enforcement): each SQS record is one event, handled by one logic call (``handle_event``: keep the
-spend item, enforce a reached hard limit, deliver the alerts).
+removal steps of an enforcement) and the forecast's re-checks queue (D366 amended (fq): the operator checks' run puts
+``BudgetForecastDue.v1`` there, and nothing else is taken from it - any other body is refused, toward that queue's
+dead-letter queue): each SQS record is one event, handled by one logic call (``handle_event``: keep the spend item,
+enforce a reached hard limit, deliver the alerts).
 
 Partial batch failures: a record whose delivery failed for now (a channel to retry) or that cannot be read is
 reported failed and redelivered by the queue; after ``maxReceiveCount`` the queue's redrive moves it to the alerts
@@ -10,6 +12,7 @@ dead-letter queue (alarmed). Channels already decided are never sent again (the 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -21,6 +24,7 @@ from kilo_alerts import dependencies
 from kilo_alerts.enforcement import TURN_RETRY_SECONDS, EnforcementIncompleteError
 from kilo_alerts.logic import AlertOutcome, EventIncompleteError, EventOutcome, handle_event
 from kilo_alerts.model import AlertError, Outcome
+from kilo_alerts.rechecks import FORECAST_DUE, RecheckError
 from kilo_billing import observability
 from kilo_billing.aws import InvalidRequestError, StorageUnavailableError
 from kilo_billing.observability import Metric, count
@@ -54,6 +58,20 @@ def _enforced(outcome: EventOutcome) -> None:
         )
 
 
+def _from_rechecks_queue(source_arn: str, rechecks_queue: str, alerts_queue: str) -> bool:
+    """The record came from the forecast's re-checks queue: the queue name its ARN ends with
+    (``arn:aws:sqs:<region>:<account>:<name>``) is the one ``rechecks_queue`` ends with - the queue's URL
+    (``https://sqs.<region>.amazonaws.com/<account>/<name>``) or, a slip forgiven, its ARN - and not the alerts
+    queue's. A setting that names no queue, or names the alerts queue, refuses nothing: a wrong setting must not stop
+    the real alerts (D366 amended (fq2))."""
+
+    def name(queue: str) -> str:
+        return re.split(r"[/:]", queue.rstrip("/"))[-1]
+
+    source = source_arn.rsplit(":", 1)[-1]
+    return bool(source) and source == name(rechecks_queue) and source != name(alerts_queue)
+
+
 def _record(record: SQSRecord) -> None:
     deps = dependencies.alerts()
     try:
@@ -63,6 +81,16 @@ def _record(record: SQSRecord) -> None:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         logger.error("event is not an alert; left to the dead-letter queue", extra={"reason": str(exc)[:200]})
         raise
+    # the forecast's re-checks queue (whose sender - the operator checks' role - could put any body there): only the
+    # re-check is taken; anything else goes that queue's dead-letter path (alarmed). Named by its own setting, so a
+    # wrong or missing one lets a forgery through rather than refusing every real alert (D366 amended (fq2))
+    queues = deps.settings.forecast_rechecks_queue_url, deps.settings.alerts_queue_url
+    if detail_type != FORECAST_DUE and _from_rechecks_queue(record.event_source_arn, *queues):
+        logger.error(
+            "only a forecast re-check is taken from this queue; left to its dead-letter queue",
+            extra={"detail_type": detail_type[:100], "source": record.event_source_arn},
+        )
+        raise RecheckError(f"{detail_type!r} from {record.event_source_arn}: only {FORECAST_DUE} is taken from there")
     observability.correlate(
         SERVICE, account_id=str(account), period=str(detail.get("period")), event_id=str(detail.get("event_id", ""))
     )

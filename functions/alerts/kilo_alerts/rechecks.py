@@ -4,8 +4,8 @@ A budget event below 100 % handled before the base has elapsed (the month's firs
 threshold it covers at once) forecasts from the use spread over the base, or from too little to give a day. It plans
 one re-check (``ForecastRechecks.plan``: a conditional row, one per account and month whatever the receives); the
 operator checks' scheduled run (``queue_due``) puts the rows now due - a bounded number per run, their delays spread
-over the run's interval - on the alerts queue as ``BudgetForecastDue.v1``, which the alerts function forecasts from
-the month read then (``kilo_alerts.logic``)."""
+over the run's interval - on their own queue as ``BudgetForecastDue.v1``, which the alerts function forecasts from
+the month read then (``kilo_alerts.logic``) and is all it takes from that queue (D366 amended (fq))."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 from kilo_billing.periods import Period
 
-FORECAST_DUE: Final = "BudgetForecastDue.v1"  # the re-check's message on the alerts queue
+FORECAST_DUE: Final = "BudgetForecastDue.v1"  # the re-check's message, on its own queue
 
 
 class RecheckError(ValueError):
@@ -86,7 +86,7 @@ class ForecastRechecks(Protocol):
 
 class RecheckQueue(Protocol):
     def send(self, recheck: ForecastRecheck, delay_seconds: int) -> None:
-        """Put ``recheck`` on the alerts queue, delivered after ``delay_seconds`` (at most 900)."""
+        """Put ``recheck`` on the re-checks' queue, delivered after ``delay_seconds`` (at most 900)."""
         ...
 
 

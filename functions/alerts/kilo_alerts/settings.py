@@ -37,9 +37,13 @@ class AlertSettings(ForecastSettings, SmsSettings, DashboardSettings):
     # 0 is allowed (the template's MinValue): the removal step does not trust the open-sessions index to have caught up
     # with the audio-only step's read (a participant it narrowed is looked for in its room, D262)
     enforcement_grace_seconds: int = Field(default=120, ge=0, le=900)
+    # the alerts function's own queue: the removal step's (never a queue records are refused from, D366 amended (fq2))
     alerts_queue_url: str = ""
-    # the forecast's re-checks (D366) the operator checks put on the alerts queue per run, their delays spread over
-    # this many seconds (the run's 15 minutes; 0 on the local stack, where SQS delays are real time)
+    # the forecast's re-checks (D366) the operator checks put on their own queue (its URL; the alerts function takes
+    # only BudgetForecastDue.v1 from the queue it names - none when empty, D366 amended (fq2)), at most this many per
+    # run, their delays spread over this many seconds (the run's 15 minutes; 0 on the local stack: SQS delays are real
+    # time)
+    forecast_rechecks_queue_url: str = ""
     forecast_rechecks_per_run: int = Field(default=100, ge=1, le=1000)
     forecast_recheck_spread_seconds: int = Field(default=900, ge=0, le=900)
     roomservice_timeout_seconds: float = Field(default=5.0, gt=0)
