@@ -101,6 +101,66 @@ def test_given_two_invoices_then_the_list_is_newest_first_and_a_receipt_has_its_
     assert (missing.status, missing.body["code"]) == (404, "not_found")
 
 
+def test_given_usage_inside_the_allowance_then_the_receipt_shows_what_was_used_included_and_billed(
+    account_api: Any,
+) -> None:
+    """The policy shows a line for every meter "so customers see what they used": a covered line is not quantity 0."""
+    register(account_api, "acct_a")
+    lines = (
+        Line("fee", "Team, monthly fee", Decimal("29.00"), "2026-10", tier="team", quantity=Decimal(1)),
+        # as invoicing._line writes usage lines: 40,000 video minutes used of 50,000 included: 0 billable, $0.00
+        Line(
+            "usage",
+            "Video (participant-minute) on Team, 2026-10",
+            Decimal("0.00"),
+            "2026-10",
+            meter="video",
+            tier="team",
+            quantity=Decimal(0),
+            unit_price=Decimal("0.00072"),
+            used=Decimal(40000),
+            included=Decimal(50000),
+        ),
+        # 130,000 audio minutes of 100,000: 30,000 billable x 0.00036 = 10.80
+        Line(
+            "usage",
+            "Audio (participant-minute) on Team, 2026-10",
+            Decimal("10.80"),
+            "2026-10",
+            meter="audio",
+            tier="team",
+            quantity=Decimal(30000),
+            unit_price=Decimal("0.00036"),
+            used=Decimal(130000),
+            included=Decimal(100000),
+        ),
+    )
+    record = InvoiceRecord(
+        invoice_id="acct_a/2026-10",
+        account_id="acct_a",
+        period="2026-10",
+        number="KB-acct_a-00001",
+        seq=1,
+        method=BillingMethod.CARD,
+        lines=lines,
+        status=InvoiceStatus.PAID,
+        transitions=(("draft", "2026-10-28T06:00:00+00:00"),),
+    )
+    account_api.clients["dynamodb"].put_item(TableName=usage_table(account_api), Item=invoice_to_item(record))
+    receipt = call("GET", "/v1/accounts/acct_a/invoices/KB-acct_a-00001", MEMBER)
+    assert receipt.status == 200, receipt.body
+    shown = [
+        (line["kind"], line["used"], line["included"], line["billable"], line["quantity"], line["amount"])
+        for line in receipt.body["lines"]
+    ]
+    assert shown == [
+        ("fee", None, None, None, "1", "29.00"),  # a fee has no usage figures
+        ("usage", "40000", "50000", "0", "0", "0.00"),
+        ("usage", "130000", "100000", "30000", "30000", "10.80"),
+    ]
+    assert receipt.body["total"] == "39.80"  # 29.00 + 0.00 + 10.80
+
+
 def put_note(
     stack: Any,
     credited: str,

@@ -30,6 +30,7 @@ from kilo_billing.accounts import ALERT_CHANNELS, E164_PATTERN, AccountProfile
 from kilo_billing.budgets import MAX_THRESHOLD_PERCENT, MAX_THRESHOLDS
 from kilo_billing.catalog import PriceBook
 from kilo_billing.entitlements import Entitlement
+from kilo_billing.invoicing import Line
 from kilo_billing.money import ZERO, decimal_str, money_str, optional_money_str
 from kilo_billing.rating import InvoiceLine
 
@@ -444,8 +445,17 @@ class InvoiceLineOut(_Out):
     kind: str
     meter: str | None
     description: str
-    quantity: Quantity | None
+    quantity: Quantity | None = Field(description="Billed units (a usage line: billable); null: an amount line")
     unit_price: Quantity | None
+    used: Quantity | None = Field(
+        default=None, description="A line with a meter: the units used (late usage: the change); else null"
+    )
+    included: Quantity | None = Field(
+        default=None, description="A line with a meter: the allowance of its tier segment (null: unlimited); else null"
+    )
+    billable: Quantity | None = Field(
+        default=None, description="A line with a meter: the units beyond the allowance, billed (= quantity); else null"
+    )
     amount: Money
     start: datetime | None
     end: datetime | None
@@ -488,6 +498,8 @@ class InvoiceSummaryOut(_Out):
     def of(cls, view: InvoiceView) -> Self:
         """The stored invoice's JSON (``InvoiceRecord.as_json``), as far as this model shows it, with its notes."""
         data: dict[str, Any] = view.record.as_json()
+        # a line's usage figures (the policy: covered usage is shown, at $0.00, "so customers see what they used")
+        data["lines"] = [line.as_json() | _usage_figures(line) for line in view.record.lines]
         data["amount_due"] = money_str(view.amount_due)
         # a shortfall (D344) is shown as its own figure, not as refunded: nothing was refunded of it
         data["short_paid"] = money_str(view.record.short_paid)
@@ -496,6 +508,13 @@ class InvoiceSummaryOut(_Out):
             note.as_json() | {"found_in_period": found_in_period(note)} for note in view.credit_notes
         ]
         return cls.model_validate({name: data[name] for name in cls.model_fields})
+
+
+def _usage_figures(line: Line) -> dict[str, str | None]:
+    """Used, included and billable of a line with a meter (usage, late usage); none for fees, credits, carried."""
+    if line.meter is None:
+        return {"used": None, "included": None, "billable": None}
+    return {"used": _qty(line.used), "included": _qty(line.included), "billable": _qty(line.quantity)}
 
 
 class InvoiceOut(InvoiceSummaryOut):
