@@ -308,6 +308,27 @@ def test_given_usage_an_upgrade_would_re_rate_past_the_hard_limit_then_the_route
     assert profile(account_api, "acct_a").tier_at(NOW) == "team"
 
 
+def test_given_a_hard_limit_at_or_below_the_bill_so_far_then_the_budget_route_answers_400_naming_limit_and_bill(
+    account_api: Any,
+) -> None:
+    """D-av-2 (as D150 for tier changes): Team, 100,000 video minutes by Nov 15: 50,000 over x $0.00072 = $36.00,
+    + $29.00 fee = $65.00 so far. A hard limit of $40 (or $65, reached at the limit) would refuse every call at once:
+    400 naming hard_limit_usd and the bill, nothing saved. $65.01 is above it: saved. The stored limit sent back
+    unchanged (the form returns what it read) is kept after the bill passed it, so the soft budget can still change."""
+    register(account_api, "acct_a")
+    put_counters(account_api, "acct_a", {"video": 100_000})
+    for limit in ("40", "65"):
+        refused = call("PUT", "/v1/accounts/acct_a/budget", ADMIN, {"budget_usd": None, "hard_limit_usd": limit})
+        assert (refused.status, refused.body["field"]) == (400, "hard_limit_usd"), refused.body
+        assert f"hard limit ${limit} is not above $65.00, this month's bill so far" in refused.body["message"]
+    assert profile(account_api, "acct_a").hard_limit_usd is None
+    saved = call("PUT", "/v1/accounts/acct_a/budget", ADMIN, {"budget_usd": None, "hard_limit_usd": "65.01"})
+    assert (saved.status, saved.body["hard_limit_usd"]) == (200, "65.01"), saved.body
+    put_counters(account_api, "acct_a", {"video": 110_000})  # + 10,000 x $0.00072 = $7.20: $72.20, past $65.01
+    kept = call("PUT", "/v1/accounts/acct_a/budget", ADMIN, {"budget_usd": "50", "hard_limit_usd": "65.01"})
+    assert (kept.status, kept.body["budget_usd"], kept.body["hard_limit_usd"]) == (200, "50.00", "65.01"), kept.body
+
+
 def test_given_alert_preferences_then_they_are_saved_whole_or_refused_naming_the_field(account_api: Any) -> None:
     register(account_api, "acct_a")
     saved = call(

@@ -70,7 +70,7 @@ from kilo_billing.entitlements import Entitlement, EntitlementPolicy, Entitlemen
 from kilo_billing.invoicing import AccountLedger, InvoiceRecord, LedgerStore, amount_due, customer_details_digest
 from kilo_billing.member_roles import require_stored_role
 from kilo_billing.meters import METER_UNITS, Meter
-from kilo_billing.money import ZERO, total
+from kilo_billing.money import ZERO, money_str, total
 from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
 from kilo_billing.periods import Period
 from kilo_billing.rating import RatedPeriod, RatingError, effective_change
@@ -330,9 +330,39 @@ def _budget_field(message: str) -> str:
     return "budget_usd"
 
 
-def set_budget(accounts: AccountDirectory, account_id: str, request: BudgetRequest) -> AccountProfile:
+@dataclass(frozen=True, slots=True)
+class BillSoFar:
+    """What a new hard limit must be above (D-av-2): the account's month to date at ``now``."""
+
+    month: MonthToDateSource
+    catalog: Catalog
+    now: datetime
+
+
+def _above_the_bill(current: AccountProfile, saved: AccountProfile, bill: BillSoFar | None) -> None:
+    """D-av-2: a hard limit set or changed now must be above this month's bill so far (open sessions as if they ended
+    now), as D150 holds a tier change to it: at or below it, every call would be refused at once. The stored limit
+    sent back unchanged is kept, reached or not (the form returns what it read; its other fields stay editable)."""
+    limit = saved.hard_limit_usd
+    if bill is None or limit is None or limit == current.hard_limit_usd:
+        return
+    period = Period.containing(bill.now)
+    spent = month_to_date(
+        bill.month, current.account_id, period.key, _ms(bill.now), bill.catalog.for_period(period), profile=current
+    ).rated.total
+    if limit <= spent:
+        raise InvalidBudgetError(
+            f"hard limit ${limit} is not above ${money_str(spent)}, this month's bill so far: every call would be"
+            f" refused at once; set it above ${money_str(spent)}, or leave it empty"
+        )
+
+
+def set_budget(
+    accounts: AccountDirectory, account_id: str, request: BudgetRequest, bill: BillSoFar | None = None
+) -> AccountProfile:
     """Replace the account's budget, validated whole by the layer's rule before anything is saved (over the stored
-    profile as it is then: ``update_profile``)."""
+    profile as it is then: ``update_profile``); with ``bill`` (the API's route), a new hard limit must also be above
+    the month's bill so far (``_above_the_bill``, D-av-2)."""
     change = BudgetChange(
         budget_usd=request.budget_usd,
         thresholds=request.alert_percentages,
@@ -340,8 +370,14 @@ def set_budget(accounts: AccountDirectory, account_id: str, request: BudgetReque
         clear_budget=request.budget_usd is None,
         clear_hard_limit=request.hard_limit_usd is None,
     )
+
+    def changed(found: AccountProfile) -> AccountProfile:
+        saved = apply_budget(found, change)
+        _above_the_bill(found, saved, bill)
+        return saved
+
     try:
-        return update_profile(accounts, account_id, lambda found: apply_budget(found, change))
+        return update_profile(accounts, account_id, changed)
     except UnknownAccountError as exc:
         raise unregistered(account_id) from exc
     except InvalidBudgetError as exc:
