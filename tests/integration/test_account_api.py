@@ -243,6 +243,57 @@ def test_given_a_month_so_far_when_a_member_asks_for_usage_then_meters_allowance
     assert sum(a for _, a in daily.values()) == 100
 
 
+def test_given_team_then_enterprise_mid_month_then_the_meter_shows_each_segments_allowance_and_what_is_charged(
+    account_api: Any,
+) -> None:
+    """D-av-3 (review fa2): Team until Nov 16, Enterprise from then. The meter said included null ("unlimited") and
+    used_percent null beside an overage of 5,000 and $3.60. Team Nov 1-16 is 15/30 of November: video allowance
+    50,000 x 1/2 = 25,000, 30,000 used: 5,000 over x $0.00072 = $3.60, 30,000 / 25,000 = 120.00 %. Enterprise Nov
+    16-30: 10,000 used, unlimited. Fees 29 x 1/2 = 14.50 + 99 x 1/2 = 49.50 = 64.00; total 67.60."""
+    directory = DynamoAccountDirectory(account_api.clients["dynamodb"], usage_table(account_api))
+    upgrade = utc(2026, 11, 16)
+    changes = (TierChange(utc(2026, 1, 1), "team"), TierChange(upgrade, "enterprise"))
+    directory.register(AccountProfile("acct_u", changes))
+    team, enterprise = int(NOV.timestamp()), int(upgrade.timestamp())
+    item = {"pk": "ACCOUNT#acct_u", "sk": "PERIOD#2026-11", f"c#{team}#video": 30000, f"c#{enterprise}#video": 10000}
+    account_api.clients["dynamodb"].put_item(TableName=usage_table(account_api), Item=to_item(item))
+    with time_machine.travel(utc(2026, 11, 20, 12), tick=False):
+        answer = call("GET", "/v1/accounts/acct_u/usage", claims("acct_u", "member"))
+    assert answer.status == 200, answer.body
+    assert (answer.body["fee"], answer.body["usage"], answer.body["total"]) == ("64.00", "3.60", "67.60")
+    meters = {m["meter"]: m for m in answer.body["meters"]}
+    video = meters["video"]
+    # the allowance is the segments' that have one (Team's 25,000), the share is of it: what the $3.60 is charged on
+    assert (video["used"], video["included"], video["used_percent"], video["overage"], video["amount"]) == (
+        "40000",
+        "25000",
+        "120.00",
+        "5000",
+        "3.60",
+    )
+    segments = [
+        (s["tier"], s["start"], s["end"], s["used"], s["included"], s["used_percent"], s["overage"], s["amount"])
+        for s in video["segments"]
+    ]
+    assert segments == [
+        ("team", "2026-11-01T00:00:00Z", "2026-11-16T00:00:00Z", "30000", "25000", "120.00", "5000", "3.60"),
+        ("enterprise", "2026-11-16T00:00:00Z", "2026-12-01T00:00:00Z", "10000", None, None, "0", "0.00"),
+    ]
+    # audio: nothing used of Team's 100,000 x 1/2 = 50,000
+    audio = meters["audio"]
+    assert (audio["used"], audio["included"], audio["used_percent"]) == ("0", "50000", "0.00")
+
+
+def test_given_enterprise_all_month_then_the_meter_is_unlimited(account_api: Any) -> None:
+    """Every segment unlimited: included and used_percent stay null (one segment, Enterprise since January)."""
+    register(account_api, "acct_e", tier="enterprise")
+    put_counters(account_api, "acct_e", {"video": 70_000})
+    answer = call("GET", "/v1/accounts/acct_e/usage", claims("acct_e", "member"))
+    video = next(m for m in answer.body["meters"] if m["meter"] == "video")
+    assert (video["used"], video["included"], video["used_percent"], video["amount"]) == ("70000", None, None, "0.00")
+    assert [s["tier"] for s in video["segments"]] == ["enterprise"]
+
+
 def test_given_a_session_rated_before_the_id_registered_then_the_daily_series_leaves_out_the_buckets_minutes(
     account_api: Any,
 ) -> None:

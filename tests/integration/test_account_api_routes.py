@@ -293,6 +293,26 @@ def test_given_a_tier_change_then_upgrades_apply_now_and_downgrades_at_the_perio
     assert (unknown.status, unknown.body["field"]) == (400, "tier")
 
 
+def test_given_a_scheduled_downgrade_then_usage_names_it_until_it_is_cancelled(account_api: Any) -> None:
+    """D-av-4 (review fa2): a downgrade waits for the next period start (D118: Team -> Personal on Dec 1) and no GET
+    route said so, so the dashboard could not offer D118's cancel. ``GET /usage`` names it until it is cancelled."""
+    register(account_api, "acct_b")  # team
+    owner = claims("acct_b", "owner")
+    before = call("GET", "/v1/accounts/acct_b/usage", owner)
+    assert (before.status, before.body["scheduled_change"]) == (200, None), before.body
+    down = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "personal"})
+    assert down.body["change"] == "downgrade_at_period_end", down.body
+    seen = call("GET", "/v1/accounts/acct_b/usage", claims("acct_b", "member"))
+    assert (seen.body["tier"], seen.body["scheduled_change"]) == (
+        "team",
+        {"tier": "personal", "effective_at": "2026-12-01T00:00:00Z"},
+    )
+    stay = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "team"})
+    assert stay.body["change"] == "pending_change_cancelled", stay.body
+    after = call("GET", "/v1/accounts/acct_b/usage", owner)
+    assert (after.body["tier"], after.body["scheduled_change"]) == ("team", None)
+
+
 def test_given_usage_an_upgrade_would_re_rate_past_the_hard_limit_then_the_route_answers_409_naming_limit_and_bill(
     account_api: Any,
 ) -> None:

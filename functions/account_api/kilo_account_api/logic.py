@@ -33,6 +33,7 @@ from kilo_account_api.model import (
     MeetingsPage,
     Member,
     MemberStatus,
+    MeterSegment,
     MeterUsage,
     NotFoundError,
     SessionRecord,
@@ -73,7 +74,7 @@ from kilo_billing.meters import METER_UNITS, Meter
 from kilo_billing.money import ZERO, money_str, total
 from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
 from kilo_billing.periods import Period
-from kilo_billing.rating import RatedPeriod, RatingError, effective_change
+from kilo_billing.rating import RatedPeriod, RatingError, TierChange, effective_change
 from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS
 
 _PERCENT = Decimal("0.01")
@@ -112,25 +113,46 @@ def period_of(key: str | None, now: datetime) -> Period:
 # --- usage ----------------------------------------------------------------------------------------------------------
 
 
+def _share(used: Decimal, included: Decimal | None) -> Decimal | None:
+    """The share of an allowance used, in percent (two decimals, half-up); ``None`` without a positive allowance."""
+    return (used * 100 / included).quantize(_PERCENT, ROUND_HALF_UP) if included else None
+
+
 def meter_usage(rated: RatedPeriod) -> tuple[MeterUsage, ...]:
-    """Each meter over the period's tier segments: used, included (``None`` if any segment is unlimited), the share
-    used (two decimals, half-up; ``None`` without a positive allowance), overage and charge."""
+    """Each meter over the period's tier segments (D-av-3): used (all of it); included, the allowances of the segments
+    that have one (``None`` only when every segment is unlimited); the share of it used in those segments (what the
+    overage is charged on); overage and charge; and each segment's own figures. A month moved from Team to Enterprise
+    shows Team's prorated allowance and its overage, not "unlimited" beside a charge."""
+    per_meter = len(Meter)
     found = []
     for meter in Meter:
-        lines = [line for line in rated.usage_lines if line.meter is meter]
-        used = sum((line.used for line in lines), ZERO)
-        allowances = [line.included for line in lines]
-        included = None if any(a is None for a in allowances) else sum((a for a in allowances if a is not None), ZERO)
-        percent = (used * 100 / included).quantize(_PERCENT, ROUND_HALF_UP) if included else None
+        # rating emits its usage lines segment by segment, one per meter (as ``invoicing.usage_lines`` reads them)
+        lines = [(index, line) for index, line in enumerate(rated.usage_lines) if line.meter is meter]
+        segments = tuple(
+            MeterSegment(
+                tier=str(line.tier),
+                start=rated.segments[index // per_meter].segment.start,
+                end=rated.segments[index // per_meter].segment.end,
+                used=line.used,
+                included=line.included,
+                used_percent=_share(line.used, line.included),
+                overage=line.billable,
+                amount=line.amount,
+            )
+            for index, line in lines
+        )
+        limited = [segment for segment in segments if segment.included is not None]
+        included = sum((segment.included for segment in limited if segment.included is not None), ZERO)
         found.append(
             MeterUsage(
                 meter=meter.value,
                 unit=METER_UNITS[meter].billing_unit,
-                used=used,
-                included=included,
-                used_percent=percent,
-                overage=sum((line.billable for line in lines), ZERO),
-                amount=total([line.amount for line in lines]),
+                used=sum((segment.used for segment in segments), ZERO),
+                included=included if limited else None,
+                used_percent=_share(sum((segment.used for segment in limited), ZERO), included),
+                overage=sum((segment.overage for segment in segments), ZERO),
+                amount=total([segment.amount for segment in segments]),
+                segments=segments,
             )
         )
     return tuple(found)
@@ -201,7 +223,14 @@ def usage_report(
         meters=meter_usage(mtd.rated),
         rated=mtd.rated,
         daily=daily,
+        scheduled=scheduled_change(mtd.profile, now),
     )
+
+
+def scheduled_change(profile: AccountProfile, now: datetime) -> TierChange | None:
+    """The tier change asked for that takes effect after ``now`` (a downgrade at the next period start, D118), the
+    one ``change_tier`` cancels or replaces: the latest, and of several at one instant the last recorded (D161)."""
+    return max(reversed([c for c in profile.changes if c.at > now]), key=lambda c: c.at, default=None)
 
 
 # --- meetings -------------------------------------------------------------------------------------------------------

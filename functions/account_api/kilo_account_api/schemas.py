@@ -18,6 +18,7 @@ from kilo_account_api.model import (
     Meeting,
     MeetingsPage,
     Member,
+    MeterSegment,
     MeterUsage,
     PhoneChallenge,
     Recommendation,
@@ -139,14 +140,46 @@ class LineOut(_Out):
         )
 
 
+class MeterSegmentOut(_Out):
+    """The meter in one tier segment of the month: the tier in effect from ``start`` to ``end``."""
+
+    tier: str
+    start: datetime
+    end: datetime
+    used: Quantity
+    included: Quantity | None = Field(description="The segment's allowance (prorated); null: unlimited")
+    used_percent: Quantity | None = Field(description="Share of the segment's allowance used; null if unlimited")
+    overage: Quantity
+    amount: Money
+
+    @classmethod
+    def of(cls, segment: MeterSegment) -> MeterSegmentOut:
+        return cls(
+            tier=segment.tier,
+            start=segment.start,
+            end=segment.end,
+            used=decimal_str(segment.used),
+            included=_qty(segment.included),
+            used_percent=str(segment.used_percent) if segment.used_percent is not None else None,
+            overage=decimal_str(segment.overage),
+            amount=money_str(segment.amount),
+        )
+
+
 class MeterUsageOut(_Out):
     meter: str
     unit: str
-    used: Quantity
-    included: Quantity | None = Field(description="null: unlimited")
-    used_percent: Quantity | None = Field(description="Share of the allowance used, 2 decimals; null if unlimited")
+    used: Quantity = Field(description="All of the month's use, in every tier segment")
+    included: Quantity | None = Field(
+        description="The allowances of the month's segments that have one (prorated); null: every segment unlimited"
+    )
+    used_percent: Quantity | None = Field(
+        description="Share of that allowance used in those segments (what overage is charged on), 2 decimals; null"
+        " if unlimited"
+    )
     overage: Quantity
     amount: Money
+    segments: list[MeterSegmentOut] = Field(description="Each tier segment of the month, oldest first")
 
     @classmethod
     def of(cls, usage: MeterUsage) -> MeterUsageOut:
@@ -158,6 +191,7 @@ class MeterUsageOut(_Out):
             used_percent=str(usage.used_percent) if usage.used_percent is not None else None,
             overage=decimal_str(usage.overage),
             amount=money_str(usage.amount),
+            segments=[MeterSegmentOut.of(segment) for segment in usage.segments],
         )
 
 
@@ -165,6 +199,11 @@ class DayOut(_Out):
     date: date
     video_minutes: int
     audio_minutes: int
+
+
+class ScheduledChangeOut(_Out):
+    tier: str = Field(description="The tier asked for")
+    effective_at: datetime = Field(description="When it takes effect (a downgrade: the next period start)")
 
 
 class UsageOut(_Out):
@@ -179,6 +218,12 @@ class UsageOut(_Out):
     total: Money
     lines: list[LineOut]
     daily: list[DayOut]
+    scheduled_change: ScheduledChangeOut | None = Field(
+        description=(
+            "A tier change asked for that takes effect later (a downgrade waits for the next period start); null:"
+            " none. POST /subscription with the current tier cancels it"
+        )
+    )
 
     @classmethod
     def of(cls, report: UsageReport) -> UsageOut:
@@ -196,6 +241,11 @@ class UsageOut(_Out):
             daily=[
                 DayOut(date=d.day, video_minutes=d.video_minutes, audio_minutes=d.audio_minutes) for d in report.daily
             ],
+            scheduled_change=(
+                ScheduledChangeOut(tier=report.scheduled.tier, effective_at=report.scheduled.at)
+                if report.scheduled is not None
+                else None
+            ),
         )
 
 
