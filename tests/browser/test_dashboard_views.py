@@ -273,9 +273,10 @@ def test_given_a_scheduled_downgrade_then_pricing_shows_it_and_an_admin_can_stay
     page.goto(f"{site.url}/#/pricing")
     expect(page.get_by_test_id("scheduled-change")).to_have_text("Moving to Personal on 2026-12-01.")
     expect(page.get_by_test_id("scheduled-tier")).to_have_text("Your tier from 2026-12-01")
+    answers[("GET", "/usage")] = (200, _usage([]))  # the page is drawn again from the API (av2): no change now
     page.get_by_role("button", name="Stay on Team").click()
     expect(page.get_by_role("status")).to_have_text("You stay on Team: the scheduled change is cancelled.")
-    assert api.sent[-1] == ("POST", "/subscription", {"tier": "team"})
+    assert ("POST", "/subscription", {"tier": "team"}) in api.sent
     expect(page.get_by_test_id("scheduled-change")).to_have_count(0)
     expect(page.get_by_role("button", name="Stay on Team")).to_have_count(0)
 
@@ -289,3 +290,89 @@ def test_given_a_scheduled_downgrade_then_a_member_sees_it_without_the_button(pa
     _sign_in(page, site, "pricing", role="member")
     expect(page.get_by_test_id("scheduled-change")).to_have_text("Moving to personal on 2026-12-01.")
     expect(page.get_by_role("button", name="Stay on Team")).to_have_count(0)
+
+
+def test_given_two_limited_tier_segments_then_each_has_its_own_bar_and_no_combined_share(
+    page: Any, site: DashboardServer
+) -> None:
+    """D-av-3 amended (av2): Personal Nov 1-16 (5,000 x 15/30 = 2,500 included, 10,000 used = 400 %, 7,500 over x
+    $0.00072 = $5.40), Team Nov 16-30 (50,000 x 15/30 = 25,000 included, 0 used). The page showed one bar "36.3 % of
+    the allowance used" (10,000 / 27,500) beside "Beyond the allowance ... $5.40". The API sends no combined share
+    (null) with two limited segments: a bar per segment, none for the meter."""
+    segments = [
+        {"tier": "personal", "start": "2026-11-01T00:00:00Z", "end": "2026-11-16T00:00:00Z", "used": "10000",
+         "included": "2500", "used_percent": "400.00", "overage": "7500", "amount": "5.40"},
+        {"tier": "team", "start": "2026-11-16T00:00:00Z", "end": "2026-12-01T00:00:00Z", "used": "0",
+         "included": "25000", "used_percent": "0.00", "overage": "0", "amount": "0.00"},
+    ]  # fmt: skip
+    video = _meter("video", "participant-minute", "10000", "27500", None, overage="7500", amount="5.40",
+                   segments=segments)  # fmt: skip
+    FakeApi(page, USAGE_PAGE | {("GET", "/usage"): (200, _usage([video]))})
+    _sign_in(page, site, "usage")
+    expect(page.get_by_test_id("segments-video").locator("li")).to_have_text([
+        "personal 2026-11-01 to 2026-11-16: 10,000 of 2,500 included (400 %)",
+        "team 2026-11-16 to 2026-12-01: 0 of 25,000 included (0 %)",
+    ])  # fmt: skip
+    bars = page.locator("[data-meter=video] progress")
+    expect(bars).to_have_count(2)
+    expect(
+        page.get_by_label("Video minutes, personal 2026-11-01 to 2026-11-16: 400 % of the allowance used")
+    ).to_have_count(1)
+    expect(page.get_by_label("Video minutes, team 2026-11-16 to 2026-12-01: 0 % of the allowance used")).to_have_count(
+        1
+    )
+    expect(page.get_by_text("36.3 %")).to_have_count(0)
+    expect(page.get_by_test_id("overage-video")).to_contain_text("$5.40")
+
+
+def test_given_a_scheduled_downgrade_cancelled_then_the_pricing_page_offers_the_downgrade_again(
+    page: Any, site: DashboardServer
+) -> None:
+    """Review of D-av-4 (av2): after "Stay on Team" the Personal card's "Move to Personal next month" came back only
+    on reload; the page is drawn again from the API's answers (no scheduled change)."""
+    book = {"version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],
+            "tiers": [{"id": "personal", "name": "Personal", "rank": 0, "monthly_fee": "0.00", "included": {},
+                       "overage": "pay_as_you_go", "entitlements": []},
+                      {"id": "team", "name": "Team", "rank": 1, "monthly_fee": "29.00", "included": {},
+                       "overage": "pay_as_you_go", "entitlements": []}]}  # fmt: skip
+    scheduled = {"tier": "personal", "effective_at": "2026-12-01T00:00:00Z"}
+    cancelled = {"account_id": ACCOUNT, "current_tier": "team", "requested_tier": "team",
+                 "effective_at": "2026-11-20T12:00:00Z", "change": "pending_change_cancelled"}  # fmt: skip
+    answers = USAGE_PAGE | {
+        ("GET", "/usage"): (200, _usage([], scheduled)),
+        ("GET", "/pricing"): (200, book),
+        ("POST", "/subscription"): (200, cancelled),
+    }
+    FakeApi(page, answers)
+    _sign_in(page, site, "pricing")
+    expect(page.get_by_test_id("scheduled-tier")).to_have_text("Your tier from 2026-12-01")
+    expect(page.get_by_role("button", name="Move to Personal next month")).to_have_count(0)
+    answers[("GET", "/usage")] = (200, _usage([]))  # what the API answers once the change is cancelled
+    page.get_by_role("button", name="Stay on Team").click()
+    expect(page.get_by_role("status")).to_have_text("You stay on Team: the scheduled change is cancelled.")
+    expect(page.get_by_role("button", name="Move to Personal next month")).to_have_count(1)
+    expect(page.get_by_test_id("scheduled-tier")).to_have_count(0)
+
+
+def test_given_a_refused_hard_limit_then_the_hard_limit_field_has_the_focus(page: Any, site: DashboardServer) -> None:
+    """Review of D-av-2 (av2): the refusal names ``hard_limit_usd`` but the budget field took the focus."""
+    budget = {"account_id": ACCOUNT, "budget_usd": "50", "alert_percentages": [50, 80, 100], "hard_limit_usd": None}
+    preferences = {"account_id": ACCOUNT, "name": "", "email": "", "phone": "", "phone_verified": False,
+                   "channels": {}}  # fmt: skip
+    refusal = "hard limit $40 is not above $65.00, this month's bill so far"
+    answers = USAGE_PAGE | {
+        ("GET", "/usage"): (200, _usage([])),
+        ("GET", "/budget"): (200, budget),
+        ("GET", "/alert-preferences"): (200, preferences),
+        ("PUT", "/budget"): (400, {"code": "invalid_request", "field": "hard_limit_usd", "message": refusal}),
+    }
+    FakeApi(page, answers)
+    _sign_in(page, site, "settings")
+    limit = page.get_by_role("textbox", name="Hard limit")
+    limit.fill("40")
+    page.get_by_role("button", name="Save budget").click()
+    expect(page.get_by_role("alert")).to_contain_text("is not above $65.00")
+    expect(limit).to_be_focused()
+    answers[("PUT", "/budget")] = (400, {"code": "invalid_request", "field": "budget_usd", "message": "budget"})
+    page.get_by_role("button", name="Save budget").click()
+    expect(page.get_by_role("textbox", name="Budget amount (USD)")).to_be_focused()

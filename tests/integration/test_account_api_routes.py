@@ -1010,3 +1010,49 @@ def test_given_no_body_or_an_empty_object_to_a_route_that_takes_none_then_it_ans
     register(account_api, "acct_a", email="ops@a.example")
     store_members(account_api, "acct_a", STAFF)
     assert call("POST", f"/v1/accounts/acct_a/{route}", OWNER, body).status == 200
+
+
+def test_given_late_usage_adjustment_lines_then_the_receipt_shows_the_billed_change_not_a_delta_against_the_allowance(
+    account_api: Any,
+) -> None:
+    """D-av-1 amended (av2): late-usage lines as invoicing.adjustment_lines writes them read "5,000 used · 50,000
+    included · 3,000 billed" (the change beside the whole allowance). Billed 48,000 of 50,000, now 53,000: +5,000,
+    billable 3,000 - 0 = 3,000 x $0.00072 = $2.16. Billed 53,000, now 51,000: -2,000, billable 1,000 - 3,000 = -2,000
+    x $0.00072 = -$1.44. An adjustment line has no used/included of its own (null); billable is the change billed;
+    its description names the change."""
+    register(account_api, "acct_a")
+    late = [
+        Line(
+            "adjustment",
+            f"Late video usage for 2026-10 on team ({change} participant-minute)",
+            amount,
+            "2026-10",
+            meter="video",
+            tier="team",
+            quantity=Decimal(billed),
+            unit_price=Decimal("0.00072"),
+            used=Decimal(change),
+            included=Decimal(50000),
+        )
+        for change, billed, amount in (("+5000", 3000, Decimal("2.16")), ("-2000", -2000, Decimal("-1.44")))
+    ]
+    record = InvoiceRecord(
+        invoice_id="acct_a/2026-11",
+        account_id="acct_a",
+        period="2026-11",
+        number="KB-acct_a-00002",
+        seq=2,
+        method=BillingMethod.CARD,
+        lines=tuple(late),
+        status=InvoiceStatus.PAID,
+        transitions=(("draft", "2026-11-28T06:00:00+00:00"),),
+    )
+    account_api.clients["dynamodb"].put_item(TableName=usage_table(account_api), Item=invoice_to_item(record))
+    receipt = call("GET", "/v1/accounts/acct_a/invoices/KB-acct_a-00002", MEMBER)
+    assert receipt.status == 200, receipt.body
+    figures = [(line["used"], line["included"], line["billable"], line["amount"]) for line in receipt.body["lines"]]
+    assert figures == [(None, None, "3000", "2.16"), (None, None, "-2000", "-1.44")]
+    assert [line["description"] for line in receipt.body["lines"]] == [
+        "Late video usage for 2026-10 on team (+5000 participant-minute)",
+        "Late video usage for 2026-10 on team (-2000 participant-minute)",
+    ]

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -71,13 +71,12 @@ from kilo_billing.entitlements import Entitlement, EntitlementPolicy, Entitlemen
 from kilo_billing.invoicing import AccountLedger, InvoiceRecord, LedgerStore, amount_due, customer_details_digest
 from kilo_billing.member_roles import require_stored_role
 from kilo_billing.meters import METER_UNITS, Meter
-from kilo_billing.money import ZERO, money_str, total
+from kilo_billing.money import ZERO, money_str, share_percent, total
 from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
 from kilo_billing.periods import Period
 from kilo_billing.rating import RatedPeriod, RatingError, TierChange, effective_change
 from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS
 
-_PERCENT = Decimal("0.01")
 MAX_PAGE = 100
 # the price book's entitlement that members need (D210): inviting and accepting are refused on a tier without it
 TEAM_COLLABORATION: Final = "team_collaboration"
@@ -114,14 +113,16 @@ def period_of(key: str | None, now: datetime) -> Period:
 
 
 def _share(used: Decimal, included: Decimal | None) -> Decimal | None:
-    """The share of an allowance used, in percent (two decimals, half-up); ``None`` without a positive allowance."""
-    return (used * 100 / included).quantize(_PERCENT, ROUND_HALF_UP) if included else None
+    """The share of an allowance used, in percent: cut to two decimals, never rounded up to 100.00 nor down to 0.00
+    once begun (``money.share_percent``, D-av-5 amended (av2)); ``None`` without a positive allowance."""
+    return share_percent(used, included)
 
 
 def meter_usage(rated: RatedPeriod) -> tuple[MeterUsage, ...]:
     """Each meter over the period's tier segments (D-av-3): used (all of it); included, the allowances of the segments
-    that have one (``None`` only when every segment is unlimited); the share of it used in those segments (what the
-    overage is charged on); overage and charge; and each segment's own figures. A month moved from Team to Enterprise
+    that have one (``None`` only when every segment is unlimited); the share used of the one segment that has an
+    allowance (what the overage is charged on; ``None`` with two or more, av2); overage and charge; and each segment's
+    own figures. A month moved from Team to Enterprise
     shows Team's prorated allowance and its overage, not "unlimited" beside a charge."""
     per_meter = len(Meter)
     found = []
@@ -149,7 +150,10 @@ def meter_usage(rated: RatedPeriod) -> tuple[MeterUsage, ...]:
                 unit=METER_UNITS[meter].billing_unit,
                 used=sum((segment.used for segment in segments), ZERO),
                 included=included if limited else None,
-                used_percent=_share(sum((segment.used for segment in limited), ZERO), included),
+                # one limited segment: its share (what the overage is charged on); two or more (Personal -> Team):
+                # none - a combined share hides one segment's overage (10,000 of 2,500 + 25,000 = 36 % beside
+                # $5.40); each segment's own is in ``segments`` (D-av-3 amended (av2))
+                used_percent=_share(limited[0].used, limited[0].included) if len(limited) == 1 else None,
                 overage=sum((segment.overage for segment in segments), ZERO),
                 amount=total([segment.amount for segment in segments]),
                 segments=segments,
@@ -229,8 +233,9 @@ def usage_report(
 
 def scheduled_change(profile: AccountProfile, now: datetime) -> TierChange | None:
     """The tier change asked for that takes effect after ``now`` (a downgrade at the next period start, D118), the
-    one ``change_tier`` cancels or replaces: the latest, and of several at one instant the last recorded (D161)."""
-    return max(reversed([c for c in profile.changes if c.at > now]), key=lambda c: c.at, default=None)
+    next one in date order (D-av-4 amended (av2): a Personal downgrade on Dec 1 before an operator-dated Enterprise on
+    Jan 15 is what the page's "Moving to ..." names), and of several at that instant the last recorded (D161)."""
+    return min(reversed([c for c in profile.changes if c.at > now]), key=lambda c: c.at, default=None)
 
 
 # --- meetings -------------------------------------------------------------------------------------------------------

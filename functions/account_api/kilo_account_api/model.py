@@ -146,8 +146,9 @@ class MeterSegment:
 @dataclass(frozen=True, slots=True)
 class MeterUsage:
     """One meter over the period (all tier segments, D-av-3): used (all of it), included (the allowances of the
-    segments that have one; ``None`` only when every segment is unlimited), the share of that allowance used in those
-    segments, overage and charge; and each segment's figures (``segments``)."""
+    segments that have one; ``None`` only when every segment is unlimited), the share used of the one segment that has
+    an allowance (``None`` when two or more have one: each segment's own is in ``segments``, D-av-3 amended (av2)),
+    overage and charge; and each segment's figures (``segments``)."""
 
     meter: str
     unit: str

@@ -148,7 +148,9 @@ class MeterSegmentOut(_Out):
     end: datetime
     used: Quantity
     included: Quantity | None = Field(description="The segment's allowance (prorated); null: unlimited")
-    used_percent: Quantity | None = Field(description="Share of the segment's allowance used; null if unlimited")
+    used_percent: Quantity | None = Field(
+        description="Share of the segment's allowance used, 2 decimals cut; null if unlimited"
+    )
     overage: Quantity
     amount: Money
 
@@ -174,8 +176,9 @@ class MeterUsageOut(_Out):
         description="The allowances of the month's segments that have one (prorated); null: every segment unlimited"
     )
     used_percent: Quantity | None = Field(
-        description="Share of that allowance used in those segments (what overage is charged on), 2 decimals; null"
-        " if unlimited"
+        description="Share of that allowance used, 2 decimals cut (never 100.00 before it is used up, never 0.00 once"
+        " begun); null if unlimited, or when two or more segments have an allowance (each segment's own share is in"
+        " segments: a combined one hides a segment's overage)"
     )
     overage: Quantity
     amount: Money
@@ -498,13 +501,16 @@ class InvoiceLineOut(_Out):
     quantity: Quantity | None = Field(description="Billed units (a usage line: billable); null: an amount line")
     unit_price: Quantity | None
     used: Quantity | None = Field(
-        default=None, description="A line with a meter: the units used (late usage: the change); else null"
+        default=None, description="A usage line: the units used in its tier segment; else null (late usage too)"
     )
     included: Quantity | None = Field(
-        default=None, description="A line with a meter: the allowance of its tier segment (null: unlimited); else null"
+        default=None,
+        description="A usage line: the allowance of its tier segment (null: unlimited); else null (late usage too)",
     )
     billable: Quantity | None = Field(
-        default=None, description="A line with a meter: the units beyond the allowance, billed (= quantity); else null"
+        default=None,
+        description="A line with a meter: the units beyond the allowance billed (= quantity; late usage: the change"
+        " billed, signed); else null",
     )
     amount: Money
     start: datetime | None
@@ -561,9 +567,14 @@ class InvoiceSummaryOut(_Out):
 
 
 def _usage_figures(line: Line) -> dict[str, str | None]:
-    """Used, included and billable of a line with a meter (usage, late usage); none for fees, credits, carried."""
+    """Used, included and billable of a usage line; a late-usage (adjustment) line has only its billed change
+    (``billable``, signed: +3,000 or -2,000) - its stored ``used`` is the change in use and ``included`` the whole
+    allowance, which side by side read "5,000 used · 50,000 included" (D-av-1 amended (av2)); its description names
+    the change. None for fees, credits, carried totals."""
     if line.meter is None:
         return {"used": None, "included": None, "billable": None}
+    if line.kind == "adjustment":
+        return {"used": None, "included": None, "billable": _qty(line.quantity)}
     return {"used": _qty(line.used), "included": _qty(line.included), "billable": _qty(line.quantity)}
 
 

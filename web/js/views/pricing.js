@@ -12,7 +12,7 @@ export async function pricingView() {
   const scheduled = usage ? usage.scheduled_change : null; // a downgrade waiting for the next month (D118)
   const tiers = book.tiers || [];
   const meters = book.meters || [];
-  const root = h("div", {}, h("h1", {}, "Pricing"),
+  const root = h("div", { "data-view": "pricing" }, h("h1", {}, "Pricing"),
     h("p", {}, "Pay for what your calls use. Every tier includes an allowance each month; beyond it you pay per unit."));
   root.append(h("div", { class: "tiers" }, tiers.map((tier) => h("section", {
     class: "card tier", "aria-labelledby": `tier-${tier.id}`, "data-tier": tier.id },
@@ -83,9 +83,10 @@ function stayButton(tier) {
     button.disabled = true;
     try {
       await post(accountPath("/subscription"), { tier: tier.id });
+      // the page is drawn again from the API: the other cards' buttons (a downgrade) come back without a reload
+      const page = button.closest("[data-view=pricing]");
+      if (page) page.replaceWith(await pricingView());
       say(`You stay on ${tier.name}: the scheduled change is cancelled.`);
-      document.querySelectorAll("[data-testid=scheduled-change], [data-testid=scheduled-tier]").forEach((e) => e.remove());
-      button.remove();
     } catch (error) {
       problem.append(errorBox(error));
       button.disabled = false;

@@ -21,6 +21,10 @@ function field(id, label, attrs, help) {
   ];
 }
 
+// The budget route's fields (the API's error names one) and their inputs.
+const BUDGET_FIELDS = { budget_usd: "#budget-amount", alert_percentages: "#budget-percentages",
+  hard_limit_usd: "#budget-hard-limit" };
+
 function budgetForm(budget, canManage) {
   const problem = h("div", { "aria-live": "assertive" });
   const form = h("form", { novalidate: true },
@@ -52,7 +56,7 @@ function budgetForm(budget, canManage) {
       say(budgetSaved(saved));
     } catch (error) {
       problem.append(errorBox(error));
-      form.querySelector("#budget-amount").focus();
+      form.querySelector(BUDGET_FIELDS[error.body?.field] || "#budget-amount").focus(); // the field the API names
     }
   });
   return section("Budget", form);

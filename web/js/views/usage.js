@@ -65,13 +65,20 @@ function againstAllowance(part, unit) {
     : `${number(part.used)} of ${number(part.included)} included (${percent(part.used_percent)})`;
 }
 
-// A month with a tier change shows each tier's part (D-av-3): its own allowance, the overage charged there.
-function segmentsList(meter) {
+// A month with a tier change shows each tier's part (D-av-3): its own allowance, the overage charged there. With two
+// or more parts that have an allowance the API sends no combined share (a combined one hid Personal's overage behind
+// "36.3 %"): each such part has its own bar (D-av-3 amended (av2)).
+function segmentsList(meter, name) {
   const segments = meter.segments || [];
   if (segments.length < 2) return null;
   const day = (iso) => String(iso).slice(0, 10);
-  return h("ul", { class: "hint", "data-testid": `segments-${meter.meter}` }, segments.map((part) =>
-    h("li", {}, `${part.tier} ${day(part.start)} to ${day(part.end)}: ${againstAllowance(part, meter.unit)}`)));
+  const barred = meter.used_percent === null || meter.used_percent === undefined;
+  return h("ul", { class: "hint", "data-testid": `segments-${meter.meter}` }, segments.map((part) => {
+    const when = `${part.tier} ${day(part.start)} to ${day(part.end)}`;
+    const limited = part.included !== null && part.included !== undefined;
+    return h("li", {}, `${when}: ${againstAllowance(part, meter.unit)}`, barred && limited
+      ? progressBar(`${name}, ${when}: ${percent(part.used_percent)} of the allowance used`, part.used_percent) : null);
+  }));
 }
 
 function metersCard(meters) {
@@ -85,8 +92,8 @@ function metersCard(meters) {
         h("span", {}, h("strong", {}, name)),
         h("span", { "data-testid": `used-${meter.meter}` },
           split ? `${number(meter.used)} ${meter.unit || ""} this month` : againstAllowance(meter, meter.unit))),
-      segmentsList(meter),
-      included ? null : progressBar(`${name}: ${percent(meter.used_percent)} of the allowance used`, meter.used_percent),
+      segmentsList(meter, name),
+      included || meter.used_percent === null || meter.used_percent === undefined ? null : progressBar(`${name}: ${percent(meter.used_percent)} of the allowance used`, meter.used_percent),
       Number(meter.overage) > 0
         ? h("p", { class: "hint", "data-testid": `overage-${meter.meter}` },
           `Beyond the allowance: ${number(meter.overage)} (${meter.unit} each), ${usd(meter.amount)}`) : null);
