@@ -376,3 +376,37 @@ def test_given_a_refused_hard_limit_then_the_hard_limit_field_has_the_focus(page
     answers[("PUT", "/budget")] = (400, {"code": "invalid_request", "field": "budget_usd", "message": "budget"})
     page.get_by_role("button", name="Save budget").click()
     expect(page.get_by_role("textbox", name="Budget amount (USD)")).to_be_focused()
+
+
+def test_given_late_usage_lines_then_the_receipt_shows_the_signed_change_billed(
+    page: Any, site: DashboardServer
+) -> None:
+    """D-av-1 amended (av2): late-usage lines carry no used/included (the API sends null); the receipt shows the
+    change billed, signed: billed 48,000 of 50,000, now 53,000: +3,000 x $0.00072 = $2.16; billed 53,000, now
+    51,000: 1,000 - 3,000 = -2,000 x $0.00072 = -$1.44; total 2.16 - 1.44 = 0.72."""
+    summary = {"invoice_id": f"{ACCOUNT}/2026-11", "number": "KB-acct_a-00002", "method": "card", "period": "2026-11",
+               "status": "paid", "total": "0.72", "hosted_url": None, "pdf_url": None, "amount_due": "0.72",
+               "credit_notes": []}  # fmt: skip
+
+    def late(change: str, billed: str, amount: str) -> dict[str, Any]:
+        return {"kind": "adjustment", "meter": "video", "unit_price": "0.00072", "quantity": billed, "used": None,
+                "included": None, "billable": billed, "amount": amount, "start": None, "end": None,
+                "description": f"Late video usage for 2026-10 on team ({change} participant-minute)"}  # fmt: skip
+
+    receipt = summary | {"currency": "usd", "refunded": "0.00", "short_paid": "0.00", "charged_back": "0.00",
+                         "transitions": [], "lines": [late("+5000", "3000", "2.16"), late("-2000", "-2000", "-1.44")]}  # fmt: skip
+    FakeApi(
+        page,
+        USAGE_PAGE
+        | {
+            ("GET", "/usage"): (200, _usage([])),
+            ("GET", "/invoices"): (200, {"account_id": ACCOUNT, "invoices": [summary]}),
+            ("GET", "/invoices/KB-acct_a-00002"): (200, receipt),
+        },
+    )
+    _sign_in(page, site, "billing")
+    page.get_by_role("button", name="Receipt KB-acct_a-00002").click()
+    rows = page.locator("#receipt tbody tr")
+    expect(rows.nth(0)).to_contain_text("+3,000 billed")
+    expect(rows.nth(1)).to_contain_text("-2,000 billed")
+    expect(page.locator("#receipt")).not_to_contain_text("used ·")

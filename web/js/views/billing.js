@@ -54,7 +54,11 @@ function links(invoice) {
 
 // A line with a meter shows what was used, the allowance and what was billed (covered usage is $0.00, not "0"):
 // the policy shows every meter's line so customers see what they used.
+// A late-usage (adjustment) line has no used/included of its own: the change billed, signed (D-av-1 amended (av2)).
 function quantity(line) {
+  if (line.kind === "adjustment" && line.billable !== null && line.billable !== undefined) {
+    return `${Number(line.billable) > 0 ? "+" : ""}${number(line.billable)} billed`;
+  }
   if (line.used === null || line.used === undefined) return line.quantity === null ? "" : number(line.quantity);
   const included = line.included === null ? "unlimited" : `${number(line.included)} included`;
   return `${number(line.used)} used · ${included} · ${number(line.billable)} billed`;
