@@ -243,6 +243,57 @@ def test_given_a_month_so_far_when_a_member_asks_for_usage_then_meters_allowance
     assert sum(a for _, a in daily.values()) == 100
 
 
+def test_given_team_then_enterprise_mid_month_then_the_meter_shows_each_segments_allowance_and_what_is_charged(
+    account_api: Any,
+) -> None:
+    """D-av-3 (review fa2): Team until Nov 16, Enterprise from then. The meter said included null ("unlimited") and
+    used_percent null beside an overage of 5,000 and $3.60. Team Nov 1-16 is 15/30 of November: video allowance
+    50,000 x 1/2 = 25,000, 30,000 used: 5,000 over x $0.00072 = $3.60, 30,000 / 25,000 = 120.00 %. Enterprise Nov
+    16-30: 10,000 used, unlimited. Fees 29 x 1/2 = 14.50 + 99 x 1/2 = 49.50 = 64.00; total 67.60."""
+    directory = DynamoAccountDirectory(account_api.clients["dynamodb"], usage_table(account_api))
+    upgrade = utc(2026, 11, 16)
+    changes = (TierChange(utc(2026, 1, 1), "team"), TierChange(upgrade, "enterprise"))
+    directory.register(AccountProfile("acct_u", changes))
+    team, enterprise = int(NOV.timestamp()), int(upgrade.timestamp())
+    item = {"pk": "ACCOUNT#acct_u", "sk": "PERIOD#2026-11", f"c#{team}#video": 30000, f"c#{enterprise}#video": 10000}
+    account_api.clients["dynamodb"].put_item(TableName=usage_table(account_api), Item=to_item(item))
+    with time_machine.travel(utc(2026, 11, 20, 12), tick=False):
+        answer = call("GET", "/v1/accounts/acct_u/usage", claims("acct_u", "member"))
+    assert answer.status == 200, answer.body
+    assert (answer.body["fee"], answer.body["usage"], answer.body["total"]) == ("64.00", "3.60", "67.60")
+    meters = {m["meter"]: m for m in answer.body["meters"]}
+    video = meters["video"]
+    # the allowance is the segments' that have one (Team's 25,000), the share is of it: what the $3.60 is charged on
+    assert (video["used"], video["included"], video["used_percent"], video["overage"], video["amount"]) == (
+        "40000",
+        "25000",
+        "120.00",
+        "5000",
+        "3.60",
+    )
+    segments = [
+        (s["tier"], s["start"], s["end"], s["used"], s["included"], s["used_percent"], s["overage"], s["amount"])
+        for s in video["segments"]
+    ]
+    assert segments == [
+        ("team", "2026-11-01T00:00:00Z", "2026-11-16T00:00:00Z", "30000", "25000", "120.00", "5000", "3.60"),
+        ("enterprise", "2026-11-16T00:00:00Z", "2026-12-01T00:00:00Z", "10000", None, None, "0", "0.00"),
+    ]
+    # audio: nothing used of Team's 100,000 x 1/2 = 50,000
+    audio = meters["audio"]
+    assert (audio["used"], audio["included"], audio["used_percent"]) == ("0", "50000", "0.00")
+
+
+def test_given_enterprise_all_month_then_the_meter_is_unlimited(account_api: Any) -> None:
+    """Every segment unlimited: included and used_percent stay null (one segment, Enterprise since January)."""
+    register(account_api, "acct_e", tier="enterprise")
+    put_counters(account_api, "acct_e", {"video": 70_000})
+    answer = call("GET", "/v1/accounts/acct_e/usage", claims("acct_e", "member"))
+    video = next(m for m in answer.body["meters"] if m["meter"] == "video")
+    assert (video["used"], video["included"], video["used_percent"], video["amount"]) == ("70000", None, None, "0.00")
+    assert [s["tier"] for s in video["segments"]] == ["enterprise"]
+
+
 def test_given_a_session_rated_before_the_id_registered_then_the_daily_series_leaves_out_the_buckets_minutes(
     account_api: Any,
 ) -> None:
@@ -347,3 +398,100 @@ def test_given_an_admin_when_the_budget_is_replaced_then_it_is_stored_and_bad_am
     assert fractional.status == 400
     assert fractional.body["field"] == "budget_usd"
     assert call("GET", "/v1/accounts/acct_a/budget", admin).body == saved.body  # nothing half-written
+
+
+def _video_of(answer: Any) -> dict[str, Any]:
+    return next(m for m in answer.body["meters"] if m["meter"] == "video")
+
+
+def test_given_personal_then_team_mid_month_then_no_combined_share_hides_the_personal_overage(
+    account_api: Any,
+) -> None:
+    """D-av-3 amended (av2) (review of D-av-1..5): Personal Nov 1-16, Team from then. Personal's video allowance 5,000
+    x 15/30 = 2,500; 10,000 used there: 7,500 over x $0.00072 = $5.40. Team's 50,000 x 15/30 = 25,000, 0 used. The
+    meter said used_percent 10,000 / (2,500 + 25,000) = 36.36 beside the $5.40 overage. With two limited segments
+    there is no combined share (null): each segment's own, 10,000 / 2,500 = 400.00 % and 0.00 %."""
+    directory = DynamoAccountDirectory(account_api.clients["dynamodb"], usage_table(account_api))
+    up = utc(2026, 11, 16)
+    directory.register(AccountProfile("acct_p", (TierChange(utc(2026, 1, 1), "personal"), TierChange(up, "team"))))
+    item = {"pk": "ACCOUNT#acct_p", "sk": "PERIOD#2026-11", f"c#{int(NOV.timestamp())}#video": 10000}
+    account_api.clients["dynamodb"].put_item(TableName=usage_table(account_api), Item=to_item(item))
+    with time_machine.travel(utc(2026, 11, 17, 12), tick=False):
+        answer = call("GET", "/v1/accounts/acct_p/usage", claims("acct_p", "member"))
+    assert answer.status == 200, answer.body
+    video = _video_of(answer)
+    # included: 2,500 + 25,000 = 27,500 (the month's allowance, as a figure); no share of it
+    assert (video["used"], video["included"], video["used_percent"], video["overage"], video["amount"]) == (
+        "10000",
+        "27500",
+        None,
+        "7500",
+        "5.40",
+    )
+    assert [(s["tier"], s["included"], s["used_percent"], s["amount"]) for s in video["segments"]] == [
+        ("personal", "2500", "400.00", "5.40"),
+        ("team", "25000", "0.00", "0.00"),
+    ]
+
+
+def test_given_personal_then_team_with_the_overage_in_the_team_part_then_each_segment_has_its_own_share(
+    account_api: Any,
+) -> None:
+    """Two limited segments the other way round (a downgrade dated mid-month, Team -> Personal, is refused by D3:
+    MidPeriodDowngradeError). Personal Nov 1-16: 5,000 x 15/30 = 2,500 included, 2,000 used = 80.00 %; Team Nov
+    16-30: 50,000 x 15/30 = 25,000 included, 30,000 used = 120.00 %, 5,000 over x $0.00072 = $3.60. No combined
+    share (32,000 / 27,500 = 116.36 % names neither segment): null."""
+    directory = DynamoAccountDirectory(account_api.clients["dynamodb"], usage_table(account_api))
+    up = utc(2026, 11, 16)
+    directory.register(AccountProfile("acct_d", (TierChange(utc(2026, 1, 1), "personal"), TierChange(up, "team"))))
+    personal, team = int(NOV.timestamp()), int(up.timestamp())
+    item = {"pk": "ACCOUNT#acct_d", "sk": "PERIOD#2026-11", f"c#{personal}#video": 2000, f"c#{team}#video": 30000}
+    account_api.clients["dynamodb"].put_item(TableName=usage_table(account_api), Item=to_item(item))
+    with time_machine.travel(utc(2026, 11, 20, 12), tick=False):
+        answer = call("GET", "/v1/accounts/acct_d/usage", claims("acct_d", "member"))
+    assert answer.status == 200, answer.body
+    video = _video_of(answer)
+    assert (video["used"], video["included"], video["used_percent"], video["overage"], video["amount"]) == (
+        "32000",
+        "27500",
+        None,
+        "5000",
+        "3.60",
+    )
+    assert [(s["tier"], s["used"], s["included"], s["used_percent"], s["overage"]) for s in video["segments"]] == [
+        ("personal", "2000", "2500", "80.00", "0"),
+        ("team", "30000", "25000", "120.00", "5000"),
+    ]
+
+
+def test_given_a_share_just_short_of_the_allowance_or_just_begun_then_the_api_never_reads_100_or_0(
+    account_api: Any,
+) -> None:
+    """D-av-5 amended (av2): the API rounded the share half-up to two decimals before the dashboard cut it. Team:
+    49,998 of 50,000 video = 99.996 % -> "100.00" with no overage; now cut: "99.99". 40 of 1,000,000 messages =
+    0.004 % -> "0.00"; now "0.01" (a share begun is never 0.00; the dashboard shows "<0.1 %")."""
+    register(account_api, "acct_s")
+    put_counters(account_api, "acct_s", {"video": 49_998, "messages": 40})
+    with time_machine.travel(utc(2026, 11, 20, 12), tick=False):
+        answer = call("GET", "/v1/accounts/acct_s/usage", claims("acct_s", "member"))
+    assert answer.status == 200, answer.body
+    video = _video_of(answer)
+    assert (video["used_percent"], video["overage"]) == ("99.99", "0")
+    messages = next(m for m in answer.body["meters"] if m["meter"] == "messages")
+    assert (messages["used"], messages["used_percent"]) == ("40", "0.01")
+
+
+def test_given_a_downgrade_and_a_later_operator_dated_change_then_usage_names_the_next_one(account_api: Any) -> None:
+    """D-av-4 amended (av2): Team; Personal from Dec 1 (the API's downgrade), Enterprise from Jan 15 2027 (an
+    operator's --at). On Nov 20 the next change is Personal on Dec 1 (it said Enterprise on Jan 15)."""
+    directory = DynamoAccountDirectory(account_api.clients["dynamodb"], usage_table(account_api))
+    changes = (
+        TierChange(utc(2026, 1, 1), "team"),
+        TierChange(utc(2026, 12, 1), "personal"),
+        TierChange(utc(2027, 1, 15), "enterprise"),
+    )
+    directory.register(AccountProfile("acct_n", changes))
+    with time_machine.travel(utc(2026, 11, 20, 12), tick=False):
+        answer = call("GET", "/v1/accounts/acct_n/usage", claims("acct_n", "member"))
+    assert answer.status == 200, answer.body
+    assert answer.body["scheduled_change"] == {"tier": "personal", "effective_at": "2026-12-01T00:00:00Z"}

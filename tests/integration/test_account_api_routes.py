@@ -101,6 +101,66 @@ def test_given_two_invoices_then_the_list_is_newest_first_and_a_receipt_has_its_
     assert (missing.status, missing.body["code"]) == (404, "not_found")
 
 
+def test_given_usage_inside_the_allowance_then_the_receipt_shows_what_was_used_included_and_billed(
+    account_api: Any,
+) -> None:
+    """The policy shows a line for every meter "so customers see what they used": a covered line is not quantity 0."""
+    register(account_api, "acct_a")
+    lines = (
+        Line("fee", "Team, monthly fee", Decimal("29.00"), "2026-10", tier="team", quantity=Decimal(1)),
+        # as invoicing._line writes usage lines: 40,000 video minutes used of 50,000 included: 0 billable, $0.00
+        Line(
+            "usage",
+            "Video (participant-minute) on Team, 2026-10",
+            Decimal("0.00"),
+            "2026-10",
+            meter="video",
+            tier="team",
+            quantity=Decimal(0),
+            unit_price=Decimal("0.00072"),
+            used=Decimal(40000),
+            included=Decimal(50000),
+        ),
+        # 130,000 audio minutes of 100,000: 30,000 billable x 0.00036 = 10.80
+        Line(
+            "usage",
+            "Audio (participant-minute) on Team, 2026-10",
+            Decimal("10.80"),
+            "2026-10",
+            meter="audio",
+            tier="team",
+            quantity=Decimal(30000),
+            unit_price=Decimal("0.00036"),
+            used=Decimal(130000),
+            included=Decimal(100000),
+        ),
+    )
+    record = InvoiceRecord(
+        invoice_id="acct_a/2026-10",
+        account_id="acct_a",
+        period="2026-10",
+        number="KB-acct_a-00001",
+        seq=1,
+        method=BillingMethod.CARD,
+        lines=lines,
+        status=InvoiceStatus.PAID,
+        transitions=(("draft", "2026-10-28T06:00:00+00:00"),),
+    )
+    account_api.clients["dynamodb"].put_item(TableName=usage_table(account_api), Item=invoice_to_item(record))
+    receipt = call("GET", "/v1/accounts/acct_a/invoices/KB-acct_a-00001", MEMBER)
+    assert receipt.status == 200, receipt.body
+    shown = [
+        (line["kind"], line["used"], line["included"], line["billable"], line["quantity"], line["amount"])
+        for line in receipt.body["lines"]
+    ]
+    assert shown == [
+        ("fee", None, None, None, "1", "29.00"),  # a fee has no usage figures
+        ("usage", "40000", "50000", "0", "0", "0.00"),
+        ("usage", "130000", "100000", "30000", "30000", "10.80"),
+    ]
+    assert receipt.body["total"] == "39.80"  # 29.00 + 0.00 + 10.80
+
+
 def put_note(
     stack: Any,
     credited: str,
@@ -233,6 +293,26 @@ def test_given_a_tier_change_then_upgrades_apply_now_and_downgrades_at_the_perio
     assert (unknown.status, unknown.body["field"]) == (400, "tier")
 
 
+def test_given_a_scheduled_downgrade_then_usage_names_it_until_it_is_cancelled(account_api: Any) -> None:
+    """D-av-4 (review fa2): a downgrade waits for the next period start (D118: Team -> Personal on Dec 1) and no GET
+    route said so, so the dashboard could not offer D118's cancel. ``GET /usage`` names it until it is cancelled."""
+    register(account_api, "acct_b")  # team
+    owner = claims("acct_b", "owner")
+    before = call("GET", "/v1/accounts/acct_b/usage", owner)
+    assert (before.status, before.body["scheduled_change"]) == (200, None), before.body
+    down = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "personal"})
+    assert down.body["change"] == "downgrade_at_period_end", down.body
+    seen = call("GET", "/v1/accounts/acct_b/usage", claims("acct_b", "member"))
+    assert (seen.body["tier"], seen.body["scheduled_change"]) == (
+        "team",
+        {"tier": "personal", "effective_at": "2026-12-01T00:00:00Z"},
+    )
+    stay = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "team"})
+    assert stay.body["change"] == "pending_change_cancelled", stay.body
+    after = call("GET", "/v1/accounts/acct_b/usage", owner)
+    assert (after.body["tier"], after.body["scheduled_change"]) == ("team", None)
+
+
 def test_given_usage_an_upgrade_would_re_rate_past_the_hard_limit_then_the_route_answers_409_naming_limit_and_bill(
     account_api: Any,
 ) -> None:
@@ -246,6 +326,27 @@ def test_given_usage_an_upgrade_would_re_rate_past_the_hard_limit_then_the_route
     assert (refused.status, refused.body["code"]) == (409, "conflict"), refused.body
     assert "hard limit $100 is not above $113.77" in refused.body["message"]
     assert profile(account_api, "acct_a").tier_at(NOW) == "team"
+
+
+def test_given_a_hard_limit_at_or_below_the_bill_so_far_then_the_budget_route_answers_400_naming_limit_and_bill(
+    account_api: Any,
+) -> None:
+    """D-av-2 (as D150 for tier changes): Team, 100,000 video minutes by Nov 15: 50,000 over x $0.00072 = $36.00,
+    + $29.00 fee = $65.00 so far. A hard limit of $40 (or $65, reached at the limit) would refuse every call at once:
+    400 naming hard_limit_usd and the bill, nothing saved. $65.01 is above it: saved. The stored limit sent back
+    unchanged (the form returns what it read) is kept after the bill passed it, so the soft budget can still change."""
+    register(account_api, "acct_a")
+    put_counters(account_api, "acct_a", {"video": 100_000})
+    for limit in ("40", "65"):
+        refused = call("PUT", "/v1/accounts/acct_a/budget", ADMIN, {"budget_usd": None, "hard_limit_usd": limit})
+        assert (refused.status, refused.body["field"]) == (400, "hard_limit_usd"), refused.body
+        assert f"hard limit ${limit} is not above $65.00, this month's bill so far" in refused.body["message"]
+    assert profile(account_api, "acct_a").hard_limit_usd is None
+    saved = call("PUT", "/v1/accounts/acct_a/budget", ADMIN, {"budget_usd": None, "hard_limit_usd": "65.01"})
+    assert (saved.status, saved.body["hard_limit_usd"]) == (200, "65.01"), saved.body
+    put_counters(account_api, "acct_a", {"video": 110_000})  # + 10,000 x $0.00072 = $7.20: $72.20, past $65.01
+    kept = call("PUT", "/v1/accounts/acct_a/budget", ADMIN, {"budget_usd": "50", "hard_limit_usd": "65.01"})
+    assert (kept.status, kept.body["budget_usd"], kept.body["hard_limit_usd"]) == (200, "50.00", "65.01"), kept.body
 
 
 def test_given_alert_preferences_then_they_are_saved_whole_or_refused_naming_the_field(account_api: Any) -> None:
@@ -909,3 +1010,49 @@ def test_given_no_body_or_an_empty_object_to_a_route_that_takes_none_then_it_ans
     register(account_api, "acct_a", email="ops@a.example")
     store_members(account_api, "acct_a", STAFF)
     assert call("POST", f"/v1/accounts/acct_a/{route}", OWNER, body).status == 200
+
+
+def test_given_late_usage_adjustment_lines_then_the_receipt_shows_the_billed_change_not_a_delta_against_the_allowance(
+    account_api: Any,
+) -> None:
+    """D-av-1 amended (av2): late-usage lines as invoicing.adjustment_lines writes them read "5,000 used · 50,000
+    included · 3,000 billed" (the change beside the whole allowance). Billed 48,000 of 50,000, now 53,000: +5,000,
+    billable 3,000 - 0 = 3,000 x $0.00072 = $2.16. Billed 53,000, now 51,000: -2,000, billable 1,000 - 3,000 = -2,000
+    x $0.00072 = -$1.44. An adjustment line has no used/included of its own (null); billable is the change billed;
+    its description names the change."""
+    register(account_api, "acct_a")
+    late = [
+        Line(
+            "adjustment",
+            f"Late video usage for 2026-10 on team ({change} participant-minute)",
+            amount,
+            "2026-10",
+            meter="video",
+            tier="team",
+            quantity=Decimal(billed),
+            unit_price=Decimal("0.00072"),
+            used=Decimal(change),
+            included=Decimal(50000),
+        )
+        for change, billed, amount in (("+5000", 3000, Decimal("2.16")), ("-2000", -2000, Decimal("-1.44")))
+    ]
+    record = InvoiceRecord(
+        invoice_id="acct_a/2026-11",
+        account_id="acct_a",
+        period="2026-11",
+        number="KB-acct_a-00002",
+        seq=2,
+        method=BillingMethod.CARD,
+        lines=tuple(late),
+        status=InvoiceStatus.PAID,
+        transitions=(("draft", "2026-11-28T06:00:00+00:00"),),
+    )
+    account_api.clients["dynamodb"].put_item(TableName=usage_table(account_api), Item=invoice_to_item(record))
+    receipt = call("GET", "/v1/accounts/acct_a/invoices/KB-acct_a-00002", MEMBER)
+    assert receipt.status == 200, receipt.body
+    figures = [(line["used"], line["included"], line["billable"], line["amount"]) for line in receipt.body["lines"]]
+    assert figures == [(None, None, "3000", "2.16"), (None, None, "-2000", "-1.44")]
+    assert [line["description"] for line in receipt.body["lines"]] == [
+        "Late video usage for 2026-10 on team (+5000 participant-minute)",
+        "Late video usage for 2026-10 on team (-2000 participant-minute)",
+    ]

@@ -20,6 +20,7 @@ from kilo_billing.money import (
     round_money,
     round_money_down,
     rounded_sum,
+    share_percent,
     two_places,
 )
 
@@ -179,3 +180,16 @@ def test_given_an_allowance_then_it_is_rounded_down_to_the_cent_never_up(
 def test_given_a_float_allowance_then_refused() -> None:
     with pytest.raises(FloatNotAllowedError):
         round_money_down(0.745)  # type: ignore[arg-type]
+
+
+def test_given_shares_of_an_allowance_then_they_are_cut_never_100_before_used_up_nor_0_once_begun() -> None:
+    """D-av-5 amended (av2): a share is cut to two decimals (half-up gave 99.996 -> 100.00 beside no overage)."""
+    assert share_percent(Decimal(49_998), Decimal(50_000)) == Decimal("99.99")  # 4,999,800 / 50,000 = 99.996
+    assert share_percent(Decimal(50_000), Decimal(50_000)) == Decimal("100.00")
+    assert share_percent(Decimal(10_000), Decimal(2_500)) == Decimal("400.00")
+    assert share_percent(Decimal(1), Decimal(3)) == Decimal("33.33")  # 33.333...
+    assert share_percent(Decimal(2), Decimal(3)) == Decimal("66.66")  # 66.666... (half-up: 66.67)
+    assert share_percent(Decimal(40), Decimal(1_000_000)) == Decimal("0.01")  # 4,000 / 1,000,000 = 0.004: begun
+    assert share_percent(Decimal(0), Decimal(50_000)) == Decimal("0.00")
+    assert share_percent(Decimal(5), None) is None  # unlimited
+    assert share_percent(Decimal(5), Decimal(0)) is None  # no allowance

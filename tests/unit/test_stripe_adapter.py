@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -13,8 +14,10 @@ import stripe
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kilo_billing.invoicing import BillingMethod, InvoiceRecord, Line
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
 from kilo_dev.stripe_params import ROUTES, check_request
+from kilo_invoice.logic import gateway_request
 from kilo_invoice.ports import (
     Customer,
     GatewayLine,
@@ -83,6 +86,70 @@ def test_given_our_lines_when_issued_then_stripe_computes_each_of_our_amounts_to
         "kilo_invoice_id": request.invoice_id,
         "kilo_line": "4",
     }
+
+
+def test_given_usage_lines_then_stripe_shows_what_was_used_and_included_beside_the_billed_quantity() -> None:
+    """The policy shows usage covered by the allowance "so customers see what they used": Stripe's invoice line
+    of a covered meter read quantity 0 with nothing else (our receipt showed the same)."""
+    period = (datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
+    lines = (
+        Line("fee", "Team, monthly fee", Decimal("29.00"), "2026-10", tier="team", quantity=Decimal(1)),
+        # 40,000 of 50,000 video minutes: 0 billable, 0.00
+        Line(
+            "usage",
+            "Video (participant-minute) on Team, 2026-10",
+            Decimal("0.00"),
+            "2026-10",
+            "video",
+            "team",
+            Decimal(0),
+            Decimal("0.00072"),
+            Decimal(40000),
+            Decimal(50000),
+            *period,
+        ),
+        # 130,000 of 100,000 audio minutes: 30,000 x 0.00036 = 10.80
+        Line(
+            "usage",
+            "Audio (participant-minute) on Team, 2026-10",
+            Decimal("10.80"),
+            "2026-10",
+            "audio",
+            "team",
+            Decimal(30000),
+            Decimal("0.00036"),
+            Decimal(130000),
+            Decimal(100000),
+            *period,
+        ),
+        # Enterprise: unlimited
+        Line(
+            "usage",
+            "Messages (message) on Enterprise, 2026-10",
+            Decimal("0.00"),
+            "2026-10",
+            "messages",
+            "enterprise",
+            Decimal(0),
+            Decimal("0.00012"),
+            Decimal(7000),
+            None,
+            *period,
+        ),
+    )
+    record = InvoiceRecord("acct-1/2026-10", "acct-1", "2026-10", "KB-acct-1-0001", 1, BillingMethod.CARD, lines)
+    gateway, http = _gateway()
+    gateway.issue_invoice(gateway_request(record, gateway.ensure_customer(Customer("acct-1"))))
+    (sent,) = [r for r in http.requests if r.path.endswith("/add_lines")]
+    assert [line["description"] for line in sent.params["lines"]] == [
+        "Team, monthly fee",
+        "Video (participant-minute) on Team, 2026-10 (40000 used, 50000 included)",
+        "Audio (participant-minute) on Team, 2026-10 (130000 used, 100000 included)",
+        "Messages (message) on Enterprise, 2026-10 (7000 used, unlimited)",
+    ]
+    # what is charged stays the billable quantity: 0, 30,000 at 0.036 cents = 1,080 cents, 0
+    assert [line.get("quantity_decimal") for line in sent.params["lines"][1:]] == ["0", "30000", "0"]
+    assert _line_amounts_stripe_computes(http) == [Decimal(2900), Decimal(0), Decimal(1080), Decimal(0)]
 
 
 @given(

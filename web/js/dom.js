@@ -41,9 +41,18 @@ export function number(value) {
   return Number.isFinite(n) ? n.toLocaleString("en-US") : String(value);
 }
 
+// A share of an allowance, to one decimal CUT, never rounded up: 99.99 is "99.9 %" (100 % only once the allowance is
+// used up), and a share above 0 but below 0.1 is "<0.1 %" (not "0 %"). The API sends two decimals as a string.
 export function percent(value) {
+  if (value === null || value === undefined || value === "") return "—";
   const n = Number(value);
-  return Number.isFinite(n) ? `${n.toLocaleString("en-US", { maximumFractionDigits: 1 })} %` : "—";
+  if (!Number.isFinite(n)) return "—";
+  if (n > 0 && n < 0.1) return "<0.1 %";
+  const text = typeof value === "string" && /^\d+(\.\d+)?$/.test(value) ? value : n.toFixed(2);
+  const [whole, fraction = ""] = text.split(".");
+  const grouped = whole.replace(/^0+(?=\d)/, "").replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  const tenth = fraction.slice(0, 1);
+  return `${grouped}${tenth && tenth !== "0" ? `.${tenth}` : ""} %`;
 }
 
 export function section(title, ...children) {

@@ -265,7 +265,9 @@ def get_budget(account_id: AccountId) -> schemas.BudgetOut:
 def put_budget(account_id: AccountId, body: schemas.BudgetIn) -> schemas.BudgetOut:
     _authorize_stored(account_id, Role.ADMIN)
     request = logic.BudgetRequest(body.budget_usd, tuple(body.alert_percentages), body.hard_limit_usd)
-    return schemas.BudgetOut.of(logic.set_budget(_deps().accounts, account_id, request))
+    deps = _deps()
+    bill = logic.BillSoFar(deps.month, deps.catalog, _now())  # a new hard limit must be above it (D-av-2)
+    return schemas.BudgetOut.of(logic.set_budget(deps.accounts, account_id, request, bill))
 
 
 @_account_route("GET", "/alert-preferences", "Who hears about alerts, on which channels")

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -33,6 +33,7 @@ from kilo_account_api.model import (
     MeetingsPage,
     Member,
     MemberStatus,
+    MeterSegment,
     MeterUsage,
     NotFoundError,
     SessionRecord,
@@ -70,13 +71,12 @@ from kilo_billing.entitlements import Entitlement, EntitlementPolicy, Entitlemen
 from kilo_billing.invoicing import AccountLedger, InvoiceRecord, LedgerStore, amount_due, customer_details_digest
 from kilo_billing.member_roles import require_stored_role
 from kilo_billing.meters import METER_UNITS, Meter
-from kilo_billing.money import ZERO, total
+from kilo_billing.money import ZERO, money_str, share_percent, total
 from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
 from kilo_billing.periods import Period
-from kilo_billing.rating import RatedPeriod, RatingError, effective_change
+from kilo_billing.rating import RatedPeriod, RatingError, TierChange, effective_change
 from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS
 
-_PERCENT = Decimal("0.01")
 MAX_PAGE = 100
 # the price book's entitlement that members need (D210): inviting and accepting are refused on a tier without it
 TEAM_COLLABORATION: Final = "team_collaboration"
@@ -112,25 +112,51 @@ def period_of(key: str | None, now: datetime) -> Period:
 # --- usage ----------------------------------------------------------------------------------------------------------
 
 
+def _share(used: Decimal, included: Decimal | None) -> Decimal | None:
+    """The share of an allowance used, in percent: cut to two decimals, never rounded up to 100.00 nor down to 0.00
+    once begun (``money.share_percent``, D-av-5 amended (av2)); ``None`` without a positive allowance."""
+    return share_percent(used, included)
+
+
 def meter_usage(rated: RatedPeriod) -> tuple[MeterUsage, ...]:
-    """Each meter over the period's tier segments: used, included (``None`` if any segment is unlimited), the share
-    used (two decimals, half-up; ``None`` without a positive allowance), overage and charge."""
+    """Each meter over the period's tier segments (D-av-3): used (all of it); included, the allowances of the segments
+    that have one (``None`` only when every segment is unlimited); the share used of the one segment that has an
+    allowance (what the overage is charged on; ``None`` with two or more, av2); overage and charge; and each segment's
+    own figures. A month moved from Team to Enterprise
+    shows Team's prorated allowance and its overage, not "unlimited" beside a charge."""
+    per_meter = len(Meter)
     found = []
     for meter in Meter:
-        lines = [line for line in rated.usage_lines if line.meter is meter]
-        used = sum((line.used for line in lines), ZERO)
-        allowances = [line.included for line in lines]
-        included = None if any(a is None for a in allowances) else sum((a for a in allowances if a is not None), ZERO)
-        percent = (used * 100 / included).quantize(_PERCENT, ROUND_HALF_UP) if included else None
+        # rating emits its usage lines segment by segment, one per meter (as ``invoicing.usage_lines`` reads them)
+        lines = [(index, line) for index, line in enumerate(rated.usage_lines) if line.meter is meter]
+        segments = tuple(
+            MeterSegment(
+                tier=str(line.tier),
+                start=rated.segments[index // per_meter].segment.start,
+                end=rated.segments[index // per_meter].segment.end,
+                used=line.used,
+                included=line.included,
+                used_percent=_share(line.used, line.included),
+                overage=line.billable,
+                amount=line.amount,
+            )
+            for index, line in lines
+        )
+        limited = [segment for segment in segments if segment.included is not None]
+        included = sum((segment.included for segment in limited if segment.included is not None), ZERO)
         found.append(
             MeterUsage(
                 meter=meter.value,
                 unit=METER_UNITS[meter].billing_unit,
-                used=used,
-                included=included,
-                used_percent=percent,
-                overage=sum((line.billable for line in lines), ZERO),
-                amount=total([line.amount for line in lines]),
+                used=sum((segment.used for segment in segments), ZERO),
+                included=included if limited else None,
+                # one limited segment: its share (what the overage is charged on); two or more (Personal -> Team):
+                # none - a combined share hides one segment's overage (10,000 of 2,500 + 25,000 = 36 % beside
+                # $5.40); each segment's own is in ``segments`` (D-av-3 amended (av2))
+                used_percent=_share(limited[0].used, limited[0].included) if len(limited) == 1 else None,
+                overage=sum((segment.overage for segment in segments), ZERO),
+                amount=total([segment.amount for segment in segments]),
+                segments=segments,
             )
         )
     return tuple(found)
@@ -201,7 +227,15 @@ def usage_report(
         meters=meter_usage(mtd.rated),
         rated=mtd.rated,
         daily=daily,
+        scheduled=scheduled_change(mtd.profile, now),
     )
+
+
+def scheduled_change(profile: AccountProfile, now: datetime) -> TierChange | None:
+    """The tier change asked for that takes effect after ``now`` (a downgrade at the next period start, D118), the
+    next one in date order (D-av-4 amended (av2): a Personal downgrade on Dec 1 before an operator-dated Enterprise on
+    Jan 15 is what the page's "Moving to ..." names), and of several at that instant the last recorded (D161)."""
+    return min(reversed([c for c in profile.changes if c.at > now]), key=lambda c: c.at, default=None)
 
 
 # --- meetings -------------------------------------------------------------------------------------------------------
@@ -330,9 +364,39 @@ def _budget_field(message: str) -> str:
     return "budget_usd"
 
 
-def set_budget(accounts: AccountDirectory, account_id: str, request: BudgetRequest) -> AccountProfile:
+@dataclass(frozen=True, slots=True)
+class BillSoFar:
+    """What a new hard limit must be above (D-av-2): the account's month to date at ``now``."""
+
+    month: MonthToDateSource
+    catalog: Catalog
+    now: datetime
+
+
+def _above_the_bill(current: AccountProfile, saved: AccountProfile, bill: BillSoFar | None) -> None:
+    """D-av-2: a hard limit set or changed now must be above this month's bill so far (open sessions as if they ended
+    now), as D150 holds a tier change to it: at or below it, every call would be refused at once. The stored limit
+    sent back unchanged is kept, reached or not (the form returns what it read; its other fields stay editable)."""
+    limit = saved.hard_limit_usd
+    if bill is None or limit is None or limit == current.hard_limit_usd:
+        return
+    period = Period.containing(bill.now)
+    spent = month_to_date(
+        bill.month, current.account_id, period.key, _ms(bill.now), bill.catalog.for_period(period), profile=current
+    ).rated.total
+    if limit <= spent:
+        raise InvalidBudgetError(
+            f"hard limit ${limit} is not above ${money_str(spent)}, this month's bill so far: every call would be"
+            f" refused at once; set it above ${money_str(spent)}, or leave it empty"
+        )
+
+
+def set_budget(
+    accounts: AccountDirectory, account_id: str, request: BudgetRequest, bill: BillSoFar | None = None
+) -> AccountProfile:
     """Replace the account's budget, validated whole by the layer's rule before anything is saved (over the stored
-    profile as it is then: ``update_profile``)."""
+    profile as it is then: ``update_profile``); with ``bill`` (the API's route), a new hard limit must also be above
+    the month's bill so far (``_above_the_bill``, D-av-2)."""
     change = BudgetChange(
         budget_usd=request.budget_usd,
         thresholds=request.alert_percentages,
@@ -340,8 +404,14 @@ def set_budget(accounts: AccountDirectory, account_id: str, request: BudgetReque
         clear_budget=request.budget_usd is None,
         clear_hard_limit=request.hard_limit_usd is None,
     )
+
+    def changed(found: AccountProfile) -> AccountProfile:
+        saved = apply_budget(found, change)
+        _above_the_bill(found, saved, bill)
+        return saved
+
     try:
-        return update_profile(accounts, account_id, lambda found: apply_budget(found, change))
+        return update_profile(accounts, account_id, changed)
     except UnknownAccountError as exc:
         raise unregistered(account_id) from exc
     except InvalidBudgetError as exc:

@@ -11,7 +11,7 @@ from fractions import Fraction
 
 from kilo_billing.auth import Role
 from kilo_billing.invoicing import CreditNote, InvoiceRecord
-from kilo_billing.rating import RatedPeriod
+from kilo_billing.rating import RatedPeriod, TierChange
 
 
 class NotFoundError(Exception):
@@ -129,8 +129,26 @@ class SessionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class MeterSegment:
+    """One meter in one tier segment of the period ``[start, end)``: used, the segment's allowance (prorated;
+    ``None``: unlimited), the share of it used, overage and charge."""
+
+    tier: str
+    start: datetime
+    end: datetime
+    used: Decimal
+    included: Decimal | None
+    used_percent: Decimal | None
+    overage: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class MeterUsage:
-    """One meter over the period (all tier segments): used, included (``None``: unlimited), share used, charge."""
+    """One meter over the period (all tier segments, D-av-3): used (all of it), included (the allowances of the
+    segments that have one; ``None`` only when every segment is unlimited), the share used of the one segment that has
+    an allowance (``None`` when two or more have one: each segment's own is in ``segments``, D-av-3 amended (av2)),
+    overage and charge; and each segment's figures (``segments``)."""
 
     meter: str
     unit: str
@@ -139,6 +157,7 @@ class MeterUsage:
     used_percent: Decimal | None
     overage: Decimal
     amount: Decimal
+    segments: tuple[MeterSegment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +183,7 @@ class UsageReport:
     meters: tuple[MeterUsage, ...]
     rated: RatedPeriod
     daily: tuple[DayUsage, ...]
+    scheduled: TierChange | None = None  # a change asked for that takes effect later (a downgrade, D118; D-av-4)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from kilo_account_api.model import (
     Meeting,
     MeetingsPage,
     Member,
+    MeterSegment,
     MeterUsage,
     PhoneChallenge,
     Recommendation,
@@ -30,6 +31,7 @@ from kilo_billing.accounts import ALERT_CHANNELS, E164_PATTERN, AccountProfile
 from kilo_billing.budgets import MAX_THRESHOLD_PERCENT, MAX_THRESHOLDS
 from kilo_billing.catalog import PriceBook
 from kilo_billing.entitlements import Entitlement
+from kilo_billing.invoicing import Line
 from kilo_billing.money import ZERO, decimal_str, money_str, optional_money_str
 from kilo_billing.rating import InvoiceLine
 
@@ -138,14 +140,49 @@ class LineOut(_Out):
         )
 
 
+class MeterSegmentOut(_Out):
+    """The meter in one tier segment of the month: the tier in effect from ``start`` to ``end``."""
+
+    tier: str
+    start: datetime
+    end: datetime
+    used: Quantity
+    included: Quantity | None = Field(description="The segment's allowance (prorated); null: unlimited")
+    used_percent: Quantity | None = Field(
+        description="Share of the segment's allowance used, 2 decimals cut; null if unlimited"
+    )
+    overage: Quantity
+    amount: Money
+
+    @classmethod
+    def of(cls, segment: MeterSegment) -> MeterSegmentOut:
+        return cls(
+            tier=segment.tier,
+            start=segment.start,
+            end=segment.end,
+            used=decimal_str(segment.used),
+            included=_qty(segment.included),
+            used_percent=str(segment.used_percent) if segment.used_percent is not None else None,
+            overage=decimal_str(segment.overage),
+            amount=money_str(segment.amount),
+        )
+
+
 class MeterUsageOut(_Out):
     meter: str
     unit: str
-    used: Quantity
-    included: Quantity | None = Field(description="null: unlimited")
-    used_percent: Quantity | None = Field(description="Share of the allowance used, 2 decimals; null if unlimited")
+    used: Quantity = Field(description="All of the month's use, in every tier segment")
+    included: Quantity | None = Field(
+        description="The allowances of the month's segments that have one (prorated); null: every segment unlimited"
+    )
+    used_percent: Quantity | None = Field(
+        description="Share of that allowance used, 2 decimals cut (never 100.00 before it is used up, never 0.00 once"
+        " begun); null if unlimited, or when two or more segments have an allowance (each segment's own share is in"
+        " segments: a combined one hides a segment's overage)"
+    )
     overage: Quantity
     amount: Money
+    segments: list[MeterSegmentOut] = Field(description="Each tier segment of the month, oldest first")
 
     @classmethod
     def of(cls, usage: MeterUsage) -> MeterUsageOut:
@@ -157,6 +194,7 @@ class MeterUsageOut(_Out):
             used_percent=str(usage.used_percent) if usage.used_percent is not None else None,
             overage=decimal_str(usage.overage),
             amount=money_str(usage.amount),
+            segments=[MeterSegmentOut.of(segment) for segment in usage.segments],
         )
 
 
@@ -164,6 +202,11 @@ class DayOut(_Out):
     date: date
     video_minutes: int
     audio_minutes: int
+
+
+class ScheduledChangeOut(_Out):
+    tier: str = Field(description="The tier asked for")
+    effective_at: datetime = Field(description="When it takes effect (a downgrade: the next period start)")
 
 
 class UsageOut(_Out):
@@ -178,6 +221,12 @@ class UsageOut(_Out):
     total: Money
     lines: list[LineOut]
     daily: list[DayOut]
+    scheduled_change: ScheduledChangeOut | None = Field(
+        description=(
+            "A tier change asked for that takes effect later (a downgrade waits for the next period start); null:"
+            " none. POST /subscription with the current tier cancels it"
+        )
+    )
 
     @classmethod
     def of(cls, report: UsageReport) -> UsageOut:
@@ -195,6 +244,11 @@ class UsageOut(_Out):
             daily=[
                 DayOut(date=d.day, video_minutes=d.video_minutes, audio_minutes=d.audio_minutes) for d in report.daily
             ],
+            scheduled_change=(
+                ScheduledChangeOut(tier=report.scheduled.tier, effective_at=report.scheduled.at)
+                if report.scheduled is not None
+                else None
+            ),
         )
 
 
@@ -444,8 +498,20 @@ class InvoiceLineOut(_Out):
     kind: str
     meter: str | None
     description: str
-    quantity: Quantity | None
+    quantity: Quantity | None = Field(description="Billed units (a usage line: billable); null: an amount line")
     unit_price: Quantity | None
+    used: Quantity | None = Field(
+        default=None, description="A usage line: the units used in its tier segment; else null (late usage too)"
+    )
+    included: Quantity | None = Field(
+        default=None,
+        description="A usage line: the allowance of its tier segment (null: unlimited); else null (late usage too)",
+    )
+    billable: Quantity | None = Field(
+        default=None,
+        description="A line with a meter: the units beyond the allowance billed (= quantity; late usage: the change"
+        " billed, signed); else null",
+    )
     amount: Money
     start: datetime | None
     end: datetime | None
@@ -488,6 +554,8 @@ class InvoiceSummaryOut(_Out):
     def of(cls, view: InvoiceView) -> Self:
         """The stored invoice's JSON (``InvoiceRecord.as_json``), as far as this model shows it, with its notes."""
         data: dict[str, Any] = view.record.as_json()
+        # a line's usage figures (the policy: covered usage is shown, at $0.00, "so customers see what they used")
+        data["lines"] = [line.as_json() | _usage_figures(line) for line in view.record.lines]
         data["amount_due"] = money_str(view.amount_due)
         # a shortfall (D344) is shown as its own figure, not as refunded: nothing was refunded of it
         data["short_paid"] = money_str(view.record.short_paid)
@@ -496,6 +564,18 @@ class InvoiceSummaryOut(_Out):
             note.as_json() | {"found_in_period": found_in_period(note)} for note in view.credit_notes
         ]
         return cls.model_validate({name: data[name] for name in cls.model_fields})
+
+
+def _usage_figures(line: Line) -> dict[str, str | None]:
+    """Used, included and billable of a usage line; a late-usage (adjustment) line has only its billed change
+    (``billable``, signed: +3,000 or -2,000) - its stored ``used`` is the change in use and ``included`` the whole
+    allowance, which side by side read "5,000 used · 50,000 included" (D-av-1 amended (av2)); its description names
+    the change. None for fees, credits, carried totals."""
+    if line.meter is None:
+        return {"used": None, "included": None, "billable": None}
+    if line.kind == "adjustment":
+        return {"used": None, "included": None, "billable": _qty(line.quantity)}
+    return {"used": _qty(line.used), "included": _qty(line.included), "billable": _qty(line.quantity)}
 
 
 class InvoiceOut(InvoiceSummaryOut):

@@ -351,6 +351,8 @@ def gateway_request(invoice: InvoiceRecord, customer_id: str, automatic_tax: boo
             period_start=line.start,
             period_end=line.end,
             metadata={"kind": line.kind, **({"meter": line.meter} if line.meter else {})},
+            used=line.used if line.kind == "usage" else None,
+            included=line.included if line.kind == "usage" else None,
         )
         for line in fit_lines(invoice)
     ]

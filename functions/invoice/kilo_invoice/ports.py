@@ -99,6 +99,10 @@ class GatewayLine:
     period_start: datetime | None = None
     period_end: datetime | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # a usage line: the units used in its tier segment and its allowance (None: unlimited), shown beside the billable
+    # ``quantity`` (covered usage is quantity 0: the policy shows what was used); None for the other lines
+    used: Decimal | None = None
+    included: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

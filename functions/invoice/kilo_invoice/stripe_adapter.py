@@ -28,7 +28,7 @@ from stripe.params import (
 )
 
 from kilo_billing.invoicing import CARD_MINIMUM
-from kilo_billing.money import ZERO, in_cents
+from kilo_billing.money import ZERO, decimal_str, in_cents
 from kilo_billing.stripe_calls import stripe_call, stripe_client
 from kilo_billing.stripe_customers import bring_details, find_or_create, forget_details, idempotency_key, quoted
 from kilo_invoice.ports import (
@@ -98,10 +98,20 @@ def priced_line(line: GatewayLine) -> tuple[Decimal, Decimal] | None:
     return (unit, quantity) if nearest == in_cents(line.amount) else None
 
 
-def describe(line: GatewayLine) -> str:
-    if line.quantity is None or line.unit_price is None:
+def described(line: GatewayLine) -> str:
+    """The line's description; a usage line's with what was used and its allowance: its quantity is the billable
+    units only, 0 for usage the allowance covers, and the policy shows customers what they used."""
+    if line.used is None:
         return line.description
-    return f"{line.description} ({line.quantity} x ${line.unit_price})"
+    allowance = "unlimited" if line.included is None else f"{decimal_str(line.included)} included"
+    return f"{line.description} ({decimal_str(line.used)} used, {allowance})"
+
+
+def describe(line: GatewayLine) -> str:
+    """An amount line's description: ``described``, with quantity and unit price when it has them."""
+    if line.quantity is None or line.unit_price is None:
+        return described(line)
+    return f"{described(line)} ({line.quantity} x ${line.unit_price})"
 
 
 _key = idempotency_key  # the layer's one idempotency-key rule (kilo_billing.stripe_customers)
@@ -286,11 +296,11 @@ class StripePaymentGateway:
             param["description"] = describe(line)
         else:
             unit, quantity = priced
-            param["description"] = line.description
+            param["description"] = described(line)
             param["quantity_decimal"] = quantity
             param["price_data"] = {
                 "currency": request.currency,
-                "product_data": {"name": line.description},
+                "product_data": {"name": described(line)},
                 "unit_amount_decimal": unit,
                 "tax_behavior": "exclusive",
             }

@@ -13,6 +13,10 @@ An allowance - what we may give away, such as the underpayment a crypto bill wri
 rounded **down** to the cent (:func:`round_money_down`), never half-up: rounded half-up it could give away up to half
 a cent more than its rule allows (D176).
 
+A share of an allowance used (not money, but shown beside it) is **cut** to two decimals (:func:`share_percent`),
+never rounded up: 99.996 % is ``99.99``, so 100 % is read only once the allowance is used up; and a share begun is
+never ``0.00`` (0.004 % is ``0.01``) (D-av-5 amended (av2)).
+
 An amount in cents shown or paid out in parts (a bill's counted sum beside each of its credits) is split by
 :func:`allocate_cents`, never by rounding each part: the parts add up to the amount exactly (D217).
 """
@@ -80,6 +84,18 @@ def round_money_down(value: Exact) -> Decimal:
     if whole == 0:
         return ZERO
     return (Decimal(whole if exact > 0 else -whole) / 100).quantize(CENT)
+
+
+def share_percent(used: Exact, included: Exact | None) -> Decimal | None:
+    """The share of an allowance used, in percent, CUT to two decimals (toward zero, never half-up): ``49,998`` of
+    ``50,000`` (99.996 %) is ``99.99``, not ``100.00`` beside no overage; a positive share below 0.01 % is ``0.01``
+    (``40`` of ``1,000,000`` = 0.004 %), never ``0.00`` for usage begun. ``None`` without a positive allowance
+    (unlimited or none). Exact on Fractions, like :func:`round_money`."""
+    if included is None or _as_fraction(included) <= 0:
+        return None
+    share = _as_fraction(used) * 100 / _as_fraction(included)
+    cut = round_money_down(share)  # two decimals toward zero: the cent rule serves a hundredth of a percent
+    return CENT if share > 0 and cut == 0 else cut
 
 
 def line_amount(quantity: Exact, unit_price: Exact) -> Decimal:

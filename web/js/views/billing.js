@@ -52,6 +52,18 @@ function links(invoice) {
   return found.flatMap((link) => [" · ", link]);
 }
 
+// A line with a meter shows what was used, the allowance and what was billed (covered usage is $0.00, not "0"):
+// the policy shows every meter's line so customers see what they used.
+// A late-usage (adjustment) line has no used/included of its own: the change billed, signed (D-av-1 amended (av2)).
+function quantity(line) {
+  if (line.kind === "adjustment" && line.billable !== null && line.billable !== undefined) {
+    return `${Number(line.billable) > 0 ? "+" : ""}${number(line.billable)} billed`;
+  }
+  if (line.used === null || line.used === undefined) return line.quantity === null ? "" : number(line.quantity);
+  const included = line.included === null ? "unlimited" : `${number(line.included)} included`;
+  return `${number(line.used)} used · ${included} · ${number(line.billable)} billed`;
+}
+
 async function showReceipt(invoiceNumber, target) {
   target.replaceChildren(h("p", {}, "Loading the receipt…"));
   try {
@@ -64,7 +76,7 @@ async function showReceipt(invoiceNumber, target) {
           h("th", { scope: "col", class: "num" }, "Amount"))),
         h("tbody", {}, lines.map((line) => h("tr", {},
           h("td", { "data-label": "Line" }, line.description),
-          h("td", { class: "num", "data-label": "Quantity" }, line.quantity === null ? "" : number(line.quantity)),
+          h("td", { class: "num", "data-label": "Quantity" }, quantity(line)),
           h("td", { class: "num", "data-label": "Amount" }, usd(line.amount))))),
         h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: 2 }, "Total"),
           h("td", { class: "num", "data-testid": "receipt-total" }, usd(invoice.total)))))),

@@ -9,9 +9,10 @@ export async function pricingView() {
   const current = session();
   const usage = current ? await get(accountPath("/usage")).catch(() => null) : null;
   const myTier = usage ? usage.tier : null;
+  const scheduled = usage ? usage.scheduled_change : null; // a downgrade waiting for the next month (D118)
   const tiers = book.tiers || [];
   const meters = book.meters || [];
-  const root = h("div", {}, h("h1", {}, "Pricing"),
+  const root = h("div", { "data-view": "pricing" }, h("h1", {}, "Pricing"),
     h("p", {}, "Pay for what your calls use. Every tier includes an allowance each month; beyond it you pay per unit."));
   root.append(h("div", { class: "tiers" }, tiers.map((tier) => h("section", {
     class: "card tier", "aria-labelledby": `tier-${tier.id}`, "data-tier": tier.id },
@@ -20,7 +21,7 @@ export async function pricingView() {
   h("ul", {}, meters.map((meter) => h("li", {}, allowanceText(tier, meter))),
     (tier.entitlements || []).map((e) => h("li", {}, words(e).replace(/^./, (c) => c.toUpperCase())))),
   h("p", { class: "hint" }, tier.overage === "none" ? "No overage: unlimited use." : "Beyond the allowance: pay as you go."),
-  tierAction(tier, tiers, myTier, current)))));
+  tierAction(tier, tiers, myTier, current, scheduled)))));
   const table = h("table", {},
     h("caption", {}, "Tier comparison"),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, ""), tiers.map((t) => h("th", { scope: "col", class: "num" }, t.name)))),
@@ -38,10 +39,21 @@ export async function pricingView() {
   return root;
 }
 
-// Signed in as an owner or admin: change tier here (an upgrade takes effect at once, a downgrade at the next month)
-function tierAction(tier, tiers, myTier, current) {
+// Signed in as an owner or admin: change tier here (an upgrade takes effect at once, a downgrade at the next month).
+// A scheduled change shows on both tiers' cards; the current one offers to stay on it (cancels the change, D118).
+function tierAction(tier, tiers, myTier, current, scheduled) {
   if (!myTier) return null;
-  if (tier.id === myTier) return h("p", { class: "ok" }, "Your tier");
+  const named = (id) => (tiers.find((t) => t.id === id) || { name: id }).name;
+  const day = scheduled ? String(scheduled.effective_at).slice(0, 10) : "";
+  if (tier.id === myTier) {
+    if (!scheduled) return h("p", { class: "ok" }, "Your tier");
+    return h("div", {}, h("p", { class: "ok" }, "Your tier"),
+      h("p", { "data-testid": "scheduled-change" }, `Moving to ${named(scheduled.tier)} on ${day}.`),
+      current.canManage ? stayButton(tier) : null);
+  }
+  if (scheduled && tier.id === scheduled.tier) {
+    return h("p", { class: "hint", "data-testid": "scheduled-tier" }, `Your tier from ${day}`);
+  }
   if (!current.canManage) return null;
   const mine = tiers.find((t) => t.id === myTier);
   const upgrade = !mine || tier.rank > mine.rank;
@@ -60,6 +72,26 @@ function tierAction(tier, tiers, myTier, current) {
       button.disabled = false;
     }
   } }, upgrade ? `Upgrade to ${tier.name} now` : `Move to ${tier.name} next month`);
+  return h("div", { class: "actions" }, button, problem);
+}
+
+// Asking for the tier in effect cancels the scheduled change (the API answers pending_change_cancelled).
+function stayButton(tier) {
+  const problem = h("div", { "aria-live": "assertive" });
+  const button = h("button", { type: "button", class: "secondary", onclick: async () => {
+    problem.replaceChildren();
+    button.disabled = true;
+    try {
+      await post(accountPath("/subscription"), { tier: tier.id });
+      // the page is drawn again from the API: the other cards' buttons (a downgrade) come back without a reload
+      const page = button.closest("[data-view=pricing]");
+      if (page) page.replaceWith(await pricingView());
+      say(`You stay on ${tier.name}: the scheduled change is cancelled.`);
+    } catch (error) {
+      problem.append(errorBox(error));
+      button.disabled = false;
+    }
+  } }, `Stay on ${tier.name}`);
   return h("div", { class: "actions" }, button, problem);
 }
 

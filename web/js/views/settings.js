@@ -21,6 +21,10 @@ function field(id, label, attrs, help) {
   ];
 }
 
+// The budget route's fields (the API's error names one) and their inputs.
+const BUDGET_FIELDS = { budget_usd: "#budget-amount", alert_percentages: "#budget-percentages",
+  hard_limit_usd: "#budget-hard-limit" };
+
 function budgetForm(budget, canManage) {
   const problem = h("div", { "aria-live": "assertive" });
   const form = h("form", { novalidate: true },
@@ -48,13 +52,21 @@ function budgetForm(budget, canManage) {
     try {
       const saved = await put(accountPath("/budget"), body);
       form.querySelector("#budget-amount").value = saved.budget_usd ?? "";
-      say(saved.budget_usd ? `Budget saved: $${saved.budget_usd} a month.` : "Budget removed.");
+      form.querySelector("#budget-hard-limit").value = saved.hard_limit_usd ?? "";
+      say(budgetSaved(saved));
     } catch (error) {
       problem.append(errorBox(error));
-      form.querySelector("#budget-amount").focus();
+      form.querySelector(BUDGET_FIELDS[error.body?.field] || "#budget-amount").focus(); // the field the API names
     }
   });
   return section("Budget", form);
+}
+
+// What the save left: the soft budget and the hard limit are each said (a hard limit alone is no "budget removed").
+export function budgetSaved(saved) {
+  const limit = saved.hard_limit_usd ? `hard limit $${saved.hard_limit_usd}` : null;
+  if (saved.budget_usd) return `Budget saved: $${saved.budget_usd} a month${limit ? `, ${limit}` : ""}.`;
+  return limit ? `No budget; ${limit} saved.` : "Budget and hard limit removed.";
 }
 
 function preferencesForm(preferences, canManage) {

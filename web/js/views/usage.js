@@ -14,7 +14,11 @@ export async function usageView() {
   ]);
   const root = h("div");
   root.append(h("h1", {}, `Usage for ${usage.period}`));
-  root.append(h("p", { class: "hint" }, `Tier ${usage.tier} · as of ${new Date(usage.as_of).toLocaleString()} · `,
+  const scheduled = usage.scheduled_change;
+  root.append(h("p", { class: "hint" }, `Tier ${usage.tier}`,
+    scheduled ? h("span", { "data-testid": "usage-scheduled-change" },
+      ` (moving to ${scheduled.tier} on ${String(scheduled.effective_at).slice(0, 10)}: see Pricing to stay)`) : null,
+    ` · as of ${new Date(usage.as_of).toLocaleString()} · `,
     `${number(usage.open_sessions)} open ${usage.open_sessions === 1 ? "session" : "sessions"} counted as if they ended now`));
   root.append(h("div", { class: "grid" }, summaryCard(usage, forecast), forecastCard(forecast)));
   root.append(metersCard(usage.meters || []));
@@ -55,18 +59,41 @@ function forecastCard(forecast) {
       h("dt", {}, "Status"), h("dd", { "data-testid": "budget-status" }, status)));
 }
 
+// One tier segment's use against its allowance: "30,000 of 25,000 included (120 %)", or "10,000 · unlimited".
+function againstAllowance(part, unit) {
+  return part.included === null || part.included === undefined ? `${number(part.used)} ${unit || ""} · unlimited`
+    : `${number(part.used)} of ${number(part.included)} included (${percent(part.used_percent)})`;
+}
+
+// A month with a tier change shows each tier's part (D-av-3): its own allowance, the overage charged there. With two
+// or more parts that have an allowance the API sends no combined share (a combined one hid Personal's overage behind
+// "36.3 %"): each such part has its own bar (D-av-3 amended (av2)).
+function segmentsList(meter, name) {
+  const segments = meter.segments || [];
+  if (segments.length < 2) return null;
+  const day = (iso) => String(iso).slice(0, 10);
+  const barred = meter.used_percent === null || meter.used_percent === undefined;
+  return h("ul", { class: "hint", "data-testid": `segments-${meter.meter}` }, segments.map((part) => {
+    const when = `${part.tier} ${day(part.start)} to ${day(part.end)}`;
+    const limited = part.included !== null && part.included !== undefined;
+    return h("li", {}, `${when}: ${againstAllowance(part, meter.unit)}`, barred && limited
+      ? progressBar(`${name}, ${when}: ${percent(part.used_percent)} of the allowance used`, part.used_percent) : null);
+  }));
+}
+
 function metersCard(meters) {
   const list = h("div");
   for (const meter of meters) {
     const name = meterName(meter.meter);
     const included = meter.included === null || meter.included === undefined;
+    const split = (meter.segments || []).length > 1;
     const line = h("div", { class: "meter", "data-meter": meter.meter },
       h("div", { class: "meter-head" },
         h("span", {}, h("strong", {}, name)),
         h("span", { "data-testid": `used-${meter.meter}` },
-          included ? `${number(meter.used)} ${meter.unit || ""} · unlimited`
-            : `${number(meter.used)} of ${number(meter.included)} included (${percent(meter.used_percent)})`)),
-      included ? null : progressBar(`${name}: ${percent(meter.used_percent)} of the allowance used`, meter.used_percent),
+          split ? `${number(meter.used)} ${meter.unit || ""} this month` : againstAllowance(meter, meter.unit))),
+      segmentsList(meter, name),
+      included || meter.used_percent === null || meter.used_percent === undefined ? null : progressBar(`${name}: ${percent(meter.used_percent)} of the allowance used`, meter.used_percent),
       Number(meter.overage) > 0
         ? h("p", { class: "hint", "data-testid": `overage-${meter.meter}` },
           `Beyond the allowance: ${number(meter.overage)} (${meter.unit} each), ${usd(meter.amount)}`) : null);
