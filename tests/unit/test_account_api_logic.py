@@ -232,10 +232,37 @@ def test_given_meetings_then_pages_of_two_follow_the_cursor_and_a_cursor_of_anot
     assert third.next_cursor is None
     with pytest.raises(InvalidRequestError) as refused:
         logic.meetings_page(directory, history, "acct", "2026-10", first.next_cursor, 2, NOW)
-    assert refused.value.field == "cursor"
+    assert refused.value.field == "query.cursor"  # named with its location, as the route's own checks (D-ex-3)
     with pytest.raises(InvalidRequestError) as future:
         logic.meetings_page(directory, history, "acct", "2026-12", None, 2, NOW)
-    assert future.value.field == "period"
+    assert future.value.field == "query.period"
+
+
+def test_given_1001_sessions_then_the_exports_default_page_holds_1000_and_the_cursor_the_last_one() -> None:
+    """D-ex-1: 1,001 one-minute-apart sessions (Nov 2 from 09:00); the first page without a limit holds the first
+    1,000 (09:00 ... 09:00 + 999 min), the next the 1,001st alone (1,000 + 1 = 1,001) and no cursor after it."""
+    start = ms(2026, 11, 2, 9)
+    sessions = [
+        SessionRecord(
+            room_sid=f"RM_{i:04d}",
+            participant_sid=f"PA_{i:04d}",
+            identity=f"user-{i:04d}",
+            room_name="",
+            start_ms=start + i * 60_000,
+            end_ms=start + i * 60_000 + 60_000,
+            parts=(),
+        )
+        for i in range(1001)
+    ]
+    directory, _, history = world(profile(), sessions)
+    first = logic.export_sessions(directory, history, "acct", None)
+    assert (len(first.sessions), first.sessions[0].room_sid, first.sessions[-1].room_sid) == (
+        1000,
+        "RM_0000",
+        "RM_0999",
+    )
+    last = logic.export_sessions(directory, history, "acct", first.next_cursor)
+    assert ([s.room_sid for s in last.sessions], last.next_cursor) == (["RM_1000"], None)
 
 
 WEEK = timedelta(days=7)

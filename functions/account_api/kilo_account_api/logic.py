@@ -26,6 +26,7 @@ from kilo_account_api.model import (
     DayUsage,
     EntitlementMissingError,
     Erasure,
+    ExportPage,
     Forecast,
     InvalidRequestError,
     InvoiceView,
@@ -78,6 +79,9 @@ from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS
 
 _PERCENT = Decimal("0.01")
 MAX_PAGE = 100
+# sessions on one export page at most (D-ex-1): about 265 bytes each as JSON (up to ~1.2 KB with the longest names),
+# so a page stays far below Lambda's 6 MB answer however many sessions the account has
+EXPORT_PAGE: Final = 1000
 # the price book's entitlement that members need (D210): inviting and accepting are refused on a tier without it
 TEAM_COLLABORATION: Final = "team_collaboration"
 
@@ -103,9 +107,9 @@ def period_of(key: str | None, now: datetime) -> Period:
     try:
         period = Period.parse(key)
     except ValueError as exc:
-        raise InvalidRequestError("period", f"period {key!r} must be a month like 2026-11") from exc
+        raise InvalidRequestError("query.period", f"period {key!r} must be a month like 2026-11") from exc
     if period.start > now:
-        raise InvalidRequestError("period", f"period {key} has not begun")
+        raise InvalidRequestError("query.period", f"period {key} has not begun")
     return period
 
 
@@ -245,7 +249,7 @@ def decode_cursor(cursor: str, period: str) -> tuple[int, str]:
         if cursor_period != period or not isinstance(start_ms, int) or not isinstance(room_sid, str):
             raise ValueError(cursor)
     except (ValueError, TypeError, binascii.Error) as exc:
-        raise InvalidRequestError("cursor", "cursor is not one this API returned for this period") from exc
+        raise InvalidRequestError("query.cursor", "cursor is not one this API returned for this period") from exc
     return start_ms, room_sid
 
 
@@ -263,7 +267,7 @@ def meetings_page(
     profile_of(accounts, account_id)
     period = period_of(period_key, now)
     if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequestError("limit", f"limit must be 1 to {MAX_PAGE}, got {limit}")
+        raise InvalidRequestError("query.limit", f"limit must be 1 to {MAX_PAGE}, got {limit}")
     found = meetings_of(history.sessions(account_id, period.key), period.key)
     if cursor is not None:
         after = decode_cursor(cursor, period.key)
@@ -751,6 +755,46 @@ def decline_invitation(store: MemberStore, user: str, account_id: str) -> None:
 __all__ = ["pseudonym"]  # moved to the layer (kilo_billing.accounts, rating uses it too); still importable here
 
 
+_EXPORT_CURSOR: Final = "export"
+
+
+def encode_export_cursor(start_ms: int) -> str:
+    raw = json.dumps([_EXPORT_CURSOR, start_ms], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_export_cursor(cursor: str) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        kind, start_ms = data
+        if kind != _EXPORT_CURSOR or not isinstance(start_ms, int) or isinstance(start_ms, bool) or start_ms < 0:
+            raise ValueError(cursor)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidRequestError("query.cursor", "cursor is not one this API returned for an export") from exc
+    return start_ms
+
+
+def export_sessions(
+    accounts: AccountDirectory, history: SessionHistory, account_id: str, cursor: str | None, limit: int = EXPORT_PAGE
+) -> ExportPage:
+    """A page of the export's sessions in start order (start, room, participant): at most ``limit``, more only when
+    sessions began in the same millisecond as the last (a page never splits one); ``next_cursor`` continues at the
+    start time of the first left out (D-ex-1). A session that begins later goes on a later page, never a handed-out
+    one; the pages together list each stored session once."""
+    profile_of(accounts, account_id)
+    return _sessions_page(history, account_id, cursor, limit)
+
+
+def _sessions_page(history: SessionHistory, account_id: str, cursor: str | None, limit: int) -> ExportPage:
+    if not 1 <= limit <= EXPORT_PAGE:
+        raise InvalidRequestError("query.limit", f"limit must be 1 to {EXPORT_PAGE}, got {limit}")
+    since = 0 if cursor is None else decode_export_cursor(cursor)
+    page = history.sessions_from(account_id, since, limit)
+    found = sorted(page.sessions, key=lambda s: (s.start_ms, s.room_sid, s.participant_sid))
+    after = None if page.next_start_ms is None else encode_export_cursor(page.next_start_ms)
+    return ExportPage(tuple(found), after)
+
+
 def export(
     accounts: AccountDirectory,
     store: MemberStore,
@@ -759,10 +803,13 @@ def export(
     account_id: str,
     now: datetime,
     phone_codes: PhoneChallenges | None = None,
+    limit: int = EXPORT_PAGE,
 ) -> dict[str, Any]:
-    """Everything kept about the account: profile, members, sessions (participants, rooms, minutes), rating's
-    counters per period, invoices, and the phone code's item (the number it was sent to, when codes were sent; D160)."""
+    """Everything kept about the account: profile, members, rating's counters per period, invoices, the phone code's
+    item (the number it was sent to, when codes were sent; D160), and the first page of its sessions (participants,
+    rooms, minutes; ``export_sessions``): ``next_cursor`` reads the rest, page by page (D-ex-1)."""
     profile = profile_of(accounts, account_id)
+    first = _sessions_page(history, account_id, None, limit)
     book = ledger.ledger(account_id)
     return {
         "account_id": account_id,
@@ -770,7 +817,8 @@ def export(
         "profile": profile,
         "phone_code": phone_codes.current(account_id) if phone_codes is not None else None,
         "members": sorted(store.members(account_id), key=lambda m: (-m.role, m.user)),  # invitations too
-        "sessions": sorted(history.all_sessions(account_id), key=lambda s: (s.start_ms, s.room_sid, s.participant_sid)),
+        "sessions": first.sessions,
+        "next_cursor": first.next_cursor,
         "periods": {key: dict(period.counters) for key, period in sorted(book.periods.items())},
         "invoices": invoices(ledger, account_id),
     }

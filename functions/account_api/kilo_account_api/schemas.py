@@ -13,6 +13,7 @@ from pydantic import AfterValidator, AnyUrl, BaseModel, ConfigDict, Field, UrlCo
 
 from kilo_account_api.model import (
     Erasure,
+    ExportPage,
     Forecast,
     InvoiceView,
     Meeting,
@@ -732,6 +733,17 @@ def export_json(data: dict[str, Any]) -> dict[str, Any]:
         "phone_code": _phone_code_json(data.get("phone_code")),
         "members": [MemberOut.of(m).model_dump(mode="json") for m in data["members"]],
         "sessions": [_session_json(s) for s in data["sessions"]],
+        "next_cursor": data["next_cursor"],
         "usage_by_period": periods,
         "invoices": [InvoiceOut.of(i).model_dump(mode="json") for i in data["invoices"]],
+    }
+
+
+def export_page_json(account_id: str, exported_at: datetime, page: ExportPage) -> dict[str, Any]:
+    """A later page of the export (``?cursor=``): its sessions alone, as the first page lists them (D-ex-1)."""
+    return {
+        "account_id": account_id,
+        "exported_at": exported_at.isoformat(),
+        "sessions": [_session_json(s) for s in page.sessions],
+        "next_cursor": page.next_cursor,
     }
