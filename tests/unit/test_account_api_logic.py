@@ -501,6 +501,53 @@ def test_given_a_pending_downgrade_then_asking_for_the_tier_in_effect_cancels_it
     ]
 
 
+@pytest.mark.parametrize(
+    ("history", "answered"),
+    [
+        # upgraded to Enterprise at Nov 15 09:00, this period: the retry gets the first answer (effective 09:00)
+        ([(datetime(2026, 1, 1, tzinfo=UTC), "team"), (datetime(2026, 11, 15, 9, tzinfo=UTC), "enterprise")], True),
+        # upgraded on Oct 20, a period before now's (Nov): no retry of a click, refused as before
+        ([(datetime(2026, 1, 1, tzinfo=UTC), "team"), (datetime(2026, 10, 20, tzinfo=UTC), "enterprise")], False),
+        # Enterprise since the account began (no change to it): nothing to retry, refused
+        ([(datetime(2026, 1, 1, tzinfo=UTC), "enterprise")], False),
+    ],
+)
+def test_given_the_tier_in_effect_asked_with_nothing_pending_then_only_a_retried_upgrade_of_this_period_answers(
+    history: list[tuple[datetime, str]], answered: bool
+) -> None:
+    """D118 amended (ex): asking for the tier in effect, with no change pending, is a retried upgrade when the
+    change in force is an upgrade to it (from a lower tier) made in now's period (Nov 2026): answered as the upgrade
+    was (effective at its time, nothing saved); otherwise 409 "already on tier" as before."""
+    stored = AccountProfile("acct", tuple(TierChange(at, tier) for at, tier in history))
+    directory = InMemoryAccountDirectory(stored)
+    if not answered:
+        with pytest.raises(ConflictError, match="already on tier 'enterprise'"):
+            logic.change_tier(directory, default_catalog(), "acct", "enterprise", NOW, NO_USAGE)
+        return
+    again = logic.change_tier(directory, default_catalog(), "acct", "enterprise", NOW, NO_USAGE)
+    assert (again.effective_at, again.current_tier, again.tier, again.cancelled) == (
+        datetime(2026, 11, 15, 9, tzinfo=UTC),
+        "enterprise",
+        "enterprise",
+        False,
+    )
+    assert directory.profiles["acct"].changes == stored.changes  # nothing saved
+
+
+def test_given_a_downgrade_in_force_since_the_period_start_then_asking_for_its_tier_again_is_refused() -> None:
+    """Team until Nov 1, Personal from then (a downgrade that took effect): it is no upgrade to retry, and no
+    answer of this request could have said 'upgrade_now' - 409 as before."""
+    stored = AccountProfile(
+        "acct",
+        (
+            TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),
+            TierChange(datetime(2026, 11, 1, tzinfo=UTC), "personal"),
+        ),
+    )
+    with pytest.raises(ConflictError, match="already on tier 'personal'"):
+        logic.change_tier(InMemoryAccountDirectory(stored), default_catalog(), "acct", "personal", NOW, NO_USAGE)
+
+
 def test_given_a_history_with_two_changes_at_one_instant_then_the_pending_tier_is_the_last_recorded() -> None:
     """Stored before D161: Enterprise, then Team and Personal both asked for Dec 1. Personal (the last recorded) is
     what Dec 1 brings, so asking for Team is a change, not a retried click: Dec 1 brings Team afterwards."""

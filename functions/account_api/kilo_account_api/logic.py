@@ -74,7 +74,7 @@ from kilo_billing.meters import METER_UNITS, Meter
 from kilo_billing.money import ZERO, total
 from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
 from kilo_billing.periods import Period
-from kilo_billing.rating import RatedPeriod, RatingError, effective_change
+from kilo_billing.rating import RatedPeriod, RatingError, TierChange, effective_change
 from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS
 
 _PERCENT = Decimal("0.01")
@@ -471,18 +471,43 @@ def _tier_request(
 ) -> tuple[AccountProfile, TierChangeOutcome]:
     """The profile with ``tier`` asked for now, and the outcome. With a change pending (a downgrade at the next period
     start): the same tier again is a retried click (nothing changes); the tier in effect now cancels the pending
-    change; any other tier replaces it (an upgrade at once, a downgrade at the next period start)."""
+    change; any other tier replaces it (an upgrade at once, a downgrade at the next period start). With none
+    pending, the tier in effect asked again is a retried click too when an upgrade to it made in now's period is
+    in force (``_retried_upgrade``): answered as that upgrade was; otherwise "already on tier" (D118 amended (ex))."""
     # the last recorded of several changes at one instant is the one in force (D161)
     pending = max(reversed([c for c in current.changes if c.at > now]), key=lambda c: c.at, default=None)
     in_effect = current.tier_at(now)
     if pending is not None and pending.tier == tier:
         return current, TierChangeOutcome(current, tier, pending.at, in_effect)
+    if pending is None and tier == in_effect:
+        upgrade = _retried_upgrade(book, current, now)
+        if upgrade is not None:
+            return current, TierChangeOutcome(current, tier, upgrade.at, in_effect)
     kept = tuple(c for c in current.changes if c.at <= now)
     if pending is not None and tier == in_effect:
         return replace(current, changes=kept), TierChangeOutcome(current, tier, now, in_effect, cancelled=True)
     change = effective_change(book, in_effect, tier, now)
     profile = with_tier_change(replace(current, changes=kept), change, ())
     return profile, TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
+
+
+def _retried_upgrade(book: PriceBook, current: AccountProfile, now: datetime) -> TierChange | None:
+    """The change in force at ``now`` when it is an upgrade (to a higher rank than the tier before it) made in now's
+    period: the one a retried request for the tier in effect repeats (D118 amended (ex)); ``None`` otherwise (the
+    tier held since the account began, a downgrade that took effect, an upgrade of an earlier period)."""
+    # the last recorded of several changes at one instant is the one in force (D161)
+    in_force = [c for c in current.changes if c.at <= now]
+    if len(in_force) < 2:
+        return None
+    last = max(reversed(in_force), key=lambda c: c.at)
+    if last.at < Period.containing(now).start:
+        return None
+    before = current.tier_at(last.at - timedelta(microseconds=1))
+    try:
+        raised = book.tier(last.tier).rank > book.tier(before).rank
+    except UnknownTierError:  # a tier the book no longer sells: no upgrade to repeat
+        return None
+    return last if raised else None
 
 
 # --- payment methods ------------------------------------------------------------------------------------------------
