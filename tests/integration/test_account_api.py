@@ -4,6 +4,8 @@ by hand from the price book (team: $29/month, video 50,000 min included, $0.0007
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -403,6 +405,20 @@ def test_given_a_meetings_cursor_or_a_bad_limit_on_the_export_then_400_names_the
     assert (forged.status, forged.body["field"]) == (400, "query.cursor")
     too_many = call("GET", "/v1/accounts/acct_a/export", owner, query="limit=1001")  # at most 1,000 a page
     assert (too_many.status, too_many.body["field"]) == (400, "query.limit")
+
+
+@pytest.mark.parametrize("start_ms", [10**38, 10**40, 123456789012345678901234567890123456789])
+def test_given_a_forged_export_cursor_with_a_huge_start_then_400_query_cursor_not_500(
+    account_api: Any, start_ms: int
+) -> None:
+    """Review ex2 #2 (adopted from its scratch test): 10**38 and more passed the cursor's check and failed in
+    boto3's Decimal serializer (Rounded/Inexact: a 500); D-ex-1 promises 400 query.cursor for a forged cursor."""
+    register(account_api, "acct_x")
+    store_members(account_api, "acct_x", {"user-1": "owner"})
+    raw = json.dumps(["export", start_ms]).encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    answer = call("GET", "/v1/accounts/acct_x/export", claims("acct_x", "owner"), query=f"cursor={cursor}")
+    assert (answer.status, (answer.body or {}).get("field")) == (400, "query.cursor"), answer
 
 
 def test_given_an_admin_when_the_budget_is_replaced_then_it_is_stored_and_bad_amounts_name_the_field(

@@ -265,6 +265,19 @@ def test_given_1001_sessions_then_the_exports_default_page_holds_1000_and_the_cu
     assert ([s.room_sid for s in last.sessions], last.next_cursor) == (["RM_1000"], None)
 
 
+@pytest.mark.parametrize("start_ms", [2**63, 10**38, 10**40, 123456789012345678901234567890123456789])
+def test_given_a_forged_export_cursor_with_a_huge_start_then_it_is_refused_as_query_cursor(start_ms: int) -> None:
+    """Review ex2 #2: a start of 2**63 (9,223,372,036,854,775,808 ms, ~292 million years) or more is no start this
+    API hands out; 10**38 and beyond made boto3's Decimal context raise Rounded/Inexact (a 500). The largest start
+    kept is 2**63 - 1 = 9,223,372,036,854,775,807."""
+    with pytest.raises(InvalidRequestError) as refused:
+        logic.decode_export_cursor(logic.encode_export_cursor(start_ms))
+    assert refused.value.field == "query.cursor"
+    assert (
+        logic.decode_export_cursor(logic.encode_export_cursor(9_223_372_036_854_775_807)) == 9_223_372_036_854_775_807
+    )
+
+
 WEEK = timedelta(days=7)
 
 
@@ -532,6 +545,44 @@ def test_given_the_tier_in_effect_asked_with_nothing_pending_then_only_a_retried
         False,
     )
     assert directory.profiles["acct"].changes == stored.changes  # nothing saved
+
+
+def test_given_a_pending_downgrade_cancelled_then_the_cancel_retried_is_answered_as_the_cancel() -> None:
+    """Review ex2 #3: Team since Jan 1; Nov 15 09:00 Enterprise (upgrade_now, effective 09:00); 10:00 Team (a
+    downgrade pending Dec 1); 11:00 Enterprise (cancels it: pending_change_cancelled, effective 11:00). The 11:00
+    request retried at 11:00:05 repeats the cancel: cancelled, effective 11:00 - not upgrade_now at 09:00. A new
+    upgrade afterwards is answered as that upgrade (the cancel no longer the last request)."""
+    catalog = default_catalog()
+    jan1, nov15 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 11, 15, tzinfo=UTC)
+    directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
+    up = logic.change_tier(directory, catalog, "acct", "enterprise", nov15.replace(hour=9), NO_USAGE)
+    assert (up.effective_at, up.cancelled) == (nov15.replace(hour=9), False)
+    down = logic.change_tier(directory, catalog, "acct", "team", nov15.replace(hour=10), NO_USAGE)
+    assert down.effective_at == datetime(2026, 12, 1, tzinfo=UTC)
+    cancel = logic.change_tier(directory, catalog, "acct", "enterprise", nov15.replace(hour=11), NO_USAGE)
+    assert (cancel.effective_at, cancel.cancelled) == (nov15.replace(hour=11), True)
+    again = logic.change_tier(directory, catalog, "acct", "enterprise", nov15.replace(hour=11, second=5), NO_USAGE)
+    assert (again.effective_at, again.cancelled, again.current_tier) == (nov15.replace(hour=11), True, "enterprise")
+    assert directory.profiles["acct"].changes == (
+        TierChange(jan1, "team"),
+        TierChange(nov15.replace(hour=9), "enterprise"),
+    )
+
+
+def test_given_an_upgrade_at_the_period_end_then_its_retry_in_the_next_period_is_refused() -> None:
+    """Team -> Enterprise at Nov 30 23:59:59; the same click again lands Dec 1 00:00:01, another period: 409 (the
+    retried upgrade's window is its period, as a pending downgrade's is)."""
+    catalog = default_catalog()
+    directory = InMemoryAccountDirectory(
+        AccountProfile("acct", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),))
+    )
+    logic.change_tier(
+        directory, catalog, "acct", "enterprise", datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC), NO_USAGE
+    )
+    with pytest.raises(ConflictError, match="already on tier"):
+        logic.change_tier(
+            directory, catalog, "acct", "enterprise", datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC), NO_USAGE
+        )
 
 
 def test_given_a_downgrade_in_force_since_the_period_start_then_asking_for_its_tier_again_is_refused() -> None:

@@ -472,23 +472,39 @@ def _tier_request(
     """The profile with ``tier`` asked for now, and the outcome. With a change pending (a downgrade at the next period
     start): the same tier again is a retried click (nothing changes); the tier in effect now cancels the pending
     change; any other tier replaces it (an upgrade at once, a downgrade at the next period start). With none
-    pending, the tier in effect asked again is a retried click too when an upgrade to it made in now's period is
-    in force (``_retried_upgrade``): answered as that upgrade was; otherwise "already on tier" (D118 amended (ex))."""
+    pending, the tier in effect asked again is a retried click too: of the cancel when that was the last request
+    saved (``_retried_cancel``, answered as the cancel), else of an upgrade to it made in now's period and in force
+    (``_retried_upgrade``, answered as that upgrade); otherwise "already on tier" (D118 amended (ex), (ex2))."""
     # the last recorded of several changes at one instant is the one in force (D161)
     pending = max(reversed([c for c in current.changes if c.at > now]), key=lambda c: c.at, default=None)
     in_effect = current.tier_at(now)
     if pending is not None and pending.tier == tier:
         return current, TierChangeOutcome(current, tier, pending.at, in_effect)
     if pending is None and tier == in_effect:
+        cancel = _retried_cancel(current, now)
+        if cancel is not None:
+            return current, TierChangeOutcome(current, tier, cancel, in_effect, cancelled=True)
         upgrade = _retried_upgrade(book, current, now)
         if upgrade is not None:
             return current, TierChangeOutcome(current, tier, upgrade.at, in_effect)
     kept = tuple(c for c in current.changes if c.at <= now)
     if pending is not None and tier == in_effect:
-        return replace(current, changes=kept), TierChangeOutcome(current, tier, now, in_effect, cancelled=True)
+        cancelled = replace(current, changes=kept, tier_change_cancelled_at=now)
+        return cancelled, TierChangeOutcome(current, tier, now, in_effect, cancelled=True)
     change = effective_change(book, in_effect, tier, now)
     profile = with_tier_change(replace(current, changes=kept), change, ())
     return profile, TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
+
+
+def _retried_cancel(current: AccountProfile, now: datetime) -> datetime | None:
+    """When the last tier request saved is a cancel of a pending change (made in now's period, at or after the change
+    in force): its time - a request for the tier in effect repeats that cancel and is answered as it was, not as the
+    upgrade in force before it (D118 amended (ex2)); ``None`` otherwise."""
+    cancelled = current.tier_change_cancelled_at
+    if cancelled is None or not Period.containing(now).start <= cancelled <= now:
+        return None
+    in_force = [c.at for c in current.changes if c.at <= now]
+    return cancelled if not in_force or cancelled >= max(in_force) else None
 
 
 def _retried_upgrade(book: PriceBook, current: AccountProfile, now: datetime) -> TierChange | None:
@@ -781,6 +797,9 @@ __all__ = ["pseudonym"]  # moved to the layer (kilo_billing.accounts, rating use
 
 
 _EXPORT_CURSOR: Final = "export"
+# a cursor's start time is below 2**63 ms (a signed 64-bit milliseconds count, ~292 million years): a forged larger one
+# is refused as the cursor it is not, before boto3's Decimal context (38 digits) fails on it with a 500
+_EXPORT_CURSOR_END: Final = 2**63
 
 
 def encode_export_cursor(start_ms: int) -> str:
@@ -792,7 +811,12 @@ def decode_export_cursor(cursor: str) -> int:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         kind, start_ms = data
-        if kind != _EXPORT_CURSOR or not isinstance(start_ms, int) or isinstance(start_ms, bool) or start_ms < 0:
+        if (
+            kind != _EXPORT_CURSOR
+            or not isinstance(start_ms, int)
+            or isinstance(start_ms, bool)
+            or not 0 <= start_ms < _EXPORT_CURSOR_END
+        ):
             raise ValueError(cursor)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise InvalidRequestError("query.cursor", "cursor is not one this API returned for an export") from exc
