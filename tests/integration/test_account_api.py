@@ -407,6 +407,37 @@ def test_given_a_meetings_cursor_or_a_bad_limit_on_the_export_then_400_names_the
     assert (too_many.status, too_many.body["field"]) == (400, "query.limit")
 
 
+def test_given_no_paging_asked_then_the_export_is_whole_when_it_fits_and_else_a_400_naming_how_to_page(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review ex2 #1: without ?cursor= and ?limit= the 3 sessions come in the one answer, next_cursor null. With the
+    bytes bound set to 1 (every session passes it), the same request is a 400 on query.limit naming ?limit= and
+    next_cursor - never a silently short export - and ?limit=10 pages them one a page (a session alone past the
+    bytes is a page of its own): pages of 1, 1, 1 (3 sessions)."""
+    from kilo_account_api import logic  # noqa: PLC0415
+
+    register(account_api, "acct_w")
+    store_members(account_api, "acct_w", {"user-1": "owner"})
+    put_numbered_sessions(account_api, "acct_w", 3)
+    owner = claims("acct_w", "owner")
+    whole = call("GET", "/v1/accounts/acct_w/export", owner)
+    assert (whole.status, [s["room_sid"] for s in whole.body["sessions"]], whole.body["next_cursor"]) == (
+        200,
+        ["RM_00", "RM_01", "RM_02"],
+        None,
+    )
+    monkeypatch.setattr(logic, "EXPORT_PAGE_BYTES", 1)
+    refused = call("GET", "/v1/accounts/acct_w/export", owner)
+    assert (refused.status, refused.body["field"]) == (400, "query.limit")
+    assert "?limit=" in refused.body["message"]
+    assert "next_cursor" in refused.body["message"]
+    pages = [call("GET", "/v1/accounts/acct_w/export", owner, query="limit=10")]
+    while pages[-1].status == 200 and pages[-1].body["next_cursor"] is not None and len(pages) < 5:
+        cursor = pages[-1].body["next_cursor"]
+        pages.append(call("GET", "/v1/accounts/acct_w/export", owner, query=f"limit=10&cursor={cursor}"))
+    assert [[s["room_sid"] for s in page.body["sessions"]] for page in pages] == [["RM_00"], ["RM_01"], ["RM_02"]]
+
+
 @pytest.mark.parametrize("start_ms", [10**38, 10**40, 123456789012345678901234567890123456789])
 def test_given_a_forged_export_cursor_with_a_huge_start_then_400_query_cursor_not_500(
     account_api: Any, start_ms: int

@@ -5,13 +5,14 @@ worked by hand from the price book (personal: free, video 5,000 / audio 10,000 m
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from kilo_account_api import logic
+from kilo_account_api import logic, schemas
 from kilo_account_api.model import (
     BudgetStatus,
     ConflictError,
@@ -34,6 +35,7 @@ from kilo_billing.month_to_date import OpenSessionFigures, month_to_date
 from kilo_billing.rating import TierChange
 from tests.account_api_fakes import NO_USAGE, InMemoryMembers, InMemoryMonthToDate, InMemorySessionHistory
 from tests.fakes import InMemoryAccountDirectory
+from tests.invoice_fakes import InMemoryLedgerStore
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)  # a Sunday, half over
 NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -238,11 +240,10 @@ def test_given_meetings_then_pages_of_two_follow_the_cursor_and_a_cursor_of_anot
     assert future.value.field == "query.period"
 
 
-def test_given_1001_sessions_then_the_exports_default_page_holds_1000_and_the_cursor_the_last_one() -> None:
-    """D-ex-1: 1,001 one-minute-apart sessions (Nov 2 from 09:00); the first page without a limit holds the first
-    1,000 (09:00 ... 09:00 + 999 min), the next the 1,001st alone (1,000 + 1 = 1,001) and no cursor after it."""
+def _numbered(count: int) -> list[SessionRecord]:
+    """``count`` one-minute-apart sessions from Nov 2 09:00 (RM_0000 at 09:00, RM_0001 at 09:01, ...)."""
     start = ms(2026, 11, 2, 9)
-    sessions = [
+    return [
         SessionRecord(
             room_sid=f"RM_{i:04d}",
             participant_sid=f"PA_{i:04d}",
@@ -252,17 +253,91 @@ def test_given_1001_sessions_then_the_exports_default_page_holds_1000_and_the_cu
             end_ms=start + i * 60_000 + 60_000,
             parts=(),
         )
-        for i in range(1001)
+        for i in range(count)
     ]
-    directory, _, history = world(profile(), sessions)
-    first = logic.export_sessions(directory, history, "acct", None)
+
+
+def _bytes_each(cost: int) -> Callable[[SessionRecord], int]:
+    return lambda _session: cost
+
+
+def test_given_1001_sessions_then_a_page_of_1000_holds_1000_and_the_cursor_the_last_one() -> None:
+    """D-ex-1: 1,001 one-minute-apart sessions (Nov 2 from 09:00), ?limit=1000: the first page holds the first
+    1,000 (09:00 ... 09:00 + 999 min), the next the 1,001st alone (1,000 + 1 = 1,001) and no cursor after it."""
+    directory, _, history = world(profile(), _numbered(1001))
+    small = _bytes_each(300)  # 1,000 x 300 = 300,000 bytes: far below the 4,000,000 a page holds
+    first = logic.export_sessions(directory, history, "acct", None, 1000, size=small)
     assert (len(first.sessions), first.sessions[0].room_sid, first.sessions[-1].room_sid) == (
         1000,
         "RM_0000",
         "RM_0999",
     )
-    last = logic.export_sessions(directory, history, "acct", first.next_cursor)
+    last = logic.export_sessions(directory, history, "acct", first.next_cursor, 1000, size=small)
     assert ([s.room_sid for s in last.sessions], last.next_cursor) == (["RM_1000"], None)
+
+
+def test_given_no_limit_and_1001_sessions_that_fit_then_the_export_answers_all_of_them_and_no_cursor() -> None:
+    """Review ex2 #1: without ?cursor= and ?limit= the export is whole when it fits: 1,001 sessions at 331 bytes
+    each are 1,001 x 331 = 331,331 bytes <= 4,000,000, so all 1,001 and next_cursor null (before: 1,000 and a
+    cursor a client that does not page never follows - a silently incomplete export)."""
+    directory, _, history = world(profile(), _numbered(1001))
+    members = InMemoryMembers()
+    data = logic.export(
+        directory, members, history, InMemoryLedgerStore(), "acct", NOW, None, None, size=_bytes_each(331)
+    )
+    assert (len(data["sessions"]), data["sessions"][-1].room_sid, data["next_cursor"]) == (1001, "RM_1000", None)
+
+
+def test_given_no_limit_and_sessions_past_the_answers_bytes_then_400_names_how_to_page() -> None:
+    """Review ex2 #1: 5 sessions of 1,000,000 bytes are 5,000,000 > 4,000,000: no whole answer - a 400 on
+    query.limit naming ?limit= and next_cursor, never a silently short export. 4 of them (4,000,000 <= 4,000,000)
+    are answered whole."""
+    directory, _, history = world(profile(), _numbered(5))
+    members = InMemoryMembers()
+    with pytest.raises(InvalidRequestError) as refused:
+        logic.export(directory, members, history, InMemoryLedgerStore(), "acct", NOW, size=_bytes_each(1_000_000))
+    assert refused.value.field == "query.limit"
+    assert "?limit=" in str(refused.value)
+    assert "next_cursor" in str(refused.value)
+    directory, _, history = world(profile(), _numbered(4))
+    data = logic.export(directory, members, history, InMemoryLedgerStore(), "acct", NOW, size=_bytes_each(1_000_000))
+    assert (len(data["sessions"]), data["next_cursor"]) == (4, None)
+
+
+def test_given_sessions_of_a_million_bytes_then_a_page_stops_before_4_mb_and_never_splits_a_millisecond() -> None:
+    """Review ex2 #4: sessions of 1,000,000 bytes each begun at t, t+1 ms, three at t+2 ms, t+3 ms; limit 1,000.
+    Page 1: t and t+1 = 2,000,000; the t+2 group would make 2,000,000 + 3,000,000 = 5,000,000 > 4,000,000, so the
+    page stops before it (2 sessions, cursor at t+2). Page 2: the group 3,000,000 + t+3's 1,000,000 = 4,000,000 <=
+    4,000,000: 4 sessions, no cursor. A group alone past the bytes is a page of its own, whole: 5 sessions in one
+    millisecond are one page of 5,000,000 bytes (it cannot be split)."""
+    t = ms(2026, 11, 2, 9)
+    starts = [(t, "RM_a"), (t + 1, "RM_b"), (t + 2, "RM_c"), (t + 2, "RM_d"), (t + 2, "RM_e"), (t + 3, "RM_f")]
+    sessions = [SessionRecord(room, "PA_" + room, "u", "", start, start + 60_000) for start, room in starts]
+    directory, _, history = world(profile(), sessions)
+    million = _bytes_each(1_000_000)
+    first = logic.export_sessions(directory, history, "acct", None, 1000, size=million)
+    assert [s.room_sid for s in first.sessions] == ["RM_a", "RM_b"]
+    assert first.next_cursor == logic.encode_export_cursor(t + 2)
+    second = logic.export_sessions(directory, history, "acct", first.next_cursor, 1000, size=million)
+    assert ([s.room_sid for s in second.sessions], second.next_cursor) == (["RM_c", "RM_d", "RM_e", "RM_f"], None)
+    crowd = [SessionRecord(f"RM_{i}", f"PA_{i}", "u", "", t, t + 60_000) for i in range(5)]
+    directory, _, history = world(profile(), crowd)
+    alone = logic.export_sessions(directory, history, "acct", None, 1000, size=million)
+    assert (len(alone.sessions), alone.next_cursor) == (5, None)
+
+
+def test_given_a_session_then_its_bytes_are_counted_as_lambda_returns_them_escaped_twice() -> None:
+    """Review ex2 #4: a page is bounded by encoded bytes. The session as JSON (json_response: compact, ASCII) is
+    {"room_sid":"RM_1","room_name":"","participant_sid":"PA_1","identity":"a",
+    "started_at":"1970-01-01T00:00:00+00:00","ended_at":null,"minutes":[]} = 1 + 18 + 15 + 25 + 15 + 41 + 16 + 12 +
+    1 = 144 bytes with 24 quotes; inside Lambda's answer (the body is a JSON string) each quote is escaped again
+    (backslash, quote: +1): 144 + 24 = 168, and a comma before the next session: 169. A room name of 256 double
+    quotes instead of 256 'r' costs 3 bytes more each (backslash-quote in the body, three backslashes and the quote
+    in the answer: 4 bytes, r 1): 256 x 3 = 768 more."""
+    plain = SessionRecord("RM_1", "PA_1", "a", "", 0, None)
+    assert schemas.session_bytes(plain) == 169
+    quoted, letters = replace(plain, room_name='"' * 256), replace(plain, room_name="r" * 256)
+    assert schemas.session_bytes(quoted) - schemas.session_bytes(letters) == 768
 
 
 @pytest.mark.parametrize("start_ms", [2**63, 10**38, 10**40, 123456789012345678901234567890123456789])

@@ -12,11 +12,12 @@ import binascii
 import contextlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from itertools import groupby
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -79,9 +80,15 @@ from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS
 
 _PERCENT = Decimal("0.01")
 MAX_PAGE = 100
-# sessions on one export page at most (D-ex-1): about 265 bytes each as JSON (up to ~1.2 KB with the longest names),
-# so a page stays far below Lambda's 6 MB answer however many sessions the account has
+# sessions on one export page at most (D-ex-1): ~331 bytes each in Lambda's answer for a typical one, but 3.9 KB and
+# more with long names of quotes and control characters (and LiveKit's name caps are configurable), so a page is
+# bounded by bytes too
 EXPORT_PAGE: Final = 1000
+# the encoded bytes of a page's sessions at most (as Lambda returns them, ``schemas.session_bytes``): a page stops
+# before the group of sessions begun in one millisecond that would pass it, leaving ~2.2 MB of Lambda's 6,291,456 for
+# the first page's other sections and the envelope; also the bound of a whole export asked without ?limit= (D-ex-1
+# amended (ex2))
+EXPORT_PAGE_BYTES: Final = 4_000_000
 # the price book's entitlement that members need (D210): inviting and accepting are refused on a tier without it
 TEAM_COLLABORATION: Final = "team_collaboration"
 
@@ -824,24 +831,88 @@ def decode_export_cursor(cursor: str) -> int:
 
 
 def export_sessions(
-    accounts: AccountDirectory, history: SessionHistory, account_id: str, cursor: str | None, limit: int = EXPORT_PAGE
+    accounts: AccountDirectory,
+    history: SessionHistory,
+    account_id: str,
+    cursor: str | None,
+    limit: int = EXPORT_PAGE,
+    *,
+    size: Callable[[SessionRecord], int],
 ) -> ExportPage:
-    """A page of the export's sessions in start order (start, room, participant): at most ``limit``, more only when
-    sessions began in the same millisecond as the last (a page never splits one); ``next_cursor`` continues at the
-    start time of the first left out (D-ex-1). A session that begins later goes on a later page, never a handed-out
-    one; the pages together list each stored session once."""
+    """A page of the export's sessions in start order (start, room, participant): at most ``limit`` and at most
+    ``EXPORT_PAGE_BYTES`` of ``size`` (each session's bytes in the answer), never splitting the sessions begun in one
+    millisecond: more than ``limit`` only to finish the last one's, and a millisecond's group whose bytes alone pass
+    the bound is a page of its own, whole. ``next_cursor`` continues at the start time of the first left out (D-ex-1).
+    A session that begins later goes on a later page, never a handed-out one; the pages together list each stored
+    session once."""
     profile_of(accounts, account_id)
-    return _sessions_page(history, account_id, cursor, limit)
+    _check_export_limit(limit)
+    since = 0 if cursor is None else decode_export_cursor(cursor)
+    page = _bounded_page(history, account_id, since, limit, size, EXPORT_PAGE_BYTES, at_least_one=True)
+    return ExportPage(tuple(page.sessions), None if page.next_start is None else encode_export_cursor(page.next_start))
 
 
-def _sessions_page(history: SessionHistory, account_id: str, cursor: str | None, limit: int) -> ExportPage:
+def _check_export_limit(limit: int) -> None:
     if not 1 <= limit <= EXPORT_PAGE:
         raise InvalidRequestError("query.limit", f"limit must be 1 to {EXPORT_PAGE}, got {limit}")
-    since = 0 if cursor is None else decode_export_cursor(cursor)
-    page = history.sessions_from(account_id, since, limit)
-    found = sorted(page.sessions, key=lambda s: (s.start_ms, s.room_sid, s.participant_sid))
-    after = None if page.next_start_ms is None else encode_export_cursor(page.next_start_ms)
-    return ExportPage(tuple(found), after)
+
+
+@dataclass(frozen=True, slots=True)
+class _BoundedPage:
+    sessions: list[SessionRecord]
+    next_start: int | None  # where the next page begins (None: nothing left)
+    used: int  # the sessions' bytes
+    full: bool  # stopped before a millisecond's group that would pass the bytes
+
+
+def _bounded_page(
+    history: SessionHistory,
+    account_id: str,
+    since: int,
+    limit: int,
+    size: Callable[[SessionRecord], int],
+    budget: int,
+    *,
+    at_least_one: bool,
+) -> _BoundedPage:
+    """The sessions from ``since`` on (``limit`` and the rest of the last one's millisecond, as the store lists
+    them), kept by whole millisecond groups while their bytes stay within ``budget`` (the first group kept whatever
+    its bytes when ``at_least_one``: a group cannot be split, and a page must move on)."""
+    listed = history.sessions_from(account_id, since, limit)
+    found = sorted(listed.sessions, key=lambda s: (s.start_ms, s.room_sid, s.participant_sid))
+    taken: list[SessionRecord] = []
+    used = 0
+    for start, grouped in groupby(found, key=lambda s: s.start_ms):
+        group = list(grouped)
+        cost = sum(size(s) for s in group)
+        if used + cost > budget and (taken or not at_least_one):
+            return _BoundedPage(taken, start, used, full=True)
+        taken += group
+        used += cost
+    return _BoundedPage(taken, listed.next_start_ms, used, full=False)
+
+
+def _whole_sessions(
+    history: SessionHistory, account_id: str, size: Callable[[SessionRecord], int]
+) -> list[SessionRecord]:
+    """Every session of the account, read page by page, when their bytes together stay within ``EXPORT_PAGE_BYTES``;
+    else a 400 naming how to page (review ex2: an export is never silently incomplete). The reads stop as soon as
+    the bound is passed."""
+    found: list[SessionRecord] = []
+    since: int | None = 0
+    left = EXPORT_PAGE_BYTES
+    while since is not None:
+        page = _bounded_page(history, account_id, since, EXPORT_PAGE, size, left, at_least_one=False)
+        if page.full:
+            raise InvalidRequestError(
+                "query.limit",
+                f"the account's sessions pass the {EXPORT_PAGE_BYTES:,} bytes one answer carries: ask for them in "
+                f"pages - ?limit={EXPORT_PAGE} (1 to {EXPORT_PAGE}) - and follow next_cursor "
+                f"(?cursor=<next_cursor>&limit={EXPORT_PAGE}) until it is null",
+            )
+        found += page.sessions
+        since, left = page.next_start, left - page.used
+    return found
 
 
 def export(
@@ -852,13 +923,19 @@ def export(
     account_id: str,
     now: datetime,
     phone_codes: PhoneChallenges | None = None,
-    limit: int = EXPORT_PAGE,
+    limit: int | None = None,
+    *,
+    size: Callable[[SessionRecord], int],
 ) -> dict[str, Any]:
     """Everything kept about the account: profile, members, rating's counters per period, invoices, the phone code's
-    item (the number it was sent to, when codes were sent; D160), and the first page of its sessions (participants,
-    rooms, minutes; ``export_sessions``): ``next_cursor`` reads the rest, page by page (D-ex-1)."""
+    item (the number it was sent to, when codes were sent; D160), and its sessions (participants, rooms, minutes):
+    with a ``limit``, the first page of them (``export_sessions``; ``next_cursor`` reads the rest, page by page);
+    without one, every session when they fit one answer, else a 400 naming how to page (D-ex-1 amended (ex2))."""
     profile = profile_of(accounts, account_id)
-    first = _sessions_page(history, account_id, None, limit)
+    if limit is None:
+        first = ExportPage(tuple(_whole_sessions(history, account_id, size)), None)
+    else:
+        first = export_sessions(accounts, history, account_id, None, limit, size=size)
     book = ledger.ledger(account_id)
     return {
         "account_id": account_id,

@@ -5,6 +5,7 @@ strings (D7: never floats); ``null`` allowances mean unlimited. Keep these shape
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal, Self
@@ -705,6 +706,14 @@ def _session_json(session: SessionRecord) -> dict[str, Any]:
             for period, (video, audio) in session.minutes_by_period().items()
         ],
     }
+
+
+def session_bytes(session: SessionRecord) -> int:
+    """The bytes a session adds to an export answer as Lambda returns it (the export's bound is in these, D-ex-1
+    amended (ex2)): its JSON as ``json_response`` writes it (compact, ASCII: non-ASCII as \\uXXXX), escaped again
+    inside the response's JSON string body, and the comma before the next session."""
+    body = json.dumps(_session_json(session), separators=(",", ":"))
+    return len(json.dumps(body)) - 2 + 1  # ASCII: characters are bytes; less the string's own quotes, plus a comma
 
 
 def _phone_code_json(challenge: PhoneChallenge | None) -> dict[str, Any] | None:
