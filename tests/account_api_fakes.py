@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from kilo_account_api.model import ConflictError, Member, MemberStatus, NotFoundError, SessionRecord
+from kilo_account_api.model import ConflictError, Member, MemberStatus, NotFoundError, SessionRecord, SessionsPage
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.auth import Role
 from kilo_billing.month_to_date import OpenSessionFigures
@@ -35,6 +35,10 @@ class InMemoryMonthToDate:
 NO_USAGE = InMemoryMonthToDate(InMemoryAccountDirectory())
 
 
+def _start(session: SessionRecord) -> tuple[int, str, str]:
+    return session.start_ms, session.room_sid, session.participant_sid
+
+
 @dataclass
 class InMemorySessionHistory:
     by_account: dict[str, list[SessionRecord]] = field(default_factory=dict)
@@ -47,6 +51,15 @@ class InMemorySessionHistory:
 
     def all_sessions(self, account_id: str) -> Iterator[SessionRecord]:
         return iter(list(self.by_account.get(account_id, [])))
+
+    def sessions_from(self, account_id: str, since_ms: int, limit: int) -> SessionsPage:
+        """The DynamoDB adapter's rule: the first ``limit`` begun from ``since_ms``, and the rest of the last one's
+        millisecond."""
+        listed = sorted((s for s in self.by_account.get(account_id, []) if s.start_ms >= since_ms), key=_start)
+        page = listed[:limit]
+        page += [s for s in listed[limit:] if page and s.start_ms == page[-1].start_ms]
+        left = listed[len(page) :]
+        return SessionsPage(tuple(page), left[0].start_ms if left else None)
 
     def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str], began_before: datetime) -> int:
         changed = 0

@@ -190,6 +190,19 @@ def test_given_limit_versions_then_they_read_back_and_a_profile_without_them_rea
     assert (found.budget_version, found.hard_limit_version) == (2, 5)
 
 
+def test_given_a_cancelled_tier_change_then_its_time_reads_back_and_a_profile_without_it_reads_as_none(
+    directory: AccountDirectory,
+) -> None:
+    """D118 amended (ex2): the time of the last cancel of a pending change is kept, so a retry answers as it."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    directory.register(team("acct-c"))
+    assert directory.registered(["acct-c"])["acct-c"].tier_change_cancelled_at is None
+    cancelled = datetime(2026, 11, 15, 11, 0, 0, 250_000, tzinfo=UTC)
+    directory.save(replace(team("acct-c"), tier_change_cancelled_at=cancelled))
+    assert directory.registered(["acct-c"])["acct-c"].tier_change_cancelled_at == cancelled
+
+
 # --- concurrent writers (docs/decisions.md D142): a save is written only over the version it was read at ---------
 
 

@@ -287,8 +287,14 @@ def test_given_a_tier_change_then_upgrades_apply_now_and_downgrades_at_the_perio
         "2026-11-15T12:00:00Z",
     )
     assert profile(account_api, "acct_b").tier_at(utc(2026, 12, 1)) == "team"
+    # acct_a's upgrade asked again (its first answer lost): the same answer, nothing saved (D118 amended (ex))
     same = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"})
-    assert same.status == 409  # already on it
+    assert (same.status, same.body) == (200, up.body)
+    assert len(profile(account_api, "acct_a").changes) == 2  # Jan 1 team, Nov 15 12:00 enterprise: no third
+    # acct_c has been on team since Jan 1, no change made: asking for team is no retry, and stays refused
+    register(account_api, "acct_c")
+    kept = call("POST", "/v1/accounts/acct_c/subscription", claims("acct_c", "owner"), {"tier": "team"})
+    assert (kept.status, kept.body["message"]) == (409, "already on tier 'team'")
     unknown = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "platinum"})
     assert (unknown.status, unknown.body["field"]) == (400, "tier")
 

@@ -5,13 +5,14 @@ worked by hand from the price book (personal: free, video 5,000 / audio 10,000 m
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from kilo_account_api import logic
+from kilo_account_api import logic, schemas
 from kilo_account_api.model import (
     BudgetStatus,
     ConflictError,
@@ -34,6 +35,7 @@ from kilo_billing.month_to_date import OpenSessionFigures, month_to_date
 from kilo_billing.rating import TierChange
 from tests.account_api_fakes import NO_USAGE, InMemoryMembers, InMemoryMonthToDate, InMemorySessionHistory
 from tests.fakes import InMemoryAccountDirectory
+from tests.invoice_fakes import InMemoryLedgerStore
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)  # a Sunday, half over
 NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -232,10 +234,123 @@ def test_given_meetings_then_pages_of_two_follow_the_cursor_and_a_cursor_of_anot
     assert third.next_cursor is None
     with pytest.raises(InvalidRequestError) as refused:
         logic.meetings_page(directory, history, "acct", "2026-10", first.next_cursor, 2, NOW)
-    assert refused.value.field == "cursor"
+    assert refused.value.field == "query.cursor"  # named with its location, as the route's own checks (D-ex-3)
     with pytest.raises(InvalidRequestError) as future:
         logic.meetings_page(directory, history, "acct", "2026-12", None, 2, NOW)
-    assert future.value.field == "period"
+    assert future.value.field == "query.period"
+
+
+def _numbered(count: int) -> list[SessionRecord]:
+    """``count`` one-minute-apart sessions from Nov 2 09:00 (RM_0000 at 09:00, RM_0001 at 09:01, ...)."""
+    start = ms(2026, 11, 2, 9)
+    return [
+        SessionRecord(
+            room_sid=f"RM_{i:04d}",
+            participant_sid=f"PA_{i:04d}",
+            identity=f"user-{i:04d}",
+            room_name="",
+            start_ms=start + i * 60_000,
+            end_ms=start + i * 60_000 + 60_000,
+            parts=(),
+        )
+        for i in range(count)
+    ]
+
+
+def _bytes_each(cost: int) -> Callable[[SessionRecord], int]:
+    return lambda _session: cost
+
+
+def test_given_1001_sessions_then_a_page_of_1000_holds_1000_and_the_cursor_the_last_one() -> None:
+    """D-ex-1: 1,001 one-minute-apart sessions (Nov 2 from 09:00), ?limit=1000: the first page holds the first
+    1,000 (09:00 ... 09:00 + 999 min), the next the 1,001st alone (1,000 + 1 = 1,001) and no cursor after it."""
+    directory, _, history = world(profile(), _numbered(1001))
+    small = _bytes_each(300)  # 1,000 x 300 = 300,000 bytes: far below the 4,000,000 a page holds
+    first = logic.export_sessions(directory, history, "acct", None, 1000, size=small)
+    assert (len(first.sessions), first.sessions[0].room_sid, first.sessions[-1].room_sid) == (
+        1000,
+        "RM_0000",
+        "RM_0999",
+    )
+    last = logic.export_sessions(directory, history, "acct", first.next_cursor, 1000, size=small)
+    assert ([s.room_sid for s in last.sessions], last.next_cursor) == (["RM_1000"], None)
+
+
+def test_given_no_limit_and_1001_sessions_that_fit_then_the_export_answers_all_of_them_and_no_cursor() -> None:
+    """Review ex2 #1: without ?cursor= and ?limit= the export is whole when it fits: 1,001 sessions at 331 bytes
+    each are 1,001 x 331 = 331,331 bytes <= 4,000,000, so all 1,001 and next_cursor null (before: 1,000 and a
+    cursor a client that does not page never follows - a silently incomplete export)."""
+    directory, _, history = world(profile(), _numbered(1001))
+    members = InMemoryMembers()
+    data = logic.export(
+        directory, members, history, InMemoryLedgerStore(), "acct", NOW, None, None, size=_bytes_each(331)
+    )
+    assert (len(data["sessions"]), data["sessions"][-1].room_sid, data["next_cursor"]) == (1001, "RM_1000", None)
+
+
+def test_given_no_limit_and_sessions_past_the_answers_bytes_then_400_names_how_to_page() -> None:
+    """Review ex2 #1: 5 sessions of 1,000,000 bytes are 5,000,000 > 4,000,000: no whole answer - a 400 on
+    query.limit naming ?limit= and next_cursor, never a silently short export. 4 of them (4,000,000 <= 4,000,000)
+    are answered whole."""
+    directory, _, history = world(profile(), _numbered(5))
+    members = InMemoryMembers()
+    with pytest.raises(InvalidRequestError) as refused:
+        logic.export(directory, members, history, InMemoryLedgerStore(), "acct", NOW, size=_bytes_each(1_000_000))
+    assert refused.value.field == "query.limit"
+    assert "?limit=" in str(refused.value)
+    assert "next_cursor" in str(refused.value)
+    directory, _, history = world(profile(), _numbered(4))
+    data = logic.export(directory, members, history, InMemoryLedgerStore(), "acct", NOW, size=_bytes_each(1_000_000))
+    assert (len(data["sessions"]), data["next_cursor"]) == (4, None)
+
+
+def test_given_sessions_of_a_million_bytes_then_a_page_stops_before_4_mb_and_never_splits_a_millisecond() -> None:
+    """Review ex2 #4: sessions of 1,000,000 bytes each begun at t, t+1 ms, three at t+2 ms, t+3 ms; limit 1,000.
+    Page 1: t and t+1 = 2,000,000; the t+2 group would make 2,000,000 + 3,000,000 = 5,000,000 > 4,000,000, so the
+    page stops before it (2 sessions, cursor at t+2). Page 2: the group 3,000,000 + t+3's 1,000,000 = 4,000,000 <=
+    4,000,000: 4 sessions, no cursor. A group alone past the bytes is a page of its own, whole: 5 sessions in one
+    millisecond are one page of 5,000,000 bytes (it cannot be split)."""
+    t = ms(2026, 11, 2, 9)
+    starts = [(t, "RM_a"), (t + 1, "RM_b"), (t + 2, "RM_c"), (t + 2, "RM_d"), (t + 2, "RM_e"), (t + 3, "RM_f")]
+    sessions = [SessionRecord(room, "PA_" + room, "u", "", start, start + 60_000) for start, room in starts]
+    directory, _, history = world(profile(), sessions)
+    million = _bytes_each(1_000_000)
+    first = logic.export_sessions(directory, history, "acct", None, 1000, size=million)
+    assert [s.room_sid for s in first.sessions] == ["RM_a", "RM_b"]
+    assert first.next_cursor == logic.encode_export_cursor(t + 2)
+    second = logic.export_sessions(directory, history, "acct", first.next_cursor, 1000, size=million)
+    assert ([s.room_sid for s in second.sessions], second.next_cursor) == (["RM_c", "RM_d", "RM_e", "RM_f"], None)
+    crowd = [SessionRecord(f"RM_{i}", f"PA_{i}", "u", "", t, t + 60_000) for i in range(5)]
+    directory, _, history = world(profile(), crowd)
+    alone = logic.export_sessions(directory, history, "acct", None, 1000, size=million)
+    assert (len(alone.sessions), alone.next_cursor) == (5, None)
+
+
+def test_given_a_session_then_its_bytes_are_counted_as_lambda_returns_them_escaped_twice() -> None:
+    """Review ex2 #4: a page is bounded by encoded bytes. The session as JSON (json_response: compact, ASCII) is
+    {"room_sid":"RM_1","room_name":"","participant_sid":"PA_1","identity":"a",
+    "started_at":"1970-01-01T00:00:00+00:00","ended_at":null,"minutes":[]} = 1 + 18 + 15 + 25 + 15 + 41 + 16 + 12 +
+    1 = 144 bytes with 24 quotes; inside Lambda's answer (the body is a JSON string) each quote is escaped again
+    (backslash, quote: +1): 144 + 24 = 168, and a comma before the next session: 169. A room name of 256 double
+    quotes instead of 256 'r' costs 3 bytes more each (backslash-quote in the body, three backslashes and the quote
+    in the answer: 4 bytes, r 1): 256 x 3 = 768 more."""
+    plain = SessionRecord("RM_1", "PA_1", "a", "", 0, None)
+    assert schemas.session_bytes(plain) == 169
+    quoted, letters = replace(plain, room_name='"' * 256), replace(plain, room_name="r" * 256)
+    assert schemas.session_bytes(quoted) - schemas.session_bytes(letters) == 768
+
+
+@pytest.mark.parametrize("start_ms", [2**63, 10**38, 10**40, 123456789012345678901234567890123456789])
+def test_given_a_forged_export_cursor_with_a_huge_start_then_it_is_refused_as_query_cursor(start_ms: int) -> None:
+    """Review ex2 #2: a start of 2**63 (9,223,372,036,854,775,808 ms, ~292 million years) or more is no start this
+    API hands out; 10**38 and beyond made boto3's Decimal context raise Rounded/Inexact (a 500). The largest start
+    kept is 2**63 - 1 = 9,223,372,036,854,775,807."""
+    with pytest.raises(InvalidRequestError) as refused:
+        logic.decode_export_cursor(logic.encode_export_cursor(start_ms))
+    assert refused.value.field == "query.cursor"
+    assert (
+        logic.decode_export_cursor(logic.encode_export_cursor(9_223_372_036_854_775_807)) == 9_223_372_036_854_775_807
+    )
 
 
 WEEK = timedelta(days=7)
@@ -472,6 +587,91 @@ def test_given_a_pending_downgrade_then_asking_for_the_tier_in_effect_cancels_it
         (datetime(2026, 1, 1, tzinfo=UTC), "team"),
         (NOW, "enterprise"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("history", "answered"),
+    [
+        # upgraded to Enterprise at Nov 15 09:00, this period: the retry gets the first answer (effective 09:00)
+        ([(datetime(2026, 1, 1, tzinfo=UTC), "team"), (datetime(2026, 11, 15, 9, tzinfo=UTC), "enterprise")], True),
+        # upgraded on Oct 20, a period before now's (Nov): no retry of a click, refused as before
+        ([(datetime(2026, 1, 1, tzinfo=UTC), "team"), (datetime(2026, 10, 20, tzinfo=UTC), "enterprise")], False),
+        # Enterprise since the account began (no change to it): nothing to retry, refused
+        ([(datetime(2026, 1, 1, tzinfo=UTC), "enterprise")], False),
+    ],
+)
+def test_given_the_tier_in_effect_asked_with_nothing_pending_then_only_a_retried_upgrade_of_this_period_answers(
+    history: list[tuple[datetime, str]], answered: bool
+) -> None:
+    """D118 amended (ex): asking for the tier in effect, with no change pending, is a retried upgrade when the
+    change in force is an upgrade to it (from a lower tier) made in now's period (Nov 2026): answered as the upgrade
+    was (effective at its time, nothing saved); otherwise 409 "already on tier" as before."""
+    stored = AccountProfile("acct", tuple(TierChange(at, tier) for at, tier in history))
+    directory = InMemoryAccountDirectory(stored)
+    if not answered:
+        with pytest.raises(ConflictError, match="already on tier 'enterprise'"):
+            logic.change_tier(directory, default_catalog(), "acct", "enterprise", NOW, NO_USAGE)
+        return
+    again = logic.change_tier(directory, default_catalog(), "acct", "enterprise", NOW, NO_USAGE)
+    assert (again.effective_at, again.current_tier, again.tier, again.cancelled) == (
+        datetime(2026, 11, 15, 9, tzinfo=UTC),
+        "enterprise",
+        "enterprise",
+        False,
+    )
+    assert directory.profiles["acct"].changes == stored.changes  # nothing saved
+
+
+def test_given_a_pending_downgrade_cancelled_then_the_cancel_retried_is_answered_as_the_cancel() -> None:
+    """Review ex2 #3: Team since Jan 1; Nov 15 09:00 Enterprise (upgrade_now, effective 09:00); 10:00 Team (a
+    downgrade pending Dec 1); 11:00 Enterprise (cancels it: pending_change_cancelled, effective 11:00). The 11:00
+    request retried at 11:00:05 repeats the cancel: cancelled, effective 11:00 - not upgrade_now at 09:00. A new
+    upgrade afterwards is answered as that upgrade (the cancel no longer the last request)."""
+    catalog = default_catalog()
+    jan1, nov15 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 11, 15, tzinfo=UTC)
+    directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
+    up = logic.change_tier(directory, catalog, "acct", "enterprise", nov15.replace(hour=9), NO_USAGE)
+    assert (up.effective_at, up.cancelled) == (nov15.replace(hour=9), False)
+    down = logic.change_tier(directory, catalog, "acct", "team", nov15.replace(hour=10), NO_USAGE)
+    assert down.effective_at == datetime(2026, 12, 1, tzinfo=UTC)
+    cancel = logic.change_tier(directory, catalog, "acct", "enterprise", nov15.replace(hour=11), NO_USAGE)
+    assert (cancel.effective_at, cancel.cancelled) == (nov15.replace(hour=11), True)
+    again = logic.change_tier(directory, catalog, "acct", "enterprise", nov15.replace(hour=11, second=5), NO_USAGE)
+    assert (again.effective_at, again.cancelled, again.current_tier) == (nov15.replace(hour=11), True, "enterprise")
+    assert directory.profiles["acct"].changes == (
+        TierChange(jan1, "team"),
+        TierChange(nov15.replace(hour=9), "enterprise"),
+    )
+
+
+def test_given_an_upgrade_at_the_period_end_then_its_retry_in_the_next_period_is_refused() -> None:
+    """Team -> Enterprise at Nov 30 23:59:59; the same click again lands Dec 1 00:00:01, another period: 409 (the
+    retried upgrade's window is its period, as a pending downgrade's is)."""
+    catalog = default_catalog()
+    directory = InMemoryAccountDirectory(
+        AccountProfile("acct", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),))
+    )
+    logic.change_tier(
+        directory, catalog, "acct", "enterprise", datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC), NO_USAGE
+    )
+    with pytest.raises(ConflictError, match="already on tier"):
+        logic.change_tier(
+            directory, catalog, "acct", "enterprise", datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC), NO_USAGE
+        )
+
+
+def test_given_a_downgrade_in_force_since_the_period_start_then_asking_for_its_tier_again_is_refused() -> None:
+    """Team until Nov 1, Personal from then (a downgrade that took effect): it is no upgrade to retry, and no
+    answer of this request could have said 'upgrade_now' - 409 as before."""
+    stored = AccountProfile(
+        "acct",
+        (
+            TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),
+            TierChange(datetime(2026, 11, 1, tzinfo=UTC), "personal"),
+        ),
+    )
+    with pytest.raises(ConflictError, match="already on tier 'personal'"):
+        logic.change_tier(InMemoryAccountDirectory(stored), default_catalog(), "acct", "personal", NOW, NO_USAGE)
 
 
 def test_given_a_history_with_two_changes_at_one_instant_then_the_pending_tier_is_the_last_recorded() -> None:

@@ -21,6 +21,7 @@ from kilo_account_api.model import (
     NotFoundError,
     PhoneChallenge,
     SessionRecord,
+    SessionsPage,
 )
 from kilo_billing import room_state_items as room_state
 from kilo_billing.accounts import PSEUDONYM_PATTERN, is_pseudonym, pseudonym, pseudonymised_in
@@ -373,6 +374,36 @@ class DynamoSessionHistory:
 
     def all_sessions(self, account_id: str) -> Iterator[SessionRecord]:
         return self._load(account_id, list(self._keys(account_id, None, None)))
+
+    def sessions_from(self, account_id: str, since_ms: int, limit: int) -> SessionsPage:
+        """One Query of the index (``Limit`` one past ``limit``; more only to finish the last millisecond) and
+        BatchGetItem of those listed: bounded reads however many sessions the account has (D-ex-1). A session the
+        index lists for an account it was moved from is left out (``stored_for``), so a page may hold fewer."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": ACCOUNT_SESSIONS_INDEX,
+            "KeyConditionExpression": "#a = :a AND #s >= :since",
+            "ExpressionAttributeNames": {"#a": "account", "#s": "start_ms"},
+            "ExpressionAttributeValues": to_item({":a": account_id, ":since": since_ms}),
+            "Limit": limit + 1,
+        }
+        keys: list[dict[str, Any]] = []
+        last: int | None = None
+        while True:
+            page = call(self._client.query, **request)
+            for item in page.get("Items", []):
+                start = int(from_item(item)["start_ms"])
+                if len(keys) >= limit and start != last:
+                    return SessionsPage(self._in_start_order(account_id, keys), start)
+                keys.append({"pk": item["pk"], "sk": item["sk"]})
+                last = start
+            if "LastEvaluatedKey" not in page:
+                return SessionsPage(self._in_start_order(account_id, keys), None)
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _in_start_order(self, account_id: str, keys: list[dict[str, Any]]) -> tuple[SessionRecord, ...]:
+        found = self._load(account_id, keys)  # BatchGetItem answers in any order
+        return tuple(sorted(found, key=lambda s: (s.start_ms, s.room_sid, s.participant_sid)))
 
     def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str], began_before: datetime) -> int:
         """The ``identity`` attribute changes, and the identity inside rating's ``registers`` of a retired participant

@@ -446,12 +446,49 @@ def decline_invitation(account_id: AccountId, body: schemas.InvitationAnswerIn |
 # --- privacy --------------------------------------------------------------------------------------------------------
 
 
-@_account_route("GET", "/export", "All personal data and usage of the account as JSON (owners)")
-def export(account_id: AccountId) -> Response[str]:
+@_account_route("GET", "/export", "All personal data and usage of the account as JSON, sessions paged (owners)")
+def export(
+    account_id: AccountId,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="next_cursor of the previous page: its sessions alone")
+    ] = None,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=logic.EXPORT_PAGE,
+            description="sessions a page (more only to finish a millisecond; fewer past the page's bytes); "
+            "without it and a cursor, every session in one answer when they fit, else 400",
+        ),
+    ] = None,
+) -> Response[str]:
+    """Without ``cursor`` and ``limit``: everything, every session included, when the sessions fit one answer
+    (``logic.EXPORT_PAGE_BYTES``), else 400 naming how to page. With ``limit`` (paging is opt-in): the first page
+    holds the profile, members, usage by period, invoices, the phone code's item and the first sessions; follow
+    ``next_cursor`` (``null`` on the last page) with ``?cursor=`` for the rest of the sessions (D-ex-1)."""
     _authorize_stored(account_id, Role.OWNER)
     deps = _deps()
+    now = _now()
+    if cursor is not None:
+        page = logic.export_sessions(
+            deps.accounts,
+            deps.sessions,
+            account_id,
+            cursor,
+            logic.EXPORT_PAGE if limit is None else limit,
+            size=schemas.session_bytes,
+        )
+        return json_response(200, schemas.export_page_json(account_id, now, page))
     data = logic.export(
-        deps.accounts, deps.members, deps.sessions, deps.ledger, account_id, _now(), deps.phone_codes.challenges
+        deps.accounts,
+        deps.members,
+        deps.sessions,
+        deps.ledger,
+        account_id,
+        now,
+        deps.phone_codes.challenges,
+        limit,
+        size=schemas.session_bytes,
     )
     return json_response(200, schemas.export_json(data))
 

@@ -12,11 +12,12 @@ import binascii
 import contextlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import groupby
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ from kilo_account_api.model import (
     DayUsage,
     EntitlementMissingError,
     Erasure,
+    ExportPage,
     Forecast,
     InvalidRequestError,
     InvoiceView,
@@ -78,6 +80,15 @@ from kilo_billing.rating import RatedPeriod, RatingError, TierChange, effective_
 from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS
 
 MAX_PAGE = 100
+# sessions on one export page at most (D-ex-1): ~331 bytes each in Lambda's answer for a typical one, but 3.9 KB and
+# more with long names of quotes and control characters (and LiveKit's name caps are configurable), so a page is
+# bounded by bytes too
+EXPORT_PAGE: Final = 1000
+# the encoded bytes of a page's sessions at most (as Lambda returns them, ``schemas.session_bytes``): a page stops
+# before the group of sessions begun in one millisecond that would pass it, leaving ~2.2 MB of Lambda's 6,291,456 for
+# the first page's other sections and the envelope; also the bound of a whole export asked without ?limit= (D-ex-1
+# amended (ex2))
+EXPORT_PAGE_BYTES: Final = 4_000_000
 # the price book's entitlement that members need (D210): inviting and accepting are refused on a tier without it
 TEAM_COLLABORATION: Final = "team_collaboration"
 
@@ -103,9 +114,9 @@ def period_of(key: str | None, now: datetime) -> Period:
     try:
         period = Period.parse(key)
     except ValueError as exc:
-        raise InvalidRequestError("period", f"period {key!r} must be a month like 2026-11") from exc
+        raise InvalidRequestError("query.period", f"period {key!r} must be a month like 2026-11") from exc
     if period.start > now:
-        raise InvalidRequestError("period", f"period {key} has not begun")
+        raise InvalidRequestError("query.period", f"period {key} has not begun")
     return period
 
 
@@ -279,7 +290,7 @@ def decode_cursor(cursor: str, period: str) -> tuple[int, str]:
         if cursor_period != period or not isinstance(start_ms, int) or not isinstance(room_sid, str):
             raise ValueError(cursor)
     except (ValueError, TypeError, binascii.Error) as exc:
-        raise InvalidRequestError("cursor", "cursor is not one this API returned for this period") from exc
+        raise InvalidRequestError("query.cursor", "cursor is not one this API returned for this period") from exc
     return start_ms, room_sid
 
 
@@ -297,7 +308,7 @@ def meetings_page(
     profile_of(accounts, account_id)
     period = period_of(period_key, now)
     if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequestError("limit", f"limit must be 1 to {MAX_PAGE}, got {limit}")
+        raise InvalidRequestError("query.limit", f"limit must be 1 to {MAX_PAGE}, got {limit}")
     found = meetings_of(history.sessions(account_id, period.key), period.key)
     if cursor is not None:
         after = decode_cursor(cursor, period.key)
@@ -537,18 +548,59 @@ def _tier_request(
 ) -> tuple[AccountProfile, TierChangeOutcome]:
     """The profile with ``tier`` asked for now, and the outcome. With a change pending (a downgrade at the next period
     start): the same tier again is a retried click (nothing changes); the tier in effect now cancels the pending
-    change; any other tier replaces it (an upgrade at once, a downgrade at the next period start)."""
+    change; any other tier replaces it (an upgrade at once, a downgrade at the next period start). With none
+    pending, the tier in effect asked again is a retried click too: of the cancel when that was the last request
+    saved (``_retried_cancel``, answered as the cancel), else of an upgrade to it made in now's period and in force
+    (``_retried_upgrade``, answered as that upgrade); otherwise "already on tier" (D118 amended (ex), (ex2))."""
     # the last recorded of several changes at one instant is the one in force (D161)
     pending = max(reversed([c for c in current.changes if c.at > now]), key=lambda c: c.at, default=None)
     in_effect = current.tier_at(now)
     if pending is not None and pending.tier == tier:
         return current, TierChangeOutcome(current, tier, pending.at, in_effect)
+    if pending is None and tier == in_effect:
+        cancel = _retried_cancel(current, now)
+        if cancel is not None:
+            return current, TierChangeOutcome(current, tier, cancel, in_effect, cancelled=True)
+        upgrade = _retried_upgrade(book, current, now)
+        if upgrade is not None:
+            return current, TierChangeOutcome(current, tier, upgrade.at, in_effect)
     kept = tuple(c for c in current.changes if c.at <= now)
     if pending is not None and tier == in_effect:
-        return replace(current, changes=kept), TierChangeOutcome(current, tier, now, in_effect, cancelled=True)
+        cancelled = replace(current, changes=kept, tier_change_cancelled_at=now)
+        return cancelled, TierChangeOutcome(current, tier, now, in_effect, cancelled=True)
     change = effective_change(book, in_effect, tier, now)
     profile = with_tier_change(replace(current, changes=kept), change, ())
     return profile, TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
+
+
+def _retried_cancel(current: AccountProfile, now: datetime) -> datetime | None:
+    """When the last tier request saved is a cancel of a pending change (made in now's period, at or after the change
+    in force): its time - a request for the tier in effect repeats that cancel and is answered as it was, not as the
+    upgrade in force before it (D118 amended (ex2)); ``None`` otherwise."""
+    cancelled = current.tier_change_cancelled_at
+    if cancelled is None or not Period.containing(now).start <= cancelled <= now:
+        return None
+    in_force = [c.at for c in current.changes if c.at <= now]
+    return cancelled if not in_force or cancelled >= max(in_force) else None
+
+
+def _retried_upgrade(book: PriceBook, current: AccountProfile, now: datetime) -> TierChange | None:
+    """The change in force at ``now`` when it is an upgrade (to a higher rank than the tier before it) made in now's
+    period: the one a retried request for the tier in effect repeats (D118 amended (ex)); ``None`` otherwise (the
+    tier held since the account began, a downgrade that took effect, an upgrade of an earlier period)."""
+    # the last recorded of several changes at one instant is the one in force (D161)
+    in_force = [c for c in current.changes if c.at <= now]
+    if len(in_force) < 2:
+        return None
+    last = max(reversed(in_force), key=lambda c: c.at)
+    if last.at < Period.containing(now).start:
+        return None
+    before = current.tier_at(last.at - timedelta(microseconds=1))
+    try:
+        raised = book.tier(last.tier).rank > book.tier(before).rank
+    except UnknownTierError:  # a tier the book no longer sells: no upgrade to repeat
+        return None
+    return last if raised else None
 
 
 # --- payment methods ------------------------------------------------------------------------------------------------
@@ -821,6 +873,118 @@ def decline_invitation(store: MemberStore, user: str, account_id: str) -> None:
 __all__ = ["pseudonym"]  # moved to the layer (kilo_billing.accounts, rating uses it too); still importable here
 
 
+_EXPORT_CURSOR: Final = "export"
+# a cursor's start time is below 2**63 ms (a signed 64-bit milliseconds count, ~292 million years): a forged larger one
+# is refused as the cursor it is not, before boto3's Decimal context (38 digits) fails on it with a 500
+_EXPORT_CURSOR_END: Final = 2**63
+
+
+def encode_export_cursor(start_ms: int) -> str:
+    raw = json.dumps([_EXPORT_CURSOR, start_ms], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_export_cursor(cursor: str) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        kind, start_ms = data
+        if (
+            kind != _EXPORT_CURSOR
+            or not isinstance(start_ms, int)
+            or isinstance(start_ms, bool)
+            or not 0 <= start_ms < _EXPORT_CURSOR_END
+        ):
+            raise ValueError(cursor)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidRequestError("query.cursor", "cursor is not one this API returned for an export") from exc
+    return start_ms
+
+
+def export_sessions(
+    accounts: AccountDirectory,
+    history: SessionHistory,
+    account_id: str,
+    cursor: str | None,
+    limit: int = EXPORT_PAGE,
+    *,
+    size: Callable[[SessionRecord], int],
+) -> ExportPage:
+    """A page of the export's sessions in start order (start, room, participant): at most ``limit`` and at most
+    ``EXPORT_PAGE_BYTES`` of ``size`` (each session's bytes in the answer), never splitting the sessions begun in one
+    millisecond: more than ``limit`` only to finish the last one's, and a millisecond's group whose bytes alone pass
+    the bound is a page of its own, whole. ``next_cursor`` continues at the start time of the first left out (D-ex-1).
+    A session that begins later goes on a later page, never a handed-out one; the pages together list each stored
+    session once."""
+    profile_of(accounts, account_id)
+    _check_export_limit(limit)
+    since = 0 if cursor is None else decode_export_cursor(cursor)
+    page = _bounded_page(history, account_id, since, limit, size, EXPORT_PAGE_BYTES, at_least_one=True)
+    return ExportPage(tuple(page.sessions), None if page.next_start is None else encode_export_cursor(page.next_start))
+
+
+def _check_export_limit(limit: int) -> None:
+    if not 1 <= limit <= EXPORT_PAGE:
+        raise InvalidRequestError("query.limit", f"limit must be 1 to {EXPORT_PAGE}, got {limit}")
+
+
+@dataclass(frozen=True, slots=True)
+class _BoundedPage:
+    sessions: list[SessionRecord]
+    next_start: int | None  # where the next page begins (None: nothing left)
+    used: int  # the sessions' bytes
+    full: bool  # stopped before a millisecond's group that would pass the bytes
+
+
+def _bounded_page(
+    history: SessionHistory,
+    account_id: str,
+    since: int,
+    limit: int,
+    size: Callable[[SessionRecord], int],
+    budget: int,
+    *,
+    at_least_one: bool,
+) -> _BoundedPage:
+    """The sessions from ``since`` on (``limit`` and the rest of the last one's millisecond, as the store lists
+    them), kept by whole millisecond groups while their bytes stay within ``budget`` (the first group kept whatever
+    its bytes when ``at_least_one``: a group cannot be split, and a page must move on)."""
+    listed = history.sessions_from(account_id, since, limit)
+    found = sorted(listed.sessions, key=lambda s: (s.start_ms, s.room_sid, s.participant_sid))
+    taken: list[SessionRecord] = []
+    used = 0
+    for start, grouped in groupby(found, key=lambda s: s.start_ms):
+        group = list(grouped)
+        cost = sum(size(s) for s in group)
+        if used + cost > budget and (taken or not at_least_one):
+            return _BoundedPage(taken, start, used, full=True)
+        taken += group
+        used += cost
+    return _BoundedPage(taken, listed.next_start_ms, used, full=False)
+
+
+def _whole_sessions(
+    history: SessionHistory, account_id: str, size: Callable[[SessionRecord], int]
+) -> list[SessionRecord]:
+    """Every session of the account, read page by page, when their bytes together stay within ``EXPORT_PAGE_BYTES``;
+    else a 400 naming how to page (review ex2: an export is never silently incomplete). The reads stop as soon as
+    the bound is passed."""
+    found: list[SessionRecord] = []
+    since: int | None = 0
+    left = EXPORT_PAGE_BYTES
+    while since is not None:
+        page = _bounded_page(history, account_id, since, EXPORT_PAGE, size, left, at_least_one=False)
+        if page.full:
+            raise InvalidRequestError(
+                "query.limit",
+                f"the account's sessions pass the {EXPORT_PAGE_BYTES:,} bytes one answer carries: ask for them in "
+                f"pages - ?limit={EXPORT_PAGE} (1 to {EXPORT_PAGE}) - and follow next_cursor "
+                f"(?cursor=<next_cursor>&limit={EXPORT_PAGE}) until it is null",
+            )
+        found += page.sessions
+        since, left = page.next_start, left - page.used
+    return found
+
+
 def export(
     accounts: AccountDirectory,
     store: MemberStore,
@@ -829,10 +993,19 @@ def export(
     account_id: str,
     now: datetime,
     phone_codes: PhoneChallenges | None = None,
+    limit: int | None = None,
+    *,
+    size: Callable[[SessionRecord], int],
 ) -> dict[str, Any]:
-    """Everything kept about the account: profile, members, sessions (participants, rooms, minutes), rating's
-    counters per period, invoices, and the phone code's item (the number it was sent to, when codes were sent; D160)."""
+    """Everything kept about the account: profile, members, rating's counters per period, invoices, the phone code's
+    item (the number it was sent to, when codes were sent; D160), and its sessions (participants, rooms, minutes):
+    with a ``limit``, the first page of them (``export_sessions``; ``next_cursor`` reads the rest, page by page);
+    without one, every session when they fit one answer, else a 400 naming how to page (D-ex-1 amended (ex2))."""
     profile = profile_of(accounts, account_id)
+    if limit is None:
+        first = ExportPage(tuple(_whole_sessions(history, account_id, size)), None)
+    else:
+        first = export_sessions(accounts, history, account_id, None, limit, size=size)
     book = ledger.ledger(account_id)
     return {
         "account_id": account_id,
@@ -840,7 +1013,8 @@ def export(
         "profile": profile,
         "phone_code": phone_codes.current(account_id) if phone_codes is not None else None,
         "members": sorted(store.members(account_id), key=lambda m: (-m.role, m.user)),  # invitations too
-        "sessions": sorted(history.all_sessions(account_id), key=lambda s: (s.start_ms, s.room_sid, s.participant_sid)),
+        "sessions": first.sessions,
+        "next_cursor": first.next_cursor,
         "periods": {key: dict(period.counters) for key, period in sorted(book.periods.items())},
         "invoices": invoices(ledger, account_id),
     }

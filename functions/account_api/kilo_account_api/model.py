@@ -208,6 +208,23 @@ class MeetingsPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class SessionsPage:
+    """Stored sessions of an account begun from a time on, in start order, a bounded number (the export's pages,
+    D-ex-1); ``next_start_ms``: where the next page begins (``None``: none is left)."""
+
+    sessions: tuple[SessionRecord, ...]
+    next_start_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPage:
+    """One page of the export's sessions, in start order; ``next_cursor`` reads the next page (``None``: the last)."""
+
+    sessions: tuple[SessionRecord, ...]
+    next_cursor: str | None
+
+
 class BudgetStatus(StrEnum):
     NO_BUDGET = "no_budget"
     UNDER = "under_budget"

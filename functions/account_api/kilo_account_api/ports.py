@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from typing import Protocol
 
-from kilo_account_api.model import Member, PhoneChallenge, SessionRecord
+from kilo_account_api.model import Member, PhoneChallenge, SessionRecord, SessionsPage
 
 
 class SessionHistory(Protocol):
@@ -19,7 +19,13 @@ class SessionHistory(Protocol):
         ...
 
     def all_sessions(self, account_id: str) -> Iterator[SessionRecord]:
-        """Every stored session of the account (export, erasure)."""
+        """Every stored session of the account, at once (the export reads them by pages: ``sessions_from``)."""
+        ...
+
+    def sessions_from(self, account_id: str, since_ms: int, limit: int) -> SessionsPage:
+        """The account's sessions begun at ``since_ms`` or later, in start order: the first ``limit`` listed and the
+        others begun in the same millisecond as the last of them (a page never splits one, so ``next_start_ms``, the
+        start of the first left out, is an exact position: D-ex-1)."""
         ...
 
     def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str], began_before: datetime) -> int:

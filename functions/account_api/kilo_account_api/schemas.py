@@ -5,6 +5,7 @@ strings (D7: never floats); ``null`` allowances mean unlimited. Keep these shape
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal, Self
@@ -13,6 +14,7 @@ from pydantic import AfterValidator, AnyUrl, BaseModel, ConfigDict, Field, UrlCo
 
 from kilo_account_api.model import (
     Erasure,
+    ExportPage,
     Forecast,
     InvoiceView,
     Meeting,
@@ -786,6 +788,14 @@ def _session_json(session: SessionRecord) -> dict[str, Any]:
     }
 
 
+def session_bytes(session: SessionRecord) -> int:
+    """The bytes a session adds to an export answer as Lambda returns it (the export's bound is in these, D-ex-1
+    amended (ex2)): its JSON as ``json_response`` writes it (compact, ASCII: non-ASCII as \\uXXXX), escaped again
+    inside the response's JSON string body, and the comma before the next session."""
+    body = json.dumps(_session_json(session), separators=(",", ":"))
+    return len(json.dumps(body)) - 2 + 1  # ASCII: characters are bytes; less the string's own quotes, plus a comma
+
+
 def _phone_code_json(challenge: PhoneChallenge | None) -> dict[str, Any] | None:
     """What the phone code's item keeps (never the code: its hash and salt are not personal data to hand out)."""
     if challenge is None:
@@ -812,6 +822,17 @@ def export_json(data: dict[str, Any]) -> dict[str, Any]:
         "phone_code": _phone_code_json(data.get("phone_code")),
         "members": [MemberOut.of(m).model_dump(mode="json") for m in data["members"]],
         "sessions": [_session_json(s) for s in data["sessions"]],
+        "next_cursor": data["next_cursor"],
         "usage_by_period": periods,
         "invoices": [InvoiceOut.of(i).model_dump(mode="json") for i in data["invoices"]],
+    }
+
+
+def export_page_json(account_id: str, exported_at: datetime, page: ExportPage) -> dict[str, Any]:
+    """A later page of the export (``?cursor=``): its sessions alone, as the first page lists them (D-ex-1)."""
+    return {
+        "account_id": account_id,
+        "exported_at": exported_at.isoformat(),
+        "sessions": [_session_json(s) for s in page.sessions],
+        "next_cursor": page.next_cursor,
     }

@@ -50,6 +50,9 @@ def profile_to_item(profile: AccountProfile) -> Item:
             # absent while 0 (profiles written before read alike)
             "budget_version": profile.budget_version or None,
             "hard_limit_version": profile.hard_limit_version or None,
+            "tier_change_cancelled_at": (
+                profile.tier_change_cancelled_at.isoformat() if profile.tier_change_cancelled_at is not None else None
+            ),
             # moved on by one by every save (D142); absent until the first save after registration
             "version": profile.version or None,
         }
@@ -80,5 +83,10 @@ def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
         erased_at=datetime.fromisoformat(str(values["erased_at"])) if values.get("erased_at") else None,
         budget_version=int(values.get("budget_version") or 0),
         hard_limit_version=int(values.get("hard_limit_version") or 0),
+        tier_change_cancelled_at=(
+            datetime.fromisoformat(str(values["tier_change_cancelled_at"]))
+            if values.get("tier_change_cancelled_at")
+            else None
+        ),
         version=int(values.get("version", 0)),
     )

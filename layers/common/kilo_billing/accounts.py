@@ -157,6 +157,9 @@ class AccountProfile:
     # amount already announced that month - is announced (and enforced) again, once per setting (D124, D140)
     budget_version: int = 0
     hard_limit_version: int = 0
+    # when a pending tier change was last cancelled by asking for the tier in effect (D118): the same request retried
+    # is answered as that cancel, not as the upgrade before it (D118 amended (ex2)); None: never since it was kept
+    tier_change_cancelled_at: datetime | None = None
     # the stored item's version when this profile was read (0: never saved since its registration); a save is written
     # only over that same version (``AccountDirectory.save``). Not part of the profile's value (equality ignores it).
     version: int = field(default=0, compare=False)
