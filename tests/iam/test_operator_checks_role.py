@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
+from typing import Any
 
 import boto3
 import pytest
@@ -53,6 +54,15 @@ def held(operator_env: AlertsStack, monkeypatch: pytest.MonkeyPatch) -> AlertsSt
     for n in range(4):
         put_session(operator_env, "free-1", f"RM_c{n}", f"PA_c{n}", "bot", now_ms - 600_000, None)
     return operator_env
+
+
+def _handled_as_the_alerts_function(roles: Roles, event: dict[str, Any]) -> None:
+    """The alerts function's handler run on ``event`` under its own role: no record failed, nothing denied."""
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    with roles.acting_as("AlertsFunction") as enforcement:
+        assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert enforcement.denied == []
 
 
 def test_given_the_operator_checks_under_their_generated_role_then_abuse_is_held_and_the_margin_announced(
@@ -172,9 +182,7 @@ def test_given_the_operator_checks_role_then_it_cannot_send_to_the_alerts_queue_
 
     operator_env.stack.clients["sqs"].send_message(QueueUrl=template.ref("AlertsQueue"), MessageBody=body)
     event = operator_env.sqs_event()  # received with the test's own permissions, as Lambda's poller does
-    with roles.acting_as("AlertsFunction") as enforcement:
-        assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
-    assert enforcement.denied == []
+    _handled_as_the_alerts_function(roles, event)
     assert [str(mime(mail)["Subject"]) for mail in operator_env.sent_mail()] == [
         "Your November 2026 bill so far reached 80% of your budget"
     ]
@@ -190,7 +198,6 @@ def test_given_a_few_minutes_at_the_fee_crossing_then_the_recheck_goes_through_b
     (9.5/24) 1,182.6 -> 4,182.6; Tue 3 - Tue 24 weigh 16 weekdays + 6 x 0.4 = 18.4 -> +54,970.9 = 59,153.5 <
     59,716 ($36 needs $7.00 of usage: 9,716 over); Wed 25 +2,987.55 = 62,141.1: "around Wednesday 25 November".
     Amended (fq): the re-check reaches the alerts function from the re-checks' own queue."""
-    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
     from tests.integration.test_account_api import put_counters  # noqa: PLC0415
     from tests.integration.test_alerts_delivery import mime, publish, register  # noqa: PLC0415
 
@@ -200,9 +207,7 @@ def test_given_a_few_minutes_at_the_fee_crossing_then_the_recheck_goes_through_b
     clock = SimpleNamespace(time=lambda: datetime(2026, 11, 2, 9, 30, tzinfo=UTC).timestamp())
     monkeypatch.setattr("kilo_alerts.handler.time", clock)
     event = operator_env.sqs_event()  # received with the test's own permissions, as Lambda's poller does
-    with roles.acting_as("AlertsFunction") as enforcement:
-        assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
-    assert enforcement.denied == []
+    _handled_as_the_alerts_function(roles, event)
     assert [str(mime(mail)["Subject"]) for mail in operator_env.sent_mail()] == [
         "Your November 2026 bill so far reached 80% of your budget"
     ]
@@ -213,9 +218,7 @@ def test_given_a_few_minutes_at_the_fee_crossing_then_the_recheck_goes_through_b
     clock.time = lambda: datetime(2026, 11, 2, 14, 30, tzinfo=UTC).timestamp()
     assert operator_env.sqs_event()["Records"] == []  # not on the alerts queue
     event = operator_env.sqs_event(queue=RECHECKS)  # received with the test's own permissions, as Lambda's poller does
-    with roles.acting_as("AlertsFunction") as enforcement:
-        assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
-    assert enforcement.denied == []
+    _handled_as_the_alerts_function(roles, event)
     assert [str(mime(mail)["Subject"]) for mail in operator_env.sent_mail()][1:] == [
         "At this rate your November 2026 bill passes your budget around Wednesday 25 November"
     ]

@@ -886,20 +886,10 @@ _NOT_RATED = (
 )
 
 
-def test_given_a_message_whose_event_eventbridge_refuses_then_replay_apply_skips_it_and_replays_the_others(
-    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """D362 amended (cx): `--apply` stopped at the first message whose event EventBridge refused for its content; the
-    message stays on the queue (deleted only once rated), so every later run stopped on it again and no other message
-    was ever replayed. Two batches on the on-failure queue: the first a room of an account nobody registered (its
-    minutes go to the unattributed bucket and rating publishes ``UnattributedUsage.v1``), the second the registered
-    account's video call (nothing published: no threshold). EventBridge refusing every entry for its content (moto:
-    ``InvalidArgument``, an entry without a Source): the first message is named as not replayed and kept on the queue,
-    the second is rated and deleted; exit 1 (a message not replayed). Was: exit 2 at the first, the second never rated.
-    """
-    from kilo_billing import contracts  # noqa: PLC0415
-    from kilo_billing_cli.main import main  # noqa: PLC0415
-
+def _ghost_room_then_the_call(stack: Stack, lambda_context: LambdaContext) -> tuple[list[Any], str, str]:
+    """A room of an account nobody registered (10 audio minutes, unattributed), then the registered customer's video
+    call (``EXPECTED``), delivered through the webhook; the events table's stream records of both (4 + 8), its ARN and
+    shard id."""
     ghost = lk.Room("RM_ghost01", "ghost", account_id="acct_nobody", created_at=T0)
     someone = lk.Participant("PA_ghost01", "g", T0 * 1000)
     for body in (
@@ -914,11 +904,28 @@ def test_given_a_message_whose_event_eventbridge_refuses_then_replay_apply_skips
     arn = stack.template.get_att("EventsTable", "StreamArn")
     [shard] = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
     iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
-    records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+    return streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"], arn, shard["ShardId"]
+
+
+def test_given_a_message_whose_event_eventbridge_refuses_then_replay_apply_skips_it_and_replays_the_others(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D362 amended (cx): `--apply` stopped at the first message whose event EventBridge refused for its content; the
+    message stays on the queue (deleted only once rated), so every later run stopped on it again and no other message
+    was ever replayed. Two batches on the on-failure queue: the first a room of an account nobody registered (its
+    minutes go to the unattributed bucket and rating publishes ``UnattributedUsage.v1``), the second the registered
+    account's video call (nothing published: no threshold). EventBridge refusing every entry for its content (moto:
+    ``InvalidArgument``, an entry without a Source): the first message is named as not replayed and kept on the queue,
+    the second is rated and deleted; exit 1 (a message not replayed). Was: exit 2 at the first, the second never rated.
+    """
+    from kilo_billing import contracts  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    records, arn, shard_id = _ghost_room_then_the_call(stack, lambda_context)
     assert len(records) == 4 + 8  # the ghost room's 4 events, then the call's 8
     dlq = stack.template.ref("RatingDeadLetterQueue")
     for batch in (records[:4], records[4:]):
-        stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=_batch_message(batch, arn, shard["ShardId"]))
+        stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=_batch_message(batch, arn, shard_id))
     monkeypatch.setattr(contracts, "SOURCE_RATING", "")  # moto fails every entry: InvalidArgument (no Source)
     capsys.readouterr()
 
@@ -954,23 +961,9 @@ def test_given_a_refused_event_in_one_batch_with_a_customers_call_then_the_call_
     from kilo_billing import contracts  # noqa: PLC0415
     from kilo_billing_cli.main import main  # noqa: PLC0415
 
-    ghost = lk.Room("RM_ghost01", "ghost", account_id="acct_nobody", created_at=T0)
-    someone = lk.Participant("PA_ghost01", "g", T0 * 1000)
-    for body in (
-        lk.room_started(ghost, T0),
-        lk.participant_joined(ghost, someone),
-        lk.participant_left(ghost, someone, T0 + 600),
-        lk.room_finished(ghost, T0 + 700),
-    ):
-        deliver_webhook(body, lambda_context)
-    video_call(lambda_context)
-    streams = stack.clients["dynamodbstreams"]
-    arn = stack.template.get_att("EventsTable", "StreamArn")
-    [shard] = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
-    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
-    records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+    records, arn, shard_id = _ghost_room_then_the_call(stack, lambda_context)
     dlq = stack.template.ref("RatingDeadLetterQueue")
-    stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=_batch_message(records, arn, shard["ShardId"]))
+    stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=_batch_message(records, arn, shard_id))
     monkeypatch.setattr(contracts, "SOURCE_RATING", "")  # moto fails every entry: InvalidArgument (no Source)
     capsys.readouterr()
 
