@@ -690,6 +690,25 @@ def test_given_a_downgrade_and_a_later_operator_dated_change_then_the_pending_ch
     assert directory.profiles["acct"].tier_at(dec1) == "team"
 
 
+def test_given_a_cancel_then_an_operator_backdated_change_then_the_cancel_is_not_replayed() -> None:
+    """Review api3 #3: Team since Jan 1; Nov 15 09:00 Personal asked (from Dec 1); 11:00 Stay on Team (cancel); an
+    operator backdates Enterprise from Nov 10 (nothing invoiced yet); 12:00 the customer asks Enterprise. Before:
+    ``pending_change_cancelled`` effective 11:00 - a cancel that never asked for Enterprise (the stored cancel was a
+    time only, later than the Nov 10 change in force). Now the operator's recorded change voids the cancel: no cancel
+    replayed, nothing saved. What is answered is D-ex-2's rule for the change in force: Enterprise from Nov 10 is an
+    upgrade (Team rank 1 -> Enterprise rank 2) made in November, so 200 effective Nov 10 (``upgrade_now``)."""
+    jan1, nov10 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 11, 10, tzinfo=UTC)
+    directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
+    logic.change_tier(directory, CATALOG, "acct", "personal", NOW.replace(hour=9), NO_USAGE)
+    stay = logic.change_tier(directory, CATALOG, "acct", "team", NOW.replace(hour=11), NO_USAGE)
+    assert (stay.effective_at, stay.cancelled) == (NOW.replace(hour=11), True)
+    _operator_dates(directory, "enterprise", nov10)
+    assert directory.profiles["acct"].tier_change_cancelled_at is None  # voided by the change recorded after it
+    asked = logic.change_tier(directory, CATALOG, "acct", "enterprise", NOW, NO_USAGE)
+    assert (asked.effective_at, asked.cancelled, asked.current_tier) == (nov10, False, "enterprise")
+    assert directory.profiles["acct"].changes == (TierChange(jan1, "team"), TierChange(nov10, "enterprise"))
+
+
 def test_given_a_downgrade_in_force_since_the_period_start_then_asking_for_its_tier_again_is_refused() -> None:
     """Team until Nov 1, Personal from then (a downgrade that took effect): it is no upgrade to retry, and no
     answer of this request could have said 'upgrade_now' - 409 as before."""

@@ -577,7 +577,9 @@ def _tier_request(
 def _retried_cancel(current: AccountProfile, now: datetime) -> datetime | None:
     """When the last tier request saved is a cancel of a pending change (made in now's period, at or after the change
     in force): its time - a request for the tier in effect repeats that cancel and is answered as it was, not as the
-    upgrade in force before it (D118 amended (ex2)); ``None`` otherwise."""
+    upgrade in force before it (D118 amended (ex2)); ``None`` otherwise. A change recorded after the cancel (the
+    API's or an operator's, also one dated before it) voids it (``accounts.with_tier_change``), so the tier in effect
+    is the one the cancel kept (D-ex-2 amended (api3))."""
     cancelled = current.tier_change_cancelled_at
     if cancelled is None or not Period.containing(now).start <= cancelled <= now:
         return None
