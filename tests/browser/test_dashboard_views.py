@@ -354,6 +354,33 @@ def test_given_a_scheduled_downgrade_cancelled_then_the_pricing_page_offers_the_
     expect(page.get_by_test_id("scheduled-tier")).to_have_count(0)
 
 
+def test_given_stay_on_answered_other_than_a_cancel_then_the_page_says_what_the_api_answered(
+    page: Any, site: DashboardServer
+) -> None:
+    """Review api3 #1: "Stay on Team" said "the scheduled change is cancelled" whatever the API answered. Before the
+    route's fix, Team with Personal from Dec 1 and an operator's Team from Jan 15 2027 answered
+    ``downgrade_at_period_end`` effective 2027-01-15 (nothing cancelled). The message follows the answer's ``change``
+    as the tier buttons' does: "Team from 1/15/2027; until then your tier stays." (en-US, UTC: 2027-01-15T00:00Z)."""
+    book = {"version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],
+            "tiers": [{"id": "personal", "name": "Personal", "rank": 0, "monthly_fee": "0.00", "included": {},
+                       "overage": "pay_as_you_go", "entitlements": []},
+                      {"id": "team", "name": "Team", "rank": 1, "monthly_fee": "29.00", "included": {},
+                       "overage": "pay_as_you_go", "entitlements": []}]}  # fmt: skip
+    scheduled = {"tier": "personal", "effective_at": "2026-12-01T00:00:00Z"}
+    answer = {"account_id": ACCOUNT, "current_tier": "team", "requested_tier": "team",
+              "effective_at": "2027-01-15T00:00:00Z", "change": "downgrade_at_period_end"}  # fmt: skip
+    answers = USAGE_PAGE | {
+        ("GET", "/usage"): (200, _usage([], scheduled)),
+        ("GET", "/pricing"): (200, book),
+        ("POST", "/subscription"): (200, answer),
+    }
+    FakeApi(page, answers)
+    _sign_in(page, site, "pricing")
+    page.get_by_role("button", name="Stay on Team").click()
+    expect(page.get_by_role("status")).to_have_text("Team from 1/15/2027; until then your tier stays.")
+    expect(page.get_by_test_id("scheduled-change")).to_have_text("Moving to Personal on 2026-12-01.")
+
+
 def test_given_a_refused_hard_limit_then_the_hard_limit_field_has_the_focus(page: Any, site: DashboardServer) -> None:
     """Review of D-av-2 (av2): the refusal names ``hard_limit_usd`` but the budget field took the focus."""
     budget = {"account_id": ACCOUNT, "budget_usd": "50", "alert_percentages": [50, 80, 100], "hard_limit_usd": None}

@@ -15,11 +15,16 @@ import pytest
 import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import request_tier_change
+from kilo_billing.catalog import default_catalog
 from kilo_billing.entitlement_store import DynamoEntitlements
 from kilo_billing.entitlements import Reading
 from kilo_billing.invoicing import BillingMethod, CreditNote, CreditNoteStatus, InvoiceRecord, InvoiceStatus, Line
+from kilo_billing.periods import Period
 from kilo_billing.periods_items import credit_note_to_item, invoice_to_item
+from kilo_billing.rating import TierChange
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
+from tests.account_api_fakes import NO_USAGE
 from tests.account_api_support import api_environment, call, claims, store_members, utc
 from tests.integration.test_account_api import NOW, put_counters, put_session, register, seed_november, usage_table
 
@@ -315,6 +320,39 @@ def test_given_a_scheduled_downgrade_then_usage_names_it_until_it_is_cancelled(a
     )
     stay = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "team"})
     assert stay.body["change"] == "pending_change_cancelled", stay.body
+    after = call("GET", "/v1/accounts/acct_b/usage", owner)
+    assert (after.body["tier"], after.body["scheduled_change"]) == ("team", None)
+
+
+def test_given_a_downgrade_then_an_operator_dated_change_then_stay_on_cancels_both_as_the_page_shows(
+    account_api: Any,
+) -> None:
+    """Review api3 #1: Team since Jan 1 2026; Nov 15 12:00 the customer asks Personal (downgrade, from Dec 1); an
+    operator runs ``account tier team --at 2027-01-15`` (Personal -> Team on Jan 15). ``GET /usage`` names the NEXT
+    change, Personal on Dec 1, and "Stay on Team" POSTs team. Before: taken as a retry of the LATEST change (Team on
+    Jan 15): 200 ``downgrade_at_period_end`` effective 2027-01-15, nothing saved - the account on Personal from Dec 1
+    to Jan 15 (six weeks). Now: both future changes cancelled, ``pending_change_cancelled`` effective now, Team all
+    through; retried, the same answer (D-ex-2's replay)."""
+    register(account_api, "acct_b")  # team since 2026-01-01
+    owner = claims("acct_b", "owner")
+    down = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "personal"})
+    assert (down.body["change"], down.body["effective_at"]) == ("downgrade_at_period_end", "2026-12-01T00:00:00Z")
+    jan15 = utc(2027, 1, 15)
+    directory = DynamoAccountDirectory(account_api.clients["dynamodb"], usage_table(account_api))
+    catalog = default_catalog()  # what `kilo-billing account tier team --at 2027-01-15` calls
+    book = catalog.for_period(Period.containing(jan15))
+    request_tier_change(directory, book, "acct_b", "team", jan15, (), month=NO_USAGE, read_at=NOW, catalog=catalog)
+    shown = call("GET", "/v1/accounts/acct_b/usage", owner)
+    assert shown.body["scheduled_change"] == {"tier": "personal", "effective_at": "2026-12-01T00:00:00Z"}
+    for _ in range(2):  # the click, then the same click retried
+        stay = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "team"})
+        assert (stay.status, stay.body["change"], stay.body["effective_at"], stay.body["current_tier"]) == (
+            200,
+            "pending_change_cancelled",
+            "2026-11-15T12:00:00Z",  # NOW: the cancel's time
+            "team",
+        ), stay.body
+    assert profile(account_api, "acct_b").changes == (TierChange(utc(2026, 1, 1), "team"),)
     after = call("GET", "/v1/accounts/acct_b/usage", owner)
     assert (after.body["tier"], after.body["scheduled_change"]) == ("team", None)
 

@@ -27,11 +27,12 @@ from kilo_account_api.model import (
     SessionRecord,
 )
 from kilo_account_api.recommendations import RecommendationPolicy, recommend
-from kilo_billing.accounts import AccountProfile
+from kilo_billing.accounts import AccountProfile, request_tier_change
 from kilo_billing.auth import Role
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, projected_total
 from kilo_billing.catalog import default_catalog
 from kilo_billing.month_to_date import OpenSessionFigures, month_to_date
+from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
 from tests.account_api_fakes import NO_USAGE, InMemoryMembers, InMemoryMonthToDate, InMemorySessionHistory
 from tests.fakes import InMemoryAccountDirectory
@@ -658,6 +659,54 @@ def test_given_an_upgrade_at_the_period_end_then_its_retry_in_the_next_period_is
         logic.change_tier(
             directory, catalog, "acct", "enterprise", datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC), NO_USAGE
         )
+
+
+def _operator_dates(directory: InMemoryAccountDirectory, tier: str, at: datetime) -> None:
+    """What ``kilo-billing account tier <tier> --at <at>`` calls (cli/kilo_billing_cli/accounts.py), read at NOW."""
+    book = CATALOG.for_period(Period.containing(at))
+    request_tier_change(directory, book, "acct", tier, at, (), month=NO_USAGE, read_at=NOW, catalog=CATALOG)
+
+
+def test_given_a_downgrade_and_a_later_operator_dated_change_then_the_pending_change_is_the_next_one() -> None:
+    """Review api3 #1: Team since Jan 1; Nov 15 09:00 Personal asked (from Dec 1); an operator dates Team from Jan 15
+    2027. The page names Personal on Dec 1 (the next change, D-av-4 amended (av2)); the route agrees:
+    - Personal asked again at 11:00 is the retried click of the Dec 1 change: effective Dec 1, nothing saved (before:
+      the LATEST, Team Jan 15, was "pending", so Personal replaced it - the Jan 15 change dropped);
+    - Team (in effect) asked at 12:00 cancels both future changes: cancelled, effective 12:00, Team all through
+      (before: a retry of Team Jan 15 - effective Jan 15, nothing saved, Personal from Dec 1)."""
+    jan1, dec1, jan15 = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC),
+                         datetime(2027, 1, 15, tzinfo=UTC))  # fmt: skip
+    directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
+    logic.change_tier(directory, CATALOG, "acct", "personal", NOW.replace(hour=9), NO_USAGE)
+    _operator_dates(directory, "team", jan15)
+    both = (TierChange(jan1, "team"), TierChange(dec1, "personal"), TierChange(jan15, "team"))
+    assert directory.profiles["acct"].changes == both
+    again = logic.change_tier(directory, CATALOG, "acct", "personal", NOW.replace(hour=11), NO_USAGE)
+    assert (again.effective_at, again.cancelled, again.current_tier) == (dec1, False, "team")
+    assert directory.profiles["acct"].changes == both  # nothing saved
+    stay = logic.change_tier(directory, CATALOG, "acct", "team", NOW, NO_USAGE)
+    assert (stay.effective_at, stay.cancelled, stay.current_tier) == (NOW, True, "team")
+    assert directory.profiles["acct"].changes == (TierChange(jan1, "team"),)
+    assert directory.profiles["acct"].tier_at(dec1) == "team"
+
+
+def test_given_a_cancel_then_an_operator_backdated_change_then_the_cancel_is_not_replayed() -> None:
+    """Review api3 #3: Team since Jan 1; Nov 15 09:00 Personal asked (from Dec 1); 11:00 Stay on Team (cancel); an
+    operator backdates Enterprise from Nov 10 (nothing invoiced yet); 12:00 the customer asks Enterprise. Before:
+    ``pending_change_cancelled`` effective 11:00 - a cancel that never asked for Enterprise (the stored cancel was a
+    time only, later than the Nov 10 change in force). Now the operator's recorded change voids the cancel: no cancel
+    replayed, nothing saved. What is answered is D-ex-2's rule for the change in force: Enterprise from Nov 10 is an
+    upgrade (Team rank 1 -> Enterprise rank 2) made in November, so 200 effective Nov 10 (``upgrade_now``)."""
+    jan1, nov10 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 11, 10, tzinfo=UTC)
+    directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
+    logic.change_tier(directory, CATALOG, "acct", "personal", NOW.replace(hour=9), NO_USAGE)
+    stay = logic.change_tier(directory, CATALOG, "acct", "team", NOW.replace(hour=11), NO_USAGE)
+    assert (stay.effective_at, stay.cancelled) == (NOW.replace(hour=11), True)
+    _operator_dates(directory, "enterprise", nov10)
+    assert directory.profiles["acct"].tier_change_cancelled_at is None  # voided by the change recorded after it
+    asked = logic.change_tier(directory, CATALOG, "acct", "enterprise", NOW, NO_USAGE)
+    assert (asked.effective_at, asked.cancelled, asked.current_tier) == (nov10, False, "enterprise")
+    assert directory.profiles["acct"].changes == (TierChange(jan1, "team"), TierChange(nov10, "enterprise"))
 
 
 def test_given_a_downgrade_in_force_since_the_period_start_then_asking_for_its_tier_again_is_refused() -> None:

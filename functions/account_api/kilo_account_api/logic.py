@@ -546,15 +546,19 @@ def change_tier(
 def _tier_request(
     book: PriceBook, current: AccountProfile, tier: str, now: datetime
 ) -> tuple[AccountProfile, TierChangeOutcome]:
-    """The profile with ``tier`` asked for now, and the outcome. With a change pending (a downgrade at the next period
-    start): the same tier again is a retried click (nothing changes); the tier in effect now cancels the pending
-    change; any other tier replaces it (an upgrade at once, a downgrade at the next period start). With none
-    pending, the tier in effect asked again is a retried click too: of the cancel when that was the last request
-    saved (``_retried_cancel``, answered as the cancel), else of an upgrade to it made in now's period and in force
-    (``_retried_upgrade``, answered as that upgrade); otherwise "already on tier" (D118 amended (ex), (ex2))."""
-    # the last recorded of several changes at one instant is the one in force (D161)
-    pending = max(reversed([c for c in current.changes if c.at > now]), key=lambda c: c.at, default=None)
+    """The profile with ``tier`` asked for now, and the outcome. With changes pending (a downgrade at the next period
+    start, an operator's dated change): the tier in effect now cancels them all; the tier of the pending change - the
+    NEXT one, which ``GET /usage`` shows (``scheduled_change``) - again is a retried click (nothing changes); any other
+    tier replaces them (an upgrade at once, a downgrade at the next period start). With none pending, the tier in
+    effect asked again is a retried click too: of the cancel when that was the last request saved
+    (``_retried_cancel``, answered as the cancel), else of an upgrade to it made in now's period and in force
+    (``_retried_upgrade``, answered as that upgrade); otherwise "already on tier" (D118 amended (ex), (ex2), (api3))."""
+    pending = scheduled_change(current, now)  # the page's "Moving to ..." (D-av-4 amended (api3))
     in_effect = current.tier_at(now)
+    if pending is not None and tier == in_effect:
+        kept = tuple(c for c in current.changes if c.at <= now)
+        cancelled = replace(current, changes=kept, tier_change_cancelled_at=now)
+        return cancelled, TierChangeOutcome(current, tier, now, in_effect, cancelled=True)
     if pending is not None and pending.tier == tier:
         return current, TierChangeOutcome(current, tier, pending.at, in_effect)
     if pending is None and tier == in_effect:
@@ -565,9 +569,6 @@ def _tier_request(
         if upgrade is not None:
             return current, TierChangeOutcome(current, tier, upgrade.at, in_effect)
     kept = tuple(c for c in current.changes if c.at <= now)
-    if pending is not None and tier == in_effect:
-        cancelled = replace(current, changes=kept, tier_change_cancelled_at=now)
-        return cancelled, TierChangeOutcome(current, tier, now, in_effect, cancelled=True)
     change = effective_change(book, in_effect, tier, now)
     profile = with_tier_change(replace(current, changes=kept), change, ())
     return profile, TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
@@ -576,7 +577,9 @@ def _tier_request(
 def _retried_cancel(current: AccountProfile, now: datetime) -> datetime | None:
     """When the last tier request saved is a cancel of a pending change (made in now's period, at or after the change
     in force): its time - a request for the tier in effect repeats that cancel and is answered as it was, not as the
-    upgrade in force before it (D118 amended (ex2)); ``None`` otherwise."""
+    upgrade in force before it (D118 amended (ex2)); ``None`` otherwise. A change recorded after the cancel (the
+    API's or an operator's, also one dated before it) voids it (``accounts.with_tier_change``), so the tier in effect
+    is the one the cancel kept (D-ex-2 amended (api3))."""
     cancelled = current.tier_change_cancelled_at
     if cancelled is None or not Period.containing(now).start <= cancelled <= now:
         return None

@@ -178,9 +178,12 @@ class MeterUsageOut(_Out):
         description="The allowances of the month's segments that have one (prorated); null: every segment unlimited"
     )
     used_percent: Quantity | None = Field(
-        description="Share of that allowance used, 2 decimals cut (never 100.00 before it is used up, never 0.00 once"
-        " begun); null if unlimited, or when two or more segments have an allowance (each segment's own share is in"
-        " segments: a combined one hides a segment's overage)"
+        description="The share used of the allowance of the one segment that has one: that segment's use over its"
+        " allowance - its own used_percent in segments - not used over included when an unlimited segment's use is in"
+        " used too (Team then Enterprise: 30,000 of Team's 25,000 = 120.00 while used is 40,000 with Enterprise's"
+        " 10,000); 2 decimals cut (never 100.00 before it is used up, never 0.00 once begun); null if every segment"
+        " is unlimited, or when two or more segments have an allowance (each segment's own share is in segments: a"
+        " combined one hides a segment's overage)"
     )
     overage: Quantity
     amount: Money

@@ -62,11 +62,7 @@ function tierAction(tier, tiers, myTier, current, scheduled) {
     problem.replaceChildren();
     button.disabled = true;
     try {
-      const change = await post(accountPath("/subscription"), { tier: tier.id });
-      const when = new Date(change.effective_at).toLocaleDateString();
-      say(change.change === "upgrade_now" ? `Upgraded to ${tier.name} from now.`
-        : change.change === "pending_change_cancelled" ? `You stay on ${tier.name}: the scheduled change is cancelled.`
-        : `${tier.name} from ${when}; until then your tier stays.`);
+      say(answered(await post(accountPath("/subscription"), { tier: tier.id }), tier));
     } catch (error) {
       problem.append(errorBox(error));
       button.disabled = false;
@@ -75,18 +71,26 @@ function tierAction(tier, tiers, myTier, current, scheduled) {
   return h("div", { class: "actions" }, button, problem);
 }
 
-// Asking for the tier in effect cancels the scheduled change (the API answers pending_change_cancelled).
+// What the API answered to POST /subscription (its `change`), never what the button hoped for (D-av-4 amended (api3)).
+function answered(change, tier) {
+  const when = new Date(change.effective_at).toLocaleDateString();
+  return change.change === "upgrade_now" ? `Upgraded to ${tier.name} from now.`
+    : change.change === "pending_change_cancelled" ? `You stay on ${tier.name}: the scheduled change is cancelled.`
+    : `${tier.name} from ${when}; until then your tier stays.`;
+}
+
+// Asking for the tier in effect cancels the scheduled changes (the API answers pending_change_cancelled).
 function stayButton(tier) {
   const problem = h("div", { "aria-live": "assertive" });
   const button = h("button", { type: "button", class: "secondary", onclick: async () => {
     problem.replaceChildren();
     button.disabled = true;
     try {
-      await post(accountPath("/subscription"), { tier: tier.id });
+      const change = await post(accountPath("/subscription"), { tier: tier.id });
       // the page is drawn again from the API: the other cards' buttons (a downgrade) come back without a reload
       const page = button.closest("[data-view=pricing]");
       if (page) page.replaceWith(await pricingView());
-      say(`You stay on ${tier.name}: the scheduled change is cancelled.`);
+      say(answered(change, tier));
     } catch (error) {
       problem.append(errorBox(error));
       button.disabled = false;
