@@ -360,7 +360,8 @@ def test_given_stay_on_answered_other_than_a_cancel_then_the_page_says_what_the_
     """Review api3 #1: "Stay on Team" said "the scheduled change is cancelled" whatever the API answered. Before the
     route's fix, Team with Personal from Dec 1 and an operator's Team from Jan 15 2027 answered
     ``downgrade_at_period_end`` effective 2027-01-15 (nothing cancelled). The message follows the answer's ``change``
-    as the tier buttons' does: "Team from 1/15/2027; until then your tier stays." (en-US, UTC: 2027-01-15T00:00Z)."""
+    as the tier buttons' does: "Team from 2027-01-15; until then your tier stays." (2027-01-15T00:00Z; the UTC day
+    as the page writes it since api4)."""
     book = {"version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],
             "tiers": [{"id": "personal", "name": "Personal", "rank": 0, "monthly_fee": "0.00", "included": {},
                        "overage": "pay_as_you_go", "entitlements": []},
@@ -377,8 +378,35 @@ def test_given_stay_on_answered_other_than_a_cancel_then_the_page_says_what_the_
     FakeApi(page, answers)
     _sign_in(page, site, "pricing")
     page.get_by_role("button", name="Stay on Team").click()
-    expect(page.get_by_role("status")).to_have_text("Team from 1/15/2027; until then your tier stays.")
+    expect(page.get_by_role("status")).to_have_text("Team from 2027-01-15; until then your tier stays.")
     expect(page.get_by_test_id("scheduled-change")).to_have_text("Moving to Personal on 2026-12-01.")
+
+
+def test_given_a_downgrade_answered_in_a_us_browser_then_its_day_is_the_utc_day_the_page_shows(
+    new_york_page: Any, site: DashboardServer
+) -> None:
+    """Review api4 #3: Team; the customer clicks "Move to Personal next month"; the API answers
+    ``downgrade_at_period_end`` effective 2026-12-01T00:00:00Z (the period start, UTC). In New York (UTC-5) that
+    instant is Nov 30 19:00 local, so ``toLocaleDateString()`` said "Personal from 11/30/2026" - a day before the
+    change, and not the "2026-12-01" the page writes for a scheduled change. Now the answer's UTC day, as the page
+    writes it: "Personal from 2026-12-01; until then your tier stays."."""
+    page = new_york_page
+    book = {"version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],
+            "tiers": [{"id": "personal", "name": "Personal", "rank": 0, "monthly_fee": "0.00", "included": {},
+                       "overage": "pay_as_you_go", "entitlements": []},
+                      {"id": "team", "name": "Team", "rank": 1, "monthly_fee": "29.00", "included": {},
+                       "overage": "pay_as_you_go", "entitlements": []}]}  # fmt: skip
+    answer = {"account_id": ACCOUNT, "current_tier": "team", "requested_tier": "personal",
+              "effective_at": "2026-12-01T00:00:00Z", "change": "downgrade_at_period_end"}  # fmt: skip
+    answers = USAGE_PAGE | {
+        ("GET", "/usage"): (200, _usage([])),
+        ("GET", "/pricing"): (200, book),
+        ("POST", "/subscription"): (200, answer),
+    }
+    FakeApi(page, answers)
+    _sign_in(page, site, "pricing")
+    page.get_by_role("button", name="Move to Personal next month").click()
+    expect(page.get_by_role("status")).to_have_text("Personal from 2026-12-01; until then your tier stays.")
 
 
 def test_given_a_refused_hard_limit_then_the_hard_limit_field_has_the_focus(page: Any, site: DashboardServer) -> None:

@@ -357,6 +357,37 @@ def test_given_a_downgrade_then_an_operator_dated_change_then_stay_on_cancels_bo
     assert (after.body["tier"], after.body["scheduled_change"]) == ("team", None)
 
 
+def test_given_operator_dated_changes_then_an_upgrade_is_applied_now_and_replaces_them(account_api: Any) -> None:
+    """Review api4 #1: Team since Jan 1 2026; an operator runs ``account tier enterprise --at 2026-12-15`` (an upgrade:
+    Enterprise from Dec 15) then ``account tier personal --at 2027-02-01`` (a downgrade from Enterprise: Personal from
+    the next period start, Mar 1 2027). Nov 15 12:00 the customer POSTs enterprise. Before: 200
+    ``downgrade_at_period_end`` effective 2026-12-15, nothing saved (the NEXT change's tier taken for a retry). Now
+    (D118, an upgrade takes effect at once): 200 ``upgrade_now`` effective 2026-11-15T12:00:00Z, Enterprise in
+    effect, both dated changes replaced, nothing scheduled."""
+    register(account_api, "acct_b")  # team since 2026-01-01
+    owner = claims("acct_b", "owner")
+    directory = DynamoAccountDirectory(account_api.clients["dynamodb"], usage_table(account_api))
+    catalog = default_catalog()  # what `kilo-billing account tier <tier> --at <at>` calls
+    for tier, at in (("enterprise", utc(2026, 12, 15)), ("personal", utc(2027, 2, 1))):
+        book = catalog.for_period(Period.containing(at))
+        request_tier_change(directory, book, "acct_b", tier, at, (), month=NO_USAGE, read_at=NOW, catalog=catalog)
+    shown = call("GET", "/v1/accounts/acct_b/usage", owner)
+    assert shown.body["scheduled_change"] == {"tier": "enterprise", "effective_at": "2026-12-15T00:00:00Z"}
+    up = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "enterprise"})
+    assert (up.status, up.body["change"], up.body["effective_at"], up.body["current_tier"]) == (
+        200,
+        "upgrade_now",
+        "2026-11-15T12:00:00Z",  # NOW: the click's time
+        "enterprise",
+    ), up.body
+    assert profile(account_api, "acct_b").changes == (
+        TierChange(utc(2026, 1, 1), "team"),
+        TierChange(NOW, "enterprise"),
+    )
+    after = call("GET", "/v1/accounts/acct_b/usage", owner)
+    assert (after.body["tier"], after.body["scheduled_change"]) == ("enterprise", None)
+
+
 def test_given_usage_an_upgrade_would_re_rate_past_the_hard_limit_then_the_route_answers_409_naming_limit_and_bill(
     account_api: Any,
 ) -> None:

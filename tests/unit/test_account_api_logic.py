@@ -709,6 +709,55 @@ def test_given_a_cancel_then_an_operator_backdated_change_then_the_cancel_is_not
     assert directory.profiles["acct"].changes == (TierChange(jan1, "team"), TierChange(nov10, "enterprise"))
 
 
+def test_given_operator_dated_changes_then_an_upgrade_click_applies_now_and_replaces_them() -> None:
+    """Review api4 #1 (D118: an upgrade takes effect at once). Team since Jan 1; an operator dates Enterprise from
+    Dec 15 (``account tier enterprise --at 2026-12-15``: an upgrade, in effect at the instant asked) and then
+    Personal (``--at 2027-02-01``: a downgrade from Enterprise, in effect at the next period start, Mar 1 2027).
+    Nov 15 12:00 the customer clicks "Upgrade to Enterprise now". Before: Enterprise being the NEXT change's tier,
+    the click was taken for a retry - effective Dec 15, nothing saved, Team until then. Now the next change is a
+    retry only when it is the change this click makes (Enterprise at 12:00, not at Dec 15): Enterprise from 12:00,
+    both future changes replaced; the same click again is D-ex-2's retried upgrade (effective 12:00, nothing saved).
+    The single operator-dated upgrade (Enterprise from Jan 15 2027 only) was taken for a retry before api3 too."""
+    jan1, dec15, feb1 = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 12, 15, tzinfo=UTC),
+                         datetime(2027, 2, 1, tzinfo=UTC))  # fmt: skip
+    mar1, jan15 = datetime(2027, 3, 1, tzinfo=UTC), datetime(2027, 1, 15, tzinfo=UTC)
+    directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
+    _operator_dates(directory, "enterprise", dec15)
+    _operator_dates(directory, "personal", feb1)
+    dated = (TierChange(jan1, "team"), TierChange(dec15, "enterprise"), TierChange(mar1, "personal"))
+    assert directory.profiles["acct"].changes == dated
+    upgraded = (TierChange(jan1, "team"), TierChange(NOW, "enterprise"))
+    for at in (NOW, NOW.replace(minute=5)):  # the click at 12:00, then the same click retried at 12:05
+        up = logic.change_tier(directory, CATALOG, "acct", "enterprise", at, NO_USAGE)
+        assert (up.effective_at, up.cancelled, up.current_tier) == (NOW, False, "enterprise")
+        assert directory.profiles["acct"].changes == upgraded
+    single = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
+    _operator_dates(single, "enterprise", jan15)
+    up = logic.change_tier(single, CATALOG, "acct", "enterprise", NOW, NO_USAGE)
+    assert (up.effective_at, up.cancelled, up.current_tier) == (NOW, False, "enterprise")
+    assert single.profiles["acct"].changes == upgraded
+
+
+def test_given_an_upgrade_then_an_operator_dated_downgrade_then_the_upgrade_retried_cancels_it() -> None:
+    """Review api4 #2, the limit D-ex-2 amended (api3/api4) documents (the Idempotency-Key follow-up): Team since
+    Jan 1; Nov 15 09:00 the customer upgrades to Enterprise (effective 09:00); an operator then dates Personal
+    (``--at 2027-01-01``: a downgrade from Enterprise, in effect Feb 1 2027); the 09:00 click retried at 11:00 asks
+    for the tier in effect with a change pending - indistinguishable on the stored state from "Stay on Enterprise" -
+    so it is answered ``pending_change_cancelled`` effective 11:00 and the operator's Feb 1 change is dropped."""
+    jan1, jan1_27 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    feb1 = datetime(2027, 2, 1, tzinfo=UTC)
+    nine, eleven = NOW.replace(hour=9), NOW.replace(hour=11)
+    directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
+    first = logic.change_tier(directory, CATALOG, "acct", "enterprise", nine, NO_USAGE)
+    assert (first.effective_at, first.cancelled) == (nine, False)
+    _operator_dates(directory, "personal", jan1_27)
+    upgraded = (TierChange(jan1, "team"), TierChange(nine, "enterprise"))
+    assert directory.profiles["acct"].changes == (*upgraded, TierChange(feb1, "personal"))
+    again = logic.change_tier(directory, CATALOG, "acct", "enterprise", eleven, NO_USAGE)
+    assert (again.effective_at, again.cancelled, again.current_tier) == (eleven, True, "enterprise")
+    assert directory.profiles["acct"].changes == upgraded
+
+
 def test_given_a_downgrade_in_force_since_the_period_start_then_asking_for_its_tier_again_is_refused() -> None:
     """Team until Nov 1, Personal from then (a downgrade that took effect): it is no upgrade to retry, and no
     answer of this request could have said 'upgrade_now' - 409 as before."""

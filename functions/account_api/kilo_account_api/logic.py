@@ -547,20 +547,20 @@ def _tier_request(
     book: PriceBook, current: AccountProfile, tier: str, now: datetime
 ) -> tuple[AccountProfile, TierChangeOutcome]:
     """The profile with ``tier`` asked for now, and the outcome. With changes pending (a downgrade at the next period
-    start, an operator's dated change): the tier in effect now cancels them all; the tier of the pending change - the
-    NEXT one, which ``GET /usage`` shows (``scheduled_change``) - again is a retried click (nothing changes); any other
-    tier replaces them (an upgrade at once, a downgrade at the next period start). With none pending, the tier in
-    effect asked again is a retried click too: of the cancel when that was the last request saved
-    (``_retried_cancel``, answered as the cancel), else of an upgrade to it made in now's period and in force
-    (``_retried_upgrade``, answered as that upgrade); otherwise "already on tier" (D118 amended (ex), (ex2), (api3))."""
+    start, an operator's dated change): the tier in effect now cancels them all; the pending change - the NEXT one,
+    which ``GET /usage`` shows (``scheduled_change``) - is a retried click (nothing changes) only when it is exactly
+    the change this request makes (``effective_change``: the same instant and tier, i.e. a downgrade asked again in
+    its period); any other request replaces them all (an upgrade at once - never a retry, as a pending change is
+    after now - a downgrade at the next period start). With none pending, the tier in effect asked again is a retried
+    click too: of the cancel when that was the last request saved (``_retried_cancel``, answered as the cancel), else
+    of an upgrade to it made in now's period and in force (``_retried_upgrade``, answered as that upgrade); otherwise
+    "already on tier" (D118 amended (ex), (ex2), (api3), (api4))."""
     pending = scheduled_change(current, now)  # the page's "Moving to ..." (D-av-4 amended (api3))
     in_effect = current.tier_at(now)
     if pending is not None and tier == in_effect:
         kept = tuple(c for c in current.changes if c.at <= now)
         cancelled = replace(current, changes=kept, tier_change_cancelled_at=now)
         return cancelled, TierChangeOutcome(current, tier, now, in_effect, cancelled=True)
-    if pending is not None and pending.tier == tier:
-        return current, TierChangeOutcome(current, tier, pending.at, in_effect)
     if pending is None and tier == in_effect:
         cancel = _retried_cancel(current, now)
         if cancel is not None:
@@ -568,8 +568,10 @@ def _tier_request(
         upgrade = _retried_upgrade(book, current, now)
         if upgrade is not None:
             return current, TierChangeOutcome(current, tier, upgrade.at, in_effect)
-    kept = tuple(c for c in current.changes if c.at <= now)
     change = effective_change(book, in_effect, tier, now)
+    if change == pending:  # the same click again (an operator's Enterprise from Dec 15 is no Enterprise click now)
+        return current, TierChangeOutcome(current, tier, change.at, in_effect)
+    kept = tuple(c for c in current.changes if c.at <= now)
     profile = with_tier_change(replace(current, changes=kept), change, ())
     return profile, TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
 

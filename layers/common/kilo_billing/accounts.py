@@ -395,11 +395,15 @@ def request_tier_change(
     read_at: datetime | None = None,
     catalog: Catalog | None = None,
 ) -> AccountProfile:
-    """The tier change the account API and ``kilo-billing account change-tier`` call: an upgrade takes effect at
-    ``requested_at`` (prorated), a downgrade at the next period start. ``invoiced_periods`` (the account's period-end
-    invoices): a change taking effect in one of them is refused (``check_not_invoiced``); the account API's changes
-    are requested now, in the running period, which is never invoiced yet; given as a function (the CLI's ledger
-    read), it is called on each attempt of the profile's optimistic retry, so a period invoiced meanwhile is seen.
+    """The tier change ``kilo-billing account tier`` and ``change-tier`` (operators, ``--at``) call: an upgrade
+    takes effect at ``requested_at`` (prorated), a downgrade at the next period start; a change behind a later one is
+    refused (``with_tier_change``). The account API does not call it: its rules - a request for the tier in effect
+    cancels the pending changes, the pending change asked again is a retried click, another request replaces them -
+    are ``kilo_account_api.logic._tier_request`` (D118); both build on ``rating.effective_change``,
+    ``with_tier_change`` and ``budgets.check_tier_change`` (D118 amended (api4) tabulates where their answers to the
+    same request differ). ``invoiced_periods`` (the account's period-end invoices): a change taking effect in one of
+    them is refused (``check_not_invoiced``); given as a function (the CLI's ledger read), it is called on each
+    attempt of the profile's optimistic retry, so a period invoiced meanwhile is seen.
     ``month``: the account's month to date,
     re-rated with the change for the limits' check (``budgets.check_tier_change``, D150); ``read_at``: the clock
     when it is read (the CLI's now), open sessions counted up to the later of it and ``requested_at``; ``catalog``:

@@ -44,7 +44,7 @@ export async function pricingView() {
 function tierAction(tier, tiers, myTier, current, scheduled) {
   if (!myTier) return null;
   const named = (id) => (tiers.find((t) => t.id === id) || { name: id }).name;
-  const day = scheduled ? String(scheduled.effective_at).slice(0, 10) : "";
+  const day = scheduled ? dayOf(scheduled.effective_at) : "";
   if (tier.id === myTier) {
     if (!scheduled) return h("p", { class: "ok" }, "Your tier");
     return h("div", {}, h("p", { class: "ok" }, "Your tier"),
@@ -71,9 +71,16 @@ function tierAction(tier, tiers, myTier, current, scheduled) {
   return h("div", { class: "actions" }, button, problem);
 }
 
-// What the API answered to POST /subscription (its `change`), never what the button hoped for (D-av-4 amended (api3)).
+// The UTC day of an API instant ("2026-12-01T00:00:00Z" -> "2026-12-01"): periods start at 00:00 UTC, so a
+// browser's own zone would show the day before west of Greenwich (D-av-4 amended (api4)).
+function dayOf(instant) {
+  return String(instant).slice(0, 10);
+}
+
+// What the API answered to POST /subscription (its `change`), never what the button hoped for (D-av-4 amended (api3)),
+// dated as the page's "Moving to ... on <day>".
 function answered(change, tier) {
-  const when = new Date(change.effective_at).toLocaleDateString();
+  const when = dayOf(change.effective_at);
   return change.change === "upgrade_now" ? `Upgraded to ${tier.name} from now.`
     : change.change === "pending_change_cancelled" ? `You stay on ${tier.name}: the scheduled change is cancelled.`
     : `${tier.name} from ${when}; until then your tier stays.`;
