@@ -123,7 +123,7 @@ def test_given_shares_of_an_allowance_then_percent_never_shows_100_before_it_is_
 def test_given_usage_covered_by_the_allowance_then_the_receipt_shows_used_included_and_billed(
     page: Any, site: DashboardServer
 ) -> None:
-    """D-av-1: a covered line showed "0" as its quantity. Team, October: 40,000 of 50,000 video minutes (0 billed,
+    """D367: a covered line showed "0" as its quantity. Team, October: 40,000 of 50,000 video minutes (0 billed,
     $0.00); 130,000 of 100,000 audio minutes, 30,000 x $0.00036 = $10.80; total 29.00 + 10.80 = 39.80."""
     summary = {
         "invoice_id": f"{ACCOUNT}/2026-10",
@@ -177,7 +177,7 @@ def test_given_usage_covered_by_the_allowance_then_the_receipt_shows_used_includ
 def test_given_only_a_hard_limit_saved_then_the_page_says_so_not_budget_removed(
     page: Any, site: DashboardServer
 ) -> None:
-    """D-av-2: saving a hard limit with the budget empty said "Budget removed."; a refused limit shows the API's
+    """D368: saving a hard limit with the budget empty said "Budget removed."; a refused limit shows the API's
     message naming the bill so far (Team: $29.00 + 50,000 x $0.00072 = $65.00)."""
     budget = {"account_id": ACCOUNT, "budget_usd": None, "alert_percentages": [50, 80, 100], "hard_limit_usd": None}
     preferences = {"account_id": ACCOUNT, "name": "", "email": "", "phone": "", "phone_verified": False,
@@ -216,7 +216,7 @@ def test_given_only_a_hard_limit_saved_then_the_page_says_so_not_budget_removed(
 def test_given_a_tier_change_mid_month_then_each_meter_shows_each_tiers_allowance(
     page: Any, site: DashboardServer
 ) -> None:
-    """D-av-3: Team to Enterprise on Nov 16 showed "40,000 participant-minute · unlimited" beside "Beyond the
+    """D369: Team to Enterprise on Nov 16 showed "40,000 participant-minute · unlimited" beside "Beyond the
     allowance ... $3.60". Team's 15/30 of 50,000 = 25,000 included, 30,000 used (120 %), 5,000 over x $0.00072 = $3.60;
     Enterprise 10,000, unlimited."""
     segments = [
@@ -244,7 +244,7 @@ def test_given_a_tier_change_mid_month_then_each_meter_shows_each_tiers_allowanc
 def test_given_a_scheduled_downgrade_then_pricing_shows_it_and_an_admin_can_stay_on_the_current_tier(
     page: Any, site: DashboardServer
 ) -> None:
-    """D-av-4: Team -> Personal on Dec 1 (D118) showed nowhere, and the current tier's card had no button, so the
+    """D370: Team -> Personal on Dec 1 (D118) showed nowhere, and the current tier's card had no button, so the
     cancel (asking for the tier in effect: ``pending_change_cancelled``) could not be reached from the dashboard."""
 
     def tier(tier_id: str, name: str, rank: int, fee: str) -> dict[str, Any]:
@@ -295,7 +295,7 @@ def test_given_a_scheduled_downgrade_then_a_member_sees_it_without_the_button(pa
 def test_given_two_limited_tier_segments_then_each_has_its_own_bar_and_no_combined_share(
     page: Any, site: DashboardServer
 ) -> None:
-    """D-av-3 amended (av2): Personal Nov 1-16 (5,000 x 15/30 = 2,500 included, 10,000 used = 400 %, 7,500 over x
+    """D369 amended (av2): Personal Nov 1-16 (5,000 x 15/30 = 2,500 included, 10,000 used = 400 %, 7,500 over x
     $0.00072 = $5.40), Team Nov 16-30 (50,000 x 15/30 = 25,000 included, 0 used). The page showed one bar "36.3 % of
     the allowance used" (10,000 / 27,500) beside "Beyond the allowance ... $5.40". The API sends no combined share
     (null) with two limited segments: a bar per segment, none for the meter."""
@@ -328,7 +328,7 @@ def test_given_two_limited_tier_segments_then_each_has_its_own_bar_and_no_combin
 def test_given_a_scheduled_downgrade_cancelled_then_the_pricing_page_offers_the_downgrade_again(
     page: Any, site: DashboardServer
 ) -> None:
-    """Review of D-av-4 (av2): after "Stay on Team" the Personal card's "Move to Personal next month" came back only
+    """Review of D370 (av2): after "Stay on Team" the Personal card's "Move to Personal next month" came back only
     on reload; the page is drawn again from the API's answers (no scheduled change)."""
     book = {"version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],
             "tiers": [{"id": "personal", "name": "Personal", "rank": 0, "monthly_fee": "0.00", "included": {},
@@ -410,7 +410,7 @@ def test_given_a_downgrade_answered_in_a_us_browser_then_its_day_is_the_utc_day_
 
 
 def test_given_a_refused_hard_limit_then_the_hard_limit_field_has_the_focus(page: Any, site: DashboardServer) -> None:
-    """Review of D-av-2 (av2): the refusal names ``hard_limit_usd`` but the budget field took the focus."""
+    """Review of D368 (av2): the refusal names ``hard_limit_usd`` but the budget field took the focus."""
     budget = {"account_id": ACCOUNT, "budget_usd": "50", "alert_percentages": [50, 80, 100], "hard_limit_usd": None}
     preferences = {"account_id": ACCOUNT, "name": "", "email": "", "phone": "", "phone_verified": False,
                    "channels": {}}  # fmt: skip
@@ -436,7 +436,7 @@ def test_given_a_refused_hard_limit_then_the_hard_limit_field_has_the_focus(page
 def test_given_late_usage_lines_then_the_receipt_shows_the_signed_change_billed(
     page: Any, site: DashboardServer
 ) -> None:
-    """D-av-1 amended (av2): late-usage lines carry no used/included (the API sends null); the receipt shows the
+    """D367 amended (av2): late-usage lines carry no used/included (the API sends null); the receipt shows the
     change billed, signed: billed 48,000 of 50,000, now 53,000: +3,000 x $0.00072 = $2.16; billed 53,000, now
     51,000: 1,000 - 3,000 = -2,000 x $0.00072 = -$1.44; total 2.16 - 1.44 = 0.72."""
     summary = {"invoice_id": f"{ACCOUNT}/2026-11", "number": "KB-acct_a-00002", "method": "card", "period": "2026-11",

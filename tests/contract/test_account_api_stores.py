@@ -136,7 +136,7 @@ def test_given_sessions_then_a_period_holds_those_with_minutes_in_it_and_the_ope
 def test_given_sessions_then_pages_from_a_start_time_hold_them_in_start_order(history: SessionHistory) -> None:
     """acct's four by start: RM_3 Oct 5 09:00, RM_2 Oct 31 23:00, RM_1 Nov 2 09:00, RM_4 Nov 15 11:00 (erin's RM_5
     is another account's). By two: [RM_3, RM_2] then from Nov 2 09:00 [RM_1, RM_4] and nothing left (2 + 2 = 4);
-    from just after RM_4's start, none (D-ex-1)."""
+    from just after RM_4's start, none (D372)."""
     first = history.sessions_from("acct", 0, 2)
     assert ([s.room_sid for s in first.sessions], first.next_start_ms) == (["RM_3", "RM_2"], ms(2026, 11, 2, 9))
     assert first.sessions[0] == record_of(SESSIONS[2])

@@ -248,7 +248,7 @@ def test_given_a_month_so_far_when_a_member_asks_for_usage_then_meters_allowance
 def test_given_team_then_enterprise_mid_month_then_the_meter_shows_each_segments_allowance_and_what_is_charged(
     account_api: Any,
 ) -> None:
-    """D-av-3 (review fa2): Team until Nov 16, Enterprise from then. The meter said included null ("unlimited") and
+    """D369 (review fa2): Team until Nov 16, Enterprise from then. The meter said included null ("unlimited") and
     used_percent null beside an overage of 5,000 and $3.60. Team Nov 1-16 is 15/30 of November: video allowance
     50,000 x 1/2 = 25,000, 30,000 used: 5,000 over x $0.00072 = $3.60, 30,000 / 25,000 = 120.00 %. Enterprise Nov
     16-30: 10,000 used, unlimited. Fees 29 x 1/2 = 14.50 + 99 x 1/2 = 49.50 = 64.00; total 67.60."""
@@ -364,7 +364,7 @@ def test_given_meetings_when_paged_by_two_then_the_cursor_walks_them_newest_firs
 
 
 def test_given_a_forged_cursor_or_a_bad_limit_then_400_names_the_field(account_api: Any) -> None:
-    """Query parameters are named with their location (``customer_api``): ``query.cursor`` (D-ex-3; was ``cursor``)."""
+    """Query parameters are named with their location (``customer_api``): ``query.cursor`` (D374; was ``cursor``)."""
     seed_november(account_api)
     member = claims("acct_a", "member")
     forged = call("GET", "/v1/accounts/acct_a/meetings", member, query="cursor=bm90LWEtY3Vyc29y")
@@ -398,7 +398,7 @@ def put_numbered_sessions(stack: Any, account: str, count: int) -> None:
 def test_given_25_sessions_when_the_owner_exports_by_10_then_three_pages_hand_each_out_once_in_start_order(
     account_api: Any,
 ) -> None:
-    """The export is paged (D-ex-1): 25 sessions at limit 10 are pages of 10, 10 and 5 (10 + 10 + 5 = 25), each in
+    """The export is paged (D372): 25 sessions at limit 10 are pages of 10, 10 and 5 (10 + 10 + 5 = 25), each in
     start order, the first with the account's other sections, the next ones with sessions alone; the last
     page's next_cursor is null."""
     register(account_api, "acct_x", email="ops@x.example")
@@ -494,7 +494,7 @@ def test_given_a_forged_export_cursor_with_a_huge_start_then_400_query_cursor_no
     account_api: Any, start_ms: int
 ) -> None:
     """Review ex2 #2 (adopted from its scratch test): 10**38 and more passed the cursor's check and failed in
-    boto3's Decimal serializer (Rounded/Inexact: a 500); D-ex-1 promises 400 query.cursor for a forged cursor."""
+    boto3's Decimal serializer (Rounded/Inexact: a 500); D372 promises 400 query.cursor for a forged cursor."""
     register(account_api, "acct_x")
     store_members(account_api, "acct_x", {"user-1": "owner"})
     raw = json.dumps(["export", start_ms]).encode()
@@ -539,7 +539,7 @@ def _video_of(answer: Any) -> dict[str, Any]:
 def test_given_personal_then_team_mid_month_then_no_combined_share_hides_the_personal_overage(
     account_api: Any,
 ) -> None:
-    """D-av-3 amended (av2) (review of D-av-1..5): Personal Nov 1-16, Team from then. Personal's video allowance 5,000
+    """D369 amended (av2) (review of D367..5): Personal Nov 1-16, Team from then. Personal's video allowance 5,000
     x 15/30 = 2,500; 10,000 used there: 7,500 over x $0.00072 = $5.40. Team's 50,000 x 15/30 = 25,000, 0 used. The
     meter said used_percent 10,000 / (2,500 + 25,000) = 36.36 beside the $5.40 overage. With two limited segments
     there is no combined share (null): each segment's own, 10,000 / 2,500 = 400.00 % and 0.00 %."""
@@ -599,7 +599,7 @@ def test_given_personal_then_team_with_the_overage_in_the_team_part_then_each_se
 def test_given_a_share_just_short_of_the_allowance_or_just_begun_then_the_api_never_reads_100_or_0(
     account_api: Any,
 ) -> None:
-    """D-av-5 amended (av2): the API rounded the share half-up to two decimals before the dashboard cut it. Team:
+    """D371 amended (av2): the API rounded the share half-up to two decimals before the dashboard cut it. Team:
     49,998 of 50,000 video = 99.996 % -> "100.00" with no overage; now cut: "99.99". 40 of 1,000,000 messages =
     0.004 % -> "0.00"; now "0.01" (a share begun is never 0.00; the dashboard shows "<0.1 %")."""
     register(account_api, "acct_s")
@@ -614,7 +614,7 @@ def test_given_a_share_just_short_of_the_allowance_or_just_begun_then_the_api_ne
 
 
 def test_given_a_downgrade_and_a_later_operator_dated_change_then_usage_names_the_next_one(account_api: Any) -> None:
-    """D-av-4 amended (av2): Team; Personal from Dec 1 (the API's downgrade), Enterprise from Jan 15 2027 (an
+    """D370 amended (av2): Team; Personal from Dec 1 (the API's downgrade), Enterprise from Jan 15 2027 (an
     operator's --at). On Nov 20 the next change is Personal on Dec 1 (it said Enterprise on Jan 15)."""
     directory = DynamoAccountDirectory(account_api.clients["dynamodb"], usage_table(account_api))
     changes = (

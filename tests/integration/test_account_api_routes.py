@@ -305,7 +305,7 @@ def test_given_a_tier_change_then_upgrades_apply_now_and_downgrades_at_the_perio
 
 
 def test_given_a_scheduled_downgrade_then_usage_names_it_until_it_is_cancelled(account_api: Any) -> None:
-    """D-av-4 (review fa2): a downgrade waits for the next period start (D118: Team -> Personal on Dec 1) and no GET
+    """D370 (review fa2): a downgrade waits for the next period start (D118: Team -> Personal on Dec 1) and no GET
     route said so, so the dashboard could not offer D118's cancel. ``GET /usage`` names it until it is cancelled."""
     register(account_api, "acct_b")  # team
     owner = claims("acct_b", "owner")
@@ -332,7 +332,7 @@ def test_given_a_downgrade_then_an_operator_dated_change_then_stay_on_cancels_bo
     change, Personal on Dec 1, and "Stay on Team" POSTs team. Before: taken as a retry of the LATEST change (Team on
     Jan 15): 200 ``downgrade_at_period_end`` effective 2027-01-15, nothing saved - the account on Personal from Dec 1
     to Jan 15 (six weeks). Now: both future changes cancelled, ``pending_change_cancelled`` effective now, Team all
-    through; retried, the same answer (D-ex-2's replay)."""
+    through; retried, the same answer (D373's replay)."""
     register(account_api, "acct_b")  # team since 2026-01-01
     owner = claims("acct_b", "owner")
     down = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "personal"})
@@ -406,7 +406,7 @@ def test_given_usage_an_upgrade_would_re_rate_past_the_hard_limit_then_the_route
 def test_given_a_hard_limit_at_or_below_the_bill_so_far_then_the_budget_route_answers_400_naming_limit_and_bill(
     account_api: Any,
 ) -> None:
-    """D-av-2 (as D150 for tier changes): Team, 100,000 video minutes by Nov 15: 50,000 over x $0.00072 = $36.00,
+    """D368 (as D150 for tier changes): Team, 100,000 video minutes by Nov 15: 50,000 over x $0.00072 = $36.00,
     + $29.00 fee = $65.00 so far. A hard limit of $40 (or $65, reached at the limit) would refuse every call at once:
     400 naming hard_limit_usd and the bill, nothing saved. $65.01 is above it: saved. The stored limit sent back
     unchanged (the form returns what it read) is kept after the bill passed it, so the soft budget can still change."""
@@ -1090,7 +1090,7 @@ def test_given_no_body_or_an_empty_object_to_a_route_that_takes_none_then_it_ans
 def test_given_late_usage_adjustment_lines_then_the_receipt_shows_the_billed_change_not_a_delta_against_the_allowance(
     account_api: Any,
 ) -> None:
-    """D-av-1 amended (av2): late-usage lines as invoicing.adjustment_lines writes them read "5,000 used · 50,000
+    """D367 amended (av2): late-usage lines as invoicing.adjustment_lines writes them read "5,000 used · 50,000
     included · 3,000 billed" (the change beside the whole allowance). Billed 48,000 of 50,000, now 53,000: +5,000,
     billable 3,000 - 0 = 3,000 x $0.00072 = $2.16. Billed 53,000, now 51,000: -2,000, billable 1,000 - 3,000 = -2,000
     x $0.00072 = -$1.44. An adjustment line has no used/included of its own (null); billable is the change billed;

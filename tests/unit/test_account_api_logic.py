@@ -235,7 +235,7 @@ def test_given_meetings_then_pages_of_two_follow_the_cursor_and_a_cursor_of_anot
     assert third.next_cursor is None
     with pytest.raises(InvalidRequestError) as refused:
         logic.meetings_page(directory, history, "acct", "2026-10", first.next_cursor, 2, NOW)
-    assert refused.value.field == "query.cursor"  # named with its location, as the route's own checks (D-ex-3)
+    assert refused.value.field == "query.cursor"  # named with its location, as the route's own checks (D374)
     with pytest.raises(InvalidRequestError) as future:
         logic.meetings_page(directory, history, "acct", "2026-12", None, 2, NOW)
     assert future.value.field == "query.period"
@@ -263,7 +263,7 @@ def _bytes_each(cost: int) -> Callable[[SessionRecord], int]:
 
 
 def test_given_1001_sessions_then_a_page_of_1000_holds_1000_and_the_cursor_the_last_one() -> None:
-    """D-ex-1: 1,001 one-minute-apart sessions (Nov 2 from 09:00), ?limit=1000: the first page holds the first
+    """D372: 1,001 one-minute-apart sessions (Nov 2 from 09:00), ?limit=1000: the first page holds the first
     1,000 (09:00 ... 09:00 + 999 min), the next the 1,001st alone (1,000 + 1 = 1,001) and no cursor after it."""
     directory, _, history = world(profile(), _numbered(1001))
     small = _bytes_each(300)  # 1,000 x 300 = 300,000 bytes: far below the 4,000,000 a page holds
@@ -669,7 +669,7 @@ def _operator_dates(directory: InMemoryAccountDirectory, tier: str, at: datetime
 
 def test_given_a_downgrade_and_a_later_operator_dated_change_then_the_pending_change_is_the_next_one() -> None:
     """Review api3 #1: Team since Jan 1; Nov 15 09:00 Personal asked (from Dec 1); an operator dates Team from Jan 15
-    2027. The page names Personal on Dec 1 (the next change, D-av-4 amended (av2)); the route agrees:
+    2027. The page names Personal on Dec 1 (the next change, D370 amended (av2)); the route agrees:
     - Personal asked again at 11:00 is the retried click of the Dec 1 change: effective Dec 1, nothing saved (before:
       the LATEST, Team Jan 15, was "pending", so Personal replaced it - the Jan 15 change dropped);
     - Team (in effect) asked at 12:00 cancels both future changes: cancelled, effective 12:00, Team all through
@@ -695,7 +695,7 @@ def test_given_a_cancel_then_an_operator_backdated_change_then_the_cancel_is_not
     operator backdates Enterprise from Nov 10 (nothing invoiced yet); 12:00 the customer asks Enterprise. Before:
     ``pending_change_cancelled`` effective 11:00 - a cancel that never asked for Enterprise (the stored cancel was a
     time only, later than the Nov 10 change in force). Now the operator's recorded change voids the cancel: no cancel
-    replayed, nothing saved. What is answered is D-ex-2's rule for the change in force: Enterprise from Nov 10 is an
+    replayed, nothing saved. What is answered is D373's rule for the change in force: Enterprise from Nov 10 is an
     upgrade (Team rank 1 -> Enterprise rank 2) made in November, so 200 effective Nov 10 (``upgrade_now``)."""
     jan1, nov10 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 11, 10, tzinfo=UTC)
     directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
@@ -716,7 +716,7 @@ def test_given_operator_dated_changes_then_an_upgrade_click_applies_now_and_repl
     Nov 15 12:00 the customer clicks "Upgrade to Enterprise now". Before: Enterprise being the NEXT change's tier,
     the click was taken for a retry - effective Dec 15, nothing saved, Team until then. Now the next change is a
     retry only when it is the change this click makes (Enterprise at 12:00, not at Dec 15): Enterprise from 12:00,
-    both future changes replaced; the same click again is D-ex-2's retried upgrade (effective 12:00, nothing saved).
+    both future changes replaced; the same click again is D373's retried upgrade (effective 12:00, nothing saved).
     The single operator-dated upgrade (Enterprise from Jan 15 2027 only) was taken for a retry before api3 too."""
     jan1, dec15, feb1 = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 12, 15, tzinfo=UTC),
                          datetime(2027, 2, 1, tzinfo=UTC))  # fmt: skip
@@ -739,7 +739,7 @@ def test_given_operator_dated_changes_then_an_upgrade_click_applies_now_and_repl
 
 
 def test_given_an_upgrade_then_an_operator_dated_downgrade_then_the_upgrade_retried_cancels_it() -> None:
-    """Review api4 #2, the limit D-ex-2 amended (api3/api4) documents (the Idempotency-Key follow-up): Team since
+    """Review api4 #2, the limit D373 amended (api3/api4) documents (the Idempotency-Key follow-up): Team since
     Jan 1; Nov 15 09:00 the customer upgrades to Enterprise (effective 09:00); an operator then dates Personal
     (``--at 2027-01-01``: a downgrade from Enterprise, in effect Feb 1 2027); the 09:00 click retried at 11:00 asks
     for the tier in effect with a change pending - indistinguishable on the stored state from "Stay on Enterprise" -

@@ -183,7 +183,7 @@ def test_given_a_float_allowance_then_refused() -> None:
 
 
 def test_given_shares_of_an_allowance_then_they_are_cut_never_100_before_used_up_nor_0_once_begun() -> None:
-    """D-av-5 amended (av2): a share is cut to two decimals (half-up gave 99.996 -> 100.00 beside no overage)."""
+    """D371 amended (av2): a share is cut to two decimals (half-up gave 99.996 -> 100.00 beside no overage)."""
     assert share_percent(Decimal(49_998), Decimal(50_000)) == Decimal("99.99")  # 4,999,800 / 50,000 = 99.996
     assert share_percent(Decimal(50_000), Decimal(50_000)) == Decimal("100.00")
     assert share_percent(Decimal(10_000), Decimal(2_500)) == Decimal("400.00")

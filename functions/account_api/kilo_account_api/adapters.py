@@ -377,7 +377,7 @@ class DynamoSessionHistory:
 
     def sessions_from(self, account_id: str, since_ms: int, limit: int) -> SessionsPage:
         """One Query of the index (``Limit`` one past ``limit``; more only to finish the last millisecond) and
-        BatchGetItem of those listed: bounded reads however many sessions the account has (D-ex-1). A session the
+        BatchGetItem of those listed: bounded reads however many sessions the account has (D372). A session the
         index lists for an account it was moved from is left out (``stored_for``), so a page may hold fewer."""
         request: dict[str, Any] = {
             "TableName": self._table,

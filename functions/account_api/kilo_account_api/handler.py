@@ -266,7 +266,7 @@ def put_budget(account_id: AccountId, body: schemas.BudgetIn) -> schemas.BudgetO
     _authorize_stored(account_id, Role.ADMIN)
     request = logic.BudgetRequest(body.budget_usd, tuple(body.alert_percentages), body.hard_limit_usd)
     deps = _deps()
-    bill = logic.BillSoFar(deps.month, deps.catalog, _now())  # a new hard limit must be above it (D-av-2)
+    bill = logic.BillSoFar(deps.month, deps.catalog, _now())  # a new hard limit must be above it (D368)
     return schemas.BudgetOut.of(logic.set_budget(deps.accounts, account_id, request, bill))
 
 
@@ -465,7 +465,7 @@ def export(
     """Without ``cursor`` and ``limit``: everything, every session included, when the sessions fit one answer
     (``logic.EXPORT_PAGE_BYTES``), else 400 naming how to page. With ``limit`` (paging is opt-in): the first page
     holds the profile, members, usage by period, invoices, the phone code's item and the first sessions; follow
-    ``next_cursor`` (``null`` on the last page) with ``?cursor=`` for the rest of the sessions (D-ex-1)."""
+    ``next_cursor`` (``null`` on the last page) with ``?cursor=`` for the rest of the sessions (D372)."""
     _authorize_stored(account_id, Role.OWNER)
     deps = _deps()
     now = _now()

@@ -80,13 +80,13 @@ from kilo_billing.rating import RatedPeriod, RatingError, TierChange, effective_
 from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS
 
 MAX_PAGE = 100
-# sessions on one export page at most (D-ex-1): ~331 bytes each in Lambda's answer for a typical one, but 3.9 KB and
+# sessions on one export page at most (D372): ~331 bytes each in Lambda's answer for a typical one, but 3.9 KB and
 # more with long names of quotes and control characters (and LiveKit's name caps are configurable), so a page is
 # bounded by bytes too
 EXPORT_PAGE: Final = 1000
 # the encoded bytes of a page's sessions at most (as Lambda returns them, ``schemas.session_bytes``): a page stops
 # before the group of sessions begun in one millisecond that would pass it, leaving ~2.2 MB of Lambda's 6,291,456 for
-# the first page's other sections and the envelope; also the bound of a whole export asked without ?limit= (D-ex-1
+# the first page's other sections and the envelope; also the bound of a whole export asked without ?limit= (D372
 # amended (ex2))
 EXPORT_PAGE_BYTES: Final = 4_000_000
 # the price book's entitlement that members need (D210): inviting and accepting are refused on a tier without it
@@ -125,12 +125,12 @@ def period_of(key: str | None, now: datetime) -> Period:
 
 def _share(used: Decimal, included: Decimal | None) -> Decimal | None:
     """The share of an allowance used, in percent: cut to two decimals, never rounded up to 100.00 nor down to 0.00
-    once begun (``money.share_percent``, D-av-5 amended (av2)); ``None`` without a positive allowance."""
+    once begun (``money.share_percent``, D371 amended (av2)); ``None`` without a positive allowance."""
     return share_percent(used, included)
 
 
 def meter_usage(rated: RatedPeriod) -> tuple[MeterUsage, ...]:
-    """Each meter over the period's tier segments (D-av-3): used (all of it); included, the allowances of the segments
+    """Each meter over the period's tier segments (D369): used (all of it); included, the allowances of the segments
     that have one (``None`` only when every segment is unlimited); the share used of the one segment that has an
     allowance (what the overage is charged on; ``None`` with two or more, av2); overage and charge; and each segment's
     own figures. A month moved from Team to Enterprise
@@ -163,7 +163,7 @@ def meter_usage(rated: RatedPeriod) -> tuple[MeterUsage, ...]:
                 included=included if limited else None,
                 # one limited segment: its share (what the overage is charged on); two or more (Personal -> Team):
                 # none - a combined share hides one segment's overage (10,000 of 2,500 + 25,000 = 36 % beside
-                # $5.40); each segment's own is in ``segments`` (D-av-3 amended (av2))
+                # $5.40); each segment's own is in ``segments`` (D369 amended (av2))
                 used_percent=_share(limited[0].used, limited[0].included) if len(limited) == 1 else None,
                 overage=sum((segment.overage for segment in segments), ZERO),
                 amount=total([segment.amount for segment in segments]),
@@ -244,7 +244,7 @@ def usage_report(
 
 def scheduled_change(profile: AccountProfile, now: datetime) -> TierChange | None:
     """The tier change asked for that takes effect after ``now`` (a downgrade at the next period start, D118), the
-    next one in date order (D-av-4 amended (av2): a Personal downgrade on Dec 1 before an operator-dated Enterprise on
+    next one in date order (D370 amended (av2): a Personal downgrade on Dec 1 before an operator-dated Enterprise on
     Jan 15 is what the page's "Moving to ..." names), and of several at that instant the last recorded (D161)."""
     return min(reversed([c for c in profile.changes if c.at > now]), key=lambda c: c.at, default=None)
 
@@ -377,7 +377,7 @@ def _budget_field(message: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class BillSoFar:
-    """What a new hard limit must be above (D-av-2): the account's month to date at ``now``."""
+    """What a new hard limit must be above (D368): the account's month to date at ``now``."""
 
     month: MonthToDateSource
     catalog: Catalog
@@ -385,7 +385,7 @@ class BillSoFar:
 
 
 def _above_the_bill(current: AccountProfile, saved: AccountProfile, bill: BillSoFar | None) -> None:
-    """D-av-2: a hard limit set or changed now must be above this month's bill so far (open sessions as if they ended
+    """D368: a hard limit set or changed now must be above this month's bill so far (open sessions as if they ended
     now), as D150 holds a tier change to it: at or below it, every call would be refused at once. The stored limit
     sent back unchanged is kept, reached or not (the form returns what it read; its other fields stay editable)."""
     limit = saved.hard_limit_usd
@@ -407,7 +407,7 @@ def set_budget(
 ) -> AccountProfile:
     """Replace the account's budget, validated whole by the layer's rule before anything is saved (over the stored
     profile as it is then: ``update_profile``); with ``bill`` (the API's route), a new hard limit must also be above
-    the month's bill so far (``_above_the_bill``, D-av-2)."""
+    the month's bill so far (``_above_the_bill``, D368)."""
     change = BudgetChange(
         budget_usd=request.budget_usd,
         thresholds=request.alert_percentages,
@@ -555,7 +555,7 @@ def _tier_request(
     click too: of the cancel when that was the last request saved (``_retried_cancel``, answered as the cancel), else
     of an upgrade to it made in now's period and in force (``_retried_upgrade``, answered as that upgrade); otherwise
     "already on tier" (D118 amended (ex), (ex2), (api3), (api4))."""
-    pending = scheduled_change(current, now)  # the page's "Moving to ..." (D-av-4 amended (api3))
+    pending = scheduled_change(current, now)  # the page's "Moving to ..." (D370 amended (api3))
     in_effect = current.tier_at(now)
     if pending is not None and tier == in_effect:
         kept = tuple(c for c in current.changes if c.at <= now)
@@ -581,7 +581,7 @@ def _retried_cancel(current: AccountProfile, now: datetime) -> datetime | None:
     in force): its time - a request for the tier in effect repeats that cancel and is answered as it was, not as the
     upgrade in force before it (D118 amended (ex2)); ``None`` otherwise. A change recorded after the cancel (the
     API's or an operator's, also one dated before it) voids it (``accounts.with_tier_change``), so the tier in effect
-    is the one the cancel kept (D-ex-2 amended (api3))."""
+    is the one the cancel kept (D373 amended (api3))."""
     cancelled = current.tier_change_cancelled_at
     if cancelled is None or not Period.containing(now).start <= cancelled <= now:
         return None
@@ -917,7 +917,7 @@ def export_sessions(
     """A page of the export's sessions in start order (start, room, participant): at most ``limit`` and at most
     ``EXPORT_PAGE_BYTES`` of ``size`` (each session's bytes in the answer), never splitting the sessions begun in one
     millisecond: more than ``limit`` only to finish the last one's, and a millisecond's group whose bytes alone pass
-    the bound is a page of its own, whole. ``next_cursor`` continues at the start time of the first left out (D-ex-1).
+    the bound is a page of its own, whole. ``next_cursor`` continues at the start time of the first left out (D372).
     A session that begins later goes on a later page, never a handed-out one; the pages together list each stored
     session once."""
     profile_of(accounts, account_id)
@@ -1005,7 +1005,7 @@ def export(
     """Everything kept about the account: profile, members, rating's counters per period, invoices, the phone code's
     item (the number it was sent to, when codes were sent; D160), and its sessions (participants, rooms, minutes):
     with a ``limit``, the first page of them (``export_sessions``; ``next_cursor`` reads the rest, page by page);
-    without one, every session when they fit one answer, else a 400 naming how to page (D-ex-1 amended (ex2))."""
+    without one, every session when they fit one answer, else a 400 naming how to page (D372 amended (ex2))."""
     profile = profile_of(accounts, account_id)
     if limit is None:
         first = ExportPage(tuple(_whole_sessions(history, account_id, size)), None)

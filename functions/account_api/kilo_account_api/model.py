@@ -145,9 +145,9 @@ class MeterSegment:
 
 @dataclass(frozen=True, slots=True)
 class MeterUsage:
-    """One meter over the period (all tier segments, D-av-3): used (all of it), included (the allowances of the
+    """One meter over the period (all tier segments, D369): used (all of it), included (the allowances of the
     segments that have one; ``None`` only when every segment is unlimited), the share used of the one segment that has
-    an allowance (``None`` when two or more have one: each segment's own is in ``segments``, D-av-3 amended (av2)),
+    an allowance (``None`` when two or more have one: each segment's own is in ``segments``, D369 amended (av2)),
     overage and charge; and each segment's figures (``segments``)."""
 
     meter: str
@@ -183,7 +183,7 @@ class UsageReport:
     meters: tuple[MeterUsage, ...]
     rated: RatedPeriod
     daily: tuple[DayUsage, ...]
-    scheduled: TierChange | None = None  # a change asked for that takes effect later (a downgrade, D118; D-av-4)
+    scheduled: TierChange | None = None  # a change asked for that takes effect later (a downgrade, D118; D370)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +211,7 @@ class MeetingsPage:
 @dataclass(frozen=True, slots=True)
 class SessionsPage:
     """Stored sessions of an account begun from a time on, in start order, a bounded number (the export's pages,
-    D-ex-1); ``next_start_ms``: where the next page begins (``None``: none is left)."""
+    D372); ``next_start_ms``: where the next page begins (``None``: none is left)."""
 
     sessions: tuple[SessionRecord, ...]
     next_start_ms: int | None

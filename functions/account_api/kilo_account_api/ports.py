@@ -25,7 +25,7 @@ class SessionHistory(Protocol):
     def sessions_from(self, account_id: str, since_ms: int, limit: int) -> SessionsPage:
         """The account's sessions begun at ``since_ms`` or later, in start order: the first ``limit`` listed and the
         others begun in the same millisecond as the last of them (a page never splits one, so ``next_start_ms``, the
-        start of the first left out, is an exact position: D-ex-1)."""
+        start of the first left out, is an exact position: D372)."""
         ...
 
     def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str], began_before: datetime) -> int:

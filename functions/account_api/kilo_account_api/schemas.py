@@ -574,7 +574,7 @@ class InvoiceSummaryOut(_Out):
 def _usage_figures(line: Line) -> dict[str, str | None]:
     """Used, included and billable of a usage line; a late-usage (adjustment) line has only its billed change
     (``billable``, signed: +3,000 or -2,000) - its stored ``used`` is the change in use and ``included`` the whole
-    allowance, which side by side read "5,000 used · 50,000 included" (D-av-1 amended (av2)); its description names
+    allowance, which side by side read "5,000 used · 50,000 included" (D367 amended (av2)); its description names
     the change. None for fees, credits, carried totals."""
     if line.meter is None:
         return {"used": None, "included": None, "billable": None}
@@ -792,7 +792,7 @@ def _session_json(session: SessionRecord) -> dict[str, Any]:
 
 
 def session_bytes(session: SessionRecord) -> int:
-    """The bytes a session adds to an export answer as Lambda returns it (the export's bound is in these, D-ex-1
+    """The bytes a session adds to an export answer as Lambda returns it (the export's bound is in these, D372
     amended (ex2)): its JSON as ``json_response`` writes it (compact, ASCII: non-ASCII as \\uXXXX), escaped again
     inside the response's JSON string body, and the comma before the next session."""
     body = json.dumps(_session_json(session), separators=(",", ":"))
@@ -832,7 +832,7 @@ def export_json(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_page_json(account_id: str, exported_at: datetime, page: ExportPage) -> dict[str, Any]:
-    """A later page of the export (``?cursor=``): its sessions alone, as the first page lists them (D-ex-1)."""
+    """A later page of the export (``?cursor=``): its sessions alone, as the first page lists them (D372)."""
     return {
         "account_id": account_id,
         "exported_at": exported_at.isoformat(),

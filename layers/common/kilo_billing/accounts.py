@@ -159,7 +159,7 @@ class AccountProfile:
     hard_limit_version: int = 0
     # when a pending tier change was last cancelled by asking for the tier in effect (D118): the same request retried
     # is answered as that cancel, not as the upgrade before it (D118 amended (ex2)); None: never since it was kept, or
-    # voided by a tier change recorded after it (``with_tier_change``, D-ex-2 amended (api3))
+    # voided by a tier change recorded after it (``with_tier_change``, D373 amended (api3))
     tier_change_cancelled_at: datetime | None = None
     # the stored item's version when this profile was read (0: never saved since its registration); a save is written
     # only over that same version (``AccountDirectory.save``). Not part of the profile's value (equality ignores it).
@@ -431,7 +431,7 @@ def with_tier_change(found: AccountProfile, change: TierChange, invoiced_periods
     later change already there. A change already recorded at the same instant is replaced (a downgrade asked again
     to another tier before it took effect): one tier per instant, the one asked last. A cancel kept for its retry
     (``tier_change_cancelled_at``) is voided: it is no longer the last tier request, and the tier it kept may no longer
-    be the one in effect (an operator's change dated before it, D-ex-2 amended (api3))."""
+    be the one in effect (an operator's change dated before it, D373 amended (api3))."""
     if change.at < found.signed_up_at:
         raise ValueError(f"a tier change at {change.at.isoformat()} precedes the signup")
     check_not_invoiced(change, invoiced_periods)

@@ -15,7 +15,7 @@ a cent more than its rule allows (D176).
 
 A share of an allowance used (not money, but shown beside it) is **cut** to two decimals (:func:`share_percent`),
 never rounded up: 99.996 % is ``99.99``, so 100 % is read only once the allowance is used up; and a share begun is
-never ``0.00`` (0.004 % is ``0.01``) (D-av-5 amended (av2)).
+never ``0.00`` (0.004 % is ``0.01``) (D371 amended (av2)).
 
 An amount in cents shown or paid out in parts (a bill's counted sum beside each of its credits) is split by
 :func:`allocate_cents`, never by rounding each part: the parts add up to the amount exactly (D217).

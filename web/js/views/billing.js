@@ -54,7 +54,7 @@ function links(invoice) {
 
 // A line with a meter shows what was used, the allowance and what was billed (covered usage is $0.00, not "0"):
 // the policy shows every meter's line so customers see what they used.
-// A late-usage (adjustment) line has no used/included of its own: the change billed, signed (D-av-1 amended (av2)).
+// A late-usage (adjustment) line has no used/included of its own: the change billed, signed (D367 amended (av2)).
 function quantity(line) {
   if (line.kind === "adjustment" && line.billable !== null && line.billable !== undefined) {
     return `${Number(line.billable) > 0 ? "+" : ""}${number(line.billable)} billed`;

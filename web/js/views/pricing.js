@@ -72,12 +72,12 @@ function tierAction(tier, tiers, myTier, current, scheduled) {
 }
 
 // The UTC day of an API instant ("2026-12-01T00:00:00Z" -> "2026-12-01"): periods start at 00:00 UTC, so a
-// browser's own zone would show the day before west of Greenwich (D-av-4 amended (api4)).
+// browser's own zone would show the day before west of Greenwich (D370 amended (api4)).
 function dayOf(instant) {
   return String(instant).slice(0, 10);
 }
 
-// What the API answered to POST /subscription (its `change`), never what the button hoped for (D-av-4 amended (api3)),
+// What the API answered to POST /subscription (its `change`), never what the button hoped for (D370 amended (api3)),
 // dated as the page's "Moving to ... on <day>".
 function answered(change, tier) {
   const when = dayOf(change.effective_at);

@@ -65,9 +65,9 @@ function againstAllowance(part, unit) {
     : `${number(part.used)} of ${number(part.included)} included (${percent(part.used_percent)})`;
 }
 
-// A month with a tier change shows each tier's part (D-av-3): its own allowance, the overage charged there. With two
+// A month with a tier change shows each tier's part (D369): its own allowance, the overage charged there. With two
 // or more parts that have an allowance the API sends no combined share (a combined one hid Personal's overage behind
-// "36.3 %"): each such part has its own bar (D-av-3 amended (av2)).
+// "36.3 %"): each such part has its own bar (D369 amended (av2)).
 function segmentsList(meter, name) {
   const segments = meter.segments || [];
   if (segments.length < 2) return null;
