@@ -59,6 +59,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     count(SERVICE, Metric.THRESHOLDS_CROSSED, outcome.thresholds)
     count(SERVICE, Metric.POISON_RECORDS, len(poison))
     count(SERVICE, Metric.UNATTRIBUTED_MINUTES, outcome.unattributed_minutes)
+    count(SERVICE, Metric.SESSIONS_START_INFERRED, outcome.sessions_inferred)
+    if outcome.sessions_inferred:
+        logger.warning(
+            "sessions billed from their earliest event: their participant_joined was lost (D-lj-1)",
+            extra={"sessions": outcome.sessions_inferred},
+        )
     if outcome.unattributed_minutes:
         logger.warning(
             "usage without a billing account kept as unattributed", extra={"minutes": outcome.unattributed_minutes}

@@ -71,6 +71,9 @@ class Session:
     video_active: bool = False  # a video track is published at the last event time (open sessions)
     as_of_ms: int = 0  # time of the room's last event (open sessions: elapsed is counted from start to now)
     room_name: str = ""  # RoomService addresses rooms by name (the sweeper asks who is still there)
+    # its start was inferred from its earliest event, its join lost (D-lj-1); not stored, not in its version: counted
+    # (``BatchOutcome.sessions_inferred``) when first written
+    inferred_start: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -189,6 +192,7 @@ class BatchOutcome:
     writes: int
     unattributed_minutes: int
     rejected: tuple[Rejected, ...] = ()
+    sessions_inferred: int = 0  # sessions first written with an inferred start (their join lost, D-lj-1)
 
     @classmethod
     def total(cls, outcomes: Sequence[BatchOutcome], rejected: Sequence[Rejected] = ()) -> BatchOutcome:
@@ -202,6 +206,7 @@ class BatchOutcome:
             thresholds=sum(o.thresholds for o in outcomes),
             writes=sum(o.writes for o in outcomes),
             unattributed_minutes=sum(o.unattributed_minutes for o in outcomes),
+            sessions_inferred=sum(o.sessions_inferred for o in outcomes),
             rejected=(*(r for o in outcomes for r in o.rejected), *rejected),
         )
 
