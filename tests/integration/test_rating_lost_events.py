@@ -58,6 +58,15 @@ def test_a_participant_whose_join_and_left_are_lost_is_billed_from_his_first_eve
     assert emitted_metrics(capsys).get("SessionsStartInferred") == 1  # bob's, and only his
 
 
+def test_while_the_room_runs_a_participant_with_no_start_stays_pending(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    # before room_finished bob's join may still come: no session of his yet (alice's, closed by her leave, is stored)
+    _deliver_and_rate(stack, lambda_context, _lost_join_and_left()[:4])
+    sessions = {i["sk"]["S"] for i in stack.table_items("UsageTable") if i["sk"]["S"].startswith("SESSION#")}
+    assert sessions == {"SESSION#PA_alice_l"}
+
+
 def test_the_inferred_session_is_the_same_whatever_the_order_the_events_are_rated_in(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:
