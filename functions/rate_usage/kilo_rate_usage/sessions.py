@@ -8,9 +8,9 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 - start = ``joinedAtMs`` (else ``joinedAt``) of the participant, from ``participant_joined`` or, if the join was lost or
   is late, from the participant info inside ``participant_left``; no known start = pending (nothing billed yet) while
   the room runs - once the room finished (or the sweeper closed the participant) the earliest moment we hold of it
-  (``inferred_start_ms``: its join was lost, usage is never dropped, D-lj-1);
-- end = ``participant_left``'s ``createdAt`` (at least the start plus createdAt's 1 s resolution: a connection is
-  billed at least a minute, D-lj-2), else the earlier of ``room_finished``'s and a sweeper's *swept* close
+  (``inferred_start_ms``: its join was lost, D-lj-1) - billed by its kind if an event told it, else (track events
+  carry no kind: it may be an INGRESS, not billed, or a SIP caller, audio only) not billed, counted;
+- end = ``participant_left``'s ``createdAt``, else the earlier of ``room_finished``'s and a sweeper's *swept* close
   (RoomService no longer listed the connection: it had ended), else ``room_finished``'s, else the sweeper's close
   (swept or capped); open otherwise (``session_end``);
 - a real close (``participant_left``, ``room_finished``) is never capped, whatever the length: LiveKit saw both ends;
@@ -247,7 +247,7 @@ def yields_to_room_end(participant: ParticipantFold) -> bool:
     return participant.left_s is None and sweep is not None and (sweep[1] is ClosedBy.CAPPED or sweep[2] > sweep[0])
 
 
-END_RESOLUTION_MS = 1000  # createdAt's resolution (D-lj-2)
+UNKNOWN_KIND = "UNKNOWN"  # the kind of a join-less participant no event told the kind of (not billed, D-lj-1)
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 US = 1_000_000  # microseconds per second (``Coverage.of_micros``)
 FAR_FUTURE_US = (FAR_FUTURE - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
@@ -494,12 +494,16 @@ class RoomFold:
                 built = _session(self.room_sid, participant, accounts, rule, self.room_end_s, once, self.room_name)
                 found.append(built)
                 continue
-            # no start known: pending while the room runs; once it finished (or the sweeper closed it), billed from
-            # the earliest moment we hold of it - its join was lost (D-lj-1)
+            # no start known: pending while the room runs; once it finished (or the sweeper closed it), a session from
+            # the earliest moment we hold of it - its join was lost (D-lj-1). Billed by its kind if some event told
+            # it; else (track events carry no kind) not billed: it may be an INGRESS (not billed) or a SIP caller
+            # (audio only), and over-billing is worse than our lost cost - counted and logged instead
             start_ms = inferred_start_ms(participant, self.room_end_s)
             if start_ms is not None:
                 inferred = replace(participant, joined_ms=start_ms)
                 built = _session(self.room_sid, inferred, accounts, rule, self.room_end_s, once, self.room_name)
+                if not participant.kind:
+                    built = replace(built, kind=UNKNOWN_KIND, billing=Billing.NOT_BILLED, parts=())
                 found.append(replace(built, inferred_start=True))
         return found
 
@@ -547,9 +551,7 @@ def _session(
     closed_by: ClosedBy | None = None
     end = session_end(participant, room_end_s)
     if end is not None:
-        # createdAt has 1 s resolution, joinedAtMs has ms: a connection's end is at least its start plus that
-        # resolution - LiveKit bills each connection at least a whole minute (D-lj-2)
-        end_ms = max(end[0] * 1000, start_ms + END_RESOLUTION_MS)
+        end_ms = max(end[0] * 1000, start_ms)  # createdAt has 1 s resolution; joinedAtMs has ms (no floor: D-lj-2)
         closed_by = end[1]
     billing = KIND_BILLING.get(participant.kind, Billing.ROOM_RULE)
     account = _account(participant, metadata, rule)
