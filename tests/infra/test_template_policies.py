@@ -478,3 +478,14 @@ def test_given_sweeps_whose_still_reached_event_the_bus_refuses_then_three_in_a_
         "notBreaching",
     )
     assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
+
+
+def test_given_a_session_whose_join_livekit_dropped_then_the_operator_is_alarmed_at_the_first(
+    template: Template,
+) -> None:
+    """D375: a participant known only from track events (its join and leave webhooks dropped) is not billed; the
+    rating function counts it as ``SessionsJoinLost`` under its service name, alarmed at the first one."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_rate_usage.handler import SERVICE  # noqa: PLC0415
+
+    _alarmed_at_the_first(template, Metric.SESSIONS_JOIN_LOST.value, SERVICE)

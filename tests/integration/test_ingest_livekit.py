@@ -388,8 +388,13 @@ INTERNALS = ("DynamoDB", "dynamodb", "ResourceNotFound", "Exception", "secretsma
 
 def emitted_metrics(capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
     """Sum of every metric the handler flushed (Powertools prints CloudWatch EMF lines to stdout)."""
+    return metrics_in(capsys.readouterr().out)
+
+
+def metrics_in(out: str) -> dict[str, float]:
+    """Sum of every metric in ``out`` (captured stdout: CloudWatch EMF lines)."""
     totals: dict[str, float] = {}
-    for line in capsys.readouterr().out.splitlines():
+    for line in out.splitlines():
         try:
             record = json.loads(line)
         except ValueError:

@@ -483,3 +483,30 @@ def test_a_handed_over_room_with_lost_joins_and_runs_pruned_gives_a_full_rebuild
     """Incremental rating with the runs pruned early equals a rebuild, lost joins included (D163)."""
     with patch.object(rooms, "PRUNE_RUNS_FROM", prune_from):
         _crowded_equals_a_rebuild(scenario)
+
+
+def test_a_swept_close_dated_before_its_start_is_the_same_incrementally_and_rebuilt() -> None:
+    # the case the crowded-window property found with D376's 1 s floor (PA_6): PA_6 joinedAtMs T0+0.001 s, swept
+    # dated back to T0 (before its start); PA_0 joins at T0+1 and publishes a camera at T0+1 (open). Rated one event
+    # per batch, PA_6 closed before the camera is known. Without the floor PA_6 lasts 0 s (T0+0.001 .. T0+0.001):
+    # no video overlap, 0 minutes both ways (with the floor the rebuild gave 1 video minute, the incremental 1 audio)
+    room = Room("RM_crowd", "crowd", account_id="acct-a", created_at=T0)
+    six = Participant("PA_6", "user-6", T0 * 1000 + 1)
+    zero = Participant("PA_0", "user-0", (T0 + 1) * 1000)
+    joined6 = lk.to_record(lk.participant_joined(room, six))
+    (opened,) = rebuild_room([joined6], AttributionRule())
+    order = [
+        lk.to_record(lk.room_started(room, T0)),
+        joined6,
+        close_event(opened, SWEPT, T0, T0 * 1000),
+        lk.to_record(lk.participant_joined(room, zero)),
+        lk.to_record(lk.track_published(room, zero, "TR_0_1", T0 + 1, video=True)),
+    ]
+    repo, publisher = InMemoryUsageRepository(registered("acct-a")), RecordingPublisher()
+    for event in order:
+        repo.store_event(event)
+        rate_batch([event], [], repo, publisher, CONFIG, NOW_MS)
+    reference = {(s.room_sid, s.participant_sid): s for s in rebuild_room(order, AttributionRule())}
+    stored = {key: s.session for key, s in repo.sessions.items()}
+    assert stored[("RM_crowd", "PA_6")].parts == ()
+    assert stored == reference

@@ -18,6 +18,8 @@ from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_rate_usage import dependencies
 from kilo_rate_usage.logic import rate_batch
+from kilo_rate_usage.model import Billing
+from kilo_rate_usage.sessions import UNKNOWN_KIND
 from kilo_rate_usage.stream import decode_records
 
 SERVICE = "rate-usage"
@@ -59,6 +61,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     count(SERVICE, Metric.THRESHOLDS_CROSSED, outcome.thresholds)
     count(SERVICE, Metric.POISON_RECORDS, len(poison))
     count(SERVICE, Metric.UNATTRIBUTED_MINUTES, outcome.unattributed_minutes)
+    count(SERVICE, Metric.SESSIONS_JOIN_LOST, len(outcome.sessions_join_lost))
+    for lost in outcome.sessions_join_lost:
+        logger.warning(
+            "a session whose participant_joined was lost: kind unknown, not billed (D375)"
+            if lost.billing is Billing.NOT_BILLED and lost.kind == UNKNOWN_KIND
+            else "a session whose participant_joined was lost: billed from its earliest event (D375)",
+            extra={
+                "room_sid": lost.room_sid,
+                "participant_sid": lost.participant_sid,
+                "identity": lost.identity,
+                "first_event_ms": lost.start_ms,
+                "end_ms": lost.end_ms,
+            },
+        )
     if outcome.unattributed_minutes:
         logger.warning(
             "usage without a billing account kept as unattributed", extra={"minutes": outcome.unattributed_minutes}

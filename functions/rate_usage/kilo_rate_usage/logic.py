@@ -199,6 +199,9 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
         thresholds=thresholds,
         writes=writes,
         unattributed_minutes=unattributed,
+        sessions_join_lost=tuple(
+            c.new.session for c in unit.sessions if c.old_version is None and c.new.session.inferred_start
+        ),
     )
 
 

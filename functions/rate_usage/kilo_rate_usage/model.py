@@ -71,6 +71,10 @@ class Session:
     video_active: bool = False  # a video track is published at the last event time (open sessions)
     as_of_ms: int = 0  # time of the room's last event (open sessions: elapsed is counted from start to now)
     room_name: str = ""  # RoomService addresses rooms by name (the sweeper asks who is still there)
+    # its start was inferred from its earliest event, its join lost (D375); not stored, not in its version, not
+    # compared (a session read back equals the rebuilt one): counted (``BatchOutcome.sessions_join_lost``) when
+    # first written
+    inferred_start: bool = field(default=False, compare=False)
 
     @property
     def is_open(self) -> bool:
@@ -189,6 +193,8 @@ class BatchOutcome:
     writes: int
     unattributed_minutes: int
     rejected: tuple[Rejected, ...] = ()
+    # sessions first written with an inferred start (their join lost, D375): counted and logged
+    sessions_join_lost: tuple[Session, ...] = ()
 
     @classmethod
     def total(cls, outcomes: Sequence[BatchOutcome], rejected: Sequence[Rejected] = ()) -> BatchOutcome:
@@ -202,6 +208,7 @@ class BatchOutcome:
             thresholds=sum(o.thresholds for o in outcomes),
             writes=sum(o.writes for o in outcomes),
             unattributed_minutes=sum(o.unattributed_minutes for o in outcomes),
+            sessions_join_lost=tuple(s for o in outcomes for s in o.sessions_join_lost),
             rejected=(*(r for o in outcomes for r in o.rejected), *rejected),
         )
 

@@ -6,7 +6,10 @@ rating indifferent to duplicates, redelivery and order: any permutation of the s
 Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisions.md):
 - a session is (room sid, participant sid), closed by sid, never by identity;
 - start = ``joinedAtMs`` (else ``joinedAt``) of the participant, from ``participant_joined`` or, if the join was lost or
-  is late, from the participant info inside ``participant_left``; no known start = pending (nothing billed yet);
+  is late, from the participant info inside ``participant_left``; no known start = pending (nothing billed yet) while
+  the room runs - once the room finished (or the sweeper closed the participant) the earliest moment we hold of it
+  (``inferred_start_ms``: its join was lost, D375) - billed by its kind if an event told it, else (track events
+  carry no kind: it may be an INGRESS, not billed, or a SIP caller, audio only) not billed, counted;
 - end = ``participant_left``'s ``createdAt``, else the earlier of ``room_finished``'s and a sweeper's *swept* close
   (RoomService no longer listed the connection: it had ended), else ``room_finished``'s, else the sweeper's close
   (swept or capped); open otherwise (``session_end``);
@@ -221,6 +224,22 @@ def session_end(participant: ParticipantFold, room_end_s: int | None) -> tuple[i
     return (sweep[0], sweep[1]) if sweep is not None else None
 
 
+def inferred_start_ms(participant: ParticipantFold, room_end_s: int | None) -> int | None:
+    """The start (ms) of a participant no event told the start of (its ``participant_joined`` lost, and its
+    ``participant_left`` too or without ``joinedAt``), once its end is known - the room finished or the sweeper closed
+    it: the earliest moment we hold of it (a track's publish or unpublish, its leave, the sweeper's close), so the time
+    it provably spent in the room is billed, never dropped (D375). None while its start is known, while it may still
+    come (neither end known), for an aborted connection (it opens nothing) and when no moment is known. A real join
+    folded later replaces it (``joined_ms``): the rebuild is from every event, so nothing is counted twice."""
+    if participant.joined_ms is not None or participant.aborted:
+        return None
+    if room_end_s is None and participant.sweep is None:
+        return None
+    tracks = [at for track in participant.tracks.values() for at in (track.published, track.unpublished)]
+    moments = [at for at in (*tracks, participant.connection_end_s) if at is not None]
+    return min(moments) * 1000 if moments else None
+
+
 def yields_to_room_end(participant: ParticipantFold) -> bool:
     """Whether a later ``room_finished`` can still change this closed participant's end (``session_end``): a cap, or a
     swept close dated back to before the sweep that saw the participant gone."""
@@ -228,6 +247,7 @@ def yields_to_room_end(participant: ParticipantFold) -> bool:
     return participant.left_s is None and sweep is not None and (sweep[1] is ClosedBy.CAPPED or sweep[2] > sweep[0])
 
 
+UNKNOWN_KIND = "UNKNOWN"  # the kind of a join-less participant no event told the kind of (not billed, D375)
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 US = 1_000_000  # microseconds per second (``Coverage.of_micros``)
 FAR_FUTURE_US = (FAR_FUTURE - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
@@ -345,7 +365,11 @@ class RoomFold:
         self.apply_room(event)
         if event.event_type == "room_finished":
             self.room_end_s = event.created_at if self.room_end_s is None else min(self.room_end_s, event.created_at)
-            self.closed.update(sid for sid, p in self.participants.items() if p.joined_ms is not None)
+            self.closed.update(
+                sid
+                for sid, p in self.participants.items()
+                if p.joined_ms is not None or inferred_start_ms(p, self.room_end_s) is not None  # D375
+            )
         if event.track_sid:
             self._apply_track(event)
         if not event.participant_sid:
@@ -380,9 +404,9 @@ class RoomFold:
                 (closed_by is ClosedBy.SWEPT, -event.created_at) > (kept[1] is ClosedBy.SWEPT, -kept[0])
             ):
                 participant.sweep = (event.created_at, closed_by, max(event.created_at, event.received_at_ms // 1000))
-        if participant.joined_ms is not None and (
-            participant.connection_end_s is not None or self.room_end_s is not None
-        ):
+        # closed: its end known - also one whose join was lost once it has an inferred start (D375)
+        ended = participant.connection_end_s is not None or self.room_end_s is not None
+        if (participant.joined_ms is not None and ended) or inferred_start_ms(participant, self.room_end_s) is not None:
             self.closed.add(participant.sid)
 
     def _apply_track(self, event: LiveKitEventRecord) -> None:
@@ -446,7 +470,8 @@ class RoomFold:
     def sessions(
         self, rule: AttributionRule, coverage: Coverage | Callable[[], Coverage], sids: Iterable[str] | None = None
     ) -> list[Session]:
-        """The sessions of ``sids`` (default: every participant) whose start is known, in participant-sid order.
+        """The sessions of ``sids`` (default: every participant) whose start is known or inferred
+        (``inferred_start_ms``, D375), in participant-sid order.
         ``coverage``: the room's video coverage, or how to compute it (only a closed session needs it: an open one
         stores nothing that depends on video, D44)."""
         if isinstance(coverage, Coverage):
@@ -463,11 +488,24 @@ class RoomFold:
 
         chosen = sorted(self.participants if sids is None else set(sids) & self.participants.keys())
         accounts = RoomAccounts(self.metadata, self.metadata_offset)  # each metadata run parsed once for all of them
-        return [
-            _session(self.room_sid, participant, accounts, rule, self.room_end_s, once, self.room_name)
-            for participant in (self.participants[sid] for sid in chosen)
-            if participant.joined_ms is not None  # else pending: a left (or track) seen before any start is known
-        ]
+        found: list[Session] = []
+        for participant in (self.participants[sid] for sid in chosen):
+            if participant.joined_ms is not None:
+                built = _session(self.room_sid, participant, accounts, rule, self.room_end_s, once, self.room_name)
+                found.append(built)
+                continue
+            # no start known: pending while the room runs; once it finished (or the sweeper closed it), a session from
+            # the earliest moment we hold of it - its join was lost (D375). Billed by its kind if some event told
+            # it; else (track events carry no kind) not billed: it may be an INGRESS (not billed) or a SIP caller
+            # (audio only), and over-billing is worse than our lost cost - counted and logged instead
+            start_ms = inferred_start_ms(participant, self.room_end_s)
+            if start_ms is not None:
+                inferred = replace(participant, joined_ms=start_ms)
+                built = _session(self.room_sid, inferred, accounts, rule, self.room_end_s, once, self.room_name)
+                if not participant.kind:
+                    built = replace(built, kind=UNKNOWN_KIND, billing=Billing.NOT_BILLED, parts=())
+                found.append(replace(built, inferred_start=True))
+        return found
 
 
 def fold_events(events: Iterable[LiveKitEventRecord], into: RoomFold | None = None) -> RoomFold:
@@ -513,7 +551,7 @@ def _session(
     closed_by: ClosedBy | None = None
     end = session_end(participant, room_end_s)
     if end is not None:
-        end_ms = max(end[0] * 1000, start_ms)  # createdAt has 1 s resolution; joinedAtMs has ms
+        end_ms = max(end[0] * 1000, start_ms)  # createdAt has 1 s resolution; joinedAtMs has ms (no floor: D376)
         closed_by = end[1]
     billing = KIND_BILLING.get(participant.kind, Billing.ROOM_RULE)
     account = _account(participant, metadata, rule)

@@ -61,6 +61,9 @@ class Metric(StrEnum):
     STORED_EVENTS_UNDECODABLE = "StoredEventsUndecodable"  # a room refused: a stored event of it cannot be decoded
     UNATTRIBUTED_MINUTES = "UnattributedMinutes"
     SESSIONS_SWEPT = "SessionsSwept"
+    # a session whose join (and left) LiveKit dropped, known from its track events once the room finished or the
+    # sweeper closed it (D375): its kind unknown, not billed; counted when first written, with a warning: alarmed
+    SESSIONS_JOIN_LOST = "SessionsJoinLost"
     SESSIONS_CAPPED = "SessionsCapped"  # a session LiveKit could not vouch for, closed provisionally: alarmed
     RATING_BATCH_FAILED = "RatingBatchFailed"  # a transient failure: Lambda retries the batch
     ROOMSERVICE_UNANSWERED = "RoomServiceUnanswered"  # rooms the sweeper could not ask LiveKit about
