@@ -145,9 +145,9 @@ def test_given_no_key_then_the_retry_is_decided_on_the_stored_state_as_before(ac
 def test_given_a_refusal_with_a_key_then_it_is_not_stored_and_the_key_answers_once_the_request_can_be_made(
     account_api: Any,
 ) -> None:
-    """A refusal saves nothing and is not stored (D-ik-1): Team since Jan 1 asking Team is 409; the same key then
-    asks the same body after an operator's Personal from Dec 1... is decided again (Team in effect, Personal pending:
-    the cancel), 200."""
+    """A refusal saves nothing and is not stored (D-ik-1): Team since Jan 1 asking Team at 09:00 is 409 "already on
+    tier"; an operator then dates Personal from Dec 1; the same key and body at 11:00 is decided again - Team in
+    effect, Personal pending: the cancel, 200 `pending_change_cancelled` effective 11:00 - not the 409 replayed."""
     register(account_api, "acct_b")
     refused = _post(utc(2026, 11, 15, 9), "team", "K1")
     assert (refused.status, refused.body["message"]) == (409, "already on tier 'team'")
