@@ -60,11 +60,11 @@ def event(
     body: object | None = None,
     query: str = "",
     path_parameters: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    built = http_api_event(
-        method, path, data, {"content-type": "application/json"}, route_key=f"{method} {route}", query=query
-    )
+    sent = {"content-type": "application/json", **(headers or {})}
+    built = http_api_event(method, path, data, sent, route_key=f"{method} {route}", query=query)
     if path_parameters:
         built["pathParameters"] = path_parameters
     if token_claims is not None:
@@ -86,15 +86,17 @@ def call(
     body: object | None = None,
     query: str = "",
     remaining_ms: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Answer:
     """Invoke the handler as API Gateway would for ``path`` (its route template and path parameters derived);
-    ``remaining_ms``: the invocation's time left before its timeout (the test context's default otherwise)."""
+    ``remaining_ms``: the invocation's time left before its timeout (the test context's default otherwise);
+    ``headers``: sent besides the content type (API Gateway passes them lower-cased)."""
     from kilo_account_api.handler import lambda_handler  # noqa: PLC0415
     from tests.conftest import LambdaContext  # noqa: PLC0415
 
     route, params = route_of(method, path)
     context = LambdaContext() if remaining_ms is None else LambdaContext(remaining_ms=remaining_ms)
-    response = lambda_handler(event(method, path, route, token_claims, body, query, params), context)
+    response = lambda_handler(event(method, path, route, token_claims, body, query, params, headers), context)
     text = response.get("body") or ""
     return Answer(int(response["statusCode"]), json.loads(text) if text else None, dict(response.get("headers") or {}))
 

@@ -6,9 +6,17 @@ import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from kilo_billing.accounts import AccountExistsError, AccountProfile, ProfileChangedError, UnknownAccountError
+from kilo_billing.accounts import (
+    AccountExistsError,
+    AccountProfile,
+    AnswerExistsError,
+    ProfileChangedError,
+    StoredAnswer,
+    UnknownAccountError,
+)
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder, SpendState
 from kilo_billing.events import KEY, SORT_KEY, Item, ItemTooLargeError, check_item_size
 from kilo_billing.livekit_events import LiveKitEventRecord
@@ -455,6 +463,7 @@ class InMemoryAccountDirectory:
     def __init__(self, *profiles: AccountProfile) -> None:
         self.profiles: dict[str, AccountProfile] = {profile.account_id: profile for profile in profiles}
         self.reads = 0
+        self.answers: dict[tuple[str, str], StoredAnswer] = {}
 
     def registered(self, account_ids: Iterable[str]) -> dict[str, AccountProfile]:
         self.reads += 1
@@ -475,6 +484,25 @@ class InMemoryAccountDirectory:
         saved = replace(profile, version=profile.version + 1)
         self.profiles[profile.account_id] = saved
         return saved
+
+    def answer(self, account_id: str, key: str, now: datetime) -> StoredAnswer | None:
+        found = self.answers.get((account_id, key))
+        return found if found is not None and found.expires_at > now else None
+
+    def save_answered(self, profile: AccountProfile, answer: StoredAnswer) -> AccountProfile:
+        """Both or neither, as the DynamoDB adapter's transaction: the key is checked before the profile is saved."""
+        self._check_new(answer)
+        saved = self.save(profile)
+        self.answers[(answer.account_id, answer.key)] = answer
+        return saved
+
+    def keep_answer(self, answer: StoredAnswer) -> None:
+        self._check_new(answer)
+        self.answers[(answer.account_id, answer.key)] = answer
+
+    def _check_new(self, answer: StoredAnswer) -> None:
+        if self.answer(answer.account_id, answer.key, answer.answered_at) is not None:
+            raise AnswerExistsError(f"{answer.account_id}: key {answer.key!r} answered already")
 
 
 class InMemoryEntitlements:

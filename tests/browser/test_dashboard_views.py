@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,6 +46,7 @@ class FakeApi:
     def __init__(self, page: Any, answers: dict[tuple[str, str], tuple[int, Any]]) -> None:
         self.answers = answers
         self.sent: list[tuple[str, str, Any]] = []
+        self.keys: list[str | None] = []  # each POST's Idempotency-Key (None: not sent)
         page.route("**/v1/**", self._answer)
 
     def _answer(self, route: Any) -> None:
@@ -52,6 +54,8 @@ class FakeApi:
         path = urlsplit(request.url).path.removeprefix(f"/v1/accounts/{ACCOUNT}").removeprefix("/v1")
         body = json.loads(request.post_data) if request.post_data else None
         self.sent.append((request.method, path, body))
+        if request.method == "POST":
+            self.keys.append(request.headers.get("idempotency-key"))
         status, answer = self.answers.get((request.method, path), (404, {"code": "not_found", "message": path}))
         route.fulfill(status=status, content_type="application/json", body=json.dumps(answer))
 
@@ -465,3 +469,43 @@ def test_given_late_usage_lines_then_the_receipt_shows_the_signed_change_billed(
     expect(rows.nth(0)).to_contain_text("+3,000 billed")
     expect(rows.nth(1)).to_contain_text("-2,000 billed")
     expect(page.locator("#receipt")).not_to_contain_text("used ·")
+
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")  # crypto.randomUUID()
+
+
+def test_given_a_tier_click_then_it_sends_an_idempotency_key_kept_for_its_retry_after_no_answer(
+    page: Any, site: DashboardServer
+) -> None:
+    """D-ik-1: "Move to Personal next month" sends an ``Idempotency-Key`` (a v4 UUID). The API is down (503: the
+    change may have been made, its answer lost): the click made again sends the SAME key, so the API would replay
+    the first answer. A refusal (409) is an answer: the next click is a new request with a new key; then the 200."""
+    book = {"version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],
+            "tiers": [{"id": "personal", "name": "Personal", "rank": 0, "monthly_fee": "0.00", "included": {},
+                       "overage": "pay_as_you_go", "entitlements": []},
+                      {"id": "team", "name": "Team", "rank": 1, "monthly_fee": "29.00", "included": {},
+                       "overage": "pay_as_you_go", "entitlements": []}]}  # fmt: skip
+    answer = {"account_id": ACCOUNT, "current_tier": "team", "requested_tier": "personal",
+              "effective_at": "2026-12-01T00:00:00Z", "change": "downgrade_at_period_end"}  # fmt: skip
+    answers = USAGE_PAGE | {
+        ("GET", "/usage"): (200, _usage([])),
+        ("GET", "/pricing"): (200, book),
+        ("POST", "/subscription"): (503, {"code": "unavailable", "message": "try again", "field": None}),
+    }
+    api = FakeApi(page, answers)
+    _sign_in(page, site, "pricing")
+    button = page.get_by_role("button", name="Move to Personal next month")
+    button.click()
+    expect(page.get_by_text("try again")).to_have_count(1)
+    button.click()  # the retry of the click that got no answer
+    expect(page.get_by_text("try again")).to_have_count(1)
+    answers[("POST", "/subscription")] = (409, {"code": "conflict", "message": "changed meanwhile", "field": None})
+    button.click()
+    expect(page.get_by_text("changed meanwhile")).to_have_count(1)
+    answers[("POST", "/subscription")] = (200, answer)
+    button.click()
+    expect(page.get_by_role("status")).to_have_text("Personal from 2026-12-01; until then your tier stays.")
+    first, retried, refused, fresh = api.keys
+    assert [bool(UUID.match(key or "")) for key in api.keys] == [True] * 4, api.keys
+    assert (retried, refused) == (first, first)  # the 503's retries: one click's key
+    assert fresh != first  # after an answer: a new click, a new key

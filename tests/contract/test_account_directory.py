@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -17,8 +17,10 @@ from kilo_billing.accounts import (
     AccountDirectory,
     AccountExistsError,
     AccountProfile,
+    AnswerExistsError,
     InvalidContactError,
     ProfileChangedError,
+    StoredAnswer,
     UnknownAccountError,
     mark_phone_verified,
     register_account,
@@ -245,6 +247,15 @@ class Interleaved:
         self.saves += 1
         return self.real.save(profile)
 
+    def answer(self, account_id: str, key: str, now: datetime) -> StoredAnswer | None:
+        return self.real.answer(account_id, key, now)
+
+    def save_answered(self, profile: AccountProfile, answer: StoredAnswer) -> AccountProfile:
+        return self.real.save_answered(profile, answer)
+
+    def keep_answer(self, answer: StoredAnswer) -> None:
+        self.real.keep_answer(answer)
+
 
 def test_given_an_abuse_hold_between_a_budget_read_and_its_save_then_both_are_kept(
     directory: AccountDirectory,
@@ -314,3 +325,58 @@ def test_given_a_writer_that_keeps_changing_the_profile_then_the_change_gives_up
         logic.set_budget(racing, "acct-a", logic.BudgetRequest(Decimal(50), (50, 80, 100), None))
     stored = directory.registered(["acct-a"])["acct-a"]
     assert (stored.budget_usd, stored.status, racing.saves) == (None, "abuse_hold", PROFILE_SAVE_ATTEMPTS)
+
+
+# --- idempotency keys (D-ik-1): an answer is stored with the profile's save, in one write --------------------------
+
+
+def test_given_an_answer_saved_with_a_profile_then_both_read_back_and_the_key_expires_after_24_hours(
+    directory: AccountDirectory,
+) -> None:
+    directory.register(team("acct-k"))
+    read = directory.registered(["acct-k"])["acct-k"]
+    at = datetime(2026, 11, 15, 9, 0, tzinfo=UTC)
+    answer = StoredAnswer("acct-k", "7f0c-key", "d1", 200, '{"change":"upgrade_now"}', at)
+    upgraded = replace(read, changes=(*read.changes, TierChange(at, "enterprise")))
+    assert directory.save_answered(upgraded, answer).version == 1
+    assert directory.registered(["acct-k"])["acct-k"].tier_at(at) == "enterprise"
+    assert directory.answer("acct-k", "7f0c-key", at) == answer
+    assert directory.answer("acct-k", "other-key", at) is None
+    assert directory.answer("acct-other", "7f0c-key", at) is None
+    # expires_at = 2026-11-15 09:00 + 24 h = 2026-11-16 09:00: still there a second before, gone at it
+    assert directory.answer("acct-k", "7f0c-key", datetime(2026, 11, 16, 8, 59, 59, tzinfo=UTC)) == answer
+    assert directory.answer("acct-k", "7f0c-key", datetime(2026, 11, 16, 9, 0, tzinfo=UTC)) is None
+
+
+def test_given_a_key_answered_then_a_second_answer_for_it_writes_neither_the_profile_nor_the_answer(
+    directory: AccountDirectory,
+) -> None:
+    directory.register(team("acct-k"))
+    at = datetime(2026, 11, 15, 9, 0, tzinfo=UTC)
+    first = StoredAnswer("acct-k", "k1", "d1", 200, "{}", at)
+    directory.keep_answer(first)
+    read = directory.registered(["acct-k"])["acct-k"]
+    second = StoredAnswer("acct-k", "k1", "d2", 200, '{"x":1}', at + timedelta(hours=2))
+    with pytest.raises(AnswerExistsError):
+        directory.save_answered(replace(read, budget_usd=Decimal(50)), second)
+    with pytest.raises(AnswerExistsError):
+        directory.keep_answer(second)
+    assert directory.answer("acct-k", "k1", at + timedelta(hours=2)) == first
+    assert (directory.registered(["acct-k"])["acct-k"].budget_usd, read.version) == (None, 0)
+    assert directory.registered(["acct-k"])["acct-k"].version == 0
+    # 24 h after the first answer (16 Nov 09:00) the key is free again: an answer stored TTL has not deleted yet
+    # is overwritten
+    later = StoredAnswer("acct-k", "k1", "d3", 200, "{}", at + timedelta(hours=24))
+    directory.keep_answer(later)
+    assert directory.answer("acct-k", "k1", at + timedelta(hours=24)) == later
+
+
+def test_given_a_stale_profile_saved_with_an_answer_then_neither_is_written(directory: AccountDirectory) -> None:
+    directory.register(team("acct-k"))
+    read = directory.registered(["acct-k"])["acct-k"]
+    directory.save(replace(read, status="abuse_hold"))  # another writer: version 0 -> 1
+    at = datetime(2026, 11, 15, 9, 0, tzinfo=UTC)
+    with pytest.raises(ProfileChangedError):
+        directory.save_answered(replace(read, budget_usd=Decimal(50)), StoredAnswer("acct-k", "k1", "d", 200, "{}", at))
+    assert directory.answer("acct-k", "k1", at) is None
+    assert directory.registered(["acct-k"])["acct-k"].budget_usd is None

@@ -212,3 +212,19 @@ def test_given_the_phone_code_key_taken_from_the_role_then_no_code_is_made_or_ch
     with roles.acting_as(FUNCTION):  # the key back: the texted code still has its 5 tries, and confirms
         confirmed = call("POST", f"{PREFERENCES}/phone-code/confirm", ADMIN, {"code": code.group(1)})
     assert (confirmed.status, confirmed.body["phone_verified"]) == (200, True)
+
+
+def test_given_the_generated_role_then_a_tier_change_with_an_idempotency_key_is_saved_and_replayed(
+    account_api: Any, roles: Roles
+) -> None:
+    """D-ik-1: the answer's item and the profile are one ``TransactWriteItems`` in the usage table - authorized as a
+    ``PutItem`` per item - and the replay reads the answer (``GetItem``): the role's usage-table statement covers
+    both, nothing added."""
+    register(account_api, "acct_a")  # team
+    key = {"idempotency-key": "0b7e2a4c-click-1"}
+    with roles.acting_as(FUNCTION) as enforcement:
+        first = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"}, headers=key)
+        again = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"}, headers=key)
+    assert enforcement.denied == []
+    assert (first.status, again.status, again.body) == (200, 200, first.body)
+    assert {("dynamodb:GetItem", USAGE_TABLE), ("dynamodb:PutItem", USAGE_TABLE)} <= enforcement.allowed

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from kilo_billing.account_store import DynamoAccountDirectory
-from kilo_billing.accounts import AccountProfile
+from kilo_billing.accounts import AccountProfile, StoredAnswer
 from kilo_billing.rating import TierChange
 from kilo_dev.apigw import http_api_event
 from tests.account_api_support import api_environment, call, claims, utc
@@ -240,6 +241,15 @@ def test_given_another_writer_changing_the_profile_at_every_read_then_put_budget
 
         def save(self, profile: AccountProfile) -> AccountProfile:
             return real.save(profile)
+
+        def answer(self, account_id: str, key: str, now: datetime) -> StoredAnswer | None:
+            return real.answer(account_id, key, now)
+
+        def save_answered(self, profile: AccountProfile, answer: StoredAnswer) -> AccountProfile:
+            return real.save_answered(profile, answer)
+
+        def keep_answer(self, answer: StoredAnswer) -> None:
+            real.keep_answer(answer)
 
     racing = dataclasses.replace(dependencies(), accounts=Racing())
     monkeypatch.setattr(handler, "_deps", lambda: racing)

@@ -15,8 +15,8 @@ export class ApiError extends Error {
   }
 }
 
-export async function request(method, path, body) {
-  const headers = { Accept: "application/json" };
+export async function request(method, path, body, extra = {}) {
+  const headers = { Accept: "application/json", ...extra };
   const current = session();
   if (current) headers.Authorization = `Bearer ${current.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -45,7 +45,7 @@ function messageOf(data) {
 }
 
 export const get = (path) => request("GET", path);
-export const post = (path, body) => request("POST", path, body ?? {});
+export const post = (path, body, headers) => request("POST", path, body ?? {}, headers);
 export const put = (path, body) => request("PUT", path, body);
 export const remove = (path) => request("DELETE", path);
 

@@ -15,6 +15,7 @@ crypto routes on the same API share): domain errors of ``model`` and ``kilo_bill
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -36,10 +37,11 @@ from kilo_account_api.model import (
     Member,
     NotFoundError,
     UnavailableError,
+    UnprocessableError,
 )
 from kilo_account_api.recommendations import RecommendationPolicy, recommend
 from kilo_billing import customer_api
-from kilo_billing.accounts import ACCOUNT_ID_PATTERN, ProfileChangedError
+from kilo_billing.accounts import ACCOUNT_ID_PATTERN, AnswerExistsError, ProfileChangedError, StoredAnswer
 from kilo_billing.auth import Caller, Role, caller_from_event, user_from_event
 from kilo_billing.customer_api import ErrorCode, error_response, json_response, without_default_validation_errors
 from kilo_billing.entitlements import EntitlementPolicy
@@ -143,6 +145,11 @@ def _not_found_error(exc: NotFoundError) -> Response[str]:
 @app.exception_handler(InvalidRequestError)  # type: ignore[untyped-decorator]
 def _invalid(exc: InvalidRequestError) -> Response[str]:
     return error_response(ErrorCode.INVALID_REQUEST, f"{exc.field}: {exc}", field=exc.field)
+
+
+@app.exception_handler(UnprocessableError)  # type: ignore[untyped-decorator]
+def _unprocessable(exc: UnprocessableError) -> Response[str]:
+    return error_response(ErrorCode.UNPROCESSABLE, f"{exc.field}: {exc}", field=exc.field)
 
 
 @app.exception_handler(ConflictError)  # type: ignore[untyped-decorator]
@@ -338,12 +345,59 @@ def get_invoice(
     return schemas.InvoiceOut.of(logic.invoice(deps.ledger, account_id, number))
 
 
+IDEMPOTENCY_KEY: Final = "header.idempotency-key"  # the field a refused Idempotency-Key is named as (D-ik-1)
+IDEMPOTENCY_KEY_MAX: Final = 255
+
+
 @_account_route("POST", "/subscription", "Change tier: upgrade now, downgrade at period end")
 def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
+    """With an ``Idempotency-Key`` header (optional; the dashboard sends one per click, D-ik-1): the first answer
+    (200) is stored with the tier change in one write and replayed exactly for the same key and body for 24 h, the
+    same key with another body is 422; a refusal (4xx) is not stored. Without it: decided on the stored state
+    (D373)."""
     _authorize_stored(account_id, Role.ADMIN)
     now = _now()
     deps = _deps()
-    outcome = logic.change_tier(deps.accounts, deps.catalog, account_id, body.tier, now, deps.month)
+    key = _idempotency_key()
+    if key is None:
+        outcome = logic.change_tier(deps.accounts, deps.catalog, account_id, body.tier, now, deps.month)
+        return _subscription_out(account_id, outcome, now)
+    digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    stored = deps.accounts.answer(account_id, key, now)
+    if stored is None:
+
+        def answered(outcome: logic.TierChangeOutcome) -> StoredAnswer:
+            out = _subscription_out(account_id, outcome, now)
+            return StoredAnswer(account_id, key, digest, 200, out.model_dump_json(), now)
+
+        try:
+            outcome = logic.change_tier(deps.accounts, deps.catalog, account_id, body.tier, now, deps.month, answered)
+            stored = answered(outcome)
+        except AnswerExistsError:  # the same key answered meanwhile (a concurrent retry): that answer is the one
+            stored = deps.accounts.answer(account_id, key, now)
+            if stored is None:
+                raise ConflictError("the request with this Idempotency-Key is in progress; retry") from None
+    if stored.digest != digest:
+        raise UnprocessableError(
+            IDEMPOTENCY_KEY, "this key was used with another request body; send a new key for a new request"
+        )
+    return schemas.SubscriptionOut.model_validate_json(stored.body)  # only 200s are stored: replayed as they were
+
+
+def _idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key`` header (``None`` without one); 400 when empty, longer than 255 characters
+    or not printable ASCII."""
+    key = app.current_event.headers.get("idempotency-key")  # case-insensitive
+    if key is None:
+        return None
+    if not 0 < len(key) <= IDEMPOTENCY_KEY_MAX or not all(" " <= c <= "~" for c in key):
+        raise InvalidRequestError(
+            IDEMPOTENCY_KEY, f"an Idempotency-Key is 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"
+        )
+    return key
+
+
+def _subscription_out(account_id: str, outcome: logic.TierChangeOutcome, now: datetime) -> schemas.SubscriptionOut:
     return schemas.SubscriptionOut(
         account_id=account_id,
         current_tier=outcome.current_tier,

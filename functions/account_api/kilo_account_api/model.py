@@ -30,6 +30,15 @@ class ConflictError(Exception):
     """The request contradicts the stored state (a member who is already there, the last owner removed)."""
 
 
+class UnprocessableError(ValueError):
+    """Well-formed, but what it points at cannot be accepted (422): an ``Idempotency-Key`` already used with another
+    request body (D-ik-1); ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class EntitlementMissingError(ConflictError):
     """The account's tier lacks an entitlement the request needs (D210: members need ``team_collaboration``);
     ``tier`` and ``entitlement`` name them, ``tiers_with`` the tiers that have it. ``moves_at``: the instant a

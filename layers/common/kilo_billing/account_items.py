@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from kilo_billing.accounts import AccountProfile
+from kilo_billing.accounts import AccountProfile, StoredAnswer
 from kilo_billing.items import Item, from_item, to_item
 from kilo_billing.rating import TierChange
 
@@ -89,4 +89,37 @@ def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
             else None
         ),
         version=int(values.get("version", 0)),
+    )
+
+
+ANSWER_PREFIX = "IDEMPOTENCY#"  # ACCOUNT#<id> / IDEMPOTENCY#<key>: a request's answer kept for its key (D-ik-1)
+
+
+def answer_key(account_id: str, key: str) -> Item:
+    return account_key(account_id, ANSWER_PREFIX + key)
+
+
+def answer_to_item(answer: StoredAnswer) -> Item:
+    return to_item(
+        {
+            "pk": f"ACCOUNT#{answer.account_id}",
+            "sk": ANSWER_PREFIX + answer.key,
+            "digest": answer.digest,
+            "status": answer.status,
+            "body": answer.body,
+            "answered_at": answer.answered_at.isoformat(),
+            "expires_at": int(answer.expires_at.timestamp()),  # the table's TTL attribute (epoch seconds)
+        }
+    )
+
+
+def answer_from_item(item: Mapping[str, Any]) -> StoredAnswer:
+    values = from_item(item)
+    return StoredAnswer(
+        account_id=str(values["pk"]).removeprefix("ACCOUNT#"),
+        key=str(values["sk"]).removeprefix(ANSWER_PREFIX),
+        digest=str(values["digest"]),
+        status=int(values["status"]),
+        body=str(values["body"]),
+        answered_at=datetime.fromisoformat(str(values["answered_at"])),
     )

@@ -5,17 +5,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
-from kilo_billing.account_items import account_key, profile_from_item, profile_to_item
+from kilo_billing.account_items import (
+    account_key,
+    answer_from_item,
+    answer_key,
+    answer_to_item,
+    profile_from_item,
+    profile_to_item,
+)
 from kilo_billing.accounts import (
     AccountExistsError,
     AccountProfile,
+    AnswerExistsError,
     ProfileChangedError,
+    StoredAnswer,
     UnknownAccountError,
     check_tier_history,
 )
-from kilo_billing.aws import batch_get, put_if
+from kilo_billing.aws import ConditionFailedError, batch_get, call, put_if
 from kilo_billing.items import to_item
 
 
@@ -44,18 +54,68 @@ class DynamoAccountDirectory:
     def save(self, profile: AccountProfile) -> AccountProfile:
         self._check(profile)
         stored = replace(profile, version=profile.version + 1)
-        if profile.version:
-            condition = "attribute_exists(pk) AND #version = :version"
-            request: dict[str, Any] = {"ExpressionAttributeValues": to_item({":version": profile.version})}
-        else:
-            condition = "attribute_exists(pk) AND attribute_not_exists(#version)"
-            request = {}
-        request["ExpressionAttributeNames"] = {"#version": "version"}
-        if put_if(self._client, self._table, profile_to_item(stored), condition, **request):
+        request = self._version_condition(profile)
+        if put_if(self._client, self._table, profile_to_item(stored), request.pop("ConditionExpression"), **request):
             return stored
+        raise self._refused(profile)
+
+    def answer(self, account_id: str, key: str, now: datetime) -> StoredAnswer | None:
+        found = call(self._client.get_item, TableName=self._table, Key=answer_key(account_id, key), ConsistentRead=True)
+        item = found.get("Item")
+        answer = answer_from_item(item) if item else None
+        return answer if answer is not None and answer.expires_at > now else None  # TTL deletes late (up to days)
+
+    def save_answered(self, profile: AccountProfile, answer: StoredAnswer) -> AccountProfile:
+        """One ``TransactWriteItems``: the answer's put (``_answer_put``) and the profile's version-conditioned put."""
+        self._check(profile)
+        stored = replace(profile, version=profile.version + 1)
+        put = {"TableName": self._table, "Item": profile_to_item(stored), **self._version_condition(profile)}
+        try:
+            call(self._client.transact_write_items, TransactItems=[self._answer_put(answer), {"Put": put}])
+        except ConditionFailedError as exc:  # a TransactionConflictError: which condition failed is read back
+            self._check_new(answer, exc)
+            raise self._refused(profile) from exc
+        return stored
+
+    def keep_answer(self, answer: StoredAnswer) -> None:
+        try:
+            call(self._client.transact_write_items, TransactItems=[self._answer_put(answer)])
+        except ConditionFailedError as exc:
+            self._check_new(answer, exc)
+            raise
+
+    def _answer_put(self, answer: StoredAnswer) -> dict[str, Any]:
+        """The answer's put: no live answer for the key (an expired one TTL has not deleted yet is overwritten)."""
+        return {
+            "Put": {
+                "TableName": self._table,
+                "Item": answer_to_item(answer),
+                "ConditionExpression": "attribute_not_exists(pk) OR #expires <= :answered",
+                "ExpressionAttributeNames": {"#expires": "expires_at"},
+                "ExpressionAttributeValues": to_item({":answered": int(answer.answered_at.timestamp())}),
+            }
+        }
+
+    def _check_new(self, answer: StoredAnswer, exc: Exception) -> None:
+        if self.answer(answer.account_id, answer.key, answer.answered_at) is not None:
+            raise AnswerExistsError(f"account {answer.account_id!r}: key {answer.key!r} answered already") from exc
+
+    @staticmethod
+    def _version_condition(profile: AccountProfile) -> dict[str, Any]:
+        """The put's condition: the profile is registered and still at the version it was read at."""
+        request: dict[str, Any] = {"ExpressionAttributeNames": {"#version": "version"}}
+        if profile.version:
+            request["ConditionExpression"] = "attribute_exists(pk) AND #version = :version"
+            request["ExpressionAttributeValues"] = to_item({":version": profile.version})
+        else:
+            request["ConditionExpression"] = "attribute_exists(pk) AND attribute_not_exists(#version)"
+        return request
+
+    def _refused(self, profile: AccountProfile) -> Exception:
+        """Why a version-conditioned put of ``profile`` was refused."""
         if not self.registered([profile.account_id]):
-            raise UnknownAccountError(f"account {profile.account_id!r} is not registered")
-        raise ProfileChangedError(
+            return UnknownAccountError(f"account {profile.account_id!r} is not registered")
+        return ProfileChangedError(
             f"account {profile.account_id!r} changed since it was read (version {profile.version}); retry"
         )
 

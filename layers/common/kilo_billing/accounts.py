@@ -231,6 +231,30 @@ class ProfileChangedError(Exception):
     ``update_profile`` reads again and re-applies the change; this escapes only after ``PROFILE_SAVE_ATTEMPTS``."""
 
 
+IDEMPOTENCY_KEY_TTL: Final = timedelta(hours=24)  # a stored answer is replayed for its key this long (D-ik-1)
+
+
+class AnswerExistsError(Exception):
+    """An answer for this account and idempotency key is stored (and not expired) already: nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    """A request's answer kept under its ``Idempotency-Key`` (D-ik-1): the digest of the request body it answered,
+    and the answer's status and body, replayed exactly for the same key until ``expires_at``."""
+
+    account_id: str
+    key: str
+    digest: str
+    status: int
+    body: str
+    answered_at: datetime
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.answered_at + IDEMPOTENCY_KEY_TTL
+
+
 class AccountDirectory(Protocol):
     """Where account profiles live (the usage table, ``ACCOUNT#<id>`` / ``PROFILE``)."""
 
@@ -246,6 +270,20 @@ class AccountDirectory(Protocol):
         """Replace a registered profile (tier change, budget) if it is still at ``profile.version`` (the version it
         was read at) and answer it as stored (its version moved on by one); ``ProfileChangedError`` if another writer
         saved it since, ``UnknownAccountError`` if there is none. Nothing is written when refused."""
+        ...
+
+    def answer(self, account_id: str, key: str, now: datetime) -> StoredAnswer | None:
+        """The answer stored for the account's idempotency ``key``, unless none or expired by ``now`` (D-ik-1)."""
+        ...
+
+    def save_answered(self, profile: AccountProfile, answer: StoredAnswer) -> AccountProfile:
+        """``save`` the profile and store ``answer`` in ONE write (both or neither, D-ik-1). ``AnswerExistsError``
+        when an answer for the key is stored and not expired at ``answer.answered_at``; ``save``'s errors for the
+        profile. Nothing is written when refused."""
+        ...
+
+    def keep_answer(self, answer: StoredAnswer) -> None:
+        """Store ``answer`` alone (a request that saved nothing); ``AnswerExistsError`` as ``save_answered``."""
         ...
 
 
@@ -307,20 +345,23 @@ def update_profile(
     account_id: str,
     change: Callable[[AccountProfile], AccountProfile],
     attempts: int = PROFILE_SAVE_ATTEMPTS,
+    save: Callable[[AccountProfile], AccountProfile] | None = None,
 ) -> AccountProfile:
     """Read the account's profile, apply ``change`` to it and save the result over the version read; when another
     writer saved the profile in between, read it again and apply ``change`` to what is stored now, up to ``attempts``
     times (docs/decisions.md D142). Every read-change-save of a profile goes through here, so no writer's change
     (a tier change, a budget, an abuse hold, an erasure mark) is overwritten by another's stale copy. ``change`` must
     be a function of the profile it is given (it may raise to refuse); answering the profile unchanged saves nothing.
-    ``UnknownAccountError`` for an unregistered account, ``ProfileChangedError`` after ``attempts`` conflicts."""
+    ``UnknownAccountError`` for an unregistered account, ``ProfileChangedError`` after ``attempts`` conflicts.
+    ``save``: how a changed profile is saved (default ``directory.save``; the tier route saves its answer with it)."""
+    write = directory.save if save is None else save
     for _ in range(attempts):
         found = registered_profile(directory, account_id)
         changed = change(found)
         if changed == found:
             return found
         try:
-            return directory.save(replace(changed, version=found.version))
+            return write(replace(changed, version=found.version))
         except ProfileChangedError:
             continue
     raise ProfileChangedError(f"account {account_id!r} changed meanwhile (tried {attempts} times); retry")

@@ -1,6 +1,6 @@
 // Pricing (public): each tier's monthly fee and what it includes side by side, then the price per unit beyond the
 // allowance; all figures from the API's price book.
-import { accountPath, get, post } from "../api.js";
+import { ApiError, accountPath, get, post } from "../api.js";
 import { session } from "../auth.js";
 import { errorBox, h, meterName, number, say, section, usd, words } from "../dom.js";
 
@@ -58,11 +58,12 @@ function tierAction(tier, tiers, myTier, current, scheduled) {
   const mine = tiers.find((t) => t.id === myTier);
   const upgrade = !mine || tier.rank > mine.rank;
   const problem = h("div", { "aria-live": "assertive" });
+  const key = clickKey();
   const button = h("button", { type: "button", class: upgrade ? undefined : "secondary", onclick: async () => {
     problem.replaceChildren();
     button.disabled = true;
     try {
-      say(answered(await post(accountPath("/subscription"), { tier: tier.id }), tier));
+      say(answered(await key.send({ tier: tier.id }), tier));
     } catch (error) {
       problem.append(errorBox(error));
       button.disabled = false;
@@ -86,14 +87,35 @@ function answered(change, tier) {
     : `${tier.name} from ${when}; until then your tier stays.`;
 }
 
+// POST /subscription with an Idempotency-Key (D-ik-1): a fresh crypto.randomUUID() per click, the same one again when
+// the click is made again after a failure that brought no answer (the network, a 5xx: the change may have been made
+// and its answer lost), so the API replays that answer instead of deciding again on what changed since.
+function clickKey() {
+  let key = null;
+  return {
+    async send(body) {
+      key ??= crypto.randomUUID();
+      try {
+        const change = await post(accountPath("/subscription"), body, { "Idempotency-Key": key });
+        key = null;
+        return change;
+      } catch (error) {
+        if (error instanceof ApiError && error.status < 500) key = null; // answered (a refusal): the next click is new
+        throw error;
+      }
+    },
+  };
+}
+
 // Asking for the tier in effect cancels the scheduled changes (the API answers pending_change_cancelled).
 function stayButton(tier) {
   const problem = h("div", { "aria-live": "assertive" });
+  const key = clickKey();
   const button = h("button", { type: "button", class: "secondary", onclick: async () => {
     problem.replaceChildren();
     button.disabled = true;
     try {
-      const change = await post(accountPath("/subscription"), { tier: tier.id });
+      const change = await key.send({ tier: tier.id });
       // the page is drawn again from the API: the other cards' buttons (a downgrade) come back without a reload
       const page = button.closest("[data-view=pricing]");
       if (page) page.replaceWith(await pricingView());

@@ -1,0 +1,173 @@
+"""``POST /v1/accounts/<id>/subscription`` with an ``Idempotency-Key`` (D-ik-1, D373 amended (ik)) through the handler
+on moto: the first answer is stored with the tier change and replayed for the same key and body whatever changed
+since - an operator's change made between a click and its retry is kept - the same key with another body is 422, a
+malformed key 400, and without the header the route decides on the stored state as before (D373)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+import time_machine
+
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import request_tier_change
+from kilo_billing.catalog import default_catalog
+from kilo_billing.periods import Period
+from kilo_billing.rating import TierChange
+from tests.account_api_fakes import NO_USAGE
+from tests.account_api_support import Answer, api_environment, call, claims, utc
+from tests.integration.test_account_api import register, usage_table
+
+OWNER = claims("acct_b", "owner")
+PATH = "/v1/accounts/acct_b/subscription"
+JAN1 = utc(2026, 1, 1)
+
+
+@pytest.fixture
+def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    yield from api_environment(stack, monkeypatch, {"acct_b": {"user-1": "owner"}})
+
+
+def _post(at: datetime, tier: str, key: str | None) -> Answer:
+    with time_machine.travel(at, tick=False):
+        return call("POST", PATH, OWNER, {"tier": tier}, headers=None if key is None else {"idempotency-key": key})
+
+
+def _operator_dates(stack: Any, tier: str, at: datetime, read_at: datetime) -> None:
+    """What ``kilo-billing account tier <tier> --at <at>`` calls (cli/kilo_billing_cli/accounts.py)."""
+    catalog = default_catalog()
+    book = catalog.for_period(Period.containing(at))
+    request_tier_change(
+        _directory(stack), book, "acct_b", tier, at, (), month=NO_USAGE, read_at=read_at, catalog=catalog
+    )
+
+
+def _directory(stack: Any) -> DynamoAccountDirectory:
+    return DynamoAccountDirectory(stack.clients["dynamodb"], usage_table(stack))
+
+
+def _changes(stack: Any) -> tuple[TierChange, ...]:
+    return _directory(stack).registered(["acct_b"])["acct_b"].changes
+
+
+def test_given_an_upgrade_retried_with_its_key_after_an_operator_dated_downgrade_then_the_answer_is_replayed_and_the_downgrade_kept(
+    account_api: Any,
+) -> None:
+    """D373 amended (api4), with a key: Team since Jan 1; Nov 15 09:00 "Upgrade to Enterprise now" (key K1;
+    the answer lost); an operator dates Personal ``--at 2027-01-01`` (Feb 1 2027, as the unit test of (api4) has
+    it); the 09:00 POST retried at 11:00 with K1 is answered as at 09:00 - upgrade_now effective 09:00 - and the
+    Feb 1 downgrade stays (without a key it was cancelled: pending_change_cancelled effective 11:00)."""
+    register(account_api, "acct_b")
+    nine, eleven = utc(2026, 11, 15, 9), utc(2026, 11, 15, 11)
+    first = _post(nine, "enterprise", "K1")
+    assert (first.status, first.body) == (
+        200,
+        {
+            "account_id": "acct_b",
+            "current_tier": "enterprise",
+            "requested_tier": "enterprise",
+            "effective_at": "2026-11-15T09:00:00Z",
+            "change": "upgrade_now",
+        },
+    )
+    _operator_dates(account_api, "personal", utc(2027, 1, 1), read_at=utc(2026, 11, 15, 10))
+    stored = (TierChange(JAN1, "team"), TierChange(nine, "enterprise"), TierChange(utc(2027, 2, 1), "personal"))
+    assert _changes(account_api) == stored
+    again = _post(eleven, "enterprise", "K1")
+    assert (again.status, again.body) == (200, first.body)  # the 09:00 answer, not "cancelled at 11:00"
+    assert _changes(account_api) == stored  # the operator's Feb 1 Personal kept
+
+
+def test_given_a_cancel_retried_with_its_key_after_an_operator_dated_upgrade_then_the_answer_is_replayed_and_the_upgrade_kept(
+    account_api: Any,
+) -> None:
+    """D373 amended (api3) review #2, with a key: Team since Jan 1; 09:00 Personal asked (from Dec 1, key K0);
+    12:00 "Stay on Team" (key K1: cancels it, the answer lost); 12:01 an operator dates Enterprise from 15 Jan 2027;
+    the 12:00 POST retried at 12:02 with K1 is answered as at 12:00 (pending_change_cancelled effective 12:00) and
+    Enterprise from Jan 15 stays (without a key the retry was a new cancel and dropped it)."""
+    register(account_api, "acct_b")
+    down = _post(utc(2026, 11, 15, 9), "personal", "K0")
+    assert (down.status, down.body["change"], down.body["effective_at"]) == (
+        200,
+        "downgrade_at_period_end",
+        "2026-12-01T00:00:00Z",
+    )
+    stay = _post(utc(2026, 11, 15, 12), "team", "K1")
+    assert (stay.status, stay.body["change"], stay.body["effective_at"], stay.body["current_tier"]) == (
+        200,
+        "pending_change_cancelled",
+        "2026-11-15T12:00:00Z",
+        "team",
+    )
+    jan15 = utc(2027, 1, 15)
+    _operator_dates(account_api, "enterprise", jan15, read_at=utc(2026, 11, 15, 12, 1))
+    stored = (TierChange(JAN1, "team"), TierChange(jan15, "enterprise"))
+    assert _changes(account_api) == stored
+    again = _post(utc(2026, 11, 15, 12, 2), "team", "K1")
+    assert (again.status, again.body) == (200, stay.body)
+    assert _changes(account_api) == stored  # Enterprise from Jan 15 kept
+
+
+def test_given_a_key_used_then_the_same_key_with_another_body_is_422_and_saves_nothing(account_api: Any) -> None:
+    register(account_api, "acct_b")
+    nine = utc(2026, 11, 15, 9)
+    assert _post(nine, "enterprise", "K1").status == 200
+    other = _post(utc(2026, 11, 15, 9, 5), "personal", "K1")
+    assert (other.status, other.body["code"], other.body["field"]) == (422, "unprocessable", "header.idempotency-key")
+    assert _changes(account_api) == (TierChange(JAN1, "team"), TierChange(nine, "enterprise"))
+    # a new key is a new request: Enterprise -> Personal is a downgrade, at the next period start Dec 1
+    fresh = _post(utc(2026, 11, 15, 9, 6), "personal", "K2")
+    assert (fresh.status, fresh.body["change"], fresh.body["effective_at"]) == (
+        200,
+        "downgrade_at_period_end",
+        "2026-12-01T00:00:00Z",
+    )
+
+
+def test_given_no_key_then_the_retry_is_decided_on_the_stored_state_as_before(account_api: Any) -> None:
+    """The header is optional: without it the (api4) retry still cancels the operator's Feb 1 downgrade (D373)."""
+    register(account_api, "acct_b")
+    nine = utc(2026, 11, 15, 9)
+    assert _post(nine, "enterprise", None).body["effective_at"] == "2026-11-15T09:00:00Z"
+    _operator_dates(account_api, "personal", utc(2027, 1, 1), read_at=utc(2026, 11, 15, 10))
+    again = _post(utc(2026, 11, 15, 11), "enterprise", None)
+    assert (again.status, again.body["change"], again.body["effective_at"]) == (
+        200,
+        "pending_change_cancelled",
+        "2026-11-15T11:00:00Z",
+    )
+    assert _changes(account_api) == (TierChange(JAN1, "team"), TierChange(nine, "enterprise"))
+
+
+def test_given_a_refusal_with_a_key_then_it_is_not_stored_and_the_key_answers_once_the_request_can_be_made(
+    account_api: Any,
+) -> None:
+    """A refusal saves nothing and is not stored (D-ik-1): Team since Jan 1 asking Team at 09:00 is 409 "already on
+    tier"; an operator then dates Personal from Dec 1; the same key and body at 11:00 is decided again - Team in
+    effect, Personal pending: the cancel, 200 `pending_change_cancelled` effective 11:00 - not the 409 replayed."""
+    register(account_api, "acct_b")
+    refused = _post(utc(2026, 11, 15, 9), "team", "K1")
+    assert (refused.status, refused.body["message"]) == (409, "already on tier 'team'")
+    _operator_dates(account_api, "personal", utc(2026, 12, 1), read_at=utc(2026, 11, 15, 10))
+    stay = _post(utc(2026, 11, 15, 11), "team", "K1")
+    assert (stay.status, stay.body["change"], stay.body["effective_at"]) == (
+        200,
+        "pending_change_cancelled",
+        "2026-11-15T11:00:00Z",
+    )
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "tab\there", "bell\x07"])
+def test_given_a_malformed_key_then_400_naming_the_header(account_api: Any, key: str) -> None:
+    register(account_api, "acct_b")
+    refused = _post(utc(2026, 11, 15, 9), "enterprise", key)
+    assert (refused.status, refused.body["field"]) == (400, "header.idempotency-key")
+    assert _changes(account_api) == (TierChange(JAN1, "team"),)
+
+
+def test_given_a_key_of_255_printable_characters_then_it_is_accepted(account_api: Any) -> None:
+    register(account_api, "acct_b")
+    assert _post(utc(2026, 11, 15, 9), "enterprise", "k" * 255).status == 200
