@@ -477,7 +477,7 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9
 def test_given_a_tier_click_then_it_sends_an_idempotency_key_kept_for_its_retry_after_no_answer(
     page: Any, site: DashboardServer
 ) -> None:
-    """D-ik-1: "Move to Personal next month" sends an ``Idempotency-Key`` (a v4 UUID). The API is down (503: the
+    """D377: "Move to Personal next month" sends an ``Idempotency-Key`` (a v4 UUID). The API is down (503: the
     change may have been made, its answer lost): the click made again sends the SAME key, so the API would replay
     the first answer. A refusal (409) is an answer: the next click is a new request with a new key; then the 200."""
     book = {"version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],

@@ -327,7 +327,7 @@ def test_given_a_writer_that_keeps_changing_the_profile_then_the_change_gives_up
     assert (stored.budget_usd, stored.status, racing.saves) == (None, "abuse_hold", PROFILE_SAVE_ATTEMPTS)
 
 
-# --- idempotency keys (D-ik-1): an answer is stored with the profile's save, in one write --------------------------
+# --- idempotency keys (D377): an answer is stored with the profile's save, in one write --------------------------
 
 
 def test_given_an_answer_saved_with_a_profile_then_both_read_back_and_the_key_expires_after_24_hours(

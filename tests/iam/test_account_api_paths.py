@@ -217,7 +217,7 @@ def test_given_the_phone_code_key_taken_from_the_role_then_no_code_is_made_or_ch
 def test_given_the_generated_role_then_a_tier_change_with_an_idempotency_key_is_saved_and_replayed(
     account_api: Any, roles: Roles
 ) -> None:
-    """D-ik-1: the answer's item and the profile are one ``TransactWriteItems`` in the usage table - authorized as a
+    """D377: the answer's item and the profile are one ``TransactWriteItems`` in the usage table - authorized as a
     ``PutItem`` per item - and the replay reads the answer (``GetItem``): the role's usage-table statement covers
     both, nothing added."""
     register(account_api, "acct_a")  # team

@@ -1,4 +1,4 @@
-"""``POST /v1/accounts/<id>/subscription`` with an ``Idempotency-Key`` (D-ik-1, D373 amended (ik)) through the handler
+"""``POST /v1/accounts/<id>/subscription`` with an ``Idempotency-Key`` (D377, D373 amended (ik)) through the handler
 on moto: the first answer is stored with the tier change and replayed for the same key and body whatever changed
 since - an operator's change made between a click and its retry is kept - the same key with another body is 422, a
 malformed key 400, and without the header the route decides on the stored state as before (D373)."""
@@ -145,7 +145,7 @@ def test_given_no_key_then_the_retry_is_decided_on_the_stored_state_as_before(ac
 def test_given_a_refusal_with_a_key_then_it_is_not_stored_and_the_key_answers_once_the_request_can_be_made(
     account_api: Any,
 ) -> None:
-    """A refusal saves nothing and is not stored (D-ik-1): Team since Jan 1 asking Team at 09:00 is 409 "already on
+    """A refusal saves nothing and is not stored (D377): Team since Jan 1 asking Team at 09:00 is 409 "already on
     tier"; an operator then dates Personal from Dec 1; the same key and body at 11:00 is decided again - Team in
     effect, Personal pending: the cancel, 200 `pending_change_cancelled` effective 11:00 - not the 409 replayed."""
     register(account_api, "acct_b")

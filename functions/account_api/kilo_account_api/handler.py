@@ -345,13 +345,13 @@ def get_invoice(
     return schemas.InvoiceOut.of(logic.invoice(deps.ledger, account_id, number))
 
 
-IDEMPOTENCY_KEY: Final = "header.idempotency-key"  # the field a refused Idempotency-Key is named as (D-ik-1)
+IDEMPOTENCY_KEY: Final = "header.idempotency-key"  # the field a refused Idempotency-Key is named as (D377)
 IDEMPOTENCY_KEY_MAX: Final = 255
 
 
 @_account_route("POST", "/subscription", "Change tier: upgrade now, downgrade at period end")
 def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
-    """With an ``Idempotency-Key`` header (optional; the dashboard sends one per click, D-ik-1): the first answer
+    """With an ``Idempotency-Key`` header (optional; the dashboard sends one per click, D377): the first answer
     (200) is stored with the tier change in one write and replayed exactly for the same key and body for 24 h, the
     same key with another body is 422; a refusal (4xx) is not stored. Without it: decided on the stored state
     (D373)."""

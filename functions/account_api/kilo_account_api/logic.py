@@ -521,7 +521,7 @@ def change_tier(
     what is stored when another writer saved it in between). ``month``: the account's month to date, which the hard
     limit must stay above once re-rated with the change (D150). ``answered``: the answer to keep for the request's
     idempotency key, given the outcome - stored in the profile's save (one write), or alone when nothing is saved
-    (``AnswerExistsError`` when the key was answered meanwhile; a refusal stores nothing, D-ik-1)."""
+    (``AnswerExistsError`` when the key was answered meanwhile; a refusal stores nothing, D377)."""
     book = catalog.for_period(Period.containing(now))
     decided: list[TierChangeOutcome] = []  # the last attempt's outcome (the profile in it is the one read)
     saved: list[AccountProfile] = []

@@ -32,7 +32,7 @@ class ConflictError(Exception):
 
 class UnprocessableError(ValueError):
     """Well-formed, but what it points at cannot be accepted (422): an ``Idempotency-Key`` already used with another
-    request body (D-ik-1); ``field`` names it."""
+    request body (D377); ``field`` names it."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)

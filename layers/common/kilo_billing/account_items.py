@@ -92,7 +92,7 @@ def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
     )
 
 
-ANSWER_PREFIX = "IDEMPOTENCY#"  # ACCOUNT#<id> / IDEMPOTENCY#<key>: a request's answer kept for its key (D-ik-1)
+ANSWER_PREFIX = "IDEMPOTENCY#"  # ACCOUNT#<id> / IDEMPOTENCY#<key>: a request's answer kept for its key (D377)
 
 
 def answer_key(account_id: str, key: str) -> Item:

@@ -231,7 +231,7 @@ class ProfileChangedError(Exception):
     ``update_profile`` reads again and re-applies the change; this escapes only after ``PROFILE_SAVE_ATTEMPTS``."""
 
 
-IDEMPOTENCY_KEY_TTL: Final = timedelta(hours=24)  # a stored answer is replayed for its key this long (D-ik-1)
+IDEMPOTENCY_KEY_TTL: Final = timedelta(hours=24)  # a stored answer is replayed for its key this long (D377)
 
 
 class AnswerExistsError(Exception):
@@ -240,7 +240,7 @@ class AnswerExistsError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class StoredAnswer:
-    """A request's answer kept under its ``Idempotency-Key`` (D-ik-1): the digest of the request body it answered,
+    """A request's answer kept under its ``Idempotency-Key`` (D377): the digest of the request body it answered,
     and the answer's status and body, replayed exactly for the same key until ``expires_at``."""
 
     account_id: str
@@ -273,11 +273,11 @@ class AccountDirectory(Protocol):
         ...
 
     def answer(self, account_id: str, key: str, now: datetime) -> StoredAnswer | None:
-        """The answer stored for the account's idempotency ``key``, unless none or expired by ``now`` (D-ik-1)."""
+        """The answer stored for the account's idempotency ``key``, unless none or expired by ``now`` (D377)."""
         ...
 
     def save_answered(self, profile: AccountProfile, answer: StoredAnswer) -> AccountProfile:
-        """``save`` the profile and store ``answer`` in ONE write (both or neither, D-ik-1). ``AnswerExistsError``
+        """``save`` the profile and store ``answer`` in ONE write (both or neither, D377). ``AnswerExistsError``
         when an answer for the key is stored and not expired at ``answer.answered_at``; ``save``'s errors for the
         profile. Nothing is written when refused."""
         ...
