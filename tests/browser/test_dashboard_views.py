@@ -9,7 +9,7 @@ import base64
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import pytest
@@ -88,6 +88,15 @@ def _usage(meters: list[dict[str, Any]], scheduled: dict[str, str] | None = None
         "scheduled_change": scheduled,
     }
 
+
+# a price book of two tiers, no meters: what the pricing page needs to draw Personal's and Team's cards
+PERSONAL_AND_TEAM: Final = {
+    "version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],
+    "tiers": [{"id": "personal", "name": "Personal", "rank": 0, "monthly_fee": "0.00", "included": {},
+               "overage": "pay_as_you_go", "entitlements": []},
+              {"id": "team", "name": "Team", "rank": 1, "monthly_fee": "29.00", "included": {},
+               "overage": "pay_as_you_go", "entitlements": []}],
+}  # fmt: skip
 
 USAGE_PAGE = {
     ("GET", "/forecast"): (
@@ -334,11 +343,7 @@ def test_given_a_scheduled_downgrade_cancelled_then_the_pricing_page_offers_the_
 ) -> None:
     """Review of D370 (av2): after "Stay on Team" the Personal card's "Move to Personal next month" came back only
     on reload; the page is drawn again from the API's answers (no scheduled change)."""
-    book = {"version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],
-            "tiers": [{"id": "personal", "name": "Personal", "rank": 0, "monthly_fee": "0.00", "included": {},
-                       "overage": "pay_as_you_go", "entitlements": []},
-                      {"id": "team", "name": "Team", "rank": 1, "monthly_fee": "29.00", "included": {},
-                       "overage": "pay_as_you_go", "entitlements": []}]}  # fmt: skip
+    book = PERSONAL_AND_TEAM
     scheduled = {"tier": "personal", "effective_at": "2026-12-01T00:00:00Z"}
     cancelled = {"account_id": ACCOUNT, "current_tier": "team", "requested_tier": "team",
                  "effective_at": "2026-11-20T12:00:00Z", "change": "pending_change_cancelled"}  # fmt: skip
@@ -366,11 +371,7 @@ def test_given_stay_on_answered_other_than_a_cancel_then_the_page_says_what_the_
     ``downgrade_at_period_end`` effective 2027-01-15 (nothing cancelled). The message follows the answer's ``change``
     as the tier buttons' does: "Team from 2027-01-15; until then your tier stays." (2027-01-15T00:00Z; the UTC day
     as the page writes it since api4)."""
-    book = {"version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],
-            "tiers": [{"id": "personal", "name": "Personal", "rank": 0, "monthly_fee": "0.00", "included": {},
-                       "overage": "pay_as_you_go", "entitlements": []},
-                      {"id": "team", "name": "Team", "rank": 1, "monthly_fee": "29.00", "included": {},
-                       "overage": "pay_as_you_go", "entitlements": []}]}  # fmt: skip
+    book = PERSONAL_AND_TEAM
     scheduled = {"tier": "personal", "effective_at": "2026-12-01T00:00:00Z"}
     answer = {"account_id": ACCOUNT, "current_tier": "team", "requested_tier": "team",
               "effective_at": "2027-01-15T00:00:00Z", "change": "downgrade_at_period_end"}  # fmt: skip
@@ -395,11 +396,7 @@ def test_given_a_downgrade_answered_in_a_us_browser_then_its_day_is_the_utc_day_
     change, and not the "2026-12-01" the page writes for a scheduled change. Now the answer's UTC day, as the page
     writes it: "Personal from 2026-12-01; until then your tier stays."."""
     page = new_york_page
-    book = {"version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],
-            "tiers": [{"id": "personal", "name": "Personal", "rank": 0, "monthly_fee": "0.00", "included": {},
-                       "overage": "pay_as_you_go", "entitlements": []},
-                      {"id": "team", "name": "Team", "rank": 1, "monthly_fee": "29.00", "included": {},
-                       "overage": "pay_as_you_go", "entitlements": []}]}  # fmt: skip
+    book = PERSONAL_AND_TEAM
     answer = {"account_id": ACCOUNT, "current_tier": "team", "requested_tier": "personal",
               "effective_at": "2026-12-01T00:00:00Z", "change": "downgrade_at_period_end"}  # fmt: skip
     answers = USAGE_PAGE | {
@@ -480,11 +477,7 @@ def test_given_a_tier_click_then_it_sends_an_idempotency_key_kept_for_its_retry_
     """D377: "Move to Personal next month" sends an ``Idempotency-Key`` (a v4 UUID). The API is down (503: the
     change may have been made, its answer lost): the click made again sends the SAME key, so the API would replay
     the first answer. A refusal (409) is an answer: the next click is a new request with a new key; then the 200."""
-    book = {"version": "2026-01", "effective_from": "2026-01-01", "currency": "usd", "markup": "1.2", "meters": [],
-            "tiers": [{"id": "personal", "name": "Personal", "rank": 0, "monthly_fee": "0.00", "included": {},
-                       "overage": "pay_as_you_go", "entitlements": []},
-                      {"id": "team", "name": "Team", "rank": 1, "monthly_fee": "29.00", "included": {},
-                       "overage": "pay_as_you_go", "entitlements": []}]}  # fmt: skip
+    book = PERSONAL_AND_TEAM
     answer = {"account_id": ACCOUNT, "current_tier": "team", "requested_tier": "personal",
               "effective_at": "2026-12-01T00:00:00Z", "change": "downgrade_at_period_end"}  # fmt: skip
     answers = USAGE_PAGE | {
