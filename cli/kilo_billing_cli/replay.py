@@ -64,6 +64,13 @@ def add_parser(sub: Any) -> None:
         help="widens the arrival window in the events table",
     )
     replay.add_argument("--json", action="store_true", help="machine-readable output")
+    replay.add_argument(
+        "--requeue",
+        metavar="SELECTOR",
+        help="copy ONE message's body to the same queue, then delete the original (keeps a message past the 14-day "
+        "retention): the batch's first sequence number as its row prints it (or SHARD:FIRST, or FIRST-LAST), a "
+        "poison message's event ('pk / sk', or its pk); refused when none or several match; nothing is rated",
+    )
 
 
 def run(
@@ -73,6 +80,11 @@ def run(
     ``--json`` stdout holds the JSON document alone (rating's log lines go to stderr). ``refused``: main's reading of
     a publish failure, the reason when EventBridge refused the event for its content - that message is skipped (kept
     on the queue, its row naming why) and the others replayed; any other publish failure stops the run."""
+    if args.requeue is not None:
+        if args.apply:
+            raise ValueError("--requeue copies one message and rates nothing: not with --apply")
+        _requeue(args, console)
+        return
     needed = {"--usage-table": args.usage_table, "--events-table": args.events_table}
     if args.apply:
         needed |= {"--event-bus": args.event_bus, "--poison-queue-url": args.poison_queue_url}
@@ -151,6 +163,70 @@ def _replay(
         max_messages=args.max_messages,
         margin_ms=args.window_margin_minutes * 60_000,
         refused=refused,
+    )
+
+
+# how long ``--requeue`` hides the messages it receives: the one named is deleted at once; the others are visible
+# again after it (as cx3's hand-made runbook did, 300 s)
+REQUEUE_VISIBILITY_SECONDS = 300
+
+
+def _selectors(body: str) -> set[str]:
+    """What names a message stably across receives (its message id does not): a batch's first sequence number (alone,
+    ``SHARD:FIRST`` or ``FIRST-LAST``), a poison message's event label ``pk / sk`` or its pk."""
+    from kilo_rate_usage.replay import BatchInfo, NotABatchInfoError, PoisonMessage  # noqa: PLC0415
+
+    poison = PoisonMessage.parse(body)
+    if poison is not None:
+        return {poison.label, poison.label.split(" / ")[0]}
+    try:
+        info = BatchInfo.parse(body)
+    except NotABatchInfoError:
+        return set()
+    first = info.start_sequence
+    return {first, f"{first}-{info.end_sequence}", f"{info.shard_id}:{first}"}
+
+
+def _requeue(args: argparse.Namespace, console: Console) -> None:
+    """Copy the one message ``args.requeue`` names to the same queue, then delete the original - only once the copy
+    was sent (a failed send deletes nothing; a failed delete leaves two copies: said, exit 4). D362 amended (rq)."""
+    from kilo_billing.aws import call, client  # noqa: PLC0415
+    from kilo_rate_usage.adapters import SqsFailureQueue  # noqa: PLC0415
+
+    sqs = client("sqs")
+    received = SqsFailureQueue(sqs, args.queue_url, visibility_timeout=REQUEUE_VISIBILITY_SECONDS).receive(
+        args.max_messages
+    )
+    matches = [(receipt, body) for receipt, body in received if args.requeue in _selectors(body)]
+    hidden = REQUEUE_VISIBILITY_SECONDS // 60
+    if not matches:
+        raise ValueError(
+            f"--requeue {args.requeue!r}: no message matches among the {len(received)} received, now hidden "
+            f"{hidden} minutes (a message an --apply run received is hidden 15 minutes: rerun after them); nothing "
+            "was sent or deleted"
+        )
+    if len(matches) > 1:
+        raise ValueError(
+            f"--requeue {args.requeue!r}: {len(matches)} messages match (identical bodies are copies a --requeue "
+            "interrupted between its send and its delete left: a replay rates their usage once, but a poison record "
+            "of them goes to the poison queue once per copy; delete one by hand, README); nothing was sent or deleted "
+            f"(the {len(received)} received are hidden {hidden} minutes)"
+        )
+    [(receipt, body)] = matches
+    sent = call(sqs.send_message, QueueUrl=args.queue_url, MessageBody=body)
+    try:
+        call(sqs.delete_message, QueueUrl=args.queue_url, ReceiptHandle=receipt)
+    except Exception as exc:  # the copy is sent: say so whatever the delete's failure
+        print(
+            f"kilo-billing: --requeue {args.requeue!r}: copy sent (MessageId {sent['MessageId']}), the original was "
+            f"NOT deleted ({exc}): two copies are on the queue (a replay rates their usage once); a rerun is refused "
+            "(2 match): delete one by hand (README)",
+            file=sys.stderr,
+        )
+        raise SystemExit(4) from exc
+    console.print(
+        f"requeued {args.requeue}: copy sent (MessageId {sent['MessageId']}), the original deleted; the other "
+        f"{len(received) - 1} message(s) received are visible again after {hidden} minutes"
     )
 
 
