@@ -5,7 +5,9 @@ Dry run by default: lists, per queue message, where its events were found (a bat
 within 24 h, read up to the batch's end, else the events table by arrival window; a poison message: its event in the
 events table by its keys), the rooms and usage events concerned and what re-rating would change - without writing,
 publishing or deleting anything. ``--apply`` re-rates through rating's own exactly-once path and deletes each message
-once its events are rated whole; running it again changes nothing. Runbook: README, Operations.
+once its events are rated whole; running it again changes nothing. ``--requeue <first sequence | pk / sk>`` rates
+nothing: it copies the one message named to the same queue and deletes the original once the copy is sent (a message
+kept past the queue's 14 days, D362 amended (rq)). Runbook: README, Operations.
 
 Tables, bus and poison queue come from the options or the functions' variables (``USAGE_TABLE_NAME``,
 ``EVENTS_TABLE_NAME``, ``EVENT_BUS_NAME``, ``POISON_QUEUE_URL``); AWS credentials, region and endpoint

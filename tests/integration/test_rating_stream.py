@@ -1111,3 +1111,40 @@ def test_given_a_poison_message_then_requeue_by_its_event_copies_it_and_deletes_
     [kept] = [mid for mid, body in before.items() if body == other]
     assert gone not in after
     assert kept in after
+
+
+def test_given_the_original_failing_to_delete_after_the_copy_then_requeue_says_two_copies_and_exits_4(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the send and the delete loses nothing: SQS refusing the delete (ServiceUnavailable) after the
+    copy was sent leaves two identical copies (1 original + 1 copy = 2 messages), said on stderr, exit 4."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    records, arn, shard_id = _ghost_room_then_the_call(stack, lambda_context)
+    dlq = stack.template.ref("RatingDeadLetterQueue")
+    call = _batch_message(records[4:], arn, shard_id)
+    stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=call)
+    real = aws.client
+
+    def failing_deletes(service: str, *args: Any, **kwargs: Any) -> Any:
+        made = real(service, *args, **kwargs)
+        if service == "sqs":
+
+            def refuse(**_: Any) -> Any:
+                raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "DeleteMessage")
+
+            made.delete_message = refuse
+        return made
+
+    monkeypatch.setattr(aws, "client", failing_deletes)
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", dlq, "--requeue", records[4]["dynamodb"]["SequenceNumber"]])
+
+    assert exited.value.code == 4
+    assert "the original was NOT deleted" in capsys.readouterr().err
+    assert [body for _, body in _dlq_bodies(stack, dlq)] == [call, call]
