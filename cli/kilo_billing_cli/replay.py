@@ -171,6 +171,10 @@ def _replay(
 # how long ``--requeue`` hides the messages it receives: the one named is deleted at once; the others are visible
 # again after it (as cx3's hand-made runbook did, 300 s)
 REQUEUE_VISIBILITY_SECONDS = 300
+# ``--requeue`` must see every copy (several matching are refused): long polls of this many seconds, stopping only
+# after two empty receives in a row (a short poll may answer none while messages remain, D362 amended (rq2))
+REQUEUE_WAIT_SECONDS = 1
+REQUEUE_EMPTY_RECEIVES = 2
 
 
 def _selectors(body: str) -> set[str]:
@@ -196,9 +200,13 @@ def _requeue(args: argparse.Namespace, console: Console) -> None:
     from kilo_rate_usage.adapters import SqsFailureQueue  # noqa: PLC0415
 
     sqs = client("sqs")
-    received = SqsFailureQueue(sqs, args.queue_url, visibility_timeout=REQUEUE_VISIBILITY_SECONDS).receive(
-        args.max_messages
-    )
+    received = SqsFailureQueue(
+        sqs,
+        args.queue_url,
+        visibility_timeout=REQUEUE_VISIBILITY_SECONDS,
+        wait_seconds=REQUEUE_WAIT_SECONDS,
+        empty_receives=REQUEUE_EMPTY_RECEIVES,
+    ).receive(args.max_messages)
     matches = [(receipt, body) for receipt, body in received if args.requeue in _selectors(body)]
     hidden = REQUEUE_VISIBILITY_SECONDS // 60
     if not matches:
@@ -207,10 +215,16 @@ def _requeue(args: argparse.Namespace, console: Console) -> None:
             f"{hidden} minutes (a message an --apply run received is hidden 15 minutes: rerun after them); nothing "
             "was sent or deleted"
         )
+    if len(matches) > 1 and len({body for _, body in matches}) > 1:  # different messages: name one exactly
+        raise ValueError(
+            f"--requeue {args.requeue!r}: the selector matches {len(matches)} different messages: name one by "
+            "'pk / sk' (a poison message) or by SHARD:FIRST or FIRST-LAST (a batch), as its row prints it; nothing "
+            f"was sent or deleted (the {len(received)} received are hidden {hidden} minutes)"
+        )
     if len(matches) > 1:
         raise ValueError(
-            f"--requeue {args.requeue!r}: {len(matches)} messages match (identical bodies are copies a --requeue "
-            "interrupted between its send and its delete left: a replay rates their usage once, but a poison record "
+            f"--requeue {args.requeue!r}: {len(matches)} messages match, identical bodies: copies a --requeue "
+            "interrupted between its send and its delete left (a replay rates their usage once, but a poison record "
             "of them goes to the poison queue once per copy; delete one by hand, README); nothing was sent or deleted "
             f"(the {len(received)} received are hidden {hidden} minutes)"
         )
