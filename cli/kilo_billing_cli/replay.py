@@ -85,6 +85,8 @@ def run(
     if args.requeue is not None:
         if args.apply:
             raise ValueError("--requeue copies one message and rates nothing: not with --apply")
+        if args.json:  # it prints one plain line, no document (D362 amended (rq2))
+            raise ValueError("--requeue copies one message and prints one line: not with --json")
         _requeue(args, console)
         return
     needed = {"--usage-table": args.usage_table, "--events-table": args.events_table}
@@ -212,8 +214,8 @@ def _requeue(args: argparse.Namespace, console: Console) -> None:
     if not matches:
         raise ValueError(
             f"--requeue {args.requeue!r}: no message matches among the {len(received)} received, now hidden "
-            f"{hidden} minutes (a message an --apply run received is hidden 15 minutes: rerun after them); nothing "
-            "was sent or deleted"
+            f"{hidden} minutes (a message an --apply run received is hidden 15 minutes, one a --requeue run received "
+            f"- a failed one's too - a --requeue run's {hidden} minutes: rerun after them); nothing was sent or deleted"
         )
     if len(matches) > 1 and len({body for _, body in matches}) > 1:  # different messages: name one exactly
         raise ValueError(
@@ -229,14 +231,29 @@ def _requeue(args: argparse.Namespace, console: Console) -> None:
             f"(the {len(received)} received are hidden {hidden} minutes)"
         )
     [(receipt, body)] = matches
-    sent = call(sqs.send_message, QueueUrl=args.queue_url, MessageBody=body)
+    check = (
+        f"aws sqs get-queue-attributes --queue-url {args.queue_url} --attribute-names ApproximateNumberOfMessages "
+        "ApproximateNumberOfMessagesNotVisible"
+    )
+    try:
+        sent = call(sqs.send_message, QueueUrl=args.queue_url, MessageBody=body)
+    except Exception:  # SQS may have taken a send whose answer was lost (a standard queue does not deduplicate)
+        print(
+            f"kilo-billing: --requeue {args.requeue!r}: the copy's send failed; the original was not deleted, and is "
+            f"hidden {hidden} minutes by this receive. SQS may still have taken the copy (an answer lost): wait "
+            f"{hidden} minutes, then count the queue's messages ({check}) - one more than before this --requeue "
+            "means the copy is there (delete one of the two by hand, README), as many means rerun",
+            file=sys.stderr,
+        )
+        raise
     try:
         call(sqs.delete_message, QueueUrl=args.queue_url, ReceiptHandle=receipt)
     except Exception as exc:  # the copy is sent: say so whatever the delete's failure
         print(
             f"kilo-billing: --requeue {args.requeue!r}: copy sent (MessageId {sent['MessageId']}), the original was "
-            f"NOT deleted ({exc}): two copies are on the queue (a replay rates their usage once); a rerun is refused "
-            "(2 match): delete one by hand (README)",
+            f"NOT deleted ({exc}): two copies are on the queue (a replay rates their usage once). Do not rerun now: "
+            f"the original is hidden {hidden} minutes, a rerun would copy the copy and leave two; wait {hidden} "
+            f"minutes, then count the queue's messages ({check}) and delete one of the two by hand (README)",
             file=sys.stderr,
         )
         raise SystemExit(4) from exc

@@ -1041,6 +1041,7 @@ def test_given_requeue_naming_no_message_or_two_then_it_is_refused_and_the_queue
     for _ in range(copies):
         stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=_batch_message(records[4:], arn, shard_id))
     before = _dlq_bodies(stack, dlq)
+    assert len(before) == copies  # the helper reads moto's queue: an empty read would make the comparison below vacuous
     selector = records[4]["dynamodb"]["SequenceNumber"] if copies == 2 else records[5]["dynamodb"]["SequenceNumber"]
     capsys.readouterr()
 
@@ -1082,7 +1083,19 @@ def test_given_the_copy_failing_to_send_then_requeue_deletes_nothing(
     capsys.readouterr()
 
     assert main(["rating", "replay", "--queue-url", dlq, "--requeue", records[4]["dynamodb"]["SequenceNumber"]]) == 4
+    assert len(before) == 1  # the one original (an empty read of moto's queue would pass the next line vacuously)
     assert _dlq_bodies(stack, dlq) == before
+    # D362 amended (rq2): the original is hidden 5 minutes by this receive, and a send whose answer was lost may have
+    # been taken: the line says to wait, then count the queue's messages before rerunning
+    err = capsys.readouterr().err
+    assert "wait 5 minutes" in err
+    assert "ApproximateNumberOfMessages" in err
+
+    monkeypatch.setattr(aws, "client", real)  # a rerun at once: the original is still hidden by the failed requeue
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", dlq, "--requeue", records[4]["dynamodb"]["SequenceNumber"]])
+    assert exited.value.code == 2
+    assert "a --requeue run's 5 minutes" in capsys.readouterr().err
 
 
 def test_given_a_poison_message_then_requeue_by_its_event_copies_it_and_deletes_the_original(
@@ -1101,6 +1114,7 @@ def test_given_a_poison_message_then_requeue_by_its_event_copies_it_and_deletes_
     for body in (named, other):
         stack.clients["sqs"].send_message(QueueUrl=poison, MessageBody=body)
     before = dict(_dlq_bodies(stack, poison))
+    assert len(before) == 2  # named + other
     capsys.readouterr()
 
     assert main(["rating", "replay", "--queue-url", poison, "--requeue", "ROOM#RM_a / EV#0001"]) == 0
@@ -1146,5 +1160,11 @@ def test_given_the_original_failing_to_delete_after_the_copy_then_requeue_says_t
         main(["rating", "replay", "--queue-url", dlq, "--requeue", records[4]["dynamodb"]["SequenceNumber"]])
 
     assert exited.value.code == 4
-    assert "the original was NOT deleted" in capsys.readouterr().err
-    assert [body for _, body in _dlq_bodies(stack, dlq)] == [call, call]
+    err = capsys.readouterr().err
+    assert "the original was NOT deleted" in err
+    # D362 amended (rq2): a rerun at once sees the copy alone (the original hidden 5 minutes) and would copy it again:
+    # the line says to wait, then count, and no longer that a rerun is refused
+    assert "a rerun is refused" not in err
+    assert "wait 5 minutes" in err
+    assert "ApproximateNumberOfMessages" in err
+    assert [body for _, body in _dlq_bodies(stack, dlq)] == [call, call]  # 1 original + 1 copy

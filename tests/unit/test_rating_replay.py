@@ -413,3 +413,21 @@ def test_given_two_different_poison_events_of_one_room_then_requeue_by_the_pk_is
     assert "copies" not in err
     assert "delete one by hand" not in err
     assert (fake.sent, fake.deleted) == ([], [])
+
+
+def test_given_requeue_with_json_then_it_is_refused_before_any_receive(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D362 amended (rq2): --requeue prints one plain line; with --json it is a usage error (exit 2), nothing received."""
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    fake = PagedSqs([[("m1", _batch_body("12"))]])
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: fake)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", "q", "--requeue", "12", "--json"])
+
+    assert exited.value.code == 2
+    assert "not with --json" in capsys.readouterr().err
+    assert (fake.waits, fake.sent, fake.deleted) == ([], [], [])
