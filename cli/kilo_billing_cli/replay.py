@@ -5,7 +5,9 @@ Dry run by default: lists, per queue message, where its events were found (a bat
 within 24 h, read up to the batch's end, else the events table by arrival window; a poison message: its event in the
 events table by its keys), the rooms and usage events concerned and what re-rating would change - without writing,
 publishing or deleting anything. ``--apply`` re-rates through rating's own exactly-once path and deletes each message
-once its events are rated whole; running it again changes nothing. Runbook: README, Operations.
+once its events are rated whole; running it again changes nothing. ``--requeue <first sequence | pk / sk>`` rates
+nothing: it copies the one message named to the same queue and deletes the original once the copy is sent (a message
+kept past the queue's 14 days, D362 amended (rq)). Runbook: README, Operations.
 
 Tables, bus and poison queue come from the options or the functions' variables (``USAGE_TABLE_NAME``,
 ``EVENTS_TABLE_NAME``, ``EVENT_BUS_NAME``, ``POISON_QUEUE_URL``); AWS credentials, region and endpoint
@@ -64,6 +66,13 @@ def add_parser(sub: Any) -> None:
         help="widens the arrival window in the events table",
     )
     replay.add_argument("--json", action="store_true", help="machine-readable output")
+    replay.add_argument(
+        "--requeue",
+        metavar="SELECTOR",
+        help="copy ONE message's body to the same queue, then delete the original (keeps a message past the 14-day "
+        "retention): the batch's first sequence number as its row prints it (or SHARD:FIRST, or FIRST-LAST), a "
+        "poison message's event ('pk / sk', or its pk); refused when none or several match; nothing is rated",
+    )
 
 
 def run(
@@ -73,6 +82,13 @@ def run(
     ``--json`` stdout holds the JSON document alone (rating's log lines go to stderr). ``refused``: main's reading of
     a publish failure, the reason when EventBridge refused the event for its content - that message is skipped (kept
     on the queue, its row naming why) and the others replayed; any other publish failure stops the run."""
+    if args.requeue is not None:
+        if args.apply:
+            raise ValueError("--requeue copies one message and rates nothing: not with --apply")
+        if args.json:  # it prints one plain line, no document (D362 amended (rq2))
+            raise ValueError("--requeue copies one message and prints one line: not with --json")
+        _requeue(args, console)
+        return
     needed = {"--usage-table": args.usage_table, "--events-table": args.events_table}
     if args.apply:
         needed |= {"--event-bus": args.event_bus, "--poison-queue-url": args.poison_queue_url}
@@ -151,6 +167,99 @@ def _replay(
         max_messages=args.max_messages,
         margin_ms=args.window_margin_minutes * 60_000,
         refused=refused,
+    )
+
+
+# how long ``--requeue`` hides the messages it receives: the one named is deleted at once; the others are visible
+# again after it (as cx3's hand-made runbook did, 300 s)
+REQUEUE_VISIBILITY_SECONDS = 300
+# ``--requeue`` must see every copy (several matching are refused): long polls of this many seconds, stopping only
+# after two empty receives in a row (a short poll may answer none while messages remain, D362 amended (rq2))
+REQUEUE_WAIT_SECONDS = 1
+REQUEUE_EMPTY_RECEIVES = 2
+
+
+def _selectors(body: str) -> set[str]:
+    """What names a message stably across receives (its message id does not): a batch's first sequence number (alone,
+    ``SHARD:FIRST`` or ``FIRST-LAST``), a poison message's event label ``pk / sk`` or its pk."""
+    from kilo_rate_usage.replay import BatchInfo, NotABatchInfoError, PoisonMessage  # noqa: PLC0415
+
+    poison = PoisonMessage.parse(body)
+    if poison is not None:
+        return {poison.label, poison.label.split(" / ")[0]}
+    try:
+        info = BatchInfo.parse(body)
+    except NotABatchInfoError:
+        return set()
+    first = info.start_sequence
+    return {first, f"{first}-{info.end_sequence}", f"{info.shard_id}:{first}"}
+
+
+def _requeue(args: argparse.Namespace, console: Console) -> None:
+    """Copy the one message ``args.requeue`` names to the same queue, then delete the original - only once the copy
+    was sent (a failed send deletes nothing; a failed delete leaves two copies: said, exit 4). D362 amended (rq)."""
+    from kilo_billing.aws import call, client  # noqa: PLC0415
+    from kilo_rate_usage.adapters import SqsFailureQueue  # noqa: PLC0415
+
+    sqs = client("sqs")
+    received = SqsFailureQueue(
+        sqs,
+        args.queue_url,
+        visibility_timeout=REQUEUE_VISIBILITY_SECONDS,
+        wait_seconds=REQUEUE_WAIT_SECONDS,
+        empty_receives=REQUEUE_EMPTY_RECEIVES,
+    ).receive(args.max_messages)
+    matches = [(receipt, body) for receipt, body in received if args.requeue in _selectors(body)]
+    hidden = REQUEUE_VISIBILITY_SECONDS // 60
+    if not matches:
+        raise ValueError(
+            f"--requeue {args.requeue!r}: no message matches among the {len(received)} received, now hidden "
+            f"{hidden} minutes (a message an --apply run received is hidden 15 minutes, one a --requeue run received "
+            f"- a failed one's too - a --requeue run's {hidden} minutes: rerun after them); nothing was sent or deleted"
+        )
+    if len(matches) > 1 and len({body for _, body in matches}) > 1:  # different messages: name one exactly
+        raise ValueError(
+            f"--requeue {args.requeue!r}: the selector matches {len(matches)} different messages: name one by "
+            "'pk / sk' (a poison message) or by SHARD:FIRST or FIRST-LAST (a batch), as its row prints it; nothing "
+            f"was sent or deleted (the {len(received)} received are hidden {hidden} minutes)"
+        )
+    if len(matches) > 1:
+        raise ValueError(
+            f"--requeue {args.requeue!r}: {len(matches)} messages match, identical bodies: copies a --requeue "
+            "interrupted between its send and its delete left (a replay rates their usage once, but a poison record "
+            "of them goes to the poison queue once per copy; delete one by hand, README); nothing was sent or deleted "
+            f"(the {len(received)} received are hidden {hidden} minutes)"
+        )
+    [(receipt, body)] = matches
+    check = (
+        f"aws sqs get-queue-attributes --queue-url {args.queue_url} --attribute-names ApproximateNumberOfMessages "
+        "ApproximateNumberOfMessagesNotVisible"
+    )
+    try:
+        sent = call(sqs.send_message, QueueUrl=args.queue_url, MessageBody=body)
+    except Exception:  # SQS may have taken a send whose answer was lost (a standard queue does not deduplicate)
+        print(
+            f"kilo-billing: --requeue {args.requeue!r}: the copy's send failed; the original was not deleted, and is "
+            f"hidden {hidden} minutes by this receive. SQS may still have taken the copy (an answer lost): wait "
+            f"{hidden} minutes, then count the queue's messages ({check}) - one more than before this --requeue "
+            "means the copy is there (delete one of the two by hand, README), as many means rerun",
+            file=sys.stderr,
+        )
+        raise
+    try:
+        call(sqs.delete_message, QueueUrl=args.queue_url, ReceiptHandle=receipt)
+    except Exception as exc:  # the copy is sent: say so whatever the delete's failure
+        print(
+            f"kilo-billing: --requeue {args.requeue!r}: copy sent (MessageId {sent['MessageId']}), the original was "
+            f"NOT deleted ({exc}): two copies are on the queue (a replay rates their usage once). Do not rerun now: "
+            f"the original is hidden {hidden} minutes, a rerun would copy the copy and leave two; wait {hidden} "
+            f"minutes, then count the queue's messages ({check}) and delete one of the two by hand (README)",
+            file=sys.stderr,
+        )
+        raise SystemExit(4) from exc
+    console.print(
+        f"requeued {args.requeue}: copy sent (MessageId {sent['MessageId']}), the original deleted; the other "
+        f"{len(received) - 1} message(s) received are visible again after {hidden} minutes"
     )
 
 

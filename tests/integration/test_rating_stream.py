@@ -979,3 +979,192 @@ def test_given_a_refused_event_in_one_batch_with_a_customers_call_then_the_call_
     )
     assert row["message_deleted"] is False
     assert aggregate(stack) == {}  # neither the customer's 20 video + 45 audio minutes nor the bucket's 10 written
+
+
+def _dlq_bodies(stack: Stack, dlq: str) -> list[tuple[str, str]]:
+    """(MessageId, Body) of every message on ``dlq``, hidden ones included (a receive would hide them, and misses
+    those a receive hid): read from moto's own queue."""
+    from moto.sqs.models import sqs_backends  # noqa: PLC0415
+
+    name = dlq.rsplit("/", 1)[-1]
+    return sorted(
+        (message.id, message.body)
+        for regions in sqs_backends.values()
+        for backend in regions.values()
+        for queue_name, queue in backend.queues.items()
+        if queue_name == name
+        for message in queue._messages  # visible or not (``messages`` is the visible ones)
+    )
+
+
+def test_given_requeue_by_first_sequence_then_an_exact_copy_replaces_the_original_and_replays_to_the_same_minutes(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D362 amended (rq): `rating replay --requeue <first sequence>` copies the named message's body to the same queue
+    and deletes the original once the copy is sent (cx3's hand-made `aws sqs` steps). The copy replays to the call's
+    20 video + 45 audio minutes (``EXPECTED``: alice 10 video + 20 audio, bob 10 + 25, hand-worked above)."""
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    records, arn, shard_id = _ghost_room_then_the_call(stack, lambda_context)
+    dlq = stack.template.ref("RatingDeadLetterQueue")
+    ghost, call = _batch_message(records[:4], arn, shard_id), _batch_message(records[4:], arn, shard_id)
+    for body in (ghost, call):
+        stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=body)
+    [(call_id, _)] = [(mid, body) for mid, body in _dlq_bodies(stack, dlq) if body == call]
+    first = records[4]["dynamodb"]["SequenceNumber"]
+    capsys.readouterr()
+
+    assert main(["rating", "replay", "--queue-url", dlq, "--requeue", first]) == 0
+
+    after = _dlq_bodies(stack, dlq)
+    assert sorted(body for _, body in after) == sorted([ghost, call])  # the same two bodies, byte for byte
+    assert call_id not in {mid for mid, _ in after}  # the original is gone, a copy (new id) in its place
+    assert "deleted" in capsys.readouterr().out
+    # the ghost batch's message is hidden 300 s by the requeue's receive: this run replays the copy alone
+    assert main(["rating", "replay", "--queue-url", dlq, "--apply", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)["messages"]
+    assert (row["sequence"][0], row["problem"], row["message_deleted"]) == (first, "", True)
+    assert aggregate(stack) == EXPECTED
+
+
+@pytest.mark.parametrize(("copies", "says"), [(1, "no message matches"), (2, "2 messages match")])
+def test_given_requeue_naming_no_message_or_two_then_it_is_refused_and_the_queue_is_unchanged(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str], copies: int, says: str
+) -> None:
+    """A selector no message matches (the call's message on the queue, a sequence number none starts at), and one
+    that two identical copies match (what a requeue interrupted between its send and its delete leaves), are refused
+    (exit 2, the CLI's usage error): nothing sent, nothing deleted."""
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    records, arn, shard_id = _ghost_room_then_the_call(stack, lambda_context)
+    dlq = stack.template.ref("RatingDeadLetterQueue")
+    for _ in range(copies):
+        stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=_batch_message(records[4:], arn, shard_id))
+    before = _dlq_bodies(stack, dlq)
+    assert len(before) == copies  # the helper reads moto's queue: an empty read would make the comparison below vacuous
+    selector = records[4]["dynamodb"]["SequenceNumber"] if copies == 2 else records[5]["dynamodb"]["SequenceNumber"]
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", dlq, "--requeue", selector])
+
+    assert exited.value.code == 2
+    assert says in capsys.readouterr().err
+    assert _dlq_bodies(stack, dlq) == before  # the same ids, the same bodies
+
+
+def test_given_the_copy_failing_to_send_then_requeue_deletes_nothing(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The original is deleted only after its copy was sent: SQS refusing the send (ServiceUnavailable) leaves the
+    original on the queue and exits 4 (storage unavailable: rerun, D362)."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    records, arn, shard_id = _ghost_room_then_the_call(stack, lambda_context)
+    dlq = stack.template.ref("RatingDeadLetterQueue")
+    stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=_batch_message(records[4:], arn, shard_id))
+    before = _dlq_bodies(stack, dlq)
+    real = aws.client
+
+    def failing_sends(service: str, *args: Any, **kwargs: Any) -> Any:
+        made = real(service, *args, **kwargs)
+        if service == "sqs":
+
+            def refuse(**_: Any) -> Any:
+                raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "SendMessage")
+
+            made.send_message = refuse
+        return made
+
+    monkeypatch.setattr(aws, "client", failing_sends)
+    capsys.readouterr()
+
+    assert main(["rating", "replay", "--queue-url", dlq, "--requeue", records[4]["dynamodb"]["SequenceNumber"]]) == 4
+    assert len(before) == 1  # the one original (an empty read of moto's queue would pass the next line vacuously)
+    assert _dlq_bodies(stack, dlq) == before
+    # D362 amended (rq2): the original is hidden 5 minutes by this receive, and a send whose answer was lost may have
+    # been taken: the line says to wait, then count the queue's messages before rerunning
+    err = capsys.readouterr().err
+    assert "wait 5 minutes" in err
+    assert "ApproximateNumberOfMessages" in err
+
+    monkeypatch.setattr(aws, "client", real)  # a rerun at once: the original is still hidden by the failed requeue
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", dlq, "--requeue", records[4]["dynamodb"]["SequenceNumber"]])
+    assert exited.value.code == 2
+    assert "a --requeue run's 5 minutes" in capsys.readouterr().err
+
+
+def test_given_a_poison_message_then_requeue_by_its_event_copies_it_and_deletes_the_original(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The poison queue's messages (``{"reason", "keys"}``, one event) are requeued the same way, named by the event
+    as their row prints it (``pk / sk``): two messages, the named one's body copied exactly, its original gone, the
+    other untouched."""
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    poison = stack.template.ref("PoisonRecordDeadLetterQueue")
+    named, other = (
+        json.dumps({"reason": "refused", "keys": {"pk": {"S": f"ROOM#{room}"}, "sk": {"S": "EV#0001"}}})
+        for room in ("RM_a", "RM_b")
+    )
+    for body in (named, other):
+        stack.clients["sqs"].send_message(QueueUrl=poison, MessageBody=body)
+    before = dict(_dlq_bodies(stack, poison))
+    assert len(before) == 2  # named + other
+    capsys.readouterr()
+
+    assert main(["rating", "replay", "--queue-url", poison, "--requeue", "ROOM#RM_a / EV#0001"]) == 0
+
+    after = dict(_dlq_bodies(stack, poison))
+    assert sorted(after.values()) == sorted([named, other])
+    [gone] = [mid for mid, body in before.items() if body == named]
+    [kept] = [mid for mid, body in before.items() if body == other]
+    assert gone not in after
+    assert kept in after
+
+
+def test_given_the_original_failing_to_delete_after_the_copy_then_requeue_says_two_copies_and_exits_4(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the send and the delete loses nothing: SQS refusing the delete (ServiceUnavailable) after the
+    copy was sent leaves two identical copies (1 original + 1 copy = 2 messages), said on stderr, exit 4."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    records, arn, shard_id = _ghost_room_then_the_call(stack, lambda_context)
+    dlq = stack.template.ref("RatingDeadLetterQueue")
+    call = _batch_message(records[4:], arn, shard_id)
+    stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=call)
+    real = aws.client
+
+    def failing_deletes(service: str, *args: Any, **kwargs: Any) -> Any:
+        made = real(service, *args, **kwargs)
+        if service == "sqs":
+
+            def refuse(**_: Any) -> Any:
+                raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "DeleteMessage")
+
+            made.delete_message = refuse
+        return made
+
+    monkeypatch.setattr(aws, "client", failing_deletes)
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", dlq, "--requeue", records[4]["dynamodb"]["SequenceNumber"]])
+
+    assert exited.value.code == 4
+    err = capsys.readouterr().err
+    assert "the original was NOT deleted" in err
+    # D362 amended (rq2): a rerun at once sees the copy alone (the original hidden 5 minutes) and would copy it again:
+    # the line says to wait, then count, and no longer that a rerun is refused
+    assert "a rerun is refused" not in err
+    assert "wait 5 minutes" in err
+    assert "ApproximateNumberOfMessages" in err
+    assert [body for _, body in _dlq_bodies(stack, dlq)] == [call, call]  # 1 original + 1 copy

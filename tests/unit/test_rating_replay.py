@@ -327,3 +327,107 @@ def test_given_the_runbooks_copy_of_a_refused_batchs_message_then_the_copy_is_th
 
     assert (row.plan.problem, row.outcome.usage_rated if row.outcome else None, row.deleted) == ("", 2, True)
     assert repo.totals("acct", "2026-11") == {"messages": 70}
+
+
+class PagedSqs:
+    """An SQS client answering each receive with the next page (a short poll may answer fewer, or none, while messages
+    remain); records the waits asked, the sends and the deletes."""
+
+    def __init__(self, pages: list[list[tuple[str, str]]]) -> None:
+        self.pages = pages
+        self.waits: list[int] = []
+        self.sent: list[str] = []
+        self.deleted: list[str] = []
+
+    def receive_message(self, **kw: Any) -> dict[str, Any]:
+        self.waits.append(kw["WaitTimeSeconds"])
+        page = self.pages.pop(0) if self.pages else []
+        return {"Messages": [{"MessageId": m, "ReceiptHandle": f"rh-{m}", "Body": b} for m, b in page]}
+
+    def send_message(self, **kw: Any) -> dict[str, Any]:
+        self.sent.append(kw["MessageBody"])
+        return {"MessageId": "copy"}
+
+    def delete_message(self, **kw: Any) -> None:
+        self.deleted.append(kw["ReceiptHandle"])
+
+
+def _batch_body(first: str) -> str:
+    return json.dumps(
+        {
+            "DDBStreamBatchInfo": {
+                "shardId": "s1",
+                "startSequenceNumber": first,
+                "endSequenceNumber": str(int(first) + 5),
+                "batchSize": 2,
+                "streamArn": "arn:x",
+            }
+        }
+    )
+
+
+def test_given_an_empty_receive_between_two_copies_then_requeue_still_sees_both_and_refuses(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D362 amended (rq2): an empty receive does not prove the queue empty (short polling samples some servers): two
+    copies answered as [m1], [], [m2] - the requeue long-polls and stops only after two empty receives in a row, so it
+    sees 1 + 0 + 1 = 2 matching messages: refused (exit 2), nothing sent or deleted."""
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    fake = PagedSqs([[("m1", _batch_body("12"))], [], [("m2", _batch_body("12"))]])
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: fake)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", "q", "--requeue", "12"])
+
+    assert exited.value.code == 2
+    assert "2 messages match" in capsys.readouterr().err
+    assert (fake.sent, fake.deleted) == ([], [])
+    # receives: [m1], [], [m2], [], [] - five, each a long poll (WaitTimeSeconds 1 or more)
+    assert len(fake.waits) == 5
+    assert min(fake.waits) >= 1
+
+
+def test_given_two_different_poison_events_of_one_room_then_requeue_by_the_pk_is_refused_without_calling_them_copies(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two DIFFERENT poison events of one room (pk ROOM#RM_a, sk EV#1 and EV#2) both match the pk alone: refused, and
+    the line asks to name one by 'pk / sk' - not 'copies ... delete one by hand' (deleting one would lose an event)."""
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    poison = [
+        json.dumps({"reason": "r", "keys": {"pk": {"S": "ROOM#RM_a"}, "sk": {"S": sk}}}) for sk in ("EV#1", "EV#2")
+    ]
+    fake = PagedSqs([[("p1", poison[0]), ("p2", poison[1])]])
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: fake)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", "q", "--requeue", "ROOM#RM_a"])
+
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "2 different messages" in err
+    assert "'pk / sk'" in err
+    assert "copies" not in err
+    assert "delete one by hand" not in err
+    assert (fake.sent, fake.deleted) == ([], [])
+
+
+def test_given_requeue_with_json_then_it_is_refused_before_any_receive(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D362 amended (rq2): --requeue prints one plain line; with --json it is a usage error (exit 2), nothing received."""
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    fake = PagedSqs([[("m1", _batch_body("12"))]])
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: fake)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", "q", "--requeue", "12", "--json"])
+
+    assert exited.value.code == 2
+    assert "not with --json" in capsys.readouterr().err
+    assert (fake.waits, fake.sent, fake.deleted) == ([], [], [])

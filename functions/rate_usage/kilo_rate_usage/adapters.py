@@ -561,27 +561,34 @@ class SqsPoisonSink:
 class SqsFailureQueue:
     """The stream's on-failure queue or the poison queue, read by the operator's replay command.
     ``visibility_timeout``: how long received messages stay hidden - 0 for a dry run (they stay for the real run;
-    repeats are recognised by message id), long enough for the re-rating when applying."""
+    repeats are recognised by message id), long enough for the re-rating when applying. ``wait_seconds`` and
+    ``empty_receives``: a short poll (0) may answer none while messages remain, so a reader that must see every
+    message (``--requeue``: several matching are refused) long-polls and stops only after that many empty receives in
+    a row (D362 amended (rq2))."""
 
-    def __init__(self, client: Any, queue_url: str, visibility_timeout: int = 0) -> None:
+    def __init__(
+        self, client: Any, queue_url: str, visibility_timeout: int = 0, wait_seconds: int = 0, empty_receives: int = 1
+    ) -> None:
         self._client = client
         self._queue = queue_url
         self._visibility = visibility_timeout
+        self._wait = wait_seconds
+        self._empty_receives = empty_receives
 
     def receive(self, limit: int) -> list[tuple[str, str]]:
         messages: dict[str, tuple[str, str]] = {}
-        while len(messages) < limit:
+        empty = 0
+        while len(messages) < limit and empty < self._empty_receives:
             response = call(
                 self._client.receive_message,
                 QueueUrl=self._queue,
                 MaxNumberOfMessages=min(10, limit - len(messages)),
                 VisibilityTimeout=self._visibility,
-                WaitTimeSeconds=0,
+                WaitTimeSeconds=self._wait,
             )
             fresh = {m["MessageId"]: (m["ReceiptHandle"], m["Body"]) for m in response.get("Messages", [])}
             fresh = {key: value for key, value in fresh.items() if key not in messages}
-            if not fresh:
-                break
+            empty = 0 if fresh else empty + 1
             messages.update(fresh)
         return list(messages.values())
 
