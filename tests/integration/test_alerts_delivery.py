@@ -365,21 +365,32 @@ def test_given_an_alert_forged_onto_the_rechecks_queue_then_it_is_refused_while_
 
 
 def test_given_a_recheck_queued_on_the_alerts_queue_before_the_deploy_then_it_is_still_taken(
-    alerts_stack: AlertsStack,
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A re-check the operator checks put on the alerts queue before the re-checks had their own (at most a run's,
-    delayed up to 900 s) is handled, not refused: of an account with no profile, nothing to send - and no failure."""
+    delayed up to 900 s) is handled, not refused, and sends its forecast. Team, budget $36, 3,000 video minutes by
+    Mon 2 Nov 14:30 (the figures of tests/iam/test_operator_checks_role.py's end-to-end test): weight 0.4 (Sun 1) +
+    14.5/24 = 1.00417 -> 2,987.55 minutes a weekday; the rest of Monday (9.5/24) 1,182.6 -> 4,182.6; Tue 3 - Tue 24
+    weigh 16 weekdays + 6 x 0.4 = 18.4 -> +54,970.9 = 59,153.5 < 59,716 ($36 needs $7.00 of usage: 9,716 over the
+    50,000 included); Wed 25 +2,987.55 = 62,141.1: "around Wednesday 25 November"."""
     from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
     from kilo_alerts.rechecks import FORECAST_DUE  # noqa: PLC0415
 
-    detail = {"account_id": "acct_gone", "period": "2026-11", "due_ms": 1, "forecast_day": "",
+    register(alerts_stack, "acct_r", name="R", email="r@example.com", budget_usd=Decimal(36))
+    put_counters(alerts_stack.stack, "acct_r", {"video": 3_000})
+    due = int(datetime(2026, 11, 2, 14, 24, tzinfo=UTC).timestamp() * 1000)  # the base's moment (D366)
+    detail = {"account_id": "acct_r", "period": "2026-11", "due_ms": due, "forecast_day": "",
               "limit_name": "budget", "limit": "36"}  # fmt: skip
     body = json.dumps({"detail-type": FORECAST_DUE, "source": "kilo.billing.alerts", "detail": detail})
     alerts_stack.stack.clients["sqs"].send_message(QueueUrl=alerts_stack.queue_url, MessageBody=body)
+    clock = SimpleNamespace(time=lambda: datetime(2026, 11, 2, 14, 30, tzinfo=UTC).timestamp())
+    monkeypatch.setattr("kilo_alerts.handler.time", clock)
     event = alerts_stack.sqs_event()
     assert len(event["Records"]) == 1
     assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
-    assert alerts_stack.sent_mail() == []
+    assert [str(mime(mail)["Subject"]) for mail in alerts_stack.sent_mail()] == [
+        "At this rate your November 2026 bill passes your budget around Wednesday 25 November"
+    ]
 
 
 def test_given_a_budget_percentage_below_100_then_the_weekday_forecast_of_the_hard_limit_is_delivered(
