@@ -119,6 +119,22 @@ USAGE_PAGE = {
 }
 
 
+def _open_receipt(page: Any, site: DashboardServer, summary: dict[str, Any], receipt: dict[str, Any]) -> None:
+    """The billing page with one invoice (``summary``), its receipt opened (``receipt``, the API's answer)."""
+    number = summary["number"]
+    FakeApi(
+        page,
+        USAGE_PAGE
+        | {
+            ("GET", "/usage"): (200, _usage([])),
+            ("GET", "/invoices"): (200, {"account_id": ACCOUNT, "invoices": [summary]}),
+            ("GET", f"/invoices/{number}"): (200, receipt),
+        },
+    )
+    _sign_in(page, site, "billing")
+    page.get_by_role("button", name=f"Receipt {number}").click()
+
+
 def test_given_shares_of_an_allowance_then_percent_never_shows_100_before_it_is_used_up(
     page: Any, site: DashboardServer
 ) -> None:
@@ -169,17 +185,7 @@ def test_given_usage_covered_by_the_allowance_then_the_receipt_shows_used_includ
             line("usage", "audio", "Audio on Team", ("30000", "130000", "100000", "30000"), "10.80"),
         ],
     }
-    FakeApi(
-        page,
-        USAGE_PAGE
-        | {
-            ("GET", "/usage"): (200, _usage([])),
-            ("GET", "/invoices"): (200, {"account_id": ACCOUNT, "invoices": [summary]}),
-            ("GET", "/invoices/KB-acct_a-00001"): (200, receipt),
-        },
-    )
-    _sign_in(page, site, "billing")
-    page.get_by_role("button", name="Receipt KB-acct_a-00001").click()
+    _open_receipt(page, site, summary, receipt)
     expect(page.get_by_test_id("receipt-total")).to_have_text("$39.80")
     rows = page.locator("#receipt tbody tr")
     expect(rows.nth(0)).to_contain_text("1")
@@ -451,17 +457,7 @@ def test_given_late_usage_lines_then_the_receipt_shows_the_signed_change_billed(
 
     receipt = summary | {"currency": "usd", "refunded": "0.00", "short_paid": "0.00", "charged_back": "0.00",
                          "transitions": [], "lines": [late("+5000", "3000", "2.16"), late("-2000", "-2000", "-1.44")]}  # fmt: skip
-    FakeApi(
-        page,
-        USAGE_PAGE
-        | {
-            ("GET", "/usage"): (200, _usage([])),
-            ("GET", "/invoices"): (200, {"account_id": ACCOUNT, "invoices": [summary]}),
-            ("GET", "/invoices/KB-acct_a-00002"): (200, receipt),
-        },
-    )
-    _sign_in(page, site, "billing")
-    page.get_by_role("button", name="Receipt KB-acct_a-00002").click()
+    _open_receipt(page, site, summary, receipt)
     rows = page.locator("#receipt tbody tr")
     expect(rows.nth(0)).to_contain_text("+3,000 billed")
     expect(rows.nth(1)).to_contain_text("-2,000 billed")
