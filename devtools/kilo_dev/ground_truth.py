@@ -17,7 +17,10 @@ and applies the billing policy (billing-policy.md) and docs/decisions.md D2/D3 a
   per segment and billed as ceil(bytes / 10^7) hundredths of a GB;
 - a usage line = max(0, used - included) x (base x markup), rounded half-up to the cent; overage = the sum of the
   lines, fee = the sum of the fee lines, bill so far = fee + overage;
-- LiveKit's cost = every unit used x base price, summed exactly, rounded half-up to the cent once.
+- LiveKit's cost = every unit used x base price, summed exactly, rounded half-up to the cent once;
+- a participant whose ``participant_joined`` and ``participant_left`` were both lost is not billed (D375: his kind
+  cannot be told; he left before any sweep, so RoomService never told it either): the simulator's truth leaves his
+  minutes out (``simulator._account_truth``), so every figure here does too.
 
 Everything is integer or :class:`fractions.Fraction` arithmetic; Decimals appear only in the result.
 """

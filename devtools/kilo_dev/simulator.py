@@ -383,8 +383,8 @@ def _lose_a_join(calls: Sequence[_Call], clear_of: tuple[int, int]) -> _Conn | N
     publishes a track, in a room of three or more whose other events all arrive, and is connected clear of every
     sweep (``clear_of`` = (stride, offset): the sweeper runs at the first clock setting at or after each instant
     ``offset + k x stride``, within a ``tick_s`` of it - no instant from 300 s before his join to 600 s after his
-    leave), so RoomService never
-    lists him to a sweep. His tracks are unpublished explicitly (no leave ends them). ``None`` when nobody fits."""
+    leave), so RoomService never lists him to a sweep. His tracks are unpublished explicitly (no leave ends them).
+    ``None`` when nobody fits."""
     stride, offset = clear_of
     for call in calls:
         if len(call.conns) < 3 or any(not c.left_delivered or c.replaces for c in call.conns):
