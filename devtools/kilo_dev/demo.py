@@ -714,6 +714,165 @@ def adjustment_report(
     return same
 
 
+# --- the budget forecast and its re-check (D366): a steady month's first day ----------------------------------------
+
+FORECAST_ACCOUNT = "acct-forecast-01"  # a Team account ($29 a month) with a $36 budget at 50 / 80 / 100 %
+FORECAST_BUDGET_USD = "36.00"
+FORECAST_PERCENTS = (50, 80, 100)
+FORECAST_MESSAGES = 7_500  # reported every 3 hours from 00:30 on the closed month's first day: 60,000 a day
+FORECAST_EVERY_S = 3 * 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class ForecastScene:
+    """The forecast account's steady reports up to the re-check's run: (timestamp s, messages) each; ``run_s`` the
+    operator checks' run after the base (the re-check queued then, handled on its own queue)."""
+
+    period: str
+    reports: tuple[tuple[int, int], ...]
+    due_s: int
+    run_s: int
+
+    def days(self) -> tuple[Any, Any]:
+        """The ground truth's days: the forecast of the budget events of the first report (before the base: over the
+        base), and the re-check's at its run (at the rate so far)."""
+        from fractions import Fraction  # noqa: PLC0415
+
+        from kilo_dev.ground_truth import forecast_day, period_bounds, price_sheet  # noqa: PLC0415
+
+        sheet = price_sheet(datetime.fromtimestamp(period_bounds(self.period)[0], tz=UTC))
+        limit = Fraction(FORECAST_BUDGET_USD)
+
+        def used(until_s: int) -> dict[str, int]:
+            return {"video": 0, "audio": 0, "messages": sum(q for at, q in self.reports if at <= until_s)}
+
+        early_s = self.reports[0][0]
+        early = forecast_day(used(early_s), "team", sheet, limit, self.period, early_s)
+        return early, forecast_day(used(self.run_s), "team", sheet, limit, self.period, self.run_s)
+
+    def expected(self) -> Counter[Any]:
+        from kilo_dev.ground_truth import expected_forecasts  # noqa: PLC0415
+
+        return expected_forecasts(self.period, *self.days())
+
+    def summary(self) -> str:
+        from kilo_dev.ground_truth import day_label  # noqa: PLC0415
+
+        early, recheck = (day_label(day) if day else "no day" for day in self.days())
+        return (
+            f"Forecast of {FORECAST_ACCOUNT} (budget ${FORECAST_BUDGET_USD}; the ground truth's own arithmetic): the "
+            f"budget events before the base ({stamp(self.due_s)} UTC) say {early}; the re-check queued at "
+            f"{stamp(self.run_s)} UTC says {recheck}"
+        )
+
+
+def forecast_scene(
+    stack: Any, sink: HttpSink, truth: Any, period: str, grid: tuple[int, int], say: Callable[[str], None]
+) -> ForecastScene:
+    """The forecast account reports ``FORECAST_MESSAGES`` every 3 hours of ``period`` until the operator checks'
+    first run (on the schedules' ``grid``) after the forecast's base: its first report's budget events (the $29 fee is
+    80.6 % of $36) come before the base - their forecast spreads the use over the base, and the month's re-check is
+    planned - and that run queues the re-check on its own queue for the alerts function. The alerts function reads
+    its clock from the process (not the simulated one): around the first report and the re-check's run the process
+    travels to the simulated time (once the stack is idle: what was sent before is not handled on that clock; what
+    the simulation sends in the window's two seconds is handled at about its own time), so both are judged in
+    ``period`` as they would be live. The truth gets every report; ``say`` prints the plan."""
+    from kilo_dev.ground_truth import period_bounds, recheck_due_s  # noqa: PLC0415
+
+    start, _ = period_bounds(period)
+    due = recheck_due_s(period)
+    stride, offset = grid
+    run_s = due + (offset - due) % stride
+    reports = tuple((at, FORECAST_MESSAGES) for at in range(start + 1800, run_s, FORECAST_EVERY_S))
+    say(
+        f"{FORECAST_ACCOUNT} (Team, budget ${FORECAST_BUDGET_USD}) reports {FORECAST_MESSAGES:,} messages every 3 "
+        f"hours from {stamp(reports[0][0])} UTC: re-checked once its base ({stamp(due)} UTC) has elapsed"
+    )
+    travelling: list[Any] = []
+
+    def travel(at_s: int) -> None:
+        stack.wait_idle(timeout=600)
+        traveller = time_machine.travel(datetime.fromtimestamp(at_s, tz=UTC), tick=True)
+        traveller.start()
+        travelling.append(traveller)
+
+    def back() -> None:
+        try:
+            stack.wait_idle(timeout=600)
+        finally:
+            travelling.pop().stop()
+
+    def report(at_s: int, quantity: int) -> None:
+        stamp_ = datetime.fromtimestamp(at_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sink.usage([{"idempotency_key": f"forecast-{at_s}", "account_id": FORECAST_ACCOUNT, "meter": "messages",
+                     "quantity": quantity, "timestamp": stamp_}])  # fmt: skip
+
+    def first() -> None:
+        travel(reports[0][0])
+        try:
+            report(*reports[0])
+        finally:
+            back()
+
+    sink.at(reports[0][0], first)
+    for at, quantity in reports[1:]:
+        sink.at(at, functools.partial(report, at, quantity))
+    sink.at(run_s - 1, functools.partial(travel, run_s))
+    sink.at(run_s + 1, back)
+    for at, quantity in reports:
+        truth.add(FORECAST_ACCOUNT, period, "messages", quantity, at * 1000)
+    truth.usage_events += len(reports)
+    return ForecastScene(period, reports, due, run_s)
+
+
+# --- a lost join: one participant's participant_joined and participant_left both lost (D375) -------------------------
+
+
+def emf_count(log_path: Path, metric: str) -> int:
+    """The sum of an EMF metric the stack's handlers printed to its log (Powertools' one JSON line per flush)."""
+    total = 0.0
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if f'"{metric}"' not in line or not line.startswith("{"):
+            continue
+        try:
+            value = json.loads(line).get(metric, 0)
+        except ValueError:
+            continue
+        total += sum(value) if isinstance(value, list) else float(value)
+    return int(total)
+
+
+def lost_join_report(console: Console, stack: Any, truth: Any) -> bool:
+    """The participant whose join and leave the simulator dropped (his track events delivered): the ground truth
+    expects what the product does by D375 - a session of kind UNKNOWN, not billed (no minutes: the truth leaves him
+    out), counted once as ``SessionsJoinLost``. He left before any sweep ran, so RoomService never listed him (the
+    rule holds whichever way the sweeper treats a listed join-less participant). True when the product agrees."""
+    lost = [c for c in truth.connections if not c.join_delivered]
+    if not lost:
+        console.print("[yellow]Lost join (D375): no participant of this run's traffic fits (none dropped)[/yellow]")
+        return True
+    repo = usage_repository(stack)
+    counted = emf_count(stack.log_path, "SessionsJoinLost")
+    ok = counted == len(lost)
+    expects = f"kind UNKNOWN, not billed, SessionsJoinLost {len(lost)}"
+    verdict = f"[green]as the ground truth expects ({expects})[/green]"
+    for connection in lost:
+        stored = repo.stored_sessions(connection.room_sid).get(connection.participant_sid)
+        kind = stored.session.kind if stored is not None else "none stored"
+        minutes = 0 if stored is None else sum(stored.contributions.values())
+        billed = "nothing stored" if stored is None else f"billed {minutes} min" if minutes else "not billed"
+        same = stored is not None and kind == "UNKNOWN" and billed == "not billed"
+        ok = ok and same
+        console.print(
+            f"Lost join (D375): {connection.identity} ({connection.participant_sid}) in {connection.room_name} "
+            f"({connection.room_sid}), participant_joined and participant_left lost, tracks delivered: stored as kind "
+            f"{kind}, {billed}; SessionsJoinLost {counted} - "
+            + (verdict if same and counted == len(lost) else f"[red]the ground truth expects {expects}[/red]"),
+            soft_wrap=True,
+        )  # fmt: skip
+    return ok
+
+
 # --- alerts: what the month caused, read back from the local stack's SES and SNS -------------------------------------
 
 LIMIT_ACCOUNT = "acct-limit-01"  # a Personal account with a $1.00 budget that is also its hard limit
@@ -743,6 +902,9 @@ def set_up_alerts(stack: Any, accounts: Sequence[Any]) -> dict[str, str]:
         recipients |= {email: spec.account_id, phone: spec.account_id}
     limit = Decimal(LIMIT_USD)
     set_budget(directory, LIMIT_ACCOUNT, BudgetChange(budget_usd=limit, thresholds=(100,), hard_limit_usd=limit))
+    if FORECAST_ACCOUNT in {spec.account_id for spec in accounts}:
+        set_budget(directory, FORECAST_ACCOUNT,
+                   BudgetChange(budget_usd=Decimal(FORECAST_BUDGET_USD), thresholds=FORECAST_PERCENTS))  # fmt: skip
     return recipients
 
 
@@ -766,6 +928,7 @@ _METERS = {"video minutes": "video", "audio minutes": "audio", "messages": "mess
            "GB of data transfer": "data_transfer"}  # fmt: skip
 
 
+_FORECAST = re.compile(r"[Aa]t this rate your (\w+ \d{4}) bill .*?around (\w+ \d+ \w+)")
 _INVOICE = re.compile(r"invoice (KB-\S+) for (\w+ \d{4}): \$")
 _PAYMENT_FAILED = re.compile(r"your (?:Kilo )?payment of (\$[\d,]+\.\d\d)")
 
@@ -781,6 +944,8 @@ def classify(text: str) -> tuple[str, str, str] | None:
     if month is None:
         return None
     period = datetime.strptime(month.group(0), "%B %Y").replace(tzinfo=UTC).strftime("%Y-%m")
+    if found := _FORECAST.search(text):  # keyed by the day it says ("Wednesday 25 November")
+        return period, "budget_forecast", found.group(2)
     if found := _ALLOWANCE.search(text):
         return period, "allowance_threshold", f"{_METERS.get(found.group(2), found.group(2))}:{found.group(1)}"
     if found := _BUDGET.search(text):
@@ -825,15 +990,18 @@ def alerts_report(
     scene: Any,
     periods: Sequence[str],
     invoices: Mapping[str, Any] | None = None,
+    forecast: ForecastScene | None = None,
 ) -> bool:
     """Print the delivered emails and SMS and the RoomService calls next to what the ground truth expects; True when
     they are the same. ``invoices``: the expected invoice of each account closing ``periods[0]`` (its
-    ``invoice_issued`` email, and the ``payment_failed`` email and SMS of a declined card)."""
+    ``invoice_issued`` email, and the ``payment_failed`` email and SMS of a declined card). ``forecast``: the
+    forecast account's scene (its forecast alerts, by the ground truth's days)."""
     from fractions import Fraction  # noqa: PLC0415
 
     from kilo_dev.ground_truth import Budget, expected_alerts, period_bounds, price_sheet  # noqa: PLC0415
 
-    budgets = {LIMIT_ACCOUNT: Budget(Fraction(LIMIT_USD), (100,), Fraction(LIMIT_USD))}
+    budgets = {LIMIT_ACCOUNT: Budget(Fraction(LIMIT_USD), (100,), Fraction(LIMIT_USD)),
+               FORECAST_ACCOUNT: Budget(Fraction(FORECAST_BUDGET_USD), FORECAST_PERCENTS)}  # fmt: skip
     expected: dict[str, Counter[Any]] = {}
     for spec in accounts:
         for period in periods:
@@ -848,6 +1016,9 @@ def alerts_report(
             total = f"${invoice.total:,.2f}"
             wanted |= {("", "payment_failed", total, "email"), ("", "payment_failed", total, "sms")}
         expected.setdefault(account, Counter()).update(wanted)
+    if forecast is not None:
+        expected.setdefault(FORECAST_ACCOUNT, Counter()).update(forecast.expected())
+        console.print(forecast.summary())
     messages, said = delivered(stack, recipients)
     table = Table(title="Alerts delivered by the local stack (SES email, SNS SMS), checked against the ground truth")
     for column in ("account", "channel", "subject / text"):
@@ -1040,8 +1211,10 @@ def plan_accounts(n: int) -> tuple[list[Any], list[Any], dict[str, tuple[str, st
     from kilo_dev.simulator import AccountSpec, default_accounts  # noqa: PLC0415
 
     accounts = default_accounts(n)
-    everyone = [*accounts, AccountSpec(LIMIT_ACCOUNT, "personal", activity=0.0)]
-    return accounts, everyone, billing_methods(everyone), crypto_accounts(everyone)
+    known = [*accounts, AccountSpec(LIMIT_ACCOUNT, "personal", activity=0.0)]
+    # the forecast account pays by card: not one of the team accounts the declined card and crypto are chosen from
+    billing = billing_methods(known) | {FORECAST_ACCOUNT: ("card", VISA)}
+    return accounts, [*known, AccountSpec(FORECAST_ACCOUNT, "team", activity=0.0)], billing, crypto_accounts(known)
 
 
 def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | None = None) -> int:
@@ -1094,17 +1267,21 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
                    f"(seed {args.seed}); {closed:%Y-%m} closes {grace_s // 3600} h after it ends")  # fmt: skip
         began = time.monotonic()
         scene_at = max(period_start + grace_s + 600, now - 1500)  # the hard-limit call, in the last half hour
-        late = seen.late = late_left_call(
-            truth := seen.truth,
-            sink,
-            livekit,
-            accounts[0].account_id,
-            (period_start - 3 * 3600, period_start - 2 * 3600, period_start + grace_s + 3600),
-            functools.partial(wait_for_invoice, stack, accounts[0].account_id, f"{closed:%Y-%m}"),
+        seen.late, forecast = (
+            late_left_call(
+                truth := seen.truth,
+                sink,
+                livekit,
+                accounts[0].account_id,
+                (period_start - 3 * 3600, period_start - 2 * 3600, period_start + grace_s + 3600),
+                functools.partial(wait_for_invoice, stack, accounts[0].account_id, f"{closed:%Y-%m}"),
+            ),
+            forecast_scene(stack, sink, truth, f"{closed:%Y-%m}", (86_400, grace_s % 86_400), console.print),
         )
         truth = seen.truth = simulate(args.seed, accounts, start, scene_at - 300, sink, livekit, truth=truth,
                          progress=lambda m: console.print(f"[dim]  {m}[/dim]"),
-                         rooms_per_account_per_day=args.intensity, upgrade_at_s=upgrade_at)  # fmt: skip
+                         rooms_per_account_per_day=args.intensity, upgrade_at_s=upgrade_at,
+                         lost_join_clear_of=(86_400, grace_s % 86_400))  # fmt: skip
         console.print(f"{LIMIT_ACCOUNT} (budget and hard limit ${LIMIT_USD}) reports {LIMIT_MESSAGES:,} messages "
                       "during a call: the hard limit is reached while two people are in it")  # fmt: skip
         scene = hard_limit_call(truth, sink, livekit, LIMIT_ACCOUNT, scene_at, LIMIT_MESSAGES,
@@ -1114,11 +1291,11 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
                       f"in {time.monotonic() - began:.0f} s; waiting for rating to catch up…")  # fmt: skip
         caught_up(stack)
         matches = report(console, stack, everyone, truth, histories, now)
-        invoiced = invoice_report(console, stack, everyone, truth, histories, billing, f"{closed:%Y-%m}", late)
+        invoiced = invoice_report(console, stack, everyone, truth, histories, billing, f"{closed:%Y-%m}", seen.late)
         alerted = alerts_report(console, stack, livekit, truth, everyone, histories, recipients, scene,
                                 (f"{closed:%Y-%m}", current.strftime("%Y-%m")),
                                 expected_invoices(truth, everyone, f"{closed:%Y-%m}", histories, billing,
-                                                  late))  # fmt: skip
+                                                  seen.late), forecast)  # fmt: skip
         paid = crypto_report(console, stack, paying_crypto, f"{closed:%Y-%m}") if paying_crypto else True
         console.print(f"Total {time.monotonic() - began:.0f} s")
         if args.keep_running:
@@ -1183,7 +1360,10 @@ def report(
     console.print(f"Stream batches given up: {sum(s.failed_batches for s in stack.streams)}; scheduled runs: "
                   f"{runs} ({failures} failed attempts, {given_up} given up); handler errors in: "
                   f"{', '.join(failed) or 'none'}")  # fmt: skip
+    joined = lost_join_report(console, stack, truth)
     mismatches = [account for account, diffs in problems.items() if diffs] + sorted(earlier_problems)
+    if not joined:
+        mismatches.append("the lost join")
     if mismatches:
         console.print(f"[red]The rated month to date differs from the ground truth for {', '.join(mismatches)}[/red]")
         return False

@@ -17,7 +17,10 @@ and applies the billing policy (billing-policy.md) and docs/decisions.md D2/D3 a
   per segment and billed as ceil(bytes / 10^7) hundredths of a GB;
 - a usage line = max(0, used - included) x (base x markup), rounded half-up to the cent; overage = the sum of the
   lines, fee = the sum of the fee lines, bill so far = fee + overage;
-- LiveKit's cost = every unit used x base price, summed exactly, rounded half-up to the cent once.
+- LiveKit's cost = every unit used x base price, summed exactly, rounded half-up to the cent once;
+- a participant whose ``participant_joined`` and ``participant_left`` were both lost is not billed (D375: his kind
+  cannot be told; he left before any sweep, so RoomService never told it either): the simulator's truth leaves his
+  minutes out (``simulator._account_truth``), so every figure here does too.
 
 Everything is integer or :class:`fractions.Fraction` arithmetic; Decimals appear only in the result.
 """
@@ -332,7 +335,8 @@ def expected_alerts(
     to the step as in ``expected_bill``): each of 50/80/100 % a segment reached is one ``allowance_threshold``, so an
     upgrade's allowance has its own (the texts name the meter and percentage, not the segment: two segments reaching
     the same percentage are the same text twice). The bill so far against the budget's percentages gives
-    ``budget_threshold``; a bill at or above the hard limit gives one ``budget_hard_limit``. Both thresholds only ever
+    ``budget_threshold`` (in a month with some usage: rating announces them as it rates it); a bill at or above the
+    hard limit gives one ``budget_hard_limit``. Both thresholds only ever
     rise during a month, so what was crossed at some point is what the end of the month shows."""
     start, end = period_bounds(period)
     crossed: Counter[tuple[str, int]] = Counter()
@@ -351,7 +355,10 @@ def expected_alerts(
     for (meter, percent), times in crossed.items():
         for alert in _channels(period, "allowance_threshold", f"{meter}:{percent}", percent):
             alerts[alert] += times
-    if budget is not None:
+    # rating announces the budget's percentages when it rates the account's usage: a month without any (a fee alone
+    # over a percentage) says nothing
+    used = any(piece.account_id == account_id and piece.period == period for piece in truth.usage)
+    if budget is not None and used:
         total = Fraction(int(expected_bill(truth, account_id, period, history, sheet).total * 100), 100)
         for percent in budget.percents:
             if total * 100 >= budget.budget_usd * percent:
@@ -432,3 +439,98 @@ def expected_crypto(scenario: str, total_usd: Decimal, feed_prices: dict[str, De
         flags=frozenset(flags),
         late=scenario == "late",
     )
+
+
+# --- the budget forecast and its re-check (docs/decisions.md D45, D148, D366; restated here, not imported) -----------
+# - each weekday has a weight (Monday first; default weekdays 1, Saturday and Sunday 0.4); the weight elapsed from a
+#   period's start to an instant is the earlier days' weights plus the instant's day's weight x its elapsed share;
+# - the forecast's base is one day of the heaviest weekday; the re-check is due at the first whole second at which the
+#   weight elapsed since the period's start (or a later sign-up) reaches the base;
+# - the forecast at an instant: each meter's quantity so far over the weight elapsed - but never less than the base
+#   (a burst early in the month counts as one day's use) - is its rate; walking ahead day by day (today its remaining
+#   share), each day adds rate x its weight to the quantity, rounded down to whole units, and the month's bill is rated
+#   as ``expected_bill`` does (the fee, each allowance first, each overage line half-up to the cent): the day the bill
+#   reaches the limit is the forecast's day (today when it is already there; none when not within the month);
+# - a budget event below 100 % before the base says the day it forecasts (if any) on the month's key and plans the
+#   re-check; the re-check at its run after the base says the day it forecasts on the month's key when the early event
+#   said none, or on a second key when the early one said a later day; else nothing (the bill already at the limit:
+#   nothing either).
+DEFAULT_WEEKDAY_WEIGHTS = (Fraction(1),) * 5 + (Fraction(2, 5),) * 2
+DAY_S = 86_400
+
+
+def weight_elapsed(period: str, at_s: int, weights: Sequence[Fraction] = DEFAULT_WEEKDAY_WEIGHTS) -> Fraction:
+    """The weight elapsed from ``period``'s start to ``at_s`` (epoch s, inside the period)."""
+    start, _ = period_bounds(period)
+    whole, part = divmod(at_s - start, DAY_S)
+    first = datetime.fromtimestamp(start, tz=UTC).weekday()
+    done = sum((weights[(first + i) % 7] for i in range(whole)), Fraction(0))
+    return done + weights[(first + whole) % 7] * Fraction(part, DAY_S)
+
+
+def recheck_due_s(period: str, weights: Sequence[Fraction] = DEFAULT_WEEKDAY_WEIGHTS) -> int:
+    """When the forecast's re-check of an account signed up by the period's start is due: the first whole second
+    at which the weight elapsed reaches one day of the heaviest weekday."""
+    start, end = period_bounds(period)
+    target, day, done = max(weights), start, Fraction(0)
+    while day < end:
+        weight = weights[datetime.fromtimestamp(day, tz=UTC).weekday()]
+        if weight and done + weight >= target:
+            return day + math.ceil((target - done) / weight * DAY_S)
+        day, done = day + DAY_S, done + weight
+    raise ValueError(f"the base is not reached within {period}")
+
+
+def forecast_day(
+    used: dict[str, int],
+    tier: str,
+    sheet: PriceSheet,
+    limit_usd: Fraction,
+    period: str,
+    now_s: int,
+    weights: Sequence[Fraction] = DEFAULT_WEEKDAY_WEIGHTS,
+) -> date | None:
+    """The day a whole month at one ``tier`` reaches ``limit_usd`` at the rate of ``used`` (meter -> minutes or
+    messages so far; data transfer not forecast here) as of ``now_s``, the floor of the base included."""
+    start, end = period_bounds(period)
+
+    def bill(quantities: dict[str, int]) -> Fraction:
+        cents = _half_up_cents(sheet.fees[tier])
+        for meter, quantity in quantities.items():
+            allowance = sheet.included[tier][meter]
+            if allowance is not None:
+                billable = max(0, quantity - math.ceil(allowance))
+                cents += _half_up_cents(billable * sheet.base[meter] * sheet.markup)
+        return Fraction(cents, 100)
+
+    today = datetime.fromtimestamp(now_s, tz=UTC).date()
+    if bill(used) >= limit_usd:
+        return today
+    over = max(weight_elapsed(period, now_s, weights), *weights)
+    rates = {meter: Fraction(quantity) / over for meter, quantity in used.items()}
+    if not any(rates.values()):
+        return None
+    midnight = now_s - (now_s - start) % DAY_S
+    share, added = Fraction(midnight + DAY_S - now_s, DAY_S), Fraction(0)
+    while midnight < end:
+        day = datetime.fromtimestamp(midnight, tz=UTC).date()
+        added += weights[day.weekday()] * share
+        if bill({meter: used[meter] + math.floor(rate * added) for meter, rate in rates.items()}) >= limit_usd:
+            return day
+        midnight, share = midnight + DAY_S, Fraction(1)
+    return None
+
+
+def day_label(day: date) -> str:
+    """How an alert names a day: "Wednesday 25 November"."""
+    return f"{day:%A} {day.day} {day:%B}"
+
+
+def expected_forecasts(period: str, early: date | None, recheck: date | None) -> Counter[ExpectedAlert]:
+    """The forecast alerts of a month whose budget event before the base forecast ``early`` and whose re-check
+    forecast ``recheck`` (each ``None``: no day): email and SMS each (the forecast's severity sends both), keyed by
+    the day they say."""
+    days = [early] if early is not None else []
+    if recheck is not None and (early is None or recheck < early):
+        days.append(recheck)
+    return Counter((period, "budget_forecast", day_label(day), channel) for day in days for channel in ("email", "sms"))

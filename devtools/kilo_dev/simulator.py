@@ -15,6 +15,8 @@ What the traffic holds (billing-policy.md, livekit.md):
   B joined before A's left was queued, the left is delivered after the joined;
 - lost ``participant_left`` events, only for the last one to leave a room, whose ``room_finished`` then carries that
   same second (its video tracks are unpublished explicitly before, so the video truth is unambiguous);
+- given ``lost_join_clear_of``, one participant whose ``participant_joined`` AND ``participant_left`` are both lost
+  (his track events kept; D375: the product cannot tell his kind and does not bill him, so neither does the truth);
 - exactly one connection across the start of ``end_s``'s month (a call from before midnight to after it);
 - given ``upgrade_at_s``, one call of each upgrading account whose host is connected across its upgrade, camera on
   before it and off a while after, and a screen share after it (so both segments get video and audio seconds);
@@ -80,6 +82,7 @@ class Connection:
     left_s: int
     left_delivered: bool = True  # False: its participant_left was lost (never sent)
     replaces: str = ""  # a full reconnect: the sid of the connection this one replaced
+    join_delivered: bool = True  # False: its participant_joined was lost too (D375: not billed, see ``_account_truth``)
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class Truth:
             "connections": len(self.connections),
             "rooms": len(self.room_finished_s),
             "lost_participant_left": sum(1 for c in self.connections if not c.left_delivered),
+            "lost_participant_joined": sum(1 for c in self.connections if not c.join_delivered),
             "reconnects": sum(1 for c in self.connections if c.replaces),
             "duplicated_usage_reports": len(self.duplicated_usage_keys),
             "webhooks": self.webhooks,
@@ -198,6 +202,7 @@ class _Conn:
     left_s: int
     left_delivered: bool = True
     replaces: str = ""
+    join_delivered: bool = True
 
 
 @dataclass
@@ -370,6 +375,34 @@ def _lose_last_left(rng: random.Random, conns: list[_Conn], tracks: list[_Track]
         kept.append(track)
     tracks[:] = kept
     return last
+
+
+def _lose_a_join(calls: Sequence[_Call], clear_of: tuple[int, int]) -> _Conn | None:
+    """One participant's ``participant_joined`` and ``participant_left`` are lost (D375), his track events kept: the
+    first participant (in the calls' order) who is not his room's last leaver, is no agent and no part of a reconnect,
+    publishes a track, in a room of three or more whose other events all arrive, and is connected clear of every
+    sweep (``clear_of`` = (stride, offset): the sweeper runs at the first clock setting at or after each instant
+    ``offset + k x stride``, within a ``tick_s`` of it - no instant from 300 s before his join to 600 s after his
+    leave), so RoomService never lists him to a sweep. His tracks are unpublished explicitly (no leave ends them).
+    ``None`` when nobody fits."""
+    stride, offset = clear_of
+    for call in calls:
+        if len(call.conns) < 3 or any(not c.left_delivered or c.replaces for c in call.conns):
+            continue
+        last = max(call.conns, key=lambda c: c.left_s)
+        identities = [c.participant.identity for c in call.conns]
+        for conn in call.conns:
+            p = conn.participant
+            join_s, until = p.joined_at_ms // 1000, conn.left_s + 600
+            sweep = until - (until - offset) % stride  # the last sweep instant at or before ``until``
+            mine = [t for t in call.tracks if t.conn is conn]
+            if conn is last or p.kind or identities.count(p.identity) > 1 or not mine or sweep >= join_s - 300:
+                continue
+            conn.join_delivered = conn.left_delivered = False
+            for track in mine:
+                track.unpublish_sent = True
+            return conn
+    return None
 
 
 def _usage(rng: random.Random, call: _Call) -> None:
@@ -546,8 +579,16 @@ def _account_truth(truth: Truth, call: _Call) -> None:
         p = conn.participant
         truth.connections.append(
             Connection(account, call.room.sid, call.room.name, p.sid, p.identity, p.joined_at_ms, conn.left_s,
-                       conn.left_delivered, conn.replaces)
+                       conn.left_delivered, conn.replaces, conn.join_delivered)
         )  # fmt: skip
+        if not conn.join_delivered:
+            # D375: a participant whose participant_joined and participant_left were both lost is known to the
+            # product only by his track events; once the room finished it stores a session of kind UNKNOWN, NOT
+            # billed (his kind cannot be told), and counts it (SessionsJoinLost). He left before any sweep ran
+            # (``_lose_a_join``), so RoomService never listed him to the sweeper: this rule holds whether or not the
+            # sweeper bills a listed join-less participant by his real kind. His tracks still count as the room's
+            # video coverage for the others (``video_ms`` above).
+            continue
         parts = connection_parts(p.joined_at_ms, conn.left_s, video_ms)
         ends = [start_ms for _, start_ms, _, _ in parts[1:]] + [conn.left_s * 1000]
         for (period, start_ms, video, audio), end_ms in zip(parts, ends, strict=True):
@@ -592,8 +633,8 @@ def _items(call: _Call, room_index: int) -> list[_Item]:
     )
     for conn in call.conns:
         p = conn.participant
-        add(p.joined_at_ms // 1000, _JOINED, functools.partial(lk.participant_joined, room, p),
-            ("join", name, p.sid, p.identity))  # fmt: skip
+        joined = functools.partial(lk.participant_joined, room, p) if conn.join_delivered else None
+        add(p.joined_at_ms // 1000, _JOINED, joined, ("join", name, p.sid, p.identity))
         left = functools.partial(lk.participant_left, room, p, conn.left_s) if conn.left_delivered else None
         add(conn.left_s, _LEFT, left, ("leave", name, p.sid, p.identity))
     for track in call.tracks:
@@ -714,6 +755,7 @@ def simulate(
     max_usage_delay_s: int = 900,
     truth: Truth | None = None,
     upgrade_at_s: int | None = None,
+    lost_join_clear_of: tuple[int, int] | None = None,
 ) -> Truth:
     """Simulate ``accounts`` from ``start_s`` to ``end_s`` (epoch s), deliver it to ``sink``; return the truth.
 
@@ -724,6 +766,8 @@ def simulate(
     new month, and at the end. ``truth``: add to this one (calls the caller scripts itself) instead of a new one.
     ``upgrade_at_s``: when the accounts with ``upgrade_to`` upgrade - each is then in one call whose host is
     connected across that instant (a connection the product shares out to both tier segments).
+    ``lost_join_clear_of``: (stride, offset) of the sweeper's runs - one participant, connected clear of them, has his
+    ``participant_joined`` and ``participant_left`` lost (``_lose_a_join``, D375).
     """
     if end_s <= start_s:
         raise ValueError(f"end_s ({end_s}) must be after start_s ({start_s})")
@@ -731,6 +775,8 @@ def simulate(
     mix = _Mix(reconnect_rate, lost_left_rate, usage_retry_rate)
     ids = _Ids(random.Random(rng.getrandbits(64)))  # noqa: S311
     calls = _plan(rng, ids, accounts, start_s, end_s, rooms_per_account_per_day, mix, upgrade_at_s)
+    if lost_join_clear_of is not None:
+        _lose_a_join(calls, lost_join_clear_of)
     truth = truth if truth is not None else Truth()
     for call in calls:
         _account_truth(truth, call)

@@ -63,6 +63,21 @@ def test_given_a_bill_below_the_budget_then_no_budget_alert() -> None:
     assert {kind for _, kind, _, _ in found} == {"allowance_threshold"}
 
 
+def test_given_a_fee_over_budget_percentages_then_they_are_announced_only_in_a_month_with_usage() -> None:
+    # Team's $29 fee is 80.6 % of a $36 budget: 50 % and 80 % - once rating rates some usage of the month
+    budget = Budget(Fraction(36), (50, 80, 100))
+    history = [(OCT_START, "team")]
+    assert expected_alerts(Truth(), "acct", "2026-11", history, SHEET, budget) == Counter()
+    found = expected_alerts(
+        truth_with(("messages", 7_500, NOV_START + 1800)), "acct", "2026-11", history, SHEET, budget
+    )
+    assert found == Counter({
+        ("2026-11", "budget_threshold", "budget:50", "email"): 1,
+        ("2026-11", "budget_threshold", "budget:80", "email"): 1,
+        ("2026-11", "budget_threshold", "budget:80", "sms"): 1,
+    })  # fmt: skip
+
+
 def test_given_enterprise_then_no_allowance_alerts_whatever_the_use() -> None:
     truth = truth_with(("video", 10_000_000, NOV_START + 3600))
     assert expected_alerts(truth, "acct", "2026-11", [(OCT_START, "enterprise")], SHEET) == Counter()

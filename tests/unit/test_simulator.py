@@ -34,7 +34,8 @@ DAY = 86_400
 DEC_1 = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())  # the month boundary
 START = DEC_1 - 3600  # 2026-11-30T23:00:00Z
 END = START + 2 * DAY  # 2026-12-02T23:00:00Z
-SMALL = {"rooms_per_account_per_day": 4.0, "reconnect_rate": 0.4, "lost_left_rate": 0.3}
+SWEEPS = (DAY, 6 * 3600)  # the demo's: the sweeper runs once a simulated day, at 06:00 (the close's grace)
+SMALL = {"rooms_per_account_per_day": 4.0, "reconnect_rate": 0.4, "lost_left_rate": 0.3, "lost_join_clear_of": SWEEPS}
 
 
 @dataclass
@@ -279,7 +280,7 @@ def test_given_lost_lefts_then_only_last_leavers_with_room_finished_at_that_seco
     for sim in (small, month):
         lefts = {r.participant_sid for r in sim.records if r.event_type == "participant_left"}
         joined = {r.participant_sid for r in sim.records if r.event_type == "participant_joined"}
-        lost = {c.participant_sid: c for c in sim.truth.connections if not c.left_delivered}
+        lost = {c.participant_sid: c for c in sim.truth.connections if not c.left_delivered and c.join_delivered}
         assert joined - lefts == set(lost)
         assert lost
         finished = {r.room_sid: r.created_at for r in sim.records if r.event_type == "room_finished"}
@@ -292,6 +293,33 @@ def test_given_lost_lefts_then_only_last_leavers_with_room_finished_at_that_seco
                          "track_published" and r.track_type == "VIDEO"}  # fmt: skip
             unpublished = {r.track_sid: r.created_at for r in sim.records if r.event_type == "track_unpublished"}
             assert all(unpublished[track] < connection.left_s for track in published)
+
+
+def test_given_a_lost_join_then_only_his_track_events_arrive_and_the_product_stores_him_unknown_and_not_billed(
+    small: Run, month: Run
+) -> None:
+    assert not any(not c.join_delivered for c in month.truth.connections)  # only when asked for
+    lost = [c for c in small.truth.connections if not c.join_delivered]
+    assert len(lost) == 1
+    assert not lost[0].left_delivered
+    him = lost[0]
+    mine = [r for r in small.records if r.participant_sid == him.participant_sid]
+    assert {r.event_type for r in mine} <= {"track_published", "track_unpublished"}
+    assert any(r.event_type == "track_published" for r in mine)
+    published = {r.track_sid for r in mine if r.event_type == "track_published"}
+    assert published == {r.track_sid for r in mine if r.event_type == "track_unpublished"}  # each ended explicitly
+    others = [c for c in small.truth.connections if c.room_sid == him.room_sid and c is not him]
+    assert len(others) >= 2
+    assert max(c.left_s for c in others) > him.left_s
+    # connected clear of every sweep (06:00 each day; 300 s before his join to 600 s after his leave)
+    first, last = him.joined_ms // 1000 - 300, him.left_s + 600
+    assert not any(first <= day + 6 * 3600 <= last for day in range(START - START % DAY, END + DAY, DAY))
+    # the product (D375): a session of kind UNKNOWN, not billed; the truth has none of his minutes (the rebuild's
+    # minutes equal the truth's: test_given_a_small_simulation_...)
+    room = [r for r in small.records if r.room_sid == him.room_sid]
+    session = next(s for s in rebuild_room(room, AttributionRule()) if s.participant_sid == him.participant_sid)
+    assert (session.kind, session.billing.value, session.parts) == ("UNKNOWN", "not_billed", ())
+    assert small.truth.as_json()["lost_participant_joined"] == 1
 
 
 def test_given_reconnects_then_the_old_sids_left_can_arrive_after_the_new_sids_joined(small: Run) -> None:
