@@ -312,7 +312,6 @@ def test_the_records_of_the_rechecks_queue_are_told_by_its_setting(
     [
         ("ALERTS_QUEUE_URL", "AlertsQueue.Arn"),  # the slip !GetAtt AlertsQueue.Arn for !Ref AlertsQueue
         ("ALERTS_QUEUE_URL", ""),
-        ("FORECAST_RECHECKS_QUEUE_URL", ""),
         ("FORECAST_RECHECKS_QUEUE_URL", "ForecastRechecksQueue.Arn"),
         ("FORECAST_RECHECKS_QUEUE_URL", "AlertsQueue"),  # !Ref of the wrong queue
         ("FORECAST_RECHECKS_QUEUE_URL", "AlertsQueue.Arn"),
@@ -322,7 +321,8 @@ def test_given_a_queue_setting_wrong_then_a_real_alert_from_the_alerts_queue_is_
     alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch, setting: str, value: str
 ) -> None:
     """A misconfiguration must not stop the real alerts (D366 amended (fq2)): 48,000 of 60,000 included video
-    minutes is 80 %, one email (no phone), whatever either queue setting says."""
+    minutes is 80 %, one email (no phone), whatever either queue setting says - but a blank re-checks setting, which
+    the settings refuse (amended (sm): the test below)."""
     from tests.conftest import _clear_caches  # noqa: PLC0415
 
     template = alerts_stack.stack.template
@@ -337,19 +337,18 @@ def test_given_a_queue_setting_wrong_then_a_real_alert_from_the_alerts_queue_is_
     assert mime(message)["Subject"] == "80% of your included video minutes used for November 2026"
 
 
-@pytest.mark.parametrize(("value", "refused"), [("ForecastRechecksQueue", True), ("ForecastRechecksQueue.Arn", True),
-                                                 ("", False)])  # fmt: skip
+@pytest.mark.parametrize("value", ["ForecastRechecksQueue", "ForecastRechecksQueue.Arn"])
 def test_given_an_alert_forged_onto_the_rechecks_queue_then_it_is_refused_while_the_setting_names_that_queue(
-    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch, value: str, refused: bool
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     """The same 80 % alert put on the re-checks' queue (by its sender's role): refused - reported failed, toward that
     queue's dead-letter queue, nothing sent - when FORECAST_RECHECKS_QUEUE_URL names the queue (its URL, or its ARN by
-    a slip); with the setting missing nothing tells that queue and it is delivered (the cost of D366 amended (fq2))."""
+    a slip). A blank setting, which named no queue and let it through, is refused at start (D366 amended (sm))."""
     from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
     from tests.conftest import _clear_caches  # noqa: PLC0415
 
     template = alerts_stack.stack.template
-    resolved = template.get_att(*value.split(".")) if ".Arn" in value else template.ref(value) if value else ""
+    resolved = template.get_att(*value.split(".")) if ".Arn" in value else template.ref(value)
     monkeypatch.setenv("FORECAST_RECHECKS_QUEUE_URL", resolved)
     _clear_caches()
     register(alerts_stack, "acct_m", email="m@example.com")
@@ -359,9 +358,44 @@ def test_given_an_alert_forged_onto_the_rechecks_queue_then_it_is_refused_while_
     sqs.send_message(QueueUrl=template.ref("ForecastRechecksQueue"), MessageBody=record["body"])
 
     event = alerts_stack.sqs_event(queue="ForecastRechecksQueue")
-    failed = [{"itemIdentifier": event["Records"][0]["messageId"]}] if refused else []
+    failed = [{"itemIdentifier": event["Records"][0]["messageId"]}]
     assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": failed}
-    assert len(alerts_stack.sent_mail()) == (0 if refused else 1)
+    assert alerts_stack.sent_mail() == []
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_given_the_rechecks_setting_blank_then_both_alerts_functions_refuse_to_start_and_nothing_is_sent(
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """FORECAST_RECHECKS_QUEUE_URL blank (a hand-set environment; the template's ``!Ref`` never is): the alerts
+    function refuses the invocation before any record - the alert forged onto the re-checks' queue is not delivered
+    (before, a blank setting named no queue and it was, D366 amended (fq2)), nor a real one: both stay on their queues
+    for the redelivery, toward their dead-letter queues - and the operator checks' forecast run refuses too; each
+    error names the variable (D366 amended (sm))."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from kilo_alerts import operator_handler  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+    from tests.conftest import _clear_caches  # noqa: PLC0415
+
+    template = alerts_stack.stack.template
+    register(alerts_stack, "acct_m", email="m@example.com")
+    publish(alerts_stack, "acct_m", "video", 80, "48000", "60000")
+    real = alerts_stack.sqs_event()
+    [record] = real["Records"]
+    alerts_stack.stack.clients["sqs"].send_message(
+        QueueUrl=template.ref("ForecastRechecksQueue"), MessageBody=record["body"]
+    )
+    forged = alerts_stack.sqs_event(queue="ForecastRechecksQueue")
+    monkeypatch.setenv("FORECAST_RECHECKS_QUEUE_URL", value)
+    _clear_caches()
+
+    for event in (forged, real):
+        with pytest.raises(ValidationError, match="FORECAST_RECHECKS_QUEUE_URL is blank"):
+            lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    with pytest.raises(ValidationError, match="FORECAST_RECHECKS_QUEUE_URL is blank"):
+        operator_handler.lambda_handler({"check": "forecast"}, LambdaContext(remaining_ms=60_000))
+    assert alerts_stack.sent_mail() == []
 
 
 def test_given_a_recheck_queued_on_the_alerts_queue_before_the_deploy_then_it_is_still_taken(

@@ -401,3 +401,32 @@ def test_given_the_recheck_row_not_written_then_the_redelivery_plans_it_and_send
     assert rechecks(ports).writes == 1
     ports = replace(ports, month=month(TEAM_36, 3_000))
     assert forecasts(recheck(ports, MON_2_NOV_1424)) == [("forecast-update", "Wednesday 25 November", "$29.00")]
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_given_no_rechecks_queue_named_then_the_alerts_settings_refuse_to_start_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    """Both functions of kilo_alerts (the alerts consumer, the operator checks) read FORECAST_RECHECKS_QUEUE_URL: the
+    consumer refuses a forgery only from the queue it names, and an empty value names none - the defence off without
+    a word (D366 amended (sm)). Missing, empty or blank: refused, naming the variable; as the template's ``!Ref``
+    resolves it (a queue URL, surrounding spaces dropped): taken."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from kilo_alerts.settings import AlertSettings  # noqa: PLC0415
+
+    for name, setting in {"ALERTS_TABLE_NAME": "alerts", "USAGE_TABLE_NAME": "usage",
+                          "ALERT_SENDER_EMAIL": "alerts@kilo.example",
+                          "ALERT_PREFERENCES_URL": "https://kilo.example/prefs"}.items():  # fmt: skip
+        monkeypatch.setenv(name, setting)
+    if value is None:
+        monkeypatch.delenv("FORECAST_RECHECKS_QUEUE_URL", raising=False)
+    else:
+        monkeypatch.setenv("FORECAST_RECHECKS_QUEUE_URL", value)
+    with pytest.raises(ValidationError, match="forecast_rechecks_queue_url") as refused:
+        AlertSettings()
+    if value is not None:
+        assert "FORECAST_RECHECKS_QUEUE_URL is blank" in str(refused.value)
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/kilo-billing-forecast-rechecks-prod"
+    monkeypatch.setenv("FORECAST_RECHECKS_QUEUE_URL", f" {url} ")
+    assert AlertSettings().forecast_rechecks_queue_url == url

@@ -25,6 +25,7 @@ from kilo_alerts.enforcement import TURN_RETRY_SECONDS, EnforcementIncompleteErr
 from kilo_alerts.logic import AlertOutcome, EventIncompleteError, EventOutcome, handle_event
 from kilo_alerts.model import AlertError, Outcome
 from kilo_alerts.rechecks import FORECAST_DUE, RecheckError
+from kilo_alerts.settings import settings
 from kilo_billing import observability
 from kilo_billing.aws import InvalidRequestError, StorageUnavailableError
 from kilo_billing.observability import Metric, count
@@ -63,7 +64,7 @@ def _from_rechecks_queue(source_arn: str, rechecks_queue: str, alerts_queue: str
     (``arn:aws:sqs:<region>:<account>:<name>``) is the one ``rechecks_queue`` ends with - the queue's URL
     (``https://sqs.<region>.amazonaws.com/<account>/<name>``) or, a slip forgiven, its ARN - and not the alerts
     queue's. A setting that names no queue, or names the alerts queue, refuses nothing: a wrong setting must not stop
-    the real alerts (D366 amended (fq2))."""
+    the real alerts (D366 amended (fq2)); the settings refuse a blank one before any record (amended (sm))."""
 
     def name(queue: str) -> str:
         return re.split(r"[/:]", queue.rstrip("/"))[-1]
@@ -83,7 +84,8 @@ def _record(record: SQSRecord) -> None:
         raise
     # the forecast's re-checks queue (whose sender - the operator checks' role - could put any body there): only the
     # re-check is taken; anything else goes that queue's dead-letter path (alarmed). Named by its own setting, so a
-    # wrong or missing one lets a forgery through rather than refusing every real alert (D366 amended (fq2))
+    # wrong one lets a forgery through rather than refusing every real alert (D366 amended (fq2)); a blank one is
+    # refused with the settings (amended (sm))
     queues = deps.settings.forecast_rechecks_queue_url, deps.settings.alerts_queue_url
     if detail_type != FORECAST_DUE and _from_rechecks_queue(record.event_source_arn, *queues):
         logger.error(
@@ -135,4 +137,5 @@ def _sooner(redelivery: Any, receipt_handle: str, receives: int, max_receives: i
 @logger.inject_lambda_context(clear_state=True)
 @observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings()  # read before any record: a setting refused (a blank FORECAST_RECHECKS_QUEUE_URL) fails the invocation
     return dict(process_partial_response(event=event, record_handler=_record, processor=processor, context=context))
