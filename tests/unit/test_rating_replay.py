@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
+import shlex
 import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -300,6 +300,56 @@ def _runbook_block() -> str:
     return readme[start : readme.index("```\n", readme.index("```bash", start) + 7)]
 
 
+def _runbook_query(block: str) -> str:
+    """The ``--query`` argument of the runbook's ``receive-message`` as bash passes it (its quotes and escapes
+    undone, its continuation lines joined)."""
+    command = block[block.index("MSG=$(") + len("MSG=$(") : block.index(")\n", block.index("MSG=$("))]
+    words = shlex.split(command.replace("\\\n", " "))
+    return words[words.index("--query") + 1]
+
+
+def _batch(first: str, end: str, compact: bool) -> str:
+    """AWS's example record naming the batch ``first``..``end``, compact (``"key":"value"``) or spaced."""
+    info = json.loads(LATER)
+    info["DDBStreamBatchInfo"] |= {"startSequenceNumber": first, "endSequenceNumber": end}
+    return json.dumps(info, separators=(",", ":") if compact else None)
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_the_runbooks_query_picks_the_batch_by_its_whole_first_sequence_number_as_requeue_does(compact: bool) -> None:
+    """README's manual fallback picked the message by ``contains(Body, '<start>')``: a row's first sequence number
+    12 also picked the batch 123-130 (and the one ending at 12). Now the query names ``startSequenceNumber`` and the
+    whole quoted number, as ``--requeue`` compares it (``_selectors``): of the batches 123-130, 1-12 and 12-20 on the
+    queue, in that order, 12 picks 12-20 - in AWS's body compact or spaced."""
+    from kilo_billing_cli.replay import _selectors  # noqa: PLC0415
+
+    bodies = {"h-123": _batch("123", "130", compact), "h-1": _batch("1", "12", compact),
+              "h-12": _batch("12", "20", compact)}  # fmt: skip
+    received = {"Messages": [{"ReceiptHandle": handle, "Body": body} for handle, body in bodies.items()]}
+
+    picked = jmespath.search(_runbook_query(_runbook_block()).replace("<start>", "12"), received)
+
+    assert picked == ["h-12", bodies["h-12"]]
+    assert [handle for handle, body in bodies.items() if "12" in _selectors(body)] == ["h-12"]  # the CLI's choice
+
+
+def test_the_poison_runbooks_query_picks_the_event_by_its_whole_keys() -> None:
+    """The poison queue's fallback picked by ``contains(Body, '<pk>')``: ROOM#RM_a also picked ROOM#RM_ab's event.
+    Its query now names the pk and the sk whole, as the rating function writes them (``json.dumps`` of
+    ``{"reason", "keys"}``): of ROOM#RM_ab / EV#1, ROOM#RM_a / EV#10 and ROOM#RM_a / EV#1, it picks the last."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    text = readme[readme.index("the runbook's `--query` being") + len("the runbook's `--query` being") :]
+    quoted = text[text.index("`") + 1 : text.index("`", text.index("`") + 1)]
+    [query] = shlex.split(quoted)
+    keys = [("ROOM#RM_ab", "EV#1"), ("ROOM#RM_a", "EV#10"), ("ROOM#RM_a", "EV#1")]
+    bodies = [json.dumps({"reason": "r", "keys": {"pk": {"S": pk}, "sk": {"S": sk}}}) for pk, sk in keys]
+    received = {"Messages": [{"ReceiptHandle": f"h{i}", "Body": body} for i, body in enumerate(bodies)]}
+
+    picked = jmespath.search(query.replace("<pk>", "ROOM#RM_a").replace("<sk>", "EV#1"), received)
+
+    assert picked == ["h2", bodies[2]]
+
+
 def test_given_the_runbooks_copy_of_a_refused_batchs_message_then_the_copy_is_the_body_as_sent_and_replays() -> None:
     """Review (cx2) 1: the runbook's copy (`--message-body '<its Body>'` from receive-message's default JSON output)
     kept the JSON escapes: the copy was "not JSON" and never rated. The runbook's commands now: its JMESPath picks the
@@ -308,12 +358,10 @@ def test_given_the_runbooks_copy_of_a_refused_batchs_message_then_the_copy_is_th
     line (run in bash) splits them - the body is exactly as sent, and a replay of it rates the batch (the customer's
     70 messages) and deletes it."""
     block = _runbook_block()
-    query = re.search(r'--query "([^"]+)" --output text\)', block)
     read = next(line.strip() for line in block.splitlines() if "read -r HANDLE BODY" in line)
-    assert query is not None
     other = LATER.replace("800000000003126276362", "800000000003126279999")  # another batch on the queue
     received = {"Messages": [{"ReceiptHandle": "h-other", "Body": other}, {"ReceiptHandle": "h-ref", "Body": LATER}]}
-    picked = jmespath.search(query.group(1).replace("<start>", "800000000003126276362"), received)
+    picked = jmespath.search(_runbook_query(block).replace("<start>", "800000000003126276362"), received)
     printed = "\t".join(picked)  # the AWS CLI's text output of one row of scalars; `$(...)` drops its newline
     script = f'{read}\nprintf "%s|%s" "$HANDLE" "$BODY"'
     shell = subprocess.run(["bash", "-c", script], env={"MSG": printed}, capture_output=True, text=True, check=True)
