@@ -197,8 +197,9 @@ def _selectors(body: str) -> set[str]:
 
 def _requeue(args: argparse.Namespace, console: Console) -> None:
     """Copy the one message ``args.requeue`` names to the same queue, then delete the original - only once the copy
-    was sent (a failed send deletes nothing; a failed delete leaves two copies: said, exit 4). D362 amended (rq)."""
-    from kilo_billing.aws import call, client  # noqa: PLC0415
+    was sent (a failed send deletes nothing: one line, ``_send_failed``; a failed delete leaves two copies: said, exit 4).
+    D362 amended (rq), (sm)."""
+    from kilo_billing.aws import InvalidRequestError, StorageUnavailableError, call, client  # noqa: PLC0415
     from kilo_rate_usage.adapters import SqsFailureQueue  # noqa: PLC0415
 
     sqs = client("sqs")
@@ -237,15 +238,10 @@ def _requeue(args: argparse.Namespace, console: Console) -> None:
     )
     try:
         sent = call(sqs.send_message, QueueUrl=args.queue_url, MessageBody=body)
-    except Exception:  # SQS may have taken a send whose answer was lost (a standard queue does not deduplicate)
-        print(
-            f"kilo-billing: --requeue {args.requeue!r}: the copy's send failed; the original was not deleted, and is "
-            f"hidden {hidden} minutes by this receive. SQS may still have taken the copy (an answer lost): wait "
-            f"{hidden} minutes, then count the queue's messages ({check}) - one more than before this --requeue "
-            "means the copy is there (delete one of the two by hand, README), as many means rerun",
-            file=sys.stderr,
-        )
-        raise
+    except (StorageUnavailableError, InvalidRequestError) as exc:  # one line, not main's storage line after it
+        line, status = _send_failed(args.requeue, args.queue_url, exc, hidden, check)
+        print(f"kilo-billing: {line}", file=sys.stderr)
+        raise SystemExit(status) from exc
     try:
         call(sqs.delete_message, QueueUrl=args.queue_url, ReceiptHandle=receipt)
     except Exception as exc:  # the copy is sent: say so whatever the delete's failure
@@ -261,6 +257,37 @@ def _requeue(args: argparse.Namespace, console: Console) -> None:
         f"requeued {args.requeue}: copy sent (MessageId {sent['MessageId']}), the original deleted; the other "
         f"{len(received) - 1} message(s) received are visible again after {hidden} minutes"
     )
+
+
+# SQS's answers refusing the credentials (its query and JSON protocols' codes): no copy taken
+_SEND_DENIED = frozenset({"AccessDenied", "AccessDeniedException"})
+
+
+def _send_failed(selector: str, queue_url: str, exc: Exception, hidden: int, check: str) -> tuple[str, int]:
+    """The one line (and exit status) for a ``--requeue`` whose copy was not sent: what failed, that nothing was
+    deleted, what to do. Refused (access denied: exit 2; the request itself: exit 4) - SQS took no copy, a rerun after
+    the original's ``hidden`` minutes does it; failed otherwise (throttled, timed out, down: exit 4) - SQS may have
+    taken the copy with its answer lost, so count the queue before rerunning (D362 amended (sm))."""
+    from kilo_billing.aws import StorageUnavailableError  # noqa: PLC0415
+
+    code = str(exc).partition(":")[0].strip()  # the AWS error code (``aws.map_error``)
+    kept = f"nothing was deleted: the original stays on the queue, hidden {hidden} minutes by this run's receive"
+    head = f"--requeue {selector!r}: the copy was not sent"
+    if code in _SEND_DENIED:
+        return (
+            f"{head}: access denied ({code}), so SQS took no copy; {kept}. Give the credentials sqs:SendMessage on "
+            f"{queue_url}, then rerun after {hidden} minutes"
+        ), 2
+    if not isinstance(exc, StorageUnavailableError):
+        return (
+            f"{head}: SQS refused the request ({code}), so it took no copy; {kept}. A rerun sends the same body and is "
+            "refused again: report it, with this line"
+        ), 4
+    return (
+        f"{head}: the send failed ({code}), and SQS may still have taken the copy (an answer lost); {kept}. Do not "
+        f"rerun now: wait {hidden} minutes, then count the queue's messages ({check}) - one more than before this "
+        "--requeue means the copy is there (delete one of the two by hand, README), as many means rerun"
+    ), 4
 
 
 def _print(console: Console, rows: list[dict[str, Any]], applied: bool) -> None:

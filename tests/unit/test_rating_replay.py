@@ -479,3 +479,62 @@ def test_given_requeue_with_json_then_it_is_refused_before_any_receive(
     assert exited.value.code == 2
     assert "not with --json" in capsys.readouterr().err
     assert (fake.waits, fake.sent, fake.deleted) == ([], [], [])
+
+
+class RefusingSqs(PagedSqs):
+    """``PagedSqs`` whose send fails with the AWS error code given."""
+
+    def __init__(self, pages: list[list[tuple[str, str]]], code: str) -> None:
+        super().__init__(pages)
+        self.code = code
+
+    def send_message(self, **kw: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "SendMessage")
+
+
+QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/kilo-billing-rating-dlq-prod"
+_KEPT = "nothing was deleted: the original stays on the queue, hidden 5 minutes by this run's receive"
+_COUNT = (
+    f"aws sqs get-queue-attributes --queue-url {QUEUE} --attribute-names ApproximateNumberOfMessages "
+    "ApproximateNumberOfMessagesNotVisible"
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "line"),
+    [
+        ("ServiceUnavailable", 4,
+         "kilo-billing: --requeue '12': the copy was not sent: the send failed (ServiceUnavailable), and SQS may still "
+         f"have taken the copy (an answer lost); {_KEPT}. Do not rerun now: wait 5 minutes, then count the queue's "
+         f"messages ({_COUNT}) - one more than before this --requeue means the copy is there (delete one of the two by "
+         "hand, README), as many means rerun\n"),
+        ("AccessDenied", 2,
+         "kilo-billing: --requeue '12': the copy was not sent: access denied (AccessDenied), so SQS took no copy; "
+         f"{_KEPT}. Give the credentials sqs:SendMessage on {QUEUE}, then rerun after 5 minutes\n"),
+        ("InvalidParameterValue", 4,
+         "kilo-billing: --requeue '12': the copy was not sent: SQS refused the request (InvalidParameterValue), so it "
+         f"took no copy; {_KEPT}. A rerun sends the same body and is refused again: report it, with this line\n"),
+    ],
+)  # fmt: skip
+def test_given_the_copys_send_failing_then_requeue_prints_one_line_saying_what_failed_and_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: str, status: int, line: str
+) -> None:
+    """D362 amended (sm): a failed send printed requeue's wait-and-count line and then main's generic one ("storage
+    unavailable: ServiceUnavailable; rerun" - the opposite advice - or, access denied, "access denied to a table or
+    event bus this command uses"). Now one line per failure, nothing deleted: a send that failed may have been taken
+    (exit 4, count before rerunning); access denied took no copy (exit 2, fix the permission and rerun after the
+    5 minutes the original is hidden); the request refused took none either (exit 4, a rerun is refused again)."""
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    fake = RefusingSqs([[("m1", _batch_body("12")), ("m2", _batch_body("123"))]], code)
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: fake)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", QUEUE, "--requeue", "12"])
+
+    assert exited.value.code == status
+    assert capsys.readouterr().err == line
+    assert fake.deleted == []
