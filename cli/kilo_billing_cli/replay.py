@@ -197,8 +197,8 @@ def _selectors(body: str) -> set[str]:
 
 def _requeue(args: argparse.Namespace, console: Console) -> None:
     """Copy the one message ``args.requeue`` names to the same queue, then delete the original - only once the copy
-    was sent (a failed send deletes nothing: one line, ``_send_failed``; a failed delete leaves two copies: said, exit 4).
-    D362 amended (rq), (sm)."""
+    was sent (a failed send deletes nothing: one line, ``_send_failed``; a failed delete leaves two copies: said,
+    exit 4). D362 amended (rq), (sm)."""
     from kilo_billing.aws import InvalidRequestError, StorageUnavailableError, call, client  # noqa: PLC0415
     from kilo_rate_usage.adapters import SqsFailureQueue  # noqa: PLC0415
 
