@@ -186,7 +186,6 @@ def test_given_an_operator_alert_whose_delivery_crashed_then_the_queues_redelive
         usage_table_name="usage",
         alert_sender_email="alerts@kilo.example",
         alert_preferences_url="https://kilo.example/prefs",
-        forecast_rechecks_queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/rechecks",
     )
     policy = operator_policy(config, config.claim_lease_minutes * 60_000)  # as dependencies.alerts() builds it
     assert policy.lease_ms == 300_000

@@ -111,7 +111,6 @@ def test_given_both_functions_that_link_the_dashboard_then_each_reads_dashboard_
     for name, value in {
         "USAGE_TABLE_NAME": "usage", "MEMBERS_TABLE_NAME": "members", "ALERTS_TABLE_NAME": "alerts",
         "ALERT_SENDER_EMAIL": "alerts@kilo.example", "ALERT_PREFERENCES_URL": "https://kilo.example/prefs",
-        "FORECAST_RECHECKS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/rechecks",
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("DASHBOARD_URL", raising=False)

@@ -40,10 +40,11 @@ class AlertSettings(ForecastSettings, SmsSettings, DashboardSettings):
     # the alerts function's own queue: the removal step's (never a queue records are refused from, D366 amended (fq2))
     alerts_queue_url: str = ""
     # the forecast's re-checks (D366) the operator checks put on their own queue (its URL; the alerts function takes
-    # only BudgetForecastDue.v1 from the queue it names, D366 amended (fq2); required, never blank: an empty value
-    # would name no queue and switch that defence off silently, amended (sm)), at most this many per run, their delays
-    # spread over this many seconds (the run's 15 minutes; 0 on the local stack: SQS delays are real time)
-    forecast_rechecks_queue_url: str
+    # only BudgetForecastDue.v1 from the queue it names - none when blank, D366 amended (fq2): never a reason to stop
+    # the real alerts, so a blank one is taken and the alerts handler says it (an error line per cold start, a metric
+    # each invocation, alarmed; amended (sm))), at most this many per run, their delays spread over this many seconds
+    # (the run's 15 minutes; 0 on the local stack: SQS delays are real time)
+    forecast_rechecks_queue_url: str = ""
     forecast_rechecks_per_run: int = Field(default=100, ge=1, le=1000)
     forecast_recheck_spread_seconds: int = Field(default=900, ge=0, le=900)
     roomservice_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -65,14 +66,8 @@ class AlertSettings(ForecastSettings, SmsSettings, DashboardSettings):
 
     @field_validator("forecast_rechecks_queue_url")
     @classmethod
-    def _names_a_queue(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError(
-                "FORECAST_RECHECKS_QUEUE_URL is blank: set it to the forecast re-checks queue's URL (the template's "
-                "!Ref ForecastRechecksQueue). Blank, it names no queue, and an alert forged onto the re-checks queue "
-                "would be acted on (D366 amended (sm))"
-            )
-        return value.strip()
+    def _stripped(cls, value: str) -> str:
+        return value.strip()  # spaces alone are blank: the handler tells them as it tells an empty value
 
     @property
     def abuse_thresholds(self) -> AbuseThresholds:
