@@ -538,3 +538,105 @@ def test_given_the_copys_send_failing_then_requeue_prints_one_line_saying_what_f
     assert exited.value.code == status
     assert capsys.readouterr().err == line
     assert fake.deleted == []
+
+
+class UnreadableSqs(PagedSqs):
+    """``PagedSqs`` whose receive fails with the AWS error code given."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__([])
+        self.code = code
+
+    def receive_message(self, **kw: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "ReceiveMessage")
+
+
+_READ = "kilo-billing: --requeue '12': the queue could not be read"
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "line"),
+    [
+        ("AccessDenied", 2,
+         f"{_READ}: access denied (AccessDenied); nothing was sent or deleted. Give the credentials sqs:ReceiveMessage "
+         f"on {QUEUE}, then rerun\n"),
+        ("AWS.SimpleQueueService.NonExistentQueue", 2,
+         f"{_READ}: no such queue (AWS.SimpleQueueService.NonExistentQueue); nothing was sent or deleted. Fix "
+         f"--queue-url ({QUEUE}), then rerun\n"),
+        ("ValidationException", 4,
+         f"{_READ}: SQS refused the receive (ValidationException); nothing was sent or deleted. A rerun asks the same "
+         "and is refused again: report it, with this line\n"),
+        ("ServiceUnavailable", 4,
+         f"{_READ}: the receive failed (ServiceUnavailable); nothing was sent or deleted. Rerun after 5 minutes (a "
+         "message received before the failure is hidden that long)\n"),
+    ],
+)  # fmt: skip
+def test_given_the_receive_failing_then_requeue_prints_one_line_about_the_queue(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: str, status: int, line: str
+) -> None:
+    """D362 amended (sm): a failed receive printed main's generic line - access denied "to a table or event bus this
+    command uses" (naming --events-table and --usage-table, which --requeue never reads), or "storage unavailable",
+    or a traceback (a request refused). Now one line about the queue, nothing sent or deleted."""
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    fake = UnreadableSqs(code)
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: fake)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", QUEUE, "--requeue", "12"])
+
+    assert exited.value.code == status
+    assert capsys.readouterr().err == line
+    assert (fake.sent, fake.deleted) == ([], [])
+
+
+class UndeletingSqs(PagedSqs):
+    """``PagedSqs`` whose delete fails with the AWS error code given (the copy's send succeeds)."""
+
+    def __init__(self, pages: list[list[tuple[str, str]]], code: str) -> None:
+        super().__init__(pages)
+        self.code = code
+
+    def delete_message(self, **kw: Any) -> None:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "DeleteMessage")
+
+
+_NOT_DELETED = "kilo-billing: --requeue '12': copy sent (MessageId copy), the original was NOT deleted"
+
+
+@pytest.mark.parametrize(
+    ("code", "line"),
+    [
+        ("AccessDenied",
+         f"{_NOT_DELETED}: access denied (AccessDenied): two copies are on the queue (a replay rates their usage "
+         "once). Do not rerun: it would copy a copy and fail its delete again. Give the credentials sqs:DeleteMessage "
+         f"on {QUEUE}, then delete one of the two copies by hand (README)\n"),
+        ("ServiceUnavailable",
+         f"{_NOT_DELETED} (ServiceUnavailable): two copies are on the queue (a replay rates their usage once). Do not "
+         "rerun now: the original is hidden 5 minutes, a rerun would copy the copy and leave two; wait 5 minutes, then "
+         f"count the queue's messages ({_COUNT}) and delete one of the two by hand (README)\n"),
+    ],
+)  # fmt: skip
+def test_given_the_originals_delete_failing_then_requeue_says_two_copies_and_what_to_fix_first(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: str, line: str
+) -> None:
+    """D362 amended (sm): the delete refused for access told the operator to delete one copy by hand - which the same
+    credentials are refused too. Now: fix sqs:DeleteMessage, then delete one copy (no waiting and counting: the
+    delete surely failed). Any other failure keeps its line (it may have deleted: wait, count). Exit 4 both."""
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    fake = UndeletingSqs([[("m1", _batch_body("12")), ("m2", _batch_body("123"))]], code)
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: fake)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", QUEUE, "--requeue", "12"])
+
+    assert exited.value.code == 4
+    assert capsys.readouterr().err == line
+    assert fake.sent == [_batch_body("12")]
