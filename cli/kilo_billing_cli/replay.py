@@ -197,20 +197,27 @@ def _selectors(body: str) -> set[str]:
 
 def _requeue(args: argparse.Namespace, console: Console) -> None:
     """Copy the one message ``args.requeue`` names to the same queue, then delete the original - only once the copy
-    was sent (a failed send deletes nothing; a failed delete leaves two copies: said, exit 4). D362 amended (rq)."""
-    from kilo_billing.aws import call, client  # noqa: PLC0415
+    was sent (a failed send deletes nothing: one line, ``_send_failed``; a failed delete leaves two copies: said,
+    exit 4; access denied: fix sqs:DeleteMessage first, ``_delete_failed``); a failed receive, one line about the
+    queue (``_receive_failed``), not main's naming tables and a bus. D362 amended (rq), (sm)."""
+    from kilo_billing.aws import InvalidRequestError, StorageUnavailableError, call, client  # noqa: PLC0415
     from kilo_rate_usage.adapters import SqsFailureQueue  # noqa: PLC0415
 
     sqs = client("sqs")
-    received = SqsFailureQueue(
-        sqs,
-        args.queue_url,
-        visibility_timeout=REQUEUE_VISIBILITY_SECONDS,
-        wait_seconds=REQUEUE_WAIT_SECONDS,
-        empty_receives=REQUEUE_EMPTY_RECEIVES,
-    ).receive(args.max_messages)
-    matches = [(receipt, body) for receipt, body in received if args.requeue in _selectors(body)]
     hidden = REQUEUE_VISIBILITY_SECONDS // 60
+    try:
+        received = SqsFailureQueue(
+            sqs,
+            args.queue_url,
+            visibility_timeout=REQUEUE_VISIBILITY_SECONDS,
+            wait_seconds=REQUEUE_WAIT_SECONDS,
+            empty_receives=REQUEUE_EMPTY_RECEIVES,
+        ).receive(args.max_messages)
+    except (StorageUnavailableError, InvalidRequestError) as exc:  # one line about the queue, not main's
+        line, status = _receive_failed(args.requeue, args.queue_url, exc, hidden)
+        print(f"kilo-billing: {line}", file=sys.stderr)
+        raise SystemExit(status) from exc
+    matches = [(receipt, body) for receipt, body in received if args.requeue in _selectors(body)]
     if not matches:
         raise ValueError(
             f"--requeue {args.requeue!r}: no message matches among the {len(received)} received, now hidden "
@@ -237,30 +244,106 @@ def _requeue(args: argparse.Namespace, console: Console) -> None:
     )
     try:
         sent = call(sqs.send_message, QueueUrl=args.queue_url, MessageBody=body)
-    except Exception:  # SQS may have taken a send whose answer was lost (a standard queue does not deduplicate)
-        print(
-            f"kilo-billing: --requeue {args.requeue!r}: the copy's send failed; the original was not deleted, and is "
-            f"hidden {hidden} minutes by this receive. SQS may still have taken the copy (an answer lost): wait "
-            f"{hidden} minutes, then count the queue's messages ({check}) - one more than before this --requeue "
-            "means the copy is there (delete one of the two by hand, README), as many means rerun",
-            file=sys.stderr,
-        )
-        raise
+    except (StorageUnavailableError, InvalidRequestError) as exc:  # one line, not main's storage line after it
+        line, status = _send_failed(args.requeue, args.queue_url, exc, hidden, check)
+        print(f"kilo-billing: {line}", file=sys.stderr)
+        raise SystemExit(status) from exc
     try:
         call(sqs.delete_message, QueueUrl=args.queue_url, ReceiptHandle=receipt)
     except Exception as exc:  # the copy is sent: say so whatever the delete's failure
-        print(
-            f"kilo-billing: --requeue {args.requeue!r}: copy sent (MessageId {sent['MessageId']}), the original was "
-            f"NOT deleted ({exc}): two copies are on the queue (a replay rates their usage once). Do not rerun now: "
-            f"the original is hidden {hidden} minutes, a rerun would copy the copy and leave two; wait {hidden} "
-            f"minutes, then count the queue's messages ({check}) and delete one of the two by hand (README)",
-            file=sys.stderr,
-        )
+        line = _delete_failed(args.requeue, args.queue_url, sent["MessageId"], exc, hidden, check)
+        print(f"kilo-billing: {line}", file=sys.stderr)
         raise SystemExit(4) from exc
     console.print(
         f"requeued {args.requeue}: copy sent (MessageId {sent['MessageId']}), the original deleted; the other "
         f"{len(received) - 1} message(s) received are visible again after {hidden} minutes"
     )
+
+
+# SQS's answers refusing the credentials (its query and JSON protocols' codes): nothing done
+_DENIED = frozenset({"AccessDenied", "AccessDeniedException"})
+# ... and naming a queue that does not exist
+_NO_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
+
+def _code(exc: Exception) -> str:
+    return str(exc).partition(":")[0].strip()  # the AWS error code (``aws.map_error``), or the exception's text
+
+
+def _receive_failed(selector: str, queue_url: str, exc: Exception, hidden: int) -> tuple[str, int]:
+    """The one line (and exit status) for a ``--requeue`` whose receive failed - about the queue, where main's line
+    named the command's tables and bus: nothing was sent or deleted. Access denied or no such queue: fix that, rerun
+    (exit 2); the request refused: report it (exit 4); failed otherwise (throttled, timed out, down): rerun once the
+    messages received before the failure are visible again (exit 4). D362 amended (sm)."""
+    from kilo_billing.aws import StorageUnavailableError  # noqa: PLC0415
+
+    code = _code(exc)
+    head = f"--requeue {selector!r}: the queue could not be read"
+    if code in _DENIED:
+        return (
+            f"{head}: access denied ({code}); nothing was sent or deleted. Give the credentials sqs:ReceiveMessage on "
+            f"{queue_url}, then rerun"
+        ), 2
+    if code in _NO_QUEUE:
+        return (
+            f"{head}: no such queue ({code}); nothing was sent or deleted. Fix --queue-url ({queue_url}), then rerun",
+            2,
+        )
+    if not isinstance(exc, StorageUnavailableError):
+        return (
+            f"{head}: SQS refused the receive ({code}); nothing was sent or deleted. A rerun asks the same and is "
+            "refused again: report it, with this line"
+        ), 4
+    return (
+        f"{head}: the receive failed ({code}); nothing was sent or deleted. Rerun after {hidden} minutes (a message "
+        f"received before the failure is hidden that long)"
+    ), 4
+
+
+def _delete_failed(selector: str, queue_url: str, copy_id: str, exc: Exception, hidden: int, check: str) -> str:
+    """The one line for a ``--requeue`` whose original was not deleted after its copy was sent: two copies. Access
+    denied: the delete surely failed, and deleting a copy by hand needs the same permission - fix sqs:DeleteMessage
+    first. Failed otherwise: SQS may have deleted it (an answer lost) - wait and count (D362 amended (rq2), (sm))."""
+    code = _code(exc)
+    sent = f"--requeue {selector!r}: copy sent (MessageId {copy_id}), the original was NOT deleted"
+    if code in _DENIED:
+        return (
+            f"{sent}: access denied ({code}): two copies are on the queue (a replay rates their usage once). Do not "
+            f"rerun: it would copy a copy and fail its delete again. Give the credentials sqs:DeleteMessage on "
+            f"{queue_url}, then delete one of the two copies by hand (README)"
+        )
+    return (
+        f"{sent} ({exc}): two copies are on the queue (a replay rates their usage once). Do not rerun now: the "
+        f"original is hidden {hidden} minutes, a rerun would copy the copy and leave two; wait {hidden} minutes, then "
+        f"count the queue's messages ({check}) and delete one of the two by hand (README)"
+    )
+
+
+def _send_failed(selector: str, queue_url: str, exc: Exception, hidden: int, check: str) -> tuple[str, int]:
+    """The one line (and exit status) for a ``--requeue`` whose copy was not sent: what failed, that nothing was
+    deleted, what to do. Refused (access denied: exit 2; the request itself: exit 4) - SQS took no copy, a rerun after
+    the original's ``hidden`` minutes does it; failed otherwise (throttled, timed out, down: exit 4) - SQS may have
+    taken the copy with its answer lost, so count the queue before rerunning (D362 amended (sm))."""
+    from kilo_billing.aws import StorageUnavailableError  # noqa: PLC0415
+
+    code = _code(exc)
+    kept = f"nothing was deleted: the original stays on the queue, hidden {hidden} minutes by this run's receive"
+    head = f"--requeue {selector!r}: the copy was not sent"
+    if code in _DENIED:
+        return (
+            f"{head}: access denied ({code}), so SQS took no copy; {kept}. Give the credentials sqs:SendMessage on "
+            f"{queue_url}, then rerun after {hidden} minutes"
+        ), 2
+    if not isinstance(exc, StorageUnavailableError):
+        return (
+            f"{head}: SQS refused the request ({code}), so it took no copy; {kept}. A rerun sends the same body and is "
+            "refused again: report it, with this line"
+        ), 4
+    return (
+        f"{head}: the send failed ({code}), and SQS may still have taken the copy (an answer lost); {kept}. Do not "
+        f"rerun now: wait {hidden} minutes, then count the queue's messages ({check}) - one more than before this "
+        "--requeue means the copy is there (delete one of the two by hand, README), as many means rerun"
+    ), 4
 
 
 def _print(console: Console, rows: list[dict[str, Any]], applied: bool) -> None:

@@ -369,6 +369,22 @@ def test_given_a_stripe_lookup_the_payment_status_function_lets_pass_then_its_mi
     _alarmed_at_the_first(template, Metric.STRIPE_MISCONFIGURED.value, service)
 
 
+def test_given_the_alerts_functions_rechecks_setting_blank_then_its_count_alarms_the_operator(
+    template: Template,
+) -> None:
+    """D366 amended (sm): a blank FORECAST_RECHECKS_QUEUE_URL does not stop the alerts (amended (fq2)), so no
+    dead-letter queue sees it: the handler's ``ForecastRechecksQueueUnnamed`` count, under the alerts function's
+    service name, is watched by one alarm notifying the operator at the first one."""
+    from kilo_alerts.handler import SERVICE  # noqa: PLC0415
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+
+    function = template.resources["AlertsFunction"]["Properties"]
+    assert function["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == SERVICE == "alerts"
+    alarmed = template.of_type("AWS::CloudWatch::Alarm").values()
+    assert [a["Properties"]["MetricName"] for a in alarmed].count("ForecastRechecksQueueUnnamed") == 1
+    _alarmed_at_the_first(template, Metric.FORECAST_RECHECKS_QUEUE_UNNAMED.value, SERVICE)
+
+
 def test_given_a_stripe_event_an_operator_must_look_at_then_the_payment_status_function_alarms(
     template: Template,
 ) -> None:

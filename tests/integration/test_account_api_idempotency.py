@@ -171,3 +171,33 @@ def test_given_a_malformed_key_then_400_naming_the_header(account_api: Any, key:
 def test_given_a_key_of_255_printable_characters_then_it_is_accepted(account_api: Any) -> None:
     register(account_api, "acct_b")
     assert _post(utc(2026, 11, 15, 9), "enterprise", "k" * 255).status == 200
+
+
+def test_given_the_published_document_then_the_tier_change_lists_its_idempotency_key_as_the_handler_takes_it(
+    account_api: Any,
+) -> None:
+    """The document ``GET /openapi.json`` serves names the optional ``Idempotency-Key`` header of the tier change
+    (D377 amended (sm): it was read from the event and documented nowhere), its format, and the 400 and 422 it can
+    cause, with the error shape. The format agrees with the handler: keys the schema refuses (empty, 256
+    characters, a tab, a bell, a non-ASCII letter) are answered 400 naming the header, those it takes (255
+    characters, a UUID, spaces and ``~``) are not."""
+    from jsonschema import Draft202012Validator  # noqa: PLC0415
+
+    document = call("GET", "/openapi.json", None).body
+    operation = document["paths"]["/v1/accounts/{account_id}/subscription"]["post"]
+    [header] = [p for p in operation["parameters"] if p["in"] == "header"]
+    assert (header["name"], header["required"]) == ("Idempotency-Key", False)
+    assert header["schema"] == {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}
+    assert "422" in header["description"]
+    assert "header.idempotency-key" in header["description"]
+    error_body = {"$ref": "#/components/schemas/ErrorBody"}
+    for status in ("400", "422"):
+        assert operation["responses"][status]["content"]["application/json"]["schema"] == error_body
+    assert "422" not in document["paths"]["/v1/accounts/{account_id}/budget"]["put"]["responses"]  # this route's
+
+    register(account_api, "acct_b")
+    schema = Draft202012Validator(header["schema"])
+    keys = ["", "k" * 256, "a\tb", "a\x07b", "Ünï", "k" * 255, "0b8e4bd2-5f0c-4c39-9d83-2f4b5d6c7a10", "a b~"]
+    answers = {key: _post(utc(2026, 11, 15, 9), "enterprise", key).status for key in keys}
+    assert {key: schema.is_valid(key) for key in keys} == {key: answers[key] != 400 for key in keys}
+    assert [key for key in keys if answers[key] == 400] == keys[:5]

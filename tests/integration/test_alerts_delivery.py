@@ -322,7 +322,8 @@ def test_given_a_queue_setting_wrong_then_a_real_alert_from_the_alerts_queue_is_
     alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch, setting: str, value: str
 ) -> None:
     """A misconfiguration must not stop the real alerts (D366 amended (fq2)): 48,000 of 60,000 included video
-    minutes is 80 %, one email (no phone), whatever either queue setting says."""
+    minutes is 80 %, one email (no phone), whatever either queue setting says (a blank re-checks setting is also
+    said aloud, amended (sm): the test below)."""
     from tests.conftest import _clear_caches  # noqa: PLC0415
 
     template = alerts_stack.stack.template
@@ -344,7 +345,8 @@ def test_given_an_alert_forged_onto_the_rechecks_queue_then_it_is_refused_while_
 ) -> None:
     """The same 80 % alert put on the re-checks' queue (by its sender's role): refused - reported failed, toward that
     queue's dead-letter queue, nothing sent - when FORECAST_RECHECKS_QUEUE_URL names the queue (its URL, or its ARN by
-    a slip); with the setting missing nothing tells that queue and it is delivered (the cost of D366 amended (fq2))."""
+    a slip); with the setting missing nothing tells that queue and it is delivered (the cost of D366 amended (fq2),
+    said aloud and alarmed since amended (sm): the test below)."""
     from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
     from tests.conftest import _clear_caches  # noqa: PLC0415
 
@@ -362,6 +364,80 @@ def test_given_an_alert_forged_onto_the_rechecks_queue_then_it_is_refused_while_
     failed = [{"itemIdentifier": event["Records"][0]["messageId"]}] if refused else []
     assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": failed}
     assert len(alerts_stack.sent_mail()) == (0 if refused else 1)
+
+
+UNNAMED_ERROR = (
+    "FORECAST_RECHECKS_QUEUE_URL is blank: the forecast re-checks queue's forgery defence is off (any alert put on that "
+    "queue is acted on); every alert is still handled. Set it to the queue's URL (the template's !Ref "
+    "ForecastRechecksQueue) (D366 amended (sm))"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "unnamed"), [(None, True), ("", True), ("  ", True), ("ForecastRechecksQueue", False)]
+)
+def test_given_the_rechecks_setting_blank_then_real_alerts_are_delivered_and_the_defence_off_is_said(
+    alerts_stack: AlertsStack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    value: str | None,
+    unnamed: bool,
+) -> None:
+    """FORECAST_RECHECKS_QUEUE_URL missing or blank (a hand-set environment; the template's ``!Ref`` never is): no
+    alert is stopped (a queue setting never stops the real alerts, D366 amended (fq2)) - two invocations of one
+    container, 48,000 of 60,000 video minutes then 16,000 of 20,000 audio minutes, 80 % each: both emails sent - and
+    the forgery defence being off is said (amended (sm)): ``ForecastRechecksQueueUnnamed`` once in each invocation's
+    metrics (alarmed, tests/infra), one error line naming the variable for the cold start, not one per invocation.
+    As deployed (the queue's URL): neither."""
+    from kilo_alerts import handler  # noqa: PLC0415
+    from tests.conftest import _clear_caches  # noqa: PLC0415
+    from tests.integration.test_ingest_livekit import metrics_in  # noqa: PLC0415
+
+    # the handler's error lines as it makes them: Powertools' logger keeps the stream it was created with
+    errors: list[str] = []
+    monkeypatch.setattr(handler.logger, "error", lambda message, *_, **__: errors.append(message))
+    if value is None:
+        monkeypatch.delenv("FORECAST_RECHECKS_QUEUE_URL", raising=False)
+    else:
+        monkeypatch.setenv("FORECAST_RECHECKS_QUEUE_URL", value if unnamed else alerts_stack.stack.template.ref(value))
+    _clear_caches()  # a cold start
+    register(alerts_stack, "acct_m", email="m@example.com")
+
+    subjects, counted = [], []
+    for meter, used, limit in (("video", "48000", "60000"), ("audio", "16000", "20000")):
+        publish(alerts_stack, "acct_m", meter, 80, used, limit)
+        capsys.readouterr()
+        assert run(alerts_stack) == {"batchItemFailures": []}
+        counted.append(metrics_in(capsys.readouterr().out).get("ForecastRechecksQueueUnnamed"))
+        subjects = [mime(message)["Subject"] for message in alerts_stack.sent_mail()]
+    assert subjects == [
+        "80% of your included video minutes used for November 2026",
+        "80% of your included audio minutes used for November 2026",
+    ]
+    assert counted == ([1, 1] if unnamed else [None, None])
+    assert errors == ([UNNAMED_ERROR] if unnamed else [])
+
+
+def test_given_another_alerts_setting_unreadable_then_the_check_before_the_records_fails_nothing_itself(
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-checks setting's check reads the settings before any record; settings that cannot be read (here
+    ALERTS_TABLE_NAME missing) are not its to fail: the invocation answers, each record reported failed on them as
+    before the check (redelivered, toward the dead-letter queue), nothing sent (D366 amended (sm))."""
+    from tests.conftest import _clear_caches  # noqa: PLC0415
+
+    register(alerts_stack, "acct_m", email="m@example.com")
+    publish(alerts_stack, "acct_m", "video", 80, "48000", "60000")
+    monkeypatch.delenv("ALERTS_TABLE_NAME")
+    _clear_caches()
+    event = alerts_stack.sqs_event()
+    [record] = event["Records"]
+
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    answer = lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    assert answer == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    assert alerts_stack.sent_mail() == []
 
 
 def test_given_a_recheck_queued_on_the_alerts_queue_before_the_deploy_then_it_is_still_taken(

@@ -401,3 +401,26 @@ def test_given_the_recheck_row_not_written_then_the_redelivery_plans_it_and_send
     assert rechecks(ports).writes == 1
     ports = replace(ports, month=month(TEAM_36, 3_000))
     assert forecasts(recheck(ports, MON_2_NOV_1424)) == [("forecast-update", "Wednesday 25 November", "$29.00")]
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_given_no_rechecks_queue_named_then_the_alerts_settings_still_start_naming_none(
+    monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    """A queue setting never stops the real alerts (D366 amended (fq2)): FORECAST_RECHECKS_QUEUE_URL missing, empty or
+    spaces is read as "" - no queue named, which the alerts handler says aloud (amended (sm)) - never refused; as the
+    template's ``!Ref`` resolves it (a queue URL), surrounding spaces dropped."""
+    from kilo_alerts.settings import AlertSettings  # noqa: PLC0415
+
+    for name, setting in {"ALERTS_TABLE_NAME": "alerts", "USAGE_TABLE_NAME": "usage",
+                          "ALERT_SENDER_EMAIL": "alerts@kilo.example",
+                          "ALERT_PREFERENCES_URL": "https://kilo.example/prefs"}.items():  # fmt: skip
+        monkeypatch.setenv(name, setting)
+    if value is None:
+        monkeypatch.delenv("FORECAST_RECHECKS_QUEUE_URL", raising=False)
+    else:
+        monkeypatch.setenv("FORECAST_RECHECKS_QUEUE_URL", value)
+    assert AlertSettings().forecast_rechecks_queue_url == ""
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/kilo-billing-forecast-rechecks-prod"
+    monkeypatch.setenv("FORECAST_RECHECKS_QUEUE_URL", f" {url} ")
+    assert AlertSettings().forecast_rechecks_queue_url == url

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
+import shlex
 import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -300,6 +300,56 @@ def _runbook_block() -> str:
     return readme[start : readme.index("```\n", readme.index("```bash", start) + 7)]
 
 
+def _runbook_query(block: str) -> str:
+    """The ``--query`` argument of the runbook's ``receive-message`` as bash passes it (its quotes and escapes
+    undone, its continuation lines joined)."""
+    command = block[block.index("MSG=$(") + len("MSG=$(") : block.index(")\n", block.index("MSG=$("))]
+    words = shlex.split(command.replace("\\\n", " "))
+    return words[words.index("--query") + 1]
+
+
+def _batch(first: str, end: str, compact: bool) -> str:
+    """AWS's example record naming the batch ``first``..``end``, compact (``"key":"value"``) or spaced."""
+    info = json.loads(LATER)
+    info["DDBStreamBatchInfo"] |= {"startSequenceNumber": first, "endSequenceNumber": end}
+    return json.dumps(info, separators=(",", ":") if compact else None)
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_the_runbooks_query_picks_the_batch_by_its_whole_first_sequence_number_as_requeue_does(compact: bool) -> None:
+    """README's manual fallback picked the message by ``contains(Body, '<start>')``: a row's first sequence number
+    12 also picked the batch 123-130 (and the one ending at 12). Now the query names ``startSequenceNumber`` and the
+    whole quoted number, as ``--requeue`` compares it (``_selectors``): of the batches 123-130, 1-12 and 12-20 on the
+    queue, in that order, 12 picks 12-20 - in AWS's body compact or spaced."""
+    from kilo_billing_cli.replay import _selectors  # noqa: PLC0415
+
+    bodies = {"h-123": _batch("123", "130", compact), "h-1": _batch("1", "12", compact),
+              "h-12": _batch("12", "20", compact)}  # fmt: skip
+    received = {"Messages": [{"ReceiptHandle": handle, "Body": body} for handle, body in bodies.items()]}
+
+    picked = jmespath.search(_runbook_query(_runbook_block()).replace("<start>", "12"), received)
+
+    assert picked == ["h-12", bodies["h-12"]]
+    assert [handle for handle, body in bodies.items() if "12" in _selectors(body)] == ["h-12"]  # the CLI's choice
+
+
+def test_the_poison_runbooks_query_picks_the_event_by_its_whole_keys() -> None:
+    """The poison queue's fallback picked by ``contains(Body, '<pk>')``: ROOM#RM_a also picked ROOM#RM_ab's event.
+    Its query now names the pk and the sk whole, as the rating function writes them (``json.dumps`` of
+    ``{"reason", "keys"}``): of ROOM#RM_ab / EV#1, ROOM#RM_a / EV#10 and ROOM#RM_a / EV#1, it picks the last."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    text = readme[readme.index("the runbook's `--query` being") + len("the runbook's `--query` being") :]
+    quoted = text[text.index("`") + 1 : text.index("`", text.index("`") + 1)]
+    [query] = shlex.split(quoted)
+    keys = [("ROOM#RM_ab", "EV#1"), ("ROOM#RM_a", "EV#10"), ("ROOM#RM_a", "EV#1")]
+    bodies = [json.dumps({"reason": "r", "keys": {"pk": {"S": pk}, "sk": {"S": sk}}}) for pk, sk in keys]
+    received = {"Messages": [{"ReceiptHandle": f"h{i}", "Body": body} for i, body in enumerate(bodies)]}
+
+    picked = jmespath.search(query.replace("<pk>", "ROOM#RM_a").replace("<sk>", "EV#1"), received)
+
+    assert picked == ["h2", bodies[2]]
+
+
 def test_given_the_runbooks_copy_of_a_refused_batchs_message_then_the_copy_is_the_body_as_sent_and_replays() -> None:
     """Review (cx2) 1: the runbook's copy (`--message-body '<its Body>'` from receive-message's default JSON output)
     kept the JSON escapes: the copy was "not JSON" and never rated. The runbook's commands now: its JMESPath picks the
@@ -308,12 +358,10 @@ def test_given_the_runbooks_copy_of_a_refused_batchs_message_then_the_copy_is_th
     line (run in bash) splits them - the body is exactly as sent, and a replay of it rates the batch (the customer's
     70 messages) and deletes it."""
     block = _runbook_block()
-    query = re.search(r'--query "([^"]+)" --output text\)', block)
     read = next(line.strip() for line in block.splitlines() if "read -r HANDLE BODY" in line)
-    assert query is not None
     other = LATER.replace("800000000003126276362", "800000000003126279999")  # another batch on the queue
     received = {"Messages": [{"ReceiptHandle": "h-other", "Body": other}, {"ReceiptHandle": "h-ref", "Body": LATER}]}
-    picked = jmespath.search(query.group(1).replace("<start>", "800000000003126276362"), received)
+    picked = jmespath.search(_runbook_query(block).replace("<start>", "800000000003126276362"), received)
     printed = "\t".join(picked)  # the AWS CLI's text output of one row of scalars; `$(...)` drops its newline
     script = f'{read}\nprintf "%s|%s" "$HANDLE" "$BODY"'
     shell = subprocess.run(["bash", "-c", script], env={"MSG": printed}, capture_output=True, text=True, check=True)
@@ -431,3 +479,164 @@ def test_given_requeue_with_json_then_it_is_refused_before_any_receive(
     assert exited.value.code == 2
     assert "not with --json" in capsys.readouterr().err
     assert (fake.waits, fake.sent, fake.deleted) == ([], [], [])
+
+
+class RefusingSqs(PagedSqs):
+    """``PagedSqs`` whose send fails with the AWS error code given."""
+
+    def __init__(self, pages: list[list[tuple[str, str]]], code: str) -> None:
+        super().__init__(pages)
+        self.code = code
+
+    def send_message(self, **kw: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "SendMessage")
+
+
+QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/kilo-billing-rating-dlq-prod"
+_KEPT = "nothing was deleted: the original stays on the queue, hidden 5 minutes by this run's receive"
+_COUNT = (
+    f"aws sqs get-queue-attributes --queue-url {QUEUE} --attribute-names ApproximateNumberOfMessages "
+    "ApproximateNumberOfMessagesNotVisible"
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "line"),
+    [
+        ("ServiceUnavailable", 4,
+         "kilo-billing: --requeue '12': the copy was not sent: the send failed (ServiceUnavailable), and SQS may still "
+         f"have taken the copy (an answer lost); {_KEPT}. Do not rerun now: wait 5 minutes, then count the queue's "
+         f"messages ({_COUNT}) - one more than before this --requeue means the copy is there (delete one of the two by "
+         "hand, README), as many means rerun\n"),
+        ("AccessDenied", 2,
+         "kilo-billing: --requeue '12': the copy was not sent: access denied (AccessDenied), so SQS took no copy; "
+         f"{_KEPT}. Give the credentials sqs:SendMessage on {QUEUE}, then rerun after 5 minutes\n"),
+        ("InvalidParameterValue", 4,
+         "kilo-billing: --requeue '12': the copy was not sent: SQS refused the request (InvalidParameterValue), so it "
+         f"took no copy; {_KEPT}. A rerun sends the same body and is refused again: report it, with this line\n"),
+    ],
+)  # fmt: skip
+def test_given_the_copys_send_failing_then_requeue_prints_one_line_saying_what_failed_and_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: str, status: int, line: str
+) -> None:
+    """D362 amended (sm): a failed send printed requeue's wait-and-count line and then main's generic one ("storage
+    unavailable: ServiceUnavailable; rerun" - the opposite advice - or, access denied, "access denied to a table or
+    event bus this command uses"). Now one line per failure, nothing deleted: a send that failed may have been taken
+    (exit 4, count before rerunning); access denied took no copy (exit 2, fix the permission and rerun after the
+    5 minutes the original is hidden); the request refused took none either (exit 4, a rerun is refused again)."""
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    fake = RefusingSqs([[("m1", _batch_body("12")), ("m2", _batch_body("123"))]], code)
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: fake)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", QUEUE, "--requeue", "12"])
+
+    assert exited.value.code == status
+    assert capsys.readouterr().err == line
+    assert fake.deleted == []
+
+
+class UnreadableSqs(PagedSqs):
+    """``PagedSqs`` whose receive fails with the AWS error code given."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__([])
+        self.code = code
+
+    def receive_message(self, **kw: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "ReceiveMessage")
+
+
+_READ = "kilo-billing: --requeue '12': the queue could not be read"
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "line"),
+    [
+        ("AccessDenied", 2,
+         f"{_READ}: access denied (AccessDenied); nothing was sent or deleted. Give the credentials sqs:ReceiveMessage "
+         f"on {QUEUE}, then rerun\n"),
+        ("AWS.SimpleQueueService.NonExistentQueue", 2,
+         f"{_READ}: no such queue (AWS.SimpleQueueService.NonExistentQueue); nothing was sent or deleted. Fix "
+         f"--queue-url ({QUEUE}), then rerun\n"),
+        ("ValidationException", 4,
+         f"{_READ}: SQS refused the receive (ValidationException); nothing was sent or deleted. A rerun asks the same "
+         "and is refused again: report it, with this line\n"),
+        ("ServiceUnavailable", 4,
+         f"{_READ}: the receive failed (ServiceUnavailable); nothing was sent or deleted. Rerun after 5 minutes (a "
+         "message received before the failure is hidden that long)\n"),
+    ],
+)  # fmt: skip
+def test_given_the_receive_failing_then_requeue_prints_one_line_about_the_queue(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: str, status: int, line: str
+) -> None:
+    """D362 amended (sm): a failed receive printed main's generic line - access denied "to a table or event bus this
+    command uses" (naming --events-table and --usage-table, which --requeue never reads), or "storage unavailable",
+    or a traceback (a request refused). Now one line about the queue, nothing sent or deleted."""
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    fake = UnreadableSqs(code)
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: fake)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", QUEUE, "--requeue", "12"])
+
+    assert exited.value.code == status
+    assert capsys.readouterr().err == line
+    assert (fake.sent, fake.deleted) == ([], [])
+
+
+class UndeletingSqs(PagedSqs):
+    """``PagedSqs`` whose delete fails with the AWS error code given (the copy's send succeeds)."""
+
+    def __init__(self, pages: list[list[tuple[str, str]]], code: str) -> None:
+        super().__init__(pages)
+        self.code = code
+
+    def delete_message(self, **kw: Any) -> None:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "DeleteMessage")
+
+
+_NOT_DELETED = "kilo-billing: --requeue '12': copy sent (MessageId copy), the original was NOT deleted"
+
+
+@pytest.mark.parametrize(
+    ("code", "line"),
+    [
+        ("AccessDenied",
+         f"{_NOT_DELETED}: access denied (AccessDenied): two copies are on the queue (a replay rates their usage "
+         "once). Do not rerun: it would copy a copy and fail its delete again. Give the credentials sqs:DeleteMessage "
+         f"on {QUEUE}, then delete one of the two copies by hand (README)\n"),
+        ("ServiceUnavailable",
+         f"{_NOT_DELETED} (ServiceUnavailable): two copies are on the queue (a replay rates their usage once). Do not "
+         "rerun now: the original is hidden 5 minutes, a rerun would copy the copy and leave two; wait 5 minutes, then "
+         f"count the queue's messages ({_COUNT}) and delete one of the two by hand (README)\n"),
+    ],
+)  # fmt: skip
+def test_given_the_originals_delete_failing_then_requeue_says_two_copies_and_what_to_fix_first(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: str, line: str
+) -> None:
+    """D362 amended (sm): the delete refused for access told the operator to delete one copy by hand - which the same
+    credentials are refused too. Now: fix sqs:DeleteMessage, then delete one copy (no waiting and counting: the
+    delete surely failed). Any other failure keeps its line (it may have deleted: wait, count). Exit 4 both."""
+    from kilo_billing import aws  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    fake = UndeletingSqs([[("m1", _batch_body("12")), ("m2", _batch_body("123"))]], code)
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: fake)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rating", "replay", "--queue-url", QUEUE, "--requeue", "12"])
+
+    assert exited.value.code == 4
+    assert capsys.readouterr().err == line
+    assert fake.sent == [_batch_body("12")]

@@ -56,6 +56,10 @@ customer_api.install(app, log)  # 400 validation, 401, 403, 404 route, 503 stora
 
 ERRORS: Final = (400, 401, 403, 404, 409, 503)  # documented with the customer API's error shape
 
+IDEMPOTENCY_KEY: Final = "header.idempotency-key"  # the field a refused Idempotency-Key is named as (D377)
+IDEMPOTENCY_KEY_MAX: Final = 255
+SUBSCRIPTION_PATH: Final = "/v1/accounts/{account_id}/subscription"  # the tier change's, as the document names it
+
 BodyIn = TypeVar("BodyIn", bound=BaseModel)
 
 AccountId = Annotated[
@@ -63,10 +67,13 @@ AccountId = Annotated[
 ]
 
 
-def _account_route(method: str, suffix: str, summary: str) -> Callable[[customer_api.Route], customer_api.Route]:
+def _account_route(
+    method: str, suffix: str, summary: str, errors: tuple[int, ...] = ERRORS
+) -> Callable[[customer_api.Route], customer_api.Route]:
     """A route under ``/v1/accounts/<account_id>``, behind the JWT authorizer (every route but pricing and the
-    document itself); its handler checks the caller's role for the path's account first."""
-    return customer_api.secured_route(app, method, f"/v1/accounts/<account_id>{suffix}", summary, ERRORS)
+    document itself); its handler checks the caller's role for the path's account first. ``errors``: the answers
+    documented with the error shape (a route answering more than ``ERRORS`` names them)."""
+    return customer_api.secured_route(app, method, f"/v1/accounts/<account_id>{suffix}", summary, errors)
 
 
 def _now() -> datetime:
@@ -131,6 +138,30 @@ def optional_bodies(document: dict[str, Any]) -> dict[str, Any]:
             if len(options) == 1 and len(media["schema"]["anyOf"]) == 2:
                 media["schema"] = options[0]
                 body["description"] = "Optional: send no body, or this JSON object (`{}` when it has no fields)"
+    return document
+
+
+def with_idempotency_key(document: dict[str, Any]) -> dict[str, Any]:
+    """The tier change's optional ``Idempotency-Key`` header (D377 amended (sm)), as ``_idempotency_key`` checks it:
+    read from the event, not a Powertools parameter (whose validation would run before the route's role check), so
+    written in here."""
+    operation = document["paths"][SUBSCRIPTION_PATH]["post"]
+    operation.setdefault("parameters", []).append(
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": (
+                f"Optional: 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters (space to `~`), one per intended "
+                "change (e.g. a UUID). The first 200 answer is stored for 24 hours and replayed for the same key and "
+                "body (a retry changes nothing twice); the same key with another body is 422 (`code` unprocessable, "
+                f"`field` {IDEMPOTENCY_KEY}); an empty, longer or non-printable key is 400 (`code` invalid_request, "
+                f"`field` {IDEMPOTENCY_KEY}). Refusals are not stored. Without it the request is decided on the "
+                "stored state."
+            ),
+            "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": "^[ -~]+$"},
+        }
+    )
     return document
 
 
@@ -201,7 +232,7 @@ def openapi_document() -> str:
         ),
         security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
     )
-    document = optional_bodies(json.loads(generated))
+    document = with_idempotency_key(optional_bodies(json.loads(generated)))
     crypto = json.loads(CRYPTO_ROUTES.read_text(encoding="utf-8"))
     document["paths"].update(crypto["paths"])
     schemas_found = document["components"]["schemas"]
@@ -345,11 +376,7 @@ def get_invoice(
     return schemas.InvoiceOut.of(logic.invoice(deps.ledger, account_id, number))
 
 
-IDEMPOTENCY_KEY: Final = "header.idempotency-key"  # the field a refused Idempotency-Key is named as (D377)
-IDEMPOTENCY_KEY_MAX: Final = 255
-
-
-@_account_route("POST", "/subscription", "Change tier: upgrade now, downgrade at period end")
+@_account_route("POST", "/subscription", "Change tier: upgrade now, downgrade at period end", (*ERRORS, 422))
 def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
     """With an ``Idempotency-Key`` header (optional; the dashboard sends one per click, D377): the first answer
     (200) is stored with the tier change in one write and replayed exactly for the same key and body for 24 h, the

@@ -25,6 +25,7 @@ from kilo_alerts.enforcement import TURN_RETRY_SECONDS, EnforcementIncompleteErr
 from kilo_alerts.logic import AlertOutcome, EventIncompleteError, EventOutcome, handle_event
 from kilo_alerts.model import AlertError, Outcome
 from kilo_alerts.rechecks import FORECAST_DUE, RecheckError
+from kilo_alerts.settings import AlertSettings, settings
 from kilo_billing import observability
 from kilo_billing.aws import InvalidRequestError, StorageUnavailableError
 from kilo_billing.observability import Metric, count
@@ -34,6 +35,9 @@ logger = observability.logger(SERVICE)
 metrics = observability.metrics(SERVICE)
 # a batch whose every record failed is answered like any other (the failed ids), not raised: same redelivery
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+# the settings a blank FORECAST_RECHECKS_QUEUE_URL was last said of: one error line per cold start (settings() is
+# read once per container), not one per invocation
+_told_unnamed: list[AlertSettings] = []
 
 
 def _count(outcome: AlertOutcome) -> None:
@@ -63,7 +67,7 @@ def _from_rechecks_queue(source_arn: str, rechecks_queue: str, alerts_queue: str
     (``arn:aws:sqs:<region>:<account>:<name>``) is the one ``rechecks_queue`` ends with - the queue's URL
     (``https://sqs.<region>.amazonaws.com/<account>/<name>``) or, a slip forgiven, its ARN - and not the alerts
     queue's. A setting that names no queue, or names the alerts queue, refuses nothing: a wrong setting must not stop
-    the real alerts (D366 amended (fq2))."""
+    the real alerts (D366 amended (fq2)); a blank one is said by ``_rechecks_queue_named`` (amended (sm))."""
 
     def name(queue: str) -> str:
         return re.split(r"[/:]", queue.rstrip("/"))[-1]
@@ -83,7 +87,8 @@ def _record(record: SQSRecord) -> None:
         raise
     # the forecast's re-checks queue (whose sender - the operator checks' role - could put any body there): only the
     # re-check is taken; anything else goes that queue's dead-letter path (alarmed). Named by its own setting, so a
-    # wrong or missing one lets a forgery through rather than refusing every real alert (D366 amended (fq2))
+    # wrong or blank one lets a forgery through rather than refusing every real alert (D366 amended (fq2)); a blank
+    # one is loud (_rechecks_queue_named, amended (sm))
     queues = deps.settings.forecast_rechecks_queue_url, deps.settings.alerts_queue_url
     if detail_type != FORECAST_DUE and _from_rechecks_queue(record.event_source_arn, *queues):
         logger.error(
@@ -119,6 +124,29 @@ def _record(record: SQSRecord) -> None:
     _enforced(outcome)
 
 
+def _rechecks_queue_named() -> None:
+    """A blank FORECAST_RECHECKS_QUEUE_URL names no queue, so nothing is refused from the re-checks queue - its
+    forgery defence off - while every alert is handled as before (a queue setting never stops the real alerts, D366
+    amended (fq2)). Said, not refused (amended (sm)): ``ForecastRechecksQueueUnnamed`` each invocation (alarmed) and
+    an error line once per cold start. Settings that cannot be read are not this check's to fail: each record fails
+    on them, as it did before this check."""
+    try:
+        config = settings()
+    except ValueError:  # pydantic's ValidationError, pydantic-settings' SettingsError
+        return
+    if config.forecast_rechecks_queue_url:
+        return
+    count(SERVICE, Metric.FORECAST_RECHECKS_QUEUE_UNNAMED)
+    if _told_unnamed and _told_unnamed[0] is config:
+        return
+    _told_unnamed[:] = [config]
+    logger.error(
+        "FORECAST_RECHECKS_QUEUE_URL is blank: the forecast re-checks queue's forgery defence is off (any alert put on "
+        "that queue is acted on); every alert is still handled. Set it to the queue's URL (the template's !Ref "
+        "ForecastRechecksQueue) (D366 amended (sm))"
+    )
+
+
 def _sooner(redelivery: Any, receipt_handle: str, receives: int, max_receives: int) -> None:
     """Make the record visible again in ``TURN_RETRY_SECONDS`` - but not on the receive before the last one: that one
     waits the queue's own timeout (360 s, past the turn's 5-minute lease), so a turn whose holder crashed is taken
@@ -135,4 +163,5 @@ def _sooner(redelivery: Any, receipt_handle: str, receives: int, max_receives: i
 @logger.inject_lambda_context(clear_state=True)
 @observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    _rechecks_queue_named()  # before any record, never failing one
     return dict(process_partial_response(event=event, record_handler=_record, processor=processor, context=context))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from kilo_alerts.abuse import AbuseThresholds
 from kilo_billing.settings import DashboardSettings, ForecastSettings, SmsSettings
@@ -40,9 +40,10 @@ class AlertSettings(ForecastSettings, SmsSettings, DashboardSettings):
     # the alerts function's own queue: the removal step's (never a queue records are refused from, D366 amended (fq2))
     alerts_queue_url: str = ""
     # the forecast's re-checks (D366) the operator checks put on their own queue (its URL; the alerts function takes
-    # only BudgetForecastDue.v1 from the queue it names - none when empty, D366 amended (fq2)), at most this many per
-    # run, their delays spread over this many seconds (the run's 15 minutes; 0 on the local stack: SQS delays are real
-    # time)
+    # only BudgetForecastDue.v1 from the queue it names - none when blank, D366 amended (fq2): never a reason to stop
+    # the real alerts, so a blank one is taken and the alerts handler says it (an error line per cold start, a metric
+    # each invocation, alarmed; amended (sm))), at most this many per run, their delays spread over this many seconds
+    # (the run's 15 minutes; 0 on the local stack: SQS delays are real time)
     forecast_rechecks_queue_url: str = ""
     forecast_rechecks_per_run: int = Field(default=100, ge=1, le=1000)
     forecast_recheck_spread_seconds: int = Field(default=900, ge=0, le=900)
@@ -62,6 +63,11 @@ class AlertSettings(ForecastSettings, SmsSettings, DashboardSettings):
     abuse_failed_payments_window_days: int = Field(default=30, ge=1)
     # every AWS call (the base's timeouts): inside the function's 60 s timeout for a batch of 10 events x 2 channels
     aws_max_attempts: int = Field(default=2, ge=1, le=5)
+
+    @field_validator("forecast_rechecks_queue_url")
+    @classmethod
+    def _stripped(cls, value: str) -> str:
+        return value.strip()  # spaces alone are blank: the handler tells them as it tells an empty value
 
     @property
     def abuse_thresholds(self) -> AbuseThresholds:

@@ -78,6 +78,9 @@ class Metric(StrEnum):
     ALERT_SEND_RETRIED = "AlertSendRetried"  # a transient SES/SNS failure: the queue redelivers the event
     ABUSE_FLAGS = "AbuseFlags"  # an abuse or fraud heuristic flagged an account (operator alert, maybe a hold)
     OPERATOR_ALERTS = "OperatorAlerts"  # an operator alert published on the operator topic
+    # an alerts invocation whose FORECAST_RECHECKS_QUEUE_URL is blank: the re-checks queue's forgery defence is off
+    # (any alert put there is acted on) while every alert is still handled (D366 amended (sm)): alarmed
+    FORECAST_RECHECKS_QUEUE_UNNAMED = "ForecastRechecksQueueUnnamed"
     # the month's forecast re-checks (D366) its last operator checks' run left pending (past the run's bound): not
     # sent, moot once the month is over; counted, not alarmed (the 100 % alerts still come)
     FORECAST_RECHECKS_DROPPED = "ForecastRechecksDropped"
