@@ -1,4 +1,4 @@
-"""The demo's two scenes of D-dm-1: the forecast account's reports and the days the ground truth expects of them
+"""The demo's two scenes of D378: the forecast account's reports and the days the ground truth expects of them
 (worked out by hand below), and the count of an EMF metric read back from the stack's log."""
 
 from __future__ import annotations
