@@ -187,7 +187,9 @@ def deliver_alert(
             decided_by[channel] = replace(pending, outcome=Outcome.DUPLICATE, detail="already decided")
             continue
         pending = replace(pending, attempts=attempts)
-        if profile is None or rendered is None:
+        if alert.expires_ms is not None and now_ms >= alert.expires_ms:  # untrue by now: a quote expired (D-fa-1)
+            decided = replace(pending, outcome=Outcome.SKIPPED, detail=alert.expired_detail)
+        elif profile is None or rendered is None:
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="account not registered")
         elif channel is Channel.EMAIL and sms_instead is not None:
             decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)

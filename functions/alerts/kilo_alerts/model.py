@@ -61,6 +61,10 @@ class Alert:
     severity: Severity
     values: Mapping[str, str] = field(default_factory=dict)
     event_id: str = ""
+    # what it says is untrue from this time on (a crypto quote's expiry: its payment link and "pay before then"):
+    # delivered at or after it, each channel is recorded skipped with ``expired_detail``, nothing sent (D-fa-1)
+    expires_ms: int | None = None
+    expired_detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
