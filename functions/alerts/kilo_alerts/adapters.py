@@ -27,6 +27,7 @@ from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck
 from kilo_billing.aws import (
     ConditionFailedError,
     InvalidRequestError,
+    NotFoundError,
     call,
     delete_if,
     give_back_counted,
@@ -52,8 +53,17 @@ class SesMailer:
     header pointing at the preferences page), from the configured sender and configuration set. ``client`` is made
     with one attempt (``dependencies``): a SendEmail retried by botocore could mail the message twice (D-fa-2)."""
 
-    def __init__(self, client: Any, sender: str, configuration_set: str = "", unsubscribe_url: str = "") -> None:
+    def __init__(
+        self,
+        client: Any,
+        sender: str,
+        configuration_set: str = "",
+        unsubscribe_url: str = "",
+        *,
+        reader: Any = None,
+    ) -> None:
         self._client = client
+        self._reader = client if reader is None else reader  # the suppression list: a read, retried
         self._sender = sender
         self._configuration_set = configuration_set
         self._unsubscribe_url = unsubscribe_url
@@ -79,6 +89,18 @@ class SesMailer:
         if self._configuration_set:
             request["ConfigurationSetName"] = self._configuration_set
         return str(_send(self._client.send_email, **request)["MessageId"])
+
+    def suppressed(self, to: str) -> str | None:
+        """SES v2 ``GetSuppressedDestination``: the reason the address is on the account-level suppression list, or
+        ``None`` (``NotFoundException``: not on it). Any other failure, or an operation the endpoint does not know,
+        is a ``SendFailedError``."""
+        try:
+            answer = call(self._reader.get_suppressed_destination, EmailAddress=to)
+        except NotFoundError:
+            return None
+        except Exception as exc:  # throttled, unavailable, refused (an invalid address), not implemented
+            raise SendFailedError(f"{type(exc).__name__}: {exc}") from exc
+        return str(answer["SuppressedDestination"].get("Reason") or "suppressed")
 
 
 class SnsTexter:
