@@ -163,7 +163,7 @@ ROLES = {
         ("ses:SendEmail", SES_SENDER),  # only from the configured identity ...
         ("ses:SendEmail", SES_CONFIGURATION_SET),  # ... through the alerts configuration set
         ("ses:GetSuppressedDestination", "*"),  # a required alert's address suppressed? (D-fa-3)
-        ("sns:Publish", "*"),  # SMS to a number; no topic is granted
+        ("sns:Publish", "*"),  # SMS to a number; and so every topic of the account: OperatorAlarmTopic (D-fa-4)
         ("sns:CheckIfPhoneNumberIsOptedOut", "*"),
     ),
     # Invoicing: the hourly starter reads the run marker and the accounts index and queues close jobs ...
