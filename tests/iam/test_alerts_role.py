@@ -9,11 +9,19 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 
+import boto3
+import botocore.exceptions
 import pytest
 
 from tests.conftest import AlertsStack, LambdaContext
 from tests.iam.conftest import Roles
-from tests.infra.test_generated_iam import ALERTS_TABLE, SES_CONFIGURATION_SET, SES_SENDER, USAGE_TABLE
+from tests.infra.test_generated_iam import (
+    ALERTS_TABLE,
+    OPERATOR_TOPIC,
+    SES_CONFIGURATION_SET,
+    SES_SENDER,
+    USAGE_TABLE,
+)
 from tests.integration.test_account_api import put_counters
 from tests.integration.test_alerts_delivery import mime, publish, register
 
@@ -107,3 +115,41 @@ def test_given_a_budget_event_under_its_generated_role_then_the_forecast_reads_t
         "Your November 2026 bill so far reached 80% of your budget",
     ]
     assert {("dynamodb:Query", ALERTS_TABLE), ("dynamodb:BatchGetItem", USAGE_TABLE)} <= enforcement.allowed
+
+
+# --- sns:Publish on "*": every topic of the account, the operator topic among them (D-fa-4) -------------------------
+
+
+def test_given_an_operator_alert_under_the_alerts_role_then_it_reaches_the_operator_topic(
+    alerts_stack: AlertsStack, roles: Roles
+) -> None:
+    from kilo_alerts import dependencies  # noqa: PLC0415
+
+    with roles.acting_as(FUNCTION) as enforcement:
+        operator = dependencies.alerts().ports.operator
+        assert operator is not None
+        operator.notifier.notify("Unattributed usage", "room RM_9: 12 minutes without an account")
+    assert enforcement.denied == []
+    assert ("sns:Publish", OPERATOR_TOPIC) in enforcement.allowed
+
+
+def _publish_to_another_topic(roles: Roles, function: str) -> tuple[bool, list[tuple[str, str]]]:
+    arn = boto3.client("sns").create_topic(Name="some-other-teams-topic")["TopicArn"]
+    with roles.acting_as(function) as enforcement:
+        try:
+            boto3.client("sns").publish(TopicArn=arn, Message="not an alert")
+            published = True
+        except botocore.exceptions.ClientError:
+            published = False
+    return published, enforcement.denied
+
+
+def test_given_the_alerts_role_then_another_topic_of_the_account_takes_a_publish_too_but_not_under_the_account_api_role(
+    alerts_stack: AlertsStack, roles: Roles
+) -> None:
+    """What is granted, exactly: the comment and D37 said "no topic"; the account API's role (D160's Deny) is the
+    control. Tightening it would turn this test around (D-fa-4)."""
+    assert _publish_to_another_topic(roles, FUNCTION) == (True, [])
+    published, denied = _publish_to_another_topic(roles, "AccountApiFunction")
+    assert not published
+    assert [action for action, _ in denied] == ["sns:Publish"]

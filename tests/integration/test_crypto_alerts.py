@@ -6,8 +6,11 @@ the operator topic, once. Figures in the expected texts are worked by hand."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import boto3
 import pytest
+import time_machine
 
 from kilo_billing.contracts import (
     SOURCE_CRYPTO,
@@ -112,7 +115,9 @@ def test_given_a_quote_expiring_then_one_email_and_one_sms_with_amount_time_and_
         occurred_at="2026-11-02T14:15:00+00:00",
     )
     publish_twice(alerts_stack, event.DETAIL_TYPE, event.model_dump())
-    run_twice(alerts_stack)
+    # delivered before the expiry: one at or after it sends nothing (D-fa-1)
+    with time_machine.travel(datetime(2026, 11, 2, 14, 16, tzinfo=UTC), tick=False):
+        run_twice(alerts_stack)
 
     [mail] = [mime(m) for m in alerts_stack.sent_mail()]
     assert mail["Subject"] == "Your crypto quote for invoice acct_cry/2026-10 expires at 14:30 UTC on 2 November 2026"

@@ -66,11 +66,27 @@ class InMemoryLedger:
 
 
 class ScriptedMailer:
-    """Sends into ``sent``; ``failures`` are raised first, one per call."""
+    """Sends into ``sent``; ``failures`` are raised first, one per call. ``suppressed``: address -> the reason SES
+    keeps it on the suppression list; ``check_failures`` are raised by the suppression check first, one per call;
+    ``checked`` lists the addresses asked about."""
 
-    def __init__(self, *failures: Exception) -> None:
+    def __init__(
+        self,
+        *failures: Exception,
+        suppressed: dict[str, str] | None = None,
+        check_failures: tuple[Exception, ...] = (),
+    ) -> None:
         self.failures = list(failures)
         self.sent: list[tuple[str, str, str, str]] = []
+        self.suppressed_addresses = dict(suppressed or {})
+        self.check_failures = list(check_failures)
+        self.checked: list[str] = []
+
+    def suppressed(self, to: str) -> str | None:
+        self.checked.append(to)
+        if self.check_failures:
+            raise self.check_failures.pop(0)
+        return self.suppressed_addresses.get(to)
 
     def send(self, to: str, subject: str, html: str, text: str) -> str:
         if self.failures:

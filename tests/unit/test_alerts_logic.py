@@ -654,3 +654,47 @@ def test_given_the_removal_step_redelivered_while_listing_the_unlisted_hosts_roo
     out = handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 195_000)
     assert [(r.identity, r.outcome) for r in out.enforcement] == [("-", "done")]
     assert rooms.calls[calls_before + 2 :] == [("identities", "webinar", "")]
+
+
+QUOTE_EXPIRING = {
+    "event_id": "quote-expiring:q_1", "account_id": "acct_1", "invoice_id": "acct_1/2026-11", "quote_id": "q_1",
+    "chain": "ethereum", "asset": "ETH", "amount": "0.04213", "payment_uri": "ethereum:0xabc@1?value=4.213e16",
+    "expires_at": "2026-11-02T14:30:00+00:00", "occurred_at": "2026-11-02T14:20:00+00:00",
+}  # fmt: skip
+
+
+def _at(hour: int, minute: int) -> int:
+    return int(datetime(2026, 11, 2, hour, minute, tzinfo=UTC).timestamp() * 1000)
+
+
+@pytest.mark.parametrize("minute", [33, 30], ids=["14:33, two failures later", "14:30, the expiry itself"])
+def test_given_a_quote_expiring_alert_delivered_at_or_after_the_expiry_then_each_channel_is_skipped_nothing_sent(
+    minute: int,
+) -> None:
+    """Published 10 minutes before a 14:30 expiry; a failure for now puts the delivery 6 minutes later (the queue's
+    visibility timeout), a second one at 14:32+: the alert would ask to pay an expired quote through its link."""
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
+    quote = alert_from_event("CryptoQuoteExpiring.v1", QUOTE_EXPIRING)
+
+    done = deliver_alert(quote, directory(), ledger, mailer, texter, POLICY, _at(14, minute))
+
+    assert [(d.channel, d.outcome, d.detail) for d in done.deliveries] == [
+        (Channel.EMAIL, Outcome.SKIPPED, "quote expired before delivery"),
+        (Channel.SMS, Outcome.SKIPPED, "quote expired before delivery"),
+    ]
+    assert (mailer.sent, texter.sent) == ([], [])
+    assert outcomes(ledger) == {Channel.EMAIL: Outcome.SKIPPED, Channel.SMS: Outcome.SKIPPED}  # recorded: decided
+
+
+def test_given_a_quote_expiring_alert_delivered_a_minute_before_the_expiry_then_it_is_sent_with_its_payment_link() -> (
+    None
+):
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
+    quote = alert_from_event("CryptoQuoteExpiring.v1", QUOTE_EXPIRING)
+
+    deliver_alert(quote, directory(), ledger, mailer, texter, POLICY, _at(14, 29))
+
+    assert outcomes(ledger) == {Channel.EMAIL: Outcome.SENT, Channel.SMS: Outcome.SENT}
+    assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
+    assert "ethereum:0xabc@1?value=4.213e16" in mailer.sent[0][3]  # the text part names the payment link
+    assert [phone for phone, _ in texter.sent] == ["+14155550100"]

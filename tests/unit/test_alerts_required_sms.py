@@ -308,3 +308,80 @@ def test_given_the_email_claimed_by_another_delivery_at_the_last_delivery_then_n
         deliver_alert(probe, account(probe.kind), ledger, ScriptedMailer(), texter, POLICY, T0 + 1_000, True)
     assert texter.sent == []
     assert decided(ledger)[Channel.SMS][0] is Outcome.RETRY  # released: decided again with the email
+
+
+# --- an address on SES's suppression list (D-fa-3): SES would take the email and drop it ----------------------------
+
+
+@pytest.mark.parametrize("kind", REQUIRED)
+def test_given_a_required_alert_to_a_suppressed_address_then_no_email_is_sent_and_one_sms_goes(kind: str) -> None:
+    """SES answers a SendEmail to an address on the account's suppression list with a message id and turns it into a
+    hard bounce afterwards: the check comes first, the email is recorded undeliverable, the SMS goes (D215)."""
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    mailer = ScriptedMailer(suppressed={"ada@example.com": "BOUNCE"})
+
+    outcome = deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0)
+
+    assert mailer.checked == ["ada@example.com"]
+    assert mailer.sent == []
+    assert [phone for phone, _ in texter.sent] == [PHONE]
+    assert {d.channel: d.outcome for d in outcome.deliveries} == {
+        Channel.EMAIL: Outcome.UNDELIVERABLE,
+        Channel.SMS: Outcome.SENT,
+    }
+    assert decided(ledger) == {
+        Channel.EMAIL: (
+            Outcome.UNDELIVERABLE,
+            "suppressed: the address is on SES's suppression list for the account (BOUNCE)",
+        ),
+        Channel.SMS: (Outcome.SENT, "sms-1; sent instead of the email: the address is on SES's suppression list"),
+    }
+    [email] = [d for d in ledger.deliveries("acct_1") if d.channel is Channel.EMAIL]
+    assert email.reason is Reason.SUPPRESSED
+
+    again = deliver_alert(required(kind), account(kind), ledger, ScriptedMailer(), texter, POLICY, T0 + 1_000)
+    assert {d.outcome for d in again.deliveries} == {Outcome.DUPLICATE}
+    assert len(texter.sent) == 1
+
+
+def test_given_a_required_alert_to_an_address_not_suppressed_then_the_email_goes_and_no_sms() -> None:
+    ledger, mailer, texter = (
+        InMemoryLedger(),
+        ScriptedMailer(suppressed={"bob@example.com": "COMPLAINT"}),
+        ScriptedTexter(),
+    )
+
+    deliver_alert(required("budget_hard_limit"), account("budget_hard_limit"), ledger, mailer, texter, POLICY, T0)
+
+    assert mailer.checked == ["ada@example.com"]
+    assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
+    assert texter.sent == []
+    assert decided(ledger) == {
+        Channel.EMAIL: (Outcome.SENT, "mail-1"),
+        Channel.SMS: (Outcome.SKIPPED, "not chosen for this alert"),
+    }
+
+
+def test_given_the_suppression_check_failing_for_now_then_the_email_is_still_sent_and_the_record_says_so() -> None:
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    mailer = ScriptedMailer(check_failures=(SendFailedError("StorageUnavailableError: TooManyRequestsException"),))
+
+    deliver_alert(required("payment_failed"), account("payment_failed"), ledger, mailer, texter, POLICY, T0)
+
+    assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
+    assert texter.sent == []
+    assert decided(ledger)[Channel.EMAIL] == (
+        Outcome.SENT,
+        "mail-1; the suppression list not checked: StorageUnavailableError: TooManyRequestsException",
+    )
+
+
+def test_given_an_alert_the_account_may_silence_then_its_email_is_sent_without_asking_the_suppression_list() -> None:
+    """One read more per email only where an SMS can follow (the required kinds, D180)."""
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    mailer = ScriptedMailer(suppressed={"ada@example.com": "BOUNCE"})
+
+    deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    assert mailer.checked == []
+    assert [to for to, *_ in mailer.sent] == ["ada@example.com"]

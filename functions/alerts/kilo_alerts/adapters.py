@@ -27,6 +27,7 @@ from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck
 from kilo_billing.aws import (
     ConditionFailedError,
     InvalidRequestError,
+    NotFoundError,
     call,
     delete_if,
     give_back_counted,
@@ -49,10 +50,20 @@ def _send(operation: Any, **kwargs: Any) -> dict[str, Any]:
 
 class SesMailer:
     """One email per alert through SES v2 as a MIME message (plain text and HTML alternatives, a List-Unsubscribe
-    header pointing at the preferences page), from the configured sender and configuration set."""
+    header pointing at the preferences page), from the configured sender and configuration set. ``client`` is made
+    with one attempt (``dependencies``): a SendEmail retried by botocore could mail the message twice (D-fa-2)."""
 
-    def __init__(self, client: Any, sender: str, configuration_set: str = "", unsubscribe_url: str = "") -> None:
+    def __init__(
+        self,
+        client: Any,
+        sender: str,
+        configuration_set: str = "",
+        unsubscribe_url: str = "",
+        *,
+        reader: Any = None,
+    ) -> None:
         self._client = client
+        self._reader = client if reader is None else reader  # the suppression list: a read, retried
         self._sender = sender
         self._configuration_set = configuration_set
         self._unsubscribe_url = unsubscribe_url
@@ -79,17 +90,34 @@ class SesMailer:
             request["ConfigurationSetName"] = self._configuration_set
         return str(_send(self._client.send_email, **request)["MessageId"])
 
+    def suppressed(self, to: str) -> str | None:
+        """SES v2 ``GetSuppressedDestination``: the reason the address is on the account-level suppression list, or
+        ``None`` (``NotFoundException``: not on it). Any other failure, or an operation the endpoint does not know,
+        is a ``SendFailedError``."""
+        try:
+            answer = call(self._reader.get_suppressed_destination, EmailAddress=to)
+        except NotFoundError:
+            return None
+        except Exception as exc:  # throttled, unavailable, refused (an invalid address), not implemented
+            raise SendFailedError(f"{type(exc).__name__}: {exc}") from exc
+        return str(answer["SuppressedDestination"].get("Reason") or "suppressed")
+
 
 class SnsTexter:
-    """Transactional SMS through SNS (direct publish to the number), after asking SNS whether it opted out."""
+    """Transactional SMS through SNS (direct publish to the number), after asking SNS whether it opted out.
 
-    def __init__(self, client: Any, sender_id: str = "") -> None:
+    ``client`` publishes: made with one attempt (``dependencies``), since botocore retrying a Publish SNS took but
+    answered late would text the number again, outside the ledger (D-fa-2); ``reader`` (default: ``client``) asks
+    the opt-out list, a read that may be retried."""
+
+    def __init__(self, client: Any, sender_id: str = "", *, reader: Any = None) -> None:
         self._client = client
+        self._reader = client if reader is None else reader
         self._sender_id = sender_id
 
     def opted_out(self, phone: str) -> bool:
         # SNS refuses to answer for an invalid number (SendRefusedError): it cannot be texted either
-        answer = _send(self._client.check_if_phone_number_is_opted_out, phoneNumber=phone)
+        answer = _send(self._reader.check_if_phone_number_is_opted_out, phoneNumber=phone)
         return bool(answer.get("isOptedOut"))
 
     def send(self, phone: str, text: str) -> str:
@@ -397,7 +425,8 @@ SNS_SUBJECT_LIMIT: Final = 100  # characters of a Publish's Subject (SNS refuses
 
 
 class SnsOperatorNotifier:
-    """Operator alerts published on the operator topic (the same topic the CloudWatch alarms notify)."""
+    """Operator alerts published on the operator topic (the same topic the CloudWatch alarms notify); ``client`` made
+    with one attempt (``dependencies``, D-fa-2)."""
 
     def __init__(self, client: Any, topic_arn: str) -> None:
         self._client = client

@@ -1,6 +1,7 @@
 """What the alerts handler builds once per container (on its first event): settings, the account directory, the
 ledgers, the mailer and the texter, the spend item, the open sessions, RoomService, the removal scheduler and the
-month to date (the forecast's quantities) - every AWS client with the settings' time budget."""
+month to date (the forecast's quantities) - every AWS client with the settings' time budget, a call that sends with
+one attempt (``sending_budget``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from kilo_alerts.operator import OperatorPolicy, OperatorPorts
 from kilo_alerts.settings import AlertSettings, settings
 
 if TYPE_CHECKING:  # the alert delivery's modules load with it (``alerts()``), not with the operator checks
-    from kilo_alerts.adapters import SqsRedelivery
+    from kilo_alerts.adapters import SesMailer, SnsTexter, SqsRedelivery
     from kilo_alerts.logic import AlertPorts, AlertsPolicy
     from kilo_alerts.rechecks import ForecastRechecks, RecheckQueue
+    from kilo_billing.aws import CallBudget
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +35,6 @@ def alerts() -> AlertDependencies:
         DynamoForecastRechecks,
         DynamoOpenSessions,
         LiveKitRoomControl,
-        SesMailer,
-        SnsTexter,
         SqsRedelivery,
         SqsRemovalScheduler,
     )
@@ -57,13 +57,8 @@ def alerts() -> AlertDependencies:
     ports = AlertPorts(
         directory=directory,
         ledger=DynamoDeliveryLedger(dynamodb, config.alerts_table_name),
-        mailer=SesMailer(
-            client("sesv2", budget, lazy=True),
-            config.alert_sender_email,
-            config.ses_configuration_set,
-            config.alert_preferences_url,
-        ),
-        texter=SnsTexter(client("sns", budget, lazy=True), config.sms_sender_id),
+        mailer=mailer(config),
+        texter=texter(config),
         spend=entitlements,
         entitlements=entitlements,
         sessions=DynamoOpenSessions(dynamodb, config.usage_table_name),
@@ -92,6 +87,38 @@ def alerts() -> AlertDependencies:
     )
     ports = replace(ports, operator=operator_ports(config, scheduled=False))
     return AlertDependencies(config, ports, policy, SqsRedelivery(sqs, config.alerts_queue_url))
+
+
+def sending_budget(budget: CallBudget) -> CallBudget:
+    """``budget`` with one attempt, for a call that sends (SES SendEmail, SNS Publish): neither takes an idempotency
+    key, so botocore's own retry of a call the service took but answered late (the read timeout) would send the
+    message again, outside the ledger's claim. A failure for now is the queue's to retry, through the ledger
+    (D-fa-2); reads (the opt-out list, the suppression list) keep ``budget``'s retries."""
+    return replace(budget, max_attempts=1)
+
+
+def mailer(config: AlertSettings) -> SesMailer:
+    from kilo_alerts.adapters import SesMailer  # noqa: PLC0415
+    from kilo_billing.aws import client  # noqa: PLC0415
+
+    return SesMailer(
+        client("sesv2", sending_budget(config.call_budget), lazy=True),
+        config.alert_sender_email,
+        config.ses_configuration_set,
+        config.alert_preferences_url,
+        reader=client("sesv2", config.call_budget, lazy=True),  # the suppression list (D-fa-3): a read, retried
+    )
+
+
+def texter(config: AlertSettings) -> SnsTexter:
+    from kilo_alerts.adapters import SnsTexter  # noqa: PLC0415
+    from kilo_billing.aws import client  # noqa: PLC0415
+
+    return SnsTexter(
+        client("sns", sending_budget(config.call_budget), lazy=True),
+        config.sms_sender_id,
+        reader=client("sns", config.call_budget, lazy=True),  # the opt-out check: a read, retried
+    )
 
 
 def operator_policy(config: AlertSettings, lease_ms: int | None = None) -> OperatorPolicy:
@@ -123,7 +150,9 @@ def operator_ports(config: AlertSettings, scheduled: bool) -> OperatorPorts:
     dynamodb = client("dynamodb", config.call_budget)
     return OperatorPorts(
         ledger=DynamoOperatorLedger(dynamodb, config.alerts_table_name),
-        notifier=SnsOperatorNotifier(client("sns", config.call_budget, lazy=True), config.operator_topic_arn),
+        notifier=SnsOperatorNotifier(
+            client("sns", sending_budget(config.call_budget), lazy=True), config.operator_topic_arn
+        ),
         directory=DynamoAccountDirectory(dynamodb, config.usage_table_name),
         payments=DynamoPaymentSignals(dynamodb, config.alerts_table_name),
         usage=DynamoUsageSignals(dynamodb, config.usage_table_name) if scheduled else None,

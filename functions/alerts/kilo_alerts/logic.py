@@ -11,7 +11,8 @@ the account's daily cap stops, that the regions withhold, or that SNS will not t
 refuses it), goes by email instead when the account did not choose email for the alert (D149, D170, D221): SMS
 is decided first, the email instead on its own ledger row (sent once), and the SMS's decision recorded after it. The
 other way round, a required alert (D180: the hard limit, a failed payment) whose email reaches nobody (SES refuses
-it, the account has no address, or SES still fails for now at the event's last delivery) goes by SMS to the
+it or has its address on the account's suppression list - asked before sending, D-fa-3 -, the account has no address,
+or SES still fails for now at the event's last delivery) goes by SMS to the
 account's verified number when SMS was not chosen for it (D215): its SMS row is claimed first and decided after
 the email's. A transient failure releases the claim and, once every channel was tried, raises
 ``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is tried.
@@ -187,7 +188,9 @@ def deliver_alert(
             decided_by[channel] = replace(pending, outcome=Outcome.DUPLICATE, detail="already decided")
             continue
         pending = replace(pending, attempts=attempts)
-        if profile is None or rendered is None:
+        if alert.expires_ms is not None and now_ms >= alert.expires_ms:  # untrue by now: a quote expired (D-fa-1)
+            decided = replace(pending, outcome=Outcome.SKIPPED, detail=alert.expired_detail)
+        elif profile is None or rendered is None:
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="account not registered")
         elif channel is Channel.EMAIL and sms_instead is not None:
             decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
@@ -283,6 +286,10 @@ class _NoEmail:
 
 
 REFUSED_EMAIL: Final = _NoEmail("sent instead of the email SES refused", "the email was refused by SES")
+SUPPRESSED_EMAIL: Final = _NoEmail(
+    "sent instead of the email: the address is on SES's suppression list",
+    "the email's address is on SES's suppression list",
+)
 NO_ADDRESS: Final = _NoEmail(
     "sent instead of the email: the account has no email address", "the account has no email address"
 )
@@ -295,7 +302,8 @@ SES_FAILING: Final = _NoEmail(
 def _email_reached_nobody(
     pending: Delivery, email: Delivery, ledger: DeliveryLedger, last_attempt: bool
 ) -> _NoEmail | None:
-    """Why the email of ``pending``'s alert reached nobody (D215): SES refused it, the account has no address, or
+    """Why the email of ``pending``'s alert reached nobody (D215): SES refused it or suppresses its address (D-fa-3),
+    the account has no address, or
     SES still fails for now at the event's last delivery (the email is left to retry toward the dead-letter queue;
     not an email another delivery holds: it may be sending it); ``None`` otherwise. An email decided by an earlier
     delivery (one that crashed before deciding the SMS) is read back."""
@@ -308,6 +316,8 @@ def _email_reached_nobody(
             ),
             email,
         )
+    if email.outcome is Outcome.UNDELIVERABLE and email.reason is Reason.SUPPRESSED:
+        return SUPPRESSED_EMAIL
     if email.outcome is Outcome.UNDELIVERABLE:
         return REFUSED_EMAIL
     if email.outcome is Outcome.SKIPPED and email.reason is Reason.NO_EMAIL:
@@ -421,8 +431,7 @@ def _send(
     if channel is Channel.EMAIL:
         if not profile.email:
             return pending.because(Reason.NO_EMAIL, Outcome.SKIPPED)
-        address = profile.email
-        return _attempt(_to(pending, address), lambda: mailer.send(address, *_email(rendered)), address)
+        return _email_sent(_to(pending, profile.email), profile.email, rendered, mailer)
     if not profile.phone:
         return replace(pending, outcome=Outcome.SKIPPED, detail="no phone number")
     if not profile.phone_verified:
@@ -455,6 +464,27 @@ def _send(
         ledger.give_back_sms(pending.account_id, day)
     if sent.outcome is Outcome.UNDELIVERABLE:
         return replace(sent, detail=f"SNS refused the SMS: {sent.detail}")
+    return sent
+
+
+def _email_sent(pending: Delivery, address: str, rendered: Rendered, mailer: Mailer) -> Delivery:
+    """The email to ``address``. A required alert's (D180) goes only to an address SES does not suppress: SES takes
+    an email to a suppressed address and drops it (a hard bounce after the call), so the send's answer would say
+    ``sent`` for an email that reached nobody; such an email is recorded undeliverable (``Reason.SUPPRESSED``) and its
+    SMS goes (D215, D-fa-3). A check that cannot answer now does not hold the email back: sent, the record says so."""
+    unchecked = ""
+    if pending.kind in REQUIRED_ALERT_KINDS:
+        try:
+            why = mailer.suppressed(address)
+        except SendFailedError as exc:
+            unchecked = pseudonymised_in(pending.account_id, f"; the suppression list not checked: {exc}", address)
+        else:
+            if why is not None:
+                suppressed = pending.because(Reason.SUPPRESSED, Outcome.UNDELIVERABLE)
+                return replace(suppressed, detail=f"{suppressed.detail} ({why})")
+    sent = _attempt(pending, lambda: mailer.send(address, *_email(rendered)), address)
+    if unchecked and sent.outcome is Outcome.SENT:  # sent without knowing: the record says so
+        return replace(sent, detail=f"{sent.detail}{unchecked}")
     return sent
 
 

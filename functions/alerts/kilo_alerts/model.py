@@ -43,10 +43,15 @@ class Reason(StrEnum):
 
     HELD = "held"  # not decided: another delivery holds the claim (retried, never taken as decided)
     NO_EMAIL = "no_email"  # skipped: the account has no email address
+    SUPPRESSED = "suppressed"  # undeliverable: the address is on SES's suppression list (a required alert, D-fa-3)
 
     @property
     def detail(self) -> str:
-        return Held.CLAIM.value if self is Reason.HELD else "no email address"
+        return {
+            Reason.HELD: Held.CLAIM.value,
+            Reason.NO_EMAIL: "no email address",
+            Reason.SUPPRESSED: "suppressed: the address is on SES's suppression list for the account",
+        }[self]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,10 @@ class Alert:
     severity: Severity
     values: Mapping[str, str] = field(default_factory=dict)
     event_id: str = ""
+    # what it says is untrue from this time on (a crypto quote's expiry: its payment link and "pay before then"):
+    # delivered at or after it, each channel is recorded skipped with ``expired_detail``, nothing sent (D-fa-1)
+    expires_ms: int | None = None
+    expired_detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

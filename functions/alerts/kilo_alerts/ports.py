@@ -31,6 +31,12 @@ class Mailer(Protocol):
         """Send one email; the provider's message id. ``SendRefusedError`` / ``SendFailedError``."""
         ...
 
+    def suppressed(self, to: str) -> str | None:
+        """Why the provider keeps ``to`` on the account's suppression list (SES: ``BOUNCE``, ``COMPLAINT``); ``None``
+        when it is not on it. SES accepts an email to a suppressed address and drops it (a hard bounce after the
+        call): the send's answer cannot tell. ``SendFailedError`` when it cannot be known now."""
+        ...
+
 
 class Texter(Protocol):
     def opted_out(self, phone: str) -> bool:

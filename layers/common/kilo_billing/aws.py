@@ -117,6 +117,12 @@ class ResourceGoneError(StorageUnavailableError):
     stream replay) fall back to another source."""
 
 
+class NotFoundError(StorageUnavailableError):
+    """The service does not hold what was asked for (``NotFoundException``: e.g. SES v2's answer for an address that
+    is not on the account's suppression list). Still a ``StorageUnavailableError`` for callers that only retry; a
+    caller for whom "not there" is an answer catches it."""
+
+
 class ConditionFailedError(Exception):
     """A conditional write found the item in another state. ``item`` is the stored item when the call asked for it
     (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)."""
@@ -148,6 +154,7 @@ _INVALID = frozenset(
     }
 )
 _GONE = frozenset({"ResourceNotFoundException", "TrimmedDataAccessException", "ExpiredIteratorException"})
+NOT_FOUND = "NotFoundException"
 
 
 def map_error(exc: Exception) -> Exception:
@@ -168,6 +175,8 @@ def map_error(exc: Exception) -> Exception:
             return InvalidRequestError(code)
         if code in _GONE:
             return ResourceGoneError(code)
+        if code == NOT_FOUND:
+            return NotFoundError(code)
         return StorageUnavailableError(code)
     if isinstance(exc, BotoCoreError):
         return StorageUnavailableError(type(exc).__name__)
