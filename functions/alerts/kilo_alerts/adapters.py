@@ -51,7 +51,7 @@ def _send(operation: Any, **kwargs: Any) -> dict[str, Any]:
 class SesMailer:
     """One email per alert through SES v2 as a MIME message (plain text and HTML alternatives, a List-Unsubscribe
     header pointing at the preferences page), from the configured sender and configuration set. ``client`` is made
-    with one attempt (``dependencies``): a SendEmail retried by botocore could mail the message twice (D-fa-2)."""
+    with one attempt (``dependencies``): a SendEmail retried by botocore could mail the message twice (D380)."""
 
     def __init__(
         self,
@@ -107,7 +107,7 @@ class SnsTexter:
     """Transactional SMS through SNS (direct publish to the number), after asking SNS whether it opted out.
 
     ``client`` publishes: made with one attempt (``dependencies``), since botocore retrying a Publish SNS took but
-    answered late would text the number again, outside the ledger (D-fa-2); ``reader`` (default: ``client``) asks
+    answered late would text the number again, outside the ledger (D380); ``reader`` (default: ``client``) asks
     the opt-out list, a read that may be retried."""
 
     def __init__(self, client: Any, sender_id: str = "", *, reader: Any = None) -> None:
@@ -426,7 +426,7 @@ SNS_SUBJECT_LIMIT: Final = 100  # characters of a Publish's Subject (SNS refuses
 
 class SnsOperatorNotifier:
     """Operator alerts published on the operator topic (the same topic the CloudWatch alarms notify); ``client`` made
-    with one attempt (``dependencies``, D-fa-2)."""
+    with one attempt (``dependencies``, D380)."""
 
     def __init__(self, client: Any, topic_arn: str) -> None:
         self._client = client
