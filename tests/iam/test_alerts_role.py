@@ -117,7 +117,7 @@ def test_given_a_budget_event_under_its_generated_role_then_the_forecast_reads_t
     assert {("dynamodb:Query", ALERTS_TABLE), ("dynamodb:BatchGetItem", USAGE_TABLE)} <= enforcement.allowed
 
 
-# --- sns:Publish on "*": every topic of the account, the operator topic among them (D-fa-4) -------------------------
+# --- sns:Publish on "*": every topic of the account, the operator topic among them (D382) -------------------------
 
 
 def test_given_an_operator_alert_under_the_alerts_role_then_it_reaches_the_operator_topic(
@@ -148,7 +148,7 @@ def test_given_the_alerts_role_then_another_topic_of_the_account_takes_a_publish
     alerts_stack: AlertsStack, roles: Roles
 ) -> None:
     """What is granted, exactly: the comment and D37 said "no topic"; the account API's role (D160's Deny) is the
-    control. Tightening it would turn this test around (D-fa-4)."""
+    control. Tightening it would turn this test around (D382)."""
     assert _publish_to_another_topic(roles, FUNCTION) == (True, [])
     published, denied = _publish_to_another_topic(roles, "AccountApiFunction")
     assert not published

@@ -64,7 +64,7 @@ FORECAST_RECHECKS_INDEX = f"{ALERTS_TABLE}/index/forecast_rechecks_due"
 SES_SENDER = f"arn:aws:ses:{ARN}:identity/kilo.example"
 SES_CONFIGURATION_SET = f"arn:aws:ses:{ARN}:configuration-set/kilo-billing-alerts-test"
 # SMS straight to a phone number: IAM knows no resource for it, these actions exist only on "*"; and SES's
-# account-level suppression list, read by its address (D-fa-3)
+# account-level suppression list, read by its address (D381)
 RESOURCELESS = frozenset(
     {("sns:Publish", "*"), ("sns:CheckIfPhoneNumberIsOptedOut", "*"), ("ses:GetSuppressedDestination", "*")}
 )
@@ -162,8 +162,8 @@ ROLES = {
         ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),  # RoomService
         ("ses:SendEmail", SES_SENDER),  # only from the configured identity ...
         ("ses:SendEmail", SES_CONFIGURATION_SET),  # ... through the alerts configuration set
-        ("ses:GetSuppressedDestination", "*"),  # a required alert's address suppressed? (D-fa-3)
-        ("sns:Publish", "*"),  # SMS to a number; and so every topic of the account: OperatorAlarmTopic (D-fa-4)
+        ("ses:GetSuppressedDestination", "*"),  # a required alert's address suppressed? (D381)
+        ("sns:Publish", "*"),  # SMS to a number; and so every topic of the account: OperatorAlarmTopic (D382)
         ("sns:CheckIfPhoneNumberIsOptedOut", "*"),
     ),
     # Invoicing: the hourly starter reads the run marker and the accounts index and queues close jobs ...

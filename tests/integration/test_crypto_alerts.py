@@ -115,7 +115,7 @@ def test_given_a_quote_expiring_then_one_email_and_one_sms_with_amount_time_and_
         occurred_at="2026-11-02T14:15:00+00:00",
     )
     publish_twice(alerts_stack, event.DETAIL_TYPE, event.model_dump())
-    # delivered before the expiry: one at or after it sends nothing (D-fa-1)
+    # delivered before the expiry: one at or after it sends nothing (D379)
     with time_machine.travel(datetime(2026, 11, 2, 14, 16, tzinfo=UTC), tick=False):
         run_twice(alerts_stack)
 

@@ -310,7 +310,7 @@ def test_given_the_email_claimed_by_another_delivery_at_the_last_delivery_then_n
     assert decided(ledger)[Channel.SMS][0] is Outcome.RETRY  # released: decided again with the email
 
 
-# --- an address on SES's suppression list (D-fa-3): SES would take the email and drop it ----------------------------
+# --- an address on SES's suppression list (D381): SES would take the email and drop it ----------------------------
 
 
 @pytest.mark.parametrize("kind", REQUIRED)

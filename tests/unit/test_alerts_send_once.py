@@ -1,6 +1,6 @@
 """A send is one request: the alerts' SES and SNS clients that send (SendEmail, Publish) make one attempt, so a call
 the service took but answered after the read timeout is not sent again by botocore itself, outside the ledger's claim
-(D-fa-2); the reads (SNS's opt-out list) keep the settings' retries.
+(D380); the reads (SNS's opt-out list) keep the settings' retries.
 
 The SDK side runs for real: the ports as ``kilo_alerts.dependencies.alerts()`` builds them from the environment, pointed (boto3's
 ``AWS_ENDPOINT_URL_<SERVICE>``) at a stand-in for SES v2 and SNS on 127.0.0.1 (a free port the OS picks, stopped by

@@ -1,4 +1,4 @@
-"""``SesMailer.suppressed``: SES v2 ``GetSuppressedDestination`` on the mailer's reading client (D-fa-3).
+"""``SesMailer.suppressed``: SES v2 ``GetSuppressedDestination`` on the mailer's reading client (D381).
 
 moto does not implement ``GetSuppressedDestination`` (its SES v2 answers ``NotImplementedError``), so the adapter is
 tested with botocore's ``Stubber``, which validates each request and answer against the real service model; the

@@ -93,7 +93,7 @@ def sending_budget(budget: CallBudget) -> CallBudget:
     """``budget`` with one attempt, for a call that sends (SES SendEmail, SNS Publish): neither takes an idempotency
     key, so botocore's own retry of a call the service took but answered late (the read timeout) would send the
     message again, outside the ledger's claim. A failure for now is the queue's to retry, through the ledger
-    (D-fa-2); reads (the opt-out list, the suppression list) keep ``budget``'s retries."""
+    (D380); reads (the opt-out list, the suppression list) keep ``budget``'s retries."""
     return replace(budget, max_attempts=1)
 
 
@@ -106,7 +106,7 @@ def mailer(config: AlertSettings) -> SesMailer:
         config.alert_sender_email,
         config.ses_configuration_set,
         config.alert_preferences_url,
-        reader=client("sesv2", config.call_budget, lazy=True),  # the suppression list (D-fa-3): a read, retried
+        reader=client("sesv2", config.call_budget, lazy=True),  # the suppression list (D381): a read, retried
     )
 
 

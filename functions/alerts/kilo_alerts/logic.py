@@ -11,7 +11,7 @@ the account's daily cap stops, that the regions withhold, or that SNS will not t
 refuses it), goes by email instead when the account did not choose email for the alert (D149, D170, D221): SMS
 is decided first, the email instead on its own ledger row (sent once), and the SMS's decision recorded after it. The
 other way round, a required alert (D180: the hard limit, a failed payment) whose email reaches nobody (SES refuses
-it or has its address on the account's suppression list - asked before sending, D-fa-3 -, the account has no address,
+it or has its address on the account's suppression list - asked before sending, D381 -, the account has no address,
 or SES still fails for now at the event's last delivery) goes by SMS to the
 account's verified number when SMS was not chosen for it (D215): its SMS row is claimed first and decided after
 the email's. A transient failure releases the claim and, once every channel was tried, raises
@@ -188,7 +188,7 @@ def deliver_alert(
             decided_by[channel] = replace(pending, outcome=Outcome.DUPLICATE, detail="already decided")
             continue
         pending = replace(pending, attempts=attempts)
-        if alert.expires_ms is not None and now_ms >= alert.expires_ms:  # untrue by now: a quote expired (D-fa-1)
+        if alert.expires_ms is not None and now_ms >= alert.expires_ms:  # untrue by now: a quote expired (D379)
             decided = replace(pending, outcome=Outcome.SKIPPED, detail=alert.expired_detail)
         elif profile is None or rendered is None:
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="account not registered")
@@ -302,7 +302,7 @@ SES_FAILING: Final = _NoEmail(
 def _email_reached_nobody(
     pending: Delivery, email: Delivery, ledger: DeliveryLedger, last_attempt: bool
 ) -> _NoEmail | None:
-    """Why the email of ``pending``'s alert reached nobody (D215): SES refused it or suppresses its address (D-fa-3),
+    """Why the email of ``pending``'s alert reached nobody (D215): SES refused it or suppresses its address (D381),
     the account has no address, or
     SES still fails for now at the event's last delivery (the email is left to retry toward the dead-letter queue;
     not an email another delivery holds: it may be sending it); ``None`` otherwise. An email decided by an earlier
@@ -471,7 +471,7 @@ def _email_sent(pending: Delivery, address: str, rendered: Rendered, mailer: Mai
     """The email to ``address``. A required alert's (D180) goes only to an address SES does not suppress: SES takes
     an email to a suppressed address and drops it (a hard bounce after the call), so the send's answer would say
     ``sent`` for an email that reached nobody; such an email is recorded undeliverable (``Reason.SUPPRESSED``) and its
-    SMS goes (D215, D-fa-3). A check that cannot answer now does not hold the email back: sent, the record says so."""
+    SMS goes (D215, D381). A check that cannot answer now does not hold the email back: sent, the record says so."""
     unchecked = ""
     if pending.kind in REQUIRED_ALERT_KINDS:
         try:

@@ -43,7 +43,7 @@ class Reason(StrEnum):
 
     HELD = "held"  # not decided: another delivery holds the claim (retried, never taken as decided)
     NO_EMAIL = "no_email"  # skipped: the account has no email address
-    SUPPRESSED = "suppressed"  # undeliverable: the address is on SES's suppression list (a required alert, D-fa-3)
+    SUPPRESSED = "suppressed"  # undeliverable: the address is on SES's suppression list (a required alert, D381)
 
     @property
     def detail(self) -> str:
@@ -67,7 +67,7 @@ class Alert:
     values: Mapping[str, str] = field(default_factory=dict)
     event_id: str = ""
     # what it says is untrue from this time on (a crypto quote's expiry: its payment link and "pay before then"):
-    # delivered at or after it, each channel is recorded skipped with ``expired_detail``, nothing sent (D-fa-1)
+    # delivered at or after it, each channel is recorded skipped with ``expired_detail``, nothing sent (D379)
     expires_ms: int | None = None
     expired_detail: str = ""
 
