@@ -82,6 +82,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "listed": outcome.listed,
         "unanswered_rooms": outcome.unanswered_rooms,
         "dropped_states": outcome.dropped_states,
+        "joined": outcome.joined,  # synthetic joins written for join-less participants RoomService listed (D375)
         "thresholds": thresholds,
     }
     logger.info("sweep done", extra=summary)
