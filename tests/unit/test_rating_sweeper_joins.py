@@ -131,3 +131,12 @@ def test_a_real_join_wins_over_the_synthetic_one_in_every_order() -> None:
     # and with no real join: the synthetic one's start and kind (SIP: audio only) -> 65..600 = 535 s -> 9 audio
     [bob] = rebuild_room([events[0], synthetic, events[3]], AttributionRule())
     assert (bob.start_ms, bob.kind, [(p.video, p.audio) for p in bob.parts]) == ((T0 + 65) * 1000, "SIP", [(0, 9)])
+
+
+def test_a_room_whose_events_are_all_still_in_the_state_s_window_is_asked_about_too() -> None:
+    # room_started T0 and bob's camera T0+2 only: both inside the state's 5 s window (no participant item, the room's
+    # name only in the window's events) - the sweep still finds bob join-less and the room's name
+    repo = _rated([lk.room_started(ROOM, T0), lk.track_published(ROOM, BOB, "TR_cam_b", T0 + 2, video=True)], T0 * 1000)
+    directory = _bob_here()
+    outcome, _, _ = run_sweep(repo, directory, (T0 + 300) * 1000, POLICY, EXPIRES)
+    assert (directory.asked, outcome.joined) == ([[ROOM_NAME]], 1)

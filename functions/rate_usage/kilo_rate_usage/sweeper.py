@@ -112,11 +112,14 @@ def listed_join(room_sid: str, room_name: str, listed: ListedParticipant, now_ms
     )
 
 
-def joinless_participants(state: RoomState, participants: Mapping[str, ParticipantFold]) -> frozenset[str] | None:
-    """The live participants of a running room's state with no start known - their ``participant_joined`` lost, their
-    connection not ended - (``participants``: every live participant's stored registers); empty once the room
-    finished; None when the state cannot tell (unusable: finished, too large to keep, another format; a chunked write's
-    pending mark; stored registers that do not add up)."""
+def joinless_participants(
+    state: RoomState, participants: Mapping[str, ParticipantFold]
+) -> tuple[str, frozenset[str]] | None:
+    """The room's name and the live participants of its running state with no start known - their
+    ``participant_joined`` lost, their connection not ended - (``participants``: every live participant's stored
+    registers; the state's window folded in); none once the room finished; None when the state cannot tell (unusable:
+    finished, too large to keep, another format; a chunked write's pending mark; stored registers that do not add
+    up)."""
     if not state.usable or state.pending:
         return None
     whole = state.with_participants(participants, None)
@@ -124,8 +127,8 @@ def joinless_participants(state: RoomState, participants: Mapping[str, Participa
         return None
     fold = whole.folded()
     if fold.room_end_s is not None:
-        return frozenset()
-    return frozenset(
+        return fold.room_name, frozenset()
+    return fold.room_name, frozenset(
         sid
         for sid, p in fold.participants.items()
         if p.joined_ms is None and not p.aborted and p.connection_end_s is None
@@ -153,11 +156,12 @@ def find_joinless(store: SweeperStore, now_ms: int, policy: SweepPolicy) -> Join
     states = store.room_states(marks)
     for room, marked_ms in sorted(marks.items()):
         state = states.get(room)
-        sids = None
+        named = None
         if state is not None and state.usable and not state.pending:
-            sids = joinless_participants(state, store.room_participants(room, state.generation, None))
-        if sids and state is not None and state.fold.room_name:
-            found.asking[room] = (state.fold.room_name, sids)
+            named = joinless_participants(state, store.room_participants(room, state.generation, None))
+        name, sids = named if named is not None else ("", frozenset())
+        if sids and name:
+            found.asking[room] = (name, sids)
         elif not sids and (state is None or not state.pending) and now_ms - marked_ms >= policy.mark_grace_ms:
             found.forget[room] = marked_ms
     return found
