@@ -293,6 +293,13 @@ def _bob_found_by_the_sweep(
     return joined
 
 
+def _fold_the_sweep_then_finish(stack: Stack, ctx: LambdaContext, room: lk.Room) -> None:
+    """Rating folds what the sweep wrote, then the room finishes at T0+600."""
+    runner = Lambda(stack)
+    runner.run(runner.poll(), ctx)
+    _deliver_and_rate(stack, ctx, [lk.room_finished(room, T0 + 600)])
+
+
 def test_a_join_less_participant_the_sweep_finds_listed_is_billed_from_his_real_join(
     stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -343,9 +350,7 @@ def test_a_join_less_sip_caller_the_sweep_finds_listed_is_billed_audio_only(
     _deliver_and_rate(stack, lambda_context, [*bodies, lk.participant_left(room, alice, T0 + 300)])
     _bob_listed(livekit_server, 3, (T0 + 5) * 1000, room="sipl001", sid="PA_sipl001")
     assert _sweep_at(T0 + 400, lambda_context)["joined"] == 1
-    runner = Lambda(stack)
-    runner.run(runner.poll(), lambda_context)
-    _deliver_and_rate(stack, lambda_context, [lk.room_finished(room, T0 + 600)])
+    _fold_the_sweep_then_finish(stack, lambda_context, room)
     assert aggregate(stack) == {"video": 5, "audio": 10}
 
 
@@ -380,3 +385,42 @@ def test_a_join_less_participant_no_longer_listed_stays_unknown_and_counted(
     _deliver_and_rate(stack, lambda_context, [lk.room_finished(ROOM, T0 + 600)])
     assert aggregate(stack) == {"video": 3, "audio": 2}
     assert emitted_metrics(capsys).get("SessionsJoinLost") == 1
+
+
+def test_an_oversized_listed_participant_is_joined_without_the_fields_that_do_not_fit(
+    stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit
+) -> None:
+    # RoomService answers bob with 250 kB of metadata and 200 kB of attributes: past the events table's 400 KB item
+    # together (before: RejectedWriteError, every sweep failed until bob left). The join leaves the attributes out
+    # and keeps the metadata (it fits alone); billing as in the test above: bob 10 min, 8 video + 2 audio
+    _deliver_and_rate(stack, lambda_context, _lost_join_and_left()[:4])
+    _bob_listed(livekit_server, 0, (T0 + 5) * 1000)
+    livekit_server.infos[BOB.sid] |= {"metadata": "m" * 250_000, "attributes": {"blob": "a" * 200_000}}
+    summary = _sweep_at(T0 + 400, lambda_context)
+    assert (summary["joined"], summary["joins_unwritten"]) == (1, 0)
+    [join] = _listed_joins(stack)
+    assert (len(join["participant_metadata"]["S"]), "participant_attributes" in join) == (250_000, False)
+    _fold_the_sweep_then_finish(stack, lambda_context, ROOM)
+    assert aggregate(stack) == {"video": 11, "audio": 4}
+
+
+def test_a_join_dynamodb_refuses_stops_no_other_part_of_the_sweep(
+    stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit
+) -> None:
+    # RoomService lists bob under a 410 kB identity: his join cannot be stored whatever is left out (DynamoDB refuses
+    # it). The sweep still completes: another room's session RoomService no longer has is swept, the refused join is
+    # counted, and the lost room's mark stays (asked again next sweep)
+    other = lk.Room("RM_other01", "other", account_id=ACCOUNT, created_at=T0)
+    carol = lk.Participant("PA_carol_o", "carol", T0 * 1000)
+    _deliver_and_rate(
+        stack,
+        lambda_context,
+        [*_lost_join_and_left()[:4], lk.room_started(other, T0), lk.participant_joined(other, carol)],
+    )
+    livekit_server.rooms["lost"] = [(BOB.sid, "b" * 410_000)]
+    livekit_server.infos[BOB.sid] = {"joined_at_ms": (T0 + 5) * 1000}
+    summary = _sweep_at(T0 + 400, lambda_context)
+    assert (summary["joined"], summary["joins_unwritten"], summary["swept"]) == (0, 1, 1)
+    assert _listed_joins(stack) == []
+    marks = [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]
+    assert [m["sk"]["S"] for m in marks] == ["ROOM#RM_lost001"]

@@ -237,6 +237,31 @@ def test_a_crowded_window_with_metadata_runs_pruned_from_two_gives_a_full_rebuil
         _crowded_equals_a_rebuild(scenario)
 
 
+@st.composite
+def crowded_listed(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]:
+    """A crowded window with the sweeper's synthetic joins (``_listed``) inserted at random positions of the arrival:
+    a sweep's join may reach rating before, among or after the window's own events."""
+    events, order = draw(crowded())
+    extra = _listed(draw, events)
+    arrival = list(order)
+    for event in extra:
+        arrival.insert(draw(st.integers(0, len(arrival))), event)
+    return [*events, *extra], arrival
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(crowded_listed())
+def test_a_crowded_window_with_synthetic_joins_in_any_arrival_gives_a_full_rebuild(scenario) -> None:
+    _crowded_equals_a_rebuild(scenario)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(crowded_listed())
+def test_a_crowded_window_with_synthetic_joins_and_runs_pruned_from_two_gives_a_full_rebuild(scenario) -> None:
+    with patch.object(rooms, "PRUNE_RUNS_FROM", 2):
+        _crowded_equals_a_rebuild(scenario)
+
+
 def _crowded_equals_a_rebuild(scenario: tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]) -> None:
     events, order = scenario
     repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()

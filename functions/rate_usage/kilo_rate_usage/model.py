@@ -329,3 +329,5 @@ class SweepOutcome:
     unanswered_rooms: int
     dropped_states: int = 0  # running states of swept, quiet rooms dropped (D219)
     joined: int = 0  # synthetic joins written for join-less participants RoomService listed (D375, amended)
+    # synthetic joins DynamoDB refused (room sid, participant sid, reason): the sweep goes on, their rooms' marks stay
+    unwritten_joins: tuple[tuple[str, str, str], ...] = ()

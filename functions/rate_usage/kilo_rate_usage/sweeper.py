@@ -36,8 +36,11 @@ writes a duplicate, dropped) with the kind and ``joinedAtMs`` RoomService gave. 
 opens from that join, billed by that kind, and is from then on an open session like any (a real
 ``participant_joined`` arriving later wins, the same session). One not listed left before the sweep: nothing is
 written, and it stays as D375 has it (kind unknown, not billed, counted at ``room_finished``). A mark is forgotten once
-the state holds nobody join-less (or no usable state) and the mark is ``mark_grace_ms`` old (the batch that wrote it
-has committed or died), or at once when the room is gone.
+the state positively holds nobody join-less (or there is no usable state) and the mark is ``mark_grace_ms`` old (the
+batch that wrote it has committed or died), or at once when the room is gone; a state that cannot tell (a batch
+committed between the sweeper's reads) keeps it. A join stays within the events table's item bound (RoomService's
+metadata and attributes left out when too large); one DynamoDB refuses all the same is logged and counted, the sweep
+goes on and the mark stays.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import json
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 
+from kilo_billing.events import MAX_ITEM_BYTES, item_size
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_rate_usage.model import (
     CAPPED,
@@ -61,7 +65,7 @@ from kilo_rate_usage.model import (
     SweepOutcome,
     SweepPolicy,
 )
-from kilo_rate_usage.ports import RoomDirectory, SweeperStore
+from kilo_rate_usage.ports import RejectedWriteError, RoomDirectory, SweeperStore
 from kilo_rate_usage.rooms import RoomState
 from kilo_rate_usage.sessions import ParticipantFold
 
@@ -83,10 +87,20 @@ def close_event(session: Session, event_type: str, at_s: int, now_ms: int) -> Li
     )
 
 
-def listed_join(room_sid: str, room_name: str, listed: ListedParticipant, now_ms: int) -> LiveKitEventRecord:
+# the largest TTL (epoch seconds) a join's item is measured with: an item's size grows with its numbers' digits
+_MEASURED_EXPIRES_AT = 9_999_999_999
+
+
+def listed_join(
+    room_sid: str, room_name: str, listed: ListedParticipant, now_ms: int, max_item_bytes: int = MAX_ITEM_BYTES
+) -> LiveKitEventRecord:
     """The synthetic join of a participant whose ``participant_joined`` was lost, from RoomService's answer: its kind,
     identity, metadata, attributes and ``joinedAtMs`` as LiveKit's ``participant_joined`` would carry them, dated at the
-    sweep (one id per participant: a second sweep writes a duplicate, dropped)."""
+    sweep (one id per participant: a second sweep writes a duplicate, dropped). It stays within the events table's item
+    bound (``max_item_bytes``, ingest's): when RoomService's metadata and attributes would pass it, the attributes are
+    left out, then the metadata too - the join still carries the kind and the join time billing needs, and attribution
+    then reads the room's metadata (the participant's steps of the rule find nothing: no room account -> unattributed,
+    as for any participant whose fields name no account)."""
     participant = {
         "sid": listed.sid,
         "identity": listed.identity,
@@ -94,7 +108,7 @@ def listed_join(room_sid: str, room_name: str, listed: ListedParticipant, now_ms
         "joinedAtMs": str(listed.joined_at_ms),
     }  # the body: what RoomService said, for an audit (rating reads the fields below)
     body = {"event": LISTED, "room": {"sid": room_sid, "name": room_name}, "participant": participant}
-    return LiveKitEventRecord(
+    join = LiveKitEventRecord(
         event_id=f"kilo-listed-{listed.sid}",
         event_type=LISTED,
         created_at=now_ms // 1000,
@@ -110,6 +124,14 @@ def listed_join(room_sid: str, room_name: str, listed: ListedParticipant, now_ms
         participant_attributes=listed.attributes,
         joined_at_ms=listed.joined_at_ms,
     )
+    for smaller in (
+        join,
+        replace(join, participant_attributes=""),
+        replace(join, participant_attributes="", participant_metadata=""),
+    ):
+        if item_size(smaller.to_item(_MEASURED_EXPIRES_AT)) <= max_item_bytes:
+            return smaller
+    return smaller  # still too large (an identity past the bound): DynamoDB refuses it, ``run_sweep`` counts it
 
 
 def joinless_participants(
@@ -139,7 +161,7 @@ def joinless_participants(
 class JoinlessRooms:
     """The marked rooms (rating's ``JOINLESS_ROOMS``) as this sweep found them: those whose state holds a join-less
     participant (room sid -> room name and those participants' sids), and the marks to forget (room sid -> when
-    marked): the state holds none (or none usable) and the mark is older than ``mark_grace_ms``."""
+    marked): the state positively holds none (or there is none usable) and the mark is older than ``mark_grace_ms``."""
 
     asking: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
     forget: dict[str, int] = field(default_factory=dict)
@@ -148,7 +170,10 @@ class JoinlessRooms:
 
 def find_joinless(store: SweeperStore, now_ms: int, policy: SweepPolicy) -> JoinlessRooms:
     """Read rating's marks and each marked room's state (header and every live participant's registers). A mark
-    younger than ``mark_grace_ms`` is kept whatever the state says: rating marks before it commits the state."""
+    younger than ``mark_grace_ms`` is kept whatever the state says: rating marks before it commits the state. A mark
+    is forgotten only when the state positively shows nobody join-less (no state, none usable, or an empty set); when
+    the usable state cannot tell (a chunked write's pending mark; the header and the participant items, read apart,
+    disagree - a rating batch committed between the two reads) the mark stays and the next sweep looks again."""
     marks = store.joinless_rooms()
     if not marks:
         return JoinlessRooms()
@@ -156,13 +181,18 @@ def find_joinless(store: SweeperStore, now_ms: int, policy: SweepPolicy) -> Join
     states = store.room_states(marks)
     for room, marked_ms in sorted(marks.items()):
         state = states.get(room)
-        named = None
-        if state is not None and state.usable and not state.pending:
+        if state is None or (not state.usable and not state.pending):
+            named: tuple[str, frozenset[str]] | None = ("", frozenset())  # no state (or none usable): nobody to ask
+        elif state.pending:
+            named = None  # a chunked write under way: looked at again
+        else:  # None: the header and the participant items disagree (a batch committed between the two reads)
             named = joinless_participants(state, store.room_participants(room, state.generation, None))
-        name, sids = named if named is not None else ("", frozenset())
+        if named is None:
+            continue  # the state cannot tell: the mark stays, the next sweep looks again
+        name, sids = named
         if sids and name:
             found.asking[room] = (name, sids)
-        elif not sids and (state is None or not state.pending) and now_ms - marked_ms >= policy.mark_grace_ms:
+        elif not sids and now_ms - marked_ms >= policy.mark_grace_ms:
             found.forget[room] = marked_ms
     return found
 
@@ -296,7 +326,14 @@ def run_sweep(
         store.mark_swept_rooms({close.room_sid for close in plan.closes}, now_ms, marks_expire)
     written = [close for close in plan.closes if store.add_close(close, expires_at)]
     joins, gone = plan_joins(joinless, answers, now_ms)
-    joined = [join for join in joins if store.add_close(join, expires_at)]
+    joined: list[LiveKitEventRecord] = []
+    unwritten: list[tuple[str, str, str]] = []
+    for join in joins:  # one refused join (DynamoDB's item limit, ...) stops no other: its room's mark stays
+        try:
+            if store.add_close(join, expires_at):
+                joined.append(join)
+        except RejectedWriteError as refused:
+            unwritten.append((join.room_sid, join.participant_sid, str(refused)[:500]))
     for room in sorted(joinless.forget.keys() | gone):  # last: a retry of this sweep still finds them
         store.forget_joinless_room(room, joinless.marks[room])
     if plan.listings:  # last: a retry of this sweep still reads the previous answers (its closes are written once)
@@ -310,6 +347,7 @@ def run_sweep(
         unanswered_rooms=len(answers.unanswered),
         dropped_states=dropped,
         joined=len(joined),
+        unwritten_joins=tuple(unwritten),
     )
     return outcome, answers, written
 
