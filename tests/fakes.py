@@ -25,6 +25,7 @@ from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.model import (
     Aggregate,
     AggregateKey,
+    ListedParticipant,
     RoomAnswers,
     RoomListing,
     SessionKey,
@@ -125,6 +126,7 @@ class InMemoryUsageRepository:
         self.listings: dict[str, RoomListing] = {}  # the sweeper's last RoomService answer per room sid
         self.listing_expiry: dict[str, int] = {}  # and when it expires (epoch seconds)
         self.swept: dict[str, tuple[SweptRoom, int]] = {}  # the sweeper's marks: room sid -> (mark, expires at)
+        self.joinless: dict[str, tuple[int, int]] = {}  # rating's join-less marks: room sid -> (marked at, expires at)
         self.accounts = accounts or InMemoryAccountDirectory()
         self.writes = 0  # items written, one per session put, usage mark, aggregate update or threshold record
         self.crash_after_transactions: int | None = None  # a commit dies after this many of its transactions
@@ -379,6 +381,16 @@ class InMemoryUsageRepository:
         if room_sid in self.swept and self.swept[room_sid][0].closed_at_ms == at_ms:
             del self.swept[room_sid]
 
+    def mark_joinless_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
+        self.joinless.update(dict.fromkeys(room_sids, (at_ms, expires_at)))
+
+    def joinless_rooms(self) -> dict[str, int]:
+        return {sid: at_ms for sid, (at_ms, _) in self.joinless.items()}
+
+    def forget_joinless_room(self, room_sid: str, at_ms: int) -> None:
+        if room_sid in self.joinless and self.joinless[room_sid][0] == at_ms:
+            del self.joinless[room_sid]
+
     def drop_room_state(self, state: RoomState) -> bool:
         room = state.room_sid
         if state.pending:
@@ -438,6 +450,7 @@ class StaticRoomDirectory:
         self.rooms: dict[str, set[str] | None] = dict(rooms or {})
         self.unreachable = set(unreachable)
         self.asked: list[list[str]] = []
+        self.infos: dict[str, ListedParticipant] = {}  # participant sid -> what ListParticipants says of it
 
     def participants(self, room_names: Sequence[str]) -> RoomAnswers:
         self.asked.append(list(room_names))
@@ -446,7 +459,11 @@ class StaticRoomDirectory:
             if name in self.unreachable:
                 answers.unanswered[name] = "unreachable"
             else:
-                answers.present[name] = self.rooms.get(name)
+                present = answers.present[name] = self.rooms.get(name)
+                if present is not None:
+                    answers.listed[name] = {
+                        sid: self.infos.get(sid, ListedParticipant(sid, "", "STANDARD", 0)) for sid in present
+                    }
         return answers
 
 

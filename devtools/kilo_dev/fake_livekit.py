@@ -1,6 +1,7 @@
 """A local stand-in for LiveKit's RoomService (Twirp, protobuf and JSON), for tests and the demo: it answers
-``ListParticipants`` and ``GetParticipant`` from a room table the caller keeps (a participant's permission: the last one
-set, else ``permissions``' preset, else what a plain roomJoin token grants), applies ``UpdateParticipant`` (permissions,
+``ListParticipants`` and ``GetParticipant`` from a room table the caller keeps (``infos``: more of a participant's
+``ParticipantInfo`` - kind, join time - for ``ListParticipants``; a participant's permission: the last one set, else
+``permissions``' preset, else what a plain roomJoin token grants), applies ``UpdateParticipant`` (permissions,
 replaced whole as LiveKit does) and ``RemoveParticipant`` to it, records every update/remove request in order (as Twirp
 JSON, ``calls``), and checks the caller's roomAdmin token like LiveKit does. ``failures`` scripts errors for the next
 requests. Binds 127.0.0.1 on a free port; whoever starts it stops it."""
@@ -44,6 +45,8 @@ class FakeLiveKit(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.keys = dict(keys)
         self.rooms: dict[str, list[tuple[str, str]]] = {}  # room name -> [(sid, identity)]
+        # participant sid -> more of its ParticipantInfo for ListParticipants (kind, joined_at, joined_at_ms, ...)
+        self.infos: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []  # ListParticipants: (content type, room)
         self.calls: list[tuple[str, dict[str, Any]]] = []  # UpdateParticipant / RemoveParticipant, as Twirp JSON
         # (room, identity) -> permission last set (Twirp JSON); preset one to give a participant other grants
@@ -131,7 +134,10 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if method == "ListParticipants":
             return ListParticipantsResponse(
-                participants=[ParticipantInfo(sid=sid, identity=identity) for sid, identity in rooms[request.room]]
+                participants=[
+                    ParticipantInfo(sid=sid, identity=identity, **self.server.infos.get(sid, {}))
+                    for sid, identity in rooms[request.room]
+                ]
             )
         present = [(sid, identity) for sid, identity in rooms[request.room] if identity == request.identity]
         if not present:

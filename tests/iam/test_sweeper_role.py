@@ -124,3 +124,35 @@ def _iam_pattern_matches(pattern: str, arn: str) -> bool:
     """The grant's ``-??????``: the secret's name then a dash and exactly six characters."""
     prefix = pattern.removesuffix("??????")
     return arn.startswith(prefix) and len(arn) == len(prefix) + 6
+
+
+def test_given_a_join_less_participant_under_the_sweeper_s_role_then_its_join_is_written_and_the_mark_forgotten(
+    livekit_server: FakeLiveKit,
+    stack: Stack,
+    roles: Roles,
+    lambda_context: LambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D375, amended: Dan's join was lost (only his camera's event arrived): rating marked the room; the sweep reads
+    the mark and the room's state, RoomService lists Dan (STANDARD, joined T0-600 s) and the sweep writes his join into
+    the events table; once rated (Dan has a start), a sweep past the mark's grace forgets the mark."""
+    monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
+    room = lk.Room("RM_iamjoin", "joinroom", account_id="acct_sweep", created_at=T0 - 1200)
+    dan = lk.Participant("PA_dan", "dan", (T0 - 600) * 1000)
+    deliver_webhook(lk.room_started(room, T0 - 1200), lambda_context)
+    deliver_webhook(lk.track_published(room, dan, "TR_dan_cam", T0 - 500, video=True), lambda_context)
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+    marks = [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]
+    assert [i["sk"]["S"] for i in marks] == ["ROOM#RM_iamjoin"]
+    livekit_server.rooms["joinroom"] = [("PA_dan", "dan")]
+    livekit_server.infos["PA_dan"] = {"joined_at": T0 - 600, "joined_at_ms": (T0 - 600) * 1000}
+    result, enforcement = sweep(roles, T0, lambda_context)
+    assert (enforcement.denied, result["joined"]) == ([], 1)
+    assert {("dynamodb:Query", USAGE_TABLE), ("dynamodb:PutItem", EVENTS_TABLE)} <= enforcement.allowed
+    runner.run(runner.poll(), lambda_context)  # Dan's session opens at T0-600 s
+    marked_s = int(marks[0]["marked_at_ms"]["N"]) // 1000  # rating's clock
+    result, enforcement = sweep(roles, marked_s + 3600, lambda_context)
+    assert (enforcement.denied, result["joined"]) == ([], 0)
+    assert ("dynamodb:DeleteItem", USAGE_TABLE) in enforcement.allowed
+    assert not [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]

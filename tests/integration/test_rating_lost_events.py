@@ -1,19 +1,24 @@
 """Sessions whose LiveKit events were partly lost (queued webhooks are dropped after 30 s or past 200 per room,
 shared/reference/livekit.md), hand-worked end to end through the real ingest + rating handlers on moto (D375;
-D376: the 1 s floor, considered and not done)."""
+D376: the 1 s floor, considered and not done), and through the sweeper asking RoomService (a local Twirp server) about
+a participant whose join was lost while the room still runs (D375, amended 2026-12-03)."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from kilo_dev import livekit_events as lk
+from kilo_dev.fake_livekit import FakeLiveKit
 from kilo_rate_usage.adapters import DynamoUsageRepository
 from kilo_rate_usage.logic import rate_batch
-from kilo_rate_usage.model import AttributionRule
+from kilo_rate_usage.model import LISTED, AttributionRule
 from kilo_rate_usage.sessions import rebuild_room
-from tests.conftest import LambdaContext, Stack, accounts_registered
+from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, accounts_registered
 from tests.fakes import RecordingPublisher
 from tests.integration.test_ingest_livekit import emitted_metrics, metrics_in
 from tests.integration.test_rating_rooms_dynamodb import EXPIRES
@@ -106,19 +111,26 @@ def test_an_ingress_whose_join_was_lost_is_not_billed(stack: Stack, lambda_conte
     assert aggregate(stack) == {"video": 3, "audio": 2}  # before: + 8 video for the ingress (470 s)
 
 
+def _sip_call(suffix: str) -> tuple[lk.Room, lk.Participant, list[bytes]]:
+    """A room (``RM_sip<suffix>``, named ``sip<suffix>``) where alice joins at T0 with her camera on from T0, and a SIP
+    caller (``PA_sip<suffix>``, joined T0+5 s) whose join is lost publishes his mic at T0+130: the room, alice, and
+    those events."""
+    room = lk.Room(f"RM_sip{suffix}", f"sip{suffix}", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant(f"PA_alice_s{suffix}", "alice", T0 * 1000)
+    sip = lk.Participant(f"PA_sip{suffix}", "+15550001", (T0 + 5) * 1000, kind="SIP")
+    return room, alice, [
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.track_published(room, alice, f"TR_cam_s{suffix}", T0, video=True),
+        lk.track_published(room, sip, f"TR_sip_mic{suffix}", T0 + 130, video=False),
+    ]  # fmt: skip
+
+
 def test_a_sip_caller_whose_join_was_lost_is_not_billed_video(stack: Stack, lambda_context: LambdaContext) -> None:
     # SIP is audio only (D16). Alice 0..600 camera 0..600 -> 600 s -> 10 video. The SIP caller's join lost, mic
     # published T0+130, room_finished T0+600: kind unknown -> not billed (before: 470 s -> 8 video, as STANDARD)
-    room = lk.Room("RM_sip0001", "sip", account_id=ACCOUNT, created_at=T0)
-    alice = lk.Participant("PA_alice_s", "alice", T0 * 1000)
-    sip = lk.Participant("PA_sipcall", "+15550001", (T0 + 5) * 1000, kind="SIP")
-    _deliver_and_rate(stack, lambda_context, [
-        lk.room_started(room, T0),
-        lk.participant_joined(room, alice),
-        lk.track_published(room, alice, "TR_cam_s", T0, video=True),
-        lk.track_published(room, sip, "TR_sip_mic", T0 + 130, video=False),
-        lk.room_finished(room, T0 + 600),
-    ])  # fmt: skip
+    room, _, bodies = _sip_call("0001")
+    _deliver_and_rate(stack, lambda_context, [*bodies, lk.room_finished(room, T0 + 600)])
     assert aggregate(stack) == {"video": 10}
 
 
@@ -220,3 +232,195 @@ def test_any_order_batching_and_redelivery_gives_the_same_minutes(
         i += n
     nonzero = {meter: quantity for meter, quantity in aggregate(stack).items() if quantity}  # a minute taken back: 0
     assert nonzero == {"video": 11, "audio": 4}
+
+
+# --- the sweeper asks RoomService about a join-less participant while the room runs (D375, amended 2026-12-03) -----
+
+
+@pytest.fixture
+def livekit_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLiveKit]:
+    from kilo_rate_usage import dependencies, settings  # noqa: PLC0415
+
+    server = FakeLiveKit({"APIkeyCurrent": LIVEKIT_KEYS["APIkeyCurrent"]})
+    server.start()
+    monkeypatch.setenv("LIVEKIT_URL", server.url)
+    settings.settings.cache_clear()
+    dependencies.sweeper.cache_clear()
+    yield server
+    server.stop()
+    settings.settings.cache_clear()
+    dependencies.sweeper.cache_clear()
+
+
+def _sweep_at(at: int, ctx: LambdaContext) -> dict[str, Any]:
+    """One scheduled sweeper run at ``at`` (epoch s)."""
+    from kilo_rate_usage import sweeper_handler  # noqa: PLC0415
+
+    stamp = datetime.fromtimestamp(at, tz=UTC).isoformat().replace("+00:00", "Z")
+    result: dict[str, Any] = sweeper_handler.lambda_handler({"scheduled_time": stamp}, ctx)
+    return result
+
+
+def _listed_joins(stack: Stack) -> list[dict[str, Any]]:
+    return [item for item in stack.table_items("EventsTable") if item.get("event_type", {}).get("S") == LISTED]
+
+
+def _session(stack: Stack, room_sid: str, participant_sid: str) -> dict[str, Any]:
+    [item] = [
+        item
+        for item in stack.table_items("UsageTable")
+        if item["pk"]["S"] == f"ROOM#{room_sid}" and item["sk"]["S"] == f"SESSION#{participant_sid}"
+    ]
+    return item
+
+
+def _bob_listed(server: FakeLiveKit, kind: int, joined_at_ms: int, room: str = "lost", sid: str = BOB.sid) -> None:
+    """RoomService lists bob (``kind``: ParticipantInfo.Kind - 0 STANDARD, 1 INGRESS, 3 SIP) with his join."""
+    server.rooms[room] = [(sid, "bob")]
+    server.infos[sid] = {"kind": kind, "joined_at": joined_at_ms // 1000, "joined_at_ms": joined_at_ms}
+
+
+def _bob_found_by_the_sweep(
+    stack: Stack, ctx: LambdaContext, server: FakeLiveKit, kind: int, joined_at_ms: int, sweeps: int = 1
+) -> list[int]:
+    """The lost-join room up to alice's leave, rated; RoomService lists bob (``_bob_listed``); ``sweeps`` sweeps from
+    T0+400, 50 s apart, then rating folds what they wrote. Returns the joins each sweep wrote."""
+    _deliver_and_rate(stack, ctx, _lost_join_and_left()[:4])
+    _bob_listed(server, kind, joined_at_ms)
+    joined = [_sweep_at(T0 + 400 + 50 * n, ctx)["joined"] for n in range(sweeps)]
+    runner = Lambda(stack)
+    runner.run(runner.poll(), ctx)
+    return joined
+
+
+def _fold_the_sweep_then_finish(stack: Stack, ctx: LambdaContext, room: lk.Room) -> None:
+    """Rating folds what the sweep wrote, then the room finishes at T0+600."""
+    runner = Lambda(stack)
+    runner.run(runner.poll(), ctx)
+    _deliver_and_rate(stack, ctx, [lk.room_finished(room, T0 + 600)])
+
+
+def test_a_join_less_participant_the_sweep_finds_listed_is_billed_from_his_real_join(
+    stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bob's join and leave lost, camera published T0+130, never unpublished; alice 0..300. The sweep at T0+400 asks
+    # RoomService about the room (rating marked it: bob has no start) and it lists bob, STANDARD, joined T0+5 s:
+    # a synthetic join -> bob's session opens at T0+5 s; room_finished T0+600 closes it.
+    # bob 5..600 = 595 s -> ceil(595/60) = 10 min; video 130..600 = 470 s -> ceil(470/60) = 8 video, 2 audio
+    # alice 0..300: 300 s -> 5 min; video 130..300 = 170 s -> 3 video, 2 audio. Total video 11, audio 4
+    # (D375 before: bob kind unknown, not billed, counted -> video 3, audio 2, SessionsJoinLost 1)
+    # the second sweep (T0+450, before rating) writes the same join again: a duplicate, dropped
+    assert _bob_found_by_the_sweep(stack, lambda_context, livekit_server, 0, (T0 + 5) * 1000, sweeps=2) == [1, 0]
+    [join] = _listed_joins(stack)
+    assert (join["participant_sid"]["S"], join["participant_kind"]["S"]) == ("PA_bob_l", "STANDARD")
+    assert (int(join["joined_at_ms"]["N"]), int(join["created_at"]["N"])) == ((T0 + 5) * 1000, T0 + 400)
+    bob = _session(stack, "RM_lost001", "PA_bob_l")  # rating folded the synthetic join: bob's session is open
+    assert (int(bob["start_ms"]["N"]), bob["kind"]["S"], "end_ms" in bob) == ((T0 + 5) * 1000, "STANDARD", False)
+    capsys.readouterr()
+    _deliver_and_rate(stack, lambda_context, [lk.room_finished(ROOM, T0 + 600)])
+    assert aggregate(stack) == {"video": 11, "audio": 4}
+    assert "SessionsJoinLost" not in emitted_metrics(capsys)  # the sweep identified him: nothing lost to count
+    assert _sweep_at(T0 + 700, lambda_context)["joined"] == 0  # the room finished: nobody join-less to ask about
+
+
+def test_a_join_less_ingress_the_sweep_finds_listed_is_not_billed(
+    stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # as above with bob an INGRESS (not billed, D16): alice alone, 3 video + 2 audio; bob's session stored as INGRESS
+    # (not UNKNOWN) and not counted as a lost join
+    assert _bob_found_by_the_sweep(stack, lambda_context, livekit_server, 1, (T0 + 5) * 1000) == [1]
+    capsys.readouterr()
+    _deliver_and_rate(stack, lambda_context, [lk.room_finished(ROOM, T0 + 600)])
+    assert aggregate(stack) == {"video": 3, "audio": 2}
+    assert "SessionsJoinLost" not in emitted_metrics(capsys)
+    bob = _session(stack, "RM_lost001", "PA_bob_l")
+    assert (bob["kind"]["S"], int(bob["start_ms"]["N"]), int(bob["end_ms"]["N"])) == (
+        "INGRESS", (T0 + 5) * 1000, (T0 + 600) * 1000,
+    )  # fmt: skip
+
+
+def test_a_join_less_sip_caller_the_sweep_finds_listed_is_billed_audio_only(
+    stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit
+) -> None:
+    # alice 0..300 with her camera 0..300 (ends at her leave): 300 s -> 5 video. The SIP caller's join and leave lost,
+    # mic published T0+130; the sweep at T0+400 lists him SIP, joined T0+5 s; room_finished T0+600.
+    # SIP is audio only (D16): 5..600 = 595 s -> 10 audio, although alice's camera covers 5..300.
+    # Total video 5, audio 10 (as STANDARD he would be 295 s video -> 5 video + 5 audio; D375 before: not billed)
+    room, alice, bodies = _sip_call("l001")
+    _deliver_and_rate(stack, lambda_context, [*bodies, lk.participant_left(room, alice, T0 + 300)])
+    _bob_listed(livekit_server, 3, (T0 + 5) * 1000, room="sipl001", sid="PA_sipl001")
+    assert _sweep_at(T0 + 400, lambda_context)["joined"] == 1
+    _fold_the_sweep_then_finish(stack, lambda_context, room)
+    assert aggregate(stack) == {"video": 5, "audio": 10}
+
+
+def test_a_late_real_join_after_the_synthetic_one_bills_once_from_the_real_start(
+    stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit
+) -> None:
+    # RoomService's answer here says bob joined T0+65 s (made to differ from his webhook's T0+5 s, so the test can
+    # tell which start wins): the synthetic join opens his session at T0+65 s. His real participant_joined
+    # (joinedAtMs T0+5 s) then arrives late: the real webhook wins (same sid -> same session, rebuilt from every
+    # event), billed once: bob 5..600 = 595 s -> 10 min, 8 video (470 s) + 2 audio; with alice's 3 + 2 -> video 11,
+    # audio 4. (Had the synthetic start won: 65..600 = 535 s -> 9 min, 8 video + 1 audio -> audio 3; billed twice
+    # as two sessions: video 19.)
+    assert _bob_found_by_the_sweep(stack, lambda_context, livekit_server, 0, (T0 + 65) * 1000) == [1]
+    assert int(_session(stack, "RM_lost001", "PA_bob_l")["start_ms"]["N"]) == (T0 + 65) * 1000
+    _deliver_and_rate(stack, lambda_context, [lk.participant_joined(ROOM, BOB, at=T0 + 5)])
+    assert int(_session(stack, "RM_lost001", "PA_bob_l")["start_ms"]["N"]) == (T0 + 5) * 1000
+    _deliver_and_rate(stack, lambda_context, [lk.room_finished(ROOM, T0 + 600)])
+    assert aggregate(stack) == {"video": 11, "audio": 4}
+
+
+def test_a_join_less_participant_no_longer_listed_stays_unknown_and_counted(
+    stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bob left before the sweep (his leave lost too): RoomService lists nobody in the room -> nothing written; at
+    # room_finished he is as D375 has him: kind unknown, not billed, counted -> video 3, audio 2, SessionsJoinLost 1
+    _deliver_and_rate(stack, lambda_context, _lost_join_and_left()[:4])
+    livekit_server.rooms["lost"] = []
+    assert _sweep_at(T0 + 400, lambda_context)["joined"] == 0
+    assert _listed_joins(stack) == []
+    assert livekit_server.requests[-1][1] == "lost"  # the room was asked about: rating had marked it
+    capsys.readouterr()
+    _deliver_and_rate(stack, lambda_context, [lk.room_finished(ROOM, T0 + 600)])
+    assert aggregate(stack) == {"video": 3, "audio": 2}
+    assert emitted_metrics(capsys).get("SessionsJoinLost") == 1
+
+
+def test_an_oversized_listed_participant_is_joined_without_the_fields_that_do_not_fit(
+    stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit
+) -> None:
+    # RoomService answers bob with 250 kB of metadata and 200 kB of attributes: past the events table's 400 KB item
+    # together (before: RejectedWriteError, every sweep failed until bob left). The join leaves the attributes out
+    # and keeps the metadata (it fits alone); billing as in the test above: bob 10 min, 8 video + 2 audio
+    _deliver_and_rate(stack, lambda_context, _lost_join_and_left()[:4])
+    _bob_listed(livekit_server, 0, (T0 + 5) * 1000)
+    livekit_server.infos[BOB.sid] |= {"metadata": "m" * 250_000, "attributes": {"blob": "a" * 200_000}}
+    summary = _sweep_at(T0 + 400, lambda_context)
+    assert (summary["joined"], summary["joins_unwritten"]) == (1, 0)
+    [join] = _listed_joins(stack)
+    assert (len(join["participant_metadata"]["S"]), "participant_attributes" in join) == (250_000, False)
+    _fold_the_sweep_then_finish(stack, lambda_context, ROOM)
+    assert aggregate(stack) == {"video": 11, "audio": 4}
+
+
+def test_a_join_dynamodb_refuses_stops_no_other_part_of_the_sweep(
+    stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit
+) -> None:
+    # RoomService lists bob under a 410 kB identity: his join cannot be stored whatever is left out (DynamoDB refuses
+    # it). The sweep still completes: another room's session RoomService no longer has is swept, the refused join is
+    # counted, and the lost room's mark stays (asked again next sweep)
+    other = lk.Room("RM_other01", "other", account_id=ACCOUNT, created_at=T0)
+    carol = lk.Participant("PA_carol_o", "carol", T0 * 1000)
+    _deliver_and_rate(
+        stack,
+        lambda_context,
+        [*_lost_join_and_left()[:4], lk.room_started(other, T0), lk.participant_joined(other, carol)],
+    )
+    livekit_server.rooms["lost"] = [(BOB.sid, "b" * 410_000)]
+    livekit_server.infos[BOB.sid] = {"joined_at_ms": (T0 + 5) * 1000}
+    summary = _sweep_at(T0 + 400, lambda_context)
+    assert (summary["joined"], summary["joins_unwritten"], summary["swept"]) == (0, 1, 1)
+    assert _listed_joins(stack) == []
+    marks = [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]
+    assert [m["sk"]["S"] for m in marks] == ["ROOM#RM_lost001"]

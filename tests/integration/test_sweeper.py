@@ -62,6 +62,34 @@ def test_given_the_roomservice_adapter_then_it_lists_participants_and_reports_go
     assert all(kind.startswith("application/protobuf") for kind, _ in livekit_server.requests)
 
 
+def test_given_the_roomservice_adapter_then_it_reports_each_listed_participant_s_kind_and_join(
+    livekit_server: FakeLiveKit,
+) -> None:
+    """What the sweeper writes a lost join from (D375, amended): the kind by name as ingest stores a webhook's
+    (0 -> STANDARD, a number this protocol does not know -> UNKNOWN_<n>), the join from joinedAtMs, else joinedAt."""
+    from kilo_rate_usage.adapters import LiveKitRoomDirectory  # noqa: PLC0415
+    from kilo_rate_usage.model import ListedParticipant  # noqa: PLC0415
+
+    livekit_server.rooms["standup"] = [("PA_a", "alice"), ("PA_s", "+1555"), ("PA_n", "new"), ("PA_i", "rtmp")]
+    livekit_server.infos = {
+        "PA_a": {"joined_at": T0, "joined_at_ms": T0 * 1000 + 250, "metadata": '{"account_id": "a"}'},
+        "PA_s": {"kind": 3, "joined_at": T0 + 7},  # no joinedAtMs (an older server): joinedAt x 1000
+        "PA_n": {"kind": 9, "attributes": {"kilo.account_id": "acct_x"}},  # no join time at all: 0
+        "PA_i": {"kind": 1, "joined_at_ms": T0 * 1000},
+    }
+    keys = [("APIkeyCurrent", LIVEKIT_KEYS["APIkeyCurrent"])]
+    answers = LiveKitRoomDirectory(livekit_server.url, lambda: keys).participants(["standup", "gone"])
+    assert answers.listed == {
+        "standup": {
+            "PA_a": ListedParticipant("PA_a", "alice", "STANDARD", T0 * 1000 + 250, '{"account_id": "a"}'),
+            "PA_s": ListedParticipant("PA_s", "+1555", "SIP", (T0 + 7) * 1000),
+            "PA_n": ListedParticipant("PA_n", "new", "UNKNOWN_9", 0, "", '{"kilo.account_id":"acct_x"}'),
+            "PA_i": ListedParticipant("PA_i", "rtmp", "INGRESS", T0 * 1000),
+        }
+    }  # the gone room lists nobody: only ``present`` says it is gone
+    assert answers.present == {"standup": {"PA_a", "PA_s", "PA_n", "PA_i"}, "gone": None}
+
+
 def test_given_the_roomservice_with_a_wrong_secret_then_rooms_are_unanswered_never_gone(
     livekit_server: FakeLiveKit,
 ) -> None:

@@ -21,10 +21,10 @@ from kilo_dev import livekit_events as lk
 from kilo_dev.livekit_events import Participant, Room
 from kilo_rate_usage import rooms
 from kilo_rate_usage.logic import rate_batch
-from kilo_rate_usage.model import CAPPED, SWEPT, AttributionRule, SessionKey
+from kilo_rate_usage.model import CAPPED, SWEPT, AttributionRule, ListedParticipant, SessionKey
 from kilo_rate_usage.rooms import advance
 from kilo_rate_usage.sessions import rebuild_room
-from kilo_rate_usage.sweeper import close_event
+from kilo_rate_usage.sweeper import close_event, listed_join
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher, registered
 from tests.property.test_rating_exactly_once import CONFIG, FULL_ROOM, METADATA, NOW_MS, T0, histories
 
@@ -84,12 +84,30 @@ def _after_leaving(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[Li
     return extra
 
 
+def _listed(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[LiveKitEventRecord]:
+    """The sweeper's synthetic joins (D375, amended): for some participants, RoomService's answer at a moment after
+    their first event - a kind and a join time, maybe not those of their own webhooks (a real join must win) - as the
+    sweeper writes it, whether their join was lost or not."""
+    extra: list[LiveKitEventRecord] = []
+    for sid in sorted({e.participant_sid for e in events if e.participant_sid}):
+        if draw(st.integers(0, 2)):
+            continue
+        mine = [e for e in events if e.participant_sid == sid]
+        at = min(e.created_at for e in mine) + draw(st.integers(0, 900))
+        kind = draw(st.sampled_from(["STANDARD", "SIP", "INGRESS", "AGENT"]))
+        joined_ms = draw(st.integers(T0, at)) * 1000 + draw(st.integers(0, 999))
+        listed = ListedParticipant(sid, mine[0].participant_identity, kind, joined_ms)
+        extra.append(listed_join(mine[0].room_sid, mine[0].room_name, listed, at * 1000 + draw(st.integers(0, 999))))
+    return extra
+
+
 @st.composite
 def arrivals(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]:
     """The room's events, and the order they arrive in: in order, some delayed by a few places, some twice; some
-    name participants long gone."""
+    name participants long gone; some are the sweeper's synthetic joins."""
     events = [record for record in draw(histories()) if isinstance(record, LiveKitEventRecord)]
     events += _after_leaving(draw, events)
+    events += _listed(draw, events)
     order = sorted(events, key=lambda e: (e.created_at, e.event_id))
     for _ in range(draw(st.integers(0, 3))):  # delays: the event arrives later, after some newer ones
         index = draw(st.integers(0, len(order) - 1))
@@ -215,6 +233,31 @@ def test_a_crowded_window_in_any_arrival_gives_the_sessions_and_aggregates_of_a_
 @given(crowded())
 def test_a_crowded_window_with_metadata_runs_pruned_from_two_gives_a_full_rebuild(scenario) -> None:
     """The same, pruning the room-metadata runs as soon as the header holds two (D163)."""
+    with patch.object(rooms, "PRUNE_RUNS_FROM", 2):
+        _crowded_equals_a_rebuild(scenario)
+
+
+@st.composite
+def crowded_listed(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]:
+    """A crowded window with the sweeper's synthetic joins (``_listed``) inserted at random positions of the arrival:
+    a sweep's join may reach rating before, among or after the window's own events."""
+    events, order = draw(crowded())
+    extra = _listed(draw, events)
+    arrival = list(order)
+    for event in extra:
+        arrival.insert(draw(st.integers(0, len(arrival))), event)
+    return [*events, *extra], arrival
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(crowded_listed())
+def test_a_crowded_window_with_synthetic_joins_in_any_arrival_gives_a_full_rebuild(scenario) -> None:
+    _crowded_equals_a_rebuild(scenario)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(crowded_listed())
+def test_a_crowded_window_with_synthetic_joins_and_runs_pruned_from_two_gives_a_full_rebuild(scenario) -> None:
     with patch.object(rooms, "PRUNE_RUNS_FROM", 2):
         _crowded_equals_a_rebuild(scenario)
 

@@ -49,6 +49,7 @@ from kilo_rate_usage import items
 from kilo_rate_usage.model import (
     Aggregate,
     AggregateKey,
+    ListedParticipant,
     RoomAnswers,
     RoomListing,
     SessionKey,
@@ -240,6 +241,11 @@ class DynamoUsageRepository:
         return [items.session_from_item(item) for item in found]
 
     # --- writes ---------------------------------------------------------------------------------------------------
+
+    def mark_joinless_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
+        for room_sid in sorted(set(room_sids)):
+            item = items.joinless_room_item(room_sid, at_ms, expires_at)
+            call(self._client.put_item, TableName=self._usage, Item=item)
 
     def commit(self, unit: CommitUnit, now_ms: int) -> int:
         generations: dict[int, str] = {}  # id(state change) -> the new generation its participant items went to
@@ -476,16 +482,31 @@ class DynamoUsageRepository:
                 ExpressionAttributeValues=to_item({":a": listing.answered_at_ms}),
             )
 
-    def swept_rooms(self) -> dict[str, SweptRoom]:
-        found = paged_items(
+    def _marks(self, partition: str) -> Iterable[dict[str, Any]]:
+        """Every item of a partition of marks (``SWEPT_ROOMS``, ``JOINLESS_ROOMS``), strongly consistent."""
+        return paged_items(
             self._client.query,
             TableName=self._usage,
             KeyConditionExpression="#k = :pk",
             ExpressionAttributeNames={"#k": KEY},
-            ExpressionAttributeValues=to_item({":pk": items.SWEPT_ROOMS}),
+            ExpressionAttributeValues=to_item({":pk": partition}),
             ConsistentRead=True,
         )
-        return dict(items.swept_room_from_item(item) for item in found)
+
+    def _forget_mark(self, key: Item, attribute: str, at_ms: int) -> None:
+        """Delete a mark if its ``attribute`` is still ``at_ms`` (marked again since: kept; none: nothing happens)."""
+        _written(
+            delete_if,
+            self._client,
+            self._usage,
+            key,
+            "attribute_not_exists(#k) OR #c = :c",
+            ExpressionAttributeNames={"#k": KEY, "#c": attribute},
+            ExpressionAttributeValues=to_item({":c": at_ms}),
+        )
+
+    def swept_rooms(self) -> dict[str, SweptRoom]:
+        return dict(items.swept_room_from_item(item) for item in self._marks(items.SWEPT_ROOMS))
 
     def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
         for room_sid in sorted(set(room_sids)):
@@ -503,15 +524,15 @@ class DynamoUsageRepository:
         )
 
     def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
-        _written(  # not deleted: marked again since, and the next sweep looks at the room again
-            delete_if,
-            self._client,
-            self._usage,
-            items.swept_room_key(room_sid),
-            "attribute_not_exists(#k) OR #c = :c",
-            ExpressionAttributeNames={"#k": KEY, "#c": items.CLOSED_AT_MS},
-            ExpressionAttributeValues=to_item({":c": at_ms}),
-        )
+        # not deleted: marked again since, and the next sweep looks at the room again
+        self._forget_mark(items.swept_room_key(room_sid), items.CLOSED_AT_MS, at_ms)
+
+    def joinless_rooms(self) -> dict[str, int]:
+        return dict(items.joinless_room_from_item(item) for item in self._marks(items.JOINLESS_ROOMS))
+
+    def forget_joinless_room(self, room_sid: str, at_ms: int) -> None:
+        # not deleted: a batch marked the room again since, and the next sweep looks at it again
+        self._forget_mark(items.joinless_room_key(room_sid), items.MARKED_AT_MS, at_ms)
 
     def drop_room_state(self, state: RoomState) -> bool:
         if state.pending:  # a chunked write is writing this generation's items (or died: rating rebuilds the room)
@@ -733,9 +754,13 @@ class LiveKitRoomDirectory:
             async def ask(room: str) -> None:
                 async with gate:
                     try:
-                        answers.present[room] = await self._ask(http, room, credentials)
+                        listed = await self._ask(http, room, credentials)
                     except Exception as exc:  # any failure means "not confirmed", reported
                         answers.unanswered[room] = f"{type(exc).__name__}: {exc}"[:200]
+                        return
+                    answers.present[room] = None if listed is None else {p.sid for p in listed}
+                    if listed is not None:
+                        answers.listed[room] = {p.sid: p for p in listed}
 
             tasks = [asyncio.ensure_future(ask(room)) for room in rooms]
             _, pending = await asyncio.wait(tasks, timeout=self.budget_seconds)
@@ -747,7 +772,7 @@ class LiveKitRoomDirectory:
                 answers.unanswered[room] = f"no answer within the sweep's {self.budget_seconds:g} s budget"
         return answers
 
-    async def _ask(self, http: Any, room: str, credentials: list[tuple[str, str]]) -> set[str] | None:
+    async def _ask(self, http: Any, room: str, credentials: list[tuple[str, str]]) -> list[ListedParticipant] | None:
         from livekit import api  # noqa: PLC0415
 
         request = api.ListParticipantsRequest(room=room)
@@ -757,4 +782,25 @@ class LiveKitRoomDirectory:
             )
         except RoomGoneError:
             return None  # the room is gone: everyone in it has left
-        return {participant.sid for participant in response.participants}
+        return [listed_participant(participant) for participant in response.participants]
+
+
+def listed_participant(info: Any) -> ListedParticipant:
+    """RoomService's ``ParticipantInfo`` as the sweeper reads it: its kind by name as ingest stores a webhook's
+    (``STANDARD`` for 0, ``UNKNOWN_<n>`` for a number this protocol does not know), its join in ms (``joinedAtMs``,
+    else ``joinedAt`` x 1000), its metadata and attributes (compact JSON, as ingest stores them)."""
+    try:
+        kind = str(info.Kind.Name(info.kind))
+    except ValueError:
+        kind = f"UNKNOWN_{info.kind}"
+    attributes = dict(info.attributes)
+    return ListedParticipant(
+        sid=info.sid,
+        identity=info.identity,
+        kind=kind,
+        joined_at_ms=int(info.joined_at_ms) or int(info.joined_at) * 1000,
+        metadata=info.metadata,
+        attributes=json.dumps(attributes, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        if attributes
+        else "",
+    )

@@ -23,6 +23,10 @@ Usage table layout (single table):
 - swept room   ``SWEPT_ROOMS`` / ``ROOM#<room sid>`` - a room whose sessions the sweeper closed: ``closed_at_ms``,
   expiring like a listing; the sweeper drops the room's running state once the room is quiet, then the mark
   (D219);
+- join-less room ``JOINLESS_ROOMS`` / ``ROOM#<room sid>`` - rating's mark of a room whose state holds a participant
+  with no start (its ``participant_joined`` lost): ``marked_at_ms``, expiring ``JOINLESS_MARK_SECONDS`` after the
+  latest batch that wrote such a participant; the sweeper asks RoomService about the room, writes a synthetic join
+  for each it lists, and forgets the mark once the state holds none (D375, amended);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
   counters ``late#<meter>`` once the period is invoiced (``invoiced_at``), announced thresholds ``thresholds`` (SS);
 - profile      ``ACCOUNT#<account>`` / ``PROFILE`` - ``kilo_billing.account_items``.
@@ -90,6 +94,8 @@ EXPIRES_AT: Final = "expires_at"  # the usage table's TTL attribute (only the sw
 SWEPT_ROOMS: Final = "SWEPT_ROOMS"  # the partition of the sweeper's marks of rooms it closed sessions of
 CLOSED_AT_MS: Final = "closed_at_ms"
 DROPPED_VERSION: Final = "dropped_version"  # on a mark: the header version the sweeper's drop wrote (D222)
+JOINLESS_ROOMS: Final = "JOINLESS_ROOMS"  # the partition of rating's marks of rooms with a join-less participant
+MARKED_AT_MS: Final = "marked_at_ms"
 COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
 
@@ -266,6 +272,19 @@ def swept_room_from_item(item: Mapping[str, Any]) -> tuple[str, SweptRoom]:
     values = from_item(item)
     mark = SweptRoom(int(values[CLOSED_AT_MS]), int(values.get(DROPPED_VERSION, 0)))
     return str(values[SORT_KEY]).removeprefix("ROOM#"), mark
+
+
+def joinless_room_key(room_sid: str) -> Item:
+    return key_item(JOINLESS_ROOMS, room_key(room_sid))
+
+
+def joinless_room_item(room_sid: str, at_ms: int, expires_at: int) -> Item:
+    return to_item({KEY: JOINLESS_ROOMS, SORT_KEY: room_key(room_sid), MARKED_AT_MS: at_ms, EXPIRES_AT: expires_at})
+
+
+def joinless_room_from_item(item: Mapping[str, Any]) -> tuple[str, int]:
+    values = from_item(item)
+    return str(values[SORT_KEY]).removeprefix("ROOM#"), int(values[MARKED_AT_MS])
 
 
 def state_key(room_sid: str) -> Item:

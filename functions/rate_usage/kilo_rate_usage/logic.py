@@ -43,6 +43,7 @@ from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.aggregates import announced as recorded
 from kilo_rate_usage.aggregates import crossings, delta, rate_aggregate, session_contributions
 from kilo_rate_usage.model import (
+    JOINLESS_MARK_SECONDS,
     Aggregate,
     AggregateKey,
     BatchOutcome,
@@ -171,6 +172,11 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     before = repo.aggregates(touched)
     unit.late = {key for key, aggregate in before.items() if aggregate.invoiced}
     _announce_unattributed(unit, publisher)  # before the commit: a retry after a failed publish announces again
+    # before the commit too: a crash in between leaves a mark on a room whose state may not hold the participant - the
+    # sweeper looks, finds none, and forgets it - never a state holding one unmarked (D375, amended)
+    joinless = sorted(room.state.new.room_sid for room in rated if room.sessionless and room.state is not None)
+    if joinless:
+        repo.mark_joinless_rooms(joinless, now_ms, now_ms // 1000 + JOINLESS_MARK_SECONDS)
     writes = repo.commit(unit, now_ms) if not unit.empty else 0
 
     # Thresholds are level-triggered on everything this batch concerns - also when a retry finds nothing left to

@@ -24,6 +24,9 @@ from kilo_billing.periods import Period
 SWEPT: Final = "kilo_participant_swept"  # synthetic close by the sweeper: LiveKit says the participant is gone
 CAPPED: Final = "kilo_participant_capped"  # synthetic close by the sweeper: LiveKit could not confirm for too long
 SWEEPER_API_KEY: Final = "kilo-sweeper"  # the api_key of the sweeper's synthetic events
+# synthetic join by the sweeper: RoomService listed a participant whose participant_joined was lost (D375, amended)
+LISTED: Final = "kilo_participant_listed"
+JOINLESS_MARK_SECONDS: Final = 7 * 86_400  # how long rating's mark of a room with a join-less participant is kept
 
 ContributionKey = tuple[str, str, int, str]  # account, period key, segment start (epoch s), meter value
 AggregateKey = tuple[str, str]  # account, period key
@@ -258,6 +261,8 @@ class SweepPolicy:
     listing_ttl_ms: int
     vouched_gap_ms: int = 450_000
     quiet_room_ms: int = 3_600_000
+    mark_grace_ms: int = 600_000  # a join-less mark younger than this is kept: the batch that wrote it may not have
+    # committed its room's state yet (rating marks before its commit; its timeout is 120 s)
 
     def __post_init__(self) -> None:
         if not 0 < self.max_unconfirmed_ms < self.listing_ttl_ms:
@@ -266,15 +271,33 @@ class SweepPolicy:
             raise ValueError("the vouched gap (about one sweep interval) must be positive")
         if self.quiet_room_ms <= 0:
             raise ValueError("the quiet time before a swept room's state is dropped must be positive")
+        if self.mark_grace_ms <= 0:
+            raise ValueError("the grace before a join-less room's mark is forgotten must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class ListedParticipant:
+    """What RoomService's ``ListParticipants`` says of one participant (``ParticipantInfo``): its kind by name
+    (``STANDARD``, ``SIP``, ... as ingest stores a webhook's) and its join (``joinedAtMs``, else ``joinedAt`` x 1000;
+    0 when it gave neither)."""
+
+    sid: str
+    identity: str
+    kind: str
+    joined_at_ms: int
+    metadata: str = ""
+    attributes: str = ""  # JSON object (compact, sorted keys), "" when none
 
 
 @dataclass(frozen=True, slots=True)
 class RoomAnswers:
     """What RoomService said: participant sids per room name (None = the room no longer exists), and the rooms it
-    could not answer for (error, timeout, no credentials) with the reason - never read as "gone"."""
+    could not answer for (error, timeout, no credentials) with the reason - never read as "gone". ``listed``: what it
+    said of each participant listed, by room name and sid (kind, join), when the directory reports it."""
 
     present: dict[str, set[str] | None] = field(default_factory=dict)
     unanswered: dict[str, str] = field(default_factory=dict)
+    listed: dict[str, dict[str, ListedParticipant]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,3 +328,6 @@ class SweepOutcome:
     listed: int  # open sessions RoomService listed (recorded in their rooms' listings)
     unanswered_rooms: int
     dropped_states: int = 0  # running states of swept, quiet rooms dropped (D219)
+    joined: int = 0  # synthetic joins written for join-less participants RoomService listed (D375, amended)
+    # synthetic joins DynamoDB refused (room sid, participant sid, reason): the sweep goes on, their rooms' marks stay
+    unwritten_joins: tuple[tuple[str, str, str], ...] = ()

@@ -258,6 +258,12 @@ class UsageRepository(Protocol):
         """Sessions stored as open (of one account, or all)."""
         ...
 
+    def mark_joinless_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
+        """Mark rooms whose state holds a participant with no start (its ``participant_joined`` lost): the sweeper
+        asks RoomService about them (D375, amended). A mark there is replaced (at ``at_ms``, expiring at
+        ``expires_at``, epoch seconds)."""
+        ...
+
 
 class PoisonSink(Protocol):
     def send(self, keys: Mapping[str, Any], reason: str) -> None:
@@ -302,7 +308,24 @@ class SweeperStore(Protocol):
         ...
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
-        """Store a synthetic close in the room's events once; False when it was already there."""
+        """Store a synthetic event (a close, or a join from RoomService's answer) in the room's events once; False
+        when it was already there."""
+        ...
+
+    def room_participants(
+        self, room_sid: str, generation: str, participant_sids: Iterable[str] | None
+    ) -> dict[str, ParticipantFold]:
+        """The stored registers of the room state's live participants (``UsageRepository.room_participants``)."""
+        ...
+
+    def joinless_rooms(self) -> dict[str, int]:
+        """The rooms rating marked as holding a participant with no start (``mark_joinless_rooms``) and not forgotten
+        since: room sid -> when marked (epoch ms); strongly consistent."""
+        ...
+
+    def forget_joinless_room(self, room_sid: str, at_ms: int) -> None:
+        """Remove the room's join-less mark if it is still the one made at ``at_ms`` (a batch that marked it again
+        since: kept; none: nothing happens)."""
         ...
 
     def swept_rooms(self) -> dict[str, SweptRoom]:

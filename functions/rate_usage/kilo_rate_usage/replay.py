@@ -246,6 +246,9 @@ class DryRunRepository:
     def add_thresholds(self, account: str, period: str, markers: Sequence[str]) -> None:
         return None
 
+    def mark_joinless_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
+        return None  # a dry run writes nothing
+
     def open_sessions(self, account: str | None = None) -> list[StoredSession]:
         return self._repo.open_sessions(account)
 

@@ -6,10 +6,13 @@ rating indifferent to duplicates, redelivery and order: any permutation of the s
 Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisions.md):
 - a session is (room sid, participant sid), closed by sid, never by identity;
 - start = ``joinedAtMs`` (else ``joinedAt``) of the participant, from ``participant_joined`` or, if the join was lost or
-  is late, from the participant info inside ``participant_left``; no known start = pending (nothing billed yet) while
-  the room runs - once the room finished (or the sweeper closed the participant) the earliest moment we hold of it
-  (``inferred_start_ms``: its join was lost, D375) - billed by its kind if an event told it, else (track events
-  carry no kind: it may be an INGRESS, not billed, or a SIP caller, audio only) not billed, counted;
+  is late, from the participant info inside ``participant_left`` or from the sweeper's synthetic join
+  (``kilo_participant_listed``: RoomService listed a participant with no start, with its kind and ``joinedAtMs``; a
+  real ``participant_joined`` wins over it whatever the order, D375 amended); no known start = pending (nothing
+  billed yet) while the room runs - once the room finished (or the sweeper closed the participant) the earliest
+  moment we hold of it (``inferred_start_ms``: its join was lost, D375) - billed by its kind if an event told it,
+  else (track events carry no kind: it may be an INGRESS, not billed, or a SIP caller, audio only) not billed,
+  counted;
 - end = ``participant_left``'s ``createdAt``, else the earlier of ``room_finished``'s and a sweeper's *swept* close
   (RoomService no longer listed the connection: it had ended), else ``room_finished``'s, else the sweeper's close
   (swept or capped); open otherwise (``session_end``);
@@ -38,6 +41,7 @@ from kilo_billing.meters import Coverage, minutes_by_segment, split_connection
 from kilo_billing.periods import Period
 from kilo_rate_usage.model import (
     CAPPED,
+    LISTED,
     SWEPT,
     AttributionRule,
     Billing,
@@ -376,12 +380,16 @@ class RoomFold:
             return
         participant = self.participant(event.participant_sid)
         participant.identity = participant.identity or event.participant_identity
-        if event.participant_kind:
-            participant.kind = event.participant_kind
-        if event.participant_metadata:
-            participant.metadata = event.participant_metadata
-        if event.participant_attributes:
-            participant.attributes = json.loads(event.participant_attributes)
+        # the sweeper's synthetic join (RoomService's answer) tells only what no webhook told before it - a start, and
+        # with it a kind - and a participant_joined's kind (the zero value omitted: "" is STANDARD) replaces its kind,
+        # so a real join wins in any order (D375, amended)
+        if event.event_type != LISTED or participant.joined_ms is None:
+            if event.participant_kind or event.event_type == "participant_joined":
+                participant.kind = event.participant_kind
+            if event.participant_metadata:
+                participant.metadata = event.participant_metadata
+            if event.participant_attributes:
+                participant.attributes = json.loads(event.participant_attributes)
         if event.joined_at_ms and (participant.joined_ms is None or event.event_type == "participant_joined"):
             participant.joined_ms = event.joined_at_ms
         if event.event_type == "participant_joined" and participant.join_run is None and self.metadata:

@@ -26,18 +26,37 @@ the room has been quiet for ``quiet_room_ms`` (no event, stored or rated, and no
 state is dropped as a finished room's is (D196) - its ``room_finished`` was lost - on the condition that no batch
 wrote it since it was read: a late event rated meanwhile keeps it, one arriving after rebuilds the room (D219).
 The mark stays, naming the version the drop wrote, so that rebuild is dropped again once quiet (D222).
+
+It also asks about participants whose ``participant_joined`` was lost (LiveKit drops queued webhooks), known only by
+their track events (D375, amended 2026-12-03): rating marks a room whose state holds such a participant (no start, not
+aborted, connection not ended: ``JOINLESS_ROOMS``, before its commit); every sweep reads the marks and each marked
+room's state, asks RoomService about those rooms in the same round, and for each such participant it lists with a join
+time writes a synthetic join (``listed_join``: ``kilo_participant_listed``, one id per participant - a second sweep
+writes a duplicate, dropped) with the kind and ``joinedAtMs`` RoomService gave. Rating rebuilds the room: the session
+opens from that join, billed by that kind, and is from then on an open session like any (a real
+``participant_joined`` arriving later wins, the same session). One not listed left before the sweep: nothing is
+written, and it stays as D375 has it (kind unknown, not billed, counted at ``room_finished``). A mark is forgotten once
+the state positively holds nobody join-less (or there is no usable state) and the mark is ``mark_grace_ms`` old (the
+batch that wrote it has committed or died), or at once when the room is gone; a state that cannot tell (a batch
+committed between the sweeper's reads) keeps it. A join stays within the events table's item bound (RoomService's
+metadata and attributes left out when too large); one DynamoDB refuses all the same is logged and counted, the sweep
+goes on and the mark stays.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 
+from kilo_billing.events import MAX_ITEM_BYTES, item_size
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_rate_usage.model import (
     CAPPED,
+    LISTED,
     SWEEPER_API_KEY,
     SWEPT,
+    ListedParticipant,
     RoomAnswers,
     RoomListing,
     Session,
@@ -46,7 +65,9 @@ from kilo_rate_usage.model import (
     SweepOutcome,
     SweepPolicy,
 )
-from kilo_rate_usage.ports import RoomDirectory, SweeperStore
+from kilo_rate_usage.ports import RejectedWriteError, RoomDirectory, SweeperStore
+from kilo_rate_usage.rooms import RoomState
+from kilo_rate_usage.sessions import ParticipantFold
 
 
 def close_event(session: Session, event_type: str, at_s: int, now_ms: int) -> LiveKitEventRecord:
@@ -64,6 +85,134 @@ def close_event(session: Session, event_type: str, at_s: int, now_ms: int) -> Li
         participant_sid=session.participant_sid,
         participant_identity=session.identity,
     )
+
+
+# the largest TTL (epoch seconds) a join's item is measured with: an item's size grows with its numbers' digits
+_MEASURED_EXPIRES_AT = 9_999_999_999
+
+
+def listed_join(
+    room_sid: str, room_name: str, listed: ListedParticipant, now_ms: int, max_item_bytes: int = MAX_ITEM_BYTES
+) -> LiveKitEventRecord:
+    """The synthetic join of a participant whose ``participant_joined`` was lost, from RoomService's answer: its kind,
+    identity, metadata, attributes and ``joinedAtMs`` as LiveKit's ``participant_joined`` would carry them, dated at the
+    sweep (one id per participant: a second sweep writes a duplicate, dropped). It stays within the events table's item
+    bound (``max_item_bytes``, ingest's): when RoomService's metadata and attributes would pass it, the attributes are
+    left out, then the metadata too - the join still carries the kind and the join time billing needs, and attribution
+    then reads the room's metadata (the participant's steps of the rule find nothing: no room account -> unattributed,
+    as for any participant whose fields name no account)."""
+    participant = {
+        "sid": listed.sid,
+        "identity": listed.identity,
+        "kind": listed.kind,
+        "joinedAtMs": str(listed.joined_at_ms),
+    }  # the body: what RoomService said, for an audit (rating reads the fields below)
+    body = {"event": LISTED, "room": {"sid": room_sid, "name": room_name}, "participant": participant}
+    join = LiveKitEventRecord(
+        event_id=f"kilo-listed-{listed.sid}",
+        event_type=LISTED,
+        created_at=now_ms // 1000,
+        api_key=SWEEPER_API_KEY,
+        body=json.dumps(body, sort_keys=True, separators=(",", ":")).encode(),
+        received_at_ms=now_ms,
+        room_sid=room_sid,
+        room_name=room_name,
+        participant_sid=listed.sid,
+        participant_identity=listed.identity,
+        participant_kind=listed.kind,
+        participant_metadata=listed.metadata,
+        participant_attributes=listed.attributes,
+        joined_at_ms=listed.joined_at_ms,
+    )
+    for smaller in (
+        join,
+        replace(join, participant_attributes=""),
+        replace(join, participant_attributes="", participant_metadata=""),
+    ):
+        if item_size(smaller.to_item(_MEASURED_EXPIRES_AT)) <= max_item_bytes:
+            return smaller
+    return smaller  # still too large (an identity past the bound): DynamoDB refuses it, ``run_sweep`` counts it
+
+
+def joinless_participants(
+    state: RoomState, participants: Mapping[str, ParticipantFold]
+) -> tuple[str, frozenset[str]] | None:
+    """The room's name and the live participants of its running state with no start known - their
+    ``participant_joined`` lost, their connection not ended - (``participants``: every live participant's stored
+    registers; the state's window folded in); none once the room finished; None when the state cannot tell (unusable:
+    finished, too large to keep, another format; a chunked write's pending mark; stored registers that do not add
+    up)."""
+    if not state.usable or state.pending:
+        return None
+    whole = state.with_participants(participants, None)
+    if whole is None:
+        return None
+    fold = whole.folded()
+    if fold.room_end_s is not None:
+        return fold.room_name, frozenset()
+    return fold.room_name, frozenset(
+        sid
+        for sid, p in fold.participants.items()
+        if p.joined_ms is None and not p.aborted and p.connection_end_s is None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JoinlessRooms:
+    """The marked rooms (rating's ``JOINLESS_ROOMS``) as this sweep found them: those whose state holds a join-less
+    participant (room sid -> room name and those participants' sids), and the marks to forget (room sid -> when
+    marked): the state positively holds none (or there is none usable) and the mark is older than ``mark_grace_ms``."""
+
+    asking: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    forget: dict[str, int] = field(default_factory=dict)
+    marks: dict[str, int] = field(default_factory=dict)  # every mark read: room sid -> when marked
+
+
+def find_joinless(store: SweeperStore, now_ms: int, policy: SweepPolicy) -> JoinlessRooms:
+    """Read rating's marks and each marked room's state (header and every live participant's registers). A mark
+    younger than ``mark_grace_ms`` is kept whatever the state says: rating marks before it commits the state. A mark
+    is forgotten only when the state positively shows nobody join-less (no state, none usable, or an empty set); when
+    the usable state cannot tell (a chunked write's pending mark; the header and the participant items, read apart,
+    disagree - a rating batch committed between the two reads) the mark stays and the next sweep looks again."""
+    marks = store.joinless_rooms()
+    if not marks:
+        return JoinlessRooms()
+    found = JoinlessRooms(marks=dict(marks))
+    states = store.room_states(marks)
+    for room, marked_ms in sorted(marks.items()):
+        state = states.get(room)
+        if state is None or (not state.usable and not state.pending):
+            named: tuple[str, frozenset[str]] | None = ("", frozenset())  # no state (or none usable): nobody to ask
+        elif state.pending:
+            named = None  # a chunked write under way: looked at again
+        else:  # None: the header and the participant items disagree (a batch committed between the two reads)
+            named = joinless_participants(state, store.room_participants(room, state.generation, None))
+        if named is None:
+            continue  # the state cannot tell: the mark stays, the next sweep looks again
+        name, sids = named
+        if sids and name:
+            found.asking[room] = (name, sids)
+        elif not sids and now_ms - marked_ms >= policy.mark_grace_ms:
+            found.forget[room] = marked_ms
+    return found
+
+
+def plan_joins(joinless: JoinlessRooms, answers: RoomAnswers, now_ms: int) -> tuple[list[LiveKitEventRecord], set[str]]:
+    """The synthetic joins of the join-less participants RoomService lists (with a join time), and the marked rooms
+    RoomService says are gone (nobody of them can be listed again: their marks are forgotten). A participant it does
+    not list left before the sweep: nothing is written, and it stays as D375 has it (kind unknown, not billed,
+    counted) - the mark stays while the state holds it."""
+    joins: list[LiveKitEventRecord] = []
+    gone: set[str] = set()
+    for room, (name, sids) in sorted(joinless.asking.items()):
+        if name in answers.present and answers.present[name] is None:
+            gone.add(room)
+            continue
+        listed = answers.listed.get(name, {})
+        for sid in sorted(sids & listed.keys()):
+            if listed[sid].joined_at_ms > 0:
+                joins.append(listed_join(room, name, listed[sid], now_ms))
+    return joins, gone
 
 
 def with_room_activity(store: SweeperStore, sessions: Sequence[StoredSession]) -> list[StoredSession]:
@@ -159,7 +308,11 @@ def run_sweep(
     """One sweep: ask, decide, write the closes and the rooms' listings. Returns the outcome, what RoomService said
     and the closes written (for the handler's logs)."""
     open_sessions = with_room_activity(store, store.open_sessions())
-    rooms = sorted({stored.session.room_name for stored in open_sessions if stored.session.room_name})
+    joinless = find_joinless(store, now_ms, policy)
+    rooms = sorted(
+        {stored.session.room_name for stored in open_sessions if stored.session.room_name}
+        | {name for name, _ in joinless.asking.values()}
+    )
     answers = directory.participants(rooms) if rooms else RoomAnswers()
     listings = store.room_listings({stored.session.room_sid for stored in open_sessions})
     confirmations = store.confirmations(unlisted(open_sessions, listings, now_ms))
@@ -172,6 +325,17 @@ def run_sweep(
     if plan.closes:  # before the closes: a crash in between leaves a mark on a room still open (looked at again)
         store.mark_swept_rooms({close.room_sid for close in plan.closes}, now_ms, marks_expire)
     written = [close for close in plan.closes if store.add_close(close, expires_at)]
+    joins, gone = plan_joins(joinless, answers, now_ms)
+    joined: list[LiveKitEventRecord] = []
+    unwritten: list[tuple[str, str, str]] = []
+    for join in joins:  # one refused join (DynamoDB's item limit, ...) stops no other: its room's mark stays
+        try:
+            if store.add_close(join, expires_at):
+                joined.append(join)
+        except RejectedWriteError as refused:
+            unwritten.append((join.room_sid, join.participant_sid, str(refused)[:500]))
+    for room in sorted(joinless.forget.keys() | gone):  # last: a retry of this sweep still finds them
+        store.forget_joinless_room(room, joinless.marks[room])
     if plan.listings:  # last: a retry of this sweep still reads the previous answers (its closes are written once)
         store.record_listings(plan.listings, marks_expire)
     dropped = drop_quiet_rooms(store, {stored.session.room_sid for stored in open_sessions}, now_ms, policy)
@@ -182,6 +346,8 @@ def run_sweep(
         listed=sum(len(listing.participants) for listing in plan.listings.values()),
         unanswered_rooms=len(answers.unanswered),
         dropped_states=dropped,
+        joined=len(joined),
+        unwritten_joins=tuple(unwritten),
     )
     return outcome, answers, written
 

@@ -71,6 +71,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "session capped: LiveKit could not vouch for it" if close.event_type == CAPPED else "session swept",
             extra={"room_sid": close.room_sid, "participant_sid": close.participant_sid, "at": close.created_at},
         )
+    for room_sid, participant_sid, reason in outcome.unwritten_joins:
+        logger.warning(
+            "synthetic join refused: the participant stays unbilled until a later sweep writes it",
+            extra={"room_sid": room_sid, "participant_sid": participant_sid, "reason": reason},
+        )
+    count(SERVICE, Metric.SWEEP_JOINS_UNWRITTEN, len(outcome.unwritten_joins))
     count(SERVICE, Metric.SESSIONS_SWEPT, outcome.swept)
     count(SERVICE, Metric.SESSIONS_CAPPED, outcome.capped)
     count(SERVICE, Metric.ROOMSERVICE_UNANSWERED, outcome.unanswered_rooms)
@@ -82,6 +88,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "listed": outcome.listed,
         "unanswered_rooms": outcome.unanswered_rooms,
         "dropped_states": outcome.dropped_states,
+        "joined": outcome.joined,  # synthetic joins written for join-less participants RoomService listed (D375)
+        "joins_unwritten": len(outcome.unwritten_joins),
         "thresholds": thresholds,
     }
     logger.info("sweep done", extra=summary)

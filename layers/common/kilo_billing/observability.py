@@ -68,6 +68,7 @@ class Metric(StrEnum):
     RATING_BATCH_FAILED = "RatingBatchFailed"  # a transient failure: Lambda retries the batch
     ROOMSERVICE_UNANSWERED = "RoomServiceUnanswered"  # rooms the sweeper could not ask LiveKit about
     SWEEP_FAILED = "SweepFailed"
+    SWEEP_JOINS_UNWRITTEN = "SweepJoinsUnwritten"  # a synthetic join DynamoDB refused: the sweep went on (D375)
     STILL_REACHED_UNPUBLISHED = "StillReachedUnpublished"  # the bus refused HardLimitStillReached.v1: next run's retry
     # alerts
     ALERTS_SENT = "AlertsSent"  # one per message handed to SES or SNS
