@@ -25,7 +25,7 @@ from kilo_billing.reports import account_revenue
 from kilo_billing.stripe_events import StripeEventRecord
 from kilo_dev.stripe_emulator import load_fixtures
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
-from kilo_invoice.model import EarlierRefundFinishedError, InvoiceNotFoundError
+from kilo_invoice.model import EarlierRefundFinishedError, InvoiceNotFoundError, InvoiceNotRecordedYetError
 from kilo_invoice.ports import GatewayUnavailableError
 from tests.fakes import InMemoryAccountDirectory
 from tests.scenarios.test_invoicing import APR, MAR, World, at, team_with_march_overage
@@ -184,6 +184,56 @@ def test_given_a_charge_that_pays_no_invoice_of_ours_then_it_is_not_found(world:
     _close_and_pay(world, events)
     with pytest.raises(InvoiceNotFoundError):
         _apply(world, events, events.add("evt_x", "charge.refunded", _charge("pi_NotOurs", 500)))
+
+
+def _paid_before_ours_knows_its_stripe_id(world: World) -> tuple[str, str]:
+    """March (65.20) closed, finalized and paid at Stripe, but the close's save after Stripe's finalize never happened:
+    ours is the stored draft with no Stripe id and no pointer to it. Returns the payment intent and the Stripe id."""
+    invoice = world.close("acme", MAR)
+    gateway_id = world.store.invoices[invoice.invoice_id].gateway_id
+    assert gateway_id is not None
+    intent = world.gateway.settle(invoice.invoice_id, paid=True)
+    assert intent is not None
+    world.store.invoices[invoice.invoice_id] = replace(
+        world.store.invoices[invoice.invoice_id],
+        status=InvoiceStatus.DRAFT,
+        gateway_id=None,
+        hosted_url=None,
+        pdf_url=None,
+    )
+    world.store.pointers.pop(gateway_id, None)
+    return intent, gateway_id
+
+
+def test_given_a_dispute_before_ours_knows_its_stripe_invoice_then_retried_until_invoice_paid_lands(
+    world: World,
+) -> None:
+    """Stripe ties the disputed payment to its invoice, which ours has not recorded yet: not "nothing of ours" (it
+    was acknowledged and dropped: never flagged, the response deadline missed) - retried (D-fs-1)."""
+    events = Events()
+    intent, gateway_id = _paid_before_ours_knows_its_stripe_id(world)
+    opened = events.add("evt_dc", "charge.dispute.created", _dispute(intent, "needs_response"))
+    with pytest.raises(InvoiceNotRecordedYetError, match=gateway_id):
+        _apply(world, events, opened)
+    assert not world.store.invoices["acme/2026-03"].disputed
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world) | {"id": gateway_id}))
+    _apply(world, events, opened)  # the queue's redelivery
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.status, after.disputed, world.store.billing["acme"].disputed) == (InvoiceStatus.PAID, True, True)
+    alerts = [d for t, d in world.bus.events if t == "DisputeOpened.v1"]
+    assert [(a["invoice_id"], a["dispute_id"], a["amount"]) for a in alerts] == [("acme/2026-03", "dp_1Story", "65.20")]
+
+
+def test_given_a_dashboard_refund_before_ours_knows_its_stripe_invoice_then_retried_and_counted(world: World) -> None:
+    events = Events()
+    intent, gateway_id = _paid_before_ours_knows_its_stripe_id(world)
+    refunded = events.add("evt_cr", "charge.refunded", _charge(intent, 1000))
+    with pytest.raises(InvoiceNotRecordedYetError):
+        _apply(world, events, refunded)
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world) | {"id": gateway_id}))
+    _apply(world, events, refunded)
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.refunded, after.kept) == (Decimal("10.00"), Decimal("55.20"))
 
 
 def test_given_stripe_down_when_invoice_paid_arrives_then_paid_and_a_later_dispute_finds_the_invoice_through_stripe(

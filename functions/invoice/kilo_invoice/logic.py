@@ -73,6 +73,7 @@ from kilo_invoice.model import (
     EarlierRefundFinishedError,
     EventOutcome,
     InvoiceNotFoundError,
+    InvoiceNotRecordedYetError,
     NoteWaiting,
     StripeModeMismatchError,
 )
@@ -827,17 +828,23 @@ def _find_payment(
 ) -> tuple[AccountLedger, InvoiceRecord]:
     """The invoice a charge, refund or dispute event is about: by the payment's pointers ``invoice.paid`` recorded,
     else (the event came first: any order is possible) by asking the processor which invoice the payment intent
-    paid; the refs are then recorded on the invoice, as ``invoice.paid`` would have."""
+    paid; the refs are then recorded on the invoice, as ``invoice.paid`` would have. A payment the processor ties to
+    a Stripe invoice we hold no pointer for (ours does not know that id yet: its ``invoice.finalized``/``paid`` not
+    applied) raises ``InvoiceNotRecordedYetError``, retried by the queue; only a payment of no invoice at all is
+    ``InvoiceNotFoundError`` (D-fs-1)."""
     wanted = tuple(ref for ref in refs if ref)
     try:
         return _find(store, wanted, metadata)
     except InvoiceNotFoundError:
         if gateway is None:
             raise
+    unknown: list[str] = []  # Stripe invoices the payments belong to, none of them recorded by ours
     for ref in wanted:
         gateway_id = gateway.invoice_for_payment(ref)  # unavailable: raised, the queue delivers the event again
         found = store.invoice_for_gateway(gateway_id) if gateway_id else None
         if found is None:
+            if gateway_id:
+                unknown.append(gateway_id)
             continue
         ledger = store.ledger(found[0])
         invoice = ledger.invoices.get(found[1])
@@ -845,6 +852,11 @@ def _find_payment(
             continue
         invoice = _save_with(store, invoice, lambda inv: _with_refs(inv, wanted))
         return ledger, invoice
+    if unknown:
+        raise InvoiceNotRecordedYetError(
+            f"payment {list(wanted)} belongs to Stripe invoice {unknown[0]}, which no invoice of ours has recorded yet "
+            f"(its invoice.finalized or invoice.paid not applied): retried"
+        )
     raise InvoiceNotFoundError(f"no invoice of ours for {list(wanted)}")
 
 
