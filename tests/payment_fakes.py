@@ -29,6 +29,7 @@ class _Invoice:
     payments: list[str] = field(default_factory=list)  # the payment intents that paid it (``settle``)
     latest_revision: str | None = None  # the revision that voided it (``revise``)
     card: str | None = None  # the card that paid it (the customer's default when settled), if any
+    charged: Decimal | None = None  # what its payment charged when not its lines' sum (Stripe Tax added: ``settle``)
 
 
 @dataclass
@@ -132,15 +133,18 @@ class InMemoryPaymentGateway:
             self.out_of_band_notes.add(credit_id)
         return credit_id
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
+    def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         """As the Stripe adapter, for one payment per invoice: a request's refund made earlier (failed too) is found
-        again; a payment by a card whose bank returned a refund (``fail_refund`` with a card's reason, on any of the
-        customer's invoices) is refused before anything is made unless ``to_failed_card``."""
+        again; ``amount`` None is all that is left of the payment (what it charged less what was refunded, here or in
+        the dashboard: ``refund_in_dashboard``); a payment by a card whose bank returned a refund (``fail_refund``
+        with a card's reason, on any of the customer's invoices) is refused before anything is made unless
+        ``to_failed_card``."""
         self._call("refund")
         if refund_id in self.refunds:
             return refund_id
         invoice = self._by_gateway_id(gateway_id)
-        paid = sum((line.amount for line in invoice.request.lines), Decimal(0))
+        paid = self._charged(invoice)
+        amount = paid - invoice.refunded if amount is None else amount
         if invoice.status != "paid" or amount <= 0 or invoice.refunded + amount > paid:
             raise GatewayRejectedError(f"cannot refund {amount} on {gateway_id} ({invoice.status})")
         if (invoice.card or gateway_id) in self.returned_cards and not to_failed_card:
@@ -152,6 +156,18 @@ class InMemoryPaymentGateway:
         invoice.refunded += amount
         self.refunds[refund_id] = (gateway_id, amount)
         return refund_id
+
+    def _charged(self, invoice: _Invoice) -> Decimal:
+        lines = sum((line.amount for line in invoice.request.lines), Decimal(0))
+        return lines if invoice.charged is None else invoice.charged
+
+    def refund_in_dashboard(self, invoice_id: str, amount: Decimal) -> None:
+        """An operator's refund in Stripe's dashboard: what is left of the payment is that much less (its events are
+        the test's to send)."""
+        invoice = self.invoices[invoice_id]
+        if invoice.refunded + amount > self._charged(invoice):
+            raise AssertionError(f"{amount} is more than is left of {invoice_id}'s payment")
+        invoice.refunded += amount
 
     def fail_refund(
         self, refund_id: str, reason: str = "expired_or_canceled_card", amount: Decimal | None = None
@@ -228,12 +244,14 @@ class InMemoryPaymentGateway:
         invoice.status = "void"
         invoice.latest_revision = revision_id
 
-    def settle(self, invoice_id: str, paid: bool) -> str | None:
-        """Returns the payment intent that paid it (``None``: not paid)."""
+    def settle(self, invoice_id: str, paid: bool, charged: Decimal | None = None) -> str | None:
+        """Returns the payment intent that paid it (``None``: not paid). ``charged``: what the payment took when it
+        is not the lines' sum (Stripe Tax added to it)."""
         invoice = self.invoices[invoice_id]
         if not paid or invoice.status == "paid":
             return None
         invoice.status = "paid"
+        invoice.charged = charged
         invoice.card = self.default_cards.get(invoice.request.customer_id)
         intent = self._new_id("pi")
         invoice.payments.append(intent)

@@ -1548,3 +1548,151 @@ def test_given_an_inquiry_created_and_its_escalation_handled_at_once_then_no_inq
     assert invoice.charged_back == Decimal("40.00")
     assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
     assert [kind for _, kind, _ in _kinds(world)] == ["escalation"]
+
+
+# --- Stripe Tax: a payment's refunds and disputes counted before tax (D-fs-2) ---------------------------------------
+# March 65.20 of ours + Stripe Tax 10 % = 71.72 charged: 7172 cents x 6520 / 7172 of each charge figure is ours
+TAXED = {"amount_paid": 7172, "total": 7172, "total_excluding_tax": 6520, "subtotal": 6520}
+
+
+def _taxed_paid(world: World, events: Events, taxed: dict[str, int] = TAXED) -> str:
+    """March closed and paid with Stripe Tax added (``taxed``: the Stripe invoice's figures); returns the intent."""
+    invoice = world.close("acme", MAR)
+    assert invoice.total == Decimal("65.20")
+    intent = world.gateway.settle(invoice.invoice_id, paid=True, charged=Decimal(taxed["total"]).scaleb(-2))
+    assert intent is not None
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world) | taxed))
+    paid = world.store.invoices["acme/2026-03"]
+    assert (paid.status, paid.refunded, paid.kept) == (InvoiceStatus.PAID, Decimal(0), Decimal("65.20"))  # D344
+    return intent
+
+
+def _taxed_charge(intent: str, refunded_cents: int, charged: int = 7172) -> dict[str, Any]:
+    return _charge(intent, refunded_cents) | {"amount": charged, "amount_captured": charged}
+
+
+def _refunds_asked(world: World) -> list[Decimal]:
+    return [amount for _, amount in world.gateway.refunds.values()]
+
+
+def test_given_stripe_tax_when_the_whole_payment_is_refunded_in_the_dashboard_then_the_invoice_gives_back_its_total(
+    world: World,
+) -> None:
+    """71.72 refunded: 7172 x 6520 / 7172 = 65.20 of ours given back, 0.00 kept, 65.20 in the revenue report's
+    refunds. Before: 71.72 refunded, kept -6.52 (more than the invoice)."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    refund = _fixture("refund", id="re_dash", payment_intent=intent, charge="ch_3Story", amount=7172, metadata={})
+    _apply(world, events, events.add("evt_rc", "refund.created", refund))
+    _apply(world, events, events.add("evt_cr", "charge.refunded", _taxed_charge(intent, 7172)))
+    after = world.store.invoices["acme/2026-03"]
+    revenue = account_revenue(world.store.ledger("acme"), MAR, default_catalog()).figures
+    assert (after.refunded, after.kept, revenue.refunds) == (Decimal("65.20"), Decimal("0.00"), Decimal("65.20"))
+
+
+def test_given_stripe_tax_when_half_is_refunded_in_the_dashboard_then_the_rest_refunds_what_is_left_of_the_payment(
+    world: World,
+) -> None:
+    """35.86 of 71.72 refunded in the dashboard = 32.60 of ours (3586 x 6520 / 7172); "the rest" asks Stripe for all
+    that is left of the payment, 71.72 - 35.86 = 35.86 (the customer gets the tax back too), and the invoice gives
+    back its other 32.60: 65.20, 0.00 kept. Before: 32.60 asked of Stripe (the rest before tax), 3.26 of tax kept."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    world.gateway.refund_in_dashboard("acme/2026-03", Decimal("35.86"))
+    _apply(world, events, events.add("evt_cr", "charge.refunded", _taxed_charge(intent, 3586)))
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("32.60")
+    done = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)
+    assert _refunds_asked(world) == [Decimal("35.86")]
+    assert (done.refunded, done.kept) == (Decimal("65.20"), Decimal("0.00"))
+    _apply(world, events, events.add("evt_cr2", "charge.refunded", _taxed_charge(intent, 7172)))  # its webhook
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("65.20")
+
+
+def test_given_stripe_tax_when_the_cli_refunds_all_or_part_then_stripe_is_asked_tax_included(world: World) -> None:
+    """10.00 of ours is 10.00 x 7172 / 6520 = 11.00 asked of Stripe (its charge.refunded, 1100, reads 10.00 back);
+    then all: the 71.72 - 11.00 = 60.72 left of the payment, the invoice 65.20 refunded, 0.00 kept. Before: 10.00
+    and 55.20 asked - 6.52 of the customer's tax never given back."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    part = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("10.00"))
+    assert (_refunds_asked(world), part.refunded, part.kept) == ([Decimal("11.00")], Decimal("10.00"), Decimal("55.20"))
+    _apply(world, events, events.add("evt_cr", "charge.refunded", _taxed_charge(intent, 1100)))
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("10.00")
+    done = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)
+    assert _refunds_asked(world) == [Decimal("11.00"), Decimal("60.72")]
+    assert (done.refunded, done.kept) == (Decimal("65.20"), Decimal("0.00"))
+
+
+def test_given_stripe_tax_when_a_dispute_is_lost_then_the_invoice_charges_back_its_total(world: World) -> None:
+    """A dispute of the whole 71.72: funds withdrawn and lost = 65.20 of ours charged back, 0.00 kept; the alert
+    names what the customer disputes (71.72). Before: 71.72 charged back, kept -6.52."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    disputed = _dispute(intent, "needs_response") | {"amount": 7172}
+    _apply(world, events, events.add("evt_dc", "charge.dispute.created", disputed))
+    withdrawn = _dispute(intent, "under_review") | {"amount": 7172}
+    _apply(world, events, events.add("evt_dw", "charge.dispute.funds_withdrawn", withdrawn))
+    _apply(world, events, events.add("evt_dl", "charge.dispute.closed", _dispute(intent, "lost") | {"amount": 7172}))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.charged_back, after.kept) == (Decimal("65.20"), Decimal("0.00"))
+    assert [d["amount"] for t, d in world.bus.events if t == "DisputeOpened.v1"] == ["71.72"]
+
+
+def test_given_stripe_tax_when_a_lost_dispute_lists_its_withdrawal_then_it_is_counted_before_tax(world: World) -> None:
+    """The close lists the withdrawal (-7172 in the dispute's currency): 65.20 of ours, by the same rule."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    listed = [{"amount": -7172, "currency": "usd", "fee": 1500}]
+    lost = _dispute(intent, "lost") | {"amount": 7172, "currency": "usd", "balance_transactions": listed}
+    _apply(world, events, events.add("evt_dl", "charge.dispute.closed", lost))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.charged_back, after.kept) == (Decimal("65.20"), Decimal("0.00"))
+
+
+def test_given_stripe_tax_when_a_dashboard_refund_fails_then_it_is_back_before_tax_and_said_as_stripe_made_it(
+    world: World,
+) -> None:
+    """35.86 refunded in the dashboard (32.60 of ours), then failed: 0.00 refunded, 65.20 kept; RefundFailed names the
+    35.86 Stripe refunded."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    refund = _fixture("refund", id="re_dash", payment_intent=intent, charge="ch_3Story", amount=3586, metadata={})
+    _apply(world, events, events.add("evt_rc", "refund.created", refund))
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("32.60")
+    failed = refund | {"status": "failed", "failure_reason": "expired_or_canceled_card"}
+    _apply(world, events, events.add("evt_rf", "refund.failed", failed))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.refunded, after.kept) == (Decimal("0.00"), Decimal("65.20"))
+    assert [d["amount"] for t, d in world.bus.events if t == "RefundFailed.v1"] == ["35.86"]
+
+
+def test_given_stripe_tax_when_three_dashboard_refunds_take_the_whole_payment_then_not_a_cent_more_than_the_total(
+    world: World,
+) -> None:
+    """Tax 8.25 %: 65.20 + 5.379 = 70.58 charged (7058). Refunded as 20.00 + 20.00 + 30.58: each before tax
+    18.48 (2000 x 6520 / 7058 = 18.4755), 18.48 and 28.25 (3058 x 6520 / 7058 = 28.2487) - 65.21 together, a cent
+    more than the invoice; the charge's totals read 18.48, 36.95 (36.9510), 65.20. Given back: 65.20, kept 0.00."""
+    events = Events()
+    taxed = {"amount_paid": 7058, "total": 7058, "total_excluding_tax": 6520, "subtotal": 6520}
+    intent = _taxed_paid(world, events, taxed)
+    running = 0
+    for n, cents in enumerate((2000, 2000, 3058)):
+        running += cents
+        refund = _fixture("refund", id=f"re_{n}", payment_intent=intent, charge="ch_3Story", amount=cents, metadata={})
+        _apply(world, events, events.add(f"evt_rc{n}", "refund.created", refund))
+        _apply(world, events, events.add(f"evt_cr{n}", "charge.refunded", _taxed_charge(intent, running, 7058)))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.refunded, after.kept) == (Decimal("65.20"), Decimal("0.00"))
+
+
+def test_given_stripe_tax_when_a_payment_fails_then_the_alert_names_what_stripe_tried(world: World) -> None:
+    """Stripe tried 71.72 (65.20 + tax): the alert says 71.72, not our 65.20 before tax."""
+    events = Events()
+    world.close("acme", MAR)
+    gateway_id = world.store.invoices["acme/2026-03"].gateway_id
+    meta = {"invoice_id": "acme/2026-03", "kilo_invoice_id": "acme/2026-03", "account_id": "acme"}
+    failed = _fixture(
+        "invoice", id=gateway_id, status="open", metadata=meta, attempt_count=1, amount_due=7172, amount_paid=0
+    ) | {key: value for key, value in TAXED.items() if key != "amount_paid"}
+    _apply(world, events, events.add("evt_pf", "invoice.payment_failed", failed))
+    assert [d["total"] for t, d in world.bus.events if t == "PaymentFailed.v1"] == ["71.72"]

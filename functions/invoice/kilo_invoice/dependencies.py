@@ -106,7 +106,7 @@ class LazyGateway:
     ) -> str:
         return self.gateway.credit_note(gateway_id, amount, reason, credit_id, out_of_band)
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
+    def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         return self.gateway.refund(gateway_id, amount, refund_id, to_failed_card)
 
     def payment_refs(self, gateway_id: str) -> tuple[str, ...]:

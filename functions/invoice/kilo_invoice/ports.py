@@ -165,8 +165,10 @@ class PaymentGateway(Protocol):
         or ``amount`` above what it still holds: ``GatewayRejectedError``, nothing made."""
         ...
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
-        """Refund part or all of a paid invoice's payment; returns the refund id. Refused for good after part of
+    def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
+        """Refund part or all of a paid invoice's payment; returns the refund id. ``amount`` is what the processor
+        gives back (charge money: with Stripe Tax, tax included); None - all that is left of each of its payments,
+        exactly (D-fs-2). Refused for good after part of
         ``amount`` was refunded (earlier runs' parts included): ``GatewayPartlyRefundedError`` with that part. Never
         to a payment whose card's bank returned a refund of it (``GatewayRejectedError`` when only such a payment
         has room), unless ``to_failed_card`` (D340 amended)."""

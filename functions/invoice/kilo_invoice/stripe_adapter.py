@@ -373,8 +373,9 @@ class StripePaymentGateway:
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
         return note.id
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
-        """Refund ``amount`` of a paid invoice from its payments, oldest first, each up to what is left of it (an
+    def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
+        """Refund ``amount`` (None: all that is left of each payment, D-fs-2) of a paid invoice from its payments,
+        oldest first, each up to what is left of it (an
         invoice paid in several payments has a payment intent per payment; a refund is made on one). Refunds made
         earlier for ``refund_id`` (found by metadata, on every payment) count: a rerun refunds only what is still
         missing. Returns the refund ids, comma-separated when it took more than one payment. Stripe refusing a payment's
@@ -403,8 +404,6 @@ class StripePaymentGateway:
         ]
         if not paid:
             raise GatewayRejectedError(f"{gateway_id} has no card payment to refund")
-        asked = in_cents(amount)
-        wanted = asked
         cards, bank_returned, disputed_charges = self._returned_cards(_field_id(invoice, "customer"))
         # only this invoice's disputed payments have their Disputes read: another invoice's dispute (or a key
         # without Disputes read) never touches this refund (D359 amended (wd2))
@@ -418,11 +417,12 @@ class StripePaymentGateway:
         made: list[str] = []
         undone: list[stripe.Refund] = []  # this request's refunds made and then failed or canceled (never made again)
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
+        earlier = 0  # cents this request's refunds made before (an earlier run's)
         bounced: list[tuple[str, int]] = []  # the same, for payments by a card whose bank returned a refund
         for intent, paid_cents in paid:
             refunds = self._refunds_of(intent)
             mine = [r for r in refunds if _metadata(r).get(META_REFUND) == refund_id]
-            wanted -= sum(r.amount for r in mine)  # failed ones too: made, then failed - never made again silently
+            earlier += sum(r.amount for r in mine)  # failed ones too: made, then failed - never made again silently
             made += [r.id for r in mine]
             undone += [r for r in mine if r.status in _NOT_GIVEN]
             used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
@@ -434,6 +434,7 @@ class StripePaymentGateway:
                 if _returned_by_bank(refund):
                     bank_returned.setdefault(card, {})[refund.id] = refund.failure_reason or "unknown"
             (bounced if card in bank_returned else room).append((intent, left))
+        asked, wanted = _asked_of(gateway_id, amount, earlier, room + bounced)
         try:
             elsewhere = sum(left for _, left in room if left > 0)
             if wanted > elsewhere + sum(left for _, left in bounced if left > 0):
@@ -625,6 +626,19 @@ def _returned_by_bank(refund: stripe.Refund) -> bool:
     """A Refund the card's bank returned: ``failed`` for one of the card's reasons (``_CARDS_BANK``; none given reads
     as ``unknown``). A failure for another reason (our balance, our request, a dispute) says nothing of the card."""
     return refund.status == "failed" and (getattr(refund, "failure_reason", None) or "unknown") in _CARDS_BANK
+
+
+def _asked_of(gateway_id: str, amount: Decimal | None, earlier: int, room: list[tuple[str, int]]) -> tuple[int, int]:
+    """(asked, still wanted) in cents of a refund request whose earlier runs made ``earlier``: ``amount``, or with
+    None all that is left of each payment (``room``: payment intent, cents left) beside what they made - a taxed
+    invoice's "all"/"the rest", exact to the cent (D-fs-2); nothing left and nothing made is refused."""
+    if amount is not None:
+        asked = in_cents(amount)
+        return asked, asked - earlier
+    left = sum(cents for _, cents in room if cents > 0)
+    if left + earlier == 0:
+        raise GatewayRejectedError(f"cannot refund the rest of {gateway_id}: nothing of its payments is left")
+    return left + earlier, left
 
 
 def _made_in_part(
