@@ -42,6 +42,7 @@ class InMemoryPaymentGateway:
     refunds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     failed_refunds: dict[str, str] = field(default_factory=dict)  # refund id -> the processor's failure reason
     returned_cards: set[str] = field(default_factory=set)  # cards (else gateway ids) whose bank returned a refund
+    disputed: set[str] = field(default_factory=set)  # gateway ids whose payment's dispute says not refundable
     default_cards: dict[str, str] = field(default_factory=dict)  # customer id -> card id
     saved_cards: dict[str, list[str]] = field(default_factory=dict)  # customer id -> its cards, oldest first
     calls: list[str] = field(default_factory=list)
@@ -144,6 +145,11 @@ class InMemoryPaymentGateway:
             return refund_id
         invoice = self._by_gateway_id(gateway_id)
         paid = self._charged(invoice)
+        if gateway_id in self.disputed:  # the one payment's dispute says not refundable: the adapter leaves it out
+            raise GatewayRejectedError(
+                f"cannot refund {amount or 'all that is left'} of {gateway_id}: "
+                f"{paid - invoice.refunded} of it is on a payment Stripe will not refund (a disputed payment left out)"
+            )
         amount = paid - invoice.refunded if amount is None else amount
         if invoice.status != "paid" or amount <= 0 or invoice.refunded + amount > paid:
             raise GatewayRejectedError(f"cannot refund {amount} on {gateway_id} ({invoice.status})")
@@ -156,6 +162,11 @@ class InMemoryPaymentGateway:
         invoice.refunded += amount
         self.refunds[refund_id] = (gateway_id, amount)
         return refund_id
+
+    def dispute(self, invoice_id: str) -> None:
+        """A chargeback of the invoice's payment (open, lost or won): Stripe refuses its refund, as the adapter reads
+        the Dispute's ``is_charge_refundable`` (D359); its events are the test's to send."""
+        self.disputed.add(self.invoices[invoice_id].gateway_id)
 
     def _charged(self, invoice: _Invoice) -> Decimal:
         lines = sum((line.amount for line in invoice.request.lines), Decimal(0))

@@ -26,7 +26,7 @@ from kilo_billing.stripe_events import StripeEventRecord
 from kilo_dev.stripe_emulator import load_fixtures
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
 from kilo_invoice.model import EarlierRefundFinishedError, InvoiceNotFoundError, InvoiceNotRecordedYetError
-from kilo_invoice.ports import GatewayUnavailableError
+from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
 from tests.fakes import InMemoryAccountDirectory
 from tests.scenarios.test_invoicing import APR, MAR, World, at, team_with_march_overage
 from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedTexter
@@ -1696,3 +1696,26 @@ def test_given_stripe_tax_when_a_payment_fails_then_the_alert_names_what_stripe_
     ) | {key: value for key, value in TAXED.items() if key != "amount_paid"}
     _apply(world, events, events.add("evt_pf", "invoice.payment_failed", failed))
     assert [d["total"] for t, d in world.bus.events if t == "PaymentFailed.v1"] == ["71.72"]
+
+
+def test_given_stripe_tax_and_a_chargeback_not_applied_yet_when_all_is_refunded_then_refused_and_nothing_recorded(
+    world: World,
+) -> None:
+    """71.72 charged for 65.20 of ours; the customer disputes it and Stripe withdraws the funds, but ours has applied
+    only ``charge.dispute.created`` (its ``funds_withdrawn`` still queued): ours keeps 65.20, and "all" asks Stripe for
+    all that is left of the payment - which its dispute makes not refundable. Refused, nothing made, nothing
+    recorded refunded; the withdrawal then lands: 65.20 charged back, 0.00 kept (not 65.20 refunded and 65.20 charged
+    back of a 65.20 invoice)."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    world.gateway.dispute("acme/2026-03")
+    taken = _dispute(intent, "needs_response") | {"amount": 7172}
+    _apply(world, events, events.add("e_dc", "charge.dispute.created", taken))
+    with pytest.raises(GatewayRejectedError, match=r"71\.72 of it is on a payment Stripe will not refund"):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)
+    assert world.gateway.refunds == {}
+    march = world.store.invoices["acme/2026-03"]
+    assert (march.refunded, march.refund_pending, march.kept) == (Decimal(0), None, Decimal("65.20"))
+    _apply(world, events, events.add("e_dw", "charge.dispute.funds_withdrawn", taken | {"status": "needs_response"}))
+    march = world.store.invoices["acme/2026-03"]
+    assert (march.refunded, march.charged_back, march.kept) == (Decimal(0), Decimal("65.20"), Decimal("0.00"))

@@ -658,3 +658,29 @@ def test_given_a_card_with_11_refunds_and_another_cards_returned_one_when_refund
         gateway.refund(second, Decimal("1.00"), f"rf-mc-{n}")
     gateway.refund(second, Decimal("1.00"), "rf-mc-11")
     assert [r["amount"] for r in http.emulator.objects["refund"].values()] == [1000] + [100] * 12
+
+
+@pytest.mark.parametrize("won", [False, True])
+def test_given_a_taxed_payment_disputed_when_all_that_is_left_is_refunded_then_refused_and_nothing_made(
+    won: bool,
+) -> None:
+    """71.72 charged (65.20 + 10 % tax: the charge money the adapter sees) paid as 44.00 + 27.72; the 44.00 payment
+    disputed - its chargeback's funds withdrawn (the dispute open: ours may not have applied the withdrawal yet) or
+    the dispute won; either way its Dispute says the charge is not refundable. A taxed invoice's "all" (``amount``
+    None) cannot give back the 71.72 ours counts: refused as a whole, naming the left-out payment, nothing sent.
+    Before: 27.72 refunded of the second payment alone, and ours recorded all 65.20 refunded (review rfs)."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    taxed = InvoiceRequest(
+        "inv-acct-1-2026-03", "KB-acct-1-0003", "acct-1", customer, [GatewayLine("Tax incl.", Decimal("71.72"))]
+    )
+    issued = gateway.issue_invoice(taxed)
+    first, _second = http.emulator.split_payment(issued.gateway_id, 4400)
+    dispute = http.emulator.open_dispute(first)
+    if won:
+        http.emulator.close_dispute(dispute, won=True)
+    with pytest.raises(GatewayRejectedError, match=r"44\.00 of it is on a payment Stripe will not refund \(a disputed"):
+        gateway.refund(issued.gateway_id, None, "rf-all")
+    assert http.emulator.objects.get("refund", {}) == {}
+    assert [r for r in http.requests if r.method == "post" and r.path == "/v1/refunds"] == []

@@ -410,13 +410,13 @@ class StripePaymentGateway:
         read = {
             intent: self._refundability(disputed_charges[intent]) for intent, _ in paid if intent in disputed_charges
         }
-        disputed = {intent for intent, found in read.items() if found is None}
         # a payment under an open inquiry is taken last unless refunded in full: only a full refund of its charge
         # resolves the inquiry, a part leaves it open to escalate (D359 amended (wd3))
-        inquiries = {intent for intent, found in read.items() if found == "inquiry"}
+        disputed, inquiries = ({i for i, found in read.items() if found == kind} for kind in (None, "inquiry"))
         made: list[str] = []
         undone: list[stripe.Refund] = []  # this request's refunds made and then failed or canceled (never made again)
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
+        shut: list[tuple[str, int]] = []  # the same, for payments left out for their dispute (not refundable)
         earlier = 0  # cents this request's refunds made before (an earlier run's)
         bounced: list[tuple[str, int]] = []  # the same, for payments by a card whose bank returned a refund
         for intent, paid_cents in paid:
@@ -428,15 +428,15 @@ class StripePaymentGateway:
             used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
             # a payment whose dispute says it is not refundable is left out: Stripe refuses a charged-back charge's
             # refund (charge_disputed), which would refuse the request before the other payments are tried (D359)
-            left = 0 if intent in disputed else paid_cents - sum(r.amount for r in used)
+            left = paid_cents - sum(r.amount for r in used)
             card = cards.get(intent, intent)  # a payment whose card is not known stands for itself
             for refund in refunds:  # listed by its payment: counted even if the customer's charges missed it
                 if _returned_by_bank(refund):
                     bank_returned.setdefault(card, {})[refund.id] = refund.failure_reason or "unknown"
-            (bounced if card in bank_returned else room).append((intent, left))
+            (shut if intent in disputed else bounced if card in bank_returned else room).append((intent, left))
         asked, wanted = _asked_of(gateway_id, amount, earlier, room + bounced)
         try:
-            elsewhere = sum(left for _, left in room if left > 0)
+            elsewhere = _room_left(gateway_id, amount, room, shut)
             if wanted > elsewhere + sum(left for _, left in bounced if left > 0):
                 raise GatewayRejectedError(
                     f"cannot refund {dollars(wanted)} more on {gateway_id}: "
@@ -639,6 +639,22 @@ def _asked_of(gateway_id: str, amount: Decimal | None, earlier: int, room: list[
     if left + earlier == 0:
         raise GatewayRejectedError(f"cannot refund the rest of {gateway_id}: nothing of its payments is left")
     return left + earlier, left
+
+
+def _room_left(
+    gateway_id: str, amount: Decimal | None, room: list[tuple[str, int]], shut: list[tuple[str, int]]
+) -> int:
+    """The cents left on ``room``'s payments (payment intent, cents left). "All that is left" (``amount`` None) is
+    refused as a whole when a payment left out for its dispute (``shut``, the same; Stripe will not refund it) holds
+    money: the other payments alone would give back less than the invoice keeps, and ours would record it all
+    (D-fs-2 amended, review rfs)."""
+    left_out = sum(cents for _, cents in shut if cents > 0)
+    if amount is None and left_out > 0:
+        raise GatewayRejectedError(
+            f"cannot refund all that is left of {gateway_id}: {dollars(left_out)} of it is on a payment Stripe will "
+            f"not refund{_DISPUTED_LEFT_OUT}"
+        )
+    return sum(cents for _, cents in room if cents > 0)
 
 
 def _made_in_part(
