@@ -15,6 +15,7 @@ from kilo_invoice.ports import (
     GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
+    PaymentInvoice,
 )
 
 
@@ -42,6 +43,7 @@ class InMemoryPaymentGateway:
     refunds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     failed_refunds: dict[str, str] = field(default_factory=dict)  # refund id -> the processor's failure reason
     returned_cards: set[str] = field(default_factory=set)  # cards (else gateway ids) whose bank returned a refund
+    outside: set[str] = field(default_factory=set)  # gateway ids of invoices made outside Kilo Billing (no metadata)
     disputed: set[str] = field(default_factory=set)  # gateway ids whose payment's dispute says not refundable
     default_cards: dict[str, str] = field(default_factory=dict)  # customer id -> card id
     saved_cards: dict[str, list[str]] = field(default_factory=dict)  # customer id -> its cards, oldest first
@@ -199,9 +201,13 @@ class InMemoryPaymentGateway:
         self._call("payment_refs")
         return tuple(self._by_gateway_id(gateway_id).payments)
 
-    def invoice_for_payment(self, payment_ref: str) -> str | None:
+    def invoice_for_payment(self, payment_ref: str) -> PaymentInvoice | None:
+        """As the adapter: the invoice and our id its metadata carries (its request's; None for ``outside``)."""
         self._call("invoice_for_payment")
-        return next((i.gateway_id for i in self.invoices.values() if payment_ref in i.payments), None)
+        paid = next((i for i in self.invoices.values() if payment_ref in i.payments), None)
+        if paid is None:
+            return None
+        return PaymentInvoice(paid.gateway_id, None if paid.gateway_id in self.outside else paid.request.invoice_id)
 
     def void(self, gateway_id: str) -> None:
         self._call("void")

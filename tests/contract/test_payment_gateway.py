@@ -18,6 +18,7 @@ from kilo_invoice.ports import (
     GatewayRejectedError,
     InvoiceRequest,
     PaymentGateway,
+    PaymentInvoice,
 )
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 from tests.payment_fakes import InMemoryPaymentGateway, _Invoice
@@ -235,7 +236,8 @@ def test_given_a_paid_invoice_then_its_payment_names_it_and_it_names_its_payment
     refs = gateway.payment_refs(issued.gateway_id)
     assert len(refs) == 1
     assert refs[0].startswith("pi_")  # Stripe surfaces the payment intent of a card payment, not its charge
-    assert gateway.invoice_for_payment(refs[0]) == issued.gateway_id
+    # the invoice it paid and the invoice of ours its metadata names (read from the Stripe invoice, D-fs-1 amended)
+    assert gateway.invoice_for_payment(refs[0]) == PaymentInvoice(issued.gateway_id, issued.invoice_id)
     assert gateway.invoice_for_payment("pi_NotOurs") is None
     other = gateway.ensure_customer(Customer("acct-2"))  # no card: the invoice stays open, nothing paid
     unpaid = gateway.issue_invoice(

@@ -25,9 +25,15 @@ from kilo_billing.reports import account_revenue
 from kilo_billing.stripe_events import StripeEventRecord
 from kilo_dev.stripe_emulator import load_fixtures
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
-from kilo_invoice.model import EarlierRefundFinishedError, InvoiceNotFoundError, InvoiceNotRecordedYetError
+from kilo_invoice.model import (
+    EarlierRefundFinishedError,
+    InvoiceNotFoundError,
+    InvoiceNotRecordedYetError,
+    PaymentOfAStrayInvoiceError,
+)
 from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
 from tests.fakes import InMemoryAccountDirectory
+from tests.payment_fakes import _Invoice
 from tests.scenarios.test_invoicing import APR, MAR, World, at, team_with_march_overage
 from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedTexter
 from tests.unit.test_alerts_logic import POLICY, T0
@@ -1719,3 +1725,43 @@ def test_given_stripe_tax_and_a_chargeback_not_applied_yet_when_all_is_refunded_
     _apply(world, events, events.add("e_dw", "charge.dispute.funds_withdrawn", taken | {"status": "needs_response"}))
     march = world.store.invoices["acme/2026-03"]
     assert (march.refunded, march.charged_back, march.kept) == (Decimal(0), Decimal("65.20"), Decimal("0.00"))
+
+
+def test_given_a_refund_of_a_duplicate_stripe_invoice_with_our_metadata_then_ignored_as_a_stray_not_retried(
+    world: World,
+) -> None:
+    """A duplicate of March in Stripe (the dashboard's "Duplicate invoice", carrying our metadata) paid: not applied,
+    the operator told to refund it in Stripe. That refund's event names a payment of in_DUP, which March (in Stripe
+    as another id) will never record: ignored as a stray (``PaymentOfAStrayInvoiceError``, an ``InvoiceNotFoundError``:
+    logged at ERROR, not retried into the dead-letter queue). Before: retried on every receive (review rfs 2)."""
+    events = Events()
+    _taxed_paid(world, events)
+    march = world.gateway.invoices["acme/2026-03"]
+    world.gateway.invoices["dup"] = _Invoice("in_DUP", march.request, "paid", payments=["pi_DUP"])
+    meta = {"invoice_id": "acme/2026-03", "kilo_invoice_id": "acme/2026-03", "account_id": "acme"}
+    duplicate = _fixture("invoice", id="in_DUP", status="paid", metadata=meta, amount_paid=6520, from_invoice=None)
+    outcome = _apply(world, events, events.add("e_dup", "invoice.paid", duplicate))
+    assert outcome.attention is not None
+    assert "in_DUP" in outcome.attention  # told to refund it in Stripe
+    refund = _fixture("refund", id="re_dup", payment_intent="pi_DUP", charge="ch_DUP", amount=6520, metadata={})
+    with pytest.raises(
+        PaymentOfAStrayInvoiceError, match=r"in_DUP, which names invoice acme/2026-03 of ours but is not"
+    ):
+        _apply(world, events, events.add("e_rdup", "refund.created", refund))
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal(0)
+
+
+def test_given_a_refund_of_a_stripe_invoice_made_outside_kilo_billing_then_ignored_as_nothing_of_ours(
+    world: World,
+) -> None:
+    """A Stripe invoice with no metadata of ours (made by hand in the same Stripe account), paid and refunded: its
+    refund is nothing of ours (``InvoiceNotFoundError``, not the stray kind) - ignored, not retried."""
+    events = Events()
+    _taxed_paid(world, events)
+    march = world.gateway.invoices["acme/2026-03"]
+    world.gateway.invoices["hand"] = _Invoice("in_HAND", march.request, "paid", payments=["pi_HAND"])
+    world.gateway.outside.add("in_HAND")
+    refund = _fixture("refund", id="re_hand", payment_intent="pi_HAND", charge="ch_HAND", amount=500, metadata={})
+    with pytest.raises(InvoiceNotFoundError) as raised:
+        _apply(world, events, events.add("e_rhand", "refund.created", refund))
+    assert type(raised.value) is InvoiceNotFoundError

@@ -13,6 +13,7 @@ import pytest
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_billing.observability import Metric
 from kilo_invoice import payment_handler
+from tests.payment_fakes import _Invoice
 from tests.scenarios.test_card_payment_events import Events, _charge, _dispute
 from tests.unit.payment_alarm_helpers import flushed_metrics, handle_stored, march_paid_at_stripe
 
@@ -46,4 +47,25 @@ def test_given_a_charge_of_no_invoice_at_all_then_it_is_still_ignored(
     capfd.readouterr()
     response = handle_stored(world, events, key, "evt_x", monkeypatch)
     assert response == {"batchItemFailures": []}
+    assert flushed_metrics(capfd.readouterr().out).get(Metric.PAYMENT_EVENT_IGNORED.value) == 1
+
+
+def test_given_a_dispute_of_a_duplicate_of_a_recorded_invoice_then_ignored_with_an_error_line_not_retried(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A paid duplicate of March in Stripe (our metadata, another Stripe id; March has recorded its own): its
+    dispute is acknowledged (no batch failure: never dead-lettered), logged at ERROR naming the duplicate, and
+    counted ignored (D-fs-1 amended, review rfs 2)."""
+    world, march = march_paid_at_stripe()
+    world.gateway.invoices["dup"] = _Invoice("in_DUP", world.gateway.invoices[march].request, "paid", payments=["pi_D"])
+    events = Events()
+    key = events.add("evt_dd", "charge.dispute.created", _dispute("pi_D", "needs_response"))
+    capfd.readouterr()
+    with patch.object(payment_handler.logger, "error") as logged:
+        response = handle_stored(world, events, key, "evt_dd", monkeypatch)
+    assert response == {"batchItemFailures": []}
+    assert [call.args[0] for call in logged.call_args_list] == [
+        "Stripe event of a stray invoice with our metadata; ignored"
+    ]
+    assert "in_DUP" in logged.call_args.kwargs["extra"]["reason"]
     assert flushed_metrics(capfd.readouterr().out).get(Metric.PAYMENT_EVENT_IGNORED.value) == 1

@@ -27,6 +27,7 @@ from kilo_invoice.ports import (
     GatewayUnavailableError,
     InvoiceRequest,
     PaymentGateway,
+    PaymentInvoice,
     RunMarkers,
     StripeEvents,
 )
@@ -112,7 +113,7 @@ class LazyGateway:
     def payment_refs(self, gateway_id: str) -> tuple[str, ...]:
         return self.gateway.payment_refs(gateway_id)
 
-    def invoice_for_payment(self, payment_ref: str) -> str | None:
+    def invoice_for_payment(self, payment_ref: str) -> PaymentInvoice | None:
         return self.gateway.invoice_for_payment(payment_ref)
 
     def void(self, gateway_id: str) -> None:

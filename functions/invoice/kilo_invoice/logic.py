@@ -74,6 +74,7 @@ from kilo_invoice.model import (
     InvoiceNotFoundError,
     InvoiceNotRecordedYetError,
     NoteWaiting,
+    PaymentOfAStrayInvoiceError,
     StripeModeMismatchError,
 )
 from kilo_invoice.ports import (
@@ -89,6 +90,7 @@ from kilo_invoice.ports import (
     GatewayUnavailableError,
     InvoiceRequest,
     PaymentGateway,
+    PaymentInvoice,
     RunMarkers,
     StripeEvents,
 )
@@ -837,13 +839,12 @@ def _find_payment(
     except InvoiceNotFoundError:
         if gateway is None:
             raise
-    unknown: list[str] = []  # Stripe invoices the payments belong to, none of them recorded by ours
+    unknown: list[PaymentInvoice] = []  # Stripe invoices the payments belong to, none of them recorded by ours
     for ref in wanted:
-        gateway_id = gateway.invoice_for_payment(ref)  # unavailable: raised, the queue delivers the event again
-        found = store.invoice_for_gateway(gateway_id) if gateway_id else None
+        paid_by = gateway.invoice_for_payment(ref)  # unavailable: raised, the queue delivers the event again
+        found = store.invoice_for_gateway(paid_by.gateway_id) if paid_by else None
         if found is None:
-            if gateway_id:
-                unknown.append(gateway_id)
+            unknown += [paid_by] if paid_by else []
             continue
         ledger = store.ledger(found[0])
         invoice = ledger.invoices.get(found[1])
@@ -851,12 +852,40 @@ def _find_payment(
             continue
         invoice = _save_with(store, invoice, lambda inv: _with_refs(inv, wanted))
         return ledger, invoice
-    if unknown:
-        raise InvoiceNotRecordedYetError(
-            f"payment {list(wanted)} belongs to Stripe invoice {unknown[0]}, which no invoice of ours has recorded yet "
-            f"(its invoice.finalized or invoice.paid not applied): retried"
+    raise _not_found(store, wanted, unknown)
+
+
+def _not_found(
+    store: LedgerStore, wanted: Sequence[str], unknown: Sequence[PaymentInvoice]
+) -> LookupError | InvoiceNotRecordedYetError:
+    """Why no invoice of ours was found for a payment of the Stripe invoices ``unknown``: one whose metadata names an
+    invoice of ours that can still record it (no Stripe id yet, this one, or a revision of its) is not recorded
+    yet - retried (``InvoiceNotRecordedYetError``); one naming an invoice of ours that never will (a duplicate of
+    the one it recorded, ours voided or gone) is a stray - ignored, logged at ERROR (``PaymentOfAStrayInvoiceError``);
+    none with our metadata is nothing of ours (``InvoiceNotFoundError``) (D-fs-1 amended)."""
+    for paid_by in unknown:
+        ours = _named(store, paid_by.ours)
+        if (ours is not None and ours.gateway_id in (None, paid_by.gateway_id)) or (ours and paid_by.revises):
+            return InvoiceNotRecordedYetError(
+                f"payment {list(wanted)} belongs to Stripe invoice {paid_by.gateway_id}, which invoice "
+                f"{paid_by.ours} of ours has not recorded yet (its invoice.finalized or invoice.paid not applied): "
+                "retried"
+            )
+    stray = [paid_by for paid_by in unknown if paid_by.ours]
+    if stray:
+        return PaymentOfAStrayInvoiceError(
+            f"payment {list(wanted)} belongs to Stripe invoice {stray[0].gateway_id}, which names invoice "
+            f"{stray[0].ours} of ours but is not it (a duplicate, or ours voided): not applied"
         )
-    raise InvoiceNotFoundError(f"no invoice of ours for {list(wanted)}")
+    return InvoiceNotFoundError(f"no invoice of ours for {list(wanted)}")
+
+
+def _named(store: LedgerStore, ours: str | None) -> InvoiceRecord | None:
+    """The invoice of ours a Stripe invoice's metadata names, while it is not void (a void one records no payment)."""
+    if not ours or "/" not in ours:
+        return None
+    invoice = store.ledger(ours.split("/", 1)[0]).invoices.get(ours)
+    return invoice if invoice is not None and invoice.status is not InvoiceStatus.VOID else None
 
 
 def _with_refs(invoice: InvoiceRecord, refs: Iterable[str]) -> InvoiceRecord:

@@ -24,6 +24,12 @@ class InvoiceNotRecordedYetError(RuntimeError):
     until the invoice's own event has recorded the id, dead-lettered (alarmed) if it never does (D-fs-1)."""
 
 
+class PaymentOfAStrayInvoiceError(InvoiceNotFoundError):
+    """A refund or dispute of a payment of a Stripe invoice that carries our metadata but can never become ours: a
+    duplicate of one ours has recorded (``invoice.paid`` said "not applied", the operator told to refund it in
+    Stripe), or of an invoice of ours voided. Ignored, as nothing of ours, but logged at ERROR (D-fs-1 amended)."""
+
+
 class StripeModeMismatchError(RuntimeError):
     """A stored Stripe event of the other mode than the stage's (``STRIPE_LIVEMODE``): not applied, and not dropped
     either - the setting may be what is wrong (a stack upgraded without ``StripeLiveMode``), and ingest answered

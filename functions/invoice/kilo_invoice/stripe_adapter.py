@@ -45,6 +45,7 @@ from kilo_invoice.ports import (
     GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
+    PaymentInvoice,
 )
 
 META_ACCOUNT = "kilo_account_id"
@@ -545,8 +546,9 @@ class StripePaymentGateway:
                     refs.append(ref)
         return tuple(refs)
 
-    def invoice_for_payment(self, payment_ref: str) -> str | None:
-        """One list call filtered by the payment intent (Stripe filters invoice payments by intent, not by charge)."""
+    def invoice_for_payment(self, payment_ref: str) -> PaymentInvoice | None:
+        """One list call filtered by the payment intent (Stripe filters invoice payments by intent, not by charge),
+        then the invoice it names read for our ``kilo_invoice_id`` metadata (D-fs-1 amended)."""
         if not payment_ref.startswith("pi_"):
             return None
         page = self._call(
@@ -554,7 +556,14 @@ class StripePaymentGateway:
                 {"payment": {"type": "payment_intent", "payment_intent": payment_ref}, "limit": 1}
             )
         )
-        return _field_id(page.data[0], "invoice") if page.data else None
+        found = _field_id(page.data[0], "invoice") if page.data else None
+        if found is None:
+            return None
+        invoice = self._retrieve(found)
+        ours = _metadata(invoice).get(META_INVOICE)
+        revised = getattr(invoice, "from_invoice", None)
+        revises = _field_id(revised, "invoice") if revised is not None else None
+        return PaymentInvoice(found, ours if isinstance(ours, str) and ours else None, revises)
 
     def void(self, gateway_id: str) -> None:
         invoice = self._retrieve(gateway_id)
