@@ -5,8 +5,8 @@ invoice (``apply_stripe_event``: forward-only states, alerts once, D53). Duplica
 An event about nothing of ours (no invoice of ours, or no longer stored) is logged and counted, not retried; a refund
 or dispute of a Stripe invoice ours has not recorded yet (its ``invoice.finalized``/``paid`` still to be applied) is
 logged at WARNING and reported failed, redelivered until that event has landed (D-fs-1) - unless its metadata
-names an invoice of ours that never will record it (a duplicate, ours void): ignored, logged at ERROR; any other failure is
-reported failed, redelivered, and after ``maxReceiveCount`` dead-lettered (alarmed). An optional
+names an invoice of ours that never will record it (a duplicate, ours void): ignored, logged at ERROR; any other
+failure is reported failed, redelivered, and after ``maxReceiveCount`` dead-lettered (alarmed). An optional
 Stripe lookup that failed on our side (``invoice.paid``'s payments with the key's secret malformed or the key revoked)
 leaves the event applied, logged at ERROR and counted (``StripeMisconfigured``, alarmed: D316). A refund Stripe made
 and then failed is logged at ERROR and counted (``RefundFailed``, alarmed: D340). An event an operator
