@@ -15,6 +15,7 @@ from kilo_invoice.ports import (
     GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
+    PaymentInvoice,
 )
 
 
@@ -29,6 +30,7 @@ class _Invoice:
     payments: list[str] = field(default_factory=list)  # the payment intents that paid it (``settle``)
     latest_revision: str | None = None  # the revision that voided it (``revise``)
     card: str | None = None  # the card that paid it (the customer's default when settled), if any
+    charged: Decimal | None = None  # what its payment charged when not its lines' sum (Stripe Tax added: ``settle``)
 
 
 @dataclass
@@ -41,6 +43,8 @@ class InMemoryPaymentGateway:
     refunds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     failed_refunds: dict[str, str] = field(default_factory=dict)  # refund id -> the processor's failure reason
     returned_cards: set[str] = field(default_factory=set)  # cards (else gateway ids) whose bank returned a refund
+    outside: set[str] = field(default_factory=set)  # gateway ids of invoices made outside Kilo Billing (no metadata)
+    disputed: set[str] = field(default_factory=set)  # gateway ids whose payment's dispute says not refundable
     default_cards: dict[str, str] = field(default_factory=dict)  # customer id -> card id
     saved_cards: dict[str, list[str]] = field(default_factory=dict)  # customer id -> its cards, oldest first
     calls: list[str] = field(default_factory=list)
@@ -132,15 +136,23 @@ class InMemoryPaymentGateway:
             self.out_of_band_notes.add(credit_id)
         return credit_id
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
+    def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         """As the Stripe adapter, for one payment per invoice: a request's refund made earlier (failed too) is found
-        again; a payment by a card whose bank returned a refund (``fail_refund`` with a card's reason, on any of the
-        customer's invoices) is refused before anything is made unless ``to_failed_card``."""
+        again; ``amount`` None is all that is left of the payment (what it charged less what was refunded, here or in
+        the dashboard: ``refund_in_dashboard``); a payment by a card whose bank returned a refund (``fail_refund``
+        with a card's reason, on any of the customer's invoices) is refused before anything is made unless
+        ``to_failed_card``."""
         self._call("refund")
         if refund_id in self.refunds:
             return refund_id
         invoice = self._by_gateway_id(gateway_id)
-        paid = sum((line.amount for line in invoice.request.lines), Decimal(0))
+        paid = self._charged(invoice)
+        if gateway_id in self.disputed:  # the one payment's dispute says not refundable: the adapter leaves it out
+            raise GatewayRejectedError(
+                f"cannot refund {amount or 'all that is left'} of {gateway_id}: "
+                f"{paid - invoice.refunded} of it is on a payment Stripe will not refund (a disputed payment left out)"
+            )
+        amount = paid - invoice.refunded if amount is None else amount
         if invoice.status != "paid" or amount <= 0 or invoice.refunded + amount > paid:
             raise GatewayRejectedError(f"cannot refund {amount} on {gateway_id} ({invoice.status})")
         if (invoice.card or gateway_id) in self.returned_cards and not to_failed_card:
@@ -152,6 +164,23 @@ class InMemoryPaymentGateway:
         invoice.refunded += amount
         self.refunds[refund_id] = (gateway_id, amount)
         return refund_id
+
+    def dispute(self, invoice_id: str) -> None:
+        """A chargeback of the invoice's payment (open, lost or won): Stripe refuses its refund, as the adapter reads
+        the Dispute's ``is_charge_refundable`` (D359); its events are the test's to send."""
+        self.disputed.add(self.invoices[invoice_id].gateway_id)
+
+    def _charged(self, invoice: _Invoice) -> Decimal:
+        lines = sum((line.amount for line in invoice.request.lines), Decimal(0))
+        return lines if invoice.charged is None else invoice.charged
+
+    def refund_in_dashboard(self, invoice_id: str, amount: Decimal) -> None:
+        """An operator's refund in Stripe's dashboard: what is left of the payment is that much less (its events are
+        the test's to send)."""
+        invoice = self.invoices[invoice_id]
+        if invoice.refunded + amount > self._charged(invoice):
+            raise AssertionError(f"{amount} is more than is left of {invoice_id}'s payment")
+        invoice.refunded += amount
 
     def fail_refund(
         self, refund_id: str, reason: str = "expired_or_canceled_card", amount: Decimal | None = None
@@ -172,9 +201,13 @@ class InMemoryPaymentGateway:
         self._call("payment_refs")
         return tuple(self._by_gateway_id(gateway_id).payments)
 
-    def invoice_for_payment(self, payment_ref: str) -> str | None:
+    def invoice_for_payment(self, payment_ref: str) -> PaymentInvoice | None:
+        """As the adapter: the invoice and our id its metadata carries (its request's; None for ``outside``)."""
         self._call("invoice_for_payment")
-        return next((i.gateway_id for i in self.invoices.values() if payment_ref in i.payments), None)
+        paid = next((i for i in self.invoices.values() if payment_ref in i.payments), None)
+        if paid is None:
+            return None
+        return PaymentInvoice(paid.gateway_id, None if paid.gateway_id in self.outside else paid.request.invoice_id)
 
     def void(self, gateway_id: str) -> None:
         self._call("void")
@@ -228,12 +261,14 @@ class InMemoryPaymentGateway:
         invoice.status = "void"
         invoice.latest_revision = revision_id
 
-    def settle(self, invoice_id: str, paid: bool) -> str | None:
-        """Returns the payment intent that paid it (``None``: not paid)."""
+    def settle(self, invoice_id: str, paid: bool, charged: Decimal | None = None) -> str | None:
+        """Returns the payment intent that paid it (``None``: not paid). ``charged``: what the payment took when it
+        is not the lines' sum (Stripe Tax added to it)."""
         invoice = self.invoices[invoice_id]
         if not paid or invoice.status == "paid":
             return None
         invoice.status = "paid"
+        invoice.charged = charged
         invoice.card = self.default_cards.get(invoice.request.customer_id)
         intent = self._new_id("pi")
         invoice.payments.append(intent)

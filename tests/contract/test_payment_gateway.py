@@ -18,6 +18,7 @@ from kilo_invoice.ports import (
     GatewayRejectedError,
     InvoiceRequest,
     PaymentGateway,
+    PaymentInvoice,
 )
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 from tests.payment_fakes import InMemoryPaymentGateway, _Invoice
@@ -235,7 +236,8 @@ def test_given_a_paid_invoice_then_its_payment_names_it_and_it_names_its_payment
     refs = gateway.payment_refs(issued.gateway_id)
     assert len(refs) == 1
     assert refs[0].startswith("pi_")  # Stripe surfaces the payment intent of a card payment, not its charge
-    assert gateway.invoice_for_payment(refs[0]) == issued.gateway_id
+    # the invoice it paid and the invoice of ours its metadata names (read from the Stripe invoice, D-fs-1 amended)
+    assert gateway.invoice_for_payment(refs[0]) == PaymentInvoice(issued.gateway_id, issued.invoice_id)
     assert gateway.invoice_for_payment("pi_NotOurs") is None
     other = gateway.ensure_customer(Customer("acct-2"))  # no card: the invoice stays open, nothing paid
     unpaid = gateway.issue_invoice(
@@ -295,3 +297,25 @@ def test_given_an_erased_account_when_its_details_are_forgotten_twice_then_the_c
     assert gateway.ensure_customer(Customer("acct-1")) == customer
     issued = gateway.issue_invoice(_request(gateway, "inv-acct-1-2026-12"))
     assert issued.total == Decimal("36.20")
+
+
+def test_given_part_refunded_when_all_that_is_left_is_refunded_then_exactly_the_rest_once(
+    gateway: PaymentGateway, http: EmulatorHTTPClient
+) -> None:
+    """36.20 paid, 10.00 refunded: ``amount`` None refunds the 26.20 left (a taxed invoice's "the rest", D-fs-2);
+    run again with its id, nothing more; a new request for the rest is refused - nothing is left."""
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    issued = gateway.issue_invoice(_request(gateway))
+    if isinstance(gateway, InMemoryPaymentGateway):
+        gateway.settle(issued.invoice_id, paid=True)
+    gateway.refund(issued.gateway_id, Decimal("10.00"), "rf-1")
+    made = gateway.refund(issued.gateway_id, None, "rf-2")
+    assert gateway.refund(issued.gateway_id, None, "rf-2") == made  # its own: found, not made again
+    if isinstance(gateway, InMemoryPaymentGateway):
+        amounts = [amount for _, amount in gateway.refunds.values()]
+    else:
+        amounts = [Decimal(r["amount"]).scaleb(-2) for r in http.emulator.objects["refund"].values()]
+    assert sorted(amounts) == [Decimal("10.00"), Decimal("26.20")]
+    with pytest.raises(GatewayRejectedError):
+        gateway.refund(issued.gateway_id, None, "rf-3")

@@ -47,7 +47,9 @@ def test_given_test_mode_then_an_invoice_is_issued_paid_credited_and_refunded(ga
         pytest.fail(f"{issued.gateway_id} was not paid within a minute")
     (intent,) = gateway.payment_refs(issued.gateway_id)  # what refunds and disputes will name
     assert intent.startswith("pi_")
-    assert gateway.invoice_for_payment(intent) == issued.gateway_id
+    found = gateway.invoice_for_payment(intent)
+    assert found is not None
+    assert (found.gateway_id, found.ours) == (issued.gateway_id, issued.invoice_id)
     gateway.credit_note(issued.gateway_id, Decimal("1.20"), "late participant_left", f"cn-{run}")
     gateway.refund(issued.gateway_id, Decimal("5.00"), f"rf-{run}")
     pages = StripePaymentPages.from_api_key(os.environ["STRIPE_API_KEY"], max_network_retries=1)

@@ -25,9 +25,15 @@ from kilo_billing.reports import account_revenue
 from kilo_billing.stripe_events import StripeEventRecord
 from kilo_dev.stripe_emulator import load_fixtures
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
-from kilo_invoice.model import EarlierRefundFinishedError, InvoiceNotFoundError
-from kilo_invoice.ports import GatewayUnavailableError
+from kilo_invoice.model import (
+    EarlierRefundFinishedError,
+    InvoiceNotFoundError,
+    InvoiceNotRecordedYetError,
+    PaymentOfAStrayInvoiceError,
+)
+from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
 from tests.fakes import InMemoryAccountDirectory
+from tests.payment_fakes import _Invoice
 from tests.scenarios.test_invoicing import APR, MAR, World, at, team_with_march_overage
 from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedTexter
 from tests.unit.test_alerts_logic import POLICY, T0
@@ -184,6 +190,56 @@ def test_given_a_charge_that_pays_no_invoice_of_ours_then_it_is_not_found(world:
     _close_and_pay(world, events)
     with pytest.raises(InvoiceNotFoundError):
         _apply(world, events, events.add("evt_x", "charge.refunded", _charge("pi_NotOurs", 500)))
+
+
+def _paid_before_ours_knows_its_stripe_id(world: World) -> tuple[str, str]:
+    """March (65.20) closed, finalized and paid at Stripe, but the close's save after Stripe's finalize never happened:
+    ours is the stored draft with no Stripe id and no pointer to it. Returns the payment intent and the Stripe id."""
+    invoice = world.close("acme", MAR)
+    gateway_id = world.store.invoices[invoice.invoice_id].gateway_id
+    assert gateway_id is not None
+    intent = world.gateway.settle(invoice.invoice_id, paid=True)
+    assert intent is not None
+    world.store.invoices[invoice.invoice_id] = replace(
+        world.store.invoices[invoice.invoice_id],
+        status=InvoiceStatus.DRAFT,
+        gateway_id=None,
+        hosted_url=None,
+        pdf_url=None,
+    )
+    world.store.pointers.pop(gateway_id, None)
+    return intent, gateway_id
+
+
+def test_given_a_dispute_before_ours_knows_its_stripe_invoice_then_retried_until_invoice_paid_lands(
+    world: World,
+) -> None:
+    """Stripe ties the disputed payment to its invoice, which ours has not recorded yet: not "nothing of ours" (it
+    was acknowledged and dropped: never flagged, the response deadline missed) - retried (D-fs-1)."""
+    events = Events()
+    intent, gateway_id = _paid_before_ours_knows_its_stripe_id(world)
+    opened = events.add("evt_dc", "charge.dispute.created", _dispute(intent, "needs_response"))
+    with pytest.raises(InvoiceNotRecordedYetError, match=gateway_id):
+        _apply(world, events, opened)
+    assert not world.store.invoices["acme/2026-03"].disputed
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world) | {"id": gateway_id}))
+    _apply(world, events, opened)  # the queue's redelivery
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.status, after.disputed, world.store.billing["acme"].disputed) == (InvoiceStatus.PAID, True, True)
+    alerts = [d for t, d in world.bus.events if t == "DisputeOpened.v1"]
+    assert [(a["invoice_id"], a["dispute_id"], a["amount"]) for a in alerts] == [("acme/2026-03", "dp_1Story", "65.20")]
+
+
+def test_given_a_dashboard_refund_before_ours_knows_its_stripe_invoice_then_retried_and_counted(world: World) -> None:
+    events = Events()
+    intent, gateway_id = _paid_before_ours_knows_its_stripe_id(world)
+    refunded = events.add("evt_cr", "charge.refunded", _charge(intent, 1000))
+    with pytest.raises(InvoiceNotRecordedYetError):
+        _apply(world, events, refunded)
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world) | {"id": gateway_id}))
+    _apply(world, events, refunded)
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.refunded, after.kept) == (Decimal("10.00"), Decimal("55.20"))
 
 
 def test_given_stripe_down_when_invoice_paid_arrives_then_paid_and_a_later_dispute_finds_the_invoice_through_stripe(
@@ -1498,3 +1554,214 @@ def test_given_an_inquiry_created_and_its_escalation_handled_at_once_then_no_inq
     assert invoice.charged_back == Decimal("40.00")
     assert (invoice.disputed, world.store.billing["acme"].disputed) == (True, True)
     assert [kind for _, kind, _ in _kinds(world)] == ["escalation"]
+
+
+# --- Stripe Tax: a payment's refunds and disputes counted before tax (D-fs-2) ---------------------------------------
+# March 65.20 of ours + Stripe Tax 10 % = 71.72 charged: 7172 cents x 6520 / 7172 of each charge figure is ours
+TAXED = {"amount_paid": 7172, "total": 7172, "total_excluding_tax": 6520, "subtotal": 6520}
+
+
+def _taxed_paid(world: World, events: Events, taxed: dict[str, int] = TAXED) -> str:
+    """March closed and paid with Stripe Tax added (``taxed``: the Stripe invoice's figures); returns the intent."""
+    invoice = world.close("acme", MAR)
+    assert invoice.total == Decimal("65.20")
+    intent = world.gateway.settle(invoice.invoice_id, paid=True, charged=Decimal(taxed["total"]).scaleb(-2))
+    assert intent is not None
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world) | taxed))
+    paid = world.store.invoices["acme/2026-03"]
+    assert (paid.status, paid.refunded, paid.kept) == (InvoiceStatus.PAID, Decimal(0), Decimal("65.20"))  # D344
+    return intent
+
+
+def _taxed_charge(intent: str, refunded_cents: int, charged: int = 7172) -> dict[str, Any]:
+    return _charge(intent, refunded_cents) | {"amount": charged, "amount_captured": charged}
+
+
+def _refunds_asked(world: World) -> list[Decimal]:
+    return [amount for _, amount in world.gateway.refunds.values()]
+
+
+def test_given_stripe_tax_when_the_whole_payment_is_refunded_in_the_dashboard_then_the_invoice_gives_back_its_total(
+    world: World,
+) -> None:
+    """71.72 refunded: 7172 x 6520 / 7172 = 65.20 of ours given back, 0.00 kept, 65.20 in the revenue report's
+    refunds. Before: 71.72 refunded, kept -6.52 (more than the invoice)."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    refund = _fixture("refund", id="re_dash", payment_intent=intent, charge="ch_3Story", amount=7172, metadata={})
+    _apply(world, events, events.add("evt_rc", "refund.created", refund))
+    _apply(world, events, events.add("evt_cr", "charge.refunded", _taxed_charge(intent, 7172)))
+    after = world.store.invoices["acme/2026-03"]
+    revenue = account_revenue(world.store.ledger("acme"), MAR, default_catalog()).figures
+    assert (after.refunded, after.kept, revenue.refunds) == (Decimal("65.20"), Decimal("0.00"), Decimal("65.20"))
+
+
+def test_given_stripe_tax_when_half_is_refunded_in_the_dashboard_then_the_rest_refunds_what_is_left_of_the_payment(
+    world: World,
+) -> None:
+    """35.86 of 71.72 refunded in the dashboard = 32.60 of ours (3586 x 6520 / 7172); "the rest" asks Stripe for all
+    that is left of the payment, 71.72 - 35.86 = 35.86 (the customer gets the tax back too), and the invoice gives
+    back its other 32.60: 65.20, 0.00 kept. Before: 32.60 asked of Stripe (the rest before tax), 3.26 of tax kept."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    world.gateway.refund_in_dashboard("acme/2026-03", Decimal("35.86"))
+    _apply(world, events, events.add("evt_cr", "charge.refunded", _taxed_charge(intent, 3586)))
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("32.60")
+    done = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)
+    assert _refunds_asked(world) == [Decimal("35.86")]
+    assert (done.refunded, done.kept) == (Decimal("65.20"), Decimal("0.00"))
+    _apply(world, events, events.add("evt_cr2", "charge.refunded", _taxed_charge(intent, 7172)))  # its webhook
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("65.20")
+
+
+def test_given_stripe_tax_when_the_cli_refunds_all_or_part_then_stripe_is_asked_tax_included(world: World) -> None:
+    """10.00 of ours is 10.00 x 7172 / 6520 = 11.00 asked of Stripe (its charge.refunded, 1100, reads 10.00 back);
+    then all: the 71.72 - 11.00 = 60.72 left of the payment, the invoice 65.20 refunded, 0.00 kept. Before: 10.00
+    and 55.20 asked - 6.52 of the customer's tax never given back."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    part = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("10.00"))
+    assert (_refunds_asked(world), part.refunded, part.kept) == ([Decimal("11.00")], Decimal("10.00"), Decimal("55.20"))
+    _apply(world, events, events.add("evt_cr", "charge.refunded", _taxed_charge(intent, 1100)))
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("10.00")
+    done = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)
+    assert _refunds_asked(world) == [Decimal("11.00"), Decimal("60.72")]
+    assert (done.refunded, done.kept) == (Decimal("65.20"), Decimal("0.00"))
+
+
+def test_given_stripe_tax_when_a_dispute_is_lost_then_the_invoice_charges_back_its_total(world: World) -> None:
+    """A dispute of the whole 71.72: funds withdrawn and lost = 65.20 of ours charged back, 0.00 kept; the alert
+    names what the customer disputes (71.72). Before: 71.72 charged back, kept -6.52."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    disputed = _dispute(intent, "needs_response") | {"amount": 7172}
+    _apply(world, events, events.add("evt_dc", "charge.dispute.created", disputed))
+    withdrawn = _dispute(intent, "under_review") | {"amount": 7172}
+    _apply(world, events, events.add("evt_dw", "charge.dispute.funds_withdrawn", withdrawn))
+    _apply(world, events, events.add("evt_dl", "charge.dispute.closed", _dispute(intent, "lost") | {"amount": 7172}))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.charged_back, after.kept) == (Decimal("65.20"), Decimal("0.00"))
+    assert [d["amount"] for t, d in world.bus.events if t == "DisputeOpened.v1"] == ["71.72"]
+
+
+def test_given_stripe_tax_when_a_lost_dispute_lists_its_withdrawal_then_it_is_counted_before_tax(world: World) -> None:
+    """The close lists the withdrawal (-7172 in the dispute's currency): 65.20 of ours, by the same rule."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    listed = [{"amount": -7172, "currency": "usd", "fee": 1500}]
+    lost = _dispute(intent, "lost") | {"amount": 7172, "currency": "usd", "balance_transactions": listed}
+    _apply(world, events, events.add("evt_dl", "charge.dispute.closed", lost))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.charged_back, after.kept) == (Decimal("65.20"), Decimal("0.00"))
+
+
+def test_given_stripe_tax_when_a_dashboard_refund_fails_then_it_is_back_before_tax_and_said_as_stripe_made_it(
+    world: World,
+) -> None:
+    """35.86 refunded in the dashboard (32.60 of ours), then failed: 0.00 refunded, 65.20 kept; RefundFailed names the
+    35.86 Stripe refunded."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    refund = _fixture("refund", id="re_dash", payment_intent=intent, charge="ch_3Story", amount=3586, metadata={})
+    _apply(world, events, events.add("evt_rc", "refund.created", refund))
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("32.60")
+    failed = refund | {"status": "failed", "failure_reason": "expired_or_canceled_card"}
+    _apply(world, events, events.add("evt_rf", "refund.failed", failed))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.refunded, after.kept) == (Decimal("0.00"), Decimal("65.20"))
+    assert [d["amount"] for t, d in world.bus.events if t == "RefundFailed.v1"] == ["35.86"]
+
+
+def test_given_stripe_tax_when_three_dashboard_refunds_take_the_whole_payment_then_not_a_cent_more_than_the_total(
+    world: World,
+) -> None:
+    """Tax 8.25 %: 65.20 + 5.379 = 70.58 charged (7058). Refunded as 20.00 + 20.00 + 30.58: each before tax
+    18.48 (2000 x 6520 / 7058 = 18.4755), 18.48 and 28.25 (3058 x 6520 / 7058 = 28.2487) - 65.21 together, a cent
+    more than the invoice; the charge's totals read 18.48, 36.95 (36.9510), 65.20. Given back: 65.20, kept 0.00."""
+    events = Events()
+    taxed = {"amount_paid": 7058, "total": 7058, "total_excluding_tax": 6520, "subtotal": 6520}
+    intent = _taxed_paid(world, events, taxed)
+    running = 0
+    for n, cents in enumerate((2000, 2000, 3058)):
+        running += cents
+        refund = _fixture("refund", id=f"re_{n}", payment_intent=intent, charge="ch_3Story", amount=cents, metadata={})
+        _apply(world, events, events.add(f"evt_rc{n}", "refund.created", refund))
+        _apply(world, events, events.add(f"evt_cr{n}", "charge.refunded", _taxed_charge(intent, running, 7058)))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.refunded, after.kept) == (Decimal("65.20"), Decimal("0.00"))
+
+
+def test_given_stripe_tax_when_a_payment_fails_then_the_alert_names_what_stripe_tried(world: World) -> None:
+    """Stripe tried 71.72 (65.20 + tax): the alert says 71.72, not our 65.20 before tax."""
+    events = Events()
+    world.close("acme", MAR)
+    gateway_id = world.store.invoices["acme/2026-03"].gateway_id
+    meta = {"invoice_id": "acme/2026-03", "kilo_invoice_id": "acme/2026-03", "account_id": "acme"}
+    failed = _fixture(
+        "invoice", id=gateway_id, status="open", metadata=meta, attempt_count=1, amount_due=7172, amount_paid=0
+    ) | {key: value for key, value in TAXED.items() if key != "amount_paid"}
+    _apply(world, events, events.add("evt_pf", "invoice.payment_failed", failed))
+    assert [d["total"] for t, d in world.bus.events if t == "PaymentFailed.v1"] == ["71.72"]
+
+
+def test_given_stripe_tax_and_a_chargeback_not_applied_yet_when_all_is_refunded_then_refused_and_nothing_recorded(
+    world: World,
+) -> None:
+    """71.72 charged for 65.20 of ours; the customer disputes it and Stripe withdraws the funds, but ours has applied
+    only ``charge.dispute.created`` (its ``funds_withdrawn`` still queued): ours keeps 65.20, and "all" asks Stripe for
+    all that is left of the payment - which its dispute makes not refundable. Refused, nothing made, nothing
+    recorded refunded; the withdrawal then lands: 65.20 charged back, 0.00 kept (not 65.20 refunded and 65.20 charged
+    back of a 65.20 invoice)."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    world.gateway.dispute("acme/2026-03")
+    taken = _dispute(intent, "needs_response") | {"amount": 7172}
+    _apply(world, events, events.add("e_dc", "charge.dispute.created", taken))
+    with pytest.raises(GatewayRejectedError, match=r"71\.72 of it is on a payment Stripe will not refund"):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)
+    assert world.gateway.refunds == {}
+    march = world.store.invoices["acme/2026-03"]
+    assert (march.refunded, march.refund_pending, march.kept) == (Decimal(0), None, Decimal("65.20"))
+    _apply(world, events, events.add("e_dw", "charge.dispute.funds_withdrawn", taken | {"status": "needs_response"}))
+    march = world.store.invoices["acme/2026-03"]
+    assert (march.refunded, march.charged_back, march.kept) == (Decimal(0), Decimal("65.20"), Decimal("0.00"))
+
+
+def test_given_a_refund_of_a_duplicate_stripe_invoice_with_our_metadata_then_ignored_as_a_stray_not_retried(
+    world: World,
+) -> None:
+    """A duplicate of March in Stripe (the dashboard's "Duplicate invoice", carrying our metadata) paid: not applied,
+    the operator told to refund it in Stripe. That refund's event names a payment of in_DUP, which March (in Stripe
+    as another id) will never record: ignored as a stray (``PaymentOfAStrayInvoiceError``, an ``InvoiceNotFoundError``:
+    logged at ERROR, not retried into the dead-letter queue). Before: retried on every receive (review rfs 2)."""
+    events = Events()
+    _taxed_paid(world, events)
+    march = world.gateway.invoices["acme/2026-03"]
+    world.gateway.invoices["dup"] = _Invoice("in_DUP", march.request, "paid", payments=["pi_DUP"])
+    meta = {"invoice_id": "acme/2026-03", "kilo_invoice_id": "acme/2026-03", "account_id": "acme"}
+    duplicate = _fixture("invoice", id="in_DUP", status="paid", metadata=meta, amount_paid=6520, from_invoice=None)
+    outcome = _apply(world, events, events.add("e_dup", "invoice.paid", duplicate))
+    assert outcome.attention is not None
+    assert "in_DUP" in outcome.attention  # told to refund it in Stripe
+    refund = _fixture("refund", id="re_dup", payment_intent="pi_DUP", charge="ch_DUP", amount=6520, metadata={})
+    with pytest.raises(
+        PaymentOfAStrayInvoiceError, match=r"in_DUP, which names invoice acme/2026-03 of ours but is not"
+    ):
+        _apply(world, events, events.add("e_rdup", "refund.created", refund))
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal(0)
+
+
+def test_given_a_refund_of_a_stripe_invoice_made_outside_kilo_billing_then_ignored_as_nothing_of_ours(
+    world: World,
+) -> None:
+    """A Stripe invoice with no metadata of ours (made by hand in the same Stripe account), paid and refunded: its
+    refund is nothing of ours (``InvoiceNotFoundError``, not the stray kind) - ignored, not retried."""
+    events = Events()
+    _taxed_paid(world, events)
+    march = world.gateway.invoices["acme/2026-03"]
+    world.gateway.invoices["hand"] = _Invoice("in_HAND", march.request, "paid", payments=["pi_HAND"])
+    world.gateway.outside.add("in_HAND")
+    refund = _fixture("refund", id="re_hand", payment_intent="pi_HAND", charge="ch_HAND", amount=500, metadata={})
+    with pytest.raises(InvoiceNotFoundError) as raised:
+        _apply(world, events, events.add("e_rhand", "refund.created", refund))
+    assert type(raised.value) is InvoiceNotFoundError

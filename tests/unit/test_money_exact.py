@@ -13,6 +13,7 @@ import pytest
 
 from kilo_billing.money import (
     FloatNotAllowedError,
+    before_tax,
     exact_amount,
     exact_decimal,
     in_cents,
@@ -22,6 +23,7 @@ from kilo_billing.money import (
     rounded_sum,
     share_percent,
     two_places,
+    with_tax,
 )
 
 
@@ -193,3 +195,54 @@ def test_given_shares_of_an_allowance_then_they_are_cut_never_100_before_used_up
     assert share_percent(Decimal(0), Decimal(50_000)) == Decimal("0.00")
     assert share_percent(Decimal(5), None) is None  # unlimited
     assert share_percent(Decimal(5), Decimal(0)) is None  # no allowance
+
+
+# Stripe Tax (D-fs-2): 65.20 of ours + 10 % = 71.72 charged; 65.20 + 8.25 % (5.379) = 70.58; 10.01 + 8.25 % = 10.84
+@pytest.mark.parametrize(
+    ("charged", "taxed", "ours"),
+    [
+        ("71.72", (7172, 6520), "65.20"),  # the whole charge: exactly the whole invoice
+        ("35.86", (7172, 6520), "32.60"),  # 3586 x 6520 / 7172 = 3260
+        ("70.58", (7058, 6520), "65.20"),
+        ("20.00", (7058, 6520), "18.48"),  # 2000 x 6520 / 7058 = 1847.55...: up
+        ("30.58", (7058, 6520), "28.25"),  # 3058 x 6520 / 7058 = 2824.87...: up
+        ("5.42", (1084, 1001), "5.01"),  # 542 x 1001 / 1084 = 500.5: the tie half-up
+        ("10.84", (1084, 1001), "10.01"),
+        ("0.00", (7172, 6520), "0.00"),
+        ("-71.72", (7172, 6520), "-65.20"),
+    ],
+)
+def test_given_charge_money_then_before_tax_is_its_share_of_the_invoice_rounded_once(
+    charged: str, taxed: tuple[int, int], ours: str
+) -> None:
+    assert before_tax(Decimal(charged), taxed) == Decimal(ours)
+
+
+@pytest.mark.parametrize(
+    ("ours", "taxed", "charged"),
+    [
+        ("65.20", (7172, 6520), "71.72"),
+        ("10.00", (7172, 6520), "11.00"),  # 1000 x 7172 / 6520 = 1100
+        ("32.60", (7172, 6520), "35.86"),
+        ("65.20", (7058, 6520), "70.58"),
+        ("1.00", (7058, 6520), "1.08"),  # 100 x 7058 / 6520 = 108.25...: down
+        ("10.01", (1084, 1001), "10.84"),
+    ],
+)
+def test_given_invoice_money_then_with_tax_is_what_to_ask_the_processor(
+    ours: str, taxed: tuple[int, int], charged: str
+) -> None:
+    assert with_tax(Decimal(ours), taxed) == Decimal(charged)
+
+
+@pytest.mark.parametrize("taxed", [(0, 6520), (7172, 0), (-7172, 6520), (True, 1)])
+def test_given_no_positive_taxed_figures_then_refused(taxed: tuple[int, int]) -> None:
+    with pytest.raises(ValueError, match="positive cents"):
+        before_tax(Decimal("1.00"), taxed)
+    with pytest.raises(ValueError, match="positive cents"):
+        with_tax(Decimal("1.00"), taxed)
+
+
+def test_given_a_float_then_the_tax_rules_refuse_it() -> None:
+    with pytest.raises(FloatNotAllowedError):
+        before_tax(1.5, (7172, 6520))  # type: ignore[arg-type]

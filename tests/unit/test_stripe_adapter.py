@@ -407,6 +407,27 @@ def test_given_an_invoice_paid_in_two_payments_then_a_refund_takes_from_each_in_
     assert http.emulator.refused_params == []
 
 
+def test_given_an_invoice_paid_in_two_payments_when_the_rest_is_refunded_then_each_gives_back_what_is_left() -> None:
+    """35.01 paid as 20.00 + 15.01, 5.00 refunded from the first: all that is left (``amount`` None, a taxed
+    invoice's "the rest", D-fs-2) is 15.00 of the first and 15.01 of the second - 30.01, every parameter of the
+    SDK's typed ``RefundCreateParams``; a rerun after Stripe's keys expired makes nothing more."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    issued = gateway.issue_invoice(_request(customer))
+    first, second = http.emulator.split_payment(issued.gateway_id, 2000)
+    gateway.refund(issued.gateway_id, Decimal("5.00"), "rf-1")
+    made = gateway.refund(issued.gateway_id, None, "rf-2")
+    refunds = [(r["payment_intent"], r["amount"]) for r in http.emulator.objects["refund"].values()]
+    assert sorted(refunds) == sorted([(first, 500), (first, 1500), (second, 1501)])
+    http.emulator.expire_idempotency_keys()
+    assert gateway.refund(issued.gateway_id, None, "rf-2") == made
+    assert len(http.emulator.objects["refund"]) == 3
+    assert http.emulator.refused_params == []
+    sent = [r for r in http.requests if r.method == "post" and r.path == "/v1/refunds"]
+    assert [r.params["amount"] for r in sent] == ["500", "1500", "1501"]  # form-encoded
+
+
 def test_given_an_invoice_split_on_another_card_then_its_second_charge_names_that_card_else_the_first() -> None:
     """The emulator's ``split_payment``: by default payment 2's charge is card 1's (the same payment method and
     fingerprint); with ``card`` it is that card, attached to the customer, with its own fingerprint."""
@@ -637,3 +658,29 @@ def test_given_a_card_with_11_refunds_and_another_cards_returned_one_when_refund
         gateway.refund(second, Decimal("1.00"), f"rf-mc-{n}")
     gateway.refund(second, Decimal("1.00"), "rf-mc-11")
     assert [r["amount"] for r in http.emulator.objects["refund"].values()] == [1000] + [100] * 12
+
+
+@pytest.mark.parametrize("won", [False, True])
+def test_given_a_taxed_payment_disputed_when_all_that_is_left_is_refunded_then_refused_and_nothing_made(
+    won: bool,
+) -> None:
+    """71.72 charged (65.20 + 10 % tax: the charge money the adapter sees) paid as 44.00 + 27.72; the 44.00 payment
+    disputed - its chargeback's funds withdrawn (the dispute open: ours may not have applied the withdrawal yet) or
+    the dispute won; either way its Dispute says the charge is not refundable. A taxed invoice's "all" (``amount``
+    None) cannot give back the 71.72 ours counts: refused as a whole, naming the left-out payment, nothing sent.
+    Before: 27.72 refunded of the second payment alone, and ours recorded all 65.20 refunded (review rfs)."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    taxed = InvoiceRequest(
+        "inv-acct-1-2026-03", "KB-acct-1-0003", "acct-1", customer, [GatewayLine("Tax incl.", Decimal("71.72"))]
+    )
+    issued = gateway.issue_invoice(taxed)
+    first, _second = http.emulator.split_payment(issued.gateway_id, 4400)
+    dispute = http.emulator.open_dispute(first)
+    if won:
+        http.emulator.close_dispute(dispute, won=True)
+    with pytest.raises(GatewayRejectedError, match=r"44\.00 of it is on a payment Stripe will not refund \(a disputed"):
+        gateway.refund(issued.gateway_id, None, "rf-all")
+    assert http.emulator.objects.get("refund", {}) == {}
+    assert [r for r in http.requests if r.method == "post" and r.path == "/v1/refunds"] == []

@@ -27,6 +27,7 @@ from kilo_invoice.ports import (
     GatewayUnavailableError,
     InvoiceRequest,
     PaymentGateway,
+    PaymentInvoice,
     RunMarkers,
     StripeEvents,
 )
@@ -106,13 +107,13 @@ class LazyGateway:
     ) -> str:
         return self.gateway.credit_note(gateway_id, amount, reason, credit_id, out_of_band)
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
+    def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         return self.gateway.refund(gateway_id, amount, refund_id, to_failed_card)
 
     def payment_refs(self, gateway_id: str) -> tuple[str, ...]:
         return self.gateway.payment_refs(gateway_id)
 
-    def invoice_for_payment(self, payment_ref: str) -> str | None:
+    def invoice_for_payment(self, payment_ref: str) -> PaymentInvoice | None:
         return self.gateway.invoice_for_payment(payment_ref)
 
     def void(self, gateway_id: str) -> None:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from fractions import Fraction
 from typing import Any, Final
 
 from kilo_billing.accounts import AccountDirectory
@@ -61,7 +60,7 @@ from kilo_billing.invoicing import (
     refundable,
     void_credit,
 )
-from kilo_billing.money import ZERO, is_whole_cents, money_str, round_money, total
+from kilo_billing.money import ZERO, before_tax, is_whole_cents, money_str, total, with_tax
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
@@ -73,7 +72,9 @@ from kilo_invoice.model import (
     EarlierRefundFinishedError,
     EventOutcome,
     InvoiceNotFoundError,
+    InvoiceNotRecordedYetError,
     NoteWaiting,
+    PaymentOfAStrayInvoiceError,
     StripeModeMismatchError,
 )
 from kilo_invoice.ports import (
@@ -89,6 +90,7 @@ from kilo_invoice.ports import (
     GatewayUnavailableError,
     InvoiceRequest,
     PaymentGateway,
+    PaymentInvoice,
     RunMarkers,
     StripeEvents,
 )
@@ -827,17 +829,22 @@ def _find_payment(
 ) -> tuple[AccountLedger, InvoiceRecord]:
     """The invoice a charge, refund or dispute event is about: by the payment's pointers ``invoice.paid`` recorded,
     else (the event came first: any order is possible) by asking the processor which invoice the payment intent
-    paid; the refs are then recorded on the invoice, as ``invoice.paid`` would have."""
+    paid; the refs are then recorded on the invoice, as ``invoice.paid`` would have. A payment the processor ties to
+    a Stripe invoice we hold no pointer for (ours does not know that id yet: its ``invoice.finalized``/``paid`` not
+    applied) raises ``InvoiceNotRecordedYetError``, retried by the queue; only a payment of no invoice at all is
+    ``InvoiceNotFoundError`` (D-fs-1)."""
     wanted = tuple(ref for ref in refs if ref)
     try:
         return _find(store, wanted, metadata)
     except InvoiceNotFoundError:
         if gateway is None:
             raise
+    unknown: list[PaymentInvoice] = []  # Stripe invoices the payments belong to, none of them recorded by ours
     for ref in wanted:
-        gateway_id = gateway.invoice_for_payment(ref)  # unavailable: raised, the queue delivers the event again
-        found = store.invoice_for_gateway(gateway_id) if gateway_id else None
+        paid_by = gateway.invoice_for_payment(ref)  # unavailable: raised, the queue delivers the event again
+        found = store.invoice_for_gateway(paid_by.gateway_id) if paid_by else None
         if found is None:
+            unknown += [paid_by] if paid_by else []
             continue
         ledger = store.ledger(found[0])
         invoice = ledger.invoices.get(found[1])
@@ -845,7 +852,40 @@ def _find_payment(
             continue
         invoice = _save_with(store, invoice, lambda inv: _with_refs(inv, wanted))
         return ledger, invoice
-    raise InvoiceNotFoundError(f"no invoice of ours for {list(wanted)}")
+    raise _not_found(store, wanted, unknown)
+
+
+def _not_found(
+    store: LedgerStore, wanted: Sequence[str], unknown: Sequence[PaymentInvoice]
+) -> LookupError | InvoiceNotRecordedYetError:
+    """Why no invoice of ours was found for a payment of the Stripe invoices ``unknown``: one whose metadata names an
+    invoice of ours that can still record it (no Stripe id yet, this one, or a revision of its) is not recorded
+    yet - retried (``InvoiceNotRecordedYetError``); one naming an invoice of ours that never will (a duplicate of
+    the one it recorded, ours voided or gone) is a stray - ignored, logged at ERROR (``PaymentOfAStrayInvoiceError``);
+    none with our metadata is nothing of ours (``InvoiceNotFoundError``) (D-fs-1 amended)."""
+    for paid_by in unknown:
+        ours = _named(store, paid_by.ours)
+        if (ours is not None and ours.gateway_id in (None, paid_by.gateway_id)) or (ours and paid_by.revises):
+            return InvoiceNotRecordedYetError(
+                f"payment {list(wanted)} belongs to Stripe invoice {paid_by.gateway_id}, which invoice "
+                f"{paid_by.ours} of ours has not recorded yet (its invoice.finalized or invoice.paid not applied): "
+                "retried"
+            )
+    stray = [paid_by for paid_by in unknown if paid_by.ours]
+    if stray:
+        return PaymentOfAStrayInvoiceError(
+            f"payment {list(wanted)} belongs to Stripe invoice {stray[0].gateway_id}, which names invoice "
+            f"{stray[0].ours} of ours but is not it (a duplicate, or ours voided): not applied"
+        )
+    return InvoiceNotFoundError(f"no invoice of ours for {list(wanted)}")
+
+
+def _named(store: LedgerStore, ours: str | None) -> InvoiceRecord | None:
+    """The invoice of ours a Stripe invoice's metadata names, while it is not void (a void one records no payment)."""
+    if not ours or "/" not in ours:
+        return None
+    invoice = store.ledger(ours.split("/", 1)[0]).invoices.get(ours)
+    return invoice if invoice is not None and invoice.status is not InvoiceStatus.VOID else None
 
 
 def _with_refs(invoice: InvoiceRecord, refs: Iterable[str]) -> InvoiceRecord:
@@ -877,6 +917,23 @@ def _ref(value: Any) -> str | None:
     if isinstance(value, dict) and isinstance(value.get("id"), str):
         return str(value["id"])
     return None
+
+
+def _invoice_money(invoice: InvoiceRecord, cents: int) -> Decimal:
+    """What Stripe charged, refunded or disputed of ``invoice``'s payment (``cents``, tax included) counted on ours:
+    with Stripe Tax (``taxed``), before tax in its Stripe invoice's proportion, rounded once (``money.before_tax``:
+    the whole payment is exactly the invoice's total before tax); without, as it is (D-fs-2)."""
+    charged = Decimal(cents).scaleb(-2)
+    return charged if invoice.taxed is None else before_tax(charged, invoice.taxed)
+
+
+def _taxed(obj: dict[str, Any]) -> tuple[int, int] | None:
+    """A Stripe invoice's (``total``, ``total_excluding_tax``) in cents when it carries tax (the two differ, both
+    positive); None otherwise."""
+    whole, net = obj.get("total"), obj.get("total_excluding_tax")
+    if not all(isinstance(value, int) and not isinstance(value, bool) and value > 0 for value in (whole, net)):
+        return None
+    return (int(str(whole)), int(str(net))) if whole != net else None
 
 
 def apply_stripe_event(
@@ -937,17 +994,20 @@ def apply_stripe_event(
         refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("id")))
         ledger, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
         charge = _ref(event.obj.get("id")) or ""
-        refunded = Decimal(int(event.obj.get("amount_refunded", 0))).scaleb(-2)  # the charge's running total
-        updated = _save_with(store, invoice, lambda inv: _charge_refunded(inv, charge, refunded, event.created))
+        cents = int(event.obj.get("amount_refunded", 0))  # the charge's running total, tax included
+
+        def charge_refunded(inv: InvoiceRecord) -> InvoiceRecord:
+            return _charge_refunded(inv, charge, _invoice_money(inv, cents), event.created)
+
+        updated = _save_with(store, invoice, charge_refunded)
         return event.outcome(invoice.invoice_id, updated != invoice)
     if event.type == "refund.created":  # the Refund: its intent and charge; one we made names our request
         if REFUND_METADATA in _metadata(event.obj):  # ours: its charge.refunded and the request's own write count it
             return event.outcome(None, False)
         refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
         _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
-        refund = _ref(event.obj.get("id")) or ""
-        amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
-        updated = _save_with(store, invoice, lambda inv: _refunded_outside(inv, refund, amount))
+        refund, cents = _ref(event.obj.get("id")) or "", int(event.obj.get("amount", 0))
+        updated = _save_with(store, invoice, lambda inv: _refunded_outside(inv, refund, _invoice_money(inv, cents)))
         return event.outcome(invoice.invoice_id, updated != invoice)
     if event.type in _REFUND_FAILED_EVENTS:  # the Refund, failed: its intent and charge; ours names our request
         return _refund_failed_event(store, publisher, gateway, event, now)
@@ -981,7 +1041,8 @@ def _refund_failed_event(
     refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
     _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
     refund = _ref(event.obj.get("id")) or ""
-    amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
+    cents = int(event.obj.get("amount", 0))  # what Stripe refunded and failed, tax included (its alert says it)
+    charged, amount = Decimal(cents).scaleb(-2), _invoice_money(invoice, cents)
     ours = _metadata(event.obj).get(REFUND_METADATA)
     ours_id = ours if isinstance(ours, str) and ours else None
     sent = (_ref(event.obj.get("charge")) or "", event.created)
@@ -1003,7 +1064,7 @@ def _refund_failed_event(
             invoice_id=invoice.invoice_id,
             refund_id=refund,
             number=invoice.number,
-            amount=money_str(amount),
+            amount=money_str(charged),
             reason=reason if isinstance(reason, str) and reason else str(status or "unknown"),
             ours=ours_id is not None,
             occurred_at=_failure_dated(read[-1], refund, event, now),  # every event saying it: one month's key
@@ -1167,9 +1228,11 @@ def _dispute_event(
     closed_marker, open_marker = f"dispute_closed:{dispute_id}", f"{_DISPUTE_OPEN}{dispute_id}"
     # the customer's bank takes the payment's funds (or keeps them: a dispute lost), or gives them back
     takes = event.type == "charge.dispute.funds_withdrawn" or (closing and event.obj.get("status") == "lost")
-    amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
+    amount = _invoice_money(invoice, int(event.obj.get("amount", 0)))  # the dispute's, counted before tax
     charge = str(_ref(event.obj.get("charge")) or "")
     listed = _listed_withdrawal(event.obj)
+    if listed is not None and invoice.taxed is not None:
+        listed = (listed[0], before_tax(listed[1], invoice.taxed))
     status = str(event.obj.get("status") or "")
     inquiry_closed, reopened_marker = f"dispute_inquiry_closed:{dispute_id}", f"dispute_reopened:{dispute_id}"
     # a final close (``lost``/``won``): nothing re-opens the dispute afterwards (D359 amended (wd7))
@@ -1644,8 +1707,8 @@ def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[Cre
     if not isinstance(paid, int) or isinstance(paid, bool) or obj.get("paid_out_of_band") is True:
         return due, ZERO
     received = Decimal(paid).scaleb(-2)
-    if isinstance(whole, int) and isinstance(net, int) and whole > 0 and net != whole:
-        received = round_money(Fraction(paid * net, whole * 100))
+    if isinstance(whole, int) and isinstance(net, int) and whole > 0 and net > 0 and net != whole:
+        received = before_tax(received, (whole, net))
     return received, max(ZERO, due - received)
 
 
@@ -1718,9 +1781,7 @@ def _invoice_event(
         decided.append(_about_ours(current, event))
         if not decided[-1][0]:
             return current
-        updated = current
-        if current.gateway_id is None and _ref(event.obj.get("id")):
-            updated = replace(updated, gateway_id=_ref(event.obj.get("id")))
+        updated = _recorded_ids(current, event)
         follows = _followed(current, event)
         if follows is not None and current.gateway_id is not None:  # the old invoice's pages are void ones
             refs = _with_refs(updated, [current.gateway_id]).gateway_refs
@@ -1767,7 +1828,7 @@ def _invoice_event(
             event_id=f"payment-failed:{markers[0].removeprefix(_FAILED_MARKER)}",
             account_id=invoice.account_id,
             invoice_id=invoice.invoice_id,
-            total=money_str(amount_due(invoice, ledger.credit_notes.values())),  # what it still asks, after notes
+            total=money_str(_tried(invoice, event, ledger.credit_notes.values())),
             reason="action_required" if event.type.endswith("action_required") else "payment_failed",
             hosted_url=invoice.hosted_url,
             occurred_at=event.occurred_at(now),  # redelivered after a month end: still the same month's key
@@ -1777,6 +1838,28 @@ def _invoice_event(
         published = (alert.event_id,)
     attention = "; ".join(reason for reason in said if reason) or None
     return replace(event.outcome(invoice.invoice_id, invoice != before, published), attention=attention), invoice
+
+
+def _recorded_ids(current: InvoiceRecord, event: _StripeEvent) -> InvoiceRecord:
+    """What ours learns of its Stripe invoice from an invoice event of it: the Stripe id while it has none, and (a
+    card invoice) the Stripe Tax figures (``taxed``: ``total``, ``total_excluding_tax``), the paid event's standing
+    over earlier ones (D-fs-2)."""
+    updated, found = current, _ref(event.obj.get("id"))
+    if current.gateway_id is None and found:
+        updated = replace(updated, gateway_id=found)
+    taxed = _taxed(event.obj) if current.method is BillingMethod.CARD else None
+    if taxed is not None and (event.type == "invoice.paid" or current.taxed is None):
+        updated = replace(updated, taxed=taxed)
+    return updated
+
+
+def _tried(invoice: InvoiceRecord, event: _StripeEvent, notes: Iterable[CreditNote]) -> Decimal:
+    """``PaymentFailed.v1``'s total: what ours still asks after notes; with Stripe Tax on the failed invoice, what
+    Stripe tried to collect (its ``amount_due``, tax included): the customer's bank declined that figure (D-fs-2)."""
+    due = event.obj.get("amount_due")
+    if _taxed(event.obj) is not None and isinstance(due, int) and not isinstance(due, bool) and due > 0:
+        return Decimal(due).scaleb(-2)
+    return amount_due(invoice, notes)
 
 
 def voided(before: InvoiceRecord, after: InvoiceRecord) -> bool:
@@ -1988,7 +2071,9 @@ def refund_invoice(
         bounded(current)
         number = current.refunds_requested + 1
         failed = total([amount for _, amount in current.failed_refunds])  # ``refunded`` is net of them
-        asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded, failed)
+        # a taxed invoice giving back all it keeps asks for all that is left of its payments: exact (D-fs-2)
+        whole = current.taxed is not None and wanted == current.kept_less_pending
+        asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded, failed, whole)
         return replace(current, refunds_requested=number, refund_pending=asked)
 
     invoice = _save_with(store, invoice, request, seq_read=ledger.billing.seq)
@@ -2102,12 +2187,15 @@ def _finish_refund(
         # refunds made outside us meanwhile are on the invoice already, counted as given back (D331)
         return replace(current, refund_pending=None) if current.refund_pending == pending else current
 
+    taxed = invoice.taxed
+    # charge money: with Stripe Tax the customer gets the tax back too - all that is left, or ours tax included
+    charged = pending.amount if taxed is None else None if pending.whole else with_tax(pending.amount, taxed)
     try:
-        gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id, to_failed_card)
+        gateway.refund(invoice.gateway_id, charged, pending.refund_id, to_failed_card)
     except GatewayPartlyRefundedError as exc:
         # the part made is money the processor gave back: recorded as refunded; the rest it keeps again, which credits
         # what notes recorded as returned (D310), bounded by what it keeps (D329)
-        made = exc.refunded
+        made = exc.refunded if taxed is None else before_tax(exc.refunded, taxed)
         _save_with(store, invoice, lambda current: settled_with(current, made), utc_now())
         raise
     except GatewayRejectedError:

@@ -2,8 +2,11 @@
 routed here (``PaymentEventsRule``); the verified Stripe event is read from the events table and applied to our
 invoice (``apply_stripe_event``: forward-only states, alerts once, D53). Duplicates and any order are harmless.
 
-An event about nothing of ours (no invoice of ours, or no longer stored) is logged and counted, not retried; any
-other failure is reported failed, redelivered, and after ``maxReceiveCount`` dead-lettered (alarmed). An optional
+An event about nothing of ours (no invoice of ours, or no longer stored) is logged and counted, not retried; a refund
+or dispute of a Stripe invoice ours has not recorded yet (its ``invoice.finalized``/``paid`` still to be applied) is
+logged at WARNING and reported failed, redelivered until that event has landed (D-fs-1) - unless its metadata
+names an invoice of ours that never will record it (a duplicate, ours void): ignored, logged at ERROR; any other
+failure is reported failed, redelivered, and after ``maxReceiveCount`` dead-lettered (alarmed). An optional
 Stripe lookup that failed on our side (``invoice.paid``'s payments with the key's secret malformed or the key revoked)
 leaves the event applied, logged at ERROR and counted (``StripeMisconfigured``, alarmed: D316). A refund Stripe made
 and then failed is logged at ERROR and counted (``RefundFailed``, alarmed: D340). An event an operator
@@ -29,7 +32,13 @@ from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_invoice import dependencies
 from kilo_invoice.logic import apply_stripe_event
-from kilo_invoice.model import EventOutcome, InvoiceNotFoundError, StripeModeMismatchError
+from kilo_invoice.model import (
+    EventOutcome,
+    InvoiceNotFoundError,
+    InvoiceNotRecordedYetError,
+    PaymentOfAStrayInvoiceError,
+    StripeModeMismatchError,
+)
 
 SERVICE = "invoice-payments"
 logger = observability.logger(SERVICE)
@@ -48,8 +57,14 @@ def _record(record: SQSRecord) -> None:
         )
     except InvoiceNotFoundError as exc:
         count(SERVICE, Metric.PAYMENT_EVENT_IGNORED)
+        if isinstance(exc, PaymentOfAStrayInvoiceError):  # our metadata, never ours: a duplicate's refund (D-fs-1)
+            logger.error("Stripe event of a stray invoice with our metadata; ignored", extra={"reason": str(exc)[:300]})
+            return
         logger.warning("Stripe event about nothing of ours; ignored", extra={"reason": str(exc)[:200]})
         return
+    except InvoiceNotRecordedYetError as exc:  # ours will know it once its invoice event lands: redelivered
+        logger.warning("Stripe event of an invoice not recorded yet; retried", extra={"reason": str(exc)[:300]})
+        raise
     except StripeModeMismatchError as exc:  # StripeLiveMode wrong, or a secret of the other mode: kept, alarmed
         _mode_mismatch(record, exc)
         raise

@@ -82,6 +82,16 @@ class GatewayPartlyRefundedError(GatewayRejectedError):
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentInvoice:
+    """The processor's invoice a payment paid (``gateway_id``) and the invoice of ours its metadata names
+    (``kilo_invoice_id``; None: made outside Kilo Billing) - D-fs-1 amended."""
+
+    gateway_id: str
+    ours: str | None
+    revises: str | None = None  # the processor's invoice it is a revision of (``from_invoice``), if any
+
+
+@dataclass(frozen=True, slots=True)
 class Customer:
     account_id: str
     email: str | None = None
@@ -165,8 +175,10 @@ class PaymentGateway(Protocol):
         or ``amount`` above what it still holds: ``GatewayRejectedError``, nothing made."""
         ...
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
-        """Refund part or all of a paid invoice's payment; returns the refund id. Refused for good after part of
+    def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
+        """Refund part or all of a paid invoice's payment; returns the refund id. ``amount`` is what the processor
+        gives back (charge money: with Stripe Tax, tax included); None - all that is left of each of its payments,
+        exactly (D-fs-2). Refused for good after part of
         ``amount`` was refunded (earlier runs' parts included): ``GatewayPartlyRefundedError`` with that part. Never
         to a payment whose card's bank returned a refund of it (``GatewayRejectedError`` when only such a payment
         has room), unless ``to_failed_card`` (D340 amended)."""
@@ -178,9 +190,10 @@ class PaymentGateway(Protocol):
         (``invoice.paid`` records them on our invoice)."""
         ...
 
-    def invoice_for_payment(self, payment_ref: str) -> str | None:
-        """The processor's invoice id a paid payment (a payment intent id) belongs to; ``None`` when it pays none of
-        ours (a refund or dispute event that arrives before its ``invoice.paid`` is matched this way)."""
+    def invoice_for_payment(self, payment_ref: str) -> PaymentInvoice | None:
+        """The processor's invoice a paid payment (a payment intent id) belongs to, with the invoice of ours its
+        metadata names; ``None`` when it pays no invoice (a refund or dispute event that arrives before its
+        ``invoice.paid`` is matched this way)."""
         ...
 
     def void(self, gateway_id: str) -> None: ...

@@ -45,6 +45,7 @@ from kilo_invoice.ports import (
     GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
+    PaymentInvoice,
 )
 
 META_ACCOUNT = "kilo_account_id"
@@ -373,8 +374,9 @@ class StripePaymentGateway:
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
         return note.id
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
-        """Refund ``amount`` of a paid invoice from its payments, oldest first, each up to what is left of it (an
+    def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
+        """Refund ``amount`` (None: all that is left of each payment, D-fs-2) of a paid invoice from its payments,
+        oldest first, each up to what is left of it (an
         invoice paid in several payments has a payment intent per payment; a refund is made on one). Refunds made
         earlier for ``refund_id`` (found by metadata, on every payment) count: a rerun refunds only what is still
         missing. Returns the refund ids, comma-separated when it took more than one payment. Stripe refusing a payment's
@@ -403,39 +405,39 @@ class StripePaymentGateway:
         ]
         if not paid:
             raise GatewayRejectedError(f"{gateway_id} has no card payment to refund")
-        asked = in_cents(amount)
-        wanted = asked
         cards, bank_returned, disputed_charges = self._returned_cards(_field_id(invoice, "customer"))
         # only this invoice's disputed payments have their Disputes read: another invoice's dispute (or a key
         # without Disputes read) never touches this refund (D359 amended (wd2))
         read = {
             intent: self._refundability(disputed_charges[intent]) for intent, _ in paid if intent in disputed_charges
         }
-        disputed = {intent for intent, found in read.items() if found is None}
         # a payment under an open inquiry is taken last unless refunded in full: only a full refund of its charge
         # resolves the inquiry, a part leaves it open to escalate (D359 amended (wd3))
-        inquiries = {intent for intent, found in read.items() if found == "inquiry"}
+        disputed, inquiries = ({i for i, found in read.items() if found == kind} for kind in (None, "inquiry"))
         made: list[str] = []
         undone: list[stripe.Refund] = []  # this request's refunds made and then failed or canceled (never made again)
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
+        shut: list[tuple[str, int]] = []  # the same, for payments left out for their dispute (not refundable)
+        earlier = 0  # cents this request's refunds made before (an earlier run's)
         bounced: list[tuple[str, int]] = []  # the same, for payments by a card whose bank returned a refund
         for intent, paid_cents in paid:
             refunds = self._refunds_of(intent)
             mine = [r for r in refunds if _metadata(r).get(META_REFUND) == refund_id]
-            wanted -= sum(r.amount for r in mine)  # failed ones too: made, then failed - never made again silently
+            earlier += sum(r.amount for r in mine)  # failed ones too: made, then failed - never made again silently
             made += [r.id for r in mine]
             undone += [r for r in mine if r.status in _NOT_GIVEN]
             used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
             # a payment whose dispute says it is not refundable is left out: Stripe refuses a charged-back charge's
             # refund (charge_disputed), which would refuse the request before the other payments are tried (D359)
-            left = 0 if intent in disputed else paid_cents - sum(r.amount for r in used)
+            left = paid_cents - sum(r.amount for r in used)
             card = cards.get(intent, intent)  # a payment whose card is not known stands for itself
             for refund in refunds:  # listed by its payment: counted even if the customer's charges missed it
                 if _returned_by_bank(refund):
                     bank_returned.setdefault(card, {})[refund.id] = refund.failure_reason or "unknown"
-            (bounced if card in bank_returned else room).append((intent, left))
+            (shut if intent in disputed else bounced if card in bank_returned else room).append((intent, left))
+        asked, wanted = _asked_of(gateway_id, amount, earlier, room + bounced)
         try:
-            elsewhere = sum(left for _, left in room if left > 0)
+            elsewhere = _room_left(gateway_id, amount, room, shut)
             if wanted > elsewhere + sum(left for _, left in bounced if left > 0):
                 raise GatewayRejectedError(
                     f"cannot refund {dollars(wanted)} more on {gateway_id}: "
@@ -544,8 +546,9 @@ class StripePaymentGateway:
                     refs.append(ref)
         return tuple(refs)
 
-    def invoice_for_payment(self, payment_ref: str) -> str | None:
-        """One list call filtered by the payment intent (Stripe filters invoice payments by intent, not by charge)."""
+    def invoice_for_payment(self, payment_ref: str) -> PaymentInvoice | None:
+        """One list call filtered by the payment intent (Stripe filters invoice payments by intent, not by charge),
+        then the invoice it names read for our ``kilo_invoice_id`` metadata (D-fs-1 amended)."""
         if not payment_ref.startswith("pi_"):
             return None
         page = self._call(
@@ -553,7 +556,14 @@ class StripePaymentGateway:
                 {"payment": {"type": "payment_intent", "payment_intent": payment_ref}, "limit": 1}
             )
         )
-        return _field_id(page.data[0], "invoice") if page.data else None
+        found = _field_id(page.data[0], "invoice") if page.data else None
+        if found is None:
+            return None
+        invoice = self._retrieve(found)
+        ours = _metadata(invoice).get(META_INVOICE)
+        revised = getattr(invoice, "from_invoice", None)
+        revises = _field_id(revised, "invoice") if revised is not None else None
+        return PaymentInvoice(found, ours if isinstance(ours, str) and ours else None, revises)
 
     def void(self, gateway_id: str) -> None:
         invoice = self._retrieve(gateway_id)
@@ -625,6 +635,35 @@ def _returned_by_bank(refund: stripe.Refund) -> bool:
     """A Refund the card's bank returned: ``failed`` for one of the card's reasons (``_CARDS_BANK``; none given reads
     as ``unknown``). A failure for another reason (our balance, our request, a dispute) says nothing of the card."""
     return refund.status == "failed" and (getattr(refund, "failure_reason", None) or "unknown") in _CARDS_BANK
+
+
+def _asked_of(gateway_id: str, amount: Decimal | None, earlier: int, room: list[tuple[str, int]]) -> tuple[int, int]:
+    """(asked, still wanted) in cents of a refund request whose earlier runs made ``earlier``: ``amount``, or with
+    None all that is left of each payment (``room``: payment intent, cents left) beside what they made - a taxed
+    invoice's "all"/"the rest", exact to the cent (D-fs-2); nothing left and nothing made is refused."""
+    if amount is not None:
+        asked = in_cents(amount)
+        return asked, asked - earlier
+    left = sum(cents for _, cents in room if cents > 0)
+    if left + earlier == 0:
+        raise GatewayRejectedError(f"cannot refund the rest of {gateway_id}: nothing of its payments is left")
+    return left + earlier, left
+
+
+def _room_left(
+    gateway_id: str, amount: Decimal | None, room: list[tuple[str, int]], shut: list[tuple[str, int]]
+) -> int:
+    """The cents left on ``room``'s payments (payment intent, cents left). "All that is left" (``amount`` None) is
+    refused as a whole when a payment left out for its dispute (``shut``, the same; Stripe will not refund it) holds
+    money: the other payments alone would give back less than the invoice keeps, and ours would record it all
+    (D-fs-2 amended, review rfs)."""
+    left_out = sum(cents for _, cents in shut if cents > 0)
+    if amount is None and left_out > 0:
+        raise GatewayRejectedError(
+            f"cannot refund all that is left of {gateway_id}: {dollars(left_out)} of it is on a payment Stripe will "
+            f"not refund{_DISPUTED_LEFT_OUT}"
+        )
+    return sum(cents for _, cents in room if cents > 0)
 
 
 def _made_in_part(

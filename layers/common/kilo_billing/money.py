@@ -17,6 +17,12 @@ A share of an allowance used (not money, but shown beside it) is **cut** to two 
 never rounded up: 99.996 % is ``99.99``, so 100 % is read only once the allowance is used up; and a share begun is
 never ``0.00`` (0.004 % is ``0.01``) (D371 amended (av2)).
 
+A card payment with Stripe Tax is charged more than our invoice asks (its tax): what Stripe charged, refunded or
+disputed of it (charge money) is counted on our invoice before tax (invoice money) in the proportion of the Stripe
+invoice's ``total_excluding_tax`` to its ``total`` (:func:`before_tax`), and an amount of ours is asked of Stripe
+tax included by the inverse (:func:`with_tax`) - each rounded once, half-up; the whole charge is exactly the whole
+invoice, never a cent off (D344, D-fs-2).
+
 An amount in cents shown or paid out in parts (a bill's counted sum beside each of its credits) is split by
 :func:`allocate_cents`, never by rounding each part: the parts add up to the amount exactly (D217).
 """
@@ -101,6 +107,30 @@ def share_percent(used: Exact, included: Exact | None) -> Decimal | None:
 def line_amount(quantity: Exact, unit_price: Exact) -> Decimal:
     """Amount of an invoice line: quantity x unit price, rounded by :func:`round_money`."""
     return round_money(_as_fraction(quantity) * _as_fraction(unit_price))
+
+
+def _tax_ratio(taxed: tuple[int, int]) -> tuple[int, int]:
+    whole, net = taxed
+    if isinstance(whole, bool) or isinstance(net, bool) or whole <= 0 or net <= 0:
+        raise ValueError(f"a taxed total needs positive cents (total, total excluding tax), not {taxed}")
+    return whole, net
+
+
+def before_tax(charged: Exact, taxed: tuple[int, int]) -> Decimal:
+    """Charge money as invoice money: ``charged`` (what a card payment charged, refunded or disputed, tax included)
+    x ``total_excluding_tax / total`` of its Stripe invoice (``taxed``: those two, in cents), rounded once by
+    :func:`round_money`. The whole charge is exactly the total before tax: ``71.72`` of (7172, 6520) is ``65.20``,
+    half of it (``35.86``) ``32.60``. ValueError for a ``taxed`` that is not two positive cents."""
+    whole, net = _tax_ratio(taxed)
+    return round_money(_as_fraction(charged) * net / whole)
+
+
+def with_tax(amount: Exact, taxed: tuple[int, int]) -> Decimal:
+    """Invoice money as charge money, the inverse of :func:`before_tax`: ``amount`` x ``total / total_excluding_tax``
+    rounded once - what to ask the processor to refund of a taxed payment so the customer gets its tax back too:
+    ``65.20`` of (7172, 6520) is ``71.72``, ``10.00`` is ``11.00``."""
+    whole, net = _tax_ratio(taxed)
+    return round_money(_as_fraction(amount) * whole / net)
 
 
 def exact_decimal(value: Exact) -> Decimal:

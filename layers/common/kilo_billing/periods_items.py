@@ -157,6 +157,7 @@ def invoice_to_item(invoice: InvoiceRecord) -> Item:
             "failed_refunds": {refund: str(amount) for refund, amount in invoice.failed_refunds} or None,
             "charge_refunds_at": dict(invoice.charge_refunds_at) or None,
             "failed_refunds_at": {refund: [charge, at] for refund, (charge, at) in invoice.failed_refunds_at} or None,
+            "taxed": list(invoice.taxed) if invoice.taxed else None,
             "revision": invoice.revision,
         }
     )
@@ -196,8 +197,17 @@ def invoice_from_values(account_id: str, values: Mapping[str, Any]) -> InvoiceRe
         failed_refunds_at=tuple(
             (str(k), (str(v[0]), int(v[1]))) for k, v in sorted((values.get("failed_refunds_at") or {}).items())
         ),
+        taxed=_taxed(values.get("taxed")),
         revision=int(values.get("revision", 0)),  # none on records written before revisions: 0
     )
+
+
+def _taxed(values: Any) -> tuple[int, int] | None:
+    """A card invoice's Stripe Tax figures (``total``, ``total_excluding_tax``, cents); none stored: no tax."""
+    if not values:
+        return None
+    whole, net = values
+    return int(whole), int(net)
 
 
 def _amounts_by_id(values: Mapping[str, Any] | None) -> tuple[tuple[str, Decimal], ...]:
@@ -212,6 +222,7 @@ def _refund_request_json(request: RefundRequest | None) -> dict[str, Any] | None
         "amount": str(request.amount),
         "refunded_before": str(request.refunded_before),
         "failed_before": str(request.failed_before),
+        **({"whole": True} if request.whole else {}),
     }
 
 
@@ -235,6 +246,7 @@ def _refund_request(values: Mapping[str, Any] | None) -> RefundRequest | None:
         Decimal(str(values["amount"])),
         Decimal(str(values["refunded_before"])),
         Decimal(str(values.get("failed_before", "0"))),  # none on requests stored before it was kept
+        bool(values.get("whole", False)),
     )
 
 
