@@ -251,6 +251,80 @@ def test_given_a_late_usdc_payment_then_credited_one_to_one(h: Harness) -> None:
     assert quote_statuses(h)["q-usdc"] is QuoteStatus.LATE
 
 
+def test_given_eth_sent_before_any_quote_when_claimed_on_a_later_quote_then_valued_at_its_own_time_and_reviewed(
+    stack: Stack,
+) -> None:
+    """D-fe-1. 0.04 ETH from the linked wallet a day before the bill had a quote ($1,000 an ETH then: $40.00) is kept
+    UNATTRIBUTED; ETH rises and the customer makes a quote locking $2,500.00 (0.04 ETH asked) and submits the old
+    hash. Valued by the late rule at min(2500, 1000) = 1000: 0.04 x 1000 = $40.00, a 60 % move: in review, not
+    counted; the bill stays OPEN. Before: $100.00 at the lock, on time, and the bill PAID."""
+    h = billed(stack, [], T0 + timedelta(days=1))
+    h.rates.prices["ETH"] = Decimal("1000.00")  # FixedRates: the rate at any block time asked
+    early = transfer("0xe1", "ETH", ETH_QUOTE, T0 - timedelta(days=1), index=-1)
+    h.settlement.record_seen(early)
+    kept = h.store.payment("ethereum:0xe1:-1")
+    assert kept is not None
+    assert kept.invoice_id is None
+    h.store.add_quote(quote("q-eth", "ETH", ETH_QUOTE, "2500.00"))  # made at T0 + 1 min
+    h.clock.now = T0 + timedelta(minutes=5)
+
+    claimed = h.settlement.record(early, claimed_for="inv-1")
+    h.settlement.finalized("ethereum:0xe1:-1")
+
+    assert (claimed.quote_id, claimed.rate, claimed.usd) == ("q-eth", Decimal("1000.00"), Decimal("40.00"))
+    assert (claimed.late, claimed.review, claimed.status) == (True, True, PaymentStatus.SEEN)
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert (final.status, final.settled_usd) == (BillStatus.OPEN, Decimal("0.00"))
+    assert h.events(SETTLED) == []
+
+
+@pytest.mark.parametrize(
+    ("sent", "late", "usd"),
+    [
+        (T0, False, "100.00"),  # 60 s before the quote (made at T0 + 1 min): inside the clock margin, at the lock
+        (T0 - timedelta(seconds=1), True, "40.00"),  # 61 s before: late rule, min(2500, 1000) x 0.04, in review
+    ],
+)
+def test_given_a_payment_whose_block_time_is_just_before_its_quote_then_the_clock_margin_decides_the_rate(
+    stack: Stack, sent: datetime, late: bool, usd: str
+) -> None:
+    """D-fe-1: ``QUOTE_CLOCK_MARGIN`` (60 s) - an Ethereum block's time is its slot's start, before a transaction
+    sent for a quote made a few seconds earlier."""
+    h = billed(stack, [quote("q-eth", "ETH", ETH_QUOTE, "2500.00")], T0 + timedelta(minutes=5))
+    h.rates.prices["ETH"] = Decimal("1000.00")
+
+    h.settlement.record_seen(transfer("0xe2", "ETH", ETH_QUOTE, sent))
+
+    payment = h.store.payment("ethereum:0xe2:0")
+    assert payment is not None
+    assert (payment.quote_id, payment.late, payment.review, payment.usd) == ("q-eth", late, late, Decimal(usd))
+
+
+def test_given_a_quote_made_before_a_payment_and_one_after_asking_its_amount_then_it_pays_the_earlier_at_its_lock(
+    stack: Stack,
+) -> None:
+    """D-fe-1. q-old (made T0 + 1 min, locks $2,000.00, asks 0.04 ETH) and q-new (made T0 + 2 h, locks $2,500.00,
+    asks 0.05 ETH). 0.05 ETH from the linked wallet at T0 + 10 min pays q-old, the quote that existed then: 0.05 x
+    2000 = $100.00, on time. Before: q-new asked exactly its amount and won - $125.00 at a lock made after it."""
+    old = quote("q-old", "ETH", 40_000_000_000_000_000, "2000.00", amount_usd="80.00")
+    later = replace(
+        quote("q-new", "ETH", 50_000_000_000_000_000, "2500.00", amount_usd="125.00"),
+        created_at=T0 + timedelta(hours=2),
+        expires_at=T0 + timedelta(hours=2, minutes=30),
+        monitor_until=T0 + timedelta(hours=74),
+    )
+    h = billed(stack, [old, later], T0 + timedelta(hours=3))
+    h.rates.prices["ETH"] = Decimal("2000.00")
+
+    h.settlement.record_seen(transfer("0xe3", "ETH", 50_000_000_000_000_000, T0 + timedelta(minutes=10)))
+
+    payment = h.store.payment("ethereum:0xe3:0")
+    assert payment is not None
+    # 0.05 ETH at q-old's $2,000.00 lock, on time: $100.00
+    assert (payment.quote_id, payment.late, payment.usd) == ("q-old", False, Decimal("100.00"))
+
+
 def test_given_a_payment_after_monitoring_then_it_is_unattributed(h: Harness) -> None:
     h.clock.now = T0 + timedelta(hours=80)
     h.settlement.record_seen(transfer("0xef", "USDC", USDC_QUOTE, T0 + timedelta(hours=80)))

@@ -73,6 +73,12 @@ STABLECOINS: Final = frozenset({"USDC"})
 _LOG = logging.getLogger(__name__)
 
 COUNTED: Final = frozenset({PaymentStatus.SEEN, PaymentStatus.FINALIZED})
+# A payment detected more than this before its quote was made was not sent for that quote: it is valued by the late
+# rule (``value_payment``), never at the quote's lock. Detection is the block's time (the chain's clock), creation
+# ours: an Ethereum block's timestamp is its slot's start, up to 12 s before a transaction it holds was sent, and
+# Solana's block time is a stake-weighted estimate off by seconds; 60 s covers both with room for our clock, and is
+# too short to sell a price option (D-fe-1).
+QUOTE_CLOCK_MARGIN: Final = timedelta(seconds=60)
 _T = TypeVar("_T")
 
 
@@ -296,14 +302,21 @@ def quote_status(quote: Quote, lines: Sequence[BillPayment], now: datetime) -> Q
     return QuoteStatus.EXPIRED if now > quote.expires_at else QuoteStatus.ACTIVE
 
 
+def made_after(quote: Quote, detected_at: datetime) -> bool:
+    """The quote was made after the payment was detected (beyond ``QUOTE_CLOCK_MARGIN``): not what it was sent for."""
+    return detected_at < quote.created_at - QUOTE_CLOCK_MARGIN
+
+
 def match_quote(transfer: ObservedTransfer, quotes: Iterable[Quote], detected_at: datetime) -> Quote | None:
-    """The open quote a transfer pays: same chain and asset, still monitored at detection; the one asking exactly this
-    amount first, else the newest."""
+    """The open quote a transfer pays: same chain and asset, still monitored at detection; among those made by then
+    (``made_after``) if any, the one asking exactly this amount first, else the newest. A quote made after the
+    payment is matched only when no other is, and ``value_payment`` values the payment by the late rule there."""
     candidates = [
         quote
         for quote in quotes
         if quote.chain == transfer.chain and quote.asset == transfer.asset and detected_at <= quote.monitor_until
     ]
+    candidates = [quote for quote in candidates if not made_after(quote, detected_at)] or candidates
     if not candidates:
         return None
     exact = [quote for quote in candidates if quote.atomic_amount == transfer.atomic_amount]
@@ -325,11 +338,13 @@ def value_payment(
     policy: SettlementPolicy,
     rate_then: Callable[[], Decimal],
 ) -> Valuation:
-    """USD of a payment toward ``quote``: the locked rate inside expiry; late, stablecoins 1:1 and ETH/SOL at
-    min(locked, ``rate_then``: the rate at the payment's block time, D218) - a move beyond ``late_review_move``
-    (or no rate at all) sends it to review."""
+    """USD of a payment toward ``quote``: the locked rate inside the quote's window (made by detection, give or take
+    ``QUOTE_CLOCK_MARGIN``, and not expired); late - after expiry, or before the quote was made (D-fe-1) -
+    stablecoins 1:1 and ETH/SOL at min(locked, ``rate_then``: the rate at the payment's block time, D218) - a move
+    beyond ``late_review_move`` (or no rate at all) sends it to review."""
     locked = quote.rate.price
-    late = detected_at > quote.expires_at
+    # outside the quote's window either way: after its expiry, or before it was made (a price option, D-fe-1)
+    late = detected_at > quote.expires_at or made_after(quote, detected_at)
     review = False
     rate = locked
     if late and transfer.asset in STABLECOINS:
