@@ -414,8 +414,13 @@ class EvmRpc(Protocol):
         """Blocks ``first..last`` with their full transactions."""
         ...
 
-    def logs(self, address: str, topics: Sequence[str | None], first: int, last: int) -> list[EvmLog]:
-        """``eth_getLogs``; raises RpcRangeError when the provider refuses the range."""
+    def logs_beside(
+        self, address: str, topics: Sequence[str | None], first: int, last: int
+    ) -> tuple[list[EvmLog], str | None]:
+        """``eth_getLogs`` over ``first..last`` and the hash of block ``last`` (None: that node does not have it), in
+        ONE JSON-RPC batch, the block asked first: one backend's view (as ``receipt_beside``). A node asked for logs
+        past its head answers up to its head, no error (go-ethereum#24078): only the hash says whether the logs
+        cover ``last`` (D-fe-2). Raises RpcRangeError when the provider refuses the range."""
         ...
 
     def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
