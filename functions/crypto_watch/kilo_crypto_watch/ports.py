@@ -259,9 +259,10 @@ class SettlementStore(Protocol):
 
     def mark_payment_announced(self, payment_id: str) -> None: ...
 
-    def mark_bill_announced(self, invoice_id: str, credit_usd: Decimal) -> None:
-        """The bill's settlement (or its credit in all, ``credit_usd``) has been published; the bill leaves the
-        announcement list unless its credit has grown past ``credit_usd`` meanwhile."""
+    def mark_bill_announced(self, invoice_id: str, credit_usd: Decimal, written_off_usd: Decimal | None = None) -> None:
+        """The bill's settlement (or its credit in all, ``credit_usd``, and its write-off, ``written_off_usd`` when
+        given: a later payment paid part of it, D-fe-3) has been published; the bill leaves the announcement list
+        unless its credit or write-off has changed meanwhile."""
         ...
 
     def bills_to_announce(self) -> Sequence[Bill]:

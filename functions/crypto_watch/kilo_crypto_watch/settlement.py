@@ -228,9 +228,11 @@ def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: Set
 def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     """The bill's status, flags and settled/written-off/credit USD from its payment lines.
 
-    PAID is final: later finalized payments only add account credit. Otherwise: PAID when the finalized payments
-    cover the total inside tolerance; PROCESSING when the seen and finalized ones do; else OPEN (PARTIAL when
-    something was paid). Failed, orphaned and under-review payments do not count."""
+    PAID is final: later finalized payments first pay what it wrote off, then add account credit. Otherwise: PAID
+    when the finalized payments cover the total inside tolerance - short of it (a write-off) only once no counted
+    payment is still SEEN, which would pay the shortfall (D-fe-3); PROCESSING when the seen and finalized ones do;
+    else OPEN (PARTIAL when something was paid). Failed, orphaned and under-review payments do not count. So the
+    result does not depend on which payment finalizes first, and no money is both written off and credited."""
     kept = bill.flags & {BillFlag.PAST_DUE, BillFlag.MARKED}
     counted = [line for line in bill.payments if counts(line)]
     final = [line for line in counted if line.status is PaymentStatus.FINALIZED]
@@ -244,16 +246,23 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
         # rounded once (D178), so dust paid after PAID is neither lost nor counted a cent each
         settled = [line for line in final if line.payment_id in bill.settled_payment_ids]
         extra = paid_usd(final) - paid_usd(settled)
-        credit = max(ZERO, bill.settled_usd - bill.total_usd) + extra
+        # what the move to PAID wrote off is paid first: a customer never keeps both a write-off and a credit for
+        # the same money (D-fe-3)
+        shortfall = max(ZERO, bill.total_usd - bill.settled_usd)
+        netted = min(shortfall, max(ZERO, extra))
+        credit = max(ZERO, bill.settled_usd - bill.total_usd) + extra - netted
         if credit > 0:
             flags.add(BillFlag.OVERPAID)
-        flags |= bill.flags & {BillFlag.PARTIAL, BillFlag.PAID_LATE, BillFlag.MULTIPLE}
-        return replace(bill, flags=frozenset(flags), credit_usd=credit)
+        flags |= bill.flags & {BillFlag.PAID_LATE, BillFlag.MULTIPLE}
+        if shortfall > netted:
+            flags |= bill.flags & {BillFlag.PARTIAL}  # still short: the rest stays written off
+        return replace(bill, flags=frozenset(flags), credit_usd=credit, written_off_usd=shortfall - netted)
     total = bill.total_usd
     allowed = tolerance(total, [(line.asset, line.usd) for line in counted], policy)
     paid_all = paid_usd(counted)
     paid_final = paid_usd(final)
-    if final and paid_final >= total - allowed:
+    pending = any(line.status is not PaymentStatus.FINALIZED for line in counted)  # SEEN: may pay the shortfall
+    if final and paid_final >= total - allowed and (paid_final >= total or not pending):
         if paid_final > total:
             flags.add(BillFlag.OVERPAID)
         if paid_final < total:
@@ -1509,7 +1518,7 @@ class Settlement:
         if bill.status is not BillStatus.PAID:
             return
         if bill.settled_announced:
-            if bill.credit_usd > bill.credit_announced_usd:
+            if bill.credit_usd > bill.credit_announced_usd or bill.written_off_usd < bill.write_off_announced():
                 self._announce_credit(bill)
             return
         tx_ids = tuple(line.tx_id for line in bill.payments if line.payment_id in bill.settled_payment_ids)
@@ -1537,13 +1546,19 @@ class Settlement:
             and line.payment_id not in bill.settled_payment_ids
         )
         credit = money_str(bill.credit_usd)
+        # a bill settled with a write-off tells what is still written off (a later payment pays it first, D-fe-3):
+        # its events are told apart by both figures; a bill settled in full keeps the ids it always had
+        written_off = money_str(bill.written_off_usd) if bill.settled_usd < bill.total_usd else None
         added = CryptoCreditAddedV1(
-            event_id=f"crypto-credit:{bill.invoice_id}:{credit}",
+            event_id=f"crypto-credit:{bill.invoice_id}:{credit}" + (f":{written_off}" if written_off else ""),
             account_id=bill.account_id,
             invoice_id=bill.invoice_id,
             credit_usd=credit,
+            written_off_usd=written_off,
             tx_ids=tuple(dict.fromkeys(later)),
             occurred_at=self._clock().isoformat(),
         )
         self._publisher.publish(added.DETAIL_TYPE, added.model_dump(mode="json"))
-        self._store.mark_bill_announced(bill.invoice_id, bill.credit_usd)
+        self._store.mark_bill_announced(
+            bill.invoice_id, bill.credit_usd, bill.written_off_usd if written_off is not None else None
+        )
