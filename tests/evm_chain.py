@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from web3 import HTTPProvider, Web3
@@ -116,18 +116,15 @@ def chain(anvil_session: Deployed) -> Iterator[Chain]:
     assert node.call("evm_revert", snapshot) is True
 
 
-class RangeLimitProxy:
-    """A JSON-RPC proxy on 127.0.0.1 (a free port, a thread of the test) in front of anvil that refuses ``eth_getLogs``
-    over more than ``limit`` blocks, as hosted providers do, and records every ``eth_getLogs`` range it was asked
-    (``(from, to, refused)``). Everything else (batches included) goes through unchanged."""
+class JsonRpcProxy:
+    """A JSON-RPC proxy on 127.0.0.1 (a free port, a thread of the test) in front of anvil: ``answer`` decides what
+    the client gets (this one forwards everything); stopped by the test that entered it."""
 
-    def __init__(self, upstream: str, limit: int) -> None:
+    def __init__(self, upstream: str) -> None:
         import threading  # noqa: PLC0415
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: PLC0415
 
         self.upstream = upstream
-        self.limit = limit
-        self.ranges: list[tuple[int, int, bool]] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -151,23 +148,16 @@ class RangeLimitProxy:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def answer(self, body: bytes) -> bytes:
-        import json  # noqa: PLC0415
+        return self.forward(body)
+
+    def forward(self, body: bytes) -> bytes:
         import urllib.request  # noqa: PLC0415
 
-        request = json.loads(body)
-        if isinstance(request, dict) and request.get("method") == "eth_getLogs":
-            query = request["params"][0]
-            first, last = int(query["fromBlock"], 16), int(query["toBlock"], 16)
-            refused = last - first + 1 > self.limit
-            self.ranges.append((first, last, refused))
-            if refused:
-                error = {"code": -32005, "message": f"query exceeds max block range {self.limit}"}
-                return json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "error": error}).encode()
         forwarded = urllib.request.Request(self.upstream, body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(forwarded, timeout=10) as response:
             return bytes(response.read())
 
-    def __enter__(self) -> RangeLimitProxy:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -175,3 +165,77 @@ class RangeLimitProxy:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+class RangeLimitProxy(JsonRpcProxy):
+    """A proxy that refuses ``eth_getLogs`` over more than ``limit`` blocks, as hosted providers do (alone or inside
+    a batch: that element answers the error), and records every ``eth_getLogs`` range it was asked
+    (``(from, to, refused)``). Everything else goes through unchanged."""
+
+    def __init__(self, upstream: str, limit: int) -> None:
+        super().__init__(upstream)
+        self.limit = limit
+        self.ranges: list[tuple[int, int, bool]] = []
+
+    def answer(self, body: bytes) -> bytes:
+        import json  # noqa: PLC0415
+
+        request = json.loads(body)
+        if isinstance(request, dict):
+            refusal = self.refusal(request)
+            return json.dumps(refusal).encode() if refusal else self.forward(body)
+        refusals = [self.refusal(element) for element in request]  # a batch: each eth_getLogs answered on its own
+        rest = [element for element, refusal in zip(request, refusals, strict=True) if refusal is None]
+        answers = json.loads(self.forward(json.dumps(rest).encode())) if rest else []
+        return json.dumps([refusal for refusal in refusals if refusal] + answers).encode()
+
+    def refusal(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The error answer to ``request`` when it is an ``eth_getLogs`` over more than ``limit`` blocks."""
+        if request.get("method") != "eth_getLogs":
+            return None
+        query = request["params"][0]
+        first, last = int(query["fromBlock"], 16), int(query["toBlock"], 16)
+        refused = last - first + 1 > self.limit
+        self.ranges.append((first, last, refused))
+        if not refused:
+            return None
+        error = {"code": -32005, "message": f"query exceeds max block range {self.limit}"}
+        return {"jsonrpc": "2.0", "id": request.get("id"), "error": error}
+
+
+class LaggingLogsProxy(JsonRpcProxy):
+    """A load-balanced provider whose backend answering ``eth_getLogs`` is at height ``head`` while the one answering
+    everything else is up to date: a request or batch holding ``eth_getLogs`` is answered as a node at ``head`` does -
+    no block above it (null), and the logs of a range reaching past it only up to it, with no error (anvil, geth:
+    go-ethereum#24078); a range starting above it, no logs. ``head`` None: every backend up to date."""
+
+    def __init__(self, upstream: str, head: int | None = None) -> None:
+        super().__init__(upstream)
+        self.head = head
+
+    def answer(self, body: bytes) -> bytes:
+        import json  # noqa: PLC0415
+
+        request = json.loads(body)
+        batch = request if isinstance(request, list) else [request]
+        if self.head is None or not any(element.get("method") == "eth_getLogs" for element in batch):
+            return self.forward(body)
+        answers = [self.behind(element, self.head) for element in batch]
+        rest = [element for element, answer in zip(batch, answers, strict=True) if answer is None]
+        forwarded = json.loads(self.forward(json.dumps(rest).encode())) if rest else []
+        merged = [answer for answer in answers if answer is not None] + forwarded
+        return json.dumps(merged if isinstance(request, list) else merged[0]).encode()
+
+    @staticmethod
+    def behind(request: dict[str, Any], head: int) -> dict[str, Any] | None:
+        """What a node at ``head`` answers itself (None: forward ``request``, its range clipped to ``head``)."""
+        method, params = request.get("method"), request.get("params", [])
+        nothing: dict[str, Any] = {"jsonrpc": "2.0", "id": request.get("id"), "result": None}
+        if method == "eth_getBlockByNumber" and params[0].startswith("0x") and int(params[0], 16) > head:
+            return nothing
+        if method == "eth_getLogs":
+            query = params[0]
+            if int(query["fromBlock"], 16) > head:
+                return {**nothing, "result": []}
+            query["toBlock"] = hex(min(int(query["toBlock"], 16), head))
+        return None

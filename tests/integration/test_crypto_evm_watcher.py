@@ -47,6 +47,7 @@ from tests.evm_chain import (
     PAYER,
     USDC,
     Chain,
+    LaggingLogsProxy,
     RangeLimitProxy,
     deploy,
 )
@@ -762,8 +763,10 @@ class ReorgAfterLogs(Web3EvmRpc):
         self.depth = depth
         self.txs = txs
 
-    def logs(self, address: str, topics: Sequence[str | None], first: int, last: int) -> list[EvmLog]:
-        read = super().logs(address, topics, first, last)
+    def logs_beside(
+        self, address: str, topics: Sequence[str | None], first: int, last: int
+    ) -> tuple[list[EvmLog], str | None]:
+        read = super().logs_beside(address, topics, first, last)
         if self.depth:
             self.chain.node.call("anvil_reorg", self.depth, self.txs)
             self.depth = 0
@@ -798,6 +801,110 @@ def test_given_a_reorg_between_a_scans_reads_then_a_usdc_payment_through_a_contr
     (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
     assert (seen.asset, seen.atomic_amount, seen.sender, seen.recipient) == ("USDC", 4 * USDC, OTHER, MERCHANT)
     assert seen.block_hash == chain.block_hash(seen.block_number)  # the new fork's block
+
+
+# --- a logs backend behind the blocks' backend (D-fe-2) -----------------------------------------------------------------
+def _batch_payer(chain: Chain) -> Any:
+    """``TestBatchPay`` approved to spend 10 of OTHER's USDC: a payment through a contract (a Smart Wallet, a Safe, an
+    exchange's batcher) leaves a Transfer log and nothing the block scan sees."""
+    chain.mint(OTHER, 10 * USDC)
+    batch = Web3.to_checksum_address(deploy(chain.w3, "TestBatchPay"))
+    chain.token().functions.approve(batch, 10 * USDC).transact({"from": OTHER})  # type: ignore[arg-type]
+    return chain.w3.eth.contract(address=batch, abi=contracts.load("TestBatchPay")["abi"])
+
+
+def test_given_the_logs_backend_a_block_behind_then_usdc_paid_through_a_contract_is_seen_the_next_run(
+    chain: Chain,
+) -> None:
+    """D-fe-2. The run's range is an empty block then the block holding 4 USDC paid through ``TestBatchPay``; the
+    provider's backend answering ``eth_getLogs`` has only the empty block. The run scans the empty block alone (the
+    cursor there, not caught up) and the next one, every backend caught up, sees the 4 USDC. Before: the logs
+    backend answered [] for the payment's block with no error, the cursor moved past it, never seen."""
+    payer = _batch_payer(chain)
+    chain.mine(FINALITY_LAG)
+    config = chain.config(start_block=chain.head() + 1)
+    chain.mine(1)  # an empty block: the one the lagging backend has
+    payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
+    paid_in = chain.head()
+
+    with LaggingLogsProxy(chain.node.url, head=paid_in - 1) as provider:
+        watcher = Watcher(replace(config, rpc_url=provider.url))
+        first = watcher.run()
+        held = watcher.cursors.cursors["ethereum"]
+        provider.head = None  # caught up
+        chain.mine(1)
+        second = watcher.run()
+
+    assert (first.transfers_seen, first.to_block, first.caught_up) == (0, paid_in - 1, False)
+    assert (held.block_number, held.block_hash) == (paid_in - 1, chain.block_hash(paid_in - 1))
+    assert second.transfers_seen == 1
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    assert (seen.asset, seen.atomic_amount, seen.sender, seen.block_number) == ("USDC", 4 * USDC, OTHER, paid_in)
+
+
+def test_given_the_logs_backend_behind_the_whole_range_then_the_run_moves_nothing_and_the_next_sees_the_payment(
+    chain: Chain,
+) -> None:
+    """D-fe-2: the logs backend has none of the range's blocks (its first holds the payment): the run scans nothing,
+    its cursor where it was (none yet: written by no one), and the next one sees the 4 USDC."""
+    payer = _batch_payer(chain)
+    chain.mine(FINALITY_LAG)
+    config = chain.config(start_block=chain.head() + 1)
+    payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
+    paid_in = chain.head()
+    chain.mine(2)
+
+    with LaggingLogsProxy(chain.node.url, head=paid_in - 1) as provider:
+        watcher = Watcher(replace(config, rpc_url=provider.url))
+        first = watcher.run()
+        provider.head = None
+        second = watcher.run()
+
+    assert (first.transfers_seen, first.caught_up, watcher.cursors.writes) == (0, False, 1)
+    assert (second.transfers_seen, second.caught_up) == (1, True)
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    assert (seen.atomic_amount, seen.block_number) == (4 * USDC, paid_in)
+
+
+def test_given_the_logs_backend_three_blocks_behind_a_ten_block_batch_then_the_run_scans_up_to_its_head(
+    chain: Chain,
+) -> None:
+    """D-fe-2: a batch of 10 blocks, the payment in its 6th, the logs backend at its 7th. The chunk is halved while
+    its end is above that backend's head: 1..10 (behind), 1..5 (vouched), 6..10 (behind), 6..7 (vouched), 8..8
+    (behind, one block): the run scans blocks 1..7, sees the payment and leaves its cursor at the 7th."""
+    payer = _batch_payer(chain)
+    chain.mine(FINALITY_LAG)
+    first_block = chain.head() + 1
+    config = chain.config(start_block=first_block)
+    chain.mine(5)
+    payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
+    chain.mine(4)
+    assert chain.head() == first_block + 9
+
+    with LaggingLogsProxy(chain.node.url, head=first_block + 6) as provider:
+        watcher = Watcher(replace(config, rpc_url=provider.url))
+        report = watcher.run()
+
+    assert (report.transfers_seen, report.to_block, report.caught_up) == (1, first_block + 6, False)
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    assert (seen.atomic_amount, seen.block_number) == (4 * USDC, first_block + 5)
+    cursor = watcher.cursors.cursors["ethereum"]
+    assert (cursor.block_number, cursor.block_hash) == (first_block + 6, chain.block_hash(first_block + 6))
+
+
+@pytest.mark.parametrize(("scan_batch", "calls"), [(100, 2 + 50 + 2), (10, 2 + 5 * (10 + 2))])
+def test_given_up_to_date_backends_then_the_logs_anchor_costs_one_call_per_logs_chunk_not_per_block(
+    chain: Chain, scan_batch: int, calls: int
+) -> None:
+    """D-fe-2. 50 empty blocks: the ``latest`` and ``finalized`` tags (2), each block (50), and per batch one
+    ``eth_getLogs`` with the hash of its last block in the same JSON-RPC batch (2): 54 in one batch of 100, 62 in
+    five of 10 - before, 53 and 57. Nothing pending: no finality reads."""
+    config = chain.config(scan_batch=scan_batch)
+    chain.mine(50)
+
+    report = Watcher(config).run()
+
+    assert (report.rpc_calls, report.to_block - report.from_block + 1, report.caught_up) == (calls, 50, True)
 
 
 # --- a payment transaction replaced (same nonce, higher fee) on the fork that stands ----------------------------------

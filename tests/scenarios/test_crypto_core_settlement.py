@@ -156,6 +156,93 @@ def test_given_an_underpayment_when_final_then_paid_inside_tolerance_with_the_sh
     assert len(h.events(SETTLED)) == (1 if status is BillStatus.PAID else 0)
 
 
+def _short_then_rest(stack: Stack) -> Harness:
+    """The $100.00 bill paid 99.60 USDC (an exchange's fee taken: inside the $0.50 band) and the 0.40 the dashboard
+    still showed, on its own quote; both seen."""
+    h = billed(
+        stack,
+        [quote("q-usdc", "USDC", USDC_QUOTE, "1"), quote("q-rest", "USDC", 400_000, "1", amount_usd="0.40")],
+        T0 + timedelta(minutes=5),
+    )
+    h.settlement.record_seen(transfer("0xa1", "USDC", 99_600_000, T0 + timedelta(minutes=3)))
+    h.settlement.record_seen(transfer("0xa2", "USDC", 400_000, T0 + timedelta(minutes=4)))
+    return h
+
+
+@pytest.mark.parametrize("order", [("0xa1", "0xa2"), ("0xa2", "0xa1")])
+def test_given_a_short_payment_and_its_top_up_then_paid_in_full_whichever_finalizes_first(
+    stack: Stack, order: tuple[str, str]
+) -> None:
+    """D-fe-3. 99.60 + 0.40 = 100.00 for the $100.00 bill: PAID, nothing written off, no credit, in either order.
+    Before: 99.60 final first made the bill PAID with 0.40 written off, then the 0.40 became 0.40 of credit."""
+    h = _short_then_rest(stack)
+    h.settlement.finalized(f"ethereum:{order[0]}:0")
+    waiting = h.store.bill("inv-1")
+    assert waiting is not None
+    assert waiting.status is BillStatus.PROCESSING  # a write-off waits for the payment still SEEN
+
+    h.settlement.finalized(f"ethereum:{order[1]}:0")
+
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert (final.status, final.settled_usd, final.written_off_usd, final.credit_usd) == (
+        BillStatus.PAID,
+        Decimal("100.00"),
+        Decimal("0.00"),
+        Decimal("0.00"),
+    )
+    [settled] = h.events(SETTLED)
+    assert (settled["written_off_usd"], settled["credit_usd"]) == ("0.00", "0.00")
+    assert h.events("CryptoCreditAdded.v1") == []
+
+
+def test_given_a_short_payment_whose_top_up_is_orphaned_then_paid_with_the_shortfall_written_off(
+    stack: Stack,
+) -> None:
+    """D-fe-3: the wait ends when the other payment stops counting - 99.60 final, the 0.40 orphaned: PAID, 0.40
+    written off (inside the $0.50 band)."""
+    h = _short_then_rest(stack)
+    h.settlement.finalized("ethereum:0xa1:0")
+    h.settlement.orphaned("ethereum:0xa2:0", "0xblock")
+
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert final.status is BillStatus.PAID
+    assert (final.written_off_usd, final.credit_usd) == (Decimal("0.40"), Decimal("0.00"))
+
+
+def test_given_a_bill_paid_with_a_write_off_when_a_later_payment_finalizes_then_it_pays_the_write_off_first(
+    h: Harness,
+) -> None:
+    """D-fe-3. 99.60 USDC alone: PAID, 0.40 written off. A later 0.30 (a reference or a claim ties it to the paid
+    bill) pays the write-off first: 0.10 still written off, no credit; a further 0.50 pays the 0.10 and 0.40 is
+    credit. Each told to invoicing with what is still written off. Before: 0.30 then 0.80 of credit beside the whole
+    0.40 write-off."""
+    h.settlement.record_seen(transfer("0xb1", "USDC", 99_600_000, T0 + timedelta(minutes=3)))
+    h.settlement.finalized("ethereum:0xb1:0")
+    h.settlement.record(transfer("0xb2", "USDC", 300_000, T0 + timedelta(minutes=4)), claimed_for="inv-1")
+    h.settlement.finalized("ethereum:0xb2:0")
+    part = h.store.bill("inv-1")
+    h.settlement.record(transfer("0xb3", "USDC", 500_000, T0 + timedelta(minutes=5)), claimed_for="inv-1")
+    h.settlement.finalized("ethereum:0xb3:0")
+    final = h.store.bill("inv-1")
+
+    assert part is not None
+    assert final is not None
+    assert (part.status, part.written_off_usd, part.credit_usd) == (BillStatus.PAID, Decimal("0.10"), Decimal("0.00"))
+    assert (final.written_off_usd, final.credit_usd) == (Decimal("0.00"), Decimal("0.40"))
+    assert BillFlag.PARTIAL in part.flags
+    assert BillFlag.PARTIAL not in final.flags
+    [settled] = h.events(SETTLED)
+    assert settled["written_off_usd"] == "0.40"
+    added = [(e["event_id"], e["credit_usd"], e["written_off_usd"]) for e in h.events("CryptoCreditAdded.v1")]
+    assert added == [
+        ("crypto-credit:inv-1:0.00:0.10", "0.00", "0.10"),
+        ("crypto-credit:inv-1:0.40:0.00", "0.40", "0.00"),
+    ]
+    assert h.store.bills_to_announce() == []
+
+
 def test_given_an_overpayment_when_final_then_the_excess_is_account_credit(h: Harness) -> None:
     h.settlement.record_seen(transfer("0xcc", "USDC", 120_000_000, T0 + timedelta(minutes=4)))
     h.settlement.finalized("ethereum:0xcc:0")
@@ -249,6 +336,80 @@ def test_given_a_late_usdc_payment_then_credited_one_to_one(h: Harness) -> None:
     assert final.status is BillStatus.PAID
     assert final.flags == frozenset({BillFlag.PAID_LATE})
     assert quote_statuses(h)["q-usdc"] is QuoteStatus.LATE
+
+
+def test_given_eth_sent_before_any_quote_when_claimed_on_a_later_quote_then_valued_at_its_own_time_and_reviewed(
+    stack: Stack,
+) -> None:
+    """D-fe-1. 0.04 ETH from the linked wallet a day before the bill had a quote ($1,000 an ETH then: $40.00) is kept
+    UNATTRIBUTED; ETH rises and the customer makes a quote locking $2,500.00 (0.04 ETH asked) and submits the old
+    hash. Valued by the late rule at min(2500, 1000) = 1000: 0.04 x 1000 = $40.00, a 60 % move: in review, not
+    counted; the bill stays OPEN. Before: $100.00 at the lock, on time, and the bill PAID."""
+    h = billed(stack, [], T0 + timedelta(days=1))
+    h.rates.prices["ETH"] = Decimal("1000.00")  # FixedRates: the rate at any block time asked
+    early = transfer("0xe1", "ETH", ETH_QUOTE, T0 - timedelta(days=1), index=-1)
+    h.settlement.record_seen(early)
+    kept = h.store.payment("ethereum:0xe1:-1")
+    assert kept is not None
+    assert kept.invoice_id is None
+    h.store.add_quote(quote("q-eth", "ETH", ETH_QUOTE, "2500.00"))  # made at T0 + 1 min
+    h.clock.now = T0 + timedelta(minutes=5)
+
+    claimed = h.settlement.record(early, claimed_for="inv-1")
+    h.settlement.finalized("ethereum:0xe1:-1")
+
+    assert (claimed.quote_id, claimed.rate, claimed.usd) == ("q-eth", Decimal("1000.00"), Decimal("40.00"))
+    assert (claimed.late, claimed.review, claimed.status) == (True, True, PaymentStatus.SEEN)
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert (final.status, final.settled_usd) == (BillStatus.OPEN, Decimal("0.00"))
+    assert h.events(SETTLED) == []
+
+
+@pytest.mark.parametrize(
+    ("sent", "late", "usd"),
+    [
+        (T0, False, "100.00"),  # 60 s before the quote (made at T0 + 1 min): inside the clock margin, at the lock
+        (T0 - timedelta(seconds=1), True, "40.00"),  # 61 s before: late rule, min(2500, 1000) x 0.04, in review
+    ],
+)
+def test_given_a_payment_whose_block_time_is_just_before_its_quote_then_the_clock_margin_decides_the_rate(
+    stack: Stack, sent: datetime, late: bool, usd: str
+) -> None:
+    """D-fe-1: ``QUOTE_CLOCK_MARGIN`` (60 s) - an Ethereum block's time is its slot's start, before a transaction
+    sent for a quote made a few seconds earlier."""
+    h = billed(stack, [quote("q-eth", "ETH", ETH_QUOTE, "2500.00")], T0 + timedelta(minutes=5))
+    h.rates.prices["ETH"] = Decimal("1000.00")
+
+    h.settlement.record_seen(transfer("0xe2", "ETH", ETH_QUOTE, sent))
+
+    payment = h.store.payment("ethereum:0xe2:0")
+    assert payment is not None
+    assert (payment.quote_id, payment.late, payment.review, payment.usd) == ("q-eth", late, late, Decimal(usd))
+
+
+def test_given_a_quote_made_before_a_payment_and_one_after_asking_its_amount_then_it_pays_the_earlier_at_its_lock(
+    stack: Stack,
+) -> None:
+    """D-fe-1. q-old (made T0 + 1 min, locks $2,000.00, asks 0.04 ETH) and q-new (made T0 + 2 h, locks $2,500.00,
+    asks 0.05 ETH). 0.05 ETH from the linked wallet at T0 + 10 min pays q-old, the quote that existed then: 0.05 x
+    2000 = $100.00, on time. Before: q-new asked exactly its amount and won - $125.00 at a lock made after it."""
+    old = quote("q-old", "ETH", 40_000_000_000_000_000, "2000.00", amount_usd="80.00")
+    later = replace(
+        quote("q-new", "ETH", 50_000_000_000_000_000, "2500.00", amount_usd="125.00"),
+        created_at=T0 + timedelta(hours=2),
+        expires_at=T0 + timedelta(hours=2, minutes=30),
+        monitor_until=T0 + timedelta(hours=74),
+    )
+    h = billed(stack, [old, later], T0 + timedelta(hours=3))
+    h.rates.prices["ETH"] = Decimal("2000.00")
+
+    h.settlement.record_seen(transfer("0xe3", "ETH", 50_000_000_000_000_000, T0 + timedelta(minutes=10)))
+
+    payment = h.store.payment("ethereum:0xe3:0")
+    assert payment is not None
+    # 0.05 ETH at q-old's $2,000.00 lock, on time: $100.00
+    assert (payment.quote_id, payment.late, payment.usd) == ("q-old", False, Decimal("100.00"))
 
 
 def test_given_a_payment_after_monitoring_then_it_is_unattributed(h: Harness) -> None:

@@ -200,6 +200,28 @@ def test_given_a_crypto_invoice_paid_inside_tolerance_then_the_write_off_is_neve
     assert refundable(ledger, ledger.invoices[march.invoice_id]) == Decimal("57.71")
 
 
+def test_given_a_payment_after_paid_that_pays_the_write_off_then_the_invoice_write_off_falls_and_no_credit_is_added(
+    world: World,
+) -> None:
+    """D-fe-3. March's $58.00 settled with 57.71 (0.29 written off); a 0.20 payment after PAID pays the write-off
+    first: the bill tells 0.09 still written off, credit 0.00. The invoice's write-off falls to 0.09 and 57.91 can be
+    refunded (57.71 + 0.20 received); the account gets no credit. An older event (0.29 again) raises nothing back."""
+    march = world.close("coin", MAR)
+    apply_crypto_settled(world.store, settled(march, "0.00", "57.71").model_copy(update={"written_off_usd": "0.29"}))
+    paid_some = credit_added(march, "0.00").model_copy(
+        update={"event_id": f"crypto-credit:{march.invoice_id}:0.00:0.09", "written_off_usd": "0.09"}
+    )
+
+    after, changed = apply_crypto_credit(world.store, paid_some)
+    older, again = apply_crypto_credit(world.store, paid_some.model_copy(update={"written_off_usd": "0.29"}))
+
+    assert (changed, after.written_off, after.crypto_credit) == (True, Decimal("0.09"), Decimal("0.00"))
+    assert (again, older.written_off) == (False, Decimal("0.09"))
+    assert world.store.billing["coin"].credit == Decimal("0.00")
+    ledger = world.store.ledger("coin")
+    assert refundable(ledger, ledger.invoices[march.invoice_id]) == Decimal("57.91")
+
+
 def test_given_a_settled_event_with_a_sub_cent_write_off_then_it_is_refused_naming_the_field(world: World) -> None:
     march = world.close("coin", MAR)
     event = settled(march, "0.00", "57.71").model_copy(update={"written_off_usd": "0.295"})

@@ -339,21 +339,28 @@ class DynamoCryptoStore:
             ExpressionAttributeValues=to_item({":t": True}),
         )
 
-    def mark_bill_announced(self, invoice_id: str, credit_usd: Decimal) -> None:
+    def mark_bill_announced(self, invoice_id: str, credit_usd: Decimal, written_off_usd: Decimal | None = None) -> None:
         # the version moves too, so a writer holding the unmarked bill re-reads instead of un-marking it; the bill
-        # leaves the announcement list only while its credit is still the one announced (a credit grown meanwhile
-        # keeps it there for the sweep)
+        # leaves the announcement list only while its credit (and write-off) is still the one announced (one
+        # changed meanwhile keeps it there for the sweep)
+        values: dict[str, Any] = {":t": True, ":credit": credit_usd, ":one": 1}
+        marked = "SET settled_announced = :t, credit_announced_usd = :credit"
+        condition = "credit_usd = :credit"
+        if written_off_usd is not None:
+            values[":wo"] = written_off_usd
+            marked += ", written_off_announced_usd = :wo"
+            condition += " AND written_off_usd = :wo"
+        marked += " ADD version :one"
         request: dict[str, Any] = {
             "TableName": self._table,
             "Key": items.key(items.bill_pk(invoice_id), "BILL"),
-            "ExpressionAttributeValues": to_item({":t": True, ":credit": credit_usd, ":one": 1}),
+            "ExpressionAttributeValues": to_item(values),
         }
-        marked = "SET settled_announced = :t, credit_announced_usd = :credit ADD version :one"
         try:
             call(
                 self._client.update_item,
                 UpdateExpression=marked + " REMOVE gsi1pk, gsi1sk",
-                ConditionExpression="credit_usd = :credit",
+                ConditionExpression=condition,
                 **request,
             )
         except ConditionFailedError:

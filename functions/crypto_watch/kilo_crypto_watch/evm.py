@@ -29,8 +29,11 @@ One run per chain (``watch``):
    had when it was read (a conditional write: a concurrent run that moved it first wins and this one stops; a reorg
    during the run is found by the next). A batch's blocks are read first, then its logs, and both must be of one
    fork - each log's block hash the block read at its height, each block the parent of the next, the first the
-   child of the block the cursor holds - else the batch is read again or the run stops (D287). A run stops
-   after the batch that reaches ``max_transactions_per_run``.
+   child of the block the cursor holds - else the batch is read again or the run stops (D287). Each logs chunk is
+   read in one JSON-RPC batch with its last block's hash (``logs_beside``): a backend behind that block (a load
+   balancer's, a block behind the one that answered the blocks) answers logs up to its head without an error, so
+   its chunk is halved, and the batch (and the run) ends at the last block whose logs are vouched for (D-fe-2).
+   A run stops after the batch that reaches ``max_transactions_per_run``.
 3. **Finality.** Every SEEN payment at or below the ``finalized`` block is FINALIZED if its block hash is still the
    canonical one at its height. If another block is there, its transaction's receipt is read first: mined in another
    canonical block, it is reported there (settlement stores the new block) and finalized once that block is. With no
@@ -225,22 +228,54 @@ class ChunkSizer:
     def succeeded(self) -> None:
         self.size = min(self.initial, self.size * 2)
 
+    def behind(self, length: int) -> bool:
+        """A chunk of ``length`` blocks ends past the answering backend's head: half of it next; False when it was
+        one block already."""
+        if length <= 1:
+            return False
+        self.size = length // 2
+        self.halvings += 1
+        return True
 
-def _usdc_logs(rpc: EvmRpc, chain: ChainConfig, first: int, last: int, sizer: ChunkSizer) -> list[EvmLog]:
+
+class _OtherForkError(Exception):
+    """The logs' backend holds another block at a chunk's end than the one the batch read: a reorg between the
+    reads (or a backend on another fork). The batch is read again (``_read_batch``)."""
+
+
+def _usdc_logs(
+    rpc: EvmRpc, chain: ChainConfig, first: int, last: int, sizer: ChunkSizer, hashes: Mapping[int, str]
+) -> tuple[list[EvmLog], int]:
+    """The merchant's USDC logs in ``first..last`` and the last block they are vouched for (``first - 1``: none).
+
+    Each chunk's logs are read in one batch with the hash of the chunk's last block (``EvmRpc.logs_beside``): a
+    backend that answers the block the batch read (``hashes``) there had it when it read the logs, so its logs
+    cover the chunk. A backend behind it (nothing there: a load-balanced provider's backend a block behind the one
+    that answered the blocks) answers logs only up to its own head, without an error (go-ethereum#24078) - an empty
+    answer would pass the per-log check and the cursor would move past a payment made through a contract (a
+    Transfer log only). Its chunk is halved until its end is a block that backend has; one block it does not have
+    ends the logs vouched for there (D-fe-2). Another hash there: ``_OtherForkError``."""
     topics = [TRANSFER_TOPIC, None, address_topic(chain.merchant_address)]
     found: list[EvmLog] = []
     start = first
     while start <= last:
         end = min(last, start + sizer.size - 1)
         try:
-            found.extend(rpc.logs(chain.usdc, topics, start, end))
+            chunk, answered = rpc.logs_beside(chain.usdc, topics, start, end)
         except RpcRangeError:
             if not sizer.refused():
                 raise
             continue
+        if answered is None:  # that backend is behind ``end``: fewer blocks, or stop before ``start``
+            if sizer.behind(end - start + 1):
+                continue
+            return found, start - 1
+        if answered != hashes.get(end):
+            raise _OtherForkError(f"the logs' backend has {answered} at {end}, the batch read {hashes.get(end)}")
+        found.extend(chunk)
         sizer.succeeded()
         start = end + 1
-    return found
+    return found, last
 
 
 class ForkBelowError(Exception):
@@ -248,15 +283,22 @@ class ForkBelowError(Exception):
     during the run. The run stops scanning; the next one finds the cursor's block gone and rolls back."""
 
 
+class LogsBehindError(Exception):
+    """No block of the batch has its logs vouched for: the backend answering ``eth_getLogs`` is behind the batch's
+    first block (``_usdc_logs``). The run stops scanning, its cursor before the batch; the next run reads it again."""
+
+
 def _read_batch(
     rpc: EvmRpc, chain: ChainConfig, first: int, last: int, sizer: ChunkSizer, parent: str | None
 ) -> tuple[list[EvmBlock], list[EvmLog]]:
-    """The blocks ``first..last`` and the merchant's USDC logs in them, read from one fork (D287): the
+    """The blocks ``first..`` (at most ``last``) and the merchant's USDC logs in them, read from one fork (D287): the
     blocks first, then the logs, and each log's block hash must be the block read at its height, each block the
-    parent of the next; a reorg between the reads is read again (up to ``SCAN_ATTEMPTS`` times, then the run fails
-    and the next resumes from the cursor). A first block that is not the child of ``parent`` (the hash the cursor
-    holds for ``first - 1``): ``ForkBelowError``. A reorg after both reads leaves the cursor on the old fork's hash,
-    which the next run's reorg check finds."""
+    parent of the next, each logs chunk read beside its last block's hash as the batch read it; a reorg between the
+    reads is read again (up to ``SCAN_ATTEMPTS`` times, then the run fails and the next resumes from the cursor). The
+    blocks returned end where the logs are vouched for (``_usdc_logs``: a logs backend behind the blocks' one): fewer
+    than asked, the run stops after them (``LogsBehindError`` when none). A first block that is not the child of
+    ``parent`` (the hash the cursor holds for ``first - 1``): ``ForkBelowError``. A reorg after both reads leaves
+    the cursor on the old fork's hash, which the next run's reorg check finds."""
     for _ in range(SCAN_ATTEMPTS):
         blocks = rpc.blocks(first, last)
         if not blocks or blocks[-1].number != last:
@@ -264,19 +306,25 @@ def _read_batch(
         if parent is not None and blocks[0].parent_hash not in ("", parent):
             raise ForkBelowError(f"block {first} does not descend from the cursor's block {first - 1} ({parent})")
         linked = all(child.parent_hash in ("", block.hash) for block, child in pairwise(blocks))
-        logs = _usdc_logs(rpc, chain, first, last, sizer)
         hashes = {block.number: block.hash for block in blocks}
+        try:
+            logs, through = _usdc_logs(rpc, chain, first, last, sizer, hashes)
+        except _OtherForkError:
+            continue
         if linked and all(hashes.get(log.block_number) == log.block_hash for log in logs):
-            return blocks, logs
+            if through < first:
+                raise LogsBehindError(f"the logs' backend does not have block {first} yet")
+            return [block for block in blocks if block.number <= through], logs
     raise RpcUnavailableError(f"blocks {first}..{last} changed under {SCAN_ATTEMPTS} reads running (a reorg)")
 
 
 def _scan(
     rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, first: int, last: int, sizer: ChunkSizer, parent: str | None
-) -> tuple[int, int, int, str]:
-    """Report every merchant credit in ``first..last`` (read from one fork, ``_read_batch``); returns (transfers
-    reported, failed among them, transactions in the blocks, the hash of block ``last`` as scanned - the cursor's,
-    so that a reorg during the run is found by the next one). Only these blocks are held in memory."""
+) -> tuple[int, int, int, tuple[int, str]]:
+    """Report every merchant credit in ``first..last`` (read from one fork, ``_read_batch``; it may end before
+    ``last``, where the logs are vouched for); returns (transfers reported, failed among them, transactions in the
+    blocks, the number and hash of the last block as scanned - the cursor's, so that a reorg during the run is found
+    by the next one). Only these blocks are held in memory."""
     blocks, logs = _read_batch(rpc, chain, first, last, sizer, parent)
     stamps = {block.number: block.timestamp for block in blocks}
     watched = [tx for block in blocks for tx in block.transactions if wants_receipt(chain, tx)]
@@ -295,7 +343,8 @@ def _scan(
     ordered = sorted(seen.values(), key=lambda t: (t.block_number, t.index if t.index >= 0 else 1 << 30, t.tx_id))
     sink.record_batch(ordered)  # one batch: one "payment seen" per bill (D216), before the cursor moves past it
     transactions = sum(len(block.transactions) for block in blocks)
-    return len(ordered), sum(1 for credit in ordered if not credit.succeeded), transactions, blocks[-1].hash
+    ending = (blocks[-1].number, blocks[-1].hash)
+    return len(ordered), sum(1 for credit in ordered if not credit.succeeded), transactions, ending
 
 
 def _fork_point(
@@ -427,6 +476,17 @@ def _floor(chain: ChainConfig, first_block: int | None) -> int:
     return lowest - 1 if lowest is not None else -1
 
 
+def _cursor_back(
+    rpc: EvmRpc, cursors: CursorStore, cursor: Cursor | None, last: int, stamp: datetime, first_block: int | None
+) -> None:
+    """Rolled back and nothing scanned: the cursor goes back to the ancestor ``last`` (at or below finalized)."""
+    ancestor_hash = rpc.block_hashes([last]).get(last)
+    if ancestor_hash is not None and cursor is not None:
+        with contextlib.suppress(CursorConflictError):
+            moved = Cursor(cursor.chain, last, ancestor_hash, updated_at=stamp, first_block=first_block)
+            cursors.put(moved, expected=cursor)
+
+
 def watch(
     chain: ChainConfig,
     rpc: EvmRpc,
@@ -476,25 +536,21 @@ def watch(
         end = min(limit, start + chain.scan_batch - 1)
         parent = written.block_hash if written is not None and written.block_number == start - 1 else None
         try:
-            found, failures, txs, end_hash = _scan(rpc, sink, chain, start, end, sizer, parent)
-        except ForkBelowError:
-            break  # the block the cursor holds was replaced meanwhile: the next run rolls back from it
-        seen, failed, transactions, last = seen + found, failed + failures, transactions + txs, end
-        moved = Cursor(chain.key, end, end_hash, updated_at=stamp, first_block=first_block)
+            found, failures, txs, (scanned, end_hash) = _scan(rpc, sink, chain, start, end, sizer, parent)
+        except (ForkBelowError, LogsBehindError):
+            break  # the cursor's block replaced meanwhile (the next run rolls back from it), or the logs' backend
+            # has not reached the batch yet (the next run reads it, D-fe-2)
+        seen, failed, transactions, last = seen + found, failed + failures, transactions + txs, scanned
+        moved = Cursor(chain.key, scanned, end_hash, updated_at=stamp, first_block=first_block)
         try:  # per batch: a run that stops (a timeout, a node error) keeps what it scanned
             cursors.put(moved, expected=written)
         except CursorConflictError:
             break  # another run moved the cursor first: what this one reported is idempotent; its cursor stands
         written = moved
-        start = end + 1
+        # logs vouched for only up to ``scanned`` (a logs backend behind, D-fe-2): the run ends there
+        start, limit = scanned + 1, (limit if scanned == end else scanned)
     if rolled_back_to is not None and written is cursor and last >= 0:
-        # rolled back and nothing scanned: the cursor goes back to the ancestor (at or below finalized)
-        ancestor_hash = rpc.block_hashes([last]).get(last)
-        if ancestor_hash is not None:
-            with contextlib.suppress(CursorConflictError):
-                cursors.put(
-                    Cursor(chain.key, last, ancestor_hash, updated_at=stamp, first_block=first_block), expected=cursor
-                )
+        _cursor_back(rpc, cursors, cursor, last, stamp, first_block)
     finalized_count, orphaned_count = _finality(rpc, sink, chain, finalized, stuck, exclude=orphaned_ids)
     orphaned_count += rolled_back
     return RunReport(

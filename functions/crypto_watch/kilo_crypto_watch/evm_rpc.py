@@ -3,9 +3,10 @@ blocks or receipts at once, every request counted (``calls``) for the run report
 
 The provider's raw answers are used (``make_request`` / ``make_batch_request``) rather than web3's formatted ones: a
 batch in which one element is null (a block above the head) would make web3 raise for the whole batch, and the watcher
-compares hashes as the node sends them (0x-hex, lower case). Errors are mapped here, once: a JSON-RPC error or an HTTP
-4xx/5xx answer to ``eth_getLogs`` is a refused range (``RpcRangeError``: the watcher halves its chunk); anything else
-that fails is ``RpcUnavailableError`` (the run fails; the schedule retries it).
+compares hashes as the node sends them (0x-hex, lower case). Errors are mapped here, once: a JSON-RPC error to
+``eth_getLogs``, or an HTTP 4xx/5xx answer to its batch (``logs_beside``: the logs and the block at the range's end,
+one batch), is a refused range (``RpcRangeError``: the watcher halves its chunk); anything else that fails is
+``RpcUnavailableError`` (the run fails; the schedule retries it).
 """
 
 from __future__ import annotations
@@ -106,17 +107,11 @@ class Web3EvmRpc:
         self._calls += 1
         try:
             answer = self.provider.make_request(RPCEndpoint(method), params)
-        except requests.HTTPError as exc:
-            if method == "eth_getLogs":
-                raise RpcRangeError(f"eth_getLogs refused: {exc}") from exc
-            raise RpcUnavailableError(f"{method}: {exc}") from exc
         except (requests.RequestException, OSError) as exc:
             raise RpcUnavailableError(f"{method}: {exc}") from exc
         if "error" in answer:
             error = answer["error"]
             message = error.get("message", error) if isinstance(error, dict) else error
-            if method == "eth_getLogs":
-                raise RpcRangeError(f"eth_getLogs refused: {message}")
             raise RpcUnavailableError(f"{method}: {message}")
         return answer.get("result")
 
@@ -169,9 +164,32 @@ class Web3EvmRpc:
             raise RpcUnavailableError(f"the node has no block {missing[0]} (asked up to {last})")
         return [_block(raw) for raw in raws]
 
-    def logs(self, address: str, topics: Sequence[str | None], first: int, last: int) -> list[EvmLog]:
+    def logs_beside(
+        self, address: str, topics: Sequence[str | None], first: int, last: int
+    ) -> tuple[list[EvmLog], str | None]:
         query = {"address": address, "topics": list(topics), "fromBlock": hex(first), "toBlock": hex(last)}
-        return [_log(entry) for entry in self._request("eth_getLogs", [query]) or []]
+        calls = [(RPCEndpoint("eth_getBlockByNumber"), [hex(last), False]), (RPCEndpoint("eth_getLogs"), [query])]
+        self._calls += len(calls)
+        try:  # the block first: a backend that has it when asked has it for the logs read after it
+            answers = self.provider.make_batch_request(calls)
+        except requests.HTTPError as exc:  # a provider refusing the batch for its range, as it refuses eth_getLogs
+            raise RpcRangeError(f"eth_getLogs refused: {exc}") from exc
+        except (requests.RequestException, OSError) as exc:
+            raise RpcUnavailableError(f"eth_getBlockByNumber/eth_getLogs batch: {exc}") from exc
+        if not isinstance(answers, list) or len(answers) != len(calls):
+            error = answers.get("error") if isinstance(answers, dict) else answers
+            raise RpcUnavailableError(f"eth_getBlockByNumber/eth_getLogs batch refused: {error}")
+        block, found = sorted(answers, key=lambda a: _int(a.get("id", 0)))
+        if "error" in block:
+            raise RpcUnavailableError(f"eth_getBlockByNumber: {block['error']}")
+        raw = block.get("result")
+        if raw is None:  # a backend behind ``last``: whatever its logs answer (some, none, a refusal) vouches nothing
+            return [], None
+        if "error" in found:
+            error = found["error"]
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise RpcRangeError(f"eth_getLogs refused: {message}")
+        return [_log(entry) for entry in found.get("result") or []], str(raw["hash"]).lower()
 
     def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
         raws = self._batch("eth_getTransactionReceipt", [[h] for h in tx_hashes])

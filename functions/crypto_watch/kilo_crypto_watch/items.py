@@ -99,9 +99,12 @@ ANNOUNCE_PK: Final = "ANNOUNCE#BILL"
 
 
 def announcement_due(bill: Bill) -> bool:
-    """A PAID bill whose settlement, or part of whose credit, invoicing has not been told of."""
+    """A PAID bill whose settlement, part of whose credit, or a cut of whose write-off (D-fe-3), invoicing has not
+    been told of."""
     return bill.status is BillStatus.PAID and (
-        not bill.settled_announced or bill.credit_usd > bill.credit_announced_usd
+        not bill.settled_announced
+        or bill.credit_usd > bill.credit_announced_usd
+        or bill.written_off_usd < bill.write_off_announced()
     )
 
 
@@ -140,6 +143,7 @@ def bill_to_item(bill: Bill) -> Item:
             "paid_at": _iso(bill.paid_at),
             "settled_announced": bill.settled_announced,
             "credit_announced_usd": bill.credit_announced_usd,
+            "written_off_announced_usd": bill.written_off_announced_usd,
             "version": bill.version,
         }
     )
@@ -194,6 +198,11 @@ def bill_from_item(item: Mapping[str, Any]) -> Bill:
         paid_at=_maybe_time(values.get("paid_at")),
         settled_announced=bool(values.get("settled_announced", False)),
         credit_announced_usd=Decimal(values.get("credit_announced_usd", "0.00")),
+        written_off_announced_usd=(
+            Decimal(values["written_off_announced_usd"])
+            if values.get("written_off_announced_usd") is not None
+            else None
+        ),
         version=int(values.get("version", 0)),
     )
 

@@ -335,4 +335,13 @@ class Bill:
     paid_at: datetime | None = None
     settled_announced: bool = False  # CryptoBillSettled published
     credit_announced_usd: Decimal = Decimal("0.00")  # the credit in all that invoicing has been told of
+    # the write-off invoicing has been told of after the settlement (None: the one CryptoBillSettled carried,
+    # total - settled; a later payment pays it first, D-fe-3)
+    written_off_announced_usd: Decimal | None = None
     version: int = 0
+
+    def write_off_announced(self) -> Decimal:
+        """The write-off invoicing holds for this bill: the last announced after PAID, else the settlement's."""
+        if self.written_off_announced_usd is not None:
+            return self.written_off_announced_usd
+        return max(Decimal("0.00"), self.total_usd - self.settled_usd)

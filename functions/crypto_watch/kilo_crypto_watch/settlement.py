@@ -73,6 +73,12 @@ STABLECOINS: Final = frozenset({"USDC"})
 _LOG = logging.getLogger(__name__)
 
 COUNTED: Final = frozenset({PaymentStatus.SEEN, PaymentStatus.FINALIZED})
+# A payment detected more than this before its quote was made was not sent for that quote: it is valued by the late
+# rule (``value_payment``), never at the quote's lock. Detection is the block's time (the chain's clock), creation
+# ours: an Ethereum block's timestamp is its slot's start, up to 12 s before a transaction it holds was sent, and
+# Solana's block time is a stake-weighted estimate off by seconds; 60 s covers both with room for our clock, and is
+# too short to sell a price option (D-fe-1).
+QUOTE_CLOCK_MARGIN: Final = timedelta(seconds=60)
 _T = TypeVar("_T")
 
 
@@ -222,9 +228,11 @@ def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: Set
 def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     """The bill's status, flags and settled/written-off/credit USD from its payment lines.
 
-    PAID is final: later finalized payments only add account credit. Otherwise: PAID when the finalized payments
-    cover the total inside tolerance; PROCESSING when the seen and finalized ones do; else OPEN (PARTIAL when
-    something was paid). Failed, orphaned and under-review payments do not count."""
+    PAID is final: later finalized payments first pay what it wrote off, then add account credit. Otherwise: PAID
+    when the finalized payments cover the total inside tolerance - short of it (a write-off) only once no counted
+    payment is still SEEN, which would pay the shortfall (D-fe-3); PROCESSING when the seen and finalized ones do;
+    else OPEN (PARTIAL when something was paid). Failed, orphaned and under-review payments do not count. So the
+    result does not depend on which payment finalizes first, and no money is both written off and credited."""
     kept = bill.flags & {BillFlag.PAST_DUE, BillFlag.MARKED}
     counted = [line for line in bill.payments if counts(line)]
     final = [line for line in counted if line.status is PaymentStatus.FINALIZED]
@@ -238,16 +246,23 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
         # rounded once (D178), so dust paid after PAID is neither lost nor counted a cent each
         settled = [line for line in final if line.payment_id in bill.settled_payment_ids]
         extra = paid_usd(final) - paid_usd(settled)
-        credit = max(ZERO, bill.settled_usd - bill.total_usd) + extra
+        # what the move to PAID wrote off is paid first: a customer never keeps both a write-off and a credit for
+        # the same money (D-fe-3)
+        shortfall = max(ZERO, bill.total_usd - bill.settled_usd)
+        netted = min(shortfall, max(ZERO, extra))
+        credit = max(ZERO, bill.settled_usd - bill.total_usd) + extra - netted
         if credit > 0:
             flags.add(BillFlag.OVERPAID)
-        flags |= bill.flags & {BillFlag.PARTIAL, BillFlag.PAID_LATE, BillFlag.MULTIPLE}
-        return replace(bill, flags=frozenset(flags), credit_usd=credit)
+        flags |= bill.flags & {BillFlag.PAID_LATE, BillFlag.MULTIPLE}
+        if shortfall > netted:
+            flags |= bill.flags & {BillFlag.PARTIAL}  # still short: the rest stays written off
+        return replace(bill, flags=frozenset(flags), credit_usd=credit, written_off_usd=shortfall - netted)
     total = bill.total_usd
     allowed = tolerance(total, [(line.asset, line.usd) for line in counted], policy)
     paid_all = paid_usd(counted)
     paid_final = paid_usd(final)
-    if final and paid_final >= total - allowed:
+    pending = any(line.status is not PaymentStatus.FINALIZED for line in counted)  # SEEN: may pay the shortfall
+    if final and paid_final >= total - allowed and (paid_final >= total or not pending):
         if paid_final > total:
             flags.add(BillFlag.OVERPAID)
         if paid_final < total:
@@ -296,14 +311,21 @@ def quote_status(quote: Quote, lines: Sequence[BillPayment], now: datetime) -> Q
     return QuoteStatus.EXPIRED if now > quote.expires_at else QuoteStatus.ACTIVE
 
 
+def made_after(quote: Quote, detected_at: datetime) -> bool:
+    """The quote was made after the payment was detected (beyond ``QUOTE_CLOCK_MARGIN``): not what it was sent for."""
+    return detected_at < quote.created_at - QUOTE_CLOCK_MARGIN
+
+
 def match_quote(transfer: ObservedTransfer, quotes: Iterable[Quote], detected_at: datetime) -> Quote | None:
-    """The open quote a transfer pays: same chain and asset, still monitored at detection; the one asking exactly this
-    amount first, else the newest."""
+    """The open quote a transfer pays: same chain and asset, still monitored at detection; among those made by then
+    (``made_after``) if any, the one asking exactly this amount first, else the newest. A quote made after the
+    payment is matched only when no other is, and ``value_payment`` values the payment by the late rule there."""
     candidates = [
         quote
         for quote in quotes
         if quote.chain == transfer.chain and quote.asset == transfer.asset and detected_at <= quote.monitor_until
     ]
+    candidates = [quote for quote in candidates if not made_after(quote, detected_at)] or candidates
     if not candidates:
         return None
     exact = [quote for quote in candidates if quote.atomic_amount == transfer.atomic_amount]
@@ -325,11 +347,13 @@ def value_payment(
     policy: SettlementPolicy,
     rate_then: Callable[[], Decimal],
 ) -> Valuation:
-    """USD of a payment toward ``quote``: the locked rate inside expiry; late, stablecoins 1:1 and ETH/SOL at
-    min(locked, ``rate_then``: the rate at the payment's block time, D218) - a move beyond ``late_review_move``
-    (or no rate at all) sends it to review."""
+    """USD of a payment toward ``quote``: the locked rate inside the quote's window (made by detection, give or take
+    ``QUOTE_CLOCK_MARGIN``, and not expired); late - after expiry, or before the quote was made (D-fe-1) -
+    stablecoins 1:1 and ETH/SOL at min(locked, ``rate_then``: the rate at the payment's block time, D218) - a move
+    beyond ``late_review_move`` (or no rate at all) sends it to review."""
     locked = quote.rate.price
-    late = detected_at > quote.expires_at
+    # outside the quote's window either way: after its expiry, or before it was made (a price option, D-fe-1)
+    late = detected_at > quote.expires_at or made_after(quote, detected_at)
     review = False
     rate = locked
     if late and transfer.asset in STABLECOINS:
@@ -1494,7 +1518,7 @@ class Settlement:
         if bill.status is not BillStatus.PAID:
             return
         if bill.settled_announced:
-            if bill.credit_usd > bill.credit_announced_usd:
+            if bill.credit_usd > bill.credit_announced_usd or bill.written_off_usd < bill.write_off_announced():
                 self._announce_credit(bill)
             return
         tx_ids = tuple(line.tx_id for line in bill.payments if line.payment_id in bill.settled_payment_ids)
@@ -1522,13 +1546,19 @@ class Settlement:
             and line.payment_id not in bill.settled_payment_ids
         )
         credit = money_str(bill.credit_usd)
+        # a bill settled with a write-off tells what is still written off (a later payment pays it first, D-fe-3):
+        # its events are told apart by both figures; a bill settled in full keeps the ids it always had
+        written_off = money_str(bill.written_off_usd) if bill.settled_usd < bill.total_usd else None
         added = CryptoCreditAddedV1(
-            event_id=f"crypto-credit:{bill.invoice_id}:{credit}",
+            event_id=f"crypto-credit:{bill.invoice_id}:{credit}" + (f":{written_off}" if written_off else ""),
             account_id=bill.account_id,
             invoice_id=bill.invoice_id,
             credit_usd=credit,
+            written_off_usd=written_off,
             tx_ids=tuple(dict.fromkeys(later)),
             occurred_at=self._clock().isoformat(),
         )
         self._publisher.publish(added.DETAIL_TYPE, added.model_dump(mode="json"))
-        self._store.mark_bill_announced(bill.invoice_id, bill.credit_usd)
+        self._store.mark_bill_announced(
+            bill.invoice_id, bill.credit_usd, bill.written_off_usd if written_off is not None else None
+        )

@@ -9,7 +9,9 @@ has added (``crypto_credit``), so each adds only the difference: a redelivery, a
 add the credit once. ``CryptoCreditAdded.v1`` (a payment finalized after the bill was PAID) waits for the invoice to
 be paid by its ``CryptoBillSettled.v1`` (SQS does not keep their order): until then it fails and is redelivered.
 The write-off (``written_off_usd``: what tolerance let go unpaid) is recorded on the invoice with the move to PAID:
-a refund or a credit note never gives it back (``invoicing.refundable``, ``money_held``; D289).
+a refund or a credit note never gives it back (``invoicing.refundable``, ``money_held``; D289). A payment after PAID
+pays the write-off before it becomes credit: ``CryptoCreditAdded.v1`` then carries what is still written off, and
+the invoice's write-off is lowered to it, never raised (an older event) (D-fe-3).
 
 The move to PAID also credits what credit notes recorded as not collected because this bill was unpaid when they were
 made (``invoicing.credit_collected``, as ``invoice.paid`` does for a card invoice: D339), in the same
@@ -81,8 +83,10 @@ def apply_crypto_settled(store: LedgerStore, event: CryptoBillSettledV1) -> tupl
 
 
 def apply_crypto_credit(store: LedgerStore, event: CryptoCreditAddedV1) -> tuple[InvoiceRecord, bool]:
-    """Add what the bill's credit has grown by since this invoice last added it."""
-    return _apply(store, event.account_id, event.invoice_id, _credit(event.credit_usd), None)
+    """Add what the bill's credit has grown by since this invoice last added it; lower the invoice's write-off to the
+    bill's when the event carries it (a later payment paid part of it, D-fe-3) - never raise it."""
+    still = None if event.written_off_usd is None else _credit(event.written_off_usd, "written_off_usd")
+    return _apply(store, event.account_id, event.invoice_id, _credit(event.credit_usd), None, still_written_off=still)
 
 
 def _apply(
@@ -92,6 +96,7 @@ def _apply(
     credit: Decimal,
     paid_at: datetime | None,
     written_off: Decimal = Decimal(0),
+    still_written_off: Decimal | None = None,
 ) -> tuple[InvoiceRecord, bool]:
     for _ in range(ATTEMPTS):
         ledger = store.ledger(account_id)
@@ -111,6 +116,8 @@ def _apply(
         added = credit - invoice.crypto_credit
         if added > 0:
             updated = replace(updated, crypto_credit=credit)
+        if still_written_off is not None and still_written_off < updated.written_off:  # an older event: no rise
+            updated = replace(updated, written_off=still_written_off)
         if updated == invoice:
             return invoice, False  # paid already with this credit: a redelivery or an older event
         try:

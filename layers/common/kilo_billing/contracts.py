@@ -297,16 +297,21 @@ class CryptoBillSettledV1(InvoiceEventV1):
 
 
 class CryptoCreditAddedV1(InvoiceEventV1):
-    """A crypto bill already paid gained account credit: a payment finalized after the bill became PAID (a second
-    payment, a late one accepted by the late policy). ``credit_usd`` is the bill's whole credit so far, not the
-    increase: invoicing adds what it has not added yet for this invoice, so a repeated or older event adds nothing.
-    ``event_id``: ``crypto-credit:<invoice id>:<credit_usd>``."""
+    """A crypto bill already paid gained account credit, or paid part of what it wrote off: a payment finalized
+    after the bill became PAID (a second payment, a late one accepted by the late policy). ``credit_usd`` is the
+    bill's whole credit so far, not the increase: invoicing adds what it has not added yet for this invoice, so a
+    repeated or older event adds nothing. ``event_id``: ``crypto-credit:<invoice id>:<credit_usd>``, and
+    ``:<written_off_usd>`` when that is given."""
 
     DETAIL_TYPE: ClassVar[str] = "CryptoCreditAdded.v1"
 
     credit_usd: str  # the bill's credit in all, USD
     tx_ids: tuple[str, ...] = ()  # the payments counted after PAID
     occurred_at: str
+    # a bill settled short (inside tolerance): what is still written off, USD - a later payment pays the write-off
+    # before it becomes credit, so this only falls; invoicing lowers the invoice's to it. None: a bill settled in
+    # full (or an event from before the field). ``event_id`` then ends ``:<written_off_usd>`` (D-fe-3)
+    written_off_usd: str | None = None
 
 
 class CryptoQuoteExpiringV1(InvoiceEventV1):
