@@ -1,8 +1,8 @@
 """``SesMailer.suppressed``: SES v2 ``GetSuppressedDestination`` on the mailer's reading client (D381).
 
-moto does not implement ``GetSuppressedDestination`` (its SES v2 answers ``NotImplementedError``), so the adapter is
-tested with botocore's ``Stubber``, which validates each request and answer against the real service model; the
-logic around it is tested on the port's fake (``tests/unit/test_alerts_required_sms.py``)."""
+moto does not implement ``GetSuppressedDestination`` (its server answers a plain 404, error code "404"), so the
+adapter is tested with botocore's ``Stubber``, which validates each request and answer against the real service model;
+the logic around it is tested on the port's fake (``tests/unit/test_alerts_required_sms.py``)."""
 
 from __future__ import annotations
 

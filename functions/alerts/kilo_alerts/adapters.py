@@ -2,13 +2,15 @@
 sessions (rating's ``open_sessions`` index), LiveKit's RoomService (``livekit-api``) and the delayed removal step (SQS).
 
 botocore failures are mapped once (``kilo_billing.aws.call``): ``InvalidRequestError`` (a rejected message, an invalid
-number or parameter) is a refusal for good, anything else a failure for now.
+number or parameter) is a refusal for good, anything else a failure for now. A send the service did not take
+(``NotTakenError``: throttled, never connected) is sent again here, at most ``SEND_PAUSES`` times (D380).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -28,6 +30,7 @@ from kilo_billing.aws import (
     ConditionFailedError,
     InvalidRequestError,
     NotFoundError,
+    NotTakenError,
     call,
     delete_if,
     give_back_counted,
@@ -48,10 +51,28 @@ def _send(operation: Any, **kwargs: Any) -> dict[str, Any]:
         raise SendFailedError(f"{type(exc).__name__}: {exc}") from exc
 
 
+SEND_PAUSES: Final = (0.2, 0.5)  # seconds before the 2nd and the 3rd request of a send not taken: 0.7 s at most
+
+
+def _send_not_taken_again(sleep: Callable[[float], None], operation: Any, **kwargs: Any) -> dict[str, Any]:
+    """``_send`` of a call that sends (SendEmail, Publish), made with one botocore attempt (D380), sent again after
+    each of ``SEND_PAUSES`` only while the service says it did not take it (``NotTakenError``). A read timeout, a
+    connection reset or a 5xx may come after it was taken: a failure for now at once, the queue's to retry."""
+    for pause in SEND_PAUSES:
+        try:
+            return _send(operation, **kwargs)
+        except SendFailedError as exc:
+            if not isinstance(exc.__cause__, NotTakenError):
+                raise
+        sleep(pause)
+    return _send(operation, **kwargs)
+
+
 class SesMailer:
     """One email per alert through SES v2 as a MIME message (plain text and HTML alternatives, a List-Unsubscribe
     header pointing at the preferences page), from the configured sender and configuration set. ``client`` is made
-    with one attempt (``dependencies``): a SendEmail retried by botocore could mail the message twice (D380)."""
+    with one attempt (``dependencies``): a SendEmail retried by botocore could mail the message twice (D380); one
+    SES did not take is sent again (``_send_not_taken_again``, pausing with ``sleep``)."""
 
     def __init__(
         self,
@@ -61,8 +82,10 @@ class SesMailer:
         unsubscribe_url: str = "",
         *,
         reader: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._client = client
+        self._sleep = sleep
         self._reader = client if reader is None else reader  # the suppression list: a read, retried
         self._sender = sender
         self._configuration_set = configuration_set
@@ -88,7 +111,7 @@ class SesMailer:
         }
         if self._configuration_set:
             request["ConfigurationSetName"] = self._configuration_set
-        return str(_send(self._client.send_email, **request)["MessageId"])
+        return str(_send_not_taken_again(self._sleep, self._client.send_email, **request)["MessageId"])
 
     def suppressed(self, to: str) -> str | None:
         """SES v2 ``GetSuppressedDestination``: the reason the address is on the account-level suppression list, or
@@ -98,7 +121,7 @@ class SesMailer:
             answer = call(self._reader.get_suppressed_destination, EmailAddress=to)
         except NotFoundError:
             return None
-        except Exception as exc:  # throttled, unavailable, refused (an invalid address), not implemented
+        except Exception as exc:  # throttled, unavailable, refused (an invalid address), unknown (moto: 404)
             raise SendFailedError(f"{type(exc).__name__}: {exc}") from exc
         return str(answer["SuppressedDestination"].get("Reason") or "suppressed")
 
@@ -107,11 +130,15 @@ class SnsTexter:
     """Transactional SMS through SNS (direct publish to the number), after asking SNS whether it opted out.
 
     ``client`` publishes: made with one attempt (``dependencies``), since botocore retrying a Publish SNS took but
-    answered late would text the number again, outside the ledger (D380); ``reader`` (default: ``client``) asks
-    the opt-out list, a read that may be retried."""
+    answered late would text the number again, outside the ledger (D380), but one SNS did not take is published
+    again (``_send_not_taken_again``, pausing with ``sleep``); ``reader`` (default: ``client``) asks the opt-out
+    list, a read that may be retried."""
 
-    def __init__(self, client: Any, sender_id: str = "", *, reader: Any = None) -> None:
+    def __init__(
+        self, client: Any, sender_id: str = "", *, reader: Any = None, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self._client = client
+        self._sleep = sleep
         self._reader = client if reader is None else reader
         self._sender_id = sender_id
 
@@ -125,7 +152,9 @@ class SnsTexter:
         if self._sender_id:
             attributes["AWS.SNS.SMS.SenderID"] = {"DataType": "String", "StringValue": self._sender_id}
         return str(
-            _send(self._client.publish, PhoneNumber=phone, Message=text, MessageAttributes=attributes)["MessageId"]
+            _send_not_taken_again(
+                self._sleep, self._client.publish, PhoneNumber=phone, Message=text, MessageAttributes=attributes
+            )["MessageId"]
         )
 
 
@@ -426,10 +455,11 @@ SNS_SUBJECT_LIMIT: Final = 100  # characters of a Publish's Subject (SNS refuses
 
 class SnsOperatorNotifier:
     """Operator alerts published on the operator topic (the same topic the CloudWatch alarms notify); ``client`` made
-    with one attempt (``dependencies``, D380)."""
+    with one attempt (``dependencies``, D380); a publish SNS did not take is sent again, pausing with ``sleep``."""
 
-    def __init__(self, client: Any, topic_arn: str) -> None:
+    def __init__(self, client: Any, topic_arn: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self._client = client
+        self._sleep = sleep
         self._topic_arn = topic_arn
 
     def notify(self, subject: str, message: str) -> str:
@@ -437,7 +467,9 @@ class SnsOperatorNotifier:
         if not self._topic_arn:
             raise SendRefusedError("no operator topic is configured")
         subject = subject[:SNS_SUBJECT_LIMIT]
-        answer = _send(self._client.publish, TopicArn=self._topic_arn, Subject=subject, Message=message)
+        answer = _send_not_taken_again(
+            self._sleep, self._client.publish, TopicArn=self._topic_arn, Subject=subject, Message=message
+        )
         return str(answer["MessageId"])
 
 

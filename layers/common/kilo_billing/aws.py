@@ -123,6 +123,13 @@ class NotFoundError(StorageUnavailableError):
     caller for whom "not there" is an answer catches it."""
 
 
+class NotTakenError(StorageUnavailableError):
+    """The service did not take the request: throttled (``TooManyRequestsException``, ``Throttling``,
+    ``ThrottlingException``, ``Throttled``) or never connected (``ConnectTimeoutError``, ``EndpointConnectionError``).
+    Sending it again cannot do the work twice - unlike a read timeout, a connection reset or a 5xx, which may come
+    after the service took it. Still a ``StorageUnavailableError`` for callers that only retry."""
+
+
 class ConditionFailedError(Exception):
     """A conditional write found the item in another state. ``item`` is the stored item when the call asked for it
     (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)."""
@@ -155,11 +162,17 @@ _INVALID = frozenset(
 )
 _GONE = frozenset({"ResourceNotFoundException", "TrimmedDataAccessException", "ExpiredIteratorException"})
 NOT_FOUND = "NotFoundException"
+_NOT_TAKEN = frozenset({"TooManyRequestsException", "Throttling", "ThrottlingException", "Throttled"})
 
 
 def map_error(exc: Exception) -> Exception:
     """The domain error for a botocore failure (the only place the codes are read); other exceptions pass through."""
-    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+    from botocore.exceptions import (  # noqa: PLC0415
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+    )
 
     if isinstance(exc, ClientError):
         response: dict[str, Any] = dict(exc.response)
@@ -177,7 +190,11 @@ def map_error(exc: Exception) -> Exception:
             return ResourceGoneError(code)
         if code == NOT_FOUND:
             return NotFoundError(code)
+        if code in _NOT_TAKEN:
+            return NotTakenError(code)
         return StorageUnavailableError(code)
+    if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
+        return NotTakenError(type(exc).__name__)
     if isinstance(exc, BotoCoreError):
         return StorageUnavailableError(type(exc).__name__)
     return exc
