@@ -228,11 +228,12 @@ def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: Set
 def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     """The bill's status, flags and settled/written-off/credit USD from its payment lines.
 
-    PAID is final: later finalized payments first pay what it wrote off, then add account credit. Otherwise: PAID
-    when the finalized payments cover the total inside tolerance - short of it (a write-off) only once no counted
-    payment is still SEEN, which would pay the shortfall (D-fe-3); PROCESSING when the seen and finalized ones do;
-    else OPEN (PARTIAL when something was paid). Failed, orphaned and under-review payments do not count. So the
-    result does not depend on which payment finalizes first, and no money is both written off and credited."""
+    PAID is final: later finalized payments first pay what it wrote off (never with money announced as credit
+    already), then add account credit. Otherwise: PAID when the finalized payments cover the total inside tolerance
+    - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D-fe-3);
+    PROCESSING when the seen and finalized ones do; else OPEN (PARTIAL when something was paid). Failed, orphaned and
+    under-review payments do not count. So the result does not depend on which payment finalizes first, and no
+    money is both written off and credited."""
     kept = bill.flags & {BillFlag.PAST_DUE, BillFlag.MARKED}
     counted = [line for line in bill.payments if counts(line)]
     final = [line for line in counted if line.status is PaymentStatus.FINALIZED]
@@ -247,10 +248,15 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
         settled = [line for line in final if line.payment_id in bill.settled_payment_ids]
         extra = paid_usd(final) - paid_usd(settled)
         # what the move to PAID wrote off is paid first: a customer never keeps both a write-off and a credit for
-        # the same money (D-fe-3)
+        # the same money (D-fe-3). Money announced as credit already is invoicing's (it never takes credit back), so
+        # only the extra above the credit announced out of it pays the write-off: a bill PAID before D-fe-3 whose
+        # later payment was credited in full keeps that credit and its write-off; on a newer bill the credit
+        # announced is the extra less the write-off it paid, so netting it again gives the same figures (idempotent)
         shortfall = max(ZERO, bill.total_usd - bill.settled_usd)
-        netted = min(shortfall, max(ZERO, extra))
-        credit = max(ZERO, bill.settled_usd - bill.total_usd) + extra - netted
+        settlement_credit = max(ZERO, bill.settled_usd - bill.total_usd)
+        credited = max(ZERO, bill.credit_announced_usd - settlement_credit)
+        netted = min(shortfall, max(ZERO, extra - credited))
+        credit = settlement_credit + extra - netted
         if credit > 0:
             flags.add(BillFlag.OVERPAID)
         flags |= bill.flags & {BillFlag.PAID_LATE, BillFlag.MULTIPLE}
