@@ -232,7 +232,7 @@ Bounded at `max_blocks_per_run` = {BOUNDED_RUN:,} (the cursor resumes on the nex
 {runs_table(f["bounded"])}
 
 Reading the figures: a run's calls are 3 fixed (latest and finalized blocks, the cursor block's hash), two per
-logs chunk (`eth_getLogs` and its last block's hash in one JSON-RPC batch, D-fe-2; a chunk is at most a batch of
+logs chunk (`eth_getLogs` and its last block's hash in one JSON-RPC batch, D386; a chunk is at most a batch of
 `scan_batch` = 100 blocks), one block (with its transactions) per scanned block for native ETH, one receipt per
 transaction sent to the merchant or to USDC's `transfer(merchant, ...)`, one block hash per distinct block of the
 payments due for finality, and one for the new cursor. The per-block fetch dominates a catch-up: a chain whose

@@ -236,7 +236,7 @@ def test_given_a_paid_invoice_then_its_payment_names_it_and_it_names_its_payment
     refs = gateway.payment_refs(issued.gateway_id)
     assert len(refs) == 1
     assert refs[0].startswith("pi_")  # Stripe surfaces the payment intent of a card payment, not its charge
-    # the invoice it paid and the invoice of ours its metadata names (read from the Stripe invoice, D-fs-1 amended)
+    # the invoice it paid and the invoice of ours its metadata names (read from the Stripe invoice, D383 amended)
     assert gateway.invoice_for_payment(refs[0]) == PaymentInvoice(issued.gateway_id, issued.invoice_id)
     assert gateway.invoice_for_payment("pi_NotOurs") is None
     other = gateway.ensure_customer(Customer("acct-2"))  # no card: the invoice stays open, nothing paid
@@ -302,7 +302,7 @@ def test_given_an_erased_account_when_its_details_are_forgotten_twice_then_the_c
 def test_given_part_refunded_when_all_that_is_left_is_refunded_then_exactly_the_rest_once(
     gateway: PaymentGateway, http: EmulatorHTTPClient
 ) -> None:
-    """36.20 paid, 10.00 refunded: ``amount`` None refunds the 26.20 left (a taxed invoice's "the rest", D-fs-2);
+    """36.20 paid, 10.00 refunded: ``amount`` None refunds the 26.20 left (a taxed invoice's "the rest", D384);
     run again with its id, nothing more; a new request for the rest is refused - nothing is left."""
     customer = gateway.ensure_customer(Customer("acct-1"))
     gateway.set_default_payment_method(customer, "pm_card_visa")

@@ -1,6 +1,6 @@
 """A card invoice with Stripe Tax read back from each ledger store (the in-memory fake and DynamoDB on moto): its
 Stripe Tax figures (``taxed``) and a refund request for all that is left of its payments (``whole``) survive the
-store, so a rerun after a timeout asks Stripe for the same thing (D-fs-2). Hand-worked figures: March 65.20 of ours +
+store, so a rerun after a timeout asks Stripe for the same thing (D384). Hand-worked figures: March 65.20 of ours +
 10 % tax = 71.72 charged."""
 
 from __future__ import annotations

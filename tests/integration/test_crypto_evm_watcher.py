@@ -803,7 +803,7 @@ def test_given_a_reorg_between_a_scans_reads_then_a_usdc_payment_through_a_contr
     assert seen.block_hash == chain.block_hash(seen.block_number)  # the new fork's block
 
 
-# --- a logs backend behind the blocks' backend (D-fe-2) -----------------------------------------------------------------
+# --- a logs backend behind the blocks' backend (D386) -----------------------------------------------------------------
 def _batch_payer(chain: Chain) -> Any:
     """``TestBatchPay`` approved to spend 10 of OTHER's USDC: a payment through a contract (a Smart Wallet, a Safe, an
     exchange's batcher) leaves a Transfer log and nothing the block scan sees."""
@@ -816,7 +816,7 @@ def _batch_payer(chain: Chain) -> Any:
 def test_given_the_logs_backend_a_block_behind_then_usdc_paid_through_a_contract_is_seen_the_next_run(
     chain: Chain,
 ) -> None:
-    """D-fe-2. The run's range is an empty block then the block holding 4 USDC paid through ``TestBatchPay``; the
+    """D386. The run's range is an empty block then the block holding 4 USDC paid through ``TestBatchPay``; the
     provider's backend answering ``eth_getLogs`` has only the empty block. The run scans the empty block alone (the
     cursor there, not caught up) and the next one, every backend caught up, sees the 4 USDC. Before: the logs
     backend answered [] for the payment's block with no error, the cursor moved past it, never seen."""
@@ -845,7 +845,7 @@ def test_given_the_logs_backend_a_block_behind_then_usdc_paid_through_a_contract
 def test_given_the_logs_backend_behind_the_whole_range_then_the_run_moves_nothing_and_the_next_sees_the_payment(
     chain: Chain,
 ) -> None:
-    """D-fe-2: the logs backend has none of the range's blocks (its first holds the payment): the run scans nothing,
+    """D386: the logs backend has none of the range's blocks (its first holds the payment): the run scans nothing,
     its cursor where it was (none yet: written by no one), and the next one sees the 4 USDC."""
     payer = _batch_payer(chain)
     chain.mine(FINALITY_LAG)
@@ -869,7 +869,7 @@ def test_given_the_logs_backend_behind_the_whole_range_then_the_run_moves_nothin
 def test_given_the_logs_backend_three_blocks_behind_a_ten_block_batch_then_the_run_scans_up_to_its_head(
     chain: Chain,
 ) -> None:
-    """D-fe-2: a batch of 10 blocks, the payment in its 6th, the logs backend at its 7th. The chunk is halved while
+    """D386: a batch of 10 blocks, the payment in its 6th, the logs backend at its 7th. The chunk is halved while
     its end is above that backend's head: 1..10 (behind), 1..5 (vouched), 6..10 (behind), 6..7 (vouched), 8..8
     (behind, one block): the run scans blocks 1..7, sees the payment and leaves its cursor at the 7th."""
     payer = _batch_payer(chain)
@@ -896,7 +896,7 @@ def test_given_the_logs_backend_three_blocks_behind_a_ten_block_batch_then_the_r
 def test_given_up_to_date_backends_then_the_logs_anchor_costs_one_call_per_logs_chunk_not_per_block(
     chain: Chain, scan_batch: int, calls: int
 ) -> None:
-    """D-fe-2. 50 empty blocks: the ``latest`` and ``finalized`` tags (2), each block (50), and per batch one
+    """D386. 50 empty blocks: the ``latest`` and ``finalized`` tags (2), each block (50), and per batch one
     ``eth_getLogs`` with the hash of its last block in the same JSON-RPC batch (2): 54 in one batch of 100, 62 in
     five of 10 - before, 53 and 57. Nothing pending: no finality reads."""
     config = chain.config(scan_batch=scan_batch)

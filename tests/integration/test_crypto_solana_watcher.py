@@ -60,7 +60,7 @@ LAG = 8
 @pytest.fixture
 def standin() -> Iterator[SolanaStandin]:
     """The stand-in with its clock at now: the quotes the tests make now are made before the payments' blocks (a
-    payment made before its quote is valued by the late rule, D-fe-1)."""
+    payment made before its quote is valued by the late rule, D385)."""
     with SolanaStandin(finality_lag=LAG, genesis_time=int(datetime.now(UTC).timestamp())) as running:
         yield running
 

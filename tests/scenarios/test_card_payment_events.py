@@ -215,7 +215,7 @@ def test_given_a_dispute_before_ours_knows_its_stripe_invoice_then_retried_until
     world: World,
 ) -> None:
     """Stripe ties the disputed payment to its invoice, which ours has not recorded yet: not "nothing of ours" (it
-    was acknowledged and dropped: never flagged, the response deadline missed) - retried (D-fs-1)."""
+    was acknowledged and dropped: never flagged, the response deadline missed) - retried (D383)."""
     events = Events()
     intent, gateway_id = _paid_before_ours_knows_its_stripe_id(world)
     opened = events.add("evt_dc", "charge.dispute.created", _dispute(intent, "needs_response"))
@@ -1556,7 +1556,7 @@ def test_given_an_inquiry_created_and_its_escalation_handled_at_once_then_no_inq
     assert [kind for _, kind, _ in _kinds(world)] == ["escalation"]
 
 
-# --- Stripe Tax: a payment's refunds and disputes counted before tax (D-fs-2) ---------------------------------------
+# --- Stripe Tax: a payment's refunds and disputes counted before tax (D384) ---------------------------------------
 # March 65.20 of ours + Stripe Tax 10 % = 71.72 charged: 7172 cents x 6520 / 7172 of each charge figure is ours
 TAXED = {"amount_paid": 7172, "total": 7172, "total_excluding_tax": 6520, "subtotal": 6520}
 

@@ -173,7 +173,7 @@ def _short_then_rest(stack: Stack) -> Harness:
 def test_given_a_short_payment_and_its_top_up_then_paid_in_full_whichever_finalizes_first(
     stack: Stack, order: tuple[str, str]
 ) -> None:
-    """D-fe-3. 99.60 + 0.40 = 100.00 for the $100.00 bill: PAID, nothing written off, no credit, in either order.
+    """D387. 99.60 + 0.40 = 100.00 for the $100.00 bill: PAID, nothing written off, no credit, in either order.
     Before: 99.60 final first made the bill PAID with 0.40 written off, then the 0.40 became 0.40 of credit."""
     h = _short_then_rest(stack)
     h.settlement.finalized(f"ethereum:{order[0]}:0")
@@ -199,7 +199,7 @@ def test_given_a_short_payment_and_its_top_up_then_paid_in_full_whichever_finali
 def test_given_a_short_payment_whose_top_up_is_orphaned_then_paid_with_the_shortfall_written_off(
     stack: Stack,
 ) -> None:
-    """D-fe-3: the wait ends when the other payment stops counting - 99.60 final, the 0.40 orphaned: PAID, 0.40
+    """D387: the wait ends when the other payment stops counting - 99.60 final, the 0.40 orphaned: PAID, 0.40
     written off (inside the $0.50 band)."""
     h = _short_then_rest(stack)
     h.settlement.finalized("ethereum:0xa1:0")
@@ -214,7 +214,7 @@ def test_given_a_short_payment_whose_top_up_is_orphaned_then_paid_with_the_short
 def test_given_a_bill_paid_with_a_write_off_when_a_later_payment_finalizes_then_it_pays_the_write_off_first(
     h: Harness,
 ) -> None:
-    """D-fe-3. 99.60 USDC alone: PAID, 0.40 written off. A later 0.30 (a reference or a claim ties it to the paid
+    """D387. 99.60 USDC alone: PAID, 0.40 written off. A later 0.30 (a reference or a claim ties it to the paid
     bill) pays the write-off first: 0.10 still written off, no credit; a further 0.50 pays the 0.10 and 0.40 is
     credit. Each told to invoicing with what is still written off. Before: 0.30 then 0.80 of credit beside the whole
     0.40 write-off."""
@@ -341,7 +341,7 @@ def test_given_a_late_usdc_payment_then_credited_one_to_one(h: Harness) -> None:
 def test_given_eth_sent_before_any_quote_when_claimed_on_a_later_quote_then_valued_at_its_own_time_and_reviewed(
     stack: Stack,
 ) -> None:
-    """D-fe-1. 0.04 ETH from the linked wallet a day before the bill had a quote ($1,000 an ETH then: $40.00) is kept
+    """D385. 0.04 ETH from the linked wallet a day before the bill had a quote ($1,000 an ETH then: $40.00) is kept
     UNATTRIBUTED; ETH rises and the customer makes a quote locking $2,500.00 (0.04 ETH asked) and submits the old
     hash. Valued by the late rule at min(2500, 1000) = 1000: 0.04 x 1000 = $40.00, a 60 % move: in review, not
     counted; the bill stays OPEN. Before: $100.00 at the lock, on time, and the bill PAID."""
@@ -376,7 +376,7 @@ def test_given_eth_sent_before_any_quote_when_claimed_on_a_later_quote_then_valu
 def test_given_a_payment_whose_block_time_is_just_before_its_quote_then_the_clock_margin_decides_the_rate(
     stack: Stack, sent: datetime, late: bool, usd: str
 ) -> None:
-    """D-fe-1: ``QUOTE_CLOCK_MARGIN`` (60 s) - an Ethereum block's time is its slot's start, before a transaction
+    """D385: ``QUOTE_CLOCK_MARGIN`` (60 s) - an Ethereum block's time is its slot's start, before a transaction
     sent for a quote made a few seconds earlier."""
     h = billed(stack, [quote("q-eth", "ETH", ETH_QUOTE, "2500.00")], T0 + timedelta(minutes=5))
     h.rates.prices["ETH"] = Decimal("1000.00")
@@ -391,7 +391,7 @@ def test_given_a_payment_whose_block_time_is_just_before_its_quote_then_the_cloc
 def test_given_a_quote_made_before_a_payment_and_one_after_asking_its_amount_then_it_pays_the_earlier_at_its_lock(
     stack: Stack,
 ) -> None:
-    """D-fe-1. q-old (made T0 + 1 min, locks $2,000.00, asks 0.04 ETH) and q-new (made T0 + 2 h, locks $2,500.00,
+    """D385. q-old (made T0 + 1 min, locks $2,000.00, asks 0.04 ETH) and q-new (made T0 + 2 h, locks $2,500.00,
     asks 0.05 ETH). 0.05 ETH from the linked wallet at T0 + 10 min pays q-old, the quote that existed then: 0.05 x
     2000 = $100.00, on time. Before: q-new asked exactly its amount and won - $125.00 at a lock made after it."""
     old = quote("q-old", "ETH", 40_000_000_000_000_000, "2000.00", amount_usd="80.00")

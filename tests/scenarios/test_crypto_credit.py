@@ -203,7 +203,7 @@ def test_given_a_crypto_invoice_paid_inside_tolerance_then_the_write_off_is_neve
 def test_given_a_payment_after_paid_that_pays_the_write_off_then_the_invoice_write_off_falls_and_no_credit_is_added(
     world: World,
 ) -> None:
-    """D-fe-3. March's $58.00 settled with 57.71 (0.29 written off); a 0.20 payment after PAID pays the write-off
+    """D387. March's $58.00 settled with 57.71 (0.29 written off); a 0.20 payment after PAID pays the write-off
     first: the bill tells 0.09 still written off, credit 0.00. The invoice's write-off falls to 0.09 and 57.91 can be
     refunded (57.71 + 0.20 received); the account gets no credit. An older event (0.29 again) raises nothing back."""
     march = world.close("coin", MAR)

@@ -1,4 +1,4 @@
-"""A PAID bill's later payments pay its write-off before they become credit (D-fe-3), but never money invoicing has
+"""A PAID bill's later payments pay its write-off before they become credit (D387), but never money invoicing has
 been told is credit already: invoicing never takes credit back (``crypto_credit`` only grows), so netting announced
 credit against the write-off counted the same money twice. ``settlement.recompute`` nets only the extra above the
 credit announced out of it. Hand-worked figures on a $100.00 bill paid 99.60 USDC (0.40 written off, inside the
@@ -38,7 +38,7 @@ def _paid_short(*later: str, credit: str, written_off: str, announced: str, writ
 
 
 def test_given_a_bill_paid_before_netting_whose_later_payment_was_credited_then_credit_and_write_off_stay() -> None:
-    # before D-fe-3 the later 1.00 became 1.00 of credit beside the 0.40 written off, and invoicing added the 1.00:
+    # before D387 the later 1.00 became 1.00 of credit beside the 0.40 written off, and invoicing added the 1.00:
     # received 99.60 + 1.00 = 100.60 = 99.60 paid on the invoice + 1.00 held as credit. Netting now (credit 0.60,
     # write-off 0.00) would have invoicing lower the write-off to 0.00 beside the 1.00 it keeps: 101.00 for 100.60
     legacy = _paid_short("1.00", credit="1.00", written_off="0.40", announced="1.00", written_off_announced=None)
@@ -87,7 +87,7 @@ def test_given_a_legacy_bill_whose_credit_was_never_announced_then_the_later_pay
 
 
 def test_given_a_new_bill_whose_netted_credit_was_announced_then_recomputing_nets_the_same() -> None:
-    # netted since D-fe-3: + 0.80 paid the 0.40 off and 0.40 is credit, announced as credit 0.40, write-off 0.00.
+    # netted since D387: + 0.80 paid the 0.40 off and 0.40 is credit, announced as credit 0.40, write-off 0.00.
     # The 0.40 announced is the extra 0.80 less the 0.40 it paid: 0.80 - 0.40 = 0.40 still pays the write-off
     told = _paid_short("0.80", credit="0.40", written_off="0.00", announced="0.40", written_off_announced="0.00")
     again = recompute(told, POLICY, T0)

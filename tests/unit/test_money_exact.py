@@ -197,7 +197,7 @@ def test_given_shares_of_an_allowance_then_they_are_cut_never_100_before_used_up
     assert share_percent(Decimal(5), Decimal(0)) is None  # no allowance
 
 
-# Stripe Tax (D-fs-2): 65.20 of ours + 10 % = 71.72 charged; 65.20 + 8.25 % (5.379) = 70.58; 10.01 + 8.25 % = 10.84
+# Stripe Tax (D384): 65.20 of ours + 10 % = 71.72 charged; 65.20 + 8.25 % (5.379) = 70.58; 10.01 + 8.25 % = 10.84
 @pytest.mark.parametrize(
     ("charged", "taxed", "ours"),
     [

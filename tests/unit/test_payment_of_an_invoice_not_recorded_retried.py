@@ -1,7 +1,7 @@
 """A dispute of a payment whose Stripe invoice ours has not recorded yet (the close stopped between Stripe's finalize
 and its own save; ``invoice.finalized``/``paid`` not applied yet) through the payment-status handler: reported failed
 (a batch item failure: the queue redelivers it, and dead-letters it - alarmed - if ours never learns the id), not
-acknowledged as "about nothing of ours" (D-fs-1). A charge of no invoice at all is still ignored."""
+acknowledged as "about nothing of ours" (D383). A charge of no invoice at all is still ignored."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_given_a_dispute_of_a_duplicate_of_a_recorded_invoice_then_ignored_with_
 ) -> None:
     """A paid duplicate of March in Stripe (our metadata, another Stripe id; March has recorded its own): its
     dispute is acknowledged (no batch failure: never dead-lettered), logged at ERROR naming the duplicate, and
-    counted ignored (D-fs-1 amended, review rfs 2)."""
+    counted ignored (D383 amended, review rfs 2)."""
     world, march = march_paid_at_stripe()
     world.gateway.invoices["dup"] = _Invoice("in_DUP", world.gateway.invoices[march].request, "paid", payments=["pi_D"])
     events = Events()

@@ -409,7 +409,7 @@ def test_given_an_invoice_paid_in_two_payments_then_a_refund_takes_from_each_in_
 
 def test_given_an_invoice_paid_in_two_payments_when_the_rest_is_refunded_then_each_gives_back_what_is_left() -> None:
     """35.01 paid as 20.00 + 15.01, 5.00 refunded from the first: all that is left (``amount`` None, a taxed
-    invoice's "the rest", D-fs-2) is 15.00 of the first and 15.01 of the second - 30.01, every parameter of the
+    invoice's "the rest", D384) is 15.00 of the first and 15.01 of the second - 30.01, every parameter of the
     SDK's typed ``RefundCreateParams``; a rerun after Stripe's keys expired makes nothing more."""
     gateway, http = _gateway()
     customer = gateway.ensure_customer(Customer("acct-1"))

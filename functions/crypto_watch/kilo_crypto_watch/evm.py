@@ -32,7 +32,7 @@ One run per chain (``watch``):
    child of the block the cursor holds - else the batch is read again or the run stops (D287). Each logs chunk is
    read in one JSON-RPC batch with its last block's hash (``logs_beside``): a backend behind that block (a load
    balancer's, a block behind the one that answered the blocks) answers logs up to its head without an error, so
-   its chunk is halved, and the batch (and the run) ends at the last block whose logs are vouched for (D-fe-2).
+   its chunk is halved, and the batch (and the run) ends at the last block whose logs are vouched for (D386).
    A run stops after the batch that reaches ``max_transactions_per_run``.
 3. **Finality.** Every SEEN payment at or below the ``finalized`` block is FINALIZED if its block hash is still the
    canonical one at its height. If another block is there, its transaction's receipt is read first: mined in another
@@ -254,7 +254,7 @@ def _usdc_logs(
     that answered the blocks) answers logs only up to its own head, without an error (go-ethereum#24078) - an empty
     answer would pass the per-log check and the cursor would move past a payment made through a contract (a
     Transfer log only). Its chunk is halved until its end is a block that backend has; one block it does not have
-    ends the logs vouched for there (D-fe-2). Another hash there: ``_OtherForkError``."""
+    ends the logs vouched for there (D386). Another hash there: ``_OtherForkError``."""
     topics = [TRANSFER_TOPIC, None, address_topic(chain.merchant_address)]
     found: list[EvmLog] = []
     start = first
@@ -539,7 +539,7 @@ def watch(
             found, failures, txs, (scanned, end_hash) = _scan(rpc, sink, chain, start, end, sizer, parent)
         except (ForkBelowError, LogsBehindError):
             break  # the cursor's block replaced meanwhile (the next run rolls back from it), or the logs' backend
-            # has not reached the batch yet (the next run reads it, D-fe-2)
+            # has not reached the batch yet (the next run reads it, D386)
         seen, failed, transactions, last = seen + found, failed + failures, transactions + txs, scanned
         moved = Cursor(chain.key, scanned, end_hash, updated_at=stamp, first_block=first_block)
         try:  # per batch: a run that stops (a timeout, a node error) keeps what it scanned
@@ -547,7 +547,7 @@ def watch(
         except CursorConflictError:
             break  # another run moved the cursor first: what this one reported is idempotent; its cursor stands
         written = moved
-        # logs vouched for only up to ``scanned`` (a logs backend behind, D-fe-2): the run ends there
+        # logs vouched for only up to ``scanned`` (a logs backend behind, D386): the run ends there
         start, limit = scanned + 1, (limit if scanned == end else scanned)
     if rolled_back_to is not None and written is cursor and last >= 0:
         _cursor_back(rpc, cursors, cursor, last, stamp, first_block)

@@ -99,7 +99,7 @@ ANNOUNCE_PK: Final = "ANNOUNCE#BILL"
 
 
 def announcement_due(bill: Bill) -> bool:
-    """A PAID bill whose settlement, part of whose credit, or a cut of whose write-off (D-fe-3), invoicing has not
+    """A PAID bill whose settlement, part of whose credit, or a cut of whose write-off (D387), invoicing has not
     been told of."""
     return bill.status is BillStatus.PAID and (
         not bill.settled_announced

@@ -336,7 +336,7 @@ class Bill:
     settled_announced: bool = False  # CryptoBillSettled published
     credit_announced_usd: Decimal = Decimal("0.00")  # the credit in all that invoicing has been told of
     # the write-off invoicing has been told of after the settlement (None: the one CryptoBillSettled carried,
-    # total - settled; a later payment pays it first, D-fe-3)
+    # total - settled; a later payment pays it first, D387)
     written_off_announced_usd: Decimal | None = None
     version: int = 0
 

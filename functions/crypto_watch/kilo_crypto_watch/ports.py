@@ -261,7 +261,7 @@ class SettlementStore(Protocol):
 
     def mark_bill_announced(self, invoice_id: str, credit_usd: Decimal, written_off_usd: Decimal | None = None) -> None:
         """The bill's settlement (or its credit in all, ``credit_usd``, and its write-off, ``written_off_usd`` when
-        given: a later payment paid part of it, D-fe-3) has been published; the bill leaves the announcement list
+        given: a later payment paid part of it, D387) has been published; the bill leaves the announcement list
         unless its credit or write-off has changed meanwhile."""
         ...
 
@@ -421,7 +421,7 @@ class EvmRpc(Protocol):
         """``eth_getLogs`` over ``first..last`` and the hash of block ``last`` (None: that node does not have it), in
         ONE JSON-RPC batch, the block asked first: one backend's view (as ``receipt_beside``). A node asked for logs
         past its head answers up to its head, no error (go-ethereum#24078): only the hash says whether the logs
-        cover ``last`` (D-fe-2). Raises RpcRangeError when the provider refuses the range."""
+        cover ``last`` (D386). Raises RpcRangeError when the provider refuses the range."""
         ...
 
     def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:

@@ -77,7 +77,7 @@ COUNTED: Final = frozenset({PaymentStatus.SEEN, PaymentStatus.FINALIZED})
 # rule (``value_payment``), never at the quote's lock. Detection is the block's time (the chain's clock), creation
 # ours: an Ethereum block's timestamp is its slot's start, up to 12 s before a transaction it holds was sent, and
 # Solana's block time is a stake-weighted estimate off by seconds; 60 s covers both with room for our clock, and is
-# too short to sell a price option (D-fe-1).
+# too short to sell a price option (D385).
 QUOTE_CLOCK_MARGIN: Final = timedelta(seconds=60)
 _T = TypeVar("_T")
 
@@ -230,7 +230,7 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
 
     PAID is final: later finalized payments first pay what it wrote off (never with money announced as credit
     already), then add account credit. Otherwise: PAID when the finalized payments cover the total inside tolerance
-    - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D-fe-3);
+    - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D387);
     PROCESSING when the seen and finalized ones do; else OPEN (PARTIAL when something was paid). Failed, orphaned and
     under-review payments do not count. So the result does not depend on which payment finalizes first, and no
     money is both written off and credited."""
@@ -248,8 +248,8 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
         settled = [line for line in final if line.payment_id in bill.settled_payment_ids]
         extra = paid_usd(final) - paid_usd(settled)
         # what the move to PAID wrote off is paid first: a customer never keeps both a write-off and a credit for
-        # the same money (D-fe-3). Money announced as credit already is invoicing's (it never takes credit back), so
-        # only the extra above the credit announced out of it pays the write-off: a bill PAID before D-fe-3 whose
+        # the same money (D387). Money announced as credit already is invoicing's (it never takes credit back), so
+        # only the extra above the credit announced out of it pays the write-off: a bill PAID before D387 whose
         # later payment was credited in full keeps that credit and its write-off; on a newer bill the credit
         # announced is the extra less the write-off it paid, so netting it again gives the same figures (idempotent)
         shortfall = max(ZERO, bill.total_usd - bill.settled_usd)
@@ -354,11 +354,11 @@ def value_payment(
     rate_then: Callable[[], Decimal],
 ) -> Valuation:
     """USD of a payment toward ``quote``: the locked rate inside the quote's window (made by detection, give or take
-    ``QUOTE_CLOCK_MARGIN``, and not expired); late - after expiry, or before the quote was made (D-fe-1) -
+    ``QUOTE_CLOCK_MARGIN``, and not expired); late - after expiry, or before the quote was made (D385) -
     stablecoins 1:1 and ETH/SOL at min(locked, ``rate_then``: the rate at the payment's block time, D218) - a move
     beyond ``late_review_move`` (or no rate at all) sends it to review."""
     locked = quote.rate.price
-    # outside the quote's window either way: after its expiry, or before it was made (a price option, D-fe-1)
+    # outside the quote's window either way: after its expiry, or before it was made (a price option, D385)
     late = detected_at > quote.expires_at or made_after(quote, detected_at)
     review = False
     rate = locked
@@ -1552,7 +1552,7 @@ class Settlement:
             and line.payment_id not in bill.settled_payment_ids
         )
         credit = money_str(bill.credit_usd)
-        # a bill settled with a write-off tells what is still written off (a later payment pays it first, D-fe-3):
+        # a bill settled with a write-off tells what is still written off (a later payment pays it first, D387):
         # its events are told apart by both figures; a bill settled in full keeps the ids it always had
         written_off = money_str(bill.written_off_usd) if bill.settled_usd < bill.total_usd else None
         added = CryptoCreditAddedV1(

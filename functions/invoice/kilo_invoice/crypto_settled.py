@@ -11,7 +11,7 @@ be paid by its ``CryptoBillSettled.v1`` (SQS does not keep their order): until t
 The write-off (``written_off_usd``: what tolerance let go unpaid) is recorded on the invoice with the move to PAID:
 a refund or a credit note never gives it back (``invoicing.refundable``, ``money_held``; D289). A payment after PAID
 pays the write-off before it becomes credit: ``CryptoCreditAdded.v1`` then carries what is still written off, and
-the invoice's write-off is lowered to it, never raised (an older event) (D-fe-3).
+the invoice's write-off is lowered to it, never raised (an older event) (D387).
 
 The move to PAID also credits what credit notes recorded as not collected because this bill was unpaid when they were
 made (``invoicing.credit_collected``, as ``invoice.paid`` does for a card invoice: D339), in the same
@@ -84,7 +84,7 @@ def apply_crypto_settled(store: LedgerStore, event: CryptoBillSettledV1) -> tupl
 
 def apply_crypto_credit(store: LedgerStore, event: CryptoCreditAddedV1) -> tuple[InvoiceRecord, bool]:
     """Add what the bill's credit has grown by since this invoice last added it; lower the invoice's write-off to the
-    bill's when the event carries it (a later payment paid part of it, D-fe-3) - never raise it."""
+    bill's when the event carries it (a later payment paid part of it, D387) - never raise it."""
     still = None if event.written_off_usd is None else _credit(event.written_off_usd, "written_off_usd")
     return _apply(store, event.account_id, event.invoice_id, _credit(event.credit_usd), None, still_written_off=still)
 

@@ -832,7 +832,7 @@ def _find_payment(
     paid; the refs are then recorded on the invoice, as ``invoice.paid`` would have. A payment the processor ties to
     a Stripe invoice we hold no pointer for (ours does not know that id yet: its ``invoice.finalized``/``paid`` not
     applied) raises ``InvoiceNotRecordedYetError``, retried by the queue; only a payment of no invoice at all is
-    ``InvoiceNotFoundError`` (D-fs-1)."""
+    ``InvoiceNotFoundError`` (D383)."""
     wanted = tuple(ref for ref in refs if ref)
     try:
         return _find(store, wanted, metadata)
@@ -862,7 +862,7 @@ def _not_found(
     invoice of ours that can still record it (no Stripe id yet, this one, or a revision of its) is not recorded
     yet - retried (``InvoiceNotRecordedYetError``); one naming an invoice of ours that never will (a duplicate of
     the one it recorded, ours voided or gone) is a stray - ignored, logged at ERROR (``PaymentOfAStrayInvoiceError``);
-    none with our metadata is nothing of ours (``InvoiceNotFoundError``) (D-fs-1 amended)."""
+    none with our metadata is nothing of ours (``InvoiceNotFoundError``) (D383 amended)."""
     for paid_by in unknown:
         ours = _named(store, paid_by.ours)
         if (ours is not None and ours.gateway_id in (None, paid_by.gateway_id)) or (ours and paid_by.revises):
@@ -922,7 +922,7 @@ def _ref(value: Any) -> str | None:
 def _invoice_money(invoice: InvoiceRecord, cents: int) -> Decimal:
     """What Stripe charged, refunded or disputed of ``invoice``'s payment (``cents``, tax included) counted on ours:
     with Stripe Tax (``taxed``), before tax in its Stripe invoice's proportion, rounded once (``money.before_tax``:
-    the whole payment is exactly the invoice's total before tax); without, as it is (D-fs-2)."""
+    the whole payment is exactly the invoice's total before tax); without, as it is (D384)."""
     charged = Decimal(cents).scaleb(-2)
     return charged if invoice.taxed is None else before_tax(charged, invoice.taxed)
 
@@ -1843,7 +1843,7 @@ def _invoice_event(
 def _recorded_ids(current: InvoiceRecord, event: _StripeEvent) -> InvoiceRecord:
     """What ours learns of its Stripe invoice from an invoice event of it: the Stripe id while it has none, and (a
     card invoice) the Stripe Tax figures (``taxed``: ``total``, ``total_excluding_tax``), the paid event's standing
-    over earlier ones (D-fs-2)."""
+    over earlier ones (D384)."""
     updated, found = current, _ref(event.obj.get("id"))
     if current.gateway_id is None and found:
         updated = replace(updated, gateway_id=found)
@@ -1855,7 +1855,7 @@ def _recorded_ids(current: InvoiceRecord, event: _StripeEvent) -> InvoiceRecord:
 
 def _tried(invoice: InvoiceRecord, event: _StripeEvent, notes: Iterable[CreditNote]) -> Decimal:
     """``PaymentFailed.v1``'s total: what ours still asks after notes; with Stripe Tax on the failed invoice, what
-    Stripe tried to collect (its ``amount_due``, tax included): the customer's bank declined that figure (D-fs-2)."""
+    Stripe tried to collect (its ``amount_due``, tax included): the customer's bank declined that figure (D384)."""
     due = event.obj.get("amount_due")
     if _taxed(event.obj) is not None and isinstance(due, int) and not isinstance(due, bool) and due > 0:
         return Decimal(due).scaleb(-2)
@@ -2071,7 +2071,7 @@ def refund_invoice(
         bounded(current)
         number = current.refunds_requested + 1
         failed = total([amount for _, amount in current.failed_refunds])  # ``refunded`` is net of them
-        # a taxed invoice giving back all it keeps asks for all that is left of its payments: exact (D-fs-2)
+        # a taxed invoice giving back all it keeps asks for all that is left of its payments: exact (D384)
         whole = current.taxed is not None and wanted == current.kept_less_pending
         asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded, failed, whole)
         return replace(current, refunds_requested=number, refund_pending=asked)

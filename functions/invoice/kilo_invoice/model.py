@@ -21,13 +21,13 @@ class InvoiceNotRecordedYetError(RuntimeError):
     """A refund or dispute event of a payment the processor ties to a Stripe invoice we hold no pointer for yet: ours
     does not know that Stripe id (the close stopped between Stripe's finalize and its own save, and the invoice's
     ``invoice.finalized``/``invoice.paid`` is not applied yet). Not "nothing of ours": left to the queue, redelivered
-    until the invoice's own event has recorded the id, dead-lettered (alarmed) if it never does (D-fs-1)."""
+    until the invoice's own event has recorded the id, dead-lettered (alarmed) if it never does (D383)."""
 
 
 class PaymentOfAStrayInvoiceError(InvoiceNotFoundError):
     """A refund or dispute of a payment of a Stripe invoice that carries our metadata but can never become ours: a
     duplicate of one ours has recorded (``invoice.paid`` said "not applied", the operator told to refund it in
-    Stripe), or of an invoice of ours voided. Ignored, as nothing of ours, but logged at ERROR (D-fs-1 amended)."""
+    Stripe), or of an invoice of ours voided. Ignored, as nothing of ours, but logged at ERROR (D383 amended)."""
 
 
 class StripeModeMismatchError(RuntimeError):

@@ -4,7 +4,7 @@ invoice (``apply_stripe_event``: forward-only states, alerts once, D53). Duplica
 
 An event about nothing of ours (no invoice of ours, or no longer stored) is logged and counted, not retried; a refund
 or dispute of a Stripe invoice ours has not recorded yet (its ``invoice.finalized``/``paid`` still to be applied) is
-logged at WARNING and reported failed, redelivered until that event has landed (D-fs-1) - unless its metadata
+logged at WARNING and reported failed, redelivered until that event has landed (D383) - unless its metadata
 names an invoice of ours that never will record it (a duplicate, ours void): ignored, logged at ERROR; any other
 failure is reported failed, redelivered, and after ``maxReceiveCount`` dead-lettered (alarmed). An optional
 Stripe lookup that failed on our side (``invoice.paid``'s payments with the key's secret malformed or the key revoked)
@@ -57,7 +57,7 @@ def _record(record: SQSRecord) -> None:
         )
     except InvoiceNotFoundError as exc:
         count(SERVICE, Metric.PAYMENT_EVENT_IGNORED)
-        if isinstance(exc, PaymentOfAStrayInvoiceError):  # our metadata, never ours: a duplicate's refund (D-fs-1)
+        if isinstance(exc, PaymentOfAStrayInvoiceError):  # our metadata, never ours: a duplicate's refund (D383)
             logger.error("Stripe event of a stray invoice with our metadata; ignored", extra={"reason": str(exc)[:300]})
             return
         logger.warning("Stripe event about nothing of ours; ignored", extra={"reason": str(exc)[:200]})

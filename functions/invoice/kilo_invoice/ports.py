@@ -84,7 +84,7 @@ class GatewayPartlyRefundedError(GatewayRejectedError):
 @dataclass(frozen=True, slots=True)
 class PaymentInvoice:
     """The processor's invoice a payment paid (``gateway_id``) and the invoice of ours its metadata names
-    (``kilo_invoice_id``; None: made outside Kilo Billing) - D-fs-1 amended."""
+    (``kilo_invoice_id``; None: made outside Kilo Billing) - D383 amended."""
 
     gateway_id: str
     ours: str | None
@@ -178,7 +178,7 @@ class PaymentGateway(Protocol):
     def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         """Refund part or all of a paid invoice's payment; returns the refund id. ``amount`` is what the processor
         gives back (charge money: with Stripe Tax, tax included); None - all that is left of each of its payments,
-        exactly (D-fs-2). Refused for good after part of
+        exactly (D384). Refused for good after part of
         ``amount`` was refunded (earlier runs' parts included): ``GatewayPartlyRefundedError`` with that part. Never
         to a payment whose card's bank returned a refund of it (``GatewayRejectedError`` when only such a payment
         has room), unless ``to_failed_card`` (D340 amended)."""

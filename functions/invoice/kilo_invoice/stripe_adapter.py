@@ -375,7 +375,7 @@ class StripePaymentGateway:
         return note.id
 
     def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
-        """Refund ``amount`` (None: all that is left of each payment, D-fs-2) of a paid invoice from its payments,
+        """Refund ``amount`` (None: all that is left of each payment, D384) of a paid invoice from its payments,
         oldest first, each up to what is left of it (an
         invoice paid in several payments has a payment intent per payment; a refund is made on one). Refunds made
         earlier for ``refund_id`` (found by metadata, on every payment) count: a rerun refunds only what is still
@@ -548,7 +548,7 @@ class StripePaymentGateway:
 
     def invoice_for_payment(self, payment_ref: str) -> PaymentInvoice | None:
         """One list call filtered by the payment intent (Stripe filters invoice payments by intent, not by charge),
-        then the invoice it names read for our ``kilo_invoice_id`` metadata (D-fs-1 amended)."""
+        then the invoice it names read for our ``kilo_invoice_id`` metadata (D383 amended)."""
         if not payment_ref.startswith("pi_"):
             return None
         page = self._call(
@@ -640,7 +640,7 @@ def _returned_by_bank(refund: stripe.Refund) -> bool:
 def _asked_of(gateway_id: str, amount: Decimal | None, earlier: int, room: list[tuple[str, int]]) -> tuple[int, int]:
     """(asked, still wanted) in cents of a refund request whose earlier runs made ``earlier``: ``amount``, or with
     None all that is left of each payment (``room``: payment intent, cents left) beside what they made - a taxed
-    invoice's "all"/"the rest", exact to the cent (D-fs-2); nothing left and nothing made is refused."""
+    invoice's "all"/"the rest", exact to the cent (D384); nothing left and nothing made is refused."""
     if amount is not None:
         asked = in_cents(amount)
         return asked, asked - earlier
@@ -656,7 +656,7 @@ def _room_left(
     """The cents left on ``room``'s payments (payment intent, cents left). "All that is left" (``amount`` None) is
     refused as a whole when a payment left out for its dispute (``shut``, the same; Stripe will not refund it) holds
     money: the other payments alone would give back less than the invoice keeps, and ours would record it all
-    (D-fs-2 amended, review rfs)."""
+    (D384 amended, review rfs)."""
     left_out = sum(cents for _, cents in shut if cents > 0)
     if amount is None and left_out > 0:
         raise GatewayRejectedError(

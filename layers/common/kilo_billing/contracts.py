@@ -310,7 +310,7 @@ class CryptoCreditAddedV1(InvoiceEventV1):
     occurred_at: str
     # a bill settled short (inside tolerance): what is still written off, USD - a later payment pays the write-off
     # before it becomes credit, so this only falls; invoicing lowers the invoice's to it. None: a bill settled in
-    # full (or an event from before the field). ``event_id`` then ends ``:<written_off_usd>`` (D-fe-3)
+    # full (or an event from before the field). ``event_id`` then ends ``:<written_off_usd>`` (D387)
     written_off_usd: str | None = None
 
 

@@ -136,7 +136,7 @@ class RefundRequest:
     # as ``given_back``'s other figures (D340 amended, review 2); 0.00 on requests stored before it
     failed_before: Decimal = ZERO
     # asks the processor for all that is left of the invoice's payments, not ``amount`` tax included: a request for
-    # everything a taxed invoice keeps (its charge money left, exactly, D-fs-2); False on requests stored before it
+    # everything a taxed invoice keeps (its charge money left, exactly, D384); False on requests stored before it
     whole: bool = False
 
 
@@ -187,7 +187,7 @@ class InvoiceRecord:
     failed_refunds_at: tuple[tuple[str, tuple[str, int]], ...] = ()
     # card with Stripe Tax: its Stripe invoice's (``total``, ``total_excluding_tax``) in cents, as its invoice events
     # said; what Stripe charged, refunded or disputed (tax included) is counted here before tax in that proportion
-    # (``money.before_tax``), a refund of ours asked tax included (``money.with_tax``). None: no tax (D-fs-2)
+    # (``money.before_tax``), a refund of ours asked tax included (``money.with_tax``). None: no tax (D384)
     taxed: tuple[int, int] | None = None
     revision: int = 0  # the stored record's write count: every update is conditioned on it (0: never updated)
 
@@ -250,7 +250,7 @@ class InvoiceRecord:
         back = max(ZERO, max(self.refunded + failed, charges, ours_and_outside, before) - failed)
         # with Stripe Tax each refund is counted before tax, rounded once: parts of one payment can come to a cent
         # more than the whole (20.00 + 20.00 + 30.58 of 70.58 -> 18.48 + 18.48 + 28.25 = 65.21 of 65.20), never more
-        # than the invoice is given back (D-fs-2)
+        # than the invoice is given back (D384)
         return min(back, self.total) if self.taxed is not None else back
 
     def _failed_before_totals(self) -> Decimal:

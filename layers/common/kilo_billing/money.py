@@ -21,7 +21,7 @@ A card payment with Stripe Tax is charged more than our invoice asks (its tax): 
 disputed of it (charge money) is counted on our invoice before tax (invoice money) in the proportion of the Stripe
 invoice's ``total_excluding_tax`` to its ``total`` (:func:`before_tax`), and an amount of ours is asked of Stripe
 tax included by the inverse (:func:`with_tax`) - each rounded once, half-up; the whole charge is exactly the whole
-invoice, never a cent off (D344, D-fs-2).
+invoice, never a cent off (D344, D384).
 
 An amount in cents shown or paid out in parts (a bill's counted sum beside each of its credits) is split by
 :func:`allocate_cents`, never by rounding each part: the parts add up to the amount exactly (D217).
