@@ -75,7 +75,9 @@ def test_given_the_events_table_then_it_streams_expires_and_is_retained(template
 
 def test_given_ingest_then_5xx_and_signature_spikes_and_store_failures_alarm(template: Template) -> None:
     alarms = template.of_type("AWS::CloudWatch::Alarm")
-    metrics = {(alarm["Properties"]["Namespace"], alarm["Properties"]["MetricName"]) for alarm in alarms.values()}
+    metrics = {
+        (alarm["Properties"].get("Namespace"), alarm["Properties"].get("MetricName")) for alarm in alarms.values()
+    }
     assert {
         ("AWS/ApiGateway", "5xx"),
         ("KiloBilling", "SignatureRejected"),
@@ -83,6 +85,64 @@ def test_given_ingest_then_5xx_and_signature_spikes_and_store_failures_alarm(tem
     } <= metrics
     for name, alarm in alarms.items():
         assert alarm["Properties"].get("AlarmActions"), f"{name} notifies nobody"
+
+
+def test_given_ingest_storing_events_for_rating_when_rating_is_not_invoked_then_an_alarm_breaches(
+    template: Template,
+) -> None:
+    """D-PK-2: IteratorAge (RatingLagAlarm) is emitted only when the stream invokes rating, so a disabled or stuck
+    trigger needs its own alarm: events stored for rating (the ingest routes' stored counts, less the Stripe
+    function's invocations: Stripe's stored events are filtered out of rating's stream) in two 15-minute windows in a
+    row with no invocation of the rating function."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_webhook_ingest.http import SERVICE  # noqa: PLC0415
+
+    def invocations(alarm: dict[str, Any], function: str) -> bool:
+        return any(
+            query.get("MetricStat", {}).get("Metric")
+            == {
+                "Namespace": "AWS/Lambda",
+                "MetricName": "Invocations",
+                "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function}}],
+            }
+            for query in alarm.get("Metrics", [])
+        )
+
+    [alarm] = [
+        alarm["Properties"]
+        for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
+        if invocations(alarm["Properties"], "RateUsageFunction")
+    ]
+    queries = {query["Id"]: query for query in alarm["Metrics"]}
+    assert [query["Id"] for query in alarm["Metrics"] if query["ReturnData"]] == ["stalled"]
+    assert queries["stalled"]["Expression"] == (
+        "IF(FILL(stored, 0) + FILL(usage, 0) - FILL(stripe, 0) > 0 AND FILL(rating, 0) == 0, 1, 0)"
+    )
+    ingest = [{"Name": "service", "Value": SERVICE}]
+    assert queries["stored"]["MetricStat"]["Metric"] == {
+        "Namespace": "KiloBilling",
+        "MetricName": Metric.WEBHOOK_STORED.value,
+        "Dimensions": ingest,
+    }
+    assert queries["usage"]["MetricStat"]["Metric"] == {
+        "Namespace": "KiloBilling",
+        "MetricName": Metric.USAGE_RECORDED.value,
+        "Dimensions": ingest,
+    }
+    assert invocations({"Metrics": [queries["stripe"]]}, "StripeWebhookFunction")
+    assert invocations({"Metrics": [queries["rating"]]}, "RateUsageFunction")
+    for name in ("stored", "usage", "stripe", "rating"):
+        assert (queries[name]["MetricStat"]["Period"], queries[name]["MetricStat"]["Stat"]) == (900, "Sum"), name
+    # the ingest functions count under the service the alarm reads; the Stripe function is the Stripe route's
+    for function in ("LiveKitWebhookFunction", "UsageApiFunction", "StripeWebhookFunction"):
+        variables = template.resources[function]["Properties"]["Environment"]["Variables"]
+        assert variables["POWERTOOLS_SERVICE_NAME"] == SERVICE, function
+    stripe_events = template.resources["StripeWebhookFunction"]["Properties"]["Events"].values()
+    assert [event["Properties"]["Path"] for event in stripe_events] == ["/webhooks/stripe"]
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"], alarm["Threshold"]) == (2, 2, 1)
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["TreatMissingData"] == "ignore"  # no traffic: neither a stall nor a recovery
+    assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
 
 
 def test_given_every_asynchronous_event_source_then_it_has_a_dead_end(template: Template) -> None:
@@ -190,7 +250,7 @@ def test_given_every_queue_a_function_polls_then_an_alarm_watches_the_age_of_its
     watched = {
         str(template.resolve(dimension["Value"]))
         for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
-        if alarm["Properties"]["MetricName"] == "ApproximateAgeOfOldestMessage"
+        if alarm["Properties"].get("MetricName") == "ApproximateAgeOfOldestMessage"
         for dimension in alarm["Properties"].get("Dimensions", [])
         if dimension["Name"] == "QueueName"
     }
@@ -336,7 +396,7 @@ def _alarmed_at_the_first(template: Template, metric: str, service: str) -> None
     [alarm] = [
         alarm["Properties"]
         for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
-        if alarm["Properties"]["MetricName"] == metric
+        if alarm["Properties"].get("MetricName") == metric
         and alarm["Properties"]["Dimensions"] == [{"Name": "service", "Value": service}]
     ]
     assert alarm["Namespace"] == "KiloBilling"
@@ -381,7 +441,7 @@ def test_given_the_alerts_functions_rechecks_setting_blank_then_its_count_alarms
     function = template.resources["AlertsFunction"]["Properties"]
     assert function["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == SERVICE == "alerts"
     alarmed = template.of_type("AWS::CloudWatch::Alarm").values()
-    assert [a["Properties"]["MetricName"] for a in alarmed].count("ForecastRechecksQueueUnnamed") == 1
+    assert [a["Properties"].get("MetricName") for a in alarmed].count("ForecastRechecksQueueUnnamed") == 1
     _alarmed_at_the_first(template, Metric.FORECAST_RECHECKS_QUEUE_UNNAMED.value, SERVICE)
 
 
@@ -395,7 +455,7 @@ def test_given_a_stripe_event_an_operator_must_look_at_then_the_payment_status_f
     from kilo_invoice.payment_handler import SERVICE  # noqa: PLC0415
 
     alarmed = template.of_type("AWS::CloudWatch::Alarm").values()
-    assert [a["Properties"]["MetricName"] for a in alarmed].count(Metric.PAYMENT_EVENT_ATTENTION.value) == 1
+    assert [a["Properties"].get("MetricName") for a in alarmed].count(Metric.PAYMENT_EVENT_ATTENTION.value) == 1
     _alarmed_at_the_first(template, Metric.PAYMENT_EVENT_ATTENTION.value, SERVICE)
 
 
@@ -448,7 +508,7 @@ def test_given_solana_runs_whose_listing_server_stays_behind_then_ten_minutes_of
     [alarm] = [
         alarm["Properties"]
         for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
-        if alarm["Properties"]["MetricName"] == Metric.SOLANA_LISTING_BEHIND.value
+        if alarm["Properties"].get("MetricName") == Metric.SOLANA_LISTING_BEHIND.value
     ]
     assert alarm["Namespace"] == "KiloBilling"
     assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
@@ -478,7 +538,7 @@ def test_given_sweeps_whose_still_reached_event_the_bus_refuses_then_three_in_a_
     [alarm] = [
         alarm["Properties"]
         for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
-        if alarm["Properties"]["MetricName"] == Metric.STILL_REACHED_UNPUBLISHED.value
+        if alarm["Properties"].get("MetricName") == Metric.STILL_REACHED_UNPUBLISHED.value
     ]
     assert alarm["Namespace"] == "KiloBilling"
     assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
