@@ -3,6 +3,7 @@ on what SAM generates, is in test_generated_iam.py)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,58 @@ def test_given_ingest_storing_events_for_rating_when_rating_is_not_invoked_then_
     assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"], alarm["Threshold"]) == (2, 2, 1)
     assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert alarm["TreatMissingData"] == "ignore"  # no traffic: neither a stall nor a recovery
+    assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
+
+
+def test_given_the_ingest_api_throttling_a_request_then_an_alarm_breaches_but_not_on_the_usage_routes_own_429(
+    template: Template,
+) -> None:
+    """D-PK-4: API Gateway's throttle answers 429, a 4xx, so IngestApi5xxAlarm never sees it, and LiveKit gives up
+    after ~5 attempts over ~15 s. The access log's 429s (a metric filter) less the usage handler's own 429s (its
+    per-client limit, counted as UsageRateLimited once per answer) are the requests the API itself throttled; one
+    in five minutes alarms. Bad signatures (401) and refused bodies (400) are not counted at all."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_webhook_ingest.http import SERVICE  # noqa: PLC0415
+
+    access = template.resources["IngestApi"]["Properties"]["AccessLogSettings"]
+    assert access["DestinationArn"] == {"Fn::GetAtt": ["IngestApiAccessLogs", "Arn"]}
+    logged = json.loads(access["Format"])
+    assert logged["status"] == "$context.status"
+    assert logged["responseType"] == "$context.error.responseType"  # THROTTLED, for the operator reading the log
+    [metric_filter] = [
+        spec["Properties"]
+        for spec in template.of_type("AWS::Logs::MetricFilter").values()
+        if spec["Properties"]["LogGroupName"] == {"Ref": "IngestApiAccessLogs"}
+    ]
+    assert metric_filter["FilterPattern"] == '{ $.status = "429" }'
+    assert metric_filter["MetricTransformations"] == [
+        {"MetricNamespace": "KiloBilling", "MetricName": "IngestApi429", "MetricValue": "1"}
+    ]
+    [alarm] = [
+        spec["Properties"]
+        for spec in template.of_type("AWS::CloudWatch::Alarm").values()
+        if any(
+            query.get("MetricStat", {}).get("Metric", {}).get("MetricName") == "IngestApi429"
+            for query in spec["Properties"].get("Metrics", [])
+        )
+    ]
+    queries = {query["Id"]: query for query in alarm["Metrics"]}
+    assert [query["Id"] for query in alarm["Metrics"] if query["ReturnData"]] == ["throttled"]
+    assert queries["throttled"]["Expression"] == "FILL(answered, 0) - FILL(limited, 0)"
+    assert queries["answered"]["MetricStat"]["Metric"] == {"Namespace": "KiloBilling", "MetricName": "IngestApi429"}
+    assert queries["limited"]["MetricStat"]["Metric"] == {
+        "Namespace": "KiloBilling",
+        "MetricName": Metric.USAGE_RATE_LIMITED.value,
+        "Dimensions": [{"Name": "service", "Value": SERVICE}],
+    }
+    for name in ("answered", "limited"):
+        assert (queries[name]["MetricStat"]["Period"], queries[name]["MetricStat"]["Stat"]) == (300, "Sum"), name
+    assert (alarm["EvaluationPeriods"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        1,
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert alarm["TreatMissingData"] == "notBreaching"
     assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
 
 
