@@ -255,17 +255,20 @@ def test_given_the_rating_stream_then_it_reads_only_new_livekit_and_usage_events
     assert pattern == {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"source": {"S": ["livekit", "usage"]}}}}
 
 
-def test_given_every_queue_then_a_stack_deletion_or_a_replacement_keeps_it_and_its_messages(template: Template) -> None:
+def test_given_every_queue_then_a_stack_deletion_or_a_replacement_keeps_it_but_a_rolled_back_creation_does_not(
+    template: Template,
+) -> None:
     """D-PK-3: a dead-letter, poison or on-failure queue holds the only pointer to work not done (rating's on-failure
     queue the unrated batches' ranges, the poison queue the records themselves), and a work queue its messages not
-    yet taken: CloudFormation deletes a queue it removes or replaces unless told to keep it (cfn-lint I3011)."""
+    yet taken: CloudFormation deletes a queue it removes or replaces unless told to keep it (cfn-lint I3011). A queue
+    that the failing deploy itself had just created holds nothing and has a fixed name: kept (plain ``Retain``), it
+    would make the retry collide, so ``RetainExceptOnCreate`` deletes exactly that one on rollback."""
     queues = template.of_type("AWS::SQS::Queue")
     assert {"RatingDeadLetterQueue", "PoisonRecordDeadLetterQueue", "AlertsQueue", "PaymentEventsQueue"} <= set(queues)
     assert len(queues) == 19
-    kept = {name for name, queue in queues.items() if queue.get("DeletionPolicy") == "Retain"}
-    kept_on_replace = {name for name, queue in queues.items() if queue.get("UpdateReplacePolicy") == "Retain"}
-    assert set(queues) - kept == set()
-    assert set(queues) - kept_on_replace == set()
+    for name, queue in queues.items():
+        assert queue.get("DeletionPolicy") == "RetainExceptOnCreate", name
+        assert queue.get("UpdateReplacePolicy") == "Retain", name
 
 
 def test_given_every_dead_letter_queue_then_an_alarm_watches_it(template: Template) -> None:
