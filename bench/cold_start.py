@@ -27,7 +27,8 @@ The handler list comes from the template (``AWS::Serverless::Function``: handler
 event sources): a function added later is measured without a change here. A function whose route or source has no
 representative request below (``ROUTES``, ``QUEUE_REQUESTS``) gets a generic one (an unsigned API request, an SQS
 message whose body is ``{}``, its schedule's input); the
-table shows each request's outcome and AWS calls, so nothing is hidden.
+table shows each request's outcome (a batch's: "batch served", or "<n> of <m> failed" when the handler failed a
+record) and AWS calls, so nothing is hidden. SQS records carry the system attributes Lambda always sends.
 """
 
 from __future__ import annotations
@@ -233,8 +234,13 @@ def parts_called(calls: dict[str, int]) -> frozenset[str]:
     return frozenset(part for part, (call, _) in CALL_PARTS.items() if calls.get(call))
 
 
+# A batch (SQS, stream) answered with no item failed; one that failed items is "<n> of <m> failed" (SQS delivers them
+# again, then to the dead-letter queue): a crash the batch processor caught is not a served request.
+BATCH_SERVED = "batch served"
+
 CHILD = """
 import json, sys
+BATCH_SERVED = "__BATCH_SERVED__"
 spec = json.load(open(sys.argv[1]))
 module = __import__(spec["module"], fromlist=["lambda_handler"])
 class Context:
@@ -246,7 +252,12 @@ class Context:
         return 10_000
 try:
     response = getattr(module, spec["attribute"])(spec["event"], Context())
-    outcome = response.get("statusCode", "returned") if isinstance(response, dict) else "returned"
+    outcome = "returned"
+    if isinstance(response, dict) and "statusCode" in response:
+        outcome = response["statusCode"]
+    elif isinstance(response, dict) and "batchItemFailures" in response:
+        failed = len(response["batchItemFailures"])
+        outcome = f"{failed} of {len(spec['event'].get('Records', []))} failed" if failed else BATCH_SERVED
 except Exception as exc:
     outcome = type(exc).__name__
 peak_kb = 0
@@ -256,7 +267,7 @@ with open("/proc/self/status") as status:
             peak_kb = int(line.split()[1])
 with open(sys.argv[2], "w") as out:
     json.dump({"outcome": outcome, "modules": sorted(sys.modules), "peak_kb": peak_kb}, out)
-"""
+""".replace("__BATCH_SERVED__", BATCH_SERVED)
 
 
 @dataclass
@@ -447,7 +458,16 @@ def _alert_request() -> tuple[Any, str]:
 
 
 def _sqs_batch(body: str, source_arn: str = "arn:aws:sqs:us-east-1:123456789012:bench") -> dict[str, Any]:
-    record = {"messageId": "bench-1", "receiptHandle": "bench", "body": body, "attributes": {},
+    """One message as Lambda's SQS poller delivers it: its system attributes are always there (a first receive, sent
+    a second before; the sender a role's session) - a handler that reads ``ApproximateReceiveCount`` finds it."""
+    sent_ms = NOW_S * 1000 - 1000
+    attributes = {
+        "ApproximateReceiveCount": "1",
+        "SentTimestamp": str(sent_ms),
+        "SenderId": "AROAEXAMPLEBENCHSENDER:bench",
+        "ApproximateFirstReceiveTimestamp": str(sent_ms + 20),
+    }
+    record = {"messageId": "bench-1", "receiptHandle": "bench", "body": body, "attributes": attributes,
               "messageAttributes": {}, "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
               "eventSource": "aws:sqs", "awsRegion": "us-east-1", "eventSourceARN": source_arn}  # fmt: skip
     return {"Records": [record]}

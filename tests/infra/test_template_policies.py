@@ -3,6 +3,7 @@ on what SAM generates, is in test_generated_iam.py)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,9 @@ def test_given_the_events_table_then_it_streams_expires_and_is_retained(template
 
 def test_given_ingest_then_5xx_and_signature_spikes_and_store_failures_alarm(template: Template) -> None:
     alarms = template.of_type("AWS::CloudWatch::Alarm")
-    metrics = {(alarm["Properties"]["Namespace"], alarm["Properties"]["MetricName"]) for alarm in alarms.values()}
+    metrics = {
+        (alarm["Properties"].get("Namespace"), alarm["Properties"].get("MetricName")) for alarm in alarms.values()
+    }
     assert {
         ("AWS/ApiGateway", "5xx"),
         ("KiloBilling", "SignatureRejected"),
@@ -83,6 +86,119 @@ def test_given_ingest_then_5xx_and_signature_spikes_and_store_failures_alarm(tem
     } <= metrics
     for name, alarm in alarms.items():
         assert alarm["Properties"].get("AlarmActions"), f"{name} notifies nobody"
+
+
+def test_given_ingest_storing_events_for_rating_when_rating_is_not_invoked_then_an_alarm_breaches(
+    template: Template,
+) -> None:
+    """D-PK-2: IteratorAge (RatingLagAlarm) is emitted only when the stream invokes rating, so a disabled or stuck
+    trigger needs its own alarm: events stored for rating (the ingest routes' stored counts, less the Stripe
+    function's invocations: Stripe's stored events are filtered out of rating's stream) in two 15-minute windows in a
+    row with no invocation of the rating function."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_webhook_ingest.http import SERVICE  # noqa: PLC0415
+
+    def invocations(alarm: dict[str, Any], function: str) -> bool:
+        return any(
+            query.get("MetricStat", {}).get("Metric")
+            == {
+                "Namespace": "AWS/Lambda",
+                "MetricName": "Invocations",
+                "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function}}],
+            }
+            for query in alarm.get("Metrics", [])
+        )
+
+    [alarm] = [
+        alarm["Properties"]
+        for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
+        if invocations(alarm["Properties"], "RateUsageFunction")
+    ]
+    queries = {query["Id"]: query for query in alarm["Metrics"]}
+    assert [query["Id"] for query in alarm["Metrics"] if query["ReturnData"]] == ["stalled"]
+    assert queries["stalled"]["Expression"] == (
+        "IF(FILL(stored, 0) + FILL(usage, 0) - FILL(stripe, 0) > 0 AND FILL(rating, 0) == 0, 1, 0)"
+    )
+    ingest = [{"Name": "service", "Value": SERVICE}]
+    assert queries["stored"]["MetricStat"]["Metric"] == {
+        "Namespace": "KiloBilling",
+        "MetricName": Metric.WEBHOOK_STORED.value,
+        "Dimensions": ingest,
+    }
+    assert queries["usage"]["MetricStat"]["Metric"] == {
+        "Namespace": "KiloBilling",
+        "MetricName": Metric.USAGE_RECORDED.value,
+        "Dimensions": ingest,
+    }
+    assert invocations({"Metrics": [queries["stripe"]]}, "StripeWebhookFunction")
+    assert invocations({"Metrics": [queries["rating"]]}, "RateUsageFunction")
+    for name in ("stored", "usage", "stripe", "rating"):
+        assert (queries[name]["MetricStat"]["Period"], queries[name]["MetricStat"]["Stat"]) == (900, "Sum"), name
+    # the ingest functions count under the service the alarm reads; the Stripe function is the Stripe route's
+    for function in ("LiveKitWebhookFunction", "UsageApiFunction", "StripeWebhookFunction"):
+        variables = template.resources[function]["Properties"]["Environment"]["Variables"]
+        assert variables["POWERTOOLS_SERVICE_NAME"] == SERVICE, function
+    stripe_events = template.resources["StripeWebhookFunction"]["Properties"]["Events"].values()
+    assert [event["Properties"]["Path"] for event in stripe_events] == ["/webhooks/stripe"]
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"], alarm["Threshold"]) == (2, 2, 1)
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    # a window with no point at all (unlikely: every input is FILL'd, so a quiet window reads 0) moves nothing
+    assert alarm["TreatMissingData"] == "ignore"
+    assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
+
+
+def test_given_the_ingest_api_throttling_a_request_then_an_alarm_breaches_but_not_on_the_usage_routes_own_429(
+    template: Template,
+) -> None:
+    """D-PK-4: API Gateway's throttle answers 429, a 4xx, so IngestApi5xxAlarm never sees it, and LiveKit gives up
+    after ~5 attempts over ~15 s. The access log's 429s (a metric filter) less the usage handler's own 429s (its
+    per-client limit, counted as UsageRateLimited once per answer) are the requests the API itself throttled; one
+    in five minutes alarms. Bad signatures (401) and refused bodies (400) are not counted at all."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_webhook_ingest.http import SERVICE  # noqa: PLC0415
+
+    access = template.resources["IngestApi"]["Properties"]["AccessLogSettings"]
+    assert access["DestinationArn"] == {"Fn::GetAtt": ["IngestApiAccessLogs", "Arn"]}
+    logged = json.loads(access["Format"])
+    assert logged["status"] == "$context.status"
+    # for the operator reading the log (a REST API's throttle reads THROTTLED; the HTTP API docs do not show it): the
+    # alarm keys on the status alone
+    assert logged["responseType"] == "$context.error.responseType"
+    [metric_filter] = [
+        spec["Properties"]
+        for spec in template.of_type("AWS::Logs::MetricFilter").values()
+        if spec["Properties"]["LogGroupName"] == {"Ref": "IngestApiAccessLogs"}
+    ]
+    assert metric_filter["FilterPattern"] == '{ $.status = "429" }'
+    assert metric_filter["MetricTransformations"] == [
+        {"MetricNamespace": "KiloBilling", "MetricName": "IngestApi429", "MetricValue": "1"}
+    ]
+    [alarm] = [
+        spec["Properties"]
+        for spec in template.of_type("AWS::CloudWatch::Alarm").values()
+        if any(
+            query.get("MetricStat", {}).get("Metric", {}).get("MetricName") == "IngestApi429"
+            for query in spec["Properties"].get("Metrics", [])
+        )
+    ]
+    queries = {query["Id"]: query for query in alarm["Metrics"]}
+    assert [query["Id"] for query in alarm["Metrics"] if query["ReturnData"]] == ["throttled"]
+    assert queries["throttled"]["Expression"] == "FILL(answered, 0) - FILL(limited, 0)"
+    assert queries["answered"]["MetricStat"]["Metric"] == {"Namespace": "KiloBilling", "MetricName": "IngestApi429"}
+    assert queries["limited"]["MetricStat"]["Metric"] == {
+        "Namespace": "KiloBilling",
+        "MetricName": Metric.USAGE_RATE_LIMITED.value,
+        "Dimensions": [{"Name": "service", "Value": SERVICE}],
+    }
+    for name in ("answered", "limited"):
+        assert (queries[name]["MetricStat"]["Period"], queries[name]["MetricStat"]["Stat"]) == (300, "Sum"), name
+    assert (alarm["EvaluationPeriods"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        1,
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
 
 
 def test_given_every_asynchronous_event_source_then_it_has_a_dead_end(template: Template) -> None:
@@ -142,6 +258,22 @@ def test_given_the_rating_stream_then_it_reads_only_new_livekit_and_usage_events
     assert pattern == {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"source": {"S": ["livekit", "usage"]}}}}
 
 
+def test_given_every_queue_then_a_stack_deletion_or_a_replacement_keeps_it_but_a_rolled_back_creation_does_not(
+    template: Template,
+) -> None:
+    """D-PK-3: a dead-letter, poison or on-failure queue holds the only pointer to work not done (rating's on-failure
+    queue the unrated batches' ranges, the poison queue the records themselves), and a work queue its messages not
+    yet taken: CloudFormation deletes a queue it removes or replaces unless told to keep it (cfn-lint I3011). A queue
+    that the failing deploy itself had just created holds nothing and has a fixed name: kept (plain ``Retain``), it
+    would make the retry collide, so ``RetainExceptOnCreate`` deletes exactly that one on rollback."""
+    queues = template.of_type("AWS::SQS::Queue")
+    assert {"RatingDeadLetterQueue", "PoisonRecordDeadLetterQueue", "AlertsQueue", "PaymentEventsQueue"} <= set(queues)
+    assert len(queues) == 19
+    for name, queue in queues.items():
+        assert queue.get("DeletionPolicy") == "RetainExceptOnCreate", name
+        assert queue.get("UpdateReplacePolicy") == "Retain", name
+
+
 def test_given_every_dead_letter_queue_then_an_alarm_watches_it(template: Template) -> None:
     watched = {
         str(template.resolve(dimension["Value"]))
@@ -190,7 +322,7 @@ def test_given_every_queue_a_function_polls_then_an_alarm_watches_the_age_of_its
     watched = {
         str(template.resolve(dimension["Value"]))
         for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
-        if alarm["Properties"]["MetricName"] == "ApproximateAgeOfOldestMessage"
+        if alarm["Properties"].get("MetricName") == "ApproximateAgeOfOldestMessage"
         for dimension in alarm["Properties"].get("Dimensions", [])
         if dimension["Name"] == "QueueName"
     }
@@ -336,7 +468,7 @@ def _alarmed_at_the_first(template: Template, metric: str, service: str) -> None
     [alarm] = [
         alarm["Properties"]
         for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
-        if alarm["Properties"]["MetricName"] == metric
+        if alarm["Properties"].get("MetricName") == metric
         and alarm["Properties"]["Dimensions"] == [{"Name": "service", "Value": service}]
     ]
     assert alarm["Namespace"] == "KiloBilling"
@@ -381,7 +513,7 @@ def test_given_the_alerts_functions_rechecks_setting_blank_then_its_count_alarms
     function = template.resources["AlertsFunction"]["Properties"]
     assert function["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == SERVICE == "alerts"
     alarmed = template.of_type("AWS::CloudWatch::Alarm").values()
-    assert [a["Properties"]["MetricName"] for a in alarmed].count("ForecastRechecksQueueUnnamed") == 1
+    assert [a["Properties"].get("MetricName") for a in alarmed].count("ForecastRechecksQueueUnnamed") == 1
     _alarmed_at_the_first(template, Metric.FORECAST_RECHECKS_QUEUE_UNNAMED.value, SERVICE)
 
 
@@ -395,7 +527,7 @@ def test_given_a_stripe_event_an_operator_must_look_at_then_the_payment_status_f
     from kilo_invoice.payment_handler import SERVICE  # noqa: PLC0415
 
     alarmed = template.of_type("AWS::CloudWatch::Alarm").values()
-    assert [a["Properties"]["MetricName"] for a in alarmed].count(Metric.PAYMENT_EVENT_ATTENTION.value) == 1
+    assert [a["Properties"].get("MetricName") for a in alarmed].count(Metric.PAYMENT_EVENT_ATTENTION.value) == 1
     _alarmed_at_the_first(template, Metric.PAYMENT_EVENT_ATTENTION.value, SERVICE)
 
 
@@ -448,7 +580,7 @@ def test_given_solana_runs_whose_listing_server_stays_behind_then_ten_minutes_of
     [alarm] = [
         alarm["Properties"]
         for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
-        if alarm["Properties"]["MetricName"] == Metric.SOLANA_LISTING_BEHIND.value
+        if alarm["Properties"].get("MetricName") == Metric.SOLANA_LISTING_BEHIND.value
     ]
     assert alarm["Namespace"] == "KiloBilling"
     assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
@@ -478,7 +610,7 @@ def test_given_sweeps_whose_still_reached_event_the_bus_refuses_then_three_in_a_
     [alarm] = [
         alarm["Properties"]
         for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
-        if alarm["Properties"]["MetricName"] == Metric.STILL_REACHED_UNPUBLISHED.value
+        if alarm["Properties"].get("MetricName") == Metric.STILL_REACHED_UNPUBLISHED.value
     ]
     assert alarm["Namespace"] == "KiloBilling"
     assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]

@@ -116,6 +116,26 @@ HANDLERS = [
         {"Records": []},
         frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "jinja2", "phonenumbers"}),
     ),
+    # The operator checks (a schedule) read tables and publish counts: never alert delivery (its logic, catalogue and
+    # rendering), templates, phone numbers or another function's libraries.
+    Handler(
+        "kilo_alerts.operator_handler",
+        None,
+        frozenset(
+            {
+                "stripe",
+                "aiohttp",
+                "requests",
+                "livekit",
+                "google.protobuf",
+                "jinja2",
+                "phonenumbers",
+                "kilo_alerts.logic",
+                "kilo_alerts.catalogue",
+                "kilo_alerts.render",
+            }
+        ),
+    ),
     # The account API loads the Stripe SDK only for a Checkout or Billing Portal page (the lazy pages), and
     # libphonenumber only for a phone number saved or texted a code (D212); a usage request called cold (no
     # claims: 401 before any read) loads none of the other functions' libraries.
@@ -376,7 +396,6 @@ def project_modules(modules: frozenset[str]) -> ModuleCount:
 
 SERVED_FORBIDDEN = {handler.module: handler.forbidden for handler in HANDLERS}
 SERVED_FORBIDDEN["kilo_rate_usage.sweeper_handler"] = frozenset({"stripe", "aiohttp", "requests", "livekit.api"})
-SERVED_FORBIDDEN["kilo_alerts.operator_handler"] = frozenset({"stripe", "aiohttp", "requests", "livekit", "jinja2"})
 # The X-Ray SDK stays off unless the template's XRaySubsegments asks for it (D94), on every function.
 SERVED_FORBIDDEN = {module: forbidden | {"aws_xray_sdk"} for module, forbidden in SERVED_FORBIDDEN.items()}
 # Laziness on the first request: an idle sweep reads no LiveKit keys (Powertools' parameters utility loads with the
@@ -414,7 +433,7 @@ EXACT_COUNTS = {
 MODULE_CEILINGS = {
     "kilo_rate_usage.handler": 329,  # 322
     "kilo_rate_usage.sweeper_handler": 327,  # 320
-    "kilo_alerts.handler": 372,  # 364 (a threshold alert sent by email)
+    "kilo_alerts.handler": 381,  # 373 (a threshold alert sent by email, its batch served: D-PK-1)
     "kilo_invoice.start_handler": 322,  # 315
     "kilo_invoice.close_handler": 207,  # 202
     "kilo_invoice.payment_handler": 206,  # 201
@@ -432,9 +451,18 @@ MODULE_CEILINGS = {
 # validate the body first (Powertools, as the account API does), so the generic request's empty body is a 400 naming
 # the missing fields (without it: 401, the authorizer's claims being API Gateway's), and the EVM watcher with no chain
 # configured refuses the schedule's chain key - both after importing all they import cold.
+# A queue or stream consumer's batch must come back with no item failed ("batch served"): a batch whose record failed
+# (the batch processor caught the handler's exception) is not a served request. The four queue consumers without a
+# representative message of their own (bench/cold_start.py's QUEUE_REQUESTS) get the generic body ``{}``, which is
+# not an event they take: its one record fails, after their cold imports (their ceilings were measured so).
+GENERIC_BODY_REFUSED = "1 of 1 failed"
 SERVED_OUTCOMES: dict[str, object] = {
     "kilo_crypto_watch.api_handler": 400,
     "kilo_crypto_watch.evm_handler": "UnknownChainError",
+    "kilo_invoice.close_handler": GENERIC_BODY_REFUSED,
+    "kilo_invoice.payment_handler": GENERIC_BODY_REFUSED,
+    "kilo_crypto_watch.bills_handler": GENERIC_BODY_REFUSED,
+    "kilo_invoice.crypto_settled_handler": GENERIC_BODY_REFUSED,
 }
 # hand-counted from the logic: the keys secret, then one conditional PutItem per event; the usage API adds the
 # per-client rate-limit counter (one UpdateItem) and one BatchGetItem of the batch's account registrations; Stripe
@@ -484,6 +512,20 @@ def served(function: str) -> tuple[dict[str, Any], dict[str, int]]:
 
 FUNCTIONS = [subject.name for subject in _template_functions()]
 MODULES = {subject.name: _module_of(subject) for subject in _template_functions()}
+BATCHES = {
+    subject.name for subject in _template_functions() if isinstance(subject.event, dict) and "Records" in subject.event
+}
+
+
+def expected_outcomes(function: str) -> tuple[object, ...]:
+    """What a served first request ends in: the outcome SERVED_OUTCOMES names for it, else a batch with no item failed
+    (a queue or stream consumer), else 200 or a handler's plain return (an API route; a schedule, Cognito)."""
+    from bench.cold_start import BATCH_SERVED  # noqa: PLC0415
+
+    module = MODULES[function]
+    if module in SERVED_OUTCOMES:
+        return (SERVED_OUTCOMES[module],)
+    return (BATCH_SERVED,) if function in BATCHES else (200, "returned")
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -498,7 +540,7 @@ def test_given_a_function_of_the_template_when_its_first_request_is_served_cold_
     loaded = frozenset(report["modules"])
     assert module in loaded
     # the request was served, not refused (or ended where SERVED_OUTCOMES says, for a stated reason)
-    assert report["outcome"] in (SERVED_OUTCOMES.get(module, 200), "returned"), report["outcome"]
+    assert report["outcome"] in expected_outcomes(function), report["outcome"]
     assert loaded_forbidden(loaded, SERVED_FORBIDDEN[module]) == set()
     count = project_modules(loaded)
     if module in EXACT_COUNTS:
@@ -507,6 +549,42 @@ def test_given_a_function_of_the_template_when_its_first_request_is_served_cold_
         assert count.third_party <= exact.third_party, f"{module} loaded {count}"
     else:
         assert sum(count) <= MODULE_CEILINGS[module], f"{module} loaded {count}"
+
+
+def test_given_the_bench_sqs_message_then_it_carries_the_attributes_lambda_always_sends() -> None:
+    """Lambda's SQS poller hands every record its system attributes (the alerts handler reads the receive count):
+    the bench's message has them, a first receive."""
+    from bench import cold_start  # noqa: PLC0415
+
+    (record,) = cold_start._sqs_batch("{}")["Records"]
+    attributes = record["attributes"]
+    assert set(attributes) == {
+        "ApproximateReceiveCount",
+        "SentTimestamp",
+        "SenderId",
+        "ApproximateFirstReceiveTimestamp",
+    }
+    assert attributes["ApproximateReceiveCount"] == "1"
+    assert int(attributes["SentTimestamp"]) <= int(attributes["ApproximateFirstReceiveTimestamp"])
+
+
+def test_given_an_alert_whose_record_the_handler_cannot_take_when_served_cold_then_its_failed_batch_is_the_outcome() -> (
+    None
+):
+    """Negative control of the batch outcome: the alerts message without its system attributes (what the bench sent
+    before D-PK-1) fails in the handler, and the batch processor's answer names it failed - not "batch served", not
+    a plain return the bounded test would take."""
+    from tempfile import TemporaryDirectory  # noqa: PLC0415
+
+    from bench import cold_start  # noqa: PLC0415
+
+    secrets: dict[str, str] = {}
+    (subject,) = [candidate for candidate in cold_start.subjects(secrets) if candidate.name == "AlertsFunction"]
+    subject.event["Records"][0]["attributes"] = {}
+    with TemporaryDirectory() as scratch, cold_start.seeded_stub(secrets) as stub:
+        report = cold_start.run_cold(subject, None, stub.url, Path(scratch))
+        assert report["outcome"] == "1 of 1 failed"
+        assert not stub.calls  # it failed before its first AWS call
 
 
 @pytest.mark.parametrize("function", [name for name in FUNCTIONS if MODULES[name] in SERVED_CALLS])

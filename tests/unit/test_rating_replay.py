@@ -134,6 +134,37 @@ def test_given_expired_stream_records_then_the_window_is_rerated_once_and_the_me
                                    "800000000003126276362")  # fmt: skip
 
 
+def test_given_a_hand_made_record_spanning_a_stall_past_the_streams_retention_then_its_window_is_rerated() -> None:
+    """README's runbook for RatingNotInvokedAlarm: no command re-rates stored events by time range, so an operator
+    puts on the on-failure queue a record of their own whose arrival times span the stall (here three days, from
+    2026-11-14T00:13:19Z); no shard holds its sequence numbers, and the events table's window answers."""
+    day = 86_400_000
+    body = json.dumps({"DDBStreamBatchInfo": {
+        "streamArn": "arn:aws:dynamodb:us-east-2:123456789012:table/kilo-billing-events-prod/stream/x",
+        "shardId": "none", "startSequenceNumber": "0", "endSequenceNumber": "0",
+        "approximateArrivalOfFirstRecord": "2026-11-14T00:13:19Z",
+        "approximateArrivalOfLastRecord": "2026-11-17T00:13:19Z"}})  # fmt: skip
+
+    def usage(event_id: str, quantity: int, received_ms: int) -> UsageEventRecord:
+        return UsageEventRecord("kilo-app", event_id, "acct", "messages", quantity, received_ms, event_id, received_ms)
+
+    first_day = usage("m-1", 70, LATER_ARRIVAL_MS + 3_600_000)  # an hour into the stall
+    third_day = usage("m-2", 30, LATER_ARRIVAL_MS + 2 * day + 3_600_000)  # past the stream's 24 h
+    before = usage("m-0", 5, LATER_ARRIVAL_MS - 3_600_000)  # an hour before: outside the 10-minute margin
+    repo, queue, stream = InMemoryUsageRepository(), Queue(body), ExpiredStream()
+    for record in (first_day, third_day, before):
+        repo.store_event(record)
+    config = RatingConfig(AttributionRule(), default_catalog().for_period)
+
+    results = replay(queue, stream, Events(first_day, third_day, before), repo, RecordingPublisher(),
+                     InMemoryPoisonSink(), config, LATER_ARRIVAL_MS + 3 * day + 60_000, True)  # fmt: skip
+
+    assert [(r.plan.source, r.outcome.usage_rated if r.outcome else None, r.deleted) for r in results] == [
+        ("events table", 2, True)
+    ]  # fmt: skip
+    assert repo.totals("acct", "2026-11") == {"messages": 100}  # 70 + 30; the 5 before the stall not re-rated here
+
+
 class SchemaAhead(InMemoryUsageRepository):
     """A repository one of whose rooms holds an item of a newer schema (a rolling deploy): reading it fails."""
 
