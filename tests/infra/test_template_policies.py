@@ -507,14 +507,19 @@ def test_given_a_session_whose_join_livekit_dropped_then_the_operator_is_alarmed
     _alarmed_at_the_first(template, Metric.SESSIONS_JOIN_LOST.value, SERVICE)
 
 
-def test_given_a_synthetic_join_dynamodb_refused_then_the_operator_is_alarmed_at_the_first(template: Template) -> None:
+@pytest.mark.parametrize("metric", ["SweepJoinsUnwritten", "SweepJoinsAbandoned"])
+def test_given_a_synthetic_join_dynamodb_refused_or_a_join_less_participant_given_up_then_the_operator_is_alarmed(
+    template: Template, metric: str
+) -> None:
     """D375 amended (sw, second round): a synthetic join the sweeper could not write leaves a participant RoomService
     listed unbilled (kind UNKNOWN once its room finishes) - minutes not billed. The sweep goes on and counts
-    ``SweepJoinsUnwritten`` under its service name: alarmed at the first one."""
+    ``SweepJoinsUnwritten`` under its service name: alarmed at the first one (D-sw-1). D-sw-2: a join-less
+    participant of a room RoomService says is gone, its room_finished not rated, is given up, not billed:
+    ``SweepJoinsAbandoned``, alarmed at the first one too."""
     from kilo_billing.observability import Metric  # noqa: PLC0415
     from kilo_rate_usage.sweeper_handler import SERVICE  # noqa: PLC0415
 
-    _alarmed_at_the_first(template, Metric.SWEEP_JOINS_UNWRITTEN.value, SERVICE)
+    _alarmed_at_the_first(template, Metric(metric).value, SERVICE)
 
 
 def _unalarmed() -> dict[str, tuple[str | None, str]]:

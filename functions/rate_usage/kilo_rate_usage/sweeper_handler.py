@@ -77,6 +77,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             extra={"room_sid": room_sid, "participant_sid": participant_sid, "reason": reason},
         )
     count(SERVICE, Metric.SWEEP_JOINS_UNWRITTEN, len(outcome.unwritten_joins))
+    for room_sid, participant_sid in outcome.abandoned_joins:
+        logger.warning(
+            "join-less participant given up: RoomService says the room is gone, its room_finished not rated - not "
+            "billed unless room_finished arrives (then counted as SessionsJoinLost)",
+            extra={"room_sid": room_sid, "participant_sid": participant_sid},
+        )
+    count(SERVICE, Metric.SWEEP_JOINS_ABANDONED, len(outcome.abandoned_joins))
     count(SERVICE, Metric.SESSIONS_SWEPT, outcome.swept)
     count(SERVICE, Metric.SESSIONS_CAPPED, outcome.capped)
     count(SERVICE, Metric.ROOMSERVICE_UNANSWERED, outcome.unanswered_rooms)
@@ -90,6 +97,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "dropped_states": outcome.dropped_states,
         "joined": outcome.joined,  # synthetic joins written for join-less participants RoomService listed (D375)
         "joins_unwritten": len(outcome.unwritten_joins),
+        "joins_abandoned": len(outcome.abandoned_joins),
         "thresholds": thresholds,
     }
     logger.info("sweep done", extra=summary)

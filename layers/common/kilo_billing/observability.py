@@ -69,6 +69,9 @@ class Metric(StrEnum):
     ROOMSERVICE_UNANSWERED = "RoomServiceUnanswered"  # rooms the sweeper could not ask LiveKit about
     SWEEP_FAILED = "SweepFailed"
     SWEEP_JOINS_UNWRITTEN = "SweepJoinsUnwritten"  # a synthetic join DynamoDB refused: the sweep went on (D375)
+    # a join-less participant of a room RoomService says is gone before its room_finished was rated: nobody can list
+    # him any more, so he is given up - not billed, named in a warning: alarmed (D-sw-2)
+    SWEEP_JOINS_ABANDONED = "SweepJoinsAbandoned"
     STILL_REACHED_UNPUBLISHED = "StillReachedUnpublished"  # the bus refused HardLimitStillReached.v1: next run's retry
     # alerts
     ALERTS_SENT = "AlertsSent"  # one per message handed to SES or SNS
