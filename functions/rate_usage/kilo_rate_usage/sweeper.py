@@ -41,8 +41,9 @@ batch that wrote it has committed or died), or at once when the room is gone; a 
 committed between the sweeper's reads) keeps it. A mark a day old whose room still holds a join-less participant is
 renewed (marked again at the sweep, expiring 7 days later: D-sw-2), so it outlives a room open for longer - or
 RoomService unanswered for longer - than rating's 7 days. A gone room whose state has not finished (its room_finished
-lost too) gives its join-less participants up: nobody can list them any more - named in the outcome
-(``abandoned_joins``), counted and alarmed by the handler, never dropped silently. A join stays within the events
+lost too) gives its join-less participants up: nobody can list them any more - said to ``give_up`` (the handler logs,
+counts and alarms them) before the room's mark is forgotten, so a sweep failing later has said them already (D-sw-4),
+and named in the outcome (``abandoned_joins``); never dropped silently. A join stays within the events
 table's item bound (RoomService's metadata and attributes left out when too large); one DynamoDB refuses all the same
 is logged, counted and alarmed, the sweep goes on and the mark stays.
 """
@@ -50,7 +51,7 @@ is logged, counted and alarmed, the sweep goes on and the mark stays.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 
 from kilo_billing.events import MAX_ITEM_BYTES, item_size
@@ -314,10 +315,17 @@ def plan_sweep(
 
 
 def run_sweep(
-    store: SweeperStore, directory: RoomDirectory, now_ms: int, policy: SweepPolicy, expires_at: int
+    store: SweeperStore,
+    directory: RoomDirectory,
+    now_ms: int,
+    policy: SweepPolicy,
+    expires_at: int,
+    give_up: Callable[[Sequence[tuple[str, str]]], None] = lambda abandoned: None,
 ) -> tuple[SweepOutcome, RoomAnswers, list[LiveKitEventRecord]]:
     """One sweep: ask, decide, write the closes and the rooms' listings. Returns the outcome, what RoomService said
-    and the closes written (for the handler's logs)."""
+    and the closes written (for the handler's logs). ``give_up`` is told a gone room's join-less participants (room
+    sid, participant sid) before its mark is forgotten: a later step failing leaves a retry no mark to find them by,
+    so they are said then, once (D-sw-4)."""
     open_sessions = with_room_activity(store, store.open_sessions())
     joinless = find_joinless(store, now_ms, policy)
     rooms = sorted(
@@ -351,6 +359,8 @@ def run_sweep(
     # the join-less participants of a gone room whose state has not finished: nobody can list them any more
     abandoned = tuple((room, sid) for room in sorted(gone) for sid in sorted(joinless.asking[room][1]))
     for room in sorted(joinless.forget.keys() | gone):  # last: a retry of this sweep still finds them
+        if room in gone:  # said before the forget: once forgotten, no retry finds them (D-sw-4)
+            give_up([(gone_room, sid) for gone_room, sid in abandoned if gone_room == room])
         store.forget_joinless_room(room, joinless.marks[room])
     if plan.listings:  # last: a retry of this sweep still reads the previous answers (its closes are written once)
         store.record_listings(plan.listings, marks_expire)
