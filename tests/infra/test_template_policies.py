@@ -522,6 +522,17 @@ def test_given_a_synthetic_join_dynamodb_refused_or_a_join_less_participant_give
     _alarmed_at_the_first(template, Metric(metric).value, SERVICE)
 
 
+def test_given_a_signed_livekit_body_refused_as_not_an_event_then_the_operator_is_alarmed_at_the_first(
+    template: Template,
+) -> None:
+    """D-sw-5: the LiveKit route verifies the signature before it parses, so a 400 for the body is a signed event
+    LiveKit takes as delivered and never resends: ``LiveKitSignedEventRefused``, alarmed at the first one."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_webhook_ingest.http import SERVICE  # noqa: PLC0415
+
+    _alarmed_at_the_first(template, Metric.LIVEKIT_SIGNED_EVENT_REFUSED.value, SERVICE)
+
+
 def _unalarmed() -> dict[str, tuple[str | None, str]]:
     """Each metric of ``observability.Metric`` that no alarm of its own watches, on purpose: its name -> (the alarm
     that sees the same failure another way, or None; why). A metric signalling money not billed or collected, or an
@@ -534,8 +545,13 @@ def _unalarmed() -> dict[str, tuple[str | None, str]]:
         # ingest
         M.WEBHOOK_STORED: (None, outcome),
         M.WEBHOOK_DUPLICATE: (None, outcome),
-        # malformed or unsigned (4xx, LiveKit/Stripe see it); the signature ones are SignatureRejected, alarmed
-        M.WEBHOOK_REJECTED: (None, answered),
+        # every refusal, of any route; the signature ones are SignatureRejected, alarmed; a signed LiveKit body refused
+        # (LiveKit never resends it) is LiveKitSignedEventRefused, alarmed (D-sw-5); a signed Stripe event refused is
+        # resent by Stripe for 3 days, and its foreign ones are StripeEventForeign, alarmed
+        M.WEBHOOK_REJECTED: (
+            "LiveKitSignedEventRefusedAlarm",
+            "counts every refusal; the ones that lose an event are counted apart and alarmed (D-sw-5)",
+        ),
         M.USAGE_RECORDED: (None, outcome),
         M.ENTITLEMENT_ALLOWED: (None, outcome),
         M.ENTITLEMENT_REFUSED: (None, answered),

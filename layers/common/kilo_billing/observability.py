@@ -42,6 +42,8 @@ class Metric(StrEnum):
     WEBHOOK_DUPLICATE = "WebhookDuplicate"
     WEBHOOK_REJECTED = "WebhookRejected"
     SIGNATURE_REJECTED = "SignatureRejected"
+    # a body LiveKit signed that is not an event we read, refused (400): LiveKit never resends it - alarmed (D-sw-5)
+    LIVEKIT_SIGNED_EVENT_REFUSED = "LiveKitSignedEventRefused"
     UNSTORABLE_EVENT = "UnstorableEvent"  # signed, valid, refused for good (e.g. too large to keep): alarmed
     INGEST_STORE_FAILED = "IngestStoreFailed"
     # a signed Stripe event of the other mode or of a Connect account: refused (ingest) or not applied (payments);
