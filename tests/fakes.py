@@ -391,6 +391,10 @@ class InMemoryUsageRepository:
         if room_sid in self.joinless and self.joinless[room_sid][0] == at_ms:
             del self.joinless[room_sid]
 
+    def renew_joinless_room(self, room_sid: str, at_ms: int, now_ms: int, expires_at: int) -> None:
+        if room_sid in self.joinless and self.joinless[room_sid][0] == at_ms:
+            self.joinless[room_sid] = (now_ms, expires_at)
+
     def drop_room_state(self, state: RoomState) -> bool:
         room = state.room_sid
         if state.pending:

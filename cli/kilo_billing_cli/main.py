@@ -11,12 +11,15 @@ already) and a rerun finishes it, counting what was made - nothing sent twice; `
 unreachable exits 4 too, refused by Stripe (or its invoice paid, uncollectible or in a status we do not know) exits 3,
 nothing voided. Storage wrongly configured is bad input, not unavailable: a table or event bus that does not exist
 (``ResourceNotFoundException``: a typo in ``--usage-table`` or its environment variable) or access to it denied
-(``AccessDeniedException``) exits 2 with one line naming the command's table and bus settings - a rerun would fail
-the same way, so a script retrying on 4 does not loop. ``crypto assign``, ``crypto resolve``, ``rating replay
---apply`` and ``invoice run`` write, then publish: they ask for the bus (``DescribeEventBus``, bus.py) before any write,
-and one that does not exist exits 2 "fix --event-bus", access to it denied exits 2 naming ``events:DescribeEventBus``,
-nothing written (EventBridge has been reported to accept PutEvents to a bus that does not exist: the events would be
-lost without an error; a bus in another account, by ARN, is refused by the check). An event the bus did not take
+(``AccessDeniedException``, SQS's ``AccessDenied``) exits 2 with one line naming the command's table and bus
+settings - a rerun would fail the same way, so a script retrying on 4 does not loop; ``rating replay --requeue``
+prints its own line about the queue instead, and exits 2 for access denied at its receive, its send and its delete
+after the copy was sent (two copies then: fix ``sqs:DeleteMessage`` first), 4 for any other failure. ``crypto
+assign``, ``crypto resolve``, ``rating replay --apply`` and ``invoice run`` write, then publish: they ask for the bus
+(``DescribeEventBus``, bus.py) before any write, and one that does not exist exits 2 "fix --event-bus", access to
+it denied exits 2 naming ``events:DescribeEventBus``, nothing written (EventBridge has been reported to accept
+PutEvents to a bus that does not exist: the events would be lost without an error; a bus in another account, by ARN,
+is refused by the check). An event the bus did not take
 (``PublishError``) after the command wrote - ``crypto assign`` or ``crypto resolve`` saved the decision, and a rerun
 is refused - exits 2 "fix the credentials' permissions" for access denied (``AccessDeniedException``, an entry's
 ``NotAuthorizedForSource/DetailTypeException``), 2 "fix --event-bus" for a bus that does not exist (moto's answer) or

@@ -198,8 +198,9 @@ def _selectors(body: str) -> set[str]:
 def _requeue(args: argparse.Namespace, console: Console) -> None:
     """Copy the one message ``args.requeue`` names to the same queue, then delete the original - only once the copy
     was sent (a failed send deletes nothing: one line, ``_send_failed``; a failed delete leaves two copies: said,
-    exit 4; access denied: fix sqs:DeleteMessage first, ``_delete_failed``); a failed receive, one line about the
-    queue (``_receive_failed``), not main's naming tables and a bus. D362 amended (rq), (sm)."""
+    exit 4, or exit 2 when access was denied - fix sqs:DeleteMessage first, ``_delete_failed``); a failed receive, one
+    line about the queue (``_receive_failed``), not main's naming tables and a bus. Access denied exits 2 at every
+    step (D362). D362 amended (rq), (sm), (sw)."""
     from kilo_billing.aws import InvalidRequestError, StorageUnavailableError, call, client  # noqa: PLC0415
     from kilo_rate_usage.adapters import SqsFailureQueue  # noqa: PLC0415
 
@@ -251,9 +252,9 @@ def _requeue(args: argparse.Namespace, console: Console) -> None:
     try:
         call(sqs.delete_message, QueueUrl=args.queue_url, ReceiptHandle=receipt)
     except Exception as exc:  # the copy is sent: say so whatever the delete's failure
-        line = _delete_failed(args.requeue, args.queue_url, sent["MessageId"], exc, hidden, check)
+        line, status = _delete_failed(args.requeue, args.queue_url, sent["MessageId"], exc, hidden, check)
         print(f"kilo-billing: {line}", file=sys.stderr)
-        raise SystemExit(4) from exc
+        raise SystemExit(status) from exc
     console.print(
         f"requeued {args.requeue}: copy sent (MessageId {sent['MessageId']}), the original deleted; the other "
         f"{len(received) - 1} message(s) received are visible again after {hidden} minutes"
@@ -300,10 +301,14 @@ def _receive_failed(selector: str, queue_url: str, exc: Exception, hidden: int) 
     ), 4
 
 
-def _delete_failed(selector: str, queue_url: str, copy_id: str, exc: Exception, hidden: int, check: str) -> str:
-    """The one line for a ``--requeue`` whose original was not deleted after its copy was sent: two copies. Access
-    denied: the delete surely failed, and deleting a copy by hand needs the same permission - fix sqs:DeleteMessage
-    first. Failed otherwise: SQS may have deleted it (an answer lost) - wait and count (D362 amended (rq2), (sm))."""
+def _delete_failed(
+    selector: str, queue_url: str, copy_id: str, exc: Exception, hidden: int, check: str
+) -> tuple[str, int]:
+    """The one line (and exit status) for a ``--requeue`` whose original was not deleted after its copy was sent: two
+    copies. Access denied (exit 2, D362's rule: a rerun fails the same way, and a script retrying on 4 would copy the
+    copy each time): the delete surely failed, and deleting a copy by hand needs the same permission - fix
+    sqs:DeleteMessage first. Failed otherwise (exit 4): SQS may have deleted it (an answer lost) - wait and count
+    (D362 amended (rq2), (sm), (sw))."""
     code = _code(exc)
     sent = f"--requeue {selector!r}: copy sent (MessageId {copy_id}), the original was NOT deleted"
     if code in _DENIED:
@@ -311,12 +316,12 @@ def _delete_failed(selector: str, queue_url: str, copy_id: str, exc: Exception, 
             f"{sent}: access denied ({code}): two copies are on the queue (a replay rates their usage once). Do not "
             f"rerun: it would copy a copy and fail its delete again. Give the credentials sqs:DeleteMessage on "
             f"{queue_url}, then delete one of the two copies by hand (README)"
-        )
+        ), 2
     return (
         f"{sent} ({exc}): two copies are on the queue (a replay rates their usage once). Do not rerun now: the "
         f"original is hidden {hidden} minutes, a rerun would copy the copy and leave two; wait {hidden} minutes, then "
         f"count the queue's messages ({check}) and delete one of the two by hand (README)"
-    )
+    ), 4
 
 
 def _send_failed(selector: str, queue_url: str, exc: Exception, hidden: int, check: str) -> tuple[str, int]:

@@ -460,6 +460,25 @@ def test_given_a_quiet_room_s_state_then_dropping_it_leaves_version_cut_off_and_
     assert harness.repo.stored_sessions("RM_r") == {}  # a mark is no session of the room
 
 
+def test_given_join_less_marks_then_forget_and_renew_act_only_on_the_mark_read(harness: Harness) -> None:
+    """D375 amended, D-sw-2: rating's marks of rooms holding a join-less participant; the sweeper forgets or renews a
+    mark only if it is still the one it read (a batch that marked the room again since: that mark stands); a renewed
+    mark is made at the sweep, so the next forget names that moment."""
+    assert harness.repo.joinless_rooms() == {}
+    harness.repo.mark_joinless_rooms(["RM_j", "RM_k"], NOW_MS, EXPIRES)
+    harness.repo.mark_joinless_rooms(["RM_j"], NOW_MS + 300_000, EXPIRES + 300)  # marked again by a later batch
+    harness.repo.renew_joinless_room("RM_j", NOW_MS, NOW_MS + 600_000, EXPIRES + 600)  # not the mark now: kept
+    harness.repo.forget_joinless_room("RM_j", NOW_MS)  # likewise
+    harness.repo.renew_joinless_room("RM_none", NOW_MS, NOW_MS + 600_000, EXPIRES + 600)  # no mark: none made
+    assert harness.repo.joinless_rooms() == {"RM_j": NOW_MS + 300_000, "RM_k": NOW_MS}
+    harness.repo.renew_joinless_room("RM_k", NOW_MS, NOW_MS + 600_000, EXPIRES + 600)
+    assert harness.repo.joinless_rooms() == {"RM_j": NOW_MS + 300_000, "RM_k": NOW_MS + 600_000}
+    harness.repo.forget_joinless_room("RM_k", NOW_MS)  # the mark read before the renewal: kept
+    harness.repo.forget_joinless_room("RM_k", NOW_MS + 600_000)
+    harness.repo.forget_joinless_room("RM_j", NOW_MS + 300_000)
+    assert harness.repo.joinless_rooms() == {}
+
+
 def test_given_a_rebuild_whose_header_is_refused_then_the_participant_items_of_its_generation_are_deleted(
     stack: Stack,
 ) -> None:

@@ -9,7 +9,10 @@ nothing), DynamoDB's per-item actions (it checks ``dynamodb:TransactWriteItems``
 where AWS checks ``PutItem``/``UpdateItem``/``DeleteItem``/``ConditionCheckItem`` per item of the transaction) and
 SQS's batch requests (authorized as ``SendMessage``, not ``SendMessageBatch``); its pattern matcher also reads ``?``
 as a regular expression's quantifier, where IAM means one character (the secrets' ``-??????`` suffix), so the
-matcher is replaced by IAM's wildcard rules while a role acts.
+matcher is replaced by IAM's wildcard rules while a role acts. moto ignores a statement's ``Condition`` too: the tier
+checks one condition key itself, ``dynamodb:Attributes`` (``ForAllValues:StringEquals``) on a ``PutItem`` (alone or in
+a transaction) - the top-level attributes the request names (its item's and its expression's names) must all be in
+the list of some statement granting that put, or the request is refused as AWS refuses it (D-sw-3).
 ``authorizations`` below supplies those, as AWS's service authorization reference describes them, for the services
 the functions call (DynamoDB, EventBridge, SQS - moto's own resource, the queue's ARN -, Secrets Manager, SES v2,
 SNS); each (action, resource) pair then goes through moto's own signature check and policy evaluation. An operation
@@ -197,7 +200,11 @@ class Roles:
                 (SESV2Response, "ses"),
                 (SNSResponse, "sns"),
             ):
-                patch.setattr(handler, "_authenticate_and_authorize_normal_action", _authorizer(service, enforcement))
+                patch.setattr(
+                    handler,
+                    "_authenticate_and_authorize_normal_action",
+                    _authorizer(service, enforcement, [*role_statements(self.transformed, f"{function}Role")]),
+                )
             patch.setattr(IAMPolicyStatement, "_match", staticmethod(_iam_match))
             patch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
             patch.setattr(ActionAuthenticatorMixin, "request_count", 0)
@@ -222,7 +229,33 @@ def _path(uri: str) -> str:
     return parsed.path + (f"?{parsed.query}" if parsed.query else "")
 
 
-def _authorizer(service: str, enforcement: Enforcement) -> Any:
+def put_attributes(body: dict[str, Any], arn: str) -> list[frozenset[str]]:
+    """The top-level attribute names of each ``PutItem`` a DynamoDB request makes on table ``arn`` (a ``PutItem`` or
+    a transaction's puts): its item's and its expression's names - ``dynamodb:Attributes`` as AWS evaluates it."""
+    puts = [body] if "Item" in body else [entry["Put"] for entry in body.get("TransactItems", []) if "Put" in entry]
+    return [
+        frozenset(put["Item"]) | frozenset(put.get("ExpressionAttributeNames", {}).values())
+        for put in puts
+        if arn.endswith(f"table/{put['TableName']}") or put["TableName"] == arn
+    ]
+
+
+def _attributes_allowed(statements: list[dict[str, Any]], arn: str, body: dict[str, Any]) -> bool:
+    """Whether every put of the request on ``arn`` is within the ``dynamodb:Attributes`` list of some statement
+    granting ``dynamodb:PutItem`` on it (a granting statement without that condition allows any attributes)."""
+    lists: list[frozenset[str] | None] = []
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        if statement["Effect"] == "Allow" and "dynamodb:PutItem" in actions and arn in resources:
+            listed = statement.get("Condition", {}).get("ForAllValues:StringEquals", {}).get("dynamodb:Attributes")
+            lists.append(None if listed is None else frozenset(listed))
+    return all(
+        any(listed is None or attributes <= listed for listed in lists) for attributes in put_attributes(body, arn)
+    )
+
+
+def _authorizer(service: str, enforcement: Enforcement, statements: list[dict[str, Any]]) -> Any:
     from moto.core.authorization import ActionAuthenticatorMixin  # noqa: PLC0415
     from moto.core.exceptions import AccessDeniedError, JsonRESTError  # noqa: PLC0415
     from moto.iam.access_control import IAMRequest  # noqa: PLC0415
@@ -249,6 +282,11 @@ def _authorizer(service: str, enforcement: Enforcement) -> Any:
                 "AccessDeniedException", f"{service}:{operation} is not mapped by the IAM tier"
             ) from None
         for action, arn in needs:
+            if service == "dynamodb" and action == "PutItem" and not _attributes_allowed(statements, arn, body):
+                enforcement.denied.append((f"{service}:{action}", arn))
+                raise JsonRESTError(
+                    "AccessDeniedException", f"not authorized to perform: {service}:{action} on resource: {arn}"
+                )
             request = IAMRequest(
                 account_id=handler.current_account,
                 method=handler.method,

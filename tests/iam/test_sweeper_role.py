@@ -156,3 +156,40 @@ def test_given_a_join_less_participant_under_the_sweeper_s_role_then_its_join_is
     assert (enforcement.denied, result["joined"]) == ([], 0)
     assert ("dynamodb:DeleteItem", USAGE_TABLE) in enforcement.allowed
     assert not [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]
+
+
+def test_given_a_join_less_participant_never_listed_under_the_sweeper_s_role_then_the_mark_is_renewed_then_given_up(
+    livekit_server: FakeLiveKit,
+    stack: Stack,
+    roles: Roles,
+    lambda_context: LambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D-sw-2: Dan's join was lost and RoomService lists the room without him (he left before the sweep). A sweep a
+    day after rating's mark renews it (a conditional put on the usage table: marked at the sweep, expiring 7 days
+    later); once RoomService says the room is gone - its room_finished lost too - the sweep gives Dan up, counted in
+    its summary (``joins_abandoned``), and forgets the mark."""
+    monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
+    room = lk.Room("RM_iamgone", "goneroom", account_id="acct_sweep", created_at=T0 - 1200)
+    dan = lk.Participant("PA_dan_g", "dan", (T0 - 600) * 1000)
+    deliver_webhook(lk.room_started(room, T0 - 1200), lambda_context)
+    deliver_webhook(lk.track_published(room, dan, "TR_dan_gcam", T0 - 500, video=True), lambda_context)
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+    [mark] = [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]
+    renewed_s = int(mark["marked_at_ms"]["N"]) // 1000 + 86_401  # a day after rating's clock marked it
+    livekit_server.rooms["goneroom"] = []  # listed, Dan not in it
+
+    result, enforcement = sweep(roles, renewed_s, lambda_context)
+    assert (enforcement.denied, result["joined"], result["joins_abandoned"]) == ([], 0, 0)
+    assert ("dynamodb:PutItem", USAGE_TABLE) in enforcement.allowed
+    [renewed] = [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]
+    assert (int(renewed["marked_at_ms"]["N"]), int(renewed["expires_at"]["N"])) == (
+        renewed_s * 1000,
+        renewed_s + 7 * 86_400,
+    )
+
+    del livekit_server.rooms["goneroom"]  # RoomService: no such room
+    result, enforcement = sweep(roles, renewed_s + 300, lambda_context)
+    assert (enforcement.denied, result["joined"], result["joins_abandoned"]) == ([], 0, 1)
+    assert not [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]

@@ -684,7 +684,8 @@ def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attr
 ) -> None:
     """A room's listing (D125), a swept room's mark (D219; the drop's version, D222) and a quiet room's
     version-only header (D219) with its count of events rated from (D273), whose condition names `pending`
-    (D223): the attributes a request names include its condition's."""
+    (D223), and a join-less room's renewed mark, conditional on its ``marked_at_ms`` (D-sw-2, D-sw-3): the
+    attributes a request names include its condition's."""
     puts = [
         statement
         for statement in role_statements(transformed, "SweeperFunctionRole")
@@ -693,6 +694,7 @@ def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attr
     assert sorted(s["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"] for s in puts) == [
         ["pk", "sk", "answered_at_ms", "participants", "expires_at"],
         ["pk", "sk", "closed_at_ms", "expires_at", "dropped_version"],
+        ["pk", "sk", "marked_at_ms", "expires_at"],
         ["pk", "sk", "version", "delivered_ms", "events", "generation", "pending"],
     ]
 

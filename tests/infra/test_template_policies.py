@@ -637,3 +637,119 @@ def test_given_a_session_whose_join_livekit_dropped_then_the_operator_is_alarmed
     from kilo_rate_usage.handler import SERVICE  # noqa: PLC0415
 
     _alarmed_at_the_first(template, Metric.SESSIONS_JOIN_LOST.value, SERVICE)
+
+
+@pytest.mark.parametrize("metric", ["SweepJoinsUnwritten", "SweepJoinsAbandoned"])
+def test_given_a_synthetic_join_dynamodb_refused_or_a_join_less_participant_given_up_then_the_operator_is_alarmed(
+    template: Template, metric: str
+) -> None:
+    """D375 amended (sw, second round): a synthetic join the sweeper could not write leaves a participant RoomService
+    listed unbilled (kind UNKNOWN once its room finishes) - minutes not billed. The sweep goes on and counts
+    ``SweepJoinsUnwritten`` under its service name: alarmed at the first one (D-sw-1). D-sw-2: a join-less
+    participant of a room RoomService says is gone, its room_finished not rated, is given up, not billed:
+    ``SweepJoinsAbandoned``, alarmed at the first one too."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_rate_usage.sweeper_handler import SERVICE  # noqa: PLC0415
+
+    _alarmed_at_the_first(template, Metric(metric).value, SERVICE)
+
+
+def test_given_a_signed_livekit_body_refused_as_not_an_event_then_the_operator_is_alarmed_at_the_first(
+    template: Template,
+) -> None:
+    """D-sw-5: the LiveKit route verifies the signature before it parses, so a 400 for the body is a signed event
+    LiveKit takes as delivered and never resends: ``LiveKitSignedEventRefused``, alarmed at the first one."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_webhook_ingest.http import SERVICE  # noqa: PLC0415
+
+    _alarmed_at_the_first(template, Metric.LIVEKIT_SIGNED_EVENT_REFUSED.value, SERVICE)
+
+
+def _unalarmed() -> dict[str, tuple[str | None, str]]:
+    """Each metric of ``observability.Metric`` that no alarm of its own watches, on purpose: its name -> (the alarm
+    that sees the same failure another way, or None; why). A metric signalling money not billed or collected, or an
+    event lost, is alarmed instead (D-sw-1)."""
+    from kilo_billing.observability import Metric as M  # noqa: PLC0415, N817
+
+    outcome = "an ordinary outcome, counted for dashboards"
+    answered = "a request refused with an answer to its caller, who sees it; nothing of ours is lost"
+    return {
+        # ingest
+        M.WEBHOOK_STORED: (None, outcome),
+        M.WEBHOOK_DUPLICATE: (None, outcome),
+        # every refusal, of any route; the signature ones are SignatureRejected, alarmed; a signed LiveKit body refused
+        # (LiveKit never resends it) is LiveKitSignedEventRefused, alarmed (D-sw-5); a signed Stripe event refused is
+        # resent by Stripe for 3 days, and its foreign ones are StripeEventForeign, alarmed
+        M.WEBHOOK_REJECTED: (
+            "LiveKitSignedEventRefusedAlarm",
+            "counts every refusal; the ones that lose an event are counted apart and alarmed (D-sw-5)",
+        ),
+        M.USAGE_RECORDED: (None, outcome),
+        M.ENTITLEMENT_ALLOWED: (None, outcome),
+        M.ENTITLEMENT_REFUSED: (None, answered),
+        M.USAGE_RATE_LIMITED: (None, answered),
+        M.USAGE_DUPLICATE: (None, outcome),
+        M.USAGE_CONFLICT: (None, answered),  # 409: the same key with another body, the client's own mistake
+        # rating
+        M.SESSIONS_RATED: (None, outcome),
+        M.USAGE_RATED: (None, outcome),
+        M.THRESHOLDS_CROSSED: (None, outcome),
+        M.POISON_RECORDS: ("PoisonRecordAlarm", "each record is on the poison queue, whose alarm fires"),
+        M.STORED_EVENTS_UNDECODABLE: ("PoisonRecordAlarm", "the room's records go to the poison queue"),
+        M.RATING_BATCH_FAILED: ("RatingDeadLetterAlarm", "retried by Lambda; what never passes reaches the DLQ"),
+        M.SESSIONS_SWEPT: (None, outcome),
+        M.SWEEP_FAILED: ("SweeperDeadLetterAlarm", "raised: Lambda retries the run once, then the DLQ"),
+        # alerts
+        M.ALERTS_SENT: (None, outcome),
+        M.ALERTS_DUPLICATE: (None, outcome),
+        M.ALERTS_SKIPPED: (None, outcome),  # the customer's preference or contact: nothing to fix of ours
+        M.ENFORCEMENT_ACTIONS: (None, outcome),
+        M.ALERT_SEND_RETRIED: ("AlertsDeadLetterAlarm", "the queue redelivers; five failures reach the DLQ"),
+        M.ABUSE_FLAGS: (None, "each flag is itself an operator alert on the operator topic (OperatorAlerts)"),
+        M.OPERATOR_ALERTS: (None, "counts what was already sent to the operator topic"),
+        M.FORECAST_RECHECKS_DROPPED: (None, "moot once the month is over; the 100 % alerts still come (D366)"),
+        # invoicing
+        M.CLOSE_JOBS_QUEUED: (None, outcome),
+        M.INVOICE_ISSUED: (None, outcome),
+        M.INVOICE_CLOSE_FAILED: ("InvoiceCloseDeadLetterAlarm", "the queue redelivers the job; then the DLQ"),
+        M.PAYMENT_EVENT_APPLIED: (None, outcome),
+        M.PAYMENT_EVENT_IGNORED: (None, outcome),  # about nothing of ours; another invoice is PaymentEventNeedsOperator
+        M.PAYMENT_FAILED: (None, "a customer's card declined: PaymentFailed.v1 starts the customer's dunning"),
+        # crypto
+        M.CRYPTO_TRANSFERS_SEEN: (None, outcome),
+        M.CRYPTO_REORGS: (None, "a chain reorganisation, rolled back and re-read by the watcher"),
+        M.CRYPTO_WATCH_BEHIND: (None, "a run at its work cap; the next one resumes from the cursor"),
+        M.CRYPTO_PAYMENTS_FINALIZED: (None, outcome),
+        M.CRYPTO_PAYMENTS_ORPHANED: (None, "the transaction left the chain: nothing was paid, the bill stays open"),
+        M.CRYPTO_RPC_CALLS: (None, outcome),
+        M.CRYPTO_UNATTRIBUTED_UNALERTED: (None, "address-poisoning dust, kept on the operator's list (D364)"),
+    }
+
+
+def test_given_every_metric_the_code_defines_then_an_alarm_watches_it_or_it_is_classified_as_not_alarmed(
+    template: Template,
+) -> None:
+    """D-sw-1: ``SweepJoinsUnwritten`` (minutes not billed) was counted and never alarmed, and nothing said so. Every
+    name of ``observability.Metric`` is now either watched by an alarm of the template (namespace KiloBilling, the
+    operator's topic) or listed in ``_unalarmed`` with its reason - a new metric fails here until it is classified;
+    an entry naming the alarm that sees the same failure another way (a dead-letter queue's) names one that exists;
+    and no metric is both alarmed and listed."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+
+    alarms = template.of_type("AWS::CloudWatch::Alarm")
+    alarmed = {
+        alarm["Properties"]["MetricName"]
+        for alarm in alarms.values()
+        if alarm["Properties"]["Namespace"] == "KiloBilling"
+        and alarm["Properties"]["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
+    }
+    unalarmed = _unalarmed()
+    defined = {metric.value for metric in Metric}
+
+    assert defined - alarmed - set(unalarmed) == set(), "alarm these metrics, or classify them in _unalarmed"
+    assert alarmed & set(unalarmed) == set(), "alarmed metrics still listed as not alarmed"
+    assert set(unalarmed) <= defined
+    for name, (alarm, reason) in unalarmed.items():
+        assert reason, name
+        if alarm is not None:
+            assert alarms[alarm]["Properties"]["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}], name

@@ -1170,3 +1170,137 @@ def test_given_the_original_failing_to_delete_after_the_copy_then_requeue_says_t
     assert "wait 5 minutes" in err
     assert "ApproximateNumberOfMessages" in err
     assert [body for _, body in _dlq_bodies(stack, dlq)] == [call, call]  # 1 original + 1 copy
+
+
+class _RawBody:
+    """The HTTP body of a botocore ``AWSResponse`` (what urllib3 hands botocore, read whole)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self.body
+
+
+# AWS's answers refusing the caller's IAM permission, as they come on the wire: SQS's JSON protocol is query-compatible
+# (botocore reads the code from ``x-amzn-query-error``: ``AccessDenied``); EventBridge's JSON 1.1 names the type
+_DENIED_ON_THE_WIRE = {
+    "sqs": (
+        403,
+        {"x-amzn-query-error": "AccessDenied;Sender", "Content-Type": "application/x-amz-json-1.0"},
+        {
+            "__type": "com.amazon.coral.service#AccessDeniedException",
+            "message": "User: arn:aws:iam::123456789012:user/operator is not authorized to perform: sqs:{action} on "
+            "resource: arn:aws:sqs:us-east-1:123456789012:queue because no identity-based policy allows the "
+            "sqs:{action} action",
+        },
+    ),
+    "events": (
+        400,
+        {"Content-Type": "application/x-amz-json-1.1"},
+        {
+            "__type": "AccessDeniedException",
+            "Message": "User: arn:aws:iam::123456789012:user/operator is not authorized to perform: events:{action} "
+            "on resource: arn:aws:events:us-east-1:123456789012:event-bus/bus",
+        },
+    ),
+}
+
+
+def _denying(service: str, operation: str) -> Callable[..., Any]:
+    """``aws.client`` whose ``service`` client is answered, for ``operation`` alone, with AWS's access-denied response
+    as it comes on the wire (parsed by botocore itself: the error's shape is botocore's, not a hand-made
+    ``ClientError``); every other call goes to moto."""
+    from botocore.awsrequest import AWSResponse  # noqa: PLC0415
+
+    from kilo_billing import aws  # noqa: PLC0415
+
+    real = aws.client
+    status, headers, body = _DENIED_ON_THE_WIRE[service]
+    text = json.dumps({key: value.format(action=operation) for key, value in body.items()}).encode()
+
+    def deny(request: Any, **_: Any) -> AWSResponse:
+        url, request.url = request.url, "https://denied.invalid/"  # botocore asks every handler: moto's matches none
+        return AWSResponse(url, status, dict(headers), _RawBody(text))
+
+    def made(name: str, *args: Any, **kwargs: Any) -> Any:
+        client = real(name, *args, **kwargs)
+        if name == service:
+            client.meta.events.register_first(
+                f"before-send.{client.meta.service_model.endpoint_prefix}.{operation}", deny
+            )
+        return client
+
+    return made
+
+
+def _exit_status(argv: list[str]) -> int:
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    try:
+        return main(argv)
+    except SystemExit as exited:
+        return int(str(exited.code))
+
+
+@pytest.mark.parametrize("operation", ["ReceiveMessage", "SendMessage", "DeleteMessage"])
+def test_given_sqs_denying_any_call_of_requeue_then_it_exits_2_as_every_access_denied(
+    stack: Stack,
+    lambda_context: LambdaContext,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    operation: str,
+) -> None:
+    """D362: access denied exits 2 - a rerun fails the same way, so a script retrying on 4 ("unavailable: rerun")
+    loops. ``--requeue``'s delete refused for access exited 4: a script retrying it copied the copy each time (the
+    original hidden 5 minutes, the copy visible: one more message on the queue per retry). Each of its three calls
+    refused with SQS's own answer (botocore's parser, the query-compatible ``AccessDenied``): exit 2."""
+    from kilo_billing import aws  # noqa: PLC0415
+
+    records, arn, shard_id = _ghost_room_then_the_call(stack, lambda_context)
+    dlq = stack.template.ref("RatingDeadLetterQueue")
+    call = _batch_message(records[4:], arn, shard_id)
+    stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=call)
+    monkeypatch.setattr(aws, "client", _denying("sqs", operation))
+    capsys.readouterr()
+
+    status = _exit_status(
+        ["rating", "replay", "--queue-url", dlq, "--requeue", records[4]["dynamodb"]["SequenceNumber"]]
+    )
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert (status, "access denied (AccessDenied)" in line) == (2, True)
+    # the copy made only when the send was allowed: 1 original (+ 1 copy)
+    assert [body for _, body in _dlq_bodies(stack, dlq)] == ([call, call] if operation == "DeleteMessage" else [call])
+
+
+@pytest.mark.parametrize(
+    ("service", "operation"),
+    [("events", "DescribeEventBus"), ("sqs", "ReceiveMessage"), ("sqs", "DeleteMessage")],
+)
+def test_given_aws_denying_a_call_of_replay_apply_then_it_exits_2_as_every_access_denied(
+    stack: Stack,
+    lambda_context: LambdaContext,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    service: str,
+    operation: str,
+) -> None:
+    """D362: ``rating replay --apply`` refused for access - the bus's check before any write, the queue's receive, the
+    delete of a message once its batch was re-rated - exits 2 with one line, each with AWS's own answer parsed by
+    botocore (EventBridge ``AccessDeniedException``, SQS ``AccessDenied``)."""
+    from kilo_billing import aws  # noqa: PLC0415
+
+    video_call(lambda_context)
+    _report_messages(stack, lambda_context)
+    dlq = _fail_batch_into_the_on_failure_queue(stack)
+    monkeypatch.setattr(aws, "client", _denying(service, operation))
+    capsys.readouterr()
+
+    status = _exit_status(["rating", "replay", "--queue-url", dlq, "--apply"])
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert (status, "access denied" in line) == (2, True)
+    # re-rated (20 video, 45 audio, 1,200 messages: the hand-worked call) only when the refusal came after the writes
+    assert aggregate(stack) == ({"video": 20, "audio": 45, "messages": 1200} if operation == "DeleteMessage" else {})
+    assert len(_dlq_bodies(stack, dlq)) == 1  # the message stays on the queue: a rerun re-rates it (changing nothing)

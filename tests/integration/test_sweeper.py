@@ -421,3 +421,53 @@ def test_given_an_unreadable_room_state_then_month_to_date_counts_an_open_sessio
     # alice, open, as if she left at T0: T0 - 3600 .. T0, her camera on from T0 - 1800 -> 30 video + 30 audio
     # (before: no video from an unreadable state, 60 audio)
     assert (found.open_sessions, found.rated.used[Meter.VIDEO], found.rated.used[Meter.AUDIO]) == (1, 30, 30)
+
+
+def test_given_a_sweep_failing_after_it_gave_a_join_less_participant_up_then_the_give_up_is_counted_once(
+    livekit_server: FakeLiveKit,
+    stack: Stack,
+    lambda_context: LambdaContext,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D-sw-4: Dan's join was lost (only his camera's track_published is rated) and RoomService says his room is gone,
+    its room_finished lost too: the sweep gives him up and forgets the room's mark - then a later step of the same
+    sweep fails (reading the swept rooms' marks to drop quiet rooms), and Lambda retries. The retry finds no mark, so
+    the give-up must have been logged and counted by the failed run: SweepJoinsAbandoned 1 over both runs, a warning
+    naming Dan once (before: 0 - the failed run counted nothing, the retry gave nobody up)."""
+    from kilo_rate_usage import sweeper_handler  # noqa: PLC0415
+    from kilo_rate_usage.adapters import DynamoUsageRepository  # noqa: PLC0415
+
+    monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
+    room = lk.Room("RM_gone", "goneroom", account_id="acct_sweep", created_at=T0 - 1200)
+    dan = lk.Participant("PA_dan", "dan", (T0 - 600) * 1000)
+    deliver_webhook(lk.room_started(room, T0 - 1200), lambda_context)
+    deliver_webhook(lk.track_published(room, dan, "TR_dan_cam", T0 - 500, video=True), lambda_context)
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+    assert [i["sk"]["S"] for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"] == [
+        "ROOM#RM_gone"
+    ]
+    # goneroom is not in livekit_server.rooms: RoomService answers "no such room"
+
+    def unavailable(self: DynamoUsageRepository) -> None:
+        raise RuntimeError("DynamoDB unavailable")
+
+    stamp = datetime.fromtimestamp(T0 + 600, tz=UTC).isoformat().replace("+00:00", "Z")
+    abandoned = 0
+    capsys.readouterr()
+    with monkeypatch.context() as failing:
+        failing.setattr(DynamoUsageRepository, "swept_rooms", unavailable)
+        with pytest.raises(RuntimeError, match="DynamoDB unavailable"):
+            sweeper_handler.lambda_handler({"scheduled_time": stamp}, lambda_context)
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            abandoned += int(sum(json.loads(line).get("SweepJoinsAbandoned", [])))
+    retried = sweeper_handler.lambda_handler({"scheduled_time": stamp}, lambda_context)
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            abandoned += int(sum(json.loads(line).get("SweepJoinsAbandoned", [])))
+    warned = [r for r in caplog.records if getattr(r, "participant_sid", None) == "PA_dan"]
+    assert (abandoned, len(warned), retried["joins_abandoned"]) == (1, 1, 0)
+    assert not [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]

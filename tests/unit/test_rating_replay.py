@@ -641,24 +641,25 @@ _NOT_DELETED = "kilo-billing: --requeue '12': copy sent (MessageId copy), the or
 
 
 @pytest.mark.parametrize(
-    ("code", "line"),
+    ("code", "status", "line"),
     [
-        ("AccessDenied",
+        ("AccessDenied", 2,
          f"{_NOT_DELETED}: access denied (AccessDenied): two copies are on the queue (a replay rates their usage "
          "once). Do not rerun: it would copy a copy and fail its delete again. Give the credentials sqs:DeleteMessage "
          f"on {QUEUE}, then delete one of the two copies by hand (README)\n"),
-        ("ServiceUnavailable",
+        ("ServiceUnavailable", 4,
          f"{_NOT_DELETED} (ServiceUnavailable): two copies are on the queue (a replay rates their usage once). Do not "
          "rerun now: the original is hidden 5 minutes, a rerun would copy the copy and leave two; wait 5 minutes, then "
          f"count the queue's messages ({_COUNT}) and delete one of the two by hand (README)\n"),
     ],
 )  # fmt: skip
 def test_given_the_originals_delete_failing_then_requeue_says_two_copies_and_what_to_fix_first(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: str, line: str
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: str, status: int, line: str
 ) -> None:
     """D362 amended (sm): the delete refused for access told the operator to delete one copy by hand - which the same
     credentials are refused too. Now: fix sqs:DeleteMessage, then delete one copy (no waiting and counting: the
-    delete surely failed). Any other failure keeps its line (it may have deleted: wait, count). Exit 4 both."""
+    delete surely failed). Any other failure keeps its line (it may have deleted: wait, count). Access denied exits 2
+    as D362's every other (D362 amended (sw); was 4), any other failure 4."""
     from kilo_billing import aws  # noqa: PLC0415
     from kilo_billing_cli.main import main  # noqa: PLC0415
 
@@ -668,6 +669,6 @@ def test_given_the_originals_delete_failing_then_requeue_says_two_copies_and_wha
     with pytest.raises(SystemExit) as exited:
         main(["rating", "replay", "--queue-url", QUEUE, "--requeue", "12"])
 
-    assert exited.value.code == 4
+    assert exited.value.code == status
     assert capsys.readouterr().err == line
     assert fake.sent == [_batch_body("12")]

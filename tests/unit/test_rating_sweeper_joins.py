@@ -307,3 +307,82 @@ def test_a_refused_join_stops_no_other_and_keeps_the_mark() -> None:
     assert [(room, sid) for room, sid, _ in outcome.unwritten_joins] == [(ROOM_SID, BOB_SID)]
     assert [(e.event_type, e.participant_sid) for e in repo.closes.values()] == [(LISTED, carol.sid)]
     assert repo.joinless_rooms() == {ROOM_SID: (T0 + 300) * 1000}
+
+
+DAY_MS = 86_400_000
+
+
+def _expire_marks(repo: InMemoryUsageRepository, now_ms: int) -> None:
+    """DynamoDB's TTL: a join-less mark whose ``expires_at`` has passed is deleted (the in-memory store keeps it)."""
+    repo.joinless = {room: mark for room, mark in repo.joinless.items() if mark[1] * 1000 > now_ms}
+
+
+def test_a_participant_roomservice_lists_only_after_eight_days_unanswered_is_still_billed() -> None:
+    """D-sw-2: rating marks the room once (bob's camera at T0+130, the batch at T0+300), expiring 7 days later; nothing
+    of bob comes again. RoomService does not answer for 8 days; on the 9th it lists bob (STANDARD, joined T0+5 s).
+    The sweeper renews a mark a day old whose room still holds bob, so it asks on the 9th day and writes his join -
+    before, the mark expired on day 7 and bob stayed unbilled, counted only if the room's room_finished came."""
+    marked_ms = (T0 + 300) * 1000
+    repo = _rated(_before_finish(), marked_ms)
+    assert repo.joinless[ROOM_SID] == (marked_ms, T0 + 300 + 7 * 86_400)
+    for day in range(1, 9):
+        now_ms = marked_ms + day * DAY_MS
+        _expire_marks(repo, now_ms)
+        run_sweep(repo, StaticRoomDirectory(unreachable=[ROOM_NAME]), now_ms, POLICY, EXPIRES)
+    now_ms = marked_ms + 9 * DAY_MS
+    _expire_marks(repo, now_ms)
+    outcome, _, _ = run_sweep(repo, _bob_here(), now_ms, POLICY, EXPIRES)
+    assert outcome.joined == 1
+    [join] = repo.closes.values()
+    assert (join.participant_sid, join.joined_at_ms) == (BOB_SID, (T0 + 5) * 1000)
+
+
+def test_a_mark_is_renewed_once_a_day_keeping_its_grace_rule() -> None:
+    # renewed at the first sweep a day or more after it was made (a new marked_at_ms: the forget stays conditional),
+    # not at every sweep
+    marked_ms = (T0 + 300) * 1000
+    repo = _rated(_before_finish(), marked_ms)
+    unanswered = StaticRoomDirectory(unreachable=[ROOM_NAME])
+    run_sweep(repo, unanswered, marked_ms + DAY_MS - 1, POLICY, EXPIRES)
+    assert repo.joinless[ROOM_SID] == (marked_ms, T0 + 300 + 7 * 86_400)
+    renewed_ms = marked_ms + DAY_MS
+    run_sweep(repo, unanswered, renewed_ms, POLICY, EXPIRES)
+    assert repo.joinless[ROOM_SID] == (renewed_ms, renewed_ms // 1000 + 7 * 86_400)
+    run_sweep(repo, unanswered, renewed_ms + 300_000, POLICY, EXPIRES)
+    assert repo.joinless[ROOM_SID] == (renewed_ms, renewed_ms // 1000 + 7 * 86_400)
+
+
+def test_a_gone_room_whose_state_still_holds_a_join_less_participant_gives_him_up_loudly() -> None:
+    """D-sw-2: bob left before any sweep (never listed) and the room's room_finished was lost: RoomService says the
+    room is gone, the mark is forgotten - bob is given up, and the sweep names him (``abandoned_joins``, counted and
+    alarmed by the handler) instead of forgetting him silently. A room that finished (its room_finished rated) holds
+    nobody join-less: nothing given up."""
+    repo = _rated(_before_finish(), (T0 + 300) * 1000)
+    run_sweep(repo, StaticRoomDirectory({ROOM_NAME: set()}), (T0 + 1000) * 1000, POLICY, EXPIRES)
+    outcome, _, _ = run_sweep(repo, StaticRoomDirectory({ROOM_NAME: None}), (T0 + 1300) * 1000, POLICY, EXPIRES)
+    assert (outcome.abandoned_joins, repo.joinless_rooms()) == (((ROOM_SID, BOB_SID),), {})
+
+    finished = _rated([*_before_finish(), lk.room_finished(ROOM, T0 + 600)], (T0 + 300) * 1000)
+    outcome, _, _ = run_sweep(finished, StaticRoomDirectory({ROOM_NAME: None}), (T0 + 1300) * 1000, POLICY, EXPIRES)
+    assert (outcome.abandoned_joins, finished.joinless_rooms()) == ((), {})
+
+
+def test_a_synthetic_join_attributes_by_roomservice_s_fields_at_the_sweep_and_a_late_real_join_by_its_own() -> None:
+    """D-sw-2 (a limit, documented): RoomService answers a participant's attributes as they are at the sweep, not as
+    its lost participant_joined carried them. Bob joined at T0+5 s with ``kilo.account_id`` acct_team_a (the app's
+    token); the app set it to acct_team_b before the sweep at T0+400. The room names no account: the synthetic join
+    bills acct_team_b; the real join, arriving late, wins and bills acct_team_a. His tier is never the sweep's: the
+    session's parts are cut at the account's tier changes by its own times, from T0+5 s (``_by_segment``)."""
+    room = lk.Room("RM_attr", "attr", created_at=T0)
+    bob = lk.Participant("PA_bob_a", "bob", (T0 + 5) * 1000, attributes={"kilo.account_id": "acct_team_a"})
+    listed = ListedParticipant(bob.sid, "bob", "STANDARD", (T0 + 5) * 1000, "", '{"kilo.account_id":"acct_team_b"}')
+    events = [
+        lk.to_record(lk.room_started(room, T0)),
+        lk.to_record(lk.track_published(room, bob, "TR_cam_a", T0 + 130, video=True)),
+        listed_join(room.sid, room.name, listed, (T0 + 400) * 1000),
+        lk.to_record(lk.room_finished(room, T0 + 600)),
+    ]
+    [synthetic] = rebuild_room(events, AttributionRule())
+    assert (synthetic.account, synthetic.start_ms) == ("acct_team_b", (T0 + 5) * 1000)
+    [real] = rebuild_room([*events, lk.to_record(lk.participant_joined(room, bob))], AttributionRule())
+    assert (real.account, real.start_ms) == ("acct_team_a", (T0 + 5) * 1000)

@@ -534,6 +534,17 @@ class DynamoUsageRepository:
         # not deleted: a batch marked the room again since, and the next sweep looks at it again
         self._forget_mark(items.joinless_room_key(room_sid), items.MARKED_AT_MS, at_ms)
 
+    def renew_joinless_room(self, room_sid: str, at_ms: int, now_ms: int, expires_at: int) -> None:
+        _written(  # not written: a batch marked the room again since (or the mark is gone), and that stands
+            put_if,
+            self._client,
+            self._usage,
+            items.joinless_room_item(room_sid, now_ms, expires_at),
+            "#m = :m",
+            ExpressionAttributeNames={"#m": items.MARKED_AT_MS},
+            ExpressionAttributeValues=to_item({":m": at_ms}),
+        )
+
     def drop_room_state(self, state: RoomState) -> bool:
         if state.pending:  # a chunked write is writing this generation's items (or died: rating rebuilds the room)
             return False

@@ -328,6 +328,11 @@ class SweeperStore(Protocol):
         since: kept; none: nothing happens)."""
         ...
 
+    def renew_joinless_room(self, room_sid: str, at_ms: int, now_ms: int, expires_at: int) -> None:
+        """Replace the room's join-less mark by one made at ``now_ms``, expiring at ``expires_at``, if it is still the
+        one made at ``at_ms`` (a batch that marked it again since: that mark stands; none: nothing is written)."""
+        ...
+
     def swept_rooms(self) -> dict[str, SweptRoom]:
         """The rooms marked by ``mark_swept_rooms`` (or ``mark_dropped_room``) and not forgotten since: room sid ->
         the mark; strongly consistent."""

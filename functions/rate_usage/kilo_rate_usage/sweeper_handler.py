@@ -4,6 +4,7 @@ check budgets and hard limits against the calls still going on (``logic.check_ru
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,18 @@ def _scheduled_ms(event: object) -> int | None:
     return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+def _given_up(abandoned: Sequence[tuple[str, str]]) -> None:
+    """A gone room's join-less participants, said and counted as the sweep gives them up - before it forgets the
+    room's mark, so a run failing later has said them already and its retry, finding no mark, says nothing (D-sw-4)."""
+    for room_sid, participant_sid in abandoned:
+        logger.warning(
+            "join-less participant given up: RoomService says the room is gone, its room_finished not rated - not "
+            "billed unless room_finished arrives (then counted as SessionsJoinLost)",
+            extra={"room_sid": room_sid, "participant_sid": participant_sid},
+        )
+    count(SERVICE, Metric.SWEEP_JOINS_ABANDONED, len(abandoned))
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 @observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
@@ -39,7 +52,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     expires_at = now_ms // 1000 + config.raw_event_ttl_seconds
     try:
         with observability.tracer(SERVICE).provider.in_subsegment("## run_sweep"):
-            outcome, answers, closes = run_sweep(deps.store, deps.directory, now_ms, config.sweep_policy, expires_at)
+            outcome, answers, closes = run_sweep(
+                deps.store, deps.directory, now_ms, config.sweep_policy, expires_at, give_up=_given_up
+            )
     except Exception:
         logger.exception("sweep failed; Lambda retries it once, then the dead-letter queue")
         count(SERVICE, Metric.SWEEP_FAILED)
@@ -90,6 +105,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "dropped_states": outcome.dropped_states,
         "joined": outcome.joined,  # synthetic joins written for join-less participants RoomService listed (D375)
         "joins_unwritten": len(outcome.unwritten_joins),
+        "joins_abandoned": len(outcome.abandoned_joins),
         "thresholds": thresholds,
     }
     logger.info("sweep done", extra=summary)

@@ -23,6 +23,7 @@ from kilo_webhook_ingest.model import (
     IngestError,
     InvalidEventError,
     RateLimitedError,
+    SignedLiveKitEventRefusedError,
     UnauthorizedError,
     UnstorableEventError,
     WebhookOutcome,
@@ -125,6 +126,13 @@ def refused(route: str, error: IngestError) -> tuple[int, dict[str, Any]]:
         count(SERVICE, Metric.STRIPE_EVENT_FOREIGN)
         logger(SERVICE).error(
             "Stripe event of another mode or a Connect account refused: check the endpoint's webhook secrets",
+            extra={"route": route, "status": status, "code": error.code, "reason": error.message[:300]},
+        )
+        return status, error_payload(error)
+    if isinstance(error, SignedLiveKitEventRefusedError):  # LiveKit never resends it: alarmed (D-sw-5)
+        count(SERVICE, Metric.LIVEKIT_SIGNED_EVENT_REFUSED)
+        logger(SERVICE).error(
+            "signed LiveKit event refused: LiveKit will not send it again",
             extra={"route": route, "status": status, "code": error.code, "reason": error.message[:300]},
         )
         return status, error_payload(error)

@@ -20,8 +20,10 @@ from kilo_webhook_ingest.model import (
     UNKNOWN_API_KEY,
     EventTooLargeToStoreError,
     ForbiddenAccountError,
+    InvalidEventError,
     OutOfTimeError,
     RateLimitedError,
+    SignedLiveKitEventRefusedError,
     UnauthorizedError,
     UnstorableEventError,
     WebhookOutcome,
@@ -101,8 +103,11 @@ def ingest_livekit(
         if fresh == keys:
             raise
         api_key = livekit_webhook.verify_signature(request.body, authorization, fresh, settings.livekit_leeway_seconds)
-    event = livekit_webhook.parse_event(request.body)
-    record = livekit_webhook.to_record(event, request.body, api_key, now_ms)
+    try:  # signed: a refusal now is one LiveKit never resends (D-sw-5)
+        event = livekit_webhook.parse_event(request.body)
+        record = livekit_webhook.to_record(event, request.body, api_key, now_ms)
+    except InvalidEventError as invalid:
+        raise SignedLiveKitEventRefusedError(invalid.code, invalid.message, invalid.details) from invalid
     annotate(event_id=record.event_id, room_sid=record.room_sid)
     item = storable(record.to_item(expires_at(now_ms, settings)), settings)
     require_time(deadline, settings, budget, "store the event")

@@ -37,6 +37,11 @@ class ForeignStripeEventError(InvalidEventError):
     Counted apart and alarmed: a webhook secret or endpoint is misconfigured (D349)."""
 
 
+class SignedLiveKitEventRefusedError(InvalidEventError):
+    """A body LiveKit signed (its signature verified first) that is not an event we read: refused (400), which LiveKit
+    takes as delivered and never resends - minutes lost, or a shape we do not know. Counted apart, alarmed (D-sw-5)."""
+
+
 class ForbiddenAccountError(IngestError):
     """A signed client asked about an account it may not bill (its scope in the usage clients secret)."""
 

@@ -42,6 +42,8 @@ class Metric(StrEnum):
     WEBHOOK_DUPLICATE = "WebhookDuplicate"
     WEBHOOK_REJECTED = "WebhookRejected"
     SIGNATURE_REJECTED = "SignatureRejected"
+    # a body LiveKit signed that is not an event we read, refused (400): LiveKit never resends it - alarmed (D-sw-5)
+    LIVEKIT_SIGNED_EVENT_REFUSED = "LiveKitSignedEventRefused"
     UNSTORABLE_EVENT = "UnstorableEvent"  # signed, valid, refused for good (e.g. too large to keep): alarmed
     INGEST_STORE_FAILED = "IngestStoreFailed"
     # a signed Stripe event of the other mode or of a Connect account: refused (ingest) or not applied (payments);
@@ -69,6 +71,9 @@ class Metric(StrEnum):
     ROOMSERVICE_UNANSWERED = "RoomServiceUnanswered"  # rooms the sweeper could not ask LiveKit about
     SWEEP_FAILED = "SweepFailed"
     SWEEP_JOINS_UNWRITTEN = "SweepJoinsUnwritten"  # a synthetic join DynamoDB refused: the sweep went on (D375)
+    # a join-less participant of a room RoomService says is gone before its room_finished was rated: nobody can list
+    # him any more, so he is given up - not billed, named in a warning: alarmed (D-sw-2)
+    SWEEP_JOINS_ABANDONED = "SweepJoinsAbandoned"
     STILL_REACHED_UNPUBLISHED = "StillReachedUnpublished"  # the bus refused HardLimitStillReached.v1: next run's retry
     # alerts
     ALERTS_SENT = "AlertsSent"  # one per message handed to SES or SNS
