@@ -1727,6 +1727,68 @@ def test_given_stripe_tax_and_a_chargeback_not_applied_yet_when_all_is_refunded_
     assert (march.refunded, march.charged_back, march.kept) == (Decimal(0), Decimal("65.20"), Decimal("0.00"))
 
 
+# 20 % VAT (a common EU rate): 65.20 + 13.04 = 78.24 charged; each charge figure is 7824 -> 6520, x 5/6 exactly
+VAT20 = {"amount_paid": 7824, "total": 7824, "total_excluding_tax": 6520, "subtotal": 6520}
+
+
+def test_given_20_percent_vat_when_three_dashboard_refunds_take_the_whole_payment_then_nothing_kept_nor_below(
+    world: World,
+) -> None:
+    """78.24 refunded as 3 x 26.08: each before tax 2608 x 5/6 = 21.7333 -> 21.73 (65.19 together, a cent under);
+    the charge's totals 21.73, 52.16 -> 43.4667 -> 43.47, 78.24 -> 65.20. Given back 65.20, kept 0.00, revenue
+    refunds 65.20: refunded + charged back + kept = 65.20 (the suspected -0.01 kept does not reproduce)."""
+    events = Events()
+    intent = _taxed_paid(world, events, VAT20)
+    running = 0
+    for n in range(3):
+        running += 2608
+        refund = _fixture("refund", id=f"re_{n}", payment_intent=intent, charge="ch_3Story", amount=2608, metadata={})
+        _apply(world, events, events.add(f"evt_rc{n}", "refund.created", refund))
+        _apply(world, events, events.add(f"evt_cr{n}", "charge.refunded", _taxed_charge(intent, running, 7824)))
+    after = world.store.invoices["acme/2026-03"]
+    revenue = account_revenue(world.store.ledger("acme"), MAR, default_catalog()).figures
+    assert (after.refunded, after.charged_back, after.kept) == (Decimal("65.20"), Decimal(0), Decimal("0.00"))
+    assert revenue.refunds == Decimal("65.20")
+
+
+def test_given_20_percent_vat_when_part_is_refunded_and_the_rest_lost_in_a_dispute_then_not_a_cent_below_nothing(
+    world: World,
+) -> None:
+    """78.24 charged; 39.09 refunded in the dashboard (3909 x 5/6 = 3257.5 -> 32.58), the other 39.15 disputed and
+    lost (3915 x 5/6 = 3262.5 -> 32.63): each rounded half-up on its own, 65.21 of a 65.20 invoice. The refund yields
+    the rounding's cent: 32.57 refunded + 32.63 charged back + 0.00 kept = 65.20, revenue refunds 65.20. Whichever
+    lands first. Before: 32.58 + 32.63, kept -0.01, revenue refunds 65.21."""
+    for refund_first in (True, False):
+        world = team_with_march_overage()
+        events = Events()
+        intent = _taxed_paid(world, events, VAT20)
+        refund = _fixture("refund", id="re_dash", payment_intent=intent, charge="ch_3Story", amount=3909, metadata={})
+        refunded = [
+            events.add("evt_rc", "refund.created", refund),
+            events.add("evt_cr", "charge.refunded", _taxed_charge(intent, 3909, 7824)),
+        ]
+        disputed = [
+            events.add(f"evt_d{n}", kind, _dispute(intent, status) | {"amount": 3915})
+            for n, (kind, status) in enumerate(
+                (
+                    ("charge.dispute.created", "needs_response"),
+                    ("charge.dispute.funds_withdrawn", "under_review"),
+                    ("charge.dispute.closed", "lost"),
+                )
+            )
+        ]
+        for key in refunded + disputed if refund_first else disputed + refunded:
+            _apply(world, events, key)
+        after = world.store.invoices["acme/2026-03"]
+        revenue = account_revenue(world.store.ledger("acme"), MAR, default_catalog()).figures
+        assert (after.refunded, after.charged_back, after.kept) == (
+            Decimal("32.57"),
+            Decimal("32.63"),
+            Decimal("0.00"),
+        ), refund_first
+        assert revenue.refunds == Decimal("65.20")
+
+
 def test_given_a_refund_of_a_duplicate_stripe_invoice_with_our_metadata_then_ignored_as_a_stray_not_retried(
     world: World,
 ) -> None:
