@@ -1789,6 +1789,36 @@ def test_given_20_percent_vat_when_part_is_refunded_and_the_rest_lost_in_a_dispu
         assert revenue.refunds == Decimal("65.20")
 
 
+def test_given_stripe_tax_when_a_dashboard_credit_note_refunds_part_then_its_refund_counts_before_tax_once(
+    world: World,
+) -> None:
+    """A credit note made in Stripe's dashboard on the paid 71.72: 10.00 + 1.00 tax, refunded to the card. Stripe sends
+    ``credit_note.created`` (``amount``/``total`` 1100 tax included, ``total_excluding_tax`` 1000) and the refund's
+    ``refund.created`` and ``charge.refunded`` (1100). The note's event is not read (no figure of it reaches ours);
+    its refund is, before tax: 1100 x 6520 / 7172 = 10.00 refunded, 55.20 kept - not 11.00, not 20.00."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    gateway_id = world.store.invoices["acme/2026-03"].gateway_id
+    note = _fixture(
+        "credit_note",
+        id="cn_dash",
+        invoice=gateway_id,
+        amount=1100,
+        total=1100,
+        subtotal=1000,
+        total_excluding_tax=1000,
+        refunds=[{"amount_refunded": 1100, "refund": "re_cn"}],
+        metadata={},
+    )
+    outcome = _apply(world, events, events.add("evt_cn", "credit_note.created", note))
+    assert not outcome.changed
+    refund = _fixture("refund", id="re_cn", payment_intent=intent, charge="ch_3Story", amount=1100, metadata={})
+    _apply(world, events, events.add("evt_rc", "refund.created", refund))
+    _apply(world, events, events.add("evt_cr", "charge.refunded", _taxed_charge(intent, 1100)))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.refunded, after.kept) == (Decimal("10.00"), Decimal("55.20"))
+
+
 def test_given_a_refund_of_a_duplicate_stripe_invoice_with_our_metadata_then_ignored_as_a_stray_not_retried(
     world: World,
 ) -> None:
