@@ -1819,6 +1819,26 @@ def test_given_stripe_tax_when_a_dashboard_credit_note_refunds_part_then_its_ref
     assert (after.refunded, after.kept) == (Decimal("10.00"), Decimal("55.20"))
 
 
+def test_given_a_taxed_invoice_stored_before_d384_when_its_invoice_paid_is_sent_again_then_refunds_count_before_tax(
+    world: World,
+) -> None:
+    """March paid 71.72 (65.20 + 10 % tax) and stored before D384: no ``taxed`` on it. Stripe's dashboard resends its
+    ``invoice.paid`` (the same event, ``total`` 7172, ``total_excluding_tax`` 6520): ours records the figures, and a
+    whole dashboard refund of 71.72 then counts 7172 x 6520 / 7172 = 65.20 refunded, 0.00 kept (the remedy D384's
+    limit names; without it the refund counts 71.72)."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    world.store.invoices["acme/2026-03"] = replace(world.store.invoices["acme/2026-03"], taxed=None)  # stored before
+    assert world.store.ledger("acme").invoices["acme/2026-03"].taxed is None
+    _apply(world, events, next(key for key, record in events.stored.items() if record.event_id == "evt_paid"))
+    assert world.store.invoices["acme/2026-03"].taxed == (7172, 6520)
+    refund = _fixture("refund", id="re_dash", payment_intent=intent, charge="ch_3Story", amount=7172, metadata={})
+    _apply(world, events, events.add("evt_rc", "refund.created", refund))
+    _apply(world, events, events.add("evt_cr", "charge.refunded", _taxed_charge(intent, 7172)))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.refunded, after.kept) == (Decimal("65.20"), Decimal("0.00"))
+
+
 def test_given_a_refund_of_a_duplicate_stripe_invoice_with_our_metadata_then_ignored_as_a_stray_not_retried(
     world: World,
 ) -> None:
