@@ -1789,6 +1789,31 @@ def test_given_20_percent_vat_when_part_is_refunded_and_the_rest_lost_in_a_dispu
         assert revenue.refunds == Decimal("65.20")
 
 
+def test_given_20_percent_vat_when_both_payments_are_lost_in_disputes_then_the_chargebacks_come_to_the_total(
+    world: World,
+) -> None:
+    """78.24 charged for 65.20, paid as 39.09 (pi_A, ch_A) + 39.15 (pi_B, ch_B); both disputed and lost: 3909 x 5/6
+    = 3257.5 -> 32.58 and 3915 x 5/6 = 3262.5 -> 32.63, 65.21 of 65.20 with no refund to yield the cent. The later
+    chargeback yields it: 65.20 charged back, 0.00 kept, revenue refunds 65.20. Before: 65.21, kept -0.01."""
+    events = Events()
+    invoice = world.close("acme", MAR)
+    world.gateway.invoices[invoice.invoice_id].status = "paid"
+    world.gateway.invoices[invoice.invoice_id].payments.extend(["pi_A", "pi_B"])
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world) | VAT20))
+    for intent, charge, cents in (("pi_A", "ch_A", 3909), ("pi_B", "ch_B", 3915)):
+        lost = {"id": f"dp_{charge}", "charge": charge, "amount": cents}
+        _apply(
+            world,
+            events,
+            events.add(f"w_{charge}", "charge.dispute.funds_withdrawn", _dispute(intent, "under_review") | lost),
+        )
+        _apply(world, events, events.add(f"l_{charge}", "charge.dispute.closed", _dispute(intent, "lost") | lost))
+    after = world.store.invoices["acme/2026-03"]
+    revenue = account_revenue(world.store.ledger("acme"), MAR, default_catalog()).figures
+    assert (after.refunded, after.charged_back, after.kept) == (Decimal(0), Decimal("65.20"), Decimal("0.00"))
+    assert revenue.refunds == Decimal("65.20")
+
+
 def test_given_stripe_tax_when_a_dashboard_credit_note_refunds_part_then_its_refund_counts_before_tax_once(
     world: World,
 ) -> None:

@@ -60,7 +60,7 @@ from kilo_billing.invoicing import (
     refundable,
     void_credit,
 )
-from kilo_billing.money import ZERO, before_tax, is_whole_cents, money_str, total, with_tax
+from kilo_billing.money import CENT, ZERO, before_tax, is_whole_cents, money_str, total, with_tax
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
@@ -1278,8 +1278,7 @@ def _dispute_event(
             marks, dispute_id, (event.type, takes, listed), (charge, refunded), amount
         )
         disputed = replace(current, disputed=flag, charged_back=charged_back, announced=frozenset(marks))
-        # with Stripe Tax the refunds yield a rounding cent to a chargeback (``given_back``, D384 amended): read again
-        return disputed if disputed.taxed is None else replace(disputed, refunded=disputed.given_back())
+        return disputed if disputed.taxed is None else _within_total(disputed)
 
     before = invoice
     invoice = _save_with(store, invoice, dispute, now)
@@ -1287,6 +1286,18 @@ def _dispute_event(
     _flag_disputed(store, invoice.account_id)
     published = _dispute_alerts(store, publisher, invoice, event, now)
     return event.outcome(invoice.invoice_id, changed, published)
+
+
+def _within_total(invoice: InvoiceRecord) -> InvoiceRecord:
+    """A taxed invoice's refunds and chargebacks, each counted before tax and rounded half-up on its own, can come to a
+    cent over its total (20 % VAT: 39.09 and 39.15 of 78.24 -> 32.58 + 32.63 = 65.21 of 65.20): the refunds yield it
+    (``given_back``, read again here), else the chargebacks. More than a cent over is money given back twice
+    (refunded, then charged back as well) and stays (D384 amended)."""
+    refunded = replace(invoice, refunded=invoice.given_back())
+    over = refunded.refunded + refunded.refund_owed + refunded.charged_back - refunded.total
+    if ZERO < over <= CENT and refunded.charged_back >= over:
+        return replace(refunded, charged_back=refunded.charged_back - over)
+    return refunded
 
 
 def _dispute_alerts(
