@@ -1814,6 +1814,72 @@ def test_given_20_percent_vat_when_both_payments_are_lost_in_disputes_then_the_c
     assert revenue.refunds == Decimal("65.20")
 
 
+def test_given_20_percent_vat_and_an_inferred_loss_when_the_charge_is_refunded_then_no_cent_is_taken_from_the_refund(
+    world: World,
+) -> None:
+    """78.24 charged; a 39.15 dispute closed ``lost`` with no withdrawal seen and no list: 3915 x 5/6 = 3262.5 ->
+    32.63 inferred (nothing refunded yet). Then the charge's 39.09 refund: 3909 x 5/6 = 3257.5 -> 32.58 refunded, and
+    the inference re-capped to 32.63 - 32.58 = 0.05 charged back: 32.58 + 0.05 = 32.63 of 65.20, nothing over, so
+    nothing yields a cent: 32.58 refunded, 0.05 charged back, 32.57 kept. Before: 32.57 / 0.05 / 32.58 (the cent
+    taken from the refund against the 32.63 counted before the re-cap)."""
+    events = Events()
+    intent = _taxed_paid(world, events, VAT20)
+    lost = _dispute(intent, "lost") | {"amount": 3915}
+    _apply(world, events, events.add("evt_dl", "charge.dispute.closed", lost))
+    assert world.store.invoices["acme/2026-03"].charged_back == Decimal("32.63")
+    refund = _fixture("refund", id="re_dash", payment_intent=intent, charge="ch_3Story", amount=3909, metadata={})
+    _apply(world, events, events.add("evt_rc", "refund.created", refund))
+    _apply(world, events, events.add("evt_cr", "charge.refunded", _taxed_charge(intent, 3909, 7824)))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.refunded, after.charged_back, after.kept) == (Decimal("32.58"), Decimal("0.05"), Decimal("32.57"))
+
+
+def _vat20_paid_in_two(world: World, events: Events) -> None:
+    """March (65.20) paid with 20 % VAT, 78.24, as two payments pi_A (ch_A) and pi_B (ch_B)."""
+    invoice = world.close("acme", MAR)
+    world.gateway.invoices[invoice.invoice_id].status = "paid"
+    world.gateway.invoices[invoice.invoice_id].payments.extend(["pi_A", "pi_B"])
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world) | VAT20))
+
+
+def test_given_20_percent_vat_when_two_payments_are_each_part_refunded_part_lost_then_two_cents_do_not_go_below(
+    world: World,
+) -> None:
+    """78.24 (65.20) paid as A 39.12 + B 39.12; each has 19.53 refunded (1953 x 5/6 = 1627.5 -> 16.28) and 19.59
+    disputed and lost, withdrawal seen (1959 x 5/6 = 1632.5 -> 16.33): 32.56 refunded + 32.66 charged back = 65.22
+    of 65.20, four parts each rounded up by half a cent. The refunds yield the two cents: 32.54 refunded + 32.66
+    charged back + 0.00 kept = 65.20, revenue refunds 65.20. Before: 32.56 + 32.66, kept -0.02."""
+    events = Events()
+    _vat20_paid_in_two(world, events)
+    for intent, charge in (("pi_A", "ch_A"), ("pi_B", "ch_B")):
+        _apply(world, events, events.add(f"r_{charge}", "charge.refunded", _charge_of(intent, charge, 3912, 1953)))
+        lost = _dispute(intent, "under_review") | {"id": f"dp_{charge}", "charge": charge, "amount": 1959}
+        _apply(world, events, events.add(f"w_{charge}", "charge.dispute.funds_withdrawn", lost))
+        _apply(world, events, events.add(f"l_{charge}", "charge.dispute.closed", lost | {"status": "lost"}))
+    after = world.store.invoices["acme/2026-03"]
+    revenue = account_revenue(world.store.ledger("acme"), MAR, default_catalog()).figures
+    assert (after.refunded, after.charged_back, after.kept) == (Decimal("32.54"), Decimal("32.66"), Decimal("0.00"))
+    assert revenue.refunds == Decimal("65.20")
+
+
+def test_given_20_percent_vat_and_both_payments_withdrawn_when_one_is_reinstated_then_the_other_counts_in_full(
+    world: World,
+) -> None:
+    """78.24 (65.20) paid as A 39.09 + B 39.15, both withdrawn: 32.58 + 32.63 = 65.21, the later yields the cent (65.20
+    charged back). A's dispute won, its funds reinstated: B's 32.63 alone is charged back (Stripe's figure), 32.57
+    kept - the cent B yielded is B's again, nothing is over. Before: 32.62 charged back, 32.58 kept."""
+    events = Events()
+    _vat20_paid_in_two(world, events)
+    for intent, charge, cents in (("pi_A", "ch_A", 3909), ("pi_B", "ch_B", 3915)):
+        taken = _dispute(intent, "under_review") | {"id": f"dp_{charge}", "charge": charge, "amount": cents}
+        _apply(world, events, events.add(f"w_{charge}", "charge.dispute.funds_withdrawn", taken))
+    assert world.store.invoices["acme/2026-03"].charged_back == Decimal("65.20")
+    won = _dispute("pi_A", "won") | {"id": "dp_ch_A", "charge": "ch_A", "amount": 3909}
+    _apply(world, events, events.add("evt_back", "charge.dispute.funds_reinstated", won))
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.charged_back, after.kept) == (Decimal("32.63"), Decimal("32.57"))
+
+
 def test_given_stripe_tax_when_a_dashboard_credit_note_refunds_part_then_its_refund_counts_before_tax_once(
     world: World,
 ) -> None:

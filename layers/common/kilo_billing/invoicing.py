@@ -30,7 +30,7 @@ from typing import Final, Literal, Protocol, TypedDict, Unpack
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import Catalog, PriceBook
 from kilo_billing.meters import METER_UNITS, Meter
-from kilo_billing.money import CENT, ZERO, decimal_str, is_whole_cents, money_str, total
+from kilo_billing.money import ZERO, decimal_str, is_whole_cents, money_str, total
 from kilo_billing.periods import Period
 from kilo_billing.rating import (
     InvoiceLine,
@@ -251,14 +251,9 @@ class InvoiceRecord:
         # with Stripe Tax each refund is counted before tax, rounded once: parts of one payment can come to a cent
         # more than the whole (20.00 + 20.00 + 30.58 of 70.58 -> 18.48 + 18.48 + 28.25 = 65.21 of 65.20), never more
         # than the invoice is given back (D384)
-        if self.taxed is None:
-            return back
-        back = min(back, self.total)
-        # a refund and a chargeback of the same payment, each rounded half-up on its own, can come to a cent over the
-        # whole too (20 % VAT: 39.09 + 39.15 of 78.24 -> 32.58 + 32.63 = 65.21 of 65.20): the refund yields that cent.
-        # More than a cent over is money truly given back twice (refunded, then charged back too): left as it is
-        over = back + self.refund_owed + self.charged_back - self.total
-        return back - over if ZERO < over <= CENT and back >= over else back
+        # (with a chargeback too they can come to cents over it: the invoice function's ``_within_total`` settles that
+        # after each change, once chargebacks are counted as they now stand, D384 amended)
+        return min(back, self.total) if self.taxed is not None else back
 
     def _failed_before_totals(self) -> Decimal:
         """The failures a recorded charge total is already net of: a failure of that charge whose event Stripe created
