@@ -660,6 +660,27 @@ def test_given_a_card_with_11_refunds_and_another_cards_returned_one_when_refund
     assert [r["amount"] for r in http.emulator.objects["refund"].values()] == [1000] + [100] * 12
 
 
+def test_given_a_taxed_payment_whose_chargeback_is_lost_when_all_that_is_left_is_refunded_then_the_other_payment_is() -> (
+    None
+):
+    """71.72 charged (65.20 + 10 % tax) paid as 44.00 + 27.72; the 44.00 payment's chargeback lost: its 44.00 is gone
+    (withdrawn for good), nothing of it is left to refund. "All" (``amount`` None) refunds the other payment's 27.72
+    and sends nothing for the disputed one. Before: refused, "44.00 of it is on a payment Stripe will not refund"
+    (the lost payment counted as still holding its money)."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    taxed = InvoiceRequest(
+        "inv-acct-1-2026-03", "KB-acct-1-0003", "acct-1", customer, [GatewayLine("Tax incl.", Decimal("71.72"))]
+    )
+    issued = gateway.issue_invoice(taxed)
+    first, second = http.emulator.split_payment(issued.gateway_id, 4400)
+    http.emulator.close_dispute(http.emulator.open_dispute(first), won=False)
+    gateway.refund(issued.gateway_id, None, "rf-all")
+    made = http.emulator.objects["refund"].values()
+    assert [(r["payment_intent"], r["amount"]) for r in made] == [(second, 2772)]
+
+
 @pytest.mark.parametrize("won", [False, True])
 def test_given_a_taxed_payment_disputed_when_all_that_is_left_is_refunded_then_refused_and_nothing_made(
     won: bool,

@@ -60,7 +60,7 @@ from kilo_billing.invoicing import (
     refundable,
     void_credit,
 )
-from kilo_billing.money import ZERO, before_tax, is_whole_cents, money_str, total, with_tax
+from kilo_billing.money import CENT, ZERO, before_tax, is_whole_cents, money_str, total, with_tax
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
@@ -586,7 +586,7 @@ def _shortfall_missed(ledger: AccountLedger, note: CreditNote, refused_on: str |
         (refund, amount + note.to_due if refund == entry else amount) for refund, amount in found.outside_refunds
     )
     grown = replace(found, outside_refunds=outside)
-    return replace(grown, refunded=grown.given_back())
+    return _within_total(grown)
 
 
 SHORT_COUNTED: Final = "short_counted:"  # ``announced`` marker: an ``invoice.paid`` counted a pending note (review 4)
@@ -1126,7 +1126,7 @@ def _refund_not_made(
         failed_refunds_at=tuple(sorted((*current.failed_refunds_at, (refund, sent)))),
         refunded=current.refunded - amount,
     )
-    return _recapped_all(replace(failed, refunded=failed.given_back()))
+    return _within_total(_recapped_all(failed))
 
 
 def _failed_earlier(invoice: InvoiceRecord, refund: str, sent: tuple[str, int]) -> InvoiceRecord:
@@ -1143,7 +1143,7 @@ def _failed_earlier(invoice: InvoiceRecord, refund: str, sent: tuple[str, int]) 
         return invoice
     dated[refund] = (known_charge or charge, at if earlier else known_at)
     moved = replace(invoice, failed_refunds_at=tuple(sorted(dated.items())))
-    return _recapped_all(replace(moved, refunded=moved.given_back()))
+    return _within_total(_recapped_all(moved))
 
 
 def _refunded_outside(invoice: InvoiceRecord, refund: str, amount: Decimal) -> InvoiceRecord:
@@ -1154,7 +1154,7 @@ def _refunded_outside(invoice: InvoiceRecord, refund: str, amount: Decimal) -> I
     if not refund or amount <= 0 or any(known == refund for known, _ in invoice.outside_refunds):
         return invoice
     outside = replace(invoice, outside_refunds=tuple(sorted((*invoice.outside_refunds, (refund, amount)))))
-    return replace(outside, refunded=outside.given_back())
+    return _within_total(outside)
 
 
 def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal, at: int = 0) -> InvoiceRecord:
@@ -1179,7 +1179,7 @@ def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal, at:
         charge_refunds=tuple(sorted(seen.items())),
         charge_refunds_at=tuple(sorted((c, t) for c, t in sent.items() if t > 0)),
     )
-    return _inferred_recapped(replace(charged, refunded=charged.given_back()), charge)
+    return _within_total(_inferred_recapped(charged, charge))
 
 
 _DISPUTE_EVENTS: Final = frozenset(
@@ -1277,7 +1277,8 @@ def _dispute_event(
         charged_back += _withdrawn_or_reinstated(
             marks, dispute_id, (event.type, takes, listed), (charge, refunded), amount
         )
-        return replace(current, disputed=flag, charged_back=charged_back, announced=frozenset(marks))
+        disputed = replace(current, disputed=flag, charged_back=charged_back, announced=frozenset(marks))
+        return _within_total(disputed) if disputed.taxed is not None else disputed
 
     before = invoice
     invoice = _save_with(store, invoice, dispute, now)
@@ -1285,6 +1286,50 @@ def _dispute_event(
     _flag_disputed(store, invoice.account_id)
     published = _dispute_alerts(store, publisher, invoice, event, now)
     return event.outcome(invoice.invoice_id, changed, published)
+
+
+_YIELDED: Final = "rounding_yielded:"  # ``announced`` marker: the cents a taxed invoice's chargebacks yielded (D384)
+
+
+def _within_total(invoice: InvoiceRecord, back: Decimal | None = None) -> InvoiceRecord:
+    """``refunded`` read again (``given_back``, or ``back`` when the caller read it with its request), and a taxed
+    invoice kept within its total. Its refunds and chargebacks are each counted before tax and rounded half-up on
+    their own, each part up to half a cent over its share, so together they can come to cents over the total (20 %
+    VAT: 39.09 refunded and 39.15 lost of 78.24 -> 32.58 + 32.63 = 65.21 of 65.20): up to half a cent per part
+    (``_rounded_parts``) the refunds yield it, then the chargebacks. More is money given back twice (refunded, then
+    charged back as well) and stays. Run after every change of the figures, once inferred losses are re-capped: a
+    cent is yielded only while it is over. What the chargebacks yielded is kept apart (marker ``rounding_yielded:``)
+    and given back to them first, so a chargeback reinstated later leaves the other's own figure (D384 amended)."""
+    refunded = invoice.given_back() if back is None else back
+    if invoice.taxed is None:
+        return replace(invoice, refunded=refunded)
+    yielded = next((mark for mark in invoice.announced if mark.startswith(_YIELDED)), None)
+    charged_back = invoice.charged_back + (Decimal(yielded.removeprefix(_YIELDED)) if yielded else ZERO)
+    marks = invoice.announced - {yielded} if yielded else invoice.announced
+    over = refunded + invoice.refund_owed + charged_back - invoice.total
+    if over > ZERO and over * 2 <= CENT * _rounded_parts(invoice):
+        from_refunds = min(over, refunded)
+        refunded, over = refunded - from_refunds, over - from_refunds
+        if ZERO < over <= charged_back:
+            charged_back -= over
+            marks = marks | {f"{_YIELDED}{over}"}
+    return replace(invoice, refunded=refunded, charged_back=charged_back, announced=marks)
+
+
+def _rounded_parts(invoice: InvoiceRecord) -> int:
+    """How many figures of a taxed invoice's refunds and chargebacks were each converted before tax and rounded (at
+    most): a refunded total per charge or a refund made outside us per id (whichever figure is the larger count), and
+    each dispute counted (withdrawn, lost or listed, not reinstated)."""
+    outside = sum(1 for refund, _ in invoice.outside_refunds if not refund.startswith(SHORTFALL))
+    marks = invoice.announced
+    disputes: set[str] = set()
+    for mark in marks:
+        kind, _, rest = mark.partition(":")
+        dispute_id = rest.split(":", 1)[0]
+        taken = kind in {"dispute_withdrawn", "dispute_lost"} and f"dispute_reinstated:{dispute_id}" not in marks
+        if taken or (kind == "dispute_settled" and Decimal(rest.rsplit(":", 1)[1]) != ZERO):
+            disputes.add(dispute_id)
+    return max(len(invoice.charge_refunds), outside) + len(disputes)
 
 
 def _dispute_alerts(
@@ -2181,7 +2226,8 @@ def _finish_refund(
         if current.refund_pending != pending:
             return current
         refunded = current.given_back(replace(pending, amount=made))
-        return replace(current, refunded=refunded, refunds_made=current.refunds_made + made, refund_pending=None)
+        made_now = replace(current, refunds_made=current.refunds_made + made, refund_pending=None)
+        return _within_total(made_now, refunded)
 
     def dropped(current: InvoiceRecord) -> InvoiceRecord:
         # refunds made outside us meanwhile are on the invoice already, counted as given back (D331)

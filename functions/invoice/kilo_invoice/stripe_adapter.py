@@ -413,7 +413,7 @@ class StripePaymentGateway:
         }
         # a payment under an open inquiry is taken last unless refunded in full: only a full refund of its charge
         # resolves the inquiry, a part leaves it open to escalate (D359 amended (wd3))
-        disputed, inquiries = ({i for i, found in read.items() if found == kind} for kind in (None, "inquiry"))
+        disputed, inquiries = ({i for i, (found, _) in read.items() if found == kind} for kind in (None, "inquiry"))
         made: list[str] = []
         undone: list[stripe.Refund] = []  # this request's refunds made and then failed or canceled (never made again)
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
@@ -429,7 +429,8 @@ class StripePaymentGateway:
             used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
             # a payment whose dispute says it is not refundable is left out: Stripe refuses a charged-back charge's
             # refund (charge_disputed), which would refuse the request before the other payments are tried (D359)
-            left = paid_cents - sum(r.amount for r in used)
+            # (what its chargebacks lost is gone for good: not left on it, D384 amended)
+            left = paid_cents - sum(r.amount for r in used) - (read[intent][1] if intent in disputed else 0)
             card = cards.get(intent, intent)  # a payment whose card is not known stands for itself
             for refund in refunds:  # listed by its payment: counted even if the customer's charges missed it
                 if _returned_by_bank(refund):
@@ -513,18 +514,20 @@ class StripePaymentGateway:
                     returned.setdefault(card, {})[refund.id] = refund.failure_reason or "unknown"
         return cards, returned, disputed
 
-    def _refundability(self, charge_id: str) -> str | None:
-        """Whether Stripe refunds a ``disputed`` charge: None when it refuses - one of its Disputes says the charge is
-        not refundable (``is_charge_refundable`` false: a chargeback open or lost; a won one as far as is known -
-        Stripe's field is followed), or none is listed (``disputed`` is all that is known); else ``"inquiry"`` while
-        one of them is an inquiry still open (``warning_needs_response``/``warning_under_review``: refundable, and
-        resolved only by a full refund), ``"refundable"`` otherwise. One list call per disputed charge of the invoice
-        only (API 2026-10-28: a Charge names no dispute to expand)."""
+    def _refundability(self, charge_id: str) -> tuple[str | None, int]:
+        """Whether Stripe refunds a ``disputed`` charge, and the cents its Disputes closed ``lost`` took for good (gone:
+        never left on the charge to refund, D384 amended). Whether: None when it refuses - one of its Disputes says
+        the charge is not refundable (``is_charge_refundable`` false: a chargeback open or lost; a won one as far as is
+        known - Stripe's field is followed), or none is listed (``disputed`` is all that is known); else
+        ``"inquiry"`` while one of them is an inquiry still open (``warning_needs_response``/``warning_under_review``:
+        refundable, and resolved only by a full refund), ``"refundable"`` otherwise. One list call per disputed charge
+        of the invoice only (API 2026-10-28: a Charge names no dispute to expand)."""
         params: DisputeListParams = {"charge": charge_id, "limit": 100}
         disputes = self._listed(lambda: self._client.v1.disputes.list(params))
+        lost = sum(int(dispute.amount or 0) for dispute in disputes if dispute.status == "lost")
         if not disputes or any(not dispute.is_charge_refundable for dispute in disputes):
-            return None
-        return "inquiry" if any(dispute.status in _INQUIRY_OPEN for dispute in disputes) else "refundable"
+            return None, lost
+        return "inquiry" if any(dispute.status in _INQUIRY_OPEN for dispute in disputes) else "refundable", lost
 
     def _refunds_of_charge(self, charge_id: str) -> list[stripe.Refund]:
         return self._listed(lambda: self._client.v1.refunds.list({"charge": charge_id, "limit": 100}))

@@ -251,6 +251,8 @@ class InvoiceRecord:
         # with Stripe Tax each refund is counted before tax, rounded once: parts of one payment can come to a cent
         # more than the whole (20.00 + 20.00 + 30.58 of 70.58 -> 18.48 + 18.48 + 28.25 = 65.21 of 65.20), never more
         # than the invoice is given back (D384)
+        # (with a chargeback too they can come to cents over it: the invoice function's ``_within_total`` settles that
+        # after each change, once chargebacks are counted as they now stand, D384 amended)
         return min(back, self.total) if self.taxed is not None else back
 
     def _failed_before_totals(self) -> Decimal:
