@@ -423,6 +423,44 @@ def test_given_a_signature_on_the_fast_path_then_the_inspector_returns_the_merch
         asyncio.run(go(str(Keypair().sign_message(b"never sent"))))
 
 
+@pytest.mark.parametrize("timeless", [False, True])
+def test_given_a_transaction_answered_without_a_block_time_then_its_credit_is_dated_by_get_block_time_or_left_unknown(
+    chain: SolanaTestChain, watch: Watch, timeless: bool
+) -> None:
+    """D-cr-1. getTransaction answers blockTime null for the payment's slot: the watcher asks getBlockTime for that
+    slot (one call) and records its time - the stand-in's genesis plus 400 ms a slot; a node with no time there
+    either (null) leaves it None, for settlement's unknown-time rule. Before: None whatever getBlockTime knew, and
+    settlement dated the payment at its own clock."""
+    signature = chain.pay_sol(SOL // 10)  # 100,000,000 lamports, no reference: the wallet sweep lists it
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    (chain.standin.timeless if timeless else chain.standin.untimed).add(landed.slot)
+
+    watch.run()
+
+    transfer = watch.sink.only()
+    expected = None if timeless else datetime.fromtimestamp(chain.standin.block_time(landed.slot), UTC)
+    assert (transfer.tx_id, transfer.atomic_amount, transfer.block_time) == (signature, 100_000_000, expected)
+    assert chain.standin.calls["getBlockTime"] == 1
+
+
+def test_given_a_submitted_signature_answered_without_a_block_time_then_the_fast_path_dates_it_by_get_block_time(
+    chain: SolanaTestChain,
+) -> None:
+    """D-cr-1: the fast path dates a credit as the watcher does (else a claim was valued at the API's clock)."""
+    signature = chain.pay_usdc(9_990_000)
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    chain.standin.untimed.add(landed.slot)
+
+    async def go() -> list[ObservedTransfer]:
+        async with SolanaRpcClient(chain.standin.url) as rpc:
+            return list(await inspect(rpc, chain.config(), signature))
+
+    (transfer,) = asyncio.run(go())
+    assert transfer.block_time == datetime.fromtimestamp(chain.standin.block_time(landed.slot), UTC)
+
+
 def test_given_a_solana_chain_then_the_apis_fast_path_entry_point_inspects_through_the_real_client(
     chain: SolanaTestChain, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

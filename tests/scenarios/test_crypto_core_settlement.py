@@ -26,6 +26,7 @@ from kilo_crypto_watch.model import (
     BillStatus,
     LockedRate,
     ObservedTransfer,
+    Payment,
     PaymentStatus,
     Quote,
     QuoteStatus,
@@ -410,6 +411,70 @@ def test_given_a_quote_made_before_a_payment_and_one_after_asking_its_amount_the
     assert payment is not None
     # 0.05 ETH at q-old's $2,000.00 lock, on time: $100.00
     assert (payment.quote_id, payment.late, payment.usd) == ("q-old", False, Decimal("100.00"))
+
+
+UNTIMED_WALLET = "PayerWa11et1111111111111111111111111111111"
+UNTIMED_REF = "Ref2222222222222222222222222222222222222222"
+
+
+def _untimed(stack: Stack, asset: Asset, atomic: int, references: tuple[str, ...] = ()) -> tuple[Payment, BillStatus]:
+    """A $100.00 bill with one Solana quote made at T0 + 1 min (reference ``UNTIMED_REF``; SOL locked at $150.00,
+    USDC at $1) and the payer's wallet linked; the payment is first seen by the watcher at T0 + 5 min with no block
+    time (getTransaction's blockTime null and getBlockTime none: the time it was sent is unknown - maybe a day before
+    the quote, a backlog seen late). SOL's feed answers $90.00 at any time asked."""
+    h = harness(stack)
+    h.store.link_wallet("solana", UNTIMED_WALLET, "acct-1", "solana", T0)
+    assert h.store.create_bill(bill())
+    h.store.add_quote(
+        quote("q-sol", asset, atomic, "150.00" if asset == "SOL" else "1", chain="solana", reference=UNTIMED_REF)
+    )
+    h.rates.prices["SOL"] = Decimal("90.00")
+    h.clock.now = T0 + timedelta(minutes=5)
+    sent = replace(
+        transfer("5untimed", asset, atomic, T0, sender=UNTIMED_WALLET, chain="solana", references=references),
+        block_time=None,
+    )
+    h.settlement.record_seen(sent)
+    payment, settled = h.store.payment("solana:5untimed:0"), h.store.bill("inv-1")
+    assert payment is not None
+    assert settled is not None
+    return payment, settled.status
+
+
+def test_given_a_solana_payment_with_no_block_time_matched_by_wallet_then_it_is_late_and_its_sol_reviewed(
+    stack: Stack,
+) -> None:
+    """D-cr-1. 666,666,667 lamports from the linked wallet, no block time, seen 4 min after the quote was made: it may
+    have been sent before the quote (a day before, at $90.00), so the quote's $150.00 lock is not its - late, and with
+    no time to read the feed at, in review: not counted, the bill OPEN. Before: dated at the watcher's clock (T0 + 5
+    min, after the quote), on time at the lock: 666,666,667 x 150 = $100.00000005, the bill PROCESSING."""
+    payment, status = _untimed(stack, "SOL", SOL_QUOTE)
+
+    assert (payment.quote_id, payment.late, payment.review, status) == ("q-sol", True, True, BillStatus.OPEN)
+    assert payment.usd == Decimal("100.00000005")  # the lock's figure, kept for the operator's review only
+
+
+def test_given_a_solana_usdc_payment_with_no_block_time_matched_by_wallet_then_paid_late_one_to_one(
+    stack: Stack,
+) -> None:
+    """D-cr-1. 100 USDC (100,000,000 units) the same way: late, valued 1:1 (what it is worth whenever sent), not
+    reviewed - $100.00 counted, the bill PROCESSING with the late flag to come. Before: on time at the lock."""
+    payment, status = _untimed(stack, "USDC", USDC_QUOTE)
+
+    assert (payment.quote_id, payment.late, payment.review, payment.usd) == ("q-sol", True, False, Decimal("100"))
+    assert status is BillStatus.PROCESSING
+
+
+def test_given_a_solana_payment_with_no_block_time_carrying_its_quotes_reference_then_on_time_at_the_lock(
+    stack: Stack,
+) -> None:
+    """D-cr-1. The quote's reference is a key made with the quote: a transfer carrying it was sent after the quote
+    was made, and before the watcher saw it (T0 + 5 min, inside the 30 min window) - on time at the lock,
+    666,666,667 x 150 = $100.00000005."""
+    payment, status = _untimed(stack, "SOL", SOL_QUOTE, references=(UNTIMED_REF,))
+
+    assert (payment.quote_id, payment.late, payment.review, status) == ("q-sol", False, False, BillStatus.PROCESSING)
+    assert payment.usd == Decimal("100.00000005")
 
 
 def test_given_a_payment_after_monitoring_then_it_is_unattributed(h: Harness) -> None:

@@ -541,6 +541,12 @@ class SolanaRpc(Protocol):
 
     async def block_hash(self, slot: int) -> str: ...
 
+    async def block_time(self, slot: int) -> datetime | None:
+        """The block's time at ``slot`` (``getBlockTime``), asked for a transaction whose ``getTransaction`` answer
+        had none; None when the node has none (null, or a JSON-RPC error answer: not available, cleaned up, skipped).
+        A transport failure or an unreadable answer is ``SolanaRpcError``, as for every call."""
+        ...
+
     async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
         """The signatures in the finalized block at ``slot`` (``getBlock``, ``finalized``, ``transactionDetails:
         signatures``): what proves a transaction is not there. None when the backend answering does not show that

@@ -317,8 +317,14 @@ def quote_status(quote: Quote, lines: Sequence[BillPayment], now: datetime) -> Q
     return QuoteStatus.EXPIRED if now > quote.expires_at else QuoteStatus.ACTIVE
 
 
-def made_after(quote: Quote, detected_at: datetime) -> bool:
-    """The quote was made after the payment was detected (beyond ``QUOTE_CLOCK_MARGIN``): not what it was sent for."""
+def made_after(quote: Quote, detected_at: datetime, transfer: ObservedTransfer) -> bool:
+    """The quote was made after the payment was detected (beyond ``QUOTE_CLOCK_MARGIN``): not what it was sent for.
+    A transfer with no block time (Solana's getTransaction and getBlockTime both without one) was sent at some time
+    up to ``detected_at`` (when we first saw it), maybe long before: it counts as sent before every quote (the late
+    rule, never the lock), except one whose reference it carries - a key made with the quote, so the transfer cannot
+    be older than the quote (D-cr-1)."""
+    if transfer.block_time is None:
+        return quote.reference is None or quote.reference not in transfer.references
     return detected_at < quote.created_at - QUOTE_CLOCK_MARGIN
 
 
@@ -331,7 +337,7 @@ def match_quote(transfer: ObservedTransfer, quotes: Iterable[Quote], detected_at
         for quote in quotes
         if quote.chain == transfer.chain and quote.asset == transfer.asset and detected_at <= quote.monitor_until
     ]
-    candidates = [quote for quote in candidates if not made_after(quote, detected_at)] or candidates
+    candidates = [quote for quote in candidates if not made_after(quote, detected_at, transfer)] or candidates
     if not candidates:
         return None
     exact = [quote for quote in candidates if quote.atomic_amount == transfer.atomic_amount]
@@ -359,7 +365,7 @@ def value_payment(
     beyond ``late_review_move`` (or no rate at all) sends it to review."""
     locked = quote.rate.price
     # outside the quote's window either way: after its expiry, or before it was made (a price option, D385)
-    late = detected_at > quote.expires_at or made_after(quote, detected_at)
+    late = detected_at > quote.expires_at or made_after(quote, detected_at, transfer)
     review = False
     rate = locked
     if late and transfer.asset in STABLECOINS:
@@ -1304,12 +1310,15 @@ class Settlement:
 
     def _rate_then(self, transfer: ObservedTransfer) -> Callable[[], Decimal]:
         """The asset's rate when the transfer was included (D218): at its block time, read at its block where
-        the feed is on its chain; a transfer with no block time (never from the watchers or the fast path) at now."""
+        the feed is on its chain. A transfer with no block time (a Solana slot with none, D-cr-1) has no such rate:
+        refused, so a late ETH/SOL payment goes to review - our clock is not when it was sent."""
 
         def read() -> Decimal:
             if self._rates is None:
                 raise RateRefusedError("no rate sources configured")
-            when = transfer.block_time or self._clock()
+            if transfer.block_time is None:
+                raise RateRefusedError(f"{transfer.tx_id} has no block time: no rate when it was sent")
+            when = transfer.block_time
             return self._rates.at(transfer.asset, when, ChainBlock(transfer.chain, transfer.block_number)).price
 
         return read

@@ -159,6 +159,14 @@ class SolanaRpcClient:
         )
         return str(response.value.blockhash)
 
+    async def block_time(self, slot: int) -> datetime | None:
+        # any JSON-RPC error answer (-32004 not available, -32009 skipped, a provider's long-term storage failing)
+        # gives no time, as a null does: the payment's time is unknown (D-cr-1); a transport failure is the run's
+        response = await self._request(_unless_refused(self._client.get_block_time(slot)))
+        if response is None or response.value is None:
+            return None
+        return datetime.fromtimestamp(response.value, UTC)
+
     async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
         block = await self._finalized_block(slot, TransactionDetails.Signatures, any_refusal=True)
         return None if block is None else [str(signature) for signature in block.signatures or ()]
