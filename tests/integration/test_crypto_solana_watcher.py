@@ -753,6 +753,51 @@ def test_given_a_vanished_payment_whose_finalized_block_no_backend_shows_then_it
     assert watch.sink.status[payment_id] is PaymentStatus.ORPHANED
 
 
+def test_given_a_bill_paid_short_whose_top_up_is_stuck_then_paid_with_the_write_off_and_the_top_up_pays_it_later(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """D-cr-2. The $37.50 bill (SOL: 1 % tolerance, $0.37) paid 248,000,000 lamports ($37.20 at the $150.00 lock)
+    and 2,000,000 ($0.30), both with its reference. The $37.20 finalizes; the $0.30 is then unknown to every
+    backend past its final slot and no block proves it gone: SEEN, held by D387 - before, the bill stayed PROCESSING
+    for as long as it was stuck. Named stuck (750 slots after its slot is final), it stops holding the write-off: PAID,
+    $37.20 settled, $0.30 written off. When it finalizes after all, it pays that write-off (D387): $0.00 written off,
+    $0.00 credit."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "37.50"))
+    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", SOL // 4, str(reference)))
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    short = chain.send([_pay(chain, 248_000_000, reference)])
+    top_up = chain.send([_pay(chain, 2_000_000, reference)])  # the next slot
+    chain.standin.advance(LAG - 1)  # the first slot final, the top-up's not yet
+    watch.run()
+    assert _bill_and_payment(h, f"solana:{short}:0") == ("PROCESSING", "FINALIZED")
+    assert _bill_and_payment(h, f"solana:{top_up}:0") == ("PROCESSING", "SEEN")
+
+    chain.standin.advance(751)  # the top-up's slot final for 750 slots
+    lagging = Lagging(chain.standin.url, hidden=frozenset({top_up}), no_statuses=True, no_blocks=True)
+    report = _run(watch, lagging)
+
+    assert (report.unproven, [entry.split(":")[1] for entry in report.stuck]) == (1, [top_up])
+    assert _bill_and_payment(h, f"solana:{top_up}:0") == ("PAID", "SEEN")
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.settled_usd, paid.written_off_usd, paid.credit_usd) == (
+        Decimal("37.20"),
+        Decimal("0.30"),
+        Decimal("0.00"),
+    )
+
+    assert watch.run().finalized == 1  # every backend up to date: it was final all along
+    assert _bill_and_payment(h, f"solana:{top_up}:0") == ("PAID", "FINALIZED")
+    later = h.store.bill("inv-1")
+    assert later is not None
+    assert (later.written_off_usd, later.credit_usd) == (Decimal("0.00"), Decimal("0.00"))
+
+
 def test_given_a_listed_signature_no_backend_proves_gone_then_the_cursor_waits_and_it_is_named_stuck_after_750_slots(
     chain: SolanaTestChain, watch: Watch
 ) -> None:

@@ -212,6 +212,58 @@ def test_given_a_short_payment_whose_top_up_is_orphaned_then_paid_with_the_short
     assert (final.written_off_usd, final.credit_usd) == (Decimal("0.40"), Decimal("0.00"))
 
 
+def test_given_a_short_payment_whose_top_up_is_stuck_then_paid_with_the_write_off_and_the_top_up_pays_it_later(
+    stack: Stack,
+) -> None:
+    """D-cr-2: 99.60 final, the 0.40 named stuck by its watcher (``stalled``): it no longer holds the write-off -
+    PAID, 99.60 settled, 0.40 written off, told once (a second report changes nothing). It finalizes after all: it
+    pays the write-off (D387), 0.00 written off, 0.00 credit. Before: PROCESSING for as long as it was stuck."""
+    h = _short_then_rest(stack)
+    h.settlement.finalized("ethereum:0xa1:0")
+    held = h.store.bill("inv-1")
+    assert held is not None
+    assert held.status is BillStatus.PROCESSING
+
+    h.settlement.stalled("ethereum:0xa2:0")
+    h.settlement.stalled("ethereum:0xa2:0")
+
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.written_off_usd, paid.credit_usd) == (
+        BillStatus.PAID,
+        Decimal("99.60"),
+        Decimal("0.40"),
+        Decimal("0.00"),
+    )
+    assert len(h.events(SETTLED)) == 1
+    assert {line.tx_id: line.stalled for line in paid.payments} == {"0xa1": False, "0xa2": True}  # as stored
+    assert [p.payment_id for p in h.settlement.pending("ethereum")] == ["ethereum:0xa2:0"]  # still watched
+    h.settlement.finalized("ethereum:0xa2:0")
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert (final.status, final.written_off_usd, final.credit_usd) == (
+        BillStatus.PAID,
+        Decimal("0.00"),
+        Decimal("0.00"),
+    )
+
+
+def test_given_a_stuck_payment_the_bill_needs_beyond_its_band_then_the_bill_stays_processing(stack: Stack) -> None:
+    """D-cr-2's limit: 60.00 USDC final and 40.00 stuck - the final payments are 40.00 short, beyond the $0.50 band:
+    no write-off to release; the stuck payment still counts, the bill stays PROCESSING (an operator's case)."""
+    h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
+    h.settlement.record_seen(transfer("0xc1", "USDC", 60_000_000, T0 + timedelta(minutes=3)))
+    h.settlement.record_seen(transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xc1:0")
+
+    h.settlement.stalled("ethereum:0xc2:0")
+
+    held = h.store.bill("inv-1")
+    assert held is not None
+    assert (held.status, held.written_off_usd) == (BillStatus.PROCESSING, Decimal("0.00"))
+    assert h.events(SETTLED) == []
+
+
 def test_given_a_bill_paid_with_a_write_off_when_a_later_payment_finalizes_then_it_pays_the_write_off_first(
     h: Harness,
 ) -> None:

@@ -305,7 +305,8 @@ def test_a_replaced_payment_is_not_orphaned_unless_one_backend_holding_finalized
     (0xdead200); or F is right but the same batch serves the dead receipt (its elements routed to different
     backends); or the pass's own reads had one stale element (0xdead100 at 100, 0xdead150 at 150 - A's receipt in
     its canonical block). Before: A ORPHANED (0, 1) - the bill reopened, the customer asked for a second $100.00.
-    Now A waits SEEN at 100 (0, 0), named stuck once with its bill."""
+    Now A waits SEEN at 100 (0, 0), named stuck once with its bill, and reported stalled: it no longer holds the
+    bill's write-off (D-cr-2; before: not reported, a bill paid short beside it PROCESSING for as long)."""
     sink = Billed()
     transfer = ObservedTransfer("ethereum", "USDC", "0xa", 0, 100, "0xold100", PAYER, MERCHANT, A_UNITS)
     sink.record_seen(transfer)
@@ -319,6 +320,7 @@ def test_a_replaced_payment_is_not_orphaned_unless_one_backend_holding_finalized
     (entry,) = stuck
     assert entry.startswith(f"{transfer.payment_id}: ")
     assert entry.endswith("; bill inv-1 waits on it")
+    assert [call for call in sink.calls if call[0] == "stalled"] == [("stalled", transfer.payment_id)]
 
 
 def test_a_dead_fork_receipt_read_alone_in_its_canonical_block_beside_finalized_moves_and_is_finalized() -> None:

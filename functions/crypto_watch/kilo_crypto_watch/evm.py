@@ -616,6 +616,16 @@ def _finality(
     return finalized_count, orphaned_count
 
 
+def _stalled(sink: PaymentSink, replaced: Sequence[PendingPayment], tx_hash: str, stuck: list[str], entry: str) -> None:
+    """``entry`` (none if empty) names the transaction's payments stuck at a final height: they stop holding their
+    bills' write-offs (``PaymentSink.stalled``, D-cr-2)."""
+    if not entry:
+        return
+    stuck.append(entry)
+    for pid in sorted(p.payment_id for p in replaced if p.tx_id == tx_hash):
+        settle_alone(stuck, pid, partial(sink.stalled, pid))
+
+
 def _anchored_hashes(
     rpc: EvmRpc, numbers: Sequence[int], finalized: BlockRef
 ) -> tuple[dict[int, str | None], str | None]:
@@ -669,7 +679,8 @@ def _relocated(
     another hash: another fork above ``finalized``; or that read answered from another view), or whose transaction
     is not read, is a mined transaction all the same: its payments wait the same way (orphaned, a payment mined in a
     block the scan already passed was released for good). Above ``finalized`` that is ordinary (the backends agree
-    once finality reaches the block), so it is silent; at or below it, named ``stuck`` (D342, amended (orphan)).
+    once finality reaches the block), so it is silent; at or below it, named ``stuck`` (D342, amended (orphan)) and
+    reported ``PaymentSink.stalled``, as a waiting suspect is: it stops holding its bill's write-off (D-cr-2).
     Each ``stuck`` entry this function writes names the payment and the bill it counts for
     (``PendingPayment.invoice_id``), which waits on it; a failed record (``ports.record_alone``) is named by the
     payment alone, as a failed settle step is (``settle_alone``: ``<payment id>: <error>``)."""
@@ -721,10 +732,14 @@ def _relocated(
             waiting.add(tx_hash)
             if receipt.block_number <= finalized.number:
                 what = "no transaction" if read == receipt.block_hash else f"read {read} there"
-                stuck.append(
+                _stalled(
+                    sink,
+                    replaced,
+                    tx_hash,
+                    stuck,
                     f"{key}: the node places {tx_hash} in block {receipt.block_number} ({receipt.block_hash}), at "
                     f"or below the finalized block {finalized.number}, but {what}: waiting until its answers "
-                    f"agree{blocking(key)}"
+                    f"agree{blocking(key)}",
                 )
             continue
         credits = transaction_credits(chain, tx, receipt)  # no block time: settlement keeps the first one
@@ -736,7 +751,13 @@ def _relocated(
             groups[held[tx_hash]] = sorted(verdict, key=lambda credit: credit.payment_id in wanted)
         elif verdict is not None:  # None: not mined, its replaced payments orphaned (``_finality``); else waiting
             disputed.add(tx_hash)
-            stuck.extend([f"{held[tx_hash]}: {verdict}: waiting{blocking(held[tx_hash])}"] if verdict else [])
+            _stalled(
+                sink,
+                replaced,
+                tx_hash,
+                stuck,
+                verdict and f"{held[tx_hash]}: {verdict}: waiting{blocking(held[tx_hash])}",
+            )
     failed = record_alone(stuck, sink, groups)
     failed_txs = {tx_hash for tx_hash, key in held.items() if key in failed}
     found = {credit.payment_id: credit for key, group in groups.items() if key not in failed for credit in group}

@@ -65,6 +65,12 @@ class PaymentSink(Protocol):
         only if that is still the block recorded (a payment moved meanwhile to another block waits for its check)."""
         ...
 
+    def stalled(self, payment_id: str) -> None:
+        """The watcher named this SEEN payment stuck: its block is final long since and neither its finality nor
+        its loss is proven. It still counts and stays pending, but no longer holds its bill's write-off: a bill its
+        final payments cover inside tolerance is PAID (D-cr-2); finalized later, it pays that write-off (D387)."""
+        ...
+
 
 def settle_alone(stuck: list[str], payment_id: str, step: Callable[[], None]) -> bool:
     """One payment's settlement step (``PaymentSink.finalized`` / ``orphaned``) in a watcher's finality pass, kept

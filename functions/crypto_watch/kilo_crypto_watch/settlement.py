@@ -230,7 +230,8 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
 
     PAID is final: later finalized payments first pay what it wrote off (never with money announced as credit
     already), then add account credit. Otherwise: PAID when the finalized payments cover the total inside tolerance
-    - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D387);
+    - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D387),
+    but for one its watcher named stuck (``stalled``: it no longer holds the write-off, D-cr-2);
     PROCESSING when the seen and finalized ones do; else OPEN (PARTIAL when something was paid). Failed, orphaned and
     under-review payments do not count. So the result does not depend on which payment finalizes first, and no
     money is both written off and credited."""
@@ -267,7 +268,8 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     allowed = tolerance(total, [(line.asset, line.usd) for line in counted], policy)
     paid_all = paid_usd(counted)
     paid_final = paid_usd(final)
-    pending = any(line.status is not PaymentStatus.FINALIZED for line in counted)  # SEEN: may pay the shortfall
+    # SEEN: may pay the shortfall - unless stuck, which would hold the bill for as long as it is (D-cr-2)
+    pending = any(line.status is not PaymentStatus.FINALIZED and not line.stalled for line in counted)
     if final and paid_final >= total - allowed and (paid_final >= total or not pending):
         if paid_final > total:
             flags.add(BillFlag.OVERPAID)
@@ -1391,6 +1393,37 @@ class Settlement:
                 moved, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed, block_expected=block_hash
             )
             self._store.save(change)
+            self._announce_bill(new_bill)
+
+        self._retried(payment_id, attempt)
+
+    def stalled(self, payment_id: str) -> None:
+        """A SEEN payment its watcher named stuck (final block, neither finality nor loss proven): its line stops
+        holding the bill's write-off, and the bill is recomputed - PAID with the write-off if its final payments
+        cover it inside tolerance (D-cr-2). The payment stays SEEN and pending: finalized later, it pays the
+        write-off first (D387); orphaned, nothing changes. Idempotent (a line marked once is left)."""
+
+        def attempt() -> None:
+            payment = self._store.payment(payment_id)
+            if payment is None or payment.status is not PaymentStatus.SEEN or payment.invoice_id is None:
+                return
+            bill = self._store.bill(payment.invoice_id)
+            line = next((line for line in bill.payments if line.payment_id == payment_id), None) if bill else None
+            if bill is None or line is None or line.stalled:
+                return
+            now = self._clock()
+            marked = replace(bill, payments=tuple(replace(x, stalled=True) if x is line else x for x in bill.payments))
+            new_bill = replace(recompute(marked, self._policy, now), version=bill.version + 1)
+            quotes = self._store.quotes(bill.invoice_id)
+            changed = tuple(
+                replace(quote, status=status)
+                for quote in quotes
+                if (status := quote_status(quote, new_bill.payments, now)) is not quote.status
+                and status is not quote_status(quote, bill.payments, now)
+            )
+            self._store.save(
+                SettlementChange(payment, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed)
+            )
             self._announce_bill(new_bill)
 
         self._retried(payment_id, attempt)

@@ -35,7 +35,8 @@ Each run (scheduled every minute, idempotent):
    the finalized block at its slot without it (``getBlock``, ``finalized``, its signatures), or shows its slot
    skipped: the first finalized block after it (``getBlocks``) has a ``parentSlot`` before it. Empty answers alone
    come from a backend behind as well: unproven, the payment stays pending (``RunReport.unproven``), named
-   ``stuck`` once the finalized slot is ``UNPROVEN_ALARM_SLOTS`` (750, ~5 minutes) past its slot; a listed
+   ``stuck`` once the finalized slot is ``UNPROVEN_ALARM_SLOTS`` (750, ~5 minutes) past its slot, and reported
+   ``PaymentSink.stalled`` (it stops holding its bill's write-off, D-cr-2); a listed
    signature not served is skipped as vanished on the same proof only (D91). A payment recorded FAILED stays pending
    until its failure is finalized (then final); a status without the error means it landed again and succeeded:
    ``getTransaction`` and its credits are reported again.
@@ -551,6 +552,8 @@ class SolanaWatcher:
                     unproven += 1  # kept pending, asked again next run; named stuck once it has waited long enough
                     if finalized_slot - payment.block_number >= UNPROVEN_ALARM_SLOTS:
                         stuck.append(_unproven(pid, payment.block_number, finalized_slot))
+                        # it no longer holds its bill's write-off (D-cr-2); still pending, finalized if it shows up
+                        settle_alone(stuck, pid, partial(self.sink.stalled, pid))
         return finalized, orphaned, unproven
 
     async def _reread(
