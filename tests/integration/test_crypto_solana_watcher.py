@@ -461,6 +461,76 @@ def test_given_a_submitted_signature_answered_without_a_block_time_then_the_fast
     assert transfer.block_time == datetime.fromtimestamp(chain.standin.block_time(landed.slot), UTC)
 
 
+def _block_time_answers(monkeypatch: pytest.MonkeyPatch, code: int, message: str) -> None:
+    """getBlockTime answered with a JSON-RPC error: Agave's -32004 "Block not available" (no time for that block
+    here), or -32603 "Internal error" (a provider failing, a rate limit sent as a JSON-RPC error)."""
+
+    def refused(self: SolanaStandin, slot: int) -> None:
+        raise standin_module.RpcError(code, message)
+
+    monkeypatch.setattr(SolanaStandin, "_rpc_getBlockTime", refused)
+
+
+def test_given_get_block_time_answered_with_an_internal_error_then_the_run_fails_and_the_next_run_dates_the_payment(
+    chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rcr 1: any JSON-RPC error from getBlockTime was "no time": on a -32603 the payment was recorded with
+    block_time None for good (the next run, the node healthy, does not record it again) - SOL to review, its bill
+    OPEN until an operator acted. Now only a null or a "no block shown" answer (-32004 ...) is no time; another
+    error fails the run (nothing recorded, the cursor not moved) and the next run dates the payment."""
+    signature = chain.pay_sol(SOL // 10)  # 100,000,000 lamports, no reference: the wallet sweep lists it
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    chain.standin.untimed.add(landed.slot)
+    _block_time_answers(monkeypatch, -32603, "Internal error")
+
+    with pytest.raises(SolanaRpcError):  # before: recorded, block_time None
+        watch.run()
+    assert watch.sink.transfers == {}
+
+    monkeypatch.undo()
+    watch.run()
+    transfer = watch.sink.only()
+    expected = datetime.fromtimestamp(chain.standin.block_time(landed.slot), UTC)
+    assert (transfer.tx_id, transfer.atomic_amount, transfer.block_time) == (signature, 100_000_000, expected)
+
+
+def test_given_get_block_time_answered_block_not_available_then_the_payment_is_recorded_with_no_time(
+    chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rcr 1: Agave's -32004 (BLOCK_NOT_SHOWN's kind) says the node has no time for that block: no time
+    (D-cr-1), as a null answer; the run goes on."""
+    signature = chain.pay_sol(SOL // 10)
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    chain.standin.untimed.add(landed.slot)
+    _block_time_answers(monkeypatch, -32004, f"Block not available for slot {landed.slot}")
+
+    watch.run()
+
+    transfer = watch.sink.only()
+    assert (transfer.tx_id, transfer.atomic_amount, transfer.block_time) == (signature, 100_000_000, None)
+
+
+def test_given_a_submitted_signature_whose_get_block_time_answers_an_internal_error_then_the_fast_path_fails(
+    chain: SolanaTestChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rcr 1, the fast path: a -32603 from getBlockTime gave a credit with no time (the claim valued as
+    sent before every quote but its reference's); now the claim fails, to be asked again."""
+    signature = chain.pay_usdc(9_990_000)
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    chain.standin.untimed.add(landed.slot)
+    _block_time_answers(monkeypatch, -32603, "Internal error")
+
+    async def go() -> list[ObservedTransfer]:
+        async with SolanaRpcClient(chain.standin.url) as rpc:
+            return list(await inspect(rpc, chain.config(), signature))
+
+    with pytest.raises(SolanaRpcError):  # before: one credit, block_time None
+        asyncio.run(go())
+
+
 def test_given_a_solana_chain_then_the_apis_fast_path_entry_point_inspects_through_the_real_client(
     chain: SolanaTestChain, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
