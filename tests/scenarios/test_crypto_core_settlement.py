@@ -7,7 +7,7 @@ locked at 1 and asks 100 USDC = 100_000_000 units. Tolerance: USDC min(0.5 %, $1
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -246,6 +246,51 @@ def test_given_a_short_payment_whose_top_up_is_stuck_then_paid_with_the_write_of
         Decimal("0.00"),
         Decimal("0.00"),
     )
+
+
+class MovedUnderStore(DynamoCryptoStore):
+    """The crypto table on moto; the first write of a bill holding a stalled line lets ``under`` (another watcher's
+    step: the payment seen in another block) write first - between the stalled step's reads and its write."""
+
+    under: Callable[[], None] | None = None
+
+    def save(self, change: SettlementChange) -> None:
+        if self.under is not None and change.bill is not None and any(line.stalled for line in change.bill.payments):
+            under, self.under = self.under, None
+            under()
+        super().save(change)
+
+
+def test_given_a_stalled_report_when_its_payment_moves_to_another_block_meanwhile_then_the_move_stands(
+    stack: Stack,
+) -> None:
+    """Review rcr 2. The 0.40 top-up is named stuck at block 100 (``0xblock``); before ``stalled`` writes, another
+    run records it seen at block 101 (``0xblock-b``, its transaction re-included). Before: ``stalled`` wrote back the
+    payment it had read - stored at 100 again, the move undone - and the bill PAID with 0.40 written off for a
+    payment at a block nobody named stuck. Now the write is conditional on the block it read: it conflicts, and the
+    retry finds the payment moved since: the move stands (SEEN at 101), the bill PROCESSING, nothing written off."""
+    h = _short_then_rest(stack)
+    h.settlement.finalized("ethereum:0xa1:0")
+    store = MovedUnderStore(stack.clients["dynamodb"], stack.template.physical_name("CryptoTable"))
+    watcher = Settlement(store, h.published, CHAINS, h.rates, clock=h.clock)
+    rest = transfer("0xa2", "USDC", 400_000, T0 + timedelta(minutes=4))
+    store.under = lambda: h.settlement.record_seen(replace(rest, block_number=101, block_hash="0xblock-b"))
+
+    watcher.stalled("ethereum:0xa2:0")
+
+    assert store.under is None  # the move did land under the stalled step
+    payment = h.store.payment("ethereum:0xa2:0")
+    assert payment is not None
+    assert (payment.status, payment.transfer.block_number, payment.transfer.block_hash) == (
+        PaymentStatus.SEEN,
+        101,
+        "0xblock-b",
+    )
+    held = h.store.bill("inv-1")
+    assert held is not None
+    assert (held.status, held.written_off_usd) == (BillStatus.PROCESSING, Decimal("0.00"))
+    assert {line.tx_id: line.stalled for line in held.payments} == {"0xa1": False, "0xa2": False}
+    assert h.events(SETTLED) == []
 
 
 def test_given_a_stuck_payment_the_bill_needs_beyond_its_band_then_the_bill_stays_processing(stack: Stack) -> None:

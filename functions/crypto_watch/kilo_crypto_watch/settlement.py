@@ -1401,12 +1401,18 @@ class Settlement:
         """A SEEN payment its watcher named stuck (final block, neither finality nor loss proven): its line stops
         holding the bill's write-off, and the bill is recomputed - PAID with the write-off if its final payments
         cover it inside tolerance (D-cr-2). The payment stays SEEN and pending: finalized later, it pays the
-        write-off first (D387); orphaned, nothing changes. Idempotent (a line marked once is left)."""
+        write-off first (D387); orphaned, nothing changes. Idempotent (a line marked once is left). The payment is
+        written back only while still at the block first read: moved meanwhile (seen in another block by another
+        run), the move stands and it is not stalled - the watcher named the old block stuck (review rcr)."""
+        named: list[str] = []  # the block of the first read
 
         def attempt() -> None:
             payment = self._store.payment(payment_id)
             if payment is None or payment.status is not PaymentStatus.SEEN or payment.invoice_id is None:
                 return
+            if named and payment.transfer.block_hash != named[0]:
+                return  # moved to another block since: that block is checked by the next run
+            named[:] = [payment.transfer.block_hash]
             bill = self._store.bill(payment.invoice_id)
             line = next((line for line in bill.payments if line.payment_id == payment_id), None) if bill else None
             if bill is None or line is None or line.stalled:
@@ -1422,7 +1428,13 @@ class Settlement:
                 and status is not quote_status(quote, bill.payments, now)
             )
             self._store.save(
-                SettlementChange(payment, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed)
+                SettlementChange(
+                    payment,
+                    payment_expected=PaymentStatus.SEEN,
+                    bill=new_bill,
+                    quotes=changed,
+                    block_expected=payment.transfer.block_hash,
+                )
             )
             self._announce_bill(new_bill)
 
