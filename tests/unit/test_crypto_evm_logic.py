@@ -323,6 +323,32 @@ def test_a_replaced_payment_is_not_orphaned_unless_one_backend_holding_finalized
     assert [call for call in sink.calls if call[0] == "stalled"] == [("stalled", transfer.payment_id)]
 
 
+@pytest.mark.parametrize(("final", "stalled"), [(163, False), (164, True)], ids=["63-blocks-past", "64-blocks-past"])
+def test_a_replaced_payment_left_waiting_is_reported_stalled_only_once_finality_is_64_blocks_past_its_block(
+    final: int, stalled: bool
+) -> None:
+    """Review rcr 3. The case ``canonical-receipt-vs-a-stale-element-of-the-pass-read``: A (100 USDC) stored at 100
+    as 0xold100, the pass's read at 100 one stale element (0xdead100), A's receipt in its canonical 0xnew100: A waits
+    SEEN, named stuck at once (D342). Reported stalled at once, a bill paid short beside it became PAID with a
+    write-off and its customer was told, and the next run, the read consistent, finalized A and the write-off fell -
+    two events for one story (D387). Now stalled only once F is ``STALL_BLOCKS`` (64, D342's finality lag) past A's
+    block: F = 163 (63 past) named stuck, not stalled; F = 164 both. Before: stalled at 163 as well."""
+    sink = Billed()
+    transfer = ObservedTransfer("ethereum", "USDC", "0xa", 0, 100, "0xold100", PAYER, MERCHANT, A_UNITS)
+    sink.record_seen(transfer)
+    stuck: list[str] = []
+    rpc = Alone(205, [(100, "0xnew100")], {}, {100: "0xdead100"})
+
+    counts = _finality(rpc, sink, CHAIN, BlockRef(final, f"0xc{final}", 0), stuck)  # type: ignore[arg-type]
+
+    assert counts == (0, 0)
+    assert sink.status[transfer.payment_id] is PaymentStatus.SEEN
+    (entry,) = stuck
+    assert entry.endswith("; bill inv-1 waits on it")
+    expected = [("stalled", transfer.payment_id)] if stalled else []
+    assert [call for call in sink.calls if call[0] == "stalled"] == expected
+
+
 def test_a_dead_fork_receipt_read_alone_in_its_canonical_block_beside_finalized_moves_and_is_finalized() -> None:
     """F = 205 (0xc205). The pass's receipt batch places A in 203 as 0xb203; the chain has 0xc203 there (a dead
     fork's receipt). The read alone - one batch: the receipt, 205 and 203 - answers 0xc205 at 205, 0xc203 at 203
