@@ -293,6 +293,24 @@ def test_given_a_stalled_report_when_its_payment_moves_to_another_block_meanwhil
     assert h.events(SETTLED) == []
 
 
+def test_given_a_stalled_report_for_a_block_the_payment_has_left_then_nothing_is_stalled(stack: Stack) -> None:
+    """Review rcr 2, the move landing before the stalled step's first read: the watcher named the 0.40 stuck at
+    ``0xblock``; it is stored at ``0xblock-b`` (101) by then. ``stalled(id, "0xblock")`` leaves it, as ``orphaned``
+    does: the new block is checked by the next run. Before: stalled at its new block - PAID, 0.40 written off."""
+    h = _short_then_rest(stack)
+    h.settlement.finalized("ethereum:0xa1:0")
+    rest = transfer("0xa2", "USDC", 400_000, T0 + timedelta(minutes=4))
+    h.settlement.record_seen(replace(rest, block_number=101, block_hash="0xblock-b"))
+
+    h.settlement.stalled("ethereum:0xa2:0", "0xblock")
+
+    held = h.store.bill("inv-1")
+    assert held is not None
+    assert (held.status, held.written_off_usd) == (BillStatus.PROCESSING, Decimal("0.00"))
+    assert {line.tx_id: line.stalled for line in held.payments} == {"0xa1": False, "0xa2": False}
+    assert h.events(SETTLED) == []
+
+
 def test_given_a_stuck_payment_the_bill_needs_beyond_its_band_then_the_bill_stays_processing(stack: Stack) -> None:
     """D-cr-2's limit: 60.00 USDC final and 40.00 stuck - the final payments are 40.00 short, beyond the $0.50 band:
     no write-off to release; the stuck payment still counts, the bill stays PROCESSING (an operator's case)."""

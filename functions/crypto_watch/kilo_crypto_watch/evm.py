@@ -635,12 +635,10 @@ def _stalled(
     if not entry:
         return
     stuck.append(entry)
-    for pid in sorted(
-        p.payment_id
-        for p in replaced
-        if p.tx_id == tx_hash and finalized.number - max(p.block_number, receipt_block) >= STALL_BLOCKS
-    ):
-        settle_alone(stuck, pid, partial(sink.stalled, pid))
+    for payment in sorted(replaced, key=lambda p: p.payment_id):
+        if payment.tx_id == tx_hash and finalized.number - max(payment.block_number, receipt_block) >= STALL_BLOCKS:
+            pid = payment.payment_id
+            settle_alone(stuck, pid, partial(sink.stalled, pid, payment.block_hash))
 
 
 def _anchored_hashes(

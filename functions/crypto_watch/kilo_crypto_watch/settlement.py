@@ -1397,14 +1397,15 @@ class Settlement:
 
         self._retried(payment_id, attempt)
 
-    def stalled(self, payment_id: str) -> None:
+    def stalled(self, payment_id: str, block_hash: str | None = None) -> None:
         """A SEEN payment its watcher named stuck (final block, neither finality nor loss proven): its line stops
         holding the bill's write-off, and the bill is recomputed - PAID with the write-off if its final payments
         cover it inside tolerance (D-cr-2). The payment stays SEEN and pending: finalized later, it pays the
-        write-off first (D387); orphaned, nothing changes. Idempotent (a line marked once is left). The payment is
-        written back only while still at the block first read: moved meanwhile (seen in another block by another
-        run), the move stands and it is not stalled - the watcher named the old block stuck (review rcr)."""
-        named: list[str] = []  # the block of the first read
+        write-off first (D387); orphaned, nothing changes. Idempotent (a line marked once is left). Only at the
+        block the watcher named (``block_hash``; None: the block first read), written back only while still there:
+        moved meanwhile (seen in another block by another run), the move stands and it is not stalled - that block
+        is checked next run (review rcr)."""
+        named: list[str] = [] if block_hash is None else [block_hash]  # the block named stuck
 
         def attempt() -> None:
             payment = self._store.payment(payment_id)

@@ -553,7 +553,7 @@ class SolanaWatcher:
                     if finalized_slot - payment.block_number >= UNPROVEN_ALARM_SLOTS:
                         stuck.append(_unproven(pid, payment.block_number, finalized_slot))
                         # it no longer holds its bill's write-off (D-cr-2); still pending, finalized if it shows up
-                        settle_alone(stuck, pid, partial(self.sink.stalled, pid))
+                        settle_alone(stuck, pid, partial(self.sink.stalled, pid, payment.block_hash))
         return finalized, orphaned, unproven
 
     async def _reread(
