@@ -115,6 +115,9 @@ class MemoryPaymentSink:
         self.calls.append(("orphaned", payment_id))
         self._move(payment_id, PaymentStatus.ORPHANED, block_hash)
 
+    def stalled(self, payment_id: str, block_hash: str | None = None) -> None:
+        self.calls.append(("stalled", payment_id))  # no bills here: nothing else to do (D-cr-2)
+
     def _move(self, payment_id: str, status: PaymentStatus, block_hash: str | None) -> None:
         known = self.status.get(payment_id)
         if known is None or (block_hash is not None and self.transfers[payment_id].block_hash != block_hash):

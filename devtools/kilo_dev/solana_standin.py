@@ -10,7 +10,9 @@ slot; address -> signatures, oldest first) to answer the methods the real ``sola
 ``skipPreflight``), ``getSignaturesForAddress`` (``before`` / ``until`` / ``limit``, newest first; ``minContextSlot``
 above the bank's slot refused with -32016, as Agave does), ``getTransaction``
 (``base64`` or ``json`` encoding, ``maxSupportedTransactionVersion``), ``getSignatureStatuses``, ``getBlock``
-(``transactionDetails`` ``none`` or ``signatures``), ``getBlocks``, ``getHealth``, ``getVersion``.
+(``transactionDetails`` ``none`` or ``signatures``), ``getBlocks``, ``getBlockTime``, ``getHealth``, ``getVersion``.
+Block times are ``genesis_time`` plus 400 ms a slot; a slot in ``untimed`` has none in ``getTransaction`` (and
+``getSignaturesForAddress``), one in ``timeless`` has none anywhere (``getBlockTime`` null), as a node may answer.
 
 Answers follow mainnet's shapes (Agave's RPC: docs.solana.com/api/http, and solders' serde of
 ``UiTransactionStatusMeta``, which is Agave's). Commitment: ``processed`` and ``confirmed`` see every landed slot;
@@ -99,6 +101,10 @@ class SolanaStandin:
         self._parents: dict[int, int] = {}
         self._slot_signatures: dict[int, list[str]] = {}
         self._skipped: set[int] = set()  # slots whose block did not survive (forgotten, not replaced)
+        # slots whose time getTransaction answers null (Agave's blockTime is null where the node has no time for
+        # the slot); in ``timeless`` getBlockTime answers null and getBlock's blockTime is null as well
+        self.untimed: set[int] = set()
+        self.timeless: set[int] = set()
         self._landed: dict[str, Landed] = {}
         self._by_address: dict[str, list[str]] = {}  # oldest first
         self._http = processes.LoopbackServer(self._handler_class(), "solana-standin")
@@ -363,7 +369,7 @@ class SolanaStandin:
                     "slot": landed.slot,
                     "err": landed.err,
                     "memo": landed.memo,
-                    "blockTime": self.block_time(landed.slot),
+                    "blockTime": None if landed.slot in self.untimed | self.timeless else self.block_time(landed.slot),
                     "confirmationStatus": self._confirmation(landed.slot),
                 }
             )
@@ -397,7 +403,7 @@ class SolanaStandin:
             "transaction": encoded,
             "meta": landed.meta,
             "version": "legacy" if legacy else version,
-            "blockTime": self.block_time(landed.slot),
+            "blockTime": None if landed.slot in self.untimed | self.timeless else self.block_time(landed.slot),
         }
 
     def _rpc_getSignatureStatuses(self, signatures: list[str], config: dict[str, Any] | None = None) -> dict[str, Any]:  # noqa: N802
@@ -433,7 +439,7 @@ class SolanaStandin:
             "blockhash": self._blockhashes[slot],
             "previousBlockhash": self._blockhashes.get(parent, str(Hash.default())),
             "parentSlot": parent,
-            "blockTime": self.block_time(slot),
+            "blockTime": None if slot in self.timeless else self.block_time(slot),
             "blockHeight": slot,
         }
         if details == "signatures":
@@ -443,6 +449,12 @@ class SolanaStandin:
         if config.get("rewards", True):
             block["rewards"] = []
         return block
+
+    def _rpc_getBlockTime(self, slot: int) -> int | None:  # noqa: N802
+        """The block's time, as Agave answers: -32004 for a slot with no confirmed block, null where it has none."""
+        if slot not in self._blockhashes or slot > self._slot or slot in self._skipped:
+            raise RpcError(BLOCK_NOT_AVAILABLE, f"Block not available for slot {slot}")
+        return None if slot in self.timeless else self.block_time(slot)
 
     def _rpc_getBlocks(  # noqa: N802
         self, start: int, end: int | dict[str, Any] | None = None, config: dict[str, Any] | None = None

@@ -214,3 +214,13 @@ def test_given_a_solana_credit_stored_as_one_net_credit_when_reported_split_in_i
     )
     assert (sink.amount("solana:sig:0"), sink.amount("solana:sig:1")) == (1_750_000_000, 250_000_000)
     assert sorted(p.payment_id for p in sink.port.pending("solana")) == ["solana:sig:0", "solana:sig:1"]
+
+
+def test_given_a_seen_payment_reported_stalled_then_it_stays_seen_and_pending_until_final(sink: Sink) -> None:
+    """D-cr-2: ``stalled`` releases a bill's write-off, never the payment: it is still watched and finalizes."""
+    sink.port.record_seen(transfer())
+    sink.port.stalled(PID)
+    sink.port.stalled(PID)
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([pending()], PaymentStatus.SEEN)
+    sink.port.finalized(PID, "0xh10")
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([], PaymentStatus.FINALIZED)

@@ -423,6 +423,114 @@ def test_given_a_signature_on_the_fast_path_then_the_inspector_returns_the_merch
         asyncio.run(go(str(Keypair().sign_message(b"never sent"))))
 
 
+@pytest.mark.parametrize("timeless", [False, True])
+def test_given_a_transaction_answered_without_a_block_time_then_its_credit_is_dated_by_get_block_time_or_left_unknown(
+    chain: SolanaTestChain, watch: Watch, timeless: bool
+) -> None:
+    """D-cr-1. getTransaction answers blockTime null for the payment's slot: the watcher asks getBlockTime for that
+    slot (one call) and records its time - the stand-in's genesis plus 400 ms a slot; a node with no time there
+    either (null) leaves it None, for settlement's unknown-time rule. Before: None whatever getBlockTime knew, and
+    settlement dated the payment at its own clock."""
+    signature = chain.pay_sol(SOL // 10)  # 100,000,000 lamports, no reference: the wallet sweep lists it
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    (chain.standin.timeless if timeless else chain.standin.untimed).add(landed.slot)
+
+    watch.run()
+
+    transfer = watch.sink.only()
+    expected = None if timeless else datetime.fromtimestamp(chain.standin.block_time(landed.slot), UTC)
+    assert (transfer.tx_id, transfer.atomic_amount, transfer.block_time) == (signature, 100_000_000, expected)
+    assert chain.standin.calls["getBlockTime"] == 1
+
+
+def test_given_a_submitted_signature_answered_without_a_block_time_then_the_fast_path_dates_it_by_get_block_time(
+    chain: SolanaTestChain,
+) -> None:
+    """D-cr-1: the fast path dates a credit as the watcher does (else a claim was valued at the API's clock)."""
+    signature = chain.pay_usdc(9_990_000)
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    chain.standin.untimed.add(landed.slot)
+
+    async def go() -> list[ObservedTransfer]:
+        async with SolanaRpcClient(chain.standin.url) as rpc:
+            return list(await inspect(rpc, chain.config(), signature))
+
+    (transfer,) = asyncio.run(go())
+    assert transfer.block_time == datetime.fromtimestamp(chain.standin.block_time(landed.slot), UTC)
+
+
+def _block_time_answers(monkeypatch: pytest.MonkeyPatch, code: int, message: str) -> None:
+    """getBlockTime answered with a JSON-RPC error: Agave's -32004 "Block not available" (no time for that block
+    here), or -32603 "Internal error" (a provider failing, a rate limit sent as a JSON-RPC error)."""
+
+    def refused(self: SolanaStandin, slot: int) -> None:
+        raise standin_module.RpcError(code, message)
+
+    monkeypatch.setattr(SolanaStandin, "_rpc_getBlockTime", refused)
+
+
+def test_given_get_block_time_answered_with_an_internal_error_then_the_run_fails_and_the_next_run_dates_the_payment(
+    chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rcr 1: any JSON-RPC error from getBlockTime was "no time": on a -32603 the payment was recorded with
+    block_time None for good (the next run, the node healthy, does not record it again) - SOL to review, its bill
+    OPEN until an operator acted. Now only a null or a "no block shown" answer (-32004 ...) is no time; another
+    error fails the run (nothing recorded, the cursor not moved) and the next run dates the payment."""
+    signature = chain.pay_sol(SOL // 10)  # 100,000,000 lamports, no reference: the wallet sweep lists it
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    chain.standin.untimed.add(landed.slot)
+    _block_time_answers(monkeypatch, -32603, "Internal error")
+
+    with pytest.raises(SolanaRpcError):  # before: recorded, block_time None
+        watch.run()
+    assert watch.sink.transfers == {}
+
+    monkeypatch.undo()
+    watch.run()
+    transfer = watch.sink.only()
+    expected = datetime.fromtimestamp(chain.standin.block_time(landed.slot), UTC)
+    assert (transfer.tx_id, transfer.atomic_amount, transfer.block_time) == (signature, 100_000_000, expected)
+
+
+def test_given_get_block_time_answered_block_not_available_then_the_payment_is_recorded_with_no_time(
+    chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rcr 1: Agave's -32004 (BLOCK_NOT_SHOWN's kind) says the node has no time for that block: no time
+    (D-cr-1), as a null answer; the run goes on."""
+    signature = chain.pay_sol(SOL // 10)
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    chain.standin.untimed.add(landed.slot)
+    _block_time_answers(monkeypatch, -32004, f"Block not available for slot {landed.slot}")
+
+    watch.run()
+
+    transfer = watch.sink.only()
+    assert (transfer.tx_id, transfer.atomic_amount, transfer.block_time) == (signature, 100_000_000, None)
+
+
+def test_given_a_submitted_signature_whose_get_block_time_answers_an_internal_error_then_the_fast_path_fails(
+    chain: SolanaTestChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rcr 1, the fast path: a -32603 from getBlockTime gave a credit with no time (the claim valued as
+    sent before every quote but its reference's); now the claim fails, to be asked again."""
+    signature = chain.pay_usdc(9_990_000)
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    chain.standin.untimed.add(landed.slot)
+    _block_time_answers(monkeypatch, -32603, "Internal error")
+
+    async def go() -> list[ObservedTransfer]:
+        async with SolanaRpcClient(chain.standin.url) as rpc:
+            return list(await inspect(rpc, chain.config(), signature))
+
+    with pytest.raises(SolanaRpcError):  # before: one credit, block_time None
+        asyncio.run(go())
+
+
 def test_given_a_solana_chain_then_the_apis_fast_path_entry_point_inspects_through_the_real_client(
     chain: SolanaTestChain, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -713,6 +821,51 @@ def test_given_a_vanished_payment_whose_finalized_block_no_backend_shows_then_it
     report = watch.run()  # a backend shows the finalized block at its slot without it: proof
     assert (report.orphaned, report.unproven, report.stuck) == (1, 0, ())
     assert watch.sink.status[payment_id] is PaymentStatus.ORPHANED
+
+
+def test_given_a_bill_paid_short_whose_top_up_is_stuck_then_paid_with_the_write_off_and_the_top_up_pays_it_later(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """D-cr-2. The $37.50 bill (SOL: 1 % tolerance, $0.37) paid 248,000,000 lamports ($37.20 at the $150.00 lock)
+    and 2,000,000 ($0.30), both with its reference. The $37.20 finalizes; the $0.30 is then unknown to every
+    backend past its final slot and no block proves it gone: SEEN, held by D387 - before, the bill stayed PROCESSING
+    for as long as it was stuck. Named stuck (750 slots after its slot is final), it stops holding the write-off: PAID,
+    $37.20 settled, $0.30 written off. When it finalizes after all, it pays that write-off (D387): $0.00 written off,
+    $0.00 credit."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "37.50"))
+    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", SOL // 4, str(reference)))
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    short = chain.send([_pay(chain, 248_000_000, reference)])
+    top_up = chain.send([_pay(chain, 2_000_000, reference)])  # the next slot
+    chain.standin.advance(LAG - 1)  # the first slot final, the top-up's not yet
+    watch.run()
+    assert _bill_and_payment(h, f"solana:{short}:0") == ("PROCESSING", "FINALIZED")
+    assert _bill_and_payment(h, f"solana:{top_up}:0") == ("PROCESSING", "SEEN")
+
+    chain.standin.advance(751)  # the top-up's slot final for 750 slots
+    lagging = Lagging(chain.standin.url, hidden=frozenset({top_up}), no_statuses=True, no_blocks=True)
+    report = _run(watch, lagging)
+
+    assert (report.unproven, [entry.split(":")[1] for entry in report.stuck]) == (1, [top_up])
+    assert _bill_and_payment(h, f"solana:{top_up}:0") == ("PAID", "SEEN")
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.settled_usd, paid.written_off_usd, paid.credit_usd) == (
+        Decimal("37.20"),
+        Decimal("0.30"),
+        Decimal("0.00"),
+    )
+
+    assert watch.run().finalized == 1  # every backend up to date: it was final all along
+    assert _bill_and_payment(h, f"solana:{top_up}:0") == ("PAID", "FINALIZED")
+    later = h.store.bill("inv-1")
+    assert later is not None
+    assert (later.written_off_usd, later.credit_usd) == (Decimal("0.00"), Decimal("0.00"))
 
 
 def test_given_a_listed_signature_no_backend_proves_gone_then_the_cursor_waits_and_it_is_named_stuck_after_750_slots(

@@ -7,7 +7,7 @@ locked at 1 and asks 100 USDC = 100_000_000 units. Tolerance: USDC min(0.5 %, $1
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -26,6 +26,7 @@ from kilo_crypto_watch.model import (
     BillStatus,
     LockedRate,
     ObservedTransfer,
+    Payment,
     PaymentStatus,
     Quote,
     QuoteStatus,
@@ -209,6 +210,121 @@ def test_given_a_short_payment_whose_top_up_is_orphaned_then_paid_with_the_short
     assert final is not None
     assert final.status is BillStatus.PAID
     assert (final.written_off_usd, final.credit_usd) == (Decimal("0.40"), Decimal("0.00"))
+
+
+def test_given_a_short_payment_whose_top_up_is_stuck_then_paid_with_the_write_off_and_the_top_up_pays_it_later(
+    stack: Stack,
+) -> None:
+    """D-cr-2: 99.60 final, the 0.40 named stuck by its watcher (``stalled``): it no longer holds the write-off -
+    PAID, 99.60 settled, 0.40 written off, told once (a second report changes nothing). It finalizes after all: it
+    pays the write-off (D387), 0.00 written off, 0.00 credit. Before: PROCESSING for as long as it was stuck."""
+    h = _short_then_rest(stack)
+    h.settlement.finalized("ethereum:0xa1:0")
+    held = h.store.bill("inv-1")
+    assert held is not None
+    assert held.status is BillStatus.PROCESSING
+
+    h.settlement.stalled("ethereum:0xa2:0")
+    h.settlement.stalled("ethereum:0xa2:0")
+
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.written_off_usd, paid.credit_usd) == (
+        BillStatus.PAID,
+        Decimal("99.60"),
+        Decimal("0.40"),
+        Decimal("0.00"),
+    )
+    assert len(h.events(SETTLED)) == 1
+    assert {line.tx_id: line.stalled for line in paid.payments} == {"0xa1": False, "0xa2": True}  # as stored
+    assert [p.payment_id for p in h.settlement.pending("ethereum")] == ["ethereum:0xa2:0"]  # still watched
+    h.settlement.finalized("ethereum:0xa2:0")
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert (final.status, final.written_off_usd, final.credit_usd) == (
+        BillStatus.PAID,
+        Decimal("0.00"),
+        Decimal("0.00"),
+    )
+
+
+class MovedUnderStore(DynamoCryptoStore):
+    """The crypto table on moto; the first write of a bill holding a stalled line lets ``under`` (another watcher's
+    step: the payment seen in another block) write first - between the stalled step's reads and its write."""
+
+    under: Callable[[], None] | None = None
+
+    def save(self, change: SettlementChange) -> None:
+        if self.under is not None and change.bill is not None and any(line.stalled for line in change.bill.payments):
+            under, self.under = self.under, None
+            under()
+        super().save(change)
+
+
+def test_given_a_stalled_report_when_its_payment_moves_to_another_block_meanwhile_then_the_move_stands(
+    stack: Stack,
+) -> None:
+    """Review rcr 2. The 0.40 top-up is named stuck at block 100 (``0xblock``); before ``stalled`` writes, another
+    run records it seen at block 101 (``0xblock-b``, its transaction re-included). Before: ``stalled`` wrote back the
+    payment it had read - stored at 100 again, the move undone - and the bill PAID with 0.40 written off for a
+    payment at a block nobody named stuck. Now the write is conditional on the block it read: it conflicts, and the
+    retry finds the payment moved since: the move stands (SEEN at 101), the bill PROCESSING, nothing written off."""
+    h = _short_then_rest(stack)
+    h.settlement.finalized("ethereum:0xa1:0")
+    store = MovedUnderStore(stack.clients["dynamodb"], stack.template.physical_name("CryptoTable"))
+    watcher = Settlement(store, h.published, CHAINS, h.rates, clock=h.clock)
+    rest = transfer("0xa2", "USDC", 400_000, T0 + timedelta(minutes=4))
+    store.under = lambda: h.settlement.record_seen(replace(rest, block_number=101, block_hash="0xblock-b"))
+
+    watcher.stalled("ethereum:0xa2:0")
+
+    assert store.under is None  # the move did land under the stalled step
+    payment = h.store.payment("ethereum:0xa2:0")
+    assert payment is not None
+    assert (payment.status, payment.transfer.block_number, payment.transfer.block_hash) == (
+        PaymentStatus.SEEN,
+        101,
+        "0xblock-b",
+    )
+    held = h.store.bill("inv-1")
+    assert held is not None
+    assert (held.status, held.written_off_usd) == (BillStatus.PROCESSING, Decimal("0.00"))
+    assert {line.tx_id: line.stalled for line in held.payments} == {"0xa1": False, "0xa2": False}
+    assert h.events(SETTLED) == []
+
+
+def test_given_a_stalled_report_for_a_block_the_payment_has_left_then_nothing_is_stalled(stack: Stack) -> None:
+    """Review rcr 2, the move landing before the stalled step's first read: the watcher named the 0.40 stuck at
+    ``0xblock``; it is stored at ``0xblock-b`` (101) by then. ``stalled(id, "0xblock")`` leaves it, as ``orphaned``
+    does: the new block is checked by the next run. Before: stalled at its new block - PAID, 0.40 written off."""
+    h = _short_then_rest(stack)
+    h.settlement.finalized("ethereum:0xa1:0")
+    rest = transfer("0xa2", "USDC", 400_000, T0 + timedelta(minutes=4))
+    h.settlement.record_seen(replace(rest, block_number=101, block_hash="0xblock-b"))
+
+    h.settlement.stalled("ethereum:0xa2:0", "0xblock")
+
+    held = h.store.bill("inv-1")
+    assert held is not None
+    assert (held.status, held.written_off_usd) == (BillStatus.PROCESSING, Decimal("0.00"))
+    assert {line.tx_id: line.stalled for line in held.payments} == {"0xa1": False, "0xa2": False}
+    assert h.events(SETTLED) == []
+
+
+def test_given_a_stuck_payment_the_bill_needs_beyond_its_band_then_the_bill_stays_processing(stack: Stack) -> None:
+    """D-cr-2's limit: 60.00 USDC final and 40.00 stuck - the final payments are 40.00 short, beyond the $0.50 band:
+    no write-off to release; the stuck payment still counts, the bill stays PROCESSING (an operator's case)."""
+    h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
+    h.settlement.record_seen(transfer("0xc1", "USDC", 60_000_000, T0 + timedelta(minutes=3)))
+    h.settlement.record_seen(transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xc1:0")
+
+    h.settlement.stalled("ethereum:0xc2:0")
+
+    held = h.store.bill("inv-1")
+    assert held is not None
+    assert (held.status, held.written_off_usd) == (BillStatus.PROCESSING, Decimal("0.00"))
+    assert h.events(SETTLED) == []
 
 
 def test_given_a_bill_paid_with_a_write_off_when_a_later_payment_finalizes_then_it_pays_the_write_off_first(
@@ -410,6 +526,70 @@ def test_given_a_quote_made_before_a_payment_and_one_after_asking_its_amount_the
     assert payment is not None
     # 0.05 ETH at q-old's $2,000.00 lock, on time: $100.00
     assert (payment.quote_id, payment.late, payment.usd) == ("q-old", False, Decimal("100.00"))
+
+
+UNTIMED_WALLET = "PayerWa11et1111111111111111111111111111111"
+UNTIMED_REF = "Ref2222222222222222222222222222222222222222"
+
+
+def _untimed(stack: Stack, asset: Asset, atomic: int, references: tuple[str, ...] = ()) -> tuple[Payment, BillStatus]:
+    """A $100.00 bill with one Solana quote made at T0 + 1 min (reference ``UNTIMED_REF``; SOL locked at $150.00,
+    USDC at $1) and the payer's wallet linked; the payment is first seen by the watcher at T0 + 5 min with no block
+    time (getTransaction's blockTime null and getBlockTime none: the time it was sent is unknown - maybe a day before
+    the quote, a backlog seen late). SOL's feed answers $90.00 at any time asked."""
+    h = harness(stack)
+    h.store.link_wallet("solana", UNTIMED_WALLET, "acct-1", "solana", T0)
+    assert h.store.create_bill(bill())
+    h.store.add_quote(
+        quote("q-sol", asset, atomic, "150.00" if asset == "SOL" else "1", chain="solana", reference=UNTIMED_REF)
+    )
+    h.rates.prices["SOL"] = Decimal("90.00")
+    h.clock.now = T0 + timedelta(minutes=5)
+    sent = replace(
+        transfer("5untimed", asset, atomic, T0, sender=UNTIMED_WALLET, chain="solana", references=references),
+        block_time=None,
+    )
+    h.settlement.record_seen(sent)
+    payment, settled = h.store.payment("solana:5untimed:0"), h.store.bill("inv-1")
+    assert payment is not None
+    assert settled is not None
+    return payment, settled.status
+
+
+def test_given_a_solana_payment_with_no_block_time_matched_by_wallet_then_it_is_late_and_its_sol_reviewed(
+    stack: Stack,
+) -> None:
+    """D-cr-1. 666,666,667 lamports from the linked wallet, no block time, seen 4 min after the quote was made: it may
+    have been sent before the quote (a day before, at $90.00), so the quote's $150.00 lock is not its - late, and with
+    no time to read the feed at, in review: not counted, the bill OPEN. Before: dated at the watcher's clock (T0 + 5
+    min, after the quote), on time at the lock: 666,666,667 x 150 = $100.00000005, the bill PROCESSING."""
+    payment, status = _untimed(stack, "SOL", SOL_QUOTE)
+
+    assert (payment.quote_id, payment.late, payment.review, status) == ("q-sol", True, True, BillStatus.OPEN)
+    assert payment.usd == Decimal("100.00000005")  # the lock's figure, kept for the operator's review only
+
+
+def test_given_a_solana_usdc_payment_with_no_block_time_matched_by_wallet_then_paid_late_one_to_one(
+    stack: Stack,
+) -> None:
+    """D-cr-1. 100 USDC (100,000,000 units) the same way: late, valued 1:1 (what it is worth whenever sent), not
+    reviewed - $100.00 counted, the bill PROCESSING with the late flag to come. Before: on time at the lock."""
+    payment, status = _untimed(stack, "USDC", USDC_QUOTE)
+
+    assert (payment.quote_id, payment.late, payment.review, payment.usd) == ("q-sol", True, False, Decimal("100"))
+    assert status is BillStatus.PROCESSING
+
+
+def test_given_a_solana_payment_with_no_block_time_carrying_its_quotes_reference_then_on_time_at_the_lock(
+    stack: Stack,
+) -> None:
+    """D-cr-1. The quote's reference is a key made with the quote: a transfer carrying it was sent after the quote
+    was made, and before the watcher saw it (T0 + 5 min, inside the 30 min window) - on time at the lock,
+    666,666,667 x 150 = $100.00000005."""
+    payment, status = _untimed(stack, "SOL", SOL_QUOTE, references=(UNTIMED_REF,))
+
+    assert (payment.quote_id, payment.late, payment.review, status) == ("q-sol", False, False, BillStatus.PROCESSING)
+    assert payment.usd == Decimal("100.00000005")
 
 
 def test_given_a_payment_after_monitoring_then_it_is_unattributed(h: Harness) -> None:

@@ -305,7 +305,8 @@ def test_a_replaced_payment_is_not_orphaned_unless_one_backend_holding_finalized
     (0xdead200); or F is right but the same batch serves the dead receipt (its elements routed to different
     backends); or the pass's own reads had one stale element (0xdead100 at 100, 0xdead150 at 150 - A's receipt in
     its canonical block). Before: A ORPHANED (0, 1) - the bill reopened, the customer asked for a second $100.00.
-    Now A waits SEEN at 100 (0, 0), named stuck once with its bill."""
+    Now A waits SEEN at 100 (0, 0), named stuck once with its bill, and reported stalled: it no longer holds the
+    bill's write-off (D-cr-2; before: not reported, a bill paid short beside it PROCESSING for as long)."""
     sink = Billed()
     transfer = ObservedTransfer("ethereum", "USDC", "0xa", 0, 100, "0xold100", PAYER, MERCHANT, A_UNITS)
     sink.record_seen(transfer)
@@ -319,6 +320,33 @@ def test_a_replaced_payment_is_not_orphaned_unless_one_backend_holding_finalized
     (entry,) = stuck
     assert entry.startswith(f"{transfer.payment_id}: ")
     assert entry.endswith("; bill inv-1 waits on it")
+    assert [call for call in sink.calls if call[0] == "stalled"] == [("stalled", transfer.payment_id)]
+
+
+@pytest.mark.parametrize(("final", "stalled"), [(163, False), (164, True)], ids=["63-blocks-past", "64-blocks-past"])
+def test_a_replaced_payment_left_waiting_is_reported_stalled_only_once_finality_is_64_blocks_past_its_block(
+    final: int, stalled: bool
+) -> None:
+    """Review rcr 3. The case ``canonical-receipt-vs-a-stale-element-of-the-pass-read``: A (100 USDC) stored at 100
+    as 0xold100, the pass's read at 100 one stale element (0xdead100), A's receipt in its canonical 0xnew100: A waits
+    SEEN, named stuck at once (D342). Reported stalled at once, a bill paid short beside it became PAID with a
+    write-off and its customer was told, and the next run, the read consistent, finalized A and the write-off fell -
+    two events for one story (D387). Now stalled only once F is ``STALL_BLOCKS`` (64, D342's finality lag) past A's
+    block: F = 163 (63 past) named stuck, not stalled; F = 164 both. Before: stalled at 163 as well."""
+    sink = Billed()
+    transfer = ObservedTransfer("ethereum", "USDC", "0xa", 0, 100, "0xold100", PAYER, MERCHANT, A_UNITS)
+    sink.record_seen(transfer)
+    stuck: list[str] = []
+    rpc = Alone(205, [(100, "0xnew100")], {}, {100: "0xdead100"})
+
+    counts = _finality(rpc, sink, CHAIN, BlockRef(final, f"0xc{final}", 0), stuck)  # type: ignore[arg-type]
+
+    assert counts == (0, 0)
+    assert sink.status[transfer.payment_id] is PaymentStatus.SEEN
+    (entry,) = stuck
+    assert entry.endswith("; bill inv-1 waits on it")
+    expected = [("stalled", transfer.payment_id)] if stalled else []
+    assert [call for call in sink.calls if call[0] == "stalled"] == expected
 
 
 def test_a_dead_fork_receipt_read_alone_in_its_canonical_block_beside_finalized_moves_and_is_finalized() -> None:

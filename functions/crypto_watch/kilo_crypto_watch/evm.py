@@ -91,6 +91,10 @@ NATIVE_INDEX = -1  # ObservedTransfer.index of a credit that has no log: native 
 ANCHORED_READ = 99  # heights read beside the finalized block's: 100 in one batch (the adapter's DEFAULT_BATCH)
 SCAN_ATTEMPTS = 3  # reads of a batch whose blocks and logs disagree (a reorg between them) before the run fails
 WALK_STEPS = 64  # the rollback walk's batches (one per old-fork block, sequential) before it falls back to the bound
+# a payment named stuck at a final height is reported ``PaymentSink.stalled`` (it stops holding its bill's write-off,
+# D-cr-2) only once the finalized block is this far past its block: Ethereum's finality lag (64 blocks, two epochs,
+# D342), as Solana waits ``UNPROVEN_ALARM_SLOTS``; a read that disagrees for a run or two settles nothing meanwhile
+STALL_BLOCKS = 64
 
 
 # --- pure decoding ----------------------------------------------------------------------------------------------------
@@ -616,6 +620,27 @@ def _finality(
     return finalized_count, orphaned_count
 
 
+def _stalled(
+    sink: PaymentSink,
+    replaced: Sequence[PendingPayment],
+    tx_hash: str,
+    stuck: list[str],
+    entry: str,
+    finalized: BlockRef,
+    receipt_block: int = 0,
+) -> None:
+    """``entry`` (none if empty) names the transaction's payments stuck at a final height; those whose block (and
+    ``receipt_block``, the receipt's that its pass cannot confirm) the finalized block is ``STALL_BLOCKS`` past stop
+    holding their bills' write-offs (``PaymentSink.stalled``, D-cr-2; review rcr: not on the first pass)."""
+    if not entry:
+        return
+    stuck.append(entry)
+    for payment in sorted(replaced, key=lambda p: p.payment_id):
+        if payment.tx_id == tx_hash and finalized.number - max(payment.block_number, receipt_block) >= STALL_BLOCKS:
+            pid = payment.payment_id
+            settle_alone(stuck, pid, partial(sink.stalled, pid, payment.block_hash))
+
+
 def _anchored_hashes(
     rpc: EvmRpc, numbers: Sequence[int], finalized: BlockRef
 ) -> tuple[dict[int, str | None], str | None]:
@@ -669,7 +694,9 @@ def _relocated(
     another hash: another fork above ``finalized``; or that read answered from another view), or whose transaction
     is not read, is a mined transaction all the same: its payments wait the same way (orphaned, a payment mined in a
     block the scan already passed was released for good). Above ``finalized`` that is ordinary (the backends agree
-    once finality reaches the block), so it is silent; at or below it, named ``stuck`` (D342, amended (orphan)).
+    once finality reaches the block), so it is silent; at or below it, named ``stuck`` (D342, amended (orphan)) and
+    reported ``PaymentSink.stalled`` once the finalized block is ``STALL_BLOCKS`` past it, as a waiting suspect is:
+    it stops holding its bill's write-off (D-cr-2).
     Each ``stuck`` entry this function writes names the payment and the bill it counts for
     (``PendingPayment.invoice_id``), which waits on it; a failed record (``ports.record_alone``) is named by the
     payment alone, as a failed settle step is (``settle_alone``: ``<payment id>: <error>``)."""
@@ -721,10 +748,16 @@ def _relocated(
             waiting.add(tx_hash)
             if receipt.block_number <= finalized.number:
                 what = "no transaction" if read == receipt.block_hash else f"read {read} there"
-                stuck.append(
+                _stalled(
+                    sink,
+                    replaced,
+                    tx_hash,
+                    stuck,
                     f"{key}: the node places {tx_hash} in block {receipt.block_number} ({receipt.block_hash}), at "
                     f"or below the finalized block {finalized.number}, but {what}: waiting until its answers "
-                    f"agree{blocking(key)}"
+                    f"agree{blocking(key)}",
+                    finalized,
+                    receipt.block_number,
                 )
             continue
         credits = transaction_credits(chain, tx, receipt)  # no block time: settlement keeps the first one
@@ -736,7 +769,14 @@ def _relocated(
             groups[held[tx_hash]] = sorted(verdict, key=lambda credit: credit.payment_id in wanted)
         elif verdict is not None:  # None: not mined, its replaced payments orphaned (``_finality``); else waiting
             disputed.add(tx_hash)
-            stuck.extend([f"{held[tx_hash]}: {verdict}: waiting{blocking(held[tx_hash])}"] if verdict else [])
+            _stalled(
+                sink,
+                replaced,
+                tx_hash,
+                stuck,
+                verdict and f"{held[tx_hash]}: {verdict}: waiting{blocking(held[tx_hash])}",
+                finalized,
+            )
     failed = record_alone(stuck, sink, groups)
     failed_txs = {tx_hash for tx_hash, key in held.items() if key in failed}
     found = {credit.payment_id: credit for key, group in groups.items() if key not in failed for credit in group}

@@ -161,6 +161,8 @@ def _line_to_map(line: BillPayment) -> dict[str, Any]:
     }
     if line.refund_owed:
         values["refund_owed"] = True
+    if line.stalled:
+        values["stalled"] = True
     if line.quote_id:
         values["quote_id"] = line.quote_id
     return values
@@ -188,6 +190,7 @@ def bill_from_item(item: Mapping[str, Any]) -> Bill:
                 late=bool(line.get("late", False)),
                 review=bool(line.get("review", False)),
                 refund_owed=bool(line.get("refund_owed", False)),
+                stalled=bool(line.get("stalled", False)),
             )
             for line in values.get("payments", [])
         ),

@@ -65,6 +65,14 @@ class PaymentSink(Protocol):
         only if that is still the block recorded (a payment moved meanwhile to another block waits for its check)."""
         ...
 
+    def stalled(self, payment_id: str, block_hash: str | None = None) -> None:
+        """The watcher named this SEEN payment stuck at block ``block_hash``: final long since and neither its
+        finality nor its loss is proven. It still counts and stays pending, but no longer holds its bill's
+        write-off: a bill its final payments cover inside tolerance is PAID (D-cr-2); finalized later, it pays that
+        write-off (D387). Only if that is still the block recorded (a payment moved meanwhile waits for its check);
+        None: whatever block is recorded."""
+        ...
+
 
 def settle_alone(stuck: list[str], payment_id: str, step: Callable[[], None]) -> bool:
     """One payment's settlement step (``PaymentSink.finalized`` / ``orphaned``) in a watcher's finality pass, kept
@@ -540,6 +548,12 @@ class SolanaRpc(Protocol):
     async def statuses(self, signatures: Sequence[str]) -> Sequence[SignatureStatus | None]: ...
 
     async def block_hash(self, slot: int) -> str: ...
+
+    async def block_time(self, slot: int) -> datetime | None:
+        """The block's time at ``slot`` (``getBlockTime``), asked for a transaction whose ``getTransaction`` answer
+        had none; None when the node has none (null, or a JSON-RPC error answer: not available, cleaned up, skipped).
+        A transport failure or an unreadable answer is ``SolanaRpcError``, as for every call."""
+        ...
 
     async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
         """The signatures in the finalized block at ``slot`` (``getBlock``, ``finalized``, ``transactionDetails:

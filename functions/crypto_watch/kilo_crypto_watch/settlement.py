@@ -230,7 +230,8 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
 
     PAID is final: later finalized payments first pay what it wrote off (never with money announced as credit
     already), then add account credit. Otherwise: PAID when the finalized payments cover the total inside tolerance
-    - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D387);
+    - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D387),
+    but for one its watcher named stuck (``stalled``: it no longer holds the write-off, D-cr-2);
     PROCESSING when the seen and finalized ones do; else OPEN (PARTIAL when something was paid). Failed, orphaned and
     under-review payments do not count. So the result does not depend on which payment finalizes first, and no
     money is both written off and credited."""
@@ -267,7 +268,8 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     allowed = tolerance(total, [(line.asset, line.usd) for line in counted], policy)
     paid_all = paid_usd(counted)
     paid_final = paid_usd(final)
-    pending = any(line.status is not PaymentStatus.FINALIZED for line in counted)  # SEEN: may pay the shortfall
+    # SEEN: may pay the shortfall - unless stuck, which would hold the bill for as long as it is (D-cr-2)
+    pending = any(line.status is not PaymentStatus.FINALIZED and not line.stalled for line in counted)
     if final and paid_final >= total - allowed and (paid_final >= total or not pending):
         if paid_final > total:
             flags.add(BillFlag.OVERPAID)
@@ -317,8 +319,14 @@ def quote_status(quote: Quote, lines: Sequence[BillPayment], now: datetime) -> Q
     return QuoteStatus.EXPIRED if now > quote.expires_at else QuoteStatus.ACTIVE
 
 
-def made_after(quote: Quote, detected_at: datetime) -> bool:
-    """The quote was made after the payment was detected (beyond ``QUOTE_CLOCK_MARGIN``): not what it was sent for."""
+def made_after(quote: Quote, detected_at: datetime, transfer: ObservedTransfer) -> bool:
+    """The quote was made after the payment was detected (beyond ``QUOTE_CLOCK_MARGIN``): not what it was sent for.
+    A transfer with no block time (Solana's getTransaction and getBlockTime both without one) was sent at some time
+    up to ``detected_at`` (when we first saw it), maybe long before: it counts as sent before every quote (the late
+    rule, never the lock), except one whose reference it carries - a key made with the quote, so the transfer cannot
+    be older than the quote (D-cr-1)."""
+    if transfer.block_time is None:
+        return quote.reference is None or quote.reference not in transfer.references
     return detected_at < quote.created_at - QUOTE_CLOCK_MARGIN
 
 
@@ -331,7 +339,7 @@ def match_quote(transfer: ObservedTransfer, quotes: Iterable[Quote], detected_at
         for quote in quotes
         if quote.chain == transfer.chain and quote.asset == transfer.asset and detected_at <= quote.monitor_until
     ]
-    candidates = [quote for quote in candidates if not made_after(quote, detected_at)] or candidates
+    candidates = [quote for quote in candidates if not made_after(quote, detected_at, transfer)] or candidates
     if not candidates:
         return None
     exact = [quote for quote in candidates if quote.atomic_amount == transfer.atomic_amount]
@@ -359,7 +367,7 @@ def value_payment(
     beyond ``late_review_move`` (or no rate at all) sends it to review."""
     locked = quote.rate.price
     # outside the quote's window either way: after its expiry, or before it was made (a price option, D385)
-    late = detected_at > quote.expires_at or made_after(quote, detected_at)
+    late = detected_at > quote.expires_at or made_after(quote, detected_at, transfer)
     review = False
     rate = locked
     if late and transfer.asset in STABLECOINS:
@@ -1304,12 +1312,15 @@ class Settlement:
 
     def _rate_then(self, transfer: ObservedTransfer) -> Callable[[], Decimal]:
         """The asset's rate when the transfer was included (D218): at its block time, read at its block where
-        the feed is on its chain; a transfer with no block time (never from the watchers or the fast path) at now."""
+        the feed is on its chain. A transfer with no block time (a Solana slot with none, D-cr-1) has no such rate:
+        refused, so a late ETH/SOL payment goes to review - our clock is not when it was sent."""
 
         def read() -> Decimal:
             if self._rates is None:
                 raise RateRefusedError("no rate sources configured")
-            when = transfer.block_time or self._clock()
+            if transfer.block_time is None:
+                raise RateRefusedError(f"{transfer.tx_id} has no block time: no rate when it was sent")
+            when = transfer.block_time
             return self._rates.at(transfer.asset, when, ChainBlock(transfer.chain, transfer.block_number)).price
 
         return read
@@ -1382,6 +1393,50 @@ class Settlement:
                 moved, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed, block_expected=block_hash
             )
             self._store.save(change)
+            self._announce_bill(new_bill)
+
+        self._retried(payment_id, attempt)
+
+    def stalled(self, payment_id: str, block_hash: str | None = None) -> None:
+        """A SEEN payment its watcher named stuck (final block, neither finality nor loss proven): its line stops
+        holding the bill's write-off, and the bill is recomputed - PAID with the write-off if its final payments
+        cover it inside tolerance (D-cr-2). The payment stays SEEN and pending: finalized later, it pays the
+        write-off first (D387); orphaned, nothing changes. Idempotent (a line marked once is left). Only at the
+        block the watcher named (``block_hash``; None: the block first read), written back only while still there:
+        moved meanwhile (seen in another block by another run), the move stands and it is not stalled - that block
+        is checked next run (review rcr)."""
+        named: list[str] = [] if block_hash is None else [block_hash]  # the block named stuck
+
+        def attempt() -> None:
+            payment = self._store.payment(payment_id)
+            if payment is None or payment.status is not PaymentStatus.SEEN or payment.invoice_id is None:
+                return
+            if named and payment.transfer.block_hash != named[0]:
+                return  # moved to another block since: that block is checked by the next run
+            named[:] = [payment.transfer.block_hash]
+            bill = self._store.bill(payment.invoice_id)
+            line = next((line for line in bill.payments if line.payment_id == payment_id), None) if bill else None
+            if bill is None or line is None or line.stalled:
+                return
+            now = self._clock()
+            marked = replace(bill, payments=tuple(replace(x, stalled=True) if x is line else x for x in bill.payments))
+            new_bill = replace(recompute(marked, self._policy, now), version=bill.version + 1)
+            quotes = self._store.quotes(bill.invoice_id)
+            changed = tuple(
+                replace(quote, status=status)
+                for quote in quotes
+                if (status := quote_status(quote, new_bill.payments, now)) is not quote.status
+                and status is not quote_status(quote, bill.payments, now)
+            )
+            self._store.save(
+                SettlementChange(
+                    payment,
+                    payment_expected=PaymentStatus.SEEN,
+                    bill=new_bill,
+                    quotes=changed,
+                    block_expected=payment.transfer.block_hash,
+                )
+            )
             self._announce_bill(new_bill)
 
         self._retried(payment_id, attempt)

@@ -35,14 +35,16 @@ Each run (scheduled every minute, idempotent):
    the finalized block at its slot without it (``getBlock``, ``finalized``, its signatures), or shows its slot
    skipped: the first finalized block after it (``getBlocks``) has a ``parentSlot`` before it. Empty answers alone
    come from a backend behind as well: unproven, the payment stays pending (``RunReport.unproven``), named
-   ``stuck`` once the finalized slot is ``UNPROVEN_ALARM_SLOTS`` (750, ~5 minutes) past its slot; a listed
+   ``stuck`` once the finalized slot is ``UNPROVEN_ALARM_SLOTS`` (750, ~5 minutes) past its slot, and reported
+   ``PaymentSink.stalled`` (it stops holding its bill's write-off, D-cr-2); a listed
    signature not served is skipped as vanished on the same proof only (D91). A payment recorded FAILED stays pending
    until its failure is finalized (then final); a status without the error means it landed again and succeeded:
    ``getTransaction`` and its credits are reported again.
 
 Calls per run: 1 + min(recent references, ``max_references``) + 2 sweeps (+1 per further page of 1,000; +1 per ask
 again of a page refused by a server behind) + new transactions (at most ``max_transactions``) + one ``getBlock`` per
-slot with a credit + ceil(pending / 256) (+1 ``getSlot(finalized)`` when a status is unknown; + ``getTransaction`` and
+slot with a credit (+1 ``getBlockTime`` per such slot whose ``getTransaction`` answer had no block time, D-cr-1) +
+ceil(pending / 256) (+1 ``getSlot(finalized)`` when a status is unknown; + ``getTransaction`` and
 ``getBlock(finalized)`` per payment unknown past its final slot, + ``getBlocks`` and ``getBlock(finalized)`` of the
 next block where that block is not shown).
 """
@@ -340,6 +342,7 @@ def _memo(tx: ChainTransaction) -> str | None:
 class _Calls:
     count: int = 0
     asked_again: int = 0  # listing pages asked again after a refusal by a server behind (BEHIND_ASKS_AGAIN_PER_RUN)
+    times: dict[int, datetime | None] = field(default_factory=dict)  # getBlockTime's answers by slot (D-cr-1)
 
 
 @dataclass
@@ -404,7 +407,7 @@ class SolanaWatcher:
                 handled.append((info.slot, info.signature))
             if tx is None:
                 continue  # vanished since it was listed (a fork that did not survive): nothing to record
-            found = credits(tx, merchant, watched=watched)
+            found = await self._dated(tx, credits(tx, merchant, watched=watched))
             if found and tx.slot not in hashes:
                 hashes[tx.slot] = await self._call(self.rpc.block_hash(tx.slot))
             for transfer in found:
@@ -435,6 +438,15 @@ class SolanaWatcher:
     async def _call(self, call: Awaitable[T]) -> T:
         self._calls.count += 1
         return await call
+
+    async def _dated(self, tx: ChainTransaction, found: list[ObservedTransfer]) -> list[ObservedTransfer]:
+        """``tx``'s credits with its block's time: ``getTransaction``'s, else ``getBlockTime``'s for its slot (asked
+        only then, once a slot a run); None when neither has one - settlement treats the time as unknown (D-cr-1)."""
+        if not found or tx.block_time is not None:
+            return found
+        if tx.slot not in self._calls.times:
+            self._calls.times[tx.slot] = await self._call(self.rpc.block_time(tx.slot))
+        return [replace(transfer, block_time=self._calls.times[tx.slot]) for transfer in found]
 
     async def _vanished(self, info: SignatureInfo, stuck: list[str]) -> bool:
         """A listed signature ``getTransaction`` does not serve is gone only when the finalized slot has passed its
@@ -540,6 +552,8 @@ class SolanaWatcher:
                     unproven += 1  # kept pending, asked again next run; named stuck once it has waited long enough
                     if finalized_slot - payment.block_number >= UNPROVEN_ALARM_SLOTS:
                         stuck.append(_unproven(pid, payment.block_number, finalized_slot))
+                        # it no longer holds its bill's write-off (D-cr-2); still pending, finalized if it shows up
+                        settle_alone(stuck, pid, partial(self.sink.stalled, pid, payment.block_hash))
         return finalized, orphaned, unproven
 
     async def _reread(
@@ -558,7 +572,7 @@ class SolanaWatcher:
         tx = await self._call(self.rpc.transaction(payment.tx_id))
         if tx is None or tx.failed:
             return 0
-        found = credits(tx, merchant, watched=watched)
+        found = await self._dated(tx, credits(tx, merchant, watched=watched))
         pid = payment.payment_id
         if found:
             block_hash = await self._call(self.rpc.block_hash(tx.slot))
@@ -635,5 +649,8 @@ async def inspect(
     found = credits(tx, Merchant.of(config), watched=watched)
     if not found:
         return []
+    if tx.block_time is None:  # as the watcher dates it (SolanaWatcher._dated, D-cr-1)
+        time = await rpc.block_time(tx.slot)
+        found = [replace(transfer, block_time=time) for transfer in found]
     block_hash = await rpc.block_hash(tx.slot)
     return [_with_hash(transfer, block_hash) for transfer in found]

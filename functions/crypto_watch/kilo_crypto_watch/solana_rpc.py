@@ -64,7 +64,8 @@ from kilo_crypto_watch.solana import SolanaWatcher, inspect
 
 T = TypeVar("T")
 CONFIRMED: SolanaCommitment = Confirmed
-# getBlock's answers that show no block, proving nothing (Agave's -32004, -32001, -32007, -32009, -32014)
+# getBlock's (and getBlockTime's) answers that show no block, proving nothing (Agave's -32004, -32001, -32007, -32009,
+# -32014)
 BLOCK_NOT_SHOWN = (
     BlockNotAvailableMessage,
     BlockCleanedUpMessage,
@@ -158,6 +159,16 @@ class SolanaRpcClient:
             )
         )
         return str(response.value.blockhash)
+
+    async def block_time(self, slot: int) -> datetime | None:
+        # a null, or an answer that shows no block (BLOCK_NOT_SHOWN: -32004 not available, -32009 skipped, ...),
+        # gives no time: the payment's time is unknown (D-cr-1). Any other error (-32603, a rate limit sent as a
+        # JSON-RPC error, a provider's storage failing) fails the run, as a transport failure does: the next run
+        # asks again, where a None would be recorded for good (review rcr)
+        response = await self._request(_unless_refused(self._client.get_block_time(slot), BLOCK_NOT_SHOWN))
+        if response is None or response.value is None:
+            return None
+        return datetime.fromtimestamp(response.value, UTC)
 
     async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
         block = await self._finalized_block(slot, TransactionDetails.Signatures, any_refusal=True)
