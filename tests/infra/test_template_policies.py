@@ -505,3 +505,17 @@ def test_given_a_session_whose_join_livekit_dropped_then_the_operator_is_alarmed
     from kilo_rate_usage.handler import SERVICE  # noqa: PLC0415
 
     _alarmed_at_the_first(template, Metric.SESSIONS_JOIN_LOST.value, SERVICE)
+
+
+def test_given_ses_sending_paused_for_the_account_then_the_first_paused_email_alarms_the_operator(
+    template: Template,
+) -> None:
+    """D-AL-1: an email SES will not send because our sending is paused (``SendingPausedException``,
+    ``AccountSuspendedException``) is retried toward the dead-letter queue (its alarm comes after the five receives,
+    ~30 minutes): the handler's ``AlertsSendingPaused`` count, under the alerts function's service name, alarms at
+    the first one."""
+    from kilo_alerts.handler import SERVICE  # noqa: PLC0415
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+
+    assert Metric.ALERTS_SENDING_PAUSED.value == "AlertsSendingPaused"
+    _alarmed_at_the_first(template, Metric.ALERTS_SENDING_PAUSED.value, SERVICE)

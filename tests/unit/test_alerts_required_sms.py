@@ -14,6 +14,7 @@ import pytest
 from kilo_alerts.catalogue import alert_from_event, hard_limit_enforced
 from kilo_alerts.logic import DeliveryIncompleteError, DeliveryPolicy, deliver_alert
 from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Reason, Severity
+from kilo_alerts.ports import SendingPausedError
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.contracts import UsageThresholdCrossedV1
 from kilo_billing.rating import TierChange
@@ -385,3 +386,56 @@ def test_given_an_alert_the_account_may_silence_then_its_email_is_sent_without_a
 
     assert mailer.checked == []
     assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
+
+
+# --- SES sending paused for the account (D-AL-1): hours, not a blip -----------------------------------------------
+
+PAUSED = "SendingPausedException: sending is paused for this account"
+SENT_PAUSED = "sms-1; sent instead of the email: SES sending is paused for the account"
+
+
+@pytest.mark.parametrize("kind", REQUIRED)
+def test_given_a_required_alert_whose_email_ses_has_paused_then_the_sms_goes_at_once_and_the_email_stays_to_retry(
+    kind: str,
+) -> None:
+    """Not at the event's last delivery (30 minutes later): at the first; the email is released (toward the
+    dead-letter queue, redriven once sending resumes), the SMS's own row keeps it once."""
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    mailer = ScriptedMailer(SendingPausedError(PAUSED), SendingPausedError(PAUSED))
+    with pytest.raises(DeliveryIncompleteError) as raised:
+        deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0)
+
+    assert (mailer.sent, [phone for phone, _ in texter.sent]) == ([], [PHONE])
+    assert {(d.channel, d.outcome, d.reason) for d in raised.value.outcome.deliveries} == {
+        (Channel.EMAIL, Outcome.RETRY, Reason.PAUSED),
+        (Channel.SMS, Outcome.SENT, None),
+    }
+    assert decided(ledger) == {
+        Channel.EMAIL: (Outcome.RETRY, PAUSED),  # released
+        Channel.SMS: (Outcome.SENT, SENT_PAUSED),
+    }
+
+    # the queue's next receive, sending still paused: no second SMS
+    with pytest.raises(DeliveryIncompleteError):
+        deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0 + 360_000)
+    assert len(texter.sent) == 1
+
+    # redriven once sending resumed: the email goes, the SMS is not sent again
+    again = deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0 + 3_600_000)
+    assert {d.channel: d.outcome for d in again.deliveries} == {
+        Channel.EMAIL: Outcome.SENT,
+        Channel.SMS: Outcome.DUPLICATE,
+    }
+    assert (len(mailer.sent), len(texter.sent)) == (1, 1)
+
+
+def test_given_an_alert_the_account_may_silence_whose_email_ses_has_paused_then_no_sms_and_the_email_retries() -> None:
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    mailer = ScriptedMailer(SendingPausedError(PAUSED))
+    with pytest.raises(DeliveryIncompleteError) as raised:
+        deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    assert texter.sent == []
+    assert [
+        (d.channel, d.outcome, d.reason) for d in raised.value.outcome.deliveries if d.channel is Channel.EMAIL
+    ] == [(Channel.EMAIL, Outcome.RETRY, Reason.PAUSED)]

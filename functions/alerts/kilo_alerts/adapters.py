@@ -2,8 +2,9 @@
 sessions (rating's ``open_sessions`` index), LiveKit's RoomService (``livekit-api``) and the delayed removal step (SQS).
 
 botocore failures are mapped once (``kilo_billing.aws.call``): ``InvalidRequestError`` (a rejected message, an invalid
-number or parameter) is a refusal for good, anything else a failure for now. A send the service did not take
-(``NotTakenError``: throttled, never connected) is sent again here, at most ``SEND_PAUSES`` times (D380).
+number or parameter) is a refusal for good, SES's sending paused for the account a ``SendingPausedError`` (a failure
+for now that lasts, D-AL-1), anything else a failure for now. A send the service did not take (``NotTakenError``:
+throttled, over a limit, never connected) is sent again here, at most ``SEND_PAUSES`` times (D380).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kilo_alerts.ports import (
     ParticipantGoneError,
     RoomControlFailedError,
     SendFailedError,
+    SendingPausedError,
     SendRefusedError,
 )
 from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck
@@ -38,6 +40,7 @@ from kilo_billing.aws import (
     put_if,
     take_counted,
 )
+from kilo_billing.aws import SendingPausedError as SesPausedError
 from kilo_billing.items import from_item, to_item
 from kilo_billing.livekit_rooms import RoomGoneError, RoomServiceFailedError, call_room_service, room_credentials
 
@@ -47,6 +50,8 @@ def _send(operation: Any, **kwargs: Any) -> dict[str, Any]:
         return dict(call(operation, **kwargs))
     except InvalidRequestError as exc:
         raise SendRefusedError(str(exc)) from exc
+    except SesPausedError as exc:  # SES's sending paused for the account: hours, not seconds (D-AL-1)
+        raise SendingPausedError(f"{type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # the domain errors of kilo_billing.aws: throttled, unavailable, timed out
         raise SendFailedError(f"{type(exc).__name__}: {exc}") from exc
 

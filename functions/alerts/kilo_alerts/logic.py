@@ -12,7 +12,8 @@ refuses it), goes by email instead when the account did not choose email for the
 is decided first, the email instead on its own ledger row (sent once), and the SMS's decision recorded after it. The
 other way round, a required alert (D180: the hard limit, a failed payment) whose email reaches nobody (SES refuses
 it or has its address on the account's suppression list - asked before sending, D381 -, the account has no address,
-or SES still fails for now at the event's last delivery) goes by SMS to the
+SES's sending is paused for the account - at once, D-AL-1 - or SES still fails for now at the event's last delivery)
+goes by SMS to the
 account's verified number when SMS was not chosen for it (D215): its SMS row is claimed first and decided after
 the email's. A transient failure releases the claim and, once every channel was tried, raises
 ``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is tried.
@@ -71,6 +72,7 @@ from kilo_alerts.ports import (
     RemovalScheduler,
     RoomControl,
     SendFailedError,
+    SendingPausedError,
     SendRefusedError,
     Texter,
 )
@@ -293,6 +295,10 @@ SUPPRESSED_EMAIL: Final = _NoEmail(
 NO_ADDRESS: Final = _NoEmail(
     "sent instead of the email: the account has no email address", "the account has no email address"
 )
+SES_PAUSED: Final = _NoEmail(
+    "sent instead of the email: SES sending is paused for the account",
+    "the email: SES sending is paused for the account",
+)
 SES_FAILING: Final = _NoEmail(
     "sent instead of the email: SES still failing for now at the event's last delivery",
     "the email: SES still failing for now at the event's last delivery",
@@ -303,7 +309,8 @@ def _email_reached_nobody(
     pending: Delivery, email: Delivery, ledger: DeliveryLedger, last_attempt: bool
 ) -> _NoEmail | None:
     """Why the email of ``pending``'s alert reached nobody (D215): SES refused it or suppresses its address (D381),
-    the account has no address, or
+    the account has no address, SES's sending is paused for the account (at any delivery: it lasts hours, D-AL-1;
+    the email is left to retry toward the dead-letter queue), or
     SES still fails for now at the event's last delivery (the email is left to retry toward the dead-letter queue;
     not an email another delivery holds: it may be sending it); ``None`` otherwise. An email decided by an earlier
     delivery (one that crashed before deciding the SMS) is read back."""
@@ -322,6 +329,8 @@ def _email_reached_nobody(
         return REFUSED_EMAIL
     if email.outcome is Outcome.SKIPPED and email.reason is Reason.NO_EMAIL:
         return NO_ADDRESS
+    if email.outcome is Outcome.RETRY and email.reason is Reason.PAUSED:  # hours, not a blip: at once (D-AL-1)
+        return SES_PAUSED
     if email.outcome is Outcome.RETRY and last_attempt and email.reason is not Reason.HELD:
         return SES_FAILING
     return None
@@ -507,6 +516,9 @@ def _attempt(pending: Delivery, send: Callable[[], str], contact: str) -> Delive
         return replace(
             pending, outcome=Outcome.UNDELIVERABLE, detail=pseudonymised_in(pending.account_id, str(exc), contact)
         )
+    except SendingPausedError as exc:  # SES's sending paused for the account: still retried, known why (D-AL-1)
+        detail = pseudonymised_in(pending.account_id, str(exc), contact)
+        return replace(pending, outcome=Outcome.RETRY, detail=detail, reason=Reason.PAUSED)
     except SendFailedError as exc:
         return replace(pending, outcome=Outcome.RETRY, detail=pseudonymised_in(pending.account_id, str(exc), contact))
     return replace(pending, outcome=Outcome.SENT, detail=message_id)

@@ -16,6 +16,13 @@ class SendFailedError(Exception):
     """The provider failed for now (throttling, outage, timeout): the event is retried."""
 
 
+class SendingPausedError(SendFailedError):
+    """The provider will not send for us now - SES's sending paused for the configuration set or the account
+    (``SendingPausedException``), the account suspended (``AccountSuspendedException``): hours or days, not a blip.
+    Still a failure for now (the event is retried, then dead-lettered: never lost); a required alert's SMS does not
+    wait for the last delivery (D-AL-1)."""
+
+
 class ClaimHeldError(Exception):
     """A ledger claim is pending and not yet stale: another delivery of the same event is deciding it now, or one
     crashed within its lease. Not a duplicate (nothing is decided yet): the record is retried, and once the claim is

@@ -1,0 +1,32 @@
+"""The alerts handler counts an email SES would not send because our sending is paused (D-AL-1): the
+``AlertsSendingPaused`` metric (alarmed at the first, tests/infra), besides the retry it also is."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from kilo_alerts import handler
+from kilo_alerts.logic import AlertOutcome
+from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Reason, Severity
+from kilo_billing.observability import Metric
+
+T0 = 1_795_168_800_000  # 2026-11-20 10:00 UTC
+
+
+def test_given_an_email_paused_and_an_sms_sent_then_one_paused_one_retried_one_sent_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counted: dict[Metric, int] = {}
+    monkeypatch.setattr(handler, "count", lambda _service, name, value=1: counted.update({name: value}))
+    alert = Alert("payment_failed", "acct_1", "2026-11", "k1", Severity.HIGH, {}, "e1")
+    email = Delivery.pending(alert, Channel.EMAIL, T0)
+    paused = email.because(Reason.PAUSED, Outcome.RETRY)
+    sent = replace(Delivery.pending(alert, Channel.SMS, T0), outcome=Outcome.SENT, detail="sms-1")
+
+    handler._count(AlertOutcome(alert, (paused, sent)))
+
+    assert counted[Metric.ALERTS_SENDING_PAUSED] == 1
+    assert counted[Metric.ALERT_SEND_RETRIED] == 1
+    assert counted[Metric.ALERTS_SENT] == 1
