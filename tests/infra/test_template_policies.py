@@ -519,3 +519,32 @@ def test_given_ses_sending_paused_for_the_account_then_the_first_paused_email_al
 
     assert Metric.ALERTS_SENDING_PAUSED.value == "AlertsSendingPaused"
     _alarmed_at_the_first(template, Metric.ALERTS_SENDING_PAUSED.value, SERVICE)
+
+
+def test_given_the_alerts_configuration_set_then_its_bounces_and_complaints_reach_the_bounce_handler(
+    template: Template,
+) -> None:
+    """D-AL-2: the set every alert email goes through publishes BOUNCE and COMPLAINT events to a topic, delivered raw
+    to a queue (a dead-letter queue behind it and behind the subscription) that the bounce handler polls."""
+    [destination] = template.of_type("AWS::SES::ConfigurationSetEventDestination").values()
+    props = destination["Properties"]
+    assert props["ConfigurationSetName"] == {"Ref": "AlertsConfigurationSet"}
+    assert sorted(props["EventDestination"]["MatchingEventTypes"]) == ["bounce", "complaint"]
+    assert props["EventDestination"]["Enabled"] is True
+    topic = props["EventDestination"]["SnsDestination"]["TopicARN"]["Ref"]
+    [subscription] = [
+        s["Properties"]
+        for s in template.of_type("AWS::SNS::Subscription").values()
+        if s["Properties"]["TopicArn"] == {"Ref": topic}
+    ]
+    assert (subscription["Protocol"], subscription["RawMessageDelivery"]) == ("sqs", True)
+    [queue, _] = subscription["Endpoint"]["Fn::GetAtt"]
+    [dlq, _] = subscription["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"]
+    assert template.resources[queue]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": [dlq, "Arn"]
+    }
+    function, _ = _consumed_queues(template)[queue]
+    assert functions(template)[function]["Properties"]["Handler"] == "kilo_alerts.bounce_handler.lambda_handler"
+    alerts = functions(template)["AlertsFunction"]["Properties"]["Environment"]["Variables"]
+    configuration_set = template.resources["AlertsConfigurationSet"]["Properties"]["Name"]
+    assert template.resolve(alerts["SES_CONFIGURATION_SET"]) == template.resolve(configuration_set)

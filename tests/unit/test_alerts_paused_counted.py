@@ -30,3 +30,17 @@ def test_given_an_email_paused_and_an_sms_sent_then_one_paused_one_retried_one_s
     assert counted[Metric.ALERTS_SENDING_PAUSED] == 1
     assert counted[Metric.ALERT_SEND_RETRIED] == 1
     assert counted[Metric.ALERTS_SENT] == 1
+
+
+def test_given_an_email_to_an_address_marked_undeliverable_then_the_skip_is_counted_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D-AL-2: besides ``AlertsUndeliverable``, ``AlertsEmailBounced`` counts emails not sent to a marked address."""
+    counted: dict[Metric, int] = {}
+    monkeypatch.setattr(handler, "count", lambda _service, name, value=1: counted.update({name: value}))
+    alert = Alert("budget_threshold", "acct_1", "2026-11", "k1", Severity.HIGH, {}, "e1")
+    bounced = Delivery.pending(alert, Channel.EMAIL, T0).because(Reason.BOUNCED, Outcome.UNDELIVERABLE)
+
+    handler._count(AlertOutcome(alert, (bounced,)))
+
+    assert (counted[Metric.ALERTS_EMAIL_BOUNCED], counted[Metric.ALERTS_UNDELIVERABLE]) == (1, 1)

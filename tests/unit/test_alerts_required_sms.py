@@ -439,3 +439,52 @@ def test_given_an_alert_the_account_may_silence_whose_email_ses_has_paused_then_
     assert [
         (d.channel, d.outcome, d.reason) for d in raised.value.outcome.deliveries if d.channel is Channel.EMAIL
     ] == [(Channel.EMAIL, Outcome.RETRY, Reason.PAUSED)]
+
+
+# --- an address SES reported bounced for good or complained about (D-AL-2) -----------------------------------------
+
+
+def address_ref(address: str = "ada@example.com") -> str:
+    return "erased-" + hashlib.sha256(f"acct_1\x00{address}".encode()).hexdigest()[:16]
+
+
+MARKED = "undeliverable: the address bounced for good or complained (bounce: Permanent/General 5.1.1)"
+
+
+def test_given_an_address_marked_undeliverable_then_an_alert_skips_its_email_and_says_why() -> None:
+    ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
+    ledger.mark_email("acct_1", address_ref(), "bounce", "Permanent/General 5.1.1", T0 - 60_000)
+
+    outcome = deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    assert (mailer.sent, texter.sent) == ([], [])
+    [email] = [d for d in outcome.deliveries if d.channel is Channel.EMAIL]
+    assert (email.outcome, email.reason, email.detail) == (Outcome.UNDELIVERABLE, Reason.BOUNCED, MARKED)
+    assert email.recipient == address_ref()
+
+
+@pytest.mark.parametrize("kind", REQUIRED)
+def test_given_a_required_alert_to_an_address_marked_undeliverable_then_one_sms_goes_instead(kind: str) -> None:
+    ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
+    ledger.mark_email("acct_1", address_ref(), "complaint", "abuse", T0 - 60_000)
+
+    deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0)
+
+    assert mailer.sent == []
+    assert mailer.checked == []  # marked: SES's suppression list is not asked
+    assert [phone for phone, _ in texter.sent] == [PHONE]
+    assert decided(ledger)[Channel.SMS] == (
+        Outcome.SENT,
+        "sms-1; sent instead of the email: the address bounced for good or complained",
+    )
+
+
+def test_given_the_account_changed_its_address_after_a_bounce_then_the_new_one_is_mailed_with_the_account_tag() -> None:
+    ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
+    ledger.mark_email("acct_1", address_ref("old@example.com"), "bounce", "Permanent/General 5.1.1", T0 - 60_000)
+
+    outcome = deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    assert [d.outcome for d in outcome.deliveries if d.channel is Channel.EMAIL] == [Outcome.SENT]
+    assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
+    assert mailer.accounts == ["acct_1"]  # tagged: its bounce would name the account

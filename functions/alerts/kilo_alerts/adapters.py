@@ -18,6 +18,7 @@ from email.utils import make_msgid
 from typing import Any, Final
 
 from kilo_alerts import items
+from kilo_alerts.bounces import ACCOUNT_TAG, account_tag
 from kilo_alerts.model import Delivery, EnforcementRecord, Held, MarginSnapshot, Narrowing, Participant
 from kilo_alerts.ports import (
     ClaimHeldError,
@@ -108,7 +109,7 @@ class SesMailer:
         message.add_alternative(html, subtype="html")
         return message
 
-    def send(self, to: str, subject: str, html: str, text: str) -> str:
+    def send(self, to: str, subject: str, html: str, text: str, account_id: str = "") -> str:
         request: dict[str, Any] = {
             "FromEmailAddress": self._sender,
             "Destination": {"ToAddresses": [to]},
@@ -116,6 +117,8 @@ class SesMailer:
         }
         if self._configuration_set:
             request["ConfigurationSetName"] = self._configuration_set
+        if account_id:  # published with the set's bounce and complaint events: whose address it was (D-AL-2)
+            request["EmailTags"] = [{"Name": ACCOUNT_TAG, "Value": account_tag(account_id)}]
         return str(_send_not_taken_again(self._sleep, self._client.send_email, **request)["MessageId"])
 
     def suppressed(self, to: str) -> str | None:
@@ -226,6 +229,22 @@ class DynamoDeliveryLedger:
             items.delivery_from_item(item)
             for item in _prefixed(self._client, self._table, items.partition(account_id), prefix)
         ]
+
+    def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
+        # conditional: the first report is kept, a redelivered one (or a later bounce of the same address) is a no-op
+        return put_if(self._client, self._table, items.email_mark_item(account_id, recipient, why, detail, at_ms))
+
+    def email_mark(self, account_id: str, recipient: str) -> str | None:
+        found = call(
+            self._client.get_item,
+            TableName=self._table,
+            Key=items.email_mark_key(account_id, recipient),
+            ConsistentRead=True,
+        )
+        if "Item" not in found:
+            return None
+        values = from_item(found["Item"])
+        return f"{values.get('why')}: {values.get('detail')}"
 
 
 ALERTS_SOURCE: Final = "kilo.billing.alerts"

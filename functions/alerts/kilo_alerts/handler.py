@@ -48,6 +48,8 @@ def _count(outcome: AlertOutcome) -> None:
     count(SERVICE, Metric.ALERT_SEND_RETRIED, outcome.count(Outcome.RETRY))
     # SES's sending paused for the account: alarmed at the first, not after the dead-letter queue's ~30 min (D-AL-1)
     count(SERVICE, Metric.ALERTS_SENDING_PAUSED, sum(d.reason is Reason.PAUSED for d in outcome.deliveries))
+    # an email not sent: SES reported the address bounced for good or complained (D-AL-2)
+    count(SERVICE, Metric.ALERTS_EMAIL_BOUNCED, sum(d.reason is Reason.BOUNCED for d in outcome.deliveries))
     for delivery in outcome.deliveries:  # no addresses or numbers in logs
         logger.info(
             "alert delivery",

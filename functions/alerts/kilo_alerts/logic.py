@@ -292,6 +292,10 @@ SUPPRESSED_EMAIL: Final = _NoEmail(
     "sent instead of the email: the address is on SES's suppression list",
     "the email's address is on SES's suppression list",
 )
+BOUNCED_EMAIL: Final = _NoEmail(
+    "sent instead of the email: the address bounced for good or complained",
+    "the email's address bounced for good or complained",
+)
 NO_ADDRESS: Final = _NoEmail(
     "sent instead of the email: the account has no email address", "the account has no email address"
 )
@@ -325,6 +329,8 @@ def _email_reached_nobody(
         )
     if email.outcome is Outcome.UNDELIVERABLE and email.reason is Reason.SUPPRESSED:
         return SUPPRESSED_EMAIL
+    if email.outcome is Outcome.UNDELIVERABLE and email.reason is Reason.BOUNCED:
+        return BOUNCED_EMAIL
     if email.outcome is Outcome.UNDELIVERABLE:
         return REFUSED_EMAIL
     if email.outcome is Outcome.SKIPPED and email.reason is Reason.NO_EMAIL:
@@ -440,7 +446,7 @@ def _send(
     if channel is Channel.EMAIL:
         if not profile.email:
             return pending.because(Reason.NO_EMAIL, Outcome.SKIPPED)
-        return _email_sent(_to(pending, profile.email), profile.email, rendered, mailer)
+        return _email_sent(_to(pending, profile.email), profile.email, rendered, mailer, ledger)
     if not profile.phone:
         return replace(pending, outcome=Outcome.SKIPPED, detail="no phone number")
     if not profile.phone_verified:
@@ -476,11 +482,19 @@ def _send(
     return sent
 
 
-def _email_sent(pending: Delivery, address: str, rendered: Rendered, mailer: Mailer) -> Delivery:
-    """The email to ``address``. A required alert's (D180) goes only to an address SES does not suppress: SES takes
-    an email to a suppressed address and drops it (a hard bounce after the call), so the send's answer would say
-    ``sent`` for an email that reached nobody; such an email is recorded undeliverable (``Reason.SUPPRESSED``) and its
-    SMS goes (D215, D381). A check that cannot answer now does not hold the email back: sent, the record says so."""
+def _email_sent(
+    pending: Delivery, address: str, rendered: Rendered, mailer: Mailer, ledger: DeliveryLedger
+) -> Delivery:
+    """The email to ``address``; none to an address SES reported bounced for good or complained about (marked by
+    the bounce handler, D-AL-2: recorded undeliverable, ``Reason.BOUNCED``). A required alert's (D180) goes only to
+    an address SES does not suppress: SES takes an email to a suppressed address and drops it (a hard bounce after
+    the call), so the send's answer would say ``sent`` for an email that reached nobody; such an email is recorded
+    undeliverable (``Reason.SUPPRESSED``) and its SMS goes (D215, D381). A check that cannot answer now does not
+    hold the email back: sent, the record says so."""
+    marked = ledger.email_mark(pending.account_id, pending.recipient)
+    if marked is not None:
+        bounced = pending.because(Reason.BOUNCED, Outcome.UNDELIVERABLE)
+        return replace(bounced, detail=f"{bounced.detail} ({marked})")
     unchecked = ""
     if pending.kind in REQUIRED_ALERT_KINDS:
         try:
@@ -491,7 +505,7 @@ def _email_sent(pending: Delivery, address: str, rendered: Rendered, mailer: Mai
             if why is not None:
                 suppressed = pending.because(Reason.SUPPRESSED, Outcome.UNDELIVERABLE)
                 return replace(suppressed, detail=f"{suppressed.detail} ({why})")
-    sent = _attempt(pending, lambda: mailer.send(address, *_email(rendered)), address)
+    sent = _attempt(pending, lambda: mailer.send(address, *_email(rendered), account_id=pending.account_id), address)
     if unchecked and sent.outcome is Outcome.SENT:  # sent without knowing: the record says so
         return replace(sent, detail=f"{sent.detail}{unchecked}")
     return sent

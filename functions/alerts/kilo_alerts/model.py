@@ -45,6 +45,7 @@ class Reason(StrEnum):
     NO_EMAIL = "no_email"  # skipped: the account has no email address
     SUPPRESSED = "suppressed"  # undeliverable: the address is on SES's suppression list (a required alert, D381)
     PAUSED = "paused"  # not decided: SES's sending is paused for the account (retried, D-AL-1)
+    BOUNCED = "bounced"  # undeliverable: SES reported the address bounced for good or complained (D-AL-2)
 
     @property
     def detail(self) -> str:
@@ -53,6 +54,7 @@ class Reason(StrEnum):
             Reason.NO_EMAIL: "no email address",
             Reason.SUPPRESSED: "suppressed: the address is on SES's suppression list for the account",
             Reason.PAUSED: "SES sending is paused for the account",
+            Reason.BOUNCED: "undeliverable: the address bounced for good or complained",
         }[self]
 
 

@@ -34,8 +34,9 @@ class ClaimHeldError(Exception):
 
 
 class Mailer(Protocol):
-    def send(self, to: str, subject: str, html: str, text: str) -> str:
-        """Send one email; the provider's message id. ``SendRefusedError`` / ``SendFailedError``."""
+    def send(self, to: str, subject: str, html: str, text: str, account_id: str = "") -> str:
+        """Send one email; the provider's message id. ``SendRefusedError`` / ``SendFailedError``. ``account_id``
+        rides with the message (SES: a message tag), so a bounce or complaint names the account (D-AL-2)."""
         ...
 
     def suppressed(self, to: str) -> str | None:
@@ -80,6 +81,15 @@ class DeliveryLedger(Protocol):
         ...
 
     def deliveries(self, account_id: str, period: str | None = None) -> list[Delivery]: ...
+
+    def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
+        """Mark the address whose pseudonym is ``recipient`` undeliverable (``why``: bounce, complaint); false when
+        it was marked before (the first mark is kept: a redelivered report changes nothing)."""
+        ...
+
+    def email_mark(self, account_id: str, recipient: str) -> str | None:
+        """Why the address whose pseudonym is ``recipient`` is marked undeliverable (its detail), or ``None``."""
+        ...
 
 
 class ParticipantGoneError(Exception):
