@@ -231,8 +231,9 @@ class DynamoDeliveryLedger:
         ]
 
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
-        # conditional: the first report is kept, a redelivered one (or a later bounce of the same address) is a no-op
-        return put_if(self._client, self._table, items.email_mark_item(account_id, recipient, why, detail, at_ms))
+        from kilo_alerts.marks import DynamoEmailMarks  # noqa: PLC0415 (the bounce handler's; not on alerts' cold start)
+
+        return DynamoEmailMarks(self._client, self._table).mark_email(account_id, recipient, why, detail, at_ms)
 
     def email_mark(self, account_id: str, recipient: str) -> str | None:
         found = call(

@@ -200,8 +200,8 @@ def forecast_rechecks() -> RecheckDependencies:
 @cache
 def bounce_marks() -> EmailMarks:
     """The bounce handler's one port: the marks of addresses SES reported undeliverable, on the alerts table."""
-    from kilo_alerts.adapters import DynamoDeliveryLedger  # noqa: PLC0415
+    from kilo_alerts.marks import DynamoEmailMarks  # noqa: PLC0415 (not kilo_alerts.adapters: off its cold start)
     from kilo_billing.aws import client  # noqa: PLC0415
 
     config = settings()
-    return DynamoDeliveryLedger(client("dynamodb", config.call_budget), config.alerts_table_name)
+    return DynamoEmailMarks(client("dynamodb", config.call_budget), config.alerts_table_name)
