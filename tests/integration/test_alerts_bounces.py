@@ -88,3 +88,20 @@ def test_given_a_transient_bounce_and_a_report_not_ours_then_nothing_is_marked_a
 
     assert lambda_handler(event, LambdaContext()) == {"batchItemFailures": [{"itemIdentifier": "m-2"}]}
     assert mark(bounces) is None
+
+
+def test_given_ses_validating_the_topic_then_its_message_is_acknowledged_and_only_other_text_fails(
+    bounces: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SES publishes this plain text to the topic when the event destination is created; raw delivery hands it to the
+    queue as it is. Failed, it would reach the dead-letter queue and fire its alarm on every deployment that creates
+    the destination. Only that exact text is acknowledged."""
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+
+    validated = "Successfully validated SNS topic for Amazon SES event publishing."
+    event = {"Records": [record(validated, "m-1"), record("Successfully validated SNS topic", "m-2")]}
+    capsys.readouterr()
+
+    assert lambda_handler(event, LambdaContext()) == {"batchItemFailures": [{"itemIdentifier": "m-2"}]}
+    assert metrics_in(capsys.readouterr().out).get("EmailsMarkedUndeliverable") is None
+    assert mark(bounces) is None

@@ -18,6 +18,9 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 
 ACCOUNT_TAG: Final = "kilo-account"
+# What SES publishes to the topic, as plain text, when the event destination is created (raw delivery: the queue's
+# body as it is): acknowledged, not failed toward the dead-letter queue and its alarm.
+TOPIC_VALIDATED: Final = "Successfully validated SNS topic for Amazon SES event publishing."
 BOUNCE: Final = "bounce"
 COMPLAINT: Final = "complaint"
 
@@ -127,9 +130,11 @@ class EmailMarks(Protocol):
 def mark_reported(body: str, marks: EmailMarks) -> list[tuple[Undeliverable, bool]]:
     """Mark each address SES's record in ``body`` reports undeliverable, by its pseudonym (the table keeps no
     address, D203); with whether it was new (a redelivered report marks nothing again). ``BounceRecordError`` when
-    the body is not a record of ours."""
+    the body is not a record of ours; nothing for SES's validation of the topic (``TOPIC_VALIDATED``)."""
     from kilo_billing.accounts import pseudonym  # noqa: PLC0415
 
+    if body == TOPIC_VALIDATED:
+        return []
     return [
         (found, marks.mark_email(found.account_id, pseudonym(found.account_id, found.address), found.why,
                                  found.detail, found.at_ms))
