@@ -548,3 +548,16 @@ def test_given_the_alerts_configuration_set_then_its_bounces_and_complaints_reac
     alerts = functions(template)["AlertsFunction"]["Properties"]["Environment"]["Variables"]
     configuration_set = template.resources["AlertsConfigurationSet"]["Properties"]["Name"]
     assert template.resolve(alerts["SES_CONFIGURATION_SET"]) == template.resolve(configuration_set)
+
+
+def test_given_the_bounces_event_destination_then_it_is_created_after_the_topic_policy_letting_ses_publish(
+    template: Template,
+) -> None:
+    """D-AL-2: SES publishes a validation message to the topic when the destination is created; before the topic's
+    policy exists that publish may be refused and the destination's creation fail (AWS CDK adds the same
+    dependency)."""
+    destination = template.resources["AlertsBouncesEventDestination"]
+    depends = destination.get("DependsOn", [])
+    assert "AlertsBouncesTopicPolicy" in ([depends] if isinstance(depends, str) else depends)
+    policy = template.resources["AlertsBouncesTopicPolicy"]["Properties"]
+    assert policy["Topics"] == [destination["Properties"]["EventDestination"]["SnsDestination"]["TopicARN"]]
