@@ -561,3 +561,25 @@ def test_given_the_bounces_event_destination_then_it_is_created_after_the_topic_
     assert "AlertsBouncesTopicPolicy" in ([depends] if isinstance(depends, str) else depends)
     policy = template.resources["AlertsBouncesTopicPolicy"]["Properties"]
     assert policy["Topics"] == [destination["Properties"]["EventDestination"]["SnsDestination"]["TopicARN"]]
+
+
+def test_given_the_bounces_topic_then_only_the_alerts_configuration_set_may_publish_to_it(template: Template) -> None:
+    """D-AL-2: within one account an identity grant is enough to publish (the alerts role has ``sns:Publish`` on
+    ``*``, D382), and a forged bounce would mark any account's address. The topic policy denies ``sns:Publish`` to
+    every principal whose request does not come from the alerts configuration set (``aws:SourceArn``, which SES sets
+    when it publishes an event; an identity's own call has none, and a missing key matches ``StringNotLike``); the
+    Allow for SES names the same set, so the Deny never blocks SES."""
+    statements = template.resources["AlertsBouncesTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    [deny] = [s for s in statements if s["Effect"] == "Deny"]
+    [allow] = [s for s in statements if s["Effect"] == "Allow"]
+    assert (deny["Principal"], deny["Action"], deny["Resource"]) == ("*", "sns:Publish", {"Ref": "AlertsBouncesTopic"})
+    assert list(deny["Condition"]) == ["StringNotLike"]
+    assert list(deny["Condition"]["StringNotLike"]) == ["aws:SourceArn"]
+    set_arn = deny["Condition"]["StringNotLike"]["aws:SourceArn"]
+    # the set SES publishes from: the alerts configuration set's name, in this account (not a wildcard over sets)
+    assert template.resolve(set_arn).endswith(
+        ":123456789012:configuration-set/"
+        + template.resolve(template.resources["AlertsConfigurationSet"]["Properties"]["Name"])
+    )
+    assert allow["Principal"] == {"Service": "ses.amazonaws.com"}
+    assert allow["Condition"]["StringLike"]["aws:SourceArn"] == set_arn
