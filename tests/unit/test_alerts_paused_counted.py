@@ -35,12 +35,17 @@ def test_given_an_email_paused_and_an_sms_sent_then_one_paused_one_retried_one_s
 def test_given_an_email_to_an_address_marked_undeliverable_then_the_skip_is_counted_apart(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-AL-2: besides ``AlertsUndeliverable``, ``AlertsEmailBounced`` counts emails not sent to a marked address."""
+    """D-AL-2: ``AlertsEmailBounced`` counts emails not sent to a marked address, and only it: ``AlertsUndeliverable``
+    (alarmed at 10 an hour: invalid numbers, rejected addresses, an unverified sender) counts the refusals for good
+    beside it - here one SMS to an invalid number - and not the marked addresses, which every month's alerts meet."""
     counted: dict[Metric, int] = {}
     monkeypatch.setattr(handler, "count", lambda _service, name, value=1: counted.update({name: value}))
     alert = Alert("budget_threshold", "acct_1", "2026-11", "k1", Severity.HIGH, {}, "e1")
     bounced = Delivery.pending(alert, Channel.EMAIL, T0).because(Reason.BOUNCED, Outcome.UNDELIVERABLE)
+    refused = replace(
+        Delivery.pending(alert, Channel.SMS, T0), outcome=Outcome.UNDELIVERABLE, detail="InvalidParameter"
+    )
 
-    handler._count(AlertOutcome(alert, (bounced,)))
+    handler._count(AlertOutcome(alert, (bounced, refused)))
 
     assert (counted[Metric.ALERTS_EMAIL_BOUNCED], counted[Metric.ALERTS_UNDELIVERABLE]) == (1, 1)
