@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ from kilo_alerts.bounces import (
     Undeliverable,
     account_from_tag,
     account_tag,
+    mark_reported,
     ses_record,
     undeliverable,
 )
@@ -87,3 +89,21 @@ def test_given_an_account_id_then_its_tag_takes_only_what_ses_allows_and_reads_b
     assert account_tag(account) == tag
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,256}", tag)
     assert account_from_tag(tag) == account
+
+
+def test_given_a_bounce_naming_the_address_with_capitals_then_its_mark_is_keyed_by_the_address_casefolded() -> None:
+    """The mark's key is the pseudonym of the whole address casefolded (D-AL-2): whichever spelling SES reports and
+    the profile keeps, the same key. Hand-worked: sha256 of ``acct_1``, NUL, ``recipient@example.com``."""
+    record = fixture("bounce_permanent.json")
+    record["bounce"]["bouncedRecipients"][0]["emailAddress"] = "Recipient@Example.COM"
+    marked: list[tuple[str, str]] = []
+
+    class Marks:
+        def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
+            marked.append((account_id, recipient))
+            return True
+
+    mark_reported(json.dumps(record), Marks())
+
+    key = "erased-" + hashlib.sha256(b"acct_1\x00recipient@example.com").hexdigest()[:16]
+    assert marked == [("acct_1", key)]

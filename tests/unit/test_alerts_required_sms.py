@@ -479,6 +479,24 @@ def test_given_a_required_alert_to_an_address_marked_undeliverable_then_one_sms_
     )
 
 
+def test_given_a_bounce_marked_in_lower_case_then_the_profile_spelling_the_address_with_capitals_gets_no_email() -> (
+    None
+):
+    """D-AL-2: the mark is keyed by the address casefolded (the bounce handler reports SES's spelling, the profile
+    keeps the account's): ``Ada@Example.com`` in the profile, ``ada@example.com`` marked."""
+    ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
+    ledger.mark_email("acct_1", address_ref("ada@example.com"), "bounce", "Permanent/General 5.1.1", T0 - 60_000)
+    [profile] = account("budget_threshold").profiles.values()
+    capitals = InMemoryAccountDirectory(replace(profile, email="Ada@Example.com"))
+
+    outcome = deliver_alert(budget_alert(), capitals, ledger, mailer, texter, POLICY, T0)
+
+    assert mailer.sent == []
+    [email] = [d for d in outcome.deliveries if d.channel is Channel.EMAIL]
+    assert (email.outcome, email.reason) == (Outcome.UNDELIVERABLE, Reason.BOUNCED)
+    assert email.recipient == address_ref("Ada@Example.com")  # the record names the address as the profile has it
+
+
 def test_given_the_account_changed_its_address_after_a_bounce_then_the_new_one_is_mailed_with_the_account_tag() -> None:
     ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
     ledger.mark_email("acct_1", address_ref("old@example.com"), "bounce", "Permanent/General 5.1.1", T0 - 60_000)

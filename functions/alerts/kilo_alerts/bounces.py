@@ -121,6 +121,17 @@ def _ms(timestamp: str) -> int:
         raise BounceRecordError(f"an SES record's timestamp is not a time: {timestamp!r}") from exc
 
 
+def mark_key(account_id: str, address: str) -> str:
+    """The key of ``address``'s mark: the pseudonym (the table keeps no address, D203) of the whole address
+    casefolded, so SES's spelling of it (its report) and the account's (the profile) find the same mark. The local
+    part is casefolded too: RFC 5321 lets a mailbox tell case apart there, but the providers our accounts use do not,
+    and a mark missed by case is a known-bad address mailed every month, while a mark shared by two mailboxes differing
+    only in case (one account, one address at a time) would have to be a mailbox nobody we bill has."""
+    from kilo_billing.accounts import pseudonym  # noqa: PLC0415
+
+    return pseudonym(account_id, address.strip().casefold())
+
+
 class EmailMarks(Protocol):
     """The ledger's marks of addresses SES reported undeliverable (``DeliveryLedger.mark_email``)."""
 
@@ -128,15 +139,14 @@ class EmailMarks(Protocol):
 
 
 def mark_reported(body: str, marks: EmailMarks) -> list[tuple[Undeliverable, bool]]:
-    """Mark each address SES's record in ``body`` reports undeliverable, by its pseudonym (the table keeps no
-    address, D203); with whether it was new (a redelivered report marks nothing again). ``BounceRecordError`` when
-    the body is not a record of ours; nothing for SES's validation of the topic (``TOPIC_VALIDATED``)."""
-    from kilo_billing.accounts import pseudonym  # noqa: PLC0415
-
+    """Mark each address SES's record in ``body`` reports undeliverable, by its ``mark_key`` (a pseudonym of the
+    address casefolded: the table keeps no address, D203); with whether it was new (a redelivered report marks
+    nothing again). ``BounceRecordError`` when the body is not a record of ours; nothing for SES's validation of the
+    topic (``TOPIC_VALIDATED``)."""
     if body == TOPIC_VALIDATED:
         return []
     return [
-        (found, marks.mark_email(found.account_id, pseudonym(found.account_id, found.address), found.why,
+        (found, marks.mark_email(found.account_id, mark_key(found.account_id, found.address), found.why,
                                  found.detail, found.at_ms))
         for found in undeliverable(ses_record(body))
     ]  # fmt: skip

@@ -9,7 +9,7 @@
 - the enforcement's turn ``ACCOUNT#<id>`` / ``TURN#ENFORCEMENT`` (``holder``, ``taken_at_ms``): one delivery at a
   time restricts or restores the account's participants (D182);
 - the forecast's re-check ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``: one per account and month (D366);
-- an address SES reported undeliverable ``ACCOUNT#<id>`` / ``EMAILMARK#<pseudonym of the address>`` (``why``:
+- an address SES reported undeliverable ``ACCOUNT#<id>`` / ``EMAILMARK#<pseudonym of the address casefolded>`` (``why``:
   bounce or complaint, ``detail``, ``at_ms``): later alerts skip email to it (D-AL-2)."""
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
 
+from kilo_alerts.bounces import mark_key
 from kilo_alerts.catalogue import (
     CATALOGUE,
     alert_from_event,
@@ -491,7 +492,7 @@ def _email_sent(
     the call), so the send's answer would say ``sent`` for an email that reached nobody; such an email is recorded
     undeliverable (``Reason.SUPPRESSED``) and its SMS goes (D215, D381). A check that cannot answer now does not
     hold the email back: sent, the record says so."""
-    marked = ledger.email_mark(pending.account_id, pending.recipient)
+    marked = ledger.email_mark(pending.account_id, mark_key(pending.account_id, address))  # casefolded: as marked
     if marked is not None:
         bounced = pending.because(Reason.BOUNCED, Outcome.UNDELIVERABLE)
         return replace(bounced, detail=f"{bounced.detail} ({marked})")

@@ -83,12 +83,14 @@ class DeliveryLedger(Protocol):
     def deliveries(self, account_id: str, period: str | None = None) -> list[Delivery]: ...
 
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
-        """Mark the address whose pseudonym is ``recipient`` undeliverable (``why``: bounce, complaint); false when
-        it was marked before (the first mark is kept: a redelivered report changes nothing)."""
+        """Mark the address whose ``bounces.mark_key`` (its pseudonym, casefolded) is ``recipient`` undeliverable
+        (``why``: bounce, complaint); false when it was marked before (the first mark is kept: a redelivered report
+        changes nothing)."""
         ...
 
     def email_mark(self, account_id: str, recipient: str) -> str | None:
-        """Why the address whose pseudonym is ``recipient`` is marked undeliverable (its detail), or ``None``."""
+        """Why the address whose ``bounces.mark_key`` is ``recipient`` is marked undeliverable (its detail), or
+        ``None``."""
         ...
 
 
