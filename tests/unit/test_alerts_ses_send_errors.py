@@ -11,7 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 
 from kilo_alerts.adapters import SesMailer
 from kilo_alerts.ports import SendFailedError, SendingPausedError, SendRefusedError
@@ -110,3 +110,24 @@ def test_given_ses_refusing_the_message_then_it_is_refused_for_good_after_one_re
         _mailer(client, pauses).send(ADDRESS, "Subject", "<p>html</p>", "text")
 
     assert pauses == []
+
+
+def test_given_an_alert_email_then_the_request_ses_gets_names_the_configuration_set_and_the_account_tag(
+    ses: tuple[Any, Stubber],
+) -> None:
+    """D-AL-2: the bounce handler finds the account only from the tag SES publishes with the set's events, so the
+    real ``SendEmail`` request (the Stubber compares every parameter) carries the set and ``kilo-account`` =
+    ``acct_1`` in URL-safe base64 without padding (``YWNjdF8x``, by hand: ``acc`` -> ``YWNj``, ``t_1`` -> ``dF8x``)."""
+    client, stubber = ses
+    expected = {
+        "FromEmailAddress": SENDER,
+        "Destination": {"ToAddresses": [ADDRESS]},
+        "Content": ANY,  # the MIME message (its Message-ID differs each time)
+        "ConfigurationSetName": "kilo-billing-alerts-test",
+        "EmailTags": [{"Name": "kilo-account", "Value": "YWNjdF8x"}],
+    }
+    stubber.add_response("send_email", {"MessageId": "ses-1"}, expected_params=expected)
+
+    sent = _mailer(client, []).send(ADDRESS, "Subject", "<p>html</p>", "text", account_id="acct_1")
+
+    assert sent == "ses-1"
