@@ -55,6 +55,15 @@ def test_given_a_bounce_that_is_not_permanent_then_nothing_is_marked(bounce_type
     assert undeliverable(ses_record(json.dumps(record))) == []
 
 
+def test_given_a_complaint_whose_feedback_says_not_spam_then_nothing_is_marked() -> None:
+    """The recipient's provider reports the mail as not spam (``complaintFeedbackType: not-spam``, e.g. taken out of
+    the spam folder): no complaint about our mail, the address keeps getting it."""
+    record = fixture("complaint.json")
+    record["complaint"]["complaintFeedbackType"] = "not-spam"
+
+    assert undeliverable(ses_record(json.dumps(record))) == []
+
+
 def test_given_the_record_inside_an_sns_notification_then_it_is_read_the_same() -> None:
     """A subscription without raw delivery: SNS's envelope, SES's record as the ``Message`` string."""
     envelope = {"Type": "Notification", "MessageId": "m-1", "Message": json.dumps(fixture("complaint.json"))}

@@ -4,8 +4,9 @@ Every alert email is sent through the alerts configuration set with the message 
 URL-safe base64 without padding: SES tag values take ASCII letters, digits, ``_`` and ``-`` only, account ids also
 ``.:@+=``). The set's event destination publishes BOUNCE and COMPLAINT events to an SNS topic, which delivers them
 raw to a queue the bounce handler reads. SES's record (``eventType``; ``notificationType`` in identity notifications)
-carries ``mail.tags``: a permanent bounce (``bounceType: Permanent``) or a complaint marks each recipient it names;
-a transient or undetermined bounce marks nothing (the mailbox may take mail tomorrow)."""
+carries ``mail.tags``: a permanent bounce (``bounceType: Permanent``) or a complaint (not one whose feedback type is
+``not-spam``) marks each recipient it names; a transient or undetermined bounce marks nothing (the mailbox may take
+mail tomorrow)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ ACCOUNT_TAG: Final = "kilo-account"
 TOPIC_VALIDATED: Final = "Successfully validated SNS topic for Amazon SES event publishing."
 BOUNCE: Final = "bounce"
 COMPLAINT: Final = "complaint"
+NOT_SPAM: Final = "not-spam"  # a complaint's feedback type saying the mail is not spam (RFC 5965): marks nothing
 
 
 class BounceRecordError(ValueError):
@@ -77,6 +79,8 @@ def undeliverable(record: Mapping[str, Any]) -> list[Undeliverable]:
         why, about = BOUNCE, bounce
     elif kind == "Complaint":
         complaint = _object(record, "complaint")
+        if complaint.get("complaintFeedbackType") == NOT_SPAM:  # the provider says it is not spam: no complaint
+            return []
         recipients = complaint.get("complainedRecipients")
         why, about = COMPLAINT, complaint
     else:

@@ -81,7 +81,8 @@ class Metric(StrEnum):
     ALERTS_SENDING_PAUSED = "AlertsSendingPaused"
     # an email not sent to an address SES reported bounced for good or complained about (D-AL-2)
     ALERTS_EMAIL_BOUNCED = "AlertsEmailBounced"
-    # the bounce handler: an address marked undeliverable; a report that is not an alert email of ours (no tag)
+    # the bounce handler: an address newly marked undeliverable (a redelivered report is not counted again; a report
+    # that is not an alert email of ours fails toward the bounces DLQ, alarmed there, not counted) (D-AL-2)
     EMAILS_MARKED_UNDELIVERABLE = "EmailsMarkedUndeliverable"
     ABUSE_FLAGS = "AbuseFlags"  # an abuse or fraud heuristic flagged an account (operator alert, maybe a hold)
     OPERATOR_ALERTS = "OperatorAlerts"  # an operator alert published on the operator topic
