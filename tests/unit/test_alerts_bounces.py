@@ -116,3 +116,21 @@ def test_given_a_bounce_naming_the_address_with_capitals_then_its_mark_is_keyed_
 
     key = "erased-" + hashlib.sha256(b"acct_1\x00recipient@example.com").hexdigest()[:16]
     assert marked == [("acct_1", key)]
+
+
+def test_given_the_alerts_table_failing_then_reading_a_mark_is_a_mark_unread_error() -> None:
+    """The adapter's side of "a mark that cannot be read holds no alert back" (D-AL-2): DynamoDB's failure (here
+    ``InternalServerError``, as botocore's Stubber answers it) is the port's ``MarkUnreadError``, which the logic
+    sends the email on (tests/unit/test_alerts_required_sms.py)."""
+    import boto3  # noqa: PLC0415
+    from botocore.stub import Stubber  # noqa: PLC0415
+
+    from kilo_alerts.adapters import DynamoDeliveryLedger  # noqa: PLC0415
+    from kilo_alerts.ports import MarkUnreadError  # noqa: PLC0415
+
+    client = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+    with Stubber(client) as stubber:
+        for _ in range(5):  # however many attempts the call makes
+            stubber.add_client_error("get_item", service_error_code="InternalServerError", http_status_code=500)
+        with pytest.raises(MarkUnreadError, match="InternalServerError"):
+            DynamoDeliveryLedger(client, "kilo-billing-alerts-test").email_mark("acct_1", "erased-0123456789abcdef")

@@ -497,6 +497,25 @@ def test_given_a_bounce_marked_in_lower_case_then_the_profile_spelling_the_addre
     assert email.recipient == address_ref("Ada@Example.com")  # the record names the address as the profile has it
 
 
+def test_given_the_bounce_mark_cannot_be_read_then_the_email_is_sent_and_its_record_says_so() -> None:
+    """D-AL-2: like the suppression check (D381), a mark that cannot be read now holds no alert back: the email goes,
+    its record says the mark was not checked (the address by its pseudonym only)."""
+    from kilo_alerts.ports import MarkUnreadError  # noqa: PLC0415
+
+    class Unreadable(InMemoryLedger):
+        def email_mark(self, account_id: str, recipient: str) -> str | None:
+            raise MarkUnreadError("ThrottledError: ada@example.com's mark")
+
+    ledger, texter, mailer = Unreadable(), ScriptedTexter(), ScriptedMailer()
+
+    outcome = deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
+    [email] = [d for d in outcome.deliveries if d.channel is Channel.EMAIL]
+    assert email.outcome is Outcome.SENT
+    assert email.detail.endswith(f"; the bounce mark not checked: ThrottledError: {address_ref()}'s mark")
+
+
 def test_given_the_account_changed_its_address_after_a_bounce_then_the_new_one_is_mailed_with_the_account_tag() -> None:
     ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
     ledger.mark_email("acct_1", address_ref("old@example.com"), "bounce", "Permanent/General 5.1.1", T0 - 60_000)

@@ -22,6 +22,7 @@ from kilo_alerts.bounces import ACCOUNT_TAG, account_tag
 from kilo_alerts.model import Delivery, EnforcementRecord, Held, MarginSnapshot, Narrowing, Participant
 from kilo_alerts.ports import (
     ClaimHeldError,
+    MarkUnreadError,
     ParticipantGoneError,
     RoomControlFailedError,
     SendFailedError,
@@ -236,12 +237,15 @@ class DynamoDeliveryLedger:
         return DynamoEmailMarks(self._client, self._table).mark_email(account_id, recipient, why, detail, at_ms)
 
     def email_mark(self, account_id: str, recipient: str) -> str | None:
-        found = call(
-            self._client.get_item,
-            TableName=self._table,
-            Key=items.email_mark_key(account_id, recipient),
-            ConsistentRead=True,
-        )
+        try:
+            found = call(
+                self._client.get_item,
+                TableName=self._table,
+                Key=items.email_mark_key(account_id, recipient),
+                ConsistentRead=True,
+            )
+        except Exception as exc:  # the domain errors of kilo_billing.aws: the email goes unchecked (D-AL-2)
+            raise MarkUnreadError(f"{type(exc).__name__}: {exc}") from exc
         if "Item" not in found:
             return None
         values = from_item(found["Item"])

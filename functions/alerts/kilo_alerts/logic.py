@@ -69,6 +69,7 @@ from kilo_alerts.ports import (
     DeliveryLedger,
     EnforcementLedger,
     Mailer,
+    MarkUnreadError,
     OpenSessions,
     RemovalScheduler,
     RoomControl,
@@ -490,18 +491,22 @@ def _email_sent(
     the bounce handler, D-AL-2: recorded undeliverable, ``Reason.BOUNCED``). A required alert's (D180) goes only to
     an address SES does not suppress: SES takes an email to a suppressed address and drops it (a hard bounce after
     the call), so the send's answer would say ``sent`` for an email that reached nobody; such an email is recorded
-    undeliverable (``Reason.SUPPRESSED``) and its SMS goes (D215, D381). A check that cannot answer now does not
-    hold the email back: sent, the record says so."""
-    marked = ledger.email_mark(pending.account_id, mark_key(pending.account_id, address))  # casefolded: as marked
+    undeliverable (``Reason.SUPPRESSED``) and its SMS goes (D215, D381). A check that cannot answer now (the mark,
+    the suppression list) does not hold the email back: sent, the record says so."""
+    unchecked = ""
+    try:
+        marked = ledger.email_mark(pending.account_id, mark_key(pending.account_id, address))  # casefolded: as marked
+    except MarkUnreadError as exc:  # holds no alert back, like the suppression check: sent, the record says so
+        marked, unchecked = None, pseudonymised_in(pending.account_id, f"; the bounce mark not checked: {exc}", address)
     if marked is not None:
         bounced = pending.because(Reason.BOUNCED, Outcome.UNDELIVERABLE)
         return replace(bounced, detail=f"{bounced.detail} ({marked})")
-    unchecked = ""
     if pending.kind in REQUIRED_ALERT_KINDS:
         try:
             why = mailer.suppressed(address)
         except SendFailedError as exc:
-            unchecked = pseudonymised_in(pending.account_id, f"; the suppression list not checked: {exc}", address)
+            not_listed = f"; the suppression list not checked: {exc}"
+            unchecked += pseudonymised_in(pending.account_id, not_listed, address)
         else:
             if why is not None:
                 suppressed = pending.because(Reason.SUPPRESSED, Outcome.UNDELIVERABLE)

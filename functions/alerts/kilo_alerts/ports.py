@@ -23,6 +23,11 @@ class SendingPausedError(SendFailedError):
     wait for the last delivery (D-AL-1)."""
 
 
+class MarkUnreadError(Exception):
+    """The mark of an address SES reported undeliverable could not be read now (D-AL-2): the email is sent anyway,
+    its record says so (as a suppression check that cannot answer, D381)."""
+
+
 class ClaimHeldError(Exception):
     """A ledger claim is pending and not yet stale: another delivery of the same event is deciding it now, or one
     crashed within its lease. Not a duplicate (nothing is decided yet): the record is retried, and once the claim is
@@ -90,7 +95,7 @@ class DeliveryLedger(Protocol):
 
     def email_mark(self, account_id: str, recipient: str) -> str | None:
         """Why the address whose ``bounces.mark_key`` is ``recipient`` is marked undeliverable (its detail), or
-        ``None``."""
+        ``None``; ``MarkUnreadError`` when it cannot be read now."""
         ...
 
 
