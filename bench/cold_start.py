@@ -473,8 +473,20 @@ def _sqs_batch(body: str, source_arn: str = "arn:aws:sqs:us-east-1:123456789012:
     return {"Records": [record]}
 
 
+def _bounce_request() -> tuple[Any, str]:
+    """What the bounces queue carries: SES's permanent bounce of an alert email (raw delivery: the record itself),
+    tagged with the registered account (D-AL-2)."""
+    from kilo_alerts.bounces import ACCOUNT_TAG, account_tag  # noqa: PLC0415
+    from kilo_dev.template import Template  # noqa: PLC0415
+
+    record = json.loads((ROOT / "tests/fixtures/ses/bounce_permanent.json").read_text())
+    record["mail"]["tags"][ACCOUNT_TAG] = [account_tag(ACCOUNT)]
+    bounces_queue = Template().get_att("AlertsBouncesQueue", "Arn")
+    return _sqs_batch(json.dumps(record), bounces_queue), "SQS batch of 1: SES's permanent bounce (one mark)"
+
+
 # Functions whose queue's first message is representative of their work (the others get a generic one).
-QUEUE_REQUESTS = {"AlertsFunction": _alert_request}
+QUEUE_REQUESTS = {"AlertsFunction": _alert_request, "AlertsBouncesFunction": _bounce_request}
 
 ROUTES = {
     "/webhooks/livekit": _livekit_request,

@@ -200,3 +200,17 @@ def test_given_an_operator_alert_whose_delivery_crashed_then_the_queues_redelive
     announced = on_unattributed(event, ports, policy, 60_000 + 360_000)
     assert announced.outcome == "sent"
     assert len(notifier.sent) == 1
+
+
+def test_given_an_address_marked_undeliverable_then_it_reads_back_and_a_second_report_keeps_the_first(
+    ledger: DeliveryLedger,
+) -> None:
+    """D-AL-2: a bounce or complaint marks the address (by its pseudonym); a redelivered report is a no-op."""
+    assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") is None
+    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is True
+    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "complaint", "abuse", T0 + 1) is False
+
+    assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") == "bounce: Permanent/General 5.1.1"
+    assert ledger.email_mark("org:7@x", "erased-fedcba9876543210") is None  # another address of the account
+    assert ledger.email_mark("org:8", "erased-0123456789abcdef") is None  # another account
+    assert ledger.deliveries("org:7@x") == []  # not a delivery record

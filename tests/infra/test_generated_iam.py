@@ -166,6 +166,12 @@ ROLES = {
         ("sns:Publish", "*"),  # SMS to a number; and so every topic of the account: OperatorAlarmTopic (D382)
         ("sns:CheckIfPhoneNumberIsOptedOut", "*"),
     ),
+    # the bounce handler marks an address SES reported undeliverable (D-AL-2)
+    "AlertsBouncesFunctionRole": role(
+        LAMBDA,
+        {BASIC_EXECUTION, XRAY_WRITE, SQS_QUEUE_READ},
+        ("dynamodb:PutItem", ALERTS_TABLE),  # the mark (conditional)
+    ),
     # Invoicing: the hourly starter reads the run marker and the accounts index and queues close jobs ...
     "InvoiceStartFunctionRole": role(
         LAMBDA,

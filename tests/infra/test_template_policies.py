@@ -268,7 +268,7 @@ def test_given_every_queue_then_a_stack_deletion_or_a_replacement_keeps_it_but_a
     would make the retry collide, so ``RetainExceptOnCreate`` deletes exactly that one on rollback."""
     queues = template.of_type("AWS::SQS::Queue")
     assert {"RatingDeadLetterQueue", "PoisonRecordDeadLetterQueue", "AlertsQueue", "PaymentEventsQueue"} <= set(queues)
-    assert len(queues) == 19
+    assert len(queues) == 21
     for name, queue in queues.items():
         assert queue.get("DeletionPolicy") == "RetainExceptOnCreate", name
         assert queue.get("UpdateReplacePolicy") == "Retain", name
@@ -723,6 +723,11 @@ def _unalarmed() -> dict[str, tuple[str | None, str]]:
         M.CRYPTO_PAYMENTS_ORPHANED: (None, "the transaction left the chain: nothing was paid, the bill stays open"),
         M.CRYPTO_RPC_CALLS: (None, outcome),
         M.CRYPTO_UNATTRIBUTED_UNALERTED: (None, "address-poisoning dust, kept on the operator's list (D364)"),
+        M.ALERTS_EMAIL_BOUNCED: (
+            None,
+            "an address the account's own mailbox refused: its required alerts go by SMS instead (D-AL-2)",
+        ),
+        M.EMAILS_MARKED_UNDELIVERABLE: (None, "a mark SES's report made: the account's own address, not ours (D-AL-2)"),
     }
 
 
@@ -754,3 +759,80 @@ def test_given_every_metric_the_code_defines_then_an_alarm_watches_it_or_it_is_c
         assert reason, name
         if alarm is not None:
             assert alarms[alarm]["Properties"]["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}], name
+
+def test_given_ses_sending_paused_for_the_account_then_the_first_paused_email_alarms_the_operator(
+    template: Template,
+) -> None:
+    """D-AL-1: an email SES will not send because our sending is paused (``SendingPausedException``,
+    ``AccountSuspendedException``) is retried toward the dead-letter queue (its alarm comes after the five receives,
+    ~30 minutes): the handler's ``AlertsSendingPaused`` count, under the alerts function's service name, alarms at
+    the first one."""
+    from kilo_alerts.handler import SERVICE  # noqa: PLC0415
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+
+    assert Metric.ALERTS_SENDING_PAUSED.value == "AlertsSendingPaused"
+    _alarmed_at_the_first(template, Metric.ALERTS_SENDING_PAUSED.value, SERVICE)
+
+
+def test_given_the_alerts_configuration_set_then_its_bounces_and_complaints_reach_the_bounce_handler(
+    template: Template,
+) -> None:
+    """D-AL-2: the set every alert email goes through publishes BOUNCE and COMPLAINT events to a topic, delivered raw
+    to a queue (a dead-letter queue behind it and behind the subscription) that the bounce handler polls."""
+    [destination] = template.of_type("AWS::SES::ConfigurationSetEventDestination").values()
+    props = destination["Properties"]
+    assert props["ConfigurationSetName"] == {"Ref": "AlertsConfigurationSet"}
+    assert sorted(props["EventDestination"]["MatchingEventTypes"]) == ["bounce", "complaint"]
+    assert props["EventDestination"]["Enabled"] is True
+    topic = props["EventDestination"]["SnsDestination"]["TopicARN"]["Ref"]
+    [subscription] = [
+        s["Properties"]
+        for s in template.of_type("AWS::SNS::Subscription").values()
+        if s["Properties"]["TopicArn"] == {"Ref": topic}
+    ]
+    assert (subscription["Protocol"], subscription["RawMessageDelivery"]) == ("sqs", True)
+    [queue, _] = subscription["Endpoint"]["Fn::GetAtt"]
+    [dlq, _] = subscription["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"]
+    assert template.resources[queue]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": [dlq, "Arn"]
+    }
+    function, _ = _consumed_queues(template)[queue]
+    assert functions(template)[function]["Properties"]["Handler"] == "kilo_alerts.bounce_handler.lambda_handler"
+    alerts = functions(template)["AlertsFunction"]["Properties"]["Environment"]["Variables"]
+    configuration_set = template.resources["AlertsConfigurationSet"]["Properties"]["Name"]
+    assert template.resolve(alerts["SES_CONFIGURATION_SET"]) == template.resolve(configuration_set)
+
+
+def test_given_the_bounces_event_destination_then_it_is_created_after_the_topic_policy_letting_ses_publish(
+    template: Template,
+) -> None:
+    """D-AL-2: SES publishes a validation message to the topic when the destination is created; before the topic's
+    policy exists that publish may be refused and the destination's creation fail (AWS CDK adds the same
+    dependency)."""
+    destination = template.resources["AlertsBouncesEventDestination"]
+    depends = destination.get("DependsOn", [])
+    assert "AlertsBouncesTopicPolicy" in ([depends] if isinstance(depends, str) else depends)
+    policy = template.resources["AlertsBouncesTopicPolicy"]["Properties"]
+    assert policy["Topics"] == [destination["Properties"]["EventDestination"]["SnsDestination"]["TopicARN"]]
+
+
+def test_given_the_bounces_topic_then_only_the_alerts_configuration_set_may_publish_to_it(template: Template) -> None:
+    """D-AL-2: within one account an identity grant is enough to publish (the alerts role has ``sns:Publish`` on
+    ``*``, D382), and a forged bounce would mark any account's address. The topic policy denies ``sns:Publish`` to
+    every principal whose request does not come from the alerts configuration set (``aws:SourceArn``, which SES sets
+    when it publishes an event; an identity's own call has none, and a missing key matches ``StringNotLike``); the
+    Allow for SES names the same set, so the Deny never blocks SES."""
+    statements = template.resources["AlertsBouncesTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    [deny] = [s for s in statements if s["Effect"] == "Deny"]
+    [allow] = [s for s in statements if s["Effect"] == "Allow"]
+    assert (deny["Principal"], deny["Action"], deny["Resource"]) == ("*", "sns:Publish", {"Ref": "AlertsBouncesTopic"})
+    assert list(deny["Condition"]) == ["StringNotLike"]
+    assert list(deny["Condition"]["StringNotLike"]) == ["aws:SourceArn"]
+    set_arn = deny["Condition"]["StringNotLike"]["aws:SourceArn"]
+    # the set SES publishes from: the alerts configuration set's name, in this account (not a wildcard over sets)
+    assert template.resolve(set_arn).endswith(
+        ":123456789012:configuration-set/"
+        + template.resolve(template.resources["AlertsConfigurationSet"]["Properties"]["Name"])
+    )
+    assert allow["Principal"] == {"Service": "ses.amazonaws.com"}
+    assert allow["Condition"]["StringLike"]["aws:SourceArn"] == set_arn

@@ -28,6 +28,7 @@ class InMemoryLedger:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str, str, str, str], tuple[Delivery, bool, int]] = {}  # delivery, pending, claimed
         self.sms_days: dict[tuple[str, str], int] = {}  # (account, UTC day) -> SMS counted
+        self.email_marks: dict[tuple[str, str], str] = {}  # (account, address's pseudonym) -> "why: detail"
 
     def claim(self, delivery: Delivery, lease_ms: int) -> int | None:
         found = self.items.get(_key(delivery))
@@ -64,6 +65,15 @@ class InMemoryLedger:
             key=lambda d: (d.period, d.kind, d.key, d.channel.value),
         )
 
+    def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
+        if (account_id, recipient) in self.email_marks:
+            return False
+        self.email_marks[(account_id, recipient)] = f"{why}: {detail}"
+        return True
+
+    def email_mark(self, account_id: str, recipient: str) -> str | None:
+        return self.email_marks.get((account_id, recipient))
+
 
 class ScriptedMailer:
     """Sends into ``sent``; ``failures`` are raised first, one per call. ``suppressed``: address -> the reason SES
@@ -81,6 +91,7 @@ class ScriptedMailer:
         self.suppressed_addresses = dict(suppressed or {})
         self.check_failures = list(check_failures)
         self.checked: list[str] = []
+        self.accounts: list[str] = []  # the account each email was sent for (its tag)
 
     def suppressed(self, to: str) -> str | None:
         self.checked.append(to)
@@ -88,9 +99,10 @@ class ScriptedMailer:
             raise self.check_failures.pop(0)
         return self.suppressed_addresses.get(to)
 
-    def send(self, to: str, subject: str, html: str, text: str) -> str:
+    def send(self, to: str, subject: str, html: str, text: str, account_id: str = "") -> str:
         if self.failures:
             raise self.failures.pop(0)
+        self.accounts.append(account_id)
         self.sent.append((to, subject, html, text))
         return f"mail-{len(self.sent)}"
 

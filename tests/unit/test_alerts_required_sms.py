@@ -14,6 +14,7 @@ import pytest
 from kilo_alerts.catalogue import alert_from_event, hard_limit_enforced
 from kilo_alerts.logic import DeliveryIncompleteError, DeliveryPolicy, deliver_alert
 from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Reason, Severity
+from kilo_alerts.ports import SendingPausedError
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.contracts import UsageThresholdCrossedV1
 from kilo_billing.rating import TierChange
@@ -385,3 +386,142 @@ def test_given_an_alert_the_account_may_silence_then_its_email_is_sent_without_a
 
     assert mailer.checked == []
     assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
+
+
+# --- SES sending paused for the account (D-AL-1): hours, not a blip -----------------------------------------------
+
+PAUSED = "SendingPausedException: sending is paused for this account"
+SENT_PAUSED = "sms-1; sent instead of the email: SES sending is paused for the account"
+
+
+@pytest.mark.parametrize("kind", REQUIRED)
+def test_given_a_required_alert_whose_email_ses_has_paused_then_the_sms_goes_at_once_and_the_email_stays_to_retry(
+    kind: str,
+) -> None:
+    """Not at the event's last delivery (30 minutes later): at the first; the email is released (toward the
+    dead-letter queue, redriven once sending resumes), the SMS's own row keeps it once."""
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    mailer = ScriptedMailer(SendingPausedError(PAUSED), SendingPausedError(PAUSED))
+    with pytest.raises(DeliveryIncompleteError) as raised:
+        deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0)
+
+    assert (mailer.sent, [phone for phone, _ in texter.sent]) == ([], [PHONE])
+    assert {(d.channel, d.outcome, d.reason) for d in raised.value.outcome.deliveries} == {
+        (Channel.EMAIL, Outcome.RETRY, Reason.PAUSED),
+        (Channel.SMS, Outcome.SENT, None),
+    }
+    assert decided(ledger) == {
+        Channel.EMAIL: (Outcome.RETRY, PAUSED),  # released
+        Channel.SMS: (Outcome.SENT, SENT_PAUSED),
+    }
+
+    # the queue's next receive, sending still paused: no second SMS
+    with pytest.raises(DeliveryIncompleteError):
+        deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0 + 360_000)
+    assert len(texter.sent) == 1
+
+    # redriven once sending resumed: the email goes, the SMS is not sent again
+    again = deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0 + 3_600_000)
+    assert {d.channel: d.outcome for d in again.deliveries} == {
+        Channel.EMAIL: Outcome.SENT,
+        Channel.SMS: Outcome.DUPLICATE,
+    }
+    assert (len(mailer.sent), len(texter.sent)) == (1, 1)
+
+
+def test_given_an_alert_the_account_may_silence_whose_email_ses_has_paused_then_no_sms_and_the_email_retries() -> None:
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    mailer = ScriptedMailer(SendingPausedError(PAUSED))
+    with pytest.raises(DeliveryIncompleteError) as raised:
+        deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    assert texter.sent == []
+    assert [
+        (d.channel, d.outcome, d.reason) for d in raised.value.outcome.deliveries if d.channel is Channel.EMAIL
+    ] == [(Channel.EMAIL, Outcome.RETRY, Reason.PAUSED)]
+
+
+# --- an address SES reported bounced for good or complained about (D-AL-2) -----------------------------------------
+
+
+def address_ref(address: str = "ada@example.com") -> str:
+    return "erased-" + hashlib.sha256(f"acct_1\x00{address}".encode()).hexdigest()[:16]
+
+
+MARKED = "undeliverable: the address bounced for good or complained (bounce: Permanent/General 5.1.1)"
+
+
+def test_given_an_address_marked_undeliverable_then_an_alert_skips_its_email_and_says_why() -> None:
+    ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
+    ledger.mark_email("acct_1", address_ref(), "bounce", "Permanent/General 5.1.1", T0 - 60_000)
+
+    outcome = deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    assert (mailer.sent, texter.sent) == ([], [])
+    [email] = [d for d in outcome.deliveries if d.channel is Channel.EMAIL]
+    assert (email.outcome, email.reason, email.detail) == (Outcome.UNDELIVERABLE, Reason.BOUNCED, MARKED)
+    assert email.recipient == address_ref()
+
+
+@pytest.mark.parametrize("kind", REQUIRED)
+def test_given_a_required_alert_to_an_address_marked_undeliverable_then_one_sms_goes_instead(kind: str) -> None:
+    ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
+    ledger.mark_email("acct_1", address_ref(), "complaint", "abuse", T0 - 60_000)
+
+    deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0)
+
+    assert mailer.sent == []
+    assert mailer.checked == []  # marked: SES's suppression list is not asked
+    assert [phone for phone, _ in texter.sent] == [PHONE]
+    assert decided(ledger)[Channel.SMS] == (
+        Outcome.SENT,
+        "sms-1; sent instead of the email: the address bounced for good or complained",
+    )
+
+
+def test_given_a_bounce_marked_in_lower_case_then_the_profile_spelling_the_address_with_capitals_gets_no_email() -> (
+    None
+):
+    """D-AL-2: the mark is keyed by the address casefolded (the bounce handler reports SES's spelling, the profile
+    keeps the account's): ``Ada@Example.com`` in the profile, ``ada@example.com`` marked."""
+    ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
+    ledger.mark_email("acct_1", address_ref("ada@example.com"), "bounce", "Permanent/General 5.1.1", T0 - 60_000)
+    [profile] = account("budget_threshold").profiles.values()
+    capitals = InMemoryAccountDirectory(replace(profile, email="Ada@Example.com"))
+
+    outcome = deliver_alert(budget_alert(), capitals, ledger, mailer, texter, POLICY, T0)
+
+    assert mailer.sent == []
+    [email] = [d for d in outcome.deliveries if d.channel is Channel.EMAIL]
+    assert (email.outcome, email.reason) == (Outcome.UNDELIVERABLE, Reason.BOUNCED)
+    assert email.recipient == address_ref("Ada@Example.com")  # the record names the address as the profile has it
+
+
+def test_given_the_bounce_mark_cannot_be_read_then_the_email_is_sent_and_its_record_says_so() -> None:
+    """D-AL-2: like the suppression check (D381), a mark that cannot be read now holds no alert back: the email goes,
+    its record says the mark was not checked (the address by its pseudonym only)."""
+    from kilo_alerts.ports import MarkUnreadError  # noqa: PLC0415
+
+    class Unreadable(InMemoryLedger):
+        def email_mark(self, account_id: str, recipient: str) -> str | None:
+            raise MarkUnreadError("ThrottledError: ada@example.com's mark")
+
+    ledger, texter, mailer = Unreadable(), ScriptedTexter(), ScriptedMailer()
+
+    outcome = deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
+    [email] = [d for d in outcome.deliveries if d.channel is Channel.EMAIL]
+    assert email.outcome is Outcome.SENT
+    assert email.detail.endswith(f"; the bounce mark not checked: ThrottledError: {address_ref()}'s mark")
+
+
+def test_given_the_account_changed_its_address_after_a_bounce_then_the_new_one_is_mailed_with_the_account_tag() -> None:
+    ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
+    ledger.mark_email("acct_1", address_ref("old@example.com"), "bounce", "Permanent/General 5.1.1", T0 - 60_000)
+
+    outcome = deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    assert [d.outcome for d in outcome.deliveries if d.channel is Channel.EMAIL] == [Outcome.SENT]
+    assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
+    assert mailer.accounts == ["acct_1"]  # tagged: its bounce would name the account

@@ -136,6 +136,27 @@ HANDLERS = [
             }
         ),
     ),
+    # SES's bounces (D-AL-2): the handler writes a mark through its one adapter (kilo_alerts.marks), never the alert
+    # delivery's (its adapters, logic and rendering, LiveKit's RoomService, libphonenumber).
+    Handler(
+        "kilo_alerts.bounce_handler",
+        {"Records": []},
+        frozenset(
+            {
+                "stripe",
+                "aiohttp",
+                "requests",
+                "livekit",
+                "google.protobuf",
+                "jinja2",
+                "phonenumbers",
+                "kilo_alerts.adapters",
+                "kilo_alerts.logic",
+                "kilo_alerts.render",
+                "kilo_billing.livekit_rooms",
+            }
+        ),
+    ),
     # The account API loads the Stripe SDK only for a Checkout or Billing Portal page (the lazy pages), and
     # libphonenumber only for a phone number saved or texted a code (D212); a usage request called cold (no
     # claims: 401 before any read) loads none of the other functions' libraries.
@@ -438,6 +459,7 @@ MODULE_CEILINGS = {
     "kilo_invoice.close_handler": 207,  # 202
     "kilo_invoice.payment_handler": 206,  # 201
     "kilo_alerts.operator_handler": 318,  # 311
+    "kilo_alerts.bounce_handler": 366,  # 358 (SES's permanent bounce: one mark); 2026-12-04, D-AL-2
     "kilo_account_api.handler": 416,  # 406 (a signed-in owner's GET usage); +1 member_roles (D294)
     "kilo_crypto_watch.evm_handler": 321,  # 314
     "kilo_crypto_watch.bills_handler": 198,  # 194

@@ -2,8 +2,9 @@
 sessions (rating's ``open_sessions`` index), LiveKit's RoomService (``livekit-api``) and the delayed removal step (SQS).
 
 botocore failures are mapped once (``kilo_billing.aws.call``): ``InvalidRequestError`` (a rejected message, an invalid
-number or parameter) is a refusal for good, anything else a failure for now. A send the service did not take
-(``NotTakenError``: throttled, never connected) is sent again here, at most ``SEND_PAUSES`` times (D380).
+number or parameter) is a refusal for good, SES's sending paused for the account a ``SendingPausedError`` (a failure
+for now that lasts, D-AL-1), anything else a failure for now. A send the service did not take (``NotTakenError``:
+throttled, over a limit, never connected) is sent again here, at most ``SEND_PAUSES`` times (D380).
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from email.utils import make_msgid
 from typing import Any, Final
 
 from kilo_alerts import items
+from kilo_alerts.bounces import ACCOUNT_TAG, account_tag
 from kilo_alerts.model import Delivery, EnforcementRecord, Held, MarginSnapshot, Narrowing, Participant
 from kilo_alerts.ports import (
     ClaimHeldError,
+    MarkUnreadError,
     ParticipantGoneError,
     RoomControlFailedError,
     SendFailedError,
+    SendingPausedError,
     SendRefusedError,
 )
 from kilo_alerts.rechecks import FORECAST_DUE, ForecastRecheck
@@ -38,6 +42,7 @@ from kilo_billing.aws import (
     put_if,
     take_counted,
 )
+from kilo_billing.aws import SendingPausedError as SesPausedError
 from kilo_billing.items import from_item, to_item
 from kilo_billing.livekit_rooms import RoomGoneError, RoomServiceFailedError, call_room_service, room_credentials
 
@@ -47,6 +52,8 @@ def _send(operation: Any, **kwargs: Any) -> dict[str, Any]:
         return dict(call(operation, **kwargs))
     except InvalidRequestError as exc:
         raise SendRefusedError(str(exc)) from exc
+    except SesPausedError as exc:  # SES's sending paused for the account: hours, not seconds (D-AL-1)
+        raise SendingPausedError(f"{type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # the domain errors of kilo_billing.aws: throttled, unavailable, timed out
         raise SendFailedError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -103,7 +110,7 @@ class SesMailer:
         message.add_alternative(html, subtype="html")
         return message
 
-    def send(self, to: str, subject: str, html: str, text: str) -> str:
+    def send(self, to: str, subject: str, html: str, text: str, account_id: str = "") -> str:
         request: dict[str, Any] = {
             "FromEmailAddress": self._sender,
             "Destination": {"ToAddresses": [to]},
@@ -111,6 +118,8 @@ class SesMailer:
         }
         if self._configuration_set:
             request["ConfigurationSetName"] = self._configuration_set
+        if account_id:  # published with the set's bounce and complaint events: whose address it was (D-AL-2)
+            request["EmailTags"] = [{"Name": ACCOUNT_TAG, "Value": account_tag(account_id)}]
         return str(_send_not_taken_again(self._sleep, self._client.send_email, **request)["MessageId"])
 
     def suppressed(self, to: str) -> str | None:
@@ -221,6 +230,26 @@ class DynamoDeliveryLedger:
             items.delivery_from_item(item)
             for item in _prefixed(self._client, self._table, items.partition(account_id), prefix)
         ]
+
+    def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
+        from kilo_alerts.marks import DynamoEmailMarks  # noqa: PLC0415 (the bounce handler's; not on alerts' cold start)
+
+        return DynamoEmailMarks(self._client, self._table).mark_email(account_id, recipient, why, detail, at_ms)
+
+    def email_mark(self, account_id: str, recipient: str) -> str | None:
+        try:
+            found = call(
+                self._client.get_item,
+                TableName=self._table,
+                Key=items.email_mark_key(account_id, recipient),
+                ConsistentRead=True,
+            )
+        except Exception as exc:  # the domain errors of kilo_billing.aws: the email goes unchecked (D-AL-2)
+            raise MarkUnreadError(f"{type(exc).__name__}: {exc}") from exc
+        if "Item" not in found:
+            return None
+        values = from_item(found["Item"])
+        return f"{values.get('why')}: {values.get('detail')}"
 
 
 ALERTS_SOURCE: Final = "kilo.billing.alerts"

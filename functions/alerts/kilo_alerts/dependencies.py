@@ -14,6 +14,7 @@ from kilo_alerts.settings import AlertSettings, settings
 
 if TYPE_CHECKING:  # the alert delivery's modules load with it (``alerts()``), not with the operator checks
     from kilo_alerts.adapters import SesMailer, SnsTexter, SqsRedelivery
+    from kilo_alerts.bounces import EmailMarks
     from kilo_alerts.logic import AlertPorts, AlertsPolicy
     from kilo_alerts.rechecks import ForecastRechecks, RecheckQueue
     from kilo_billing.aws import CallBudget
@@ -194,3 +195,13 @@ def forecast_rechecks() -> RecheckDependencies:
         DynamoForecastRechecks(client("dynamodb", config.call_budget), config.alerts_table_name),
         SqsRecheckQueue(client("sqs", config.call_budget, lazy=True), config.forecast_rechecks_queue_url),
     )
+
+
+@cache
+def bounce_marks() -> EmailMarks:
+    """The bounce handler's one port: the marks of addresses SES reported undeliverable, on the alerts table."""
+    from kilo_alerts.marks import DynamoEmailMarks  # noqa: PLC0415 (not kilo_alerts.adapters: off its cold start)
+    from kilo_billing.aws import client  # noqa: PLC0415
+
+    config = settings()
+    return DynamoEmailMarks(client("dynamodb", config.call_budget), config.alerts_table_name)

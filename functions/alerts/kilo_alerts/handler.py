@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kilo_alerts import dependencies
 from kilo_alerts.enforcement import TURN_RETRY_SECONDS, EnforcementIncompleteError
 from kilo_alerts.logic import AlertOutcome, EventIncompleteError, EventOutcome, handle_event
-from kilo_alerts.model import AlertError, Outcome
+from kilo_alerts.model import AlertError, Outcome, Reason
 from kilo_alerts.rechecks import FORECAST_DUE, RecheckError
 from kilo_alerts.settings import AlertSettings, settings
 from kilo_billing import observability
@@ -44,8 +44,16 @@ def _count(outcome: AlertOutcome) -> None:
     count(SERVICE, Metric.ALERTS_SENT, outcome.count(Outcome.SENT))
     count(SERVICE, Metric.ALERTS_DUPLICATE, outcome.count(Outcome.DUPLICATE))
     count(SERVICE, Metric.ALERTS_SKIPPED, outcome.count(Outcome.SKIPPED) + outcome.count(Outcome.OPTED_OUT))
-    count(SERVICE, Metric.ALERTS_UNDELIVERABLE, outcome.count(Outcome.UNDELIVERABLE))
+    # refused for good (alarmed: invalid numbers, rejected addresses, an unverified sender); an address SES reported
+    # bounced or complained about is counted only below (every month's alerts meet it again: not an alarm, D-AL-2)
+    bounced = sum(d.reason is Reason.BOUNCED for d in outcome.deliveries)
+    refused = sum(d.outcome is Outcome.UNDELIVERABLE and d.reason is not Reason.BOUNCED for d in outcome.deliveries)
+    count(SERVICE, Metric.ALERTS_UNDELIVERABLE, refused)
     count(SERVICE, Metric.ALERT_SEND_RETRIED, outcome.count(Outcome.RETRY))
+    # SES's sending paused for the account: alarmed at the first, not after the dead-letter queue's ~30 min (D-AL-1)
+    count(SERVICE, Metric.ALERTS_SENDING_PAUSED, sum(d.reason is Reason.PAUSED for d in outcome.deliveries))
+    # an email not sent: SES reported the address bounced for good or complained (D-AL-2)
+    count(SERVICE, Metric.ALERTS_EMAIL_BOUNCED, bounced)
     for delivery in outcome.deliveries:  # no addresses or numbers in logs
         logger.info(
             "alert delivery",

@@ -8,7 +8,9 @@
 - the SMS sent to an account per UTC day ``ACCOUNT#<id>`` / ``SMSDAY#<YYYY-MM-DD>`` (``sms_count``, the daily cap);
 - the enforcement's turn ``ACCOUNT#<id>`` / ``TURN#ENFORCEMENT`` (``holder``, ``taken_at_ms``): one delivery at a
   time restricts or restores the account's participants (D182);
-- the forecast's re-check ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``: one per account and month (D366)."""
+- the forecast's re-check ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``: one per account and month (D366);
+- an address SES reported undeliverable ``ACCOUNT#<id>`` / ``EMAILMARK#<pseudonym of the address casefolded>`` (``why``:
+  bounce or complaint, ``detail``, ``at_ms``): later alerts skip email to it (D-AL-2)."""
 
 from __future__ import annotations
 
@@ -99,6 +101,16 @@ def _reason(values: Mapping[str, Any]) -> Reason | None:
     if values.get("status") == Outcome.SKIPPED.value and values.get("detail") == Reason.NO_EMAIL.detail:
         return Reason.NO_EMAIL
     return None
+
+
+def email_mark_key(account_id: str, recipient: str) -> Item:
+    """The mark of an address (``recipient``: its pseudonym, never the address, D203)."""
+    return to_item({"pk": partition(account_id), "sk": f"EMAILMARK#{recipient}"})
+
+
+def email_mark_item(account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> Item:
+    values = {"why": why, "detail": detail, "at_ms": at_ms, "expires_at": expires_at(at_ms)}
+    return {**email_mark_key(account_id, recipient), **to_item(values)}
 
 
 def sms_day_key(account_id: str, day: str) -> Item:

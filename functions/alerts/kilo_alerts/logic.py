@@ -12,7 +12,8 @@ refuses it), goes by email instead when the account did not choose email for the
 is decided first, the email instead on its own ledger row (sent once), and the SMS's decision recorded after it. The
 other way round, a required alert (D180: the hard limit, a failed payment) whose email reaches nobody (SES refuses
 it or has its address on the account's suppression list - asked before sending, D381 -, the account has no address,
-or SES still fails for now at the event's last delivery) goes by SMS to the
+SES's sending is paused for the account - at once, D-AL-1 - or SES still fails for now at the event's last delivery)
+goes by SMS to the
 account's verified number when SMS was not chosen for it (D215): its SMS row is claimed first and decided after
 the email's. A transient failure releases the claim and, once every channel was tried, raises
 ``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is tried.
@@ -27,6 +28,7 @@ from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
 
+from kilo_alerts.bounces import mark_key
 from kilo_alerts.catalogue import (
     CATALOGUE,
     alert_from_event,
@@ -67,10 +69,12 @@ from kilo_alerts.ports import (
     DeliveryLedger,
     EnforcementLedger,
     Mailer,
+    MarkUnreadError,
     OpenSessions,
     RemovalScheduler,
     RoomControl,
     SendFailedError,
+    SendingPausedError,
     SendRefusedError,
     Texter,
 )
@@ -290,8 +294,16 @@ SUPPRESSED_EMAIL: Final = _NoEmail(
     "sent instead of the email: the address is on SES's suppression list",
     "the email's address is on SES's suppression list",
 )
+BOUNCED_EMAIL: Final = _NoEmail(
+    "sent instead of the email: the address bounced for good or complained",
+    "the email's address bounced for good or complained",
+)
 NO_ADDRESS: Final = _NoEmail(
     "sent instead of the email: the account has no email address", "the account has no email address"
+)
+SES_PAUSED: Final = _NoEmail(
+    "sent instead of the email: SES sending is paused for the account",
+    "the email: SES sending is paused for the account",
 )
 SES_FAILING: Final = _NoEmail(
     "sent instead of the email: SES still failing for now at the event's last delivery",
@@ -303,7 +315,8 @@ def _email_reached_nobody(
     pending: Delivery, email: Delivery, ledger: DeliveryLedger, last_attempt: bool
 ) -> _NoEmail | None:
     """Why the email of ``pending``'s alert reached nobody (D215): SES refused it or suppresses its address (D381),
-    the account has no address, or
+    the account has no address, SES's sending is paused for the account (at any delivery: it lasts hours, D-AL-1;
+    the email is left to retry toward the dead-letter queue), or
     SES still fails for now at the event's last delivery (the email is left to retry toward the dead-letter queue;
     not an email another delivery holds: it may be sending it); ``None`` otherwise. An email decided by an earlier
     delivery (one that crashed before deciding the SMS) is read back."""
@@ -318,10 +331,14 @@ def _email_reached_nobody(
         )
     if email.outcome is Outcome.UNDELIVERABLE and email.reason is Reason.SUPPRESSED:
         return SUPPRESSED_EMAIL
+    if email.outcome is Outcome.UNDELIVERABLE and email.reason is Reason.BOUNCED:
+        return BOUNCED_EMAIL
     if email.outcome is Outcome.UNDELIVERABLE:
         return REFUSED_EMAIL
     if email.outcome is Outcome.SKIPPED and email.reason is Reason.NO_EMAIL:
         return NO_ADDRESS
+    if email.outcome is Outcome.RETRY and email.reason is Reason.PAUSED:  # hours, not a blip: at once (D-AL-1)
+        return SES_PAUSED
     if email.outcome is Outcome.RETRY and last_attempt and email.reason is not Reason.HELD:
         return SES_FAILING
     return None
@@ -431,7 +448,7 @@ def _send(
     if channel is Channel.EMAIL:
         if not profile.email:
             return pending.because(Reason.NO_EMAIL, Outcome.SKIPPED)
-        return _email_sent(_to(pending, profile.email), profile.email, rendered, mailer)
+        return _email_sent(_to(pending, profile.email), profile.email, rendered, mailer, ledger)
     if not profile.phone:
         return replace(pending, outcome=Outcome.SKIPPED, detail="no phone number")
     if not profile.phone_verified:
@@ -467,22 +484,34 @@ def _send(
     return sent
 
 
-def _email_sent(pending: Delivery, address: str, rendered: Rendered, mailer: Mailer) -> Delivery:
-    """The email to ``address``. A required alert's (D180) goes only to an address SES does not suppress: SES takes
-    an email to a suppressed address and drops it (a hard bounce after the call), so the send's answer would say
-    ``sent`` for an email that reached nobody; such an email is recorded undeliverable (``Reason.SUPPRESSED``) and its
-    SMS goes (D215, D381). A check that cannot answer now does not hold the email back: sent, the record says so."""
+def _email_sent(
+    pending: Delivery, address: str, rendered: Rendered, mailer: Mailer, ledger: DeliveryLedger
+) -> Delivery:
+    """The email to ``address``; none to an address SES reported bounced for good or complained about (marked by
+    the bounce handler, D-AL-2: recorded undeliverable, ``Reason.BOUNCED``). A required alert's (D180) goes only to
+    an address SES does not suppress: SES takes an email to a suppressed address and drops it (a hard bounce after
+    the call), so the send's answer would say ``sent`` for an email that reached nobody; such an email is recorded
+    undeliverable (``Reason.SUPPRESSED``) and its SMS goes (D215, D381). A check that cannot answer now (the mark,
+    the suppression list) does not hold the email back: sent, the record says so."""
     unchecked = ""
+    try:
+        marked = ledger.email_mark(pending.account_id, mark_key(pending.account_id, address))  # casefolded: as marked
+    except MarkUnreadError as exc:  # holds no alert back, like the suppression check: sent, the record says so
+        marked, unchecked = None, pseudonymised_in(pending.account_id, f"; the bounce mark not checked: {exc}", address)
+    if marked is not None:
+        bounced = pending.because(Reason.BOUNCED, Outcome.UNDELIVERABLE)
+        return replace(bounced, detail=f"{bounced.detail} ({marked})")
     if pending.kind in REQUIRED_ALERT_KINDS:
         try:
             why = mailer.suppressed(address)
         except SendFailedError as exc:
-            unchecked = pseudonymised_in(pending.account_id, f"; the suppression list not checked: {exc}", address)
+            not_listed = f"; the suppression list not checked: {exc}"
+            unchecked += pseudonymised_in(pending.account_id, not_listed, address)
         else:
             if why is not None:
                 suppressed = pending.because(Reason.SUPPRESSED, Outcome.UNDELIVERABLE)
                 return replace(suppressed, detail=f"{suppressed.detail} ({why})")
-    sent = _attempt(pending, lambda: mailer.send(address, *_email(rendered)), address)
+    sent = _attempt(pending, lambda: mailer.send(address, *_email(rendered), account_id=pending.account_id), address)
     if unchecked and sent.outcome is Outcome.SENT:  # sent without knowing: the record says so
         return replace(sent, detail=f"{sent.detail}{unchecked}")
     return sent
@@ -507,6 +536,9 @@ def _attempt(pending: Delivery, send: Callable[[], str], contact: str) -> Delive
         return replace(
             pending, outcome=Outcome.UNDELIVERABLE, detail=pseudonymised_in(pending.account_id, str(exc), contact)
         )
+    except SendingPausedError as exc:  # SES's sending paused for the account: still retried, known why (D-AL-1)
+        detail = pseudonymised_in(pending.account_id, str(exc), contact)
+        return replace(pending, outcome=Outcome.RETRY, detail=detail, reason=Reason.PAUSED)
     except SendFailedError as exc:
         return replace(pending, outcome=Outcome.RETRY, detail=pseudonymised_in(pending.account_id, str(exc), contact))
     return replace(pending, outcome=Outcome.SENT, detail=message_id)

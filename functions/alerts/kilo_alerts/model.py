@@ -44,6 +44,8 @@ class Reason(StrEnum):
     HELD = "held"  # not decided: another delivery holds the claim (retried, never taken as decided)
     NO_EMAIL = "no_email"  # skipped: the account has no email address
     SUPPRESSED = "suppressed"  # undeliverable: the address is on SES's suppression list (a required alert, D381)
+    PAUSED = "paused"  # not decided: SES's sending is paused for the account (retried, D-AL-1)
+    BOUNCED = "bounced"  # undeliverable: SES reported the address bounced for good or complained (D-AL-2)
 
     @property
     def detail(self) -> str:
@@ -51,6 +53,8 @@ class Reason(StrEnum):
             Reason.HELD: Held.CLAIM.value,
             Reason.NO_EMAIL: "no email address",
             Reason.SUPPRESSED: "suppressed: the address is on SES's suppression list for the account",
+            Reason.PAUSED: "SES sending is paused for the account",
+            Reason.BOUNCED: "undeliverable: the address bounced for good or complained",
         }[self]
 
 

@@ -16,6 +16,18 @@ class SendFailedError(Exception):
     """The provider failed for now (throttling, outage, timeout): the event is retried."""
 
 
+class SendingPausedError(SendFailedError):
+    """The provider will not send for us now - SES's sending paused for the configuration set or the account
+    (``SendingPausedException``), the account suspended (``AccountSuspendedException``): hours or days, not a blip.
+    Still a failure for now (the event is retried, then dead-lettered: never lost); a required alert's SMS does not
+    wait for the last delivery (D-AL-1)."""
+
+
+class MarkUnreadError(Exception):
+    """The mark of an address SES reported undeliverable could not be read now (D-AL-2): the email is sent anyway,
+    its record says so (as a suppression check that cannot answer, D381)."""
+
+
 class ClaimHeldError(Exception):
     """A ledger claim is pending and not yet stale: another delivery of the same event is deciding it now, or one
     crashed within its lease. Not a duplicate (nothing is decided yet): the record is retried, and once the claim is
@@ -27,8 +39,9 @@ class ClaimHeldError(Exception):
 
 
 class Mailer(Protocol):
-    def send(self, to: str, subject: str, html: str, text: str) -> str:
-        """Send one email; the provider's message id. ``SendRefusedError`` / ``SendFailedError``."""
+    def send(self, to: str, subject: str, html: str, text: str, account_id: str = "") -> str:
+        """Send one email; the provider's message id. ``SendRefusedError`` / ``SendFailedError``. ``account_id``
+        rides with the message (SES: a message tag), so a bounce or complaint names the account (D-AL-2)."""
         ...
 
     def suppressed(self, to: str) -> str | None:
@@ -73,6 +86,17 @@ class DeliveryLedger(Protocol):
         ...
 
     def deliveries(self, account_id: str, period: str | None = None) -> list[Delivery]: ...
+
+    def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
+        """Mark the address whose ``bounces.mark_key`` (its pseudonym, casefolded) is ``recipient`` undeliverable
+        (``why``: bounce, complaint); false when it was marked before (the first mark is kept: a redelivered report
+        changes nothing)."""
+        ...
+
+    def email_mark(self, account_id: str, recipient: str) -> str | None:
+        """Why the address whose ``bounces.mark_key`` is ``recipient`` is marked undeliverable (its detail), or
+        ``None``; ``MarkUnreadError`` when it cannot be read now."""
+        ...
 
 
 class ParticipantGoneError(Exception):

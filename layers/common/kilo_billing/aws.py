@@ -130,6 +130,13 @@ class NotTakenError(StorageUnavailableError):
     after the service took it. Still a ``StorageUnavailableError`` for callers that only retry."""
 
 
+class SendingPausedError(StorageUnavailableError):
+    """SES will not send for this account now: its sending is paused (``SendingPausedException``: the configuration
+    set's or the account's, by AWS's review or an operator) or restricted (``AccountSuspendedException``). Hours or
+    for good, not seconds: sending again soon achieves nothing. Still a ``StorageUnavailableError`` for callers that
+    only retry (the message is kept and redelivered, never lost)."""
+
+
 class ConditionFailedError(Exception):
     """A conditional write found the item in another state. ``item`` is the stored item when the call asked for it
     (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)."""
@@ -162,7 +169,12 @@ _INVALID = frozenset(
 )
 _GONE = frozenset({"ResourceNotFoundException", "TrimmedDataAccessException", "ExpiredIteratorException"})
 NOT_FOUND = "NotFoundException"
-_NOT_TAKEN = frozenset({"TooManyRequestsException", "Throttling", "ThrottlingException", "Throttled"})
+# LimitExceededException: SES v2 SendEmail's refusal over a limit ("too many instances"), answered before it took the
+# message like a throttle (D-AL-1)
+_NOT_TAKEN = frozenset(
+    {"TooManyRequestsException", "Throttling", "ThrottlingException", "Throttled", "LimitExceededException"}
+)
+_PAUSED = frozenset({"SendingPausedException", "AccountSuspendedException"})
 
 
 def map_error(exc: Exception) -> Exception:
@@ -192,6 +204,8 @@ def map_error(exc: Exception) -> Exception:
             return NotFoundError(code)
         if code in _NOT_TAKEN:
             return NotTakenError(code)
+        if code in _PAUSED:
+            return SendingPausedError(code)
         return StorageUnavailableError(code)
     if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
         return NotTakenError(type(exc).__name__)

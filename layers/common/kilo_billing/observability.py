@@ -82,6 +82,13 @@ class Metric(StrEnum):
     ALERTS_UNDELIVERABLE = "AlertsUndeliverable"  # refused for good (invalid number, rejected address): recorded
     ENFORCEMENT_ACTIONS = "EnforcementActions"  # a RoomService action (audio only, remove) or its schedule, recorded
     ALERT_SEND_RETRIED = "AlertSendRetried"  # a transient SES/SNS failure: the queue redelivers the event
+    # an email SES would not send because our sending is paused (SendingPaused, AccountSuspended): also a retry (D-AL-1)
+    ALERTS_SENDING_PAUSED = "AlertsSendingPaused"
+    # an email not sent to an address SES reported bounced for good or complained about (D-AL-2)
+    ALERTS_EMAIL_BOUNCED = "AlertsEmailBounced"
+    # the bounce handler: an address newly marked undeliverable (a redelivered report is not counted again; a report
+    # that is not an alert email of ours fails toward the bounces DLQ, alarmed there, not counted) (D-AL-2)
+    EMAILS_MARKED_UNDELIVERABLE = "EmailsMarkedUndeliverable"
     ABUSE_FLAGS = "AbuseFlags"  # an abuse or fraud heuristic flagged an account (operator alert, maybe a hold)
     OPERATOR_ALERTS = "OperatorAlerts"  # an operator alert published on the operator topic
     # an alerts invocation whose FORECAST_RECHECKS_QUEUE_URL is blank: the re-checks queue's forgery defence is off

@@ -1,0 +1,156 @@
+"""SES's bounce and complaint events for the alerts' emails (D-AL-2): which account's address to mark undeliverable.
+
+Every alert email is sent through the alerts configuration set with the message tag ``kilo-account`` (the account id,
+URL-safe base64 without padding: SES tag values take ASCII letters, digits, ``_`` and ``-`` only, account ids also
+``.:@+=``). The set's event destination publishes BOUNCE and COMPLAINT events to an SNS topic, which delivers them
+raw to a queue the bounce handler reads. SES's record (``eventType``; ``notificationType`` in identity notifications)
+carries ``mail.tags``: a permanent bounce (``bounceType: Permanent``) or a complaint (not one whose feedback type is
+``not-spam``) marks each recipient it names; a transient or undetermined bounce marks nothing (the mailbox may take
+mail tomorrow)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Protocol
+
+ACCOUNT_TAG: Final = "kilo-account"
+# What SES publishes to the topic, as plain text, when the event destination is created (raw delivery: the queue's
+# body as it is): acknowledged, not failed toward the dead-letter queue and its alarm.
+TOPIC_VALIDATED: Final = "Successfully validated SNS topic for Amazon SES event publishing."
+BOUNCE: Final = "bounce"
+COMPLAINT: Final = "complaint"
+NOT_SPAM: Final = "not-spam"  # a complaint's feedback type saying the mail is not spam (RFC 5965): marks nothing
+
+
+class BounceRecordError(ValueError):
+    """Not an SES event record, or one with no account tag of ours: nothing to mark (the handler says so)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Undeliverable:
+    """One address of one account that SES reports will not take our mail, or does not want it."""
+
+    account_id: str
+    address: str
+    why: str  # BOUNCE or COMPLAINT
+    detail: str  # "Permanent/General 5.1.1", "abuse": for people
+    at_ms: int  # when SES reported it
+    feedback_id: str
+
+
+def account_tag(account_id: str) -> str:
+    """The ``kilo-account`` tag's value for ``account_id``."""
+    return base64.urlsafe_b64encode(account_id.encode()).decode().rstrip("=")
+
+
+def account_from_tag(value: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise BounceRecordError(f"the {ACCOUNT_TAG} tag is not an account: {exc}") from exc
+
+
+def ses_record(body: str) -> Mapping[str, Any]:
+    """SES's record from an SQS body: the record itself (raw delivery) or inside an SNS notification's ``Message``."""
+    try:
+        found = json.loads(body)
+        if isinstance(found, dict) and found.get("Type") == "Notification" and isinstance(found.get("Message"), str):
+            found = json.loads(found["Message"])
+    except ValueError as exc:
+        raise BounceRecordError(f"not JSON: {exc}") from exc
+    if not isinstance(found, dict) or not isinstance(found.get("mail"), dict):
+        raise BounceRecordError("not an SES event record (no mail object)")
+    return found
+
+
+def undeliverable(record: Mapping[str, Any]) -> list[Undeliverable]:
+    """The addresses ``record`` marks: each recipient of a permanent bounce or of a complaint; none otherwise."""
+    kind = str(record.get("eventType") or record.get("notificationType") or "")
+    if kind == "Bounce":
+        bounce = _object(record, "bounce")
+        if bounce.get("bounceType") != "Permanent":
+            return []
+        recipients = bounce.get("bouncedRecipients")
+        why, about = BOUNCE, bounce
+    elif kind == "Complaint":
+        complaint = _object(record, "complaint")
+        if complaint.get("complaintFeedbackType") == NOT_SPAM:  # the provider says it is not spam: no complaint
+            return []
+        recipients = complaint.get("complainedRecipients")
+        why, about = COMPLAINT, complaint
+    else:
+        return []
+    account_id = _account(record)
+    at_ms = _ms(str(about.get("timestamp") or ""))
+    feedback = str(about.get("feedbackId") or "")
+    if not isinstance(recipients, list):
+        raise BounceRecordError(f"a {kind} record without its recipients")
+    found = []
+    for recipient in recipients:
+        address = recipient.get("emailAddress") if isinstance(recipient, dict) else None
+        if not isinstance(address, str) or not address:
+            raise BounceRecordError(f"a {kind} recipient without an address")
+        if why == BOUNCE:
+            detail = f"{about.get('bounceType')}/{about.get('bounceSubType')} {recipient.get('status') or ''}".strip()
+        else:
+            detail = str(about.get("complaintFeedbackType") or "complaint")
+        found.append(Undeliverable(account_id, address, why, detail, at_ms, feedback))
+    return found
+
+
+def _object(record: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    found = record.get(name)
+    if not isinstance(found, dict):
+        raise BounceRecordError(f"an SES record without its {name} object")
+    return found
+
+
+def _account(record: Mapping[str, Any]) -> str:
+    tags = record["mail"].get("tags")
+    values = tags.get(ACCOUNT_TAG) if isinstance(tags, dict) else None
+    if not isinstance(values, list) or len(values) != 1 or not isinstance(values[0], str):
+        raise BounceRecordError(f"no {ACCOUNT_TAG} tag: not an alert email of ours")
+    return account_from_tag(values[0])
+
+
+def _ms(timestamp: str) -> int:
+    try:
+        return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError as exc:
+        raise BounceRecordError(f"an SES record's timestamp is not a time: {timestamp!r}") from exc
+
+
+def mark_key(account_id: str, address: str) -> str:
+    """The key of ``address``'s mark: the pseudonym (the table keeps no address, D203) of the whole address
+    casefolded, so SES's spelling of it (its report) and the account's (the profile) find the same mark. The local
+    part is casefolded too: RFC 5321 lets a mailbox tell case apart there, but the providers our accounts use do not,
+    and a mark missed by case is a known-bad address mailed every month, while a mark shared by two mailboxes differing
+    only in case (one account, one address at a time) would have to be a mailbox nobody we bill has."""
+    from kilo_billing.accounts import pseudonym  # noqa: PLC0415
+
+    return pseudonym(account_id, address.strip().casefold())
+
+
+class EmailMarks(Protocol):
+    """The ledger's marks of addresses SES reported undeliverable (``DeliveryLedger.mark_email``)."""
+
+    def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool: ...
+
+
+def mark_reported(body: str, marks: EmailMarks) -> list[tuple[Undeliverable, bool]]:
+    """Mark each address SES's record in ``body`` reports undeliverable, by its ``mark_key`` (a pseudonym of the
+    address casefolded: the table keeps no address, D203); with whether it was new (a redelivered report marks
+    nothing again). ``BounceRecordError`` when the body is not a record of ours; nothing for SES's validation of the
+    topic (``TOPIC_VALIDATED``)."""
+    if body == TOPIC_VALIDATED:
+        return []
+    return [
+        (found, marks.mark_email(found.account_id, mark_key(found.account_id, found.address), found.why,
+                                 found.detail, found.at_ms))
+        for found in undeliverable(ses_record(body))
+    ]  # fmt: skip

@@ -1,0 +1,44 @@
+"""The bounce handler under its generated role (AlertsBouncesFunctionRole), moto enforcing IAM (D-AL-2): SES's
+permanent bounce (AWS's published example with our account tag, tests/fixtures/ses) marks the address with the one
+action the role needs, a conditional ``PutItem`` on the alerts table. The negative control takes that grant away:
+the record fails (redelivered, then dead-lettered) and nothing is marked."""
+
+from __future__ import annotations
+
+from tests.conftest import LambdaContext, Stack
+from tests.iam.conftest import Roles
+from tests.infra.test_generated_iam import ALERTS_TABLE
+from tests.integration.test_alerts_bounces import FIXTURES, bounces, mark, record
+
+__all__ = ["bounces"]
+FUNCTION = "AlertsBouncesFunction"
+
+
+def test_given_a_permanent_bounce_under_the_bounce_handlers_role_then_the_address_is_marked_with_only_putitem(
+    bounces: Stack, roles: Roles
+) -> None:
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+
+    body = (FIXTURES / "bounce_permanent.json").read_text()
+    with roles.acting_as(FUNCTION) as enforcement:
+        assert lambda_handler({"Records": [record(body, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert enforcement.denied == []
+    assert set(enforcement.allowed) == {("dynamodb:PutItem", ALERTS_TABLE)}
+    marked = mark(bounces)
+    assert marked is not None
+    assert marked["why"] == {"S": "bounce"}
+
+
+def test_given_putitem_taken_from_the_bounce_handlers_role_then_the_report_fails_and_nothing_is_marked(
+    bounces: Stack, roles: Roles
+) -> None:
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+
+    body = (FIXTURES / "bounce_permanent.json").read_text()
+    # the role's only inline grant taken away; a read it never makes kept so the policy is not empty (IAM refuses one)
+    without, unused = {("dynamodb:PutItem", ALERTS_TABLE)}, [("dynamodb:GetItem", ALERTS_TABLE)]
+    with roles.acting_as(FUNCTION, without=without, extra=unused) as enforcement:
+        failed = lambda_handler({"Records": [record(body, "m-1")]}, LambdaContext())
+    assert failed == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert enforcement.denied == [("dynamodb:PutItem", ALERTS_TABLE)]
+    assert mark(bounces) is None

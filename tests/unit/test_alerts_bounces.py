@@ -1,0 +1,136 @@
+"""SES's bounce and complaint records (D-AL-2): the fixtures are AWS's published SNS examples with our account tag
+(tests/fixtures/ses/README.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kilo_alerts.bounces import (
+    BounceRecordError,
+    Undeliverable,
+    account_from_tag,
+    account_tag,
+    mark_reported,
+    ses_record,
+    undeliverable,
+)
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "ses"
+AT_MS = 1_501_893_662_669  # 2017-08-05T00:41:02.669Z: 17,383 days x 86,400 s + 41 min 2 s, in ms
+FEEDBACK = "01000157c44f053b-61b59c11-9236-11e6-8f96-7be8aexample-000000"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return found
+
+
+def test_given_a_permanent_bounce_then_its_recipient_of_the_tagged_account_is_marked() -> None:
+    body = json.dumps(fixture("bounce_permanent.json"))
+
+    assert undeliverable(ses_record(body)) == [
+        Undeliverable("acct_1", "recipient@example.com", "bounce", "Permanent/General 5.1.1", AT_MS, FEEDBACK)
+    ]
+
+
+def test_given_a_complaint_then_its_recipient_is_marked() -> None:
+    body = json.dumps(fixture("complaint.json"))
+
+    assert undeliverable(ses_record(body)) == [
+        Undeliverable("acct_1", "recipient@example.com", "complaint", "abuse", AT_MS, FEEDBACK)
+    ]
+
+
+@pytest.mark.parametrize(("bounce_type", "sub_type"), [("Transient", "MailboxFull"), ("Undetermined", "Undetermined")])
+def test_given_a_bounce_that_is_not_permanent_then_nothing_is_marked(bounce_type: str, sub_type: str) -> None:
+    record = fixture("bounce_permanent.json")
+    record["bounce"].update(bounceType=bounce_type, bounceSubType=sub_type)
+
+    assert undeliverable(ses_record(json.dumps(record))) == []
+
+
+def test_given_a_complaint_whose_feedback_says_not_spam_then_nothing_is_marked() -> None:
+    """The recipient's provider reports the mail as not spam (``complaintFeedbackType: not-spam``, e.g. taken out of
+    the spam folder): no complaint about our mail, the address keeps getting it."""
+    record = fixture("complaint.json")
+    record["complaint"]["complaintFeedbackType"] = "not-spam"
+
+    assert undeliverable(ses_record(json.dumps(record))) == []
+
+
+def test_given_the_record_inside_an_sns_notification_then_it_is_read_the_same() -> None:
+    """A subscription without raw delivery: SNS's envelope, SES's record as the ``Message`` string."""
+    envelope = {"Type": "Notification", "MessageId": "m-1", "Message": json.dumps(fixture("complaint.json"))}
+
+    [found] = undeliverable(ses_record(json.dumps(envelope)))
+    assert (found.account_id, found.why) == ("acct_1", "complaint")
+
+
+def test_given_another_event_type_then_nothing_is_marked() -> None:
+    record = fixture("bounce_permanent.json")
+    record["eventType"] = "Delivery"
+
+    assert undeliverable(ses_record(json.dumps(record))) == []
+
+
+def test_given_a_bounce_without_our_account_tag_then_it_is_refused_as_not_ours() -> None:
+    record = fixture("bounce_permanent.json")
+    del record["mail"]["tags"]["kilo-account"]
+
+    with pytest.raises(BounceRecordError, match="no kilo-account tag"):
+        undeliverable(ses_record(json.dumps(record)))
+
+
+@pytest.mark.parametrize("body", ["not json", "[]", '{"eventType": "Bounce"}'])
+def test_given_a_body_that_is_not_an_ses_record_then_it_is_refused(body: str) -> None:
+    with pytest.raises(BounceRecordError):
+        ses_record(body)
+
+
+@pytest.mark.parametrize(("account", "tag"), [("acct_1", "YWNjdF8x"), ("org:7@x", "b3JnOjdAeA")])
+def test_given_an_account_id_then_its_tag_takes_only_what_ses_allows_and_reads_back(account: str, tag: str) -> None:
+    assert account_tag(account) == tag
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,256}", tag)
+    assert account_from_tag(tag) == account
+
+
+def test_given_a_bounce_naming_the_address_with_capitals_then_its_mark_is_keyed_by_the_address_casefolded() -> None:
+    """The mark's key is the pseudonym of the whole address casefolded (D-AL-2): whichever spelling SES reports and
+    the profile keeps, the same key. Hand-worked: sha256 of ``acct_1``, NUL, ``recipient@example.com``."""
+    record = fixture("bounce_permanent.json")
+    record["bounce"]["bouncedRecipients"][0]["emailAddress"] = "Recipient@Example.COM"
+    marked: list[tuple[str, str]] = []
+
+    class Marks:
+        def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
+            marked.append((account_id, recipient))
+            return True
+
+    mark_reported(json.dumps(record), Marks())
+
+    key = "erased-" + hashlib.sha256(b"acct_1\x00recipient@example.com").hexdigest()[:16]
+    assert marked == [("acct_1", key)]
+
+
+def test_given_the_alerts_table_failing_then_reading_a_mark_is_a_mark_unread_error() -> None:
+    """The adapter's side of "a mark that cannot be read holds no alert back" (D-AL-2): DynamoDB's failure (here
+    ``InternalServerError``, as botocore's Stubber answers it) is the port's ``MarkUnreadError``, which the logic
+    sends the email on (tests/unit/test_alerts_required_sms.py)."""
+    import boto3  # noqa: PLC0415
+    from botocore.stub import Stubber  # noqa: PLC0415
+
+    from kilo_alerts.adapters import DynamoDeliveryLedger  # noqa: PLC0415
+    from kilo_alerts.ports import MarkUnreadError  # noqa: PLC0415
+
+    client = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+    with Stubber(client) as stubber:
+        for _ in range(5):  # however many attempts the call makes
+            stubber.add_client_error("get_item", service_error_code="InternalServerError", http_status_code=500)
+        with pytest.raises(MarkUnreadError, match="InternalServerError"):
+            DynamoDeliveryLedger(client, "kilo-billing-alerts-test").email_mark("acct_1", "erased-0123456789abcdef")
