@@ -505,3 +505,26 @@ def test_given_a_session_whose_join_livekit_dropped_then_the_operator_is_alarmed
     from kilo_rate_usage.handler import SERVICE  # noqa: PLC0415
 
     _alarmed_at_the_first(template, Metric.SESSIONS_JOIN_LOST.value, SERVICE)
+
+
+def test_given_the_functions_that_call_stripe_then_each_sets_a_stripe_timeout_whose_worst_call_fits_its_own(
+    template: Template,
+) -> None:
+    """pi: one Stripe call at its worst - every attempt (1 + the settings' retries: the invoice functions' 2, the
+    account API's 1) timing out, plus the SDK's back-off between them (0.5 s, then 1 s) - ends well inside the
+    function's timeout: invoice close 3 x 10 + 1.5 = 31.5 s of 120 s, payment status 31.5 s of 60 s, the account API
+    2 x 8 + 0.5 = 16.5 s of 29 s. The SDK's default (80 s an attempt) outlasted all three with a single attempt."""
+    found = functions(template)
+    setting = {
+        name: (
+            spec["Properties"]["Environment"]["Variables"].get("STRIPE_TIMEOUT_SECONDS"),
+            spec["Properties"]["Timeout"],
+        )
+        for name, spec in found.items()
+        if "STRIPE_API_KEY_SECRET_NAME" in spec["Properties"].get("Environment", {}).get("Variables", {})
+    }
+    assert setting == {
+        "InvoiceCloseFunction": ("10", 120),
+        "PaymentStatusFunction": ("10", 60),
+        "AccountApiFunction": ("8", 29),
+    }
