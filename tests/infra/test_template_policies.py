@@ -525,6 +525,23 @@ def test_given_the_functions_that_call_stripe_then_each_sets_a_stripe_timeout_wh
     }
     assert setting == {
         "InvoiceCloseFunction": ("10", 120),
-        "PaymentStatusFunction": ("10", 60),
+        "PaymentStatusFunction": ("10", 120),
         "AccountApiFunction": ("8", 29),
     }
+
+
+def test_given_a_full_payment_batch_of_ordinary_jobs_then_the_payment_function_starts_every_one_before_the_reserve(
+    template: Template,
+) -> None:
+    """pi (review rpi): a batch is 10 records; at 5 s a job (a moderately slow Stripe), the 10th starts after 9 x 5 =
+    45 s, and starts only with the 35 s reserve (D-pi-3) still left: the function needs 45 + 35 = 80 s at least. At
+    60 s it stopped after 25 s of work (m-7..m-10 left, each a receive spent); 120 s leaves 75 s at the 10th start."""
+    from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
+
+    reserve = InvoiceSettings.model_fields["job_reserve_seconds"].default
+    timeout = functions(template)["PaymentStatusFunction"]["Properties"]["Timeout"]
+    batch = template.resources["PaymentStatusFunction"]["Properties"]["Events"]
+    [event] = [e for e in batch.values() if e["Type"] == "SQS"]
+    assert (event["Properties"]["BatchSize"], reserve) == (10, 35)
+    assert timeout - 9 * 5 >= reserve, f"the 10th job starts with {timeout - 45} s left, under the {reserve} s reserve"
+    assert template.resources["PaymentEventsQueue"]["Properties"]["VisibilityTimeout"] == 720
