@@ -545,3 +545,29 @@ def test_given_a_full_payment_batch_of_ordinary_jobs_then_the_payment_function_s
     assert (event["Properties"]["BatchSize"], reserve) == (10, 35)
     assert timeout - 9 * 5 >= reserve, f"the 10th job starts with {timeout - 45} s left, under the {reserve} s reserve"
     assert template.resources["PaymentEventsQueue"]["Properties"]["VisibilityTimeout"] == 720
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("alerts@kilo.example", True),
+        ("ops.alerts+billing@mail.kilo.example", True),
+        ("Kilo <alerts@kilo.example>", False),
+        ("<alerts@kilo.example>", False),
+        ("alerts@kilo.example ", False),
+        ("alerts", False),
+        ("kilo.example", False),
+        ("a@b@kilo.example", False),
+    ],
+)
+def test_given_an_alert_sender_value_then_the_template_accepts_a_bare_address_only(
+    template: Template, value: str, accepted: bool
+) -> None:
+    """pi (review rpi): the alerts role sends only with `ses:FromAddress` equal to AlertSenderEmail (D-pi-1), and SES
+    compares the bare address: a display-name form ("Kilo <alerts@...>") would have every alert email denied. The
+    parameter's AllowedPattern (a Java regex matched against the whole value; this one means the same in Python's
+    ``re``) refuses it at deploy, with a ConstraintDescription saying why."""
+    parameter = template.body["Parameters"]["AlertSenderEmail"]
+    assert (re.fullmatch(parameter["AllowedPattern"], value) is not None) == accepted
+    assert "bare address" in parameter["ConstraintDescription"]
+    assert re.fullmatch(parameter["AllowedPattern"], parameter["Default"]) is not None
