@@ -506,6 +506,13 @@ class InMemoryAccountDirectory:
         self.profiles[profile.account_id] = saved
         return saved
 
+    def save_status(self, profile: AccountProfile) -> AccountProfile:
+        """The status alone over the stored profile, through ``save`` (its refusals; a subclass's ``save`` races it)."""
+        stored = self.profiles.get(profile.account_id)
+        if stored is None:
+            raise UnknownAccountError(profile.account_id)
+        return self.save(replace(stored, status=profile.status, version=profile.version))
+
     def answer(self, account_id: str, key: str, now: datetime) -> StoredAnswer | None:
         found = self.answers.get((account_id, key))
         return found if found is not None and found.expires_at > now else None

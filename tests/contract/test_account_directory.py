@@ -3,10 +3,12 @@ usage table)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -225,6 +227,54 @@ def test_given_a_profile_saved_since_it_was_read_when_the_stale_copy_is_saved_th
     assert (stored.status, stored.budget_usd, stored.version) == ("abuse_hold", Decimal(50), 2)
 
 
+def test_given_a_status_saved_alone_then_only_the_status_changes_and_a_stale_copy_or_unknown_account_is_refused(
+    directory: AccountDirectory,
+) -> None:
+    """pi: the abuse hold (the alerts and operator checks' only profile write) saves the status and the version alone,
+    over the version read, as ``save`` does - the rest of the profile is left as stored."""
+    directory.register(replace(team("acct-a"), name="Ada", email="ada@example.com"))
+    first = directory.registered(["acct-a"])["acct-a"]
+    second = directory.registered(["acct-a"])["acct-a"]
+    held = directory.save_status(replace(first, status="abuse_hold"))
+    stored = directory.registered(["acct-a"])["acct-a"]
+    assert held == stored
+    assert stored == replace(team("acct-a"), name="Ada", email="ada@example.com", status="abuse_hold", version=1)
+    with pytest.raises(ProfileChangedError):
+        directory.save_status(replace(second, status="suspended"))
+    with pytest.raises(UnknownAccountError):
+        directory.save_status(replace(team("acct-b"), status="abuse_hold"))
+    assert directory.registered(["acct-b"]) == {}
+    active = directory.save_status(replace(stored, status="active"))
+    assert directory.registered(["acct-a"])["acct-a"] == active == replace(stored, status="active", version=2)
+
+
+def test_given_a_status_saved_alone_then_the_dynamodb_request_names_only_the_granted_attributes(stack: Stack) -> None:
+    """The attributes the hold's request names (its key, update and condition) are the ones the alerts and operator
+    checks roles may write (tests/infra/test_generated_iam.py: pk, sk, status, version): an UpdateItem, no PutItem."""
+    dynamodb = stack.clients["dynamodb"]
+    directory = DynamoAccountDirectory(dynamodb, stack.template.physical_name("UsageTable"))
+    directory.register(team("acct-a"))
+    requests: list[tuple[str, dict[str, Any]]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        requests.append((model.name, params))
+
+    dynamodb.meta.events.register("provide-client-params.dynamodb.*", record)
+    try:
+        held = directory.save_status(replace(directory.registered(["acct-a"])["acct-a"], status="abuse_hold"))
+        directory.save_status(replace(held, status="active"))
+    finally:
+        dynamodb.meta.events.unregister("provide-client-params.dynamodb.*", record)
+    writes = [(name, params) for name, params in requests if name != "BatchGetItem"]
+    assert [name for name, _ in writes] == ["UpdateItem", "UpdateItem"]
+    for _, params in writes:
+        named = set(params["Key"]) | set(params["ExpressionAttributeNames"].values())
+        assert named == {"pk", "sk", "status", "version"}
+        # every attribute goes by a #name: the bare words of the expressions are their keywords and functions only
+        words = re.findall(r"(?<![#:\w])[A-Za-z_]\w*", f"{params['UpdateExpression']} {params['ConditionExpression']}")
+        assert set(words) <= {"SET", "REMOVE", "AND", "attribute_exists", "attribute_not_exists"}, words
+
+
 class Interleaved:
     """The directory as one writer sees it: ``other`` (another Lambda's change) runs against the real directory right
     after this writer's first ``times`` reads, i.e. between its read and its save."""
@@ -246,6 +296,10 @@ class Interleaved:
     def save(self, profile: AccountProfile) -> AccountProfile:
         self.saves += 1
         return self.real.save(profile)
+
+    def save_status(self, profile: AccountProfile) -> AccountProfile:
+        self.saves += 1
+        return self.real.save_status(profile)
 
     def answer(self, account_id: str, key: str, now: datetime) -> StoredAnswer | None:
         return self.real.answer(account_id, key, now)

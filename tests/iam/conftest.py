@@ -114,6 +114,21 @@ class Enforcement:
 
     allowed: set[tuple[str, str]] = field(default_factory=set)
     denied: list[tuple[str, str]] = field(default_factory=list)
+    # (action, table ARN, partition key value) of each DynamoDB item request and table Query allowed: what a
+    # `dynamodb:LeadingKeys` condition would be checked against (moto evaluates no DynamoDB condition key)
+    partitions: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def partition_of(operation: str, body: dict[str, Any]) -> str | None:
+    """The partition key (`pk`) value a DynamoDB request names: an item's key, or a table Query's `pk = :value`."""
+    if "Key" in body:
+        return str(body["Key"]["pk"]["S"])
+    if operation == "Query" and "IndexName" not in body:
+        names = body.get("ExpressionAttributeNames", {})
+        for name, placeholder in re.findall(r"(#?\w+)\s*=\s*(:\w+)", body.get("KeyConditionExpression", "")):
+            if names.get(name, name) == "pk":
+                return str(body["ExpressionAttributeValues"][placeholder]["S"])
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -306,6 +321,9 @@ def _authorizer(service: str, enforcement: Enforcement, statements: list[dict[st
                     raise AccessDeniedError(user_arn="the assumed role", action=f"{service}:{action}") from None
                 raise JsonRESTError("AccessDeniedException", message) from None
             enforcement.allowed.add((f"{service}:{action}", arn))
+            partition = partition_of(operation, body) if service == "dynamodb" else None
+            if partition is not None:
+                enforcement.partitions.append((f"{service}:{action}", arn, partition))
 
     return authorize
 

@@ -4,6 +4,7 @@ API's invoke permissions) is exactly what each function needs: exact actions on 
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ ROLES = {
         ("dynamodb:DeleteItem", ALERTS_TABLE),  # the end of the enforcement's turn (its holder's only)
         ("dynamodb:BatchGetItem", USAGE_TABLE),  # profiles: name, email, phone, preferences; the spend item
         ("dynamodb:UpdateItem", USAGE_TABLE),  # the entitlement spend item (conditional, never lowered)
-        ("dynamodb:PutItem", USAGE_TABLE),  # an abuse hold (the profile's status)
+        ("dynamodb:UpdateItem", USAGE_TABLE),  # an abuse hold (the profile's status and version: a condition)
         ("dynamodb:Query", OPEN_SESSIONS_INDEX),  # the account's participants in a call
         ("sqs:SendMessage", ALERTS_QUEUE),  # the delayed removal step of an enforcement
         ("sqs:ChangeMessageVisibility", ALERTS_QUEUE),  # a delivery that found the turn held: back sooner
@@ -219,7 +220,7 @@ ROLES = {
         ("sqs:SendMessage", OPERATOR_CHECKS_DLQ),  # added by SAM for the asynchronous invocation's OnFailure
         ("dynamodb:Query", ALERTS_TABLE),  # the latest margin snapshot
         ("dynamodb:BatchGetItem", USAGE_TABLE),  # profiles, month-to-date aggregates
-        ("dynamodb:PutItem", USAGE_TABLE),  # an abuse hold (the profile's status)
+        ("dynamodb:UpdateItem", USAGE_TABLE),  # an abuse hold (the profile's status and version: a condition)
         ("dynamodb:Scan", OPEN_SESSIONS_INDEX),  # concurrent sessions per identity
         ("dynamodb:Scan", ACCOUNTS_INDEX),  # the registered accounts
         ("dynamodb:Query", ACCOUNT_SESSIONS_INDEX),  # an account's connections since the storm window
@@ -599,7 +600,7 @@ def test_given_the_operator_checks_role_then_its_only_alerts_table_update_marks_
     condition also reads the row's limit and day (the row read, not one replaced since) - named in the grant, as a
     request's attributes include its condition's (D223)."""
     statements = role_statements(transformed, "OperatorChecksFunctionRole")
-    updates = [s for s in statements if "dynamodb:UpdateItem" in _listed(s["Action"])]
+    updates = [s for s in statements if "dynamodb:UpdateItem" in _listed(s["Action"]) and s["Resource"] != USAGE_TABLE]
     assert [(s["Resource"], s.get("Condition")) for s in updates] == [
         (
             ALERTS_TABLE,
@@ -739,3 +740,100 @@ def transformed_events(transformed: Transformed, function: str) -> set[tuple[str
         for event in spec["Properties"]["Events"].values()
         if event["Type"] == "HttpApi"
     }
+
+
+# The partition keys of the items the sweeper queries and deletes on the usage table: a room's partition (its dropped
+# state's participant items: `ROOM#<sid>`) and the two partitions of marks (D219, D375). An invoice, a profile, an
+# aggregate (`ACCOUNT#<id>`) matches none of them.
+SWEEPER_PARTITIONS = ["ROOM#*", "SWEPT_ROOMS", "JOINLESS_ROOMS"]
+
+
+def test_given_the_sweeper_role_then_it_queries_and_deletes_only_in_room_and_mark_partitions(
+    transformed: Transformed,
+) -> None:
+    """pi: the sweeper's DeleteItem was granted on every item of the usage table (invoices included) with no
+    condition; `dynamodb:LeadingKeys` (the whole partition key value; `StringLike` takes the `*`) limits its Query and
+    DeleteItem to a room's partition and the marks' partitions."""
+    statements = [
+        statement
+        for statement in role_statements(transformed, "SweeperFunctionRole")
+        if "dynamodb:DeleteItem" in _listed(statement["Action"])
+    ]
+    assert [(s["Resource"], sorted(_listed(s["Action"])), s.get("Condition")) for s in statements] == [
+        (
+            USAGE_TABLE,
+            ["dynamodb:DeleteItem", "dynamodb:Query"],
+            {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": SWEEPER_PARTITIONS}},
+        )
+    ]
+
+
+def test_given_the_keys_the_sweeper_deletes_then_each_matches_its_grant_and_an_invoice_key_none(
+    transformed: Transformed,
+) -> None:
+    """The keys the sweeper's adapter builds for what it deletes fall in the granted partitions (IAM's `StringLike`:
+    `*` any run of characters, as fnmatch without its `[`/`?` - none in these keys); an invoice's partition does not."""
+    from kilo_rate_usage import items  # noqa: PLC0415
+
+    deleted = [
+        items.swept_room_key("RM_abc"),
+        items.joinless_room_key("RM_abc"),
+        items.participant_key("RM_abc", "3.0123456789ab", "PA_x"),
+        items.participant_key("RM_abc", "2.ba9876543210", "PA_y"),  # an old generation's
+    ]
+    assert [item["pk"]["S"] for item in deleted] == ["SWEPT_ROOMS", "JOINLESS_ROOMS", "ROOM#RM_abc", "ROOM#RM_abc"]
+    for item in deleted:
+        assert any(fnmatch.fnmatchcase(item["pk"]["S"], pattern) for pattern in SWEEPER_PARTITIONS), item
+    assert not any(fnmatch.fnmatchcase("ACCOUNT#acc_1", pattern) for pattern in SWEEPER_PARTITIONS)
+
+
+def test_given_the_alerts_role_then_it_sends_email_only_from_the_configured_sender(transformed: Transformed) -> None:
+    """pi: `ses:SendEmail` was granted on the sender identity (a domain: any address of it) with no condition on the
+    From address; `ses:FromAddress` pins it to the AlertSenderEmail parameter (alerts@kilo.example by default), the
+    address the mailer sends from (FromEmailAddress)."""
+    sends = [
+        statement
+        for statement in role_statements(transformed, "AlertsFunctionRole")
+        if "ses:SendEmail" in _listed(statement["Action"])
+    ]
+    assert [s.get("Condition") for s in sends] == [{"StringEquals": {"ses:FromAddress": "alerts@kilo.example"}}]
+    variables = transformed.resources["AlertsFunction"]["Properties"]["Environment"]["Variables"]
+    assert transformed.resolve(variables["ALERT_SENDER_EMAIL"]) == "alerts@kilo.example"
+
+
+HOLD_WRITES = ["pk", "sk", "status", "version"]  # the abuse hold: the profile's status, over the version read (D142)
+
+
+@pytest.mark.parametrize("role_id", ["AlertsFunctionRole", "OperatorChecksFunctionRole"])
+def test_given_the_alerts_and_operator_checks_roles_then_they_put_no_usage_table_item_and_a_hold_writes_the_status(
+    transformed: Transformed, role_id: str
+) -> None:
+    """pi: both roles could PutItem any usage-table item (an invoice replaced, an aggregate wiped) for the one write
+    they make there, an abuse hold; the hold is an UpdateItem of the profile's status and version
+    (DynamoAccountDirectory.save_status), granted on those attributes only."""
+    statements = role_statements(transformed, role_id)
+    assert ("dynamodb:PutItem", USAGE_TABLE) not in grants(statements)
+    holds = [
+        s
+        for s in statements
+        if s["Resource"] == USAGE_TABLE and "dynamodb:UpdateItem" in _listed(s["Action"]) and s.get("Condition")
+    ]
+    assert [(_listed(s["Action"]), s["Condition"]) for s in holds] == [
+        (["dynamodb:UpdateItem"], {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}})
+    ]
+
+
+def test_given_the_account_api_role_then_it_deletes_usage_table_items_only_in_a_rooms_partition(
+    transformed: Transformed,
+) -> None:
+    """pi: the account API's one DeleteItem on the usage table, an erased account's running room state's participant
+    items (D220: `ROOM#<sid>` / `PART#...`), was granted on every item (invoices included); `dynamodb:LeadingKeys`
+    limits it to a room's partition."""
+    deletes = [
+        s
+        for s in role_statements(transformed, "AccountApiFunctionRole")
+        if s["Resource"] == USAGE_TABLE and "dynamodb:DeleteItem" in _listed(s["Action"])
+    ]
+    assert [(_listed(s["Action"]), s.get("Condition")) for s in deletes] == [
+        (["dynamodb:DeleteItem"], {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ROOM#*"]}})
+    ]

@@ -760,6 +760,7 @@ def test_given_every_metric_the_code_defines_then_an_alarm_watches_it_or_it_is_c
         if alarm is not None:
             assert alarms[alarm]["Properties"]["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}], name
 
+
 def test_given_ses_sending_paused_for_the_account_then_the_first_paused_email_alarms_the_operator(
     template: Template,
 ) -> None:
@@ -836,3 +837,69 @@ def test_given_the_bounces_topic_then_only_the_alerts_configuration_set_may_publ
     )
     assert allow["Principal"] == {"Service": "ses.amazonaws.com"}
     assert allow["Condition"]["StringLike"]["aws:SourceArn"] == set_arn
+
+
+def test_given_the_functions_that_call_stripe_then_each_sets_a_stripe_timeout_whose_worst_call_fits_its_own(
+    template: Template,
+) -> None:
+    """pi: one Stripe call at its worst - every attempt (1 + the settings' retries: the invoice functions' 2, the
+    account API's 1) timing out, plus the SDK's back-off between them (0.5 s, then 1 s) - ends well inside the
+    function's timeout: invoice close 3 x 10 + 1.5 = 31.5 s of 120 s, payment status 31.5 s of 60 s, the account API
+    2 x 8 + 0.5 = 16.5 s of 29 s. The SDK's default (80 s an attempt) outlasted all three with a single attempt."""
+    found = functions(template)
+    setting = {
+        name: (
+            spec["Properties"]["Environment"]["Variables"].get("STRIPE_TIMEOUT_SECONDS"),
+            spec["Properties"]["Timeout"],
+        )
+        for name, spec in found.items()
+        if "STRIPE_API_KEY_SECRET_NAME" in spec["Properties"].get("Environment", {}).get("Variables", {})
+    }
+    assert setting == {
+        "InvoiceCloseFunction": ("10", 120),
+        "PaymentStatusFunction": ("10", 120),
+        "AccountApiFunction": ("8", 29),
+    }
+
+
+def test_given_a_full_payment_batch_of_ordinary_jobs_then_the_payment_function_starts_every_one_before_the_reserve(
+    template: Template,
+) -> None:
+    """pi (review rpi): a batch is 10 records; at 5 s a job (a moderately slow Stripe), the 10th starts after 9 x 5 =
+    45 s, and starts only with the 35 s reserve (D-pi-3) still left: the function needs 45 + 35 = 80 s at least. At
+    60 s it stopped after 25 s of work (m-7..m-10 left, each a receive spent); 120 s leaves 75 s at the 10th start."""
+    from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
+
+    reserve = InvoiceSettings.model_fields["job_reserve_seconds"].default
+    timeout = functions(template)["PaymentStatusFunction"]["Properties"]["Timeout"]
+    batch = template.resources["PaymentStatusFunction"]["Properties"]["Events"]
+    [event] = [e for e in batch.values() if e["Type"] == "SQS"]
+    assert (event["Properties"]["BatchSize"], reserve) == (10, 35)
+    assert timeout - 9 * 5 >= reserve, f"the 10th job starts with {timeout - 45} s left, under the {reserve} s reserve"
+    assert template.resources["PaymentEventsQueue"]["Properties"]["VisibilityTimeout"] == 720
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("alerts@kilo.example", True),
+        ("ops.alerts+billing@mail.kilo.example", True),
+        ("Kilo <alerts@kilo.example>", False),
+        ("<alerts@kilo.example>", False),
+        ("alerts@kilo.example ", False),
+        ("alerts", False),
+        ("kilo.example", False),
+        ("a@b@kilo.example", False),
+    ],
+)
+def test_given_an_alert_sender_value_then_the_template_accepts_a_bare_address_only(
+    template: Template, value: str, accepted: bool
+) -> None:
+    """pi (review rpi): the alerts role sends only with `ses:FromAddress` equal to AlertSenderEmail (D-pi-1), and SES
+    compares the bare address: a display-name form ("Kilo <alerts@...>") would have every alert email denied. The
+    parameter's AllowedPattern (a Java regex matched against the whole value; this one means the same in Python's
+    ``re``) refuses it at deploy, with a ConstraintDescription saying why."""
+    parameter = template.body["Parameters"]["AlertSenderEmail"]
+    assert (re.fullmatch(parameter["AllowedPattern"], value) is not None) == accepted
+    assert "bare address" in parameter["ConstraintDescription"]
+    assert re.fullmatch(parameter["AllowedPattern"], parameter["Default"]) is not None

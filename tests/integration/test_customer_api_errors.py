@@ -242,6 +242,9 @@ def test_given_another_writer_changing_the_profile_at_every_read_then_put_budget
         def save(self, profile: AccountProfile) -> AccountProfile:
             return real.save(profile)
 
+        def save_status(self, profile: AccountProfile) -> AccountProfile:
+            return real.save_status(profile)
+
         def answer(self, account_id: str, key: str, now: datetime) -> StoredAnswer | None:
             return real.answer(account_id, key, now)
 

@@ -80,6 +80,7 @@ def _stripe_pages(config: AccountApiSettings) -> PaymentPages:
         secret.api_key,
         api_base=secret.api_base,
         max_network_retries=config.stripe_max_network_retries,
+        timeout_seconds=config.stripe_timeout_seconds,
         http_client=stripe_http_client(),
     )
 

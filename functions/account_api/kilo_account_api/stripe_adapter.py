@@ -39,10 +39,18 @@ class StripePaymentPages:
         *,
         api_base: str | None = None,
         max_network_retries: int = 1,
+        timeout_seconds: float = 8,
         http_client: stripe.HTTPClient | None = None,
     ) -> StripePaymentPages:
+        """As ``kilo_billing.stripe_calls.stripe_client`` takes them (the settings' ``stripe_timeout_seconds``)."""
         return cls(
-            stripe_client(api_key, max_network_retries=max_network_retries, api_base=api_base, http_client=http_client)
+            stripe_client(
+                api_key,
+                max_network_retries=max_network_retries,
+                timeout_seconds=timeout_seconds,
+                api_base=api_base,
+                http_client=http_client,
+            )
         )
 
     def customer(self, account_id: str, email: str | None, name: str | None) -> str:

@@ -175,7 +175,8 @@ def flag(signal: Signal, ports: OperatorPorts, policy: OperatorPolicy, now_ms: i
             return replace(found, status=HOLD) if free and found.status == "active" else found
 
         try:
-            update_profile(ports.directory, signal.account_id, change)
+            # the status alone (save_status): the roles that hold may write a profile's status and version only
+            update_profile(ports.directory, signal.account_id, change, save=ports.directory.save_status)
         except UnknownAccountError:
             held = False
         return _signal_alert(signal, held)

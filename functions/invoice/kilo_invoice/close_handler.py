@@ -21,7 +21,9 @@ from kilo_billing.observability import Metric, count
 from kilo_billing.periods import Period
 from kilo_invoice import dependencies
 from kilo_invoice.adapters import parse_job
+from kilo_invoice.batch_time import time_boxed
 from kilo_invoice.logic import EARLY_JOB, close_through, issue_early
+from kilo_invoice.settings import settings
 
 SERVICE = "invoice-close"
 logger = observability.logger(SERVICE)
@@ -74,4 +76,6 @@ def _record(record: SQSRecord) -> None:
 @logger.inject_lambda_context(clear_state=True)
 @observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dict(process_partial_response(event=event, record_handler=_record, processor=processor, context=context))
+    # a job starts only with the time one needs left; the rest of the batch goes back to the queue untouched
+    handler = time_boxed(_record, context, lambda: int(settings().job_reserve_seconds * 1000))
+    return dict(process_partial_response(event=event, record_handler=handler, processor=processor, context=context))

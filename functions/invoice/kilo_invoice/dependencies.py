@@ -159,6 +159,7 @@ def stripe_gateway(config: InvoiceSettings, secrets_client: Any) -> PaymentGatew
         return StripePaymentGateway.from_api_key(
             secret.api_key,
             max_network_retries=config.stripe_max_network_retries,
+            timeout_seconds=config.stripe_timeout_seconds,
             api_base=secret.api_base,
             http_client=stripe_http_client(),
         )

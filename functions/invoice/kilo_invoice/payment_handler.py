@@ -31,6 +31,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_invoice import dependencies
+from kilo_invoice.batch_time import time_boxed
 from kilo_invoice.logic import apply_stripe_event
 from kilo_invoice.model import (
     EventOutcome,
@@ -39,6 +40,7 @@ from kilo_invoice.model import (
     PaymentOfAStrayInvoiceError,
     StripeModeMismatchError,
 )
+from kilo_invoice.settings import settings
 
 SERVICE = "invoice-payments"
 logger = observability.logger(SERVICE)
@@ -118,4 +120,6 @@ def _operator(metric: Metric, message: str, outcome: EventOutcome, reason: str) 
 @logger.inject_lambda_context(clear_state=True)
 @observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dict(process_partial_response(event=event, record_handler=_record, processor=processor, context=context))
+    # a job starts only with the time one needs left; the rest of the batch goes back to the queue untouched
+    handler = time_boxed(_record, context, lambda: int(settings().job_reserve_seconds * 1000))
+    return dict(process_partial_response(event=event, record_handler=handler, processor=processor, context=context))

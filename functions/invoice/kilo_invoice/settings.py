@@ -29,6 +29,12 @@ class InvoiceSettings(FunctionSettings):
     stripe_livemode: bool = False  # exactly "true" or "false", as ingest reads it (``stage_livemode``)
     stripe_automatic_tax: bool = False  # Stripe Tax on invoices (the customer's address comes from Checkout)
     stripe_max_network_retries: int = Field(default=2, ge=0, le=5)
+    # each Stripe attempt's timeout (the SDK's default, 80 s, outlasts the functions' 60 s and 120 s): 3 attempts of
+    # 10 s and the SDK's back-off (0.5 s, 1 s) are 31.5 s at worst (the template sets it per function)
+    stripe_timeout_seconds: float = Field(default=10, gt=0, le=30)
+    # the queue-driven handlers (close jobs, payment events) start a job of a batch only with this much of the
+    # invocation left (the first always): one Stripe call at worst (31.5 s) and the AWS calls around it
+    job_reserve_seconds: float = Field(default=35, gt=0, le=60)
 
     @field_validator("stripe_livemode", mode="before")
     @classmethod

@@ -146,12 +146,20 @@ class StripePaymentGateway:
         api_key: str,
         *,
         max_network_retries: int = 2,
+        timeout_seconds: float = 10,
         api_base: str | None = None,
         http_client: stripe.HTTPClient | None = None,
     ) -> StripePaymentGateway:
-        """``api_base``, ``http_client``: as ``kilo_billing.stripe_calls.stripe_client`` takes them."""
+        """``timeout_seconds``, ``api_base``, ``http_client``: as ``kilo_billing.stripe_calls.stripe_client`` takes
+        them (the invoice settings' ``stripe_timeout_seconds``)."""
         return cls(
-            stripe_client(api_key, max_network_retries=max_network_retries, api_base=api_base, http_client=http_client)
+            stripe_client(
+                api_key,
+                max_network_retries=max_network_retries,
+                timeout_seconds=timeout_seconds,
+                api_base=api_base,
+                http_client=http_client,
+            )
         )
 
     # ------------------------------------------------------------------ customers

@@ -59,6 +59,33 @@ class DynamoAccountDirectory:
             return stored
         raise self._refused(profile)
 
+    def save_status(self, profile: AccountProfile) -> AccountProfile:
+        """An ``UpdateItem`` of the status and the version alone (an active status is stored absent, as
+        ``profile_to_item`` stores it), conditioned as ``save``: its request names pk, sk, status and version only -
+        the attributes the alerts and operator checks roles may write (template.yaml)."""
+        stored = replace(profile, version=profile.version + 1)
+        request = self._version_condition(profile)
+        names = {**request.pop("ExpressionAttributeNames"), "#pk": "pk", "#status": "status"}
+        condition = request.pop("ConditionExpression").replace("attribute_exists(pk)", "attribute_exists(#pk)")
+        values: dict[str, object] = {":next": stored.version}
+        if profile.status == "active":
+            update = "SET #version = :next REMOVE #status"
+        else:
+            update, values = "SET #version = :next, #status = :status", {**values, ":status": profile.status}
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=account_key(profile.account_id),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={**request.pop("ExpressionAttributeValues", {}), **to_item(values)},
+            )
+        except ConditionFailedError as exc:
+            raise self._refused(profile) from exc
+        return stored
+
     def answer(self, account_id: str, key: str, now: datetime) -> StoredAnswer | None:
         found = call(self._client.get_item, TableName=self._table, Key=answer_key(account_id, key), ConsistentRead=True)
         item = found.get("Item")

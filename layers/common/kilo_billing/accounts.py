@@ -272,6 +272,12 @@ class AccountDirectory(Protocol):
         saved it since, ``UnknownAccountError`` if there is none. Nothing is written when refused."""
         ...
 
+    def save_status(self, profile: AccountProfile) -> AccountProfile:
+        """``save`` for a change of ``profile.status`` alone (the abuse hold): only the status and the version are
+        written - the rest stays as stored at ``profile.version``, which the condition makes the profile read - so a
+        writer granted those two attributes may make it. Refused as ``save``."""
+        ...
+
     def answer(self, account_id: str, key: str, now: datetime) -> StoredAnswer | None:
         """The answer stored for the account's idempotency ``key``, unless none or expired by ``now`` (D377)."""
         ...

@@ -20,17 +20,20 @@ def stripe_client(
     api_key: str,
     *,
     max_network_retries: int,
+    timeout_seconds: float,
     api_base: str | None = None,
     http_client: stripe.HTTPClient | None = None,
 ) -> stripe.StripeClient:
-    """The SDK's client as every Stripe adapter builds it. ``api_base``: another API address (a Stripe stand-in on the
-    local stack); ``http_client``: the SDK's transport (tests put the Stripe emulator there). Both default to the
-    SDK's own."""
+    """The SDK's client as every Stripe adapter builds it. ``timeout_seconds``: each attempt's timeout (the SDK's
+    ``RequestsClient``; its default, 80 s, outlasts every function's own): the caller sizes it so that all its
+    attempts fit its function's timeout. ``api_base``: another API address (a Stripe stand-in on the local stack);
+    ``http_client``: the SDK's transport (tests put the Stripe emulator there; ``timeout_seconds`` is then its own
+    business). ``api_base`` defaults to the SDK's own."""
     return stripe.StripeClient(
         api_key,
         max_network_retries=max_network_retries,
         base_addresses={"api": api_base} if api_base else None,
-        http_client=http_client,
+        http_client=http_client if http_client is not None else stripe.RequestsClient(timeout=timeout_seconds),
     )
 
 
