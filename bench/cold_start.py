@@ -475,7 +475,7 @@ def _sqs_batch(body: str, source_arn: str = "arn:aws:sqs:us-east-1:123456789012:
 
 def _bounce_request() -> tuple[Any, str]:
     """What the bounces queue carries: SES's permanent bounce of an alert email (raw delivery: the record itself),
-    tagged with the registered account (D-AL-2)."""
+    tagged with the registered account (D400)."""
     from kilo_alerts.bounces import ACCOUNT_TAG, account_tag  # noqa: PLC0415
     from kilo_dev.template import Template  # noqa: PLC0415
 

@@ -116,7 +116,7 @@ class MemoryPaymentSink:
         self._move(payment_id, PaymentStatus.ORPHANED, block_hash)
 
     def stalled(self, payment_id: str, block_hash: str | None = None) -> None:
-        self.calls.append(("stalled", payment_id))  # no bills here: nothing else to do (D-cr-2)
+        self.calls.append(("stalled", payment_id))  # no bills here: nothing else to do (D398)
 
     def _move(self, payment_id: str, status: PaymentStatus, block_hash: str | None) -> None:
         known = self.status.get(payment_id)

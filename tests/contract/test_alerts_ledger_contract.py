@@ -205,7 +205,7 @@ def test_given_an_operator_alert_whose_delivery_crashed_then_the_queues_redelive
 def test_given_an_address_marked_undeliverable_then_it_reads_back_and_a_second_report_keeps_the_first(
     ledger: DeliveryLedger,
 ) -> None:
-    """D-AL-2: a bounce or complaint marks the address (by its pseudonym); a redelivered report is a no-op."""
+    """D400: a bounce or complaint marks the address (by its pseudonym); a redelivered report is a no-op."""
     assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") is None
     assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is True
     assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "complaint", "abuse", T0 + 1) is False

@@ -217,7 +217,7 @@ def test_given_a_solana_credit_stored_as_one_net_credit_when_reported_split_in_i
 
 
 def test_given_a_seen_payment_reported_stalled_then_it_stays_seen_and_pending_until_final(sink: Sink) -> None:
-    """D-cr-2: ``stalled`` releases a bill's write-off, never the payment: it is still watched and finalizes."""
+    """D398: ``stalled`` releases a bill's write-off, never the payment: it is still watched and finalizes."""
     sink.port.record_seen(transfer())
     sink.port.stalled(PID)
     sink.port.stalled(PID)

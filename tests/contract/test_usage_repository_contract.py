@@ -461,7 +461,7 @@ def test_given_a_quiet_room_s_state_then_dropping_it_leaves_version_cut_off_and_
 
 
 def test_given_join_less_marks_then_forget_and_renew_act_only_on_the_mark_read(harness: Harness) -> None:
-    """D375 amended, D-sw-2: rating's marks of rooms holding a join-less participant; the sweeper forgets or renews a
+    """D375 amended, D393: rating's marks of rooms holding a join-less participant; the sweeper forgets or renews a
     mark only if it is still the one it read (a batch that marked the room again since: that mark stands); a renewed
     mark is made at the sweep, so the next forget names that moment."""
     assert harness.repo.joinless_rooms() == {}

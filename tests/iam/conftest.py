@@ -12,7 +12,7 @@ as a regular expression's quantifier, where IAM means one character (the secrets
 matcher is replaced by IAM's wildcard rules while a role acts. moto ignores a statement's ``Condition`` too: the tier
 checks one condition key itself, ``dynamodb:Attributes`` (``ForAllValues:StringEquals``) on a ``PutItem`` (alone or in
 a transaction) - the top-level attributes the request names (its item's and its expression's names) must all be in
-the list of some statement granting that put, or the request is refused as AWS refuses it (D-sw-3).
+the list of some statement granting that put, or the request is refused as AWS refuses it (D394).
 ``authorizations`` below supplies those, as AWS's service authorization reference describes them, for the services
 the functions call (DynamoDB, EventBridge, SQS - moto's own resource, the queue's ARN -, Secrets Manager, SES v2,
 SNS); each (action, resource) pair then goes through moto's own signature check and policy evaluation. An operation

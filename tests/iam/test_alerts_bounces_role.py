@@ -1,4 +1,4 @@
-"""The bounce handler under its generated role (AlertsBouncesFunctionRole), moto enforcing IAM (D-AL-2): SES's
+"""The bounce handler under its generated role (AlertsBouncesFunctionRole), moto enforcing IAM (D400): SES's
 permanent bounce (AWS's published example with our account tag, tests/fixtures/ses) marks the address with the one
 action the role needs, a conditional ``PutItem`` on the alerts table. The negative control takes that grant away:
 the record fails (redelivered, then dead-lettered) and nothing is marked."""

@@ -183,7 +183,7 @@ def test_given_a_join_less_participant_never_listed_under_the_sweeper_s_role_the
     lambda_context: LambdaContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-sw-2: Dan's join was lost and RoomService lists the room without him (he left before the sweep). A sweep a
+    """D393: Dan's join was lost and RoomService lists the room without him (he left before the sweep). A sweep a
     day after rating's mark renews it (a conditional put on the usage table: marked at the sweep, expiring 7 days
     later); once RoomService says the room is gone - its room_finished lost too - the sweep gives Dan up, counted in
     its summary (``joins_abandoned``), and forgets the mark."""

@@ -167,7 +167,7 @@ ROLES = {
         ("sns:Publish", "*"),  # SMS to a number; and so every topic of the account: OperatorAlarmTopic (D382)
         ("sns:CheckIfPhoneNumberIsOptedOut", "*"),
     ),
-    # the bounce handler marks an address SES reported undeliverable (D-AL-2)
+    # the bounce handler marks an address SES reported undeliverable (D400)
     "AlertsBouncesFunctionRole": role(
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE, SQS_QUEUE_READ},
@@ -691,7 +691,7 @@ def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attr
 ) -> None:
     """A room's listing (D125), a swept room's mark (D219; the drop's version, D222) and a quiet room's
     version-only header (D219) with its count of events rated from (D273), whose condition names `pending`
-    (D223), and a join-less room's renewed mark, conditional on its ``marked_at_ms`` (D-sw-2, D-sw-3): the
+    (D223), and a join-less room's renewed mark, conditional on its ``marked_at_ms`` (D393, D394): the
     attributes a request names include its condition's."""
     puts = [
         statement

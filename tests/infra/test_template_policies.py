@@ -91,7 +91,7 @@ def test_given_ingest_then_5xx_and_signature_spikes_and_store_failures_alarm(tem
 def test_given_ingest_storing_events_for_rating_when_rating_is_not_invoked_then_an_alarm_breaches(
     template: Template,
 ) -> None:
-    """D-PK-2: IteratorAge (RatingLagAlarm) is emitted only when the stream invokes rating, so a disabled or stuck
+    """D389: IteratorAge (RatingLagAlarm) is emitted only when the stream invokes rating, so a disabled or stuck
     trigger needs its own alarm: events stored for rating (the ingest routes' stored counts, less the Stripe
     function's invocations: Stripe's stored events are filtered out of rating's stream) in two 15-minute windows in a
     row with no invocation of the rating function."""
@@ -150,7 +150,7 @@ def test_given_ingest_storing_events_for_rating_when_rating_is_not_invoked_then_
 def test_given_the_ingest_api_throttling_a_request_then_an_alarm_breaches_but_not_on_the_usage_routes_own_429(
     template: Template,
 ) -> None:
-    """D-PK-4: API Gateway's throttle answers 429, a 4xx, so IngestApi5xxAlarm never sees it, and LiveKit gives up
+    """D391: API Gateway's throttle answers 429, a 4xx, so IngestApi5xxAlarm never sees it, and LiveKit gives up
     after ~5 attempts over ~15 s. The access log's 429s (a metric filter) less the usage handler's own 429s (its
     per-client limit, counted as UsageRateLimited once per answer) are the requests the API itself throttled; one
     in five minutes alarms. Bad signatures (401) and refused bodies (400) are not counted at all."""
@@ -261,7 +261,7 @@ def test_given_the_rating_stream_then_it_reads_only_new_livekit_and_usage_events
 def test_given_every_queue_then_a_stack_deletion_or_a_replacement_keeps_it_but_a_rolled_back_creation_does_not(
     template: Template,
 ) -> None:
-    """D-PK-3: a dead-letter, poison or on-failure queue holds the only pointer to work not done (rating's on-failure
+    """D390: a dead-letter, poison or on-failure queue holds the only pointer to work not done (rating's on-failure
     queue the unrated batches' ranges, the poison queue the records themselves), and a work queue its messages not
     yet taken: CloudFormation deletes a queue it removes or replaces unless told to keep it (cfn-lint I3011). A queue
     that the failing deploy itself had just created holds nothing and has a fixed name: kept (plain ``Retain``), it
@@ -645,7 +645,7 @@ def test_given_a_synthetic_join_dynamodb_refused_or_a_join_less_participant_give
 ) -> None:
     """D375 amended (sw, second round): a synthetic join the sweeper could not write leaves a participant RoomService
     listed unbilled (kind UNKNOWN once its room finishes) - minutes not billed. The sweep goes on and counts
-    ``SweepJoinsUnwritten`` under its service name: alarmed at the first one (D-sw-1). D-sw-2: a join-less
+    ``SweepJoinsUnwritten`` under its service name: alarmed at the first one (D392). D393: a join-less
     participant of a room RoomService says is gone, its room_finished not rated, is given up, not billed:
     ``SweepJoinsAbandoned``, alarmed at the first one too."""
     from kilo_billing.observability import Metric  # noqa: PLC0415
@@ -657,7 +657,7 @@ def test_given_a_synthetic_join_dynamodb_refused_or_a_join_less_participant_give
 def test_given_a_signed_livekit_body_refused_as_not_an_event_then_the_operator_is_alarmed_at_the_first(
     template: Template,
 ) -> None:
-    """D-sw-5: the LiveKit route verifies the signature before it parses, so a 400 for the body is a signed event
+    """D396: the LiveKit route verifies the signature before it parses, so a 400 for the body is a signed event
     LiveKit takes as delivered and never resends: ``LiveKitSignedEventRefused``, alarmed at the first one."""
     from kilo_billing.observability import Metric  # noqa: PLC0415
     from kilo_webhook_ingest.http import SERVICE  # noqa: PLC0415
@@ -668,7 +668,7 @@ def test_given_a_signed_livekit_body_refused_as_not_an_event_then_the_operator_i
 def _unalarmed() -> dict[str, tuple[str | None, str]]:
     """Each metric of ``observability.Metric`` that no alarm of its own watches, on purpose: its name -> (the alarm
     that sees the same failure another way, or None; why). A metric signalling money not billed or collected, or an
-    event lost, is alarmed instead (D-sw-1)."""
+    event lost, is alarmed instead (D392)."""
     from kilo_billing.observability import Metric as M  # noqa: PLC0415, N817
 
     outcome = "an ordinary outcome, counted for dashboards"
@@ -678,11 +678,11 @@ def _unalarmed() -> dict[str, tuple[str | None, str]]:
         M.WEBHOOK_STORED: (None, outcome),
         M.WEBHOOK_DUPLICATE: (None, outcome),
         # every refusal, of any route; the signature ones are SignatureRejected, alarmed; a signed LiveKit body refused
-        # (LiveKit never resends it) is LiveKitSignedEventRefused, alarmed (D-sw-5); a signed Stripe event refused is
+        # (LiveKit never resends it) is LiveKitSignedEventRefused, alarmed (D396); a signed Stripe event refused is
         # resent by Stripe for 3 days, and its foreign ones are StripeEventForeign, alarmed
         M.WEBHOOK_REJECTED: (
             "LiveKitSignedEventRefusedAlarm",
-            "counts every refusal; the ones that lose an event are counted apart and alarmed (D-sw-5)",
+            "counts every refusal; the ones that lose an event are counted apart and alarmed (D396)",
         ),
         M.USAGE_RECORDED: (None, outcome),
         M.ENTITLEMENT_ALLOWED: (None, outcome),
@@ -725,16 +725,16 @@ def _unalarmed() -> dict[str, tuple[str | None, str]]:
         M.CRYPTO_UNATTRIBUTED_UNALERTED: (None, "address-poisoning dust, kept on the operator's list (D364)"),
         M.ALERTS_EMAIL_BOUNCED: (
             None,
-            "an address the account's own mailbox refused: its required alerts go by SMS instead (D-AL-2)",
+            "an address the account's own mailbox refused: its required alerts go by SMS instead (D400)",
         ),
-        M.EMAILS_MARKED_UNDELIVERABLE: (None, "a mark SES's report made: the account's own address, not ours (D-AL-2)"),
+        M.EMAILS_MARKED_UNDELIVERABLE: (None, "a mark SES's report made: the account's own address, not ours (D400)"),
     }
 
 
 def test_given_every_metric_the_code_defines_then_an_alarm_watches_it_or_it_is_classified_as_not_alarmed(
     template: Template,
 ) -> None:
-    """D-sw-1: ``SweepJoinsUnwritten`` (minutes not billed) was counted and never alarmed, and nothing said so. Every
+    """D392: ``SweepJoinsUnwritten`` (minutes not billed) was counted and never alarmed, and nothing said so. Every
     name of ``observability.Metric`` is now either watched by an alarm of the template (namespace KiloBilling, the
     operator's topic) or listed in ``_unalarmed`` with its reason - a new metric fails here until it is classified;
     an entry naming the alarm that sees the same failure another way (a dead-letter queue's) names one that exists;
@@ -745,7 +745,7 @@ def test_given_every_metric_the_code_defines_then_an_alarm_watches_it_or_it_is_c
     alarmed = {
         alarm["Properties"]["MetricName"]
         for alarm in alarms.values()
-        # a metric-math alarm (D-PK-2, D-PK-4) names no metric of its own: its inputs are not what it alarms on
+        # a metric-math alarm (D389, D391) names no metric of its own: its inputs are not what it alarms on
         if alarm["Properties"].get("Namespace") == "KiloBilling"
         and alarm["Properties"]["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
     }
@@ -764,7 +764,7 @@ def test_given_every_metric_the_code_defines_then_an_alarm_watches_it_or_it_is_c
 def test_given_ses_sending_paused_for_the_account_then_the_first_paused_email_alarms_the_operator(
     template: Template,
 ) -> None:
-    """D-AL-1: an email SES will not send because our sending is paused (``SendingPausedException``,
+    """D399: an email SES will not send because our sending is paused (``SendingPausedException``,
     ``AccountSuspendedException``) is retried toward the dead-letter queue (its alarm comes after the five receives,
     ~30 minutes): the handler's ``AlertsSendingPaused`` count, under the alerts function's service name, alarms at
     the first one."""
@@ -778,7 +778,7 @@ def test_given_ses_sending_paused_for_the_account_then_the_first_paused_email_al
 def test_given_the_alerts_configuration_set_then_its_bounces_and_complaints_reach_the_bounce_handler(
     template: Template,
 ) -> None:
-    """D-AL-2: the set every alert email goes through publishes BOUNCE and COMPLAINT events to a topic, delivered raw
+    """D400: the set every alert email goes through publishes BOUNCE and COMPLAINT events to a topic, delivered raw
     to a queue (a dead-letter queue behind it and behind the subscription) that the bounce handler polls."""
     [destination] = template.of_type("AWS::SES::ConfigurationSetEventDestination").values()
     props = destination["Properties"]
@@ -807,7 +807,7 @@ def test_given_the_alerts_configuration_set_then_its_bounces_and_complaints_reac
 def test_given_the_bounces_event_destination_then_it_is_created_after_the_topic_policy_letting_ses_publish(
     template: Template,
 ) -> None:
-    """D-AL-2: SES publishes a validation message to the topic when the destination is created; before the topic's
+    """D400: SES publishes a validation message to the topic when the destination is created; before the topic's
     policy exists that publish may be refused and the destination's creation fail (AWS CDK adds the same
     dependency)."""
     destination = template.resources["AlertsBouncesEventDestination"]
@@ -818,7 +818,7 @@ def test_given_the_bounces_event_destination_then_it_is_created_after_the_topic_
 
 
 def test_given_the_bounces_topic_then_only_the_alerts_configuration_set_may_publish_to_it(template: Template) -> None:
-    """D-AL-2: within one account an identity grant is enough to publish (the alerts role has ``sns:Publish`` on
+    """D400: within one account an identity grant is enough to publish (the alerts role has ``sns:Publish`` on
     ``*``, D382), and a forged bounce would mark any account's address. The topic policy denies ``sns:Publish`` to
     every principal whose request does not come from the alerts configuration set (``aws:SourceArn``, which SES sets
     when it publishes an event; an identity's own call has none, and a missing key matches ``StringNotLike``); the
@@ -866,7 +866,7 @@ def test_given_a_full_payment_batch_of_ordinary_jobs_then_the_payment_function_s
     template: Template,
 ) -> None:
     """pi (review rpi): a batch is 10 records; at 5 s a job (a moderately slow Stripe), the 10th starts after 9 x 5 =
-    45 s, and starts only with the 35 s reserve (D-pi-3) still left: the function needs 45 + 35 = 80 s at least. At
+    45 s, and starts only with the 35 s reserve (D403) still left: the function needs 45 + 35 = 80 s at least. At
     60 s it stopped after 25 s of work (m-7..m-10 left, each a receive spent); 120 s leaves 75 s at the 10th start."""
     from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
 
@@ -895,7 +895,7 @@ def test_given_a_full_payment_batch_of_ordinary_jobs_then_the_payment_function_s
 def test_given_an_alert_sender_value_then_the_template_accepts_a_bare_address_only(
     template: Template, value: str, accepted: bool
 ) -> None:
-    """pi (review rpi): the alerts role sends only with `ses:FromAddress` equal to AlertSenderEmail (D-pi-1), and SES
+    """pi (review rpi): the alerts role sends only with `ses:FromAddress` equal to AlertSenderEmail (D401), and SES
     compares the bare address: a display-name form ("Kilo <alerts@...>") would have every alert email denied. The
     parameter's AllowedPattern (a Java regex matched against the whole value; this one means the same in Python's
     ``re``) refuses it at deploy, with a ConstraintDescription saying why."""

@@ -1,4 +1,4 @@
-"""The bounce handler on moto (D-AL-2): SES's bounce and complaint records (AWS's published examples with our account
+"""The bounce handler on moto (D400): SES's bounce and complaint records (AWS's published examples with our account
 tag, tests/fixtures/ses) as the bounces queue hands them to the function, marking the address in the template's
 alerts table; a redelivery marks nothing again; a record not ours is left to the dead-letter path."""
 

@@ -427,7 +427,7 @@ def test_given_a_signature_on_the_fast_path_then_the_inspector_returns_the_merch
 def test_given_a_transaction_answered_without_a_block_time_then_its_credit_is_dated_by_get_block_time_or_left_unknown(
     chain: SolanaTestChain, watch: Watch, timeless: bool
 ) -> None:
-    """D-cr-1. getTransaction answers blockTime null for the payment's slot: the watcher asks getBlockTime for that
+    """D397. getTransaction answers blockTime null for the payment's slot: the watcher asks getBlockTime for that
     slot (one call) and records its time - the stand-in's genesis plus 400 ms a slot; a node with no time there
     either (null) leaves it None, for settlement's unknown-time rule. Before: None whatever getBlockTime knew, and
     settlement dated the payment at its own clock."""
@@ -447,7 +447,7 @@ def test_given_a_transaction_answered_without_a_block_time_then_its_credit_is_da
 def test_given_a_submitted_signature_answered_without_a_block_time_then_the_fast_path_dates_it_by_get_block_time(
     chain: SolanaTestChain,
 ) -> None:
-    """D-cr-1: the fast path dates a credit as the watcher does (else a claim was valued at the API's clock)."""
+    """D397: the fast path dates a credit as the watcher does (else a claim was valued at the API's clock)."""
     signature = chain.pay_usdc(9_990_000)
     landed = chain.standin.transaction(signature)
     assert landed is not None
@@ -499,7 +499,7 @@ def test_given_get_block_time_answered_block_not_available_then_the_payment_is_r
     chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Review rcr 1: Agave's -32004 (BLOCK_NOT_SHOWN's kind) says the node has no time for that block: no time
-    (D-cr-1), as a null answer; the run goes on."""
+    (D397), as a null answer; the run goes on."""
     signature = chain.pay_sol(SOL // 10)
     landed = chain.standin.transaction(signature)
     assert landed is not None
@@ -826,7 +826,7 @@ def test_given_a_vanished_payment_whose_finalized_block_no_backend_shows_then_it
 def test_given_a_bill_paid_short_whose_top_up_is_stuck_then_paid_with_the_write_off_and_the_top_up_pays_it_later(
     chain: SolanaTestChain, stack: Stack
 ) -> None:
-    """D-cr-2. The $37.50 bill (SOL: 1 % tolerance, $0.37) paid 248,000,000 lamports ($37.20 at the $150.00 lock)
+    """D398. The $37.50 bill (SOL: 1 % tolerance, $0.37) paid 248,000,000 lamports ($37.20 at the $150.00 lock)
     and 2,000,000 ($0.30), both with its reference. The $37.20 finalizes; the $0.30 is then unknown to every
     backend past its final slot and no block proves it gone: SEEN, held by D387 - before, the bill stayed PROCESSING
     for as long as it was stuck. Named stuck (750 slots after its slot is final), it stops holding the write-off: PAID,

@@ -333,7 +333,7 @@ def _shifted(seconds: int) -> Any:
 def test_given_a_signed_body_that_is_not_a_webhook_event_then_400_and_nothing_stored(
     stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str], body: bytes, code: str
 ) -> None:
-    """D-sw-5: the signature is checked before the body is parsed, so each of these is a body LiveKit signed - a
+    """D396: the signature is checked before the body is parsed, so each of these is a body LiveKit signed - a
     refusal LiveKit takes as delivered and never resends (an event of ours lost, or a shape we do not read):
     counted apart as ``LiveKitSignedEventRefused`` (alarmed at the first), beside ``WebhookRejected``."""
     capsys.readouterr()
@@ -347,7 +347,7 @@ def test_given_a_signed_body_that_is_not_a_webhook_event_then_400_and_nothing_st
 def test_given_an_unsigned_body_that_is_not_a_webhook_event_then_only_the_signature_refusal_is_counted(
     stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """D-sw-5: a body refused for its signature is never parsed - not a signed event refused."""
+    """D396: a body refused for its signature is never parsed - not a signed event refused."""
     capsys.readouterr()
     status, payload = send(b"[1, 2, 3]", None, lambda_context)
     assert (status, payload["error"]["code"]) == (401, "missing_signature")

@@ -190,8 +190,8 @@ def invoicing_on(stack: Stack, monkeypatch: pytest.MonkeyPatch, lambda_context: 
     events.put_rule(Name=PROBE_RULE, EventBusName=bus, EventPattern=json.dumps({"source": ["kilo.billing.invoicing"]}))
     events.put_targets(Rule=PROBE_RULE, EventBusName=bus, Targets=[{"Id": "probe", "Arn": probe_arn}])
     _clear_caches()
-    # the handlers start a job of a batch only with 35 s of the invocation left (D-pi-3): the invocation as deployed,
-    # 120 s (the timeout of both queue-driven handlers, close and payment status, D-pi-3), not the fixture's 10 s
+    # the handlers start a job of a batch only with 35 s of the invocation left (D403): the invocation as deployed,
+    # 120 s (the timeout of both queue-driven handlers, close and payment status, D403), not the fixture's 10 s
     return Invoicing(stack, http, probe_url, replace(lambda_context, remaining_ms=120_000))
 
 

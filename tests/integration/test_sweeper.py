@@ -431,7 +431,7 @@ def test_given_a_sweep_failing_after_it_gave_a_join_less_participant_up_then_the
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-sw-4: Dan's join was lost (only his camera's track_published is rated) and RoomService says his room is gone,
+    """D395: Dan's join was lost (only his camera's track_published is rated) and RoomService says his room is gone,
     its room_finished lost too: the sweep gives him up and forgets the room's mark - then a later step of the same
     sweep fails (reading the swept rooms' marks to drop quiet rooms), and Lambda retries. The retry finds no mark, so
     the give-up must have been logged and counted by the failed run: SweepJoinsAbandoned 1 over both runs, a warning

@@ -215,7 +215,7 @@ def test_given_a_short_payment_whose_top_up_is_orphaned_then_paid_with_the_short
 def test_given_a_short_payment_whose_top_up_is_stuck_then_paid_with_the_write_off_and_the_top_up_pays_it_later(
     stack: Stack,
 ) -> None:
-    """D-cr-2: 99.60 final, the 0.40 named stuck by its watcher (``stalled``): it no longer holds the write-off -
+    """D398: 99.60 final, the 0.40 named stuck by its watcher (``stalled``): it no longer holds the write-off -
     PAID, 99.60 settled, 0.40 written off, told once (a second report changes nothing). It finalizes after all: it
     pays the write-off (D387), 0.00 written off, 0.00 credit. Before: PROCESSING for as long as it was stuck."""
     h = _short_then_rest(stack)
@@ -312,7 +312,7 @@ def test_given_a_stalled_report_for_a_block_the_payment_has_left_then_nothing_is
 
 
 def test_given_a_stuck_payment_the_bill_needs_beyond_its_band_then_the_bill_stays_processing(stack: Stack) -> None:
-    """D-cr-2's limit: 60.00 USDC final and 40.00 stuck - the final payments are 40.00 short, beyond the $0.50 band:
+    """D398's limit: 60.00 USDC final and 40.00 stuck - the final payments are 40.00 short, beyond the $0.50 band:
     no write-off to release; the stuck payment still counts, the bill stays PROCESSING (an operator's case)."""
     h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
     h.settlement.record_seen(transfer("0xc1", "USDC", 60_000_000, T0 + timedelta(minutes=3)))
@@ -559,7 +559,7 @@ def _untimed(stack: Stack, asset: Asset, atomic: int, references: tuple[str, ...
 def test_given_a_solana_payment_with_no_block_time_matched_by_wallet_then_it_is_late_and_its_sol_reviewed(
     stack: Stack,
 ) -> None:
-    """D-cr-1. 666,666,667 lamports from the linked wallet, no block time, seen 4 min after the quote was made: it may
+    """D397. 666,666,667 lamports from the linked wallet, no block time, seen 4 min after the quote was made: it may
     have been sent before the quote (a day before, at $90.00), so the quote's $150.00 lock is not its - late, and with
     no time to read the feed at, in review: not counted, the bill OPEN. Before: dated at the watcher's clock (T0 + 5
     min, after the quote), on time at the lock: 666,666,667 x 150 = $100.00000005, the bill PROCESSING."""
@@ -572,7 +572,7 @@ def test_given_a_solana_payment_with_no_block_time_matched_by_wallet_then_it_is_
 def test_given_a_solana_usdc_payment_with_no_block_time_matched_by_wallet_then_paid_late_one_to_one(
     stack: Stack,
 ) -> None:
-    """D-cr-1. 100 USDC (100,000,000 units) the same way: late, valued 1:1 (what it is worth whenever sent), not
+    """D397. 100 USDC (100,000,000 units) the same way: late, valued 1:1 (what it is worth whenever sent), not
     reviewed - $100.00 counted, the bill PROCESSING with the late flag to come. Before: on time at the lock."""
     payment, status = _untimed(stack, "USDC", USDC_QUOTE)
 
@@ -583,7 +583,7 @@ def test_given_a_solana_usdc_payment_with_no_block_time_matched_by_wallet_then_p
 def test_given_a_solana_payment_with_no_block_time_carrying_its_quotes_reference_then_on_time_at_the_lock(
     stack: Stack,
 ) -> None:
-    """D-cr-1. The quote's reference is a key made with the quote: a transfer carrying it was sent after the quote
+    """D397. The quote's reference is a key made with the quote: a transfer carrying it was sent after the quote
     was made, and before the watcher saw it (T0 + 5 min, inside the 30 min window) - on time at the lock,
     666,666,667 x 150 = $100.00000005."""
     payment, status = _untimed(stack, "SOL", SOL_QUOTE, references=(UNTIMED_REF,))

@@ -1,4 +1,4 @@
-"""SES's bounce and complaint records (D-AL-2): the fixtures are AWS's published SNS examples with our account tag
+"""SES's bounce and complaint records (D400): the fixtures are AWS's published SNS examples with our account tag
 (tests/fixtures/ses/README.md)."""
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def test_given_an_account_id_then_its_tag_takes_only_what_ses_allows_and_reads_b
 
 
 def test_given_a_bounce_naming_the_address_with_capitals_then_its_mark_is_keyed_by_the_address_casefolded() -> None:
-    """The mark's key is the pseudonym of the whole address casefolded (D-AL-2): whichever spelling SES reports and
+    """The mark's key is the pseudonym of the whole address casefolded (D400): whichever spelling SES reports and
     the profile keeps, the same key. Hand-worked: sha256 of ``acct_1``, NUL, ``recipient@example.com``."""
     record = fixture("bounce_permanent.json")
     record["bounce"]["bouncedRecipients"][0]["emailAddress"] = "Recipient@Example.COM"
@@ -119,7 +119,7 @@ def test_given_a_bounce_naming_the_address_with_capitals_then_its_mark_is_keyed_
 
 
 def test_given_the_alerts_table_failing_then_reading_a_mark_is_a_mark_unread_error() -> None:
-    """The adapter's side of "a mark that cannot be read holds no alert back" (D-AL-2): DynamoDB's failure (here
+    """The adapter's side of "a mark that cannot be read holds no alert back" (D400): DynamoDB's failure (here
     ``InternalServerError``, as botocore's Stubber answers it) is the port's ``MarkUnreadError``, which the logic
     sends the email on (tests/unit/test_alerts_required_sms.py)."""
     import boto3  # noqa: PLC0415

@@ -1,4 +1,4 @@
-"""The alerts handler counts an email SES would not send because our sending is paused (D-AL-1): the
+"""The alerts handler counts an email SES would not send because our sending is paused (D399): the
 ``AlertsSendingPaused`` metric (alarmed at the first, tests/infra), besides the retry it also is."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def test_given_an_email_paused_and_an_sms_sent_then_one_paused_one_retried_one_s
 def test_given_an_email_to_an_address_marked_undeliverable_then_the_skip_is_counted_apart(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-AL-2: ``AlertsEmailBounced`` counts emails not sent to a marked address, and only it: ``AlertsUndeliverable``
+    """D400: ``AlertsEmailBounced`` counts emails not sent to a marked address, and only it: ``AlertsUndeliverable``
     (alarmed at 10 an hour: invalid numbers, rejected addresses, an unverified sender) counts the refusals for good
     beside it - here one SMS to an invalid number - and not the marked addresses, which every month's alerts meet."""
     counted: dict[Metric, int] = {}

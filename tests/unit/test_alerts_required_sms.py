@@ -388,7 +388,7 @@ def test_given_an_alert_the_account_may_silence_then_its_email_is_sent_without_a
     assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
 
 
-# --- SES sending paused for the account (D-AL-1): hours, not a blip -----------------------------------------------
+# --- SES sending paused for the account (D399): hours, not a blip -----------------------------------------------
 
 PAUSED = "SendingPausedException: sending is paused for this account"
 SENT_PAUSED = "sms-1; sent instead of the email: SES sending is paused for the account"
@@ -441,7 +441,7 @@ def test_given_an_alert_the_account_may_silence_whose_email_ses_has_paused_then_
     ] == [(Channel.EMAIL, Outcome.RETRY, Reason.PAUSED)]
 
 
-# --- an address SES reported bounced for good or complained about (D-AL-2) -----------------------------------------
+# --- an address SES reported bounced for good or complained about (D400) -----------------------------------------
 
 
 def address_ref(address: str = "ada@example.com") -> str:
@@ -482,7 +482,7 @@ def test_given_a_required_alert_to_an_address_marked_undeliverable_then_one_sms_
 def test_given_a_bounce_marked_in_lower_case_then_the_profile_spelling_the_address_with_capitals_gets_no_email() -> (
     None
 ):
-    """D-AL-2: the mark is keyed by the address casefolded (the bounce handler reports SES's spelling, the profile
+    """D400: the mark is keyed by the address casefolded (the bounce handler reports SES's spelling, the profile
     keeps the account's): ``Ada@Example.com`` in the profile, ``ada@example.com`` marked."""
     ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
     ledger.mark_email("acct_1", address_ref("ada@example.com"), "bounce", "Permanent/General 5.1.1", T0 - 60_000)
@@ -498,7 +498,7 @@ def test_given_a_bounce_marked_in_lower_case_then_the_profile_spelling_the_addre
 
 
 def test_given_the_bounce_mark_cannot_be_read_then_the_email_is_sent_and_its_record_says_so() -> None:
-    """D-AL-2: like the suppression check (D381), a mark that cannot be read now holds no alert back: the email goes,
+    """D400: like the suppression check (D381), a mark that cannot be read now holds no alert back: the email goes,
     its record says the mark was not checked (the address by its pseudonym only)."""
     from kilo_alerts.ports import MarkUnreadError  # noqa: PLC0415
 

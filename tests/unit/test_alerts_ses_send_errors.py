@@ -1,4 +1,4 @@
-"""``SesMailer.send``: how SES v2 ``SendEmail``'s error answers are classified (D-AL-1).
+"""``SesMailer.send``: how SES v2 ``SendEmail``'s error answers are classified (D399).
 
 moto's SES v2 answers none of these errors, so the sending client is stubbed with botocore's ``Stubber`` (it validates
 each request against the real service model), and each error code is first checked to be one of ``SendEmail``'s
@@ -115,7 +115,7 @@ def test_given_ses_refusing_the_message_then_it_is_refused_for_good_after_one_re
 def test_given_an_alert_email_then_the_request_ses_gets_names_the_configuration_set_and_the_account_tag(
     ses: tuple[Any, Stubber],
 ) -> None:
-    """D-AL-2: the bounce handler finds the account only from the tag SES publishes with the set's events, so the
+    """D400: the bounce handler finds the account only from the tag SES publishes with the set's events, so the
     real ``SendEmail`` request (the Stubber compares every parameter) carries the set and ``kilo-account`` =
     ``acct_1`` in URL-safe base64 without padding (``YWNjdF8x``, by hand: ``acc`` -> ``YWNj``, ``t_1`` -> ``dF8x``)."""
     client, stubber = ses

@@ -306,7 +306,7 @@ def test_a_replaced_payment_is_not_orphaned_unless_one_backend_holding_finalized
     backends); or the pass's own reads had one stale element (0xdead100 at 100, 0xdead150 at 150 - A's receipt in
     its canonical block). Before: A ORPHANED (0, 1) - the bill reopened, the customer asked for a second $100.00.
     Now A waits SEEN at 100 (0, 0), named stuck once with its bill, and reported stalled: it no longer holds the
-    bill's write-off (D-cr-2; before: not reported, a bill paid short beside it PROCESSING for as long)."""
+    bill's write-off (D398; before: not reported, a bill paid short beside it PROCESSING for as long)."""
     sink = Billed()
     transfer = ObservedTransfer("ethereum", "USDC", "0xa", 0, 100, "0xold100", PAYER, MERCHANT, A_UNITS)
     sink.record_seen(transfer)

@@ -136,7 +136,7 @@ HANDLERS = [
             }
         ),
     ),
-    # SES's bounces (D-AL-2): the handler writes a mark through its one adapter (kilo_alerts.marks), never the alert
+    # SES's bounces (D400): the handler writes a mark through its one adapter (kilo_alerts.marks), never the alert
     # delivery's (its adapters, logic and rendering, LiveKit's RoomService, libphonenumber).
     Handler(
         "kilo_alerts.bounce_handler",
@@ -454,12 +454,12 @@ EXACT_COUNTS = {
 MODULE_CEILINGS = {
     "kilo_rate_usage.handler": 329,  # 322
     "kilo_rate_usage.sweeper_handler": 327,  # 320
-    "kilo_alerts.handler": 381,  # 373 (a threshold alert sent by email, its batch served: D-PK-1)
+    "kilo_alerts.handler": 381,  # 373 (a threshold alert sent by email, its batch served: D388)
     "kilo_invoice.start_handler": 322,  # 315
     "kilo_invoice.close_handler": 207,  # 202
     "kilo_invoice.payment_handler": 206,  # 201
     "kilo_alerts.operator_handler": 318,  # 311
-    "kilo_alerts.bounce_handler": 366,  # 358 (SES's permanent bounce: one mark); 2026-12-04, D-AL-2
+    "kilo_alerts.bounce_handler": 366,  # 358 (SES's permanent bounce: one mark); 2026-12-04, D400
     "kilo_account_api.handler": 416,  # 406 (a signed-in owner's GET usage); +1 member_roles (D294)
     "kilo_crypto_watch.evm_handler": 321,  # 314
     "kilo_crypto_watch.bills_handler": 198,  # 194
@@ -594,7 +594,7 @@ def test_given_an_alert_whose_record_the_handler_cannot_take_when_served_cold_th
     None
 ):
     """Negative control of the batch outcome: the alerts message without its system attributes (what the bench sent
-    before D-PK-1) fails in the handler, and the batch processor's answer names it failed - not "batch served", not
+    before D388) fails in the handler, and the batch processor's answer names it failed - not "batch served", not
     a plain return the bounded test would take."""
     from tempfile import TemporaryDirectory  # noqa: PLC0415
 

@@ -318,7 +318,7 @@ def _expire_marks(repo: InMemoryUsageRepository, now_ms: int) -> None:
 
 
 def test_a_participant_roomservice_lists_only_after_eight_days_unanswered_is_still_billed() -> None:
-    """D-sw-2: rating marks the room once (bob's camera at T0+130, the batch at T0+300), expiring 7 days later; nothing
+    """D393: rating marks the room once (bob's camera at T0+130, the batch at T0+300), expiring 7 days later; nothing
     of bob comes again. RoomService does not answer for 8 days; on the 9th it lists bob (STANDARD, joined T0+5 s).
     The sweeper renews a mark a day old whose room still holds bob, so it asks on the 9th day and writes his join -
     before, the mark expired on day 7 and bob stayed unbilled, counted only if the room's room_finished came."""
@@ -353,7 +353,7 @@ def test_a_mark_is_renewed_once_a_day_keeping_its_grace_rule() -> None:
 
 
 def test_a_gone_room_whose_state_still_holds_a_join_less_participant_gives_him_up_loudly() -> None:
-    """D-sw-2: bob left before any sweep (never listed) and the room's room_finished was lost: RoomService says the
+    """D393: bob left before any sweep (never listed) and the room's room_finished was lost: RoomService says the
     room is gone, the mark is forgotten - bob is given up, and the sweep names him (``abandoned_joins``, counted and
     alarmed by the handler) instead of forgetting him silently. A room that finished (its room_finished rated) holds
     nobody join-less: nothing given up."""
@@ -368,7 +368,7 @@ def test_a_gone_room_whose_state_still_holds_a_join_less_participant_gives_him_u
 
 
 def test_a_synthetic_join_attributes_by_roomservice_s_fields_at_the_sweep_and_a_late_real_join_by_its_own() -> None:
-    """D-sw-2 (a limit, documented): RoomService answers a participant's attributes as they are at the sweep, not as
+    """D393 (a limit, documented): RoomService answers a participant's attributes as they are at the sweep, not as
     its lost participant_joined carried them. Bob joined at T0+5 s with ``kilo.account_id`` acct_team_a (the app's
     token); the app set it to acct_team_b before the sweep at T0+400. The room names no account: the synthetic join
     bills acct_team_b; the real join, arriving late, wins and bills acct_team_a. His tier is never the sweep's: the

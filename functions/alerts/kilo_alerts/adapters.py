@@ -3,7 +3,7 @@ sessions (rating's ``open_sessions`` index), LiveKit's RoomService (``livekit-ap
 
 botocore failures are mapped once (``kilo_billing.aws.call``): ``InvalidRequestError`` (a rejected message, an invalid
 number or parameter) is a refusal for good, SES's sending paused for the account a ``SendingPausedError`` (a failure
-for now that lasts, D-AL-1), anything else a failure for now. A send the service did not take (``NotTakenError``:
+for now that lasts, D399), anything else a failure for now. A send the service did not take (``NotTakenError``:
 throttled, over a limit, never connected) is sent again here, at most ``SEND_PAUSES`` times (D380).
 """
 
@@ -52,7 +52,7 @@ def _send(operation: Any, **kwargs: Any) -> dict[str, Any]:
         return dict(call(operation, **kwargs))
     except InvalidRequestError as exc:
         raise SendRefusedError(str(exc)) from exc
-    except SesPausedError as exc:  # SES's sending paused for the account: hours, not seconds (D-AL-1)
+    except SesPausedError as exc:  # SES's sending paused for the account: hours, not seconds (D399)
         raise SendingPausedError(f"{type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # the domain errors of kilo_billing.aws: throttled, unavailable, timed out
         raise SendFailedError(f"{type(exc).__name__}: {exc}") from exc
@@ -118,7 +118,7 @@ class SesMailer:
         }
         if self._configuration_set:
             request["ConfigurationSetName"] = self._configuration_set
-        if account_id:  # published with the set's bounce and complaint events: whose address it was (D-AL-2)
+        if account_id:  # published with the set's bounce and complaint events: whose address it was (D400)
             request["EmailTags"] = [{"Name": ACCOUNT_TAG, "Value": account_tag(account_id)}]
         return str(_send_not_taken_again(self._sleep, self._client.send_email, **request)["MessageId"])
 
@@ -244,7 +244,7 @@ class DynamoDeliveryLedger:
                 Key=items.email_mark_key(account_id, recipient),
                 ConsistentRead=True,
             )
-        except Exception as exc:  # the domain errors of kilo_billing.aws: the email goes unchecked (D-AL-2)
+        except Exception as exc:  # the domain errors of kilo_billing.aws: the email goes unchecked (D400)
             raise MarkUnreadError(f"{type(exc).__name__}: {exc}") from exc
         if "Item" not in found:
             return None

@@ -1,4 +1,4 @@
-"""Lambda handler for SES's bounce and complaint events of the alerts' emails (D-AL-2): the alerts configuration set's
+"""Lambda handler for SES's bounce and complaint events of the alerts' emails (D400): the alerts configuration set's
 event destination (SNS topic) -> the bounces queue (raw delivery) -> here. Each record marks the addresses SES reports
 bounced for good or complained about (``bounces.mark_reported``); later alerts send them no email (``logic``).
 

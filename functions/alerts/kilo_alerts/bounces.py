@@ -1,4 +1,4 @@
-"""SES's bounce and complaint events for the alerts' emails (D-AL-2): which account's address to mark undeliverable.
+"""SES's bounce and complaint events for the alerts' emails (D400): which account's address to mark undeliverable.
 
 Every alert email is sent through the alerts configuration set with the message tag ``kilo-account`` (the account id,
 URL-safe base64 without padding: SES tag values take ASCII letters, digits, ``_`` and ``-`` only, account ids also

@@ -10,7 +10,7 @@
   time restricts or restores the account's participants (D182);
 - the forecast's re-check ``ACCOUNT#<id>`` / ``FORECAST_RECHECK#<period>``: one per account and month (D366);
 - an address SES reported undeliverable ``ACCOUNT#<id>`` / ``EMAILMARK#<pseudonym of the address casefolded>`` (``why``:
-  bounce or complaint, ``detail``, ``at_ms``): later alerts skip email to it (D-AL-2)."""
+  bounce or complaint, ``detail``, ``at_ms``): later alerts skip email to it (D400)."""
 
 from __future__ import annotations
 

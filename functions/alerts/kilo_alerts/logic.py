@@ -12,7 +12,7 @@ refuses it), goes by email instead when the account did not choose email for the
 is decided first, the email instead on its own ledger row (sent once), and the SMS's decision recorded after it. The
 other way round, a required alert (D180: the hard limit, a failed payment) whose email reaches nobody (SES refuses
 it or has its address on the account's suppression list - asked before sending, D381 -, the account has no address,
-SES's sending is paused for the account - at once, D-AL-1 - or SES still fails for now at the event's last delivery)
+SES's sending is paused for the account - at once, D399 - or SES still fails for now at the event's last delivery)
 goes by SMS to the
 account's verified number when SMS was not chosen for it (D215): its SMS row is claimed first and decided after
 the email's. A transient failure releases the claim and, once every channel was tried, raises
@@ -315,7 +315,7 @@ def _email_reached_nobody(
     pending: Delivery, email: Delivery, ledger: DeliveryLedger, last_attempt: bool
 ) -> _NoEmail | None:
     """Why the email of ``pending``'s alert reached nobody (D215): SES refused it or suppresses its address (D381),
-    the account has no address, SES's sending is paused for the account (at any delivery: it lasts hours, D-AL-1;
+    the account has no address, SES's sending is paused for the account (at any delivery: it lasts hours, D399;
     the email is left to retry toward the dead-letter queue), or
     SES still fails for now at the event's last delivery (the email is left to retry toward the dead-letter queue;
     not an email another delivery holds: it may be sending it); ``None`` otherwise. An email decided by an earlier
@@ -337,7 +337,7 @@ def _email_reached_nobody(
         return REFUSED_EMAIL
     if email.outcome is Outcome.SKIPPED and email.reason is Reason.NO_EMAIL:
         return NO_ADDRESS
-    if email.outcome is Outcome.RETRY and email.reason is Reason.PAUSED:  # hours, not a blip: at once (D-AL-1)
+    if email.outcome is Outcome.RETRY and email.reason is Reason.PAUSED:  # hours, not a blip: at once (D399)
         return SES_PAUSED
     if email.outcome is Outcome.RETRY and last_attempt and email.reason is not Reason.HELD:
         return SES_FAILING
@@ -488,7 +488,7 @@ def _email_sent(
     pending: Delivery, address: str, rendered: Rendered, mailer: Mailer, ledger: DeliveryLedger
 ) -> Delivery:
     """The email to ``address``; none to an address SES reported bounced for good or complained about (marked by
-    the bounce handler, D-AL-2: recorded undeliverable, ``Reason.BOUNCED``). A required alert's (D180) goes only to
+    the bounce handler, D400: recorded undeliverable, ``Reason.BOUNCED``). A required alert's (D180) goes only to
     an address SES does not suppress: SES takes an email to a suppressed address and drops it (a hard bounce after
     the call), so the send's answer would say ``sent`` for an email that reached nobody; such an email is recorded
     undeliverable (``Reason.SUPPRESSED``) and its SMS goes (D215, D381). A check that cannot answer now (the mark,
@@ -536,7 +536,7 @@ def _attempt(pending: Delivery, send: Callable[[], str], contact: str) -> Delive
         return replace(
             pending, outcome=Outcome.UNDELIVERABLE, detail=pseudonymised_in(pending.account_id, str(exc), contact)
         )
-    except SendingPausedError as exc:  # SES's sending paused for the account: still retried, known why (D-AL-1)
+    except SendingPausedError as exc:  # SES's sending paused for the account: still retried, known why (D399)
         detail = pseudonymised_in(pending.account_id, str(exc), contact)
         return replace(pending, outcome=Outcome.RETRY, detail=detail, reason=Reason.PAUSED)
     except SendFailedError as exc:

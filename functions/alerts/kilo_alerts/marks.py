@@ -1,4 +1,4 @@
-"""The bounce handler's one adapter (D-AL-2): it writes the marks of addresses SES reported undeliverable on the
+"""The bounce handler's one adapter (D400): it writes the marks of addresses SES reported undeliverable on the
 alerts table, and nothing else - so the handler's cold start loads neither the alert delivery's adapters nor their
 libraries (``kilo_alerts.adapters``: LiveKit's RoomService, SES, SNS). The alerts function reads the marks through
 ``DynamoDeliveryLedger.email_mark``."""

@@ -44,8 +44,8 @@ class Reason(StrEnum):
     HELD = "held"  # not decided: another delivery holds the claim (retried, never taken as decided)
     NO_EMAIL = "no_email"  # skipped: the account has no email address
     SUPPRESSED = "suppressed"  # undeliverable: the address is on SES's suppression list (a required alert, D381)
-    PAUSED = "paused"  # not decided: SES's sending is paused for the account (retried, D-AL-1)
-    BOUNCED = "bounced"  # undeliverable: SES reported the address bounced for good or complained (D-AL-2)
+    PAUSED = "paused"  # not decided: SES's sending is paused for the account (retried, D399)
+    BOUNCED = "bounced"  # undeliverable: SES reported the address bounced for good or complained (D400)
 
     @property
     def detail(self) -> str:

@@ -20,11 +20,11 @@ class SendingPausedError(SendFailedError):
     """The provider will not send for us now - SES's sending paused for the configuration set or the account
     (``SendingPausedException``), the account suspended (``AccountSuspendedException``): hours or days, not a blip.
     Still a failure for now (the event is retried, then dead-lettered: never lost); a required alert's SMS does not
-    wait for the last delivery (D-AL-1)."""
+    wait for the last delivery (D399)."""
 
 
 class MarkUnreadError(Exception):
-    """The mark of an address SES reported undeliverable could not be read now (D-AL-2): the email is sent anyway,
+    """The mark of an address SES reported undeliverable could not be read now (D400): the email is sent anyway,
     its record says so (as a suppression check that cannot answer, D381)."""
 
 
@@ -41,7 +41,7 @@ class ClaimHeldError(Exception):
 class Mailer(Protocol):
     def send(self, to: str, subject: str, html: str, text: str, account_id: str = "") -> str:
         """Send one email; the provider's message id. ``SendRefusedError`` / ``SendFailedError``. ``account_id``
-        rides with the message (SES: a message tag), so a bounce or complaint names the account (D-AL-2)."""
+        rides with the message (SES: a message tag), so a bounce or complaint names the account (D400)."""
         ...
 
     def suppressed(self, to: str) -> str | None:

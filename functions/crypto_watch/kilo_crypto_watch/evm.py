@@ -92,7 +92,7 @@ ANCHORED_READ = 99  # heights read beside the finalized block's: 100 in one batc
 SCAN_ATTEMPTS = 3  # reads of a batch whose blocks and logs disagree (a reorg between them) before the run fails
 WALK_STEPS = 64  # the rollback walk's batches (one per old-fork block, sequential) before it falls back to the bound
 # a payment named stuck at a final height is reported ``PaymentSink.stalled`` (it stops holding its bill's write-off,
-# D-cr-2) only once the finalized block is this far past its block: Ethereum's finality lag (64 blocks, two epochs,
+# D398) only once the finalized block is this far past its block: Ethereum's finality lag (64 blocks, two epochs,
 # D342), as Solana waits ``UNPROVEN_ALARM_SLOTS``; a read that disagrees for a run or two settles nothing meanwhile
 STALL_BLOCKS = 64
 
@@ -631,7 +631,7 @@ def _stalled(
 ) -> None:
     """``entry`` (none if empty) names the transaction's payments stuck at a final height; those whose block (and
     ``receipt_block``, the receipt's that its pass cannot confirm) the finalized block is ``STALL_BLOCKS`` past stop
-    holding their bills' write-offs (``PaymentSink.stalled``, D-cr-2; review rcr: not on the first pass)."""
+    holding their bills' write-offs (``PaymentSink.stalled``, D398; review rcr: not on the first pass)."""
     if not entry:
         return
     stuck.append(entry)
@@ -696,7 +696,7 @@ def _relocated(
     block the scan already passed was released for good). Above ``finalized`` that is ordinary (the backends agree
     once finality reaches the block), so it is silent; at or below it, named ``stuck`` (D342, amended (orphan)) and
     reported ``PaymentSink.stalled`` once the finalized block is ``STALL_BLOCKS`` past it, as a waiting suspect is:
-    it stops holding its bill's write-off (D-cr-2).
+    it stops holding its bill's write-off (D398).
     Each ``stuck`` entry this function writes names the payment and the bill it counts for
     (``PendingPayment.invoice_id``), which waits on it; a failed record (``ports.record_alone``) is named by the
     payment alone, as a failed settle step is (``settle_alone``: ``<payment id>: <error>``)."""

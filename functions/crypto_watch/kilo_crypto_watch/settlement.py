@@ -231,7 +231,7 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     PAID is final: later finalized payments first pay what it wrote off (never with money announced as credit
     already), then add account credit. Otherwise: PAID when the finalized payments cover the total inside tolerance
     - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D387),
-    but for one its watcher named stuck (``stalled``: it no longer holds the write-off, D-cr-2);
+    but for one its watcher named stuck (``stalled``: it no longer holds the write-off, D398);
     PROCESSING when the seen and finalized ones do; else OPEN (PARTIAL when something was paid). Failed, orphaned and
     under-review payments do not count. So the result does not depend on which payment finalizes first, and no
     money is both written off and credited."""
@@ -268,7 +268,7 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     allowed = tolerance(total, [(line.asset, line.usd) for line in counted], policy)
     paid_all = paid_usd(counted)
     paid_final = paid_usd(final)
-    # SEEN: may pay the shortfall - unless stuck, which would hold the bill for as long as it is (D-cr-2)
+    # SEEN: may pay the shortfall - unless stuck, which would hold the bill for as long as it is (D398)
     pending = any(line.status is not PaymentStatus.FINALIZED and not line.stalled for line in counted)
     if final and paid_final >= total - allowed and (paid_final >= total or not pending):
         if paid_final > total:
@@ -324,7 +324,7 @@ def made_after(quote: Quote, detected_at: datetime, transfer: ObservedTransfer) 
     A transfer with no block time (Solana's getTransaction and getBlockTime both without one) was sent at some time
     up to ``detected_at`` (when we first saw it), maybe long before: it counts as sent before every quote (the late
     rule, never the lock), except one whose reference it carries - a key made with the quote, so the transfer cannot
-    be older than the quote (D-cr-1)."""
+    be older than the quote (D397)."""
     if transfer.block_time is None:
         return quote.reference is None or quote.reference not in transfer.references
     return detected_at < quote.created_at - QUOTE_CLOCK_MARGIN
@@ -1312,7 +1312,7 @@ class Settlement:
 
     def _rate_then(self, transfer: ObservedTransfer) -> Callable[[], Decimal]:
         """The asset's rate when the transfer was included (D218): at its block time, read at its block where
-        the feed is on its chain. A transfer with no block time (a Solana slot with none, D-cr-1) has no such rate:
+        the feed is on its chain. A transfer with no block time (a Solana slot with none, D397) has no such rate:
         refused, so a late ETH/SOL payment goes to review - our clock is not when it was sent."""
 
         def read() -> Decimal:
@@ -1400,7 +1400,7 @@ class Settlement:
     def stalled(self, payment_id: str, block_hash: str | None = None) -> None:
         """A SEEN payment its watcher named stuck (final block, neither finality nor loss proven): its line stops
         holding the bill's write-off, and the bill is recomputed - PAID with the write-off if its final payments
-        cover it inside tolerance (D-cr-2). The payment stays SEEN and pending: finalized later, it pays the
+        cover it inside tolerance (D398). The payment stays SEEN and pending: finalized later, it pays the
         write-off first (D387); orphaned, nothing changes. Idempotent (a line marked once is left). Only at the
         block the watcher named (``block_hash``; None: the block first read), written back only while still there:
         moved meanwhile (seen in another block by another run), the move stands and it is not stalled - that block

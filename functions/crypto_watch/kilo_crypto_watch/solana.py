@@ -36,14 +36,14 @@ Each run (scheduled every minute, idempotent):
    skipped: the first finalized block after it (``getBlocks``) has a ``parentSlot`` before it. Empty answers alone
    come from a backend behind as well: unproven, the payment stays pending (``RunReport.unproven``), named
    ``stuck`` once the finalized slot is ``UNPROVEN_ALARM_SLOTS`` (750, ~5 minutes) past its slot, and reported
-   ``PaymentSink.stalled`` (it stops holding its bill's write-off, D-cr-2); a listed
+   ``PaymentSink.stalled`` (it stops holding its bill's write-off, D398); a listed
    signature not served is skipped as vanished on the same proof only (D91). A payment recorded FAILED stays pending
    until its failure is finalized (then final); a status without the error means it landed again and succeeded:
    ``getTransaction`` and its credits are reported again.
 
 Calls per run: 1 + min(recent references, ``max_references``) + 2 sweeps (+1 per further page of 1,000; +1 per ask
 again of a page refused by a server behind) + new transactions (at most ``max_transactions``) + one ``getBlock`` per
-slot with a credit (+1 ``getBlockTime`` per such slot whose ``getTransaction`` answer had no block time, D-cr-1) +
+slot with a credit (+1 ``getBlockTime`` per such slot whose ``getTransaction`` answer had no block time, D397) +
 ceil(pending / 256) (+1 ``getSlot(finalized)`` when a status is unknown; + ``getTransaction`` and
 ``getBlock(finalized)`` per payment unknown past its final slot, + ``getBlocks`` and ``getBlock(finalized)`` of the
 next block where that block is not shown).
@@ -342,7 +342,7 @@ def _memo(tx: ChainTransaction) -> str | None:
 class _Calls:
     count: int = 0
     asked_again: int = 0  # listing pages asked again after a refusal by a server behind (BEHIND_ASKS_AGAIN_PER_RUN)
-    times: dict[int, datetime | None] = field(default_factory=dict)  # getBlockTime's answers by slot (D-cr-1)
+    times: dict[int, datetime | None] = field(default_factory=dict)  # getBlockTime's answers by slot (D397)
 
 
 @dataclass
@@ -441,7 +441,7 @@ class SolanaWatcher:
 
     async def _dated(self, tx: ChainTransaction, found: list[ObservedTransfer]) -> list[ObservedTransfer]:
         """``tx``'s credits with its block's time: ``getTransaction``'s, else ``getBlockTime``'s for its slot (asked
-        only then, once a slot a run); None when neither has one - settlement treats the time as unknown (D-cr-1)."""
+        only then, once a slot a run); None when neither has one - settlement treats the time as unknown (D397)."""
         if not found or tx.block_time is not None:
             return found
         if tx.slot not in self._calls.times:
@@ -552,7 +552,7 @@ class SolanaWatcher:
                     unproven += 1  # kept pending, asked again next run; named stuck once it has waited long enough
                     if finalized_slot - payment.block_number >= UNPROVEN_ALARM_SLOTS:
                         stuck.append(_unproven(pid, payment.block_number, finalized_slot))
-                        # it no longer holds its bill's write-off (D-cr-2); still pending, finalized if it shows up
+                        # it no longer holds its bill's write-off (D398); still pending, finalized if it shows up
                         settle_alone(stuck, pid, partial(self.sink.stalled, pid, payment.block_hash))
         return finalized, orphaned, unproven
 
@@ -649,7 +649,7 @@ async def inspect(
     found = credits(tx, Merchant.of(config), watched=watched)
     if not found:
         return []
-    if tx.block_time is None:  # as the watcher dates it (SolanaWatcher._dated, D-cr-1)
+    if tx.block_time is None:  # as the watcher dates it (SolanaWatcher._dated, D397)
         time = await rpc.block_time(tx.slot)
         found = [replace(transfer, block_time=time) for transfer in found]
     block_hash = await rpc.block_hash(tx.slot)

@@ -162,7 +162,7 @@ class SolanaRpcClient:
 
     async def block_time(self, slot: int) -> datetime | None:
         # a null, or an answer that shows no block (BLOCK_NOT_SHOWN: -32004 not available, -32009 skipped, ...),
-        # gives no time: the payment's time is unknown (D-cr-1). Any other error (-32603, a rate limit sent as a
+        # gives no time: the payment's time is unknown (D397). Any other error (-32603, a rate limit sent as a
         # JSON-RPC error, a provider's storage failing) fails the run, as a transport failure does: the next run
         # asks again, where a None would be recorded for good (review rcr)
         response = await self._request(_unless_refused(self._client.get_block_time(slot), BLOCK_NOT_SHOWN))

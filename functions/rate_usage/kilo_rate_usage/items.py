@@ -26,7 +26,7 @@ Usage table layout (single table):
 - join-less room ``JOINLESS_ROOMS`` / ``ROOM#<room sid>`` - rating's mark of a room whose state holds a participant
   with no start (its ``participant_joined`` lost): ``marked_at_ms``, expiring ``JOINLESS_MARK_SECONDS`` after the
   latest batch that wrote such a participant, or after the sweep that renewed it (a day old, its room still holding
-  one: D-sw-2); the sweeper asks RoomService about the room, writes a synthetic join for each it lists, and forgets
+  one: D393); the sweeper asks RoomService about the room, writes a synthetic join for each it lists, and forgets
   the mark once the state holds none or the room is gone (D375, amended);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
   counters ``late#<meter>`` once the period is invoiced (``invoiced_at``), announced thresholds ``thresholds`` (SS);

@@ -27,7 +27,7 @@ SWEEPER_API_KEY: Final = "kilo-sweeper"  # the api_key of the sweeper's syntheti
 # synthetic join by the sweeper: RoomService listed a participant whose participant_joined was lost (D375, amended)
 LISTED: Final = "kilo_participant_listed"
 JOINLESS_MARK_SECONDS: Final = 7 * 86_400  # how long rating's mark of a room with a join-less participant is kept
-# the sweeper renews a mark this old whose room still holds a join-less participant: it outlives the room (D-sw-2)
+# the sweeper renews a mark this old whose room still holds a join-less participant: it outlives the room (D393)
 JOINLESS_RENEW_MS: Final = 86_400_000
 
 ContributionKey = tuple[str, str, int, str]  # account, period key, segment start (epoch s), meter value
@@ -334,5 +334,5 @@ class SweepOutcome:
     # synthetic joins DynamoDB refused (room sid, participant sid, reason): the sweep goes on, their rooms' marks stay
     unwritten_joins: tuple[tuple[str, str, str], ...] = ()
     # join-less participants (room sid, participant sid) of rooms RoomService says are gone while their states have not
-    # finished (room_finished lost too): nobody can list them any more - not billed, given up (D-sw-2)
+    # finished (room_finished lost too): nobody can list them any more - not billed, given up (D393)
     abandoned_joins: tuple[tuple[str, str], ...] = ()

@@ -39,10 +39,10 @@ written, and it stays as D375 has it (kind unknown, not billed, counted at ``roo
 the state positively holds nobody join-less (or there is no usable state) and the mark is ``mark_grace_ms`` old (the
 batch that wrote it has committed or died), or at once when the room is gone; a state that cannot tell (a batch
 committed between the sweeper's reads) keeps it. A mark a day old whose room still holds a join-less participant is
-renewed (marked again at the sweep, expiring 7 days later: D-sw-2), so it outlives a room open for longer - or
+renewed (marked again at the sweep, expiring 7 days later: D393), so it outlives a room open for longer - or
 RoomService unanswered for longer - than rating's 7 days. A gone room whose state has not finished (its room_finished
 lost too) gives its join-less participants up: nobody can list them any more - said to ``give_up`` (the handler logs,
-counts and alarms them) before the room's mark is forgotten, so a sweep failing later has said them already (D-sw-4),
+counts and alarms them) before the room's mark is forgotten, so a sweep failing later has said them already (D395),
 and named in the outcome (``abandoned_joins``); never dropped silently. A join stays within the events
 table's item bound (RoomService's metadata and attributes left out when too large); one DynamoDB refuses all the same
 is logged, counted and alarmed, the sweep goes on and the mark stays.
@@ -174,7 +174,7 @@ class JoinlessRooms:
     forget: dict[str, int] = field(default_factory=dict)
     marks: dict[str, int] = field(default_factory=dict)  # every mark read: room sid -> when marked
     # the asked rooms whose mark is ``JOINLESS_RENEW_MS`` old: renewed, so it never expires under a room that still
-    # holds a join-less participant (D-sw-2)
+    # holds a join-less participant (D393)
     renew: dict[str, int] = field(default_factory=dict)
 
 
@@ -325,7 +325,7 @@ def run_sweep(
     """One sweep: ask, decide, write the closes and the rooms' listings. Returns the outcome, what RoomService said
     and the closes written (for the handler's logs). ``give_up`` is told a gone room's join-less participants (room
     sid, participant sid) before its mark is forgotten: a later step failing leaves a retry no mark to find them by,
-    so they are said then, once (D-sw-4)."""
+    so they are said then, once (D395)."""
     open_sessions = with_room_activity(store, store.open_sessions())
     joinless = find_joinless(store, now_ms, policy)
     rooms = sorted(
@@ -354,12 +354,12 @@ def run_sweep(
         except RejectedWriteError as refused:
             unwritten.append((join.room_sid, join.participant_sid, str(refused)[:500]))
     for room, marked_ms in sorted(joinless.renew.items()):
-        if room not in gone:  # its participant may be listed later: the mark outlives its 7 days (D-sw-2)
+        if room not in gone:  # its participant may be listed later: the mark outlives its 7 days (D393)
             store.renew_joinless_room(room, marked_ms, now_ms, now_ms // 1000 + JOINLESS_MARK_SECONDS)
     # the join-less participants of a gone room whose state has not finished: nobody can list them any more
     abandoned = tuple((room, sid) for room in sorted(gone) for sid in sorted(joinless.asking[room][1]))
     for room in sorted(joinless.forget.keys() | gone):  # last: a retry of this sweep still finds them
-        if room in gone:  # said before the forget: once forgotten, no retry finds them (D-sw-4)
+        if room in gone:  # said before the forget: once forgotten, no retry finds them (D395)
             give_up([(gone_room, sid) for gone_room, sid in abandoned if gone_room == room])
         store.forget_joinless_room(room, joinless.marks[room])
     if plan.listings:  # last: a retry of this sweep still reads the previous answers (its closes are written once)

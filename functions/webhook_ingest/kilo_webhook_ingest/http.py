@@ -129,7 +129,7 @@ def refused(route: str, error: IngestError) -> tuple[int, dict[str, Any]]:
             extra={"route": route, "status": status, "code": error.code, "reason": error.message[:300]},
         )
         return status, error_payload(error)
-    if isinstance(error, SignedLiveKitEventRefusedError):  # LiveKit never resends it: alarmed (D-sw-5)
+    if isinstance(error, SignedLiveKitEventRefusedError):  # LiveKit never resends it: alarmed (D396)
         count(SERVICE, Metric.LIVEKIT_SIGNED_EVENT_REFUSED)
         logger(SERVICE).error(
             "signed LiveKit event refused: LiveKit will not send it again",

@@ -103,7 +103,7 @@ def ingest_livekit(
         if fresh == keys:
             raise
         api_key = livekit_webhook.verify_signature(request.body, authorization, fresh, settings.livekit_leeway_seconds)
-    try:  # signed: a refusal now is one LiveKit never resends (D-sw-5)
+    try:  # signed: a refusal now is one LiveKit never resends (D396)
         event = livekit_webhook.parse_event(request.body)
         record = livekit_webhook.to_record(event, request.body, api_key, now_ms)
     except InvalidEventError as invalid:

@@ -39,7 +39,7 @@ class ForeignStripeEventError(InvalidEventError):
 
 class SignedLiveKitEventRefusedError(InvalidEventError):
     """A body LiveKit signed (its signature verified first) that is not an event we read: refused (400), which LiveKit
-    takes as delivered and never resends - minutes lost, or a shape we do not know. Counted apart, alarmed (D-sw-5)."""
+    takes as delivered and never resends - minutes lost, or a shape we do not know. Counted apart, alarmed (D396)."""
 
 
 class ForbiddenAccountError(IngestError):

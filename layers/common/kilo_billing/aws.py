@@ -170,7 +170,7 @@ _INVALID = frozenset(
 _GONE = frozenset({"ResourceNotFoundException", "TrimmedDataAccessException", "ExpiredIteratorException"})
 NOT_FOUND = "NotFoundException"
 # LimitExceededException: SES v2 SendEmail's refusal over a limit ("too many instances"), answered before it took the
-# message like a throttle (D-AL-1)
+# message like a throttle (D399)
 _NOT_TAKEN = frozenset(
     {"TooManyRequestsException", "Throttling", "ThrottlingException", "Throttled", "LimitExceededException"}
 )

@@ -42,7 +42,7 @@ class Metric(StrEnum):
     WEBHOOK_DUPLICATE = "WebhookDuplicate"
     WEBHOOK_REJECTED = "WebhookRejected"
     SIGNATURE_REJECTED = "SignatureRejected"
-    # a body LiveKit signed that is not an event we read, refused (400): LiveKit never resends it - alarmed (D-sw-5)
+    # a body LiveKit signed that is not an event we read, refused (400): LiveKit never resends it - alarmed (D396)
     LIVEKIT_SIGNED_EVENT_REFUSED = "LiveKitSignedEventRefused"
     UNSTORABLE_EVENT = "UnstorableEvent"  # signed, valid, refused for good (e.g. too large to keep): alarmed
     INGEST_STORE_FAILED = "IngestStoreFailed"
@@ -72,7 +72,7 @@ class Metric(StrEnum):
     SWEEP_FAILED = "SweepFailed"
     SWEEP_JOINS_UNWRITTEN = "SweepJoinsUnwritten"  # a synthetic join DynamoDB refused: the sweep went on (D375)
     # a join-less participant of a room RoomService says is gone before its room_finished was rated: nobody can list
-    # him any more, so he is given up - not billed, named in a warning: alarmed (D-sw-2)
+    # him any more, so he is given up - not billed, named in a warning: alarmed (D393)
     SWEEP_JOINS_ABANDONED = "SweepJoinsAbandoned"
     STILL_REACHED_UNPUBLISHED = "StillReachedUnpublished"  # the bus refused HardLimitStillReached.v1: next run's retry
     # alerts
@@ -82,12 +82,12 @@ class Metric(StrEnum):
     ALERTS_UNDELIVERABLE = "AlertsUndeliverable"  # refused for good (invalid number, rejected address): recorded
     ENFORCEMENT_ACTIONS = "EnforcementActions"  # a RoomService action (audio only, remove) or its schedule, recorded
     ALERT_SEND_RETRIED = "AlertSendRetried"  # a transient SES/SNS failure: the queue redelivers the event
-    # an email SES would not send because our sending is paused (SendingPaused, AccountSuspended): also a retry (D-AL-1)
+    # an email SES would not send because our sending is paused (SendingPaused, AccountSuspended): also a retry (D399)
     ALERTS_SENDING_PAUSED = "AlertsSendingPaused"
-    # an email not sent to an address SES reported bounced for good or complained about (D-AL-2)
+    # an email not sent to an address SES reported bounced for good or complained about (D400)
     ALERTS_EMAIL_BOUNCED = "AlertsEmailBounced"
     # the bounce handler: an address newly marked undeliverable (a redelivered report is not counted again; a report
-    # that is not an alert email of ours fails toward the bounces DLQ, alarmed there, not counted) (D-AL-2)
+    # that is not an alert email of ours fails toward the bounces DLQ, alarmed there, not counted) (D400)
     EMAILS_MARKED_UNDELIVERABLE = "EmailsMarkedUndeliverable"
     ABUSE_FLAGS = "AbuseFlags"  # an abuse or fraud heuristic flagged an account (operator alert, maybe a hold)
     OPERATOR_ALERTS = "OperatorAlerts"  # an operator alert published on the operator topic
