@@ -58,7 +58,7 @@ def _probe(modules: list[str], environment: dict[str, str], disabled: str) -> di
 
 def test_the_template_deploys_the_handlers_this_test_knows() -> None:
     handlers = _handlers()
-    assert len(handlers) == 17
+    assert len(handlers) == 18  # D400 added the SES bounces handler
     assert handlers["LiveKitWebhookFunction"][0] == "kilo_webhook_ingest.livekit_handler"
     assert handlers["StripeWebhookFunction"][0] == "kilo_webhook_ingest.stripe_handler"
 

@@ -58,3 +58,14 @@ def test_given_the_account_api_settings_when_its_pages_are_built_then_their_clie
     http, retries = _sent_with(_stripe_pages(config)._client)  # type: ignore[attr-defined]
     assert isinstance(http, stripe.RequestsClient)
     assert (http._timeout, retries) == (8, 1)
+
+
+def test_given_the_account_api_environment_then_its_timeout_is_its_own_and_not_the_invoice_functions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The local runtime runs every function in one environment (D402): the invoice functions' STRIPE_TIMEOUT_SECONDS
+    (10) must not reach the account API, whose own setting is ACCOUNT_API_STRIPE_TIMEOUT_SECONDS."""
+    monkeypatch.setenv("STRIPE_TIMEOUT_SECONDS", "10")
+    assert AccountApiSettings(usage_table_name="u", members_table_name="m").stripe_timeout_seconds == 8
+    monkeypatch.setenv("ACCOUNT_API_STRIPE_TIMEOUT_SECONDS", "6")
+    assert AccountApiSettings(usage_table_name="u", members_table_name="m").stripe_timeout_seconds == 6
