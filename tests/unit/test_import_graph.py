@@ -57,6 +57,12 @@ class Handler:
     forbidden: frozenset[str]  # module names; a dotted name also forbids its submodules
 
 
+# What the alerts package's side handlers (operator checks, SES bounces) never load: Stripe, HTTP clients, LiveKit,
+# protobuf, templates, phone numbers - each adds what of the alert delivery it must not load either.
+_NO_OTHER_FUNCTIONS_LIBRARIES = frozenset(
+    {"stripe", "aiohttp", "requests", "livekit", "google.protobuf", "jinja2", "phonenumbers"}
+)
+
 # The one table to adjust when handler modules are renamed.
 HANDLERS = [
     Handler(
@@ -121,41 +127,15 @@ HANDLERS = [
     Handler(
         "kilo_alerts.operator_handler",
         None,
-        frozenset(
-            {
-                "stripe",
-                "aiohttp",
-                "requests",
-                "livekit",
-                "google.protobuf",
-                "jinja2",
-                "phonenumbers",
-                "kilo_alerts.logic",
-                "kilo_alerts.catalogue",
-                "kilo_alerts.render",
-            }
-        ),
+        _NO_OTHER_FUNCTIONS_LIBRARIES | {"kilo_alerts.logic", "kilo_alerts.catalogue", "kilo_alerts.render"},
     ),
     # SES's bounces (D400): the handler writes a mark through its one adapter (kilo_alerts.marks), never the alert
     # delivery's (its adapters, logic and rendering, LiveKit's RoomService, libphonenumber).
     Handler(
         "kilo_alerts.bounce_handler",
         {"Records": []},
-        frozenset(
-            {
-                "stripe",
-                "aiohttp",
-                "requests",
-                "livekit",
-                "google.protobuf",
-                "jinja2",
-                "phonenumbers",
-                "kilo_alerts.adapters",
-                "kilo_alerts.logic",
-                "kilo_alerts.render",
-                "kilo_billing.livekit_rooms",
-            }
-        ),
+        _NO_OTHER_FUNCTIONS_LIBRARIES
+        | {"kilo_alerts.adapters", "kilo_alerts.logic", "kilo_alerts.render", "kilo_billing.livekit_rooms"},
     ),
     # The account API loads the Stripe SDK only for a Checkout or Billing Portal page (the lazy pages), and
     # libphonenumber only for a phone number saved or texted a code (D212); a usage request called cold (no
