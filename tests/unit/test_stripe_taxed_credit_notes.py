@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 import stripe
 
 from kilo_billing.money import before_tax
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
-from kilo_invoice.ports import Customer, GatewayLine, InvoiceRequest
+from kilo_invoice.ports import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 
 
@@ -137,3 +138,14 @@ def test_given_stripe_tax_then_a_negative_line_is_sent_as_its_amount_and_stripe_
     invoice = http.emulator.objects["invoice"][invoice_id]
     assert (invoice["total_excluding_tax"], invoice["total"], invoice["amount_paid"]) == (2780, 3058, 3058)
     assert http.emulator.refused_params == []
+
+
+def test_given_a_taxed_invoice_when_a_note_asks_more_than_its_lines_hold_then_refused_and_nothing_made() -> None:
+    """10.00 + 10 %: a 10.01 note would credit more than the line holds before tax (Stripe refuses a line credited
+    beyond its amount); refused before any POST (before: a custom line of 10.01 with no tax, under the 11.00 total,
+    made)."""
+    gateway, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=False)
+    with pytest.raises(GatewayRejectedError, match=r"its lines hold 10\.00"):
+        gateway.credit_note(invoice_id, Decimal("10.01"), "late usage", "cn-9")
+    assert _notes_sent(http) == []
+    assert "credit_note" not in http.emulator.objects
