@@ -22,7 +22,10 @@ invoice balance follows Stripe's rules: a paid invoice's credit note with ``cred
 applies it (and moves below-minimum amounts to it), and a draft's ``starting_balance`` shows it. Line amounts follow
 Stripe's documented rule (``unit_amount_decimal`` x quantity rounded to the nearest cent per line); ties, which
 Stripe's docs leave open, are rounded half-to-even here - the other way from our half-up - so a tie sent as a price
-would show.
+would show. Stripe Tax: an invoice with ``automatic_tax`` enabled has each line taxed at its customer's rate
+(``set_tax_rate``; none set: no tax), exclusive, rounded half-up per line, negative lines too; a credit note's
+``invoice_line_item`` lines credit that line's tax in proportion, a ``custom_line_item`` credits no tax, and
+``credit_notes/preview`` shows the note the same parameters would make (D-CR-1).
 
 Used by the contract tests through ``EmulatorHTTPClient`` (a ``stripe.HTTPClient``) and by the stand-in server.
 """
@@ -35,7 +38,7 @@ import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,6 +60,18 @@ _INQUIRY_OPEN = frozenset({"warning_needs_response", "warning_under_review"})
 CARD_DETAILS: Mapping[str, Json] = {
     "pm_card_mastercard": {"brand": "mastercard", "last4": "4444", "fingerprint": "EmuMastercard4444"},
 }
+
+
+def _tax_detail(amount: int, taxable: int) -> Json:
+    """One exclusive tax of a line, an invoice or a credit note, as Stripe shows it (``taxes``/``total_taxes``)."""
+    return {
+        "amount": amount,
+        "tax_behavior": "exclusive",
+        "taxable_amount": taxable,
+        "taxability_reason": "standard_rated",
+        "type": "tax_rate_details",
+        "tax_rate_details": {"tax_rate": "txr_emu_stripe_tax"},
+    }
 
 
 def load_fixtures(path: Path = FIXTURES_PATH) -> Mapping[str, Json]:
@@ -86,6 +101,9 @@ class StripeEmulator:
     objects: dict[str, dict[str, Json]] = field(default_factory=dict)  # kind -> id -> object
     events: list[Json] = field(default_factory=list)
     refused_params: list[str] = field(default_factory=list)  # every typed-params problem seen, for tests to assert on
+    # Stripe Tax's rate for a customer's location, in percent (``set_tax_rate``): lines of its invoices with
+    # ``automatic_tax`` enabled are taxed at it, exclusive; none set: no tax (a location Stripe does not collect in)
+    tax_percent: dict[str, Decimal] = field(default_factory=dict)
     _idempotency: dict[str, tuple[str, Response]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1_790_000_000))
@@ -369,18 +387,36 @@ class StripeEmulator:
             item["period"] = {"start": int(line["period"]["start"]), "end": int(line["period"]["end"])}
         return item
 
-    @staticmethod
-    def _totals(invoice: Json) -> None:
+    def set_tax_rate(self, customer_id: str, percent: Decimal | str) -> None:
+        """Stripe Tax's rate for the customer's location (``percent``, exclusive): its invoices with ``automatic_tax``
+        enabled get a tax on each line - negative lines too (a negative tax: Stripe's credit prorations carry one) -
+        of the line's amount x the rate, rounded half-up per line, from the next time their totals are worked."""
+        self.tax_percent[customer_id] = Decimal(percent)
+
+    def _tax_lines(self, invoice: Json) -> int:
+        """Each line's ``taxes`` at the customer's Stripe Tax rate (``set_tax_rate``) while the invoice is a draft (a
+        finalized invoice keeps its figures); the invoice's tax in cents."""
+        rate = self.tax_percent.get(invoice["customer"]) if invoice["automatic_tax"]["enabled"] else None
+        for line in invoice["lines"]["data"]:
+            if invoice["status"] != "draft" and "_tax" in line:
+                continue
+            tax = 0 if rate is None else int((Decimal(line["amount"]) * rate / 100).to_integral_value(ROUND_HALF_UP))
+            line["_tax"] = tax
+            line["taxes"] = [] if rate is None else [_tax_detail(tax, line["amount"])]
+        return sum(int(line.get("_tax", 0)) for line in invoice["lines"]["data"])
+
+    def _totals(self, invoice: Json) -> None:
         subtotal = sum(line["amount"] for line in invoice["lines"]["data"])
+        tax = self._tax_lines(invoice)
         invoice.update(
             subtotal=subtotal,
             subtotal_excluding_tax=subtotal,
-            total=subtotal,
+            total=subtotal + tax,
             total_excluding_tax=subtotal,
-            total_taxes=[],
+            total_taxes=[_tax_detail(tax, subtotal)] if any(line["taxes"] for line in invoice["lines"]["data"]) else [],
         )
         credited = invoice["pre_payment_credit_notes_amount"]
-        due = max(subtotal - credited + invoice.get("_applied_balance", 0), 0)
+        due = max(subtotal + tax - credited + invoice.get("_applied_balance", 0), 0)
         if invoice.get("_below_minimum"):
             due = 0  # moved to the customer's balance at finalization (Stripe's minimum charge rule)
         paid = due if invoice["status"] == "paid" else 0
@@ -623,15 +659,75 @@ class StripeEmulator:
         return self._list("invoice_payment", params, keep, "/v1/invoice_payments")
 
     # ------------------------------------------------------------------ credit notes and refunds
+    def _credit_note_figures(self, invoice: Json, params: Json) -> tuple[int, int, dict[str, int]]:
+        """A credit note's (amount before tax, tax, cents credited per invoice line) as Stripe works them out. A line
+        ``invoice_line_item`` credits ``amount`` (tax exclusive: Stripe's API reference for credit note lines, "If
+        invoice is set up with automatic_tax[enabled]=true, this amount is tax exclusive") of one of the invoice's
+        lines, at most what earlier notes left of it, with that line's own tax in proportion, rounded half-up; a
+        ``custom_line_item`` is ``unit_amount`` x ``quantity`` with no tax (no ``tax_rates`` modelled: a custom line
+        on a taxed invoice credits no tax - one of the two readings D384 (st, 5) left open)."""
+        lines = {line["id"]: line for line in invoice["lines"]["data"]}
+        credited_before: dict[str, int] = invoice.setdefault("_credited_lines", {})
+        subtotal, tax = 0, 0
+        per_line: dict[str, int] = {}
+        for line in params.get("lines") or []:
+            if line.get("type") == "invoice_line_item":
+                item = lines.get(str(line.get("invoice_line_item")))
+                if item is None:
+                    raise StripeApiError(400, f"No such invoice line item on {invoice['id']}: {line}")
+                amount = int(line.get("amount", "0"))
+                left = item["amount"] - credited_before.get(item["id"], 0) - per_line.get(item["id"], 0)
+                if amount <= 0 or amount > left:
+                    raise StripeApiError(
+                        400, f"The credit note line amount {amount} must be positive and at most {left}"
+                    )
+                share = Decimal(int(item.get("_tax", 0)) * amount) / Decimal(item["amount"])
+                tax += int(share.to_integral_value(ROUND_HALF_UP))
+                per_line[item["id"]] = per_line.get(item["id"], 0) + amount
+                subtotal += amount
+            else:
+                subtotal += int(line.get("unit_amount", "0")) * int(line.get("quantity", "1"))
+        credited = invoice["pre_payment_credit_notes_amount"] + invoice["post_payment_credit_notes_amount"]
+        if subtotal <= 0 or subtotal + tax > invoice["total"] - credited:
+            raise StripeApiError(
+                400, f"The credit note amount {subtotal + tax} must be positive and at most what is left"
+            )
+        return subtotal, tax, per_line
+
+    def _credit_note(self, invoice: Json, params: Json, note_id: str, subtotal: int, tax: int) -> Json:
+        return self._from_fixture(
+            "credit_note",
+            id=note_id,
+            created=next(self._clock),
+            invoice=invoice["id"],
+            customer=invoice["customer"],
+            amount=subtotal + tax,
+            total=subtotal + tax,
+            subtotal=subtotal,
+            subtotal_excluding_tax=subtotal,
+            total_excluding_tax=subtotal,
+            total_taxes=[_tax_detail(tax, subtotal)] if tax else [],
+            out_of_band_amount=int(params["out_of_band_amount"]) if "out_of_band_amount" in params else None,
+            memo=params.get("memo"),
+            metadata=dict(params.get("metadata") or {}),
+            type="post_payment" if invoice["status"] == "paid" else "pre_payment",
+            lines={"object": "list", "data": [], "has_more": False, "url": "/v1/credit_notes/lines"},
+        )
+
+    def _credit_notes_preview(self, ids: dict[str, str], params: Json) -> Json:
+        """Stripe's "Preview a credit note": the note the same parameters would make, nothing made."""
+        invoice = self._get("invoice", params["invoice"])
+        if invoice["status"] not in ("open", "paid"):
+            raise StripeApiError(400, f"Credit notes need a finalized invoice ({invoice['id']} is {invoice['status']})")
+        subtotal, tax, _ = self._credit_note_figures(invoice, params)
+        return self._view("credit_note", self._credit_note(invoice, params, "cnpreview_emu", subtotal, tax))
+
     def _credit_notes_create(self, ids: dict[str, str], params: Json) -> Json:
         invoice = self._get("invoice", params["invoice"])
         if invoice["status"] not in ("open", "paid"):
             raise StripeApiError(400, f"Credit notes need a finalized invoice ({invoice['id']} is {invoice['status']})")
-        lines = params.get("lines") or []
-        amount = sum(int(line.get("unit_amount", "0")) * int(line.get("quantity", "1")) for line in lines)
-        credited = invoice["pre_payment_credit_notes_amount"] + invoice["post_payment_credit_notes_amount"]
-        if amount <= 0 or amount > invoice["total"] - credited:
-            raise StripeApiError(400, f"The credit note amount {amount} must be positive and at most what is left")
+        subtotal, tax, per_line = self._credit_note_figures(invoice, params)
+        amount = subtotal + tax
         if invoice["status"] == "paid":
             settled = sum(
                 int(params.get(name, "0")) for name in ("credit_amount", "refund_amount", "out_of_band_amount")
@@ -647,22 +743,28 @@ class StripeEmulator:
                 customer["balance"] = int(customer.get("balance") or 0) - credit
         else:
             invoice["pre_payment_credit_notes_amount"] += amount
+        for line_id, cents in per_line.items():
+            invoice["_credited_lines"][line_id] = invoice["_credited_lines"].get(line_id, 0) + cents
         self._totals(invoice)
-        note = self._from_fixture(
-            "credit_note",
-            id=self._new_id("cn"),
-            created=next(self._clock),
-            invoice=invoice["id"],
-            customer=invoice["customer"],
-            amount=amount,
-            total=amount,
-            subtotal=amount,
-            memo=params.get("memo"),
-            metadata=dict(params.get("metadata") or {}),
-            type="post_payment" if invoice["status"] == "paid" else "pre_payment",
-            lines={"object": "list", "data": [], "has_more": False, "url": "/v1/credit_notes/lines"},
-        )
+        note = self._credit_note(invoice, params, self._new_id("cn"), subtotal, tax)
         return self._view("credit_note", self._store("credit_note", note))
+
+    def _invoices_line_items_list(self, ids: dict[str, str], params: Json) -> Json:
+        """An invoice's lines, all of them, in order (the emulator's invoices hold at most 250, one page of 100 is
+        not modelled: ``limit`` up to 100 - the adapter pages with ``auto_paging_iter``)."""
+        invoice = self._get("invoice", ids["invoice"])
+        lines = [copy.deepcopy(line) for line in invoice["lines"]["data"]]
+        if "starting_after" in params:
+            at = [line["id"] for line in lines]
+            lines = lines[at.index(params["starting_after"]) + 1 :] if params["starting_after"] in at else []
+        limit = int(params.get("limit", 10))
+        page = [{key: value for key, value in line.items() if not key.startswith("_")} for line in lines[:limit]]
+        return {
+            "object": "list",
+            "data": page,
+            "has_more": len(lines) > limit,
+            "url": f"/v1/invoices/{invoice['id']}/lines",
+        }
 
     def _credit_notes_list(self, ids: dict[str, str], params: Json) -> Json:
         wanted = params.get("invoice")

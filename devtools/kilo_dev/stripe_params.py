@@ -70,6 +70,8 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/invoice_payments", stripe_params.InvoicePaymentListParams, "invoice_payments.list"),
     Route("post", "/v1/credit_notes", stripe_params.CreditNoteCreateParams, "credit_notes.create"),
     Route("get", "/v1/credit_notes", stripe_params.CreditNoteListParams, "credit_notes.list"),
+    Route("get", "/v1/credit_notes/preview", stripe_params.CreditNotePreviewParams, "credit_notes.preview"),
+    Route("get", "/v1/invoices/{invoice}/lines", stripe_params.InvoiceLineItemListParams, "invoices.line_items.list"),
     Route("post", "/v1/refunds", stripe_params.RefundCreateParams, "refunds.create"),
     Route("get", "/v1/refunds", stripe_params.RefundListParams, "refunds.list"),
     Route("get", "/v1/charges", stripe_params.ChargeListParams, "charges.list"),

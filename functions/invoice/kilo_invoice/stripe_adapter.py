@@ -21,6 +21,8 @@ import stripe
 from stripe.params import (
     ChargeListParams,
     CreditNoteCreateParams,
+    CreditNoteCreateParamsLine,
+    CreditNotePreviewParams,
     DisputeListParams,
     InvoiceAddLinesParamsLine,
     InvoiceCreateParams,
@@ -28,7 +30,7 @@ from stripe.params import (
 )
 
 from kilo_billing.invoicing import CARD_MINIMUM
-from kilo_billing.money import ZERO, decimal_str, in_cents
+from kilo_billing.money import ZERO, allocate_cents, decimal_str, in_cents
 from kilo_billing.stripe_calls import stripe_call, stripe_client
 from kilo_billing.stripe_customers import bring_details, find_or_create, forget_details, idempotency_key, quoted
 from kilo_invoice.ports import (
@@ -368,19 +370,53 @@ class StripePaymentGateway:
                 _field_id(invoice, "latest_revision"),
             )
         amount_in_cents = in_cents(amount)
+        taxed = _charges_tax(invoice)
+        lines = self._credited_lines(gateway_id, amount_in_cents) if taxed else _custom_line(reason, amount_in_cents)
         params: CreditNoteCreateParams = {
             "invoice": gateway_id,
-            "lines": [
-                {"type": "custom_line_item", "description": reason, "quantity": 1, "unit_amount": amount_in_cents}
-            ],
+            "lines": lines,
             "memo": reason,
             "metadata": {META_CREDIT: credit_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
         }
         if out_of_band:  # credited by us (account credit on our next invoice): Stripe holds no balance of ours (D130)
-            params["out_of_band_amount"] = amount_in_cents
+            # a taxed invoice's note is ours and its tax, as Stripe works it out: its preview's total (D-CR-1)
+            params["out_of_band_amount"] = self._note_total(gateway_id, lines, amount) if taxed else amount_in_cents
         key = _key(credit_id, "credit_note")
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
         return note.id
+
+    def _credited_lines(self, gateway_id: str, cents: int) -> list[CreditNoteCreateParamsLine]:
+        """A taxed invoice's note as lines crediting its own lines (``invoice_line_item``: Stripe credits each with its
+        tax in proportion, under manual tax rates and Stripe Tax alike): ``cents`` (before tax) split over its positive
+        lines in proportion to their amounts (``money.allocate_cents``: whole cents adding up to ``cents``); a line's
+        part of 0 is left out. More than its positive lines hold: refused, nothing made (D-CR-1)."""
+        invoice_lines = self._listed(lambda: self._client.v1.invoices.line_items.list(gateway_id, {"limit": 100}))
+        positive = [(line.id, int(line.amount)) for line in invoice_lines if line.id and int(line.amount) > 0]
+        held = sum(amount for _, amount in positive)
+        if not positive or cents > held:
+            raise GatewayRejectedError(
+                f"cannot credit {dollars(cents)} on {gateway_id}: its lines hold {dollars(held)}"
+            )
+        parts = allocate_cents(dollars(cents), [amount for _, amount in positive])
+        return [
+            {"type": "invoice_line_item", "invoice_line_item": line_id, "amount": in_cents(part)}
+            for (line_id, _), part in zip(positive, parts, strict=True)
+            if part > 0
+        ]
+
+    def _note_total(self, gateway_id: str, lines: list[CreditNoteCreateParamsLine], amount: Decimal) -> int:
+        """What Stripe makes of a note of these ``lines`` - ours and the tax it works out - in cents: its preview (a
+        GET: nothing made). Its amount before tax not ours (a line's part refused or rounded otherwise): refused,
+        nothing made - our books record ``amount`` before tax (D384) and must be what Stripe credits (D-CR-1)."""
+        preview: CreditNotePreviewParams = {"invoice": gateway_id, "lines": lines}
+        note = self._call(lambda: self._client.v1.credit_notes.preview(preview))
+        subtotal = int(note.subtotal_excluding_tax if note.subtotal_excluding_tax is not None else note.subtotal)
+        if subtotal != in_cents(amount):
+            raise GatewayRejectedError(
+                f"Stripe's credit note on {gateway_id} would credit {dollars(subtotal)} before tax, ours {amount}: "
+                "not made"
+            )
+        return int(note.total)
 
     def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         """Refund ``amount`` (None: all that is left of each payment, D384) of a paid invoice from its payments,
@@ -640,6 +676,18 @@ def _inquiries_last(room: list[tuple[str, int]], wanted: int, inquiries: set[str
         else:
             partly.append((intent, left))
     return covered + others + partly
+
+
+def _charges_tax(invoice: stripe.Invoice) -> bool:
+    """Whether Stripe charged tax on the invoice (Stripe Tax or manual tax rates): its total is not its total
+    excluding tax. Its credit notes must credit that tax too (D-CR-1)."""
+    excluding = getattr(invoice, "total_excluding_tax", None)
+    return excluding is not None and int(excluding) != int(invoice.total)
+
+
+def _custom_line(reason: str, cents: int) -> list[CreditNoteCreateParamsLine]:
+    """An untaxed invoice's note: our amount as one custom line (D130)."""
+    return [{"type": "custom_line_item", "description": reason, "quantity": 1, "unit_amount": cents}]
 
 
 def _returned_by_bank(refund: stripe.Refund) -> bool:

@@ -1,0 +1,151 @@
+"""Our credit notes on invoices Stripe taxed (Stripe Tax, ``automatic_tax``), at the HTTP boundary: the emulator taxes
+an automatic-tax invoice's lines at the customer's rate and credits a note's lines as Stripe does (D-CR-1). Every
+request is checked against stripe-python's typed params (``refused_params``). Figures hand-worked in each test."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import stripe
+
+from kilo_billing.money import before_tax
+from kilo_dev.stripe_emulator import EmulatorHTTPClient
+from kilo_invoice.ports import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest
+from kilo_invoice.stripe_adapter import StripePaymentGateway
+
+
+def _taxed(
+    percent: str, lines: list[GatewayLine], *, card: bool
+) -> tuple[StripePaymentGateway, EmulatorHTTPClient, str]:
+    """An invoice of ``lines`` with Stripe Tax at ``percent`` for the customer: paid at once by a card, or left open
+    (no card: Stripe would retry); its Stripe id."""
+    http = EmulatorHTTPClient()
+    gateway = StripePaymentGateway(stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0))
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    http.emulator.set_tax_rate(customer, percent)
+    if card:
+        gateway.set_default_payment_method(customer, "pm_card_visa")
+    request = InvoiceRequest("acct-1/2026-03", "KB-acct-1-0003", "acct-1", customer, lines, automatic_tax=True)
+    return gateway, http, gateway.issue_invoice(request).gateway_id
+
+
+def _notes_sent(http: EmulatorHTTPClient) -> list[dict[str, object]]:
+    return [r.params for r in http.requests if r.method == "post" and r.path == "/v1/credit_notes"]
+
+
+def test_given_10_percent_tax_when_an_open_invoice_is_credited_4_00_then_4_40_comes_off_what_it_asks() -> None:
+    """10.00 + 10 % = 11.00 asked; a 4.00 note credits 4.00 and its 0.40 tax: 6.60 still asked (before: a custom
+    line of 4.00 with no tax - 7.00 asked, 6.36 before tax against ours 6.00, and ``_paid_short`` saw no shortfall)."""
+    gateway, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=False)
+    assert http.emulator.objects["invoice"][invoice_id]["total"] == 1100
+
+    gateway.credit_note(invoice_id, Decimal("4.00"), "late participant_left", "cn-1")
+
+    (note,) = http.emulator.objects["credit_note"].values()
+    assert (note["subtotal"], note["total"]) == (400, 440)
+    assert http.emulator.objects["invoice"][invoice_id]["amount_due"] == 660
+    found = gateway.find_invoice("acct-1/2026-03")
+    assert found is not None
+    assert found.total == Decimal("6.60")
+    assert before_tax(Decimal("6.60"), (1100, 1000)) == Decimal("6.00")  # ours: 10.00 - 4.00, to the cent
+    assert http.emulator.refused_params == []
+
+
+def test_given_10_percent_tax_when_a_paid_invoice_is_credited_4_00_out_of_band_then_4_40_is_recorded() -> None:
+    """Paid 11.00; a 4.00 note out of band is 4.40 at Stripe, its ``out_of_band_amount`` 4.40 (Stripe requires it
+    to equal the note's total: 400 sent with the tax on the line is refused, 400 without it credits no tax)."""
+    gateway, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=True)
+    assert http.emulator.objects["invoice"][invoice_id]["status"] == "paid"
+
+    gateway.credit_note(invoice_id, Decimal("4.00"), "late usage", "cn-1/out-of-band", out_of_band=True)
+
+    (sent,) = _notes_sent(http)
+    assert sent["out_of_band_amount"] == "440"
+    assert "credit_amount" not in sent  # D130: no Stripe balance
+    assert "refund_amount" not in sent
+    (note,) = http.emulator.objects["credit_note"].values()
+    assert (note["subtotal"], note["total"]) == (400, 440)
+    assert http.emulator.objects["invoice"][invoice_id]["post_payment_credit_notes_amount"] == 440
+    assert http.emulator.refused_params == []
+
+
+def test_given_20_percent_vat_on_two_lines_and_a_credit_line_when_credited_out_of_band_then_stripes_own_tax() -> None:
+    """20 % VAT, each line's tax rounded half-up: 10.03 -> 2.006 -> 2.01, 5.02 -> 1.004 -> 1.00, the credit line
+    -1.20 -> -0.24; 13.85 + 2.77 = 16.62 paid. 3.33 credited on the positive lines in proportion (largest
+    remainder): 333 x 1003/1505 = 221.92, 333 x 502/1505 = 111.07 -> 221 + 111 = 332, the cent left to the larger
+    remainder: 2.22 + 1.11. Their taxes, each line's own in proportion: 201 x 222/1003 = 44.49 -> 0.44,
+    100 x 111/502 = 22.11 -> 0.22. The note is 3.33 + 0.66 = 3.99 (not 3.33 x 1.2 = 4.00: the 5.02 line's tax was
+    rounded down), sent out of band as 3.99; read back before tax at the invoice's 1385/1662 it is ours:
+    399 x 1385/1662 = 332.5 -> 3.33 half-up."""
+    lines = [
+        GatewayLine("Team fee", Decimal("10.03")),
+        GatewayLine("Video minutes", Decimal("5.02")),
+        GatewayLine("Late usage credit", Decimal("-1.20")),
+    ]
+    gateway, http, invoice_id = _taxed("20", lines, card=True)
+    invoice = http.emulator.objects["invoice"][invoice_id]
+    assert (invoice["total_excluding_tax"], invoice["total"], invoice["status"]) == (1385, 1662, "paid")
+    fee, video, _ = (line["id"] for line in invoice["lines"]["data"])
+
+    gateway.credit_note(invoice_id, Decimal("3.33"), "late usage", "cn-2/out-of-band", out_of_band=True)
+
+    (sent,) = _notes_sent(http)
+    assert sent["lines"] == [
+        {"type": "invoice_line_item", "invoice_line_item": fee, "amount": "222"},
+        {"type": "invoice_line_item", "invoice_line_item": video, "amount": "111"},
+    ]
+    assert sent["out_of_band_amount"] == "399"
+    (note,) = http.emulator.objects["credit_note"].values()
+    assert (note["subtotal"], note["total"]) == (333, 399)
+    assert before_tax(Decimal("3.99"), (1662, 1385)) == Decimal("3.33")
+    assert http.emulator.refused_params == []
+
+
+def test_given_a_taxed_invoice_when_a_note_is_sent_again_then_one_note_and_the_same_lines() -> None:
+    """A rerun (the answer lost) finds the note by our metadata: one note, one preview's figures."""
+    gateway, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=True)
+    first = gateway.credit_note(invoice_id, Decimal("4.00"), "late usage", "cn-1/out-of-band", out_of_band=True)
+    again = gateway.credit_note(invoice_id, Decimal("4.00"), "late usage", "cn-1/out-of-band", out_of_band=True)
+    assert first == again
+    assert len(http.emulator.objects["credit_note"]) == 1
+
+
+def test_given_an_untaxed_invoice_when_credited_then_one_custom_line_as_before() -> None:
+    """No tax on the invoice (``total`` equals ``total_excluding_tax``): the note is our amount as one custom line,
+    no preview asked - the request D130 made, unchanged."""
+    gateway, http, invoice_id = _taxed("0", [GatewayLine("Video minutes", Decimal("10.00"))], card=True)
+    gateway.credit_note(invoice_id, Decimal("4.00"), "late usage", "cn-1/out-of-band", out_of_band=True)
+    (sent,) = _notes_sent(http)
+    assert sent["lines"] == [
+        {"type": "custom_line_item", "description": "late usage", "quantity": "1", "unit_amount": "400"}
+    ]
+    assert sent["out_of_band_amount"] == "400"
+    assert not [r for r in http.requests if r.path == "/v1/credit_notes/preview"]
+
+
+def test_given_stripe_tax_then_a_negative_line_is_sent_as_its_amount_and_stripe_taxes_it_negative() -> None:
+    """Problem 2 (D-CR-1): an automatic-tax invoice holding our negative line (account credit carried, a late
+    credit) is sent as it is - ``amount`` -120, no price (a price's ``unit_amount_decimal`` is never negative) - and
+    Stripe Tax taxes it as a negative line (its credit prorations are such lines). 29.00 + 10 % = 31.90, -1.20 ->
+    -0.12: 27.80 + 2.78 = 30.58 charged."""
+    lines = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit", Decimal("-1.20"))]
+    _, http, invoice_id = _taxed("10", lines, card=True)
+    (added,) = [r.params for r in http.requests if r.path.endswith("/add_lines")]
+    credit = added["lines"][1]
+    assert credit["amount"] == "-120"
+    assert "price_data" not in credit
+    invoice = http.emulator.objects["invoice"][invoice_id]
+    assert (invoice["total_excluding_tax"], invoice["total"], invoice["amount_paid"]) == (2780, 3058, 3058)
+    assert http.emulator.refused_params == []
+
+
+def test_given_a_taxed_invoice_when_a_note_asks_more_than_its_lines_hold_then_refused_and_nothing_made() -> None:
+    """10.00 + 10 %: a 10.01 note would credit more than the line holds before tax (Stripe refuses a line credited
+    beyond its amount); refused before any POST (before: a custom line of 10.01 with no tax, under the 11.00 total,
+    made)."""
+    gateway, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=False)
+    with pytest.raises(GatewayRejectedError, match=r"its lines hold 10\.00"):
+        gateway.credit_note(invoice_id, Decimal("10.01"), "late usage", "cn-9")
+    assert _notes_sent(http) == []
+    assert "credit_note" not in http.emulator.objects
