@@ -818,8 +818,55 @@ def test_given_the_alerts_and_operator_checks_roles_then_they_put_no_usage_table
         for s in statements
         if s["Resource"] == USAGE_TABLE and "dynamodb:UpdateItem" in _listed(s["Action"]) and s.get("Condition")
     ]
+    spend = [SPEND_READING] if role_id == "AlertsFunctionRole" else []  # D-PI-2: its other update there
     assert [(_listed(s["Action"]), s["Condition"]) for s in holds] == [
-        (["dynamodb:UpdateItem"], {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}})
+        *spend,
+        (["dynamodb:UpdateItem"], {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}}),
+    ]
+
+
+# D-PI-2: the spend item's reading (DynamoEntitlements.record) - its key, `account_id` and the meter's attribute
+SPEND_WRITES = [
+    "pk",
+    "sk",
+    "account_id",
+    "spend",
+    "allowance_video",
+    "allowance_audio",
+    "allowance_messages",
+    "allowance_data_transfer",
+]
+SPEND_READING = (
+    ["dynamodb:UpdateItem"],
+    {
+        "ForAllValues:StringEquals": {"dynamodb:Attributes": SPEND_WRITES},
+        "StringEqualsIfExists": {"dynamodb:ReturnValues": ["NONE", "UPDATED_OLD", "UPDATED_NEW"]},
+    },
+)
+
+
+def test_given_the_alerts_role_then_its_usage_table_updates_are_all_conditioned_the_spend_reading_on_every_meter(
+    transformed: Transformed,
+) -> None:
+    """D-PI-2: the alerts role's UpdateItem on the usage table was unconditioned (any attribute of any item) for the
+    spend item's reading; the reading's attribute is one per meter of the threshold event - a closed list: each
+    meter's attribute (`attribute_for`) is granted, and no unconditioned update is left."""
+    from typing import get_args  # noqa: PLC0415
+
+    from kilo_billing.contracts import UsageThresholdCrossedV1  # noqa: PLC0415
+    from kilo_billing.entitlement_items import attribute_for  # noqa: PLC0415
+
+    meters = get_args(UsageThresholdCrossedV1.model_fields["meter"].annotation)
+    assert set(meters) == {"video", "audio", "messages", "data_transfer", "budget", "hard_limit"}
+    assert {attribute_for(meter) for meter in meters} | {"pk", "sk", "account_id"} == set(SPEND_WRITES)
+    updates = [
+        s
+        for s in role_statements(transformed, "AlertsFunctionRole")
+        if s["Resource"] == USAGE_TABLE and "dynamodb:UpdateItem" in _listed(s["Action"])
+    ]
+    assert [s.get("Condition") for s in updates] == [
+        SPEND_READING[1],
+        {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}},
     ]
 
 
