@@ -588,6 +588,27 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
     ]
 
 
+def test_given_the_rating_role_then_its_only_events_table_update_marks_a_usage_event_rated(
+    transformed: Transformed,
+) -> None:
+    """D-PI-3: rating's UpdateItem on the events table was unconditioned (a stored event's quantity could be
+    rewritten); its one update there is the mark `SET rated_at`, conditional on the key."""
+    updates = [
+        statement
+        for statement in role_statements(transformed, "RateUsageFunctionRole")
+        if statement["Resource"] == EVENTS_TABLE and "dynamodb:UpdateItem" in _listed(statement["Action"])
+    ]
+    assert [(_listed(s["Action"]), s.get("Condition")) for s in updates] == [
+        (
+            ["dynamodb:UpdateItem"],
+            {
+                "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "rated_at"]},
+                "StringEqualsIfExists": {"dynamodb:ReturnValues": ["NONE", "UPDATED_OLD", "UPDATED_NEW"]},
+            },
+        )
+    ]
+
+
 RECHECK_MARK_WRITES = ["pk", "sk", "status", "queued_at_ms", "recheck_period", "recheck_due_ms"]
 RECHECK_MARK_CONDITION_READS = ["limit_name", "limit", "forecast_day"]  # fb3: the row read, not one replaced since
 
