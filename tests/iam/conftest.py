@@ -9,10 +9,11 @@ nothing), DynamoDB's per-item actions (it checks ``dynamodb:TransactWriteItems``
 where AWS checks ``PutItem``/``UpdateItem``/``DeleteItem``/``ConditionCheckItem`` per item of the transaction) and
 SQS's batch requests (authorized as ``SendMessage``, not ``SendMessageBatch``); its pattern matcher also reads ``?``
 as a regular expression's quantifier, where IAM means one character (the secrets' ``-??????`` suffix), so the
-matcher is replaced by IAM's wildcard rules while a role acts. moto ignores a statement's ``Condition`` too: the tier
-checks one condition key itself, ``dynamodb:Attributes`` (``ForAllValues:StringEquals``) on a ``PutItem`` (alone or in
-a transaction) - the top-level attributes the request names (its item's and its expression's names) must all be in
-the list of some statement granting that put, or the request is refused as AWS refuses it (D394).
+matcher is replaced by IAM's wildcard rules while a role acts. moto cannot evaluate DynamoDB's condition keys either
+(it has no request context for them): the tier evaluates them itself (``tests.iam.conditions``) on every DynamoDB
+request of every role - each item request (one per item of a transaction, per table of a batch) must be granted by
+a statement whose conditions (``dynamodb:LeadingKeys``, ``dynamodb:Attributes``, ``dynamodb:Select``,
+``dynamodb:ReturnValues``) all hold for it, or it is refused and recorded as AWS refuses it (D394, D-PI-1).
 ``authorizations`` below supplies those, as AWS's service authorization reference describes them, for the services
 the functions call (DynamoDB, EventBridge, SQS - moto's own resource, the queue's ARN -, Secrets Manager, SES v2,
 SNS); each (action, resource) pair then goes through moto's own signature check and policy evaluation. An operation
@@ -24,8 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,8 @@ import boto3
 import pytest
 
 from tests.conftest import Stack, _clear_caches
+from tests.iam.conditions import PartitionKeyOf, allowed_by_conditions, item_requests
+from tests.iam.conditions import iam_match as _iam_match
 from tests.infra.conftest import TEMPLATE, Transformed, sam_transform
 from tests.infra.test_generated_iam import role_statements
 
@@ -114,21 +116,6 @@ class Enforcement:
 
     allowed: set[tuple[str, str]] = field(default_factory=set)
     denied: list[tuple[str, str]] = field(default_factory=list)
-    # (action, table ARN, partition key value) of each DynamoDB item request and table Query allowed: what a
-    # `dynamodb:LeadingKeys` condition would be checked against (moto evaluates no DynamoDB condition key)
-    partitions: list[tuple[str, str, str]] = field(default_factory=list)
-
-
-def partition_of(operation: str, body: dict[str, Any]) -> str | None:
-    """The partition key (`pk`) value a DynamoDB request names: an item's key, or a table Query's `pk = :value`."""
-    if "Key" in body:
-        return str(body["Key"]["pk"]["S"])
-    if operation == "Query" and "IndexName" not in body:
-        names = body.get("ExpressionAttributeNames", {})
-        for name, placeholder in re.findall(r"(#?\w+)\s*=\s*(:\w+)", body.get("KeyConditionExpression", "")):
-            if names.get(name, name) == "pk":
-                return str(body["ExpressionAttributeValues"][placeholder]["S"])
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -141,9 +128,12 @@ def role_policy(
     function: str,
     without: set[tuple[str, str]] | None = None,
     extra: list[tuple[str, str]] | None = None,
+    *,
+    conditions: bool = False,
 ) -> dict[str, Any]:
     """The policy document of the function's generated execution role (its statements as deployed); the negative
-    controls take some (action, resource) grants away or add others."""
+    controls take some (action, resource) grants away or add others. Without ``conditions`` the statements' conditions
+    are left out (the document moto evaluates: it has no DynamoDB request context, the tier checks those itself)."""
     removed = without or set()
     statements = []
     for statement in role_statements(transformed, f"{function}Role"):
@@ -152,7 +142,8 @@ def role_policy(
         for action in actions:
             kept = [resource for resource in resources if (action, resource) not in removed]
             if kept:
-                statements.append({"Effect": statement["Effect"], "Action": action, "Resource": kept})
+                condition = {"Condition": statement["Condition"]} if conditions and "Condition" in statement else {}
+                statements.append({"Effect": statement["Effect"], "Action": action, "Resource": kept, **condition})
     statements += [{"Effect": "Allow", "Action": action, "Resource": resource} for action, resource in extra or []]
     return {"Version": "2012-10-17", "Statement": statements}
 
@@ -198,6 +189,7 @@ class Roles:
             RoleArn=iam.get_role(RoleName=name)["Role"]["Arn"], RoleSessionName=function[:64]
         )["Credentials"]
         enforcement = Enforcement()
+        granted = role_policy(self.transformed, function, without, extra, conditions=True)["Statement"]
         saved = {
             key: os.environ.get(key) for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
         }
@@ -218,7 +210,7 @@ class Roles:
                 patch.setattr(
                     handler,
                     "_authenticate_and_authorize_normal_action",
-                    _authorizer(service, enforcement, [*role_statements(self.transformed, f"{function}Role")]),
+                    _authorizer(service, enforcement, granted),
                 )
             patch.setattr(IAMPolicyStatement, "_match", staticmethod(_iam_match))
             patch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
@@ -233,41 +225,34 @@ class Roles:
             assert {key: os.environ.get(key) for key in saved} == saved
 
 
-def _iam_match(pattern: str, value: str) -> re.Match[str] | None:
-    """IAM's wildcards: ``*`` any run of characters, ``?`` exactly one, everything else literal (moto's own matcher
-    turns the pattern into a regular expression as written: ``?`` is then a quantifier, ``.`` any character)."""
-    return re.fullmatch("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), value)
+def _table_arn(handler: Any) -> Callable[[str], str]:
+    def table(name: str) -> str:
+        return (
+            name
+            if name.startswith("arn:")
+            else f"arn:aws:dynamodb:{handler.region}:{handler.current_account}:table/{name}"
+        )
+
+    return table
+
+
+def _partition_key_of(handler: Any) -> PartitionKeyOf:
+    """The partition key attribute of a table or of one of its indexes, as moto holds the table."""
+    from moto.dynamodb.models import dynamodb_backends  # noqa: PLC0415
+
+    def partition_key(name: str, index: str | None) -> str:
+        table = dynamodb_backends[handler.current_account][handler.region].get_table(name.rpartition("/")[2])
+        if index is None:
+            return str(table.hash_key_attr)
+        (schema,) = [i.schema for i in table.indexes + table.global_indexes if i.name == index]
+        return next(str(k["AttributeName"]) for k in schema if k["KeyType"] == "HASH")
+
+    return partition_key
 
 
 def _path(uri: str) -> str:
     parsed = urlparse(uri)
     return parsed.path + (f"?{parsed.query}" if parsed.query else "")
-
-
-def put_attributes(body: dict[str, Any], arn: str) -> list[frozenset[str]]:
-    """The top-level attribute names of each ``PutItem`` a DynamoDB request makes on table ``arn`` (a ``PutItem`` or
-    a transaction's puts): its item's and its expression's names - ``dynamodb:Attributes`` as AWS evaluates it."""
-    puts = [body] if "Item" in body else [entry["Put"] for entry in body.get("TransactItems", []) if "Put" in entry]
-    return [
-        frozenset(put["Item"]) | frozenset(put.get("ExpressionAttributeNames", {}).values())
-        for put in puts
-        if arn.endswith(f"table/{put['TableName']}") or put["TableName"] == arn
-    ]
-
-
-def _attributes_allowed(statements: list[dict[str, Any]], arn: str, body: dict[str, Any]) -> bool:
-    """Whether every put of the request on ``arn`` is within the ``dynamodb:Attributes`` list of some statement
-    granting ``dynamodb:PutItem`` on it (a granting statement without that condition allows any attributes)."""
-    lists: list[frozenset[str] | None] = []
-    for statement in statements:
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        if statement["Effect"] == "Allow" and "dynamodb:PutItem" in actions and arn in resources:
-            listed = statement.get("Condition", {}).get("ForAllValues:StringEquals", {}).get("dynamodb:Attributes")
-            lists.append(None if listed is None else frozenset(listed))
-    return all(
-        any(listed is None or attributes <= listed for listed in lists) for attributes in put_attributes(body, arn)
-    )
 
 
 def _authorizer(service: str, enforcement: Enforcement, statements: list[dict[str, Any]]) -> Any:
@@ -296,12 +281,15 @@ def _authorizer(service: str, enforcement: Enforcement, statements: list[dict[st
             raise JsonRESTError(
                 "AccessDeniedException", f"{service}:{operation} is not mapped by the IAM tier"
             ) from None
+        if service == "dynamodb":
+            for action, arn, context in item_requests(operation, body, _table_arn(handler), _partition_key_of(handler)):
+                if not allowed_by_conditions(statements, action, arn, context):
+                    enforcement.denied.append((f"{service}:{action}", arn))
+                    raise JsonRESTError(
+                        "AccessDeniedException",
+                        f"not authorized to perform: {service}:{action} on resource: {arn} (a condition of the grant)",
+                    )
         for action, arn in needs:
-            if service == "dynamodb" and action == "PutItem" and not _attributes_allowed(statements, arn, body):
-                enforcement.denied.append((f"{service}:{action}", arn))
-                raise JsonRESTError(
-                    "AccessDeniedException", f"not authorized to perform: {service}:{action} on resource: {arn}"
-                )
             request = IAMRequest(
                 account_id=handler.current_account,
                 method=handler.method,
@@ -321,9 +309,6 @@ def _authorizer(service: str, enforcement: Enforcement, statements: list[dict[st
                     raise AccessDeniedError(user_arn="the assumed role", action=f"{service}:{action}") from None
                 raise JsonRESTError("AccessDeniedException", message) from None
             enforcement.allowed.add((f"{service}:{action}", arn))
-            partition = partition_of(operation, body) if service == "dynamodb" else None
-            if partition is not None:
-                enforcement.partitions.append((f"{service}:{action}", arn, partition))
 
     return authorize
 

@@ -114,3 +114,35 @@ def test_given_one_grant_taken_from_rating_s_role_then_the_same_run_is_refused_o
     assert removed in denied
     assert set(denied) == {removed}
     assert any(failed)
+
+
+def test_given_a_usage_event_rated_under_the_role_then_it_is_marked_rated_and_nothing_else_of_it_may_change(
+    stack: Stack, roles: Roles, lambda_context: LambdaContext
+) -> None:
+    """D-PI-3: rating's one write to the events table marks a usage event rated (`SET rated_at`, conditional on its
+    key); its grant names those attributes only, so the stored event's quantity cannot be rewritten by the role."""
+    import boto3  # noqa: PLC0415
+    import botocore.exceptions  # noqa: PLC0415
+
+    from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
+    from tests.integration.test_rating_stream import _report_messages  # noqa: PLC0415
+
+    _report_messages(stack, lambda_context, account=ACCOUNT, quantity=1200)  # ingest: full permissions
+    records = Lambda(stack).poll()
+    assert len(records) == 1
+    (event,) = stack.table_items("EventsTable")
+    with roles.acting_as(FUNCTION) as enforcement:
+        assert lambda_handler({"Records": records}, lambda_context) == {"batchItemFailures": []}
+        with pytest.raises(botocore.exceptions.ClientError) as rewriting:
+            boto3.client("dynamodb").update_item(
+                TableName=EVENTS_TABLE.rsplit("/", 1)[1],
+                Key={"pk": event["pk"], "sk": event["sk"]},
+                UpdateExpression="SET quantity = :q",
+                ExpressionAttributeValues={":q": {"N": "1"}},
+            )
+    assert rewriting.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert ("dynamodb:UpdateItem", EVENTS_TABLE) in enforcement.allowed  # the mark
+    assert enforcement.denied == [("dynamodb:UpdateItem", EVENTS_TABLE)]  # the rewrite only
+    assert aggregate(stack, ACCOUNT, "2026-11") == {"messages": 1200}
+    (marked,) = stack.table_items("EventsTable")
+    assert ("rated_at" in marked, marked["quantity"]) == (True, event["quantity"])

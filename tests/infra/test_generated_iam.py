@@ -588,6 +588,27 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
     ]
 
 
+def test_given_the_rating_role_then_its_only_events_table_update_marks_a_usage_event_rated(
+    transformed: Transformed,
+) -> None:
+    """D-PI-3: rating's UpdateItem on the events table was unconditioned (a stored event's quantity could be
+    rewritten); its one update there is the mark `SET rated_at`, conditional on the key."""
+    updates = [
+        statement
+        for statement in role_statements(transformed, "RateUsageFunctionRole")
+        if statement["Resource"] == EVENTS_TABLE and "dynamodb:UpdateItem" in _listed(statement["Action"])
+    ]
+    assert [(_listed(s["Action"]), s.get("Condition")) for s in updates] == [
+        (
+            ["dynamodb:UpdateItem"],
+            {
+                "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "rated_at"]},
+                "StringEqualsIfExists": {"dynamodb:ReturnValues": ["NONE", "UPDATED_OLD", "UPDATED_NEW"]},
+            },
+        )
+    ]
+
+
 RECHECK_MARK_WRITES = ["pk", "sk", "status", "queued_at_ms", "recheck_period", "recheck_due_ms"]
 RECHECK_MARK_CONDITION_READS = ["limit_name", "limit", "forecast_day"]  # fb3: the row read, not one replaced since
 
@@ -818,8 +839,55 @@ def test_given_the_alerts_and_operator_checks_roles_then_they_put_no_usage_table
         for s in statements
         if s["Resource"] == USAGE_TABLE and "dynamodb:UpdateItem" in _listed(s["Action"]) and s.get("Condition")
     ]
+    spend = [SPEND_READING] if role_id == "AlertsFunctionRole" else []  # D-PI-2: its other update there
     assert [(_listed(s["Action"]), s["Condition"]) for s in holds] == [
-        (["dynamodb:UpdateItem"], {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}})
+        *spend,
+        (["dynamodb:UpdateItem"], {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}}),
+    ]
+
+
+# D-PI-2: the spend item's reading (DynamoEntitlements.record) - its key, `account_id` and the meter's attribute
+SPEND_WRITES = [
+    "pk",
+    "sk",
+    "account_id",
+    "spend",
+    "allowance_video",
+    "allowance_audio",
+    "allowance_messages",
+    "allowance_data_transfer",
+]
+SPEND_READING = (
+    ["dynamodb:UpdateItem"],
+    {
+        "ForAllValues:StringEquals": {"dynamodb:Attributes": SPEND_WRITES},
+        "StringEqualsIfExists": {"dynamodb:ReturnValues": ["NONE", "UPDATED_OLD", "UPDATED_NEW"]},
+    },
+)
+
+
+def test_given_the_alerts_role_then_its_usage_table_updates_are_all_conditioned_the_spend_reading_on_every_meter(
+    transformed: Transformed,
+) -> None:
+    """D-PI-2: the alerts role's UpdateItem on the usage table was unconditioned (any attribute of any item) for the
+    spend item's reading; the reading's attribute is one per meter of the threshold event - a closed list: each
+    meter's attribute (`attribute_for`) is granted, and no unconditioned update is left."""
+    from typing import get_args  # noqa: PLC0415
+
+    from kilo_billing.contracts import UsageThresholdCrossedV1  # noqa: PLC0415
+    from kilo_billing.entitlement_items import attribute_for  # noqa: PLC0415
+
+    meters = get_args(UsageThresholdCrossedV1.model_fields["meter"].annotation)
+    assert set(meters) == {"video", "audio", "messages", "data_transfer", "budget", "hard_limit"}
+    assert {attribute_for(meter) for meter in meters} | {"pk", "sk", "account_id"} == set(SPEND_WRITES)
+    updates = [
+        s
+        for s in role_statements(transformed, "AlertsFunctionRole")
+        if s["Resource"] == USAGE_TABLE and "dynamodb:UpdateItem" in _listed(s["Action"])
+    ]
+    assert [s.get("Condition") for s in updates] == [
+        SPEND_READING[1],
+        {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}},
     ]
 
 
