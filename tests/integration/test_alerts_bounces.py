@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
-from tests.conftest import LambdaContext, Stack, _clear_caches
+from kilo_alerts.model import Channel, Outcome, Reason
+from tests.conftest import AlertsStack, LambdaContext, Stack, _clear_caches
+from tests.integration.test_alerts_delivery import publish, records, register, run
 from tests.integration.test_ingest_livekit import metrics_in
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ses"
@@ -105,3 +107,116 @@ def test_given_ses_validating_the_topic_then_its_message_is_acknowledged_and_onl
     assert lambda_handler(event, LambdaContext()) == {"batchItemFailures": [{"itemIdentifier": "m-2"}]}
     assert metrics_in(capsys.readouterr().out).get("EmailsMarkedUndeliverable") is None
     assert mark(bounces) is None
+
+
+# ``kilo-delivery`` of the 80 % video alert of 2026-11: base64url, unpadded, of "2026-11#allowance_threshold#video:80"
+# (worked with the standard library's base64, not our encoder)
+DELIVERY_80: Final = "MjAyNi0xMSNhbGxvd2FuY2VfdGhyZXNob2xkI3ZpZGVvOjgw"
+
+
+def _report_of(fixture: str, message_id: str, delivery: str = DELIVERY_80, **bounce: str) -> str:
+    """AWS's example report, about the email SES took as ``message_id`` and tagged as our SendEmail tags it."""
+    report = json.loads((FIXTURES / fixture).read_text())
+    report["mail"]["messageId"] = message_id
+    report["mail"]["tags"]["kilo-delivery"] = [delivery]
+    report.get("bounce", {}).update(bounce)
+    return json.dumps(report)
+
+
+def test_given_the_first_email_to_an_address_bounces_then_its_own_record_becomes_undeliverable_once(
+    alerts_stack: AlertsStack, bounces: Stack
+) -> None:
+    """D-AL-1: the first email to an address SES takes (recorded ``sent``, its message id kept apart on the record)
+    and reports bounced for good afterwards: the bounce handler turns that record undeliverable (``bounced``), found
+    by the email's ``kilo-delivery`` tag and checked by SES's message id - a report naming another email's id changes
+    nothing, nor does the same report redelivered."""
+    from kilo_alerts.adapters import DynamoDeliveryLedger  # noqa: PLC0415
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+
+    register(alerts_stack, "acct_1", name="Ada", email="recipient@example.com")
+    publish(alerts_stack, "acct_1", "video", 80, "48000", "60000")
+    assert run(alerts_stack) == {"batchItemFailures": []}
+    [mail] = alerts_stack.sent_mail()
+    sent = records(alerts_stack, "acct_1")["email"]
+    assert (sent["status"], sent["detail"], sent["message_id"]) == ("sent", mail.id, mail.id)
+
+    # a report of another email SES took (an id not this record's): the record is left as it is
+    other = _report_of("bounce_permanent.json", "another-email")
+    assert lambda_handler({"Records": [record(other, "m-0")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert records(alerts_stack, "acct_1")["email"] == sent
+
+    report = _report_of("bounce_permanent.json", mail.id)
+    assert lambda_handler({"Records": [record(report, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    bounced = records(alerts_stack, "acct_1")["email"]
+    assert (bounced["status"], bounced["reason"]) == ("undeliverable", "bounced")
+    assert bounced["detail"] == (
+        "undeliverable: the address bounced for good or complained (bounce: Permanent/General 5.1.1); "
+        f"SES took it as {mail.id}, then it bounced"
+    )
+    assert {k: v for k, v in bounced.items() if k not in ("status", "reason", "detail")} == {
+        k: v for k, v in sent.items() if k not in ("status", "reason", "detail")
+    }
+    ledger = DynamoDeliveryLedger(
+        alerts_stack.stack.clients["dynamodb"], alerts_stack.stack.template.physical_name("AlertsTable")
+    )
+    [email] = [d for d in ledger.deliveries("acct_1", "2026-11") if d.channel is Channel.EMAIL]
+    assert (email.outcome, email.reason) == (Outcome.UNDELIVERABLE, Reason.BOUNCED)
+
+    assert lambda_handler({"Records": [record(report, "m-2")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert records(alerts_stack, "acct_1")["email"] == bounced
+
+
+def test_given_a_complaint_about_an_email_then_its_record_stays_sent_since_it_reached_the_mailbox(
+    alerts_stack: AlertsStack, bounces: Stack
+) -> None:
+    """D-AL-1: a complaint marks the address (D400) but the email it is about was delivered: its record stays
+    ``sent``."""
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+
+    register(alerts_stack, "acct_1", name="Ada", email="recipient@example.com")
+    publish(alerts_stack, "acct_1", "video", 80, "48000", "60000")
+    assert run(alerts_stack) == {"batchItemFailures": []}
+    [mail] = alerts_stack.sent_mail()
+    sent = records(alerts_stack, "acct_1")["email"]
+
+    complaint = _report_of("complaint.json", mail.id)
+    assert lambda_handler({"Records": [record(complaint, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert records(alerts_stack, "acct_1")["email"] == sent
+    assert mark(bounces) is not None
+
+
+def test_given_a_bounce_mark_30_days_old_then_a_new_permanent_bounce_replaces_it_and_a_younger_one_does_not(
+    bounces: Stack,
+) -> None:
+    """D-AL-2: a bounce's mark acts 30 days; a permanent bounce reported once it has lapsed marks the address again
+    (counted new), one reported before is a no-op. Times by hand: the example's 2017-08-05T00:41:02.669Z is
+    1501893662669 ms; 30 days later, 2017-09-04T00:41:02.669Z, is 1501893662669 + 2592000000 = 1504485662669."""
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+
+    first = (FIXTURES / "bounce_permanent.json").read_text()
+    assert lambda_handler({"Records": [record(first, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    younger = _report_of("bounce_permanent.json", "m", timestamp="2017-09-04T00:41:02.668Z")
+    assert lambda_handler({"Records": [record(younger, "m-2")]}, LambdaContext()) == {"batchItemFailures": []}
+    kept = mark(bounces)
+    assert kept is not None
+    assert kept["at_ms"] == {"N": "1501893662669"}
+
+    lapsed = _report_of("bounce_permanent.json", "m", timestamp="2017-09-04T00:41:02.669Z")
+    assert lambda_handler({"Records": [record(lapsed, "m-3")]}, LambdaContext()) == {"batchItemFailures": []}
+    again = mark(bounces)
+    assert again is not None
+    assert (again["why"], again["at_ms"]) == ({"S": "bounce"}, {"N": "1504485662669"})
+
+
+def test_given_a_complaint_mark_a_year_old_then_a_later_bounce_keeps_it(bounces: Stack) -> None:
+    """D-AL-2: a complaint's mark does not lapse: a bounce reported a year later (2018-08-05) leaves it."""
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+
+    complaint = (FIXTURES / "complaint.json").read_text()
+    assert lambda_handler({"Records": [record(complaint, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    before = mark(bounces)
+    later = _report_of("bounce_permanent.json", "m", timestamp="2018-08-05T00:41:02.669Z")
+    assert lambda_handler({"Records": [record(later, "m-2")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert mark(bounces) == before
+    assert before is not None
+    assert before["why"] == {"S": "complaint"}

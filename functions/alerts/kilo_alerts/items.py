@@ -53,6 +53,8 @@ def expires_at(at_ms: int) -> int:
 
 def delivery_to_item(delivery: Delivery) -> Item:
     reason = {"reason": delivery.reason.value} if delivery.reason is not None else {}
+    if delivery.message_id:  # a sent email's: its bounce turns this record undeliverable (D-AL-1)
+        reason["message_id"] = delivery.message_id
     return to_item(
         {
             **reason,
@@ -90,6 +92,7 @@ def delivery_from_item(item: Mapping[str, Any]) -> Delivery:
         event_id=str(values.get("event_id", "")),
         attempts=int(values.get("attempts", 1)),
         reason=_reason(values),
+        message_id=str(values.get("message_id", "")),
     )
 
 

@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
 
-from kilo_alerts.bounces import mark_key
+from kilo_alerts.bounces import delivery_tag, mark_key
 from kilo_alerts.catalogue import (
     CATALOGUE,
     alert_from_event,
@@ -498,7 +498,7 @@ def _email_sent(
         marked = ledger.email_mark(pending.account_id, mark_key(pending.account_id, address))  # casefolded: as marked
     except MarkUnreadError as exc:  # holds no alert back, like the suppression check: sent, the record says so
         marked, unchecked = None, pseudonymised_in(pending.account_id, f"; the bounce mark not checked: {exc}", address)
-    if marked is not None:
+    if marked is not None and marked.acts(pending.at_ms):  # a bounce's mark lapses after 30 days (D-AL-2)
         bounced = pending.because(Reason.BOUNCED, Outcome.UNDELIVERABLE)
         return replace(bounced, detail=f"{bounced.detail} ({marked})")
     if pending.kind in REQUIRED_ALERT_KINDS:
@@ -511,7 +511,11 @@ def _email_sent(
             if why is not None:
                 suppressed = pending.because(Reason.SUPPRESSED, Outcome.UNDELIVERABLE)
                 return replace(suppressed, detail=f"{suppressed.detail} ({why})")
-    sent = _attempt(pending, lambda: mailer.send(address, *_email(rendered), account_id=pending.account_id), address)
+    tag = delivery_tag(pending.period, pending.kind, pending.key)  # its bounce finds this record (D-AL-1)
+    send = lambda: mailer.send(address, *_email(rendered), account_id=pending.account_id, delivery=tag)  # noqa: E731
+    sent = _attempt(pending, send, address)
+    if sent.outcome is Outcome.SENT:
+        sent = replace(sent, message_id=sent.detail)
     if unchecked and sent.outcome is Outcome.SENT:  # sent without knowing: the record says so
         return replace(sent, detail=f"{sent.detail}{unchecked}")
     return sent

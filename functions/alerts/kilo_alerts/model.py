@@ -100,6 +100,8 @@ class Delivery:
     event_id: str = ""
     attempts: int = 1
     reason: Reason | None = None  # what code reads of the decision (its detail is for people)
+    # the provider's id of a sent email, kept apart from the detail: SES's later bounce finds the record by it (D-AL-1)
+    message_id: str = ""
 
     def because(self, reason: Reason, outcome: Outcome) -> Delivery:
         """This delivery decided ``outcome`` for ``reason``, its detail the reason's text."""
