@@ -114,7 +114,7 @@ def test_given_ses_validating_the_topic_then_its_message_is_acknowledged_and_onl
 DELIVERY_80: Final = "MjAyNi0xMSNhbGxvd2FuY2VfdGhyZXNob2xkI3ZpZGVvOjgw"
 
 
-def _report_of(fixture: str, message_id: str, delivery: str = DELIVERY_80, **bounce: str) -> str:
+def report_of(fixture: str, message_id: str, delivery: str = DELIVERY_80, **bounce: str) -> str:
     """AWS's example report, about the email SES took as ``message_id`` and tagged as our SendEmail tags it."""
     report = json.loads((FIXTURES / fixture).read_text())
     report["mail"]["messageId"] = message_id
@@ -141,11 +141,11 @@ def test_given_the_first_email_to_an_address_bounces_then_its_own_record_becomes
     assert (sent["status"], sent["detail"], sent["message_id"]) == ("sent", mail.id, mail.id)
 
     # a report of another email SES took (an id not this record's): the record is left as it is
-    other = _report_of("bounce_permanent.json", "another-email")
+    other = report_of("bounce_permanent.json", "another-email")
     assert lambda_handler({"Records": [record(other, "m-0")]}, LambdaContext()) == {"batchItemFailures": []}
     assert records(alerts_stack, "acct_1")["email"] == sent
 
-    report = _report_of("bounce_permanent.json", mail.id)
+    report = report_of("bounce_permanent.json", mail.id)
     assert lambda_handler({"Records": [record(report, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
     bounced = records(alerts_stack, "acct_1")["email"]
     assert (bounced["status"], bounced["reason"]) == ("undeliverable", "bounced")
@@ -179,7 +179,7 @@ def test_given_a_complaint_about_an_email_then_its_record_stays_sent_since_it_re
     [mail] = alerts_stack.sent_mail()
     sent = records(alerts_stack, "acct_1")["email"]
 
-    complaint = _report_of("complaint.json", mail.id)
+    complaint = report_of("complaint.json", mail.id)
     assert lambda_handler({"Records": [record(complaint, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
     assert records(alerts_stack, "acct_1")["email"] == sent
     assert mark(bounces) is not None
@@ -195,13 +195,13 @@ def test_given_a_bounce_mark_30_days_old_then_a_new_permanent_bounce_replaces_it
 
     first = (FIXTURES / "bounce_permanent.json").read_text()
     assert lambda_handler({"Records": [record(first, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
-    younger = _report_of("bounce_permanent.json", "m", timestamp="2017-09-04T00:41:02.668Z")
+    younger = report_of("bounce_permanent.json", "m", timestamp="2017-09-04T00:41:02.668Z")
     assert lambda_handler({"Records": [record(younger, "m-2")]}, LambdaContext()) == {"batchItemFailures": []}
     kept = mark(bounces)
     assert kept is not None
     assert kept["at_ms"] == {"N": "1501893662669"}
 
-    lapsed = _report_of("bounce_permanent.json", "m", timestamp="2017-09-04T00:41:02.669Z")
+    lapsed = report_of("bounce_permanent.json", "m", timestamp="2017-09-04T00:41:02.669Z")
     assert lambda_handler({"Records": [record(lapsed, "m-3")]}, LambdaContext()) == {"batchItemFailures": []}
     again = mark(bounces)
     assert again is not None
@@ -215,7 +215,7 @@ def test_given_a_complaint_mark_a_year_old_then_a_later_bounce_keeps_it(bounces:
     complaint = (FIXTURES / "complaint.json").read_text()
     assert lambda_handler({"Records": [record(complaint, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
     before = mark(bounces)
-    later = _report_of("bounce_permanent.json", "m", timestamp="2018-08-05T00:41:02.669Z")
+    later = report_of("bounce_permanent.json", "m", timestamp="2018-08-05T00:41:02.669Z")
     assert lambda_handler({"Records": [record(later, "m-2")]}, LambdaContext()) == {"batchItemFailures": []}
     assert mark(bounces) == before
     assert before is not None
