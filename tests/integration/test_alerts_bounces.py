@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import boto3
 import pytest
 
 from kilo_alerts.model import Channel, Outcome, Reason
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.contracts import SOURCE_INVOICING, PaymentFailedV1
+from kilo_billing.publisher import EventBridgePublisher
+from kilo_billing.rating import TierChange
 from tests.conftest import AlertsStack, LambdaContext, Stack, _clear_caches
 from tests.integration.test_alerts_delivery import publish, records, register, run
 from tests.integration.test_ingest_livekit import metrics_in
@@ -220,3 +227,70 @@ def test_given_a_complaint_mark_a_year_old_then_a_later_bounce_keeps_it(bounces:
     assert mark(bounces) == before
     assert before is not None
     assert before["why"] == {"S": "complaint"}
+
+
+# ``kilo-delivery`` of acct_p's failed-payment alert: base64url("2026-11#payment_failed#payment-failed:evt_acct_p")
+DELIVERY_PAYMENT: Final = "MjAyNi0xMSNwYXltZW50X2ZhaWxlZCNwYXltZW50LWZhaWxlZDpldnRfYWNjdF9w"
+
+
+def test_given_a_required_alerts_first_email_bounces_then_its_event_comes_back_and_one_sms_goes_instead(
+    alerts_stack: AlertsStack, bounces: Stack
+) -> None:
+    """D-AL-1: a failed payment (a required alert, D180) the account chose email alone for, with a verified number:
+    the email is sent, the SMS skipped as not chosen. SES reports the email bounced for good: the bounce handler
+    makes the email's record undeliverable, reopens the SMS's and sends the event back to the alerts queue; its
+    redelivery texts the verified number instead, as a later alert to the marked address would (D400). The report
+    redelivered, and the event handled again, send nothing more."""
+    from kilo_alerts.bounce_handler import lambda_handler as bounce_handler  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    directory = DynamoAccountDirectory(
+        alerts_stack.stack.clients["dynamodb"], alerts_stack.stack.template.physical_name("UsageTable")
+    )
+    directory.register(
+        AccountProfile(
+            "acct_p", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), name="Ada",
+            email="recipient@example.com", phone="+14155550123", phone_verified=True,
+            alert_preferences=(("payment_failed", ("email",)),),
+        )
+    )  # fmt: skip
+    event = PaymentFailedV1(
+        event_id="payment-failed:evt_acct_p", account_id="acct_p", invoice_id="in_9", total="29",
+        reason="payment_failed", hosted_url="", occurred_at="2026-11-03T09:00:00+00:00",
+    )  # fmt: skip
+    bus = alerts_stack.stack.template.physical_name("BillingEventBus")
+    EventBridgePublisher(boto3.client("events"), bus, SOURCE_INVOICING).publish(event.DETAIL_TYPE, event.model_dump())
+    assert lambda_handler(alerts_stack.sqs_event(), LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    [mail] = alerts_stack.sent_mail()
+    first = records(alerts_stack, "acct_p")
+    assert (first["email"]["status"], first["sms"]["status"], first["sms"]["detail"]) == (
+        "sent",
+        "skipped",
+        "not chosen for this alert",
+    )
+    assert alerts_stack.sent_sms() == []
+
+    report = report_of("bounce_permanent.json", mail.id, DELIVERY_PAYMENT)
+    report = report.replace('"kilo-account": ["YWNjdF8x"]', '"kilo-account": ["YWNjdF9w"]')  # acct_p, by hand
+    assert bounce_handler({"Records": [record(report, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert bounce_handler({"Records": [record(report, "m-2")]}, LambdaContext()) == {"batchItemFailures": []}
+
+    again = alerts_stack.sqs_event()
+    assert len(again["Records"]) == 1, "the event was not sent back once"
+    assert lambda_handler(again, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert lambda_handler(again, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}  # redelivered
+
+    assert len(alerts_stack.sent_mail()) == 1  # no second email to the bounced address
+    [(phone, sms)] = [(phone, text) for phone, text, *_ in alerts_stack.sent_sms()]
+    assert (phone, sms) == (
+        "+14155550123",
+        "Kilo: your payment of $29.00 was declined. Pay the invoice or update your card in your Kilo dashboard. "
+        "Reply STOP to opt out",
+    )
+    after = records(alerts_stack, "acct_p")
+    assert (after["email"]["status"], after["email"]["reason"]) == ("undeliverable", "bounced")
+    assert "replay" not in after["email"]
+    assert after["sms"]["status"] == "sent"
+    assert str(after["sms"]["detail"]).endswith(
+        "; sent instead of the email: the address bounced for good or complained"
+    )

@@ -113,10 +113,19 @@ def test_given_a_bounce_naming_the_address_with_capitals_then_its_mark_is_keyed_
             marked.append((account_id, recipient))
             return True
 
-        def bounce_delivery(self, account_id: str, delivery: str, message_id: str, detail: str) -> bool:
+        def bounce_delivery(self, account_id: str, delivery: str, message_id: str, detail: str) -> str | None:
             raise AssertionError("the example carries no delivery tag")
 
-    mark_reported(json.dumps(record), Marks())
+        def reopen_sms(self, account_id: str, delivery: str) -> bool:
+            raise AssertionError("the example carries no delivery tag")
+
+        def replayed(self, account_id: str, delivery: str) -> None:
+            raise AssertionError("the example carries no delivery tag")
+
+    def replay(body: str) -> None:
+        raise AssertionError("the example carries no delivery tag")
+
+    mark_reported(json.dumps(record), Marks(), replay)
 
     key = "erased-" + hashlib.sha256(b"acct_1\x00recipient@example.com").hexdigest()[:16]
     assert marked == [("acct_1", key)]

@@ -27,7 +27,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 def _record(record: SQSRecord) -> None:
     try:
-        marked = mark_reported(record.body, dependencies.bounce_marks())
+        marked = mark_reported(record.body, dependencies.bounce_marks(), dependencies.bounce_replay())
     except BounceRecordError as exc:
         logger.error("not an SES report of an alert email; left to the dead-letter queue", extra={"reason": str(exc)})
         raise

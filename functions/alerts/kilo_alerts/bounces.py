@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -184,29 +184,48 @@ class EmailMarks(Protocol):
 
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool: ...
 
-    def bounce_delivery(self, account_id: str, delivery: str, message_id: str, detail: str) -> bool:
+    def bounce_delivery(self, account_id: str, delivery: str, message_id: str, detail: str) -> str | None:
         """The email record ``delivery`` (``<period>#<kind>#<key>``) of the account, when it is still ``sent`` as
-        ``message_id``, made undeliverable (``Reason.BOUNCED``, ``detail``); false otherwise (done before, another
-        email's id, no such record)."""
+        ``message_id`` (or bounced with its event not sent again yet), made undeliverable (``Reason.BOUNCED``,
+        ``detail``): the required alert's event it keeps (``""`` for any other alert); ``None`` when nothing was
+        changed (done before, another email's id, no such record)."""
+        ...
+
+    def reopen_sms(self, account_id: str, delivery: str) -> bool:
+        """The alert's SMS record, when skipped as not chosen, deleted: the event's redelivery claims it again."""
+        ...
+
+    def replayed(self, account_id: str, delivery: str) -> None:
+        """The email record's event is sent again: forgotten, so a redelivered report does nothing more."""
         ...
 
 
-def mark_reported(body: str, marks: EmailMarks) -> list[tuple[Undeliverable, bool, bool]]:
+def mark_reported(
+    body: str, marks: EmailMarks, replay: Callable[[str], None]
+) -> list[tuple[Undeliverable, bool, bool]]:
     """Mark each address SES's record in ``body`` reports undeliverable, by its ``mark_key`` (a pseudonym of the
     address casefolded: the table keeps no address, D203); with whether it was new (a redelivered report marks
     nothing again) and whether the bounced email's own delivery record, ``sent`` until now, was made undeliverable
-    (D-AL-1: a complaint's email reached the mailbox, its record stays). ``BounceRecordError`` when the body is not a
-    record of ours; nothing for SES's validation of the topic (``TOPIC_VALIDATED``)."""
+    (D-AL-1: a complaint's email reached the mailbox, its record stays). A required alert's (D180) email bounced:
+    its SMS record, skipped as not chosen, is reopened and its event sent again (``replay``: to the alerts queue),
+    whose redelivery texts the verified number instead, as for a later alert to the marked address (D400).
+    ``BounceRecordError`` when the body is not a record of ours; nothing for SES's validation of the topic
+    (``TOPIC_VALIDATED``)."""
     if body == TOPIC_VALIDATED:
         return []
     return [
         (found, marks.mark_email(found.account_id, mark_key(found.account_id, found.address), found.why,
-                                 found.detail, found.at_ms), _bounced(found, marks))
+                                 found.detail, found.at_ms), _bounced(found, marks, replay))
         for found in undeliverable(ses_record(body))
     ]  # fmt: skip
 
 
-def _bounced(found: Undeliverable, marks: EmailMarks) -> bool:
+def _bounced(found: Undeliverable, marks: EmailMarks, replay: Callable[[str], None]) -> bool:
     if found.why != BOUNCE or not found.delivery or not found.message_id:
         return False
-    return marks.bounce_delivery(found.account_id, found.delivery, found.message_id, f"{found.why}: {found.detail}")
+    event = marks.bounce_delivery(found.account_id, found.delivery, found.message_id, f"{found.why}: {found.detail}")
+    if event:  # in this order, each step again at a redelivered report until the last is done
+        marks.reopen_sms(found.account_id, found.delivery)
+        replay(event)
+        marks.replayed(found.account_id, found.delivery)
+    return event is not None

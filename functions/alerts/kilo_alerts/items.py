@@ -55,6 +55,8 @@ def delivery_to_item(delivery: Delivery) -> Item:
     reason = {"reason": delivery.reason.value} if delivery.reason is not None else {}
     if delivery.message_id:  # a sent email's: its bounce turns this record undeliverable (D-AL-1)
         reason["message_id"] = delivery.message_id
+    if delivery.replay and delivery.outcome is Outcome.SENT:  # a required alert's event: sent again at its bounce
+        reason["replay"] = delivery.replay
     return to_item(
         {
             **reason,
@@ -93,6 +95,7 @@ def delivery_from_item(item: Mapping[str, Any]) -> Delivery:
         attempts=int(values.get("attempts", 1)),
         reason=_reason(values),
         message_id=str(values.get("message_id", "")),
+        replay=str(values.get("replay", "")),
     )
 
 
