@@ -1,6 +1,7 @@
 """Records in the alerts table, kept ``RECORD_TTL_DAYS``:
 - deliveries ``ACCOUNT#<id>`` / ``DELIVERY#<period>#<kind>#<key>#<channel>``, one item per channel of an alert
-  occurrence (the claim, then the outcome);
+  occurrence (the claim, then the outcome); a sent email's keeps SES's ``message_id``, a required alert's also its
+  event (``replay``) until its bounce sent it again (D-AL-1);
 - enforcement actions ``ACCOUNT#<id>`` / ``ENFORCEMENT#<period>@<hard limit>#<action>#<room>#<pseudonym>`` (the
   claim, then the outcome; records written before the limit was kept have ``ENFORCEMENT#<period>#...``; the
   participant by the pseudonym of its identity, D214 - records written before name the identity, and the
