@@ -294,3 +294,24 @@ def test_given_a_required_alerts_first_email_bounces_then_its_event_comes_back_a
     assert str(after["sms"]["detail"]).endswith(
         "; sent instead of the email: the address bounced for good or complained"
     )
+
+
+def test_given_a_marked_address_then_the_operator_clears_its_mark_by_the_cli_and_a_second_clear_finds_none(
+    bounces: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D-AL-2: ``kilo-billing alerts clear-mark ACCOUNT ADDRESS`` deletes the mark the bounce handler wrote (the
+    address as the account spells it, capitals and all: the key is the pseudonym of it casefolded, ``REF`` by hand)."""
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    body = (FIXTURES / "bounce_permanent.json").read_text()
+    assert lambda_handler({"Records": [record(body, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert mark(bounces) is not None
+    table = bounces.template.physical_name("AlertsTable")
+    capsys.readouterr()
+
+    assert main(["alerts", "clear-mark", "acct_1", "Recipient@Example.com", "--alerts-table", table]) == 0
+    assert mark(bounces) is None
+    assert "the address's mark cleared" in capsys.readouterr().out
+    assert main(["alerts", "clear-mark", "acct_1", "Recipient@Example.com", "--alerts-table", table]) == 0
+    assert "the address has no mark" in capsys.readouterr().out
