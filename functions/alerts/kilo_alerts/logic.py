@@ -744,7 +744,8 @@ def _deliver(
 
 def _replay(detail_type: str, detail: Mapping[str, Any]) -> str:
     """The event as the alerts queue carries it (what the handler reads of EventBridge's envelope)."""
-    return json.dumps({"detail-type": detail_type, "detail": dict(detail)}, sort_keys=True, separators=(",", ":"))
+    event = {"detail-type": detail_type, "detail": dict(detail)}
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), default=str)  # a Decimal built in code: as text
 
 
 def _step(detail: Mapping[str, Any]) -> tuple[str, str, str]:
