@@ -84,7 +84,7 @@ def account_from_tag(value: str, tag: str = ACCOUNT_TAG) -> str:
     try:
         return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise BounceRecordError(f"the {tag} tag is not an account: {exc}") from exc
+        raise BounceRecordError(f"the {tag} tag is not ours (not base64 text): {exc}") from exc
 
 
 def ses_record(body: str) -> Mapping[str, Any]:
