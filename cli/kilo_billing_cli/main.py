@@ -60,7 +60,7 @@ from kilo_billing.periods import Period
 from kilo_billing.projections import Projection, ProjectionError, project_revenue
 from kilo_billing.publisher import PublishError
 from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_period
-from kilo_billing_cli import accounts, arguments, bus, crypto, invoices, preview, replay, reports
+from kilo_billing_cli import accounts, alerts, arguments, bus, crypto, invoices, preview, replay, reports
 from kilo_billing_cli.arguments import whole_number
 from kilo_billing_cli.console import make_console
 from kilo_billing_cli.invoices import EXIT_UNAVAILABLE  # one code for a service unavailable (the module docstring)
@@ -387,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reports.add_parser(sub)
     crypto.add_parser(sub)
+    alerts.add_parser(sub)
     return parser
 
 
@@ -544,6 +545,9 @@ def _emit_profile(console: Console, profile: dict[str, object], as_json: bool) -
     console.print(f"progressive billing threshold: {profile['progressive_threshold_usd'] or 'off'}")
 
 
+_RUNS: dict[str, Callable[[argparse.Namespace, Catalog], int]] = {"report": reports.run, "alerts": alerts.run}
+
+
 def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -582,8 +586,8 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
             return preview.run(args, catalog)
         elif args.command == "invoice":
             invoices.run(args, console)
-        elif args.command == "report":
-            return reports.run(args, catalog)
+        elif args.command in _RUNS:  # each prints its own output and answers its exit code
+            return _RUNS[args.command](args, catalog)
         elif args.command == "crypto":
             crypto.run(args, console)
         else:

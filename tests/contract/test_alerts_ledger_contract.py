@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from kilo_alerts.bounces import EmailMark
 from kilo_alerts.model import Channel, Delivery, Held, Outcome, Reason
 from kilo_alerts.ports import ClaimHeldError, DeliveryLedger, OperatorLedger
 from tests.conftest import Stack
@@ -210,7 +211,32 @@ def test_given_an_address_marked_undeliverable_then_it_reads_back_and_a_second_r
     assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is True
     assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "complaint", "abuse", T0 + 1) is False
 
-    assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") == "bounce: Permanent/General 5.1.1"
+    assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") == EmailMark("bounce", "Permanent/General 5.1.1", T0)
     assert ledger.email_mark("org:7@x", "erased-fedcba9876543210") is None  # another address of the account
     assert ledger.email_mark("org:8", "erased-0123456789abcdef") is None  # another account
     assert ledger.deliveries("org:7@x") == []  # not a delivery record
+
+
+def test_given_a_bounce_mark_lapsed_then_a_new_bounce_replaces_it_and_a_complaint_mark_never_lapses(
+    ledger: DeliveryLedger,
+) -> None:
+    """D-AL-2: a bounce's mark acts 30 days (2,592,000,000 ms): a report 1 ms short of that keeps it, one at 30 days
+    replaces it; a complaint's mark is kept by a bounce a year (31,536,000,000 ms) later."""
+    days30, year = 2_592_000_000, 31_536_000_000
+    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is True
+    assert (
+        ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.2", T0 + days30 - 1)
+        is False
+    )
+    assert (
+        ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.2", T0 + days30)
+        is True
+    )
+    assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") == EmailMark(
+        "bounce", "Permanent/General 5.1.2", T0 + days30
+    )
+    assert ledger.mark_email("org:7@x", "erased-fedcba9876543210", "complaint", "abuse", T0) is True
+    assert (
+        ledger.mark_email("org:7@x", "erased-fedcba9876543210", "bounce", "Permanent/General 5.1.1", T0 + year) is False
+    )
+    assert ledger.email_mark("org:7@x", "erased-fedcba9876543210") == EmailMark("complaint", "abuse", T0)

@@ -172,6 +172,9 @@ ROLES = {
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE, SQS_QUEUE_READ},
         ("dynamodb:PutItem", ALERTS_TABLE),  # the mark (conditional)
+        ("dynamodb:UpdateItem", ALERTS_TABLE),  # the bounced email's record (conditional, D-AL-1)
+        ("dynamodb:DeleteItem", ALERTS_TABLE),  # a bounced required alert's SMS reopened (conditional, D-AL-1)
+        ("sqs:SendMessage", ALERTS_QUEUE),  # its event sent again (D-AL-1)
     ),
     # Invoicing: the hourly starter reads the run marker and the accounts index and queues close jobs ...
     "InvoiceStartFunctionRole": role(

@@ -727,6 +727,10 @@ def _unalarmed() -> dict[str, tuple[str | None, str]]:
             None,
             "an address the account's own mailbox refused: its required alerts go by SMS instead (D400)",
         ),
+        M.ALERTS_EMAIL_SUPPRESSED: (
+            None,
+            "an address on SES's suppression list (the account's own mailbox): required alerts go by SMS (D-AL-3)",
+        ),
         M.EMAILS_MARKED_UNDELIVERABLE: (None, "a mark SES's report made: the account's own address, not ours (D400)"),
     }
 

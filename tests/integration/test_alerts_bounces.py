@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import boto3
 import pytest
 
-from tests.conftest import LambdaContext, Stack, _clear_caches
+from kilo_alerts.model import Channel, Outcome, Reason
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.contracts import SOURCE_INVOICING, PaymentFailedV1
+from kilo_billing.publisher import EventBridgePublisher
+from kilo_billing.rating import TierChange
+from tests.conftest import AlertsStack, LambdaContext, Stack, _clear_caches
+from tests.integration.test_alerts_delivery import publish, records, register, run
 from tests.integration.test_ingest_livekit import metrics_in
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ses"
@@ -105,3 +114,204 @@ def test_given_ses_validating_the_topic_then_its_message_is_acknowledged_and_onl
     assert lambda_handler(event, LambdaContext()) == {"batchItemFailures": [{"itemIdentifier": "m-2"}]}
     assert metrics_in(capsys.readouterr().out).get("EmailsMarkedUndeliverable") is None
     assert mark(bounces) is None
+
+
+# ``kilo-delivery`` of the 80 % video alert of 2026-11: base64url, unpadded, of "2026-11#allowance_threshold#video:80"
+# (worked with the standard library's base64, not our encoder)
+DELIVERY_80: Final = "MjAyNi0xMSNhbGxvd2FuY2VfdGhyZXNob2xkI3ZpZGVvOjgw"
+
+
+def report_of(fixture: str, message_id: str, delivery: str = DELIVERY_80, **bounce: str) -> str:
+    """AWS's example report, about the email SES took as ``message_id`` and tagged as our SendEmail tags it."""
+    report = json.loads((FIXTURES / fixture).read_text())
+    report["mail"]["messageId"] = message_id
+    report["mail"]["tags"]["kilo-delivery"] = [delivery]
+    report.get("bounce", {}).update(bounce)
+    return json.dumps(report)
+
+
+def test_given_the_first_email_to_an_address_bounces_then_its_own_record_becomes_undeliverable_once(
+    alerts_stack: AlertsStack, bounces: Stack
+) -> None:
+    """D-AL-1: the first email to an address SES takes (recorded ``sent``, its message id kept apart on the record)
+    and reports bounced for good afterwards: the bounce handler turns that record undeliverable (``bounced``), found
+    by the email's ``kilo-delivery`` tag and checked by SES's message id - a report naming another email's id changes
+    nothing, nor does the same report redelivered."""
+    from kilo_alerts.adapters import DynamoDeliveryLedger  # noqa: PLC0415
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+
+    register(alerts_stack, "acct_1", name="Ada", email="recipient@example.com")
+    publish(alerts_stack, "acct_1", "video", 80, "48000", "60000")
+    assert run(alerts_stack) == {"batchItemFailures": []}
+    [mail] = alerts_stack.sent_mail()
+    sent = records(alerts_stack, "acct_1")["email"]
+    assert (sent["status"], sent["detail"], sent["message_id"]) == ("sent", mail.id, mail.id)
+
+    # a report of another email SES took (an id not this record's): the record is left as it is
+    other = report_of("bounce_permanent.json", "another-email")
+    assert lambda_handler({"Records": [record(other, "m-0")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert records(alerts_stack, "acct_1")["email"] == sent
+
+    report = report_of("bounce_permanent.json", mail.id)
+    assert lambda_handler({"Records": [record(report, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    bounced = records(alerts_stack, "acct_1")["email"]
+    assert (bounced["status"], bounced["reason"]) == ("undeliverable", "bounced")
+    assert bounced["detail"] == (
+        "undeliverable: the address bounced for good or complained (bounce: Permanent/General 5.1.1); "
+        f"SES took it as {mail.id}, then it bounced"
+    )
+    assert {k: v for k, v in bounced.items() if k not in ("status", "reason", "detail")} == {
+        k: v for k, v in sent.items() if k not in ("status", "reason", "detail")
+    }
+    ledger = DynamoDeliveryLedger(
+        alerts_stack.stack.clients["dynamodb"], alerts_stack.stack.template.physical_name("AlertsTable")
+    )
+    [email] = [d for d in ledger.deliveries("acct_1", "2026-11") if d.channel is Channel.EMAIL]
+    assert (email.outcome, email.reason) == (Outcome.UNDELIVERABLE, Reason.BOUNCED)
+
+    assert lambda_handler({"Records": [record(report, "m-2")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert records(alerts_stack, "acct_1")["email"] == bounced
+
+
+def test_given_a_complaint_about_an_email_then_its_record_stays_sent_since_it_reached_the_mailbox(
+    alerts_stack: AlertsStack, bounces: Stack
+) -> None:
+    """D-AL-1: a complaint marks the address (D400) but the email it is about was delivered: its record stays
+    ``sent``."""
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+
+    register(alerts_stack, "acct_1", name="Ada", email="recipient@example.com")
+    publish(alerts_stack, "acct_1", "video", 80, "48000", "60000")
+    assert run(alerts_stack) == {"batchItemFailures": []}
+    [mail] = alerts_stack.sent_mail()
+    sent = records(alerts_stack, "acct_1")["email"]
+
+    complaint = report_of("complaint.json", mail.id)
+    assert lambda_handler({"Records": [record(complaint, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert records(alerts_stack, "acct_1")["email"] == sent
+    assert mark(bounces) is not None
+
+
+def test_given_a_bounce_mark_30_days_old_then_a_new_permanent_bounce_replaces_it_and_a_younger_one_does_not(
+    bounces: Stack,
+) -> None:
+    """D-AL-2: a bounce's mark acts 30 days; a permanent bounce reported once it has lapsed marks the address again
+    (counted new), one reported before is a no-op. Times by hand: the example's 2017-08-05T00:41:02.669Z is
+    1501893662669 ms; 30 days later, 2017-09-04T00:41:02.669Z, is 1501893662669 + 2592000000 = 1504485662669."""
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+
+    first = (FIXTURES / "bounce_permanent.json").read_text()
+    assert lambda_handler({"Records": [record(first, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    younger = report_of("bounce_permanent.json", "m", timestamp="2017-09-04T00:41:02.668Z")
+    assert lambda_handler({"Records": [record(younger, "m-2")]}, LambdaContext()) == {"batchItemFailures": []}
+    kept = mark(bounces)
+    assert kept is not None
+    assert kept["at_ms"] == {"N": "1501893662669"}
+
+    lapsed = report_of("bounce_permanent.json", "m", timestamp="2017-09-04T00:41:02.669Z")
+    assert lambda_handler({"Records": [record(lapsed, "m-3")]}, LambdaContext()) == {"batchItemFailures": []}
+    again = mark(bounces)
+    assert again is not None
+    assert (again["why"], again["at_ms"]) == ({"S": "bounce"}, {"N": "1504485662669"})
+
+
+def test_given_a_complaint_mark_a_year_old_then_a_later_bounce_keeps_it(bounces: Stack) -> None:
+    """D-AL-2: a complaint's mark does not lapse: a bounce reported a year later (2018-08-05) leaves it."""
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+
+    complaint = (FIXTURES / "complaint.json").read_text()
+    assert lambda_handler({"Records": [record(complaint, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    before = mark(bounces)
+    later = report_of("bounce_permanent.json", "m", timestamp="2018-08-05T00:41:02.669Z")
+    assert lambda_handler({"Records": [record(later, "m-2")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert mark(bounces) == before
+    assert before is not None
+    assert before["why"] == {"S": "complaint"}
+
+
+# ``kilo-delivery`` of acct_p's failed-payment alert: base64url("2026-11#payment_failed#payment-failed:evt_acct_p")
+DELIVERY_PAYMENT: Final = "MjAyNi0xMSNwYXltZW50X2ZhaWxlZCNwYXltZW50LWZhaWxlZDpldnRfYWNjdF9w"
+
+
+def test_given_a_required_alerts_first_email_bounces_then_its_event_comes_back_and_one_sms_goes_instead(
+    alerts_stack: AlertsStack, bounces: Stack
+) -> None:
+    """D-AL-1: a failed payment (a required alert, D180) the account chose email alone for, with a verified number:
+    the email is sent, the SMS skipped as not chosen. SES reports the email bounced for good: the bounce handler
+    makes the email's record undeliverable, reopens the SMS's and sends the event back to the alerts queue; its
+    redelivery texts the verified number instead, as a later alert to the marked address would (D400). The report
+    redelivered, and the event handled again, send nothing more."""
+    from kilo_alerts.bounce_handler import lambda_handler as bounce_handler  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    directory = DynamoAccountDirectory(
+        alerts_stack.stack.clients["dynamodb"], alerts_stack.stack.template.physical_name("UsageTable")
+    )
+    directory.register(
+        AccountProfile(
+            "acct_p", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), name="Ada",
+            email="recipient@example.com", phone="+14155550123", phone_verified=True,
+            alert_preferences=(("payment_failed", ("email",)),),
+        )
+    )  # fmt: skip
+    event = PaymentFailedV1(
+        event_id="payment-failed:evt_acct_p", account_id="acct_p", invoice_id="in_9", total="29",
+        reason="payment_failed", hosted_url="", occurred_at="2026-11-03T09:00:00+00:00",
+    )  # fmt: skip
+    bus = alerts_stack.stack.template.physical_name("BillingEventBus")
+    EventBridgePublisher(boto3.client("events"), bus, SOURCE_INVOICING).publish(event.DETAIL_TYPE, event.model_dump())
+    assert lambda_handler(alerts_stack.sqs_event(), LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    [mail] = alerts_stack.sent_mail()
+    first = records(alerts_stack, "acct_p")
+    assert (first["email"]["status"], first["sms"]["status"], first["sms"]["detail"]) == (
+        "sent",
+        "skipped",
+        "not chosen for this alert",
+    )
+    assert alerts_stack.sent_sms() == []
+
+    report = report_of("bounce_permanent.json", mail.id, DELIVERY_PAYMENT)
+    report = report.replace('"kilo-account": ["YWNjdF8x"]', '"kilo-account": ["YWNjdF9w"]')  # acct_p, by hand
+    assert bounce_handler({"Records": [record(report, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert bounce_handler({"Records": [record(report, "m-2")]}, LambdaContext()) == {"batchItemFailures": []}
+
+    again = alerts_stack.sqs_event()
+    assert len(again["Records"]) == 1, "the event was not sent back once"
+    assert lambda_handler(again, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert lambda_handler(again, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}  # redelivered
+
+    assert len(alerts_stack.sent_mail()) == 1  # no second email to the bounced address
+    [(phone, sms)] = [(phone, text) for phone, text, *_ in alerts_stack.sent_sms()]
+    assert (phone, sms) == (
+        "+14155550123",
+        "Kilo: your payment of $29.00 was declined. Pay the invoice or update your card in your Kilo dashboard. "
+        "Reply STOP to opt out",
+    )
+    after = records(alerts_stack, "acct_p")
+    assert (after["email"]["status"], after["email"]["reason"]) == ("undeliverable", "bounced")
+    assert "replay" not in after["email"]
+    assert after["sms"]["status"] == "sent"
+    assert str(after["sms"]["detail"]).endswith(
+        "; sent instead of the email: the address bounced for good or complained"
+    )
+
+
+def test_given_a_marked_address_then_the_operator_clears_its_mark_by_the_cli_and_a_second_clear_finds_none(
+    bounces: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D-AL-2: ``kilo-billing alerts clear-mark ACCOUNT ADDRESS`` deletes the mark the bounce handler wrote (the
+    address as the account spells it, capitals and all: the key is the pseudonym of it casefolded, ``REF`` by hand)."""
+    from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    body = (FIXTURES / "bounce_permanent.json").read_text()
+    assert lambda_handler({"Records": [record(body, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert mark(bounces) is not None
+    table = bounces.template.physical_name("AlertsTable")
+    capsys.readouterr()
+
+    assert main(["alerts", "clear-mark", "acct_1", "Recipient@Example.com", "--alerts-table", table]) == 0
+    assert mark(bounces) is None
+    assert "the address's mark cleared" in capsys.readouterr().out
+    assert main(["alerts", "clear-mark", "acct_1", "Recipient@Example.com", "--alerts-table", table]) == 0
+    assert "the address has no mark" in capsys.readouterr().out

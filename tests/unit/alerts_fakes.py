@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from kilo_alerts.bounces import BOUNCE, BOUNCE_MARK_MS, EmailMark
 from kilo_alerts.enforcement import EnforcementPorts
 from kilo_alerts.model import Delivery, EnforcementRecord, Held, Narrowing, Outcome, Participant
 from kilo_alerts.ports import (
@@ -28,7 +29,7 @@ class InMemoryLedger:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str, str, str, str], tuple[Delivery, bool, int]] = {}  # delivery, pending, claimed
         self.sms_days: dict[tuple[str, str], int] = {}  # (account, UTC day) -> SMS counted
-        self.email_marks: dict[tuple[str, str], str] = {}  # (account, address's pseudonym) -> "why: detail"
+        self.email_marks: dict[tuple[str, str], EmailMark] = {}  # (account, address's pseudonym) -> its mark
 
     def claim(self, delivery: Delivery, lease_ms: int) -> int | None:
         found = self.items.get(_key(delivery))
@@ -66,12 +67,13 @@ class InMemoryLedger:
         )
 
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
-        if (account_id, recipient) in self.email_marks:
+        kept = self.email_marks.get((account_id, recipient))
+        if kept is not None and (kept.why != BOUNCE or kept.at_ms > at_ms - BOUNCE_MARK_MS):
             return False
-        self.email_marks[(account_id, recipient)] = f"{why}: {detail}"
+        self.email_marks[(account_id, recipient)] = EmailMark(why, detail, at_ms)
         return True
 
-    def email_mark(self, account_id: str, recipient: str) -> str | None:
+    def email_mark(self, account_id: str, recipient: str) -> EmailMark | None:
         return self.email_marks.get((account_id, recipient))
 
 
@@ -92,6 +94,7 @@ class ScriptedMailer:
         self.check_failures = list(check_failures)
         self.checked: list[str] = []
         self.accounts: list[str] = []  # the account each email was sent for (its tag)
+        self.deliveries: list[str] = []  # the delivery record each email named (its tag, D-AL-1)
 
     def suppressed(self, to: str) -> str | None:
         self.checked.append(to)
@@ -99,9 +102,10 @@ class ScriptedMailer:
             raise self.check_failures.pop(0)
         return self.suppressed_addresses.get(to)
 
-    def send(self, to: str, subject: str, html: str, text: str, account_id: str = "") -> str:
+    def send(self, to: str, subject: str, html: str, text: str, account_id: str = "", delivery: str = "") -> str:
         if self.failures:
             raise self.failures.pop(0)
+        self.deliveries.append(delivery)
         self.accounts.append(account_id)
         self.sent.append((to, subject, html, text))
         return f"mail-{len(self.sent)}"

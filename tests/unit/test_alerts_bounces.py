@@ -24,6 +24,7 @@ from kilo_alerts.bounces import (
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ses"
 AT_MS = 1_501_893_662_669  # 2017-08-05T00:41:02.669Z: 17,383 days x 86,400 s + 41 min 2 s, in ms
 FEEDBACK = "01000157c44f053b-61b59c11-9236-11e6-8f96-7be8aexample-000000"
+MESSAGE = "EXAMPLE7c191be45-e9aedb9a-02f9-4d12-a87d-dd0099a07f8a-000000"  # the example's mail.messageId
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def test_given_a_permanent_bounce_then_its_recipient_of_the_tagged_account_is_ma
     body = json.dumps(fixture("bounce_permanent.json"))
 
     assert undeliverable(ses_record(body)) == [
-        Undeliverable("acct_1", "recipient@example.com", "bounce", "Permanent/General 5.1.1", AT_MS, FEEDBACK)
+        Undeliverable("acct_1", "recipient@example.com", "bounce", "Permanent/General 5.1.1", AT_MS, FEEDBACK, MESSAGE)
     ]
 
 
@@ -43,7 +44,7 @@ def test_given_a_complaint_then_its_recipient_is_marked() -> None:
     body = json.dumps(fixture("complaint.json"))
 
     assert undeliverable(ses_record(body)) == [
-        Undeliverable("acct_1", "recipient@example.com", "complaint", "abuse", AT_MS, FEEDBACK)
+        Undeliverable("acct_1", "recipient@example.com", "complaint", "abuse", AT_MS, FEEDBACK, MESSAGE)
     ]
 
 
@@ -112,7 +113,19 @@ def test_given_a_bounce_naming_the_address_with_capitals_then_its_mark_is_keyed_
             marked.append((account_id, recipient))
             return True
 
-    mark_reported(json.dumps(record), Marks())
+        def bounce_delivery(self, account_id: str, delivery: str, message_id: str, detail: str) -> str | None:
+            raise AssertionError("the example carries no delivery tag")
+
+        def reopen_sms(self, account_id: str, delivery: str) -> bool:
+            raise AssertionError("the example carries no delivery tag")
+
+        def replayed(self, account_id: str, delivery: str) -> None:
+            raise AssertionError("the example carries no delivery tag")
+
+    def replay(body: str) -> None:
+        raise AssertionError("the example carries no delivery tag")
+
+    mark_reported(json.dumps(record), Marks(), replay)
 
     key = "erased-" + hashlib.sha256(b"acct_1\x00recipient@example.com").hexdigest()[:16]
     assert marked == [("acct_1", key)]

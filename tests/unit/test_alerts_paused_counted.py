@@ -49,3 +49,25 @@ def test_given_an_email_to_an_address_marked_undeliverable_then_the_skip_is_coun
     handler._count(AlertOutcome(alert, (bounced, refused)))
 
     assert (counted[Metric.ALERTS_EMAIL_BOUNCED], counted[Metric.ALERTS_UNDELIVERABLE]) == (1, 1)
+
+
+def test_given_a_required_alert_whose_address_ses_suppresses_then_the_skip_is_counted_on_its_own_metric(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D-AL-3: an email not sent because SES's account-level suppression list holds its address (``Reason.SUPPRESSED``,
+    D381) is the account's own mailbox like a marked one: counted ``AlertsEmailSuppressed`` (not alarmed), not
+    ``AlertsUndeliverable``, whose alarm (10 an hour) means refusals for good of ours - here one SMS to an invalid
+    number beside it."""
+    counted: dict[Metric, int] = {}
+    monkeypatch.setattr(handler, "count", lambda _service, name, value=1: counted.update({name: value}))
+    alert = Alert("payment_failed", "acct_1", "2026-11", "k1", Severity.HIGH, {}, "e1")
+    suppressed = Delivery.pending(alert, Channel.EMAIL, T0).because(Reason.SUPPRESSED, Outcome.UNDELIVERABLE)
+    refused = replace(
+        Delivery.pending(alert, Channel.SMS, T0), outcome=Outcome.UNDELIVERABLE, detail="InvalidParameter"
+    )
+
+    handler._count(AlertOutcome(alert, (suppressed, refused)))
+
+    assert counted[Metric.ALERTS_UNDELIVERABLE] == 1
+    assert counted[Metric("AlertsEmailSuppressed")] == 1
+    assert counted[Metric.ALERTS_EMAIL_BOUNCED] == 0

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from kilo_alerts.bounces import EmailMark
 from kilo_alerts.catalogue import alert_from_event, hard_limit_enforced
 from kilo_alerts.logic import DeliveryIncompleteError, DeliveryPolicy, deliver_alert
 from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Reason, Severity
@@ -503,7 +504,7 @@ def test_given_the_bounce_mark_cannot_be_read_then_the_email_is_sent_and_its_rec
     from kilo_alerts.ports import MarkUnreadError  # noqa: PLC0415
 
     class Unreadable(InMemoryLedger):
-        def email_mark(self, account_id: str, recipient: str) -> str | None:
+        def email_mark(self, account_id: str, recipient: str) -> EmailMark | None:
             raise MarkUnreadError("ThrottledError: ada@example.com's mark")
 
     ledger, texter, mailer = Unreadable(), ScriptedTexter(), ScriptedMailer()
@@ -525,3 +526,47 @@ def test_given_the_account_changed_its_address_after_a_bounce_then_the_new_one_i
     assert [d.outcome for d in outcome.deliveries if d.channel is Channel.EMAIL] == [Outcome.SENT]
     assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
     assert mailer.accounts == ["acct_1"]  # tagged: its bounce would name the account
+
+
+DAY_MS = 86_400_000
+
+
+@pytest.mark.parametrize(("age_days", "emailed"), [(29, False), (30, True)])
+def test_given_a_bounce_mark_then_it_keeps_email_away_30_days_and_the_next_alert_after_tries_the_address(
+    age_days: int, emailed: bool
+) -> None:
+    """D-AL-2: a permanent bounce's mark acts 30 days from SES's report: 29 days on, the email is skipped; 30 days on
+    (the mailbox may be fixed), it is sent, and a new bounce would mark the address again."""
+    ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
+    ledger.mark_email("acct_1", address_ref(), "bounce", "Permanent/General 5.1.1", T0 - age_days * DAY_MS)
+
+    outcome = deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    [email] = [d for d in outcome.deliveries if d.channel is Channel.EMAIL]
+    assert (len(mailer.sent), email.outcome) == ((1, Outcome.SENT) if emailed else (0, Outcome.UNDELIVERABLE))
+
+
+def test_given_a_complaint_mark_a_year_old_then_the_address_still_gets_no_email() -> None:
+    """D-AL-2: a complaint's mark does not lapse (the person said they do not want our mail)."""
+    ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
+    ledger.mark_email("acct_1", address_ref(), "complaint", "abuse", T0 - 365 * DAY_MS)
+
+    outcome = deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    assert mailer.sent == []
+    [email] = [d for d in outcome.deliveries if d.channel is Channel.EMAIL]
+    assert (email.outcome, email.reason) == (Outcome.UNDELIVERABLE, Reason.BOUNCED)
+
+
+def test_given_an_email_sent_then_ses_gets_the_delivery_tag_and_the_record_keeps_the_message_id_apart() -> None:
+    """D-AL-1: the email's send names its delivery record (``<period>#<kind>#<key>``, the tag the bounce comes back
+    with) and the record keeps SES's message id in its own field."""
+    ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
+
+    outcome = deliver_alert(budget_alert(), account("budget_threshold"), ledger, mailer, texter, POLICY, T0)
+
+    [email] = [d for d in outcome.deliveries if d.channel is Channel.EMAIL]
+    assert (email.outcome, email.detail, email.message_id) == (Outcome.SENT, "mail-1", "mail-1")
+    assert mailer.deliveries == [
+        "MjAyNi0xMSNidWRnZXRfdGhyZXNob2xkI2J1ZGdldDoxMDA"  # base64url("2026-11#budget_threshold#budget:100"), no "="
+    ]

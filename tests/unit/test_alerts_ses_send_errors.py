@@ -131,3 +131,31 @@ def test_given_an_alert_email_then_the_request_ses_gets_names_the_configuration_
     sent = _mailer(client, []).send(ADDRESS, "Subject", "<p>html</p>", "text", account_id="acct_1")
 
     assert sent == "ses-1"
+
+
+def test_given_an_alert_email_of_a_delivery_then_the_request_ses_gets_the_delivery_tag_too(
+    ses: tuple[Any, Stubber],
+) -> None:
+    """D-AL-1: the bounce handler finds the bounced email's record from the ``kilo-delivery`` tag SES publishes with
+    the bounce: the real ``SendEmail`` request carries it after ``kilo-account``, as the logic gave it."""
+    client, stubber = ses
+    expected = {
+        "FromEmailAddress": SENDER,
+        "Destination": {"ToAddresses": [ADDRESS]},
+        "Content": ANY,
+        "ConfigurationSetName": "kilo-billing-alerts-test",
+        "EmailTags": [
+            {"Name": "kilo-account", "Value": "YWNjdF8x"},
+            {"Name": "kilo-delivery", "Value": "MjAyNi0xMSNhbGxvd2FuY2VfdGhyZXNob2xkI3ZpZGVvOjgw"},
+        ],
+    }
+    stubber.add_response("send_email", {"MessageId": "ses-1"}, expected_params=expected)
+
+    mailer = _mailer(client, [])
+    sent = mailer.send(
+        ADDRESS, "Subject", "<p>html</p>", "text", account_id="acct_1",
+        delivery="MjAyNi0xMSNhbGxvd2FuY2VfdGhyZXNob2xkI3ZpZGVvOjgw",
+    )  # fmt: skip
+
+    assert sent == "ses-1"
+    stubber.assert_no_pending_responses()

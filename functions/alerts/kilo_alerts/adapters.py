@@ -18,7 +18,7 @@ from email.utils import make_msgid
 from typing import Any, Final
 
 from kilo_alerts import items
-from kilo_alerts.bounces import ACCOUNT_TAG, account_tag
+from kilo_alerts.bounces import ACCOUNT_TAG, DELIVERY_TAG, EmailMark, account_tag
 from kilo_alerts.model import Delivery, EnforcementRecord, Held, MarginSnapshot, Narrowing, Participant
 from kilo_alerts.ports import (
     ClaimHeldError,
@@ -110,7 +110,7 @@ class SesMailer:
         message.add_alternative(html, subtype="html")
         return message
 
-    def send(self, to: str, subject: str, html: str, text: str, account_id: str = "") -> str:
+    def send(self, to: str, subject: str, html: str, text: str, account_id: str = "", delivery: str = "") -> str:
         request: dict[str, Any] = {
             "FromEmailAddress": self._sender,
             "Destination": {"ToAddresses": [to]},
@@ -120,6 +120,8 @@ class SesMailer:
             request["ConfigurationSetName"] = self._configuration_set
         if account_id:  # published with the set's bounce and complaint events: whose address it was (D400)
             request["EmailTags"] = [{"Name": ACCOUNT_TAG, "Value": account_tag(account_id)}]
+            if delivery:  # and which delivery record: its bounce turns that record undeliverable (D-AL-1)
+                request["EmailTags"].append({"Name": DELIVERY_TAG, "Value": delivery})
         return str(_send_not_taken_again(self._sleep, self._client.send_email, **request)["MessageId"])
 
     def suppressed(self, to: str) -> str | None:
@@ -236,7 +238,7 @@ class DynamoDeliveryLedger:
 
         return DynamoEmailMarks(self._client, self._table).mark_email(account_id, recipient, why, detail, at_ms)
 
-    def email_mark(self, account_id: str, recipient: str) -> str | None:
+    def email_mark(self, account_id: str, recipient: str) -> EmailMark | None:
         try:
             found = call(
                 self._client.get_item,
@@ -249,7 +251,7 @@ class DynamoDeliveryLedger:
         if "Item" not in found:
             return None
         values = from_item(found["Item"])
-        return f"{values.get('why')}: {values.get('detail')}"
+        return EmailMark(str(values.get("why")), str(values.get("detail")), int(values.get("at_ms", 0)))
 
 
 ALERTS_SOURCE: Final = "kilo.billing.alerts"

@@ -27,16 +27,18 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 def _record(record: SQSRecord) -> None:
     try:
-        marked = mark_reported(record.body, dependencies.bounce_marks())
+        marked = mark_reported(record.body, dependencies.bounce_marks(), dependencies.bounce_replay())
     except BounceRecordError as exc:
         logger.error("not an SES report of an alert email; left to the dead-letter queue", extra={"reason": str(exc)})
         raise
-    for found, new in marked:  # no addresses in logs: the account, what SES said
+    for found, new, bounced in marked:  # no addresses in logs: the account, what SES said
         count(SERVICE, Metric.EMAILS_MARKED_UNDELIVERABLE, int(new))
         logger.info(
             "address marked undeliverable" if new else "address marked before",
             extra={"account_id": found.account_id, "why": found.why, "detail": found.detail},
         )
+        if bounced:  # the email SES took is now recorded undeliverable, not sent (D-AL-1)
+            logger.info("bounced email's record made undeliverable", extra={"account_id": found.account_id})
 
 
 @metrics.log_metrics

@@ -13,12 +13,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
 
 ACCOUNT_TAG: Final = "kilo-account"
+# the alert email's delivery record, ``<period>#<kind>#<key>`` in the tag's alphabet: its bounce turns that record
+# undeliverable, found by its key and SES's message id (D-AL-1)
+DELIVERY_TAG: Final = "kilo-delivery"
+TAG_VALUE_MAX: Final = 256  # SES's limit on a message tag's value: a longer delivery is not tagged
+# a bounce mark acts this long after SES's report; then the next alert tries the address again, and a new permanent
+# bounce marks it again (a mailbox fixed, a domain restored). A complaint's mark does not expire (D-AL-2)
+BOUNCE_MARK_MS: Final = 30 * 86_400_000
 # What SES publishes to the topic, as plain text, when the event destination is created (raw delivery: the queue's
 # body as it is): acknowledged, not failed toward the dead-letter queue and its alarm.
 TOPIC_VALIDATED: Final = "Successfully validated SNS topic for Amazon SES event publishing."
@@ -41,18 +48,43 @@ class Undeliverable:
     detail: str  # "Permanent/General 5.1.1", "abuse": for people
     at_ms: int  # when SES reported it
     feedback_id: str
+    message_id: str = ""  # SES's id of the email (``mail.messageId``)
+    delivery: str = ""  # the email's delivery record (``DELIVERY_TAG``), "" when the email carried none
+
+
+@dataclass(frozen=True, slots=True)
+class EmailMark:
+    """An address's mark as stored: ``why`` (BOUNCE, COMPLAINT), SES's ``detail``, when SES reported it."""
+
+    why: str
+    detail: str
+    at_ms: int
+
+    def acts(self, now_ms: int) -> bool:
+        """The mark still keeps email from the address at ``now_ms``: a complaint's always (the person said they do
+        not want our mail), a bounce's for ``BOUNCE_MARK_MS`` after it (D-AL-2)."""
+        return self.why != BOUNCE or now_ms - self.at_ms < BOUNCE_MARK_MS
+
+    def __str__(self) -> str:
+        return f"{self.why}: {self.detail}"
 
 
 def account_tag(account_id: str) -> str:
-    """The ``kilo-account`` tag's value for ``account_id``."""
+    """The ``kilo-account`` tag's value for ``account_id`` (any text: the ``kilo-delivery`` tag's too)."""
     return base64.urlsafe_b64encode(account_id.encode()).decode().rstrip("=")
 
 
-def account_from_tag(value: str) -> str:
+def delivery_tag(period: str, kind: str, key: str) -> str:
+    """The ``kilo-delivery`` tag's value for an alert's email: ``""`` when longer than SES takes (then untagged)."""
+    value = account_tag(f"{period}#{kind}#{key}")
+    return value if len(value) <= TAG_VALUE_MAX else ""
+
+
+def account_from_tag(value: str, tag: str = ACCOUNT_TAG) -> str:
     try:
         return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise BounceRecordError(f"the {ACCOUNT_TAG} tag is not an account: {exc}") from exc
+        raise BounceRecordError(f"the {tag} tag is not ours (not base64 text): {exc}") from exc
 
 
 def ses_record(body: str) -> Mapping[str, Any]:
@@ -86,6 +118,8 @@ def undeliverable(record: Mapping[str, Any]) -> list[Undeliverable]:
     else:
         return []
     account_id = _account(record)
+    delivery = _delivery(record)
+    message_id = str(record["mail"].get("messageId") or "")
     at_ms = _ms(str(about.get("timestamp") or ""))
     feedback = str(about.get("feedbackId") or "")
     if not isinstance(recipients, list):
@@ -99,7 +133,7 @@ def undeliverable(record: Mapping[str, Any]) -> list[Undeliverable]:
             detail = f"{about.get('bounceType')}/{about.get('bounceSubType')} {recipient.get('status') or ''}".strip()
         else:
             detail = str(about.get("complaintFeedbackType") or "complaint")
-        found.append(Undeliverable(account_id, address, why, detail, at_ms, feedback))
+        found.append(Undeliverable(account_id, address, why, detail, at_ms, feedback, message_id, delivery))
     return found
 
 
@@ -116,6 +150,15 @@ def _account(record: Mapping[str, Any]) -> str:
     if not isinstance(values, list) or len(values) != 1 or not isinstance(values[0], str):
         raise BounceRecordError(f"no {ACCOUNT_TAG} tag: not an alert email of ours")
     return account_from_tag(values[0])
+
+
+def _delivery(record: Mapping[str, Any]) -> str:
+    """The email's delivery record named by its ``kilo-delivery`` tag; ``""`` without one (sent before the tag)."""
+    tags = record["mail"].get("tags")
+    values = tags.get(DELIVERY_TAG) if isinstance(tags, dict) else None
+    if not isinstance(values, list) or len(values) != 1 or not isinstance(values[0], str):
+        return ""
+    return account_from_tag(values[0], DELIVERY_TAG)
 
 
 def _ms(timestamp: str) -> int:
@@ -141,16 +184,48 @@ class EmailMarks(Protocol):
 
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool: ...
 
+    def bounce_delivery(self, account_id: str, delivery: str, message_id: str, detail: str) -> str | None:
+        """The email record ``delivery`` (``<period>#<kind>#<key>``) of the account, when it is still ``sent`` as
+        ``message_id`` (or bounced with its event not sent again yet), made undeliverable (``Reason.BOUNCED``,
+        ``detail``): the required alert's event it keeps (``""`` for any other alert); ``None`` when nothing was
+        changed (done before, another email's id, no such record)."""
+        ...
 
-def mark_reported(body: str, marks: EmailMarks) -> list[tuple[Undeliverable, bool]]:
+    def reopen_sms(self, account_id: str, delivery: str) -> bool:
+        """The alert's SMS record, when skipped as not chosen, deleted: the event's redelivery claims it again."""
+        ...
+
+    def replayed(self, account_id: str, delivery: str) -> None:
+        """The email record's event is sent again: forgotten, so a redelivered report does nothing more."""
+        ...
+
+
+def mark_reported(
+    body: str, marks: EmailMarks, replay: Callable[[str], None]
+) -> list[tuple[Undeliverable, bool, bool]]:
     """Mark each address SES's record in ``body`` reports undeliverable, by its ``mark_key`` (a pseudonym of the
     address casefolded: the table keeps no address, D203); with whether it was new (a redelivered report marks
-    nothing again). ``BounceRecordError`` when the body is not a record of ours; nothing for SES's validation of the
-    topic (``TOPIC_VALIDATED``)."""
+    nothing again) and whether the bounced email's own delivery record, ``sent`` until now, was made undeliverable
+    (D-AL-1: a complaint's email reached the mailbox, its record stays). A required alert's (D180) email bounced:
+    its SMS record, skipped as not chosen, is reopened and its event sent again (``replay``: to the alerts queue),
+    whose redelivery texts the verified number instead, as for a later alert to the marked address (D400).
+    ``BounceRecordError`` when the body is not a record of ours; nothing for SES's validation of the topic
+    (``TOPIC_VALIDATED``)."""
     if body == TOPIC_VALIDATED:
         return []
     return [
         (found, marks.mark_email(found.account_id, mark_key(found.account_id, found.address), found.why,
-                                 found.detail, found.at_ms))
+                                 found.detail, found.at_ms), _bounced(found, marks, replay))
         for found in undeliverable(ses_record(body))
     ]  # fmt: skip
+
+
+def _bounced(found: Undeliverable, marks: EmailMarks, replay: Callable[[str], None]) -> bool:
+    if found.why != BOUNCE or not found.delivery or not found.message_id:
+        return False
+    event = marks.bounce_delivery(found.account_id, found.delivery, found.message_id, f"{found.why}: {found.detail}")
+    if event:  # in this order, each step again at a redelivered report until the last is done
+        marks.reopen_sms(found.account_id, found.delivery)
+        replay(event)
+        marks.replayed(found.account_id, found.delivery)
+    return event is not None

@@ -13,6 +13,8 @@ from kilo_alerts.operator import OperatorPolicy, OperatorPorts
 from kilo_alerts.settings import AlertSettings, settings
 
 if TYPE_CHECKING:  # the alert delivery's modules load with it (``alerts()``), not with the operator checks
+    from collections.abc import Callable
+
     from kilo_alerts.adapters import SesMailer, SnsTexter, SqsRedelivery
     from kilo_alerts.bounces import EmailMarks
     from kilo_alerts.logic import AlertPorts, AlertsPolicy
@@ -205,3 +207,12 @@ def bounce_marks() -> EmailMarks:
 
     config = settings()
     return DynamoEmailMarks(client("dynamodb", config.call_budget), config.alerts_table_name)
+
+
+def bounce_replay() -> Callable[[str], None]:
+    """The bounce handler's other port: a bounced required alert's event sent back to the alerts queue (D-AL-1)."""
+    from kilo_alerts.marks import SqsReplay  # noqa: PLC0415
+    from kilo_billing.aws import client  # noqa: PLC0415
+
+    config = settings()
+    return SqsReplay(client("sqs", config.call_budget), config.alerts_queue_url)

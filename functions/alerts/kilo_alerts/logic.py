@@ -21,6 +21,7 @@ the email's. A transient failure releases the claim and, once every channel was 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -28,7 +29,7 @@ from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
 
-from kilo_alerts.bounces import mark_key
+from kilo_alerts.bounces import delivery_tag, mark_key
 from kilo_alerts.catalogue import (
     CATALOGUE,
     alert_from_event,
@@ -45,6 +46,7 @@ from kilo_alerts.enforcement import (
     restrict_account,
 )
 from kilo_alerts.model import (
+    NOT_CHOSEN,
     Alert,
     AlertError,
     Channel,
@@ -102,7 +104,6 @@ FORECAST_KEY: Final = "forecast"
 FORECAST_UPDATE_KEY: Final = "forecast-update"
 # events with operator checks that also alert the account (the customer alert is delivered besides the checks)
 CUSTOMER_AND_OPERATOR: Final = frozenset({PaymentFailedV1.DETAIL_TYPE})
-NOT_CHOSEN: Final = "not chosen for this alert"
 # the dashboard's pages an email may link (web/js/app.js's routes)
 BILLING_PAGE: Final = "#/billing"  # the invoices, their receipts and processor pages
 PAY_PAGE: Final = "#/pay"  # "Pay with crypto": the open crypto bills (a new quote), the payments seen
@@ -498,7 +499,7 @@ def _email_sent(
         marked = ledger.email_mark(pending.account_id, mark_key(pending.account_id, address))  # casefolded: as marked
     except MarkUnreadError as exc:  # holds no alert back, like the suppression check: sent, the record says so
         marked, unchecked = None, pseudonymised_in(pending.account_id, f"; the bounce mark not checked: {exc}", address)
-    if marked is not None:
+    if marked is not None and marked.acts(pending.at_ms):  # a bounce's mark lapses after 30 days (D-AL-2)
         bounced = pending.because(Reason.BOUNCED, Outcome.UNDELIVERABLE)
         return replace(bounced, detail=f"{bounced.detail} ({marked})")
     if pending.kind in REQUIRED_ALERT_KINDS:
@@ -511,7 +512,11 @@ def _email_sent(
             if why is not None:
                 suppressed = pending.because(Reason.SUPPRESSED, Outcome.UNDELIVERABLE)
                 return replace(suppressed, detail=f"{suppressed.detail} ({why})")
-    sent = _attempt(pending, lambda: mailer.send(address, *_email(rendered), account_id=pending.account_id), address)
+    tag = delivery_tag(pending.period, pending.kind, pending.key)  # its bounce finds this record (D-AL-1)
+    send = lambda: mailer.send(address, *_email(rendered), account_id=pending.account_id, delivery=tag)  # noqa: E731
+    sent = _attempt(pending, send, address)
+    if sent.outcome is Outcome.SENT:
+        sent = replace(sent, message_id=sent.detail)
     if unchecked and sent.outcome is Outcome.SENT:  # sent without knowing: the record says so
         return replace(sent, detail=f"{sent.detail}{unchecked}")
     return sent
@@ -619,9 +624,10 @@ def handle_event(
     if detail_type in OPERATOR_EVENTS:
         return _operator_event(detail_type, detail, ports, policy, now_ms, last_attempt)
     alert = alert_from_event(detail_type, detail)
+    replay = _replay(detail_type, detail)
     if detail_type != UsageThresholdCrossedV1.DETAIL_TYPE:  # an invoicing alert: deliver it, nothing else to do
         try:
-            return EventOutcome(alerts=(_deliver(alert, ports, policy, now_ms, last_attempt),))
+            return EventOutcome(alerts=(_deliver(alert, ports, policy, now_ms, last_attempt, replay),))
         except DeliveryIncompleteError as exc:
             raise EventIncompleteError(EventOutcome(alerts=(exc.outcome,)), [exc]) from exc
     event = UsageThresholdCrossedV1.model_validate(detail)
@@ -662,7 +668,7 @@ def handle_event(
     for found in alerts:
         each = replace(found, values={**found.values, **hard_words}) if found.kind == HARD else found
         try:
-            delivered.append(_deliver(each, ports, policy, now_ms, last_attempt))
+            delivered.append(_deliver(each, ports, policy, now_ms, last_attempt, replay))
         except DeliveryIncompleteError as exc:
             delivered.append(exc.outcome)
             causes.append(exc)
@@ -716,7 +722,7 @@ def _operator_event(
     customer_outcome: tuple[AlertOutcome, ...] = ()
     if customer is not None:  # the account's own alert, besides the operator checks (each claimed on its own)
         try:
-            customer_outcome = (_deliver(customer, ports, policy, now_ms, last_attempt),)
+            customer_outcome = (_deliver(customer, ports, policy, now_ms, last_attempt, _replay(detail_type, detail)),)
         except DeliveryIncompleteError as exc:
             customer_outcome, failures = (exc.outcome,), [*failures, exc]
     outcome = EventOutcome(alerts=customer_outcome, operator=tuple(announced))
@@ -725,10 +731,21 @@ def _operator_event(
     return outcome
 
 
-def _deliver(alert: Alert, ports: AlertPorts, policy: AlertsPolicy, now_ms: int, last_attempt: bool) -> AlertOutcome:
+def _deliver(
+    alert: Alert, ports: AlertPorts, policy: AlertsPolicy, now_ms: int, last_attempt: bool, replay: str = ""
+) -> AlertOutcome:
+    """``replay``: the event (``_replay``), kept on a required alert's email record (D-AL-1)."""
+    if replay and alert.kind in REQUIRED_ALERT_KINDS:
+        alert = replace(alert, replay=replay)
     return deliver_alert(
         alert, ports.directory, ports.ledger, ports.mailer, ports.texter, policy.delivery, now_ms, last_attempt
     )
+
+
+def _replay(detail_type: str, detail: Mapping[str, Any]) -> str:
+    """The event as the alerts queue carries it (what the handler reads of EventBridge's envelope)."""
+    event = {"detail-type": detail_type, "detail": dict(detail)}
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), default=str)  # a Decimal built in code: as text
 
 
 def _step(detail: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from kilo_alerts import items
-from kilo_billing.aws import put_if
+from kilo_alerts.bounces import BOUNCE, BOUNCE_MARK_MS
+from kilo_alerts.model import NOT_CHOSEN, Channel, Outcome, Reason
+from kilo_billing.aws import ConditionFailedError, call, delete_if, put_if
+from kilo_billing.items import from_item, to_item
 
 
 class DynamoEmailMarks:
@@ -17,5 +20,76 @@ class DynamoEmailMarks:
         self._table = table
 
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
-        # conditional: the first report is kept, a redelivered one (or a later bounce of the same address) is a no-op
-        return put_if(self._client, self._table, items.email_mark_item(account_id, recipient, why, detail, at_ms))
+        # conditional: the first report is kept, a redelivered one (or a later bounce of the same address) is a no-op;
+        # a bounce's mark that no longer acts (BOUNCE_MARK_MS after it, D-AL-2) is replaced by a new report
+        return put_if(
+            self._client,
+            self._table,
+            items.email_mark_item(account_id, recipient, why, detail, at_ms),
+            "attribute_not_exists(pk) OR (why = :bounce AND at_ms <= :lapsed)",
+            ExpressionAttributeValues=to_item({":bounce": BOUNCE, ":lapsed": at_ms - BOUNCE_MARK_MS}),
+        )
+
+    def bounce_delivery(self, account_id: str, delivery: str, message_id: str, detail: str) -> str | None:
+        # the email's record, found by its key (the email's tag) and SES's message id kept on it: only while it is
+        # still the sent email SES took as that id, or a bounced one whose event is not sent again yet (a redelivered
+        # report, another email's id: nothing) (D-AL-1)
+        try:
+            answer = call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=_email_key(account_id, delivery),
+                UpdateExpression="SET #s = :undeliverable, reason = :bounced, detail = :detail",
+                ConditionExpression="message_id = :id "
+                "AND (#s = :sent OR (reason = :bounced AND attribute_exists(replay)))",
+                ReturnValues="ALL_NEW",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":undeliverable": Outcome.UNDELIVERABLE.value,
+                        ":bounced": Reason.BOUNCED.value,
+                        ":detail": f"{Reason.BOUNCED.detail} ({detail}); SES took it as {message_id}, then it bounced",
+                        ":sent": Outcome.SENT.value,
+                        ":id": message_id,
+                    }
+                ),
+            )
+        except ConditionFailedError:
+            return None
+        return str(from_item(answer["Attributes"]).get("replay", ""))
+
+    def reopen_sms(self, account_id: str, delivery: str) -> bool:
+        # the required alert's SMS, skipped as not chosen while its email was sent: claimed again by the redelivery
+        key = to_item({"pk": items.partition(account_id), "sk": f"DELIVERY#{delivery}#{Channel.SMS.value}"})
+        condition = "#s = :skipped AND detail = :not_chosen"
+        values = to_item({":skipped": Outcome.SKIPPED.value, ":not_chosen": NOT_CHOSEN})
+        return delete_if(
+            self._client, self._table, key, condition, ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=values,
+        )  # fmt: skip
+
+    def replayed(self, account_id: str, delivery: str) -> None:
+        # the event is on the alerts queue: a redelivered report finds nothing more to do
+        call(
+            self._client.update_item,
+            TableName=self._table,
+            Key=_email_key(account_id, delivery),
+            UpdateExpression="REMOVE replay",
+        )
+
+
+def _email_key(account_id: str, delivery: str) -> dict[str, Any]:
+    return to_item({"pk": items.partition(account_id), "sk": f"DELIVERY#{delivery}#{Channel.EMAIL.value}"})
+
+
+class SqsReplay:
+    """Sends a required alert's event back to the alerts queue (its email bounced: the redelivery texts instead)."""
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def __call__(self, body: str) -> None:
+        if not self._queue_url:
+            raise ValueError("ALERTS_QUEUE_URL is not set: the bounced required alert cannot be sent again")
+        call(self._client.send_message, QueueUrl=self._queue_url, MessageBody=body)

@@ -7,6 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
+from typing import Final
+
+# a channel's record skipped because the account did not choose it for the alert (the bounce handler reopens a
+# required alert's SMS so skipped once its email bounced, D-AL-1)
+NOT_CHOSEN: Final = "not chosen for this alert"
 
 
 class Channel(StrEnum):
@@ -74,6 +79,9 @@ class Alert:
     # delivered at or after it, each channel is recorded skipped with ``expired_detail``, nothing sent (D379)
     expires_ms: int | None = None
     expired_detail: str = ""
+    # a required alert's (D180) event as the alerts queue carries it (``{"detail-type", "detail"}``), kept on its
+    # email's record: the email's bounce sends it again, and the redelivery sends the SMS instead (D-AL-1)
+    replay: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,9 @@ class Delivery:
     event_id: str = ""
     attempts: int = 1
     reason: Reason | None = None  # what code reads of the decision (its detail is for people)
+    # the provider's id of a sent email, kept apart from the detail: SES's later bounce finds the record by it (D-AL-1)
+    message_id: str = ""
+    replay: str = ""  # an email's: ``Alert.replay`` (D-AL-1)
 
     def because(self, reason: Reason, outcome: Outcome) -> Delivery:
         """This delivery decided ``outcome`` for ``reason``, its detail the reason's text."""
@@ -118,6 +129,7 @@ class Delivery:
             recipient="",
             at_ms=at_ms,
             event_id=alert.event_id,
+            replay=alert.replay if channel is Channel.EMAIL else "",
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from kilo_alerts.bounces import EmailMark
 from kilo_alerts.model import Delivery, EnforcementRecord, Held, MarginSnapshot, Narrowing, Participant
 
 
@@ -39,9 +40,10 @@ class ClaimHeldError(Exception):
 
 
 class Mailer(Protocol):
-    def send(self, to: str, subject: str, html: str, text: str, account_id: str = "") -> str:
+    def send(self, to: str, subject: str, html: str, text: str, account_id: str = "", delivery: str = "") -> str:
         """Send one email; the provider's message id. ``SendRefusedError`` / ``SendFailedError``. ``account_id``
-        rides with the message (SES: a message tag), so a bounce or complaint names the account (D400)."""
+        rides with the message (SES: a message tag), so a bounce or complaint names the account (D400); so does
+        ``delivery`` (``bounces.delivery_tag``, when not empty), so a bounce names the email's record (D-AL-1)."""
         ...
 
     def suppressed(self, to: str) -> str | None:
@@ -93,9 +95,9 @@ class DeliveryLedger(Protocol):
         changes nothing)."""
         ...
 
-    def email_mark(self, account_id: str, recipient: str) -> str | None:
-        """Why the address whose ``bounces.mark_key`` is ``recipient`` is marked undeliverable (its detail), or
-        ``None``; ``MarkUnreadError`` when it cannot be read now."""
+    def email_mark(self, account_id: str, recipient: str) -> EmailMark | None:
+        """The mark of the address whose ``bounces.mark_key`` is ``recipient`` (whether it still acts is
+        ``EmailMark.acts``, D-AL-2), or ``None``; ``MarkUnreadError`` when it cannot be read now."""
         ...
 
 

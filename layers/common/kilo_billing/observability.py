@@ -86,6 +86,9 @@ class Metric(StrEnum):
     ALERTS_SENDING_PAUSED = "AlertsSendingPaused"
     # an email not sent to an address SES reported bounced for good or complained about (D400)
     ALERTS_EMAIL_BOUNCED = "AlertsEmailBounced"
+    # an email not sent to an address on SES's account-level suppression list (a required alert, D381): not
+    # AlertsUndeliverable, whose alarm means refusals of ours (D-AL-3)
+    ALERTS_EMAIL_SUPPRESSED = "AlertsEmailSuppressed"
     # the bounce handler: an address newly marked undeliverable (a redelivered report is not counted again; a report
     # that is not an alert email of ours fails toward the bounces DLQ, alarmed there, not counted) (D400)
     EMAILS_MARKED_UNDELIVERABLE = "EmailsMarkedUndeliverable"
