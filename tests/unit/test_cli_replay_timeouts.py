@@ -66,3 +66,21 @@ def test_given_a_read_timeout_that_is_not_a_positive_number_then_the_replay_is_r
         _clients_replayed_with(monkeypatch)
     assert exited.value.code == 2
     assert "AWS_READ_TIMEOUT_SECONDS" in capsys.readouterr().err
+
+
+def test_given_the_exports_keep_running_prints_for_another_shell_then_the_replay_reads_with_the_stack_s_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`./dev demo --keep-running` prints the line an operator's shell exports to run the CLI against the stack (the
+    README's runbooks): it carries the stack's read timeout, which the replay then reads with (before: the CLI got
+    the endpoint and credentials alone - the printout named no environment - and read with 2 s)."""
+    from kilo_dev.demo import operator_exports  # noqa: PLC0415
+
+    line = operator_exports("http://127.0.0.1:5123")
+    assert line.startswith("export ")
+    exported = dict(pair.split("=", 1) for pair in line.removeprefix("export ").split())
+    assert exported["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5123"
+    monkeypatch.delenv("AWS_READ_TIMEOUT_SECONDS", raising=False)
+    for name, value in exported.items():
+        monkeypatch.setenv(name, value)
+    assert _clients_replayed_with(monkeypatch)["streams"].read_timeout == 60.0
