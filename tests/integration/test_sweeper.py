@@ -440,45 +440,21 @@ def test_given_a_sweep_failing_after_it_gave_a_join_less_participant_up_then_the
 
     monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
     room = lk.Room("RM_gone", "goneroom", account_id="acct_sweep", created_at=T0 - 1200)
-    dan = lk.Participant("PA_dan", "dan", (T0 - 600) * 1000)
-    deliver_webhook(lk.room_started(room, T0 - 1200), lambda_context)
-    deliver_webhook(lk.track_published(room, dan, "TR_dan_cam", T0 - 500, video=True), lambda_context)
-    runner = Lambda(stack)
-    runner.run(runner.poll(), lambda_context)
-    assert [i["sk"]["S"] for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"] == [
-        "ROOM#RM_gone"
-    ]
-    # goneroom is not in livekit_server.rooms: RoomService answers "no such room"
+    _dan_join_less(stack, lambda_context, room)  # goneroom is not in livekit_server.rooms: "no such room"
 
     def unavailable(self: DynamoUsageRepository) -> None:
         raise RuntimeError("DynamoDB unavailable")
 
-    # the handler's warnings, recorded at the call: Powertools' logger keeps the stream (and handlers) it was made with,
-    # so an earlier test of the same worker can leave its lines out of caplog and capsys
-    warnings: list[dict[str, object]] = []
-    real_warning = sweeper_handler.logger.warning
-
-    def recorded(msg: object, *args: object, **kwargs: Any) -> None:
-        warnings.append(dict(kwargs.get("extra") or {}))
-        real_warning(msg, *args, **kwargs)
-
-    monkeypatch.setattr(sweeper_handler.logger, "warning", recorded)
-    stamp = datetime.fromtimestamp(T0 + 600, tz=UTC).isoformat().replace("+00:00", "Z")
-    abandoned = 0
+    warnings = _recorded_warnings(monkeypatch)
     capsys.readouterr()
     with monkeypatch.context() as failing:
         failing.setattr(DynamoUsageRepository, "swept_rooms", unavailable)
         with pytest.raises(RuntimeError, match="DynamoDB unavailable"):
-            sweeper_handler.lambda_handler({"scheduled_time": stamp}, lambda_context)
-    for line in capsys.readouterr().out.splitlines():
-        if line.startswith("{") and '"_aws"' in line:
-            abandoned += int(sum(json.loads(line).get("SweepJoinsAbandoned", [])))
-    retried = sweeper_handler.lambda_handler({"scheduled_time": stamp}, lambda_context)
-    for line in capsys.readouterr().out.splitlines():
-        if line.startswith("{") and '"_aws"' in line:
-            abandoned += int(sum(json.loads(line).get("SweepJoinsAbandoned", [])))
-    warned = [extra for extra in warnings if extra.get("participant_sid") == "PA_dan"]
-    assert (abandoned, len(warned), retried["joins_abandoned"]) == (1, 1, 0)
+            sweeper_handler.lambda_handler(_scheduled(T0 + 600), lambda_context)
+    abandoned, _ = _given_up(capsys, warnings, "PA_dan")
+    retried = sweeper_handler.lambda_handler(_scheduled(T0 + 600), lambda_context)
+    abandoned_again, warned = _given_up(capsys, warnings, "PA_dan")
+    assert (abandoned + abandoned_again, warned, retried["joins_abandoned"]) == (1, 1, 0)
     assert not [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]
 
 
@@ -495,7 +471,8 @@ def _given_up(
 
 
 def _recorded_warnings(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
-    """The sweeper handler's warnings' ``extra``, recorded at the call (see the D395 test above for why)."""
+    """The sweeper handler's warnings' ``extra``, recorded at the call: Powertools' logger keeps the stream (and
+    handlers) it was made with, so an earlier test of the same worker can leave its lines out of caplog and capsys."""
     from kilo_rate_usage import sweeper_handler  # noqa: PLC0415
 
     warnings: list[dict[str, object]] = []
