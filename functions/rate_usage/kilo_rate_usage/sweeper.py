@@ -46,9 +46,9 @@ counts and alarms them) before the room's mark is forgotten, so a sweep failing 
 and named in the outcome (``abandoned_joins``); never dropped silently. One whose synthetic join an earlier sweep
 stored is not given up: rating folds that join, late, and he is an open session then (``unrated_joins``, D-SW-1).
 Each give-up is claimed first (``claim_give_up``, a conditional put naming the sweep's moment): a sweep overlapping
-(a retry beside the next run) that read the same mark finds it claimed and says nothing (D-SW-2). A join stays within the events
-table's item bound (RoomService's metadata and attributes left out when too large); one DynamoDB refuses all the same
-is logged, counted and alarmed, the sweep goes on and the mark stays.
+(a retry beside the next run) that read the same mark finds it claimed and says nothing (D-SW-2). A join stays
+within the events table's item bound (RoomService's metadata and attributes left out when too large); one DynamoDB
+refuses all the same is logged, counted and alarmed, the sweep goes on and the mark stays.
 """
 
 from __future__ import annotations
