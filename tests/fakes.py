@@ -31,6 +31,7 @@ from kilo_rate_usage.model import (
     SessionKey,
     StoredSession,
     SweptRoom,
+    listed_join_id,
 )
 from kilo_rate_usage.ports import (
     MAX_TRANSACT_ITEMS,
@@ -127,6 +128,8 @@ class InMemoryUsageRepository:
         self.listing_expiry: dict[str, int] = {}  # and when it expires (epoch seconds)
         self.swept: dict[str, tuple[SweptRoom, int]] = {}  # the sweeper's marks: room sid -> (mark, expires at)
         self.joinless: dict[str, tuple[int, int]] = {}  # rating's join-less marks: room sid -> (marked at, expires at)
+        # the sweeper's claims of its give-ups: (room sid, participant sid) -> (claimed at, expires at)
+        self.given_up: dict[tuple[str, str], tuple[int, int]] = {}
         self.accounts = accounts or InMemoryAccountDirectory()
         self.writes = 0  # items written, one per session put, usage mark, aggregate update or threshold record
         self.crash_after_transactions: int | None = None  # a commit dies after this many of its transactions
@@ -394,6 +397,13 @@ class InMemoryUsageRepository:
     def renew_joinless_room(self, room_sid: str, at_ms: int, now_ms: int, expires_at: int) -> None:
         if room_sid in self.joinless and self.joinless[room_sid][0] == at_ms:
             self.joinless[room_sid] = (now_ms, expires_at)
+
+    def stored_joins(self, participants: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {(room, sid) for room, sid in participants if listed_join_id(sid) in self.events.get(room, {})}
+
+    def claim_give_up(self, room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> bool:
+        claimed = self.given_up.setdefault((room_sid, participant_sid), (at_ms, expires_at))
+        return claimed[0] == at_ms
 
     def drop_room_state(self, state: RoomState) -> bool:
         room = state.room_sid

@@ -1399,6 +1399,13 @@ def _keep_running(
         seen.left += shutdown.left  # named by ``wind_down``, once the stack has stopped too
 
 
+def operator_exports(moto_url: str) -> str:
+    """The shell line giving the operator's CLI the stack's environment (``localstack.operator_environment``)."""
+    from kilo_dev.localstack import operator_environment  # noqa: PLC0415
+
+    return "export " + " ".join(f"{name}={value}" for name, value in operator_environment(moto_url).items())
+
+
 def _serve(console: Console, stack: Any, settings: Any, livekit: Any, site: Any, links: dict[str, str]) -> None:
     api_key, api_secret = next(iter(settings.livekit_keys.items()))
     chains = (
@@ -1422,6 +1429,9 @@ def _serve(console: Console, stack: Any, settings: Any, livekit: Any, site: Any,
         f"{chains}"
         "Set KILO_LOCAL_LIVEKIT_API_KEY / _SECRET, KILO_LOCAL_USAGE_CLIENT / _SECRET, KILO_LOCAL_STRIPE_WEBHOOK_SECRET "
         "to choose them."
+    )
+    console.print(
+        f"\nThe CLI (.venv/bin/kilo-billing) against it, from another shell:\n  {operator_exports(stack.moto.url)}"
     )
     console.print(
         f"\nThe dashboard: {site.url}/   (pricing is public; the account API's OpenAPI at {site.url}/openapi.json)\n"

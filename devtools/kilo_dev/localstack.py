@@ -246,6 +246,25 @@ class Function:
 # events. The local stack therefore gives rating's AWS calls a read timeout moto can meet (D20).
 MOTO_CALL_BUDGET = {"AWS_READ_TIMEOUT_SECONDS": "60"}
 
+
+def aws_environment(moto_url: str) -> dict[str, str]:
+    """The AWS environment of everything the stack runs: its moto server, local credentials, one region."""
+    return {
+        "AWS_ENDPOINT_URL": moto_url,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+
+
+def operator_environment(moto_url: str) -> dict[str, str]:
+    """What the operator's CLI (`kilo-billing`, from another shell) needs against the stack: its AWS environment and
+    the read timeout moto can meet (``MOTO_CALL_BUDGET``: `rating replay` reads stream pages of 1,000 records, ~2.2 s
+    on moto - D-SW-3). The stack run in-process sets them in its own environment already."""
+    return aws_environment(moto_url) | MOTO_CALL_BUDGET
+
+
 # Stopping the stack (D264): every step has a deadline, and the whole stop one more; what is still running then is
 # named and left to its daemon thread. The event sources and schedules get one budget together (a handler under way
 # finishes), a server's shutdown its own, a process its SIGTERM, then SIGKILL.
@@ -794,13 +813,7 @@ class LocalStack:
         sys.stdout = _OUTPUT
         self.moto.start()
         self.log(f"moto server (pid {self.moto.pid}) on 127.0.0.1:{self.moto.port}; handler logs in {self.log_path}")
-        for name, value in {
-            "AWS_ENDPOINT_URL": self.moto.url,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-        }.items():
+        for name, value in aws_environment(self.moto.url).items():
             self._setenv(name, value)
         self._setenv("AWS_SESSION_TOKEN", "local")
         self.issuer = LocalIssuer().start()  # the account API's tokens (the template's authorizer points here)

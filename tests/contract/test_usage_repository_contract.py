@@ -28,6 +28,7 @@ from kilo_rate_usage.model import (
     Billing,
     ClosedBy,
     ContributionKey,
+    ListedParticipant,
     PeriodPart,
     RoomListing,
     Session,
@@ -44,7 +45,7 @@ from kilo_rate_usage.ports import (
 )
 from kilo_rate_usage.rooms import RoomState, from_events, registers_from_text, registers_text
 from kilo_rate_usage.sessions import ParticipantFold, fold_events
-from kilo_rate_usage.sweeper import close_event
+from kilo_rate_usage.sweeper import close_event, listed_join
 from tests.conftest import Stack
 from tests.fakes import InMemoryUsageRepository
 
@@ -804,3 +805,18 @@ def test_given_a_generation_a_crash_left_when_the_room_finishes_in_place_then_it
     harness.repo.commit(CommitUnit(states=[StateChange(finished, 1, {}, retired, False, stored.generation)]), NOW_MS)
     assert harness.repo.room_state("RM_f").usable is False
     assert harness.generations("RM_f") == {"3.inflight0000"}
+
+
+def test_given_a_synthetic_join_stored_then_it_is_found_and_a_give_up_is_claimed_once(harness: Harness) -> None:
+    """D-SW-1, D-SW-2: ``stored_joins`` names the participants whose synthetic join is in their room's events (rated or
+    not: stored is enough), none of another room or participant; ``claim_give_up`` is the first sweep's - the same
+    sweep (its moment) holds it again, any other finds it claimed."""
+    listed = ListedParticipant("PA_j", "jo", "STANDARD", NOW_MS - 60_000)
+    assert harness.repo.stored_joins([("RM_j", "PA_j")]) == set()
+    assert harness.repo.add_close(listed_join("RM_j", "room-j", listed, NOW_MS), EXPIRES) is True
+    asked = [("RM_j", "PA_j"), ("RM_j", "PA_other"), ("RM_other", "PA_j")]
+    assert harness.repo.stored_joins(asked) == {("RM_j", "PA_j")}
+    assert harness.repo.claim_give_up("RM_g", "PA_g", NOW_MS, EXPIRES) is True
+    assert harness.repo.claim_give_up("RM_g", "PA_g", NOW_MS, EXPIRES) is True  # the same run, retried
+    assert harness.repo.claim_give_up("RM_g", "PA_g", NOW_MS + 300_000, EXPIRES + 300) is False  # another sweep
+    assert harness.repo.claim_give_up("RM_g", "PA_h", NOW_MS + 300_000, EXPIRES + 300) is True  # another participant

@@ -440,21 +440,41 @@ def test_given_a_sweep_failing_after_it_gave_a_join_less_participant_up_then_the
 
     monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
     room = lk.Room("RM_gone", "goneroom", account_id="acct_sweep", created_at=T0 - 1200)
-    dan = lk.Participant("PA_dan", "dan", (T0 - 600) * 1000)
-    deliver_webhook(lk.room_started(room, T0 - 1200), lambda_context)
-    deliver_webhook(lk.track_published(room, dan, "TR_dan_cam", T0 - 500, video=True), lambda_context)
-    runner = Lambda(stack)
-    runner.run(runner.poll(), lambda_context)
-    assert [i["sk"]["S"] for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"] == [
-        "ROOM#RM_gone"
-    ]
-    # goneroom is not in livekit_server.rooms: RoomService answers "no such room"
+    _dan_join_less(stack, lambda_context, room)  # goneroom is not in livekit_server.rooms: "no such room"
 
     def unavailable(self: DynamoUsageRepository) -> None:
         raise RuntimeError("DynamoDB unavailable")
 
-    # the handler's warnings, recorded at the call: Powertools' logger keeps the stream (and handlers) it was made with,
-    # so an earlier test of the same worker can leave its lines out of caplog and capsys
+    warnings = _recorded_warnings(monkeypatch)
+    capsys.readouterr()
+    with monkeypatch.context() as failing:
+        failing.setattr(DynamoUsageRepository, "swept_rooms", unavailable)
+        with pytest.raises(RuntimeError, match="DynamoDB unavailable"):
+            sweeper_handler.lambda_handler(_scheduled(T0 + 600), lambda_context)
+    abandoned, _ = _given_up(capsys, warnings, "PA_dan")
+    retried = sweeper_handler.lambda_handler(_scheduled(T0 + 600), lambda_context)
+    abandoned_again, warned = _given_up(capsys, warnings, "PA_dan")
+    assert (abandoned + abandoned_again, warned, retried["joins_abandoned"]) == (1, 1, 0)
+    assert not [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]
+
+
+def _given_up(
+    capsys: pytest.CaptureFixture[str], warnings: list[dict[str, object]], participant: str
+) -> tuple[int, int]:
+    """SweepJoinsAbandoned over the EMF lines printed since the last read, and the warnings naming ``participant``."""
+    counted = sum(
+        int(sum(json.loads(line).get("SweepJoinsAbandoned", [])))
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and '"_aws"' in line
+    )
+    return counted, len([extra for extra in warnings if extra.get("participant_sid") == participant])
+
+
+def _recorded_warnings(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """The sweeper handler's warnings' ``extra``, recorded at the call: Powertools' logger keeps the stream (and
+    handlers) it was made with, so an earlier test of the same worker can leave its lines out of caplog and capsys."""
+    from kilo_rate_usage import sweeper_handler  # noqa: PLC0415
+
     warnings: list[dict[str, object]] = []
     real_warning = sweeper_handler.logger.warning
 
@@ -463,20 +483,103 @@ def test_given_a_sweep_failing_after_it_gave_a_join_less_participant_up_then_the
         real_warning(msg, *args, **kwargs)
 
     monkeypatch.setattr(sweeper_handler.logger, "warning", recorded)
-    stamp = datetime.fromtimestamp(T0 + 600, tz=UTC).isoformat().replace("+00:00", "Z")
-    abandoned = 0
+    return warnings
+
+
+def _scheduled(at_s: int) -> dict[str, str]:
+    return {"scheduled_time": datetime.fromtimestamp(at_s, tz=UTC).isoformat().replace("+00:00", "Z")}
+
+
+def _dan_join_less(stack: Stack, lambda_context: LambdaContext, room: lk.Room) -> lk.Participant:
+    """Dan joined at T0 - 600 s, his participant_joined lost: only his camera's track_published (T0 - 500) is rated -
+    the room is marked join-less."""
+    dan = lk.Participant("PA_dan", "dan", (T0 - 600) * 1000)
+    deliver_webhook(lk.room_started(room, T0 - 1200), lambda_context)
+    deliver_webhook(lk.track_published(room, dan, "TR_dan_cam", T0 - 500, video=True), lambda_context)
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+    marks = [i["sk"]["S"] for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]
+    assert marks == [f"ROOM#{room.sid}"]
+    return dan
+
+
+def test_given_a_synthetic_join_not_yet_rated_when_its_room_is_gone_then_nobody_is_given_up_and_it_is_billed(
+    livekit_server: FakeLiveKit,
+    stack: Stack,
+    lambda_context: LambdaContext,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D-SW-1: the sweep at T0+300 lists Dan (STANDARD, joined T0-600) and writes his synthetic join; rating lags (the
+    join stored, not rated) and at the next sweep, T0+600, RoomService says the room is gone, its room_finished lost.
+    Dan is not lost: his join is stored and rating folds it - so nobody is given up (before: joins_abandoned 1,
+    SweepJoinsAbandoned 1 and a warning naming Dan, a false alarm). Rating then folds the join (Dan open from T0-600),
+    and the sweep at T0+900 sweeps him at the last moment anything vouched for him: his join's record, T0+300 (600 s
+    before the sweep, more than the 450 s vouched gap). Dan T0-600 .. T0+300 = 900 s -> 15 min; camera T0-500 ..
+    T0+300 = 800 s -> 14 video (ceil 13.3), 1 audio."""
+    from kilo_rate_usage import sweeper_handler  # noqa: PLC0415
+
+    monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
+    room = lk.Room("RM_lag", "lagroom", account_id="acct_sweep", created_at=T0 - 1200)
+    _dan_join_less(stack, lambda_context, room)
+    livekit_server.rooms["lagroom"] = [("PA_dan", "dan")]
+    livekit_server.infos["PA_dan"] = {"joined_at_ms": (T0 - 600) * 1000}
+    warnings = _recorded_warnings(monkeypatch)
+    assert sweeper_handler.lambda_handler(_scheduled(T0 + 300), lambda_context)["joined"] == 1
+    del livekit_server.rooms["lagroom"]  # the room ends, its room_finished lost; rating has not rated the join yet
     capsys.readouterr()
-    with monkeypatch.context() as failing:
-        failing.setattr(DynamoUsageRepository, "swept_rooms", unavailable)
-        with pytest.raises(RuntimeError, match="DynamoDB unavailable"):
-            sweeper_handler.lambda_handler({"scheduled_time": stamp}, lambda_context)
-    for line in capsys.readouterr().out.splitlines():
-        if line.startswith("{") and '"_aws"' in line:
-            abandoned += int(sum(json.loads(line).get("SweepJoinsAbandoned", [])))
-    retried = sweeper_handler.lambda_handler({"scheduled_time": stamp}, lambda_context)
-    for line in capsys.readouterr().out.splitlines():
-        if line.startswith("{") and '"_aws"' in line:
-            abandoned += int(sum(json.loads(line).get("SweepJoinsAbandoned", [])))
-    warned = [extra for extra in warnings if extra.get("participant_sid") == "PA_dan"]
-    assert (abandoned, len(warned), retried["joins_abandoned"]) == (1, 1, 0)
+    gone = sweeper_handler.lambda_handler(_scheduled(T0 + 600), lambda_context)
+    assert (gone["joins_abandoned"], *_given_up(capsys, warnings, "PA_dan")) == (0, 0, 0)
+
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)  # rating catches up: the join, then nothing more of the room
+    assert _sessions(stack)["PA_dan"].get("end_ms") is None
+    swept = sweeper_handler.lambda_handler(_scheduled(T0 + 900), lambda_context)
+    runner.run(runner.poll(), lambda_context)
+    assert (swept["swept"], swept["joins_abandoned"], *_given_up(capsys, warnings, "PA_dan")) == (1, 0, 0, 0)
+    dan = _sessions(stack)["PA_dan"]
+    assert (int(dan["start_ms"]["N"]), int(dan["end_ms"]["N"]), dan["closed_by"]["S"]) == (
+        (T0 - 600) * 1000,
+        (T0 + 300) * 1000,
+        "swept",
+    )
+    assert aggregate(stack, "acct_sweep") == {"video": 14, "audio": 1}
+
+
+def test_given_two_sweeps_overlapping_then_a_join_less_participant_is_given_up_once(
+    livekit_server: FakeLiveKit,
+    stack: Stack,
+    lambda_context: LambdaContext,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D-SW-2: Dan's join lost, his room gone with its room_finished lost (as in the D395 test). The run scheduled at
+    T0+600 is slow: while it has read the room's mark and not yet given Dan up, the run of T0+900 starts (a retry
+    beside a scheduled run is the same) and does the whole sweep - it reads the same mark. Each sweep gives Dan up only
+    by claiming the give-up (a conditional put): the T0+900 run claims and says it, the T0+600 run finds it claimed
+    and says nothing. SweepJoinsAbandoned 1 over both runs and one warning (before: 2 and 2); no mark left."""
+    from kilo_rate_usage import sweeper_handler  # noqa: PLC0415
+    from kilo_rate_usage.adapters import DynamoUsageRepository  # noqa: PLC0415
+
+    monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
+    room = lk.Room("RM_gone", "goneroom", account_id="acct_sweep", created_at=T0 - 1200)
+    _dan_join_less(stack, lambda_context, room)  # goneroom is not in livekit_server.rooms: "no such room"
+    warnings = _recorded_warnings(monkeypatch)
+    real_listings = DynamoUsageRepository.room_listings
+    overlapping: list[dict[str, Any]] = []
+    started: list[int] = []
+
+    def listings_then_the_next_run(self: DynamoUsageRepository, room_sids: Any) -> Any:
+        # read after the marks and before any give-up: the next run sweeps whole meanwhile (once: not within itself)
+        if not started:
+            started.append(T0 + 900)
+            overlapping.append(sweeper_handler.lambda_handler(_scheduled(T0 + 900), lambda_context))
+        return real_listings(self, room_sids)
+
+    monkeypatch.setattr(DynamoUsageRepository, "room_listings", listings_then_the_next_run)
+    capsys.readouterr()
+    slow = sweeper_handler.lambda_handler(_scheduled(T0 + 600), lambda_context)
+    [fast] = overlapping
+    assert (fast["joins_abandoned"], slow["joins_abandoned"]) == (1, 0)
+    assert _given_up(capsys, warnings, "PA_dan") == (1, 1)
     assert not [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]

@@ -38,6 +38,7 @@ from kilo_billing.events import (
     ContractError,
     StoredEvent,
     decode_item,
+    livekit_key,
     room_partition,
 )
 from kilo_billing.items import Item, lambda_shape, to_item
@@ -55,6 +56,7 @@ from kilo_rate_usage.model import (
     SessionKey,
     StoredSession,
     SweptRoom,
+    listed_join_id,
 )
 from kilo_rate_usage.ports import (
     MAX_TRANSACT_ITEMS,
@@ -542,6 +544,34 @@ class DynamoUsageRepository:
             items.joinless_room_item(room_sid, now_ms, expires_at),
             "#m = :m",
             ExpressionAttributeNames={"#m": items.MARKED_AT_MS},
+            ExpressionAttributeValues=to_item({":m": at_ms}),
+        )
+
+    def stored_joins(self, participants: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        found = set()
+        for room_sid, participant_sid in sorted(set(participants)):  # one key read per participant (rare: gone rooms)
+            pk, sk = livekit_key(listed_join_id(participant_sid), room_sid)
+            answer = call(  # a Query of the one key: the sweeper's grant on the events table (no GetItem)
+                self._client.query,
+                TableName=self._events,
+                KeyConditionExpression="#k = :pk AND #s = :sk",
+                ExpressionAttributeNames={"#k": KEY, "#s": SORT_KEY},
+                ExpressionAttributeValues=to_item({":pk": pk, ":sk": sk}),
+                Select="COUNT",
+                ConsistentRead=True,
+            )
+            if answer.get("Count", 0):
+                found.add((room_sid, participant_sid))
+        return found
+
+    def claim_give_up(self, room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> bool:
+        return _written(  # not written: another sweep claimed it (and said it)
+            put_if,
+            self._client,
+            self._usage,
+            items.given_up_item(room_sid, participant_sid, at_ms, expires_at),
+            "attribute_not_exists(#k) OR #m = :m",
+            ExpressionAttributeNames={"#k": KEY, "#m": items.MARKED_AT_MS},
             ExpressionAttributeValues=to_item({":m": at_ms}),
         )
 

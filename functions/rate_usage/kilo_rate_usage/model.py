@@ -30,6 +30,12 @@ JOINLESS_MARK_SECONDS: Final = 7 * 86_400  # how long rating's mark of a room wi
 # the sweeper renews a mark this old whose room still holds a join-less participant: it outlives the room (D393)
 JOINLESS_RENEW_MS: Final = 86_400_000
 
+
+def listed_join_id(participant_sid: str) -> str:
+    """The event id of the sweeper's synthetic join of a participant (one per participant: a second is a duplicate)."""
+    return f"kilo-listed-{participant_sid}"
+
+
 ContributionKey = tuple[str, str, int, str]  # account, period key, segment start (epoch s), meter value
 AggregateKey = tuple[str, str]  # account, period key
 SessionKey = tuple[str, str]  # room sid, participant sid
@@ -336,3 +342,6 @@ class SweepOutcome:
     # join-less participants (room sid, participant sid) of rooms RoomService says are gone while their states have not
     # finished (room_finished lost too): nobody can list them any more - not billed, given up (D393)
     abandoned_joins: tuple[tuple[str, str], ...] = ()
+    # join-less participants of such rooms whose synthetic join an earlier sweep wrote, not yet rated: rating folds it
+    # (and a later sweep sweeps the session it opens) - not given up (D-SW-1)
+    unrated_joins: tuple[tuple[str, str], ...] = ()

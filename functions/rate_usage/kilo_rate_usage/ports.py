@@ -333,6 +333,17 @@ class SweeperStore(Protocol):
         one made at ``at_ms`` (a batch that marked it again since: that mark stands; none: nothing is written)."""
         ...
 
+    def stored_joins(self, participants: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of these (room sid, participant sid), those whose synthetic join (``listed_join_id``, an earlier sweep's)
+        is stored in the room's events, rated or not; strongly consistent."""
+        ...
+
+    def claim_give_up(self, room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> bool:
+        """Claim the give-up of a join-less participant for the sweep at ``at_ms`` (expiring at ``expires_at``): True
+        when it is that sweep's - unclaimed, or claimed at ``at_ms`` (a retry of the same run) -, False when another
+        sweep claimed it (it said it)."""
+        ...
+
     def swept_rooms(self) -> dict[str, SweptRoom]:
         """The rooms marked by ``mark_swept_rooms`` (or ``mark_dropped_room``) and not forgotten since: room sid ->
         the mark; strongly consistent."""

@@ -43,9 +43,12 @@ renewed (marked again at the sweep, expiring 7 days later: D393), so it outlives
 RoomService unanswered for longer - than rating's 7 days. A gone room whose state has not finished (its room_finished
 lost too) gives its join-less participants up: nobody can list them any more - said to ``give_up`` (the handler logs,
 counts and alarms them) before the room's mark is forgotten, so a sweep failing later has said them already (D395),
-and named in the outcome (``abandoned_joins``); never dropped silently. A join stays within the events
-table's item bound (RoomService's metadata and attributes left out when too large); one DynamoDB refuses all the same
-is logged, counted and alarmed, the sweep goes on and the mark stays.
+and named in the outcome (``abandoned_joins``); never dropped silently. One whose synthetic join an earlier sweep
+stored is not given up: rating folds that join, late, and he is an open session then (``unrated_joins``, D-SW-1).
+Each give-up is claimed first (``claim_give_up``, a conditional put naming the sweep's moment): a sweep overlapping
+(a retry beside the next run) that read the same mark finds it claimed and says nothing (D-SW-2). A join stays
+within the events table's item bound (RoomService's metadata and attributes left out when too large); one DynamoDB
+refuses all the same is logged, counted and alarmed, the sweep goes on and the mark stays.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from kilo_rate_usage.model import (
     StoredSession,
     SweepOutcome,
     SweepPolicy,
+    listed_join_id,
 )
 from kilo_rate_usage.ports import RejectedWriteError, RoomDirectory, SweeperStore
 from kilo_rate_usage.rooms import RoomState
@@ -116,7 +120,7 @@ def listed_join(
     }  # the body: what RoomService said, for an audit (rating reads the fields below)
     body = {"event": LISTED, "room": {"sid": room_sid, "name": room_name}, "participant": participant}
     join = LiveKitEventRecord(
-        event_id=f"kilo-listed-{listed.sid}",
+        event_id=listed_join_id(listed.sid),
         event_type=LISTED,
         created_at=now_ms // 1000,
         api_key=SWEEPER_API_KEY,
@@ -356,11 +360,25 @@ def run_sweep(
     for room, marked_ms in sorted(joinless.renew.items()):
         if room not in gone:  # its participant may be listed later: the mark outlives its 7 days (D393)
             store.renew_joinless_room(room, marked_ms, now_ms, now_ms // 1000 + JOINLESS_MARK_SECONDS)
-    # the join-less participants of a gone room whose state has not finished: nobody can list them any more
-    abandoned = tuple((room, sid) for room in sorted(gone) for sid in sorted(joinless.asking[room][1]))
+    # the join-less participants of a gone room whose state has not finished: nobody can list them any more - but
+    # one whose synthetic join an earlier sweep wrote is not lost: rating folds it, late (D-SW-1)
+    held = tuple((room, sid) for room in sorted(gone) for sid in sorted(joinless.asking[room][1]))
+    unrated = store.stored_joins(held) if held else set()
+    abandoned: list[tuple[str, str]] = []
+    claim_expires = now_ms // 1000 + JOINLESS_MARK_SECONDS
     for room in sorted(joinless.forget.keys() | gone):  # last: a retry of this sweep still finds them
-        if room in gone:  # said before the forget: once forgotten, no retry finds them (D395)
-            give_up([(gone_room, sid) for gone_room, sid in abandoned if gone_room == room])
+        if room in gone:  # said before the forget: once forgotten, no retry finds them (D395); claimed first, so
+            # that an overlapping sweep that read the same mark says them not again (D-SW-2)
+            lost = [
+                (gone_room, sid) for gone_room, sid in held if gone_room == room and (gone_room, sid) not in unrated
+            ]
+            claimed = [
+                (gone_room, sid)
+                for gone_room, sid in lost
+                if store.claim_give_up(gone_room, sid, now_ms, claim_expires)
+            ]
+            give_up(claimed)
+            abandoned.extend(claimed)
         store.forget_joinless_room(room, joinless.marks[room])
     if plan.listings:  # last: a retry of this sweep still reads the previous answers (its closes are written once)
         store.record_listings(plan.listings, marks_expire)
@@ -374,7 +392,8 @@ def run_sweep(
         dropped_states=dropped,
         joined=len(joined),
         unwritten_joins=tuple(unwritten),
-        abandoned_joins=abandoned,
+        abandoned_joins=tuple(abandoned),
+        unrated_joins=tuple(pair for pair in held if pair in unrated),
     )
     return outcome, answers, written
 
