@@ -67,7 +67,7 @@ def test_given_functions_then_handlers_exist_in_their_code_uri(template: Templat
 
 def test_given_the_events_table_then_it_streams_expires_and_is_retained(template: Template) -> None:
     table = template.resources["EventsTable"]
-    assert table["DeletionPolicy"] == "Retain"
+    assert table["DeletionPolicy"] == "RetainExceptOnCreate"  # D-OPS-4
     props = table["Properties"]
     assert props["StreamSpecification"]["StreamViewType"] in {"NEW_IMAGE", "NEW_AND_OLD_IMAGES"}
     assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
@@ -91,10 +91,11 @@ def test_given_ingest_then_5xx_and_signature_spikes_and_store_failures_alarm(tem
 def test_given_ingest_storing_events_for_rating_when_rating_is_not_invoked_then_an_alarm_breaches(
     template: Template,
 ) -> None:
-    """D389: IteratorAge (RatingLagAlarm) is emitted only when the stream invokes rating, so a disabled or stuck
-    trigger needs its own alarm: events stored for rating (the ingest routes' stored counts, less the Stripe
-    function's invocations: Stripe's stored events are filtered out of rating's stream) in two 15-minute windows in a
-    row with no invocation of the rating function."""
+    """D389, amended by D-OPS-3: IteratorAge (RatingLagAlarm) is emitted only when the stream invokes rating, so a
+    disabled or stuck trigger needs its own alarm: events stored for rating - ``StoredForRating``, which the LiveKit
+    and usage routes count for each event they store (the Stripe route never: rating's stream filter drops source
+    stripe) - in two 15-minute windows in a row with no invocation of the rating function. No subtraction: a refused
+    probe on the Stripe route takes nothing out of the count."""
     from kilo_billing.observability import Metric  # noqa: PLC0415
     from kilo_webhook_ingest.http import SERVICE  # noqa: PLC0415
 
@@ -115,31 +116,22 @@ def test_given_ingest_storing_events_for_rating_when_rating_is_not_invoked_then_
         if invocations(alarm["Properties"], "RateUsageFunction")
     ]
     queries = {query["Id"]: query for query in alarm["Metrics"]}
+    assert set(queries) == {"stalled", "stored", "rating"}
     assert [query["Id"] for query in alarm["Metrics"] if query["ReturnData"]] == ["stalled"]
-    assert queries["stalled"]["Expression"] == (
-        "IF(FILL(stored, 0) + FILL(usage, 0) - FILL(stripe, 0) > 0 AND FILL(rating, 0) == 0, 1, 0)"
-    )
-    ingest = [{"Name": "service", "Value": SERVICE}]
+    assert queries["stalled"]["Expression"] == "IF(FILL(stored, 0) > 0 AND FILL(rating, 0) == 0, 1, 0)"
+    assert Metric.STORED_FOR_RATING.value == "StoredForRating"
     assert queries["stored"]["MetricStat"]["Metric"] == {
         "Namespace": "KiloBilling",
-        "MetricName": Metric.WEBHOOK_STORED.value,
-        "Dimensions": ingest,
+        "MetricName": "StoredForRating",
+        "Dimensions": [{"Name": "service", "Value": SERVICE}],
     }
-    assert queries["usage"]["MetricStat"]["Metric"] == {
-        "Namespace": "KiloBilling",
-        "MetricName": Metric.USAGE_RECORDED.value,
-        "Dimensions": ingest,
-    }
-    assert invocations({"Metrics": [queries["stripe"]]}, "StripeWebhookFunction")
     assert invocations({"Metrics": [queries["rating"]]}, "RateUsageFunction")
-    for name in ("stored", "usage", "stripe", "rating"):
+    for name in ("stored", "rating"):
         assert (queries[name]["MetricStat"]["Period"], queries[name]["MetricStat"]["Stat"]) == (900, "Sum"), name
-    # the ingest functions count under the service the alarm reads; the Stripe function is the Stripe route's
-    for function in ("LiveKitWebhookFunction", "UsageApiFunction", "StripeWebhookFunction"):
+    # the ingest functions count under the service the alarm reads
+    for function in ("LiveKitWebhookFunction", "UsageApiFunction"):
         variables = template.resources[function]["Properties"]["Environment"]["Variables"]
         assert variables["POWERTOOLS_SERVICE_NAME"] == SERVICE, function
-    stripe_events = template.resources["StripeWebhookFunction"]["Properties"]["Events"].values()
-    assert [event["Properties"]["Path"] for event in stripe_events] == ["/webhooks/stripe"]
     assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"], alarm["Threshold"]) == (2, 2, 1)
     assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     # a window with no point at all (unlikely: every input is FILL'd, so a quiet window reads 0) moves nothing
@@ -676,6 +668,8 @@ def _unalarmed() -> dict[str, tuple[str | None, str]]:
     return {
         # ingest
         M.WEBHOOK_STORED: (None, outcome),
+        # its LiveKit and usage share is RatingNotInvokedAlarm's input (D-OPS-3), not what the alarm alarms on
+        M.STORED_FOR_RATING: (None, outcome),
         M.WEBHOOK_DUPLICATE: (None, outcome),
         # every refusal, of any route; the signature ones are SignatureRejected, alarmed; a signed LiveKit body refused
         # (LiveKit never resends it) is LiveKitSignedEventRefused, alarmed (D396); a signed Stripe event refused is
@@ -718,7 +712,6 @@ def _unalarmed() -> dict[str, tuple[str | None, str]]:
         # crypto
         M.CRYPTO_TRANSFERS_SEEN: (None, outcome),
         M.CRYPTO_REORGS: (None, "a chain reorganisation, rolled back and re-read by the watcher"),
-        M.CRYPTO_WATCH_BEHIND: (None, "a run at its work cap; the next one resumes from the cursor"),
         M.CRYPTO_PAYMENTS_FINALIZED: (None, outcome),
         M.CRYPTO_PAYMENTS_ORPHANED: (None, "the transaction left the chain: nothing was paid, the bill stays open"),
         M.CRYPTO_RPC_CALLS: (None, outcome),
@@ -909,3 +902,181 @@ def test_given_an_alert_sender_value_then_the_template_accepts_a_bare_address_on
     assert (re.fullmatch(parameter["AllowedPattern"], value) is not None) == accepted
     assert "bare address" in parameter["ConstraintDescription"]
     assert re.fullmatch(parameter["AllowedPattern"], parameter["Default"]) is not None
+
+
+# --- D-OPS-1..4: alarms that were missing or blind, and the tables' retention ---------------------------------------
+
+DATA_TABLES = {"EventsTable", "UsageTable", "AlertsTable", "MembersTable", "CryptoTable"}
+
+
+def test_given_every_table_holding_data_then_a_deletion_keeps_it_but_a_rolled_back_creation_does_not(
+    template: Template,
+) -> None:
+    """D-OPS-4 (D390's rule, now on the tables): a table created by the very deploy that fails holds nothing and has
+    a fixed name - kept (plain ``Retain``), the retry collides with it; ``RetainExceptOnCreate`` deletes exactly that
+    one on rollback and keeps it on every other operation. The rate-limit table (per-minute counters expiring in two
+    minutes) is the one table the stack deletes with itself: nothing in it outlives its minute."""
+    tables = template.of_type("AWS::DynamoDB::Table")
+    assert set(tables) == DATA_TABLES | {"RateLimitTable"}
+    for name in DATA_TABLES:
+        assert tables[name].get("DeletionPolicy") == "RetainExceptOnCreate", name
+        assert tables[name].get("UpdateReplacePolicy") == "Retain", name
+    assert "DeletionPolicy" not in tables["RateLimitTable"]
+    assert not [name for name, spec in template.resources.items() if spec.get("DeletionPolicy") == "Retain"]
+
+
+SYNC_SEEN_EVENT_TYPES = {"HttpApi", "Api"}  # a failure answers 5xx, which the API's 5xx alarm counts
+
+
+def test_given_a_function_no_api_queue_stream_or_schedule_invokes_then_its_errors_alarm_the_operator(
+    template: Template,
+) -> None:
+    """D-OPS-1: a function invoked otherwise (Cognito's sign-in trigger) has no dead-letter queue and no API 5xx to
+    tell its failures: a user's sign-in fails and nothing says so. Each such function has an alarm on its own
+    ``AWS/Lambda`` ``Errors`` (a timeout counts there too) at the first one, to the operator's topic."""
+    seen_elsewhere = ASYNC_EVENT_TYPES | ASYNC_INVOKE_TYPES | SYNC_SEEN_EVENT_TYPES
+    unseen = {
+        name
+        for name, spec in functions(template).items()
+        if not {event["Type"] for event in spec["Properties"].get("Events", {}).values()} & seen_elsewhere
+    }
+    cognito = {
+        spec["Properties"]["FunctionName"]["Fn::GetAtt"][0]
+        for spec in template.of_type("AWS::Lambda::Permission").values()
+        if spec["Properties"]["Principal"] == "cognito-idp.amazonaws.com"
+    }
+    assert cognito == {"AccountSignInClaimsFunction"}
+    assert unseen == cognito
+    for function in unseen:
+        [alarm] = [
+            spec["Properties"]
+            for spec in template.of_type("AWS::CloudWatch::Alarm").values()
+            if spec["Properties"].get("MetricName") == "Errors"
+            and spec["Properties"].get("Dimensions") == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+        ]
+        assert alarm["Namespace"] == "AWS/Lambda"
+        assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 60, 1), function
+        assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["TreatMissingData"]) == (
+            1,
+            "GreaterThanOrEqualToThreshold",
+            "notBreaching",
+        )
+        assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
+
+
+def _chains_watched(template: Template) -> set[tuple[str, str]]:
+    """(service, chain) of every chain a watcher's schedule runs: the EVM watcher's one schedule per chain (its
+    ``Input`` names the chain), the Solana watcher's chain ``solana`` (the one Solana chain the settings know)."""
+    from kilo_crypto_watch.evm_handler import SERVICE as EVM  # noqa: PLC0415
+    from kilo_crypto_watch.settings import CHAIN_DEFAULTS  # noqa: PLC0415
+    from kilo_crypto_watch.solana_handler import SERVICE as SOLANA  # noqa: PLC0415
+
+    evm = {
+        (EVM, json.loads(event["Properties"]["Input"])["chain"])
+        for event in template.resources["CryptoEvmWatcherFunction"]["Properties"]["Events"].values()
+    }
+    solana = {(SOLANA, key) for key, chain in CHAIN_DEFAULTS.items() if chain["kind"] == "solana"}
+    return evm | solana
+
+
+def test_given_a_chains_watcher_runs_behind_for_fifteen_minutes_then_that_chains_own_alarm_breaches(
+    template: Template,
+) -> None:
+    """D-OPS-1: ``CryptoWatchBehind`` (a run stopped at its work cap, or short of the head) was counted and never
+    alarmed, and both EVM chains counted under one service: a chain whose runs never catch up (payments seen ever
+    later) was silent, and one chain's stall could not be told from the other's. Each run now records 1 (behind) or
+    0 (caught up) under its service and its chain; an alarm per chain reads the Minimum over 5 minutes - 1 only when
+    every run of those minutes was behind - three periods in a row (15 minutes; a caught-up run breaks the row)."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+
+    watched = _chains_watched(template)
+    assert watched == {("crypto-evm-watcher", "ethereum"), ("crypto-evm-watcher", "base"), ("crypto-solana", "solana")}
+    alarms = {
+        (
+            {d["Name"]: d["Value"] for d in spec["Properties"]["Dimensions"]}["service"],
+            {d["Name"]: d["Value"] for d in spec["Properties"]["Dimensions"]}["chain"],
+        ): spec["Properties"]
+        for spec in template.of_type("AWS::CloudWatch::Alarm").values()
+        if spec["Properties"].get("MetricName") == Metric.CRYPTO_WATCH_BEHIND.value
+    }
+    assert set(alarms) == watched
+    for (service, chain), alarm in alarms.items():
+        assert alarm["Namespace"] == "KiloBilling"
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": service}, {"Name": "chain", "Value": chain}]
+        assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (
+            "Minimum",
+            300,
+            3,
+            3,
+        ), chain
+        assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["TreatMissingData"]) == (
+            1,
+            "GreaterThanOrEqualToThreshold",
+            "notBreaching",
+        ), chain
+        assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
+
+
+def test_given_every_dead_letter_queue_then_a_second_alarm_notifies_each_new_arrival_while_the_first_stays_unhandled(
+    template: Template,
+) -> None:
+    """D-OPS-2: a depth alarm (any message visible) notifies once, on entering ALARM: a second batch dead-lettered
+    while the first is still there notifies no one. Beside it, each dead-letter queue has an arrivals alarm: the
+    increase of its messages (visible + in flight, so an operator reading them - in flight for a while, then visible
+    again - is no arrival) from one minute to the next, ``DIFF``, >= 1. ``NumberOfMessagesSent`` would miss what SQS
+    moves from a source queue after its receives (AWS: "if a message is sent to a dead-letter queue as a result of a
+    failed processing attempt, it isn't captured by this metric")."""
+    alarms = template.of_type("AWS::CloudWatch::Alarm")
+    queues = {name for name in template.of_type("AWS::SQS::Queue") if name.endswith("DeadLetterQueue")}
+    assert len(queues) == 14
+
+    def queue_of(query: dict[str, Any]) -> str | None:
+        [dimension] = query["MetricStat"]["Metric"]["Dimensions"]
+        assert dimension["Name"] == "QueueName"
+        [queue, attribute] = dimension["Value"]["Fn::GetAtt"]
+        assert attribute == "QueueName"
+        return str(queue)
+
+    depth: dict[str, str] = {}
+    arrivals: dict[str, str] = {}
+    for name, spec in alarms.items():
+        props = spec["Properties"]
+        if props.get("MetricName") == "ApproximateNumberOfMessagesVisible" and name.endswith(
+            ("DeadLetterAlarm", "PoisonRecordAlarm")
+        ):
+            depth[props["Dimensions"][0]["Value"]["Fn::GetAtt"][0]] = name
+        queries = {query["Id"]: query for query in props.get("Metrics", [])}
+        if "added" not in queries:
+            continue
+        assert queries["added"] == {
+            "Id": "added",
+            "Label": "messages added since the minute before",
+            "Expression": "DIFF(visible + inflight)",
+            "ReturnData": True,
+        }, name
+        metrics = {
+            query_id: queries[query_id]["MetricStat"]["Metric"]["MetricName"] for query_id in ("visible", "inflight")
+        }
+        assert metrics == {
+            "visible": "ApproximateNumberOfMessagesVisible",
+            "inflight": "ApproximateNumberOfMessagesNotVisible",
+        }, name
+        [queue] = {queue_of(queries["visible"]), queue_of(queries["inflight"])}
+        for query_id in ("visible", "inflight"):
+            query = queries[query_id]
+            assert query["MetricStat"]["Metric"]["Namespace"] == "AWS/SQS"
+            assert (query["MetricStat"]["Period"], query["MetricStat"]["Stat"], query["ReturnData"]) == (
+                60,
+                "Maximum",
+                False,
+            ), name
+        assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["Threshold"]) == (2, 1, 1), name
+        assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert props["TreatMissingData"] == "notBreaching"
+        assert props["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
+        assert queue not in arrivals, f"{queue}: two arrivals alarms"
+        arrivals[str(queue)] = name
+    assert set(depth) == queues
+    assert set(arrivals) == queues
+    for queue, name in arrivals.items():
+        assert name == depth[queue].removesuffix("Alarm") + "ArrivalsAlarm", queue

@@ -9,6 +9,7 @@ min(0.5 % x $100, $1) = $0.50. ETH locked at $2,500.00: the quote asks 0.04 ETH 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -711,3 +712,30 @@ def test_given_a_late_eth_payment_when_the_feed_moved_after_its_block_then_it_is
     assert (bill.status, bill.flags) == (status, frozenset(flags))
     if status is BillStatus.PAID:
         assert (bill.settled_usd, bill.written_off_usd) == (Decimal("99.20"), Decimal("0.80"))
+
+
+def test_given_a_run_then_it_records_whether_it_is_behind_under_its_service_and_chain(
+    billing: Billing, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """D-OPS-1: each run records ``CryptoWatchBehind`` once under its service and its chain - 0 caught up, 1 stopped
+    short of the head - so the chain's own alarm (the Minimum over 5 minutes) tells one chain's stall from
+    another's. A run capped at one block of a chain 3 blocks ahead is behind."""
+    from tests.unit.payment_alarm_helpers import flushed_points  # noqa: PLC0415
+
+    capfd.readouterr()
+    assert billing.run()["caught_up"] is True
+    assert flushed_points(capfd.readouterr().out, "CryptoWatchBehind") == [
+        ({"service": "crypto-evm-watcher", "chain": "ethereum"}, 0)
+    ]
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+    from kilo_crypto_watch import settings as crypto_settings  # noqa: PLC0415
+
+    billing.chain.mine(3)
+    [chain] = json.loads(os.environ["CRYPTO_CHAINS"])
+    monkeypatch.setenv("CRYPTO_CHAINS", json.dumps([chain | {"max_blocks_per_run": 1}]))
+    crypto_settings.settings.cache_clear()
+    dependencies.clear_caches()
+    assert billing.run()["caught_up"] is False
+    assert flushed_points(capfd.readouterr().out, "CryptoWatchBehind") == [
+        ({"service": "crypto-evm-watcher", "chain": "ethereum"}, 1)
+    ]

@@ -390,7 +390,7 @@ def test_given_a_listing_server_behind_on_every_ask_then_the_run_succeeds_behind
     # wallet sweep's page asked 3 times, then the run reads nothing - not a failure, but counted once (D91, s1b)
     from kilo_billing.observability import Metric  # noqa: PLC0415
     from kilo_dev import solana_standin  # noqa: PLC0415
-    from tests.unit.payment_alarm_helpers import flushed_metrics  # noqa: PLC0415
+    from tests.unit.payment_alarm_helpers import flushed_metrics, flushed_points  # noqa: PLC0415
 
     def behind(self: SolanaStandin, config: dict[str, Any] | None) -> int:
         if (config or {}).get("minContextSlot") is not None:
@@ -405,7 +405,27 @@ def test_given_a_listing_server_behind_on_every_ask_then_the_run_succeeds_behind
 
     [run] = result["runs"]  # type: ignore[call-overload]
     assert (run["behind"], run["caught_up"]) == (True, False)
-    assert flushed_metrics(capfd.readouterr().out).get(Metric.SOLANA_LISTING_BEHIND.value) == 1
+    out = capfd.readouterr().out
+    assert flushed_metrics(out).get(Metric.SOLANA_LISTING_BEHIND.value) == 1
+    # D-OPS-1: and the run is behind for the chain's own CryptoWatchBehind alarm
+    assert flushed_points(out, Metric.CRYPTO_WATCH_BEHIND.value) == [
+        ({"service": "crypto-solana", "chain": "solana"}, 1)
+    ]
+
+
+def test_given_a_run_that_caught_up_then_it_records_crypto_watch_behind_zero_under_its_service_and_chain(
+    deployed: DynamoCryptoStore, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """D-OPS-1: every run records ``CryptoWatchBehind`` under its service and chain, 0 when it reached the head: the
+    chain's alarm reads the Minimum, so one caught-up run in a 5-minute period is no stall."""
+    from tests.unit.payment_alarm_helpers import flushed_points  # noqa: PLC0415
+
+    capfd.readouterr()
+    [run] = run_handler()["runs"]  # type: ignore[call-overload]
+    assert run["caught_up"] is True
+    assert flushed_points(capfd.readouterr().out, "CryptoWatchBehind") == [
+        ({"service": "crypto-solana", "chain": "solana"}, 0)
+    ]
 
 
 def test_given_1_lamport_dust_and_a_0_01_sol_stray_then_only_the_stray_is_alerted_and_the_dust_is_counted(

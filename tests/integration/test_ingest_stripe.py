@@ -441,3 +441,14 @@ def test_given_a_live_mode_endpoint_then_live_events_are_stored_and_test_mode_on
     assert "test-mode event" in payload["error"]["message"]
     assert [item["event_id"]["S"] for item in stack.table_items()] == ["evt_live"]
     assert [item["livemode"]["BOOL"] for item in stack.table_items()] == [True]
+
+
+def test_given_a_stripe_event_stored_then_it_is_not_counted_as_stored_for_rating(
+    stack: Stack, lambda_context: LambdaContext, invoice_paid: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D-OPS-3: rating's stream drops source stripe, so a Stripe event stored is ``WebhookStored`` only - never
+    ``StoredForRating``, the count ``RatingNotInvokedAlarm`` waits for rating on."""
+    capsys.readouterr()
+    assert post(invoice_paid, signed(invoice_paid), lambda_context)[1]["status"] == "stored"
+    counted = emitted_metrics(capsys)
+    assert (counted.get("WebhookStored"), counted.get("StoredForRating")) == (1, None)

@@ -757,3 +757,18 @@ def test_given_the_account_table_unreachable_then_503_without_internals_and_noth
         }
     }
     assert stack.table_items() == []
+
+
+def test_given_usage_events_accepted_then_each_counts_as_stored_for_rating_and_a_resent_batch_nothing(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D-OPS-3: each usage event stored (source usage, which rating's stream takes) counts one ``StoredForRating``,
+    the input of ``RatingNotInvokedAlarm``; the same batch resent stores nothing and counts nothing."""
+    from tests.integration.test_ingest_livekit import emitted_metrics  # noqa: PLC0415
+
+    capsys.readouterr()
+    assert send_batch(lambda_context, *VALID_BATCH)[1]["accepted"] == 3
+    counted = emitted_metrics(capsys)
+    assert (counted.get("StoredForRating"), counted.get("UsageRecorded")) == (3, 3)
+    assert send_batch(lambda_context, *VALID_BATCH)[1]["accepted"] == 0
+    assert "StoredForRating" not in emitted_metrics(capsys)

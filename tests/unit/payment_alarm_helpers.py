@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -76,9 +77,9 @@ def logged_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
 
 
-def flushed_metrics(out: str) -> dict[str, float]:
-    """The metrics flushed (Powertools prints CloudWatch EMF JSON lines to stdout)."""
-    flushed: dict[str, float] = {}
+def _emf_definitions(out: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each EMF record in ``out`` (Powertools prints CloudWatch EMF JSON lines to stdout) with each of its metric
+    definitions (namespace, dimension sets, metrics)."""
     for line in out.splitlines():
         try:
             record = json.loads(line)
@@ -87,9 +88,28 @@ def flushed_metrics(out: str) -> dict[str, float]:
         if not isinstance(record, dict):
             continue
         for definition in record.get("_aws", {}).get("CloudWatchMetrics", []):
-            for metric in definition["Metrics"]:
-                value = record[metric["Name"]]
-                flushed[metric["Name"]] = flushed.get(metric["Name"], 0) + sum(
-                    value if isinstance(value, list) else [value]
-                )
+            yield record, definition
+
+
+def _values(record: dict[str, Any], name: str) -> list[float]:
+    value = record[name]
+    return list(value) if isinstance(value, list) else [value]
+
+
+def flushed_metrics(out: str) -> dict[str, float]:
+    """The metrics flushed: each name's values summed."""
+    flushed: dict[str, float] = {}
+    for record, definition in _emf_definitions(out):
+        for metric in definition["Metrics"]:
+            flushed[metric["Name"]] = flushed.get(metric["Name"], 0) + sum(_values(record, metric["Name"]))
     return flushed
+
+
+def flushed_points(out: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Each data point of metric ``name`` flushed: its dimensions (name -> value) and its value."""
+    points: list[tuple[dict[str, str], float]] = []
+    for record, definition in _emf_definitions(out):
+        if any(metric["Name"] == name for metric in definition["Metrics"]):
+            [dimension_set] = definition["Dimensions"]
+            points += [({key: record[key] for key in dimension_set}, value) for value in _values(record, name)]
+    return points

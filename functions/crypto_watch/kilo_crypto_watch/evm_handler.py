@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kilo_billing import observability
-from kilo_billing.observability import Metric, count
+from kilo_billing.observability import Metric, count, record_per_chain
 from kilo_crypto_watch import dependencies
 from kilo_crypto_watch.settings import settings
 
@@ -105,7 +105,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         count(SERVICE, Metric.CRYPTO_PAYMENTS_STUCK, len(report.stuck))
     count(SERVICE, Metric.CRYPTO_TRANSFERS_SEEN, report.transfers_seen)
     count(SERVICE, Metric.CRYPTO_REORGS, int(report.rolled_back_to is not None))
-    count(SERVICE, Metric.CRYPTO_WATCH_BEHIND, int(not report.caught_up))
+    record_per_chain(SERVICE, Metric.CRYPTO_WATCH_BEHIND, chain.key, int(not report.caught_up))
     summary = {
         "chain": report.chain,
         "from_block": report.from_block,

@@ -22,7 +22,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kilo_billing import observability
-from kilo_billing.observability import Metric, count
+from kilo_billing.observability import Metric, count, record_per_chain
 from kilo_crypto_watch import dependencies
 from kilo_crypto_watch.model import ChainConfig
 from kilo_crypto_watch.ports import CursorConflictError, SolanaRpcError
@@ -84,6 +84,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 extra={"chain": chain.key},
             )
             count(SERVICE, Metric.SOLANA_LISTING_BEHIND)
+        record_per_chain(SERVICE, Metric.CRYPTO_WATCH_BEHIND, chain.key, int(not report.caught_up))  # D-OPS-1
         count(SERVICE, Metric.CRYPTO_TRANSFERS_SEEN, report.transfers_seen)
         count(SERVICE, Metric.CRYPTO_PAYMENTS_FINALIZED, report.finalized)
         count(SERVICE, Metric.CRYPTO_PAYMENTS_ORPHANED, report.orphaned)

@@ -170,11 +170,14 @@ def webhook_response(
     transient: tuple[type[BaseException], ...],
     type_key: str,
     retry_message: str | None = None,
+    *,
+    rated: bool = False,
 ) -> dict[str, Any]:
     """One webhook request end to end: read its raw request and ``ingest`` it (the route's logic, given the request,
     the time now in ms and the invocation's deadline); answer a refused request 4xx, one that failed for now
     (``transient`` errors) 503 so the sender retries, and a stored or duplicate event 200 with its id, its type (under
-    ``type_key``, as that sender names it) and its status."""
+    ``type_key``, as that sender names it) and its status. ``rated``: the route's events are the ones rating's stream
+    takes (LiveKit's, not Stripe's), each stored one counted ``StoredForRating`` too (D-OPS-3)."""
     try:
         outcome = ingest(raw_request(event, max_body_bytes), int(time.time() * 1000), InvocationDeadline(context))
     except IngestError as exc:
@@ -184,6 +187,8 @@ def webhook_response(
     # per-event success lines are DEBUG (metrics count them; one INFO line per webhook costs CloudWatch money, D14)
     logger(SERVICE).debug(f"{route} webhook", extra={"type": outcome.event_type, "status": outcome.status})
     count(SERVICE, Metric.WEBHOOK_STORED if outcome.status == "stored" else Metric.WEBHOOK_DUPLICATE)
+    if rated and outcome.status == "stored":
+        count(SERVICE, Metric.STORED_FOR_RATING)
     return json_response(200, {"id": outcome.event_id, type_key: outcome.event_type, "status": outcome.status})
 
 

@@ -29,4 +29,4 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
 
     transient = (StorageUnavailableError, SecretConfigError, OutOfTimeError)  # LiveKit retries 5xx
     limit = deps.settings.max_livekit_body_bytes
-    return webhook_response("livekit", event, context, limit, ingest, transient, type_key="event")
+    return webhook_response("livekit", event, context, limit, ingest, transient, type_key="event", rated=True)

@@ -18,7 +18,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -39,6 +39,9 @@ CORRELATION_KEYS: Final = (
 class Metric(StrEnum):
     # ingest
     WEBHOOK_STORED = "WebhookStored"
+    # an event stored that rating's stream takes (source livekit or usage; never stripe): RatingNotInvokedAlarm's
+    # input (D389, amended by D-OPS-3)
+    STORED_FOR_RATING = "StoredForRating"
     WEBHOOK_DUPLICATE = "WebhookDuplicate"
     WEBHOOK_REJECTED = "WebhookRejected"
     SIGNATURE_REJECTED = "SignatureRejected"
@@ -115,7 +118,9 @@ class Metric(StrEnum):
     # crypto watchers (one service per chain kind: crypto-evm, crypto-solana)
     CRYPTO_TRANSFERS_SEEN = "CryptoTransfersSeen"  # merchant credits a watcher run handed to settlement
     CRYPTO_REORGS = "CryptoReorgs"  # an EVM run found its cursor's block gone and rolled back
-    CRYPTO_WATCH_BEHIND = "CryptoWatchBehind"  # a run stopped at its work cap: the next one resumes (catch-up)
+    # a run stopped short of the head (its work cap): the next one resumes. Recorded 0 or 1 for every run under its
+    # service and chain (``record_per_chain``): each chain's alarm reads the Minimum, 15 minutes of it (D-OPS-1)
+    CRYPTO_WATCH_BEHIND = "CryptoWatchBehind"
     CRYPTO_PAYMENTS_FINALIZED = "CryptoPaymentsFinalized"
     CRYPTO_PAYMENTS_ORPHANED = "CryptoPaymentsOrphaned"  # a SEEN payment whose transaction left the chain
     CRYPTO_RPC_CALLS = "CryptoRpcCalls"  # JSON-RPC requests per run (the benchmark's measure, in production)
@@ -180,6 +185,20 @@ def tracer(service: str) -> Tracer | NoTracer:
 def count(service: str, name: Metric, value: int = 1) -> None:
     if value:
         metrics(service).add_metric(name=name.value, unit=MetricUnit.Count, value=value)
+
+
+def record_per_chain(service: str, name: Metric, chain: str, value: int) -> None:
+    """One point of ``name`` under the dimensions service and chain, written at once and zero included (unlike
+    ``count``): an alarm reading its Minimum needs the runs that were fine too, and a per-chain dimension set of its
+    own keeps the service's other metrics - and the alarms on them - under the service alone (D-OPS-1)."""
+    with single_metric(
+        name=name.value,
+        unit=MetricUnit.Count,
+        value=value,
+        namespace=NAMESPACE,
+        default_dimensions={"service": service},
+    ) as metric:
+        metric.add_dimension(name="chain", value=chain)
 
 
 def correlate(service: str, **keys: str | None) -> None:
