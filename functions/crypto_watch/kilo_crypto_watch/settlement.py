@@ -233,9 +233,9 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D387),
     but for one its watcher named stuck (``stalled``: it no longer holds the write-off, D398);
     PROCESSING when the seen and finalized ones do, stuck ones left out (D-CW-2: a bill short beyond its band asks
-    the customer for the rest rather than wait on a stuck payment); else OPEN (PARTIAL when something was paid). Failed, orphaned and
-    under-review payments do not count. So the result does not depend on which payment finalizes first, and no
-    money is both written off and credited."""
+    the customer for the rest rather than wait on a stuck payment); else OPEN (PARTIAL when something was paid).
+    Failed, orphaned and under-review payments do not count. So the result does not depend on which payment
+    finalizes first, and no money is both written off and credited."""
     kept = bill.flags & {BillFlag.PAST_DUE, BillFlag.MARKED}
     counted = [line for line in bill.payments if counts(line)]
     final = [line for line in counted if line.status is PaymentStatus.FINALIZED]
@@ -1410,9 +1410,10 @@ class Settlement:
 
     def stalled(self, payment_id: str, block_hash: str | None = None) -> None:
         """A SEEN payment its watcher named stuck (final block, neither finality nor loss proven): its line stops
-        holding the bill's write-off, and the bill is recomputed - PAID with the write-off if its final payments
-        cover it inside tolerance (D398). The payment stays SEEN and pending: finalized later, it pays the
-        write-off first (D387); orphaned, nothing changes. Idempotent (a line marked once is left). Only at the
+        holding the bill (``holds``), and the bill is recomputed - PAID with the write-off if its final payments
+        cover it inside tolerance (D398), else OPEN and PARTIAL, a new quote asking the rest (D-CW-2). The payment
+        stays SEEN and pending: finalized later, it pays the write-off first (D387) or counts again (credit if the
+        rest was paid meanwhile); orphaned, nothing changes. Idempotent (a line marked once is left). Only at the
         block the watcher named (``block_hash``; None: the block first read), written back only while still there:
         moved meanwhile (seen in another block by another run), the move stands and it is not stalled - that block
         is checked next run (review rcr)."""
