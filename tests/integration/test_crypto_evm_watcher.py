@@ -1091,6 +1091,20 @@ def _replaced(chain: Chain, stack: Stack, cancel: bool) -> Replaced:
     return Replaced(h, config, rpc, cursors, a, a_block, a2, old)
 
 
+def _past_the_rollback_beside_a_stale_backend(r: Replaced) -> None:
+    """The rollback run with A's height unknown (A stays SEEN), then a backend still on the old fork serves A's
+    receipt, transaction and old block (``Replaced.old``) from now on."""
+    r.rpc.unknown = {r.a_block}
+    r.run()
+    r.rpc.unknown = set()
+    receipt, transaction, block = r.old
+    r.rpc.stale_receipts, r.rpc.stale_transactions, r.rpc.stale_blocks = (
+        {r.a: receipt},
+        {r.a: transaction},
+        {r.a_block: block},
+    )
+
+
 @pytest.mark.parametrize("cancel", [False, True])
 def test_given_a_seen_payment_replaced_by_a_speed_up_or_cancel_behind_a_lagging_node_then_counted_once_or_released(
     chain: Chain, stack: Stack, cancel: bool
@@ -1144,15 +1158,7 @@ def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves
     100 USDC x $1.00), credit 0.00. Next run the batch still comes from the stale backend but the read alone from
     a healthy one (F's hash at F, no receipt: A's nonce went to A'): A ORPHANED, nothing stuck, the bill unchanged."""
     r = _replaced(chain, stack, cancel=False)
-    r.rpc.unknown = {r.a_block}
-    r.run()  # rollback: A's height unknown, A stays SEEN; A' seen
-    r.rpc.unknown = set()
-    receipt, transaction, block = r.old
-    r.rpc.stale_receipts, r.rpc.stale_transactions, r.rpc.stale_blocks = (
-        {r.a: receipt},
-        {r.a: transaction},
-        {r.a_block: block},
-    )
+    _past_the_rollback_beside_a_stale_backend(r)  # A stays SEEN; A' seen
     chain.mine(FINALITY_LAG)
 
     report = r.run()
@@ -1185,15 +1191,7 @@ def test_given_a_stuck_payment_on_a_two_second_chain_then_its_bill_is_released_a
     stalled at 64 blocks, two minutes). One block more, F is 768 s past N's: stalled; the bill's only payment stuck,
     it is OPEN and PARTIAL, 100.00 asked again (D-CW-2)."""
     r = _replaced(chain, stack, cancel=True)
-    r.rpc.unknown = {r.a_block}
-    r.run()  # rollback: A's height unknown, A stays SEEN
-    r.rpc.unknown = set()
-    receipt, transaction, block = r.old
-    r.rpc.stale_receipts, r.rpc.stale_transactions, r.rpc.stale_blocks = (
-        {r.a: receipt},
-        {r.a: transaction},
-        {r.a_block: block},
-    )
+    _past_the_rollback_beside_a_stale_backend(r)
     mined_at = chain.w3.eth.get_block(r.a_block)["timestamp"]  # the canonical block at N: what the wait is timed by
     chain.node.call("anvil_mine", hex(70), hex(2))  # 70 blocks of 2 s: 64 blocks past N, well under 768 s
     for seconds in (766, 768):  # the next two blocks at N + 766 s and N + 768 s
