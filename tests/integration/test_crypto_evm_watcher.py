@@ -17,6 +17,7 @@ from kilo_crypto_watch.evm import NATIVE_INDEX, EvmTransactionInspector, watch
 from kilo_crypto_watch.evm_rpc import Web3EvmRpc
 from kilo_crypto_watch.model import (
     Bill,
+    BillFlag,
     BillStatus,
     ChainConfig,
     Cursor,
@@ -1090,6 +1091,20 @@ def _replaced(chain: Chain, stack: Stack, cancel: bool) -> Replaced:
     return Replaced(h, config, rpc, cursors, a, a_block, a2, old)
 
 
+def _past_the_rollback_beside_a_stale_backend(r: Replaced) -> None:
+    """The rollback run with A's height unknown (A stays SEEN), then a backend still on the old fork serves A's
+    receipt, transaction and old block (``Replaced.old``) from now on."""
+    r.rpc.unknown = {r.a_block}
+    r.run()
+    r.rpc.unknown = set()
+    receipt, transaction, block = r.old
+    r.rpc.stale_receipts, r.rpc.stale_transactions, r.rpc.stale_blocks = (
+        {r.a: receipt},
+        {r.a: transaction},
+        {r.a_block: block},
+    )
+
+
 @pytest.mark.parametrize("cancel", [False, True])
 def test_given_a_seen_payment_replaced_by_a_speed_up_or_cancel_behind_a_lagging_node_then_counted_once_or_released(
     chain: Chain, stack: Stack, cancel: bool
@@ -1143,15 +1158,7 @@ def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves
     100 USDC x $1.00), credit 0.00. Next run the batch still comes from the stale backend but the read alone from
     a healthy one (F's hash at F, no receipt: A's nonce went to A'): A ORPHANED, nothing stuck, the bill unchanged."""
     r = _replaced(chain, stack, cancel=False)
-    r.rpc.unknown = {r.a_block}
-    r.run()  # rollback: A's height unknown, A stays SEEN; A' seen
-    r.rpc.unknown = set()
-    receipt, transaction, block = r.old
-    r.rpc.stale_receipts, r.rpc.stale_transactions, r.rpc.stale_blocks = (
-        {r.a: receipt},
-        {r.a: transaction},
-        {r.a_block: block},
-    )
+    _past_the_rollback_beside_a_stale_backend(r)  # A stays SEEN; A' seen
     chain.mine(FINALITY_LAG)
 
     report = r.run()
@@ -1172,6 +1179,53 @@ def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves
     assert r.status(r.a) is PaymentStatus.ORPHANED
     assert r.figures() == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
     assert r.h.settlement.pending("ethereum") == []
+
+
+def test_given_a_stuck_payment_on_a_two_second_chain_then_its_bill_is_released_after_768_seconds_not_64_blocks(
+    chain: Chain, stack: Stack
+) -> None:
+    """D-CW-1 on anvil, blocks 2 s apart as on Base. The cancel case (A's nonce went to a 0 ETH transaction: nothing
+    else pays the $100.00 bill), A SEEN at N past the rollback; a backend still on the old fork serves A's receipt
+    and answers the read alone too: A waits SEEN, named stuck with its bill each run. The finalized block F (head - 8)
+    at 70+ blocks past N but its timestamp 766 s past N's: not stalled - the bill PROCESSING, 0.00 asked (before:
+    stalled at 64 blocks, two minutes). One block more, F is 768 s past N's: stalled; the bill's only payment stuck,
+    it is OPEN and PARTIAL, 100.00 asked again (D-CW-2)."""
+    r = _replaced(chain, stack, cancel=True)
+    _past_the_rollback_beside_a_stale_backend(r)
+    mined_at = chain.w3.eth.get_block(r.a_block)["timestamp"]  # the canonical block at N: what the wait is timed by
+    chain.node.call("anvil_mine", hex(70), hex(2))  # 70 blocks of 2 s: 64 blocks past N, well under 768 s
+    for seconds in (766, 768):  # the next two blocks at N + 766 s and N + 768 s
+        chain.node.call("evm_setNextBlockTimestamp", hex(mined_at + seconds))
+        chain.mine(1)
+    at_766 = chain.head() - 1
+    chain.node.call("anvil_mine", hex(FINALITY_LAG - 1), hex(2))  # F (head - 8) is the block at N + 766 s
+    assert at_766 - r.a_block > 64
+    assert chain.w3.eth.get_block("finalized")["number"] == at_766
+
+    waiting = r.run()
+
+    (entry,) = waiting.stuck
+    assert entry.startswith(f"ethereum:{r.a}:0: ")
+    assert entry.endswith("; bill inv-1 waits on it")
+    held = r.bill()
+    assert (held.status, remaining_usd(held)) == (BillStatus.PROCESSING, Decimal("0.00"))
+    assert [line.stalled for line in held.payments] == [False]
+    chain.mine(1)  # F: the block after, N + 768 s
+    assert chain.w3.eth.get_block("finalized")["timestamp"] == mined_at + 768
+
+    released = r.run()
+
+    assert len(released.stuck) == 1
+    assert r.status(r.a) is PaymentStatus.SEEN  # still watched: finalized later, it counts again
+    short = r.bill()
+    assert (short.status, short.settled_usd, short.written_off_usd, remaining_usd(short)) == (
+        BillStatus.OPEN,
+        Decimal("0"),
+        Decimal("0"),
+        Decimal("100.00"),
+    )
+    assert BillFlag.PARTIAL in short.flags
+    assert [line.stalled for line in short.payments] == [True]
 
 
 def test_given_a_stale_backend_answering_the_finality_passs_own_read_then_nothing_is_settled_on_its_dead_block(

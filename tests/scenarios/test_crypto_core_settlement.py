@@ -311,20 +311,86 @@ def test_given_a_stalled_report_for_a_block_the_payment_has_left_then_nothing_is
     assert h.events(SETTLED) == []
 
 
-def test_given_a_stuck_payment_the_bill_needs_beyond_its_band_then_the_bill_stays_processing(stack: Stack) -> None:
-    """D398's limit: 60.00 USDC final and 40.00 stuck - the final payments are 40.00 short, beyond the $0.50 band:
-    no write-off to release; the stuck payment still counts, the bill stays PROCESSING (an operator's case)."""
+def _short_beyond_band_stuck(stack: Stack) -> Harness:
+    """The $100.00 bill paid 60.00 USDC (final) and 40.00 USDC its watcher named stuck (``stalled``): the final
+    payments are 40.00 short, beyond the $0.50 band."""
     h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
     h.settlement.record_seen(transfer("0xc1", "USDC", 60_000_000, T0 + timedelta(minutes=3)))
     h.settlement.record_seen(transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
     h.settlement.finalized("ethereum:0xc1:0")
-
-    h.settlement.stalled("ethereum:0xc2:0")
-
     held = h.store.bill("inv-1")
     assert held is not None
-    assert (held.status, held.written_off_usd) == (BillStatus.PROCESSING, Decimal("0.00"))
+    assert (held.status, remaining_usd(held)) == (BillStatus.PROCESSING, Decimal("0.00"))  # covered while seen
+    h.settlement.stalled("ethereum:0xc2:0")
+    return h
+
+
+def test_given_a_stuck_payment_the_bill_needs_beyond_its_band_then_the_customer_is_asked_for_the_rest(
+    stack: Stack,
+) -> None:
+    """D-CW-2 (D398's limit lifted): 60.00 USDC final and 40.00 stuck - the stuck payment no longer holds the bill:
+    OPEN, PARTIAL, a new quote asks 100.00 - 60.00 = 40.00, nothing written off, nothing told. The customer pays the
+    rest (40.00 USDC, final): PAID, 60.00 + 40.00 = 100.00 settled, 0.00 off, 0.00 credit, told once. The stuck
+    40.00 finalizes after all: a paid bill's later final payment is credit, 40.00, OVERPAID (never lost, never
+    counted twice). Before: PROCESSING, 0.00 asked, for as long as the payment was stuck."""
+    h = _short_beyond_band_stuck(stack)
+
+    short = h.store.bill("inv-1")
+    assert short is not None
+    assert (short.status, short.written_off_usd, remaining_usd(short)) == (
+        BillStatus.OPEN,
+        Decimal("0.00"),
+        Decimal("40.00"),
+    )
+    assert BillFlag.PARTIAL in short.flags
     assert h.events(SETTLED) == []
+
+    h.settlement.record_seen(transfer("0xc3", "USDC", 40_000_000, T0 + timedelta(minutes=5)))
+    h.settlement.finalized("ethereum:0xc3:0")
+
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.written_off_usd, paid.credit_usd) == (
+        BillStatus.PAID,
+        Decimal("100.00"),
+        Decimal("0.00"),
+        Decimal("0.00"),
+    )
+    assert BillFlag.PARTIAL not in paid.flags
+    assert [e["settled_usd"] for e in h.events(SETTLED)] == ["100.00"]
+
+    h.settlement.finalized("ethereum:0xc2:0")
+
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert (final.status, final.settled_usd, final.written_off_usd, final.credit_usd) == (
+        BillStatus.PAID,
+        Decimal("100.00"),
+        Decimal("0.00"),
+        Decimal("40.00"),
+    )
+    assert BillFlag.OVERPAID in final.flags
+    assert [e["credit_usd"] for e in h.events("CryptoCreditAdded.v1")] == ["40.00"]
+
+
+def test_given_a_short_bill_whose_stuck_payment_finalizes_before_the_rest_is_paid_then_paid_in_full(
+    stack: Stack,
+) -> None:
+    """D-CW-2, the other order: 60.00 final, 40.00 stuck (OPEN, 40.00 asked); the 40.00 finalizes before the
+    customer pays again: it counts again - PAID, 100.00 settled, 0.00 off, 0.00 credit, told once."""
+    h = _short_beyond_band_stuck(stack)
+
+    h.settlement.finalized("ethereum:0xc2:0")
+
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.written_off_usd, paid.credit_usd) == (
+        BillStatus.PAID,
+        Decimal("100.00"),
+        Decimal("0.00"),
+        Decimal("0.00"),
+    )
+    assert [e["settled_usd"] for e in h.events(SETTLED)] == ["100.00"]
 
 
 def test_given_a_bill_paid_with_a_write_off_when_a_later_payment_finalizes_then_it_pays_the_write_off_first(

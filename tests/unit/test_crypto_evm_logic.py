@@ -136,18 +136,38 @@ USDC_TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 CHAIN = ChainConfig("ethereum", "evm", "http://x", MERCHANT, USDC_TOKEN, "ETH", chain_id=1)
 
 
+GENESIS = 1_700_000_000  # the fakes' block 0 timestamp (unix seconds)
+
+
+def stamped(number: int, seconds: int = 12) -> BlockRef:
+    """The finalized block ``number`` as the fakes' chain has it (``0xc<n>``), ``seconds`` a block from GENESIS."""
+    return BlockRef(number, f"0xc{number}", GENESIS + seconds * number)
+
+
 class Moved:
     """One backend per call. The height reader: canonical up to its ``head`` (``0xc<n>``, 100 = ``0xnew100`` - A's
-    old block 0xold100 left the chain) plus ``blocks``, nothing above ``head``. The receipt reader: A's receipt in
-    ``receipt`` (block, hash), or none (A's nonce went to another transaction: not mined)."""
+    old block 0xold100 left the chain) plus ``blocks``, nothing above ``head``; a block's timestamp is GENESIS +
+    ``seconds`` a block (12: Ethereum's slot). The receipt reader: A's receipt in ``receipt`` (block, hash), or none
+    (A's nonce went to another transaction: not mined)."""
 
-    def __init__(self, head: int, receipt: tuple[int, str] | None, blocks: dict[int, str] | None = None) -> None:
+    def __init__(
+        self, head: int, receipt: tuple[int, str] | None, blocks: dict[int, str] | None = None, seconds: int = 12
+    ) -> None:
         self.head = head
         self.receipt = receipt
         self.blocks = {100: "0xnew100", **(blocks or {})}
+        self.seconds = seconds
+        self.header_reads: list[list[int]] = []
 
     def block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
         return {n: self.blocks.get(n, f"0xc{n}" if n <= self.head else None) for n in numbers}
+
+    def headers(self, numbers: Sequence[int]) -> dict[int, BlockRef | None]:
+        self.header_reads.append(list(numbers))
+        return {
+            n: None if h is None else BlockRef(n, h, GENESIS + self.seconds * n)
+            for n, h in self.block_hashes(numbers).items()
+        }
 
     def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
         if self.receipt is None:
@@ -306,13 +326,14 @@ def test_a_replaced_payment_is_not_orphaned_unless_one_backend_holding_finalized
     backends); or the pass's own reads had one stale element (0xdead100 at 100, 0xdead150 at 150 - A's receipt in
     its canonical block). Before: A ORPHANED (0, 1) - the bill reopened, the customer asked for a second $100.00.
     Now A waits SEEN at 100 (0, 0), named stuck once with its bill, and reported stalled: it no longer holds the
-    bill's write-off (D398; before: not reported, a bill paid short beside it PROCESSING for as long)."""
+    bill's write-off (D398; before: not reported, a bill paid short beside it PROCESSING for as long) - F's block
+    is 100 x 12 s = 1,200 s after A's height's, past the 768 s (D-CW-1)."""
     sink = Billed()
     transfer = ObservedTransfer("ethereum", "USDC", "0xa", 0, 100, "0xold100", PAYER, MERCHANT, A_UNITS)
     sink.record_seen(transfer)
     stuck: list[str] = []
 
-    counts = _finality(Alone(205, answers, view, blocks), sink, CHAIN, BlockRef(200, "0xc200", 0), stuck)  # type: ignore[arg-type]
+    counts = _finality(Alone(205, answers, view, blocks), sink, CHAIN, stamped(200), stuck)  # type: ignore[arg-type]
 
     assert counts == (0, 0)
     assert sink.status[transfer.payment_id] is PaymentStatus.SEEN
@@ -323,28 +344,75 @@ def test_a_replaced_payment_is_not_orphaned_unless_one_backend_holding_finalized
     assert [call for call in sink.calls if call[0] == "stalled"] == [("stalled", transfer.payment_id)]
 
 
-@pytest.mark.parametrize(("final", "stalled"), [(163, False), (164, True)], ids=["63-blocks-past", "64-blocks-past"])
-def test_a_replaced_payment_left_waiting_is_reported_stalled_only_once_finality_is_64_blocks_past_its_block(
-    final: int, stalled: bool
+@pytest.mark.parametrize(
+    ("seconds", "final", "stalled"),
+    [(12, 163, False), (12, 164, True), (2, 164, False), (2, 483, False), (2, 484, True)],
+    ids=[
+        "ethereum-756s-past",
+        "ethereum-768s-past",
+        "base-64-blocks-128s-past",
+        "base-766s-past",
+        "base-768s-past",
+    ],
+)
+def test_a_replaced_payment_left_waiting_is_reported_stalled_only_once_finality_is_768_seconds_past_its_block(
+    seconds: int, final: int, stalled: bool
 ) -> None:
-    """Review rcr 3. The case ``canonical-receipt-vs-a-stale-element-of-the-pass-read``: A (100 USDC) stored at 100
-    as 0xold100, the pass's read at 100 one stale element (0xdead100), A's receipt in its canonical 0xnew100: A waits
-    SEEN, named stuck at once (D342). Reported stalled at once, a bill paid short beside it became PAID with a
-    write-off and its customer was told, and the next run, the read consistent, finalized A and the write-off fell -
-    two events for one story (D387). Now stalled only once F is ``STALL_BLOCKS`` (64, D342's finality lag) past A's
-    block: F = 163 (63 past) named stuck, not stalled; F = 164 both. Before: stalled at 163 as well."""
+    """Review rcr 3, D-CW-1. The case ``canonical-receipt-vs-a-stale-element-of-the-pass-read``: A (100 USDC) stored
+    at 100 as 0xold100, the pass's read at 100 one stale element (0xdead100), A's receipt in its canonical 0xnew100:
+    A waits SEEN, named stuck at once (D342); reported stalled (D398) only once F's timestamp is ``STALL_SECONDS``
+    (768) past the block at A's height, read in one batch beside F (``headers([F, 100])``). Ethereum, 12 s a block:
+    F = 163 is 63 x 12 = 756 s past (stuck, not stalled), F = 164 is 768 s (stalled) - as the 64 blocks before.
+    Base, 2 s a block: F = 164 is 128 s past (before: stalled, 64 blocks - two minutes), F = 483 is 766 s (not),
+    F = 484 is 768 s (stalled)."""
     sink = Billed()
     transfer = ObservedTransfer("ethereum", "USDC", "0xa", 0, 100, "0xold100", PAYER, MERCHANT, A_UNITS)
     sink.record_seen(transfer)
     stuck: list[str] = []
-    rpc = Alone(205, [(100, "0xnew100")], {}, {100: "0xdead100"})
+    rpc = Alone(final + 5, [(100, "0xnew100")], {}, {100: "0xdead100"})
+    rpc.seconds = seconds
 
-    counts = _finality(rpc, sink, CHAIN, BlockRef(final, f"0xc{final}", 0), stuck)  # type: ignore[arg-type]
+    counts = _finality(rpc, sink, CHAIN, stamped(final, seconds), stuck)  # type: ignore[arg-type]
 
     assert counts == (0, 0)
     assert sink.status[transfer.payment_id] is PaymentStatus.SEEN
     (entry,) = stuck
     assert entry.endswith("; bill inv-1 waits on it")
+    expected = [("stalled", transfer.payment_id)] if stalled else []
+    assert [call for call in sink.calls if call[0] == "stalled"] == expected
+    assert rpc.header_reads == [[final, 100]]
+
+
+@pytest.mark.parametrize(
+    ("anchor", "stalled"),
+    [("0xc300", True), ("0xdead300", False), (None, False)],
+    ids=["finalized-block-answered", "another-block-there", "nothing-there"],
+)
+def test_a_stuck_payments_wait_is_timed_only_by_a_read_that_answers_the_finalized_block(
+    anchor: str | None, stalled: bool
+) -> None:
+    """D-CW-1. As above, F = 300 (0xc300; 200 x 12 = 2,400 s past A's height 100). The timestamps are read beside F's
+    height: a backend answering F's hash there is on the final chain and its block at 100 dates A's height; one on
+    another fork (0xdead300) or behind F (nothing at 300) proves no time - A is named stuck, not stalled, and read
+    again next run."""
+    sink = Billed()
+    transfer = ObservedTransfer("ethereum", "USDC", "0xa", 0, 100, "0xold100", PAYER, MERCHANT, A_UNITS)
+    sink.record_seen(transfer)
+    stuck: list[str] = []
+    rpc = Alone(305, [(100, "0xnew100")], {}, {100: "0xdead100"})
+    real = rpc.headers
+
+    def headers(numbers: Sequence[int]) -> dict[int, BlockRef | None]:
+        read = real(numbers)
+        if 300 in read and len(numbers) == 2:  # the stall's read (the pass's reads go through block_hashes)
+            read[300] = None if anchor is None else BlockRef(300, anchor, GENESIS + 12 * 300)
+        return read
+
+    rpc.headers = headers  # type: ignore[method-assign]
+
+    _finality(rpc, sink, CHAIN, stamped(300), stuck)  # type: ignore[arg-type]
+
+    assert len(stuck) == 1
     expected = [("stalled", transfer.payment_id)] if stalled else []
     assert [call for call in sink.calls if call[0] == "stalled"] == expected
 

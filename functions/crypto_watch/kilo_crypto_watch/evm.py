@@ -91,10 +91,11 @@ NATIVE_INDEX = -1  # ObservedTransfer.index of a credit that has no log: native 
 ANCHORED_READ = 99  # heights read beside the finalized block's: 100 in one batch (the adapter's DEFAULT_BATCH)
 SCAN_ATTEMPTS = 3  # reads of a batch whose blocks and logs disagree (a reorg between them) before the run fails
 WALK_STEPS = 64  # the rollback walk's batches (one per old-fork block, sequential) before it falls back to the bound
-# a payment named stuck at a final height is reported ``PaymentSink.stalled`` (it stops holding its bill's write-off,
-# D398) only once the finalized block is this far past its block: Ethereum's finality lag (64 blocks, two epochs,
-# D342), as Solana waits ``UNPROVEN_ALARM_SLOTS``; a read that disagrees for a run or two settles nothing meanwhile
-STALL_BLOCKS = 64
+# a payment named stuck at a final height is reported ``PaymentSink.stalled`` (it stops holding its bill, D398 and
+# D-CW-2) only once the finalized block's timestamp is this many seconds past its block's, read from the chain: the
+# same wall-clock wait on every EVM chain (D-CW-1) - 768 s is Ethereum's finality lag (two epochs of 32 slots of 12 s,
+# D342), a dozen runs of the watcher (every minute); a read that disagrees for a run or two settles nothing meanwhile
+STALL_SECONDS = 768
 
 
 # --- pure decoding ----------------------------------------------------------------------------------------------------
@@ -621,6 +622,7 @@ def _finality(
 
 
 def _stalled(
+    rpc: EvmRpc,
     sink: PaymentSink,
     replaced: Sequence[PendingPayment],
     tx_hash: str,
@@ -629,14 +631,27 @@ def _stalled(
     finalized: BlockRef,
     receipt_block: int = 0,
 ) -> None:
-    """``entry`` (none if empty) names the transaction's payments stuck at a final height; those whose block (and
-    ``receipt_block``, the receipt's that its pass cannot confirm) the finalized block is ``STALL_BLOCKS`` past stop
-    holding their bills' write-offs (``PaymentSink.stalled``, D398; review rcr: not on the first pass)."""
+    """``entry`` (none if empty) names the transaction's payments stuck at a final height; those the finalized block
+    is ``STALL_SECONDS`` past stop holding their bills (``PaymentSink.stalled``, D398, D-CW-2; review rcr: not on
+    the first pass). Past in the chain's own time (D-CW-1): the finalized block's timestamp less that of the block at
+    the later of the payment's height and ``receipt_block`` (the receipt's, that its pass cannot confirm), read in
+    one batch beside the finalized block's height (``rpc.headers``; a backend whose answer there is another block, or
+    none at the height, proves no time: read again next run). Blocks are 12 s apart on Ethereum, 2 s on Base: a
+    count of blocks was ~13 minutes on one and ~2 on the other."""
     if not entry:
         return
     stuck.append(entry)
-    for payment in sorted(replaced, key=lambda p: p.payment_id):
-        if payment.tx_id == tx_hash and finalized.number - max(payment.block_number, receipt_block) >= STALL_BLOCKS:
+    due = sorted((p for p in replaced if p.tx_id == tx_hash), key=lambda p: p.payment_id)
+    heights = {p.payment_id: max(p.block_number, receipt_block) for p in due}
+    if not due or min(heights.values()) >= finalized.number:
+        return  # no time has passed since the block was final: nothing to read
+    read = rpc.headers([finalized.number, *sorted({h for h in heights.values() if h != finalized.number})])
+    anchor = read.get(finalized.number)
+    if anchor is None or anchor.hash != finalized.hash:
+        return
+    for payment in due:
+        mined = read.get(heights[payment.payment_id])
+        if mined is not None and finalized.timestamp - mined.timestamp >= STALL_SECONDS:
             pid = payment.payment_id
             settle_alone(stuck, pid, partial(sink.stalled, pid, payment.block_hash))
 
@@ -695,8 +710,8 @@ def _relocated(
     is not read, is a mined transaction all the same: its payments wait the same way (orphaned, a payment mined in a
     block the scan already passed was released for good). Above ``finalized`` that is ordinary (the backends agree
     once finality reaches the block), so it is silent; at or below it, named ``stuck`` (D342, amended (orphan)) and
-    reported ``PaymentSink.stalled`` once the finalized block is ``STALL_BLOCKS`` past it, as a waiting suspect is:
-    it stops holding its bill's write-off (D398).
+    reported ``PaymentSink.stalled`` once the finalized block is ``STALL_SECONDS`` past it (D-CW-1), as a waiting
+    suspect is: it stops holding its bill (D398, D-CW-2).
     Each ``stuck`` entry this function writes names the payment and the bill it counts for
     (``PendingPayment.invoice_id``), which waits on it; a failed record (``ports.record_alone``) is named by the
     payment alone, as a failed settle step is (``settle_alone``: ``<payment id>: <error>``)."""
@@ -749,6 +764,7 @@ def _relocated(
             if receipt.block_number <= finalized.number:
                 what = "no transaction" if read == receipt.block_hash else f"read {read} there"
                 _stalled(
+                    rpc,
                     sink,
                     replaced,
                     tx_hash,
@@ -770,6 +786,7 @@ def _relocated(
         elif verdict is not None:  # None: not mined, its replaced payments orphaned (``_finality``); else waiting
             disputed.add(tx_hash)
             _stalled(
+                rpc,
                 sink,
                 replaced,
                 tx_hash,

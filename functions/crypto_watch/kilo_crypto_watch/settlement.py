@@ -232,9 +232,10 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     already), then add account credit. Otherwise: PAID when the finalized payments cover the total inside tolerance
     - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D387),
     but for one its watcher named stuck (``stalled``: it no longer holds the write-off, D398);
-    PROCESSING when the seen and finalized ones do; else OPEN (PARTIAL when something was paid). Failed, orphaned and
-    under-review payments do not count. So the result does not depend on which payment finalizes first, and no
-    money is both written off and credited."""
+    PROCESSING when the seen and finalized ones do, stuck ones left out (D-CW-2: a bill short beyond its band asks
+    the customer for the rest rather than wait on a stuck payment); else OPEN (PARTIAL when something was paid).
+    Failed, orphaned and under-review payments do not count. So the result does not depend on which payment
+    finalizes first, and no money is both written off and credited."""
     kept = bill.flags & {BillFlag.PAST_DUE, BillFlag.MARKED}
     counted = [line for line in bill.payments if counts(line)]
     final = [line for line in counted if line.status is PaymentStatus.FINALIZED]
@@ -265,11 +266,13 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
             flags |= bill.flags & {BillFlag.PARTIAL}  # still short: the rest stays written off
         return replace(bill, flags=frozenset(flags), credit_usd=credit, written_off_usd=shortfall - netted)
     total = bill.total_usd
-    allowed = tolerance(total, [(line.asset, line.usd) for line in counted], policy)
-    paid_all = paid_usd(counted)
+    # a SEEN line its watcher named stuck holds nothing: not the write-off (D398), not the rest the customer is asked
+    # for (D-CW-2) - it counts again once final, or as credit on a bill paid meanwhile
+    live = [line for line in counted if holds(line)]
+    allowed = tolerance(total, [(line.asset, line.usd) for line in live], policy)
+    paid_all = paid_usd(live)
     paid_final = paid_usd(final)
-    # SEEN: may pay the shortfall - unless stuck, which would hold the bill for as long as it is (D398)
-    pending = any(line.status is not PaymentStatus.FINALIZED and not line.stalled for line in counted)
+    pending = any(line.status is not PaymentStatus.FINALIZED for line in live)  # SEEN: may pay the shortfall
     if final and paid_final >= total - allowed and (paid_final >= total or not pending):
         if paid_final > total:
             flags.add(BillFlag.OVERPAID)
@@ -289,7 +292,7 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
         flags.add(BillFlag.PARTIAL)
     if paid_all > total:
         flags.add(BillFlag.OVERPAID)
-    status = BillStatus.PROCESSING if counted and paid_all >= total - allowed else BillStatus.OPEN
+    status = BillStatus.PROCESSING if live and paid_all >= total - allowed else BillStatus.OPEN
     return replace(bill, status=status, flags=frozenset(flags))
 
 
@@ -298,10 +301,18 @@ def counts(line: BillPayment) -> bool:
     return line.status in COUNTED and not line.review and not line.refund_owed
 
 
+def holds(line: BillPayment) -> bool:
+    """A payment line holds its unpaid bill's next step: it counts, and is final or seen but not named stuck by its
+    watcher (``stalled``: final long since, neither outcome provable). A stalled line neither keeps the bill's
+    shortfall from being written off (D398) nor covers the rest the customer is asked for (D-CW-2)."""
+    return counts(line) and (line.status is PaymentStatus.FINALIZED or not line.stalled)
+
+
 def remaining_usd(bill: Bill) -> Decimal:
-    """What a new quote asks for: the total less what seen and finalized payments already cover (never below 0)."""
-    counted = paid_usd(line for line in bill.payments if counts(line))
-    return max(ZERO, bill.total_usd - counted)
+    """What a new quote asks for: the total less what seen and finalized payments already cover (never below 0); a
+    payment named stuck covers nothing (``holds``, D-CW-2)."""
+    covered = paid_usd(line for line in bill.payments if holds(line))
+    return max(ZERO, bill.total_usd - covered)
 
 
 def quote_status(quote: Quote, lines: Sequence[BillPayment], now: datetime) -> QuoteStatus:
@@ -1399,9 +1410,10 @@ class Settlement:
 
     def stalled(self, payment_id: str, block_hash: str | None = None) -> None:
         """A SEEN payment its watcher named stuck (final block, neither finality nor loss proven): its line stops
-        holding the bill's write-off, and the bill is recomputed - PAID with the write-off if its final payments
-        cover it inside tolerance (D398). The payment stays SEEN and pending: finalized later, it pays the
-        write-off first (D387); orphaned, nothing changes. Idempotent (a line marked once is left). Only at the
+        holding the bill (``holds``), and the bill is recomputed - PAID with the write-off if its final payments
+        cover it inside tolerance (D398), else OPEN and PARTIAL, a new quote asking the rest (D-CW-2). The payment
+        stays SEEN and pending: finalized later, it pays the write-off first (D387) or counts again (credit if the
+        rest was paid meanwhile); orphaned, nothing changes. Idempotent (a line marked once is left). Only at the
         block the watcher named (``block_hash``; None: the block first read), written back only while still there:
         moved meanwhile (seen in another block by another run), the move stands and it is not stalled - that block
         is checked next run (review rcr)."""
