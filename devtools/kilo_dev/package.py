@@ -1,9 +1,10 @@
 """``./dev package``: build every Lambda artifact of ``template.yaml`` for python3.13 on arm64, without Docker.
 
 For each layer (``AWS::Serverless::LayerVersion``) and each function code folder (``CodeUri``; functions sharing a
-folder share one artifact) it installs the folder's ``requirements.txt`` with pip for the Lambda platform
-(``--platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --python-version 3.13 --only-binary=:all:``)
-into ``.build/<name>/``, copies the code, drops what the runtime or the layer already ships (boto3/botocore, the
+folder share one artifact) it installs the folder's hashed lock, ``requirements.lock`` (``./dev lock`` makes it from
+the folder's ``requirements.txt``, D-PK-1), with pip for the Lambda platform (``--platform manylinux2014_aarch64
+--platform manylinux_2_28_aarch64 --python-version 3.13 --only-binary=:all: --require-hashes --no-deps``) into
+``.build/<name>/``, copies the code, drops what the runtime or the layer already ships (boto3/botocore, the
 layer's own distributions) and what its functions do not use (``NOT_SHIPPED``), compiles the bytecode the runtime
 will load (``compile_bytecode``: unchecked hash-based ``.pyc``, Python 3.13 only), zips it deterministically and
 checks:
@@ -48,6 +49,8 @@ PLATFORM = (
     "--python-version",
     ".".join(map(str, RUNTIME_PYTHON)),
 )
+# Each code folder's hashed lock beside its requirements.txt: what ./dev package installs (kilo_dev.lock, D-PK-1)
+LOCK = "requirements.lock"
 ZIP_LIMIT = 50 * 1024 * 1024  # direct upload
 UNZIPPED_LIMIT = 250 * 1024 * 1024  # function + all its layers
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3"})
@@ -94,6 +97,11 @@ class Artifact:
         """Where packages go: a layer's ``python/`` (Lambda puts it on ``/opt/python``), a function's root."""
         return self.root / "python" if self.kind == "layer" else self.root
 
+    @property
+    def lambda_path(self) -> str:
+        """Where Lambda puts ``site``: the name its bytecode gives each file (not the build folder, D-PK-1)."""
+        return "/opt/python" if self.kind == "layer" else "/var/task"
+
 
 def artifacts(template: Template) -> list[Artifact]:
     layers = {
@@ -113,7 +121,8 @@ def artifacts(template: Template) -> list[Artifact]:
     return [*layers.values(), *by_folder.values()]
 
 
-def _requirements(folder: Path) -> list[str]:
+def requirement_lines(folder: Path) -> list[str]:
+    """The requirements of a code folder's ``requirements.txt`` (comments and blank lines left out)."""
     path = folder / "requirements.txt"
     if not path.exists():
         return []
@@ -121,15 +130,23 @@ def _requirements(folder: Path) -> list[str]:
     return [line for line in lines if line]
 
 
-def install(artifact: Artifact, pip: Sequence[str], constraints: Sequence[Path] = ()) -> None:
+def install_command(artifact: Artifact, pip: Sequence[str]) -> list[str]:
+    """pip installing the artifact's lock as it is: every file checked against the lock's hashes, nothing resolved
+    (the lock is the whole closure, D-PK-1)."""
+    lock = artifact.source / LOCK
+    return [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+            *PLATFORM, "--only-binary=:all:", "--require-hashes", "--no-deps", "--target", str(artifact.site),
+            "--requirement", str(lock)]  # fmt: skip
+
+
+def install(artifact: Artifact, pip: Sequence[str]) -> None:
     if artifact.root.exists():
         shutil.rmtree(artifact.root)
     artifact.site.mkdir(parents=True)
-    requirements = _requirements(artifact.source)
-    if requirements:
-        pins = [argument for path in constraints for argument in ("--constraint", str(path))]
-        command = [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile", "--no-warn-conflicts",
-                   *PLATFORM, "--only-binary=:all:", "--target", str(artifact.site), *pins, *requirements]  # fmt: skip
+    if requirement_lines(artifact.source):
+        if not (artifact.source / LOCK).exists():
+            raise RuntimeError(f"{artifact.name} has requirements.txt but no {LOCK}: run ./dev lock")
+        command = install_command(artifact, pip)
         result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - our own pip
         if result.returncode:
             raise RuntimeError(f"pip could not build {artifact.name}:\n{result.stdout}{result.stderr}")
@@ -180,22 +197,37 @@ def prune(artifact: Artifact, layer_distributions: Iterable[str]) -> list[str]:
         return name in DROPPED_DISTRIBUTIONS or by_layers or name in unused
 
     removed = remove_distributions(artifact.site, dropped)
+    remove_scripts(artifact.site)
     for cache in artifact.root.rglob("__pycache__"):
         shutil.rmtree(cache, ignore_errors=True)
     return removed
 
 
-def compile_bytecode(site: Path) -> bool:
+def remove_scripts(site: Path) -> None:
+    """Delete the console scripts pip writes into ``site/bin`` and their RECORD lines: Lambda never runs them, and
+    their first line names the Python that built them, so the zip would differ from one checkout to another (D-PK-1).
+    """
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    for record in site.glob("*.dist-info/RECORD"):
+        lines = record.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if not line.startswith(("../", "bin/"))]
+        if kept != lines:
+            record.write_text("".join(kept))
+
+
+def compile_bytecode(site: Path, lambda_path: str | None = None) -> bool:
     """Compile every module under ``site`` for the runtime's Python, as unchecked hash-based ``.pyc`` files (PEP 552):
     Lambda's code folders are read-only, so a module shipped without bytecode is compiled again on every cold start
     (+26-54 % of a cold start, measured: docs/benchmarks.md), and timestamp-based bytecode would be stale (the zip's
     entries carry a fixed date). Unchecked: the artifact is immutable, its bytecode is never compared with the source
-    (tracebacks still name the file where it is: the import system sets code objects' file names). Only the runtime's
-    Python version writes bytecode the runtime reads: returns False, compiling nothing, on another."""
+    (tracebacks still name the file where it is: the import system sets code objects' file names). ``lambda_path``,
+    where Lambda puts ``site``, is the folder the bytecode names instead of ``site``: the same sources give the same
+    bytes in any checkout (D-PK-1). Only the runtime's Python version writes bytecode the runtime reads: returns
+    False, compiling nothing, on another."""
     if sys.version_info[:2] != RUNTIME_PYTHON:
         return False
     compileall.compile_dir(
-        site, quiet=2, workers=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+        site, quiet=2, workers=1, ddir=lambda_path, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
     )  # a file that does not compile (a vendored test for another Python) is left as source: never imported
     return True
 
@@ -373,17 +405,13 @@ def build(template: Template, pip: Sequence[str]) -> list[Report]:
     BUILD.mkdir(exist_ok=True)
     reports: dict[str, Report] = {}
     layer_distributions: dict[str, set[str]] = {}
-    for artifact in artifacts(template):  # layers first; functions get the layers' pins as constraints
-        install(
-            artifact,
-            pip,
-            [artifacts_source / "requirements.txt" for artifacts_source in _layer_sources(template, artifact)],
-        )
+    for artifact in artifacts(template):  # layers first: a function's pruning needs its layers' distributions
+        install(artifact, pip)
         inherited = set().union(*(layer_distributions.get(layer, set()) for layer in artifact.layers))
         removed = prune(artifact, inherited)
         if artifact.kind == "layer":
             layer_distributions[artifact.name] = set(_distributions(artifact.site))
-        compiled = compile_bytecode(artifact.site)
+        compiled = compile_bytecode(artifact.site, artifact.lambda_path)
         reports[artifact.name] = check(artifact, reports, zip_artifact(artifact), removed, compiled)
     return list(reports.values())
 
@@ -404,11 +432,6 @@ def deploy_template(text: str, built: Sequence[Artifact]) -> str:
         return f"{match['indent']}{match['key']}: {zips[path]}"
 
     return _CODE_LOCATION.sub(located, text)
-
-
-def _layer_sources(template: Template, artifact: Artifact) -> list[Path]:
-    layers = template.of_type("AWS::Serverless::LayerVersion")
-    return [ROOT / layers[name]["Properties"]["ContentUri"] for name in artifact.layers]
 
 
 def _mb(size: int) -> str:

@@ -280,3 +280,37 @@ def test_given_the_functions_code_then_each_importing_a_borrowing_layer_module_s
         assert package.borrowing_problems("function", code, shipped, {}) == [], folder.name
         checked.append(folder.name)
     assert {"account_api", "alerts", "rate_usage"} <= set(checked)
+
+
+def test_given_one_artifact_built_in_two_checkouts_then_its_files_are_byte_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same commit gives the same zip wherever it is checked out (D-PK-1): the bytecode names the file where
+    Lambda has it (``/var/task``, ``/opt/python``), not the build folder, and the console scripts pip writes (their
+    first line names the builder's Python; Lambda never runs them) are left out, with their RECORD lines."""
+    import marshal  # noqa: PLC0415
+
+    sites = []
+    for checkout in ("one", "elsewhere/two"):
+        monkeypatch.setattr(package, "BUILD", tmp_path / checkout / ".build")
+        artifact = package.Artifact("invoice", tmp_path / checkout / "source", "function")
+        _installed(artifact.site, "charset_normalizer", "charset_normalizer")
+        (artifact.site / "charset_normalizer" / "api.py").write_text("def detect():\n    return 1\n")
+        (artifact.site / "bin").mkdir()
+        (artifact.site / "bin" / "normalizer").write_text(f"#!{tmp_path / checkout}/.venv/bin/python\nmain()\n")
+        record = artifact.site / "charset_normalizer-1.0.dist-info" / "RECORD"
+        record.write_text(f"../../bin/normalizer,sha256={checkout},40\n{record.read_text()}")
+        assert package.prune(artifact, layer_distributions=[]) == []
+        assert package.compile_bytecode(artifact.site, artifact.lambda_path) is True
+        sites.append(artifact.site)
+    files = [
+        {str(path.relative_to(site)): path.read_bytes() for path in site.rglob("*") if path.is_file()} for site in sites
+    ]
+    assert files[0] == files[1]
+    assert "bin/normalizer" not in files[0]
+    assert files[0]["charset_normalizer-1.0.dist-info/RECORD"] == (
+        b"charset_normalizer/__init__.py,,\ncharset_normalizer-1.0.dist-info/RECORD,,\n"
+    )
+    compiled = files[0]["charset_normalizer/__pycache__/api.cpython-313.pyc"]
+    assert marshal.loads(compiled[16:]).co_filename == "/var/task/charset_normalizer/api.py"
+    assert package.Artifact("CommonLayer", tmp_path, "layer").lambda_path == "/opt/python"
