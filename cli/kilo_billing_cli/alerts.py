@@ -1,5 +1,5 @@
 """`kilo-billing alerts clear-mark ACCOUNT ADDRESS`: the operator clears the mark that keeps an account's alert emails
-from an address SES reported bounced for good or complained about (D400, D-AL-2), e.g. once the customer says the
+from an address SES reported bounced for good or complained about (D400, D409), e.g. once the customer says the
 mailbox is fixed before a bounce's mark lapses (30 days) or asks for email again after a complaint.
 
 The alerts table comes from ``--alerts-table`` or ``ALERTS_TABLE_NAME``; AWS credentials, region and endpoint from the

@@ -13,7 +13,7 @@ Tables, bus and poison queue come from the options or the functions' variables (
 ``EVENTS_TABLE_NAME``, ``EVENT_BUS_NAME``, ``POISON_QUEUE_URL``); AWS credentials, region and endpoint
 (``AWS_ENDPOINT_URL`` for the local stack) from the usual AWS environment; each AWS call's budget from the functions'
 variables (``AWS_READ_TIMEOUT_SECONDS``, ``AWS_CONNECT_TIMEOUT_SECONDS``, ``AWS_MAX_ATTEMPTS``), the read timeout
-``REPLAY_READ_TIMEOUT_SECONDS`` unless set (D-SW-3).
+``REPLAY_READ_TIMEOUT_SECONDS`` unless set (D413).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 # failed) is received again only after it - a rerun sooner finds none of them (main's line says so, D362)
 APPLY_VISIBILITY_SECONDS = 900
 # each AWS call's read timeout unless ``AWS_READ_TIMEOUT_SECONDS`` sets it: a stream page is up to 1,000 records (1 MB),
-# which moto serves in ~2.2 s - past the layer's 2 s default (D-SW-3); the local stack sets 60 s (MOTO_CALL_BUDGET)
+# which moto serves in ~2.2 s - past the layer's 2 s default (D413); the local stack sets 60 s (MOTO_CALL_BUDGET)
 REPLAY_READ_TIMEOUT_SECONDS = 10.0
 
 

@@ -261,7 +261,7 @@ def aws_environment(moto_url: str) -> dict[str, str]:
 def operator_environment(moto_url: str) -> dict[str, str]:
     """What the operator's CLI (`kilo-billing`, from another shell) needs against the stack: its AWS environment and
     the read timeout moto can meet (``MOTO_CALL_BUDGET``: `rating replay` reads stream pages of 1,000 records, ~2.2 s
-    on moto - D-SW-3). The stack run in-process sets them in its own environment already."""
+    on moto - D413). The stack run in-process sets them in its own environment already."""
     return aws_environment(moto_url) | MOTO_CALL_BUDGET
 
 

@@ -4,7 +4,7 @@ Each artifact ``./dev package`` builds (the layer, each function code folder) ha
 code needs, edited by hand, commented) and beside it a ``requirements.lock`` generated from it: its whole dependency
 closure, every distribution pinned with ``==`` and the sha256 of each of its files on PyPI (``--hash``), resolved for
 Lambda's Python and platform (python3.13, arm64 manylinux_2_28, wheels only). ``./dev package`` installs the lock
-with ``pip --require-hashes --no-deps``, so the same commit installs the same files (D-PK-1).
+with ``pip --require-hashes --no-deps``, so the same commit installs the same files (D420).
 
 The locks are made by uv (``uv pip compile --generate-hashes``), itself pinned with its hashes in
 ``scripts/lock-tool.txt`` and installed into ``.lock-tool/`` apart from ``.venv``. The inputs:

@@ -2,7 +2,7 @@
 
 For each layer (``AWS::Serverless::LayerVersion``) and each function code folder (``CodeUri``; functions sharing a
 folder share one artifact) it installs the folder's hashed lock, ``requirements.lock`` (``./dev lock`` makes it from
-the folder's ``requirements.txt``, D-PK-1), with pip for the Lambda platform (``--platform manylinux2014_aarch64
+the folder's ``requirements.txt``, D420), with pip for the Lambda platform (``--platform manylinux2014_aarch64
 --platform manylinux_2_28_aarch64 --python-version 3.13 --only-binary=:all: --require-hashes --no-deps``) into
 ``.build/<name>/``, copies the code, drops what the runtime or the layer already ships (boto3/botocore, the
 layer's own distributions) and what its functions do not use (``NOT_SHIPPED``), compiles the bytecode the runtime
@@ -49,7 +49,7 @@ PLATFORM = (
     "--python-version",
     ".".join(map(str, RUNTIME_PYTHON)),
 )
-# Each code folder's hashed lock beside its requirements.txt: what ./dev package installs (kilo_dev.lock, D-PK-1)
+# Each code folder's hashed lock beside its requirements.txt: what ./dev package installs (kilo_dev.lock, D420)
 LOCK = "requirements.lock"
 ZIP_LIMIT = 50 * 1024 * 1024  # direct upload
 UNZIPPED_LIMIT = 250 * 1024 * 1024  # function + all its layers
@@ -99,7 +99,7 @@ class Artifact:
 
     @property
     def lambda_path(self) -> str:
-        """Where Lambda puts ``site``: the name its bytecode gives each file (not the build folder, D-PK-1)."""
+        """Where Lambda puts ``site``: the name its bytecode gives each file (not the build folder, D420)."""
         return "/opt/python" if self.kind == "layer" else "/var/task"
 
 
@@ -132,7 +132,7 @@ def requirement_lines(folder: Path) -> list[str]:
 
 def install_command(artifact: Artifact, pip: Sequence[str]) -> list[str]:
     """pip installing the artifact's lock as it is: every file checked against the lock's hashes, nothing resolved
-    (the lock is the whole closure, D-PK-1)."""
+    (the lock is the whole closure, D420)."""
     lock = artifact.source / LOCK
     return [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile",
             *PLATFORM, "--only-binary=:all:", "--require-hashes", "--no-deps", "--target", str(artifact.site),
@@ -205,7 +205,7 @@ def prune(artifact: Artifact, layer_distributions: Iterable[str]) -> list[str]:
 
 def remove_scripts(site: Path) -> None:
     """Delete the console scripts pip writes into ``site/bin`` and their RECORD lines: Lambda never runs them, and
-    their first line names the Python that built them, so the zip would differ from one checkout to another (D-PK-1).
+    their first line names the Python that built them, so the zip would differ from one checkout to another (D420).
     """
     shutil.rmtree(site / "bin", ignore_errors=True)
     for record in site.glob("*.dist-info/RECORD"):
@@ -222,7 +222,7 @@ def compile_bytecode(site: Path, lambda_path: str | None = None) -> bool:
     entries carry a fixed date). Unchecked: the artifact is immutable, its bytecode is never compared with the source
     (tracebacks still name the file where it is: the import system sets code objects' file names). ``lambda_path``,
     where Lambda puts ``site``, is the folder the bytecode names instead of ``site``: the same sources give the same
-    bytes in any checkout (D-PK-1). Only the runtime's Python version writes bytecode the runtime reads: returns
+    bytes in any checkout (D420). Only the runtime's Python version writes bytecode the runtime reads: returns
     False, compiling nothing, on another."""
     if sys.version_info[:2] != RUNTIME_PYTHON:
         return False

@@ -25,7 +25,7 @@ Stripe's docs leave open, are rounded half-to-even here - the other way from our
 would show. Stripe Tax: an invoice with ``automatic_tax`` enabled has each line taxed at its customer's rate
 (``set_tax_rate``; none set: no tax), exclusive, rounded half-up per line, negative lines too; a credit note's
 ``invoice_line_item`` lines credit that line's tax in proportion, a ``custom_line_item`` credits no tax, and
-``credit_notes/preview`` shows the note the same parameters would make (D-CR-1).
+``credit_notes/preview`` shows the note the same parameters would make (D404).
 
 Used by the contract tests through ``EmulatorHTTPClient`` (a ``stripe.HTTPClient``) and by the stand-in server.
 """

@@ -220,7 +220,7 @@ def test_given_an_address_marked_undeliverable_then_it_reads_back_and_a_second_r
 def test_given_a_bounce_mark_lapsed_then_a_new_bounce_replaces_it_and_a_complaint_mark_never_lapses(
     ledger: DeliveryLedger,
 ) -> None:
-    """D-AL-2: a bounce's mark acts 30 days (2,592,000,000 ms): a report 1 ms short of that keeps it, one at 30 days
+    """D409: a bounce's mark acts 30 days (2,592,000,000 ms): a report 1 ms short of that keeps it, one at 30 days
     replaces it; a complaint's mark is kept by a bounce a year (31,536,000,000 ms) later."""
     days30, year = 2_592_000_000, 31_536_000_000
     assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is True

@@ -808,7 +808,7 @@ def test_given_a_generation_a_crash_left_when_the_room_finishes_in_place_then_it
 
 
 def test_given_a_synthetic_join_stored_then_it_is_found_and_a_give_up_is_claimed_once(harness: Harness) -> None:
-    """D-SW-1, D-SW-2: ``stored_joins`` names the participants whose synthetic join is in their room's events (rated or
+    """D411, D412: ``stored_joins`` names the participants whose synthetic join is in their room's events (rated or
     not: stored is enough), none of another room or participant; ``claim_give_up`` is the first sweep's - the same
     sweep (its moment) holds it again, any other finds it claimed."""
     listed = ListedParticipant("PA_j", "jo", "STANDARD", NOW_MS - 60_000)

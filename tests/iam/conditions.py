@@ -1,7 +1,7 @@
 """The condition keys of DynamoDB's fine-grained access control, evaluated as AWS evaluates them (moto evaluates
 none): each item request of a DynamoDB call gets its request context - the values of ``dynamodb:LeadingKeys``,
 ``dynamodb:Attributes``, ``dynamodb:Select`` and ``dynamodb:ReturnValues`` it carries - and is allowed only if some
-``Allow`` statement granting its action on its resource has every condition true for that context (D-PI-1).
+``Allow`` statement granting its action on its resource has every condition true for that context (D405).
 
 What AWS puts in those keys (Amazon DynamoDB Developer Guide, "Using IAM policy conditions for fine-grained access
 control", https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/specifying-conditions.html):

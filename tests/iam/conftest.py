@@ -13,7 +13,7 @@ matcher is replaced by IAM's wildcard rules while a role acts. moto cannot evalu
 (it has no request context for them): the tier evaluates them itself (``tests.iam.conditions``) on every DynamoDB
 request of every role - each item request (one per item of a transaction, per table of a batch) must be granted by
 a statement whose conditions (``dynamodb:LeadingKeys``, ``dynamodb:Attributes``, ``dynamodb:Select``,
-``dynamodb:ReturnValues``) all hold for it, or it is refused and recorded as AWS refuses it (D394, D-PI-1).
+``dynamodb:ReturnValues``) all hold for it, or it is refused and recorded as AWS refuses it (D394, D405).
 ``authorizations`` below supplies those, as AWS's service authorization reference describes them, for the services
 the functions call (DynamoDB, EventBridge, SQS - moto's own resource, the queue's ARN -, Secrets Manager, SES v2,
 SNS); each (action, resource) pair then goes through moto's own signature check and policy evaluation. An operation

@@ -47,7 +47,7 @@ def test_given_putitem_taken_from_the_bounce_handlers_role_then_the_report_fails
 def test_given_a_bounce_of_a_tagged_email_under_the_bounce_handlers_role_then_its_record_is_updated_with_updateitem(
     bounces: Stack, roles: Roles
 ) -> None:
-    """D-AL-1: the bounced email's own record (sent as SES's message id) made undeliverable needs ``UpdateItem`` on the
+    """D408: the bounced email's own record (sent as SES's message id) made undeliverable needs ``UpdateItem`` on the
     alerts table, besides the mark's ``PutItem``; nothing else."""
     from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
 
@@ -72,7 +72,7 @@ def test_given_a_bounce_of_a_tagged_email_under_the_bounce_handlers_role_then_it
 def test_given_a_required_alerts_email_bouncing_under_the_bounce_handlers_role_then_its_sms_reopens_and_its_event_goes_back(
     bounces: Stack, roles: Roles
 ) -> None:
-    """D-AL-1: a required alert's bounced email (its record keeps the event): the SMS record skipped as not chosen is
+    """D408: a required alert's bounced email (its record keeps the event): the SMS record skipped as not chosen is
     deleted (``DeleteItem``) and the event sent to the alerts queue (``sqs:SendMessage``), besides the mark and the
     record's updates - exactly the grants the role has."""
     from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415

@@ -1,7 +1,7 @@
-"""The tier's DynamoDB condition keys (D-PI-1): what a request carries (hand-worked from AWS's description of each
+"""The tier's DynamoDB condition keys (D405): what a request carries (hand-worked from AWS's description of each
 key, tests/iam/conditions.py cites it), how a grant's conditions decide, and - under the generated roles, the
 requests made with a plain client - that a request outside a grant's conditions is refused as AWS refuses it, while
-the one inside is allowed (each refusal test fails on the tier before D-PI-1: it allowed them)."""
+the one inside is allowed (each refusal test fails on the tier before D405: it allowed them)."""
 
 from __future__ import annotations
 
@@ -223,7 +223,7 @@ def test_given_the_account_api_role_on_the_alerts_table_then_whole_items_returne
 def test_given_the_alerts_role_then_its_usage_table_updates_are_the_spend_item_s_readings_and_the_hold(
     stack: Stack, roles: Roles
 ) -> None:
-    """D-PI-2: the spend item's reading (one attribute per meter, `account_id`) is allowed; another attribute of
+    """D406: the spend item's reading (one attribute per meter, `account_id`) is allowed; another attribute of
     the account's item (its plan) or the whole item answered is refused."""
     key = {"pk": _s("ACCOUNT#acct_1"), "sk": _s("ENTITLEMENT")}
     reading = {

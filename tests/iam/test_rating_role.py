@@ -119,7 +119,7 @@ def test_given_one_grant_taken_from_rating_s_role_then_the_same_run_is_refused_o
 def test_given_a_usage_event_rated_under_the_role_then_it_is_marked_rated_and_nothing_else_of_it_may_change(
     stack: Stack, roles: Roles, lambda_context: LambdaContext
 ) -> None:
-    """D-PI-3: rating's one write to the events table marks a usage event rated (`SET rated_at`, conditional on its
+    """D407: rating's one write to the events table marks a usage event rated (`SET rated_at`, conditional on its
     key); its grant names those attributes only, so the stored event's quantity cannot be rewritten by the role."""
     import boto3  # noqa: PLC0415
     import botocore.exceptions  # noqa: PLC0415

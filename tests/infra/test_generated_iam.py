@@ -172,9 +172,9 @@ ROLES = {
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE, SQS_QUEUE_READ},
         ("dynamodb:PutItem", ALERTS_TABLE),  # the mark (conditional)
-        ("dynamodb:UpdateItem", ALERTS_TABLE),  # the bounced email's record (conditional, D-AL-1)
-        ("dynamodb:DeleteItem", ALERTS_TABLE),  # a bounced required alert's SMS reopened (conditional, D-AL-1)
-        ("sqs:SendMessage", ALERTS_QUEUE),  # its event sent again (D-AL-1)
+        ("dynamodb:UpdateItem", ALERTS_TABLE),  # the bounced email's record (conditional, D408)
+        ("dynamodb:DeleteItem", ALERTS_TABLE),  # a bounced required alert's SMS reopened (conditional, D408)
+        ("sqs:SendMessage", ALERTS_QUEUE),  # its event sent again (D408)
     ),
     # Invoicing: the hourly starter reads the run marker and the accounts index and queues close jobs ...
     "InvoiceStartFunctionRole": role(
@@ -594,7 +594,7 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
 def test_given_the_rating_role_then_its_only_events_table_update_marks_a_usage_event_rated(
     transformed: Transformed,
 ) -> None:
-    """D-PI-3: rating's UpdateItem on the events table was unconditioned (a stored event's quantity could be
+    """D407: rating's UpdateItem on the events table was unconditioned (a stored event's quantity could be
     rewritten); its one update there is the mark `SET rated_at`, conditional on the key."""
     updates = [
         statement
@@ -842,14 +842,14 @@ def test_given_the_alerts_and_operator_checks_roles_then_they_put_no_usage_table
         for s in statements
         if s["Resource"] == USAGE_TABLE and "dynamodb:UpdateItem" in _listed(s["Action"]) and s.get("Condition")
     ]
-    spend = [SPEND_READING] if role_id == "AlertsFunctionRole" else []  # D-PI-2: its other update there
+    spend = [SPEND_READING] if role_id == "AlertsFunctionRole" else []  # D406: its other update there
     assert [(_listed(s["Action"]), s["Condition"]) for s in holds] == [
         *spend,
         (["dynamodb:UpdateItem"], {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}}),
     ]
 
 
-# D-PI-2: the spend item's reading (DynamoEntitlements.record) - its key, `account_id` and the meter's attribute
+# D406: the spend item's reading (DynamoEntitlements.record) - its key, `account_id` and the meter's attribute
 SPEND_WRITES = [
     "pk",
     "sk",
@@ -872,7 +872,7 @@ SPEND_READING = (
 def test_given_the_alerts_role_then_its_usage_table_updates_are_all_conditioned_the_spend_reading_on_every_meter(
     transformed: Transformed,
 ) -> None:
-    """D-PI-2: the alerts role's UpdateItem on the usage table was unconditioned (any attribute of any item) for the
+    """D406: the alerts role's UpdateItem on the usage table was unconditioned (any attribute of any item) for the
     spend item's reading; the reading's attribute is one per meter of the threshold event - a closed list: each
     meter's attribute (`attribute_for`) is granted, and no unconditioned update is left."""
     from typing import get_args  # noqa: PLC0415

@@ -1,4 +1,4 @@
-"""The deployed artifacts' hashed locks (D-PK-1) cover their inputs: read from the files alone, offline, no resolver.
+"""The deployed artifacts' hashed locks (D420) cover their inputs: read from the files alone, offline, no resolver.
 
 A requirements.txt or a pyproject pin edited without ``./dev lock`` fails here; so does a lock pin without hashes, a
 requirement removed but still locked, and a function locking another version of what its layer ships.

@@ -67,7 +67,7 @@ def test_given_functions_then_handlers_exist_in_their_code_uri(template: Templat
 
 def test_given_the_events_table_then_it_streams_expires_and_is_retained(template: Template) -> None:
     table = template.resources["EventsTable"]
-    assert table["DeletionPolicy"] == "RetainExceptOnCreate"  # D-OPS-4
+    assert table["DeletionPolicy"] == "RetainExceptOnCreate"  # D417
     props = table["Properties"]
     assert props["StreamSpecification"]["StreamViewType"] in {"NEW_IMAGE", "NEW_AND_OLD_IMAGES"}
     assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
@@ -91,7 +91,7 @@ def test_given_ingest_then_5xx_and_signature_spikes_and_store_failures_alarm(tem
 def test_given_ingest_storing_events_for_rating_when_rating_is_not_invoked_then_an_alarm_breaches(
     template: Template,
 ) -> None:
-    """D389, amended by D-OPS-3: IteratorAge (RatingLagAlarm) is emitted only when the stream invokes rating, so a
+    """D389, amended by D416: IteratorAge (RatingLagAlarm) is emitted only when the stream invokes rating, so a
     disabled or stuck trigger needs its own alarm: events stored for rating - ``StoredForRating``, which the LiveKit
     and usage routes count for each event they store (the Stripe route never: rating's stream filter drops source
     stripe) - in two 15-minute windows in a row with no invocation of the rating function. No subtraction: a refused
@@ -668,7 +668,7 @@ def _unalarmed() -> dict[str, tuple[str | None, str]]:
     return {
         # ingest
         M.WEBHOOK_STORED: (None, outcome),
-        # its LiveKit and usage share is RatingNotInvokedAlarm's input (D-OPS-3), not what the alarm alarms on
+        # its LiveKit and usage share is RatingNotInvokedAlarm's input (D416), not what the alarm alarms on
         M.STORED_FOR_RATING: (None, outcome),
         M.WEBHOOK_DUPLICATE: (None, outcome),
         # every refusal, of any route; the signature ones are SignatureRejected, alarmed; a signed LiveKit body refused
@@ -722,7 +722,7 @@ def _unalarmed() -> dict[str, tuple[str | None, str]]:
         ),
         M.ALERTS_EMAIL_SUPPRESSED: (
             None,
-            "an address on SES's suppression list (the account's own mailbox): required alerts go by SMS (D-AL-3)",
+            "an address on SES's suppression list (the account's own mailbox): required alerts go by SMS (D410)",
         ),
         M.EMAILS_MARKED_UNDELIVERABLE: (None, "a mark SES's report made: the account's own address, not ours (D400)"),
     }
@@ -904,7 +904,7 @@ def test_given_an_alert_sender_value_then_the_template_accepts_a_bare_address_on
     assert re.fullmatch(parameter["AllowedPattern"], parameter["Default"]) is not None
 
 
-# --- D-OPS-1..4: alarms that were missing or blind, and the tables' retention ---------------------------------------
+# --- D414..4: alarms that were missing or blind, and the tables' retention ---------------------------------------
 
 DATA_TABLES = {"EventsTable", "UsageTable", "AlertsTable", "MembersTable", "CryptoTable"}
 
@@ -912,7 +912,7 @@ DATA_TABLES = {"EventsTable", "UsageTable", "AlertsTable", "MembersTable", "Cryp
 def test_given_every_table_holding_data_then_a_deletion_keeps_it_but_a_rolled_back_creation_does_not(
     template: Template,
 ) -> None:
-    """D-OPS-4 (D390's rule, now on the tables): a table created by the very deploy that fails holds nothing and has
+    """D417 (D390's rule, now on the tables): a table created by the very deploy that fails holds nothing and has
     a fixed name - kept (plain ``Retain``), the retry collides with it; ``RetainExceptOnCreate`` deletes exactly that
     one on rollback and keeps it on every other operation. The rate-limit table (per-minute counters expiring in two
     minutes) is the one table the stack deletes with itself: nothing in it outlives its minute."""
@@ -931,7 +931,7 @@ SYNC_SEEN_EVENT_TYPES = {"HttpApi", "Api"}  # a failure answers 5xx, which the A
 def test_given_a_function_no_api_queue_stream_or_schedule_invokes_then_its_errors_alarm_the_operator(
     template: Template,
 ) -> None:
-    """D-OPS-1: a function invoked otherwise (Cognito's sign-in trigger) has no dead-letter queue and no API 5xx to
+    """D414: a function invoked otherwise (Cognito's sign-in trigger) has no dead-letter queue and no API 5xx to
     tell its failures: a user's sign-in fails and nothing says so. Each such function has an alarm on its own
     ``AWS/Lambda`` ``Errors`` (a timeout counts there too) at the first one, to the operator's topic."""
     seen_elsewhere = ASYNC_EVENT_TYPES | ASYNC_INVOKE_TYPES | SYNC_SEEN_EVENT_TYPES
@@ -982,7 +982,7 @@ def _chains_watched(template: Template) -> set[tuple[str, str]]:
 def test_given_a_chains_watcher_runs_behind_for_fifteen_minutes_then_that_chains_own_alarm_breaches(
     template: Template,
 ) -> None:
-    """D-OPS-1: ``CryptoWatchBehind`` (a run stopped at its work cap, or short of the head) was counted and never
+    """D414: ``CryptoWatchBehind`` (a run stopped at its work cap, or short of the head) was counted and never
     alarmed, and both EVM chains counted under one service: a chain whose runs never catch up (payments seen ever
     later) was silent, and one chain's stall could not be told from the other's. Each run now records 1 (behind) or
     0 (caught up) under its service and its chain; an alarm per chain reads the Minimum over 5 minutes - 1 only when
@@ -1020,7 +1020,7 @@ def test_given_a_chains_watcher_runs_behind_for_fifteen_minutes_then_that_chains
 def test_given_every_dead_letter_queue_then_a_second_alarm_notifies_each_new_arrival_while_the_first_stays_unhandled(
     template: Template,
 ) -> None:
-    """D-OPS-2: a depth alarm (any message visible) notifies once, on entering ALARM: a second batch dead-lettered
+    """D415: a depth alarm (any message visible) notifies once, on entering ALARM: a second batch dead-lettered
     while the first is still there notifies no one. Beside it, each dead-letter queue has an arrivals alarm: the
     increase of its messages (visible + in flight, so an operator reading them - in flight for a while, then visible
     again - is no arrival) from one minute to the next, ``DIFF``, >= 1. ``NumberOfMessagesSent`` would miss what SQS

@@ -133,7 +133,7 @@ def report_of(fixture: str, message_id: str, delivery: str = DELIVERY_80, **boun
 def test_given_the_first_email_to_an_address_bounces_then_its_own_record_becomes_undeliverable_once(
     alerts_stack: AlertsStack, bounces: Stack
 ) -> None:
-    """D-AL-1: the first email to an address SES takes (recorded ``sent``, its message id kept apart on the record)
+    """D408: the first email to an address SES takes (recorded ``sent``, its message id kept apart on the record)
     and reports bounced for good afterwards: the bounce handler turns that record undeliverable (``bounced``), found
     by the email's ``kilo-delivery`` tag and checked by SES's message id - a report naming another email's id changes
     nothing, nor does the same report redelivered."""
@@ -176,7 +176,7 @@ def test_given_the_first_email_to_an_address_bounces_then_its_own_record_becomes
 def test_given_a_complaint_about_an_email_then_its_record_stays_sent_since_it_reached_the_mailbox(
     alerts_stack: AlertsStack, bounces: Stack
 ) -> None:
-    """D-AL-1: a complaint marks the address (D400) but the email it is about was delivered: its record stays
+    """D408: a complaint marks the address (D400) but the email it is about was delivered: its record stays
     ``sent``."""
     from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
 
@@ -195,7 +195,7 @@ def test_given_a_complaint_about_an_email_then_its_record_stays_sent_since_it_re
 def test_given_a_bounce_mark_30_days_old_then_a_new_permanent_bounce_replaces_it_and_a_younger_one_does_not(
     bounces: Stack,
 ) -> None:
-    """D-AL-2: a bounce's mark acts 30 days; a permanent bounce reported once it has lapsed marks the address again
+    """D409: a bounce's mark acts 30 days; a permanent bounce reported once it has lapsed marks the address again
     (counted new), one reported before is a no-op. Times by hand: the example's 2017-08-05T00:41:02.669Z is
     1501893662669 ms; 30 days later, 2017-09-04T00:41:02.669Z, is 1501893662669 + 2592000000 = 1504485662669."""
     from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
@@ -216,7 +216,7 @@ def test_given_a_bounce_mark_30_days_old_then_a_new_permanent_bounce_replaces_it
 
 
 def test_given_a_complaint_mark_a_year_old_then_a_later_bounce_keeps_it(bounces: Stack) -> None:
-    """D-AL-2: a complaint's mark does not lapse: a bounce reported a year later (2018-08-05) leaves it."""
+    """D409: a complaint's mark does not lapse: a bounce reported a year later (2018-08-05) leaves it."""
     from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
 
     complaint = (FIXTURES / "complaint.json").read_text()
@@ -236,7 +236,7 @@ DELIVERY_PAYMENT: Final = "MjAyNi0xMSNwYXltZW50X2ZhaWxlZCNwYXltZW50LWZhaWxlZDpld
 def test_given_a_required_alerts_first_email_bounces_then_its_event_comes_back_and_one_sms_goes_instead(
     alerts_stack: AlertsStack, bounces: Stack
 ) -> None:
-    """D-AL-1: a failed payment (a required alert, D180) the account chose email alone for, with a verified number:
+    """D408: a failed payment (a required alert, D180) the account chose email alone for, with a verified number:
     the email is sent, the SMS skipped as not chosen. SES reports the email bounced for good: the bounce handler
     makes the email's record undeliverable, reopens the SMS's and sends the event back to the alerts queue; its
     redelivery texts the verified number instead, as a later alert to the marked address would (D400). The report
@@ -299,7 +299,7 @@ def test_given_a_required_alerts_first_email_bounces_then_its_event_comes_back_a
 def test_given_a_marked_address_then_the_operator_clears_its_mark_by_the_cli_and_a_second_clear_finds_none(
     bounces: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """D-AL-2: ``kilo-billing alerts clear-mark ACCOUNT ADDRESS`` deletes the mark the bounce handler wrote (the
+    """D409: ``kilo-billing alerts clear-mark ACCOUNT ADDRESS`` deletes the mark the bounce handler wrote (the
     address as the account spells it, capitals and all: the key is the pseudonym of it casefolded, ``REF`` by hand)."""
     from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
     from kilo_billing_cli.main import main  # noqa: PLC0415

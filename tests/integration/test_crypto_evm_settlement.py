@@ -717,7 +717,7 @@ def test_given_a_late_eth_payment_when_the_feed_moved_after_its_block_then_it_is
 def test_given_a_run_then_it_records_whether_it_is_behind_under_its_service_and_chain(
     billing: Billing, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """D-OPS-1: each run records ``CryptoWatchBehind`` once under its service and its chain - 0 caught up, 1 stopped
+    """D414: each run records ``CryptoWatchBehind`` once under its service and its chain - 0 caught up, 1 stopped
     short of the head - so the chain's own alarm (the Minimum over 5 minutes) tells one chain's stall from
     another's. A run capped at one block of a chain 3 blocks ahead is behind."""
     from tests.unit.payment_alarm_helpers import flushed_points  # noqa: PLC0415

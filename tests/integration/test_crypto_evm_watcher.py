@@ -1184,12 +1184,12 @@ def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves
 def test_given_a_stuck_payment_on_a_two_second_chain_then_its_bill_is_released_after_768_seconds_not_64_blocks(
     chain: Chain, stack: Stack
 ) -> None:
-    """D-CW-1 on anvil, blocks 2 s apart as on Base. The cancel case (A's nonce went to a 0 ETH transaction: nothing
+    """D418 on anvil, blocks 2 s apart as on Base. The cancel case (A's nonce went to a 0 ETH transaction: nothing
     else pays the $100.00 bill), A SEEN at N past the rollback; a backend still on the old fork serves A's receipt
     and answers the read alone too: A waits SEEN, named stuck with its bill each run. The finalized block F (head - 8)
     at 70+ blocks past N but its timestamp 766 s past N's: not stalled - the bill PROCESSING, 0.00 asked (before:
     stalled at 64 blocks, two minutes). One block more, F is 768 s past N's: stalled; the bill's only payment stuck,
-    it is OPEN and PARTIAL, 100.00 asked again (D-CW-2)."""
+    it is OPEN and PARTIAL, 100.00 asked again (D419)."""
     r = _replaced(chain, stack, cancel=True)
     _past_the_rollback_beside_a_stale_backend(r)
     mined_at = chain.w3.eth.get_block(r.a_block)["timestamp"]  # the canonical block at N: what the wait is timed by

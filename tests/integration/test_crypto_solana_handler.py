@@ -407,7 +407,7 @@ def test_given_a_listing_server_behind_on_every_ask_then_the_run_succeeds_behind
     assert (run["behind"], run["caught_up"]) == (True, False)
     out = capfd.readouterr().out
     assert flushed_metrics(out).get(Metric.SOLANA_LISTING_BEHIND.value) == 1
-    # D-OPS-1: and the run is behind for the chain's own CryptoWatchBehind alarm
+    # D414: and the run is behind for the chain's own CryptoWatchBehind alarm
     assert flushed_points(out, Metric.CRYPTO_WATCH_BEHIND.value) == [
         ({"service": "crypto-solana", "chain": "solana"}, 1)
     ]
@@ -416,7 +416,7 @@ def test_given_a_listing_server_behind_on_every_ask_then_the_run_succeeds_behind
 def test_given_a_run_that_caught_up_then_it_records_crypto_watch_behind_zero_under_its_service_and_chain(
     deployed: DynamoCryptoStore, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """D-OPS-1: every run records ``CryptoWatchBehind`` under its service and chain, 0 when it reached the head: the
+    """D414: every run records ``CryptoWatchBehind`` under its service and chain, 0 when it reached the head: the
     chain's alarm reads the Minimum, so one caught-up run in a 5-minute period is no stall."""
     from tests.unit.payment_alarm_helpers import flushed_points  # noqa: PLC0415
 

@@ -676,7 +676,7 @@ def test_given_tokens_naming_unknown_keys_then_the_secret_is_read_afresh_at_most
 def test_given_a_livekit_event_stored_then_it_counts_as_stored_for_rating_and_its_duplicate_does_not(
     stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """D-OPS-3: ``RatingNotInvokedAlarm`` reads ``StoredForRating``, counted once per event stored that rating's
+    """D416: ``RatingNotInvokedAlarm`` reads ``StoredForRating``, counted once per event stored that rating's
     stream takes (source livekit): the stored event counts 1, LiveKit's resend of it (a duplicate) nothing."""
     body = fixture("participant_joined")
     capsys.readouterr()

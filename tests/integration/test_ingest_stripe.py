@@ -446,7 +446,7 @@ def test_given_a_live_mode_endpoint_then_live_events_are_stored_and_test_mode_on
 def test_given_a_stripe_event_stored_then_it_is_not_counted_as_stored_for_rating(
     stack: Stack, lambda_context: LambdaContext, invoice_paid: bytes, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """D-OPS-3: rating's stream drops source stripe, so a Stripe event stored is ``WebhookStored`` only - never
+    """D416: rating's stream drops source stripe, so a Stripe event stored is ``WebhookStored`` only - never
     ``StoredForRating``, the count ``RatingNotInvokedAlarm`` waits for rating on."""
     capsys.readouterr()
     assert post(invoice_paid, signed(invoice_paid), lambda_context)[1]["status"] == "stored"

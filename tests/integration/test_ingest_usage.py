@@ -762,7 +762,7 @@ def test_given_the_account_table_unreachable_then_503_without_internals_and_noth
 def test_given_usage_events_accepted_then_each_counts_as_stored_for_rating_and_a_resent_batch_nothing(
     stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """D-OPS-3: each usage event stored (source usage, which rating's stream takes) counts one ``StoredForRating``,
+    """D416: each usage event stored (source usage, which rating's stream takes) counts one ``StoredForRating``,
     the input of ``RatingNotInvokedAlarm``; the same batch resent stores nothing and counts nothing."""
     from tests.integration.test_ingest_livekit import emitted_metrics  # noqa: PLC0415
 

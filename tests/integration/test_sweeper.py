@@ -510,7 +510,7 @@ def test_given_a_synthetic_join_not_yet_rated_when_its_room_is_gone_then_nobody_
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-SW-1: the sweep at T0+300 lists Dan (STANDARD, joined T0-600) and writes his synthetic join; rating lags (the
+    """D411: the sweep at T0+300 lists Dan (STANDARD, joined T0-600) and writes his synthetic join; rating lags (the
     join stored, not rated) and at the next sweep, T0+600, RoomService says the room is gone, its room_finished lost.
     Dan is not lost: his join is stored and rating folds it - so nobody is given up (before: joins_abandoned 1,
     SweepJoinsAbandoned 1 and a warning naming Dan, a false alarm). Rating then folds the join (Dan open from T0-600),
@@ -553,7 +553,7 @@ def test_given_two_sweeps_overlapping_then_a_join_less_participant_is_given_up_o
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-SW-2: Dan's join lost, his room gone with its room_finished lost (as in the D395 test). The run scheduled at
+    """D412: Dan's join lost, his room gone with its room_finished lost (as in the D395 test). The run scheduled at
     T0+600 is slow: while it has read the room's mark and not yet given Dan up, the run of T0+900 starts (a retry
     beside a scheduled run is the same) and does the whole sweep - it reads the same mark. Each sweep gives Dan up only
     by claiming the give-up (a conditional put): the T0+900 run claims and says it, the T0+600 run finds it claimed

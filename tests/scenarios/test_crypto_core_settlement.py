@@ -328,7 +328,7 @@ def _short_beyond_band_stuck(stack: Stack) -> Harness:
 def test_given_a_stuck_payment_the_bill_needs_beyond_its_band_then_the_customer_is_asked_for_the_rest(
     stack: Stack,
 ) -> None:
-    """D-CW-2 (D398's limit lifted): 60.00 USDC final and 40.00 stuck - the stuck payment no longer holds the bill:
+    """D419 (D398's limit lifted): 60.00 USDC final and 40.00 stuck - the stuck payment no longer holds the bill:
     OPEN, PARTIAL, a new quote asks 100.00 - 60.00 = 40.00, nothing written off, nothing told. The customer pays the
     rest (40.00 USDC, final): PAID, 60.00 + 40.00 = 100.00 settled, 0.00 off, 0.00 credit, told once. The stuck
     40.00 finalizes after all: a paid bill's later final payment is credit, 40.00, OVERPAID (never lost, never
@@ -376,7 +376,7 @@ def test_given_a_stuck_payment_the_bill_needs_beyond_its_band_then_the_customer_
 def test_given_a_short_bill_whose_stuck_payment_finalizes_before_the_rest_is_paid_then_paid_in_full(
     stack: Stack,
 ) -> None:
-    """D-CW-2, the other order: 60.00 final, 40.00 stuck (OPEN, 40.00 asked); the 40.00 finalizes before the
+    """D419, the other order: 60.00 final, 40.00 stuck (OPEN, 40.00 asked); the 40.00 finalizes before the
     customer pays again: it counts again - PAID, 100.00 settled, 0.00 off, 0.00 credit, told once."""
     h = _short_beyond_band_stuck(stack)
 

@@ -94,7 +94,7 @@ class ScriptedMailer:
         self.check_failures = list(check_failures)
         self.checked: list[str] = []
         self.accounts: list[str] = []  # the account each email was sent for (its tag)
-        self.deliveries: list[str] = []  # the delivery record each email named (its tag, D-AL-1)
+        self.deliveries: list[str] = []  # the delivery record each email named (its tag, D408)
 
     def suppressed(self, to: str) -> str | None:
         self.checked.append(to)

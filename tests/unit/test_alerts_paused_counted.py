@@ -54,7 +54,7 @@ def test_given_an_email_to_an_address_marked_undeliverable_then_the_skip_is_coun
 def test_given_a_required_alert_whose_address_ses_suppresses_then_the_skip_is_counted_on_its_own_metric(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-AL-3: an email not sent because SES's account-level suppression list holds its address (``Reason.SUPPRESSED``,
+    """D410: an email not sent because SES's account-level suppression list holds its address (``Reason.SUPPRESSED``,
     D381) is the account's own mailbox like a marked one: counted ``AlertsEmailSuppressed`` (not alarmed), not
     ``AlertsUndeliverable``, whose alarm (10 an hour) means refusals for good of ours - here one SMS to an invalid
     number beside it."""

@@ -535,7 +535,7 @@ DAY_MS = 86_400_000
 def test_given_a_bounce_mark_then_it_keeps_email_away_30_days_and_the_next_alert_after_tries_the_address(
     age_days: int, emailed: bool
 ) -> None:
-    """D-AL-2: a permanent bounce's mark acts 30 days from SES's report: 29 days on, the email is skipped; 30 days on
+    """D409: a permanent bounce's mark acts 30 days from SES's report: 29 days on, the email is skipped; 30 days on
     (the mailbox may be fixed), it is sent, and a new bounce would mark the address again."""
     ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
     ledger.mark_email("acct_1", address_ref(), "bounce", "Permanent/General 5.1.1", T0 - age_days * DAY_MS)
@@ -547,7 +547,7 @@ def test_given_a_bounce_mark_then_it_keeps_email_away_30_days_and_the_next_alert
 
 
 def test_given_a_complaint_mark_a_year_old_then_the_address_still_gets_no_email() -> None:
-    """D-AL-2: a complaint's mark does not lapse (the person said they do not want our mail)."""
+    """D409: a complaint's mark does not lapse (the person said they do not want our mail)."""
     ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
     ledger.mark_email("acct_1", address_ref(), "complaint", "abuse", T0 - 365 * DAY_MS)
 
@@ -559,7 +559,7 @@ def test_given_a_complaint_mark_a_year_old_then_the_address_still_gets_no_email(
 
 
 def test_given_an_email_sent_then_ses_gets_the_delivery_tag_and_the_record_keeps_the_message_id_apart() -> None:
-    """D-AL-1: the email's send names its delivery record (``<period>#<kind>#<key>``, the tag the bounce comes back
+    """D408: the email's send names its delivery record (``<period>#<kind>#<key>``, the tag the bounce comes back
     with) and the record keeps SES's message id in its own field."""
     ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()
 

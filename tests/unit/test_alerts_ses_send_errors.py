@@ -136,7 +136,7 @@ def test_given_an_alert_email_then_the_request_ses_gets_names_the_configuration_
 def test_given_an_alert_email_of_a_delivery_then_the_request_ses_gets_the_delivery_tag_too(
     ses: tuple[Any, Stubber],
 ) -> None:
-    """D-AL-1: the bounce handler finds the bounced email's record from the ``kilo-delivery`` tag SES publishes with
+    """D408: the bounce handler finds the bounced email's record from the ``kilo-delivery`` tag SES publishes with
     the bounce: the real ``SendEmail`` request carries it after ``kilo-account``, as the logic gave it."""
     client, stubber = ses
     expected = {

@@ -1,4 +1,4 @@
-"""`rating replay`'s AWS calls take their read timeout from the environment, as the functions' do (D-SW-3): on the
+"""`rating replay`'s AWS calls take their read timeout from the environment, as the functions' do (D413): on the
 local stack a stream read of 1,000 records takes moto ~2.2 s, and the CLI read with the layer's 2 s default - the
 stack's ``AWS_READ_TIMEOUT_SECONDS`` (``kilo_dev.localstack.MOTO_CALL_BUDGET``) never reached it. Through ``main``
 with the replay itself recorded (no AWS call is made)."""

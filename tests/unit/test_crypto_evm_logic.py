@@ -327,7 +327,7 @@ def test_a_replaced_payment_is_not_orphaned_unless_one_backend_holding_finalized
     its canonical block). Before: A ORPHANED (0, 1) - the bill reopened, the customer asked for a second $100.00.
     Now A waits SEEN at 100 (0, 0), named stuck once with its bill, and reported stalled: it no longer holds the
     bill's write-off (D398; before: not reported, a bill paid short beside it PROCESSING for as long) - F's block
-    is 100 x 12 s = 1,200 s after A's height's, past the 768 s (D-CW-1)."""
+    is 100 x 12 s = 1,200 s after A's height's, past the 768 s (D418)."""
     sink = Billed()
     transfer = ObservedTransfer("ethereum", "USDC", "0xa", 0, 100, "0xold100", PAYER, MERCHANT, A_UNITS)
     sink.record_seen(transfer)
@@ -358,7 +358,7 @@ def test_a_replaced_payment_is_not_orphaned_unless_one_backend_holding_finalized
 def test_a_replaced_payment_left_waiting_is_reported_stalled_only_once_finality_is_768_seconds_past_its_block(
     seconds: int, final: int, stalled: bool
 ) -> None:
-    """Review rcr 3, D-CW-1. The case ``canonical-receipt-vs-a-stale-element-of-the-pass-read``: A (100 USDC) stored
+    """Review rcr 3, D418. The case ``canonical-receipt-vs-a-stale-element-of-the-pass-read``: A (100 USDC) stored
     at 100 as 0xold100, the pass's read at 100 one stale element (0xdead100), A's receipt in its canonical 0xnew100:
     A waits SEEN, named stuck at once (D342); reported stalled (D398) only once F's timestamp is ``STALL_SECONDS``
     (768) past the block at A's height, read in one batch beside F (``headers([F, 100])``). Ethereum, 12 s a block:
@@ -391,7 +391,7 @@ def test_a_replaced_payment_left_waiting_is_reported_stalled_only_once_finality_
 def test_a_stuck_payments_wait_is_timed_only_by_a_read_that_answers_the_finalized_block(
     anchor: str | None, stalled: bool
 ) -> None:
-    """D-CW-1. As above, F = 300 (0xc300; 200 x 12 = 2,400 s past A's height 100). The timestamps are read beside F's
+    """D418. As above, F = 300 (0xc300; 200 x 12 = 2,400 s past A's height 100). The timestamps are read beside F's
     height: a backend answering F's hash there is on the final chain and its block at 100 dates A's height; one on
     another fork (0xdead300) or behind F (nothing at 300) proves no time - A is named stuck, not stalled, and read
     again next run."""

@@ -285,7 +285,7 @@ def test_given_the_functions_code_then_each_importing_a_borrowing_layer_module_s
 def test_given_one_artifact_built_in_two_checkouts_then_its_files_are_byte_identical(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same commit gives the same zip wherever it is checked out (D-PK-1): the bytecode names the file where
+    """The same commit gives the same zip wherever it is checked out (D420): the bytecode names the file where
     Lambda has it (``/var/task``, ``/opt/python``), not the build folder, and the console scripts pip writes (their
     first line names the builder's Python; Lambda never runs them) are left out, with their RECORD lines."""
     import marshal  # noqa: PLC0415

@@ -1,5 +1,5 @@
 """Our credit notes on invoices Stripe taxed (Stripe Tax, ``automatic_tax``), at the HTTP boundary: the emulator taxes
-an automatic-tax invoice's lines at the customer's rate and credits a note's lines as Stripe does (D-CR-1). Every
+an automatic-tax invoice's lines at the customer's rate and credits a note's lines as Stripe does (D404). Every
 request is checked against stripe-python's typed params (``refused_params``). Figures hand-worked in each test."""
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def test_given_an_untaxed_invoice_when_credited_then_one_custom_line_as_before()
 
 
 def test_given_stripe_tax_then_a_negative_line_is_sent_as_its_amount_and_stripe_taxes_it_negative() -> None:
-    """Problem 2 (D-CR-1): an automatic-tax invoice holding our negative line (account credit carried, a late
+    """Problem 2 (D404): an automatic-tax invoice holding our negative line (account credit carried, a late
     credit) is sent as it is - ``amount`` -120, no price (a price's ``unit_amount_decimal`` is never negative) - and
     Stripe Tax taxes it as a negative line (its credit prorations are such lines). 29.00 + 10 % = 31.90, -1.20 ->
     -0.12: 27.80 + 2.78 = 30.58 charged."""

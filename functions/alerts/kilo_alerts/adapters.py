@@ -120,7 +120,7 @@ class SesMailer:
             request["ConfigurationSetName"] = self._configuration_set
         if account_id:  # published with the set's bounce and complaint events: whose address it was (D400)
             request["EmailTags"] = [{"Name": ACCOUNT_TAG, "Value": account_tag(account_id)}]
-            if delivery:  # and which delivery record: its bounce turns that record undeliverable (D-AL-1)
+            if delivery:  # and which delivery record: its bounce turns that record undeliverable (D408)
                 request["EmailTags"].append({"Name": DELIVERY_TAG, "Value": delivery})
         return str(_send_not_taken_again(self._sleep, self._client.send_email, **request)["MessageId"])
 

@@ -37,7 +37,7 @@ def _record(record: SQSRecord) -> None:
             "address marked undeliverable" if new else "address marked before",
             extra={"account_id": found.account_id, "why": found.why, "detail": found.detail},
         )
-        if bounced:  # the email SES took is now recorded undeliverable, not sent (D-AL-1)
+        if bounced:  # the email SES took is now recorded undeliverable, not sent (D408)
             logger.info("bounced email's record made undeliverable", extra={"account_id": found.account_id})
 
 

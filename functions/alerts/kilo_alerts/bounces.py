@@ -20,11 +20,11 @@ from typing import Any, Final, Protocol
 
 ACCOUNT_TAG: Final = "kilo-account"
 # the alert email's delivery record, ``<period>#<kind>#<key>`` in the tag's alphabet: its bounce turns that record
-# undeliverable, found by its key and SES's message id (D-AL-1)
+# undeliverable, found by its key and SES's message id (D408)
 DELIVERY_TAG: Final = "kilo-delivery"
 TAG_VALUE_MAX: Final = 256  # SES's limit on a message tag's value: a longer delivery is not tagged
 # a bounce mark acts this long after SES's report; then the next alert tries the address again, and a new permanent
-# bounce marks it again (a mailbox fixed, a domain restored). A complaint's mark does not expire (D-AL-2)
+# bounce marks it again (a mailbox fixed, a domain restored). A complaint's mark does not expire (D409)
 BOUNCE_MARK_MS: Final = 30 * 86_400_000
 # What SES publishes to the topic, as plain text, when the event destination is created (raw delivery: the queue's
 # body as it is): acknowledged, not failed toward the dead-letter queue and its alarm.
@@ -62,7 +62,7 @@ class EmailMark:
 
     def acts(self, now_ms: int) -> bool:
         """The mark still keeps email from the address at ``now_ms``: a complaint's always (the person said they do
-        not want our mail), a bounce's for ``BOUNCE_MARK_MS`` after it (D-AL-2)."""
+        not want our mail), a bounce's for ``BOUNCE_MARK_MS`` after it (D409)."""
         return self.why != BOUNCE or now_ms - self.at_ms < BOUNCE_MARK_MS
 
     def __str__(self) -> str:
@@ -206,7 +206,7 @@ def mark_reported(
     """Mark each address SES's record in ``body`` reports undeliverable, by its ``mark_key`` (a pseudonym of the
     address casefolded: the table keeps no address, D203); with whether it was new (a redelivered report marks
     nothing again) and whether the bounced email's own delivery record, ``sent`` until now, was made undeliverable
-    (D-AL-1: a complaint's email reached the mailbox, its record stays). A required alert's (D180) email bounced:
+    (D408: a complaint's email reached the mailbox, its record stays). A required alert's (D180) email bounced:
     its SMS record, skipped as not chosen, is reopened and its event sent again (``replay``: to the alerts queue),
     whose redelivery texts the verified number instead, as for a later alert to the marked address (D400).
     ``BounceRecordError`` when the body is not a record of ours; nothing for SES's validation of the topic

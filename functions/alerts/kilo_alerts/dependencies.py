@@ -210,7 +210,7 @@ def bounce_marks() -> EmailMarks:
 
 
 def bounce_replay() -> Callable[[str], None]:
-    """The bounce handler's other port: a bounced required alert's event sent back to the alerts queue (D-AL-1)."""
+    """The bounce handler's other port: a bounced required alert's event sent back to the alerts queue (D408)."""
     from kilo_alerts.marks import SqsReplay  # noqa: PLC0415
     from kilo_billing.aws import client  # noqa: PLC0415
 

@@ -46,7 +46,7 @@ def _count(outcome: AlertOutcome) -> None:
     count(SERVICE, Metric.ALERTS_SKIPPED, outcome.count(Outcome.SKIPPED) + outcome.count(Outcome.OPTED_OUT))
     # refused for good (alarmed: invalid numbers, rejected addresses, an unverified sender); an address SES reported
     # bounced or complained about, or holds on its suppression list, is counted only below (the account's own
-    # mailbox, which every month's alerts meet again: not an alarm, D400, D-AL-3)
+    # mailbox, which every month's alerts meet again: not an alarm, D400, D410)
     bounced = sum(d.reason is Reason.BOUNCED for d in outcome.deliveries)
     suppressed = sum(d.reason is Reason.SUPPRESSED for d in outcome.deliveries)
     refused = sum(
@@ -59,7 +59,7 @@ def _count(outcome: AlertOutcome) -> None:
     count(SERVICE, Metric.ALERTS_SENDING_PAUSED, sum(d.reason is Reason.PAUSED for d in outcome.deliveries))
     # an email not sent: SES reported the address bounced for good or complained (D400)
     count(SERVICE, Metric.ALERTS_EMAIL_BOUNCED, bounced)
-    # an email not sent: SES's account-level suppression list holds the address (a required alert, D381, D-AL-3)
+    # an email not sent: SES's account-level suppression list holds the address (a required alert, D381, D410)
     count(SERVICE, Metric.ALERTS_EMAIL_SUPPRESSED, suppressed)
     for delivery in outcome.deliveries:  # no addresses or numbers in logs
         logger.info(

@@ -1,7 +1,7 @@
 """Records in the alerts table, kept ``RECORD_TTL_DAYS``:
 - deliveries ``ACCOUNT#<id>`` / ``DELIVERY#<period>#<kind>#<key>#<channel>``, one item per channel of an alert
   occurrence (the claim, then the outcome); a sent email's keeps SES's ``message_id``, a required alert's also its
-  event (``replay``) until its bounce sent it again (D-AL-1);
+  event (``replay``) until its bounce sent it again (D408);
 - enforcement actions ``ACCOUNT#<id>`` / ``ENFORCEMENT#<period>@<hard limit>#<action>#<room>#<pseudonym>`` (the
   claim, then the outcome; records written before the limit was kept have ``ENFORCEMENT#<period>#...``; the
   participant by the pseudonym of its identity, D214 - records written before name the identity, and the
@@ -54,7 +54,7 @@ def expires_at(at_ms: int) -> int:
 
 def delivery_to_item(delivery: Delivery) -> Item:
     reason = {"reason": delivery.reason.value} if delivery.reason is not None else {}
-    if delivery.message_id:  # a sent email's: its bounce turns this record undeliverable (D-AL-1)
+    if delivery.message_id:  # a sent email's: its bounce turns this record undeliverable (D408)
         reason["message_id"] = delivery.message_id
     if delivery.replay and delivery.outcome is Outcome.SENT:  # a required alert's event: sent again at its bounce
         reason["replay"] = delivery.replay

@@ -499,7 +499,7 @@ def _email_sent(
         marked = ledger.email_mark(pending.account_id, mark_key(pending.account_id, address))  # casefolded: as marked
     except MarkUnreadError as exc:  # holds no alert back, like the suppression check: sent, the record says so
         marked, unchecked = None, pseudonymised_in(pending.account_id, f"; the bounce mark not checked: {exc}", address)
-    if marked is not None and marked.acts(pending.at_ms):  # a bounce's mark lapses after 30 days (D-AL-2)
+    if marked is not None and marked.acts(pending.at_ms):  # a bounce's mark lapses after 30 days (D409)
         bounced = pending.because(Reason.BOUNCED, Outcome.UNDELIVERABLE)
         return replace(bounced, detail=f"{bounced.detail} ({marked})")
     if pending.kind in REQUIRED_ALERT_KINDS:
@@ -512,7 +512,7 @@ def _email_sent(
             if why is not None:
                 suppressed = pending.because(Reason.SUPPRESSED, Outcome.UNDELIVERABLE)
                 return replace(suppressed, detail=f"{suppressed.detail} ({why})")
-    tag = delivery_tag(pending.period, pending.kind, pending.key)  # its bounce finds this record (D-AL-1)
+    tag = delivery_tag(pending.period, pending.kind, pending.key)  # its bounce finds this record (D408)
     send = lambda: mailer.send(address, *_email(rendered), account_id=pending.account_id, delivery=tag)  # noqa: E731
     sent = _attempt(pending, send, address)
     if sent.outcome is Outcome.SENT:
@@ -734,7 +734,7 @@ def _operator_event(
 def _deliver(
     alert: Alert, ports: AlertPorts, policy: AlertsPolicy, now_ms: int, last_attempt: bool, replay: str = ""
 ) -> AlertOutcome:
-    """``replay``: the event (``_replay``), kept on a required alert's email record (D-AL-1)."""
+    """``replay``: the event (``_replay``), kept on a required alert's email record (D408)."""
     if replay and alert.kind in REQUIRED_ALERT_KINDS:
         alert = replace(alert, replay=replay)
     return deliver_alert(

@@ -21,7 +21,7 @@ class DynamoEmailMarks:
 
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
         # conditional: the first report is kept, a redelivered one (or a later bounce of the same address) is a no-op;
-        # a bounce's mark that no longer acts (BOUNCE_MARK_MS after it, D-AL-2) is replaced by a new report
+        # a bounce's mark that no longer acts (BOUNCE_MARK_MS after it, D409) is replaced by a new report
         return put_if(
             self._client,
             self._table,
@@ -33,7 +33,7 @@ class DynamoEmailMarks:
     def bounce_delivery(self, account_id: str, delivery: str, message_id: str, detail: str) -> str | None:
         # the email's record, found by its key (the email's tag) and SES's message id kept on it: only while it is
         # still the sent email SES took as that id, or a bounced one whose event is not sent again yet (a redelivered
-        # report, another email's id: nothing) (D-AL-1)
+        # report, another email's id: nothing) (D408)
         try:
             answer = call(
                 self._client.update_item,

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Final
 
 # a channel's record skipped because the account did not choose it for the alert (the bounce handler reopens a
-# required alert's SMS so skipped once its email bounced, D-AL-1)
+# required alert's SMS so skipped once its email bounced, D408)
 NOT_CHOSEN: Final = "not chosen for this alert"
 
 
@@ -80,7 +80,7 @@ class Alert:
     expires_ms: int | None = None
     expired_detail: str = ""
     # a required alert's (D180) event as the alerts queue carries it (``{"detail-type", "detail"}``), kept on its
-    # email's record: the email's bounce sends it again, and the redelivery sends the SMS instead (D-AL-1)
+    # email's record: the email's bounce sends it again, and the redelivery sends the SMS instead (D408)
     replay: str = ""
 
 
@@ -108,9 +108,9 @@ class Delivery:
     event_id: str = ""
     attempts: int = 1
     reason: Reason | None = None  # what code reads of the decision (its detail is for people)
-    # the provider's id of a sent email, kept apart from the detail: SES's later bounce finds the record by it (D-AL-1)
+    # the provider's id of a sent email, kept apart from the detail: SES's later bounce finds the record by it (D408)
     message_id: str = ""
-    replay: str = ""  # an email's: ``Alert.replay`` (D-AL-1)
+    replay: str = ""  # an email's: ``Alert.replay`` (D408)
 
     def because(self, reason: Reason, outcome: Outcome) -> Delivery:
         """This delivery decided ``outcome`` for ``reason``, its detail the reason's text."""

@@ -43,7 +43,7 @@ class Mailer(Protocol):
     def send(self, to: str, subject: str, html: str, text: str, account_id: str = "", delivery: str = "") -> str:
         """Send one email; the provider's message id. ``SendRefusedError`` / ``SendFailedError``. ``account_id``
         rides with the message (SES: a message tag), so a bounce or complaint names the account (D400); so does
-        ``delivery`` (``bounces.delivery_tag``, when not empty), so a bounce names the email's record (D-AL-1)."""
+        ``delivery`` (``bounces.delivery_tag``, when not empty), so a bounce names the email's record (D408)."""
         ...
 
     def suppressed(self, to: str) -> str | None:
@@ -97,7 +97,7 @@ class DeliveryLedger(Protocol):
 
     def email_mark(self, account_id: str, recipient: str) -> EmailMark | None:
         """The mark of the address whose ``bounces.mark_key`` is ``recipient`` (whether it still acts is
-        ``EmailMark.acts``, D-AL-2), or ``None``; ``MarkUnreadError`` when it cannot be read now."""
+        ``EmailMark.acts``, D409), or ``None``; ``MarkUnreadError`` when it cannot be read now."""
         ...
 
 

@@ -92,8 +92,8 @@ ANCHORED_READ = 99  # heights read beside the finalized block's: 100 in one batc
 SCAN_ATTEMPTS = 3  # reads of a batch whose blocks and logs disagree (a reorg between them) before the run fails
 WALK_STEPS = 64  # the rollback walk's batches (one per old-fork block, sequential) before it falls back to the bound
 # a payment named stuck at a final height is reported ``PaymentSink.stalled`` (it stops holding its bill, D398 and
-# D-CW-2) only once the finalized block's timestamp is this many seconds past its block's, read from the chain: the
-# same wall-clock wait on every EVM chain (D-CW-1) - 768 s is Ethereum's finality lag (two epochs of 32 slots of 12 s,
+# D419) only once the finalized block's timestamp is this many seconds past its block's, read from the chain: the
+# same wall-clock wait on every EVM chain (D418) - 768 s is Ethereum's finality lag (two epochs of 32 slots of 12 s,
 # D342), a dozen runs of the watcher (every minute); a read that disagrees for a run or two settles nothing meanwhile
 STALL_SECONDS = 768
 
@@ -632,8 +632,8 @@ def _stalled(
     receipt_block: int = 0,
 ) -> None:
     """``entry`` (none if empty) names the transaction's payments stuck at a final height; those the finalized block
-    is ``STALL_SECONDS`` past stop holding their bills (``PaymentSink.stalled``, D398, D-CW-2; review rcr: not on
-    the first pass). Past in the chain's own time (D-CW-1): the finalized block's timestamp less that of the block at
+    is ``STALL_SECONDS`` past stop holding their bills (``PaymentSink.stalled``, D398, D419; review rcr: not on
+    the first pass). Past in the chain's own time (D418): the finalized block's timestamp less that of the block at
     the later of the payment's height and ``receipt_block`` (the receipt's, that its pass cannot confirm), read in
     one batch beside the finalized block's height (``rpc.headers``; a backend whose answer there is another block, or
     none at the height, proves no time: read again next run). Blocks are 12 s apart on Ethereum, 2 s on Base: a
@@ -710,8 +710,8 @@ def _relocated(
     is not read, is a mined transaction all the same: its payments wait the same way (orphaned, a payment mined in a
     block the scan already passed was released for good). Above ``finalized`` that is ordinary (the backends agree
     once finality reaches the block), so it is silent; at or below it, named ``stuck`` (D342, amended (orphan)) and
-    reported ``PaymentSink.stalled`` once the finalized block is ``STALL_SECONDS`` past it (D-CW-1), as a waiting
-    suspect is: it stops holding its bill (D398, D-CW-2).
+    reported ``PaymentSink.stalled`` once the finalized block is ``STALL_SECONDS`` past it (D418), as a waiting
+    suspect is: it stops holding its bill (D398, D419).
     Each ``stuck`` entry this function writes names the payment and the bill it counts for
     (``PendingPayment.invoice_id``), which waits on it; a failed record (``ports.record_alone``) is named by the
     payment alone, as a failed settle step is (``settle_alone``: ``<payment id>: <error>``)."""

@@ -313,7 +313,7 @@ class BillPayment:
     late: bool = False
     review: bool = False
     refund_owed: bool = False
-    stalled: bool = False  # named stuck by its watcher: it no longer holds a write-off (D398) or the rest (D-CW-2)
+    stalled: bool = False  # named stuck by its watcher: it no longer holds a write-off (D398) or the rest (D419)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,7 @@ class PaymentSink(Protocol):
     def stalled(self, payment_id: str, block_hash: str | None = None) -> None:
         """The watcher named this SEEN payment stuck at block ``block_hash``: final long since and neither its
         finality nor its loss is proven. It stays pending, but no longer holds its bill: a bill its final payments
-        cover inside tolerance is PAID (D398), one they leave short beyond it is OPEN and asks the rest (D-CW-2);
+        cover inside tolerance is PAID (D398), one they leave short beyond it is OPEN and asks the rest (D419);
         finalized later, it pays that write-off (D387) or counts again (credit on a bill paid meanwhile). Only if
         that is still the block recorded (a payment moved meanwhile waits for its check); None: whatever block is
         recorded."""

@@ -232,7 +232,7 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     already), then add account credit. Otherwise: PAID when the finalized payments cover the total inside tolerance
     - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D387),
     but for one its watcher named stuck (``stalled``: it no longer holds the write-off, D398);
-    PROCESSING when the seen and finalized ones do, stuck ones left out (D-CW-2: a bill short beyond its band asks
+    PROCESSING when the seen and finalized ones do, stuck ones left out (D419: a bill short beyond its band asks
     the customer for the rest rather than wait on a stuck payment); else OPEN (PARTIAL when something was paid).
     Failed, orphaned and under-review payments do not count. So the result does not depend on which payment
     finalizes first, and no money is both written off and credited."""
@@ -267,7 +267,7 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
         return replace(bill, flags=frozenset(flags), credit_usd=credit, written_off_usd=shortfall - netted)
     total = bill.total_usd
     # a SEEN line its watcher named stuck holds nothing: not the write-off (D398), not the rest the customer is asked
-    # for (D-CW-2) - it counts again once final, or as credit on a bill paid meanwhile
+    # for (D419) - it counts again once final, or as credit on a bill paid meanwhile
     live = [line for line in counted if holds(line)]
     allowed = tolerance(total, [(line.asset, line.usd) for line in live], policy)
     paid_all = paid_usd(live)
@@ -304,13 +304,13 @@ def counts(line: BillPayment) -> bool:
 def holds(line: BillPayment) -> bool:
     """A payment line holds its unpaid bill's next step: it counts, and is final or seen but not named stuck by its
     watcher (``stalled``: final long since, neither outcome provable). A stalled line neither keeps the bill's
-    shortfall from being written off (D398) nor covers the rest the customer is asked for (D-CW-2)."""
+    shortfall from being written off (D398) nor covers the rest the customer is asked for (D419)."""
     return counts(line) and (line.status is PaymentStatus.FINALIZED or not line.stalled)
 
 
 def remaining_usd(bill: Bill) -> Decimal:
     """What a new quote asks for: the total less what seen and finalized payments already cover (never below 0); a
-    payment named stuck covers nothing (``holds``, D-CW-2)."""
+    payment named stuck covers nothing (``holds``, D419)."""
     covered = paid_usd(line for line in bill.payments if holds(line))
     return max(ZERO, bill.total_usd - covered)
 
@@ -1411,7 +1411,7 @@ class Settlement:
     def stalled(self, payment_id: str, block_hash: str | None = None) -> None:
         """A SEEN payment its watcher named stuck (final block, neither finality nor loss proven): its line stops
         holding the bill (``holds``), and the bill is recomputed - PAID with the write-off if its final payments
-        cover it inside tolerance (D398), else OPEN and PARTIAL, a new quote asking the rest (D-CW-2). The payment
+        cover it inside tolerance (D398), else OPEN and PARTIAL, a new quote asking the rest (D419). The payment
         stays SEEN and pending: finalized later, it pays the write-off first (D387) or counts again (credit if the
         rest was paid meanwhile); orphaned, nothing changes. Idempotent (a line marked once is left). Only at the
         block the watcher named (``block_hash``; None: the block first read), written back only while still there:

@@ -37,7 +37,7 @@ Each run (scheduled every minute, idempotent):
    come from a backend behind as well: unproven, the payment stays pending (``RunReport.unproven``), named
    ``stuck`` once the finalized slot is ``UNPROVEN_ALARM_SLOTS`` (750, ~5 minutes) past its slot, and reported
    ``PaymentSink.stalled`` (it stops holding its bill: its write-off, D398, and the rest asked of a bill short beyond
-   its band, D-CW-2); a listed
+   its band, D419); a listed
    signature not served is skipped as vanished on the same proof only (D91). A payment recorded FAILED stays pending
    until its failure is finalized (then final); a status without the error means it landed again and succeeded:
    ``getTransaction`` and its credits are reported again.

@@ -379,7 +379,7 @@ class StripePaymentGateway:
             "metadata": {META_CREDIT: credit_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
         }
         if out_of_band:  # credited by us (account credit on our next invoice): Stripe holds no balance of ours (D130)
-            # a taxed invoice's note is ours and its tax, as Stripe works it out: its preview's total (D-CR-1)
+            # a taxed invoice's note is ours and its tax, as Stripe works it out: its preview's total (D404)
             params["out_of_band_amount"] = self._note_total(gateway_id, lines, amount) if taxed else amount_in_cents
         key = _key(credit_id, "credit_note")
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
@@ -389,7 +389,7 @@ class StripePaymentGateway:
         """A taxed invoice's note as lines crediting its own lines (``invoice_line_item``: Stripe credits each with its
         tax in proportion, under manual tax rates and Stripe Tax alike): ``cents`` (before tax) split over its positive
         lines in proportion to their amounts (``money.allocate_cents``: whole cents adding up to ``cents``); a line's
-        part of 0 is left out. More than its positive lines hold: refused, nothing made (D-CR-1)."""
+        part of 0 is left out. More than its positive lines hold: refused, nothing made (D404)."""
         invoice_lines = self._listed(lambda: self._client.v1.invoices.line_items.list(gateway_id, {"limit": 100}))
         positive = [(line.id, int(line.amount)) for line in invoice_lines if line.id and int(line.amount) > 0]
         held = sum(amount for _, amount in positive)
@@ -407,7 +407,7 @@ class StripePaymentGateway:
     def _note_total(self, gateway_id: str, lines: list[CreditNoteCreateParamsLine], amount: Decimal) -> int:
         """What Stripe makes of a note of these ``lines`` - ours and the tax it works out - in cents: its preview (a
         GET: nothing made). Its amount before tax not ours (a line's part refused or rounded otherwise): refused,
-        nothing made - our books record ``amount`` before tax (D384) and must be what Stripe credits (D-CR-1)."""
+        nothing made - our books record ``amount`` before tax (D384) and must be what Stripe credits (D404)."""
         preview: CreditNotePreviewParams = {"invoice": gateway_id, "lines": lines}
         note = self._call(lambda: self._client.v1.credit_notes.preview(preview))
         subtotal = int(note.subtotal_excluding_tax if note.subtotal_excluding_tax is not None else note.subtotal)
@@ -680,7 +680,7 @@ def _inquiries_last(room: list[tuple[str, int]], wanted: int, inquiries: set[str
 
 def _charges_tax(invoice: stripe.Invoice) -> bool:
     """Whether Stripe charged tax on the invoice (Stripe Tax or manual tax rates): its total is not its total
-    excluding tax. Its credit notes must credit that tax too (D-CR-1)."""
+    excluding tax. Its credit notes must credit that tax too (D404)."""
     excluding = getattr(invoice, "total_excluding_tax", None)
     return excluding is not None and int(excluding) != int(invoice.total)
 

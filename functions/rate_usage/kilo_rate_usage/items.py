@@ -31,7 +31,7 @@ Usage table layout (single table):
 - give-up      ``JOINLESS_GIVEN_UP`` / ``ROOM#<room sid>#PARTICIPANT#<participant sid>`` - the sweep that gives a
   join-less participant of a gone room up claims it first: ``marked_at_ms`` (the sweep's moment; a retry of that run
   holds it still), expiring ``JOINLESS_MARK_SECONDS`` later; an overlapping sweep finding it claimed says nothing
-  (D-SW-2);
+  (D412);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
   counters ``late#<meter>`` once the period is invoiced (``invoiced_at``), announced thresholds ``thresholds`` (SS);
 - profile      ``ACCOUNT#<account>`` / ``PROFILE`` - ``kilo_billing.account_items``.
@@ -100,7 +100,7 @@ SWEPT_ROOMS: Final = "SWEPT_ROOMS"  # the partition of the sweeper's marks of ro
 CLOSED_AT_MS: Final = "closed_at_ms"
 DROPPED_VERSION: Final = "dropped_version"  # on a mark: the header version the sweeper's drop wrote (D222)
 JOINLESS_ROOMS: Final = "JOINLESS_ROOMS"  # the partition of rating's marks of rooms with a join-less participant
-JOINLESS_GIVEN_UP: Final = "JOINLESS_GIVEN_UP"  # the partition of the sweeper's claims of its give-ups (D-SW-2)
+JOINLESS_GIVEN_UP: Final = "JOINLESS_GIVEN_UP"  # the partition of the sweeper's claims of its give-ups (D412)
 MARKED_AT_MS: Final = "marked_at_ms"
 COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
@@ -289,7 +289,7 @@ def joinless_room_item(room_sid: str, at_ms: int, expires_at: int) -> Item:
 
 
 def given_up_item(room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> Item:
-    """The claim of a join-less participant's give-up by the sweep at ``at_ms`` (D-SW-2): a mark's attributes."""
+    """The claim of a join-less participant's give-up by the sweep at ``at_ms`` (D412): a mark's attributes."""
     sort_key = f"{room_key(room_sid)}#PARTICIPANT#{participant_sid}"
     return to_item({KEY: JOINLESS_GIVEN_UP, SORT_KEY: sort_key, MARKED_AT_MS: at_ms, EXPIRES_AT: expires_at})
 

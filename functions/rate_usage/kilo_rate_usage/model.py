@@ -343,5 +343,5 @@ class SweepOutcome:
     # finished (room_finished lost too): nobody can list them any more - not billed, given up (D393)
     abandoned_joins: tuple[tuple[str, str], ...] = ()
     # join-less participants of such rooms whose synthetic join an earlier sweep wrote, not yet rated: rating folds it
-    # (and a later sweep sweeps the session it opens) - not given up (D-SW-1)
+    # (and a later sweep sweeps the session it opens) - not given up (D411)
     unrated_joins: tuple[tuple[str, str], ...] = ()

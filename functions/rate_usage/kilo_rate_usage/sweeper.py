@@ -44,9 +44,9 @@ RoomService unanswered for longer - than rating's 7 days. A gone room whose stat
 lost too) gives its join-less participants up: nobody can list them any more - said to ``give_up`` (the handler logs,
 counts and alarms them) before the room's mark is forgotten, so a sweep failing later has said them already (D395),
 and named in the outcome (``abandoned_joins``); never dropped silently. One whose synthetic join an earlier sweep
-stored is not given up: rating folds that join, late, and he is an open session then (``unrated_joins``, D-SW-1).
+stored is not given up: rating folds that join, late, and he is an open session then (``unrated_joins``, D411).
 Each give-up is claimed first (``claim_give_up``, a conditional put naming the sweep's moment): a sweep overlapping
-(a retry beside the next run) that read the same mark finds it claimed and says nothing (D-SW-2). A join stays
+(a retry beside the next run) that read the same mark finds it claimed and says nothing (D412). A join stays
 within the events table's item bound (RoomService's metadata and attributes left out when too large); one DynamoDB
 refuses all the same is logged, counted and alarmed, the sweep goes on and the mark stays.
 """
@@ -361,14 +361,14 @@ def run_sweep(
         if room not in gone:  # its participant may be listed later: the mark outlives its 7 days (D393)
             store.renew_joinless_room(room, marked_ms, now_ms, now_ms // 1000 + JOINLESS_MARK_SECONDS)
     # the join-less participants of a gone room whose state has not finished: nobody can list them any more - but
-    # one whose synthetic join an earlier sweep wrote is not lost: rating folds it, late (D-SW-1)
+    # one whose synthetic join an earlier sweep wrote is not lost: rating folds it, late (D411)
     held = tuple((room, sid) for room in sorted(gone) for sid in sorted(joinless.asking[room][1]))
     unrated = store.stored_joins(held) if held else set()
     abandoned: list[tuple[str, str]] = []
     claim_expires = now_ms // 1000 + JOINLESS_MARK_SECONDS
     for room in sorted(joinless.forget.keys() | gone):  # last: a retry of this sweep still finds them
         if room in gone:  # said before the forget: once forgotten, no retry finds them (D395); claimed first, so
-            # that an overlapping sweep that read the same mark says them not again (D-SW-2)
+            # that an overlapping sweep that read the same mark says them not again (D412)
             lost = [
                 (gone_room, sid) for gone_room, sid in held if gone_room == room and (gone_room, sid) not in unrated
             ]

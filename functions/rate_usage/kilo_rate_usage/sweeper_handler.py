@@ -106,7 +106,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "joined": outcome.joined,  # synthetic joins written for join-less participants RoomService listed (D375)
         "joins_unwritten": len(outcome.unwritten_joins),
         "joins_abandoned": len(outcome.abandoned_joins),
-        # join-less participants of gone rooms whose synthetic join is stored, not yet rated: rating's (D-SW-1)
+        # join-less participants of gone rooms whose synthetic join is stored, not yet rated: rating's (D411)
         "joins_unrated": len(outcome.unrated_joins),
         "thresholds": thresholds,
     }

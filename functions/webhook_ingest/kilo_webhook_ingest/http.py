@@ -177,7 +177,7 @@ def webhook_response(
     the time now in ms and the invocation's deadline); answer a refused request 4xx, one that failed for now
     (``transient`` errors) 503 so the sender retries, and a stored or duplicate event 200 with its id, its type (under
     ``type_key``, as that sender names it) and its status. ``rated``: the route's events are the ones rating's stream
-    takes (LiveKit's, not Stripe's), each stored one counted ``StoredForRating`` too (D-OPS-3)."""
+    takes (LiveKit's, not Stripe's), each stored one counted ``StoredForRating`` too (D416)."""
     try:
         outcome = ingest(raw_request(event, max_body_bytes), int(time.time() * 1000), InvocationDeadline(context))
     except IngestError as exc:

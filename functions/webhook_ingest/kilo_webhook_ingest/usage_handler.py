@@ -83,7 +83,7 @@ def _summary(outcome: UsageOutcome) -> dict[str, Any]:
 
 def _count(outcome: UsageOutcome) -> None:
     count(SERVICE, Metric.USAGE_RECORDED, outcome.count("accepted"))
-    count(SERVICE, Metric.STORED_FOR_RATING, outcome.count("accepted"))  # rating's stream takes source usage (D-OPS-3)
+    count(SERVICE, Metric.STORED_FOR_RATING, outcome.count("accepted"))  # rating's stream takes source usage (D416)
     count(SERVICE, Metric.USAGE_DUPLICATE, outcome.count("duplicate"))
     count(SERVICE, Metric.USAGE_CONFLICT, outcome.count("conflict"))
 

@@ -40,7 +40,7 @@ class Metric(StrEnum):
     # ingest
     WEBHOOK_STORED = "WebhookStored"
     # an event stored that rating's stream takes (source livekit or usage; never stripe): RatingNotInvokedAlarm's
-    # input (D389, amended by D-OPS-3)
+    # input (D389, amended by D416)
     STORED_FOR_RATING = "StoredForRating"
     WEBHOOK_DUPLICATE = "WebhookDuplicate"
     WEBHOOK_REJECTED = "WebhookRejected"
@@ -90,7 +90,7 @@ class Metric(StrEnum):
     # an email not sent to an address SES reported bounced for good or complained about (D400)
     ALERTS_EMAIL_BOUNCED = "AlertsEmailBounced"
     # an email not sent to an address on SES's account-level suppression list (a required alert, D381): not
-    # AlertsUndeliverable, whose alarm means refusals of ours (D-AL-3)
+    # AlertsUndeliverable, whose alarm means refusals of ours (D410)
     ALERTS_EMAIL_SUPPRESSED = "AlertsEmailSuppressed"
     # the bounce handler: an address newly marked undeliverable (a redelivered report is not counted again; a report
     # that is not an alert email of ours fails toward the bounces DLQ, alarmed there, not counted) (D400)
@@ -119,7 +119,7 @@ class Metric(StrEnum):
     CRYPTO_TRANSFERS_SEEN = "CryptoTransfersSeen"  # merchant credits a watcher run handed to settlement
     CRYPTO_REORGS = "CryptoReorgs"  # an EVM run found its cursor's block gone and rolled back
     # a run stopped short of the head (its work cap): the next one resumes. Recorded 0 or 1 for every run under its
-    # service and chain (``record_per_chain``): each chain's alarm reads the Minimum, 15 minutes of it (D-OPS-1)
+    # service and chain (``record_per_chain``): each chain's alarm reads the Minimum, 15 minutes of it (D414)
     CRYPTO_WATCH_BEHIND = "CryptoWatchBehind"
     CRYPTO_PAYMENTS_FINALIZED = "CryptoPaymentsFinalized"
     CRYPTO_PAYMENTS_ORPHANED = "CryptoPaymentsOrphaned"  # a SEEN payment whose transaction left the chain
@@ -190,7 +190,7 @@ def count(service: str, name: Metric, value: int = 1) -> None:
 def record_per_chain(service: str, name: Metric, chain: str, value: int) -> None:
     """One point of ``name`` under the dimensions service and chain, written at once and zero included (unlike
     ``count``): an alarm reading its Minimum needs the runs that were fine too, and a per-chain dimension set of its
-    own keeps the service's other metrics - and the alarms on them - under the service alone (D-OPS-1)."""
+    own keeps the service's other metrics - and the alarms on them - under the service alone (D414)."""
     with single_metric(
         name=name.value,
         unit=MetricUnit.Count,
