@@ -3,7 +3,7 @@
 For each layer (``AWS::Serverless::LayerVersion``) and each function code folder (``CodeUri``; functions sharing a
 folder share one artifact) it installs the folder's hashed lock, ``requirements.lock`` (``./dev lock`` makes it from
 the folder's ``requirements.txt``, D420), with pip for the Lambda platform (``--platform manylinux2014_aarch64
---platform manylinux_2_28_aarch64 --python-version 3.13 --only-binary=:all: --require-hashes --no-deps``) into
+--platform manylinux_2_28_aarch64 --python-version 3.13 --only-binary=:all: --require-hashes``) into
 ``.build/<name>/``, copies the code, drops what the runtime or the layer already ships (boto3/botocore, the
 layer's own distributions) and what its functions do not use (``NOT_SHIPPED``), compiles the bytecode the runtime
 will load (``compile_bytecode``: unchecked hash-based ``.pyc``, Python 3.13 only), zips it deterministically and
@@ -131,11 +131,13 @@ def requirement_lines(folder: Path) -> list[str]:
 
 
 def install_command(artifact: Artifact, pip: Sequence[str]) -> list[str]:
-    """pip installing the artifact's lock as it is: every file checked against the lock's hashes, nothing resolved
-    (the lock is the whole closure, D420)."""
+    """pip installing the artifact's lock as it is: every file checked against the lock's hashes (D420). Not
+    ``--no-deps``: pip reads each wheel's dependencies, and in hash-checking mode refuses one the lock does not pin
+    with its hashes, so a lock that lost an entry stops the build instead of deploying what cannot import (D420,
+    amended)."""
     lock = artifact.source / LOCK
     return [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-            *PLATFORM, "--only-binary=:all:", "--require-hashes", "--no-deps", "--target", str(artifact.site),
+            *PLATFORM, "--only-binary=:all:", "--require-hashes", "--target", str(artifact.site),
             "--requirement", str(lock)]  # fmt: skip
 
 
