@@ -23,6 +23,7 @@ import ast
 import compileall
 import hashlib
 import json
+import platform
 import py_compile
 import re
 import shutil
@@ -64,6 +65,9 @@ LAYER_BORROWED: dict[str, tuple[str, ...]] = {
     "kilo_billing.livekit_rooms": ("livekit", "aiohttp"),  # the sweeper's and the alerts' RoomService call
     "kilo_billing.sms_regions": ("phonenumbers",),  # the account API's and the alerts' SMS regions (D221)
 }
+# The runtime's boto3 and what it needs, left out of every artifact: AWS's copies run, also under what else uses them
+# (requests' urllib3 for Stripe and web3, arrow's python-dateutil, Powertools' jmespath). Shipping ours would put
+# them first on sys.path, under the runtime's own boto3 too (D420, amended).
 DROPPED_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python_dateutil", "six", "urllib3")
 # Distributions a code folder's requirements pull in that none of its functions uses, left out of its artifact
 # (docs/decisions.md D113): the ingest functions only verify Stripe's signatures, never call Stripe's API, so the
@@ -436,6 +440,14 @@ def deploy_template(text: str, built: Sequence[Artifact]) -> str:
     return _CODE_LOCATION.sub(located, text)
 
 
+def build_tools(pip: Sequence[str]) -> str:
+    """The Python and the pip that build the artifacts, as ``./dev package`` prints them beside the zips' hashes: the
+    same commit gives the same zips only with the same two (pip writes each distribution's ``RECORD`` and
+    ``INSTALLER``; the bytecode is the running Python's, which may differ from one 3.13 patch release to another)."""
+    result = subprocess.run([*pip, "--version"], capture_output=True, text=True, check=True)  # noqa: S603 - our pip
+    return f"Python {platform.python_version()}, pip {result.stdout.split()[1]}"
+
+
 def _mb(size: int) -> str:
     return f"{size / 1024 / 1024:.1f} MB"
 
@@ -445,11 +457,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable report")
     args = parser.parse_args(argv)
     template = Template()
-    reports = build(template, [sys.executable, "-m", "pip"])
+    pip = [sys.executable, "-m", "pip"]
+    reports = build(template, pip)
+    tools = build_tools(pip)
     (BUILD / "template.yaml").write_text(deploy_template(TEMPLATE_PATH.read_text(), artifacts(template)))
     if args.json:
-        sys.stdout.write(json.dumps([report.__dict__ for report in reports], indent=2) + "\n")
+        listed = [{**report.__dict__, "built_with": tools} for report in reports]
+        sys.stdout.write(json.dumps(listed, indent=2) + "\n")
     else:
+        print(f"built with {tools} (the same commit gives the same sha256 with the same Python and pip)")
         for report in reports:
             used_by = f" ({', '.join(report.functions)})" if report.functions else ""
             print(f"{report.kind:8} {report.name}{used_by}: zip {_mb(report.zipped)}, unzipped {_mb(report.unzipped)}"

@@ -1,7 +1,9 @@
 """The deployed artifacts' hashed locks (D420) cover their inputs: read from the files alone, offline, no resolver.
 
 A requirements.txt or a pyproject pin edited without ``./dev lock`` fails here; so does a lock pin without hashes, a
-requirement removed but still locked, and a function locking another version of what its layer ships.
+requirement removed but still locked, a function locking another version of what its layer ships, and a lock whose
+header (uv's command) is not for Lambda's python3.13 on aarch64. A lock missing a dependency of one of its wheels is
+refused by ``./dev package``'s pip (shown offline on two hand-made wheels).
 """
 
 from __future__ import annotations
