@@ -4,7 +4,8 @@ Each artifact ``./dev package`` builds (the layer, each function code folder) ha
 code needs, edited by hand, commented) and beside it a ``requirements.lock`` generated from it: its whole dependency
 closure, every distribution pinned with ``==`` and the sha256 of each of its files on PyPI (``--hash``), resolved for
 Lambda's Python and platform (python3.13, arm64 manylinux_2_28, wheels only). ``./dev package`` installs the lock
-with ``pip --require-hashes --no-deps``, so the same commit installs the same files (D420).
+with ``pip --require-hashes`` (which also refuses a dependency the lock lacks), so the same commit installs the same
+files (D420).
 
 The locks are made by uv (``uv pip compile --generate-hashes``), itself pinned with its hashes in
 ``scripts/lock-tool.txt`` and installed into ``.lock-tool/`` apart from ``.venv``. The inputs:
@@ -198,7 +199,7 @@ def compile_command(tool: Path, artifact: Artifact, layer_sources: Iterable[Path
     constraints = [_relative(PINS), *(_relative(source / LOCK) for source in layer_sources)]
     return [str(tool), "pip", "compile", "--no-config", "--quiet", "--generate-hashes",
             "--python-version", ".".join(map(str, RUNTIME_PYTHON)), "--python-platform", LAMBDA_PLATFORM,
-            "--only-binary", ":all:", "--custom-compile-command", COMMAND,
+            "--only-binary", ":all:",
             *(["--upgrade"] if upgrade else []),
             *(argument for constraint in constraints for argument in ("--constraint", constraint)),
             _relative(artifact.source / "requirements.txt"),

@@ -3,7 +3,7 @@
 For each layer (``AWS::Serverless::LayerVersion``) and each function code folder (``CodeUri``; functions sharing a
 folder share one artifact) it installs the folder's hashed lock, ``requirements.lock`` (``./dev lock`` makes it from
 the folder's ``requirements.txt``, D420), with pip for the Lambda platform (``--platform manylinux2014_aarch64
---platform manylinux_2_28_aarch64 --python-version 3.13 --only-binary=:all: --require-hashes --no-deps``) into
+--platform manylinux_2_28_aarch64 --python-version 3.13 --only-binary=:all: --require-hashes``) into
 ``.build/<name>/``, copies the code, drops what the runtime or the layer already ships (boto3/botocore, the
 layer's own distributions) and what its functions do not use (``NOT_SHIPPED``), compiles the bytecode the runtime
 will load (``compile_bytecode``: unchecked hash-based ``.pyc``, Python 3.13 only), zips it deterministically and
@@ -23,6 +23,7 @@ import ast
 import compileall
 import hashlib
 import json
+import platform
 import py_compile
 import re
 import shutil
@@ -64,6 +65,9 @@ LAYER_BORROWED: dict[str, tuple[str, ...]] = {
     "kilo_billing.livekit_rooms": ("livekit", "aiohttp"),  # the sweeper's and the alerts' RoomService call
     "kilo_billing.sms_regions": ("phonenumbers",),  # the account API's and the alerts' SMS regions (D221)
 }
+# The runtime's boto3 and what it needs, left out of every artifact: AWS's copies run, also under what else uses them
+# (requests' urllib3 for Stripe and web3, arrow's python-dateutil, Powertools' jmespath). Shipping ours would put
+# them first on sys.path, under the runtime's own boto3 too (D420, amended).
 DROPPED_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python_dateutil", "six", "urllib3")
 # Distributions a code folder's requirements pull in that none of its functions uses, left out of its artifact
 # (docs/decisions.md D113): the ingest functions only verify Stripe's signatures, never call Stripe's API, so the
@@ -131,11 +135,13 @@ def requirement_lines(folder: Path) -> list[str]:
 
 
 def install_command(artifact: Artifact, pip: Sequence[str]) -> list[str]:
-    """pip installing the artifact's lock as it is: every file checked against the lock's hashes, nothing resolved
-    (the lock is the whole closure, D420)."""
+    """pip installing the artifact's lock as it is: every file checked against the lock's hashes (D420). Not
+    ``--no-deps``: pip reads each wheel's dependencies, and in hash-checking mode refuses one the lock does not pin
+    with its hashes, so a lock that lost an entry stops the build instead of deploying what cannot import (D420,
+    amended)."""
     lock = artifact.source / LOCK
     return [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-            *PLATFORM, "--only-binary=:all:", "--require-hashes", "--no-deps", "--target", str(artifact.site),
+            *PLATFORM, "--only-binary=:all:", "--require-hashes", "--target", str(artifact.site),
             "--requirement", str(lock)]  # fmt: skip
 
 
@@ -434,6 +440,14 @@ def deploy_template(text: str, built: Sequence[Artifact]) -> str:
     return _CODE_LOCATION.sub(located, text)
 
 
+def build_tools(pip: Sequence[str]) -> str:
+    """The Python and the pip that build the artifacts, as ``./dev package`` prints them beside the zips' hashes: the
+    same commit gives the same zips only with the same two (pip writes each distribution's ``RECORD`` and
+    ``INSTALLER``; the bytecode is the running Python's, which may differ from one 3.13 patch release to another)."""
+    result = subprocess.run([*pip, "--version"], capture_output=True, text=True, check=True)  # noqa: S603 - our pip
+    return f"Python {platform.python_version()}, pip {result.stdout.split()[1]}"
+
+
 def _mb(size: int) -> str:
     return f"{size / 1024 / 1024:.1f} MB"
 
@@ -443,11 +457,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable report")
     args = parser.parse_args(argv)
     template = Template()
-    reports = build(template, [sys.executable, "-m", "pip"])
+    pip = [sys.executable, "-m", "pip"]
+    reports = build(template, pip)
+    tools = build_tools(pip)
     (BUILD / "template.yaml").write_text(deploy_template(TEMPLATE_PATH.read_text(), artifacts(template)))
     if args.json:
-        sys.stdout.write(json.dumps([report.__dict__ for report in reports], indent=2) + "\n")
+        listed = [{**report.__dict__, "built_with": tools} for report in reports]
+        sys.stdout.write(json.dumps(listed, indent=2) + "\n")
     else:
+        print(f"built with {tools} (the same commit gives the same sha256 with the same Python and pip)")
         for report in reports:
             used_by = f" ({', '.join(report.functions)})" if report.functions else ""
             print(f"{report.kind:8} {report.name}{used_by}: zip {_mb(report.zipped)}, unzipped {_mb(report.unzipped)}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -314,3 +316,9 @@ def test_given_one_artifact_built_in_two_checkouts_then_its_files_are_byte_ident
     compiled = files[0]["charset_normalizer/__pycache__/api.cpython-313.pyc"]
     assert marshal.loads(compiled[16:]).co_filename == "/var/task/charset_normalizer/api.py"
     assert package.Artifact("CommonLayer", tmp_path, "layer").lambda_path == "/opt/python"
+
+
+def test_given_the_venv_then_the_build_tools_printed_beside_the_hashes_are_its_python_and_pip() -> None:
+    """The zips' hashes hold for one Python patch release and one pip: ``./dev package`` names both (D420)."""
+    python = ".".join(map(str, sys.version_info[:3]))
+    assert package.build_tools([sys.executable, "-m", "pip"]) == f"Python {python}, pip {metadata.version('pip')}"
