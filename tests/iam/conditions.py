@@ -1,18 +1,21 @@
-"""The condition keys of DynamoDB's fine-grained access control, evaluated as AWS evaluates them (moto evaluates
-none): each item request of a DynamoDB call gets its request context - the values of ``dynamodb:LeadingKeys``,
-``dynamodb:Attributes``, ``dynamodb:Select`` and ``dynamodb:ReturnValues`` it carries - and is allowed only if some
-``Allow`` statement granting its action on its resource has every condition true for that context (D405).
+"""The condition keys of DynamoDB's fine-grained access control, evaluated as AWS documents them (moto evaluates
+none; where the guide is silent, the conservative reading - limits in D405): each item request of a DynamoDB call
+gets its request context - the values of ``dynamodb:LeadingKeys``, ``dynamodb:Attributes``, ``dynamodb:Select`` and
+``dynamodb:ReturnValues`` it carries - and is allowed only if some ``Allow`` statement granting its action on its
+resource has every condition true for that context (D405).
 
 What AWS puts in those keys (Amazon DynamoDB Developer Guide, "Using IAM policy conditions for fine-grained access
 control", https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/specifying-conditions.html):
 - ``dynamodb:LeadingKeys``: the partition key values of the items a request reaches (the table's partition key, or
   the index's for a Query of an index); multi-valued (``ForAllValues``). A ``Scan`` names none, so a ``ForAllValues``
   condition on it is vacuously true ("Scan returns all items regardless of the leading keys").
-- ``dynamodb:Attributes``: the top-level attribute names a request names - for a write its item's or key's names, the
+- ``dynamodb:Attributes``: the attribute names a request names - for a write its item's or key's names, the
   names its update expression writes and reads, and its condition's ("it cannot perform conditional write
-  operations based on any other attributes"). The key attributes are counted: "If you use dynamodb:Attributes, you
-  must specify the names of all of the primary key and index key attributes for the table and any secondary indexes
-  that are listed in the policy. Otherwise, DynamoDB can't use these key attributes to perform the requested action."
+  operations based on any other attributes"); every element of a document path, as the guide gives no rule for
+  nested names (counting them all never under-reports; D405 amended by pi2). The key attributes are counted:
+  "If you use dynamodb:Attributes, you must specify the names of all of the primary key and index key attributes
+  for the table and any secondary indexes that are listed in the policy. Otherwise, DynamoDB can't use these key
+  attributes to perform the requested action."
 - ``dynamodb:Select``: a Query's or Scan's ``Select`` (when absent, ``SPECIFIC_ATTRIBUTES`` with a projection, else
   ``ALL_ATTRIBUTES`` on a table and ``ALL_PROJECTED_ATTRIBUTES`` on an index, as the API defaults it).
 - ``dynamodb:ReturnValues``: a write's ``ReturnValues`` ("always has a value (NONE unless otherwise specified)").
@@ -50,9 +53,11 @@ class UnknownConditionError(Exception):
     """A condition operator or DynamoDB condition key the tier cannot evaluate (a test fails rather than pass it)."""
 
 
-def top_level_names(expression: str | None, names: Mapping[str, str]) -> set[str]:
-    """The top-level attribute names an expression names (``#placeholders`` resolved): the first element of each
-    document path, never a nested one (``#r.#p`` names ``#r``), never a value, keyword or function."""
+def named_attributes(expression: str | None, names: Mapping[str, str]) -> set[str]:
+    """Every attribute name an expression names (``#placeholders`` resolved): each element of each document path -
+    ``#r.#p`` names both, ``notes[0].text`` names ``notes`` and ``text`` - never a value, list index, keyword or
+    function. AWS documents no rule for a nested path's names (D405 amended by pi2): counting them all is the
+    conservative reading - a grant that fits it fits any narrower one AWS may apply."""
     tokens = _TOKENS.findall(expression or "")
     found: set[str] = set()
     for index, token in enumerate(tokens):
@@ -62,9 +67,8 @@ def top_level_names(expression: str | None, names: Mapping[str, str]) -> set[str
             or not (token[0] == "#" or token[0].isalpha() or token[0] == "_")
         ):
             continue
-        if index and tokens[index - 1] == ".":
-            continue  # a nested path element
-        if token[0] != "#" and (token.upper() in _KEYWORDS or tokens[index + 1 : index + 2] == ["("]):
+        nested = bool(index) and tokens[index - 1] == "."
+        if token[0] != "#" and not nested and (token.upper() in _KEYWORDS or tokens[index + 1 : index + 2] == ["("]):
             continue  # a clause keyword, an operator or a function
         found.add(names[token] if token[0] == "#" else token)
     return found
@@ -77,7 +81,7 @@ def _value(attribute: Mapping[str, Any]) -> str:
 
 def _expression_names(request: Mapping[str, Any], *fields: str) -> set[str]:
     names = request.get("ExpressionAttributeNames", {})
-    return set().union(*(top_level_names(request.get(field), names) for field in fields))
+    return set().union(*(named_attributes(request.get(field), names) for field in fields))
 
 
 def _write_context(action: str, request: Mapping[str, Any], partition_key: str) -> Context:

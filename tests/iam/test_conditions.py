@@ -5,19 +5,22 @@ the one inside is allowed (each refusal test fails on the tier before D405: it a
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import boto3
 import botocore.exceptions
 import pytest
 
+from kilo_billing.entitlement_store import DynamoEntitlements
+from kilo_billing.entitlements import Reading
 from tests.conftest import Stack
 from tests.iam.conditions import (
     UnknownConditionError,
     allowed_by_conditions,
     conditions_hold,
     item_requests,
-    top_level_names,
+    named_attributes,
 )
 from tests.iam.conftest import Roles
 from tests.infra.test_generated_iam import ALERTS_TABLE, USAGE_TABLE
@@ -39,12 +42,14 @@ def _s(value: str) -> dict[str, str]:
     return {"S": value}
 
 
-def test_given_update_and_condition_expressions_then_their_top_level_names_are_named_resolved() -> None:
+def test_given_update_and_condition_expressions_then_every_name_of_every_path_is_named_resolved() -> None:
+    """pi2 (D405 amended): AWS documents no rule for a nested path's names, so every element counts - `#r.#p`
+    names `allowance_video` and `period`, `notes[0].text` names `notes` and `text` (before: the first only)."""
     names = {"#r": "allowance_video", "#p": "period", "#x": "status"}
     update = "SET #r = :r, account_id = if_not_exists(account_id, :a) REMOVE notes[0].text, #x ADD hits :one"
-    assert top_level_names(update, names) == {"allowance_video", "account_id", "notes", "status", "hits"}
+    assert named_attributes(update, names) == {"allowance_video", "account_id", "notes", "text", "status", "hits"}
     condition = "attribute_not_exists(#r) OR (#r.#p < :p AND size(tags) > :n) AND NOT begins_with(#x, :h)"
-    assert top_level_names(condition, names) == {"allowance_video", "tags", "status"}
+    assert named_attributes(condition, names) == {"allowance_video", "period", "tags", "status"}
 
 
 def test_given_an_update_then_its_attributes_are_its_key_its_update_and_its_condition_s_names() -> None:
@@ -53,8 +58,8 @@ def test_given_an_update_then_its_attributes_are_its_key_its_update_and_its_cond
         "TableName": "usage",
         "Key": {"pk": _s("ACCOUNT#a"), "sk": _s("ENTITLEMENT")},
         "UpdateExpression": "SET #r = :r, account_id = :a",
-        "ConditionExpression": "attribute_not_exists(#r) OR #r.#p < :p",
-        "ExpressionAttributeNames": {"#r": "spend", "#p": "period"},
+        "ConditionExpression": "attribute_not_exists(#r) OR #r.#p < :p OR (#r.#p = :p AND #r.#u < :u)",
+        "ExpressionAttributeNames": {"#r": "spend", "#p": "period", "#u": "used"},
     }
     assert item_requests("UpdateItem", body, _table, _pk) == [
         (
@@ -62,7 +67,7 @@ def test_given_an_update_then_its_attributes_are_its_key_its_update_and_its_cond
             f"{TABLE}/usage",
             {
                 "dynamodb:LeadingKeys": ["ACCOUNT#a"],
-                "dynamodb:Attributes": ["account_id", "pk", "sk", "spend"],
+                "dynamodb:Attributes": ["account_id", "period", "pk", "sk", "spend", "used"],
                 "dynamodb:ReturnValues": ["NONE"],
             },
         )
@@ -236,6 +241,10 @@ def test_given_the_alerts_role_then_its_usage_table_updates_are_the_spend_item_s
     with roles.acting_as("AlertsFunction") as enforcement:
         dynamodb = boto3.client("dynamodb")
         dynamodb.update_item(**reading)
+        # the adapter's own request: its condition names the reading's nested `period` and `used` (pi2: counted)
+        recorded = DynamoEntitlements(dynamodb, USAGE).record(
+            "acct_1", "budget", Reading(period="2026-12", used=Decimal("12.5"), limit=Decimal(50), as_of="2026-12-05")
+        )
         with pytest.raises(botocore.exceptions.ClientError) as other:
             dynamodb.update_item(
                 TableName=USAGE,
@@ -246,5 +255,25 @@ def test_given_the_alerts_role_then_its_usage_table_updates_are_the_spend_item_s
             )
         with pytest.raises(botocore.exceptions.ClientError) as whole:
             dynamodb.update_item(**reading, ReturnValues="ALL_OLD")
+    assert recorded
     assert (_denied(other), _denied(whole)) == ("AccessDeniedException", "AccessDeniedException")
     assert enforcement.denied == [("dynamodb:UpdateItem", USAGE_TABLE), ("dynamodb:UpdateItem", USAGE_TABLE)]
+
+
+def test_given_the_alerts_role_then_its_spend_reading_writes_no_room_s_item_nor_an_accounts_index_key(
+    stack: Stack, roles: Roles
+) -> None:
+    """pi2 (D406 amended): the spend grant's attributes include `account_id`, the `accounts` index's partition key
+    the monthly close scans (PeriodsStore.accounts); unconditioned on the partition, the role could put any item -
+    a room's state - into that index. `dynamodb:LeadingKeys` `ACCOUNT#*` refuses it (before: allowed)."""
+    with roles.acting_as("AlertsFunction") as enforcement:
+        dynamodb = boto3.client("dynamodb")
+        with pytest.raises(botocore.exceptions.ClientError) as room:
+            dynamodb.update_item(
+                TableName=USAGE,
+                Key={"pk": _s("ROOM#RM_x"), "sk": _s("STATE")},
+                UpdateExpression="SET account_id = :a",
+                ExpressionAttributeValues={":a": _s("acct_1")},
+            )
+    assert _denied(room) == "AccessDeniedException"
+    assert enforcement.denied == [("dynamodb:UpdateItem", USAGE_TABLE)]

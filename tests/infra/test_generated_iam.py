@@ -859,11 +859,14 @@ SPEND_WRITES = [
     "allowance_audio",
     "allowance_messages",
     "allowance_data_transfer",
+    "period",  # the condition's names nested in the reading (counted: pi2, D405 amended)
+    "used",
 ]
 SPEND_READING = (
     ["dynamodb:UpdateItem"],
     {
         "ForAllValues:StringEquals": {"dynamodb:Attributes": SPEND_WRITES},
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACCOUNT#*"]},  # the spend item's partition (pi2)
         "StringEqualsIfExists": {"dynamodb:ReturnValues": ["NONE", "UPDATED_OLD", "UPDATED_NEW"]},
     },
 )
@@ -882,7 +885,8 @@ def test_given_the_alerts_role_then_its_usage_table_updates_are_all_conditioned_
 
     meters = get_args(UsageThresholdCrossedV1.model_fields["meter"].annotation)
     assert set(meters) == {"video", "audio", "messages", "data_transfer", "budget", "hard_limit"}
-    assert {attribute_for(meter) for meter in meters} | {"pk", "sk", "account_id"} == set(SPEND_WRITES)
+    nested = {"period", "used"}  # the condition's `#r.#p`, `#r.#u` (DynamoEntitlements.record)
+    assert {attribute_for(meter) for meter in meters} | {"pk", "sk", "account_id"} | nested == set(SPEND_WRITES)
     updates = [
         s
         for s in role_statements(transformed, "AlertsFunctionRole")
