@@ -30,7 +30,7 @@ from stripe.params import (
 )
 
 from kilo_billing.invoicing import CARD_MINIMUM
-from kilo_billing.money import ZERO, allocate_cents, decimal_str, in_cents
+from kilo_billing.money import ZERO, allocate_cents, decimal_str, in_cents, money_str
 from kilo_billing.stripe_calls import stripe_call, stripe_client
 from kilo_billing.stripe_customers import bring_details, find_or_create, forget_details, idempotency_key, quoted
 from kilo_invoice.ports import (
@@ -231,6 +231,8 @@ class StripePaymentGateway:
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         if len(request.lines) > MAX_LINES:
             raise GatewayRejectedError(f"{len(request.lines)} lines: Stripe adds at most {MAX_LINES} in one request")
+        if request.automatic_tax:
+            _refuse_untaxable(request)
         if ZERO < request.total < CARD_MINIMUM:  # Stripe would mark it paid uncharged (a balance debit): D126
             raise GatewayRejectedError(
                 f"{request.invoice_id}: {request.total} is below Stripe's minimum charge of {CARD_MINIMUM}: not sent"
@@ -683,6 +685,22 @@ def _charges_tax(invoice: stripe.Invoice) -> bool:
     excluding tax. Its credit notes must credit that tax too (D404)."""
     excluding = getattr(invoice, "total_excluding_tax", None)
     return excluding is not None and int(excluding) != int(invoice.total)
+
+
+def _refuse_untaxable(request: InvoiceRequest) -> None:
+    """Stripe refuses a negative line on an automatic-tax invoice (the SDK's docstring of ``automatic_tax.enabled``:
+    "incompatible invoice items (... negative amounts, or tax_behavior=unspecified) cannot be added to automatic tax
+    invoices"): one of ours - account credit applied, a fee true-up or late usage that nets down - is refused here,
+    before any call, naming the account and the remedy; automatic tax cannot carry credits yet (D404 amended (cr2))."""
+    negative = [line for line in request.lines if line.amount < 0]
+    if negative:
+        said = "; ".join(f"{line.description} {money_str(line.amount)}" for line in negative)
+        raise GatewayRejectedError(
+            f"account {request.account_id}: {request.invoice_id} holds negative lines ({said}), which Stripe refuses "
+            "on an invoice with automatic tax: not sent. Automatic tax cannot carry credits yet (D404 amended (cr2)): "
+            "bill this invoice by hand in Stripe (its credits as a refund, tax included) and void ours, or close it "
+            "with stripe_automatic_tax off"
+        )
 
 
 def _custom_line(reason: str, cents: int) -> list[CreditNoteCreateParamsLine]:
