@@ -26,7 +26,8 @@ would show. Stripe Tax: an invoice with ``automatic_tax`` enabled has each line 
 (``set_tax_rate``; none set: no tax), exclusive, rounded half-up per line; a negative line, a line with
 ``tax_rates`` or of ``tax_behavior=unspecified`` is refused on it (Stripe's rule, the SDK's docstring); a credit note's
 ``invoice_line_item`` lines credit that line's tax in proportion, a ``custom_line_item`` credits no tax, and
-``credit_notes/preview`` shows the note the same parameters would make (D404).
+``credit_notes/preview`` shows the note the same parameters would make, a paid invoice's settled amounts checked as
+its create checks them (D404, amended (cr2)).
 
 Used by the contract tests through ``EmulatorHTTPClient`` (a ``stripe.HTTPClient``) and by the stand-in server.
 """
@@ -746,7 +747,18 @@ class StripeEmulator:
         if invoice["status"] not in ("open", "paid"):
             raise StripeApiError(400, f"Credit notes need a finalized invoice ({invoice['id']} is {invoice['status']})")
         subtotal, tax, _ = self._credit_note_figures(invoice, params)
+        self._settled(invoice, params, subtotal + tax)  # the create's rule: the preview takes its parameters
         return self._view("credit_note", self._credit_note(invoice, params, "cnpreview_emu", subtotal, tax))
+
+    @staticmethod
+    def _settled(invoice: Json, params: Json, amount: int) -> None:
+        """A paid invoice's note (preview or create): Stripe requires its credit, refund and out-of-band amounts to
+        add up to the note's amount, tax included ("post-payment" credit notes)."""
+        if invoice["status"] != "paid":
+            return
+        settled = sum(int(params.get(name, "0")) for name in ("credit_amount", "refund_amount", "out_of_band_amount"))
+        if settled != amount:
+            raise StripeApiError(400, "credit_amount + refund_amount + out_of_band_amount must equal the amount")
 
     def _credit_notes_create(self, ids: dict[str, str], params: Json) -> Json:
         invoice = self._get("invoice", params["invoice"])
@@ -754,12 +766,8 @@ class StripeEmulator:
             raise StripeApiError(400, f"Credit notes need a finalized invoice ({invoice['id']} is {invoice['status']})")
         subtotal, tax, per_line = self._credit_note_figures(invoice, params)
         amount = subtotal + tax
+        self._settled(invoice, params, amount)
         if invoice["status"] == "paid":
-            settled = sum(
-                int(params.get(name, "0")) for name in ("credit_amount", "refund_amount", "out_of_band_amount")
-            )
-            if settled != amount:
-                raise StripeApiError(400, "credit_amount + refund_amount + out_of_band_amount must equal the amount")
             invoice["post_payment_credit_notes_amount"] += amount
             # credit_amount goes to the customer's invoice balance, applied to the next invoice finalized (Stripe:
             # "Customer credit balance"); refund_amount and out_of_band_amount leave the balance as it is
