@@ -23,9 +23,11 @@ applies it (and moves below-minimum amounts to it), and a draft's ``starting_bal
 Stripe's documented rule (``unit_amount_decimal`` x quantity rounded to the nearest cent per line); ties, which
 Stripe's docs leave open, are rounded half-to-even here - the other way from our half-up - so a tie sent as a price
 would show. Stripe Tax: an invoice with ``automatic_tax`` enabled has each line taxed at its customer's rate
-(``set_tax_rate``; none set: no tax), exclusive, rounded half-up per line, negative lines too; a credit note's
+(``set_tax_rate``; none set: no tax), exclusive, rounded half-up per line; a negative line, a line with
+``tax_rates`` or of ``tax_behavior=unspecified`` is refused on it (Stripe's rule, the SDK's docstring); a credit note's
 ``invoice_line_item`` lines credit that line's tax in proportion, a ``custom_line_item`` credits no tax, and
-``credit_notes/preview`` shows the note the same parameters would make (D404).
+``credit_notes/preview`` shows the note the same parameters would make, a paid invoice's settled amounts checked as
+its create checks them (D404, amended (cr2)).
 
 Used by the contract tests through ``EmulatorHTTPClient`` (a ``stripe.HTTPClient``) and by the stand-in server.
 """
@@ -104,6 +106,9 @@ class StripeEmulator:
     # Stripe Tax's rate for a customer's location, in percent (``set_tax_rate``): lines of its invoices with
     # ``automatic_tax`` enabled are taxed at it, exclusive; none set: no tax (a location Stripe does not collect in)
     tax_percent: dict[str, Decimal] = field(default_factory=dict)
+    # the Stripe Tax settings' default tax behaviour, for lines whose price says none (README: set it to exclusive);
+    # ``unspecified`` (no default set) refuses such lines on an automatic-tax invoice
+    default_tax_behavior: str = "exclusive"
     _idempotency: dict[str, tuple[str, Response]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1_790_000_000))
@@ -343,6 +348,8 @@ class StripeEmulator:
                 400, f"Invoice {invoice['id']} is {invoice['status']}: lines can only be added to drafts"
             )
         new_lines = [self._line(invoice, line) for line in params["lines"]]  # all or nothing
+        if invoice["automatic_tax"]["enabled"]:
+            self._taxable(invoice, params["lines"])
         if len(invoice["lines"]["data"]) + len(new_lines) > INVOICE_MAX_ITEMS:
             raise StripeApiError(400, f"An invoice holds at most {INVOICE_MAX_ITEMS} invoice items")
         invoice["lines"]["data"].extend(new_lines)
@@ -387,10 +394,30 @@ class StripeEmulator:
             item["period"] = {"start": int(line["period"]["start"]), "end": int(line["period"]["end"])}
         return item
 
+    def _taxable(self, invoice: Json, lines: list[Json]) -> None:
+        """Stripe's rule for an invoice with ``automatic_tax`` enabled, as the pinned SDK's docstring of
+        ``automatic_tax.enabled`` gives it (``InvoiceCreateParams``): "incompatible invoice items (invoice items with
+        manually specified tax rates, negative amounts, or ``tax_behavior=unspecified``) cannot be added to automatic
+        tax invoices". A line's tax behaviour is its price's, else the Tax settings' default
+        (``default_tax_behavior``). Any of them refuses the whole request (D404 amended (cr2))."""
+        for line in lines:
+            price = line.get("price_data") or {}
+            behavior = price.get("tax_behavior") or line.get("tax_behavior") or self.default_tax_behavior
+            if "amount" in line and int(line["amount"]) < 0:
+                raise StripeApiError(
+                    400, f"Invoice items with negative amounts cannot be added to automatic tax invoice {invoice['id']}"
+                )
+            if "tax_rates" in line:
+                raise StripeApiError(400, "Invoice items with tax_rates cannot be added to automatic tax invoices")
+            if behavior == "unspecified":
+                raise StripeApiError(
+                    400, "Invoice items with tax_behavior=unspecified cannot be added to automatic tax invoices"
+                )
+
     def set_tax_rate(self, customer_id: str, percent: Decimal | str) -> None:
         """Stripe Tax's rate for the customer's location (``percent``, exclusive): its invoices with ``automatic_tax``
-        enabled get a tax on each line - negative lines too (a negative tax: Stripe's credit prorations carry one) -
-        of the line's amount x the rate, rounded half-up per line, from the next time their totals are worked."""
+        enabled get a tax on each line of the line's amount x the rate, rounded half-up per line, from the next time
+        their totals are worked (a negative line is refused on them: ``_taxable``)."""
         self.tax_percent[customer_id] = Decimal(percent)
 
     def _tax_lines(self, invoice: Json) -> int:
@@ -720,7 +747,18 @@ class StripeEmulator:
         if invoice["status"] not in ("open", "paid"):
             raise StripeApiError(400, f"Credit notes need a finalized invoice ({invoice['id']} is {invoice['status']})")
         subtotal, tax, _ = self._credit_note_figures(invoice, params)
+        self._settled(invoice, params, subtotal + tax)  # the create's rule: the preview takes its parameters
         return self._view("credit_note", self._credit_note(invoice, params, "cnpreview_emu", subtotal, tax))
+
+    @staticmethod
+    def _settled(invoice: Json, params: Json, amount: int) -> None:
+        """A paid invoice's note (preview or create): Stripe requires its credit, refund and out-of-band amounts to
+        add up to the note's amount, tax included ("post-payment" credit notes)."""
+        if invoice["status"] != "paid":
+            return
+        settled = sum(int(params.get(name, "0")) for name in ("credit_amount", "refund_amount", "out_of_band_amount"))
+        if settled != amount:
+            raise StripeApiError(400, "credit_amount + refund_amount + out_of_band_amount must equal the amount")
 
     def _credit_notes_create(self, ids: dict[str, str], params: Json) -> Json:
         invoice = self._get("invoice", params["invoice"])
@@ -728,12 +766,8 @@ class StripeEmulator:
             raise StripeApiError(400, f"Credit notes need a finalized invoice ({invoice['id']} is {invoice['status']})")
         subtotal, tax, per_line = self._credit_note_figures(invoice, params)
         amount = subtotal + tax
+        self._settled(invoice, params, amount)
         if invoice["status"] == "paid":
-            settled = sum(
-                int(params.get(name, "0")) for name in ("credit_amount", "refund_amount", "out_of_band_amount")
-            )
-            if settled != amount:
-                raise StripeApiError(400, "credit_amount + refund_amount + out_of_band_amount must equal the amount")
             invoice["post_payment_credit_notes_amount"] += amount
             # credit_amount goes to the customer's invoice balance, applied to the next invoice finalized (Stripe:
             # "Customer credit balance"); refund_amount and out_of_band_amount leave the balance as it is

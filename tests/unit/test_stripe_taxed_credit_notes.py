@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 import stripe
+from stripe.params import CreditNotePreviewParamsLine, InvoiceAddLinesParamsLine
 
 from kilo_billing.money import before_tax
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
@@ -70,23 +71,22 @@ def test_given_10_percent_tax_when_a_paid_invoice_is_credited_4_00_out_of_band_t
     assert http.emulator.refused_params == []
 
 
-def test_given_20_percent_vat_on_two_lines_and_a_credit_line_when_credited_out_of_band_then_stripes_own_tax() -> None:
-    """20 % VAT, each line's tax rounded half-up: 10.03 -> 2.006 -> 2.01, 5.02 -> 1.004 -> 1.00, the credit line
-    -1.20 -> -0.24; 13.85 + 2.77 = 16.62 paid. 3.33 credited on the positive lines in proportion (largest
+def test_given_20_percent_vat_on_two_lines_when_credited_out_of_band_then_stripes_own_tax() -> None:
+    """20 % VAT, each line's tax rounded half-up: 10.03 -> 2.006 -> 2.01, 5.02 -> 1.004 -> 1.00; 15.05 + 3.01 =
+    18.06 paid. 3.33 credited on the positive lines in proportion (largest
     remainder): 333 x 1003/1505 = 221.92, 333 x 502/1505 = 111.07 -> 221 + 111 = 332, the cent left to the larger
     remainder: 2.22 + 1.11. Their taxes, each line's own in proportion: 201 x 222/1003 = 44.49 -> 0.44,
     100 x 111/502 = 22.11 -> 0.22. The note is 3.33 + 0.66 = 3.99 (not 3.33 x 1.2 = 4.00: the 5.02 line's tax was
-    rounded down), sent out of band as 3.99; read back before tax at the invoice's 1385/1662 it is ours:
-    399 x 1385/1662 = 332.5 -> 3.33 half-up."""
+    rounded down), sent out of band as 3.99; read back before tax at the invoice's 1505/1806 it is ours:
+    399 x 1505/1806 = 332.5 -> 3.33 half-up. (No negative line: Stripe refuses one on an automatic-tax invoice.)"""
     lines = [
         GatewayLine("Team fee", Decimal("10.03")),
         GatewayLine("Video minutes", Decimal("5.02")),
-        GatewayLine("Late usage credit", Decimal("-1.20")),
     ]
     gateway, http, invoice_id = _taxed("20", lines, card=True)
     invoice = http.emulator.objects["invoice"][invoice_id]
-    assert (invoice["total_excluding_tax"], invoice["total"], invoice["status"]) == (1385, 1662, "paid")
-    fee, video, _ = (line["id"] for line in invoice["lines"]["data"])
+    assert (invoice["total_excluding_tax"], invoice["total"], invoice["status"]) == (1505, 1806, "paid")
+    fee, video = (line["id"] for line in invoice["lines"]["data"])
 
     gateway.credit_note(invoice_id, Decimal("3.33"), "late usage", "cn-2/out-of-band", out_of_band=True)
 
@@ -96,9 +96,12 @@ def test_given_20_percent_vat_on_two_lines_and_a_credit_line_when_credited_out_o
         {"type": "invoice_line_item", "invoice_line_item": video, "amount": "111"},
     ]
     assert sent["out_of_band_amount"] == "399"
+    # previewed as it is made: with its out-of-band amount, the note's own figure (each line's tax in proportion)
+    previews = [r.params for r in http.requests if r.path == "/v1/credit_notes/preview"]
+    assert [preview.get("out_of_band_amount") for preview in previews] == ["399"]
     (note,) = http.emulator.objects["credit_note"].values()
     assert (note["subtotal"], note["total"]) == (333, 399)
-    assert before_tax(Decimal("3.99"), (1662, 1385)) == Decimal("3.33")
+    assert before_tax(Decimal("3.99"), (1806, 1505)) == Decimal("3.33")
     assert http.emulator.refused_params == []
 
 
@@ -124,20 +127,66 @@ def test_given_an_untaxed_invoice_when_credited_then_one_custom_line_as_before()
     assert not [r for r in http.requests if r.path == "/v1/credit_notes/preview"]
 
 
-def test_given_stripe_tax_then_a_negative_line_is_sent_as_its_amount_and_stripe_taxes_it_negative() -> None:
-    """Problem 2 (D404): an automatic-tax invoice holding our negative line (account credit carried, a late
-    credit) is sent as it is - ``amount`` -120, no price (a price's ``unit_amount_decimal`` is never negative) - and
-    Stripe Tax taxes it as a negative line (its credit prorations are such lines). 29.00 + 10 % = 31.90, -1.20 ->
-    -0.12: 27.80 + 2.78 = 30.58 charged."""
-    lines = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit", Decimal("-1.20"))]
-    _, http, invoice_id = _taxed("10", lines, card=True)
-    (added,) = [r.params for r in http.requests if r.path.endswith("/add_lines")]
-    credit = added["lines"][1]
-    assert credit["amount"] == "-120"
-    assert "price_data" not in credit
-    invoice = http.emulator.objects["invoice"][invoice_id]
-    assert (invoice["total_excluding_tax"], invoice["total"], invoice["amount_paid"]) == (2780, 3058, 3058)
-    assert http.emulator.refused_params == []
+def _raw_tax_invoice(http: EmulatorHTTPClient) -> tuple[stripe.StripeClient, str]:
+    """A draft with ``automatic_tax`` enabled, made with the SDK directly (no adapter in between)."""
+    client = stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0)
+    customer = client.v1.customers.create({"email": "a@example.com"})
+    http.emulator.set_tax_rate(customer.id, "10")
+    invoice = client.v1.invoices.create(
+        {"customer": customer.id, "currency": "usd", "auto_advance": False, "automatic_tax": {"enabled": True}}
+    )
+    assert invoice.id is not None
+    return client, invoice.id
+
+
+def test_given_automatic_tax_then_stripe_refuses_a_negative_line_and_a_line_of_unspecified_tax_behavior() -> None:
+    """Stripe's own rule, in the pinned SDK's docstring of ``automatic_tax.enabled`` (``InvoiceCreateParams``):
+    "incompatible invoice items (invoice items with manually specified tax rates, negative amounts, or
+    ``tax_behavior=unspecified``) cannot be added to automatic tax invoices". Each refused, nothing added (before:
+    the emulator added the -1.20 line and taxed it -0.12)."""
+    http = EmulatorHTTPClient()
+    client, invoice_id = _raw_tax_invoice(http)
+    with pytest.raises(stripe.InvalidRequestError, match="negative"):
+        client.v1.invoices.add_lines(invoice_id, {"lines": [{"amount": 2900}, {"amount": -120}]})
+    unspecified: InvoiceAddLinesParamsLine = {
+        "price_data": {
+            "currency": "usd",
+            "product_data": {"name": "Video minutes"},
+            "unit_amount_decimal": Decimal(100),
+            "tax_behavior": "unspecified",
+        }
+    }
+    with pytest.raises(stripe.InvalidRequestError, match="tax_behavior"):
+        client.v1.invoices.add_lines(invoice_id, {"lines": [unspecified]})
+    assert http.emulator.objects["invoice"][invoice_id]["lines"]["data"] == []
+    # an invoice without automatic tax takes a negative line, as before
+    customer = http.emulator.objects["invoice"][invoice_id]["customer"]
+    plain = client.v1.invoices.create({"customer": customer, "currency": "usd", "auto_advance": False})
+    assert plain.id is not None
+    added = client.v1.invoices.add_lines(plain.id, {"lines": [{"amount": 2900}, {"amount": -120}]})
+    assert added.subtotal == 2780
+
+
+def test_given_stripe_tax_when_an_invoice_holds_a_negative_line_then_refused_before_any_post_naming_the_account() -> (
+    None
+):
+    """An automatic-tax invoice holding our negative line (account credit applied, a fee true-up or late usage that
+    nets down) cannot be sent as Stripe takes it (the rule above): refused before any POST - no customer's invoice
+    half made, no draft - naming the account, the line and the remedy (D404 amended (cr2)). Before: sent as
+    ``amount`` -120, which Stripe refuses at ``add_lines`` on every close of the account."""
+    http = EmulatorHTTPClient()
+    gateway = StripePaymentGateway(stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0))
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    http.emulator.set_tax_rate(customer, "10")
+    posts_before = len([r for r in http.requests if r.method == "post"])
+    lines = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-1.20"))]
+    request = InvoiceRequest("acct-1/2026-03", "KB-acct-1-0003", "acct-1", customer, lines, automatic_tax=True)
+
+    with pytest.raises(GatewayRejectedError, match=r"acct-1.*Account credit applied.*-1\.20.*automatic tax"):
+        gateway.issue_invoice(request)
+
+    assert len([r for r in http.requests if r.method == "post"]) == posts_before
+    assert "invoice" not in http.emulator.objects
 
 
 def test_given_a_taxed_invoice_when_a_note_asks_more_than_its_lines_hold_then_refused_and_nothing_made() -> None:
@@ -149,3 +198,38 @@ def test_given_a_taxed_invoice_when_a_note_asks_more_than_its_lines_hold_then_re
         gateway.credit_note(invoice_id, Decimal("10.01"), "late usage", "cn-9")
     assert _notes_sent(http) == []
     assert "credit_note" not in http.emulator.objects
+
+
+def test_given_a_paid_invoice_then_a_notes_preview_follows_the_create_rule_on_its_settled_amounts() -> None:
+    """Stripe's rule for a note on a paid invoice - credit, refund and out-of-band amounts add up to the note's
+    amount - holds for its preview as for its create (the preview takes the create's parameters). 10.00 + 10 %
+    paid; a 4.00 line credit is 4.40: previewed with none of the amounts, refused; with 440 out of band, answered
+    (before: the preview answered without them, and the create alone refused)."""
+    _, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=True)
+    client = stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0)
+    line_id = http.emulator.objects["invoice"][invoice_id]["lines"]["data"][0]["id"]
+    credited: CreditNotePreviewParamsLine = {"type": "invoice_line_item", "invoice_line_item": line_id, "amount": 400}
+    with pytest.raises(stripe.InvalidRequestError, match="must equal the amount"):
+        client.v1.credit_notes.preview({"invoice": invoice_id, "lines": [credited]})
+    with pytest.raises(stripe.InvalidRequestError, match="must equal the amount"):
+        client.v1.credit_notes.preview({"invoice": invoice_id, "lines": [credited], "out_of_band_amount": 400})
+    preview = client.v1.credit_notes.preview({"invoice": invoice_id, "lines": [credited], "out_of_band_amount": 440})
+    assert (preview.subtotal, preview.total) == (400, 440)
+    assert "credit_note" not in http.emulator.objects
+
+
+def test_given_a_preview_answering_another_total_then_it_is_asked_again_with_that_total_before_the_note() -> None:
+    """Should Stripe answer a preview whose out-of-band amount is off (its rule not applied to previews, not known):
+    the note's total it answers is asked again, and the note made with it. Forced here with lines showing no tax (the
+    estimate 4.00) and a preview that does not check the rule: 440 answered, asked again with 440, made with 440."""
+    gateway, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=True)
+    for line in http.emulator.objects["invoice"][invoice_id]["lines"]["data"]:
+        line["taxes"] = []  # the estimate sees no tax: 400
+    http.emulator._settled = lambda invoice, params, amount: None  # type: ignore[method-assign]
+
+    gateway.credit_note(invoice_id, Decimal("4.00"), "late usage", "cn-1/out-of-band", out_of_band=True)
+
+    previews = [r.params.get("out_of_band_amount") for r in http.requests if r.path == "/v1/credit_notes/preview"]
+    assert previews == ["400", "440"]
+    (sent,) = _notes_sent(http)
+    assert sent["out_of_band_amount"] == "440"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
+from fractions import Fraction
 from typing import Any, Final, TypeVar, cast
 
 import stripe
@@ -30,7 +31,7 @@ from stripe.params import (
 )
 
 from kilo_billing.invoicing import CARD_MINIMUM
-from kilo_billing.money import ZERO, allocate_cents, decimal_str, in_cents
+from kilo_billing.money import ZERO, allocate_cents, decimal_str, in_cents, money_str, round_money
 from kilo_billing.stripe_calls import stripe_call, stripe_client
 from kilo_billing.stripe_customers import bring_details, find_or_create, forget_details, idempotency_key, quoted
 from kilo_invoice.ports import (
@@ -231,6 +232,8 @@ class StripePaymentGateway:
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         if len(request.lines) > MAX_LINES:
             raise GatewayRejectedError(f"{len(request.lines)} lines: Stripe adds at most {MAX_LINES} in one request")
+        if request.automatic_tax:
+            _refuse_untaxable(request)
         if ZERO < request.total < CARD_MINIMUM:  # Stripe would mark it paid uncharged (a balance debit): D126
             raise GatewayRejectedError(
                 f"{request.invoice_id}: {request.total} is below Stripe's minimum charge of {CARD_MINIMUM}: not sent"
@@ -371,7 +374,9 @@ class StripePaymentGateway:
             )
         amount_in_cents = in_cents(amount)
         taxed = _charges_tax(invoice)
-        lines = self._credited_lines(gateway_id, amount_in_cents) if taxed else _custom_line(reason, amount_in_cents)
+        lines, tax = (
+            self._credited_lines(gateway_id, amount_in_cents) if taxed else _custom_line(reason, amount_in_cents)
+        )
         params: CreditNoteCreateParams = {
             "invoice": gateway_id,
             "lines": lines,
@@ -380,43 +385,70 @@ class StripePaymentGateway:
         }
         if out_of_band:  # credited by us (account credit on our next invoice): Stripe holds no balance of ours (D130)
             # a taxed invoice's note is ours and its tax, as Stripe works it out: its preview's total (D404)
-            params["out_of_band_amount"] = self._note_total(gateway_id, lines, amount) if taxed else amount_in_cents
+            estimate = amount_in_cents + tax
+            params["out_of_band_amount"] = self._note_total(gateway_id, lines, amount, estimate) if taxed else estimate
         key = _key(credit_id, "credit_note")
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
         return note.id
 
-    def _credited_lines(self, gateway_id: str, cents: int) -> list[CreditNoteCreateParamsLine]:
+    def _credited_lines(self, gateway_id: str, cents: int) -> tuple[list[CreditNoteCreateParamsLine], int]:
         """A taxed invoice's note as lines crediting its own lines (``invoice_line_item``: Stripe credits each with its
         tax in proportion, under manual tax rates and Stripe Tax alike): ``cents`` (before tax) split over its positive
         lines in proportion to their amounts (``money.allocate_cents``: whole cents adding up to ``cents``); a line's
-        part of 0 is left out. More than its positive lines hold: refused, nothing made (D404)."""
+        part of 0 is left out. More than its positive lines hold: refused, nothing made (D404). With them, an estimate
+        of the note's tax in cents: each part's share of its line's own tax (``taxes``), rounded half-up - only what a
+        paid invoice's preview is first asked with, Stripe's answer decides (``_note_total``, D404 amended (cr2))."""
         invoice_lines = self._listed(lambda: self._client.v1.invoices.line_items.list(gateway_id, {"limit": 100}))
-        positive = [(line.id, int(line.amount)) for line in invoice_lines if line.id and int(line.amount) > 0]
-        held = sum(amount for _, amount in positive)
+        positive = [
+            (line.id, int(line.amount), sum(int(tax.amount) for tax in line.taxes or ()))
+            for line in invoice_lines
+            if line.id and int(line.amount) > 0
+        ]
+        held = sum(amount for _, amount, _ in positive)
         if not positive or cents > held:
             raise GatewayRejectedError(
                 f"cannot credit {dollars(cents)} on {gateway_id}: its lines hold {dollars(held)}"
             )
-        parts = allocate_cents(dollars(cents), [amount for _, amount in positive])
-        return [
+        parts = allocate_cents(dollars(cents), [amount for _, amount, _ in positive])
+        credited = [(line, part) for line, part in zip(positive, parts, strict=True) if part > 0]
+        # each part's tax share, in dollars (cents x its line's tax / its line's amount / 100), half-up to the cent
+        tax = sum(
+            in_cents(round_money(Fraction(line_tax * in_cents(part), line * 100)))
+            for (_, line, line_tax), part in credited
+        )
+        lines: list[CreditNoteCreateParamsLine] = [
             {"type": "invoice_line_item", "invoice_line_item": line_id, "amount": in_cents(part)}
-            for (line_id, _), part in zip(positive, parts, strict=True)
-            if part > 0
+            for (line_id, _, _), part in credited
         ]
+        return lines, tax
 
-    def _note_total(self, gateway_id: str, lines: list[CreditNoteCreateParamsLine], amount: Decimal) -> int:
-        """What Stripe makes of a note of these ``lines`` - ours and the tax it works out - in cents: its preview (a
-        GET: nothing made). Its amount before tax not ours (a line's part refused or rounded otherwise): refused,
-        nothing made - our books record ``amount`` before tax (D384) and must be what Stripe credits (D404)."""
-        preview: CreditNotePreviewParams = {"invoice": gateway_id, "lines": lines}
-        note = self._call(lambda: self._client.v1.credit_notes.preview(preview))
-        subtotal = int(note.subtotal_excluding_tax if note.subtotal_excluding_tax is not None else note.subtotal)
-        if subtotal != in_cents(amount):
-            raise GatewayRejectedError(
-                f"Stripe's credit note on {gateway_id} would credit {dollars(subtotal)} before tax, ours {amount}: "
-                "not made"
-            )
-        return int(note.total)
+    def _note_total(
+        self, gateway_id: str, lines: list[CreditNoteCreateParamsLine], amount: Decimal, estimate: int
+    ) -> int:
+        """What Stripe makes of a paid invoice's note of these ``lines`` - ours and the tax it works out - in cents:
+        its preview (a GET: nothing made), asked as the note will be made, with ``estimate`` as its out-of-band amount
+        (Stripe's rule for a paid invoice's note: its settled amounts add up to its total). A preview answering
+        another total (its rule not applied to previews) is asked again with that total, which must then hold. Its
+        amount before tax not ours (a line's part refused or rounded otherwise): refused, nothing made - our books
+        record ``amount`` before tax (D384) and must be what Stripe credits (D404, amended (cr2))."""
+        for _ in range(2):
+            preview: CreditNotePreviewParams = {"invoice": gateway_id, "lines": lines, "out_of_band_amount": estimate}
+            note = self._preview(preview)
+            subtotal = int(note.subtotal_excluding_tax if note.subtotal_excluding_tax is not None else note.subtotal)
+            if subtotal != in_cents(amount):
+                raise GatewayRejectedError(
+                    f"Stripe's credit note on {gateway_id} would credit {dollars(subtotal)} before tax, ours {amount}: "
+                    "not made"
+                )
+            if int(note.total) == estimate:
+                return estimate
+            estimate = int(note.total)
+        raise GatewayRejectedError(
+            f"Stripe's credit note on {gateway_id} previews another total each time it is asked: not made"
+        )
+
+    def _preview(self, params: CreditNotePreviewParams) -> stripe.CreditNote:
+        return self._call(lambda: self._client.v1.credit_notes.preview(params))
 
     def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         """Refund ``amount`` (None: all that is left of each payment, D384) of a paid invoice from its payments,
@@ -685,9 +717,25 @@ def _charges_tax(invoice: stripe.Invoice) -> bool:
     return excluding is not None and int(excluding) != int(invoice.total)
 
 
-def _custom_line(reason: str, cents: int) -> list[CreditNoteCreateParamsLine]:
-    """An untaxed invoice's note: our amount as one custom line (D130)."""
-    return [{"type": "custom_line_item", "description": reason, "quantity": 1, "unit_amount": cents}]
+def _refuse_untaxable(request: InvoiceRequest) -> None:
+    """Stripe refuses a negative line on an automatic-tax invoice (the SDK's docstring of ``automatic_tax.enabled``:
+    "incompatible invoice items (... negative amounts, or tax_behavior=unspecified) cannot be added to automatic tax
+    invoices"): one of ours - account credit applied, a fee true-up or late usage that nets down - is refused here,
+    before any call, naming the account and the remedy; automatic tax cannot carry credits yet (D404 amended (cr2))."""
+    negative = [line for line in request.lines if line.amount < 0]
+    if negative:
+        said = "; ".join(f"{line.description} {money_str(line.amount)}" for line in negative)
+        raise GatewayRejectedError(
+            f"account {request.account_id}: {request.invoice_id} holds negative lines ({said}), which Stripe refuses "
+            "on an invoice with automatic tax: not sent. Automatic tax cannot carry credits yet (D404 amended (cr2)): "
+            "bill this invoice by hand in Stripe (its credits as a refund, tax included) and void ours, or close it "
+            "with stripe_automatic_tax off"
+        )
+
+
+def _custom_line(reason: str, cents: int) -> tuple[list[CreditNoteCreateParamsLine], int]:
+    """An untaxed invoice's note: our amount as one custom line (D130), no tax."""
+    return [{"type": "custom_line_item", "description": reason, "quantity": 1, "unit_amount": cents}], 0
 
 
 def _returned_by_bank(refund: stripe.Refund) -> bool:
