@@ -717,9 +717,9 @@ def test_given_a_late_eth_payment_when_the_feed_moved_after_its_block_then_it_is
 def test_given_a_run_then_it_records_whether_it_is_behind_under_its_service_and_chain(
     billing: Billing, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """D414: each run records ``CryptoWatchBehind`` once under its service and its chain - 0 caught up, 1 stopped
-    short of the head - so the chain's own alarm (the Minimum over 5 minutes) tells one chain's stall from
-    another's. A run capped at one block of a chain 3 blocks ahead is behind."""
+    """D414: each run records ``CryptoWatchBehind`` once under its service and its chain - so the chain's own alarm
+    (the Minimum over 5 minutes) tells one chain's stall from another's. Amended (ops2): the point is the run's lag
+    in blocks, 0 caught up; a run capped at one block of a chain 3 blocks ahead is 2 blocks behind (it recorded 1)."""
     from tests.unit.payment_alarm_helpers import flushed_points  # noqa: PLC0415
 
     capfd.readouterr()
@@ -735,7 +735,8 @@ def test_given_a_run_then_it_records_whether_it_is_behind_under_its_service_and_
     monkeypatch.setenv("CRYPTO_CHAINS", json.dumps([chain | {"max_blocks_per_run": 1}]))
     crypto_settings.settings.cache_clear()
     dependencies.clear_caches()
-    assert billing.run()["caught_up"] is False
+    run = billing.run()
+    assert (run["caught_up"], run["lag"]) == (False, 2)
     assert flushed_points(capfd.readouterr().out, "CryptoWatchBehind") == [
-        ({"service": "crypto-evm-watcher", "chain": "ethereum"}, 1)
+        ({"service": "crypto-evm-watcher", "chain": "ethereum"}, 2)
     ]

@@ -837,6 +837,9 @@ def test_given_the_logs_backend_a_block_behind_then_usdc_paid_through_a_contract
         second = watcher.run()
 
     assert (first.transfers_seen, first.to_block, first.caught_up) == (0, paid_in - 1, False)
+    # D414 amended (ops2): one block short of the head read at its start (paid_in) - a lag of 1, under every
+    # chain's alarm tolerance, where it recorded "behind" (1) and alarmed when each run was so
+    assert (first.lag, second.lag) == (1, 0)
     assert (held.block_number, held.block_hash) == (paid_in - 1, chain.block_hash(paid_in - 1))
     assert second.transfers_seen == 1
     (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
@@ -863,6 +866,9 @@ def test_given_the_logs_backend_behind_the_whole_range_then_the_run_moves_nothin
 
     assert (first.transfers_seen, first.caught_up, watcher.cursors.writes) == (0, False, 1)
     assert (second.transfers_seen, second.caught_up) == (1, True)
+    # D414 amended (ops2): nothing scanned: the lag is from the block before the range (paid_in - 1) to the head
+    # (paid_in + 2), 3 blocks; caught up, 0
+    assert (first.lag, second.lag) == (3, 0)
     (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
     assert (seen.atomic_amount, seen.block_number) == (4 * USDC, paid_in)
 

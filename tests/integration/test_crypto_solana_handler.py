@@ -407,9 +407,13 @@ def test_given_a_listing_server_behind_on_every_ask_then_the_run_succeeds_behind
     assert (run["behind"], run["caught_up"]) == (True, False)
     out = capfd.readouterr().out
     assert flushed_metrics(out).get(Metric.SOLANA_LISTING_BEHIND.value) == 1
-    # D414: and the run is behind for the chain's own CryptoWatchBehind alarm
+    # D414: and the run is behind for the chain's own CryptoWatchBehind alarm - amended (ops2): by its lag, the
+    # slots from where it stopped (its cursor's slot: nothing read) to the head it read (the stand-in's slot)
+    lag = chain.standin.slot - int(run["to_block"])
+    assert lag > 1
+    assert run["lag"] == lag
     assert flushed_points(out, Metric.CRYPTO_WATCH_BEHIND.value) == [
-        ({"service": "crypto-solana", "chain": "solana"}, 1)
+        ({"service": "crypto-solana", "chain": "solana"}, lag)
     ]
 
 
@@ -422,7 +426,7 @@ def test_given_a_run_that_caught_up_then_it_records_crypto_watch_behind_zero_und
 
     capfd.readouterr()
     [run] = run_handler()["runs"]  # type: ignore[call-overload]
-    assert run["caught_up"] is True
+    assert (run["caught_up"], run["lag"]) == (True, 0)
     assert flushed_points(capfd.readouterr().out, "CryptoWatchBehind") == [
         ({"service": "crypto-solana", "chain": "solana"}, 0)
     ]

@@ -569,6 +569,7 @@ def watch(
         rpc_calls=rpc.calls - calls_before,
         rolled_back_to=rolled_back_to,
         caught_up=last >= head.number,
+        lag=max(head.number - last, 0),
         stuck=tuple(stuck),
     )
 

@@ -105,7 +105,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         count(SERVICE, Metric.CRYPTO_PAYMENTS_STUCK, len(report.stuck))
     count(SERVICE, Metric.CRYPTO_TRANSFERS_SEEN, report.transfers_seen)
     count(SERVICE, Metric.CRYPTO_REORGS, int(report.rolled_back_to is not None))
-    record_per_chain(SERVICE, Metric.CRYPTO_WATCH_BEHIND, chain.key, int(not report.caught_up))
+    record_per_chain(SERVICE, Metric.CRYPTO_WATCH_BEHIND, chain.key, report.lag)  # D414 amended (ops2)
     summary = {
         "chain": report.chain,
         "from_block": report.from_block,
@@ -117,6 +117,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "rpc_calls": report.rpc_calls,
         "rolled_back_to": report.rolled_back_to,
         "caught_up": report.caught_up,
+        "lag": report.lag,
         "quotes_expiring_announced": expiring,
         "bills_announced": announced,
     }

@@ -171,6 +171,10 @@ class RunReport:
     rpc_calls: int
     rolled_back_to: int | None = None
     caught_up: bool = True  # False: the run stopped at its work cap; the next run resumes from the cursor
+    # how far short of the head the run read was left: blocks (EVM) or slots (Solana) from its last one read to the
+    # head it read at its start, 0 when it reached it; recorded as ``CryptoWatchBehind`` per chain, whose alarm
+    # tolerates a chain's few minutes of lag (a logs backend a block behind, D386) (D414 amended (ops2))
+    lag: int = 0
     # payments whose finality step failed (``<payment id>: <error>``): left pending, the others went on (D285)
     stuck: tuple[str, ...] = ()
     # Solana: pending payments whose slot is final and whose status no backend gave, without proof they are gone

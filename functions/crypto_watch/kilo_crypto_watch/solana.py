@@ -430,6 +430,7 @@ class SolanaWatcher:
             failed=failed,
             rpc_calls=self._calls.count,
             caught_up=to_slot == head,
+            lag=max(head - to_slot, 0),
             stuck=tuple(stuck),
             unproven=unproven,
             behind=behind,

@@ -84,7 +84,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 extra={"chain": chain.key},
             )
             count(SERVICE, Metric.SOLANA_LISTING_BEHIND)
-        record_per_chain(SERVICE, Metric.CRYPTO_WATCH_BEHIND, chain.key, int(not report.caught_up))  # D414
+        record_per_chain(SERVICE, Metric.CRYPTO_WATCH_BEHIND, chain.key, report.lag)  # D414 amended (ops2)
         count(SERVICE, Metric.CRYPTO_TRANSFERS_SEEN, report.transfers_seen)
         count(SERVICE, Metric.CRYPTO_PAYMENTS_FINALIZED, report.finalized)
         count(SERVICE, Metric.CRYPTO_PAYMENTS_ORPHANED, report.orphaned)

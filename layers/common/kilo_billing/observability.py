@@ -118,8 +118,9 @@ class Metric(StrEnum):
     # crypto watchers (one service per chain kind: crypto-evm, crypto-solana)
     CRYPTO_TRANSFERS_SEEN = "CryptoTransfersSeen"  # merchant credits a watcher run handed to settlement
     CRYPTO_REORGS = "CryptoReorgs"  # an EVM run found its cursor's block gone and rolled back
-    # a run stopped short of the head (its work cap): the next one resumes. Recorded 0 or 1 for every run under its
-    # service and chain (``record_per_chain``): each chain's alarm reads the Minimum, 15 minutes of it (D414)
+    # how far a run stopped short of the head (blocks, or slots on Solana; 0: reached it): the next one resumes.
+    # Recorded for every run under its service and chain (``record_per_chain``): each chain's alarm reads the
+    # Minimum, 15 minutes of it, against that chain's tolerance (D414, amended (ops2))
     CRYPTO_WATCH_BEHIND = "CryptoWatchBehind"
     CRYPTO_PAYMENTS_FINALIZED = "CryptoPaymentsFinalized"
     CRYPTO_PAYMENTS_ORPHANED = "CryptoPaymentsOrphaned"  # a SEEN payment whose transaction left the chain
