@@ -45,8 +45,12 @@ lost too) gives its join-less participants up: nobody can list them any more - s
 counts and alarms them) before the room's mark is forgotten, so a sweep failing later has said them already (D395),
 and named in the outcome (``abandoned_joins``); never dropped silently. One whose synthetic join an earlier sweep
 stored is not given up: rating folds that join, late, and he is an open session then (``unrated_joins``, D411).
-Each give-up is claimed first (``claim_give_up``, a conditional put naming the sweep's moment): a sweep overlapping
-(a retry beside the next run) that read the same mark finds it claimed and says nothing (D412). A join stays
+Each give-up is claimed first (``claim_give_up``, a conditional put naming the sweep's moment), said, then its claim
+marked said, one participant at a time: a sweep overlapping (a retry beside the next run) that read the same mark finds
+it claimed and says nothing - once per scheduled run; a duplicate delivery of the same run may say it twice (D412). The
+mark is forgotten only once every give-up of the room is said: one a run claimed and died before saying (a timeout, a
+throttled write) is taken over and said by a later run once its claimant is ``SWEEP_RUN_LIFE_MS`` old - said at least
+once, twice if the run died between saying it and marking it said (D-SW2-1). A join stays
 within the events table's item bound (RoomService's metadata and attributes left out when too large); one DynamoDB
 refuses all the same is logged, counted and alarmed, the sweep goes on and the mark stays.
 """
@@ -330,8 +334,9 @@ def run_sweep(
 ) -> tuple[SweepOutcome, RoomAnswers, list[LiveKitEventRecord]]:
     """One sweep: ask, decide, write the closes and the rooms' listings. Returns the outcome, what RoomService said
     and the closes written (for the handler's logs). ``give_up`` is told a gone room's join-less participants (room
-    sid, participant sid) before its mark is forgotten: a later step failing leaves a retry no mark to find them by,
-    so they are said then, once (D395)."""
+    sid, participant sid), one at a time as each is claimed, before its mark is forgotten: a later step failing leaves
+    a retry no mark to find them by, so they are said then (D395); the mark is kept while a give-up is claimed and
+    not said (D-SW2-1)."""
     open_sessions = with_room_activity(store, store.open_sessions())
     joinless = find_joinless(store, now_ms, policy)
     rooms = sorted(
