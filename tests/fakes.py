@@ -25,6 +25,7 @@ from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.model import (
     Aggregate,
     AggregateKey,
+    GiveUpClaim,
     ListedParticipant,
     RoomAnswers,
     RoomListing,
@@ -130,6 +131,7 @@ class InMemoryUsageRepository:
         self.joinless: dict[str, tuple[int, int]] = {}  # rating's join-less marks: room sid -> (marked at, expires at)
         # the sweeper's claims of its give-ups: (room sid, participant sid) -> (claimed at, expires at)
         self.given_up: dict[tuple[str, str], tuple[int, int]] = {}
+        self.said_given_up: set[tuple[str, str]] = set()  # the claims marked said (D-SW2-1)
         self.accounts = accounts or InMemoryAccountDirectory()
         self.writes = 0  # items written, one per session put, usage mark, aggregate update or threshold record
         self.crash_after_transactions: int | None = None  # a commit dies after this many of its transactions
@@ -401,9 +403,21 @@ class InMemoryUsageRepository:
     def stored_joins(self, participants: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         return {(room, sid) for room, sid in participants if listed_join_id(sid) in self.events.get(room, {})}
 
-    def claim_give_up(self, room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> bool:
-        claimed = self.given_up.setdefault((room_sid, participant_sid), (at_ms, expires_at))
-        return claimed[0] == at_ms
+    def claim_give_up(
+        self, room_sid: str, participant_sid: str, at_ms: int, stale_before_ms: int, expires_at: int
+    ) -> GiveUpClaim:
+        key = (room_sid, participant_sid)
+        claimed = self.given_up.get(key)
+        if claimed is not None and key in self.said_given_up:
+            return GiveUpClaim.SAID
+        if claimed is not None and stale_before_ms <= claimed[0] != at_ms:
+            return GiveUpClaim.HELD
+        self.given_up[key] = (at_ms, expires_at)
+        return GiveUpClaim.CLAIMED
+
+    def say_give_up(self, room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> None:
+        if self.given_up.get((room_sid, participant_sid), (None, 0))[0] == at_ms:
+            self.said_given_up.add((room_sid, participant_sid))
 
     def drop_room_state(self, state: RoomState) -> bool:
         room = state.room_sid

@@ -39,7 +39,10 @@ if TYPE_CHECKING:
     from kilo_billing.publisher import PublishError
 
 # how long ``--apply`` hides each message it receives (up to --max-messages at once): one not replayed (a publish
-# failed) is received again only after it - a rerun sooner finds none of them (main's line says so, D362)
+# failed) is received again only after it - a rerun sooner finds none of them (main's line says so, D362). Not sized
+# to the replay's calls (their number grows with the batches): each may take ``call_budget().worst_case_seconds``
+# (10 s read + 1 s connect, 3 attempts and backoff: ~36 s), so past ~25 such slow calls a replay outlives it and the
+# messages not reached yet are visible again mid-replay - harmless to rating (exactly once), a limit (D413, amended)
 APPLY_VISIBILITY_SECONDS = 900
 # each AWS call's read timeout unless ``AWS_READ_TIMEOUT_SECONDS`` sets it: a stream page is up to 1,000 records (1 MB),
 # which moto serves in ~2.2 s - past the layer's 2 s default (D413); the local stack sets 60 s (MOTO_CALL_BUDGET)

@@ -28,6 +28,7 @@ from kilo_rate_usage.model import (
     Billing,
     ClosedBy,
     ContributionKey,
+    GiveUpClaim,
     ListedParticipant,
     PeriodPart,
     RoomListing,
@@ -810,13 +811,24 @@ def test_given_a_generation_a_crash_left_when_the_room_finishes_in_place_then_it
 def test_given_a_synthetic_join_stored_then_it_is_found_and_a_give_up_is_claimed_once(harness: Harness) -> None:
     """D411, D412: ``stored_joins`` names the participants whose synthetic join is in their room's events (rated or
     not: stored is enough), none of another room or participant; ``claim_give_up`` is the first sweep's - the same
-    sweep (its moment) holds it again, any other finds it claimed."""
+    sweep (its moment) holds it again, any other finds it claimed (``HELD``) - until it is said (``SAID``, not
+    even the same run claims it again) or, unsaid, its claimant's moment is before the asker's ``stale_before_ms``
+    (D-SW2-1: the run died before saying it; taken over)."""
     listed = ListedParticipant("PA_j", "jo", "STANDARD", NOW_MS - 60_000)
     assert harness.repo.stored_joins([("RM_j", "PA_j")]) == set()
     assert harness.repo.add_close(listed_join("RM_j", "room-j", listed, NOW_MS), EXPIRES) is True
     asked = [("RM_j", "PA_j"), ("RM_j", "PA_other"), ("RM_other", "PA_j")]
     assert harness.repo.stored_joins(asked) == {("RM_j", "PA_j")}
-    assert harness.repo.claim_give_up("RM_g", "PA_g", NOW_MS, EXPIRES) is True
-    assert harness.repo.claim_give_up("RM_g", "PA_g", NOW_MS, EXPIRES) is True  # the same run, retried
-    assert harness.repo.claim_give_up("RM_g", "PA_g", NOW_MS + 300_000, EXPIRES + 300) is False  # another sweep
-    assert harness.repo.claim_give_up("RM_g", "PA_h", NOW_MS + 300_000, EXPIRES + 300) is True  # another participant
+    claim = harness.repo.claim_give_up
+    later = NOW_MS + 300_000
+    assert claim("RM_g", "PA_g", NOW_MS, NOW_MS - 360_000, EXPIRES) is GiveUpClaim.CLAIMED
+    assert claim("RM_g", "PA_g", NOW_MS, NOW_MS - 360_000, EXPIRES) is GiveUpClaim.CLAIMED  # the same run, retried
+    assert claim("RM_g", "PA_g", later, later - 360_000, EXPIRES + 300) is GiveUpClaim.HELD  # its run may say it
+    assert claim("RM_g", "PA_h", later, later - 360_000, EXPIRES + 300) is GiveUpClaim.CLAIMED  # another participant
+    harness.repo.say_give_up("RM_g", "PA_h", NOW_MS, EXPIRES)  # not PA_h's claimant: nothing recorded
+    assert claim("RM_g", "PA_h", later + 1, later - 360_000, EXPIRES + 300) is GiveUpClaim.HELD
+    # the claimant of PA_g died before saying it: 361 s after its moment, a run takes it over and says it
+    assert claim("RM_g", "PA_g", NOW_MS + 361_000, NOW_MS + 1_000, EXPIRES + 361) is GiveUpClaim.CLAIMED
+    harness.repo.say_give_up("RM_g", "PA_g", NOW_MS + 361_000, EXPIRES + 361)
+    assert claim("RM_g", "PA_g", NOW_MS + 361_000, NOW_MS + 1_000, EXPIRES + 361) is GiveUpClaim.SAID  # its retry
+    assert claim("RM_g", "PA_g", NOW_MS + 900_000, NOW_MS + 540_000, EXPIRES + 900) is GiveUpClaim.SAID

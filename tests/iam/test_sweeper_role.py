@@ -193,3 +193,34 @@ def test_given_a_join_less_participant_never_listed_under_the_sweeper_s_role_the
     result, enforcement = sweep(roles, renewed_s + 300, lambda_context)
     assert (enforcement.denied, result["joined"], result["joins_abandoned"]) == ([], 0, 1)
     assert not [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]
+
+
+@pytest.mark.parametrize(
+    ("pk", "attributes", "allowed"),
+    [
+        ("JOINLESS_GIVEN_UP", {"said": {"BOOL": True}}, True),  # a said claim (D-SW2-1)
+        ("JOINLESS_ROOMS", {}, True),  # a renewed mark (D393)
+        ("JOINLESS_ROOMS", {"said": {"BOOL": True}}, False),  # `said` only on a claim
+        ("ACCOUNT#acct_sweep", {}, False),  # a mark's attributes elsewhere: an account's partition
+        ("ROOM#RM_iamsweep", {}, False),
+    ],
+)
+def test_given_a_mark_s_attributes_under_the_sweeper_s_role_then_they_are_put_only_in_the_marks_partitions(
+    stack: Stack, roles: Roles, pk: str, attributes: dict[str, Any], allowed: bool
+) -> None:
+    """D412, D-SW2-1: the grants that put a join-less mark (renewed) and a give-up's claim admit those attributes
+    only in their own partitions (``dynamodb:LeadingKeys``) - before, a put of ``pk, sk, marked_at_ms, expires_at``
+    was admitted in any partition (an account's profile, invoices, aggregates)."""
+    import boto3  # noqa: PLC0415
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    item = {"pk": {"S": pk}, "sk": {"S": "ROOM#RM_x"}, "marked_at_ms": {"N": "1"}, "expires_at": {"N": "2"}}
+    refused: list[str] = []
+    with roles.acting_as(FUNCTION) as enforcement:
+        client = boto3.client("dynamodb")
+        try:
+            client.put_item(TableName=stack.template.physical_name("UsageTable"), Item=item | attributes)
+        except ClientError as error:
+            refused.append(error.response["Error"]["Code"])
+    assert refused == ([] if allowed else ["AccessDeniedException"])
+    assert (enforcement.denied == [], ("dynamodb:PutItem", USAGE_TABLE) in enforcement.allowed) == (allowed, allowed)

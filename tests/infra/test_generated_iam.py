@@ -716,7 +716,8 @@ def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attr
     """A room's listing (D125), a swept room's mark (D219; the drop's version, D222) and a quiet room's
     version-only header (D219) with its count of events rated from (D273), whose condition names `pending`
     (D223), and a join-less room's renewed mark, conditional on its ``marked_at_ms`` (D393, D394): the
-    attributes a request names include its condition's."""
+    attributes a request names include its condition's. The renewed mark and a give-up's claim (D412; ``said``,
+    D-SW2-1) only in their own partitions."""
     puts = [
         statement
         for statement in role_statements(transformed, "SweeperFunctionRole")
@@ -726,8 +727,17 @@ def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attr
         ["pk", "sk", "answered_at_ms", "participants", "expires_at"],
         ["pk", "sk", "closed_at_ms", "expires_at", "dropped_version"],
         ["pk", "sk", "marked_at_ms", "expires_at"],
+        ["pk", "sk", "marked_at_ms", "expires_at", "said"],
         ["pk", "sk", "version", "delivered_ms", "events", "generation", "pending"],
     ]
+    partitions = {
+        tuple(s["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]): s["Condition"][
+            "ForAllValues:StringEquals"
+        ].get("dynamodb:LeadingKeys")
+        for s in puts
+    }
+    assert partitions[("pk", "sk", "marked_at_ms", "expires_at")] == ["JOINLESS_ROOMS"]
+    assert partitions[("pk", "sk", "marked_at_ms", "expires_at", "said")] == ["JOINLESS_GIVEN_UP"]
 
 
 def test_given_the_account_api_role_then_the_alerts_table_is_read_and_written_by_key_recipient_and_detail_only(

@@ -583,3 +583,42 @@ def test_given_two_sweeps_overlapping_then_a_join_less_participant_is_given_up_o
     assert (fast["joins_abandoned"], slow["joins_abandoned"]) == (1, 0)
     assert _given_up(capsys, warnings, "PA_dan") == (1, 1)
     assert not [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]
+
+
+def test_given_a_sweep_killed_after_it_said_a_give_up_then_the_give_up_was_counted_at_once(
+    livekit_server: FakeLiveKit,
+    stack: Stack,
+    lambda_context: LambdaContext,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D-SW2-1: the run at T0+600 gives Dan up (his join lost, his room gone with its room_finished) and is killed
+    right after saying him - before recording it said him (a timeout: Lambda ends the process, the handler's end never
+    comes, so nothing buffered for it is flushed). SweepJoinsAbandoned 1 and the warning were written as he was said
+    (before: the count waited for the handler's end, lost with it - a warning and no alarm). The claim, unsaid, is
+    taken over by the run at T0+1200 (600 s on, past a run's 360 s life), which says Dan again: at least once."""
+    from kilo_rate_usage import sweeper_handler  # noqa: PLC0415
+    from kilo_rate_usage.adapters import DynamoUsageRepository  # noqa: PLC0415
+
+    monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
+    room = lk.Room("RM_gone", "goneroom", account_id="acct_sweep", created_at=T0 - 1200)
+    _dan_join_less(stack, lambda_context, room)  # goneroom is not in livekit_server.rooms: "no such room"
+
+    def killed(self: DynamoUsageRepository, *args: object) -> None:
+        raise RuntimeError("Task timed out after 120.00 seconds")
+
+    warnings = _recorded_warnings(monkeypatch)
+    capsys.readouterr()
+    provider = sweeper_handler.metrics.provider
+    with monkeypatch.context() as dying:
+        dying.setattr(DynamoUsageRepository, "say_give_up", killed)
+        dying.setattr(provider, "flush_metrics", lambda *args, **kwargs: None)  # a killed process flushes nothing
+        with pytest.raises(RuntimeError, match="timed out"):
+            sweeper_handler.lambda_handler(_scheduled(T0 + 600), lambda_context)
+    provider.clear_metrics()  # what the killed process buffered dies with it
+    assert _given_up(capsys, warnings, "PA_dan") == (1, 1)
+    assert [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]  # kept: not said yet
+    again = sweeper_handler.lambda_handler(_scheduled(T0 + 1200), lambda_context)
+    # counted once more, and the warnings naming Dan (recorded over both runs) are two: said again, not lost
+    assert (again["joins_abandoned"], *_given_up(capsys, warnings, "PA_dan")) == (1, 1, 2)
+    assert not [i for i in stack.table_items("UsageTable") if i["pk"]["S"] == "JOINLESS_ROOMS"]

@@ -84,3 +84,17 @@ def test_given_the_exports_keep_running_prints_for_another_shell_then_the_replay
     for name, value in exported.items():
         monkeypatch.setenv(name, value)
     assert _clients_replayed_with(monkeypatch)["streams"].read_timeout == 60.0
+
+
+def test_the_apply_visibility_outlasts_25_calls_at_the_replay_s_worst_case_and_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D413, amended (sw2): the written limit's figures. One call at its worst, the budget's variables unset: 3 attempts
+    x (1 s connect + 10 s read) + backoff 1 s + 2 s = 36 s; 900 s of visibility / 36 s = 25 calls - a replay making
+    more such slow calls sees the messages it has not reached visible again (README, the replay runbook)."""
+    from kilo_billing_cli import replay  # noqa: PLC0415
+
+    for name in ("AWS_READ_TIMEOUT_SECONDS", "AWS_CONNECT_TIMEOUT_SECONDS", "AWS_MAX_ATTEMPTS", "MOTO_CALL_BUDGET"):
+        monkeypatch.delenv(name, raising=False)
+    worst = replay.call_budget().worst_case_seconds
+    assert (worst, replay.APPLY_VISIBILITY_SECONDS // worst) == (36, 25)

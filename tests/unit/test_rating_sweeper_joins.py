@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from kilo_billing.events import item_size
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_dev import livekit_events as lk
@@ -386,3 +388,27 @@ def test_a_synthetic_join_attributes_by_roomservice_s_fields_at_the_sweep_and_a_
     assert (synthetic.account, synthetic.start_ms) == ("acct_team_b", (T0 + 5) * 1000)
     [real] = rebuild_room([*events, lk.to_record(lk.participant_joined(room, bob))], AttributionRule())
     assert (real.account, real.start_ms) == ("acct_team_a", (T0 + 5) * 1000)
+
+
+def test_a_give_up_claimed_by_a_run_that_died_before_saying_it_is_said_by_a_later_run() -> None:
+    """D-SW2-1: the run at T0+1300 claims bob's give-up and dies before saying him (``give_up`` raises: a timeout, a
+    throttled write). The run at T0+1600 finds the claim unsaid and 300 s old - its claimant may still be running
+    (a run lives at most 120 s + 240 s of event age = 360 s): it says nothing and keeps the mark. The run at T0+1900
+    finds it 600 s old: it takes the claim over, says bob once and forgets the mark (before: the T0+1600 run found
+    the claim, said nothing and forgot the mark - bob never said)."""
+    repo = _rated(_before_finish(), (T0 + 300) * 1000)
+    run_sweep(repo, StaticRoomDirectory({ROOM_NAME: set()}), (T0 + 1000) * 1000, POLICY, EXPIRES)
+    said: list[tuple[str, str]] = []
+
+    def dies(abandoned: Any) -> None:
+        raise RuntimeError("Task timed out after 120.00 seconds")
+
+    gone = StaticRoomDirectory({ROOM_NAME: None})
+    with pytest.raises(RuntimeError, match="timed out"):
+        run_sweep(repo, gone, (T0 + 1300) * 1000, POLICY, EXPIRES, give_up=dies)
+    outcome, _, _ = run_sweep(repo, gone, (T0 + 1600) * 1000, POLICY, EXPIRES, give_up=said.extend)
+    assert (said, outcome.abandoned_joins, repo.joinless_rooms()) == ([], (), {ROOM_SID: (T0 + 300) * 1000})
+    outcome, _, _ = run_sweep(repo, gone, (T0 + 1900) * 1000, POLICY, EXPIRES, give_up=said.extend)
+    assert (said, outcome.abandoned_joins, repo.joinless_rooms()) == ([(ROOM_SID, BOB_SID)], ((ROOM_SID, BOB_SID),), {})
+    outcome, _, _ = run_sweep(repo, gone, (T0 + 2200) * 1000, POLICY, EXPIRES, give_up=said.extend)
+    assert (said, outcome.abandoned_joins) == ([(ROOM_SID, BOB_SID)], ())

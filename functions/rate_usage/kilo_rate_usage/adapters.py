@@ -50,6 +50,7 @@ from kilo_rate_usage import items
 from kilo_rate_usage.model import (
     Aggregate,
     AggregateKey,
+    GiveUpClaim,
     ListedParticipant,
     RoomAnswers,
     RoomListing,
@@ -564,14 +565,34 @@ class DynamoUsageRepository:
                 found.add((room_sid, participant_sid))
         return found
 
-    def claim_give_up(self, room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> bool:
-        return _written(  # not written: another sweep claimed it (and said it)
+    def claim_give_up(
+        self, room_sid: str, participant_sid: str, at_ms: int, stale_before_ms: int, expires_at: int
+    ) -> GiveUpClaim:
+        try:
+            with _refusals():
+                call(
+                    self._client.put_item,
+                    TableName=self._usage,
+                    Item=items.given_up_item(room_sid, participant_sid, at_ms, expires_at),
+                    ConditionExpression=(
+                        "attribute_not_exists(#k) OR (attribute_not_exists(#d) AND (#m = :m OR #m < :stale))"
+                    ),
+                    ExpressionAttributeNames={"#k": KEY, "#m": items.MARKED_AT_MS, "#d": items.SAID},
+                    ExpressionAttributeValues=to_item({":m": at_ms, ":stale": stale_before_ms}),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except ConditionFailedError as claimed:  # the stored claim says whether its run said it
+            return GiveUpClaim.SAID if claimed.item and items.SAID in claimed.item else GiveUpClaim.HELD
+        return GiveUpClaim.CLAIMED
+
+    def say_give_up(self, room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> None:
+        _written(  # not written: a later sweep took the claim over (it says it too)
             put_if,
             self._client,
             self._usage,
-            items.given_up_item(room_sid, participant_sid, at_ms, expires_at),
-            "attribute_not_exists(#k) OR #m = :m",
-            ExpressionAttributeNames={"#k": KEY, "#m": items.MARKED_AT_MS},
+            items.given_up_item(room_sid, participant_sid, at_ms, expires_at, said=True),
+            "#m = :m",
+            ExpressionAttributeNames={"#m": items.MARKED_AT_MS},
             ExpressionAttributeValues=to_item({":m": at_ms}),
         )
 

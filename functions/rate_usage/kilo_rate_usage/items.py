@@ -30,8 +30,9 @@ Usage table layout (single table):
   the mark once the state holds none or the room is gone (D375, amended);
 - give-up      ``JOINLESS_GIVEN_UP`` / ``ROOM#<room sid>#PARTICIPANT#<participant sid>`` - the sweep that gives a
   join-less participant of a gone room up claims it first: ``marked_at_ms`` (the sweep's moment; a retry of that run
-  holds it still), expiring ``JOINLESS_MARK_SECONDS`` later; an overlapping sweep finding it claimed says nothing
-  (D412);
+  holds it still), expiring ``JOINLESS_MARK_SECONDS`` later, and ``said`` once that sweep said it; an overlapping
+  sweep finding it claimed says nothing (D412), a later one finding it unsaid past ``SWEEP_RUN_LIFE_MS`` takes it over
+  and says it (D-SW2-1);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
   counters ``late#<meter>`` once the period is invoiced (``invoiced_at``), announced thresholds ``thresholds`` (SS);
 - profile      ``ACCOUNT#<account>`` / ``PROFILE`` - ``kilo_billing.account_items``.
@@ -101,6 +102,7 @@ CLOSED_AT_MS: Final = "closed_at_ms"
 DROPPED_VERSION: Final = "dropped_version"  # on a mark: the header version the sweeper's drop wrote (D222)
 JOINLESS_ROOMS: Final = "JOINLESS_ROOMS"  # the partition of rating's marks of rooms with a join-less participant
 JOINLESS_GIVEN_UP: Final = "JOINLESS_GIVEN_UP"  # the partition of the sweeper's claims of its give-ups (D412)
+SAID: Final = "said"  # a give-up's claim: its sweep said it (D-SW2-1)
 MARKED_AT_MS: Final = "marked_at_ms"
 COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
@@ -288,10 +290,12 @@ def joinless_room_item(room_sid: str, at_ms: int, expires_at: int) -> Item:
     return to_item({KEY: JOINLESS_ROOMS, SORT_KEY: room_key(room_sid), MARKED_AT_MS: at_ms, EXPIRES_AT: expires_at})
 
 
-def given_up_item(room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> Item:
-    """The claim of a join-less participant's give-up by the sweep at ``at_ms`` (D412): a mark's attributes."""
+def given_up_item(room_sid: str, participant_sid: str, at_ms: int, expires_at: int, *, said: bool = False) -> Item:
+    """The claim of a join-less participant's give-up by the sweep at ``at_ms`` (D412): a mark's attributes, and
+    ``said`` once that sweep said it (D-SW2-1)."""
     sort_key = f"{room_key(room_sid)}#PARTICIPANT#{participant_sid}"
-    return to_item({KEY: JOINLESS_GIVEN_UP, SORT_KEY: sort_key, MARKED_AT_MS: at_ms, EXPIRES_AT: expires_at})
+    values = {KEY: JOINLESS_GIVEN_UP, SORT_KEY: sort_key, MARKED_AT_MS: at_ms, EXPIRES_AT: expires_at}
+    return to_item(values | ({SAID: True} if said else {}))
 
 
 def joinless_room_from_item(item: Mapping[str, Any]) -> tuple[str, int]:

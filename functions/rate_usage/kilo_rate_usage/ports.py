@@ -18,6 +18,7 @@ from kilo_rate_usage.model import (
     Aggregate,
     AggregateKey,
     ContributionKey,
+    GiveUpClaim,
     RoomAnswers,
     RoomListing,
     SessionKey,
@@ -338,10 +339,18 @@ class SweeperStore(Protocol):
         is stored in the room's events, rated or not; strongly consistent."""
         ...
 
-    def claim_give_up(self, room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> bool:
-        """Claim the give-up of a join-less participant for the sweep at ``at_ms`` (expiring at ``expires_at``): True
-        when it is that sweep's - unclaimed, or claimed at ``at_ms`` (a retry of the same run) -, False when another
-        sweep claimed it (it said it)."""
+    def claim_give_up(
+        self, room_sid: str, participant_sid: str, at_ms: int, stale_before_ms: int, expires_at: int
+    ) -> GiveUpClaim:
+        """Claim the give-up of a join-less participant for the sweep at ``at_ms`` (expiring at ``expires_at``):
+        ``CLAIMED`` when it is that sweep's to say - unclaimed, claimed at ``at_ms`` (a retry of the same run) or
+        claimed before ``stale_before_ms`` and not said (its run died before saying it) -, ``SAID`` when another sweep
+        said it, ``HELD`` when another sweep claimed it and may still say it (D412, D-SW2-1)."""
+        ...
+
+    def say_give_up(self, room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> None:
+        """Record that the sweep at ``at_ms`` said the give-up it claimed, the claim expiring at ``expires_at``
+        (nothing written if another sweep took the claim over: that one says it too)."""
         ...
 
     def swept_rooms(self) -> dict[str, SweptRoom]:

@@ -45,8 +45,12 @@ lost too) gives its join-less participants up: nobody can list them any more - s
 counts and alarms them) before the room's mark is forgotten, so a sweep failing later has said them already (D395),
 and named in the outcome (``abandoned_joins``); never dropped silently. One whose synthetic join an earlier sweep
 stored is not given up: rating folds that join, late, and he is an open session then (``unrated_joins``, D411).
-Each give-up is claimed first (``claim_give_up``, a conditional put naming the sweep's moment): a sweep overlapping
-(a retry beside the next run) that read the same mark finds it claimed and says nothing (D412). A join stays
+Each give-up is claimed first (``claim_give_up``, a conditional put naming the sweep's moment), said, then its claim
+marked said, one participant at a time: a sweep overlapping (a retry beside the next run) that read the same mark finds
+it claimed and says nothing - once per scheduled run; a duplicate delivery of the same run may say it twice (D412). The
+mark is forgotten only once every give-up of the room is said: one a run claimed and died before saying (a timeout, a
+throttled write) is taken over and said by a later run once its claimant is ``SWEEP_RUN_LIFE_MS`` old - said at least
+once, twice if the run died between saying it and marking it said (D-SW2-1). A join stays
 within the events table's item bound (RoomService's metadata and attributes left out when too large); one DynamoDB
 refuses all the same is logged, counted and alarmed, the sweep goes on and the mark stays.
 """
@@ -64,8 +68,10 @@ from kilo_rate_usage.model import (
     JOINLESS_MARK_SECONDS,
     JOINLESS_RENEW_MS,
     LISTED,
+    SWEEP_RUN_LIFE_MS,
     SWEEPER_API_KEY,
     SWEPT,
+    GiveUpClaim,
     ListedParticipant,
     RoomAnswers,
     RoomListing,
@@ -328,8 +334,9 @@ def run_sweep(
 ) -> tuple[SweepOutcome, RoomAnswers, list[LiveKitEventRecord]]:
     """One sweep: ask, decide, write the closes and the rooms' listings. Returns the outcome, what RoomService said
     and the closes written (for the handler's logs). ``give_up`` is told a gone room's join-less participants (room
-    sid, participant sid) before its mark is forgotten: a later step failing leaves a retry no mark to find them by,
-    so they are said then, once (D395)."""
+    sid, participant sid), one at a time as each is claimed, before its mark is forgotten: a later step failing leaves
+    a retry no mark to find them by, so they are said then (D395); the mark is kept while a give-up is claimed and
+    not said (D-SW2-1)."""
     open_sessions = with_room_activity(store, store.open_sessions())
     joinless = find_joinless(store, now_ms, policy)
     rooms = sorted(
@@ -365,20 +372,10 @@ def run_sweep(
     held = tuple((room, sid) for room in sorted(gone) for sid in sorted(joinless.asking[room][1]))
     unrated = store.stored_joins(held) if held else set()
     abandoned: list[tuple[str, str]] = []
-    claim_expires = now_ms // 1000 + JOINLESS_MARK_SECONDS
     for room in sorted(joinless.forget.keys() | gone):  # last: a retry of this sweep still finds them
-        if room in gone:  # said before the forget: once forgotten, no retry finds them (D395); claimed first, so
-            # that an overlapping sweep that read the same mark says them not again (D412)
-            lost = [
-                (gone_room, sid) for gone_room, sid in held if gone_room == room and (gone_room, sid) not in unrated
-            ]
-            claimed = [
-                (gone_room, sid)
-                for gone_room, sid in lost
-                if store.claim_give_up(gone_room, sid, now_ms, claim_expires)
-            ]
-            give_up(claimed)
-            abandoned.extend(claimed)
+        lost = [pair for pair in held if pair[0] == room and pair not in unrated]
+        if room in gone and not _give_up_room(store, lost, now_ms, give_up, abandoned):
+            continue  # a give-up another run may still be saying: the mark stays, a later run looks again (D-SW2-1)
         store.forget_joinless_room(room, joinless.marks[room])
     if plan.listings:  # last: a retry of this sweep still reads the previous answers (its closes are written once)
         store.record_listings(plan.listings, marks_expire)
@@ -396,6 +393,29 @@ def run_sweep(
         unrated_joins=tuple(pair for pair in held if pair in unrated),
     )
     return outcome, answers, written
+
+
+def _give_up_room(
+    store: SweeperStore,
+    lost: Sequence[tuple[str, str]],
+    now_ms: int,
+    give_up: Callable[[Sequence[tuple[str, str]]], None],
+    abandoned: list[tuple[str, str]],
+) -> bool:
+    """Give a gone room's lost join-less participants up, one at a time: claimed (D412), said, then the claim marked
+    said - said before the room's mark is forgotten (D395), and a claim a run died holding (unsaid, its claimant past
+    ``SWEEP_RUN_LIFE_MS``) taken over and said by a later run (D-SW2-1). True when every one is said (by this run or
+    another): the mark may be forgotten."""
+    every_said = True
+    expires_at = now_ms // 1000 + JOINLESS_MARK_SECONDS
+    for pair in lost:
+        claim = store.claim_give_up(*pair, now_ms, now_ms - SWEEP_RUN_LIFE_MS, expires_at)
+        if claim is GiveUpClaim.CLAIMED:
+            give_up([pair])
+            store.say_give_up(*pair, now_ms, expires_at)
+            abandoned.append(pair)
+        every_said = every_said and claim is not GiveUpClaim.HELD
+    return every_said
 
 
 def drop_quiet_rooms(store: SweeperStore, busy: Set[str], now_ms: int, policy: SweepPolicy) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kilo_billing import observability
-from kilo_billing.observability import Metric, count
+from kilo_billing.observability import Metric, count, count_at_once
 from kilo_rate_usage import dependencies
 from kilo_rate_usage.logic import check_running_limits
 from kilo_rate_usage.model import CAPPED
@@ -32,14 +32,17 @@ def _scheduled_ms(event: object) -> int | None:
 
 def _given_up(abandoned: Sequence[tuple[str, str]]) -> None:
     """A gone room's join-less participants, said and counted as the sweep gives them up - before it forgets the
-    room's mark, so a run failing later has said them already and its retry, finding no mark, says nothing (D395)."""
+    room's mark, so a run failing later has said them already and its retry, finding no mark, says nothing (D395).
+    Counted at once, not at the handler's end: a run killed (its timeout) after it said them has counted them
+    (D-SW2-1)."""
     for room_sid, participant_sid in abandoned:
         logger.warning(
             "join-less participant given up: RoomService says the room is gone, its room_finished not rated - not "
             "billed unless room_finished arrives (then counted as SessionsJoinLost)",
             extra={"room_sid": room_sid, "participant_sid": participant_sid},
         )
-    count(SERVICE, Metric.SWEEP_JOINS_ABANDONED, len(abandoned))
+    if abandoned:
+        count_at_once(SERVICE, Metric.SWEEP_JOINS_ABANDONED, len(abandoned))
 
 
 @metrics.log_metrics

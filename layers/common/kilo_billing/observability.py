@@ -188,10 +188,9 @@ def count(service: str, name: Metric, value: int = 1) -> None:
         metrics(service).add_metric(name=name.value, unit=MetricUnit.Count, value=value)
 
 
-def record_per_chain(service: str, name: Metric, chain: str, value: int) -> None:
-    """One point of ``name`` under the dimensions service and chain, written at once and zero included (unlike
-    ``count``): an alarm reading its Minimum needs the runs that were fine too, and a per-chain dimension set of its
-    own keeps the service's other metrics - and the alarms on them - under the service alone (D414)."""
+def count_at_once(service: str, name: Metric, value: int = 1, **dimensions: str) -> None:
+    """One point of ``name`` under the dimension service (and ``dimensions``), written at once: not buffered for the
+    handler's end, which a process Lambda ends (a timeout) never reaches (D-SW2-1)."""
     with single_metric(
         name=name.value,
         unit=MetricUnit.Count,
@@ -199,7 +198,15 @@ def record_per_chain(service: str, name: Metric, chain: str, value: int) -> None
         namespace=NAMESPACE,
         default_dimensions={"service": service},
     ) as metric:
-        metric.add_dimension(name="chain", value=chain)
+        for dimension, dimension_value in dimensions.items():
+            metric.add_dimension(name=dimension, value=dimension_value)
+
+
+def record_per_chain(service: str, name: Metric, chain: str, value: int) -> None:
+    """One point of ``name`` under the dimensions service and chain, written at once and zero included (unlike
+    ``count``): an alarm reading its Minimum needs the runs that were fine too, and a per-chain dimension set of its
+    own keeps the service's other metrics - and the alarms on them - under the service alone (D414)."""
+    count_at_once(service, name, value, chain=chain)
 
 
 def correlate(service: str, **keys: str | None) -> None:
