@@ -131,7 +131,7 @@ class InMemoryUsageRepository:
         self.joinless: dict[str, tuple[int, int]] = {}  # rating's join-less marks: room sid -> (marked at, expires at)
         # the sweeper's claims of its give-ups: (room sid, participant sid) -> (claimed at, expires at)
         self.given_up: dict[tuple[str, str], tuple[int, int]] = {}
-        self.said_given_up: set[tuple[str, str]] = set()  # the claims marked said (D-SW2-1)
+        self.said_given_up: set[tuple[str, str]] = set()  # the claims marked said (D421)
         self.accounts = accounts or InMemoryAccountDirectory()
         self.writes = 0  # items written, one per session put, usage mark, aggregate update or threshold record
         self.crash_after_transactions: int | None = None  # a commit dies after this many of its transactions

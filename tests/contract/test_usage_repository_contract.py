@@ -813,7 +813,7 @@ def test_given_a_synthetic_join_stored_then_it_is_found_and_a_give_up_is_claimed
     not: stored is enough), none of another room or participant; ``claim_give_up`` is the first sweep's - the same
     sweep (its moment) holds it again, any other finds it claimed (``HELD``) - until it is said (``SAID``, not
     even the same run claims it again) or, unsaid, its claimant's moment is before the asker's ``stale_before_ms``
-    (D-SW2-1: the run died before saying it; taken over)."""
+    (D421: the run died before saying it; taken over)."""
     listed = ListedParticipant("PA_j", "jo", "STANDARD", NOW_MS - 60_000)
     assert harness.repo.stored_joins([("RM_j", "PA_j")]) == set()
     assert harness.repo.add_close(listed_join("RM_j", "room-j", listed, NOW_MS), EXPIRES) is True

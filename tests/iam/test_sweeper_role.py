@@ -198,7 +198,7 @@ def test_given_a_join_less_participant_never_listed_under_the_sweeper_s_role_the
 @pytest.mark.parametrize(
     ("pk", "attributes", "allowed"),
     [
-        ("JOINLESS_GIVEN_UP", {"said": {"BOOL": True}}, True),  # a said claim (D-SW2-1)
+        ("JOINLESS_GIVEN_UP", {"said": {"BOOL": True}}, True),  # a said claim (D421)
         ("JOINLESS_ROOMS", {}, True),  # a renewed mark (D393)
         ("JOINLESS_ROOMS", {"said": {"BOOL": True}}, False),  # `said` only on a claim
         ("ACCOUNT#acct_sweep", {}, False),  # a mark's attributes elsewhere: an account's partition
@@ -208,7 +208,7 @@ def test_given_a_join_less_participant_never_listed_under_the_sweeper_s_role_the
 def test_given_a_mark_s_attributes_under_the_sweeper_s_role_then_they_are_put_only_in_the_marks_partitions(
     stack: Stack, roles: Roles, pk: str, attributes: dict[str, Any], allowed: bool
 ) -> None:
-    """D412, D-SW2-1: the grants that put a join-less mark (renewed) and a give-up's claim admit those attributes
+    """D412, D421: the grants that put a join-less mark (renewed) and a give-up's claim admit those attributes
     only in their own partitions (``dynamodb:LeadingKeys``) - before, a put of ``pk, sk, marked_at_ms, expires_at``
     was admitted in any partition (an account's profile, invoices, aggregates)."""
     import boto3  # noqa: PLC0415

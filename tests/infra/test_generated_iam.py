@@ -717,7 +717,7 @@ def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attr
     version-only header (D219) with its count of events rated from (D273), whose condition names `pending`
     (D223), and a join-less room's renewed mark, conditional on its ``marked_at_ms`` (D393, D394): the
     attributes a request names include its condition's. The renewed mark and a give-up's claim (D412; ``said``,
-    D-SW2-1) only in their own partitions."""
+    D421) only in their own partitions."""
     puts = [
         statement
         for statement in role_statements(transformed, "SweeperFunctionRole")

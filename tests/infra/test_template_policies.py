@@ -1094,7 +1094,7 @@ def test_given_every_dead_letter_queue_then_a_second_alarm_notifies_each_new_arr
         assert name == depth[queue].removesuffix("Alarm") + "ArrivalsAlarm", queue
 
 
-# --- D-OPS2-1 / D414 amended (ops2): review of this session's alarms ---------------------------------------------
+# --- D414-D417 amended (ops2): review of this session's alarms ---------------------------------------------
 
 COGNITO_WAIT_SECONDS = 5  # Cognito waits this long for a trigger, invocation overhead and a cold start's init included
 INIT_ALLOWANCE_SECONDS = 2  # left of it for the init (Lambda's timeout excludes init) and the invocation's overhead

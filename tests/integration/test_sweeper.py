@@ -592,7 +592,7 @@ def test_given_a_sweep_killed_after_it_said_a_give_up_then_the_give_up_was_count
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-SW2-1: the run at T0+600 gives Dan up (his join lost, his room gone with its room_finished) and is killed
+    """D421: the run at T0+600 gives Dan up (his join lost, his room gone with its room_finished) and is killed
     right after saying him - before recording it said him (a timeout: Lambda ends the process, the handler's end never
     comes, so nothing buffered for it is flushed). SweepJoinsAbandoned 1 and the warning were written as he was said
     (before: the count waited for the handler's end, lost with it - a warning and no alarm). The claim, unsaid, is

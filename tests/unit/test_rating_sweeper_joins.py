@@ -391,7 +391,7 @@ def test_a_synthetic_join_attributes_by_roomservice_s_fields_at_the_sweep_and_a_
 
 
 def test_a_give_up_claimed_by_a_run_that_died_before_saying_it_is_said_by_a_later_run() -> None:
-    """D-SW2-1: the run at T0+1300 claims bob's give-up and dies before saying him (``give_up`` raises: a timeout, a
+    """D421: the run at T0+1300 claims bob's give-up and dies before saying him (``give_up`` raises: a timeout, a
     throttled write). The run at T0+1600 finds the claim unsaid and 300 s old - its claimant may still be running
     (a run lives at most 120 s + 240 s of event age = 360 s): it says nothing and keeps the mark. The run at T0+1900
     finds it 600 s old: it takes the claim over, says bob once and forgets the mark (before: the T0+1600 run found

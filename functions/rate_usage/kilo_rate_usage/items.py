@@ -32,7 +32,7 @@ Usage table layout (single table):
   join-less participant of a gone room up claims it first: ``marked_at_ms`` (the sweep's moment; a retry of that run
   holds it still), expiring ``JOINLESS_MARK_SECONDS`` later, and ``said`` once that sweep said it; an overlapping
   sweep finding it claimed says nothing (D412), a later one finding it unsaid past ``SWEEP_RUN_LIFE_MS`` takes it over
-  and says it (D-SW2-1);
+  and says it (D421);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
   counters ``late#<meter>`` once the period is invoiced (``invoiced_at``), announced thresholds ``thresholds`` (SS);
 - profile      ``ACCOUNT#<account>`` / ``PROFILE`` - ``kilo_billing.account_items``.
@@ -102,7 +102,7 @@ CLOSED_AT_MS: Final = "closed_at_ms"
 DROPPED_VERSION: Final = "dropped_version"  # on a mark: the header version the sweeper's drop wrote (D222)
 JOINLESS_ROOMS: Final = "JOINLESS_ROOMS"  # the partition of rating's marks of rooms with a join-less participant
 JOINLESS_GIVEN_UP: Final = "JOINLESS_GIVEN_UP"  # the partition of the sweeper's claims of its give-ups (D412)
-SAID: Final = "said"  # a give-up's claim: its sweep said it (D-SW2-1)
+SAID: Final = "said"  # a give-up's claim: its sweep said it (D421)
 MARKED_AT_MS: Final = "marked_at_ms"
 COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
@@ -292,7 +292,7 @@ def joinless_room_item(room_sid: str, at_ms: int, expires_at: int) -> Item:
 
 def given_up_item(room_sid: str, participant_sid: str, at_ms: int, expires_at: int, *, said: bool = False) -> Item:
     """The claim of a join-less participant's give-up by the sweep at ``at_ms`` (D412): a mark's attributes, and
-    ``said`` once that sweep said it (D-SW2-1)."""
+    ``said`` once that sweep said it (D421)."""
     sort_key = f"{room_key(room_sid)}#PARTICIPANT#{participant_sid}"
     values = {KEY: JOINLESS_GIVEN_UP, SORT_KEY: sort_key, MARKED_AT_MS: at_ms, EXPIRES_AT: expires_at}
     return to_item(values | ({SAID: True} if said else {}))

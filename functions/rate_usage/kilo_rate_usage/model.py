@@ -30,12 +30,12 @@ JOINLESS_MARK_SECONDS: Final = 7 * 86_400  # how long rating's mark of a room wi
 # the sweeper renews a mark this old whose room still holds a join-less participant: it outlives the room (D393)
 JOINLESS_RENEW_MS: Final = 86_400_000
 # the longest a sweeper run lives after its scheduled time: its timeout (120 s) after Lambda's last try of the event
-# (MaximumEventAgeInSeconds 240): a give-up claimed and not said by a run this old is said by a later one (D-SW2-1)
+# (MaximumEventAgeInSeconds 240): a give-up claimed and not said by a run this old is said by a later one (D421)
 SWEEP_RUN_LIFE_MS: Final = (120 + 240) * 1000
 
 
 class GiveUpClaim(StrEnum):
-    """What ``SweeperStore.claim_give_up`` found (D412, D-SW2-1)."""
+    """What ``SweeperStore.claim_give_up`` found (D412, D421)."""
 
     CLAIMED = "claimed"  # this run's to say: unclaimed, claimed by this run, or by one dead before saying it
     SAID = "said"  # another run said it

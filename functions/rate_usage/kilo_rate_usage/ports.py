@@ -345,7 +345,7 @@ class SweeperStore(Protocol):
         """Claim the give-up of a join-less participant for the sweep at ``at_ms`` (expiring at ``expires_at``):
         ``CLAIMED`` when it is that sweep's to say - unclaimed, claimed at ``at_ms`` (a retry of the same run) or
         claimed before ``stale_before_ms`` and not said (its run died before saying it) -, ``SAID`` when another sweep
-        said it, ``HELD`` when another sweep claimed it and may still say it (D412, D-SW2-1)."""
+        said it, ``HELD`` when another sweep claimed it and may still say it (D412, D421)."""
         ...
 
     def say_give_up(self, room_sid: str, participant_sid: str, at_ms: int, expires_at: int) -> None:

@@ -50,7 +50,7 @@ marked said, one participant at a time: a sweep overlapping (a retry beside the 
 it claimed and says nothing - once per scheduled run; a duplicate delivery of the same run may say it twice (D412). The
 mark is forgotten only once every give-up of the room is said: one a run claimed and died before saying (a timeout, a
 throttled write) is taken over and said by a later run once its claimant is ``SWEEP_RUN_LIFE_MS`` old - said at least
-once, twice if the run died between saying it and marking it said (D-SW2-1). A join stays
+once, twice if the run died between saying it and marking it said (D421). A join stays
 within the events table's item bound (RoomService's metadata and attributes left out when too large); one DynamoDB
 refuses all the same is logged, counted and alarmed, the sweep goes on and the mark stays.
 """
@@ -336,7 +336,7 @@ def run_sweep(
     and the closes written (for the handler's logs). ``give_up`` is told a gone room's join-less participants (room
     sid, participant sid), one at a time as each is claimed, before its mark is forgotten: a later step failing leaves
     a retry no mark to find them by, so they are said then (D395); the mark is kept while a give-up is claimed and
-    not said (D-SW2-1)."""
+    not said (D421)."""
     open_sessions = with_room_activity(store, store.open_sessions())
     joinless = find_joinless(store, now_ms, policy)
     rooms = sorted(
@@ -375,7 +375,7 @@ def run_sweep(
     for room in sorted(joinless.forget.keys() | gone):  # last: a retry of this sweep still finds them
         lost = [pair for pair in held if pair[0] == room and pair not in unrated]
         if room in gone and not _give_up_room(store, lost, now_ms, give_up, abandoned):
-            continue  # a give-up another run may still be saying: the mark stays, a later run looks again (D-SW2-1)
+            continue  # a give-up another run may still be saying: the mark stays, a later run looks again (D421)
         store.forget_joinless_room(room, joinless.marks[room])
     if plan.listings:  # last: a retry of this sweep still reads the previous answers (its closes are written once)
         store.record_listings(plan.listings, marks_expire)
@@ -404,7 +404,7 @@ def _give_up_room(
 ) -> bool:
     """Give a gone room's lost join-less participants up, one at a time: claimed (D412), said, then the claim marked
     said - said before the room's mark is forgotten (D395), and a claim a run died holding (unsaid, its claimant past
-    ``SWEEP_RUN_LIFE_MS``) taken over and said by a later run (D-SW2-1). True when every one is said (by this run or
+    ``SWEEP_RUN_LIFE_MS``) taken over and said by a later run (D421). True when every one is said (by this run or
     another): the mark may be forgotten."""
     every_said = True
     expires_at = now_ms // 1000 + JOINLESS_MARK_SECONDS

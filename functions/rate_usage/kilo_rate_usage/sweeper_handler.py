@@ -34,7 +34,7 @@ def _given_up(abandoned: Sequence[tuple[str, str]]) -> None:
     """A gone room's join-less participants, said and counted as the sweep gives them up - before it forgets the
     room's mark, so a run failing later has said them already and its retry, finding no mark, says nothing (D395).
     Counted at once, not at the handler's end: a run killed (its timeout) after it said them has counted them
-    (D-SW2-1)."""
+    (D421)."""
     for room_sid, participant_sid in abandoned:
         logger.warning(
             "join-less participant given up: RoomService says the room is gone, its room_finished not rated - not "

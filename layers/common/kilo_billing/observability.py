@@ -190,7 +190,7 @@ def count(service: str, name: Metric, value: int = 1) -> None:
 
 def count_at_once(service: str, name: Metric, value: int = 1, **dimensions: str) -> None:
     """One point of ``name`` under the dimension service (and ``dimensions``), written at once: not buffered for the
-    handler's end, which a process Lambda ends (a timeout) never reaches (D-SW2-1)."""
+    handler's end, which a process Lambda ends (a timeout) never reaches (D421)."""
     with single_metric(
         name=name.value,
         unit=MetricUnit.Count,
