@@ -794,7 +794,9 @@ class Settlement:
         status = PaymentStatus.SEEN if transfer.succeeded else PaymentStatus.FAILED
         moved = replace(existing, transfer=moved_transfer, status=status)
         bill = self._store.bill(existing.invoice_id) if existing.invoice_id else None
-        stalled = bill is not None and any(line.payment_id == existing.payment_id and line.stalled for line in bill.payments)
+        stalled = bill is not None and any(
+            line.payment_id == existing.payment_id and line.stalled for line in bill.payments
+        )
         if bill is None or (status is existing.status and not stalled):
             self._store.save(SettlementChange(moved, payment_expected=existing.status))
             return moved
