@@ -32,7 +32,7 @@ from kilo_crypto_watch.model import (
     QuoteStatus,
 )
 from kilo_crypto_watch.ports import AlreadyExistsError, ChainBlock, ConflictError, SettlementChange
-from kilo_crypto_watch.quotes import QuotePolicy
+from kilo_crypto_watch.quotes import QuotePolicy, quotable_usd
 from kilo_crypto_watch.settlement import (
     AlreadyClaimedError,
     ClaimRefusedError,
@@ -332,21 +332,36 @@ def test_given_a_stuck_payment_the_bill_needs_beyond_its_band_then_the_customer_
     OPEN, PARTIAL, a new quote asks 100.00 - 60.00 = 40.00, nothing written off, nothing told. The customer pays the
     rest (40.00 USDC, final): PAID, 60.00 + 40.00 = 100.00 settled, 0.00 off, 0.00 credit, told once. The stuck
     40.00 finalizes after all: a paid bill's later final payment is credit, 40.00, OVERPAID (never lost, never
-    counted twice). Before: PROCESSING, 0.00 asked, for as long as the payment was stuck."""
+    counted twice). Before: PROCESSING, 0.00 asked, for as long as the payment was stuck. The customer asks for a
+    quote as the API does (``logic.create_quote``): a new USDC quote of 40.00 (40,000,000 units at $1.00), which the
+    rest pays."""
     h = _short_beyond_band_stuck(stack)
 
     short = h.store.bill("inv-1")
     assert short is not None
-    assert (short.status, short.written_off_usd, remaining_usd(short)) == (
-        BillStatus.OPEN,
-        Decimal("0.00"),
-        Decimal("40.00"),
-    )
+    assert (short.status, short.written_off_usd) == (BillStatus.OPEN, Decimal("0.00"))
     assert BillFlag.PARTIAL in short.flags
     assert h.events(SETTLED) == []
+    assert quotable_usd(short) == Decimal("40.00")  # what a new quote asks: 100.00 - 60.00
+    h.rates.prices["USDC"] = Decimal("1")
+    ports = logic.ApiPorts(
+        h.store,
+        h.settlement,
+        h.rates,
+        CHAINS,
+        lambda chain: None,  # type: ignore[arg-type,return-value]
+        QuotePolicy(),
+        SignInPolicy("x", "y"),
+        new_id=lambda: "q-rest",
+    )
+    rest = logic.create_quote(ports, "acct-1", "inv-1", "ethereum", "USDC", h.clock.now)
+    assert (rest.quote_id, rest.amount_usd, rest.atomic_amount) == ("q-rest", Decimal("40.00"), 40_000_000)
 
-    h.settlement.record_seen(transfer("0xc3", "USDC", 40_000_000, T0 + timedelta(minutes=5)))
+    h.clock.now = T0 + timedelta(minutes=6)
+    h.settlement.record_seen(transfer("0xc3", "USDC", rest.atomic_amount, h.clock.now))
     h.settlement.finalized("ethereum:0xc3:0")
+    assert h.store.payment("ethereum:0xc3:0").quote_id == "q-rest"  # type: ignore[union-attr]
+    assert quote_statuses(h)["q-rest"] is QuoteStatus.COMPLETED
 
     paid = h.store.bill("inv-1")
     assert paid is not None
@@ -371,6 +386,49 @@ def test_given_a_stuck_payment_the_bill_needs_beyond_its_band_then_the_customer_
     )
     assert BillFlag.OVERPAID in final.flags
     assert [e["credit_usd"] for e in h.events("CryptoCreditAdded.v1")] == ["40.00"]
+
+
+def test_given_a_stuck_payment_then_the_history_shows_it_stuck_beside_an_open_bill(stack: Stack) -> None:
+    """D419, amended (cw2): 60.00 final, 40.00 stuck, the bill OPEN asking 40.00. The customer's history shows the
+    stuck payment as stuck (``stalled``) and the final one as not; each shows its own USD (the bill counts only the
+    60.00 toward what it asks). Before: no ``stalled`` - 60.00 + 40.00 SEEN beside a bill asking 40.00, no sign why."""
+    h = _short_beyond_band_stuck(stack)
+
+    history = account_history(*h.store.account_history("acct-1"), CHAINS, h.clock.now)
+
+    shown = {p["payment_id"]: (p["status"], p["amount_usd"], p["stalled"]) for p in history["payments"]}
+    assert shown == {
+        "ethereum:0xc1:0": ("FINALIZED", "60.00", False),
+        "ethereum:0xc2:0": ("SEEN", "40.00", True),
+    }
+    [open_bill] = history["bills"]
+    assert (open_bill["status"], open_bill["flags"]) == ("OPEN", ["MULTIPLE", "PARTIAL"])
+
+
+def test_given_a_stuck_payment_seen_again_in_another_block_then_it_holds_its_bill_again(stack: Stack) -> None:
+    """D419, amended (cw2): 60.00 final, 40.00 stuck (OPEN, 40.00 asked); the watcher sees the stuck transaction
+    mined in another block (200, ``0xnew``): the block named stuck is gone, the payment is on its way again and
+    covers the bill as any SEEN payment - PROCESSING, 0.00 asked, no PARTIAL; named stuck there later, it is released
+    again. Before: the line kept ``stalled`` from the old block - OPEN asking 40.00 for money on its way (a second
+    payment, then credit)."""
+    h = _short_beyond_band_stuck(stack)
+    moved = replace(
+        transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)), block_number=200, block_hash="0xnew"
+    )
+
+    h.settlement.record_seen(moved)
+
+    again = h.store.bill("inv-1")
+    assert again is not None
+    assert (again.status, remaining_usd(again)) == (BillStatus.PROCESSING, Decimal("0.00"))
+    assert BillFlag.PARTIAL not in again.flags
+    assert [line.stalled for line in again.payments if line.payment_id == "ethereum:0xc2:0"] == [False]
+
+    h.settlement.stalled("ethereum:0xc2:0", "0xnew")
+
+    released = h.store.bill("inv-1")
+    assert released is not None
+    assert (released.status, remaining_usd(released)) == (BillStatus.OPEN, Decimal("40.00"))
 
 
 def test_given_a_short_bill_whose_stuck_payment_finalizes_before_the_rest_is_paid_then_paid_in_full(

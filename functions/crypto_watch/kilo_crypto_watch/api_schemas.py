@@ -124,6 +124,7 @@ class CryptoPaymentOut(_Out):
     late: bool
     manual_review: bool
     refund_owed: bool
+    stalled: bool  # SEEN, named stuck by its watcher: it no longer covers its bill (D398, D419)
     matched_by: str | None
     tx_id: str
     tx_url: str | None

@@ -794,6 +794,7 @@ def _relocated(
                 stuck,
                 verdict and f"{held[tx_hash]}: {verdict}: waiting{blocking(held[tx_hash])}",
                 finalized,
+                suspect[0].block_number if suspect else 0,  # its receipt's block: the wait runs from there (D418)
             )
     failed = record_alone(stuck, sink, groups)
     failed_txs = {tx_hash for tx_hash, key in held.items() if key in failed}

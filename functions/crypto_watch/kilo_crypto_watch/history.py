@@ -10,7 +10,7 @@ from typing import Any
 
 from kilo_billing.money import decimal_str, money_str, optional_money_str
 from kilo_crypto_watch.model import Bill, ChainConfig, Payment, Quote, QuoteStatus
-from kilo_crypto_watch.settlement import asset_amount, counts, explorer_url, quote_status, shown_usd
+from kilo_crypto_watch.settlement import asset_amount, explorer_url, holds, quote_status, shown_usd
 
 
 def _bill(bill: Bill) -> dict[str, Any]:
@@ -60,7 +60,9 @@ def quote_view(quote: Quote, status: QuoteStatus) -> dict[str, Any]:
     }
 
 
-def _payment(payment: Payment, chains: Mapping[str, ChainConfig], shown: Mapping[str, Decimal]) -> dict[str, Any]:
+def _payment(
+    payment: Payment, chains: Mapping[str, ChainConfig], shown: Mapping[str, Decimal], stalled: frozenset[str]
+) -> dict[str, Any]:
     transfer = payment.transfer
     usd = shown.get(payment.payment_id, payment.usd)
     return {
@@ -76,6 +78,7 @@ def _payment(payment: Payment, chains: Mapping[str, ChainConfig], shown: Mapping
         "late": payment.late,
         "manual_review": payment.review,
         "refund_owed": payment.refund_owed,
+        "stalled": payment.payment_id in stalled,
         "matched_by": payment.matched_by,
         "tx_id": transfer.tx_id,
         "tx_url": explorer_url(chains.get(transfer.chain), transfer.tx_id),
@@ -95,15 +98,17 @@ def account_history(
     """Newest first. A payment moved to another id (its transaction re-mined at another log index, D155) is shown
     once, where it is now: the id it moved to (its current state) - the old id, kept ORPHANED and pointing at it,
     is not a payment of its own. The payments a bill counts show its counted sum split among them (``shown_usd``):
-    they add up to it to the cent; the others show their own USD."""
+    they add up to it to the cent; the others show their own USD. A SEEN payment its watcher named stuck (``stalled``,
+    shown) is not part of that sum: the bill asks the rest without it (D419, amended (cw2))."""
     by_invoice = {bill.invoice_id: bill for bill in bills}
     listed = [payment for payment in payments if payment.moved_to is None]
     # a bill's counted payments show its counted sum split among them, to the cent (D217)
     usd: dict[str, Decimal] = {}
     for bill in bills:
-        usd.update(shown_usd((line.payment_id, line.usd) for line in bill.payments if counts(line)))
+        usd.update(shown_usd((line.payment_id, line.usd) for line in bill.payments if holds(line)))
+    stalled = frozenset(line.payment_id for bill in bills for line in bill.payments if line.stalled)
     return {
         "bills": [_bill(b) for b in sorted(bills, key=lambda b: b.issued_at, reverse=True)],
         "quotes": [_quote(q, by_invoice, now) for q in sorted(quotes, key=lambda q: q.created_at, reverse=True)],
-        "payments": [_payment(p, chains, usd) for p in sorted(listed, key=lambda p: p.seen_at, reverse=True)],
+        "payments": [_payment(p, chains, usd, stalled) for p in sorted(listed, key=lambda p: p.seen_at, reverse=True)],
     }

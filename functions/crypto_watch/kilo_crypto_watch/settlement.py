@@ -233,7 +233,8 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     - short of it (a write-off) only once no counted payment is still SEEN, which would pay the shortfall (D387),
     but for one its watcher named stuck (``stalled``: it no longer holds the write-off, D398);
     PROCESSING when the seen and finalized ones do, stuck ones left out (D419: a bill short beyond its band asks
-    the customer for the rest rather than wait on a stuck payment); else OPEN (PARTIAL when something was paid).
+    the customer for the rest rather than wait on a stuck payment); else OPEN (PARTIAL when any payment counts - a
+    stuck one too, sent but not proven: a bill whose only payment is stuck is OPEN, PARTIAL, asking its whole total).
     Failed, orphaned and under-review payments do not count. So the result does not depend on which payment
     finalizes first, and no money is both written off and credited."""
     kept = bill.flags & {BillFlag.PAST_DUE, BillFlag.MARKED}
@@ -780,7 +781,9 @@ class Settlement:
         """A SEEN payment observed in another block (its block reorged away, its transaction re-included), or a FAILED
         one not final failed again in another block: the block it is in now is stored, so that finality checks that
         block (D87); one conditional write on its status.
-        Reverted in its new block: FAILED, and its bill stops counting it. Its valuation stays as first seen."""
+        Reverted in its new block: FAILED, and its bill stops counting it. Its valuation stays as first seen. Named
+        stuck at its old block (``stalled``), its line is rebuilt too: it is on its way again and holds its bill
+        until named stuck in the new block (D419, amended (cw2)) - else an OPEN bill asks for money on its way."""
         moved_transfer = replace(
             existing.transfer,
             block_number=transfer.block_number,
@@ -790,8 +793,11 @@ class Settlement:
         )
         status = PaymentStatus.SEEN if transfer.succeeded else PaymentStatus.FAILED
         moved = replace(existing, transfer=moved_transfer, status=status)
-        bill = self._store.bill(existing.invoice_id) if existing.invoice_id and status is not existing.status else None
-        if bill is None:
+        bill = self._store.bill(existing.invoice_id) if existing.invoice_id else None
+        stalled = bill is not None and any(
+            line.payment_id == existing.payment_id and line.stalled for line in bill.payments
+        )
+        if bill is None or (status is existing.status and not stalled):
             self._store.save(SettlementChange(moved, payment_expected=existing.status))
             return moved
         new_bill, changed = self._bill_after(bill, moved, self._store.quotes(bill.invoice_id))

@@ -36,8 +36,8 @@ Each run (scheduled every minute, idempotent):
    skipped: the first finalized block after it (``getBlocks``) has a ``parentSlot`` before it. Empty answers alone
    come from a backend behind as well: unproven, the payment stays pending (``RunReport.unproven``), named
    ``stuck`` once the finalized slot is ``UNPROVEN_ALARM_SLOTS`` (750, ~5 minutes) past its slot, and reported
-   ``PaymentSink.stalled`` (it stops holding its bill: its write-off, D398, and the rest asked of a bill short beyond
-   its band, D419); a listed
+   ``PaymentSink.stalled`` once it is ``STALL_SLOTS`` (1,920, ~768 s as on EVM chains, D418) past it (it stops
+   holding its bill: its write-off, D398, and the rest asked of a bill short beyond its band, D419); a listed
    signature not served is skipped as vanished on the same proof only (D91). A payment recorded FAILED stays pending
    until its failure is finalized (then final); a status without the error means it landed again and succeeded:
    ``getTransaction`` and its credits are reported again.
@@ -92,6 +92,11 @@ STATUS_BATCH = 256  # getSignatureStatuses's maximum
 # a payment whose slot is final, unknown to getSignatureStatuses and not proven gone by a finalized block, is named
 # ``stuck`` (alarmed) once the finalized slot is this far past its slot: 750 slots, about 5 minutes at 400 ms a slot
 UNPROVEN_ALARM_SLOTS = 750
+# such a payment is reported ``PaymentSink.stalled`` (it stops holding its bill, D398 and D419) only once the finalized
+# slot is this far past its slot: 768 s, the EVM watcher's wait (D418), at 400 ms a slot - ceil(768 / 0.4) = 1,920.
+# A slot is a unit of time on Solana (the leader schedule's, ticks of proof of history; a skipped slot passes all the
+# same), not a block count: slots run ~400 ms or slower, so 1,920 slots are at least ~768 s (D418, amended (cw2))
+STALL_SLOTS = 1920
 # a listing page refused by a server behind the run's head (-32016) is asked this many times in all, ``behind_pause``
 # apart (a slot is ~400 ms: a server a slot behind has reached the head by the next ask), before the run gives up
 BEHIND_ASKS = 3
@@ -554,7 +559,9 @@ class SolanaWatcher:
                     unproven += 1  # kept pending, asked again next run; named stuck once it has waited long enough
                     if finalized_slot - payment.block_number >= UNPROVEN_ALARM_SLOTS:
                         stuck.append(_unproven(pid, payment.block_number, finalized_slot))
-                        # it no longer holds its bill's write-off (D398); still pending, finalized if it shows up
+                    if finalized_slot - payment.block_number >= STALL_SLOTS:
+                        # it no longer holds its bill (D398, D419): a write-off falls, or an OPEN bill asks the rest
+                        # again (a double payment becomes credit); still pending, finalized if it shows up
                         settle_alone(stuck, pid, partial(self.sink.stalled, pid, payment.block_hash))
         return finalized, orphaned, unproven
 
