@@ -315,3 +315,135 @@ def test_given_a_marked_address_then_the_operator_clears_its_mark_by_the_cli_and
     assert "the address's mark cleared" in capsys.readouterr().out
     assert main(["alerts", "clear-mark", "acct_1", "Recipient@Example.com", "--alerts-table", table]) == 0
     assert "the address has no mark" in capsys.readouterr().out
+
+
+def _failed_payment(alerts_stack: AlertsStack, chosen: tuple[str, ...] = ("email",)) -> None:
+    """acct_p (verified number) and its failed payment on the alerts queue: the required alert of D408's story."""
+    directory = DynamoAccountDirectory(
+        alerts_stack.stack.clients["dynamodb"], alerts_stack.stack.template.physical_name("UsageTable")
+    )
+    directory.register(
+        AccountProfile(
+            "acct_p", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), name="Ada",
+            email="recipient@example.com", phone="+14155550123", phone_verified=True,
+            alert_preferences=(("payment_failed", chosen),),
+        )
+    )  # fmt: skip
+    event = PaymentFailedV1(
+        event_id="payment-failed:evt_acct_p", account_id="acct_p", invoice_id="in_9", total="29",
+        reason="payment_failed", hosted_url="", occurred_at="2026-11-03T09:00:00+00:00",
+    )  # fmt: skip
+    bus = alerts_stack.stack.template.physical_name("BillingEventBus")
+    EventBridgePublisher(boto3.client("events"), bus, SOURCE_INVOICING).publish(event.DETAIL_TYPE, event.model_dump())
+
+
+def _payment_report(message_id: str) -> str:
+    report = report_of("bounce_permanent.json", message_id, DELIVERY_PAYMENT)
+    return report.replace('"kilo-account": ["YWNjdF8x"]', '"kilo-account": ["YWNjdF9w"]')  # acct_p, by hand
+
+
+def test_given_a_bounce_landing_while_the_sms_is_still_a_claim_then_the_report_is_retried_and_one_sms_goes(
+    alerts_stack: AlertsStack, bounces: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-AL2-1 (race): SES's bounce is handled between the email's record (``sent``, the event kept) and the SMS's
+    "not chosen" decision (its record still a claim). The report fails (SQS redelivers it) and sends nothing back;
+    redelivered once the SMS is decided, it reopens the SMS and sends the event back: one SMS goes."""
+    from kilo_alerts.adapters import DynamoDeliveryLedger  # noqa: PLC0415
+    from kilo_alerts.bounce_handler import lambda_handler as bounce_handler  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    _failed_payment(alerts_stack)
+    answers: list[dict[str, Any]] = []
+    original = DynamoDeliveryLedger.record
+
+    def record_then_bounce(self: DynamoDeliveryLedger, delivery: Any) -> None:
+        original(self, delivery)
+        if delivery.channel is Channel.EMAIL and delivery.outcome is Outcome.SENT:
+            [mail] = alerts_stack.sent_mail()
+            sms = records(alerts_stack, "acct_p")["sms"]
+            assert sms["status"] == "pending"  # the race: the SMS not decided yet
+            answers.append(bounce_handler({"Records": [record(_payment_report(mail.id), "m-1")]}, LambdaContext()))
+
+    monkeypatch.setattr(DynamoDeliveryLedger, "record", record_then_bounce)
+    assert lambda_handler(alerts_stack.sqs_event(), LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    monkeypatch.setattr(DynamoDeliveryLedger, "record", original)
+    assert answers == [{"batchItemFailures": [{"itemIdentifier": "m-1"}]}]
+    assert alerts_stack.sqs_event()["Records"] == []  # nothing sent back while the SMS was a claim
+
+    [mail] = alerts_stack.sent_mail()
+    assert bounce_handler({"Records": [record(_payment_report(mail.id), "m-2")]}, LambdaContext()) == {
+        "batchItemFailures": []
+    }
+    again = alerts_stack.sqs_event()
+    assert len(again["Records"]) == 1
+    assert lambda_handler(again, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert [phone for phone, *_ in alerts_stack.sent_sms()] == ["+14155550123"]
+    assert records(alerts_stack, "acct_p")["sms"]["status"] == "sent"
+
+
+def test_given_a_required_alerts_email_bouncing_when_its_sms_went_already_then_the_event_is_not_sent_back(
+    alerts_stack: AlertsStack, bounces: Stack
+) -> None:
+    """D-AL2-1: the account chose email and SMS for its failed payment: both went. The email's bounce makes its
+    record undeliverable; no SMS is owed, so the event is not handled again (the email record keeps no event)."""
+    from kilo_alerts.bounce_handler import lambda_handler as bounce_handler  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    _failed_payment(alerts_stack, ("email", "sms"))
+    assert lambda_handler(alerts_stack.sqs_event(), LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    [mail] = alerts_stack.sent_mail()
+    assert len(alerts_stack.sent_sms()) == 1
+
+    assert bounce_handler({"Records": [record(_payment_report(mail.id), "m-1")]}, LambdaContext()) == {
+        "batchItemFailures": []
+    }
+    assert alerts_stack.sqs_event()["Records"] == []
+    after = records(alerts_stack, "acct_p")
+    assert (after["email"]["status"], after["email"]["reason"]) == ("undeliverable", "bounced")
+    assert "replay" not in after["email"]
+    assert len(alerts_stack.sent_sms()) == 1
+
+
+def test_given_the_send_to_the_alerts_queue_failing_once_then_the_redelivered_report_sends_the_event_and_one_sms_goes(
+    alerts_stack: AlertsStack, bounces: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D408's redelivery path: the record is made undeliverable and the SMS reopened, then the send to the alerts
+    queue fails; the report fails and comes back. Redelivered, it finds the bounced record with its event still kept
+    (the update's ``reason = bounced AND attribute_exists(replay)`` branch) and the SMS reopened: the event goes back
+    once, and one SMS goes."""
+    from kilo_alerts import dependencies  # noqa: PLC0415
+    from kilo_alerts.bounce_handler import lambda_handler as bounce_handler  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    _failed_payment(alerts_stack)
+    assert lambda_handler(alerts_stack.sqs_event(), LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    [mail] = alerts_stack.sent_mail()
+
+    real = dependencies.bounce_replay
+    failures = ["SQS unavailable"]
+
+    def flaky() -> Any:
+        send = real()
+
+        def replay(body: str) -> None:
+            if failures:
+                raise RuntimeError(failures.pop())
+            send(body)
+
+        return replay
+
+    monkeypatch.setattr(dependencies, "bounce_replay", flaky)
+    report = _payment_report(mail.id)
+    assert bounce_handler({"Records": [record(report, "m-1")]}, LambdaContext()) == {
+        "batchItemFailures": [{"itemIdentifier": "m-1"}]
+    }
+    assert alerts_stack.sqs_event()["Records"] == []
+    kept = records(alerts_stack, "acct_p")
+    assert (kept["email"]["status"], "replay" in kept["email"]) == ("undeliverable", True)
+
+    assert bounce_handler({"Records": [record(report, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    again = alerts_stack.sqs_event()
+    assert len(again["Records"]) == 1, "the redelivered report did not send the event back"
+    assert lambda_handler(again, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert [phone for phone, *_ in alerts_stack.sent_sms()] == ["+14155550123"]
+    assert "replay" not in records(alerts_stack, "acct_p")["email"]

@@ -32,10 +32,23 @@ TOPIC_VALIDATED: Final = "Successfully validated SNS topic for Amazon SES event 
 BOUNCE: Final = "bounce"
 COMPLAINT: Final = "complaint"
 NOT_SPAM: Final = "not-spam"  # a complaint's feedback type saying the mail is not spam (RFC 5965): marks nothing
+# what a bounce may send back to the alerts queue: the events of the required alerts (D180) - never an enforcement
+# step or another event the queue's other senders put there (D366; D-AL2-1); ``kilo_billing.contracts``' detail
+# types, written out here so the bounce handler's cold start does not load the contracts (pinned by a test)
+REPLAYABLE: Final = frozenset({"PaymentFailed.v1", "UsageThresholdCrossed.v1"})
 
 
 class BounceRecordError(ValueError):
     """Not an SES event record, or one with no account tag of ours: nothing to mark (the handler says so)."""
+
+
+class SmsUndecidedError(Exception):
+    """The bounced required alert's SMS is still a claim (its delivery has not decided it yet): the report is
+    retried later (SQS redelivers it), when the SMS is decided - reopened then if skipped as not chosen (D-AL2-1)."""
+
+
+class ReplayRefusedError(ValueError):
+    """The event kept on the bounced email's record is not a required alert's (``REPLAYABLE``): not sent back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +205,9 @@ class EmailMarks(Protocol):
         ...
 
     def reopen_sms(self, account_id: str, delivery: str) -> bool:
-        """The alert's SMS record, when skipped as not chosen, deleted: the event's redelivery claims it again."""
+        """The alert's SMS record, when skipped as not chosen, reopened (``retry``: the event's redelivery claims it
+        again): True, also when reopened before and not claimed since; False when no SMS is owed (sent, decided
+        otherwise, no record). ``SmsUndecidedError`` while it is still a claim (D-AL2-1)."""
         ...
 
     def replayed(self, account_id: str, delivery: str) -> None:
@@ -225,7 +240,21 @@ def _bounced(found: Undeliverable, marks: EmailMarks, replay: Callable[[str], No
         return False
     event = marks.bounce_delivery(found.account_id, found.delivery, found.message_id, f"{found.why}: {found.detail}")
     if event:  # in this order, each step again at a redelivered report until the last is done
-        marks.reopen_sms(found.account_id, found.delivery)
-        replay(event)
+        _replayable(event)
+        # an SMS still claimed raises (the report comes back later); the event goes back only for an SMS reopened:
+        # no SMS owed (sent, decided otherwise), nothing of the event runs again (D-AL2-1)
+        if marks.reopen_sms(found.account_id, found.delivery):
+            replay(event)
         marks.replayed(found.account_id, found.delivery)
     return event is not None
+
+
+def _replayable(event: str) -> None:
+    """``ReplayRefusedError`` unless ``event`` is a required alert's event (``REPLAYABLE``) as the queue carries it."""
+    try:
+        found = json.loads(event)
+    except ValueError as exc:
+        raise ReplayRefusedError(f"the bounced email's kept event is not JSON: {exc}") from exc
+    kind = found.get("detail-type") if isinstance(found, dict) else None
+    if kind not in REPLAYABLE or not isinstance(found.get("detail"), dict):
+        raise ReplayRefusedError(f"the bounced email's kept event is not a required alert's ({kind!r}): not sent back")

@@ -174,6 +174,8 @@ def deliver_alert(
     sms_waiting: Delivery | None = None
     for channel in (Channel.SMS, Channel.EMAIL):
         pending = Delivery.pending(alert, channel, now_ms)
+        if sms_waiting is None:  # the event is kept for a bounce only when an SMS waits on the email (D-AL2-1)
+            pending = replace(pending, replay="")
         sms = decided_by.get(Channel.SMS)
         if (
             channel is Channel.EMAIL
