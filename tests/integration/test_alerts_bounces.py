@@ -297,12 +297,29 @@ def test_given_a_required_alerts_first_email_bounces_then_its_event_comes_back_a
 
 
 def test_given_a_marked_address_then_the_operator_clears_its_mark_by_the_cli_and_a_second_clear_finds_none(
-    bounces: Stack, capsys: pytest.CaptureFixture[str]
+    bounces: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """D409: ``kilo-billing alerts clear-mark ACCOUNT ADDRESS`` deletes the mark the bounce handler wrote (the
-    address as the account spells it, capitals and all: the key is the pseudonym of it casefolded, ``REF`` by hand)."""
+    address as the account spells it, capitals and all: the key is the pseudonym of it casefolded, ``REF`` by hand),
+    and takes the address off SES's account-level suppression list (D-AL2-2: ``DeleteSuppressedDestination``; moto
+    does not implement it, so SES v2 is botocore's Stubber, validating the request against the service model: removed
+    the first time, ``NotFoundException`` the second)."""
+    from botocore.stub import Stubber  # noqa: PLC0415
+
     from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+    from kilo_billing import aws  # noqa: PLC0415
     from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    ses = boto3.client("sesv2", region_name="us-east-1")
+    stubber = Stubber(ses)
+    stubber.add_response("delete_suppressed_destination", {}, {"EmailAddress": "Recipient@Example.com"})
+    stubber.add_client_error(
+        "delete_suppressed_destination", "NotFoundException", http_status_code=404,
+        expected_params={"EmailAddress": "Recipient@Example.com"},
+    )  # fmt: skip
+    stubber.activate()
+    made = aws.client
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: ses if service == "sesv2" else made(service, *a, **k))
 
     body = (FIXTURES / "bounce_permanent.json").read_text()
     assert lambda_handler({"Records": [record(body, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
@@ -312,9 +329,14 @@ def test_given_a_marked_address_then_the_operator_clears_its_mark_by_the_cli_and
 
     assert main(["alerts", "clear-mark", "acct_1", "Recipient@Example.com", "--alerts-table", table]) == 0
     assert mark(bounces) is None
-    assert "the address's mark cleared" in capsys.readouterr().out
+    first = capsys.readouterr().out
+    assert "the address's mark cleared" in first
+    assert "the address taken off SES's suppression list" in first
     assert main(["alerts", "clear-mark", "acct_1", "Recipient@Example.com", "--alerts-table", table]) == 0
-    assert "the address has no mark" in capsys.readouterr().out
+    second = capsys.readouterr().out
+    assert "the address has no mark" in second
+    assert "the address is not on SES's suppression list" in second
+    stubber.assert_no_pending_responses()
 
 
 def _failed_payment(alerts_stack: AlertsStack, chosen: tuple[str, ...] = ("email",)) -> None:

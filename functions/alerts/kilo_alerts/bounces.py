@@ -18,13 +18,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
 
+from kilo_billing.email_marks import mark_ref  # the one key rule (D-AL2-2)
+
 ACCOUNT_TAG: Final = "kilo-account"
 # the alert email's delivery record, ``<period>#<kind>#<key>`` in the tag's alphabet: its bounce turns that record
 # undeliverable, found by its key and SES's message id (D408)
 DELIVERY_TAG: Final = "kilo-delivery"
 TAG_VALUE_MAX: Final = 256  # SES's limit on a message tag's value: a longer delivery is not tagged
-# a bounce mark acts this long after SES's report; then the next alert tries the address again, and a new permanent
-# bounce marks it again (a mailbox fixed, a domain restored). A complaint's mark does not expire (D409)
+# a bounce's mark reported this long before a new permanent bounce of the address is refreshed by it (counted again);
+# no mark lapses by itself: SES's account-level suppression list keeps the address too, until the operator's
+# ``clear-mark`` removes both (D409 amended, D-AL2-2)
 BOUNCE_MARK_MS: Final = 30 * 86_400_000
 # What SES publishes to the topic, as plain text, when the event destination is created (raw delivery: the queue's
 # body as it is): acknowledged, not failed toward the dead-letter queue and its alarm.
@@ -72,11 +75,6 @@ class EmailMark:
     why: str
     detail: str
     at_ms: int
-
-    def acts(self, now_ms: int) -> bool:
-        """The mark still keeps email from the address at ``now_ms``: a complaint's always (the person said they do
-        not want our mail), a bounce's for ``BOUNCE_MARK_MS`` after it (D409)."""
-        return self.why != BOUNCE or now_ms - self.at_ms < BOUNCE_MARK_MS
 
     def __str__(self) -> str:
         return f"{self.why}: {self.detail}"
@@ -181,17 +179,6 @@ def _ms(timestamp: str) -> int:
         raise BounceRecordError(f"an SES record's timestamp is not a time: {timestamp!r}") from exc
 
 
-def mark_key(account_id: str, address: str) -> str:
-    """The key of ``address``'s mark: the pseudonym (the table keeps no address, D203) of the whole address
-    casefolded, so SES's spelling of it (its report) and the account's (the profile) find the same mark. The local
-    part is casefolded too: RFC 5321 lets a mailbox tell case apart there, but the providers our accounts use do not,
-    and a mark missed by case is a known-bad address mailed every month, while a mark shared by two mailboxes differing
-    only in case (one account, one address at a time) would have to be a mailbox nobody we bill has."""
-    from kilo_billing.accounts import pseudonym  # noqa: PLC0415
-
-    return pseudonym(account_id, address.strip().casefold())
-
-
 class EmailMarks(Protocol):
     """The ledger's marks of addresses SES reported undeliverable (``DeliveryLedger.mark_email``)."""
 
@@ -218,7 +205,7 @@ class EmailMarks(Protocol):
 def mark_reported(
     body: str, marks: EmailMarks, replay: Callable[[str], None]
 ) -> list[tuple[Undeliverable, bool, bool]]:
-    """Mark each address SES's record in ``body`` reports undeliverable, by its ``mark_key`` (a pseudonym of the
+    """Mark each address SES's record in ``body`` reports undeliverable, by its ``mark_ref`` (a pseudonym of the
     address casefolded: the table keeps no address, D203); with whether it was new (a redelivered report marks
     nothing again) and whether the bounced email's own delivery record, ``sent`` until now, was made undeliverable
     (D408: a complaint's email reached the mailbox, its record stays). A required alert's (D180) email bounced:
@@ -229,7 +216,7 @@ def mark_reported(
     if body == TOPIC_VALIDATED:
         return []
     return [
-        (found, marks.mark_email(found.account_id, mark_key(found.account_id, found.address), found.why,
+        (found, marks.mark_email(found.account_id, mark_ref(found.account_id, found.address), found.why,
                                  found.detail, found.at_ms), _bounced(found, marks, replay))
         for found in undeliverable(ses_record(body))
     ]  # fmt: skip

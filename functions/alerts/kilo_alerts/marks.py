@@ -13,7 +13,6 @@ from kilo_alerts.model import NOT_CHOSEN, Channel, Outcome, Reason
 from kilo_billing.aws import ConditionFailedError, call, put_if
 from kilo_billing.items import from_item, to_item
 
-
 # the reopened SMS record's detail until the event's redelivery claims it (D-AL2-1)
 REOPENED: Final = f"{NOT_CHOSEN}; reopened: the email bounced, the event is sent again"
 
