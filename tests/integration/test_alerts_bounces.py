@@ -76,12 +76,20 @@ def test_given_a_permanent_bounce_then_the_address_is_marked_once_and_a_redelive
     )
     assert "recipient@example.com" not in json.dumps(first)  # the address by its pseudonym only (D203)
 
-    # the same report again (SQS at least once), then a complaint about the same address: the first mark is kept
-    complaint = (FIXTURES / "complaint.json").read_text()
-    again = {"Records": [record(body, "m-2"), record(complaint, "m-3")]}
+    # the same report again (SQS at least once): the first mark is kept
+    again = {"Records": [record(body, "m-2")]}
     assert lambda_handler(again, LambdaContext()) == {"batchItemFailures": []}
     assert metrics_in(capsys.readouterr().out).get("EmailsMarkedUndeliverable") is None
     assert mark(bounces) == first
+
+    # a complaint about the same address (the example's, within 30 days of the bounce): the stronger mark replaces
+    # the bounce's (D-AL2-3), counted new
+    complaint = (FIXTURES / "complaint.json").read_text()
+    assert lambda_handler({"Records": [record(complaint, "m-3")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert metrics_in(capsys.readouterr().out).get("EmailsMarkedUndeliverable") == 1
+    replaced = mark(bounces)
+    assert replaced is not None
+    assert replaced["why"] == {"S": "complaint"}
 
 
 def test_given_a_transient_bounce_and_a_report_not_ours_then_nothing_is_marked_and_only_the_stranger_fails(

@@ -209,3 +209,22 @@ def test_given_the_replayable_detail_types_then_they_are_the_required_alerts_con
     from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1  # noqa: PLC0415
 
     assert {PaymentFailedV1.DETAIL_TYPE, UsageThresholdCrossedV1.DETAIL_TYPE} == REPLAYABLE
+
+
+def test_given_a_delivery_tag_at_ses_limit_then_it_is_kept_and_one_longer_is_dropped_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """D-AL2-3: SES takes a message tag value of at most 256 characters. Unpadded base64 of n bytes is 4n/3
+    characters for n a multiple of 3 (192 bytes: 256), 4(n//3)+2 or +3 otherwise - 257 is no such length, so the
+    boundary is 256 (kept) and 258 (193 bytes: dropped, warned). ``2026-11#budget_threshold#`` is 25 bytes."""
+    from kilo_alerts.bounces import delivery_tag  # noqa: PLC0415
+
+    kept = delivery_tag("2026-11", "budget_threshold", "k" * 167)  # 25 + 167 = 192 bytes
+    assert (len(kept), account_from_tag(kept)) == (256, "2026-11#budget_threshold#" + "k" * 167)
+    assert caplog.records == []
+
+    with caplog.at_level("WARNING"):
+        assert delivery_tag("2026-11", "budget_threshold", "k" * 168) == ""  # 193 bytes: 258 characters
+    [warning] = caplog.records
+    assert (warning.levelname, warning.tag_length) == ("WARNING", 258)
+    assert "without its kilo-delivery tag" in warning.getMessage()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,9 +87,16 @@ def account_tag(account_id: str) -> str:
 
 
 def delivery_tag(period: str, kind: str, key: str) -> str:
-    """The ``kilo-delivery`` tag's value for an alert's email: ``""`` when longer than SES takes (then untagged)."""
+    """The ``kilo-delivery`` tag's value for an alert's email: ``""`` when longer than SES takes (then untagged: its
+    bounce marks the address only, its record stays ``sent`` - said by a warning, D-AL2-3)."""
     value = account_tag(f"{period}#{kind}#{key}")
-    return value if len(value) <= TAG_VALUE_MAX else ""
+    if len(value) <= TAG_VALUE_MAX:
+        return value
+    logging.getLogger(__name__).warning(
+        "alert email sent without its kilo-delivery tag (longer than SES's 256): a bounce will not find its record",
+        extra={"kind": kind, "period": period, "tag_length": len(value)},
+    )
+    return ""
 
 
 def account_from_tag(value: str, tag: str = ACCOUNT_TAG) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from kilo_alerts import items
-from kilo_alerts.bounces import BOUNCE, BOUNCE_MARK_MS, SmsUndecidedError
+from kilo_alerts.bounces import BOUNCE, BOUNCE_MARK_MS, COMPLAINT, SmsUndecidedError
 from kilo_alerts.model import NOT_CHOSEN, Channel, Outcome, Reason
 from kilo_billing.aws import ConditionFailedError, call, put_if
 from kilo_billing.items import from_item, to_item
@@ -24,13 +24,16 @@ class DynamoEmailMarks:
 
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
         # conditional: the first report is kept, a redelivered one (or a later bounce of the same address) is a no-op;
-        # a bounce's mark that no longer acts (BOUNCE_MARK_MS after it, D409) is replaced by a new report
+        # a bounce's mark reported BOUNCE_MARK_MS before is refreshed by a new report (D409), and a complaint replaces
+        # any bounce's mark (the stronger mark, D-AL2-3)
+        replaced = "why = :bounce" if why == COMPLAINT else "(why = :bounce AND at_ms <= :lapsed)"
+        values = {":bounce": BOUNCE} if why == COMPLAINT else {":bounce": BOUNCE, ":lapsed": at_ms - BOUNCE_MARK_MS}
         return put_if(
             self._client,
             self._table,
             items.email_mark_item(account_id, recipient, why, detail, at_ms),
-            "attribute_not_exists(pk) OR (why = :bounce AND at_ms <= :lapsed)",
-            ExpressionAttributeValues=to_item({":bounce": BOUNCE, ":lapsed": at_ms - BOUNCE_MARK_MS}),
+            f"attribute_not_exists(pk) OR {replaced}",
+            ExpressionAttributeValues=to_item(values),
         )
 
     def bounce_delivery(self, account_id: str, delivery: str, message_id: str, detail: str) -> str | None:
