@@ -209,7 +209,9 @@ def test_given_an_address_marked_undeliverable_then_it_reads_back_and_a_second_r
     """D400: a bounce or complaint marks the address (by its pseudonym); a redelivered report is a no-op."""
     assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") is None
     assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is True
-    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "complaint", "abuse", T0 + 1) is False
+    # the same report redelivered, or a later bounce: no-op (a complaint replaces it: D-AL2-3, below)
+    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is False
+    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.2", T0 + 1) is False
 
     assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") == EmailMark("bounce", "Permanent/General 5.1.1", T0)
     assert ledger.email_mark("org:7@x", "erased-fedcba9876543210") is None  # another address of the account

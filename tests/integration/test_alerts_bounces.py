@@ -252,22 +252,7 @@ def test_given_a_required_alerts_first_email_bounces_then_its_event_comes_back_a
     from kilo_alerts.bounce_handler import lambda_handler as bounce_handler  # noqa: PLC0415
     from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
 
-    directory = DynamoAccountDirectory(
-        alerts_stack.stack.clients["dynamodb"], alerts_stack.stack.template.physical_name("UsageTable")
-    )
-    directory.register(
-        AccountProfile(
-            "acct_p", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), name="Ada",
-            email="recipient@example.com", phone="+14155550123", phone_verified=True,
-            alert_preferences=(("payment_failed", ("email",)),),
-        )
-    )  # fmt: skip
-    event = PaymentFailedV1(
-        event_id="payment-failed:evt_acct_p", account_id="acct_p", invoice_id="in_9", total="29",
-        reason="payment_failed", hosted_url="", occurred_at="2026-11-03T09:00:00+00:00",
-    )  # fmt: skip
-    bus = alerts_stack.stack.template.physical_name("BillingEventBus")
-    EventBridgePublisher(boto3.client("events"), bus, SOURCE_INVOICING).publish(event.DETAIL_TYPE, event.model_dump())
+    _failed_payment(alerts_stack)
     assert lambda_handler(alerts_stack.sqs_event(), LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
     [mail] = alerts_stack.sent_mail()
     first = records(alerts_stack, "acct_p")
