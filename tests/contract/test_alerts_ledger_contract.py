@@ -209,7 +209,9 @@ def test_given_an_address_marked_undeliverable_then_it_reads_back_and_a_second_r
     """D400: a bounce or complaint marks the address (by its pseudonym); a redelivered report is a no-op."""
     assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") is None
     assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is True
-    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "complaint", "abuse", T0 + 1) is False
+    # the same report redelivered, or a later bounce: no-op (a complaint replaces it: D-AL2-3, below)
+    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is False
+    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.2", T0 + 1) is False
 
     assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") == EmailMark("bounce", "Permanent/General 5.1.1", T0)
     assert ledger.email_mark("org:7@x", "erased-fedcba9876543210") is None  # another address of the account
@@ -240,3 +242,15 @@ def test_given_a_bounce_mark_lapsed_then_a_new_bounce_replaces_it_and_a_complain
         ledger.mark_email("org:7@x", "erased-fedcba9876543210", "bounce", "Permanent/General 5.1.1", T0 + year) is False
     )
     assert ledger.email_mark("org:7@x", "erased-fedcba9876543210") == EmailMark("complaint", "abuse", T0)
+
+
+def test_given_a_bounce_mark_then_a_complaint_within_30_days_replaces_it_and_a_second_complaint_does_not(
+    ledger: DeliveryLedger,
+) -> None:
+    """D-AL2-3: a complaint is the stronger mark (it never lapses and SES lists it as COMPLAINT): one reported a day
+    after a bounce's mark (86,400,000 ms) replaces it; a redelivered or later complaint keeps the first."""
+    day = 86_400_000
+    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is True
+    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "complaint", "abuse", T0 + day) is True
+    assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "complaint", "fraud", T0 + 2 * day) is False
+    assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") == EmailMark("complaint", "abuse", T0 + day)

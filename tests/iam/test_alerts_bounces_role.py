@@ -73,8 +73,9 @@ def test_given_a_required_alerts_email_bouncing_under_the_bounce_handlers_role_t
     bounces: Stack, roles: Roles
 ) -> None:
     """D408: a required alert's bounced email (its record keeps the event): the SMS record skipped as not chosen is
-    deleted (``DeleteItem``) and the event sent to the alerts queue (``sqs:SendMessage``), besides the mark and the
-    record's updates - exactly the grants the role has."""
+    reopened (a conditional ``UpdateItem`` to ``retry``; the role deletes nothing, D-AL2-1) and the event sent to the
+    alerts queue (``sqs:SendMessage``), besides the mark and the record's updates - exactly the grants the role
+    has."""
     from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
 
     table = bounces.template.physical_name("AlertsTable")
@@ -102,11 +103,13 @@ def test_given_a_required_alerts_email_bouncing_under_the_bounce_handlers_role_t
     assert set(enforcement.allowed) == {
         ("dynamodb:PutItem", ALERTS_TABLE),
         ("dynamodb:UpdateItem", ALERTS_TABLE),
-        ("dynamodb:DeleteItem", ALERTS_TABLE),
         ("sqs:SendMessage", ALERTS_QUEUE),
     }
     queue = bounces.template.ref("AlertsQueue")
     [message] = bounces.clients["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
     assert message["Body"] == replay
     sms = dynamodb.get_item(TableName=table, Key={"pk": {"S": "ACCOUNT#acct_1"}, "sk": {"S": f"{delivery}#sms"}})
-    assert "Item" not in sms
+    assert (sms["Item"]["status"], sms["Item"]["detail"]) == (
+        {"S": "retry"},
+        {"S": "not chosen for this alert; reopened: the email bounced, the event is sent again"},
+    )

@@ -76,12 +76,20 @@ def test_given_a_permanent_bounce_then_the_address_is_marked_once_and_a_redelive
     )
     assert "recipient@example.com" not in json.dumps(first)  # the address by its pseudonym only (D203)
 
-    # the same report again (SQS at least once), then a complaint about the same address: the first mark is kept
-    complaint = (FIXTURES / "complaint.json").read_text()
-    again = {"Records": [record(body, "m-2"), record(complaint, "m-3")]}
+    # the same report again (SQS at least once): the first mark is kept
+    again = {"Records": [record(body, "m-2")]}
     assert lambda_handler(again, LambdaContext()) == {"batchItemFailures": []}
     assert metrics_in(capsys.readouterr().out).get("EmailsMarkedUndeliverable") is None
     assert mark(bounces) == first
+
+    # a complaint about the same address (the example's, within 30 days of the bounce): the stronger mark replaces
+    # the bounce's (D-AL2-3), counted new
+    complaint = (FIXTURES / "complaint.json").read_text()
+    assert lambda_handler({"Records": [record(complaint, "m-3")]}, LambdaContext()) == {"batchItemFailures": []}
+    assert metrics_in(capsys.readouterr().out).get("EmailsMarkedUndeliverable") == 1
+    replaced = mark(bounces)
+    assert replaced is not None
+    assert replaced["why"] == {"S": "complaint"}
 
 
 def test_given_a_transient_bounce_and_a_report_not_ours_then_nothing_is_marked_and_only_the_stranger_fails(
@@ -244,22 +252,7 @@ def test_given_a_required_alerts_first_email_bounces_then_its_event_comes_back_a
     from kilo_alerts.bounce_handler import lambda_handler as bounce_handler  # noqa: PLC0415
     from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
 
-    directory = DynamoAccountDirectory(
-        alerts_stack.stack.clients["dynamodb"], alerts_stack.stack.template.physical_name("UsageTable")
-    )
-    directory.register(
-        AccountProfile(
-            "acct_p", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), name="Ada",
-            email="recipient@example.com", phone="+14155550123", phone_verified=True,
-            alert_preferences=(("payment_failed", ("email",)),),
-        )
-    )  # fmt: skip
-    event = PaymentFailedV1(
-        event_id="payment-failed:evt_acct_p", account_id="acct_p", invoice_id="in_9", total="29",
-        reason="payment_failed", hosted_url="", occurred_at="2026-11-03T09:00:00+00:00",
-    )  # fmt: skip
-    bus = alerts_stack.stack.template.physical_name("BillingEventBus")
-    EventBridgePublisher(boto3.client("events"), bus, SOURCE_INVOICING).publish(event.DETAIL_TYPE, event.model_dump())
+    _failed_payment(alerts_stack)
     assert lambda_handler(alerts_stack.sqs_event(), LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
     [mail] = alerts_stack.sent_mail()
     first = records(alerts_stack, "acct_p")
@@ -297,12 +290,29 @@ def test_given_a_required_alerts_first_email_bounces_then_its_event_comes_back_a
 
 
 def test_given_a_marked_address_then_the_operator_clears_its_mark_by_the_cli_and_a_second_clear_finds_none(
-    bounces: Stack, capsys: pytest.CaptureFixture[str]
+    bounces: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """D409: ``kilo-billing alerts clear-mark ACCOUNT ADDRESS`` deletes the mark the bounce handler wrote (the
-    address as the account spells it, capitals and all: the key is the pseudonym of it casefolded, ``REF`` by hand)."""
+    address as the account spells it, capitals and all: the key is the pseudonym of it casefolded, ``REF`` by hand),
+    and takes the address off SES's account-level suppression list (D-AL2-2: ``DeleteSuppressedDestination``; moto
+    does not implement it, so SES v2 is botocore's Stubber, validating the request against the service model: removed
+    the first time, ``NotFoundException`` the second)."""
+    from botocore.stub import Stubber  # noqa: PLC0415
+
     from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415
+    from kilo_billing import aws  # noqa: PLC0415
     from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    ses = boto3.client("sesv2", region_name="us-east-1")
+    stubber = Stubber(ses)
+    stubber.add_response("delete_suppressed_destination", {}, {"EmailAddress": "Recipient@Example.com"})
+    stubber.add_client_error(
+        "delete_suppressed_destination", "NotFoundException", http_status_code=404,
+        expected_params={"EmailAddress": "Recipient@Example.com"},
+    )  # fmt: skip
+    stubber.activate()
+    made = aws.client
+    monkeypatch.setattr(aws, "client", lambda service, *a, **k: ses if service == "sesv2" else made(service, *a, **k))
 
     body = (FIXTURES / "bounce_permanent.json").read_text()
     assert lambda_handler({"Records": [record(body, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
@@ -312,6 +322,143 @@ def test_given_a_marked_address_then_the_operator_clears_its_mark_by_the_cli_and
 
     assert main(["alerts", "clear-mark", "acct_1", "Recipient@Example.com", "--alerts-table", table]) == 0
     assert mark(bounces) is None
-    assert "the address's mark cleared" in capsys.readouterr().out
+    first = capsys.readouterr().out
+    assert "the address's mark cleared" in first
+    assert "the address taken off SES's suppression list" in first
     assert main(["alerts", "clear-mark", "acct_1", "Recipient@Example.com", "--alerts-table", table]) == 0
-    assert "the address has no mark" in capsys.readouterr().out
+    second = capsys.readouterr().out
+    assert "the address has no mark" in second
+    assert "the address is not on SES's suppression list" in second
+    stubber.assert_no_pending_responses()
+
+
+def _failed_payment(alerts_stack: AlertsStack, chosen: tuple[str, ...] = ("email",)) -> None:
+    """acct_p (verified number) and its failed payment on the alerts queue: the required alert of D408's story."""
+    directory = DynamoAccountDirectory(
+        alerts_stack.stack.clients["dynamodb"], alerts_stack.stack.template.physical_name("UsageTable")
+    )
+    directory.register(
+        AccountProfile(
+            "acct_p", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), name="Ada",
+            email="recipient@example.com", phone="+14155550123", phone_verified=True,
+            alert_preferences=(("payment_failed", chosen),),
+        )
+    )  # fmt: skip
+    event = PaymentFailedV1(
+        event_id="payment-failed:evt_acct_p", account_id="acct_p", invoice_id="in_9", total="29",
+        reason="payment_failed", hosted_url="", occurred_at="2026-11-03T09:00:00+00:00",
+    )  # fmt: skip
+    bus = alerts_stack.stack.template.physical_name("BillingEventBus")
+    EventBridgePublisher(boto3.client("events"), bus, SOURCE_INVOICING).publish(event.DETAIL_TYPE, event.model_dump())
+
+
+def _payment_report(message_id: str) -> str:
+    report = report_of("bounce_permanent.json", message_id, DELIVERY_PAYMENT)
+    return report.replace('"kilo-account": ["YWNjdF8x"]', '"kilo-account": ["YWNjdF9w"]')  # acct_p, by hand
+
+
+def test_given_a_bounce_landing_while_the_sms_is_still_a_claim_then_the_report_is_retried_and_one_sms_goes(
+    alerts_stack: AlertsStack, bounces: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-AL2-1 (race): SES's bounce is handled between the email's record (``sent``, the event kept) and the SMS's
+    "not chosen" decision (its record still a claim). The report fails (SQS redelivers it) and sends nothing back;
+    redelivered once the SMS is decided, it reopens the SMS and sends the event back: one SMS goes."""
+    from kilo_alerts.adapters import DynamoDeliveryLedger  # noqa: PLC0415
+    from kilo_alerts.bounce_handler import lambda_handler as bounce_handler  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    _failed_payment(alerts_stack)
+    answers: list[dict[str, Any]] = []
+    original = DynamoDeliveryLedger.record
+
+    def record_then_bounce(self: DynamoDeliveryLedger, delivery: Any) -> None:
+        original(self, delivery)
+        if delivery.channel is Channel.EMAIL and delivery.outcome is Outcome.SENT:
+            [mail] = alerts_stack.sent_mail()
+            sms = records(alerts_stack, "acct_p")["sms"]
+            assert sms["status"] == "pending"  # the race: the SMS not decided yet
+            answers.append(bounce_handler({"Records": [record(_payment_report(mail.id), "m-1")]}, LambdaContext()))
+
+    monkeypatch.setattr(DynamoDeliveryLedger, "record", record_then_bounce)
+    assert lambda_handler(alerts_stack.sqs_event(), LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    monkeypatch.setattr(DynamoDeliveryLedger, "record", original)
+    assert answers == [{"batchItemFailures": [{"itemIdentifier": "m-1"}]}]
+    assert alerts_stack.sqs_event()["Records"] == []  # nothing sent back while the SMS was a claim
+
+    [mail] = alerts_stack.sent_mail()
+    assert bounce_handler({"Records": [record(_payment_report(mail.id), "m-2")]}, LambdaContext()) == {
+        "batchItemFailures": []
+    }
+    again = alerts_stack.sqs_event()
+    assert len(again["Records"]) == 1
+    assert lambda_handler(again, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert [phone for phone, *_ in alerts_stack.sent_sms()] == ["+14155550123"]
+    assert records(alerts_stack, "acct_p")["sms"]["status"] == "sent"
+
+
+def test_given_a_required_alerts_email_bouncing_when_its_sms_went_already_then_the_event_is_not_sent_back(
+    alerts_stack: AlertsStack, bounces: Stack
+) -> None:
+    """D-AL2-1: the account chose email and SMS for its failed payment: both went. The email's bounce makes its
+    record undeliverable; no SMS is owed, so the event is not handled again (the email record keeps no event)."""
+    from kilo_alerts.bounce_handler import lambda_handler as bounce_handler  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    _failed_payment(alerts_stack, ("email", "sms"))
+    assert lambda_handler(alerts_stack.sqs_event(), LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    [mail] = alerts_stack.sent_mail()
+    assert len(alerts_stack.sent_sms()) == 1
+
+    assert bounce_handler({"Records": [record(_payment_report(mail.id), "m-1")]}, LambdaContext()) == {
+        "batchItemFailures": []
+    }
+    assert alerts_stack.sqs_event()["Records"] == []
+    after = records(alerts_stack, "acct_p")
+    assert (after["email"]["status"], after["email"]["reason"]) == ("undeliverable", "bounced")
+    assert "replay" not in after["email"]
+    assert len(alerts_stack.sent_sms()) == 1
+
+
+def test_given_the_send_to_the_alerts_queue_failing_once_then_the_redelivered_report_sends_the_event_and_one_sms_goes(
+    alerts_stack: AlertsStack, bounces: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D408's redelivery path: the record is made undeliverable and the SMS reopened, then the send to the alerts
+    queue fails; the report fails and comes back. Redelivered, it finds the bounced record with its event still kept
+    (the update's ``reason = bounced AND attribute_exists(replay)`` branch) and the SMS reopened: the event goes back
+    once, and one SMS goes."""
+    from kilo_alerts import dependencies  # noqa: PLC0415
+    from kilo_alerts.bounce_handler import lambda_handler as bounce_handler  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    _failed_payment(alerts_stack)
+    assert lambda_handler(alerts_stack.sqs_event(), LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    [mail] = alerts_stack.sent_mail()
+
+    real = dependencies.bounce_replay
+    failures = ["SQS unavailable"]
+
+    def flaky() -> Any:
+        send = real()
+
+        def replay(body: str) -> None:
+            if failures:
+                raise RuntimeError(failures.pop())
+            send(body)
+
+        return replay
+
+    monkeypatch.setattr(dependencies, "bounce_replay", flaky)
+    report = _payment_report(mail.id)
+    assert bounce_handler({"Records": [record(report, "m-1")]}, LambdaContext()) == {
+        "batchItemFailures": [{"itemIdentifier": "m-1"}]
+    }
+    assert alerts_stack.sqs_event()["Records"] == []
+    kept = records(alerts_stack, "acct_p")
+    assert (kept["email"]["status"], "replay" in kept["email"]) == ("undeliverable", True)
+
+    assert bounce_handler({"Records": [record(report, "m-1")]}, LambdaContext()) == {"batchItemFailures": []}
+    again = alerts_stack.sqs_event()
+    assert len(again["Records"]) == 1, "the redelivered report did not send the event back"
+    assert lambda_handler(again, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert [phone for phone, *_ in alerts_stack.sent_sms()] == ["+14155550123"]
+    assert "replay" not in records(alerts_stack, "acct_p")["email"]

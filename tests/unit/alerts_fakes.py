@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from kilo_alerts.bounces import BOUNCE, BOUNCE_MARK_MS, EmailMark
+from kilo_alerts.bounces import BOUNCE, BOUNCE_MARK_MS, COMPLAINT, EmailMark
 from kilo_alerts.enforcement import EnforcementPorts
 from kilo_alerts.model import Delivery, EnforcementRecord, Held, Narrowing, Outcome, Participant
 from kilo_alerts.ports import (
@@ -68,7 +68,10 @@ class InMemoryLedger:
 
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
         kept = self.email_marks.get((account_id, recipient))
-        if kept is not None and (kept.why != BOUNCE or kept.at_ms > at_ms - BOUNCE_MARK_MS):
+        replaced = kept is None or (
+            kept.why == BOUNCE and (why == COMPLAINT or kept.at_ms <= at_ms - BOUNCE_MARK_MS)
+        )  # a complaint replaces a bounce's mark (D-AL2-3)
+        if not replaced:
             return False
         self.email_marks[(account_id, recipient)] = EmailMark(why, detail, at_ms)
         return True

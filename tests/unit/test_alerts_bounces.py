@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from kilo_alerts.bounces import (
+    REPLAYABLE,
     BounceRecordError,
+    ReplayRefusedError,
     Undeliverable,
     account_from_tag,
     account_tag,
@@ -147,3 +149,82 @@ def test_given_the_alerts_table_failing_then_reading_a_mark_is_a_mark_unread_err
             stubber.add_client_error("get_item", service_error_code="InternalServerError", http_status_code=500)
         with pytest.raises(MarkUnreadError, match="InternalServerError"):
             DynamoDeliveryLedger(client, "kilo-billing-alerts-test").email_mark("acct_1", "erased-0123456789abcdef")
+
+
+class _Kept:
+    """Marks whose bounced email's record keeps ``event``; the SMS reopened as ``reopened`` says."""
+
+    def __init__(self, event: str, reopened: bool = True) -> None:
+        self.event, self.reopened, self.calls = event, reopened, []  # type: list[str]
+
+    def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
+        return True
+
+    def bounce_delivery(self, account_id: str, delivery: str, message_id: str, detail: str) -> str | None:
+        return self.event
+
+    def reopen_sms(self, account_id: str, delivery: str) -> bool:
+        self.calls.append("reopen_sms")
+        return self.reopened
+
+    def replayed(self, account_id: str, delivery: str) -> None:
+        self.calls.append("replayed")
+
+
+def _tagged_bounce() -> str:
+    record = fixture("bounce_permanent.json")
+    record["mail"]["tags"]["kilo-delivery"] = [account_tag("2026-11#payment_failed#payment-failed:evt_1")]
+    return json.dumps(record)
+
+
+def test_given_a_bounced_required_alert_whose_sms_is_not_reopened_then_the_event_is_not_sent_back() -> None:
+    """D-AL2-1: no SMS owed (sent already, decided otherwise): nothing of the event runs again; the kept event is
+    forgotten all the same."""
+    marks = _Kept('{"detail":{},"detail-type":"PaymentFailed.v1"}', reopened=False)
+    sent: list[str] = []
+    mark_reported(_tagged_bounce(), marks, sent.append)
+    assert (sent, marks.calls) == ([], ["reopen_sms", "replayed"])
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        '{"detail":{"account_id":"acct_1","period":"2026-11","step":"remove"},"detail-type":"EnforcementStepDue.v1"}',
+        '{"detail":{},"detail-type":"ForecastDue.v1"}',
+        '{"detail":"x","detail-type":"PaymentFailed.v1"}',
+        "not json",
+    ],
+)
+def test_given_a_kept_event_that_is_not_a_required_alerts_then_it_is_not_sent_to_the_alerts_queue(event: str) -> None:
+    """D-AL2-1: the bounce role may send to the alerts queue; only a payment failed or a threshold crossed (the
+    required alerts' events) goes - never an enforcement step (D366 kept other senders off the queue for it)."""
+    marks = _Kept(event)
+    sent: list[str] = []
+    with pytest.raises(ReplayRefusedError):
+        mark_reported(_tagged_bounce(), marks, sent.append)
+    assert (sent, marks.calls) == ([], [])
+
+
+def test_given_the_replayable_detail_types_then_they_are_the_required_alerts_contracts() -> None:
+    from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1  # noqa: PLC0415
+
+    assert {PaymentFailedV1.DETAIL_TYPE, UsageThresholdCrossedV1.DETAIL_TYPE} == REPLAYABLE
+
+
+def test_given_a_delivery_tag_at_ses_limit_then_it_is_kept_and_one_longer_is_dropped_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """D-AL2-3: SES takes a message tag value of at most 256 characters. Unpadded base64 of n bytes is 4n/3
+    characters for n a multiple of 3 (192 bytes: 256), 4(n//3)+2 or +3 otherwise - 257 is no such length, so the
+    boundary is 256 (kept) and 258 (193 bytes: dropped, warned). ``2026-11#budget_threshold#`` is 25 bytes."""
+    from kilo_alerts.bounces import delivery_tag  # noqa: PLC0415
+
+    kept = delivery_tag("2026-11", "budget_threshold", "k" * 167)  # 25 + 167 = 192 bytes
+    assert (len(kept), account_from_tag(kept)) == (256, "2026-11#budget_threshold#" + "k" * 167)
+    assert caplog.records == []
+
+    with caplog.at_level("WARNING"):
+        assert delivery_tag("2026-11", "budget_threshold", "k" * 168) == ""  # 193 bytes: 258 characters
+    [warning] = caplog.records
+    assert (warning.levelname, warning.tag_length) == ("WARNING", 258)
+    assert "without its kilo-delivery tag" in warning.getMessage()

@@ -13,18 +13,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
+
+from kilo_billing.email_marks import mark_ref  # the one key rule (D-AL2-2)
 
 ACCOUNT_TAG: Final = "kilo-account"
 # the alert email's delivery record, ``<period>#<kind>#<key>`` in the tag's alphabet: its bounce turns that record
 # undeliverable, found by its key and SES's message id (D408)
 DELIVERY_TAG: Final = "kilo-delivery"
 TAG_VALUE_MAX: Final = 256  # SES's limit on a message tag's value: a longer delivery is not tagged
-# a bounce mark acts this long after SES's report; then the next alert tries the address again, and a new permanent
-# bounce marks it again (a mailbox fixed, a domain restored). A complaint's mark does not expire (D409)
+# a bounce's mark reported this long before a new permanent bounce of the address is refreshed by it (counted again);
+# no mark lapses by itself: SES's account-level suppression list keeps the address too, until the operator's
+# ``clear-mark`` removes both (D409 amended, D-AL2-2)
 BOUNCE_MARK_MS: Final = 30 * 86_400_000
 # What SES publishes to the topic, as plain text, when the event destination is created (raw delivery: the queue's
 # body as it is): acknowledged, not failed toward the dead-letter queue and its alarm.
@@ -32,10 +36,23 @@ TOPIC_VALIDATED: Final = "Successfully validated SNS topic for Amazon SES event 
 BOUNCE: Final = "bounce"
 COMPLAINT: Final = "complaint"
 NOT_SPAM: Final = "not-spam"  # a complaint's feedback type saying the mail is not spam (RFC 5965): marks nothing
+# what a bounce may send back to the alerts queue: the events of the required alerts (D180) - never an enforcement
+# step or another event the queue's other senders put there (D366; D-AL2-1); ``kilo_billing.contracts``' detail
+# types, written out here so the bounce handler's cold start does not load the contracts (pinned by a test)
+REPLAYABLE: Final = frozenset({"PaymentFailed.v1", "UsageThresholdCrossed.v1"})
 
 
 class BounceRecordError(ValueError):
     """Not an SES event record, or one with no account tag of ours: nothing to mark (the handler says so)."""
+
+
+class SmsUndecidedError(Exception):
+    """The bounced required alert's SMS is still a claim (its delivery has not decided it yet): the report is
+    retried later (SQS redelivers it), when the SMS is decided - reopened then if skipped as not chosen (D-AL2-1)."""
+
+
+class ReplayRefusedError(ValueError):
+    """The event kept on the bounced email's record is not a required alert's (``REPLAYABLE``): not sent back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +77,6 @@ class EmailMark:
     detail: str
     at_ms: int
 
-    def acts(self, now_ms: int) -> bool:
-        """The mark still keeps email from the address at ``now_ms``: a complaint's always (the person said they do
-        not want our mail), a bounce's for ``BOUNCE_MARK_MS`` after it (D409)."""
-        return self.why != BOUNCE or now_ms - self.at_ms < BOUNCE_MARK_MS
-
     def __str__(self) -> str:
         return f"{self.why}: {self.detail}"
 
@@ -75,9 +87,16 @@ def account_tag(account_id: str) -> str:
 
 
 def delivery_tag(period: str, kind: str, key: str) -> str:
-    """The ``kilo-delivery`` tag's value for an alert's email: ``""`` when longer than SES takes (then untagged)."""
+    """The ``kilo-delivery`` tag's value for an alert's email: ``""`` when longer than SES takes (then untagged: its
+    bounce marks the address only, its record stays ``sent`` - said by a warning, D-AL2-3)."""
     value = account_tag(f"{period}#{kind}#{key}")
-    return value if len(value) <= TAG_VALUE_MAX else ""
+    if len(value) <= TAG_VALUE_MAX:
+        return value
+    logging.getLogger(__name__).warning(
+        "alert email sent without its kilo-delivery tag (longer than SES's 256): a bounce will not find its record",
+        extra={"kind": kind, "period": period, "tag_length": len(value)},
+    )
+    return ""
 
 
 def account_from_tag(value: str, tag: str = ACCOUNT_TAG) -> str:
@@ -168,17 +187,6 @@ def _ms(timestamp: str) -> int:
         raise BounceRecordError(f"an SES record's timestamp is not a time: {timestamp!r}") from exc
 
 
-def mark_key(account_id: str, address: str) -> str:
-    """The key of ``address``'s mark: the pseudonym (the table keeps no address, D203) of the whole address
-    casefolded, so SES's spelling of it (its report) and the account's (the profile) find the same mark. The local
-    part is casefolded too: RFC 5321 lets a mailbox tell case apart there, but the providers our accounts use do not,
-    and a mark missed by case is a known-bad address mailed every month, while a mark shared by two mailboxes differing
-    only in case (one account, one address at a time) would have to be a mailbox nobody we bill has."""
-    from kilo_billing.accounts import pseudonym  # noqa: PLC0415
-
-    return pseudonym(account_id, address.strip().casefold())
-
-
 class EmailMarks(Protocol):
     """The ledger's marks of addresses SES reported undeliverable (``DeliveryLedger.mark_email``)."""
 
@@ -192,7 +200,9 @@ class EmailMarks(Protocol):
         ...
 
     def reopen_sms(self, account_id: str, delivery: str) -> bool:
-        """The alert's SMS record, when skipped as not chosen, deleted: the event's redelivery claims it again."""
+        """The alert's SMS record, when skipped as not chosen, reopened (``retry``: the event's redelivery claims it
+        again): True, also when reopened before and not claimed since; False when no SMS is owed (sent, decided
+        otherwise, no record). ``SmsUndecidedError`` while it is still a claim (D-AL2-1)."""
         ...
 
     def replayed(self, account_id: str, delivery: str) -> None:
@@ -203,7 +213,7 @@ class EmailMarks(Protocol):
 def mark_reported(
     body: str, marks: EmailMarks, replay: Callable[[str], None]
 ) -> list[tuple[Undeliverable, bool, bool]]:
-    """Mark each address SES's record in ``body`` reports undeliverable, by its ``mark_key`` (a pseudonym of the
+    """Mark each address SES's record in ``body`` reports undeliverable, by its ``mark_ref`` (a pseudonym of the
     address casefolded: the table keeps no address, D203); with whether it was new (a redelivered report marks
     nothing again) and whether the bounced email's own delivery record, ``sent`` until now, was made undeliverable
     (D408: a complaint's email reached the mailbox, its record stays). A required alert's (D180) email bounced:
@@ -214,7 +224,7 @@ def mark_reported(
     if body == TOPIC_VALIDATED:
         return []
     return [
-        (found, marks.mark_email(found.account_id, mark_key(found.account_id, found.address), found.why,
+        (found, marks.mark_email(found.account_id, mark_ref(found.account_id, found.address), found.why,
                                  found.detail, found.at_ms), _bounced(found, marks, replay))
         for found in undeliverable(ses_record(body))
     ]  # fmt: skip
@@ -225,7 +235,21 @@ def _bounced(found: Undeliverable, marks: EmailMarks, replay: Callable[[str], No
         return False
     event = marks.bounce_delivery(found.account_id, found.delivery, found.message_id, f"{found.why}: {found.detail}")
     if event:  # in this order, each step again at a redelivered report until the last is done
-        marks.reopen_sms(found.account_id, found.delivery)
-        replay(event)
+        _replayable(event)
+        # an SMS still claimed raises (the report comes back later); the event goes back only for an SMS reopened:
+        # no SMS owed (sent, decided otherwise), nothing of the event runs again (D-AL2-1)
+        if marks.reopen_sms(found.account_id, found.delivery):
+            replay(event)
         marks.replayed(found.account_id, found.delivery)
     return event is not None
+
+
+def _replayable(event: str) -> None:
+    """``ReplayRefusedError`` unless ``event`` is a required alert's event (``REPLAYABLE``) as the queue carries it."""
+    try:
+        found = json.loads(event)
+    except ValueError as exc:
+        raise ReplayRefusedError(f"the bounced email's kept event is not JSON: {exc}") from exc
+    kind = found.get("detail-type") if isinstance(found, dict) else None
+    if kind not in REPLAYABLE or not isinstance(found.get("detail"), dict):
+        raise ReplayRefusedError(f"the bounced email's kept event is not a required alert's ({kind!r}): not sent back")

@@ -29,6 +29,7 @@ from kilo_alerts.model import (
     Reason,
 )
 from kilo_alerts.rechecks import ForecastRecheck
+from kilo_billing.email_marks import mark_key
 from kilo_billing.items import Item, from_item, to_item
 
 RECORD_TTL_DAYS: Final = 400
@@ -111,8 +112,8 @@ def _reason(values: Mapping[str, Any]) -> Reason | None:
 
 
 def email_mark_key(account_id: str, recipient: str) -> Item:
-    """The mark of an address (``recipient``: its pseudonym, never the address, D203)."""
-    return to_item({"pk": partition(account_id), "sk": f"EMAILMARK#{recipient}"})
+    """The mark of an address (``recipient``: its pseudonym, never the address, D203; the layer's one rule)."""
+    return to_item(mark_key(account_id, recipient))
 
 
 def email_mark_item(account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> Item:

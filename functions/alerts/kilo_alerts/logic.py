@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
 
-from kilo_alerts.bounces import delivery_tag, mark_key
+from kilo_alerts.bounces import delivery_tag
 from kilo_alerts.catalogue import (
     CATALOGUE,
     alert_from_event,
@@ -92,6 +92,7 @@ from kilo_billing.accounts import (
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, base_reached_at, bill_reached_on, signed_up_at
 from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.contracts import HardLimitStillReachedV1, PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
+from kilo_billing.email_marks import mark_ref
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder
 from kilo_billing.month_to_date import MonthToDateSource, month_to_date
 from kilo_billing.periods import Period
@@ -174,6 +175,8 @@ def deliver_alert(
     sms_waiting: Delivery | None = None
     for channel in (Channel.SMS, Channel.EMAIL):
         pending = Delivery.pending(alert, channel, now_ms)
+        if sms_waiting is None:  # the event is kept for a bounce only when an SMS waits on the email (D-AL2-1)
+            pending = replace(pending, replay="")
         sms = decided_by.get(Channel.SMS)
         if (
             channel is Channel.EMAIL
@@ -496,10 +499,10 @@ def _email_sent(
     the suppression list) does not hold the email back: sent, the record says so."""
     unchecked = ""
     try:
-        marked = ledger.email_mark(pending.account_id, mark_key(pending.account_id, address))  # casefolded: as marked
+        marked = ledger.email_mark(pending.account_id, mark_ref(pending.account_id, address))  # casefolded: as marked
     except MarkUnreadError as exc:  # holds no alert back, like the suppression check: sent, the record says so
         marked, unchecked = None, pseudonymised_in(pending.account_id, f"; the bounce mark not checked: {exc}", address)
-    if marked is not None and marked.acts(pending.at_ms):  # a bounce's mark lapses after 30 days (D409)
+    if marked is not None:  # until the operator clears it, with SES's own entry (D409 amended, D-AL2-2)
         bounced = pending.because(Reason.BOUNCED, Outcome.UNDELIVERABLE)
         return replace(bounced, detail=f"{bounced.detail} ({marked})")
     if pending.kind in REQUIRED_ALERT_KINDS:

@@ -5,13 +5,16 @@ libraries (``kilo_alerts.adapters``: LiveKit's RoomService, SES, SNS). The alert
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from kilo_alerts import items
-from kilo_alerts.bounces import BOUNCE, BOUNCE_MARK_MS
+from kilo_alerts.bounces import BOUNCE, BOUNCE_MARK_MS, COMPLAINT, SmsUndecidedError
 from kilo_alerts.model import NOT_CHOSEN, Channel, Outcome, Reason
-from kilo_billing.aws import ConditionFailedError, call, delete_if, put_if
+from kilo_billing.aws import ConditionFailedError, call, put_if
 from kilo_billing.items import from_item, to_item
+
+# the reopened SMS record's detail until the event's redelivery claims it (D-AL2-1)
+REOPENED: Final = f"{NOT_CHOSEN}; reopened: the email bounced, the event is sent again"
 
 
 class DynamoEmailMarks:
@@ -21,13 +24,16 @@ class DynamoEmailMarks:
 
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
         # conditional: the first report is kept, a redelivered one (or a later bounce of the same address) is a no-op;
-        # a bounce's mark that no longer acts (BOUNCE_MARK_MS after it, D409) is replaced by a new report
+        # a bounce's mark reported BOUNCE_MARK_MS before is refreshed by a new report (D409), and a complaint replaces
+        # any bounce's mark (the stronger mark, D-AL2-3)
+        replaced = "why = :bounce" if why == COMPLAINT else "(why = :bounce AND at_ms <= :lapsed)"
+        values = {":bounce": BOUNCE} if why == COMPLAINT else {":bounce": BOUNCE, ":lapsed": at_ms - BOUNCE_MARK_MS}
         return put_if(
             self._client,
             self._table,
             items.email_mark_item(account_id, recipient, why, detail, at_ms),
-            "attribute_not_exists(pk) OR (why = :bounce AND at_ms <= :lapsed)",
-            ExpressionAttributeValues=to_item({":bounce": BOUNCE, ":lapsed": at_ms - BOUNCE_MARK_MS}),
+            f"attribute_not_exists(pk) OR {replaced}",
+            ExpressionAttributeValues=to_item(values),
         )
 
     def bounce_delivery(self, account_id: str, delivery: str, message_id: str, detail: str) -> str | None:
@@ -59,14 +65,32 @@ class DynamoEmailMarks:
         return str(from_item(answer["Attributes"]).get("replay", ""))
 
     def reopen_sms(self, account_id: str, delivery: str) -> bool:
-        # the required alert's SMS, skipped as not chosen while its email was sent: claimed again by the redelivery
-        key = to_item({"pk": items.partition(account_id), "sk": f"DELIVERY#{delivery}#{Channel.SMS.value}"})
-        condition = "#s = :skipped AND detail = :not_chosen"
-        values = to_item({":skipped": Outcome.SKIPPED.value, ":not_chosen": NOT_CHOSEN})
-        return delete_if(
-            self._client, self._table, key, condition, ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues=values,
-        )  # fmt: skip
+        # the required alert's SMS, skipped as not chosen while its email was sent: set to retry, which the event's
+        # redelivery claims again (an UpdateItem: the role deletes nothing, D-AL2-1); reopened before and not claimed
+        # since (a report redelivered after the send failed) is reopened still; a claim not decided yet raises
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=to_item({"pk": items.partition(account_id), "sk": f"DELIVERY#{delivery}#{Channel.SMS.value}"}),
+                UpdateExpression="SET #s = :retry, detail = :reopened",
+                ConditionExpression="(#s = :skipped AND detail = :not_chosen) OR (#s = :retry AND detail = :reopened)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":retry": Outcome.RETRY.value,
+                        ":reopened": REOPENED,
+                        ":skipped": Outcome.SKIPPED.value,
+                        ":not_chosen": NOT_CHOSEN,
+                    }
+                ),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ConditionFailedError as exc:
+            if from_item(exc.item or {}).get("status") == items.PENDING:
+                raise SmsUndecidedError("the alert's SMS is claimed, not decided yet: the report is retried") from None
+            return False
+        return True
 
     def replayed(self, account_id: str, delivery: str) -> None:
         # the event is on the alerts queue: a redelivered report finds nothing more to do

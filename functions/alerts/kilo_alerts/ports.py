@@ -90,14 +90,14 @@ class DeliveryLedger(Protocol):
     def deliveries(self, account_id: str, period: str | None = None) -> list[Delivery]: ...
 
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
-        """Mark the address whose ``bounces.mark_key`` (its pseudonym, casefolded) is ``recipient`` undeliverable
+        """Mark the address whose ``email_marks.mark_ref`` (its pseudonym, casefolded) is ``recipient`` undeliverable
         (``why``: bounce, complaint); false when it was marked before (the first mark is kept: a redelivered report
         changes nothing)."""
         ...
 
     def email_mark(self, account_id: str, recipient: str) -> EmailMark | None:
-        """The mark of the address whose ``bounces.mark_key`` is ``recipient`` (whether it still acts is
-        ``EmailMark.acts``, D409), or ``None``; ``MarkUnreadError`` when it cannot be read now."""
+        """The mark of the address whose ``email_marks.mark_ref`` is ``recipient`` (it acts until cleared, D-AL2-2),
+        or ``None``; ``MarkUnreadError`` when it cannot be read now."""
         ...
 
 
