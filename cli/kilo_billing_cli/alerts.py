@@ -2,7 +2,7 @@
 address SES reported bounced for good or complained about (D400, D409), e.g. once the customer says the mailbox is
 fixed or asks for email again after a complaint: our mark (no mark lapses by itself) and SES's account-level
 suppression list's entry (``DeleteSuppressedDestination``: SES keeps a bounced or complained address until it is
-removed, dropping every later email to it - D381, D-AL2-2).
+removed, dropping every later email to it - D381, D423).
 
 The alerts table comes from ``--alerts-table`` or ``ALERTS_TABLE_NAME``; AWS credentials, region and endpoint from the
 usual AWS environment (the operator's grants: ``dynamodb:DeleteItem`` on the alerts table,

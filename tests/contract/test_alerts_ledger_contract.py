@@ -209,7 +209,7 @@ def test_given_an_address_marked_undeliverable_then_it_reads_back_and_a_second_r
     """D400: a bounce or complaint marks the address (by its pseudonym); a redelivered report is a no-op."""
     assert ledger.email_mark("org:7@x", "erased-0123456789abcdef") is None
     assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is True
-    # the same report redelivered, or a later bounce: no-op (a complaint replaces it: D-AL2-3, below)
+    # the same report redelivered, or a later bounce: no-op (a complaint replaces it: D424, below)
     assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is False
     assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.2", T0 + 1) is False
 
@@ -247,7 +247,7 @@ def test_given_a_bounce_mark_lapsed_then_a_new_bounce_replaces_it_and_a_complain
 def test_given_a_bounce_mark_then_a_complaint_within_30_days_replaces_it_and_a_second_complaint_does_not(
     ledger: DeliveryLedger,
 ) -> None:
-    """D-AL2-3: a complaint is the stronger mark (it never lapses and SES lists it as COMPLAINT): one reported a day
+    """D424: a complaint is the stronger mark (it never lapses and SES lists it as COMPLAINT): one reported a day
     after a bounce's mark (86,400,000 ms) replaces it; a redelivered or later complaint keeps the first."""
     day = 86_400_000
     assert ledger.mark_email("org:7@x", "erased-0123456789abcdef", "bounce", "Permanent/General 5.1.1", T0) is True

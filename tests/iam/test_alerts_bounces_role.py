@@ -73,7 +73,7 @@ def test_given_a_required_alerts_email_bouncing_under_the_bounce_handlers_role_t
     bounces: Stack, roles: Roles
 ) -> None:
     """D408: a required alert's bounced email (its record keeps the event): the SMS record skipped as not chosen is
-    reopened (a conditional ``UpdateItem`` to ``retry``; the role deletes nothing, D-AL2-1) and the event sent to the
+    reopened (a conditional ``UpdateItem`` to ``retry``; the role deletes nothing, D422) and the event sent to the
     alerts queue (``sqs:SendMessage``), besides the mark and the record's updates - exactly the grants the role
     has."""
     from kilo_alerts.bounce_handler import lambda_handler  # noqa: PLC0415

@@ -172,9 +172,9 @@ ROLES = {
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE, SQS_QUEUE_READ},
         ("dynamodb:PutItem", ALERTS_TABLE),  # the mark (conditional)
-        # the bounced email's record (conditional, D408); its required alert's SMS reopened (conditional, D-AL2-1)
+        # the bounced email's record (conditional, D408); its required alert's SMS reopened (conditional, D422)
         ("dynamodb:UpdateItem", ALERTS_TABLE),
-        ("sqs:SendMessage", ALERTS_QUEUE),  # its event sent again (D408): a required alert's only (D-AL2-1)
+        ("sqs:SendMessage", ALERTS_QUEUE),  # its event sent again (D408): a required alert's only (D422)
     ),
     # Invoicing: the hourly starter reads the run marker and the accounts index and queues close jobs ...
     "InvoiceStartFunctionRole": role(

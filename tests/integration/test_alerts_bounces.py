@@ -83,7 +83,7 @@ def test_given_a_permanent_bounce_then_the_address_is_marked_once_and_a_redelive
     assert mark(bounces) == first
 
     # a complaint about the same address (the example's, within 30 days of the bounce): the stronger mark replaces
-    # the bounce's (D-AL2-3), counted new
+    # the bounce's (D424), counted new
     complaint = (FIXTURES / "complaint.json").read_text()
     assert lambda_handler({"Records": [record(complaint, "m-3")]}, LambdaContext()) == {"batchItemFailures": []}
     assert metrics_in(capsys.readouterr().out).get("EmailsMarkedUndeliverable") == 1
@@ -294,7 +294,7 @@ def test_given_a_marked_address_then_the_operator_clears_its_mark_by_the_cli_and
 ) -> None:
     """D409: ``kilo-billing alerts clear-mark ACCOUNT ADDRESS`` deletes the mark the bounce handler wrote (the
     address as the account spells it, capitals and all: the key is the pseudonym of it casefolded, ``REF`` by hand),
-    and takes the address off SES's account-level suppression list (D-AL2-2: ``DeleteSuppressedDestination``; moto
+    and takes the address off SES's account-level suppression list (D423: ``DeleteSuppressedDestination``; moto
     does not implement it, so SES v2 is botocore's Stubber, validating the request against the service model: removed
     the first time, ``NotFoundException`` the second)."""
     from botocore.stub import Stubber  # noqa: PLC0415
@@ -360,7 +360,7 @@ def _payment_report(message_id: str) -> str:
 def test_given_a_bounce_landing_while_the_sms_is_still_a_claim_then_the_report_is_retried_and_one_sms_goes(
     alerts_stack: AlertsStack, bounces: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """D-AL2-1 (race): SES's bounce is handled between the email's record (``sent``, the event kept) and the SMS's
+    """D422 (race): SES's bounce is handled between the email's record (``sent``, the event kept) and the SMS's
     "not chosen" decision (its record still a claim). The report fails (SQS redelivers it) and sends nothing back;
     redelivered once the SMS is decided, it reopens the SMS and sends the event back: one SMS goes."""
     from kilo_alerts.adapters import DynamoDeliveryLedger  # noqa: PLC0415
@@ -399,7 +399,7 @@ def test_given_a_bounce_landing_while_the_sms_is_still_a_claim_then_the_report_i
 def test_given_a_required_alerts_email_bouncing_when_its_sms_went_already_then_the_event_is_not_sent_back(
     alerts_stack: AlertsStack, bounces: Stack
 ) -> None:
-    """D-AL2-1: the account chose email and SMS for its failed payment: both went. The email's bounce makes its
+    """D422: the account chose email and SMS for its failed payment: both went. The email's bounce makes its
     record undeliverable; no SMS is owed, so the event is not handled again (the email record keeps no event)."""
     from kilo_alerts.bounce_handler import lambda_handler as bounce_handler  # noqa: PLC0415
     from kilo_alerts.handler import lambda_handler  # noqa: PLC0415

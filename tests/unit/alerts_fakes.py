@@ -70,7 +70,7 @@ class InMemoryLedger:
         kept = self.email_marks.get((account_id, recipient))
         replaced = kept is None or (
             kept.why == BOUNCE and (why == COMPLAINT or kept.at_ms <= at_ms - BOUNCE_MARK_MS)
-        )  # a complaint replaces a bounce's mark (D-AL2-3)
+        )  # a complaint replaces a bounce's mark (D424)
         if not replaced:
             return False
         self.email_marks[(account_id, recipient)] = EmailMark(why, detail, at_ms)

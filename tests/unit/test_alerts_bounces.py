@@ -178,7 +178,7 @@ def _tagged_bounce() -> str:
 
 
 def test_given_a_bounced_required_alert_whose_sms_is_not_reopened_then_the_event_is_not_sent_back() -> None:
-    """D-AL2-1: no SMS owed (sent already, decided otherwise): nothing of the event runs again; the kept event is
+    """D422: no SMS owed (sent already, decided otherwise): nothing of the event runs again; the kept event is
     forgotten all the same."""
     marks = _Kept('{"detail":{},"detail-type":"PaymentFailed.v1"}', reopened=False)
     sent: list[str] = []
@@ -196,7 +196,7 @@ def test_given_a_bounced_required_alert_whose_sms_is_not_reopened_then_the_event
     ],
 )
 def test_given_a_kept_event_that_is_not_a_required_alerts_then_it_is_not_sent_to_the_alerts_queue(event: str) -> None:
-    """D-AL2-1: the bounce role may send to the alerts queue; only a payment failed or a threshold crossed (the
+    """D422: the bounce role may send to the alerts queue; only a payment failed or a threshold crossed (the
     required alerts' events) goes - never an enforcement step (D366 kept other senders off the queue for it)."""
     marks = _Kept(event)
     sent: list[str] = []
@@ -214,7 +214,7 @@ def test_given_the_replayable_detail_types_then_they_are_the_required_alerts_con
 def test_given_a_delivery_tag_at_ses_limit_then_it_is_kept_and_one_longer_is_dropped_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """D-AL2-3: SES takes a message tag value of at most 256 characters. Unpadded base64 of n bytes is 4n/3
+    """D424: SES takes a message tag value of at most 256 characters. Unpadded base64 of n bytes is 4n/3
     characters for n a multiple of 3 (192 bytes: 256), 4(n//3)+2 or +3 otherwise - 257 is no such length, so the
     boundary is 256 (kept) and 258 (193 bytes: dropped, warned). ``2026-11#budget_threshold#`` is 25 bytes."""
     from kilo_alerts.bounces import delivery_tag  # noqa: PLC0415

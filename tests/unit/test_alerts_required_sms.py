@@ -533,7 +533,7 @@ DAY_MS = 86_400_000
 
 @pytest.mark.parametrize("age_days", [29, 30, 365])
 def test_given_a_bounce_mark_then_it_keeps_email_away_until_the_operator_clears_it(age_days: int) -> None:
-    """D409 amended (D-AL2-2): a permanent bounce's mark does not lapse - SES's account-level suppression list keeps
+    """D409 amended (D423): a permanent bounce's mark does not lapse - SES's account-level suppression list keeps
     the address too (until ``DeleteSuppressedDestination``), so an email sent after a lapse would be dropped by SES
     and recorded ``sent``. 29, 30 and 365 days on, the email is skipped; the operator's ``clear-mark`` ends both."""
     ledger, texter, mailer = InMemoryLedger(), ScriptedTexter(), ScriptedMailer()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
 
-from kilo_billing.email_marks import mark_ref  # the one key rule (D-AL2-2)
+from kilo_billing.email_marks import mark_ref  # the one key rule (D423)
 
 ACCOUNT_TAG: Final = "kilo-account"
 # the alert email's delivery record, ``<period>#<kind>#<key>`` in the tag's alphabet: its bounce turns that record
@@ -28,7 +28,7 @@ DELIVERY_TAG: Final = "kilo-delivery"
 TAG_VALUE_MAX: Final = 256  # SES's limit on a message tag's value: a longer delivery is not tagged
 # a bounce's mark reported this long before a new permanent bounce of the address is refreshed by it (counted again);
 # no mark lapses by itself: SES's account-level suppression list keeps the address too, until the operator's
-# ``clear-mark`` removes both (D409 amended, D-AL2-2)
+# ``clear-mark`` removes both (D409 amended, D423)
 BOUNCE_MARK_MS: Final = 30 * 86_400_000
 # What SES publishes to the topic, as plain text, when the event destination is created (raw delivery: the queue's
 # body as it is): acknowledged, not failed toward the dead-letter queue and its alarm.
@@ -37,7 +37,7 @@ BOUNCE: Final = "bounce"
 COMPLAINT: Final = "complaint"
 NOT_SPAM: Final = "not-spam"  # a complaint's feedback type saying the mail is not spam (RFC 5965): marks nothing
 # what a bounce may send back to the alerts queue: the events of the required alerts (D180) - never an enforcement
-# step or another event the queue's other senders put there (D366; D-AL2-1); ``kilo_billing.contracts``' detail
+# step or another event the queue's other senders put there (D366; D422); ``kilo_billing.contracts``' detail
 # types, written out here so the bounce handler's cold start does not load the contracts (pinned by a test)
 REPLAYABLE: Final = frozenset({"PaymentFailed.v1", "UsageThresholdCrossed.v1"})
 
@@ -48,7 +48,7 @@ class BounceRecordError(ValueError):
 
 class SmsUndecidedError(Exception):
     """The bounced required alert's SMS is still a claim (its delivery has not decided it yet): the report is
-    retried later (SQS redelivers it), when the SMS is decided - reopened then if skipped as not chosen (D-AL2-1)."""
+    retried later (SQS redelivers it), when the SMS is decided - reopened then if skipped as not chosen (D422)."""
 
 
 class ReplayRefusedError(ValueError):
@@ -88,7 +88,7 @@ def account_tag(account_id: str) -> str:
 
 def delivery_tag(period: str, kind: str, key: str) -> str:
     """The ``kilo-delivery`` tag's value for an alert's email: ``""`` when longer than SES takes (then untagged: its
-    bounce marks the address only, its record stays ``sent`` - said by a warning, D-AL2-3)."""
+    bounce marks the address only, its record stays ``sent`` - said by a warning, D424)."""
     value = account_tag(f"{period}#{kind}#{key}")
     if len(value) <= TAG_VALUE_MAX:
         return value
@@ -202,7 +202,7 @@ class EmailMarks(Protocol):
     def reopen_sms(self, account_id: str, delivery: str) -> bool:
         """The alert's SMS record, when skipped as not chosen, reopened (``retry``: the event's redelivery claims it
         again): True, also when reopened before and not claimed since; False when no SMS is owed (sent, decided
-        otherwise, no record). ``SmsUndecidedError`` while it is still a claim (D-AL2-1)."""
+        otherwise, no record). ``SmsUndecidedError`` while it is still a claim (D422)."""
         ...
 
     def replayed(self, account_id: str, delivery: str) -> None:
@@ -237,7 +237,7 @@ def _bounced(found: Undeliverable, marks: EmailMarks, replay: Callable[[str], No
     if event:  # in this order, each step again at a redelivered report until the last is done
         _replayable(event)
         # an SMS still claimed raises (the report comes back later); the event goes back only for an SMS reopened:
-        # no SMS owed (sent, decided otherwise), nothing of the event runs again (D-AL2-1)
+        # no SMS owed (sent, decided otherwise), nothing of the event runs again (D422)
         if marks.reopen_sms(found.account_id, found.delivery):
             replay(event)
         marks.replayed(found.account_id, found.delivery)

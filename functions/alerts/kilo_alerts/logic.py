@@ -175,7 +175,7 @@ def deliver_alert(
     sms_waiting: Delivery | None = None
     for channel in (Channel.SMS, Channel.EMAIL):
         pending = Delivery.pending(alert, channel, now_ms)
-        if sms_waiting is None:  # the event is kept for a bounce only when an SMS waits on the email (D-AL2-1)
+        if sms_waiting is None:  # the event is kept for a bounce only when an SMS waits on the email (D422)
             pending = replace(pending, replay="")
         sms = decided_by.get(Channel.SMS)
         if (
@@ -502,7 +502,7 @@ def _email_sent(
         marked = ledger.email_mark(pending.account_id, mark_ref(pending.account_id, address))  # casefolded: as marked
     except MarkUnreadError as exc:  # holds no alert back, like the suppression check: sent, the record says so
         marked, unchecked = None, pseudonymised_in(pending.account_id, f"; the bounce mark not checked: {exc}", address)
-    if marked is not None:  # until the operator clears it, with SES's own entry (D409 amended, D-AL2-2)
+    if marked is not None:  # until the operator clears it, with SES's own entry (D409 amended, D423)
         bounced = pending.because(Reason.BOUNCED, Outcome.UNDELIVERABLE)
         return replace(bounced, detail=f"{bounced.detail} ({marked})")
     if pending.kind in REQUIRED_ALERT_KINDS:

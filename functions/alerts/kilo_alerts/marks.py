@@ -13,7 +13,7 @@ from kilo_alerts.model import NOT_CHOSEN, Channel, Outcome, Reason
 from kilo_billing.aws import ConditionFailedError, call, put_if
 from kilo_billing.items import from_item, to_item
 
-# the reopened SMS record's detail until the event's redelivery claims it (D-AL2-1)
+# the reopened SMS record's detail until the event's redelivery claims it (D422)
 REOPENED: Final = f"{NOT_CHOSEN}; reopened: the email bounced, the event is sent again"
 
 
@@ -25,7 +25,7 @@ class DynamoEmailMarks:
     def mark_email(self, account_id: str, recipient: str, why: str, detail: str, at_ms: int) -> bool:
         # conditional: the first report is kept, a redelivered one (or a later bounce of the same address) is a no-op;
         # a bounce's mark reported BOUNCE_MARK_MS before is refreshed by a new report (D409), and a complaint replaces
-        # any bounce's mark (the stronger mark, D-AL2-3)
+        # any bounce's mark (the stronger mark, D424)
         replaced = "why = :bounce" if why == COMPLAINT else "(why = :bounce AND at_ms <= :lapsed)"
         values = {":bounce": BOUNCE} if why == COMPLAINT else {":bounce": BOUNCE, ":lapsed": at_ms - BOUNCE_MARK_MS}
         return put_if(
@@ -66,7 +66,7 @@ class DynamoEmailMarks:
 
     def reopen_sms(self, account_id: str, delivery: str) -> bool:
         # the required alert's SMS, skipped as not chosen while its email was sent: set to retry, which the event's
-        # redelivery claims again (an UpdateItem: the role deletes nothing, D-AL2-1); reopened before and not claimed
+        # redelivery claims again (an UpdateItem: the role deletes nothing, D422); reopened before and not claimed
         # since (a report redelivered after the send failed) is reopened still; a claim not decided yet raises
         try:
             call(

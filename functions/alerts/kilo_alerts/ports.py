@@ -96,7 +96,7 @@ class DeliveryLedger(Protocol):
         ...
 
     def email_mark(self, account_id: str, recipient: str) -> EmailMark | None:
-        """The mark of the address whose ``email_marks.mark_ref`` is ``recipient`` (it acts until cleared, D-AL2-2),
+        """The mark of the address whose ``email_marks.mark_ref`` is ``recipient`` (it acts until cleared, D423),
         or ``None``; ``MarkUnreadError`` when it cannot be read now."""
         ...
 

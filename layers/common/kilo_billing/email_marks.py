@@ -1,6 +1,6 @@
 """The key of an alert email address's mark on the alerts table (D400, D409): written by the alerts' bounce handler,
 read by the alerts function, cleared by the operator's CLI (``kilo-billing alerts clear-mark``) - one rule for all
-three (D-AL2-2). No I/O; the address is never stored, only its pseudonym (D203)."""
+three (D423). No I/O; the address is never stored, only its pseudonym (D203)."""
 
 from __future__ import annotations
 
