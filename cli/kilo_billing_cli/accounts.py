@@ -143,7 +143,7 @@ def profile_json(profile: AccountProfile) -> dict[str, object]:
 
 def dynamo_directory(table: str) -> AccountDirectory:
     from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
-    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing_cli.clients import client  # noqa: PLC0415
 
     if not table:
         raise ValueError("the usage table is required: --usage-table or USAGE_TABLE_NAME")
@@ -152,9 +152,9 @@ def dynamo_directory(table: str) -> AccountDirectory:
 
 def invoiced_periods(table: str, account_id: str) -> set[str]:
     """The periods the account's period-end invoices closed (one Query of its ledger)."""
-    from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.invoicing import closed_periods  # noqa: PLC0415
     from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+    from kilo_billing_cli.clients import client  # noqa: PLC0415
 
     return closed_periods(DynamoLedgerStore(client("dynamodb"), table).ledger(account_id).invoices.values())
 
@@ -162,9 +162,9 @@ def invoiced_periods(table: str, account_id: str) -> set[str]:
 def dynamo_month(table: str, directory: AccountDirectory) -> MonthToDateSource:
     """The accounts' month to date on the usage table (rating's counters and open sessions), as the account API reads
     it: a tier change's limits are checked against the bill re-rated with it (D150)."""
-    from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.month_to_date_store import DynamoMonthToDate  # noqa: PLC0415
     from kilo_billing.usage_signals_store import DynamoUsageSignals  # noqa: PLC0415
+    from kilo_billing_cli.clients import client  # noqa: PLC0415
 
     dynamodb = client("dynamodb")
     return DynamoMonthToDate(dynamodb, table, directory, DynamoUsageSignals(dynamodb, table))

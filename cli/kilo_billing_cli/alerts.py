@@ -32,7 +32,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, _catalog: object = None) -> int:
     """Says what was done: the mark deleted or there was none, and the address taken off SES's suppression list or
     not on it (each exit 0); SES failing otherwise raises after the mark is cleared (run it again)."""
-    from kilo_billing.aws import NotFoundError, call, client, delete_if  # noqa: PLC0415  # boto3: only here
+    from kilo_billing.aws import NotFoundError, call, delete_if  # noqa: PLC0415  # boto3: only here
+    from kilo_billing_cli.clients import client  # noqa: PLC0415
 
     if not args.alerts_table:
         raise ValueError("--alerts-table (or ALERTS_TABLE_NAME) is required")

@@ -163,9 +163,9 @@ def backfill_links(
 def run(args: argparse.Namespace, console: Console) -> None:
     """Errors a user can fix are ``ValueError`` (exit 2)."""
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
-    from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.contracts import SOURCE_CRYPTO  # noqa: PLC0415
     from kilo_billing.publisher import EventBridgePublisher  # noqa: PLC0415
+    from kilo_billing_cli.clients import client  # noqa: PLC0415
     from kilo_crypto_watch.adapters import DynamoCryptoStore  # noqa: PLC0415
     from kilo_crypto_watch.settlement import Settlement, SettlementError, asset_amount  # noqa: PLC0415
 

@@ -149,18 +149,21 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     before: InvoiceRecord | None = None
     try:
         if args.invoice_command == "refund":
+            from kilo_billing_cli.clients import function_settings  # noqa: PLC0415
             from kilo_invoice.dependencies import close_deps  # noqa: PLC0415
             from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
 
-            config = InvoiceSettings(usage_table_name=args.usage_table, stripe_api_key_secret_name=args.stripe_secret)
+            config = function_settings(
+                InvoiceSettings, usage_table_name=args.usage_table, stripe_api_key_secret_name=args.stripe_secret
+            )
             deps = close_deps(config)
             before = _found(deps.store.ledger(args.account).invoices.values(), args.invoice)
             invoice = refund_invoice(
                 deps.store, deps.gateway, args.account, args.invoice, args.amount, to_failed_card=args.to_failed_card
             )
         else:
-            from kilo_billing.aws import client  # noqa: PLC0415
             from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+            from kilo_billing_cli.clients import client  # noqa: PLC0415
 
             store = DynamoLedgerStore(client("dynamodb"), args.usage_table)
             invoice_id = _invoice_id(store.ledger(args.account).invoices.values(), args.invoice)
@@ -193,6 +196,7 @@ def _void_draft(args: argparse.Namespace, console: Console) -> None:
     write). What the draft billed for its own period stays billed as far as later closes go (D132): said in the
     output, with the fees it billed ahead that the next close bills again (D153)."""
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
+    from kilo_billing_cli.clients import function_settings  # noqa: PLC0415
     from kilo_invoice.dependencies import close_deps  # noqa: PLC0415
     from kilo_invoice.logic import void_draft  # noqa: PLC0415
     from kilo_invoice.model import InvoiceNotFoundError  # noqa: PLC0415
@@ -206,7 +210,9 @@ def _void_draft(args: argparse.Namespace, console: Console) -> None:
         raise ValueError(
             f"nothing done: voiding {args.account}'s {args.period} draft cannot be undone; run again with --yes"
         )
-    config = InvoiceSettings(usage_table_name=args.usage_table, stripe_api_key_secret_name=args.stripe_secret)
+    config = function_settings(
+        InvoiceSettings, usage_table_name=args.usage_table, stripe_api_key_secret_name=args.stripe_secret
+    )
     deps = close_deps(config)
     try:
         done = void_draft(deps.store, deps.gateway, args.account, args.period, datetime.now(UTC), args.reason)
@@ -364,6 +370,7 @@ def _invoice_id(invoices: Any, reference: str) -> str:
 
 def _run(args: argparse.Namespace, console: Console) -> None:
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
+    from kilo_billing_cli.clients import function_settings  # noqa: PLC0415
     from kilo_invoice.dependencies import close_deps  # noqa: PLC0415
     from kilo_invoice.logic import close_through  # noqa: PLC0415
     from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
@@ -376,11 +383,12 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         check_account_id(args.account)
     if not args.event_bus:
         raise ValueError("the billing bus is required: --event-bus or EVENT_BUS_NAME (invoices are announced)")
-    from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing_cli.bus import check_event_bus  # noqa: PLC0415
+    from kilo_billing_cli.clients import client  # noqa: PLC0415
 
     check_event_bus(client("events"), args.event_bus)  # it writes, then announces: the bus asked for first
-    config = InvoiceSettings(
+    config = function_settings(
+        InvoiceSettings,
         usage_table_name=args.usage_table,
         event_bus_name=args.event_bus,
         stripe_api_key_secret_name=args.stripe_secret,
@@ -465,8 +473,8 @@ def _print_run(console: Console, period: Period, rows: list[dict[str, Any]]) -> 
 
 def _show(args: argparse.Namespace, console: Console) -> None:
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
-    from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+    from kilo_billing_cli.clients import client  # noqa: PLC0415
 
     check_account_id(args.account)
     ledger = DynamoLedgerStore(client("dynamodb"), args.usage_table).ledger(args.account)

@@ -13,7 +13,7 @@ Tables, bus and poison queue come from the options or the functions' variables (
 ``EVENTS_TABLE_NAME``, ``EVENT_BUS_NAME``, ``POISON_QUEUE_URL``); AWS credentials, region and endpoint
 (``AWS_ENDPOINT_URL`` for the local stack) from the usual AWS environment; each AWS call's budget from the functions'
 variables (``AWS_READ_TIMEOUT_SECONDS``, ``AWS_CONNECT_TIMEOUT_SECONDS``, ``AWS_MAX_ATTEMPTS``), the read timeout
-``REPLAY_READ_TIMEOUT_SECONDS`` unless set (D413).
+``kilo_billing_cli.clients.READ_TIMEOUT_SECONDS`` unless set, as every command's (D413, amended (ops3)).
 """
 
 from __future__ import annotations
@@ -35,18 +35,15 @@ from kilo_billing_cli.arguments import whole_number
 from kilo_billing_cli.bus import check_event_bus
 
 if TYPE_CHECKING:
-    from kilo_billing.aws import CallBudget
     from kilo_billing.publisher import PublishError
 
 # how long ``--apply`` hides each message it receives (up to --max-messages at once): one not replayed (a publish
 # failed) is received again only after it - a rerun sooner finds none of them (main's line says so, D362). Not sized
-# to the replay's calls (their number grows with the batches): each may take ``call_budget().worst_case_seconds``
-# (10 s read + 1 s connect, 3 attempts and backoff: ~36 s), so past ~25 such slow calls a replay outlives it and the
-# messages not reached yet are visible again mid-replay - harmless to rating (exactly once), a limit (D413, amended)
+# to the replay's calls (their number grows with the batches): each may take
+# ``clients.call_budget().worst_case_seconds`` (10 s read + 1 s connect, 3 attempts and backoff: ~36 s), so past ~25
+# such slow calls a replay outlives it and the messages not reached yet are visible again mid-replay - harmless to
+# rating (exactly once), a limit (D413, amended)
 APPLY_VISIBILITY_SECONDS = 900
-# each AWS call's read timeout unless ``AWS_READ_TIMEOUT_SECONDS`` sets it: a stream page is up to 1,000 records (1 MB),
-# which moto serves in ~2.2 s - past the layer's 2 s default (D413); the local stack sets 60 s (MOTO_CALL_BUDGET)
-REPLAY_READ_TIMEOUT_SECONDS = 10.0
 
 
 def add_parser(sub: Any) -> None:
@@ -144,10 +141,10 @@ def _logs_to(stream: TextIO) -> Iterator[None]:
 def _replay(
     args: argparse.Namespace, attribution: str | None, refused: Callable[[PublishError], str | None] | None
 ) -> list[Any]:
-    from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
     from kilo_billing.contracts import SOURCE_RATING  # noqa: PLC0415
     from kilo_billing.publisher import EventBridgePublisher  # noqa: PLC0415
+    from kilo_billing_cli.clients import client  # noqa: PLC0415
     from kilo_rate_usage.adapters import (  # noqa: PLC0415
         DynamoEventArchive,
         DynamoStreamArchive,
@@ -158,13 +155,12 @@ def _replay(
     from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
     from kilo_rate_usage.replay import replay  # noqa: PLC0415
 
-    budget = call_budget()
-    dynamodb, sqs, events = client("dynamodb", budget), client("sqs", budget), client("events", budget)
+    dynamodb, sqs, events = client("dynamodb"), client("sqs"), client("events")
     if args.apply:  # it writes, then publishes: the bus asked for before any message is received
         check_event_bus(events, args.event_bus)
     return replay(
         queue=SqsFailureQueue(sqs, args.queue_url, visibility_timeout=APPLY_VISIBILITY_SECONDS if args.apply else 0),
-        streams=DynamoStreamArchive(client("dynamodbstreams", budget)),
+        streams=DynamoStreamArchive(client("dynamodbstreams")),
         events=DynamoEventArchive(dynamodb, args.events_table),
         repo=DynamoUsageRepository(dynamodb, args.usage_table, args.events_table),
         publisher=EventBridgePublisher(events, args.event_bus, SOURCE_RATING),
@@ -178,23 +174,6 @@ def _replay(
         margin_ms=args.window_margin_minutes * 60_000,
         refused=refused,
     )
-
-
-def call_budget() -> CallBudget:
-    """Each AWS call's budget: the functions' variables as they read them (``kilo_billing.settings``), the read
-    timeout ``REPLAY_READ_TIMEOUT_SECONDS`` unless set; a value they refuse is a ``ValueError`` naming the variable."""
-    from pydantic import Field, ValidationError  # noqa: PLC0415
-
-    from kilo_billing.settings import FunctionSettings  # noqa: PLC0415
-
-    class ReplaySettings(FunctionSettings):
-        aws_read_timeout_seconds: float = Field(default=REPLAY_READ_TIMEOUT_SECONDS, gt=0)
-
-    try:
-        return ReplaySettings().call_budget
-    except ValidationError as exc:
-        refused = "; ".join(f"{str(error['loc'][0]).upper()}: {error['msg']}" for error in exc.errors())
-        raise ValueError(f"the AWS call budget: {refused}") from None
 
 
 # how long ``--requeue`` hides the messages it receives: the one named is deleted at once; the others are visible
@@ -228,10 +207,11 @@ def _requeue(args: argparse.Namespace, console: Console) -> None:
     exit 4, or exit 2 when access was denied - fix sqs:DeleteMessage first, ``_delete_failed``); a failed receive, one
     line about the queue (``_receive_failed``), not main's naming tables and a bus. Access denied exits 2 at every
     step (D362). D362 amended (rq), (sm), (sw)."""
-    from kilo_billing.aws import InvalidRequestError, StorageUnavailableError, call, client  # noqa: PLC0415
+    from kilo_billing.aws import InvalidRequestError, StorageUnavailableError, call  # noqa: PLC0415
+    from kilo_billing_cli.clients import client  # noqa: PLC0415
     from kilo_rate_usage.adapters import SqsFailureQueue  # noqa: PLC0415
 
-    sqs = client("sqs", call_budget())
+    sqs = client("sqs")
     hidden = REQUEUE_VISIBILITY_SECONDS // 60
     try:
         received = SqsFailureQueue(

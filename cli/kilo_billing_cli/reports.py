@@ -185,9 +185,9 @@ MONEY_COLUMNS = frozenset(
 
 
 def dynamo_ports(table: str) -> tuple[LedgerStore, SessionReader]:
-    from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
     from kilo_billing.session_usage_store import DynamoSessionReader  # noqa: PLC0415
+    from kilo_billing_cli.clients import client  # noqa: PLC0415
 
     if not table:
         raise ValueError("the usage table is required: --usage-table or USAGE_TABLE_NAME")

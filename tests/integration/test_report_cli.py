@@ -71,7 +71,7 @@ def table(stack: Stack) -> str:
 def test_given_a_closed_month_when_revenue_as_csv_then_a_header_and_a_row_per_account_tier_total(
     stack: Stack, table: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("kilo_billing.aws.client", lambda service: stack.clients[service])  # to count its calls
+    monkeypatch.setattr("kilo_billing.aws.client", lambda service, *_: stack.clients[service])  # to count its calls
     counter = count_calls(stack.clients["dynamodb"])
     assert main(["report", "revenue", "--period", "2026-03", "--usage-table", table, "--csv"]) == 0
     out = capsys.readouterr().out

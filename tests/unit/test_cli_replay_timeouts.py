@@ -92,9 +92,9 @@ def test_the_apply_visibility_outlasts_25_calls_at_the_replay_s_worst_case_and_n
     """D413, amended (sw2): the written limit's figures. One call at its worst, the budget's variables unset: 3 attempts
     x (1 s connect + 10 s read) + backoff 1 s + 2 s = 36 s; 900 s of visibility / 36 s = 25 calls - a replay making
     more such slow calls sees the messages it has not reached visible again (README, the replay runbook)."""
-    from kilo_billing_cli import replay  # noqa: PLC0415
+    from kilo_billing_cli import clients, replay  # noqa: PLC0415
 
     for name in ("AWS_READ_TIMEOUT_SECONDS", "AWS_CONNECT_TIMEOUT_SECONDS", "AWS_MAX_ATTEMPTS", "MOTO_CALL_BUDGET"):
         monkeypatch.delenv(name, raising=False)
-    worst = replay.call_budget().worst_case_seconds
+    worst = clients.call_budget().worst_case_seconds
     assert (worst, replay.APPLY_VISIBILITY_SECONDS // worst) == (36, 25)
