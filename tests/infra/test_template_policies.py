@@ -250,19 +250,21 @@ def test_given_the_rating_stream_then_it_reads_only_new_livekit_and_usage_events
     assert pattern == {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"source": {"S": ["livekit", "usage"]}}}}
 
 
-def test_given_every_queue_then_a_stack_deletion_or_a_replacement_keeps_it_but_a_rolled_back_creation_does_not(
+def test_given_every_queue_then_no_stack_operation_deletes_it_a_rolled_back_creation_included(
     template: Template,
 ) -> None:
-    """D390: a dead-letter, poison or on-failure queue holds the only pointer to work not done (rating's on-failure
-    queue the unrated batches' ranges, the poison queue the records themselves), and a work queue its messages not
-    yet taken: CloudFormation deletes a queue it removes or replaces unless told to keep it (cfn-lint I3011). A queue
-    that the failing deploy itself had just created holds nothing and has a fixed name: kept (plain ``Retain``), it
-    would make the retry collide, so ``RetainExceptOnCreate`` deletes exactly that one on rollback."""
+    """D390, D-OPS3-1: a dead-letter, poison or on-failure queue holds the only pointer to work not done (rating's
+    on-failure queue the unrated batches' ranges, the poison queue the records themselves), and a work queue its
+    messages not yet taken (an alert, a Stripe payment event, a crypto bill): CloudFormation deletes a queue it removes
+    or replaces unless told to keep it (cfn-lint I3011). ``RetainExceptOnCreate`` also deleted a queue when the stack
+    operation that created it rolled back - an UPDATE adding a dead-letter queue too, while the live functions,
+    mappings and rules may already have sent to it - with what it held. Every queue is on plain ``Retain``, as the data
+    tables (D417 amended (ops2)): a failed first deploy leaves them, empty, for the README's clean-up runbook."""
     queues = template.of_type("AWS::SQS::Queue")
     assert {"RatingDeadLetterQueue", "PoisonRecordDeadLetterQueue", "AlertsQueue", "PaymentEventsQueue"} <= set(queues)
     assert len(queues) == 21
     for name, queue in queues.items():
-        assert queue.get("DeletionPolicy") == "RetainExceptOnCreate", name
+        assert queue.get("DeletionPolicy") == "Retain", name
         assert queue.get("UpdateReplacePolicy") == "Retain", name
 
 
@@ -924,7 +926,10 @@ def test_given_every_table_holding_data_then_no_stack_operation_deletes_it_a_rol
         assert tables[name].get("UpdateReplacePolicy") == "Retain", name
     assert "DeletionPolicy" not in tables["RateLimitTable"]
     retained = {name for name, spec in template.resources.items() if spec.get("DeletionPolicy") == "Retain"}
-    assert retained == DATA_TABLES
+    assert retained == DATA_TABLES | set(template.of_type("AWS::SQS::Queue"))  # the queues too (D-OPS3-1)
+    assert not [
+        name for name, spec in template.resources.items() if spec.get("DeletionPolicy") == "RetainExceptOnCreate"
+    ]
 
 
 SYNC_SEEN_EVENT_TYPES = {"HttpApi", "Api"}  # a failure answers 5xx, which the API's 5xx alarm counts
@@ -1154,3 +1159,80 @@ def test_given_an_operator_reading_a_dead_letter_queue_then_its_arrivals_alarm_r
         visible = statistic[queries["visible"]["MetricStat"]["Stat"]]
         inflight = statistic[queries["inflight"]["MetricStat"]["Stat"]]
         assert [visible(v for v, _ in s) + inflight(i for _, i in s) for s in later] == [5], name
+
+
+# --- D-OPS3-2: the rating queues' messages running out of their 14 days ----------------------------------------------
+
+AGED_QUEUES = {
+    "RatingDeadLetterQueue": "RatingDeadLetterAgeAlarm",
+    "PoisonRecordDeadLetterQueue": "PoisonRecordAgeAlarm",
+}
+WEEK_SECONDS = 7 * 24 * 3600  # CloudWatch's longest evaluation range (Period x EvaluationPeriods <= 604,800 s)
+
+
+def test_given_a_rating_queue_holding_messages_for_a_week_then_an_alarm_warns_before_their_14_days_run_out(
+    template: Template,
+) -> None:
+    """D-OPS3-2: rating's on-failure and poison queues keep a message 14 days, and their runbooks say to requeue one
+    that cannot be replayed yet before those run out - with nothing to warn. ``ApproximateAgeOfOldestMessage`` cannot:
+    SQS leaves out of it a message received three or more times and not deleted (AWS SQS Developer Guide, available
+    CloudWatch metrics), which is exactly such a message (every replay, dry run or ``--apply``, receives it). The
+    alarm reads whether the queue held a message through each hour, for the 168 hours of a week in a row: a message a
+    week old has been on the queue every minute of that week, whoever received it."""
+    alarms = template.of_type("AWS::CloudWatch::Alarm")
+    queues = template.of_type("AWS::SQS::Queue")
+    for queue, name in AGED_QUEUES.items():
+        assert queues[queue]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600, queue
+        props = alarms[name]["Properties"]
+        queries = {query["Id"]: query for query in props["Metrics"]}
+        assert set(queries) == {"held", "visible", "inflight"}, name
+        assert (queries["held"]["Expression"], queries["held"]["ReturnData"]) == ("visible + inflight", True), name
+        for query_id, metric in (
+            ("visible", "ApproximateNumberOfMessagesVisible"),
+            ("inflight", "ApproximateNumberOfMessagesNotVisible"),
+        ):
+            stat = queries[query_id]["MetricStat"]
+            assert queries[query_id]["ReturnData"] is False, name
+            assert stat["Metric"]["Namespace"] == "AWS/SQS", name
+            assert stat["Metric"]["MetricName"] == metric, name
+            assert stat["Metric"]["Dimensions"] == [
+                {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}
+            ]
+            assert stat["Period"] == 3600, name  # >= 1 hour: the 7-day evaluation range applies (under: 1 day)
+        assert (queries["visible"]["MetricStat"]["Stat"], queries["inflight"]["MetricStat"]["Stat"]) == (
+            "Maximum",
+            "Minimum",
+        ), name
+        assert props["EvaluationPeriods"] * 3600 == WEEK_SECONDS, name
+        assert props["DatapointsToAlarm"] == props["EvaluationPeriods"], name  # every hour of the week
+        assert (props["Threshold"], props["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold"), name
+        assert props["TreatMissingData"] == "notBreaching", name  # an empty queue stops reporting
+        assert props["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}], name
+    aged = {
+        name
+        for name, spec in alarms.items()
+        for query in [
+            spec["Properties"],
+            *(q.get("MetricStat", {}).get("Metric", {}) for q in spec["Properties"].get("Metrics", [])),
+        ]
+        if query.get("MetricName") == "ApproximateAgeOfOldestMessage"
+        and query["Dimensions"][0]["Value"]["Fn::GetAtt"][0] in AGED_QUEUES
+    }
+    assert aged == set()  # not on these queues: it leaves out the messages received three times (replayed)
+
+
+def test_given_a_replay_receiving_the_one_message_mid_hour_then_the_hour_still_reads_it_held() -> None:
+    """D-OPS3-2: hand-worked samples (visible, in flight) of a queue holding one message that a replay receives in
+    the hour (visible -> in flight, hidden 15 minutes) and that comes back: (1, 0), (0, 1), (1, 0). The template's
+    statistics read 1 + 0 = 1 (held); both ``Minimum`` would read 0 + 0 = 0, an hour "empty" that breaks the week's
+    row and silences the alarm however old the message."""
+    template = Template(parameters={"Stage": "test"})
+    statistic = {"Maximum": max, "Minimum": min}
+    hour = [(1, 0), (0, 1), (1, 0)]
+    emptied = [(1, 0), (0, 0)]  # the message deleted in the hour: the hour may still read held (an over-warning)
+    for name in AGED_QUEUES.values():
+        queries = {q["Id"]: q for q in template.resources[name]["Properties"]["Metrics"]}
+        visible = statistic[queries["visible"]["MetricStat"]["Stat"]]
+        inflight = statistic[queries["inflight"]["MetricStat"]["Stat"]]
+        assert visible(v for v, _ in hour) + inflight(i for _, i in hour) == 1, name
+        assert visible(v for v, _ in emptied) + inflight(i for _, i in emptied) == 1, name
