@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import compileall
+import email.parser
 import hashlib
 import json
 import platform
@@ -33,6 +34,8 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 from kilo_dev.template import ROOT, TEMPLATE_PATH, Template
 
@@ -47,9 +50,26 @@ PLATFORM = (
     "manylinux_2_28_aarch64",
     "--implementation",
     "cp",
+    "--abi",
+    "cp{}{}".format(*RUNTIME_PYTHON),
     "--python-version",
     ".".join(map(str, RUNTIME_PYTHON)),
 )
+# The environment markers of Lambda's python3.13 on arm64 (PEP 508): a distribution's dependencies are the ones its
+# markers give there, not on the machine that builds (D-LOCK2-2). Not the exact patch release (python_full_version).
+LAMBDA_MARKERS = {
+    "implementation_name": "cpython",
+    "implementation_version": "{}.{}.0".format(*RUNTIME_PYTHON),
+    "os_name": "posix",
+    "platform_machine": "aarch64",
+    "platform_python_implementation": "CPython",
+    "platform_release": "",
+    "platform_system": "Linux",
+    "platform_version": "",
+    "python_full_version": "{}.{}.0".format(*RUNTIME_PYTHON),
+    "python_version": "{}.{}".format(*RUNTIME_PYTHON),
+    "sys_platform": "linux",
+}
 # Each code folder's hashed lock beside its requirements.txt: what ./dev package installs (kilo_dev.lock, D420)
 LOCK = "requirements.lock"
 ZIP_LIMIT = 50 * 1024 * 1024  # direct upload
@@ -135,14 +155,49 @@ def requirement_lines(folder: Path) -> list[str]:
 
 
 def install_command(artifact: Artifact, pip: Sequence[str]) -> list[str]:
-    """pip installing the artifact's lock as it is: every file checked against the lock's hashes (D420). Not
-    ``--no-deps``: pip reads each wheel's dependencies, and in hash-checking mode refuses one the lock does not pin
-    with its hashes, so a lock that lost an entry stops the build instead of deploying what cannot import (D420,
-    amended)."""
+    """pip installing the artifact's lock as it is: every file checked against the lock's hashes (D420), Lambda's
+    wheels (``PLATFORM``), nothing resolved (``--no-deps``). pip would evaluate the wheels' dependency markers for
+    the machine that builds, not for Lambda: ``unmet_dependencies`` checks them after, for Lambda (D-LOCK2-2)."""
     lock = artifact.source / LOCK
-    return [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+    return [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile", "--no-deps",
             *PLATFORM, "--only-binary=:all:", "--require-hashes", "--target", str(artifact.site),
             "--requirement", str(lock)]  # fmt: skip
+
+
+def unmet_dependencies(site: Path, environment: dict[str, str] = LAMBDA_MARKERS) -> list[str]:
+    """What the distributions installed in ``site`` declare they need (``Requires-Dist``, with the extras others ask
+    of them) in ``environment`` - Lambda's by default - and is not installed there, or at a version they exclude.
+    Empty: the lock is the whole closure, for Lambda (D-LOCK2-2)."""
+    installed: dict[str, tuple[str, list[Requirement]]] = {}
+    for info in site.glob("*.dist-info"):
+        metadata = email.parser.Parser().parsestr((info / "METADATA").read_text())
+        requirements = [Requirement(line) for line in metadata.get_all("Requires-Dist") or []]
+        installed[_normal(metadata["Name"])] = (metadata["Version"], requirements)
+    found: set[str] = set()
+    pending = [(name, "") for name in installed]
+    seen: set[tuple[str, str]] = set()
+    while pending:
+        name, extra = pending.pop()
+        if (name, extra) in seen or name not in installed:
+            continue
+        seen.add((name, extra))
+        for requirement in installed[name][1]:
+            if requirement.marker is not None and not requirement.marker.evaluate({**environment, "extra": extra}):
+                continue
+            if requirement.marker is None and extra:
+                continue  # a base requirement: checked with ""
+            needed = _normal(requirement.name)
+            if needed not in installed:
+                found.add(f"{name} needs {requirement}, which is not locked")
+            elif not requirement.specifier.contains(installed[needed][0], prereleases=True):
+                found.add(f"{name} needs {requirement}, {installed[needed][0]} is locked")
+            else:
+                pending.extend((needed, wanted) for wanted in requirement.extras)
+    return sorted(found)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def install(artifact: Artifact, pip: Sequence[str]) -> None:
@@ -156,6 +211,11 @@ def install(artifact: Artifact, pip: Sequence[str]) -> None:
         result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - our own pip
         if result.returncode:
             raise RuntimeError(f"pip could not build {artifact.name}:\n{result.stdout}{result.stderr}")
+        unmet = unmet_dependencies(artifact.site)
+        if unmet:
+            needs = "; ".join(unmet)
+            raise RuntimeError(f"{artifact.name}: its lock misses what its distributions need on Lambda: {needs} "
+                               "(run ./dev lock)")  # fmt: skip
     for package in sorted(artifact.source.iterdir()):
         if package.is_dir() and (package / "__init__.py").exists():
             shutil.copytree(package, artifact.site / package.name, ignore=shutil.ignore_patterns("__pycache__"))
