@@ -4,7 +4,8 @@ Each artifact ``./dev package`` builds (the layer, each function code folder) ha
 code needs, edited by hand, commented) and beside it a ``requirements.lock`` generated from it: its whole dependency
 closure, every distribution pinned with ``==`` and the sha256 of each of its files on PyPI (``--hash``), resolved for
 Lambda's Python and platform (python3.13, arm64 manylinux_2_28, wheels only). ``./dev package`` installs the lock
-with ``pip --require-hashes`` (which also refuses a dependency the lock lacks), so the same commit installs the same
+with ``pip --require-hashes`` and refuses a lock lacking a dependency its wheels declare for Lambda
+(``kilo_dev.package.unmet_dependencies``, D-LOCK2-2), so the same commit installs the same
 files (D420).
 
 The locks are made by uv (``uv pip compile --generate-hashes``), itself pinned with its hashes in
@@ -41,7 +42,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kilo_dev.package import LOCK, RUNTIME_PYTHON, Artifact, artifacts, requirement_lines
+from kilo_dev.package import LOCK, RUNTIME_PYTHON, Artifact, artifacts, normal, requirement_lines
 from kilo_dev.template import ROOT, Template
 
 TOOL_REQUIREMENTS = ROOT / "scripts" / "lock-tool.txt"
@@ -60,11 +61,6 @@ _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*
 _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 _MARKER = re.compile(r"^\s*;\s*(?P<marker>.*?)\s*(?:--hash|$)")
 PROJECT_VIA = "kilo-billing (pyproject.toml)"  # uv's note on a requirement read from pyproject
-
-
-def normal(name: str) -> str:
-    """A distribution's name as PEP 503 compares them."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass

@@ -3,11 +3,12 @@
 For each layer (``AWS::Serverless::LayerVersion``) and each function code folder (``CodeUri``; functions sharing a
 folder share one artifact) it installs the folder's hashed lock, ``requirements.lock`` (``./dev lock`` makes it from
 the folder's ``requirements.txt``, D420), with pip for the Lambda platform (``--platform manylinux2014_aarch64
---platform manylinux_2_28_aarch64 --python-version 3.13 --only-binary=:all: --require-hashes``) into
-``.build/<name>/``, copies the code, drops what the runtime or the layer already ships (boto3/botocore, the
-layer's own distributions) and what its functions do not use (``NOT_SHIPPED``), compiles the bytecode the runtime
-will load (``compile_bytecode``: unchecked hash-based ``.pyc``, Python 3.13 only), zips it deterministically and
-checks:
+--platform manylinux_2_28_aarch64 --implementation cp --abi cp313 --python-version 3.13 --only-binary=:all:
+--require-hashes --no-deps``) into ``.build/<name>/``, checks that every dependency the installed wheels declare for
+Lambda's environment markers is installed (``unmet_dependencies``, D-LOCK2-2), copies the code, drops what the
+runtime or the layer already ships (boto3/botocore, the layer's own distributions) and what its functions do not use
+(``NOT_SHIPPED``), compiles the bytecode the runtime will load (``compile_bytecode``: unchecked hash-based ``.pyc``,
+Python 3.13 only), zips it deterministically and checks:
 - sizes against Lambda's limits: a zip uploaded directly <= 50 MB; function + its layers unzipped <= 250 MB;
 - every module the code imports (also inside functions: the lazy imports) is shipped: the standard library, the
   artifact itself, its layers, or the runtime's boto3/botocore (a layer module may borrow an SDK its functions ship,
@@ -172,7 +173,7 @@ def unmet_dependencies(site: Path, environment: dict[str, str] = LAMBDA_MARKERS)
     for info in site.glob("*.dist-info"):
         metadata = email.parser.Parser().parsestr((info / "METADATA").read_text())
         requirements = [Requirement(line) for line in metadata.get_all("Requires-Dist") or []]
-        installed[_normal(metadata["Name"])] = (metadata["Version"], requirements)
+        installed[normal(metadata["Name"])] = (metadata["Version"], requirements)
     found: set[str] = set()
     pending = [(name, "") for name in installed]
     seen: set[tuple[str, str]] = set()
@@ -186,7 +187,7 @@ def unmet_dependencies(site: Path, environment: dict[str, str] = LAMBDA_MARKERS)
                 continue
             if requirement.marker is None and extra:
                 continue  # a base requirement: checked with ""
-            needed = _normal(requirement.name)
+            needed = normal(requirement.name)
             if needed not in installed:
                 found.add(f"{name} needs {requirement}, which is not locked")
             elif not requirement.specifier.contains(installed[needed][0], prereleases=True):
@@ -196,7 +197,8 @@ def unmet_dependencies(site: Path, environment: dict[str, str] = LAMBDA_MARKERS)
     return sorted(found)
 
 
-def _normal(name: str) -> str:
+def normal(name: str) -> str:
+    """A distribution's name as PEP 503 compares them."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
