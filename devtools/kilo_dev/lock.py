@@ -202,7 +202,8 @@ def _layer_sources(template: Template, artifact: Artifact) -> dict[str, Path]:
 
 
 def check(template: Template) -> list[str]:
-    """``problems`` of every artifact's lock (a missing lock is one), from the files alone."""
+    """``problems`` of every artifact's lock (a missing lock is one) and ``dev_problems`` of the dev lock, from the
+    files alone."""
     project = project_pins((ROOT / "pyproject.toml").read_text())
     found = []
     deployed = {}
