@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Create (or refresh) the project-local virtual environment .venv and install the project into it.
+# Create (or refresh) the project-local virtual environment .venv and install the project into it: first
+# requirements-dev.lock (every distribution the tests, the linters and the build backend need, pinned with the sha256
+# of each file, for any platform and Python >= 3.11: ./dev lock makes it, D-LOCK2-1), hash-checked, then the project
+# itself, editable, with nothing more resolved.
 # Python: 3.13 where present (pyenv's or on PATH), else the newest Python >= 3.11 on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +40,7 @@ pick_python() {
 }
 
 stamp=.venv/.kilo-installed
-want=$(cat pyproject.toml layers/common/requirements.txt | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements-dev.lock | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -47,15 +50,19 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 log=.venv/install.log
-echo "bootstrap: installing the project and its pinned dependencies into .venv (log: $log)" >&2
+echo "bootstrap: installing the project and its locked dependencies into .venv (log: $log)" >&2
 # A registry download can be cut off mid-file (seen in CI: pip gave up on a wheel after 6 resume attempts). pip is
 # told to retry and resume more, and the whole install is tried up to three times, waiting between tries; pip keeps
-# what it downloaded in its cache, so a retry fetches only what is missing.
+# what it downloaded in its cache, so a retry fetches only what is missing. --require-hashes: every file installed has
+# a hash of the lock, and every dependency a wheel declares must be in the lock (nothing floats). The project goes on
+# top with --no-deps (its dependencies are the lock's) and --no-build-isolation (its build backend, setuptools, is
+# the lock's too, already installed).
 : >"$log"
 installed=no
 for attempt in 1 2 3; do
   if { .venv/bin/python -m pip install --retries 10 --timeout 60 --upgrade pip \
-      && .venv/bin/python -m pip install --retries 10 --timeout 60 --resume-retries 20 -e ".[dev]"; } >>"$log" 2>&1; then
+      && .venv/bin/python -m pip install --retries 10 --timeout 60 --resume-retries 20 --require-hashes -r requirements-dev.lock \
+      && .venv/bin/python -m pip install --no-deps --no-build-isolation --no-index -e .; } >>"$log" 2>&1; then
     installed=yes
     break
   fi

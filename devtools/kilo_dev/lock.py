@@ -4,7 +4,8 @@ Each artifact ``./dev package`` builds (the layer, each function code folder) ha
 code needs, edited by hand, commented) and beside it a ``requirements.lock`` generated from it: its whole dependency
 closure, every distribution pinned with ``==`` and the sha256 of each of its files on PyPI (``--hash``), resolved for
 Lambda's Python and platform (python3.13, arm64 manylinux_2_28, wheels only). ``./dev package`` installs the lock
-with ``pip --require-hashes`` (which also refuses a dependency the lock lacks), so the same commit installs the same
+with ``pip --require-hashes`` and refuses a lock lacking a dependency its wheels declare for Lambda
+(``kilo_dev.package.unmet_dependencies``, D-LOCK2-2), so the same commit installs the same
 files (D420).
 
 The locks are made by uv (``uv pip compile --generate-hashes``), itself pinned with its hashes in
@@ -21,6 +22,13 @@ the newest allowed.
 that no longer covers its inputs: a requirement missing from it or at another version, a pyproject pin it
 contradicts, a pin without hashes, a requirement removed but still locked, a layer's distribution at another
 version.
+
+The dev/test environment has its own lock, ``requirements-dev.lock`` (D-LOCK2-1): pyproject's dependencies, its
+``dev`` extra and its build backend (``[build-system] requires``), with their whole closure and hashes, resolved by
+uv with ``--universal`` for Python 3.11 and newer on every platform (one entry per version, with markers where the
+resolution forks). ``scripts/bootstrap.sh`` installs it into ``.venv`` with ``pip --require-hashes``, then the project
+itself without dependencies. It is locked first and is a constraint of every artifact's lock, so a distribution both
+have is at one version: the tests run what deploys (``dev_problems`` checks it, offline).
 """
 
 from __future__ import annotations
@@ -34,12 +42,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kilo_dev.package import LOCK, RUNTIME_PYTHON, Artifact, artifacts, requirement_lines
+from kilo_dev.package import LOCK, RUNTIME_PYTHON, Artifact, artifacts, normal, requirement_lines
 from kilo_dev.template import ROOT, Template
 
 TOOL_REQUIREMENTS = ROOT / "scripts" / "lock-tool.txt"
 TOOL_VENV = ROOT / ".lock-tool"
 PINS = ROOT / ".build" / "lock" / "pyproject-pins.txt"
+# The dev/test environment's lock (.venv, scripts/bootstrap.sh) and its build backend, its one input besides pyproject
+DEV_LOCK = ROOT / "requirements-dev.lock"
+BUILD_REQUIRES = ROOT / ".build" / "lock" / "build-system.txt"
+DEV_PYTHON = "3.11"  # pyproject's requires-python floor: --universal resolves for it and every newer Python
 # template.yaml's Architectures: [arm64] on python3.13 (Amazon Linux 2023, glibc 2.34): manylinux_2_28 covers the
 # manylinux2014 (2.17) wheels too
 LAMBDA_PLATFORM = "aarch64-manylinux_2_28"
@@ -47,11 +59,8 @@ COMMAND = "./dev lock"
 
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*(?P<version>[^\s;\\]+)")
 _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
-
-
-def normal(name: str) -> str:
-    """A distribution's name as PEP 503 compares them."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+_MARKER = re.compile(r"^\s*;\s*(?P<marker>.*?)\s*(?:--hash|$)")
+PROJECT_VIA = "kilo-billing (pyproject.toml)"  # uv's note on a requirement read from pyproject
 
 
 @dataclass
@@ -59,11 +68,18 @@ class Locked:
     version: str
     hashes: int
     via: list[str] = field(default_factory=list)  # uv's annotation: "-r <file>", "-c <file>" or a distribution
+    marker: str = ""  # the environment marker of a --universal lock's entry ("" : every environment)
 
 
 def parse_lock(text: str) -> dict[str, Locked]:
     """A hashed requirements file (uv's or pip-tools' output): name -> version, hash count and ``# via`` notes."""
-    entries: dict[str, Locked] = {}
+    return dict(parse_entries(text))
+
+
+def parse_entries(text: str) -> list[tuple[str, Locked]]:
+    """Every entry of a hashed requirements file, in order, with its marker: a ``--universal`` lock may pin one name
+    twice, for two environments."""
+    entries: list[tuple[str, Locked]] = []
     current: Locked | None = None
     logical = text.replace("\\\n", " ")
     for line in logical.splitlines():
@@ -80,8 +96,9 @@ def parse_lock(text: str) -> dict[str, Locked]:
         match = _PIN.match(stripped)
         if match is None:
             raise ValueError(f"not a pinned requirement: {stripped[:80]!r}")
-        current = Locked(match["version"], len(_HASH.findall(stripped)))
-        entries[normal(match["name"])] = current
+        marker = _MARKER.match(stripped[match.end() :])
+        current = Locked(match["version"], len(_HASH.findall(stripped)), marker=marker["marker"] if marker else "")
+        entries.append((normal(match["name"]), current))
     return entries
 
 
@@ -140,6 +157,41 @@ def problems(
     return found
 
 
+def dev_problems(
+    dev: Sequence[tuple[str, Locked]], project: dict[str, str], artifact_locks: dict[str, dict[str, Locked]]
+) -> list[str]:
+    """Why the dev lock (``parse_entries``) does not cover pyproject's pins, or installs another version of a
+    distribution than an artifact's lock (by its folder) deploys: every entry of that name counts, also one for
+    another Python or platform (a test run there would run another version). Empty: the tests run what deploys."""
+    source = _relative(DEV_LOCK)
+    found = []
+    locked: dict[str, list[str]] = {}
+    for name, entry in dev:
+        locked.setdefault(name, []).append(entry.version)
+        if entry.hashes == 0:
+            found.append(f"{source}: {name}=={entry.version} is locked without --hash")
+        if PROJECT_VIA in entry.via and name not in project:
+            found.append(f"{source}: {name} is locked as a requirement but pyproject no longer has it")
+    for name, version in project.items():
+        if not version:
+            found.append(f"{source}: {name} is not pinned with == in pyproject")
+        elif name not in locked:
+            found.append(f"{source}: {name}=={version} is pinned in pyproject but not locked")
+        found += [
+            f"{source}: {name}=={version} is pinned in pyproject but {other} is locked"
+            for other in locked.get(name, [])
+            if version and other != version
+        ]
+    for folder, artifact_lock in artifact_locks.items():
+        for name, entry in artifact_lock.items():
+            found += [
+                f"{folder}: {name}=={entry.version} is deployed but the tests run {other} ({source})"
+                for other in locked.get(name, [])
+                if other != entry.version
+            ]
+    return found
+
+
 def _relative(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
@@ -150,9 +202,11 @@ def _layer_sources(template: Template, artifact: Artifact) -> dict[str, Path]:
 
 
 def check(template: Template) -> list[str]:
-    """``problems`` of every artifact's lock (a missing lock is one), from the files alone."""
+    """``problems`` of every artifact's lock (a missing lock is one) and ``dev_problems`` of the dev lock, from the
+    files alone."""
     project = project_pins((ROOT / "pyproject.toml").read_text())
     found = []
+    deployed = {}
     for artifact in artifacts(template):
         requirements = requirement_lines(artifact.source)
         if not requirements:
@@ -166,9 +220,11 @@ def check(template: Template) -> list[str]:
             for layer, source in _layer_sources(template, artifact).items()
             if (source / LOCK).exists()
         }
-        lock = parse_lock(lock_file.read_text())
+        lock = deployed[_relative(artifact.source)] = parse_lock(lock_file.read_text())
         found += problems(_relative(artifact.source), requirements, lock, project, layers)
-    return found
+    if not DEV_LOCK.exists():
+        return [*found, f"no {_relative(DEV_LOCK)} (run {COMMAND})"]
+    return found + dev_problems(parse_entries(DEV_LOCK.read_text()), project, deployed)
 
 
 def tool_version() -> str:
@@ -195,8 +251,18 @@ def uv() -> Path:
     return binary
 
 
+def dev_compile_command(tool: Path, upgrade: bool) -> list[str]:
+    """uv locking the dev/test environment: pyproject with its ``dev`` extra and its build backend, for every
+    platform and every Python from 3.11 (``--universal``)."""
+    return [str(tool), "pip", "compile", "--no-config", "--quiet", "--universal", "--generate-hashes",
+            "--python-version", DEV_PYTHON, "--extra", "dev",
+            *(["--upgrade"] if upgrade else []),
+            "pyproject.toml", _relative(BUILD_REQUIRES),
+            "--output-file", _relative(DEV_LOCK)]  # fmt: skip
+
+
 def compile_command(tool: Path, artifact: Artifact, layer_sources: Iterable[Path], upgrade: bool) -> list[str]:
-    constraints = [_relative(PINS), *(_relative(source / LOCK) for source in layer_sources)]
+    constraints = [_relative(PINS), _relative(DEV_LOCK), *(_relative(source / LOCK) for source in layer_sources)]
     return [str(tool), "pip", "compile", "--no-config", "--quiet", "--generate-hashes",
             "--python-version", ".".join(map(str, RUNTIME_PYTHON)), "--python-platform", LAMBDA_PLATFORM,
             "--only-binary", ":all:",
@@ -207,12 +273,16 @@ def compile_command(tool: Path, artifact: Artifact, layer_sources: Iterable[Path
 
 
 def lock(template: Template, upgrade: bool = False) -> list[Path]:
-    """Regenerate every artifact's lock (layers first: the functions' are constrained by them); returns the locks."""
+    """Regenerate the dev lock, then every artifact's lock constrained by it (layers first: the functions' are
+    constrained by them too); returns the locks."""
     tool = uv()
     PINS.parent.mkdir(parents=True, exist_ok=True)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     project = project_pins((ROOT / "pyproject.toml").read_text())
     PINS.write_text("".join(f"{name}=={version}\n" for name, version in sorted(project.items()) if version))
-    written = []
+    BUILD_REQUIRES.write_text("".join(f"{requirement}\n" for requirement in pyproject["build-system"]["requires"]))
+    subprocess.run(dev_compile_command(tool, upgrade), cwd=ROOT, check=True)  # noqa: S603
+    written = [DEV_LOCK]
     for artifact in artifacts(template):  # layers first
         if not requirement_lines(artifact.source):
             continue

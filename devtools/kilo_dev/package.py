@@ -3,11 +3,12 @@
 For each layer (``AWS::Serverless::LayerVersion``) and each function code folder (``CodeUri``; functions sharing a
 folder share one artifact) it installs the folder's hashed lock, ``requirements.lock`` (``./dev lock`` makes it from
 the folder's ``requirements.txt``, D420), with pip for the Lambda platform (``--platform manylinux2014_aarch64
---platform manylinux_2_28_aarch64 --python-version 3.13 --only-binary=:all: --require-hashes``) into
-``.build/<name>/``, copies the code, drops what the runtime or the layer already ships (boto3/botocore, the
-layer's own distributions) and what its functions do not use (``NOT_SHIPPED``), compiles the bytecode the runtime
-will load (``compile_bytecode``: unchecked hash-based ``.pyc``, Python 3.13 only), zips it deterministically and
-checks:
+--platform manylinux_2_28_aarch64 --implementation cp --abi cp313 --python-version 3.13 --only-binary=:all:
+--require-hashes --no-deps``) into ``.build/<name>/``, checks that every dependency the installed wheels declare for
+Lambda's environment markers is installed (``unmet_dependencies``, D-LOCK2-2), copies the code, drops what the
+runtime or the layer already ships (boto3/botocore, the layer's own distributions) and what its functions do not use
+(``NOT_SHIPPED``), compiles the bytecode the runtime will load (``compile_bytecode``: unchecked hash-based ``.pyc``,
+Python 3.13 only), zips it deterministically and checks:
 - sizes against Lambda's limits: a zip uploaded directly <= 50 MB; function + its layers unzipped <= 250 MB;
 - every module the code imports (also inside functions: the lazy imports) is shipped: the standard library, the
   artifact itself, its layers, or the runtime's boto3/botocore (a layer module may borrow an SDK its functions ship,
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import compileall
+import email.parser
 import hashlib
 import json
 import platform
@@ -33,6 +35,8 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 from kilo_dev.template import ROOT, TEMPLATE_PATH, Template
 
@@ -47,9 +51,26 @@ PLATFORM = (
     "manylinux_2_28_aarch64",
     "--implementation",
     "cp",
+    "--abi",
+    "cp{}{}".format(*RUNTIME_PYTHON),
     "--python-version",
     ".".join(map(str, RUNTIME_PYTHON)),
 )
+# The environment markers of Lambda's python3.13 on arm64 (PEP 508): a distribution's dependencies are the ones its
+# markers give there, not on the machine that builds (D-LOCK2-2). Not the exact patch release (python_full_version).
+LAMBDA_MARKERS = {
+    "implementation_name": "cpython",
+    "implementation_version": "{}.{}.0".format(*RUNTIME_PYTHON),
+    "os_name": "posix",
+    "platform_machine": "aarch64",
+    "platform_python_implementation": "CPython",
+    "platform_release": "",
+    "platform_system": "Linux",
+    "platform_version": "",
+    "python_full_version": "{}.{}.0".format(*RUNTIME_PYTHON),
+    "python_version": "{}.{}".format(*RUNTIME_PYTHON),
+    "sys_platform": "linux",
+}
 # Each code folder's hashed lock beside its requirements.txt: what ./dev package installs (kilo_dev.lock, D420)
 LOCK = "requirements.lock"
 ZIP_LIMIT = 50 * 1024 * 1024  # direct upload
@@ -135,14 +156,50 @@ def requirement_lines(folder: Path) -> list[str]:
 
 
 def install_command(artifact: Artifact, pip: Sequence[str]) -> list[str]:
-    """pip installing the artifact's lock as it is: every file checked against the lock's hashes (D420). Not
-    ``--no-deps``: pip reads each wheel's dependencies, and in hash-checking mode refuses one the lock does not pin
-    with its hashes, so a lock that lost an entry stops the build instead of deploying what cannot import (D420,
-    amended)."""
+    """pip installing the artifact's lock as it is: every file checked against the lock's hashes (D420), Lambda's
+    wheels (``PLATFORM``), nothing resolved (``--no-deps``). pip would evaluate the wheels' dependency markers for
+    the machine that builds, not for Lambda: ``unmet_dependencies`` checks them after, for Lambda (D-LOCK2-2)."""
     lock = artifact.source / LOCK
-    return [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+    return [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile", "--no-deps",
             *PLATFORM, "--only-binary=:all:", "--require-hashes", "--target", str(artifact.site),
             "--requirement", str(lock)]  # fmt: skip
+
+
+def unmet_dependencies(site: Path, environment: dict[str, str] = LAMBDA_MARKERS) -> list[str]:
+    """What the distributions installed in ``site`` declare they need (``Requires-Dist``, with the extras others ask
+    of them) in ``environment`` - Lambda's by default - and is not installed there, or at a version they exclude.
+    Empty: the lock is the whole closure, for Lambda (D-LOCK2-2)."""
+    installed: dict[str, tuple[str, list[Requirement]]] = {}
+    for info in site.glob("*.dist-info"):
+        metadata = email.parser.Parser().parsestr((info / "METADATA").read_text())
+        requirements = [Requirement(line) for line in metadata.get_all("Requires-Dist") or []]
+        installed[normal(metadata["Name"])] = (metadata["Version"], requirements)
+    found: set[str] = set()
+    pending = [(name, "") for name in installed]
+    seen: set[tuple[str, str]] = set()
+    while pending:
+        name, extra = pending.pop()
+        if (name, extra) in seen or name not in installed:
+            continue
+        seen.add((name, extra))
+        for requirement in installed[name][1]:
+            if requirement.marker is not None and not requirement.marker.evaluate({**environment, "extra": extra}):
+                continue
+            if requirement.marker is None and extra:
+                continue  # a base requirement: checked with ""
+            needed = normal(requirement.name)
+            if needed not in installed:
+                found.add(f"{name} needs {requirement}, which is not locked")
+            elif not requirement.specifier.contains(installed[needed][0], prereleases=True):
+                found.add(f"{name} needs {requirement}, {installed[needed][0]} is locked")
+            else:
+                pending.extend((needed, wanted) for wanted in requirement.extras)
+    return sorted(found)
+
+
+def normal(name: str) -> str:
+    """A distribution's name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def install(artifact: Artifact, pip: Sequence[str]) -> None:
@@ -156,6 +213,11 @@ def install(artifact: Artifact, pip: Sequence[str]) -> None:
         result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - our own pip
         if result.returncode:
             raise RuntimeError(f"pip could not build {artifact.name}:\n{result.stdout}{result.stderr}")
+        unmet = unmet_dependencies(artifact.site)
+        if unmet:
+            needs = "; ".join(unmet)
+            raise RuntimeError(f"{artifact.name}: its lock misses what its distributions need on Lambda: {needs} "
+                               "(run ./dev lock)")  # fmt: skip
     for package in sorted(artifact.source.iterdir()):
         if package.is_dir() and (package / "__init__.py").exists():
             shutil.copytree(package, artifact.site / package.name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -12,7 +12,6 @@ import itertools
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import zipfile
 from hashlib import sha256
@@ -154,11 +153,16 @@ def test_given_the_repository_locks_then_they_were_made_for_lambda_by_the_pinned
     assert "--hash=sha256:" in lock.TOOL_REQUIREMENTS.read_text()
 
 
-def test_given_an_artifact_then_pip_installs_its_lock_hash_checked_with_its_dependencies_checked() -> None:
+def test_given_an_artifact_then_pip_installs_its_lock_hash_checked_for_lambdas_python_and_platform() -> None:
+    """pip picks Lambda's files (python3.13, CPython's cp313 ABI, aarch64 manylinux) and resolves nothing: the
+    dependencies are checked after, for Lambda's environment (D-LOCK2-2)."""
     artifact = next(a for a in package.artifacts(Template()) if a.name == "invoice")
     command = package.install_command(artifact, ["pip"])
-    assert {"--require-hashes", "--only-binary=:all:"} <= set(command)
-    assert "--no-deps" not in command  # it would also turn off pip's check that every dependency is locked
+    assert {"--require-hashes", "--only-binary=:all:", "--no-deps"} <= set(command)
+    options = dict(itertools.pairwise(command))
+    assert (options["--python-version"], options["--implementation"], options["--abi"]) == ("3.13", "cp", "cp313")
+    platforms = [value for option, value in itertools.pairwise(command) if option == "--platform"]
+    assert platforms == ["manylinux2014_aarch64", "manylinux_2_28_aarch64"]
     assert command[-2:] == ["--requirement", str(ROOT / "functions/invoice/requirements.lock")]
     assert "--constraint" not in command
 
@@ -183,23 +187,26 @@ def _wheel(folder: Path, name: str, requires: list[str]) -> Path:
     return path
 
 
-def _install_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, locked: list[Path]) -> tuple[int, str, Path]:
-    """``./dev package``'s own pip command for a layer whose lock pins ``locked`` (with each wheel's sha256), run
-    offline against the wheels in ``tmp_path/wheels``: pip's return code, its output, and where it installs."""
+def _install_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, locked: list[Path]) -> tuple[str, Path]:
+    """``./dev package``'s install of a layer whose lock pins ``locked`` (with each wheel's sha256), run offline
+    against the wheels in ``tmp_path/wheels``: its refusal ("" if none), and where it installs."""
     monkeypatch.setattr(package, "BUILD", tmp_path / "build")
+    for name, value in {"NO_INDEX": "1", "FIND_LINKS": str(tmp_path / "wheels"), "NO_CACHE_DIR": "1"}.items():
+        monkeypatch.setenv(f"PIP_{name}", value)
     source = tmp_path / "layer"
     source.mkdir()
+    (source / "requirements.txt").write_text("kilo-fixture-app==1.0\n")
     lines = [
         f"{w.name.split('-')[0].replace('_', '-')}==1.0 --hash=sha256:{sha256(w.read_bytes()).hexdigest()}"
         for w in locked
     ]
     (source / package.LOCK).write_text("\n".join(lines) + "\n")
     artifact = package.Artifact("DemoLayer", source, "layer")
-    artifact.site.mkdir(parents=True)
-    command = package.install_command(artifact, [sys.executable, "-m", "pip"])
-    offline = ["--no-index", "--find-links", str(tmp_path / "wheels"), "--no-cache-dir"]
-    result = subprocess.run([*command, *offline], capture_output=True, text=True, check=False)
-    return result.returncode, result.stdout + result.stderr, artifact.site
+    try:
+        package.install(artifact, [sys.executable, "-m", "pip"])
+    except RuntimeError as refused:
+        return str(refused), artifact.site
+    return "", artifact.site
 
 
 def test_given_a_lock_missing_a_sub_dependency_then_the_install_refuses_it(
@@ -211,14 +218,169 @@ def test_given_a_lock_missing_a_sub_dependency_then_the_install_refuses_it(
     wheels.mkdir()
     app = _wheel(wheels, "kilo-fixture-app", ["kilo-fixture-dep==1.0"])
     dep = _wheel(wheels, "kilo-fixture-dep", [])
-    returncode, output, site = _install_offline(tmp_path, monkeypatch, [app])
-    assert returncode != 0, output
-    assert "--require-hashes" in output or "Hashes are required" in output, output
-    assert not (site / "kilo_fixture_app").exists()
+    refused, _ = _install_offline(tmp_path, monkeypatch, [app])
+    assert refused == (
+        "DemoLayer: its lock misses what its distributions need on Lambda: "
+        "kilo-fixture-app needs kilo-fixture-dep==1.0, which is not locked (run ./dev lock)"
+    )
     # the whole closure locked: both installed
     shutil.rmtree(tmp_path / "build")
     shutil.rmtree(tmp_path / "layer")
-    returncode, output, site = _install_offline(tmp_path, monkeypatch, [app, dep])
-    assert returncode == 0, output
+    refused, site = _install_offline(tmp_path, monkeypatch, [app, dep])
+    assert refused == ""
     assert (site / "kilo_fixture_app").is_dir()
     assert (site / "kilo_fixture_dep").is_dir()
+
+
+def test_given_a_dependency_marked_for_lambdas_aarch64_missing_from_the_lock_then_the_install_refuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dependency Lambda (linux, aarch64, 3.13) needs and the build machine (x86_64 here) would not: the markers are
+    Lambda's, not the build machine's (D-LOCK2-2; before, pip on x86_64 built it without the dependency)."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    marked = 'kilo-fixture-dep==1.0; platform_machine == "aarch64" and python_version >= "3.13"'
+    app = _wheel(wheels, "kilo-fixture-app", [marked, 'kilo-fixture-win==1.0; sys_platform == "win32"'])
+    refused, _ = _install_offline(tmp_path, monkeypatch, [app])
+    assert refused == (
+        "DemoLayer: its lock misses what its distributions need on Lambda: "
+        f"kilo-fixture-app needs {marked}, which is not locked (run ./dev lock)"
+    )
+
+
+def test_given_a_dependency_marked_for_another_platform_than_lambdas_then_the_lock_needs_not_have_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv leaves out of a Lambda lock what only x86_64, Windows or Python 3.12 need: the install does not ask for it
+    (before, pip on an x86_64 machine refused the lock: "Hashes are required")."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    app = _wheel(
+        wheels,
+        "kilo-fixture-app",
+        [
+            'kilo-fixture-dep==1.0; platform_machine == "x86_64"',
+            'kilo-fixture-win==1.0; sys_platform == "win32"',
+            'kilo-fixture-old==1.0; python_version < "3.13"',
+            'kilo-fixture-extra==1.0; extra == "docs"',
+        ],
+    )
+    refused, site = _install_offline(tmp_path, monkeypatch, [app])
+    assert refused == ""
+    assert (site / "kilo_fixture_app").is_dir()
+
+
+def test_given_a_dependency_locked_at_another_version_than_required_then_the_install_refuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    app = _wheel(wheels, "kilo-fixture-app", ["kilo-fixture-dep>=2"])
+    dep = _wheel(wheels, "kilo-fixture-dep", [])
+    refused, _ = _install_offline(tmp_path, monkeypatch, [app, dep])
+    assert refused == (
+        "DemoLayer: its lock misses what its distributions need on Lambda: "
+        "kilo-fixture-app needs kilo-fixture-dep>=2, 1.0 is locked (run ./dev lock)"
+    )
+
+
+# The dev/test environment's lock (D-LOCK2-1), as uv writes it with --universal: markers on forked entries, pyproject's
+# pins as the project's requirements ("kilo-billing (pyproject.toml)")
+DEV_LOCK = f"""# This file was autogenerated by uv via the following command:
+#    uv pip compile --universal --generate-hashes --python-version 3.11 pyproject.toml --output-file requirements-dev.lock
+colorama==0.4.6 ; sys_platform == 'win32' \\
+    {HASH}
+    # via pytest
+pytest==9.2.0 \\
+    {HASH}
+    # via kilo-billing (pyproject.toml)
+requests==2.33.0 \\
+    {HASH}
+    # via stripe
+stripe==16.1.0 \\
+    {HASH}
+    # via kilo-billing (pyproject.toml)
+typing-extensions==4.16.0 ; python_full_version < '3.13' \\
+    {HASH}
+    # via stripe
+"""
+PROJECT = {"stripe": "16.1.0", "pytest": "9.2.0"}
+
+
+def _dev_problems(text: str = DEV_LOCK, project: dict[str, str] | None = None, deployed: str = LOCK) -> list[str]:
+    artifacts = {"functions/demo": lock.parse_lock(deployed)}
+    return lock.dev_problems(lock.parse_entries(text), PROJECT if project is None else project, artifacts)
+
+
+def test_given_a_universal_lock_then_each_entry_keeps_its_marker() -> None:
+    entries = lock.parse_entries(DEV_LOCK)
+    assert [(name, entry.version, entry.marker, entry.hashes) for name, entry in entries] == [
+        ("colorama", "0.4.6", "sys_platform == 'win32'", 1),
+        ("pytest", "9.2.0", "", 1),
+        ("requests", "2.33.0", "", 1),
+        ("stripe", "16.1.0", "", 1),
+        ("typing-extensions", "4.16.0", "python_full_version < '3.13'", 1),
+    ]
+
+
+def test_given_a_dev_lock_with_the_deployed_versions_then_no_problem() -> None:
+    assert _dev_problems() == []
+
+
+def test_given_an_artifact_deploying_another_version_than_the_tests_run_then_it_is_refused() -> None:
+    deployed = LOCK.replace("requests==2.33.0", "requests==2.34.1")
+    assert _dev_problems(deployed=deployed) == [
+        "functions/demo: requests==2.34.1 is deployed but the tests run 2.33.0 (requirements-dev.lock)",
+    ]
+
+
+def test_given_a_forked_dev_entry_at_another_version_than_deployed_then_it_is_refused() -> None:
+    # the tests on Python 3.11/3.12 would run typing-extensions 4.15.0, Lambda 4.16.0
+    forked = DEV_LOCK.replace("typing-extensions==4.16.0", "typing-extensions==4.15.0")
+    assert _dev_problems(forked) == [
+        "functions/demo: typing-extensions==4.16.0 is deployed but the tests run 4.15.0 (requirements-dev.lock)",
+    ]
+
+
+def test_given_a_pyproject_pin_the_dev_lock_lacks_or_contradicts_then_it_is_refused() -> None:
+    assert _dev_problems(project={**PROJECT, "stripe": "16.2.0", "ruff": "0.17.5", "rich": ""}) == [
+        "requirements-dev.lock: stripe==16.2.0 is pinned in pyproject but 16.1.0 is locked",
+        "requirements-dev.lock: ruff==0.17.5 is pinned in pyproject but not locked",
+        "requirements-dev.lock: rich is not pinned with == in pyproject",
+    ]
+
+
+def test_given_a_pyproject_pin_removed_without_relocking_then_its_dev_entry_is_stale() -> None:
+    assert _dev_problems(project={"stripe": "16.1.0"}) == [
+        "requirements-dev.lock: pytest is locked as a requirement but pyproject no longer has it",
+    ]
+
+
+def test_given_a_dev_pin_without_hashes_then_it_is_refused() -> None:
+    unhashed = DEV_LOCK.replace(f"requests==2.33.0 \\\n    {HASH}\n", "requests==2.33.0\n")
+    assert _dev_problems(unhashed) == ["requirements-dev.lock: requests==2.33.0 is locked without --hash"]
+
+
+def test_given_the_repository_then_the_dev_environment_is_installed_from_a_universal_hashed_lock() -> None:
+    """bootstrap installs .venv from requirements-dev.lock, hash-checked (D-LOCK2-1): resolved by uv for every
+    platform and for Python 3.11 and newer (pyproject's requires-python), with the build backend in it; the project
+    itself on top without dependencies (nothing else is resolved)."""
+    path = ROOT / "requirements-dev.lock"
+    header = path.read_text().splitlines()[:2]
+    assert header[0] == "# This file was autogenerated by uv via the following command:"
+    command = shlex.split(header[1].removeprefix("#"))
+    options = dict(itertools.pairwise(command))
+    assert command[:3] == ["uv", "pip", "compile"]
+    assert {"--universal", "--generate-hashes", "pyproject.toml"} <= set(command)
+    assert (options["--python-version"], options["--extra"], options["--output-file"]) == (
+        "3.11",
+        "dev",
+        "requirements-dev.lock",
+    )
+    entries = dict(lock.parse_entries(path.read_text()))
+    assert entries["setuptools"].version == "80.9.0"  # pyproject's build-system.requires, hand-copied here
+    assert {"pydantic-core", "botocore", "iniconfig"} <= set(entries)  # the closure, not only pyproject's pins
+    bootstrap = (ROOT / "scripts/bootstrap.sh").read_text()
+    assert re.search(r"pip install [^\n]*--require-hashes [^\n]*-r requirements-dev\.lock", bootstrap)
+    assert re.search(r"pip install [^\n]*--no-deps --no-build-isolation [^\n]*-e \.", bootstrap)
+    assert '-e ".[dev]"' not in bootstrap
