@@ -836,6 +836,11 @@ def test_given_the_alerts_role_then_it_sends_email_only_from_the_configured_send
 
 
 HOLD_WRITES = ["pk", "sk", "status", "version"]  # the abuse hold: the profile's status, over the version read (D142)
+# the hold's item is the account's profile: only in an account's partition (D-IAM2-3)
+HOLD = {
+    "ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES},
+    "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACCOUNT#*"]},
+}
 
 
 @pytest.mark.parametrize("role_id", ["AlertsFunctionRole", "OperatorChecksFunctionRole"])
@@ -855,15 +860,15 @@ def test_given_the_alerts_and_operator_checks_roles_then_they_put_no_usage_table
     spend = [SPEND_READING] if role_id == "AlertsFunctionRole" else []  # D406: its other update there
     assert [(_listed(s["Action"]), s["Condition"]) for s in holds] == [
         *spend,
-        (["dynamodb:UpdateItem"], {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}}),
+        (["dynamodb:UpdateItem"], HOLD),
     ]
 
 
-# D406: the spend item's reading (DynamoEntitlements.record) - its key, `account_id` and the meter's attribute
+# D406: the spend item's reading (DynamoEntitlements.record) - its key and the meter's attribute; no `account_id`,
+# the `accounts` index's key (D-IAM2-2)
 SPEND_WRITES = [
     "pk",
     "sk",
-    "account_id",
     "spend",
     "allowance_video",
     "allowance_audio",
@@ -896,7 +901,7 @@ def test_given_the_alerts_role_then_its_usage_table_updates_are_all_conditioned_
     meters = get_args(UsageThresholdCrossedV1.model_fields["meter"].annotation)
     assert set(meters) == {"video", "audio", "messages", "data_transfer", "budget", "hard_limit"}
     nested = {"period", "used"}  # the condition's `#r.#p`, `#r.#u` (DynamoEntitlements.record)
-    assert {attribute_for(meter) for meter in meters} | {"pk", "sk", "account_id"} | nested == set(SPEND_WRITES)
+    assert {attribute_for(meter) for meter in meters} | {"pk", "sk"} | nested == set(SPEND_WRITES)
     updates = [
         s
         for s in role_statements(transformed, "AlertsFunctionRole")
@@ -904,7 +909,7 @@ def test_given_the_alerts_role_then_its_usage_table_updates_are_all_conditioned_
     ]
     assert [s.get("Condition") for s in updates] == [
         SPEND_READING[1],
-        {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}},
+        HOLD,
     ]
 
 
