@@ -128,6 +128,19 @@ def test_given_billing_details_then_they_read_back_and_accounts_are_listed(ledge
     assert sorted(ledger.store.accounts()) == ["acme", "beta"]
 
 
+def test_given_a_spend_item_stored_with_an_account_id_then_the_account_is_listed_once(stack: Stack) -> None:
+    """D-IAM2-2: the alerts' spend reading used to set `account_id` on the account's spend item (`ENTITLEMENT`), the
+    `accounts` index's key: the index then held the account twice, and the close's fan-out queued it twice, the
+    revenue report counted it twice. The reading no longer writes it; items written before keep it, so the listing
+    names each account once (before: `["acme", "acme"]`)."""
+    world = _dynamo(stack)
+    world.register(_team("acme"))
+    table = stack.template.physical_name("UsageTable")
+    spend = {"pk": "ACCOUNT#acme", "sk": "ENTITLEMENT", "account_id": "acme", "spend": {"period": "2026-03"}}
+    stack.clients["dynamodb"].put_item(TableName=table, Item=to_item(spend))  # as the old reading stored it
+    assert list(world.store.accounts()) == ["acme"]
+
+
 def test_given_one_billing_field_saved_then_the_others_are_left_as_stored(ledger: Ledger) -> None:
     ledger.register(_team("acme"))
     ledger.store.save_billing("acme", customer_id="cus_1", disputed=True, card_on_file=True)

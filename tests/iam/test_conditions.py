@@ -228,15 +228,15 @@ def test_given_the_account_api_role_on_the_alerts_table_then_whole_items_returne
 def test_given_the_alerts_role_then_its_usage_table_updates_are_the_spend_item_s_readings_and_the_hold(
     stack: Stack, roles: Roles
 ) -> None:
-    """D406: the spend item's reading (one attribute per meter, `account_id`) is allowed; another attribute of
-    the account's item (its plan) or the whole item answered is refused."""
+    """D406: the spend item's reading (one attribute per meter) is allowed; another attribute of the account's item
+    (its plan) or the whole item answered is refused."""
     key = {"pk": _s("ACCOUNT#acct_1"), "sk": _s("ENTITLEMENT")}
     reading = {
         "TableName": USAGE,
         "Key": key,
-        "UpdateExpression": "SET #r = :r, account_id = :a",
+        "UpdateExpression": "SET #r = :r",
         "ExpressionAttributeNames": {"#r": "allowance_data_transfer"},
-        "ExpressionAttributeValues": {":r": {"M": {"used": {"N": "1"}}}, ":a": _s("acct_1")},
+        "ExpressionAttributeValues": {":r": {"M": {"used": {"N": "1"}}}},
     }
     with roles.acting_as("AlertsFunction") as enforcement:
         dynamodb = boto3.client("dynamodb")
@@ -275,5 +275,55 @@ def test_given_the_alerts_role_then_its_spend_reading_writes_no_room_s_item_nor_
                 UpdateExpression="SET account_id = :a",
                 ExpressionAttributeValues={":a": _s("acct_1")},
             )
+    assert _denied(room) == "AccessDeniedException"
+    assert enforcement.denied == [("dynamodb:UpdateItem", USAGE_TABLE)]
+
+
+def test_given_the_alerts_role_then_no_item_of_an_account_is_given_an_accounts_index_key(
+    stack: Stack, roles: Roles
+) -> None:
+    """D-IAM2-2: the spend grant listed `account_id` (the reading set it on the spend item), so the role could give
+    any item of an account's partition - an invoice - the `accounts` index's key, which the monthly close, the early
+    checks and the revenue report scan (`DynamoLedgerStore.accounts`). The reading no longer writes it and the grant
+    no longer lists it: that update is refused (before: allowed), the adapter's own reading is allowed, and after it
+    the index holds no spend item (before: the spend item listed beside the profile - the account twice)."""
+    with roles.acting_as("AlertsFunction") as enforcement:
+        dynamodb = boto3.client("dynamodb")
+        recorded = DynamoEntitlements(dynamodb, USAGE).record(
+            "acct_1", "video", Reading(period="2026-12", used=Decimal(30), limit=Decimal(100), as_of="2026-12-05")
+        )
+        with pytest.raises(botocore.exceptions.ClientError) as invoice:
+            dynamodb.update_item(
+                TableName=USAGE,
+                Key={"pk": _s("ACCOUNT#acct_1"), "sk": _s("INVOICE#2026-11")},
+                UpdateExpression="SET account_id = :a",
+                ExpressionAttributeValues={":a": _s("acct_1")},
+            )
+    assert recorded
+    assert _denied(invoice) == "AccessDeniedException"
+    assert enforcement.denied == [("dynamodb:UpdateItem", USAGE_TABLE)]
+    listed = stack.clients["dynamodb"].scan(TableName=USAGE, IndexName="accounts")["Items"]
+    assert listed == []  # no profile registered here: only the spend item could be in it
+
+
+@pytest.mark.parametrize("function", ["AlertsFunction", "OperatorChecksFunction"])
+def test_given_a_hold_s_role_then_the_hold_s_attributes_are_written_only_in_an_account_s_partition(
+    stack: Stack, roles: Roles, function: str
+) -> None:
+    """D-IAM2-3: the abuse hold's grant (`[pk, sk, status, version]`) had no `dynamodb:LeadingKeys`: the role could
+    set a `status` or `version` on any item of the table - a room's state (its `version` the rating's optimistic
+    lock), a sweeper's mark. The grant takes `ACCOUNT#*` (the profile's partition): the hold's own update on a profile
+    is allowed, the same update on a room's state refused (before: allowed)."""
+    update: dict[str, Any] = {
+        "TableName": USAGE,
+        "UpdateExpression": "SET #status = :s, #version = :v",
+        "ExpressionAttributeNames": {"#status": "status", "#version": "version"},
+        "ExpressionAttributeValues": {":s": _s("held"), ":v": {"N": "7"}},
+    }
+    with roles.acting_as(function) as enforcement:
+        dynamodb = boto3.client("dynamodb")
+        dynamodb.update_item(**update, Key={"pk": _s("ACCOUNT#acct_x"), "sk": _s("PROFILE")})
+        with pytest.raises(botocore.exceptions.ClientError) as room:
+            dynamodb.update_item(**update, Key={"pk": _s("ROOM#RM_x"), "sk": _s("STATE")})
     assert _denied(room) == "AccessDeniedException"
     assert enforcement.denied == [("dynamodb:UpdateItem", USAGE_TABLE)]

@@ -836,6 +836,11 @@ def test_given_the_alerts_role_then_it_sends_email_only_from_the_configured_send
 
 
 HOLD_WRITES = ["pk", "sk", "status", "version"]  # the abuse hold: the profile's status, over the version read (D142)
+# the hold's item is the account's profile: only in an account's partition (D-IAM2-3)
+HOLD = {
+    "ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES},
+    "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACCOUNT#*"]},
+}
 
 
 @pytest.mark.parametrize("role_id", ["AlertsFunctionRole", "OperatorChecksFunctionRole"])
@@ -855,15 +860,15 @@ def test_given_the_alerts_and_operator_checks_roles_then_they_put_no_usage_table
     spend = [SPEND_READING] if role_id == "AlertsFunctionRole" else []  # D406: its other update there
     assert [(_listed(s["Action"]), s["Condition"]) for s in holds] == [
         *spend,
-        (["dynamodb:UpdateItem"], {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}}),
+        (["dynamodb:UpdateItem"], HOLD),
     ]
 
 
-# D406: the spend item's reading (DynamoEntitlements.record) - its key, `account_id` and the meter's attribute
+# D406: the spend item's reading (DynamoEntitlements.record) - its key and the meter's attribute; no `account_id`,
+# the `accounts` index's key (D-IAM2-2)
 SPEND_WRITES = [
     "pk",
     "sk",
-    "account_id",
     "spend",
     "allowance_video",
     "allowance_audio",
@@ -896,7 +901,7 @@ def test_given_the_alerts_role_then_its_usage_table_updates_are_all_conditioned_
     meters = get_args(UsageThresholdCrossedV1.model_fields["meter"].annotation)
     assert set(meters) == {"video", "audio", "messages", "data_transfer", "budget", "hard_limit"}
     nested = {"period", "used"}  # the condition's `#r.#p`, `#r.#u` (DynamoEntitlements.record)
-    assert {attribute_for(meter) for meter in meters} | {"pk", "sk", "account_id"} | nested == set(SPEND_WRITES)
+    assert {attribute_for(meter) for meter in meters} | {"pk", "sk"} | nested == set(SPEND_WRITES)
     updates = [
         s
         for s in role_statements(transformed, "AlertsFunctionRole")
@@ -904,7 +909,7 @@ def test_given_the_alerts_role_then_its_usage_table_updates_are_all_conditioned_
     ]
     assert [s.get("Condition") for s in updates] == [
         SPEND_READING[1],
-        {"ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES}},
+        HOLD,
     ]
 
 
@@ -922,3 +927,113 @@ def test_given_the_account_api_role_then_it_deletes_usage_table_items_only_in_a_
     assert [(_listed(s["Action"]), s.get("Condition")) for s in deletes] == [
         (["dynamodb:DeleteItem"], {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ROOM#*"]}})
     ]
+
+
+def _item_names(module: Any, function: str) -> set[str]:
+    """The attribute names of the dict literal an item builder passes to ``to_item`` (string keys, and module
+    constants such as ``KEY``/``SORT_KEY`` resolved): read from its source, so a new attribute shows up here."""
+    import ast  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+
+    tree = ast.parse(inspect.getsource(getattr(module, function)))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key in node.keys:
+                if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                    names.add(key.value)
+                elif isinstance(key, ast.Name):
+                    names.add(str(getattr(module, key.id)))
+    return names
+
+
+def _usage_writes(transformed: Transformed, role_id: str) -> list[tuple[list[str], dict[str, Any] | None]]:
+    return [
+        (_listed(s["Action"]), s.get("Condition"))
+        for s in role_statements(transformed, role_id)
+        if s["Resource"] == USAGE_TABLE
+        and {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+        & set(_listed(s["Action"]))
+    ]
+
+
+@pytest.mark.parametrize(
+    "role_id", ["InvoiceCloseFunctionRole", "PaymentStatusFunctionRole", "InvoiceCryptoSettledFunctionRole"]
+)
+def test_given_a_ledger_role_then_its_usage_table_writes_are_the_ledger_s_items_in_their_partitions(
+    transformed: Transformed, role_id: str
+) -> None:
+    """D-IAM2-1: the ledger's roles (DynamoLedgerStore) put and updated any item of the usage table. Their puts are
+    the invoice, the credit note (their builders' attributes, read from the source) and the GATEWAY# pointer, with
+    their conditions' names; their updates the watermark, a credited invoice's revision and the BILLING item (its
+    `BillingFields`, the dispute flag's revision). Neither lists `account_id`, the `accounts` index's key."""
+    from kilo_billing import invoicing, periods_items  # noqa: PLC0415
+
+    puts = (
+        _item_names(periods_items, "invoice_to_item")
+        | _item_names(periods_items, "credit_note_to_item")
+        | {"owner", "invoice_id"}  # the GATEWAY# pointer (its `account_id` None: not written)
+        | {"status", "crypto_credit", "revision", "version"}  # the puts' conditions
+    )
+    updates = {"pk", "sk", "billed_rev", "invoiced_at", "b#*", "revision", "seq", "credit", "refund_rev"}
+    updates |= set(invoicing.BillingFields.__annotations__) | {"dispute_revision"}
+    writes = _usage_writes(transformed, role_id)
+    assert [actions for actions, _ in writes] == [["dynamodb:PutItem"], ["dynamodb:UpdateItem"]]
+    (_, put), (_, update) = writes
+    assert put is not None
+    assert update is not None
+    assert put["ForAllValues:StringLike"] == {"dynamodb:LeadingKeys": ["ACCOUNT#*", "GATEWAY#*"]}
+    assert set(put["ForAllValues:StringEquals"]["dynamodb:Attributes"]) == puts
+    assert update["ForAllValues:StringLike"]["dynamodb:LeadingKeys"] == ["ACCOUNT#*"]
+    assert set(update["ForAllValues:StringLike"]["dynamodb:Attributes"]) == updates
+    assert "account_id" not in puts | updates
+
+
+def test_given_the_rating_role_then_its_usage_table_writes_are_its_rooms_aggregates_and_marks(
+    transformed: Transformed,
+) -> None:
+    """D-IAM2-1: rating's role put, updated and deleted any item of the usage table. Its writes are a room's items
+    (sessions, the state header, participant items: their builders' attributes), an aggregate's counters and
+    thresholds, the profile's erasure mark checked, the join-less mark - each in its partition."""
+    from kilo_billing import room_state_items  # noqa: PLC0415
+    from kilo_rate_usage import items  # noqa: PLC0415
+
+    room = (
+        _item_names(items, "session_to_item")
+        | _item_names(items, "state_to_item")
+        | _item_names(items, "participant_to_item")
+        | {room_state_items.STATE_PENDING}  # a chunked write's mark
+    )
+    writes = _usage_writes(transformed, "RateUsageFunctionRole")
+    checks = [
+        s.get("Condition")
+        for s in role_statements(transformed, "RateUsageFunctionRole")
+        if s["Resource"] == USAGE_TABLE and _listed(s["Action"]) == ["dynamodb:ConditionCheckItem"]
+    ]
+    returns = {"StringEqualsIfExists": {"dynamodb:ReturnValues": ["NONE", "UPDATED_OLD", "UPDATED_NEW"]}}
+    (_, rooms), aggregate, joinless = writes
+    assert rooms is not None
+    assert rooms["ForAllValues:StringLike"] == {"dynamodb:LeadingKeys": ["ROOM#*"]}
+    assert set(rooms["ForAllValues:StringEquals"]["dynamodb:Attributes"]) == room
+    assert aggregate == (
+        ["dynamodb:UpdateItem"],
+        {
+            "ForAllValues:StringLike": {
+                "dynamodb:LeadingKeys": ["ACCOUNT#*"],
+                "dynamodb:Attributes": ["pk", "sk", "c#*", "late#*", "thresholds"],
+            },
+            **returns,
+        },
+    )
+    assert joinless[0] == ["dynamodb:PutItem"]
+    assert joinless[1] is not None
+    assert joinless[1]["ForAllValues:StringLike"] == {"dynamodb:LeadingKeys": ["JOINLESS_ROOMS"]}
+    marks = joinless[1]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
+    assert set(marks) == _item_names(items, "joinless_room_item")
+    assert checks == [
+        {
+            "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACCOUNT#*"]},
+            "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "erased_at"]},
+        }
+    ]
+    assert "account_id" not in room

@@ -36,7 +36,7 @@ class DynamoEntitlements:
                 self._client.update_item,
                 TableName=self._table,
                 Key=account_key(account_id, ENTITLEMENT_SORT_KEY),
-                UpdateExpression="SET #r = :r, account_id = :account",
+                UpdateExpression="SET #r = :r",
                 ConditionExpression="attribute_not_exists(#r) OR #r.#p < :p OR (#r.#p = :p AND #r.#u < :u)",
                 ExpressionAttributeNames={"#r": attribute_for(meter), "#p": "period", "#u": "used"},
                 ExpressionAttributeValues=to_item(
@@ -49,7 +49,6 @@ class DynamoEntitlements:
                         },
                         ":p": reading.period,
                         ":u": reading.used,
-                        ":account": account_id,
                     }
                 ),
             )

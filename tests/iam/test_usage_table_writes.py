@@ -1,0 +1,126 @@
+"""The usage-table writes of invoicing, payments and rating narrowed to their partitions and attributes (D-IAM2-1),
+under the generated roles with the tier's condition keys (D405): each role's own request - made by its adapter - is
+allowed, and a request its old unconditioned grant allowed is refused: an `account_id` given to an invoice or a
+profile (the `accounts` index's key, which the monthly close, the early checks and the revenue report scan), a
+profile replaced, an invoice replaced or deleted by rating, a write outside the role's partitions. Each refusal fails
+on the old template (`DID NOT RAISE ClientError`). That every request the code makes stays allowed is shown by the
+roles' flows (test_invoicing_roles.py, test_payment_status_role.py, test_rating_role.py, test_sweeper_role.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+
+from kilo_billing.periods_store import DynamoLedgerStore
+from kilo_invoice.adapters import DynamoRunMarkers
+from kilo_rate_usage import items
+from kilo_rate_usage.adapters import DynamoUsageRepository
+from tests.conftest import Stack
+from tests.iam.conftest import Roles
+from tests.infra.test_generated_iam import USAGE_TABLE
+
+USAGE = "kilo-billing-usage-test"
+EVENTS = "kilo-billing-events-test"
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": _s(pk), "sk": _s(sk)}
+
+
+# an `account_id` given to an account's invoice: the invoice would be listed by the `accounts` index
+INDEXED_INVOICE: dict[str, Any] = {
+    "Key": _key("ACCOUNT#acct_1", "INVOICE#2026-11"),
+    "UpdateExpression": "SET account_id = :a",
+    "ExpressionAttributeValues": {":a": _s("acct_1")},
+}
+# a profile replaced: its plan, email and status gone or rewritten
+PROFILE_PUT: dict[str, Any] = {
+    "Item": {
+        **_key("ACCOUNT#acct_1", "PROFILE"),
+        "account_id": _s("acct_1"),
+        "tier": _s("enterprise"),
+        "email": _s("mallory@example.com"),
+    }
+}
+# an invoice-shaped item written into a room's partition
+ROOM_PUT: dict[str, Any] = {"Item": {**_key("ROOM#RM_x", "STATE"), "status": _s("paid"), "total": _s("0.00")}}
+
+
+def _refused(call: Any, **request: Any) -> str:
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        call(TableName=USAGE, **request)
+    return str(refused.value.response["Error"]["Code"])
+
+
+@pytest.mark.parametrize("function", ["InvoiceCloseFunction", "PaymentStatusFunction", "InvoiceCryptoSettledFunction"])
+def test_given_a_ledger_role_then_it_writes_the_ledger_s_items_only(stack: Stack, roles: Roles, function: str) -> None:
+    with roles.acting_as(function) as enforcement:
+        dynamodb = boto3.client("dynamodb")
+        DynamoLedgerStore(dynamodb, USAGE).save_billing("acct_1", customer_id="cus_1", card_on_file=True)
+        refusals = [
+            _refused(dynamodb.update_item, **INDEXED_INVOICE),
+            _refused(dynamodb.put_item, **PROFILE_PUT),
+            _refused(dynamodb.put_item, **ROOM_PUT),
+        ]
+    assert refusals == ["AccessDeniedException"] * 3
+    assert enforcement.denied == [
+        ("dynamodb:UpdateItem", USAGE_TABLE),
+        ("dynamodb:PutItem", USAGE_TABLE),
+        ("dynamodb:PutItem", USAGE_TABLE),
+    ]
+    assert ("dynamodb:UpdateItem", USAGE_TABLE) in enforcement.allowed  # the BILLING item's update
+
+
+def test_given_the_invoice_start_role_then_it_puts_only_its_run_marker(stack: Stack, roles: Roles) -> None:
+    with roles.acting_as("InvoiceStartFunction") as enforcement:
+        dynamodb = boto3.client("dynamodb")
+        DynamoRunMarkers(dynamodb, USAGE).mark_fanned_out("2026-11", 3, 1_796_000_000_000)
+        invoice = {"Item": {**_key("ACCOUNT#acct_1", "INVOICE#2026-11"), "status": _s("void")}}
+        refusals = [_refused(dynamodb.put_item, **invoice), _refused(dynamodb.put_item, **PROFILE_PUT)]
+    assert refusals == ["AccessDeniedException"] * 2
+    assert enforcement.denied == [("dynamodb:PutItem", USAGE_TABLE)] * 2
+    assert ("dynamodb:PutItem", USAGE_TABLE) in enforcement.allowed  # the marker
+
+
+def test_given_the_rating_role_then_it_writes_rooms_aggregates_and_marks_but_no_invoice_nor_profile(
+    stack: Stack, roles: Roles
+) -> None:
+    """Rating's own writes in an account's partition are the aggregate's counters (`c#...`, an invoiced period's
+    `late#...`) and thresholds: allowed; a profile's `account_id` or status, an invoice replaced or deleted: refused."""
+    with roles.acting_as("RateUsageFunction") as enforcement:
+        dynamodb = boto3.client("dynamodb")
+        repository = DynamoUsageRepository(dynamodb, USAGE, EVENTS)
+        repository.mark_joinless_rooms(["RM_x"], 1_796_000_000_000, 1_796_086_400)
+        late = items.aggregate_add(("acct_1", "2026-11"), {(1_793_491_200, "audio"): 60}, True)
+        dynamodb.update_item(TableName=USAGE, **late)
+        repository.add_thresholds("acct_1", "2026-11", ["budget#50"])
+        status = {
+            "Key": _key("ACCOUNT#acct_1", "PROFILE"),
+            "UpdateExpression": "SET #s = :s",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": _s("active")},
+        }
+        invoice = {"Item": {**_key("ACCOUNT#acct_1", "INVOICE#2026-11"), "total": _s("0.00")}}
+        refusals = [
+            _refused(dynamodb.update_item, **INDEXED_INVOICE),
+            _refused(dynamodb.update_item, **status),
+            _refused(dynamodb.put_item, **invoice),
+            _refused(dynamodb.delete_item, Key=_key("ACCOUNT#acct_1", "INVOICE#2026-11")),
+        ]
+    assert refusals == ["AccessDeniedException"] * 4
+    assert enforcement.denied == [
+        ("dynamodb:UpdateItem", USAGE_TABLE),
+        ("dynamodb:UpdateItem", USAGE_TABLE),
+        ("dynamodb:PutItem", USAGE_TABLE),
+        ("dynamodb:DeleteItem", USAGE_TABLE),
+    ]
+    stored = stack.clients["dynamodb"].get_item(TableName=USAGE, Key=_key("ACCOUNT#acct_1", "PERIOD#2026-11"))["Item"]
+    assert (stored["c#1793491200#audio"], stored["late#audio"]) == ({"N": "60"}, {"N": "60"})
+    assert stored["thresholds"] == {"SS": ["budget#50"]}
