@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar, cast
 import stripe
 from stripe.params import (
     ChargeListParams,
+    CouponCreateParams,
     CreditNoteCreateParams,
     CreditNoteCreateParamsLine,
     CreditNotePreviewParams,
@@ -232,18 +233,18 @@ class StripePaymentGateway:
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         if len(request.lines) > MAX_LINES:
             raise GatewayRejectedError(f"{len(request.lines)} lines: Stripe adds at most {MAX_LINES} in one request")
-        if request.automatic_tax:
-            _refuse_untaxable(request)
         if ZERO < request.total < CARD_MINIMUM:  # Stripe would mark it paid uncharged (a balance debit): D126
             raise GatewayRejectedError(
                 f"{request.invoice_id}: {request.total} is below Stripe's minimum charge of {CARD_MINIMUM}: not sent"
             )
         # amounts become cents first: one that is no amount (``in_cents``' ValueError) stops before any POST (D284)
-        lines = [self._line(request, index, line) for index, line in enumerate(request.lines)]
-        subtotal = in_cents(request.total)
+        sent, reduction = _sendable(request)
+        lines = [self._line(request, index, line) for index, line in sent]
+        subtotal = sum(in_cents(line.amount) for _, line in sent)
         invoice = self._find_for_customer(request.customer_id, request.invoice_id)
         if invoice is None:
-            invoice = self._create_draft(request)
+            coupon = self._coupon(request, reduction) if reduction else None
+            invoice = self._create_draft(request, coupon)
         self._known[request.invoice_id] = invoice.id
         if invoice.status == "draft":
             if not invoice.lines.data:
@@ -251,6 +252,12 @@ class StripePaymentGateway:
             if invoice.subtotal != subtotal:
                 raise GatewayRejectedError(
                     f"Stripe's subtotal for {request.invoice_id} ({invoice.id}) is {dollars(invoice.subtotal)}, "
+                    f"ours {dollars(subtotal)}: left as a draft, not finalized"
+                )
+            excluding = invoice.total_excluding_tax if invoice.total_excluding_tax is not None else invoice.subtotal
+            if excluding != in_cents(request.total):  # its discount is not our negative lines (D-TAX-1)
+                raise GatewayRejectedError(
+                    f"Stripe's total before tax for {request.invoice_id} ({invoice.id}) is {dollars(excluding)}, "
                     f"ours {request.total}: left as a draft, not finalized"
                 )
             if invoice.starting_balance:  # a draft's starting balance is the customer's balance now
@@ -268,7 +275,24 @@ class StripePaymentGateway:
             )
         return self._view(invoice)
 
-    def _create_draft(self, request: InvoiceRequest) -> stripe.Invoice:
+    def _coupon(self, request: InvoiceRequest, cents: int) -> str:
+        """A one-off coupon of ``cents`` off (``amount_off``, redeemed once) for the invoice of ``request``: its
+        negative lines, which Stripe refuses on an automatic-tax invoice, as a discount before tax (D-TAX-1)."""
+        reductions = "; ".join(
+            f"{describe(line)} {money_str(line.amount)}" for line in request.lines if line.amount < 0
+        )
+        params: CouponCreateParams = {
+            "amount_off": cents,
+            "currency": request.currency,
+            "duration": "once",
+            "max_redemptions": 1,
+            "name": "Credits and reductions",
+            "metadata": {META_INVOICE: request.invoice_id, META_ACCOUNT: request.account_id, "lines": reductions[:500]},
+        }
+        key = _key(request.invoice_id, "coupon")
+        return self._call(lambda: self._client.v1.coupons.create(params, {"idempotency_key": key})).id
+
+    def _create_draft(self, request: InvoiceRequest, coupon: str | None = None) -> stripe.Invoice:
         params: InvoiceCreateParams = {
             "customer": request.customer_id,
             "currency": request.currency,
@@ -283,6 +307,8 @@ class StripePaymentGateway:
                 META_NUMBER: request.number,
             },
         }
+        if coupon is not None:
+            params["discounts"] = [{"coupon": coupon}]
         if request.charge_automatically:
             params["collection_method"] = "charge_automatically"
         else:
@@ -717,20 +743,18 @@ def _charges_tax(invoice: stripe.Invoice) -> bool:
     return excluding is not None and int(excluding) != int(invoice.total)
 
 
-def _refuse_untaxable(request: InvoiceRequest) -> None:
-    """Stripe refuses a negative line on an automatic-tax invoice (the SDK's docstring of ``automatic_tax.enabled``:
-    "incompatible invoice items (... negative amounts, or tax_behavior=unspecified) cannot be added to automatic tax
-    invoices"): one of ours - account credit applied, a fee true-up or late usage that nets down - is refused here,
-    before any call, naming the account and the remedy; automatic tax cannot carry credits yet (D404 amended (cr2))."""
-    negative = [line for line in request.lines if line.amount < 0]
-    if negative:
-        said = "; ".join(f"{line.description} {money_str(line.amount)}" for line in negative)
-        raise GatewayRejectedError(
-            f"account {request.account_id}: {request.invoice_id} holds negative lines ({said}), which Stripe refuses "
-            "on an invoice with automatic tax: not sent. Automatic tax cannot carry credits yet (D404 amended (cr2)): "
-            "bill this invoice by hand in Stripe (its credits as a refund, tax included) and void ours, or close it "
-            "with stripe_automatic_tax off"
-        )
+def _sendable(request: InvoiceRequest) -> tuple[list[tuple[int, GatewayLine]], int]:
+    """The lines of ``request`` to send (with their index: their ``kilo_line`` metadata) and the cents to take off
+    them as a discount. Stripe refuses a negative line on an automatic-tax invoice (the SDK's docstring of
+    ``automatic_tax.enabled``: "incompatible invoice items (... negative amounts, or tax_behavior=unspecified) cannot
+    be added to automatic tax invoices"): there ours - account credit applied, a fee true-up or late usage that nets
+    down, a folded line netting down - add up to one ``amount_off`` discount of the invoice, which Stripe Tax takes
+    off before tax (the invoice's ``total_excluding_tax`` includes its discounts): the taxed base is ours, as the
+    negative lines would give (D-TAX-1). Without automatic tax every line is sent as it is (D404)."""
+    if not request.automatic_tax:
+        return list(enumerate(request.lines)), 0
+    sent = [(index, line) for index, line in enumerate(request.lines) if line.amount >= 0]
+    return sent, -sum(in_cents(line.amount) for line in request.lines if line.amount < 0)
 
 
 def _custom_line(reason: str, cents: int) -> tuple[list[CreditNoteCreateParamsLine], int]:
