@@ -40,6 +40,7 @@ class InMemoryPaymentGateway:
     invoices: dict[str, _Invoice] = field(default_factory=dict)  # our invoice id -> invoice
     credit_notes: dict[str, tuple[str, Decimal]] = field(default_factory=dict)  # credit id -> (gateway id, amount)
     out_of_band_notes: set[str] = field(default_factory=set)  # credit ids of notes credited outside the processor
+    to_card_notes: set[str] = field(default_factory=set)  # credit ids of notes the processor refunded (D-TAX-2)
     refunds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     failed_refunds: dict[str, str] = field(default_factory=dict)  # refund id -> the processor's failure reason
     returned_cards: set[str] = field(default_factory=set)  # cards (else gateway ids) whose bank returned a refund
@@ -119,13 +120,19 @@ class InMemoryPaymentGateway:
         raise GatewayMisconfiguredError(f"no such invoice {gateway_id}")  # ours: D315
 
     def credit_note(
-        self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
+        self,
+        gateway_id: str,
+        amount: Decimal,
+        reason: str,
+        credit_id: str,
+        out_of_band: bool = False,
+        to_card: bool = False,
     ) -> str:
         self._call("credit_note")
         if credit_id in self.credit_notes:
             return credit_id
         invoice = self._by_gateway_id(gateway_id)
-        wanted = "paid" if out_of_band else "open"
+        wanted = "paid" if out_of_band or to_card else "open"
         if invoice.status != wanted or amount <= 0 or amount > self._view(invoice).total:
             raise GatewayRejectedError(
                 f"cannot credit {amount} on {gateway_id} ({invoice.status})", invoice.status, invoice.latest_revision
@@ -134,6 +141,8 @@ class InMemoryPaymentGateway:
         self.credit_notes[credit_id] = (gateway_id, amount)
         if out_of_band:
             self.out_of_band_notes.add(credit_id)
+        if to_card:
+            self.to_card_notes.add(credit_id)
         return credit_id
 
     def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:

@@ -860,6 +860,7 @@ class StripeEmulator:
         subtotal, tax, per_line = self._credit_note_figures(invoice, params)
         amount = subtotal + tax
         self._settled(invoice, params, amount)
+        refunds = self._refunded_by_note(invoice, int(params.get("refund_amount", "0")))
         if invoice["status"] == "paid":
             invoice["post_payment_credit_notes_amount"] += amount
             # credit_amount goes to the customer's invoice balance, applied to the next invoice finalized (Stripe:
@@ -874,7 +875,31 @@ class StripeEmulator:
             invoice["_credited_lines"][line_id] = invoice["_credited_lines"].get(line_id, 0) + cents
         self._totals(invoice)
         note = self._credit_note(invoice, params, self._new_id("cn"), subtotal, tax)
+        note["refunds"] = refunds
         return self._view("credit_note", self._store("credit_note", note))
+
+    def _refunded_by_note(self, invoice: Json, cents: int) -> list[Json]:
+        """A paid invoice's note's ``refund_amount`` ("The integer amount ... representing the amount to refund. If set,
+        a refund will be created for the charge associated with the invoice", the SDK's credit note params): a Refund
+        of it on the invoice's payments, oldest first, each up to what is left of it, as ``refunds.create`` makes one
+        (its events, its refusal of a charged-back payment - before the note is made). The note's ``refunds``."""
+        payments = sorted(
+            (p for p in self.objects.get("invoice_payment", {}).values() if p["invoice"] == invoice["id"]),
+            key=lambda p: (p["created"], p["id"]),
+        )
+        made: list[Json] = []
+        for payment in payments:
+            if cents <= 0:
+                break
+            intent = self._get("payment_intent", payment["payment"]["payment_intent"])
+            part = min(cents, intent["amount_received"] - intent["_refunded"])
+            if part > 0:
+                refund = self._refunds_create({}, {"payment_intent": intent["id"], "amount": str(part)})
+                made.append({"amount_refunded": part, "refund": refund["id"], "type": "refund"})
+                cents -= part
+        if cents > 0:
+            raise StripeApiError(400, f"Refund amount is more than what is left to refund on {invoice['id']}")
+        return made
 
     def _invoices_line_items_list(self, ids: dict[str, str], params: Json) -> Json:
         """An invoice's lines, all of them, in order (the emulator's invoices hold at most 250, one page of 100 is

@@ -287,3 +287,44 @@ def test_given_a_preview_answering_another_total_then_it_is_asked_again_with_tha
     assert previews == ["400", "440"]
     (sent,) = _notes_sent(http)
     assert sent["out_of_band_amount"] == "440"
+
+
+def test_given_10_percent_tax_when_a_paid_invoice_is_credited_4_00_to_the_card_then_stripe_refunds_4_40() -> None:
+    """Paid 11.00 (10.00 + 10 %); the 4.00 note given back to the card (D-TAX-2): the note is 4.00 + 0.40, its
+    ``refund_amount`` its total 4.40 (no out-of-band amount, no balance), and Stripe refunds 4.40 of the payment -
+    what ours counts as 4.00 given back at the invoice's 1000/1100. Before: no such note (4.40 recorded out of band
+    while ours gave 4.00 of account credit)."""
+    gateway, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=True)
+
+    gateway.credit_note(invoice_id, Decimal("4.00"), "late usage", "cn-1/refund", out_of_band=True, to_card=True)
+
+    (sent,) = _notes_sent(http)
+    assert sent["refund_amount"] == "440"
+    assert "out_of_band_amount" not in sent
+    assert "credit_amount" not in sent
+    (note,) = http.emulator.objects["credit_note"].values()
+    assert (note["subtotal"], note["total"]) == (400, 440)
+    (refund,) = http.emulator.objects["refund"].values()
+    assert refund["amount"] == 440
+    (charge,) = http.emulator.objects["charge"].values()
+    assert charge["amount_refunded"] == 440
+    assert [e["type"] for e in http.emulator.events][-2:] == ["charge.refunded", "refund.created"]
+    assert before_tax(Decimal("4.40"), (1100, 1000)) == Decimal("4.00")
+    assert http.emulator.refused_params == []
+
+
+def test_given_20_percent_vat_on_two_lines_when_credited_to_the_card_then_the_refund_is_stripes_note_3_99() -> None:
+    """18.06 paid (10.03 + 5.02 at 20 %, each line's tax rounded); 3.33 credited to the card: the note 2.22 + 1.11
+    with 0.44 + 0.22 tax (worked in the out-of-band test above) is 3.99, refunded 3.99 - not 3.33 x 1806/1505 =
+    3.996 -> 4.00, a cent more than Stripe's note; read back 399 x 1505/1806 = 332.5 -> 3.33, ours."""
+    lines = [GatewayLine("Team fee", Decimal("10.03")), GatewayLine("Video minutes", Decimal("5.02"))]
+    gateway, http, invoice_id = _taxed("20", lines, card=True)
+
+    gateway.credit_note(invoice_id, Decimal("3.33"), "late usage", "cn-2/refund", out_of_band=True, to_card=True)
+
+    (sent,) = _notes_sent(http)
+    assert sent["refund_amount"] == "399"
+    (refund,) = http.emulator.objects["refund"].values()
+    assert refund["amount"] == 399
+    assert before_tax(Decimal("3.99"), (1806, 1505)) == Decimal("3.33")
+    assert http.emulator.refused_params == []

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 import stripe
 from stripe.params import (
@@ -384,14 +384,21 @@ class StripePaymentGateway:
 
     # ------------------------------------------------------------------ corrections
     def credit_note(
-        self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
+        self,
+        gateway_id: str,
+        amount: Decimal,
+        reason: str,
+        credit_id: str,
+        out_of_band: bool = False,
+        to_card: bool = False,
     ) -> str:
         invoice = self._retrieve(gateway_id)
         notes = self._call(lambda: self._client.v1.credit_notes.list({"invoice": gateway_id, "limit": 100}))
         earlier = self._call(lambda: self._first(notes.auto_paging_iter(), META_CREDIT, credit_id))
         if earlier is not None:
             return earlier.id
-        wanted = "paid" if out_of_band else "open"  # paid: we credit the account; open: its amount due drops
+        # paid: we credit the account, or the card gets it back; open: its amount due drops
+        wanted = "paid" if out_of_band or to_card else "open"
         if invoice.status != wanted:  # void by a revision made in Stripe: it names it (D343 amended)
             raise GatewayRejectedError(
                 f"cannot credit {gateway_id}: it is {invoice.status}, not {wanted}",
@@ -409,10 +416,14 @@ class StripePaymentGateway:
             "memo": reason,
             "metadata": {META_CREDIT: credit_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
         }
-        if out_of_band:  # credited by us (account credit on our next invoice): Stripe holds no balance of ours (D130)
-            # a taxed invoice's note is ours and its tax, as Stripe works it out: its preview's total (D404)
+        if out_of_band or to_card:  # Stripe holds no balance of ours (D130)
+            # given back to the card by Stripe (a taxed invoice's, D-TAX-2), or by us as account credit; a taxed
+            # invoice's note is ours and its tax, as Stripe works it out: its preview's total (D404)
+            settle: Literal["refund_amount", "out_of_band_amount"] = (
+                "refund_amount" if to_card else "out_of_band_amount"
+            )
             estimate = amount_in_cents + tax
-            params["out_of_band_amount"] = self._note_total(gateway_id, lines, amount, estimate) if taxed else estimate
+            params[settle] = self._note_total(gateway_id, lines, amount, estimate, settle) if taxed else estimate
         key = _key(credit_id, "credit_note")
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
         return note.id
@@ -449,7 +460,12 @@ class StripePaymentGateway:
         return lines, tax
 
     def _note_total(
-        self, gateway_id: str, lines: list[CreditNoteCreateParamsLine], amount: Decimal, estimate: int
+        self,
+        gateway_id: str,
+        lines: list[CreditNoteCreateParamsLine],
+        amount: Decimal,
+        estimate: int,
+        settle: Literal["refund_amount", "out_of_band_amount"] = "out_of_band_amount",
     ) -> int:
         """What Stripe makes of a paid invoice's note of these ``lines`` - ours and the tax it works out - in cents:
         its preview (a GET: nothing made), asked as the note will be made, with ``estimate`` as its out-of-band amount
@@ -458,7 +474,8 @@ class StripePaymentGateway:
         amount before tax not ours (a line's part refused or rounded otherwise): refused, nothing made - our books
         record ``amount`` before tax (D384) and must be what Stripe credits (D404, amended (cr2))."""
         for _ in range(2):
-            preview: CreditNotePreviewParams = {"invoice": gateway_id, "lines": lines, "out_of_band_amount": estimate}
+            preview: CreditNotePreviewParams = {"invoice": gateway_id, "lines": lines}
+            preview[settle] = estimate
             note = self._preview(preview)
             subtotal = int(note.subtotal_excluding_tax if note.subtotal_excluding_tax is not None else note.subtotal)
             if subtotal != in_cents(amount):
