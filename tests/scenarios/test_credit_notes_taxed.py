@@ -5,6 +5,7 @@ before tax (D-TAX-2). Given/When/Then against the in-memory ledger and gateway; 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -92,3 +93,29 @@ def test_given_stripe_refuses_the_notes_refund_then_the_note_becomes_account_cre
     )
     assert world.store.billing["acme"].credit == Decimal("3.60")
     assert world.gateway.to_card_notes == set()
+
+
+def test_given_a_taxed_invoice_paid_before_we_heard_when_the_reduction_is_refused_then_to_the_card(
+    world: World,
+) -> None:
+    """March 65.20 (+ 10 %: its ``invoice.finalized`` recorded the proportion) paid at Stripe, our record still open:
+    the close composes a 3.60 reduction, Stripe refuses it (paid), and what it would have taken off goes back to the
+    card by Stripe's note (3.60 + 0.36 refunded) - not 3.60 of account credit for May (before)."""
+    march = world.close("acme", MAR)
+    world.store.invoices[march.invoice_id] = replace(world.store.invoices[march.invoice_id], taxed=(7172, 6520))
+    world.gateway.settle(march.invoice_id, paid=True)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+
+    april = world.close("acme", APR)
+
+    assert april.total == Decimal("29.00")  # composed while March looked unpaid
+    note = world.store.credit_notes[NOTE]
+    assert (note.to_due, note.to_credit, note.returned, note.processor) == (
+        Decimal("0.00"),
+        Decimal("0.00"),
+        Decimal("3.60"),
+        Decimal("3.60"),
+    )
+    assert (note.to_card, note.status) == (True, CreditNoteStatus.DONE)
+    assert world.gateway.to_card_notes == {f"{NOTE}/refund"}
+    assert world.store.billing["acme"].credit == Decimal("0.00")
