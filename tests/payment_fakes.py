@@ -120,19 +120,13 @@ class InMemoryPaymentGateway:
         raise GatewayMisconfiguredError(f"no such invoice {gateway_id}")  # ours: D315
 
     def credit_note(
-        self,
-        gateway_id: str,
-        amount: Decimal,
-        reason: str,
-        credit_id: str,
-        out_of_band: bool = False,
-        to_card: bool = False,
+        self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
     ) -> str:
         self._call("credit_note")
         if credit_id in self.credit_notes:
             return credit_id
         invoice = self._by_gateway_id(gateway_id)
-        wanted = "paid" if out_of_band or to_card else "open"
+        wanted = "paid" if out_of_band else "open"
         if invoice.status != wanted or amount <= 0 or amount > self._view(invoice).total:
             raise GatewayRejectedError(
                 f"cannot credit {amount} on {gateway_id} ({invoice.status})", invoice.status, invoice.latest_revision
@@ -141,9 +135,14 @@ class InMemoryPaymentGateway:
         self.credit_notes[credit_id] = (gateway_id, amount)
         if out_of_band:
             self.out_of_band_notes.add(credit_id)
-        if to_card:
-            self.to_card_notes.add(credit_id)
         return credit_id
+
+    def refund_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        """A paid invoice's note refunded to the card with it (no tax modelled: its amount); recorded as a note."""
+        made = self.credit_note(gateway_id, amount, reason, credit_id, out_of_band=True)
+        self.out_of_band_notes.discard(credit_id)
+        self.to_card_notes.add(credit_id)
+        return made
 
     def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         """As the Stripe adapter, for one payment per invoice: a request's refund made earlier (failed too) is found

@@ -196,13 +196,11 @@ def test_given_a_note_written_when_stripe_voids_before_its_reduction_then_credit
     gateway_id = world.store.invoices["solo/2026-03"].gateway_id
     real = world.gateway.credit_note
 
-    def voided_first(
-        gateway: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False, to_card: bool = False
-    ) -> str:
+    def voided_first(gateway: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False) -> str:
         if world.store.invoices["solo/2026-03"].status is not InvoiceStatus.VOID:
             world.gateway.void(gateway_id)  # an operator voids March at Stripe between April's write and the note
             _void(world, events, "solo/2026-03")
-        return real(gateway, amount, reason, credit_id, out_of_band, to_card)
+        return real(gateway, amount, reason, credit_id, out_of_band)
 
     world.gateway.credit_note = voided_first  # type: ignore[method-assign]
     world.close("solo", APR)

@@ -296,7 +296,7 @@ def test_given_10_percent_tax_when_a_paid_invoice_is_credited_4_00_to_the_card_t
     while ours gave 4.00 of account credit)."""
     gateway, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=True)
 
-    gateway.credit_note(invoice_id, Decimal("4.00"), "late usage", "cn-1/refund", out_of_band=True, to_card=True)
+    gateway.refund_note(invoice_id, Decimal("4.00"), "late usage", "cn-1/refund")
 
     (sent,) = _notes_sent(http)
     assert sent["refund_amount"] == "440"
@@ -320,7 +320,7 @@ def test_given_20_percent_vat_on_two_lines_when_credited_to_the_card_then_the_re
     lines = [GatewayLine("Team fee", Decimal("10.03")), GatewayLine("Video minutes", Decimal("5.02"))]
     gateway, http, invoice_id = _taxed("20", lines, card=True)
 
-    gateway.credit_note(invoice_id, Decimal("3.33"), "late usage", "cn-2/refund", out_of_band=True, to_card=True)
+    gateway.refund_note(invoice_id, Decimal("3.33"), "late usage", "cn-2/refund")
 
     (sent,) = _notes_sent(http)
     assert sent["refund_amount"] == "399"

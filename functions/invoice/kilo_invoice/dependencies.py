@@ -103,15 +103,12 @@ class LazyGateway:
         return self.gateway.find_invoice(invoice_id)
 
     def credit_note(
-        self,
-        gateway_id: str,
-        amount: Decimal,
-        reason: str,
-        credit_id: str,
-        out_of_band: bool = False,
-        to_card: bool = False,
+        self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
     ) -> str:
-        return self.gateway.credit_note(gateway_id, amount, reason, credit_id, out_of_band, to_card)
+        return self.gateway.credit_note(gateway_id, amount, reason, credit_id, out_of_band)
+
+    def refund_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        return self.gateway.refund_note(gateway_id, amount, reason, credit_id)
 
     def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         return self.gateway.refund(gateway_id, amount, refund_id, to_failed_card)

@@ -714,14 +714,11 @@ def _save_written_off(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, 
 
 
 def _make_note(deps: CloseDeps, gateway_id: str, note: CreditNote) -> str:
-    reason = credit_note_reason(note)
+    reason, key = credit_note_reason(note), note.gateway_credit_id
+    if note.to_card:  # a paid invoice Stripe taxed: its note refunded to the card (D-TAX-2)
+        return str(_with_retries(deps, lambda: deps.gateway.refund_note(gateway_id, note.processor, reason, key)))
     return str(
-        _with_retries(
-            deps,
-            lambda: deps.gateway.credit_note(
-                gateway_id, note.processor, reason, note.gateway_credit_id, note.out_of_band, note.to_card
-            ),
-        )
+        _with_retries(deps, lambda: deps.gateway.credit_note(gateway_id, note.processor, reason, key, note.out_of_band))
     )
 
 

@@ -167,20 +167,19 @@ class PaymentGateway(Protocol):
     def find_invoice(self, invoice_id: str) -> GatewayInvoice | None: ...
 
     def credit_note(
-        self,
-        gateway_id: str,
-        amount: Decimal,
-        reason: str,
-        credit_id: str,
-        out_of_band: bool = False,
-        to_card: bool = False,
+        self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
     ) -> str:
         """A credit note on a finalized invoice (negative late usage); returns its id. Unpaid (``out_of_band`` False):
         it lowers the amount the invoice asks for; paid (``out_of_band``): it records ``amount`` as credited outside
-        the processor (we give it as account credit) - no refund, no processor balance; paid and ``to_card``: the
-        processor gives the note's total (with Stripe Tax, tax included) back to the card - a refund made with the
-        note (D-TAX-2). An invoice not in that state, or ``amount`` above what it still holds:
-        ``GatewayRejectedError``, nothing made."""
+        the processor (we give it as account credit) - no refund, no processor balance. An invoice not in that state,
+        or ``amount`` above what it still holds: ``GatewayRejectedError``, nothing made."""
+        ...
+
+    def refund_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        """A credit note of ``amount`` (before tax) on a paid invoice whose money the processor gives back to the card
+        with it: a refund of the note's total (with Stripe Tax, tax included, as Stripe works it out), made with the
+        note; returns its id (D-TAX-2). Not paid, or more than it still holds: ``GatewayRejectedError``, nothing
+        made."""
         ...
 
     def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:

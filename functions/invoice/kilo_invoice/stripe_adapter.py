@@ -63,6 +63,7 @@ _STATUSES: frozenset[str] = frozenset({"draft", "open", "paid", "uncollectible",
 _CENT = Decimal("0.01")
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound=stripe.StripeObject)
+_Settle = Literal["refund_amount", "out_of_band_amount"]  # how a paid invoice's note is settled
 
 
 def dollars(amount_in_cents: int) -> Decimal:
@@ -384,21 +385,22 @@ class StripePaymentGateway:
 
     # ------------------------------------------------------------------ corrections
     def credit_note(
-        self,
-        gateway_id: str,
-        amount: Decimal,
-        reason: str,
-        credit_id: str,
-        out_of_band: bool = False,
-        to_card: bool = False,
+        self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
     ) -> str:
+        return self._note(gateway_id, amount, reason, credit_id, "out_of_band_amount" if out_of_band else None)
+
+    def refund_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        return self._note(gateway_id, amount, reason, credit_id, "refund_amount")
+
+    def _note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, settle: _Settle | None) -> str:
+        """A credit note of ``amount`` (before tax) on the invoice: open (``settle`` None), its amount due drops;
+        paid, settled by ``settle`` - out of band (account credit of ours, D130) or refunded to the card (D-TAX-2)."""
         invoice = self._retrieve(gateway_id)
         notes = self._call(lambda: self._client.v1.credit_notes.list({"invoice": gateway_id, "limit": 100}))
         earlier = self._call(lambda: self._first(notes.auto_paging_iter(), META_CREDIT, credit_id))
         if earlier is not None:
             return earlier.id
-        # paid: we credit the account, or the card gets it back; open: its amount due drops
-        wanted = "paid" if out_of_band or to_card else "open"
+        wanted = "open" if settle is None else "paid"
         if invoice.status != wanted:  # void by a revision made in Stripe: it names it (D343 amended)
             raise GatewayRejectedError(
                 f"cannot credit {gateway_id}: it is {invoice.status}, not {wanted}",
@@ -416,12 +418,8 @@ class StripePaymentGateway:
             "memo": reason,
             "metadata": {META_CREDIT: credit_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
         }
-        if out_of_band or to_card:  # Stripe holds no balance of ours (D130)
-            # given back to the card by Stripe (a taxed invoice's, D-TAX-2), or by us as account credit; a taxed
-            # invoice's note is ours and its tax, as Stripe works it out: its preview's total (D404)
-            settle: Literal["refund_amount", "out_of_band_amount"] = (
-                "refund_amount" if to_card else "out_of_band_amount"
-            )
+        if settle is not None:  # Stripe holds no balance of ours (D130)
+            # a taxed invoice's note is ours and its tax, as Stripe works it out: its preview's total (D404)
             estimate = amount_in_cents + tax
             params[settle] = self._note_total(gateway_id, lines, amount, estimate, settle) if taxed else estimate
         key = _key(credit_id, "credit_note")
@@ -465,7 +463,7 @@ class StripePaymentGateway:
         lines: list[CreditNoteCreateParamsLine],
         amount: Decimal,
         estimate: int,
-        settle: Literal["refund_amount", "out_of_band_amount"] = "out_of_band_amount",
+        settle: _Settle = "out_of_band_amount",
     ) -> int:
         """What Stripe makes of a paid invoice's note of these ``lines`` - ours and the tax it works out - in cents:
         its preview (a GET: nothing made), asked as the note will be made, with ``estimate`` as its out-of-band amount
