@@ -277,7 +277,8 @@ class StripePaymentGateway:
         return self._view(invoice)
 
     def _coupon(self, request: InvoiceRequest, cents: int) -> str:
-        """A one-off coupon of ``cents`` off (``amount_off``, redeemed once) for the invoice of ``request``: its
+        """A one-off coupon of ``cents`` off (``amount_off``, once) for the invoice of ``request`` (no redemption limit:
+        a rerun after its draft was deleted redeems the same coupon, its key's answer, on the new draft): its
         negative lines, which Stripe refuses on an automatic-tax invoice, as a discount before tax (D-TAX-1)."""
         reductions = "; ".join(
             f"{describe(line)} {money_str(line.amount)}" for line in request.lines if line.amount < 0
@@ -286,7 +287,6 @@ class StripePaymentGateway:
             "amount_off": cents,
             "currency": request.currency,
             "duration": "once",
-            "max_redemptions": 1,
             "name": "Credits and reductions",
             "metadata": {META_INVOICE: request.invoice_id, META_ACCOUNT: request.account_id, "lines": reductions[:500]},
         }
