@@ -119,3 +119,24 @@ def test_given_a_taxed_invoice_paid_before_we_heard_when_the_reduction_is_refuse
     assert (note.to_card, note.status) == (True, CreditNoteStatus.DONE)
     assert world.gateway.to_card_notes == {f"{NOTE}/refund"}
     assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_the_notes_refund_fails_then_the_note_becomes_account_credit(world: World) -> None:
+    """The card's bank returns the note's 3.96 refund (card closed): the customer got nothing back, March keeps 65.20
+    again, and the note's 3.60 given back by it becomes account credit (``credit_reinstated``, as for any refund
+    failed, D340): 3.60 on the account, the note 3.60 credit, 0.00 returned."""
+    events = Events()
+    intent = _taxed_paid(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    world.close("acme", APR)
+    refund = _fixture("refund", id="re_note", payment_intent=intent, charge="ch_3Story", amount=396, metadata={})
+    _apply(world, events, events.add("evt_rc", "refund.created", refund))
+
+    failed = refund | {"status": "failed", "failure_reason": "expired_or_canceled_card"}
+    _apply(world, events, events.add("evt_rf", "refund.failed", failed))
+
+    after = world.store.invoices["acme/2026-03"]
+    assert (after.refunded, after.kept) == (Decimal("0.00"), Decimal("65.20"))
+    note = world.store.credit_notes[NOTE]
+    assert (note.to_credit, note.returned) == (Decimal("3.60"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("3.60")
