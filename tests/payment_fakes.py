@@ -40,6 +40,7 @@ class InMemoryPaymentGateway:
     invoices: dict[str, _Invoice] = field(default_factory=dict)  # our invoice id -> invoice
     credit_notes: dict[str, tuple[str, Decimal]] = field(default_factory=dict)  # credit id -> (gateway id, amount)
     out_of_band_notes: set[str] = field(default_factory=set)  # credit ids of notes credited outside the processor
+    to_card_notes: set[str] = field(default_factory=set)  # credit ids of notes the processor refunded (D-TAX-2)
     refunds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     failed_refunds: dict[str, str] = field(default_factory=dict)  # refund id -> the processor's failure reason
     returned_cards: set[str] = field(default_factory=set)  # cards (else gateway ids) whose bank returned a refund
@@ -135,6 +136,13 @@ class InMemoryPaymentGateway:
         if out_of_band:
             self.out_of_band_notes.add(credit_id)
         return credit_id
+
+    def refund_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        """A paid invoice's note refunded to the card with it (no tax modelled: its amount); recorded as a note."""
+        made = self.credit_note(gateway_id, amount, reason, credit_id, out_of_band=True)
+        self.out_of_band_notes.discard(credit_id)
+        self.to_card_notes.add(credit_id)
+        return made
 
     def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         """As the Stripe adapter, for one payment per invoice: a request's refund made earlier (failed too) is found

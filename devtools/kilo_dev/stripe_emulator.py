@@ -27,7 +27,9 @@ would show. Stripe Tax: an invoice with ``automatic_tax`` enabled has each line 
 ``tax_rates`` or of ``tax_behavior=unspecified`` is refused on it (Stripe's rule, the SDK's docstring); a credit note's
 ``invoice_line_item`` lines credit that line's tax in proportion, a ``custom_line_item`` credits no tax, and
 ``credit_notes/preview`` shows the note the same parameters would make, a paid invoice's settled amounts checked as
-its create checks them (D404, amended (cr2)).
+its create checks them (D404, amended (cr2)). An invoice's ``discounts`` (one ``amount_off`` coupon) are spread over its
+positive lines before tax; a paid invoice's note with ``refund_amount`` refunds it on the invoice's payments (D-TAX-1,
+D-TAX-2).
 
 Used by the contract tests through ``EmulatorHTTPClient`` (a ``stripe.HTTPClient``) and by the stand-in server.
 """
@@ -328,8 +330,55 @@ class StripeEmulator:
         )
         invoice["automatic_tax"]["enabled"] = (params.get("automatic_tax") or {}).get("enabled") == "true"
         invoice["_number"] = params.get("number")
+        invoice["_discounts"] = self._redeem(invoice, params.get("discounts") or [])
+        invoice["discounts"] = [discount_id for discount_id, _ in invoice["_discounts"]]
         self._totals(invoice)
         return self._view("invoice", self._store("invoice", invoice))
+
+    def _redeem(self, invoice: Json, discounts: list[Json]) -> list[tuple[str, int]]:
+        """The invoice's ``discounts`` (its create's parameter: "The coupons and promotion codes to redeem into
+        discounts for the invoice"), each a coupon redeemed into a discount of its ``amount_off`` (cents). Modelled:
+        one coupon of ``amount_off`` in the invoice's currency, redeemed at most ``max_redemptions`` times; other
+        kinds (percent off, promotion codes, several discounts) are refused as not modelled."""
+        if len(discounts) > 1 or any(set(discount) != {"coupon"} for discount in discounts):
+            raise StripeApiError(400, "The emulator models one coupon per invoice")
+        redeemed: list[tuple[str, int]] = []
+        for discount in discounts:
+            coupon = self._get("coupon", discount["coupon"])
+            if not coupon["valid"] or coupon["currency"] != invoice["currency"]:
+                raise StripeApiError(400, f"Coupon {coupon['id']} cannot be redeemed on invoice {invoice['id']}")
+            coupon["times_redeemed"] += 1
+            coupon["valid"] = coupon["max_redemptions"] is None or coupon["times_redeemed"] < coupon["max_redemptions"]
+            redeemed.append((self._new_id("di"), int(coupon["amount_off"])))
+        return redeemed
+
+    def _coupons_create(self, ids: dict[str, str], params: Json) -> Json:
+        """A coupon of ``amount_off`` (cents, with its ``currency``): "Amount (in the currency specified) that will be
+        taken off the subtotal of any invoices for this customer" (the Coupon object's reference, in the SDK). Percent
+        off is not modelled (refused)."""
+        if "amount_off" not in params or "currency" not in params or "percent_off" in params:
+            raise StripeApiError(400, "The emulator models coupons of amount_off with a currency only")
+        if int(params["amount_off"]) <= 0:
+            raise StripeApiError(400, "amount_off must be a positive integer")
+        limit = params.get("max_redemptions")
+        coupon = {
+            "id": params.get("id") or self._new_id("co"),
+            "object": "coupon",
+            "amount_off": int(params["amount_off"]),
+            "currency": params["currency"],
+            "duration": params.get("duration", "once"),
+            "duration_in_months": None,
+            "max_redemptions": None if limit is None else int(limit),
+            "metadata": dict(params.get("metadata") or {}),
+            "name": params.get("name"),
+            "percent_off": None,
+            "redeem_by": None,
+            "times_redeemed": 0,
+            "valid": True,
+            "created": next(self._clock),
+            "livemode": False,
+        }
+        return self._view("coupon", self._store("coupon", coupon))
 
     def _invoices_list(self, ids: dict[str, str], params: Json) -> Json:
         customer = params.get("customer")
@@ -420,30 +469,76 @@ class StripeEmulator:
         their totals are worked (a negative line is refused on them: ``_taxable``)."""
         self.tax_percent[customer_id] = Decimal(percent)
 
+    def _discount_lines(self, invoice: Json) -> int:
+        """The invoice's discounts spread over its positive lines while it is a draft (a finalized invoice keeps its
+        figures): each line's ``discount_amounts`` and ``pretax_credit_amounts`` ("pretax credit amounts (ex:
+        discount, credit grants, etc) that apply to this line item", the SDK's invoice line item), in proportion to
+        the line amounts, whole cents by largest remainder (an assumption: Stripe documents the per-line amounts, not
+        its rounding), at most what the lines hold; coupons do not apply to negative lines (Stripe's changelog
+        2015-03-24). The invoice's discount in cents."""
+        lines = invoice["lines"]["data"]
+        if invoice["status"] == "draft":
+            positive = [line for line in lines if line["amount"] > 0]
+            held = sum(line["amount"] for line in positive)
+            for line in lines:
+                line["discount_amounts"], line["pretax_credit_amounts"], line["_discount"] = [], [], 0
+            for discount_id, amount_off in invoice.get("_discounts") or []:
+                wanted = min(amount_off, held)
+                if not held or not wanted:
+                    continue
+                exact = [Decimal(wanted * line["amount"]) / held for line in positive]
+                shares = [int(share) for share in exact]
+                by_remainder = sorted(range(len(positive)), key=lambda i: (-(exact[i] - shares[i]), i))
+                for i in by_remainder[: wanted - sum(shares)]:
+                    shares[i] += 1
+                for line, share in zip(positive, shares, strict=True):
+                    line["_discount"] += share
+                    line["discount_amounts"].append({"amount": share, "discount": discount_id})
+                    line["pretax_credit_amounts"].append(
+                        {
+                            "amount": share,
+                            "discount": discount_id,
+                            "type": "discount",
+                            "credit_balance_transaction": None,
+                        }
+                    )
+                held -= wanted
+        return sum(int(line.get("_discount", 0)) for line in lines)
+
     def _tax_lines(self, invoice: Json) -> int:
         """Each line's ``taxes`` at the customer's Stripe Tax rate (``set_tax_rate``) while the invoice is a draft (a
-        finalized invoice keeps its figures); the invoice's tax in cents."""
+        finalized invoice keeps its figures), on the line's amount less its discount (the invoice's
+        ``total_excluding_tax`` "including all discounts but excluding all tax": tax after discounts); the invoice's
+        tax in cents."""
         rate = self.tax_percent.get(invoice["customer"]) if invoice["automatic_tax"]["enabled"] else None
         for line in invoice["lines"]["data"]:
             if invoice["status"] != "draft" and "_tax" in line:
                 continue
-            tax = 0 if rate is None else int((Decimal(line["amount"]) * rate / 100).to_integral_value(ROUND_HALF_UP))
+            taxable = line["amount"] - int(line.get("_discount", 0))
+            tax = 0 if rate is None else int((Decimal(taxable) * rate / 100).to_integral_value(ROUND_HALF_UP))
             line["_tax"] = tax
-            line["taxes"] = [] if rate is None else [_tax_detail(tax, line["amount"])]
+            line["taxes"] = [] if rate is None else [_tax_detail(tax, taxable)]
         return sum(int(line.get("_tax", 0)) for line in invoice["lines"]["data"])
 
     def _totals(self, invoice: Json) -> None:
         subtotal = sum(line["amount"] for line in invoice["lines"]["data"])
+        discount = self._discount_lines(invoice)
         tax = self._tax_lines(invoice)
+        net = subtotal - discount
+        by_discount: dict[str, int] = {}
+        for line in invoice["lines"]["data"]:
+            for part in line.get("discount_amounts") or []:
+                by_discount[part["discount"]] = by_discount.get(part["discount"], 0) + part["amount"]
         invoice.update(
             subtotal=subtotal,
             subtotal_excluding_tax=subtotal,
-            total=subtotal + tax,
-            total_excluding_tax=subtotal,
-            total_taxes=[_tax_detail(tax, subtotal)] if any(line["taxes"] for line in invoice["lines"]["data"]) else [],
+            total=net + tax,
+            total_excluding_tax=net,
+            total_discount_amounts=[{"amount": cents, "discount": key} for key, cents in by_discount.items()],
+            total_taxes=[_tax_detail(tax, net)] if any(line["taxes"] for line in invoice["lines"]["data"]) else [],
         )
         credited = invoice["pre_payment_credit_notes_amount"]
-        due = max(subtotal + tax - credited + invoice.get("_applied_balance", 0), 0)
+        due = max(net + tax - credited + invoice.get("_applied_balance", 0), 0)
         if invoice.get("_below_minimum"):
             due = 0  # moved to the customer's balance at finalization (Stripe's minimum charge rule)
         paid = due if invoice["status"] == "paid" else 0
@@ -767,6 +862,7 @@ class StripeEmulator:
         subtotal, tax, per_line = self._credit_note_figures(invoice, params)
         amount = subtotal + tax
         self._settled(invoice, params, amount)
+        refunds = self._refunded_by_note(invoice, int(params.get("refund_amount", "0")))
         if invoice["status"] == "paid":
             invoice["post_payment_credit_notes_amount"] += amount
             # credit_amount goes to the customer's invoice balance, applied to the next invoice finalized (Stripe:
@@ -781,7 +877,31 @@ class StripeEmulator:
             invoice["_credited_lines"][line_id] = invoice["_credited_lines"].get(line_id, 0) + cents
         self._totals(invoice)
         note = self._credit_note(invoice, params, self._new_id("cn"), subtotal, tax)
+        note["refunds"] = refunds
         return self._view("credit_note", self._store("credit_note", note))
+
+    def _refunded_by_note(self, invoice: Json, cents: int) -> list[Json]:
+        """A paid invoice's note's ``refund_amount`` ("The integer amount ... representing the amount to refund. If set,
+        a refund will be created for the charge associated with the invoice", the SDK's credit note params): a Refund
+        of it on the invoice's payments, oldest first, each up to what is left of it, as ``refunds.create`` makes one
+        (its events, its refusal of a charged-back payment - before the note is made). The note's ``refunds``."""
+        payments = sorted(
+            (p for p in self.objects.get("invoice_payment", {}).values() if p["invoice"] == invoice["id"]),
+            key=lambda p: (p["created"], p["id"]),
+        )
+        made: list[Json] = []
+        for payment in payments:
+            if cents <= 0:
+                break
+            intent = self._get("payment_intent", payment["payment"]["payment_intent"])
+            part = min(cents, intent["amount_received"] - intent["_refunded"])
+            if part > 0:
+                refund = self._refunds_create({}, {"payment_intent": intent["id"], "amount": str(part)})
+                made.append({"amount_refunded": part, "refund": refund["id"], "type": "refund"})
+                cents -= part
+        if cents > 0:
+            raise StripeApiError(400, f"Refund amount is more than what is left to refund on {invoice['id']}")
+        return made
 
     def _invoices_line_items_list(self, ids: dict[str, str], params: Json) -> Json:
         """An invoice's lines, all of them, in order (the emulator's invoices hold at most 250, one page of 100 is

@@ -61,6 +61,7 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/payment_methods", stripe_params.PaymentMethodListParams, "payment_methods.list"),
     Route("get", "/v1/invoices", stripe_params.InvoiceListParams, "invoices.list"),
     Route("get", "/v1/invoices/search", stripe_params.InvoiceSearchParams, "invoices.search"),
+    Route("post", "/v1/coupons", stripe_params.CouponCreateParams, "coupons.create"),
     Route("post", "/v1/invoices", stripe_params.InvoiceCreateParams, "invoices.create"),
     Route("get", "/v1/invoices/{invoice}", stripe_params.InvoiceRetrieveParams, "invoices.retrieve"),
     Route("post", "/v1/invoices/{invoice}/add_lines", stripe_params.InvoiceAddLinesParams, "invoices.add_lines"),

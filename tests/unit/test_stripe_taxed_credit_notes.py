@@ -10,7 +10,7 @@ import pytest
 import stripe
 from stripe.params import CreditNotePreviewParamsLine, InvoiceAddLinesParamsLine
 
-from kilo_billing.money import before_tax
+from kilo_billing.money import before_tax, in_cents
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
 from kilo_invoice.ports import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest
 from kilo_invoice.stripe_adapter import StripePaymentGateway
@@ -167,26 +167,80 @@ def test_given_automatic_tax_then_stripe_refuses_a_negative_line_and_a_line_of_u
     assert added.subtotal == 2780
 
 
-def test_given_stripe_tax_when_an_invoice_holds_a_negative_line_then_refused_before_any_post_naming_the_account() -> (
-    None
-):
-    """An automatic-tax invoice holding our negative line (account credit applied, a fee true-up or late usage that
-    nets down) cannot be sent as Stripe takes it (the rule above): refused before any POST - no customer's invoice
-    half made, no draft - naming the account, the line and the remedy (D404 amended (cr2)). Before: sent as
-    ``amount`` -120, which Stripe refuses at ``add_lines`` on every close of the account."""
+def _issued_with_credits(
+    percent: str, lines: list[GatewayLine]
+) -> tuple[StripePaymentGateway, EmulatorHTTPClient, InvoiceRequest, str]:
+    """An automatic-tax invoice of ``lines`` (some negative) issued by the adapter for a customer taxed at
+    ``percent``, paid by card; the request and its Stripe id."""
     http = EmulatorHTTPClient()
     gateway = StripePaymentGateway(stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0))
     customer = gateway.ensure_customer(Customer("acct-1"))
-    http.emulator.set_tax_rate(customer, "10")
-    posts_before = len([r for r in http.requests if r.method == "post"])
-    lines = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-1.20"))]
-    request = InvoiceRequest("acct-1/2026-03", "KB-acct-1-0003", "acct-1", customer, lines, automatic_tax=True)
+    http.emulator.set_tax_rate(customer, percent)
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    request = InvoiceRequest("acct-1/2026-04", "KB-acct-1-0004", "acct-1", customer, lines, automatic_tax=True)
+    return gateway, http, request, gateway.issue_invoice(request).gateway_id
 
-    with pytest.raises(GatewayRejectedError, match=r"acct-1.*Account credit applied.*-1\.20.*automatic tax"):
-        gateway.issue_invoice(request)
 
-    assert len([r for r in http.requests if r.method == "post"]) == posts_before
-    assert "invoice" not in http.emulator.objects
+def test_given_stripe_tax_when_an_invoice_holds_account_credit_then_billed_with_a_pre_tax_discount_of_it() -> None:
+    """29.00 team fee, 4.00 account credit applied (a 4.00 + 0.40 out-of-band note's credit), 10 %: ours asks 25.00
+    before tax. Sent as Stripe takes it (no negative line on an automatic-tax invoice): the 29.00 line and a one-off
+    ``amount_off`` 4.00 coupon on this invoice; Stripe Tax taxes after the discount: 29.00 - 4.00 = 25.00, tax 2.50,
+    27.50 charged - the 4.00 and its 0.40 given back, as a negative line taxed negative would. Before: refused before
+    any POST (D404 amended (cr2)), at every close of the account (D-TAX-1)."""
+    lines = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-4.00"))]
+    gateway, http, request, invoice_id = _issued_with_credits("10", lines)
+
+    invoice = http.emulator.objects["invoice"][invoice_id]
+    assert (invoice["subtotal"], invoice["total_excluding_tax"], invoice["total"]) == (2900, 2500, 2750)
+    assert (invoice["status"], invoice["amount_paid"]) == ("paid", 2750)
+    added = [r.params for r in http.requests if r.method == "post" and r.path.endswith("/add_lines")]
+    assert [[line.get("amount") for line in sent["lines"]] for sent in added] == [["2900"]]  # no negative line
+    (coupon,) = http.emulator.objects["coupon"].values()
+    assert (coupon["amount_off"], coupon["currency"], coupon["duration"]) == (400, "usd", "once")
+    found = gateway.find_invoice(request.invoice_id)
+    assert found is not None
+    assert found.total == Decimal("27.50")
+    assert before_tax(Decimal("27.50"), (2750, 2500)) == request.total == Decimal("25.00")
+    assert http.emulator.refused_params == []
+
+
+def test_given_20_percent_vat_and_a_credit_with_a_cent_to_round_then_the_discount_is_taxed_as_a_negative_line() -> None:
+    """20 % VAT; 10.03 + 5.02 and 1.20 of credits (a downgrade's true-up, say): ours 13.85 before tax. The 1.20
+    discount is spread over the two lines in proportion to their amounts (Stripe's per-line ``discount_amounts``):
+    120 x 1003/1505 = 79.97, 120 x 502/1505 = 40.03 -> 79 + 40 = 119, the cent left to the larger remainder:
+    80 + 40. Each line taxed after its discount, half-up: (1003 - 80) x 0.2 = 184.6 -> 1.85, (502 - 40) x 0.2 =
+    92.4 -> 0.92: 2.77 tax, 13.85 + 2.77 = 16.62 charged - the 16.62 D404 worked out for the -1.20 line taxed -0.24.
+    Before: refused before any POST."""
+    lines = [
+        GatewayLine("Team fee", Decimal("10.03")),
+        GatewayLine("Video minutes", Decimal("5.02")),
+        GatewayLine("Fee true-up", Decimal("-1.20")),
+    ]
+    _, http, request, invoice_id = _issued_with_credits("20", lines)
+
+    invoice = http.emulator.objects["invoice"][invoice_id]
+    assert (invoice["subtotal"], invoice["total_excluding_tax"], invoice["total"]) == (1505, 1385, 1662)
+    fee, video = invoice["lines"]["data"]
+    assert [d["amount"] for d in fee["discount_amounts"]] == [80]
+    assert [d["amount"] for d in video["discount_amounts"]] == [40]
+    assert [t["amount"] for t in fee["taxes"]] == [185]
+    assert [t["amount"] for t in video["taxes"]] == [92]
+    assert invoice["amount_paid"] == 1662
+    assert in_cents(request.total) == invoice["total_excluding_tax"]
+    assert http.emulator.refused_params == []
+
+
+def test_given_a_discounted_draft_when_issued_again_then_one_coupon_and_one_invoice() -> None:
+    """A rerun (the answer lost after the draft was made) finds the draft with its discount: no second coupon."""
+    lines = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-4.00"))]
+    gateway, http, request, invoice_id = _issued_with_credits("10", lines)
+    http.emulator.expire_idempotency_keys()
+
+    again = gateway.issue_invoice(request)
+
+    assert again.gateway_id == invoice_id
+    assert len(http.emulator.objects["coupon"]) == 1
+    assert len(http.emulator.objects["invoice"]) == 1
 
 
 def test_given_a_taxed_invoice_when_a_note_asks_more_than_its_lines_hold_then_refused_and_nothing_made() -> None:
@@ -233,3 +287,44 @@ def test_given_a_preview_answering_another_total_then_it_is_asked_again_with_tha
     assert previews == ["400", "440"]
     (sent,) = _notes_sent(http)
     assert sent["out_of_band_amount"] == "440"
+
+
+def test_given_10_percent_tax_when_a_paid_invoice_is_credited_4_00_to_the_card_then_stripe_refunds_4_40() -> None:
+    """Paid 11.00 (10.00 + 10 %); the 4.00 note given back to the card (D-TAX-2): the note is 4.00 + 0.40, its
+    ``refund_amount`` its total 4.40 (no out-of-band amount, no balance), and Stripe refunds 4.40 of the payment -
+    what ours counts as 4.00 given back at the invoice's 1000/1100. Before: no such note (4.40 recorded out of band
+    while ours gave 4.00 of account credit)."""
+    gateway, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=True)
+
+    gateway.refund_note(invoice_id, Decimal("4.00"), "late usage", "cn-1/refund")
+
+    (sent,) = _notes_sent(http)
+    assert sent["refund_amount"] == "440"
+    assert "out_of_band_amount" not in sent
+    assert "credit_amount" not in sent
+    (note,) = http.emulator.objects["credit_note"].values()
+    assert (note["subtotal"], note["total"]) == (400, 440)
+    (refund,) = http.emulator.objects["refund"].values()
+    assert refund["amount"] == 440
+    (charge,) = http.emulator.objects["charge"].values()
+    assert charge["amount_refunded"] == 440
+    assert [e["type"] for e in http.emulator.events][-2:] == ["charge.refunded", "refund.created"]
+    assert before_tax(Decimal("4.40"), (1100, 1000)) == Decimal("4.00")
+    assert http.emulator.refused_params == []
+
+
+def test_given_20_percent_vat_on_two_lines_when_credited_to_the_card_then_the_refund_is_stripes_note_3_99() -> None:
+    """18.06 paid (10.03 + 5.02 at 20 %, each line's tax rounded); 3.33 credited to the card: the note 2.22 + 1.11
+    with 0.44 + 0.22 tax (worked in the out-of-band test above) is 3.99, refunded 3.99 - not 3.33 x 1806/1505 =
+    3.996 -> 4.00, a cent more than Stripe's note; read back 399 x 1505/1806 = 332.5 -> 3.33, ours."""
+    lines = [GatewayLine("Team fee", Decimal("10.03")), GatewayLine("Video minutes", Decimal("5.02"))]
+    gateway, http, invoice_id = _taxed("20", lines, card=True)
+
+    gateway.refund_note(invoice_id, Decimal("3.33"), "late usage", "cn-2/refund")
+
+    (sent,) = _notes_sent(http)
+    assert sent["refund_amount"] == "399"
+    (refund,) = http.emulator.objects["refund"].values()
+    assert refund["amount"] == 399
+    assert before_tax(Decimal("3.99"), (1806, 1505)) == Decimal("3.33")
+    assert http.emulator.refused_params == []

@@ -107,6 +107,9 @@ class LazyGateway:
     ) -> str:
         return self.gateway.credit_note(gateway_id, amount, reason, credit_id, out_of_band)
 
+    def refund_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        return self.gateway.refund_note(gateway_id, amount, reason, credit_id)
+
     def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         return self.gateway.refund(gateway_id, amount, refund_id, to_failed_card)
 

@@ -58,6 +58,7 @@ from kilo_billing.invoicing import (
     paid_since,
     period_held,
     refundable,
+    to_the_card,
     void_credit,
 )
 from kilo_billing.money import CENT, ZERO, before_tax, is_whole_cents, money_str, total, with_tax
@@ -495,6 +496,19 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
                 note = _save_written_off(deps, ledger, note, now, f"reduction refused ({exc}) on an invoice {said}")
             elif note.to_due > 0:  # paid there (perhaps before we heard): account credit for what it still holds
                 note = _save_paid_there(deps, ledger, note, now, f"reduction refused ({exc})", refused_on=gateway_id)
+            elif note.to_card:  # the card got nothing back: what it was to get is account credit after all (D-TAX-2)
+                given = note.processor
+                step = _note_step(
+                    note,
+                    now,
+                    f"refused to the card ({exc}): {money_str(given)} account credit",
+                    to_credit=note.to_credit + given,
+                    returned=note.returned - given,
+                    processor=ZERO,
+                    to_card=False,
+                    status=CreditNoteStatus.DONE,
+                )
+                note = _save_note(deps, step, given)
             else:
                 note = _save_note(
                     deps, _note_step(note, now, f"refused ({exc})", processor=ZERO, status=CreditNoteStatus.DONE)
@@ -554,6 +568,17 @@ def _save_paid_there(
 
 def _paid_there_step(ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
     held = _held_paid_there(ledger, note)
+    found = ledger.invoices.get(note.invoice_id)
+    if held > 0 and found is not None and found.taxed is not None:  # Stripe taxed it: to the card (D-TAX-2)
+        step = _note_step(
+            note,
+            now,
+            f"{why}: paid there, {money_str(held)} given back to the card",
+            to_due=ZERO,
+            to_credit=note.to_credit + held,
+            returned=note.returned + note.to_due - held,
+        )
+        return to_the_card(step, held)
     return _note_step(
         note,
         now,
@@ -689,14 +714,11 @@ def _save_written_off(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, 
 
 
 def _make_note(deps: CloseDeps, gateway_id: str, note: CreditNote) -> str:
-    reason = credit_note_reason(note)
+    reason, key = credit_note_reason(note), note.gateway_credit_id
+    if note.to_card:  # a paid invoice Stripe taxed: its note refunded to the card (D-TAX-2)
+        return str(_with_retries(deps, lambda: deps.gateway.refund_note(gateway_id, note.processor, reason, key)))
     return str(
-        _with_retries(
-            deps,
-            lambda: deps.gateway.credit_note(
-                gateway_id, note.processor, reason, note.gateway_credit_id, note.out_of_band
-            ),
-        )
+        _with_retries(deps, lambda: deps.gateway.credit_note(gateway_id, note.processor, reason, key, note.out_of_band))
     )
 
 

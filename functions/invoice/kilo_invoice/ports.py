@@ -175,6 +175,13 @@ class PaymentGateway(Protocol):
         or ``amount`` above what it still holds: ``GatewayRejectedError``, nothing made."""
         ...
 
+    def refund_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        """A credit note of ``amount`` (before tax) on a paid invoice whose money the processor gives back to the card
+        with it: a refund of the note's total (with Stripe Tax, tax included, as Stripe works it out), made with the
+        note; returns its id (D-TAX-2). Not paid, or more than it still holds: ``GatewayRejectedError``, nothing
+        made."""
+        ...
+
     def refund(self, gateway_id: str, amount: Decimal | None, refund_id: str, to_failed_card: bool = False) -> str:
         """Refund part or all of a paid invoice's payment; returns the refund id. ``amount`` is what the processor
         gives back (charge money: with Stripe Tax, tax included); None - all that is left of each of its payments,

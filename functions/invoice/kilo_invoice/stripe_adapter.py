@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 import stripe
 from stripe.params import (
     ChargeListParams,
+    CouponCreateParams,
     CreditNoteCreateParams,
     CreditNoteCreateParamsLine,
     CreditNotePreviewParams,
@@ -62,6 +63,7 @@ _STATUSES: frozenset[str] = frozenset({"draft", "open", "paid", "uncollectible",
 _CENT = Decimal("0.01")
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound=stripe.StripeObject)
+_Settle = Literal["refund_amount", "out_of_band_amount"]  # how a paid invoice's note is settled
 
 
 def dollars(amount_in_cents: int) -> Decimal:
@@ -232,18 +234,18 @@ class StripePaymentGateway:
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         if len(request.lines) > MAX_LINES:
             raise GatewayRejectedError(f"{len(request.lines)} lines: Stripe adds at most {MAX_LINES} in one request")
-        if request.automatic_tax:
-            _refuse_untaxable(request)
         if ZERO < request.total < CARD_MINIMUM:  # Stripe would mark it paid uncharged (a balance debit): D126
             raise GatewayRejectedError(
                 f"{request.invoice_id}: {request.total} is below Stripe's minimum charge of {CARD_MINIMUM}: not sent"
             )
         # amounts become cents first: one that is no amount (``in_cents``' ValueError) stops before any POST (D284)
-        lines = [self._line(request, index, line) for index, line in enumerate(request.lines)]
-        subtotal = in_cents(request.total)
+        sent, reduction = _sendable(request)
+        lines = [self._line(request, index, line) for index, line in sent]
+        subtotal = sum(in_cents(line.amount) for _, line in sent)
         invoice = self._find_for_customer(request.customer_id, request.invoice_id)
         if invoice is None:
-            invoice = self._create_draft(request)
+            coupon = self._coupon(request, reduction) if reduction else None
+            invoice = self._create_draft(request, coupon)
         self._known[request.invoice_id] = invoice.id
         if invoice.status == "draft":
             if not invoice.lines.data:
@@ -251,6 +253,12 @@ class StripePaymentGateway:
             if invoice.subtotal != subtotal:
                 raise GatewayRejectedError(
                     f"Stripe's subtotal for {request.invoice_id} ({invoice.id}) is {dollars(invoice.subtotal)}, "
+                    f"ours {dollars(subtotal)}: left as a draft, not finalized"
+                )
+            excluding = invoice.total_excluding_tax if invoice.total_excluding_tax is not None else invoice.subtotal
+            if excluding != in_cents(request.total):  # its discount is not our negative lines (D-TAX-1)
+                raise GatewayRejectedError(
+                    f"Stripe's total before tax for {request.invoice_id} ({invoice.id}) is {dollars(excluding)}, "
                     f"ours {request.total}: left as a draft, not finalized"
                 )
             if invoice.starting_balance:  # a draft's starting balance is the customer's balance now
@@ -268,7 +276,24 @@ class StripePaymentGateway:
             )
         return self._view(invoice)
 
-    def _create_draft(self, request: InvoiceRequest) -> stripe.Invoice:
+    def _coupon(self, request: InvoiceRequest, cents: int) -> str:
+        """A one-off coupon of ``cents`` off (``amount_off``, once) for the invoice of ``request`` (no redemption limit:
+        a rerun after its draft was deleted redeems the same coupon, its key's answer, on the new draft): its
+        negative lines, which Stripe refuses on an automatic-tax invoice, as a discount before tax (D-TAX-1)."""
+        reductions = "; ".join(
+            f"{describe(line)} {money_str(line.amount)}" for line in request.lines if line.amount < 0
+        )
+        params: CouponCreateParams = {
+            "amount_off": cents,
+            "currency": request.currency,
+            "duration": "once",
+            "name": "Credits and reductions",
+            "metadata": {META_INVOICE: request.invoice_id, META_ACCOUNT: request.account_id, "lines": reductions[:500]},
+        }
+        key = _key(request.invoice_id, "coupon")
+        return self._call(lambda: self._client.v1.coupons.create(params, {"idempotency_key": key})).id
+
+    def _create_draft(self, request: InvoiceRequest, coupon: str | None = None) -> stripe.Invoice:
         params: InvoiceCreateParams = {
             "customer": request.customer_id,
             "currency": request.currency,
@@ -283,6 +308,8 @@ class StripePaymentGateway:
                 META_NUMBER: request.number,
             },
         }
+        if coupon is not None:
+            params["discounts"] = [{"coupon": coupon}]
         if request.charge_automatically:
             params["collection_method"] = "charge_automatically"
         else:
@@ -360,12 +387,20 @@ class StripePaymentGateway:
     def credit_note(
         self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
     ) -> str:
+        return self._note(gateway_id, amount, reason, credit_id, "out_of_band_amount" if out_of_band else None)
+
+    def refund_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        return self._note(gateway_id, amount, reason, credit_id, "refund_amount")
+
+    def _note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, settle: _Settle | None) -> str:
+        """A credit note of ``amount`` (before tax) on the invoice: open (``settle`` None), its amount due drops;
+        paid, settled by ``settle`` - out of band (account credit of ours, D130) or refunded to the card (D-TAX-2)."""
         invoice = self._retrieve(gateway_id)
         notes = self._call(lambda: self._client.v1.credit_notes.list({"invoice": gateway_id, "limit": 100}))
         earlier = self._call(lambda: self._first(notes.auto_paging_iter(), META_CREDIT, credit_id))
         if earlier is not None:
             return earlier.id
-        wanted = "paid" if out_of_band else "open"  # paid: we credit the account; open: its amount due drops
+        wanted = "open" if settle is None else "paid"
         if invoice.status != wanted:  # void by a revision made in Stripe: it names it (D343 amended)
             raise GatewayRejectedError(
                 f"cannot credit {gateway_id}: it is {invoice.status}, not {wanted}",
@@ -383,10 +418,10 @@ class StripePaymentGateway:
             "memo": reason,
             "metadata": {META_CREDIT: credit_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
         }
-        if out_of_band:  # credited by us (account credit on our next invoice): Stripe holds no balance of ours (D130)
+        if settle is not None:  # Stripe holds no balance of ours (D130)
             # a taxed invoice's note is ours and its tax, as Stripe works it out: its preview's total (D404)
             estimate = amount_in_cents + tax
-            params["out_of_band_amount"] = self._note_total(gateway_id, lines, amount, estimate) if taxed else estimate
+            params[settle] = self._note_total(gateway_id, lines, amount, estimate, settle) if taxed else estimate
         key = _key(credit_id, "credit_note")
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
         return note.id
@@ -423,7 +458,12 @@ class StripePaymentGateway:
         return lines, tax
 
     def _note_total(
-        self, gateway_id: str, lines: list[CreditNoteCreateParamsLine], amount: Decimal, estimate: int
+        self,
+        gateway_id: str,
+        lines: list[CreditNoteCreateParamsLine],
+        amount: Decimal,
+        estimate: int,
+        settle: _Settle = "out_of_band_amount",
     ) -> int:
         """What Stripe makes of a paid invoice's note of these ``lines`` - ours and the tax it works out - in cents:
         its preview (a GET: nothing made), asked as the note will be made, with ``estimate`` as its out-of-band amount
@@ -432,7 +472,8 @@ class StripePaymentGateway:
         amount before tax not ours (a line's part refused or rounded otherwise): refused, nothing made - our books
         record ``amount`` before tax (D384) and must be what Stripe credits (D404, amended (cr2))."""
         for _ in range(2):
-            preview: CreditNotePreviewParams = {"invoice": gateway_id, "lines": lines, "out_of_band_amount": estimate}
+            preview: CreditNotePreviewParams = {"invoice": gateway_id, "lines": lines}
+            preview[settle] = estimate
             note = self._preview(preview)
             subtotal = int(note.subtotal_excluding_tax if note.subtotal_excluding_tax is not None else note.subtotal)
             if subtotal != in_cents(amount):
@@ -717,20 +758,18 @@ def _charges_tax(invoice: stripe.Invoice) -> bool:
     return excluding is not None and int(excluding) != int(invoice.total)
 
 
-def _refuse_untaxable(request: InvoiceRequest) -> None:
-    """Stripe refuses a negative line on an automatic-tax invoice (the SDK's docstring of ``automatic_tax.enabled``:
-    "incompatible invoice items (... negative amounts, or tax_behavior=unspecified) cannot be added to automatic tax
-    invoices"): one of ours - account credit applied, a fee true-up or late usage that nets down - is refused here,
-    before any call, naming the account and the remedy; automatic tax cannot carry credits yet (D404 amended (cr2))."""
-    negative = [line for line in request.lines if line.amount < 0]
-    if negative:
-        said = "; ".join(f"{line.description} {money_str(line.amount)}" for line in negative)
-        raise GatewayRejectedError(
-            f"account {request.account_id}: {request.invoice_id} holds negative lines ({said}), which Stripe refuses "
-            "on an invoice with automatic tax: not sent. Automatic tax cannot carry credits yet (D404 amended (cr2)): "
-            "bill this invoice by hand in Stripe (its credits as a refund, tax included) and void ours, or close it "
-            "with stripe_automatic_tax off"
-        )
+def _sendable(request: InvoiceRequest) -> tuple[list[tuple[int, GatewayLine]], int]:
+    """The lines of ``request`` to send (with their index: their ``kilo_line`` metadata) and the cents to take off
+    them as a discount. Stripe refuses a negative line on an automatic-tax invoice (the SDK's docstring of
+    ``automatic_tax.enabled``: "incompatible invoice items (... negative amounts, or tax_behavior=unspecified) cannot
+    be added to automatic tax invoices"): there ours - account credit applied, a fee true-up or late usage that nets
+    down, a folded line netting down - add up to one ``amount_off`` discount of the invoice, which Stripe Tax takes
+    off before tax (the invoice's ``total_excluding_tax`` includes its discounts): the taxed base is ours, as the
+    negative lines would give (D-TAX-1). Without automatic tax every line is sent as it is (D404)."""
+    if not request.automatic_tax:
+        return list(enumerate(request.lines)), 0
+    sent = [(index, line) for index, line in enumerate(request.lines) if line.amount >= 0]
+    return sent, -sum(in_cents(line.amount) for line in request.lines if line.amount < 0)
 
 
 def _custom_line(reason: str, cents: int) -> tuple[list[CreditNoteCreateParamsLine], int]:

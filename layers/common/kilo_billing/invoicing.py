@@ -388,6 +388,10 @@ class CreditNote:
     to_credit: Decimal
     processor: Decimal = ZERO
     out_of_band: bool = False  # the processor note records a credit we give (paid invoice), not a lower amount due
+    # the processor note gives ``processor`` back to the card itself (a paid invoice Stripe taxed: its ``refund_amount``
+    # is the note's total, tax included), recorded here as ``returned``; its refund, reported as made outside us,
+    # lowers what the invoice keeps (D-TAX-2)
+    to_card: bool = False
     status: CreditNoteStatus = CreditNoteStatus.DONE
     gateway_note_id: str | None = None
     # the processor invoice its reduction was last asked on, stored before the call: a note still pending on it may
@@ -406,6 +410,8 @@ class CreditNote:
     def gateway_credit_id(self) -> str:
         """The processor call's idempotency anchor: another one for the out-of-band note that replaces a refused
         reduction (a key whose first request was refused is not used again with other parameters)."""
+        if self.to_card:
+            return self.credit_id + "/refund"
         return self.credit_id + ("/out-of-band" if self.out_of_band else "")
 
     def as_json(self) -> dict[str, object]:
@@ -1017,8 +1023,9 @@ def credit_note_id(account_id: str, credited: Period | str, found_by: Period | s
 
 
 def credited_by_processor(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
-    """What our processor credit notes have taken (or will take) off ``invoice`` so far."""
-    return total([note.processor for note in notes if note.invoice_id == invoice.invoice_id])
+    """What our processor credit notes have taken (or will take) off ``invoice`` so far. Not a note given back to the
+    card (``to_card``): its refund lowers what the invoice keeps itself (D-TAX-2)."""
+    return total([note.processor for note in notes if note.invoice_id == invoice.invoice_id and not note.to_card])
 
 
 def credited_by_notes(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
@@ -1371,8 +1378,27 @@ def credit_note(
         if not on_card or credited.status is InvoiceStatus.UNCOLLECTIBLE:  # written off: no processor note
             return paid
         recorded = max(ZERO, min(held, credited.kept_less_pending - taken))
+        if credited.taxed is not None and credited.status is InvoiceStatus.PAID and recorded > 0:
+            return to_the_card(paid, recorded)
         return replace(paid, processor=recorded, out_of_band=True, status=_pending_if(recorded))
     return base
+
+
+def to_the_card(note: CreditNote, given: Decimal) -> CreditNote:
+    """``note`` on a paid invoice Stripe taxed with ``given`` of its account credit given back to the card instead:
+    Stripe's note refunds its total, tax included (``refund_amount``), so the customer gets exactly what the note
+    records - account credit before tax would give back the tax only through a later invoice's tax, at its rate, and
+    Stripe's tax report would show it reversed twice (D-TAX-2). ``given`` is ``returned`` (given back by the note's
+    refund, which its ``refund.created`` counts on the invoice), the note's processor amount; pending."""
+    return replace(
+        note,
+        to_credit=note.to_credit - given,
+        returned=note.returned + given,
+        processor=given,
+        out_of_band=False,
+        to_card=True,
+        status=CreditNoteStatus.PENDING,
+    )
 
 
 def creditable(ledger: AccountLedger, period: str, notes: Iterable[CreditNote], rest: Decimal) -> Decimal:
