@@ -506,8 +506,8 @@ def _crypto_bill_settled(detail: Mapping[str, Any]) -> Alert:
 STUCK_LANDS_LATER: Final = (
     "If the stuck payment lands after all (final on chain), it counts as any payment does: the bill is paid by the "
     "payments that are final first, and a payment final after the bill is paid is kept as credit on your account "
-    "(it first covers any shortfall we wrote off when the bill was paid), applied to your next bill and refundable "
-    "on request - it is not sent back by itself, and it is never lost. If it never lands, nothing more happens."
+    "(it first covers any shortfall we wrote off when the bill was paid) and applied to your next bill - it is never "
+    "lost, and not sent back by itself: contact us if you want it back. If it never lands, nothing more happens."
 )
 
 
