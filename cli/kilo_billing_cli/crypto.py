@@ -1,4 +1,4 @@
-"""`kilo-billing crypto unattributed|assign|review|resolve|refunded`: the operator's side of crypto payments
+"""`kilo-billing crypto unattributed|assign|review|resolve|refunded|payments`: the operator's side of crypto payments
 settlement could not decide alone.
 
 ``crypto unattributed`` lists the UNATTRIBUTED chain payments (kept, never dropped; each raised an
@@ -20,6 +20,11 @@ account of ours that is not the payment address, D341) was sent back on chain by
 Refused, naming why: an unknown payment, one attributed, failed, orphaned, refunded by another transaction or counted
 in another payment (``counted_in``: its amount is counted there already; D91 amended (sp4)).
 
+``crypto payments <invoice id>`` shows one crypto bill and its payment lines: the bill's status, flags, total and
+what a new quote asks now (``remaining_usd``; 0.00 once PAID), and per payment its status, asset, USD counted, whether
+it counts, and ``stalled`` - named stuck by its watcher, so it no longer covers the bill (D398, D419): the view an
+operator paged by the stuck alarm (``CryptoPaymentsStuck``) reads to see whether the customer is being asked again.
+
 ``crypto backfill-links`` writes the transaction links (``TXN#<chain>#<tx>`` / ``PAY#<payment id>``, D155) that
 payments attributed before D155 lack: without one, a claimed payment whose transaction is re-mined at another log
 index loses its bill. A dry run unless ``--apply``; it scans the table a page at a time (``--page-size`` items read),
@@ -38,6 +43,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -84,6 +90,10 @@ def add_parser(sub: Any) -> None:
     )
     refunded.add_argument("payment_id", help="<chain>:<tx id>:<index>, as listed by `crypto unattributed`")
     refunded.add_argument("--tx", required=True, help="the refund's transaction (hash or signature)")
+    shown = commands.add_parser(
+        "payments", help="a crypto bill's payments: status, USD counted, stuck (stalled) or not, what it asks now"
+    )
+    shown.add_argument("invoice", help="the invoice id of the crypto bill")
     backfill = commands.add_parser(
         "backfill-links",
         help="write the transaction links payments attributed before D155 lack (a dry run unless --apply)",
@@ -92,7 +102,7 @@ def add_parser(sub: Any) -> None:
     backfill.add_argument("--page-size", type=whole_number("--page-size", 1), default=100, help="items per Scan page")
     backfill.add_argument("--max-pages", type=whole_number("--max-pages", 1), default=None, help="stop after N pages")
     backfill.add_argument("--start-after", type=_scan_key, default=None, help="resume: the key a run printed (JSON)")
-    for command in (listed, assign, review, resolve, refunded, backfill):
+    for command in (listed, assign, review, resolve, refunded, shown, backfill):
         command.add_argument("--crypto-table", default=os.environ.get("CRYPTO_TABLE_NAME", ""))
         command.add_argument("--event-bus", default=os.environ.get("EVENT_BUS_NAME", ""))
         command.add_argument("--json", action="store_true", help="machine-readable output")
@@ -172,9 +182,8 @@ def run(args: argparse.Namespace, console: Console) -> None:
     if not args.crypto_table:
         raise ValueError("the crypto table is required: --crypto-table or CRYPTO_TABLE_NAME")
     store = DynamoCryptoStore(client("dynamodb"), args.crypto_table)
-    if args.crypto_command == "backfill-links":
-        report = backfill_links(store, args.apply, args.page_size, args.max_pages, args.start_after)
-        _emit_backfill(console, report, args.json)
+    if args.crypto_command in ("backfill-links", "payments"):  # neither publishes: no bus asked for
+        _run_without_bus(args, store, console)
         return
     if args.crypto_command == "unattributed":
         rows = [
@@ -277,6 +286,16 @@ def run(args: argparse.Namespace, console: Console) -> None:
     _emit(console, [row], args.json, "Assigned")
 
 
+def _run_without_bus(args: argparse.Namespace, store: DynamoCryptoStore, console: Console) -> None:
+    """``crypto backfill-links`` and ``crypto payments``: they read (and the backfill writes links), nothing is
+    published."""
+    if args.crypto_command == "payments":
+        _emit_bill(console, bill_view(store, args.invoice), args.json)
+        return
+    report = backfill_links(store, args.apply, args.page_size, args.max_pages, args.start_after)
+    _emit_backfill(console, report, args.json)
+
+
 def _seen_sent(store: DynamoCryptoStore, payment_id: str) -> bool | None:
     """Whether the payment's ``CryptoPaymentSeen.v1`` was sent (it is marked ``announced`` once published); ``None``
     when the payment cannot be read."""
@@ -299,6 +318,59 @@ def _bill_status(store: DynamoCryptoStore, invoice_id: str) -> str | None:
         )
         return "unknown"
     return found.status.value if found else None
+
+
+def bill_view(store: DynamoCryptoStore, invoice_id: str) -> dict[str, Any]:
+    """``crypto payments``: the bill and its payment lines as stored, ``stalled`` shown (D419, D-CW3-1); no such
+    bill is a ``ValueError`` (exit 2)."""
+    from kilo_crypto_watch.model import BillStatus  # noqa: PLC0415
+    from kilo_crypto_watch.settlement import counts, remaining_usd  # noqa: PLC0415
+
+    bill = store.bill(invoice_id)
+    if bill is None:
+        raise ValueError(f"no crypto bill {invoice_id!r}")
+    asked = Decimal("0") if bill.status is BillStatus.PAID else remaining_usd(bill)
+    return {
+        "invoice_id": bill.invoice_id,
+        "account_id": bill.account_id,
+        "status": bill.status.value,
+        "flags": sorted(flag.value for flag in bill.flags),
+        "total_usd": money_str(bill.total_usd),
+        "asked_usd": money_str(asked),
+        "payments": [
+            {
+                "payment_id": line.payment_id,
+                "tx_id": line.tx_id,
+                "status": line.status.value,
+                "asset": line.asset,
+                "amount_usd": money_str(line.usd),
+                "counted": counts(line),
+                "stalled": line.stalled,
+                "late": line.late,
+                "review": line.review,
+                "refund_owed": line.refund_owed,
+            }
+            for line in sorted(bill.payments, key=lambda line: line.payment_id)  # by id: a stable order
+        ],
+    }
+
+
+def _emit_bill(console: Console, view: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(view, indent=2) + "\n")
+        return
+    flags = f" ({', '.join(view['flags'])})" if view["flags"] else ""
+    title = (
+        f"Crypto bill {view['invoice_id']}: {view['status']}{flags}, total {view['total_usd']}, "
+        f"asks {view['asked_usd']}"
+    )
+    table = Table(title=title)
+    rows: list[dict[str, Any]] = view["payments"]
+    for column in rows[0] if rows else ["payment_id"]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
+    console.print(table)
 
 
 def _emit(console: Console, rows: list[dict[str, Any]], as_json: bool, title: str) -> None:

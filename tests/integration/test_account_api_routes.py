@@ -919,8 +919,8 @@ def test_given_an_alert_kind_that_does_not_exist_then_a_400_naming_it_and_nothin
     assert (answer.status, answer.body["field"]) == (400, "channels")
     assert answer.body["message"] == (
         "channels: alert 'budget_treshold' is not an alert kind; use allowance_threshold, budget_forecast, "
-        "budget_hard_limit, budget_threshold, crypto_bill_settled, crypto_payment_seen, crypto_quote_expiring, "
-        "dispute_opened, invoice_issued, payment_failed, refund_failed"
+        "budget_hard_limit, budget_threshold, crypto_bill_reopened, crypto_bill_settled, crypto_payment_seen, "
+        "crypto_quote_expiring, dispute_opened, invoice_issued, payment_failed, refund_failed"
     )
     assert (profile(account_api).email, profile(account_api).alert_preferences) == ("ops@a.example", ())
 

@@ -14,6 +14,7 @@ import time_machine
 
 from kilo_billing.contracts import (
     SOURCE_CRYPTO,
+    CryptoBillReopenedV1,
     CryptoBillSettledV1,
     CryptoPaymentSeenV1,
     CryptoQuoteExpiringV1,
@@ -134,6 +135,48 @@ def test_given_a_quote_expiring_then_one_email_and_one_sms_with_amount_time_and_
     assert phone == "+14155550100"
     assert sms == (
         "Kilo: your quote to pay 0.04213 ETH on Ethereum expires 14:30 UTC. Get a new one: Pay with crypto in your "
+        "dashboard. Reply STOP to opt out"
+    )
+    assert {c: r["status"] for c, r in records(alerts_stack, ACCOUNT).items()} == {"email": "sent", "sms": "sent"}
+
+
+def test_given_a_bill_reopened_by_a_stuck_payment_then_one_email_and_one_sms_asking_the_rest(
+    alerts_stack: AlertsStack,
+) -> None:
+    """D-CW3-1 end to end: ``CryptoBillReopened.v1`` published twice and each batch handled twice - one email and one
+    SMS (medium): the 40.00 asked (100.00 - 60.00), the stuck 40.00 and its transaction, the pay page with the bill
+    chosen, and what a late landing does (credit, not sent back by itself)."""
+    register(alerts_stack, ACCOUNT)
+    event = CryptoBillReopenedV1(
+        event_id=f"crypto-reopened:acct_cry/2026-10:ethereum:{TX}:0@0xblock",
+        account_id=ACCOUNT,
+        invoice_id="acct_cry/2026-10",
+        total="100.00",
+        amount_usd="40.00",
+        stuck_usd="40.00",
+        stuck_tx_ids=(TX,),
+        occurred_at="2026-11-02T11:00:00+00:00",
+        number="KB-0042",
+    )
+    publish_twice(alerts_stack, event.DETAIL_TYPE, event.model_dump())
+    run_twice(alerts_stack)
+
+    [mail] = [mime(m) for m in alerts_stack.sent_mail()]
+    assert mail["Subject"] == "Your Kilo invoice acct_cry/2026-10 is open again: pay $40.00"
+    text, html = parts(mail)
+    assert "Your crypto payment of $40.00 toward it is stuck" in text
+    assert "we ask the rest, $40.00." in text
+    assert (
+        "Pay $40.00 with a new quote on your dashboard's Pay with crypto page: "
+        "http://127.0.0.1:8000/#/pay?invoice=KB-0042\n" in text
+    )
+    assert "a payment final after the bill is paid is kept as credit on your account" in text
+    assert f"Stuck transactions: {TX}" in text
+    assert '<a href="http://127.0.0.1:8000/#/pay?invoice=KB-0042">' in html
+    [(phone, sms)] = [(p, message) for p, message, *_ in alerts_stack.sent_sms()]
+    assert phone == "+14155550100"
+    assert sms == (
+        "Kilo: a $40.00 crypto payment is stuck; your bill is open again, $40.00 more. Pay: Pay with crypto in your "
         "dashboard. Reply STOP to opt out"
     )
     assert {c: r["status"] for c, r in records(alerts_stack, ACCOUNT).items()} == {"email": "sent", "sms": "sent"}

@@ -689,3 +689,54 @@ def test_given_a_plain_payment_listed_before_a_counted_in_one_then_the_table_has
         ("ethereum:0xabc:0", None),
         ("solana:sig-split:1", "solana:sig-split:0"),
     ]
+
+
+def test_given_a_bill_whose_payment_is_stuck_then_crypto_payments_shows_it_stalled_and_what_the_bill_asks(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D419, D-CW3-1: the $100.00 bill paid 60 USDC (final) and 40 USDC its watcher named stuck - the operator's view
+    of the bill shows the 40.00 ``stalled`` (the 60.00 not), the bill OPEN and PARTIAL (and MULTIPLE) asking
+    100.00 - 60.00 = 40.00; the table form names both too. Before: no ``crypto payments`` view (exit 2, argparse),
+    no way for the operator to see a payment stalled."""
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    h.store.create_bill(bill())
+    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    h.settlement.record_seen(transfer("0xc1", "USDC", 60_000_000, T0 + timedelta(minutes=3)))
+    h.settlement.record_seen(transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xc1:0")
+    h.settlement.stalled("ethereum:0xc2:0")
+
+    shown = _cli(capsys, "crypto", "payments", "inv-1", "--crypto-table", table)
+
+    line = {"asset": "USDC", "counted": True, "late": False, "review": False, "refund_owed": False}
+    assert shown == {
+        "invoice_id": "inv-1",
+        "account_id": "acct-1",
+        "status": "OPEN",
+        "flags": ["MULTIPLE", "PARTIAL"],
+        "total_usd": "100.00",
+        "asked_usd": "40.00",
+        "payments": [
+            {"payment_id": "ethereum:0xc1:0", "tx_id": "0xc1", "status": "FINALIZED", "amount_usd": "60.00"}
+            | line
+            | {"stalled": False},
+            {"payment_id": "ethereum:0xc2:0", "tx_id": "0xc2", "status": "SEEN", "amount_usd": "40.00"}
+            | line
+            | {"stalled": True},
+        ],
+    }
+    assert main(["crypto", "payments", "inv-1", "--crypto-table", table]) == 0
+    text = capsys.readouterr().out
+    assert "OPEN (MULTIPLE, PARTIAL), total 100.00, asks 40.00" in " ".join(text.split())
+    assert "stalled" in text
+
+
+def test_given_no_such_bill_then_crypto_payments_exits_2_naming_it(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["crypto", "payments", "inv-404", "--crypto-table", table])
+    assert exit_info.value.code == 2
+    assert "no crypto bill 'inv-404'" in capsys.readouterr().err

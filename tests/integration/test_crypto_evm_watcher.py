@@ -1195,7 +1195,9 @@ def test_given_a_stuck_payment_on_a_two_second_chain_then_its_bill_is_released_a
     and answers the read alone too: A waits SEEN, named stuck with its bill each run. The finalized block F (head - 8)
     at 70+ blocks past N but its timestamp 766 s past N's: not stalled - the bill PROCESSING, 0.00 asked (before:
     stalled at 64 blocks, two minutes). One block more, F is 768 s past N's: stalled; the bill's only payment stuck,
-    it is OPEN and PARTIAL, 100.00 asked again (D419)."""
+    it is OPEN and PARTIAL, 100.00 asked again (D419), and the customer is told so once (``CryptoBillReopened.v1``:
+    100.00 asked of the 100.00 bill, the stuck 100 USDC = 100.00 and A's transaction; D-CW3-1) - not while it
+    waits, not again on the next run naming A stuck. Before D-CW3-1: nothing told."""
     r = _replaced(chain, stack, cancel=True)
     _past_the_rollback_beside_a_stale_backend(r)
     mined_at = chain.w3.eth.get_block(r.a_block)["timestamp"]  # the canonical block at N: what the wait is timed by
@@ -1216,6 +1218,7 @@ def test_given_a_stuck_payment_on_a_two_second_chain_then_its_bill_is_released_a
     held = r.bill()
     assert (held.status, remaining_usd(held)) == (BillStatus.PROCESSING, Decimal("0.00"))
     assert [line.stalled for line in held.payments] == [False]
+    assert r.h.events("CryptoBillReopened.v1") == []
     chain.mine(1)  # F: the block after, N + 768 s
     assert chain.w3.eth.get_block("finalized")["timestamp"] == mined_at + 768
 
@@ -1232,6 +1235,22 @@ def test_given_a_stuck_payment_on_a_two_second_chain_then_its_bill_is_released_a
     )
     assert BillFlag.PARTIAL in short.flags
     assert [line.stalled for line in short.payments] == [True]
+    [told] = r.h.events("CryptoBillReopened.v1")
+    assert (told["invoice_id"], told["total"], told["amount_usd"], told["stuck_usd"], told["stuck_tx_ids"]) == (
+        "inv-1",
+        "100.00",
+        "100.00",
+        "100.00",
+        [r.a],
+    )
+    stuck = r.payment(r.a)
+    assert stuck is not None
+    assert told["event_id"] == f"crypto-reopened:inv-1:ethereum:{r.a}:0@{stuck.transfer.block_hash}"
+    chain.mine(1)
+
+    r.run()  # A named stuck again: nothing more told
+
+    assert len(r.h.events("CryptoBillReopened.v1")) == 1
 
 
 def test_given_a_stale_backend_answering_the_finality_passs_own_read_then_nothing_is_settled_on_its_dead_block(

@@ -882,6 +882,55 @@ def test_given_a_bill_paid_short_whose_top_up_is_stuck_then_paid_with_the_write_
     assert (later.written_off_usd, later.credit_usd) == (Decimal("0.00"), Decimal("0.00"))
 
 
+def test_given_a_bills_only_payment_stuck_on_solana_then_its_whole_total_is_asked_again_and_the_customer_told_once(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """D-CW3-1, D-CW3-2 on the Solana stand-in: the $37.50 bill's only payment, 250,000,000 lamports ($37.50 at the
+    $150.00 lock) with its reference, then unknown to every backend past its final slot and no block proving it gone.
+    1,919 slots after: named stuck, still holding the bill (PROCESSING), nothing told; 1,920: released - OPEN, the
+    whole 37.50 asked again, and one ``CryptoBillReopened.v1`` (37.50 asked of 37.50, 37.50 stuck, its signature);
+    the next run naming it stuck again tells nothing more. Before D-CW3-1: OPEN, nothing told."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "37.50"))
+    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", SOL // 4, str(reference)))
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    only = chain.send([_pay(chain, SOL // 4, reference)])
+    watch.run()
+    assert _bill_and_payment(h, f"solana:{only}:0") == ("PROCESSING", "SEEN")
+
+    def lagging() -> Lagging:  # a backend that does not know the payment (a client per run: a run closes it)
+        return Lagging(chain.standin.url, hidden=frozenset({only}), no_statuses=True, no_blocks=True)
+
+    stored = h.store.payment(f"solana:{only}:0")
+    assert stored is not None
+    slot = stored.transfer.block_number
+    chain.standin.advance(slot + 1919 - chain.standin.finalized_slot)  # finalized 1,919 slots past its slot
+    assert chain.standin.finalized_slot == slot + 1919
+    report = _run(watch, lagging())  # named stuck, still held
+    assert [entry.split(":")[1] for entry in report.stuck] == [only]
+    assert _bill_and_payment(h, f"solana:{only}:0") == ("PROCESSING", "SEEN")
+    assert h.events("CryptoBillReopened.v1") == []
+
+    chain.standin.advance(1)  # 1,920 slots (STALL_SLOTS): released
+    _run(watch, lagging())
+
+    assert _bill_and_payment(h, f"solana:{only}:0") == ("OPEN", "SEEN")
+    [told] = h.events("CryptoBillReopened.v1")
+    assert (told["total"], told["amount_usd"], told["stuck_usd"], told["stuck_tx_ids"]) == (
+        "37.50",
+        "37.50",  # the whole total: its only payment is stuck
+        "37.50",  # 250,000,000 lamports = 0.25 SOL x $150.00
+        [only],
+    )
+    chain.standin.advance(1)
+    _run(watch, lagging())  # named stuck again: nothing more told
+    assert len(h.events("CryptoBillReopened.v1")) == 1
+
+
 def test_given_a_listed_signature_no_backend_proves_gone_then_the_cursor_waits_and_it_is_named_stuck_after_750_slots(
     chain: SolanaTestChain, watch: Watch
 ) -> None:

@@ -431,6 +431,100 @@ def test_given_a_stuck_payment_seen_again_in_another_block_then_it_holds_its_bil
     assert (released.status, remaining_usd(released)) == (BillStatus.OPEN, Decimal("40.00"))
 
 
+REOPENED = "CryptoBillReopened.v1"
+
+
+def test_given_a_stuck_payment_releasing_a_bill_short_beyond_its_band_then_the_customer_is_told_once(
+    stack: Stack,
+) -> None:
+    """D-CW3-1: 60.00 final, 40.00 stuck - the bill OPEN asking 100.00 - 60.00 = 40.00. The customer is told once
+    (``CryptoBillReopened.v1``): the 40.00 asked, the bill's 100.00, the stuck 40.00 and its transaction, the
+    invoice's number (the dashboard opens the bill by it); the watcher naming the payment stuck again next run
+    publishes nothing more. Before: nothing published (D419's limit)."""
+    h = _short_beyond_band_stuck(stack)
+    h.settlement.stalled("ethereum:0xc2:0", "0xblock")  # the next run names it stuck again: nothing more
+
+    assert h.events(REOPENED) == [
+        {
+            "schema_version": 1,
+            "event_id": "crypto-reopened:inv-1:ethereum:0xc2:0@0xblock",
+            "account_id": "acct-1",
+            "invoice_id": "inv-1",
+            "total": "100.00",
+            "amount_usd": "40.00",  # 100.00 - 60.00
+            "stuck_usd": "40.00",  # 40,000,000 units at $1.00
+            "stuck_tx_ids": ["0xc2"],
+            "occurred_at": (T0 + timedelta(minutes=5)).isoformat(),
+            "number": "KB-inv-1",
+        }
+    ]
+    assert h.events(SETTLED) == []
+
+
+def test_given_a_bills_only_payment_stuck_then_the_customer_is_told_its_whole_total_is_asked_again(
+    stack: Stack,
+) -> None:
+    """D-CW3-1, D-CW3-2: the $100.00 bill's only payment (100.00 USDC, seen) is named stuck - OPEN, PARTIAL, the
+    whole 100.00 asked again, and the event says so: amount 100.00, stuck 100.00. Before: nothing published."""
+    h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
+    h.settlement.record_seen(transfer("0xc1", "USDC", 100_000_000, T0 + timedelta(minutes=3)))
+
+    h.settlement.stalled("ethereum:0xc1:0")
+
+    short = h.store.bill("inv-1")
+    assert short is not None
+    assert (short.status, remaining_usd(short)) == (BillStatus.OPEN, Decimal("100.00"))
+    [told] = h.events(REOPENED)
+    assert (told["event_id"], told["total"], told["amount_usd"], told["stuck_usd"], told["stuck_tx_ids"]) == (
+        "crypto-reopened:inv-1:ethereum:0xc1:0@0xblock",
+        "100.00",
+        "100.00",
+        "100.00",
+        ["0xc1"],
+    )
+
+
+def test_given_a_stuck_payment_seen_again_elsewhere_and_stuck_there_too_then_each_reopen_is_told_once(
+    stack: Stack,
+) -> None:
+    """D-CW3-1: stuck at 0xblock (told: 40.00), seen again in block 200 (``0xnew``: PROCESSING, nothing told), stuck
+    there too (OPEN again: told again, another event id - a consumer deduping by id sends both); named stuck at
+    0xnew again: nothing more."""
+    h = _short_beyond_band_stuck(stack)
+    moved = replace(
+        transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)), block_number=200, block_hash="0xnew"
+    )
+    h.settlement.record_seen(moved)
+    assert len(h.events(REOPENED)) == 1
+
+    h.settlement.stalled("ethereum:0xc2:0", "0xnew")
+    h.settlement.stalled("ethereum:0xc2:0", "0xnew")
+
+    assert [(e["event_id"], e["amount_usd"]) for e in h.events(REOPENED)] == [
+        ("crypto-reopened:inv-1:ethereum:0xc2:0@0xblock", "40.00"),
+        ("crypto-reopened:inv-1:ethereum:0xc2:0@0xnew", "40.00"),
+    ]
+
+
+def test_given_a_stuck_payment_whose_release_pays_the_bill_with_a_write_off_then_no_reopen_is_told(
+    stack: Stack,
+) -> None:
+    """D398 beside D-CW3-1: 99.60 final, 0.40 stuck - inside the $0.50 band the release makes the bill PAID with 0.40
+    written off (told by ``CryptoBillSettled.v1``): not open again, nothing asked, no reopen event."""
+    h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
+    h.settlement.record_seen(transfer("0xc1", "USDC", 99_600_000, T0 + timedelta(minutes=3)))
+    h.settlement.record_seen(transfer("0xc2", "USDC", 400_000, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xc1:0")
+
+    h.settlement.stalled("ethereum:0xc2:0")
+
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.written_off_usd) == (BillStatus.PAID, Decimal("0.40"))
+    assert [e["written_off_usd"] for e in h.events(SETTLED)] == ["0.40"]
+    assert h.events(REOPENED) == []
+
+
 def test_given_a_short_bill_whose_stuck_payment_finalizes_before_the_rest_is_paid_then_paid_in_full(
     stack: Stack,
 ) -> None:

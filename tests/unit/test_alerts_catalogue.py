@@ -21,6 +21,7 @@ from kilo_alerts.catalogue import (
 from kilo_alerts.model import AlertError, Channel, Severity
 from kilo_alerts.render import PARTS, SMS_LIMIT, render
 from kilo_billing.contracts import (
+    CryptoBillReopenedV1,
     CryptoBillSettledV1,
     CryptoPaymentSeenV1,
     CryptoQuoteExpiringV1,
@@ -435,6 +436,17 @@ def crypto_details(amount: str, usd: str, chain: str = "ethereum") -> dict[str, 
             "tx_ids": [LONG_TX],
             "occurred_at": "2026-11-02T10:30:00+00:00",
         },
+        CryptoBillReopenedV1.DETAIL_TYPE: {
+            "event_id": f"crypto-reopened:{invoice}:{chain}:{LONG_TX}:0@{LONG_TX}",
+            "account_id": LONGEST_ACCOUNT,
+            "invoice_id": invoice,
+            "total": usd,
+            "amount_usd": usd,
+            "stuck_usd": usd,
+            "stuck_tx_ids": [LONG_TX],
+            "occurred_at": "2026-11-02T11:00:00+00:00",
+            "number": "KB-" + "9" * 40,
+        },
         CryptoQuoteExpiringV1.DETAIL_TYPE: {
             "event_id": "quote-expiring:q_1",
             "account_id": LONGEST_ACCOUNT,
@@ -450,7 +462,12 @@ def crypto_details(amount: str, usd: str, chain: str = "ethereum") -> dict[str, 
     }
 
 
-CRYPTO_TYPES = [CryptoPaymentSeenV1.DETAIL_TYPE, CryptoBillSettledV1.DETAIL_TYPE, CryptoQuoteExpiringV1.DETAIL_TYPE]
+CRYPTO_TYPES = [
+    CryptoPaymentSeenV1.DETAIL_TYPE,
+    CryptoBillSettledV1.DETAIL_TYPE,
+    CryptoBillReopenedV1.DETAIL_TYPE,
+    CryptoQuoteExpiringV1.DETAIL_TYPE,
+]
 
 
 def crypto_sms(detail_type: str, detail: dict[str, object], account: str = "acct_1", name: str = "Ada") -> str:
@@ -560,6 +577,82 @@ def test_given_crypto_events_then_kind_key_period_severity_and_figures_name_the_
     assert CATALOGUE["crypto_payment_seen"].default_channels(Severity.LOW) == (Channel.EMAIL,)
     assert CATALOGUE["crypto_bill_settled"].default_channels(Severity.LOW) == (Channel.EMAIL,)
     assert CATALOGUE["crypto_quote_expiring"].default_channels(Severity.MEDIUM) == (Channel.EMAIL, Channel.SMS)
+
+
+REOPENED_LATER = (
+    "If the stuck payment lands after all (final on chain), it counts as any payment does: the bill is paid by the "
+    "payments that are final first, and a payment final after the bill is paid is kept as credit on your account "
+    "(it first covers any shortfall we wrote off when the bill was paid) and applied to your next bill - it is never "
+    "lost, and not sent back by itself: contact us if you want it back. If it never lands, nothing more happens."
+)
+
+
+@pytest.mark.parametrize(
+    ("amount_usd", "asked", "sms"),
+    [
+        (
+            "40.00",
+            "the rest, $40.00",
+            "Kilo: a $40.00 crypto payment is stuck; your bill is open again, $40.00 more. Pay: Pay with crypto in "
+            "your dashboard. Reply STOP to opt out",
+        ),
+        (  # the bill's only payment stuck: its whole total asked again (D-CW3-2)
+            "100.00",
+            "the whole $100.00 again",
+            "Kilo: a $100.00 crypto payment is stuck; your bill is open again, all $100.00 again. Pay: Pay with "
+            "crypto in your dashboard. Reply STOP to opt out",
+        ),
+    ],
+)
+def test_given_a_bill_reopened_then_the_alert_asks_the_amount_and_says_what_a_late_landing_does(
+    amount_usd: str, asked: str, sms: str
+) -> None:
+    """D-CW3-1: one alert per reopen (key: the event id), medium - email and SMS by default; the amount asked as the
+    event gives it (the quote API's), the stuck payment's USD and transaction, what happens if it lands later
+    (credit, not refunded by itself), the dashboard's pay page with the bill chosen."""
+    detail = {
+        "event_id": "crypto-reopened:acct_1/2026-10:ethereum:0xc2:0@0xblock",
+        "account_id": "acct_1",
+        "invoice_id": "acct_1/2026-10",
+        "total": "100.00",
+        "amount_usd": amount_usd,
+        "stuck_usd": "100.00" if amount_usd == "100.00" else "40.00",
+        "stuck_tx_ids": ["0xc2"],
+        "occurred_at": "2026-11-02T11:00:00+00:00",
+        "number": "KB-0042",
+    }
+    alert = alert_from_event(CryptoBillReopenedV1.DETAIL_TYPE, detail)
+    assert (alert.kind, alert.period, alert.key, alert.severity) == (
+        "crypto_bill_reopened",
+        "2026-11",
+        "crypto-reopened:acct_1/2026-10:ethereum:0xc2:0@0xblock",
+        "medium",
+    )
+    assert CATALOGUE["crypto_bill_reopened"].default_channels(Severity.MEDIUM) == (Channel.EMAIL, Channel.SMS)
+    assert (alert.values["amount_usd"], alert.values["asked"], alert.values["transactions"]) == (
+        f"${amount_usd}",
+        asked,
+        "0xc2",
+    )
+    assert alert.values["pay_page"] == "#/pay?invoice=KB-0042"
+    assert alert.values["later_note"] == REOPENED_LATER
+    rendered = render(
+        alert.kind,
+        {
+            "pay_url": "https://app.kilo.example/#/pay?invoice=KB-0042",
+            **alert.values,
+            "account_id": "acct_1",
+            "account_name": "Ada",
+            "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+        },
+    )
+    assert rendered.subject == f"Your Kilo invoice acct_1/2026-10 is open again: pay ${amount_usd}"
+    assert f"is open again. Your crypto payment of ${detail['stuck_usd']} toward it is stuck" in rendered.text
+    assert f"we ask {asked}." in rendered.text
+    assert f"Pay ${amount_usd} with a new quote on your dashboard's Pay with crypto page: " in rendered.text
+    assert REOPENED_LATER in rendered.text
+    assert REOPENED_LATER in rendered.html
+    assert crypto_sms(CryptoBillReopenedV1.DETAIL_TYPE, detail) == sms
 
 
 def test_given_a_chain_without_a_known_explorer_or_a_written_off_shortfall_then_the_alert_says_so() -> None:

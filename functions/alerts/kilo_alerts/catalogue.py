@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from kilo_alerts.model import Alert, AlertError, Channel, Severity
 from kilo_billing.contracts import (
+    CryptoBillReopenedV1,
     CryptoBillSettledV1,
     CryptoPaymentSeenV1,
     CryptoQuoteExpiringV1,
@@ -113,6 +114,14 @@ CATALOGUE: Final[Mapping[str, AlertSpec]] = {
             "the account's crypto bill is paid: its payments are final and cover the bill (inside tolerance); once "
             "per bill",
             Severity.HIGH,
+        ),
+        AlertSpec(
+            "crypto_bill_reopened",
+            CryptoBillReopenedV1.DETAIL_TYPE,
+            "a payment toward the account's crypto bill is stuck (its block final long since, neither its finality "
+            "nor its loss provable) and no longer covers the bill: the bill is open again and asks the rest, or the "
+            "whole total when that payment was all it had; once per reopen (D-CW3-1)",
+            Severity.MEDIUM,
         ),
         AlertSpec(
             "crypto_quote_expiring",
@@ -258,6 +267,7 @@ _Contract = TypeVar(
     RefundFailedV1,
     CryptoPaymentSeenV1,
     CryptoBillSettledV1,
+    CryptoBillReopenedV1,
     CryptoQuoteExpiringV1,
 )
 
@@ -492,6 +502,36 @@ def _crypto_bill_settled(detail: Mapping[str, Any]) -> Alert:
     return _occurrence_alert("crypto_bill_settled", event, event.invoice_id, Severity.LOW, values)
 
 
+# what becomes of a stuck payment that lands after all (settlement.recompute, D387, D419): said in every reopen email
+STUCK_LANDS_LATER: Final = (
+    "If the stuck payment lands after all (final on chain), it counts as any payment does: the bill is paid by the "
+    "payments that are final first, and a payment final after the bill is paid is kept as credit on your account "
+    "(it first covers any shortfall we wrote off when the bill was paid) and applied to your next bill - it is never "
+    "lost, and not sent back by itself: contact us if you want it back. If it never lands, nothing more happens."
+)
+
+
+def _crypto_bill_reopened(detail: Mapping[str, Any]) -> Alert:
+    """The bill asks again (D419, D-CW3-1): the amount a new quote asks (the event's, as the quote API asks it), the
+    stuck payment's USD and transactions, and what happens if it lands later (``STUCK_LANDS_LATER``)."""
+    event = _parse(CryptoBillReopenedV1, detail)
+    whole = _decimal(event.amount_usd) == _decimal(event.total)
+    values = {
+        "invoice_id": event.invoice_id,
+        "total": money_text(event.total),
+        "amount_usd": money_text(event.amount_usd),
+        "stuck_usd": money_text(event.stuck_usd),
+        "transactions": ", ".join(event.stuck_tx_ids) or "-",
+        "asked": f"the whole {money_text(event.total)} again" if whole else f"the rest, {money_text(event.amount_usd)}",
+        "sms_asked": f"all {money_text(event.total)} again" if whole else f"{money_text(event.amount_usd)} more",
+        "later_note": STUCK_LANDS_LATER,
+    }
+    if event.number:  # delivery links "Pay with crypto" with this bill chosen (without a number: the page alone)
+        values["pay_page"] = _pay_page(event.number)
+    # key: the event id (crypto-reopened:<invoice>:<payment>@<block>): one alert per reopen, a redelivery none more
+    return _occurrence_alert("crypto_bill_reopened", event, event.event_id, Severity.MEDIUM, values)
+
+
 def _crypto_quote_expiring(detail: Mapping[str, Any]) -> Alert:
     event = _parse(CryptoQuoteExpiringV1, detail)
     try:
@@ -522,6 +562,7 @@ READERS: Final[Mapping[str, Callable[[Mapping[str, Any]], Alert]]] = {
     RefundFailedV1.DETAIL_TYPE: _refund_failed,
     CryptoPaymentSeenV1.DETAIL_TYPE: _crypto_payment_seen,
     CryptoBillSettledV1.DETAIL_TYPE: _crypto_bill_settled,
+    CryptoBillReopenedV1.DETAIL_TYPE: _crypto_bill_reopened,
     CryptoQuoteExpiringV1.DETAIL_TYPE: _crypto_quote_expiring,
 }
 

@@ -25,6 +25,7 @@ from fractions import Fraction
 from typing import Final, TypeVar
 
 from kilo_billing.contracts import (
+    CryptoBillReopenedV1,
     CryptoBillSettledV1,
     CryptoCreditAddedV1,
     CryptoPaymentSeenV1,
@@ -1456,8 +1457,29 @@ class Settlement:
                 )
             )
             self._announce_bill(new_bill)
+            if new_bill.status is BillStatus.OPEN and remaining_usd(new_bill) > remaining_usd(bill):
+                self._announce_reopened(new_bill, payment)
 
         self._retried(payment_id, attempt)
+
+    def _announce_reopened(self, bill: Bill, released: Payment) -> None:
+        """``CryptoBillReopened.v1``: the stall of ``released`` left ``bill`` OPEN asking more than before - the
+        customer is asked again (D419, D-CW3-1). Its id names the payment and the block it was named stuck in: a
+        redelivery or a rerun of the same stall is the same event (consumers dedupe), the payment stuck again in
+        another block after being seen there is another reopen."""
+        stuck = [line for line in bill.payments if counts(line) and not holds(line)]
+        reopened = CryptoBillReopenedV1(
+            event_id=f"crypto-reopened:{bill.invoice_id}:{released.payment_id}@{released.transfer.block_hash}",
+            account_id=bill.account_id,
+            invoice_id=bill.invoice_id,
+            total=money_str(bill.total_usd),
+            amount_usd=money_str(remaining_usd(bill)),
+            stuck_usd=money_str(paid_usd(stuck)),
+            stuck_tx_ids=tuple(dict.fromkeys(line.tx_id for line in stuck)),
+            occurred_at=self._clock().isoformat(),
+            number=bill.number or None,
+        )
+        self._publisher.publish(reopened.DETAIL_TYPE, reopened.model_dump(mode="json"))
 
     def _stored(self, payment_id: str) -> Payment:
         """The stored payment an operator's command names, or ``PaymentNotFoundError``."""

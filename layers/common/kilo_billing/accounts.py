@@ -51,6 +51,7 @@ ALERT_KINDS: Final = (
     "budget_forecast",
     "budget_hard_limit",
     "budget_threshold",
+    "crypto_bill_reopened",
     "crypto_bill_settled",
     "crypto_payment_seen",
     "crypto_quote_expiring",

@@ -331,6 +331,25 @@ class CryptoQuoteExpiringV1(InvoiceEventV1):
     number: str | None = None
 
 
+class CryptoBillReopenedV1(InvoiceEventV1):
+    """An account's crypto bill is open again: a payment of it its watcher named stuck (final block long since,
+    neither finality nor loss provable) stopped covering it, and the bill asks the customer for ``amount_usd`` - the
+    rest, or the whole ``total`` when the stuck payments were all it had (D419, D-CW3-1). Published once per reopen:
+    when a stuck payment's release leaves the bill OPEN asking more than before. ``event_id``:
+    ``crypto-reopened:<invoice id>:<payment id>@<block hash>`` (the payment released, the block it was named stuck
+    in: the same payment seen again elsewhere and stuck there again is another reopen). ``number``: the invoice's
+    number, what the dashboard's Pay with crypto page opens one bill by (None: a bill without one)."""
+
+    DETAIL_TYPE: ClassVar[str] = "CryptoBillReopened.v1"
+
+    total: str  # the bill, USD
+    amount_usd: str  # what a new quote asks now, USD (``remaining_usd``, as the quote API asks it)
+    stuck_usd: str  # what the bill's stuck payments are worth at their quotes' rates, USD, rounded once
+    stuck_tx_ids: tuple[str, ...] = ()  # the stuck payments' transactions
+    occurred_at: str
+    number: str | None = None
+
+
 class UnattributedCryptoPaymentV1(ContractV1):
     """A payment to a merchant address that matches no bill: kept in the UNATTRIBUTED list for an operator."""
 

@@ -1,0 +1,49 @@
+"""``CryptoBillReopened.v1`` (D-CW3-1): a crypto bill open again because a payment of it is stuck. The contract as the
+crypto function publishes it and the alerts function reads it: JSON on the bus and back, its required figures, the
+optional invoice number."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from kilo_billing.contracts import CryptoBillReopenedV1
+
+
+def _detail(**more: Any) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "event_id": "crypto-reopened:acme/2026-11:ethereum:0xc2:0@0xblock",
+        "account_id": "acme",
+        "invoice_id": "acme/2026-11",
+        "total": "100.00",
+        "amount_usd": "40.00",
+        "stuck_usd": "40.00",
+        "stuck_tx_ids": ["0xc2"],
+        "occurred_at": "2026-12-02T09:00:00+00:00",
+        **more,
+    }
+
+
+def test_given_a_reopen_when_published_and_read_back_then_it_round_trips() -> None:
+    sent = CryptoBillReopenedV1.model_validate(_detail(number="KB-0042"))
+    on_the_bus = json.loads(json.dumps(sent.model_dump(mode="json")))  # EventBridge carries the detail as JSON
+    assert on_the_bus == _detail(number="KB-0042")
+    assert CryptoBillReopenedV1.model_validate(on_the_bus) == sent
+    assert CryptoBillReopenedV1.DETAIL_TYPE == "CryptoBillReopened.v1"
+
+
+def test_given_no_invoice_number_then_it_is_read_without_one() -> None:
+    read = CryptoBillReopenedV1.model_validate(_detail())
+    assert (read.number, read.amount_usd, read.stuck_tx_ids) == (None, "40.00", ("0xc2",))
+
+
+@pytest.mark.parametrize("missing", ["total", "amount_usd", "stuck_usd", "occurred_at", "invoice_id"])
+def test_given_a_figure_missing_then_it_is_refused(missing: str) -> None:
+    detail = _detail()
+    del detail[missing]
+    with pytest.raises(ValidationError):
+        CryptoBillReopenedV1.model_validate(detail)
