@@ -743,7 +743,9 @@ def test_given_an_upgrade_then_an_operator_dated_downgrade_then_the_upgrade_retr
     Jan 1; Nov 15 09:00 the customer upgrades to Enterprise (effective 09:00); an operator then dates Personal
     (``--at 2027-01-01``: a downgrade from Enterprise, in effect Feb 1 2027); the 09:00 click retried at 11:00 asks
     for the tier in effect with a change pending - indistinguishable on the stored state from "Stay on Enterprise" -
-    so it is answered ``pending_change_cancelled`` effective 11:00 and the operator's Feb 1 change is dropped."""
+    so it is answered ``pending_change_cancelled`` effective 11:00 and the operator's Feb 1 change is dropped. The
+    logic's rule on the state alone; the route no longer lets such a retry reach it: it needs the click's
+    ``Idempotency-Key`` and replays that answer (D377), and refuses a request without one (D-API2-1)."""
     jan1, jan1_27 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
     feb1 = datetime(2027, 2, 1, tzinfo=UTC)
     nine, eleven = NOW.replace(hour=9), NOW.replace(hour=11)

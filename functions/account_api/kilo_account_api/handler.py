@@ -142,22 +142,22 @@ def optional_bodies(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_idempotency_key(document: dict[str, Any]) -> dict[str, Any]:
-    """The tier change's optional ``Idempotency-Key`` header (D377 amended (sm)), as ``_idempotency_key`` checks it:
-    read from the event, not a Powertools parameter (whose validation would run before the route's role check), so
-    written in here."""
+    """The tier change's required ``Idempotency-Key`` header (D377 amended (sm), D-API2-1), as ``_idempotency_key``
+    checks it: read from the event, not a Powertools parameter (whose validation would run before the route's role
+    check), so written in here."""
     operation = document["paths"][SUBSCRIPTION_PATH]["post"]
     operation.setdefault("parameters", []).append(
         {
             "name": "Idempotency-Key",
             "in": "header",
-            "required": False,
+            "required": True,
             "description": (
-                f"Optional: 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters (space to `~`), one per intended "
-                "change (e.g. a UUID). The first 200 answer is stored for 24 hours and replayed for the same key and "
-                "body (a retry changes nothing twice); the same key with another body is 422 (`code` unprocessable, "
-                f"`field` {IDEMPOTENCY_KEY}); an empty, longer or non-printable key is 400 (`code` invalid_request, "
-                f"`field` {IDEMPOTENCY_KEY}). Refusals are not stored. Without it the request is decided on the "
-                "stored state."
+                f"Required: 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters (space to `~`), a new one per "
+                "intended change (e.g. a UUID) and the same one on that change's retry. The first 200 answer is "
+                "stored for 24 hours and replayed for the same key and body (a retry changes nothing twice, even "
+                "after another change was made meanwhile); the same key with another body is 422 (`code` "
+                f"unprocessable, `field` {IDEMPOTENCY_KEY}); without it, or an empty, longer or non-printable key, "
+                f"400 (`code` invalid_request, `field` {IDEMPOTENCY_KEY}), nothing changed. Refusals are not stored."
             ),
             "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": "^[ -~]+$"},
         }
@@ -378,17 +378,14 @@ def get_invoice(
 
 @_account_route("POST", "/subscription", "Change tier: upgrade now, downgrade at period end", (*ERRORS, 422))
 def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
-    """With an ``Idempotency-Key`` header (optional; the dashboard sends one per click, D377): the first answer
-    (200) is stored with the tier change in one write and replayed exactly for the same key and body for 24 h, the
-    same key with another body is 422; a refusal (4xx) is not stored. Without it: decided on the stored state
-    (D373)."""
+    """With its required ``Idempotency-Key`` header (D-API2-1; the dashboard sends one per click, D377): the first
+    answer (200) is stored with the tier change in one write and replayed exactly for the same key and body for
+    24 h, the same key with another body is 422; a refusal (4xx) is not stored. Without the header: 400, nothing
+    decided (a retry decided on the stored state could drop a change made since, D373 amended (api4))."""
     _authorize_stored(account_id, Role.ADMIN)
     now = _now()
     deps = _deps()
     key = _idempotency_key()
-    if key is None:
-        outcome = logic.change_tier(deps.accounts, deps.catalog, account_id, body.tier, now, deps.month)
-        return _subscription_out(account_id, outcome, now)
     digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     stored = deps.accounts.answer(account_id, key, now)
     if stored is None:
@@ -411,12 +408,16 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
     return schemas.SubscriptionOut.model_validate_json(stored.body)  # only 200s are stored: replayed as they were
 
 
-def _idempotency_key() -> str | None:
-    """The request's ``Idempotency-Key`` header (``None`` without one); 400 when empty, longer than 255 characters
-    or not printable ASCII."""
+def _idempotency_key() -> str:
+    """The request's ``Idempotency-Key`` header; 400 without one (D-API2-1), and when empty, longer than 255
+    characters or not printable ASCII."""
     key = app.current_event.headers.get("idempotency-key")  # case-insensitive
     if key is None:
-        return None
+        raise InvalidRequestError(
+            IDEMPOTENCY_KEY,
+            "required: send an Idempotency-Key header, a new key (e.g. a UUID) per tier change and the same key on "
+            "its retry",
+        )
     if not 0 < len(key) <= IDEMPOTENCY_KEY_MAX or not all(" " <= c <= "~" for c in key):
         raise InvalidRequestError(
             IDEMPOTENCY_KEY, f"an Idempotency-Key is 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"

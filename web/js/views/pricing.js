@@ -87,7 +87,7 @@ function answered(change, tier) {
     : `${tier.name} from ${when}; until then your tier stays.`;
 }
 
-// POST /subscription with an Idempotency-Key (D377): a fresh crypto.randomUUID() per click, the same one again when
+// POST /subscription with its required Idempotency-Key (D377, D-API2-1): a fresh crypto.randomUUID() per click, the same one again when
 // the click is made again after a failure that brought no answer (the network, a 5xx: the change may have been made
 // and its answer lost), so the API replays that answer instead of deciding again on what changed since.
 function clickKey() {
