@@ -68,12 +68,14 @@ AccountId = Annotated[
 
 
 def _account_route(
-    method: str, suffix: str, summary: str, errors: tuple[int, ...] = ERRORS
+    method: str, suffix: str, summary: str, errors: tuple[int, ...] = ERRORS, **documented: Any
 ) -> Callable[[customer_api.Route], customer_api.Route]:
     """A route under ``/v1/accounts/<account_id>``, behind the JWT authorizer (every route but pricing and the
     document itself); its handler checks the caller's role for the path's account first. ``errors``: the answers
-    documented with the error shape (a route answering more than ``ERRORS`` names them)."""
-    return customer_api.secured_route(app, method, f"/v1/accounts/<account_id>{suffix}", summary, errors)
+    documented with the error shape (a route answering more than ``ERRORS`` names them); ``documented``: more of
+    Powertools' arguments (a ``description``)."""
+    path = f"/v1/accounts/<account_id>{suffix}"
+    return customer_api.secured_route(app, method, path, summary, errors, **documented)
 
 
 def _now() -> datetime:
@@ -528,7 +530,21 @@ def decline_invitation(account_id: AccountId, body: schemas.InvitationAnswerIn |
 # --- privacy --------------------------------------------------------------------------------------------------------
 
 
-@_account_route("GET", "/export", "All personal data and usage of the account as JSON, sessions paged (owners)")
+EXPORT_ORDER: Final = (
+    "Sessions come in start order: `next_cursor` is a start time, and each page holds the sessions begun from it on. "
+    "The guarantee is over start times, not write times: a session written after the export's cursor passed its "
+    "start (a late webhook, a redelivered event, the sessions' index still catching up) is on no page of this "
+    "export; it is on the next export. An export read page by page over a while can therefore miss sessions that "
+    "arrive meanwhile; export again for a copy that includes them (D372, D-API2-2)."
+)
+
+
+@_account_route(
+    "GET",
+    "/export",
+    "All personal data and usage of the account as JSON, sessions paged (owners)",
+    description=EXPORT_ORDER,
+)
 def export(
     account_id: AccountId,
     cursor: Annotated[
