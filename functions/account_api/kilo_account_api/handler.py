@@ -530,12 +530,13 @@ def decline_invitation(account_id: AccountId, body: schemas.InvitationAnswerIn |
 # --- privacy --------------------------------------------------------------------------------------------------------
 
 
+# The export's pages are in start order, not write order (D372 amended (ex2) #5), said to the API's clients (D-API2-2)
 EXPORT_ORDER: Final = (
     "Sessions come in start order: `next_cursor` is a start time, and each page holds the sessions begun from it on. "
     "The guarantee is over start times, not write times: a session written after the export's cursor passed its "
     "start (a late webhook, a redelivered event, the sessions' index still catching up) is on no page of this "
     "export; it is on the next export. An export read page by page over a while can therefore miss sessions that "
-    "arrive meanwhile; export again for a copy that includes them (D372, D-API2-2)."
+    "arrive meanwhile; export again for a copy that includes them."
 )
 
 
