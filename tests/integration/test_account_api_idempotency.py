@@ -21,6 +21,7 @@ from kilo_billing.rating import TierChange
 from tests.account_api_fakes import NO_USAGE
 from tests.account_api_support import Answer, api_environment, call, claims, utc
 from tests.integration.test_account_api import register, usage_table
+from tests.integration.test_ingest_livekit import metrics_in
 
 OWNER = claims("acct_b", "owner")
 PATH = "/v1/accounts/acct_b/subscription"
@@ -211,8 +212,11 @@ def test_given_the_published_document_then_the_tier_change_lists_its_idempotency
     operation = document["paths"]["/v1/accounts/{account_id}/subscription"]["post"]
     [header] = [p for p in operation["parameters"] if p["in"] == "header"]
     assert (header["name"], header["required"]) == ("Idempotency-Key", True)  # D-API2-1: required
-    assert "400" in header["description"]
-    assert "without it" in header["description"].lower()
+    # what only the required header's text says (the optional one's said "Optional" and "decided on the stored state")
+    assert header["description"].startswith("Required: ")
+    assert "without it, or an empty, longer or non-printable key" in header["description"]
+    assert "stored state" not in header["description"]
+    assert "Optional" not in header["description"]
     # the one operation that reads the header (the handler's ``_idempotency_key``) is the one that documents it
     documenting = {
         (method.upper(), path)
@@ -222,7 +226,12 @@ def test_given_the_published_document_then_the_tier_change_lists_its_idempotency
         if parameter["in"] == "header" and parameter["name"].lower() == "idempotency-key"
     }
     assert documenting == {("POST", "/v1/accounts/{account_id}/subscription")}
-    assert header["schema"] == {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}
+    assert header["schema"] == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": "^[ -+\\--~]+$",
+    }  # no comma
     assert "422" in header["description"]
     assert "header.idempotency-key" in header["description"]
     error_body = {"$ref": "#/components/schemas/ErrorBody"}
@@ -232,7 +241,33 @@ def test_given_the_published_document_then_the_tier_change_lists_its_idempotency
 
     register(account_api, "acct_b")
     schema = Draft202012Validator(header["schema"])
-    keys = ["", "k" * 256, "a\tb", "a\x07b", "Ünï", "k" * 255, "0b8e4bd2-5f0c-4c39-9d83-2f4b5d6c7a10", "a b~"]
+    keys = ["", "k" * 256, "a\tb", "a\x07b", "Ünï", "k1,k2", "k" * 255, "0b8e4bd2-5f0c-4c39-9d83-2f4b5d6c7a10", "a b~"]
     answers = {key: _post(utc(2026, 11, 15, 9), "enterprise", key).status for key in keys}
     assert {key: schema.is_valid(key) for key in keys} == {key: answers[key] != 400 for key in keys}
-    assert [key for key in keys if answers[key] == 400] == keys[:5]
+    assert [key for key in keys if answers[key] == 400] == keys[:6]
+
+
+def test_given_two_keys_joined_by_the_gateway_then_400_naming_the_header_and_saves_nothing(account_api: Any) -> None:
+    """D-API2-1: API Gateway's HTTP API (payload 2.0) joins a repeated header with commas - two ``Idempotency-Key``
+    headers arrive as ``k1,k2``, a key neither client sent: refused, naming the header, nothing changed."""
+    register(account_api, "acct_b")
+    refused = _post(utc(2026, 11, 15, 9), "enterprise", "k1,k2")
+    assert (refused.status, refused.body["code"], refused.body["field"]) == (
+        400,
+        "invalid_request",
+        "header.idempotency-key",
+    )
+    assert _changes(account_api) == (TierChange(JAN1, "team"),)
+
+
+def test_given_no_key_then_the_refusal_is_counted_for_the_keyless_callers_to_be_seen(
+    account_api: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D-API2-1: each tier request refused for a missing key is one ``TierRequestKeyMissing`` point; a request with
+    a key (answered) and one with a malformed key are not counted."""
+    register(account_api, "acct_b")
+    capsys.readouterr()
+    _post(utc(2026, 11, 15, 9), "enterprise", None)
+    _post(utc(2026, 11, 15, 9), "enterprise", "")
+    _post(utc(2026, 11, 15, 9), "enterprise", "K1")
+    assert metrics_in(capsys.readouterr().out).get("TierRequestKeyMissing") == 1

@@ -45,7 +45,7 @@ from kilo_billing.accounts import ACCOUNT_ID_PATTERN, AnswerExistsError, Profile
 from kilo_billing.auth import Caller, Role, caller_from_event, user_from_event
 from kilo_billing.customer_api import ErrorCode, error_response, json_response, without_default_validation_errors
 from kilo_billing.entitlements import EntitlementPolicy
-from kilo_billing.observability import logger, tracer
+from kilo_billing.observability import Metric, count_at_once, logger, tracer
 
 SERVICE: Final = "account-api"
 JSON_HEADERS: Final = {"content-type": "application/json"}
@@ -154,14 +154,14 @@ def with_idempotency_key(document: dict[str, Any]) -> dict[str, Any]:
             "in": "header",
             "required": True,
             "description": (
-                f"Required: 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters (space to `~`), a new one per "
-                "intended change (e.g. a UUID) and the same one on that change's retry. The first 200 answer is "
-                "stored for 24 hours and replayed for the same key and body (a retry changes nothing twice, even "
-                "after another change was made meanwhile); the same key with another body is 422 (`code` "
+                f"Required: 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters (space to `~`) but the comma, a "
+                "new one per intended change (e.g. a UUID) and the same one on that change's retry. The first 200 "
+                "answer is stored for 24 hours and replayed for the same key and body (a retry changes nothing twice, "
+                "even after another change was made meanwhile); the same key with another body is 422 (`code` "
                 f"unprocessable, `field` {IDEMPOTENCY_KEY}); without it, or an empty, longer or non-printable key, "
                 f"400 (`code` invalid_request, `field` {IDEMPOTENCY_KEY}), nothing changed. Refusals are not stored."
             ),
-            "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": "^[ -~]+$"},
+            "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": "^[ -+\\--~]+$"},
         }
     )
     return document
@@ -415,6 +415,7 @@ def _idempotency_key() -> str:
     characters or not printable ASCII."""
     key = app.current_event.headers.get("idempotency-key")  # case-insensitive
     if key is None:
+        count_at_once(SERVICE, Metric.TIER_REQUEST_KEY_MISSING)  # the keyless callers seen (D-API2-1)
         raise InvalidRequestError(
             IDEMPOTENCY_KEY,
             "required: send an Idempotency-Key header, a new key (e.g. a UUID) per tier change and the same key on "
@@ -424,6 +425,8 @@ def _idempotency_key() -> str:
         raise InvalidRequestError(
             IDEMPOTENCY_KEY, f"an Idempotency-Key is 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"
         )
+    if "," in key:  # API Gateway (payload 2.0) joins repeated headers with commas: two keys sent (D-API2-1)
+        raise InvalidRequestError(IDEMPOTENCY_KEY, "send one Idempotency-Key header, without a comma")
     return key
 
 
