@@ -14,7 +14,7 @@ import pytest
 import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
-from kilo_billing.accounts import request_tier_change
+from kilo_billing.accounts import AnswerExistsError, request_tier_change
 from kilo_billing.catalog import default_catalog
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
@@ -271,3 +271,20 @@ def test_given_no_key_then_the_refusal_is_counted_for_the_keyless_callers_to_be_
     _post(utc(2026, 11, 15, 9), "enterprise", "")
     _post(utc(2026, 11, 15, 9), "enterprise", "K1")
     assert metrics_in(capsys.readouterr().out).get("TierRequestKeyMissing") == 1
+
+
+def test_given_the_key_answered_meanwhile_but_not_readable_yet_then_409_naming_the_header(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A concurrent retry: the tier change's write finds the key's answer stored (``AnswerExistsError``) but the
+    read after it sees none yet - 409 naming ``header.idempotency-key``, which the dashboard reads as "no answer yet,
+    keep the key" (D-API2-1), unlike the other 409s (no field)."""
+    register(account_api, "acct_b")
+
+    def answered_meanwhile(self: DynamoAccountDirectory, profile: Any, answer: Any) -> Any:
+        raise AnswerExistsError
+
+    monkeypatch.setattr(DynamoAccountDirectory, "save_answered", answered_meanwhile)
+    refused = _post(utc(2026, 11, 15, 9), "enterprise", "K1")
+    assert (refused.status, refused.body["code"], refused.body["field"]) == (409, "conflict", "header.idempotency-key")
+    assert refused.body["message"] == "the request with this Idempotency-Key is in progress; retry"

@@ -187,13 +187,13 @@ def _unprocessable(exc: UnprocessableError) -> Response[str]:
 
 @app.exception_handler(ConflictError)  # type: ignore[untyped-decorator]
 def _conflict(exc: ConflictError) -> Response[str]:
-    return error_response(ErrorCode.CONFLICT, str(exc))
+    return error_response(ErrorCode.CONFLICT, str(exc), field=exc.field)
 
 
 @app.exception_handler(ProfileChangedError)  # type: ignore[untyped-decorator]
 def _changed_meanwhile(exc: ProfileChangedError) -> Response[str]:
     """Another writer kept changing the profile while this request was applied to it (each attempt re-read it)."""
-    return error_response(ErrorCode.CONFLICT, str(exc))
+    return error_response(ErrorCode.CONFLICT, str(exc), field=exc.field)
 
 
 @app.exception_handler(UnavailableError)  # type: ignore[untyped-decorator]
@@ -402,7 +402,10 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
         except AnswerExistsError:  # the same key answered meanwhile (a concurrent retry): that answer is the one
             stored = deps.accounts.answer(account_id, key, now)
             if stored is None:
-                raise ConflictError("the request with this Idempotency-Key is in progress; retry") from None
+                # no answer yet: named by the key so a client keeps it for the retry (the dashboard does, D-API2-1)
+                raise ConflictError(
+                    "the request with this Idempotency-Key is in progress; retry", IDEMPOTENCY_KEY
+                ) from None
     if stored.digest != digest:
         raise UnprocessableError(
             IDEMPOTENCY_KEY, "this key was used with another request body; send a new key for a new request"
