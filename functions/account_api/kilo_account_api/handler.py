@@ -193,7 +193,7 @@ def _conflict(exc: ConflictError) -> Response[str]:
 @app.exception_handler(ProfileChangedError)  # type: ignore[untyped-decorator]
 def _changed_meanwhile(exc: ProfileChangedError) -> Response[str]:
     """Another writer kept changing the profile while this request was applied to it (each attempt re-read it)."""
-    return error_response(ErrorCode.CONFLICT, str(exc), field=exc.field)
+    return error_response(ErrorCode.CONFLICT, str(exc))
 
 
 @app.exception_handler(UnavailableError)  # type: ignore[untyped-decorator]
