@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,12 @@ def api_environment(
     clear_caches()
     yield stack
     clear_caches()
+
+
+def new_key() -> dict[str, str]:
+    """A tier request's ``Idempotency-Key`` header with a fresh key: a new click (the header is required, D-API2-1;
+    the same key again is that click's retry, replayed - D377)."""
+    return {"idempotency-key": str(uuid.uuid4())}
 
 
 def claims(account: str | None, role: str | None, user: str = "user-1", operator: bool = False) -> dict[str, str]:

@@ -39,9 +39,20 @@ def _token(role: str = "owner") -> str:
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.c2ln"
 
 
+# the API's answer to a tier request without the header (handler ``_idempotency_key``; its integration test)
+KEYLESS_TIER_REQUEST: Final = {
+    "code": "invalid_request",
+    "message": "header.idempotency-key: required: send an Idempotency-Key header, a new key (e.g. a UUID) per tier "
+    "change and the same key on its retry",
+    "field": "header.idempotency-key",
+}
+
+
 class FakeApi:
     """Answers the page's API requests: ``answers[(method, path)]`` is ``(status, body)``, the path without the
-    query and the ``/v1/accounts/acct_a`` prefix (``/pricing`` is ``/v1/pricing``); everything else is a 404."""
+    query and the ``/v1/accounts/acct_a`` prefix (``/pricing`` is ``/v1/pricing``); everything else is a 404. A tier
+    request (POST ``/subscription``) without ``Idempotency-Key`` is the API's 400 whatever ``answers`` says
+    (D-API2-1): every dashboard path that posts it is checked to send the header."""
 
     def __init__(self, page: Any, answers: dict[tuple[str, str], tuple[int, Any]]) -> None:
         self.answers = answers
@@ -57,6 +68,8 @@ class FakeApi:
         if request.method == "POST":
             self.keys.append(request.headers.get("idempotency-key"))
         status, answer = self.answers.get((request.method, path), (404, {"code": "not_found", "message": path}))
+        if (request.method, path) == ("POST", "/subscription") and request.headers.get("idempotency-key") is None:
+            status, answer = 400, KEYLESS_TIER_REQUEST
         route.fulfill(status=status, content_type="application/json", body=json.dumps(answer))
 
 
@@ -497,4 +510,34 @@ def test_given_a_tier_click_then_it_sends_an_idempotency_key_kept_for_its_retry_
     first, retried, refused, fresh = api.keys
     assert [bool(UUID.match(key or "")) for key in api.keys] == [True] * 4, api.keys
     assert (retried, refused) == (first, first)  # the 503's retries: one click's key
+    assert fresh != first  # after an answer: a new click, a new key
+
+
+def test_given_a_tier_click_answered_in_progress_then_its_retry_keeps_the_key(page: Any, site: DashboardServer) -> None:
+    """D-API2-1: the API answers 409 naming ``header.idempotency-key`` while the request with that key is still being
+    decided (a concurrent retry): not an answer to the change, so the click made again sends the SAME key and gets
+    the first request's stored answer; another 409 (no field: "changed meanwhile") is an answer: a new key next."""
+    answer = {"account_id": ACCOUNT, "current_tier": "team", "requested_tier": "personal",
+              "effective_at": "2026-12-01T00:00:00Z", "change": "downgrade_at_period_end"}  # fmt: skip
+    in_progress = {"code": "conflict", "field": "header.idempotency-key",
+                   "message": "the request with this Idempotency-Key is in progress; retry"}  # fmt: skip
+    answers = USAGE_PAGE | {
+        ("GET", "/usage"): (200, _usage([])),
+        ("GET", "/pricing"): (200, PERSONAL_AND_TEAM),
+        ("POST", "/subscription"): (409, in_progress),
+    }
+    api = FakeApi(page, answers)
+    _sign_in(page, site, "pricing")
+    button = page.get_by_role("button", name="Move to Personal next month")
+    button.click()
+    expect(page.get_by_text("in progress; retry")).to_have_count(1)
+    answers[("POST", "/subscription")] = (409, {"code": "conflict", "message": "changed meanwhile", "field": None})
+    button.click()  # the retry of the click answered "in progress"
+    expect(page.get_by_text("changed meanwhile")).to_have_count(1)
+    answers[("POST", "/subscription")] = (200, answer)
+    button.click()
+    expect(page.get_by_role("status")).to_have_text("Personal from 2026-12-01; until then your tier stays.")
+    first, retried, fresh = api.keys
+    assert [bool(UUID.match(key or "")) for key in api.keys] == [True] * 3, api.keys
+    assert retried == first  # "in progress" is no answer: the same click's key
     assert fresh != first  # after an answer: a new click, a new key

@@ -323,6 +323,11 @@ def test_given_an_abuse_hold_between_a_budget_read_and_its_save_then_both_are_ke
     assert racing.saves == 2  # the first save was refused, the budget applied again to the held profile
 
 
+def _answered(outcome: logic.TierChangeOutcome) -> StoredAnswer:
+    """The handler's ``answered`` for one tier request under its own key (required, D-API2-1)."""
+    return StoredAnswer("acct-a", f"key-{outcome.effective_at.isoformat()}", "digest", 200, "{}", outcome.effective_at)
+
+
 def test_given_an_upgrade_between_a_budget_read_and_its_save_then_the_upgrade_stays_in_the_history(
     directory: AccountDirectory,
 ) -> None:
@@ -330,7 +335,7 @@ def test_given_an_upgrade_between_a_budget_read_and_its_save_then_the_upgrade_st
     upgraded_at = datetime(2026, 3, 15, tzinfo=UTC)
 
     def upgrade(real: AccountDirectory) -> None:
-        outcome = logic.change_tier(real, default_catalog(), "acct-a", "team", upgraded_at, NO_USAGE)
+        outcome = logic.change_tier(real, default_catalog(), "acct-a", "team", upgraded_at, NO_USAGE, _answered)
         assert (outcome.effective_at, outcome.current_tier) == (upgraded_at, "team")
 
     logic.set_budget(Interleaved(directory, upgrade), "acct-a", logic.BudgetRequest(Decimal(50), (50, 80, 100), None))
@@ -346,7 +351,7 @@ def test_given_a_budget_saved_between_an_upgrades_read_and_its_save_then_the_upg
     upgraded_at = datetime(2026, 3, 15, tzinfo=UTC)
     budget = logic.BudgetRequest(Decimal(50), (50, 80, 100), None)
     racing = Interleaved(directory, lambda real: logic.set_budget(real, "acct-a", budget))
-    outcome = logic.change_tier(racing, default_catalog(), "acct-a", "team", upgraded_at, NO_USAGE)
+    outcome = logic.change_tier(racing, default_catalog(), "acct-a", "team", upgraded_at, NO_USAGE, _answered)
     stored = directory.registered(["acct-a"])["acct-a"]
     assert stored.changes == (TierChange(SIGNUP, "personal"), TierChange(upgraded_at, "team"))
     assert stored.budget_usd == Decimal(50)

@@ -425,6 +425,38 @@ def test_given_25_sessions_when_the_owner_exports_by_10_then_three_pages_hand_ea
     assert pages[2].body["next_cursor"] is None
 
 
+def test_given_a_session_written_late_before_the_cursor_then_that_export_misses_it_as_its_document_says(
+    account_api: Any,
+) -> None:
+    """D372 amended (ex2) #5, start order not write order, said where an API client reads it (D-API2-2): RM_00 09:00,
+    RM_01 09:01, RM_02 09:02 exported by 1. After the second page (cursor at 09:02) a session begun at 09:00:30 is
+    written (a late webhook, a redelivery): the third page is RM_02 alone and the export ends - the late session
+    is on no page of it; a new export lists it, in start order. ``GET /openapi.json`` says so on the export
+    operation (before: no description, only ``cursor``'s "next_cursor of the previous page")."""
+    register(account_api, "acct_x")
+    store_members(account_api, "acct_x", {"user-1": "owner"})
+    put_numbered_sessions(account_api, "acct_x", 3)
+    owner = claims("acct_x", "owner")
+    pages = [call("GET", "/v1/accounts/acct_x/export", owner, query="limit=1")]
+    for _ in range(2):
+        if len(pages) == 2:  # the cursor at 09:02, past 09:00:30
+            late = utc(2026, 11, 3, 9, 0, 30)
+            put_session(account_api, "acct_x", "RM_LATE", "PA_LATE", "late", late, utc(2026, 11, 3, 10), video=1)
+        cursor = pages[-1].body["next_cursor"]
+        pages.append(call("GET", "/v1/accounts/acct_x/export", owner, query=f"limit=1&cursor={cursor}"))
+    assert [[s["room_sid"] for s in page.body["sessions"]] for page in pages] == [["RM_00"], ["RM_01"], ["RM_02"]]
+    assert pages[-1].body["next_cursor"] is None
+    again = call("GET", "/v1/accounts/acct_x/export", owner)
+    assert [s["room_sid"] for s in again.body["sessions"]] == ["RM_00", "RM_LATE", "RM_01", "RM_02"]
+
+    document = call("GET", "/openapi.json", None).body
+    described = document["paths"]["/v1/accounts/{account_id}/export"]["get"]["description"]
+    assert "start order" in described
+    assert "written after" in described
+    assert "no page of this export" in described
+    assert "next export" in described
+
+
 def test_given_two_sessions_begun_in_one_millisecond_when_exported_by_one_then_they_share_a_page(
     account_api: Any,
 ) -> None:

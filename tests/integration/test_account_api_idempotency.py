@@ -1,7 +1,8 @@
 """``POST /v1/accounts/<id>/subscription`` with an ``Idempotency-Key`` (D377, D373 amended (ik)) through the handler
 on moto: the first answer is stored with the tier change and replayed for the same key and body whatever changed
 since - an operator's change made between a click and its retry is kept - the same key with another body is 422, a
-malformed key 400, and without the header the route decides on the stored state as before (D373)."""
+malformed key 400, and a request without the header 400 (D-API2-1: decided on the stored state, as before, a retry
+dropped an operator's change made since)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import pytest
 import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
-from kilo_billing.accounts import request_tier_change
+from kilo_billing.accounts import AnswerExistsError, request_tier_change
 from kilo_billing.catalog import default_catalog
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
 from tests.account_api_fakes import NO_USAGE
 from tests.account_api_support import Answer, api_environment, call, claims, utc
 from tests.integration.test_account_api import register, usage_table
+from tests.integration.test_ingest_livekit import metrics_in
 
 OWNER = claims("acct_b", "owner")
 PATH = "/v1/accounts/acct_b/subscription"
@@ -127,19 +129,42 @@ def test_given_a_key_used_then_the_same_key_with_another_body_is_422_and_saves_n
     )
 
 
-def test_given_no_key_then_the_retry_is_decided_on_the_stored_state_as_before(account_api: Any) -> None:
-    """The header is optional: without it the (api4) retry still cancels the operator's Feb 1 downgrade (D373)."""
+def test_given_an_upgrade_retried_without_a_key_after_an_operator_dated_downgrade_then_400_and_the_downgrade_kept(
+    account_api: Any,
+) -> None:
+    """D-API2-1, the (api4) story of D373 with a client that retries without the header: Team since Jan 1; Nov 15
+    09:00 "Upgrade to Enterprise now" (`upgrade_now`, the answer lost); an operator dates Personal ``--at
+    2027-01-01`` (from Feb 1 2027); the POST retried at 11:00 without a key. Before (the header optional) it was
+    decided on the stored state - Enterprise in effect with a change pending reads as "Stay on Enterprise" - 200
+    `pending_change_cancelled` effective 11:00, the operator's Feb 1 downgrade dropped. Now 400 naming the header,
+    nothing decided or saved."""
     register(account_api, "acct_b")
     nine = utc(2026, 11, 15, 9)
-    assert _post(nine, "enterprise", None).body["effective_at"] == "2026-11-15T09:00:00Z"
+    assert _post(nine, "enterprise", "K1").body["effective_at"] == "2026-11-15T09:00:00Z"
     _operator_dates(account_api, "personal", utc(2027, 1, 1), read_at=utc(2026, 11, 15, 10))
+    stored = (TierChange(JAN1, "team"), TierChange(nine, "enterprise"), TierChange(utc(2027, 2, 1), "personal"))
+    assert _changes(account_api) == stored
     again = _post(utc(2026, 11, 15, 11), "enterprise", None)
-    assert (again.status, again.body["change"], again.body["effective_at"]) == (
-        200,
-        "pending_change_cancelled",
-        "2026-11-15T11:00:00Z",
+    assert _changes(account_api) == stored  # the operator's Feb 1 Personal kept
+    assert (again.status, again.body["code"], again.body["field"]) == (400, "invalid_request", "header.idempotency-key")
+
+
+def test_given_no_key_then_the_tier_request_is_400_naming_the_header_and_saves_nothing(account_api: Any) -> None:
+    """D-API2-1: a tier request without ``Idempotency-Key`` is refused before anything is decided (the draft
+    standard's answer, draft-ietf-httpapi-idempotency-key-header: 400 for a missing required key); the message says
+    what to send."""
+    register(account_api, "acct_b")
+    refused = _post(utc(2026, 11, 15, 9), "enterprise", None)
+    assert (refused.status, refused.body["code"], refused.body["field"]) == (
+        400,
+        "invalid_request",
+        "header.idempotency-key",
     )
-    assert _changes(account_api) == (TierChange(JAN1, "team"), TierChange(nine, "enterprise"))
+    assert refused.body["message"] == (
+        "header.idempotency-key: required: send an Idempotency-Key header, a new key (e.g. a UUID) per tier change "
+        "and the same key on its retry"
+    )
+    assert _changes(account_api) == (TierChange(JAN1, "team"),)
 
 
 def test_given_a_refusal_with_a_key_then_it_is_not_stored_and_the_key_answers_once_the_request_can_be_made(
@@ -176,8 +201,8 @@ def test_given_a_key_of_255_printable_characters_then_it_is_accepted(account_api
 def test_given_the_published_document_then_the_tier_change_lists_its_idempotency_key_as_the_handler_takes_it(
     account_api: Any,
 ) -> None:
-    """The document ``GET /openapi.json`` serves names the optional ``Idempotency-Key`` header of the tier change
-    (D377 amended (sm): it was read from the event and documented nowhere), its format, and the 400 and 422 it can
+    """The document ``GET /openapi.json`` serves names the ``Idempotency-Key`` header of the tier change, required
+    (D-API2-1; D377 amended (sm): it was read from the event and documented nowhere), its format, and the 400 and 422 it can
     cause, with the error shape. The format agrees with the handler: keys the schema refuses (empty, 256
     characters, a tab, a bell, a non-ASCII letter) are answered 400 naming the header, those it takes (255
     characters, a UUID, spaces and ``~``) are not."""
@@ -186,8 +211,27 @@ def test_given_the_published_document_then_the_tier_change_lists_its_idempotency
     document = call("GET", "/openapi.json", None).body
     operation = document["paths"]["/v1/accounts/{account_id}/subscription"]["post"]
     [header] = [p for p in operation["parameters"] if p["in"] == "header"]
-    assert (header["name"], header["required"]) == ("Idempotency-Key", False)
-    assert header["schema"] == {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}
+    assert (header["name"], header["required"]) == ("Idempotency-Key", True)  # D-API2-1: required
+    # what only the required header's text says (the optional one's said "Optional" and "decided on the stored state")
+    assert header["description"].startswith("Required: ")
+    assert "without it, or an empty, longer or non-printable key" in header["description"]
+    assert "stored state" not in header["description"]
+    assert "Optional" not in header["description"]
+    # the one operation that reads the header (the handler's ``_idempotency_key``) is the one that documents it
+    documenting = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method, op in operations.items()
+        for parameter in op.get("parameters", [])
+        if parameter["in"] == "header" and parameter["name"].lower() == "idempotency-key"
+    }
+    assert documenting == {("POST", "/v1/accounts/{account_id}/subscription")}
+    assert header["schema"] == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": "^[ -+\\--~]+$",
+    }  # no comma
     assert "422" in header["description"]
     assert "header.idempotency-key" in header["description"]
     error_body = {"$ref": "#/components/schemas/ErrorBody"}
@@ -197,7 +241,50 @@ def test_given_the_published_document_then_the_tier_change_lists_its_idempotency
 
     register(account_api, "acct_b")
     schema = Draft202012Validator(header["schema"])
-    keys = ["", "k" * 256, "a\tb", "a\x07b", "Ünï", "k" * 255, "0b8e4bd2-5f0c-4c39-9d83-2f4b5d6c7a10", "a b~"]
+    keys = ["", "k" * 256, "a\tb", "a\x07b", "Ünï", "k1,k2", "k" * 255, "0b8e4bd2-5f0c-4c39-9d83-2f4b5d6c7a10", "a b~"]
     answers = {key: _post(utc(2026, 11, 15, 9), "enterprise", key).status for key in keys}
     assert {key: schema.is_valid(key) for key in keys} == {key: answers[key] != 400 for key in keys}
-    assert [key for key in keys if answers[key] == 400] == keys[:5]
+    assert [key for key in keys if answers[key] == 400] == keys[:6]
+
+
+def test_given_two_keys_joined_by_the_gateway_then_400_naming_the_header_and_saves_nothing(account_api: Any) -> None:
+    """D-API2-1: API Gateway's HTTP API (payload 2.0) joins a repeated header with commas - two ``Idempotency-Key``
+    headers arrive as ``k1,k2``, a key neither client sent: refused, naming the header, nothing changed."""
+    register(account_api, "acct_b")
+    refused = _post(utc(2026, 11, 15, 9), "enterprise", "k1,k2")
+    assert (refused.status, refused.body["code"], refused.body["field"]) == (
+        400,
+        "invalid_request",
+        "header.idempotency-key",
+    )
+    assert _changes(account_api) == (TierChange(JAN1, "team"),)
+
+
+def test_given_no_key_then_the_refusal_is_counted_for_the_keyless_callers_to_be_seen(
+    account_api: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D-API2-1: each tier request refused for a missing key is one ``TierRequestKeyMissing`` point; a request with
+    a key (answered) and one with a malformed key are not counted."""
+    register(account_api, "acct_b")
+    capsys.readouterr()
+    _post(utc(2026, 11, 15, 9), "enterprise", None)
+    _post(utc(2026, 11, 15, 9), "enterprise", "")
+    _post(utc(2026, 11, 15, 9), "enterprise", "K1")
+    assert metrics_in(capsys.readouterr().out).get("TierRequestKeyMissing") == 1
+
+
+def test_given_the_key_answered_meanwhile_but_not_readable_yet_then_409_naming_the_header(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A concurrent retry: the tier change's write finds the key's answer stored (``AnswerExistsError``) but the
+    read after it sees none yet - 409 naming ``header.idempotency-key``, which the dashboard reads as "no answer yet,
+    keep the key" (D-API2-1), unlike the other 409s (no field)."""
+    register(account_api, "acct_b")
+
+    def answered_meanwhile(self: DynamoAccountDirectory, profile: Any, answer: Any) -> Any:
+        raise AnswerExistsError
+
+    monkeypatch.setattr(DynamoAccountDirectory, "save_answered", answered_meanwhile)
+    refused = _post(utc(2026, 11, 15, 9), "enterprise", "K1")
+    assert (refused.status, refused.body["code"], refused.body["field"]) == (409, "conflict", "header.idempotency-key")
+    assert refused.body["message"] == "the request with this Idempotency-Key is in progress; retry"

@@ -16,7 +16,7 @@ import time_machine
 from kilo_account_api.adapters import DynamoMembers
 from kilo_account_api.model import Member
 from kilo_billing.auth import Role
-from tests.account_api_support import api_environment, call, claims, store_members, utc
+from tests.account_api_support import api_environment, call, claims, new_key, store_members, utc
 from tests.conftest import LambdaContext
 from tests.integration.test_account_api import NOW, register
 
@@ -325,7 +325,7 @@ def test_given_a_downgrade_to_personal_then_members_stay_new_ones_are_refused_an
         for user in ("ivan", "mia"):
             assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": user}).status == 201
         assert call("POST", "/v1/invitations/acct_a/accept", IVAN).status == 200
-        down = call("POST", "/v1/accounts/acct_a/subscription", OWNER, {"tier": "personal"})
+        down = call("POST", "/v1/accounts/acct_a/subscription", OWNER, {"tier": "personal"}, headers=new_key())
         assert (down.status, down.body["effective_at"]) == (200, "2026-12-01T00:00:00Z")
     with time_machine.travel(utc(2026, 12, 2, 9), tick=False):
         stored_before = {(m.user, m.status.value, m.added_at) for m in store.members("acct_a")}
@@ -346,7 +346,7 @@ def test_given_a_downgrade_to_personal_then_members_stay_new_ones_are_refused_an
         # no invitation: 404 as before, whatever the tier
         assert call("POST", "/v1/invitations/acct_a/accept", claims(None, None, user="zoe")).status == 404
     with time_machine.travel(utc(2026, 12, 3, 10), tick=False):
-        up = call("POST", "/v1/accounts/acct_a/subscription", OWNER, {"tier": "team"})
+        up = call("POST", "/v1/accounts/acct_a/subscription", OWNER, {"tier": "team"}, headers=new_key())
         assert (up.status, up.body["change"]) == (200, "upgrade_now")
         accepted = call("POST", "/v1/invitations/acct_a/accept", mia)
         assert (accepted.status, accepted.body["status"], accepted.body["added_at"]) == (
@@ -368,7 +368,7 @@ def test_given_a_downgrade_at_midnight_when_an_acceptance_could_land_after_it_th
     with time_machine.travel(utc(2026, 11, 28, 12), tick=False):
         for user in ("ivan", "mia"):
             assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": user}).status == 201
-        down = call("POST", "/v1/accounts/acct_a/subscription", OWNER, {"tier": "personal"})
+        down = call("POST", "/v1/accounts/acct_a/subscription", OWNER, {"tier": "personal"}, headers=new_key())
         assert (down.status, down.body["effective_at"]) == (200, "2026-12-01T00:00:00Z")
     with time_machine.travel(utc(2026, 11, 30, 23, 59, 50), tick=False):
         refused = call("POST", "/v1/invitations/acct_a/accept", mia, remaining_ms=29_000)

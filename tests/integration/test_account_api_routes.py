@@ -25,7 +25,7 @@ from kilo_billing.periods_items import credit_note_to_item, invoice_to_item
 from kilo_billing.rating import TierChange
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
 from tests.account_api_fakes import NO_USAGE
-from tests.account_api_support import api_environment, call, claims, store_members, utc
+from tests.account_api_support import api_environment, call, claims, new_key, store_members, utc
 from tests.integration.test_account_api import NOW, put_counters, put_session, register, seed_november, usage_table
 
 
@@ -264,7 +264,7 @@ def test_given_an_unregistered_account_of_the_callers_own_token_then_404(account
 
 def test_given_a_tier_change_then_upgrades_apply_now_and_downgrades_at_the_period_end(account_api: Any) -> None:
     register(account_api, "acct_a")  # team
-    up = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"})
+    up = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"}, headers=new_key())
     assert up.status == 200, up.body
     assert (up.body["change"], up.body["current_tier"], up.body["effective_at"]) == (
         "upgrade_now",
@@ -272,7 +272,9 @@ def test_given_a_tier_change_then_upgrades_apply_now_and_downgrades_at_the_perio
         "2026-11-15T12:00:00Z",
     )
     register(account_api, "acct_b")
-    down = call("POST", "/v1/accounts/acct_b/subscription", claims("acct_b", "owner"), {"tier": "personal"})
+    down = call(
+        "POST", "/v1/accounts/acct_b/subscription", claims("acct_b", "owner"), {"tier": "personal"}, headers=new_key()
+    )
     assert down.status == 200, down.body
     assert (down.body["change"], down.body["current_tier"], down.body["effective_at"]) == (
         "downgrade_at_period_end",
@@ -280,11 +282,15 @@ def test_given_a_tier_change_then_upgrades_apply_now_and_downgrades_at_the_perio
         "2026-12-01T00:00:00Z",
     )
     assert profile(account_api, "acct_b").tier_at(utc(2026, 12, 1)) == "personal"
-    again = call("POST", "/v1/accounts/acct_b/subscription", claims("acct_b", "owner"), {"tier": "personal"})
+    again = call(  # the same tier again under a new key: decided on the stored state (D373)
+        "POST", "/v1/accounts/acct_b/subscription", claims("acct_b", "owner"), {"tier": "personal"}, headers=new_key()
+    )
     assert (again.status, again.body) == (200, down.body)  # the same request again changes nothing
     assert len(profile(account_api, "acct_b").changes) == 2
     # changing one's mind: the tier in effect cancels the pending downgrade
-    stay = call("POST", "/v1/accounts/acct_b/subscription", claims("acct_b", "owner"), {"tier": "team"})
+    stay = call(
+        "POST", "/v1/accounts/acct_b/subscription", claims("acct_b", "owner"), {"tier": "team"}, headers=new_key()
+    )
     assert stay.status == 200, stay.body
     assert (stay.body["change"], stay.body["current_tier"], stay.body["effective_at"]) == (
         "pending_change_cancelled",
@@ -293,14 +299,16 @@ def test_given_a_tier_change_then_upgrades_apply_now_and_downgrades_at_the_perio
     )
     assert profile(account_api, "acct_b").tier_at(utc(2026, 12, 1)) == "team"
     # acct_a's upgrade asked again (its first answer lost): the same answer, nothing saved (D118 amended (ex))
-    same = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"})
+    same = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"}, headers=new_key())
     assert (same.status, same.body) == (200, up.body)
     assert len(profile(account_api, "acct_a").changes) == 2  # Jan 1 team, Nov 15 12:00 enterprise: no third
     # acct_c has been on team since Jan 1, no change made: asking for team is no retry, and stays refused
     register(account_api, "acct_c")
-    kept = call("POST", "/v1/accounts/acct_c/subscription", claims("acct_c", "owner"), {"tier": "team"})
+    kept = call(
+        "POST", "/v1/accounts/acct_c/subscription", claims("acct_c", "owner"), {"tier": "team"}, headers=new_key()
+    )
     assert (kept.status, kept.body["message"]) == (409, "already on tier 'team'")
-    unknown = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "platinum"})
+    unknown = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "platinum"}, headers=new_key())
     assert (unknown.status, unknown.body["field"]) == (400, "tier")
 
 
@@ -311,14 +319,14 @@ def test_given_a_scheduled_downgrade_then_usage_names_it_until_it_is_cancelled(a
     owner = claims("acct_b", "owner")
     before = call("GET", "/v1/accounts/acct_b/usage", owner)
     assert (before.status, before.body["scheduled_change"]) == (200, None), before.body
-    down = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "personal"})
+    down = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "personal"}, headers=new_key())
     assert down.body["change"] == "downgrade_at_period_end", down.body
     seen = call("GET", "/v1/accounts/acct_b/usage", claims("acct_b", "member"))
     assert (seen.body["tier"], seen.body["scheduled_change"]) == (
         "team",
         {"tier": "personal", "effective_at": "2026-12-01T00:00:00Z"},
     )
-    stay = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "team"})
+    stay = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "team"}, headers=new_key())
     assert stay.body["change"] == "pending_change_cancelled", stay.body
     after = call("GET", "/v1/accounts/acct_b/usage", owner)
     assert (after.body["tier"], after.body["scheduled_change"]) == ("team", None)
@@ -335,7 +343,7 @@ def test_given_a_downgrade_then_an_operator_dated_change_then_stay_on_cancels_bo
     through; retried, the same answer (D373's replay)."""
     register(account_api, "acct_b")  # team since 2026-01-01
     owner = claims("acct_b", "owner")
-    down = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "personal"})
+    down = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "personal"}, headers=new_key())
     assert (down.body["change"], down.body["effective_at"]) == ("downgrade_at_period_end", "2026-12-01T00:00:00Z")
     jan15 = utc(2027, 1, 15)
     directory = DynamoAccountDirectory(account_api.clients["dynamodb"], usage_table(account_api))
@@ -345,7 +353,7 @@ def test_given_a_downgrade_then_an_operator_dated_change_then_stay_on_cancels_bo
     shown = call("GET", "/v1/accounts/acct_b/usage", owner)
     assert shown.body["scheduled_change"] == {"tier": "personal", "effective_at": "2026-12-01T00:00:00Z"}
     for _ in range(2):  # the click, then the same click retried
-        stay = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "team"})
+        stay = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "team"}, headers=new_key())
         assert (stay.status, stay.body["change"], stay.body["effective_at"], stay.body["current_tier"]) == (
             200,
             "pending_change_cancelled",
@@ -373,7 +381,7 @@ def test_given_operator_dated_changes_then_an_upgrade_is_applied_now_and_replace
         request_tier_change(directory, book, "acct_b", tier, at, (), month=NO_USAGE, read_at=NOW, catalog=catalog)
     shown = call("GET", "/v1/accounts/acct_b/usage", owner)
     assert shown.body["scheduled_change"] == {"tier": "enterprise", "effective_at": "2026-12-15T00:00:00Z"}
-    up = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "enterprise"})
+    up = call("POST", "/v1/accounts/acct_b/subscription", owner, {"tier": "enterprise"}, headers=new_key())
     assert (up.status, up.body["change"], up.body["effective_at"], up.body["current_tier"]) == (
         200,
         "upgrade_now",
@@ -397,7 +405,7 @@ def test_given_usage_an_upgrade_would_re_rate_past_the_hard_limit_then_the_route
     = $48.60; fees $29 x 29/60 = $14.0167 -> $14.02 and $99 x 31/60 = $51.15: $113.77 >= $100. Refused, still Team."""
     register(account_api, "acct_a", hard_limit_usd=Decimal(100))
     put_counters(account_api, "acct_a", {"video": 91_667})
-    refused = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"})
+    refused = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"}, headers=new_key())
     assert (refused.status, refused.body["code"]) == (409, "conflict"), refused.body
     assert "hard limit $100 is not above $113.77" in refused.body["message"]
     assert profile(account_api, "acct_a").tier_at(NOW) == "team"

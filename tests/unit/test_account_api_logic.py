@@ -5,6 +5,7 @@ worked by hand from the price book (personal: free, video 5,000 / audio 10,000 m
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -27,7 +28,7 @@ from kilo_account_api.model import (
     SessionRecord,
 )
 from kilo_account_api.recommendations import RecommendationPolicy, recommend
-from kilo_billing.accounts import AccountProfile, request_tier_change
+from kilo_billing.accounts import AccountProfile, StoredAnswer, request_tier_change
 from kilo_billing.auth import Role
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, projected_total
 from kilo_billing.catalog import default_catalog
@@ -572,17 +573,17 @@ def test_given_a_pending_downgrade_then_asking_for_the_tier_in_effect_cancels_it
     catalog = default_catalog()
     directory = InMemoryAccountDirectory(profile(tier="team"))
     december = datetime(2026, 12, 1, tzinfo=UTC)
-    scheduled = logic.change_tier(directory, catalog, "acct", "personal", NOW, NO_USAGE)
+    scheduled = logic.change_tier(directory, catalog, "acct", "personal", NOW, NO_USAGE, _recorder())
     assert (scheduled.effective_at, scheduled.current_tier) == (december, "team")
     with pytest.raises(InvalidRequestError):
-        logic.change_tier(directory, catalog, "acct", "platinum", NOW, NO_USAGE)
+        logic.change_tier(directory, catalog, "acct", "platinum", NOW, NO_USAGE, _recorder())
     assert directory.profiles["acct"].tier_at(december) == "personal"  # still pending
-    cancelled = logic.change_tier(directory, catalog, "acct", "team", NOW, NO_USAGE)
+    cancelled = logic.change_tier(directory, catalog, "acct", "team", NOW, NO_USAGE, _recorder())
     assert (cancelled.effective_at, cancelled.current_tier) == (NOW, "team")
     assert [c.tier for c in directory.profiles["acct"].changes] == ["team"]
     assert directory.profiles["acct"].tier_at(december) == "team"
-    logic.change_tier(directory, catalog, "acct", "personal", NOW, NO_USAGE)  # scheduled again
-    upgraded = logic.change_tier(directory, catalog, "acct", "enterprise", NOW, NO_USAGE)
+    logic.change_tier(directory, catalog, "acct", "personal", NOW, NO_USAGE, _recorder())  # scheduled again
+    upgraded = logic.change_tier(directory, catalog, "acct", "enterprise", NOW, NO_USAGE, _recorder())
     assert (upgraded.effective_at, upgraded.current_tier) == (NOW, "enterprise")
     assert [(c.at, c.tier) for c in directory.profiles["acct"].changes] == [
         (datetime(2026, 1, 1, tzinfo=UTC), "team"),
@@ -611,9 +612,9 @@ def test_given_the_tier_in_effect_asked_with_nothing_pending_then_only_a_retried
     directory = InMemoryAccountDirectory(stored)
     if not answered:
         with pytest.raises(ConflictError, match="already on tier 'enterprise'"):
-            logic.change_tier(directory, default_catalog(), "acct", "enterprise", NOW, NO_USAGE)
+            logic.change_tier(directory, default_catalog(), "acct", "enterprise", NOW, NO_USAGE, _recorder())
         return
-    again = logic.change_tier(directory, default_catalog(), "acct", "enterprise", NOW, NO_USAGE)
+    again = logic.change_tier(directory, default_catalog(), "acct", "enterprise", NOW, NO_USAGE, _recorder())
     assert (again.effective_at, again.current_tier, again.tier, again.cancelled) == (
         datetime(2026, 11, 15, 9, tzinfo=UTC),
         "enterprise",
@@ -631,13 +632,15 @@ def test_given_a_pending_downgrade_cancelled_then_the_cancel_retried_is_answered
     catalog = default_catalog()
     jan1, nov15 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 11, 15, tzinfo=UTC)
     directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
-    up = logic.change_tier(directory, catalog, "acct", "enterprise", nov15.replace(hour=9), NO_USAGE)
+    up = logic.change_tier(directory, catalog, "acct", "enterprise", nov15.replace(hour=9), NO_USAGE, _recorder())
     assert (up.effective_at, up.cancelled) == (nov15.replace(hour=9), False)
-    down = logic.change_tier(directory, catalog, "acct", "team", nov15.replace(hour=10), NO_USAGE)
+    down = logic.change_tier(directory, catalog, "acct", "team", nov15.replace(hour=10), NO_USAGE, _recorder())
     assert down.effective_at == datetime(2026, 12, 1, tzinfo=UTC)
-    cancel = logic.change_tier(directory, catalog, "acct", "enterprise", nov15.replace(hour=11), NO_USAGE)
+    cancel = logic.change_tier(directory, catalog, "acct", "enterprise", nov15.replace(hour=11), NO_USAGE, _recorder())
     assert (cancel.effective_at, cancel.cancelled) == (nov15.replace(hour=11), True)
-    again = logic.change_tier(directory, catalog, "acct", "enterprise", nov15.replace(hour=11, second=5), NO_USAGE)
+    again = logic.change_tier(
+        directory, catalog, "acct", "enterprise", nov15.replace(hour=11, second=5), NO_USAGE, _recorder()
+    )
     assert (again.effective_at, again.cancelled, again.current_tier) == (nov15.replace(hour=11), True, "enterprise")
     assert directory.profiles["acct"].changes == (
         TierChange(jan1, "team"),
@@ -653,11 +656,11 @@ def test_given_an_upgrade_at_the_period_end_then_its_retry_in_the_next_period_is
         AccountProfile("acct", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),))
     )
     logic.change_tier(
-        directory, catalog, "acct", "enterprise", datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC), NO_USAGE
+        directory, catalog, "acct", "enterprise", datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC), NO_USAGE, _recorder()
     )
     with pytest.raises(ConflictError, match="already on tier"):
         logic.change_tier(
-            directory, catalog, "acct", "enterprise", datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC), NO_USAGE
+            directory, catalog, "acct", "enterprise", datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC), NO_USAGE, _recorder()
         )
 
 
@@ -677,14 +680,14 @@ def test_given_a_downgrade_and_a_later_operator_dated_change_then_the_pending_ch
     jan1, dec1, jan15 = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC),
                          datetime(2027, 1, 15, tzinfo=UTC))  # fmt: skip
     directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
-    logic.change_tier(directory, CATALOG, "acct", "personal", NOW.replace(hour=9), NO_USAGE)
+    logic.change_tier(directory, CATALOG, "acct", "personal", NOW.replace(hour=9), NO_USAGE, _recorder())
     _operator_dates(directory, "team", jan15)
     both = (TierChange(jan1, "team"), TierChange(dec1, "personal"), TierChange(jan15, "team"))
     assert directory.profiles["acct"].changes == both
-    again = logic.change_tier(directory, CATALOG, "acct", "personal", NOW.replace(hour=11), NO_USAGE)
+    again = logic.change_tier(directory, CATALOG, "acct", "personal", NOW.replace(hour=11), NO_USAGE, _recorder())
     assert (again.effective_at, again.cancelled, again.current_tier) == (dec1, False, "team")
     assert directory.profiles["acct"].changes == both  # nothing saved
-    stay = logic.change_tier(directory, CATALOG, "acct", "team", NOW, NO_USAGE)
+    stay = logic.change_tier(directory, CATALOG, "acct", "team", NOW, NO_USAGE, _recorder())
     assert (stay.effective_at, stay.cancelled, stay.current_tier) == (NOW, True, "team")
     assert directory.profiles["acct"].changes == (TierChange(jan1, "team"),)
     assert directory.profiles["acct"].tier_at(dec1) == "team"
@@ -699,12 +702,12 @@ def test_given_a_cancel_then_an_operator_backdated_change_then_the_cancel_is_not
     upgrade (Team rank 1 -> Enterprise rank 2) made in November, so 200 effective Nov 10 (``upgrade_now``)."""
     jan1, nov10 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 11, 10, tzinfo=UTC)
     directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
-    logic.change_tier(directory, CATALOG, "acct", "personal", NOW.replace(hour=9), NO_USAGE)
-    stay = logic.change_tier(directory, CATALOG, "acct", "team", NOW.replace(hour=11), NO_USAGE)
+    logic.change_tier(directory, CATALOG, "acct", "personal", NOW.replace(hour=9), NO_USAGE, _recorder())
+    stay = logic.change_tier(directory, CATALOG, "acct", "team", NOW.replace(hour=11), NO_USAGE, _recorder())
     assert (stay.effective_at, stay.cancelled) == (NOW.replace(hour=11), True)
     _operator_dates(directory, "enterprise", nov10)
     assert directory.profiles["acct"].tier_change_cancelled_at is None  # voided by the change recorded after it
-    asked = logic.change_tier(directory, CATALOG, "acct", "enterprise", NOW, NO_USAGE)
+    asked = logic.change_tier(directory, CATALOG, "acct", "enterprise", NOW, NO_USAGE, _recorder())
     assert (asked.effective_at, asked.cancelled, asked.current_tier) == (nov10, False, "enterprise")
     assert directory.profiles["acct"].changes == (TierChange(jan1, "team"), TierChange(nov10, "enterprise"))
 
@@ -728,12 +731,12 @@ def test_given_operator_dated_changes_then_an_upgrade_click_applies_now_and_repl
     assert directory.profiles["acct"].changes == dated
     upgraded = (TierChange(jan1, "team"), TierChange(NOW, "enterprise"))
     for at in (NOW, NOW.replace(minute=5)):  # the click at 12:00, then the same click retried at 12:05
-        up = logic.change_tier(directory, CATALOG, "acct", "enterprise", at, NO_USAGE)
+        up = logic.change_tier(directory, CATALOG, "acct", "enterprise", at, NO_USAGE, _recorder())
         assert (up.effective_at, up.cancelled, up.current_tier) == (NOW, False, "enterprise")
         assert directory.profiles["acct"].changes == upgraded
     single = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
     _operator_dates(single, "enterprise", jan15)
-    up = logic.change_tier(single, CATALOG, "acct", "enterprise", NOW, NO_USAGE)
+    up = logic.change_tier(single, CATALOG, "acct", "enterprise", NOW, NO_USAGE, _recorder())
     assert (up.effective_at, up.cancelled, up.current_tier) == (NOW, False, "enterprise")
     assert single.profiles["acct"].changes == upgraded
 
@@ -743,17 +746,19 @@ def test_given_an_upgrade_then_an_operator_dated_downgrade_then_the_upgrade_retr
     Jan 1; Nov 15 09:00 the customer upgrades to Enterprise (effective 09:00); an operator then dates Personal
     (``--at 2027-01-01``: a downgrade from Enterprise, in effect Feb 1 2027); the 09:00 click retried at 11:00 asks
     for the tier in effect with a change pending - indistinguishable on the stored state from "Stay on Enterprise" -
-    so it is answered ``pending_change_cancelled`` effective 11:00 and the operator's Feb 1 change is dropped."""
+    so it is answered ``pending_change_cancelled`` effective 11:00 and the operator's Feb 1 change is dropped. The
+    logic's rule on the state alone; the route no longer lets such a retry reach it: it needs the click's
+    ``Idempotency-Key`` and replays that answer (D377), and refuses a request without one (D-API2-1)."""
     jan1, jan1_27 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
     feb1 = datetime(2027, 2, 1, tzinfo=UTC)
     nine, eleven = NOW.replace(hour=9), NOW.replace(hour=11)
     directory = InMemoryAccountDirectory(AccountProfile("acct", (TierChange(jan1, "team"),)))
-    first = logic.change_tier(directory, CATALOG, "acct", "enterprise", nine, NO_USAGE)
+    first = logic.change_tier(directory, CATALOG, "acct", "enterprise", nine, NO_USAGE, _recorder())
     assert (first.effective_at, first.cancelled) == (nine, False)
     _operator_dates(directory, "personal", jan1_27)
     upgraded = (TierChange(jan1, "team"), TierChange(nine, "enterprise"))
     assert directory.profiles["acct"].changes == (*upgraded, TierChange(feb1, "personal"))
-    again = logic.change_tier(directory, CATALOG, "acct", "enterprise", eleven, NO_USAGE)
+    again = logic.change_tier(directory, CATALOG, "acct", "enterprise", eleven, NO_USAGE, _recorder())
     assert (again.effective_at, again.cancelled, again.current_tier) == (eleven, True, "enterprise")
     assert directory.profiles["acct"].changes == upgraded
 
@@ -769,7 +774,9 @@ def test_given_a_downgrade_in_force_since_the_period_start_then_asking_for_its_t
         ),
     )
     with pytest.raises(ConflictError, match="already on tier 'personal'"):
-        logic.change_tier(InMemoryAccountDirectory(stored), default_catalog(), "acct", "personal", NOW, NO_USAGE)
+        logic.change_tier(
+            InMemoryAccountDirectory(stored), default_catalog(), "acct", "personal", NOW, NO_USAGE, _recorder()
+        )
 
 
 def test_given_a_history_with_two_changes_at_one_instant_then_the_pending_tier_is_the_last_recorded() -> None:
@@ -787,7 +794,7 @@ def test_given_a_history_with_two_changes_at_one_instant_then_the_pending_tier_i
     )
     directory = InMemoryAccountDirectory(stored)
     assert directory.profiles["acct"].tier_at(december) == "personal"
-    asked = logic.change_tier(directory, catalog, "acct", "team", NOW, NO_USAGE)
+    asked = logic.change_tier(directory, catalog, "acct", "team", NOW, NO_USAGE, _recorder())
     assert (asked.effective_at, asked.current_tier) == (december, "enterprise")
     assert directory.profiles["acct"].tier_at(december) == "team"
 
@@ -887,7 +894,7 @@ def test_given_limits_below_the_new_tiers_fee_then_the_upgrade_is_refused_naming
     limited = profile(tier="team", budget_usd=Decimal("40"), hard_limit_usd=Decimal("50"))
     directory = InMemoryAccountDirectory(limited)
     with pytest.raises(ConflictError) as refused:
-        logic.change_tier(directory, catalog, "acct", "enterprise", NOW, NO_USAGE)
+        logic.change_tier(directory, catalog, "acct", "enterprise", NOW, NO_USAGE, _recorder())
     assert str(refused.value).startswith(
         "changing to enterprise: hard limit $50 is not above the fixed monthly fee of $99.00"
     )
@@ -895,10 +902,10 @@ def test_given_limits_below_the_new_tiers_fee_then_the_upgrade_is_refused_naming
     directory.profiles["acct"] = replace(
         directory.profiles["acct"], budget_usd=Decimal("120"), hard_limit_usd=Decimal("150")
     )
-    upgraded = logic.change_tier(directory, catalog, "acct", "enterprise", NOW, NO_USAGE)
+    upgraded = logic.change_tier(directory, catalog, "acct", "enterprise", NOW, NO_USAGE, _recorder())
     assert upgraded.current_tier == "enterprise"
     low = InMemoryAccountDirectory(profile(tier="enterprise", hard_limit_usd=Decimal("50")))  # set before D150
-    down = logic.change_tier(low, catalog, "acct", "team", NOW, NO_USAGE)
+    down = logic.change_tier(low, catalog, "acct", "team", NOW, NO_USAGE, _recorder())
     assert (down.current_tier, down.effective_at) == ("enterprise", datetime(2026, 12, 1, tzinfo=UTC))
 
 
@@ -915,15 +922,15 @@ def test_given_an_upgrade_re_rating_the_month_over_the_hard_limit_then_it_is_ref
     month = InMemoryMonthToDate(directory, {("acct", "2026-11"): {(SEGMENT, "video"): 91_667}})
     assert str(month_to_date(month, "acct", "2026-11", ms(2026, 11, 16), BOOK).rated.total) == "59.00"  # before
     with pytest.raises(ConflictError) as refused:
-        logic.change_tier(directory, CATALOG, "acct", "enterprise", upgrade_at, month)
+        logic.change_tier(directory, CATALOG, "acct", "enterprise", upgrade_at, month, _recorder())
     assert str(refused.value).startswith("changing to enterprise: hard limit $100 is not above $112.00, this month's")
     assert "raise the hard limit above $112.00, or clear it, before changing tier" in str(refused.value)
     assert directory.profiles["acct"] == team  # nothing saved
     directory.profiles["acct"] = replace(team, hard_limit_usd=Decimal("112.00"))
     with pytest.raises(ConflictError, match=r"hard limit \$112\.00 is not above \$112\.00"):
-        logic.change_tier(directory, CATALOG, "acct", "enterprise", upgrade_at, month)
+        logic.change_tier(directory, CATALOG, "acct", "enterprise", upgrade_at, month, _recorder())
     directory.profiles["acct"] = replace(team, hard_limit_usd=Decimal("112.01"))
-    upgraded = logic.change_tier(directory, CATALOG, "acct", "enterprise", upgrade_at, month)
+    upgraded = logic.change_tier(directory, CATALOG, "acct", "enterprise", upgrade_at, month, _recorder())
     assert (upgraded.current_tier, upgraded.effective_at) == ("enterprise", upgrade_at)
 
 
@@ -990,3 +997,28 @@ def test_given_a_town_hall_whose_minutes_are_the_unattributed_buckets_then_no_au
     mtd = month_to_date(month, "acct", "2026-11", int(NOW.timestamp() * 1000), BOOK)
     found = recommend(mtd, history.sessions("acct", "2026-11"), BOOK, NOW, POLICY)
     assert [r.kind for r in found if r.kind is RecommendationKind.AUDIO_ONLY_AUDIENCES] == []
+
+
+def _recorder() -> Callable[[logic.TierChangeOutcome], StoredAnswer]:
+    """The handler's ``answered`` for one request under a key of its own: the outcome's answer, recorded (its body
+    the outcome's tier and effective time) - kept by the directory with the tier change."""
+    key = f"key-{next(_KEYS)}"
+
+    def answered(outcome: logic.TierChangeOutcome) -> StoredAnswer:
+        body = f"{outcome.tier} {outcome.effective_at.isoformat()}"
+        return StoredAnswer("acct", key, "digest", 200, body, NOW)
+
+    return answered
+
+
+_KEYS = itertools.count(1)
+
+
+def test_given_a_tier_change_then_its_answer_is_required_and_kept_with_it() -> None:
+    """D-API2-1: every tier request has its key, so ``change_tier`` takes the answer to keep (no keyless branch):
+    without it a TypeError; with it the answer is kept with the change (Personal from Dec 1)."""
+    directory = InMemoryAccountDirectory(profile(tier="team"))
+    with pytest.raises(TypeError):
+        logic.change_tier(directory, default_catalog(), "acct", "personal", NOW, NO_USAGE)  # type: ignore[call-arg]
+    logic.change_tier(directory, default_catalog(), "acct", "personal", NOW, NO_USAGE, _recorder())
+    assert [a.body for a in directory.answers.values()] == ["personal 2026-12-01T00:00:00+00:00"]

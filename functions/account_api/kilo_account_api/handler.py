@@ -45,7 +45,7 @@ from kilo_billing.accounts import ACCOUNT_ID_PATTERN, AnswerExistsError, Profile
 from kilo_billing.auth import Caller, Role, caller_from_event, user_from_event
 from kilo_billing.customer_api import ErrorCode, error_response, json_response, without_default_validation_errors
 from kilo_billing.entitlements import EntitlementPolicy
-from kilo_billing.observability import logger, tracer
+from kilo_billing.observability import Metric, count_at_once, logger, tracer
 
 SERVICE: Final = "account-api"
 JSON_HEADERS: Final = {"content-type": "application/json"}
@@ -68,12 +68,14 @@ AccountId = Annotated[
 
 
 def _account_route(
-    method: str, suffix: str, summary: str, errors: tuple[int, ...] = ERRORS
+    method: str, suffix: str, summary: str, errors: tuple[int, ...] = ERRORS, **documented: Any
 ) -> Callable[[customer_api.Route], customer_api.Route]:
     """A route under ``/v1/accounts/<account_id>``, behind the JWT authorizer (every route but pricing and the
     document itself); its handler checks the caller's role for the path's account first. ``errors``: the answers
-    documented with the error shape (a route answering more than ``ERRORS`` names them)."""
-    return customer_api.secured_route(app, method, f"/v1/accounts/<account_id>{suffix}", summary, errors)
+    documented with the error shape (a route answering more than ``ERRORS`` names them); ``documented``: more of
+    Powertools' arguments (a ``description``)."""
+    path = f"/v1/accounts/<account_id>{suffix}"
+    return customer_api.secured_route(app, method, path, summary, errors, **documented)
 
 
 def _now() -> datetime:
@@ -142,24 +144,24 @@ def optional_bodies(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_idempotency_key(document: dict[str, Any]) -> dict[str, Any]:
-    """The tier change's optional ``Idempotency-Key`` header (D377 amended (sm)), as ``_idempotency_key`` checks it:
-    read from the event, not a Powertools parameter (whose validation would run before the route's role check), so
-    written in here."""
+    """The tier change's required ``Idempotency-Key`` header (D377 amended (sm), D-API2-1), as ``_idempotency_key``
+    checks it: read from the event, not a Powertools parameter (whose validation would run before the route's role
+    check), so written in here."""
     operation = document["paths"][SUBSCRIPTION_PATH]["post"]
     operation.setdefault("parameters", []).append(
         {
             "name": "Idempotency-Key",
             "in": "header",
-            "required": False,
+            "required": True,
             "description": (
-                f"Optional: 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters (space to `~`), one per intended "
-                "change (e.g. a UUID). The first 200 answer is stored for 24 hours and replayed for the same key and "
-                "body (a retry changes nothing twice); the same key with another body is 422 (`code` unprocessable, "
-                f"`field` {IDEMPOTENCY_KEY}); an empty, longer or non-printable key is 400 (`code` invalid_request, "
-                f"`field` {IDEMPOTENCY_KEY}). Refusals are not stored. Without it the request is decided on the "
-                "stored state."
+                f"Required: 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters (space to `~`) but the comma, a "
+                "new one per intended change (e.g. a UUID) and the same one on that change's retry. The first 200 "
+                "answer is stored for 24 hours and replayed for the same key and body (a retry changes nothing twice, "
+                "even after another change was made meanwhile); the same key with another body is 422 (`code` "
+                f"unprocessable, `field` {IDEMPOTENCY_KEY}); without it, or an empty, longer or non-printable key, "
+                f"400 (`code` invalid_request, `field` {IDEMPOTENCY_KEY}), nothing changed. Refusals are not stored."
             ),
-            "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": "^[ -~]+$"},
+            "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": "^[ -+\\--~]+$"},
         }
     )
     return document
@@ -185,7 +187,7 @@ def _unprocessable(exc: UnprocessableError) -> Response[str]:
 
 @app.exception_handler(ConflictError)  # type: ignore[untyped-decorator]
 def _conflict(exc: ConflictError) -> Response[str]:
-    return error_response(ErrorCode.CONFLICT, str(exc))
+    return error_response(ErrorCode.CONFLICT, str(exc), field=exc.field)
 
 
 @app.exception_handler(ProfileChangedError)  # type: ignore[untyped-decorator]
@@ -378,17 +380,14 @@ def get_invoice(
 
 @_account_route("POST", "/subscription", "Change tier: upgrade now, downgrade at period end", (*ERRORS, 422))
 def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
-    """With an ``Idempotency-Key`` header (optional; the dashboard sends one per click, D377): the first answer
-    (200) is stored with the tier change in one write and replayed exactly for the same key and body for 24 h, the
-    same key with another body is 422; a refusal (4xx) is not stored. Without it: decided on the stored state
-    (D373)."""
+    """With its required ``Idempotency-Key`` header (D-API2-1; the dashboard sends one per click, D377): the first
+    answer (200) is stored with the tier change in one write and replayed exactly for the same key and body for
+    24 h, the same key with another body is 422; a refusal (4xx) is not stored. Without the header: 400, nothing
+    decided (a retry decided on the stored state could drop a change made since, D373 amended (api4))."""
     _authorize_stored(account_id, Role.ADMIN)
     now = _now()
     deps = _deps()
     key = _idempotency_key()
-    if key is None:
-        outcome = logic.change_tier(deps.accounts, deps.catalog, account_id, body.tier, now, deps.month)
-        return _subscription_out(account_id, outcome, now)
     digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     stored = deps.accounts.answer(account_id, key, now)
     if stored is None:
@@ -403,7 +402,10 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
         except AnswerExistsError:  # the same key answered meanwhile (a concurrent retry): that answer is the one
             stored = deps.accounts.answer(account_id, key, now)
             if stored is None:
-                raise ConflictError("the request with this Idempotency-Key is in progress; retry") from None
+                # no answer yet: named by the key so a client keeps it for the retry (the dashboard does, D-API2-1)
+                raise ConflictError(
+                    "the request with this Idempotency-Key is in progress; retry", IDEMPOTENCY_KEY
+                ) from None
     if stored.digest != digest:
         raise UnprocessableError(
             IDEMPOTENCY_KEY, "this key was used with another request body; send a new key for a new request"
@@ -411,16 +413,23 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
     return schemas.SubscriptionOut.model_validate_json(stored.body)  # only 200s are stored: replayed as they were
 
 
-def _idempotency_key() -> str | None:
-    """The request's ``Idempotency-Key`` header (``None`` without one); 400 when empty, longer than 255 characters
-    or not printable ASCII."""
+def _idempotency_key() -> str:
+    """The request's ``Idempotency-Key`` header; 400 without one (D-API2-1), and when empty, longer than 255
+    characters or not printable ASCII."""
     key = app.current_event.headers.get("idempotency-key")  # case-insensitive
     if key is None:
-        return None
+        count_at_once(SERVICE, Metric.TIER_REQUEST_KEY_MISSING)  # the keyless callers seen (D-API2-1)
+        raise InvalidRequestError(
+            IDEMPOTENCY_KEY,
+            "required: send an Idempotency-Key header, a new key (e.g. a UUID) per tier change and the same key on "
+            "its retry",
+        )
     if not 0 < len(key) <= IDEMPOTENCY_KEY_MAX or not all(" " <= c <= "~" for c in key):
         raise InvalidRequestError(
             IDEMPOTENCY_KEY, f"an Idempotency-Key is 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"
         )
+    if "," in key:  # API Gateway (payload 2.0) joins repeated headers with commas: two keys sent (D-API2-1)
+        raise InvalidRequestError(IDEMPOTENCY_KEY, "send one Idempotency-Key header, without a comma")
     return key
 
 
@@ -527,7 +536,22 @@ def decline_invitation(account_id: AccountId, body: schemas.InvitationAnswerIn |
 # --- privacy --------------------------------------------------------------------------------------------------------
 
 
-@_account_route("GET", "/export", "All personal data and usage of the account as JSON, sessions paged (owners)")
+# The export's pages are in start order, not write order (D372 amended (ex2) #5), said to the API's clients (D-API2-2)
+EXPORT_ORDER: Final = (
+    "Sessions come in start order: `next_cursor` is a start time, and each page holds the sessions begun from it on. "
+    "The guarantee is over start times, not write times: a session written after the export's cursor passed its "
+    "start (a late webhook, a redelivered event, the sessions' index still catching up) is on no page of this "
+    "export; it is on the next export. An export read page by page over a while can therefore miss sessions that "
+    "arrive meanwhile; export again for a copy that includes them."
+)
+
+
+@_account_route(
+    "GET",
+    "/export",
+    "All personal data and usage of the account as JSON, sessions paged (owners)",
+    description=EXPORT_ORDER,
+)
 def export(
     account_id: AccountId,
     cursor: Annotated[

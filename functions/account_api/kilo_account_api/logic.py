@@ -515,13 +515,14 @@ def change_tier(
     tier: str,
     now: datetime,
     month: MonthToDateSource,
-    answered: Callable[[TierChangeOutcome], StoredAnswer] | None = None,
+    answered: Callable[[TierChangeOutcome], StoredAnswer],
 ) -> TierChangeOutcome:
     """Ask for ``tier`` now: decided on the stored profile and saved over it (``update_profile``: decided again on
     what is stored when another writer saved it in between). ``month``: the account's month to date, which the hard
-    limit must stay above once re-rated with the change (D150). ``answered``: the answer to keep for the request's
-    idempotency key, given the outcome - stored in the profile's save (one write), or alone when nothing is saved
-    (``AnswerExistsError`` when the key was answered meanwhile; a refusal stores nothing, D377)."""
+    limit must stay above once re-rated with the change (D150). ``answered`` (required: every tier request has its
+    key, D-API2-1): the answer to keep for the request's idempotency key, given the outcome - stored in the
+    profile's save (one write), or alone when nothing is saved (``AnswerExistsError`` when the key was answered
+    meanwhile; a refusal stores nothing, D377)."""
     book = catalog.for_period(Period.containing(now))
     decided: list[TierChangeOutcome] = []  # the last attempt's outcome (the profile in it is the one read)
     saved: list[AccountProfile] = []
@@ -533,17 +534,14 @@ def change_tier(
         decided.append(outcome)
         return profile
 
-    save = None
-    if answered is not None:
-
-        def save(profile: AccountProfile) -> AccountProfile:
-            stored = accounts.save_answered(profile, answered(decided[0]))
-            saved.append(stored)
-            return stored
+    def save(profile: AccountProfile) -> AccountProfile:
+        stored = accounts.save_answered(profile, answered(decided[0]))
+        saved.append(stored)
+        return stored
 
     try:
         profile = update_profile(accounts, account_id, changed, save=save)
-        if answered is not None and not saved:  # nothing to save (a retry by state): the answer alone
+        if not saved:  # nothing to save (a retry by state): the answer alone
             accounts.keep_answer(answered(decided[0]))
     except UnknownAccountError as exc:
         raise unregistered(account_id) from exc

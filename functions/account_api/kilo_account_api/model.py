@@ -27,7 +27,12 @@ class InvalidRequestError(ValueError):
 
 
 class ConflictError(Exception):
-    """The request contradicts the stored state (a member who is already there, the last owner removed)."""
+    """The request contradicts the stored state (a member who is already there, the last owner removed); ``field``
+    names what conflicts when it is not the state (``header.idempotency-key``: that key's request is in progress)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class UnprocessableError(ValueError):

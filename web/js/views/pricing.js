@@ -87,10 +87,11 @@ function answered(change, tier) {
     : `${tier.name} from ${when}; until then your tier stays.`;
 }
 
-// POST /subscription with an Idempotency-Key (D377): a fresh crypto.randomUUID() per click, the same one again when
+// POST /subscription with its required Idempotency-Key (D377, D-API2-1): a fresh crypto.randomUUID() per click, the same one again when
 // the click is made again after a failure that brought no answer (the network, a 5xx: the change may have been made
-// and its answer lost), so the API replays that answer instead of deciding again on what changed since.
+// and its answer lost) or a 409 naming the key (in progress), so the API replays that answer instead of deciding again on what changed since.
 function clickKey() {
+  const inProgress = (error) => error.status === 409 && error.body?.field === "header.idempotency-key";
   let key = null;
   return {
     async send(body) {
@@ -100,7 +101,9 @@ function clickKey() {
         key = null;
         return change;
       } catch (error) {
-        if (error instanceof ApiError && error.status < 500) key = null; // answered (a refusal): the next click is new
+        // answered (a refusal): the next click is new - but a 409 naming the key is "that key's request is still
+        // being decided" (D-API2-1), no answer: its retry keeps the key and gets the stored answer
+        if (error instanceof ApiError && error.status < 500 && !inProgress(error)) key = null;
         throw error;
       }
     },
