@@ -843,33 +843,49 @@ def emf_count(log_path: Path, metric: str) -> int:
 
 
 def lost_join_report(console: Console, stack: Any, truth: Any) -> bool:
-    """The participant whose join and leave the simulator dropped (his track events delivered): the ground truth
-    expects what the product does by D375 - a session of kind UNKNOWN, not billed (no minutes: the truth leaves him
-    out), counted once as ``SessionsJoinLost``. He left before any sweep ran, so RoomService never listed him (the
-    rule holds whichever way the sweeper treats a listed join-less participant). True when the product agrees."""
+    """The participants whose ``participant_joined`` the simulator dropped (their track events delivered), each
+    against what the ground truth expects. One lost his ``participant_left`` too: by D375 a session of kind UNKNOWN,
+    not billed (the truth leaves his minutes out), counted as ``SessionsJoinLost``. The other's leave arrived
+    (D-DEMO2-1): it carries his join time and kind, so he is billed by his real kind (STANDARD) for the minutes the
+    truth model counts for him (``Truth.minutes_of``, the simulator's own arithmetic), and not counted. Both left
+    before any sweep ran, so RoomService never listed them and no sweep gave them up (D393). ``SessionsJoinLost`` in
+    the stack's log must equal the number that lost both. True when the product agrees."""
     lost = [c for c in truth.connections if not c.join_delivered]
     if not lost:
         console.print("[yellow]Lost join (D375): no participant of this run's traffic fits (none dropped)[/yellow]")
         return True
     repo = usage_repository(stack)
     counted = emf_count(stack.log_path, "SessionsJoinLost")
-    ok = counted == len(lost)
-    expects = f"kind UNKNOWN, not billed, SessionsJoinLost {len(lost)}"
-    verdict = f"[green]as the ground truth expects ({expects})[/green]"
+    unknown = sum(1 for c in lost if not c.left_delivered)
+    ok = counted == unknown
     for connection in lost:
         stored = repo.stored_sessions(connection.room_sid).get(connection.participant_sid)
         kind = stored.session.kind if stored is not None else "none stored"
         minutes = 0 if stored is None else sum(stored.contributions.values())
         billed = "nothing stored" if stored is None else f"billed {minutes} min" if minutes else "not billed"
-        same = stored is not None and kind == "UNKNOWN" and billed == "not billed"
+        if connection.left_delivered:
+            rule, lost_what = "D-DEMO2-1", "participant_joined lost, participant_left delivered"
+            wanted = truth.minutes_of[connection.participant_sid]
+            expects = "kind STANDARD, " + (f"billed {wanted} min" if wanted else "not billed") + ", not counted"
+            same = stored is not None and kind == "STANDARD" and minutes == wanted
+        else:
+            rule, lost_what = "D375", "participant_joined and participant_left lost"
+            expects = "kind UNKNOWN, not billed, counted"
+            same = stored is not None and kind == "UNKNOWN" and billed == "not billed"
         ok = ok and same
+        verdict = (
+            f"[green]as the ground truth expects ({expects})[/green]"
+            if same
+            else f"[red]the ground truth expects {expects}[/red]"
+        )
         console.print(
-            f"Lost join (D375): {connection.identity} ({connection.participant_sid}) in {connection.room_name} "
-            f"({connection.room_sid}), participant_joined and participant_left lost, tracks delivered: stored as kind "
-            f"{kind}, {billed}; SessionsJoinLost {counted} - "
-            + (verdict if same and counted == len(lost) else f"[red]the ground truth expects {expects}[/red]"),
+            f"Lost join ({rule}): {connection.identity} ({connection.participant_sid}) in {connection.room_name} "
+            f"({connection.room_sid}), {lost_what}, tracks delivered: stored as kind {kind}, {billed} - {verdict}",
             soft_wrap=True,
         )  # fmt: skip
+    colour = "green" if counted == unknown else "red"
+    console.print(f"[{colour}]SessionsJoinLost {counted} in the stack's log; the ground truth expects {unknown} (the "
+                  f"participants who lost both their join and their leave)[/{colour}]")  # fmt: skip
     return ok
 
 

@@ -82,7 +82,7 @@ class Connection:
     left_s: int
     left_delivered: bool = True  # False: its participant_left was lost (never sent)
     replaces: str = ""  # a full reconnect: the sid of the connection this one replaced
-    join_delivered: bool = True  # False: its participant_joined was lost too (D375: not billed, see ``_account_truth``)
+    join_delivered: bool = True  # False: its participant_joined was lost (D375, D-DEMO2-1: see ``_account_truth``)
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,7 @@ class Truth:
     usage: list[UsageAt] = field(default_factory=list)  # the same, piece by piece
     connections: list[Connection] = field(default_factory=list)
     room_finished_s: dict[str, int] = field(default_factory=dict)  # room sid -> room_finished createdAt
+    minutes_of: dict[str, int] = field(default_factory=dict)  # participant sid -> his video + audio minutes counted
     duplicated_usage_keys: list[str] = field(default_factory=list)  # reports sent twice
     webhooks: int = 0  # webhooks delivered
     usage_events: int = 0  # usage events sent, retries included
@@ -377,15 +378,18 @@ def _lose_last_left(rng: random.Random, conns: list[_Conn], tracks: list[_Track]
     return last
 
 
-def _lose_a_join(calls: Sequence[_Call], clear_of: tuple[int, int]) -> _Conn | None:
-    """One participant's ``participant_joined`` and ``participant_left`` are lost (D375), his track events kept: the
-    first participant (in the calls' order) who is not his room's last leaver, is no agent and no part of a reconnect,
-    publishes a track, in a room of three or more whose other events all arrive, and is connected clear of every
-    sweep (``clear_of`` = (stride, offset): the sweeper runs at the first clock setting at or after each instant
-    ``offset + k x stride``, within a ``tick_s`` of it - no instant from 300 s before his join to 600 s after his
-    leave), so RoomService never lists him to a sweep. His tracks are unpublished explicitly (no leave ends them).
-    ``None`` when nobody fits."""
+def _lose_a_join(calls: Sequence[_Call], clear_of: tuple[int, int]) -> list[_Conn]:
+    """Two participants' ``participant_joined`` are lost, their track events kept (D375), each in a room of his own:
+    the first fitting participant (in the calls' order) has his ``participant_left`` lost too - known to the product
+    only by his tracks, which are unpublished explicitly (no leave ends them); the next fitting one, in another room,
+    has his ``participant_left`` delivered (it carries ``joinedAt`` and the kind: D-DEMO2-1). Fitting: not his room's
+    last leaver, no agent, no part of a reconnect, publishes a track, in a room of three or more whose other events
+    all arrive, and connected clear of every sweep (``clear_of`` = (stride, offset): the sweeper runs at the first
+    clock setting at or after each instant ``offset + k x stride``, within a ``tick_s`` of it - no instant from 300 s
+    before his join to 600 s after his leave), so RoomService never lists him to a sweep and no sweep finds his room
+    gone while rating may still hold him join-less. Fewer (or none) when fewer fit."""
     stride, offset = clear_of
+    lost: list[_Conn] = []
     for call in calls:
         if len(call.conns) < 3 or any(not c.left_delivered or c.replaces for c in call.conns):
             continue
@@ -398,11 +402,16 @@ def _lose_a_join(calls: Sequence[_Call], clear_of: tuple[int, int]) -> _Conn | N
             mine = [t for t in call.tracks if t.conn is conn]
             if conn is last or p.kind or identities.count(p.identity) > 1 or not mine or sweep >= join_s - 300:
                 continue
-            conn.join_delivered = conn.left_delivered = False
-            for track in mine:
-                track.unpublish_sent = True
-            return conn
-    return None
+            conn.join_delivered = False
+            if not lost:  # the first: his leave lost too
+                conn.left_delivered = False
+                for track in mine:
+                    track.unpublish_sent = True
+            lost.append(conn)
+            break
+        if len(lost) == 2:
+            break
+    return lost
 
 
 def _usage(rng: random.Random, call: _Call) -> None:
@@ -581,13 +590,14 @@ def _account_truth(truth: Truth, call: _Call) -> None:
             Connection(account, call.room.sid, call.room.name, p.sid, p.identity, p.joined_at_ms, conn.left_s,
                        conn.left_delivered, conn.replaces, conn.join_delivered)
         )  # fmt: skip
-        if not conn.join_delivered:
+        if not conn.join_delivered and not conn.left_delivered:
             # D375: a participant whose participant_joined and participant_left were both lost is known to the
             # product only by his track events; once the room finished it stores a session of kind UNKNOWN, NOT
             # billed (his kind cannot be told), and counts it (SessionsJoinLost). He left before any sweep ran
             # (``_lose_a_join``), so RoomService never listed him to the sweeper: this rule holds whether or not the
             # sweeper bills a listed join-less participant by his real kind. His tracks still count as the room's
-            # video coverage for the others (``video_ms`` above).
+            # video coverage for the others (``video_ms`` above). One whose participant_left arrives (D-DEMO2-1) is
+            # counted below as if nothing were lost: the leave carries his join time and kind (D375).
             continue
         parts = connection_parts(p.joined_at_ms, conn.left_s, video_ms)
         ends = [start_ms for _, start_ms, _, _ in parts[1:]] + [conn.left_s * 1000]
@@ -595,6 +605,7 @@ def _account_truth(truth: Truth, call: _Call) -> None:
             inside = tuple((max(a, start_ms), min(b, end_ms)) for a, b in video_ms if a < end_ms and b > start_ms)
             truth.add(account, period, "video", video, start_ms, end_ms, inside)
             truth.add(account, period, "audio", audio, start_ms, end_ms, inside)
+        truth.minutes_of[p.sid] = sum(video + audio for _, _, video, audio in parts)
     for report in call.usage:  # each report once, however often it is sent, at its timestamp (the call's end)
         meter = "messages" if report["meter"] == "messages" else "data_transfer_bytes"
         truth.add(account, _period(call.finished_s * 1000), meter, report["quantity"], call.finished_s * 1000)
@@ -766,8 +777,8 @@ def simulate(
     new month, and at the end. ``truth``: add to this one (calls the caller scripts itself) instead of a new one.
     ``upgrade_at_s``: when the accounts with ``upgrade_to`` upgrade - each is then in one call whose host is
     connected across that instant (a connection the product shares out to both tier segments).
-    ``lost_join_clear_of``: (stride, offset) of the sweeper's runs - one participant, connected clear of them, has his
-    ``participant_joined`` and ``participant_left`` lost (``_lose_a_join``, D375).
+    ``lost_join_clear_of``: (stride, offset) of the sweeper's runs - two participants, connected clear of them, have
+    their ``participant_joined`` lost: one his ``participant_left`` too (D375), the other not (``_lose_a_join``).
     """
     if end_s <= start_s:
         raise ValueError(f"end_s ({end_s}) must be after start_s ({start_s})")

@@ -299,9 +299,8 @@ def test_given_a_lost_join_then_only_his_track_events_arrive_and_the_product_sto
     small: Run, month: Run
 ) -> None:
     assert not any(not c.join_delivered for c in month.truth.connections)  # only when asked for
-    lost = [c for c in small.truth.connections if not c.join_delivered]
+    lost = [c for c in small.truth.connections if not c.join_delivered and not c.left_delivered]
     assert len(lost) == 1
-    assert not lost[0].left_delivered
     him = lost[0]
     mine = [r for r in small.records if r.participant_sid == him.participant_sid]
     assert {r.event_type for r in mine} <= {"track_published", "track_unpublished"}
@@ -319,7 +318,39 @@ def test_given_a_lost_join_then_only_his_track_events_arrive_and_the_product_sto
     room = [r for r in small.records if r.room_sid == him.room_sid]
     session = next(s for s in rebuild_room(room, AttributionRule()) if s.participant_sid == him.participant_sid)
     assert (session.kind, session.billing.value, session.parts) == ("UNKNOWN", "not_billed", ())
-    assert small.truth.as_json()["lost_participant_joined"] == 1
+    assert small.truth.as_json()["lost_participant_joined"] == 2  # him, and the one below whose leave arrives
+
+
+def test_given_a_lost_join_whose_leave_arrives_then_the_product_bills_him_by_the_leave_and_the_truth_counts_him(
+    small: Run, month: Run
+) -> None:
+    assert not any(not c.join_delivered for c in month.truth.connections)  # only when asked for
+    lost = [c for c in small.truth.connections if not c.join_delivered and c.left_delivered]
+    assert len(lost) == 1
+    him = lost[0]
+    other = next(c for c in small.truth.connections if not c.join_delivered and not c.left_delivered)
+    assert him.room_sid != other.room_sid  # each in a room of his own
+    mine = [r for r in small.records if r.participant_sid == him.participant_sid]
+    assert "participant_joined" not in {r.event_type for r in mine}
+    assert [r.event_type for r in mine].count("participant_left") == 1
+    # connected clear of every sweep (06:00 each day; 300 s before his join to 600 s after his leave): a sweep never
+    # sees his room gone while rating may still hold him join-less (D393's give-up is not what this case shows)
+    first, last = him.joined_ms // 1000 - 300, him.left_s + 600
+    assert not any(first <= day + 6 * 3600 <= last for day in range(START - START % DAY, END + DAY, DAY))
+    # the product (D375: a participant_left carries joinedAt and the kind, never inferred): billed as if nothing were
+    # lost, by his real kind - the same minutes the truth model counts for him, worked out by connection_minutes
+    room = [r for r in small.records if r.room_sid == him.room_sid]
+    session = next(s for s in rebuild_room(room, AttributionRule()) if s.participant_sid == him.participant_sid)
+    assert (session.kind, session.billing.value, session.inferred_start) == ("STANDARD", "room_rule", False)
+    assert (session.start_ms, session.end_ms) == (him.joined_ms, him.left_s * 1000)
+    billed = sum(part.video + part.audio for part in session.parts)
+    # his pieces in the truth: from his join, and (across the month end) from December's first instant to his leave
+    truth = sum(piece.quantity for piece in small.truth.usage if piece.account_id == him.account_id
+                and piece.end_ms is not None and (piece.at_ms == him.joined_ms
+                                                  or (piece.at_ms == DEC_1 * 1000 > him.joined_ms
+                                                      and piece.end_ms == him.left_s * 1000)))  # fmt: skip
+    assert billed > 0
+    assert billed == truth
 
 
 def test_given_reconnects_then_the_old_sids_left_can_arrive_after_the_new_sids_joined(small: Run) -> None:
