@@ -71,3 +71,68 @@ def test_the_emf_count_sums_the_metric_over_the_logs_json_lines(tmp_path: Path) 
         encoding="utf-8",
     )  # fmt: skip
     assert emf_count(log, "SessionsJoinLost") == 3
+
+
+# --- the lost joins (D375, D-DEMO2-1): what the demo reads back, judged against the truth model ---------------------
+
+
+def _lost_join_truth() -> Truth:
+    from kilo_dev.simulator import Connection  # noqa: PLC0415
+
+    truth = Truth()
+    truth.connections = [
+        Connection("acct-a", "RM_1", "a-sync", "PA_both", "carol", 1_000, 900, left_delivered=False,
+                   join_delivered=False),
+        Connection("acct-a", "RM_2", "a-review", "PA_join", "dave", 2_000, 1_262, join_delivered=False),
+        Connection("acct-a", "RM_2", "a-review", "PA_ok", "erin", 2_000, 1_262),
+    ]  # fmt: skip
+    truth.minutes_of = {"PA_join": 21, "PA_ok": 21}  # as _account_truth counts them: 1,260 s -> 21 min
+    return truth
+
+
+def _stored(kind: str, minutes: int) -> Any:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    contributions = {("acct-a", "2026-11", 0, "audio"): minutes} if minutes else {}
+    return SimpleNamespace(session=SimpleNamespace(kind=kind), contributions=contributions)
+
+
+def _report(tmp_path: Path, monkeypatch: Any, stored: dict[str, dict[str, Any]], counted: int) -> tuple[bool, str]:
+    import io  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from kilo_dev import demo  # noqa: PLC0415
+
+    log = tmp_path / "local-stack.log"
+    log.write_text(f'{{"SessionsJoinLost": [{counted}]}}\n', encoding="utf-8")
+    repo = SimpleNamespace(stored_sessions=lambda room: stored.get(room, {}))
+    monkeypatch.setattr(demo, "usage_repository", lambda stack: repo)
+    out = io.StringIO()
+    ok = demo.lost_join_report(Console(file=out, width=400), SimpleNamespace(log_path=log), _lost_join_truth())
+    return ok, out.getvalue()
+
+
+def test_given_a_lost_join_whose_leave_arrived_billed_as_the_truth_counts_then_the_demo_agrees(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    stored = {"RM_1": {"PA_both": _stored("UNKNOWN", 0)}, "RM_2": {"PA_join": _stored("STANDARD", 21)}}
+    ok, out = _report(tmp_path, monkeypatch, stored, counted=1)
+    assert ok, out
+    assert "dave (PA_join) in a-review (RM_2), participant_joined lost, participant_left delivered" in out
+    assert "stored as kind STANDARD, billed 21 min - as the ground truth expects" in out
+    assert "carol (PA_both) in a-sync (RM_1), participant_joined and participant_left lost" in out
+    assert "stored as kind UNKNOWN, not billed - as the ground truth expects" in out
+
+
+def test_given_a_lost_join_whose_leave_arrived_billed_otherwise_or_counted_then_the_demo_fails(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    both = {"PA_both": _stored("UNKNOWN", 0)}
+    for wrong, counted in ((_stored("STANDARD", 20), 1), (_stored("UNKNOWN", 0), 1), (_stored("STANDARD", 21), 2)):
+        ok, out = _report(tmp_path, monkeypatch, {"RM_1": both, "RM_2": {"PA_join": wrong}}, counted)
+        assert not ok, out
+    ok, out = _report(tmp_path, monkeypatch, {"RM_1": both}, counted=1)  # nothing stored for him
+    assert not ok
+    assert "nothing stored - the ground truth expects kind STANDARD, billed 21 min, not counted" in out
