@@ -160,9 +160,12 @@ class Sink(Protocol):
 
 
 class RoomTable(Protocol):
-    """What the simulator keeps current in ``kilo_dev.fake_livekit.FakeLiveKit``: room name -> [(sid, identity)]."""
+    """What the simulator keeps current in ``kilo_dev.fake_livekit.FakeLiveKit``: room name -> [(sid, identity)],
+    and participant sid -> more of his ``ParticipantInfo`` (kind by name, ``joined_at``, ``joined_at_ms``) for
+    whoever is connected now, so ListParticipants answers as LiveKit would (D-DEMO2-1)."""
 
     rooms: dict[str, list[tuple[str, str]]]
+    infos: dict[str, dict[str, Any]]
 
 
 def default_accounts(n: int) -> list[AccountSpec]:
@@ -627,6 +630,7 @@ class _Item:
     build: Callable[[], bytes] | None  # None: the event is lost (not delivered)
     state: tuple[str, str, str, str]  # (op, room name, participant sid, identity), op "" = no change
     usage: list[dict[str, Any]] = field(default_factory=list)
+    listed: dict[str, Any] = field(default_factory=dict)  # a join: more of what ListParticipants says of him
 
 
 def _items(call: _Call, room_index: int) -> list[_Item]:
@@ -646,6 +650,9 @@ def _items(call: _Call, room_index: int) -> list[_Item]:
         p = conn.participant
         joined = functools.partial(lk.participant_joined, room, p) if conn.join_delivered else None
         add(p.joined_at_ms // 1000, _JOINED, joined, ("join", name, p.sid, p.identity))
+        # RoomService lists him from his join, lost webhook or not: his kind and join time (D-DEMO2-1)
+        items[-1].listed = {"kind": p.kind or "STANDARD", "joined_at": p.joined_at_ms // 1000,
+                            "joined_at_ms": p.joined_at_ms}  # fmt: skip
         left = functools.partial(lk.participant_left, room, p, conn.left_s) if conn.left_delivered else None
         add(conn.left_s, _LEFT, left, ("leave", name, p.sid, p.identity))
     for track in call.tracks:
@@ -694,7 +701,8 @@ class _Delivery:
             tick += self.tick_s
         self._advance(now)
 
-    def _state(self, op: str, room: str, sid: str, identity: str) -> None:
+    def _state(self, item: _Item) -> None:
+        op, room, sid, identity = item.state
         if self.livekit is None or not op:
             return
         table = self.livekit.rooms
@@ -702,14 +710,17 @@ class _Delivery:
             table[room] = []
         elif op == "join":
             table[room] = [*table.get(room, []), (sid, identity)]
+            self.livekit.infos[sid] = dict(item.listed)
         elif op == "leave":
             table[room] = [entry for entry in table.get(room, []) if entry[0] != sid]
+            self.livekit.infos.pop(sid, None)
         elif op == "finish":
-            table.pop(room, None)
+            for gone, _ in table.pop(room, []):
+                self.livekit.infos.pop(gone, None)
 
     def deliver(self, item: _Item) -> None:
         self.move_to(item.at)
-        self._state(*item.state)
+        self._state(item)
         if item.build is not None:
             self.sink.webhook(item.build())
             self.truth.webhooks += 1
