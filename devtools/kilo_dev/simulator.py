@@ -83,6 +83,7 @@ class Connection:
     left_delivered: bool = True  # False: its participant_left was lost (never sent)
     replaces: str = ""  # a full reconnect: the sid of the connection this one replaced
     join_delivered: bool = True  # False: its participant_joined was lost (D375, D-DEMO2-1: see ``_account_truth``)
+    swept: bool = False  # his join lost, connected when a sweep ran: the sweeper's stand-in join expected (D-DEMO2-1)
 
 
 @dataclass(frozen=True)
