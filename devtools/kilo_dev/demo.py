@@ -671,7 +671,7 @@ def late_left_call(
 
 
 def listed_join_call(truth: Any, sink: HttpSink, livekit: Any, idle: Callable[[], None], account_id: str,
-                     instants: tuple[int, int]) -> None:  # fmt: skip
+                     instants: tuple[int, int]) -> list[Any]:  # fmt: skip
     """A two-person call of ``account_id`` from 30 min before the sweep at ``sweep_s`` to 30 min after it, audio
     only. The guest's ``participant_joined`` is lost; his microphone track's events and his ``participant_left``
     arrive. Rating marks the room from his track (``idle`` runs 60 s before the sweep, so it has); the sweep lists
@@ -679,14 +679,14 @@ def listed_join_call(truth: Any, sink: HttpSink, livekit: Any, idle: Callable[[]
     (D375 amended (sw)); ``idle`` again 60 s after the sweep, so that sweep and rating are done before he leaves.
     Scheduled on the sink's simulated clock; the truth gets both connections (audio minutes: ceil(seconds / 60)),
     the guest's marked ``swept`` (D-DEMO2-1). ``instants``: the sweep, and the end of the traffic - no call when it
-    would not end before that (a run on a month's first day)."""
+    would not end before that (a run on a month's first day). Returns the connections it added to the truth."""
     from kilo_dev import livekit_events as lk  # noqa: PLC0415
     from kilo_dev.simulator import Connection  # noqa: PLC0415
 
     sweep_s, traffic_end_s = instants
     start_s, left_s = sweep_s - 1800, sweep_s + 1800
     if left_s + 10 >= traffic_end_s:
-        return
+        return []
     room = lk.Room(f"RM_listed{start_s}", f"{account_id}-listed-join", account_id, start_s)
     host = lk.Participant(f"PA_listed{start_s}a", f"{account_id}-user00", start_s * 1000 + 500)
     guest = lk.Participant(f"PA_listed{start_s}b", f"{account_id}-user01", start_s * 1000 + 2_500)
@@ -725,6 +725,7 @@ def listed_join_call(truth: Any, sink: HttpSink, livekit: Any, idle: Callable[[]
         truth.minutes_of[person.sid] = minutes
     truth.webhooks += 7  # the guest's participant_joined is not one of them
     truth.room_finished_s[room.sid] = left_s + 10
+    return list(truth.connections[-2:])
 
 
 def pending_adjustments(stack: Any, account_id: str, period: str) -> list[Any]:

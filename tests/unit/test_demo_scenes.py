@@ -213,7 +213,7 @@ def test_given_the_listed_join_call_then_the_guests_join_is_lost_and_the_truth_c
     sent: list[bytes] = []
     sink.webhook = sent.append  # type: ignore[attr-defined]
     truth = Truth()
-    demo.listed_join_call(truth, sink, table, lambda: waits.append(1), "acct-a", (SWEEP, SWEEP + 7200))  # type: ignore[arg-type]
+    added = demo.listed_join_call(truth, sink, table, lambda: waits.append(1), "acct-a", (SWEEP, SWEEP + 7200))  # type: ignore[arg-type]
     # idle 60 s before the sweep (rating has marked the room) and 60 s after it (the sweep and rating are done)
     assert [when for when, _ in sink.actions].count(SWEEP - 60) == 1
     assert [when for when, _ in sink.actions].count(SWEEP + 60) == 1
@@ -241,6 +241,9 @@ def test_given_the_listed_join_call_then_the_guests_join_is_lost_and_the_truth_c
     assert [(c.participant_sid, c.join_delivered, c.swept) for c in truth.connections] == [
         (f"PA_listed{SWEEP - 1800}a", True, False), (guest, False, True)]  # fmt: skip
     assert truth.webhooks == len(sent) == 7
+    assert added == truth.connections
+    # a call that would not end before the traffic does (it ends at SWEEP + 1810) is not added
+    assert demo.listed_join_call(Truth(), Sink(), SimpleTable(), lambda: None, "acct-a", (SWEEP, SWEEP + 1810)) == []  # type: ignore[arg-type]
 
 
 class SimpleTable:
