@@ -97,7 +97,16 @@ def _stored(kind: str, minutes: int) -> Any:
     return SimpleNamespace(session=SimpleNamespace(kind=kind), contributions=contributions)
 
 
-def _report(tmp_path: Path, monkeypatch: Any, stored: dict[str, dict[str, Any]], counted: int) -> tuple[bool, str]:
+def _report(
+    tmp_path: Path,
+    monkeypatch: Any,
+    stored: dict[str, dict[str, Any]],
+    counted: int,
+    truth: Truth | None = None,
+    events: dict[str, list[Any]] | None = None,
+) -> tuple[bool, str]:
+    """The report over a stub repository (``stored``: room -> sid -> session; ``events``: room -> its stored events)
+    and a log line counting ``SessionsJoinLost``."""
     import io  # noqa: PLC0415
     from types import SimpleNamespace  # noqa: PLC0415
 
@@ -107,10 +116,13 @@ def _report(tmp_path: Path, monkeypatch: Any, stored: dict[str, dict[str, Any]],
 
     log = tmp_path / "local-stack.log"
     log.write_text(f'{{"SessionsJoinLost": [{counted}]}}\n', encoding="utf-8")
-    repo = SimpleNamespace(stored_sessions=lambda room: stored.get(room, {}))
+    found = events or {}
+    repo = SimpleNamespace(
+        stored_sessions=lambda room: stored.get(room, {}), room_events=lambda room: found.get(room, [])
+    )
     monkeypatch.setattr(demo, "usage_repository", lambda stack: repo)
     out = io.StringIO()
-    ok = demo.lost_join_report(Console(file=out, width=400), SimpleNamespace(log_path=log), _lost_join_truth())
+    ok = demo.lost_join_report(Console(file=out, width=400), SimpleNamespace(log_path=log), truth or _lost_join_truth())
     return ok, out.getvalue()
 
 
@@ -160,23 +172,9 @@ def _listed(sid: str, joined_ms: int) -> Any:
 
 
 def _swept_report(tmp_path: Path, monkeypatch: Any, stored: Any, events: list[Any]) -> tuple[bool, str]:
-    import io  # noqa: PLC0415
-    from types import SimpleNamespace  # noqa: PLC0415
-
-    from rich.console import Console  # noqa: PLC0415
-
-    from kilo_dev import demo  # noqa: PLC0415
-
-    log = tmp_path / "local-stack.log"
-    log.write_text('{"SessionsJoinLost": [1]}\n', encoding="utf-8")
     sessions = {"RM_1": {"PA_both": _stored("UNKNOWN", 0)}, "RM_2": {"PA_join": _stored("STANDARD", 21)}}
     sessions["RM_3"] = {"PA_swept": stored} if stored is not None else {}
-    repo = SimpleNamespace(stored_sessions=lambda room: sessions.get(room, {}),
-                           room_events=lambda room: events if room == "RM_3" else [])  # fmt: skip
-    monkeypatch.setattr(demo, "usage_repository", lambda stack: repo)
-    out = io.StringIO()
-    ok = demo.lost_join_report(Console(file=out, width=400), SimpleNamespace(log_path=log), _swept_truth())
-    return ok, out.getvalue()
+    return _report(tmp_path, monkeypatch, sessions, 1, _swept_truth(), {"RM_3": events})
 
 
 def test_given_a_lost_join_the_sweeper_stood_in_for_billed_as_the_truth_counts_then_the_demo_agrees(
