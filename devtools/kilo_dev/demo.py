@@ -667,6 +667,67 @@ def late_left_call(
     return pieces[1:]
 
 
+# --- a lost join the sweeper stands in for: the join-less participant RoomService lists (D375 amended (sw)) ----------
+
+
+def listed_join_call(truth: Any, sink: HttpSink, livekit: Any, idle: Callable[[], None], account_id: str,
+                     instants: tuple[int, int]) -> list[Any]:  # fmt: skip
+    """A two-person call of ``account_id`` from 30 min before the sweep at ``sweep_s`` to 30 min after it, audio
+    only. The guest's ``participant_joined`` is lost; his microphone track's events and his ``participant_left``
+    arrive. Rating marks the room from his track (``idle`` runs 60 s before the sweep, so it has); the sweep lists
+    him - the RoomService stand-in answers his kind and join time as LiveKit would - and writes his stand-in join
+    (D375 amended (sw)); ``idle`` again 60 s after the sweep, so that sweep and rating are done before he leaves.
+    Scheduled on the sink's simulated clock; the truth gets both connections (audio minutes: ceil(seconds / 60)),
+    the guest's marked ``swept`` (D-DEMO2-1). ``instants``: the sweep, and the end of the traffic - no call when it
+    would not end before that (a run on a month's first day). Returns the connections it added to the truth."""
+    from kilo_dev import livekit_events as lk  # noqa: PLC0415
+    from kilo_dev.simulator import Connection  # noqa: PLC0415
+
+    sweep_s, traffic_end_s = instants
+    start_s, left_s = sweep_s - 1800, sweep_s + 1800
+    if left_s + 10 >= traffic_end_s:
+        return []
+    room = lk.Room(f"RM_listed{start_s}", f"{account_id}-listed-join", account_id, start_s)
+    host = lk.Participant(f"PA_listed{start_s}a", f"{account_id}-user00", start_s * 1000 + 500)
+    guest = lk.Participant(f"PA_listed{start_s}b", f"{account_id}-user01", start_s * 1000 + 2_500)
+    track = f"TR_listed{start_s}"
+
+    def begin() -> None:
+        livekit.rooms[room.name] = [(person.sid, person.identity) for person in (host, guest)]
+        for person in (host, guest):
+            livekit.infos[person.sid] = {"kind": "STANDARD", "joined_at": person.joined_at_ms // 1000,
+                                         "joined_at_ms": person.joined_at_ms}  # fmt: skip
+        sink.webhook(lk.room_started(room, start_s))
+        sink.webhook(lk.participant_joined(room, host))  # the guest's participant_joined is lost
+
+    def end() -> None:
+        livekit.rooms.pop(room.name, None)
+        for person in (host, guest):
+            livekit.infos.pop(person.sid, None)
+        sink.webhook(lk.participant_left(room, host, left_s))
+        sink.webhook(lk.track_unpublished(room, guest, track, left_s + 4, video=False))
+        sink.webhook(lk.participant_left(room, guest, left_s + 5))
+        sink.webhook(lk.room_finished(room, left_s + 10))
+
+    sink.at(start_s, begin)
+    sink.at(start_s + 60, lambda: sink.webhook(lk.track_published(room, guest, track, start_s + 60, video=False)))
+    sink.at(sweep_s - 60, idle)
+    sink.at(sweep_s + 60, idle)
+    sink.at(left_s + 10, end)
+    for person, gone_s in ((host, left_s), (guest, left_s + 5)):
+        minutes = -(-(gone_s * 1000 - person.joined_at_ms) // 60_000)  # ceil(seconds / 60): no video
+        period = datetime.fromtimestamp(person.joined_at_ms / 1000, tz=UTC).strftime("%Y-%m")
+        truth.add(account_id, period, "audio", minutes, person.joined_at_ms)
+        swept = person is guest
+        truth.connections.append(Connection(account_id, room.sid, room.name, person.sid, person.identity,
+                                            person.joined_at_ms, gone_s, join_delivered=not swept,
+                                            swept=swept))  # fmt: skip
+        truth.minutes_of[person.sid] = minutes
+    truth.webhooks += 7  # the guest's participant_joined is not one of them
+    truth.room_finished_s[room.sid] = left_s + 10
+    return list(truth.connections[-2:])
+
+
 def pending_adjustments(stack: Any, account_id: str, period: str) -> list[Any]:
     """The adjustment lines the product will put on the account's next invoice for ``period``'s late usage (rating
     now minus rating as billed), from its own ledger."""
@@ -843,33 +904,64 @@ def emf_count(log_path: Path, metric: str) -> int:
 
 
 def lost_join_report(console: Console, stack: Any, truth: Any) -> bool:
-    """The participant whose join and leave the simulator dropped (his track events delivered): the ground truth
-    expects what the product does by D375 - a session of kind UNKNOWN, not billed (no minutes: the truth leaves him
-    out), counted once as ``SessionsJoinLost``. He left before any sweep ran, so RoomService never listed him (the
-    rule holds whichever way the sweeper treats a listed join-less participant). True when the product agrees."""
+    """The participants whose ``participant_joined`` the simulator dropped (their track events delivered), each
+    against what the ground truth expects. One lost his ``participant_left`` too: by D375 a session of kind UNKNOWN,
+    not billed (the truth leaves his minutes out), counted as ``SessionsJoinLost``. The other's leave arrived
+    (D-DEMO2-1): it carries his join time and kind, so he is billed by his real kind (STANDARD) for the minutes the
+    truth model counts for him (``Truth.minutes_of``, the simulator's own arithmetic), and not counted. Both left
+    before any sweep ran, so RoomService never listed them and no sweep gave them up (D393). A third (``swept``,
+    ``listed_join_call``) was connected when a sweep ran: the sweeper must have stored his stand-in join (D375 amended
+    (sw): ``kilo_participant_listed``) at his real join time, and he is billed as STANDARD for the minutes the truth
+    counts, not counted. ``SessionsJoinLost`` in the stack's log must equal the number that lost both. True when the
+    product agrees."""
+    from kilo_rate_usage.model import LISTED  # noqa: PLC0415
+
     lost = [c for c in truth.connections if not c.join_delivered]
     if not lost:
         console.print("[yellow]Lost join (D375): no participant of this run's traffic fits (none dropped)[/yellow]")
         return True
     repo = usage_repository(stack)
     counted = emf_count(stack.log_path, "SessionsJoinLost")
-    ok = counted == len(lost)
-    expects = f"kind UNKNOWN, not billed, SessionsJoinLost {len(lost)}"
-    verdict = f"[green]as the ground truth expects ({expects})[/green]"
+    unknown = sum(1 for c in lost if not c.left_delivered)
+    ok = counted == unknown
     for connection in lost:
         stored = repo.stored_sessions(connection.room_sid).get(connection.participant_sid)
         kind = stored.session.kind if stored is not None else "none stored"
         minutes = 0 if stored is None else sum(stored.contributions.values())
         billed = "nothing stored" if stored is None else f"billed {minutes} min" if minutes else "not billed"
-        same = stored is not None and kind == "UNKNOWN" and billed == "not billed"
+        if connection.swept:  # the sweeper's stand-in join, from RoomService's answer: his kind and real join time
+            stand_ins = [r.joined_at_ms for r in repo.room_events(connection.room_sid)
+                         if (r.event_type, r.participant_sid) == (LISTED, connection.participant_sid)]  # fmt: skip
+            rule = "D375 (sw)"
+            lost_what = "participant_joined lost, connected when a sweep ran, participant_left delivered"
+            wanted = truth.minutes_of[connection.participant_sid]
+            expects = f"the sweeper's stand-in join at his join, kind STANDARD, billed {wanted} min, not counted"
+            billed += f", stand-in joins stored at {stand_ins} ms (he joined at {connection.joined_ms})"
+            same = stored is not None and kind == "STANDARD" and minutes == wanted
+            same = same and stand_ins == [connection.joined_ms]
+        elif connection.left_delivered:
+            rule, lost_what = "D-DEMO2-1", "participant_joined lost, participant_left delivered"
+            wanted = truth.minutes_of[connection.participant_sid]
+            expects = "kind STANDARD, " + (f"billed {wanted} min" if wanted else "not billed") + ", not counted"
+            same = stored is not None and kind == "STANDARD" and minutes == wanted
+        else:
+            rule, lost_what = "D375", "participant_joined and participant_left lost"
+            expects = "kind UNKNOWN, not billed, counted"
+            same = stored is not None and kind == "UNKNOWN" and billed == "not billed"
         ok = ok and same
+        verdict = (
+            f"[green]as the ground truth expects ({expects})[/green]"
+            if same
+            else f"[red]the ground truth expects {expects}[/red]"
+        )
         console.print(
-            f"Lost join (D375): {connection.identity} ({connection.participant_sid}) in {connection.room_name} "
-            f"({connection.room_sid}), participant_joined and participant_left lost, tracks delivered: stored as kind "
-            f"{kind}, {billed}; SessionsJoinLost {counted} - "
-            + (verdict if same and counted == len(lost) else f"[red]the ground truth expects {expects}[/red]"),
+            f"Lost join ({rule}): {connection.identity} ({connection.participant_sid}) in {connection.room_name} "
+            f"({connection.room_sid}), {lost_what}, tracks delivered: stored as kind {kind}, {billed} - {verdict}",
             soft_wrap=True,
         )  # fmt: skip
+    colour = "green" if counted == unknown else "red"
+    console.print(f"[{colour}]SessionsJoinLost {counted} in the stack's log; the ground truth expects {unknown} (the "
+                  f"participants who lost both their join and their leave)[/{colour}]")  # fmt: skip
     return ok
 
 
@@ -1267,7 +1359,7 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
                    f"(seed {args.seed}); {closed:%Y-%m} closes {grace_s // 3600} h after it ends")  # fmt: skip
         began = time.monotonic()
         scene_at = max(period_start + grace_s + 600, now - 1500)  # the hard-limit call, in the last half hour
-        seen.late, forecast = (
+        seen.late, forecast, _ = (
             late_left_call(
                 truth := seen.truth,
                 sink,
@@ -1277,7 +1369,9 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
                 functools.partial(wait_for_invoice, stack, accounts[0].account_id, f"{closed:%Y-%m}"),
             ),
             forecast_scene(stack, sink, truth, f"{closed:%Y-%m}", (86_400, grace_s % 86_400), console.print),
-        )
+            listed_join_call(truth, sink, livekit, lambda: stack.wait_idle(timeout=600), accounts[1].account_id,
+                             (period_start + grace_s + 86_400, scene_at - 300)),  # the sweep a day after the close's
+        )  # fmt: skip
         truth = seen.truth = simulate(args.seed, accounts, start, scene_at - 300, sink, livekit, truth=truth,
                          progress=lambda m: console.print(f"[dim]  {m}[/dim]"),
                          rooms_per_account_per_day=args.intensity, upgrade_at_s=upgrade_at,

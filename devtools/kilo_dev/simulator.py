@@ -82,7 +82,8 @@ class Connection:
     left_s: int
     left_delivered: bool = True  # False: its participant_left was lost (never sent)
     replaces: str = ""  # a full reconnect: the sid of the connection this one replaced
-    join_delivered: bool = True  # False: its participant_joined was lost too (D375: not billed, see ``_account_truth``)
+    join_delivered: bool = True  # False: its participant_joined was lost (D375, D-DEMO2-1: see ``_account_truth``)
+    swept: bool = False  # his join lost, connected when a sweep ran: the sweeper's stand-in join expected (D-DEMO2-1)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Truth:
     usage: list[UsageAt] = field(default_factory=list)  # the same, piece by piece
     connections: list[Connection] = field(default_factory=list)
     room_finished_s: dict[str, int] = field(default_factory=dict)  # room sid -> room_finished createdAt
+    minutes_of: dict[str, int] = field(default_factory=dict)  # participant sid -> his video + audio minutes counted
     duplicated_usage_keys: list[str] = field(default_factory=list)  # reports sent twice
     webhooks: int = 0  # webhooks delivered
     usage_events: int = 0  # usage events sent, retries included
@@ -159,9 +161,12 @@ class Sink(Protocol):
 
 
 class RoomTable(Protocol):
-    """What the simulator keeps current in ``kilo_dev.fake_livekit.FakeLiveKit``: room name -> [(sid, identity)]."""
+    """What the simulator keeps current in ``kilo_dev.fake_livekit.FakeLiveKit``: room name -> [(sid, identity)],
+    and participant sid -> more of his ``ParticipantInfo`` (kind by name, ``joined_at``, ``joined_at_ms``) for
+    whoever is connected now, so ListParticipants answers as LiveKit would (D-DEMO2-1)."""
 
     rooms: dict[str, list[tuple[str, str]]]
+    infos: dict[str, dict[str, Any]]
 
 
 def default_accounts(n: int) -> list[AccountSpec]:
@@ -377,15 +382,18 @@ def _lose_last_left(rng: random.Random, conns: list[_Conn], tracks: list[_Track]
     return last
 
 
-def _lose_a_join(calls: Sequence[_Call], clear_of: tuple[int, int]) -> _Conn | None:
-    """One participant's ``participant_joined`` and ``participant_left`` are lost (D375), his track events kept: the
-    first participant (in the calls' order) who is not his room's last leaver, is no agent and no part of a reconnect,
-    publishes a track, in a room of three or more whose other events all arrive, and is connected clear of every
-    sweep (``clear_of`` = (stride, offset): the sweeper runs at the first clock setting at or after each instant
-    ``offset + k x stride``, within a ``tick_s`` of it - no instant from 300 s before his join to 600 s after his
-    leave), so RoomService never lists him to a sweep. His tracks are unpublished explicitly (no leave ends them).
-    ``None`` when nobody fits."""
+def _lose_a_join(calls: Sequence[_Call], clear_of: tuple[int, int]) -> list[_Conn]:
+    """Two participants' ``participant_joined`` are lost, their track events kept (D375), each in a room of his own:
+    the first fitting participant (in the calls' order) has his ``participant_left`` lost too - known to the product
+    only by his tracks, which are unpublished explicitly (no leave ends them); the next fitting one, in another room,
+    has his ``participant_left`` delivered (it carries ``joinedAt`` and the kind: D-DEMO2-1). Fitting: not his room's
+    last leaver, no agent, no part of a reconnect, publishes a track, in a room of three or more whose other events
+    all arrive, and connected clear of every sweep (``clear_of`` = (stride, offset): the sweeper runs at the first
+    clock setting at or after each instant ``offset + k x stride``, within a ``tick_s`` of it - no instant from 300 s
+    before his join to 600 s after his leave), so RoomService never lists him to a sweep and no sweep finds his room
+    gone while rating may still hold him join-less. Fewer (or none) when fewer fit."""
     stride, offset = clear_of
+    lost: list[_Conn] = []
     for call in calls:
         if len(call.conns) < 3 or any(not c.left_delivered or c.replaces for c in call.conns):
             continue
@@ -398,11 +406,16 @@ def _lose_a_join(calls: Sequence[_Call], clear_of: tuple[int, int]) -> _Conn | N
             mine = [t for t in call.tracks if t.conn is conn]
             if conn is last or p.kind or identities.count(p.identity) > 1 or not mine or sweep >= join_s - 300:
                 continue
-            conn.join_delivered = conn.left_delivered = False
-            for track in mine:
-                track.unpublish_sent = True
-            return conn
-    return None
+            conn.join_delivered = False
+            if not lost:  # the first: his leave lost too
+                conn.left_delivered = False
+                for track in mine:
+                    track.unpublish_sent = True
+            lost.append(conn)
+            break
+        if len(lost) == 2:
+            break
+    return lost
 
 
 def _usage(rng: random.Random, call: _Call) -> None:
@@ -581,13 +594,14 @@ def _account_truth(truth: Truth, call: _Call) -> None:
             Connection(account, call.room.sid, call.room.name, p.sid, p.identity, p.joined_at_ms, conn.left_s,
                        conn.left_delivered, conn.replaces, conn.join_delivered)
         )  # fmt: skip
-        if not conn.join_delivered:
+        if not conn.join_delivered and not conn.left_delivered:
             # D375: a participant whose participant_joined and participant_left were both lost is known to the
             # product only by his track events; once the room finished it stores a session of kind UNKNOWN, NOT
             # billed (his kind cannot be told), and counts it (SessionsJoinLost). He left before any sweep ran
             # (``_lose_a_join``), so RoomService never listed him to the sweeper: this rule holds whether or not the
             # sweeper bills a listed join-less participant by his real kind. His tracks still count as the room's
-            # video coverage for the others (``video_ms`` above).
+            # video coverage for the others (``video_ms`` above). One whose participant_left arrives (D-DEMO2-1) is
+            # counted below as if nothing were lost: the leave carries his join time and kind (D375).
             continue
         parts = connection_parts(p.joined_at_ms, conn.left_s, video_ms)
         ends = [start_ms for _, start_ms, _, _ in parts[1:]] + [conn.left_s * 1000]
@@ -595,6 +609,7 @@ def _account_truth(truth: Truth, call: _Call) -> None:
             inside = tuple((max(a, start_ms), min(b, end_ms)) for a, b in video_ms if a < end_ms and b > start_ms)
             truth.add(account, period, "video", video, start_ms, end_ms, inside)
             truth.add(account, period, "audio", audio, start_ms, end_ms, inside)
+        truth.minutes_of[p.sid] = sum(video + audio for _, _, video, audio in parts)
     for report in call.usage:  # each report once, however often it is sent, at its timestamp (the call's end)
         meter = "messages" if report["meter"] == "messages" else "data_transfer_bytes"
         truth.add(account, _period(call.finished_s * 1000), meter, report["quantity"], call.finished_s * 1000)
@@ -616,6 +631,7 @@ class _Item:
     build: Callable[[], bytes] | None  # None: the event is lost (not delivered)
     state: tuple[str, str, str, str]  # (op, room name, participant sid, identity), op "" = no change
     usage: list[dict[str, Any]] = field(default_factory=list)
+    listed: dict[str, Any] = field(default_factory=dict)  # a join: more of what ListParticipants says of him
 
 
 def _items(call: _Call, room_index: int) -> list[_Item]:
@@ -635,6 +651,9 @@ def _items(call: _Call, room_index: int) -> list[_Item]:
         p = conn.participant
         joined = functools.partial(lk.participant_joined, room, p) if conn.join_delivered else None
         add(p.joined_at_ms // 1000, _JOINED, joined, ("join", name, p.sid, p.identity))
+        # RoomService lists him from his join, lost webhook or not: his kind and join time (D-DEMO2-1)
+        items[-1].listed = {"kind": p.kind or "STANDARD", "joined_at": p.joined_at_ms // 1000,
+                            "joined_at_ms": p.joined_at_ms}  # fmt: skip
         left = functools.partial(lk.participant_left, room, p, conn.left_s) if conn.left_delivered else None
         add(conn.left_s, _LEFT, left, ("leave", name, p.sid, p.identity))
     for track in call.tracks:
@@ -683,7 +702,8 @@ class _Delivery:
             tick += self.tick_s
         self._advance(now)
 
-    def _state(self, op: str, room: str, sid: str, identity: str) -> None:
+    def _state(self, item: _Item) -> None:
+        op, room, sid, identity = item.state
         if self.livekit is None or not op:
             return
         table = self.livekit.rooms
@@ -691,14 +711,17 @@ class _Delivery:
             table[room] = []
         elif op == "join":
             table[room] = [*table.get(room, []), (sid, identity)]
+            self.livekit.infos[sid] = dict(item.listed)
         elif op == "leave":
             table[room] = [entry for entry in table.get(room, []) if entry[0] != sid]
+            self.livekit.infos.pop(sid, None)
         elif op == "finish":
-            table.pop(room, None)
+            for gone, _ in table.pop(room, []):
+                self.livekit.infos.pop(gone, None)
 
     def deliver(self, item: _Item) -> None:
         self.move_to(item.at)
-        self._state(*item.state)
+        self._state(item)
         if item.build is not None:
             self.sink.webhook(item.build())
             self.truth.webhooks += 1
@@ -766,8 +789,8 @@ def simulate(
     new month, and at the end. ``truth``: add to this one (calls the caller scripts itself) instead of a new one.
     ``upgrade_at_s``: when the accounts with ``upgrade_to`` upgrade - each is then in one call whose host is
     connected across that instant (a connection the product shares out to both tier segments).
-    ``lost_join_clear_of``: (stride, offset) of the sweeper's runs - one participant, connected clear of them, has his
-    ``participant_joined`` and ``participant_left`` lost (``_lose_a_join``, D375).
+    ``lost_join_clear_of``: (stride, offset) of the sweeper's runs - two participants, connected clear of them, have
+    their ``participant_joined`` lost: one his ``participant_left`` too (D375), the other not (``_lose_a_join``).
     """
     if end_s <= start_s:
         raise ValueError(f"end_s ({end_s}) must be after start_s ({start_s})")

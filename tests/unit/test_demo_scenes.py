@@ -71,3 +71,180 @@ def test_the_emf_count_sums_the_metric_over_the_logs_json_lines(tmp_path: Path) 
         encoding="utf-8",
     )  # fmt: skip
     assert emf_count(log, "SessionsJoinLost") == 3
+
+
+# --- the lost joins (D375, D-DEMO2-1): what the demo reads back, judged against the truth model ---------------------
+
+
+def _lost_join_truth() -> Truth:
+    from kilo_dev.simulator import Connection  # noqa: PLC0415
+
+    truth = Truth()
+    truth.connections = [
+        Connection("acct-a", "RM_1", "a-sync", "PA_both", "carol", 1_000, 900, left_delivered=False,
+                   join_delivered=False),
+        Connection("acct-a", "RM_2", "a-review", "PA_join", "dave", 2_000, 1_262, join_delivered=False),
+        Connection("acct-a", "RM_2", "a-review", "PA_ok", "erin", 2_000, 1_262),
+    ]  # fmt: skip
+    truth.minutes_of = {"PA_join": 21, "PA_ok": 21}  # as _account_truth counts them: 1,260 s -> 21 min
+    return truth
+
+
+def _stored(kind: str, minutes: int) -> Any:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    contributions = {("acct-a", "2026-11", 0, "audio"): minutes} if minutes else {}
+    return SimpleNamespace(session=SimpleNamespace(kind=kind), contributions=contributions)
+
+
+def _report(
+    tmp_path: Path,
+    monkeypatch: Any,
+    stored: dict[str, dict[str, Any]],
+    counted: int,
+    truth: Truth | None = None,
+    events: dict[str, list[Any]] | None = None,
+) -> tuple[bool, str]:
+    """The report over a stub repository (``stored``: room -> sid -> session; ``events``: room -> its stored events)
+    and a log line counting ``SessionsJoinLost``."""
+    import io  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from kilo_dev import demo  # noqa: PLC0415
+
+    log = tmp_path / "local-stack.log"
+    log.write_text(f'{{"SessionsJoinLost": [{counted}]}}\n', encoding="utf-8")
+    found = events or {}
+    repo = SimpleNamespace(
+        stored_sessions=lambda room: stored.get(room, {}), room_events=lambda room: found.get(room, [])
+    )
+    monkeypatch.setattr(demo, "usage_repository", lambda stack: repo)
+    out = io.StringIO()
+    ok = demo.lost_join_report(Console(file=out, width=400), SimpleNamespace(log_path=log), truth or _lost_join_truth())
+    return ok, out.getvalue()
+
+
+def test_given_a_lost_join_whose_leave_arrived_billed_as_the_truth_counts_then_the_demo_agrees(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    stored = {"RM_1": {"PA_both": _stored("UNKNOWN", 0)}, "RM_2": {"PA_join": _stored("STANDARD", 21)}}
+    ok, out = _report(tmp_path, monkeypatch, stored, counted=1)
+    assert ok, out
+    assert "dave (PA_join) in a-review (RM_2), participant_joined lost, participant_left delivered" in out
+    assert "stored as kind STANDARD, billed 21 min - as the ground truth expects" in out
+    assert "carol (PA_both) in a-sync (RM_1), participant_joined and participant_left lost" in out
+    assert "stored as kind UNKNOWN, not billed - as the ground truth expects" in out
+
+
+def test_given_a_lost_join_whose_leave_arrived_billed_otherwise_or_counted_then_the_demo_fails(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    both = {"PA_both": _stored("UNKNOWN", 0)}
+    for wrong, counted in ((_stored("STANDARD", 20), 1), (_stored("UNKNOWN", 0), 1), (_stored("STANDARD", 21), 2)):
+        ok, out = _report(tmp_path, monkeypatch, {"RM_1": both, "RM_2": {"PA_join": wrong}}, counted)
+        assert not ok, out
+    ok, out = _report(tmp_path, monkeypatch, {"RM_1": both}, counted=1)  # nothing stored for him
+    assert not ok
+    assert "nothing stored - the ground truth expects kind STANDARD, billed 21 min, not counted" in out
+
+
+# --- a lost join the sweeper stands in for (D375 amended (sw), D-DEMO2-1) ----------------------------------------------
+
+SWEEP = at(2026, 12, 2, 6)  # the sweep the day after the close's (06:00)
+
+
+def _swept_truth() -> Truth:
+    from kilo_dev.simulator import Connection  # noqa: PLC0415
+
+    truth = _lost_join_truth()
+    truth.connections.append(Connection("acct-a", "RM_3", "a-listed", "PA_swept", "fay", 5_000, 3_607,
+                                        join_delivered=False, swept=True))  # fmt: skip
+    truth.minutes_of["PA_swept"] = 61  # 3,602 s -> 61 min
+    return truth
+
+
+def _listed(sid: str, joined_ms: int) -> Any:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    return SimpleNamespace(event_type="kilo_participant_listed", participant_sid=sid, joined_at_ms=joined_ms)
+
+
+def _swept_report(tmp_path: Path, monkeypatch: Any, stored: Any, events: list[Any]) -> tuple[bool, str]:
+    sessions = {"RM_1": {"PA_both": _stored("UNKNOWN", 0)}, "RM_2": {"PA_join": _stored("STANDARD", 21)}}
+    sessions["RM_3"] = {"PA_swept": stored} if stored is not None else {}
+    return _report(tmp_path, monkeypatch, sessions, 1, _swept_truth(), {"RM_3": events})
+
+
+def test_given_a_lost_join_the_sweeper_stood_in_for_billed_as_the_truth_counts_then_the_demo_agrees(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    ok, out = _swept_report(tmp_path, monkeypatch, _stored("STANDARD", 61), [_listed("PA_swept", 5_000)])
+    assert ok, out
+    assert "fay (PA_swept) in a-listed (RM_3), participant_joined lost, connected when a sweep ran" in out
+    assert "billed 61 min, stand-in joins stored at [5000] ms (he joined at 5000) - as the ground truth expects" in out
+
+
+def test_given_a_lost_join_the_sweeper_did_not_stand_in_for_or_billed_otherwise_then_the_demo_fails(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    right = [_listed("PA_swept", 5_000)]
+    for stored, events in (
+        (_stored("STANDARD", 61), []),  # billed right (by his leave) but no stand-in join written
+        (_stored("STANDARD", 61), [_listed("PA_swept", 0)]),  # a stand-in without his join time
+        (_stored("STANDARD", 61), [_listed("PA_other", 5_000)]),  # someone else's
+        (_stored("STANDARD", 60), right),
+        (_stored("UNKNOWN", 0), right),
+        (None, right),
+    ):
+        ok, out = _swept_report(tmp_path, monkeypatch, stored, events)
+        assert not ok, out
+    assert "the ground truth expects the sweeper's stand-in join at his join, kind STANDARD, billed 61 min" in out
+
+
+def test_given_the_listed_join_call_then_the_guests_join_is_lost_and_the_truth_counts_both_by_hand() -> None:
+    from kilo_dev import demo  # noqa: PLC0415
+    from kilo_dev import livekit_events as lk  # noqa: PLC0415
+
+    sink, table, waits = Sink(), SimpleTable(), []
+    sent: list[bytes] = []
+    sink.webhook = sent.append  # type: ignore[attr-defined]
+    truth = Truth()
+    added = demo.listed_join_call(truth, sink, table, lambda: waits.append(1), "acct-a", (SWEEP, SWEEP + 7200))  # type: ignore[arg-type]
+    # idle 60 s before the sweep (rating has marked the room) and 60 s after it (the sweep and rating are done)
+    assert [when for when, _ in sink.actions].count(SWEEP - 60) == 1
+    assert [when for when, _ in sink.actions].count(SWEEP + 60) == 1
+    listed_at: list[dict[str, Any]] = []
+    for when, action in sorted(sink.actions, key=lambda entry: entry[0]):
+        action()
+        if when == SWEEP - 60:  # what the sweep lists: both, with their kind and real join time
+            listed_at.append({sid: dict(table.infos[sid]) for _, people in table.rooms.items() for sid, _ in people})
+    start_ms = (SWEEP - 1800) * 1000
+    assert len(waits) == 2
+    assert listed_at == [{
+        f"PA_listed{SWEEP - 1800}a": {"kind": "STANDARD", "joined_at": SWEEP - 1800, "joined_at_ms": start_ms + 500},
+        f"PA_listed{SWEEP - 1800}b": {"kind": "STANDARD", "joined_at": SWEEP - 1798, "joined_at_ms": start_ms + 2500},
+    }]  # fmt: skip
+    records = [lk.to_record(body) for body in sent]
+    guest = f"PA_listed{SWEEP - 1800}b"
+    assert [(r.event_type, r.participant_sid) for r in records if r.participant_sid == guest] == [
+        ("track_published", guest), ("track_unpublished", guest), ("participant_left", guest)]  # fmt: skip
+    assert table.rooms == {}
+    assert table.infos == {}
+    # by hand: the host 05:30:00.5 to 06:30:00 -> 3,599.5 s -> 60 min; the guest 05:30:02.5 to 06:30:05 -> 3,602.5 s
+    # -> 61 min (audio only)
+    assert truth.minutes == {("acct-a", "2026-12"): {**truth.minutes[("acct-a", "2026-12")], "audio": 121}}
+    assert truth.minutes_of == {f"PA_listed{SWEEP - 1800}a": 60, guest: 61}
+    assert [(c.participant_sid, c.join_delivered, c.swept) for c in truth.connections] == [
+        (f"PA_listed{SWEEP - 1800}a", True, False), (guest, False, True)]  # fmt: skip
+    assert truth.webhooks == len(sent) == 7
+    assert added == truth.connections
+    # a call that would not end before the traffic does (it ends at SWEEP + 1810) is not added
+    assert demo.listed_join_call(Truth(), Sink(), SimpleTable(), lambda: None, "acct-a", (SWEEP, SWEEP + 1810)) == []  # type: ignore[arg-type]
+
+
+class SimpleTable:
+    def __init__(self) -> None:
+        self.rooms: dict[str, list[tuple[str, str]]] = {}
+        self.infos: dict[str, dict[str, Any]] = {}

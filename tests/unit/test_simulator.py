@@ -29,6 +29,7 @@ from kilo_dev import livekit_events as lk
 from kilo_dev.ground_truth import ExpectedBill, expected_bill, price_sheet, segments
 from kilo_dev.simulator import METERS, AccountSpec, Truth, connection_minutes, default_accounts, simulate
 from kilo_rate_usage.sessions import AttributionRule, rebuild_room
+from tests.conftest import LIVEKIT_KEYS
 
 DAY = 86_400
 DEC_1 = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())  # the month boundary
@@ -41,6 +42,7 @@ SMALL = {"rooms_per_account_per_day": 4.0, "reconnect_rate": 0.4, "lost_left_rat
 @dataclass
 class RoomTable:
     rooms: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    infos: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -299,9 +301,8 @@ def test_given_a_lost_join_then_only_his_track_events_arrive_and_the_product_sto
     small: Run, month: Run
 ) -> None:
     assert not any(not c.join_delivered for c in month.truth.connections)  # only when asked for
-    lost = [c for c in small.truth.connections if not c.join_delivered]
+    lost = [c for c in small.truth.connections if not c.join_delivered and not c.left_delivered]
     assert len(lost) == 1
-    assert not lost[0].left_delivered
     him = lost[0]
     mine = [r for r in small.records if r.participant_sid == him.participant_sid]
     assert {r.event_type for r in mine} <= {"track_published", "track_unpublished"}
@@ -319,7 +320,39 @@ def test_given_a_lost_join_then_only_his_track_events_arrive_and_the_product_sto
     room = [r for r in small.records if r.room_sid == him.room_sid]
     session = next(s for s in rebuild_room(room, AttributionRule()) if s.participant_sid == him.participant_sid)
     assert (session.kind, session.billing.value, session.parts) == ("UNKNOWN", "not_billed", ())
-    assert small.truth.as_json()["lost_participant_joined"] == 1
+    assert small.truth.as_json()["lost_participant_joined"] == 2  # him, and the one below whose leave arrives
+
+
+def test_given_a_lost_join_whose_leave_arrives_then_the_product_bills_him_by_the_leave_and_the_truth_counts_him(
+    small: Run, month: Run
+) -> None:
+    assert not any(not c.join_delivered for c in month.truth.connections)  # only when asked for
+    lost = [c for c in small.truth.connections if not c.join_delivered and c.left_delivered]
+    assert len(lost) == 1
+    him = lost[0]
+    other = next(c for c in small.truth.connections if not c.join_delivered and not c.left_delivered)
+    assert him.room_sid != other.room_sid  # each in a room of his own
+    mine = [r for r in small.records if r.participant_sid == him.participant_sid]
+    assert "participant_joined" not in {r.event_type for r in mine}
+    assert [r.event_type for r in mine].count("participant_left") == 1
+    # connected clear of every sweep (06:00 each day; 300 s before his join to 600 s after his leave): a sweep never
+    # sees his room gone while rating may still hold him join-less (D393's give-up is not what this case shows)
+    first, last = him.joined_ms // 1000 - 300, him.left_s + 600
+    assert not any(first <= day + 6 * 3600 <= last for day in range(START - START % DAY, END + DAY, DAY))
+    # the product (D375: a participant_left carries joinedAt and the kind, never inferred): billed as if nothing were
+    # lost, by his real kind - the same minutes the truth model counts for him, worked out by connection_minutes
+    room = [r for r in small.records if r.room_sid == him.room_sid]
+    session = next(s for s in rebuild_room(room, AttributionRule()) if s.participant_sid == him.participant_sid)
+    assert (session.kind, session.billing.value, session.inferred_start) == ("STANDARD", "room_rule", False)
+    assert (session.start_ms, session.end_ms) == (him.joined_ms, him.left_s * 1000)
+    billed = sum(part.video + part.audio for part in session.parts)
+    # his pieces in the truth: from his join, and (across the month end) from December's first instant to his leave
+    truth = sum(piece.quantity for piece in small.truth.usage if piece.account_id == him.account_id
+                and piece.end_ms is not None and (piece.at_ms == him.joined_ms
+                                                  or (piece.at_ms == DEC_1 * 1000 > him.joined_ms
+                                                      and piece.end_ms == him.left_s * 1000)))  # fmt: skip
+    assert billed > 0
+    assert billed == truth
 
 
 def test_given_reconnects_then_the_old_sids_left_can_arrive_after_the_new_sids_joined(small: Run) -> None:
@@ -334,6 +367,53 @@ def test_given_reconnects_then_the_old_sids_left_can_arrive_after_the_new_sids_j
     assert late
     identities = {c.participant_sid: c.identity for c in small.truth.connections}
     assert all(identities[c.replaces] == c.identity for c in reconnects)
+
+
+class AskingSink(RecordingSink):
+    """At each of the first advances with a room running: the product's own RoomService adapter asks the fake
+    (over HTTP, protobuf) about every running room, as the sweeper does."""
+
+    def __init__(self, server: Any) -> None:
+        super().__init__()
+        self.server = server
+        self.answers: list[tuple[int, dict[str, Any]]] = []
+
+    def advance(self, now_s: int) -> None:
+        super().advance(now_s)
+        if self.server.rooms and len(self.answers) < 40 and now_s % 600 == 0:
+            from kilo_rate_usage.adapters import LiveKitRoomDirectory  # noqa: PLC0415
+
+            keys = [next(iter(LIVEKIT_KEYS.items()))]
+            listed = LiveKitRoomDirectory(self.server.url, lambda: keys).participants(sorted(self.server.rooms)).listed
+            self.answers.append((now_s, listed))
+
+
+def test_given_the_fake_roomservice_kept_by_the_simulator_then_it_lists_who_is_connected_with_kind_and_join() -> None:
+    """What the sweeper writes a lost join from (D375 amended (sw), D-DEMO2-1): ListParticipants answers every
+    participant connected now with his real join time and kind - a join-less one too."""
+    from kilo_dev.fake_livekit import FakeLiveKit  # noqa: PLC0415
+    from kilo_rate_usage.model import ListedParticipant  # noqa: PLC0415
+
+    server = FakeLiveKit(LIVEKIT_KEYS)
+    server.start()
+    try:
+        sink = AskingSink(server)
+        truth = simulate(5, default_accounts(3), START, END, sink, server, **SMALL)
+    finally:
+        server.stop()
+    assert len(sink.answers) == 40
+    names = {c.room_sid: c.room_name for c in truth.connections}
+    for now, listed in sink.answers:
+        expected: dict[str, dict[str, ListedParticipant]] = defaultdict(dict)
+        for c in truth.connections:  # connected: from his join's second to his leave's (the room table's rule)
+            if c.joined_ms // 1000 < now <= c.left_s:
+                kind = "AGENT" if c.identity == "kilo-agent" else "STANDARD"  # the simulator's one agent identity
+                expected[c.room_name][c.participant_sid] = ListedParticipant(c.participant_sid, c.identity, kind,
+                                                                             c.joined_ms)  # fmt: skip
+        assert {room: people for room, people in listed.items() if people} == dict(expected), now
+        assert set(listed) <= set(names.values())
+    assert any(p.kind == "AGENT" for _, listed in sink.answers for people in listed.values() for p in people.values())
+    assert server.infos == {}  # everyone left by the end
 
 
 # --- usage reports -----------------------------------------------------------------------------------------------------
