@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project-local virtual environment .venv and install the project into it: first
 # requirements-dev.lock (every distribution the tests, the linters and the build backend need, pinned with the sha256
-# of each file, for any platform and Python >= 3.11: ./dev lock makes it, D-LOCK2-1), hash-checked, then the project
+# of each file, for any platform and Python >= 3.11: ./dev lock makes it, D427), hash-checked, then the project
 # itself, editable, with nothing more resolved.
 # Python: 3.13 where present (pyenv's or on PATH), else the newest Python >= 3.11 on PATH.
 set -euo pipefail

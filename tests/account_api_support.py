@@ -43,7 +43,7 @@ def api_environment(
 
 
 def new_key() -> dict[str, str]:
-    """A tier request's ``Idempotency-Key`` header with a fresh key: a new click (the header is required, D-API2-1;
+    """A tier request's ``Idempotency-Key`` header with a fresh key: a new click (the header is required, D436;
     the same key again is that click's retry, replayed - D377)."""
     return {"idempotency-key": str(uuid.uuid4())}
 

@@ -40,7 +40,7 @@ class InMemoryPaymentGateway:
     invoices: dict[str, _Invoice] = field(default_factory=dict)  # our invoice id -> invoice
     credit_notes: dict[str, tuple[str, Decimal]] = field(default_factory=dict)  # credit id -> (gateway id, amount)
     out_of_band_notes: set[str] = field(default_factory=set)  # credit ids of notes credited outside the processor
-    to_card_notes: set[str] = field(default_factory=set)  # credit ids of notes the processor refunded (D-TAX-2)
+    to_card_notes: set[str] = field(default_factory=set)  # credit ids of notes the processor refunded (D433)
     refunds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     failed_refunds: dict[str, str] = field(default_factory=dict)  # refund id -> the processor's failure reason
     returned_cards: set[str] = field(default_factory=set)  # cards (else gateway ids) whose bank returned a refund

@@ -321,7 +321,7 @@ def _bill_status(store: DynamoCryptoStore, invoice_id: str) -> str | None:
 
 
 def bill_view(store: DynamoCryptoStore, invoice_id: str) -> dict[str, Any]:
-    """``crypto payments``: the bill and its payment lines as stored, ``stalled`` shown (D419, D-CW3-1); no such
+    """``crypto payments``: the bill and its payment lines as stored, ``stalled`` shown (D419, D434); no such
     bill is a ``ValueError`` (exit 2)."""
     from kilo_crypto_watch.model import BillStatus  # noqa: PLC0415
     from kilo_crypto_watch.settlement import counts, remaining_usd  # noqa: PLC0415

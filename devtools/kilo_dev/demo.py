@@ -678,7 +678,7 @@ def listed_join_call(truth: Any, sink: HttpSink, livekit: Any, idle: Callable[[]
     him - the RoomService stand-in answers his kind and join time as LiveKit would - and writes his stand-in join
     (D375 amended (sw)); ``idle`` again 60 s after the sweep, so that sweep and rating are done before he leaves.
     Scheduled on the sink's simulated clock; the truth gets both connections (audio minutes: ceil(seconds / 60)),
-    the guest's marked ``swept`` (D-DEMO2-1). ``instants``: the sweep, and the end of the traffic - no call when it
+    the guest's marked ``swept`` (D438). ``instants``: the sweep, and the end of the traffic - no call when it
     would not end before that (a run on a month's first day). Returns the connections it added to the truth."""
     from kilo_dev import livekit_events as lk  # noqa: PLC0415
     from kilo_dev.simulator import Connection  # noqa: PLC0415
@@ -907,7 +907,7 @@ def lost_join_report(console: Console, stack: Any, truth: Any) -> bool:
     """The participants whose ``participant_joined`` the simulator dropped (their track events delivered), each
     against what the ground truth expects. One lost his ``participant_left`` too: by D375 a session of kind UNKNOWN,
     not billed (the truth leaves his minutes out), counted as ``SessionsJoinLost``. The other's leave arrived
-    (D-DEMO2-1): it carries his join time and kind, so he is billed by his real kind (STANDARD) for the minutes the
+    (D438): it carries his join time and kind, so he is billed by his real kind (STANDARD) for the minutes the
     truth model counts for him (``Truth.minutes_of``, the simulator's own arithmetic), and not counted. Both left
     before any sweep ran, so RoomService never listed them and no sweep gave them up (D393). A third (``swept``,
     ``listed_join_call``) was connected when a sweep ran: the sweeper must have stored his stand-in join (D375 amended
@@ -940,7 +940,7 @@ def lost_join_report(console: Console, stack: Any, truth: Any) -> bool:
             same = stored is not None and kind == "STANDARD" and minutes == wanted
             same = same and stand_ins == [connection.joined_ms]
         elif connection.left_delivered:
-            rule, lost_what = "D-DEMO2-1", "participant_joined lost, participant_left delivered"
+            rule, lost_what = "D438", "participant_joined lost, participant_left delivered"
             wanted = truth.minutes_of[connection.participant_sid]
             expects = "kind STANDARD, " + (f"billed {wanted} min" if wanted else "not billed") + ", not counted"
             same = stored is not None and kind == "STANDARD" and minutes == wanted

@@ -5,7 +5,7 @@ code needs, edited by hand, commented) and beside it a ``requirements.lock`` gen
 closure, every distribution pinned with ``==`` and the sha256 of each of its files on PyPI (``--hash``), resolved for
 Lambda's Python and platform (python3.13, arm64 manylinux_2_28, wheels only). ``./dev package`` installs the lock
 with ``pip --require-hashes`` and refuses a lock lacking a dependency its wheels declare for Lambda
-(``kilo_dev.package.unmet_dependencies``, D-LOCK2-2), so the same commit installs the same
+(``kilo_dev.package.unmet_dependencies``, D428), so the same commit installs the same
 files (D420).
 
 The locks are made by uv (``uv pip compile --generate-hashes``), itself pinned with its hashes in
@@ -23,7 +23,7 @@ that no longer covers its inputs: a requirement missing from it or at another ve
 contradicts, a pin without hashes, a requirement removed but still locked, a layer's distribution at another
 version.
 
-The dev/test environment has its own lock, ``requirements-dev.lock`` (D-LOCK2-1): pyproject's dependencies, its
+The dev/test environment has its own lock, ``requirements-dev.lock`` (D427): pyproject's dependencies, its
 ``dev`` extra and its build backend (``[build-system] requires``), with their whole closure and hashes, resolved by
 uv with ``--universal`` for Python 3.11 and newer on every platform (one entry per version, with markers where the
 resolution forks). ``scripts/bootstrap.sh`` installs it into ``.venv`` with ``pip --require-hashes``, then the project

@@ -5,7 +5,7 @@ folder share one artifact) it installs the folder's hashed lock, ``requirements.
 the folder's ``requirements.txt``, D420), with pip for the Lambda platform (``--platform manylinux2014_aarch64
 --platform manylinux_2_28_aarch64 --implementation cp --abi cp313 --python-version 3.13 --only-binary=:all:
 --require-hashes --no-deps``) into ``.build/<name>/``, checks that every dependency the installed wheels declare for
-Lambda's environment markers is installed (``unmet_dependencies``, D-LOCK2-2), copies the code, drops what the
+Lambda's environment markers is installed (``unmet_dependencies``, D428), copies the code, drops what the
 runtime or the layer already ships (boto3/botocore, the layer's own distributions) and what its functions do not use
 (``NOT_SHIPPED``), compiles the bytecode the runtime will load (``compile_bytecode``: unchecked hash-based ``.pyc``,
 Python 3.13 only), zips it deterministically and checks:
@@ -57,7 +57,7 @@ PLATFORM = (
     ".".join(map(str, RUNTIME_PYTHON)),
 )
 # The environment markers of Lambda's python3.13 on arm64 (PEP 508): a distribution's dependencies are the ones its
-# markers give there, not on the machine that builds (D-LOCK2-2). Not the exact patch release (python_full_version).
+# markers give there, not on the machine that builds (D428). Not the exact patch release (python_full_version).
 LAMBDA_MARKERS = {
     "implementation_name": "cpython",
     "implementation_version": "{}.{}.0".format(*RUNTIME_PYTHON),
@@ -158,7 +158,7 @@ def requirement_lines(folder: Path) -> list[str]:
 def install_command(artifact: Artifact, pip: Sequence[str]) -> list[str]:
     """pip installing the artifact's lock as it is: every file checked against the lock's hashes (D420), Lambda's
     wheels (``PLATFORM``), nothing resolved (``--no-deps``). pip would evaluate the wheels' dependency markers for
-    the machine that builds, not for Lambda: ``unmet_dependencies`` checks them after, for Lambda (D-LOCK2-2)."""
+    the machine that builds, not for Lambda: ``unmet_dependencies`` checks them after, for Lambda (D428)."""
     lock = artifact.source / LOCK
     return [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile", "--no-deps",
             *PLATFORM, "--only-binary=:all:", "--require-hashes", "--target", str(artifact.site),
@@ -168,7 +168,7 @@ def install_command(artifact: Artifact, pip: Sequence[str]) -> list[str]:
 def unmet_dependencies(site: Path, environment: dict[str, str] = LAMBDA_MARKERS) -> list[str]:
     """What the distributions installed in ``site`` declare they need (``Requires-Dist``, with the extras others ask
     of them) in ``environment`` - Lambda's by default - and is not installed there, or at a version they exclude.
-    Empty: the lock is the whole closure, for Lambda (D-LOCK2-2)."""
+    Empty: the lock is the whole closure, for Lambda (D428)."""
     installed: dict[str, tuple[str, list[Requirement]]] = {}
     for info in site.glob("*.dist-info"):
         metadata = email.parser.Parser().parsestr((info / "METADATA").read_text())

@@ -82,8 +82,8 @@ class Connection:
     left_s: int
     left_delivered: bool = True  # False: its participant_left was lost (never sent)
     replaces: str = ""  # a full reconnect: the sid of the connection this one replaced
-    join_delivered: bool = True  # False: its participant_joined was lost (D375, D-DEMO2-1: see ``_account_truth``)
-    swept: bool = False  # his join lost, connected when a sweep ran: the sweeper's stand-in join expected (D-DEMO2-1)
+    join_delivered: bool = True  # False: its participant_joined was lost (D375, D438: see ``_account_truth``)
+    swept: bool = False  # his join lost, connected when a sweep ran: the sweeper's stand-in join expected (D438)
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ class Sink(Protocol):
 class RoomTable(Protocol):
     """What the simulator keeps current in ``kilo_dev.fake_livekit.FakeLiveKit``: room name -> [(sid, identity)],
     and participant sid -> more of his ``ParticipantInfo`` (kind by name, ``joined_at``, ``joined_at_ms``) for
-    whoever is connected now, so ListParticipants answers as LiveKit would (D-DEMO2-1)."""
+    whoever is connected now, so ListParticipants answers as LiveKit would (D438)."""
 
     rooms: dict[str, list[tuple[str, str]]]
     infos: dict[str, dict[str, Any]]
@@ -386,7 +386,7 @@ def _lose_a_join(calls: Sequence[_Call], clear_of: tuple[int, int]) -> list[_Con
     """Two participants' ``participant_joined`` are lost, their track events kept (D375), each in a room of his own:
     the first fitting participant (in the calls' order) has his ``participant_left`` lost too - known to the product
     only by his tracks, which are unpublished explicitly (no leave ends them); the next fitting one, in another room,
-    has his ``participant_left`` delivered (it carries ``joinedAt`` and the kind: D-DEMO2-1). Fitting: not his room's
+    has his ``participant_left`` delivered (it carries ``joinedAt`` and the kind: D438). Fitting: not his room's
     last leaver, no agent, no part of a reconnect, publishes a track, in a room of three or more whose other events
     all arrive, and connected clear of every sweep (``clear_of`` = (stride, offset): the sweeper runs at the first
     clock setting at or after each instant ``offset + k x stride``, within a ``tick_s`` of it - no instant from 300 s
@@ -600,7 +600,7 @@ def _account_truth(truth: Truth, call: _Call) -> None:
             # billed (his kind cannot be told), and counts it (SessionsJoinLost). He left before any sweep ran
             # (``_lose_a_join``), so RoomService never listed him to the sweeper: this rule holds whether or not the
             # sweeper bills a listed join-less participant by his real kind. His tracks still count as the room's
-            # video coverage for the others (``video_ms`` above). One whose participant_left arrives (D-DEMO2-1) is
+            # video coverage for the others (``video_ms`` above). One whose participant_left arrives (D438) is
             # counted below as if nothing were lost: the leave carries his join time and kind (D375).
             continue
         parts = connection_parts(p.joined_at_ms, conn.left_s, video_ms)
@@ -651,7 +651,7 @@ def _items(call: _Call, room_index: int) -> list[_Item]:
         p = conn.participant
         joined = functools.partial(lk.participant_joined, room, p) if conn.join_delivered else None
         add(p.joined_at_ms // 1000, _JOINED, joined, ("join", name, p.sid, p.identity))
-        # RoomService lists him from his join, lost webhook or not: his kind and join time (D-DEMO2-1)
+        # RoomService lists him from his join, lost webhook or not: his kind and join time (D438)
         items[-1].listed = {"kind": p.kind or "STANDARD", "joined_at": p.joined_at_ms // 1000,
                             "joined_at_ms": p.joined_at_ms}  # fmt: skip
         left = functools.partial(lk.participant_left, room, p, conn.left_s) if conn.left_delivered else None

@@ -28,8 +28,8 @@ would show. Stripe Tax: an invoice with ``automatic_tax`` enabled has each line 
 ``invoice_line_item`` lines credit that line's tax in proportion, a ``custom_line_item`` credits no tax, and
 ``credit_notes/preview`` shows the note the same parameters would make, a paid invoice's settled amounts checked as
 its create checks them (D404, amended (cr2)). An invoice's ``discounts`` (one ``amount_off`` coupon) are spread over its
-positive lines before tax; a paid invoice's note with ``refund_amount`` refunds it on the invoice's payments (D-TAX-1,
-D-TAX-2).
+positive lines before tax; a paid invoice's note with ``refund_amount`` refunds it on the invoice's payments (D432,
+D433).
 
 Used by the contract tests through ``EmulatorHTTPClient`` (a ``stripe.HTTPClient``) and by the stand-in server.
 """

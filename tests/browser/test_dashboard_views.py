@@ -52,7 +52,7 @@ class FakeApi:
     """Answers the page's API requests: ``answers[(method, path)]`` is ``(status, body)``, the path without the
     query and the ``/v1/accounts/acct_a`` prefix (``/pricing`` is ``/v1/pricing``); everything else is a 404. A tier
     request (POST ``/subscription``) without ``Idempotency-Key`` is the API's 400 whatever ``answers`` says
-    (D-API2-1): every dashboard path that posts it is checked to send the header."""
+    (D436): every dashboard path that posts it is checked to send the header."""
 
     def __init__(self, page: Any, answers: dict[tuple[str, str], tuple[int, Any]]) -> None:
         self.answers = answers
@@ -514,7 +514,7 @@ def test_given_a_tier_click_then_it_sends_an_idempotency_key_kept_for_its_retry_
 
 
 def test_given_a_tier_click_answered_in_progress_then_its_retry_keeps_the_key(page: Any, site: DashboardServer) -> None:
-    """D-API2-1: the API answers 409 naming ``header.idempotency-key`` while the request with that key is still being
+    """D436: the API answers 409 naming ``header.idempotency-key`` while the request with that key is still being
     decided (a concurrent retry): not an answer to the change, so the click made again sends the SAME key and gets
     the first request's stored answer; another 409 (no field: "changed meanwhile") is an answer: a new key next."""
     answer = {"account_id": ACCOUNT, "current_tier": "team", "requested_tier": "personal",

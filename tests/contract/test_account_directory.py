@@ -324,7 +324,7 @@ def test_given_an_abuse_hold_between_a_budget_read_and_its_save_then_both_are_ke
 
 
 def _answered(outcome: logic.TierChangeOutcome) -> StoredAnswer:
-    """The handler's ``answered`` for one tier request under its own key (required, D-API2-1)."""
+    """The handler's ``answered`` for one tier request under its own key (required, D436)."""
     return StoredAnswer("acct-a", f"key-{outcome.effective_at.isoformat()}", "digest", 200, "{}", outcome.effective_at)
 
 

@@ -129,7 +129,7 @@ def test_given_billing_details_then_they_read_back_and_accounts_are_listed(ledge
 
 
 def test_given_a_spend_item_stored_with_an_account_id_then_the_account_is_listed_once(stack: Stack) -> None:
-    """D-IAM2-2: the alerts' spend reading used to set `account_id` on the account's spend item (`ENTITLEMENT`), the
+    """D430: the alerts' spend reading used to set `account_id` on the account's spend item (`ENTITLEMENT`), the
     `accounts` index's key: the index then held the account twice, and the close's fan-out queued it twice, the
     revenue report counted it twice. The reading no longer writes it; items written before keep it, so the listing
     names each account once (before: `["acme", "acme"]`)."""

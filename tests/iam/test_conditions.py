@@ -282,7 +282,7 @@ def test_given_the_alerts_role_then_its_spend_reading_writes_no_room_s_item_nor_
 def test_given_the_alerts_role_then_no_item_of_an_account_is_given_an_accounts_index_key(
     stack: Stack, roles: Roles
 ) -> None:
-    """D-IAM2-2: the spend grant listed `account_id` (the reading set it on the spend item), so the role could give
+    """D430: the spend grant listed `account_id` (the reading set it on the spend item), so the role could give
     any item of an account's partition - an invoice - the `accounts` index's key, which the monthly close, the early
     checks and the revenue report scan (`DynamoLedgerStore.accounts`). The reading no longer writes it and the grant
     no longer lists it: that update is refused (before: allowed), the adapter's own reading is allowed, and after it
@@ -310,7 +310,7 @@ def test_given_the_alerts_role_then_no_item_of_an_account_is_given_an_accounts_i
 def test_given_a_hold_s_role_then_the_hold_s_attributes_are_written_only_in_an_account_s_partition(
     stack: Stack, roles: Roles, function: str
 ) -> None:
-    """D-IAM2-3: the abuse hold's grant (`[pk, sk, status, version]`) had no `dynamodb:LeadingKeys`: the role could
+    """D431: the abuse hold's grant (`[pk, sk, status, version]`) had no `dynamodb:LeadingKeys`: the role could
     set a `status` or `version` on any item of the table - a room's state (its `version` the rating's optimistic
     lock), a sweeper's mark. The grant takes `ACCOUNT#*` (the profile's partition): the hold's own update on a profile
     is allowed, the same update on a room's state refused (before: allowed)."""

@@ -1,4 +1,4 @@
-"""The usage-table writes of invoicing, payments and rating narrowed to their partitions and attributes (D-IAM2-1),
+"""The usage-table writes of invoicing, payments and rating narrowed to their partitions and attributes (D429),
 under the generated roles with the tier's condition keys (D405): each role's own request - made by its adapter - is
 allowed, and a request its old unconditioned grant allowed is refused: an `account_id` given to an invoice or a
 profile (the `accounts` index's key, which the monthly close, the early checks and the revenue report scan), a

@@ -836,7 +836,7 @@ def test_given_the_alerts_role_then_it_sends_email_only_from_the_configured_send
 
 
 HOLD_WRITES = ["pk", "sk", "status", "version"]  # the abuse hold: the profile's status, over the version read (D142)
-# the hold's item is the account's profile: only in an account's partition (D-IAM2-3)
+# the hold's item is the account's profile: only in an account's partition (D431)
 HOLD = {
     "ForAllValues:StringEquals": {"dynamodb:Attributes": HOLD_WRITES},
     "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACCOUNT#*"]},
@@ -865,7 +865,7 @@ def test_given_the_alerts_and_operator_checks_roles_then_they_put_no_usage_table
 
 
 # D406: the spend item's reading (DynamoEntitlements.record) - its key and the meter's attribute; no `account_id`,
-# the `accounts` index's key (D-IAM2-2)
+# the `accounts` index's key (D430)
 SPEND_WRITES = [
     "pk",
     "sk",
@@ -963,7 +963,7 @@ def _usage_writes(transformed: Transformed, role_id: str) -> list[tuple[list[str
 def test_given_a_ledger_role_then_its_usage_table_writes_are_the_ledger_s_items_in_their_partitions(
     transformed: Transformed, role_id: str
 ) -> None:
-    """D-IAM2-1: the ledger's roles (DynamoLedgerStore) put and updated any item of the usage table. Their puts are
+    """D429: the ledger's roles (DynamoLedgerStore) put and updated any item of the usage table. Their puts are
     the invoice, the credit note (their builders' attributes, read from the source) and the GATEWAY# pointer, with
     their conditions' names; their updates the watermark, a credited invoice's revision and the BILLING item (its
     `BillingFields`, the dispute flag's revision). Neither lists `account_id`, the `accounts` index's key."""
@@ -992,7 +992,7 @@ def test_given_a_ledger_role_then_its_usage_table_writes_are_the_ledger_s_items_
 def test_given_the_rating_role_then_its_usage_table_writes_are_its_rooms_aggregates_and_marks(
     transformed: Transformed,
 ) -> None:
-    """D-IAM2-1: rating's role put, updated and deleted any item of the usage table. Its writes are a room's items
+    """D429: rating's role put, updated and deleted any item of the usage table. Its writes are a room's items
     (sessions, the state header, participant items: their builders' attributes), an aggregate's counters and
     thresholds, the profile's erasure mark checked, the join-less mark - each in its partition."""
     from kilo_billing import room_state_items  # noqa: PLC0415

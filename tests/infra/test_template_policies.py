@@ -253,7 +253,7 @@ def test_given_the_rating_stream_then_it_reads_only_new_livekit_and_usage_events
 def test_given_every_queue_then_no_stack_operation_deletes_it_a_rolled_back_creation_included(
     template: Template,
 ) -> None:
-    """D390, D-OPS3-1: a dead-letter, poison or on-failure queue holds the only pointer to work not done (rating's
+    """D390, D425: a dead-letter, poison or on-failure queue holds the only pointer to work not done (rating's
     on-failure queue the unrated batches' ranges, the poison queue the records themselves), and a work queue its
     messages not yet taken (an alert, a Stripe payment event, a crypto bill): CloudFormation deletes a queue it removes
     or replaces unless told to keep it (cfn-lint I3011). ``RetainExceptOnCreate`` also deleted a queue when the stack
@@ -926,7 +926,7 @@ def test_given_every_table_holding_data_then_no_stack_operation_deletes_it_a_rol
         assert tables[name].get("UpdateReplacePolicy") == "Retain", name
     assert "DeletionPolicy" not in tables["RateLimitTable"]
     retained = {name for name, spec in template.resources.items() if spec.get("DeletionPolicy") == "Retain"}
-    assert retained == DATA_TABLES | set(template.of_type("AWS::SQS::Queue"))  # the queues too (D-OPS3-1)
+    assert retained == DATA_TABLES | set(template.of_type("AWS::SQS::Queue"))  # the queues too (D425)
     assert not [
         name for name, spec in template.resources.items() if spec.get("DeletionPolicy") == "RetainExceptOnCreate"
     ]
@@ -1161,7 +1161,7 @@ def test_given_an_operator_reading_a_dead_letter_queue_then_its_arrivals_alarm_r
         assert [visible(v for v, _ in s) + inflight(i for _, i in s) for s in later] == [5], name
 
 
-# --- D-OPS3-2: the rating queues' messages running out of their 14 days ----------------------------------------------
+# --- D426: the rating queues' messages running out of their 14 days ----------------------------------------------
 
 AGED_QUEUES = {
     "RatingDeadLetterQueue": "RatingDeadLetterAgeAlarm",
@@ -1173,7 +1173,7 @@ WEEK_SECONDS = 7 * 24 * 3600  # CloudWatch's longest evaluation range (Period x 
 def test_given_a_rating_queue_holding_messages_for_a_week_then_an_alarm_warns_before_their_14_days_run_out(
     template: Template,
 ) -> None:
-    """D-OPS3-2: rating's on-failure and poison queues keep a message 14 days, and their runbooks say to requeue one
+    """D426: rating's on-failure and poison queues keep a message 14 days, and their runbooks say to requeue one
     that cannot be replayed yet before those run out - with nothing to warn. ``ApproximateAgeOfOldestMessage`` cannot:
     SQS leaves out of it a message received three or more times and not deleted (AWS SQS Developer Guide, available
     CloudWatch metrics), which is exactly such a message (every replay, dry run or ``--apply``, receives it). The
@@ -1222,7 +1222,7 @@ def test_given_a_rating_queue_holding_messages_for_a_week_then_an_alarm_warns_be
 
 
 def test_given_a_replay_receiving_the_one_message_mid_hour_then_the_hour_still_reads_it_held() -> None:
-    """D-OPS3-2: hand-worked samples (visible, in flight) of a queue holding one message that a replay receives in
+    """D426: hand-worked samples (visible, in flight) of a queue holding one message that a replay receives in
     the hour (visible -> in flight, hidden 15 minutes) and that comes back: (1, 0), (0, 1), (1, 0). The template's
     statistics read 1 + 0 = 1 (held); both ``Minimum`` would read 0 + 0 = 0, an hour "empty" that breaks the week's
     row and silences the alarm however old the message."""

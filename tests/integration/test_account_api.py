@@ -428,7 +428,7 @@ def test_given_25_sessions_when_the_owner_exports_by_10_then_three_pages_hand_ea
 def test_given_a_session_written_late_before_the_cursor_then_that_export_misses_it_as_its_document_says(
     account_api: Any,
 ) -> None:
-    """D372 amended (ex2) #5, start order not write order, said where an API client reads it (D-API2-2): RM_00 09:00,
+    """D372 amended (ex2) #5, start order not write order, said where an API client reads it (D437): RM_00 09:00,
     RM_01 09:01, RM_02 09:02 exported by 1. After the second page (cursor at 09:02) a session begun at 09:00:30 is
     written (a late webhook, a redelivery): the third page is RM_02 alone and the export ends - the late session
     is on no page of it; a new export lists it, in start order. ``GET /openapi.json`` says so on the export

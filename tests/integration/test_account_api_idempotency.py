@@ -1,7 +1,7 @@
 """``POST /v1/accounts/<id>/subscription`` with an ``Idempotency-Key`` (D377, D373 amended (ik)) through the handler
 on moto: the first answer is stored with the tier change and replayed for the same key and body whatever changed
 since - an operator's change made between a click and its retry is kept - the same key with another body is 422, a
-malformed key 400, and a request without the header 400 (D-API2-1: decided on the stored state, as before, a retry
+malformed key 400, and a request without the header 400 (D436: decided on the stored state, as before, a retry
 dropped an operator's change made since)."""
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_given_a_key_used_then_the_same_key_with_another_body_is_422_and_saves_n
 def test_given_an_upgrade_retried_without_a_key_after_an_operator_dated_downgrade_then_400_and_the_downgrade_kept(
     account_api: Any,
 ) -> None:
-    """D-API2-1, the (api4) story of D373 with a client that retries without the header: Team since Jan 1; Nov 15
+    """D436, the (api4) story of D373 with a client that retries without the header: Team since Jan 1; Nov 15
     09:00 "Upgrade to Enterprise now" (`upgrade_now`, the answer lost); an operator dates Personal ``--at
     2027-01-01`` (from Feb 1 2027); the POST retried at 11:00 without a key. Before (the header optional) it was
     decided on the stored state - Enterprise in effect with a change pending reads as "Stay on Enterprise" - 200
@@ -150,7 +150,7 @@ def test_given_an_upgrade_retried_without_a_key_after_an_operator_dated_downgrad
 
 
 def test_given_no_key_then_the_tier_request_is_400_naming_the_header_and_saves_nothing(account_api: Any) -> None:
-    """D-API2-1: a tier request without ``Idempotency-Key`` is refused before anything is decided (the draft
+    """D436: a tier request without ``Idempotency-Key`` is refused before anything is decided (the draft
     standard's answer, draft-ietf-httpapi-idempotency-key-header: 400 for a missing required key); the message says
     what to send."""
     register(account_api, "acct_b")
@@ -202,7 +202,7 @@ def test_given_the_published_document_then_the_tier_change_lists_its_idempotency
     account_api: Any,
 ) -> None:
     """The document ``GET /openapi.json`` serves names the ``Idempotency-Key`` header of the tier change, required
-    (D-API2-1; D377 amended (sm): it was read from the event and documented nowhere), its format, and the 400 and 422 it can
+    (D436; D377 amended (sm): it was read from the event and documented nowhere), its format, and the 400 and 422 it can
     cause, with the error shape. The format agrees with the handler: keys the schema refuses (empty, 256
     characters, a tab, a bell, a non-ASCII letter) are answered 400 naming the header, those it takes (255
     characters, a UUID, spaces and ``~``) are not."""
@@ -211,7 +211,7 @@ def test_given_the_published_document_then_the_tier_change_lists_its_idempotency
     document = call("GET", "/openapi.json", None).body
     operation = document["paths"]["/v1/accounts/{account_id}/subscription"]["post"]
     [header] = [p for p in operation["parameters"] if p["in"] == "header"]
-    assert (header["name"], header["required"]) == ("Idempotency-Key", True)  # D-API2-1: required
+    assert (header["name"], header["required"]) == ("Idempotency-Key", True)  # D436: required
     # what only the required header's text says (the optional one's said "Optional" and "decided on the stored state")
     assert header["description"].startswith("Required: ")
     assert "without it, or an empty, longer or non-printable key" in header["description"]
@@ -248,7 +248,7 @@ def test_given_the_published_document_then_the_tier_change_lists_its_idempotency
 
 
 def test_given_two_keys_joined_by_the_gateway_then_400_naming_the_header_and_saves_nothing(account_api: Any) -> None:
-    """D-API2-1: API Gateway's HTTP API (payload 2.0) joins a repeated header with commas - two ``Idempotency-Key``
+    """D436: API Gateway's HTTP API (payload 2.0) joins a repeated header with commas - two ``Idempotency-Key``
     headers arrive as ``k1,k2``, a key neither client sent: refused, naming the header, nothing changed."""
     register(account_api, "acct_b")
     refused = _post(utc(2026, 11, 15, 9), "enterprise", "k1,k2")
@@ -263,7 +263,7 @@ def test_given_two_keys_joined_by_the_gateway_then_400_naming_the_header_and_sav
 def test_given_no_key_then_the_refusal_is_counted_for_the_keyless_callers_to_be_seen(
     account_api: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """D-API2-1: each tier request refused for a missing key is one ``TierRequestKeyMissing`` point; a request with
+    """D436: each tier request refused for a missing key is one ``TierRequestKeyMissing`` point; a request with
     a key (answered) and one with a malformed key are not counted."""
     register(account_api, "acct_b")
     capsys.readouterr()
@@ -278,7 +278,7 @@ def test_given_the_key_answered_meanwhile_but_not_readable_yet_then_409_naming_t
 ) -> None:
     """A concurrent retry: the tier change's write finds the key's answer stored (``AnswerExistsError``) but the
     read after it sees none yet - 409 naming ``header.idempotency-key``, which the dashboard reads as "no answer yet,
-    keep the key" (D-API2-1), unlike the other 409s (no field)."""
+    keep the key" (D436), unlike the other 409s (no field)."""
     register(account_api, "acct_b")
 
     def answered_meanwhile(self: DynamoAccountDirectory, profile: Any, answer: Any) -> Any:

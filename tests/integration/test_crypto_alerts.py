@@ -143,7 +143,7 @@ def test_given_a_quote_expiring_then_one_email_and_one_sms_with_amount_time_and_
 def test_given_a_bill_reopened_by_a_stuck_payment_then_one_email_and_one_sms_asking_the_rest(
     alerts_stack: AlertsStack,
 ) -> None:
-    """D-CW3-1 end to end: ``CryptoBillReopened.v1`` published twice and each batch handled twice - one email and one
+    """D434 end to end: ``CryptoBillReopened.v1`` published twice and each batch handled twice - one email and one
     SMS (medium): the 40.00 asked (100.00 - 60.00), the stuck 40.00 and its transaction, the pay page with the bill
     chosen, and what a late landing does (credit, not sent back by itself)."""
     register(alerts_stack, ACCOUNT)

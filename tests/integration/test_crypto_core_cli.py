@@ -694,7 +694,7 @@ def test_given_a_plain_payment_listed_before_a_counted_in_one_then_the_table_has
 def test_given_a_bill_whose_payment_is_stuck_then_crypto_payments_shows_it_stalled_and_what_the_bill_asks(
     stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """D419, D-CW3-1: the $100.00 bill paid 60 USDC (final) and 40 USDC its watcher named stuck - the operator's view
+    """D419, D434: the $100.00 bill paid 60 USDC (final) and 40 USDC its watcher named stuck - the operator's view
     of the bill shows the 40.00 ``stalled`` (the 60.00 not), the bill OPEN and PARTIAL (and MULTIPLE) asking
     100.00 - 60.00 = 40.00; the table form names both too. Before: no ``crypto payments`` view (exit 2, argparse),
     no way for the operator to see a payment stalled."""

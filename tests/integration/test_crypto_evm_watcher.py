@@ -1196,8 +1196,8 @@ def test_given_a_stuck_payment_on_a_two_second_chain_then_its_bill_is_released_a
     at 70+ blocks past N but its timestamp 766 s past N's: not stalled - the bill PROCESSING, 0.00 asked (before:
     stalled at 64 blocks, two minutes). One block more, F is 768 s past N's: stalled; the bill's only payment stuck,
     it is OPEN and PARTIAL, 100.00 asked again (D419), and the customer is told so once (``CryptoBillReopened.v1``:
-    100.00 asked of the 100.00 bill, the stuck 100 USDC = 100.00 and A's transaction; D-CW3-1) - not while it
-    waits, not again on the next run naming A stuck. Before D-CW3-1: nothing told."""
+    100.00 asked of the 100.00 bill, the stuck 100 USDC = 100.00 and A's transaction; D434) - not while it
+    waits, not again on the next run naming A stuck. Before D434: nothing told."""
     r = _replaced(chain, stack, cancel=True)
     _past_the_rollback_beside_a_stale_backend(r)
     mined_at = chain.w3.eth.get_block(r.a_block)["timestamp"]  # the canonical block at N: what the wait is timed by

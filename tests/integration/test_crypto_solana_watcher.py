@@ -885,11 +885,11 @@ def test_given_a_bill_paid_short_whose_top_up_is_stuck_then_paid_with_the_write_
 def test_given_a_bills_only_payment_stuck_on_solana_then_its_whole_total_is_asked_again_and_the_customer_told_once(
     chain: SolanaTestChain, stack: Stack
 ) -> None:
-    """D-CW3-1, D-CW3-2 on the Solana stand-in: the $37.50 bill's only payment, 250,000,000 lamports ($37.50 at the
+    """D434, D435 on the Solana stand-in: the $37.50 bill's only payment, 250,000,000 lamports ($37.50 at the
     $150.00 lock) with its reference, then unknown to every backend past its final slot and no block proving it gone.
     1,919 slots after: named stuck, still holding the bill (PROCESSING), nothing told; 1,920: released - OPEN, the
     whole 37.50 asked again, and one ``CryptoBillReopened.v1`` (37.50 asked of 37.50, 37.50 stuck, its signature);
-    the next run naming it stuck again tells nothing more. Before D-CW3-1: OPEN, nothing told."""
+    the next run naming it stuck again tells nothing more. Before D434: OPEN, nothing told."""
     h = harness(stack)
     h.clock.now = datetime.now(UTC)
     reference = Keypair().pubkey()

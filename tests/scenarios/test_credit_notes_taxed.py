@@ -1,6 +1,6 @@
 """A credit note on a paid invoice Stripe taxed gives the customer exactly what Stripe's note records: the note is
 given back to the card by Stripe (``refund_amount``, its total tax included), not account credit of its amount
-before tax (D-TAX-2). Given/When/Then against the in-memory ledger and gateway; March 65.20 of ours + Stripe Tax
+before tax (D433). Given/When/Then against the in-memory ledger and gateway; March 65.20 of ours + Stripe Tax
 10 % = 71.72 charged (``TAXED``). Figures worked by hand."""
 
 from __future__ import annotations

@@ -437,7 +437,7 @@ REOPENED = "CryptoBillReopened.v1"
 def test_given_a_stuck_payment_releasing_a_bill_short_beyond_its_band_then_the_customer_is_told_once(
     stack: Stack,
 ) -> None:
-    """D-CW3-1: 60.00 final, 40.00 stuck - the bill OPEN asking 100.00 - 60.00 = 40.00. The customer is told once
+    """D434: 60.00 final, 40.00 stuck - the bill OPEN asking 100.00 - 60.00 = 40.00. The customer is told once
     (``CryptoBillReopened.v1``): the 40.00 asked, the bill's 100.00, the stuck 40.00 and its transaction, the
     invoice's number (the dashboard opens the bill by it); the watcher naming the payment stuck again next run
     publishes nothing more. Before: nothing published (D419's limit)."""
@@ -464,7 +464,7 @@ def test_given_a_stuck_payment_releasing_a_bill_short_beyond_its_band_then_the_c
 def test_given_a_bills_only_payment_stuck_then_the_customer_is_told_its_whole_total_is_asked_again(
     stack: Stack,
 ) -> None:
-    """D-CW3-1, D-CW3-2: the $100.00 bill's only payment (100.00 USDC, seen) is named stuck - OPEN, PARTIAL, the
+    """D434, D435: the $100.00 bill's only payment (100.00 USDC, seen) is named stuck - OPEN, PARTIAL, the
     whole 100.00 asked again, and the event says so: amount 100.00, stuck 100.00. Before: nothing published."""
     h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
     h.settlement.record_seen(transfer("0xc1", "USDC", 100_000_000, T0 + timedelta(minutes=3)))
@@ -487,7 +487,7 @@ def test_given_a_bills_only_payment_stuck_then_the_customer_is_told_its_whole_to
 def test_given_a_stuck_payment_seen_again_elsewhere_and_stuck_there_too_then_each_reopen_is_told_once(
     stack: Stack,
 ) -> None:
-    """D-CW3-1: stuck at 0xblock (told: 40.00), seen again in block 200 (``0xnew``: PROCESSING, nothing told), stuck
+    """D434: stuck at 0xblock (told: 40.00), seen again in block 200 (``0xnew``: PROCESSING, nothing told), stuck
     there too (OPEN again: told again, another event id - a consumer deduping by id sends both); named stuck at
     0xnew again: nothing more."""
     h = _short_beyond_band_stuck(stack)
@@ -509,7 +509,7 @@ def test_given_a_stuck_payment_seen_again_elsewhere_and_stuck_there_too_then_eac
 def test_given_a_stuck_payment_whose_release_pays_the_bill_with_a_write_off_then_no_reopen_is_told(
     stack: Stack,
 ) -> None:
-    """D398 beside D-CW3-1: 99.60 final, 0.40 stuck - inside the $0.50 band the release makes the bill PAID with 0.40
+    """D398 beside D434: 99.60 final, 0.40 stuck - inside the $0.50 band the release makes the bill PAID with 0.40
     written off (told by ``CryptoBillSettled.v1``): not open again, nothing asked, no reopen event."""
     h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
     h.settlement.record_seen(transfer("0xc1", "USDC", 99_600_000, T0 + timedelta(minutes=3)))

@@ -748,7 +748,7 @@ def test_given_an_upgrade_then_an_operator_dated_downgrade_then_the_upgrade_retr
     for the tier in effect with a change pending - indistinguishable on the stored state from "Stay on Enterprise" -
     so it is answered ``pending_change_cancelled`` effective 11:00 and the operator's Feb 1 change is dropped. The
     logic's rule on the state alone; the route no longer lets such a retry reach it: it needs the click's
-    ``Idempotency-Key`` and replays that answer (D377), and refuses a request without one (D-API2-1)."""
+    ``Idempotency-Key`` and replays that answer (D377), and refuses a request without one (D436)."""
     jan1, jan1_27 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
     feb1 = datetime(2027, 2, 1, tzinfo=UTC)
     nine, eleven = NOW.replace(hour=9), NOW.replace(hour=11)
@@ -1015,7 +1015,7 @@ _KEYS = itertools.count(1)
 
 
 def test_given_a_tier_change_then_its_answer_is_required_and_kept_with_it() -> None:
-    """D-API2-1: every tier request has its key, so ``change_tier`` takes the answer to keep (no keyless branch):
+    """D436: every tier request has its key, so ``change_tier`` takes the answer to keep (no keyless branch):
     without it a TypeError; with it the answer is kept with the change (Personal from Dec 1)."""
     directory = InMemoryAccountDirectory(profile(tier="team"))
     with pytest.raises(TypeError):

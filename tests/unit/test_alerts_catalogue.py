@@ -596,7 +596,7 @@ REOPENED_LATER = (
             "Kilo: a $40.00 crypto payment is stuck; your bill is open again, $40.00 more. Pay: Pay with crypto in "
             "your dashboard. Reply STOP to opt out",
         ),
-        (  # the bill's only payment stuck: its whole total asked again (D-CW3-2)
+        (  # the bill's only payment stuck: its whole total asked again (D435)
             "100.00",
             "the whole $100.00 again",
             "Kilo: a $100.00 crypto payment is stuck; your bill is open again, all $100.00 again. Pay: Pay with "
@@ -607,7 +607,7 @@ REOPENED_LATER = (
 def test_given_a_bill_reopened_then_the_alert_asks_the_amount_and_says_what_a_late_landing_does(
     amount_usd: str, asked: str, sms: str
 ) -> None:
-    """D-CW3-1: one alert per reopen (key: the event id), medium - email and SMS by default; the amount asked as the
+    """D434: one alert per reopen (key: the event id), medium - email and SMS by default; the amount asked as the
     event gives it (the quote API's), the stuck payment's USD and transaction, what happens if it lands later
     (credit, not refunded by itself), the dashboard's pay page with the bill chosen."""
     detail = {

@@ -1,4 +1,4 @@
-"""``CryptoBillReopened.v1`` (D-CW3-1): a crypto bill open again because a payment of it is stuck. The contract as the
+"""``CryptoBillReopened.v1`` (D434): a crypto bill open again because a payment of it is stuck. The contract as the
 crypto function publishes it and the alerts function reads it: JSON on the bus and back, its required figures, the
 optional invoice number."""
 

@@ -1,4 +1,4 @@
-"""A credit note's stored item keeps whether its processor note gives its money back to the card (D-TAX-2)."""
+"""A credit note's stored item keeps whether its processor note gives its money back to the card (D433)."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def test_the_emf_count_sums_the_metric_over_the_logs_json_lines(tmp_path: Path) 
     assert emf_count(log, "SessionsJoinLost") == 3
 
 
-# --- the lost joins (D375, D-DEMO2-1): what the demo reads back, judged against the truth model ---------------------
+# --- the lost joins (D375, D438): what the demo reads back, judged against the truth model ---------------------
 
 
 def _lost_join_truth() -> Truth:
@@ -150,7 +150,7 @@ def test_given_a_lost_join_whose_leave_arrived_billed_otherwise_or_counted_then_
     assert "nothing stored - the ground truth expects kind STANDARD, billed 21 min, not counted" in out
 
 
-# --- a lost join the sweeper stands in for (D375 amended (sw), D-DEMO2-1) ----------------------------------------------
+# --- a lost join the sweeper stands in for (D375 amended (sw), D438) ----------------------------------------------
 
 SWEEP = at(2026, 12, 2, 6)  # the sweep the day after the close's (06:00)
 

@@ -377,7 +377,7 @@ class ModuleCount(NamedTuple):
 
 # Loaded by the interpreter or the probe rather than by the route: its entry script, multiprocessing's name for it,
 # the dev venv's finder for our editable install (Lambda has none), and setuptools' `distutils-precedence.pth` hook,
-# loaded at start-up since the dev venv installs setuptools from its lock (D-LOCK2-1; no function zip ships it).
+# loaded at start-up since the dev venv installs setuptools from its lock (D427; no function zip ships it).
 HARNESS = ("__main__", "__mp_main__", "__editable__", "_distutils_hack")
 
 

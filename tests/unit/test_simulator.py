@@ -389,7 +389,7 @@ class AskingSink(RecordingSink):
 
 
 def test_given_the_fake_roomservice_kept_by_the_simulator_then_it_lists_who_is_connected_with_kind_and_join() -> None:
-    """What the sweeper writes a lost join from (D375 amended (sw), D-DEMO2-1): ListParticipants answers every
+    """What the sweeper writes a lost join from (D375 amended (sw), D438): ListParticipants answers every
     participant connected now with his real join time and kind - a join-less one too."""
     from kilo_dev.fake_livekit import FakeLiveKit  # noqa: PLC0415
     from kilo_rate_usage.model import ListedParticipant  # noqa: PLC0415

@@ -186,7 +186,7 @@ def test_given_stripe_tax_when_an_invoice_holds_account_credit_then_billed_with_
     before tax. Sent as Stripe takes it (no negative line on an automatic-tax invoice): the 29.00 line and a one-off
     ``amount_off`` 4.00 coupon on this invoice; Stripe Tax taxes after the discount: 29.00 - 4.00 = 25.00, tax 2.50,
     27.50 charged - the 4.00 and its 0.40 given back, as a negative line taxed negative would. Before: refused before
-    any POST (D404 amended (cr2)), at every close of the account (D-TAX-1)."""
+    any POST (D404 amended (cr2)), at every close of the account (D432)."""
     lines = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-4.00"))]
     gateway, http, request, invoice_id = _issued_with_credits("10", lines)
 
@@ -290,7 +290,7 @@ def test_given_a_preview_answering_another_total_then_it_is_asked_again_with_tha
 
 
 def test_given_10_percent_tax_when_a_paid_invoice_is_credited_4_00_to_the_card_then_stripe_refunds_4_40() -> None:
-    """Paid 11.00 (10.00 + 10 %); the 4.00 note given back to the card (D-TAX-2): the note is 4.00 + 0.40, its
+    """Paid 11.00 (10.00 + 10 %); the 4.00 note given back to the card (D433): the note is 4.00 + 0.40, its
     ``refund_amount`` its total 4.40 (no out-of-band amount, no balance), and Stripe refunds 4.40 of the payment -
     what ours counts as 4.00 given back at the invoice's 1000/1100. Before: no such note (4.40 recorded out of band
     while ours gave 4.00 of account credit)."""

@@ -144,7 +144,7 @@ def optional_bodies(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_idempotency_key(document: dict[str, Any]) -> dict[str, Any]:
-    """The tier change's required ``Idempotency-Key`` header (D377 amended (sm), D-API2-1), as ``_idempotency_key``
+    """The tier change's required ``Idempotency-Key`` header (D377 amended (sm), D436), as ``_idempotency_key``
     checks it: read from the event, not a Powertools parameter (whose validation would run before the route's role
     check), so written in here."""
     operation = document["paths"][SUBSCRIPTION_PATH]["post"]
@@ -380,7 +380,7 @@ def get_invoice(
 
 @_account_route("POST", "/subscription", "Change tier: upgrade now, downgrade at period end", (*ERRORS, 422))
 def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
-    """With its required ``Idempotency-Key`` header (D-API2-1; the dashboard sends one per click, D377): the first
+    """With its required ``Idempotency-Key`` header (D436; the dashboard sends one per click, D377): the first
     answer (200) is stored with the tier change in one write and replayed exactly for the same key and body for
     24 h, the same key with another body is 422; a refusal (4xx) is not stored. Without the header: 400, nothing
     decided (a retry decided on the stored state could drop a change made since, D373 amended (api4))."""
@@ -402,7 +402,7 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
         except AnswerExistsError:  # the same key answered meanwhile (a concurrent retry): that answer is the one
             stored = deps.accounts.answer(account_id, key, now)
             if stored is None:
-                # no answer yet: named by the key so a client keeps it for the retry (the dashboard does, D-API2-1)
+                # no answer yet: named by the key so a client keeps it for the retry (the dashboard does, D436)
                 raise ConflictError(
                     "the request with this Idempotency-Key is in progress; retry", IDEMPOTENCY_KEY
                 ) from None
@@ -414,11 +414,11 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
 
 
 def _idempotency_key() -> str:
-    """The request's ``Idempotency-Key`` header; 400 without one (D-API2-1), and when empty, longer than 255
+    """The request's ``Idempotency-Key`` header; 400 without one (D436), and when empty, longer than 255
     characters or not printable ASCII."""
     key = app.current_event.headers.get("idempotency-key")  # case-insensitive
     if key is None:
-        count_at_once(SERVICE, Metric.TIER_REQUEST_KEY_MISSING)  # the keyless callers seen (D-API2-1)
+        count_at_once(SERVICE, Metric.TIER_REQUEST_KEY_MISSING)  # the keyless callers seen (D436)
         raise InvalidRequestError(
             IDEMPOTENCY_KEY,
             "required: send an Idempotency-Key header, a new key (e.g. a UUID) per tier change and the same key on "
@@ -428,7 +428,7 @@ def _idempotency_key() -> str:
         raise InvalidRequestError(
             IDEMPOTENCY_KEY, f"an Idempotency-Key is 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"
         )
-    if "," in key:  # API Gateway (payload 2.0) joins repeated headers with commas: two keys sent (D-API2-1)
+    if "," in key:  # API Gateway (payload 2.0) joins repeated headers with commas: two keys sent (D436)
         raise InvalidRequestError(IDEMPOTENCY_KEY, "send one Idempotency-Key header, without a comma")
     return key
 
@@ -536,7 +536,7 @@ def decline_invitation(account_id: AccountId, body: schemas.InvitationAnswerIn |
 # --- privacy --------------------------------------------------------------------------------------------------------
 
 
-# The export's pages are in start order, not write order (D372 amended (ex2) #5), said to the API's clients (D-API2-2)
+# The export's pages are in start order, not write order (D372 amended (ex2) #5), said to the API's clients (D437)
 EXPORT_ORDER: Final = (
     "Sessions come in start order: `next_cursor` is a start time, and each page holds the sessions begun from it on. "
     "The guarantee is over start times, not write times: a session written after the export's cursor passed its "

@@ -520,7 +520,7 @@ def change_tier(
     """Ask for ``tier`` now: decided on the stored profile and saved over it (``update_profile``: decided again on
     what is stored when another writer saved it in between). ``month``: the account's month to date, which the hard
     limit must stay above once re-rated with the change (D150). ``answered`` (required: every tier request has its
-    key, D-API2-1): the answer to keep for the request's idempotency key, given the outcome - stored in the
+    key, D436): the answer to keep for the request's idempotency key, given the outcome - stored in the
     profile's save (one write), or alone when nothing is saved (``AnswerExistsError`` when the key was answered
     meanwhile; a refusal stores nothing, D377)."""
     book = catalog.for_period(Period.containing(now))

@@ -120,7 +120,7 @@ CATALOGUE: Final[Mapping[str, AlertSpec]] = {
             CryptoBillReopenedV1.DETAIL_TYPE,
             "a payment toward the account's crypto bill is stuck (its block final long since, neither its finality "
             "nor its loss provable) and no longer covers the bill: the bill is open again and asks the rest, or the "
-            "whole total when that payment was all it had; once per reopen (D-CW3-1)",
+            "whole total when that payment was all it had; once per reopen (D434)",
             Severity.MEDIUM,
         ),
         AlertSpec(
@@ -512,7 +512,7 @@ STUCK_LANDS_LATER: Final = (
 
 
 def _crypto_bill_reopened(detail: Mapping[str, Any]) -> Alert:
-    """The bill asks again (D419, D-CW3-1): the amount a new quote asks (the event's, as the quote API asks it), the
+    """The bill asks again (D419, D434): the amount a new quote asks (the event's, as the quote API asks it), the
     stuck payment's USD and transactions, and what happens if it lands later (``STUCK_LANDS_LATER``)."""
     event = _parse(CryptoBillReopenedV1, detail)
     whole = _decimal(event.amount_usd) == _decimal(event.total)

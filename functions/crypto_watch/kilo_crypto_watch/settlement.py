@@ -1464,7 +1464,7 @@ class Settlement:
 
     def _announce_reopened(self, bill: Bill, released: Payment) -> None:
         """``CryptoBillReopened.v1``: the stall of ``released`` left ``bill`` OPEN asking more than before - the
-        customer is asked again (D419, D-CW3-1). Its id names the payment and the block it was named stuck in: a
+        customer is asked again (D419, D434). Its id names the payment and the block it was named stuck in: a
         redelivery or a rerun of the same stall is the same event (consumers dedupe), the payment stuck again in
         another block after being seen there is another reopen."""
         stuck = [line for line in bill.payments if counts(line) and not holds(line)]

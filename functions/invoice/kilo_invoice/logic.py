@@ -496,7 +496,7 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
                 note = _save_written_off(deps, ledger, note, now, f"reduction refused ({exc}) on an invoice {said}")
             elif note.to_due > 0:  # paid there (perhaps before we heard): account credit for what it still holds
                 note = _save_paid_there(deps, ledger, note, now, f"reduction refused ({exc})", refused_on=gateway_id)
-            elif note.to_card:  # the card got nothing back: what it was to get is account credit after all (D-TAX-2)
+            elif note.to_card:  # the card got nothing back: what it was to get is account credit after all (D433)
                 given = note.processor
                 step = _note_step(
                     note,
@@ -569,7 +569,7 @@ def _save_paid_there(
 def _paid_there_step(ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
     held = _held_paid_there(ledger, note)
     found = ledger.invoices.get(note.invoice_id)
-    if held > 0 and found is not None and found.taxed is not None:  # Stripe taxed it: to the card (D-TAX-2)
+    if held > 0 and found is not None and found.taxed is not None:  # Stripe taxed it: to the card (D433)
         step = _note_step(
             note,
             now,
@@ -715,7 +715,7 @@ def _save_written_off(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, 
 
 def _make_note(deps: CloseDeps, gateway_id: str, note: CreditNote) -> str:
     reason, key = credit_note_reason(note), note.gateway_credit_id
-    if note.to_card:  # a paid invoice Stripe taxed: its note refunded to the card (D-TAX-2)
+    if note.to_card:  # a paid invoice Stripe taxed: its note refunded to the card (D433)
         return str(_with_retries(deps, lambda: deps.gateway.refund_note(gateway_id, note.processor, reason, key)))
     return str(
         _with_retries(deps, lambda: deps.gateway.credit_note(gateway_id, note.processor, reason, key, note.out_of_band))

@@ -178,7 +178,7 @@ class PaymentGateway(Protocol):
     def refund_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
         """A credit note of ``amount`` (before tax) on a paid invoice whose money the processor gives back to the card
         with it: a refund of the note's total (with Stripe Tax, tax included, as Stripe works it out), made with the
-        note; returns its id (D-TAX-2). Not paid, or more than it still holds: ``GatewayRejectedError``, nothing
+        note; returns its id (D433). Not paid, or more than it still holds: ``GatewayRejectedError``, nothing
         made."""
         ...
 

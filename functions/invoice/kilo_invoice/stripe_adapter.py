@@ -256,7 +256,7 @@ class StripePaymentGateway:
                     f"ours {dollars(subtotal)}: left as a draft, not finalized"
                 )
             excluding = invoice.total_excluding_tax if invoice.total_excluding_tax is not None else invoice.subtotal
-            if excluding != in_cents(request.total):  # its discount is not our negative lines (D-TAX-1)
+            if excluding != in_cents(request.total):  # its discount is not our negative lines (D432)
                 raise GatewayRejectedError(
                     f"Stripe's total before tax for {request.invoice_id} ({invoice.id}) is {dollars(excluding)}, "
                     f"ours {request.total}: left as a draft, not finalized"
@@ -279,7 +279,7 @@ class StripePaymentGateway:
     def _coupon(self, request: InvoiceRequest, cents: int) -> str:
         """A one-off coupon of ``cents`` off (``amount_off``, once) for the invoice of ``request`` (no redemption limit:
         a rerun after its draft was deleted redeems the same coupon, its key's answer, on the new draft): its
-        negative lines, which Stripe refuses on an automatic-tax invoice, as a discount before tax (D-TAX-1)."""
+        negative lines, which Stripe refuses on an automatic-tax invoice, as a discount before tax (D432)."""
         reductions = "; ".join(
             f"{describe(line)} {money_str(line.amount)}" for line in request.lines if line.amount < 0
         )
@@ -394,7 +394,7 @@ class StripePaymentGateway:
 
     def _note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, settle: _Settle | None) -> str:
         """A credit note of ``amount`` (before tax) on the invoice: open (``settle`` None), its amount due drops;
-        paid, settled by ``settle`` - out of band (account credit of ours, D130) or refunded to the card (D-TAX-2)."""
+        paid, settled by ``settle`` - out of band (account credit of ours, D130) or refunded to the card (D433)."""
         invoice = self._retrieve(gateway_id)
         notes = self._call(lambda: self._client.v1.credit_notes.list({"invoice": gateway_id, "limit": 100}))
         earlier = self._call(lambda: self._first(notes.auto_paging_iter(), META_CREDIT, credit_id))
@@ -765,7 +765,7 @@ def _sendable(request: InvoiceRequest) -> tuple[list[tuple[int, GatewayLine]], i
     be added to automatic tax invoices"): there ours - account credit applied, a fee true-up or late usage that nets
     down, a folded line netting down - add up to one ``amount_off`` discount of the invoice, which Stripe Tax takes
     off before tax (the invoice's ``total_excluding_tax`` includes its discounts): the taxed base is ours, as the
-    negative lines would give (D-TAX-1). Without automatic tax every line is sent as it is (D404)."""
+    negative lines would give (D432). Without automatic tax every line is sent as it is (D404)."""
     if not request.automatic_tax:
         return list(enumerate(request.lines)), 0
     sent = [(index, line) for index, line in enumerate(request.lines) if line.amount >= 0]

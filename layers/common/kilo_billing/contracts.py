@@ -334,7 +334,7 @@ class CryptoQuoteExpiringV1(InvoiceEventV1):
 class CryptoBillReopenedV1(InvoiceEventV1):
     """An account's crypto bill is open again: a payment of it its watcher named stuck (final block long since,
     neither finality nor loss provable) stopped covering it, and the bill asks the customer for ``amount_usd`` - the
-    rest, or the whole ``total`` when the stuck payments were all it had (D419, D-CW3-1). Published once per reopen:
+    rest, or the whole ``total`` when the stuck payments were all it had (D419, D434). Published once per reopen:
     when a stuck payment's release leaves the bill OPEN asking more than before. ``event_id``:
     ``crypto-reopened:<invoice id>:<payment id>@<block hash>`` (the payment released, the block it was named stuck
     in: the same payment seen again elsewhere and stuck there again is another reopen). ``number``: the invoice's

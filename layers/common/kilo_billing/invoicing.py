@@ -390,7 +390,7 @@ class CreditNote:
     out_of_band: bool = False  # the processor note records a credit we give (paid invoice), not a lower amount due
     # the processor note gives ``processor`` back to the card itself (a paid invoice Stripe taxed: its ``refund_amount``
     # is the note's total, tax included), recorded here as ``returned``; its refund, reported as made outside us,
-    # lowers what the invoice keeps (D-TAX-2)
+    # lowers what the invoice keeps (D433)
     to_card: bool = False
     status: CreditNoteStatus = CreditNoteStatus.DONE
     gateway_note_id: str | None = None
@@ -1024,7 +1024,7 @@ def credit_note_id(account_id: str, credited: Period | str, found_by: Period | s
 
 def credited_by_processor(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
     """What our processor credit notes have taken (or will take) off ``invoice`` so far. Not a note given back to the
-    card (``to_card``): its refund lowers what the invoice keeps itself (D-TAX-2)."""
+    card (``to_card``): its refund lowers what the invoice keeps itself (D433)."""
     return total([note.processor for note in notes if note.invoice_id == invoice.invoice_id and not note.to_card])
 
 
@@ -1388,7 +1388,7 @@ def to_the_card(note: CreditNote, given: Decimal) -> CreditNote:
     """``note`` on a paid invoice Stripe taxed with ``given`` of its account credit given back to the card instead:
     Stripe's note refunds its total, tax included (``refund_amount``), so the customer gets exactly what the note
     records - account credit before tax would give back the tax only through a later invoice's tax, at its rate, and
-    Stripe's tax report would show it reversed twice (D-TAX-2). ``given`` is ``returned`` (given back by the note's
+    Stripe's tax report would show it reversed twice (D433). ``given`` is ``returned`` (given back by the note's
     refund, which its ``refund.created`` counts on the invoice), the note's processor amount; pending."""
     return replace(
         note,

@@ -78,7 +78,7 @@ class Metric(StrEnum):
     # him any more, so he is given up - not billed, named in a warning: alarmed (D393)
     SWEEP_JOINS_ABANDONED = "SweepJoinsAbandoned"
     STILL_REACHED_UNPUBLISHED = "StillReachedUnpublished"  # the bus refused HardLimitStillReached.v1: next run's retry
-    # account API: a tier request refused (400) for its missing Idempotency-Key - the keyless callers (D-API2-1)
+    # account API: a tier request refused (400) for its missing Idempotency-Key - the keyless callers (D436)
     TIER_REQUEST_KEY_MISSING = "TierRequestKeyMissing"
     # alerts
     ALERTS_SENT = "AlertsSent"  # one per message handed to SES or SNS

@@ -358,7 +358,7 @@ class DynamoLedgerStore:
         return str(values["owner"]), str(values["invoice_id"])
 
     def accounts(self) -> Iterator[str]:
-        """Each account of the `accounts` index once: a spend item written before D-IAM2-2 carries `account_id` too
+        """Each account of the `accounts` index once: a spend item written before D430 carries `account_id` too
         (its account then has two keys in the index)."""
         seen: set[str] = set()
         for item in paged_items(self._client.scan, TableName=self._table, IndexName=ACCOUNTS_INDEX):

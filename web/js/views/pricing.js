@@ -87,7 +87,7 @@ function answered(change, tier) {
     : `${tier.name} from ${when}; until then your tier stays.`;
 }
 
-// POST /subscription with its required Idempotency-Key (D377, D-API2-1): a fresh crypto.randomUUID() per click, the same one again when
+// POST /subscription with its required Idempotency-Key (D377, D436): a fresh crypto.randomUUID() per click, the same one again when
 // the click is made again after a failure that brought no answer (the network, a 5xx: the change may have been made
 // and its answer lost) or a 409 naming the key (in progress), so the API replays that answer instead of deciding again on what changed since.
 function clickKey() {
@@ -102,7 +102,7 @@ function clickKey() {
         return change;
       } catch (error) {
         // answered (a refusal): the next click is new - but a 409 naming the key is "that key's request is still
-        // being decided" (D-API2-1), no answer: its retry keeps the key and gets the stored answer
+        // being decided" (D436), no answer: its retry keeps the key and gets the stored answer
         if (error instanceof ApiError && error.status < 500 && !inProgress(error)) key = null;
         throw error;
       }
