@@ -268,6 +268,28 @@ def test_given_every_queue_then_no_stack_operation_deletes_it_a_rolled_back_crea
         assert queue.get("UpdateReplacePolicy") == "Retain", name
 
 
+def test_the_clean_up_runbook_names_each_queue_of_the_stage_exactly_not_another_stage_whose_name_ends_the_same(
+    template: Template,
+) -> None:
+    """D425 amended (fops): the runbook for a failed first deploy's queues listed them with
+    ``ends_with(@, '-<stage>')``, and ``Stage`` allows hyphens: stage ``dev``'s filter also listed stage
+    ``test-dev``'s queues (``kilo-billing-alerts-test-dev`` ends with ``-dev``), which the runbook then deletes when
+    empty. It now names each queue whole (``kilo-billing-<name>-<stage>``, its ``get-queue-url`` loop): the names are
+    the template's 21, and none is another stage's."""
+    assert re.fullmatch(template.body["Parameters"]["Stage"]["AllowedPattern"], "test-dev")  # a hyphen is allowed
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    runbook = readme[readme.index("Then the queues, the same way") :]
+    runbook = runbook[: runbook.index("A queue with messages: stop")]
+    assert "ends_with" not in runbook
+    [loop] = re.findall(r"for name in ([a-z0-9 -]+); do", runbook)
+    assert 'aws sqs get-queue-url --queue-name "kilo-billing-$name-<stage>"' in runbook
+    listed = {f"kilo-billing-{name}-test" for name in loop.split()}
+    stage = Template(parameters={"Stage": "test"})
+    assert listed == {stage.physical_name(name) for name in template.of_type("AWS::SQS::Queue")}
+    other = Template(parameters={"Stage": "x-test"})  # another stage's queues: none is named by the loop for "test"
+    assert listed.isdisjoint({other.physical_name(name) for name in other.of_type("AWS::SQS::Queue")})
+
+
 def test_given_every_dead_letter_queue_then_an_alarm_watches_it(template: Template) -> None:
     watched = {
         str(template.resolve(dimension["Value"]))
