@@ -170,7 +170,8 @@ def test_given_a_bill_reopened_by_a_stuck_payment_then_one_email_and_one_sms_ask
         "Pay $40.00 with a new quote on your dashboard's Pay with crypto page: "
         "http://127.0.0.1:8000/#/pay?invoice=KB-0042\n" in text
     )
-    assert "a payment final after the bill is paid is kept as credit on your account" in text
+    assert "a stuck payment final after the bill is paid is kept as credit on your account" in text
+    assert "a payment sent after the bill is paid may not be matched to your account by itself" in text  # D435
     assert f"Stuck transactions: {TX}" in text
     assert '<a href="http://127.0.0.1:8000/#/pay?invoice=KB-0042">' in html
     [(phone, sms)] = [(p, message) for p, message, *_ in alerts_stack.sent_sms()]

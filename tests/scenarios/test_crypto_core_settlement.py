@@ -506,6 +506,26 @@ def test_given_a_stuck_payment_seen_again_elsewhere_and_stuck_there_too_then_eac
     ]
 
 
+def test_given_two_payments_stuck_one_after_the_other_then_the_second_reopen_sums_both_and_names_both(
+    stack: Stack,
+) -> None:
+    """D434 amended (fcw), the event the alert's plural reads: 30.00 final, 30.00 and 40.00 seen; 30.00 named stuck
+    (OPEN, 100.00 - 30.00 - 40.00 = 30.00 asked: told, 30.00 stuck), then 40.00 (70.00 asked: told again, 30.00 +
+    40.00 = 70.00 stuck, both transactions) - the sum of every stuck line, so the alert says "payments ... in all".
+    A guard: passes before (the wording was the fault)."""
+    h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
+    h.settlement.record_seen(transfer("0xc1", "USDC", 30_000_000, T0 + timedelta(minutes=2)))
+    h.settlement.record_seen(transfer("0xc2", "USDC", 30_000_000, T0 + timedelta(minutes=3)))
+    h.settlement.record_seen(transfer("0xc3", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xc1:0")
+
+    h.settlement.stalled("ethereum:0xc2:0")
+    h.settlement.stalled("ethereum:0xc3:0")
+
+    told = [(e["amount_usd"], e["stuck_usd"], e["stuck_tx_ids"]) for e in h.events(REOPENED)]
+    assert told == [("30.00", "30.00", ["0xc2"]), ("70.00", "70.00", ["0xc2", "0xc3"])]
+
+
 def test_given_a_stuck_payment_whose_release_pays_the_bill_with_a_write_off_then_no_reopen_is_told(
     stack: Stack,
 ) -> None:

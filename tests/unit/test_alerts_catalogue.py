@@ -579,11 +579,15 @@ def test_given_crypto_events_then_kind_key_period_severity_and_figures_name_the_
     assert CATALOGUE["crypto_quote_expiring"].default_channels(Severity.MEDIUM) == (Channel.EMAIL, Channel.SMS)
 
 
+# D435 amended (fcw): only the stuck payment landing late is credit by itself - a payment sent after the bill is paid
+# (an EVM one from a linked wallet: matched to unpaid bills only) goes to the operator's unattributed list
 REOPENED_LATER = (
-    "If the stuck payment lands after all (final on chain), it counts as any payment does: the bill is paid by the "
-    "payments that are final first, and a payment final after the bill is paid is kept as credit on your account "
-    "(it first covers any shortfall we wrote off when the bill was paid) and applied to your next bill - it is never "
-    "lost, and not sent back by itself: contact us if you want it back. If it never lands, nothing more happens."
+    "If a stuck payment lands after all (final on chain), it counts as any payment does: the bill is paid by the "
+    "payments that are final first, and a stuck payment final after the bill is paid is kept as credit on your "
+    "account (it first covers any shortfall we wrote off when the bill was paid) and applied to your next bill - it "
+    "is never lost, and not sent back by itself: contact us if you want it back. If it lands before you pay again, "
+    "the bill is paid: do not pay the new quote then - a payment sent after the bill is paid may not be matched to "
+    "your account by itself; we hold it until we match it: contact us. If it never lands, nothing more happens."
 )
 
 
@@ -653,6 +657,62 @@ def test_given_a_bill_reopened_then_the_alert_asks_the_amount_and_says_what_a_la
     assert REOPENED_LATER in rendered.text
     assert REOPENED_LATER in rendered.html
     assert crypto_sms(CryptoBillReopenedV1.DETAIL_TYPE, detail) == sms
+    assert "a payment final after the bill is paid is kept as credit" not in rendered.text  # the old promise
+
+
+@pytest.mark.parametrize(
+    ("stuck_usd", "sms"),
+    [
+        (
+            "70.00",
+            "Kilo: crypto payments ($70.00) are stuck; your bill is open again, $70.00 more. Pay: Pay with crypto in "
+            "your dashboard. Reply STOP to opt out",
+        ),
+        (  # the largest figures, every payment of the bill stuck: 160 characters, one segment
+            "9999999.99",
+            "Kilo: crypto payments ($9,999,999.99) are stuck; your bill is open again, all $9,999,999.99 again. Pay: "
+            "Pay with crypto in your dashboard. Reply STOP to opt out",
+        ),
+    ],
+)
+def test_given_a_bill_reopened_with_two_stuck_payments_then_the_alert_speaks_of_payments_in_the_plural(
+    stuck_usd: str, sms: str
+) -> None:
+    """D434 amended (fcw): 30.00 final, then 30.00 and 40.00 named stuck - the second reopen's ``stuck_usd`` sums both
+    stuck lines (70.00, asked 70.00); the email and SMS say "payments ... are stuck", not "a $70.00 payment"."""
+    detail = {
+        "event_id": "crypto-reopened:acct_1/2026-10:ethereum:0xc3:0@0xblock",
+        "account_id": "acct_1",
+        "invoice_id": "acct_1/2026-10",
+        "total": "100.00" if stuck_usd == "70.00" else stuck_usd,
+        "amount_usd": stuck_usd,
+        "stuck_usd": stuck_usd,
+        "stuck_tx_ids": ["0xc2", "0xc3"],
+        "occurred_at": "2026-11-02T11:00:00+00:00",
+        "number": "KB-0042",
+    }
+    alert = alert_from_event(CryptoBillReopenedV1.DETAIL_TYPE, detail)
+    rendered = render(
+        alert.kind,
+        {
+            "pay_url": "https://app.kilo.example/#/pay?invoice=KB-0042",
+            **alert.values,
+            "account_id": "acct_1",
+            "account_name": "Ada",
+            "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+        },
+    )
+    amount = "$70.00" if stuck_usd == "70.00" else "$9,999,999.99"
+    said = (
+        f"is open again. Your crypto payments toward it, {amount} in all, are stuck: their blocks have long been "
+        "final, yet the chain proves neither that they went through nor that they were dropped. So they no longer "
+        "count toward the bill, and we ask "
+    )
+    assert said in rendered.text
+    assert said in rendered.html
+    assert "Stuck transactions: 0xc2, 0xc3" in rendered.text
+    assert crypto_sms(CryptoBillReopenedV1.DETAIL_TYPE, detail) == sms
+    assert len(sms) <= 160
 
 
 def test_given_a_chain_without_a_known_explorer_or_a_written_off_shortfall_then_the_alert_says_so() -> None:

@@ -502,12 +502,16 @@ def _crypto_bill_settled(detail: Mapping[str, Any]) -> Alert:
     return _occurrence_alert("crypto_bill_settled", event, event.invoice_id, Severity.LOW, values)
 
 
-# what becomes of a stuck payment that lands after all (settlement.recompute, D387, D419): said in every reopen email
+# what becomes of a stuck payment that lands after all (settlement.recompute, D387, D419): said in every reopen email.
+# Only the stuck payment itself is credit by itself: a new payment sent after the bill is paid is not matched to it
+# (an EVM one from a linked wallet is matched to unpaid bills only) - the operator's unattributed list (D435 amended)
 STUCK_LANDS_LATER: Final = (
-    "If the stuck payment lands after all (final on chain), it counts as any payment does: the bill is paid by the "
-    "payments that are final first, and a payment final after the bill is paid is kept as credit on your account "
-    "(it first covers any shortfall we wrote off when the bill was paid) and applied to your next bill - it is never "
-    "lost, and not sent back by itself: contact us if you want it back. If it never lands, nothing more happens."
+    "If a stuck payment lands after all (final on chain), it counts as any payment does: the bill is paid by the "
+    "payments that are final first, and a stuck payment final after the bill is paid is kept as credit on your "
+    "account (it first covers any shortfall we wrote off when the bill was paid) and applied to your next bill - it "
+    "is never lost, and not sent back by itself: contact us if you want it back. If it lands before you pay again, "
+    "the bill is paid: do not pay the new quote then - a payment sent after the bill is paid may not be matched to "
+    "your account by itself; we hold it until we match it: contact us. If it never lands, nothing more happens."
 )
 
 
@@ -516,11 +520,27 @@ def _crypto_bill_reopened(detail: Mapping[str, Any]) -> Alert:
     stuck payment's USD and transactions, and what happens if it lands later (``STUCK_LANDS_LATER``)."""
     event = _parse(CryptoBillReopenedV1, detail)
     whole = _decimal(event.amount_usd) == _decimal(event.total)
+    several = len(event.stuck_tx_ids) > 1
     values = {
         "invoice_id": event.invoice_id,
         "total": money_text(event.total),
         "amount_usd": money_text(event.amount_usd),
         "stuck_usd": money_text(event.stuck_usd),
+        # ``stuck_usd`` sums every stuck line of the bill: several transactions are "payments ... in all" (D434)
+        "stuck_text": (
+            f"Your crypto payments toward it, {money_text(event.stuck_usd)} in all, are stuck: their blocks have long "
+            "been final, yet the chain proves neither that they went through nor that they were dropped. So they no "
+            "longer count toward the bill"
+            if several
+            else f"Your crypto payment of {money_text(event.stuck_usd)} toward it is stuck: its block has long been "
+            "final, yet the chain proves neither that it went through nor that it was dropped. So it no longer counts "
+            "toward the bill"
+        ),
+        "sms_stuck": (
+            f"crypto payments ({money_text(event.stuck_usd)}) are stuck"
+            if several
+            else f"a {money_text(event.stuck_usd)} crypto payment is stuck"
+        ),
         "transactions": ", ".join(event.stuck_tx_ids) or "-",
         "asked": f"the whole {money_text(event.total)} again" if whole else f"the rest, {money_text(event.amount_usd)}",
         "sms_asked": f"all {money_text(event.total)} again" if whole else f"{money_text(event.amount_usd)} more",
