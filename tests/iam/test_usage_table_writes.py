@@ -4,7 +4,8 @@ allowed, and a request its old unconditioned grant allowed is refused: an `accou
 profile (the `accounts` index's key, which the monthly close, the early checks and the revenue report scan), a
 profile replaced, an invoice replaced or deleted by rating, a write outside the role's partitions. Each refusal fails
 on the old template (`DID NOT RAISE ClientError`). That every request the code makes stays allowed is shown by the
-roles' flows (test_invoicing_roles.py, test_payment_status_role.py, test_rating_role.py, test_sweeper_role.py)."""
+roles' flows (test_invoicing_roles.py, test_payment_status_role.py, test_rating_role.py, test_sweeper_role.py).
+The sweeper's room listings, swept-room marks, dropped states and thresholds likewise (D429 amended by fiam)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_invoice.adapters import DynamoRunMarkers
 from kilo_rate_usage import items
 from kilo_rate_usage.adapters import DynamoUsageRepository
+from kilo_rate_usage.model import RoomListing, SweptRoom
 from tests.conftest import Stack
 from tests.iam.conftest import Roles
 from tests.infra.test_generated_iam import USAGE_TABLE
@@ -124,3 +126,43 @@ def test_given_the_rating_role_then_it_writes_rooms_aggregates_and_marks_but_no_
     stored = stack.clients["dynamodb"].get_item(TableName=USAGE, Key=_key("ACCOUNT#acct_1", "PERIOD#2026-11"))["Item"]
     assert (stored["c#1793491200#audio"], stored["late#audio"]) == ({"N": "60"}, {"N": "60"})
     assert stored["thresholds"] == {"SS": ["budget#50"]}
+
+
+def test_given_the_sweeper_role_then_it_writes_its_listings_marks_and_thresholds_but_no_profile(
+    stack: Stack, roles: Roles
+) -> None:
+    """fiam (D429 amended): the sweeper's room listing, swept-room mark, dropped state and thresholds grants named
+    attributes only - a put of `pk, sk, version` (the dropped state's) on a profile replaced it. Its adapter's own
+    writes are allowed; each grant's attributes outside its partition refused (each fails on the old template)."""
+    with roles.acting_as("SweeperFunction") as enforcement:
+        dynamodb = boto3.client("dynamodb")
+        repository = DynamoUsageRepository(dynamodb, USAGE, EVENTS)
+        repository.record_listings({"RM_x": RoomListing(1_796_000_000_000, frozenset({"PA_x"}))}, 1_796_086_400)
+        repository.mark_swept_rooms(["RM_x"], 1_796_000_000_000, 1_796_086_400)
+        repository.mark_dropped_room("RM_x", SweptRoom(1_796_000_000_000, 4), 1_796_086_400)
+        repository.add_thresholds("acct_1", "2026-11", ["budget#50"])
+        profile = _key("ACCOUNT#acct_1", "PROFILE")
+        thresholds = {
+            "Key": _key("ROOM#RM_x", "STATE"),
+            "UpdateExpression": "ADD thresholds :t",
+            "ExpressionAttributeValues": {":t": {"SS": ["budget#50"]}},
+        }
+        refusals = [
+            _refused(dynamodb.put_item, Item={**profile, "version": {"N": "1"}}),  # the dropped state's grant
+            _refused(dynamodb.put_item, Item={**profile, "answered_at_ms": {"N": "1"}}),  # the listing's
+            _refused(dynamodb.put_item, Item={**profile, "closed_at_ms": {"N": "1"}}),  # the swept mark's
+            _refused(dynamodb.update_item, **thresholds),  # the thresholds' grant, on a room's state
+        ]
+    assert refusals == ["AccessDeniedException"] * 4
+    assert enforcement.denied == [("dynamodb:PutItem", USAGE_TABLE)] * 3 + [("dynamodb:UpdateItem", USAGE_TABLE)]
+    table = stack.clients["dynamodb"]
+    stored = [table.get_item(TableName=USAGE, Key=key).get("Item", {}) for key in (
+        _key("ROOM#RM_x", "LISTED"), _key("SWEPT_ROOMS", "ROOM#RM_x"), _key("ACCOUNT#acct_1", "PERIOD#2026-11")
+    )]  # fmt: skip
+    assert [
+        item.get(name) for item, name in zip(stored, ("participants", "dropped_version", "thresholds"), strict=True)
+    ] == [
+        {"SS": ["PA_x"]},
+        {"N": "4"},
+        {"SS": ["budget#50"]},
+    ]

@@ -587,7 +587,13 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
         if "dynamodb:UpdateItem" in _listed(statement["Action"])
     ]
     assert [(s["Resource"], s.get("Condition")) for s in updates] == [
-        (USAGE_TABLE, {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "thresholds"]}})
+        (
+            USAGE_TABLE,
+            {
+                "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "thresholds"]},
+                "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACCOUNT#*"]},  # the aggregate's (fiam)
+            },
+        )
     ]
 
 
@@ -717,7 +723,8 @@ def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attr
     version-only header (D219) with its count of events rated from (D273), whose condition names `pending`
     (D223), and a join-less room's renewed mark, conditional on its ``marked_at_ms`` (D393, D394): the
     attributes a request names include its condition's. The renewed mark and a give-up's claim (D412; ``said``,
-    D421) only in their own partitions."""
+    D421) only in their own partitions; the listing and the dropped state only in a room's, the swept mark only in
+    its own (D429 amended by fiam: before, a put of `pk, sk, version` could replace a profile)."""
     puts = [
         statement
         for statement in role_statements(transformed, "SweeperFunctionRole")
@@ -734,10 +741,25 @@ def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attr
         tuple(s["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]): s["Condition"][
             "ForAllValues:StringEquals"
         ].get("dynamodb:LeadingKeys")
+        or s["Condition"].get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys")
         for s in puts
     }
-    assert partitions[("pk", "sk", "marked_at_ms", "expires_at")] == ["JOINLESS_ROOMS"]
-    assert partitions[("pk", "sk", "marked_at_ms", "expires_at", "said")] == ["JOINLESS_GIVEN_UP"]
+    assert partitions == {
+        ("pk", "sk", "answered_at_ms", "participants", "expires_at"): ["ROOM#*"],
+        ("pk", "sk", "closed_at_ms", "expires_at", "dropped_version"): ["SWEPT_ROOMS"],
+        ("pk", "sk", "version", "delivered_ms", "events", "generation", "pending"): ["ROOM#*"],
+        ("pk", "sk", "marked_at_ms", "expires_at"): ["JOINLESS_ROOMS"],
+        ("pk", "sk", "marked_at_ms", "expires_at", "said"): ["JOINLESS_GIVEN_UP"],
+    }
+    from kilo_rate_usage import items  # noqa: PLC0415
+
+    # the keys the adapter builds for these puts fall in their partitions (IAM's `*`: fnmatch's, no `[`/`?` here)
+    written = {
+        "ROOM#*": [items.listing_key("RM_abc"), items.state_key("RM_abc")],
+        "SWEPT_ROOMS": [items.swept_room_key("RM_abc")],
+    }
+    for pattern, keys in written.items():
+        assert all(fnmatch.fnmatchcase(key["pk"]["S"], pattern) for key in keys), keys
 
 
 def test_given_the_account_api_role_then_the_alerts_table_is_read_and_written_by_key_recipient_and_detail_only(
