@@ -25,7 +25,8 @@ Stripe's docs leave open, are rounded half-to-even here - the other way from our
 would show. Stripe Tax: an invoice with ``automatic_tax`` enabled has each line taxed at its customer's rate
 (``set_tax_rate``; none set: no tax), exclusive, rounded half-up per line; a negative line, a line with
 ``tax_rates`` or of ``tax_behavior=unspecified`` is refused on it (Stripe's rule, the SDK's docstring); a credit note's
-``invoice_line_item`` lines credit that line's tax in proportion, a ``custom_line_item`` credits no tax, and
+``invoice_line_item`` lines credit that line's tax in proportion (on a discounted line, its share of the discount
+too, ``discount_amount``, and the tax of what is left), a ``custom_line_item`` credits no tax, and
 ``credit_notes/preview`` shows the note the same parameters would make, a paid invoice's settled amounts checked as
 its create checks them (D404, amended (cr2)). An invoice's ``discounts`` (one ``amount_off`` coupon) are spread over its
 positive lines before tax; a paid invoice's note with ``refund_amount`` refunds it on the invoice's payments (D432,
@@ -76,6 +77,27 @@ def _tax_detail(amount: int, taxable: int) -> Json:
         "type": "tax_rate_details",
         "tax_rate_details": {"tax_rate": "txr_emu_stripe_tax"},
     }
+
+
+def _half_up(numerator: int, denominator: int) -> int:
+    """``numerator`` / ``denominator`` (cents) rounded half-up to a whole cent."""
+    return int((Decimal(numerator) / Decimal(denominator)).to_integral_value(ROUND_HALF_UP))
+
+
+@dataclass
+class _NoteFigures:
+    """A credit note's figures in cents: its lines' amounts (``subtotal``, before discounts and tax), the discount
+    they give back, their tax; the cents credited per invoice line and the note's lines as Stripe shows them."""
+
+    subtotal: int = 0
+    discount: int = 0
+    tax: int = 0
+    per_line: dict[str, int] = field(default_factory=dict)
+    lines: list[Json] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.subtotal - self.discount + self.tax
 
 
 def load_fixtures(path: Path = FIXTURES_PATH) -> Mapping[str, Json]:
@@ -781,69 +803,122 @@ class StripeEmulator:
         return self._list("invoice_payment", params, keep, "/v1/invoice_payments")
 
     # ------------------------------------------------------------------ credit notes and refunds
-    def _credit_note_figures(self, invoice: Json, params: Json) -> tuple[int, int, dict[str, int]]:
-        """A credit note's (amount before tax, tax, cents credited per invoice line) as Stripe works them out. A line
-        ``invoice_line_item`` credits ``amount`` (tax exclusive: Stripe's API reference for credit note lines, "If
-        invoice is set up with automatic_tax[enabled]=true, this amount is tax exclusive") of one of the invoice's
-        lines, at most what earlier notes left of it, with that line's own tax in proportion, rounded half-up; a
-        ``custom_line_item`` is ``unit_amount`` x ``quantity`` with no tax (no ``tax_rates`` modelled: a custom line
-        on a taxed invoice credits no tax - one of the two readings D384 (st, 5) left open)."""
+    def _credit_note_figures(self, invoice: Json, params: Json) -> _NoteFigures:
+        """A credit note's figures as Stripe works them out. A line ``invoice_line_item`` credits ``amount`` (tax
+        exclusive: Stripe's API reference for credit note lines, "If invoice is set up with automatic_tax[enabled]=true,
+        this amount is tax exclusive") of one of the invoice's lines, at most what earlier notes left of it, with that
+        line's share of its discount (a credit note line's ``discount_amount``, "the discount being credited for this
+        line item"; its ``amount`` is "excluding (exclusive) tax and discounts", Stripe's API reference
+        docs.stripe.com/api/credit_notes/line_item): the line's discount x ``amount`` / its amount, rounded half-up (an
+        assumption: Stripe documents the amounts, not their rounding), and the line's own tax on what is left (the
+        line's tax x (``amount`` - that share) / (its amount - its discount), half-up; with no discount, the line's tax
+        in proportion); a ``custom_line_item`` is ``unit_amount`` x ``quantity`` with no tax (no ``tax_rates``
+        modelled: a custom line on a taxed invoice credits no tax - one of the two readings D384 (st, 5) left open)."""
         lines = {line["id"]: line for line in invoice["lines"]["data"]}
         credited_before: dict[str, int] = invoice.setdefault("_credited_lines", {})
-        subtotal, tax = 0, 0
-        per_line: dict[str, int] = {}
+        figures = _NoteFigures()
         for line in params.get("lines") or []:
             if line.get("type") == "invoice_line_item":
                 item = lines.get(str(line.get("invoice_line_item")))
                 if item is None:
                     raise StripeApiError(400, f"No such invoice line item on {invoice['id']}: {line}")
                 amount = int(line.get("amount", "0"))
-                left = item["amount"] - credited_before.get(item["id"], 0) - per_line.get(item["id"], 0)
+                left = item["amount"] - credited_before.get(item["id"], 0) - figures.per_line.get(item["id"], 0)
                 if amount <= 0 or amount > left:
                     raise StripeApiError(
                         400, f"The credit note line amount {amount} must be positive and at most {left}"
                     )
-                share = Decimal(int(item.get("_tax", 0)) * amount) / Decimal(item["amount"])
-                tax += int(share.to_integral_value(ROUND_HALF_UP))
-                per_line[item["id"]] = per_line.get(item["id"], 0) + amount
-                subtotal += amount
+                line_discount = int(item.get("_discount", 0))
+                discounts = [
+                    {"amount": _half_up(part["amount"] * amount, item["amount"]), "discount": part["discount"]}
+                    for part in item.get("discount_amounts") or []
+                ]
+                discount = sum(part["amount"] for part in discounts)
+                taxable = item["amount"] - line_discount
+                tax = _half_up(int(item.get("_tax", 0)) * (amount - discount), taxable) if taxable > 0 else 0
+                figures.per_line[item["id"]] = figures.per_line.get(item["id"], 0) + amount
+                figures.lines.append(
+                    {
+                        "type": "invoice_line_item",
+                        "invoice_line_item": item["id"],
+                        "amount": amount,
+                        "discount_amount": discount,
+                        "discount_amounts": discounts,
+                        "taxes": [_tax_detail(tax, amount - discount)] if item.get("taxes") else [],
+                    }
+                )
+                figures.subtotal += amount
+                figures.discount += discount
+                figures.tax += tax
             else:
-                subtotal += int(line.get("unit_amount", "0")) * int(line.get("quantity", "1"))
+                figures.subtotal += int(line.get("unit_amount", "0")) * int(line.get("quantity", "1"))
         credited = invoice["pre_payment_credit_notes_amount"] + invoice["post_payment_credit_notes_amount"]
-        if subtotal <= 0 or subtotal + tax > invoice["total"] - credited:
+        if figures.subtotal <= 0 or figures.total > invoice["total"] - credited:
             raise StripeApiError(
-                400, f"The credit note amount {subtotal + tax} must be positive and at most what is left"
+                400, f"The credit note amount {figures.total} must be positive and at most what is left"
             )
-        return subtotal, tax, per_line
+        return figures
 
-    def _credit_note(self, invoice: Json, params: Json, note_id: str, subtotal: int, tax: int) -> Json:
+    def _credit_note(self, invoice: Json, params: Json, note_id: str, figures: _NoteFigures) -> Json:
+        by_discount: dict[str, int] = {}
+        for line in figures.lines:
+            for part in line["discount_amounts"]:
+                by_discount[part["discount"]] = by_discount.get(part["discount"], 0) + part["amount"]
+        net = figures.subtotal - figures.discount
         return self._from_fixture(
             "credit_note",
             id=note_id,
             created=next(self._clock),
             invoice=invoice["id"],
             customer=invoice["customer"],
-            amount=subtotal + tax,
-            total=subtotal + tax,
-            subtotal=subtotal,
-            subtotal_excluding_tax=subtotal,
-            total_excluding_tax=subtotal,
-            total_taxes=[_tax_detail(tax, subtotal)] if tax else [],
+            amount=figures.total,
+            total=figures.total,
+            subtotal=figures.subtotal,
+            subtotal_excluding_tax=figures.subtotal,
+            total_excluding_tax=net,
+            discount_amount=figures.discount,
+            discount_amounts=[{"amount": cents, "discount": key} for key, cents in by_discount.items()],
+            pretax_credit_amounts=[
+                {"amount": cents, "discount": key, "type": "discount", "credit_balance_transaction": None}
+                for key, cents in by_discount.items()
+            ],
+            total_taxes=[_tax_detail(figures.tax, net)] if figures.tax else [],
             out_of_band_amount=int(params["out_of_band_amount"]) if "out_of_band_amount" in params else None,
             memo=params.get("memo"),
             metadata=dict(params.get("metadata") or {}),
             type="post_payment" if invoice["status"] == "paid" else "pre_payment",
-            lines={"object": "list", "data": [], "has_more": False, "url": "/v1/credit_notes/lines"},
+            lines={
+                "object": "list",
+                "data": [self._credit_note_line(note_id, i, line) for i, line in enumerate(figures.lines)],
+                "has_more": False,
+                "url": f"/v1/credit_notes/{note_id}/lines",
+            },
         )
+
+    def _credit_note_line(self, note_id: str, index: int, line: Json) -> Json:
+        """A note's ``invoice_line_item`` line as Stripe shows it (the fixture's first line, our figures over it)."""
+        obj: Json = copy.deepcopy(self.fixtures["credit_note"]["lines"]["data"][0])
+        obj.update(
+            line,
+            id=f"cnli_{note_id}_{index}",
+            livemode=False,
+            tax_rates=[],
+            pretax_credit_amounts=[
+                {"amount": part["amount"], "discount": part["discount"], "type": "discount"}
+                for part in line["discount_amounts"]
+            ],
+            metadata={},
+        )
+        return obj
 
     def _credit_notes_preview(self, ids: dict[str, str], params: Json) -> Json:
         """Stripe's "Preview a credit note": the note the same parameters would make, nothing made."""
         invoice = self._get("invoice", params["invoice"])
         if invoice["status"] not in ("open", "paid"):
             raise StripeApiError(400, f"Credit notes need a finalized invoice ({invoice['id']} is {invoice['status']})")
-        subtotal, tax, _ = self._credit_note_figures(invoice, params)
-        self._settled(invoice, params, subtotal + tax)  # the create's rule: the preview takes its parameters
-        return self._view("credit_note", self._credit_note(invoice, params, "cnpreview_emu", subtotal, tax))
+        figures = self._credit_note_figures(invoice, params)
+        self._settled(invoice, params, figures.total)  # the create's rule: the preview takes its parameters
+        return self._view("credit_note", self._credit_note(invoice, params, "cnpreview_emu", figures))
 
     @staticmethod
     def _settled(invoice: Json, params: Json, amount: int) -> None:
@@ -859,8 +934,8 @@ class StripeEmulator:
         invoice = self._get("invoice", params["invoice"])
         if invoice["status"] not in ("open", "paid"):
             raise StripeApiError(400, f"Credit notes need a finalized invoice ({invoice['id']} is {invoice['status']})")
-        subtotal, tax, per_line = self._credit_note_figures(invoice, params)
-        amount = subtotal + tax
+        figures = self._credit_note_figures(invoice, params)
+        amount = figures.total
         self._settled(invoice, params, amount)
         refunds = self._refunded_by_note(invoice, int(params.get("refund_amount", "0")))
         if invoice["status"] == "paid":
@@ -873,10 +948,10 @@ class StripeEmulator:
                 customer["balance"] = int(customer.get("balance") or 0) - credit
         else:
             invoice["pre_payment_credit_notes_amount"] += amount
-        for line_id, cents in per_line.items():
+        for line_id, cents in figures.per_line.items():
             invoice["_credited_lines"][line_id] = invoice["_credited_lines"].get(line_id, 0) + cents
         self._totals(invoice)
-        note = self._credit_note(invoice, params, self._new_id("cn"), subtotal, tax)
+        note = self._credit_note(invoice, params, self._new_id("cn"), figures)
         note["refunds"] = refunds
         return self._view("credit_note", self._store("credit_note", note))
 

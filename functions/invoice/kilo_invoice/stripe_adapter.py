@@ -421,7 +421,10 @@ class StripePaymentGateway:
         if settle is not None:  # Stripe holds no balance of ours (D130)
             # a taxed invoice's note is ours and its tax, as Stripe works it out: its preview's total (D404)
             estimate = amount_in_cents + tax
-            params[settle] = self._note_total(gateway_id, lines, amount, estimate, settle) if taxed else estimate
+            discounted = bool(invoice.total_discount_amounts)  # D432's coupon: a note gives back its share too
+            params[settle] = (
+                self._note_total(gateway_id, lines, amount, estimate, settle, discounted) if taxed else estimate
+            )
         key = _key(credit_id, "credit_note")
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
         return note.id
@@ -464,13 +467,17 @@ class StripePaymentGateway:
         amount: Decimal,
         estimate: int,
         settle: _Settle = "out_of_band_amount",
+        discounted: bool = False,
     ) -> int:
         """What Stripe makes of a paid invoice's note of these ``lines`` - ours and the tax it works out - in cents:
         its preview (a GET: nothing made), asked as the note will be made, with ``estimate`` as its out-of-band amount
         (Stripe's rule for a paid invoice's note: its settled amounts add up to its total). A preview answering
         another total (its rule not applied to previews) is asked again with that total, which must then hold. Its
         amount before tax not ours (a line's part refused or rounded otherwise): refused, nothing made - our books
-        record ``amount`` before tax (D384) and must be what Stripe credits (D404, amended (cr2))."""
+        record ``amount`` before tax (D384) and must be what Stripe credits (D404, amended (cr2)). On an invoice with
+        discounts (``discounted``: D432's coupon) a note's line also gives back its share of the line's discount (a
+        credit note line's ``discount_amount``): its ``total_excluding_tax`` ("including discounts") must be ours too,
+        or it is refused (D432 amended (ftax))."""
         for _ in range(2):
             preview: CreditNotePreviewParams = {"invoice": gateway_id, "lines": lines}
             preview[settle] = estimate
@@ -480,6 +487,13 @@ class StripePaymentGateway:
                 raise GatewayRejectedError(
                     f"Stripe's credit note on {gateway_id} would credit {dollars(subtotal)} before tax, ours {amount}: "
                     "not made"
+                )
+            # its total before tax is not shown (nullable): not known to be ours, refused as well
+            excluding = -1 if note.total_excluding_tax is None else int(note.total_excluding_tax)
+            if discounted and excluding != in_cents(amount):
+                raise GatewayRejectedError(
+                    f"Stripe's credit note on {gateway_id} would credit {dollars(excluding)} after its discount, "
+                    f"ours {amount}: not made"
                 )
             if int(note.total) == estimate:
                 return estimate
