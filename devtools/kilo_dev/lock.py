@@ -147,8 +147,15 @@ def problems(
             found.append(f"{source}: {name}=={entry.version} is locked but pyproject pins {project[name]}")
         if direct in entry.via and name not in wanted:
             found.append(f"{source}: {name} is locked as a requirement but requirements.txt no longer has it")
-        if entry.via and not any(via.startswith(("-r ", "-c ")) or normal(via) in lock for via in entry.via):
-            found.append(f"{source}: {name} is locked for {', '.join(entry.via)}, none of which is locked")
+        # a constraint (uv's "-c <file>" note: every entry has "-c requirements-dev.lock", D427) only sets the
+        # version of what something else wants: it keeps nothing locked
+        reasons = [via for via in entry.via if not via.startswith("-c ")]
+        if entry.via and not any(via.startswith("-r ") or normal(via) in lock for via in reasons):
+            found.append(
+                f"{source}: {name} is locked for {', '.join(reasons)}, none of which is locked"
+                if reasons
+                else f"{source}: {name} is locked only as a constraint ({', '.join(entry.via)}): nothing requires it"
+            )
         for layer, layer_lock in layers.items():
             if name in layer_lock and layer_lock[name].version != entry.version:
                 found.append(

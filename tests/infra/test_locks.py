@@ -85,7 +85,34 @@ def test_given_a_requirement_removed_without_relocking_then_its_lock_entries_are
     ]
     without_stripe = re.sub(r"stripe==16\.1\.0 \\\n.*?# via -r functions/demo/requirements.txt\n", "", LOCK, flags=re.S)
     assert "stripe==" not in without_stripe
-    assert _problems([], without_stripe) == ["functions/demo: requests is locked for stripe, none of which is locked"]
+    assert _problems([], without_stripe) == [
+        "functions/demo: requests is locked for stripe, none of which is locked",
+        # a constraint (-c) only sets a version, it keeps nothing in a lock
+        "functions/demo: typing-extensions is locked for stripe, none of which is locked",
+    ]
+
+
+def test_given_a_real_lock_whose_requirement_is_gone_then_what_only_the_constraints_name_is_stale() -> None:
+    """The invoice function's lock as uv wrote it, with stripe (its one requirement) dropped from it and from its
+    requirements.txt: requests and typing-extensions stay, each noted ``-c requirements-dev.lock`` (every entry of a
+    real lock is, D427) besides stripe - still reported; what requests pulls in is reported once requests goes."""
+    text = (ROOT / "functions/invoice" / package.LOCK).read_text()
+    without_stripe, dropped = re.subn(r"^stripe==.*?(?=^\S|\Z)", "", text, flags=re.S | re.M)
+    assert dropped == 1
+    parsed = lock.parse_lock(without_stripe)
+    assert "stripe" not in parsed
+    assert parsed["requests"].via == ["-c requirements-dev.lock", "stripe"]
+    layer = lock.parse_lock((ROOT / "layers/common" / package.LOCK).read_text())
+    assert lock.problems("functions/invoice", [], parsed, {}, {"CommonLayer": layer}) == [
+        "functions/invoice: requests is locked for stripe, none of which is locked",
+        "functions/invoice: typing-extensions is locked for stripe, none of which is locked",
+    ]
+    # an entry uv noted for constraints alone (no requirement, no distribution) is wanted by nothing
+    whole = lock.parse_lock(text)
+    whole["idna"].via = ["-c requirements-dev.lock"]
+    assert lock.problems("functions/invoice", ["stripe==16.1.0"], whole, {}, {"CommonLayer": layer}) == [
+        "functions/invoice: idna is locked only as a constraint (-c requirements-dev.lock): nothing requires it",
+    ]
 
 
 def test_given_a_pyproject_pin_moved_without_relocking_then_the_lock_contradicts_it() -> None:
