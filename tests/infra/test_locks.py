@@ -8,6 +8,7 @@ refused by ``./dev package``'s pip (shown offline on two hand-made wheels).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import shlex
@@ -334,9 +335,16 @@ typing-extensions==4.16.0 ; python_full_version < '3.13' \\
 PROJECT = {"stripe": "16.1.0", "pytest": "9.2.0"}
 
 
-def _dev_problems(text: str = DEV_LOCK, project: dict[str, str] | None = None, deployed: str = LOCK) -> list[str]:
+def _dev_problems(
+    text: str = DEV_LOCK,
+    project: dict[str, str] | None = None,
+    deployed: str = LOCK,
+    build: dict[str, str] | None = None,
+) -> list[str]:
     artifacts = {"functions/demo": lock.parse_lock(deployed)}
-    return lock.dev_problems(lock.parse_entries(text), PROJECT if project is None else project, artifacts)
+    return lock.dev_problems(
+        lock.parse_entries(text), PROJECT if project is None else project, artifacts, build=build or {}
+    )
 
 
 def test_given_a_universal_lock_then_each_entry_keeps_its_marker() -> None:
@@ -386,6 +394,42 @@ def test_given_a_pyproject_pin_removed_without_relocking_then_its_dev_entry_is_s
 def test_given_a_dev_pin_without_hashes_then_it_is_refused() -> None:
     unhashed = DEV_LOCK.replace(f"requests==2.33.0 \\\n    {HASH}\n", "requests==2.33.0\n")
     assert _dev_problems(unhashed) == ["requirements-dev.lock: requests==2.33.0 is locked without --hash"]
+
+
+# The build backend's entry as uv writes it from pyproject's [build-system] requires (.build/lock/build-system.txt)
+BACKEND = f"""setuptools==80.9.0 \\
+    {HASH}
+    # via -r .build/lock/build-system.txt
+"""
+
+
+def test_given_the_build_backend_pinned_in_pyproject_then_the_dev_lock_must_lock_that_version() -> None:
+    assert _dev_problems(DEV_LOCK + BACKEND, build={"setuptools": "80.9.0"}) == []
+    assert _dev_problems(DEV_LOCK + BACKEND, build={"setuptools": "80.10.0"}) == [
+        "requirements-dev.lock: setuptools==80.10.0 is pyproject's build backend but 80.9.0 is locked",
+    ]
+    assert _dev_problems(DEV_LOCK, build={"setuptools": "80.9.0"}) == [
+        "requirements-dev.lock: setuptools==80.9.0 is pyproject's build backend but not locked",
+    ]
+    assert _dev_problems(DEV_LOCK + BACKEND, build={"flit-core": "3.12.0"}) == [
+        "requirements-dev.lock: setuptools is locked as the build backend but pyproject no longer has it",
+        "requirements-dev.lock: flit-core==3.12.0 is pyproject's build backend but not locked",
+    ]
+
+
+def test_given_the_repository_dev_lock_at_another_build_backend_than_pyproject_then_the_check_refuses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``check`` reads pyproject's ``[build-system] requires`` (setuptools==80.9.0, hand-copied) for the dev lock."""
+    read = lock.parse_entries
+
+    def moved(text: str) -> list[tuple[str, lock.Locked]]:
+        return [(n, dataclasses.replace(e, version="80.10.0") if n == "setuptools" else e) for n, e in read(text)]
+
+    monkeypatch.setattr(lock, "parse_entries", moved)
+    assert lock.check(Template()) == [
+        "requirements-dev.lock: setuptools==80.9.0 is pyproject's build backend but 80.10.0 is locked",
+    ]
 
 
 def test_given_the_repository_then_the_dev_environment_is_installed_from_a_universal_hashed_lock() -> None:
