@@ -1,43 +1,11 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project-local virtual environment .venv and install the project into it: first
 # requirements-dev.lock (every distribution the tests, the linters and the build backend need, pinned with the sha256
-# of each file, for any platform and Python >= 3.11: ./dev lock makes it, D427), hash-checked, then the project
+# of each file, for any platform and Python 3.11-3.13: ./dev lock makes it, D427), hash-checked, then the project
 # itself, editable, with nothing more resolved.
-# Python: 3.13 where present (pyenv's or on PATH), else the newest Python >= 3.11 on PATH.
+# Python: 3.13 where present (pyenv's or on PATH), else 3.12, else 3.11; never newer (scripts/pick-python.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-pick_python() {
-  local candidates=()
-  if command -v pyenv >/dev/null 2>&1; then
-    local root
-    root=$(pyenv root 2>/dev/null || true)
-    if [ -n "$root" ] && [ -d "$root/versions" ]; then
-      # newest 3.13.x first, then newest 3.12.x/3.11.x
-      for minor in 13 12 11; do
-        local found
-        found=$(ls -d "$root"/versions/3."$minor".* 2>/dev/null | sort -V | tail -n 1 || true)
-        [ -n "$found" ] && candidates+=("$found/bin/python")
-      done
-    fi
-  fi
-  candidates+=(python3.13 python3.14 python3.12 python3.11 python3)
-  local best="" best_minor=0
-  for candidate in "${candidates[@]}"; do
-    local path
-    path=$(command -v "$candidate" 2>/dev/null || true)
-    [ -n "$path" ] || continue
-    local minor
-    minor=$("$path" -c 'import sys; print(sys.version_info[1] if sys.version_info[0] == 3 else 0)' 2>/dev/null || echo 0)
-    if [ "$minor" = 13 ]; then echo "$path"; return; fi
-    if [ "$minor" -ge 11 ] && [ "$minor" -gt "$best_minor" ]; then best="$path"; best_minor=$minor; fi
-  done
-  if [ -z "$best" ]; then
-    echo "bootstrap: no Python >= 3.11 found (install Python 3.13 or 3.11+)" >&2
-    exit 1
-  fi
-  echo "$best"
-}
 
 stamp=.venv/.kilo-installed
 want=$(cat pyproject.toml requirements-dev.lock | sha256sum | cut -d' ' -f1)
@@ -45,7 +13,7 @@ if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]
   exit 0
 fi
 if [ ! -x .venv/bin/python ]; then
-  python=$(pick_python)
+  python=$(bash scripts/pick-python.sh)
   echo "bootstrap: creating .venv with $("$python" --version 2>&1)" >&2
   "$python" -m venv .venv
 fi

@@ -28,7 +28,8 @@ The dev/test environment has its own lock, ``requirements-dev.lock`` (D427): pyp
 uv with ``--universal`` for Python 3.11 and newer on every platform (one entry per version, with markers where the
 resolution forks). ``scripts/bootstrap.sh`` installs it into ``.venv`` with ``pip --require-hashes``, then the project
 itself without dependencies. It is locked first and is a constraint of every artifact's lock, so a distribution both
-have is at one version: the tests run what deploys (``dev_problems`` checks it, offline).
+have is at one version: the tests run what deploys (``dev_problems`` checks it, offline, and that the dev lock has
+pyproject's build backend at its pin: bootstrap builds the project with the lock's, ``--no-build-isolation``).
 """
 
 from __future__ import annotations
@@ -121,6 +122,11 @@ def project_pins(pyproject: str) -> dict[str, str]:
     return pins(listed)
 
 
+def build_pins(pyproject: str) -> dict[str, str]:
+    """pyproject's build backend: its ``[build-system] requires``, as ``pins``."""
+    return pins(tomllib.loads(pyproject)["build-system"]["requires"])
+
+
 def problems(
     source: str,
     requirements: Sequence[str],
@@ -147,8 +153,15 @@ def problems(
             found.append(f"{source}: {name}=={entry.version} is locked but pyproject pins {project[name]}")
         if direct in entry.via and name not in wanted:
             found.append(f"{source}: {name} is locked as a requirement but requirements.txt no longer has it")
-        if entry.via and not any(via.startswith(("-r ", "-c ")) or normal(via) in lock for via in entry.via):
-            found.append(f"{source}: {name} is locked for {', '.join(entry.via)}, none of which is locked")
+        # a constraint (uv's "-c <file>" note: every entry has "-c requirements-dev.lock", D427) only sets the
+        # version of what something else wants: it keeps nothing locked
+        reasons = [via for via in entry.via if not via.startswith("-c ")]
+        if entry.via and not any(via.startswith("-r ") or normal(via) in lock for via in reasons):
+            found.append(
+                f"{source}: {name} is locked for {', '.join(reasons)}, none of which is locked"
+                if reasons
+                else f"{source}: {name} is locked only as a constraint ({', '.join(entry.via)}): nothing requires it"
+            )
         for layer, layer_lock in layers.items():
             if name in layer_lock and layer_lock[name].version != entry.version:
                 found.append(
@@ -158,12 +171,17 @@ def problems(
 
 
 def dev_problems(
-    dev: Sequence[tuple[str, Locked]], project: dict[str, str], artifact_locks: dict[str, dict[str, Locked]]
+    dev: Sequence[tuple[str, Locked]],
+    project: dict[str, str],
+    artifact_locks: dict[str, dict[str, Locked]],
+    build: dict[str, str],
 ) -> list[str]:
-    """Why the dev lock (``parse_entries``) does not cover pyproject's pins, or installs another version of a
-    distribution than an artifact's lock (by its folder) deploys: every entry of that name counts, also one for
-    another Python or platform (a test run there would run another version). Empty: the tests run what deploys."""
+    """Why the dev lock (``parse_entries``) does not cover pyproject's pins and its build backend (``build_pins``),
+    or installs another version of a distribution than an artifact's lock (by its folder) deploys: every entry of
+    that name counts, also one for another Python or platform (a test run there would run another version). Empty:
+    the tests run what deploys."""
     source = _relative(DEV_LOCK)
+    backend_via = f"-r {_relative(BUILD_REQUIRES)}"
     found = []
     locked: dict[str, list[str]] = {}
     for name, entry in dev:
@@ -172,6 +190,16 @@ def dev_problems(
             found.append(f"{source}: {name}=={entry.version} is locked without --hash")
         if PROJECT_VIA in entry.via and name not in project:
             found.append(f"{source}: {name} is locked as a requirement but pyproject no longer has it")
+        if backend_via in entry.via and name not in build:
+            found.append(f"{source}: {name} is locked as the build backend but pyproject no longer has it")
+    for name, version in build.items():
+        if name not in locked:
+            found.append(f"{source}: {name}=={version} is pyproject's build backend but not locked")
+        found += [
+            f"{source}: {name}=={version} is pyproject's build backend but {other} is locked"
+            for other in locked.get(name, [])
+            if version and other != version
+        ]
     for name, version in project.items():
         if not version:
             found.append(f"{source}: {name} is not pinned with == in pyproject")
@@ -204,7 +232,8 @@ def _layer_sources(template: Template, artifact: Artifact) -> dict[str, Path]:
 def check(template: Template) -> list[str]:
     """``problems`` of every artifact's lock (a missing lock is one) and ``dev_problems`` of the dev lock, from the
     files alone."""
-    project = project_pins((ROOT / "pyproject.toml").read_text())
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    project = project_pins(pyproject)
     found = []
     deployed = {}
     for artifact in artifacts(template):
@@ -224,7 +253,7 @@ def check(template: Template) -> list[str]:
         found += problems(_relative(artifact.source), requirements, lock, project, layers)
     if not DEV_LOCK.exists():
         return [*found, f"no {_relative(DEV_LOCK)} (run {COMMAND})"]
-    return found + dev_problems(parse_entries(DEV_LOCK.read_text()), project, deployed)
+    return found + dev_problems(parse_entries(DEV_LOCK.read_text()), project, deployed, build_pins(pyproject))
 
 
 def tool_version() -> str:

@@ -8,6 +8,7 @@ refused by ``./dev package``'s pip (shown offline on two hand-made wheels).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import shlex
@@ -85,7 +86,34 @@ def test_given_a_requirement_removed_without_relocking_then_its_lock_entries_are
     ]
     without_stripe = re.sub(r"stripe==16\.1\.0 \\\n.*?# via -r functions/demo/requirements.txt\n", "", LOCK, flags=re.S)
     assert "stripe==" not in without_stripe
-    assert _problems([], without_stripe) == ["functions/demo: requests is locked for stripe, none of which is locked"]
+    assert _problems([], without_stripe) == [
+        "functions/demo: requests is locked for stripe, none of which is locked",
+        # a constraint (-c) only sets a version, it keeps nothing in a lock
+        "functions/demo: typing-extensions is locked for stripe, none of which is locked",
+    ]
+
+
+def test_given_a_real_lock_whose_requirement_is_gone_then_what_only_the_constraints_name_is_stale() -> None:
+    """The invoice function's lock as uv wrote it, with stripe (its one requirement) dropped from it and from its
+    requirements.txt: requests and typing-extensions stay, each noted ``-c requirements-dev.lock`` (every entry of a
+    real lock is, D427) besides stripe - still reported; what requests pulls in is reported once requests goes."""
+    text = (ROOT / "functions/invoice" / package.LOCK).read_text()
+    without_stripe, dropped = re.subn(r"^stripe==.*?(?=^\S|\Z)", "", text, flags=re.S | re.M)
+    assert dropped == 1
+    parsed = lock.parse_lock(without_stripe)
+    assert "stripe" not in parsed
+    assert parsed["requests"].via == ["-c requirements-dev.lock", "stripe"]
+    layer = lock.parse_lock((ROOT / "layers/common" / package.LOCK).read_text())
+    assert lock.problems("functions/invoice", [], parsed, {}, {"CommonLayer": layer}) == [
+        "functions/invoice: requests is locked for stripe, none of which is locked",
+        "functions/invoice: typing-extensions is locked for stripe, none of which is locked",
+    ]
+    # an entry uv noted for constraints alone (no requirement, no distribution) is wanted by nothing
+    whole = lock.parse_lock(text)
+    whole["idna"].via = ["-c requirements-dev.lock"]
+    assert lock.problems("functions/invoice", ["stripe==16.1.0"], whole, {}, {"CommonLayer": layer}) == [
+        "functions/invoice: idna is locked only as a constraint (-c requirements-dev.lock): nothing requires it",
+    ]
 
 
 def test_given_a_pyproject_pin_moved_without_relocking_then_the_lock_contradicts_it() -> None:
@@ -307,9 +335,16 @@ typing-extensions==4.16.0 ; python_full_version < '3.13' \\
 PROJECT = {"stripe": "16.1.0", "pytest": "9.2.0"}
 
 
-def _dev_problems(text: str = DEV_LOCK, project: dict[str, str] | None = None, deployed: str = LOCK) -> list[str]:
+def _dev_problems(
+    text: str = DEV_LOCK,
+    project: dict[str, str] | None = None,
+    deployed: str = LOCK,
+    build: dict[str, str] | None = None,
+) -> list[str]:
     artifacts = {"functions/demo": lock.parse_lock(deployed)}
-    return lock.dev_problems(lock.parse_entries(text), PROJECT if project is None else project, artifacts)
+    return lock.dev_problems(
+        lock.parse_entries(text), PROJECT if project is None else project, artifacts, build=build or {}
+    )
 
 
 def test_given_a_universal_lock_then_each_entry_keeps_its_marker() -> None:
@@ -359,6 +394,42 @@ def test_given_a_pyproject_pin_removed_without_relocking_then_its_dev_entry_is_s
 def test_given_a_dev_pin_without_hashes_then_it_is_refused() -> None:
     unhashed = DEV_LOCK.replace(f"requests==2.33.0 \\\n    {HASH}\n", "requests==2.33.0\n")
     assert _dev_problems(unhashed) == ["requirements-dev.lock: requests==2.33.0 is locked without --hash"]
+
+
+# The build backend's entry as uv writes it from pyproject's [build-system] requires (.build/lock/build-system.txt)
+BACKEND = f"""setuptools==80.9.0 \\
+    {HASH}
+    # via -r .build/lock/build-system.txt
+"""
+
+
+def test_given_the_build_backend_pinned_in_pyproject_then_the_dev_lock_must_lock_that_version() -> None:
+    assert _dev_problems(DEV_LOCK + BACKEND, build={"setuptools": "80.9.0"}) == []
+    assert _dev_problems(DEV_LOCK + BACKEND, build={"setuptools": "80.10.0"}) == [
+        "requirements-dev.lock: setuptools==80.10.0 is pyproject's build backend but 80.9.0 is locked",
+    ]
+    assert _dev_problems(DEV_LOCK, build={"setuptools": "80.9.0"}) == [
+        "requirements-dev.lock: setuptools==80.9.0 is pyproject's build backend but not locked",
+    ]
+    assert _dev_problems(DEV_LOCK + BACKEND, build={"flit-core": "3.12.0"}) == [
+        "requirements-dev.lock: setuptools is locked as the build backend but pyproject no longer has it",
+        "requirements-dev.lock: flit-core==3.12.0 is pyproject's build backend but not locked",
+    ]
+
+
+def test_given_the_repository_dev_lock_at_another_build_backend_than_pyproject_then_the_check_refuses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``check`` reads pyproject's ``[build-system] requires`` (setuptools==80.9.0, hand-copied) for the dev lock."""
+    read = lock.parse_entries
+
+    def moved(text: str) -> list[tuple[str, lock.Locked]]:
+        return [(n, dataclasses.replace(e, version="80.10.0") if n == "setuptools" else e) for n, e in read(text)]
+
+    monkeypatch.setattr(lock, "parse_entries", moved)
+    assert lock.check(Template()) == [
+        "requirements-dev.lock: setuptools==80.9.0 is pyproject's build backend but 80.10.0 is locked",
+    ]
 
 
 def test_given_the_repository_then_the_dev_environment_is_installed_from_a_universal_hashed_lock() -> None:
