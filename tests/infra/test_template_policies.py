@@ -726,6 +726,11 @@ def _unalarmed() -> dict[str, tuple[str | None, str]]:
         M.ABUSE_FLAGS: (None, "each flag is itself an operator alert on the operator topic (OperatorAlerts)"),
         M.OPERATOR_ALERTS: (None, "counts what was already sent to the operator topic"),
         M.FORECAST_RECHECKS_DROPPED: (None, "moot once the month is over; the 100 % alerts still come (D366)"),
+        # account API
+        M.TIER_REQUEST_KEY_MISSING: (
+            None,
+            "a client's request refused 400 naming the header: its caller sees it; counted to find keyless callers (D436)",
+        ),
         # invoicing
         M.CLOSE_JOBS_QUEUED: (None, outcome),
         M.INVOICE_ISSUED: (None, outcome),
