@@ -1092,7 +1092,7 @@ def test_given_every_dead_letter_queue_then_a_second_alarm_notifies_each_new_arr
         assert queries["added"] == {
             "Id": "added",
             "Label": "messages added since the minute before",
-            "Expression": "DIFF(visible + inflight)",
+            "Expression": "DIFF(visible + FILL(inflight, 0))",
             "ReturnData": True,
         }, name
         metrics = {
@@ -1186,6 +1186,49 @@ def test_given_an_operator_reading_a_dead_letter_queue_then_its_arrivals_alarm_r
         visible = statistic[queries["visible"]["MetricStat"]["Stat"]]
         inflight = statistic[queries["inflight"]["MetricStat"]["Stat"]]
         assert [visible(v for v, _ in s) + inflight(i for _, i in s) for s in later] == [5], name
+
+
+def _arrivals_read(expression: str, minutes: list[tuple[int | None, int | None]]) -> list[int | None]:
+    """Each minute's value of an arrivals alarm's ``DIFF(<sum>)`` as CloudWatch's metric math gives it (hand-modelled,
+    not the template's code): the sum per minute as ``_held`` reads it (no point where a term has none, unless
+    ``FILL``'d), then the minute's sum less the minute before's - no value where either has none."""
+    inner = re.fullmatch(r"DIFF\((.+)\)", expression)
+    assert inner is not None, expression
+    sums = [_held(inner.group(1), visible, inflight) for visible, inflight in minutes]
+    return [
+        None if before is None or now is None else now - before
+        for before, now in zip([None, *sums[:-1]], sums, strict=True)
+    ]
+
+
+def test_given_a_minute_with_no_message_in_flight_then_every_dead_letter_arrivals_alarm_reads_the_arrival(
+    template: Template,
+) -> None:
+    """D415 amended (gops): SQS reports ``ApproximateNumberOfMessagesNotVisible`` only if in-flight messages exist
+    (AWS SQS Developer Guide, available CloudWatch metrics, reporting behaviour) - and a dead-letter queue nobody is
+    reading has none in flight: unfilled, ``DIFF(visible + inflight)`` had no value in such minutes and a message
+    dead-lettered then was no arrival (missing, not breaching). Every arrivals alarm of the template, found by its
+    shape (an expression over ``DIFF`` of a queue's visible and in-flight counts, whatever its name), FILLs the
+    in-flight term. Hand-worked (visible, in flight) per minute: (1, none), (2, none) - one more message, nobody
+    reading - reads +1 (an arrival); (1, none), (0, 1) - the operator receives it - reads 0."""
+    shaped: dict[str, str] = {}
+    for name, spec in template.of_type("AWS::CloudWatch::Alarm").items():
+        queries = spec["Properties"].get("Metrics", [])
+        metrics = {q["Id"]: q["MetricStat"]["Metric"]["MetricName"] for q in queries if "MetricStat" in q}
+        returned = [q.get("Expression", "") for q in queries if q.get("ReturnData", True)]
+        if "ApproximateNumberOfMessagesNotVisible" in metrics.values() and any("DIFF(" in e for e in returned):
+            assert metrics == {
+                "visible": "ApproximateNumberOfMessagesVisible",
+                "inflight": "ApproximateNumberOfMessagesNotVisible",
+            }, name
+            [shaped[name]] = returned
+    queues = {name for name in template.of_type("AWS::SQS::Queue") if name.endswith("DeadLetterQueue")}
+    assert len(shaped) == len(queues), sorted(shaped)  # one per dead-letter queue (D415's test pins which)
+    for name, expression in shaped.items():
+        assert expression == "DIFF(visible + FILL(inflight, 0))", name
+        assert _arrivals_read(expression, [(1, None), (2, None)]) == [None, 1], name  # nobody reading: an arrival
+        assert _arrivals_read(expression, [(1, None), (0, 1)]) == [None, 0], name  # received: no arrival
+        assert _arrivals_read(expression, [(3, 0), (5, 0)]) == [None, 2], name  # both reported: as before
 
 
 # --- D426: the rating queues' messages running out of their 14 days ----------------------------------------------
