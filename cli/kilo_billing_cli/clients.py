@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from kilo_billing.aws import CallBudget
     from kilo_billing.settings import FunctionSettings
 
@@ -31,11 +33,18 @@ def call_budget() -> CallBudget:
     class CliSettings(FunctionSettings):
         aws_read_timeout_seconds: float = Field(default=READ_TIMEOUT_SECONDS, gt=0)
 
+    # only the budget's variables are read: its secret reuse passed in (a command reading no secret does not fail on
+    # a bad SECRET_MAX_AGE_SECONDS; one that does reads it through its function's settings, D413 amended (gops))
+    unread = FunctionSettings.model_fields["secret_max_age_seconds"].default
     try:
-        return CliSettings().call_budget
+        return CliSettings(secret_max_age_seconds=unread).call_budget
     except ValidationError as exc:
-        refused = "; ".join(f"{str(error['loc'][0]).upper()}: {error['msg']}" for error in exc.errors())
-        raise ValueError(f"the AWS call budget: {refused}") from None
+        raise ValueError(f"the AWS call budget: {_refused(exc)}") from None
+
+
+def _refused(exc: ValidationError) -> str:
+    """Each refused value of a settings class on one line: its variable and why."""
+    return "; ".join(f"{str(error['loc'][0]).upper()}: {' '.join(error['msg'].split())}" for error in exc.errors())
 
 
 def client(service: str, **kwargs: Any) -> Any:
@@ -48,10 +57,15 @@ def client(service: str, **kwargs: Any) -> Any:
 def function_settings(settings: type[Settings], **values: Any) -> Settings:
     """A function's settings for a command that runs that function's logic (``invoice run``, ``refund``,
     ``void-draft``): its AWS call budget is the CLI's, not the function's own default."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
     budget = call_budget()
-    return settings(
-        **values,
-        aws_connect_timeout_seconds=budget.connect_timeout,
-        aws_read_timeout_seconds=budget.read_timeout,
-        aws_max_attempts=budget.max_attempts,
-    )
+    try:
+        return settings(
+            **values,
+            aws_connect_timeout_seconds=budget.connect_timeout,
+            aws_read_timeout_seconds=budget.read_timeout,
+            aws_max_attempts=budget.max_attempts,
+        )
+    except ValidationError as exc:  # one line naming the variable (main: exit 2), not pydantic's own text
+        raise ValueError(f"the {settings.__name__}: {_refused(exc)}") from None

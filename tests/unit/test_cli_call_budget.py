@@ -118,3 +118,32 @@ def test_given_a_read_timeout_that_is_not_a_positive_number_then_the_command_is_
         main(COMMANDS[command])
     assert (exited.value.code, made) == (2, [])
     assert "AWS_READ_TIMEOUT_SECONDS" in capsys.readouterr().err
+
+
+def test_given_a_bad_secret_max_age_then_a_command_reading_no_secret_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D413 amended (gops): the budget validated every ``FunctionSettings`` variable, so `account show` - no secret
+    read - failed on ``SECRET_MAX_AGE_SECONDS``. Only the budget's variables are read for it."""
+    for name in BUDGET_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "-1")
+    config = _first_client(monkeypatch, COMMANDS["account show"])
+    assert (config.read_timeout, config.connect_timeout, config.retries["total_max_attempts"]) == (10.0, 1.0, 3)
+
+
+def test_given_a_bad_stripe_timeout_then_the_invoice_command_exits_2_with_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D413 amended (gops): a value the invoice settings refuse printed pydantic's raw, multi-line error."""
+    monkeypatch.setenv("STRIPE_TIMEOUT_SECONDS", "0")
+    import boto3  # noqa: PLC0415
+
+    made: list[str] = []
+    monkeypatch.setattr(boto3, "client", lambda service, **_: made.append(service))
+    with pytest.raises(SystemExit) as exited:
+        main(COMMANDS["invoice void-draft"])
+    assert (exited.value.code, made) == (2, [])
+    [said] = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert "STRIPE_TIMEOUT_SECONDS: Input should be greater than 0" in said
+    assert "validation error" not in said
