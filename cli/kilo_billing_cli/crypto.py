@@ -321,15 +321,17 @@ def _bill_status(store: DynamoCryptoStore, invoice_id: str) -> str | None:
 
 
 def bill_view(store: DynamoCryptoStore, invoice_id: str) -> dict[str, Any]:
-    """``crypto payments``: the bill and its payment lines as stored, ``stalled`` shown (D419, D434); no such
-    bill is a ``ValueError`` (exit 2)."""
+    """``crypto payments``: the bill and its payment lines as stored, ``stalled`` shown (D419, D434); each line's
+    USD the figure the customer's history shows (the lines the bill counts: its counted sum split among them to the
+    cent, ``shown_usd``; the others their own; D435 amended (gcw)); no such bill is a ``ValueError`` (exit 2)."""
     from kilo_crypto_watch.model import BillStatus  # noqa: PLC0415
-    from kilo_crypto_watch.settlement import counts, remaining_usd  # noqa: PLC0415
+    from kilo_crypto_watch.settlement import counts, holds, remaining_usd, shown_usd  # noqa: PLC0415
 
     bill = store.bill(invoice_id)
     if bill is None:
         raise ValueError(f"no crypto bill {invoice_id!r}")
     asked = Decimal("0") if bill.status is BillStatus.PAID else remaining_usd(bill)
+    told = shown_usd((line.payment_id, line.usd) for line in bill.payments if holds(line))
     return {
         "invoice_id": bill.invoice_id,
         "account_id": bill.account_id,
@@ -343,7 +345,7 @@ def bill_view(store: DynamoCryptoStore, invoice_id: str) -> dict[str, Any]:
                 "tx_id": line.tx_id,
                 "status": line.status.value,
                 "asset": line.asset,
-                "amount_usd": money_str(line.usd),
+                "amount_usd": money_str(told.get(line.payment_id, line.usd)),
                 "counted": counts(line),
                 "stalled": line.stalled,
                 "late": line.late,

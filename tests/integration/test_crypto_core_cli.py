@@ -10,9 +10,20 @@ from decimal import Decimal
 import pytest
 
 from kilo_billing_cli.main import main
+from kilo_crypto_watch.history import account_history
 from kilo_crypto_watch.model import BillStatus
 from tests.conftest import Stack
-from tests.crypto_core_fakes import CUSTOMER_WALLET, STRANGER_WALLET, T0, Harness, bill, harness, quote, transfer
+from tests.crypto_core_fakes import (
+    CHAINS,
+    CUSTOMER_WALLET,
+    STRANGER_WALLET,
+    T0,
+    Harness,
+    bill,
+    harness,
+    quote,
+    transfer,
+)
 
 
 @pytest.fixture
@@ -731,6 +742,31 @@ def test_given_a_bill_whose_payment_is_stuck_then_crypto_payments_shows_it_stall
     text = capsys.readouterr().out
     assert "OPEN (MULTIPLE, PARTIAL), total 100.00, asks 40.00" in " ".join(text.split())
     assert "stalled" in text
+
+
+def test_given_two_sub_cent_payments_then_crypto_payments_shows_what_the_customer_was_told(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D435 amended (gcw): two 10.005 USDC payments (10,005,000 units at $1.00: 10.005 exact each) - the bill counts
+    20.01 (their sum rounded once) and the customer's history shows it split to the cent, 10.01 and 10.00
+    (``shown_usd``, D217). The operator's view shows the same figures, each payment's as the history does, adding up
+    to 20.01. Before: each line's own USD rounded, both 10.00 or both 10.01 - a cent apart from the history."""
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    h.store.create_bill(bill())
+    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    h.settlement.record_seen(transfer("0xd1", "USDC", 10_005_000, T0 + timedelta(minutes=3)))
+    h.settlement.record_seen(transfer("0xd2", "USDC", 10_005_000, T0 + timedelta(minutes=4)))
+
+    shown = _cli(capsys, "crypto", "payments", "inv-1", "--crypto-table", table)
+
+    rows = {row["payment_id"]: row["amount_usd"] for row in shown["payments"]}
+    history = account_history(*h.store.account_history("acct-1"), CHAINS, h.clock.now)
+    told = {p["payment_id"]: p["amount_usd"] for p in history["payments"]}
+    assert sorted(rows.values()) == ["10.00", "10.01"]  # 20.01 split to the cent
+    assert rows == told
+    assert shown["asked_usd"] == "79.99"  # 100.00 - 20.01
 
 
 def test_given_no_such_bill_then_crypto_payments_exits_2_naming_it(

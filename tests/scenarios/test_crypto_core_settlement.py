@@ -506,6 +506,34 @@ def test_given_a_stuck_payment_seen_again_elsewhere_and_stuck_there_too_then_eac
     ]
 
 
+def test_given_the_bus_down_for_a_reopen_then_the_next_run_tells_the_customer_once(stack: Stack) -> None:
+    """D434 amended (gcw): 60.00 final, 40.00 named stuck - the bill is saved OPEN asking 40.00, and publishing its
+    ``CryptoBillReopened.v1`` fails (nothing published). The next run (the watcher naming the payment stuck again,
+    then its sweep of what is due) publishes the notice once: 40.00 asked, 40.00 stuck, its id naming the payment
+    and block; a further run nothing more, and the bill leaves the announcement list. Before: the next run found the
+    line stalled already and returned - the customer was never told."""
+    h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
+    publisher = FailingPublisher()
+    h = replace(h, published=publisher, settlement=Settlement(h.store, publisher, CHAINS, h.rates, clock=h.clock))
+    h.settlement.record_seen(transfer("0xc1", "USDC", 60_000_000, T0 + timedelta(minutes=3)))
+    h.settlement.record_seen(transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xc1:0")
+
+    publisher.down = True
+    with pytest.raises(CrashError):
+        h.settlement.stalled("ethereum:0xc2:0")
+    assert h.events(REOPENED) == []
+    publisher.down = False
+    h.settlement.stalled("ethereum:0xc2:0", "0xblock")  # the next run
+    h.settlement.announce_due()
+    h.settlement.stalled("ethereum:0xc2:0", "0xblock")  # a further run
+    h.settlement.announce_due()
+
+    told = [(e["event_id"], e["amount_usd"], e["stuck_usd"], e["stuck_tx_ids"]) for e in h.events(REOPENED)]
+    assert told == [("crypto-reopened:inv-1:ethereum:0xc2:0@0xblock", "40.00", "40.00", ["0xc2"])]
+    assert h.store.bills_to_announce() == []
+
+
 def test_given_two_payments_stuck_one_after_the_other_then_the_second_reopen_sums_both_and_names_both(
     stack: Stack,
 ) -> None:

@@ -8,6 +8,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
@@ -365,6 +366,27 @@ class DynamoCryptoStore:
             )
         except ConditionFailedError:
             call(self._client.update_item, UpdateExpression=marked, **request)
+
+    def mark_reopen_said(self, invoice_id: str, owed: str) -> None:
+        # on the version read (it moves, as mark_bill_announced's: a writer holding the bill re-reads instead of
+        # owing the notice again); the list entry by its index, checked to still be the one said
+        bill = self.bill(invoice_id)
+        if bill is None or owed not in bill.reopens_owed:
+            return
+        index = bill.reopens_owed.index(owed)
+        left = replace(bill, reopens_owed=tuple(o for o in bill.reopens_owed if o != owed))
+        removed = f"reopens_owed[{index}]" + ("" if items.announcement_due(left) else ", gsi1pk, gsi1sk")
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.key(items.bill_pk(invoice_id), "BILL"),
+                UpdateExpression=f"REMOVE {removed} ADD version :one",
+                ConditionExpression=f"version = :v AND reopens_owed[{index}] = :owed",
+                ExpressionAttributeValues=to_item({":v": bill.version, ":owed": owed, ":one": 1}),
+            )
+        except ConditionFailedError:
+            return  # another writer moved the bill first: left owed, the sweep tells it again (same event id)
 
     def bills_to_announce(self) -> Sequence[Bill]:
         found = self._query(

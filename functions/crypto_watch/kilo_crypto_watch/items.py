@@ -100,11 +100,14 @@ ANNOUNCE_PK: Final = "ANNOUNCE#BILL"
 
 def announcement_due(bill: Bill) -> bool:
     """A PAID bill whose settlement, part of whose credit, or a cut of whose write-off (D387), invoicing has not
-    been told of."""
-    return bill.status is BillStatus.PAID and (
-        not bill.settled_announced
-        or bill.credit_usd > bill.credit_announced_usd
-        or bill.written_off_usd < bill.write_off_announced()
+    been told of; or a bill whose reopen the customer has not been told of (D434)."""
+    return bool(bill.reopens_owed) or (
+        bill.status is BillStatus.PAID
+        and (
+            not bill.settled_announced
+            or bill.credit_usd > bill.credit_announced_usd
+            or bill.written_off_usd < bill.write_off_announced()
+        )
     )
 
 
@@ -144,6 +147,7 @@ def bill_to_item(bill: Bill) -> Item:
             "settled_announced": bill.settled_announced,
             "credit_announced_usd": bill.credit_announced_usd,
             "written_off_announced_usd": bill.written_off_announced_usd,
+            "reopens_owed": list(bill.reopens_owed) or None,
             "version": bill.version,
         }
     )
@@ -206,6 +210,7 @@ def bill_from_item(item: Mapping[str, Any]) -> Bill:
             if values.get("written_off_announced_usd") is not None
             else None
         ),
+        reopens_owed=tuple(str(owed) for owed in values.get("reopens_owed", [])),
         version=int(values.get("version", 0)),
     )
 

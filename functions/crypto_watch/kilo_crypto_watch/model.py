@@ -343,6 +343,9 @@ class Bill:
     # the write-off invoicing has been told of after the settlement (None: the one CryptoBillSettled carried,
     # total - settled; a later payment pays it first, D387)
     written_off_announced_usd: Decimal | None = None
+    # the CryptoBillReopened notices saved with a stall and not yet published, each "<payment id>@<block hash>"
+    # (its event id's tail): the sweep publishes what a failed publish or a crash left out (D434)
+    reopens_owed: tuple[str, ...] = ()
     version: int = 0
 
     def write_off_announced(self) -> Decimal:

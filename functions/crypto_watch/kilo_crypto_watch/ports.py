@@ -274,8 +274,15 @@ class SettlementStore(Protocol):
         unless its credit or write-off has changed meanwhile."""
         ...
 
+    def mark_reopen_said(self, invoice_id: str, owed: str) -> None:
+        """The bill's ``CryptoBillReopened.v1`` for ``owed`` (``<payment id>@<block hash>``) has been published (or
+        is no longer to tell): it leaves ``reopens_owed``, and the bill the announcement list when nothing else of
+        it is due. A write that loses a race leaves it owed (the sweep publishes it again under the same id)."""
+        ...
+
     def bills_to_announce(self) -> Sequence[Bill]:
-        """PAID bills whose settlement or credit invoicing has not been told of (``items.announcement_due``)."""
+        """PAID bills whose settlement or credit invoicing has not been told of, and bills with a reopen owed
+        (``items.announcement_due``)."""
         ...
 
     def pending_payments(self, chain: str) -> Sequence[Payment]: ...

@@ -958,11 +958,13 @@ class Settlement:
 
     def announce_due(self) -> int:
         """Publish what a crash between a bill's save and its event left out: ``CryptoBillSettled.v1`` of a PAID bill
-        never announced, ``CryptoCreditAdded.v1`` of credit gained since the last announcement (same event ids as the
-        first attempt; consumers apply each once). Run by every watcher run. Returns how many bills it announced."""
+        never announced, ``CryptoCreditAdded.v1`` of credit gained since the last announcement, each
+        ``CryptoBillReopened.v1`` owed (same event ids as the first attempt; consumers apply each once). Run by every
+        watcher run. Returns how many bills it announced."""
         bills = self._store.bills_to_announce()
         for bill in bills:
             self._announce_bill(bill)
+            self._announce_reopens(bill)
         return len(bills)
 
     def resolve_review(self, payment_id: str, accept: bool) -> Payment:
@@ -1436,10 +1438,16 @@ class Settlement:
             bill = self._store.bill(payment.invoice_id)
             line = next((line for line in bill.payments if line.payment_id == payment_id), None) if bill else None
             if bill is None or line is None or line.stalled:
+                if bill is not None:
+                    self._announce_reopens(bill)  # a rerun after a failed publish or a crash before it
                 return
             now = self._clock()
             marked = replace(bill, payments=tuple(replace(x, stalled=True) if x is line else x for x in bill.payments))
             new_bill = replace(recompute(marked, self._policy, now), version=bill.version + 1)
+            if new_bill.status is BillStatus.OPEN and remaining_usd(new_bill) > remaining_usd(bill):
+                # owed with the stall, in its write: said once published (a failed publish is told by the sweep)
+                owed = f"{payment_id}@{payment.transfer.block_hash}"
+                new_bill = replace(new_bill, reopens_owed=(*new_bill.reopens_owed, owed))
             quotes = self._store.quotes(bill.invoice_id)
             changed = tuple(
                 replace(quote, status=status)
@@ -1457,19 +1465,26 @@ class Settlement:
                 )
             )
             self._announce_bill(new_bill)
-            if new_bill.status is BillStatus.OPEN and remaining_usd(new_bill) > remaining_usd(bill):
-                self._announce_reopened(new_bill, payment)
+            self._announce_reopens(new_bill)
 
         self._retried(payment_id, attempt)
 
-    def _announce_reopened(self, bill: Bill, released: Payment) -> None:
-        """``CryptoBillReopened.v1``: the stall of ``released`` left ``bill`` OPEN asking more than before - the
-        customer is asked again (D419, D434). Its id names the payment and the block it was named stuck in: a
-        redelivery or a rerun of the same stall is the same event (consumers dedupe), the payment stuck again in
-        another block after being seen there is another reopen."""
+    def _announce_reopens(self, bill: Bill) -> None:
+        """``CryptoBillReopened.v1`` of each reopen ``bill`` owes (``reopens_owed``), then marked said: a stall left
+        it OPEN asking more than before - the customer is asked again (D419, D434). Its id names the payment and the
+        block it was named stuck in: a redelivery or a re-publish of the same stall is the same event (consumers
+        dedupe), the payment stuck again in another block after being seen there is another reopen. Published late
+        (the sweep, after a failed publish), it tells the bill as it is then; a bill no longer OPEN (paid, or covered
+        again meanwhile) is not told, its notice only marked said."""
+        for owed in bill.reopens_owed:
+            if bill.status is BillStatus.OPEN:
+                self._publish_reopened(bill, owed)
+            self._store.mark_reopen_said(bill.invoice_id, owed)
+
+    def _publish_reopened(self, bill: Bill, owed: str) -> None:
         stuck = [line for line in bill.payments if counts(line) and not holds(line)]
         reopened = CryptoBillReopenedV1(
-            event_id=f"crypto-reopened:{bill.invoice_id}:{released.payment_id}@{released.transfer.block_hash}",
+            event_id=f"crypto-reopened:{bill.invoice_id}:{owed}",
             account_id=bill.account_id,
             invoice_id=bill.invoice_id,
             total=money_str(bill.total_usd),
