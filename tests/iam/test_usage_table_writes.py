@@ -215,12 +215,15 @@ def test_given_the_account_api_role_then_it_writes_its_account_s_items_numbers_c
             _refused(dynamodb.update_item, **state_status),
             _refused(dynamodb.update_item, **INDEXED_INVOICE),
             _refused(dynamodb.put_item, Item={**_key("SWEPT_ROOMS", "ROOM#RM_x"), "closed_at_ms": {"N": "1"}}),
+            # an invoice's attributes put in the account's partition (over the profile)
+            _refused(dynamodb.put_item, Item={**_key("ACCOUNT#acct_1", "PROFILE"), "total": _s("0.00")}),
         ]
-    assert refusals == ["AccessDeniedException"] * 4
+    assert refusals == ["AccessDeniedException"] * 5
     assert enforcement.denied == [
         ("dynamodb:PutItem", USAGE_TABLE),
         ("dynamodb:UpdateItem", USAGE_TABLE),
         ("dynamodb:UpdateItem", USAGE_TABLE),
+        ("dynamodb:PutItem", USAGE_TABLE),
         ("dynamodb:PutItem", USAGE_TABLE),
     ]
     assert allowed > 0

@@ -1078,9 +1078,20 @@ def test_given_the_account_api_role_then_its_usage_table_writes_are_in_their_par
             },
         )
 
+    from kilo_account_api import items  # noqa: PLC0415
+    from kilo_billing import account_items  # noqa: PLC0415
+
     room = ("identity", "registers", "account", state.STATE_VERSION, state.STATE_BLOB, state.STATE_PENDING)
-    assert _usage_writes(transformed, "AccountApiFunctionRole") == [
-        (["dynamodb:PutItem"], {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACCOUNT#*"]}}),
+    writes = _usage_writes(transformed, "AccountApiFunctionRole")
+    (actions, put), *updates = writes
+    assert put is not None
+    assert (actions, put["ForAllValues:StringLike"]) == (["dynamodb:PutItem"], {"dynamodb:LeadingKeys": ["ACCOUNT#*"]})
+    assert set(put["ForAllValues:StringEquals"]["dynamodb:Attributes"]) == (
+        _item_names(account_items, "profile_to_item")
+        | _item_names(account_items, "answer_to_item")
+        | _item_names(items, "phone_challenge_to_item")
+    )
+    assert updates == [
         update("ACCOUNT#*", "customer_details", "phone", "code_hash", "tries_left", "salt"),
         update("PHONE#*", "codes", "expires_at"),
         update("ROOM#*", *room),
