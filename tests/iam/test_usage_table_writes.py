@@ -166,3 +166,66 @@ def test_given_the_sweeper_role_then_it_writes_its_listings_marks_and_thresholds
         {"N": "4"},
         {"SS": ["budget#50"]},
     ]
+
+
+def test_given_the_account_api_role_then_it_writes_its_account_s_items_numbers_codes_and_rooms_only(
+    stack: Stack, roles: Roles
+) -> None:
+    """giam (D429 amended): the account API's usage-table PutItem/UpdateItem had no condition. Its adapters' own
+    writes - a profile saved (`save`), the pending phone code put, tried and forgotten, a number's codes of a day
+    counted and given back, the BILLING item's details digest (`save_billing`) - are allowed; a put into a room's
+    partition, a room's state given `status`, an invoice given `account_id` and a swept-room mark refused (each
+    fails on the old template)."""
+    from dataclasses import replace  # noqa: PLC0415
+    from datetime import UTC, date, datetime, timedelta  # noqa: PLC0415
+    from decimal import Decimal  # noqa: PLC0415
+
+    from kilo_account_api.adapters import DynamoPhoneChallenges  # noqa: PLC0415
+    from kilo_account_api.model import PhoneChallenge  # noqa: PLC0415
+    from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
+    from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
+    from kilo_billing.rating import TierChange  # noqa: PLC0415
+
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    DynamoAccountDirectory(stack.clients["dynamodb"], USAGE).register(
+        AccountProfile("acct_1", (TierChange(at, "team"),))
+    )
+    with roles.acting_as("AccountApiFunction") as enforcement:
+        dynamodb = boto3.client("dynamodb")
+        accounts = DynamoAccountDirectory(dynamodb, USAGE)
+        (profile,) = accounts.registered(["acct_1"]).values()
+        accounts.save(replace(profile, budget_usd=Decimal("40.00")))
+        challenges = DynamoPhoneChallenges(dynamodb, USAGE, timedelta(days=1))
+        challenge = PhoneChallenge("acct_1", "+14155550100", "salt", "hash", at + timedelta(minutes=10), 3, (at,))
+        challenges.replace(challenge, None)
+        assert challenges.take_number_code("+14155550100", date(2026, 11, 1), 5)
+        challenges.give_back_number_code("+14155550100", date(2026, 11, 1))
+        challenges.spend_try(challenge)
+        challenges.forget_phone("acct_1")
+        DynamoLedgerStore(dynamodb, USAGE).save_billing("acct_1", customer_details="0" * 32)
+        allowed = len(enforcement.allowed)
+        state_status = {
+            "Key": _key("ROOM#RM_x", "STATE"),
+            "UpdateExpression": "SET #s = :s",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": _s("paid")},
+        }
+        refusals = [
+            _refused(dynamodb.put_item, **ROOM_PUT),
+            _refused(dynamodb.update_item, **state_status),
+            _refused(dynamodb.update_item, **INDEXED_INVOICE),
+            _refused(dynamodb.put_item, Item={**_key("SWEPT_ROOMS", "ROOM#RM_x"), "closed_at_ms": {"N": "1"}}),
+            # an invoice's attributes put in the account's partition (over the profile)
+            _refused(dynamodb.put_item, Item={**_key("ACCOUNT#acct_1", "PROFILE"), "total": _s("0.00")}),
+        ]
+    assert refusals == ["AccessDeniedException"] * 5
+    assert enforcement.denied == [
+        ("dynamodb:PutItem", USAGE_TABLE),
+        ("dynamodb:UpdateItem", USAGE_TABLE),
+        ("dynamodb:UpdateItem", USAGE_TABLE),
+        ("dynamodb:PutItem", USAGE_TABLE),
+        ("dynamodb:PutItem", USAGE_TABLE),
+    ]
+    assert allowed > 0
+    stored = stack.clients["dynamodb"].get_item(TableName=USAGE, Key=_key("ACCOUNT#acct_1", "PHONECODE"))["Item"]
+    assert (stored["tries_left"], "phone" in stored) == ({"N": "0"}, False)

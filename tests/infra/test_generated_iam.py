@@ -1059,3 +1059,41 @@ def test_given_the_rating_role_then_its_usage_table_writes_are_its_rooms_aggrega
         }
     ]
     assert "account_id" not in room
+
+
+def test_given_the_account_api_role_then_its_usage_table_writes_are_in_their_partitions(
+    transformed: Transformed,
+) -> None:
+    """D429 amended by giam: the account API's usage-table PutItem/UpdateItem had no condition. Its puts are in an
+    account's partition only; its updates name the BILLING digest and the phone code's (`ACCOUNT#`), a number's codes
+    of a day (`PHONE#`, `take_counted`'s counter and TTL), and the erasure's session and state header (`ROOM#`)."""
+    from kilo_billing import room_state_items as state  # noqa: PLC0415
+
+    def update(partition: str, *names: str) -> tuple[list[str], dict[str, Any]]:
+        return (
+            ["dynamodb:UpdateItem"],
+            {
+                "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [partition]},
+                "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", *names]},
+            },
+        )
+
+    from kilo_account_api import items  # noqa: PLC0415
+    from kilo_billing import account_items  # noqa: PLC0415
+
+    room = ("identity", "registers", "account", state.STATE_VERSION, state.STATE_BLOB, state.STATE_PENDING)
+    writes = _usage_writes(transformed, "AccountApiFunctionRole")
+    (actions, put), *updates = writes
+    assert put is not None
+    assert (actions, put["ForAllValues:StringLike"]) == (["dynamodb:PutItem"], {"dynamodb:LeadingKeys": ["ACCOUNT#*"]})
+    assert set(put["ForAllValues:StringEquals"]["dynamodb:Attributes"]) == (
+        _item_names(account_items, "profile_to_item")
+        | _item_names(account_items, "answer_to_item")
+        | _item_names(items, "phone_challenge_to_item")
+    )
+    assert updates == [
+        update("ACCOUNT#*", "customer_details", "phone", "code_hash", "tries_left", "salt"),
+        update("PHONE#*", "codes", "expires_at"),
+        update("ROOM#*", *room),
+        (["dynamodb:DeleteItem"], {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ROOM#*"]}}),
+    ]
