@@ -4,6 +4,8 @@ request is checked against stripe-python's typed params (``refused_params``). Fi
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -12,7 +14,7 @@ from stripe.params import CreditNotePreviewParamsLine, InvoiceAddLinesParamsLine
 
 from kilo_billing.money import before_tax, in_cents
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
-from kilo_invoice.ports import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest
+from kilo_invoice.ports import Customer, GatewayLine, GatewayRejectedError, GatewayUnavailableError, InvoiceRequest
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 
 
@@ -167,17 +169,27 @@ def test_given_automatic_tax_then_stripe_refuses_a_negative_line_and_a_line_of_u
     assert added.subtotal == 2780
 
 
+def _credits_request(
+    percent: str, lines: list[GatewayLine], *, card: bool = True
+) -> tuple[StripePaymentGateway, EmulatorHTTPClient, InvoiceRequest]:
+    """A customer taxed at ``percent`` (with a card that pays, or none: its invoice stays open) and the request of an
+    automatic-tax invoice of ``lines`` (some negative), not yet issued."""
+    http = EmulatorHTTPClient()
+    gateway = StripePaymentGateway(stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0))
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    http.emulator.set_tax_rate(customer, percent)
+    if card:
+        gateway.set_default_payment_method(customer, "pm_card_visa")
+    request = InvoiceRequest("acct-1/2026-04", "KB-acct-1-0004", "acct-1", customer, lines, automatic_tax=True)
+    return gateway, http, request
+
+
 def _issued_with_credits(
     percent: str, lines: list[GatewayLine]
 ) -> tuple[StripePaymentGateway, EmulatorHTTPClient, InvoiceRequest, str]:
     """An automatic-tax invoice of ``lines`` (some negative) issued by the adapter for a customer taxed at
     ``percent``, paid by card; the request and its Stripe id."""
-    http = EmulatorHTTPClient()
-    gateway = StripePaymentGateway(stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0))
-    customer = gateway.ensure_customer(Customer("acct-1"))
-    http.emulator.set_tax_rate(customer, percent)
-    gateway.set_default_payment_method(customer, "pm_card_visa")
-    request = InvoiceRequest("acct-1/2026-04", "KB-acct-1-0004", "acct-1", customer, lines, automatic_tax=True)
+    gateway, http, request = _credits_request(percent, lines)
     return gateway, http, request, gateway.issue_invoice(request).gateway_id
 
 
@@ -241,6 +253,114 @@ def test_given_a_discounted_draft_when_issued_again_then_one_coupon_and_one_invo
     assert again.gateway_id == invoice_id
     assert len(http.emulator.objects["coupon"]) == 1
     assert len(http.emulator.objects["invoice"]) == 1
+
+
+_CREDITED = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-4.00"))]
+# D432 amended (gtax): the coupon's id is ours, one per invoice - "kilo_" and the first 32 hex digits of the SHA-256
+# of our invoice id (Stripe documents no character rule for a coupon id: letters, digits and "_" only)
+_COUPON_ID = "kilo_" + hashlib.sha256(b"acct-1/2026-04").hexdigest()[:32]
+
+
+def _coupon_posts(http: EmulatorHTTPClient) -> list[dict[str, object]]:
+    return [r.params for r in http.requests if r.method == "post" and r.path == "/v1/coupons"]
+
+
+def test_given_a_coupon_made_and_its_draft_not_when_rerun_after_the_keys_expired_then_that_coupon_is_redeemed() -> None:
+    """The coupon is made (id ours, ``max_redemptions`` 1), the invoice's create fails (Stripe 500); a rerun after
+    Stripe's 24 h idempotency window posts the same coupon again, is told its id is taken
+    (``resource_already_exists``), reads it back (400 off, usd: ours) and redeems it: one coupon, one invoice, 29.00 -
+    4.00 + 10 % = 27.50 paid. Before: no id of ours and no limit - a second, unlimited coupon made on the rerun."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    http.faults = ["pass", "pass", 500]  # the invoices' list, the coupon; the invoice's create fails
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    assert "invoice" not in http.emulator.objects
+    http.emulator.expire_idempotency_keys()
+
+    issued = gateway.issue_invoice(request)
+
+    (coupon,) = http.emulator.objects["coupon"].values()
+    assert (coupon["id"], coupon["amount_off"], coupon["max_redemptions"]) == (_COUPON_ID, 400, 1)
+    assert [(sent["id"], sent["max_redemptions"]) for sent in _coupon_posts(http)] == [(_COUPON_ID, "1")] * 2
+    invoice = http.emulator.objects["invoice"][issued.gateway_id]
+    assert (invoice["total_excluding_tax"], invoice["amount_paid"]) == (2500, 2750)
+    assert http.emulator.refused_params == []
+
+
+def test_given_our_coupon_id_taken_by_another_amount_when_issued_then_refused_before_the_invoice_is_made() -> None:
+    """A first try made the coupon of 4.00 off and failed at the invoice's create; the close is composed again with
+    3.00 of credit (a note meanwhile, say): the coupon of our id holds 4.00, not 3.00 - refused naming both, no
+    invoice posted (before: a second coupon of 3.00 made and redeemed)."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    http.faults = ["pass", "pass", 500]
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    http.emulator.expire_idempotency_keys()
+    less = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-3.00"))]
+
+    with pytest.raises(GatewayRejectedError, match=r"4\.00 off.*ours 3\.00"):
+        gateway.issue_invoice(replace(request, lines=less))
+
+    assert [r for r in http.requests if r.method == "post" and r.path == "/v1/invoices" and r.status == 200] == []
+    assert list(http.emulator.objects["coupon"]) == [_COUPON_ID]
+
+
+def test_given_our_coupon_used_up_by_a_draft_deleted_in_stripe_when_rerun_then_refused_naming_it() -> None:
+    """The draft (its finalize failed) is deleted in Stripe's dashboard, not by us: its coupon stays, redeemed 1 of
+    1. A rerun after the keys expired reads it back and refuses before posting an invoice, naming the coupon (Stripe
+    would refuse to redeem it; before: a second coupon made)."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    http.faults = ["pass", "pass", "pass", "pass", 500]
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    (draft,) = http.emulator.objects["invoice"]
+    stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0).v1.invoices.delete(draft)
+    http.emulator.expire_idempotency_keys()
+    posted = len(http.requests)
+
+    with pytest.raises(GatewayRejectedError, match=rf"{_COUPON_ID} .*no longer valid \(redeemed 1 of 1"):
+        gateway.issue_invoice(request)
+
+    assert [r.path for r in http.requests[posted:] if r.method == "post"] == ["/v1/coupons"]
+    assert list(http.emulator.objects["coupon"]) == [_COUPON_ID]
+
+
+def test_given_a_discounted_draft_when_deleted_then_its_coupon_is_deleted_and_a_rerun_makes_it_again() -> None:
+    """The draft is made with its coupon, its finalize fails (Stripe 500), an operator deletes the draft
+    (``invoice void-draft``): the coupon goes with it (before: left valid in Stripe). A rerun makes the coupon of the
+    same id again and the invoice, 27.50 paid."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    http.faults = ["pass", "pass", "pass", "pass", 500]  # list, coupon, create, lines; the finalize fails
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    (draft,) = http.emulator.objects["invoice"]
+
+    assert gateway.delete_draft(draft) is True
+
+    assert http.emulator.objects["coupon"] == {}
+    assert http.emulator.objects["invoice"] == {}
+    http.emulator.expire_idempotency_keys()
+    issued = gateway.issue_invoice(request)
+    assert list(http.emulator.objects["coupon"]) == [_COUPON_ID]
+    assert http.emulator.objects["invoice"][issued.gateway_id]["amount_paid"] == 2750
+    assert http.emulator.refused_params == []
+
+
+def test_given_a_discounted_open_invoice_when_voided_then_its_coupon_is_deleted_and_the_invoice_keeps_its_discount() -> (
+    None
+):
+    """No card: 27.50 left open; voided (``invoice void-draft``): its coupon is deleted too (before: left valid, its
+    redemption spent but redeemable again had it no limit); the void invoice keeps its 4.00 discount."""
+    gateway, http, request = _credits_request("10", _CREDITED, card=False)
+    issued = gateway.issue_invoice(request)
+    assert issued.status == "open"
+
+    gateway.void(issued.gateway_id)
+
+    assert http.emulator.objects["coupon"] == {}
+    invoice = http.emulator.objects["invoice"][issued.gateway_id]
+    assert (invoice["status"], invoice["total_excluding_tax"], invoice["total"]) == ("void", 2500, 2750)
+    assert http.emulator.refused_params == []
 
 
 def test_given_a_taxed_invoice_when_a_note_asks_more_than_its_lines_hold_then_refused_and_nothing_made() -> None:
