@@ -287,10 +287,11 @@ def test_given_a_coupon_made_and_its_draft_not_when_rerun_after_the_keys_expired
     assert http.emulator.refused_params == []
 
 
-def test_given_our_coupon_id_taken_by_another_amount_when_issued_then_refused_before_the_invoice_is_made() -> None:
+def test_given_our_coupon_id_holding_another_amount_unredeemed_when_rerun_then_it_is_made_again_with_ours() -> None:
     """A first try made the coupon of 4.00 off and failed at the invoice's create; the close is composed again with
-    3.00 of credit (a note meanwhile, say): the coupon of our id holds 4.00, not 3.00 - refused naming both, no
-    invoice posted (before: a second coupon of 3.00 made and redeemed)."""
+    3.00 of credit (a note meanwhile, say) after the keys expired: the coupon of our id holds 4.00,
+    redeemed by nothing - deleted and made again of 3.00, the invoice issued, 29.00 - 3.00 + 10 % = 28.60 paid
+    (before: refused on every rerun, blocking the account's later closes)."""
     gateway, http, request = _credits_request("10", _CREDITED)
     http.faults = ["pass", "pass", 500]
     with pytest.raises(GatewayUnavailableError):
@@ -298,11 +299,53 @@ def test_given_our_coupon_id_taken_by_another_amount_when_issued_then_refused_be
     http.emulator.expire_idempotency_keys()
     less = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-3.00"))]
 
+    issued = gateway.issue_invoice(replace(request, lines=less))
+
+    (coupon,) = http.emulator.objects["coupon"].values()
+    assert (coupon["id"], coupon["amount_off"], coupon["times_redeemed"]) == (_COUPON_ID, 300, 1)
+    invoice = http.emulator.objects["invoice"][issued.gateway_id]
+    assert (invoice["total_excluding_tax"], invoice["amount_paid"]) == (2600, 2860)
+    assert http.emulator.refused_params == []
+
+
+def test_given_our_coupon_id_holding_another_amount_redeemed_when_issued_then_refused_before_the_invoice_is_made() -> (
+    None
+):
+    """The coupon of 4.00 was redeemed by a draft deleted in Stripe's dashboard (not by us); the close is composed
+    again with 3.00: the coupon of our id holds 4.00 and is used - refused naming both, no invoice posted, the coupon
+    kept."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    http.faults = ["pass", "pass", "pass", "pass", 500]
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    (draft,) = http.emulator.objects["invoice"]
+    stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0).v1.invoices.delete(draft)
+    http.emulator.expire_idempotency_keys()
+    less = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-3.00"))]
+    posted = len(http.requests)
+
     with pytest.raises(GatewayRejectedError, match=r"4\.00 off.*ours 3\.00"):
         gateway.issue_invoice(replace(request, lines=less))
 
-    assert [r for r in http.requests if r.method == "post" and r.path == "/v1/invoices" and r.status == 200] == []
-    assert list(http.emulator.objects["coupon"]) == [_COUPON_ID]
+    assert [r.path for r in http.requests[posted:] if r.method != "get"] == ["/v1/coupons"]
+    assert http.emulator.objects["coupon"][_COUPON_ID]["amount_off"] == 400
+
+
+def test_given_a_coupon_posted_under_the_old_key_when_rerun_within_a_day_then_a_new_key_makes_ours() -> None:
+    """Before this change the coupon was posted with no id under the key ``kilo:<invoice>:coupon``; a rerun within
+    Stripe's 24 h posting our id and ``max_redemptions`` under that key would be refused (``idempotency_error``,
+    other parameters). A new key: ours made, the invoice issued, 27.50 paid."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    old = stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0)
+    old.v1.coupons.create(
+        {"amount_off": 400, "currency": "usd", "duration": "once", "name": "Credits and reductions"},
+        {"idempotency_key": "kilo:acct-1/2026-04:coupon"},
+    )
+
+    issued = gateway.issue_invoice(request)
+
+    assert http.emulator.objects["coupon"][_COUPON_ID]["times_redeemed"] == 1
+    assert http.emulator.objects["invoice"][issued.gateway_id]["amount_paid"] == 2750
 
 
 def test_given_our_coupon_used_up_by_a_draft_deleted_in_stripe_when_rerun_then_refused_naming_it() -> None:

@@ -281,8 +281,9 @@ class StripePaymentGateway:
         """A one-off coupon of ``cents`` off (``amount_off``, once) for the invoice of ``request``: its negative lines,
         which Stripe refuses on an automatic-tax invoice, as a discount before tax (D432). Its id is ours, one per
         invoice, redeemed once (``max_redemptions`` 1): a rerun after Stripe pruned the idempotency key is told the id
-        is taken (``resource_already_exists``) and reads it back - the same amount is redeemed again, another refused
-        naming both, one used up refused naming it, before the invoice is posted (D432 amended (gtax))."""
+        is taken (``resource_already_exists``) and reads it back - the same amount is redeemed again, another that no
+        invoice redeemed deleted and made again, one redeemed refused naming it before the invoice is posted (D432
+        amended (gtax))."""
         reductions = "; ".join(
             f"{describe(line)} {money_str(line.amount)}" for line in request.lines if line.amount < 0
         )
@@ -296,29 +297,47 @@ class StripePaymentGateway:
             "name": "Credits and reductions",
             "metadata": {META_INVOICE: request.invoice_id, META_ACCOUNT: request.account_id, "lines": reductions[:500]},
         }
-        key = _key(request.invoice_id, "coupon")
 
-        def create() -> stripe.Coupon | None:
-            try:
-                return self._client.v1.coupons.create(params, {"idempotency_key": key})
-            except stripe.InvalidRequestError as exc:
-                if exc.code == "resource_already_exists":
-                    return None  # an earlier try made it: read back below
-                raise
+        def create(step: str) -> bool:
+            """Whether the coupon was made; False when its id is taken (an earlier try made it: read back)."""
+            key = _key(request.invoice_id, step)
 
-        if self._call(create) is not None:
+            def post() -> bool:
+                try:
+                    self._client.v1.coupons.create(params, {"idempotency_key": key})
+                except stripe.InvalidRequestError as exc:
+                    if exc.code == "resource_already_exists":
+                        return False
+                    raise
+                return True
+
+            return self._call(post)
+
+        # the step names the cents: a recreate of another amount is not replayed as the earlier answer, and the
+        # key differs from the one before ids (``coupon``, other parameters: Stripe's idempotency_error)
+        if create(f"coupon-{cents}"):
             return coupon_id
         made = self._call(lambda: self._client.v1.coupons.retrieve(coupon_id))
         if (made.amount_off, made.currency) != (cents, request.currency):
+            if made.times_redeemed:
+                raise GatewayRejectedError(
+                    f"Stripe's coupon {coupon_id} for {request.invoice_id} takes {dollars(made.amount_off or 0)} off "
+                    f"({made.currency}), ours {dollars(cents)} ({request.currency}), and was redeemed "
+                    f"{made.times_redeemed} of {made.max_redemptions} (its draft deleted in Stripe?); not issued "
+                    f"(delete the coupon in Stripe to issue ours)"
+                )
+            # an earlier try of another amount made it and no invoice redeemed it: ours replaces it
+            self._delete_coupon(coupon_id)
+            if create(f"coupon-{cents}-after-{made.amount_off}-{made.currency}"):
+                return coupon_id
             raise GatewayRejectedError(
-                f"Stripe's coupon {coupon_id} for {request.invoice_id} takes {dollars(made.amount_off or 0)} off "
-                f"({made.currency}), ours {dollars(cents)} ({request.currency}): made by an earlier try of another "
-                f"amount; not issued (delete the coupon in Stripe to issue ours)"
+                f"Stripe's coupon {coupon_id} for {request.invoice_id} was made again by another try while this one "
+                f"replaced it; not issued (rerun the close)"
             )
         if not made.valid:
             raise GatewayRejectedError(
                 f"Stripe's coupon {coupon_id} for {request.invoice_id} is no longer valid (redeemed "
-                f"{made.times_redeemed} of {made.max_redemptions}: its draft deleted or invoice voided in Stripe?); "
+                f"{made.times_redeemed} of {made.max_redemptions}: its draft deleted in Stripe?); "
                 f"not issued (delete the coupon in Stripe to issue ours)"
             )
         return coupon_id
@@ -331,7 +350,10 @@ class StripePaymentGateway:
         ours = _metadata(invoice).get(META_INVOICE)
         if not ours or not invoice.discounts:
             return
-        coupon_id = _coupon_id(ours)
+        self._delete_coupon(_coupon_id(ours))
+
+    def _delete_coupon(self, coupon_id: str) -> None:
+        """``DELETE /v1/coupons/{id}``; one gone already (an earlier try): nothing to do."""
 
         def delete() -> None:
             try:
