@@ -354,6 +354,10 @@ class StripeEmulator:
         invoice["automatic_tax"]["enabled"] = (params.get("automatic_tax") or {}).get("enabled") == "true"
         invoice["_number"] = params.get("number")
         invoice["_discounts"] = self._redeem(invoice, params.get("discounts") or [])
+        invoice["_coupons"] = [  # each discount's coupon, in order (one modelled)
+            (discount_id, discount["coupon"])
+            for (discount_id, _), discount in zip(invoice["_discounts"], params.get("discounts") or [], strict=True)
+        ]
         invoice["discounts"] = [discount_id for discount_id, _ in invoice["_discounts"]]
         self._totals(invoice)
         return self._view("invoice", self._store("invoice", invoice))
@@ -426,7 +430,24 @@ class StripeEmulator:
         return self._search("invoice", params, "/v1/invoices/search")
 
     def _invoices_retrieve(self, ids: dict[str, str], params: Json) -> Json:
-        return self._view("invoice", self._get("invoice", ids["invoice"]))
+        """``expand[]=discounts``: each discount as Stripe's Discount object, its ``source`` the coupon redeemed (its
+        id; the coupon may be deleted since); unexpanded, the discounts' ids."""
+        invoice = self._get("invoice", ids["invoice"])
+        view = self._view("invoice", invoice)
+        if "discounts" in (params.get("expand") or []):
+            view["discounts"] = [
+                {
+                    "id": discount_id,
+                    "object": "discount",
+                    "source": {"type": "coupon", "coupon": coupon_id},
+                    "invoice": invoice["id"],
+                    "customer": invoice["customer"],
+                    "start": invoice["created"],
+                    "end": None,
+                }
+                for discount_id, coupon_id in invoice.get("_coupons", [])
+            ]
+        return view
 
     def _invoices_add_lines(self, ids: dict[str, str], params: Json) -> Json:
         invoice = self._get("invoice", ids["invoice"])

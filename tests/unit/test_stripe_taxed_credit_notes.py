@@ -265,6 +265,19 @@ def _coupon_posts(http: EmulatorHTTPClient) -> list[dict[str, object]]:
     return [r.params for r in http.requests if r.method == "post" and r.path == "/v1/coupons"]
 
 
+def _coupon_used_by_a_draft_deleted_in_stripe() -> tuple[StripePaymentGateway, EmulatorHTTPClient, InvoiceRequest]:
+    """The draft of ``_CREDITED`` made with our coupon of 4.00 (its finalize failed: Stripe 500), then deleted in
+    Stripe's dashboard, not by us: the coupon stays, redeemed 1 of 1; the keys expired since."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    http.faults = ["pass", "pass", "pass", "pass", 500]
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    (draft,) = http.emulator.objects["invoice"]
+    stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0).v1.invoices.delete(draft)
+    http.emulator.expire_idempotency_keys()
+    return gateway, http, request
+
+
 def test_given_a_coupon_made_and_its_draft_not_when_rerun_after_the_keys_expired_then_that_coupon_is_redeemed() -> None:
     """The coupon is made (id ours, ``max_redemptions`` 1), the invoice's create fails (Stripe 500); a rerun after
     Stripe's 24 h idempotency window posts the same coupon again, is told its id is taken
@@ -314,13 +327,7 @@ def test_given_our_coupon_id_holding_another_amount_redeemed_when_issued_then_re
     """The coupon of 4.00 was redeemed by a draft deleted in Stripe's dashboard (not by us); the close is composed
     again with 3.00: the coupon of our id holds 4.00 and is used - refused naming both, no invoice posted, the coupon
     kept."""
-    gateway, http, request = _credits_request("10", _CREDITED)
-    http.faults = ["pass", "pass", "pass", "pass", 500]
-    with pytest.raises(GatewayUnavailableError):
-        gateway.issue_invoice(request)
-    (draft,) = http.emulator.objects["invoice"]
-    stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0).v1.invoices.delete(draft)
-    http.emulator.expire_idempotency_keys()
+    gateway, http, request = _coupon_used_by_a_draft_deleted_in_stripe()
     less = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-3.00"))]
     posted = len(http.requests)
 
@@ -352,13 +359,7 @@ def test_given_our_coupon_used_up_by_a_draft_deleted_in_stripe_when_rerun_then_r
     """The draft (its finalize failed) is deleted in Stripe's dashboard, not by us: its coupon stays, redeemed 1 of
     1. A rerun after the keys expired reads it back and refuses before posting an invoice, naming the coupon (Stripe
     would refuse to redeem it; before: a second coupon made)."""
-    gateway, http, request = _credits_request("10", _CREDITED)
-    http.faults = ["pass", "pass", "pass", "pass", 500]
-    with pytest.raises(GatewayUnavailableError):
-        gateway.issue_invoice(request)
-    (draft,) = http.emulator.objects["invoice"]
-    stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0).v1.invoices.delete(draft)
-    http.emulator.expire_idempotency_keys()
+    gateway, http, request = _coupon_used_by_a_draft_deleted_in_stripe()
     posted = len(http.requests)
 
     with pytest.raises(GatewayRejectedError, match=rf"{_COUPON_ID} .*no longer valid \(redeemed 1 of 1"):
@@ -403,6 +404,62 @@ def test_given_a_discounted_open_invoice_when_voided_then_its_coupon_is_deleted_
     assert http.emulator.objects["coupon"] == {}
     invoice = http.emulator.objects["invoice"][issued.gateway_id]
     assert (invoice["status"], invoice["total_excluding_tax"], invoice["total"]) == ("void", 2500, 2750)
+    assert http.emulator.refused_params == []
+
+
+def _old_style_draft(http: EmulatorHTTPClient, customer: str) -> tuple[str, str]:
+    """A draft made before our coupon ids: its coupon of 4.00 has Stripe's own id (our invoice named in its metadata
+    only), redeemed on the draft of 29.00; the draft's and the coupon's ids."""
+    raw = stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0)
+    coupon = raw.v1.coupons.create(
+        {
+            "amount_off": 400,
+            "currency": "usd",
+            "duration": "once",
+            "name": "Credits and reductions",
+            "metadata": {"kilo_invoice_id": "acct-1/2026-04", "kilo_account_id": "acct-1"},
+        }
+    )
+    draft = raw.v1.invoices.create(
+        {
+            "customer": customer,
+            "currency": "usd",
+            "auto_advance": False,
+            "automatic_tax": {"enabled": True},
+            "discounts": [{"coupon": coupon.id}],
+            "metadata": {"kilo_invoice_id": "acct-1/2026-04", "kilo_account_id": "acct-1"},
+        }
+    )
+    assert draft.id is not None
+    raw.v1.invoices.add_lines(draft.id, {"lines": [{"amount": 2900, "description": "Team fee"}]})
+    assert coupon.id != _COUPON_ID
+    return draft.id, coupon.id
+
+
+def test_given_a_draft_discounted_before_our_coupon_ids_when_deleted_then_its_coupon_is_deleted_by_the_draft() -> None:
+    """The coupon's id is read from the draft's own discounts (expanded), not derived from our invoice id: an
+    old-style coupon (Stripe's id) is deleted with its draft (before: ``kilo_...`` deleted, not found, and the old
+    coupon left valid)."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    draft, coupon = _old_style_draft(http, request.customer_id)
+
+    assert gateway.delete_draft(draft) is True
+
+    assert coupon not in http.emulator.objects["coupon"]
+    assert http.emulator.objects["invoice"] == {}
+    assert http.emulator.refused_params == []
+
+
+def test_given_an_open_invoice_discounted_before_our_coupon_ids_when_voided_then_its_coupon_is_deleted() -> None:
+    """The same for ``void``: the old-style coupon of an open invoice (no card) is deleted, the invoice void."""
+    gateway, http, request = _credits_request("10", _CREDITED, card=False)
+    draft, coupon = _old_style_draft(http, request.customer_id)
+    stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0).v1.invoices.finalize_invoice(draft)
+
+    gateway.void(draft)
+
+    assert coupon not in http.emulator.objects["coupon"]
+    assert http.emulator.objects["invoice"][draft]["status"] == "void"
     assert http.emulator.refused_params == []
 
 

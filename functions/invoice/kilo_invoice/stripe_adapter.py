@@ -29,6 +29,7 @@ from stripe.params import (
     DisputeListParams,
     InvoiceAddLinesParamsLine,
     InvoiceCreateParams,
+    InvoiceRetrieveParams,
     RefundCreateParams,
 )
 
@@ -343,14 +344,36 @@ class StripePaymentGateway:
         return coupon_id
 
     def _drop_coupon(self, invoice: stripe.Invoice) -> None:
-        """Delete D432's coupon of ``invoice`` (one with discounts; the coupon's id from our invoice id in its
-        metadata): its draft deleted or its invoice voided by us, nothing else may redeem it. An invoice that redeemed
-        it keeps its discount (Stripe: "deleting a coupon does not affect any customers who have already applied the
-        coupon"); gone already (an earlier try): nothing to do (D432 amended (gtax))."""
+        """Delete D432's coupon(s) of ``invoice``, retrieved with its ``discounts`` expanded: each discount's coupon
+        whose id is ours for the invoice (``_coupon_id``) or, one made before our ids (Stripe's id), whose metadata
+        names our invoice - its draft deleted or its invoice voided by us, nothing else may redeem it. Any other
+        coupon (one an operator set) is left. An invoice that redeemed it keeps its discount (Stripe: "deleting a
+        coupon does not affect any customers who have already applied the coupon"); gone already (an earlier try):
+        nothing to do (D432 amended (gtax))."""
         ours = _metadata(invoice).get(META_INVOICE)
-        if not ours or not invoice.discounts:
+        if not ours:
             return
-        self._delete_coupon(_coupon_id(ours))
+        for discount in invoice.discounts or []:
+            coupon_id = _field_id(getattr(discount, "source", None), "coupon")  # an unexpanded id: no source
+            if coupon_id is None:
+                continue
+            if coupon_id != _coupon_id(ours) and self._coupon_invoice(coupon_id) != ours:
+                continue
+            self._delete_coupon(coupon_id)
+
+    def _coupon_invoice(self, coupon_id: str) -> str | None:
+        """Our invoice id in the coupon's metadata; None when it names none or is gone (404)."""
+
+        def read() -> stripe.Coupon | None:
+            try:
+                return self._client.v1.coupons.retrieve(coupon_id)
+            except stripe.InvalidRequestError as exc:
+                if exc.code == "resource_missing":
+                    return None
+                raise
+
+        coupon = self._call(read)
+        return None if coupon is None else _metadata(coupon).get(META_INVOICE)
 
     def _delete_coupon(self, coupon_id: str) -> None:
         """``DELETE /v1/coupons/{id}``; one gone already (an earlier try): nothing to do."""
@@ -436,8 +459,10 @@ class StripePaymentGateway:
         self._known[invoice_id] = found.data[0].id
         return self._view(found.data[0])
 
-    def _retrieve(self, stripe_id: str) -> stripe.Invoice:
-        return self._call(lambda: self._client.v1.invoices.retrieve(stripe_id))
+    def _retrieve(self, stripe_id: str, *, discounts: bool = False) -> stripe.Invoice:
+        """The invoice; with ``discounts``, its discounts expanded (each its coupon: D432's to delete)."""
+        params: InvoiceRetrieveParams = {"expand": ["discounts"]} if discounts else {}
+        return self._call(lambda: self._client.v1.invoices.retrieve(stripe_id, params))
 
     @staticmethod
     def _view(invoice: stripe.Invoice) -> GatewayInvoice:
@@ -771,7 +796,7 @@ class StripePaymentGateway:
         return PaymentInvoice(found, ours if isinstance(ours, str) and ours else None, revises)
 
     def void(self, gateway_id: str) -> None:
-        invoice = self._retrieve(gateway_id)
+        invoice = self._retrieve(gateway_id, discounts=True)
         if invoice.status != "open":
             raise GatewayRejectedError(f"only open invoices can be voided ({gateway_id} is {invoice.status})")
         self._drop_coupon(invoice)  # first: a rerun finding the invoice void does not come back here
@@ -785,7 +810,7 @@ class StripePaymentGateway:
         try after one whose answer was lost finds neither (D432 amended (gtax))."""
         held = True
         try:
-            invoice = self._retrieve(gateway_id)
+            invoice = self._retrieve(gateway_id, discounts=True)
             if invoice.status == "draft":  # one no longer a draft: Stripe refuses its delete below, nothing dropped
                 self._drop_coupon(invoice)
             self._call(lambda: self._client.v1.invoices.delete(gateway_id))
