@@ -30,7 +30,8 @@ too, ``discount_amount``, and the tax of what is left), a ``custom_line_item`` c
 ``credit_notes/preview`` shows the note the same parameters would make, a paid invoice's settled amounts checked as
 its create checks them (D404, amended (cr2)). An invoice's ``discounts`` (one ``amount_off`` coupon) are spread over its
 positive lines before tax; coupons take the caller's ``id`` (a taken one refused ``resource_already_exists``) and
-``max_redemptions``, and are read and deleted (D432 amended (gtax)); a paid invoice's note with ``refund_amount``
+``max_redemptions``, and are read and deleted; an invoice's retrieve expands its ``discounts`` (Stripe's Discount
+objects naming their coupon) (D432 amended (gtax)); a paid invoice's note with ``refund_amount``
 refunds it on the invoice's payments (D432, D433).
 
 Used by the contract tests through ``EmulatorHTTPClient`` (a ``stripe.HTTPClient``) and by the stand-in server.
