@@ -29,8 +29,10 @@ would show. Stripe Tax: an invoice with ``automatic_tax`` enabled has each line 
 too, ``discount_amount``, and the tax of what is left), a ``custom_line_item`` credits no tax, and
 ``credit_notes/preview`` shows the note the same parameters would make, a paid invoice's settled amounts checked as
 its create checks them (D404, amended (cr2)). An invoice's ``discounts`` (one ``amount_off`` coupon) are spread over its
-positive lines before tax; a paid invoice's note with ``refund_amount`` refunds it on the invoice's payments (D432,
-D433).
+positive lines before tax; coupons take the caller's ``id`` (a taken one refused ``resource_already_exists``) and
+``max_redemptions``, and are read and deleted; an invoice's retrieve expands its ``discounts`` (Stripe's Discount
+objects naming their coupon) (D432 amended (gtax)); a paid invoice's note with ``refund_amount``
+refunds it on the invoice's payments (D432, D433).
 
 Used by the contract tests through ``EmulatorHTTPClient`` (a ``stripe.HTTPClient``) and by the stand-in server.
 """
@@ -353,6 +355,10 @@ class StripeEmulator:
         invoice["automatic_tax"]["enabled"] = (params.get("automatic_tax") or {}).get("enabled") == "true"
         invoice["_number"] = params.get("number")
         invoice["_discounts"] = self._redeem(invoice, params.get("discounts") or [])
+        invoice["_coupons"] = [  # each discount's coupon, in order (one modelled)
+            (discount_id, discount["coupon"])
+            for (discount_id, _), discount in zip(invoice["_discounts"], params.get("discounts") or [], strict=True)
+        ]
         invoice["discounts"] = [discount_id for discount_id, _ in invoice["_discounts"]]
         self._totals(invoice)
         return self._view("invoice", self._store("invoice", invoice))
@@ -377,11 +383,15 @@ class StripeEmulator:
     def _coupons_create(self, ids: dict[str, str], params: Json) -> Json:
         """A coupon of ``amount_off`` (cents, with its ``currency``): "Amount (in the currency specified) that will be
         taken off the subtotal of any invoices for this customer" (the Coupon object's reference, in the SDK). Percent
-        off is not modelled (refused)."""
+        off is not modelled (refused). Its ``id`` is the caller's when given ("Unique string of your choice"): an id
+        another coupon holds is refused, 400 ``resource_already_exists`` (Stripe's code for an id taken); a deleted
+        coupon's id is free again (an assumption: Stripe does not document it)."""
         if "amount_off" not in params or "currency" not in params or "percent_off" in params:
             raise StripeApiError(400, "The emulator models coupons of amount_off with a currency only")
         if int(params["amount_off"]) <= 0:
             raise StripeApiError(400, "amount_off must be a positive integer")
+        if params.get("id") in self.objects.get("coupon", {}):
+            raise StripeApiError(400, "Coupon already exists.", code="resource_already_exists")
         limit = params.get("max_redemptions")
         coupon = {
             "id": params.get("id") or self._new_id("co"),
@@ -402,6 +412,17 @@ class StripeEmulator:
         }
         return self._view("coupon", self._store("coupon", coupon))
 
+    def _coupons_retrieve(self, ids: dict[str, str], params: Json) -> Json:
+        return self._view("coupon", self._get("coupon", ids["coupon"]))
+
+    def _coupons_delete(self, ids: dict[str, str], params: Json) -> Json:
+        """Stripe's API reference: "deleting a coupon does not affect any customers who have already applied the
+        coupon; it means that new customers can't redeem the coupon" - the invoices that redeemed it keep their
+        discounts (their ``_discounts``); one deleted already is 404 ``resource_missing``."""
+        coupon = self._get("coupon", ids["coupon"])
+        del self.objects["coupon"][coupon["id"]]
+        return {"id": coupon["id"], "object": "coupon", "deleted": True}
+
     def _invoices_list(self, ids: dict[str, str], params: Json) -> Json:
         customer = params.get("customer")
         return self._list("invoice", params, lambda obj: customer in (None, obj["customer"]), "/v1/invoices")
@@ -410,7 +431,24 @@ class StripeEmulator:
         return self._search("invoice", params, "/v1/invoices/search")
 
     def _invoices_retrieve(self, ids: dict[str, str], params: Json) -> Json:
-        return self._view("invoice", self._get("invoice", ids["invoice"]))
+        """``expand[]=discounts``: each discount as Stripe's Discount object, its ``source`` the coupon redeemed (its
+        id; the coupon may be deleted since); unexpanded, the discounts' ids."""
+        invoice = self._get("invoice", ids["invoice"])
+        view = self._view("invoice", invoice)
+        if "discounts" in (params.get("expand") or []):
+            view["discounts"] = [
+                {
+                    "id": discount_id,
+                    "object": "discount",
+                    "source": {"type": "coupon", "coupon": coupon_id},
+                    "invoice": invoice["id"],
+                    "customer": invoice["customer"],
+                    "start": invoice["created"],
+                    "end": None,
+                }
+                for discount_id, coupon_id in invoice.get("_coupons", [])
+            ]
+        return view
 
     def _invoices_add_lines(self, ids: dict[str, str], params: Json) -> Json:
         invoice = self._get("invoice", ids["invoice"])

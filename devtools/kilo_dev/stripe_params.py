@@ -62,6 +62,8 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/invoices", stripe_params.InvoiceListParams, "invoices.list"),
     Route("get", "/v1/invoices/search", stripe_params.InvoiceSearchParams, "invoices.search"),
     Route("post", "/v1/coupons", stripe_params.CouponCreateParams, "coupons.create"),
+    Route("get", "/v1/coupons/{coupon}", stripe_params.CouponRetrieveParams, "coupons.retrieve"),
+    Route("delete", "/v1/coupons/{coupon}", stripe_params.CouponDeleteParams, "coupons.delete"),
     Route("post", "/v1/invoices", stripe_params.InvoiceCreateParams, "invoices.create"),
     Route("get", "/v1/invoices/{invoice}", stripe_params.InvoiceRetrieveParams, "invoices.retrieve"),
     Route("post", "/v1/invoices/{invoice}/add_lines", stripe_params.InvoiceAddLinesParams, "invoices.add_lines"),

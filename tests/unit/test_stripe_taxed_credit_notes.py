@@ -4,6 +4,8 @@ request is checked against stripe-python's typed params (``refused_params``). Fi
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -12,7 +14,7 @@ from stripe.params import CreditNotePreviewParamsLine, InvoiceAddLinesParamsLine
 
 from kilo_billing.money import before_tax, in_cents
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
-from kilo_invoice.ports import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest
+from kilo_invoice.ports import Customer, GatewayLine, GatewayRejectedError, GatewayUnavailableError, InvoiceRequest
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 
 
@@ -167,17 +169,27 @@ def test_given_automatic_tax_then_stripe_refuses_a_negative_line_and_a_line_of_u
     assert added.subtotal == 2780
 
 
+def _credits_request(
+    percent: str, lines: list[GatewayLine], *, card: bool = True
+) -> tuple[StripePaymentGateway, EmulatorHTTPClient, InvoiceRequest]:
+    """A customer taxed at ``percent`` (with a card that pays, or none: its invoice stays open) and the request of an
+    automatic-tax invoice of ``lines`` (some negative), not yet issued."""
+    http = EmulatorHTTPClient()
+    gateway = StripePaymentGateway(stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0))
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    http.emulator.set_tax_rate(customer, percent)
+    if card:
+        gateway.set_default_payment_method(customer, "pm_card_visa")
+    request = InvoiceRequest("acct-1/2026-04", "KB-acct-1-0004", "acct-1", customer, lines, automatic_tax=True)
+    return gateway, http, request
+
+
 def _issued_with_credits(
     percent: str, lines: list[GatewayLine]
 ) -> tuple[StripePaymentGateway, EmulatorHTTPClient, InvoiceRequest, str]:
     """An automatic-tax invoice of ``lines`` (some negative) issued by the adapter for a customer taxed at
     ``percent``, paid by card; the request and its Stripe id."""
-    http = EmulatorHTTPClient()
-    gateway = StripePaymentGateway(stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0))
-    customer = gateway.ensure_customer(Customer("acct-1"))
-    http.emulator.set_tax_rate(customer, percent)
-    gateway.set_default_payment_method(customer, "pm_card_visa")
-    request = InvoiceRequest("acct-1/2026-04", "KB-acct-1-0004", "acct-1", customer, lines, automatic_tax=True)
+    gateway, http, request = _credits_request(percent, lines)
     return gateway, http, request, gateway.issue_invoice(request).gateway_id
 
 
@@ -241,6 +253,214 @@ def test_given_a_discounted_draft_when_issued_again_then_one_coupon_and_one_invo
     assert again.gateway_id == invoice_id
     assert len(http.emulator.objects["coupon"]) == 1
     assert len(http.emulator.objects["invoice"]) == 1
+
+
+_CREDITED = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-4.00"))]
+# D432 amended (gtax): the coupon's id is ours, one per invoice - "kilo_" and the first 32 hex digits of the SHA-256
+# of our invoice id (Stripe documents no character rule for a coupon id: letters, digits and "_" only)
+_COUPON_ID = "kilo_" + hashlib.sha256(b"acct-1/2026-04").hexdigest()[:32]
+
+
+def _coupon_posts(http: EmulatorHTTPClient) -> list[dict[str, object]]:
+    return [r.params for r in http.requests if r.method == "post" and r.path == "/v1/coupons"]
+
+
+def _coupon_used_by_a_draft_deleted_in_stripe() -> tuple[StripePaymentGateway, EmulatorHTTPClient, InvoiceRequest]:
+    """The draft of ``_CREDITED`` made with our coupon of 4.00 (its finalize failed: Stripe 500), then deleted in
+    Stripe's dashboard, not by us: the coupon stays, redeemed 1 of 1; the keys expired since."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    http.faults = ["pass", "pass", "pass", "pass", 500]
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    (draft,) = http.emulator.objects["invoice"]
+    stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0).v1.invoices.delete(draft)
+    http.emulator.expire_idempotency_keys()
+    return gateway, http, request
+
+
+def test_given_a_coupon_made_and_its_draft_not_when_rerun_after_the_keys_expired_then_that_coupon_is_redeemed() -> None:
+    """The coupon is made (id ours, ``max_redemptions`` 1), the invoice's create fails (Stripe 500); a rerun after
+    Stripe's 24 h idempotency window posts the same coupon again, is told its id is taken
+    (``resource_already_exists``), reads it back (400 off, usd: ours) and redeems it: one coupon, one invoice, 29.00 -
+    4.00 + 10 % = 27.50 paid. Before: no id of ours and no limit - a second, unlimited coupon made on the rerun."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    http.faults = ["pass", "pass", 500]  # the invoices' list, the coupon; the invoice's create fails
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    assert "invoice" not in http.emulator.objects
+    http.emulator.expire_idempotency_keys()
+
+    issued = gateway.issue_invoice(request)
+
+    (coupon,) = http.emulator.objects["coupon"].values()
+    assert (coupon["id"], coupon["amount_off"], coupon["max_redemptions"]) == (_COUPON_ID, 400, 1)
+    assert [(sent["id"], sent["max_redemptions"]) for sent in _coupon_posts(http)] == [(_COUPON_ID, "1")] * 2
+    invoice = http.emulator.objects["invoice"][issued.gateway_id]
+    assert (invoice["total_excluding_tax"], invoice["amount_paid"]) == (2500, 2750)
+    assert http.emulator.refused_params == []
+
+
+def test_given_our_coupon_id_holding_another_amount_unredeemed_when_rerun_then_it_is_made_again_with_ours() -> None:
+    """A first try made the coupon of 4.00 off and failed at the invoice's create; the close is composed again with
+    3.00 of credit (a note meanwhile, say) after the keys expired: the coupon of our id holds 4.00,
+    redeemed by nothing - deleted and made again of 3.00, the invoice issued, 29.00 - 3.00 + 10 % = 28.60 paid
+    (before: refused on every rerun, blocking the account's later closes)."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    http.faults = ["pass", "pass", 500]
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    http.emulator.expire_idempotency_keys()
+    less = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-3.00"))]
+
+    issued = gateway.issue_invoice(replace(request, lines=less))
+
+    (coupon,) = http.emulator.objects["coupon"].values()
+    assert (coupon["id"], coupon["amount_off"], coupon["times_redeemed"]) == (_COUPON_ID, 300, 1)
+    invoice = http.emulator.objects["invoice"][issued.gateway_id]
+    assert (invoice["total_excluding_tax"], invoice["amount_paid"]) == (2600, 2860)
+    assert http.emulator.refused_params == []
+
+
+def test_given_our_coupon_id_holding_another_amount_redeemed_when_issued_then_refused_before_the_invoice_is_made() -> (
+    None
+):
+    """The coupon of 4.00 was redeemed by a draft deleted in Stripe's dashboard (not by us); the close is composed
+    again with 3.00: the coupon of our id holds 4.00 and is used - refused naming both, no invoice posted, the coupon
+    kept."""
+    gateway, http, request = _coupon_used_by_a_draft_deleted_in_stripe()
+    less = [GatewayLine("Team fee", Decimal("29.00")), GatewayLine("Account credit applied", Decimal("-3.00"))]
+    posted = len(http.requests)
+
+    with pytest.raises(GatewayRejectedError, match=r"4\.00 off.*ours 3\.00"):
+        gateway.issue_invoice(replace(request, lines=less))
+
+    assert [r.path for r in http.requests[posted:] if r.method != "get"] == ["/v1/coupons"]
+    assert http.emulator.objects["coupon"][_COUPON_ID]["amount_off"] == 400
+
+
+def test_given_a_coupon_posted_under_the_old_key_when_rerun_within_a_day_then_a_new_key_makes_ours() -> None:
+    """Before this change the coupon was posted with no id under the key ``kilo:<invoice>:coupon``; a rerun within
+    Stripe's 24 h posting our id and ``max_redemptions`` under that key would be refused (``idempotency_error``,
+    other parameters). A new key: ours made, the invoice issued, 27.50 paid."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    old = stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0)
+    old.v1.coupons.create(
+        {"amount_off": 400, "currency": "usd", "duration": "once", "name": "Credits and reductions"},
+        {"idempotency_key": "kilo:acct-1/2026-04:coupon"},
+    )
+
+    issued = gateway.issue_invoice(request)
+
+    assert http.emulator.objects["coupon"][_COUPON_ID]["times_redeemed"] == 1
+    assert http.emulator.objects["invoice"][issued.gateway_id]["amount_paid"] == 2750
+
+
+def test_given_our_coupon_used_up_by_a_draft_deleted_in_stripe_when_rerun_then_refused_naming_it() -> None:
+    """The draft (its finalize failed) is deleted in Stripe's dashboard, not by us: its coupon stays, redeemed 1 of
+    1. A rerun after the keys expired reads it back and refuses before posting an invoice, naming the coupon (Stripe
+    would refuse to redeem it; before: a second coupon made)."""
+    gateway, http, request = _coupon_used_by_a_draft_deleted_in_stripe()
+    posted = len(http.requests)
+
+    with pytest.raises(GatewayRejectedError, match=rf"{_COUPON_ID} .*no longer valid \(redeemed 1 of 1"):
+        gateway.issue_invoice(request)
+
+    assert [r.path for r in http.requests[posted:] if r.method == "post"] == ["/v1/coupons"]
+    assert list(http.emulator.objects["coupon"]) == [_COUPON_ID]
+
+
+def test_given_a_discounted_draft_when_deleted_then_its_coupon_is_deleted_and_a_rerun_makes_it_again() -> None:
+    """The draft is made with its coupon, its finalize fails (Stripe 500), an operator deletes the draft
+    (``invoice void-draft``): the coupon goes with it (before: left valid in Stripe). A rerun makes the coupon of the
+    same id again and the invoice, 27.50 paid."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    http.faults = ["pass", "pass", "pass", "pass", 500]  # list, coupon, create, lines; the finalize fails
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    (draft,) = http.emulator.objects["invoice"]
+
+    assert gateway.delete_draft(draft) is True
+
+    assert http.emulator.objects["coupon"] == {}
+    assert http.emulator.objects["invoice"] == {}
+    http.emulator.expire_idempotency_keys()
+    issued = gateway.issue_invoice(request)
+    assert list(http.emulator.objects["coupon"]) == [_COUPON_ID]
+    assert http.emulator.objects["invoice"][issued.gateway_id]["amount_paid"] == 2750
+    assert http.emulator.refused_params == []
+
+
+def test_given_a_discounted_open_invoice_when_voided_then_its_coupon_is_deleted_and_the_invoice_keeps_its_discount() -> (
+    None
+):
+    """No card: 27.50 left open; voided (``invoice void-draft``): its coupon is deleted too (before: left valid, its
+    redemption spent but redeemable again had it no limit); the void invoice keeps its 4.00 discount."""
+    gateway, http, request = _credits_request("10", _CREDITED, card=False)
+    issued = gateway.issue_invoice(request)
+    assert issued.status == "open"
+
+    gateway.void(issued.gateway_id)
+
+    assert http.emulator.objects["coupon"] == {}
+    invoice = http.emulator.objects["invoice"][issued.gateway_id]
+    assert (invoice["status"], invoice["total_excluding_tax"], invoice["total"]) == ("void", 2500, 2750)
+    assert http.emulator.refused_params == []
+
+
+def _old_style_draft(http: EmulatorHTTPClient, customer: str) -> tuple[str, str]:
+    """A draft made before our coupon ids: its coupon of 4.00 has Stripe's own id (our invoice named in its metadata
+    only), redeemed on the draft of 29.00; the draft's and the coupon's ids."""
+    raw = stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0)
+    coupon = raw.v1.coupons.create(
+        {
+            "amount_off": 400,
+            "currency": "usd",
+            "duration": "once",
+            "name": "Credits and reductions",
+            "metadata": {"kilo_invoice_id": "acct-1/2026-04", "kilo_account_id": "acct-1"},
+        }
+    )
+    draft = raw.v1.invoices.create(
+        {
+            "customer": customer,
+            "currency": "usd",
+            "auto_advance": False,
+            "automatic_tax": {"enabled": True},
+            "discounts": [{"coupon": coupon.id}],
+            "metadata": {"kilo_invoice_id": "acct-1/2026-04", "kilo_account_id": "acct-1"},
+        }
+    )
+    assert draft.id is not None
+    raw.v1.invoices.add_lines(draft.id, {"lines": [{"amount": 2900, "description": "Team fee"}]})
+    assert coupon.id != _COUPON_ID
+    return draft.id, coupon.id
+
+
+def test_given_a_draft_discounted_before_our_coupon_ids_when_deleted_then_its_coupon_is_deleted_by_the_draft() -> None:
+    """The coupon's id is read from the draft's own discounts (expanded), not derived from our invoice id: an
+    old-style coupon (Stripe's id) is deleted with its draft (before: ``kilo_...`` deleted, not found, and the old
+    coupon left valid)."""
+    gateway, http, request = _credits_request("10", _CREDITED)
+    draft, coupon = _old_style_draft(http, request.customer_id)
+
+    assert gateway.delete_draft(draft) is True
+
+    assert coupon not in http.emulator.objects["coupon"]
+    assert http.emulator.objects["invoice"] == {}
+    assert http.emulator.refused_params == []
+
+
+def test_given_an_open_invoice_discounted_before_our_coupon_ids_when_voided_then_its_coupon_is_deleted() -> None:
+    """The same for ``void``: the old-style coupon of an open invoice (no card) is deleted, the invoice void."""
+    gateway, http, request = _credits_request("10", _CREDITED, card=False)
+    draft, coupon = _old_style_draft(http, request.customer_id)
+    stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0).v1.invoices.finalize_invoice(draft)
+
+    gateway.void(draft)
+
+    assert coupon not in http.emulator.objects["coupon"]
+    assert http.emulator.objects["invoice"][draft]["status"] == "void"
+    assert http.emulator.refused_params == []
 
 
 def test_given_a_taxed_invoice_when_a_note_asks_more_than_its_lines_hold_then_refused_and_nothing_made() -> None:

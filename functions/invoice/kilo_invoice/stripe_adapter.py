@@ -12,6 +12,7 @@ Stripe's amount and state rules) -> ``GatewayRejectedError``. See docs/decisions
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
@@ -28,6 +29,7 @@ from stripe.params import (
     DisputeListParams,
     InvoiceAddLinesParamsLine,
     InvoiceCreateParams,
+    InvoiceRetrieveParams,
     RefundCreateParams,
 )
 
@@ -277,21 +279,113 @@ class StripePaymentGateway:
         return self._view(invoice)
 
     def _coupon(self, request: InvoiceRequest, cents: int) -> str:
-        """A one-off coupon of ``cents`` off (``amount_off``, once) for the invoice of ``request`` (no redemption limit:
-        a rerun after its draft was deleted redeems the same coupon, its key's answer, on the new draft): its
-        negative lines, which Stripe refuses on an automatic-tax invoice, as a discount before tax (D432)."""
+        """A one-off coupon of ``cents`` off (``amount_off``, once) for the invoice of ``request``: its negative lines,
+        which Stripe refuses on an automatic-tax invoice, as a discount before tax (D432). Its id is ours, one per
+        invoice, redeemed once (``max_redemptions`` 1): a rerun after Stripe pruned the idempotency key is told the id
+        is taken (``resource_already_exists``) and reads it back - the same amount is redeemed again, another that no
+        invoice redeemed deleted and made again, one redeemed refused naming it before the invoice is posted (D432
+        amended (gtax))."""
         reductions = "; ".join(
             f"{describe(line)} {money_str(line.amount)}" for line in request.lines if line.amount < 0
         )
+        coupon_id = _coupon_id(request.invoice_id)
         params: CouponCreateParams = {
+            "id": coupon_id,
             "amount_off": cents,
             "currency": request.currency,
             "duration": "once",
+            "max_redemptions": 1,
             "name": "Credits and reductions",
             "metadata": {META_INVOICE: request.invoice_id, META_ACCOUNT: request.account_id, "lines": reductions[:500]},
         }
-        key = _key(request.invoice_id, "coupon")
-        return self._call(lambda: self._client.v1.coupons.create(params, {"idempotency_key": key})).id
+
+        def create(step: str) -> bool:
+            """Whether the coupon was made; False when its id is taken (an earlier try made it: read back)."""
+            key = _key(request.invoice_id, step)
+
+            def post() -> bool:
+                try:
+                    self._client.v1.coupons.create(params, {"idempotency_key": key})
+                except stripe.InvalidRequestError as exc:
+                    if exc.code == "resource_already_exists":
+                        return False
+                    raise
+                return True
+
+            return self._call(post)
+
+        # the step names the cents: a recreate of another amount is not replayed as the earlier answer, and the
+        # key differs from the one before ids (``coupon``, other parameters: Stripe's idempotency_error)
+        if create(f"coupon-{cents}"):
+            return coupon_id
+        made = self._call(lambda: self._client.v1.coupons.retrieve(coupon_id))
+        if (made.amount_off, made.currency) != (cents, request.currency):
+            if made.times_redeemed:
+                raise GatewayRejectedError(
+                    f"Stripe's coupon {coupon_id} for {request.invoice_id} takes {dollars(made.amount_off or 0)} off "
+                    f"({made.currency}), ours {dollars(cents)} ({request.currency}), and was redeemed "
+                    f"{made.times_redeemed} of {made.max_redemptions} (its draft deleted in Stripe?); not issued "
+                    f"(delete the coupon in Stripe to issue ours)"
+                )
+            # an earlier try of another amount made it and no invoice redeemed it: ours replaces it
+            self._delete_coupon(coupon_id)
+            if create(f"coupon-{cents}-after-{made.amount_off}-{made.currency}"):
+                return coupon_id
+            raise GatewayRejectedError(
+                f"Stripe's coupon {coupon_id} for {request.invoice_id} was made again by another try while this one "
+                f"replaced it; not issued (rerun the close)"
+            )
+        if not made.valid:
+            raise GatewayRejectedError(
+                f"Stripe's coupon {coupon_id} for {request.invoice_id} is no longer valid (redeemed "
+                f"{made.times_redeemed} of {made.max_redemptions}: its draft deleted in Stripe?); "
+                f"not issued (delete the coupon in Stripe to issue ours)"
+            )
+        return coupon_id
+
+    def _drop_coupon(self, invoice: stripe.Invoice) -> None:
+        """Delete D432's coupon(s) of ``invoice``, retrieved with its ``discounts`` expanded: each discount's coupon
+        whose id is ours for the invoice (``_coupon_id``) or, one made before our ids (Stripe's id), whose metadata
+        names our invoice - its draft deleted or its invoice voided by us, nothing else may redeem it. Any other
+        coupon (one an operator set) is left. An invoice that redeemed it keeps its discount (Stripe: "deleting a
+        coupon does not affect any customers who have already applied the coupon"); gone already (an earlier try):
+        nothing to do (D432 amended (gtax))."""
+        ours = _metadata(invoice).get(META_INVOICE)
+        if not ours:
+            return
+        for discount in invoice.discounts or []:
+            coupon_id = _field_id(getattr(discount, "source", None), "coupon")  # an unexpanded id: no source
+            if coupon_id is None:
+                continue
+            if coupon_id != _coupon_id(ours) and self._coupon_invoice(coupon_id) != ours:
+                continue
+            self._delete_coupon(coupon_id)
+
+    def _coupon_invoice(self, coupon_id: str) -> str | None:
+        """Our invoice id in the coupon's metadata; None when it names none or is gone (404)."""
+
+        def read() -> stripe.Coupon | None:
+            try:
+                return self._client.v1.coupons.retrieve(coupon_id)
+            except stripe.InvalidRequestError as exc:
+                if exc.code == "resource_missing":
+                    return None
+                raise
+
+        coupon = self._call(read)
+        return None if coupon is None else _metadata(coupon).get(META_INVOICE)
+
+    def _delete_coupon(self, coupon_id: str) -> None:
+        """``DELETE /v1/coupons/{id}``; one gone already (an earlier try): nothing to do."""
+
+        def delete() -> None:
+            try:
+                self._client.v1.coupons.delete(coupon_id)
+            except stripe.InvalidRequestError as exc:
+                if exc.code != "resource_missing":
+                    raise
+
+        self._call(delete)
 
     def _create_draft(self, request: InvoiceRequest, coupon: str | None = None) -> stripe.Invoice:
         params: InvoiceCreateParams = {
@@ -365,8 +459,10 @@ class StripePaymentGateway:
         self._known[invoice_id] = found.data[0].id
         return self._view(found.data[0])
 
-    def _retrieve(self, stripe_id: str) -> stripe.Invoice:
-        return self._call(lambda: self._client.v1.invoices.retrieve(stripe_id))
+    def _retrieve(self, stripe_id: str, *, discounts: bool = False) -> stripe.Invoice:
+        """The invoice; with ``discounts``, its discounts expanded (each its coupon: D432's to delete)."""
+        params: InvoiceRetrieveParams = {"expand": ["discounts"]} if discounts else {}
+        return self._call(lambda: self._client.v1.invoices.retrieve(stripe_id, params))
 
     @staticmethod
     def _view(invoice: stripe.Invoice) -> GatewayInvoice:
@@ -700,18 +796,23 @@ class StripePaymentGateway:
         return PaymentInvoice(found, ours if isinstance(ours, str) and ours else None, revises)
 
     def void(self, gateway_id: str) -> None:
-        invoice = self._retrieve(gateway_id)
+        invoice = self._retrieve(gateway_id, discounts=True)
         if invoice.status != "open":
             raise GatewayRejectedError(f"only open invoices can be voided ({gateway_id} is {invoice.status})")
+        self._drop_coupon(invoice)  # first: a rerun finding the invoice void does not come back here
         key = _key(gateway_id, "void")
         self._call(lambda: self._client.v1.invoices.void_invoice(gateway_id, {}, {"idempotency_key": key}))
 
     def delete_draft(self, gateway_id: str) -> bool:
         """No idempotency key: Stripe takes them on POST only. A DELETE sent again after a lost answer (the SDK's
         retry) finds the draft gone: 404 ``resource_missing`` on the draft this run just found by our key - deleted,
-        not our setting wrong (False: said so; D338 amended, rh2 1)."""
+        not our setting wrong (False: said so; D338 amended, rh2 1). A draft's D432 coupon is deleted first, so a
+        try after one whose answer was lost finds neither (D432 amended (gtax))."""
         held = True
         try:
+            invoice = self._retrieve(gateway_id, discounts=True)
+            if invoice.status == "draft":  # one no longer a draft: Stripe refuses its delete below, nothing dropped
+                self._drop_coupon(invoice)
             self._call(lambda: self._client.v1.invoices.delete(gateway_id))
         except GatewayMisconfiguredError as exc:
             cause = exc.__cause__
@@ -763,6 +864,13 @@ def _inquiries_last(room: list[tuple[str, int]], wanted: int, inquiries: set[str
         else:
             partly.append((intent, left))
     return covered + others + partly
+
+
+def _coupon_id(invoice_id: str) -> str:
+    """D432's coupon's id for our invoice, one per invoice: ``kilo_`` and 32 hex digits of the SHA-256 of our id -
+    letters, digits and ``_`` only (our ids hold ``/`` and an account's ``:@+=``; Stripe documents no character rule
+    for a coupon id, "Unique string of your choice"), the id itself in the coupon's metadata (D432 amended (gtax))."""
+    return "kilo_" + hashlib.sha256(invoice_id.encode()).hexdigest()[:32]
 
 
 def _charges_tax(invoice: stripe.Invoice) -> bool:
