@@ -1293,10 +1293,6 @@ def keep_evidence(directory: Path, output: str, files: Mapping[str, str], at: da
     return folder
 
 
-def _interrupt(signum: int, _: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def plan_accounts(n: int) -> tuple[list[Any], list[Any], dict[str, tuple[str, str | None]], list[str]]:
     """The ``n`` simulated accounts, with the limit account (everyone), how each pays, and the crypto-billed ones in
     their scenarios' order."""
@@ -1421,6 +1417,8 @@ def wind_down(stack: Any, livekit: Any, travel: Any, seen: RunState, evidence: d
     still running - not one interrupted (Ctrl-C, SIGTERM: how ``--keep-running`` ends), which is no failure. Every
     stop has a deadline: :class:`ShutdownError` names what did not stop by then, rather than waiting for it."""
     interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)  # the exception ``run`` is ending with, if any
+    if interrupted:
+        processes.interrupt_handled()
     if not seen.passed and not interrupted and evidence is not None:
         evidence |= failure_evidence(stack, seen)
     left = [*seen.left, *(stack.stop() or [])]
@@ -1551,10 +1549,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = make_console()
     console.record = True  # a failing run keeps what it printed (keep_evidence)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, processes.interrupt)
     # Ctrl-C stops the demo even when it was started with SIGINT ignored, as a shell without job control starts its
     # background commands (``./dev test &``); Python then leaves SIGINT ignored and the demo ran on (D263)
-    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGINT, processes.interrupt)
     evidence: dict[str, str] = {}
     try:
         code = run(args, console, evidence)

@@ -922,7 +922,9 @@ class LocalStack:
 
     # --- supervision ----------------------------------------------------------------------------------------------
     def check(self) -> None:
-        """Raise :class:`StackError` if a component died (the stack has then stopped)."""
+        """Raise :class:`StackError` if a component died (the stack has then stopped); in the main thread, also the
+        checkpoint of an interrupt whose own raise was lost (``processes.raise_if_interrupted``, D439)."""
+        processes.raise_if_interrupted()
         if self.failure is not None:
             raise StackError(self.failure)
 

@@ -95,6 +95,35 @@ class Shutdown:
         return True
 
 
+_INTERRUPTED = threading.Event()  # set by ``interrupt``; cleared by the checkpoint that raises it again
+
+
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    """The SIGINT and SIGTERM handler of a process that stops by ``KeyboardInterrupt`` (the demo): raised at once, and
+    remembered. Python runs a handler between two bytecodes of the main thread, wherever it is - also inside a
+    finaliser (a ``__del__``, a generator the collector closes), where what it raises is printed as "Exception
+    ignored" and lost: the run went on (D439). :func:`raise_if_interrupted` is the checkpoint that raises it again."""
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def raise_if_interrupted() -> None:
+    """A checkpoint of the main thread (the local stack's ``check``): ``KeyboardInterrupt`` if :func:`interrupt` ran
+    and no checkpoint has raised it since - once per interrupt. An interrupt whose own raise went through is ended by
+    whoever stops the run (:func:`interrupt_handled`). In other threads: nothing (the run's threads are stopped by
+    the main thread, not by an exception of their own)."""
+    if threading.current_thread() is not threading.main_thread() or not _INTERRUPTED.is_set():
+        return
+    _INTERRUPTED.clear()
+    print("The interrupt was lost where it was first raised (in a finaliser); raised again here", file=sys.stderr)
+    raise KeyboardInterrupt("an interrupt raised again at a checkpoint")
+
+
+def interrupt_handled() -> None:
+    """The run is stopping because of the interrupt: no checkpoint on the way out raises it a second time."""
+    _INTERRUPTED.clear()
+
+
 def run_then_exit(run: Callable[[], int], seconds: float) -> NoReturn:
     """Run a process's ``main`` and end through :func:`exit_within` however it ends: its code; an exit it asks for
     (argparse's 2, ``--help``'s 0); 1 with the traceback on stderr when it raises. A ``main`` that raises still has

@@ -6,10 +6,13 @@ e2e test of a moto server killed mid-demo finds the folder of a real failing run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,7 +24,8 @@ import pytest
 from boto3.dynamodb.types import Binary
 
 from kilo_billing.meters import Meter
-from kilo_dev import demo
+from kilo_dev import demo, processes
+from kilo_dev.localstack import LocalSettings, LocalStack
 from kilo_dev.simulator import UsageAt
 
 AT = datetime(2026, 12, 1, 3, 4, 5, tzinfo=UTC)
@@ -33,6 +37,7 @@ def _sigterm_restored() -> Iterator[None]:
     yield
     for signum, handler in previous.items():
         signal.signal(signum, handler)
+    processes.interrupt_handled()  # an interrupt a test left for a checkpoint does not reach the next test's
 
 
 def a_run_dir(tmp_path: Path) -> Path:
@@ -186,6 +191,63 @@ def test_given_the_demo_started_with_sigint_ignored_then_ctrl_c_still_interrupts
     assert "Interrupted" in capsys.readouterr().out
 
 
+def a_stack() -> LocalStack:
+    """A stack never started: its ``check`` is the simulation's checkpoint (``Clock.set`` -> ``tick_schedules``)."""
+    return LocalStack(LocalSettings({"k": "s"}, "app", "secret", "whsec"), log=lambda _: None)
+
+
+def test_given_the_interrupt_landing_in_a_finaliser_then_the_stacks_next_check_raises_it_and_the_demo_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python runs a signal's handler wherever the main thread is, also in a finaliser, where its KeyboardInterrupt
+    is printed as "Exception ignored" and lost: an e2e Ctrl-C test saw the demo simulate on for 60 s (D439)."""
+    lost: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", lost.append)  # what Python does with an exception a finaliser raises
+    went_on: list[str] = []
+
+    class Collected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while a finaliser runs
+            time.sleep(2)  # the handler runs here; what it raises ends this finaliser, and no more
+
+    def run(args: Any, console: Any, evidence: dict[str, str]) -> int:
+        Collected()  # finalised at once
+        went_on.append("past the finaliser")
+        a_stack().check()  # the simulation's next step
+        went_on.append("the run went on")
+        return 0
+
+    monkeypatch.setattr(demo, "run", run)
+    assert demo.main(["--dir", str(a_run_dir(tmp_path))]) == 130
+    assert [hook.exc_type for hook in lost] == [KeyboardInterrupt]  # the interrupt was lost as the e2e run's was
+    assert went_on == ["past the finaliser"]
+    output = capsys.readouterr()
+    assert "Interrupted" in output.out
+    assert "The interrupt was lost where it was first raised (in a finaliser); raised again here" in output.err
+
+
+def test_given_a_lost_interrupt_then_only_the_main_threads_next_check_raises_it_and_only_once() -> None:
+    with contextlib.suppress(KeyboardInterrupt):  # as a finaliser swallows it
+        processes.interrupt(signal.SIGINT, None)
+    stack = a_stack()
+    in_thread: list[BaseException | None] = []
+
+    def check_in_a_thread() -> None:
+        try:
+            stack.check()  # the stack's pollers check too: they are stopped by the main thread, not interrupted
+            in_thread.append(None)
+        except BaseException as exc:
+            in_thread.append(exc)
+
+    poller = threading.Thread(target=check_in_a_thread)
+    poller.start()
+    poller.join(timeout=10)
+    assert in_thread == [None]
+    with pytest.raises(KeyboardInterrupt):
+        stack.check()
+    stack.check()  # raised again once: the stop that follows is not interrupted by it
+
+
 class Stopped:
     """What ``wind_down`` stops, recording that it did (the stack's evidence is read by ``failure_evidence``)."""
 
@@ -212,9 +274,12 @@ def test_given_run_ending_by_an_interruption_then_wind_down_stops_all_without_re
     stack, livekit, travel = Stopped(), Stopped(), Stopped()
     seen = demo.RunState([], {}, "2026-10", 0)
     evidence: dict[str, str] = {}
+    with contextlib.suppress(KeyboardInterrupt):
+        processes.interrupt(signal.SIGINT, None)  # the handler's own raise: it went through
     with pytest.raises(KeyboardInterrupt):
         run_ending_with(KeyboardInterrupt(), stack, livekit, travel, seen, evidence)
     assert (stack.stopped, livekit.stopped, travel.stopped, read, evidence) == (True, True, True, [], {})
+    a_stack().check()  # the interrupt is handled: no checkpoint on the way out raises it again
     # control: the same run ending with an error reads its evidence before stopping
     with pytest.raises(RuntimeError):
         run_ending_with(RuntimeError("POST /v1/usage kept failing"), Stopped(), Stopped(), None, seen, evidence)
