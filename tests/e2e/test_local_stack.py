@@ -233,7 +233,10 @@ class Demo:
             with contextlib.suppress(queue.Empty):
                 while (line := self.lines.get(timeout=3)) is not None:
                     self.output.append(line)
-            pytest.fail(f"the demo did not end within {seconds} s; its output and threads:\n{''.join(self.output)}")
+            # what a lost interrupt leaves (D439) first: a long output is cut in the middle by CI's summary
+            noted = "".join(line for line in self.output if "Exception ignored" in line or "raised again" in line)
+            pytest.fail(f"the demo did not end within {seconds} s; of note: {noted or 'nothing'}\n"
+                        f"its output and threads:\n{''.join(self.output)}")  # fmt: skip
         while (line := self.lines.get(timeout=5)) is not None:
             self.output.append(line)
         return code, "".join(self.output)
