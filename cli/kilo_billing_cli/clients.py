@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from pydantic import ValidationError
 
     from kilo_billing.aws import CallBudget
@@ -54,18 +56,26 @@ def client(service: str, **kwargs: Any) -> Any:
     return bounded(service, call_budget(), **kwargs)
 
 
-def function_settings(settings: type[Settings], **values: Any) -> Settings:
+def function_settings(settings: type[Settings], reads: Collection[str] = (), **values: Any) -> Settings:
     """A function's settings for a command that runs that function's logic (``invoice run``, ``refund``,
-    ``void-draft``): its AWS call budget is the CLI's, not the function's own default."""
+    ``void-draft``): its AWS call budget is the CLI's, not the function's own default. Only what the command reads is
+    validated (D413 amended (hops)): ``values`` (its options), the budget's three variables and the fields named in
+    ``reads``, from the environment; every other field keeps its default, its variable not read - a bad value of a
+    setting the command never uses (``JOB_RESERVE_SECONDS``) does not refuse it."""
     from pydantic import ValidationError  # noqa: PLC0415
 
     budget = call_budget()
+    given = values | {
+        "aws_connect_timeout_seconds": budget.connect_timeout,
+        "aws_read_timeout_seconds": budget.read_timeout,
+        "aws_max_attempts": budget.max_attempts,
+    }
+    unread = {
+        name: field.get_default(call_default_factory=True)
+        for name, field in settings.model_fields.items()
+        if name not in given and name not in reads and not field.is_required()
+    }
     try:
-        return settings(
-            **values,
-            aws_connect_timeout_seconds=budget.connect_timeout,
-            aws_read_timeout_seconds=budget.read_timeout,
-            aws_max_attempts=budget.max_attempts,
-        )
+        return settings(**given, **unread)
     except ValidationError as exc:  # one line naming the variable (main: exit 2), not pydantic's own text
         raise ValueError(f"the {settings.__name__}: {_refused(exc)}") from None

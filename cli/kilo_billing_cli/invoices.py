@@ -61,6 +61,17 @@ EXIT_REFUSED = 3
 # the same code, rerun
 EXIT_UNAVAILABLE = 4
 
+# the invoice settings a command reads from the environment besides its options and the AWS budget (D413 amended
+# (hops)): the Stripe gateway's, and only when a Stripe secret is named - without one no gateway is built (a card
+# close or refund fails as "no Stripe API key configured"), so nothing of Stripe is read; the rest (the queue
+# handlers' JOB_RESERVE_SECONDS, the starter's INVOICE_GRACE_HOURS, the payment handler's STRIPE_LIVEMODE) never is
+STRIPE_READS = ("secret_max_age_seconds", "stripe_max_network_retries", "stripe_timeout_seconds")
+
+
+def _stripe_reads(args: argparse.Namespace, *more: str) -> tuple[str, ...]:
+    """The Stripe settings the command reads (``STRIPE_READS`` and ``more``): none without a Stripe secret."""
+    return (*STRIPE_READS, *more) if args.stripe_secret else ()
+
 
 def add_parser(sub: Any) -> Any:
     """The ``invoice`` command and its subcommands (returned, so further ``invoice ...`` commands can join it)."""
@@ -154,7 +165,10 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
             from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
 
             config = function_settings(
-                InvoiceSettings, usage_table_name=args.usage_table, stripe_api_key_secret_name=args.stripe_secret
+                InvoiceSettings,
+                _stripe_reads(args),
+                usage_table_name=args.usage_table,
+                stripe_api_key_secret_name=args.stripe_secret,
             )
             deps = close_deps(config)
             before = _found(deps.store.ledger(args.account).invoices.values(), args.invoice)
@@ -211,7 +225,10 @@ def _void_draft(args: argparse.Namespace, console: Console) -> None:
             f"nothing done: voiding {args.account}'s {args.period} draft cannot be undone; run again with --yes"
         )
     config = function_settings(
-        InvoiceSettings, usage_table_name=args.usage_table, stripe_api_key_secret_name=args.stripe_secret
+        InvoiceSettings,
+        _stripe_reads(args),
+        usage_table_name=args.usage_table,
+        stripe_api_key_secret_name=args.stripe_secret,
     )
     deps = close_deps(config)
     try:
@@ -389,6 +406,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
     check_event_bus(client("events"), args.event_bus)  # it writes, then announces: the bus asked for first
     config = function_settings(
         InvoiceSettings,
+        _stripe_reads(args, "stripe_automatic_tax"),  # Stripe Tax on the card invoices it issues
         usage_table_name=args.usage_table,
         event_bus_name=args.event_bus,
         stripe_api_key_secret_name=args.stripe_secret,

@@ -800,3 +800,62 @@ def test_given_our_key_refused_after_part_of_a_refund_was_made_then_a_caller_see
     assert said.startswith("kilo-billing: our Stripe setting is wrong (25.20 of 65.20 refunded on")
     assert "fix it (the Stripe secret's name or value, the key's permissions), then run again to finish it" in said
     assert shown["made_at_stripe"] == "25.20"
+
+
+# values the invoice settings refuse, of variables the invoice commands never read: the queue handlers' job reserve
+# (gt 0), the starter's grace window (ge 0), the payment-status handler's Stripe mode ("true" or "false") and, for a
+# refund or a void, the close's Stripe Tax switch (a boolean)
+UNREAD_BY_REFUND = {
+    "JOB_RESERVE_SECONDS": "0",
+    "INVOICE_GRACE_HOURS": "-1",
+    "STRIPE_LIVEMODE": "maybe",
+    "STRIPE_AUTOMATIC_TAX": "maybe",
+}
+
+
+def test_given_no_stripe_secret_when_invoice_run_then_bad_stripe_settings_are_not_read_and_a_crypto_account_closes(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D413 amended (hops): `invoice run` validated every invoice setting, so a crypto-only run (no Stripe secret: no
+    Stripe call can be made) exited 2 on ``STRIPE_TIMEOUT_SECONDS=0``. acct-c: team, 60,000 video minutes in March ->
+    7.20 + 29.00 + 29.00 = 65.20 (as test_invoice_close.py), by crypto."""
+    invoicing.register("acct-c", "team", method="crypto")
+    invoicing.rate("acct-c", "video", 60_000)
+    bad = {"STRIPE_TIMEOUT_SECONDS": "0", "STRIPE_MAX_NETWORK_RETRIES": "9", "SECRET_MAX_AGE_SECONDS": "-1"}
+    for name, value in (bad | UNREAD_BY_REFUND).items():
+        monkeypatch.setenv(name, value)
+    run = ("invoice", "run", "--period", "2026-03", "--account", "acct-c", "--stripe-secret", "")
+    shown = _cli(capsys, *run, "--usage-table", invoicing.table)
+    [row] = shown["closed"]  # type: ignore[misc]
+    assert (row["invoice"]["method"], row["invoice"]["total"], row["created"]) == ("crypto", "65.20", True)
+    assert invoicing.stripe_posts() == 0
+
+
+def test_given_a_stripe_secret_when_invoice_run_then_a_bad_stripe_timeout_exits_2_naming_it_and_nothing_closes(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other side: named a Stripe secret, a run may call Stripe, so its Stripe settings are read - and refused
+    before any close."""
+    invoicing.register("acct-c", "team", method="crypto")
+    invoicing.rate("acct-c", "video", 60_000)
+    monkeypatch.setenv("STRIPE_TIMEOUT_SECONDS", "0")
+    secret = ("--stripe-secret", invoicing.stack.template.parameters["StripeApiKeySecretName"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["invoice", "run", "--period", "2026-03", *secret, "--usage-table", invoicing.table])
+    assert exit_info.value.code == 2
+    [said] = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert "STRIPE_TIMEOUT_SECONDS: Input should be greater than 0" in said
+    assert invoicing.store.ledger("acct-c").invoices == {}
+
+
+def test_given_bad_values_of_settings_a_refund_does_not_read_when_invoice_refund_then_it_refunds(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D413 amended (hops): `invoice refund` exited 2 on a bad ``JOB_RESERVE_SECONDS`` (and the rest of
+    ``UNREAD_BY_REFUND``), none of which it reads. KB-acct-a-00001: 65.20 paid; 10.00 refunded."""
+    refund, table = _march_paid(invoicing, capsys)
+    for name, value in UNREAD_BY_REFUND.items():
+        monkeypatch.setenv(name, value)
+    part = _cli(capsys, *refund, "--amount", "10.00", *table)
+    assert (part["status"], part["total"], part["refunded"]) == ("paid", "65.20", "10.00")
+    assert invoicing.stripe_posts("/v1/refunds") == 1
