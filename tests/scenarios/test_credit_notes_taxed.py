@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from kilo_billing.catalog import default_catalog
-from kilo_billing.invoicing import CreditNoteStatus
+from kilo_billing.invoicing import BillingState, CreditNoteStatus, amount_due
 from kilo_billing.reports import account_revenue
 from kilo_invoice.logic import refund_invoice
 from kilo_invoice.ports import GatewayRejectedError
@@ -139,4 +139,41 @@ def test_given_the_notes_refund_fails_then_the_note_becomes_account_credit(world
     assert (after.refunded, after.kept) == (Decimal("0.00"), Decimal("65.20"))
     note = world.store.credit_notes[NOTE]
     assert (note.to_credit, note.returned) == (Decimal("3.60"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+
+
+def test_given_an_open_discounted_taxed_invoice_when_stripe_would_take_off_less_then_the_reduction_is_account_credit(
+    world: World,
+) -> None:
+    """5.00 of account credit; March 29.00 + 7.20 + 29.00 - 5.00 = 60.20 (the 5.00 D432's pre-tax discount at
+    Stripe), left open. 5,000 March minutes withdrawn: 3.60 to take off March. The adapter previews the reduction
+    and refuses it - Stripe's note would give back 3.60's share of the discount too and take off less than ours
+    (D433 amended (htax); the emulator's figures in `tests/unit/test_stripe_taxed_credit_notes.py`). The open
+    invoice's refusal path (D337): account credit for what March collected - the 5.00 credit it applied holds the
+    3.60 (its period's usage first: min(7.20, 5.00)) - nothing left uncollected, no Stripe note; March still asks
+    60.20 of ours, as Stripe does; the 3.60 for May (April was composed while the note was pending)."""
+    world.store.billing["acme"] = BillingState(credit=Decimal("5.00"))
+    march = world.close("acme", MAR)
+    assert (amounts(march, "credit"), march.total) == (["-5.00"], Decimal("60.20"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    world.gateway.fail_next = [
+        GatewayRejectedError(
+            "Stripe's credit note on in_march would credit 3.10 after its discount, ours 3.60: not made"
+        )
+    ]
+
+    april = world.close("acme", APR)
+
+    note = world.store.credit_notes[NOTE]
+    assert (note.to_due, note.to_credit, note.uncollected, note.processor, note.status) == (
+        Decimal("0.00"),
+        Decimal("3.60"),
+        Decimal("0.00"),
+        Decimal("0.00"),
+        CreditNoteStatus.DONE,
+    )
+    assert "3.10 after its discount, ours 3.60" in note.history[-1][0]  # the refusal the close met
+    assert world.gateway.credit_notes == {}
+    assert amount_due(world.store.invoices[march.invoice_id], [note]) == Decimal("60.20")
+    assert (amounts(april, "credit"), april.total) == ([], Decimal("29.00"))
     assert world.store.billing["acme"].credit == Decimal("3.60")

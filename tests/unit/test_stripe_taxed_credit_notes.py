@@ -582,3 +582,41 @@ def test_given_a_discounted_taxed_invoice_when_a_note_is_asked_then_refused_as_s
     assert "credit_note" not in http.emulator.objects
     assert "refund" not in http.emulator.objects
     assert http.emulator.refused_params == []
+
+
+def test_given_a_discounted_taxed_open_invoice_when_reduced_then_refused_as_stripe_would_take_off_less() -> None:
+    """29.00 - 4.00 of account credit at 10 % (D432), no card: 25.00 + 2.50 = 27.50 asked, left open. A 3.60
+    reduction of the 2900 line gives back its share of the discount too (a credit note line's ``discount_amount``):
+    400 x 360/2900 = 49.66 -> 0.50, so Stripe's note is 3.60 - 0.50 = 3.10 before tax, 250 x 310/2500 = 31 -> 0.31
+    tax, 3.41 off: Stripe would then ask 27.50 - 3.41 = 24.09 (21.90 before tax) while ours records 25.00 - 3.60 =
+    21.40. Previewed first (as a paid invoice's note is, D433 amended (htax)) and refused, nothing made: Stripe still
+    asks 27.50 (the refusal's path for an open invoice: account credit for what it collected, D337). Before: a 3.41
+    note made, 24.09 asked."""
+    gateway, http, request = _credits_request("10", _CREDITED, card=False)
+    invoice_id = gateway.issue_invoice(request).gateway_id
+    invoice = http.emulator.objects["invoice"][invoice_id]
+    assert (invoice["status"], invoice["total_excluding_tax"], invoice["amount_due"]) == ("open", 2500, 2750)
+
+    with pytest.raises(GatewayRejectedError, match=r"3\.10 after its discount, ours 3\.60"):
+        gateway.credit_note(invoice_id, Decimal("3.60"), "late usage", "cn-1")
+
+    previews = [r for r in http.requests if r.path == "/v1/credit_notes/preview"]
+    assert [(r.method, r.params.get("refund_amount"), r.params.get("out_of_band_amount")) for r in previews] == [
+        ("get", None, None)
+    ]
+    assert _notes_sent(http) == []
+    assert "credit_note" not in http.emulator.objects
+    assert http.emulator.objects["invoice"][invoice_id]["amount_due"] == 2750
+    assert http.emulator.refused_params == []
+
+
+def test_given_an_undiscounted_taxed_open_invoice_when_reduced_then_no_preview_and_the_note_as_before() -> None:
+    """10.00 + 10 % open, no discount: a 4.00 note is made as before with no preview (its figures are Stripe's own:
+    4.00 + 0.40 off, 6.60 asked) - the preview is for a discounted invoice, whose note lines give back a share."""
+    gateway, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=False)
+
+    gateway.credit_note(invoice_id, Decimal("4.00"), "late usage", "cn-1")
+
+    assert [r for r in http.requests if r.path == "/v1/credit_notes/preview"] == []
+    assert http.emulator.objects["invoice"][invoice_id]["amount_due"] == 660
+    assert http.emulator.refused_params == []

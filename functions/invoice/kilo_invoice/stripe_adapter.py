@@ -490,7 +490,8 @@ class StripePaymentGateway:
 
     def _note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, settle: _Settle | None) -> str:
         """A credit note of ``amount`` (before tax) on the invoice: open (``settle`` None), its amount due drops;
-        paid, settled by ``settle`` - out of band (account credit of ours, D130) or refunded to the card (D433)."""
+        paid, settled by ``settle`` - out of band (account credit of ours, D130) or refunded to the card (D433). A
+        taxed note on a discounted invoice (D432's coupon) is previewed first, open or paid (``_note_total``)."""
         invoice = self._retrieve(gateway_id)
         notes = self._call(lambda: self._client.v1.credit_notes.list({"invoice": gateway_id, "limit": 100}))
         earlier = self._call(lambda: self._first(notes.auto_paging_iter(), META_CREDIT, credit_id))
@@ -514,13 +515,15 @@ class StripePaymentGateway:
             "memo": reason,
             "metadata": {META_CREDIT: credit_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
         }
+        estimate = amount_in_cents + tax
+        discounted = bool(invoice.total_discount_amounts)  # D432's coupon: a note gives back its share too
         if settle is not None:  # Stripe holds no balance of ours (D130)
             # a taxed invoice's note is ours and its tax, as Stripe works it out: its preview's total (D404)
-            estimate = amount_in_cents + tax
-            discounted = bool(invoice.total_discount_amounts)  # D432's coupon: a note gives back its share too
             params[settle] = (
                 self._note_total(gateway_id, lines, amount, estimate, settle, discounted) if taxed else estimate
             )
+        elif taxed and discounted:  # what it takes off the amount due must be ours too (D433 amended (htax))
+            self._note_total(gateway_id, lines, amount, estimate, None, discounted)
         key = _key(credit_id, "credit_note")
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
         return note.id
@@ -562,7 +565,7 @@ class StripePaymentGateway:
         lines: list[CreditNoteCreateParamsLine],
         amount: Decimal,
         estimate: int,
-        settle: _Settle = "out_of_band_amount",
+        settle: _Settle | None = "out_of_band_amount",
         discounted: bool = False,
     ) -> int:
         """What Stripe makes of a paid invoice's note of these ``lines`` - ours and the tax it works out - in cents:
@@ -573,10 +576,12 @@ class StripePaymentGateway:
         record ``amount`` before tax (D384) and must be what Stripe credits (D404, amended (cr2)). On an invoice with
         discounts (``discounted``: D432's coupon) a note's line also gives back its share of the line's discount (a
         credit note line's ``discount_amount``): its ``total_excluding_tax`` ("including discounts") must be ours too,
-        or it is refused (D432 amended (ftax))."""
+        or it is refused (D432 amended (ftax)). An open invoice's note (``settle`` None: it lowers the amount due, no
+        settled amount asked) is previewed and checked the same way, its total Stripe's (D433 amended (htax))."""
         for _ in range(2):
             preview: CreditNotePreviewParams = {"invoice": gateway_id, "lines": lines}
-            preview[settle] = estimate
+            if settle is not None:
+                preview[settle] = estimate
             note = self._preview(preview)
             subtotal = int(note.subtotal_excluding_tax if note.subtotal_excluding_tax is not None else note.subtotal)
             if subtotal != in_cents(amount):
@@ -591,8 +596,8 @@ class StripePaymentGateway:
                     f"Stripe's credit note on {gateway_id} would credit {dollars(excluding)} after its discount, "
                     f"ours {amount}: not made"
                 )
-            if int(note.total) == estimate:
-                return estimate
+            if settle is None or int(note.total) == estimate:
+                return int(note.total)
             estimate = int(note.total)
         raise GatewayRejectedError(
             f"Stripe's credit note on {gateway_id} previews another total each time it is asked: not made"
