@@ -183,6 +183,41 @@ def test_given_a_bill_reopened_by_a_stuck_payment_then_one_email_and_one_sms_ask
     assert {c: r["status"] for c, r in records(alerts_stack, ACCOUNT).items()} == {"email": "sent", "sms": "sent"}
 
 
+def test_given_a_bill_reopened_by_a_dropped_payment_then_one_email_and_one_sms_naming_it_dropped(
+    alerts_stack: AlertsStack,
+) -> None:
+    """D434 amended (hcw) end to end: a reopen told for a payment dropped with its block (``lost``), published twice
+    and each batch handled twice - one email naming the dropped $40.00 and its transaction, one SMS."""
+    register(alerts_stack, ACCOUNT)
+    event = CryptoBillReopenedV1(
+        event_id=f"crypto-reopened:acct_cry/2026-10:ethereum:{TX}:0@0xblock",
+        account_id=ACCOUNT,
+        invoice_id="acct_cry/2026-10",
+        total="100.00",
+        amount_usd="40.00",
+        stuck_usd="0.00",
+        occurred_at="2026-11-02T11:00:00+00:00",
+        number="KB-0042",
+        lost="dropped",
+        lost_usd="40.00",
+        lost_tx_id=TX,
+    )
+    publish_twice(alerts_stack, event.DETAIL_TYPE, event.model_dump())
+    run_twice(alerts_stack)
+
+    [mail] = [mime(m) for m in alerts_stack.sent_mail()]
+    assert mail["Subject"] == "Your Kilo invoice acct_cry/2026-10 is open again: pay $40.00"
+    text, _ = parts(mail)
+    assert "Your crypto payment of $40.00 toward it was dropped: the block that held it was replaced" in text
+    assert "we ask the rest, $40.00." in text
+    assert f"Dropped transaction: {TX}" in text
+    [(_, sms)] = [(p, message) for p, message, *_ in alerts_stack.sent_sms()]
+    assert sms == (
+        "Kilo: a $40.00 crypto payment dropped; your bill is open again, $40.00 more. Pay: Pay with crypto in your "
+        "dashboard. Reply STOP to opt out"
+    )
+
+
 def _unattributed(index: int, amount: str, counted_in: str | None = None) -> UnattributedCryptoPaymentV1:
     """Output ``index`` of TX on Solana, ``amount`` SOL from the same sender at 11:00 UTC on 2 November 2026."""
     return UnattributedCryptoPaymentV1(

@@ -554,6 +554,128 @@ def test_given_two_payments_stuck_one_after_the_other_then_the_second_reopen_sum
     assert told == [("30.00", "30.00", ["0xc2"]), ("70.00", "70.00", ["0xc2", "0xc3"])]
 
 
+def _covered_by_a_seen_rest(stack: Stack) -> Harness:
+    """The $100.00 bill paid 60.00 USDC (final) and 40.00 USDC seen in block 100 (``0xblock``): PROCESSING, 0.00
+    asked."""
+    h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
+    h.settlement.record_seen(transfer("0xc1", "USDC", 60_000_000, T0 + timedelta(minutes=3)))
+    h.settlement.record_seen(transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xc1:0")
+    held = h.store.bill("inv-1")
+    assert held is not None
+    assert (held.status, remaining_usd(held)) == (BillStatus.PROCESSING, Decimal("0.00"))
+    return h
+
+
+def test_given_a_seen_payment_orphaned_then_the_customer_is_told_the_bill_asks_again_once(stack: Stack) -> None:
+    """D434 amended (hcw): 60.00 final, 40.00 seen in 0xblock; that block is reorged away (``orphaned``) - the bill
+    goes OPEN asking 100.00 - 60.00 = 40.00, and the customer (told "we see your payment") is told once: the same
+    ``CryptoBillReopened.v1``, its id naming the payment and the block it left, ``lost`` "dropped" with the payment's
+    40.00 (40,000,000 units at $1.00) and transaction, no stuck payment (0.00, none). The orphaning reported again:
+    nothing more. Then (item 2, a guard) the transaction re-included in 0xnew and final there: PROCESSING, then PAID
+    and the usual settled notice once (100.00). Before: nothing told at the orphaning."""
+    h = _covered_by_a_seen_rest(stack)
+
+    h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
+    h.settlement.orphaned("ethereum:0xc2:0", "0xblock")  # the next run reports it again: nothing more
+
+    reopened = h.store.bill("inv-1")
+    assert reopened is not None
+    assert (reopened.status, remaining_usd(reopened), reopened.reopens_owed) == (
+        BillStatus.OPEN,
+        Decimal("40.00"),
+        (),
+    )
+    assert h.events(REOPENED) == [
+        {
+            "schema_version": 1,
+            "event_id": "crypto-reopened:inv-1:ethereum:0xc2:0@0xblock",
+            "account_id": "acct-1",
+            "invoice_id": "inv-1",
+            "total": "100.00",
+            "amount_usd": "40.00",
+            "stuck_usd": "0.00",
+            "stuck_tx_ids": [],
+            "occurred_at": (T0 + timedelta(minutes=5)).isoformat(),
+            "number": "KB-inv-1",
+            "lost": "dropped",
+            "lost_usd": "40.00",
+            "lost_tx_id": "0xc2",
+        }
+    ]
+    assert h.store.bills_to_announce() == []
+
+    moved = replace(
+        transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)), block_number=201, block_hash="0xnew"
+    )
+    h.settlement.record_seen(moved)
+    again = h.store.bill("inv-1")
+    assert again is not None
+    assert again.status is BillStatus.PROCESSING
+    h.settlement.finalized("ethereum:0xc2:0", "0xnew")
+    h.settlement.announce_due()
+
+    assert [e["settled_usd"] for e in h.events(SETTLED)] == ["100.00"]
+    assert len(h.events(REOPENED)) == 1
+
+
+def test_given_a_seen_payment_failing_in_its_new_block_then_the_customer_is_told_the_bill_asks_again_once(
+    stack: Stack,
+) -> None:
+    """D434 amended (hcw): 60.00 final, 40.00 seen in 0xblock; the transaction re-included in 0xnew reverts there
+    (``_rebased`` -> FAILED) - the bill goes OPEN asking 40.00, told once: its id names the payment and the new block,
+    ``lost`` "failed", 40.00, its transaction. Reported failed in 0xnew again: nothing more. Before: nothing told."""
+    h = _covered_by_a_seen_rest(stack)
+    reverted = replace(
+        transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4), succeeded=False),
+        block_number=201,
+        block_hash="0xnew",
+    )
+
+    h.settlement.record_seen(reverted)
+    h.settlement.record_seen(reverted)  # the next run sees it again: nothing more
+
+    reopened = h.store.bill("inv-1")
+    assert reopened is not None
+    assert (reopened.status, remaining_usd(reopened)) == (BillStatus.OPEN, Decimal("40.00"))
+    told = [
+        (e["event_id"], e["amount_usd"], e["stuck_usd"], e["stuck_tx_ids"], e["lost"], e["lost_usd"], e["lost_tx_id"])
+        for e in h.events(REOPENED)
+    ]
+    assert told == [("crypto-reopened:inv-1:ethereum:0xc2:0@0xnew", "40.00", "0.00", [], "failed", "40.00", "0xc2")]
+    assert h.events(SETTLED) == []
+
+
+def test_given_an_orphaning_whose_notice_failed_to_publish_when_the_payment_is_back_meanwhile_then_nothing_is_told(
+    stack: Stack,
+) -> None:
+    """D434 amended (hcw): 60.00 final, 40.00 seen; the orphaning's notice fails to publish (the bus down), the
+    transaction is re-included in 0xnew before the next run (PROCESSING, 0.00 asked): the sweep marks the notice
+    said and publishes nothing - the payment covers the bill again. Before: nothing owed, nothing told either."""
+    h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
+    publisher = FailingPublisher()
+    h = replace(h, published=publisher, settlement=Settlement(h.store, publisher, CHAINS, h.rates, clock=h.clock))
+    h.settlement.record_seen(transfer("0xc1", "USDC", 60_000_000, T0 + timedelta(minutes=3)))
+    h.settlement.record_seen(transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xc1:0")
+    publisher.down = True
+    with pytest.raises(CrashError):
+        h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
+    owed = h.store.bill("inv-1")
+    assert owed is not None
+    assert owed.reopens_owed == ("ethereum:0xc2:0@0xblock",)
+    publisher.down = False
+
+    moved = replace(
+        transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)), block_number=201, block_hash="0xnew"
+    )
+    h.settlement.record_seen(moved)
+    h.settlement.announce_due()
+
+    assert h.events(REOPENED) == []
+    assert h.store.bills_to_announce() == []
+
+
 def test_given_a_stuck_payment_whose_release_pays_the_bill_with_a_write_off_then_no_reopen_is_told(
     stack: Stack,
 ) -> None:

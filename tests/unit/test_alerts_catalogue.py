@@ -715,6 +715,85 @@ def test_given_a_bill_reopened_with_two_stuck_payments_then_the_alert_speaks_of_
     assert len(sms) <= 160
 
 
+@pytest.mark.parametrize(
+    ("lost", "said", "label", "later", "sms"),
+    [
+        (
+            "dropped",
+            "Your crypto payment of $40.00 toward it was dropped: the block that held it was replaced (a chain "
+            "reorganisation) and its transaction is in no block now. So it no longer counts toward the bill, and we "
+            "ask the rest, $40.00.",
+            "Dropped transaction: 0xc2",
+            "A dropped transaction may be mined again (your wallet may send it again): check your wallet before you "
+            "pay. If it lands after all, it counts as any payment does",
+            "Kilo: a $40.00 crypto payment dropped; your bill is open again, $40.00 more. Pay: Pay with crypto in "
+            "your dashboard. Reply STOP to opt out",
+        ),
+        (
+            "failed",
+            "Your crypto payment of $40.00 toward it failed: its transaction, included again in another block, was "
+            "reverted there and moved no funds. So it no longer counts toward the bill, and we ask the rest, $40.00.",
+            "Failed transaction: 0xc2",
+            "A reverted transaction moves no funds: only its network fee was spent. If the same transaction is "
+            "included again and goes through, it counts as any payment does; if not, pay the amount asked with a new "
+            "quote.",
+            "Kilo: a $40.00 crypto payment failed; your bill is open again, $40.00 more. Pay: Pay with crypto in "
+            "your dashboard. Reply STOP to opt out",
+        ),
+    ],
+)
+def test_given_a_bill_reopened_by_a_dropped_or_failed_payment_then_the_alert_says_which_and_asks_the_rest(
+    lost: str, said: str, label: str, later: str, sms: str
+) -> None:
+    """D434 amended (hcw): 60.00 final, 40.00 seen then dropped with its block (or failed in the block that
+    re-included it) - the reopen names that payment, not a stuck one (there is none: 0.00): its 40.00, its
+    transaction under its own label, what becomes of it later; the same key (the event id), medium, the amount
+    asked. Before: the event was refused (no such field)."""
+    detail = {
+        "event_id": "crypto-reopened:acct_1/2026-10:ethereum:0xc2:0@0xblock",
+        "account_id": "acct_1",
+        "invoice_id": "acct_1/2026-10",
+        "total": "100.00",
+        "amount_usd": "40.00",
+        "stuck_usd": "0.00",
+        "stuck_tx_ids": [],
+        "occurred_at": "2026-11-02T11:00:00+00:00",
+        "number": "KB-0042",
+        "lost": lost,
+        "lost_usd": "40.00",
+        "lost_tx_id": "0xc2",
+    }
+    alert = alert_from_event(CryptoBillReopenedV1.DETAIL_TYPE, detail)
+    assert (alert.kind, alert.key, alert.severity) == (
+        "crypto_bill_reopened",
+        "crypto-reopened:acct_1/2026-10:ethereum:0xc2:0@0xblock",
+        "medium",
+    )
+    rendered = render(
+        alert.kind,
+        {
+            "pay_url": "https://app.kilo.example/#/pay?invoice=KB-0042",
+            **alert.values,
+            "account_id": "acct_1",
+            "account_name": "Ada",
+            "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+        },
+    )
+    assert rendered.subject == "Your Kilo invoice acct_1/2026-10 is open again: pay $40.00"
+    assert f"($100.00) is open again. {said}\n" in rendered.text
+    assert said in rendered.html
+    assert label in rendered.text
+    assert later in rendered.text
+    assert "stuck" not in rendered.text.lower()
+    assert crypto_sms(CryptoBillReopenedV1.DETAIL_TYPE, detail) == sms
+    largest = {**detail, "total": "9999999.99", "amount_usd": "9999999.99", "lost_usd": "9999999.99"}
+    assert crypto_sms(CryptoBillReopenedV1.DETAIL_TYPE, largest) == (
+        f"Kilo: a $9,999,999.99 crypto payment {lost}; your bill is open again, all $9,999,999.99 again. Pay: Pay "
+        "with crypto in your dashboard. Reply STOP to opt out"
+    )
+    assert len(crypto_sms(CryptoBillReopenedV1.DETAIL_TYPE, largest)) <= 160
+
+
 def test_given_a_chain_without_a_known_explorer_or_a_written_off_shortfall_then_the_alert_says_so() -> None:
     details = crypto_details("2", "10.00", chain="polygon")
     seen = alert_from_event(CryptoPaymentSeenV1.DETAIL_TYPE, details[CryptoPaymentSeenV1.DETAIL_TYPE])

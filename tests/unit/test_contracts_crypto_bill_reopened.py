@@ -47,3 +47,18 @@ def test_given_a_figure_missing_then_it_is_refused(missing: str) -> None:
     del detail[missing]
     with pytest.raises(ValidationError):
         CryptoBillReopenedV1.model_validate(detail)
+
+
+def test_given_a_dropped_payments_reopen_then_its_lost_fields_round_trip_and_a_stalls_detail_has_none() -> None:
+    """D434 amended (hcw): a reopen told for a payment dropped with its block carries ``lost`` and that payment's USD
+    and transaction; a stall's detail leaves the three out, as before them (an alerts function not yet updated still
+    reads it)."""
+    dropped = _detail(
+        stuck_usd="0.00", stuck_tx_ids=[], number=None, lost="dropped", lost_usd="40.00", lost_tx_id="0xc2"
+    )
+    sent = CryptoBillReopenedV1.model_validate(dropped)
+    on_the_bus = json.loads(json.dumps(sent.model_dump(mode="json")))
+    assert on_the_bus == dropped
+    assert CryptoBillReopenedV1.model_validate(on_the_bus) == sent
+    stall = CryptoBillReopenedV1.model_validate(_detail()).model_dump(mode="json")
+    assert {"lost", "lost_usd", "lost_tx_id"} & stall.keys() == set()

@@ -515,16 +515,75 @@ STUCK_LANDS_LATER: Final = (
 )
 
 
+# a reopen told for a payment dropped with its block or failed in its new one (D434 amended (hcw)): what it was, what
+# the SMS says, the transaction's label and what becomes of it later - a dropped transaction re-mined counts again as
+# any payment (``Settlement.record``), a failed one re-included and succeeding too (``_failed_moved``)
+DROPPED_LANDS_LATER: Final = (
+    "A dropped transaction may be mined again (your wallet may send it again): check your wallet before you pay. "
+    "If it lands after all, it counts as any payment does: the bill is paid by the payments that are final first, "
+    "and one final after the bill is paid is kept as credit on your account and applied to your next bill - it is "
+    "never lost, and not sent back by itself: contact us if you want it back. If it lands before you pay again, the "
+    "bill is paid: do not pay the new quote then - a payment sent after the bill is paid may not be matched to your "
+    "account by itself; we hold it until we match it: contact us."
+)
+FAILED_LANDS_LATER: Final = (
+    "A reverted transaction moves no funds: only its network fee was spent. If the same transaction is included "
+    "again and goes through, it counts as any payment does; if not, pay the amount asked with a new quote."
+)
+_LOST: Final[dict[str, tuple[str, str, str, str]]] = {
+    "dropped": (
+        "toward it was dropped: the block that held it was replaced (a chain reorganisation) and its transaction is "
+        "in no block now",
+        "dropped",
+        "Dropped transaction",
+        DROPPED_LANDS_LATER,
+    ),
+    "failed": (
+        "toward it failed: its transaction, included again in another block, was reverted there and moved no funds",
+        "failed",
+        "Failed transaction",
+        FAILED_LANDS_LATER,
+    ),
+}
+
+
 def _crypto_bill_reopened(detail: Mapping[str, Any]) -> Alert:
     """The bill asks again (D419, D434): the amount a new quote asks (the event's, as the quote API asks it), the
-    stuck payment's USD and transactions, and what happens if it lands later (``STUCK_LANDS_LATER``)."""
+    stuck payment's USD and transactions, and what happens if it lands later (``STUCK_LANDS_LATER``); for a payment
+    dropped with its block or failed in its new one (``lost``, D434 amended (hcw)), that payment's USD and
+    transaction, and what becomes of it."""
     event = _parse(CryptoBillReopenedV1, detail)
     whole = _decimal(event.amount_usd) == _decimal(event.total)
-    several = len(event.stuck_tx_ids) > 1
-    values = {
+    values = _reopen_cause(event)
+    values |= {
         "invoice_id": event.invoice_id,
         "total": money_text(event.total),
         "amount_usd": money_text(event.amount_usd),
+        "asked": f"the whole {money_text(event.total)} again" if whole else f"the rest, {money_text(event.amount_usd)}",
+        "sms_asked": f"all {money_text(event.total)} again" if whole else f"{money_text(event.amount_usd)} more",
+    }
+    if event.number:  # delivery links "Pay with crypto" with this bill chosen (without a number: the page alone)
+        values["pay_page"] = _pay_page(event.number)
+    # key: the event id (crypto-reopened:<invoice>:<payment>@<block>): one alert per reopen, a redelivery none more
+    return _occurrence_alert("crypto_bill_reopened", event, event.event_id, Severity.MEDIUM, values)
+
+
+def _reopen_cause(event: CryptoBillReopenedV1) -> dict[str, str]:
+    """What moved the bill back, in the reopen alert's words: the payment dropped or failed (``lost``), else the
+    stuck ones."""
+    if event.lost is not None:
+        said, sms, label, later = _LOST[event.lost]
+        lost_usd = money_text(event.lost_usd or "0")
+        return {
+            "stuck_usd": money_text(event.stuck_usd),
+            "stuck_text": f"Your crypto payment of {lost_usd} {said}. So it no longer counts toward the bill",
+            "sms_stuck": f"a {lost_usd} crypto payment {sms}",
+            "transactions_label": label,
+            "transactions": event.lost_tx_id or "-",
+            "later_note": later,
+        }
+    several = len(event.stuck_tx_ids) > 1
+    return {
         "stuck_usd": money_text(event.stuck_usd),
         # ``stuck_usd`` sums every stuck line of the bill: several transactions are "payments ... in all" (D434)
         "stuck_text": (
@@ -541,15 +600,10 @@ def _crypto_bill_reopened(detail: Mapping[str, Any]) -> Alert:
             if several
             else f"a {money_text(event.stuck_usd)} crypto payment is stuck"
         ),
+        "transactions_label": "Stuck transactions",
         "transactions": ", ".join(event.stuck_tx_ids) or "-",
-        "asked": f"the whole {money_text(event.total)} again" if whole else f"the rest, {money_text(event.amount_usd)}",
-        "sms_asked": f"all {money_text(event.total)} again" if whole else f"{money_text(event.amount_usd)} more",
         "later_note": STUCK_LANDS_LATER,
     }
-    if event.number:  # delivery links "Pay with crypto" with this bill chosen (without a number: the page alone)
-        values["pay_page"] = _pay_page(event.number)
-    # key: the event id (crypto-reopened:<invoice>:<payment>@<block>): one alert per reopen, a redelivery none more
-    return _occurrence_alert("crypto_bill_reopened", event, event.event_id, Severity.MEDIUM, values)
 
 
 def _crypto_quote_expiring(detail: Mapping[str, Any]) -> Alert:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar
 
 from kilo_billing.contracts import (
     CryptoBillReopenedV1,
@@ -74,6 +74,11 @@ STABLECOINS: Final = frozenset({"USDC"})
 _LOG = logging.getLogger(__name__)
 
 COUNTED: Final = frozenset({PaymentStatus.SEEN, PaymentStatus.FINALIZED})
+# a reopen notice's ``lost`` (D434 amended (hcw)): the told payment's line no longer counting at all
+_LOST: Final[dict[PaymentStatus, Literal["dropped", "failed"]]] = {
+    PaymentStatus.ORPHANED: "dropped",
+    PaymentStatus.FAILED: "failed",
+}
 # A payment detected more than this before its quote was made was not sent for that quote: it is valued by the late
 # rule (``value_payment``), never at the quote's lock. Detection is the block's time (the chain's clock), creation
 # ours: an Ethereum block's timestamp is its slot's start, up to 12 s before a transaction it holds was sent, and
@@ -315,6 +320,15 @@ def remaining_usd(bill: Bill) -> Decimal:
     payment named stuck covers nothing (``holds``, D419)."""
     covered = paid_usd(line for line in bill.payments if holds(line))
     return max(ZERO, bill.total_usd - covered)
+
+
+def owing_reopen(before: Bill, after: Bill, payment_id: str, block_hash: str) -> Bill:
+    """``after`` owing the reopen notice of ``payment_id`` in ``block_hash`` (``reopens_owed``, in the move's own
+    write) when the move left the bill OPEN asking more than ``before``: named stuck there (D434), orphaned from it or
+    failed in it (D434 amended (hcw)). The entry is the event id's tail: one notice per payment and block."""
+    if after.status is BillStatus.OPEN and remaining_usd(after) > remaining_usd(before):
+        return replace(after, reopens_owed=(*after.reopens_owed, f"{payment_id}@{block_hash}"))
+    return after
 
 
 def quote_status(quote: Quote, lines: Sequence[BillPayment], now: datetime) -> QuoteStatus:
@@ -682,7 +696,9 @@ class Settlement:
         self._move(payment_id, PaymentStatus.FINALIZED, block_hash)
 
     def orphaned(self, payment_id: str, block_hash: str | None = None) -> None:
-        self._move(payment_id, PaymentStatus.ORPHANED, block_hash)
+        """Its block reorged away: the bill stops counting it - left OPEN asking more, the customer is told once
+        (``CryptoBillReopened.v1``, ``lost`` "dropped", D434 amended (hcw))."""
+        self._move(payment_id, PaymentStatus.ORPHANED, block_hash, tell=True)
 
     # the fast path and the watchers' common entry
     def record(
@@ -782,7 +798,8 @@ class Settlement:
         """A SEEN payment observed in another block (its block reorged away, its transaction re-included), or a FAILED
         one not final failed again in another block: the block it is in now is stored, so that finality checks that
         block (D87); one conditional write on its status.
-        Reverted in its new block: FAILED, and its bill stops counting it. Its valuation stays as first seen. Named
+        Reverted in its new block: FAILED, and its bill stops counting it - left OPEN asking more, the customer is
+        told once (``lost`` "failed", D434 amended (hcw)). Its valuation stays as first seen. Named
         stuck at its old block (``stalled``), its line is rebuilt too: it is on its way again and holds its bill
         until named stuck in the new block (D419, amended (cw2)) - else an OPEN bill asks for money on its way."""
         moved_transfer = replace(
@@ -802,8 +819,10 @@ class Settlement:
             self._store.save(SettlementChange(moved, payment_expected=existing.status))
             return moved
         new_bill, changed = self._bill_after(bill, moved, self._store.quotes(bill.invoice_id))
+        new_bill = owing_reopen(bill, new_bill, moved.payment_id, transfer.block_hash)
         self._store.save(SettlementChange(moved, payment_expected=existing.status, bill=new_bill, quotes=changed))
         self._announce_bill(new_bill)
+        self._announce_reopens(new_bill)
         return moved
 
     def check_claim(self, transfer: ObservedTransfer, invoice_id: str) -> None:
@@ -1374,11 +1393,15 @@ class Settlement:
                 changed.append(replace(quote, status=status))
         return new_bill, tuple(changed)
 
-    def _move(self, payment_id: str, status: PaymentStatus, block_hash: str | None = None) -> None:
+    def _move(
+        self, payment_id: str, status: PaymentStatus, block_hash: str | None = None, *, tell: bool = False
+    ) -> None:
         """FINALIZED / ORPHANED from SEEN (a FAILED payment not final: final / ORPHANED), in one conditional write
         on its status and, given ``block_hash`` (the block the watcher checked), on that still being its recorded
         block: a payment moved to another block meanwhile (a concurrent report of its re-inclusion) is left for the
-        next check of its new block, never finalized or orphaned on a block nobody checked (D157)."""
+        next check of its new block, never finalized or orphaned on a block nobody checked (D157). ``tell``: a bill
+        the move leaves OPEN asking more owes its customer the reopen notice (``owing_reopen``) - not for a credit
+        whose id another credit of its transaction takes over (``record``: the same money, found at its new index)."""
 
         def attempt() -> None:
             payment = self._store.payment(payment_id)
@@ -1400,6 +1423,7 @@ class Settlement:
                     bill = self._store.bill(payment.invoice_id)
                     if bill is not None:
                         self._announce_bill(bill)  # a rerun after a crash between the write and the event
+                        self._announce_reopens(bill)
                 return
             moved = replace(payment, status=status)
             bill = self._store.bill(payment.invoice_id) if payment.invoice_id else None
@@ -1409,11 +1433,14 @@ class Settlement:
                 )
                 return
             new_bill, changed = self._bill_after(bill, moved, self._store.quotes(bill.invoice_id))
+            if tell:
+                new_bill = owing_reopen(bill, new_bill, payment_id, payment.transfer.block_hash)
             change = SettlementChange(
                 moved, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed, block_expected=block_hash
             )
             self._store.save(change)
             self._announce_bill(new_bill)
+            self._announce_reopens(new_bill)
 
         self._retried(payment_id, attempt)
 
@@ -1444,10 +1471,8 @@ class Settlement:
             now = self._clock()
             marked = replace(bill, payments=tuple(replace(x, stalled=True) if x is line else x for x in bill.payments))
             new_bill = replace(recompute(marked, self._policy, now), version=bill.version + 1)
-            if new_bill.status is BillStatus.OPEN and remaining_usd(new_bill) > remaining_usd(bill):
-                # owed with the stall, in its write: said once published (a failed publish is told by the sweep)
-                owed = f"{payment_id}@{payment.transfer.block_hash}"
-                new_bill = replace(new_bill, reopens_owed=(*new_bill.reopens_owed, owed))
+            # owed with the stall, in its write: said once published (a failed publish is told by the sweep)
+            new_bill = owing_reopen(bill, new_bill, payment_id, payment.transfer.block_hash)
             quotes = self._store.quotes(bill.invoice_id)
             changed = tuple(
                 replace(quote, status=status)
@@ -1470,19 +1495,24 @@ class Settlement:
         self._retried(payment_id, attempt)
 
     def _announce_reopens(self, bill: Bill) -> None:
-        """``CryptoBillReopened.v1`` of each reopen ``bill`` owes (``reopens_owed``), then marked said: a stall left
-        it OPEN asking more than before - the customer is asked again (D419, D434). Its id names the payment and the
-        block it was named stuck in: a redelivery or a re-publish of the same stall is the same event (consumers
-        dedupe), the payment stuck again in another block after being seen there is another reopen. Published late
-        (the sweep, after a failed publish), it tells the bill as it is then; a bill no longer OPEN (paid, or covered
-        again meanwhile) is not told, its notice only marked said."""
+        """``CryptoBillReopened.v1`` of each reopen ``bill`` owes (``reopens_owed``), then marked said: a stall, an
+        orphaning or a failure in a new block left it OPEN asking more than before - the customer is asked again
+        (D419, D434, amended (hcw)). Its id names the payment and the block it was named stuck in (orphaned from,
+        failed in): a redelivery or a re-publish of the same move is the same event (consumers dedupe), the payment
+        moved again in another block after being seen there is another reopen. Published late (the sweep, after a
+        failed publish), it tells the bill as it is then; a bill no longer OPEN (paid, or covered again meanwhile),
+        or whose payment holds it again (seen in another block since), is not told, its notice only marked said."""
         for owed in bill.reopens_owed:
-            if bill.status is BillStatus.OPEN:
-                self._publish_reopened(bill, owed)
+            payment_id = owed.rpartition("@")[0]
+            line = next((line for line in bill.payments if line.payment_id == payment_id), None)
+            if bill.status is BillStatus.OPEN and (line is None or not holds(line)):
+                self._publish_reopened(bill, owed, line)
             self._store.mark_reopen_said(bill.invoice_id, owed)
 
-    def _publish_reopened(self, bill: Bill, owed: str) -> None:
-        stuck = [line for line in bill.payments if counts(line) and not holds(line)]
+    def _publish_reopened(self, bill: Bill, owed: str, line: BillPayment | None) -> None:
+        stuck = [x for x in bill.payments if counts(x) and not holds(x)]
+        # the payment whose move it tells, no longer counting at all: dropped with its block, or failed in a new one
+        lost = _LOST.get(line.status) if line is not None else None
         reopened = CryptoBillReopenedV1(
             event_id=f"crypto-reopened:{bill.invoice_id}:{owed}",
             account_id=bill.account_id,
@@ -1493,6 +1523,9 @@ class Settlement:
             stuck_tx_ids=tuple(dict.fromkeys(line.tx_id for line in stuck)),
             occurred_at=self._clock().isoformat(),
             number=bill.number or None,
+            lost=lost,
+            lost_usd=money_str(paid_usd([line])) if lost and line else None,
+            lost_tx_id=line.tx_id if lost and line else None,
         )
         self._publisher.publish(reopened.DETAIL_TYPE, reopened.model_dump(mode="json"))
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 SOURCE_RATING: Final = "kilo.billing.rating"
 
@@ -338,7 +338,11 @@ class CryptoBillReopenedV1(InvoiceEventV1):
     when a stuck payment's release leaves the bill OPEN asking more than before. ``event_id``:
     ``crypto-reopened:<invoice id>:<payment id>@<block hash>`` (the payment released, the block it was named stuck
     in: the same payment seen again elsewhere and stuck there again is another reopen). ``number``: the invoice's
-    number, what the dashboard's Pay with crypto page opens one bill by (None: a bill without one)."""
+    number, what the dashboard's Pay with crypto page opens one bill by (None: a bill without one).
+    Also published when a seen payment stops counting at all and leaves the bill OPEN asking more (D434 amended
+    (hcw)): ``lost`` "dropped" (its block reorged away; the id names that block) or "failed" (its transaction
+    reverted in the block that re-included it; the id names that block), ``lost_usd`` and ``lost_tx_id`` that
+    payment's; absent (None) for a stall - a stall's notice leaves the three fields out of its detail."""
 
     DETAIL_TYPE: ClassVar[str] = "CryptoBillReopened.v1"
 
@@ -348,6 +352,19 @@ class CryptoBillReopenedV1(InvoiceEventV1):
     stuck_tx_ids: tuple[str, ...] = ()  # the stuck payments' transactions
     occurred_at: str
     number: str | None = None
+    lost: Literal["dropped", "failed"] | None = None  # the move told, when not a stall
+    lost_usd: str | None = None  # the dropped or failed payment, USD at its quote's rate
+    lost_tx_id: str | None = None  # its transaction
+
+    @model_serializer(mode="wrap")
+    def _stall_as_before(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A stall's detail without the three ``lost`` fields, as before them: an alerts function not yet updated
+        (``extra="forbid"``) still reads every stall's notice."""
+        dumped: dict[str, Any] = handler(self)
+        if self.lost is None:
+            for name in ("lost", "lost_usd", "lost_tx_id"):
+                dumped.pop(name, None)
+        return dumped
 
 
 class UnattributedCryptoPaymentV1(ContractV1):
