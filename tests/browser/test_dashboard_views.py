@@ -52,12 +52,15 @@ class FakeApi:
     """Answers the page's API requests: ``answers[(method, path)]`` is ``(status, body)``, the path without the
     query and the ``/v1/accounts/acct_a`` prefix (``/pricing`` is ``/v1/pricing``); everything else is a 404. A tier
     request (POST ``/subscription``) without ``Idempotency-Key`` is the API's 400 whatever ``answers`` says
-    (D436): every dashboard path that posts it is checked to send the header."""
+    (D436): every dashboard path that posts it is checked to send the header. ``etags[(method, path)]``: the
+    ``ETag`` header of that answer (D442)."""
 
     def __init__(self, page: Any, answers: dict[tuple[str, str], tuple[int, Any]]) -> None:
         self.answers = answers
+        self.etags: dict[tuple[str, str], str] = {}
         self.sent: list[tuple[str, str, Any]] = []
         self.keys: list[str | None] = []  # each POST's Idempotency-Key (None: not sent)
+        self.if_matches: list[str | None] = []  # each POST's If-Match (None: not sent)
         page.route("**/v1/**", self._answer)
 
     def _answer(self, route: Any) -> None:
@@ -67,10 +70,13 @@ class FakeApi:
         self.sent.append((request.method, path, body))
         if request.method == "POST":
             self.keys.append(request.headers.get("idempotency-key"))
+            self.if_matches.append(request.headers.get("if-match"))
         status, answer = self.answers.get((request.method, path), (404, {"code": "not_found", "message": path}))
         if (request.method, path) == ("POST", "/subscription") and request.headers.get("idempotency-key") is None:
             status, answer = 400, KEYLESS_TIER_REQUEST
-        route.fulfill(status=status, content_type="application/json", body=json.dumps(answer))
+        etag = self.etags.get((request.method, path))
+        headers = {} if etag is None else {"ETag": etag}
+        route.fulfill(status=status, content_type="application/json", body=json.dumps(answer), headers=headers)
 
 
 def _sign_in(page: Any, site: DashboardServer, route: str, role: str = "owner") -> None:
@@ -541,3 +547,39 @@ def test_given_a_tier_click_answered_in_progress_then_its_retry_keeps_the_key(pa
     assert [bool(UUID.match(key or "")) for key in api.keys] == [True] * 3, api.keys
     assert retried == first  # "in progress" is no answer: the same click's key
     assert fresh != first  # after an answer: a new click, a new key
+
+
+def test_given_the_plan_changed_since_the_pricing_page_was_drawn_then_its_click_is_refused_and_the_page_redrawn(
+    page: Any, site: DashboardServer
+) -> None:
+    """D442: the pricing page drawn on Team, nothing scheduled (GET /usage's ETag "v1"); another admin then asks for
+    Personal from Dec 1. "Move to Personal next month" sends If-Match "v1"; the API's 412 (its body as the handler
+    answers it) is not shown as an error: the page is drawn again from the API (Moving to Personal on 2026-12-01)
+    and says the plan changed meanwhile and nothing was changed."""
+    scheduled = {"tier": "personal", "effective_at": "2026-12-01T00:00:00Z"}
+    refused = {
+        "code": "precondition_failed",
+        "message": "the subscription changed since it was read (now on team, moving to personal on 2026-12-01, "
+        'version "v2"); nothing was changed: read it again and send the request with its new ETag',
+        "field": "header.if-match",
+        "current": {"tier": "team", "scheduled_change": scheduled, "etag": '"v2"'},
+    }
+    answers = USAGE_PAGE | {
+        ("GET", "/usage"): (200, _usage([])),
+        ("GET", "/pricing"): (200, PERSONAL_AND_TEAM),
+        ("POST", "/subscription"): (412, refused),
+    }
+    api = FakeApi(page, answers)
+    api.etags[("GET", "/usage")] = '"v1"'
+    _sign_in(page, site, "pricing")
+    button = page.get_by_role("button", name="Move to Personal next month")
+    expect(button).to_be_visible()
+    answers[("GET", "/usage")] = (200, _usage([], scheduled))  # another admin's click, meanwhile
+    api.etags[("GET", "/usage")] = '"v2"'
+    button.click()
+    expect(page.get_by_role("status")).to_have_text(
+        "Your plan changed meanwhile, so nothing was changed. The page now shows your plan as it is: choose again."
+    )
+    expect(page.get_by_test_id("scheduled-change")).to_have_text("Moving to Personal on 2026-12-01.")
+    expect(page.get_by_role("alert")).to_have_count(0)
+    assert api.if_matches == ['"v1"']

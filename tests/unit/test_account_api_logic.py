@@ -26,6 +26,7 @@ from kilo_account_api.model import (
     RecommendationKind,
     SessionPart,
     SessionRecord,
+    SubscriptionChangedError,
 )
 from kilo_account_api.recommendations import RecommendationPolicy, recommend
 from kilo_billing.accounts import AccountProfile, StoredAnswer, request_tier_change
@@ -1022,3 +1023,74 @@ def test_given_a_tier_change_then_its_answer_is_required_and_kept_with_it() -> N
         logic.change_tier(directory, default_catalog(), "acct", "personal", NOW, NO_USAGE)  # type: ignore[call-arg]
     logic.change_tier(directory, default_catalog(), "acct", "personal", NOW, NO_USAGE, _recorder())
     assert [a.body for a in directory.answers.values()] == ["personal 2026-12-01T00:00:00+00:00"]
+
+
+def _tag_of(shown: str) -> str:
+    """D442's tag, worked independently of ``logic``: ``"`` + the first 16 hex digits of SHA-256 of the tier in
+    effect then each change still to come as ``|<at ISO>=<tier>`` + ``"``."""
+    return '"' + hashlib.sha256(shown.encode()).hexdigest()[:16] + '"'
+
+
+def test_given_a_stale_if_match_then_the_tier_request_is_refused_naming_the_subscription_now_and_nothing_is_written() -> (
+    None
+):
+    """D442: Team; a page read at NOW shows Team, nothing scheduled (its tag: SHA-256 of "team"); someone else then
+    asks for Personal (from Dec 1). The page's "Upgrade to Enterprise now" with that tag is refused: the error names
+    Team, Personal from Dec 1 and the tag now (SHA-256 of "team|2026-12-01T00:00:00+00:00=personal"); the stored
+    changes are as before the click and no answer is kept (a refusal stores nothing, D377)."""
+    directory = InMemoryAccountDirectory(profile(tier="team"))
+    page = _tag_of("team")
+    assert logic.subscription_tag(directory.profiles["acct"], NOW) == page
+    logic.change_tier(directory, CATALOG, "acct", "personal", NOW, NO_USAGE, _recorder())  # someone else's click
+    stored, answers = directory.profiles["acct"].changes, dict(directory.answers)
+    december = datetime(2026, 12, 1, tzinfo=UTC)
+    with pytest.raises(SubscriptionChangedError) as refused:
+        logic.change_tier(directory, CATALOG, "acct", "enterprise", NOW, NO_USAGE, _recorder(), if_match=page)
+    now_tag = _tag_of("team|2026-12-01T00:00:00+00:00=personal")
+    assert (refused.value.tag, refused.value.tier, refused.value.scheduled) == (
+        now_tag,
+        "team",
+        TierChange(december, "personal"),
+    )
+    assert (directory.profiles["acct"].changes, directory.answers) == (stored, answers)
+
+
+@pytest.mark.parametrize(
+    "if_match",
+    [
+        _tag_of("team|2026-12-01T00:00:00+00:00=personal"),  # the tag the page read
+        "*",  # any version (RFC 9110)
+        '"0000000000000000", ' + _tag_of("team|2026-12-01T00:00:00+00:00=personal"),  # one of a list
+    ],
+)
+def test_given_an_if_match_naming_the_subscription_now_then_the_request_is_decided(if_match: str) -> None:
+    """D442: Team with Personal scheduled from Dec 1; "Stay on Team" with the page's tag (or ``*``, or a list
+    holding it) cancels the downgrade as without ``If-Match``."""
+    directory = InMemoryAccountDirectory(profile(tier="team"))
+    logic.change_tier(directory, CATALOG, "acct", "personal", NOW, NO_USAGE, _recorder())
+    stay = logic.change_tier(directory, CATALOG, "acct", "team", NOW, NO_USAGE, _recorder(), if_match=if_match)
+    assert (stay.cancelled, [c.tier for c in directory.profiles["acct"].changes]) == (True, ["team"])
+    assert logic.subscription_tag(stay.profile, NOW) == _tag_of("team")
+
+
+@pytest.mark.parametrize("if_match", ['W/"' + "x" * 16 + '"', '"0000000000000000"', ""])
+def test_given_a_weak_or_other_if_match_then_it_does_not_match(if_match: str) -> None:
+    """Strong comparison (RFC 9110 13.1.1): a weak tag - even of the version now - another tag, an empty header:
+    refused."""
+    directory = InMemoryAccountDirectory(profile(tier="team"))
+    weak = "W/" + _tag_of("team")
+    for sent in (if_match, weak):
+        with pytest.raises(SubscriptionChangedError):
+            logic.change_tier(directory, CATALOG, "acct", "enterprise", NOW, NO_USAGE, _recorder(), if_match=sent)
+    assert [c.tier for c in directory.profiles["acct"].changes] == ["team"]
+
+
+def test_given_a_scheduled_downgrade_taking_effect_then_the_tag_moves_and_a_budget_does_not_move_it() -> None:
+    """D442: the page read on Nov 15 (Team, Personal from Dec 1) is stale on Dec 1 00:00, when Personal is in effect
+    and nothing is scheduled (SHA-256 of "personal"); a budget saved meanwhile moves the stored version, not the tag."""
+    directory = InMemoryAccountDirectory(profile(tier="team"))
+    logic.change_tier(directory, CATALOG, "acct", "personal", NOW, NO_USAGE, _recorder())
+    budgeted = replace(directory.profiles["acct"], budget_usd=Decimal(500))
+    december = datetime(2026, 12, 1, tzinfo=UTC)
+    assert logic.subscription_tag(budgeted, NOW) == _tag_of("team|2026-12-01T00:00:00+00:00=personal")
+    assert logic.subscription_tag(budgeted, december) == _tag_of("personal")

@@ -16,6 +16,16 @@ export class ApiError extends Error {
 }
 
 export async function request(method, path, body, extra = {}) {
+  return (await exchange(method, path, body, extra)).data;
+}
+
+// GET with the answer's ETag (GET .../usage: the subscription's version the page shows, D442).
+export async function getTagged(path) {
+  const { data, response } = await exchange("GET", path);
+  return { data, etag: response.headers.get("ETag") };
+}
+
+async function exchange(method, path, body, extra = {}) {
   const headers = { Accept: "application/json", ...extra };
   const current = session();
   if (current) headers.Authorization = `Bearer ${current.token}`;
@@ -35,7 +45,7 @@ export async function request(method, path, body, extra = {}) {
   if (!response.ok) {
     throw new ApiError(response.status, messageOf(data) || `${method} ${path}: HTTP ${response.status}`, data);
   }
-  return data;
+  return { data, response };
 }
 
 // The API's one error shape {code, message, field}; API Gateway's own answers (401 Unauthorized, 404, 429) carry

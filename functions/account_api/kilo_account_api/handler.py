@@ -36,6 +36,7 @@ from kilo_account_api.model import (
     InvalidRequestError,
     Member,
     NotFoundError,
+    SubscriptionChangedError,
     UnavailableError,
     UnprocessableError,
 )
@@ -43,7 +44,13 @@ from kilo_account_api.recommendations import RecommendationPolicy, recommend
 from kilo_billing import customer_api
 from kilo_billing.accounts import ACCOUNT_ID_PATTERN, AnswerExistsError, ProfileChangedError, StoredAnswer
 from kilo_billing.auth import Caller, Role, caller_from_event, user_from_event
-from kilo_billing.customer_api import ErrorCode, error_response, json_response, without_default_validation_errors
+from kilo_billing.customer_api import (
+    STATUS,
+    ErrorCode,
+    error_response,
+    json_response,
+    without_default_validation_errors,
+)
 from kilo_billing.entitlements import EntitlementPolicy
 from kilo_billing.observability import Metric, count_at_once, logger, tracer
 
@@ -58,6 +65,7 @@ ERRORS: Final = (400, 401, 403, 404, 409, 503)  # documented with the customer A
 
 IDEMPOTENCY_KEY: Final = "header.idempotency-key"  # the field a refused Idempotency-Key is named as (D377)
 IDEMPOTENCY_KEY_MAX: Final = 255
+IF_MATCH: Final = "header.if-match"  # the field a stale If-Match is named as (D442)
 SUBSCRIPTION_PATH: Final = "/v1/accounts/{account_id}/subscription"  # the tier change's, as the document names it
 
 BodyIn = TypeVar("BodyIn", bound=BaseModel)
@@ -167,6 +175,72 @@ def with_idempotency_key(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+USAGE_PATH: Final = "/v1/accounts/{account_id}/usage"  # the GET whose ETag the dashboard's tier page sends (D442)
+ETAG_HEADER: Final = {
+    "description": "The subscription's version (D442): send it as `If-Match` with `POST .../subscription`",
+    "schema": {"type": "string"},
+}
+
+
+def with_if_match(document: dict[str, Any]) -> dict[str, Any]:
+    """The tier change's optional ``If-Match`` header, its 412 and the ``ETag`` of its answer and of ``GET .../usage``
+    (D442), read from the event like the ``Idempotency-Key`` (``with_idempotency_key``), so written in here."""
+    operation = document["paths"][SUBSCRIPTION_PATH]["post"]
+    operation["parameters"].append(
+        {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": (
+                "Optional: the `ETag` of the subscription the request was decided on (`GET .../usage`, or this "
+                "route's previous answer); `*` or a list of tags is taken too (RFC 9110), a weak `W/` tag never "
+                "matches. When it does not name the subscription's version now (another tier request, a cancel, "
+                "a scheduled change that took effect), 412 (`code` precondition_failed, `field` "
+                f"{IF_MATCH}) with the subscription now in `current` and as `ETag`; nothing changed and nothing "
+                "stored. A replay of an answered `Idempotency-Key` is answered as stored whatever it names. Without "
+                "it the request is decided on the subscription as it is (as before)."
+            ),
+            "schema": {"type": "string"},
+        }
+    )
+    operation["responses"]["200"]["headers"] = {
+        "ETag": ETAG_HEADER | {"description": f"{ETAG_HEADER['description']}; absent on a replayed answer"}
+    }
+    document["paths"][USAGE_PATH]["get"]["responses"]["200"]["headers"] = {"ETag": ETAG_HEADER}
+    current = {
+        "type": "object",
+        "required": ["tier", "scheduled_change", "etag"],
+        "properties": {
+            "tier": {"type": "string", "description": "The tier in effect now"},
+            "scheduled_change": {"anyOf": [{"$ref": "#/components/schemas/ScheduledChangeOut"}, {"type": "null"}]},
+            "etag": {"type": "string", "description": "The subscription's version now (also the `ETag` header)"},
+        },
+    }
+    operation["responses"]["412"] = {
+        "description": (
+            "The subscription changed since the `If-Match` version was read (`code` precondition_failed): read it "
+            "again and decide on what it is now"
+        ),
+        "headers": {"ETag": ETAG_HEADER},
+        "content": {
+            "application/json": {
+                "schema": {  # ErrorBody's fields (which forbids others) and the subscription now
+                    "type": "object",
+                    "required": ["code", "message", "field", "current"],
+                    "properties": {
+                        "code": {"type": "string", "enum": [ErrorCode.PRECONDITION_FAILED.value]},
+                        "message": {"type": "string"},
+                        "field": {"type": "string", "enum": [IF_MATCH]},
+                        "current": current,
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+    return document
+
+
 # --- errors (the shared ones: customer_api.install) ----------------------------------------------------------------
 
 
@@ -188,6 +262,25 @@ def _unprocessable(exc: UnprocessableError) -> Response[str]:
 @app.exception_handler(ConflictError)  # type: ignore[untyped-decorator]
 def _conflict(exc: ConflictError) -> Response[str]:
     return error_response(ErrorCode.CONFLICT, str(exc), field=exc.field)
+
+
+@app.exception_handler(SubscriptionChangedError)  # type: ignore[untyped-decorator]
+def _subscription_changed(exc: SubscriptionChangedError) -> Response[str]:
+    """A stale ``If-Match`` (D442): 412 naming the subscription now (its tier, scheduled change and version, also as
+    the ``ETag`` header); nothing was written."""
+    found = exc.scheduled
+    scheduled = None if found is None else schemas.ScheduledChangeOut(tier=found.tier, effective_at=found.at)
+    body = {
+        "code": ErrorCode.PRECONDITION_FAILED.value,
+        "message": str(exc),
+        "field": IF_MATCH,
+        "current": {
+            "tier": exc.tier,
+            "scheduled_change": None if scheduled is None else scheduled.model_dump(mode="json"),
+            "etag": exc.tag,
+        },
+    }
+    return json_response(STATUS[ErrorCode.PRECONDITION_FAILED], body, {"ETag": exc.tag})
 
 
 @app.exception_handler(ProfileChangedError)  # type: ignore[untyped-decorator]
@@ -234,7 +327,7 @@ def openapi_document() -> str:
         ),
         security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
     )
-    document = with_idempotency_key(optional_bodies(json.loads(generated)))
+    document = with_if_match(with_idempotency_key(optional_bodies(json.loads(generated))))
     crypto = json.loads(CRYPTO_ROUTES.read_text(encoding="utf-8"))
     document["paths"].update(crypto["paths"])
     schemas_found = document["components"]["schemas"]
@@ -247,12 +340,21 @@ def openapi_document() -> str:
 # --- usage ------------------------------------------------------------------------------------------------------------
 
 
-@_account_route("GET", "/usage", "Month to date per meter, allowance used, daily series")
-def usage(account_id: AccountId) -> schemas.UsageOut:
+@_account_route(
+    "GET",
+    "/usage",
+    "Month to date per meter, allowance used, daily series",
+    answer=(200, schemas.UsageOut),
+    description=(
+        "Its `ETag` header is the subscription's version this answer shows (`tier`, `scheduled_change`; D442): send "
+        "it as `If-Match` with `POST .../subscription` to have the tier request refused (412) when that changed."
+    ),
+)
+def usage(account_id: AccountId) -> Response[str]:
     _authorize(account_id)
     deps = _deps()
     report = logic.usage_report(deps.accounts, deps.month, deps.sessions, deps.catalog, account_id, _now())
-    return schemas.UsageOut.of(report)
+    return json_response(200, schemas.UsageOut.of(report).model_dump(mode="json"), {"ETag": report.subscription_tag})
 
 
 @_account_route("GET", "/meetings", "Per-meeting breakdown of a period, newest first, paginated")
@@ -378,16 +480,27 @@ def get_invoice(
     return schemas.InvoiceOut.of(logic.invoice(deps.ledger, account_id, number))
 
 
-@_account_route("POST", "/subscription", "Change tier: upgrade now, downgrade at period end", (*ERRORS, 422))
-def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
+@_account_route(
+    "POST",
+    "/subscription",
+    "Change tier: upgrade now, downgrade at period end",
+    (*ERRORS, 422),
+    answer=(200, schemas.SubscriptionOut),
+)
+def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> Response[str]:
     """With its required ``Idempotency-Key`` header (D436; the dashboard sends one per click, D377): the first
     answer (200) is stored with the tier change in one write and replayed exactly for the same key and body for
     24 h, the same key with another body is 422; a refusal (4xx) is not stored. Without the header: 400, nothing
-    decided (a retry decided on the stored state could drop a change made since, D373 amended (api4))."""
+    decided (a retry decided on the stored state could drop a change made since, D373 amended (api4)). With an
+    ``If-Match`` (optional; the dashboard sends its page's ``ETag``, D442): decided only when it names the
+    subscription's version now, else 412 and nothing written; a replay is answered as stored whatever it names. A
+    decided answer carries the subscription's new ``ETag``; a replayed one none (its version may have moved on)."""
     _authorize_stored(account_id, Role.ADMIN)
     now = _now()
     deps = _deps()
     key = _idempotency_key()
+    if_match = app.current_event.headers.get("if-match")  # case-insensitive
+    tag: dict[str, str] = {}
     digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     stored = deps.accounts.answer(account_id, key, now)
     if stored is None:
@@ -397,8 +510,11 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
             return StoredAnswer(account_id, key, digest, 200, out.model_dump_json(), now)
 
         try:
-            outcome = logic.change_tier(deps.accounts, deps.catalog, account_id, body.tier, now, deps.month, answered)
+            outcome = logic.change_tier(
+                deps.accounts, deps.catalog, account_id, body.tier, now, deps.month, answered, if_match
+            )
             stored = answered(outcome)
+            tag["ETag"] = logic.subscription_tag(outcome.profile, now)
         except AnswerExistsError:  # the same key answered meanwhile (a concurrent retry): that answer is the one
             stored = deps.accounts.answer(account_id, key, now)
             if stored is None:
@@ -410,7 +526,8 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
         raise UnprocessableError(
             IDEMPOTENCY_KEY, "this key was used with another request body; send a new key for a new request"
         )
-    return schemas.SubscriptionOut.model_validate_json(stored.body)  # only 200s are stored: replayed as they were
+    # only 200s are stored: replayed as they were
+    return json_response(200, schemas.SubscriptionOut.model_validate_json(stored.body).model_dump(mode="json"), tag)
 
 
 def _idempotency_key() -> str:

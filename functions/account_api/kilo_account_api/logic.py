@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,6 +40,7 @@ from kilo_account_api.model import (
     MeterUsage,
     NotFoundError,
     SessionRecord,
+    SubscriptionChangedError,
     UnavailableError,
     UsageReport,
     found_in_period,
@@ -240,7 +242,25 @@ def usage_report(
         rated=mtd.rated,
         daily=daily,
         scheduled=scheduled_change(mtd.profile, now),
+        subscription_tag=subscription_tag(mtd.profile, now),
     )
+
+
+def subscription_tag(profile: AccountProfile, now: datetime) -> str:
+    """The subscription's version at ``now`` as an HTTP entity tag (``"<16 hex>"``, D442): the first 16 hex digits
+    of the SHA-256 of the tier in effect and each change still to come (after ``now``) as ``|<at ISO>=<tier>`` in
+    stored order. It moves with what a tier request is decided on - a tier change, a cancel, a scheduled change taking
+    effect at its instant - and not with the profile's other writes (budget, contacts), which the stored version
+    counts too. The same state reached again has the same tag (a click decided on it is decided as it was shown)."""
+    pending = "".join(f"|{c.at.isoformat()}={c.tier}" for c in profile.changes if c.at > now)
+    return '"' + hashlib.sha256(f"{profile.tier_at(now)}{pending}".encode()).hexdigest()[:16] + '"'
+
+
+def tag_matches(if_match: str, tag: str) -> bool:
+    """``If-Match`` (RFC 9110 13.1.1) against the current ``tag``: ``*`` (any), or a comma-separated list of entity
+    tags compared strongly (a weak ``W/"..."`` never matches)."""
+    candidates = [candidate.strip() for candidate in if_match.split(",")]
+    return candidates == ["*"] or tag in candidates
 
 
 def scheduled_change(profile: AccountProfile, now: datetime) -> TierChange | None:
@@ -516,19 +536,24 @@ def change_tier(
     now: datetime,
     month: MonthToDateSource,
     answered: Callable[[TierChangeOutcome], StoredAnswer],
+    if_match: str | None = None,
 ) -> TierChangeOutcome:
     """Ask for ``tier`` now: decided on the stored profile and saved over it (``update_profile``: decided again on
     what is stored when another writer saved it in between). ``month``: the account's month to date, which the hard
     limit must stay above once re-rated with the change (D150). ``answered`` (required: every tier request has its
     key, D436): the answer to keep for the request's idempotency key, given the outcome - stored in the
     profile's save (one write), or alone when nothing is saved (``AnswerExistsError`` when the key was answered
-    meanwhile; a refusal stores nothing, D377)."""
+    meanwhile; a refusal stores nothing, D377). ``if_match``: the request's ``If-Match`` (optional, D442): each
+    attempt checks it against the profile it decides on, so a stale one is ``SubscriptionChangedError`` and nothing
+    is written (the save is conditional on the version read)."""
     book = catalog.for_period(Period.containing(now))
     decided: list[TierChangeOutcome] = []  # the last attempt's outcome (the profile in it is the one read)
     saved: list[AccountProfile] = []
 
     def changed(current: AccountProfile) -> AccountProfile:
         decided.clear()
+        if if_match is not None:
+            check_tag(current, if_match, now)
         profile, outcome = _tier_request(book, current, tier, now)
         check_tier_change(current, profile, now, month, catalog)  # above the new fee and re-rated bill (D150)
         decided.append(outcome)
@@ -554,6 +579,22 @@ def change_tier(
     except ValueError as exc:  # a change already pending after now
         raise ConflictError(str(exc)) from exc
     return replace(decided[0], profile=profile)
+
+
+def check_tag(current: AccountProfile, if_match: str, now: datetime) -> None:
+    """``SubscriptionChangedError`` unless ``if_match`` names ``current``'s subscription version (D442)."""
+    tag = subscription_tag(current, now)
+    if tag_matches(if_match, tag):
+        return
+    tier, scheduled = current.tier_at(now), scheduled_change(current, now)
+    moving = "" if scheduled is None else f", moving to {scheduled.tier} on {scheduled.at.date().isoformat()}"
+    raise SubscriptionChangedError(
+        f"the subscription changed since it was read (now on {tier}{moving}, version {tag}); nothing was changed: "
+        "read it again and send the request with its new ETag",
+        tag,
+        tier,
+        scheduled,
+    )
 
 
 def _tier_request(

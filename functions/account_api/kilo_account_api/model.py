@@ -35,6 +35,18 @@ class ConflictError(Exception):
         self.field = field
 
 
+class SubscriptionChangedError(Exception):
+    """A tier request's ``If-Match`` names a subscription version that is no longer the stored one (412, D442): the
+    page it was clicked on showed another tier or scheduled change. ``tag`` is the version now, with the tier in
+    effect and the scheduled change it stands for; nothing was written."""
+
+    def __init__(self, message: str, tag: str, tier: str, scheduled: TierChange | None) -> None:
+        super().__init__(message)
+        self.tag = tag
+        self.tier = tier
+        self.scheduled = scheduled
+
+
 class UnprocessableError(ValueError):
     """Well-formed, but what it points at cannot be accepted (422): an ``Idempotency-Key`` already used with another
     request body (D377); ``field`` names it."""
@@ -198,6 +210,7 @@ class UsageReport:
     rated: RatedPeriod
     daily: tuple[DayUsage, ...]
     scheduled: TierChange | None = None  # a change asked for that takes effect later (a downgrade, D118; D370)
+    subscription_tag: str = ""  # the subscription's version shown (``logic.subscription_tag``), its ETag (D442)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,15 @@
 // Pricing (public): each tier's monthly fee and what it includes side by side, then the price per unit beyond the
 // allowance; all figures from the API's price book.
-import { ApiError, accountPath, get, post } from "../api.js";
+import { ApiError, accountPath, get, getTagged, post } from "../api.js";
 import { session } from "../auth.js";
 import { errorBox, h, meterName, number, say, section, usd, words } from "../dom.js";
 
 export async function pricingView() {
   const book = await get("/v1/pricing");
   const current = session();
-  const usage = current ? await get(accountPath("/usage")).catch(() => null) : null;
+  const read = current ? await getTagged(accountPath("/usage")).catch(() => null) : null;
+  const usage = read ? read.data : null;
+  const etag = read ? read.etag : null; // the subscription's version this page shows: each click's If-Match (D442)
   const myTier = usage ? usage.tier : null;
   const scheduled = usage ? usage.scheduled_change : null; // a downgrade waiting for the next month (D118)
   const tiers = book.tiers || [];
@@ -21,7 +23,7 @@ export async function pricingView() {
   h("ul", {}, meters.map((meter) => h("li", {}, allowanceText(tier, meter))),
     (tier.entitlements || []).map((e) => h("li", {}, words(e).replace(/^./, (c) => c.toUpperCase())))),
   h("p", { class: "hint" }, tier.overage === "none" ? "No overage: unlimited use." : "Beyond the allowance: pay as you go."),
-  tierAction(tier, tiers, myTier, current, scheduled)))));
+  tierAction(tier, tiers, myTier, current, scheduled, etag)))));
   const table = h("table", {},
     h("caption", {}, "Tier comparison"),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, ""), tiers.map((t) => h("th", { scope: "col", class: "num" }, t.name)))),
@@ -41,7 +43,7 @@ export async function pricingView() {
 
 // Signed in as an owner or admin: change tier here (an upgrade takes effect at once, a downgrade at the next month).
 // A scheduled change shows on both tiers' cards; the current one offers to stay on it (cancels the change, D118).
-function tierAction(tier, tiers, myTier, current, scheduled) {
+function tierAction(tier, tiers, myTier, current, scheduled, etag) {
   if (!myTier) return null;
   const named = (id) => (tiers.find((t) => t.id === id) || { name: id }).name;
   const day = scheduled ? dayOf(scheduled.effective_at) : "";
@@ -49,7 +51,7 @@ function tierAction(tier, tiers, myTier, current, scheduled) {
     if (!scheduled) return h("p", { class: "ok" }, "Your tier");
     return h("div", {}, h("p", { class: "ok" }, "Your tier"),
       h("p", { "data-testid": "scheduled-change" }, `Moving to ${named(scheduled.tier)} on ${day}.`),
-      current.canManage ? stayButton(tier) : null);
+      current.canManage ? stayButton(tier, etag) : null);
   }
   if (scheduled && tier.id === scheduled.tier) {
     return h("p", { class: "hint", "data-testid": "scheduled-tier" }, `Your tier from ${day}`);
@@ -58,13 +60,14 @@ function tierAction(tier, tiers, myTier, current, scheduled) {
   const mine = tiers.find((t) => t.id === myTier);
   const upgrade = !mine || tier.rank > mine.rank;
   const problem = h("div", { "aria-live": "assertive" });
-  const key = clickKey();
+  const key = clickKey(etag);
   const button = h("button", { type: "button", class: upgrade ? undefined : "secondary", onclick: async () => {
     problem.replaceChildren();
     button.disabled = true;
     try {
       say(answered(await key.send({ tier: tier.id }), tier));
     } catch (error) {
+      if (await changedMeanwhile(error, button)) return;
       problem.append(errorBox(error));
       button.disabled = false;
     }
@@ -90,14 +93,17 @@ function answered(change, tier) {
 // POST /subscription with its required Idempotency-Key (D377, D436): a fresh crypto.randomUUID() per click, the same one again when
 // the click is made again after a failure that brought no answer (the network, a 5xx: the change may have been made
 // and its answer lost) or a 409 naming the key (in progress), so the API replays that answer instead of deciding again on what changed since.
-function clickKey() {
+// With the page's ETag as If-Match (D442): a click on a page drawn before the plan changed is refused (412), not
+// decided on a plan the person did not see.
+function clickKey(etag) {
   const inProgress = (error) => error.status === 409 && error.body?.field === "header.idempotency-key";
   let key = null;
   return {
     async send(body) {
       key ??= crypto.randomUUID();
       try {
-        const change = await post(accountPath("/subscription"), body, { "Idempotency-Key": key });
+        const headers = etag ? { "Idempotency-Key": key, "If-Match": etag } : { "Idempotency-Key": key };
+        const change = await post(accountPath("/subscription"), body, headers);
         key = null;
         return change;
       } catch (error) {
@@ -110,10 +116,20 @@ function clickKey() {
   };
 }
 
+// A 412 (D442): the plan changed since this page was drawn (another admin, a cancel, the month turning) and nothing
+// was changed; the page is drawn again from the API and says so, for the person to choose again on what is now.
+async function changedMeanwhile(error, button) {
+  if (!(error instanceof ApiError) || error.status !== 412) return false;
+  const page = button.closest("[data-view=pricing]");
+  if (page) page.replaceWith(await pricingView());
+  say("Your plan changed meanwhile, so nothing was changed. The page now shows your plan as it is: choose again.", "error");
+  return true;
+}
+
 // Asking for the tier in effect cancels the scheduled changes (the API answers pending_change_cancelled).
-function stayButton(tier) {
+function stayButton(tier, etag) {
   const problem = h("div", { "aria-live": "assertive" });
-  const key = clickKey();
+  const key = clickKey(etag);
   const button = h("button", { type: "button", class: "secondary", onclick: async () => {
     problem.replaceChildren();
     button.disabled = true;
@@ -124,6 +140,7 @@ function stayButton(tier) {
       if (page) page.replaceWith(await pricingView());
       say(answered(change, tier));
     } catch (error) {
+      if (await changedMeanwhile(error, button)) return;
       problem.append(errorBox(error));
       button.disabled = false;
     }
