@@ -53,7 +53,7 @@ class FakeApi:
     query and the ``/v1/accounts/acct_a`` prefix (``/pricing`` is ``/v1/pricing``); everything else is a 404. A tier
     request (POST ``/subscription``) without ``Idempotency-Key`` is the API's 400 whatever ``answers`` says
     (D436): every dashboard path that posts it is checked to send the header. ``etags[(method, path)]``: the
-    ``ETag`` header of that answer (D442)."""
+    ``ETag`` header of that answer (D441)."""
 
     def __init__(self, page: Any, answers: dict[tuple[str, str], tuple[int, Any]]) -> None:
         self.answers = answers
@@ -552,7 +552,7 @@ def test_given_a_tier_click_answered_in_progress_then_its_retry_keeps_the_key(pa
 def test_given_the_plan_changed_since_the_pricing_page_was_drawn_then_its_click_is_refused_and_the_page_redrawn(
     page: Any, site: DashboardServer
 ) -> None:
-    """D442: the pricing page drawn on Team, nothing scheduled (GET /usage's ETag "v1"); another admin then asks for
+    """D441: the pricing page drawn on Team, nothing scheduled (GET /usage's ETag "v1"); another admin then asks for
     Personal from Dec 1. "Move to Personal next month" sends If-Match "v1"; the API's 412 (its body as the handler
     answers it) is not shown as an error: the page is drawn again from the API (Moving to Personal on 2026-12-01)
     and says the plan changed meanwhile and nothing was changed."""

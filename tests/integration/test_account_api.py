@@ -209,7 +209,7 @@ def test_given_the_openapi_route_then_every_route_of_the_template_is_documented(
         "not_found",
         "conflict",
         "unprocessable",
-        "precondition_failed",  # a stale If-Match (D442)
+        "precondition_failed",  # a stale If-Match (D441)
         "unsupported_media_type",
         "unavailable",
     ]

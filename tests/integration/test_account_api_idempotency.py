@@ -210,7 +210,7 @@ def test_given_the_published_document_then_the_tier_change_lists_its_idempotency
 
     document = call("GET", "/openapi.json", None).body
     operation = document["paths"]["/v1/accounts/{account_id}/subscription"]["post"]
-    # the key and D442's optional If-Match
+    # the key and D441's optional If-Match
     [header] = [p for p in operation["parameters"] if p["in"] == "header" and p["name"] != "If-Match"]
     assert (header["name"], header["required"]) == ("Idempotency-Key", True)  # D436: required
     # what only the required header's text says (the optional one's said "Optional" and "decided on the stored state")

@@ -1,4 +1,4 @@
-"""``POST /v1/accounts/<id>/subscription`` with ``If-Match`` (D442) through the handler on moto: ``GET .../usage``
+"""``POST /v1/accounts/<id>/subscription`` with ``If-Match`` (D441) through the handler on moto: ``GET .../usage``
 answers the subscription's version as ``ETag``; a tier request naming a version no longer stored is 412 naming the
 subscription now, nothing written and nothing stored for its key; one naming the version now is decided and answers
 the new ``ETag``; the replay of an answered key is answered as stored whatever its ``If-Match``; without
@@ -33,7 +33,7 @@ def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def _tag_of(shown: str) -> str:
-    """D442's tag worked by hand: the first 16 hex digits of SHA-256 of the tier in effect and each change to come
+    """D441's tag worked by hand: the first 16 hex digits of SHA-256 of the tier in effect and each change to come
     (``|<at ISO>=<tier>``), quoted."""
     return '"' + hashlib.sha256(shown.encode()).hexdigest()[:16] + '"'
 

@@ -1026,7 +1026,7 @@ def test_given_a_tier_change_then_its_answer_is_required_and_kept_with_it() -> N
 
 
 def _tag_of(shown: str) -> str:
-    """D442's tag, worked independently of ``logic``: ``"`` + the first 16 hex digits of SHA-256 of the tier in
+    """D441's tag, worked independently of ``logic``: ``"`` + the first 16 hex digits of SHA-256 of the tier in
     effect then each change still to come as ``|<at ISO>=<tier>`` + ``"``."""
     return '"' + hashlib.sha256(shown.encode()).hexdigest()[:16] + '"'
 
@@ -1034,7 +1034,7 @@ def _tag_of(shown: str) -> str:
 def test_given_a_stale_if_match_then_the_tier_request_is_refused_naming_the_subscription_now_and_nothing_is_written() -> (
     None
 ):
-    """D442: Team; a page read at NOW shows Team, nothing scheduled (its tag: SHA-256 of "team"); someone else then
+    """D441: Team; a page read at NOW shows Team, nothing scheduled (its tag: SHA-256 of "team"); someone else then
     asks for Personal (from Dec 1). The page's "Upgrade to Enterprise now" with that tag is refused: the error names
     Team, Personal from Dec 1 and the tag now (SHA-256 of "team|2026-12-01T00:00:00+00:00=personal"); the stored
     changes are as before the click and no answer is kept (a refusal stores nothing, D377)."""
@@ -1064,7 +1064,7 @@ def test_given_a_stale_if_match_then_the_tier_request_is_refused_naming_the_subs
     ],
 )
 def test_given_an_if_match_naming_the_subscription_now_then_the_request_is_decided(if_match: str) -> None:
-    """D442: Team with Personal scheduled from Dec 1; "Stay on Team" with the page's tag (or ``*``, or a list
+    """D441: Team with Personal scheduled from Dec 1; "Stay on Team" with the page's tag (or ``*``, or a list
     holding it) cancels the downgrade as without ``If-Match``."""
     directory = InMemoryAccountDirectory(profile(tier="team"))
     logic.change_tier(directory, CATALOG, "acct", "personal", NOW, NO_USAGE, _recorder())
@@ -1086,7 +1086,7 @@ def test_given_a_weak_or_other_if_match_then_it_does_not_match(if_match: str) ->
 
 
 def test_given_a_scheduled_downgrade_taking_effect_then_the_tag_moves_and_a_budget_does_not_move_it() -> None:
-    """D442: the page read on Nov 15 (Team, Personal from Dec 1) is stale on Dec 1 00:00, when Personal is in effect
+    """D441: the page read on Nov 15 (Team, Personal from Dec 1) is stale on Dec 1 00:00, when Personal is in effect
     and nothing is scheduled (SHA-256 of "personal"); a budget saved meanwhile moves the stored version, not the tag."""
     directory = InMemoryAccountDirectory(profile(tier="team"))
     logic.change_tier(directory, CATALOG, "acct", "personal", NOW, NO_USAGE, _recorder())

@@ -19,7 +19,7 @@ export async function request(method, path, body, extra = {}) {
   return (await exchange(method, path, body, extra)).data;
 }
 
-// GET with the answer's ETag (GET .../usage: the subscription's version the page shows, D442).
+// GET with the answer's ETag (GET .../usage: the subscription's version the page shows, D441).
 export async function getTagged(path) {
   const { data, response } = await exchange("GET", path);
   return { data, etag: response.headers.get("ETag") };

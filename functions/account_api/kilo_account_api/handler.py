@@ -65,7 +65,7 @@ ERRORS: Final = (400, 401, 403, 404, 409, 503)  # documented with the customer A
 
 IDEMPOTENCY_KEY: Final = "header.idempotency-key"  # the field a refused Idempotency-Key is named as (D377)
 IDEMPOTENCY_KEY_MAX: Final = 255
-IF_MATCH: Final = "header.if-match"  # the field a stale If-Match is named as (D442)
+IF_MATCH: Final = "header.if-match"  # the field a stale If-Match is named as (D441)
 SUBSCRIPTION_PATH: Final = "/v1/accounts/{account_id}/subscription"  # the tier change's, as the document names it
 
 BodyIn = TypeVar("BodyIn", bound=BaseModel)
@@ -175,16 +175,16 @@ def with_idempotency_key(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-USAGE_PATH: Final = "/v1/accounts/{account_id}/usage"  # the GET whose ETag the dashboard's tier page sends (D442)
+USAGE_PATH: Final = "/v1/accounts/{account_id}/usage"  # the GET whose ETag the dashboard's tier page sends (D441)
 ETAG_HEADER: Final = {
-    "description": "The subscription's version (D442): send it as `If-Match` with `POST .../subscription`",
+    "description": "The subscription's version (D441): send it as `If-Match` with `POST .../subscription`",
     "schema": {"type": "string"},
 }
 
 
 def with_if_match(document: dict[str, Any]) -> dict[str, Any]:
     """The tier change's optional ``If-Match`` header, its 412 and the ``ETag`` of its answer and of ``GET .../usage``
-    (D442), read from the event like the ``Idempotency-Key`` (``with_idempotency_key``), so written in here."""
+    (D441), read from the event like the ``Idempotency-Key`` (``with_idempotency_key``), so written in here."""
     operation = document["paths"][SUBSCRIPTION_PATH]["post"]
     operation["parameters"].append(
         {
@@ -266,7 +266,7 @@ def _conflict(exc: ConflictError) -> Response[str]:
 
 @app.exception_handler(SubscriptionChangedError)  # type: ignore[untyped-decorator]
 def _subscription_changed(exc: SubscriptionChangedError) -> Response[str]:
-    """A stale ``If-Match`` (D442): 412 naming the subscription now (its tier, scheduled change and version, also as
+    """A stale ``If-Match`` (D441): 412 naming the subscription now (its tier, scheduled change and version, also as
     the ``ETag`` header); nothing was written."""
     found = exc.scheduled
     scheduled = None if found is None else schemas.ScheduledChangeOut(tier=found.tier, effective_at=found.at)
@@ -346,7 +346,7 @@ def openapi_document() -> str:
     "Month to date per meter, allowance used, daily series",
     answer=(200, schemas.UsageOut),
     description=(
-        "Its `ETag` header is the subscription's version this answer shows (`tier`, `scheduled_change`; D442): send "
+        "Its `ETag` header is the subscription's version this answer shows (`tier`, `scheduled_change`; D441): send "
         "it as `If-Match` with `POST .../subscription` to have the tier request refused (412) when that changed."
     ),
 )
@@ -492,7 +492,7 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
     answer (200) is stored with the tier change in one write and replayed exactly for the same key and body for
     24 h, the same key with another body is 422; a refusal (4xx) is not stored. Without the header: 400, nothing
     decided (a retry decided on the stored state could drop a change made since, D373 amended (api4)). With an
-    ``If-Match`` (optional; the dashboard sends its page's ``ETag``, D442): decided only when it names the
+    ``If-Match`` (optional; the dashboard sends its page's ``ETag``, D441): decided only when it names the
     subscription's version now, else 412 and nothing written; a replay is answered as stored whatever it names. A
     decided answer carries the subscription's new ``ETag``; a replayed one none (its version may have moved on)."""
     _authorize_stored(account_id, Role.ADMIN)

@@ -247,7 +247,7 @@ def usage_report(
 
 
 def subscription_tag(profile: AccountProfile, now: datetime) -> str:
-    """The subscription's version at ``now`` as an HTTP entity tag (``"<16 hex>"``, D442): the first 16 hex digits
+    """The subscription's version at ``now`` as an HTTP entity tag (``"<16 hex>"``, D441): the first 16 hex digits
     of the SHA-256 of the tier in effect and each change still to come (after ``now``) as ``|<at ISO>=<tier>`` in
     stored order. It moves with what a tier request is decided on - a tier change, a cancel, a scheduled change taking
     effect at its instant - and not with the profile's other writes (budget, contacts), which the stored version
@@ -543,7 +543,7 @@ def change_tier(
     limit must stay above once re-rated with the change (D150). ``answered`` (required: every tier request has its
     key, D436): the answer to keep for the request's idempotency key, given the outcome - stored in the
     profile's save (one write), or alone when nothing is saved (``AnswerExistsError`` when the key was answered
-    meanwhile; a refusal stores nothing, D377). ``if_match``: the request's ``If-Match`` (optional, D442): each
+    meanwhile; a refusal stores nothing, D377). ``if_match``: the request's ``If-Match`` (optional, D441): each
     attempt checks it against the profile it decides on, so a stale one is ``SubscriptionChangedError`` and nothing
     is written (the save is conditional on the version read)."""
     book = catalog.for_period(Period.containing(now))
@@ -582,7 +582,7 @@ def change_tier(
 
 
 def check_tag(current: AccountProfile, if_match: str, now: datetime) -> None:
-    """``SubscriptionChangedError`` unless ``if_match`` names ``current``'s subscription version (D442)."""
+    """``SubscriptionChangedError`` unless ``if_match`` names ``current``'s subscription version (D441)."""
     tag = subscription_tag(current, now)
     if tag_matches(if_match, tag):
         return

@@ -36,7 +36,7 @@ class ConflictError(Exception):
 
 
 class SubscriptionChangedError(Exception):
-    """A tier request's ``If-Match`` names a subscription version that is no longer the stored one (412, D442): the
+    """A tier request's ``If-Match`` names a subscription version that is no longer the stored one (412, D441): the
     page it was clicked on showed another tier or scheduled change. ``tag`` is the version now, with the tier in
     effect and the scheduled change it stands for; nothing was written."""
 
@@ -210,7 +210,7 @@ class UsageReport:
     rated: RatedPeriod
     daily: tuple[DayUsage, ...]
     scheduled: TierChange | None = None  # a change asked for that takes effect later (a downgrade, D118; D370)
-    subscription_tag: str = ""  # the subscription's version shown (``logic.subscription_tag``), its ETag (D442)
+    subscription_tag: str = ""  # the subscription's version shown (``logic.subscription_tag``), its ETag (D441)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"  # no such account, invoice, bill, member or route (for this account)
     CONFLICT = "conflict"  # contradicts the stored state (already so, taken, no open quote)
     UNPROCESSABLE = "unprocessable"  # well-formed, but what it points at cannot be accepted (a transaction)
-    PRECONDITION_FAILED = "precondition_failed"  # an If-Match naming a version no longer stored: read it again (D442)
+    PRECONDITION_FAILED = "precondition_failed"  # an If-Match naming a version no longer stored: read it again (D441)
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # send the body as application/json
     UNAVAILABLE = "unavailable"  # a dependency is down or refused for now: retry after ``Retry-After`` seconds
 

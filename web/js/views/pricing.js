@@ -9,7 +9,7 @@ export async function pricingView() {
   const current = session();
   const read = current ? await getTagged(accountPath("/usage")).catch(() => null) : null;
   const usage = read ? read.data : null;
-  const etag = read ? read.etag : null; // the subscription's version this page shows: each click's If-Match (D442)
+  const etag = read ? read.etag : null; // the subscription's version this page shows: each click's If-Match (D441)
   const myTier = usage ? usage.tier : null;
   const scheduled = usage ? usage.scheduled_change : null; // a downgrade waiting for the next month (D118)
   const tiers = book.tiers || [];
@@ -93,7 +93,7 @@ function answered(change, tier) {
 // POST /subscription with its required Idempotency-Key (D377, D436): a fresh crypto.randomUUID() per click, the same one again when
 // the click is made again after a failure that brought no answer (the network, a 5xx: the change may have been made
 // and its answer lost) or a 409 naming the key (in progress), so the API replays that answer instead of deciding again on what changed since.
-// With the page's ETag as If-Match (D442): a click on a page drawn before the plan changed is refused (412), not
+// With the page's ETag as If-Match (D441): a click on a page drawn before the plan changed is refused (412), not
 // decided on a plan the person did not see.
 function clickKey(etag) {
   const inProgress = (error) => error.status === 409 && error.body?.field === "header.idempotency-key";
@@ -116,7 +116,7 @@ function clickKey(etag) {
   };
 }
 
-// A 412 (D442): the plan changed since this page was drawn (another admin, a cancel, the month turning) and nothing
+// A 412 (D441): the plan changed since this page was drawn (another admin, a cancel, the month turning) and nothing
 // was changed; the page is drawn again from the API and says so, for the person to choose again on what is now.
 async function changedMeanwhile(error, button) {
   if (!(error instanceof ApiError) || error.status !== 412) return false;
