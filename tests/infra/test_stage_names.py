@@ -25,11 +25,11 @@ STAGE = object()  # the stage's place among a name's runs
 
 # the properties that give a resource its physical name, per resource type: one namespace each
 NAMES = {
-    ("AWS::CloudFront::OriginAccessControl", "OriginAccessControlConfig.Name"),
+    ("AWS::CloudFront::OriginAccessControl", "OriginAccessControlConfig.Name"),  # CloudFront's: one per account
     ("AWS::DynamoDB::Table", "TableName"),
     ("AWS::Events::EventBus", "Name"),
     ("AWS::Logs::LogGroup", "LogGroupName"),
-    ("AWS::S3::Bucket", "BucketName"),  # global, but it ends with the account id: one account's are checked
+    ("AWS::S3::Bucket", "BucketName"),  # global; it ends with the account id, not the region (D440's limits)
     ("AWS::SES::ConfigurationSet", "Name"),
     ("AWS::SNS::Topic", "TopicName"),
     ("AWS::SQS::Queue", "QueueName"),
