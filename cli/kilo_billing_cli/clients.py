@@ -56,14 +56,18 @@ def client(service: str, **kwargs: Any) -> Any:
     return bounded(service, call_budget(), **kwargs)
 
 
-def function_settings(settings: type[Settings], reads: Collection[str] = (), **values: Any) -> Settings:
+def function_settings(settings: type[Settings], not_read: Collection[str] = (), **values: Any) -> Settings:
     """A function's settings for a command that runs that function's logic (``invoice run``, ``refund``,
-    ``void-draft``): its AWS call budget is the CLI's, not the function's own default. Only what the command reads is
-    validated (D413 amended (hops)): ``values`` (its options), the budget's three variables and the fields named in
-    ``reads``, from the environment; every other field keeps its default, its variable not read - a bad value of a
-    setting the command never uses (``JOB_RESERVE_SECONDS``) does not refuse it."""
+    ``void-draft``): its AWS call budget is the CLI's, not the function's own default. Every field is validated
+    (D413 amended (hops)): ``values`` (its options), the budget's three variables, and every other field from the
+    environment - a field added later is read by default - except the fields named in ``not_read`` (those the command
+    never uses: a bad ``JOB_RESERVE_SECONDS`` does not refuse it), which keep their defaults, their variables not read.
+    A name in ``not_read`` that is no field of ``settings`` (a typo) is a ``TypeError``, not silently ignored."""
     from pydantic import ValidationError  # noqa: PLC0415
 
+    unknown = sorted(set(not_read) - set(settings.model_fields))
+    if unknown:  # the command's code is wrong, not the operator's input (not a ValueError: main's exit 2)
+        raise TypeError(f"{settings.__name__} has no field {', '.join(unknown)} (a command's not_read)")
     budget = call_budget()
     given = values | {
         "aws_connect_timeout_seconds": budget.connect_timeout,
@@ -71,9 +75,9 @@ def function_settings(settings: type[Settings], reads: Collection[str] = (), **v
         "aws_max_attempts": budget.max_attempts,
     }
     unread = {
-        name: field.get_default(call_default_factory=True)
-        for name, field in settings.model_fields.items()
-        if name not in given and name not in reads and not field.is_required()
+        name: settings.model_fields[name].get_default(call_default_factory=True)
+        for name in not_read
+        if name not in given
     }
     try:
         return settings(**given, **unread)

@@ -61,16 +61,32 @@ EXIT_REFUSED = 3
 # the same code, rerun
 EXIT_UNAVAILABLE = 4
 
-# the invoice settings a command reads from the environment besides its options and the AWS budget (D413 amended
-# (hops)): the Stripe gateway's, and only when a Stripe secret is named - without one no gateway is built (a card
-# close or refund fails as "no Stripe API key configured"), so nothing of Stripe is read; the rest (the queue
-# handlers' JOB_RESERVE_SECONDS, the starter's INVOICE_GRACE_HOURS, the payment handler's STRIPE_LIVEMODE) never is
-STRIPE_READS = ("secret_max_age_seconds", "stripe_max_network_retries", "stripe_timeout_seconds")
+# the invoice settings a command never uses (D413 amended (hops), review hops2 1): their variables are not read; every
+# other field is (``function_settings``), so a field added later is validated by default. None of the commands reads
+# the handlers' own: the queue handlers' JOB_RESERVE_SECONDS, the starter's INVOICE_GRACE_HOURS (the CLI closes the
+# period it is given) and INVOICE_CLOSE_QUEUE_URL, the payment-status handler's STRIPE_LIVEMODE and EVENTS_TABLE_NAME
+NOT_READ = (
+    "events_table_name",
+    "invoice_close_queue_url",
+    "invoice_grace_hours",
+    "job_reserve_seconds",
+    "stripe_livemode",
+)
+# a refund or a void closes nothing and announces nothing: no Stripe Tax switch, no bus
+NOT_READ_BY_REFUND = (*NOT_READ, "event_bus_name", "stripe_automatic_tax")
+# without a Stripe secret named no gateway is built (a card close or refund fails as "no Stripe API key configured"),
+# so the Stripe gateway's settings are not read either
+STRIPE_SETTINGS = (
+    "secret_max_age_seconds",
+    "stripe_automatic_tax",
+    "stripe_max_network_retries",
+    "stripe_timeout_seconds",
+)
 
 
-def _stripe_reads(args: argparse.Namespace, *more: str) -> tuple[str, ...]:
-    """The Stripe settings the command reads (``STRIPE_READS`` and ``more``): none without a Stripe secret."""
-    return (*STRIPE_READS, *more) if args.stripe_secret else ()
+def _not_read(args: argparse.Namespace, never: tuple[str, ...]) -> tuple[str, ...]:
+    """The settings the command does not read: ``never``, and ``STRIPE_SETTINGS`` without a Stripe secret."""
+    return never if args.stripe_secret else (*never, *STRIPE_SETTINGS)
 
 
 def add_parser(sub: Any) -> Any:
@@ -166,7 +182,7 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
 
             config = function_settings(
                 InvoiceSettings,
-                _stripe_reads(args),
+                _not_read(args, NOT_READ_BY_REFUND),
                 usage_table_name=args.usage_table,
                 stripe_api_key_secret_name=args.stripe_secret,
             )
@@ -226,7 +242,7 @@ def _void_draft(args: argparse.Namespace, console: Console) -> None:
         )
     config = function_settings(
         InvoiceSettings,
-        _stripe_reads(args),
+        _not_read(args, NOT_READ_BY_REFUND),
         usage_table_name=args.usage_table,
         stripe_api_key_secret_name=args.stripe_secret,
     )
@@ -406,7 +422,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
     check_event_bus(client("events"), args.event_bus)  # it writes, then announces: the bus asked for first
     config = function_settings(
         InvoiceSettings,
-        _stripe_reads(args, "stripe_automatic_tax"),  # Stripe Tax on the card invoices it issues
+        _not_read(args, NOT_READ),
         usage_table_name=args.usage_table,
         event_bus_name=args.event_bus,
         stripe_api_key_secret_name=args.stripe_secret,

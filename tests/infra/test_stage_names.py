@@ -11,8 +11,9 @@ literal must be a stage the pattern admits. Checked for each pair, exactly (``_c
 
 from __future__ import annotations
 
+import copy
 import re
-from itertools import combinations_with_replacement
+from itertools import combinations_with_replacement, product
 from typing import Any
 
 import pytest
@@ -24,11 +25,11 @@ STAGE = object()  # the stage's place among a name's runs
 
 # the properties that give a resource its physical name, per resource type: one namespace each
 NAMES = {
-    ("AWS::CloudFront::OriginAccessControl", "OriginAccessControlConfig.Name"),
+    ("AWS::CloudFront::OriginAccessControl", "OriginAccessControlConfig.Name"),  # CloudFront's: one per account
     ("AWS::DynamoDB::Table", "TableName"),
     ("AWS::Events::EventBus", "Name"),
     ("AWS::Logs::LogGroup", "LogGroupName"),
-    ("AWS::S3::Bucket", "BucketName"),  # global, but it ends with the account id: one account's are checked
+    ("AWS::S3::Bucket", "BucketName"),  # global; it ends with the account id, not the region (D440's limits)
     ("AWS::SES::ConfigurationSet", "Name"),
     ("AWS::SNS::Topic", "TopicName"),
     ("AWS::SQS::Queue", "QueueName"),
@@ -55,16 +56,46 @@ def _pattern(template: Template) -> str:
     return str(template.body["Parameters"]["Stage"]["AllowedPattern"])
 
 
+def _branches(value: Any) -> list[Any]:
+    """Every way ``value`` can be built: each ``Fn::If`` in it taken both ways (the template's own resolve takes only
+    the way its parameters make the condition go)."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) == "Fn::If":
+        _, when_true, when_false = value["Fn::If"]
+        return [*_branches(when_true), *_branches(when_false)]
+    if isinstance(value, dict):
+        keys = list(value)
+        return [dict(zip(keys, parts, strict=True)) for parts in product(*(_branches(value[k]) for k in keys))]
+    if isinstance(value, list):
+        return [list(parts) for parts in product(*(_branches(item) for item in value))]
+    return [value]
+
+
 def _built_from_stage(template: Template) -> dict[tuple[str, str], dict[str, str]]:
     """(type, property path) -> {resource: the name resolved with ``SENTINEL``}: every "...Name" property whose value
-    is built from ``Stage``."""
+    is built from ``Stage``. The property is the path up to its first intrinsic function (``QueueName``, not
+    ``QueueName.Fn::Select.1.0``: review hops2 2), each ``Fn::If`` is taken both ways, and a resource whose property
+    can be built more than one way has each as a name of its own (``<resource> (<n>)``)."""
     found: dict[tuple[str, str], dict[str, str]] = {}
 
+    def add(value: Any, path: tuple[str, ...], resource: str, kind: str) -> None:
+        at = next((i for i, key in enumerate(path) if key.startswith("Fn::")), len(path))
+        prop, within = path[:at], path[at:]
+        if not prop or not prop[-1].endswith("Name"):
+            return
+        built = sorted({str(template.resolve(branch)) for branch in _branches(value)})
+        built = [name for name in built if SENTINEL in name]
+        for n, name in enumerate(built):
+            how = [*([".".join(within)] if within else []), *([str(n)] if len(built) > 1 else [])]
+            label = f"{resource} ({', '.join(how)})" if how else resource
+            found.setdefault((kind, ".".join(prop)), {})[label] = name
+
     def walk(value: Any, path: tuple[str, ...], resource: str, kind: str) -> None:
-        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in {"Ref", "Fn::Sub", "Fn::Join"}:
-            resolved = str(template.resolve(value))
-            if path and path[-1].endswith("Name") and SENTINEL in resolved:
-                found.setdefault((kind, ".".join(path)), {})[resource] = resolved
+        if (
+            isinstance(value, dict)
+            and len(value) == 1
+            and next(iter(value)) in {"Ref", "Fn::Sub", "Fn::Join", "Fn::If"}
+        ):
+            add(value, path, resource, kind)
         elif isinstance(value, dict):
             for key, inner in value.items():
                 walk(inner, (*path, str(key)), resource, kind)
@@ -147,16 +178,56 @@ def test_the_check_finds_a_collision_where_there_is_one() -> None:
     assert _collision(queue, queue, r"[a-z]+") is None  # a name with itself: one stage, one name
 
 
-def test_no_two_stages_names_of_one_kind_can_be_equal(template: Template) -> None:
+def _collisions(template: Template) -> tuple[list[str], int]:
+    """Every pair of names of one kind that two stages the pattern admits make equal (said), and the pairs checked."""
     pattern = _pattern(template)
     _stage_is_one_run(pattern)  # what the runs below assume
     names = _built_from_stage(template)
+    said: list[str] = []
     checked = 0
     for key in sorted(NAMES):
         resources = sorted(names[key].items())
         for (first, name), (second, other) in combinations_with_replacement(resources, 2):
             runs, other_runs = _runs(name), _runs(other)
             found = _collision(runs, runs if first == second else other_runs, pattern)
-            assert found is None, f"{key[0]}: {first} of stage {found[0]} is {second} of stage {found[1]}"
+            if found is not None:
+                said.append(f"{key[0]}: {first} of stage {found[0]} is {second} of stage {found[1]}")
             checked += 1
+    return said, checked
+
+
+def test_no_two_stages_names_of_one_kind_can_be_equal(template: Template) -> None:
+    said, checked = _collisions(template)
+    assert said == []
     assert checked >= 21 * 22 // 2  # the 21 queues' pairs at least
+
+
+COLLIDING = {"Fn::Sub": "kilo-billing-${Stage}-alerts"}  # stage alerts: kilo-billing-alerts-alerts, as its alerts queue
+KEPT = {"Fn::Sub": "kilo-billing-alerts-dlq-${Stage}"}
+
+
+@pytest.mark.parametrize(
+    "queue_name",
+    [
+        {"Fn::If": ["HasOperatorEmail", COLLIDING, KEPT]},
+        {"Fn::If": ["HasOperatorEmail", KEPT, COLLIDING]},  # the way the default parameters do not take
+        {"Fn::Select": [0, [COLLIDING, KEPT]]},
+        {"Fn::Join": ["", [{"Fn::If": ["HasOperatorEmail", COLLIDING, KEPT]}]]},
+    ],
+    ids=["if-true", "if-false", "select", "if-in-join"],
+)
+def test_a_name_built_under_an_intrinsic_function_is_checked_every_way(
+    template: Template, queue_name: dict[str, Any]
+) -> None:
+    """Review hops2 2: a name under ``Fn::If`` or ``Fn::Select`` was not seen (the walk looked at the last key of the
+    path - the branch's index - not at the property), and ``Fn::If`` was resolved only the way the parameters take it.
+    A copy of the template whose alerts dead-letter queue is named ``kilo-billing-${Stage}-alerts`` one way: stage
+    ``alerts``'s two queues are one, ``kilo-billing-alerts-alerts`` (by hand)."""
+    changed = Template(parameters={"Stage": SENTINEL})
+    changed.body = copy.deepcopy(template.body)
+    changed.body["Resources"]["AlertsDeadLetterQueue"]["Properties"]["QueueName"] = queue_name
+    said, _ = _collisions(changed)
+    assert any(
+        line.startswith("AWS::SQS::Queue: AlertsDeadLetterQueue") and "AlertsQueue of stage alerts" in line
+        for line in said
+    ), said

@@ -859,3 +859,38 @@ def test_given_bad_values_of_settings_a_refund_does_not_read_when_invoice_refund
     part = _cli(capsys, *refund, "--amount", "10.00", *table)
     assert (part["status"], part["total"], part["refunded"]) == ("paid", "65.20", "10.00")
     assert invoicing.stripe_posts("/v1/refunds") == 1
+
+
+def test_given_a_stripe_secret_and_stripe_automatic_tax_when_invoice_run_then_the_card_invoice_is_taxed_by_stripe(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review hops2 1: a run must read ``STRIPE_AUTOMATIC_TAX`` (a card invoice sent with
+    ``automatic_tax[enabled]=false`` is not taxed). acct-b: personal, 6,000 video minutes in March -> 0.72, by card;
+    the invoice the emulator holds has automatic tax enabled."""
+    invoicing.register("acct-b", "personal")
+    invoicing.rate("acct-b", "video", 6_000)
+    invoicing.card("acct-b", "pm_card_visa")
+    monkeypatch.setenv("STRIPE_AUTOMATIC_TAX", "true")
+    secret = ("--stripe-secret", invoicing.stack.template.parameters["StripeApiKeySecretName"])
+    shown = _cli(capsys, "invoice", "run", "--period", "2026-03", *secret, "--usage-table", invoicing.table)
+    [row] = shown["closed"]  # type: ignore[misc]
+    assert (row["invoice"]["method"], row["invoice"]["total"]) == ("card", "0.72")
+    [at_stripe] = invoicing.http.emulator.objects["invoice"].values()
+    assert at_stripe["automatic_tax"]["enabled"] is True
+
+
+def test_given_a_stripe_secret_when_invoice_run_then_a_bad_stripe_max_network_retries_exits_2_naming_it(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review hops2 1: ``STRIPE_MAX_NETWORK_RETRIES`` (0..5) is read with a secret named; 9 is refused, nothing
+    closed."""
+    invoicing.register("acct-c", "team", method="crypto")
+    invoicing.rate("acct-c", "video", 60_000)
+    monkeypatch.setenv("STRIPE_MAX_NETWORK_RETRIES", "9")
+    secret = ("--stripe-secret", invoicing.stack.template.parameters["StripeApiKeySecretName"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["invoice", "run", "--period", "2026-03", *secret, "--usage-table", invoicing.table])
+    assert exit_info.value.code == 2
+    [said] = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert "STRIPE_MAX_NETWORK_RETRIES: Input should be less than or equal to 5" in said
+    assert invoicing.store.ledger("acct-c").invoices == {}
