@@ -15,7 +15,14 @@ from kilo_billing.invoicing import BillingState, CreditNoteStatus, amount_due
 from kilo_billing.reports import account_revenue
 from kilo_invoice.logic import refund_invoice
 from kilo_invoice.ports import GatewayRejectedError
-from tests.scenarios.test_card_payment_events import Events, _apply, _fixture, _taxed_charge, _taxed_paid
+from tests.scenarios.test_card_payment_events import (
+    Events,
+    _apply,
+    _fixture,
+    _paid_invoice,
+    _taxed_charge,
+    _taxed_paid,
+)
 from tests.scenarios.test_invoicing import APR, MAR, World, amounts, at, seg, team_with_march_overage
 
 NOTE = "acme/2026-03/credit-2026-04"
@@ -176,4 +183,39 @@ def test_given_an_open_discounted_taxed_invoice_when_stripe_would_take_off_less_
     assert world.gateway.credit_notes == {}
     assert amount_due(world.store.invoices[march.invoice_id], [note]) == Decimal("60.20")
     assert (amounts(april, "credit"), april.total) == ([], Decimal("29.00"))
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+
+
+def test_given_an_open_discounted_taxed_invoice_refused_when_then_paid_then_the_uncollected_part_is_credited_once(
+    world: World,
+) -> None:
+    """1.00 of account credit; March 65.20 - 1.00 = 64.20 open. The 3.60 reduction refused as above (D433 amended
+    (htax)): account credit for what March collected, the 1.00 credit it applied (min(3.60, 1.00)), the other 3.60 -
+    1.00 = 2.60 not collected. The customer then pays March's 64.20 (``invoice.paid``): 64.20 + 1.00 = 65.20 holds
+    its 7.20 of usage, so the 2.60 not collected becomes account credit (D339's ``credit_collected``): 1.00 + 2.60 =
+    3.60 on the note, 0.00 not collected, 3.60 on the account - once: the same event delivered again gives nothing."""
+    world.store.billing["acme"] = BillingState(credit=Decimal("1.00"))
+    march = world.close("acme", MAR)
+    assert (amounts(march, "credit"), march.total) == (["-1.00"], Decimal("64.20"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    world.gateway.fail_next = [
+        GatewayRejectedError(
+            "Stripe's credit note on in_march would credit 3.32 after its discount, ours 3.60: not made"
+        )
+    ]
+    world.close("acme", APR)
+    note = world.store.credit_notes[NOTE]
+    assert (note.to_credit, note.uncollected) == (Decimal("1.00"), Decimal("2.60"))
+    assert world.store.billing["acme"].credit == Decimal("1.00")
+    events = Events()
+
+    world.gateway.settle(march.invoice_id, paid=True)
+    paid = _paid_invoice(world) | {"amount_paid": 6420}
+    _apply(world, events, events.add("evt_paid", "invoice.paid", paid))
+
+    note = world.store.credit_notes[NOTE]
+    assert (note.to_credit, note.uncollected) == (Decimal("3.60"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+    _apply(world, events, events.add("evt_paid", "invoice.paid", paid))  # delivered again
+    assert world.store.credit_notes[NOTE].to_credit == Decimal("3.60")
     assert world.store.billing["acme"].credit == Decimal("3.60")
