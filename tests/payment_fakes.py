@@ -122,6 +122,9 @@ class InMemoryPaymentGateway:
     def credit_note(
         self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
     ) -> str:
+        """As the port; no tax or discount modelled, so the refusal of a note on a taxed invoice carrying D432's
+        coupon (the processor's note would take off other than ours, D433 amended (htax)) comes only from
+        ``fail_next`` - give it the adapter's message with the invoice's own figures."""
         self._call("credit_note")
         if credit_id in self.credit_notes:
             return credit_id

@@ -27,12 +27,14 @@ would show. Stripe Tax: an invoice with ``automatic_tax`` enabled has each line 
 ``tax_rates`` or of ``tax_behavior=unspecified`` is refused on it (Stripe's rule, the SDK's docstring); a credit note's
 ``invoice_line_item`` lines credit that line's tax in proportion (on a discounted line, its share of the discount
 too, ``discount_amount``, and the tax of what is left), a ``custom_line_item`` credits no tax, and
-``credit_notes/preview`` shows the note the same parameters would make, a paid invoice's settled amounts checked as
-its create checks them (D404, amended (cr2)). An invoice's ``discounts`` (one ``amount_off`` coupon) are spread over its
-positive lines before tax; coupons take the caller's ``id`` (a taken one refused ``resource_already_exists``) and
+``credit_notes/preview`` shows the note the same parameters would make, its settled amounts checked as its create checks
+them (D404, amended (cr2)): a note first lowers the invoice's ``amount_remaining``, not below zero, and the rest - all
+of a paid invoice's note, the part beyond what a partly paid open one asks (``pay_part``) - must be its credit, refund
+and out-of-band amounts (D433 amended (htax)). An invoice's ``discounts`` (one ``amount_off`` coupon) are spread over
+its positive lines before tax; coupons take the caller's ``id`` (a taken one refused ``resource_already_exists``) and
 ``max_redemptions``, and are read and deleted; an invoice's retrieve expands its ``discounts`` (Stripe's Discount
-objects naming their coupon) (D432 amended (gtax)); a paid invoice's note with ``refund_amount``
-refunds it on the invoice's payments (D432, D433).
+objects naming their coupon) (D432 amended (gtax)); a paid invoice's note with ``refund_amount`` refunds it on the
+invoice's payments (D432, D433).
 
 Used by the contract tests through ``EmulatorHTTPClient`` (a ``stripe.HTTPClient``) and by the stand-in server.
 """
@@ -601,7 +603,7 @@ class StripeEmulator:
         due = max(net + tax - credited + invoice.get("_applied_balance", 0), 0)
         if invoice.get("_below_minimum"):
             due = 0  # moved to the customer's balance at finalization (Stripe's minimum charge rule)
-        paid = due if invoice["status"] == "paid" else 0
+        paid = due if invoice["status"] == "paid" else min(invoice.get("_paid_part", 0), due)  # ``pay_part``
         invoice.update(amount_due=due, amount_paid=paid, amount_remaining=due - paid)
 
     def _invoices_finalize(self, ids: dict[str, str], params: Json) -> Json:
@@ -651,6 +653,15 @@ class StripeEmulator:
             return
         card = self._get("payment_method", card_id)
         self._settle(invoice, paid=card["metadata"].get("emulator_card") not in DECLINED_CARDS, card=card)
+
+    def pay_part(self, invoice_id: str, cents: int) -> None:
+        """Part of an open invoice's amount due paid (Stripe's partial payments): ``amount_paid`` grows, the invoice
+        stays open asking the rest (``amount_remaining``). No charge or invoice payment is modelled for it."""
+        invoice = self._get("invoice", invoice_id)
+        if invoice["status"] != "open" or not 0 < cents < invoice["amount_remaining"]:
+            raise ValueError(f"cannot pay {cents} of {invoice_id} ({invoice['status']}, {invoice['amount_remaining']})")
+        invoice["_paid_part"] = invoice.get("_paid_part", 0) + cents
+        self._totals(invoice)
 
     def retry_payment(self, invoice_id: str, card: str) -> None:
         """The customer pays an open invoice whose charge was declined with another card (a test card such as
@@ -897,7 +908,9 @@ class StripeEmulator:
             )
         return figures
 
-    def _credit_note(self, invoice: Json, params: Json, note_id: str, figures: _NoteFigures) -> Json:
+    def _credit_note(self, invoice: Json, params: Json, note_id: str, figures: _NoteFigures, post: int) -> Json:
+        """The note of ``figures``, ``post`` of it post-payment (``_settled``): its type pre-payment, post-payment
+        or both ("mixed")."""
         by_discount: dict[str, int] = {}
         for line in figures.lines:
             for part in line["discount_amounts"]:
@@ -924,7 +937,7 @@ class StripeEmulator:
             out_of_band_amount=int(params["out_of_band_amount"]) if "out_of_band_amount" in params else None,
             memo=params.get("memo"),
             metadata=dict(params.get("metadata") or {}),
-            type="post_payment" if invoice["status"] == "paid" else "pre_payment",
+            type="mixed" if 0 < post < figures.total else "post_payment" if post else "pre_payment",
             lines={
                 "object": "list",
                 "data": [self._credit_note_line(note_id, i, line) for i, line in enumerate(figures.lines)],
@@ -955,18 +968,20 @@ class StripeEmulator:
         if invoice["status"] not in ("open", "paid"):
             raise StripeApiError(400, f"Credit notes need a finalized invoice ({invoice['id']} is {invoice['status']})")
         figures = self._credit_note_figures(invoice, params)
-        self._settled(invoice, params, figures.total)  # the create's rule: the preview takes its parameters
-        return self._view("credit_note", self._credit_note(invoice, params, "cnpreview_emu", figures))
+        post = self._settled(invoice, params, figures.total)  # the create's rule: the preview takes its parameters
+        return self._view("credit_note", self._credit_note(invoice, params, "cnpreview_emu", figures, post))
 
     @staticmethod
-    def _settled(invoice: Json, params: Json, amount: int) -> None:
-        """A paid invoice's note (preview or create): Stripe requires its credit, refund and out-of-band amounts to
-        add up to the note's amount, tax included ("post-payment" credit notes)."""
-        if invoice["status"] != "paid":
-            return
+    def _settled(invoice: Json, params: Json, amount: int) -> int:
+        """A note's post-payment part (preview or create), settled: Stripe's note first lowers the invoice's
+        ``amount_remaining``, not below zero (its ``pre_payment_amount``); the rest (``post_payment_amount``: all of
+        it on a paid invoice, nothing remaining) its credit, refund and out-of-band amounts must add up to, tax
+        included - a partly paid open invoice's note beyond what it asks too."""
+        post = amount - min(amount, int(invoice["amount_remaining"]))
         settled = sum(int(params.get(name, "0")) for name in ("credit_amount", "refund_amount", "out_of_band_amount"))
-        if settled != amount:
+        if settled != post:
             raise StripeApiError(400, "credit_amount + refund_amount + out_of_band_amount must equal the amount")
+        return post
 
     def _credit_notes_create(self, ids: dict[str, str], params: Json) -> Json:
         invoice = self._get("invoice", params["invoice"])
@@ -974,22 +989,21 @@ class StripeEmulator:
             raise StripeApiError(400, f"Credit notes need a finalized invoice ({invoice['id']} is {invoice['status']})")
         figures = self._credit_note_figures(invoice, params)
         amount = figures.total
-        self._settled(invoice, params, amount)
+        post = self._settled(invoice, params, amount)
         refunds = self._refunded_by_note(invoice, int(params.get("refund_amount", "0")))
-        if invoice["status"] == "paid":
-            invoice["post_payment_credit_notes_amount"] += amount
+        invoice["pre_payment_credit_notes_amount"] += amount - post
+        if post:
+            invoice["post_payment_credit_notes_amount"] += post
             # credit_amount goes to the customer's invoice balance, applied to the next invoice finalized (Stripe:
             # "Customer credit balance"); refund_amount and out_of_band_amount leave the balance as it is
             credit = int(params.get("credit_amount", "0"))
             if credit:
                 customer = self._get("customer", invoice["customer"])
                 customer["balance"] = int(customer.get("balance") or 0) - credit
-        else:
-            invoice["pre_payment_credit_notes_amount"] += amount
         for line_id, cents in figures.per_line.items():
             invoice["_credited_lines"][line_id] = invoice["_credited_lines"].get(line_id, 0) + cents
         self._totals(invoice)
-        note = self._credit_note(invoice, params, self._new_id("cn"), figures)
+        note = self._credit_note(invoice, params, self._new_id("cn"), figures, post)
         note["refunds"] = refunds
         return self._view("credit_note", self._store("credit_note", note))
 

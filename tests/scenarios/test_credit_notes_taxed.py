@@ -15,7 +15,14 @@ from kilo_billing.invoicing import BillingState, CreditNoteStatus, amount_due
 from kilo_billing.reports import account_revenue
 from kilo_invoice.logic import refund_invoice
 from kilo_invoice.ports import GatewayRejectedError
-from tests.scenarios.test_card_payment_events import Events, _apply, _fixture, _taxed_charge, _taxed_paid
+from tests.scenarios.test_card_payment_events import (
+    Events,
+    _apply,
+    _fixture,
+    _paid_invoice,
+    _taxed_charge,
+    _taxed_paid,
+)
 from tests.scenarios.test_invoicing import APR, MAR, World, amounts, at, seg, team_with_march_overage
 
 NOTE = "acme/2026-03/credit-2026-04"
@@ -148,7 +155,10 @@ def test_given_an_open_discounted_taxed_invoice_when_stripe_would_take_off_less_
     """5.00 of account credit; March 29.00 + 7.20 + 29.00 - 5.00 = 60.20 (the 5.00 D432's pre-tax discount at
     Stripe), left open. 5,000 March minutes withdrawn: 3.60 to take off March. The adapter previews the reduction
     and refuses it - Stripe's note would give back 3.60's share of the discount too and take off less than ours
-    (D433 amended (htax); the emulator's figures in `tests/unit/test_stripe_taxed_credit_notes.py`). The open
+    (D433 amended (htax)): the 5.00 spread over March's 65.20 gives the 7.20 line 5.00 x 7.20/65.20 = 0.55, and
+    3.60 of that line half of it, 5.00 x 7.20/65.20 x 3.60/7.20 = 0.276 -> 0.28, so Stripe's note would credit
+    3.60 - 0.28 = 3.32 after its discount (injected as the adapter's refusal; the emulator's own run of the rule in
+    `tests/unit/test_stripe_taxed_credit_notes.py`). The open
     invoice's refusal path (D337): account credit for what March collected - the 5.00 credit it applied holds the
     3.60 (its period's usage first: min(7.20, 5.00)) - nothing left uncollected, no Stripe note; March still asks
     60.20 of ours, as Stripe does; the 3.60 for May (April was composed while the note was pending)."""
@@ -158,7 +168,7 @@ def test_given_an_open_discounted_taxed_invoice_when_stripe_would_take_off_less_
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
     world.gateway.fail_next = [
         GatewayRejectedError(
-            "Stripe's credit note on in_march would credit 3.10 after its discount, ours 3.60: not made"
+            "Stripe's credit note on in_march would credit 3.32 after its discount, ours 3.60: not made"
         )
     ]
 
@@ -172,8 +182,44 @@ def test_given_an_open_discounted_taxed_invoice_when_stripe_would_take_off_less_
         Decimal("0.00"),
         CreditNoteStatus.DONE,
     )
-    assert "3.10 after its discount, ours 3.60" in note.history[-1][0]  # the refusal the close met
+    assert "3.32 after its discount, ours 3.60" in note.history[-1][0]  # the refusal the close met
     assert world.gateway.credit_notes == {}
     assert amount_due(world.store.invoices[march.invoice_id], [note]) == Decimal("60.20")
     assert (amounts(april, "credit"), april.total) == ([], Decimal("29.00"))
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+
+
+def test_given_an_open_discounted_taxed_invoice_refused_when_then_paid_then_the_uncollected_part_is_credited_once(
+    world: World,
+) -> None:
+    """1.00 of account credit; March 65.20 - 1.00 = 64.20 open. The 3.60 reduction refused as above (D433 amended
+    (htax)) - Stripe's note would credit 3.60 - 1.00 x 7.20/65.20 x 3.60/7.20 = 3.60 - 0.0552 -> 3.60 - 0.06 =
+    3.54 after its discount: account credit for what March collected, the 1.00 credit it applied (min(3.60,
+    1.00)), the other 3.60 - 1.00 = 2.60 not collected. The customer then pays March's 64.20 (``invoice.paid``): 64.20 + 1.00 = 65.20 holds
+    its 7.20 of usage, so the 2.60 not collected becomes account credit (D339's ``credit_collected``): 1.00 + 2.60 =
+    3.60 on the note, 0.00 not collected, 3.60 on the account - once: the same event delivered again gives nothing."""
+    world.store.billing["acme"] = BillingState(credit=Decimal("1.00"))
+    march = world.close("acme", MAR)
+    assert (amounts(march, "credit"), march.total) == (["-1.00"], Decimal("64.20"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    world.gateway.fail_next = [
+        GatewayRejectedError(
+            "Stripe's credit note on in_march would credit 3.54 after its discount, ours 3.60: not made"
+        )
+    ]
+    world.close("acme", APR)
+    note = world.store.credit_notes[NOTE]
+    assert (note.to_credit, note.uncollected) == (Decimal("1.00"), Decimal("2.60"))
+    assert world.store.billing["acme"].credit == Decimal("1.00")
+    events = Events()
+
+    world.gateway.settle(march.invoice_id, paid=True)
+    paid = _paid_invoice(world) | {"amount_paid": 6420}
+    _apply(world, events, events.add("evt_paid", "invoice.paid", paid))
+
+    note = world.store.credit_notes[NOTE]
+    assert (note.to_credit, note.uncollected) == (Decimal("3.60"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+    _apply(world, events, events.add("evt_paid", "invoice.paid", paid))  # delivered again
+    assert world.store.credit_notes[NOTE].to_credit == Decimal("3.60")
     assert world.store.billing["acme"].credit == Decimal("3.60")

@@ -499,7 +499,7 @@ def test_given_a_preview_answering_another_total_then_it_is_asked_again_with_tha
     gateway, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=True)
     for line in http.emulator.objects["invoice"][invoice_id]["lines"]["data"]:
         line["taxes"] = []  # the estimate sees no tax: 400
-    http.emulator._settled = lambda invoice, params, amount: None  # type: ignore[method-assign]
+    http.emulator._settled = lambda invoice, params, amount: amount  # type: ignore[method-assign]  # paid: all post
 
     gateway.credit_note(invoice_id, Decimal("4.00"), "late usage", "cn-1/out-of-band", out_of_band=True)
 
@@ -571,7 +571,7 @@ def test_given_a_discounted_taxed_invoice_when_a_note_is_asked_then_refused_as_s
     figures = (preview.subtotal, preview.discount_amount, preview.total_excluding_tax, preview.total)
     assert figures == (360, 50, 310, 341)
     assert [(item.amount, item.discount_amount) for item in preview.lines.data] == [(360, 50)]
-    http.emulator._settled = lambda invoice, params, amount: None  # type: ignore[method-assign]
+    http.emulator._settled = lambda invoice, params, amount: amount  # type: ignore[method-assign]  # paid: all post
 
     with pytest.raises(GatewayRejectedError, match=r"3\.10 after its discount, ours 3\.60"):
         gateway.refund_note(invoice_id, Decimal("3.60"), "late usage", "cn-1/refund")
@@ -619,4 +619,33 @@ def test_given_an_undiscounted_taxed_open_invoice_when_reduced_then_no_preview_a
 
     assert [r for r in http.requests if r.path == "/v1/credit_notes/preview"] == []
     assert http.emulator.objects["invoice"][invoice_id]["amount_due"] == 660
+    assert http.emulator.refused_params == []
+
+
+def test_given_a_partly_paid_open_invoice_when_a_note_exceeds_what_it_asks_then_the_rest_must_be_settled() -> None:
+    """Stripe's rule is the invoice's ``amount_remaining``, not its status: a note first lowers what is left to pay,
+    not below zero (its pre-payment part); the rest (post-payment) must be settled by its credit, refund and
+    out-of-band amounts. 10.00 + 10 % = 11.00 open, 8.00 of it paid: 3.00 remaining. A 4.00 line credit is 4.40:
+    3.00 off what is left, 4.40 - 3.00 = 1.40 to settle - refused with none (preview and create), made with 1.40 out
+    of band: 0.00 remaining, 8.00 due and paid (11.00 - 3.00), 3.00 pre- and 1.40 post-payment (before: the open
+    invoice's note made with nothing settled, 3.00 - 4.40 remaining below zero)."""
+    _, http, invoice_id = _taxed("10", [GatewayLine("Video minutes", Decimal("10.00"))], card=False)
+    http.emulator.pay_part(invoice_id, 800)
+    invoice = http.emulator.objects["invoice"][invoice_id]
+    assert (invoice["status"], invoice["amount_paid"], invoice["amount_remaining"]) == ("open", 800, 300)
+    client = stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0)
+    line_id = invoice["lines"]["data"][0]["id"]
+    credited: CreditNotePreviewParamsLine = {"type": "invoice_line_item", "invoice_line_item": line_id, "amount": 400}
+    with pytest.raises(stripe.InvalidRequestError, match="must equal"):
+        client.v1.credit_notes.preview({"invoice": invoice_id, "lines": [credited]})
+    with pytest.raises(stripe.InvalidRequestError, match="must equal"):
+        client.v1.credit_notes.create({"invoice": invoice_id, "lines": [credited]})
+    assert "credit_note" not in http.emulator.objects
+
+    note = client.v1.credit_notes.create({"invoice": invoice_id, "lines": [credited], "out_of_band_amount": 140})
+
+    assert (note.total, note.type) == (440, "mixed")
+    invoice = http.emulator.objects["invoice"][invoice_id]
+    assert (invoice["amount_due"], invoice["amount_paid"], invoice["amount_remaining"]) == (800, 800, 0)
+    assert (invoice["pre_payment_credit_notes_amount"], invoice["post_payment_credit_notes_amount"]) == (300, 140)
     assert http.emulator.refused_params == []

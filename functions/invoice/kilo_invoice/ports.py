@@ -172,7 +172,9 @@ class PaymentGateway(Protocol):
         """A credit note on a finalized invoice (negative late usage); returns its id. Unpaid (``out_of_band`` False):
         it lowers the amount the invoice asks for; paid (``out_of_band``): it records ``amount`` as credited outside
         the processor (we give it as account credit) - no refund, no processor balance. An invoice not in that state,
-        or ``amount`` above what it still holds: ``GatewayRejectedError``, nothing made."""
+        or ``amount`` above what it still holds: ``GatewayRejectedError``, nothing made. So too, open or paid, a note
+        on a taxed invoice carrying D432's coupon whose processor's note would take off other than ``amount`` before
+        tax (its lines give back their share of the discount too; D432 amended (ftax), D433 amended (htax))."""
         ...
 
     def refund_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
