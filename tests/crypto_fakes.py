@@ -111,7 +111,7 @@ class MemoryPaymentSink:
         self.calls.append(("finalized", payment_id))
         self._move(payment_id, PaymentStatus.FINALIZED, block_hash)
 
-    def orphaned(self, payment_id: str, block_hash: str | None = None) -> None:
+    def orphaned(self, payment_id: str, block_hash: str | None = None, *, failed: bool = False) -> None:
         self.calls.append(("orphaned", payment_id))
         self._move(payment_id, PaymentStatus.ORPHANED, block_hash)
 
