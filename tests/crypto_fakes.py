@@ -58,6 +58,7 @@ class MemoryPaymentSink:
     final: set[str] = field(default_factory=set)  # FAILED in a block now final
     calls: list[tuple[str, str]] = field(default_factory=list)  # (method, payment id) in order
     batches: list[list[str]] = field(default_factory=list)  # each ``record_batch`` call's payment ids
+    failed_orphans: list[str] = field(default_factory=list)  # ``orphaned(..., failed=True)``'s payment ids
 
     @property
     def recorded(self) -> list[str]:
@@ -111,8 +112,10 @@ class MemoryPaymentSink:
         self.calls.append(("finalized", payment_id))
         self._move(payment_id, PaymentStatus.FINALIZED, block_hash)
 
-    def orphaned(self, payment_id: str, block_hash: str | None = None) -> None:
+    def orphaned(self, payment_id: str, block_hash: str | None = None, *, failed: bool = False) -> None:
         self.calls.append(("orphaned", payment_id))
+        if failed:  # the cause the watcher reports (D434 amended (hcw))
+            self.failed_orphans.append(payment_id)
         self._move(payment_id, PaymentStatus.ORPHANED, block_hash)
 
     def stalled(self, payment_id: str, block_hash: str | None = None) -> None:

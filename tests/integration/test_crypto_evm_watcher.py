@@ -601,10 +601,10 @@ class Refusing(MemoryPaymentSink):
         self.transfers, self.status, self.final = like.transfers, like.status, like.final
         self.refused = refused
 
-    def orphaned(self, payment_id: str, block_hash: str | None = None) -> None:
+    def orphaned(self, payment_id: str, block_hash: str | None = None, *, failed: bool = False) -> None:
         if ("orphaned", payment_id) in self.refused:
             raise RuntimeError(f"the store refused {payment_id}")
-        super().orphaned(payment_id, block_hash)
+        super().orphaned(payment_id, block_hash, failed=failed)
 
     def record_seen(self, transfer: ObservedTransfer) -> None:
         if ("record_seen", transfer.payment_id) in self.refused:
@@ -1813,3 +1813,28 @@ def test_given_no_start_block_then_a_rollback_never_rescans_blocks_before_the_wa
     assert report.rolled_back_to == first_block - 1
     assert [t for t in watcher.sink.transfers.values() if t.tx_id == x] == []
     assert watcher.cursors.cursors["ethereum"].first_block == first_block
+
+
+# --- a reopen owed for a dropped payment (D434 amended (hcw)) -------------------------------------------------------
+def test_given_a_paid_bills_payment_reorged_out_and_mined_again_in_the_same_run_then_no_reopen_is_told(
+    chain: Chain, stack: Stack
+) -> None:
+    """P (100 USDC) pays the $100.00 bill, seen (PROCESSING); the fork drops P's block and the same signed transaction
+    lands in another block; one run orphans P (the rollback) and records it in its new block (the rescan), then the
+    sweep: the bill PROCESSING again, nothing owed, no ``CryptoBillReopened.v1`` - a routine reorg is not "your
+    payment was dropped". Before: one reopen published though P counts again."""
+    h, config, rpc, cursors = _billed(chain, stack)
+    before, tx, _ = _bill_paid_then_seen(chain, h, config, rpc, cursors)
+    raw = chain.node.call("eth_getRawTransactionByHash", tx)
+    chain.node.call("evm_revert", before)
+    chain.mine(2)
+    chain.node.call("eth_sendRawTransaction", raw)
+    chain.mine(1)
+
+    report = watch(config, rpc, cursors, h.settlement)
+    h.settlement.announce_due()
+
+    back = h.store.bill("inv-1")
+    assert back is not None
+    assert (report.rolled_back_to is not None, back.status, back.reopens_owed) == (True, BillStatus.PROCESSING, ())
+    assert h.events("CryptoBillReopened.v1") == []

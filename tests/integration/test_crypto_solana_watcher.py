@@ -267,6 +267,27 @@ def test_given_a_seen_payment_that_vanishes_before_finality_then_it_is_orphaned(
     assert report.orphaned == 1
 
 
+def test_given_a_seen_payment_whose_transaction_failed_then_it_is_orphaned_as_failed_and_a_vanished_one_not(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    """D434 amended (hcw): two seen payments; one's transaction now reads failed (its status ``err`` set), the other's
+    fork did not survive: both orphaned, only the failed one reported ``failed`` - the cause carried, not inferred.
+    Before: no ``failed`` passed (both told "dropped")."""
+    failing = chain.pay_sol(SOL // 10)
+    vanishing = chain.pay_sol(SOL // 20)
+    watch.run()
+    ids = {transfer.tx_id: payment_id for payment_id, transfer in watch.sink.transfers.items()}
+    landed = chain.standin._landed[failing]  # the stand-in has no failing of a landed one
+    landed.err = {"InstructionError": [0, {"Custom": 1}]}
+    chain.standin.forget(vanishing, replaced=True)
+    chain.standin.advance(LAG)
+
+    report = watch.run()
+
+    assert report.orphaned == 2
+    assert watch.sink.failed_orphans == [ids[failing]]
+
+
 def test_given_a_seen_payment_whose_fork_died_then_its_skipped_slot_is_proven_by_the_next_final_block_and_orphaned(
     chain: SolanaTestChain, watch: Watch
 ) -> None:

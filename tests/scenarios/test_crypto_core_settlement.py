@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -554,6 +554,11 @@ def test_given_two_payments_stuck_one_after_the_other_then_the_second_reopen_sum
     assert told == [("30.00", "30.00", ["0xc2"]), ("70.00", "70.00", ["0xc2", "0xc3"])]
 
 
+def _unix(at: datetime) -> int:
+    """Seconds since 1970-01-01 UTC: a lost payment's notice id ends in its due time so (D434 amended (hcw))."""
+    return (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(seconds=1)
+
+
 def _covered_by_a_seen_rest(stack: Stack) -> Harness:
     """The $100.00 bill paid 60.00 USDC (final) and 40.00 USDC seen in block 100 (``0xblock``): PROCESSING, 0.00
     asked."""
@@ -567,36 +572,72 @@ def _covered_by_a_seen_rest(stack: Stack) -> Harness:
     return h
 
 
-def test_given_a_seen_payment_orphaned_then_the_customer_is_told_the_bill_asks_again_once(stack: Stack) -> None:
+def test_given_a_seen_payment_orphaned_and_mined_again_in_the_same_run_then_nothing_is_told(stack: Stack) -> None:
     """D434 amended (hcw): 60.00 final, 40.00 seen in 0xblock; that block is reorged away (``orphaned``) - the bill
-    goes OPEN asking 100.00 - 60.00 = 40.00, and the customer (told "we see your payment") is told once: the same
-    ``CryptoBillReopened.v1``, its id naming the payment and the block it left, ``lost`` "dropped" with the payment's
-    40.00 (40,000,000 units at $1.00) and transaction, no stuck payment (0.00, none). The orphaning reported again:
-    nothing more. Then (item 2, a guard) the transaction re-included in 0xnew and final there: PROCESSING, then PAID
-    and the usual settled notice once (100.00). Before: nothing told at the orphaning."""
+    goes OPEN asking 100.00 - 60.00 = 40.00 and owes the notice, but an orphaning's notice is not published inline
+    (a reorged-out transaction normally returns to the mempool and is mined again): nothing told, the sweep at once
+    tells nothing either (its block's height not final yet). The transaction re-included in 0xnew: PROCESSING, the
+    owed notice cleared silently; final there: PAID and the usual settled notice once (100.00), never a reopen.
+    Before: "your payment was dropped" told at the orphaning."""
     h = _covered_by_a_seen_rest(stack)
 
     h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
     h.settlement.orphaned("ethereum:0xc2:0", "0xblock")  # the next run reports it again: nothing more
+    h.settlement.announce_due()
 
     reopened = h.store.bill("inv-1")
     assert reopened is not None
-    assert (reopened.status, remaining_usd(reopened), reopened.reopens_owed) == (
+    assert (reopened.status, remaining_usd(reopened), len(reopened.reopens_owed)) == (
         BillStatus.OPEN,
         Decimal("40.00"),
-        (),
+        1,
     )
+    assert h.events(REOPENED) == []
+
+    moved = replace(
+        transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)), block_number=201, block_hash="0xnew"
+    )
+    h.settlement.record_seen(moved)
+    again = h.store.bill("inv-1")
+    assert again is not None
+    assert (again.status, again.reopens_owed) == (BillStatus.PROCESSING, ())
+    h.clock.now += timedelta(hours=1)
+    h.settlement.finalized("ethereum:0xc2:0", "0xnew")
+    h.settlement.announce_due()
+
+    assert [e["settled_usd"] for e in h.events(SETTLED)] == ["100.00"]
+    assert h.events(REOPENED) == []
+
+
+def test_given_a_seen_payment_orphaned_and_still_gone_once_its_block_is_final_then_the_customer_is_told_once(
+    stack: Stack,
+) -> None:
+    """D434 amended (hcw): 40.00 seen in 0xblock orphaned at T0+5 min, never mined again: nothing told at T0+5 min +
+    767 s (Ethereum's finality lag, 768 s, not yet past); at T0+5 min + 768 s the sweep tells it once: its id naming
+    the payment and the block it left, ``lost`` "dropped", the payment's 40.00 (40,000,000 units at $1.00) and
+    transaction, no stuck payment, asking 40.00. Swept again: nothing more."""
+    h = _covered_by_a_seen_rest(stack)
+    h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
+
+    h.clock.now = T0 + timedelta(minutes=5, seconds=767)
+    h.settlement.announce_due()
+    assert h.events(REOPENED) == []
+
+    h.clock.now = T0 + timedelta(minutes=5, seconds=768)
+    h.settlement.announce_due()
+    h.settlement.announce_due()
+
     assert h.events(REOPENED) == [
         {
             "schema_version": 1,
-            "event_id": "crypto-reopened:inv-1:ethereum:0xc2:0@0xblock",
+            "event_id": f"crypto-reopened:inv-1:ethereum:0xc2:0@0xblock/{_unix(T0 + timedelta(minutes=5, seconds=768))}",
             "account_id": "acct-1",
             "invoice_id": "inv-1",
             "total": "100.00",
             "amount_usd": "40.00",
             "stuck_usd": "0.00",
             "stuck_tx_ids": [],
-            "occurred_at": (T0 + timedelta(minutes=5)).isoformat(),
+            "occurred_at": (T0 + timedelta(minutes=5, seconds=768)).isoformat(),
             "number": "KB-inv-1",
             "lost": "dropped",
             "lost_usd": "40.00",
@@ -605,18 +646,35 @@ def test_given_a_seen_payment_orphaned_then_the_customer_is_told_the_bill_asks_a
     ]
     assert h.store.bills_to_announce() == []
 
+
+def test_given_two_payments_orphaned_and_one_mined_again_while_the_bill_stays_open_then_only_the_other_is_told(
+    stack: Stack,
+) -> None:
+    """D434 amended (hcw): 30.00 final, 30.00 (0xc2) and 40.00 (0xc3) seen; both blocks reorged away (OPEN, asking
+    70.00), 0xc2 mined again in 0xnew (OPEN still, asking 40.00: 0xc3 is gone). Once final: only 0xc3's notice is
+    told (its 40.00), 0xc2's cleared - it counts again though the bill stays OPEN."""
+    h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
+    h.settlement.record_seen(transfer("0xc1", "USDC", 30_000_000, T0 + timedelta(minutes=3)))
+    h.settlement.record_seen(transfer("0xc2", "USDC", 30_000_000, T0 + timedelta(minutes=4)))
+    h.settlement.record_seen(transfer("0xc3", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xc1:0")
+    h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
+    h.settlement.orphaned("ethereum:0xc3:0", "0xblock")
     moved = replace(
-        transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)), block_number=201, block_hash="0xnew"
+        transfer("0xc2", "USDC", 30_000_000, T0 + timedelta(minutes=4)), block_number=201, block_hash="0xnew"
     )
     h.settlement.record_seen(moved)
-    again = h.store.bill("inv-1")
-    assert again is not None
-    assert again.status is BillStatus.PROCESSING
-    h.settlement.finalized("ethereum:0xc2:0", "0xnew")
+    still = h.store.bill("inv-1")
+    assert still is not None
+    assert (still.status, remaining_usd(still)) == (BillStatus.OPEN, Decimal("40.00"))
+
+    h.clock.now += timedelta(hours=1)
     h.settlement.announce_due()
 
-    assert [e["settled_usd"] for e in h.events(SETTLED)] == ["100.00"]
-    assert len(h.events(REOPENED)) == 1
+    told = [(e["event_id"], e["amount_usd"], e["lost_usd"], e["lost_tx_id"]) for e in h.events(REOPENED)]
+    due = _unix(T0 + timedelta(minutes=5, seconds=768))
+    assert told == [(f"crypto-reopened:inv-1:ethereum:0xc3:0@0xblock/{due}", "40.00", "40.00", "0xc3")]
+    assert h.store.bills_to_announce() == []
 
 
 def test_given_a_seen_payment_failing_in_its_new_block_then_the_customer_is_told_the_bill_asks_again_once(
@@ -642,28 +700,31 @@ def test_given_a_seen_payment_failing_in_its_new_block_then_the_customer_is_told
         (e["event_id"], e["amount_usd"], e["stuck_usd"], e["stuck_tx_ids"], e["lost"], e["lost_usd"], e["lost_tx_id"])
         for e in h.events(REOPENED)
     ]
-    assert told == [("crypto-reopened:inv-1:ethereum:0xc2:0@0xnew", "40.00", "0.00", [], "failed", "40.00", "0xc2")]
+    event_id = f"crypto-reopened:inv-1:ethereum:0xc2:0@0xnew/{_unix(T0 + timedelta(minutes=5))}"
+    assert told == [(event_id, "40.00", "0.00", [], "failed", "40.00", "0xc2")]
     assert h.events(SETTLED) == []
 
 
 def test_given_an_orphaning_whose_notice_failed_to_publish_when_the_payment_is_back_meanwhile_then_nothing_is_told(
     stack: Stack,
 ) -> None:
-    """D434 amended (hcw): 60.00 final, 40.00 seen; the orphaning's notice fails to publish (the bus down), the
-    transaction is re-included in 0xnew before the next run (PROCESSING, 0.00 asked): the sweep marks the notice
-    said and publishes nothing - the payment covers the bill again. Before: nothing owed, nothing told either."""
+    """D434 amended (hcw): 60.00 final, 40.00 seen and orphaned; once due (768 s on) the notice fails to publish (the
+    bus down) and stays owed; the transaction re-included in 0xnew before the next run (PROCESSING, 0.00 asked): the
+    sweep marks the notice said and publishes nothing - the payment covers the bill again."""
     h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
     publisher = FailingPublisher()
     h = replace(h, published=publisher, settlement=Settlement(h.store, publisher, CHAINS, h.rates, clock=h.clock))
     h.settlement.record_seen(transfer("0xc1", "USDC", 60_000_000, T0 + timedelta(minutes=3)))
     h.settlement.record_seen(transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
     h.settlement.finalized("ethereum:0xc1:0")
+    h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
     publisher.down = True
+    h.clock.now += timedelta(seconds=768)
     with pytest.raises(CrashError):
-        h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
+        h.settlement.announce_due()
     owed = h.store.bill("inv-1")
     assert owed is not None
-    assert owed.reopens_owed == ("ethereum:0xc2:0@0xblock",)
+    assert [entry.partition(";")[0] for entry in owed.reopens_owed] == ["ethereum:0xc2:0@0xblock"]
     publisher.down = False
 
     moved = replace(
@@ -2725,3 +2786,56 @@ def test_given_no_sol_rate_for_three_dust_credits_in_one_run_then_one_read_and_a
     assert rates.reads == [T0]
     assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ["0.000000001"] * 3
     assert settlement.take_unalerted() == 0
+
+
+@pytest.mark.parametrize(("failed", "told_at", "lost"), [(True, 0, "failed"), (False, 768, "expired")])
+def test_given_a_seen_solana_payment_failed_or_dropped_then_the_reopen_carries_its_cause(
+    stack: Stack, failed: bool, told_at: int, lost: str
+) -> None:
+    """D434 amended (hcw): the $100.00 bill paid 666,666,667 lamports at $150.00 (seen, PROCESSING) on Solana; its
+    watcher reports it ``orphaned`` - its transaction FAILED (``failed``): told at once, ``lost`` "failed"; or its
+    slot skipped: told only 768 s on, ``lost`` "expired" (a Solana transaction cannot land once its blockhash is too
+    old, never "may be mined again"). Asking the whole 100.00 again, the payment's 100.00. Before: both "dropped",
+    told at once - the failure inferred from the line's status (ORPHANED)."""
+    h = billed(
+        stack, [quote("q-sol", "SOL", SOL_QUOTE, "150.00", chain="solana", reference=REF)], T0 + timedelta(minutes=5)
+    )
+    h.settlement.record_seen(
+        transfer("5sig", "SOL", SOL_QUOTE, T0 + timedelta(minutes=4), sender="Payer", chain="solana", references=(REF,))
+    )
+    h.settlement.orphaned("solana:5sig:0", "0xblock", failed=failed)
+    h.settlement.announce_due()
+    assert len(h.events(REOPENED)) == (1 if failed else 0)
+
+    h.clock.now = T0 + timedelta(minutes=5, seconds=told_at)
+    h.settlement.announce_due()
+
+    told = [(e["event_id"], e["amount_usd"], e["lost"], e["lost_usd"], e["lost_tx_id"]) for e in h.events(REOPENED)]
+    event_id = f"crypto-reopened:inv-1:solana:5sig:0@0xblock/{_unix(T0 + timedelta(minutes=5, seconds=told_at))}"
+    assert told == [(event_id, "100.00", lost, "100.00", "5sig")]
+
+
+def test_given_a_payment_dropped_from_a_block_twice_with_its_return_between_then_each_drop_is_told(
+    stack: Stack,
+) -> None:
+    """D434 amended (hcw): 40.00 seen in 0xblock dropped (told 768 s on), the chain back to 0xblock (the payment seen
+    there again, PROCESSING), then dropped from it again (told 768 s on): two notices, two ids - the second is not
+    taken for the first. Before: both ``...@0xblock``, the second deduplicated away by consumers."""
+    h = _covered_by_a_seen_rest(stack)
+    h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
+    h.clock.now = T0 + timedelta(minutes=20)
+    h.settlement.announce_due()
+    h.settlement.record_seen(transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
+    back = h.store.bill("inv-1")
+    assert back is not None
+    assert back.status is BillStatus.PROCESSING
+    h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
+    h.clock.now = T0 + timedelta(minutes=40)
+    h.settlement.announce_due()
+
+    ids = [e["event_id"] for e in h.events(REOPENED)]
+    first, second = T0 + timedelta(minutes=5, seconds=768), T0 + timedelta(minutes=20, seconds=768)
+    assert ids == [
+        f"crypto-reopened:inv-1:ethereum:0xc2:0@0xblock/{_unix(first)}",
+        f"crypto-reopened:inv-1:ethereum:0xc2:0@0xblock/{_unix(second)}",
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -731,12 +732,11 @@ def test_given_a_bill_reopened_with_two_stuck_payments_then_the_alert_speaks_of_
         ),
         (
             "failed",
-            "Your crypto payment of $40.00 toward it failed: its transaction, included again in another block, was "
-            "reverted there and moved no funds. So it no longer counts toward the bill, and we ask the rest, $40.00.",
+            "Your crypto payment of $40.00 toward it failed: its transaction was reverted on chain and moved no "
+            "funds. So it no longer counts toward the bill, and we ask the rest, $40.00.",
             "Failed transaction: 0xc2",
-            "A reverted transaction moves no funds: only its network fee was spent. If the same transaction is "
-            "included again and goes through, it counts as any payment does; if not, pay the amount asked with a new "
-            "quote.",
+            "A failed transaction moves no funds: only its network fee was spent. Pay the amount asked with a new "
+            "quote; if the same transaction is ever included again and goes through, it counts as any payment does.",
             "Kilo: a $40.00 crypto payment failed; your bill is open again, $40.00 more. Pay: Pay with crypto in "
             "your dashboard. Reply STOP to opt out",
         ),
@@ -792,6 +792,70 @@ def test_given_a_bill_reopened_by_a_dropped_or_failed_payment_then_the_alert_say
         "with crypto in your dashboard. Reply STOP to opt out"
     )
     assert len(crypto_sms(CryptoBillReopenedV1.DETAIL_TYPE, largest)) <= 160
+
+
+def _lost_detail(lost: str, **more: Any) -> dict[str, Any]:
+    return {
+        "event_id": "crypto-reopened:acct_1/2026-10:solana:5sig:0@blockhash",
+        "account_id": "acct_1",
+        "invoice_id": "acct_1/2026-10",
+        "total": "100.00",
+        "amount_usd": "40.00",
+        "stuck_usd": "0.00",
+        "stuck_tx_ids": [],
+        "occurred_at": "2026-11-02T11:00:00+00:00",
+        "number": "KB-0042",
+        "lost": lost,
+        "lost_usd": "40.00",
+        "lost_tx_id": "5sig",
+        **more,
+    }
+
+
+def _rendered_text(detail: dict[str, Any]) -> str:
+    alert = alert_from_event(CryptoBillReopenedV1.DETAIL_TYPE, detail)
+    values = {
+        "pay_url": "https://app.kilo.example/#/pay?invoice=KB-0042",
+        **alert.values,
+        "account_id": "acct_1",
+        "account_name": "Ada",
+        "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+    }
+    return render(alert.kind, values).text
+
+
+def test_given_a_bill_reopened_by_a_dropped_solana_payment_then_the_alert_says_it_cannot_land_any_more() -> None:
+    """D434 amended (hcw): a Solana payment dropped (``lost`` "expired") is dropped, and cannot land any more - never
+    "may be mined again". Before: the event was refused ("expired" no such value)."""
+    detail = _lost_detail("expired")
+    text = _rendered_text(detail)
+    assert (
+        "Your crypto payment of $40.00 toward it was dropped: the block that held it is not on the chain, and its "
+        "transaction is in no block now. So it no longer counts toward the bill, and we ask the rest, $40.00.\n"
+    ) in text
+    assert (
+        "A Solana transaction cannot land once its blockhash is more than 150 blocks old: this one cannot land any "
+        "more and moved no funds. Pay the amount asked with a new quote."
+    ) in text
+    assert "Dropped transaction: 5sig" in text
+    assert "mined again" not in text
+    assert crypto_sms(CryptoBillReopenedV1.DETAIL_TYPE, detail) == (
+        "Kilo: a $40.00 crypto payment dropped; your bill is open again, $40.00 more. Pay: Pay with crypto in "
+        "your dashboard. Reply STOP to opt out"
+    )
+
+
+def test_given_a_bill_reopened_by_a_dropped_payment_with_another_stuck_then_the_alert_names_the_stuck_too() -> None:
+    """D434 amended (hcw): 30.00 dropped, 30.00 (0xc3) stuck on the same bill, asking 60.00: the alert says both.
+    Before: the stuck 30.00 unsaid (``stuck_usd`` ignored)."""
+    text = _rendered_text(
+        _lost_detail("dropped", amount_usd="60.00", lost_usd="30.00", stuck_usd="30.00", stuck_tx_ids=["0xc3"])
+    )
+    assert (
+        "So it no longer counts toward the bill. Also stuck: $30.00 of crypto payments toward it (0xc3) - their "
+        "blocks have long been final, yet the chain proves neither that they went through nor that they were "
+        "dropped, so they no longer count either, and we ask the rest, $60.00.\n"
+    ) in text
 
 
 def test_given_a_chain_without_a_known_explorer_or_a_written_off_shortfall_then_the_alert_says_so() -> None:

@@ -527,8 +527,13 @@ DROPPED_LANDS_LATER: Final = (
     "account by itself; we hold it until we match it: contact us."
 )
 FAILED_LANDS_LATER: Final = (
-    "A reverted transaction moves no funds: only its network fee was spent. If the same transaction is included "
-    "again and goes through, it counts as any payment does; if not, pay the amount asked with a new quote."
+    "A failed transaction moves no funds: only its network fee was spent. Pay the amount asked with a new quote; if "
+    "the same transaction is ever included again and goes through, it counts as any payment does."
+)
+# Solana (D434 amended (hcw)): a transaction whose blockhash is more than 150 blocks old is refused by the network
+EXPIRED_LANDS_LATER: Final = (
+    "A Solana transaction cannot land once its blockhash is more than 150 blocks old: this one cannot land any more "
+    "and moved no funds. Pay the amount asked with a new quote."
 )
 _LOST: Final[dict[str, tuple[str, str, str, str]]] = {
     "dropped": (
@@ -538,8 +543,14 @@ _LOST: Final[dict[str, tuple[str, str, str, str]]] = {
         "Dropped transaction",
         DROPPED_LANDS_LATER,
     ),
+    "expired": (
+        "toward it was dropped: the block that held it is not on the chain, and its transaction is in no block now",
+        "dropped",
+        "Dropped transaction",
+        EXPIRED_LANDS_LATER,
+    ),
     "failed": (
-        "toward it failed: its transaction, included again in another block, was reverted there and moved no funds",
+        "toward it failed: its transaction was reverted on chain and moved no funds",
         "failed",
         "Failed transaction",
         FAILED_LANDS_LATER,
@@ -574,9 +585,17 @@ def _reopen_cause(event: CryptoBillReopenedV1) -> dict[str, str]:
     if event.lost is not None:
         said, sms, label, later = _LOST[event.lost]
         lost_usd = money_text(event.lost_usd or "0")
+        # another line of the bill stuck too (``stuck_usd``): said after the lost payment, it no longer counts either
+        stuck = (
+            f". Also stuck: {money_text(event.stuck_usd)} of crypto payments toward it "
+            f"({', '.join(event.stuck_tx_ids)}) - their blocks have long been final, yet the chain proves neither that "
+            "they went through nor that they were dropped, so they no longer count either"
+            if _decimal(event.stuck_usd) > 0
+            else ""
+        )
         return {
             "stuck_usd": money_text(event.stuck_usd),
-            "stuck_text": f"Your crypto payment of {lost_usd} {said}. So it no longer counts toward the bill",
+            "stuck_text": f"Your crypto payment of {lost_usd} {said}. So it no longer counts toward the bill{stuck}",
             "sms_stuck": f"a {lost_usd} crypto payment {sms}",
             "transactions_label": label,
             "transactions": event.lost_tx_id or "-",

@@ -60,9 +60,10 @@ class PaymentSink(Protocol):
         None: whatever block is recorded (an operator's or a test's call, never a watcher's)."""
         ...
 
-    def orphaned(self, payment_id: str, block_hash: str | None = None) -> None:
-        """Its block ``block_hash`` left the canonical chain (or the log vanished): the payment no longer counts -
-        only if that is still the block recorded (a payment moved meanwhile to another block waits for its check)."""
+    def orphaned(self, payment_id: str, block_hash: str | None = None, *, failed: bool = False) -> None:
+        """Its block ``block_hash`` left the canonical chain (or the log vanished; ``failed``: its transaction
+        failed): the payment no longer counts - only if that is still the block recorded (a payment moved meanwhile
+        to another block waits for its check)."""
         ...
 
     def stalled(self, payment_id: str, block_hash: str | None = None) -> None:

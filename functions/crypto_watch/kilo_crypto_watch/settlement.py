@@ -74,11 +74,11 @@ STABLECOINS: Final = frozenset({"USDC"})
 _LOG = logging.getLogger(__name__)
 
 COUNTED: Final = frozenset({PaymentStatus.SEEN, PaymentStatus.FINALIZED})
-# a reopen notice's ``lost`` (D434 amended (hcw)): the told payment's line no longer counting at all
-_LOST: Final[dict[PaymentStatus, Literal["dropped", "failed"]]] = {
-    PaymentStatus.ORPHANED: "dropped",
-    PaymentStatus.FAILED: "failed",
-}
+# a reopen notice's ``lost`` (D434 amended (hcw)), carried in its owed entry: the told payment dropped with its block
+# (EVM: its transaction may be mined again; Solana: "expired" - it cannot land once its blockhash is too old), or
+# failed (reverted in the block that re-included it, or a Solana transaction that failed)
+Lost = Literal["dropped", "expired", "failed"]
+_LOST_CAUSES: Final = frozenset({"dropped", "expired", "failed"})
 # A payment detected more than this before its quote was made was not sent for that quote: it is valued by the late
 # rule (``value_payment``), never at the quote's lock. Detection is the block's time (the chain's clock), creation
 # ours: an Ethereum block's timestamp is its slot's start, up to 12 s before a transaction it holds was sent, and
@@ -109,6 +109,11 @@ class SettlementPolicy:
     # alert, only a metric: address-poisoning dust (1 lamport, 1 wei) would otherwise page an operator per transfer.
     # 0: every one alerted (D364)
     unattributed_alert_min_usd: Decimal = Decimal("0.01")
+    # a payment dropped with its block (``orphaned``) is told to its customer only this long after the orphaning, if
+    # it still does not count then: by then the orphaned block's height is final (768 s: Ethereum's finality lag,
+    # D342/D418; far past a Solana blockhash's expiry) - a reorged-out transaction normally returns to the mempool and
+    # is mined again meanwhile, which clears the notice silently (D434 amended (hcw))
+    drop_notice_wait: timedelta = timedelta(seconds=768)
 
 
 class SettlementError(Exception):
@@ -322,13 +327,37 @@ def remaining_usd(bill: Bill) -> Decimal:
     return max(ZERO, bill.total_usd - covered)
 
 
-def owing_reopen(before: Bill, after: Bill, payment_id: str, block_hash: str) -> Bill:
-    """``after`` owing the reopen notice of ``payment_id`` in ``block_hash`` (``reopens_owed``, in the move's own
-    write) when the move left the bill OPEN asking more than ``before``: named stuck there (D434), orphaned from it or
-    failed in it (D434 amended (hcw)). The entry is the event id's tail: one notice per payment and block."""
+def owing_reopen(before: Bill, after: Bill, owed: str) -> Bill:
+    """``after`` owing the reopen notice ``owed`` (``reopens_owed``, in the move's own write; ``reopen_entry``) when
+    the move left the bill OPEN asking more than ``before``: named stuck (D434), orphaned or failed (D434 amended
+    (hcw))."""
     if after.status is BillStatus.OPEN and remaining_usd(after) > remaining_usd(before):
-        return replace(after, reopens_owed=(*after.reopens_owed, f"{payment_id}@{block_hash}"))
+        return replace(after, reopens_owed=(*after.reopens_owed, owed))
     return after
+
+
+def reopen_entry(payment: Payment, block_hash: str, lost: Lost | None = None, due: datetime | None = None) -> str:
+    """An owed reopen notice: ``<payment id>@<block hash>`` (a stall: the block it was named stuck in), the event id's
+    tail - one notice per payment and block. A lost payment's (D434 amended (hcw)) adds ``;<lost>;<due>``: the cause,
+    and when it may be told (ISO time; not before, and only if the payment still does not count then)."""
+    tail = f"{payment.payment_id}@{block_hash}"
+    if lost is None:
+        return tail
+    return f"{tail};{lost};{(due or payment.seen_at).isoformat()}"
+
+
+def parse_reopen(owed: str) -> tuple[str, str, Lost | None, datetime | None]:
+    """``reopen_entry``'s parts: the payment id, the event id's tail, the cause and the time it is due (None, None
+    for a stall: due at once). A lost payment's tail adds ``/<due, Unix seconds>``: lost from the same block again
+    later (back in it meanwhile) is another notice, never taken for the first (D434 amended (hcw))."""
+    tail, _, rest = owed.partition(";")
+    payment_id = tail.rpartition("@")[0]
+    cause, _, due = rest.partition(";")
+    if cause in _LOST_CAUSES and due:
+        lost: Lost = "dropped" if cause == "dropped" else "expired" if cause == "expired" else "failed"
+        at = datetime.fromisoformat(due)
+        return payment_id, f"{tail}/{int(at.timestamp())}", lost, at
+    return payment_id, tail, None, None
 
 
 def quote_status(quote: Quote, lines: Sequence[BillPayment], now: datetime) -> QuoteStatus:
@@ -695,10 +724,13 @@ class Settlement:
     def finalized(self, payment_id: str, block_hash: str | None = None) -> None:
         self._move(payment_id, PaymentStatus.FINALIZED, block_hash)
 
-    def orphaned(self, payment_id: str, block_hash: str | None = None) -> None:
-        """Its block reorged away: the bill stops counting it - left OPEN asking more, the customer is told once
-        (``CryptoBillReopened.v1``, ``lost`` "dropped", D434 amended (hcw))."""
-        self._move(payment_id, PaymentStatus.ORPHANED, block_hash, tell=True)
+    def orphaned(self, payment_id: str, block_hash: str | None = None, *, failed: bool = False) -> None:
+        """Its block reorged away (``failed``: its transaction failed, a Solana status): the bill stops counting it -
+        left OPEN asking more, it owes the customer ``CryptoBillReopened.v1`` (D434 amended (hcw)). A failure's is
+        told at once (``lost`` "failed"); a drop's only by ``announce_due`` once ``drop_notice_wait`` has passed and
+        the payment still does not count (``lost`` "dropped", on Solana "expired"): mined again meanwhile, it is
+        cleared silently."""
+        self._move(payment_id, PaymentStatus.ORPHANED, block_hash, tell="failed" if failed else "dropped")
 
     # the fast path and the watchers' common entry
     def record(
@@ -819,10 +851,10 @@ class Settlement:
             self._store.save(SettlementChange(moved, payment_expected=existing.status))
             return moved
         new_bill, changed = self._bill_after(bill, moved, self._store.quotes(bill.invoice_id))
-        new_bill = owing_reopen(bill, new_bill, moved.payment_id, transfer.block_hash)
+        owed = reopen_entry(moved, transfer.block_hash, "failed", self._clock())
+        new_bill = owing_reopen(bill, new_bill, owed)
         self._store.save(SettlementChange(moved, payment_expected=existing.status, bill=new_bill, quotes=changed))
         self._announce_bill(new_bill)
-        self._announce_reopens(new_bill)
         return moved
 
     def check_claim(self, transfer: ObservedTransfer, invoice_id: str) -> None:
@@ -983,7 +1015,6 @@ class Settlement:
         bills = self._store.bills_to_announce()
         for bill in bills:
             self._announce_bill(bill)
-            self._announce_reopens(bill)
         return len(bills)
 
     def resolve_review(self, payment_id: str, accept: bool) -> Payment:
@@ -1394,7 +1425,7 @@ class Settlement:
         return new_bill, tuple(changed)
 
     def _move(
-        self, payment_id: str, status: PaymentStatus, block_hash: str | None = None, *, tell: bool = False
+        self, payment_id: str, status: PaymentStatus, block_hash: str | None = None, *, tell: Lost | None = None
     ) -> None:
         """FINALIZED / ORPHANED from SEEN (a FAILED payment not final: final / ORPHANED), in one conditional write
         on its status and, given ``block_hash`` (the block the watcher checked), on that still being its recorded
@@ -1423,7 +1454,6 @@ class Settlement:
                     bill = self._store.bill(payment.invoice_id)
                     if bill is not None:
                         self._announce_bill(bill)  # a rerun after a crash between the write and the event
-                        self._announce_reopens(bill)
                 return
             moved = replace(payment, status=status)
             bill = self._store.bill(payment.invoice_id) if payment.invoice_id else None
@@ -1433,14 +1463,13 @@ class Settlement:
                 )
                 return
             new_bill, changed = self._bill_after(bill, moved, self._store.quotes(bill.invoice_id))
-            if tell:
-                new_bill = owing_reopen(bill, new_bill, payment_id, payment.transfer.block_hash)
+            if tell is not None:
+                new_bill = owing_reopen(bill, new_bill, self._lost_entry(payment, tell))
             change = SettlementChange(
                 moved, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed, block_expected=block_hash
             )
             self._store.save(change)
             self._announce_bill(new_bill)
-            self._announce_reopens(new_bill)
 
         self._retried(payment_id, attempt)
 
@@ -1472,7 +1501,7 @@ class Settlement:
             marked = replace(bill, payments=tuple(replace(x, stalled=True) if x is line else x for x in bill.payments))
             new_bill = replace(recompute(marked, self._policy, now), version=bill.version + 1)
             # owed with the stall, in its write: said once published (a failed publish is told by the sweep)
-            new_bill = owing_reopen(bill, new_bill, payment_id, payment.transfer.block_hash)
+            new_bill = owing_reopen(bill, new_bill, reopen_entry(payment, payment.transfer.block_hash))
             quotes = self._store.quotes(bill.invoice_id)
             changed = tuple(
                 replace(quote, status=status)
@@ -1490,7 +1519,6 @@ class Settlement:
                 )
             )
             self._announce_bill(new_bill)
-            self._announce_reopens(new_bill)
 
         self._retried(payment_id, attempt)
 
@@ -1501,20 +1529,32 @@ class Settlement:
         failed in): a redelivery or a re-publish of the same move is the same event (consumers dedupe), the payment
         moved again in another block after being seen there is another reopen. Published late (the sweep, after a
         failed publish), it tells the bill as it is then; a bill no longer OPEN (paid, or covered again meanwhile),
-        or whose payment holds it again (seen in another block since), is not told, its notice only marked said."""
+        or whose payment holds it again (seen in another block since), is not told, its notice only marked said. A
+        drop's notice is left owed until due (``parse_reopen``; ``drop_notice_wait``): published by the sweep then,
+        cleared by any write of the bill once its payment counts again (D434 amended (hcw))."""
         for owed in bill.reopens_owed:
-            payment_id = owed.rpartition("@")[0]
+            payment_id, tail, lost, due = parse_reopen(owed)
             line = next((line for line in bill.payments if line.payment_id == payment_id), None)
             if bill.status is BillStatus.OPEN and (line is None or not holds(line)):
-                self._publish_reopened(bill, owed, line)
+                if due is not None and self._clock() < due:
+                    continue  # a drop not told yet: left owed, the sweep's once due (or cleared if mined again)
+                self._publish_reopened(bill, tail, line, lost)
             self._store.mark_reopen_said(bill.invoice_id, owed)
 
-    def _publish_reopened(self, bill: Bill, owed: str, line: BillPayment | None) -> None:
+    def _lost_entry(self, payment: Payment, lost: Lost) -> str:
+        """The owed entry of ``payment`` lost from its block: a failure due at once, a drop after ``drop_notice_wait``
+        ("expired" on Solana: a transaction whose blockhash is too old cannot land any more)."""
+        now = self._clock()
+        if lost == "failed":
+            return reopen_entry(payment, payment.transfer.block_hash, lost, now)
+        chain = self._chains.get(payment.transfer.chain)
+        cause: Lost = "expired" if chain is not None and chain.kind == "solana" else "dropped"
+        return reopen_entry(payment, payment.transfer.block_hash, cause, now + self._policy.drop_notice_wait)
+
+    def _publish_reopened(self, bill: Bill, tail: str, line: BillPayment | None, lost: Lost | None) -> None:
         stuck = [x for x in bill.payments if counts(x) and not holds(x)]
-        # the payment whose move it tells, no longer counting at all: dropped with its block, or failed in a new one
-        lost = _LOST.get(line.status) if line is not None else None
         reopened = CryptoBillReopenedV1(
-            event_id=f"crypto-reopened:{bill.invoice_id}:{owed}",
+            event_id=f"crypto-reopened:{bill.invoice_id}:{tail}",
             account_id=bill.account_id,
             invoice_id=bill.invoice_id,
             total=money_str(bill.total_usd),
@@ -1663,7 +1703,10 @@ class Settlement:
 
     def _announce_bill(self, bill: Bill) -> None:
         """``CryptoBillSettled.v1`` once the bill is PAID; afterwards ``CryptoCreditAdded.v1`` whenever a payment
-        finalized on the paid bill raised its credit past what was announced (each carries the credit in all)."""
+        finalized on the paid bill raised its credit past what was announced (each carries the credit in all). First
+        the reopens it owes (``_announce_reopens``): every write of a bill settles them - one told, one its payment
+        counting again cleared (D434 amended (hcw))."""
+        self._announce_reopens(bill)
         if bill.status is not BillStatus.PAID:
             return
         if bill.settled_announced:

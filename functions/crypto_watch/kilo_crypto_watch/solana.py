@@ -540,7 +540,9 @@ class SolanaWatcher:
                         finalized += await self._reread(payment, merchant, watched, stuck, status.finalized)
                     continue
                 if status is not None and status.failed:
-                    orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
+                    orphaned += settle_alone(
+                        stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash, failed=True)
+                    )
                 elif status is not None and status.finalized:
                     finalized += settle_alone(stuck, pid, partial(self.sink.finalized, pid, payment.block_hash))
                 elif status is None:

@@ -340,9 +340,10 @@ class CryptoBillReopenedV1(InvoiceEventV1):
     in: the same payment seen again elsewhere and stuck there again is another reopen). ``number``: the invoice's
     number, what the dashboard's Pay with crypto page opens one bill by (None: a bill without one).
     Also published when a seen payment stops counting at all and leaves the bill OPEN asking more (D434 amended
-    (hcw)): ``lost`` "dropped" (its block reorged away; the id names that block) or "failed" (its transaction
-    reverted in the block that re-included it; the id names that block), ``lost_usd`` and ``lost_tx_id`` that
-    payment's; absent (None) for a stall - a stall's notice leaves the three fields out of its detail."""
+    (hcw)): ``lost`` "dropped" (its block reorged away, EVM: it may be mined again), "expired" (the same on Solana:
+    it cannot land any more) or "failed" (its transaction reverted or failed); the id names the block it left (or
+    failed in) and ends ``/<due, Unix seconds>``; ``lost_usd`` and ``lost_tx_id`` that payment's; absent (None) for
+    a stall - a stall's notice leaves the three fields out of its detail."""
 
     DETAIL_TYPE: ClassVar[str] = "CryptoBillReopened.v1"
 
@@ -352,7 +353,7 @@ class CryptoBillReopenedV1(InvoiceEventV1):
     stuck_tx_ids: tuple[str, ...] = ()  # the stuck payments' transactions
     occurred_at: str
     number: str | None = None
-    lost: Literal["dropped", "failed"] | None = None  # the move told, when not a stall
+    lost: Literal["dropped", "expired", "failed"] | None = None  # the move told, when not a stall
     lost_usd: str | None = None  # the dropped or failed payment, USD at its quote's rate
     lost_tx_id: str | None = None  # its transaction
 
