@@ -439,7 +439,7 @@ MODULE_CEILINGS = {
     "kilo_invoice.start_handler": 322,  # 315
     "kilo_invoice.close_handler": 207,  # 202
     "kilo_invoice.payment_handler": 206,  # 201
-    "kilo_alerts.operator_handler": 318,  # 311
+    "kilo_alerts.operator_handler": 319,  # 311; +1 pydantic.functional_serializers (CryptoBillReopened.v1 leaves a stall's lost fields out: D434 hcw)
     "kilo_alerts.bounce_handler": 366,  # 358 (SES's permanent bounce: one mark); 2026-12-04, D400
     "kilo_account_api.handler": 416,  # 406 (a signed-in owner's GET usage); +1 member_roles (D294)
     "kilo_crypto_watch.evm_handler": 321,  # 314
