@@ -137,3 +137,18 @@ def test_the_document_names_if_match_its_412_and_the_etags() -> None:
     assert usage["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/UsageOut"
     }
+
+
+def test_given_get_usage_then_its_answer_is_not_stored_by_caches_as_its_etag_is_the_subscriptions(
+    account_api: Any,
+) -> None:
+    """RFC 9110 8.8.1: a strong ETag names a representation, but GET /usage's names the subscription it shows (D442),
+    not its usage figures, which move without it; so the answer says ``Cache-Control: no-store`` (no cache answers
+    a conditional request or serves old figures on that tag), and the document names the header."""
+    register(account_api, "acct_b")
+    page = _usage(NINE)
+    headers = {name.lower(): value for name, value in page.headers.items()}
+    assert (page.status, headers.get("cache-control"), headers.get("etag")) == (200, "no-store", _tag_of("team"))
+    document = json.loads(openapi_document())
+    usage = document["paths"]["/v1/accounts/{account_id}/usage"]["get"]
+    assert "Cache-Control" in usage["responses"]["200"]["headers"]
