@@ -152,3 +152,28 @@ def test_given_get_usage_then_its_answer_is_not_stored_by_caches_as_its_etag_is_
     document = json.loads(openapi_document())
     usage = document["paths"]["/v1/accounts/{account_id}/usage"]["get"]
     assert "Cache-Control" in usage["responses"]["200"]["headers"]
+
+
+def test_given_a_tag_read_before_a_scheduled_downgrade_took_effect_then_its_click_after_is_412_and_nothing_written(
+    account_api: Any,
+) -> None:
+    """D442 through the handler: Team, Personal asked on Nov 15 (from Dec 1); the page read then (Team, Personal from
+    Dec 1: its tag of "team|2026-12-01T00:00:00+00:00=personal"). Its "Upgrade to Enterprise now" sent on Dec 1 at
+    09:00, when Personal is in effect and nothing is scheduled: 412 naming Personal, nothing scheduled, the tag of
+    "personal"; the stored changes are as before; the same key with the new tag is then decided (nothing was stored
+    under it). Fails when the tag is not worked at the request's instant (it would not move on Dec 1)."""
+    register(account_api, "acct_b")
+    assert _post(NINE, "personal", "K0").status == 200
+    page = _usage(utc(2026, 11, 15, 10))
+    assert _etag(page) == _tag_of("team|2026-12-01T00:00:00+00:00=personal")
+    dec1 = utc(2026, 12, 1, 9)
+    stale = _post(dec1, "enterprise", "K1", _etag(page))
+    assert (stale.status, stale.body["code"], stale.body["current"], _etag(stale)) == (
+        412,
+        "precondition_failed",
+        {"tier": "personal", "scheduled_change": None, "etag": _tag_of("personal")},
+        _tag_of("personal"),
+    )
+    assert _changes(account_api) == (TierChange(JAN1, "team"), TierChange(utc(2026, 12, 1), "personal"))
+    fresh = _post(dec1, "enterprise", "K1", _tag_of("personal"))
+    assert (fresh.status, fresh.body["change"]) == (200, "upgrade_now")
