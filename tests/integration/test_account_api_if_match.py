@@ -20,6 +20,7 @@ from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.rating import TierChange
 from tests.account_api_support import Answer, api_environment, call, claims, utc
 from tests.integration.test_account_api import register, usage_table
+from tests.integration.test_ingest_livekit import metrics_in
 
 OWNER = claims("acct_b", "owner")
 PATH = "/v1/accounts/acct_b/subscription"
@@ -177,3 +178,17 @@ def test_given_a_tag_read_before_a_scheduled_downgrade_took_effect_then_its_clic
     assert _changes(account_api) == (TierChange(JAN1, "team"), TierChange(utc(2026, 12, 1), "personal"))
     fresh = _post(dec1, "enterprise", "K1", _tag_of("personal"))
     assert (fresh.status, fresh.body["change"]) == (200, "upgrade_now")
+
+
+def test_given_a_stale_if_match_then_the_412_is_counted_for_operations_to_see(
+    account_api: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D442: each tier request refused 412 for a stale If-Match is one ``TierRequestStale`` point (as
+    ``TierRequestKeyMissing`` counts D436's 400s); a request decided with the tag now, and one without If-Match, are
+    not counted."""
+    register(account_api, "acct_b")
+    capsys.readouterr()
+    assert _post(NINE, "personal", "K0", _tag_of("team")).status == 200  # the tag now: decided
+    assert _post(utc(2026, 11, 15, 10), "enterprise", "K1", _tag_of("team")).status == 412  # stale
+    assert _post(utc(2026, 11, 15, 11), "team", "K2").status == 200  # no If-Match
+    assert metrics_in(capsys.readouterr().out).get("TierRequestStale") == 1

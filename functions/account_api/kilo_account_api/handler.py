@@ -273,7 +273,8 @@ def _conflict(exc: ConflictError) -> Response[str]:
 @app.exception_handler(SubscriptionChangedError)  # type: ignore[untyped-decorator]
 def _subscription_changed(exc: SubscriptionChangedError) -> Response[str]:
     """A stale ``If-Match`` (D442): 412 naming the subscription now (its tier, scheduled change and version, also as
-    the ``ETag`` header); nothing was written."""
+    the ``ETag`` header); nothing was written. Counted (``TierRequestStale``) for operations to see how often."""
+    count_at_once(SERVICE, Metric.TIER_REQUEST_STALE)
     found = exc.scheduled
     scheduled = None if found is None else schemas.ScheduledChangeOut(tier=found.tier, effective_at=found.at)
     body = {
