@@ -53,11 +53,11 @@ class FakeApi:
     query and the ``/v1/accounts/acct_a`` prefix (``/pricing`` is ``/v1/pricing``); everything else is a 404. A tier
     request (POST ``/subscription``) without ``Idempotency-Key`` is the API's 400 whatever ``answers`` says
     (D436): every dashboard path that posts it is checked to send the header. ``etags[(method, path)]``: the
-    ``ETag`` header of that answer (D441)."""
+    ``ETag`` header of that answer (D441); GET ``/usage`` has one unless a test removes it, as the API's always has."""
 
     def __init__(self, page: Any, answers: dict[tuple[str, str], tuple[int, Any]]) -> None:
         self.answers = answers
-        self.etags: dict[tuple[str, str], str] = {}
+        self.etags: dict[tuple[str, str], str] = {("GET", "/usage"): '"v0"'}
         self.sent: list[tuple[str, str, Any]] = []
         self.keys: list[str | None] = []  # each POST's Idempotency-Key (None: not sent)
         self.if_matches: list[str | None] = []  # each POST's If-Match (None: not sent)
@@ -583,3 +583,47 @@ def test_given_the_plan_changed_since_the_pricing_page_was_drawn_then_its_click_
     expect(page.get_by_test_id("scheduled-change")).to_have_text("Moving to Personal on 2026-12-01.")
     expect(page.get_by_role("alert")).to_have_count(0)
     assert api.if_matches == ['"v1"']
+
+
+def test_given_a_412_and_the_pricing_page_failing_to_redraw_then_it_says_to_reload_the_page(
+    page: Any, site: DashboardServer
+) -> None:
+    """D441: the click's 412 as above, but drawing the page again fails (GET /v1/pricing 503): the failure does not
+    escape silently with the button disabled - an error box says nothing was changed and to reload the page, and the
+    status never claims "The page now shows your plan as it is" (it does not)."""
+    refused = {
+        "code": "precondition_failed",
+        "message": "the subscription changed since it was read",
+        "field": "header.if-match",
+        "current": {"tier": "team", "scheduled_change": None, "etag": '"v2"'},
+    }
+    answers = USAGE_PAGE | {
+        ("GET", "/usage"): (200, _usage([])),
+        ("GET", "/pricing"): (200, PERSONAL_AND_TEAM),
+        ("POST", "/subscription"): (412, refused),
+    }
+    api = FakeApi(page, answers)
+    api.etags[("GET", "/usage")] = '"v1"'
+    _sign_in(page, site, "pricing")
+    button = page.get_by_role("button", name="Move to Personal next month")
+    expect(button).to_be_visible()
+    answers[("GET", "/pricing")] = (503, {"code": "unavailable", "message": "the price book is unavailable"})
+    button.click()
+    expect(page.get_by_role("alert")).to_contain_text("nothing was changed")
+    expect(page.get_by_role("alert")).to_contain_text("reload the page")
+    expect(page.get_by_role("status")).not_to_contain_text("The page now shows your plan as it is")
+    assert api.if_matches == ['"v1"']
+
+
+def test_given_no_etag_with_the_usage_answer_then_a_tier_click_is_refused_in_the_page_and_nothing_is_sent(
+    page: Any, site: DashboardServer
+) -> None:
+    """D441: GET /usage answered without an ETag: a tier click is not sent without If-Match (it would be decided on
+    a plan the page may not show); the page says to reload it and no POST is made."""
+    answers = USAGE_PAGE | {("GET", "/usage"): (200, _usage([])), ("GET", "/pricing"): (200, PERSONAL_AND_TEAM)}
+    api = FakeApi(page, answers)
+    del api.etags[("GET", "/usage")]
+    _sign_in(page, site, "pricing")
+    page.get_by_role("button", name="Move to Personal next month").click()
+    expect(page.get_by_role("alert")).to_contain_text("reload the page")
+    assert [sent for sent in api.sent if sent[0] == "POST"] == []

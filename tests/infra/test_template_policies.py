@@ -732,6 +732,11 @@ def _unalarmed() -> dict[str, tuple[str | None, str]]:
             None,
             "a client's request refused 400 naming the header: its caller sees it; counted to find keyless callers (D436)",
         ),
+        M.TIER_REQUEST_STALE: (
+            None,
+            "a client's request refused 412 naming If-Match: its caller sees it and reads again; counted to see how "
+            "often pages act on a plan changed meanwhile (D441)",
+        ),
         # invoicing
         M.CLOSE_JOBS_QUEUED: (None, outcome),
         M.INVOICE_ISSUED: (None, outcome),

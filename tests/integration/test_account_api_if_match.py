@@ -20,6 +20,7 @@ from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.rating import TierChange
 from tests.account_api_support import Answer, api_environment, call, claims, utc
 from tests.integration.test_account_api import register, usage_table
+from tests.integration.test_ingest_livekit import metrics_in
 
 OWNER = claims("acct_b", "owner")
 PATH = "/v1/accounts/acct_b/subscription"
@@ -137,3 +138,57 @@ def test_the_document_names_if_match_its_412_and_the_etags() -> None:
     assert usage["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/UsageOut"
     }
+
+
+def test_given_get_usage_then_its_answer_is_not_stored_by_caches_as_its_etag_is_the_subscriptions(
+    account_api: Any,
+) -> None:
+    """RFC 9110 8.8.1: a strong ETag names a representation, but GET /usage's names the subscription it shows (D441),
+    not its usage figures, which move without it; so the answer says ``Cache-Control: no-store`` (no cache answers
+    a conditional request or serves old figures on that tag), and the document names the header."""
+    register(account_api, "acct_b")
+    page = _usage(NINE)
+    headers = {name.lower(): value for name, value in page.headers.items()}
+    assert (page.status, headers.get("cache-control"), headers.get("etag")) == (200, "no-store", _tag_of("team"))
+    document = json.loads(openapi_document())
+    usage = document["paths"]["/v1/accounts/{account_id}/usage"]["get"]
+    assert "Cache-Control" in usage["responses"]["200"]["headers"]
+
+
+def test_given_a_tag_read_before_a_scheduled_downgrade_took_effect_then_its_click_after_is_412_and_nothing_written(
+    account_api: Any,
+) -> None:
+    """D441 through the handler: Team, Personal asked on Nov 15 (from Dec 1); the page read then (Team, Personal from
+    Dec 1: its tag of "team|2026-12-01T00:00:00+00:00=personal"). Its "Upgrade to Enterprise now" sent on Dec 1 at
+    09:00, when Personal is in effect and nothing is scheduled: 412 naming Personal, nothing scheduled, the tag of
+    "personal"; the stored changes are as before; the same key with the new tag is then decided (nothing was stored
+    under it). Fails when the tag is not worked at the request's instant (it would not move on Dec 1)."""
+    register(account_api, "acct_b")
+    assert _post(NINE, "personal", "K0").status == 200
+    page = _usage(utc(2026, 11, 15, 10))
+    assert _etag(page) == _tag_of("team|2026-12-01T00:00:00+00:00=personal")
+    dec1 = utc(2026, 12, 1, 9)
+    stale = _post(dec1, "enterprise", "K1", _etag(page))
+    assert (stale.status, stale.body["code"], stale.body["current"], _etag(stale)) == (
+        412,
+        "precondition_failed",
+        {"tier": "personal", "scheduled_change": None, "etag": _tag_of("personal")},
+        _tag_of("personal"),
+    )
+    assert _changes(account_api) == (TierChange(JAN1, "team"), TierChange(utc(2026, 12, 1), "personal"))
+    fresh = _post(dec1, "enterprise", "K1", _tag_of("personal"))
+    assert (fresh.status, fresh.body["change"]) == (200, "upgrade_now")
+
+
+def test_given_a_stale_if_match_then_the_412_is_counted_for_operations_to_see(
+    account_api: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D441: each tier request refused 412 for a stale If-Match is one ``TierRequestStale`` point (as
+    ``TierRequestKeyMissing`` counts D436's 400s); a request decided with the tag now, and one without If-Match, are
+    not counted."""
+    register(account_api, "acct_b")
+    capsys.readouterr()
+    assert _post(NINE, "personal", "K0", _tag_of("team")).status == 200  # the tag now: decided
+    assert _post(utc(2026, 11, 15, 10), "enterprise", "K1", _tag_of("team")).status == 412  # stale
+    assert _post(utc(2026, 11, 15, 11), "team", "K2").status == 200  # no If-Match
+    assert metrics_in(capsys.readouterr().out).get("TierRequestStale") == 1

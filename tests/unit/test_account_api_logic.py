@@ -1094,3 +1094,56 @@ def test_given_a_scheduled_downgrade_taking_effect_then_the_tag_moves_and_a_budg
     december = datetime(2026, 12, 1, tzinfo=UTC)
     assert logic.subscription_tag(budgeted, NOW) == _tag_of("team|2026-12-01T00:00:00+00:00=personal")
     assert logic.subscription_tag(budgeted, december) == _tag_of("personal")
+
+
+class _SavedFirstByAnotherAdmin(InMemoryAccountDirectory):
+    """A directory where another admin's request is saved between our read and our first save (``meanwhile``, the
+    stored profile it makes, with the version moved on), so that save fails with ``ProfileChangedError`` and
+    ``update_profile`` reads again and decides again."""
+
+    def __init__(self, stored: AccountProfile, meanwhile: Callable[[AccountProfile], AccountProfile]) -> None:
+        super().__init__(stored)
+        self.meanwhile = meanwhile
+        self.saves = 0
+
+    def save(self, profile: AccountProfile) -> AccountProfile:
+        self.saves += 1
+        if self.saves == 1:
+            stored = self.profiles[profile.account_id]
+            self.profiles[profile.account_id] = replace(self.meanwhile(stored), version=stored.version + 1)
+        return super().save(profile)
+
+
+def test_given_another_admins_tier_request_saved_before_ours_then_our_retry_is_refused_on_the_tag() -> None:
+    """D441: Team, nothing scheduled; our page read it (SHA-256 of "team"). We ask for Enterprise now with that tag;
+    between our read and our save another admin's Personal from Dec 1 is saved, so our save fails (version moved)
+    and the retry reads Team with Personal from Dec 1: its tag is not ours, so the retry is refused - the stored
+    changes are the other admin's (Team, Personal from Dec 1), nothing of ours (no Enterprise, no answer kept).
+    Fails when the tag is checked once before the read-decide-save (the retry would upgrade at once)."""
+    december = datetime(2026, 12, 1, tzinfo=UTC)
+    directory = _SavedFirstByAnotherAdmin(
+        profile(tier="team"), lambda p: replace(p, changes=(*p.changes, TierChange(december, "personal")))
+    )
+    with pytest.raises(SubscriptionChangedError) as refused:
+        logic.change_tier(
+            directory, CATALOG, "acct", "enterprise", NOW, NO_USAGE, _recorder(), if_match=_tag_of("team")
+        )
+    assert refused.value.tag == _tag_of("team|2026-12-01T00:00:00+00:00=personal")
+    assert [(c.at, c.tier) for c in directory.profiles["acct"].changes] == [
+        (datetime(2026, 1, 1, tzinfo=UTC), "team"),
+        (december, "personal"),
+    ]
+    assert (directory.saves, directory.answers) == (1, {})
+
+
+def test_given_another_admins_budget_saved_before_ours_then_our_tier_request_is_decided_on_the_retry() -> None:
+    """D441: the same race with a budget edit (the subscription unchanged, the stored version moved): the retry's
+    tag is still SHA-256 of "team", so Enterprise is decided now (from NOW) over the budget, and our answer kept."""
+    directory = _SavedFirstByAnotherAdmin(profile(tier="team"), lambda p: replace(p, budget_usd=Decimal(500)))
+    outcome = logic.change_tier(
+        directory, CATALOG, "acct", "enterprise", NOW, NO_USAGE, _recorder(), if_match=_tag_of("team")
+    )
+    stored = directory.profiles["acct"]
+    assert (outcome.tier, outcome.effective_at) == ("enterprise", NOW)
+    assert ([(c.at, c.tier) for c in stored.changes][-1], stored.budget_usd) == ((NOW, "enterprise"), Decimal(500))
+    assert (directory.saves, [a.body for a in directory.answers.values()]) == (2, ["enterprise " + NOW.isoformat()])

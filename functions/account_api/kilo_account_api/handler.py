@@ -206,7 +206,13 @@ def with_if_match(document: dict[str, Any]) -> dict[str, Any]:
     operation["responses"]["200"]["headers"] = {
         "ETag": ETAG_HEADER | {"description": f"{ETAG_HEADER['description']}; absent on a replayed answer"}
     }
-    document["paths"][USAGE_PATH]["get"]["responses"]["200"]["headers"] = {"ETag": ETAG_HEADER}
+    document["paths"][USAGE_PATH]["get"]["responses"]["200"]["headers"] = {
+        "ETag": ETAG_HEADER,
+        "Cache-Control": {
+            "description": "`no-store`: the `ETag` names the subscription shown, not the usage figures (D441)",
+            "schema": {"type": "string"},
+        },
+    }
     current = {
         "type": "object",
         "required": ["tier", "scheduled_change", "etag"],
@@ -267,7 +273,8 @@ def _conflict(exc: ConflictError) -> Response[str]:
 @app.exception_handler(SubscriptionChangedError)  # type: ignore[untyped-decorator]
 def _subscription_changed(exc: SubscriptionChangedError) -> Response[str]:
     """A stale ``If-Match`` (D441): 412 naming the subscription now (its tier, scheduled change and version, also as
-    the ``ETag`` header); nothing was written."""
+    the ``ETag`` header); nothing was written. Counted (``TierRequestStale``) for operations to see how often."""
+    count_at_once(SERVICE, Metric.TIER_REQUEST_STALE)
     found = exc.scheduled
     scheduled = None if found is None else schemas.ScheduledChangeOut(tier=found.tier, effective_at=found.at)
     body = {
@@ -354,7 +361,9 @@ def usage(account_id: AccountId) -> Response[str]:
     _authorize(account_id)
     deps = _deps()
     report = logic.usage_report(deps.accounts, deps.month, deps.sessions, deps.catalog, account_id, _now())
-    return json_response(200, schemas.UsageOut.of(report).model_dump(mode="json"), {"ETag": report.subscription_tag})
+    # no-store: the ETag is the subscription's, not this body's (its figures move without it, RFC 9110 8.8.1; D441)
+    headers = {"ETag": report.subscription_tag, "Cache-Control": "no-store"}
+    return json_response(200, schemas.UsageOut.of(report).model_dump(mode="json"), headers)
 
 
 @_account_route("GET", "/meetings", "Per-meeting breakdown of a period, newest first, paginated")

@@ -80,6 +80,8 @@ class Metric(StrEnum):
     STILL_REACHED_UNPUBLISHED = "StillReachedUnpublished"  # the bus refused HardLimitStillReached.v1: next run's retry
     # account API: a tier request refused (400) for its missing Idempotency-Key - the keyless callers (D436)
     TIER_REQUEST_KEY_MISSING = "TierRequestKeyMissing"
+    # account API: a tier request refused (412) for a stale If-Match - clicks on a page drawn before the plan changed
+    TIER_REQUEST_STALE = "TierRequestStale"
     # alerts
     ALERTS_SENT = "AlertsSent"  # one per message handed to SES or SNS
     ALERTS_DUPLICATE = "AlertsDuplicate"  # a redelivered event: already sent (or being sent), not sent again

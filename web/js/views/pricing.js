@@ -67,7 +67,7 @@ function tierAction(tier, tiers, myTier, current, scheduled, etag) {
     try {
       say(answered(await key.send({ tier: tier.id }), tier));
     } catch (error) {
-      if (await changedMeanwhile(error, button)) return;
+      if (await changedMeanwhile(error, button, problem)) return;
       problem.append(errorBox(error));
       button.disabled = false;
     }
@@ -100,10 +100,11 @@ function clickKey(etag) {
   let key = null;
   return {
     async send(body) {
+      // no ETag with the page's GET /usage: no unprotected click (it would be decided on a plan the page may not show)
+      if (!etag) throw new Error("This page does not know which version of your plan it shows, so nothing was sent: reload the page.");
       key ??= crypto.randomUUID();
       try {
-        const headers = etag ? { "Idempotency-Key": key, "If-Match": etag } : { "Idempotency-Key": key };
-        const change = await post(accountPath("/subscription"), body, headers);
+        const change = await post(accountPath("/subscription"), body, { "Idempotency-Key": key, "If-Match": etag });
         key = null;
         return change;
       } catch (error) {
@@ -118,10 +119,18 @@ function clickKey(etag) {
 
 // A 412 (D441): the plan changed since this page was drawn (another admin, a cancel, the month turning) and nothing
 // was changed; the page is drawn again from the API and says so, for the person to choose again on what is now.
-async function changedMeanwhile(error, button) {
+// When that redraw fails the page still shows the old plan: the button stays disabled (its click would be refused
+// again) and the error box says to reload the page.
+async function changedMeanwhile(error, button, problem) {
   if (!(error instanceof ApiError) || error.status !== 412) return false;
   const page = button.closest("[data-view=pricing]");
-  if (page) page.replaceWith(await pricingView());
+  try {
+    if (page) page.replaceWith(await pricingView());
+  } catch (failed) {
+    const why = failed.message || String(failed);
+    problem.append(errorBox(new Error(`Your plan changed meanwhile, so nothing was changed, and this page could not be drawn again (${why}): reload the page.`)));
+    return true;
+  }
   say("Your plan changed meanwhile, so nothing was changed. The page now shows your plan as it is: choose again.", "error");
   return true;
 }
@@ -140,7 +149,7 @@ function stayButton(tier, etag) {
       if (page) page.replaceWith(await pricingView());
       say(answered(change, tier));
     } catch (error) {
-      if (await changedMeanwhile(error, button)) return;
+      if (await changedMeanwhile(error, button, problem)) return;
       problem.append(errorBox(error));
       button.disabled = false;
     }
