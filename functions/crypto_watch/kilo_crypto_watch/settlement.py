@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Final, Literal, TypeVar
+from typing import Final, TypeVar, cast, get_args
 
 from kilo_billing.contracts import (
     CryptoBillReopenedV1,
@@ -31,6 +31,7 @@ from kilo_billing.contracts import (
     CryptoPaymentSeenV1,
     CryptoQuoteExpiringV1,
     CryptoSeenTransferV1,
+    LostPayment,
     UnattributedCryptoPaymentV1,
 )
 from kilo_billing.money import (
@@ -74,11 +75,9 @@ STABLECOINS: Final = frozenset({"USDC"})
 _LOG = logging.getLogger(__name__)
 
 COUNTED: Final = frozenset({PaymentStatus.SEEN, PaymentStatus.FINALIZED})
-# a reopen notice's ``lost`` (D434 amended (hcw)), carried in its owed entry: the told payment dropped with its block
-# (EVM: its transaction may be mined again; Solana: "expired" - it cannot land once its blockhash is too old), or
-# failed (reverted in the block that re-included it, or a Solana transaction that failed)
-Lost = Literal["dropped", "expired", "failed"]
-_LOST_CAUSES: Final = frozenset({"dropped", "expired", "failed"})
+# a reopen notice's ``lost`` (the contract's ``LostPayment``), carried in its owed entry (D434 amended (hcw))
+Lost = LostPayment
+_LOST_CAUSES: Final = frozenset(get_args(LostPayment))
 # A payment detected more than this before its quote was made was not sent for that quote: it is valued by the late
 # rule (``value_payment``), never at the quote's lock. Detection is the block's time (the chain's clock), creation
 # ours: an Ethereum block's timestamp is its slot's start, up to 12 s before a transaction it holds was sent, and
@@ -354,7 +353,7 @@ def parse_reopen(owed: str) -> tuple[str, str, Lost | None, datetime | None]:
     payment_id = tail.rpartition("@")[0]
     cause, _, due = rest.partition(";")
     if cause in _LOST_CAUSES and due:
-        lost: Lost = "dropped" if cause == "dropped" else "expired" if cause == "expired" else "failed"
+        lost = cast(Lost, cause)
         at = datetime.fromisoformat(due)
         return payment_id, f"{tail}/{int(at.timestamp())}", lost, at
     return payment_id, tail, None, None

@@ -36,6 +36,9 @@ class InvoiceEventV1(ContractV1):
 
 
 CryptoAsset = Literal["ETH", "USDC", "SOL"]
+# why a seen crypto payment stopped counting, as a reopen notice tells it (D434 amended (hcw)): dropped with its block
+# (EVM: it may be mined again), expired (Solana: it cannot land any more) or failed
+LostPayment = Literal["dropped", "expired", "failed"]
 """The assets a crypto bill can be paid in."""
 
 
@@ -353,7 +356,7 @@ class CryptoBillReopenedV1(InvoiceEventV1):
     stuck_tx_ids: tuple[str, ...] = ()  # the stuck payments' transactions
     occurred_at: str
     number: str | None = None
-    lost: Literal["dropped", "expired", "failed"] | None = None  # the move told, when not a stall
+    lost: LostPayment | None = None  # the move told, when not a stall
     lost_usd: str | None = None  # the dropped or failed payment, USD at its quote's rate
     lost_tx_id: str | None = None  # its transaction
 
