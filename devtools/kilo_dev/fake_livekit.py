@@ -25,6 +25,8 @@ from livekit.protocol.room import (
     UpdateParticipantRequest,
 )
 
+from kilo_dev import processes
+
 SERVICE_PREFIX = "/twirp/livekit.RoomService/"
 JOINED: dict[str, Any] = {"canSubscribe": True, "canPublish": True, "canPublishData": True}  # a roomJoin token's
 ROOM_PATH = SERVICE_PREFIX + "ListParticipants"
@@ -56,7 +58,7 @@ class FakeLiveKit(ThreadingHTTPServer):
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, name="fake-livekit", daemon=True)
+        self._thread = threading.Thread(target=processes.serving(self), name="fake-livekit", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

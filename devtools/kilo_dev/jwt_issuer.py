@@ -29,6 +29,8 @@ from typing import Any, Final
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from kilo_dev import processes
+
 AUDIENCE: Final = "kilo-dashboard"
 ALGORITHM: Final = "RS256"
 TOKEN_PATH: Final = "/local/token"  # noqa: S105 - a path, not a secret; ?account=&role=[&user=] or ?operator=true: a signed token (local only)
@@ -96,7 +98,7 @@ class LocalIssuer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="jwt-issuer", daemon=True)
+        self._thread = threading.Thread(target=processes.serving(self._server), name="jwt-issuer", daemon=True)
         self._thread.start()
         return self
 

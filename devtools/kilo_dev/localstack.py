@@ -50,6 +50,11 @@ class StackError(RuntimeError):
     """A component of the local stack died; the stack has stopped. The message names the component and why."""
 
 
+# between two polls of wait_idle that found nothing: what else still writes is asked directly (_busy_elsewhere), so the
+# quiet polls need not leave it time to show (0.2 s before D444)
+IDLE_RECHECK_SECONDS = 0.05
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -305,6 +310,12 @@ class Gateway(ThreadingHTTPServer):
         self.routes = routes
         self.authorizers = authorizers or {}
         self.requests = 0
+        self.in_flight = 0  # requests being answered: the stack is not idle meanwhile (their handlers still write)
+        self._in_flight_lock = threading.Lock()
+
+    def answering(self, change: int) -> None:
+        with self._in_flight_lock:
+            self.in_flight += change
 
     @property
     def url(self) -> str:
@@ -337,6 +348,13 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         return
 
     def _handle(self) -> None:
+        self.server.answering(+1)
+        try:
+            self._answer()
+        finally:
+            self.server.answering(-1)
+
+    def _answer(self) -> None:
         raw_path, _, query = self.path.partition("?")
         # as API Gateway HTTP APIs do: the path is URL-decoded before routes are matched (a %2F is a separator), and
         # the event's rawPath and pathParameters carry the decoded path
@@ -833,7 +851,7 @@ class LocalStack:
         self._create_secrets()
         self._load_functions()
         self.gateway = Gateway(self._routes(), self._authorizers())
-        self._spawn(self.gateway.serve_forever, "gateway")
+        self._spawn(processes.serving(self.gateway), "gateway")
         if self.stripe is not None:  # the stand-in's events go to our Stripe webhook route, signed with its secret
             self.stripe.webhook_url = f"{self.gateway.url}/webhooks/stripe"
         if self.schedule_grid is not None:
@@ -1223,13 +1241,27 @@ class LocalStack:
                 raise
             ran, retrying = self._schedule_activity()
             scheduled, runs = ran != runs or retrying, ran
+            elsewhere = self._busy_elsewhere()
             if moved:
                 busy = f"its event sources still handed on {moved} records in the last poll"
             elif scheduled:
                 busy = "scheduled runs were still being made" + (" (a failed run waits for its retry)" * retrying)
-            quiet = 0 if moved or scheduled else quiet + 1
+            elif elsewhere:
+                busy = elsewhere
+            quiet = 0 if moved or scheduled or elsewhere else quiet + 1
             if moved == 0:
-                time.sleep(0.2)
+                time.sleep(IDLE_RECHECK_SECONDS)
+
+    def _busy_elsewhere(self) -> str:
+        """What the event sources cannot see and still writes: a gateway request being answered (a Stripe webhook, a
+        dashboard call), the Stripe stand-in's webhooks not yet delivered (D444); empty when nothing."""
+        answering = self.gateway.in_flight if self.gateway is not None else 0
+        if answering:
+            return f"the gateway is still answering {answering} request{'s' * (answering > 1)}"
+        pending = self.stripe.pending() if self.stripe is not None else 0
+        if pending:
+            return f"the Stripe stand-in still has {pending} webhook{'s' * (pending > 1)} to deliver"
+        return ""
 
     def store_membership(self, user: str, account: str, role: str) -> None:
         """``user`` an active ``role`` of ``account`` in the members table, as the local issuer signs for it (Cognito's

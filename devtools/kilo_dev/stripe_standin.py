@@ -34,7 +34,7 @@ class StripeStandin:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.emulator = StripeEmulator(on_event=self._outbox.put, base_url=self.url)
         self._threads = [
-            threading.Thread(target=self._server.serve_forever, name="stripe-standin", daemon=True),
+            threading.Thread(target=processes.serving(self._server), name="stripe-standin", daemon=True),
             threading.Thread(target=self._send_events, name="stripe-standin-webhooks", daemon=True),
         ]
 
@@ -60,6 +60,10 @@ class StripeStandin:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def pending(self) -> int:
+        """Webhooks emitted and not yet delivered (or found unreachable): the local stack is not idle meanwhile."""
+        return self._outbox.unfinished_tasks
 
     def wait_for_deliveries(self, timeout: float = 60.0) -> None:
         """Block until every event emitted so far was sent (or found unreachable); ``TimeoutError`` naming how many

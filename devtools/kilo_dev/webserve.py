@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kilo_dev import processes
+
 WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
 # the API's paths on the site's origin (CloudFront's cache behaviours in template.yaml name the same ones)
 API_PREFIXES = ("/v1/", "/openapi.json")
@@ -106,7 +108,7 @@ class DashboardServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def start(self) -> DashboardServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="dashboard", daemon=True)
+        self._thread = threading.Thread(target=processes.serving(self), name="dashboard", daemon=True)
         self._thread.start()
         return self
 

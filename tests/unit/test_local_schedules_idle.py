@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from typing import Any, ClassVar
 
 import pytest
 
 from kilo_dev import demo
-from kilo_dev.localstack import Clock, Function, LocalSettings, LocalStack, Schedule
+from kilo_dev.localstack import Clock, Function, Gateway, LocalSettings, LocalStack, Schedule
 
 DAY = 86_400
 OCT_1 = 1_790_812_800  # 2026-10-01T00:00:00Z
@@ -183,3 +184,58 @@ def test_given_a_watchers_failed_run_never_retried_in_time_then_running_the_watc
     with pytest.raises(TimeoutError, match=f"failed runs of {WATCHERS[0]} still waited for their retries"):
         run_watchers(local, timeout=0.5)  # its retry is never due: the schedule's real time stands still
     assert failing.attempts == 1
+
+
+class Outbox:
+    """The Stripe stand-in's side ``wait_idle`` reads: webhooks emitted and not yet delivered."""
+
+    def __init__(self, pending: int) -> None:
+        self._pending = pending
+
+    def pending(self) -> int:
+        return self._pending
+
+
+def test_given_stripe_webhooks_not_yet_delivered_then_wait_idle_waits_for_them_naming_them() -> None:
+    """The stand-in delivers its events from its own thread: a quiet poll proves nothing while one is on its way (its
+    handler's writes are still to come) - D444."""
+    local = stack()
+    local.stripe = Outbox(pending=2)  # type: ignore[assignment]
+    with pytest.raises(TimeoutError, match="the Stripe stand-in still has 2 webhooks to deliver"):
+        local.wait_idle(timeout=1.0, quiet_polls=2)
+    outbox = Outbox(pending=1)
+    local.stripe = outbox  # type: ignore[assignment]
+    threading.Timer(1.5, lambda: setattr(outbox, "_pending", 0)).start()
+    started = time.monotonic()
+    local.wait_idle(timeout=30, quiet_polls=2)
+    assert time.monotonic() - started >= 1.5
+
+
+def test_given_a_gateway_request_under_way_then_wait_idle_waits_for_its_answer() -> None:
+    local, entered, release = stack(), threading.Event(), threading.Event()
+
+    def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
+        entered.set()
+        release.wait(10)
+        return {"statusCode": 200, "body": "{}"}
+
+    local.gateway = Gateway({("POST", "/webhooks/livekit"): Function("ingest", handler)})
+    threading.Thread(target=local.gateway.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        poster = threading.Thread(
+            target=lambda: urllib.request.urlopen(
+                urllib.request.Request(f"{local.gateway.url}/webhooks/livekit", data=b"{}", method="POST"), timeout=10
+            ).read(),
+            daemon=True,
+        )
+        poster.start()
+        assert entered.wait(10)
+        with pytest.raises(TimeoutError, match="the gateway is still answering 1 request"):
+            local.wait_idle(timeout=1.0, quiet_polls=2)
+        release.set()
+        poster.join(10)
+        local.wait_idle(timeout=10, quiet_polls=2)
+    finally:
+        release.set()
+        local.gateway.shutdown()
+        local.gateway.server_close()
