@@ -652,6 +652,13 @@ class Schedule:
         """The next run is due ``every_seconds`` (or the next grid instant) from the clock's time now."""
         self.next_fire = self._next(self.clock.now())
 
+    def due(self) -> bool:
+        """Whether :meth:`tick` would do anything now (arm, run or retry); read without the stack's lock, so a retry
+        that falls due meanwhile waits for the next tick (or the schedule thread's next retry pass)."""
+        now, real = self.clock.now(), self.monotonic()
+        first_or_set_back = self.next_fire == 0.0 or now < self.next_fire - self.every_seconds
+        return first_or_set_back or now >= self.next_fire or any(run.due <= real for run in list(self.pending))
+
     def tick(self) -> None:
         self.retry_due()
         now = self.clock.now()
@@ -1183,6 +1190,8 @@ class LocalStack:
         """One tick of every schedule (a run if one is due), never while the event sources are polled: a poll that
         finds nothing new then means that no scheduled run is under way either."""
         self.check()
+        if not any(schedule.due() for schedule in self.schedules):
+            return
         with self._busy:
             for schedule in self.schedules:
                 schedule.tick()

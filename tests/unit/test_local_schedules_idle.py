@@ -239,3 +239,37 @@ def test_given_a_gateway_request_under_way_then_wait_idle_waits_for_its_answer()
         release.set()
         local.gateway.shutdown()
         local.gateway.server_close()
+
+
+def test_given_no_schedule_due_then_setting_the_clock_does_not_wait_for_the_event_source_poll() -> None:
+    """The demo sets the clock at every simulated step; a step at which no run is due does not queue behind a poll
+    round of the event sources (D445)."""
+    local, ran = stack(), []
+    local.schedules.append(Schedule(Function("sweep", lambda e, _: ran.append(e)), 3600, "{}", local.clock))
+    local.clock.set(OCT_1)
+    local.schedule_on_grid((3600, 0))  # armed: the next run is due at OCT_1 + 3600
+    setter = threading.Thread(target=local.clock.set, args=(OCT_1 + 1800,))
+    with local._busy:  # an event-source poll under way
+        setter.start()
+        setter.join(2)
+        returned_while_polling = not setter.is_alive()
+    setter.join(10)
+    assert returned_while_polling
+    assert ran == []
+
+
+def test_given_a_schedule_due_then_its_run_waits_for_the_event_source_poll_to_end() -> None:
+    local, ran = stack(), []
+    local.schedules.append(Schedule(Function("sweep", lambda e, _: ran.append(e)), 3600, "{}", local.clock))
+    local.clock.set(OCT_1)
+    local.schedule_on_grid((3600, 0))
+    setter = threading.Thread(target=local.clock.set, args=(OCT_1 + 3600,))
+    with local._busy:
+        setter.start()
+        setter.join(0.5)
+        waited = setter.is_alive()
+        ran_during_poll = list(ran)
+    setter.join(10)
+    assert waited
+    assert ran_during_poll == []
+    assert ran == [{}]
