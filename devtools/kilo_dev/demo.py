@@ -637,17 +637,20 @@ def late_left_call(
 
     def begin() -> None:
         livekit.rooms[room.name] = [(person.sid, person.identity) for person in people]
+        livekit.infos.update({person.sid: person.listed() for person in people})
         sink.webhook(lk.room_started(room, start_s))
         for person in people:
             sink.webhook(lk.participant_joined(room, person))
 
     def on_time() -> None:
         livekit.rooms[room.name] = [(people[1].sid, people[1].identity)]
+        livekit.infos.pop(people[0].sid, None)
         sink.webhook(lk.participant_left(room, people[0], left_s))
 
     def late() -> None:
         closed()
         livekit.rooms.pop(room.name, None)
+        livekit.infos.pop(people[1].sid, None)
         sink.webhook(lk.participant_left(room, people[1], left_s))
         sink.webhook(lk.room_finished(room, left_s + 10))
 
@@ -695,8 +698,7 @@ def listed_join_call(truth: Any, sink: HttpSink, livekit: Any, idle: Callable[[]
     def begin() -> None:
         livekit.rooms[room.name] = [(person.sid, person.identity) for person in (host, guest)]
         for person in (host, guest):
-            livekit.infos[person.sid] = {"kind": "STANDARD", "joined_at": person.joined_at_ms // 1000,
-                                         "joined_at_ms": person.joined_at_ms}  # fmt: skip
+            livekit.infos[person.sid] = person.listed()
         sink.webhook(lk.room_started(room, start_s))
         sink.webhook(lk.participant_joined(room, host))  # the guest's participant_joined is lost
 

@@ -44,6 +44,14 @@ class Participant:
     kind: str | None = None  # None = STANDARD (omitted); "AGENT", "SIP", "EGRESS", "INGRESS"
     attributes: dict[str, str] = field(default_factory=dict)
 
+    def listed(self) -> dict[str, Any]:
+        """What RoomService's ListParticipants says of him beyond sid and identity (the stand-in's ``infos``, D438)."""
+        return {
+            "kind": self.kind or "STANDARD",
+            "joined_at": self.joined_at_ms // 1000,
+            "joined_at_ms": self.joined_at_ms,
+        }
+
     def info(self, full: bool = False) -> dict[str, Any]:
         info: dict[str, Any] = {"sid": self.sid, "identity": self.identity}
         if full:

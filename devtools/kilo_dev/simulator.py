@@ -652,8 +652,7 @@ def _items(call: _Call, room_index: int) -> list[_Item]:
         joined = functools.partial(lk.participant_joined, room, p) if conn.join_delivered else None
         add(p.joined_at_ms // 1000, _JOINED, joined, ("join", name, p.sid, p.identity))
         # RoomService lists him from his join, lost webhook or not: his kind and join time (D438)
-        items[-1].listed = {"kind": p.kind or "STANDARD", "joined_at": p.joined_at_ms // 1000,
-                            "joined_at_ms": p.joined_at_ms}  # fmt: skip
+        items[-1].listed = p.listed()
         left = functools.partial(lk.participant_left, room, p, conn.left_s) if conn.left_delivered else None
         add(conn.left_s, _LEFT, left, ("leave", name, p.sid, p.identity))
     for track in call.tracks:
@@ -869,6 +868,7 @@ def hard_limit_call(
         sink.advance(_ceil_div(person.joined_at_ms, 1000))
         if livekit is not None:
             livekit.rooms[room.name].append((person.sid, person.identity))
+            livekit.infos[person.sid] = person.listed()
         send(lk.participant_joined(room, person))
     sink.advance(report_s)
     sink.usage([{"idempotency_key": f"{room.sid}-messages", "account_id": account_id, "meter": "messages",
@@ -885,6 +885,8 @@ def hard_limit_call(
                                             person.joined_at_ms, left_s))  # fmt: skip
     if livekit is not None:
         livekit.rooms.pop(room.name, None)
+        for person in people:
+            livekit.infos.pop(person.sid, None)
     send(lk.room_finished(room, left_s + 10))
     truth.room_finished_s[room.sid] = left_s + 10
     return HardLimitCall(account_id, room.name, tuple(person.identity for person in people), messages)

@@ -248,3 +248,64 @@ class SimpleTable:
     def __init__(self) -> None:
         self.rooms: dict[str, list[tuple[str, str]]] = {}
         self.infos: dict[str, dict[str, Any]] = {}
+
+
+class RoomService:
+    """The RoomService stand-in's table (``simulator.RoomTable``), as the scenes keep it."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, list[tuple[str, str]]] = {}
+        self.infos: dict[str, dict[str, Any]] = {}
+
+
+class Recorder:
+    """A sink that sends nothing; the simulated clock's steps are kept."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def webhook(self, body: bytes) -> None:
+        pass
+
+    def usage(self, events: list[dict[str, Any]]) -> None:
+        pass
+
+    def advance(self, now_s: int) -> None:
+        self.steps.append(now_s)
+
+
+def test_given_the_hard_limit_call_then_roomservice_lists_both_people_with_their_join_times_until_they_leave() -> None:
+    """ListParticipants answers what LiveKit would (D438): the two people of the hard-limit call joined 250 ms and
+    4,750 ms after its start (joined_at in whole seconds: the start and the start + 4 s), both STANDARD."""
+    from kilo_dev.simulator import hard_limit_call  # noqa: PLC0415
+
+    start, livekit, listed = at(2026, 12, 4, 23, 35), RoomService(), []
+    hard_limit_call(Truth(), Recorder(), livekit, "acct-limit-01", start, 110_000,
+                    lambda: listed.append((dict(livekit.rooms), dict(livekit.infos))))  # fmt: skip
+    rooms, infos = listed[0]
+    assert rooms == {"acct-limit-01-all-day": [(f"PA_limit{start}a", "acct-limit-01-user00"),
+                                               (f"PA_limit{start}b", "acct-limit-01-user01")]}  # fmt: skip
+    assert infos == {
+        f"PA_limit{start}a": {"kind": "STANDARD", "joined_at": start, "joined_at_ms": start * 1000 + 250},
+        f"PA_limit{start}b": {"kind": "STANDARD", "joined_at": start + 4, "joined_at_ms": start * 1000 + 4_750},
+    }
+    assert (livekit.rooms, livekit.infos) == ({}, {})  # both left, the room finished
+
+
+def test_given_the_late_left_call_then_roomservice_lists_each_person_with_his_join_time_while_he_is_in_it() -> None:
+    from kilo_dev.demo import late_left_call  # noqa: PLC0415
+
+    start, livekit, sink = at(2026, 11, 30, 21), RoomService(), Sink()
+    sink.webhook = lambda body: None  # type: ignore[attr-defined]
+    late_left_call(Truth(), sink, livekit, "acct-personal-01", (start, start + 3600, start + 30 * 3600),  # type: ignore[arg-type]
+                   lambda: None)  # fmt: skip
+    begin, on_time, late = (action for _, action in sink.actions)
+    begin()
+    assert livekit.infos == {
+        f"PA_late{start}a": {"kind": "STANDARD", "joined_at": start, "joined_at_ms": start * 1000 + 500},
+        f"PA_late{start}b": {"kind": "STANDARD", "joined_at": start + 2, "joined_at_ms": start * 1000 + 2_500},
+    }
+    on_time()
+    assert list(livekit.infos) == [f"PA_late{start}b"]
+    late()
+    assert (livekit.rooms, livekit.infos) == ({}, {})
