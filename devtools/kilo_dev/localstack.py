@@ -1188,7 +1188,8 @@ class LocalStack:
 
     def tick_schedules(self) -> None:
         """One tick of every schedule (a run if one is due), never while the event sources are polled: a poll that
-        finds nothing new then means that no scheduled run is under way either."""
+        finds nothing new then means that no scheduled run is under way either. A tick at which no schedule is due
+        returns without waiting for a poll round to end (D445: the demo sets the clock at every simulated step)."""
         self.check()
         if not any(schedule.due() for schedule in self.schedules):
             return
