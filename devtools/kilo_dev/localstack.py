@@ -656,13 +656,16 @@ class Schedule:
         """Whether :meth:`tick` would do anything now (arm, run or retry); read without the stack's lock, so a retry
         that falls due meanwhile waits for the next tick (or the schedule thread's next retry pass)."""
         now, real = self.clock.now(), self.monotonic()
-        first_or_set_back = self.next_fire == 0.0 or now < self.next_fire - self.every_seconds
-        return first_or_set_back or now >= self.next_fire or any(run.due <= real for run in list(self.pending))
+        return self._unarmed(now) or now >= self.next_fire or any(run.due <= real for run in list(self.pending))
+
+    def _unarmed(self, now: float) -> bool:
+        """The first tick, or the clock was set back: the tick arms the schedule instead of running it."""
+        return self.next_fire == 0.0 or now < self.next_fire - self.every_seconds
 
     def tick(self) -> None:
         self.retry_due()
         now = self.clock.now()
-        if self.next_fire == 0.0 or now < self.next_fire - self.every_seconds:  # first tick, or the clock was set back
+        if self._unarmed(now):
             self.arm()
             return
         real = self.monotonic()

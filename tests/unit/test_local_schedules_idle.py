@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from kilo_dev import demo
+from kilo_dev import demo, processes
 from kilo_dev.localstack import Clock, Function, Gateway, LocalSettings, LocalStack, Schedule
 
 DAY = 86_400
@@ -220,7 +220,7 @@ def test_given_a_gateway_request_under_way_then_wait_idle_waits_for_its_answer()
         return {"statusCode": 200, "body": "{}"}
 
     local.gateway = Gateway({("POST", "/webhooks/livekit"): Function("ingest", handler)})
-    threading.Thread(target=local.gateway.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    threading.Thread(target=processes.serving(local.gateway), daemon=True).start()
     try:
         poster = threading.Thread(
             target=lambda: urllib.request.urlopen(
