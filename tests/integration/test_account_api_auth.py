@@ -40,6 +40,7 @@ NEEDS = {
     ("POST", "/v1/accounts/{account_id}/entitlements/check"): "member",
     ("GET", "/v1/accounts/{account_id}/invoices"): "member",
     ("GET", "/v1/accounts/{account_id}/invoices/{number}"): "member",
+    ("GET", "/v1/accounts/{account_id}/subscription"): "member",
     ("POST", "/v1/accounts/{account_id}/subscription"): "admin",
     ("POST", "/v1/accounts/{account_id}/payment-methods/checkout"): "admin",
     ("POST", "/v1/accounts/{account_id}/billing-portal"): "admin",

@@ -27,6 +27,7 @@ from kilo_account_api.model import (
     SessionPart,
     SessionRecord,
     SubscriptionChangedError,
+    SubscriptionState,
 )
 from kilo_account_api.recommendations import RecommendationPolicy, recommend
 from kilo_billing.accounts import AccountProfile, StoredAnswer, request_tier_change
@@ -1047,11 +1048,7 @@ def test_given_a_stale_if_match_then_the_tier_request_is_refused_naming_the_subs
     with pytest.raises(SubscriptionChangedError) as refused:
         logic.change_tier(directory, CATALOG, "acct", "enterprise", NOW, NO_USAGE, _recorder(), if_match=page)
     now_tag = _tag_of("team|2026-12-01T00:00:00+00:00=personal")
-    assert (refused.value.tag, refused.value.tier, refused.value.scheduled) == (
-        now_tag,
-        "team",
-        TierChange(december, "personal"),
-    )
+    assert refused.value.current == SubscriptionState("team", TierChange(december, "personal"), now_tag)
     assert (directory.profiles["acct"].changes, directory.answers) == (stored, answers)
 
 
@@ -1128,7 +1125,7 @@ def test_given_another_admins_tier_request_saved_before_ours_then_our_retry_is_r
         logic.change_tier(
             directory, CATALOG, "acct", "enterprise", NOW, NO_USAGE, _recorder(), if_match=_tag_of("team")
         )
-    assert refused.value.tag == _tag_of("team|2026-12-01T00:00:00+00:00=personal")
+    assert refused.value.current.tag == _tag_of("team|2026-12-01T00:00:00+00:00=personal")
     assert [(c.at, c.tier) for c in directory.profiles["acct"].changes] == [
         (datetime(2026, 1, 1, tzinfo=UTC), "team"),
         (december, "personal"),

@@ -192,10 +192,11 @@ def with_if_match(document: dict[str, Any]) -> dict[str, Any]:
             "in": "header",
             "required": False,
             "description": (
-                "Optional: the `ETag` of the subscription the request was decided on (`GET .../usage`, or this "
-                "route's previous answer); `*` or a list of tags is taken too (RFC 9110), a weak `W/` tag never "
-                "matches. When it does not name the subscription's version now (another tier request, a cancel, "
-                "a scheduled change that took effect), 412 (`code` precondition_failed, `field` "
+                "Optional: the `ETag` of the subscription the request was decided on (`GET .../subscription`, "
+                "`GET .../usage`, or this route's previous answer); `*` or a list of tags is taken too (RFC "
+                "9110), a weak `W/` tag never matches. When it does not name the subscription's version now "
+                "(another tier request, a cancel, a scheduled change that took effect), 412 (`code` "
+                "precondition_failed, `field` "
                 f"{IF_MATCH}) with the subscription now in `current` and as `ETag`; nothing changed and nothing "
                 "stored. A replay of an answered `Idempotency-Key` is answered as stored whatever it names. Without "
                 "it the request is decided on the subscription as it is (as before)."
@@ -213,15 +214,7 @@ def with_if_match(document: dict[str, Any]) -> dict[str, Any]:
             "schema": {"type": "string"},
         },
     }
-    current = {
-        "type": "object",
-        "required": ["tier", "scheduled_change", "etag"],
-        "properties": {
-            "tier": {"type": "string", "description": "The tier in effect now"},
-            "scheduled_change": {"anyOf": [{"$ref": "#/components/schemas/ScheduledChangeOut"}, {"type": "null"}]},
-            "etag": {"type": "string", "description": "The subscription's version now (also the `ETag` header)"},
-        },
-    }
+    current = {"$ref": "#/components/schemas/SubscriptionStateOut"}  # as GET .../subscription answers it (D447)
     operation["responses"]["412"] = {
         "description": (
             "The subscription changed since the `If-Match` version was read (`code` precondition_failed): read it "
@@ -244,6 +237,36 @@ def with_if_match(document: dict[str, Any]) -> dict[str, Any]:
             }
         },
     }
+    return with_if_none_match(document)
+
+
+READ_HEADERS: Final = {
+    "ETag": ETAG_HEADER,
+    "Cache-Control": {
+        "description": "`private, no-cache`: a cache may keep the answer but asks again (with `If-None-Match`) first",
+        "schema": {"type": "string"},
+    },
+}
+
+
+def with_if_none_match(document: dict[str, Any]) -> dict[str, Any]:
+    """``GET .../subscription``'s optional ``If-None-Match``, its 304 and its headers (D447), read from the event like
+    the tier request's ``If-Match`` (``with_if_match``), so written in here."""
+    operation = document["paths"][SUBSCRIPTION_PATH]["get"]
+    operation.setdefault("parameters", []).append(
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": (
+                "Optional: the `ETag` of the subscription last read; when it names the version now (weak comparison, "
+                "RFC 9110: `W/` ignored; `*` or a list of tags is taken too), 304 with no body"
+            ),
+            "schema": {"type": "string"},
+        }
+    )
+    operation["responses"]["200"]["headers"] = READ_HEADERS
+    operation["responses"]["304"] = {"description": "The subscription is the version named", "headers": READ_HEADERS}
     return document
 
 
@@ -275,19 +298,13 @@ def _subscription_changed(exc: SubscriptionChangedError) -> Response[str]:
     """A stale ``If-Match`` (D441): 412 naming the subscription now (its tier, scheduled change and version, also as
     the ``ETag`` header); nothing was written. Counted (``TierRequestStale``) for operations to see how often."""
     count_at_once(SERVICE, Metric.TIER_REQUEST_STALE)
-    found = exc.scheduled
-    scheduled = None if found is None else schemas.ScheduledChangeOut(tier=found.tier, effective_at=found.at)
     body = {
         "code": ErrorCode.PRECONDITION_FAILED.value,
         "message": str(exc),
         "field": IF_MATCH,
-        "current": {
-            "tier": exc.tier,
-            "scheduled_change": None if scheduled is None else scheduled.model_dump(mode="json"),
-            "etag": exc.tag,
-        },
+        "current": schemas.SubscriptionStateOut.of(exc.current).model_dump(mode="json"),
     }
-    return json_response(STATUS[ErrorCode.PRECONDITION_FAILED], body, {"ETag": exc.tag})
+    return json_response(STATUS[ErrorCode.PRECONDITION_FAILED], body, {"ETag": exc.current.tag})
 
 
 @app.exception_handler(ProfileChangedError)  # type: ignore[untyped-decorator]
@@ -487,6 +504,27 @@ def get_invoice(
     deps = _deps()
     logic.profile_of(deps.accounts, account_id)
     return schemas.InvoiceOut.of(logic.invoice(deps.ledger, account_id, number))
+
+
+@_account_route(
+    "GET",
+    "/subscription",
+    "The tier in effect, the next scheduled change and the subscription's version",
+    answer=(200, schemas.SubscriptionStateOut),
+    description=(
+        "Its `ETag` header (and `etag`) is the subscription's version (D441): send it as `If-Match` with `POST "
+        ".../subscription` to have the tier request refused (412) when the subscription changed meanwhile, or as "
+        "`If-None-Match` here to be answered 304 while it has not (D447)."
+    ),
+)
+def get_subscription(account_id: AccountId) -> Response[str]:
+    _authorize(account_id)
+    state = logic.subscription(_deps().accounts, account_id, _now())
+    headers = {"ETag": state.tag, "Cache-Control": "private, no-cache"}
+    if_none_match = app.current_event.headers.get("if-none-match")  # case-insensitive
+    if if_none_match is not None and logic.none_match_fails(if_none_match, state.tag):
+        return Response(status_code=304, headers=headers, body="")
+    return json_response(200, schemas.SubscriptionStateOut.of(state).model_dump(mode="json"), headers)
 
 
 @_account_route(

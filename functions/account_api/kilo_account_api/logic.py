@@ -41,6 +41,7 @@ from kilo_account_api.model import (
     NotFoundError,
     SessionRecord,
     SubscriptionChangedError,
+    SubscriptionState,
     UnavailableError,
     UsageReport,
     found_in_period,
@@ -232,17 +233,18 @@ def usage_report(
     mtd = current_month(accounts, month, catalog, account_id, now)
     period = Period.containing(now)
     daily = daily_series(history.sessions(account_id, period.key), mtd, period, now)
+    state = subscription_state(mtd.profile, now)
     return UsageReport(
         account_id=account_id,
         period=period.key,
-        tier=mtd.profile.tier_at(now),
+        tier=state.tier,
         as_of=now,
         open_sessions=mtd.open_sessions,
         meters=meter_usage(mtd.rated),
         rated=mtd.rated,
         daily=daily,
-        scheduled=scheduled_change(mtd.profile, now),
-        subscription_tag=subscription_tag(mtd.profile, now),
+        scheduled=state.scheduled,
+        subscription_tag=state.tag,
     )
 
 
@@ -256,10 +258,27 @@ def subscription_tag(profile: AccountProfile, now: datetime) -> str:
     return '"' + hashlib.sha256(f"{profile.tier_at(now)}{pending}".encode()).hexdigest()[:16] + '"'
 
 
+def subscription(accounts: AccountDirectory, account_id: str, now: datetime) -> SubscriptionState:
+    """The registered account's subscription at ``now`` (D447): what ``GET .../subscription`` shows and a tier
+    request's ``If-Match`` is checked against (``check_tag``)."""
+    return subscription_state(profile_of(accounts, account_id), now)
+
+
+def subscription_state(profile: AccountProfile, now: datetime) -> SubscriptionState:
+    return SubscriptionState(profile.tier_at(now), scheduled_change(profile, now), subscription_tag(profile, now))
+
+
 def tag_matches(if_match: str, tag: str) -> bool:
     """``If-Match`` (RFC 9110 13.1.1) against the current ``tag``: ``*`` (any), or a comma-separated list of entity
     tags compared strongly (a weak ``W/"..."`` never matches)."""
     candidates = [candidate.strip() for candidate in if_match.split(",")]
+    return candidates == ["*"] or tag in candidates
+
+
+def none_match_fails(if_none_match: str, tag: str) -> bool:
+    """``If-None-Match`` (RFC 9110 13.1.2) against the current ``tag``: true - the condition fails, a GET answers 304
+    - for ``*`` or a comma-separated list holding ``tag`` under weak comparison (``W/"x"`` and ``"x"`` match)."""
+    candidates = [candidate.strip().removeprefix("W/") for candidate in if_none_match.split(",")]
     return candidates == ["*"] or tag in candidates
 
 
@@ -583,17 +602,15 @@ def change_tier(
 
 def check_tag(current: AccountProfile, if_match: str, now: datetime) -> None:
     """``SubscriptionChangedError`` unless ``if_match`` names ``current``'s subscription version (D441)."""
-    tag = subscription_tag(current, now)
-    if tag_matches(if_match, tag):
+    state = subscription_state(current, now)
+    if tag_matches(if_match, state.tag):
         return
-    tier, scheduled = current.tier_at(now), scheduled_change(current, now)
+    scheduled = state.scheduled
     moving = "" if scheduled is None else f", moving to {scheduled.tier} on {scheduled.at.date().isoformat()}"
     raise SubscriptionChangedError(
-        f"the subscription changed since it was read (now on {tier}{moving}, version {tag}); nothing was changed: "
-        "read it again and send the request with its new ETag",
-        tag,
-        tier,
-        scheduled,
+        f"the subscription changed since it was read (now on {state.tier}{moving}, version {state.tag}); nothing was "
+        "changed: read it again and send the request with its new ETag",
+        state,
     )
 
 

@@ -35,16 +35,24 @@ class ConflictError(Exception):
         self.field = field
 
 
+@dataclass(frozen=True, slots=True)
+class SubscriptionState:
+    """The subscription at an instant (D447): the tier in effect, the next change scheduled after it (``None``:
+    none) and its version ``tag`` (D441's entity tag, which moves whenever either does)."""
+
+    tier: str
+    scheduled: TierChange | None
+    tag: str
+
+
 class SubscriptionChangedError(Exception):
     """A tier request's ``If-Match`` names a subscription version that is no longer the stored one (412, D441): the
-    page it was clicked on showed another tier or scheduled change. ``tag`` is the version now, with the tier in
-    effect and the scheduled change it stands for; nothing was written."""
+    page it was clicked on showed another tier or scheduled change. ``current`` is the subscription now (its version,
+    the tier in effect and the scheduled change it stands for); nothing was written."""
 
-    def __init__(self, message: str, tag: str, tier: str, scheduled: TierChange | None) -> None:
+    def __init__(self, message: str, current: SubscriptionState) -> None:
         super().__init__(message)
-        self.tag = tag
-        self.tier = tier
-        self.scheduled = scheduled
+        self.current = current
 
 
 class UnprocessableError(ValueError):

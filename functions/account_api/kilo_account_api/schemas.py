@@ -25,6 +25,7 @@ from kilo_account_api.model import (
     PhoneChallenge,
     Recommendation,
     SessionRecord,
+    SubscriptionState,
     UsageReport,
     found_in_period,
 )
@@ -212,6 +213,22 @@ class DayOut(_Out):
 class ScheduledChangeOut(_Out):
     tier: str = Field(description="The tier asked for")
     effective_at: datetime = Field(description="When it takes effect (a downgrade: the next period start)")
+
+
+class SubscriptionStateOut(_Out):
+    """The subscription now (D447): ``GET .../subscription``'s answer, and ``current`` in a tier request's 412."""
+
+    tier: str = Field(description="The tier in effect now")
+    scheduled_change: ScheduledChangeOut | None = Field(
+        description="The next tier change asked for that takes effect later; null: none"
+    )
+    etag: str = Field(description="The subscription's version now (also the `ETag` header; D441)")
+
+    @classmethod
+    def of(cls, state: SubscriptionState) -> SubscriptionStateOut:
+        found = state.scheduled
+        scheduled = None if found is None else ScheduledChangeOut(tier=found.tier, effective_at=found.at)
+        return cls(tier=state.tier, scheduled_change=scheduled, etag=state.tag)
 
 
 class UsageOut(_Out):
