@@ -37,8 +37,9 @@ class SiteConfig:
     """What the page reads from ``/config.json`` at start: where the API is and how a person signs in.
 
     ``auth_mode`` ``local``: a token from the local stack's issuer arrives in a sign-in link (``#token=...``) or is
-    pasted; ``cognito``: the page redirects to Cognito's hosted UI (``authorize_url``, ``client_id``) and reads the
-    ID token back from the redirect's fragment."""
+    pasted; ``cognito``: the page redirects to Cognito's hosted UI (``authorize_url``, ``client_id``) for a code
+    (PKCE), which it redeems at ``token_url`` for the ID token (D451); ``token_url`` defaults to the authorize URL's
+    domain's ``/oauth2/token``, where Cognito's is."""
 
     api_base: str = ""  # "" = the site's own origin (CloudFront's /v1/* behaviour, or this server's proxy)
     auth_mode: str = "local"
@@ -46,6 +47,14 @@ class SiteConfig:
     authorize_url: str = ""
     client_id: str = ""
     chains: dict[str, Any] = field(default_factory=dict)  # {"evm": [{"key", "chainId"}]}: the wallets' chains
+    token_url: str = ""
+
+    @property
+    def token_endpoint(self) -> str:
+        if self.token_url or not self.authorize_url:
+            return self.token_url
+        parts = urllib.parse.urlsplit(self.authorize_url)
+        return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/oauth2/token", "", ""))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +64,7 @@ class SiteConfig:
                 "issuer": self.issuer,
                 "authorizeUrl": self.authorize_url,
                 "clientId": self.client_id,
+                "tokenUrl": self.token_endpoint,
             },
             "chains": self.chains,
         }
@@ -214,9 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument("--authorize-url", required=True, help="Cognito hosted UI: https://DOMAIN/oauth2/authorize")
     config.add_argument("--client-id", required=True, help="the Cognito app client id (the authorizer's audience)")
     config.add_argument("--issuer", required=True, help="the authorizer's issuer")
+    config.add_argument(
+        "--token-url",
+        default="",
+        help="Cognito's token endpoint (default: --authorize-url's https://DOMAIN/oauth2/token)",
+    )
     args = parser.parse_args(argv)
     if args.command == "config":
-        site = SiteConfig(args.api_base, "cognito", args.issuer, args.authorize_url, args.client_id)
+        site = SiteConfig(
+            args.api_base, "cognito", args.issuer, args.authorize_url, args.client_id, token_url=args.token_url
+        )
         write_config(args.out, site)
         return 0
     server = DashboardServer(args.api, SiteConfig(issuer=args.issuer), port=args.port)

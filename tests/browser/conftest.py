@@ -52,17 +52,21 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    yield from _page_in(browser, "UTC")
+    yield from page_in(browser, "UTC")
 
 
 @pytest.fixture
 def new_york_page(browser: Any) -> Iterator[Any]:
     """A page in a US browser (America/New_York, UTC-5 in winter): where an instant's local day is not its UTC day."""
-    yield from _page_in(browser, "America/New_York")
+    yield from page_in(browser, "America/New_York")
 
 
-def _page_in(browser: Any, timezone_id: str) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US", timezone_id=timezone_id)
+def page_in(browser: Any, timezone_id: str, **options: Any) -> Iterator[Any]:
+    """A page in a new browser context (``options``: more of Playwright's context options); fails the test if the
+    page threw."""
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="en-US", timezone_id=timezone_id, **options
+    )
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors: list[str] = []

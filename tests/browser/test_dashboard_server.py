@@ -87,7 +87,13 @@ def test_given_config_json_then_it_names_the_api_on_the_same_origin_and_the_loca
     assert status == 200
     assert json.loads(body) == {
         "apiBase": "",
-        "auth": {"mode": "local", "issuer": "http://127.0.0.1:9/issuer", "authorizeUrl": "", "clientId": ""},
+        "auth": {
+            "mode": "local",
+            "issuer": "http://127.0.0.1:9/issuer",
+            "authorizeUrl": "",
+            "clientId": "",
+            "tokenUrl": "",
+        },
         "chains": {"evm": [{"chainId": 1}]},
     }
 
@@ -137,6 +143,16 @@ def test_given_cognito_settings_then_the_config_command_writes_the_deployed_conf
     )
     assert json.loads(out.read_text()) == {
         "apiBase": "",
-        "auth": {"mode": "cognito", "issuer": issuer, "authorizeUrl": authorize, "clientId": "cid"},
+        "auth": {
+            "mode": "cognito",
+            "issuer": issuer,
+            "authorizeUrl": authorize,
+            "clientId": "cid",
+            "tokenUrl": "https://kilo.auth.us-east-1.amazoncognito.com/oauth2/token",  # the same domain's (D451)
+        },
         "chains": {},
     }
+    token = "https://login.example.com/oauth2/token"
+    argv = ["config", "--out", str(out), "--authorize-url", authorize, "--client-id", "cid", "--issuer", issuer]
+    assert main([*argv, "--token-url", token]) == 0
+    assert json.loads(out.read_text())["auth"]["tokenUrl"] == token

@@ -30,9 +30,9 @@ function signInView() {
   main.append(h("h1", {}, "Sign in"));
   if (config.auth.mode === "cognito") {
     // the state and nonce are made when the person asks to sign in (one pair per attempt, kept in this tab)
-    main.append(h("p", {}, h("a", { class: "button", href: "#/signin", onclick: (event) => {
+    main.append(h("p", {}, h("a", { class: "button", href: "#/signin", onclick: async (event) => {
       event.preventDefault();
-      window.location.assign(cognitoSignInUrl(config.auth));
+      window.location.assign(await cognitoSignInUrl(config.auth));
     } }, "Sign in with your Kilo account")));
     return main;
   }
@@ -120,7 +120,7 @@ async function render() {
 }
 
 async function start() {
-  const answer = signInFromUrl(); // first, before anything awaits: the address bar drops the token at once
+  const answer = signInFromUrl(); // first, before anything awaits: the address bar drops the code or token at once
   let loaded = false;
   try {
     const response = await fetch("config.json", { cache: "no-store" });
@@ -134,7 +134,7 @@ async function start() {
   try {
     // a sign-in link is taken only as the loaded configuration says: without it the page cannot tell the local
     // stack (#token= links) from Cognito (state and nonce checked), so it takes none (D117, D298)
-    acceptSignIn(answer, loaded ? config.auth : null);
+    await acceptSignIn(answer, loaded ? config.auth : null);
   } catch (error) {
     say(`Not signed in: ${error.message}`, "error");
   }
