@@ -151,26 +151,31 @@ def optional_bodies(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def _header(operation: dict[str, Any], name: str, required: bool, description: str, **schema: Any) -> None:
+    """Document a request header an operation reads from the event itself (not a Powertools parameter)."""
+    parameter = {"name": name, "in": "header", "required": required, "description": description}
+    operation.setdefault("parameters", []).append(parameter | {"schema": {"type": "string", **schema}})
+
+
 def with_idempotency_key(document: dict[str, Any]) -> dict[str, Any]:
     """The tier change's required ``Idempotency-Key`` header (D377 amended (sm), D436), as ``_idempotency_key``
     checks it: read from the event, not a Powertools parameter (whose validation would run before the route's role
     check), so written in here."""
-    operation = document["paths"][SUBSCRIPTION_PATH]["post"]
-    operation.setdefault("parameters", []).append(
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": True,
-            "description": (
-                f"Required: 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters (space to `~`) but the comma, a "
-                "new one per intended change (e.g. a UUID) and the same one on that change's retry. The first 200 "
-                "answer is stored for 24 hours and replayed for the same key and body (a retry changes nothing twice, "
-                "even after another change was made meanwhile); the same key with another body is 422 (`code` "
-                f"unprocessable, `field` {IDEMPOTENCY_KEY}); without it, or an empty, longer or non-printable key, "
-                f"400 (`code` invalid_request, `field` {IDEMPOTENCY_KEY}), nothing changed. Refusals are not stored."
-            ),
-            "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": "^[ -+\\--~]+$"},
-        }
+    _header(
+        document["paths"][SUBSCRIPTION_PATH]["post"],
+        "Idempotency-Key",
+        True,
+        (
+            f"Required: 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters (space to `~`) but the comma, a "
+            "new one per intended change (e.g. a UUID) and the same one on that change's retry. The first 200 "
+            "answer is stored for 24 hours and replayed for the same key and body (a retry changes nothing twice, "
+            "even after another change was made meanwhile); the same key with another body is 422 (`code` "
+            f"unprocessable, `field` {IDEMPOTENCY_KEY}); without it, or an empty, longer or non-printable key, "
+            f"400 (`code` invalid_request, `field` {IDEMPOTENCY_KEY}), nothing changed. Refusals are not stored."
+        ),
+        minLength=1,
+        maxLength=IDEMPOTENCY_KEY_MAX,
+        pattern="^[ -+\\--~]+$",
     )
     return document
 
@@ -186,23 +191,20 @@ def with_if_match(document: dict[str, Any]) -> dict[str, Any]:
     """The tier change's optional ``If-Match`` header, its 412 and the ``ETag`` of its answer and of ``GET .../usage``
     (D441), read from the event like the ``Idempotency-Key`` (``with_idempotency_key``), so written in here."""
     operation = document["paths"][SUBSCRIPTION_PATH]["post"]
-    operation["parameters"].append(
-        {
-            "name": "If-Match",
-            "in": "header",
-            "required": False,
-            "description": (
-                "Optional: the `ETag` of the subscription the request was decided on (`GET .../subscription`, "
-                "`GET .../usage`, or this route's previous answer); `*` or a list of tags is taken too (RFC "
-                "9110), a weak `W/` tag never matches. When it does not name the subscription's version now "
-                "(another tier request, a cancel, a scheduled change that took effect), 412 (`code` "
-                "precondition_failed, `field` "
-                f"{IF_MATCH}) with the subscription now in `current` and as `ETag`; nothing changed and nothing "
-                "stored. A replay of an answered `Idempotency-Key` is answered as stored whatever it names. Without "
-                "it the request is decided on the subscription as it is (as before)."
-            ),
-            "schema": {"type": "string"},
-        }
+    _header(
+        operation,
+        "If-Match",
+        False,
+        (
+            "Optional: the `ETag` of the subscription the request was decided on (`GET .../subscription`, "
+            "`GET .../usage`, or this route's previous answer); `*` or a list of tags is taken too (RFC "
+            "9110), a weak `W/` tag never matches. When it does not name the subscription's version now "
+            "(another tier request, a cancel, a scheduled change that took effect), 412 (`code` "
+            "precondition_failed, `field` "
+            f"{IF_MATCH}) with the subscription now in `current` and as `ETag`; nothing changed and nothing "
+            "stored. A replay of an answered `Idempotency-Key` is answered as stored whatever it names. Without "
+            "it the request is decided on the subscription as it is (as before)."
+        ),
     )
     operation["responses"]["200"]["headers"] = {
         "ETag": ETAG_HEADER | {"description": f"{ETAG_HEADER['description']}; absent on a replayed answer"}
@@ -237,7 +239,7 @@ def with_if_match(document: dict[str, Any]) -> dict[str, Any]:
             }
         },
     }
-    return with_if_none_match(document)
+    return document
 
 
 READ_HEADERS: Final = {
@@ -253,17 +255,12 @@ def with_if_none_match(document: dict[str, Any]) -> dict[str, Any]:
     """``GET .../subscription``'s optional ``If-None-Match``, its 304 and its headers (D447), read from the event like
     the tier request's ``If-Match`` (``with_if_match``), so written in here."""
     operation = document["paths"][SUBSCRIPTION_PATH]["get"]
-    operation.setdefault("parameters", []).append(
-        {
-            "name": "If-None-Match",
-            "in": "header",
-            "required": False,
-            "description": (
-                "Optional: the `ETag` of the subscription last read; when it names the version now (weak comparison, "
-                "RFC 9110: `W/` ignored; `*` or a list of tags is taken too), 304 with no body"
-            ),
-            "schema": {"type": "string"},
-        }
+    _header(
+        operation,
+        "If-None-Match",
+        False,
+        "Optional: the `ETag` of the subscription last read; when it names the version now (weak comparison, RFC "
+        "9110: `W/` ignored; `*` or a list of tags is taken too), 304 with no body",
     )
     operation["responses"]["200"]["headers"] = READ_HEADERS
     operation["responses"]["304"] = {"description": "The subscription is the version named", "headers": READ_HEADERS}
@@ -351,7 +348,7 @@ def openapi_document() -> str:
         ),
         security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
     )
-    document = with_if_match(with_idempotency_key(optional_bodies(json.loads(generated))))
+    document = with_if_none_match(with_if_match(with_idempotency_key(optional_bodies(json.loads(generated)))))
     crypto = json.loads(CRYPTO_ROUTES.read_text(encoding="utf-8"))
     document["paths"].update(crypto["paths"])
     schemas_found = document["components"]["schemas"]
