@@ -1838,3 +1838,27 @@ def test_given_a_paid_bills_payment_reorged_out_and_mined_again_in_the_same_run_
     assert back is not None
     assert (report.rolled_back_to is not None, back.status, back.reopens_owed) == (True, BillStatus.PROCESSING, ())
     assert h.events("CryptoBillReopened.v1") == []
+
+
+# --- the height through which a drop is final (D449) ---------------------------------------------------------------
+def test_given_a_watcher_catching_up_then_the_height_it_reads_final_for_drops_is_at_most_the_last_block_it_read(
+    chain: Chain,
+) -> None:
+    """Blocks S..S+29 to read (S the start block), finalized S+21 (the head S+29 less anvil's 8), 10 blocks a run:
+    the first run reads S..S+9 and reports S+9 - a drop's transaction mined again at S+15, final already, is not read
+    yet, so no drop is final through S+15 for this watcher; the second S+19; the third reaches the head and reports
+    the finalized block, S+21."""
+    config = replace(chain.config(), max_blocks_per_run=10)
+    start = config.start_block
+    assert start is not None
+    chain.mine(30)
+    assert (chain.head(), chain.w3.eth.get_block("finalized")["number"]) == (start + 29, start + 21)
+    watcher = Watcher(config)
+
+    reports = [watcher.run() for _ in range(3)]
+
+    assert [(r.to_block, r.final_through) for r in reports] == [
+        (start + 9, start + 9),
+        (start + 19, start + 19),
+        (start + 29, start + 21),
+    ]
