@@ -785,7 +785,7 @@ def test_given_a_reorg_between_a_scans_reads_then_a_usdc_payment_through_a_contr
     first's old-fork read - either way the payment was never seen."""
     chain.mint(OTHER, 10 * USDC)
     batch = Web3.to_checksum_address(deploy(chain.w3, "TestBatchPay"))
-    chain.token().functions.approve(batch, 10 * USDC).transact({"from": OTHER})  # type: ignore[arg-type]
+    _mined(chain, chain.token().functions.approve(batch, 10 * USDC).transact({"from": OTHER}))  # type: ignore[arg-type]
     chain.mine(FINALITY_LAG)
     config = chain.config(start_block=chain.head() + 1, scan_batch=scan_batch)
     chain.mine(2)  # the old fork: two empty blocks
@@ -810,8 +810,14 @@ def _batch_payer(chain: Chain) -> Any:
     exchange's batcher) leaves a Transfer log and nothing the block scan sees."""
     chain.mint(OTHER, 10 * USDC)
     batch = Web3.to_checksum_address(deploy(chain.w3, "TestBatchPay"))
-    chain.token().functions.approve(batch, 10 * USDC).transact({"from": OTHER})  # type: ignore[arg-type]
+    _mined(chain, chain.token().functions.approve(batch, 10 * USDC).transact({"from": OTHER}))  # type: ignore[arg-type]
     return chain.w3.eth.contract(address=batch, abi=contracts.load("TestBatchPay")["abi"])
+
+
+def _mined(chain: Chain, tx: Any) -> int:
+    """The block a sent transaction was mined in: anvil's automine answers ``eth_sendTransaction`` before the block
+    is in (the head read right after it was one block short under load once, and a block mined next could take it)."""
+    return int(chain.w3.eth.wait_for_transaction_receipt(tx, timeout=10)["blockNumber"])
 
 
 def test_given_the_logs_backend_a_block_behind_then_usdc_paid_through_a_contract_is_seen_the_next_run(
@@ -825,8 +831,9 @@ def test_given_the_logs_backend_a_block_behind_then_usdc_paid_through_a_contract
     chain.mine(FINALITY_LAG)
     config = chain.config(start_block=chain.head() + 1)
     chain.mine(1)  # an empty block: the one the lagging backend has
-    payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
-    paid_in = chain.head()
+    paid_in = _mined(
+        chain, payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
+    )
 
     with LaggingLogsProxy(chain.node.url, head=paid_in - 1) as provider:
         watcher = Watcher(replace(config, rpc_url=provider.url))
@@ -854,8 +861,9 @@ def test_given_the_logs_backend_behind_the_whole_range_then_the_run_moves_nothin
     payer = _batch_payer(chain)
     chain.mine(FINALITY_LAG)
     config = chain.config(start_block=chain.head() + 1)
-    payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
-    paid_in = chain.head()
+    paid_in = _mined(
+        chain, payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
+    )
     chain.mine(2)
 
     with LaggingLogsProxy(chain.node.url, head=paid_in - 1) as provider:
@@ -884,7 +892,7 @@ def test_given_the_logs_backend_three_blocks_behind_a_ten_block_batch_then_the_r
     first_block = chain.head() + 1
     config = chain.config(start_block=first_block)
     chain.mine(5)
-    payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
+    _mined(chain, payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000}))
     chain.mine(4)
     assert chain.head() == first_block + 9
 
