@@ -267,6 +267,46 @@ def test_given_a_seen_eth_payment_when_a_reorg_removes_it_then_orphaned_and_the_
     assert billing.bill().status is BillStatus.OPEN
 
 
+def test_given_a_seen_eth_payment_dropped_by_a_reorg_then_its_customer_is_told_once_its_block_is_final_not_before(
+    billing: Billing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D449 through the scheduled handler: 0.04 ETH ($100.00 at the $2,500.00 lock) seen in block N, the bill
+    PROCESSING; a 2-block reorg without it (``anvil_reorg``) drops it: ORPHANED, the bill OPEN asking 100.00 again,
+    its notice owed. anvil's finalized block trails the head by 8: the drop's run reads N - 8 final, 7 blocks on
+    N - 1 - nothing told, the reorg could still be undone; one more block, N final: one ``CryptoBillReopened.v1``
+    (``lost`` "dropped", 100.00, its transaction, the block it left), and nothing more on the next run. Before: the
+    notice waited 768 s of the function's clock, whatever the chain's finality - in this test, never sent."""
+    published = _capture(monkeypatch)
+    billing.chain.mine(FINALITY_LAG)  # the setup's mints are final: the reorg stays above the finalized block
+    tx = billing.chain.pay_eth(PAYER, MERCHANT, ETH_QUOTE)
+    paid_in = billing.chain.receipt(tx)["blockNumber"]
+    billing.run()
+    seen = billing.store.payment(f"ethereum:{tx}:-1")
+    assert seen is not None
+    assert (billing.bill().status, seen.transfer.block_number) == (BillStatus.PROCESSING, paid_in)
+
+    billing.chain.node.call("anvil_reorg", 2, [])  # blocks N - 1 and N replaced, the head N again
+    dropped = billing.run()
+    billing.chain.mine(FINALITY_LAG - 1)
+    waiting = billing.run()
+
+    assert (dropped["orphaned"], billing.bill().status) == (1, BillStatus.OPEN)
+    assert [kind for kind, _ in published if kind == "CryptoBillReopened.v1"] == []
+
+    billing.chain.mine(1)
+    told = billing.run()
+    billing.chain.mine(1)
+    billing.run()
+
+    [reopened] = [detail for kind, detail in published if kind == "CryptoBillReopened.v1"]
+    assert reopened["event_id"].startswith(f"crypto-reopened:inv-1:ethereum:{tx}:-1@{seen.transfer.block_hash}/")
+    assert (reopened["lost"], reopened["lost_usd"], reopened["lost_tx_id"]) == ("dropped", "100.00", tx)
+    assert (reopened["total"], reopened["amount_usd"], reopened["stuck_usd"]) == ("100.00", "100.00", "0.00")
+    assert billing.bill().reopens_owed == ()
+    # the heights the runs read final: N - 8, N - 1, N
+    assert [run["final_through"] for run in (dropped, waiting, told)] == [paid_in - FINALITY_LAG, paid_in - 1, paid_in]
+
+
 def test_given_a_reverted_payment_then_it_is_failed_and_pays_nothing(billing: Billing) -> None:
     tx = billing.chain.pay_usdc(PAYER, MERCHANT, 10_000 * USDC, gas=100_000)  # more than PAYER holds
 

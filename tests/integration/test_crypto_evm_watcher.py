@@ -785,7 +785,7 @@ def test_given_a_reorg_between_a_scans_reads_then_a_usdc_payment_through_a_contr
     first's old-fork read - either way the payment was never seen."""
     chain.mint(OTHER, 10 * USDC)
     batch = Web3.to_checksum_address(deploy(chain.w3, "TestBatchPay"))
-    chain.token().functions.approve(batch, 10 * USDC).transact({"from": OTHER})  # type: ignore[arg-type]
+    _mined(chain, chain.token().functions.approve(batch, 10 * USDC).transact({"from": OTHER}))  # type: ignore[arg-type]
     chain.mine(FINALITY_LAG)
     config = chain.config(start_block=chain.head() + 1, scan_batch=scan_batch)
     chain.mine(2)  # the old fork: two empty blocks
@@ -810,8 +810,14 @@ def _batch_payer(chain: Chain) -> Any:
     exchange's batcher) leaves a Transfer log and nothing the block scan sees."""
     chain.mint(OTHER, 10 * USDC)
     batch = Web3.to_checksum_address(deploy(chain.w3, "TestBatchPay"))
-    chain.token().functions.approve(batch, 10 * USDC).transact({"from": OTHER})  # type: ignore[arg-type]
+    _mined(chain, chain.token().functions.approve(batch, 10 * USDC).transact({"from": OTHER}))  # type: ignore[arg-type]
     return chain.w3.eth.contract(address=batch, abi=contracts.load("TestBatchPay")["abi"])
+
+
+def _mined(chain: Chain, tx: Any) -> int:
+    """The block a sent transaction was mined in: anvil's automine answers ``eth_sendTransaction`` before the block
+    is in (the head read right after it was one block short under load once, and a block mined next could take it)."""
+    return int(chain.w3.eth.wait_for_transaction_receipt(tx, timeout=10)["blockNumber"])
 
 
 def test_given_the_logs_backend_a_block_behind_then_usdc_paid_through_a_contract_is_seen_the_next_run(
@@ -825,8 +831,9 @@ def test_given_the_logs_backend_a_block_behind_then_usdc_paid_through_a_contract
     chain.mine(FINALITY_LAG)
     config = chain.config(start_block=chain.head() + 1)
     chain.mine(1)  # an empty block: the one the lagging backend has
-    payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
-    paid_in = chain.head()
+    paid_in = _mined(
+        chain, payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
+    )
 
     with LaggingLogsProxy(chain.node.url, head=paid_in - 1) as provider:
         watcher = Watcher(replace(config, rpc_url=provider.url))
@@ -854,8 +861,9 @@ def test_given_the_logs_backend_behind_the_whole_range_then_the_run_moves_nothin
     payer = _batch_payer(chain)
     chain.mine(FINALITY_LAG)
     config = chain.config(start_block=chain.head() + 1)
-    payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
-    paid_in = chain.head()
+    paid_in = _mined(
+        chain, payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
+    )
     chain.mine(2)
 
     with LaggingLogsProxy(chain.node.url, head=paid_in - 1) as provider:
@@ -884,7 +892,7 @@ def test_given_the_logs_backend_three_blocks_behind_a_ten_block_batch_then_the_r
     first_block = chain.head() + 1
     config = chain.config(start_block=first_block)
     chain.mine(5)
-    payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000})
+    _mined(chain, payer.functions.pay(chain.usdc, MERCHANT, [4 * USDC]).transact({"from": OTHER, "gas": 200_000}))
     chain.mine(4)
     assert chain.head() == first_block + 9
 
@@ -1838,3 +1846,27 @@ def test_given_a_paid_bills_payment_reorged_out_and_mined_again_in_the_same_run_
     assert back is not None
     assert (report.rolled_back_to is not None, back.status, back.reopens_owed) == (True, BillStatus.PROCESSING, ())
     assert h.events("CryptoBillReopened.v1") == []
+
+
+# --- the height through which a drop is final (D449) ---------------------------------------------------------------
+def test_given_a_watcher_catching_up_then_the_height_it_reads_final_for_drops_is_at_most_the_last_block_it_read(
+    chain: Chain,
+) -> None:
+    """Blocks S..S+29 to read (S the start block), finalized S+21 (the head S+29 less anvil's 8), 10 blocks a run:
+    the first run reads S..S+9 and reports S+9 - a drop's transaction mined again at S+15, final already, is not read
+    yet, so no drop is final through S+15 for this watcher; the second S+19; the third reaches the head and reports
+    the finalized block, S+21."""
+    config = replace(chain.config(), max_blocks_per_run=10)
+    start = config.start_block
+    assert start is not None
+    chain.mine(30)
+    assert (chain.head(), chain.w3.eth.get_block("finalized")["number"]) == (start + 29, start + 21)
+    watcher = Watcher(config)
+
+    reports = [watcher.run() for _ in range(3)]
+
+    assert [(r.to_block, r.final_through) for r in reports] == [
+        (start + 9, start + 9),
+        (start + 19, start + 19),
+        (start + 29, start + 21),
+    ]

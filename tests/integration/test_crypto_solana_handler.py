@@ -472,3 +472,56 @@ def test_given_1_lamport_dust_and_a_0_01_sol_stray_then_only_the_stray_is_alerte
     assert sorted(p.transfer.tx_id for p in deployed.unattributed()) == sorted([stray, *dust])
     assert flushed_metrics(capfd.readouterr().out).get(Metric.CRYPTO_UNATTRIBUTED_UNALERTED.value) == 3
     assert feed.reads == 1
+
+
+def test_given_a_seen_sol_payment_whose_fork_died_then_its_customer_is_told_once_it_cannot_land_any_more(
+    deployed: DynamoCryptoStore, chain: SolanaTestChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D449 through the scheduled handler: 0.5 SOL ($100.00 at the $200.00 lock) seen in slot S, the bill
+    PROCESSING; its fork dies (S skipped). Finalized S + 1 (a block after S whose parent is before it: proof), the run
+    orphans it - the bill OPEN asking 100.00 again, nothing told. Its blockhash is from a block before S, and a
+    transaction lands at most 151 blocks past its blockhash's block: with every slot after S a block, 151 final
+    blocks after S (finalized S + 151) are not proof yet - nothing told; 152 (S + 152): one ``CryptoBillReopened.v1``,
+    ``lost`` "expired", 100.00, its signature, and nothing more on the next run. Before: the notice waited 768 s of
+    the function's clock - in this test, never sent."""
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+
+    published: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(dependencies.publisher(), "publish", lambda kind, detail: published.append((kind, detail)))
+    reference = open_bill(deployed, chain, "100.00", "SOL", "200.00", 500_000_000)
+    signature = chain.pay_sol(500_000_000, reference=reference)
+    run_handler()
+    seen = deployed.payment(f"solana:{signature}:0")
+    assert seen is not None
+    slot = seen.transfer.block_number
+    assert bill_of(deployed).status is BillStatus.PROCESSING
+
+    def reopened() -> list[dict[str, object]]:
+        return [detail for kind, detail in published if kind == "CryptoBillReopened.v1"]
+
+    chain.standin.forget(signature)  # its fork died: S skipped on the finalized chain
+    chain.standin.advance(slot + 1 - chain.standin.finalized_slot)
+    (dropped,) = run_handler()["runs"]  # type: ignore[misc]
+    assert (dropped["orphaned"], bill_of(deployed).status, reopened()) == (1, BillStatus.OPEN, [])
+
+    chain.standin.advance(150)  # finalized S + 151
+    assert chain.standin.finalized_slot == slot + 151
+    (waiting,) = run_handler()["runs"]  # type: ignore[misc]
+    assert reopened() == []
+
+    chain.standin.advance(1)  # finalized S + 152: the block 151 below it is S + 1
+    (told,) = run_handler()["runs"]  # type: ignore[misc]
+    run_handler()
+
+    [event] = reopened()
+    assert str(event["event_id"]).startswith(
+        f"crypto-reopened:inv-sol-1:solana:{signature}:0@{seen.transfer.block_hash}/"
+    )
+    assert (event["lost"], event["lost_usd"], event["lost_tx_id"], event["amount_usd"]) == (
+        "expired",
+        "100.00",
+        signature,
+        "100.00",
+    )
+    # S + 151 .. S + 1 are 151 blocks, S skipped: the block 151 below S + 151 is S - 1; below S + 152, S + 1
+    assert (waiting["final_through"], told["final_through"]) == (slot - 1, slot + 1)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kilo_crypto_watch import logic
+from kilo_crypto_watch import items, logic
 from kilo_crypto_watch.adapters import DynamoCryptoStore
 from kilo_crypto_watch.history import account_history
 from kilo_crypto_watch.model import (
@@ -576,14 +576,14 @@ def test_given_a_seen_payment_orphaned_and_mined_again_in_the_same_run_then_noth
     """D434 amended (hcw): 60.00 final, 40.00 seen in 0xblock; that block is reorged away (``orphaned``) - the bill
     goes OPEN asking 100.00 - 60.00 = 40.00 and owes the notice, but an orphaning's notice is not published inline
     (a reorged-out transaction normally returns to the mempool and is mined again): nothing told, the sweep at once
-    tells nothing either (its block's height not final yet). The transaction re-included in 0xnew: PROCESSING, the
-    owed notice cleared silently; final there: PAID and the usual settled notice once (100.00), never a reopen.
-    Before: "your payment was dropped" told at the orphaning."""
+    tells nothing either (block 100 not final yet: the chain finalized through 99, D449). The transaction
+    re-included in 0xnew: PROCESSING, the owed notice cleared silently; final there: PAID and the usual settled
+    notice once (100.00), never a reopen. Before: "your payment was dropped" told at the orphaning."""
     h = _covered_by_a_seen_rest(stack)
 
     h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
     h.settlement.orphaned("ethereum:0xc2:0", "0xblock")  # the next run reports it again: nothing more
-    h.settlement.announce_due()
+    h.settlement.announce_due({"ethereum": 99})
 
     reopened = h.store.bill("inv-1")
     assert reopened is not None
@@ -612,32 +612,35 @@ def test_given_a_seen_payment_orphaned_and_mined_again_in_the_same_run_then_noth
 def test_given_a_seen_payment_orphaned_and_still_gone_once_its_block_is_final_then_the_customer_is_told_once(
     stack: Stack,
 ) -> None:
-    """D434 amended (hcw): 40.00 seen in 0xblock orphaned at T0+5 min, never mined again: nothing told at T0+5 min +
-    767 s (Ethereum's finality lag, 768 s, not yet past); at T0+5 min + 768 s the sweep tells it once: its id naming
-    the payment and the block it left, ``lost`` "dropped", the payment's 40.00 (40,000,000 units at $1.00) and
-    transaction, no stuck payment, asking 40.00. Swept again: nothing more."""
+    """D434 amended (hcw), D449: 40.00 seen in block 100 (0xblock), orphaned at T0+5 min, never mined again. An hour
+    on, its chain finalized through 99 (one block short of 100: the reorg could still be undone): nothing told, nor
+    by a sweep without ethereum's height (another chain's run). Finalized through 100: the sweep tells it once - its
+    id naming the payment, the block it left and when it was dropped, ``lost`` "dropped", the payment's 40.00
+    (40,000,000 units at $1.00) and transaction, no stuck payment, asking 40.00. Swept again: nothing more.
+    Before D449: told 768 s after the drop whatever the chain's finality."""
     h = _covered_by_a_seen_rest(stack)
     h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
 
-    h.clock.now = T0 + timedelta(minutes=5, seconds=767)
+    h.clock.now = T0 + timedelta(hours=1, minutes=5)
+    h.settlement.announce_due({"ethereum": 99})
+    h.settlement.announce_due({"base": 5_000})
     h.settlement.announce_due()
     assert h.events(REOPENED) == []
 
-    h.clock.now = T0 + timedelta(minutes=5, seconds=768)
-    h.settlement.announce_due()
-    h.settlement.announce_due()
+    h.settlement.announce_due({"ethereum": 100})
+    h.settlement.announce_due({"ethereum": 101})
 
     assert h.events(REOPENED) == [
         {
             "schema_version": 1,
-            "event_id": f"crypto-reopened:inv-1:ethereum:0xc2:0@0xblock/{_unix(T0 + timedelta(minutes=5, seconds=768))}",
+            "event_id": f"crypto-reopened:inv-1:ethereum:0xc2:0@0xblock/{_unix(T0 + timedelta(minutes=5))}",
             "account_id": "acct-1",
             "invoice_id": "inv-1",
             "total": "100.00",
             "amount_usd": "40.00",
             "stuck_usd": "0.00",
             "stuck_tx_ids": [],
-            "occurred_at": (T0 + timedelta(minutes=5, seconds=768)).isoformat(),
+            "occurred_at": (T0 + timedelta(hours=1, minutes=5)).isoformat(),
             "number": "KB-inv-1",
             "lost": "dropped",
             "lost_usd": "40.00",
@@ -647,12 +650,60 @@ def test_given_a_seen_payment_orphaned_and_still_gone_once_its_block_is_final_th
     assert h.store.bills_to_announce() == []
 
 
+def test_given_a_dropped_payment_and_no_final_height_of_its_chain_then_768_s_and_a_day_later_nothing_is_told(
+    stack: Stack,
+) -> None:
+    """D449: 40.00 seen in block 100 dropped at T0+5 min; the sweep runs 768 s later and a day later without
+    ethereum's final height (a run that could not read it, or another chain's run): nothing told, the notice still
+    owed (the bill on the announcement list). Before: told at 768 s of wall clock, finality delayed or not."""
+    h = _covered_by_a_seen_rest(stack)
+    h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
+
+    h.clock.now = T0 + timedelta(minutes=5, seconds=768)
+    h.settlement.announce_due()
+    h.clock.now = T0 + timedelta(days=1, minutes=5)
+    h.settlement.announce_due()
+
+    assert h.events(REOPENED) == []
+    owed = h.store.bill("inv-1")
+    assert owed is not None
+    assert [entry.partition(";")[0] for entry in owed.reopens_owed] == ["ethereum:0xc2:0@0xblock"]
+    assert [bill.invoice_id for bill in h.store.bills_to_announce()] == ["inv-1"]
+
+
+def test_given_a_drop_owed_in_the_form_stored_before_d449_then_it_is_told_by_its_time_under_its_old_id(
+    stack: Stack,
+) -> None:
+    """D449, reading what the code before it stored: the owed entry ``...;dropped;<due>`` (due = the drop + 768 s,
+    no height) is told by that time as it was promised - not at 767 s even with block 100 final, at 768 s with no
+    height given - under the id the old code would have given it (``/<due, Unix seconds>``)."""
+    h = _covered_by_a_seen_rest(stack)
+    h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
+    due = T0 + timedelta(minutes=5, seconds=768)
+    stack.clients["dynamodb"].update_item(
+        TableName=stack.template.physical_name("CryptoTable"),
+        Key=items.key(items.bill_pk("inv-1"), "BILL"),
+        UpdateExpression="SET reopens_owed = :owed",
+        ExpressionAttributeValues={":owed": {"L": [{"S": f"ethereum:0xc2:0@0xblock;dropped;{due.isoformat()}"}]}},
+    )
+
+    h.clock.now = due - timedelta(seconds=1)
+    h.settlement.announce_due({"ethereum": 100})
+    assert h.events(REOPENED) == []
+    h.clock.now = due
+    h.settlement.announce_due()
+    h.settlement.announce_due()
+
+    told = [(e["event_id"], e["amount_usd"], e["lost"], e["lost_usd"]) for e in h.events(REOPENED)]
+    assert told == [(f"crypto-reopened:inv-1:ethereum:0xc2:0@0xblock/{_unix(due)}", "40.00", "dropped", "40.00")]
+
+
 def test_given_two_payments_orphaned_and_one_mined_again_while_the_bill_stays_open_then_only_the_other_is_told(
     stack: Stack,
 ) -> None:
     """D434 amended (hcw): 30.00 final, 30.00 (0xc2) and 40.00 (0xc3) seen; both blocks reorged away (OPEN, asking
-    70.00), 0xc2 mined again in 0xnew (OPEN still, asking 40.00: 0xc3 is gone). Once final: only 0xc3's notice is
-    told (its 40.00), 0xc2's cleared - it counts again though the bill stays OPEN."""
+    70.00), 0xc2 mined again in 0xnew (OPEN still, asking 40.00: 0xc3 is gone). Once block 100 is final: only 0xc3's
+    notice is told (its 40.00), 0xc2's cleared - it counts again though the bill stays OPEN."""
     h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
     h.settlement.record_seen(transfer("0xc1", "USDC", 30_000_000, T0 + timedelta(minutes=3)))
     h.settlement.record_seen(transfer("0xc2", "USDC", 30_000_000, T0 + timedelta(minutes=4)))
@@ -668,12 +719,11 @@ def test_given_two_payments_orphaned_and_one_mined_again_while_the_bill_stays_op
     assert still is not None
     assert (still.status, remaining_usd(still)) == (BillStatus.OPEN, Decimal("40.00"))
 
-    h.clock.now += timedelta(hours=1)
-    h.settlement.announce_due()
+    h.settlement.announce_due({"ethereum": 100})  # block 100, which both were dropped from, final
 
     told = [(e["event_id"], e["amount_usd"], e["lost_usd"], e["lost_tx_id"]) for e in h.events(REOPENED)]
-    due = _unix(T0 + timedelta(minutes=5, seconds=768))
-    assert told == [(f"crypto-reopened:inv-1:ethereum:0xc3:0@0xblock/{due}", "40.00", "40.00", "0xc3")]
+    dropped = _unix(T0 + timedelta(minutes=5))
+    assert told == [(f"crypto-reopened:inv-1:ethereum:0xc3:0@0xblock/{dropped}", "40.00", "40.00", "0xc3")]
     assert h.store.bills_to_announce() == []
 
 
@@ -708,8 +758,8 @@ def test_given_a_seen_payment_failing_in_its_new_block_then_the_customer_is_told
 def test_given_an_orphaning_whose_notice_failed_to_publish_when_the_payment_is_back_meanwhile_then_nothing_is_told(
     stack: Stack,
 ) -> None:
-    """D434 amended (hcw): 60.00 final, 40.00 seen and orphaned; once due (768 s on) the notice fails to publish (the
-    bus down) and stays owed; the transaction re-included in 0xnew before the next run (PROCESSING, 0.00 asked): the
+    """D434 amended (hcw): 60.00 final, 40.00 seen and orphaned; once due (block 100 final, D449) the notice fails to
+    publish (the bus down) and stays owed; the transaction re-included in 0xnew before the next run (PROCESSING, 0.00 asked): the
     sweep marks the notice said and publishes nothing - the payment covers the bill again."""
     h = billed(stack, [quote("q-usdc", "USDC", USDC_QUOTE, "1")], T0 + timedelta(minutes=5))
     publisher = FailingPublisher()
@@ -719,9 +769,8 @@ def test_given_an_orphaning_whose_notice_failed_to_publish_when_the_payment_is_b
     h.settlement.finalized("ethereum:0xc1:0")
     h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
     publisher.down = True
-    h.clock.now += timedelta(seconds=768)
     with pytest.raises(CrashError):
-        h.settlement.announce_due()
+        h.settlement.announce_due({"ethereum": 100})
     owed = h.store.bill("inv-1")
     assert owed is not None
     assert [entry.partition(";")[0] for entry in owed.reopens_owed] == ["ethereum:0xc2:0@0xblock"]
@@ -2788,15 +2837,16 @@ def test_given_no_sol_rate_for_three_dust_credits_in_one_run_then_one_read_and_a
     assert settlement.take_unalerted() == 0
 
 
-@pytest.mark.parametrize(("failed", "told_at", "lost"), [(True, 0, "failed"), (False, 768, "expired")])
+@pytest.mark.parametrize(("failed", "lost"), [(True, "failed"), (False, "expired")])
 def test_given_a_seen_solana_payment_failed_or_dropped_then_the_reopen_carries_its_cause(
-    stack: Stack, failed: bool, told_at: int, lost: str
+    stack: Stack, failed: bool, lost: str
 ) -> None:
-    """D434 amended (hcw): the $100.00 bill paid 666,666,667 lamports at $150.00 (seen, PROCESSING) on Solana; its
-    watcher reports it ``orphaned`` - its transaction FAILED (``failed``): told at once, ``lost`` "failed"; or its
-    slot skipped: told only 768 s on, ``lost`` "expired" (a Solana transaction cannot land once its blockhash is too
-    old, never "may be mined again"). Asking the whole 100.00 again, the payment's 100.00. Before: both "dropped",
-    told at once - the failure inferred from the line's status (ORPHANED)."""
+    """D434 amended (hcw): the $100.00 bill paid 666,666,667 lamports at $150.00 (seen, PROCESSING) on Solana in slot
+    100; its watcher reports it ``orphaned`` - its transaction FAILED (``failed``): told at once, ``lost`` "failed";
+    or its slot skipped: told only once its watcher's final slot for drops reaches 100 (99 is not enough, D449),
+    ``lost`` "expired" (a Solana transaction cannot land once its blockhash is too old, never "may be mined again").
+    Asking the whole 100.00 again, the payment's 100.00. Before: both "dropped", told at once - the failure inferred
+    from the line's status (ORPHANED)."""
     h = billed(
         stack, [quote("q-sol", "SOL", SOL_QUOTE, "150.00", chain="solana", reference=REF)], T0 + timedelta(minutes=5)
     )
@@ -2804,37 +2854,37 @@ def test_given_a_seen_solana_payment_failed_or_dropped_then_the_reopen_carries_i
         transfer("5sig", "SOL", SOL_QUOTE, T0 + timedelta(minutes=4), sender="Payer", chain="solana", references=(REF,))
     )
     h.settlement.orphaned("solana:5sig:0", "0xblock", failed=failed)
-    h.settlement.announce_due()
+    h.settlement.announce_due({"solana": 99})
     assert len(h.events(REOPENED)) == (1 if failed else 0)
 
-    h.clock.now = T0 + timedelta(minutes=5, seconds=told_at)
-    h.settlement.announce_due()
+    h.settlement.announce_due({"solana": 100})
 
     told = [(e["event_id"], e["amount_usd"], e["lost"], e["lost_usd"], e["lost_tx_id"]) for e in h.events(REOPENED)]
-    event_id = f"crypto-reopened:inv-1:solana:5sig:0@0xblock/{_unix(T0 + timedelta(minutes=5, seconds=told_at))}"
+    event_id = f"crypto-reopened:inv-1:solana:5sig:0@0xblock/{_unix(T0 + timedelta(minutes=5))}"
     assert told == [(event_id, "100.00", lost, "100.00", "5sig")]
 
 
 def test_given_a_payment_dropped_from_a_block_twice_with_its_return_between_then_each_drop_is_told(
     stack: Stack,
 ) -> None:
-    """D434 amended (hcw): 40.00 seen in 0xblock dropped (told 768 s on), the chain back to 0xblock (the payment seen
-    there again, PROCESSING), then dropped from it again (told 768 s on): two notices, two ids - the second is not
-    taken for the first. Before: both ``...@0xblock``, the second deduplicated away by consumers."""
+    """D434 amended (hcw): 40.00 seen in 0xblock (block 100) dropped at T0+5 min (told once 100 is final, D449), the
+    chain back to 0xblock (the payment seen there again, PROCESSING), then dropped from it again at T0+20 min (told
+    once 100 is final): two notices, two ids - the second is not taken for the first. Before: both
+    ``...@0xblock``, the second deduplicated away by consumers."""
     h = _covered_by_a_seen_rest(stack)
     h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
     h.clock.now = T0 + timedelta(minutes=20)
-    h.settlement.announce_due()
+    h.settlement.announce_due({"ethereum": 100})
     h.settlement.record_seen(transfer("0xc2", "USDC", 40_000_000, T0 + timedelta(minutes=4)))
     back = h.store.bill("inv-1")
     assert back is not None
     assert back.status is BillStatus.PROCESSING
     h.settlement.orphaned("ethereum:0xc2:0", "0xblock")
     h.clock.now = T0 + timedelta(minutes=40)
-    h.settlement.announce_due()
+    h.settlement.announce_due({"ethereum": 100})
 
     ids = [e["event_id"] for e in h.events(REOPENED)]
-    first, second = T0 + timedelta(minutes=5, seconds=768), T0 + timedelta(minutes=20, seconds=768)
+    first, second = T0 + timedelta(minutes=5), T0 + timedelta(minutes=20)
     assert ids == [
         f"crypto-reopened:inv-1:ethereum:0xc2:0@0xblock/{_unix(first)}",
         f"crypto-reopened:inv-1:ethereum:0xc2:0@0xblock/{_unix(second)}",

@@ -51,6 +51,11 @@ One run per chain (``watch``):
    nothing, the rollback so read orphans nothing (it goes back to ``finalized``), all named stuck but a rollback read by
    a backend merely behind (nothing at ``finalized``: silent) (D342, amended).
 
+The run reports ``final_through``: the ``finalized`` block's number, at most the last block it read - a payment
+dropped with its block at or below it is dropped for good (that height is final, the fork that held it dead) and its
+transaction is in no block read up to it, so the sweep may tell its customer (``Settlement.announce_due``, D449).
+Read from the ``finalized`` tag the run reads anyway: no call more; a chain whose finality stalls holds the notice.
+
 The watcher never asks anything per quote: RPC calls per run depend on the blocks scanned, the transactions to the
 merchant and the payments pending finality, never on the number of open quotes. ``RunReport.rpc_calls`` counts the
 JSON-RPC requests the run made (each element of a batch counts).
@@ -571,6 +576,9 @@ def watch(
         caught_up=last >= head.number,
         lag=max(head.number - last, 0),
         stuck=tuple(stuck),
+        # a drop at or below it is final, and the blocks up to it were read: its transaction is in none of them
+        # (re-mined there, it was seen again and counts) - D449
+        final_through=min(finalized.number, last),
     )
 
 

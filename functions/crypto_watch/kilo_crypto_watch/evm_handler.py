@@ -93,7 +93,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     try:
         report = watch(chain, rpc(chain.key, chain.rpc_url), dependencies.cursors(), settlement)
         expiring = settlement.announce_expiring(chain.key, timedelta(minutes=settings().quote_expiring_minutes))
-        announced = settlement.announce_due()  # what a crash between a bill's save and its event left out
+        # what a crash between a bill's save and its event left out, and the drops final on this chain (D449)
+        final = {} if report.final_through is None else {chain.key: report.final_through}
+        announced = settlement.announce_due(final)
     except Exception:
         logger.exception("EVM watcher run failed; Lambda retries it, then the dead-letter queue")
         count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
@@ -118,6 +120,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "rolled_back_to": report.rolled_back_to,
         "caught_up": report.caught_up,
         "lag": report.lag,
+        "final_through": report.final_through,
         "quotes_expiring_announced": expiring,
         "bills_announced": announced,
     }

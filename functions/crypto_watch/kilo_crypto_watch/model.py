@@ -186,6 +186,11 @@ class RunReport:
     # Solana: the run stopped its transaction loop on its time budget (less than ``TIME_MARGIN`` left at a slot's
     # start): what it read is recorded, the cursor is on the last whole slot read (D91 amended (s3)); logged
     out_of_time: bool = False
+    # the height (EVM block number, Solana slot) through which a payment dropped with its block is final for this
+    # run: the finalized block, at most the last block read (EVM); the slot below which no dropped transaction can
+    # land any more and every slot was listed (Solana, ``SolanaWatcher._final_through``); None: not known this run.
+    # The sweep tells a drop from a height at or below it (``Settlement.announce_due``, D449)
+    final_through: int | None = None
 
 
 # --- Settlement's domain (owned by the core: quotes, bills, chain payments as recorded) ---------------------------
@@ -344,7 +349,8 @@ class Bill:
     # total - settled; a later payment pays it first, D387)
     written_off_announced_usd: Decimal | None = None
     # the CryptoBillReopened notices saved with a stall and not yet published, each "<payment id>@<block hash>"
-    # (its event id's tail): the sweep publishes what a failed publish or a crash left out (D434)
+    # (its event id's tail; a lost payment's adds its cause and, dropped, the height it waits on to be final:
+    # ``settlement.reopen_entry``): the sweep publishes what a failed publish or a crash left out (D434, D449)
     reopens_owed: tuple[str, ...] = ()
     version: int = 0
 

@@ -577,6 +577,12 @@ class SolanaRpc(Protocol):
         ``getBlocks`` at the provider, its long-term storage failing): no proof either way."""
         ...
 
+    async def finalized_blocks(self, first: int, last: int) -> Sequence[int] | None:
+        """The slots in ``[first, last]`` holding a finalized block on the answering backend, ascending (``getBlocks``,
+        ``finalized``: capped at its finalized slot, skipped slots left out); None when it answers a JSON-RPC error
+        (no ``getBlocks`` at the provider, its long-term storage failing)."""
+        ...
+
     async def finalized_parent(self, slot: int) -> int | None:
         """The ``parentSlot`` of the finalized block at ``slot`` (``getBlock``, ``finalized``, ``transactionDetails:
         none``); None when the backend does not show that block (as ``finalized_signatures``) or answers any other

@@ -108,11 +108,6 @@ class SettlementPolicy:
     # alert, only a metric: address-poisoning dust (1 lamport, 1 wei) would otherwise page an operator per transfer.
     # 0: every one alerted (D364)
     unattributed_alert_min_usd: Decimal = Decimal("0.01")
-    # a payment dropped with its block (``orphaned``) is told to its customer only this long after the orphaning, if
-    # it still does not count then: by then the orphaned block's height is final (768 s: Ethereum's finality lag,
-    # D342/D418; far past a Solana blockhash's expiry) - a reorged-out transaction normally returns to the mempool and
-    # is mined again meanwhile, which clears the notice silently (D434 amended (hcw))
-    drop_notice_wait: timedelta = timedelta(seconds=768)
 
 
 class SettlementError(Exception):
@@ -335,28 +330,62 @@ def owing_reopen(before: Bill, after: Bill, owed: str) -> Bill:
     return after
 
 
-def reopen_entry(payment: Payment, block_hash: str, lost: Lost | None = None, due: datetime | None = None) -> str:
+def reopen_entry(payment: Payment, block_hash: str, lost: Lost | None = None, at: datetime | None = None) -> str:
     """An owed reopen notice: ``<payment id>@<block hash>`` (a stall: the block it was named stuck in), the event id's
-    tail - one notice per payment and block. A lost payment's (D434 amended (hcw)) adds ``;<lost>;<due>``: the cause,
-    and when it may be told (ISO time; not before, and only if the payment still does not count then)."""
+    tail - one notice per payment and block. A lost payment's (D434 amended (hcw)) adds ``;<lost>;<at>``: the cause
+    and a time (ISO) - a failure's is when it is told (at once). A drop's ("dropped", "expired": its block orphaned)
+    ``at`` is when it was dropped, and it adds ``;<chain>;<height>``, the block number (slot) ``payment`` was
+    dropped from: it is told once its chain's watcher reads that height final (``OwedReopen.due``, D449)."""
     tail = f"{payment.payment_id}@{block_hash}"
     if lost is None:
         return tail
-    return f"{tail};{lost};{(due or payment.seen_at).isoformat()}"
+    entry = f"{tail};{lost};{(at or payment.seen_at).isoformat()}"
+    if lost == "failed":
+        return entry
+    return f"{entry};{payment.transfer.chain};{payment.transfer.block_number}"
 
 
-def parse_reopen(owed: str) -> tuple[str, str, Lost | None, datetime | None]:
-    """``reopen_entry``'s parts: the payment id, the event id's tail, the cause and the time it is due (None, None
-    for a stall: due at once). A lost payment's tail adds ``/<due, Unix seconds>``: lost from the same block again
-    later (back in it meanwhile) is another notice, never taken for the first (D434 amended (hcw))."""
+@dataclass(frozen=True, slots=True)
+class OwedReopen:
+    """One entry of a bill's ``reopens_owed``, read (``parse_reopen``): the payment, the event id's tail, the cause
+    (None: a stall), and what it waits for - a dropped payment's chain and the height it was dropped from (D449), or,
+    for an entry written before D449 (and a failure: that time is its writing), a time."""
+
+    payment_id: str
+    tail: str
+    lost: Lost | None = None
+    at: datetime | None = None
+    chain: str | None = None
+    height: int | None = None
+
+    def due(self, now: datetime, final: Mapping[str, int]) -> bool:
+        """Whether it may be told now: a drop once ``final`` (each chain's height its watcher read final this run,
+        ``Settlement.announce_due``) has its chain at or past the height it was dropped from - not while that chain's
+        height is unknown; an entry with a time once ``now`` is past it; a stall at once."""
+        if self.height is not None:
+            reached = final.get(self.chain or "")
+            return reached is not None and reached >= self.height
+        return self.at is None or now >= self.at
+
+
+def parse_reopen(owed: str) -> OwedReopen:
+    """``reopen_entry``'s parts. A lost payment's tail adds ``/<at, Unix seconds>``: lost from the same block again
+    later (back in it meanwhile) is another notice, never taken for the first (D434 amended (hcw)). A drop's entry
+    written before D449 (``<tail>;dropped;<due>``: no height, its time 768 s after the drop) is still due by that
+    time, its id unchanged: such entries are told within 768 s of the deploy, as they were promised."""
     tail, _, rest = owed.partition(";")
     payment_id = tail.rpartition("@")[0]
-    cause, _, due = rest.partition(";")
-    if cause in _LOST_CAUSES and due:
-        lost = cast(Lost, cause)
-        at = datetime.fromisoformat(due)
-        return payment_id, f"{tail}/{int(at.timestamp())}", lost, at
-    return payment_id, tail, None, None
+    cause, _, more = rest.partition(";")
+    if cause not in _LOST_CAUSES or not more:
+        return OwedReopen(payment_id, tail)
+    lost = cast(Lost, cause)
+    stamp, _, where = more.partition(";")
+    at = datetime.fromisoformat(stamp)
+    told = f"{tail}/{int(at.timestamp())}"
+    chain, _, height = where.partition(";")
+    if chain and height:
+        return OwedReopen(payment_id, told, lost, chain=chain, height=int(height))
+    return OwedReopen(payment_id, told, lost, at=at)
 
 
 def quote_status(quote: Quote, lines: Sequence[BillPayment], now: datetime) -> QuoteStatus:
@@ -726,9 +755,9 @@ class Settlement:
     def orphaned(self, payment_id: str, block_hash: str | None = None, *, failed: bool = False) -> None:
         """Its block reorged away (``failed``: its transaction failed, a Solana status): the bill stops counting it -
         left OPEN asking more, it owes the customer ``CryptoBillReopened.v1`` (D434 amended (hcw)). A failure's is
-        told at once (``lost`` "failed"); a drop's only by ``announce_due`` once ``drop_notice_wait`` has passed and
-        the payment still does not count (``lost`` "dropped", on Solana "expired"): mined again meanwhile, it is
-        cleared silently."""
+        told at once (``lost`` "failed"); a drop's only by ``announce_due`` once the height it was dropped from is
+        final on its chain (D449) and the payment still does not count (``lost`` "dropped", on Solana "expired"):
+        mined again meanwhile, it is cleared silently."""
         self._move(payment_id, PaymentStatus.ORPHANED, block_hash, tell="failed" if failed else "dropped")
 
     # the fast path and the watchers' common entry
@@ -1006,14 +1035,17 @@ class Settlement:
             self._store.retire_expiring(quote)
         return published
 
-    def announce_due(self) -> int:
+    def announce_due(self, final: Mapping[str, int] | None = None) -> int:
         """Publish what a crash between a bill's save and its event left out: ``CryptoBillSettled.v1`` of a PAID bill
         never announced, ``CryptoCreditAdded.v1`` of credit gained since the last announcement, each
-        ``CryptoBillReopened.v1`` owed (same event ids as the first attempt; consumers apply each once). Run by every
-        watcher run. Returns how many bills it announced."""
+        ``CryptoBillReopened.v1`` owed (same event ids as the first attempt; consumers apply each once) - a dropped
+        payment's once ``final`` has its chain at or past the height it was dropped from: ``final`` is the height
+        (slot) through which the run's watcher read its chain final (``RunReport.final_through``, chain key ->
+        height); a chain not in it (another chain's run, or its height unread this run) leaves its drops owed (D449).
+        Run by every watcher run. Returns how many bills it announced."""
         bills = self._store.bills_to_announce()
         for bill in bills:
-            self._announce_bill(bill)
+            self._announce_bill(bill, final)
         return len(bills)
 
     def resolve_review(self, payment_id: str, accept: bool) -> Payment:
@@ -1521,7 +1553,7 @@ class Settlement:
 
         self._retried(payment_id, attempt)
 
-    def _announce_reopens(self, bill: Bill) -> None:
+    def _announce_reopens(self, bill: Bill, final: Mapping[str, int] | None = None) -> None:
         """``CryptoBillReopened.v1`` of each reopen ``bill`` owes (``reopens_owed``), then marked said: a stall, an
         orphaning or a failure in a new block left it OPEN asking more than before - the customer is asked again
         (D419, D434, amended (hcw)). Its id names the payment and the block it was named stuck in (orphaned from,
@@ -1529,26 +1561,28 @@ class Settlement:
         moved again in another block after being seen there is another reopen. Published late (the sweep, after a
         failed publish), it tells the bill as it is then; a bill no longer OPEN (paid, or covered again meanwhile),
         or whose payment holds it again (seen in another block since), is not told, its notice only marked said. A
-        drop's notice is left owed until due (``parse_reopen``; ``drop_notice_wait``): published by the sweep then,
-        cleared by any write of the bill once its payment counts again (D434 amended (hcw))."""
+        drop's notice is left owed until due (``OwedReopen.due``: the height it was dropped from final on its chain,
+        ``final``, given by the sweep alone - D449): published by the sweep then, cleared by any write of the bill once
+        its payment counts again (D434 amended (hcw))."""
         for owed in bill.reopens_owed:
-            payment_id, tail, lost, due = parse_reopen(owed)
-            line = next((line for line in bill.payments if line.payment_id == payment_id), None)
+            entry = parse_reopen(owed)
+            line = next((line for line in bill.payments if line.payment_id == entry.payment_id), None)
             if bill.status is BillStatus.OPEN and (line is None or not holds(line)):
-                if due is not None and self._clock() < due:
-                    continue  # a drop not told yet: left owed, the sweep's once due (or cleared if mined again)
-                self._publish_reopened(bill, tail, line, lost)
+                if not entry.due(self._clock(), final or {}):
+                    continue  # a drop not final yet: left owed, the sweep's once final (or cleared if mined again)
+                self._publish_reopened(bill, entry.tail, line, entry.lost)
             self._store.mark_reopen_said(bill.invoice_id, owed)
 
     def _lost_entry(self, payment: Payment, lost: Lost) -> str:
-        """The owed entry of ``payment`` lost from its block: a failure due at once, a drop after ``drop_notice_wait``
-        ("expired" on Solana: a transaction whose blockhash is too old cannot land any more)."""
+        """The owed entry of ``payment`` lost from its block: a failure due at once; a drop once the height it was
+        dropped from is final on its chain (D449; "expired" on Solana: a transaction whose blockhash is too old
+        cannot land any more - its watcher's final slot says when, ``SolanaWatcher``)."""
         now = self._clock()
         if lost == "failed":
             return reopen_entry(payment, payment.transfer.block_hash, lost, now)
         chain = self._chains.get(payment.transfer.chain)
         cause: Lost = "expired" if chain is not None and chain.kind == "solana" else "dropped"
-        return reopen_entry(payment, payment.transfer.block_hash, cause, now + self._policy.drop_notice_wait)
+        return reopen_entry(payment, payment.transfer.block_hash, cause, now)
 
     def _publish_reopened(self, bill: Bill, tail: str, line: BillPayment | None, lost: Lost | None) -> None:
         stuck = [x for x in bill.payments if counts(x) and not holds(x)]
@@ -1700,12 +1734,12 @@ class Settlement:
         for payment in payments:
             self._store.mark_payment_announced(payment.payment_id)
 
-    def _announce_bill(self, bill: Bill) -> None:
+    def _announce_bill(self, bill: Bill, final: Mapping[str, int] | None = None) -> None:
         """``CryptoBillSettled.v1`` once the bill is PAID; afterwards ``CryptoCreditAdded.v1`` whenever a payment
         finalized on the paid bill raised its credit past what was announced (each carries the credit in all). First
-        the reopens it owes (``_announce_reopens``): every write of a bill settles them - one told, one its payment
-        counting again cleared (D434 amended (hcw))."""
-        self._announce_reopens(bill)
+        the reopens it owes (``_announce_reopens``, a drop's only given ``final``: the sweep's): every write of a bill
+        settles them - one told, one its payment counting again cleared (D434 amended (hcw))."""
+        self._announce_reopens(bill, final)
         if bill.status is not BillStatus.PAID:
             return
         if bill.settled_announced:

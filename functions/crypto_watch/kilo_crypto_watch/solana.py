@@ -41,13 +41,17 @@ Each run (scheduled every minute, idempotent):
    signature not served is skipped as vanished on the same proof only (D91). A payment recorded FAILED stays pending
    until its failure is finalized (then final); a status without the error means it landed again and succeeded:
    ``getTransaction`` and its credits are reported again.
+5. ``getBlocks`` (``finalized``) of the ``FINAL_WINDOW_SLOTS`` slots up to the cursor -> ``RunReport.final_through``:
+   the slot of the finalized block ``LANDING_BLOCKS`` (151) blocks below the last one there. A payment dropped from a
+   slot at or below it cannot land any more (its blockhash expired on the final chain, in blocks the watcher listed):
+   the sweep tells its customer then (``Settlement.announce_due``, D449).
 
 Calls per run: 1 + min(recent references, ``max_references``) + 2 sweeps (+1 per further page of 1,000; +1 per ask
 again of a page refused by a server behind) + new transactions (at most ``max_transactions``) + one ``getBlock`` per
 slot with a credit (+1 ``getBlockTime`` per such slot whose ``getTransaction`` answer had no block time, D397) +
 ceil(pending / 256) (+1 ``getSlot(finalized)`` when a status is unknown; + ``getTransaction`` and
 ``getBlock(finalized)`` per payment unknown past its final slot, + ``getBlocks`` and ``getBlock(finalized)`` of the
-next block where that block is not shown).
+next block where that block is not shown) + 1 ``getBlocks`` (step 5).
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ from kilo_crypto_watch.ports import (
     SignatureInfo,
     SolanaNodeBehindError,
     SolanaRpc,
+    SolanaRpcError,
     TransactionNotFoundError,
     record_alone,
     settle_alone,
@@ -97,6 +102,14 @@ UNPROVEN_ALARM_SLOTS = 750
 # A slot is a unit of time on Solana (the leader schedule's, ticks of proof of history; a skipped slot passes all the
 # same), not a block count: slots run ~400 ms or slower, so 1,920 slots are at least ~768 s (D418, amended (cw2))
 STALL_SLOTS = 1920
+# a transaction lands only in a block at most this many blocks above the block of its recent blockhash: Agave takes a
+# blockhash at most MAX_PROCESSING_AGE (150) blocks older than the landing block's parent. Blocks, not slots: a
+# skipped slot registers no blockhash (so no count of slots bounds it) - D449
+LANDING_BLOCKS = 151
+# the slots up to the run's cursor whose finalized blocks are listed (one getBlocks) to find the final slot for drops
+# (``SolanaWatcher._final_through``): room for 152 blocks with finality up to ~800 slots (~5 minutes) behind the
+# cursor; farther behind (finality stalled), no final slot this run - a drop's notice waits
+FINAL_WINDOW_SLOTS = 1000
 # a listing page refused by a server behind the run's head (-32016) is asked this many times in all, ``behind_pause``
 # apart (a slot is ~400 ms: a server a slot behind has reached the head by the next ask), before the run gives up
 BEHIND_ASKS = 3
@@ -424,7 +437,7 @@ class SolanaWatcher:
 
         if not behind:
             self.cursors.put(Cursor(self.config.key, to_slot, latest.blockhash, last_signature, stamp), cursor)
-        finalized, orphaned, unproven = await self._finality(merchant, watched, stuck)
+        finalized, orphaned, unproven, final_through = await self._finality(merchant, watched, stuck, to_slot)
         return RunReport(
             chain=self.config.key,
             from_block=floor + 1,
@@ -440,7 +453,23 @@ class SolanaWatcher:
             unproven=unproven,
             behind=behind,
             out_of_time=out_of_time,
+            final_through=final_through,
         )
+
+    async def _final_through(self, listed: int) -> int | None:
+        """The slot through which a payment dropped with its block is final (``RunReport.final_through``, D449): the
+        finalized block ``LANDING_BLOCKS`` blocks below the last finalized block L at or below ``listed`` (the
+        cursor's slot: every slot up to it listed), from one ``getBlocks`` of the ``FINAL_WINDOW_SLOTS`` slots up to
+        it. A transaction dropped from slot S at or below it names the blockhash of a block before S (an ancestor of
+        its dead block): on the final chain at least 152 blocks below L, so it can land only in a block below L - all
+        final and listed, where the watcher did not see it (seen, it counts again) - or, its blockhash on the dead
+        fork, nowhere: it cannot land any more. None - the notice waits - when fewer than 152 finalized blocks are
+        shown (finality far behind the cursor) or the read fails (a JSON-RPC error answer, or the node down)."""
+        try:
+            blocks = await self._call(self.rpc.finalized_blocks(max(listed - FINAL_WINDOW_SLOTS, 0), listed))
+        except SolanaRpcError:
+            return None  # the run's work is done: a node failing here holds the drops' notices, nothing else
+        return None if blocks is None else drop_final_slot(blocks)
 
     async def _call(self, call: Awaitable[T]) -> T:
         self._calls.count += 1
@@ -521,9 +550,13 @@ class SolanaWatcher:
                 await asyncio.sleep(self.behind_pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _finality(self, merchant: Merchant, watched: frozenset[str], stuck: list[str]) -> tuple[int, int, int]:
-        """Finalized, orphaned, and unproven (final slot, unknown status, not proven gone: kept pending). Each pending
-        payment's step is its own (``settle_alone``): one that fails is added to ``stuck`` and the others go on."""
+    async def _finality(
+        self, merchant: Merchant, watched: frozenset[str], stuck: list[str], listed: int
+    ) -> tuple[int, int, int, int | None]:
+        """Finalized, orphaned, and unproven (final slot, unknown status, not proven gone: kept pending), and the
+        slot through which a drop is final, every slot up to ``listed`` listed (``_final_through``, D449). Each
+        pending payment's step is its own (``settle_alone``): one that fails is added to ``stuck`` and the others go
+        on."""
         pending = list(self.sink.pending(self.config.key))
         finalized = orphaned = unproven = 0
         finalized_slot: int | None = None
@@ -565,7 +598,7 @@ class SolanaWatcher:
                         # it no longer holds its bill (D398, D419): a write-off falls, or an OPEN bill asks the rest
                         # again (a double payment becomes credit); still pending, finalized if it shows up
                         settle_alone(stuck, pid, partial(self.sink.stalled, pid, payment.block_hash))
-        return finalized, orphaned, unproven
+        return finalized, orphaned, unproven, await self._final_through(listed)
 
     async def _reread(
         self, payment: PendingPayment, merchant: Merchant, watched: frozenset[str], stuck: list[str], final: bool
@@ -632,6 +665,14 @@ def _bounded(ordered: list[SignatureInfo], cap: int, head: int) -> tuple[list[Si
         batch = [info for info in ordered if info.slot == stop]
         return batch, stop
     return batch, stop - 1
+
+
+def drop_final_slot(blocks: Sequence[int]) -> int | None:
+    """The slot through which a dropped transaction cannot land any more, from consecutive finalized blocks'
+    slots (ascending, the last L): the block ``LANDING_BLOCKS`` (151) blocks below L - a transaction dropped from a
+    slot at or below it has a blockhash at least 152 blocks below L, so it can land only below L (D449); None with
+    fewer blocks (not known)."""
+    return blocks[-(LANDING_BLOCKS + 1)] if len(blocks) > LANDING_BLOCKS else None
 
 
 def _with_hash(transfer: ObservedTransfer, block_hash: str) -> ObservedTransfer:

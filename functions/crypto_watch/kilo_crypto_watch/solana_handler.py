@@ -56,7 +56,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 watch(chain, dependencies.cursors(), settlement, settlement, time_left=partial(_seconds_left, context))
             )
             expiring = settlement.announce_expiring(chain.key, expiring_window)
-            announced = settlement.announce_due()  # what a crash between a bill's save and its event left out
+            # what a crash between a bill's save and its event left out, and the drops final on this chain (D449)
+            final = {} if report.final_through is None else {chain.key: report.final_through}
+            announced = settlement.announce_due(final)
         except CursorConflictError:
             logger.info("another run moved the cursor first; this run stops", extra={"chain": chain.key})
             continue

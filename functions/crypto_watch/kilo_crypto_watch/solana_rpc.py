@@ -181,6 +181,12 @@ class SolanaRpcClient:
         response = await self._request(_unless_refused(self._client.get_blocks(slot + 1, slot + NEXT_BLOCK_SLOTS)))
         return min(response.value) if response is not None and response.value else None
 
+    async def finalized_blocks(self, first: int, last: int) -> Sequence[int] | None:
+        # getBlocks as ``next_finalized_block`` reads it: finalized by default, its end capped at the root; a JSON-RPC
+        # error answer shows nothing (None), a transport failure is the caller's ``SolanaRpcError``
+        response = await self._request(_unless_refused(self._client.get_blocks(first, last)))
+        return None if response is None else sorted(int(slot) for slot in response.value)
+
     async def finalized_parent(self, slot: int) -> int | None:
         # the proof's last step: any JSON-RPC error answer proves nothing, as for getBlocks (review rs3)
         block = await self._finalized_block(slot, TransactionDetails.None_, any_refusal=True)
