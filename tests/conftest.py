@@ -82,8 +82,16 @@ def _shared_botocore_loader() -> Iterator[None]:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, _shared_botocore_loader: None) -> Iterator[None]:
-    """In-process moto for every AWS call made inside the test."""
+    """In-process moto for every AWS call made inside the test, its stream records numbered where they land as the
+    local stack's moto server numbers them (two writes served at once shared a number, and a stream reader read the
+    second again on every page: D448); undone after the test."""
     from moto import mock_aws  # noqa: PLC0415
+    from moto.dynamodb.models.table import StreamShard  # noqa: PLC0415
+
+    from kilo_dev import moto_server  # noqa: PLC0415
+
+    monkeypatch.setattr(StreamShard, "__init__", StreamShard.__init__)  # restored after the test
+    moto_server._stream_records_numbered_where_they_land()
 
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
