@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import time_machine
 
 from kilo_dev import livekit_events as lk
 from kilo_dev.apigw import http_api_event
@@ -18,12 +20,25 @@ from kilo_dev.patterns import matches
 from kilo_dev.signing import livekit_authorization
 from kilo_dev.streams import StreamReader
 from kilo_webhook_ingest import livekit_handler
-from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, accounts_registered, count_calls
+from tests.conftest import LIVEKIT_KEYS, YEARS_AHEAD, LambdaContext, Stack, accounts_registered, count_calls
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
 PERIOD = "2026-11"
+# The module's clock: after every instant its data names (calls from T0, the app's reports up to 2026-11-28T10:00)
+# and within the 35 days ingest accepts usage for of the earliest (2026-11-16T00:30). On the real clock its usage
+# tests would fail from 2026-12-21 (D450); the guard: every test here runs under a wall clock years ahead, ``NOW`` inside.
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+pytestmark = pytest.mark.wall_clock(YEARS_AHEAD)
 ACCOUNT = "acct_team_1"
 registered_accounts = accounts_registered(ACCOUNT, "acct_other")  # the accounts its rooms name (D276)
+
+
+@pytest.fixture(autouse=True)
+def clock() -> Iterator[None]:
+    """Every test runs from ``NOW``, ticking on (moto's queues, visibility timeouts and the rating handler read the
+    clock as they would on the real one)."""
+    with time_machine.travel(NOW, tick=True):
+        yield
 
 
 def deliver_webhook(body: bytes, context: LambdaContext) -> None:
