@@ -50,6 +50,28 @@ FUNCTIONS = (
 )
 
 
+# The calendar a test runs under (D450). Tests drive their time (issue 9): a test whose data carry dates travels to an
+# instant of its own (time_machine). The mark ``wall_clock("<ISO instant>")``, or KILO_TEST_CLOCK=<ISO instant> for a
+# whole run, sets the test's wall clock to that instant, ticking on, before its other function fixtures start; the
+# test's own travel still decides inside it. A test that passes only while the real date is near its data fails
+# under either at once, not on the day the calendar moves past its data.
+WALL_CLOCK = "KILO_TEST_CLOCK"
+YEARS_AHEAD = "2036-02-29T12:00:00Z"  # the guards' wall clock: a test that reads the calendar fails under it
+
+
+@pytest.fixture(autouse=True)
+def _wall_clock(request: pytest.FixtureRequest) -> Iterator[None]:
+    mark = request.node.get_closest_marker("wall_clock")
+    instant = mark.args[0] if mark else os.environ.get(WALL_CLOCK)
+    if not instant:
+        yield
+        return
+    import time_machine  # noqa: PLC0415
+
+    with time_machine.travel(instant, tick=True):
+        yield
+
+
 @dataclass
 class LambdaContext:
     function_name: str = "kilo-billing-test"
@@ -82,8 +104,16 @@ def _shared_botocore_loader() -> Iterator[None]:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, _shared_botocore_loader: None) -> Iterator[None]:
-    """In-process moto for every AWS call made inside the test."""
+    """In-process moto for every AWS call made inside the test, its stream records numbered where they land as the
+    local stack's moto server numbers them (two writes served at once shared a number, and a stream reader read the
+    second again on every page: D448); undone after the test."""
     from moto import mock_aws  # noqa: PLC0415
+    from moto.dynamodb.models.table import StreamShard  # noqa: PLC0415
+
+    from kilo_dev import moto_server  # noqa: PLC0415
+
+    monkeypatch.setattr(StreamShard, "__init__", StreamShard.__init__)  # restored after the test
+    moto_server._stream_records_numbered_where_they_land()
 
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",

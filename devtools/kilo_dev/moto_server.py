@@ -1,6 +1,6 @@
 """The local stack's moto server: ``python -m kilo_dev.moto_server -H 127.0.0.1 -p PORT`` (moto 5.2's own server, with
-three bounds on what it keeps and two speed-ups; the causes and the measurements are in docs/decisions.md, D38 and
-D443).
+three bounds on what it keeps, two speed-ups and a fix; the causes and the measurements are in docs/decisions.md, D38,
+D443 and D448).
 
 moto's server never lets go of three things, so its memory grows with every request (7 GB after ~2,300 demo requests):
 
@@ -27,6 +27,14 @@ Two costs per request, paid on the local stack's critical path (the demo waits f
    (``shaped``: the same members, base64 blobs, epoch timestamps); any other answer, an error, or a result that is
    not plain data keeps moto's serializer. ``KILO_MOTO_SERIALIZER=verify`` answers with moto's serializer and a 500
    wherever the two differ (the e2e test runs every operation so).
+
+And one fix, also made in-process for the tests (tests/conftest.py, D448):
+
+6. **Stream records written at once.** moto numbers a stream record (``len(items)`` + the shard's start) before it
+   builds it and appends it after; two writes served at once (the usage route writes a batch's events in parallel)
+   read the same length and their records share a number. A reader's next iterator starts at the last number + 1,
+   which moto reads as a place in the list: the second record of the pair, again, on every page until another record
+   lands. Here a record takes the number of the place it lands at (``NumberedRecords``).
 
 It also ends itself when the process that started it is gone (killed before it could stop the server).
 """
@@ -205,6 +213,35 @@ def _expiring_iterators() -> None:
     DynamoDBStreamsBackend.__init__ = __init__  # type: ignore[method-assign]
 
 
+_APPENDING = threading.Lock()  # one for every shard: a record's number and its place are taken together
+
+
+class NumberedRecords(list[Any]):
+    """A stream shard's records (``StreamShard.items``): ``append`` gives a record the sequence number of the place it
+    lands at (the shard's first number + its index), whatever number moto gave it while it built it."""
+
+    def __init__(self, start: int) -> None:
+        super().__init__()
+        self.start = start
+
+    def append(self, record: Any) -> None:
+        with _APPENDING:
+            record.record["dynamodb"]["SequenceNumber"] = str(self.start + len(self))
+            super().append(record)
+
+
+def _stream_records_numbered_where_they_land() -> None:
+    from moto.dynamodb.models.table import StreamShard  # noqa: PLC0415
+
+    original_init = StreamShard.__init__
+
+    def __init__(self: Any, account_id: str, table: Any) -> None:  # noqa: N807
+        original_init(self, account_id, table)
+        self.items = NumberedRecords(self.starting_sequence_number)
+
+    StreamShard.__init__ = __init__  # type: ignore[method-assign]
+
+
 def _modules_listed_once() -> None:
     """moto's dispatcher lists its package folder (``os.listdir`` and an ``isdir`` per entry) on every request, under
     its lock; the list never changes while the server runs."""
@@ -299,10 +336,11 @@ def _fast_json() -> None:
 
 
 def bound_moto() -> None:
-    """Apply the three bounds and the two speed-ups to moto in this process (before any backend is used)."""
+    """Apply the three bounds, the two speed-ups and the fix to moto in this process (before any backend is used)."""
     _track_weakly()
     _transactions_in_place()
     _expiring_iterators()
+    _stream_records_numbered_where_they_land()
     _modules_listed_once()
     _fast_json()
 

@@ -7,14 +7,22 @@ from typing import Any
 from kilo_billing.items import lambda_shape
 
 
+class StreamNotAdvancingError(RuntimeError):
+    """A shard gave a sequence number no greater than one it gave before: two records numbered alike, or an iterator
+    that did not move on (DynamoDB Streams numbers a shard's records in increasing order)."""
+
+
 class StreamReader:
-    """Follows every shard of a stream from its start (TRIM_HORIZON); ``poll`` returns what arrived since last time."""
+    """Follows every shard of a stream from its start (TRIM_HORIZON); ``poll`` returns what arrived since last time.
+    A shard whose sequence numbers do not increase fails the poll (``StreamNotAdvancingError``) rather than handing
+    out its last record again page after page (D448)."""
 
     def __init__(self, client: Any, stream_arn: str, region: str = "us-east-1") -> None:
         self._client = client
         self._arn = stream_arn
         self._region = region
         self._iterators: dict[str, str | None] = {}
+        self._last: dict[str, int] = {}  # per shard, the last sequence number handed out
 
     def _refresh_shards(self) -> None:
         shards = self._client.describe_stream(StreamArn=self._arn)["StreamDescription"]["Shards"]
@@ -33,11 +41,22 @@ class StreamReader:
             while position is not None and len(records) < limit:
                 page = self._client.get_records(ShardIterator=position, Limit=min(1000, limit - len(records)))
                 position = page.get("NextShardIterator")
-                records.extend(self._to_lambda(record) for record in page["Records"])
+                for record in page["Records"]:
+                    self._advance(shard_id, int(record["dynamodb"]["SequenceNumber"]))
+                    records.append(self._to_lambda(record))
                 if not page["Records"]:
                     break
             self._iterators[shard_id] = position
         return records
+
+    def _advance(self, shard_id: str, number: int) -> None:
+        last = self._last.get(shard_id)
+        if last is not None and number <= last:
+            raise StreamNotAdvancingError(
+                f"shard {shard_id} of {self._arn} gave sequence number {number} after {last}: two records numbered "
+                "alike or an iterator that did not move on"
+            )
+        self._last[shard_id] = number
 
     def _to_lambda(self, record: dict[str, Any]) -> dict[str, Any]:
         shaped: dict[str, Any] = lambda_shape(record)

@@ -6,16 +6,17 @@ The negative controls take one grant away (or move it to another table) and the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import time_machine
 
 from kilo_dev import livekit_events as lk
-from tests.conftest import LambdaContext, Stack, accounts_registered
+from tests.conftest import YEARS_AHEAD, LambdaContext, Stack, accounts_registered
 from tests.iam.conftest import Roles
 from tests.infra.test_generated_iam import EVENTS_TABLE, USAGE_TABLE
-from tests.integration.test_rating_stream import Lambda, aggregate, deliver_webhook
+from tests.integration.test_rating_stream import NOW, Lambda, aggregate, deliver_webhook
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
 ACCOUNT = "acct_iam_1"
@@ -116,8 +117,16 @@ def test_given_one_grant_taken_from_rating_s_role_then_the_same_run_is_refused_o
     assert any(failed)
 
 
+@pytest.fixture
+def clock() -> Iterator[None]:
+    """The rating stream's clock (its ``NOW``): the report ``_report_messages`` sends is accepted whatever the date."""
+    with time_machine.travel(NOW, tick=True):
+        yield
+
+
+@pytest.mark.wall_clock(YEARS_AHEAD)  # the guard (D450): its report is accepted on ``clock``, not on the calendar
 def test_given_a_usage_event_rated_under_the_role_then_it_is_marked_rated_and_nothing_else_of_it_may_change(
-    stack: Stack, roles: Roles, lambda_context: LambdaContext
+    clock: None, stack: Stack, roles: Roles, lambda_context: LambdaContext
 ) -> None:
     """D407: rating's one write to the events table marks a usage event rated (`SET rated_at`, conditional on its
     key); its grant names those attributes only, so the stored event's quantity cannot be rewritten by the role."""

@@ -5,11 +5,14 @@ handler rates each batch. Redelivery, a crash half-way and a poison record chang
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import time_machine
 
 from kilo_dev import livekit_events as lk
 from kilo_dev.apigw import http_api_event
@@ -17,12 +20,25 @@ from kilo_dev.patterns import matches
 from kilo_dev.signing import livekit_authorization
 from kilo_dev.streams import StreamReader
 from kilo_webhook_ingest import livekit_handler
-from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, accounts_registered, count_calls
+from tests.conftest import LIVEKIT_KEYS, YEARS_AHEAD, LambdaContext, Stack, accounts_registered, count_calls
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
 PERIOD = "2026-11"
+# The module's clock: after every instant its data names (calls from T0, the app's reports up to 2026-11-28T10:00)
+# and within the 35 days ingest accepts usage for of the earliest (2026-11-16T00:30). On the real clock its usage
+# tests would fail from 2026-12-21 (D450); the guard: every test here runs under a wall clock years ahead, ``NOW`` inside.
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+pytestmark = pytest.mark.wall_clock(YEARS_AHEAD)
 ACCOUNT = "acct_team_1"
 registered_accounts = accounts_registered(ACCOUNT, "acct_other")  # the accounts its rooms name (D276)
+
+
+@pytest.fixture(autouse=True)
+def clock() -> Iterator[None]:
+    """Every test runs from ``NOW``, ticking on (moto's queues, visibility timeouts and the rating handler read the
+    clock as they would on the real one)."""
+    with time_machine.travel(NOW, tick=True):
+        yield
 
 
 def deliver_webhook(body: bytes, context: LambdaContext) -> None:
@@ -55,9 +71,8 @@ class Lambda:
 
 
 def described(records: list[dict[str, Any]]) -> str:
-    """What a poll read, for a failure's message: a clean-clone CI once saw 1,000 records here where 2 were written
-    (cause not found: repeated sequence numbers would mean a stream iterator that did not advance, distinct ones
-    writes from elsewhere)."""
+    """What a poll read, for a failure's message (a clean-clone CI once read 1,000 records where 2 were written: two
+    records numbered alike, D448)."""
     sequences = {r["dynamodb"]["SequenceNumber"] for r in records}
     keys = sorted(
         {(r["eventName"], r["dynamodb"]["Keys"]["pk"]["S"], r["dynamodb"]["Keys"]["sk"]["S"]) for r in records}
@@ -323,7 +338,7 @@ def test_given_a_batch_then_writes_stay_within_the_stated_formula(stack: Stack, 
     assert counter.count("PutItem") == 0
 
 
-def test_given_app_usage_reported_twice_then_counted_once(stack: Stack, lambda_context: LambdaContext) -> None:
+def _report_usage_twice_and_rate(stack: Stack, context: LambdaContext) -> None:
     from kilo_dev.signing import usage_signature  # noqa: PLC0415
     from kilo_webhook_ingest import usage_handler  # noqa: PLC0415
     from tests.conftest import USAGE_CLIENTS, register_accounts  # noqa: PLC0415
@@ -340,15 +355,63 @@ def test_given_app_usage_reported_twice_then_counted_once(stack: Stack, lambda_c
     headers = {"content-type": "application/json", "x-kilo-client": "kilo-app"}
     for _ in range(2):  # the app retries after a timeout: the second is all duplicates at ingest
         headers["x-kilo-signature"] = usage_signature(body, USAGE_CLIENTS["kilo-app"][0])
-        response = usage_handler.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), lambda_context)
+        response = usage_handler.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), context)
         assert response["statusCode"] == 200
     runner = Lambda(stack)
     records = runner.poll()
     assert len(records) == 2, described(records)  # the marks ("rated_at") are MODIFY records: filtered out
-    runner.run(records, lambda_context)
-    runner.run(records, lambda_context)  # the stream redelivers
+    runner.run(records, context)
+    runner.run(records, context)  # the stream redelivers
     assert aggregate(stack) == {"messages": 1200, "data_transfer": 2_500_000_000}
     assert runner.poll() == []  # marking usage rated produced no new INSERT for rating
+
+
+def test_given_app_usage_reported_twice_then_counted_once(stack: Stack, lambda_context: LambdaContext) -> None:
+    _report_usage_twice_and_rate(stack, lambda_context)
+
+
+def _one_write_lands_while_the_other_builds_its_record(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Serve the events table's first two stream writes as a loaded machine may: the first to build its stream record
+    (moto has numbered it by then) waits until the other has landed on the stream whole. Returns the sequence
+    numbers of the two records as moto first gave them."""
+    from moto.dynamodb.models.table import StreamRecord, StreamShard  # noqa: PLC0415
+
+    table_name = stack.template.physical_name("EventsTable")
+    build, add = StreamRecord.__init__, StreamShard.add
+    waiting: list[int] = []  # the thread of the write that waits
+    numbered: list[int] = []
+    landed, lock = threading.Event(), threading.Lock()
+
+    def building(self: Any, table: Any, stream_type: str, event_name: str, old: Any, new: Any, seq: int) -> None:
+        if table.name == table_name:
+            with lock:
+                first = not waiting
+                if first:
+                    waiting.append(threading.get_ident())
+                numbered.append(seq)
+            if first:
+                assert landed.wait(60), "the other write never reached the stream"  # a guard: both run meanwhile
+        build(self, table, stream_type, event_name, old, new, seq)
+
+    def adding(self: Any, old: Any, new: Any) -> None:
+        add(self, old, new)
+        if self.table.name == table_name and threading.get_ident() not in waiting:
+            landed.set()
+
+    monkeypatch.setattr(StreamRecord, "__init__", building)
+    monkeypatch.setattr(StreamShard, "add", adding)
+    return numbered
+
+
+def test_given_the_two_writes_of_a_usage_report_served_at_once_then_the_stream_gives_each_once_and_both_are_counted(
+    stack: Stack, lambda_context: LambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usage route writes a batch's events in parallel. moto numbered a stream record before it built it, so two
+    writes served at once gave their records one number, and the reader's next page started at the second of them
+    again and again: a CI run under load read 1,000 records here where 2 were written (D448)."""
+    numbered = _one_write_lands_while_the_other_builds_its_record(stack, monkeypatch)
+    _report_usage_twice_and_rate(stack, lambda_context)
+    assert numbered[0] == numbered[1]  # moto numbered both before either landed: the two were served at once
 
 
 def test_given_usage_crossing_half_the_allowance_then_one_threshold_event_reaches_the_bus(
