@@ -113,7 +113,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, _shared_botocore_loader: None) -> Itera
     from kilo_dev import moto_server  # noqa: PLC0415
 
     monkeypatch.setattr(StreamShard, "__init__", StreamShard.__init__)  # restored after the test
-    moto_server._stream_records_numbered_where_they_land()
+    moto_server.number_stream_records_where_they_land()
 
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",

@@ -230,7 +230,9 @@ class NumberedRecords(list[Any]):
             super().append(record)
 
 
-def _stream_records_numbered_where_they_land() -> None:
+def number_stream_records_where_they_land() -> None:
+    """Each stream shard made from now on keeps its records in ``NumberedRecords`` (D448): this server, and the tests'
+    in-process moto (tests/conftest.py's ``aws``)."""
     from moto.dynamodb.models.table import StreamShard  # noqa: PLC0415
 
     original_init = StreamShard.__init__
@@ -340,7 +342,7 @@ def bound_moto() -> None:
     _track_weakly()
     _transactions_in_place()
     _expiring_iterators()
-    _stream_records_numbered_where_they_land()
+    number_stream_records_where_they_land()
     _modules_listed_once()
     _fast_json()
 
