@@ -36,7 +36,7 @@ from kilo_billing.catalog import PriceBook
 from kilo_billing.entitlements import Entitlement
 from kilo_billing.invoicing import Line
 from kilo_billing.money import ZERO, decimal_str, money_str, optional_money_str
-from kilo_billing.rating import InvoiceLine
+from kilo_billing.rating import InvoiceLine, TierChange
 
 Money = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{2}$", examples=["29.00"])]
 Quantity = Annotated[str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", examples=["1250"])]
@@ -215,6 +215,10 @@ class ScheduledChangeOut(_Out):
     effective_at: datetime = Field(description="When it takes effect (a downgrade: the next period start)")
 
 
+def scheduled_out(change: TierChange | None) -> ScheduledChangeOut | None:
+    return None if change is None else ScheduledChangeOut(tier=change.tier, effective_at=change.at)
+
+
 class SubscriptionStateOut(_Out):
     """The subscription now (D447): ``GET .../subscription``'s answer, and ``current`` in a tier request's 412."""
 
@@ -226,9 +230,7 @@ class SubscriptionStateOut(_Out):
 
     @classmethod
     def of(cls, state: SubscriptionState) -> SubscriptionStateOut:
-        found = state.scheduled
-        scheduled = None if found is None else ScheduledChangeOut(tier=found.tier, effective_at=found.at)
-        return cls(tier=state.tier, scheduled_change=scheduled, etag=state.tag)
+        return cls(tier=state.tier, scheduled_change=scheduled_out(state.scheduled), etag=state.tag)
 
 
 class UsageOut(_Out):
@@ -266,11 +268,7 @@ class UsageOut(_Out):
             daily=[
                 DayOut(date=d.day, video_minutes=d.video_minutes, audio_minutes=d.audio_minutes) for d in report.daily
             ],
-            scheduled_change=(
-                ScheduledChangeOut(tier=report.scheduled.tier, effective_at=report.scheduled.at)
-                if report.scheduled is not None
-                else None
-            ),
+            scheduled_change=scheduled_out(report.scheduled),
         )
 
 
